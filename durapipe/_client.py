@@ -1,0 +1,176 @@
+"""Starting runs on Temporal and following them: the client side of durapipe."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from durapipe._errors import ConfigError, RunError, RunNotFound, StepFailed
+from durapipe.adapters import (
+    DEFAULT_TASK_QUEUE,
+    WORKFLOW_NAME,
+    PipeRun,
+    RunResult,
+    StepFailure,
+    StepRecord,
+    child_workflow_id,
+    new_run_id,
+)
+from durapipe.pipes import CONTROLLER_KINDS, Pipeline, check_inputs, resolve
+from durapipe.worker import DurapipePlugin
+from durapipe.workflows import STEPS_QUERY
+
+DEFAULT_ADDRESS = "localhost:7233"
+DEFAULT_NAMESPACE = "default"
+SPEC_VERSION = 1
+
+
+async def connect(
+    address: str | None = None,
+    namespace: str | None = None,
+    *,
+    pipeline: Pipeline | None = None,
+    tools: Mapping[str, Callable[..., Any]] | None = None,
+) -> Client:
+    """A Temporal client with durapipe's plugin; workers built on it run ``pipeline``'s tools.
+
+    The address and namespace come from the arguments, else ``TEMPORAL_ADDRESS`` and
+    ``TEMPORAL_NAMESPACE`` (as the temporal CLI reads them), else ``localhost:7233`` / ``default``.
+
+    Raises:
+        ConfigError: the server cannot be reached.
+    """
+    address = address or os.environ.get("TEMPORAL_ADDRESS") or DEFAULT_ADDRESS
+    namespace = namespace or os.environ.get("TEMPORAL_NAMESPACE") or DEFAULT_NAMESPACE
+    try:
+        return await Client.connect(
+            address, namespace=namespace, plugins=[DurapipePlugin(pipeline, tools=tools)]
+        )
+    except Exception as err:  # the SDK raises RuntimeError with the transport's reason
+        raise ConfigError(
+            f"cannot reach Temporal at {address} (namespace {namespace}): {err}; "
+            "start a dev server with `durapipe dev` or set TEMPORAL_ADDRESS"
+        ) from None
+
+
+class RunHandle:
+    """A run on Temporal: its id, its step records while it goes, and its result."""
+
+    def __init__(self, client: Client, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self._handle: WorkflowHandle[Any, RunResult] = client.get_workflow_handle(
+            run_id, result_type=RunResult
+        )
+
+    async def result(self) -> RunResult:
+        """Wait for the run to finish.
+
+        Raises:
+            StepFailed: a step failed (names the step, its kind, model and cause).
+            RunError: the run ended another way (terminated, cancelled, timed out).
+        """
+        try:
+            return await self._handle.result()
+        except WorkflowFailureError as err:
+            raise run_error(err, self.run_id) from None
+        except RPCError as err:
+            raise RunNotFound(
+                f"no run '{self.run_id}': {err.message}", run_id=self.run_id
+            ) from None
+
+    async def steps(self) -> list[StepRecord]:
+        """Step records of the run, including those of nested runs still in progress."""
+        return await _steps(self.client, self.run_id, self.run_id)
+
+
+async def _steps(client: Client, run_id: str, workflow_id: str) -> list[StepRecord]:
+    handle = client.get_workflow_handle(workflow_id)
+    records: list[StepRecord] = await handle.query(STEPS_QUERY, result_type=list[StepRecord])
+    merged: list[StepRecord] = []
+    for record in records:
+        merged.append(record)
+        if record.kind in CONTROLLER_KINDS and record.status == "running":
+            try:
+                nested = await _steps(client, run_id, child_workflow_id(run_id, record.path))
+            except RPCError:
+                continue  # the child has not started yet
+            merged.extend(r for r in nested if all(r.path != m.path for m in records))
+    return merged
+
+
+def run_error(err: WorkflowFailureError, run_id: str) -> RunError:
+    """The durapipe error for a failed workflow."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.details:
+        try:
+            failure = StepFailure.model_validate(cause.details[0])
+        except Exception:  # not one of ours: fall through to the generic message
+            pass
+        else:
+            return StepFailed(
+                path=failure.path,
+                kind=failure.kind,
+                model=failure.model,
+                cause_type=failure.cause_type,
+                cause=failure.cause,
+                run_id=run_id,
+                steps=failure.steps,
+            )
+    reason = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+    return RunError(f"run '{run_id}' did not complete: {reason}", run_id=run_id)
+
+
+async def start(
+    client: Client,
+    pipeline: Pipeline,
+    pipe: str,
+    inputs: Mapping[str, Any],
+    *,
+    run_id: str | None = None,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+) -> RunHandle:
+    """Start a run of pipe ``pipe`` on Temporal; the inputs are checked before anything is sent.
+
+    Raises:
+        PipelineError: the pipe is unknown or the inputs do not fit it.
+        RunError: a run with this id already exists.
+    """
+    checked = check_inputs(pipeline, pipe, dict(inputs))
+    run_id = run_id or new_run_id(pipe)
+    run = PipeRun(run_id=run_id, pipe=pipe, spec=resolve(pipeline, pipe), inputs=checked)
+    try:
+        await client.start_workflow(
+            WORKFLOW_NAME,
+            run,
+            id=run_id,
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            static_summary=f"pipe {pipe}",
+            memo={"pipe": pipe, "spec_version": SPEC_VERSION},
+        )
+    except WorkflowAlreadyStartedError:
+        raise RunError(
+            f"a run with id '{run_id}' already exists; choose another --id", run_id=run_id
+        ) from None
+    return RunHandle(client, run_id)
+
+
+async def run(
+    client: Client,
+    pipeline: Pipeline,
+    pipe: str,
+    inputs: Mapping[str, Any],
+    *,
+    run_id: str | None = None,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+) -> RunResult:
+    """Start a run on Temporal and wait for its result (see `start` and `RunHandle.result`)."""
+    handle = await start(client, pipeline, pipe, inputs, run_id=run_id, task_queue=task_queue)
+    return await handle.result()

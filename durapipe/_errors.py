@@ -1,0 +1,104 @@
+"""Errors raised by durapipe.
+
+Every error says what happened, where (pipe, step, field, run id) and, where it helps, what to do.
+
+```
+DurapipeError
+├── PipelineError            a pipeline definition is wrong; nothing was started
+│   └── (carries Problem rows: one per mistake, all reported at once)
+├── ConfigError              the environment or a setting is wrong (missing tool, bad address, ...)
+└── RunError                 a run started and did not succeed
+    ├── StepFailed           a step failed after its retries (names the step, kind, model and cause)
+    └── RunNotFound          no run with that id
+```
+
+Expected errors reach the CLI as one sentence on stderr and a non-zero exit; they are never shown
+as tracebacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class DurapipeError(Exception):
+    """Base of every error durapipe raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One mistake in a pipeline definition.
+
+    Attributes:
+        where: the pipe (and step or field) the mistake is in, e.g. ``pipe 'brief', step 'headline'``.
+        message: what is wrong, in one sentence fragment.
+        source: the file (and line/column when known) the pipe came from.
+    """
+
+    where: str
+    message: str
+    source: str = ""
+
+    def __str__(self) -> str:
+        prefix = f"{self.source}: " if self.source else ""
+        return f"{prefix}{self.where}: {self.message}"
+
+
+class PipelineError(DurapipeError):
+    """A pipeline definition has mistakes; every one found is listed in ``problems``."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class ConfigError(DurapipeError):
+    """A setting, file or environment value is wrong or missing."""
+
+
+class RunError(DurapipeError):
+    """A run started and did not succeed."""
+
+    def __init__(self, message: str, *, run_id: str = "") -> None:
+        self.run_id = run_id
+        super().__init__(message)
+
+
+class StepFailed(RunError):
+    """A step failed after the retries its policy allows.
+
+    Attributes:
+        path: the step path inside the run, e.g. ``fact_check/verify``.
+        kind: the pipe kind (``llm``, ``tool``, ...).
+        model: the model the step called, if any.
+        cause_type: the stable type name of the cause, e.g. ``durapipe.AuthenticationError``.
+        cause: the cause's message.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        kind: str,
+        cause_type: str,
+        cause: str,
+        model: str | None = None,
+        run_id: str = "",
+        steps: list[Any] | None = None,
+    ) -> None:
+        self.path = path
+        self.kind = kind
+        self.model = model
+        self.cause_type = cause_type
+        self.cause = cause
+        # The step records of the failed part of the run, so a parent can show where it stopped.
+        self.steps = steps or []
+        on_model = f" on model {model}" if model else ""
+        super().__init__(
+            f"step '{path}' ({kind}{on_model}) failed: {cause_type}: {cause}", run_id=run_id
+        )
+
+
+class RunNotFound(RunError):
+    """No run with the given id exists in the namespace."""

@@ -1,0 +1,51 @@
+"""The tool operator: call a registered Python function with the step's inputs."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pydantic
+from temporalio.exceptions import ApplicationError
+
+from durapipe.adapters._calls import LeafResult, ToolCall
+from durapipe.pipes import _types
+
+
+async def run_tool(
+    call: ToolCall, functions: Mapping[str, Callable[..., Any]], attempt: int = 1
+) -> LeafResult:
+    """Run one tool call: the activity body, shared by Temporal and the local runner.
+
+    Sync functions run in a thread so they do not block the event loop (and heartbeats go on).
+    An exception the function raises is retried by the step's policy unless it is an
+    `ApplicationError` marked non-retryable.
+
+    Raises:
+        ApplicationError: the function is not registered on this worker, or it returned a value
+            that does not fit the pipe's output type (both non-retryable).
+    """
+    function = functions.get(call.pipe.function)
+    if function is None:
+        raise ApplicationError(
+            f"tool '{call.pipe.function}' (pipe '{call.pipe_name}') is not registered on this worker; "
+            "start the worker with the pipeline file that defines it",
+            type="durapipe.ToolNotFound",
+            non_retryable=True,
+        )
+    if inspect.iscoroutinefunction(function):
+        value = await function(**call.inputs)
+    else:
+        value = await asyncio.to_thread(function, **call.inputs)
+    try:
+        output = _types.validate(call.pipe.output, call.structures, value)
+    except pydantic.ValidationError as err:
+        raise ApplicationError(
+            f"tool '{call.pipe.function}' returned {type(value).__name__}, "
+            f"which is not {call.pipe.output}: {err.errors(include_url=False)[0]['msg']}",
+            type="durapipe.InvalidOutput",
+            non_retryable=True,
+        ) from None
+    return LeafResult(output=output, attempt=attempt)

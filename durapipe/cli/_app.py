@@ -1,0 +1,302 @@
+"""The ``durapipe`` command line (Typer). It only calls durapipe's public API.
+
+Expected errors go to stderr as one sentence per problem with a non-zero exit: 2 for a mistake in
+what was asked (a pipeline file, an input, a setting), 1 for a run that did not succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+import durapipe as dp
+from durapipe.cli import _progress
+
+app = typer.Typer(
+    name="durapipe",
+    help="Durable AI pipelines on Temporal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+AddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        envvar="TEMPORAL_ADDRESS",
+        help="Temporal frontend host:port [default: localhost:7233].",
+    ),
+]
+NamespaceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--namespace", envvar="TEMPORAL_NAMESPACE", help="Temporal namespace [default: default]."
+    ),
+]
+TaskQueueOption = Annotated[
+    str,
+    typer.Option("--task-queue", envvar="DURAPIPE_TASK_QUEUE", help="Task queue of the workers."),
+]
+FileArgument = Annotated[
+    Path, typer.Argument(help="Pipeline file (.yaml or .py).", show_default=False)
+]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``error: message`` to stderr and return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def handles_errors(command: F) -> F:
+    """Turn durapipe's expected errors into one clear message and an exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except dp.PipelineError as err:
+            count = len(err.problems)
+            lines = "\n".join(f"  - {problem}" for problem in err.problems)
+            header = (
+                "the pipeline has a problem" if count == 1 else f"the pipeline has {count} problems"
+            )
+            raise fail(f"{header}; nothing was started:\n{lines}") from None
+        except dp.StepFailed as err:
+            run = f"run '{err.run_id}': " if err.run_id else ""
+            raise fail(f"{run}{err}", code=1) from None
+        except dp.RunError as err:
+            raise fail(str(err), code=1) from None
+        except dp.DurapipeError as err:
+            raise fail(str(err)) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@handles_errors
+def validate(file: FileArgument) -> None:
+    """Check a pipeline file and report every problem, without running anything."""
+    pipeline = dp.load(file)
+    typer.echo(f"{file}: ok, {len(pipeline.pipes)} pipes")
+    for name, pipe in pipeline.pipes.items():
+        inputs = ", ".join(f"{k}: {v}" for k, v in pipe.inputs.items())
+        typer.echo(
+            f"  {name} ({pipe.kind}) ({inputs})  {pipe.description.splitlines()[0] if pipe.description else ''}".rstrip()
+        )
+
+
+def parse_inputs(input_json: str | None, items: list[str]) -> dict[str, Any]:
+    """Run inputs from ``--input-json`` and ``--input name=value`` (``name=@file`` reads a file)."""
+    inputs: dict[str, Any] = {}
+    if input_json is not None:
+        try:
+            data = json.loads(input_json)
+        except json.JSONDecodeError as err:
+            raise fail(f"--input-json is not valid JSON: {err.msg} at position {err.pos}") from None
+        if not isinstance(data, dict):
+            raise fail("--input-json must be a JSON object of input names to values")
+        inputs.update(data)
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise fail(f"--input '{item}' must look like name=value or name=@file")
+        if value.startswith("@"):
+            try:
+                value = Path(value[1:]).read_text(encoding="utf-8")
+            except OSError as err:
+                raise fail(f"--input {name}: cannot read '{value[1:]}': {err.strerror}") from None
+        inputs[name] = value
+    return inputs
+
+
+@app.command()
+@handles_errors
+def run(
+    pipe: Annotated[str, typer.Argument(help="Name of the pipe to run.", show_default=False)],
+    file: Annotated[
+        Path, typer.Option("--file", "-f", help="Pipeline file (.yaml or .py).", show_default=False)
+    ],
+    input_json: Annotated[
+        str | None, typer.Option("--input-json", help="Inputs as a JSON object.")
+    ] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", help="One input as name=value, or name=@file."),
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--id", help="Run id (the workflow id) [default: new].")
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Run in this process, without Temporal.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print only the run's output, as JSON.")
+    ] = False,
+    address: AddressOption = None,
+    namespace: NamespaceOption = None,
+    task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
+    ui_url: Annotated[
+        str | None,
+        typer.Option("--ui-url", envvar="DURAPIPE_UI_URL", help="Temporal Web UI address."),
+    ] = None,
+) -> None:
+    """Run a pipe on Temporal (or in this process with --local) and print its output."""
+    pipeline = dp.load(file)
+    values = parse_inputs(input_json, inputs or [])
+    if local:
+        result = asyncio.run(dp.run_local(pipeline, pipe, values, run_id=run_id))
+        if not as_json:
+            _progress.print_steps(result.steps)
+        _print_result(result, as_json=as_json)
+        return
+    result, run_id = asyncio.run(
+        _run_on_temporal(
+            pipeline, pipe, values, run_id, address, namespace, task_queue, quiet=as_json
+        )
+    )
+    _print_result(result, as_json=as_json)
+    if not as_json:
+        typer.echo(f"run id: {run_id}")
+        typer.echo(f"Temporal UI: {_progress.run_url(ui_url, address, namespace, run_id)}")
+
+
+async def _run_on_temporal(
+    pipeline: dp.Pipeline,
+    pipe: str,
+    values: dict[str, Any],
+    run_id: str | None,
+    address: str | None,
+    namespace: str | None,
+    task_queue: str,
+    *,
+    quiet: bool,
+) -> tuple[dp.RunResult, str]:
+    client = await dp.connect(address, namespace)
+    handle = await dp.start(client, pipeline, pipe, values, run_id=run_id, task_queue=task_queue)
+    if not quiet:
+        typer.echo(f"started run {handle.run_id} on task queue '{task_queue}'", err=True)
+    result = await _progress.follow(handle, quiet=quiet)
+    return result, handle.run_id
+
+
+def _print_result(result: dp.RunResult, *, as_json: bool) -> None:
+    text = json.dumps(result.output, ensure_ascii=False, indent=None if as_json else 2)
+    if as_json:
+        typer.echo(text)
+        return
+    usage = result.usage
+    typer.echo(text)
+    typer.echo(
+        f"tokens: {usage.input_tokens} in / {usage.output_tokens} out, cost: ${usage.cost_usd:.6f}"
+    )
+
+
+@app.command()
+@handles_errors
+def worker(
+    file: FileArgument,
+    address: AddressOption = None,
+    namespace: NamespaceOption = None,
+    task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
+    max_concurrent: Annotated[
+        int | None,
+        typer.Option("--max-concurrent", help="Most activities this worker runs at once."),
+    ] = None,
+) -> None:
+    """Run a worker for the pipes in FILE until interrupted (SIGINT or SIGTERM)."""
+    pipeline = dp.load(file)
+    asyncio.run(_serve(pipeline, address, namespace, task_queue, max_concurrent))
+
+
+async def _serve(
+    pipeline: dp.Pipeline,
+    address: str | None,
+    namespace: str | None,
+    task_queue: str,
+    max_concurrent: int | None,
+) -> None:
+    client = await dp.connect(address, namespace, pipeline=pipeline)
+    built = dp.build_worker(client, task_queue=task_queue, max_concurrent_activities=max_concurrent)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with built:
+        target = client.service_client.config.target_host
+        typer.echo(
+            f"worker ready: task queue '{task_queue}' on {target} (namespace {client.namespace}); "
+            f"pipes: {', '.join(pipeline.pipes)}",
+            err=True,
+        )
+        await stop.wait()
+        typer.echo("worker stopping: finishing in-flight work", err=True)
+
+
+@app.command()
+@handles_errors
+def dev(
+    port: Annotated[int, typer.Option("--port", help="gRPC port of the server.")] = 7233,
+    ui_port: Annotated[
+        int | None, typer.Option("--ui-port", help="Web UI port [default: port + 1000].")
+    ] = None,
+    db_file: Annotated[
+        str | None,
+        typer.Option(
+            "--db-file", help="SQLite file that keeps runs across restarts [default: memory]."
+        ),
+    ] = None,
+    headless: Annotated[bool, typer.Option("--headless", help="Run without the Web UI.")] = False,
+    ip: Annotated[str, typer.Option("--ip", help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Start a local Temporal dev server (the real one) and keep it running until interrupted."""
+    server = dp.DevServer(
+        port=port, ui_port=ui_port or port + 1000, db_file=db_file, headless=headless, ip=ip
+    )
+    server.start()
+    typer.echo(f"Temporal dev server: {server.address}", err=True)
+    if server.ui_url:
+        typer.echo(f"Temporal UI: {server.ui_url}", err=True)
+    typer.echo("press Ctrl-C to stop", err=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        typer.echo("stopping the dev server", err=True)
+    finally:
+        server.stop()
+
+
+@app.command()
+@handles_errors
+def demo(
+    keep: Annotated[
+        bool,
+        typer.Option("--keep", envvar="KEEP", help="Leave the server and UI running afterwards."),
+    ] = False,
+    file: Annotated[Path, typer.Option("--file", help="Pipeline file of the demo.")] = Path(
+        "examples/brief.yaml"
+    ),
+) -> None:
+    """Start a dev server and a worker, run the example pipeline, print the result and stop."""
+    from durapipe.cli._demo import run_demo
+
+    run_demo(file, keep=keep)
+
+
+def main() -> None:
+    """Entry point of the ``durapipe`` command."""
+    app(prog_name="durapipe")

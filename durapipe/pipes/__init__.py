@@ -1,0 +1,62 @@
+"""The pipe model: specs, the Python and YAML spellings, resolution and static validation.
+
+This layer knows nothing of Temporal.
+"""
+
+from durapipe.pipes._builders import Pipe, StepRef, llm, pipeline, sequence, step, tool
+from durapipe.pipes._load import import_function, load, tool_functions
+from durapipe.pipes._resolve import reachable, resolve, subset
+from durapipe.pipes._spec import (
+    CONTROLLER_KINDS,
+    OFFLINE_MODEL,
+    LlmPipe,
+    Pipeline,
+    PipeSpec,
+    RetrySpec,
+    SequencePipe,
+    Step,
+    ToolPipe,
+    is_controller,
+    parse_duration,
+)
+from durapipe.pipes._templates import TemplateError, render, variables
+from durapipe.pipes._types import FieldSpec, StructureSpec
+from durapipe.pipes._validate import check, check_inputs, output_type, validate
+from durapipe.pipes._yaml import load_yaml
+
+__all__ = [
+    "CONTROLLER_KINDS",
+    "OFFLINE_MODEL",
+    "FieldSpec",
+    "LlmPipe",
+    "Pipe",
+    "PipeSpec",
+    "Pipeline",
+    "RetrySpec",
+    "SequencePipe",
+    "Step",
+    "StepRef",
+    "StructureSpec",
+    "TemplateError",
+    "ToolPipe",
+    "check",
+    "check_inputs",
+    "import_function",
+    "is_controller",
+    "llm",
+    "load",
+    "load_yaml",
+    "output_type",
+    "parse_duration",
+    "pipeline",
+    "reachable",
+    "render",
+    "resolve",
+    "sequence",
+    "step",
+    "subset",
+    "tool",
+    "tool_functions",
+    "validate",
+    "variables",
+]

@@ -1,0 +1,82 @@
+"""Resolution: from a pipeline to the self-contained spec one run carries.
+
+The resolved spec keeps only the pipes the run reaches, replaces model aliases with model strings and
+fills every leaf's timeout and retry policy, so a running workflow never depends on files or code that
+changed after it started.
+"""
+
+from __future__ import annotations
+
+import os
+
+from durapipe.pipes import _types
+from durapipe.pipes._spec import (
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    OFFLINE_MODEL,
+    LlmPipe,
+    Pipeline,
+    PipeSpec,
+    SequencePipe,
+)
+
+DEFAULT_MODEL_ENV = "DURAPIPE_DEFAULT_MODEL"
+
+
+def reachable(pipeline: Pipeline, name: str) -> list[str]:
+    """Names of the pipes a run of ``name`` can reach, ``name`` first, in a stable order."""
+    order: list[str] = []
+    pending = [name]
+    while pending:
+        current = pending.pop(0)
+        if current in order or current not in pipeline.pipes:
+            continue
+        order.append(current)
+        pipe = pipeline.pipes[current]
+        if isinstance(pipe, SequencePipe):
+            pending.extend(step.pipe for step in pipe.steps)
+    return order
+
+
+def subset(spec: Pipeline, name: str) -> Pipeline:
+    """The part of ``spec`` a run of pipe ``name`` needs: its pipes and the structures they use."""
+    names = reachable(spec, name)
+    pipes = {n: spec.pipes[n] for n in names}
+    used: set[str] = set()
+    for pipe in pipes.values():
+        types = [*pipe.inputs.values()]
+        if not isinstance(pipe, SequencePipe):
+            types.append(pipe.output)
+        for type_ref in types:
+            used |= _types.structures_used(type_ref, spec.structures)
+    structures = {n: s for n, s in spec.structures.items() if n in used}
+    return Pipeline(
+        default_model=spec.default_model, models=spec.models, structures=structures, pipes=pipes
+    )
+
+
+def resolve(pipeline: Pipeline, name: str, *, default_model: str | None = None) -> Pipeline:
+    """The resolved spec for a run of pipe ``name``.
+
+    The default model is, in order: ``default_model``, the pipeline's ``default_model``, the
+    ``DURAPIPE_DEFAULT_MODEL`` environment variable, then the offline model.
+    """
+    fallback = (
+        default_model
+        or pipeline.default_model
+        or os.environ.get(DEFAULT_MODEL_ENV)
+        or OFFLINE_MODEL
+    )
+    fallback = pipeline.models.get(fallback, fallback)
+    pipes: dict[str, PipeSpec] = {}
+    for pipe_name, pipe in subset(pipeline, name).pipes.items():
+        changes: dict[str, object] = {}
+        if isinstance(pipe, LlmPipe):
+            model = pipe.model or fallback
+            changes["model"] = pipeline.models.get(model, model)
+        if pipe.kind in DEFAULT_TIMEOUT:
+            changes["timeout"] = pipe.timeout or DEFAULT_TIMEOUT[pipe.kind]
+            changes["retry"] = pipe.retry or DEFAULT_RETRY[pipe.kind]
+        pipes[pipe_name] = pipe.model_copy(update=changes)
+    resolved = subset(pipeline, name)
+    return resolved.model_copy(update={"pipes": pipes, "models": {}, "default_model": fallback})

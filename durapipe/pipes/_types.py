@@ -1,0 +1,270 @@
+"""The small type language pipes use for inputs and outputs.
+
+A type is a string, the same in Python and YAML:
+
+- ``text``, ``integer``, ``number``, ``boolean``, ``any``
+- ``list[T]`` for a list of ``T``
+- the name of a declared structure, e.g. ``Claim`` (see `StructureSpec`)
+
+Python users may pass Python types instead (``str``, ``int``, ``list[Claim]``, a pydantic model);
+`type_ref` turns them into these strings, so both spellings give one spec.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+SCALARS = {"text": str, "integer": int, "number": float, "boolean": bool, "any": Any}
+_LIST = re.compile(r"^list\[(.+)\]$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class FieldSpec(BaseModel):
+    """One field of a declared structure.
+
+    In YAML a field is either a bare type (``text``) or a mapping with these keys.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str = "text"
+    description: str = ""
+    choices: list[str | int | float] | None = None
+    optional: bool = False
+    default: Any = None
+
+
+class StructureSpec(BaseModel):
+    """A named structure: the shape of a structured output or input."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = ""
+    fields: dict[str, FieldSpec]
+
+    @pydantic.field_validator("fields", mode="before")
+    @classmethod
+    def _bare_types(cls, value: Any) -> Any:
+        # `text: text` is the common case in YAML; expand it to a FieldSpec.
+        if isinstance(value, dict):
+            return {k: {"type": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+
+Structures = dict[str, StructureSpec]
+
+
+@dataclass(frozen=True)
+class TypeNode:
+    """A parsed type: a scalar, a structure name, or a list of another type."""
+
+    name: str
+    item: TypeNode | None = None
+
+    def __str__(self) -> str:
+        return f"list[{self.item}]" if self.item else self.name
+
+
+def parse_type(ref: str) -> TypeNode:
+    """Parse a type string.
+
+    Raises:
+        ValueError: the string is not a type (the message says why).
+    """
+    ref = ref.strip()
+    match = _LIST.match(ref)
+    if match:
+        return TypeNode("list", parse_type(match.group(1)))
+    if not _NAME.match(ref):
+        raise ValueError(
+            f"'{ref}' is not a type (use text, integer, number, boolean, any, list[T] or a structure name)"
+        )
+    return TypeNode(ref)
+
+
+def type_problems(ref: str, structures: Structures) -> list[str]:
+    """Every reason ``ref`` is not a usable type given these structures (empty when fine)."""
+    try:
+        node = parse_type(ref)
+    except ValueError as err:
+        return [str(err)]
+    while node.item is not None:
+        node = node.item
+    if node.name in SCALARS or node.name in structures:
+        return []
+    return [
+        f"unknown type '{node.name}' (declare it under structures, or use text, integer, number, boolean, any)"
+    ]
+
+
+def structures_used(ref: str, structures: Structures) -> set[str]:
+    """Names of the structures ``ref`` needs, following nested fields."""
+    seen: set[str] = set()
+
+    def visit(type_ref: str) -> None:
+        try:
+            node = parse_type(type_ref)
+        except ValueError:
+            return
+        while node.item is not None:
+            node = node.item
+        if node.name in structures and node.name not in seen:
+            seen.add(node.name)
+            for field in structures[node.name].fields.values():
+                visit(field.type)
+
+    visit(ref)
+    return seen
+
+
+def is_assignable(source: str, target: str) -> bool:
+    """Whether a value of type ``source`` may flow where ``target`` is declared."""
+    if source == target or "any" in (source, target):
+        return True
+    src, dst = parse_type(source), parse_type(target)
+    if src.item is not None and dst.item is not None:
+        return is_assignable(str(src.item), str(dst.item))
+    # An integer is a number; everything else must match by name.
+    return src.name == "integer" and dst.name == "number"
+
+
+def annotation(ref: str, structures: Structures) -> Any:
+    """The Python annotation that validates values of type ``ref`` (pydantic models for structures)."""
+    return _annotation(ref, _freeze(structures))
+
+
+def json_schema(ref: str, structures: Structures) -> dict[str, Any]:
+    """The JSON Schema of type ``ref``."""
+    return pydantic.TypeAdapter(annotation(ref, structures)).json_schema()
+
+
+def validate(ref: str, structures: Structures, value: Any) -> Any:
+    """Validate ``value`` against type ``ref``; returns plain JSON data.
+
+    Raises:
+        pydantic.ValidationError: the value does not fit the type.
+    """
+    adapter = _adapter(ref, _freeze(structures))
+    return adapter.dump_python(adapter.validate_python(value), mode="json")
+
+
+def type_ref(python_type: Any, structures: Structures) -> str:
+    """The type string for a Python type, adding any pydantic models it uses to ``structures``.
+
+    Example:
+        >>> s: Structures = {}
+        >>> type_ref(list[str], s)
+        'list[text]'
+    """
+    if isinstance(python_type, str):
+        return python_type
+    if python_type is Any:
+        return "any"
+    for name, scalar in SCALARS.items():
+        if python_type is scalar:
+            return name
+    origin = typing.get_origin(python_type)
+    if origin is list:
+        (item,) = typing.get_args(python_type) or (Any,)
+        return f"list[{type_ref(item, structures)}]"
+    if isinstance(python_type, type) and issubclass(python_type, BaseModel):
+        _add_structure(python_type, structures)
+        return python_type.__name__
+    raise TypeError(f"durapipe cannot use {python_type!r} as a pipe type")
+
+
+def _add_structure(model: type[BaseModel], structures: Structures) -> None:
+    name = model.__name__
+    if name in structures:
+        return
+    fields: dict[str, FieldSpec] = {}
+    structures[name] = StructureSpec(description=model.__doc__ or "", fields=fields)
+    for field_name, info in model.model_fields.items():
+        fields[field_name] = _field_spec(info, structures)
+    structures[name] = StructureSpec(description=(model.__doc__ or "").strip(), fields=fields)
+
+
+def _field_spec(info: pydantic.fields.FieldInfo, structures: Structures) -> FieldSpec:
+    hint = info.annotation
+    optional = False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        if len(args) != 1:
+            raise TypeError(f"durapipe structures do not support the union {hint!r}")
+        hint = args[0]
+    choices: list[str | int | float] | None = None
+    if typing.get_origin(hint) is Literal:
+        choices = list(typing.get_args(hint))
+        hint = type(choices[0])
+    elif isinstance(hint, type) and issubclass(hint, enum.Enum):
+        choices = [member.value for member in hint]
+        hint = type(choices[0])
+    has_default = not info.is_required()
+    default = info.get_default(call_default_factory=True) if has_default else None
+    if isinstance(default, enum.Enum):
+        default = default.value
+    return FieldSpec(
+        type=type_ref(hint, structures),
+        description=info.description or "",
+        choices=choices,
+        optional=optional or has_default,
+        default=default,
+    )
+
+
+def _freeze(structures: Structures) -> str:
+    # A stable text key lets the caches below work across equal-but-distinct dicts.
+    return json.dumps({k: v.model_dump(mode="json") for k, v in sorted(structures.items())})
+
+
+@functools.lru_cache(maxsize=512)
+def _adapter(ref: str, frozen: str) -> pydantic.TypeAdapter[Any]:
+    return pydantic.TypeAdapter(_annotation(ref, frozen))
+
+
+@functools.lru_cache(maxsize=512)
+def _annotation(ref: str, frozen: str) -> Any:
+    structures = {k: StructureSpec.model_validate(v) for k, v in json.loads(frozen).items()}
+    models: dict[str, type[BaseModel]] = {}
+
+    def build(type_ref_: str) -> Any:
+        node = parse_type(type_ref_)
+        if node.item is not None:
+            return list[build(str(node.item))]  # type: ignore[misc]
+        if node.name in SCALARS:
+            return SCALARS[node.name]
+        if node.name not in models:
+            models[node.name] = model_for(node.name)
+        return models[node.name]
+
+    def model_for(name: str) -> type[BaseModel]:
+        spec = structures[name]
+        definitions: dict[str, Any] = {}
+        for field_name, field in spec.fields.items():
+            hint: Any = build(field.type)
+            if field.choices:
+                hint = Literal[tuple(field.choices)]
+            field_info = Field(description=field.description or None)
+            if field.optional:
+                hint = hint | None
+                field_info = Field(default=field.default, description=field.description or None)
+            definitions[field_name] = (hint, field_info)
+        return pydantic.create_model(  # type: ignore[call-overload,no-any-return,unused-ignore]
+            name,
+            __config__=ConfigDict(extra="forbid"),
+            __doc__=spec.description or None,
+            **definitions,
+        )
+
+    return build(ref)

@@ -1,0 +1,6 @@
+"""The Temporal workflows that interpret controller specs."""
+
+from durapipe.workflows._interpret import Interpreter, Runtime, join_path, lookup
+from durapipe.workflows._workflow import STEPS_QUERY, PipeWorkflow
+
+__all__ = ["STEPS_QUERY", "Interpreter", "PipeWorkflow", "Runtime", "join_path", "lookup"]

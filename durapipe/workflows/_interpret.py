@@ -1,0 +1,218 @@
+"""The controller interpreter, shared by the Temporal workflow and the local runner.
+
+It walks a controller spec over a working memory and hands every leaf to a `Runtime`: on Temporal the
+runtime schedules activities and child workflows, locally it calls the same activity code in-process.
+One interpreter means one set of semantics in both places. This module does no I/O and imports
+nothing from Temporal, so it is safe inside the workflow sandbox.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+from durapipe._errors import StepFailed
+from durapipe.adapters._calls import (
+    LeafResult,
+    LlmCall,
+    PipeRun,
+    RunResult,
+    StepRecord,
+    ToolCall,
+    Usage,
+)
+from durapipe.pipes import LlmPipe, SequencePipe, ToolPipe, is_controller, subset
+from durapipe.pipes._types import structures_used
+
+
+class Runtime(Protocol):
+    """Where the interpreter sends work: activities and child runs."""
+
+    async def leaf(self, call: LlmCall | ToolCall) -> LeafResult:
+        """Run one leaf call with its timeout and retry policy; raise `StepFailed` when it fails."""
+        ...
+
+    async def child(self, run: PipeRun) -> RunResult:
+        """Run a nested controller; raise `StepFailed` when one of its steps fails."""
+        ...
+
+    def now(self) -> datetime:
+        """The current time (workflow time on Temporal)."""
+        ...
+
+
+def join_path(parent: str, name: str) -> str:
+    """The step path of ``name`` inside ``parent``."""
+    return f"{parent}/{name}" if parent else name
+
+
+def lookup(memory: dict[str, Any], path: str) -> Any:
+    """The value at a dotted working-memory path, e.g. ``fact_check.word_count``.
+
+    Raises:
+        KeyError: a part of the path is missing (the message names the part).
+    """
+    root, *fields = path.split(".")
+    value = memory[root]
+    for index, field in enumerate(fields):
+        if not isinstance(value, dict) or field not in value:
+            raise KeyError(f"'{'.'.join([root, *fields[: index + 1]])}' is missing")
+        value = value[field]
+    return value
+
+
+class Interpreter:
+    """Runs one pipe of a run (a controller, or a single leaf) and keeps its step records."""
+
+    def __init__(self, run: PipeRun, runtime: Runtime) -> None:
+        self.run = run
+        self.runtime = runtime
+        self.records: dict[str, StepRecord] = {}
+        self.usage = Usage()
+
+    def snapshot(self) -> list[StepRecord]:
+        """The step records so far, in plan order (nested steps follow their parent step)."""
+        return list(self.records.values())
+
+    async def execute(self) -> RunResult:
+        """Run the pipe to its end.
+
+        Raises:
+            StepFailed: a step failed after its retries; later steps are marked skipped.
+        """
+        pipe = self.run.spec.pipes[self.run.pipe]
+        if isinstance(pipe, SequencePipe):
+            output = await self._sequence(pipe)
+        else:
+            path = self.run.path or self.run.pipe
+            self._plan(path, self.run.pipe)
+            output = await self._step(path, self.run.pipe, self.run.inputs)
+        return RunResult(output=output, usage=self.usage, steps=self.snapshot())
+
+    def _plan(self, path: str, pipe_name: str) -> None:
+        kind = self.run.spec.pipes[pipe_name].kind
+        self.records[path] = StepRecord(path=path, pipe=pipe_name, kind=kind)
+
+    async def _sequence(self, pipe: SequencePipe) -> Any:
+        memory = dict(self.run.inputs)
+        paths = [join_path(self.run.path, step.step_name) for step in pipe.steps]
+        for step, path in zip(pipe.steps, paths, strict=True):
+            self._plan(path, step.pipe)
+        for index, (step, path) in enumerate(zip(pipe.steps, paths, strict=True)):
+            target = self.run.spec.pipes[step.pipe]
+            try:
+                inputs = {
+                    name: lookup(memory, step.inputs.get(name, name)) for name in target.inputs
+                }
+                memory[step.result_name] = await self._step(path, step.pipe, inputs)
+            except (StepFailed, KeyError) as err:
+                for later in paths[index + 1 :]:
+                    self.records[later].status = "skipped"
+                if isinstance(err, KeyError):
+                    raise self._fail(
+                        path, target.kind, None, "durapipe.MissingValue", str(err.args[0])
+                    ) from None
+                raise
+        return _sequence_output(pipe, memory)
+
+    async def _step(self, path: str, pipe_name: str, inputs: dict[str, Any]) -> Any:
+        pipe = self.run.spec.pipes[pipe_name]
+        record = self.records[path]
+        record.status = "running"
+        record.started_at = self.runtime.now()
+        try:
+            if is_controller(pipe):
+                output = await self._child(path, pipe_name, inputs, record)
+            else:
+                output = await self._leaf(path, pipe_name, inputs, record)
+        except StepFailed as err:
+            record.status = "failed"
+            record.ended_at = self.runtime.now()
+            record.error_type, record.error = err.cause_type, err.cause
+            self._merge(path, [StepRecord.model_validate(s) for s in err.steps])
+            err.steps = self.snapshot()
+            raise
+        record.status = "succeeded"
+        record.ended_at = self.runtime.now()
+        return output
+
+    async def _leaf(
+        self, path: str, pipe_name: str, inputs: dict[str, Any], record: StepRecord
+    ) -> Any:
+        call = self._call(path, pipe_name, inputs)
+        result = await self.runtime.leaf(call)
+        record.attempts = result.attempt
+        record.model = result.model
+        record.input_tokens = result.usage.input_tokens
+        record.output_tokens = result.usage.output_tokens
+        record.cost_usd = result.usage.cost_usd
+        record.cache_hit = result.cache_hit
+        self.usage += result.usage
+        return result.output
+
+    async def _child(
+        self, path: str, pipe_name: str, inputs: dict[str, Any], record: StepRecord
+    ) -> Any:
+        child = PipeRun(
+            run_id=self.run.run_id,
+            path=path,
+            pipe=pipe_name,
+            spec=subset(self.run.spec, pipe_name),
+            inputs=inputs,
+        )
+        result = await self.runtime.child(child)
+        record.attempts = 1
+        record.input_tokens = result.usage.input_tokens
+        record.output_tokens = result.usage.output_tokens
+        record.cost_usd = result.usage.cost_usd
+        self.usage += result.usage
+        self._merge(path, result.steps)
+        return result.output
+
+    def _call(self, path: str, pipe_name: str, inputs: dict[str, Any]) -> LlmCall | ToolCall:
+        pipe = self.run.spec.pipes[pipe_name]
+        needed: set[str] = set()
+        for type_ref in [*pipe.inputs.values(), getattr(pipe, "output", "any")]:
+            needed |= structures_used(type_ref, self.run.spec.structures)
+        structures = {n: s for n, s in self.run.spec.structures.items() if n in needed}
+        common = {"run_id": self.run.run_id, "path": path, "pipe_name": pipe_name, "inputs": inputs}
+        if isinstance(pipe, LlmPipe):
+            return LlmCall(pipe=pipe, structures=structures, **common)
+        if isinstance(pipe, ToolPipe):
+            return ToolCall(pipe=pipe, structures=structures, **common)
+        raise TypeError(f"pipe '{pipe_name}' of kind {pipe.kind} is not a leaf")
+
+    def _merge(self, parent: str, nested: list[StepRecord]) -> None:
+        """Place a child's records right after its parent step, replacing older copies."""
+        if not nested:
+            return
+        merged: dict[str, StepRecord] = {}
+        for path, record in self.records.items():
+            merged[path] = record
+            if path == parent:
+                merged.update((r.path, r) for r in nested)
+        self.records = merged
+
+    def _fail(
+        self, path: str, kind: str, model: str | None, cause_type: str, cause: str
+    ) -> StepFailed:
+        record = self.records[path]
+        record.status, record.error_type, record.error = "failed", cause_type, cause
+        return StepFailed(
+            path=path,
+            kind=kind,
+            model=model,
+            cause_type=cause_type,
+            cause=cause,
+            steps=self.snapshot(),
+        )
+
+
+def _sequence_output(pipe: SequencePipe, memory: dict[str, Any]) -> Any:
+    if pipe.output is None:
+        return memory[pipe.steps[-1].result_name]
+    if isinstance(pipe.output, str):
+        return lookup(memory, pipe.output)
+    if isinstance(pipe.output, list):
+        return {name: lookup(memory, name) for name in pipe.output}
+    return {name: lookup(memory, path) for name, path in pipe.output.items()}

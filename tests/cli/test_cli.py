@@ -1,0 +1,194 @@
+"""The CLI as a user types it: a worker process, `run`, `validate`, `--local`, and the exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from durapipe.cli import app
+from tests.conftest import ARTICLE, EXAMPLES, ROOT
+
+INVALID = ROOT / "tests" / "pipes" / "invalid"
+runner = CliRunner()
+
+
+def durapipe_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "durapipe", *args]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **extra}
+    env.pop("TEMPORAL_ADDRESS", None)
+    return env
+
+
+class WorkerProcess:
+    """`durapipe worker FILE` as a child process, stopped by its own pid."""
+
+    def __init__(self, file: Path, address: str, task_queue: str, log: Path, **env: str) -> None:
+        self.log = log
+        self.process = subprocess.Popen(
+            durapipe_command("worker", str(file), "--address", address, "--task-queue", task_queue),
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("ab"),
+            env=cli_env(**env),
+        )
+        deadline = time.monotonic() + 60
+        while "worker ready" not in log.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"worker did not start: {log.read_text(errors='replace')}")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def yaml_worker(temporal_address: str, task_queue: str, tmp_path: Path) -> Iterator[WorkerProcess]:
+    worker = WorkerProcess(
+        EXAMPLES / "brief.yaml", temporal_address, task_queue, tmp_path / "worker.log"
+    )
+    yield worker
+    worker.stop()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        durapipe_command(*args), capture_output=True, text=True, env=cli_env(), timeout=120
+    )
+
+
+def test_run_json_on_temporal_local_and_python_spelling_print_the_same_output(
+    temporal_address: str, task_queue: str, yaml_worker: WorkerProcess
+) -> None:
+    common = ["--input-json", json.dumps({"article": ARTICLE}), "--json"]
+    on_temporal = run_cli(
+        "run", "brief", "--file", str(EXAMPLES / "brief.yaml"), *common,
+        "--id", f"cli-{task_queue}", "--address", temporal_address, "--task-queue", task_queue,
+    )  # fmt: skip
+    assert on_temporal.returncode == 0, on_temporal.stderr
+    output = json.loads(on_temporal.stdout)  # stdout holds only the output
+    assert set(output) == {"claims", "headline", "word_count", "verdict"}
+    assert output["word_count"] == len(ARTICLE.split())
+
+    local = run_cli("run", "brief", "--file", str(EXAMPLES / "brief.yaml"), *common, "--local")
+    python_spelling = run_cli(
+        "run", "brief", "--file", str(EXAMPLES / "brief.py"), *common, "--local"
+    )
+    assert local.returncode == 0 and python_spelling.returncode == 0, (
+        local.stderr + python_spelling.stderr
+    )
+    assert json.loads(local.stdout) == json.loads(python_spelling.stdout) == output
+
+
+def test_run_without_json_shows_steps_run_id_and_ui_link(
+    temporal_address: str, task_queue: str, yaml_worker: WorkerProcess
+) -> None:
+    run_id = f"human-{task_queue}"
+    shown = run_cli(
+        "run", "brief", "--file", str(EXAMPLES / "brief.yaml"), "--input", f"article={ARTICLE}",
+        "--id", run_id, "--address", temporal_address, "--task-queue", task_queue,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    for path in ("extract_claims", "headline", "fact_check/count_words", "fact_check/verify"):
+        assert f"✓ {path} (" in shown.stderr
+    assert f"run id: {run_id}" in shown.stdout
+    assert f"/namespaces/default/workflows/{run_id}" in shown.stdout
+
+
+@pytest.mark.parametrize("name", ["unknown_pipe.yaml", "undeclared_variable.yaml", "bad_yaml.yaml"])
+def test_malformed_files_fail_validate_and_run_without_starting_a_workflow(
+    name: str, temporal_address: str, task_queue: str
+) -> None:
+    validated = runner.invoke(app, ["validate", str(INVALID / name)])
+    assert validated.exit_code == 2
+    assert "nothing was started" in validated.stderr and "Traceback" not in validated.stderr
+
+    run_id = f"never-{task_queue}"
+    ran = run_cli(
+        "run", "main", "--file", str(INVALID / name), "--input-json", "{}",
+        "--id", run_id, "--address", temporal_address, "--task-queue", task_queue,
+    )  # fmt: skip
+    assert ran.returncode == 2 and "Traceback" not in ran.stderr
+    assert ran.stderr.startswith("error: the pipeline has")
+    described = subprocess.run(
+        [str(Path(sys.executable).parent / "temporal"), "workflow", "describe", "--workflow-id", run_id,
+         "--address", temporal_address],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert (
+        described.returncode != 0 and "not found" in (described.stderr + described.stdout).lower()
+    )
+
+
+def test_user_mistakes_are_one_sentence_and_exit_2(temporal_address: str) -> None:
+    brief = str(EXAMPLES / "brief.yaml")
+    cases = {
+        (
+            "run",
+            "brief",
+            "--file",
+            brief,
+            "--input-json",
+            "{not json",
+        ): "error: --input-json is not valid JSON",
+        ("run", "nope", "--file", brief, "--local"): "pipe 'nope': no such pipe",
+        (
+            "run",
+            "brief",
+            "--file",
+            brief,
+            "--local",
+            "--input-json",
+            "{}",
+        ): "pipe 'brief', input 'article': missing",
+        (
+            "run",
+            "brief",
+            "--file",
+            "missing.yaml",
+            "--local",
+        ): "error: pipeline file 'missing.yaml' does not exist",
+        ("validate", str(ROOT / "pyproject.toml")): "must end in .yaml, .yml or .py",
+    }
+    for args, expected in cases.items():
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 2, (args, result.stderr)
+        assert expected in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_unreachable_server_is_a_clear_error() -> None:
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "brief",
+            "--file",
+            str(EXAMPLES / "brief.yaml"),
+            "--input",
+            "article=x",
+            "--address",
+            "127.0.0.1:1",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "cannot reach Temporal at 127.0.0.1:1" in result.stderr

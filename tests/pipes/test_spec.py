@@ -1,0 +1,87 @@
+"""The pipe model: both spellings give one spec, and resolution fills what a run needs."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel, Field
+
+import durapipe as dp
+from durapipe.pipes import parse_duration
+from tests.conftest import EXAMPLES
+
+
+def test_yaml_and_python_spellings_produce_the_same_spec() -> None:
+    from_yaml = dp.load(EXAMPLES / "brief.yaml")
+    from_python = dp.load(EXAMPLES / "brief.py")
+    assert from_yaml.model_dump() == from_python.model_dump()
+    # Not vacuous: the spec carries the structure, the tool reference and the retry override.
+    assert from_yaml.structures["Claim"].fields["importance"].choices == ["low", "medium", "high"]
+    assert from_yaml.pipes["count_words"].function == "brief_tools:count_words"  # type: ignore[union-attr]
+    assert from_yaml.pipes["verify"].retry == dp.RetrySpec(max_attempts=3)
+
+
+def test_resolve_keeps_reachable_pipes_and_fills_models_and_policies(
+    brief_yaml: dp.Pipeline,
+) -> None:
+    spec = dp.resolve(brief_yaml, "fact_check")
+    assert list(spec.pipes) == ["fact_check", "count_words", "verify"]
+    verify = spec.pipes["verify"]
+    assert isinstance(verify, dp.LlmPipe)
+    assert verify.model == "durapipe/offline"  # the alias 'careful' is gone
+    assert verify.timeout == 120.0 and verify.retry == dp.RetrySpec(max_attempts=3)
+    tool = spec.pipes["count_words"]
+    assert tool.timeout == 60.0 and tool.retry is not None and tool.retry.max_attempts == 3
+    assert spec.models == {} and set(spec.structures) == {"Claim"}
+
+
+def test_resolve_default_model_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline = dp.pipeline(dp.llm("ask", prompt="hi"), models={"big": "openai/gpt-4o"})
+    monkeypatch.setenv("DURAPIPE_DEFAULT_MODEL", "big")
+    assert dp.resolve(pipeline, "ask").pipes["ask"].model == "openai/gpt-4o"  # type: ignore[union-attr]
+    assert (
+        dp.resolve(pipeline, "ask", default_model="anthropic/x").pipes["ask"].model == "anthropic/x"
+    )  # type: ignore[union-attr]
+    monkeypatch.delenv("DURAPIPE_DEFAULT_MODEL")
+    assert dp.resolve(pipeline, "ask").pipes["ask"].model == dp.OFFLINE_MODEL  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [(5, 5.0), ("500ms", 0.5), ("30s", 30.0), ("2m", 120.0), ("1h", 3600.0), ("1.5", 1.5)],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "-1s", 0, "5 parsecs", True])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+class Point(BaseModel):
+    """A point."""
+
+    x: int
+    label: str | None = Field(default=None, description="Optional label.")
+
+
+def nearest(points: list[Point], k: int) -> list[Point]:
+    """The k nearest points."""
+    return points[:k]
+
+
+def test_python_types_become_type_strings() -> None:
+    pipe = dp.tool(nearest)
+    assert pipe.spec.inputs == {"points": "list[Point]", "k": "integer"}
+    assert pipe.spec.output == "list[Point]"  # type: ignore[union-attr]
+    label = pipe.structures["Point"].fields["label"]
+    assert label.optional and label.type == "text" and label.description == "Optional label."
+
+
+def test_a_tool_must_be_importable_by_workers() -> None:
+    def local_helper(x: int) -> int:
+        return x
+
+    with pytest.raises(ValueError, match="must be defined at module level"):
+        dp.tool(local_helper)

@@ -1,0 +1,105 @@
+"""The example pipeline on the real dev server: translation, history shape and parity with --local."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client
+
+import durapipe as dp
+from tests.conftest import ARTICLE, EXAMPLES
+
+
+def summary_of(event: HistoryEvent) -> str:
+    return str(json.loads(event.user_metadata.summary.data))
+
+
+async def history_events(client: Client, workflow_id: str) -> list[HistoryEvent]:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return list(history.events)
+
+
+def scheduled_activities(events: list[HistoryEvent]) -> list[tuple[str, str, str]]:
+    return [
+        (
+            e.activity_task_scheduled_event_attributes.activity_type.name,
+            e.activity_task_scheduled_event_attributes.activity_id,
+            summary_of(e),
+        )
+        for e in events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+
+
+async def run_on_temporal(
+    address: str, task_queue: str, pipeline: dp.Pipeline, run_id: str
+) -> dp.RunResult:
+    client = await dp.connect(address, pipeline=pipeline)
+    async with dp.build_worker(client, task_queue=task_queue):
+        return await dp.run(
+            client, pipeline, "brief", {"article": ARTICLE}, run_id=run_id, task_queue=task_queue
+        )
+
+
+def check_brief_output(output: Any) -> None:
+    assert set(output) == {"claims", "headline", "word_count", "verdict"}
+    assert output["word_count"] == len(ARTICLE.split())
+    assert output["claims"] and all(
+        c["importance"] in ("low", "medium", "high") for c in output["claims"]
+    )
+    assert isinstance(output["headline"], str) and output["headline"]
+
+
+async def test_brief_is_one_workflow_with_a_child_and_one_activity_per_call(
+    temporal_address: str, task_queue: str, brief_yaml: dp.Pipeline
+) -> None:
+    run_id = f"brief-{uuid.uuid4().hex[:8]}"
+    result = await run_on_temporal(temporal_address, task_queue, brief_yaml, run_id)
+    check_brief_output(result.output)
+
+    client = await dp.connect(temporal_address)
+    top = await history_events(client, run_id)
+    assert scheduled_activities(top) == [
+        ("durapipe.llm", "extract_claims", "llm extract_claims · durapipe/offline"),
+        ("durapipe.llm", "headline", "llm headline · durapipe/offline"),
+    ]
+    children = [
+        e.start_child_workflow_execution_initiated_event_attributes
+        for e in top
+        if e.HasField("start_child_workflow_execution_initiated_event_attributes")
+    ]
+    assert [(c.workflow_id, c.workflow_type.name) for c in children] == [
+        (f"{run_id}/fact_check", "durapipe.pipe")
+    ]
+    child = await history_events(client, f"{run_id}/fact_check")
+    assert scheduled_activities(child) == [
+        ("durapipe.tool", "fact_check/count_words", "tool fact_check/count_words"),
+        ("durapipe.llm", "fact_check/verify", "llm fact_check/verify · durapipe/offline"),
+    ]
+    assert [(s.path, s.kind, s.status) for s in result.steps] == [
+        ("extract_claims", "llm", "succeeded"),
+        ("headline", "llm", "succeeded"),
+        ("fact_check", "sequence", "succeeded"),
+        ("fact_check/count_words", "tool", "succeeded"),
+        ("fact_check/verify", "llm", "succeeded"),
+    ]
+    llm_steps = [s for s in result.steps if s.kind == "llm"]
+    assert all(s.input_tokens > 0 and s.output_tokens > 0 for s in llm_steps)
+    assert result.usage.input_tokens == sum(s.input_tokens for s in llm_steps)
+
+
+async def test_temporal_local_and_python_spelling_give_the_same_output(
+    temporal_address: str, task_queue: str, brief_yaml: dp.Pipeline
+) -> None:
+    on_temporal = await run_on_temporal(
+        temporal_address, task_queue, brief_yaml, f"parity-{uuid.uuid4().hex[:8]}"
+    )
+    local = await dp.run_local(brief_yaml, "brief", {"article": ARTICLE})
+    python_spelling = dp.load(EXAMPLES / "brief.py")
+    local_python = await dp.run_local(python_spelling, "brief", {"article": ARTICLE})
+    check_brief_output(local.output)
+    assert on_temporal.output == local.output == local_python.output
+    assert on_temporal.usage == local.usage
