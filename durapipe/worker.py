@@ -22,6 +22,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from durapipe._errors import ConfigError
 from durapipe.activities import Activities
 from durapipe.adapters import DEFAULT_TASK_QUEUE
+from durapipe.adapters._litellm import litellm_module
 from durapipe.pipes import Pipeline, tool_functions
 from durapipe.workflows import PipeWorkflow
 
@@ -87,6 +88,9 @@ def build_worker(
         raise ConfigError(
             "the client has no DurapipePlugin: connect with durapipe.connect(pipeline=...)"
         )
+    # Import litellm now: importing it inside the first llm activity would stall the worker's
+    # event loop (workflow tasks included) for seconds.
+    litellm_module()
     options: dict[str, Any] = {}
     if max_concurrent_activities is not None:
         options["max_concurrent_activities"] = max_concurrent_activities

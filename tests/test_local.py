@@ -1,0 +1,66 @@
+"""The in-process runner: same specs and activity code, Temporal's retry semantics."""
+
+from __future__ import annotations
+
+import pytest
+
+import durapipe as dp
+from tests import flaky_tools
+from tests.conftest import ARTICLE
+
+
+@pytest.fixture(autouse=True)
+def reset_flaky() -> None:
+    flaky_tools.CALLS.clear()
+
+
+def flaky_pipeline(**retry: object) -> dp.Pipeline:
+    return dp.pipeline(dp.tool(flaky_tools.flaky, retry={"initial_interval": 0.01, **retry}))
+
+
+async def test_brief_runs_locally(brief_yaml: dp.Pipeline) -> None:
+    result = await dp.run_local(brief_yaml, "brief", {"article": ARTICLE})
+    assert result.output["word_count"] == len(ARTICLE.split())
+    assert [s.status for s in result.steps] == ["succeeded"] * 5
+
+
+async def test_retryable_failures_are_retried_up_to_the_policy() -> None:
+    result = await dp.run_local(flaky_pipeline(max_attempts=5), "flaky", {"failures": 2})
+    assert result.output == "ok after 3 calls"
+    assert result.steps[0].attempts == 3
+
+
+async def test_attempts_run_out_and_the_step_fails_naming_the_cause() -> None:
+    with pytest.raises(dp.StepFailed) as caught:
+        await dp.run_local(flaky_pipeline(max_attempts=2), "flaky", {"failures": 5})
+    assert caught.value.path == "flaky" and caught.value.cause_type == "ConnectionError"
+    assert "step 'flaky' (tool) failed: ConnectionError: call 2 failed" in str(caught.value)
+    assert len(flaky_tools.CALLS) == 2
+
+
+async def test_non_retryable_error_types_stop_at_once() -> None:
+    with pytest.raises(dp.StepFailed):
+        await dp.run_local(
+            flaky_pipeline(max_attempts=5, non_retryable=["ConnectionError"]),
+            "flaky",
+            {"failures": 5},
+        )
+    assert len(flaky_tools.CALLS) == 1
+
+
+async def test_a_failed_step_marks_later_steps_skipped() -> None:
+    failing = dp.tool(flaky_tools.flaky, retry={"max_attempts": 1})
+    after = dp.tool(flaky_tools.shout)
+    seq = dp.sequence(
+        "seq", inputs={"failures": int}, steps=[dp.step(failing, result="text"), dp.step(after)]
+    )
+    with pytest.raises(dp.StepFailed) as caught:
+        await dp.run_local(dp.pipeline(seq), "seq", {"failures": 1})
+    statuses = {s.path: s.status for s in caught.value.steps}
+    assert statuses == {"flaky": "failed", "shout": "skipped"}
+
+
+async def test_inputs_are_checked_before_anything_runs() -> None:
+    with pytest.raises(dp.PipelineError, match="input 'failures': expected integer"):
+        await dp.run_local(flaky_pipeline(), "flaky", {"failures": "many"})
+    assert flaky_tools.CALLS == []
