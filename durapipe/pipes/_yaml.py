@@ -117,7 +117,11 @@ def _describe(error: Any, rest: list[Any], data: dict[str, Any], loc: list[Any])
 
 
 def _known_fields(data: dict[str, Any], loc: list[Any]) -> list[str]:
-    kinds: dict[str, type[pydantic.BaseModel]] = {"llm": LlmPipe, "tool": ToolPipe, "sequence": SequencePipe}
+    kinds: dict[str, type[pydantic.BaseModel]] = {
+        "llm": LlmPipe,
+        "tool": ToolPipe,
+        "sequence": SequencePipe,
+    }
     if len(loc) >= 3 and loc[0] == "pipes" and loc[2] in kinds:
         model: type[pydantic.BaseModel] = kinds[loc[2]]
         if len(loc) >= 6 and loc[3] == "steps":
