@@ -16,7 +16,15 @@ from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import StepFailed
 from durapipe.activities import run_llm, run_tool
-from durapipe.adapters import LeafResult, LlmCall, PipeRun, RunResult, ToolCall, new_run_id
+from durapipe.adapters import (
+    LeafResult,
+    LlmCall,
+    PipeRun,
+    RunResult,
+    StepRecord,
+    ToolCall,
+    new_run_id,
+)
 from durapipe.pipes import Pipeline, RetrySpec, check_inputs, resolve, tool_functions
 from durapipe.workflows._interpret import Interpreter
 
@@ -74,6 +82,12 @@ class LocalRuntime:
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    async def step_starting(self, record: StepRecord) -> None:
+        return None
+
+    def step_finished(self, record: StepRecord) -> None:
+        return None
 
 
 async def run_local(

@@ -40,6 +40,14 @@ class Runtime(Protocol):
         """The current time (workflow time on Temporal)."""
         ...
 
+    async def step_starting(self, record: StepRecord) -> None:
+        """Called before a step starts; may wait (a paused run) or raise `StepFailed` to stop it."""
+        ...
+
+    def step_finished(self, record: StepRecord) -> None:
+        """Called when a step has succeeded or failed (its record is final)."""
+        ...
+
 
 def join_path(parent: str, name: str) -> str:
     """The step path of ``name`` inside ``parent``."""
@@ -118,6 +126,7 @@ class Interpreter:
     async def _step(self, path: str, pipe_name: str, inputs: dict[str, Any]) -> Any:
         pipe = self.run.spec.pipes[pipe_name]
         record = self.records[path]
+        await self.runtime.step_starting(record)
         record.status = "running"
         record.started_at = self.runtime.now()
         try:
@@ -131,9 +140,11 @@ class Interpreter:
             record.error_type, record.error = err.cause_type, err.cause
             self._merge(path, [StepRecord.model_validate(s) for s in err.steps])
             err.steps = self.snapshot()
+            self.runtime.step_finished(record)
             raise
         record.status = "succeeded"
         record.ended_at = self.runtime.now()
+        self.runtime.step_finished(record)
         return output
 
     async def _leaf(

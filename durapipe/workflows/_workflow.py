@@ -125,6 +125,12 @@ class _TemporalRuntime:
     def now(self) -> datetime:
         return workflow.now()
 
+    async def step_starting(self, record: StepRecord) -> None:
+        return None
+
+    def step_finished(self, record: StepRecord) -> None:
+        return None
+
 
 def _cause(cause: BaseException | None) -> tuple[str, str]:
     """A stable type name and message for why an activity or child failed."""
