@@ -100,9 +100,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, ClassVar, TypeAlias
+from typing import IO, Any, TypeAlias
 
 from aiohttp import web
+
+from durapipe.testing._schema_sample import sample_from_schema
 
 __all__ = [
     "PAID_OUTCOMES",
@@ -1464,8 +1466,6 @@ def _response_schema(body: Mapping[str, Any]) -> tuple[str | None, Any]:
 
 def _default_content(model: str, body: Mapping[str, Any]) -> str:
     kind, schema = _response_schema(body)
-    if kind == "json_schema":
-        return json.dumps(_SchemaExample(schema).example())
     messages = body.get("messages")
     last_user = ""
     if isinstance(messages, list):
@@ -1473,6 +1473,8 @@ def _default_content(model: str, body: Mapping[str, Any]) -> str:
             if isinstance(m, Mapping) and m.get("role") == "user":
                 last_user = _message_text(m)
                 break
+    if kind == "json_schema":
+        return json.dumps(sample_from_schema(schema, f"{model} {last_user}"))
     if kind == "json_object":
         return json.dumps({"reply": f"fake {model} reply", "echo": last_user})
     return f"Fake {model} reply to: {last_user}" if last_user else f"Fake {model} reply."
@@ -1482,7 +1484,7 @@ def _schema_violation(body: Mapping[str, Any]) -> Any:
     _, schema = _response_schema(body)
     if not isinstance(schema, Mapping):
         return {"unexpected": True} if schema is None else []
-    resolved = _SchemaExample(schema).resolve(schema)
+    resolved = _deref(schema)
     kind = resolved.get("type")
     if kind == "object" or "properties" in resolved:
         return {} if resolved.get("required") else []
@@ -1497,168 +1499,15 @@ def _schema_violation(body: Mapping[str, Any]) -> Any:
     return wrong.get(str(kind), {"unexpected": True})
 
 
-class _SchemaExample:
-    """Deterministic schema-valid instance for the JSON Schema subset LLM APIs use."""
-
-    _FORMATS: ClassVar[dict[str, str]] = {
-        "date-time": "2024-01-01T00:00:00Z",
-        "date": "2024-01-01",
-        "time": "00:00:00",
-        "email": "user@example.com",
-        "uri": "https://example.com/",
-        "url": "https://example.com/",
-        "uuid": "00000000-0000-4000-8000-000000000000",
-        "ipv4": "127.0.0.1",
-        "duration": "P1D",
-    }
-
-    def __init__(self, root: Any) -> None:
-        self.root = root
-
-    def example(self) -> Any:
-        return self._instance(self.root, None, 0)
-
-    def resolve(self, schema: Mapping[str, Any], depth: int = 0) -> Mapping[str, Any]:
-        while "$ref" in schema and depth < 32:
-            target = self._lookup(str(schema["$ref"]))
-            if not isinstance(target, Mapping):
-                return {}
-            schema = target
-            depth += 1
-        return schema
-
-    def _lookup(self, ref: str) -> Any:
-        if not ref.startswith("#"):
-            return {}
-        node: Any = self.root
-        for part in ref[1:].split("/"):
-            if not part:
-                continue
-            part = part.replace("~1", "/").replace("~0", "~")
-            if isinstance(node, Mapping):
-                node = node.get(part)
-            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            else:
-                return {}
-        return node
-
-    def _instance(self, schema: Any, name: str | None, depth: int) -> Any:
-        if schema is True or schema is None:
-            return name or "value"
-        if not isinstance(schema, Mapping) or depth > 24:
-            return None
-        schema = self.resolve(schema)
-        if "const" in schema:
-            return schema["const"]
-        if isinstance(schema.get("enum"), list) and schema["enum"]:
-            return schema["enum"][0]
-        for key in ("anyOf", "oneOf"):
-            options = schema.get(key)
-            if isinstance(options, list) and options:
-                non_null = [o for o in options if not _is_null_schema(self.resolve(o))]
-                if not non_null:
-                    return None
-                return self._instance(non_null[0], name, depth + 1)
-        if isinstance(schema.get("allOf"), list):
-            merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
-            for part in schema["allOf"]:
-                sub = self.resolve(part) if isinstance(part, Mapping) else {}
-                for k, v in sub.items():
-                    if k == "properties":
-                        merged["properties"] = {**merged.get("properties", {}), **v}
-                    elif k == "required":
-                        merged["required"] = [*merged.get("required", []), *v]
-                    else:
-                        merged.setdefault(k, v)
-            return self._instance(merged, name, depth + 1)
-        kind = schema.get("type")
-        if isinstance(kind, list):
-            kinds = [k for k in kind if k != "null"]
-            kind = kinds[0] if kinds else "null"
-        if kind is None:
-            if "properties" in schema or "additionalProperties" in schema:
-                kind = "object"
-            elif "items" in schema or "prefixItems" in schema:
-                kind = "array"
-            else:
-                kind = "string"
-        if kind == "object":
-            props = schema.get("properties")
-            out: dict[str, Any] = {}
-            if isinstance(props, Mapping):
-                for prop, sub in props.items():
-                    out[str(prop)] = self._instance(sub, str(prop), depth + 1)
-            return out
-        if kind == "array":
-            return self._array(schema, name, depth)
-        if kind == "string":
-            return self._string(schema, name)
-        if kind in ("integer", "number"):
-            return _number(schema, integer=kind == "integer")
-        if kind == "boolean":
-            return True
-        return None
-
-    def _array(self, schema: Mapping[str, Any], name: str | None, depth: int) -> list[Any]:
-        prefix = schema.get("prefixItems")
-        items: list[Any] = []
-        if isinstance(prefix, list):
-            items = [self._instance(s, name, depth + 1) for s in prefix]
-        count = max(int(schema.get("minItems", 1)), len(items))
-        max_items = schema.get("maxItems")
-        if isinstance(max_items, int):
-            count = min(count, max_items)
-        item_schema = schema.get("items", True)
-        while len(items) < count:
-            items.append(self._instance(item_schema, name, depth + 1))
-        return items[:count]
-
-    def _string(self, schema: Mapping[str, Any], name: str | None) -> str:
-        fmt = schema.get("format")
-        value = self._FORMATS.get(str(fmt)) if fmt is not None else None
-        if value is None:
-            value = name or "string"
-        min_len = int(schema.get("minLength", 0))
-        if len(value) < min_len:
-            value += "x" * (min_len - len(value))
-        max_len = schema.get("maxLength")
-        if isinstance(max_len, int):
-            value = value[:max_len]
-        return value
-
-
-def _is_null_schema(schema: Mapping[str, Any]) -> bool:
-    return schema.get("type") == "null" or ("const" in schema and schema["const"] is None)
-
-
-def _number(schema: Mapping[str, Any], *, integer: bool) -> int | float:
-    lo: float | None = None
-    hi: float | None = None
-    step = 1 if integer else 0.5
-    if isinstance(schema.get("minimum"), int | float):
-        lo = float(schema["minimum"])
-    if isinstance(schema.get("exclusiveMinimum"), int | float):
-        lo = float(schema["exclusiveMinimum"]) + step
-    if isinstance(schema.get("maximum"), int | float):
-        hi = float(schema["maximum"])
-    if isinstance(schema.get("exclusiveMaximum"), int | float):
-        hi = float(schema["exclusiveMaximum"]) - step
-    value = 1.0
-    if lo is not None:
-        value = max(value, lo)
-    if hi is not None:
-        value = min(value, hi)
-    if lo is not None and value < lo:
-        value = lo
-    if integer:
-        return int(value) if float(int(value)) == value else int(value) + 1
-    return value
-
-
-# ---------------------------------------------------------------------------
-# Process mode
-# ---------------------------------------------------------------------------
+def _deref(schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The schema a root ``$ref`` (``#/$defs/Name``) points at, or the schema itself."""
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = schema
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, Mapping) else {}
+        return target if isinstance(target, Mapping) else {}
+    return schema
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
