@@ -11,7 +11,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from durapipe._errors import ConfigError, RunError, RunNotFound, StepFailed
+from durapipe._errors import ConfigError, RunError, RunNotFound
 from durapipe.adapters import (
     DEFAULT_TASK_QUEUE,
     WORKFLOW_NAME,
@@ -114,15 +114,7 @@ def run_error(err: WorkflowFailureError, run_id: str) -> RunError:
         except Exception:  # not one of ours: fall through to the generic message
             pass
         else:
-            return StepFailed(
-                path=failure.path,
-                kind=failure.kind,
-                model=failure.model,
-                cause_type=failure.cause_type,
-                cause=failure.cause,
-                run_id=run_id,
-                steps=failure.steps,
-            )
+            return failure.error(run_id)
     reason = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
     return RunError(f"run '{run_id}' did not complete: {reason}", run_id=run_id)
 

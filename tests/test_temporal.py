@@ -103,3 +103,39 @@ async def test_temporal_local_and_python_spelling_give_the_same_output(
     check_brief_output(local.output)
     assert on_temporal.output == local.output == local_python.output
     assert on_temporal.usage == local.usage
+
+
+async def test_a_failed_nested_step_fails_the_run_naming_that_step(
+    temporal_address: str, task_queue: str
+) -> None:
+    from tests import flaky_tools
+
+    flaky_tools.CALLS.clear()
+    failing = dp.tool(flaky_tools.flaky, retry={"max_attempts": 2, "initial_interval": 0.05})
+    inner = dp.sequence("inner", inputs={"failures": int}, steps=[dp.step(failing, result="text")])
+    outer = dp.sequence(
+        "outer",
+        inputs={"failures": int},
+        steps=[dp.step(inner, result="text"), dp.step(dp.tool(flaky_tools.shout))],
+    )
+    pipeline = dp.pipeline(outer)
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    run_id = f"fails-{uuid.uuid4().hex[:8]}"
+    async with dp.build_worker(client, task_queue=task_queue):
+        handle = await dp.start(
+            client, pipeline, "outer", {"failures": 99}, run_id=run_id, task_queue=task_queue
+        )
+        try:
+            await handle.result()
+        except dp.StepFailed as err:
+            failure = err
+        else:
+            raise AssertionError("the run should have failed")
+    assert (
+        failure.run_id == run_id
+        and failure.path == "inner/flaky"
+        and failure.cause_type == "ConnectionError"
+    )
+    assert str(failure) == "step 'inner/flaky' (tool) failed: ConnectionError: call 2 failed"
+    statuses = {s.path: s.status for s in (dp.StepRecord.model_validate(r) for r in failure.steps)}
+    assert statuses == {"inner": "failed", "inner/flaky": "failed", "shout": "skipped"}

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from durapipe._errors import StepFailed
 from durapipe.pipes import LlmPipe, Pipeline, ToolPipe
 from durapipe.pipes._types import StructureSpec
 
@@ -125,3 +126,27 @@ class StepFailure(_Message):
     cause_type: str
     cause: str
     steps: list[StepRecord] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, err: StepFailed) -> StepFailure:
+        """The details of a `StepFailed`, to attach to a workflow failure."""
+        return cls(
+            path=err.path,
+            kind=err.kind,
+            model=err.model,
+            cause_type=err.cause_type,
+            cause=err.cause,
+            steps=err.steps,
+        )
+
+    def error(self, run_id: str = "") -> StepFailed:
+        """The `StepFailed` these details describe."""
+        return StepFailed(
+            path=self.path,
+            kind=self.kind,
+            model=self.model,
+            cause_type=self.cause_type,
+            cause=self.cause,
+            run_id=run_id,
+            steps=list(self.steps),
+        )

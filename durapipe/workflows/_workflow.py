@@ -54,16 +54,9 @@ class PipeWorkflow:
         try:
             return await self._interpreter.execute()
         except StepFailed as err:
-            failure = StepFailure(
-                path=err.path,
-                kind=err.kind,
-                model=err.model,
-                cause_type=err.cause_type,
-                cause=err.cause,
-                steps=err.steps,
-            )
+            details = StepFailure.of(err).model_dump(mode="json")
             raise ApplicationError(
-                str(err), failure.model_dump(mode="json"), type=STEP_FAILED, non_retryable=True
+                str(err), details, type=STEP_FAILED, non_retryable=True
             ) from None
 
     @workflow.query(name=STEPS_QUERY)
@@ -107,15 +100,7 @@ class _TemporalRuntime:
         except ChildWorkflowError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == STEP_FAILED and cause.details:
-                failure = StepFailure.model_validate(cause.details[0])
-                raise StepFailed(
-                    path=failure.path,
-                    kind=failure.kind,
-                    model=failure.model,
-                    cause_type=failure.cause_type,
-                    cause=failure.cause,
-                    steps=failure.steps,
-                ) from None
+                raise StepFailure.model_validate(cause.details[0]).error() from None
             cause_type, message = _cause(cause)
             raise StepFailed(
                 path=run.path, kind=kind, cause_type=cause_type, cause=message
