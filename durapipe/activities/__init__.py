@@ -10,7 +10,7 @@ from durapipe.activities._activities import (
     TOOL_ACTIVITY,
     Activities,
 )
-from durapipe.activities._extract import run_extract
+from durapipe.activities._extract import local_pages, run_extract
 from durapipe.activities._image import run_image
 from durapipe.activities._llm import run_llm
 from durapipe.activities._tool import run_tool
@@ -21,6 +21,7 @@ __all__ = [
     "LLM_ACTIVITY",
     "TOOL_ACTIVITY",
     "Activities",
+    "local_pages",
     "run_extract",
     "run_image",
     "run_llm",
