@@ -114,7 +114,7 @@ async def test_the_model_is_asked_for_exactly_n_and_returns_n() -> None:
             "image or file (declared: a: text)",
         ),
         (
-            "pipes: {cover: {kind: image, inputs: {topic: text}, prompt: '{{ subject }}'}}",
+            "pipes: {cover: {kind: image, inputs: {topic: text}, prompt: '{{ topic }} {{ subject }}'}}",
             "pipe 'cover', field 'prompt': template variable 'subject' is not a declared input (declared: topic)",
         ),
         (
