@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from temporalio.exceptions import ApplicationError
 
@@ -11,11 +9,7 @@ import durapipe as dp
 from durapipe.activities import local_pages
 from durapipe.testing import scanned_pdf, text_image, text_pdf
 
-
-@pytest.fixture(autouse=True)
-def blob_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("DURAPIPE_BLOB_DIR", str(tmp_path / "blobs"))
-    return tmp_path / "blobs"
+pytestmark = pytest.mark.usefixtures("blob_dir")
 
 
 def reader(**options: object) -> dp.Pipeline:

@@ -10,11 +10,7 @@ import durapipe as dp
 from durapipe.activities import local_pages
 from durapipe.activities._image import placeholder_png
 
-
-@pytest.fixture(autouse=True)
-def blob_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("DURAPIPE_BLOB_DIR", str(tmp_path / "blobs"))
-    return tmp_path / "blobs"
+pytestmark = pytest.mark.usefixtures("blob_dir")
 
 
 def cover() -> dp.Pipeline:
