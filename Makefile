@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck format demo clean
+.PHONY: install ocr test lint typecheck format demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The embedded OCR engine of `extract` pipes is tesseract, a Debian package (not on PyPI): installed
+# here so a fresh machine (CI's included) has it. Needs root or sudo; skipped when already present.
+ocr:
+	@command -v tesseract >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  echo "installing tesseract-ocr (apt-get) for the offline extract engine"; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    tesseract-ocr tesseract-ocr-eng >/dev/null; }
+
 lint: $(STAMP)
 	$(BIN)/ruff check durapipe tests examples
 	$(BIN)/ruff format --check durapipe tests examples
@@ -20,7 +30,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck ocr
 	$(BIN)/python -m pytest -q
 
 format: $(STAMP)

@@ -22,6 +22,7 @@ from durapipe.adapters import (
     child_workflow_id,
     new_run_id,
 )
+from durapipe.adapters._blobs import prepare_inputs
 from durapipe.pipes import CONTROLLER_KINDS, Pipeline, check_inputs, resolve
 from durapipe.worker import DurapipePlugin
 from durapipe.workflows import STEPS_QUERY
@@ -130,11 +131,14 @@ async def start(
 ) -> RunHandle:
     """Start a run of pipe ``pipe`` on Temporal; the inputs are checked before anything is sent.
 
+    A `Path` (or bytes) given for a ``document``/``image``/``file`` input is uploaded to the blob
+    store first, so the run carries a reference, not the bytes.
+
     Raises:
         PipelineError: the pipe is unknown or the inputs do not fit it.
         RunError: a run with this id already exists.
     """
-    checked = check_inputs(pipeline, pipe, dict(inputs))
+    checked = check_inputs(pipeline, pipe, prepare_inputs(pipeline, pipe, inputs))
     run_id = run_id or new_run_id(pipe)
     run = PipeRun(run_id=run_id, pipe=pipe, spec=resolve(pipeline, pipe), inputs=checked)
     try:

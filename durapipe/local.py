@@ -15,16 +15,19 @@ from typing import Any
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import StepFailed
-from durapipe.activities import run_llm, run_tool
+from durapipe.activities import run_extract, run_image, run_llm, run_tool
 from durapipe.adapters import (
+    ExtractCall,
+    ImageCall,
+    LeafCall,
     LeafResult,
     LlmCall,
     PipeRun,
     RunResult,
     StepRecord,
-    ToolCall,
     new_run_id,
 )
+from durapipe.adapters._blobs import prepare_inputs
 from durapipe.pipes import Pipeline, RetrySpec, check_inputs, resolve, tool_functions
 from durapipe.workflows._interpret import Interpreter
 
@@ -35,7 +38,7 @@ class LocalRuntime:
     def __init__(self, tools: Mapping[str, Callable[..., Any]]) -> None:
         self.tools = dict(tools)
 
-    async def leaf(self, call: LlmCall | ToolCall) -> LeafResult:
+    async def leaf(self, call: LeafCall) -> LeafResult:
         retry = call.pipe.retry or RetrySpec()
         attempt = 1
         while True:
@@ -72,9 +75,13 @@ class LocalRuntime:
             await asyncio.sleep(delay)
             attempt += 1
 
-    async def _attempt(self, call: LlmCall | ToolCall, attempt: int) -> LeafResult:
+    async def _attempt(self, call: LeafCall, attempt: int) -> LeafResult:
         if isinstance(call, LlmCall):
             return await run_llm(call, attempt)
+        if isinstance(call, ExtractCall):
+            return await run_extract(call, attempt)
+        if isinstance(call, ImageCall):
+            return await run_image(call, attempt)
         return await run_tool(call, self.tools, attempt)
 
     async def child(self, run: PipeRun) -> RunResult:
@@ -103,7 +110,8 @@ async def run_local(
     Args:
         pipeline: a loaded (and validated) pipeline.
         pipe: the name of the pipe to run.
-        inputs: the pipe's inputs.
+        inputs: the pipe's inputs; a `Path` (or bytes) for a ``document``/``image``/``file`` input
+            is uploaded to the blob store and passed as a reference.
         run_id: the run's id (used in step paths of nested runs); a new one by default.
         tools: tool functions by reference; imported from the pipeline's references by default.
 
@@ -111,7 +119,7 @@ async def run_local(
         PipelineError: the pipe is unknown or the inputs do not fit it.
         StepFailed: a step failed after its retries.
     """
-    checked = check_inputs(pipeline, pipe, dict(inputs))
+    checked = check_inputs(pipeline, pipe, prepare_inputs(pipeline, pipe, inputs))
     spec = resolve(pipeline, pipe)
     run = PipeRun(run_id=run_id or new_run_id(pipe), pipe=pipe, spec=spec, inputs=checked)
     runtime = LocalRuntime(tools if tools is not None else tool_functions(spec))

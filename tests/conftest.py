@@ -58,3 +58,10 @@ ARTICLE = (
     "The council approved the new bridge on Monday. It will cost 40 million dollars "
     "and open in 2027, the mayor said."
 )
+
+
+@pytest.fixture
+def blob_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A blob store folder of this test's own (workers in this process and CLI children use it)."""
+    monkeypatch.setenv("DURAPIPE_BLOB_DIR", str(tmp_path / "blobs"))
+    return tmp_path / "blobs"

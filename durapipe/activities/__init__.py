@@ -1,10 +1,29 @@
-"""The activities: llm and tool calls, error classification, heartbeats.
+"""The activities: llm, tool, extract and image calls, error classification, heartbeats.
 
 Activities never import workflow code.
 """
 
-from durapipe.activities._activities import LLM_ACTIVITY, TOOL_ACTIVITY, Activities
+from durapipe.activities._activities import (
+    EXTRACT_ACTIVITY,
+    IMAGE_ACTIVITY,
+    LLM_ACTIVITY,
+    TOOL_ACTIVITY,
+    Activities,
+)
+from durapipe.activities._extract import local_pages, run_extract
+from durapipe.activities._image import run_image
 from durapipe.activities._llm import run_llm
 from durapipe.activities._tool import run_tool
 
-__all__ = ["LLM_ACTIVITY", "TOOL_ACTIVITY", "Activities", "run_llm", "run_tool"]
+__all__ = [
+    "EXTRACT_ACTIVITY",
+    "IMAGE_ACTIVITY",
+    "LLM_ACTIVITY",
+    "TOOL_ACTIVITY",
+    "Activities",
+    "local_pages",
+    "run_extract",
+    "run_image",
+    "run_llm",
+    "run_tool",
+]

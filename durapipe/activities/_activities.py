@@ -10,13 +10,17 @@ from typing import Any, TypeVar
 
 from temporalio import activity
 
+from durapipe.activities._extract import run_extract
+from durapipe.activities._image import run_image
 from durapipe.activities._llm import run_llm
 from durapipe.activities._tool import run_tool
-from durapipe.adapters._calls import LeafResult, LlmCall, ToolCall
+from durapipe.adapters._calls import ExtractCall, ImageCall, LeafResult, LlmCall, ToolCall
 from durapipe.adapters._plan import ACTIVITY_NAMES
 
 LLM_ACTIVITY = ACTIVITY_NAMES["llm"]
 TOOL_ACTIVITY = ACTIVITY_NAMES["tool"]
+EXTRACT_ACTIVITY = ACTIVITY_NAMES["extract"]
+IMAGE_ACTIVITY = ACTIVITY_NAMES["image"]
 
 T = TypeVar("T")
 
@@ -34,7 +38,7 @@ class Activities:
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for a worker's ``activities=``."""
-        return [self.llm, self.tool]
+        return [self.llm, self.tool, self.extract, self.image]
 
     @activity.defn(name=LLM_ACTIVITY)
     async def llm(self, call: LlmCall) -> LeafResult:
@@ -45,6 +49,16 @@ class Activities:
     async def tool(self, call: ToolCall) -> LeafResult:
         """Call a registered tool function (``durapipe.tool``)."""
         return await _heartbeating(run_tool(call, self.tools, activity.info().attempt))
+
+    @activity.defn(name=EXTRACT_ACTIVITY)
+    async def extract(self, call: ExtractCall) -> LeafResult:
+        """Read the pages of a document or image (``durapipe.extract``)."""
+        return await _heartbeating(run_extract(call, activity.info().attempt))
+
+    @activity.defn(name=IMAGE_ACTIVITY)
+    async def image(self, call: ImageCall) -> LeafResult:
+        """Generate an image (``durapipe.image``)."""
+        return await _heartbeating(run_image(call, activity.info().attempt))
 
 
 async def _heartbeating(work: Awaitable[T]) -> T:

@@ -10,7 +10,7 @@ import pydantic
 from temporalio.exceptions import ApplicationError
 
 from durapipe.adapters._calls import LeafResult, LlmCall, Usage
-from durapipe.adapters._litellm import classify, litellm_module
+from durapipe.adapters._litellm import classify, litellm_module, response_cost
 from durapipe.pipes import TemplateError, _types, render
 
 
@@ -21,16 +21,29 @@ def messages_for(call: LlmCall) -> list[dict[str, str]]:
         ApplicationError: a template failed to render (non-retryable ``durapipe.TemplateError``).
     """
     pipe = call.pipe
+    messages = (
+        [{"role": "system", "content": render_for(call.pipe_name, pipe.system, call.inputs)}]
+        if pipe.system
+        else []
+    )
+    messages.append(
+        {"role": "user", "content": render_for(call.pipe_name, pipe.prompt, call.inputs)}
+    )
+    return messages
+
+
+def render_for(pipe_name: str, template: str, inputs: dict[str, Any]) -> str:
+    """Render a pipe's template; a failure is the user's mistake, so it is not retried.
+
+    Raises:
+        ApplicationError: non-retryable ``durapipe.TemplateError`` naming the pipe.
+    """
     try:
-        messages = (
-            [{"role": "system", "content": render(pipe.system, call.inputs)}] if pipe.system else []
-        )
-        messages.append({"role": "user", "content": render(pipe.prompt, call.inputs)})
+        return render(template, inputs)
     except TemplateError as err:
         raise ApplicationError(
-            f"pipe '{call.pipe_name}': {err}", type="durapipe.TemplateError", non_retryable=True
+            f"pipe '{pipe_name}': {err}", type="durapipe.TemplateError", non_retryable=True
         ) from None
-    return messages
 
 
 def response_format(
@@ -144,11 +157,9 @@ def _usage_of(response: Any) -> Usage:
     usage = getattr(response, "usage", None)
     input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
     output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-    try:
-        cost = float(litellm_module().completion_cost(completion_response=response) or 0.0)
-    except Exception:  # a model without a known price costs what we cannot know: record 0
-        cost = 0.0
-    return Usage(input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost)
+    return Usage(
+        input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=response_cost(response)
+    )
 
 
 def _strip_fences(text: str) -> str:

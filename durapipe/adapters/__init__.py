@@ -1,6 +1,8 @@
 """Translation (pipe spec -> workflow and activity plan) and provider adapters (litellm)."""
 
 from durapipe.adapters._calls import (
+    ExtractCall,
+    ImageCall,
     LeafCall,
     LeafResult,
     LlmCall,
@@ -26,6 +28,8 @@ __all__ = [
     "ACTIVITY_NAMES",
     "DEFAULT_TASK_QUEUE",
     "WORKFLOW_NAME",
+    "ExtractCall",
+    "ImageCall",
     "LeafCall",
     "LeafResult",
     "LlmCall",

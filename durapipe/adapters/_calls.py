@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from durapipe._errors import StepFailed
-from durapipe.pipes import LlmPipe, Pipeline, ToolPipe
+from durapipe.pipes import ExtractPipe, ImagePipe, LlmPipe, Pipeline, ToolPipe
 from durapipe.pipes._types import StructureSpec
 
 
@@ -59,7 +59,19 @@ class ToolCall(_Call):
     structures: dict[str, StructureSpec] = Field(default_factory=dict)
 
 
-LeafCall = LlmCall | ToolCall
+class ExtractCall(_Call):
+    """The input of the ``durapipe.extract`` activity: the document travels as a `Blob` reference."""
+
+    pipe: ExtractPipe
+
+
+class ImageCall(_Call):
+    """The input of the ``durapipe.image`` activity."""
+
+    pipe: ImagePipe
+
+
+LeafCall = LlmCall | ToolCall | ExtractCall | ImageCall
 
 
 class Usage(_Message):

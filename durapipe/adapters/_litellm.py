@@ -95,3 +95,14 @@ def retry_after(err: BaseException) -> float | None:
 def _short(err: BaseException) -> str:
     text = str(err).replace("litellm.", "").strip()
     return text if len(text) <= 500 else text[:497] + "..."
+
+
+def response_cost(response: Any) -> float:
+    """What a litellm response cost in USD, 0 when litellm does not know the model's price."""
+    hidden = getattr(response, "_hidden_params", None) or {}
+    if hidden.get("response_cost"):
+        return float(hidden["response_cost"])
+    try:
+        return float(litellm_module().completion_cost(completion_response=response) or 0.0)
+    except Exception:  # a model without a known price costs what we cannot know: record 0
+        return 0.0

@@ -99,7 +99,11 @@ def validate(file: FileArgument) -> None:
 
 
 def parse_inputs(input_json: str | None, items: list[str]) -> dict[str, Any]:
-    """Run inputs from ``--input-json`` and ``--input name=value`` (``name=@file`` reads a file)."""
+    """Run inputs from ``--input-json`` and ``--input name=value``.
+
+    ``name=@file`` gives a file: its text for a text input, uploaded to the blob store for a
+    ``document``, ``image`` or ``file`` input.
+    """
     inputs: dict[str, Any] = {}
     if input_json is not None:
         try:
@@ -114,10 +118,12 @@ def parse_inputs(input_json: str | None, items: list[str]) -> dict[str, Any]:
         if not sep or not name:
             raise fail(f"--input '{item}' must look like name=value or name=@file")
         if value.startswith("@"):
-            try:
-                value = Path(value[1:]).read_text(encoding="utf-8")
-            except OSError as err:
-                raise fail(f"--input {name}: cannot read '{value[1:]}': {err.strerror}") from None
+            # The run reads the file: text for text inputs, a blob reference for document/image/file.
+            path = Path(value[1:])
+            if not path.is_file():
+                raise fail(f"--input {name}: cannot read '{path}': no such file")
+            inputs[name] = path
+            continue
         inputs[name] = value
     return inputs
 
@@ -134,7 +140,11 @@ def run(
     ] = None,
     inputs: Annotated[
         list[str] | None,
-        typer.Option("--input", "-i", help="One input as name=value, or name=@file."),
+        typer.Option(
+            "--input",
+            "-i",
+            help="One input as name=value, or name=@file (document/image inputs are uploaded).",
+        ),
     ] = None,
     run_id: Annotated[
         str | None, typer.Option("--id", help="Run id (the workflow id) [default: new].")

@@ -3,12 +3,25 @@
 This layer knows nothing of Temporal.
 """
 
-from durapipe.pipes._builders import Pipe, StepRef, llm, pipeline, sequence, step, tool
+from durapipe.pipes._builders import (
+    Pipe,
+    StepRef,
+    extract,
+    image,
+    llm,
+    pipeline,
+    sequence,
+    step,
+    tool,
+)
 from durapipe.pipes._load import import_function, load, tool_functions
 from durapipe.pipes._resolve import reachable, resolve, subset
 from durapipe.pipes._spec import (
     CONTROLLER_KINDS,
+    LOCAL_EXTRACTOR,
     OFFLINE_MODEL,
+    ExtractPipe,
+    ImagePipe,
     LlmPipe,
     Pipeline,
     PipeSpec,
@@ -20,15 +33,20 @@ from durapipe.pipes._spec import (
     parse_duration,
 )
 from durapipe.pipes._templates import TemplateError, render, variables
-from durapipe.pipes._types import FieldSpec, StructureSpec
+from durapipe.pipes._types import Blob, FieldSpec, Page, StructureSpec
 from durapipe.pipes._validate import check, check_inputs, output_type, validate
 from durapipe.pipes._yaml import load_yaml
 
 __all__ = [
     "CONTROLLER_KINDS",
+    "LOCAL_EXTRACTOR",
     "OFFLINE_MODEL",
+    "Blob",
+    "ExtractPipe",
     "FieldSpec",
+    "ImagePipe",
     "LlmPipe",
+    "Page",
     "Pipe",
     "PipeSpec",
     "Pipeline",
@@ -41,6 +59,8 @@ __all__ = [
     "ToolPipe",
     "check",
     "check_inputs",
+    "extract",
+    "image",
     "import_function",
     "is_controller",
     "llm",

@@ -18,6 +18,8 @@ from typing import Any
 
 from durapipe.pipes import _types
 from durapipe.pipes._spec import (
+    ExtractPipe,
+    ImagePipe,
     LlmPipe,
     Pipeline,
     PipeSpec,
@@ -117,6 +119,95 @@ def llm(
             "output": _types.type_ref(str if output == "text" else output, structures),
             "settings": dict(settings or {}),
             "reask": reask,
+            "timeout": timeout,
+            "retry": _retry(retry),
+            "queue": queue,
+        }
+    )
+    return Pipe(name, spec, structures)
+
+
+def extract(
+    name: str,
+    *,
+    inputs: Mapping[str, Any] | None = None,
+    model: str | None = None,
+    language: str = "eng",
+    output: Any = "list[Page]",
+    settings: Mapping[str, Any] | None = None,
+    timeout: float | str | None = None,
+    retry: RetrySpec | Mapping[str, Any] | None = None,
+    queue: str | None = None,
+    description: str = "",
+) -> Pipe:
+    """An extract pipe: a document or image becomes pages of text.
+
+    Args:
+        name: the pipe's name.
+        inputs: its one input, of type ``"document"``, ``"image"`` or ``"file"``
+            (default ``{"document": "document"}``).
+        model: ``durapipe/local`` (default: pypdf and tesseract, offline) or a litellm OCR model.
+        language: tesseract language codes for the local engine, e.g. ``"eng+deu"``.
+        output: ``list[Page]`` (default) or ``str``/``"text"`` for all pages joined.
+        settings: extra litellm OCR arguments.
+        timeout: start-to-close timeout of one attempt (seconds or ``"30s"``).
+        retry: the retry policy (`RetrySpec` or its fields).
+        queue: the task queue the call runs on.
+        description: shown in ``durapipe validate`` and the UI.
+    """
+    structures: Structures = {}
+    spec = ExtractPipe.model_validate(
+        {
+            "description": description,
+            "inputs": _types_of(inputs or {"document": "document"}, structures),
+            "model": model,
+            "language": language,
+            "output": _types.type_ref(output, structures),
+            "settings": dict(settings or {}),
+            "timeout": timeout,
+            "retry": _retry(retry),
+            "queue": queue,
+        }
+    )
+    return Pipe(name, spec, structures)
+
+
+def image(
+    name: str,
+    *,
+    prompt: str,
+    inputs: Mapping[str, Any] | None = None,
+    model: str | None = None,
+    size: str = "1024x1024",
+    settings: Mapping[str, Any] | None = None,
+    timeout: float | str | None = None,
+    retry: RetrySpec | Mapping[str, Any] | None = None,
+    queue: str | None = None,
+    description: str = "",
+) -> Pipe:
+    """An image pipe: generates one image; its output is an ``image`` blob reference.
+
+    Args:
+        name: the pipe's name.
+        prompt: a Jinja2 template over ``inputs``.
+        inputs: input names and their types.
+        model: a litellm image model or alias; the offline placeholder model by default.
+        size: ``WIDTHxHEIGHT``.
+        settings: extra litellm image arguments (``quality``, ...).
+        timeout: start-to-close timeout of one attempt (seconds or ``"30s"``).
+        retry: the retry policy (`RetrySpec` or its fields).
+        queue: the task queue the call runs on.
+        description: shown in ``durapipe validate`` and the UI.
+    """
+    structures: Structures = {}
+    spec = ImagePipe.model_validate(
+        {
+            "description": description,
+            "inputs": _types_of(inputs, structures),
+            "model": model,
+            "prompt": prompt,
+            "size": size,
+            "settings": dict(settings or {}),
             "timeout": timeout,
             "retry": _retry(retry),
             "queue": queue,

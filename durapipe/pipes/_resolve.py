@@ -13,7 +13,10 @@ from durapipe.pipes import _types
 from durapipe.pipes._spec import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
+    LOCAL_EXTRACTOR,
     OFFLINE_MODEL,
+    ExtractPipe,
+    ImagePipe,
     LlmPipe,
     Pipeline,
     PipeSpec,
@@ -58,8 +61,9 @@ def subset(spec: Pipeline, name: str) -> Pipeline:
 def resolve(pipeline: Pipeline, name: str, *, default_model: str | None = None) -> Pipeline:
     """The resolved spec for a run of pipe ``name``.
 
-    The default model is, in order: ``default_model``, the pipeline's ``default_model``, the
-    ``DURAPIPE_DEFAULT_MODEL`` environment variable, then the offline model.
+    The default model of llm pipes is, in order: ``default_model``, the pipeline's
+    ``default_model``, the ``DURAPIPE_DEFAULT_MODEL`` environment variable, then the offline model.
+    An extract pipe defaults to the embedded extractor and an image pipe to the offline model.
     """
     fallback = (
         default_model
@@ -73,6 +77,10 @@ def resolve(pipeline: Pipeline, name: str, *, default_model: str | None = None) 
         changes: dict[str, object] = {}
         if isinstance(pipe, LlmPipe):
             model = pipe.model or fallback
+            changes["model"] = pipeline.models.get(model, model)
+        elif isinstance(pipe, ExtractPipe | ImagePipe):
+            # Not the pipeline's default model: that one is a chat model, not an OCR or image model.
+            model = pipe.model or (LOCAL_EXTRACTOR if pipe.kind == "extract" else OFFLINE_MODEL)
             changes["model"] = pipeline.models.get(model, model)
         if pipe.kind in DEFAULT_TIMEOUT:
             changes["timeout"] = pipe.timeout or DEFAULT_TIMEOUT[pipe.kind]

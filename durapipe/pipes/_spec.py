@@ -15,8 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from durapipe.pipes._types import StructureSpec
 
 OFFLINE_MODEL = "durapipe/offline"
+# The embedded extractor: pypdf for text pages, the tesseract OCR engine for images and scans.
+LOCAL_EXTRACTOR = "durapipe/local"
 CONTROLLER_KINDS = frozenset({"sequence"})
-LEAF_KINDS = frozenset({"llm", "tool"})
+LEAF_KINDS = frozenset({"llm", "tool", "extract", "image"})
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -72,11 +74,14 @@ class RetrySpec(_Spec):
         return self
 
 
-# Per-kind defaults: an llm call is slow and flaky (providers rate-limit), a tool is local code.
-DEFAULT_TIMEOUT = {"llm": 120.0, "tool": 60.0}
+# Per-kind defaults: an llm call is slow and flaky (providers rate-limit), a tool is local code,
+# OCR of a long scan takes minutes, and image models are slow and rate-limited.
+DEFAULT_TIMEOUT = {"llm": 120.0, "tool": 60.0, "extract": 300.0, "image": 180.0}
 DEFAULT_RETRY = {
     "llm": RetrySpec(max_attempts=5, initial_interval=1.0, backoff=2.0, max_interval=60.0),
     "tool": RetrySpec(max_attempts=3, initial_interval=1.0, backoff=2.0, max_interval=30.0),
+    "extract": RetrySpec(max_attempts=3, initial_interval=2.0, backoff=2.0, max_interval=60.0),
+    "image": RetrySpec(max_attempts=4, initial_interval=2.0, backoff=2.0, max_interval=60.0),
 }
 
 
@@ -125,6 +130,45 @@ class ToolPipe(_PipeBase):
     output: str = "any"
 
 
+class ExtractPipe(_PipeBase):
+    """Reads the text of a document or image: its one input is a ``document``, ``image`` or ``file``.
+
+    Attributes:
+        model: ``durapipe/local`` (the default: pypdf for PDF text, the tesseract OCR engine for
+            images and scanned pages, no network) or a litellm OCR model such as
+            ``mistral/mistral-ocr-latest``; a model alias works too.
+        language: the OCR language(s) of the local engine, tesseract codes such as ``eng`` or
+            ``eng+deu``.
+        output: ``list[Page]`` (one ``{page, text}`` per page) or ``text`` (all pages joined).
+        settings: extra litellm OCR arguments.
+    """
+
+    kind: Literal["extract"] = "extract"
+    model: str | None = None
+    language: str = Field(default="eng", pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$")
+    output: Literal["list[Page]", "text"] = "list[Page]"
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class ImagePipe(_PipeBase):
+    """Generates one image from a prompt; the output is an ``image`` reference to the blob store.
+
+    Attributes:
+        model: a litellm image model (``openai/gpt-image-1``, ``openai/dall-e-3``) or an alias; the
+            default ``durapipe/offline`` draws a labelled placeholder PNG (deterministic, no network).
+        prompt: a Jinja2 template over ``inputs``.
+        size: ``WIDTHxHEIGHT``, e.g. ``1024x1024``.
+        settings: extra litellm image arguments (``quality``, ``style``, ...).
+    """
+
+    kind: Literal["image"] = "image"
+    model: str | None = None
+    prompt: str
+    size: str = Field(default="1024x1024", pattern=r"^\d{2,5}x\d{2,5}$")
+    output: Literal["image"] = "image"
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
 class Step(_Spec):
     """One step of a sequence.
 
@@ -167,7 +211,9 @@ class SequencePipe(_PipeBase):
     output: str | list[str] | dict[str, str] | None = None
 
 
-PipeSpec = Annotated[LlmPipe | ToolPipe | SequencePipe, Field(discriminator="kind")]
+PipeSpec = Annotated[
+    LlmPipe | ToolPipe | ExtractPipe | ImagePipe | SequencePipe, Field(discriminator="kind")
+]
 
 
 class Pipeline(_Spec):
@@ -184,6 +230,6 @@ class Pipeline(_Spec):
     pipes: dict[str, PipeSpec] = Field(default_factory=dict)
 
 
-def is_controller(pipe: LlmPipe | ToolPipe | SequencePipe) -> bool:
+def is_controller(pipe: LlmPipe | ToolPipe | ExtractPipe | ImagePipe | SequencePipe) -> bool:
     """Whether ``pipe`` runs as its own workflow (a controller) rather than an activity."""
     return pipe.kind in CONTROLLER_KINDS

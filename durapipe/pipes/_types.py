@@ -3,11 +3,14 @@
 A type is a string, the same in Python and YAML:
 
 - ``text``, ``integer``, ``number``, ``boolean``, ``any``
-- ``list[T]`` for a list of ``T``
+- ``file``, ``document``, ``image``: binary content, carried as a `Blob` reference (never the bytes)
+- ``Page``: one page of extracted text (``{"page": 1, "text": "..."}``), what ``extract`` returns
+- ``list[T]`` for a list of ``T``; ``list[T, N]`` for a list of exactly ``N``
 - the name of a declared structure, e.g. ``Claim`` (see `StructureSpec`)
 
-Python users may pass Python types instead (``str``, ``int``, ``list[Claim]``, a pydantic model);
-`type_ref` turns them into these strings, so both spellings give one spec.
+Python users may pass Python types instead (``str``, ``int``, ``list[Claim]``, a pydantic model,
+``conlist(Claim, min_length=3, max_length=3)``, `Blob`, `Page`); `type_ref` turns them into these
+strings, so both spellings give one spec.
 """
 
 from __future__ import annotations
@@ -21,12 +24,46 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import annotated_types
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 SCALARS = {"text": str, "integer": int, "number": float, "boolean": bool, "any": Any}
 _LIST = re.compile(r"^list\[(.+)\]$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Blob(BaseModel):
+    """A reference to binary content kept in the blob store: what travels instead of the bytes.
+
+    Attributes:
+        blob: the content address, ``sha256:<hex>``.
+        media_type: e.g. ``application/pdf``, ``image/png``.
+        size: the number of bytes.
+        name: the original file name, when known.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    blob: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    media_type: str = "application/octet-stream"
+    size: int = Field(default=0, ge=0)
+    name: str = ""
+
+
+class Page(BaseModel):
+    """One page of text an ``extract`` pipe read (pages count from 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    page: int = Field(ge=1)
+    text: str
+
+
+# Built-in named types: binary content travels as a `Blob` reference; an image is a document is a file.
+BLOB_TYPES = ("file", "document", "image")
+BUILTINS: dict[str, type[BaseModel]] = {**dict.fromkeys(BLOB_TYPES, Blob), "Page": Page}
+_WIDER = {"image": ("document", "file"), "document": ("file",)}
 
 
 class FieldSpec(BaseModel):
@@ -70,9 +107,14 @@ class TypeNode:
 
     name: str
     item: TypeNode | None = None
+    count: int | None = None
 
     def __str__(self) -> str:
-        return f"list[{self.item}]" if self.item else self.name
+        if self.item is None:
+            return self.name
+        return (
+            f"list[{self.item}, {self.count}]" if self.count is not None else f"list[{self.item}]"
+        )
 
 
 def parse_type(ref: str) -> TypeNode:
@@ -84,12 +126,30 @@ def parse_type(ref: str) -> TypeNode:
     ref = ref.strip()
     match = _LIST.match(ref)
     if match:
-        return TypeNode("list", parse_type(match.group(1)))
+        item, count = _split_count(match.group(1))
+        return TypeNode("list", parse_type(item), count)
     if not _NAME.match(ref):
         raise ValueError(
-            f"'{ref}' is not a type (use text, integer, number, boolean, any, list[T] or a structure name)"
+            f"'{ref}' is not a type (use text, integer, number, boolean, any, list[T], list[T, N] "
+            "or a structure name)"
         )
     return TypeNode(ref)
+
+
+def _split_count(inner: str) -> tuple[str, int | None]:
+    """``Claim, 3`` -> (``Claim``, 3): the item type and the exact length after a top-level comma."""
+    depth = 0
+    for index in range(len(inner) - 1, -1, -1):
+        char = inner[index]
+        depth += {"]": 1, "[": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            count = inner[index + 1 :].strip()
+            if not count.isdigit() or int(count) < 1:
+                raise ValueError(
+                    f"'list[{inner}]': the length after the comma must be a whole number >= 1"
+                )
+            return inner[:index], int(count)
+    return inner, None
 
 
 def type_problems(ref: str, structures: Structures) -> list[str]:
@@ -100,7 +160,7 @@ def type_problems(ref: str, structures: Structures) -> list[str]:
         return [str(err)]
     while node.item is not None:
         node = node.item
-    if node.name in SCALARS or node.name in structures:
+    if node.name in SCALARS or node.name in BUILTINS or node.name in structures:
         return []
     return [
         f"unknown type '{node.name}' (declare it under structures, or use text, integer, number, boolean, any)"
@@ -133,9 +193,12 @@ def is_assignable(source: str, target: str) -> bool:
         return True
     src, dst = parse_type(source), parse_type(target)
     if src.item is not None and dst.item is not None:
+        # A length is checked when the value arrives; statically only the lengths both know clash.
+        if None not in (src.count, dst.count) and src.count != dst.count:
+            return False
         return is_assignable(str(src.item), str(dst.item))
-    # An integer is a number; everything else must match by name.
-    return src.name == "integer" and dst.name == "number"
+    # An integer is a number, an image is a document is a file; everything else matches by name.
+    return (src.name == "integer" and dst.name == "number") or dst.name in _WIDER.get(src.name, ())
 
 
 def annotation(ref: str, structures: Structures) -> Any:
@@ -173,7 +236,13 @@ def type_ref(python_type: Any, structures: Structures) -> str:
     for name, scalar in SCALARS.items():
         if python_type is scalar:
             return name
+    if python_type is Blob:
+        return "file"
+    if python_type is Page:
+        return "Page"
     origin = typing.get_origin(python_type)
+    if origin is typing.Annotated:
+        return _annotated_list(python_type, structures)
     if origin is list:
         (item,) = typing.get_args(python_type) or (Any,)
         return f"list[{type_ref(item, structures)}]"
@@ -181,6 +250,17 @@ def type_ref(python_type: Any, structures: Structures) -> str:
         _add_structure(python_type, structures)
         return python_type.__name__
     raise TypeError(f"durapipe cannot use {python_type!r} as a pipe type")
+
+
+def _annotated_list(python_type: Any, structures: Structures) -> str:
+    """``Annotated[list[T], Len(n, n)]`` (what ``conlist(T, min_length=n, max_length=n)`` is) -> ``list[T, n]``."""
+    base, *metadata = typing.get_args(python_type)
+    lengths = [m for m in metadata if isinstance(m, annotated_types.Len)]
+    if typing.get_origin(base) is not list or len(lengths) != 1:
+        raise TypeError(f"durapipe cannot use {python_type!r} as a pipe type")
+    if lengths[0].min_length != lengths[0].max_length:
+        raise TypeError(f"durapipe lists have any length or exactly N items, not {python_type!r}")
+    return f"{type_ref(base, structures)[:-1]}, {lengths[0].min_length}]"
 
 
 def _add_structure(model: type[BaseModel], structures: Structures) -> None:
@@ -218,7 +298,7 @@ def _field_spec(info: pydantic.fields.FieldInfo, structures: Structures) -> Fiel
         type=type_ref(hint, structures),
         description=info.description or "",
         choices=choices,
-        optional=optional or has_default,
+        optional=optional,
         default=default,
     )
 
@@ -241,9 +321,14 @@ def _annotation(ref: str, frozen: str) -> Any:
     def build(type_ref_: str) -> Any:
         node = parse_type(type_ref_)
         if node.item is not None:
-            return list[build(str(node.item))]  # type: ignore[misc]
+            items: Any = list[build(str(node.item))]  # type: ignore[misc]
+            if node.count is None:
+                return items
+            return typing.Annotated[items, annotated_types.Len(node.count, node.count)]
         if node.name in SCALARS:
             return SCALARS[node.name]
+        if node.name in BUILTINS:
+            return BUILTINS[node.name]
         if node.name not in models:
             models[node.name] = model_for(node.name)
         return models[node.name]
@@ -258,6 +343,8 @@ def _annotation(ref: str, frozen: str) -> Any:
             field_info = Field(description=field.description or None)
             if field.optional:
                 hint = hint | None
+            # A default makes a field optional to give, even when the field cannot be null.
+            if field.optional or field.default is not None:
                 field_info = Field(default=field.default, description=field.description or None)
             definitions[field_name] = (hint, field_info)
         return pydantic.create_model(  # type: ignore[call-overload,no-any-return,unused-ignore]

@@ -14,7 +14,7 @@ import pydantic
 
 from durapipe._errors import PipelineError, Problem
 from durapipe.pipes import _templates, _types
-from durapipe.pipes._spec import LlmPipe, Pipeline, SequencePipe, ToolPipe
+from durapipe.pipes._spec import ExtractPipe, ImagePipe, LlmPipe, Pipeline, SequencePipe, ToolPipe
 
 _PIPE_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
 _INPUT_NAME = re.compile(r"^[A-Za-z_]\w*$")
@@ -37,8 +37,13 @@ def check(pipeline: Pipeline, *, source: str = "") -> list[Problem]:
         problems.append(Problem(where, message, source))
 
     for name, structure in pipeline.structures.items():
+        if name in _types.BUILTINS or name in _types.SCALARS:
+            report(
+                f"structure '{name}'",
+                f"'{name}' is a built-in type; give the structure another name",
+            )
         for field_name, field in structure.fields.items():
-            for message in _types.type_problems(field.type, pipeline.structures):
+            for message in _field_problems(field, pipeline.structures):
                 report(f"structure '{name}', field '{field_name}'", message)
     for alias, model in pipeline.models.items():
         if "/" not in model:
@@ -68,6 +73,8 @@ def check(pipeline: Pipeline, *, source: str = "") -> list[Problem]:
         elif isinstance(pipe, ToolPipe):
             for message in _types.type_problems(pipe.output, pipeline.structures):
                 report(f"{where}, field 'output'", message)
+        elif isinstance(pipe, ExtractPipe | ImagePipe):
+            _check_operator(pipeline, name, pipe, report)
         elif isinstance(pipe, SequencePipe):
             _check_sequence(pipeline, name, pipe, report)
     _check_cycles(pipeline, report)
@@ -84,15 +91,61 @@ def _check_model(pipeline: Pipeline, model: str, where: str, report: _Report) ->
         )
 
 
+def _field_problems(field: _types.FieldSpec, structures: _types.Structures) -> list[str]:
+    """Why a structure field is unusable: its type, or choices and a default that do not fit it."""
+    problems = _types.type_problems(field.type, structures)
+    if problems:
+        return problems
+    values = [("choice", choice) for choice in field.choices or []]
+    if field.default is not None:
+        values.append(("default", field.default))
+    for label, value in values:
+        try:
+            _types.validate(field.type, structures, value)
+        except pydantic.ValidationError:
+            problems.append(f"{label} {value!r} is not of the field's type {field.type}")
+    if field.default is not None and field.choices and field.default not in field.choices:
+        problems.append(f"default {field.default!r} is not one of the choices {field.choices}")
+    return problems
+
+
+def _check_operator(
+    pipeline: Pipeline, name: str, pipe: ExtractPipe | ImagePipe, report: _Report
+) -> None:
+    where = f"pipe '{name}'"
+    if pipe.model is not None:
+        _check_model(pipeline, pipe.model, f"{where}, field 'model'", report)
+    if isinstance(pipe, ImagePipe):
+        _check_templates(where, pipe.inputs, [("prompt", pipe.prompt)], report)
+        return
+    blobs = [n for n, t in pipe.inputs.items() if _types.is_assignable(t, "file")]
+    if len(pipe.inputs) != 1 or len(blobs) != 1:
+        declared = ", ".join(f"{n}: {t}" for n, t in pipe.inputs.items()) or "none"
+        report(
+            f"{where}, field 'inputs'",
+            f"an extract pipe reads exactly one input of type document, image or file (declared: {declared})",
+        )
+
+
 def _check_llm(pipeline: Pipeline, name: str, pipe: LlmPipe, report: _Report) -> None:
     where = f"pipe '{name}'"
     if pipe.model is not None:
         _check_model(pipeline, pipe.model, f"{where}, field 'model'", report)
     for message in _types.type_problems(pipe.output, pipeline.structures):
         report(f"{where}, field 'output'", message)
+    _check_templates(where, pipe.inputs, [("system", pipe.system), ("prompt", pipe.prompt)], report)
+
+
+def _check_templates(
+    where: str,
+    inputs: Mapping[str, str],
+    templates: list[tuple[str, str | None]],
+    report: _Report,
+) -> None:
+    """Every template variable must be a declared input, and every declared input used."""
     used: set[str] = set()
     parsed = True
-    for field, template in (("system", pipe.system), ("prompt", pipe.prompt)):
+    for field, template in templates:
         if template is None:
             continue
         try:
@@ -102,17 +155,17 @@ def _check_llm(pipeline: Pipeline, name: str, pipe: LlmPipe, report: _Report) ->
             parsed = False
             continue
         used |= names
-        for variable in sorted(names - set(pipe.inputs)):
+        for variable in sorted(names - set(inputs)):
             report(
                 f"{where}, field '{field}'",
                 f"template variable '{variable}' is not a declared input "
-                f"(declared: {', '.join(pipe.inputs) or 'none'})",
+                f"(declared: {', '.join(inputs) or 'none'})",
             )
     # A template that does not parse says nothing about which inputs it uses.
-    for unused in sorted(set(pipe.inputs) - used) if parsed else []:
+    for unused in sorted(set(inputs) - used) if parsed else []:
         report(
             f"{where}, input '{unused}'",
-            "declared input is never used by the system or prompt template",
+            f"declared input is never used by the {' or '.join(f for f, _ in templates)} template",
         )
 
 
@@ -181,7 +234,7 @@ def output_type(pipeline: Pipeline, name: str, _seen: frozenset[str] = frozenset
     pipe = pipeline.pipes.get(name)
     if pipe is None or name in _seen:
         return "any"
-    if isinstance(pipe, LlmPipe | ToolPipe):
+    if not isinstance(pipe, SequencePipe):
         return pipe.output
     if pipe.output is None:
         last = pipe.steps[-1]

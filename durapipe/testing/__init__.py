@@ -5,6 +5,7 @@
 - `FakeProvider`: an OpenAI-compatible HTTP server on 127.0.0.1 that litellm talks to for real,
   scriptable to fail (429 with Retry-After, 5xx, 401, context window, hangs, dropped connections,
   malformed JSON), with a ledger of every call.
+- `text_pdf`, `text_image`, `scanned_pdf`: small documents made in memory, to test extract pipes.
 
 The offline names import litellm (seconds), so they load on first use.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from durapipe.testing._documents import scanned_pdf, text_image, text_pdf
 from durapipe.testing._fake_provider import (
     PAID_OUTCOMES,
     Action,
@@ -47,6 +49,9 @@ __all__ = [
     "read_offline_ledger",
     "register_offline_model",
     "sample_from_schema",
+    "scanned_pdf",
+    "text_image",
+    "text_pdf",
 ]
 
 

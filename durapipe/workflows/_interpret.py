@@ -13,6 +13,9 @@ from typing import Any, Protocol
 
 from durapipe._errors import StepFailed
 from durapipe.adapters._calls import (
+    ExtractCall,
+    ImageCall,
+    LeafCall,
     LeafResult,
     LlmCall,
     PipeRun,
@@ -21,14 +24,22 @@ from durapipe.adapters._calls import (
     ToolCall,
     Usage,
 )
-from durapipe.pipes import LlmPipe, SequencePipe, ToolPipe, is_controller, subset
+from durapipe.pipes import (
+    ExtractPipe,
+    ImagePipe,
+    LlmPipe,
+    SequencePipe,
+    ToolPipe,
+    is_controller,
+    subset,
+)
 from durapipe.pipes._types import structures_used
 
 
 class Runtime(Protocol):
     """Where the interpreter sends work: activities and child runs."""
 
-    async def leaf(self, call: LlmCall | ToolCall) -> LeafResult:
+    async def leaf(self, call: LeafCall) -> LeafResult:
         """Run one leaf call with its timeout and retry policy; raise `StepFailed` when it fails."""
         ...
 
@@ -180,7 +191,7 @@ class Interpreter:
         self._merge(path, result.steps)
         return result.output
 
-    def _call(self, path: str, pipe_name: str, inputs: dict[str, Any]) -> LlmCall | ToolCall:
+    def _call(self, path: str, pipe_name: str, inputs: dict[str, Any]) -> LeafCall:
         pipe = self.run.spec.pipes[pipe_name]
         needed: set[str] = set()
         for type_ref in [*pipe.inputs.values(), getattr(pipe, "output", "any")]:
@@ -191,6 +202,10 @@ class Interpreter:
             return LlmCall(pipe=pipe, structures=structures, **common)
         if isinstance(pipe, ToolPipe):
             return ToolCall(pipe=pipe, structures=structures, **common)
+        if isinstance(pipe, ExtractPipe):
+            return ExtractCall(pipe=pipe, **common)
+        if isinstance(pipe, ImagePipe):
+            return ImageCall(pipe=pipe, **common)
         raise TypeError(f"pipe '{pipe_name}' of kind {pipe.kind} is not a leaf")
 
     def _merge(self, parent: str, nested: list[StepRecord]) -> None:

@@ -20,13 +20,12 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from durapipe._errors import StepFailed
     from durapipe.adapters._calls import (
+        LeafCall,
         LeafResult,
-        LlmCall,
         PipeRun,
         RunResult,
         StepFailure,
         StepRecord,
-        ToolCall,
     )
     from durapipe.adapters._plan import (
         ACTIVITY_NAMES,
@@ -68,7 +67,7 @@ class PipeWorkflow:
 class _TemporalRuntime:
     """Sends leaves to activities and nested controllers to child workflows."""
 
-    async def leaf(self, call: LlmCall | ToolCall) -> LeafResult:
+    async def leaf(self, call: LeafCall) -> LeafResult:
         try:
             result: LeafResult = await workflow.execute_activity(
                 ACTIVITY_NAMES[call.pipe.kind],

@@ -1,0 +1,155 @@
+"""The extract operator: a document or image (a blob reference) becomes pages of text.
+
+The embedded engine, ``durapipe/local``, works offline: pypdf reads the text layer of a PDF, and the
+tesseract OCR engine reads images and scanned pages (pages with no text layer). Any other model string
+goes to litellm's OCR API (``mistral/mistral-ocr-latest``, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from typing import Any
+
+from temporalio.exceptions import ApplicationError
+
+from durapipe.adapters._blobs import BlobNotFound, blob_store
+from durapipe.adapters._calls import ExtractCall, LeafResult, Usage
+from durapipe.adapters._litellm import classify, litellm_module, response_cost
+from durapipe.pipes import LOCAL_EXTRACTOR, Blob
+
+TESSERACT = "tesseract"
+
+
+async def run_extract(call: ExtractCall, attempt: int = 1) -> LeafResult:
+    """Run one extract call: the activity body, shared by Temporal and the local runner.
+
+    Raises:
+        ApplicationError: the blob is missing, the format is unsupported, OCR is unavailable
+            (non-retryable), or a classified provider error.
+    """
+    pipe = call.pipe
+    model = pipe.model or LOCAL_EXTRACTOR
+    ref = Blob.model_validate(next(iter(call.inputs.values())))
+    data = await read_blob(ref)
+    usage = Usage()
+    if model == LOCAL_EXTRACTOR:
+        texts = await local_pages(data, ref.media_type, pipe.language)
+    else:
+        texts, usage = await _model_pages(model, data, ref.media_type, pipe.settings, pipe.timeout)
+    output: Any = [{"page": number, "text": text} for number, text in enumerate(texts, start=1)]
+    if pipe.output == "text":
+        output = "\n\n".join(texts)
+    return LeafResult(output=output, usage=usage, model=model, attempt=attempt)
+
+
+async def read_blob(ref: Blob) -> bytes:
+    """The bytes of ``ref`` from this process's blob store (a missing blob is not retried)."""
+    try:
+        return await asyncio.to_thread(blob_store().get, ref)
+    except BlobNotFound as err:
+        raise ApplicationError(str(err), type="durapipe.BlobNotFound", non_retryable=True) from None
+
+
+async def local_pages(data: bytes, media_type: str, language: str = "eng") -> list[str]:
+    """The text of each page with the embedded engine (pypdf, then tesseract for scans and images)."""
+    if media_type == "application/pdf":
+        pages = []
+        for text, scans in await asyncio.to_thread(_pdf_layers, data):
+            if not text.strip():  # a scanned page: no text layer, so read its images
+                text = "\n".join([await ocr(scan, language) for scan in scans])
+            pages.append(text.strip())
+        return pages
+    if media_type.startswith("image/"):
+        return [await ocr(data, language)]
+    if media_type.startswith("text/"):
+        return [data.decode("utf-8", errors="replace")]
+    raise ApplicationError(
+        f"cannot extract text from {media_type} with {LOCAL_EXTRACTOR} (PDF, images and text files only)",
+        type="durapipe.UnsupportedDocument",
+        non_retryable=True,
+    )
+
+
+def _pdf_layers(data: bytes) -> list[tuple[str, list[bytes]]]:
+    """Each page's text layer and, for pages without one, its images as PNG."""
+    import pypdf  # imported here: the worker pays for it only when it extracts
+
+    try:
+        layers = []
+        for page in pypdf.PdfReader(io.BytesIO(data)).pages:
+            text = page.extract_text() or ""
+            scans = [] if text.strip() else [_png(image.data) for image in page.images]
+            layers.append((text, scans))
+    except pypdf.errors.PdfReadError as err:
+        raise ApplicationError(
+            f"the PDF cannot be read: {err}",
+            type="durapipe.UnsupportedDocument",
+            non_retryable=True,
+        ) from None
+    return layers
+
+
+def _png(image: bytes) -> bytes:
+    """Any image pypdf finds, as PNG (tesseract reads PNG whatever the PDF's own encoding was)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(image)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def ocr(image: bytes, language: str = "eng") -> str:
+    """The text tesseract reads in ``image`` (PNG, JPEG, TIFF, ...).
+
+    Raises:
+        ApplicationError: tesseract is not installed or cannot read the image (non-retryable).
+    """
+    try:
+        process = await asyncio.create_subprocess_exec(
+            TESSERACT,
+            "stdin",
+            "stdout",
+            "-l",
+            language,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except FileNotFoundError:
+        raise ApplicationError(
+            "the tesseract OCR engine is not installed on this worker: run `make ocr` "
+            "(apt-get install tesseract-ocr) or give the extract pipe an OCR model",
+            type="durapipe.OcrUnavailable",
+            non_retryable=True,
+        ) from None
+    try:
+        out, err = await process.communicate(image)
+    except asyncio.CancelledError:
+        process.kill()  # a cancelled or timed-out step must not leave OCR running
+        raise
+    if process.returncode != 0:
+        reason = err.decode(errors="replace").strip().splitlines()
+        raise ApplicationError(
+            f"tesseract failed: {reason[-1] if reason else f'exit code {process.returncode}'}",
+            type="durapipe.OcrFailed",
+            non_retryable=True,
+        )
+    return out.decode("utf-8", errors="replace").strip()
+
+
+async def _model_pages(
+    model: str, data: bytes, media_type: str, settings: dict[str, Any], timeout: float | None
+) -> tuple[list[str], Usage]:
+    litellm = litellm_module()
+    url = f"data:{media_type};base64,{base64.b64encode(data).decode()}"
+    kind = "image_url" if media_type.startswith("image/") else "document_url"
+    try:
+        response = await litellm.aocr(
+            model=model, document={"type": kind, kind: url}, timeout=timeout, **settings
+        )
+    except Exception as err:
+        raise classify(err, model=model) from err
+    pages = sorted(response.pages, key=lambda page: page.index)
+    return [page.markdown for page in pages], Usage(cost_usd=response_cost(response))

@@ -1,0 +1,103 @@
+"""The image operator: render the prompt, generate one image, store it, return its blob reference.
+
+Real models go through litellm's ``aimage_generation``. The offline model draws a labelled
+placeholder PNG instead: the same prompt and size always give the same bytes (and so the same blob).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import textwrap
+from typing import Any
+
+import aiohttp
+from temporalio.exceptions import ApplicationError
+
+from durapipe.activities._llm import render_for
+from durapipe.adapters._blobs import blob_store
+from durapipe.adapters._calls import ImageCall, LeafResult, Usage
+from durapipe.adapters._litellm import classify, litellm_module, response_cost
+from durapipe.pipes import OFFLINE_MODEL
+
+PLACEHOLDER_LABEL = "durapipe offline placeholder"
+
+
+async def run_image(call: ImageCall, attempt: int = 1) -> LeafResult:
+    """Run one image call: the activity body, shared by Temporal and the local runner.
+
+    Raises:
+        ApplicationError: a template error (non-retryable) or a classified provider error.
+    """
+    pipe = call.pipe
+    model = pipe.model or OFFLINE_MODEL
+    prompt = render_for(call.pipe_name, pipe.prompt, call.inputs)
+    if model == OFFLINE_MODEL:
+        png, usage = await asyncio.to_thread(placeholder_png, prompt, pipe.size), Usage()
+    else:
+        png, usage = await _generate(model, prompt, pipe.size, pipe.settings, pipe.timeout)
+    ref = await asyncio.to_thread(
+        blob_store().put, png, media_type="image/png", name=f"{call.pipe_name}.png"
+    )
+    return LeafResult(output=ref.model_dump(mode="json"), usage=usage, model=model, attempt=attempt)
+
+
+def placeholder_png(prompt: str, size: str = "1024x1024") -> bytes:
+    """A PNG of ``size`` that says it is a placeholder and shows the prompt; deterministic."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height = (int(part) for part in size.split("x"))
+    image = Image.new("RGB", (width, height), (236, 239, 244))
+    draw = ImageDraw.Draw(image)
+    unit = max(10, min(width, height) // 24)
+    draw.rectangle((0, 0, width - 1, height - 1), outline=(90, 100, 120), width=max(2, unit // 4))
+    draw.text(
+        (unit, unit), PLACEHOLDER_LABEL, fill=(170, 40, 40), font=ImageFont.load_default(unit)
+    )
+    body = ImageFont.load_default(max(8, unit * 3 // 4))
+    lines = textwrap.wrap(prompt, width=max(10, int(width / (unit * 0.45))))
+    for index, line in enumerate(lines[: max(1, (height - 4 * unit) // unit)]):
+        draw.text((unit, 3 * unit + index * unit), line, fill=(30, 30, 30), font=body)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+async def _generate(
+    model: str, prompt: str, size: str, settings: dict[str, Any], timeout: float | None
+) -> tuple[bytes, Usage]:
+    litellm = litellm_module()
+    options = {"response_format": "b64_json", **settings}
+    try:
+        # num_retries=0: Temporal owns retries.
+        response = await litellm.aimage_generation(
+            model=model, prompt=prompt, size=size, n=1, timeout=timeout, num_retries=0, **options
+        )
+        image = response.data[0]
+        data = (
+            base64.b64decode(image.b64_json)
+            if getattr(image, "b64_json", None)
+            else await _download(image.url, timeout)
+        )
+    except ApplicationError:
+        raise
+    except Exception as err:
+        raise classify(err, model=model) from err
+    usage = getattr(response, "usage", None)
+    return data, Usage(
+        input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
+        output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
+        cost_usd=response_cost(response),
+    )
+
+
+async def _download(url: str | None, timeout: float | None) -> bytes:
+    if not url:
+        raise ApplicationError("the image model returned no image", type="durapipe.ProviderError")
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+        session.get(url) as answer,
+    ):
+        answer.raise_for_status()
+        return await answer.read()
