@@ -20,11 +20,13 @@ from durapipe._errors import (
     RunError,
     RunNotFound,
     StepFailed,
+    ToolError,
 )
 from durapipe.adapters import DEFAULT_TASK_QUEUE, RunResult, StepRecord, Usage
 from durapipe.local import run_local
 from durapipe.pipes import (
     OFFLINE_MODEL,
+    AgentPipe,
     FieldSpec,
     LlmPipe,
     Pipe,
@@ -34,6 +36,7 @@ from durapipe.pipes import (
     Step,
     StructureSpec,
     ToolPipe,
+    agent,
     llm,
     load,
     load_yaml,
@@ -50,6 +53,7 @@ __all__ = [
     "DEFAULT_ADDRESS",
     "DEFAULT_TASK_QUEUE",
     "OFFLINE_MODEL",
+    "AgentPipe",
     "ConfigError",
     "DevServer",
     "DurapipeError",
@@ -70,8 +74,10 @@ __all__ = [
     "StepFailed",
     "StepRecord",
     "StructureSpec",
+    "ToolError",
     "ToolPipe",
     "Usage",
+    "agent",
     "build_worker",
     "connect",
     "llm",

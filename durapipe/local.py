@@ -15,14 +15,15 @@ from typing import Any
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import StepFailed
-from durapipe.activities import run_llm, run_tool
+from durapipe.activities import run_agent_turn, run_llm, run_tool
 from durapipe.adapters import (
+    AgentTurnCall,
+    LeafCall,
     LeafResult,
     LlmCall,
     PipeRun,
     RunResult,
     StepRecord,
-    ToolCall,
     new_run_id,
 )
 from durapipe.pipes import Pipeline, RetrySpec, check_inputs, resolve, tool_functions
@@ -35,7 +36,7 @@ class LocalRuntime:
     def __init__(self, tools: Mapping[str, Callable[..., Any]]) -> None:
         self.tools = dict(tools)
 
-    async def leaf(self, call: LlmCall | ToolCall) -> LeafResult:
+    async def leaf(self, call: LeafCall) -> LeafResult:
         retry = call.pipe.retry or RetrySpec()
         attempt = 1
         while True:
@@ -72,9 +73,11 @@ class LocalRuntime:
             await asyncio.sleep(delay)
             attempt += 1
 
-    async def _attempt(self, call: LlmCall | ToolCall, attempt: int) -> LeafResult:
+    async def _attempt(self, call: LeafCall, attempt: int) -> LeafResult:
         if isinstance(call, LlmCall):
             return await run_llm(call, attempt)
+        if isinstance(call, AgentTurnCall):
+            return await run_agent_turn(call, attempt)
         return await run_tool(call, self.tools, attempt)
 
     async def child(self, run: PipeRun) -> RunResult:
@@ -88,6 +91,9 @@ class LocalRuntime:
 
     def step_finished(self, record: StepRecord) -> None:
         return None
+
+    def continue_as_new_suggested(self, turns: int) -> bool:
+        return False  # no history to bound in-process
 
 
 async def run_local(

@@ -10,13 +10,15 @@ from typing import Any, TypeVar
 
 from temporalio import activity
 
+from durapipe.activities._agent import run_agent_turn
 from durapipe.activities._llm import run_llm
 from durapipe.activities._tool import run_tool
-from durapipe.adapters._calls import LeafResult, LlmCall, ToolCall
+from durapipe.adapters._calls import AgentTurnCall, LeafResult, LlmCall, ToolCall
 from durapipe.adapters._plan import ACTIVITY_NAMES
 
 LLM_ACTIVITY = ACTIVITY_NAMES["llm"]
 TOOL_ACTIVITY = ACTIVITY_NAMES["tool"]
+AGENT_TURN_ACTIVITY = ACTIVITY_NAMES["agent"]
 
 T = TypeVar("T")
 
@@ -34,7 +36,7 @@ class Activities:
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for a worker's ``activities=``."""
-        return [self.llm, self.tool]
+        return [self.llm, self.tool, self.agent_turn]
 
     @activity.defn(name=LLM_ACTIVITY)
     async def llm(self, call: LlmCall) -> LeafResult:
@@ -45,6 +47,11 @@ class Activities:
     async def tool(self, call: ToolCall) -> LeafResult:
         """Call a registered tool function (``durapipe.tool``)."""
         return await _heartbeating(run_tool(call, self.tools, activity.info().attempt))
+
+    @activity.defn(name=AGENT_TURN_ACTIVITY)
+    async def agent_turn(self, call: AgentTurnCall) -> LeafResult:
+        """Ask an agent's model for its next move (``durapipe.agent_turn``)."""
+        return await _heartbeating(run_agent_turn(call, activity.info().attempt))
 
 
 async def _heartbeating(work: Awaitable[T]) -> T:

@@ -11,11 +11,11 @@ from typing import Any
 
 from temporalio.common import RetryPolicy
 
-from durapipe.adapters._calls import LlmCall, ToolCall
+from durapipe.adapters._calls import AgentTurnCall, LeafCall, LlmCall
 from durapipe.pipes import RetrySpec
 
 WORKFLOW_NAME = "durapipe.pipe"
-ACTIVITY_NAMES = {"llm": "durapipe.llm", "tool": "durapipe.tool"}
+ACTIVITY_NAMES = {"llm": "durapipe.llm", "tool": "durapipe.tool", "agent": "durapipe.agent_turn"}
 DEFAULT_TASK_QUEUE = "durapipe"
 # Heartbeats let Temporal notice a dead worker long before a long call's timeout runs out.
 MAX_HEARTBEAT_TIMEOUT = 20.0
@@ -32,8 +32,12 @@ def retry_policy(spec: RetrySpec) -> RetryPolicy:
     )
 
 
-def summary(call: LlmCall | ToolCall) -> str:
+def summary(call: LeafCall) -> str:
     """The one-line label the Temporal UI shows for a leaf activity."""
+    if call.summary:
+        return call.summary
+    if isinstance(call, AgentTurnCall):
+        return f"agent {call.pipe_name} · turn {call.turn} · {call.pipe.model}"
     if isinstance(call, LlmCall):
         return f"llm {call.path} · {call.pipe.model}"
     return f"tool {call.path}"
@@ -49,7 +53,7 @@ def child_workflow_id(run_id: str, path: str) -> str:
     return f"{run_id}/{path}"
 
 
-def activity_options(call: LlmCall | ToolCall) -> dict[str, Any]:
+def activity_options(call: LeafCall) -> dict[str, Any]:
     """Keyword arguments for ``workflow.execute_activity`` of a leaf call."""
     pipe = call.pipe
     timeout = pipe.timeout or 60.0

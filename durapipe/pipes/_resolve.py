@@ -14,6 +14,7 @@ from durapipe.pipes._spec import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
     OFFLINE_MODEL,
+    AgentPipe,
     LlmPipe,
     Pipeline,
     PipeSpec,
@@ -35,6 +36,8 @@ def reachable(pipeline: Pipeline, name: str) -> list[str]:
         pipe = pipeline.pipes[current]
         if isinstance(pipe, SequencePipe):
             pending.extend(step.pipe for step in pipe.steps)
+        elif isinstance(pipe, AgentPipe):
+            pending.extend(pipe.tools)
     return order
 
 
@@ -71,7 +74,7 @@ def resolve(pipeline: Pipeline, name: str, *, default_model: str | None = None) 
     pipes: dict[str, PipeSpec] = {}
     for pipe_name, pipe in subset(pipeline, name).pipes.items():
         changes: dict[str, object] = {}
-        if isinstance(pipe, LlmPipe):
+        if isinstance(pipe, LlmPipe | AgentPipe):
             model = pipe.model or fallback
             changes["model"] = pipeline.models.get(model, model)
         if pipe.kind in DEFAULT_TIMEOUT:

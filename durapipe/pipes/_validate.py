@@ -14,7 +14,7 @@ import pydantic
 
 from durapipe._errors import PipelineError, Problem
 from durapipe.pipes import _templates, _types
-from durapipe.pipes._spec import LlmPipe, Pipeline, SequencePipe, ToolPipe
+from durapipe.pipes._spec import AgentPipe, LlmPipe, Pipeline, SequencePipe, ToolPipe
 
 _PIPE_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
 _INPUT_NAME = re.compile(r"^[A-Za-z_]\w*$")
@@ -70,6 +70,8 @@ def check(pipeline: Pipeline, *, source: str = "") -> list[Problem]:
                 report(f"{where}, field 'output'", message)
         elif isinstance(pipe, SequencePipe):
             _check_sequence(pipeline, name, pipe, report)
+        elif isinstance(pipe, AgentPipe):
+            _check_agent(pipeline, name, pipe, report)
     _check_cycles(pipeline, report)
     return problems
 
@@ -90,9 +92,42 @@ def _check_llm(pipeline: Pipeline, name: str, pipe: LlmPipe, report: _Report) ->
         _check_model(pipeline, pipe.model, f"{where}, field 'model'", report)
     for message in _types.type_problems(pipe.output, pipeline.structures):
         report(f"{where}, field 'output'", message)
+    _check_templates(pipe.inputs, [("system", pipe.system), ("prompt", pipe.prompt)], where, report)
+
+
+def _check_agent(pipeline: Pipeline, name: str, pipe: AgentPipe, report: _Report) -> None:
+    where = f"pipe '{name}'"
+    if pipe.model is not None:
+        _check_model(pipeline, pipe.model, f"{where}, field 'model'", report)
+    for message in _types.type_problems(pipe.output, pipeline.structures):
+        report(f"{where}, field 'output'", message)
+    templates = [("instructions", pipe.instructions), ("prompt", pipe.prompt)]
+    _check_templates(pipe.inputs, templates, where, report)
+    for tool_name in pipe.tools:
+        target = pipeline.pipes.get(tool_name)
+        if target is None:
+            report(
+                f"{where}, field 'tools'",
+                f"unknown pipe '{tool_name}'{_suggest(tool_name, pipeline.pipes)}",
+            )
+        elif not isinstance(target, ToolPipe):
+            report(
+                f"{where}, field 'tools'",
+                f"pipe '{tool_name}' is a {target.kind} pipe; an agent can only call tool pipes",
+            )
+    if len(set(pipe.tools)) < len(pipe.tools):
+        report(f"{where}, field 'tools'", "a tool is listed twice")
+
+
+def _check_templates(
+    inputs: Mapping[str, str],
+    templates: list[tuple[str, str | None]],
+    where: str,
+    report: _Report,
+) -> None:
     used: set[str] = set()
     parsed = True
-    for field, template in (("system", pipe.system), ("prompt", pipe.prompt)):
+    for field, template in templates:
         if template is None:
             continue
         try:
@@ -102,17 +137,17 @@ def _check_llm(pipeline: Pipeline, name: str, pipe: LlmPipe, report: _Report) ->
             parsed = False
             continue
         used |= names
-        for variable in sorted(names - set(pipe.inputs)):
+        for variable in sorted(names - set(inputs)):
             report(
                 f"{where}, field '{field}'",
                 f"template variable '{variable}' is not a declared input "
-                f"(declared: {', '.join(pipe.inputs) or 'none'})",
+                f"(declared: {', '.join(inputs) or 'none'})",
             )
     # A template that does not parse says nothing about which inputs it uses.
-    for unused in sorted(set(pipe.inputs) - used) if parsed else []:
+    fields = " or ".join(field for field, template in templates if template is not None)
+    for unused in sorted(set(inputs) - used) if parsed else []:
         report(
-            f"{where}, input '{unused}'",
-            "declared input is never used by the system or prompt template",
+            f"{where}, input '{unused}'", f"declared input is never used by the {fields} template"
         )
 
 
@@ -181,7 +216,7 @@ def output_type(pipeline: Pipeline, name: str, _seen: frozenset[str] = frozenset
     pipe = pipeline.pipes.get(name)
     if pipe is None or name in _seen:
         return "any"
-    if isinstance(pipe, LlmPipe | ToolPipe):
+    if isinstance(pipe, LlmPipe | ToolPipe | AgentPipe):
         return pipe.output
     if pipe.output is None:
         last = pipe.steps[-1]
