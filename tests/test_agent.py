@@ -10,8 +10,8 @@ from temporalio.client import Client
 
 import durapipe as dp
 from durapipe.testing import FakeProvider, Reply, ToolCalls
-from tests import agent_tools
 from tests.conftest import EXAMPLES
+from tests.fixtures import agent_tools
 from tests.test_temporal import history_events, scheduled_activities
 
 QUESTION = {"question": "How much does the bridge cost per kilometre of river?"}
@@ -206,3 +206,37 @@ async def test_bad_tool_calls_fail_after_max_bad_turns_and_turns_after_max_turns
         "step 'asker' (agent on model openai/fake-agent) failed: durapipe.MaxTurnsExceeded: "
         "agent 'asker' reached max_turns=2 without a final answer"
     )
+
+
+async def test_offline_model_calls_every_offered_tool_at_once_when_asked() -> None:
+    both = dp.agent(
+        "both",
+        prompt="Look up {{ key }} and note it.",
+        inputs={"key": str},
+        tools=[agent_tools.note, agent_tools.lookup],
+        settings={"offline_parallel_tools": True, "offline_tool_rounds": 1},
+    )
+    result = await dp.run_local(dp.pipeline(both), "both", {"key": "known"})
+    assert [(s.path, s.kind) for s in result.steps] == [
+        ("turn-1", "llm"),
+        ("turn-1/note", "tool"),
+        ("turn-1/lookup", "tool"),
+        ("turn-2", "llm"),
+    ]
+
+
+def test_agent_validation_names_the_pipe_and_field() -> None:
+    bad = dp.Pipeline.model_validate(
+        {
+            "pipes": {
+                "a": {"kind": "agent", "prompt": "{{ x }}", "tools": ["missing", "b"]},
+                "b": {"kind": "llm", "prompt": "hi"},
+            }
+        }
+    )
+    messages = [str(p) for p in dp.pipes.check(bad)]
+    assert "pipe 'a', field 'tools': unknown pipe 'missing'" in messages
+    assert "pipe 'a', field 'tools': pipe 'b' is a llm pipe; an agent can only call tool pipes" in (
+        messages
+    )
+    assert any(m.startswith("pipe 'a', field 'prompt': template variable 'x'") for m in messages)
