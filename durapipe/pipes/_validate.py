@@ -86,21 +86,24 @@ def _check_model(pipeline: Pipeline, model: str, where: str, report: _Report) ->
         )
 
 
-def _check_llm(pipeline: Pipeline, name: str, pipe: LlmPipe, report: _Report) -> None:
-    where = f"pipe '{name}'"
+def _check_model_and_output(
+    pipeline: Pipeline, where: str, pipe: LlmPipe | AgentPipe, report: _Report
+) -> None:
     if pipe.model is not None:
         _check_model(pipeline, pipe.model, f"{where}, field 'model'", report)
     for message in _types.type_problems(pipe.output, pipeline.structures):
         report(f"{where}, field 'output'", message)
+
+
+def _check_llm(pipeline: Pipeline, name: str, pipe: LlmPipe, report: _Report) -> None:
+    where = f"pipe '{name}'"
+    _check_model_and_output(pipeline, where, pipe, report)
     _check_templates(pipe.inputs, [("system", pipe.system), ("prompt", pipe.prompt)], where, report)
 
 
 def _check_agent(pipeline: Pipeline, name: str, pipe: AgentPipe, report: _Report) -> None:
     where = f"pipe '{name}'"
-    if pipe.model is not None:
-        _check_model(pipeline, pipe.model, f"{where}, field 'model'", report)
-    for message in _types.type_problems(pipe.output, pipeline.structures):
-        report(f"{where}, field 'output'", message)
+    _check_model_and_output(pipeline, where, pipe, report)
     templates = [("instructions", pipe.instructions), ("prompt", pipe.prompt)]
     _check_templates(pipe.inputs, templates, where, report)
     for tool_name in pipe.tools:
