@@ -147,7 +147,7 @@ def _check_templates(
                 f"(declared: {', '.join(inputs) or 'none'})",
             )
     # A template that does not parse says nothing about which inputs it uses.
-    fields = " or ".join(field for field, template in templates if template is not None)
+    fields = " or ".join(field for field, _ in templates)
     for unused in sorted(set(inputs) - used) if parsed else []:
         report(
             f"{where}, input '{unused}'", f"declared input is never used by the {fields} template"
