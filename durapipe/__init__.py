@@ -20,6 +20,7 @@ from durapipe._errors import (
     RunError,
     RunNotFound,
     StepFailed,
+    ToolError,
 )
 from durapipe.adapters import DEFAULT_TASK_QUEUE, RunResult, StepRecord, Usage
 from durapipe.adapters._blobs import (
@@ -33,6 +34,7 @@ from durapipe.adapters._blobs import (
 from durapipe.local import run_local
 from durapipe.pipes import (
     OFFLINE_MODEL,
+    AgentPipe,
     Blob,
     ExtractPipe,
     FieldSpec,
@@ -46,6 +48,7 @@ from durapipe.pipes import (
     Step,
     StructureSpec,
     ToolPipe,
+    agent,
     extract,
     image,
     llm,
@@ -64,6 +67,7 @@ __all__ = [
     "DEFAULT_ADDRESS",
     "DEFAULT_TASK_QUEUE",
     "OFFLINE_MODEL",
+    "AgentPipe",
     "Blob",
     "BlobNotFound",
     "BlobStore",
@@ -91,8 +95,10 @@ __all__ = [
     "StepFailed",
     "StepRecord",
     "StructureSpec",
+    "ToolError",
     "ToolPipe",
     "Usage",
+    "agent",
     "blob_store",
     "build_worker",
     "connect",

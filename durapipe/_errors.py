@@ -7,6 +7,7 @@ DurapipeError
 ├── PipelineError            a pipeline definition is wrong; nothing was started
 │   └── (carries Problem rows: one per mistake, all reported at once)
 ├── ConfigError              the environment or a setting is wrong (missing tool, bad address, ...)
+├── ToolError                raised by a tool: a recoverable error an agent's model sees as the result
 └── RunError                 a run started and did not succeed
     ├── StepFailed           a step failed after its retries (names the step, kind, model and cause)
     └── RunNotFound          no run with that id
@@ -55,6 +56,25 @@ class PipelineError(DurapipeError):
 
 class ConfigError(DurapipeError):
     """A setting, file or environment value is wrong or missing."""
+
+
+class ToolError(DurapipeError):
+    """Raised by a tool function for an error the calling model can react to.
+
+    Inside an agent the message goes back to the model as the tool's result (``{"error": ...}``)
+    and the loop goes on; the call is not retried. Anywhere else it fails the step at once. Any
+    other exception is retried by the tool's policy and then fails the step.
+
+    Example:
+        >>> def search(query: str) -> list[str]:
+        ...     if not query.strip():
+        ...         raise ToolError("the query is empty; ask with a few keywords")
+        ...     return []
+    """
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
 
 
 class RunError(DurapipeError):

@@ -15,8 +15,9 @@ from typing import Any
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import StepFailed
-from durapipe.activities import run_extract, run_image, run_llm, run_tool
+from durapipe.activities import run_agent_turn, run_extract, run_image, run_llm, run_tool
 from durapipe.adapters import (
+    AgentTurnCall,
     ExtractCall,
     ImageCall,
     LeafCall,
@@ -82,6 +83,8 @@ class LocalRuntime:
             return await run_extract(call, attempt)
         if isinstance(call, ImageCall):
             return await run_image(call, attempt)
+        if isinstance(call, AgentTurnCall):
+            return await run_agent_turn(call, attempt)
         return await run_tool(call, self.tools, attempt)
 
     async def child(self, run: PipeRun) -> RunResult:
@@ -95,6 +98,9 @@ class LocalRuntime:
 
     def step_finished(self, record: StepRecord) -> None:
         return None
+
+    def continue_as_new_suggested(self, turns: int) -> bool:
+        return False  # no history to bound in-process
 
 
 async def run_local(

@@ -4,24 +4,28 @@ Activities never import workflow code.
 """
 
 from durapipe.activities._activities import (
+    AGENT_TURN_ACTIVITY,
     EXTRACT_ACTIVITY,
     IMAGE_ACTIVITY,
     LLM_ACTIVITY,
     TOOL_ACTIVITY,
     Activities,
 )
+from durapipe.activities._agent import run_agent_turn
 from durapipe.activities._extract import local_pages, run_extract
 from durapipe.activities._image import run_image
 from durapipe.activities._llm import run_llm
 from durapipe.activities._tool import run_tool
 
 __all__ = [
+    "AGENT_TURN_ACTIVITY",
     "EXTRACT_ACTIVITY",
     "IMAGE_ACTIVITY",
     "LLM_ACTIVITY",
     "TOOL_ACTIVITY",
     "Activities",
     "local_pages",
+    "run_agent_turn",
     "run_extract",
     "run_image",
     "run_llm",

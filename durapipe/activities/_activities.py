@@ -10,17 +10,26 @@ from typing import Any, TypeVar
 
 from temporalio import activity
 
+from durapipe.activities._agent import run_agent_turn
 from durapipe.activities._extract import run_extract
 from durapipe.activities._image import run_image
 from durapipe.activities._llm import run_llm
 from durapipe.activities._tool import run_tool
-from durapipe.adapters._calls import ExtractCall, ImageCall, LeafResult, LlmCall, ToolCall
+from durapipe.adapters._calls import (
+    AgentTurnCall,
+    ExtractCall,
+    ImageCall,
+    LeafResult,
+    LlmCall,
+    ToolCall,
+)
 from durapipe.adapters._plan import ACTIVITY_NAMES
 
 LLM_ACTIVITY = ACTIVITY_NAMES["llm"]
 TOOL_ACTIVITY = ACTIVITY_NAMES["tool"]
 EXTRACT_ACTIVITY = ACTIVITY_NAMES["extract"]
 IMAGE_ACTIVITY = ACTIVITY_NAMES["image"]
+AGENT_TURN_ACTIVITY = ACTIVITY_NAMES["agent"]
 
 T = TypeVar("T")
 
@@ -38,7 +47,7 @@ class Activities:
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for a worker's ``activities=``."""
-        return [self.llm, self.tool, self.extract, self.image]
+        return [self.llm, self.tool, self.extract, self.image, self.agent_turn]
 
     @activity.defn(name=LLM_ACTIVITY)
     async def llm(self, call: LlmCall) -> LeafResult:
@@ -59,6 +68,11 @@ class Activities:
     async def image(self, call: ImageCall) -> LeafResult:
         """Generate an image (``durapipe.image``)."""
         return await _heartbeating(run_image(call, activity.info().attempt))
+
+    @activity.defn(name=AGENT_TURN_ACTIVITY)
+    async def agent_turn(self, call: AgentTurnCall) -> LeafResult:
+        """Ask an agent's model for its next move (``durapipe.agent_turn``)."""
+        return await _heartbeating(run_agent_turn(call, activity.info().attempt))
 
 
 async def _heartbeating(work: Awaitable[T]) -> T:

@@ -108,8 +108,8 @@ async def run_llm(call: LlmCall, attempt: int = 1) -> LeafResult:
     usage = Usage()
     problem = ""
     for _ in range(pipe.reask + 1):
-        response = await _complete(model, messages, fmt, pipe.settings, pipe.timeout)
-        usage += _usage_of(response)
+        response = await complete(model, messages, fmt, pipe.settings, pipe.timeout)
+        usage += usage_of(response)
         text = response.choices[0].message.content or ""
         if fmt is None:
             return LeafResult(output=text, usage=usage, model=model, attempt=attempt)
@@ -135,15 +135,21 @@ async def run_llm(call: LlmCall, attempt: int = 1) -> LeafResult:
     )
 
 
-async def _complete(
+async def complete(
     model: str,
-    messages: list[dict[str, str]],
+    messages: list[dict[str, Any]],
     fmt: dict[str, Any] | None,
     settings: dict[str, Any],
     timeout: float | None,
+    **more: Any,
 ) -> Any:
+    """One litellm chat completion with retries off; provider errors come back classified.
+
+    Raises:
+        ApplicationError: the provider failed (see `classify` for the types and retryability).
+    """
     litellm = litellm_module()
-    extra = {"response_format": fmt} if fmt is not None else {}
+    extra = {"response_format": fmt, **more} if fmt is not None else more
     try:
         # num_retries=0: Temporal owns retries, so a failed call is one attempt in the history.
         return await litellm.acompletion(
@@ -153,7 +159,8 @@ async def _complete(
         raise classify(err, model=model) from err
 
 
-def _usage_of(response: Any) -> Usage:
+def usage_of(response: Any) -> Usage:
+    """The tokens and cost of a litellm response (cost 0 when the model's price is unknown)."""
     usage = getattr(response, "usage", None)
     input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
     output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)

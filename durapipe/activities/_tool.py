@@ -10,6 +10,8 @@ from typing import Any
 import pydantic
 from temporalio.exceptions import ApplicationError
 
+from durapipe._errors import ToolError
+from durapipe.adapters._agent import TOOL_ERROR
 from durapipe.adapters._calls import LeafResult, ToolCall
 from durapipe.pipes import _types
 
@@ -24,8 +26,9 @@ async def run_tool(
     `ApplicationError` marked non-retryable.
 
     Raises:
-        ApplicationError: the function is not registered on this worker, or it returned a value
-            that does not fit the pipe's output type (both non-retryable).
+        ApplicationError: the function is not registered on this worker, it raised `ToolError`
+            (type ``durapipe.ToolError``), or it returned a value that does not fit the pipe's
+            output type (all non-retryable).
     """
     function = functions.get(call.pipe.function)
     if function is None:
@@ -35,10 +38,14 @@ async def run_tool(
             type="durapipe.ToolNotFound",
             non_retryable=True,
         )
-    if inspect.iscoroutinefunction(function):
-        value = await function(**call.inputs)
-    else:
-        value = await asyncio.to_thread(function, **call.inputs)
+    try:
+        if inspect.iscoroutinefunction(function):
+            value = await function(**call.inputs)
+        else:
+            value = await asyncio.to_thread(function, **call.inputs)
+    except ToolError as err:
+        # The tool itself says retrying will not help; an agent hands the message to its model.
+        raise ApplicationError(err.message, type=TOOL_ERROR, non_retryable=True) from None
     try:
         output = _types.validate(call.pipe.output, call.structures, value)
     except pydantic.ValidationError as err:

@@ -1,6 +1,7 @@
 """Translation (pipe spec -> workflow and activity plan) and provider adapters (litellm)."""
 
 from durapipe.adapters._calls import (
+    AgentTurnCall,
     ExtractCall,
     ImageCall,
     LeafCall,
@@ -28,6 +29,7 @@ __all__ = [
     "ACTIVITY_NAMES",
     "DEFAULT_TASK_QUEUE",
     "WORKFLOW_NAME",
+    "AgentTurnCall",
     "ExtractCall",
     "ImageCall",
     "LeafCall",

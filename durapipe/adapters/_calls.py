@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from durapipe._errors import StepFailed
-from durapipe.pipes import ExtractPipe, ImagePipe, LlmPipe, Pipeline, ToolPipe
+from durapipe.pipes import AgentPipe, ExtractPipe, ImagePipe, LlmPipe, Pipeline, ToolPipe
 from durapipe.pipes._types import StructureSpec
 
 
@@ -29,6 +29,7 @@ class PipeRun(_Message):
         pipe: the name of the pipe to run.
         spec: the resolved spec (only the pipes this run reaches).
         inputs: the pipe's input values.
+        resume: where a run continued-as-new picks up (an agent's transcript); None at the start.
     """
 
     run_id: str
@@ -36,6 +37,7 @@ class PipeRun(_Message):
     pipe: str
     spec: Pipeline
     inputs: dict[str, Any] = Field(default_factory=dict)
+    resume: dict[str, Any] | None = None
 
 
 class _Call(_Message):
@@ -43,6 +45,8 @@ class _Call(_Message):
     path: str
     pipe_name: str
     inputs: dict[str, Any] = Field(default_factory=dict)
+    # The UI label when the default (kind and path) would not read well, e.g. an agent's tool call.
+    summary: str | None = None
 
 
 class LlmCall(_Call):
@@ -71,7 +75,23 @@ class ImageCall(_Call):
     pipe: ImagePipe
 
 
-LeafCall = LlmCall | ToolCall | ExtractCall | ImageCall
+class AgentTurnCall(_Call):
+    """The input of the ``durapipe.agent_turn`` activity: one model request of an agent.
+
+    Attributes:
+        turn: the turn number, from 1.
+        messages: the conversation so far, as compact chat messages.
+        tools: the tools offered, as OpenAI-style function schemas.
+    """
+
+    pipe: AgentPipe
+    structures: dict[str, StructureSpec] = Field(default_factory=dict)
+    turn: int
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+
+
+LeafCall = LlmCall | ToolCall | ExtractCall | ImageCall | AgentTurnCall
 
 
 class Usage(_Message):

@@ -11,7 +11,7 @@ from typing import Any
 
 from temporalio.common import RetryPolicy
 
-from durapipe.adapters._calls import LeafCall, ToolCall
+from durapipe.adapters._calls import AgentTurnCall, LeafCall, ToolCall
 from durapipe.pipes import RetrySpec
 
 WORKFLOW_NAME = "durapipe.pipe"
@@ -20,6 +20,7 @@ ACTIVITY_NAMES = {
     "tool": "durapipe.tool",
     "extract": "durapipe.extract",
     "image": "durapipe.image",
+    "agent": "durapipe.agent_turn",
 }
 DEFAULT_TASK_QUEUE = "durapipe"
 # Heartbeats let Temporal notice a dead worker long before a long call's timeout runs out.
@@ -39,6 +40,10 @@ def retry_policy(spec: RetrySpec) -> RetryPolicy:
 
 def summary(call: LeafCall) -> str:
     """The one-line label the Temporal UI shows for a leaf activity."""
+    if call.summary:
+        return call.summary
+    if isinstance(call, AgentTurnCall):
+        return f"agent {call.pipe_name} · turn {call.turn} · {call.pipe.model}"
     if isinstance(call, ToolCall):
         return f"tool {call.path}"
     return f"{call.pipe.kind} {call.path} · {call.pipe.model}"

@@ -18,6 +18,7 @@ from typing import Any
 
 from durapipe.pipes import _types
 from durapipe.pipes._spec import (
+    AgentPipe,
     ExtractPipe,
     ImagePipe,
     LlmPipe,
@@ -253,6 +254,67 @@ def tool(
         return Pipe(name or fn.__name__, spec, structures)
 
     return build(function) if function is not None else build
+
+
+def agent(
+    name: str,
+    *,
+    prompt: str,
+    tools: Sequence[Pipe | Callable[..., Any]] = (),
+    inputs: Mapping[str, Any] | None = None,
+    instructions: str | None = None,
+    model: str | None = None,
+    output: Any = "text",
+    settings: Mapping[str, Any] | None = None,
+    max_turns: int = 10,
+    max_bad_turns: int = 3,
+    reask: int = 2,
+    timeout: float | str | None = None,
+    retry: RetrySpec | Mapping[str, Any] | None = None,
+    queue: str | None = None,
+    description: str = "",
+) -> Pipe:
+    """An agent pipe: the model calls ``tools`` until it gives a final answer.
+
+    Args:
+        name: the pipe's name.
+        prompt: the first user message, a Jinja2 template over ``inputs``.
+        tools: tool pipes (`tool`), or module-level functions (made into tool pipes); the model
+            sees each one's name, docstring and input types.
+        inputs: input names and their types.
+        instructions: optional system prompt template.
+        model: a model alias of the pipeline or a litellm model string.
+        output: ``str``/``"text"`` for a plain final answer, or a structured type.
+        settings: extra litellm arguments such as ``temperature``.
+        max_turns: model requests allowed before the step fails.
+        max_bad_turns: consecutive turns with unknown tools or invalid arguments before it fails.
+        reask: final answers that do not fit ``output`` fed back before the step fails.
+        timeout: start-to-close timeout of one model request.
+        retry: the retry policy of one model request.
+        queue: the task queue of the model requests.
+        description: shown in ``durapipe validate`` and the UI.
+    """
+    structures: Structures = {}
+    tool_pipes = [t if isinstance(t, Pipe) else tool(t) for t in tools]
+    spec = AgentPipe.model_validate(
+        {
+            "description": description,
+            "inputs": _types_of(inputs, structures),
+            "model": model,
+            "instructions": instructions,
+            "prompt": prompt,
+            "tools": [t.name for t in tool_pipes],
+            "output": _types.type_ref(str if output == "text" else output, structures),
+            "settings": dict(settings or {}),
+            "max_turns": max_turns,
+            "max_bad_turns": max_bad_turns,
+            "reask": reask,
+            "timeout": timeout,
+            "retry": _retry(retry),
+            "queue": queue,
+        }
+    )
+    return Pipe(name, spec, structures, uses=tuple(tool_pipes))
 
 
 def sequence(

@@ -15,6 +15,7 @@ from durapipe.pipes._spec import (
     DEFAULT_TIMEOUT,
     LOCAL_EXTRACTOR,
     OFFLINE_MODEL,
+    AgentPipe,
     ExtractPipe,
     ImagePipe,
     LlmPipe,
@@ -38,6 +39,8 @@ def reachable(pipeline: Pipeline, name: str) -> list[str]:
         pipe = pipeline.pipes[current]
         if isinstance(pipe, SequencePipe):
             pending.extend(step.pipe for step in pipe.steps)
+        elif isinstance(pipe, AgentPipe):
+            pending.extend(pipe.tools)
     return order
 
 
@@ -75,7 +78,7 @@ def resolve(pipeline: Pipeline, name: str, *, default_model: str | None = None) 
     pipes: dict[str, PipeSpec] = {}
     for pipe_name, pipe in subset(pipeline, name).pipes.items():
         changes: dict[str, object] = {}
-        if isinstance(pipe, LlmPipe):
+        if isinstance(pipe, LlmPipe | AgentPipe):
             model = pipe.model or fallback
             changes["model"] = pipeline.models.get(model, model)
         elif isinstance(pipe, ExtractPipe | ImagePipe):

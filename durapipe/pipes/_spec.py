@@ -17,7 +17,8 @@ from durapipe.pipes._types import StructureSpec
 OFFLINE_MODEL = "durapipe/offline"
 # The embedded extractor: pypdf for text pages, the tesseract OCR engine for images and scans.
 LOCAL_EXTRACTOR = "durapipe/local"
-CONTROLLER_KINDS = frozenset({"sequence"})
+# An agent runs its tool-calling loop in a workflow of its own (see AgentPipe), so it counts as one.
+CONTROLLER_KINDS = frozenset({"sequence", "agent"})
 LEAF_KINDS = frozenset({"llm", "tool", "extract", "image"})
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -75,10 +76,12 @@ class RetrySpec(_Spec):
 
 
 # Per-kind defaults: an llm call is slow and flaky (providers rate-limit), a tool is local code,
-# OCR of a long scan takes minutes, and image models are slow and rate-limited.
-DEFAULT_TIMEOUT = {"llm": 120.0, "tool": 60.0, "extract": 300.0, "image": 180.0}
+# OCR of a long scan takes minutes, and image models are slow and rate-limited. An agent's timeout
+# and retry apply to each of its model requests, so they default like llm's.
+DEFAULT_TIMEOUT = {"llm": 120.0, "tool": 60.0, "extract": 300.0, "image": 180.0, "agent": 120.0}
 DEFAULT_RETRY = {
     "llm": RetrySpec(max_attempts=5, initial_interval=1.0, backoff=2.0, max_interval=60.0),
+    "agent": RetrySpec(max_attempts=5, initial_interval=1.0, backoff=2.0, max_interval=60.0),
     "tool": RetrySpec(max_attempts=3, initial_interval=1.0, backoff=2.0, max_interval=30.0),
     "extract": RetrySpec(max_attempts=3, initial_interval=2.0, backoff=2.0, max_interval=60.0),
     "image": RetrySpec(max_attempts=4, initial_interval=2.0, backoff=2.0, max_interval=60.0),
@@ -211,8 +214,41 @@ class SequencePipe(_PipeBase):
     output: str | list[str] | dict[str, str] | None = None
 
 
+class AgentPipe(_PipeBase):
+    """A tool-calling loop: the model asks for tool calls until it gives a final answer.
+
+    Each model request is one ``durapipe.agent_turn`` activity (with this pipe's ``timeout`` and
+    ``retry``) and each tool call one ``durapipe.tool`` activity (with the tool pipe's own).
+
+    Attributes:
+        model: a model alias or a litellm model string; the pipeline's default model when unset.
+        instructions: optional system prompt (a Jinja2 template over ``inputs``).
+        prompt: the first user message (a Jinja2 template over ``inputs``).
+        tools: names of the ``tool`` pipes the model may call; their declared inputs and
+            descriptions become the JSON schemas the model sees.
+        output: ``text`` for a plain final answer, or a structured type.
+        settings: extra litellm arguments (``temperature``, ...).
+        max_turns: model requests allowed before the step fails.
+        max_bad_turns: consecutive turns with an unknown tool or invalid arguments (fed back to
+            the model each time) before the step fails.
+        reask: final answers that do not fit ``output`` fed back to the model before the step fails.
+    """
+
+    kind: Literal["agent"] = "agent"
+    model: str | None = None
+    instructions: str | None = None
+    prompt: str
+    tools: list[str] = Field(default_factory=list)
+    output: str = "text"
+    settings: dict[str, Any] = Field(default_factory=dict)
+    max_turns: int = Field(default=10, ge=1, le=10_000)
+    max_bad_turns: int = Field(default=3, ge=1, le=100)
+    reask: int = Field(default=2, ge=0, le=10)
+
+
 PipeSpec = Annotated[
-    LlmPipe | ToolPipe | ExtractPipe | ImagePipe | SequencePipe, Field(discriminator="kind")
+    LlmPipe | ToolPipe | ExtractPipe | ImagePipe | SequencePipe | AgentPipe,
+    Field(discriminator="kind"),
 ]
 
 
@@ -230,6 +266,8 @@ class Pipeline(_Spec):
     pipes: dict[str, PipeSpec] = Field(default_factory=dict)
 
 
-def is_controller(pipe: LlmPipe | ToolPipe | ExtractPipe | ImagePipe | SequencePipe) -> bool:
+def is_controller(
+    pipe: LlmPipe | ToolPipe | ExtractPipe | ImagePipe | SequencePipe | AgentPipe,
+) -> bool:
     """Whether ``pipe`` runs as its own workflow (a controller) rather than an activity."""
     return pipe.kind in CONTROLLER_KINDS

@@ -14,7 +14,15 @@ import pydantic
 
 from durapipe._errors import PipelineError, Problem
 from durapipe.pipes import _templates, _types
-from durapipe.pipes._spec import ExtractPipe, ImagePipe, LlmPipe, Pipeline, SequencePipe, ToolPipe
+from durapipe.pipes._spec import (
+    AgentPipe,
+    ExtractPipe,
+    ImagePipe,
+    LlmPipe,
+    Pipeline,
+    SequencePipe,
+    ToolPipe,
+)
 
 _PIPE_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
 _INPUT_NAME = re.compile(r"^[A-Za-z_]\w*$")
@@ -77,6 +85,8 @@ def check(pipeline: Pipeline, *, source: str = "") -> list[Problem]:
             _check_operator(pipeline, name, pipe, report)
         elif isinstance(pipe, SequencePipe):
             _check_sequence(pipeline, name, pipe, report)
+        elif isinstance(pipe, AgentPipe):
+            _check_agent(pipeline, name, pipe, report)
     _check_cycles(pipeline, report)
     return problems
 
@@ -127,13 +137,40 @@ def _check_operator(
         )
 
 
-def _check_llm(pipeline: Pipeline, name: str, pipe: LlmPipe, report: _Report) -> None:
-    where = f"pipe '{name}'"
+def _check_model_and_output(
+    pipeline: Pipeline, where: str, pipe: LlmPipe | AgentPipe, report: _Report
+) -> None:
     if pipe.model is not None:
         _check_model(pipeline, pipe.model, f"{where}, field 'model'", report)
     for message in _types.type_problems(pipe.output, pipeline.structures):
         report(f"{where}, field 'output'", message)
+
+
+def _check_llm(pipeline: Pipeline, name: str, pipe: LlmPipe, report: _Report) -> None:
+    where = f"pipe '{name}'"
+    _check_model_and_output(pipeline, where, pipe, report)
     _check_templates(where, pipe.inputs, [("system", pipe.system), ("prompt", pipe.prompt)], report)
+
+
+def _check_agent(pipeline: Pipeline, name: str, pipe: AgentPipe, report: _Report) -> None:
+    where = f"pipe '{name}'"
+    _check_model_and_output(pipeline, where, pipe, report)
+    templates = [("instructions", pipe.instructions), ("prompt", pipe.prompt)]
+    _check_templates(where, pipe.inputs, templates, report)
+    for tool_name in pipe.tools:
+        target = pipeline.pipes.get(tool_name)
+        if target is None:
+            report(
+                f"{where}, field 'tools'",
+                f"unknown pipe '{tool_name}'{_suggest(tool_name, pipeline.pipes)}",
+            )
+        elif not isinstance(target, ToolPipe):
+            report(
+                f"{where}, field 'tools'",
+                f"pipe '{tool_name}' is a {target.kind} pipe; an agent can only call tool pipes",
+            )
+    if len(set(pipe.tools)) < len(pipe.tools):
+        report(f"{where}, field 'tools'", "a tool is listed twice")
 
 
 def _check_templates(
@@ -162,10 +199,10 @@ def _check_templates(
                 f"(declared: {', '.join(inputs) or 'none'})",
             )
     # A template that does not parse says nothing about which inputs it uses.
+    fields = " or ".join(field for field, _ in templates)
     for unused in sorted(set(inputs) - used) if parsed else []:
         report(
-            f"{where}, input '{unused}'",
-            f"declared input is never used by the {' or '.join(f for f, _ in templates)} template",
+            f"{where}, input '{unused}'", f"declared input is never used by the {fields} template"
         )
 
 

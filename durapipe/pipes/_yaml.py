@@ -25,6 +25,7 @@ import yaml
 
 from durapipe._errors import PipelineError, Problem
 from durapipe.pipes._spec import (
+    AgentPipe,
     ExtractPipe,
     ImagePipe,
     LlmPipe,
@@ -40,6 +41,7 @@ _KIND_MODELS: dict[str, type[pydantic.BaseModel]] = {
     "extract": ExtractPipe,
     "image": ImagePipe,
     "sequence": SequencePipe,
+    "agent": AgentPipe,
 }
 _KINDS = ", ".join(_KIND_MODELS)
 

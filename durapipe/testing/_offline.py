@@ -20,6 +20,13 @@ What it answers:
       validates against the schema, built by `sample_from_schema`.
     * ``{"type": "json_object"}``: a small JSON object.
 
+    * ``tools=[...]`` offered (a scripted tool-calling policy): for the first ``offline_tool_rounds``
+      turns (a setting; default: one per offered tool) the answer is a tool call instead of text --
+      turn ``k`` calls the ``k``-th offered tool (cycling), or every offered tool at once with
+      ``offline_parallel_tools=True`` -- with arguments sampled from the tool's JSON schema. A turn
+      is an assistant message with tool calls already in the conversation. After that it answers
+      as above. Tool call ids are ``call_<turn>_<n>``.
+
     The same messages and ``response_format`` always give the same answer: the only randomness is a
     ``random.Random`` seeded from the SHA-256 of both. ``stream=True`` works too: the whole answer
     arrives as one chunk.
@@ -305,11 +312,54 @@ def _answer(
     optional_params: Mapping[str, Any],
     model_response: litellm.ModelResponse,
 ) -> litellm.ModelResponse:
-    text, usage = _reply(messages, optional_params)
-    _set_content(model_response, text)
+    calls = _tool_calls(messages, optional_params)
+    if calls:
+        usage = _usage(messages, " ".join(c["function"]["arguments"] for c in calls))
+        model_response.choices = [
+            litellm.Choices(
+                index=0,
+                finish_reason="tool_calls",
+                message=litellm.Message(content=None, tool_calls=calls),
+            )
+        ]
+    else:
+        text, usage = _reply(messages, optional_params)
+        _set_content(model_response, text)
     model_response.usage = litellm.Usage(**usage)
     model_response.model = OFFLINE_MODEL
     return model_response
+
+
+def _tool_calls(
+    messages: Sequence[Any], optional_params: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The scripted tool calls for this turn (see the module docstring); empty to answer."""
+    tools = [t for t in optional_params.get("tools") or [] if isinstance(t, Mapping)]
+    done = sum(1 for m in messages if _role(m) == "assistant" and _has_tool_calls(m))
+    rounds = optional_params.get("offline_tool_rounds")
+    if not tools or done >= (len(tools) if rounds is None else int(rounds)):
+        return []
+    chosen = tools if optional_params.get("offline_parallel_tools") else [tools[done % len(tools)]]
+    seed, words = _seed(messages, tools), words_of(_last_user(messages))
+    calls = []
+    for n, tool in enumerate(chosen, start=1):
+        function = tool.get("function") or {}
+        schema = function.get("parameters") or {"type": "object"}
+        arguments = Sampler(schema, rng_for(f"{seed}/{n}"), words).sample(schema)
+        calls.append(
+            {
+                "id": f"call_{done + 1}_{n}",
+                "type": "function",
+                "function": {"name": function.get("name", ""), "arguments": json.dumps(arguments)},
+            }
+        )
+    return calls
+
+
+def _has_tool_calls(message: Any) -> bool:
+    if isinstance(message, Mapping):
+        return bool(message.get("tool_calls"))
+    return bool(getattr(message, "tool_calls", None))
 
 
 def _chunk(messages: Sequence[Any], optional_params: Mapping[str, Any]) -> GenericStreamingChunk:
@@ -334,14 +384,17 @@ def _reply(
 ) -> tuple[str, dict[str, int]]:
     """The answer text and its token usage."""
     text = _reply_text(messages, optional_params.get("response_format"))
+    return text, _usage(messages, text)
+
+
+def _usage(messages: Sequence[Any], answer: str) -> dict[str, int]:
     prompt_tokens = max(1, sum(_count_tokens(_content_text(m)) for m in messages))
-    completion_tokens = max(1, _count_tokens(text))
-    usage = {
+    completion_tokens = max(1, _count_tokens(answer))
+    return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
-    return text, usage
 
 
 def _reply_text(messages: Sequence[Any], response_format: Any) -> str:

@@ -8,8 +8,9 @@ nothing from Temporal, so it is safe inside the workflow sandbox.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from durapipe._errors import StepFailed
 from durapipe.adapters._calls import (
@@ -25,6 +26,7 @@ from durapipe.adapters._calls import (
     Usage,
 )
 from durapipe.pipes import (
+    AgentPipe,
     ExtractPipe,
     ImagePipe,
     LlmPipe,
@@ -33,7 +35,9 @@ from durapipe.pipes import (
     is_controller,
     subset,
 )
-from durapipe.pipes._types import structures_used
+from durapipe.pipes._types import StructureSpec, structures_used
+
+T = TypeVar("T")
 
 
 class Runtime(Protocol):
@@ -57,6 +61,10 @@ class Runtime(Protocol):
 
     def step_finished(self, record: StepRecord) -> None:
         """Called when a step has succeeded or failed (its record is final)."""
+        ...
+
+    def continue_as_new_suggested(self, turns: int) -> bool:
+        """Whether a loop that made ``turns`` turns in this run should go on in a fresh history."""
         ...
 
 
@@ -102,6 +110,10 @@ class Interpreter:
         pipe = self.run.spec.pipes[self.run.pipe]
         if isinstance(pipe, SequencePipe):
             output = await self._sequence(pipe)
+        elif isinstance(pipe, AgentPipe):
+            from durapipe.workflows._agent import AgentLoop  # the loop builds on this module
+
+            output = await AgentLoop(self, pipe).run()
         else:
             path = self.run.path or self.run.pipe
             self._plan(path, self.run.pipe)
@@ -128,28 +140,38 @@ class Interpreter:
                 for later in paths[index + 1 :]:
                     self.records[later].status = "skipped"
                 if isinstance(err, KeyError):
-                    raise self._fail(
+                    raise self.fail(
                         path, target.kind, None, "durapipe.MissingValue", str(err.args[0])
                     ) from None
                 raise
         return _sequence_output(pipe, memory)
 
     async def _step(self, path: str, pipe_name: str, inputs: dict[str, Any]) -> Any:
-        pipe = self.run.spec.pipes[pipe_name]
         record = self.records[path]
-        await self.runtime.step_starting(record)
+        if is_controller(self.run.spec.pipes[pipe_name]):
+            return await self.track(record, self._child(path, pipe_name, inputs, record))
+        return await self.track(record, self.leaf(self._call(path, pipe_name, inputs), record))
+
+    async def track(self, record: StepRecord, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` as the step ``record`` describes, keeping its status and times.
+
+        Raises:
+            StepFailed: the step failed; the record says so and the error carries every record.
+        """
+        try:
+            await self.runtime.step_starting(record)
+        except BaseException:
+            work.close()  # never awaited: close it so Python does not warn
+            raise
         record.status = "running"
         record.started_at = self.runtime.now()
         try:
-            if is_controller(pipe):
-                output = await self._child(path, pipe_name, inputs, record)
-            else:
-                output = await self._leaf(path, pipe_name, inputs, record)
+            output = await work
         except StepFailed as err:
             record.status = "failed"
             record.ended_at = self.runtime.now()
             record.error_type, record.error = err.cause_type, err.cause
-            self._merge(path, [StepRecord.model_validate(s) for s in err.steps])
+            self._merge(record.path, [StepRecord.model_validate(s) for s in err.steps])
             err.steps = self.snapshot()
             self.runtime.step_finished(record)
             raise
@@ -158,10 +180,8 @@ class Interpreter:
         self.runtime.step_finished(record)
         return output
 
-    async def _leaf(
-        self, path: str, pipe_name: str, inputs: dict[str, Any], record: StepRecord
-    ) -> Any:
-        call = self._call(path, pipe_name, inputs)
+    async def leaf(self, call: LeafCall, record: StepRecord) -> Any:
+        """Run one leaf call through the runtime and put what it spent on ``record``."""
         result = await self.runtime.leaf(call)
         record.attempts = result.attempt
         record.model = result.model
@@ -193,10 +213,7 @@ class Interpreter:
 
     def _call(self, path: str, pipe_name: str, inputs: dict[str, Any]) -> LeafCall:
         pipe = self.run.spec.pipes[pipe_name]
-        needed: set[str] = set()
-        for type_ref in [*pipe.inputs.values(), getattr(pipe, "output", "any")]:
-            needed |= structures_used(type_ref, self.run.spec.structures)
-        structures = {n: s for n, s in self.run.spec.structures.items() if n in needed}
+        structures = self.structures_for([*pipe.inputs.values(), getattr(pipe, "output", "any")])
         common = {"run_id": self.run.run_id, "path": path, "pipe_name": pipe_name, "inputs": inputs}
         if isinstance(pipe, LlmPipe):
             return LlmCall(pipe=pipe, structures=structures, **common)
@@ -207,6 +224,13 @@ class Interpreter:
         if isinstance(pipe, ImagePipe):
             return ImageCall(pipe=pipe, **common)
         raise TypeError(f"pipe '{pipe_name}' of kind {pipe.kind} is not a leaf")
+
+    def structures_for(self, type_refs: list[str]) -> dict[str, StructureSpec]:
+        """The declared structures these types need (the part of the spec a call must carry)."""
+        needed: set[str] = set()
+        for type_ref in type_refs:
+            needed |= structures_used(type_ref, self.run.spec.structures)
+        return {n: s for n, s in self.run.spec.structures.items() if n in needed}
 
     def _merge(self, parent: str, nested: list[StepRecord]) -> None:
         """Place a child's records right after its parent step, replacing older copies."""
@@ -219,7 +243,7 @@ class Interpreter:
                 merged.update((r.path, r) for r in nested)
         self.records = merged
 
-    def _fail(
+    def fail(
         self, path: str, kind: str, model: str | None, cause_type: str, cause: str
     ) -> StepFailed:
         record = self.records[path]

@@ -33,10 +33,14 @@ with workflow.unsafe.imports_passed_through():
         activity_options,
         child_workflow_id,
     )
+    from durapipe.workflows._agent import ContinueAsNew
     from durapipe.workflows._interpret import Interpreter
 
 STEPS_QUERY = "durapipe.steps"
 STEP_FAILED = "durapipe.StepFailed"
+# Agent turns per run before continue-as-new even if Temporal does not suggest it yet: keeps every
+# run's history (each turn's input carries the transcript) well under Temporal's limits.
+AGENT_TURNS_PER_RUN = 25
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -52,6 +56,8 @@ class PipeWorkflow:
         self._interpreter = Interpreter(run, _TemporalRuntime())
         try:
             return await self._interpreter.execute()
+        except ContinueAsNew as new:
+            workflow.continue_as_new(run.model_copy(update={"resume": new.resume}))
         except StepFailed as err:
             details = StepFailure.of(err).model_dump(mode="json")
             raise ApplicationError(
@@ -114,6 +120,9 @@ class _TemporalRuntime:
 
     def step_finished(self, record: StepRecord) -> None:
         return None
+
+    def continue_as_new_suggested(self, turns: int) -> bool:
+        return turns >= AGENT_TURNS_PER_RUN or workflow.info().is_continue_as_new_suggested()
 
 
 def _cause(cause: BaseException | None) -> tuple[str, str]:

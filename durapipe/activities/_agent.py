@@ -1,0 +1,54 @@
+"""One model request of an agent: the conversation so far and the tools in, a reply out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from durapipe.activities._llm import complete, parse_output, response_format, usage_of
+from durapipe.adapters._agent import AgentReply, ToolRequest
+from durapipe.adapters._calls import AgentTurnCall, LeafResult
+
+
+async def run_agent_turn(call: AgentTurnCall, attempt: int = 1) -> LeafResult:
+    """Ask the model for its next move: the activity body, shared by Temporal and the local runner.
+
+    A final answer (no tool calls) is checked against the agent's output type here; one that does
+    not fit comes back with ``problem`` set, for the loop to feed back to the model.
+
+    Raises:
+        ApplicationError: a classified provider error.
+    """
+    pipe = call.pipe
+    model = pipe.model or "durapipe/offline"
+    fmt, wrap = response_format(pipe.output, call.structures)
+    extra: dict[str, Any] = {
+        # Names the request in litellm's logging (and the offline model's ledger).
+        "metadata": {"durapipe_run": call.run_id, "durapipe_path": call.path},
+    }
+    if call.tools:
+        # litellm 1.106 routes calls with tools= through its MCP handler unless told not to.
+        extra.update(tools=call.tools, _skip_mcp_handler=True)
+    response = await complete(model, call.messages, fmt, pipe.settings, pipe.timeout, **extra)
+    message = response.choices[0].message
+    requests = [
+        ToolRequest(id=c.id, name=c.function.name or "", arguments=c.function.arguments or "{}")
+        for c in (message.tool_calls or [])
+    ]
+    reply = AgentReply(content=message.content, tool_calls=requests)
+    if not requests:
+        reply.output, reply.problem = _final(reply.content or "", call, wrap, fmt is None)
+    return LeafResult(
+        output=reply.model_dump(mode="json"),
+        usage=usage_of(response),
+        model=model,
+        attempt=attempt,
+    )
+
+
+def _final(text: str, call: AgentTurnCall, wrap: str | None, plain: bool) -> tuple[Any, str | None]:
+    if plain:
+        return text, None
+    try:
+        return parse_output(text, call.pipe.output, call.structures, wrap), None
+    except ValueError as err:
+        return None, str(err)
