@@ -21,6 +21,14 @@ from durapipe._errors import (
     RunNotFound,
     StepFailed,
 )
+from durapipe._replay import ReplayReport, fetch_histories, load_history, replay
+from durapipe._runs import (
+    RunSummary,
+    check_search_attributes,
+    list_runs,
+    setup_search_attributes,
+)
+from durapipe._telemetry import Telemetry
 from durapipe.adapters import DEFAULT_TASK_QUEUE, RunResult, StepRecord, Usage
 from durapipe.local import run_local
 from durapipe.pipes import (
@@ -60,28 +68,37 @@ __all__ = [
     "Pipeline",
     "PipelineError",
     "Problem",
+    "ReplayReport",
     "RetrySpec",
     "RunError",
     "RunHandle",
     "RunNotFound",
     "RunResult",
+    "RunSummary",
     "SequencePipe",
     "Step",
     "StepFailed",
     "StepRecord",
     "StructureSpec",
+    "Telemetry",
     "ToolPipe",
     "Usage",
     "build_worker",
+    "check_search_attributes",
     "connect",
+    "fetch_histories",
+    "list_runs",
     "llm",
     "load",
+    "load_history",
     "load_yaml",
     "pipeline",
+    "replay",
     "resolve",
     "run",
     "run_local",
     "sequence",
+    "setup_search_attributes",
     "start",
     "step",
     "tool",

@@ -90,7 +90,13 @@ StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "ca
 
 
 class StepRecord(_Message):
-    """What one step of a run did."""
+    """What one step of a run did.
+
+    ``attempts`` is the attempt the step ended on, as in the history (a failed step included).
+    A step that stands for many items (a batch) may report ``counts``, the number of its items in
+    each status (``{"succeeded": 998, "failed": 2}``), instead of one record per item; its tokens
+    and cost are then the items' totals.
+    """
 
     path: str
     pipe: str
@@ -106,6 +112,7 @@ class StepRecord(_Message):
     cache_hit: bool = False
     error_type: str | None = None
     error: str | None = None
+    counts: dict[str, int] | None = None
 
 
 class RunResult(_Message):
@@ -124,4 +131,5 @@ class StepFailure(_Message):
     model: str | None = None
     cause_type: str
     cause: str
+    attempts: int = 0
     steps: list[StepRecord] = Field(default_factory=list)
