@@ -59,7 +59,9 @@ class Telemetry:
             return []
         from temporalio.contrib.opentelemetry import TracingInterceptor
 
-        return [TracingInterceptor(self.tracer_provider.get_tracer(TRACER_NAME))]
+        # always_create_workflow_spans: a run started by a client without tracing is traced too.
+        tracer = self.tracer_provider.get_tracer(TRACER_NAME)
+        return [TracingInterceptor(tracer, always_create_workflow_spans=True)]
 
     def runtime(self) -> Runtime | None:
         """The Temporal runtime serving metrics, or None for the default runtime."""

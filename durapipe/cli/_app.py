@@ -215,10 +215,18 @@ def worker(
         int | None,
         typer.Option("--max-concurrent", help="Most activities this worker runs at once."),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option("--metrics-port", help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics."),
+    ] = None,
 ) -> None:
-    """Run a worker for the pipes in FILE until interrupted (SIGINT or SIGTERM)."""
+    """Run a worker for the pipes in FILE until interrupted (SIGINT or SIGTERM).
+
+    Traces go where the OTEL_TRACES_EXPORTER variable says (console, otlp; none by default).
+    """
     pipeline = dp.load(file)
-    asyncio.run(_serve(pipeline, address, namespace, task_queue, max_concurrent))
+    telemetry = dp.Telemetry.from_env(metrics_port)
+    asyncio.run(_serve(pipeline, address, namespace, task_queue, max_concurrent, telemetry))
 
 
 async def _serve(
@@ -227,8 +235,10 @@ async def _serve(
     namespace: str | None,
     task_queue: str,
     max_concurrent: int | None,
+    telemetry: dp.Telemetry,
 ) -> None:
-    client = await dp.connect(address, namespace, pipeline=pipeline)
+    client = await dp.connect(address, namespace, pipeline=pipeline, telemetry=telemetry)
+    await dp.check_search_attributes(client)
     built = dp.build_worker(client, task_queue=task_queue, max_concurrent_activities=max_concurrent)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -241,6 +251,8 @@ async def _serve(
             f"pipes: {', '.join(pipeline.pipes)}",
             err=True,
         )
+        if telemetry.metrics_address:
+            typer.echo(f"metrics: http://{telemetry.metrics_address}/metrics", err=True)
         await stop.wait()
         typer.echo("worker stopping: finishing in-flight work", err=True)
 
