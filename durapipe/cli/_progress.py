@@ -39,8 +39,8 @@ def tree_lines(records: list[dp.StepRecord]) -> list[str]:
     for record in records:
         depth = record.path.count("/")
         what = f"{record.kind} · {record.model}" if record.model else record.kind
-        parts = [f"{'  ' * depth}{_MARKS.get(record.status, '·')} {record.path.rsplit('/', 1)[-1]}"]
-        parts.append(f"({what})  {record.status}")
+        name = record.path.rsplit("/", 1)[-1]
+        parts = [f"{'  ' * depth}{_MARKS.get(record.status, '·')} {name} ({what})", record.status]
         if record.attempts:
             parts.append(f"{record.attempts} attempt{'s' if record.attempts > 1 else ''}")
         if record.started_at and record.ended_at:
