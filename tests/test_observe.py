@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
 
 import durapipe as dp
 from durapipe._dev import free_port
@@ -61,6 +62,8 @@ class Observed:
     shaky_id: str
     paid: dp.RunResult
     shaky_query: list[dp.StepRecord]
+    paid_details: str
+    paid_memo: dict[str, Any]
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +117,11 @@ async def observed(temporal_address: str) -> AsyncIterator[Observed]:
             query = await client.get_workflow_handle(ids["shaky"]).query(
                 STEPS_QUERY, result_type=list[dp.StepRecord]
             )
+            handle = client.get_workflow_handle(ids["paid"])
+            metadata = await handle.query(
+                "__temporal_workflow_metadata", result_type=WorkflowMetadata
+            )
+            memo = await (await handle.describe()).memo()
             yield Observed(
                 client,
                 temporal_address,
@@ -123,6 +131,8 @@ async def observed(temporal_address: str) -> AsyncIterator[Observed]:
                 ids["shaky"],
                 paid,
                 query,
+                metadata.current_details,
+                memo,
             )
 
 
@@ -237,3 +247,10 @@ async def test_prometheus_endpoint_serves_token_and_cost_counters(observed: Obse
     assert total("durapipe_output_tokens") > 0
     assert total("durapipe_cost_microusd") >= round(observed.paid.usage.cost_usd * 1e6) > 0
     assert "temporal_" in body  # the SDK's own metrics share the endpoint
+
+
+async def test_ui_shows_current_details_and_memo(observed: Observed) -> None:
+    assert observed.paid_memo == {"pipe": "brief", "spec_version": 1}
+    assert observed.paid_details == (
+        "pipe brief: succeeded: sequence step fact_check (5 of 5 steps done)"
+    )
