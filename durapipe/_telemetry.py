@@ -53,6 +53,12 @@ class Telemetry:
         address = f"127.0.0.1:{metrics_port}" if metrics_port is not None else None
         return cls(tracer_provider=provider, metrics_address=address)
 
+    def shutdown(self) -> None:
+        """Export the spans still buffered (the CLI exits without interpreter teardown)."""
+        shutdown = getattr(self.tracer_provider, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
     def interceptors(self) -> list[Interceptor]:
         """Client interceptors (workers built on the client inherit them)."""
         if self.tracer_provider is None:

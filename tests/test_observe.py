@@ -22,6 +22,7 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 
 import durapipe as dp
 from durapipe._dev import free_port
+from durapipe.cli._live import follow_live
 from durapipe.testing.fake_provider import FakeProvider, Reply, Status
 from durapipe.workflows import STEPS_QUERY
 from tests.cli.test_cli import run_cli
@@ -88,7 +89,7 @@ async def observed(temporal_address: str) -> AsyncIterator[Observed]:
         await dp.check_search_attributes(client)
         ids = {name: f"{name}-{uuid.uuid4().hex[:8]}" for name in ("free", "paid", "shaky")}
         async with dp.build_worker(client, task_queue=task_queue):
-            await dp.run(
+            started = await dp.start(
                 client,
                 brief_yaml,
                 "brief",
@@ -96,6 +97,9 @@ async def observed(temporal_address: str) -> AsyncIterator[Observed]:
                 run_id=ids["free"],
                 task_queue=task_queue,
             )
+            # The terminal view, following a real run to its end.
+            free = await follow_live(started)
+            assert len(free.steps) == 5
             paid = await dp.run(
                 client,
                 paid_brief,

@@ -43,6 +43,20 @@ def finished_steps(records: Sequence[StepRecord]) -> int:
     return total
 
 
+def spent(records: Sequence[StepRecord]) -> Usage:
+    """What these step records spent: leaves and batch summaries (a nested run's record repeats
+    what its own steps spent, so it is not added again)."""
+    total = Usage()
+    for record in records:
+        if record.counts is not None or record.kind not in CONTROLLER_KINDS:
+            total += Usage(
+                input_tokens=record.input_tokens,
+                output_tokens=record.output_tokens,
+                cost_usd=record.cost_usd,
+            )
+    return total
+
+
 def run_totals(
     pipe: str, usage: Usage, records: Sequence[StepRecord]
 ) -> list[SearchAttributeUpdate[Any]]:

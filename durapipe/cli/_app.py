@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -255,6 +257,7 @@ async def _serve(
             typer.echo(f"metrics: http://{telemetry.metrics_address}/metrics", err=True)
         await stop.wait()
         typer.echo("worker stopping: finishing in-flight work", err=True)
+    telemetry.shutdown()
 
 
 @app.command()
@@ -311,4 +314,14 @@ def demo(
 
 def main() -> None:
     """Entry point of the ``durapipe`` command."""
-    app(prog_name="durapipe")
+    try:
+        app(prog_name="durapipe")
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    else:
+        code = 0
+    # Leave without interpreter teardown: the Temporal client's native threads can abort a
+    # finalizing interpreter (temporalio/sdk-python#300), turning a finished command into SIGABRT.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

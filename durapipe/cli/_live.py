@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 import durapipe as dp
+from durapipe.adapters._search import spent
 from durapipe.cli._progress import POLL_INTERVAL_S
 
 _STYLES = {"succeeded": "green", "failed": "red", "skipped": "dim", "cancelled": "red"}
@@ -43,12 +44,11 @@ def render(records: list[dp.StepRecord], run_id: str) -> Group:
             f"{record.input_tokens}/{record.output_tokens}" if record.input_tokens else "",
             f"${record.cost_usd:.6f}" if record.cost_usd else "",
         )
-    leaves = [r for r in records if r.model is not None or r.kind == "tool"]
-    total_in = sum(r.input_tokens for r in leaves)
-    total_out = sum(r.output_tokens for r in leaves)
-    cost = sum(r.cost_usd for r in leaves)
+    usage = spent(records)
     footer = Text(
-        f"run {run_id}: {total_in} in / {total_out} out tokens, ${cost:.6f}", style="bold"
+        f"run {run_id}: {usage.input_tokens} in / {usage.output_tokens} out tokens, "
+        f"${usage.cost_usd:.6f}",
+        style="bold",
     )
     return Group(table, footer)
 
