@@ -150,16 +150,7 @@ def run_error(err: WorkflowFailureError, run_id: str) -> RunError:
         except Exception:  # not one of ours: fall through to the generic message
             pass
         else:
-            return StepFailed(
-                path=failure.path,
-                kind=failure.kind,
-                model=failure.model,
-                cause_type=failure.cause_type,
-                cause=failure.cause,
-                attempts=failure.attempts,
-                run_id=run_id,
-                steps=failure.steps,
-            )
+            return failure.error(run_id)
     reason = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
     return RunError(f"run '{run_id}' did not complete: {reason}", run_id=run_id)
 

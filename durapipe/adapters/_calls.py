@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from durapipe._errors import StepFailed
 from durapipe.pipes import LlmPipe, Pipeline, ToolPipe
 from durapipe.pipes._types import StructureSpec
 
@@ -133,3 +134,16 @@ class StepFailure(_Message):
     cause: str
     attempts: int = 0
     steps: list[StepRecord] = Field(default_factory=list)
+
+    def error(self, run_id: str = "") -> StepFailed:
+        """The `StepFailed` these details describe (in a parent workflow or on the client)."""
+        return StepFailed(
+            path=self.path,
+            kind=self.kind,
+            model=self.model,
+            cause_type=self.cause_type,
+            cause=self.cause,
+            attempts=self.attempts,
+            run_id=run_id,
+            steps=self.steps,
+        )

@@ -121,16 +121,7 @@ class _TemporalRuntime:
         except ChildWorkflowError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == STEP_FAILED and cause.details:
-                failure = StepFailure.model_validate(cause.details[0])
-                raise StepFailed(
-                    path=failure.path,
-                    kind=failure.kind,
-                    model=failure.model,
-                    cause_type=failure.cause_type,
-                    cause=failure.cause,
-                    attempts=failure.attempts,
-                    steps=failure.steps,
-                ) from None
+                raise StepFailure.model_validate(cause.details[0]).error() from None
             cause_type, message = _cause(cause)
             raise StepFailed(
                 path=run.path, kind=kind, cause_type=cause_type, cause=message
