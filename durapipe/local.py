@@ -68,6 +68,7 @@ class LocalRuntime:
                     model=getattr(call.pipe, "model", None),
                     cause_type=error_type,
                     cause=message,
+                    attempts=attempt,
                 )
             if delay is None:
                 delay = min(

@@ -62,12 +62,15 @@ class DurapipePlugin(SimplePlugin):
             data_converter=pydantic_data_converter,
             activities=activities.all(),
             workflows=[PipeWorkflow],
-            workflow_runner=SandboxedWorkflowRunner(
-                restrictions=SandboxRestrictions.default.with_passthrough_modules(
-                    *PASSTHROUGH_MODULES
-                )
-            ),
+            workflow_runner=sandbox_runner(),
         )
+
+
+def sandbox_runner() -> SandboxedWorkflowRunner:
+    """The workflow sandbox with durapipe's passthrough modules (workers and the replayer)."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    )
 
 
 def build_worker(

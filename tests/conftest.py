@@ -16,7 +16,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from temporalio.testing import WorkflowEnvironment
 
 import durapipe as dp
-from durapipe._dev import temporal_cli
+from durapipe._dev import search_attribute_flags, temporal_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -29,6 +29,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli(),
         dev_server_log_level="error",
+        dev_server_extra_args=search_attribute_flags(),
     )
     try:
         yield env

@@ -9,11 +9,13 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError, FailureError
 
 from durapipe.activities._agent import run_agent_turn
 from durapipe.activities._extract import run_extract
 from durapipe.activities._image import run_image
 from durapipe.activities._llm import run_llm
+from durapipe.activities._metrics import record_usage
 from durapipe.activities._tool import run_tool
 from durapipe.adapters._calls import (
     AgentTurnCall,
@@ -23,7 +25,7 @@ from durapipe.adapters._calls import (
     LlmCall,
     ToolCall,
 )
-from durapipe.adapters._plan import ACTIVITY_NAMES
+from durapipe.adapters._plan import ACTIVITY_NAMES, ATTEMPT_DETAIL
 
 LLM_ACTIVITY = ACTIVITY_NAMES["llm"]
 TOOL_ACTIVITY = ACTIVITY_NAMES["tool"]
@@ -52,12 +54,16 @@ class Activities:
     @activity.defn(name=LLM_ACTIVITY)
     async def llm(self, call: LlmCall) -> LeafResult:
         """Call a language model (``durapipe.llm``)."""
-        return await _heartbeating(run_llm(call, activity.info().attempt))
+        result = await _heartbeating(run_llm(call, activity.info().attempt))
+        record_usage(result, "llm")
+        return result
 
     @activity.defn(name=TOOL_ACTIVITY)
     async def tool(self, call: ToolCall) -> LeafResult:
         """Call a registered tool function (``durapipe.tool``)."""
-        return await _heartbeating(run_tool(call, self.tools, activity.info().attempt))
+        result = await _heartbeating(run_tool(call, self.tools, activity.info().attempt))
+        record_usage(result, "tool")
+        return result
 
     @activity.defn(name=EXTRACT_ACTIVITY)
     async def extract(self, call: ExtractCall) -> LeafResult:
@@ -76,21 +82,47 @@ class Activities:
 
 
 async def _heartbeating(work: Awaitable[T]) -> T:
-    """Await ``work`` while heartbeating, so a lost worker or a cancel is noticed promptly."""
-    timeout = activity.info().heartbeat_timeout
+    """Await ``work`` while heartbeating, so a lost worker or a cancel is noticed promptly.
+
+    Heartbeats and failures carry the attempt number (see `ATTEMPT_DETAIL`).
+    """
+    info = activity.info()
+    stamp = {ATTEMPT_DETAIL: info.attempt}
+    timeout = info.heartbeat_timeout
     if not timeout:
-        return await work
+        return await _stamped(work, stamp)
     interval = max(timeout / 3, timedelta(milliseconds=200)).total_seconds()
 
     async def beat() -> None:
         while True:
-            activity.heartbeat()
+            activity.heartbeat(stamp)
             await asyncio.sleep(interval)
 
     beater = asyncio.create_task(beat())
     try:
-        return await work
+        return await _stamped(work, stamp)
     finally:
         beater.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await beater
+
+
+async def _stamped(work: Awaitable[T], stamp: dict[str, int]) -> T:
+    """Await ``work``; a failure is re-raised as the same application error plus ``stamp``."""
+    try:
+        return await work
+    except ApplicationError as err:
+        raise ApplicationError(
+            err.message,
+            *err.details,
+            stamp,
+            type=err.type,
+            non_retryable=err.non_retryable,
+            next_retry_delay=err.next_retry_delay,
+            category=err.category,
+        ) from err
+    except FailureError:
+        raise  # Temporal's own (cancellation and the like): keep them as they are
+    except Exception as err:
+        # What the SDK would report for a plain exception: its class name as the type.
+        raise ApplicationError(str(err), stamp, type=type(err).__name__) from err

@@ -7,8 +7,10 @@ import re
 from typing import Any
 
 import pydantic
+from opentelemetry.trace import Status, StatusCode
 from temporalio.exceptions import ApplicationError
 
+from durapipe.activities._spans import provider_span, record_response
 from durapipe.adapters._calls import LeafResult, LlmCall, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
 from durapipe.pipes import TemplateError, _types, render
@@ -150,13 +152,19 @@ async def complete(
     """
     litellm = litellm_module()
     extra = {"response_format": fmt, **more} if fmt is not None else more
-    try:
-        # num_retries=0: Temporal owns retries, so a failed call is one attempt in the history.
-        return await litellm.acompletion(
-            model=model, messages=messages, num_retries=0, timeout=timeout, **extra, **settings
-        )
-    except Exception as err:
-        raise classify(err, model=model) from err
+    with provider_span(model, settings) as span:
+        try:
+            # num_retries=0: Temporal owns retries, so a failed call is one attempt in the history.
+            response = await litellm.acompletion(
+                model=model, messages=messages, num_retries=0, timeout=timeout, **extra, **settings
+            )
+        except Exception as err:
+            failure = classify(err, model=model)
+            span.set_attribute("error.type", failure.type or type(err).__name__)
+            span.set_status(Status(StatusCode.ERROR, failure.message))
+            raise failure from err
+        record_response(span, response)
+        return response
 
 
 def usage_of(response: Any) -> Usage:

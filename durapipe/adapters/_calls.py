@@ -123,7 +123,13 @@ StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "ca
 
 
 class StepRecord(_Message):
-    """What one step of a run did."""
+    """What one step of a run did.
+
+    ``attempts`` is the attempt the step ended on, as in the history (a failed step included).
+    A step that stands for many items (a batch) may report ``counts``, the number of its items in
+    each status (``{"succeeded": 998, "failed": 2}``), instead of one record per item; its tokens
+    and cost are then the items' totals.
+    """
 
     path: str
     pipe: str
@@ -139,6 +145,7 @@ class StepRecord(_Message):
     cache_hit: bool = False
     error_type: str | None = None
     error: str | None = None
+    counts: dict[str, int] | None = None
 
 
 class RunResult(_Message):
@@ -157,6 +164,7 @@ class StepFailure(_Message):
     model: str | None = None
     cause_type: str
     cause: str
+    attempts: int = 0
     steps: list[StepRecord] = Field(default_factory=list)
 
     @classmethod
@@ -168,17 +176,19 @@ class StepFailure(_Message):
             model=err.model,
             cause_type=err.cause_type,
             cause=err.cause,
+            attempts=err.attempts,
             steps=err.steps,
         )
 
     def error(self, run_id: str = "") -> StepFailed:
-        """The `StepFailed` these details describe."""
+        """The `StepFailed` these details describe (in a parent workflow or on the client)."""
         return StepFailed(
             path=self.path,
             kind=self.kind,
             model=self.model,
             cause_type=self.cause_type,
             cause=self.cause,
+            attempts=self.attempts,
             run_id=run_id,
             steps=list(self.steps),
         )

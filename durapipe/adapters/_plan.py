@@ -25,6 +25,9 @@ ACTIVITY_NAMES = {
 DEFAULT_TASK_QUEUE = "durapipe"
 # Heartbeats let Temporal notice a dead worker long before a long call's timeout runs out.
 MAX_HEARTBEAT_TIMEOUT = 20.0
+# Key of the attempt number in a leaf activity's heartbeat and failure details: Temporal does not
+# tell a workflow on which attempt a failed activity stopped, so the activity says it.
+ATTEMPT_DETAIL = "durapipe.attempt"
 
 
 def retry_policy(spec: RetrySpec) -> RetryPolicy:

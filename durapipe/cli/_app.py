@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -225,10 +227,18 @@ def worker(
         int | None,
         typer.Option("--max-concurrent", help="Most activities this worker runs at once."),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option("--metrics-port", help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics."),
+    ] = None,
 ) -> None:
-    """Run a worker for the pipes in FILE until interrupted (SIGINT or SIGTERM)."""
+    """Run a worker for the pipes in FILE until interrupted (SIGINT or SIGTERM).
+
+    Traces go where the OTEL_TRACES_EXPORTER variable says (console, otlp; none by default).
+    """
     pipeline = dp.load(file)
-    asyncio.run(_serve(pipeline, address, namespace, task_queue, max_concurrent))
+    telemetry = dp.Telemetry.from_env(metrics_port)
+    asyncio.run(_serve(pipeline, address, namespace, task_queue, max_concurrent, telemetry))
 
 
 async def _serve(
@@ -237,8 +247,10 @@ async def _serve(
     namespace: str | None,
     task_queue: str,
     max_concurrent: int | None,
+    telemetry: dp.Telemetry,
 ) -> None:
-    client = await dp.connect(address, namespace, pipeline=pipeline)
+    client = await dp.connect(address, namespace, pipeline=pipeline, telemetry=telemetry)
+    await dp.check_search_attributes(client)
     built = dp.build_worker(client, task_queue=task_queue, max_concurrent_activities=max_concurrent)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -251,8 +263,11 @@ async def _serve(
             f"pipes: {', '.join(pipeline.pipes)}",
             err=True,
         )
+        if telemetry.metrics_address:
+            typer.echo(f"metrics: http://{telemetry.metrics_address}/metrics", err=True)
         await stop.wait()
         typer.echo("worker stopping: finishing in-flight work", err=True)
+    telemetry.shutdown()
 
 
 @app.command()
@@ -309,4 +324,14 @@ def demo(
 
 def main() -> None:
     """Entry point of the ``durapipe`` command."""
-    app(prog_name="durapipe")
+    try:
+        app(prog_name="durapipe")
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    else:
+        code = 0
+    # Leave without interpreter teardown: the Temporal client's native threads can abort a
+    # finalizing interpreter (temporalio/sdk-python#300), turning a finished command into SIGABRT.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from urllib.parse import quote
 
 import typer
@@ -32,6 +33,32 @@ def step_line(record: dp.StepRecord) -> str:
     return "  ".join(parts)
 
 
+def tree_lines(records: list[dp.StepRecord]) -> list[str]:
+    """The step tree of a run: one line per step, nested steps indented under their parent."""
+    lines = []
+    for record in records:
+        depth = record.path.count("/")
+        what = f"{record.kind} · {record.model}" if record.model else record.kind
+        name = record.path.rsplit("/", 1)[-1]
+        parts = [f"{'  ' * depth}{_MARKS.get(record.status, '·')} {name} ({what})", record.status]
+        if record.attempts:
+            parts.append(f"{record.attempts} attempt{'s' if record.attempts > 1 else ''}")
+        if record.started_at and record.ended_at:
+            parts.append(f"{(record.ended_at - record.started_at).total_seconds():.2f}s")
+        if record.counts:
+            parts.append(", ".join(f"{n} {status}" for status, n in record.counts.items()))
+        if record.input_tokens or record.output_tokens:
+            parts.append(f"{record.input_tokens} in / {record.output_tokens} out tokens")
+        if record.cost_usd:
+            parts.append(f"${record.cost_usd:.6f}")
+        if record.cache_hit:
+            parts.append("cache hit")
+        if record.error:
+            parts.append(f"{record.error_type}: {record.error}")
+        lines.append("  ".join(parts))
+    return lines
+
+
 def print_steps(records: list[dp.StepRecord]) -> None:
     """Print a line per finished step to stderr."""
     for record in records:
@@ -40,9 +67,16 @@ def print_steps(records: list[dp.StepRecord]) -> None:
 
 
 async def follow(handle: dp.RunHandle, *, quiet: bool = False) -> dp.RunResult:
-    """Wait for a run, printing each step to stderr as it finishes (unless ``quiet``)."""
+    """Wait for a run, printing each step to stderr as it finishes (unless ``quiet``).
+
+    On a terminal the steps show as a live view instead (see `_live.follow_live`).
+    """
     if quiet:
         return await handle.result()
+    if sys.stderr.isatty():
+        from durapipe.cli._live import follow_live
+
+        return await follow_live(handle)
     shown: set[str] = set()
 
     async def show_new() -> None:

@@ -170,6 +170,8 @@ class Interpreter:
         except StepFailed as err:
             record.status = "failed"
             record.ended_at = self.runtime.now()
+            # A failed child run is one attempt of this step; a failed leaf knows its own count.
+            record.attempts = max(err.attempts, 1) if err.path == record.path else 1
             record.error_type, record.error = err.cause_type, err.cause
             self._merge(record.path, [StepRecord.model_validate(s) for s in err.steps])
             err.steps = self.snapshot()

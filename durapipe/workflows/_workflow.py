@@ -14,6 +14,7 @@ from temporalio.exceptions import (
     ApplicationError,
     CancelledError,
     ChildWorkflowError,
+    RetryState,
     TimeoutError,
 )
 
@@ -29,10 +30,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from durapipe.adapters._plan import (
         ACTIVITY_NAMES,
+        ATTEMPT_DETAIL,
         WORKFLOW_NAME,
         activity_options,
         child_workflow_id,
     )
+    from durapipe.adapters._search import run_totals
     from durapipe.workflows._agent import ContinueAsNew
     from durapipe.workflows._interpret import Interpreter
 
@@ -53,7 +56,9 @@ class PipeWorkflow:
     @workflow.run
     async def run(self, run: PipeRun) -> RunResult:
         """Run the pipe; fail with type ``durapipe.StepFailed`` naming the step that failed."""
-        self._interpreter = Interpreter(run, _TemporalRuntime())
+        runtime = _TemporalRuntime()
+        self._interpreter = runtime.interpreter = Interpreter(run, runtime)
+        runtime.publish_totals()
         try:
             return await self._interpreter.execute()
         except ContinueAsNew as new:
@@ -71,7 +76,14 @@ class PipeWorkflow:
 
 
 class _TemporalRuntime:
-    """Sends leaves to activities and nested controllers to child workflows."""
+    """Sends leaves to activities and nested controllers to child workflows.
+
+    It also keeps the run readable while it goes: the workflow's current details name the running
+    step, and a top-level run upserts its totals as search attributes when a step finishes.
+    """
+
+    def __init__(self) -> None:
+        self.interpreter: Interpreter | None = None
 
     async def leaf(self, call: LeafCall) -> LeafResult:
         try:
@@ -89,6 +101,7 @@ class _TemporalRuntime:
                 model=getattr(call.pipe, "model", None),
                 cause_type=cause_type,
                 cause=cause,
+                attempts=_attempts(err, call),
             ) from None
         return result
 
@@ -116,10 +129,31 @@ class _TemporalRuntime:
         return workflow.now()
 
     async def step_starting(self, record: StepRecord) -> None:
-        return None
+        self._details(f"running {record.kind} step {record.path}")
 
     def step_finished(self, record: StepRecord) -> None:
-        return None
+        self._details(f"{record.status}: {record.kind} step {record.path}")
+        self.publish_totals()
+
+    def publish_totals(self) -> None:
+        """Upsert the run's totals as search attributes (top-level runs only)."""
+        interpreter = self.interpreter
+        if interpreter is None or interpreter.run.path:
+            return
+        records = interpreter.snapshot()
+        workflow.upsert_search_attributes(
+            run_totals(interpreter.run.pipe, interpreter.usage, records)
+        )
+
+    def _details(self, line: str) -> None:
+        """The run's current details in the Temporal UI: the latest step event and progress."""
+        if self.interpreter is None:
+            return
+        records = self.interpreter.snapshot()
+        done = sum(r.status in ("succeeded", "failed", "skipped") for r in records)
+        workflow.set_current_details(
+            f"pipe {self.interpreter.run.pipe}: {line} ({done} of {len(records)} steps done)"
+        )
 
     def continue_as_new_suggested(self, turns: int) -> bool:
         return turns >= AGENT_TURNS_PER_RUN or workflow.info().is_continue_as_new_suggested()
@@ -137,3 +171,23 @@ def _cause(cause: BaseException | None) -> tuple[str, str]:
     if cause is None:
         return "durapipe.Unknown", "no cause reported"
     return type(cause).__name__, str(cause)
+
+
+def _attempts(err: ActivityError, call: LeafCall) -> int:
+    """The attempt a failed activity stopped on, as its history records it.
+
+    The activity stamps its attempt on its failure and its heartbeats; a timeout carries the last
+    heartbeat. Without either, the retry state tells whether every allowed attempt was used.
+    """
+    cause = err.cause
+    details: list[object] = []
+    if isinstance(cause, ApplicationError):
+        details = list(cause.details)
+    elif isinstance(cause, TimeoutError):
+        details = list(cause.last_heartbeat_details)
+    for detail in reversed(details):
+        if isinstance(detail, dict) and isinstance(detail.get(ATTEMPT_DETAIL), int):
+            return int(detail[ATTEMPT_DETAIL])
+    if err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED and call.pipe.retry:
+        return call.pipe.retry.max_attempts
+    return 1

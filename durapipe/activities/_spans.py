@@ -1,0 +1,62 @@
+"""A span per provider call, with the OpenTelemetry GenAI semantic-convention attributes.
+
+The span is a child of whatever span is current: under a worker with tracing, the activity's
+``RunActivity`` span. With no tracer provider installed it costs next to nothing (a no-op span).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+
+TRACER_NAME = "durapipe"
+# Request settings that have a GenAI attribute of their own.
+_SETTING_ATTRIBUTES = {
+    "temperature": "gen_ai.request.temperature",
+    "max_tokens": "gen_ai.request.max_tokens",
+    "top_p": "gen_ai.request.top_p",
+}
+
+
+def provider_of(model: str) -> str:
+    """The provider part of a litellm model string (``openai/gpt-4o`` -> ``openai``)."""
+    provider, sep, _ = model.partition("/")
+    return provider if sep else "openai"
+
+
+@contextmanager
+def provider_span(model: str, settings: dict[str, Any]) -> Iterator[trace.Span]:
+    """A ``chat <model>`` client span around one provider call."""
+    provider = provider_of(model)
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.system": provider,
+        "gen_ai.provider.name": provider,
+        "gen_ai.request.model": model,
+    }
+    for setting, attribute in _SETTING_ATTRIBUTES.items():
+        if isinstance(settings.get(setting), int | float):
+            attributes[attribute] = settings[setting]
+    tracer = trace.get_tracer(TRACER_NAME)
+    with tracer.start_as_current_span(
+        f"chat {model}", kind=trace.SpanKind.CLIENT, attributes=attributes
+    ) as span:
+        yield span
+
+
+def record_response(span: trace.Span, response: Any) -> None:
+    """Set the response attributes of a provider call: model, tokens, finish reason."""
+    usage = getattr(response, "usage", None)
+    span.set_attribute("gen_ai.usage.input_tokens", int(getattr(usage, "prompt_tokens", 0) or 0))
+    span.set_attribute(
+        "gen_ai.usage.output_tokens", int(getattr(usage, "completion_tokens", 0) or 0)
+    )
+    if getattr(response, "model", None):
+        span.set_attribute("gen_ai.response.model", str(response.model))
+    choices = getattr(response, "choices", None) or []
+    reasons = [str(c.finish_reason) for c in choices if getattr(c, "finish_reason", None)]
+    if reasons:
+        span.set_attribute("gen_ai.response.finish_reasons", reasons)

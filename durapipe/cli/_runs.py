@@ -1,0 +1,50 @@
+"""``durapipe runs``: list runs filtered by durapipe's search attributes (pipe, status, cost)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import typer
+
+import durapipe as dp
+from durapipe.cli._app import AddressOption, NamespaceOption, app, handles_errors
+
+
+@app.command()
+@handles_errors
+def runs(
+    pipe: Annotated[str | None, typer.Option("--pipe", help="Only runs of this pipe.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status", help="running, completed, failed, cancelled, terminated or timed-out."
+        ),
+    ] = None,
+    min_cost: Annotated[
+        float | None, typer.Option("--min-cost", help="Only runs that cost at least this (USD).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Most runs to list.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
+    address: AddressOption = None,
+    namespace: NamespaceOption = None,
+) -> None:
+    """List runs, newest first, with their pipe, status, tokens and cost."""
+
+    async def listed() -> list[dp.RunSummary]:
+        client = await dp.connect(address, namespace)
+        return await dp.list_runs(client, pipe=pipe, status=status, min_cost=min_cost, limit=limit)
+
+    found = asyncio.run(listed())
+    if as_json:
+        typer.echo(json.dumps([r.model_dump(mode="json") for r in found], indent=2))
+        return
+    if not found:
+        typer.echo("no runs match", err=True)
+        return
+    for r in found:
+        typer.echo(
+            f"{r.run_id}  {r.pipe}  {r.status}  {r.started_at:%Y-%m-%d %H:%M:%S}  "
+            f"{r.steps} steps  {r.input_tokens} in / {r.output_tokens} out  ${r.cost_usd:.6f}"
+        )

@@ -1,0 +1,71 @@
+"""The step views without a server: the `show` tree, the live view, batch counts, run totals."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from rich.console import Console
+
+import durapipe as dp
+from durapipe.adapters._search import finished_steps
+from durapipe.cli._live import render
+from durapipe.cli._progress import tree_lines
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+RECORDS = [
+    dp.StepRecord(
+        path="extract",
+        pipe="extract",
+        kind="llm",
+        status="succeeded",
+        attempts=2,
+        started_at=START,
+        ended_at=START + timedelta(seconds=1.5),
+        model="openai/gpt-x",
+        input_tokens=100,
+        output_tokens=20,
+        cost_usd=0.00014,
+    ),
+    dp.StepRecord(
+        path="items",
+        pipe="per_item",
+        kind="batch",
+        status="running",
+        counts={"succeeded": 998, "failed": 2, "running": 5},
+        input_tokens=5000,
+        output_tokens=900,
+    ),
+    dp.StepRecord(
+        path="items/check",
+        pipe="check",
+        kind="tool",
+        status="failed",
+        attempts=3,
+        error_type="ValueError",
+        error="bad item",
+    ),
+    dp.StepRecord(path="publish", pipe="publish", kind="tool", status="skipped"),
+]
+
+
+def test_tree_lines_show_status_attempts_time_tokens_cost_counts_and_errors() -> None:
+    assert tree_lines(RECORDS) == [
+        "✓ extract (llm · openai/gpt-x)  succeeded  2 attempts  1.50s  100 in / 20 out tokens  $0.000140",
+        "· items (batch)  running  998 succeeded, 2 failed, 5 running  5000 in / 900 out tokens",
+        "  ✗ check (tool)  failed  3 attempts  ValueError: bad item",
+        "- publish (tool)  skipped",
+    ]
+
+
+def test_finished_steps_counts_batch_items_not_rows() -> None:
+    assert finished_steps(RECORDS) == 1 + 998 + 2 + 1
+
+
+def test_live_view_lists_steps_and_totals() -> None:
+    console = Console(record=True, width=120)
+    console.print(render(RECORDS, "run-1"))
+    text = console.export_text()
+    assert "extract" in text and "llm · openai/gpt-x" in text and "100/20" in text
+    assert "check" in text and "publish" in text
+    # The batch's row stands for its items: its spend counts once, beside the leaf's.
+    assert "run run-1: 5100 in / 920 out tokens, $0.000140" in text

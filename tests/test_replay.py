@@ -1,0 +1,70 @@
+"""Recorded histories of the example pipeline replay against the current code (CI catches breaks)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio import workflow
+from typer.testing import CliRunner
+
+import durapipe as dp
+from durapipe import _replay
+from durapipe.adapters import WORKFLOW_NAME, PipeRun, RunResult
+from durapipe.cli import app
+from durapipe.workflows import PipeWorkflow
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+@workflow.defn(name=WORKFLOW_NAME, sandboxed=False)
+class ExtraActivityWorkflow(PipeWorkflow):
+    """A deliberately incompatible change: one more activity before the pipe's steps."""
+
+    @workflow.run
+    async def run(self, run: PipeRun) -> RunResult:
+        await workflow.execute_activity(
+            "durapipe.tool", run, start_to_close_timeout=timedelta(seconds=5)
+        )
+        return await super().run(run)
+
+
+def test_histories_are_recorded() -> None:
+    assert {p.name for p in HISTORIES} == {
+        "brief-recorded.json",
+        "brief-recorded__fact_check.json",
+    }
+
+
+async def test_recorded_histories_replay_clean_against_the_current_code() -> None:
+    reports = await dp.replay([dp.load_history(p) for p in HISTORIES])
+    assert [(r.workflow_id, r.compatible, r.problem) for r in reports] == [
+        (p.stem, True, None) for p in HISTORIES
+    ]
+
+
+async def test_an_extra_activity_is_reported_as_nondeterminism() -> None:
+    reports = await dp.replay(
+        [dp.load_history(p) for p in HISTORIES], workflows=[ExtraActivityWorkflow]
+    )
+    assert [r.compatible for r in reports] == [False, False]
+    assert all("Nondeterminism" in (r.problem or "") for r in reports), reports
+
+
+def test_cli_replay_exit_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    files = [arg for p in HISTORIES for arg in ("--file", str(p))]
+    clean = runner.invoke(app, ["replay", *files])
+    assert clean.exit_code == 0, clean.output
+    assert "brief-recorded: compatible" in clean.output
+    monkeypatch.setattr(_replay, "current_workflows", lambda: [ExtraActivityWorkflow])
+    broken = runner.invoke(app, ["replay", *files])
+    assert broken.exit_code == 1
+    assert "brief-recorded: INCOMPATIBLE: NondeterminismError" in broken.output
+
+
+def test_cli_replay_needs_one_source() -> None:
+    result = CliRunner().invoke(app, ["replay"])
+    assert result.exit_code == 2
+    assert "give exactly one of RUN, --query or --file" in result.output

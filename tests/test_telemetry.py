@@ -1,0 +1,79 @@
+"""Tracing and metrics of a run on the real dev server: the span tree and the Prometheus counters."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import durapipe as dp
+from tests.conftest import ARTICLE
+
+_EXPORTER = InMemorySpanExporter()
+_PROVIDER = TracerProvider()
+_PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+
+
+@pytest.fixture(scope="module")
+def spans() -> InMemorySpanExporter:
+    """Every span of this process, including provider-call spans (global tracer provider)."""
+    trace.set_tracer_provider(_PROVIDER)
+    return _EXPORTER
+
+
+async def test_span_tree_run_child_activity_provider_call_with_genai_tokens(
+    temporal_address: str, task_queue: str, brief_yaml: dp.Pipeline, spans: InMemorySpanExporter
+) -> None:
+    spans.clear()
+    telemetry = dp.Telemetry(tracer_provider=_PROVIDER)
+    client = await dp.connect(temporal_address, pipeline=brief_yaml, telemetry=telemetry)
+    run_id = f"traced-{uuid.uuid4().hex[:8]}"
+    async with dp.build_worker(client, task_queue=task_queue):
+        result = await dp.run(
+            client, brief_yaml, "brief", {"article": ARTICLE}, run_id=run_id, task_queue=task_queue
+        )
+    finished = spans.get_finished_spans()
+    by_id = {s.context.span_id: s for s in finished if s.context}
+    calls = [s for s in finished if s.name.startswith("chat ")]
+    assert len(calls) == 3  # extract_claims, headline, fact_check/verify
+    tokens = {r.path: (r.input_tokens, r.output_tokens) for r in result.steps}
+    for call in calls:
+        attrs = dict(call.attributes or {})
+        assert attrs["gen_ai.operation.name"] == "chat"
+        assert attrs["gen_ai.request.model"] == "durapipe/offline"
+        assert attrs["gen_ai.system"] == "durapipe"
+        activity = by_id[call.parent.span_id]  # type: ignore[union-attr]
+        assert activity.name == "RunActivity:durapipe.llm"
+        path = dict(activity.attributes or {})["temporalActivityID"]
+        assert (attrs["gen_ai.usage.input_tokens"], attrs["gen_ai.usage.output_tokens"]) == tokens[
+            path
+        ]
+        assert attrs["gen_ai.usage.input_tokens"] > 0
+    verify = next(
+        c
+        for c in calls
+        if dict(by_id[c.parent.span_id].attributes or {})["temporalActivityID"]  # type: ignore[union-attr]
+        == "fact_check/verify"
+    )
+    # temporalio's TracingInterceptor parents a workflow's work on the span that started it (its
+    # RunWorkflow span is a zero-length sibling), so the tree reads start -> start child -> activity.
+    ancestors = [verify]
+    while ancestors[-1].parent is not None:
+        ancestors.append(by_id[ancestors[-1].parent.span_id])
+    assert [(s.name, workflow_id(s)) for s in ancestors] == [
+        ("chat durapipe/offline", None),
+        ("RunActivity:durapipe.llm", f"{run_id}/fact_check"),
+        ("StartActivity:durapipe.llm", f"{run_id}/fact_check"),
+        ("StartChildWorkflow:durapipe.pipe", run_id),
+        ("StartWorkflow:durapipe.pipe", run_id),
+    ]
+    child_runs = [s for s in finished if s.name == "RunWorkflow:durapipe.pipe"]
+    assert {workflow_id(s) for s in child_runs} == {run_id, f"{run_id}/fact_check"}
+
+
+def workflow_id(span: ReadableSpan) -> object:
+    return dict(span.attributes or {}).get("temporalWorkflowID")
