@@ -10,10 +10,11 @@ from typing import Any, TypeVar
 
 from temporalio import activity
 
+from durapipe.activities._cost import estimate_cost
 from durapipe.activities._llm import run_llm
 from durapipe.activities._tool import run_tool
 from durapipe.adapters._calls import LeafResult, LlmCall, ToolCall
-from durapipe.adapters._plan import ACTIVITY_NAMES
+from durapipe.adapters._plan import ACTIVITY_NAMES, ESTIMATE_ACTIVITY
 
 LLM_ACTIVITY = ACTIVITY_NAMES["llm"]
 TOOL_ACTIVITY = ACTIVITY_NAMES["tool"]
@@ -34,7 +35,7 @@ class Activities:
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for a worker's ``activities=``."""
-        return [self.llm, self.tool]
+        return [self.llm, self.tool, self.estimate_cost]
 
     @activity.defn(name=LLM_ACTIVITY)
     async def llm(self, call: LlmCall) -> LeafResult:
@@ -45,6 +46,11 @@ class Activities:
     async def tool(self, call: ToolCall) -> LeafResult:
         """Call a registered tool function (``durapipe.tool``)."""
         return await _heartbeating(run_tool(call, self.tools, activity.info().attempt))
+
+    @activity.defn(name=ESTIMATE_ACTIVITY)
+    async def estimate_cost(self, call: LlmCall) -> float:
+        """The worst-case cost of an llm call, checked against a run's budget."""
+        return estimate_cost(call)
 
 
 async def _heartbeating(work: Awaitable[T]) -> T:

@@ -18,6 +18,7 @@ from durapipe.adapters._plan import (
     activity_options,
     child_workflow_id,
     new_run_id,
+    pipe_run,
     retry_policy,
     summary,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "activity_options",
     "child_workflow_id",
     "new_run_id",
+    "pipe_run",
     "retry_policy",
     "summary",
 ]

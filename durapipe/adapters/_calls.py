@@ -28,6 +28,7 @@ class PipeRun(_Message):
         pipe: the name of the pipe to run.
         spec: the resolved spec (only the pipes this run reaches).
         inputs: the pipe's input values.
+        budget_usd: what this part of the run may still spend (None: no budget).
     """
 
     run_id: str
@@ -35,6 +36,7 @@ class PipeRun(_Message):
     pipe: str
     spec: Pipeline
     inputs: dict[str, Any] = Field(default_factory=dict)
+    budget_usd: float | None = None
 
 
 class _Call(_Message):
@@ -106,6 +108,7 @@ class StepRecord(_Message):
     cache_hit: bool = False
     error_type: str | None = None
     error: str | None = None
+    waiting_for: str | None = None
 
 
 class RunResult(_Message):

@@ -3,12 +3,22 @@
 This layer knows nothing of Temporal.
 """
 
-from durapipe.pipes._builders import Pipe, StepRef, llm, pipeline, sequence, step, tool
+from durapipe.pipes._builders import (
+    Pipe,
+    StepRef,
+    approval,
+    llm,
+    pipeline,
+    sequence,
+    step,
+    tool,
+)
 from durapipe.pipes._load import import_function, load, tool_functions
 from durapipe.pipes._resolve import reachable, resolve, subset
 from durapipe.pipes._spec import (
     CONTROLLER_KINDS,
     OFFLINE_MODEL,
+    ApprovalPipe,
     LlmPipe,
     Pipeline,
     PipeSpec,
@@ -27,6 +37,7 @@ from durapipe.pipes._yaml import load_yaml
 __all__ = [
     "CONTROLLER_KINDS",
     "OFFLINE_MODEL",
+    "ApprovalPipe",
     "FieldSpec",
     "LlmPipe",
     "Pipe",
@@ -39,6 +50,7 @@ __all__ = [
     "StructureSpec",
     "TemplateError",
     "ToolPipe",
+    "approval",
     "check",
     "check_inputs",
     "import_function",

@@ -86,6 +86,8 @@ class _PipeBase(_Spec):
     timeout: Duration | None = None
     retry: RetrySpec | None = None
     queue: str | None = None
+    # The most a run of this pipe may spend, in USD; checked before each paid call.
+    budget_usd: float | None = Field(default=None, gt=0)
 
 
 class LlmPipe(_PipeBase):
@@ -123,6 +125,38 @@ class ToolPipe(_PipeBase):
     kind: Literal["tool"] = "tool"
     function: str = Field(pattern=r"^[\w.]+:[\w.]+$")
     output: str = "any"
+
+
+class ApprovalPipe(_PipeBase):
+    """A human decision: the run waits (durably, for days if needed) until someone approves,
+    approves with edited data, or rejects. It runs in the workflow itself, with no activity.
+
+    Attributes:
+        message: what the reviewer reads (a Jinja2 template over ``inputs``); the input values are
+            shown with it.
+        value: the input the run continues with when approved; edited data replaces it and must fit
+            its type. Defaults to the only input.
+        on_timeout: the decision taken when ``timeout`` passes with no answer (no ``timeout``:
+            wait forever).
+    """
+
+    kind: Literal["approval"] = "approval"
+    message: str
+    value: str | None = None
+    on_timeout: Literal["approve", "reject"] = "reject"
+
+    @property
+    def value_name(self) -> str | None:
+        """The input the approved value comes from (None when it cannot be chosen)."""
+        if self.value is not None:
+            return self.value
+        return next(iter(self.inputs)) if len(self.inputs) == 1 else None
+
+    @property
+    def output(self) -> str:
+        """The type of the approved value: the type of the reviewed input."""
+        name = self.value_name
+        return self.inputs.get(name, "any") if name else "any"
 
 
 class Step(_Spec):
@@ -167,7 +201,7 @@ class SequencePipe(_PipeBase):
     output: str | list[str] | dict[str, str] | None = None
 
 
-PipeSpec = Annotated[LlmPipe | ToolPipe | SequencePipe, Field(discriminator="kind")]
+PipeSpec = Annotated[LlmPipe | ToolPipe | SequencePipe | ApprovalPipe, Field(discriminator="kind")]
 
 
 class Pipeline(_Spec):
@@ -184,6 +218,6 @@ class Pipeline(_Spec):
     pipes: dict[str, PipeSpec] = Field(default_factory=dict)
 
 
-def is_controller(pipe: LlmPipe | ToolPipe | SequencePipe) -> bool:
+def is_controller(pipe: LlmPipe | ToolPipe | SequencePipe | ApprovalPipe) -> bool:
     """Whether ``pipe`` runs as its own workflow (a controller) rather than an activity."""
     return pipe.kind in CONTROLLER_KINDS

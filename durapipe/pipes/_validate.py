@@ -14,7 +14,7 @@ import pydantic
 
 from durapipe._errors import PipelineError, Problem
 from durapipe.pipes import _templates, _types
-from durapipe.pipes._spec import LlmPipe, Pipeline, SequencePipe, ToolPipe
+from durapipe.pipes._spec import ApprovalPipe, LlmPipe, Pipeline, SequencePipe, ToolPipe
 
 _PIPE_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
 _INPUT_NAME = re.compile(r"^[A-Za-z_]\w*$")
@@ -70,6 +70,8 @@ def check(pipeline: Pipeline, *, source: str = "") -> list[Problem]:
                 report(f"{where}, field 'output'", message)
         elif isinstance(pipe, SequencePipe):
             _check_sequence(pipeline, name, pipe, report)
+        elif isinstance(pipe, ApprovalPipe):
+            _check_approval(name, pipe, report)
     _check_cycles(pipeline, report)
     return problems
 
@@ -113,6 +115,32 @@ def _check_llm(pipeline: Pipeline, name: str, pipe: LlmPipe, report: _Report) ->
         report(
             f"{where}, input '{unused}'",
             "declared input is never used by the system or prompt template",
+        )
+
+
+def _check_approval(name: str, pipe: ApprovalPipe, report: _Report) -> None:
+    where = f"pipe '{name}'"
+    if pipe.value is not None and pipe.value not in pipe.inputs:
+        report(
+            f"{where}, field 'value'",
+            f"'{pipe.value}' is not a declared input (declared: {', '.join(pipe.inputs) or 'none'})",
+        )
+    elif pipe.value_name is None:
+        report(
+            f"{where}, field 'value'",
+            "name the input the run continues with when approved (the pipe has "
+            f"{len(pipe.inputs)} inputs)",
+        )
+    try:
+        names = _templates.variables(pipe.message)
+    except _templates.TemplateError as err:
+        report(f"{where}, field 'message'", str(err))
+        return
+    for variable in sorted(names - set(pipe.inputs)):
+        report(
+            f"{where}, field 'message'",
+            f"template variable '{variable}' is not a declared input "
+            f"(declared: {', '.join(pipe.inputs) or 'none'})",
         )
 
 
@@ -181,7 +209,7 @@ def output_type(pipeline: Pipeline, name: str, _seen: frozenset[str] = frozenset
     pipe = pipeline.pipes.get(name)
     if pipe is None or name in _seen:
         return "any"
-    if isinstance(pipe, LlmPipe | ToolPipe):
+    if isinstance(pipe, LlmPipe | ToolPipe | ApprovalPipe):
         return pipe.output
     if pipe.output is None:
         last = pipe.steps[-1]

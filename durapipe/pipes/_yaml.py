@@ -24,9 +24,10 @@ import pydantic
 import yaml
 
 from durapipe._errors import PipelineError, Problem
-from durapipe.pipes._spec import LlmPipe, Pipeline, SequencePipe, Step, ToolPipe
+from durapipe.pipes._spec import ApprovalPipe, LlmPipe, Pipeline, SequencePipe, Step, ToolPipe
 
-_KINDS = "llm, tool, sequence"
+_KINDS = "llm, tool, sequence, approval"
+_KIND_TAGS = ("llm", "tool", "sequence", "approval")
 
 
 def load_yaml(text: str, *, source: str = "<yaml>") -> Pipeline:
@@ -78,7 +79,7 @@ def _problem(error: Any, data: dict[str, Any], root: yaml.Node | None, source: s
     where_source = f"{source}:{line}" if line else source
     if len(loc) >= 2 and loc[0] == "pipes":
         pipe = loc[1]
-        rest = loc[3:] if len(loc) > 2 and loc[2] in ("llm", "tool", "sequence") else loc[2:]
+        rest = loc[3:] if len(loc) > 2 and loc[2] in _KIND_TAGS else loc[2:]
         where = f"pipe '{pipe}'"
         if error["type"] == "union_tag_not_found":
             return Problem(where, f"field 'kind' is missing (one of {_KINDS})", where_source)
@@ -121,6 +122,7 @@ def _known_fields(data: dict[str, Any], loc: list[Any]) -> list[str]:
         "llm": LlmPipe,
         "tool": ToolPipe,
         "sequence": SequencePipe,
+        "approval": ApprovalPipe,
     }
     if len(loc) >= 3 and loc[0] == "pipes" and loc[2] in kinds:
         model: type[pydantic.BaseModel] = kinds[loc[2]]
@@ -162,7 +164,7 @@ def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
     """The 1-based line of the deepest node ``loc`` reaches in the composed YAML."""
     line = None
     for part in loc:
-        if part in ("llm", "tool", "sequence") and not _has_key(node, part):
+        if part in _KIND_TAGS and not _has_key(node, part):
             continue  # pydantic's discriminator tag, not a YAML key
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:

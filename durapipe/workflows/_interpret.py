@@ -11,7 +11,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from durapipe._errors import StepFailed
+from durapipe._errors import RunCancelled, StepFailed
+from durapipe.adapters._approvals import (
+    ApprovalDecision,
+    ApprovalRequest,
+    approval_request,
+    approved_value,
+    waiting_line,
+)
 from durapipe.adapters._calls import (
     LeafResult,
     LlmCall,
@@ -21,7 +28,7 @@ from durapipe.adapters._calls import (
     ToolCall,
     Usage,
 )
-from durapipe.pipes import LlmPipe, SequencePipe, ToolPipe, is_controller, subset
+from durapipe.pipes import ApprovalPipe, LlmPipe, SequencePipe, ToolPipe, is_controller, subset
 from durapipe.pipes._types import structures_used
 
 
@@ -36,12 +43,16 @@ class Runtime(Protocol):
         """Run a nested controller; raise `StepFailed` when one of its steps fails."""
         ...
 
+    async def approval(self, request: ApprovalRequest) -> ApprovalDecision:
+        """Wait for a human decision on an approval step (or its timeout's default)."""
+        ...
+
     def now(self) -> datetime:
         """The current time (workflow time on Temporal)."""
         ...
 
     async def step_starting(self, record: StepRecord) -> None:
-        """Called before a step starts; may wait (a paused run) or raise `StepFailed` to stop it."""
+        """Called before a step starts; may wait (a paused run) or raise `RunCancelled`."""
         ...
 
     def step_finished(self, record: StepRecord) -> None:
@@ -113,9 +124,11 @@ class Interpreter:
                     name: lookup(memory, step.inputs.get(name, name)) for name in target.inputs
                 }
                 memory[step.result_name] = await self._step(path, step.pipe, inputs)
-            except (StepFailed, KeyError) as err:
+            except (StepFailed, RunCancelled, KeyError) as err:
                 for later in paths[index + 1 :]:
                     self.records[later].status = "skipped"
+                if isinstance(err, RunCancelled):
+                    err.steps = self.snapshot()
                 if isinstance(err, KeyError):
                     raise self._fail(
                         path, target.kind, None, "durapipe.MissingValue", str(err.args[0])
@@ -126,14 +139,25 @@ class Interpreter:
     async def _step(self, path: str, pipe_name: str, inputs: dict[str, Any]) -> Any:
         pipe = self.run.spec.pipes[pipe_name]
         record = self.records[path]
-        await self.runtime.step_starting(record)
+        try:
+            await self.runtime.step_starting(record)
+        except RunCancelled:
+            record.status = "skipped"
+            raise
         record.status = "running"
         record.started_at = self.runtime.now()
         try:
             if is_controller(pipe):
                 output = await self._child(path, pipe_name, inputs, record)
+            elif isinstance(pipe, ApprovalPipe):
+                output = await self._approval(path, pipe_name, pipe, inputs, record)
             else:
                 output = await self._leaf(path, pipe_name, inputs, record)
+        except RunCancelled:
+            record.status = "cancelled"
+            record.ended_at = self.runtime.now()
+            self.runtime.step_finished(record)
+            raise
         except StepFailed as err:
             record.status = "failed"
             record.ended_at = self.runtime.now()
@@ -160,6 +184,23 @@ class Interpreter:
         record.cache_hit = result.cache_hit
         self.usage += result.usage
         return result.output
+
+    async def _approval(
+        self,
+        path: str,
+        pipe_name: str,
+        pipe: ApprovalPipe,
+        inputs: dict[str, Any],
+        record: StepRecord,
+    ) -> Any:
+        request = approval_request(self.run.run_id, path, pipe_name, pipe, inputs)
+        record.status, record.waiting_for = "waiting", waiting_line(request)
+        try:
+            decision = await self.runtime.approval(request)
+        finally:
+            record.waiting_for = None
+        record.attempts = 1
+        return approved_value(request, decision)
 
     async def _child(
         self, path: str, pipe_name: str, inputs: dict[str, Any], record: StepRecord
