@@ -65,7 +65,7 @@ async def test_approve_edit_reject_and_refused_decisions(
     pipeline = dp.load(CONTROL)
     edited_id, plain_id, rejected_id = (f"{n}-{uuid.uuid4().hex[:8]}" for n in "epr")
     # The edited run is started and followed by `durapipe run`, as a user would.
-    edited_run = subprocess.Popen(
+    edited_run = subprocess.Popen(  # noqa: ASYNC220  (a user's `durapipe run`, in the background)
         durapipe_command(
             "run", "review_post", "--file", str(CONTROL), "--input", "topic=rivers", "--json",
             "--id", edited_id, "--address", temporal_address, "--task-queue", task_queue,
