@@ -14,8 +14,10 @@ from typing import Any, TypeVar
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
+from typer.testing import CliRunner
 
 import durapipe as dp
+from durapipe.cli import app
 from durapipe.testing import FakeProvider, Hang
 from tests.cli.test_cli import WorkerProcess, cli_env, durapipe_command, run_cli
 from tests.conftest import ROOT
@@ -58,6 +60,14 @@ def cli(address: str, *args: str) -> subprocess.CompletedProcess[str]:
     return run_cli(*args, "--address", address)
 
 
+async def acli(address: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """A control command in this process (a thread: it runs its own event loop); saves the
+    start-up of a process per command on a busy machine."""
+    argv = [*args, "--address", address]
+    result = await asyncio.to_thread(CliRunner().invoke, app, argv)
+    return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, result.stderr)
+
+
 async def test_approve_edit_reject_and_refused_decisions(
     temporal_address: str, task_queue: str, control_worker: WorkerProcess
 ) -> None:
@@ -87,7 +97,7 @@ async def test_approve_edit_reject_and_refused_decisions(
         await eventually(lambda r=run_id: waiting_request(client, r), f"{run_id} to wait")
 
     # What the human sees: the run, the step, the rendered message and the values under review.
-    listed = cli(temporal_address, "pending")
+    listed = await acli(temporal_address, "pending")
     assert listed.returncode == 0, listed.stderr
     assert f"{edited_id}  review  waiting since" in listed.stdout
     assert "Publish this post about rivers?" in listed.stdout
@@ -112,27 +122,29 @@ async def test_approve_edit_reject_and_refused_decisions(
         ("reject", edited_id, "inner/review"): "has no running step 'inner'",
     }
     for args, reason in refused.items():
-        result = cli(temporal_address, *args)
+        result = await acli(temporal_address, *args)
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.startswith("error: decision refused: ") and reason in result.stderr
         assert "Traceback" not in result.stderr
     assert (
         "is not waiting for a decision (it is succeeded"
-        in cli(temporal_address, "approve", edited_id, "draft").stderr
+        in (await acli(temporal_address, "approve", edited_id, "draft")).stderr
     )
     assert (await step(dp.RunHandle(client, edited_id), "review")).status == "waiting"
 
-    approved = cli(temporal_address, "approve", edited_id, "review", "--data", '"A better post."')
+    approved = await acli(
+        temporal_address, "approve", edited_id, "review", "--data", '"A better post."'
+    )
     assert approved.returncode == 0, approved.stderr
     out, err = edited_run.communicate(timeout=60)
     assert edited_run.returncode == 0, err
     assert json.loads(out) == {"approved": "A better post.", "shout": "A BETTER POST."}
 
-    assert cli(temporal_address, "approve", plain_id, "review").returncode == 0
+    assert (await acli(temporal_address, "approve", plain_id, "review")).returncode == 0
     plain = await handles[plain_id].result()
     assert plain.output["approved"].startswith("Offline answer: Write a one-line post about lakes")
 
-    rejected = cli(
+    rejected = await acli(
         temporal_address, "reject", rejected_id, "review", "--reason", "off topic",
         "--reviewer", "ana",
     )  # fmt: skip
@@ -145,7 +157,9 @@ async def test_approve_edit_reject_and_refused_decisions(
         s.path: s.status for s in (dp.StepRecord.model_validate(s) for s in caught.value.steps)
     }
     assert statuses == {"draft": "succeeded", "review": "failed", "shout": "skipped"}
-    assert cli(temporal_address, "approve", rejected_id, "review").returncode == 1  # run is over
+    assert (
+        await acli(temporal_address, "approve", rejected_id, "review")
+    ).returncode == 1  # run is over
 
 
 def test_approval_timeout_takes_the_default(
@@ -177,29 +191,37 @@ def event_time(event: Any) -> datetime:
 
 
 async def test_pause_holds_the_next_step_of_a_nested_run_until_resume(
-    temporal_address: str, task_queue: str, control_worker: WorkerProcess
+    temporal_address: str, task_queue: str, tmp_path: Path
 ) -> None:
-    client = await dp.connect(temporal_address)
-    run_id = f"pause-{uuid.uuid4().hex[:8]}"
-    handle = await dp.start(
-        client, dp.load(CONTROL), "slow_outer", {"topic": "tides"}, run_id=run_id,
-        task_queue=task_queue,
-    )  # fmt: skip
+    gate = tmp_path / "gate"
+    worker = WorkerProcess(
+        CONTROL, temporal_address, task_queue, tmp_path / "w.log", DURAPIPE_TEST_GATE=str(gate)
+    )
+    try:
+        client = await dp.connect(temporal_address)
+        run_id = f"pause-{uuid.uuid4().hex[:8]}"
+        handle = await dp.start(
+            client, dp.load(CONTROL), "slow_outer", {"topic": "tides"}, run_id=run_id,
+            task_queue=task_queue,
+        )  # fmt: skip
+        await eventually(lambda: _exists(Path(f"{gate}.waiting")), "the gate step to start")
+        paused = await acli(temporal_address, "pause", run_id)  # while slow_inner/gate is in flight
+        assert paused.returncode == 0, paused.stderr
+        gate.touch()
 
-    async def slow_step_status(status: str) -> bool:
-        return (await step(handle, "slow_inner/slow_step")).status == status
+        async def gate_done() -> bool:
+            return (await step(handle, "slow_inner/gate")).status == "succeeded"
 
-    await eventually(lambda: slow_step_status("running"), "the slow step to start")
-    paused = cli(temporal_address, "pause", run_id)
-    assert paused.returncode == 0, paused.stderr
-    await eventually(lambda: slow_step_status("succeeded"), "the in-flight step to finish", 30)
-    held_since = time.monotonic()
-    while time.monotonic() - held_since < 2.0:  # paused: the next step must not start
-        shout = await step(handle, "slow_inner/shout")
-        assert shout.status == "pending" and shout.waiting_for == "resume: the run is paused"
-        await asyncio.sleep(0.2)
-    assert cli(temporal_address, "resume", run_id).returncode == 0
-    result = await handle.result()
+        await eventually(gate_done, "the in-flight step to finish")
+        held_since = time.monotonic()
+        while time.monotonic() - held_since < 2.0:  # paused: the next step must not start
+            shout = await step(handle, "slow_inner/shout")
+            assert shout.status == "pending" and shout.waiting_for == "resume: the run is paused"
+            await asyncio.sleep(0.2)
+        assert (await acli(temporal_address, "resume", run_id)).returncode == 0
+        result = await handle.result()
+    finally:
+        worker.stop()
     assert result.output["shout"] == result.output["first"].upper()
 
     # Measured in the child's history: the next step was scheduled only after the resume arrived.
@@ -214,14 +236,18 @@ async def test_pause_holds_the_next_step_of_a_nested_run_until_resume(
         for e in child
         if e.HasField("activity_task_scheduled_event_attributes")
     }
-    slow_done = next(
+    gate_done_at = next(
         event_time(e) for e in child if e.HasField("activity_task_completed_event_attributes")
     )
-    assert signals["durapipe.pause"] < slow_done < signals["durapipe.resume"]
+    assert signals["durapipe.pause"] < gate_done_at < signals["durapipe.resume"]
     assert scheduled["slow_inner/shout"] >= signals["durapipe.resume"]
-    assert (scheduled["slow_inner/shout"] - slow_done).total_seconds() >= 2.0
-    steps = {s.path: s for s in result.steps}
-    assert steps["slow_inner/shout"].started_at >= signals["durapipe.resume"]  # type: ignore[operator]
+    assert (scheduled["slow_inner/shout"] - gate_done_at).total_seconds() >= 2.0
+    started = {s.path: s.started_at for s in result.steps}["slow_inner/shout"]
+    assert started is not None and started >= signals["durapipe.resume"]
+
+
+async def _exists(path: Path) -> bool:
+    return path.exists()
 
 
 def paid_pipeline(tmp_path: Path, base_url: str, model: str, steps: int, **extra: Any) -> Path:
@@ -265,7 +291,7 @@ async def test_cancel_during_a_long_llm_call_closes_it_within_the_heartbeat_time
                 client, dp.load(file), "paid", {"topic": "x"}, run_id=run_id, task_queue=task_queue
             )
             await fake.wait_until_async(lambda calls: len(calls) == 1, timeout=60)
-            cancelled = cli(temporal_address, "cancel", run_id)
+            cancelled = await acli(temporal_address, "cancel", run_id)
             assert cancelled.returncode == 0, cancelled.stderr
             requested = time.monotonic()
             calls = await fake.wait_until_async(

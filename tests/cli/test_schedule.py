@@ -52,7 +52,7 @@ async def test_an_interval_schedule_starts_runs_until_deleted(
         assert gone.returncode == 2 and f"no schedule '{schedule_id}'" in gone.stderr
         query = f"TemporalScheduledById = '{schedule_id}' AND ExecutionStatus = 'Completed'"
         done = await anext(aiter(client.list_workflows(query)))
-        result = await client.get_workflow_handle(done.id).result(result_type=dp.RunResult)
+        result = await client.get_workflow_handle(done.id, result_type=dp.RunResult).result()
         assert result.output == "TICK"  # the scheduled runs ran the pipe with its inputs
     finally:
         worker.stop()
