@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 import durapipe as dp
+from durapipe.cli import app
 from durapipe.testing import FakeProvider, Reply
 from tests.cli.test_cli import WorkerProcess, run_cli
 from tests.cli.test_control import paid_pipeline
@@ -40,10 +44,12 @@ def test_a_budget_for_3_of_5_paid_steps_stops_after_the_third(
         finally:
             worker.stop()
         temporal_calls = len(fake.calls)
-        local = run_cli(
-            "run", "paid", "--file", str(file), "--input", "topic=x", "--budget-usd", "3.5",
-            "--local", env=env,
+        fake.register_prices_with_litellm()  # the local run prices calls in this process
+        invoked = CliRunner().invoke(
+            app, ["run", "paid", "--file", str(file), "--input", "topic=x", "--budget-usd", "3.5",
+                  "--local"],
         )  # fmt: skip
+        local = subprocess.CompletedProcess([], invoked.exit_code, invoked.stdout, invoked.stderr)
         local_calls = len(fake.calls) - temporal_calls
 
     for result in (on_temporal, local):

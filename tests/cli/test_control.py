@@ -178,11 +178,11 @@ def test_approval_timeout_takes_the_default(
 
 def test_local_runs_refuse_approvals_unless_approve_all() -> None:
     common = ["run", "review_post", "--file", str(CONTROL), "--input", "topic=rivers", "--local"]
-    refused = run_cli(*common)
-    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    refused = CliRunner().invoke(app, common)
+    assert refused.exit_code == 1 and "Traceback" not in refused.stderr
     assert "step 'review' (approval) failed: durapipe.ApprovalUnavailable" in refused.stderr
-    approved = run_cli(*common, "--approve-all", "--json")
-    assert approved.returncode == 0, approved.stderr
+    approved = CliRunner().invoke(app, [*common, "--approve-all", "--json"])
+    assert approved.exit_code == 0, approved.stderr
     assert json.loads(approved.stdout)["shout"].startswith("OFFLINE ANSWER")
 
 
