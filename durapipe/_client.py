@@ -13,23 +13,25 @@ from temporalio.client import (
     WorkflowHandle,
 )
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    WorkflowAlreadyStartedError,
+)
 from temporalio.service import RPCError
 
-from durapipe._errors import ConfigError, RunError, RunNotFound, StepFailed
+from durapipe._errors import ConfigError, RunCancelled, RunError, RunNotFound, StepFailed
 from durapipe._telemetry import Telemetry
 from durapipe.adapters import (
     DEFAULT_TASK_QUEUE,
     WORKFLOW_NAME,
-    PipeRun,
     RunResult,
     StepFailure,
     StepRecord,
     child_workflow_id,
-    new_run_id,
+    pipe_run,
 )
-from durapipe.adapters._blobs import prepare_inputs
-from durapipe.pipes import CONTROLLER_KINDS, Pipeline, check_inputs, resolve
+from durapipe.pipes import CONTROLLER_KINDS, Pipeline
 from durapipe.worker import DurapipePlugin
 from durapipe.workflows import STEPS_QUERY
 
@@ -152,6 +154,8 @@ def run_error(err: WorkflowFailureError, run_id: str) -> RunError:
             pass
         else:
             return failure.error(run_id)
+    if isinstance(cause, CancelledError):
+        return RunCancelled(f"run '{run_id}' was cancelled", run_id=run_id)
     reason = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
     return RunError(f"run '{run_id}' did not complete: {reason}", run_id=run_id)
 
@@ -164,19 +168,21 @@ async def start(
     *,
     run_id: str | None = None,
     task_queue: str = DEFAULT_TASK_QUEUE,
+    budget_usd: float | None = None,
 ) -> RunHandle:
     """Start a run of pipe ``pipe`` on Temporal; the inputs are checked before anything is sent.
 
     A `Path` (or bytes) given for a ``document``/``image``/``file`` input is uploaded to the blob
     store first, so the run carries a reference, not the bytes.
+    ``budget_usd`` caps what the run may spend (with the pipe's own ``budget_usd``, the tighter
+    wins): before each paid call the run checks its spend plus the call's worst case.
 
     Raises:
         PipelineError: the pipe is unknown or the inputs do not fit it.
         RunError: a run with this id already exists.
     """
-    checked = check_inputs(pipeline, pipe, prepare_inputs(pipeline, pipe, inputs))
-    run_id = run_id or new_run_id(pipe)
-    run = PipeRun(run_id=run_id, pipe=pipe, spec=resolve(pipeline, pipe), inputs=checked)
+    run = pipe_run(pipeline, pipe, inputs, run_id=run_id, budget_usd=budget_usd)
+    run_id = run.run_id
     try:
         await client.start_workflow(
             WORKFLOW_NAME,
@@ -202,7 +208,16 @@ async def run(
     *,
     run_id: str | None = None,
     task_queue: str = DEFAULT_TASK_QUEUE,
+    budget_usd: float | None = None,
 ) -> RunResult:
     """Start a run on Temporal and wait for its result (see `start` and `RunHandle.result`)."""
-    handle = await start(client, pipeline, pipe, inputs, run_id=run_id, task_queue=task_queue)
+    handle = await start(
+        client,
+        pipeline,
+        pipe,
+        inputs,
+        run_id=run_id,
+        task_queue=task_queue,
+        budget_usd=budget_usd,
+    )
     return await handle.result()

@@ -8,8 +8,11 @@ DurapipeError
 │   └── (carries Problem rows: one per mistake, all reported at once)
 ├── ConfigError              the environment or a setting is wrong (missing tool, bad address, ...)
 ├── ToolError                raised by a tool: a recoverable error an agent's model sees as the result
+├── DecisionRefused          an approval decision was refused (wrong step, not waiting, bad data)
 └── RunError                 a run started and did not succeed
-    ├── StepFailed           a step failed after its retries (names the step, kind, model and cause)
+    ├── StepFailed           a step failed after its retries (names the step, kind, model and cause;
+    │                        also a rejected approval or an exceeded budget, by cause type)
+    ├── RunCancelled         the run was cancelled (the step in flight, later steps skipped)
     └── RunNotFound          no run with that id
 ```
 
@@ -77,6 +80,10 @@ class ToolError(DurapipeError):
         super().__init__(message)
 
 
+class DecisionRefused(DurapipeError):
+    """An approve/reject was refused: the step is unknown, not waiting, or the data does not fit."""
+
+
 class RunError(DurapipeError):
     """A run started and did not succeed."""
 
@@ -121,6 +128,22 @@ class StepFailed(RunError):
         super().__init__(
             f"step '{path}' ({kind}{on_model}) failed: {cause_type}: {cause}", run_id=run_id
         )
+
+
+class RunCancelled(RunError):
+    """A run was cancelled: the step in flight is marked cancelled and later steps skipped.
+
+    Attributes:
+        path: the step that was in flight (empty when none was).
+        steps: the step records when the run stopped, when known.
+    """
+
+    def __init__(
+        self, message: str, *, run_id: str = "", path: str = "", steps: list[Any] | None = None
+    ) -> None:
+        self.path = path
+        self.steps = steps or []
+        super().__init__(message, run_id=run_id)
 
 
 class RunNotFound(RunError):

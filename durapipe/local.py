@@ -15,7 +15,14 @@ from typing import Any
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import StepFailed
-from durapipe.activities import run_agent_turn, run_extract, run_image, run_llm, run_tool
+from durapipe.activities import (
+    estimate_cost,
+    run_agent_turn,
+    run_extract,
+    run_image,
+    run_llm,
+    run_tool,
+)
 from durapipe.adapters import (
     AgentTurnCall,
     ExtractCall,
@@ -26,20 +33,39 @@ from durapipe.adapters import (
     PipeRun,
     RunResult,
     StepRecord,
-    new_run_id,
+    pipe_run,
 )
-from durapipe.adapters._blobs import prepare_inputs
-from durapipe.pipes import Pipeline, RetrySpec, check_inputs, resolve, tool_functions
+from durapipe.adapters._approvals import ApprovalDecision, ApprovalRequest
+from durapipe.adapters._budget import Budget
+from durapipe.pipes import Pipeline, RetrySpec, tool_functions
 from durapipe.workflows._interpret import Interpreter
 
 
 class LocalRuntime:
-    """Runs leaves by calling the activity bodies directly, with Temporal's retry semantics."""
+    """Runs leaves by calling the activity bodies directly, with Temporal's retry semantics.
 
-    def __init__(self, tools: Mapping[str, Callable[..., Any]]) -> None:
+    Args:
+        tools: tool functions by ``module:name`` reference.
+        budget_usd: what this (part of the) run may spend; None for no budget.
+        approve_all: approve every approval step as is; without it an approval step fails, since
+            only a run on Temporal can wait for a human.
+    """
+
+    def __init__(
+        self,
+        tools: Mapping[str, Callable[..., Any]],
+        *,
+        budget_usd: float | None = None,
+        approve_all: bool = False,
+    ) -> None:
         self.tools = dict(tools)
+        self.budget = Budget(budget_usd)
+        self.approve_all = approve_all
 
     async def leaf(self, call: LeafCall) -> LeafResult:
+        return await self.budget.spend(call, _estimate, self._retrying)
+
+    async def _retrying(self, call: LeafCall) -> LeafResult:
         retry = call.pipe.retry or RetrySpec()
         attempt = 1
         while True:
@@ -89,7 +115,22 @@ class LocalRuntime:
         return await run_tool(call, self.tools, attempt)
 
     async def child(self, run: PipeRun) -> RunResult:
-        return await Interpreter(run, self).execute()
+        limit = self.budget.for_child(run.spec.pipes[run.pipe].budget_usd)
+        nested = LocalRuntime(self.tools, budget_usd=limit, approve_all=self.approve_all)
+        result = await Interpreter(run.model_copy(update={"budget_usd": limit}), nested).execute()
+        self.budget.add(result.usage)
+        return result
+
+    async def approval(self, request: ApprovalRequest) -> ApprovalDecision:
+        if self.approve_all:
+            return ApprovalDecision(step=request.path, approved=True, reviewer="--approve-all")
+        raise StepFailed(
+            path=request.path,
+            kind="approval",
+            cause_type="durapipe.ApprovalUnavailable",
+            cause="a local run cannot wait for a human decision; run it on Temporal, "
+            "or pass --approve-all (approve_all=True) to approve every approval step as is",
+        )
 
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -111,6 +152,8 @@ async def run_local(
     *,
     run_id: str | None = None,
     tools: Mapping[str, Callable[..., Any]] | None = None,
+    budget_usd: float | None = None,
+    approve_all: bool = False,
 ) -> RunResult:
     """Run pipe ``pipe`` of ``pipeline`` in this process.
 
@@ -121,13 +164,21 @@ async def run_local(
             is uploaded to the blob store and passed as a reference.
         run_id: the run's id (used in step paths of nested runs); a new one by default.
         tools: tool functions by reference; imported from the pipeline's references by default.
+        budget_usd: the most the run may spend (the pipe's ``budget_usd`` too, the tighter wins).
+        approve_all: approve every approval step as is (a local run cannot wait for a human).
 
     Raises:
         PipelineError: the pipe is unknown or the inputs do not fit it.
         StepFailed: a step failed after its retries.
     """
-    checked = check_inputs(pipeline, pipe, prepare_inputs(pipeline, pipe, inputs))
-    spec = resolve(pipeline, pipe)
-    run = PipeRun(run_id=run_id or new_run_id(pipe), pipe=pipe, spec=spec, inputs=checked)
-    runtime = LocalRuntime(tools if tools is not None else tool_functions(spec))
+    run = pipe_run(pipeline, pipe, inputs, run_id=run_id, budget_usd=budget_usd)
+    runtime = LocalRuntime(
+        tools if tools is not None else tool_functions(run.spec),
+        budget_usd=run.budget_usd,
+        approve_all=approve_all,
+    )
     return await Interpreter(run, runtime).execute()
+
+
+async def _estimate(call: LlmCall) -> float:
+    return estimate_cost(call)

@@ -12,6 +12,7 @@ from durapipe.activities._activities import (
     Activities,
 )
 from durapipe.activities._agent import run_agent_turn
+from durapipe.activities._cost import estimate_cost
 from durapipe.activities._extract import local_pages, run_extract
 from durapipe.activities._image import run_image
 from durapipe.activities._llm import run_llm
@@ -24,6 +25,7 @@ __all__ = [
     "LLM_ACTIVITY",
     "TOOL_ACTIVITY",
     "Activities",
+    "estimate_cost",
     "local_pages",
     "run_agent_turn",
     "run_extract",

@@ -12,6 +12,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, FailureError
 
 from durapipe.activities._agent import run_agent_turn
+from durapipe.activities._cost import estimate_cost
 from durapipe.activities._extract import run_extract
 from durapipe.activities._image import run_image
 from durapipe.activities._llm import run_llm
@@ -25,7 +26,7 @@ from durapipe.adapters._calls import (
     LlmCall,
     ToolCall,
 )
-from durapipe.adapters._plan import ACTIVITY_NAMES, ATTEMPT_DETAIL
+from durapipe.adapters._plan import ACTIVITY_NAMES, ATTEMPT_DETAIL, ESTIMATE_ACTIVITY
 
 LLM_ACTIVITY = ACTIVITY_NAMES["llm"]
 TOOL_ACTIVITY = ACTIVITY_NAMES["tool"]
@@ -49,7 +50,7 @@ class Activities:
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for a worker's ``activities=``."""
-        return [self.llm, self.tool, self.extract, self.image, self.agent_turn]
+        return [self.llm, self.tool, self.extract, self.image, self.agent_turn, self.estimate_cost]
 
     @activity.defn(name=LLM_ACTIVITY)
     async def llm(self, call: LlmCall) -> LeafResult:
@@ -79,6 +80,11 @@ class Activities:
     async def agent_turn(self, call: AgentTurnCall) -> LeafResult:
         """Ask an agent's model for its next move (``durapipe.agent_turn``)."""
         return await _heartbeating(run_agent_turn(call, activity.info().attempt))
+
+    @activity.defn(name=ESTIMATE_ACTIVITY)
+    async def estimate_cost(self, call: LlmCall) -> float:
+        """The worst-case cost of an llm call, checked against a run's budget."""
+        return estimate_cost(call)
 
 
 async def _heartbeating(work: Awaitable[T]) -> T:

@@ -21,6 +21,7 @@ from durapipe.adapters._plan import (
     activity_options,
     child_workflow_id,
     new_run_id,
+    pipe_run,
     retry_policy,
     summary,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "activity_options",
     "child_workflow_id",
     "new_run_id",
+    "pipe_run",
     "retry_policy",
     "summary",
 ]

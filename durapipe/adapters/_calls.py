@@ -30,6 +30,7 @@ class PipeRun(_Message):
         spec: the resolved spec (only the pipes this run reaches).
         inputs: the pipe's input values.
         resume: where a run continued-as-new picks up (an agent's transcript); None at the start.
+        budget_usd: what this part of the run may still spend (None: no budget).
     """
 
     run_id: str
@@ -38,6 +39,7 @@ class PipeRun(_Message):
     spec: Pipeline
     inputs: dict[str, Any] = Field(default_factory=dict)
     resume: dict[str, Any] | None = None
+    budget_usd: float | None = None
 
 
 class _Call(_Message):
@@ -146,6 +148,7 @@ class StepRecord(_Message):
     error_type: str | None = None
     error: str | None = None
     counts: dict[str, int] | None = None
+    waiting_for: str | None = None
 
 
 class RunResult(_Message):

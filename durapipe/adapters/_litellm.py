@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import functools
+import json
 import os
 import time
 from datetime import timedelta
@@ -28,7 +29,32 @@ def litellm_module() -> ModuleType:
     litellm.suppress_debug_info = True
     litellm.drop_params = True  # a setting one provider lacks must not fail a step on another
     register_offline_model()
+    register_env_prices(litellm)
     return litellm
+
+
+PRICES_ENV = "DURAPIPE_MODEL_PRICES"
+
+
+def register_env_prices(litellm: ModuleType) -> None:
+    """Register the model prices in ``DURAPIPE_MODEL_PRICES`` with litellm.
+
+    The variable holds JSON, or the path of a JSON file: ``{"openai/gpt-x":
+    {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}}`` (any field of litellm's
+    price data). Workers need it for models litellm has no price for (a private deployment, the
+    fake provider in tests): cost accounting and budget estimates both read these prices.
+    """
+    raw = os.environ.get(PRICES_ENV, "").strip()
+    if not raw:
+        return
+    if not raw.startswith("{"):
+        with open(raw, encoding="utf-8") as file:
+            raw = file.read()
+    entries: dict[str, dict[str, Any]] = {}
+    for model, info in json.loads(raw).items():
+        provider = model.partition("/")[0] if "/" in model else "openai"
+        entries[model] = {"litellm_provider": provider, "mode": "chat", **info}
+    litellm.register_model(entries)
 
 
 # Stable error type names. Retryable: the provider may answer next time. Non-retryable: it will not.

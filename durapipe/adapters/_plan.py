@@ -6,13 +6,17 @@ Kept apart from the workflow so the rules read in one place and tests can check 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 from temporalio.common import RetryPolicy
+from temporalio.workflow import ActivityCancellationType
 
-from durapipe.adapters._calls import AgentTurnCall, LeafCall, ToolCall
-from durapipe.pipes import RetrySpec
+from durapipe.adapters._blobs import prepare_inputs
+from durapipe.adapters._budget import effective_budget
+from durapipe.adapters._calls import AgentTurnCall, LeafCall, PipeRun, ToolCall
+from durapipe.pipes import Pipeline, RetrySpec, check_inputs, resolve
 
 WORKFLOW_NAME = "durapipe.pipe"
 ACTIVITY_NAMES = {
@@ -22,6 +26,8 @@ ACTIVITY_NAMES = {
     "image": "durapipe.image",
     "agent": "durapipe.agent_turn",
 }
+# Runs as a local activity next to the workflow: a budget needs a price estimate before a paid call.
+ESTIMATE_ACTIVITY = "durapipe.estimate_cost"
 DEFAULT_TASK_QUEUE = "durapipe"
 # Heartbeats let Temporal notice a dead worker long before a long call's timeout runs out.
 MAX_HEARTBEAT_TIMEOUT = 20.0
@@ -73,4 +79,31 @@ def activity_options(call: LeafCall) -> dict[str, Any]:
         "heartbeat_timeout": timedelta(seconds=min(timeout, MAX_HEARTBEAT_TIMEOUT)),
         "retry_policy": retry_policy(pipe.retry or RetrySpec()),
         "task_queue": pipe.queue,
+        # A cancelled run waits until its in-flight calls have really stopped (the provider has
+        # seen the connection close), not just until the cancel was requested.
+        "cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     }
+
+
+def pipe_run(
+    pipeline: Pipeline,
+    pipe: str,
+    inputs: Mapping[str, Any],
+    *,
+    run_id: str | None = None,
+    budget_usd: float | None = None,
+) -> PipeRun:
+    """The checked, resolved workflow input for a run of ``pipe``.
+
+    Raises:
+        PipelineError: the pipe is unknown or the inputs do not fit it.
+    """
+    checked = check_inputs(pipeline, pipe, prepare_inputs(pipeline, pipe, inputs))
+    spec = resolve(pipeline, pipe)
+    return PipeRun(
+        run_id=run_id or new_run_id(pipe),
+        pipe=pipe,
+        spec=spec,
+        inputs=checked,
+        budget_usd=effective_budget(budget_usd, spec.pipes[pipe].budget_usd),
+    )

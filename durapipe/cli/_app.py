@@ -157,6 +157,14 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print only the run's output, as JSON.")
     ] = False,
+    budget_usd: Annotated[
+        float | None,
+        typer.Option("--budget-usd", help="Stop before a paid call could exceed this spend (USD)."),
+    ] = None,
+    approve_all: Annotated[
+        bool,
+        typer.Option("--approve-all", help="With --local: approve every approval step as is."),
+    ] = False,
     address: AddressOption = None,
     namespace: NamespaceOption = None,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
@@ -168,15 +176,36 @@ def run(
     """Run a pipe on Temporal (or in this process with --local) and print its output."""
     pipeline = dp.load(file)
     values = parse_inputs(input_json, inputs or [])
+    if budget_usd is not None and budget_usd <= 0:
+        raise fail(f"--budget-usd must be positive, got {budget_usd}")
+    if approve_all and not local:
+        raise fail("--approve-all only applies with --local; on Temporal use `durapipe approve`")
     if local:
-        result = asyncio.run(dp.run_local(pipeline, pipe, values, run_id=run_id))
+        result = asyncio.run(
+            dp.run_local(
+                pipeline,
+                pipe,
+                values,
+                run_id=run_id,
+                budget_usd=budget_usd,
+                approve_all=approve_all,
+            )
+        )
         if not as_json:
             _progress.print_steps(result.steps)
         _print_result(result, as_json=as_json)
         return
     result, run_id = asyncio.run(
         _run_on_temporal(
-            pipeline, pipe, values, run_id, address, namespace, task_queue, quiet=as_json
+            pipeline,
+            pipe,
+            values,
+            run_id,
+            address,
+            namespace,
+            task_queue,
+            quiet=as_json,
+            budget_usd=budget_usd,
         )
     )
     _print_result(result, as_json=as_json)
@@ -195,9 +224,12 @@ async def _run_on_temporal(
     task_queue: str,
     *,
     quiet: bool,
+    budget_usd: float | None = None,
 ) -> tuple[dp.RunResult, str]:
     client = await dp.connect(address, namespace)
-    handle = await dp.start(client, pipeline, pipe, values, run_id=run_id, task_queue=task_queue)
+    handle = await dp.start(
+        client, pipeline, pipe, values, run_id=run_id, task_queue=task_queue, budget_usd=budget_usd
+    )
     if not quiet:
         typer.echo(f"started run {handle.run_id} on task queue '{task_queue}'", err=True)
     result = await _progress.follow(handle, quiet=quiet)
@@ -320,6 +352,9 @@ def demo(
     from durapipe.cli._demo import run_demo
 
     run_demo(file, keep=keep)
+
+
+# Commands that start servers or workers clean up on exit; the others are short client processes.
 
 
 def main() -> None:

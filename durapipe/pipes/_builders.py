@@ -19,6 +19,7 @@ from typing import Any
 from durapipe.pipes import _types
 from durapipe.pipes._spec import (
     AgentPipe,
+    ApprovalPipe,
     ExtractPipe,
     ImagePipe,
     LlmPipe,
@@ -324,6 +325,7 @@ def sequence(
     inputs: Mapping[str, Any] | None = None,
     output: str | list[str] | dict[str, str] | None = None,
     description: str = "",
+    budget_usd: float | None = None,
 ) -> Pipe:
     """A sequence pipe: its steps run one after another over a shared working memory.
 
@@ -334,6 +336,7 @@ def sequence(
         output: a working-memory name, a list of names, or a mapping of output names to paths;
             defaults to the last step's result.
         description: shown in ``durapipe validate`` and the UI.
+        budget_usd: the most a run of this pipe may spend (see the README's budgets).
     """
     structures: Structures = {}
     refs = [s if isinstance(s, StepRef) else StepRef(s) for s in steps]
@@ -345,8 +348,44 @@ def sequence(
             for r in refs
         ],
         output=output,
+        budget_usd=budget_usd,
     )
     return Pipe(name, spec, structures, uses=tuple(r.pipe for r in refs))
+
+
+def approval(
+    name: str,
+    *,
+    message: str,
+    inputs: Mapping[str, Any],
+    value: str | None = None,
+    timeout: float | str | None = None,
+    on_timeout: str = "reject",
+    description: str = "",
+) -> Pipe:
+    """An approval pipe: the run waits for a human to approve, edit or reject a value.
+
+    Args:
+        name: the pipe's name.
+        message: what the reviewer reads, a Jinja2 template over ``inputs``.
+        inputs: input names and their types; their values are shown to the reviewer.
+        value: the input the run continues with (edited data replaces it); defaults to the only input.
+        timeout: how long to wait (seconds or ``"2h"``); wait forever when unset.
+        on_timeout: ``"approve"`` or ``"reject"`` when the timeout passes with no decision.
+        description: shown in ``durapipe validate`` and the UI.
+    """
+    structures: Structures = {}
+    spec = ApprovalPipe.model_validate(
+        {
+            "description": description,
+            "inputs": _types_of(inputs, structures),
+            "message": message,
+            "value": value,
+            "timeout": timeout,
+            "on_timeout": on_timeout,
+        }
+    )
+    return Pipe(name, spec, structures)
 
 
 def pipeline(

@@ -94,6 +94,8 @@ class _PipeBase(_Spec):
     timeout: Duration | None = None
     retry: RetrySpec | None = None
     queue: str | None = None
+    # The most a run of this pipe may spend, in USD; checked before each paid call.
+    budget_usd: float | None = Field(default=None, gt=0)
 
 
 class LlmPipe(_PipeBase):
@@ -172,6 +174,38 @@ class ImagePipe(_PipeBase):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+class ApprovalPipe(_PipeBase):
+    """A human decision: the run waits (durably, for days if needed) until someone approves,
+    approves with edited data, or rejects. It runs in the workflow itself, with no activity.
+
+    Attributes:
+        message: what the reviewer reads (a Jinja2 template over ``inputs``); the input values are
+            shown with it.
+        value: the input the run continues with when approved; edited data replaces it and must fit
+            its type. Defaults to the only input.
+        on_timeout: the decision taken when ``timeout`` passes with no answer (no ``timeout``:
+            wait forever).
+    """
+
+    kind: Literal["approval"] = "approval"
+    message: str
+    value: str | None = None
+    on_timeout: Literal["approve", "reject"] = "reject"
+
+    @property
+    def value_name(self) -> str | None:
+        """The input the approved value comes from (None when it cannot be chosen)."""
+        if self.value is not None:
+            return self.value
+        return next(iter(self.inputs)) if len(self.inputs) == 1 else None
+
+    @property
+    def output(self) -> str:
+        """The type of the approved value: the type of the reviewed input."""
+        name = self.value_name
+        return self.inputs.get(name, "any") if name else "any"
+
+
 class Step(_Spec):
     """One step of a sequence.
 
@@ -247,7 +281,7 @@ class AgentPipe(_PipeBase):
 
 
 PipeSpec = Annotated[
-    LlmPipe | ToolPipe | ExtractPipe | ImagePipe | SequencePipe | AgentPipe,
+    LlmPipe | ToolPipe | ExtractPipe | ImagePipe | SequencePipe | AgentPipe | ApprovalPipe,
     Field(discriminator="kind"),
 ]
 
@@ -267,7 +301,7 @@ class Pipeline(_Spec):
 
 
 def is_controller(
-    pipe: LlmPipe | ToolPipe | ExtractPipe | ImagePipe | SequencePipe | AgentPipe,
+    pipe: LlmPipe | ToolPipe | ExtractPipe | ImagePipe | SequencePipe | AgentPipe | ApprovalPipe,
 ) -> bool:
     """Whether ``pipe`` runs as its own workflow (a controller) rather than an activity."""
     return pipe.kind in CONTROLLER_KINDS

@@ -16,6 +16,7 @@ from durapipe._errors import PipelineError, Problem
 from durapipe.pipes import _templates, _types
 from durapipe.pipes._spec import (
     AgentPipe,
+    ApprovalPipe,
     ExtractPipe,
     ImagePipe,
     LlmPipe,
@@ -87,6 +88,8 @@ def check(pipeline: Pipeline, *, source: str = "") -> list[Problem]:
             _check_sequence(pipeline, name, pipe, report)
         elif isinstance(pipe, AgentPipe):
             _check_agent(pipeline, name, pipe, report)
+        elif isinstance(pipe, ApprovalPipe):
+            _check_approval(name, pipe, report)
     _check_cycles(pipeline, report)
     return problems
 
@@ -203,6 +206,32 @@ def _check_templates(
     for unused in sorted(set(inputs) - used) if parsed else []:
         report(
             f"{where}, input '{unused}'", f"declared input is never used by the {fields} template"
+        )
+
+
+def _check_approval(name: str, pipe: ApprovalPipe, report: _Report) -> None:
+    where = f"pipe '{name}'"
+    if pipe.value is not None and pipe.value not in pipe.inputs:
+        report(
+            f"{where}, field 'value'",
+            f"'{pipe.value}' is not a declared input (declared: {', '.join(pipe.inputs) or 'none'})",
+        )
+    elif pipe.value_name is None:
+        report(
+            f"{where}, field 'value'",
+            "name the input the run continues with when approved (the pipe has "
+            f"{len(pipe.inputs)} inputs)",
+        )
+    try:
+        names = _templates.variables(pipe.message)
+    except _templates.TemplateError as err:
+        report(f"{where}, field 'message'", str(err))
+        return
+    for variable in sorted(names - set(pipe.inputs)):
+        report(
+            f"{where}, field 'message'",
+            f"template variable '{variable}' is not a declared input "
+            f"(declared: {', '.join(pipe.inputs) or 'none'})",
         )
 
 

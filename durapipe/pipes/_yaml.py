@@ -26,6 +26,7 @@ import yaml
 from durapipe._errors import PipelineError, Problem
 from durapipe.pipes._spec import (
     AgentPipe,
+    ApprovalPipe,
     ExtractPipe,
     ImagePipe,
     LlmPipe,
@@ -42,6 +43,7 @@ _KIND_MODELS: dict[str, type[pydantic.BaseModel]] = {
     "image": ImagePipe,
     "sequence": SequencePipe,
     "agent": AgentPipe,
+    "approval": ApprovalPipe,
 }
 _KINDS = ", ".join(_KIND_MODELS)
 

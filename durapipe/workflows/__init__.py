@@ -1,6 +1,22 @@
 """The Temporal workflows that interpret controller specs."""
 
 from durapipe.workflows._interpret import Interpreter, Runtime, join_path, lookup
-from durapipe.workflows._workflow import STEPS_QUERY, PipeWorkflow
+from durapipe.workflows._workflow import (
+    PAUSE_SIGNAL,
+    RESUME_SIGNAL,
+    STEPS_QUERY,
+    WAITING_QUERY,
+    PipeWorkflow,
+)
 
-__all__ = ["STEPS_QUERY", "Interpreter", "PipeWorkflow", "Runtime", "join_path", "lookup"]
+__all__ = [
+    "PAUSE_SIGNAL",
+    "RESUME_SIGNAL",
+    "STEPS_QUERY",
+    "WAITING_QUERY",
+    "Interpreter",
+    "PipeWorkflow",
+    "Runtime",
+    "join_path",
+    "lookup",
+]

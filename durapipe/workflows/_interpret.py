@@ -12,7 +12,14 @@ from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from durapipe._errors import StepFailed
+from durapipe._errors import RunCancelled, StepFailed
+from durapipe.adapters._approvals import (
+    ApprovalDecision,
+    ApprovalRequest,
+    approval_request,
+    approved_value,
+    waiting_line,
+)
 from durapipe.adapters._calls import (
     ExtractCall,
     ImageCall,
@@ -27,6 +34,7 @@ from durapipe.adapters._calls import (
 )
 from durapipe.pipes import (
     AgentPipe,
+    ApprovalPipe,
     ExtractPipe,
     ImagePipe,
     LlmPipe,
@@ -51,12 +59,16 @@ class Runtime(Protocol):
         """Run a nested controller; raise `StepFailed` when one of its steps fails."""
         ...
 
+    async def approval(self, request: ApprovalRequest) -> ApprovalDecision:
+        """Wait for a human decision on an approval step (or its timeout's default)."""
+        ...
+
     def now(self) -> datetime:
         """The current time (workflow time on Temporal)."""
         ...
 
     async def step_starting(self, record: StepRecord) -> None:
-        """Called before a step starts; may wait (a paused run) or raise `StepFailed` to stop it."""
+        """Called before a step starts; may wait (a paused run) or raise `RunCancelled`."""
         ...
 
     def step_finished(self, record: StepRecord) -> None:
@@ -136,9 +148,11 @@ class Interpreter:
                     name: lookup(memory, step.inputs.get(name, name)) for name in target.inputs
                 }
                 memory[step.result_name] = await self._step(path, step.pipe, inputs)
-            except (StepFailed, KeyError) as err:
+            except (StepFailed, RunCancelled, KeyError) as err:
                 for later in paths[index + 1 :]:
                     self.records[later].status = "skipped"
+                if isinstance(err, RunCancelled):
+                    err.steps = self.snapshot()
                 if isinstance(err, KeyError):
                     raise self.fail(
                         path, target.kind, None, "durapipe.MissingValue", str(err.args[0])
@@ -147,9 +161,12 @@ class Interpreter:
         return _sequence_output(pipe, memory)
 
     async def _step(self, path: str, pipe_name: str, inputs: dict[str, Any]) -> Any:
+        pipe = self.run.spec.pipes[pipe_name]
         record = self.records[path]
-        if is_controller(self.run.spec.pipes[pipe_name]):
+        if is_controller(pipe):
             return await self.track(record, self._child(path, pipe_name, inputs, record))
+        if isinstance(pipe, ApprovalPipe):
+            return await self.track(record, self._approval(path, pipe_name, pipe, inputs, record))
         return await self.track(record, self.leaf(self._call(path, pipe_name, inputs), record))
 
     async def track(self, record: StepRecord, work: Coroutine[Any, Any, T]) -> T:
@@ -157,16 +174,24 @@ class Interpreter:
 
         Raises:
             StepFailed: the step failed; the record says so and the error carries every record.
+            RunCancelled: the run was cancelled before or while the step ran.
         """
         try:
             await self.runtime.step_starting(record)
-        except BaseException:
+        except BaseException as err:
             work.close()  # never awaited: close it so Python does not warn
+            if isinstance(err, RunCancelled):
+                record.status = "skipped"
             raise
         record.status = "running"
         record.started_at = self.runtime.now()
         try:
             output = await work
+        except RunCancelled:
+            record.status = "cancelled"
+            record.ended_at = self.runtime.now()
+            self.runtime.step_finished(record)
+            raise
         except StepFailed as err:
             record.status = "failed"
             record.ended_at = self.runtime.now()
@@ -193,6 +218,23 @@ class Interpreter:
         record.cache_hit = result.cache_hit
         self.usage += result.usage
         return result.output
+
+    async def _approval(
+        self,
+        path: str,
+        pipe_name: str,
+        pipe: ApprovalPipe,
+        inputs: dict[str, Any],
+        record: StepRecord,
+    ) -> Any:
+        request = approval_request(self.run.run_id, path, pipe_name, pipe, inputs)
+        record.status, record.waiting_for = "waiting", waiting_line(request)
+        try:
+            decision = await self.runtime.approval(request)
+        finally:
+            record.waiting_for = None
+        record.attempts = 1
+        return approved_value(request, decision)
 
     async def _child(
         self, path: str, pipe_name: str, inputs: dict[str, Any], record: StepRecord

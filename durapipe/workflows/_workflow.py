@@ -6,7 +6,10 @@ activities and nested controllers become child workflows with id ``<run id>/<ste
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import builtins
+from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import (
@@ -16,13 +19,23 @@ from temporalio.exceptions import (
     ChildWorkflowError,
     RetryState,
     TimeoutError,
+    is_cancelled_exception,
 )
 
 with workflow.unsafe.imports_passed_through():
-    from durapipe._errors import StepFailed
+    from durapipe._errors import RunCancelled, StepFailed
+    from durapipe.adapters._approvals import (
+        DECIDE_UPDATE,
+        ApprovalDecision,
+        ApprovalRequest,
+        check_decision,
+        timeout_decision,
+    )
+    from durapipe.adapters._budget import Budget
     from durapipe.adapters._calls import (
         LeafCall,
         LeafResult,
+        LlmCall,
         PipeRun,
         RunResult,
         StepFailure,
@@ -31,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     from durapipe.adapters._plan import (
         ACTIVITY_NAMES,
         ATTEMPT_DETAIL,
+        ESTIMATE_ACTIVITY,
         WORKFLOW_NAME,
         activity_options,
         child_workflow_id,
@@ -40,23 +54,52 @@ with workflow.unsafe.imports_passed_through():
     from durapipe.workflows._interpret import Interpreter
 
 STEPS_QUERY = "durapipe.steps"
+WAITING_QUERY = "durapipe.waiting"
+PAUSE_SIGNAL = "durapipe.pause"
+RESUME_SIGNAL = "durapipe.resume"
 STEP_FAILED = "durapipe.StepFailed"
+BAD_DECISION = "durapipe.BadDecision"
 # Agent turns per run before continue-as-new even if Temporal does not suggest it yet: keeps every
 # run's history (each turn's input carries the transcript) well under Temporal's limits.
 AGENT_TURNS_PER_RUN = 25
 
 
+class _Control:
+    """A workflow's control state: paused or not, steps waiting for a human, running children."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.waiting: dict[str, ApprovalRequest] = {}
+        self.decisions: dict[str, ApprovalDecision] = {}
+        self.children: dict[str, workflow.ChildWorkflowHandle[Any, RunResult]] = {}
+
+    async def forward(self, signal: str) -> None:
+        """Pass a pause or resume on to the running children, so it holds for the whole run."""
+        for handle in list(self.children.values()):
+            try:
+                await handle.signal(signal)
+            except Exception:  # the child ended meanwhile: nothing left to pause or resume
+                workflow.logger.debug("could not forward %s to %s", signal, handle.id)
+
+
 @workflow.defn(name=WORKFLOW_NAME)
 class PipeWorkflow:
-    """Runs one pipe of a run and answers the ``durapipe.steps`` query with its step records."""
+    """Runs one pipe of a run; answers the ``durapipe.steps`` and ``durapipe.waiting`` queries,
+    the ``durapipe.pause`` / ``durapipe.resume`` signals and the ``durapipe.decide`` update."""
 
     def __init__(self) -> None:
         self._interpreter: Interpreter | None = None
+        self._control = _Control()
+        self._run: PipeRun | None = None
 
     @workflow.run
     async def run(self, run: PipeRun) -> RunResult:
         """Run the pipe; fail with type ``durapipe.StepFailed`` naming the step that failed."""
-        runtime = _TemporalRuntime()
+        if not run.path:
+            # A scheduled run's workflow id gets a timestamp suffix its stored input cannot know.
+            run = run.model_copy(update={"run_id": workflow.info().workflow_id})
+        self._run = run
+        runtime = _TemporalRuntime(self._control, run)
         self._interpreter = runtime.interpreter = Interpreter(run, runtime)
         runtime.publish_totals()
         try:
@@ -68,54 +111,120 @@ class PipeWorkflow:
             raise ApplicationError(
                 str(err), details, type=STEP_FAILED, non_retryable=True
             ) from None
+        except RunCancelled as err:
+            raise CancelledError(str(err)) from None
 
     @workflow.query(name=STEPS_QUERY)
     def steps(self) -> list[StepRecord]:
         """The step records so far (nested runs that finished are included)."""
         return self._interpreter.snapshot() if self._interpreter else []
 
+    @workflow.query(name=WAITING_QUERY)
+    def waiting(self) -> list[ApprovalRequest]:
+        """The steps of this workflow waiting for a human decision."""
+        return list(self._control.waiting.values())
+
+    @workflow.signal(name=PAUSE_SIGNAL)
+    async def pause(self) -> None:
+        """Hold the run: steps in flight finish, no new step starts until resumed."""
+        self._control.paused = True
+        await self._control.forward(PAUSE_SIGNAL)
+
+    @workflow.signal(name=RESUME_SIGNAL)
+    async def resume(self) -> None:
+        """Let a paused run start steps again."""
+        self._control.paused = False
+        await self._control.forward(RESUME_SIGNAL)
+
+    @workflow.update(name=DECIDE_UPDATE)
+    async def decide(self, decision: ApprovalDecision) -> str:
+        """Approve (possibly with edited data) or reject a waiting approval step."""
+        if decision.step in self._control.decisions or decision.step not in self._control.waiting:
+            raise ApplicationError(f"step '{decision.step}' was already decided", type=BAD_DECISION)
+        request = self._control.waiting[decision.step]
+        try:
+            checked = check_decision(request, decision, self._spec())
+        except ValueError as err:
+            raise ApplicationError(str(err), type=BAD_DECISION) from None
+        self._control.decisions[decision.step] = checked
+        return "approved" if checked.approved else "rejected"
+
+    @decide.validator
+    def _check_decision(self, decision: ApprovalDecision) -> None:
+        request = self._control.waiting.get(decision.step)
+        if request is None:
+            raise ApplicationError(self._not_waiting(decision.step), type=BAD_DECISION)
+        try:
+            check_decision(request, decision, self._spec())
+        except ValueError as err:
+            raise ApplicationError(str(err), type=BAD_DECISION) from None
+
+    def _spec(self) -> Any:
+        assert self._run is not None  # updates are only accepted once the run has started
+        return self._run.spec
+
+    def _not_waiting(self, step: str) -> str:
+        records = {r.path: r for r in self._interpreter.snapshot()} if self._interpreter else {}
+        waiting = ", ".join(self._control.waiting) or "none"
+        run_id = self._run.run_id if self._run else workflow.info().workflow_id
+        if step not in records:
+            return f"run '{run_id}' has no step '{step}' (steps waiting for a decision: {waiting})"
+        return (
+            f"step '{step}' of run '{run_id}' is not waiting for a decision "
+            f"(it is {records[step].status}; steps waiting: {waiting})"
+        )
+
 
 class _TemporalRuntime:
-    """Sends leaves to activities and nested controllers to child workflows.
+    """Sends leaves to activities and nested controllers to child workflows; holds the pause gate,
+    approvals and the budget of this workflow.
 
     It also keeps the run readable while it goes: the workflow's current details name the running
     step, and a top-level run upserts its totals as search attributes when a step finishes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, control: _Control, run: PipeRun) -> None:
+        self.control = control
+        self.budget = Budget(run.budget_usd)
         self.interpreter: Interpreter | None = None
 
     async def leaf(self, call: LeafCall) -> LeafResult:
         try:
-            result: LeafResult = await workflow.execute_activity(
-                ACTIVITY_NAMES[call.pipe.kind],
-                call,
-                result_type=LeafResult,
-                **activity_options(call),
-            )
-        except ActivityError as err:
-            cause_type, cause = _cause(err.cause)
-            raise StepFailed(
-                path=call.path,
-                kind=call.pipe.kind,
-                model=getattr(call.pipe, "model", None),
-                cause_type=cause_type,
-                cause=cause,
-                attempts=_attempts(err, call),
-            ) from None
-        return result
+            return await self.budget.spend(call, _estimate, _activity)
+        except (asyncio.CancelledError, ActivityError) as err:
+            if not is_cancelled_exception(err):
+                raise  # the cost estimate itself failed: the run fails with its error
+            raise RunCancelled("the run was cancelled", path=call.path) from None
 
     async def child(self, run: PipeRun) -> RunResult:
+        limit = self.budget.for_child(run.spec.pipes[run.pipe].budget_usd)
+        result = await self._child(run.model_copy(update={"budget_usd": limit}))
+        self.budget.add(result.usage)
+        return result
+
+    async def _child(self, run: PipeRun) -> RunResult:
         kind = run.spec.pipes[run.pipe].kind
         try:
-            result: RunResult = await workflow.execute_child_workflow(
+            handle = await workflow.start_child_workflow(
                 WORKFLOW_NAME,
                 run,
                 id=child_workflow_id(run.run_id, run.path),
                 result_type=RunResult,
                 static_summary=f"{kind} {run.path}",
             )
+            self.control.children[run.path] = handle
+            try:
+                if self.control.paused:  # paused while the child was starting
+                    await handle.signal(PAUSE_SIGNAL)
+                result: RunResult = await handle
+                return result
+            finally:
+                self.control.children.pop(run.path, None)
+        except asyncio.CancelledError:
+            raise RunCancelled("the run was cancelled", path=run.path) from None
         except ChildWorkflowError as err:
+            if is_cancelled_exception(err):
+                raise RunCancelled("the run was cancelled", path=run.path) from None
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == STEP_FAILED and cause.details:
                 raise StepFailure.model_validate(cause.details[0]).error() from None
@@ -123,13 +232,38 @@ class _TemporalRuntime:
             raise StepFailed(
                 path=run.path, kind=kind, cause_type=cause_type, cause=message
             ) from None
-        return result
+
+    async def approval(self, request: ApprovalRequest) -> ApprovalDecision:
+        path = request.path
+        self.control.waiting[path] = request.model_copy(
+            update={"workflow_id": workflow.info().workflow_id, "waiting_since": workflow.now()}
+        )
+        try:
+            await workflow.wait_condition(
+                lambda: path in self.control.decisions, timeout=request.timeout_s
+            )
+        except builtins.TimeoutError:
+            return timeout_decision(request)
+        except asyncio.CancelledError:
+            raise RunCancelled("the run was cancelled", path=path) from None
+        finally:
+            self.control.waiting.pop(path, None)
+        return self.control.decisions.pop(path)
 
     def now(self) -> datetime:
         return workflow.now()
 
     async def step_starting(self, record: StepRecord) -> None:
         self._details(f"running {record.kind} step {record.path}")
+        if not self.control.paused:
+            return
+        record.waiting_for = "resume: the run is paused"
+        try:
+            await workflow.wait_condition(lambda: not self.control.paused)
+        except asyncio.CancelledError:
+            raise RunCancelled("the run was cancelled", path=record.path) from None
+        finally:
+            record.waiting_for = None
 
     def step_finished(self, record: StepRecord) -> None:
         self._details(f"{record.status}: {record.kind} step {record.path}")
@@ -157,6 +291,40 @@ class _TemporalRuntime:
 
     def continue_as_new_suggested(self, turns: int) -> bool:
         return turns >= AGENT_TURNS_PER_RUN or workflow.info().is_continue_as_new_suggested()
+
+
+async def _activity(call: LeafCall) -> LeafResult:
+    try:
+        result: LeafResult = await workflow.execute_activity(
+            ACTIVITY_NAMES[call.pipe.kind],
+            call,
+            result_type=LeafResult,
+            **activity_options(call),
+        )
+    except ActivityError as err:
+        if is_cancelled_exception(err):
+            raise RunCancelled("the run was cancelled", path=call.path) from None
+        cause_type, cause = _cause(err.cause)
+        raise StepFailed(
+            path=call.path,
+            kind=call.pipe.kind,
+            model=getattr(call.pipe, "model", None),
+            cause_type=cause_type,
+            cause=cause,
+            attempts=_attempts(err, call),
+        ) from None
+    return result
+
+
+async def _estimate(call: LlmCall) -> float:
+    estimate: float = await workflow.execute_local_activity(
+        ESTIMATE_ACTIVITY,
+        call,
+        result_type=float,
+        start_to_close_timeout=timedelta(seconds=30),
+        summary=f"estimate cost of {call.path}",
+    )
+    return estimate
 
 
 def _cause(cause: BaseException | None) -> tuple[str, str]:

@@ -70,9 +70,13 @@ def yaml_worker(temporal_address: str, task_queue: str, tmp_path: Path) -> Itera
     worker.stop()
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        durapipe_command(*args), capture_output=True, text=True, env=cli_env(), timeout=120
+        durapipe_command(*args),
+        capture_output=True,
+        text=True,
+        env=cli_env(**(env or {})),
+        timeout=120,
     )
 
 

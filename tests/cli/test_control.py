@@ -1,0 +1,312 @@
+"""Control through the CLI against the dev server: approvals, pause/resume, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
+from typer.testing import CliRunner
+
+import durapipe as dp
+from durapipe.cli import app
+from durapipe.testing import FakeProvider, Hang
+from tests.cli.test_cli import WorkerProcess, cli_env, durapipe_command, run_cli
+from tests.conftest import ROOT
+from tests.test_temporal import history_events
+
+FIXTURES = ROOT / "tests" / "fixtures"
+CONTROL = FIXTURES / "control.yaml"
+T = TypeVar("T")
+
+
+@pytest.fixture
+def control_worker(
+    temporal_address: str, task_queue: str, tmp_path: Path
+) -> Iterator[WorkerProcess]:
+    worker = WorkerProcess(CONTROL, temporal_address, task_queue, tmp_path / "worker.log")
+    yield worker
+    worker.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60) -> T:
+    """Poll ``check`` until it returns something, or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = await check()
+        if found is not None and found is not False:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def waiting_request(client: Client, run_id: str) -> dp.ApprovalRequest | None:
+    return next((r for r in await dp.pending(client) if r.run_id == run_id), None)
+
+
+async def step(handle: dp.RunHandle, path: str) -> dp.StepRecord:
+    return next(s for s in await handle.steps() if s.path == path)
+
+
+def cli(address: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, "--address", address)
+
+
+async def acli(address: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """A control command in this process (a thread: it runs its own event loop); saves the
+    start-up of a process per command on a busy machine."""
+    argv = [*args, "--address", address]
+    result = await asyncio.to_thread(CliRunner().invoke, app, argv)
+    return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, result.stderr)
+
+
+async def test_approve_edit_reject_and_refused_decisions(
+    temporal_address: str, task_queue: str, control_worker: WorkerProcess
+) -> None:
+    client = await dp.connect(temporal_address)
+    pipeline = dp.load(CONTROL)
+    edited_id, plain_id, rejected_id = (f"{n}-{uuid.uuid4().hex[:8]}" for n in "epr")
+    # The edited run is started and followed by `durapipe run`, as a user would.
+    edited_run = subprocess.Popen(
+        durapipe_command(
+            "run", "review_post", "--file", str(CONTROL), "--input", "topic=rivers", "--json",
+            "--id", edited_id, "--address", temporal_address, "--task-queue", task_queue,
+        ),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+    )  # fmt: skip
+    handles = {
+        run_id: await dp.start(
+            client,
+            pipeline,
+            "review_post",
+            {"topic": "lakes"},
+            run_id=run_id,
+            task_queue=task_queue,
+        )
+        for run_id in (plain_id, rejected_id)
+    }
+    for run_id in (edited_id, plain_id, rejected_id):
+        await eventually(lambda r=run_id: waiting_request(client, r), f"{run_id} to wait")
+
+    # What the human sees: the run, the step, the rendered message and the values under review.
+    listed = await acli(temporal_address, "pending")
+    assert listed.returncode == 0, listed.stderr
+    assert f"{edited_id}  review  waiting since" in listed.stdout
+    assert "Publish this post about rivers?" in listed.stdout
+    assert (
+        '"topic": "rivers"' in listed.stdout and "approve continues with 'draft'" in listed.stdout
+    )
+    record = await step(dp.RunHandle(client, edited_id), "review")
+    assert record.status == "waiting"
+    assert record.waiting_for == "approval: Publish this post about rivers?"
+
+    # Bad decisions are refused with the reason, and change nothing.
+    refused = {
+        ("approve", edited_id, "nope"): f"run '{edited_id}' has no step 'nope'",
+        ("approve", edited_id, "draft"): "step 'draft' of run",
+        (
+            "approve",
+            edited_id,
+            "review",
+            "--data",
+            '{"a": 1}',
+        ): "data for step 'review' must be text",
+        ("reject", edited_id, "inner/review"): "has no running step 'inner'",
+    }
+    for args, reason in refused.items():
+        result = await acli(temporal_address, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.startswith("error: decision refused: ") and reason in result.stderr
+        assert "Traceback" not in result.stderr
+    assert (
+        "is not waiting for a decision (it is succeeded"
+        in (await acli(temporal_address, "approve", edited_id, "draft")).stderr
+    )
+    assert (await step(dp.RunHandle(client, edited_id), "review")).status == "waiting"
+
+    approved = await acli(
+        temporal_address, "approve", edited_id, "review", "--data", '"A better post."'
+    )
+    assert approved.returncode == 0, approved.stderr
+    out, err = edited_run.communicate(timeout=60)
+    assert edited_run.returncode == 0, err
+    assert json.loads(out) == {"approved": "A better post.", "shout": "A BETTER POST."}
+
+    assert (await acli(temporal_address, "approve", plain_id, "review")).returncode == 0
+    plain = await handles[plain_id].result()
+    assert plain.output["approved"].startswith("Offline answer: Write a one-line post about lakes")
+
+    rejected = await acli(
+        temporal_address, "reject", rejected_id, "review", "--reason", "off topic",
+        "--reviewer", "ana",
+    )  # fmt: skip
+    assert rejected.returncode == 0, rejected.stderr
+    with pytest.raises(dp.StepFailed) as caught:
+        await handles[rejected_id].result()
+    assert caught.value.path == "review" and caught.value.cause_type == "durapipe.Rejected"
+    assert "rejected by ana: off topic" in str(caught.value)
+    statuses = {
+        s.path: s.status for s in (dp.StepRecord.model_validate(s) for s in caught.value.steps)
+    }
+    assert statuses == {"draft": "succeeded", "review": "failed", "shout": "skipped"}
+    assert (
+        await acli(temporal_address, "approve", rejected_id, "review")
+    ).returncode == 1  # run is over
+
+
+def test_approval_timeout_takes_the_default(
+    temporal_address: str, task_queue: str, control_worker: WorkerProcess
+) -> None:
+    common = ["--file", str(CONTROL), "--input", "topic=rivers", "--task-queue", task_queue]
+    approved = cli(temporal_address, "run", "timed_approve", *common, "--json")
+    assert approved.returncode == 0, approved.stderr
+    assert json.loads(approved.stdout).startswith("Offline answer: Write a one-line post")
+
+    rejected = cli(temporal_address, "run", "timed_reject", *common)
+    assert rejected.returncode == 1
+    assert "step 'review_or_reject' (approval) failed: durapipe.Rejected: rejected by timeout: " \
+        "no decision within 1s" in rejected.stderr  # fmt: skip
+
+
+def test_local_runs_refuse_approvals_unless_approve_all() -> None:
+    common = ["run", "review_post", "--file", str(CONTROL), "--input", "topic=rivers", "--local"]
+    refused = CliRunner().invoke(app, common)
+    assert refused.exit_code == 1 and "Traceback" not in refused.stderr
+    assert "step 'review' (approval) failed: durapipe.ApprovalUnavailable" in refused.stderr
+    approved = CliRunner().invoke(app, [*common, "--approve-all", "--json"])
+    assert approved.exit_code == 0, approved.stderr
+    assert json.loads(approved.stdout)["shout"].startswith("OFFLINE ANSWER")
+
+
+def event_time(event: Any) -> datetime:
+    return event.event_time.ToDatetime(tzinfo=UTC)
+
+
+async def test_pause_holds_the_next_step_of_a_nested_run_until_resume(
+    temporal_address: str, task_queue: str, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    worker = WorkerProcess(
+        CONTROL, temporal_address, task_queue, tmp_path / "w.log", DURAPIPE_TEST_GATE=str(gate)
+    )
+    try:
+        client = await dp.connect(temporal_address)
+        run_id = f"pause-{uuid.uuid4().hex[:8]}"
+        handle = await dp.start(
+            client, dp.load(CONTROL), "slow_outer", {"topic": "tides"}, run_id=run_id,
+            task_queue=task_queue,
+        )  # fmt: skip
+        await eventually(lambda: _exists(Path(f"{gate}.waiting")), "the gate step to start")
+        paused = await acli(temporal_address, "pause", run_id)  # while slow_inner/gate is in flight
+        assert paused.returncode == 0, paused.stderr
+        gate.touch()
+
+        async def gate_done() -> bool:
+            return (await step(handle, "slow_inner/gate")).status == "succeeded"
+
+        await eventually(gate_done, "the in-flight step to finish")
+        held_since = time.monotonic()
+        while time.monotonic() - held_since < 2.0:  # paused: the next step must not start
+            shout = await step(handle, "slow_inner/shout")
+            assert shout.status == "pending" and shout.waiting_for == "resume: the run is paused"
+            await asyncio.sleep(0.2)
+        assert (await acli(temporal_address, "resume", run_id)).returncode == 0
+        result = await handle.result()
+    finally:
+        worker.stop()
+    assert result.output["shout"] == result.output["first"].upper()
+
+    # Measured in the child's history: the next step was scheduled only after the resume arrived.
+    child = await history_events(client, f"{run_id}/slow_inner")
+    signals = {
+        e.workflow_execution_signaled_event_attributes.signal_name: event_time(e)
+        for e in child
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    }
+    scheduled = {
+        e.activity_task_scheduled_event_attributes.activity_id: event_time(e)
+        for e in child
+        if e.HasField("activity_task_scheduled_event_attributes")
+    }
+    gate_done_at = next(
+        event_time(e) for e in child if e.HasField("activity_task_completed_event_attributes")
+    )
+    assert signals["durapipe.pause"] < gate_done_at < signals["durapipe.resume"]
+    assert scheduled["slow_inner/shout"] >= signals["durapipe.resume"]
+    assert (scheduled["slow_inner/shout"] - gate_done_at).total_seconds() >= 2.0
+    started = {s.path: s.started_at for s in result.steps}["slow_inner/shout"]
+    assert started is not None and started >= signals["durapipe.resume"]
+
+
+async def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+def paid_pipeline(tmp_path: Path, base_url: str, model: str, steps: int, **extra: Any) -> Path:
+    """A sequence of ``steps`` llm calls to the fake provider, as a YAML file."""
+    call = {
+        "kind": "llm",
+        "model": f"openai/{model}",
+        "inputs": {"topic": "text"},
+        "prompt": "Say something about {{ topic }}.",
+        "settings": {"api_base": base_url, "api_key": "sk-fake", "max_tokens": 100},
+        **extra,
+    }
+    pipes: dict[str, Any] = {
+        "paid": {
+            "kind": "sequence",
+            "inputs": {"topic": "text"},
+            "steps": [
+                {"pipe": "call", "name": f"call{i}", "result": f"r{i}"} for i in range(1, steps + 1)
+            ],
+        },
+        "call": call,
+    }
+    path = tmp_path / "paid.yaml"
+    path.write_text(json.dumps({"pipes": pipes}))  # JSON is YAML
+    return path
+
+
+async def test_cancel_during_a_long_llm_call_closes_it_within_the_heartbeat_timeout(
+    temporal_address: str, task_queue: str, tmp_path: Path
+) -> None:
+    with FakeProvider() as fake:
+        fake.set_default(Hang(120))
+        # A 30 s step timeout gives a 20 s heartbeat timeout (the cap) and keeps litellm's own
+        # 30 s client timeout out of the way: only the cancel can close the call this early.
+        file = paid_pipeline(tmp_path, fake.base_url, "gpt-hang", 2, timeout="30s")
+        worker = WorkerProcess(file, temporal_address, task_queue, tmp_path / "worker.log")
+        try:
+            client = await dp.connect(temporal_address)
+            run_id = f"cancel-{uuid.uuid4().hex[:8]}"
+            handle = await dp.start(
+                client, dp.load(file), "paid", {"topic": "x"}, run_id=run_id, task_queue=task_queue
+            )
+            await fake.wait_until_async(lambda calls: len(calls) == 1, timeout=60)
+            cancelled = await acli(temporal_address, "cancel", run_id)
+            assert cancelled.returncode == 0, cancelled.stderr
+            requested = time.monotonic()
+            calls = await fake.wait_until_async(
+                lambda calls: calls[0].outcome == "client_closed", timeout=30
+            )
+            closed_after = time.monotonic() - requested
+            with pytest.raises(dp.RunCancelled):
+                await handle.result()
+            statuses = {s.path: s.status for s in await handle.steps()}
+        finally:
+            worker.stop()
+    assert closed_after < 20.0  # the step's heartbeat timeout
+    assert len(calls) == 1  # the second paid step never called the provider
+    assert statuses == {"call1": "cancelled", "call2": "skipped"}
+    description = await client.get_workflow_handle(run_id).describe()
+    assert description.status == WorkflowExecutionStatus.CANCELED
+    events = await history_events(client, run_id)
+    assert any(e.HasField("activity_task_canceled_event_attributes") for e in events)

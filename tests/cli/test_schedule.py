@@ -1,0 +1,83 @@
+"""Schedules through the CLI: an interval starts runs on its own; deleting it stops them."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from typer.testing import CliRunner, Result
+
+import durapipe as dp
+from durapipe.cli import app
+from tests.cli.test_cli import WorkerProcess
+from tests.cli.test_control import CONTROL, acli, eventually
+
+
+async def scheduled_runs(client: object, schedule_id: str) -> int:
+    count = await client.count_workflows(f"TemporalScheduledById = '{schedule_id}'")  # type: ignore[attr-defined]
+    return int(count.count)
+
+
+async def test_an_interval_schedule_starts_runs_until_deleted(
+    temporal_address: str, task_queue: str, tmp_path: Path
+) -> None:
+    worker = WorkerProcess(CONTROL, temporal_address, task_queue, tmp_path / "worker.log")
+    schedule_id = f"every-{task_queue}"
+    try:
+        created = await acli(
+            temporal_address,
+            "schedule", "create", schedule_id, "shout", "--file", str(CONTROL), "--every", "1s",
+            "--input", "text=tick", "--overlap", "allow_all", "--task-queue", task_queue,
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        client = await dp.connect(temporal_address)
+        await eventually(
+            lambda: _at_least(client, schedule_id, 2), "two scheduled runs", timeout=60
+        )
+        listed = await acli(temporal_address, "schedule", "list")
+        assert f"{schedule_id}  every 1s  active" in listed.stdout, listed.stderr
+        assert f"{schedule_id}-run-" in listed.stdout  # recent runs, named after the schedule
+
+        assert (await acli(temporal_address, "schedule", "pause", schedule_id)).returncode == 0
+        assert (
+            f"{schedule_id}  every 1s  paused"
+            in (await acli(temporal_address, "schedule", "list")).stdout
+        )
+        before = await scheduled_runs(client, schedule_id)
+        assert (await acli(temporal_address, "schedule", "trigger", schedule_id)).returncode == 0
+        await eventually(
+            lambda: _at_least(client, schedule_id, before + 1), "the triggered run", timeout=60
+        )
+
+        assert (await acli(temporal_address, "schedule", "delete", schedule_id)).returncode == 0
+        await asyncio.sleep(1.0)  # a start already in flight at delete time may still land
+        after_delete = await scheduled_runs(client, schedule_id)
+        await asyncio.sleep(3.0)  # three intervals: a live schedule would start three runs
+        assert await scheduled_runs(client, schedule_id) == after_delete
+        gone = await acli(temporal_address, "schedule", "delete", schedule_id)
+        assert gone.returncode == 2 and f"no schedule '{schedule_id}'" in gone.stderr
+        query = f"TemporalScheduledById = '{schedule_id}' AND ExecutionStatus = 'Completed'"
+        done = await anext(aiter(client.list_workflows(query)))
+        result = await client.get_workflow_handle(done.id, result_type=dp.RunResult).result()
+        assert result.output == "TICK"  # the scheduled runs ran the pipe with its inputs
+    finally:
+        worker.stop()
+
+
+async def _at_least(client: object, schedule_id: str, count: int) -> bool:
+    return await scheduled_runs(client, schedule_id) >= count
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def test_schedule_mistakes_are_one_sentence(temporal_address: str) -> None:
+    common = ["schedule", "create", "s1", "shout", "--file", str(CONTROL), "--input", "text=x"]
+    address = ["--address", temporal_address]
+    both = invoke(*common, "--every", "1s", "--cron", "* * * * *", *address)
+    assert both.exit_code == 2 and "give either a cron expression or an interval" in both.stderr
+    overlap = invoke(*common, "--every", "1s", "--overlap", "nope", *address)
+    assert overlap.exit_code == 2 and "unknown overlap policy 'nope'" in overlap.stderr
+    inputs = invoke(*common[:-2], "--every", "1s", *address)
+    assert inputs.exit_code == 2 and "input 'text': missing" in inputs.stderr
