@@ -30,6 +30,7 @@ from durapipe.pipes import (
     Pipe,
     Pipeline,
     RetrySpec,
+    RouteRule,
     SequencePipe,
     Step,
     StructureSpec,
@@ -44,7 +45,7 @@ from durapipe.pipes import (
     tool,
     validate,
 )
-from durapipe.worker import DurapipePlugin, build_worker
+from durapipe.worker import DurapipePlugin, build_worker, build_workers
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -61,6 +62,7 @@ __all__ = [
     "PipelineError",
     "Problem",
     "RetrySpec",
+    "RouteRule",
     "RunError",
     "RunHandle",
     "RunNotFound",
@@ -73,6 +75,7 @@ __all__ = [
     "ToolPipe",
     "Usage",
     "build_worker",
+    "build_workers",
     "connect",
     "llm",
     "load",

@@ -6,6 +6,7 @@ This layer knows nothing of Temporal.
 from durapipe.pipes._builders import Pipe, StepRef, llm, pipeline, sequence, step, tool
 from durapipe.pipes._load import import_function, load, tool_functions
 from durapipe.pipes._resolve import reachable, resolve, subset
+from durapipe.pipes._routing import route
 from durapipe.pipes._spec import (
     CONTROLLER_KINDS,
     OFFLINE_MODEL,
@@ -13,6 +14,7 @@ from durapipe.pipes._spec import (
     Pipeline,
     PipeSpec,
     RetrySpec,
+    RouteRule,
     SequencePipe,
     Step,
     ToolPipe,
@@ -33,6 +35,7 @@ __all__ = [
     "PipeSpec",
     "Pipeline",
     "RetrySpec",
+    "RouteRule",
     "SequencePipe",
     "Step",
     "StepRef",
@@ -52,6 +55,7 @@ __all__ = [
     "reachable",
     "render",
     "resolve",
+    "route",
     "sequence",
     "step",
     "subset",

@@ -22,6 +22,7 @@ from durapipe.pipes._spec import (
     Pipeline,
     PipeSpec,
     RetrySpec,
+    RouteRule,
     SequencePipe,
     Step,
     ToolPipe,
@@ -200,8 +201,11 @@ def pipeline(
     *pipes: Pipe,
     models: Mapping[str, str] | None = None,
     default_model: str | None = None,
+    routing: Sequence[RouteRule] = (),
 ) -> Pipeline:
     """A pipeline of ``pipes`` and every pipe they use.
+
+    ``routing`` sends leaves to task queues by kind, provider or model glob (see `RouteRule`).
 
     Raises:
         ValueError: two different pipes or structures share a name.
@@ -225,4 +229,5 @@ def pipeline(
         models=dict(models or {}),
         structures=structures,
         pipes=collected,
+        routing=list(routing),
     )
