@@ -144,6 +144,10 @@ def _usage_of(response: Any) -> Usage:
     usage = getattr(response, "usage", None)
     input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
     output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+    # litellm already priced the response while handling it; pricing it again costs a millisecond.
+    known = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+    if known is not None:
+        return Usage(input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=float(known))
     try:
         cost = float(litellm_module().completion_cost(completion_response=response) or 0.0)
     except Exception:  # a model without a known price costs what we cannot know: record 0
