@@ -24,10 +24,11 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.aws.s3driver import S3StorageDriver, S3StorageDriverClient
+from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import (
     DataConverter,
     ExternalStorage,
@@ -135,7 +136,33 @@ def external_storage(store: str | None = None, threshold: int | None = None) -> 
 
 def with_external_storage(converter: DataConverter) -> DataConverter:
     """``converter`` with large payloads sent to the configured store (the claim check)."""
-    return dataclasses.replace(converter, external_storage=external_storage())
+    shared = converter.payload_converter_class
+    if shared is PydanticPayloadConverter:
+        shared = SharedPydanticPayloadConverter
+    return dataclasses.replace(
+        converter, payload_converter_class=shared, external_storage=external_storage()
+    )
+
+
+class SharedPydanticPayloadConverter(PydanticPayloadConverter):
+    """The pydantic payload converter, one instance for the whole process.
+
+    With external storage on, the SDK copies the data converter for every activity task and workflow
+    activation, and each copy made a new pydantic converter with an empty cache of type adapters:
+    building them again cost milliseconds per step. The converter holds nothing but that cache.
+    """
+
+    _shared: ClassVar[SharedPydanticPayloadConverter | None] = None
+
+    def __new__(cls) -> SharedPydanticPayloadConverter:
+        if cls._shared is None:
+            shared = super().__new__(cls)
+            PydanticPayloadConverter.__init__(shared)
+            cls._shared = shared
+        return cls._shared
+
+    def __init__(self) -> None:
+        pass  # built once, in __new__
 
 
 class _LazyS3Client(S3StorageDriverClient):
