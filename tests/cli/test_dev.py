@@ -17,7 +17,7 @@ from tests.cli.test_cli import cli_env, durapipe_command
 async def test_dev_serves_on_the_given_ports_and_stops_on_sigterm(tmp_path: Path) -> None:
     port, ui_port = free_port(), free_port()
     log = tmp_path / "dev.log"
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # noqa: ASYNC220 -- the test drives a real server process
         durapipe_command(
             "dev",
             "--port",
@@ -43,7 +43,7 @@ async def test_dev_serves_on_the_given_ports_and_stops_on_sigterm(tmp_path: Path
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     assert (tmp_path / "t.db").exists()  # runs would survive a restart with the same file
-    probe = subprocess.run(
+    probe = subprocess.run(  # noqa: ASYNC221
         ["python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}), 1)"]
     )
     assert probe.returncode != 0  # the server process it started is gone too
