@@ -66,6 +66,7 @@ from durapipe.pipes import (
     Pipe,
     Pipeline,
     RetrySpec,
+    RouteRule,
     SequencePipe,
     Step,
     StructureSpec,
@@ -84,7 +85,7 @@ from durapipe.pipes import (
     tool,
     validate,
 )
-from durapipe.worker import DurapipePlugin, build_worker
+from durapipe.worker import DurapipePlugin, build_worker, build_workers
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -114,6 +115,7 @@ __all__ = [
     "Problem",
     "ReplayReport",
     "RetrySpec",
+    "RouteRule",
     "RunCancelled",
     "RunError",
     "RunHandle",
@@ -135,6 +137,7 @@ __all__ = [
     "approve",
     "blob_store",
     "build_worker",
+    "build_workers",
     "cancel",
     "check_search_attributes",
     "connect",

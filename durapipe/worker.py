@@ -10,7 +10,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from temporalio.client import Client
@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from durapipe._errors import ConfigError
+from durapipe._storage import with_external_storage
 from durapipe.activities import Activities
 from durapipe.adapters import DEFAULT_TASK_QUEUE
 from durapipe.adapters._litellm import litellm_module
@@ -44,6 +45,8 @@ PASSTHROUGH_MODULES = {
 class DurapipePlugin(SimplePlugin):
     """Wires durapipe into a Temporal client and worker.
 
+    Payloads above ``DURAPIPE_PAYLOAD_THRESHOLD`` go to the payload store (see `durapipe._storage`).
+
     Args:
         pipeline: the pipeline whose tool functions this worker runs (none for a client-only use).
         tools: tool functions by ``module:name`` reference, in addition to the pipeline's.
@@ -59,7 +62,7 @@ class DurapipePlugin(SimplePlugin):
         activities = Activities(functions)
         super().__init__(
             "durapipe.DurapipePlugin",
-            data_converter=pydantic_data_converter,
+            data_converter=with_external_storage(pydantic_data_converter),
             activities=activities.all(),
             workflows=[PipeWorkflow],
             workflow_runner=sandbox_runner(),
@@ -78,23 +81,61 @@ def build_worker(
     *,
     task_queue: str = DEFAULT_TASK_QUEUE,
     max_concurrent_activities: int | None = None,
+    rate: float | None = None,
 ) -> Worker:
     """A worker for durapipe workflows and activities on ``task_queue``.
 
     ``client`` must carry a `DurapipePlugin` (see `durapipe.connect`); the worker inherits it, with
     the pipeline's tools, from the client.
 
+    Args:
+        client: a client made by `durapipe.connect`.
+        task_queue: the queue to poll.
+        max_concurrent_activities: most activities this worker runs at once.
+        rate: most activities per second started on ``task_queue``, enforced by the server across
+            every worker of the queue (Temporal's ``max_task_queue_activities_per_second``).
+
     Raises:
-        ConfigError: the client has no `DurapipePlugin`.
+        ConfigError: the client has no `DurapipePlugin`, or a limit is not positive.
     """
     if not any(isinstance(p, DurapipePlugin) for p in client.config().get("plugins", [])):
         raise ConfigError(
             "the client has no DurapipePlugin: connect with durapipe.connect(pipeline=...)"
         )
+    if max_concurrent_activities is not None and max_concurrent_activities < 1:
+        raise ConfigError(f"--max-concurrent must be at least 1, not {max_concurrent_activities}")
+    if rate is not None and rate <= 0:
+        raise ConfigError(f"--rate must be a positive number of activities per second, not {rate}")
     # Import litellm now: importing it inside the first llm activity would stall the worker's
     # event loop (workflow tasks included) for seconds.
     litellm_module()
     options: dict[str, Any] = {}
     if max_concurrent_activities is not None:
         options["max_concurrent_activities"] = max_concurrent_activities
+    if rate is not None:
+        options["max_task_queue_activities_per_second"] = rate
     return Worker(client, task_queue=task_queue, **options)
+
+
+def build_workers(
+    client: Client,
+    queues: Sequence[str],
+    *,
+    max_concurrent_activities: int | None = None,
+    rate: float | None = None,
+) -> list[Worker]:
+    """One worker per task queue in ``queues``, each with the same limits (see `build_worker`).
+
+    Runs start on the main task queue, so its worker runs the workflows; a queue that routing rules
+    send leaves to (``llm-openai``) only ever receives activities. ``rate`` is per queue: each
+    queue's limit holds across every worker of that queue, on every host.
+    """
+    return [
+        build_worker(
+            client,
+            task_queue=queue,
+            max_concurrent_activities=max_concurrent_activities,
+            rate=rate,
+        )
+        for queue in dict.fromkeys(queues)
+    ]

@@ -100,9 +100,11 @@ async def _heartbeating(work: Awaitable[T]) -> T:
     interval = max(timeout / 3, timedelta(milliseconds=200)).total_seconds()
 
     async def beat() -> None:
+        # Sleep first: a call that ends within one interval sends no heartbeat at all, which
+        # saves an RPC per step when the model answers fast.
         while True:
-            activity.heartbeat(stamp)
             await asyncio.sleep(interval)
+            activity.heartbeat(stamp)
 
     beater = asyncio.create_task(beat())
     try:

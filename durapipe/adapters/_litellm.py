@@ -125,8 +125,9 @@ def _short(err: BaseException) -> str:
 
 def response_cost(response: Any) -> float:
     """What a litellm response cost in USD, 0 when litellm does not know the model's price."""
+    # litellm already priced the response while handling it; pricing it again costs a millisecond.
     hidden = getattr(response, "_hidden_params", None) or {}
-    if hidden.get("response_cost"):
+    if hidden.get("response_cost") is not None:
         return float(hidden["response_cost"])
     try:
         return float(litellm_module().completion_cost(completion_response=response) or 0.0)

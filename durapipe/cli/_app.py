@@ -7,6 +7,7 @@ what was asked (a pipeline file, an input, a setting), 1 for a run that did not 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -255,9 +256,26 @@ def worker(
     address: AddressOption = None,
     namespace: NamespaceOption = None,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
+    queues: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--queue",
+            help="A task queue to serve (repeatable) [default: --task-queue]; queues that "
+            "routing rules send leaves to get activities only.",
+        ),
+    ] = None,
     max_concurrent: Annotated[
         int | None,
-        typer.Option("--max-concurrent", help="Most activities this worker runs at once."),
+        typer.Option(
+            "--max-concurrent", help="Most activities this worker runs at once, per queue."
+        ),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            "--rate",
+            help="Most activities per second per queue, enforced by the server across all workers.",
+        ),
     ] = None,
     metrics_port: Annotated[
         int | None,
@@ -269,29 +287,34 @@ def worker(
     Traces go where the OTEL_TRACES_EXPORTER variable says (console, otlp; none by default).
     """
     pipeline = dp.load(file)
+    served = queues or [task_queue]
     telemetry = dp.Telemetry.from_env(metrics_port)
-    asyncio.run(_serve(pipeline, address, namespace, task_queue, max_concurrent, telemetry))
+    asyncio.run(_serve(pipeline, address, namespace, served, max_concurrent, rate, telemetry))
 
 
 async def _serve(
     pipeline: dp.Pipeline,
     address: str | None,
     namespace: str | None,
-    task_queue: str,
+    queues: list[str],
     max_concurrent: int | None,
+    rate: float | None,
     telemetry: dp.Telemetry,
 ) -> None:
     client = await dp.connect(address, namespace, pipeline=pipeline, telemetry=telemetry)
     await dp.check_search_attributes(client)
-    built = dp.build_worker(client, task_queue=task_queue, max_concurrent_activities=max_concurrent)
+    workers = dp.build_workers(client, queues, max_concurrent_activities=max_concurrent, rate=rate)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with built:
+    async with contextlib.AsyncExitStack() as running:
+        for built in workers:
+            await running.enter_async_context(built)
         target = client.service_client.config.target_host
+        names = ", ".join(f"'{q}'" for q in dict.fromkeys(queues))
         typer.echo(
-            f"worker ready: task queue '{task_queue}' on {target} (namespace {client.namespace}); "
+            f"worker ready: task queue {names} on {target} (namespace {client.namespace}); "
             f"pipes: {', '.join(pipeline.pipes)}",
             err=True,
         )

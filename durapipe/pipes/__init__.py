@@ -18,6 +18,7 @@ from durapipe.pipes._builders import (
 )
 from durapipe.pipes._load import import_function, load, tool_functions
 from durapipe.pipes._resolve import reachable, resolve, subset
+from durapipe.pipes._routing import route
 from durapipe.pipes._spec import (
     CONTROLLER_KINDS,
     LOCAL_EXTRACTOR,
@@ -30,6 +31,7 @@ from durapipe.pipes._spec import (
     Pipeline,
     PipeSpec,
     RetrySpec,
+    RouteRule,
     SequencePipe,
     Step,
     ToolPipe,
@@ -57,6 +59,7 @@ __all__ = [
     "PipeSpec",
     "Pipeline",
     "RetrySpec",
+    "RouteRule",
     "SequencePipe",
     "Step",
     "StepRef",
@@ -80,6 +83,7 @@ __all__ = [
     "reachable",
     "render",
     "resolve",
+    "route",
     "sequence",
     "step",
     "subset",

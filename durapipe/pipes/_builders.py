@@ -26,6 +26,7 @@ from durapipe.pipes._spec import (
     Pipeline,
     PipeSpec,
     RetrySpec,
+    RouteRule,
     SequencePipe,
     Step,
     ToolPipe,
@@ -392,8 +393,11 @@ def pipeline(
     *pipes: Pipe,
     models: Mapping[str, str] | None = None,
     default_model: str | None = None,
+    routing: Sequence[RouteRule] = (),
 ) -> Pipeline:
     """A pipeline of ``pipes`` and every pipe they use.
+
+    ``routing`` sends leaves to task queues by kind, provider or model glob (see `RouteRule`).
 
     Raises:
         ValueError: two different pipes or structures share a name.
@@ -417,4 +421,5 @@ def pipeline(
         models=dict(models or {}),
         structures=structures,
         pipes=collected,
+        routing=list(routing),
     )

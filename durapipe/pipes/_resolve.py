@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 
 from durapipe.pipes import _types
+from durapipe.pipes._routing import route
 from durapipe.pipes._spec import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
+    LEAF_KINDS,
     LOCAL_EXTRACTOR,
     OFFLINE_MODEL,
     AgentPipe,
@@ -67,6 +69,8 @@ def resolve(pipeline: Pipeline, name: str, *, default_model: str | None = None) 
     The default model of llm pipes is, in order: ``default_model``, the pipeline's
     ``default_model``, the ``DURAPIPE_DEFAULT_MODEL`` environment variable, then the offline model.
     An extract pipe defaults to the embedded extractor and an image pipe to the offline model.
+    Every leaf gets its task queue from the pipeline's routing rules (see `durapipe.pipes.route`);
+    the resolved spec carries the concrete queues and no rules.
     """
     fallback = (
         default_model
@@ -88,6 +92,8 @@ def resolve(pipeline: Pipeline, name: str, *, default_model: str | None = None) 
         if pipe.kind in DEFAULT_TIMEOUT:
             changes["timeout"] = pipe.timeout or DEFAULT_TIMEOUT[pipe.kind]
             changes["retry"] = pipe.retry or DEFAULT_RETRY[pipe.kind]
+        if pipe.kind in LEAF_KINDS:
+            changes["queue"] = route(pipe.model_copy(update=changes), pipeline.routing)
         pipes[pipe_name] = pipe.model_copy(update=changes)
     resolved = subset(pipeline, name)
     return resolved.model_copy(update={"pipes": pipes, "models": {}, "default_model": fallback})

@@ -286,6 +286,31 @@ PipeSpec = Annotated[
 ]
 
 
+class RouteRule(_Spec):
+    """A routing rule: leaves that match go to ``queue`` (see `durapipe.pipes.route`).
+
+    Every criterion given must match; a pipe's own ``queue`` always wins over the rules.
+
+    Attributes:
+        kind: the leaf kind (``llm``, ``tool``, ...).
+        provider: the provider of an llm's model, the part before the first ``/``
+            (``openai`` for ``openai/gpt-4o-mini``).
+        model: a glob over the resolved model string (``openai/*``, ``*/gpt-4o*``).
+        queue: the task queue matching leaves run on.
+    """
+
+    kind: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    queue: str = Field(min_length=1)
+
+    @pydantic.model_validator(mode="after")
+    def _has_criterion(self) -> RouteRule:
+        if self.kind is None and self.provider is None and self.model is None:
+            raise ValueError(f"the rule for queue '{self.queue}' needs kind, provider or model")
+        return self
+
+
 class Pipeline(_Spec):
     """A set of named pipes, the model aliases and the structures they use.
 
@@ -298,6 +323,7 @@ class Pipeline(_Spec):
     models: dict[str, str] = Field(default_factory=dict)
     structures: dict[str, StructureSpec] = Field(default_factory=dict)
     pipes: dict[str, PipeSpec] = Field(default_factory=dict)
+    routing: list[RouteRule] = Field(default_factory=list)
 
 
 def is_controller(

@@ -910,14 +910,11 @@ class FakeProvider:
         Args:
             window_s: Window length in seconds (half-open ``[t, t + window_s)``).
         """
-        times = sorted(c.received_at for c in self.calls)
-        best = 0
-        lo = 0
-        for hi, t in enumerate(times):
-            while t - times[lo] >= window_s:
-                lo += 1
-            best = max(best, hi - lo + 1)
-        return best
+        return _max_in_window([c.received_at for c in self.calls], window_s)
+
+    def max_rate_for(self, model: str, window_s: float = 1.0) -> int:
+        """The largest number of calls for ``model`` received within any ``window_s`` window."""
+        return _max_in_window([c.received_at for c in self.calls_for(model)], window_s)
 
     def wait_until(
         self, predicate: Callable[[list[Call]], bool], timeout: float = 5.0
@@ -1286,13 +1283,16 @@ class FakeProvider:
 
         Returns:
             ``{"calls": [Call.to_dict(), ...], "max_concurrency": int,
-            "max_concurrency_by_model": {model: int}}``.
+            "max_concurrency_by_model": {model: int},
+            "max_rate_1s_by_model": {model: int}}``.
         """
         with self._lock:
+            models = set(self._max_in_flight_by_model)
             return {
                 "calls": [r.snapshot().to_dict() for r in self._records],
                 "max_concurrency": self._max_in_flight,
                 "max_concurrency_by_model": dict(self._max_in_flight_by_model),
+                "max_rate_1s_by_model": {m: self.max_rate_for(m) for m in sorted(models)},
             }
 
     async def _handle_models(self, request: web.Request) -> web.StreamResponse:
@@ -1322,6 +1322,18 @@ class FakeProvider:
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
+
+
+def _max_in_window(times: Iterable[float], window_s: float) -> int:
+    """The most of ``times`` inside any half-open window ``[t, t + window_s)``."""
+    ordered = sorted(times)
+    best = 0
+    lo = 0
+    for hi, t in enumerate(ordered):
+        while t - ordered[lo] >= window_s:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
 
 
 def _check_action(action: object) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks and scenarios: `make bench` (durapipe against hand-written temporalio), `make throttle`."""

@@ -1,0 +1,328 @@
+"""``make bench``: durapipe against hand-written temporalio, same work, same dev server, one run.
+
+Every figure is a ratio or a count against a baseline measured in this run (the machine is shared,
+so absolute times mean little); repeated measurements are reduced to medians. One figure per line,
+``name = value``; lines starting with ``#`` are notes.
+
+    python -m bench [--address HOST:PORT] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from temporalio.client import Client
+
+import durapipe as dp
+from bench import handwritten
+from bench._common import dev_server, durapipe_cli, figure, note, process, wait_ready
+from durapipe.adapters._litellm import litellm_module
+from durapipe.pipes import CONTROLLER_KINDS
+
+STEPS = 50
+SMALL_RUNS = 200
+BATCH_ITEMS = 1000
+BATCH_CONCURRENCY = 100
+RSS_RUNS = 1000
+WALL_TARGET = 1.15
+LOCAL_TARGET_US = 100.0
+
+PIPELINE_YAML = f"""
+pipes:
+  seq50:
+    kind: sequence
+    inputs: {{question: text}}
+    steps:
+{"".join(f"      - {{pipe: ask, name: s{i}}}{chr(10)}" for i in range(STEPS))}
+  ask:
+    kind: llm
+    inputs: {{question: text}}
+    prompt: "{{{{ question }}}}"
+"""
+BATCH_YAML = f"""
+  batch1000:
+    kind: batch
+    inputs: {{questions: list[text]}}
+    over: questions
+    item: question
+    pipe: ask
+    max_concurrency: {BATCH_CONCURRENCY}
+"""
+
+
+async def timed(work: Callable[[], Awaitable[object]]) -> float:
+    """Seconds ``work`` took."""
+    start = time.perf_counter()
+    await work()
+    return time.perf_counter() - start
+
+
+async def ratio(
+    name: str,
+    ours: Callable[[], Awaitable[object]],
+    theirs: Callable[[], Awaitable[object]],
+    repeats: int,
+) -> float:
+    """Median durapipe time over median hand-written time, taken alternately; prints the figures."""
+    await ours(), await theirs()  # warm up caches and connections on both sides
+    mine, base = [], []
+    for _ in range(repeats):
+        mine.append(await timed(ours))
+        base.append(await timed(theirs))
+    value = statistics.median(mine) / statistics.median(base)
+    figure(f"{name}.wall_ratio", value)
+    note(
+        f"{name}: durapipe {statistics.median(mine):.3f}s, hand-written {statistics.median(base):.3f}s"
+    )
+    return value
+
+
+class Bench:
+    """Both sides' clients and workers on one dev server."""
+
+    def __init__(self, address: str, pipeline: dp.Pipeline, ours: Client, theirs: Client) -> None:
+        self.address = address
+        self.pipeline = pipeline
+        self.ours = ours
+        self.theirs = theirs
+        self.queue = f"bench-{uuid.uuid4().hex[:8]}"
+        self.results: dict[str, bool] = {}
+
+    async def ours_run(
+        self, pipe: str, inputs: dict[str, object], run_id: str | None = None
+    ) -> object:
+        return await dp.run(
+            self.ours, self.pipeline, pipe, inputs, run_id=run_id, task_queue=self.queue
+        )
+
+    async def theirs_run(self, workflow: str, *args: object, run_id: str | None = None) -> object:
+        return await self.theirs.execute_workflow(
+            workflow,
+            args=list(args),
+            id=run_id or f"hw-{uuid.uuid4().hex}",
+            task_queue=self.queue + "-hw",
+        )
+
+    async def seq50(self, repeats: int) -> None:
+        value = await ratio(
+            "seq50",
+            lambda: self.ours_run("seq50", {"question": "q"}),
+            lambda: self.theirs_run("bench.sequence", "q", STEPS),
+            repeats,
+        )
+        self.results["seq50.wall_ratio"] = value <= WALL_TARGET
+
+    async def history(self) -> None:
+        ours_id, theirs_id = f"seq50-{uuid.uuid4().hex[:8]}", f"hw-{uuid.uuid4().hex[:8]}"
+        await self.ours_run("seq50", {"question": "q"}, run_id=ours_id)
+        await self.theirs_run("bench.sequence", "q", STEPS, run_id=theirs_id)
+        ours = len((await self.ours.get_workflow_handle(ours_id).fetch_history()).events)
+        theirs = len((await self.theirs.get_workflow_handle(theirs_id).fetch_history()).events)
+        figure("seq50.history_events_per_leaf", ours / STEPS)
+        figure("seq50.history_events_per_leaf.handwritten", theirs / STEPS)
+        self.results["seq50.history_events_per_leaf"] = ours / STEPS <= theirs / STEPS + 1
+
+    async def batch(self, repeats: int) -> None:
+        reason = _batch_missing(self.pipeline)
+        if reason:
+            figure("batch1000.skipped", 1)
+            note(f"batch1000 skipped: {reason}")
+            return
+        questions = [f"q{i}" for i in range(BATCH_ITEMS)]
+        value = await ratio(
+            "batch1000",
+            lambda: self.ours_run("batch1000", {"questions": questions}),
+            lambda: self.theirs_run("bench.batch", questions, BATCH_CONCURRENCY),
+            repeats,
+        )
+        self.results["batch1000.wall_ratio"] = value <= WALL_TARGET
+
+    async def concurrent(self, repeats: int) -> None:
+        async def ours() -> None:
+            handles = [
+                await dp.start(
+                    self.ours, self.pipeline, "ask", {"question": f"q{i}"}, task_queue=self.queue
+                )
+                for i in range(SMALL_RUNS)
+            ]
+            await asyncio.gather(*(h.result() for h in handles))
+
+        async def theirs() -> None:
+            handles = [
+                await self.theirs.start_workflow(
+                    "bench.single",
+                    f"q{i}",
+                    id=f"hw-{uuid.uuid4().hex}",
+                    task_queue=self.queue + "-hw",
+                )
+                for i in range(SMALL_RUNS)
+            ]
+            await asyncio.gather(*(h.result() for h in handles))
+
+        value = await ratio("concurrent200", ours, theirs, repeats)
+        self.results["concurrent200.wall_ratio"] = value <= WALL_TARGET
+
+
+async def local(pipeline: dp.Pipeline, repeats: int) -> bool:
+    """(d) run_local of seq50 against 50 plain awaited litellm calls."""
+    litellm = litellm_module()
+
+    async def plain() -> None:
+        for i in range(STEPS):
+            await litellm.acompletion(
+                model=dp.OFFLINE_MODEL,
+                messages=[{"role": "user", "content": f"q {i}"}],
+                num_retries=0,
+            )
+
+    async def ours() -> None:
+        await dp.run_local(pipeline, "seq50", {"question": "q"})
+
+    await ours(), await plain()
+    mine, base = [], []
+    for _ in range(repeats):
+        mine.append(await timed(ours))
+        base.append(await timed(plain))
+    overhead = (statistics.median(mine) - statistics.median(base)) / STEPS * 1e6
+    figure("local.overhead_us_per_step", overhead)
+    figure("local.wall_ratio", statistics.median(mine) / statistics.median(base))
+    return overhead <= LOCAL_TARGET_US
+
+
+async def rss(address: str, pipeline_file: Path, work: Path) -> None:
+    """(f) Peak RSS of a worker process with ``RSS_RUNS`` runs in flight, both sides."""
+    figures = {}
+    for side in ("durapipe", "handwritten"):
+        queue = f"rss-{side}-{uuid.uuid4().hex[:8]}"
+        ledger = work / f"{side}.ledger"
+        os.environ["DURAPIPE_OFFLINE_LEDGER"] = str(ledger)
+        os.environ["DURAPIPE_OFFLINE_DELAY"] = "2"
+        limits = ["--max-concurrent", str(RSS_RUNS)]
+        if side == "durapipe":
+            args = durapipe_cli(
+                "worker", str(pipeline_file), "--address", address, "--task-queue", queue, *limits
+            )
+        else:
+            args = [
+                sys.executable,
+                "-m",
+                "bench.handwritten",
+                "--address",
+                address,
+                "--task-queue",
+                queue,
+                *limits,
+            ]
+        try:
+            with process(args, work / f"{side}.log") as child:
+                wait_ready(child, work / f"{side}.log", "worker ready")
+                figures[side] = await _peak_with_runs_in_flight(
+                    address, child.pid, queue, side, ledger, pipeline_file
+                )
+        finally:
+            del os.environ["DURAPIPE_OFFLINE_LEDGER"], os.environ["DURAPIPE_OFFLINE_DELAY"]
+    figure("rss.peak_mb", figures["durapipe"])
+    figure("rss.peak_mb.handwritten", figures["handwritten"])
+    figure("rss.ratio", figures["durapipe"] / figures["handwritten"])
+
+
+async def _peak_with_runs_in_flight(
+    address: str, pid: int, queue: str, side: str, ledger: Path, pipeline_file: Path
+) -> float:
+    if side == "durapipe":
+        client = await dp.connect(address)
+        pipeline = dp.load(pipeline_file)
+        handles = [
+            (
+                await dp.start(client, pipeline, "ask", {"question": f"q{i}"}, task_queue=queue)
+            ).result()
+            for i in range(RSS_RUNS)
+        ]
+    else:
+        client = await Client.connect(address)
+        handles = [
+            (
+                await client.start_workflow(
+                    "bench.single", f"q{i}", id=f"rss-{uuid.uuid4().hex}", task_queue=queue
+                )
+            ).result()
+            for i in range(RSS_RUNS)
+        ]
+    deadline = time.monotonic() + 300
+    while not ledger.exists() or len(ledger.read_text().splitlines()) < RSS_RUNS:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{side}: the runs never were all in flight")
+        await asyncio.sleep(0.2)
+    await asyncio.gather(*handles)
+    status = Path(f"/proc/{pid}/status").read_text()
+    peak_kb = next(
+        int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")
+    )
+    return peak_kb / 1024
+
+
+def _batch_missing(pipeline: dp.Pipeline) -> str:
+    if "batch" not in CONTROLLER_KINDS:
+        return "the batch controller (issue 3) is not in this build"
+    if "batch1000" not in pipeline.pipes:
+        return "the batch1000 pipe did not load (the batch spelling may differ from this bench's guess)"
+    return ""
+
+
+def load_pipeline(work: Path) -> tuple[dp.Pipeline, Path]:
+    """The bench pipelines (with batch1000 when this build has the batch controller), and the file."""
+    file = work / "bench.yaml"
+    file.write_text(PIPELINE_YAML + BATCH_YAML)
+    with contextlib.suppress(dp.PipelineError):
+        return dp.load(file), file
+    file.write_text(PIPELINE_YAML)
+    return dp.load(file), file
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--address", help="an existing Temporal server [default: start one]")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    parser.add_argument("--skip-rss", action="store_true")
+    args = parser.parse_args(argv)
+    repeats = 2 if args.quick else 5
+    with tempfile.TemporaryDirectory(prefix="durapipe-bench-") as tmp:
+        work = Path(tmp)
+        pipeline, file = load_pipeline(work)
+        async with dev_server(args.address) as address:
+            ours = await dp.connect(address, pipeline=pipeline)
+            theirs = await Client.connect(address)
+            bench = Bench(address, pipeline, ours, theirs)
+            async with (
+                dp.build_worker(ours, task_queue=bench.queue),
+                handwritten.build(theirs, bench.queue + "-hw"),
+            ):
+                await bench.seq50(repeats)
+                await bench.batch(max(1, repeats // 2))
+                await bench.concurrent(max(1, repeats // 2))
+                await bench.history()
+            bench.results["local.overhead_us_per_step"] = await local(pipeline, repeats * 2)
+            if not args.skip_rss:
+                await rss(address, file, work)
+    for name, met in bench.results.items():
+        if not met:
+            note(f"target missed: {name}")
+    figure("target_met", int(all(bench.results.values())))
+    return 0
+
+
+if __name__ == "__main__":
+    # SIGTERM unwinds like Ctrl-C, so the dev server and worker processes are stopped too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    raise SystemExit(asyncio.run(main()))

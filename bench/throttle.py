@@ -1,0 +1,145 @@
+"""Throttling scenario: 100 runs over three providers, one limited across two worker processes.
+
+The fake provider runs as its own process and measures what it saw. Calls to ``openai/alpha`` are
+routed to the ``alpha`` queue, served by two ``durapipe worker --queue ... --max-concurrent C --rate R``
+processes: at most ``2 * C`` calls at once (the concurrency limit is per worker) and at most ``R``
+per second (the server enforces the rate across both workers). ``beta`` and ``gamma`` are not
+limited, for contrast. Run it with ``make throttle`` or::
+
+    python -m bench.throttle [--runs 100] [--concurrency 4] [--rate 5] [--address HOST:PORT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import signal
+import sys
+import tempfile
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import durapipe as dp
+from bench._common import dev_server, durapipe_cli, figure, note, process, wait_ready
+
+PROVIDERS = ("alpha", "beta", "gamma")
+CALL_SECONDS = 0.4  # each fake call takes this long, so concurrency builds up
+
+PIPELINE = """
+routing:
+  - model: openai/alpha
+    queue: {alpha_queue}
+pipes:
+{pipes}
+"""
+PIPE = """  ask_{name}:
+    kind: llm
+    model: openai/{name}
+    inputs: {{question: text}}
+    prompt: "{{{{ question }}}}"
+    settings: {{api_base: "{url}", api_key: sk-fake}}
+"""
+
+
+async def scenario(address: str, runs: int, concurrency: int, rate: float, work: Path) -> bool:
+    """Run the scenario against the server at ``address``; print the figures; True if within limits."""
+    script = work / "script.json"
+    script.write_text(json.dumps({"default": {"type": "hang", "seconds": CALL_SECONDS}}))
+    provider_args = [
+        sys.executable,
+        "-m",
+        "durapipe.testing.fake_provider",
+        "--script",
+        str(script),
+    ]
+    queue = f"throttle-{uuid.uuid4().hex[:8]}"
+    per_worker = max(1, concurrency // 2)
+    with contextlib.ExitStack() as running:
+        provider = running.enter_context(process(provider_args, work / "provider.log"))
+        wait_ready(provider, work / "provider.log", "listening on")
+        url = re.findall(r"listening on (\S+)", (work / "provider.log").read_text())[0]
+        pipes = "".join(PIPE.format(name=name, url=url) for name in PROVIDERS)
+        file = work / "throttle.yaml"
+        file.write_text(PIPELINE.format(alpha_queue=f"{queue}-alpha", pipes=pipes))
+        worker = [*durapipe_cli("worker", str(file), "--address", address)]
+        limited = [
+            *("--queue", f"{queue}-alpha", "--max-concurrent", str(per_worker)),
+            *("--rate", str(rate)),
+        ]
+        # One worker for the workflows and the unlimited providers, two for the limited one;
+        # started together, since each takes seconds to import litellm.
+        workers = {
+            work / "main.log": [*worker, "--task-queue", queue],
+            work / "alpha1.log": [*worker, *limited],
+            work / "alpha2.log": [*worker, *limited],
+        }
+        started = {log: running.enter_context(process(args, log)) for log, args in workers.items()}
+        for log, child in started.items():
+            wait_ready(child, log, "worker ready")
+        completed = await _run_all(address, dp.load(file), queue, runs)
+        ledger = await asyncio.to_thread(_ledger, url)
+    seen_concurrency = ledger["max_concurrency_by_model"].get("alpha", 0)
+    seen_rate = ledger["max_rate_1s_by_model"].get("alpha", 0)
+    figure("throttle.runs", runs)
+    figure("throttle.runs_completed", completed)
+    figure("throttle.alpha.calls", sum(1 for c in ledger["calls"] if c["model"] == "alpha"))
+    figure("throttle.alpha.limit_concurrency", per_worker * 2)
+    figure("throttle.alpha.max_concurrency", seen_concurrency)
+    figure("throttle.alpha.limit_rate_per_s", rate)
+    figure("throttle.alpha.max_rate_per_s", seen_rate)
+    # The server's limit is a token bucket: R per second sustained, with a burst of up to R more
+    # when the bucket is full, so any one-second window sees at most 2R calls.
+    figure("throttle.alpha.rate_bound_per_s", 2 * rate)
+    for name in PROVIDERS[1:]:
+        figure(f"throttle.{name}.max_concurrency", ledger["max_concurrency_by_model"].get(name, 0))
+    met = completed == runs and seen_concurrency <= per_worker * 2 and seen_rate <= 2 * rate
+    figure("throttle.target_met", int(met))
+    return met
+
+
+def _ledger(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url.removesuffix('/v1')}/_fake/ledger") as answer:
+        return dict(json.load(answer))
+
+
+async def _run_all(address: str, pipeline: dp.Pipeline, queue: str, runs: int) -> int:
+    client = await dp.connect(address)
+    handles = [
+        await dp.start(
+            client,
+            pipeline,
+            f"ask_{PROVIDERS[index % len(PROVIDERS)]}",
+            {"question": f"question {index}"},
+            task_queue=queue,
+        )
+        for index in range(runs)
+    ]
+    results = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+    for failure in [r for r in results if isinstance(r, BaseException)][:3]:
+        note(f"run failed: {failure}")
+    return sum(1 for r in results if not isinstance(r, BaseException))
+
+
+async def main(argv: list[str] | None = None) -> int:
+    """Entry point: exit 0 when every run completed within the limits."""
+    parser = argparse.ArgumentParser(prog="python -m bench.throttle")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=4, help="limit across both workers")
+    parser.add_argument("--rate", type=float, default=5.0, help="calls per second, all workers")
+    parser.add_argument("--address", help="an existing Temporal server [default: start one]")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="durapipe-throttle-") as work:
+        async with dev_server(args.address) as address:
+            met = await scenario(address, args.runs, args.concurrency, args.rate, Path(work))
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    # SIGTERM unwinds like Ctrl-C, so the dev server and worker processes are stopped too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    raise SystemExit(asyncio.run(main()))

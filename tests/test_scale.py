@@ -1,0 +1,136 @@
+"""Scale features on the real dev server: routing to task queues and large payloads (claim check)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+import durapipe as dp
+from durapipe._storage import STORE_ENV, THRESHOLD_ENV, parse_size
+from durapipe.testing.fake_provider import FakeProvider, Reply
+from tests import scale_tools
+from tests.test_temporal import history_events
+
+ROUTED = dp.load_yaml(
+    """
+routing:
+  - model: "openai/*"
+    queue: llm-openai
+  - provider: durapipe
+    queue: llm-offline
+  - kind: tool
+    queue: tools
+pipes:
+  main:
+    kind: sequence
+    inputs: {text: text}
+    steps: [{pipe: ask}, {pipe: pinned}, {pipe: remote}, {pipe: shout}]
+  ask: {kind: llm, model: durapipe/offline, inputs: {text: text}, prompt: "{{ text }}"}
+  pinned: {kind: llm, queue: special, inputs: {text: text}, prompt: "{{ text }}"}
+  remote: {kind: llm, model: openai/gpt-x, inputs: {text: text}, prompt: "{{ text }}"}
+  shout: {kind: tool, function: "flaky_tools:shout", inputs: {text: text}, output: text}
+"""
+)
+
+
+def test_routing_rules_give_every_leaf_a_concrete_queue_and_a_pipes_own_queue_wins() -> None:
+    spec = dp.resolve(ROUTED, "main")
+    queues = {name: pipe.queue for name, pipe in spec.pipes.items()}
+    assert queues == {
+        "main": None,
+        "ask": "llm-offline",
+        "pinned": "special",
+        "remote": "llm-openai",
+        "shout": "tools",
+    }
+    assert spec.routing == []  # applied, not carried: the history shows concrete queues
+
+
+def test_a_routing_rule_without_a_criterion_is_a_pipeline_problem() -> None:
+    with pytest.raises(dp.PipelineError, match="needs kind, provider or model"):
+        dp.load_yaml("routing:\n  - queue: q\npipes: {}\n")
+
+
+def test_payload_threshold_sizes() -> None:
+    assert parse_size("262144") == parse_size("256KiB") == parse_size("256k") == 256 * 1024
+    with pytest.raises(dp.ConfigError, match=THRESHOLD_ENV):
+        parse_size("lots")
+
+
+async def test_routed_leaves_run_on_their_queues_served_by_activity_workers(
+    temporal_address: str, task_queue: str
+) -> None:
+    pipeline = dp.pipeline(
+        dp.sequence(
+            "main",
+            steps=[
+                dp.llm("ask", inputs={"text": str}, prompt="{{ text }}"),
+                dp.tool(scale_tools.measure),
+            ],
+            inputs={"text": str},
+        ),
+        routing=[
+            dp.RouteRule(provider="durapipe", queue=f"{task_queue}-llm"),
+            dp.RouteRule(kind="tool", queue=f"{task_queue}-tools"),
+        ],
+    )
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    queues = [task_queue, f"{task_queue}-llm", f"{task_queue}-tools"]
+    run_id = f"routed-{uuid.uuid4().hex[:8]}"
+    workers = dp.build_workers(client, queues, max_concurrent_activities=2, rate=50)
+    async with workers[0], workers[1], workers[2]:
+        result = await dp.run(
+            client, pipeline, "main", {"text": "hello"}, run_id=run_id, task_queue=task_queue
+        )
+    assert result.output == len("hello")
+    scheduled = [
+        (
+            e.activity_task_scheduled_event_attributes.activity_id,
+            e.activity_task_scheduled_event_attributes.task_queue.name,
+        )
+        for e in await history_events(client, run_id)
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled == [("ask", f"{task_queue}-llm"), ("measure", f"{task_queue}-tools")]
+
+
+async def test_a_20mb_document_and_a_5mb_answer_complete_and_history_holds_references_only(
+    temporal_address: str, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threshold = 128 * 1024
+    store = tmp_path / "payloads"
+    monkeypatch.setenv(STORE_ENV, str(store))
+    monkeypatch.setenv(THRESHOLD_ENV, str(threshold))
+    document = "lorem ipsum dolor sit amet " * (20 * 1024 * 1024 // 27)
+    answer = "x" * (5 * 1024 * 1024)
+    with FakeProvider() as fake:
+        fake.set_default(Reply(content=answer))
+        write = dp.llm(
+            "write",
+            model="openai/big",
+            inputs={"size": int},
+            prompt="Write a very long report about a document of {{ size }} characters.",
+            settings={"api_base": fake.base_url, "api_key": "sk-fake"},
+        )
+        pipeline = dp.pipeline(
+            dp.sequence(
+                "report",
+                steps=[dp.tool(scale_tools.measure), dp.step(write, inputs={"size": "measure"})],
+                inputs={"text": str},
+                output={"size": "measure", "report": "write"},
+            )
+        )
+        client = await dp.connect(temporal_address, pipeline=pipeline)
+        run_id = f"big-{uuid.uuid4().hex[:8]}"
+        async with dp.build_worker(client, task_queue=task_queue):
+            result = await dp.run(
+                client, pipeline, "report", {"text": document}, run_id=run_id, task_queue=task_queue
+            )
+    assert result.output["size"] == len(document)
+    assert result.output["report"] == answer
+    assert len(list(store.iterdir())) >= 3  # the run's input, the tool's input, the answer
+    events = await history_events(client, run_id)
+    largest = max(event.ByteSize() for event in events)
+    assert largest <= threshold, f"a history event carries {largest} bytes"

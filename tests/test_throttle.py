@@ -1,0 +1,36 @@
+"""The throttling scenario, short: one provider limited across two worker processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def figures(output: str) -> dict[str, float]:
+    pairs = (line.split(" = ") for line in output.splitlines() if " = " in line)
+    return {name: float(value) for name, value in pairs}
+
+
+def test_a_limited_provider_sees_at_most_its_limits_across_two_workers(
+    temporal_address: str,
+) -> None:
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench.throttle", "--runs", "24", "--concurrency", "2"),
+            *("--rate", "4", "--address", temporal_address),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=240,
+    )
+    seen = figures(done.stdout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert seen["throttle.runs_completed"] == 24
+    assert seen["throttle.alpha.calls"] == 8
+    assert 1 <= seen["throttle.alpha.max_concurrency"] <= 2
+    assert seen["throttle.alpha.max_rate_per_s"] <= 2 * 4
+    # The providers without a limit went past it: the limit is what held alpha back.
+    assert seen["throttle.beta.max_concurrency"] > 2
