@@ -1,6 +1,7 @@
 """Translation (pipe spec -> workflow and activity plan) and provider adapters (litellm)."""
 
 from durapipe.adapters._calls import (
+    BatchSlice,
     LeafCall,
     LeafResult,
     LlmCall,
@@ -16,9 +17,11 @@ from durapipe.adapters._plan import (
     DEFAULT_TASK_QUEUE,
     WORKFLOW_NAME,
     activity_options,
+    batch_history_bound,
     child_workflow_id,
     new_run_id,
     retry_policy,
+    run_workflow_id,
     summary,
 )
 
@@ -26,6 +29,7 @@ __all__ = [
     "ACTIVITY_NAMES",
     "DEFAULT_TASK_QUEUE",
     "WORKFLOW_NAME",
+    "BatchSlice",
     "LeafCall",
     "LeafResult",
     "LlmCall",
@@ -36,8 +40,10 @@ __all__ = [
     "ToolCall",
     "Usage",
     "activity_options",
+    "batch_history_bound",
     "child_workflow_id",
     "new_run_id",
     "retry_policy",
+    "run_workflow_id",
     "summary",
 ]

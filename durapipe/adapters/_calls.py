@@ -19,6 +19,18 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class BatchSlice(_Message):
+    """A contiguous part of a batch's list, run by a child workflow of the batch.
+
+    Attributes:
+        offset: the index of the first item in the whole list (item paths use whole-list indexes).
+        items: the items of this part.
+    """
+
+    offset: int = 0
+    items: list[Any] = Field(default_factory=list)
+
+
 class PipeRun(_Message):
     """The input of a pipe workflow: which pipe, its resolved spec, its inputs, and where it sits.
 
@@ -28,6 +40,7 @@ class PipeRun(_Message):
         pipe: the name of the pipe to run.
         spec: the resolved spec (only the pipes this run reaches).
         inputs: the pipe's input values.
+        slice: for a batch pipe run as a chunk of a larger batch, the items it maps.
     """
 
     run_id: str
@@ -35,6 +48,7 @@ class PipeRun(_Message):
     pipe: str
     spec: Pipeline
     inputs: dict[str, Any] = Field(default_factory=dict)
+    slice: BatchSlice | None = None
 
 
 class _Call(_Message):
@@ -106,6 +120,8 @@ class StepRecord(_Message):
     cache_hit: bool = False
     error_type: str | None = None
     error: str | None = None
+    # For a large batch, one row stands for all its items: how many ended in each status.
+    counts: dict[str, int] = Field(default_factory=dict)
 
 
 class RunResult(_Message):

@@ -173,6 +173,8 @@ def type_ref(python_type: Any, structures: Structures) -> str:
     for name, scalar in SCALARS.items():
         if python_type is scalar:
             return name
+    if python_type is list:
+        return "list[any]"
     origin = typing.get_origin(python_type)
     if origin is list:
         (item,) = typing.get_args(python_type) or (Any,)

@@ -24,9 +24,28 @@ import pydantic
 import yaml
 
 from durapipe._errors import PipelineError, Problem
-from durapipe.pipes._spec import LlmPipe, Pipeline, SequencePipe, Step, ToolPipe
+from durapipe.pipes._spec import (
+    BatchPipe,
+    Branch,
+    ConditionPipe,
+    LlmPipe,
+    ParallelPipe,
+    Pipeline,
+    SequencePipe,
+    Step,
+    ToolPipe,
+)
 
-_KINDS = "llm, tool, sequence"
+# Every pipe kind and its spec class: pydantic names the kind in error locations.
+_KIND_MODELS: dict[str, type[pydantic.BaseModel]] = {
+    "llm": LlmPipe,
+    "tool": ToolPipe,
+    "sequence": SequencePipe,
+    "parallel": ParallelPipe,
+    "batch": BatchPipe,
+    "condition": ConditionPipe,
+}
+_KINDS = ", ".join(_KIND_MODELS)
 
 
 def load_yaml(text: str, *, source: str = "<yaml>") -> Pipeline:
@@ -78,7 +97,7 @@ def _problem(error: Any, data: dict[str, Any], root: yaml.Node | None, source: s
     where_source = f"{source}:{line}" if line else source
     if len(loc) >= 2 and loc[0] == "pipes":
         pipe = loc[1]
-        rest = loc[3:] if len(loc) > 2 and loc[2] in ("llm", "tool", "sequence") else loc[2:]
+        rest = loc[3:] if len(loc) > 2 and loc[2] in _KIND_MODELS else loc[2:]
         where = f"pipe '{pipe}'"
         if error["type"] == "union_tag_not_found":
             return Problem(where, f"field 'kind' is missing (one of {_KINDS})", where_source)
@@ -117,15 +136,12 @@ def _describe(error: Any, rest: list[Any], data: dict[str, Any], loc: list[Any])
 
 
 def _known_fields(data: dict[str, Any], loc: list[Any]) -> list[str]:
-    kinds: dict[str, type[pydantic.BaseModel]] = {
-        "llm": LlmPipe,
-        "tool": ToolPipe,
-        "sequence": SequencePipe,
-    }
-    if len(loc) >= 3 and loc[0] == "pipes" and loc[2] in kinds:
-        model: type[pydantic.BaseModel] = kinds[loc[2]]
+    if len(loc) >= 3 and loc[0] == "pipes" and loc[2] in _KIND_MODELS:
+        model: type[pydantic.BaseModel] = _KIND_MODELS[loc[2]]
         if len(loc) >= 6 and loc[3] == "steps":
-            model = Step
+            return [*(f for f in Step.model_fields if f != "from_"), "from"]
+        if len(loc) >= 6 and loc[3] == "branches":
+            model = Branch
         return list(model.model_fields)
     if len(loc) == 1:
         return list(Pipeline.model_fields)
@@ -162,7 +178,7 @@ def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
     """The 1-based line of the deepest node ``loc`` reaches in the composed YAML."""
     line = None
     for part in loc:
-        if part in ("llm", "tool", "sequence") and not _has_key(node, part):
+        if part in _KIND_MODELS and not _has_key(node, part):
             continue  # pydantic's discriminator tag, not a YAML key
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:

@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
         ACTIVITY_NAMES,
         WORKFLOW_NAME,
         activity_options,
-        child_workflow_id,
+        run_workflow_id,
     )
     from durapipe.workflows._interpret import Interpreter
 
@@ -100,7 +100,7 @@ class _TemporalRuntime:
             result: RunResult = await workflow.execute_child_workflow(
                 WORKFLOW_NAME,
                 run,
-                id=child_workflow_id(run.run_id, run.path),
+                id=run_workflow_id(run),
                 result_type=RunResult,
                 static_summary=f"{kind} {run.path}",
             )

@@ -55,7 +55,7 @@ EXPECTED = {
         "unknown_field.yaml:5: pipe 'summarize': unknown field 'promt' (did you mean 'prompt'?)",
     ],
     "unknown_kind.yaml": [
-        "unknown_kind.yaml:2: pipe 'summarize': unknown kind 'lm' (one of llm, tool, sequence)"
+        "unknown_kind.yaml:2: pipe 'summarize': unknown kind 'lm' (one of llm, tool, sequence, parallel, batch, condition)"
     ],
     "unknown_pipe.yaml": [
         "unknown_pipe.yaml:2: pipe 'main', step 'summarise', field 'pipe': unknown pipe 'summarise' "

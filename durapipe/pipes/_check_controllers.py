@@ -1,0 +1,91 @@
+"""Static checks of the parallel, batch and condition pipes (the sequence lives in `_validate`)."""
+
+from __future__ import annotations
+
+from durapipe.pipes import _templates
+from durapipe.pipes._flow import Memory, Report, check_pipe_ref, check_reads, describe, path_shape
+from durapipe.pipes._spec import (
+    CONTINUE_OUTCOME,
+    FAIL_OUTCOME,
+    BatchPipe,
+    ConditionPipe,
+    ParallelPipe,
+    Pipeline,
+)
+from durapipe.pipes._types import parse_type
+
+
+def check_parallel(pipeline: Pipeline, name: str, pipe: ParallelPipe, report: Report) -> None:
+    """Every branch runs a known pipe whose inputs the parallel pipe's inputs provide."""
+    memory: Memory = dict(pipe.inputs)
+    for branch_name, branch in pipe.branches.items():
+        where = f"pipe '{name}', branch '{branch_name}'"
+        if check_pipe_ref(pipeline, f"{where}, field 'pipe'", branch.pipe, report):
+            check_reads(pipeline, where, branch.pipe, branch.inputs, memory, report)
+
+
+def check_batch(pipeline: Pipeline, name: str, pipe: BatchPipe, report: Report) -> None:
+    """The batch maps over a list, its item name is free, and the mapped pipe's inputs are there."""
+    where = f"pipe '{name}'"
+    memory: Memory = dict(pipe.inputs)
+    item_type = "any"
+    listed = path_shape(pipeline, memory, pipe.over)
+    if listed is None:
+        report(
+            f"{where}, field 'over'",
+            f"nothing provides '{pipe.over}' (available: {', '.join(memory) or 'nothing'})",
+        )
+    elif isinstance(listed, dict) or not _is_list_or_any(listed):
+        report(
+            f"{where}, field 'over'",
+            f"'{pipe.over}' is {describe(listed)}, not a list: a batch maps a pipe over a list",
+        )
+    elif listed != "any":
+        item_type = str(parse_type(listed).item)
+    if pipe.item in memory:
+        report(
+            f"{where}, field 'item'",
+            f"item name '{pipe.item}' is already the input '{pipe.item}'; give the item another name",
+        )
+    memory[pipe.item] = item_type
+    if check_pipe_ref(pipeline, f"{where}, field 'pipe'", pipe.pipe, report):
+        check_reads(pipeline, where, pipe.pipe, pipe.pipe_inputs, memory, report)
+
+
+def _is_list_or_any(type_ref: str) -> bool:
+    try:
+        node = parse_type(type_ref)
+    except ValueError:
+        return True  # reported as a bad type where it is declared
+    return node.item is not None or node.name == "any"
+
+
+def check_condition(pipeline: Pipeline, name: str, pipe: ConditionPipe, report: Report) -> None:
+    """The expression parses and reads declared inputs; every outcome names a pipe that can run."""
+    where = f"pipe '{name}'"
+    try:
+        names = _templates.expression_variables(pipe.expression)
+    except _templates.TemplateError as err:
+        report(f"{where}, field 'expression'", str(err))
+        names = set()
+    for variable in sorted(names - set(pipe.inputs)):
+        report(
+            f"{where}, field 'expression'",
+            f"expression variable '{variable}' is not a declared input "
+            f"(declared: {', '.join(pipe.inputs) or 'none'})",
+        )
+    memory: Memory = dict(pipe.inputs)
+    targets = [(f"outcome '{key}'", target) for key, target in pipe.outcomes.items()]
+    if pipe.default is not None:
+        targets.append(("field 'default'", pipe.default))
+    for label, target in targets:
+        if target in (FAIL_OUTCOME, CONTINUE_OUTCOME):
+            continue
+        if target not in pipeline.pipes:
+            report(
+                f"{where}, {label}",
+                f"unknown pipe '{target}' (outcomes name a pipe, or '{FAIL_OUTCOME}' or "
+                f"'{CONTINUE_OUTCOME}')",
+            )
+            continue
+        check_reads(pipeline, f"{where}, {label}", target, {}, memory, report)
