@@ -5,6 +5,7 @@
 - `FakeProvider`: an OpenAI-compatible HTTP server on 127.0.0.1 that litellm talks to for real,
   scriptable to fail (429 with Retry-After, 5xx, 401, context window, hangs, dropped connections,
   malformed JSON), with a ledger of every call.
+- `run_histories`: every workflow of a run and the length of its history.
 
 The offline names import litellm (seconds), so they load on first use.
 """
@@ -27,6 +28,7 @@ from durapipe.testing._fake_provider import (
     ToolCalls,
     read_ledger,
 )
+from durapipe.testing._histories import run_histories
 
 _OFFLINE = {"OfflineModel", "read_offline_ledger", "register_offline_model", "sample_from_schema"}
 
@@ -46,6 +48,7 @@ __all__ = [
     "read_ledger",
     "read_offline_ledger",
     "register_offline_model",
+    "run_histories",
     "sample_from_schema",
 ]
 

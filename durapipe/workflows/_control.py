@@ -120,7 +120,7 @@ async def run_batch(interp: Interpreter, pipe: BatchPipe) -> Any:
                 cause=f"'{pipe.over}' is {type(items).__name__}, not a list",
             )
     summary: StepRecord | None = None
-    if run.slice is not None or len(items) > ITEM_RECORD_LIMIT:
+    if run.slice is not None or len(items) > min(ITEM_RECORD_LIMIT, pipe.chunk_size):
         kind = run.spec.pipes[pipe.pipe].kind
         summary = StepRecord(path=f"{here}[*]", pipe=pipe.pipe, kind=kind, status="running")
         summary.started_at = interp.runtime.now()
