@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from durapipe.pipes import _templates
-from durapipe.pipes._flow import Memory, Report, check_pipe_ref, check_reads, describe, path_shape
+from durapipe.pipes._flow import (
+    Memory,
+    Report,
+    check_pipe_ref,
+    check_reads,
+    describe,
+    path_shape,
+    suggest,
+)
 from durapipe.pipes._spec import (
     CONTINUE_OUTCOME,
     FAIL_OUTCOME,
@@ -82,10 +90,11 @@ def check_condition(pipeline: Pipeline, name: str, pipe: ConditionPipe, report: 
         if target in (FAIL_OUTCOME, CONTINUE_OUTCOME):
             continue
         if target not in pipeline.pipes:
+            known = {**pipeline.pipes, FAIL_OUTCOME: None, CONTINUE_OUTCOME: None}
             report(
                 f"{where}, {label}",
-                f"unknown pipe '{target}' (outcomes name a pipe, or '{FAIL_OUTCOME}' or "
-                f"'{CONTINUE_OUTCOME}')",
+                f"unknown pipe '{target}'{suggest(target, known)}; an outcome names a pipe, "
+                f"'{FAIL_OUTCOME}' or '{CONTINUE_OUTCOME}'",
             )
             continue
         check_reads(pipeline, f"{where}, {label}", target, {}, memory, report)

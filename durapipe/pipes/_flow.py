@@ -40,7 +40,8 @@ def path_shape(pipeline: Pipeline, memory: Memory, path: str) -> Shape | None:
             continue
         structure = pipeline.structures.get(current)
         if structure is None:
-            return "any"
+            # Only a structure or an unknown value has fields: a text or a list has none.
+            return "any" if current == "any" else None
         if field not in structure.fields:
             return None
         current = structure.fields[field].type
