@@ -6,6 +6,7 @@ from durapipe.pipes import _templates
 from durapipe.pipes._flow import (
     Memory,
     Report,
+    Shape,
     check_pipe_ref,
     check_reads,
     describe,
@@ -36,36 +37,41 @@ def check_batch(pipeline: Pipeline, name: str, pipe: BatchPipe, report: Report) 
     """The batch maps over a list, its item name is free, and the mapped pipe's inputs are there."""
     where = f"pipe '{name}'"
     memory: Memory = dict(pipe.inputs)
-    item_type = "any"
+    item_type: str | None = "any"
     listed = path_shape(pipeline, memory, pipe.over)
     if listed is None:
         report(
             f"{where}, field 'over'",
             f"nothing provides '{pipe.over}' (available: {', '.join(memory) or 'nothing'})",
         )
-    elif isinstance(listed, dict) or not _is_list_or_any(listed):
+    else:
+        item_type = _item_type(listed)
+    if item_type is None:
         report(
             f"{where}, field 'over'",
-            f"'{pipe.over}' is {describe(listed)}, not a list: a batch maps a pipe over a list",
+            f"'{pipe.over}' is {describe(listed or 'any')}, not a list: a batch maps a pipe over a list",
         )
-    elif listed != "any":
-        item_type = str(parse_type(listed).item)
     if pipe.item in memory:
         report(
             f"{where}, field 'item'",
             f"item name '{pipe.item}' is already the input '{pipe.item}'; give the item another name",
         )
-    memory[pipe.item] = item_type
+    memory[pipe.item] = item_type or "any"
     if check_pipe_ref(pipeline, f"{where}, field 'pipe'", pipe.pipe, report):
         check_reads(pipeline, where, pipe.pipe, pipe.pipe_inputs, memory, report)
 
 
-def _is_list_or_any(type_ref: str) -> bool:
+def _item_type(shape: Shape) -> str | None:
+    """The element type of a list shape, ``any`` when unknown, None when it is not a list."""
+    if isinstance(shape, dict):
+        return None
     try:
-        node = parse_type(type_ref)
+        node = parse_type(shape)
     except ValueError:
-        return True  # reported as a bad type where it is declared
-    return node.item is not None or node.name == "any"
+        return "any"  # reported as a bad type where it is declared
+    if node.item is not None:
+        return str(node.item)
+    return "any" if node.name == "any" else None
 
 
 def check_condition(pipeline: Pipeline, name: str, pipe: ConditionPipe, report: Report) -> None:

@@ -64,6 +64,8 @@ def assignable(pipeline: Pipeline, source: Shape, target: str) -> bool:
             return target == "any"
         required = {n for n, f in structure.fields.items() if not f.optional}
         return required <= set(source)
+    if _types.type_problems(source, pipeline.structures):
+        return True  # a bad type is reported where it is declared, once
     return _types.is_assignable(source, target)
 
 
