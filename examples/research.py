@@ -38,9 +38,7 @@ judge = dp.llm(
     model="fast",
     inputs={"claim": Claim, "evidence": str},
     prompt=(
-        "Does the evidence support the claim?\n"
-        "Claim: {{ claim.text }}\n"
-        "Evidence: {{ evidence }}\n"
+        "Does the evidence support the claim?\nClaim: {{ claim.text }}\nEvidence: {{ evidence }}\n"
     ),
     output=Verdict,
 )
