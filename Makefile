@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck format demo clean
+.PHONY: install test lint typecheck format demo clean bench-batch
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ format: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/durapipe demo $(if $(filter-out 0,$(KEEP)),--keep)
+
+# A batch over 10,000 items on a dev server it starts; prints items completed and the history bound.
+bench-batch: $(STAMP)
+	LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/python bench/batch10k.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
