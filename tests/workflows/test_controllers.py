@@ -87,18 +87,22 @@ async def test_batch_keeps_input_order_and_respects_max_concurrency() -> None:
     assert [s.path for s in result.steps][:3] == ["mapped[0]", "mapped[1]", "mapped[2]"]
 
 
-async def test_batch_fail_fast_starts_nothing_after_a_failure() -> None:
-    bad = dp.tool(fail_on, retry=NO_RETRY)
+def failing_batch(**options: object) -> dp.Pipeline:
     mapped = dp.batch(
         "mapped",
         inputs={"numbers": list[int], "bad": int},
         over="numbers",
         item="n",
-        pipe=bad,
-        max_concurrency=1,
+        pipe=dp.tool(fail_on, retry=NO_RETRY),
+        **options,  # type: ignore[arg-type]
     )
+    return dp.pipeline(mapped)
+
+
+async def test_batch_fail_fast_starts_nothing_after_a_failure() -> None:
+    pipeline = failing_batch(max_concurrency=1)
     with pytest.raises(dp.StepFailed) as caught:
-        await dp.run_local(dp.pipeline(mapped), "mapped", {"numbers": [1, 2, 3, 4], "bad": 2})
+        await dp.run_local(pipeline, "mapped", {"numbers": [1, 2, 3, 4], "bad": 2})
     assert caught.value.path == "mapped[1]"
     assert control_tools.STARTED == [1, 2]
     statuses = [s.status for s in caught.value.steps]
@@ -106,16 +110,8 @@ async def test_batch_fail_fast_starts_nothing_after_a_failure() -> None:
 
 
 async def test_batch_collect_runs_every_item_and_lists_errors_by_index() -> None:
-    bad = dp.tool(fail_on, retry=NO_RETRY)
-    mapped = dp.batch(
-        "mapped",
-        inputs={"numbers": list[int], "bad": int},
-        over="numbers",
-        item="n",
-        pipe=bad,
-        on_error="collect",
-    )
-    result = await dp.run_local(dp.pipeline(mapped), "mapped", {"numbers": [1, 2, 3], "bad": 2})
+    pipeline = failing_batch(on_error="collect")
+    result = await dp.run_local(pipeline, "mapped", {"numbers": [1, 2, 3], "bad": 2})
     assert result.output == {
         "results": [1, None, 3],
         "errors": [
