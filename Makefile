@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install ocr test lint typecheck format demo bench throttle clean
+.PHONY: install ocr test lint typecheck format demo bench bench-batch throttle clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: $(STAMP)
 
 throttle: $(STAMP)
 	$(BIN)/python -m bench.throttle
+
+# A batch over 10,000 items on a dev server it starts; prints items completed and the history bound.
+bench-batch: $(STAMP)
+	LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/python bench/batch10k.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

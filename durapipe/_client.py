@@ -126,7 +126,11 @@ class RunHandle:
         except StepFailed as err:
             return [StepRecord.model_validate(s) for s in err.steps]
         except RunError:
-            return []
+            # A cancelled or terminated run carries no records of its own: ask a worker, if any.
+            try:
+                return await _steps(self.client, self.run_id, self.run_id)
+            except RPCError:
+                return []
 
 
 async def _steps(client: Client, run_id: str, workflow_id: str) -> list[StepRecord]:

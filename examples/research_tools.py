@@ -1,10 +1,15 @@
-"""Tools of the `researcher` example agent: a search over a small local corpus and a calculator."""
+"""Tools of the research examples.
+
+`search` and `calculator` serve the `researcher` agent (researcher.yaml/.py); `find_evidence` and
+`count_unsupported` serve the `research` pipeline (research.yaml/.py).
+"""
 
 from __future__ import annotations
 
 import ast
 import operator
 import re
+from typing import Any
 
 import durapipe as dp
 
@@ -48,3 +53,16 @@ def _evaluate(node: ast.expr) -> float:
     if isinstance(node, ast.UnaryOp) and type(node.op) in _OPERATORS:
         return _OPERATORS[type(node.op)](_evaluate(node.operand))  # type: ignore[no-any-return]
     raise ValueError("only numbers and + - * / ** are allowed")
+
+
+def find_evidence(claim_text: str, article: str) -> str:
+    """The article's sentences that share a word with the claim (a stand-in for a search tool)."""
+    words = {w.strip(".,").lower() for w in claim_text.split() if len(w) > 3}
+    sentences = [s.strip() for s in article.split(".") if s.strip()]
+    hits = [s for s in sentences if words & {w.strip(",").lower() for w in s.split()}]
+    return ". ".join(hits) or "no evidence found"
+
+
+def count_unsupported(checks: list[Any]) -> int:
+    """How many checked claims the evidence does not support."""
+    return sum(1 for check in checks if not check["supported"])

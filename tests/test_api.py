@@ -5,6 +5,14 @@ from __future__ import annotations
 import durapipe
 
 PUBLIC = [
+    "BatchPipe",
+    "ConditionPipe",
+    "ParallelPipe",
+    "batch",
+    "bind",
+    "branch",
+    "condition",
+    "parallel",
     "DEFAULT_ADDRESS",
     "DEFAULT_TASK_QUEUE",
     "OFFLINE_MODEL",

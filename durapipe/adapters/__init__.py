@@ -2,6 +2,7 @@
 
 from durapipe.adapters._calls import (
     AgentTurnCall,
+    BatchSlice,
     ExtractCall,
     ImageCall,
     LeafCall,
@@ -19,10 +20,12 @@ from durapipe.adapters._plan import (
     DEFAULT_TASK_QUEUE,
     WORKFLOW_NAME,
     activity_options,
+    batch_history_bound,
     child_workflow_id,
     new_run_id,
     pipe_run,
     retry_policy,
+    run_workflow_id,
     summary,
 )
 
@@ -31,6 +34,7 @@ __all__ = [
     "DEFAULT_TASK_QUEUE",
     "WORKFLOW_NAME",
     "AgentTurnCall",
+    "BatchSlice",
     "ExtractCall",
     "ImageCall",
     "LeafCall",
@@ -43,9 +47,11 @@ __all__ = [
     "ToolCall",
     "Usage",
     "activity_options",
+    "batch_history_bound",
     "child_workflow_id",
     "new_run_id",
     "pipe_run",
     "retry_policy",
+    "run_workflow_id",
     "summary",
 ]

@@ -20,6 +20,18 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class BatchSlice(_Message):
+    """A contiguous part of a batch's list, run by a child workflow of the batch.
+
+    Attributes:
+        offset: the index of the first item in the whole list (item paths use whole-list indexes).
+        items: the items of this part.
+    """
+
+    offset: int = 0
+    items: list[Any] = Field(default_factory=list)
+
+
 class PipeRun(_Message):
     """The input of a pipe workflow: which pipe, its resolved spec, its inputs, and where it sits.
 
@@ -31,6 +43,7 @@ class PipeRun(_Message):
         inputs: the pipe's input values.
         resume: where a run continued-as-new picks up (an agent's transcript); None at the start.
         budget_usd: what this part of the run may still spend (None: no budget).
+        slice: for a batch pipe run as a chunk of a larger batch, the items it maps.
     """
 
     run_id: str
@@ -40,6 +53,7 @@ class PipeRun(_Message):
     inputs: dict[str, Any] = Field(default_factory=dict)
     resume: dict[str, Any] | None = None
     budget_usd: float | None = None
+    slice: BatchSlice | None = None
 
 
 class _Call(_Message):
@@ -147,7 +161,8 @@ class StepRecord(_Message):
     cache_hit: bool = False
     error_type: str | None = None
     error: str | None = None
-    counts: dict[str, int] | None = None
+    # For a large batch, one row stands for all its items: how many ended in each status.
+    counts: dict[str, int] = Field(default_factory=dict)
     waiting_for: str | None = None
 
 

@@ -68,6 +68,27 @@ def child_workflow_id(run_id: str, path: str) -> str:
     return f"{run_id}/{path}"
 
 
+def run_workflow_id(run: PipeRun) -> str:
+    """The child workflow id of ``run``; a chunk of a batch adds its item range, ``claims[0:100]``."""
+    if run.slice is None:
+        return child_workflow_id(run.run_id, run.path)
+    start = run.slice.offset
+    return child_workflow_id(
+        run.run_id, f"{run.path or run.pipe}[{start}:{start + len(run.slice.items)}]"
+    )
+
+
+def batch_history_bound(chunk_size: int) -> int:
+    """The most history events one workflow of a batch records, whatever the list's length.
+
+    A batch workflow maps at most ``chunk_size`` items or chunks. Per item, an activity records 3
+    events (scheduled, started, completed) and a child workflow 3 (initiated, started, completed);
+    each event that wakes the workflow may add one workflow task of 3 events (scheduled, started,
+    completed), so at most 9 per item. Add the start, the first workflow task and the completion.
+    """
+    return 9 * chunk_size + 10
+
+
 def activity_options(call: LeafCall) -> dict[str, Any]:
     """Keyword arguments for ``workflow.execute_activity`` of a leaf call."""
     pipe = call.pipe

@@ -36,7 +36,7 @@ def finished_steps(records: Sequence[StepRecord]) -> int:
     """How many leaf steps (and batch items) have finished, nested runs included."""
     total = 0
     for record in records:
-        if record.counts is not None:
+        if record.counts:
             total += sum(n for status, n in record.counts.items() if status in _FINISHED)
         elif record.kind not in CONTROLLER_KINDS and record.status in _FINISHED:
             total += 1
@@ -48,7 +48,7 @@ def spent(records: Sequence[StepRecord]) -> Usage:
     what its own steps spent, so it is not added again)."""
     total = Usage()
     for record in records:
-        if record.counts is not None or record.kind not in CONTROLLER_KINDS:
+        if record.counts or record.kind not in CONTROLLER_KINDS:
             total += Usage(
                 input_tokens=record.input_tokens,
                 output_tokens=record.output_tokens,

@@ -4,10 +4,12 @@ This layer knows nothing of Temporal.
 """
 
 from durapipe.pipes._builders import (
+    Binding,
     Pipe,
     StepRef,
     agent,
     approval,
+    bind,
     extract,
     image,
     llm,
@@ -16,6 +18,7 @@ from durapipe.pipes._builders import (
     step,
     tool,
 )
+from durapipe.pipes._control_builders import BranchRef, batch, branch, condition, parallel
 from durapipe.pipes._load import import_function, load, tool_functions
 from durapipe.pipes._resolve import reachable, resolve, subset
 from durapipe.pipes._routing import route
@@ -25,9 +28,13 @@ from durapipe.pipes._spec import (
     OFFLINE_MODEL,
     AgentPipe,
     ApprovalPipe,
+    BatchPipe,
+    Branch,
+    ConditionPipe,
     ExtractPipe,
     ImagePipe,
     LlmPipe,
+    ParallelPipe,
     Pipeline,
     PipeSpec,
     RetrySpec,
@@ -37,8 +44,9 @@ from durapipe.pipes._spec import (
     ToolPipe,
     is_controller,
     parse_duration,
+    pipes_used,
 )
-from durapipe.pipes._templates import TemplateError, render, variables
+from durapipe.pipes._templates import TemplateError, evaluate, render, variables
 from durapipe.pipes._types import Blob, FieldSpec, Page, StructureSpec
 from durapipe.pipes._validate import check, check_inputs, output_type, validate
 from durapipe.pipes._yaml import load_yaml
@@ -49,12 +57,18 @@ __all__ = [
     "OFFLINE_MODEL",
     "AgentPipe",
     "ApprovalPipe",
+    "BatchPipe",
+    "Binding",
     "Blob",
+    "Branch",
+    "BranchRef",
+    "ConditionPipe",
     "ExtractPipe",
     "FieldSpec",
     "ImagePipe",
     "LlmPipe",
     "Page",
+    "ParallelPipe",
     "Pipe",
     "PipeSpec",
     "Pipeline",
@@ -68,8 +82,13 @@ __all__ = [
     "ToolPipe",
     "agent",
     "approval",
+    "batch",
+    "bind",
+    "branch",
     "check",
     "check_inputs",
+    "condition",
+    "evaluate",
     "extract",
     "image",
     "import_function",
@@ -78,8 +97,10 @@ __all__ = [
     "load",
     "load_yaml",
     "output_type",
+    "parallel",
     "parse_duration",
     "pipeline",
+    "pipes_used",
     "reachable",
     "render",
     "resolve",

@@ -54,6 +54,25 @@ class StepRef:
     inputs: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Binding:
+    """A binding step of a sequence built in Python (see `bind`)."""
+
+    source: str
+    result: str
+    name: str | None = None
+
+
+def bind(source: str, *, result: str, name: str | None = None) -> Binding:
+    """A sequence step that copies working-memory path ``source`` to ``result``; it runs nothing.
+
+    Example:
+        >>> bind("invoice.total", result="amount")
+        Binding(source='invoice.total', result='amount', name=None)
+    """
+    return Binding(source, result=result, name=name)
+
+
 def step(
     pipe: Pipe,
     *,
@@ -322,7 +341,7 @@ def agent(
 def sequence(
     name: str,
     *,
-    steps: Sequence[StepRef | Pipe],
+    steps: Sequence[StepRef | Binding | Pipe],
     inputs: Mapping[str, Any] | None = None,
     output: str | list[str] | dict[str, str] | None = None,
     description: str = "",
@@ -332,7 +351,8 @@ def sequence(
 
     Args:
         name: the pipe's name.
-        steps: `step` values, or bare pipes (their output is stored under the pipe's name).
+        steps: `step` values, `bind` values, or bare pipes (their output is stored under the
+            pipe's name).
         inputs: input names and their types.
         output: a working-memory name, a list of names, or a mapping of output names to paths;
             defaults to the last step's result.
@@ -340,18 +360,21 @@ def sequence(
         budget_usd: the most a run of this pipe may spend (see the README's budgets).
     """
     structures: Structures = {}
-    refs = [s if isinstance(s, StepRef) else StepRef(s) for s in steps]
+    refs = [s if isinstance(s, StepRef | Binding) else StepRef(s) for s in steps]
     spec = SequencePipe(
         description=description,
         inputs=_types_of(inputs, structures),
         steps=[
-            Step(pipe=r.pipe.name, name=r.name, result=r.result, inputs=dict(r.inputs))
+            Step(from_=r.source, name=r.name, result=r.result)
+            if isinstance(r, Binding)
+            else Step(pipe=r.pipe.name, name=r.name, result=r.result, inputs=dict(r.inputs))
             for r in refs
         ],
         output=output,
         budget_usd=budget_usd,
     )
-    return Pipe(name, spec, structures, uses=tuple(r.pipe for r in refs))
+    uses = tuple(r.pipe for r in refs if isinstance(r, StepRef))
+    return Pipe(name, spec, structures, uses=uses)
 
 
 def approval(

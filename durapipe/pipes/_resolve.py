@@ -23,7 +23,8 @@ from durapipe.pipes._spec import (
     LlmPipe,
     Pipeline,
     PipeSpec,
-    SequencePipe,
+    is_controller,
+    pipes_used,
 )
 
 DEFAULT_MODEL_ENV = "DURAPIPE_DEFAULT_MODEL"
@@ -38,11 +39,7 @@ def reachable(pipeline: Pipeline, name: str) -> list[str]:
         if current in order or current not in pipeline.pipes:
             continue
         order.append(current)
-        pipe = pipeline.pipes[current]
-        if isinstance(pipe, SequencePipe):
-            pending.extend(step.pipe for step in pipe.steps)
-        elif isinstance(pipe, AgentPipe):
-            pending.extend(pipe.tools)
+        pending.extend(pipes_used(pipeline.pipes[current]))
     return order
 
 
@@ -53,8 +50,8 @@ def subset(spec: Pipeline, name: str) -> Pipeline:
     used: set[str] = set()
     for pipe in pipes.values():
         types = [*pipe.inputs.values()]
-        if not isinstance(pipe, SequencePipe):
-            types.append(pipe.output)
+        if not is_controller(pipe):
+            types.append(str(getattr(pipe, "output", "any")))
         for type_ref in types:
             used |= _types.structures_used(type_ref, spec.structures)
     structures = {n: s for n, s in spec.structures.items() if n in used}

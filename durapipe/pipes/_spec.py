@@ -18,7 +18,7 @@ OFFLINE_MODEL = "durapipe/offline"
 # The embedded extractor: pypdf for text pages, the tesseract OCR engine for images and scans.
 LOCAL_EXTRACTOR = "durapipe/local"
 # An agent runs its tool-calling loop in a workflow of its own (see AgentPipe), so it counts as one.
-CONTROLLER_KINDS = frozenset({"sequence", "agent"})
+CONTROLLER_KINDS = frozenset({"sequence", "parallel", "batch", "condition", "agent"})
 LEAF_KINDS = frozenset({"llm", "tool", "extract", "image"})
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -207,30 +207,45 @@ class ApprovalPipe(_PipeBase):
 
 
 class Step(_Spec):
-    """One step of a sequence.
+    """One step of a sequence: it runs a pipe, or binds a working-memory path to a new name.
 
     Attributes:
         pipe: the name of the pipe this step runs.
+        from_: (``from`` in YAML) a binding step: copy this working-memory path
+            (``invoice.total``) to ``result`` without running anything.
         name: the step's name in paths and the UI; defaults to the pipe's name.
         result: the working-memory name the step's output is stored under; defaults to ``name``.
         inputs: where each input of the pipe comes from, as a working-memory path
             (``claims`` or ``fact_check.word_count``); an input not listed is read by its own name.
     """
 
-    pipe: str
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    pipe: str | None = None
+    from_: str | None = Field(default=None, alias="from", pattern=r"^[A-Za-z_]\w*(\.\w+)*$")
     name: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w-]*$")
     result: str | None = Field(default=None, pattern=r"^[A-Za-z_]\w*$")
     inputs: dict[str, str] = Field(default_factory=dict)
 
+    @pydantic.model_validator(mode="after")
+    def _pipe_or_binding(self) -> Step:
+        if (self.pipe is None) == (self.from_ is None):
+            raise ValueError(
+                "a step needs exactly one of 'pipe' (run a pipe) or 'from' (bind a value)"
+            )
+        if self.from_ is not None and (self.result is None or self.inputs):
+            raise ValueError("a binding step ('from') needs 'result' and takes no 'inputs'")
+        return self
+
     @property
     def step_name(self) -> str:
         """The step's name as it appears in step paths."""
-        return self.name or self.pipe
+        return self.name or self.pipe or self.result or ""
 
     @property
     def result_name(self) -> str:
         """The working-memory name the output is stored under."""
-        return self.result or self.name or self.pipe
+        return self.result or self.name or self.pipe or ""
 
 
 class SequencePipe(_PipeBase):
@@ -246,6 +261,111 @@ class SequencePipe(_PipeBase):
     kind: Literal["sequence"] = "sequence"
     steps: list[Step] = Field(min_length=1)
     output: str | list[str] | dict[str, str] | None = None
+
+
+OnError = Literal["fail", "collect"]
+# Outcomes of a condition that run no pipe.
+FAIL_OUTCOME, CONTINUE_OUTCOME = "fail", "continue"
+
+
+def outcome_key(value: Any) -> str:
+    """The outcome key a condition value selects: ``true``/``false``/``none`` or ``str(value)``.
+
+    YAML reads ``true:`` and ``3:`` as a boolean and an integer; both spellings of a key and the
+    expression's value meet in this one string form.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+class Branch(_Spec):
+    """One branch of a parallel pipe: the pipe it runs and where its inputs come from.
+
+    In YAML a branch is either a pipe name or a mapping with these keys.
+    """
+
+    pipe: str
+    inputs: dict[str, str] = Field(default_factory=dict)
+
+
+class ParallelPipe(_PipeBase):
+    """Named branches run concurrently; the output maps each branch name to its result.
+
+    Attributes:
+        branches: branch name -> the pipe it runs (inputs read from working memory by name, or as
+            mapped by the branch's ``inputs``).
+        on_error: ``fail`` (default): a failing branch fails the pipe, naming the branch;
+            ``collect``: every branch runs to its end and the output is
+            ``{"results": {branch: output}, "errors": {branch: {"type", "message", "path"}}}``.
+    """
+
+    kind: Literal["parallel"] = "parallel"
+    branches: dict[str, Branch] = Field(min_length=1)
+    on_error: OnError = "fail"
+
+    @pydantic.field_validator("branches", mode="before")
+    @classmethod
+    def _bare_pipe_names(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: {"pipe": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+
+class BatchPipe(_PipeBase):
+    """One pipe mapped over a list; results keep the list's order.
+
+    Attributes:
+        over: the working-memory path of the list (one of the batch's inputs, or a field of one).
+        item: the name each element has in the mapped pipe's working memory.
+        pipe: the pipe run once per element (a leaf or a controller).
+        pipe_inputs: where the mapped pipe's inputs come from, as working-memory paths (the batch's
+            inputs and ``item``); an input not listed is read by its own name.
+        max_concurrency: how many elements run at once, across the whole batch.
+        on_error: ``fail`` (default): the first failure stops new elements from starting (running
+            ones finish) and fails the batch naming the element; ``collect``: every element runs and
+            the output is ``{"results": [output or null, ...], "errors": [{"index", "type",
+            "message", "path"}, ...]}``.
+        chunk_size: at most this many elements (or sub-batches) per workflow; longer lists are
+            split into child workflows, nested as deep as needed, so no history grows with the list.
+    """
+
+    kind: Literal["batch"] = "batch"
+    over: str = Field(pattern=r"^[A-Za-z_]\w*(\.\w+)*$")
+    item: str = Field(pattern=r"^[A-Za-z_]\w*$")
+    pipe: str
+    pipe_inputs: dict[str, str] = Field(default_factory=dict)
+    max_concurrency: int = Field(default=10, ge=1, le=1000)
+    on_error: OnError = "fail"
+    chunk_size: int = Field(default=100, ge=2, le=1000)
+
+
+class ConditionPipe(_PipeBase):
+    """An expression over the inputs picks the pipe that runs.
+
+    Attributes:
+        expression: a Jinja2 expression (no braces) over the inputs, e.g. ``amount > 1000`` or
+            ``ticket.category``; evaluated in the same sandbox as templates.
+        outcomes: expression value -> pipe name, or ``fail`` (fail the step) or ``continue`` (do
+            nothing; the output is null). Keys match the value's string form (``true``, ``3``).
+        default: the outcome when no key matches; without one, an unmatched value fails the step.
+    """
+
+    kind: Literal["condition"] = "condition"
+    expression: str = Field(min_length=1)
+    outcomes: dict[str, str] = Field(min_length=1)
+    default: str | None = None
+
+    @pydantic.field_validator("outcomes", mode="before")
+    @classmethod
+    def _string_keys(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {outcome_key(k): v for k, v in value.items()}
+        return value
 
 
 class AgentPipe(_PipeBase):
@@ -281,9 +401,30 @@ class AgentPipe(_PipeBase):
 
 
 PipeSpec = Annotated[
-    LlmPipe | ToolPipe | ExtractPipe | ImagePipe | SequencePipe | AgentPipe | ApprovalPipe,
+    LlmPipe
+    | ToolPipe
+    | ExtractPipe
+    | ImagePipe
+    | SequencePipe
+    | ParallelPipe
+    | BatchPipe
+    | ConditionPipe
+    | AgentPipe
+    | ApprovalPipe,
     Field(discriminator="kind"),
 ]
+AnyPipe = (
+    LlmPipe
+    | ToolPipe
+    | ExtractPipe
+    | ImagePipe
+    | SequencePipe
+    | ParallelPipe
+    | BatchPipe
+    | ConditionPipe
+    | AgentPipe
+    | ApprovalPipe
+)
 
 
 class RouteRule(_Spec):
@@ -326,8 +467,23 @@ class Pipeline(_Spec):
     routing: list[RouteRule] = Field(default_factory=list)
 
 
-def is_controller(
-    pipe: LlmPipe | ToolPipe | ExtractPipe | ImagePipe | SequencePipe | AgentPipe | ApprovalPipe,
-) -> bool:
+def is_controller(pipe: AnyPipe) -> bool:
     """Whether ``pipe`` runs as its own workflow (a controller) rather than an activity."""
     return pipe.kind in CONTROLLER_KINDS
+
+
+def pipes_used(pipe: AnyPipe) -> list[str]:
+    """Names of the pipes a controller runs directly, in declaration order (none for a leaf)."""
+    if isinstance(pipe, SequencePipe):
+        return [step.pipe for step in pipe.steps if step.pipe is not None]
+    if isinstance(pipe, ParallelPipe):
+        return [branch.pipe for branch in pipe.branches.values()]
+    if isinstance(pipe, BatchPipe):
+        return [pipe.pipe]
+    if isinstance(pipe, ConditionPipe):
+        targets = [*pipe.outcomes.values(), *([pipe.default] if pipe.default else [])]
+        special = (FAIL_OUTCOME, CONTINUE_OUTCOME)
+        return list(dict.fromkeys(t for t in targets if t not in special))
+    if isinstance(pipe, AgentPipe):
+        return list(pipe.tools)
+    return []

@@ -12,7 +12,10 @@ from typing import Any
 
 import jinja2
 import jinja2.exceptions
+import jinja2.lexer
 import jinja2.meta
+import jinja2.nodes
+import jinja2.parser
 import jinja2.sandbox
 
 
@@ -22,12 +25,16 @@ class TemplateError(ValueError):
 
 @functools.cache
 def _environment() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
-    return jinja2.sandbox.ImmutableSandboxedEnvironment(
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
         loader=None,
     )
+    # `lipsum` draws random numbers: condition expressions run inside workflows, which must replay
+    # to the same value.
+    env.globals.pop("lipsum", None)
+    return env
 
 
 @functools.lru_cache(maxsize=1024)
@@ -64,3 +71,57 @@ def render(source: str, values: dict[str, Any]) -> str:
         raise TemplateError(f"template uses an undefined value: {err.message}") from None
     except jinja2.exceptions.SecurityError as err:
         raise TemplateError(f"template refused by the sandbox: {err}") from None
+
+
+def _parse_expression(source: str) -> jinja2.nodes.Template:
+    env = _environment()
+    try:
+        # How jinja2's own compile_expression parses: the expression inside a variable block.
+        parser = jinja2.parser.Parser(env, source, state="variable")
+        expr = parser.parse_expression()
+        if not parser.stream.eos:
+            token = parser.stream.current
+            raise jinja2.TemplateSyntaxError(
+                f"unexpected {jinja2.lexer.describe_token(token)}", token.lineno
+            )
+    except jinja2.TemplateSyntaxError as err:
+        raise TemplateError(f"expression syntax error: {err.message}") from None
+    template = jinja2.nodes.Template([jinja2.nodes.Output([expr])], lineno=1)
+    template.set_environment(env)
+    return template
+
+
+def expression_variables(source: str) -> set[str]:
+    """The names an expression (``amount > 1000``, no braces) reads from its context.
+
+    Raises:
+        TemplateError: the expression does not parse.
+    """
+    return set(jinja2.meta.find_undeclared_variables(_parse_expression(source)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile_expression(source: str) -> Any:
+    _parse_expression(source)  # a clear TemplateError for a syntax error
+    return _environment().compile_expression(source, undefined_to_none=False)
+
+
+def evaluate(source: str, values: dict[str, Any]) -> Any:
+    """The value of an expression over ``values``, in the same sandbox as templates.
+
+    Deterministic for the same ``values`` (no clock, no randomness), so a workflow may call it.
+
+    Raises:
+        TemplateError: the expression does not parse, reads an undefined name, or tried something
+            the sandbox forbids.
+    """
+    expression = _compile_expression(source)
+    try:
+        value = expression(**values)
+    except jinja2.UndefinedError as err:
+        raise TemplateError(f"expression uses an undefined value: {err.message}") from None
+    except jinja2.exceptions.SecurityError as err:
+        raise TemplateError(f"expression refused by the sandbox: {err}") from None
+    if isinstance(value, jinja2.Undefined):
+        raise TemplateError("expression has no value (an undefined name or field)")
+    return value

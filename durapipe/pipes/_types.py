@@ -240,6 +240,8 @@ def type_ref(python_type: Any, structures: Structures) -> str:
         return "file"
     if python_type is Page:
         return "Page"
+    if python_type is list:
+        return "list[any]"
     origin = typing.get_origin(python_type)
     if origin is typing.Annotated:
         return _annotated_list(python_type, structures)

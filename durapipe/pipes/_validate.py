@@ -6,7 +6,6 @@ fixes a file in one pass instead of one error per run.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Mapping
 
@@ -14,15 +13,28 @@ import pydantic
 
 from durapipe._errors import PipelineError, Problem
 from durapipe.pipes import _templates, _types
+from durapipe.pipes._check_controllers import check_batch, check_condition, check_parallel
+from durapipe.pipes._flow import (
+    Memory,
+    check_pipe_ref,
+    check_reads,
+    output_shape,
+    path_shape,
+    suggest,
+)
 from durapipe.pipes._spec import (
     AgentPipe,
     ApprovalPipe,
+    BatchPipe,
+    ConditionPipe,
     ExtractPipe,
     ImagePipe,
     LlmPipe,
+    ParallelPipe,
     Pipeline,
     SequencePipe,
     ToolPipe,
+    pipes_used,
 )
 
 _PIPE_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
@@ -90,6 +102,12 @@ def check(pipeline: Pipeline, *, source: str = "") -> list[Problem]:
             _check_agent(pipeline, name, pipe, report)
         elif isinstance(pipe, ApprovalPipe):
             _check_approval(name, pipe, report)
+        elif isinstance(pipe, ParallelPipe):
+            check_parallel(pipeline, name, pipe, report)
+        elif isinstance(pipe, BatchPipe):
+            check_batch(pipeline, name, pipe, report)
+        elif isinstance(pipe, ConditionPipe):
+            check_condition(pipeline, name, pipe, report)
     _check_cycles(pipeline, report)
     return problems
 
@@ -165,7 +183,7 @@ def _check_agent(pipeline: Pipeline, name: str, pipe: AgentPipe, report: _Report
         if target is None:
             report(
                 f"{where}, field 'tools'",
-                f"unknown pipe '{tool_name}'{_suggest(tool_name, pipeline.pipes)}",
+                f"unknown pipe '{tool_name}'{suggest(tool_name, pipeline.pipes)}",
             )
         elif not isinstance(target, ToolPipe):
             report(
@@ -237,7 +255,7 @@ def _check_approval(name: str, pipe: ApprovalPipe, report: _Report) -> None:
 
 def _check_sequence(pipeline: Pipeline, name: str, pipe: SequencePipe, report: _Report) -> None:
     where = f"pipe '{name}'"
-    memory: dict[str, str] = dict(pipe.inputs)
+    memory: Memory = dict(pipe.inputs)
     step_names: set[str] = set()
     for index, step in enumerate(pipe.steps):
         step_where = f"{where}, step '{step.step_name}'"
@@ -246,39 +264,26 @@ def _check_sequence(pipeline: Pipeline, name: str, pipe: SequencePipe, report: _
                 step_where, f"step name '{step.step_name}' is used twice; give one a distinct name"
             )
         step_names.add(step.step_name)
-        target = pipeline.pipes.get(step.pipe)
-        if target is None:
-            report(
-                f"{step_where}, field 'pipe'",
-                f"unknown pipe '{step.pipe}'{_suggest(step.pipe, pipeline.pipes)}",
-            )
+        if step.from_ is not None:
+            bound = path_shape(pipeline, memory, step.from_)
+            if bound is None:
+                report(
+                    f"{step_where}, field 'from'",
+                    f"nothing provides '{step.from_}' at step {index + 1} "
+                    f"(available: {', '.join(memory) or 'nothing'})",
+                )
+            memory[step.result_name] = bound or "any"
+            continue
+        assert step.pipe is not None  # a step is a binding or runs a pipe (checked by the spec)
+        if not check_pipe_ref(pipeline, f"{step_where}, field 'pipe'", step.pipe, report):
             memory[step.result_name] = "any"
             continue
-        for input_name in step.inputs:
-            if input_name not in target.inputs:
-                report(
-                    f"{step_where}, input '{input_name}'",
-                    f"pipe '{step.pipe}' has no input '{input_name}'",
-                )
-        for input_name, input_type in target.inputs.items():
-            path = step.inputs.get(input_name, input_name)
-            source_type = _path_type(pipeline, memory, path)
-            if source_type is None:
-                available = ", ".join(memory) or "nothing"
-                report(
-                    f"{step_where}, input '{input_name}'",
-                    f"nothing provides '{path}' at step {index + 1} (available: {available})",
-                )
-            elif not _types.type_problems(
-                input_type, pipeline.structures
-            ) and not _types.is_assignable(source_type, input_type):
-                report(
-                    f"{step_where}, input '{input_name}'",
-                    f"'{path}' is {source_type} but pipe '{step.pipe}' expects {input_type}",
-                )
-        memory[step.result_name] = output_type(pipeline, step.pipe)
+        check_reads(
+            pipeline, step_where, step.pipe, step.inputs, memory, report, f" at step {index + 1}"
+        )
+        memory[step.result_name] = output_shape(pipeline, step.pipe)
     for output_path in _output_paths(pipe):
-        if _path_type(pipeline, memory, output_path) is None:
+        if path_shape(pipeline, memory, output_path) is None:
             report(
                 f"{where}, field 'output'",
                 f"nothing provides '{output_path}' (available: {', '.join(memory)})",
@@ -295,44 +300,16 @@ def _output_paths(pipe: SequencePipe) -> list[str]:
     return list(pipe.output.values())
 
 
-def output_type(pipeline: Pipeline, name: str, _seen: frozenset[str] = frozenset()) -> str:
+def output_type(pipeline: Pipeline, name: str) -> str:
     """The type of what pipe ``name`` returns (``any`` when it cannot be known statically)."""
-    pipe = pipeline.pipes.get(name)
-    if pipe is None or name in _seen:
-        return "any"
-    if not isinstance(pipe, SequencePipe):
-        return pipe.output
-    if pipe.output is None:
-        last = pipe.steps[-1]
-        return output_type(pipeline, last.pipe, _seen | {name})
-    if isinstance(pipe.output, str):
-        memory = dict(pipe.inputs)
-        for step in pipe.steps:
-            memory[step.result_name] = output_type(pipeline, step.pipe, _seen | {name})
-        return _path_type(pipeline, memory, pipe.output) or "any"
-    return "any"
-
-
-def _path_type(pipeline: Pipeline, memory: dict[str, str], path: str) -> str | None:
-    """The type at a dotted working-memory path, ``any`` when unknown, None when the root is missing."""
-    root, *fields = path.split(".")
-    if root not in memory:
-        return None
-    current = memory[root]
-    for field in fields:
-        structure = pipeline.structures.get(current)
-        if structure is None:
-            return "any"
-        if field not in structure.fields:
-            return None
-        current = structure.fields[field].type
-    return current
+    shape = output_shape(pipeline, name)
+    return shape if isinstance(shape, str) else "any"
 
 
 def _check_cycles(pipeline: Pipeline, report: _Report) -> None:
     def children(name: str) -> list[str]:
         pipe = pipeline.pipes.get(name)
-        return [s.pipe for s in pipe.steps] if isinstance(pipe, SequencePipe) else []
+        return pipes_used(pipe) if pipe is not None else []
 
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
 
@@ -351,11 +328,6 @@ def _check_cycles(pipeline: Pipeline, report: _Report) -> None:
             visit(name, [name])
 
 
-def _suggest(name: str, known: Mapping[str, object]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def check_inputs(
     pipeline: Pipeline, pipe_name: str, inputs: dict[str, object]
 ) -> dict[str, object]:
@@ -371,7 +343,7 @@ def check_inputs(
             [
                 Problem(
                     f"pipe '{pipe_name}'",
-                    f"no such pipe{_suggest(pipe_name, pipeline.pipes)} (pipes: {known})",
+                    f"no such pipe{suggest(pipe_name, pipeline.pipes)} (pipes: {known})",
                 )
             ]
         )

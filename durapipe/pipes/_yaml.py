@@ -27,21 +27,29 @@ from durapipe._errors import PipelineError, Problem
 from durapipe.pipes._spec import (
     AgentPipe,
     ApprovalPipe,
+    BatchPipe,
+    Branch,
+    ConditionPipe,
     ExtractPipe,
     ImagePipe,
     LlmPipe,
+    ParallelPipe,
     Pipeline,
     SequencePipe,
     Step,
     ToolPipe,
 )
 
+# Every pipe kind and its spec class: pydantic names the kind in error locations.
 _KIND_MODELS: dict[str, type[pydantic.BaseModel]] = {
     "llm": LlmPipe,
     "tool": ToolPipe,
     "extract": ExtractPipe,
     "image": ImagePipe,
     "sequence": SequencePipe,
+    "parallel": ParallelPipe,
+    "batch": BatchPipe,
+    "condition": ConditionPipe,
     "agent": AgentPipe,
     "approval": ApprovalPipe,
 }
@@ -136,11 +144,12 @@ def _describe(error: Any, rest: list[Any], data: dict[str, Any], loc: list[Any])
 
 
 def _known_fields(data: dict[str, Any], loc: list[Any]) -> list[str]:
-    kinds = _KIND_MODELS
-    if len(loc) >= 3 and loc[0] == "pipes" and loc[2] in kinds:
-        model: type[pydantic.BaseModel] = kinds[loc[2]]
+    if len(loc) >= 3 and loc[0] == "pipes" and loc[2] in _KIND_MODELS:
+        model: type[pydantic.BaseModel] = _KIND_MODELS[loc[2]]
         if len(loc) >= 6 and loc[3] == "steps":
-            model = Step
+            return [*(f for f in Step.model_fields if f != "from_"), "from"]
+        if len(loc) >= 6 and loc[3] == "branches":
+            model = Branch
         return list(model.model_fields)
     if len(loc) == 1:
         return list(Pipeline.model_fields)

@@ -6,6 +6,7 @@
   scriptable to fail (429 with Retry-After, 5xx, 401, context window, hangs, dropped connections,
   malformed JSON), with a ledger of every call.
 - `text_pdf`, `text_image`, `scanned_pdf`: small documents made in memory, to test extract pipes.
+- `run_histories`: every workflow of a run and the length of its history.
 
 The offline names import litellm (seconds), so they load on first use.
 """
@@ -29,6 +30,7 @@ from durapipe.testing._fake_provider import (
     ToolCalls,
     read_ledger,
 )
+from durapipe.testing._histories import run_histories
 
 _OFFLINE = {"OfflineModel", "read_offline_ledger", "register_offline_model", "sample_from_schema"}
 
@@ -48,6 +50,7 @@ __all__ = [
     "read_ledger",
     "read_offline_ledger",
     "register_offline_model",
+    "run_histories",
     "sample_from_schema",
     "scanned_pdf",
     "text_image",

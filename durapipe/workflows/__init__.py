@@ -1,6 +1,7 @@
 """The Temporal workflows that interpret controller specs."""
 
-from durapipe.workflows._interpret import Interpreter, Runtime, join_path, lookup
+from durapipe.workflows._interpret import Interpreter, Runtime
+from durapipe.workflows._memory import join_path, lookup
 from durapipe.workflows._workflow import (
     PAUSE_SIGNAL,
     RESUME_SIGNAL,

@@ -23,7 +23,7 @@ from durapipe.adapters._agent import (
 )
 from durapipe.adapters._calls import AgentTurnCall, StepRecord, ToolCall
 from durapipe.pipes import AgentPipe, TemplateError, ToolPipe, render
-from durapipe.workflows._interpret import join_path
+from durapipe.workflows._memory import join_path
 
 if TYPE_CHECKING:
     from durapipe.workflows._interpret import Interpreter

@@ -43,9 +43,13 @@ from durapipe.pipes import (
     is_controller,
     subset,
 )
+from durapipe.pipes._spec import BatchPipe, ConditionPipe, ParallelPipe
 from durapipe.pipes._types import StructureSpec, structures_used
+from durapipe.workflows._control import run_batch, run_condition, run_parallel
+from durapipe.workflows._memory import join_path, lookup
 
 T = TypeVar("T")
+MISSING_VALUE = "durapipe.MissingValue"
 
 
 class Runtime(Protocol):
@@ -80,26 +84,6 @@ class Runtime(Protocol):
         ...
 
 
-def join_path(parent: str, name: str) -> str:
-    """The step path of ``name`` inside ``parent``."""
-    return f"{parent}/{name}" if parent else name
-
-
-def lookup(memory: dict[str, Any], path: str) -> Any:
-    """The value at a dotted working-memory path, e.g. ``fact_check.word_count``.
-
-    Raises:
-        KeyError: a part of the path is missing (the message names the part).
-    """
-    root, *fields = path.split(".")
-    value = memory[root]
-    for index, field in enumerate(fields):
-        if not isinstance(value, dict) or field not in value:
-            raise KeyError(f"'{'.'.join([root, *fields[: index + 1]])}' is missing")
-        value = value[field]
-    return value
-
-
 class Interpreter:
     """Runs one pipe of a run (a controller, or a single leaf) and keeps its step records."""
 
@@ -126,6 +110,12 @@ class Interpreter:
             from durapipe.workflows._agent import AgentLoop  # the loop builds on this module
 
             output = await AgentLoop(self, pipe).run()
+        elif isinstance(pipe, ParallelPipe):
+            output = await run_parallel(self, pipe)
+        elif isinstance(pipe, BatchPipe):
+            output = await run_batch(self, pipe)
+        elif isinstance(pipe, ConditionPipe):
+            output = await run_condition(self, pipe)
         else:
             path = self.run.path or self.run.pipe
             self._plan(path, self.run.pipe)
@@ -140,29 +130,51 @@ class Interpreter:
         memory = dict(self.run.inputs)
         paths = [join_path(self.run.path, step.step_name) for step in pipe.steps]
         for step, path in zip(pipe.steps, paths, strict=True):
-            self._plan(path, step.pipe)
+            if step.pipe is not None:  # a binding step runs nothing and has no record
+                self._plan(path, step.pipe)
         for index, (step, path) in enumerate(zip(pipe.steps, paths, strict=True)):
-            target = self.run.spec.pipes[step.pipe]
             try:
-                inputs = {
-                    name: lookup(memory, step.inputs.get(name, name)) for name in target.inputs
-                }
+                if step.from_ is not None:
+                    memory[step.result_name] = self.read(path, "bind", memory, step.from_)
+                    continue
+                assert step.pipe is not None  # a step is a binding or runs a pipe
+                inputs = self.inputs_for(path, step.pipe, memory, step.inputs)
                 memory[step.result_name] = await self._step(path, step.pipe, inputs)
-            except (StepFailed, RunCancelled, KeyError) as err:
+            except (StepFailed, RunCancelled) as err:
                 for later in paths[index + 1 :]:
-                    self.records[later].status = "skipped"
+                    if later in self.records:
+                        self.records[later].status = "skipped"
                 if isinstance(err, RunCancelled):
                     err.steps = self.snapshot()
-                if isinstance(err, KeyError):
-                    raise self.fail(
-                        path, target.kind, None, "durapipe.MissingValue", str(err.args[0])
-                    ) from None
                 raise
         return _sequence_output(pipe, memory)
 
+    def read(self, path: str, kind: str, memory: dict[str, Any], source: str) -> Any:
+        """The value at working-memory path ``source``, or `StepFailed` naming step ``path``."""
+        try:
+            return lookup(memory, source)
+        except KeyError as err:
+            if path in self.records:
+                raise self.fail(path, kind, None, MISSING_VALUE, str(err.args[0])) from None
+            raise StepFailed(
+                path=path, kind=kind, cause_type=MISSING_VALUE, cause=str(err.args[0])
+            ) from None
+
+    def inputs_for(
+        self, path: str, pipe_name: str, memory: dict[str, Any], mapping: dict[str, str]
+    ) -> dict[str, Any]:
+        """The inputs of pipe ``pipe_name`` read from ``memory`` (by name, or as ``mapping`` says)."""
+        target = self.run.spec.pipes[pipe_name]
+        return {
+            name: self.read(path, target.kind, memory, mapping.get(name, name))
+            for name in target.inputs
+        }
+
     async def _step(self, path: str, pipe_name: str, inputs: dict[str, Any]) -> Any:
         pipe = self.run.spec.pipes[pipe_name]
-        record = self.records[path]
+        # A step without a planned record (an item of a large batch) still gets one for the
+        # runtime's hooks; it is just not kept.
+        record = self.records.get(path) or StepRecord(path=path, pipe=pipe_name, kind=pipe.kind)
         if is_controller(pipe):
             return await self.track(record, self._child(path, pipe_name, inputs, record))
         if isinstance(pipe, ApprovalPipe):

@@ -47,7 +47,7 @@ with workflow.unsafe.imports_passed_through():
         ESTIMATE_ACTIVITY,
         WORKFLOW_NAME,
         activity_options,
-        child_workflow_id,
+        run_workflow_id,
     )
     from durapipe.adapters._search import run_totals
     from durapipe.workflows._agent import ContinueAsNew
@@ -208,7 +208,7 @@ class _TemporalRuntime:
             handle = await workflow.start_child_workflow(
                 WORKFLOW_NAME,
                 run,
-                id=child_workflow_id(run.run_id, run.path),
+                id=run_workflow_id(run),
                 result_type=RunResult,
                 static_summary=f"{kind} {run.path}",
             )

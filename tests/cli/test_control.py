@@ -207,6 +207,17 @@ async def test_pause_holds_the_next_step_of_a_nested_run_until_resume(
         await eventually(lambda: _exists(Path(f"{gate}.waiting")), "the gate step to start")
         paused = await acli(temporal_address, "pause", run_id)  # while slow_inner/gate is in flight
         assert paused.returncode == 0, paused.stderr
+
+        async def child_paused() -> bool:
+            # The run forwards the pause to its child; open the gate only once the child has it.
+            events = await history_events(client, f"{run_id}/slow_inner")
+            return any(
+                e.workflow_execution_signaled_event_attributes.signal_name == "durapipe.pause"
+                for e in events
+                if e.HasField("workflow_execution_signaled_event_attributes")
+            )
+
+        await eventually(child_paused, "the pause to reach the child workflow")
         gate.touch()
 
         async def gate_done() -> bool:

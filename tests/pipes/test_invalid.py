@@ -55,8 +55,8 @@ EXPECTED = {
         "unknown_field.yaml:5: pipe 'summarize': unknown field 'promt' (did you mean 'prompt'?)",
     ],
     "unknown_kind.yaml": [
-        "unknown_kind.yaml:2: pipe 'summarize': unknown kind 'lm' "
-        "(one of llm, tool, extract, image, sequence, agent, approval)"
+        "unknown_kind.yaml:2: pipe 'summarize': unknown kind 'lm' (one of llm, tool, extract, image, "
+        "sequence, parallel, batch, condition, agent, approval)"
     ],
     "unknown_pipe.yaml": [
         "unknown_pipe.yaml:2: pipe 'main', step 'summarise', field 'pipe': unknown pipe 'summarise' "
@@ -65,6 +65,79 @@ EXPECTED = {
     "unknown_type.yaml": [
         "unknown_type.yaml:2: pipe 'extract', field 'output': unknown type 'Claimz' "
         "(declare it under structures, or use text, integer, number, boolean, any)"
+    ],
+    "batch_bad_on_error.yaml": [
+        "batch_bad_on_error.yaml:9: pipe 'shout_all': field 'on_error': Input should be 'fail' or 'collect'",
+    ],
+    "batch_item_collision.yaml": [
+        "batch_item_collision.yaml:2: pipe 'shout_all', field 'item': item name 'word' is already the input 'word'; give the item another name",
+    ],
+    "batch_output_mismatch.yaml": [
+        "batch_output_mismatch.yaml:3: pipe 'main', step 'join', input 'parts': 'counts' is list[integer] but pipe 'join' expects list[text]",
+    ],
+    "batch_over_missing.yaml": [
+        "batch_over_missing.yaml:2: pipe 'shout_all', field 'over': nothing provides 'wrods' (available: words)",
+    ],
+    "batch_over_non_list.yaml": [
+        "batch_over_non_list.yaml:2: pipe 'shout_all', field 'over': 'article' is text, not a list: a batch maps a pipe over a list",
+    ],
+    "batch_unknown_pipe.yaml": [
+        "batch_unknown_pipe.yaml:2: pipe 'shout_all', field 'pipe': unknown pipe 'shuot' (did you mean 'shout'?)",
+    ],
+    "binding_missing_path.yaml": [
+        "binding_missing_path.yaml:7: pipe 'main', step 'amount', field 'from': nothing provides 'invoice.totl' at step 1 (available: invoice)",
+    ],
+    "binding_without_result.yaml": [
+        "binding_without_result.yaml:6: pipe 'main', step 1: a binding step ('from') needs 'result' and takes no 'inputs'",
+    ],
+    "condition_expression_syntax.yaml": [
+        "condition_expression_syntax.yaml:2: pipe 'route', field 'expression': expression syntax error: unexpected 'end of template'",
+    ],
+    "condition_outcome_missing_input.yaml": [
+        "condition_outcome_missing_input.yaml:3: pipe 'route', outcome 'true', input 'reason': nothing provides 'reason' (available: amount)",
+    ],
+    "condition_undeclared_variable.yaml": [
+        "condition_undeclared_variable.yaml:2: pipe 'route', field 'expression': expression variable 'limit' is not a declared input (declared: amount)",
+    ],
+    "condition_unknown_outcome.yaml": [
+        "condition_unknown_outcome.yaml:2: pipe 'route', outcome 'true': unknown pipe 'reveiw' (did you mean 'review'?); an outcome names a pipe, 'fail' or 'continue'",
+        "condition_unknown_outcome.yaml:2: pipe 'route', field 'default': unknown pipe 'aprove'; an outcome names a pipe, 'fail' or 'continue'",
+    ],
+    "cycle_through_batch.yaml": [
+        "cycle_through_batch.yaml:9: pipe 'each', step 'all', input 'items': 'text' is text but pipe 'all' expects list[text]",
+        "cycle_through_batch.yaml:2: pipe 'all': pipes call each other in a cycle: all -> each -> all",
+    ],
+    "many_controller_problems.yaml": [
+        "many_controller_problems.yaml:3: pipe 'main', step 'first', field 'from': nothing provides 'handle_all.first' at step 2 (available: tickets, handle_all)",
+        "many_controller_problems.yaml:11: pipe 'handle_all', field 'item': item name 'tickets' is already the input 'tickets'; give the item another name",
+        "many_controller_problems.yaml:11: pipe 'handle_all', input 'ticket': nothing provides 'ticket' (available: tickets)",
+        "many_controller_problems.yaml:18: pipe 'handle', field 'expression': expression syntax error: unexpected 'end of template'",
+        "many_controller_problems.yaml:18: pipe 'handle', outcome 'long': unknown pipe 'nowhere'; an outcome names a pipe, 'fail' or 'continue'",
+    ],
+    "parallel_missing_input.yaml": [
+        "parallel_missing_input.yaml:2: pipe 'both', branch 'translated', input 'language': nothing provides 'language' (available: article)",
+    ],
+    "parallel_output_mismatch.yaml": [
+        "parallel_output_mismatch.yaml:3: pipe 'main', step 'double', input 'n': 'both.short' is text but pipe 'double' expects integer",
+    ],
+    "parallel_unknown_field.yaml": [
+        "parallel_unknown_field.yaml:2: pipe 'both': field 'branches' is required",
+        "parallel_unknown_field.yaml:5: pipe 'both': unknown field 'branch' (did you mean 'branches'?)",
+    ],
+    "parallel_unknown_pipe.yaml": [
+        "parallel_unknown_pipe.yaml:2: pipe 'both', branch 'long', field 'pipe': unknown pipe 'sumarize_long' (did you mean 'summarize_long'?)",
+    ],
+    "python_batch_over_text.py": [
+        "python_batch_over_text.py: pipe 'shout_all', field 'over': 'article' is text, not a list: a batch maps a pipe over a list",
+    ],
+    "python_condition_typo.py": [
+        "python_condition_typo.py: pipe 'route', outcome 'false': unknown pipe 'contine' (did you mean 'continue'?); an outcome names a pipe, 'fail' or 'continue'",
+    ],
+    "python_parallel_mismatch.py": [
+        "python_parallel_mismatch.py: pipe 'main', step 'shout', input 'text': 'both' is a mapping of short but pipe 'shout' expects text",
+    ],
+    "step_pipe_and_from.yaml": [
+        "step_pipe_and_from.yaml:6: pipe 'main', step 'amount': a step needs exactly one of 'pipe' (run a pipe) or 'from' (bind a value)",
     ],
     "unused_input.yaml": [
         "unused_input.yaml:2: pipe 'summarize', input 'tone': declared input is never used by the system "

@@ -85,3 +85,31 @@ def test_a_tool_must_be_importable_by_workers() -> None:
 
     with pytest.raises(ValueError, match="must be defined at module level"):
         dp.tool(local_helper)
+
+
+@pytest.mark.parametrize("example", ["research", "triage"])
+def test_controller_examples_yaml_and_python_twins_produce_the_same_spec(example: str) -> None:
+    from_yaml = dp.load(EXAMPLES / f"{example}.yaml")
+    from_python = dp.load(EXAMPLES / f"{example}.py")
+    assert from_yaml.model_dump() == from_python.model_dump()
+    kinds = {pipe.kind for pipe in from_yaml.pipes.values()}
+    assert {"sequence", "parallel", "batch", "condition"} <= kinds
+    bindings = [
+        step.from_
+        for pipe in from_yaml.pipes.values()
+        if isinstance(pipe, dp.SequencePipe)
+        for step in pipe.steps
+        if step.from_
+    ]
+    assert bindings  # the `from:` spelling reached the spec
+
+
+def test_condition_outcome_keys_of_both_spellings_meet_in_one_form() -> None:
+    approve = dp.llm("approve", prompt="ok")
+    python = dp.condition("c", expression="1 > 0", outcomes={True: approve, 3: "fail"}).spec
+    from_yaml = dp.load_yaml(
+        "pipes:\n  c:\n    kind: condition\n    expression: 1 > 0\n"
+        "    outcomes: {true: approve, 3: fail}\n  approve: {kind: llm, prompt: ok}\n"
+    ).pipes["c"]
+    assert python == from_yaml
+    assert python.outcomes == {"true": "approve", "3": "fail"}  # type: ignore[union-attr]

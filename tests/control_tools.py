@@ -1,0 +1,35 @@
+"""Tools for the controller tests: cheap, deterministic, and able to fail on demand."""
+
+from __future__ import annotations
+
+import asyncio
+
+IN_FLIGHT: list[int] = [0, 0]  # [running now, most ever running at once]
+STARTED: list[int] = []
+
+
+def square(n: int) -> int:
+    """n squared."""
+    return n * n
+
+
+def negate(n: int) -> int:
+    """-n."""
+    return -n
+
+
+def fail_on(n: int, bad: int) -> int:
+    """n, unless n is ``bad``."""
+    STARTED.append(n)
+    if n == bad:
+        raise ValueError(f"item {n} is bad")
+    return n
+
+
+async def tracked(n: int) -> int:
+    """n, after a short wait, counting how many calls run at once."""
+    IN_FLIGHT[0] += 1
+    IN_FLIGHT[1] = max(IN_FLIGHT)
+    await asyncio.sleep(0.01)
+    IN_FLIGHT[0] -= 1
+    return n
