@@ -45,16 +45,35 @@ structure_invoice = dp.llm(
     output=Invoice,
 )
 
+review_invoice = dp.llm(
+    "review_invoice",
+    model="fast",
+    inputs={"invoice": Invoice},
+    prompt=(
+        "Write a two-line review note for the accounts team about this invoice from\n"
+        "{{ invoice.vendor }} for {{ invoice.total }} {{ invoice.currency }}: "
+        "what to check before paying.\n"
+    ),
+)
+
+route_by_total = dp.condition(
+    "route_by_total",
+    description="Large invoices get a review note; small ones go through as they are.",
+    inputs={"invoice": Invoice},
+    expression="invoice.total > 1000",
+    outcomes={True: review_invoice, False: "continue"},
+)
+
 invoice = dp.sequence(
     "invoice",
-    description="Read an invoice and return its vendor, total and line items.",
+    description="Read an invoice, structure it, and add a review note when its total is large.",
     inputs={"document": "document"},
     steps=[
         dp.step(read_invoice, result="pages"),
         dp.step(structure_invoice, result="invoice"),
-        # Next: a condition on invoice.total, wired when the `condition` controller lands.
+        dp.step(route_by_total, result="review"),
     ],
-    output="invoice",
+    output=["invoice", "review"],
 )
 
 pipeline = dp.pipeline(invoice, models={"fast": "durapipe/offline"})
