@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck format demo clean
+.PHONY: install test lint typecheck format demo clean redis-server chaos
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+# The tests of the Redis checkpoint store start a real redis-server (Debian's) on a free port.
+redis-server:
+	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+
+test: lint typecheck redis-server
 	$(BIN)/python -m pytest -q
+
+# 100 runs of a 5-step pipeline, 20% provider failures, two workers SIGKILLed at random.
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py
 
 format: $(STAMP)
 	$(BIN)/ruff format durapipe tests examples

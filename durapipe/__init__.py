@@ -21,6 +21,7 @@ from durapipe._errors import (
     RunNotFound,
     StepFailed,
 )
+from durapipe._runs import RunSummary, list_runs, retry
 from durapipe.adapters import DEFAULT_TASK_QUEUE, RunResult, StepRecord, Usage
 from durapipe.local import run_local
 from durapipe.pipes import (
@@ -65,6 +66,7 @@ __all__ = [
     "RunHandle",
     "RunNotFound",
     "RunResult",
+    "RunSummary",
     "SequencePipe",
     "Step",
     "StepFailed",
@@ -74,11 +76,13 @@ __all__ = [
     "Usage",
     "build_worker",
     "connect",
+    "list_runs",
     "llm",
     "load",
     "load_yaml",
     "pipeline",
     "resolve",
+    "retry",
     "run",
     "run_local",
     "sequence",

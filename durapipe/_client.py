@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from durapipe._errors import ConfigError, RunError, RunNotFound, StepFailed
+from durapipe.activities import CheckpointStore
 from durapipe.adapters import (
     DEFAULT_TASK_QUEUE,
     WORKFLOW_NAME,
@@ -37,11 +38,14 @@ async def connect(
     *,
     pipeline: Pipeline | None = None,
     tools: Mapping[str, Callable[..., Any]] | None = None,
+    checkpoints: CheckpointStore | Literal["env"] | None = "env",
 ) -> Client:
     """A Temporal client with durapipe's plugin; workers built on it run ``pipeline``'s tools.
 
     The address and namespace come from the arguments, else ``TEMPORAL_ADDRESS`` and
     ``TEMPORAL_NAMESPACE`` (as the temporal CLI reads them), else ``localhost:7233`` / ``default``.
+    Workers built on it checkpoint leaf results in ``checkpoints`` (default: the store
+    ``DURAPIPE_CHECKPOINTS`` names).
 
     Raises:
         ConfigError: the server cannot be reached.
@@ -50,7 +54,9 @@ async def connect(
     namespace = namespace or os.environ.get("TEMPORAL_NAMESPACE") or DEFAULT_NAMESPACE
     try:
         return await Client.connect(
-            address, namespace=namespace, plugins=[DurapipePlugin(pipeline, tools=tools)]
+            address,
+            namespace=namespace,
+            plugins=[DurapipePlugin(pipeline, tools=tools, checkpoints=checkpoints)],
         )
     except Exception as err:  # the SDK raises RuntimeError with the transport's reason
         raise ConfigError(

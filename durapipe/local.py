@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import StepFailed
 from durapipe.activities import run_llm, run_tool
+from durapipe.activities._checkpoints import CheckpointStore, configured_store
 from durapipe.adapters import (
     LeafResult,
     LlmCall,
@@ -32,8 +33,13 @@ from durapipe.workflows._interpret import Interpreter
 class LocalRuntime:
     """Runs leaves by calling the activity bodies directly, with Temporal's retry semantics."""
 
-    def __init__(self, tools: Mapping[str, Callable[..., Any]]) -> None:
+    def __init__(
+        self,
+        tools: Mapping[str, Callable[..., Any]],
+        checkpoints: CheckpointStore | None = None,
+    ) -> None:
         self.tools = dict(tools)
+        self.checkpoints = checkpoints
 
     async def leaf(self, call: LlmCall | ToolCall) -> LeafResult:
         retry = call.pipe.retry or RetrySpec()
@@ -74,8 +80,8 @@ class LocalRuntime:
 
     async def _attempt(self, call: LlmCall | ToolCall, attempt: int) -> LeafResult:
         if isinstance(call, LlmCall):
-            return await run_llm(call, attempt)
-        return await run_tool(call, self.tools, attempt)
+            return await run_llm(call, attempt, self.checkpoints)
+        return await run_tool(call, self.tools, attempt, self.checkpoints)
 
     async def child(self, run: PipeRun) -> RunResult:
         return await Interpreter(run, self).execute()
@@ -114,5 +120,7 @@ async def run_local(
     checked = check_inputs(pipeline, pipe, dict(inputs))
     spec = resolve(pipeline, pipe)
     run = PipeRun(run_id=run_id or new_run_id(pipe), pipe=pipe, spec=spec, inputs=checked)
-    runtime = LocalRuntime(tools if tools is not None else tool_functions(spec))
+    runtime = LocalRuntime(
+        tools if tools is not None else tool_functions(spec), checkpoints=configured_store()
+    )
     return await Interpreter(run, runtime).execute()

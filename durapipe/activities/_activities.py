@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from temporalio import activity
 
+from durapipe.activities._checkpoints import CheckpointStore, configured_store
 from durapipe.activities._llm import run_llm
 from durapipe.activities._tool import run_tool
 from durapipe.adapters._calls import LeafResult, LlmCall, ToolCall
@@ -29,8 +30,21 @@ class Activities:
         >>> Worker(client, task_queue="durapipe", activities=activities.all())  # doctest: +SKIP
     """
 
-    def __init__(self, tools: Mapping[str, Callable[..., Any]] | None = None) -> None:
+    def __init__(
+        self,
+        tools: Mapping[str, Callable[..., Any]] | None = None,
+        checkpoints: CheckpointStore | Literal["env"] | None = "env",
+    ) -> None:
         self.tools = dict(tools or {})
+        # "env": the store DURAPIPE_CHECKPOINTS names, opened when the first call needs it.
+        self._checkpoints = checkpoints
+
+    @property
+    def checkpoints(self) -> CheckpointStore | None:
+        """The checkpoint store of this worker's calls (None: checkpoints are off)."""
+        if self._checkpoints == "env":
+            self._checkpoints = configured_store()
+        return self._checkpoints
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for a worker's ``activities=``."""
@@ -39,12 +53,14 @@ class Activities:
     @activity.defn(name=LLM_ACTIVITY)
     async def llm(self, call: LlmCall) -> LeafResult:
         """Call a language model (``durapipe.llm``)."""
-        return await _heartbeating(run_llm(call, activity.info().attempt))
+        return await _heartbeating(run_llm(call, activity.info().attempt, self.checkpoints))
 
     @activity.defn(name=TOOL_ACTIVITY)
     async def tool(self, call: ToolCall) -> LeafResult:
         """Call a registered tool function (``durapipe.tool``)."""
-        return await _heartbeating(run_tool(call, self.tools, activity.info().attempt))
+        return await _heartbeating(
+            run_tool(call, self.tools, activity.info().attempt, self.checkpoints)
+        )
 
 
 async def _heartbeating(work: Awaitable[T]) -> T:

@@ -17,8 +17,16 @@ from durapipe.pipes import RetrySpec
 WORKFLOW_NAME = "durapipe.pipe"
 ACTIVITY_NAMES = {"llm": "durapipe.llm", "tool": "durapipe.tool"}
 DEFAULT_TASK_QUEUE = "durapipe"
-# Heartbeats let Temporal notice a dead worker long before a long call's timeout runs out.
+# Heartbeats let Temporal notice a dead worker long before a long call's timeout runs out: a quarter
+# of the timeout, at most 20 s, and at least 5 s: a worker's event loop can stall for seconds (the
+# first litellm call imports a lot), and a missed heartbeat starts a second, paid, attempt.
+MIN_HEARTBEAT_TIMEOUT = 5.0
 MAX_HEARTBEAT_TIMEOUT = 20.0
+
+
+def heartbeat_timeout(timeout: float) -> float:
+    """Seconds without a heartbeat after which Temporal gives an attempt up as lost."""
+    return min(timeout, max(timeout / 4, MIN_HEARTBEAT_TIMEOUT), MAX_HEARTBEAT_TIMEOUT)
 
 
 def retry_policy(spec: RetrySpec) -> RetryPolicy:
@@ -57,7 +65,7 @@ def activity_options(call: LlmCall | ToolCall) -> dict[str, Any]:
         "activity_id": call.path,
         "summary": summary(call),
         "start_to_close_timeout": timedelta(seconds=timeout),
-        "heartbeat_timeout": timedelta(seconds=min(timeout, MAX_HEARTBEAT_TIMEOUT)),
+        "heartbeat_timeout": timedelta(seconds=heartbeat_timeout(timeout)),
         "retry_policy": retry_policy(pipe.retry or RetrySpec()),
         "task_queue": pipe.queue,
     }

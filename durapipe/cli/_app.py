@@ -297,6 +297,49 @@ def demo(
     run_demo(file, keep=keep)
 
 
+@app.command()
+@handles_errors
+def runs(
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status", help="Only runs with this status, e.g. failed (the dead letters)."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Most runs listed.")] = 50,
+    address: AddressOption = None,
+    namespace: NamespaceOption = None,
+) -> None:
+    """List the latest runs, newest first; failed runs show the failing step and error."""
+
+    async def listed() -> list[dp.RunSummary]:
+        return await dp.list_runs(await dp.connect(address, namespace), status=status, limit=limit)
+
+    for summary in asyncio.run(listed()):
+        started = summary.started_at.strftime("%Y-%m-%d %H:%M:%S") if summary.started_at else "-"
+        line = f"{summary.run_id}  {summary.pipe}  {summary.status}  {started}"
+        if summary.status == "failed":
+            line += f"  step '{summary.failed_step or '-'}': {summary.error}"
+        typer.echo(line)
+
+
+@app.command()
+@handles_errors
+def retry(
+    run_id: Annotated[str, typer.Argument(help="Id of the failed run.", show_default=False)],
+    address: AddressOption = None,
+    namespace: NamespaceOption = None,
+) -> None:
+    """Re-drive a failed run under the same id: succeeded steps come from checkpoints."""
+
+    async def redriven() -> dp.RunResult:
+        handle = await dp.retry(await dp.connect(address, namespace), run_id)
+        typer.echo(f"retrying run {run_id}", err=True)
+        return await _progress.follow(handle, quiet=False)
+
+    _print_result(asyncio.run(redriven()), as_json=False)
+
+
 def main() -> None:
     """Entry point of the ``durapipe`` command."""
     app(prog_name="durapipe")

@@ -89,6 +89,7 @@ def llm(
     retry: RetrySpec | Mapping[str, Any] | None = None,
     queue: str | None = None,
     description: str = "",
+    memoize: bool = False,
 ) -> Pipe:
     """An llm pipe: one call to a language model.
 
@@ -105,6 +106,7 @@ def llm(
         retry: the retry policy (`RetrySpec` or its fields).
         queue: the task queue the call runs on.
         description: shown in ``durapipe validate`` and the UI.
+        memoize: reuse a stored answer for the same call content in any run.
     """
     structures: Structures = {}
     spec = LlmPipe.model_validate(
@@ -120,6 +122,7 @@ def llm(
             "timeout": timeout,
             "retry": _retry(retry),
             "queue": queue,
+            "memoize": memoize,
         }
     )
     return Pipe(name, spec, structures)
@@ -132,6 +135,7 @@ def tool(
     timeout: float | str | None = None,
     retry: RetrySpec | Mapping[str, Any] | None = None,
     queue: str | None = None,
+    memoize: bool = False,
 ) -> Any:
     """A tool pipe from a Python function (sync or async); inputs and output come from its type hints.
 
@@ -157,6 +161,7 @@ def tool(
                 "timeout": timeout,
                 "retry": _retry(retry),
                 "queue": queue,
+                "memoize": memoize,
             }
         )
         return Pipe(name or fn.__name__, spec, structures)
