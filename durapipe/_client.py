@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from durapipe._errors import ConfigError, RunError, RunNotFound, StepFailed
 from durapipe.activities import CheckpointStore
@@ -30,6 +32,7 @@ from durapipe.workflows import STEPS_QUERY
 DEFAULT_ADDRESS = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
 SPEC_VERSION = 1
+SERVER_OUTAGE_S = 300.0  # how long waiting for a run's result rides out an unreachable server
 
 
 async def connect(
@@ -80,16 +83,23 @@ class RunHandle:
 
         Raises:
             StepFailed: a step failed (names the step, its kind, model and cause).
-            RunError: the run ended another way (terminated, cancelled, timed out).
+            RunError: the run ended another way (terminated, cancelled, timed out), or the
+                server stayed unreachable for `SERVER_OUTAGE_S`.
         """
-        try:
-            return await self._handle.result()
-        except WorkflowFailureError as err:
-            raise run_error(err, self.run_id) from None
-        except RPCError as err:
-            raise RunNotFound(
-                f"no run '{self.run_id}': {err.message}", run_id=self.run_id
-            ) from None
+        deadline = time.monotonic() + SERVER_OUTAGE_S
+        while True:
+            try:
+                return await self._handle.result()
+            except WorkflowFailureError as err:
+                raise run_error(err, self.run_id) from None
+            except RPCError as err:
+                # A restarting server is not a missing run: the run goes on, so wait for it.
+                if err.status == RPCStatusCode.UNAVAILABLE and time.monotonic() < deadline:
+                    await asyncio.sleep(1.0)
+                    continue
+                raise RunNotFound(
+                    f"no run '{self.run_id}': {err.message}", run_id=self.run_id
+                ) from None
 
     async def steps(self) -> list[StepRecord]:
         """Step records of the run, including those of nested runs still in progress."""
