@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check durapipe tests examples
-	$(BIN)/ruff format --check durapipe tests examples
+	$(BIN)/ruff check durapipe tests examples bench
+	$(BIN)/ruff format --check durapipe tests examples bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -32,8 +32,8 @@ chaos: $(STAMP)
 	$(BIN)/python bench/chaos.py
 
 format: $(STAMP)
-	$(BIN)/ruff format durapipe tests examples
-	$(BIN)/ruff check --fix durapipe tests examples
+	$(BIN)/ruff format durapipe tests examples bench
+	$(BIN)/ruff check --fix durapipe tests examples bench
 
 demo: $(STAMP)
 	$(BIN)/durapipe demo $(if $(filter-out 0,$(KEEP)),--keep)
