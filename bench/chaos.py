@@ -3,7 +3,8 @@
 One command (``make chaos``, or ``python bench/chaos.py --runs 100``) starts its own Temporal dev
 server, the fake provider as a process (20% transient failures: 500, 429 with Retry-After, dropped
 connections), and two ``durapipe worker`` processes sharing a SQLite checkpoint file. It starts every
-run, then SIGKILLs a random worker every few seconds and restarts it, until all runs have ended.
+run, then SIGKILLs a random worker every few seconds (while both poll, so one always works) and
+restarts it, until all runs have ended.
 It prints one ``name = value`` per line; ``paid_calls_per_succeeded_step`` counts the provider's
 paid answers (its own ledger) per step that succeeded, so 1.00 means no call was paid twice.
 """
@@ -42,6 +43,7 @@ class Figures:
     outputs_verified: int
     succeeded_steps: int
     paid_calls: int
+    paid_twice: int
     worker_kills: int
     wall_s: float
 
@@ -56,6 +58,7 @@ class Figures:
             f"outputs_verified = {self.outputs_verified}",
             f"paid_calls = {self.paid_calls}",
             f"paid_calls_per_succeeded_step = {self.paid_calls_per_succeeded_step:.2f}",
+            f"calls_paid_again_with_the_same_key = {self.paid_twice}",
             f"worker_kills = {self.worker_kills}",
             f"wall_s = {self.wall_s:.1f}",
         ]
@@ -130,7 +133,10 @@ async def chaos(
         retry={"initial_interval": "200ms", "max_interval": "2s", "max_attempts": 30},
     )  # fmt: skip
     env = {**os.environ, "DURAPIPE_CHECKPOINTS": str(workdir / "checkpoints.sqlite")}
+    # A bounded worker keeps its event loop responsive: a starved loop misses heartbeats (a second
+    # attempt starts while the first still runs) and leaves answers unread when it is killed.
     args = [str(pipeline_file), "--address", server.address, "--task-queue", "chaos"]
+    args += ["--max-concurrent", "8"]
     workers = [Worker(f"worker{n}", args, env, workdir) for n in (1, 2)]
     kills = 0
     began = time.monotonic()
@@ -149,10 +155,10 @@ async def chaos(
             await asyncio.wait({waiting}, timeout=rng.uniform(*kill_every))
             if waiting.done():
                 break
-            ready = [w for w in workers if w.ready()]
-            if not ready:
+            # Kill only while both workers poll, so one always works while the other restarts.
+            if not all(w.ready() for w in workers):
                 continue
-            victim = rng.choice(ready)
+            victim = rng.choice(workers)
             victim.kill()
             kills += 1
             victim.start()
@@ -170,8 +176,11 @@ async def chaos(
         if isinstance(r, dp.RunResult) and r.output == expected_output(t, STEPS)
     )  # fmt: skip
     succeeded = sum(1 for r in completed for s in r.steps if s.status == "succeeded")
-    paid = sum(1 for call in read_ledger(ledger) if call.paid)
-    return Figures(runs, len(completed), verified, succeeded, paid, kills, wall_s)
+    paid_keys = [call.idempotency_key for call in read_ledger(ledger) if call.paid]
+    duplicated = len(paid_keys) - len(set(paid_keys))
+    return Figures(
+        runs, len(completed), verified, succeeded, len(paid_keys), duplicated, kills, wall_s
+    )
 
 
 def main() -> None:
