@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install ocr test lint typecheck format demo bench bench-batch throttle clean
+.PHONY: install ocr redis-server test lint typecheck format demo bench bench-batch throttle chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck ocr
+# The tests of the Redis checkpoint store start a real redis-server (Debian's) on a free port.
+redis-server:
+	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+
+test: lint typecheck ocr redis-server
 	$(BIN)/python -m pytest -q
+
+# 100 runs of a 5-step pipeline, 20% provider failures, two workers SIGKILLed at random.
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py
 
 format: $(STAMP)
 	$(BIN)/ruff format durapipe tests examples bench

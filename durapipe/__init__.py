@@ -30,6 +30,7 @@ from durapipe._runs import (
     RunSummary,
     check_search_attributes,
     list_runs,
+    retry,
     setup_search_attributes,
 )
 from durapipe._schedules import (
@@ -176,6 +177,7 @@ __all__ = [
     "replay",
     "resolve",
     "resume",
+    "retry",
     "run",
     "run_local",
     "sequence",

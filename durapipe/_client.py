@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from temporalio.client import (
     Client,
@@ -18,10 +20,11 @@ from temporalio.exceptions import (
     CancelledError,
     WorkflowAlreadyStartedError,
 )
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from durapipe._errors import ConfigError, RunCancelled, RunError, RunNotFound, StepFailed
 from durapipe._telemetry import Telemetry
+from durapipe.activities import CheckpointStore
 from durapipe.adapters import (
     DEFAULT_TASK_QUEUE,
     WORKFLOW_NAME,
@@ -38,6 +41,7 @@ from durapipe.workflows import STEPS_QUERY
 DEFAULT_ADDRESS = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
 SPEC_VERSION = 1
+SERVER_OUTAGE_S = 300.0  # how long waiting for a run's result rides out an unreachable server
 
 
 async def connect(
@@ -47,12 +51,15 @@ async def connect(
     pipeline: Pipeline | None = None,
     tools: Mapping[str, Callable[..., Any]] | None = None,
     telemetry: Telemetry | None = None,
+    checkpoints: CheckpointStore | Literal["env"] | None = "env",
 ) -> Client:
     """A Temporal client with durapipe's plugin; workers built on it run ``pipeline``'s tools.
 
     The address and namespace come from the arguments, else ``TEMPORAL_ADDRESS`` and
     ``TEMPORAL_NAMESPACE`` (as the temporal CLI reads them), else ``localhost:7233`` / ``default``.
     ``telemetry`` adds tracing and a metrics endpoint (see `Telemetry`).
+    Workers built on it checkpoint leaf results in ``checkpoints`` (default: the store
+    ``DURAPIPE_CHECKPOINTS`` names).
 
     Raises:
         ConfigError: the server cannot be reached.
@@ -67,7 +74,7 @@ async def connect(
         return await Client.connect(
             address,
             namespace=namespace,
-            plugins=[DurapipePlugin(pipeline, tools=tools)],
+            plugins=[DurapipePlugin(pipeline, tools=tools, checkpoints=checkpoints)],
             interceptors=telemetry.interceptors(),
             runtime=runtime,
         )
@@ -93,16 +100,23 @@ class RunHandle:
 
         Raises:
             StepFailed: a step failed (names the step, its kind, model and cause).
-            RunError: the run ended another way (terminated, cancelled, timed out).
+            RunError: the run ended another way (terminated, cancelled, timed out), or the
+                server stayed unreachable for `SERVER_OUTAGE_S`.
         """
-        try:
-            return await self._handle.result()
-        except WorkflowFailureError as err:
-            raise run_error(err, self.run_id) from None
-        except RPCError as err:
-            raise RunNotFound(
-                f"no run '{self.run_id}': {err.message}", run_id=self.run_id
-            ) from None
+        deadline = time.monotonic() + SERVER_OUTAGE_S
+        while True:
+            try:
+                return await self._handle.result()
+            except WorkflowFailureError as err:
+                raise run_error(err, self.run_id) from None
+            except RPCError as err:
+                # A restarting server is not a missing run: the run goes on, so wait for it.
+                if err.status == RPCStatusCode.UNAVAILABLE and time.monotonic() < deadline:
+                    await asyncio.sleep(1.0)
+                    continue
+                raise RunNotFound(
+                    f"no run '{self.run_id}': {err.message}", run_id=self.run_id
+                ) from None
 
     async def steps(self) -> list[StepRecord]:
         """Step records of the run, including those of nested runs still in progress.

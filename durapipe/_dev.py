@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sysconfig
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -112,29 +113,28 @@ class DevServer:
         Raises:
             ConfigError: the server did not start (the message carries its output).
         """
-        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        # A file, never a pipe: the server logs warnings for as long as it runs, and Go exits on
+        # SIGPIPE when stderr is a pipe nobody reads any more.
+        log = open(self.log_file, "ab") if self.log_file else tempfile.TemporaryFile()  # noqa: SIM115
         self.process = subprocess.Popen(
             self.command(),
             stdin=subprocess.DEVNULL,
             stdout=log,
-            stderr=subprocess.STDOUT if self.log_file else subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             start_new_session=self.detach,
         )
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                output = (
-                    self.process.stderr.read().decode(errors="replace")
-                    if self.process.stderr
-                    else ""
-                )
+                if self.log_file:
+                    output = Path(self.log_file).read_text(errors="replace")
+                else:
+                    log.seek(0)
+                    output = log.read().decode(errors="replace")
                 raise ConfigError(
                     f"the Temporal dev server exited at start: {output.strip()[-800:]}"
                 )
             if _accepts(self.ip, self.port) and asyncio.run(_ready(self.address)):
-                if self.process.stderr:
-                    # Nobody reads the pipe from here on; closing it keeps the server from blocking.
-                    self.process.stderr.close()
                 return self
             time.sleep(0.2)
         self.stop()

@@ -1,4 +1,10 @@
-"""Finding runs: durapipe's search attributes on a cluster, and listing runs filtered by them."""
+"""Finding runs: durapipe's search attributes, listing runs (the dead-letter view), re-driving them.
+
+A retried run keeps its run id: `retry` starts a new Temporal execution of the same workflow id
+with the input the failed execution recorded. Checkpoint keys are scoped by run id, so every step
+that succeeded before is served from the checkpoint store and only the failed step and the steps
+after it call providers again.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,18 @@ from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+)
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
-from durapipe._errors import ConfigError
-from durapipe.adapters import WORKFLOW_NAME
+from durapipe._client import SPEC_VERSION, RunHandle, run_error
+from durapipe._errors import ConfigError, RunError, RunNotFound, StepFailed
+from durapipe.adapters import WORKFLOW_NAME, PipeRun
 from durapipe.adapters._search import (
     COST_USD,
     INPUT_TOKENS,
@@ -41,7 +54,11 @@ RUN_STATUSES = {
 
 
 class RunSummary(BaseModel):
-    """One run as the visibility store knows it: its pipe, status, and totals so far."""
+    """One run as the visibility store knows it: its pipe, status, and totals so far.
+
+    For a failed run, ``failed_step`` is the path of the step that failed and ``error`` the
+    cause's type and message.
+    """
 
     run_id: str
     pipe: str
@@ -52,6 +69,8 @@ class RunSummary(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     steps: int = 0
+    failed_step: str | None = None
+    error: str | None = None
 
 
 async def missing_search_attributes(client: Client) -> list[str]:
@@ -126,6 +145,9 @@ async def list_runs(
 ) -> list[RunSummary]:
     """Top-level runs, newest first, filtered by pipe, status and least cost.
 
+    A run that was retried counts by its latest execution only, so a re-driven run leaves the
+    dead-letter view (``status="failed"``).
+
     Example:
         >>> runs = await dp.list_runs(client, pipe="brief", min_cost=0.01)  # doctest: +SKIP
 
@@ -134,10 +156,15 @@ async def list_runs(
     """
     query = runs_query(pipe=pipe, status=status, min_cost=min_cost)
     summaries: list[RunSummary] = []
+    seen: set[str] = set()
     try:
-        async for execution in client.list_workflows(query, limit=limit):
+        async for execution in client.list_workflows(query, limit=limit * 2):
+            if execution.id in seen or not await _is_latest(client, execution):
+                continue
+            seen.add(execution.id)
             attrs = execution.typed_search_attributes
             status_name = execution.status or WorkflowExecutionStatus.RUNNING
+            failed_step, error = await _failure(client, execution)
             summaries.append(
                 RunSummary(
                     run_id=execution.id,
@@ -149,11 +176,71 @@ async def list_runs(
                     input_tokens=attrs.get(INPUT_TOKENS) or 0,
                     output_tokens=attrs.get(OUTPUT_TOKENS) or 0,
                     steps=attrs.get(STEPS) or 0,
+                    failed_step=failed_step,
+                    error=error,
                 )
             )
+            if len(summaries) >= limit:
+                break
     except RPCError as err:
         raise ConfigError(f"cannot list runs ({query}): {err.message}") from None
     return summaries
+
+
+async def _is_latest(client: Client, execution: WorkflowExecution) -> bool:
+    """Whether ``execution`` is the latest of its workflow id (a retried run has several)."""
+    if execution.status == WorkflowExecutionStatus.RUNNING:
+        return True
+    latest = await client.get_workflow_handle(execution.id).describe()
+    return latest.run_id == execution.run_id
+
+
+async def _failure(client: Client, execution: WorkflowExecution) -> tuple[str | None, str | None]:
+    """The failed step and the error of a failed run (None, None for any other run)."""
+    if execution.status != WorkflowExecutionStatus.FAILED:
+        return None, None
+    handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+    try:
+        await handle.result(follow_runs=False)
+    except WorkflowFailureError as err:
+        failure = run_error(err, execution.id)
+        if isinstance(failure, StepFailed):
+            return failure.path, f"{failure.cause_type}: {failure.cause}"
+        return None, str(failure)
+    return None, None
+
+
+async def retry(client: Client, run_id: str) -> RunHandle:
+    """Re-drive a failed run: a new execution of the same run id with the same input.
+
+    Steps that succeeded before are served from checkpoints; the failed step and the steps after
+    it run again. Wait for the outcome with `RunHandle.result`.
+
+    Raises:
+        RunNotFound: no run with that id.
+        RunError: the run has not failed (nothing to retry).
+    """
+    handle = client.get_workflow_handle(run_id)
+    try:
+        description = await handle.describe()
+        history = await handle.fetch_history()
+    except RPCError as err:
+        raise RunNotFound(f"no run '{run_id}': {err.message}", run_id=run_id) from None
+    if description.status != WorkflowExecutionStatus.FAILED:
+        state = _status_word(description.status or WorkflowExecutionStatus.RUNNING)
+        raise RunError(f"run '{run_id}' is {state}, not failed; nothing to retry", run_id=run_id)
+    started = history.events[0].workflow_execution_started_event_attributes
+    [run] = await client.data_converter.decode(started.input.payloads, [PipeRun])
+    await client.start_workflow(
+        WORKFLOW_NAME,
+        run,
+        id=run_id,
+        task_queue=started.task_queue.name,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+        static_summary=f"pipe {run.pipe} (retry)",
+        memo={"pipe": run.pipe, "spec_version": SPEC_VERSION, "retry_of": description.run_id},
+    )
+    return RunHandle(client, run_id)
 
 
 def _status_word(status: WorkflowExecutionStatus) -> str:

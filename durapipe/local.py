@@ -23,6 +23,7 @@ from durapipe.activities import (
     run_llm,
     run_tool,
 )
+from durapipe.activities._checkpoints import CheckpointStore, configured_store
 from durapipe.adapters import (
     AgentTurnCall,
     ExtractCall,
@@ -49,6 +50,7 @@ class LocalRuntime:
         budget_usd: what this (part of the) run may spend; None for no budget.
         approve_all: approve every approval step as is; without it an approval step fails, since
             only a run on Temporal can wait for a human.
+        checkpoints: where leaf results are checkpointed (None: nowhere).
     """
 
     def __init__(
@@ -57,10 +59,12 @@ class LocalRuntime:
         *,
         budget_usd: float | None = None,
         approve_all: bool = False,
+        checkpoints: CheckpointStore | None = None,
     ) -> None:
         self.tools = dict(tools)
         self.budget = Budget(budget_usd)
         self.approve_all = approve_all
+        self.checkpoints = checkpoints
 
     async def leaf(self, call: LeafCall) -> LeafResult:
         return await self.budget.spend(call, _estimate, self._retrying)
@@ -105,14 +109,14 @@ class LocalRuntime:
 
     async def _attempt(self, call: LeafCall, attempt: int) -> LeafResult:
         if isinstance(call, LlmCall):
-            return await run_llm(call, attempt)
+            return await run_llm(call, attempt, self.checkpoints)
         if isinstance(call, ExtractCall):
             return await run_extract(call, attempt)
         if isinstance(call, ImageCall):
             return await run_image(call, attempt)
         if isinstance(call, AgentTurnCall):
             return await run_agent_turn(call, attempt)
-        return await run_tool(call, self.tools, attempt)
+        return await run_tool(call, self.tools, attempt, self.checkpoints)
 
     async def child(self, run: PipeRun) -> RunResult:
         limit = self.budget.for_child(run.spec.pipes[run.pipe].budget_usd)
@@ -176,6 +180,7 @@ async def run_local(
         tools if tools is not None else tool_functions(run.spec),
         budget_usd=run.budget_usd,
         approve_all=approve_all,
+        checkpoints=configured_store(),
     )
     return await Interpreter(run, runtime).execute()
 

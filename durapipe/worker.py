@@ -11,7 +11,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -21,7 +21,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from durapipe._errors import ConfigError
 from durapipe._storage import with_external_storage
-from durapipe.activities import Activities
+from durapipe.activities import Activities, CheckpointStore
 from durapipe.adapters import DEFAULT_TASK_QUEUE
 from durapipe.adapters._litellm import litellm_module
 from durapipe.pipes import Pipeline, tool_functions
@@ -50,6 +50,8 @@ class DurapipePlugin(SimplePlugin):
     Args:
         pipeline: the pipeline whose tool functions this worker runs (none for a client-only use).
         tools: tool functions by ``module:name`` reference, in addition to the pipeline's.
+        checkpoints: where leaf results are checkpointed; by default the store
+            ``DURAPIPE_CHECKPOINTS`` names (see `durapipe.activities.open_store`), None for none.
     """
 
     def __init__(
@@ -57,9 +59,10 @@ class DurapipePlugin(SimplePlugin):
         pipeline: Pipeline | None = None,
         *,
         tools: Mapping[str, Callable[..., Any]] | None = None,
+        checkpoints: CheckpointStore | Literal["env"] | None = "env",
     ) -> None:
         functions = {**(tool_functions(pipeline) if pipeline else {}), **(tools or {})}
-        activities = Activities(functions)
+        activities = Activities(functions, checkpoints)
         super().__init__(
             "durapipe.DurapipePlugin",
             data_converter=with_external_storage(pydantic_data_converter),

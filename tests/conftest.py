@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,10 @@ import pytest
 
 # litellm reads this at import time; without it it fetches a price list from the internet.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# Checkpoints of test runs go to a file of this session (worker subprocesses inherit it), not ~/.cache.
+os.environ.setdefault(
+    "DURAPIPE_CHECKPOINTS", os.path.join(tempfile.mkdtemp(prefix="durapipe-"), "checkpoints.sqlite")
+)
 
 from temporalio.testing import WorkflowEnvironment
 

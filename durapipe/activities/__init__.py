@@ -1,4 +1,5 @@
-"""The activities: llm, tool, extract and image calls, error classification, heartbeats.
+"""The activities: llm, tool, extract, image and agent calls, error classification, heartbeats,
+checkpoints.
 
 Activities never import workflow code.
 """
@@ -12,6 +13,13 @@ from durapipe.activities._activities import (
     Activities,
 )
 from durapipe.activities._agent import run_agent_turn
+from durapipe.activities._checkpoints import (
+    CheckpointStore,
+    RedisCheckpoints,
+    SqliteCheckpoints,
+    checkpoint_key,
+    open_store,
+)
 from durapipe.activities._cost import estimate_cost
 from durapipe.activities._extract import local_pages, run_extract
 from durapipe.activities._image import run_image
@@ -25,8 +33,13 @@ __all__ = [
     "LLM_ACTIVITY",
     "TOOL_ACTIVITY",
     "Activities",
+    "CheckpointStore",
+    "RedisCheckpoints",
+    "SqliteCheckpoints",
+    "checkpoint_key",
     "estimate_cost",
     "local_pages",
+    "open_store",
     "run_agent_turn",
     "run_extract",
     "run_image",

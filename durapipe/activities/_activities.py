@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, FailureError
 
 from durapipe.activities._agent import run_agent_turn
+from durapipe.activities._checkpoints import CheckpointStore, configured_store
 from durapipe.activities._cost import estimate_cost
 from durapipe.activities._extract import run_extract
 from durapipe.activities._image import run_image
@@ -45,8 +46,21 @@ class Activities:
         >>> Worker(client, task_queue="durapipe", activities=activities.all())  # doctest: +SKIP
     """
 
-    def __init__(self, tools: Mapping[str, Callable[..., Any]] | None = None) -> None:
+    def __init__(
+        self,
+        tools: Mapping[str, Callable[..., Any]] | None = None,
+        checkpoints: CheckpointStore | Literal["env"] | None = "env",
+    ) -> None:
         self.tools = dict(tools or {})
+        # "env": the store DURAPIPE_CHECKPOINTS names, opened when the first call needs it.
+        self._checkpoints = checkpoints
+
+    @property
+    def checkpoints(self) -> CheckpointStore | None:
+        """The checkpoint store of this worker's calls (None: checkpoints are off)."""
+        if self._checkpoints == "env":
+            self._checkpoints = configured_store()
+        return self._checkpoints
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for a worker's ``activities=``."""
@@ -55,14 +69,16 @@ class Activities:
     @activity.defn(name=LLM_ACTIVITY)
     async def llm(self, call: LlmCall) -> LeafResult:
         """Call a language model (``durapipe.llm``)."""
-        result = await _heartbeating(run_llm(call, activity.info().attempt))
+        result = await _heartbeating(run_llm(call, activity.info().attempt, self.checkpoints))
         record_usage(result, "llm")
         return result
 
     @activity.defn(name=TOOL_ACTIVITY)
     async def tool(self, call: ToolCall) -> LeafResult:
         """Call a registered tool function (``durapipe.tool``)."""
-        result = await _heartbeating(run_tool(call, self.tools, activity.info().attempt))
+        result = await _heartbeating(
+            run_tool(call, self.tools, activity.info().attempt, self.checkpoints)
+        )
         record_usage(result, "tool")
         return result
 

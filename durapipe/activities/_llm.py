@@ -10,10 +10,15 @@ import pydantic
 from opentelemetry.trace import Status, StatusCode
 from temporalio.exceptions import ApplicationError
 
+from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
 from durapipe.activities._spans import provider_span, record_response
 from durapipe.adapters._calls import LeafResult, LlmCall, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
 from durapipe.pipes import TemplateError, _types, render
+
+# Sent with every provider request, so a provider (or the fake one's ledger) can spot a repeat.
+IDEMPOTENCY_HEADER = "X-Durapipe-Idempotency-Key"
+ATTEMPT_HEADER = "X-Durapipe-Attempt"
 
 
 def messages_for(call: LlmCall) -> list[dict[str, str]]:
@@ -96,21 +101,40 @@ def parse_output(text: str, output: str, structures: _types.Structures, wrap: st
         raise ValueError(_validation_summary(err)) from None
 
 
-async def run_llm(call: LlmCall, attempt: int = 1) -> LeafResult:
+async def run_llm(
+    call: LlmCall, attempt: int = 1, checkpoints: CheckpointStore | None = None
+) -> LeafResult:
     """Run one llm call: the activity body, shared by Temporal and the local runner.
+
+    A result stored in ``checkpoints`` under the call's key is returned without calling the model;
+    a new answer is stored there. The key travels to the provider as the
+    ``X-Durapipe-Idempotency-Key`` header.
 
     Raises:
         ApplicationError: a classified provider error, a template error, or an answer that still did
             not fit the output type after ``reask`` more asks.
     """
+    messages = messages_for(call)
+    key = checkpoint_key(call, messages)
+    return await checkpointed(
+        checkpoints, call, key, attempt, lambda: _ask(call, messages, key, attempt)
+    )
+
+
+async def _ask(call: LlmCall, messages: list[dict[str, str]], key: str, attempt: int) -> LeafResult:
     pipe = call.pipe
     model = pipe.model or "durapipe/offline"
-    messages = messages_for(call)
     fmt, wrap = response_format(pipe.output, call.structures)
+    settings = dict(pipe.settings)
+    settings["extra_headers"] = {
+        **settings.get("extra_headers", {}),
+        IDEMPOTENCY_HEADER: key,
+        ATTEMPT_HEADER: str(attempt),
+    }
     usage = Usage()
     problem = ""
     for _ in range(pipe.reask + 1):
-        response = await complete(model, messages, fmt, pipe.settings, pipe.timeout)
+        response = await complete(model, messages, fmt, settings, pipe.timeout)
         usage += usage_of(response)
         text = response.choices[0].message.content or ""
         if fmt is None:

@@ -11,15 +11,22 @@ import pydantic
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ToolError
+from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
 from durapipe.adapters._agent import TOOL_ERROR
 from durapipe.adapters._calls import LeafResult, ToolCall
 from durapipe.pipes import _types
 
 
 async def run_tool(
-    call: ToolCall, functions: Mapping[str, Callable[..., Any]], attempt: int = 1
+    call: ToolCall,
+    functions: Mapping[str, Callable[..., Any]],
+    attempt: int = 1,
+    checkpoints: CheckpointStore | None = None,
 ) -> LeafResult:
     """Run one tool call: the activity body, shared by Temporal and the local runner.
+
+    A result stored in ``checkpoints`` under the call's key is returned without calling the
+    function again (a tool may have side effects worth not repeating); a new result is stored.
 
     Sync functions run in a thread so they do not block the event loop (and heartbeats go on).
     An exception the function raises is retried by the step's policy unless it is an
@@ -38,6 +45,12 @@ async def run_tool(
             type="durapipe.ToolNotFound",
             non_retryable=True,
         )
+    return await checkpointed(
+        checkpoints, call, checkpoint_key(call), attempt, lambda: _call(call, function, attempt)
+    )
+
+
+async def _call(call: ToolCall, function: Callable[..., Any], attempt: int) -> LeafResult:
     try:
         if inspect.iscoroutinefunction(function):
             value = await function(**call.inputs)

@@ -57,46 +57,73 @@ def register_env_prices(litellm: ModuleType) -> None:
     litellm.register_model(entries)
 
 
-# Stable error type names. Retryable: the provider may answer next time. Non-retryable: it will not.
-_NON_RETRYABLE = {
-    "AuthenticationError": "durapipe.AuthenticationError",
-    "PermissionDeniedError": "durapipe.PermissionDenied",
-    "ContextWindowExceededError": "durapipe.ContextWindowExceeded",
-    "ContentPolicyViolationError": "durapipe.ContentPolicyViolation",
-    "NotFoundError": "durapipe.NotFound",
-    "UnsupportedParamsError": "durapipe.BadRequest",
-    "UnprocessableEntityError": "durapipe.BadRequest",
-    "BadRequestError": "durapipe.BadRequest",
+# Stable error type names, and whether the provider may answer next time (retryable).
+# Checked first: classes that say more than their HTTP status (ContextWindowExceeded is a 400).
+_BY_CLASS_FIRST = {
+    "ContextWindowExceededError": ("durapipe.ContextWindowExceeded", False),
+    "ContentPolicyViolationError": ("durapipe.ContentPolicyViolation", False),
+    "Timeout": ("durapipe.Timeout", True),
+    "APIConnectionError": ("durapipe.ConnectionError", True),
 }
-_RETRYABLE = {
-    "RateLimitError": "durapipe.RateLimited",
-    "Timeout": "durapipe.Timeout",
-    "APIConnectionError": "durapipe.ConnectionError",
-    "InternalServerError": "durapipe.ProviderError",
-    "ServiceUnavailableError": "durapipe.ProviderError",
-    "BadGatewayError": "durapipe.ProviderError",
+# litellm maps 403, 408 and 409 to a plain BadRequestError, so the status decides before the class.
+_BY_STATUS = {
+    400: ("durapipe.BadRequest", False),
+    401: ("durapipe.AuthenticationError", False),
+    403: ("durapipe.PermissionDenied", False),
+    404: ("durapipe.NotFound", False),
+    408: ("durapipe.Timeout", True),
+    409: ("durapipe.Conflict", True),
+    422: ("durapipe.BadRequest", False),
+    429: ("durapipe.RateLimited", True),
 }
-_RETRYABLE_STATUS = {408, 409, 429}
+_BY_CLASS = {
+    "AuthenticationError": ("durapipe.AuthenticationError", False),
+    "PermissionDeniedError": ("durapipe.PermissionDenied", False),
+    "NotFoundError": ("durapipe.NotFound", False),
+    "UnsupportedParamsError": ("durapipe.BadRequest", False),
+    "UnprocessableEntityError": ("durapipe.BadRequest", False),
+    "BadRequestError": ("durapipe.BadRequest", False),
+    "RateLimitError": ("durapipe.RateLimited", True),
+    "InternalServerError": ("durapipe.ProviderError", True),
+    "ServiceUnavailableError": ("durapipe.ProviderError", True),
+    "BadGatewayError": ("durapipe.ProviderError", True),
+}
 
 
 def classify(err: BaseException, *, model: str) -> ApplicationError:
-    """An `ApplicationError` with a stable type name and the right retryability for a provider error."""
-    message = f"{model}: {_short(err)}"
-    # Walk the class hierarchy so subclasses (ContextWindowExceeded is a BadRequest) map first.
-    for cls in type(err).__mro__:
-        if cls.__name__ in _NON_RETRYABLE:
-            return ApplicationError(message, type=_NON_RETRYABLE[cls.__name__], non_retryable=True)
-        if cls.__name__ in _RETRYABLE:
-            delay = retry_after(err)
-            return ApplicationError(
-                message,
-                type=_RETRYABLE[cls.__name__],
-                next_retry_delay=timedelta(seconds=delay) if delay is not None else None,
-            )
+    """An `ApplicationError` with a stable type name and the right retryability for a provider error.
+
+    A retryable error carries the provider's Retry-After (if any) as ``next_retry_delay``, which
+    Temporal uses instead of the retry policy's own interval.
+    """
+    error_type, retryable = error_type_of(err)
+    delay = retry_after(err) if retryable else None
+    return ApplicationError(
+        f"{model}: {_short(err)}",
+        type=error_type,
+        non_retryable=not retryable,
+        next_retry_delay=timedelta(seconds=delay) if delay is not None else None,
+    )
+
+
+def error_type_of(err: BaseException) -> tuple[str, bool]:
+    """The stable type name of a provider error and whether it is worth retrying."""
+    names = [cls.__name__ for cls in type(err).__mro__]
+    for name in names:
+        if name in _BY_CLASS_FIRST:
+            return _BY_CLASS_FIRST[name]
+    # A dropped connection reaches us as a 500 InternalServerError saying "Connection error."
+    if "Connection error" in str(err):
+        return "durapipe.ConnectionError", True
     status = getattr(err, "status_code", None)
-    if isinstance(status, int) and 400 <= status < 500 and status not in _RETRYABLE_STATUS:
-        return ApplicationError(message, type="durapipe.BadRequest", non_retryable=True)
-    return ApplicationError(message, type="durapipe.ProviderError")
+    if status in _BY_STATUS:
+        return _BY_STATUS[status]
+    for name in names:
+        if name in _BY_CLASS:
+            return _BY_CLASS[name]
+    if isinstance(status, int) and 400 <= status < 500:
+        return "durapipe.BadRequest", False
+    return "durapipe.ProviderError", True
 
 
 def retry_after(err: BaseException) -> float | None:

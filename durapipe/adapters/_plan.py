@@ -29,11 +29,19 @@ ACTIVITY_NAMES = {
 # Runs as a local activity next to the workflow: a budget needs a price estimate before a paid call.
 ESTIMATE_ACTIVITY = "durapipe.estimate_cost"
 DEFAULT_TASK_QUEUE = "durapipe"
-# Heartbeats let Temporal notice a dead worker long before a long call's timeout runs out.
+# Heartbeats let Temporal notice a dead worker long before a long call's timeout runs out: a quarter
+# of the timeout, at most 20 s, and at least 5 s: a worker's event loop can stall for seconds (the
+# first litellm call imports a lot), and a missed heartbeat starts a second, paid, attempt.
+MIN_HEARTBEAT_TIMEOUT = 5.0
 MAX_HEARTBEAT_TIMEOUT = 20.0
 # Key of the attempt number in a leaf activity's heartbeat and failure details: Temporal does not
 # tell a workflow on which attempt a failed activity stopped, so the activity says it.
 ATTEMPT_DETAIL = "durapipe.attempt"
+
+
+def heartbeat_timeout(timeout: float) -> float:
+    """Seconds without a heartbeat after which Temporal gives an attempt up as lost."""
+    return min(timeout, max(timeout / 4, MIN_HEARTBEAT_TIMEOUT), MAX_HEARTBEAT_TIMEOUT)
 
 
 def retry_policy(spec: RetrySpec) -> RetryPolicy:
@@ -97,7 +105,7 @@ def activity_options(call: LeafCall) -> dict[str, Any]:
         "activity_id": call.path,
         "summary": summary(call),
         "start_to_close_timeout": timedelta(seconds=timeout),
-        "heartbeat_timeout": timedelta(seconds=min(timeout, MAX_HEARTBEAT_TIMEOUT)),
+        "heartbeat_timeout": timedelta(seconds=heartbeat_timeout(timeout)),
         "retry_policy": retry_policy(pipe.retry or RetrySpec()),
         "task_queue": pipe.queue,
         # A cancelled run waits until its in-flight calls have really stopped (the provider has

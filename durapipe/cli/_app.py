@@ -377,6 +377,23 @@ def demo(
     run_demo(file, keep=keep)
 
 
+@app.command()
+@handles_errors
+def retry(
+    run_id: Annotated[str, typer.Argument(help="Id of the failed run.", show_default=False)],
+    address: AddressOption = None,
+    namespace: NamespaceOption = None,
+) -> None:
+    """Re-drive a failed run under the same id: succeeded steps come from checkpoints."""
+
+    async def redriven() -> dp.RunResult:
+        handle = await dp.retry(await dp.connect(address, namespace), run_id)
+        typer.echo(f"retrying run {run_id}", err=True)
+        return await _progress.follow(handle, quiet=False)
+
+    _print_result(asyncio.run(redriven()), as_json=False)
+
+
 # Commands that start servers or workers clean up on exit; the others are short client processes.
 
 

@@ -26,6 +26,8 @@ def step_line(record: dp.StepRecord) -> str:
         parts.append(f"{record.input_tokens} in / {record.output_tokens} out tokens")
     if record.attempts > 1:
         parts.append(f"{record.attempts} attempts")
+    if record.cache_hit:
+        parts.append("from checkpoint")
     if record.status == "skipped":
         parts.append("skipped")
     if record.error:

@@ -44,7 +44,10 @@ def runs(
         typer.echo("no runs match", err=True)
         return
     for r in found:
-        typer.echo(
+        line = (
             f"{r.run_id}  {r.pipe}  {r.status}  {r.started_at:%Y-%m-%d %H:%M:%S}  "
             f"{r.steps} steps  {r.input_tokens} in / {r.output_tokens} out  ${r.cost_usd:.6f}"
         )
+        if r.status == "failed":  # the dead-letter view: where it failed and why
+            line += f"  step '{r.failed_step or '-'}': {r.error}"
+        typer.echo(line)

@@ -113,6 +113,7 @@ def llm(
     retry: RetrySpec | Mapping[str, Any] | None = None,
     queue: str | None = None,
     description: str = "",
+    memoize: bool = False,
 ) -> Pipe:
     """An llm pipe: one call to a language model.
 
@@ -129,6 +130,7 @@ def llm(
         retry: the retry policy (`RetrySpec` or its fields).
         queue: the task queue the call runs on.
         description: shown in ``durapipe validate`` and the UI.
+        memoize: reuse a stored answer for the same call content in any run.
     """
     structures: Structures = {}
     spec = LlmPipe.model_validate(
@@ -144,6 +146,7 @@ def llm(
             "timeout": timeout,
             "retry": _retry(retry),
             "queue": queue,
+            "memoize": memoize,
         }
     )
     return Pipe(name, spec, structures)
@@ -245,6 +248,7 @@ def tool(
     timeout: float | str | None = None,
     retry: RetrySpec | Mapping[str, Any] | None = None,
     queue: str | None = None,
+    memoize: bool = False,
 ) -> Any:
     """A tool pipe from a Python function (sync or async); inputs and output come from its type hints.
 
@@ -270,6 +274,7 @@ def tool(
                 "timeout": timeout,
                 "retry": _retry(retry),
                 "queue": queue,
+                "memoize": memoize,
             }
         )
         return Pipe(name or fn.__name__, spec, structures)

@@ -110,6 +110,8 @@ class LlmPipe(_PipeBase):
         settings: extra litellm arguments (``temperature``, ``max_tokens``, ...).
         reask: how many times an answer that does not fit ``output`` is asked again, with the
             validation error fed back.
+        memoize: reuse a stored answer for the same call content in any run (cross-run
+            memoisation); by default a stored answer serves only retries of the same run.
     """
 
     kind: Literal["llm"] = "llm"
@@ -119,6 +121,7 @@ class LlmPipe(_PipeBase):
     output: str = "text"
     settings: dict[str, Any] = Field(default_factory=dict)
     reask: int = Field(default=2, ge=0, le=10)
+    memoize: bool = False
 
 
 class ToolPipe(_PipeBase):
@@ -128,11 +131,13 @@ class ToolPipe(_PipeBase):
         function: where the function lives, ``module:name``; the module is imported from the
             pipeline file's folder or the Python path.
         output: the type the function returns.
+        memoize: reuse a stored result for the same function and arguments in any run.
     """
 
     kind: Literal["tool"] = "tool"
     function: str = Field(pattern=r"^[\w.]+:[\w.]+$")
     output: str = "any"
+    memoize: bool = False
 
 
 class ExtractPipe(_PipeBase):

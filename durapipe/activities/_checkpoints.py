@@ -1,0 +1,181 @@
+"""The checkpoint store: a leaf's result kept under a content-addressed key, first writer wins.
+
+Before a leaf calls a provider (or a tool), it looks its key up here; after a success it writes the
+result with a conditional write. So an activity retried after its worker died between "the provider
+answered" and "Temporal recorded it" returns the stored result instead of paying again, and a
+re-driven run (``durapipe retry``) skips every step that already succeeded.
+
+Where the store lives comes from ``DURAPIPE_CHECKPOINTS``:
+
+- unset: a SQLite file at ``$XDG_CACHE_HOME/durapipe/checkpoints.sqlite`` (``~/.cache/...``);
+- a file path: a SQLite file there (workers on one host share it);
+- ``redis://host:port/db``: a Redis server, for workers on several hosts;
+- ``off``: no checkpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from durapipe._errors import ConfigError
+from durapipe.adapters._calls import LeafResult, LlmCall, ToolCall, Usage
+
+CHECKPOINTS_ENV = "DURAPIPE_CHECKPOINTS"
+MEMO_SCOPE = "memo"  # the scope of pipes with `memoize: true`: shared by every run
+KEY_VERSION = 1  # bump when what goes into a key changes, so old entries stop matching
+
+
+class CheckpointStore(Protocol):
+    """Where leaf results are kept between attempts, workers and runs."""
+
+    def get(self, key: str) -> LeafResult | None:
+        """The result stored under ``key``, if any."""
+        ...
+
+    def put(self, key: str, result: LeafResult) -> bool:
+        """Store ``result`` under ``key`` unless a result is already there; True if this one won."""
+        ...
+
+
+def checkpoint_key(call: LlmCall | ToolCall, messages: list[dict[str, str]] | None = None) -> str:
+    """The content-addressed key of a leaf call (one function for Temporal and local runs).
+
+    It hashes the run scope (the run id, or ``memo`` for pipes with ``memoize: true``), the step
+    path, the kind, and what the call sends: model, rendered messages, settings and output schema
+    for an llm call; function and arguments for a tool call.
+    """
+    pipe = call.pipe
+    scope = MEMO_SCOPE if pipe.memoize else call.run_id
+    content: dict[str, Any] = {
+        "v": KEY_VERSION,
+        "scope": scope,
+        # A memoised result may serve the same content at any step of any run.
+        "path": None if pipe.memoize else call.path,
+        "kind": pipe.kind,
+        "output": pipe.output,
+        "structures": {n: s.model_dump(mode="json") for n, s in call.structures.items()},
+    }
+    if isinstance(call, LlmCall):
+        llm = call.pipe
+        content |= {"model": llm.model, "messages": messages, "settings": llm.settings}
+    else:
+        content |= {"function": call.pipe.function, "args": call.inputs}
+    text = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class SqliteCheckpoints:
+    """Checkpoints in a SQLite file: the embedded default, shared by the workers of one host."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # One connection per store; the lock serialises the threads that use it.
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        with self._lock, self._db:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, result TEXT NOT NULL)"
+            )
+
+    def get(self, key: str) -> LeafResult | None:
+        """The result stored under ``key``, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT result FROM checkpoints WHERE key = ?", (key,)
+            ).fetchone()
+        return LeafResult.model_validate_json(row[0]) if row else None
+
+    def put(self, key: str, result: LeafResult) -> bool:
+        """Store ``result`` unless ``key`` is taken (INSERT OR IGNORE); True if this one won."""
+        with self._lock, self._db:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO checkpoints (key, result) VALUES (?, ?)",
+                (key, result.model_dump_json()),
+            )
+        return cursor.rowcount == 1
+
+
+class RedisCheckpoints:
+    """Checkpoints in Redis, for workers on several hosts (``SET NX``: first writer wins)."""
+
+    def __init__(self, url: str, *, prefix: str = "durapipe:checkpoint:") -> None:
+        try:
+            import redis
+        except ImportError:
+            raise ConfigError(
+                f"{CHECKPOINTS_ENV}={url} needs the redis client: pip install 'durapipe[redis]'"
+            ) from None
+        self.url = url
+        self.prefix = prefix
+        self._redis = redis.Redis.from_url(url)
+
+    def get(self, key: str) -> LeafResult | None:
+        """The result stored under ``key``, if any."""
+        raw = self._redis.get(self.prefix + key)
+        return LeafResult.model_validate_json(raw) if raw is not None else None
+
+    def put(self, key: str, result: LeafResult) -> bool:
+        """Store ``result`` unless ``key`` is taken; True if this one won."""
+        return bool(self._redis.set(self.prefix + key, result.model_dump_json(), nx=True))
+
+
+def default_path() -> Path:
+    """The SQLite file used when ``DURAPIPE_CHECKPOINTS`` is unset."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "durapipe" / "checkpoints.sqlite"
+
+
+def open_store(where: str | None = None) -> CheckpointStore | None:
+    """The store named by ``where`` (else ``DURAPIPE_CHECKPOINTS``), or None when ``off``."""
+    where = where if where is not None else os.environ.get(CHECKPOINTS_ENV, "")
+    if where.lower() in {"off", "none", "0"}:
+        return None
+    if where.startswith(("redis://", "rediss://", "unix://")):
+        return RedisCheckpoints(where)
+    return SqliteCheckpoints(where or default_path())
+
+
+@functools.cache
+def _store_for(where: str) -> CheckpointStore | None:
+    return open_store(where)
+
+
+def configured_store() -> CheckpointStore | None:
+    """The store of this process's ``DURAPIPE_CHECKPOINTS``, opened once per setting."""
+    return _store_for(os.environ.get(CHECKPOINTS_ENV, ""))
+
+
+async def checkpointed(
+    store: CheckpointStore | None,
+    call: LlmCall | ToolCall,
+    key: str,
+    attempt: int,
+    compute: Callable[[], Awaitable[LeafResult]],
+) -> LeafResult:
+    """The stored result of ``key`` (marked ``cache_hit``), else ``compute()``'s, then stored.
+
+    A hit of a memoised pipe costs this run nothing, so its usage is zero; a hit of a retried
+    attempt keeps the usage of the call it replays, which this run did pay for.
+    """
+    if store is not None:
+        stored = await asyncio.to_thread(store.get, key)
+        if stored is not None:
+            update: dict[str, Any] = {"cache_hit": True, "attempt": attempt}
+            if call.pipe.memoize:
+                update["usage"] = Usage()
+            return stored.model_copy(update=update)
+    result = await compute()
+    if store is not None:
+        await asyncio.to_thread(store.put, key, result)
+    return result

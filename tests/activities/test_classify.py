@@ -1,0 +1,134 @@
+"""Every provider failure class, through litellm for real against the fake provider.
+
+Each case checks the stable ``durapipe.*`` type, whether Temporal may retry it, and (for 429) that
+the provider's Retry-After becomes the next retry delay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from durapipe.activities import run_llm
+from durapipe.adapters import LlmCall
+from durapipe.pipes import LlmPipe
+from durapipe.pipes._types import StructureSpec
+from durapipe.testing import (
+    Action,
+    Drop,
+    FakeProvider,
+    Hang,
+    Malformed,
+    Reply,
+    SchemaInvalid,
+    Status,
+)
+
+MODEL = "gpt-fake"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeProvider]:
+    async with FakeProvider() as provider:
+        yield provider
+
+
+def llm_call(fake: FakeProvider, **pipe: Any) -> LlmCall:
+    spec = LlmPipe(
+        model=f"openai/{MODEL}",
+        prompt="Say something about {{ topic }}.",
+        inputs={"topic": "text"},
+        settings={"api_base": fake.base_url, "api_key": "sk-fake"},
+        timeout=pipe.pop("timeout", 10.0),
+        **pipe,
+    )
+    return LlmCall(
+        run_id="classify", path="say", pipe_name="say", pipe=spec, inputs={"topic": "rivers"}
+    )
+
+
+CASES: dict[str, tuple[Action, str, bool]] = {
+    "401": (Status(401), "durapipe.AuthenticationError", False),
+    "403": (Status(403), "durapipe.PermissionDenied", False),
+    "404": (Status(404), "durapipe.NotFound", False),
+    "400": (Status(400), "durapipe.BadRequest", False),
+    "context window": (
+        Status(400, error_code="context_length_exceeded"),
+        "durapipe.ContextWindowExceeded",
+        False,
+    ),
+    "content policy": (
+        Status(400, error_code="content_policy_violation"),
+        "durapipe.ContentPolicyViolation",
+        False,
+    ),
+    "408": (Status(408), "durapipe.Timeout", True),
+    "409": (Status(409), "durapipe.Conflict", True),
+    "429": (Status(429), "durapipe.RateLimited", True),
+    "500": (Status(500), "durapipe.ProviderError", True),
+    "502": (Status(502), "durapipe.ProviderError", True),
+    "503": (Status(503), "durapipe.ProviderError", True),
+    "dropped connection": (Drop(), "durapipe.ConnectionError", True),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_provider_errors_have_stable_types_and_retryability(
+    fake: FakeProvider, case: str
+) -> None:
+    action, error_type, retryable = CASES[case]
+    fake.script(MODEL, [action])
+    with pytest.raises(ApplicationError) as raised:
+        await run_llm(llm_call(fake))
+    assert (raised.value.type, raised.value.non_retryable) == (error_type, not retryable)
+    assert raised.value.message.startswith(f"openai/{MODEL}: ")
+    assert len(fake.calls) == 1  # litellm and the SDK retry nothing: Temporal owns retries
+
+
+async def test_a_hang_past_the_timeout_is_a_retryable_timeout(fake: FakeProvider) -> None:
+    fake.script(MODEL, [Hang(5)])
+    with pytest.raises(ApplicationError) as raised:
+        await run_llm(llm_call(fake, timeout=0.5))
+    assert (raised.value.type, raised.value.non_retryable) == ("durapipe.Timeout", False)
+
+
+async def test_retry_after_becomes_the_next_retry_delay(fake: FakeProvider) -> None:
+    fake.script(MODEL, [Status(429, retry_after=2)])
+    with pytest.raises(ApplicationError) as raised:
+        await run_llm(llm_call(fake))
+    assert raised.value.type == "durapipe.RateLimited"
+    assert raised.value.next_retry_delay == timedelta(seconds=2)
+
+
+async def test_malformed_json_is_reasked_and_the_answer_used(fake: FakeProvider) -> None:
+    fake.script(MODEL, [Malformed(), Reply(json={"value": 7})])
+    result = await run_llm(llm_call(fake, output="integer"))
+    assert result.output == 7
+    assert "not valid JSON" in fake.calls[1].messages[-1]["content"]
+
+
+async def test_schema_invalid_answers_feed_the_error_back_then_fail(fake: FakeProvider) -> None:
+    structures = {"Claim": StructureSpec.model_validate({"fields": {"text": "text"}})}
+    fake.script(MODEL, [SchemaInvalid(json={"text": 3})] * 3)
+    call = llm_call(fake, output="Claim", reask=2).model_copy(update={"structures": structures})
+    with pytest.raises(ApplicationError) as raised:
+        await run_llm(call)
+    assert (raised.value.type, raised.value.non_retryable) == ("durapipe.InvalidOutput", True)
+    assert "after 3 asks" in raised.value.message and "text" in raised.value.message
+    assert len(fake.calls) == 3
+    fed_back = fake.calls[1].messages
+    assert fed_back[-2] == {"role": "assistant", "content": '{"text": 3}'}
+    assert (
+        "That answer was rejected: text: Input should be a valid string" in fed_back[-1]["content"]
+    )
+
+
+async def test_every_request_carries_the_idempotency_key_and_attempt(fake: FakeProvider) -> None:
+    await run_llm(llm_call(fake), attempt=3)
+    [call] = fake.calls
+    assert call.idempotency_key is not None and len(call.idempotency_key) == 64
+    assert call.attempt == 3
