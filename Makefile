@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck format demo clean
+.PHONY: install test lint typecheck format demo clean test-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+# nginx terminates TLS in front of the dev server in the TLS/mTLS tests (the dev server has no TLS
+# flags). Installed from Debian's packages when missing; the tests skip when it cannot be had.
+test-tools:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; \
+	  else echo "nginx missing and not root: the TLS tests will be skipped"; fi; }
+
+test: lint typecheck test-tools
 	$(BIN)/python -m pytest -q
 
 format: $(STAMP)

@@ -10,7 +10,15 @@ Example:
     >>> result = asyncio.run(dp.run_local(pipeline, "summarize", {"article": "..."}))  # doctest: +SKIP
 """
 
-from durapipe._client import DEFAULT_ADDRESS, RunHandle, connect, run, start
+from durapipe._client import RunHandle, connect, run, start
+from durapipe._codec import (
+    EncryptionCodec,
+    EncryptionError,
+    encryption_from_env,
+    new_encryption_key,
+)
+from durapipe._codec_server import codec_app
+from durapipe._connection import DEFAULT_ADDRESS, ConnectOptions
 from durapipe._dev import DevServer
 from durapipe._errors import (
     ConfigError,
@@ -44,6 +52,7 @@ from durapipe.pipes import (
     tool,
     validate,
 )
+from durapipe._secrets import load_secrets_file
 from durapipe.worker import DurapipePlugin, build_worker
 
 __all__ = [
@@ -51,9 +60,12 @@ __all__ = [
     "DEFAULT_TASK_QUEUE",
     "OFFLINE_MODEL",
     "ConfigError",
+    "ConnectOptions",
     "DevServer",
     "DurapipeError",
     "DurapipePlugin",
+    "EncryptionCodec",
+    "EncryptionError",
     "FieldSpec",
     "LlmPipe",
     "Pipe",
@@ -73,10 +85,14 @@ __all__ = [
     "ToolPipe",
     "Usage",
     "build_worker",
+    "codec_app",
     "connect",
+    "encryption_from_env",
     "llm",
     "load",
+    "load_secrets_file",
     "load_yaml",
+    "new_encryption_key",
     "pipeline",
     "resolve",
     "run",

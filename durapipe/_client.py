@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -11,6 +11,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from durapipe._connection import ConnectOptions
 from durapipe._errors import ConfigError, RunError, RunNotFound, StepFailed
 from durapipe.adapters import (
     DEFAULT_TASK_QUEUE,
@@ -26,8 +27,6 @@ from durapipe.pipes import CONTROLLER_KINDS, Pipeline, check_inputs, resolve
 from durapipe.worker import DurapipePlugin
 from durapipe.workflows import STEPS_QUERY
 
-DEFAULT_ADDRESS = "localhost:7233"
-DEFAULT_NAMESPACE = "default"
 SPEC_VERSION = 1
 
 
@@ -37,25 +36,31 @@ async def connect(
     *,
     pipeline: Pipeline | None = None,
     tools: Mapping[str, Callable[..., Any]] | None = None,
+    options: ConnectOptions | None = None,
 ) -> Client:
     """A Temporal client with durapipe's plugin; workers built on it run ``pipeline``'s tools.
 
-    The address and namespace come from the arguments, else ``TEMPORAL_ADDRESS`` and
-    ``TEMPORAL_NAMESPACE`` (as the temporal CLI reads them), else ``localhost:7233`` / ``default``.
+    The address and namespace come from the arguments, else ``options``, else the environment
+    (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_TLS_*``, ``TEMPORAL_API_KEY``) and the
+    ``temporal.toml`` profile, as the temporal CLI reads them, else ``localhost:7233`` / ``default``.
+    Payloads are encrypted when ``DURAPIPE_ENCRYPTION_KEYS`` (or ``..._FILE``) is set.
 
     Raises:
-        ConfigError: the server cannot be reached.
+        ConfigError: the server cannot be reached, or the TLS/encryption settings are wrong.
     """
-    address = address or os.environ.get("TEMPORAL_ADDRESS") or DEFAULT_ADDRESS
-    namespace = namespace or os.environ.get("TEMPORAL_NAMESPACE") or DEFAULT_NAMESPACE
+    options = dataclasses.replace(
+        options or ConnectOptions(),
+        **{k: v for k, v in (("address", address), ("namespace", namespace)) if v},
+    )
+    config = options.client_config()
+    plugin = DurapipePlugin(pipeline, tools=tools)
+    target, namespace = config["target_host"], config["namespace"]
     try:
-        return await Client.connect(
-            address, namespace=namespace, plugins=[DurapipePlugin(pipeline, tools=tools)]
-        )
+        return await Client.connect(**config, plugins=[plugin])
     except Exception as err:  # the SDK raises RuntimeError with the transport's reason
         raise ConfigError(
-            f"cannot reach Temporal at {address} (namespace {namespace}): {err}; "
-            "start a dev server with `durapipe dev` or set TEMPORAL_ADDRESS"
+            f"cannot reach Temporal at {target} (namespace {namespace}): {err}; "
+            "start a dev server with `durapipe dev`, or check TEMPORAL_ADDRESS and the TLS settings"
         ) from None
 
 

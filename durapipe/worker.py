@@ -10,15 +10,18 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import PayloadCodec
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from durapipe._codec import encryption_from_env
 from durapipe._errors import ConfigError
 from durapipe.activities import Activities
 from durapipe.adapters import DEFAULT_TASK_QUEUE
@@ -47,6 +50,11 @@ class DurapipePlugin(SimplePlugin):
     Args:
         pipeline: the pipeline whose tool functions this worker runs (none for a client-only use).
         tools: tool functions by ``module:name`` reference, in addition to the pipeline's.
+        codec: the payload codec; by default payload encryption as configured by
+            ``DURAPIPE_ENCRYPTION_KEYS`` / ``DURAPIPE_ENCRYPTION_KEYS_FILE`` (see `durapipe._codec`).
+
+    Raises:
+        ConfigError: the encryption keys are malformed.
     """
 
     def __init__(
@@ -54,12 +62,19 @@ class DurapipePlugin(SimplePlugin):
         pipeline: Pipeline | None = None,
         *,
         tools: Mapping[str, Callable[..., Any]] | None = None,
+        codec: PayloadCodec | None = None,
     ) -> None:
         functions = {**(tool_functions(pipeline) if pipeline else {}), **(tools or {})}
         activities = Activities(functions)
+        # The codec runs on every payload before it leaves the process. Keep it the innermost
+        # step: when external storage (claim check) is added, it must store payloads this codec
+        # has already encrypted, so the store never holds plain text either.
+        converter = dataclasses.replace(
+            pydantic_data_converter, payload_codec=codec or encryption_from_env()
+        )
         super().__init__(
             "durapipe.DurapipePlugin",
-            data_converter=pydantic_data_converter,
+            data_converter=converter,
             activities=activities.all(),
             workflows=[PipeWorkflow],
             workflow_runner=SandboxedWorkflowRunner(

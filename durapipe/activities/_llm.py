@@ -21,15 +21,18 @@ def messages_for(call: LlmCall) -> list[dict[str, str]]:
         ApplicationError: a template failed to render (non-retryable ``durapipe.TemplateError``).
     """
     pipe = call.pipe
-    try:
-        messages = (
-            [{"role": "system", "content": render(pipe.system, call.inputs)}] if pipe.system else []
-        )
-        messages.append({"role": "user", "content": render(pipe.prompt, call.inputs)})
-    except TemplateError as err:
-        raise ApplicationError(
-            f"pipe '{call.pipe_name}': {err}", type="durapipe.TemplateError", non_retryable=True
-        ) from None
+    messages = []
+    for role, field, template in (("system", "system", pipe.system), ("user", "prompt", pipe.prompt)):
+        if template is None:
+            continue
+        try:
+            messages.append({"role": role, "content": render(template, call.inputs)})
+        except TemplateError as err:
+            raise ApplicationError(
+                f"pipe '{call.pipe_name}', field '{field}': {err}",
+                type="durapipe.TemplateError",
+                non_retryable=True,
+            ) from None
     return messages
 
 
@@ -137,7 +140,9 @@ async def _complete(
             model=model, messages=messages, num_retries=0, timeout=timeout, **extra, **settings
         )
     except Exception as err:
-        raise classify(err, model=model) from err
+        # from None: the provider's own exception may quote the key it was sent; only the
+        # classified, redacted error may reach history and the worker's log.
+        raise classify(err, model=model) from None
 
 
 def _usage_of(response: Any) -> Usage:

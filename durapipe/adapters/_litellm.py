@@ -16,6 +16,8 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
+from durapipe._secrets import redact
+
 
 @functools.cache
 def litellm_module() -> ModuleType:
@@ -93,5 +95,5 @@ def retry_after(err: BaseException) -> float | None:
 
 
 def _short(err: BaseException) -> str:
-    text = str(err).replace("litellm.", "").strip()
+    text = redact(str(err).replace("litellm.", "").strip())
     return text if len(text) <= 500 else text[:497] + "..."

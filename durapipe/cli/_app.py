@@ -18,6 +18,7 @@ import typer
 
 import durapipe as dp
 from durapipe.cli import _progress
+from durapipe.cli._connection import connection_options
 
 app = typer.Typer(
     name="durapipe",
@@ -29,20 +30,6 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-AddressOption = Annotated[
-    str | None,
-    typer.Option(
-        "--address",
-        envvar="TEMPORAL_ADDRESS",
-        help="Temporal frontend host:port [default: localhost:7233].",
-    ),
-]
-NamespaceOption = Annotated[
-    str | None,
-    typer.Option(
-        "--namespace", envvar="TEMPORAL_NAMESPACE", help="Temporal namespace [default: default]."
-    ),
-]
 TaskQueueOption = Annotated[
     str,
     typer.Option("--task-queue", envvar="DURAPIPE_TASK_QUEUE", help="Task queue of the workers."),
@@ -124,6 +111,7 @@ def parse_inputs(input_json: str | None, items: list[str]) -> dict[str, Any]:
 
 @app.command()
 @handles_errors
+@connection_options
 def run(
     pipe: Annotated[str, typer.Argument(help="Name of the pipe to run.", show_default=False)],
     file: Annotated[
@@ -145,13 +133,13 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print only the run's output, as JSON.")
     ] = False,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
     ui_url: Annotated[
         str | None,
         typer.Option("--ui-url", envvar="DURAPIPE_UI_URL", help="Temporal Web UI address."),
     ] = None,
+    *,
+    connection: dp.ConnectOptions,
 ) -> None:
     """Run a pipe on Temporal (or in this process with --local) and print its output."""
     pipeline = dp.load(file)
@@ -162,15 +150,18 @@ def run(
             _progress.print_steps(result.steps)
         _print_result(result, as_json=as_json)
         return
-    result, run_id = asyncio.run(
-        _run_on_temporal(
-            pipeline, pipe, values, run_id, address, namespace, task_queue, quiet=as_json
-        )
+    result, client = asyncio.run(
+        _run_on_temporal(pipeline, pipe, values, run_id, connection, task_queue, quiet=as_json)
     )
     _print_result(result, as_json=as_json)
     if not as_json:
-        typer.echo(f"run id: {run_id}")
-        typer.echo(f"Temporal UI: {_progress.run_url(ui_url, address, namespace, run_id)}")
+        _print_run_links(client, ui_url)
+
+
+def _print_run_links(client: tuple[str, str, str], ui_url: str | None) -> None:
+    run_id, address, namespace = client
+    typer.echo(f"run id: {run_id}")
+    typer.echo(f"Temporal UI: {_progress.run_url(ui_url, address, namespace, run_id)}")
 
 
 async def _run_on_temporal(
@@ -178,18 +169,38 @@ async def _run_on_temporal(
     pipe: str,
     values: dict[str, Any],
     run_id: str | None,
-    address: str | None,
-    namespace: str | None,
+    connection: dp.ConnectOptions,
     task_queue: str,
     *,
     quiet: bool,
-) -> tuple[dp.RunResult, str]:
-    client = await dp.connect(address, namespace)
+) -> tuple[dp.RunResult, tuple[str, str, str]]:
+    client = await dp.connect(options=connection)
     handle = await dp.start(client, pipeline, pipe, values, run_id=run_id, task_queue=task_queue)
     if not quiet:
         typer.echo(f"started run {handle.run_id} on task queue '{task_queue}'", err=True)
     result = await _progress.follow(handle, quiet=quiet)
-    return result, handle.run_id
+    return result, (handle.run_id, client.service_client.config.target_host, client.namespace)
+
+
+@app.command()
+@handles_errors
+@connection_options
+def result(
+    run_id: Annotated[str, typer.Argument(help="Run id (the workflow id).", show_default=False)],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print only the run's output, as JSON.")
+    ] = False,
+    *,
+    connection: dp.ConnectOptions,
+) -> None:
+    """Print the output of a run on Temporal, waiting for it to finish if it has not."""
+    output = asyncio.run(_result(run_id, connection))
+    _print_result(output, as_json=as_json)
+
+
+async def _result(run_id: str, connection: dp.ConnectOptions) -> dp.RunResult:
+    client = await dp.connect(options=connection)
+    return await dp.RunHandle(client, run_id).result()
 
 
 def _print_result(result: dp.RunResult, *, as_json: bool) -> None:
@@ -206,29 +217,41 @@ def _print_result(result: dp.RunResult, *, as_json: bool) -> None:
 
 @app.command()
 @handles_errors
+@connection_options
 def worker(
     file: FileArgument,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
     max_concurrent: Annotated[
         int | None,
         typer.Option("--max-concurrent", help="Most activities this worker runs at once."),
     ] = None,
+    secrets_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--secrets-file",
+            envvar="DURAPIPE_SECRETS_FILE",
+            help="KEY=VALUE file of provider credentials, loaded into this worker's environment.",
+        ),
+    ] = None,
+    *,
+    connection: dp.ConnectOptions,
 ) -> None:
     """Run a worker for the pipes in FILE until interrupted (SIGINT or SIGTERM)."""
+    if secrets_file is not None:
+        names = dp.load_secrets_file(secrets_file)
+        # Names only: the values are the point of keeping the file out of logs.
+        typer.echo(f"loaded {len(names)} secrets from {secrets_file}: {', '.join(names)}", err=True)
     pipeline = dp.load(file)
-    asyncio.run(_serve(pipeline, address, namespace, task_queue, max_concurrent))
+    asyncio.run(_serve(pipeline, connection, task_queue, max_concurrent))
 
 
 async def _serve(
     pipeline: dp.Pipeline,
-    address: str | None,
-    namespace: str | None,
+    connection: dp.ConnectOptions,
     task_queue: str,
     max_concurrent: int | None,
 ) -> None:
-    client = await dp.connect(address, namespace, pipeline=pipeline)
+    client = await dp.connect(pipeline=pipeline, options=connection)
     built = dp.build_worker(client, task_queue=task_queue, max_concurrent_activities=max_concurrent)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

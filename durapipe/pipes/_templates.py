@@ -13,7 +13,13 @@ from typing import Any
 import jinja2
 import jinja2.exceptions
 import jinja2.meta
+import jinja2.nodes
 import jinja2.sandbox
+
+# Jinja's default globals (cycler, joiner, lipsum, namespace, ...) are not needed in a prompt and
+# are the usual first step of a sandbox escape (``cycler.__init__.__globals__``): only these stay.
+_GLOBALS = {"range": range}
+_FILE_TAGS = (jinja2.nodes.Include, jinja2.nodes.Import, jinja2.nodes.FromImport, jinja2.nodes.Extends)
 
 
 class TemplateError(ValueError):
@@ -22,12 +28,15 @@ class TemplateError(ValueError):
 
 @functools.cache
 def _environment() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
-    return jinja2.sandbox.ImmutableSandboxedEnvironment(
+    environment = jinja2.sandbox.ImmutableSandboxedEnvironment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
         loader=None,
     )
+    environment.globals.clear()
+    environment.globals.update(_GLOBALS)
+    return environment
 
 
 @functools.lru_cache(maxsize=1024)
@@ -51,6 +60,37 @@ def variables(source: str) -> set[str]:
     return set(jinja2.meta.find_undeclared_variables(ast))
 
 
+def unsafe_constructs(source: str) -> list[str]:
+    """What in a template reaches for Python internals or files, one sentence each.
+
+    Refused before anything runs: attributes or keys starting with ``_`` (``__class__``,
+    ``__globals__``, ``_TemplateReference__context``) and ``include``/``import``/``extends``, which
+    would read files. The sandbox refuses the rest (e.g. ``'{0.__class__}'.format(x)``) at render.
+    A template that does not parse yields nothing here: `variables` reports that.
+    """
+    try:
+        ast = _environment().parse(source)
+    except jinja2.TemplateSyntaxError:
+        return []
+    found: list[str] = []
+    for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem, *_FILE_TAGS)):
+        if isinstance(node, _FILE_TAGS):
+            tag = type(node).__name__.lower().replace("fromimport", "from ... import")
+            found.append(f"'{tag}' is not allowed in a template (templates cannot read files)")
+            continue
+        name = node.attr if isinstance(node, jinja2.nodes.Getattr) else _constant(node.arg)
+        if isinstance(name, str) and name.startswith("_"):
+            found.append(
+                f"access to '{name}' is not allowed in a template (names starting with '_' "
+                "reach Python internals)"
+            )
+    return found
+
+
+def _constant(node: jinja2.nodes.Node) -> object:
+    return node.value if isinstance(node, jinja2.nodes.Const) else None
+
+
 def render(source: str, values: dict[str, Any]) -> str:
     """Render a template with ``values``.
 
@@ -64,3 +104,6 @@ def render(source: str, values: dict[str, Any]) -> str:
         raise TemplateError(f"template uses an undefined value: {err.message}") from None
     except jinja2.exceptions.SecurityError as err:
         raise TemplateError(f"template refused by the sandbox: {err}") from None
+    except (jinja2.TemplateError, TypeError) as err:
+        # e.g. include without a loader (TypeError), a missing template: never a traceback.
+        raise TemplateError(f"template refused: {err}") from None

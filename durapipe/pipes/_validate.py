@@ -21,6 +21,23 @@ _INPUT_NAME = re.compile(r"^[A-Za-z_]\w*$")
 
 _Report = Callable[[str, str], None]
 
+# litellm arguments that carry credentials. Settings travel in the spec, so in workflow history:
+# a key there would be stored in plain text. Credentials belong in the worker's environment.
+CREDENTIAL_SETTINGS = frozenset(
+    {
+        "api_key",
+        "azure_ad_token",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "client_secret",
+        "password",
+        "token",
+        "vertex_credentials",
+    }
+)
+_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
+
 
 def validate(pipeline: Pipeline, *, source: str = "") -> None:
     """Raise `PipelineError` listing every problem in ``pipeline``; return quietly when it is sound."""
@@ -90,6 +107,7 @@ def _check_llm(pipeline: Pipeline, name: str, pipe: LlmPipe, report: _Report) ->
         _check_model(pipeline, pipe.model, f"{where}, field 'model'", report)
     for message in _types.type_problems(pipe.output, pipeline.structures):
         report(f"{where}, field 'output'", message)
+    _check_settings(where, pipe.settings, report)
     used: set[str] = set()
     parsed = True
     for field, template in (("system", pipe.system), ("prompt", pipe.prompt)):
@@ -102,6 +120,8 @@ def _check_llm(pipeline: Pipeline, name: str, pipe: LlmPipe, report: _Report) ->
             parsed = False
             continue
         used |= names
+        for construct in _templates.unsafe_constructs(template):
+            report(f"{where}, field '{field}'", construct)
         for variable in sorted(names - set(pipe.inputs)):
             report(
                 f"{where}, field '{field}'",
@@ -114,6 +134,25 @@ def _check_llm(pipeline: Pipeline, name: str, pipe: LlmPipe, report: _Report) ->
             f"{where}, input '{unused}'",
             "declared input is never used by the system or prompt template",
         )
+
+
+def _check_settings(where: str, settings: Mapping[str, object], report: _Report) -> None:
+    for name in sorted(settings):
+        if name.lower() in CREDENTIAL_SETTINGS:
+            report(
+                f"{where}, field 'settings.{name}'",
+                "credentials must not be in a pipe (settings are stored in run history); "
+                "set the provider's key in the worker's environment or --secrets-file",
+            )
+        headers = settings[name] if name in ("extra_headers", "headers") else None
+        if isinstance(headers, Mapping):
+            for header in sorted(str(h) for h in headers):
+                if header.lower() in _CREDENTIAL_HEADERS:
+                    report(
+                        f"{where}, field 'settings.{name}.{header}'",
+                        "credential headers must not be in a pipe (settings are stored in run "
+                        "history); set the provider's key in the worker's environment",
+                    )
 
 
 def _check_sequence(pipeline: Pipeline, name: str, pipe: SequencePipe, report: _Report) -> None:
