@@ -104,6 +104,6 @@ def render(source: str, values: dict[str, Any]) -> str:
         raise TemplateError(f"template uses an undefined value: {err.message}") from None
     except jinja2.exceptions.SecurityError as err:
         raise TemplateError(f"template refused by the sandbox: {err}") from None
-    except (jinja2.TemplateError, TypeError) as err:
-        # e.g. include without a loader (TypeError), a missing template: never a traceback.
-        raise TemplateError(f"template refused: {err}") from None
+    except Exception as err:  # include without a loader, a bad format string, ...
+        # Whatever a template does wrong fails its step with one sentence, never a traceback.
+        raise TemplateError(f"template failed: {type(err).__name__}: {err}") from None
