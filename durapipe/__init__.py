@@ -29,6 +29,7 @@ from durapipe._errors import (
     RunNotFound,
     StepFailed,
 )
+from durapipe._secrets import load_secrets_file
 from durapipe.adapters import DEFAULT_TASK_QUEUE, RunResult, StepRecord, Usage
 from durapipe.local import run_local
 from durapipe.pipes import (
@@ -52,7 +53,6 @@ from durapipe.pipes import (
     tool,
     validate,
 )
-from durapipe._secrets import load_secrets_file
 from durapipe.worker import DurapipePlugin, build_worker
 
 __all__ = [

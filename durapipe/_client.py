@@ -48,10 +48,11 @@ async def connect(
     Raises:
         ConfigError: the server cannot be reached, or the TLS/encryption settings are wrong.
     """
-    options = dataclasses.replace(
-        options or ConnectOptions(),
-        **{k: v for k, v in (("address", address), ("namespace", namespace)) if v},
-    )
+    options = options or ConnectOptions()
+    if address:
+        options = dataclasses.replace(options, address=address)
+    if namespace:
+        options = dataclasses.replace(options, namespace=namespace)
     config = options.client_config()
     plugin = DurapipePlugin(pipeline, tools=tools)
     target, namespace = config["target_host"], config["namespace"]

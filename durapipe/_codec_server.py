@@ -25,7 +25,9 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _ALLOWED_HEADERS = "Authorization, Content-Type, X-Namespace"
 
 
-def codec_app(codec: PayloadCodec, *, token: str, cors_origins: Sequence[str] = ()) -> web.Application:
+def codec_app(
+    codec: PayloadCodec, *, token: str, cors_origins: Sequence[str] = ()
+) -> web.Application:
     """The aiohttp application of a codec server.
 
     Args:

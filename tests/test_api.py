@@ -5,6 +5,13 @@ from __future__ import annotations
 import durapipe
 
 PUBLIC = [
+    "new_encryption_key",
+    "load_secrets_file",
+    "encryption_from_env",
+    "codec_app",
+    "EncryptionError",
+    "EncryptionCodec",
+    "ConnectOptions",
     "DEFAULT_ADDRESS",
     "DEFAULT_TASK_QUEUE",
     "OFFLINE_MODEL",

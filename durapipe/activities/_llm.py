@@ -22,7 +22,10 @@ def messages_for(call: LlmCall) -> list[dict[str, str]]:
     """
     pipe = call.pipe
     messages = []
-    for role, field, template in (("system", "system", pipe.system), ("user", "prompt", pipe.prompt)):
+    for role, field, template in (
+        ("system", "system", pipe.system),
+        ("user", "prompt", pipe.prompt),
+    ):
         if template is None:
             continue
         try:

@@ -51,7 +51,9 @@ def codec_server(
         raise fail("a codec server needs a bearer token: set DURAPIPE_CODEC_TOKEN or --token")
     codec = dp.encryption_from_env()
     if not codec.key_ids:
-        raise fail("no encryption keys: set DURAPIPE_ENCRYPTION_KEYS or DURAPIPE_ENCRYPTION_KEYS_FILE")
+        raise fail(
+            "no encryption keys: set DURAPIPE_ENCRYPTION_KEYS or DURAPIPE_ENCRYPTION_KEYS_FILE"
+        )
     origins = [o for value in cors_origins or [] for o in value.split(",") if o]
     application = dp.codec_app(codec, token=token, cors_origins=origins)
     typer.echo(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 
@@ -25,7 +25,9 @@ def _option(name: str, annotation: Any, flag: str, help_text: str, default: Any 
         name,
         inspect.Parameter.KEYWORD_ONLY,
         default=default,
-        annotation=Annotated[annotation, typer.Option(flag, help=help_text, rich_help_panel=_PANEL)],
+        annotation=Annotated[
+            annotation, typer.Option(flag, help=help_text, rich_help_panel=_PANEL)
+        ],
     )
 
 
@@ -55,6 +57,7 @@ def connection_options(command: F) -> F:
         values = {name: kwargs.pop(name, None) for name in _NAMES}
         return command(*args, connection=dp.ConnectOptions(**values), **kwargs)
 
-    wrapper.__signature__ = signature.replace(parameters=[*own, *CONNECTION_PARAMETERS])  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}  # type: ignore[attr-defined]
-    return wrapper  # type: ignore[no-any-return]
+    shown = signature.replace(parameters=[*own, *CONNECTION_PARAMETERS])
+    cast(Any, wrapper).__signature__ = shown
+    wrapper.__annotations__ = {p.name: p.annotation for p in shown.parameters.values()}
+    return cast(F, wrapper)

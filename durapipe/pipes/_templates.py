@@ -19,7 +19,12 @@ import jinja2.sandbox
 # Jinja's default globals (cycler, joiner, lipsum, namespace, ...) are not needed in a prompt and
 # are the usual first step of a sandbox escape (``cycler.__init__.__globals__``): only these stay.
 _GLOBALS = {"range": range}
-_FILE_TAGS = (jinja2.nodes.Include, jinja2.nodes.Import, jinja2.nodes.FromImport, jinja2.nodes.Extends)
+_FILE_TAGS = (
+    jinja2.nodes.Include,
+    jinja2.nodes.Import,
+    jinja2.nodes.FromImport,
+    jinja2.nodes.Extends,
+)
 
 
 class TemplateError(ValueError):
@@ -78,7 +83,7 @@ def unsafe_constructs(source: str) -> list[str]:
             tag = type(node).__name__.lower().replace("fromimport", "from ... import")
             found.append(f"'{tag}' is not allowed in a template (templates cannot read files)")
             continue
-        name = node.attr if isinstance(node, jinja2.nodes.Getattr) else _constant(node.arg)
+        name = node.attr if isinstance(node, jinja2.nodes.Getattr) else _constant(node.arg)  # type: ignore[attr-defined]
         if isinstance(name, str) and name.startswith("_"):
             found.append(
                 f"access to '{name}' is not allowed in a template (names starting with '_' "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 from typing import Any
 
@@ -34,8 +35,6 @@ def _decoded_strings(node: Any) -> list[str]:
         for value in node:
             found.extend(_decoded_strings(value))
     elif isinstance(node, str) and len(node) >= 4:
-        try:
+        with contextlib.suppress(binascii.Error, ValueError):
             found.append(base64.b64decode(node, validate=True).decode("utf-8", errors="replace"))
-        except (binascii.Error, ValueError):
-            pass
     return found

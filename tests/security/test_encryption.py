@@ -3,6 +3,7 @@ a wrong key fails clearly, and the codec server decodes only for holders of its 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import subprocess
@@ -89,13 +90,17 @@ async def test_without_keys_the_same_search_finds_the_plain_text(
     client = await dp.connect(temporal_address, pipeline=pipeline)
     run_id = f"plain-{task_queue}"
     async with dp.build_worker(client, task_queue=task_queue):
-        await dp.run(client, pipeline, "brief", {"article": MARKER}, run_id=run_id, task_queue=task_queue)
+        await dp.run(
+            client, pipeline, "brief", {"article": MARKER}, run_id=run_id, task_queue=task_queue
+        )
     assert MARKER in await history_text(temporal_env.client, [run_id])
 
 
 def test_malformed_keys_are_refused_with_the_variable_named() -> None:
     with pytest.raises(dp.ConfigError, match="DURAPIPE_ENCRYPTION_KEYS: key 'k1' is 5 bytes"):
-        dp.encryption_from_env({"DURAPIPE_ENCRYPTION_KEYS": "k1:" + base64.b64encode(b"short").decode()})
+        dp.encryption_from_env(
+            {"DURAPIPE_ENCRYPTION_KEYS": "k1:" + base64.b64encode(b"short").decode()}
+        )
     with pytest.raises(dp.ConfigError, match="must look like id:base64key"):
         dp.encryption_from_env({"DURAPIPE_ENCRYPTION_KEYS": KEY_A})
 
@@ -130,9 +135,11 @@ def _up(url: str) -> bool:
     return True
 
 
-async def test_codec_server_decodes_only_with_the_token(codec_server: str) -> None:
-    old_key_payloads = await dp.EncryptionCodec({"k1": base64.b64decode(KEY_A)}).encode(
-        [Payload(metadata={"encoding": b"json/plain"}, data=b'{"prompt": "secret plans"}')]
+def test_codec_server_decodes_only_with_the_token(codec_server: str) -> None:
+    old_key_payloads = asyncio.run(
+        dp.EncryptionCodec({"k1": base64.b64decode(KEY_A)}).encode(
+            [Payload(metadata={"encoding": b"json/plain"}, data=b'{"prompt": "secret plans"}')]
+        )
     )
     body = json_format.MessageToJson(Payloads(payloads=old_key_payloads))
     auth = {"Authorization": "Bearer t0ken-abc"}
@@ -154,12 +161,16 @@ async def test_codec_server_decodes_only_with_the_token(codec_server: str) -> No
     assert preflight.status_code == 204
     assert preflight.headers["Access-Control-Allow-Origin"] == "http://ui.example:8080"
     assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
-    stranger = httpx.options(f"{codec_server}/decode", headers={**ui, "Origin": "http://evil.example"})
+    stranger = httpx.options(
+        f"{codec_server}/decode", headers={**ui, "Origin": "http://evil.example"}
+    )
     assert stranger.status_code == 403 and "Access-Control-Allow-Origin" not in stranger.headers
 
 
 def test_codec_server_will_not_start_without_a_token() -> None:
     env = cli_env(DURAPIPE_ENCRYPTION_KEYS=f"k1:{KEY_A}")
     env.pop("DURAPIPE_CODEC_TOKEN", None)
-    started = subprocess.run(durapipe_command("codec-server"), capture_output=True, text=True, env=env, timeout=60)
+    started = subprocess.run(
+        durapipe_command("codec-server"), capture_output=True, text=True, env=env, timeout=60
+    )
     assert started.returncode == 2 and "needs a bearer token" in started.stderr

@@ -63,16 +63,29 @@ async def test_a_key_from_the_secrets_file_reaches_the_provider_and_nothing_else
     pipeline_file = tmp_path / "pipes.yaml"
     pipeline_file.write_text(PIPELINE)
     secrets = tmp_path / "provider.env"
-    secrets.write_text(f"# provider credentials\nOPENAI_API_KEY={FAKE_KEY}\nOPENAI_API_BASE={fake.base_url}\n")
+    secrets.write_text(
+        f"# provider credentials\nOPENAI_API_KEY={FAKE_KEY}\nOPENAI_API_BASE={fake.base_url}\n"
+    )
     worker = WorkerProcess(
-        pipeline_file, temporal_address, task_queue, tmp_path / "worker.log", "--secrets-file", str(secrets)
+        pipeline_file,
+        temporal_address,
+        task_queue,
+        tmp_path / "worker.log",
+        "--secrets-file",
+        str(secrets),
     )
     # The second call fails the way a provider does when it echoes the key it was sent.
-    fake.script("fake-gpt", [Reply(content="a summary"), Status(401, message=f"Incorrect API key provided: {FAKE_KEY}")])
+    fake.script(
+        "fake-gpt",
+        [
+            Reply(content="a summary"),
+            Status(401, message=f"Incorrect API key provided: {FAKE_KEY}"),
+        ],
+    )
     run_ids = [f"secret-ok-{task_queue}", f"secret-401-{task_queue}"]
     try:
         outputs = [
-            subprocess.run(
+            subprocess.run(  # noqa: ASYNC221  (the worker is another process: nothing here waits)
                 durapipe_command(
                     "run", "summarize", "--file", str(pipeline_file), "--input", "text=the council met",
                     "--id", run_id, "--address", temporal_address, "--task-queue", task_queue,
@@ -124,7 +137,14 @@ async def test_no_span_or_log_record_carries_the_key(
     async with dp.build_worker(client, task_queue=task_queue):
         await dp.run(client, pipeline, "summarize", {"text": "x"}, task_queue=task_queue)
         with pytest.raises(dp.StepFailed, match=r"\[redacted\]"):
-            await dp.run(client, pipeline, "summarize", {"text": "y"}, run_id=f"s-{uuid.uuid4().hex[:6]}", task_queue=task_queue)
+            await dp.run(
+                client,
+                pipeline,
+                "summarize",
+                {"text": "y"},
+                run_id=f"s-{uuid.uuid4().hex[:6]}",
+                task_queue=task_queue,
+            )
     assert len(fake.calls) == 2 and fake.calls[0].headers["Authorization"] == f"Bearer {FAKE_KEY}"
     spans = span_exporter.get_finished_spans()
     assert spans, "the tracing interceptor exported no spans"
@@ -134,7 +154,10 @@ async def test_no_span_or_log_record_carries_the_key(
 
 
 def test_credentials_in_settings_are_refused_naming_pipe_and_field() -> None:
-    text = PIPELINE.replace("    retry:", '    settings: {api_key: "sk-x", extra_headers: {Authorization: "Bearer y"}, temperature: 0}\n    retry:')
+    text = PIPELINE.replace(
+        "    retry:",
+        '    settings: {api_key: "sk-x", extra_headers: {Authorization: "Bearer y"}, temperature: 0}\n    retry:',
+    )
     with pytest.raises(dp.PipelineError) as raised:
         dp.validate(dp.load_yaml(text))
     wheres = [p.where for p in raised.value.problems]

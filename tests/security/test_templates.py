@@ -48,7 +48,9 @@ def test_escapes_the_sandbox_sees_only_at_render_fail_the_step_naming_pipe_and_f
 ) -> None:
     # Built without validation, as a spec edited by hand in history would be.
     pipe = dp.LlmPipe(inputs={"text": "text", "items": "list[integer]"}, prompt=template)
-    call = LlmCall(run_id="r", path="p", pipe_name="leaky", pipe=pipe, inputs={"text": "t", "items": [1]})
+    call = LlmCall(
+        run_id="r", path="p", pipe_name="leaky", pipe=pipe, inputs={"text": "t", "items": [1]}
+    )
     with pytest.raises(ApplicationError) as raised:
         messages_for(call)
     assert raised.value.type == "durapipe.TemplateError" and raised.value.non_retryable

@@ -25,7 +25,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture(params=["tls", "mtls"])
-def proxy(request: pytest.FixtureRequest, pki: Pki, temporal_address: str, tmp_path: Path) -> Iterator[TlsProxy]:
+def proxy(
+    request: pytest.FixtureRequest, pki: Pki, temporal_address: str, tmp_path: Path
+) -> Iterator[TlsProxy]:
     started = TlsProxy(tmp_path / "nginx", pki, temporal_address, mutual=request.param == "mtls")
     started.mutual = request.param == "mtls"  # type: ignore[attr-defined]
     yield started
@@ -46,7 +48,10 @@ async def test_worker_and_cli_connect_through_tls_and_strangers_are_refused(
     proxy: TlsProxy, pki: Pki, task_queue: str, tmp_path: Path
 ) -> None:
     mutual = proxy.mutual  # type: ignore[attr-defined]
-    client_cert = {"TEMPORAL_TLS_CLIENT_CERT_PATH": str(pki.client_cert), "TEMPORAL_TLS_CLIENT_KEY_PATH": str(pki.client_key)}
+    client_cert = {
+        "TEMPORAL_TLS_CLIENT_CERT_PATH": str(pki.client_cert),
+        "TEMPORAL_TLS_CLIENT_KEY_PATH": str(pki.client_key),
+    }
     # The worker takes its TLS settings from the environment, as the temporal CLI names them...
     worker = WorkerProcess(
         Path(BRIEF), proxy.address, task_queue, tmp_path / "worker.log",
@@ -54,8 +59,15 @@ async def test_worker_and_cli_connect_through_tls_and_strangers_are_refused(
     )  # fmt: skip
     try:
         # ...and the CLI from flags.
-        cert_flags = ["--tls-cert-path", str(pki.client_cert), "--tls-key-path", str(pki.client_key)]
-        ran = run_brief(proxy.address, task_queue, "--tls-ca-path", str(pki.ca), *(cert_flags if mutual else []))
+        cert_flags = [
+            "--tls-cert-path",
+            str(pki.client_cert),
+            "--tls-key-path",
+            str(pki.client_key),
+        ]
+        ran = run_brief(
+            proxy.address, task_queue, "--tls-ca-path", str(pki.ca), *(cert_flags if mutual else [])
+        )
         assert ran.returncode == 0, ran.stderr
         assert json.loads(ran.stdout)["word_count"] == len(ARTICLE.split())
     finally:

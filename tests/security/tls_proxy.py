@@ -26,7 +26,9 @@ from durapipe._dev import free_port
 
 def nginx_binary() -> str | None:
     """nginx from Debian's package (installed by `make test-tools`), or None."""
-    return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    return shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
 
 
 @dataclass
@@ -81,7 +83,9 @@ def _cert(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def _write(folder: Path, name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
+def _write(
+    folder: Path, name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> tuple[Path, Path]:
     cert_path, key_path = folder / f"{name}.pem", folder / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
@@ -101,10 +105,18 @@ def make_pki(folder: Path) -> Pki:
     other_ca = _cert("someone else's CA", other_ca_key, None, ca=True)
     ca_path, _ = _write(folder, "ca", ca, ca_key)
     server_key, client_key, stranger_key = _key(), _key(), _key()
-    server = _write(folder, "server", _cert("localhost", server_key, (ca.subject, ca_key), server=True), server_key)
+    server = _write(
+        folder,
+        "server",
+        _cert("localhost", server_key, (ca.subject, ca_key), server=True),
+        server_key,
+    )
     client = _write(folder, "client", _cert("worker", client_key, (ca.subject, ca_key)), client_key)
     stranger = _write(
-        folder, "stranger", _cert("stranger", stranger_key, (other_ca.subject, other_ca_key)), stranger_key
+        folder,
+        "stranger",
+        _cert("stranger", stranger_key, (other_ca.subject, other_ca_key)),
+        stranger_key,
     )
     return Pki(ca_path, *server, *client, *stranger)
 
@@ -152,7 +164,9 @@ class TlsProxy:
         )
         config = folder / "nginx.conf"
         config.write_text(
-            _CONFIG.format(folder=folder, port=self.port, pki=pki, client_auth=client_auth, upstream=upstream)
+            _CONFIG.format(
+                folder=folder, port=self.port, pki=pki, client_auth=client_auth, upstream=upstream
+            )
         )
         self.log = folder / "error.log"
         self.process = subprocess.Popen(
@@ -165,7 +179,9 @@ class TlsProxy:
         while not _accepts(self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise AssertionError(f"nginx did not start: {err} {self.log.read_text() if self.log.exists() else ''}")
+                raise AssertionError(
+                    f"nginx did not start: {err} {self.log.read_text() if self.log.exists() else ''}"
+                )
             time.sleep(0.05)
 
     def stop(self) -> None:
