@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -322,4 +324,15 @@ def demo(
 
 def main() -> None:
     """Entry point of the ``durapipe`` command."""
-    app(prog_name="durapipe")
+    try:
+        app(prog_name="durapipe")
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if code == 0:
+            raise
+        # After a failed connection or run, the Temporal SDK's core threads can abort the
+        # interpreter while it finalizes (SIGABRT/SIGSEGV instead of our exit code, seen on
+        # temporalio 1.x); the error is printed already, so leave without finalizing.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
