@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install ocr redis-server test lint typecheck format demo bench bench-batch throttle chaos clean
+.PHONY: install ocr redis-server test-tools test lint typecheck format demo bench bench-batch throttle chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,7 +35,15 @@ typecheck: $(STAMP)
 redis-server:
 	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 
-test: lint typecheck ocr redis-server
+# nginx terminates TLS in front of the dev server in the TLS/mTLS tests (the dev server has no TLS
+# flags). Installed from Debian's packages when missing; the tests skip when it cannot be had.
+test-tools:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; \
+	  else echo "nginx missing and not root: the TLS tests will be skipped"; fi; }
+
+test: lint typecheck ocr redis-server test-tools
 	$(BIN)/python -m pytest -q
 
 # 100 runs of a 5-step pipeline, 20% provider failures, two workers SIGKILLed at random.

@@ -10,7 +10,15 @@ Example:
     >>> result = asyncio.run(dp.run_local(pipeline, "summarize", {"article": "..."}))  # doctest: +SKIP
 """
 
-from durapipe._client import DEFAULT_ADDRESS, RunHandle, connect, run, start
+from durapipe._client import RunHandle, connect, run, start
+from durapipe._codec import (
+    EncryptionCodec,
+    EncryptionError,
+    encryption_from_env,
+    new_encryption_key,
+)
+from durapipe._codec_server import codec_app
+from durapipe._connection import DEFAULT_ADDRESS, ConnectOptions
 from durapipe._control import approve, cancel, pause, pending, reject, resume
 from durapipe._dev import DevServer
 from durapipe._errors import (
@@ -42,6 +50,7 @@ from durapipe._schedules import (
     trigger_schedule,
     unpause_schedule,
 )
+from durapipe._secrets import load_secrets_file
 from durapipe._telemetry import Telemetry
 from durapipe.adapters import DEFAULT_TASK_QUEUE, RunResult, StepRecord, Usage
 from durapipe.adapters._approvals import ApprovalDecision, ApprovalRequest
@@ -110,10 +119,13 @@ __all__ = [
     "BlobStore",
     "ConditionPipe",
     "ConfigError",
+    "ConnectOptions",
     "DecisionRefused",
     "DevServer",
     "DurapipeError",
     "DurapipePlugin",
+    "EncryptionCodec",
+    "EncryptionError",
     "ExtractPipe",
     "FieldSpec",
     "ImagePipe",
@@ -155,10 +167,12 @@ __all__ = [
     "build_workers",
     "cancel",
     "check_search_attributes",
+    "codec_app",
     "condition",
     "connect",
     "create_schedule",
     "delete_schedule",
+    "encryption_from_env",
     "extract",
     "fetch_histories",
     "image",
@@ -167,7 +181,9 @@ __all__ = [
     "llm",
     "load",
     "load_history",
+    "load_secrets_file",
     "load_yaml",
+    "new_encryption_key",
     "parallel",
     "pause",
     "pause_schedule",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -22,6 +22,7 @@ from temporalio.exceptions import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from durapipe._connection import ConnectOptions
 from durapipe._errors import ConfigError, RunCancelled, RunError, RunNotFound, StepFailed
 from durapipe._telemetry import Telemetry
 from durapipe.activities import CheckpointStore
@@ -38,8 +39,6 @@ from durapipe.pipes import CONTROLLER_KINDS, Pipeline
 from durapipe.worker import DurapipePlugin
 from durapipe.workflows import STEPS_QUERY
 
-DEFAULT_ADDRESS = "localhost:7233"
-DEFAULT_NAMESPACE = "default"
 SPEC_VERSION = 1
 SERVER_OUTAGE_S = 300.0  # how long waiting for a run's result rides out an unreachable server
 
@@ -52,36 +51,39 @@ async def connect(
     tools: Mapping[str, Callable[..., Any]] | None = None,
     telemetry: Telemetry | None = None,
     checkpoints: CheckpointStore | Literal["env"] | None = "env",
+    options: ConnectOptions | None = None,
 ) -> Client:
     """A Temporal client with durapipe's plugin; workers built on it run ``pipeline``'s tools.
 
-    The address and namespace come from the arguments, else ``TEMPORAL_ADDRESS`` and
-    ``TEMPORAL_NAMESPACE`` (as the temporal CLI reads them), else ``localhost:7233`` / ``default``.
-    ``telemetry`` adds tracing and a metrics endpoint (see `Telemetry`).
-    Workers built on it checkpoint leaf results in ``checkpoints`` (default: the store
-    ``DURAPIPE_CHECKPOINTS`` names).
+    The address and namespace come from the arguments, else ``options``, else the environment
+    (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_TLS_*``, ``TEMPORAL_API_KEY``) and the
+    ``temporal.toml`` profile, as the temporal CLI reads them, else ``localhost:7233`` / ``default``.
+    Payloads are encrypted when ``DURAPIPE_ENCRYPTION_KEYS`` (or ``..._FILE``) is set.
+    ``telemetry`` adds tracing and a metrics endpoint (see `Telemetry`). Workers built on it
+    checkpoint leaf results in ``checkpoints`` (default: the store ``DURAPIPE_CHECKPOINTS`` names).
 
     Raises:
-        ConfigError: the server cannot be reached.
+        ConfigError: the server cannot be reached, or the TLS/encryption settings are wrong.
     """
-    address = address or os.environ.get("TEMPORAL_ADDRESS") or DEFAULT_ADDRESS
-    namespace = namespace or os.environ.get("TEMPORAL_NAMESPACE") or DEFAULT_NAMESPACE
+    options = options or ConnectOptions()
+    if address:
+        options = dataclasses.replace(options, address=address)
+    if namespace:
+        options = dataclasses.replace(options, namespace=namespace)
+    config = options.client_config()
+    plugin = DurapipePlugin(pipeline, tools=tools, checkpoints=checkpoints)
+    target, namespace = config["target_host"], config["namespace"]
     telemetry = telemetry or Telemetry()
-    runtime = (
-        telemetry.runtime()
-    )  # outside the try: a taken metrics port is not a reachability error
+    # Outside the try: a taken metrics port is not a reachability error.
+    runtime = telemetry.runtime()
     try:
         return await Client.connect(
-            address,
-            namespace=namespace,
-            plugins=[DurapipePlugin(pipeline, tools=tools, checkpoints=checkpoints)],
-            interceptors=telemetry.interceptors(),
-            runtime=runtime,
+            **config, plugins=[plugin], interceptors=telemetry.interceptors(), runtime=runtime
         )
     except Exception as err:  # the SDK raises RuntimeError with the transport's reason
         raise ConfigError(
-            f"cannot reach Temporal at {address} (namespace {namespace}): {err}; "
-            "start a dev server with `durapipe dev` or set TEMPORAL_ADDRESS"
+            f"cannot reach Temporal at {target} (namespace {namespace}): {err}; "
+            "start a dev server with `durapipe dev`, or check TEMPORAL_ADDRESS and the TLS settings"
         ) from None
 
 

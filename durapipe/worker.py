@@ -10,15 +10,18 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import PayloadCodec
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from durapipe._codec import encryption_from_env
 from durapipe._errors import ConfigError
 from durapipe._storage import with_external_storage
 from durapipe.activities import Activities, CheckpointStore
@@ -52,6 +55,11 @@ class DurapipePlugin(SimplePlugin):
         tools: tool functions by ``module:name`` reference, in addition to the pipeline's.
         checkpoints: where leaf results are checkpointed; by default the store
             ``DURAPIPE_CHECKPOINTS`` names (see `durapipe.activities.open_store`), None for none.
+        codec: the payload codec; by default payload encryption as configured by
+            ``DURAPIPE_ENCRYPTION_KEYS`` / ``DURAPIPE_ENCRYPTION_KEYS_FILE`` (see `durapipe._codec`).
+
+    Raises:
+        ConfigError: the encryption keys are malformed.
     """
 
     def __init__(
@@ -60,12 +68,18 @@ class DurapipePlugin(SimplePlugin):
         *,
         tools: Mapping[str, Callable[..., Any]] | None = None,
         checkpoints: CheckpointStore | Literal["env"] | None = "env",
+        codec: PayloadCodec | None = None,
     ) -> None:
         functions = {**(tool_functions(pipeline) if pipeline else {}), **(tools or {})}
         activities = Activities(functions, checkpoints)
+        # The codec runs on every payload before it leaves the process; the SDK applies it before
+        # external storage (claim check), so the store never holds plain text either.
+        converter = dataclasses.replace(
+            pydantic_data_converter, payload_codec=codec or encryption_from_env()
+        )
         super().__init__(
             "durapipe.DurapipePlugin",
-            data_converter=with_external_storage(pydantic_data_converter),
+            data_converter=with_external_storage(converter),
             activities=activities.all(),
             workflows=[PipeWorkflow],
             workflow_runner=sandbox_runner(),

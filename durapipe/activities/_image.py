@@ -32,7 +32,7 @@ async def run_image(call: ImageCall, attempt: int = 1) -> LeafResult:
     """
     pipe = call.pipe
     model = pipe.model or OFFLINE_MODEL
-    prompt = render_for(call.pipe_name, pipe.prompt, call.inputs)
+    prompt = render_for(call.pipe_name, "prompt", pipe.prompt, call.inputs)
     if model == OFFLINE_MODEL:
         png, usage = await asyncio.to_thread(placeholder_png, prompt, pipe.size), Usage()
     else:

@@ -29,27 +29,34 @@ def messages_for(call: LlmCall) -> list[dict[str, str]]:
     """
     pipe = call.pipe
     messages = (
-        [{"role": "system", "content": render_for(call.pipe_name, pipe.system, call.inputs)}]
+        [
+            {
+                "role": "system",
+                "content": render_for(call.pipe_name, "system", pipe.system, call.inputs),
+            }
+        ]
         if pipe.system
         else []
     )
     messages.append(
-        {"role": "user", "content": render_for(call.pipe_name, pipe.prompt, call.inputs)}
+        {"role": "user", "content": render_for(call.pipe_name, "prompt", pipe.prompt, call.inputs)}
     )
     return messages
 
 
-def render_for(pipe_name: str, template: str, inputs: dict[str, Any]) -> str:
+def render_for(pipe_name: str, field: str, template: str, inputs: dict[str, Any]) -> str:
     """Render a pipe's template; a failure is the user's mistake, so it is not retried.
 
     Raises:
-        ApplicationError: non-retryable ``durapipe.TemplateError`` naming the pipe.
+        ApplicationError: non-retryable ``durapipe.TemplateError`` naming the pipe and field.
     """
     try:
         return render(template, inputs)
     except TemplateError as err:
         raise ApplicationError(
-            f"pipe '{pipe_name}': {err}", type="durapipe.TemplateError", non_retryable=True
+            f"pipe '{pipe_name}', field '{field}': {err}",
+            type="durapipe.TemplateError",
+            non_retryable=True,
         ) from None
 
 
@@ -186,7 +193,9 @@ async def complete(
             failure = classify(err, model=model)
             span.set_attribute("error.type", failure.type or type(err).__name__)
             span.set_status(Status(StatusCode.ERROR, failure.message))
-            raise failure from err
+            # from None: the provider's own exception may quote the key it was sent; only the
+            # classified, redacted error may reach history and the worker's log.
+            raise failure from None
         record_response(span, response)
         return response
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
+from durapipe._secrets import redact
+
 
 @functools.cache
 def litellm_module() -> ModuleType:
@@ -146,7 +148,7 @@ def retry_after(err: BaseException) -> float | None:
 
 
 def _short(err: BaseException) -> str:
-    text = str(err).replace("litellm.", "").strip()
+    text = redact(str(err).replace("litellm.", "").strip())
     return text if len(text) <= 500 else text[:497] + "..."
 
 

@@ -21,6 +21,7 @@ import typer
 
 import durapipe as dp
 from durapipe.cli import _progress
+from durapipe.cli._connection import connection_options
 
 app = typer.Typer(
     name="durapipe",
@@ -32,20 +33,6 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-AddressOption = Annotated[
-    str | None,
-    typer.Option(
-        "--address",
-        envvar="TEMPORAL_ADDRESS",
-        help="Temporal frontend host:port [default: localhost:7233].",
-    ),
-]
-NamespaceOption = Annotated[
-    str | None,
-    typer.Option(
-        "--namespace", envvar="TEMPORAL_NAMESPACE", help="Temporal namespace [default: default]."
-    ),
-]
 TaskQueueOption = Annotated[
     str,
     typer.Option("--task-queue", envvar="DURAPIPE_TASK_QUEUE", help="Task queue of the workers."),
@@ -133,6 +120,7 @@ def parse_inputs(input_json: str | None, items: list[str]) -> dict[str, Any]:
 
 @app.command()
 @handles_errors
+@connection_options
 def run(
     pipe: Annotated[str, typer.Argument(help="Name of the pipe to run.", show_default=False)],
     file: Annotated[
@@ -166,13 +154,13 @@ def run(
         bool,
         typer.Option("--approve-all", help="With --local: approve every approval step as is."),
     ] = False,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
     ui_url: Annotated[
         str | None,
         typer.Option("--ui-url", envvar="DURAPIPE_UI_URL", help="Temporal Web UI address."),
     ] = None,
+    *,
+    connection: dp.ConnectOptions,
 ) -> None:
     """Run a pipe on Temporal (or in this process with --local) and print its output."""
     pipeline = dp.load(file)
@@ -196,14 +184,13 @@ def run(
             _progress.print_steps(result.steps)
         _print_result(result, as_json=as_json)
         return
-    result, run_id = asyncio.run(
+    result, client = asyncio.run(
         _run_on_temporal(
             pipeline,
             pipe,
             values,
             run_id,
-            address,
-            namespace,
+            connection,
             task_queue,
             quiet=as_json,
             budget_usd=budget_usd,
@@ -211,8 +198,13 @@ def run(
     )
     _print_result(result, as_json=as_json)
     if not as_json:
-        typer.echo(f"run id: {run_id}")
-        typer.echo(f"Temporal UI: {_progress.run_url(ui_url, address, namespace, run_id)}")
+        _print_run_links(client, ui_url)
+
+
+def _print_run_links(client: tuple[str, str, str], ui_url: str | None) -> None:
+    run_id, address, namespace = client
+    typer.echo(f"run id: {run_id}")
+    typer.echo(f"Temporal UI: {_progress.run_url(ui_url, address, namespace, run_id)}")
 
 
 async def _run_on_temporal(
@@ -220,21 +212,41 @@ async def _run_on_temporal(
     pipe: str,
     values: dict[str, Any],
     run_id: str | None,
-    address: str | None,
-    namespace: str | None,
+    connection: dp.ConnectOptions,
     task_queue: str,
     *,
     quiet: bool,
     budget_usd: float | None = None,
-) -> tuple[dp.RunResult, str]:
-    client = await dp.connect(address, namespace)
+) -> tuple[dp.RunResult, tuple[str, str, str]]:
+    client = await dp.connect(options=connection)
     handle = await dp.start(
         client, pipeline, pipe, values, run_id=run_id, task_queue=task_queue, budget_usd=budget_usd
     )
     if not quiet:
         typer.echo(f"started run {handle.run_id} on task queue '{task_queue}'", err=True)
     result = await _progress.follow(handle, quiet=quiet)
-    return result, handle.run_id
+    return result, (handle.run_id, client.service_client.config.target_host, client.namespace)
+
+
+@app.command()
+@handles_errors
+@connection_options
+def result(
+    run_id: Annotated[str, typer.Argument(help="Run id (the workflow id).", show_default=False)],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print only the run's output, as JSON.")
+    ] = False,
+    *,
+    connection: dp.ConnectOptions,
+) -> None:
+    """Print the output of a run on Temporal, waiting for it to finish if it has not."""
+    output = asyncio.run(_result(run_id, connection))
+    _print_result(output, as_json=as_json)
+
+
+async def _result(run_id: str, connection: dp.ConnectOptions) -> dp.RunResult:
+    client = await dp.connect(options=connection)
+    return await dp.RunHandle(client, run_id).result()
 
 
 def _print_result(result: dp.RunResult, *, as_json: bool) -> None:
@@ -251,10 +263,9 @@ def _print_result(result: dp.RunResult, *, as_json: bool) -> None:
 
 @app.command()
 @handles_errors
+@connection_options
 def worker(
     file: FileArgument,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
     queues: Annotated[
         list[str] | None,
@@ -281,27 +292,40 @@ def worker(
         int | None,
         typer.Option("--metrics-port", help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics."),
     ] = None,
+    secrets_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--secrets-file",
+            envvar="DURAPIPE_SECRETS_FILE",
+            help="KEY=VALUE file of provider credentials, loaded into this worker's environment.",
+        ),
+    ] = None,
+    *,
+    connection: dp.ConnectOptions,
 ) -> None:
     """Run a worker for the pipes in FILE until interrupted (SIGINT or SIGTERM).
 
     Traces go where the OTEL_TRACES_EXPORTER variable says (console, otlp; none by default).
     """
+    if secrets_file is not None:
+        names = dp.load_secrets_file(secrets_file)
+        # Names only: the values are the point of keeping the file out of logs.
+        typer.echo(f"loaded {len(names)} secrets from {secrets_file}: {', '.join(names)}", err=True)
     pipeline = dp.load(file)
     served = queues or [task_queue]
     telemetry = dp.Telemetry.from_env(metrics_port)
-    asyncio.run(_serve(pipeline, address, namespace, served, max_concurrent, rate, telemetry))
+    asyncio.run(_serve(pipeline, connection, served, max_concurrent, rate, telemetry))
 
 
 async def _serve(
     pipeline: dp.Pipeline,
-    address: str | None,
-    namespace: str | None,
+    connection: dp.ConnectOptions,
     queues: list[str],
     max_concurrent: int | None,
     rate: float | None,
     telemetry: dp.Telemetry,
 ) -> None:
-    client = await dp.connect(address, namespace, pipeline=pipeline, telemetry=telemetry)
+    client = await dp.connect(pipeline=pipeline, options=connection, telemetry=telemetry)
     await dp.check_search_attributes(client)
     workers = dp.build_workers(client, queues, max_concurrent_activities=max_concurrent, rate=rate)
     stop = asyncio.Event()
@@ -379,15 +403,16 @@ def demo(
 
 @app.command()
 @handles_errors
+@connection_options
 def retry(
     run_id: Annotated[str, typer.Argument(help="Id of the failed run.", show_default=False)],
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
+    *,
+    connection: dp.ConnectOptions,
 ) -> None:
     """Re-drive a failed run under the same id: succeeded steps come from checkpoints."""
 
     async def redriven() -> dp.RunResult:
-        handle = await dp.retry(await dp.connect(address, namespace), run_id)
+        handle = await dp.retry(await dp.connect(options=connection), run_id)
         typer.echo(f"retrying run {run_id}", err=True)
         return await _progress.follow(handle, quiet=False)
 

@@ -14,14 +14,13 @@ from temporalio.client import Client
 
 import durapipe as dp
 from durapipe.cli._app import (
-    AddressOption,
-    NamespaceOption,
     TaskQueueOption,
     app,
     fail,
     handles_errors,
     parse_inputs,
 )
+from durapipe.cli._connection import connection_options
 
 T = TypeVar("T")
 RunArgument = Annotated[str, typer.Argument(help="The run id.", show_default=False)]
@@ -34,47 +33,55 @@ ReviewerOption = Annotated[
 ]
 
 
-def _with_client(
-    address: str | None, namespace: str | None, action: Callable[[Client], Awaitable[T]]
-) -> T:
+def _with_client(connection: dp.ConnectOptions, action: Callable[[Client], Awaitable[T]]) -> T:
     async def go() -> T:
-        return await action(await dp.connect(address, namespace))
+        return await action(await dp.connect(options=connection))
 
     return asyncio.run(go())
 
 
 @app.command()
 @handles_errors
+@connection_options
 def pause(
-    run_id: RunArgument, address: AddressOption = None, namespace: NamespaceOption = None
+    run_id: RunArgument,
+    *,
+    connection: dp.ConnectOptions,
 ) -> None:
     """Pause a run: steps in flight finish, no new step starts until `durapipe resume`."""
-    _with_client(address, namespace, lambda c: dp.pause(c, run_id))
+    _with_client(connection, lambda c: dp.pause(c, run_id))
     typer.echo(f"paused run {run_id}: no new step starts until `durapipe resume {run_id}`")
 
 
 @app.command()
 @handles_errors
+@connection_options
 def resume(
-    run_id: RunArgument, address: AddressOption = None, namespace: NamespaceOption = None
+    run_id: RunArgument,
+    *,
+    connection: dp.ConnectOptions,
 ) -> None:
     """Resume a paused run."""
-    _with_client(address, namespace, lambda c: dp.resume(c, run_id))
+    _with_client(connection, lambda c: dp.resume(c, run_id))
     typer.echo(f"resumed run {run_id}")
 
 
 @app.command()
 @handles_errors
+@connection_options
 def cancel(
-    run_id: RunArgument, address: AddressOption = None, namespace: NamespaceOption = None
+    run_id: RunArgument,
+    *,
+    connection: dp.ConnectOptions,
 ) -> None:
     """Cancel a run: calls in flight are cancelled, steps not run are marked skipped."""
-    _with_client(address, namespace, lambda c: dp.cancel(c, run_id))
+    _with_client(connection, lambda c: dp.cancel(c, run_id))
     typer.echo(f"cancellation of run {run_id} requested")
 
 
 @app.command()
 @handles_errors
+@connection_options
 def approve(
     run_id: RunArgument,
     step: StepArgument,
@@ -83,8 +90,8 @@ def approve(
     ] = None,
     reason: ReasonOption = "",
     reviewer: ReviewerOption = None,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
+    *,
+    connection: dp.ConnectOptions,
 ) -> None:
     """Approve a step waiting for a decision, optionally with edited data."""
     extra: dict[str, Any] = {}
@@ -95,8 +102,7 @@ def approve(
             raise fail(f"--data is not valid JSON: {err.msg} at position {err.pos}") from None
     who = reviewer or getpass.getuser()
     _with_client(
-        address,
-        namespace,
+        connection,
         lambda c: dp.approve(c, run_id, step, reason=reason, reviewer=who, **extra),
     )
     edited = " with edited data" if data is not None else ""
@@ -105,31 +111,31 @@ def approve(
 
 @app.command()
 @handles_errors
+@connection_options
 def reject(
     run_id: RunArgument,
     step: StepArgument,
     reason: ReasonOption = "",
     reviewer: ReviewerOption = None,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
+    *,
+    connection: dp.ConnectOptions,
 ) -> None:
     """Reject a step waiting for a decision: the run stops as failed (durapipe.Rejected)."""
     who = reviewer or getpass.getuser()
-    _with_client(
-        address, namespace, lambda c: dp.reject(c, run_id, step, reason=reason, reviewer=who)
-    )
+    _with_client(connection, lambda c: dp.reject(c, run_id, step, reason=reason, reviewer=who))
     typer.echo(f"rejected step '{step}' of run {run_id}")
 
 
 @app.command()
 @handles_errors
+@connection_options
 def pending(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
+    *,
+    connection: dp.ConnectOptions,
 ) -> None:
     """List the steps of running runs that wait for a human decision."""
-    requests = _with_client(address, namespace, dp.pending)
+    requests = _with_client(connection, dp.pending)
     for request in requests:
         if as_json:
             typer.echo(request.model_dump_json())
@@ -155,6 +161,7 @@ ScheduleArgument = Annotated[str, typer.Argument(help="The schedule id.", show_d
 
 @schedule_app.command("create")
 @handles_errors
+@connection_options
 def schedule_create(
     schedule_id: ScheduleArgument,
     pipe: Annotated[str, typer.Argument(help="The pipe to run.", show_default=False)],
@@ -182,16 +189,15 @@ def schedule_create(
     budget_usd: Annotated[
         float | None, typer.Option("--budget-usd", help="The budget of each run, in USD.")
     ] = None,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
+    *,
+    connection: dp.ConnectOptions,
 ) -> None:
     """Create a schedule that runs PIPE on a cron expression or an interval."""
     pipeline = dp.load(file)
     values = parse_inputs(input_json, inputs or [])
     _with_client(
-        address,
-        namespace,
+        connection,
         lambda c: dp.create_schedule(
             c,
             pipeline,
@@ -212,9 +218,10 @@ def schedule_create(
 
 @schedule_app.command("list")
 @handles_errors
-def schedule_list(address: AddressOption = None, namespace: NamespaceOption = None) -> None:
+@connection_options
+def schedule_list(*, connection: dp.ConnectOptions) -> None:
     """List the schedules of durapipe runs."""
-    for summary in _with_client(address, namespace, dp.list_schedules):
+    for summary in _with_client(connection, dp.list_schedules):
         state = "paused" if summary.paused else "active"
         upcoming = summary.next_runs[0].isoformat(timespec="seconds") if summary.next_runs else "-"
         typer.echo(f"{summary.schedule_id}  {summary.when}  {state}  next: {upcoming}")
@@ -224,34 +231,41 @@ def schedule_list(address: AddressOption = None, namespace: NamespaceOption = No
 
 @schedule_app.command("pause")
 @handles_errors
+@connection_options
 def schedule_pause(
     schedule_id: ScheduleArgument,
     unpause: Annotated[bool, typer.Option("--unpause", help="Unpause instead.")] = False,
     note: Annotated[str, typer.Option("--note", help="Why.")] = "",
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
+    *,
+    connection: dp.ConnectOptions,
 ) -> None:
     """Pause a schedule (or --unpause it); runs already started go on."""
     action = dp.unpause_schedule if unpause else dp.pause_schedule
-    _with_client(address, namespace, lambda c: action(c, schedule_id, note=note))
+    _with_client(connection, lambda c: action(c, schedule_id, note=note))
     typer.echo(f"{'unpaused' if unpause else 'paused'} schedule {schedule_id}")
 
 
 @schedule_app.command("trigger")
 @handles_errors
+@connection_options
 def schedule_trigger(
-    schedule_id: ScheduleArgument, address: AddressOption = None, namespace: NamespaceOption = None
+    schedule_id: ScheduleArgument,
+    *,
+    connection: dp.ConnectOptions,
 ) -> None:
     """Start a run of a schedule now."""
-    _with_client(address, namespace, lambda c: dp.trigger_schedule(c, schedule_id))
+    _with_client(connection, lambda c: dp.trigger_schedule(c, schedule_id))
     typer.echo(f"triggered schedule {schedule_id}")
 
 
 @schedule_app.command("delete")
 @handles_errors
+@connection_options
 def schedule_delete(
-    schedule_id: ScheduleArgument, address: AddressOption = None, namespace: NamespaceOption = None
+    schedule_id: ScheduleArgument,
+    *,
+    connection: dp.ConnectOptions,
 ) -> None:
     """Delete a schedule; runs already started go on."""
-    _with_client(address, namespace, lambda c: dp.delete_schedule(c, schedule_id))
+    _with_client(connection, lambda c: dp.delete_schedule(c, schedule_id))
     typer.echo(f"deleted schedule {schedule_id}")

@@ -11,23 +11,25 @@ import typer
 
 import durapipe as dp
 from durapipe.cli import _progress
-from durapipe.cli._app import AddressOption, NamespaceOption, app, fail, handles_errors
+from durapipe.cli._app import app, fail, handles_errors
+from durapipe.cli._connection import connection_options
 
 
 @app.command()
 @handles_errors
+@connection_options
 def show(
     run_id: Annotated[str, typer.Argument(help="The run id (workflow id).", show_default=False)],
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the step records as JSON.")
     ] = False,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
+    *,
+    connection: dp.ConnectOptions,
 ) -> None:
     """Print a run's step tree: status, attempts, timings, tokens, cost and errors of every step."""
 
     async def records() -> list[dp.StepRecord]:
-        client = await dp.connect(address, namespace)
+        client = await dp.connect(options=connection)
         return await dp.RunHandle(client, run_id).steps()
 
     steps = asyncio.run(records())
@@ -45,6 +47,7 @@ def show(
 
 @app.command()
 @handles_errors
+@connection_options
 def replay(
     run_id: Annotated[
         str | None, typer.Argument(help="Replay this run (and its child workflows).")
@@ -56,8 +59,8 @@ def replay(
     files: Annotated[
         list[Path] | None, typer.Option("--file", help="Replay a history saved as JSON.")
     ] = None,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
+    *,
+    connection: dp.ConnectOptions,
 ) -> None:
     """Replay recorded histories against the current code; exit 1 if any is incompatible."""
     if sum(x is not None for x in (run_id, query, files)) != 1:
@@ -67,7 +70,7 @@ def replay(
         if files:
             histories = [dp.load_history(path) for path in files]
         else:
-            client = await dp.connect(address, namespace)
+            client = await dp.connect(options=connection)
             histories = await dp.fetch_histories(client, run_id=run_id, query=query)
         return await dp.replay(histories)
 
@@ -85,13 +88,12 @@ def replay(
 
 @app.command("setup-search-attributes")
 @handles_errors
-def setup_search_attributes(
-    address: AddressOption = None, namespace: NamespaceOption = None
-) -> None:
+@connection_options
+def setup_search_attributes(*, connection: dp.ConnectOptions) -> None:
     """Register durapipe's search attributes (pipe, tokens, cost, steps) on a namespace."""
 
     async def added() -> list[str]:
-        return await dp.setup_search_attributes(await dp.connect(address, namespace))
+        return await dp.setup_search_attributes(await dp.connect(options=connection))
 
     names = asyncio.run(added())
     typer.echo(f"registered: {', '.join(names)}" if names else "already registered")

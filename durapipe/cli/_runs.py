@@ -9,11 +9,13 @@ from typing import Annotated
 import typer
 
 import durapipe as dp
-from durapipe.cli._app import AddressOption, NamespaceOption, app, handles_errors
+from durapipe.cli._app import app, handles_errors
+from durapipe.cli._connection import connection_options
 
 
 @app.command()
 @handles_errors
+@connection_options
 def runs(
     pipe: Annotated[str | None, typer.Option("--pipe", help="Only runs of this pipe.")] = None,
     status: Annotated[
@@ -27,13 +29,13 @@ def runs(
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="Most runs to list.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
-    address: AddressOption = None,
-    namespace: NamespaceOption = None,
+    *,
+    connection: dp.ConnectOptions,
 ) -> None:
     """List runs, newest first, with their pipe, status, tokens and cost."""
 
     async def listed() -> list[dp.RunSummary]:
-        client = await dp.connect(address, namespace)
+        client = await dp.connect(options=connection)
         return await dp.list_runs(client, pipe=pipe, status=status, min_cost=min_cost, limit=limit)
 
     found = asyncio.run(listed())

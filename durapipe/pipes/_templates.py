@@ -18,6 +18,16 @@ import jinja2.nodes
 import jinja2.parser
 import jinja2.sandbox
 
+# Jinja's default globals (cycler, joiner, lipsum, namespace, ...) are not needed in a prompt and
+# are the usual first step of a sandbox escape (``cycler.__init__.__globals__``): only these stay.
+_GLOBALS = {"range": range}
+_FILE_TAGS = (
+    jinja2.nodes.Include,
+    jinja2.nodes.Import,
+    jinja2.nodes.FromImport,
+    jinja2.nodes.Extends,
+)
+
 
 class TemplateError(ValueError):
     """A template does not parse, uses an undefined name, or tried to escape the sandbox."""
@@ -31,9 +41,10 @@ def _environment() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
         keep_trailing_newline=False,
         loader=None,
     )
-    # `lipsum` draws random numbers: condition expressions run inside workflows, which must replay
-    # to the same value.
-    env.globals.pop("lipsum", None)
+    # Only what templates need: no `lipsum` (it draws random numbers, and condition expressions run
+    # inside workflows, which must replay to the same value), no `cycler`/`joiner` objects to poke at.
+    env.globals.clear()
+    env.globals.update(_GLOBALS)
     return env
 
 
@@ -58,6 +69,37 @@ def variables(source: str) -> set[str]:
     return set(jinja2.meta.find_undeclared_variables(ast))
 
 
+def unsafe_constructs(source: str) -> list[str]:
+    """What in a template reaches for Python internals or files, one sentence each.
+
+    Refused before anything runs: attributes or keys starting with ``_`` (``__class__``,
+    ``__globals__``, ``_TemplateReference__context``) and ``include``/``import``/``extends``, which
+    would read files. The sandbox refuses the rest (e.g. ``'{0.__class__}'.format(x)``) at render.
+    A template that does not parse yields nothing here: `variables` reports that.
+    """
+    try:
+        ast = _environment().parse(source)
+    except jinja2.TemplateSyntaxError:
+        return []
+    found: list[str] = []
+    for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem, *_FILE_TAGS)):
+        if isinstance(node, _FILE_TAGS):
+            tag = type(node).__name__.lower().replace("fromimport", "from ... import")
+            found.append(f"'{tag}' is not allowed in a template (templates cannot read files)")
+            continue
+        name = node.attr if isinstance(node, jinja2.nodes.Getattr) else _constant(node.arg)  # type: ignore[attr-defined]
+        if isinstance(name, str) and name.startswith("_"):
+            found.append(
+                f"access to '{name}' is not allowed in a template (names starting with '_' "
+                "reach Python internals)"
+            )
+    return found
+
+
+def _constant(node: jinja2.nodes.Node) -> object:
+    return node.value if isinstance(node, jinja2.nodes.Const) else None
+
+
 def render(source: str, values: dict[str, Any]) -> str:
     """Render a template with ``values``.
 
@@ -71,6 +113,9 @@ def render(source: str, values: dict[str, Any]) -> str:
         raise TemplateError(f"template uses an undefined value: {err.message}") from None
     except jinja2.exceptions.SecurityError as err:
         raise TemplateError(f"template refused by the sandbox: {err}") from None
+    except Exception as err:  # include without a loader, a bad format string, ...
+        # Whatever a template does wrong fails its step with one sentence, never a traceback.
+        raise TemplateError(f"template failed: {type(err).__name__}: {err}") from None
 
 
 def _parse_expression(source: str) -> jinja2.nodes.Template:

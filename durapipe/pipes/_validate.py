@@ -42,6 +42,23 @@ _INPUT_NAME = re.compile(r"^[A-Za-z_]\w*$")
 
 _Report = Callable[[str, str], None]
 
+# litellm arguments that carry credentials. Settings travel in the spec, so in workflow history:
+# a key there would be stored in plain text. Credentials belong in the worker's environment.
+CREDENTIAL_SETTINGS = frozenset(
+    {
+        "api_key",
+        "azure_ad_token",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "client_secret",
+        "password",
+        "token",
+        "vertex_credentials",
+    }
+)
+_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
+
 
 def validate(pipeline: Pipeline, *, source: str = "") -> None:
     """Raise `PipelineError` listing every problem in ``pipeline``; return quietly when it is sound."""
@@ -170,12 +187,14 @@ def _check_model_and_output(
 def _check_llm(pipeline: Pipeline, name: str, pipe: LlmPipe, report: _Report) -> None:
     where = f"pipe '{name}'"
     _check_model_and_output(pipeline, where, pipe, report)
+    _check_settings(where, pipe.settings, report)
     _check_templates(where, pipe.inputs, [("system", pipe.system), ("prompt", pipe.prompt)], report)
 
 
 def _check_agent(pipeline: Pipeline, name: str, pipe: AgentPipe, report: _Report) -> None:
     where = f"pipe '{name}'"
     _check_model_and_output(pipeline, where, pipe, report)
+    _check_settings(where, pipe.settings, report)
     templates = [("instructions", pipe.instructions), ("prompt", pipe.prompt)]
     _check_templates(where, pipe.inputs, templates, report)
     for tool_name in pipe.tools:
@@ -213,6 +232,8 @@ def _check_templates(
             parsed = False
             continue
         used |= names
+        for construct in _templates.unsafe_constructs(template):
+            report(f"{where}, field '{field}'", construct)
         for variable in sorted(names - set(inputs)):
             report(
                 f"{where}, field '{field}'",
@@ -251,6 +272,25 @@ def _check_approval(name: str, pipe: ApprovalPipe, report: _Report) -> None:
             f"template variable '{variable}' is not a declared input "
             f"(declared: {', '.join(pipe.inputs) or 'none'})",
         )
+
+
+def _check_settings(where: str, settings: Mapping[str, object], report: _Report) -> None:
+    for name in sorted(settings):
+        if name.lower() in CREDENTIAL_SETTINGS:
+            report(
+                f"{where}, field 'settings.{name}'",
+                "credentials must not be in a pipe (settings are stored in run history); "
+                "set the provider's key in the worker's environment or --secrets-file",
+            )
+        headers = settings[name] if name in ("extra_headers", "headers") else None
+        if isinstance(headers, Mapping):
+            for header in sorted(str(h) for h in headers):
+                if header.lower() in _CREDENTIAL_HEADERS:
+                    report(
+                        f"{where}, field 'settings.{name}.{header}'",
+                        "credential headers must not be in a pipe (settings are stored in run "
+                        "history); set the provider's key in the worker's environment",
+                    )
 
 
 def _check_sequence(pipeline: Pipeline, name: str, pipe: SequencePipe, report: _Report) -> None:

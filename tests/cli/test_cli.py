@@ -34,10 +34,20 @@ def cli_env(**extra: str) -> dict[str, str]:
 class WorkerProcess:
     """`durapipe worker FILE` as a child process, stopped by its own pid."""
 
-    def __init__(self, file: Path, address: str, task_queue: str, log: Path, **env: str) -> None:
+    def __init__(
+        self,
+        file: Path,
+        address: str,
+        task_queue: str,
+        log: Path,
+        *args: str,
+        **env: str,
+    ) -> None:
         self.log = log
         self.process = subprocess.Popen(
-            durapipe_command("worker", str(file), "--address", address, "--task-queue", task_queue),
+            durapipe_command(
+                "worker", str(file), "--address", address, "--task-queue", task_queue, *args
+            ),
             stdout=subprocess.DEVNULL,
             stderr=log.open("ab"),
             env=cli_env(**env),

@@ -1,0 +1,104 @@
+"""Where and how to reach Temporal: address, namespace, TLS/mTLS and API keys.
+
+Settings come, in order of precedence, from explicit values (CLI flags), the environment and a
+``temporal.toml`` profile, read by the SDK's `temporalio.envconfig` exactly as the temporal CLI reads
+them: ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS``,
+``TEMPORAL_TLS_CLIENT_CERT_PATH``, ``TEMPORAL_TLS_CLIENT_KEY_PATH``,
+``TEMPORAL_TLS_SERVER_CA_CERT_PATH``, ``TEMPORAL_TLS_SERVER_NAME``, ``TEMPORAL_PROFILE`` and
+``TEMPORAL_CONFIG_FILE``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from temporalio.envconfig import ClientConfigProfile
+from temporalio.service import TLSConfig
+
+from durapipe._errors import ConfigError
+
+DEFAULT_ADDRESS = "localhost:7233"
+DEFAULT_NAMESPACE = "default"
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """How to reach a Temporal cluster; unset fields fall back to the environment and profile.
+
+    Attributes:
+        address: the frontend ``host:port``.
+        namespace: the namespace.
+        api_key: an API key (Temporal Cloud); implies TLS.
+        tls: force TLS on (True) or off (False); None lets the other settings decide.
+        tls_cert: the client certificate (PEM file) for mTLS.
+        tls_key: the client certificate's private key (PEM file) for mTLS.
+        tls_ca: the CA that signed the server's certificate (PEM file); the system's by default.
+        tls_server_name: the name to verify the server's certificate against (SNI).
+        profile: the profile of the ``temporal.toml`` file to use.
+        config_file: the ``temporal.toml`` file [default: the temporal CLI's].
+
+    Example:
+        >>> ConnectOptions(address="my-ns.a1b2c.tmprl.cloud:7233", namespace="my-ns.a1b2c",
+        ...                api_key="...")  # doctest: +SKIP
+    """
+
+    address: str | None = None
+    namespace: str | None = None
+    api_key: str | None = None
+    tls: bool | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_server_name: str | None = None
+    profile: str | None = None
+    config_file: Path | None = None
+
+    def client_config(self) -> dict[str, Any]:
+        """Keyword arguments for ``Client.connect``: flags over environment over profile.
+
+        Raises:
+            ConfigError: the profile cannot be loaded, or a certificate file cannot be read.
+        """
+        try:
+            loaded = ClientConfigProfile.load(
+                self.profile, config_source=self.config_file
+            ).to_client_connect_config()
+        except Exception as err:  # the SDK reports a bad file or profile as a RuntimeError
+            raise ConfigError(f"cannot load the Temporal client configuration: {err}") from None
+        config: dict[str, Any] = dict(loaded)
+        config["target_host"] = self.address or config.get("target_host") or DEFAULT_ADDRESS
+        config["namespace"] = self.namespace or config.get("namespace") or DEFAULT_NAMESPACE
+        if self.api_key:
+            config["api_key"] = self.api_key
+            config.setdefault("tls", True)
+        tls = self._tls(config.get("tls", False))
+        if tls is not None:
+            config["tls"] = tls
+        return config
+
+    def _tls(self, loaded: bool | TLSConfig) -> bool | TLSConfig | None:
+        files = {"tls_cert": self.tls_cert, "tls_key": self.tls_key, "tls_ca": self.tls_ca}
+        if self.tls is False:
+            return False
+        if not any(files.values()) and not self.tls_server_name:
+            return True if self.tls else None
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("mTLS needs both --tls-cert and --tls-key (or neither)")
+        base = loaded if isinstance(loaded, TLSConfig) else TLSConfig()
+        return TLSConfig(
+            server_root_ca_cert=_read(self.tls_ca, "--tls-ca") or base.server_root_ca_cert,
+            client_cert=_read(self.tls_cert, "--tls-cert") or base.client_cert,
+            client_private_key=_read(self.tls_key, "--tls-key") or base.client_private_key,
+            domain=self.tls_server_name or base.domain,
+        )
+
+
+def _read(path: Path | None, flag: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{flag}: cannot read '{path}': {err.strerror}") from None

@@ -1,0 +1,63 @@
+"""One set of connection options shared by every command that talks to Temporal.
+
+The flags are named as the temporal CLI names them; their environment variables and the
+``temporal.toml`` profile are read by `durapipe.ConnectOptions` (through the SDK's envconfig), so a
+shell set up for ``temporal`` works for ``durapipe`` unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, cast
+
+import typer
+
+import durapipe as dp
+
+F = TypeVar("F", bound=Any)
+_PANEL = "Connection (also TEMPORAL_* environment variables and temporal.toml profiles)"
+
+
+def _option(name: str, annotation: Any, flag: str, help_text: str, default: Any = None) -> Any:
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=default,
+        annotation=Annotated[
+            annotation, typer.Option(flag, help=help_text, rich_help_panel=_PANEL)
+        ],
+    )
+
+
+CONNECTION_PARAMETERS = [
+    _option("address", str | None, "--address", "Temporal frontend host:port (env TEMPORAL_ADDRESS; default localhost:7233)."),
+    _option("namespace", str | None, "--namespace", "Temporal namespace (env TEMPORAL_NAMESPACE; default default)."),
+    _option("api_key", str | None, "--api-key", "API key, e.g. for Temporal Cloud; implies TLS (env TEMPORAL_API_KEY)."),
+    _option("tls", bool | None, "--tls/--no-tls", "Force TLS on or off (env TEMPORAL_TLS)."),
+    _option("tls_cert", Path | None, "--tls-cert-path", "Client certificate (PEM) for mTLS (env TEMPORAL_TLS_CLIENT_CERT_PATH)."),
+    _option("tls_key", Path | None, "--tls-key-path", "Client private key (PEM) for mTLS (env TEMPORAL_TLS_CLIENT_KEY_PATH)."),
+    _option("tls_ca", Path | None, "--tls-ca-path", "CA of the server's certificate (PEM) (env TEMPORAL_TLS_SERVER_CA_CERT_PATH)."),
+    _option("tls_server_name", str | None, "--tls-server-name", "Server name to verify (SNI) (env TEMPORAL_TLS_SERVER_NAME)."),
+    _option("profile", str | None, "--profile", "Profile of the temporal.toml file (env TEMPORAL_PROFILE)."),
+    _option("config_file", Path | None, "--config-file", "The temporal.toml file (env TEMPORAL_CONFIG_FILE)."),
+]  # fmt: skip
+_NAMES = [p.name for p in CONNECTION_PARAMETERS]
+
+
+def connection_options(command: F) -> F:
+    """Give ``command`` the shared connection flags; it receives them as ``connection``."""
+    # Evaluated: Typer reads a __signature__ as it is, and this module's callers postpone annotations.
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "connection"]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name, None) for name in _NAMES}
+        return command(*args, connection=dp.ConnectOptions(**values), **kwargs)
+
+    shown = signature.replace(parameters=[*own, *CONNECTION_PARAMETERS])
+    cast(Any, wrapper).__signature__ = shown
+    wrapper.__annotations__ = {p.name: p.annotation for p in shown.parameters.values()}
+    return cast(F, wrapper)
