@@ -7,9 +7,9 @@ plain data: no callables, no clients, nothing that changes meaning when code is 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from durapipe._errors import StepFailed
 from durapipe.pipes import AgentPipe, ExtractPipe, ImagePipe, LlmPipe, Pipeline, ToolPipe
@@ -162,7 +162,10 @@ class StepRecord(_Message):
     error_type: str | None = None
     error: str | None = None
     # For a large batch, one row stands for all its items: how many ended in each status.
-    counts: dict[str, int] = Field(default_factory=dict)
+    # Histories recorded before this field had a default hold null: read it as empty.
+    counts: Annotated[dict[str, int], BeforeValidator(lambda v: v or {})] = Field(
+        default_factory=dict
+    )
     waiting_for: str | None = None
 
 

@@ -23,7 +23,7 @@ from durapipe.pipes._spec import (
     LlmPipe,
     Pipeline,
     PipeSpec,
-    is_controller,
+    SequencePipe,
     pipes_used,
 )
 
@@ -50,8 +50,10 @@ def subset(spec: Pipeline, name: str) -> Pipeline:
     used: set[str] = set()
     for pipe in pipes.values():
         types = [*pipe.inputs.values()]
-        if not is_controller(pipe):
-            types.append(str(getattr(pipe, "output", "any")))
+        output = getattr(pipe, "output", None)
+        # A sequence's output names working-memory values; every other pipe's is a type.
+        if isinstance(output, str) and not isinstance(pipe, SequencePipe):
+            types.append(output)
         for type_ref in types:
             used |= _types.structures_used(type_ref, spec.structures)
     structures = {n: s for n, s in spec.structures.items() if n in used}
