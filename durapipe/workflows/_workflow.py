@@ -95,7 +95,7 @@ class PipeWorkflow:
     @workflow.run
     async def run(self, run: PipeRun) -> RunResult:
         """Run the pipe; fail with type ``durapipe.StepFailed`` naming the step that failed."""
-        if not run.path:
+        if workflow.info().parent is None:
             # A scheduled run's workflow id gets a timestamp suffix its stored input cannot know.
             run = run.model_copy(update={"run_id": workflow.info().workflow_id})
         self._run = run
