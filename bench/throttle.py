@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import re
 import signal
 import sys
@@ -27,6 +28,8 @@ from typing import Any
 import durapipe as dp
 from bench._common import dev_server, durapipe_cli, figure, note, process, wait_ready
 
+# Keys live in the workers' environment (a pipe may not carry one); the fake provider takes any.
+os.environ.setdefault("OPENAI_API_KEY", "sk-fake-throttle")
 PROVIDERS = ("alpha", "beta", "gamma")
 CALL_SECONDS = 0.4  # each fake call takes this long, so concurrency builds up
 
@@ -42,7 +45,7 @@ PIPE = """  ask_{name}:
     model: openai/{name}
     inputs: {{question: text}}
     prompt: "{{{{ question }}}}"
-    settings: {{api_base: "{url}", api_key: sk-fake}}
+    settings: {{api_base: "{url}"}}
 """
 
 

@@ -33,7 +33,7 @@ def chain_spec(
             "model": f"openai/gpt-s{i}",
             "inputs": {source: "text"},
             "prompt": f"Step {i}: {{{{ {source} }}}}",
-            "settings": {"api_base": base_url, "api_key": "sk-fake"},
+            "settings": {"api_base": base_url},
             "timeout": timeout,
             "retry": retry or {"initial_interval": "200ms", "max_attempts": 5},
         }

@@ -13,6 +13,9 @@ import pytest
 
 # litellm reads this at import time; without it it fetches a price list from the internet.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# Provider keys live in the worker's environment, never in a pipe (validation refuses them there);
+# the fake provider accepts any key. Worker subprocesses inherit it.
+os.environ.setdefault("OPENAI_API_KEY", "sk-fake-durapipe-tests")
 # Checkpoints of test runs go to a file of this session (worker subprocesses inherit it), not ~/.cache.
 os.environ.setdefault(
     "DURAPIPE_CHECKPOINTS", os.path.join(tempfile.mkdtemp(prefix="durapipe-"), "checkpoints.sqlite")

@@ -151,7 +151,7 @@ def fake_agent(base_url: str, **options: Any) -> dp.Pipeline:
         model="openai/fake-agent",
         prompt="Find the value.",
         tools=[agent_tools.lookup],
-        settings={"api_base": base_url, "api_key": "sk-fake"},
+        settings={"api_base": base_url},
         retry={"max_attempts": 1},
         **options,
     )

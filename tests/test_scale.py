@@ -112,7 +112,7 @@ async def test_a_20mb_document_and_a_5mb_answer_complete_and_history_holds_refer
             model="openai/big",
             inputs={"size": int},
             prompt="Write a very long report about a document of {{ size }} characters.",
-            settings={"api_base": fake.base_url, "api_key": "sk-fake"},
+            settings={"api_base": fake.base_url},
         )
         pipeline = dp.pipeline(
             dp.sequence(

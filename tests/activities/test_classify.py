@@ -42,7 +42,7 @@ def llm_call(fake: FakeProvider, **pipe: Any) -> LlmCall:
         model=f"openai/{MODEL}",
         prompt="Say something about {{ topic }}.",
         inputs={"topic": "text"},
-        settings={"api_base": fake.base_url, "api_key": "sk-fake"},
+        settings={"api_base": fake.base_url},
         timeout=pipe.pop("timeout", 10.0),
         **pipe,
     )

@@ -268,7 +268,7 @@ def paid_pipeline(tmp_path: Path, base_url: str, model: str, steps: int, **extra
         "model": f"openai/{model}",
         "inputs": {"topic": "text"},
         "prompt": "Say something about {{ topic }}.",
-        "settings": {"api_base": base_url, "api_key": "sk-fake", "max_tokens": 100},
+        "settings": {"api_base": base_url, "max_tokens": 100},
         **extra,
     }
     pipes: dict[str, Any] = {
