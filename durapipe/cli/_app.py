@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import os
 import signal
 import sys
@@ -432,6 +433,8 @@ def main() -> None:
         code = 0
     # Leave without interpreter teardown: the Temporal client's native threads can abort a
     # finalizing interpreter (temporalio/sdk-python#300), turning a finished command into SIGABRT.
+    # atexit handlers do not run after this, so log handlers are flushed here.
+    logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

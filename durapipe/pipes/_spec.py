@@ -405,19 +405,6 @@ class AgentPipe(_PipeBase):
     reask: int = Field(default=2, ge=0, le=10)
 
 
-PipeSpec = Annotated[
-    LlmPipe
-    | ToolPipe
-    | ExtractPipe
-    | ImagePipe
-    | SequencePipe
-    | ParallelPipe
-    | BatchPipe
-    | ConditionPipe
-    | AgentPipe
-    | ApprovalPipe,
-    Field(discriminator="kind"),
-]
 AnyPipe = (
     LlmPipe
     | ToolPipe
@@ -430,6 +417,8 @@ AnyPipe = (
     | AgentPipe
     | ApprovalPipe
 )
+# The same union, told apart by `kind` when a spec is read (YAML, a workflow input).
+PipeSpec = Annotated[AnyPipe, Field(discriminator="kind")]
 
 
 class RouteRule(_Spec):
