@@ -21,6 +21,10 @@ os.environ.setdefault(
     "DURAPIPE_CHECKPOINTS", os.path.join(tempfile.mkdtemp(prefix="durapipe-"), "checkpoints.sqlite")
 )
 
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.testing import WorkflowEnvironment
 
 import durapipe as dp
@@ -74,3 +78,19 @@ def blob_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A blob store folder of this test's own (workers in this process and CLI children use it)."""
     monkeypatch.setenv("DURAPIPE_BLOB_DIR", str(tmp_path / "blobs"))
     return tmp_path / "blobs"
+
+
+@pytest.fixture(scope="session")
+def tracing() -> tuple[TracerProvider, InMemorySpanExporter]:
+    """The process's global tracer provider with an in-memory exporter (spans of every test).
+
+    OpenTelemetry lets the global provider be set once per process, so every test that reads spans
+    shares this one; each clears the exporter before its run.
+    """
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter

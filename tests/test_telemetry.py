@@ -7,29 +7,23 @@ import uuid
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import durapipe as dp
 from tests.conftest import ARTICLE
 
-_EXPORTER = InMemorySpanExporter()
-_PROVIDER = TracerProvider()
-_PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
 
-
-@pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
+@pytest.fixture
+def spans(tracing: tuple[TracerProvider, InMemorySpanExporter]) -> InMemorySpanExporter:
     """Every span of this process, including provider-call spans (global tracer provider)."""
-    trace.set_tracer_provider(_PROVIDER)
-    return _EXPORTER
+    return tracing[1]
 
 
 async def test_span_tree_run_child_activity_provider_call_with_genai_tokens(
     temporal_address: str, task_queue: str, brief_yaml: dp.Pipeline, spans: InMemorySpanExporter
 ) -> None:
     spans.clear()
-    telemetry = dp.Telemetry(tracer_provider=_PROVIDER)
+    telemetry = dp.Telemetry(tracer_provider=trace.get_tracer_provider())
     client = await dp.connect(temporal_address, pipeline=brief_yaml, telemetry=telemetry)
     run_id = f"traced-{uuid.uuid4().hex[:8]}"
     async with dp.build_worker(client, task_queue=task_queue):

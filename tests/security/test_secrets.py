@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
@@ -42,15 +41,10 @@ def fake() -> Iterator[FakeProvider]:
 
 
 @pytest.fixture
-def span_exporter() -> InMemorySpanExporter:
-    """Spans of this process: added to the global provider, so durapipe's own spans count too."""
-    exporter = InMemorySpanExporter()
-    current = trace.get_tracer_provider()
-    if not isinstance(current, TracerProvider):
-        current = TracerProvider()
-        trace.set_tracer_provider(current)
-    current.add_span_processor(SimpleSpanProcessor(exporter))
-    return exporter
+def span_exporter(tracing: tuple[TracerProvider, InMemorySpanExporter]) -> InMemorySpanExporter:
+    """Spans of this process: the global provider's, so durapipe's own spans count too."""
+    tracing[1].clear()
+    return tracing[1]
 
 
 async def test_a_key_from_the_secrets_file_reaches_the_provider_and_nothing_else(
