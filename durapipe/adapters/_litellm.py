@@ -92,6 +92,10 @@ _BY_CLASS = {
 }
 
 
+_NO_CREDENTIALS = ("Missing credentials", "api_key client option must be set")
+"""How litellm and the openai SDK say no API key was found (raised before any request is sent)."""
+
+
 def classify(err: BaseException, *, model: str) -> ApplicationError:
     """An `ApplicationError` with a stable type name and the right retryability for a provider error.
 
@@ -114,9 +118,13 @@ def error_type_of(err: BaseException) -> tuple[str, bool]:
     for name in names:
         if name in _BY_CLASS_FIRST:
             return _BY_CLASS_FIRST[name]
+    text = str(err)
     # A dropped connection reaches us as a 500 InternalServerError saying "Connection error."
-    if "Connection error" in str(err):
+    if "Connection error" in text:
         return "durapipe.ConnectionError", True
+    # So does a key missing on this worker: no retry brings it, the worker's environment must.
+    if any(marker in text for marker in _NO_CREDENTIALS):
+        return "durapipe.AuthenticationError", False
     status = getattr(err, "status_code", None)
     if status in _BY_STATUS:
         return _BY_STATUS[status]
