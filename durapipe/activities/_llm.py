@@ -132,12 +132,7 @@ async def _ask(call: LlmCall, messages: list[dict[str, str]], key: str, attempt:
     pipe = call.pipe
     model = pipe.model or "durapipe/offline"
     fmt, wrap = response_format(pipe.output, call.structures)
-    settings = dict(pipe.settings)
-    settings["extra_headers"] = {
-        **settings.get("extra_headers", {}),
-        IDEMPOTENCY_HEADER: key,
-        ATTEMPT_HEADER: str(attempt),
-    }
+    settings = idempotency_headers(pipe.settings, key, attempt)
     usage = Usage()
     problem = ""
     for _ in range(pipe.reask + 1):
@@ -166,6 +161,16 @@ async def _ask(call: LlmCall, messages: list[dict[str, str]], key: str, attempt:
         type="durapipe.InvalidOutput",
         non_retryable=True,
     )
+
+
+def idempotency_headers(settings: dict[str, Any], key: str, attempt: int) -> dict[str, Any]:
+    """``settings`` plus the headers that tell the provider which step (key) and attempt this is."""
+    headers = {
+        **settings.get("extra_headers", {}),
+        IDEMPOTENCY_HEADER: key,
+        ATTEMPT_HEADER: str(attempt),
+    }
+    return {**settings, "extra_headers": headers}
 
 
 async def complete(
