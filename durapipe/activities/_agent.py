@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.activities._limits import limited
 from durapipe.activities._llm import (
     complete,
     idempotency_headers,
@@ -44,7 +45,9 @@ async def _turn(call: AgentTurnCall, key: str, attempt: int) -> LeafResult:
         # litellm 1.106 routes calls with tools= through its MCP handler unless told not to.
         extra.update(tools=call.tools, _skip_mcp_handler=True)
     settings = idempotency_headers(pipe.settings, key, attempt)
-    response = await complete(model, call.messages, fmt, settings, pipe.timeout, **extra)
+    async with limited(call) as lease:
+        response = await complete(model, call.messages, fmt, settings, pipe.timeout, **extra)
+        lease.used(usage_of(response))
     message = response.choices[0].message
     requests = [
         ToolRequest(id=c.id, name=c.function.name or "", arguments=c.function.arguments or "{}")

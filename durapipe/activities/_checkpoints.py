@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from durapipe._errors import ConfigError
+from durapipe.activities._stores import CHECKPOINTS_ENV, default_path, is_off, is_redis
 from durapipe.adapters._calls import AgentTurnCall, LeafCall, LeafResult, LlmCall, ToolCall, Usage
 
-CHECKPOINTS_ENV = "DURAPIPE_CHECKPOINTS"
 MEMO_SCOPE = "memo"  # the scope of pipes with `memoize: true`: shared by every run
 KEY_VERSION = 1  # bump when what goes into a key changes, so old entries stop matching
 
@@ -147,18 +147,12 @@ class RedisCheckpoints:
         return bool(self._redis.set(self.prefix + key, result.model_dump_json(), nx=True))
 
 
-def default_path() -> Path:
-    """The SQLite file used when ``DURAPIPE_CHECKPOINTS`` is unset."""
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "durapipe" / "checkpoints.sqlite"
-
-
 def open_store(where: str | None = None) -> CheckpointStore | None:
     """The store named by ``where`` (else ``DURAPIPE_CHECKPOINTS``), or None when ``off``."""
     where = where if where is not None else os.environ.get(CHECKPOINTS_ENV, "")
-    if where.lower() in {"off", "none", "0"}:
+    if is_off(where):
         return None
-    if where.startswith(("redis://", "rediss://", "unix://")):
+    if is_redis(where):
         return RedisCheckpoints(where)
     return SqliteCheckpoints(where or default_path())
 

@@ -15,6 +15,7 @@ from typing import Any
 from temporalio.exceptions import ApplicationError
 
 from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.activities._limits import limited
 from durapipe.adapters._blobs import BlobNotFound, blob_store
 from durapipe.adapters._calls import ExtractCall, LeafResult, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
@@ -49,7 +50,11 @@ async def _extract(call: ExtractCall, attempt: int) -> LeafResult:
     if model == LOCAL_EXTRACTOR:
         texts = await local_pages(data, ref.media_type, pipe.language)
     else:
-        texts, usage = await _model_pages(model, data, ref.media_type, pipe.settings, pipe.timeout)
+        async with limited(call) as lease:
+            texts, usage = await _model_pages(
+                model, data, ref.media_type, pipe.settings, pipe.timeout
+            )
+            lease.used(usage)
     output: Any = [{"page": number, "text": text} for number, text in enumerate(texts, start=1)]
     if pipe.output == "text":
         output = "\n\n".join(texts)

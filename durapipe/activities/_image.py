@@ -16,6 +16,7 @@ import aiohttp
 from temporalio.exceptions import ApplicationError
 
 from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.activities._limits import limited
 from durapipe.activities._llm import render_for
 from durapipe.adapters._blobs import blob_store
 from durapipe.adapters._calls import ImageCall, LeafResult, Usage
@@ -48,7 +49,9 @@ async def _image(call: ImageCall, attempt: int) -> LeafResult:
     if model == OFFLINE_MODEL:
         png, usage = await asyncio.to_thread(placeholder_png, prompt, pipe.size), Usage()
     else:
-        png, usage = await _generate(model, prompt, pipe.size, pipe.settings, pipe.timeout)
+        async with limited(call) as lease:
+            png, usage = await _generate(model, prompt, pipe.size, pipe.settings, pipe.timeout)
+            lease.used(usage)
     ref = await asyncio.to_thread(
         blob_store().put, png, media_type="image/png", name=f"{call.pipe_name}.png"
     )

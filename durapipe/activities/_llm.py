@@ -11,6 +11,7 @@ from opentelemetry.trace import Status, StatusCode
 from temporalio.exceptions import ApplicationError
 
 from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.activities._limits import limited
 from durapipe.activities._spans import provider_span, record_response
 from durapipe.adapters._calls import LeafResult, LlmCall, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
@@ -136,7 +137,9 @@ async def _ask(call: LlmCall, messages: list[dict[str, str]], key: str, attempt:
     usage = Usage()
     problem = ""
     for _ in range(pipe.reask + 1):
-        response = await complete(model, messages, fmt, settings, pipe.timeout)
+        async with limited(call) as lease:
+            response = await complete(model, messages, fmt, settings, pipe.timeout)
+            lease.used(usage_of(response))
         usage += usage_of(response)
         text = response.choices[0].message.content or ""
         if fmt is None:
