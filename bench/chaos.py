@@ -3,8 +3,9 @@
 One command (``make chaos``, or ``python bench/chaos.py --runs 100``) starts its own Temporal dev
 server, the fake provider as a process (20% transient failures: 500, 429 with Retry-After, dropped
 connections), and two ``durapipe worker`` processes sharing a SQLite checkpoint file. It starts every
-run, then SIGKILLs a random worker every few seconds (while both poll, so one always works) and
-restarts it, until all runs have ended.
+run once both workers poll, SIGKILLs a random worker as soon as the provider has answered its first
+call, then every few seconds (while both poll, so one always works), restarting it each time, until
+all runs have ended.
 It prints one ``name = value`` per line; ``paid_calls_per_succeeded_step`` counts the provider's
 paid answers (its own ledger) per step that succeeded, so 1.00 means no call was paid twice.
 
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +121,15 @@ class Worker:
                 self.kill()
 
 
+async def until(condition: Callable[[], bool], *, what: str, timeout: float = 120.0) -> None:
+    """Poll ``condition`` every 20 ms; fail after ``timeout`` seconds waiting for ``what``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
 def start_provider(
     ledger: Path, failure_rate: float, seed: int, *, idempotent: bool
 ) -> tuple[subprocess.Popen[str], str]:
@@ -161,6 +172,7 @@ async def chaos(
     try:
         for worker in workers:
             worker.start()
+        await until(lambda: all(w.ready() for w in workers), what="both workers to poll")
         pipeline = dp.load(pipeline_file)
         client = await dp.connect(server.address)
         topics = [f"topic {n}" for n in range(runs)]
@@ -169,12 +181,16 @@ async def chaos(
             for t in topics
         ]
         waiting = asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+        # The first kill lands mid-run however fast the steps are: once the provider has answered.
+        await until(lambda: ledger.stat().st_size > 0, what="the provider's first answer")
         while not waiting.done() and (max_kills is None or kills < max_kills):
-            await asyncio.wait({waiting}, timeout=rng.uniform(*kill_every))
+            if kills:
+                await asyncio.wait({waiting}, timeout=rng.uniform(*kill_every))
             if waiting.done():
                 break
             # Kill only while both workers poll, so one always works while the other restarts.
             if not all(w.ready() for w in workers):
+                await asyncio.sleep(0.05)
                 continue
             victim = rng.choice(workers)
             victim.kill()
