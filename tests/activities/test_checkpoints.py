@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -20,6 +22,7 @@ from durapipe.activities import (
     checkpoint_key,
     open_store,
 )
+from durapipe.activities._checkpoints import checkpointed
 from durapipe.adapters import LeafResult, LlmCall, ToolCall
 from durapipe.pipes import LlmPipe, ToolPipe
 from durapipe.testing import FakeProvider
@@ -94,6 +97,31 @@ def test_racing_writers_store_exactly_one_result(store: CheckpointStore) -> None
         thread.join()
     stored = store.get("race")
     assert len(won) == 1 and stored is not None and stored.output == won[0]
+
+
+async def test_a_busy_sqlite_file_is_waited_for_on_a_thread_not_on_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    store = SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
+    call = llm_call()
+    other = sqlite3.connect(tmp_path / "checkpoints.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another worker holds the write lock
+    with pytest.raises(BlockingIOError):
+        store.put_nowait("k", LeafResult(output="x", model="m"))
+
+    async def compute() -> LeafResult:
+        return LeafResult(output="answer", model="m")
+
+    write = asyncio.create_task(checkpointed(store, call, "k", 1, compute))
+    ticks = 0
+    while not write.done() and ticks < 20:  # the loop keeps running while the write waits
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not write.done() and ticks == 20
+    other.execute("COMMIT")
+    assert (await write).output == "answer"
+    stored = store.get_nowait("k")
+    assert stored is not None and stored.output == "answer"
 
 
 def test_open_store_reads_the_setting(tmp_path: Path, redis_url: str) -> None:
