@@ -86,6 +86,9 @@ class SqliteCheckpoints:
         self._db = _connect(self.path, timeout=30)
         self._loop_lock = threading.Lock()
         self._loop_db = _connect(self.path, timeout=0)
+        # A WAL checkpoint syncs the file to disk: the loop's commits leave it to a thread.
+        self._loop_db.execute("PRAGMA wal_autocheckpoint=0")
+        self._commits = 0
         with self._lock, self._db:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(
@@ -122,7 +125,18 @@ class SqliteCheckpoints:
                 "INSERT OR IGNORE INTO checkpoints (key, result) VALUES (?, ?)",
                 (key, result.model_dump_json()),
             )
+        self._commits += 1
+        if self._commits >= WAL_CHECKPOINT_EVERY:
+            self._commits = 0
+            threading.Thread(target=self._wal_checkpoint, name="durapipe-wal").start()
         return cursor.rowcount == 1
+
+    def _wal_checkpoint(self) -> None:
+        # Both locks: no commit of this process lands meanwhile, so the checkpoint copies the whole
+        # log and the next write starts it over (commits landing during each checkpoint would keep
+        # the log growing). The loop's calls go to a thread for those milliseconds.
+        with self._lock, self._loop_lock, contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     @contextlib.contextmanager
     def _without_waiting(self) -> Iterator[sqlite3.Connection]:
@@ -143,6 +157,8 @@ class SqliteCheckpoints:
 
 
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+# About SQLite's automatic checkpoint interval (1,000 WAL pages) at a few pages per result.
+WAL_CHECKPOINT_EVERY = 250
 
 
 def _connect(path: Path, *, timeout: float) -> sqlite3.Connection:

@@ -22,7 +22,7 @@ from durapipe.activities import (
     checkpoint_key,
     open_store,
 )
-from durapipe.activities._checkpoints import checkpointed
+from durapipe.activities._checkpoints import WAL_CHECKPOINT_EVERY, checkpointed
 from durapipe.adapters import LeafResult, LlmCall, ToolCall
 from durapipe.pipes import LlmPipe, ToolPipe
 from durapipe.testing import FakeProvider
@@ -122,6 +122,25 @@ async def test_a_busy_sqlite_file_is_waited_for_on_a_thread_not_on_the_event_loo
     assert (await write).output == "answer"
     stored = store.get_nowait("k")
     assert stored is not None and stored.output == "answer"
+
+
+def test_the_write_ahead_log_is_checkpointed_off_the_event_loop_and_stays_bounded(
+    tmp_path: Path,
+) -> None:
+    store = SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
+    wal = tmp_path / "checkpoints.sqlite-wal"
+    result = LeafResult(output="x" * 2000, model="m")
+    for n in range(WAL_CHECKPOINT_EVERY - 1):
+        store.put_nowait(f"k{n}", result)
+    one_round = wal.stat().st_size  # no checkpoint yet: the loop's commits never run one
+    for n in range(WAL_CHECKPOINT_EVERY - 1, 4 * WAL_CHECKPOINT_EVERY):
+        store.put_nowait(f"k{n}", result)
+        for thread in threading.enumerate():
+            if thread.name == "durapipe-wal":
+                thread.join()  # let each checkpoint finish, as it would between steps
+    # Without the background checkpoints the log would hold all four rounds of pages.
+    assert wal.stat().st_size < 2 * one_round
+    assert store.get(f"k{4 * WAL_CHECKPOINT_EVERY - 1}") is not None
 
 
 def test_open_store_reads_the_setting(tmp_path: Path, redis_url: str) -> None:
