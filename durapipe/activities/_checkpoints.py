@@ -132,11 +132,15 @@ class SqliteCheckpoints:
         return cursor.rowcount == 1
 
     def _wal_checkpoint(self) -> None:
-        # Both locks: no commit of this process lands meanwhile, so the checkpoint copies the whole
-        # log and the next write starts it over (commits landing during each checkpoint would keep
-        # the log growing). The loop's calls go to a thread for those milliseconds.
-        with self._lock, self._loop_lock, contextlib.suppress(sqlite3.Error):
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        # The event loop keeps committing meanwhile. Usually the whole log is copied and the next
+        # write starts it over; a commit landing during the copy keeps it from starting over, so a
+        # log that kept growing past WAL_MAX_FRAMES is copied again with the loop's writes held
+        # back (they go to a thread for those milliseconds).
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            _, logged, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if copied < logged and logged > WAL_MAX_FRAMES:
+                with self._loop_lock:
+                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     @contextlib.contextmanager
     def _without_waiting(self) -> Iterator[sqlite3.Connection]:
@@ -159,6 +163,7 @@ class SqliteCheckpoints:
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 # About SQLite's automatic checkpoint interval (1,000 WAL pages) at a few pages per result.
 WAL_CHECKPOINT_EVERY = 250
+WAL_MAX_FRAMES = 4000  # pages of 4 KiB: a log of ~16 MB is copied with the loop's commits held back
 
 
 def _connect(path: Path, *, timeout: float) -> sqlite3.Connection:
