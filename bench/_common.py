@@ -15,7 +15,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from temporalio.testing import WorkflowEnvironment
 
-from durapipe._dev import temporal_cli
+from durapipe._dev import search_attribute_flags, temporal_cli
 
 
 def figure(name: str, value: float | int | str) -> None:
@@ -37,7 +37,10 @@ async def dev_server(address: str | None) -> AsyncIterator[str]:
         yield address
         return
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli(), dev_server_log_level="error"
+        dev_server_existing_path=temporal_cli(),
+        dev_server_log_level="error",
+        # durapipe's workflows upsert their run totals; without the attributes they never finish.
+        dev_server_extra_args=search_attribute_flags(),
     )
     try:
         yield env.client.service_client.config.target_host
