@@ -39,7 +39,7 @@ async def dev_server(address: str | None) -> AsyncIterator[str]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli(),
         dev_server_log_level="error",
-        # durapipe's workflows upsert their run totals; without the attributes they never finish.
+        # Workers refuse a namespace without durapipe's search attributes.
         dev_server_extra_args=search_attribute_flags(),
     )
     try:

@@ -7,6 +7,13 @@ run, then SIGKILLs a random worker every few seconds (while both poll, so one al
 restarts it, until all runs have ended.
 It prints one ``name = value`` per line; ``paid_calls_per_succeeded_step`` counts the provider's
 paid answers (its own ledger) per step that succeeded, so 1.00 means no call was paid twice.
+
+The provider deduplicates by the ``X-Durapipe-Idempotency-Key`` durapipe sends (as a gateway in front
+of the model would; ``--no-provider-idempotency`` turns that off). Checkpoints serve every retry of a
+step whose answer reached the store; ``provider_replays`` counts the rest: answers a SIGKILL caught
+between the provider and the store, which the provider served again for the same key instead of
+billing a second completion. ``paid_calls_per_succeeded_step_without_provider_idempotency`` is what
+a provider that bills every request would have charged.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("OPENAI_API_KEY", "sk-fake-chaos")  # the fake provider takes any key
 
 import durapipe as dp  # noqa: E402
 from durapipe.testing import read_ledger  # noqa: E402
@@ -44,12 +52,18 @@ class Figures:
     succeeded_steps: int
     paid_calls: int
     paid_twice: int
+    provider_replays: int
     worker_kills: int
     wall_s: float
 
     @property
     def paid_calls_per_succeeded_step(self) -> float:
         return self.paid_calls / self.succeeded_steps if self.succeeded_steps else float("nan")
+
+    @property
+    def without_provider_idempotency(self) -> float:
+        billed = self.paid_calls + self.provider_replays
+        return billed / self.succeeded_steps if self.succeeded_steps else float("nan")
 
     def lines(self) -> list[str]:
         return [
@@ -59,6 +73,9 @@ class Figures:
             f"paid_calls = {self.paid_calls}",
             f"paid_calls_per_succeeded_step = {self.paid_calls_per_succeeded_step:.2f}",
             f"calls_paid_again_with_the_same_key = {self.paid_twice}",
+            f"provider_replays = {self.provider_replays}",
+            "paid_calls_per_succeeded_step_without_provider_idempotency = "
+            f"{self.without_provider_idempotency:.2f}",
             f"worker_kills = {self.worker_kills}",
             f"wall_s = {self.wall_s:.1f}",
         ]
@@ -103,11 +120,12 @@ class Worker:
 
 
 def start_provider(
-    ledger: Path, failure_rate: float, seed: int
+    ledger: Path, failure_rate: float, seed: int, *, idempotent: bool
 ) -> tuple[subprocess.Popen[str], str]:
     provider = subprocess.Popen(
         [sys.executable, "-m", "durapipe.testing.fake_provider", "--port", "0",
-         "--ledger", str(ledger), "--failure-rate", str(failure_rate), "--seed", str(seed)],
+         "--ledger", str(ledger), "--failure-rate", str(failure_rate), "--seed", str(seed),
+         *(["--honour-idempotency"] if idempotent else [])],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert provider.stdout is not None
@@ -120,12 +138,12 @@ def start_provider(
 
 async def chaos(
     runs: int, *, max_kills: int | None, failure_rate: float = 0.2, seed: int = 1,
-    kill_every: tuple[float, float] = (2.0, 5.0), workdir: Path,
+    kill_every: tuple[float, float] = (2.0, 5.0), workdir: Path, provider_idempotency: bool = True,
 ) -> Figures:  # fmt: skip
     """Run the scenario and return its figures (see the module docstring)."""
     rng = random.Random(seed)
     ledger = workdir / "ledger.jsonl"
-    provider, base_url = start_provider(ledger, failure_rate, seed)
+    provider, base_url = start_provider(ledger, failure_rate, seed, idempotent=provider_idempotency)
     server = dp.DevServer(headless=True, log_file=str(workdir / "temporal.log"))
     await asyncio.to_thread(server.start)
     pipeline_file = write_chain(
@@ -176,11 +194,14 @@ async def chaos(
         if isinstance(r, dp.RunResult) and r.output == expected_output(t, STEPS)
     )  # fmt: skip
     succeeded = sum(1 for r in completed for s in r.steps if s.status == "succeeded")
-    paid_keys = [call.idempotency_key for call in read_ledger(ledger) if call.paid]
+    calls = read_ledger(ledger)
+    paid_keys = [call.idempotency_key for call in calls if call.paid]
     duplicated = len(paid_keys) - len(set(paid_keys))
+    replays = sum(1 for call in calls if call.outcome == "replayed")
     return Figures(
-        runs, len(completed), verified, succeeded, len(paid_keys), duplicated, kills, wall_s
-    )
+        runs, len(completed), verified, succeeded, len(paid_keys), duplicated, replays, kills,
+        wall_s,
+    )  # fmt: skip
 
 
 def main() -> None:
@@ -188,10 +209,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--max-kills", type=int, default=None, help="stop killing after this many")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--no-provider-idempotency", action="store_true",
+        help="the provider bills every request, even one repeating a key",
+    )  # fmt: skip
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="durapipe-chaos-") as tmp:
         figures = asyncio.run(
-            chaos(options.runs, max_kills=options.max_kills, seed=options.seed, workdir=Path(tmp))
+            chaos(
+                options.runs,
+                max_kills=options.max_kills,
+                seed=options.seed,
+                workdir=Path(tmp),
+                provider_idempotency=not options.no_provider_idempotency,
+            )
         )
     print("\n".join(figures.lines()))
 

@@ -73,6 +73,7 @@ from durapipe.pipes import (
     ExtractPipe,
     FieldSpec,
     ImagePipe,
+    LimitRule,
     LlmPipe,
     Page,
     ParallelPipe,
@@ -103,7 +104,7 @@ from durapipe.pipes import (
     tool,
     validate,
 )
-from durapipe.worker import DurapipePlugin, build_worker, build_workers
+from durapipe.worker import DurapipePlugin, build_worker, build_workers, warm_up
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -129,6 +130,7 @@ __all__ = [
     "ExtractPipe",
     "FieldSpec",
     "ImagePipe",
+    "LimitRule",
     "LlmPipe",
     "LocalBlobStore",
     "Page",
@@ -206,4 +208,5 @@ __all__ = [
     "upload",
     "use_blob_store",
     "validate",
+    "warm_up",
 ]

@@ -111,11 +111,11 @@ class LocalRuntime:
         if isinstance(call, LlmCall):
             return await run_llm(call, attempt, self.checkpoints)
         if isinstance(call, ExtractCall):
-            return await run_extract(call, attempt)
+            return await run_extract(call, attempt, self.checkpoints)
         if isinstance(call, ImageCall):
-            return await run_image(call, attempt)
+            return await run_image(call, attempt, self.checkpoints)
         if isinstance(call, AgentTurnCall):
-            return await run_agent_turn(call, attempt)
+            return await run_agent_turn(call, attempt, self.checkpoints)
         return await run_tool(call, self.tools, attempt, self.checkpoints)
 
     async def child(self, run: PipeRun) -> RunResult:

@@ -26,7 +26,7 @@ from durapipe._errors import ConfigError
 from durapipe._storage import with_external_storage
 from durapipe.activities import Activities, CheckpointStore
 from durapipe.adapters import DEFAULT_TASK_QUEUE
-from durapipe.adapters._litellm import litellm_module
+from durapipe.adapters._litellm import litellm_module, warm_provider_clients
 from durapipe.pipes import Pipeline, tool_functions
 from durapipe.workflows import PipeWorkflow
 
@@ -156,3 +156,12 @@ def build_workers(
         )
         for queue in dict.fromkeys(queues)
     ]
+
+
+async def warm_up() -> None:
+    """Do litellm's first-call setup for OpenAI-compatible providers now, offline.
+
+    A worker calls this before it polls, so its first provider request leaves as promptly as the
+    later ones (provider limits count requests as they leave; see `durapipe.LimitRule`).
+    """
+    await warm_provider_clients()

@@ -38,6 +38,7 @@ PUBLIC = [
     "Problem",
     "ReplayReport",
     "RetrySpec",
+    "LimitRule",
     "RouteRule",
     "RunCancelled",
     "RunError",
@@ -105,6 +106,7 @@ PUBLIC = [
     "upload",
     "use_blob_store",
     "validate",
+    "warm_up",
 ]
 
 

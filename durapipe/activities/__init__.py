@@ -1,5 +1,5 @@
 """The activities: llm, tool, extract, image and agent calls, error classification, heartbeats,
-checkpoints.
+checkpoints, provider limits.
 
 Activities never import workflow code.
 """
@@ -23,6 +23,13 @@ from durapipe.activities._checkpoints import (
 from durapipe.activities._cost import estimate_cost
 from durapipe.activities._extract import local_pages, run_extract
 from durapipe.activities._image import run_image
+from durapipe.activities._limits import (
+    LimitStore,
+    RedisLimits,
+    SqliteLimits,
+    limited,
+    open_limits,
+)
 from durapipe.activities._llm import run_llm
 from durapipe.activities._tool import run_tool
 
@@ -34,11 +41,16 @@ __all__ = [
     "TOOL_ACTIVITY",
     "Activities",
     "CheckpointStore",
+    "LimitStore",
     "RedisCheckpoints",
+    "RedisLimits",
     "SqliteCheckpoints",
+    "SqliteLimits",
     "checkpoint_key",
     "estimate_cost",
+    "limited",
     "local_pages",
+    "open_limits",
     "open_store",
     "run_agent_turn",
     "run_extract",

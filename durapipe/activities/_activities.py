@@ -85,17 +85,17 @@ class Activities:
     @activity.defn(name=EXTRACT_ACTIVITY)
     async def extract(self, call: ExtractCall) -> LeafResult:
         """Read the pages of a document or image (``durapipe.extract``)."""
-        return await _heartbeating(run_extract(call, activity.info().attempt))
+        return await _heartbeating(run_extract(call, activity.info().attempt, self.checkpoints))
 
     @activity.defn(name=IMAGE_ACTIVITY)
     async def image(self, call: ImageCall) -> LeafResult:
         """Generate an image (``durapipe.image``)."""
-        return await _heartbeating(run_image(call, activity.info().attempt))
+        return await _heartbeating(run_image(call, activity.info().attempt, self.checkpoints))
 
     @activity.defn(name=AGENT_TURN_ACTIVITY)
     async def agent_turn(self, call: AgentTurnCall) -> LeafResult:
         """Ask an agent's model for its next move (``durapipe.agent_turn``)."""
-        return await _heartbeating(run_agent_turn(call, activity.info().attempt))
+        return await _heartbeating(run_agent_turn(call, activity.info().attempt, self.checkpoints))
 
     @activity.defn(name=ESTIMATE_ACTIVITY)
     async def estimate_cost(self, call: LlmCall) -> float:

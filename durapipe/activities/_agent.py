@@ -4,20 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from durapipe.activities._llm import complete, parse_output, response_format, usage_of
+from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.activities._limits import limited
+from durapipe.activities._llm import (
+    complete,
+    idempotency_headers,
+    parse_output,
+    response_format,
+    usage_of,
+)
 from durapipe.adapters._agent import AgentReply, ToolRequest
 from durapipe.adapters._calls import AgentTurnCall, LeafResult
 
 
-async def run_agent_turn(call: AgentTurnCall, attempt: int = 1) -> LeafResult:
+async def run_agent_turn(
+    call: AgentTurnCall, attempt: int = 1, checkpoints: CheckpointStore | None = None
+) -> LeafResult:
     """Ask the model for its next move: the activity body, shared by Temporal and the local runner.
 
     A final answer (no tool calls) is checked against the agent's output type here; one that does
-    not fit comes back with ``problem`` set, for the loop to feed back to the model.
+    not fit comes back with ``problem`` set, for the loop to feed back to the model. A turn is
+    checkpointed like an llm call, so a worker lost after the model answered does not pay again.
 
     Raises:
         ApplicationError: a classified provider error.
     """
+    key = checkpoint_key(call)
+    return await checkpointed(checkpoints, call, key, attempt, lambda: _turn(call, key, attempt))
+
+
+async def _turn(call: AgentTurnCall, key: str, attempt: int) -> LeafResult:
     pipe = call.pipe
     model = pipe.model or "durapipe/offline"
     fmt, wrap = response_format(pipe.output, call.structures)
@@ -28,7 +44,10 @@ async def run_agent_turn(call: AgentTurnCall, attempt: int = 1) -> LeafResult:
     if call.tools:
         # litellm 1.106 routes calls with tools= through its MCP handler unless told not to.
         extra.update(tools=call.tools, _skip_mcp_handler=True)
-    response = await complete(model, call.messages, fmt, pipe.settings, pipe.timeout, **extra)
+    settings = idempotency_headers(pipe.settings, key, attempt)
+    async with limited(call) as lease:
+        response = await complete(model, call.messages, fmt, settings, pipe.timeout, **extra)
+        lease.used(usage_of(response))
     message = response.choices[0].message
     requests = [
         ToolRequest(id=c.id, name=c.function.name or "", arguments=c.function.arguments or "{}")

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from durapipe._errors import ConfigError
-from durapipe.adapters._calls import LeafResult, LlmCall, ToolCall, Usage
+from durapipe.activities._stores import CHECKPOINTS_ENV, default_path, is_off, is_redis
+from durapipe.adapters._calls import AgentTurnCall, LeafCall, LeafResult, LlmCall, ToolCall, Usage
 
-CHECKPOINTS_ENV = "DURAPIPE_CHECKPOINTS"
 MEMO_SCOPE = "memo"  # the scope of pipes with `memoize: true`: shared by every run
 KEY_VERSION = 1  # bump when what goes into a key changes, so old entries stop matching
 
@@ -47,31 +47,48 @@ class CheckpointStore(Protocol):
         ...
 
 
-def checkpoint_key(call: LlmCall | ToolCall, messages: list[dict[str, str]] | None = None) -> str:
+def checkpoint_key(call: LeafCall, messages: list[dict[str, str]] | None = None) -> str:
     """The content-addressed key of a leaf call (one function for Temporal and local runs).
 
     It hashes the run scope (the run id, or ``memo`` for pipes with ``memoize: true``), the step
     path, the kind, and what the call sends: model, rendered messages, settings and output schema
-    for an llm call; function and arguments for a tool call.
+    for an llm call; function and arguments for a tool call; the conversation and the tools offered
+    for an agent turn; the pipe and its inputs (blob references name their content) for extract
+    and image.
     """
     pipe = call.pipe
-    scope = MEMO_SCOPE if pipe.memoize else call.run_id
+    memoize = memoized(call)
     content: dict[str, Any] = {
         "v": KEY_VERSION,
-        "scope": scope,
+        "scope": MEMO_SCOPE if memoize else call.run_id,
         # A memoised result may serve the same content at any step of any run.
-        "path": None if pipe.memoize else call.path,
+        "path": None if memoize else call.path,
         "kind": pipe.kind,
         "output": pipe.output,
-        "structures": {n: s.model_dump(mode="json") for n, s in call.structures.items()},
     }
+    if isinstance(call, LlmCall | ToolCall | AgentTurnCall):
+        content["structures"] = {n: s.model_dump(mode="json") for n, s in call.structures.items()}
     if isinstance(call, LlmCall):
-        llm = call.pipe
-        content |= {"model": llm.model, "messages": messages, "settings": llm.settings}
-    else:
+        content |= {"model": call.pipe.model, "messages": messages, "settings": call.pipe.settings}
+    elif isinstance(call, ToolCall):
         content |= {"function": call.pipe.function, "args": call.inputs}
+    elif isinstance(call, AgentTurnCall):
+        content |= {
+            "model": call.pipe.model,
+            "settings": call.pipe.settings,
+            "turn": call.turn,
+            "messages": call.messages,
+            "tools": call.tools,
+        }
+    else:
+        content |= {"pipe": pipe.model_dump(mode="json"), "inputs": call.inputs}
     text = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def memoized(call: LeafCall) -> bool:
+    """Whether the call's pipe shares its results across runs (``memoize: true``)."""
+    return isinstance(call, LlmCall | ToolCall) and call.pipe.memoize
 
 
 class SqliteCheckpoints:
@@ -199,18 +216,12 @@ class RedisCheckpoints:
         return bool(self._redis.set(self.prefix + key, result.model_dump_json(), nx=True))
 
 
-def default_path() -> Path:
-    """The SQLite file used when ``DURAPIPE_CHECKPOINTS`` is unset."""
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "durapipe" / "checkpoints.sqlite"
-
-
 def open_store(where: str | None = None) -> CheckpointStore | None:
     """The store named by ``where`` (else ``DURAPIPE_CHECKPOINTS``), or None when ``off``."""
     where = where if where is not None else os.environ.get(CHECKPOINTS_ENV, "")
-    if where.lower() in {"off", "none", "0"}:
+    if is_off(where):
         return None
-    if where.startswith(("redis://", "rediss://", "unix://")):
+    if is_redis(where):
         return RedisCheckpoints(where)
     return SqliteCheckpoints(where or default_path())
 
@@ -227,7 +238,7 @@ def configured_store() -> CheckpointStore | None:
 
 async def checkpointed(
     store: CheckpointStore | None,
-    call: LlmCall | ToolCall,
+    call: LeafCall,
     key: str,
     attempt: int,
     compute: Callable[[], Awaitable[LeafResult]],
@@ -241,7 +252,7 @@ async def checkpointed(
         stored = await _get(store, key)
         if stored is not None:
             update: dict[str, Any] = {"cache_hit": True, "attempt": attempt}
-            if call.pipe.memoize:
+            if memoized(call):
                 update["usage"] = Usage()
             return stored.model_copy(update=update)
     result = await compute()

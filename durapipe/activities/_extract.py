@@ -14,6 +14,8 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
+from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.activities._limits import limited
 from durapipe.adapters._blobs import BlobNotFound, blob_store
 from durapipe.adapters._calls import ExtractCall, LeafResult, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
@@ -22,13 +24,24 @@ from durapipe.pipes import LOCAL_EXTRACTOR, Blob
 TESSERACT = "tesseract"
 
 
-async def run_extract(call: ExtractCall, attempt: int = 1) -> LeafResult:
+async def run_extract(
+    call: ExtractCall, attempt: int = 1, checkpoints: CheckpointStore | None = None
+) -> LeafResult:
     """Run one extract call: the activity body, shared by Temporal and the local runner.
+
+    A result stored in ``checkpoints`` under the call's key (the pipe and the document's blob
+    reference) is returned without reading the document again.
 
     Raises:
         ApplicationError: the blob is missing, the format is unsupported, OCR is unavailable
             (non-retryable), or a classified provider error.
     """
+    return await checkpointed(
+        checkpoints, call, checkpoint_key(call), attempt, lambda: _extract(call, attempt)
+    )
+
+
+async def _extract(call: ExtractCall, attempt: int) -> LeafResult:
     pipe = call.pipe
     model = pipe.model or LOCAL_EXTRACTOR
     ref = Blob.model_validate(next(iter(call.inputs.values())))
@@ -37,7 +50,11 @@ async def run_extract(call: ExtractCall, attempt: int = 1) -> LeafResult:
     if model == LOCAL_EXTRACTOR:
         texts = await local_pages(data, ref.media_type, pipe.language)
     else:
-        texts, usage = await _model_pages(model, data, ref.media_type, pipe.settings, pipe.timeout)
+        async with limited(call) as lease:
+            texts, usage = await _model_pages(
+                model, data, ref.media_type, pipe.settings, pipe.timeout
+            )
+            lease.used(usage)
     output: Any = [{"page": number, "text": text} for number, text in enumerate(texts, start=1)]
     if pipe.output == "text":
         output = "\n\n".join(texts)

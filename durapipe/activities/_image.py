@@ -15,6 +15,8 @@ from typing import Any
 import aiohttp
 from temporalio.exceptions import ApplicationError
 
+from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.activities._limits import limited
 from durapipe.activities._llm import render_for
 from durapipe.adapters._blobs import blob_store
 from durapipe.adapters._calls import ImageCall, LeafResult, Usage
@@ -24,19 +26,32 @@ from durapipe.pipes import OFFLINE_MODEL
 PLACEHOLDER_LABEL = "durapipe offline placeholder"
 
 
-async def run_image(call: ImageCall, attempt: int = 1) -> LeafResult:
+async def run_image(
+    call: ImageCall, attempt: int = 1, checkpoints: CheckpointStore | None = None
+) -> LeafResult:
     """Run one image call: the activity body, shared by Temporal and the local runner.
+
+    A result stored in ``checkpoints`` under the call's key is returned without generating again
+    (the image itself stays in the blob store).
 
     Raises:
         ApplicationError: a template error (non-retryable) or a classified provider error.
     """
+    return await checkpointed(
+        checkpoints, call, checkpoint_key(call), attempt, lambda: _image(call, attempt)
+    )
+
+
+async def _image(call: ImageCall, attempt: int) -> LeafResult:
     pipe = call.pipe
     model = pipe.model or OFFLINE_MODEL
     prompt = render_for(call.pipe_name, "prompt", pipe.prompt, call.inputs)
     if model == OFFLINE_MODEL:
         png, usage = await asyncio.to_thread(placeholder_png, prompt, pipe.size), Usage()
     else:
-        png, usage = await _generate(model, prompt, pipe.size, pipe.settings, pipe.timeout)
+        async with limited(call) as lease:
+            png, usage = await _generate(model, prompt, pipe.size, pipe.settings, pipe.timeout)
+            lease.used(usage)
     ref = await asyncio.to_thread(
         blob_store().put, png, media_type="image/png", name=f"{call.pipe_name}.png"
     )

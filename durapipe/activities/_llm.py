@@ -11,6 +11,7 @@ from opentelemetry.trace import Status, StatusCode
 from temporalio.exceptions import ApplicationError
 
 from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.activities._limits import limited
 from durapipe.activities._spans import provider_span, record_response
 from durapipe.adapters._calls import LeafResult, LlmCall, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
@@ -132,16 +133,13 @@ async def _ask(call: LlmCall, messages: list[dict[str, str]], key: str, attempt:
     pipe = call.pipe
     model = pipe.model or "durapipe/offline"
     fmt, wrap = response_format(pipe.output, call.structures)
-    settings = dict(pipe.settings)
-    settings["extra_headers"] = {
-        **settings.get("extra_headers", {}),
-        IDEMPOTENCY_HEADER: key,
-        ATTEMPT_HEADER: str(attempt),
-    }
+    settings = idempotency_headers(pipe.settings, key, attempt)
     usage = Usage()
     problem = ""
     for _ in range(pipe.reask + 1):
-        response = await complete(model, messages, fmt, settings, pipe.timeout)
+        async with limited(call) as lease:
+            response = await complete(model, messages, fmt, settings, pipe.timeout)
+            lease.used(usage_of(response))
         usage += usage_of(response)
         text = response.choices[0].message.content or ""
         if fmt is None:
@@ -166,6 +164,16 @@ async def _ask(call: LlmCall, messages: list[dict[str, str]], key: str, attempt:
         type="durapipe.InvalidOutput",
         non_retryable=True,
     )
+
+
+def idempotency_headers(settings: dict[str, Any], key: str, attempt: int) -> dict[str, Any]:
+    """``settings`` plus the headers that tell the provider which step (key) and attempt this is."""
+    headers = {
+        **settings.get("extra_headers", {}),
+        IDEMPOTENCY_HEADER: key,
+        ATTEMPT_HEADER: str(attempt),
+    }
+    return {**settings, "extra_headers": headers}
 
 
 async def complete(

@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ToolError
 from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.activities._limits import limited
 from durapipe.adapters._agent import TOOL_ERROR
 from durapipe.adapters._calls import LeafResult, ToolCall
 from durapipe.pipes import _types
@@ -52,10 +53,11 @@ async def run_tool(
 
 async def _call(call: ToolCall, function: Callable[..., Any], attempt: int) -> LeafResult:
     try:
-        if inspect.iscoroutinefunction(function):
-            value = await function(**call.inputs)
-        else:
-            value = await asyncio.to_thread(function, **call.inputs)
+        async with limited(call):
+            if inspect.iscoroutinefunction(function):
+                value = await function(**call.inputs)
+            else:
+                value = await asyncio.to_thread(function, **call.inputs)
     except ToolError as err:
         # The tool itself says retrying will not help; an agent hands the message to its model.
         raise ApplicationError(err.message, type=TOOL_ERROR, non_retryable=True) from None

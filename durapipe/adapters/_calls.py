@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from durapipe._errors import StepFailed
-from durapipe.pipes import AgentPipe, ExtractPipe, ImagePipe, LlmPipe, Pipeline, ToolPipe
+from durapipe.pipes import AgentPipe, ExtractPipe, ImagePipe, LimitRule, LlmPipe, Pipeline, ToolPipe
 from durapipe.pipes._types import StructureSpec
 
 
@@ -63,6 +63,8 @@ class _Call(_Message):
     inputs: dict[str, Any] = Field(default_factory=dict)
     # The UI label when the default (kind and path) would not read well, e.g. an agent's tool call.
     summary: str | None = None
+    # The provider limits this call shares with every other matching call (see LimitRule).
+    limits: list[LimitRule] = Field(default_factory=list)
 
 
 class LlmCall(_Call):

@@ -6,10 +6,12 @@ because without it litellm fetches a price list from the internet at import time
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import functools
 import json
 import os
+import socket
 import time
 from datetime import timedelta
 from types import ModuleType
@@ -33,6 +35,29 @@ def litellm_module() -> ModuleType:
     register_offline_model()
     register_env_prices(litellm)
     return litellm
+
+
+async def warm_provider_clients() -> None:
+    """Run litellm's first-call setup for OpenAI-compatible providers now, offline.
+
+    litellm's first request to such a provider imports and builds its client machinery (most of a
+    second; seconds on a busy host). Inside a worker's first call that delays the request past the
+    moment its provider limit let it go, so workers pay it at startup instead: one request to a
+    closed port on this host, refused before anything is sent anywhere.
+    """
+    litellm = litellm_module()
+    with socket.socket() as closed:  # a port nobody listens on: bound, never listening
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        with contextlib.suppress(Exception):
+            await litellm.acompletion(
+                model="openai/warm-up",
+                api_base=f"http://127.0.0.1:{port}/v1",
+                api_key="warm-up",
+                messages=[{"role": "user", "content": "warm-up"}],
+                num_retries=0,
+                timeout=5,
+            )
 
 
 PRICES_ENV = "DURAPIPE_MODEL_PRICES"
@@ -92,6 +117,10 @@ _BY_CLASS = {
 }
 
 
+_NO_CREDENTIALS = ("Missing credentials", "api_key client option must be set")
+"""How litellm and the openai SDK say no API key was found (raised before any request is sent)."""
+
+
 def classify(err: BaseException, *, model: str) -> ApplicationError:
     """An `ApplicationError` with a stable type name and the right retryability for a provider error.
 
@@ -114,9 +143,13 @@ def error_type_of(err: BaseException) -> tuple[str, bool]:
     for name in names:
         if name in _BY_CLASS_FIRST:
             return _BY_CLASS_FIRST[name]
+    text = str(err)
     # A dropped connection reaches us as a 500 InternalServerError saying "Connection error."
-    if "Connection error" in str(err):
+    if "Connection error" in text:
         return "durapipe.ConnectionError", True
+    # So does a key missing on this worker: no retry brings it, the worker's environment must.
+    if any(marker in text for marker in _NO_CREDENTIALS):
+        return "durapipe.AuthenticationError", False
     status = getattr(err, "status_code", None)
     if status in _BY_STATUS:
         return _BY_STATUS[status]

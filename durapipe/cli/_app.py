@@ -328,6 +328,7 @@ async def _serve(
 ) -> None:
     client = await dp.connect(pipeline=pipeline, options=connection, telemetry=telemetry)
     await dp.check_search_attributes(client)
+    await dp.warm_up()
     workers = dp.build_workers(client, queues, max_concurrent_activities=max_concurrent, rate=rate)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -21,7 +21,7 @@ from durapipe.pipes._builders import (
 from durapipe.pipes._control_builders import BranchRef, batch, branch, condition, parallel
 from durapipe.pipes._load import import_function, load, tool_functions
 from durapipe.pipes._resolve import reachable, resolve, subset
-from durapipe.pipes._routing import route
+from durapipe.pipes._routing import limits_for, matches, route
 from durapipe.pipes._spec import (
     CONTROLLER_KINDS,
     LOCAL_EXTRACTOR,
@@ -33,6 +33,7 @@ from durapipe.pipes._spec import (
     ConditionPipe,
     ExtractPipe,
     ImagePipe,
+    LimitRule,
     LlmPipe,
     ParallelPipe,
     Pipeline,
@@ -66,6 +67,7 @@ __all__ = [
     "ExtractPipe",
     "FieldSpec",
     "ImagePipe",
+    "LimitRule",
     "LlmPipe",
     "Page",
     "ParallelPipe",
@@ -93,9 +95,11 @@ __all__ = [
     "image",
     "import_function",
     "is_controller",
+    "limits_for",
     "llm",
     "load",
     "load_yaml",
+    "matches",
     "output_type",
     "parallel",
     "parse_duration",

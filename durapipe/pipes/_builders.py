@@ -22,6 +22,7 @@ from durapipe.pipes._spec import (
     ApprovalPipe,
     ExtractPipe,
     ImagePipe,
+    LimitRule,
     LlmPipe,
     Pipeline,
     PipeSpec,
@@ -422,10 +423,12 @@ def pipeline(
     models: Mapping[str, str] | None = None,
     default_model: str | None = None,
     routing: Sequence[RouteRule] = (),
+    limits: Sequence[LimitRule] = (),
 ) -> Pipeline:
     """A pipeline of ``pipes`` and every pipe they use.
 
-    ``routing`` sends leaves to task queues by kind, provider or model glob (see `RouteRule`).
+    ``routing`` sends leaves to task queues by kind, provider or model glob (see `RouteRule`);
+    ``limits`` caps the calls that match, across every worker (see `LimitRule`).
 
     Raises:
         ValueError: two different pipes or structures share a name.
@@ -450,4 +453,5 @@ def pipeline(
         structures=structures,
         pipes=collected,
         routing=list(routing),
+        limits=list(limits),
     )

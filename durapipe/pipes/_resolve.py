@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from durapipe.pipes import _types
-from durapipe.pipes._routing import route
+from durapipe.pipes._routing import matches, route
 from durapipe.pipes._spec import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
@@ -58,7 +58,11 @@ def subset(spec: Pipeline, name: str) -> Pipeline:
             used |= _types.structures_used(type_ref, spec.structures)
     structures = {n: s for n, s in spec.structures.items() if n in used}
     return Pipeline(
-        default_model=spec.default_model, models=spec.models, structures=structures, pipes=pipes
+        default_model=spec.default_model,
+        models=spec.models,
+        structures=structures,
+        pipes=pipes,
+        limits=spec.limits,
     )
 
 
@@ -69,7 +73,8 @@ def resolve(pipeline: Pipeline, name: str, *, default_model: str | None = None) 
     ``default_model``, the ``DURAPIPE_DEFAULT_MODEL`` environment variable, then the offline model.
     An extract pipe defaults to the embedded extractor and an image pipe to the offline model.
     Every leaf gets its task queue from the pipeline's routing rules (see `durapipe.pipes.route`);
-    the resolved spec carries the concrete queues and no rules.
+    the resolved spec carries the concrete queues and no routing rules, and the limits that apply
+    to its pipes (see `durapipe.pipes.limits_for`).
     """
     fallback = (
         default_model
@@ -95,4 +100,7 @@ def resolve(pipeline: Pipeline, name: str, *, default_model: str | None = None) 
             changes["queue"] = route(pipe.model_copy(update=changes), pipeline.routing)
         pipes[pipe_name] = pipe.model_copy(update=changes)
     resolved = subset(pipeline, name)
-    return resolved.model_copy(update={"pipes": pipes, "models": {}, "default_model": fallback})
+    limits = [rule for rule in pipeline.limits if any(matches(rule, p) for p in pipes.values())]
+    return resolved.model_copy(
+        update={"pipes": pipes, "models": {}, "default_model": fallback, "limits": limits}
+    )

@@ -421,28 +421,97 @@ AnyPipe = (
 PipeSpec = Annotated[AnyPipe, Field(discriminator="kind")]
 
 
-class RouteRule(_Spec):
-    """A routing rule: leaves that match go to ``queue`` (see `durapipe.pipes.route`).
-
-    Every criterion given must match; a pipe's own ``queue`` always wins over the rules.
+class _Criteria(_Spec):
+    """Which calls a rule applies to; every criterion given must match (`durapipe.pipes.matches`).
 
     Attributes:
-        kind: the leaf kind (``llm``, ``tool``, ...).
-        provider: the provider of an llm's model, the part before the first ``/``
+        kind: the kind (``llm``, ``tool``, ``agent``, ...).
+        provider: the provider of the model, the part before the first ``/``
             (``openai`` for ``openai/gpt-4o-mini``).
         model: a glob over the resolved model string (``openai/*``, ``*/gpt-4o*``).
-        queue: the task queue matching leaves run on.
     """
 
     kind: str | None = None
     provider: str | None = None
     model: str | None = None
-    queue: str = Field(min_length=1)
+
+    def criteria(self) -> str:
+        """The criteria as text, e.g. ``model=openai/*``."""
+        given = {"kind": self.kind, "provider": self.provider, "model": self.model}
+        return ",".join(f"{name}={value}" for name, value in given.items() if value is not None)
 
     @pydantic.model_validator(mode="after")
-    def _has_criterion(self) -> RouteRule:
+    def _has_criterion(self) -> _Criteria:
         if self.kind is None and self.provider is None and self.model is None:
-            raise ValueError(f"the rule for queue '{self.queue}' needs kind, provider or model")
+            raise ValueError(f"the rule for {self._subject()} needs kind, provider or model")
+        return self
+
+    def _subject(self) -> str:
+        return "a rule"
+
+
+class RouteRule(_Criteria):
+    """A routing rule: leaves that match go to ``queue`` (see `durapipe.pipes.route`).
+
+    A pipe's own ``queue`` always wins over the rules.
+
+    Attributes:
+        queue: the task queue matching leaves run on.
+    """
+
+    queue: str = Field(min_length=1)
+
+    def _subject(self) -> str:
+        return f"queue '{self.queue}'"
+
+
+_PER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
+_PER_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_per(value: Any) -> tuple[float, float]:
+    """``(amount, window seconds)`` from ``'5/s'``, ``'300/m'`` or ``'100000/h'``.
+
+    Raises:
+        ValueError: not of that form, or not positive.
+    """
+    match = _PER.match(value) if isinstance(value, str) else None
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f"{value!r} is not a positive amount per s, m or h (e.g. '5/s', '300/m')")
+    return float(match.group(1)), _PER_SECONDS[match.group(2)]
+
+
+Per = Annotated[str, pydantic.AfterValidator(lambda v: parse_per(v) and v)]
+
+
+class LimitRule(_Criteria):
+    """A provider limit shared by every worker and run: calls that match wait for room.
+
+    Attributes:
+        name: the name the limit's calls are counted under (shared by every worker and run); by
+            default its criteria, e.g. ``model=openai/gpt-4o``.
+        concurrency: the most matching calls in flight at once.
+        rate: the most matching calls started in any window, e.g. ``5/s`` or ``300/m``.
+        tokens: the most tokens matching calls may use in any window, e.g. ``60000/m``.
+    """
+
+    name: str | None = None
+    concurrency: int | None = Field(default=None, ge=1)
+    rate: Per | None = None
+    tokens: Per | None = None
+
+    def _subject(self) -> str:
+        return f"limit '{self.name}'" if self.name else "a limit"
+
+    @property
+    def bucket(self) -> str:
+        """The name under which this limit's calls are counted."""
+        return self.name or self.criteria()
+
+    @pydantic.model_validator(mode="after")
+    def _limits_something(self) -> LimitRule:
+        if self.concurrency is None and self.rate is None and self.tokens is None:
+            raise ValueError(f"the limit '{self.bucket}' needs concurrency, rate or tokens")
         return self
 
 
@@ -459,6 +528,7 @@ class Pipeline(_Spec):
     structures: dict[str, StructureSpec] = Field(default_factory=dict)
     pipes: dict[str, PipeSpec] = Field(default_factory=dict)
     routing: list[RouteRule] = Field(default_factory=list)
+    limits: list[LimitRule] = Field(default_factory=list)
 
 
 def is_controller(pipe: AnyPipe) -> bool:

@@ -91,6 +91,11 @@ def check(pipeline: Pipeline, *, source: str = "") -> list[Problem]:
             )
     if pipeline.default_model:
         _check_model(pipeline, pipeline.default_model, "default_model", report)
+    seen: set[str] = set()
+    for rule in pipeline.limits:
+        if rule.bucket in seen:
+            report(f"limit '{rule.bucket}'", "two limits have this name; give each its own")
+        seen.add(rule.bucket)
     for name, pipe in pipeline.pipes.items():
         where = f"pipe '{name}'"
         if not _PIPE_NAME.match(name):

@@ -38,6 +38,11 @@ Passing the idempotency key and attempt number:
     (``metadata={...}`` given to litellm is *not* forwarded to the provider; it is
     litellm's own logging metadata.)
 
+    ``FakeProvider(honour_idempotency=True)`` (``--honour-idempotency``) models a
+    provider or gateway that deduplicates by that key: a repeated key gets the
+    stored answer again, recorded as ``replayed`` and not billed. Without it,
+    every completion is billed, as the OpenAI API does.
+
 Retries:
     Pass ``num_retries=0`` to litellm when a test needs exactly one HTTP request
     per call: litellm then also sets the ``openai`` SDK's ``max_retries`` to 0.
@@ -73,7 +78,8 @@ Three ways to run it:
 
           python -m durapipe.testing.fake_provider --port 0 \\
               [--script FILE.json] [--ledger FILE.jsonl] \\
-              [--failure-rate 0.2 --seed 1] [--max-concurrency-report]
+              [--failure-rate 0.2 --seed 1] [--honour-idempotency]
+              [--max-concurrency-report]
 
       It prints ``listening on http://127.0.0.1:PORT/v1`` and serves until
       SIGTERM/SIGINT. The ledger is appended to the JSONL file (one flushed line
@@ -347,7 +353,9 @@ class Call:
         finished_at: ``time.time()`` when handling finished; ``None`` while the
             call is still in flight.
         outcome: ``ok``, ``status:<code>``, ``hang``, ``client_closed``,
-            ``dropped``, ``malformed``, ``schema_invalid`` or ``tool_calls``.
+            ``dropped``, ``malformed``, ``schema_invalid``, ``tool_calls`` or
+            ``replayed`` (a repeated idempotency key answered from the stored
+            answer, not billed; see ``honour_idempotency``).
         idempotency_key: From the ``X-Durapipe-Idempotency-Key`` header, else
             ``metadata.idempotency_key`` of the body, else ``None``.
         attempt: From the ``X-Durapipe-Attempt`` header (if an integer).
@@ -439,6 +447,24 @@ ResponseHook: TypeAlias = Callable[[Call], None]
 """A hook called with a snapshot of the `Call` whose response is being sent."""
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """A completion as sent, kept to answer a repeated idempotency key the same way."""
+
+    completion_id: str
+    created: int
+    message: Mapping[str, Any]
+    finish_reason: str
+    usage: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class _Replay:
+    """Send a stored answer again (outcome ``replayed``)."""
+
+    answer: _Answer
+
+
 @dataclass
 class _Record:
     seq: int
@@ -453,6 +479,7 @@ class _Record:
     completion_tokens: int = 0
     finished_at: float | None = None
     http_status: int | None = None
+    answer: _Answer | None = None
 
     def snapshot(self) -> Call:
         return Call(
@@ -533,6 +560,12 @@ class FakeProvider:
             see `register_prices_with_litellm`.
         ledger_path: If given, every finished call is appended to this JSONL
             file (one flushed line per call, see `read_ledger`).
+        honour_idempotency: Model a provider (or gateway) that deduplicates by
+            idempotency key, as payment APIs do: a request whose key already
+            has a billed answer gets that answer again, recorded with outcome
+            ``replayed`` and not billed; a request whose key is still being
+            answered waits for that answer first. Off by default, so a ledger
+            shows every repeated call as the real OpenAI API would bill it.
     """
 
     def __init__(
@@ -542,8 +575,12 @@ class FakeProvider:
         port: int = 0,
         prices: Mapping[str, tuple[float, float]] | None = None,
         ledger_path: str | os.PathLike[str] | None = None,
+        honour_idempotency: bool = False,
     ) -> None:
         self._host = host
+        self._honour_idempotency = honour_idempotency
+        self._answers: dict[str, _Answer] = {}
+        self._keys_in_flight: dict[str, int] = {}
         self._requested_port = port
         self._port: int | None = None
         self._prices: dict[str, tuple[float, float]] = dict(prices or {})
@@ -822,7 +859,7 @@ class FakeProvider:
                 )
 
     def reset(self) -> None:
-        """Forget calls, scripts, random failures, hooks and concurrency figures.
+        """Forget calls, stored answers, scripts, random failures, hooks and concurrency figures.
 
         The default action goes back to ``Reply()``; the JSONL ledger file (if
         any) is left as is; prices are kept.
@@ -832,6 +869,7 @@ class FakeProvider:
             self._default = Reply()
             self._failure = None
             self._records.clear()
+            self._answers.clear()
             self._seq = 0
             self._max_in_flight = self._in_flight
             self._max_in_flight_by_model = {
@@ -1009,18 +1047,14 @@ class FakeProvider:
         received_at: float,
         body: Mapping[str, Any],
         request: web.Request,
-    ) -> tuple[_Record, Action]:
+    ) -> tuple[_Record, Action | _Replay]:
         messages_raw = body.get("messages")
         messages = (
             [dict(m) for m in messages_raw if isinstance(m, Mapping)]
             if isinstance(messages_raw, list)
             else []
         )
-        key = request.headers.get(IDEMPOTENCY_HEADER)
-        if key is None:
-            metadata = body.get("metadata")
-            if isinstance(metadata, Mapping) and metadata.get("idempotency_key") is not None:
-                key = str(metadata["idempotency_key"])
+        key = _idempotency_key(request, body)
         attempt: int | None = None
         with contextlib.suppress(TypeError, ValueError):
             attempt = int(request.headers.get(ATTEMPT_HEADER, ""))
@@ -1036,7 +1070,10 @@ class FakeProvider:
                 messages=messages,
                 headers=dict(request.headers),
             )
-            action = self._next_action(model)
+            stored = self._answers.get(key) if self._honour_idempotency and key else None
+            action: Action | _Replay = _Replay(stored) if stored else self._next_action(model)
+            if self._honour_idempotency and key:
+                self._keys_in_flight[key] = self._keys_in_flight.get(key, 0) + 1
             self._records.append(record)
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
@@ -1051,6 +1088,11 @@ class FakeProvider:
             record.finished_at = time.time()
             self._in_flight -= 1
             self._in_flight_by_model[record.model] -= 1
+            key = record.idempotency_key
+            if self._honour_idempotency and key:
+                self._keys_in_flight[key] -= 1
+                if record.answer is not None and record.outcome in PAID_OUTCOMES:
+                    self._answers.setdefault(key, record.answer)
             if self._ledger_file is not None:
                 self._ledger_file.write(json.dumps(record.snapshot().to_dict()) + "\n")
                 self._ledger_file.flush()
@@ -1083,6 +1125,9 @@ class FakeProvider:
                 ),
             )
         model = str(body.get("model", ""))
+        key = _idempotency_key(request, body)
+        if self._honour_idempotency and key:
+            await self._answered_or_free(key)
         record, action = self._begin(model, received_at, body, request)
         task = asyncio.current_task()
         if task is not None:
@@ -1101,13 +1146,24 @@ class FakeProvider:
                 self._tasks.discard(task)
             self._finish(record)
 
+    async def _answered_or_free(self, key: str) -> None:
+        """Wait while an earlier request with ``key`` is being answered (a deduplicating provider
+        answers a concurrent repeat with the first answer, not a second completion)."""
+        while True:
+            with self._lock:
+                if not self._keys_in_flight.get(key):
+                    return
+            await asyncio.sleep(_HANG_POLL_S)
+
     async def _respond(
         self,
         request: web.Request,
         record: _Record,
-        action: Action,
+        action: Action | _Replay,
         body: Mapping[str, Any],
     ) -> web.StreamResponse:
+        if isinstance(action, _Replay):
+            return await self._send_answer(request, record, action.answer, body, "replayed")
         if isinstance(action, Hang):
             record.outcome = "hang"
             if await _hang(request, action.seconds):
@@ -1187,28 +1243,48 @@ class FakeProvider:
         message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
         if tool_calls:
             message["tool_calls"] = tool_calls
-        finish_reason = "tool_calls" if tool_calls else "stop"
-        usage = {
-            "prompt_tokens": record.prompt_tokens,
-            "completion_tokens": record.completion_tokens,
-            "total_tokens": record.prompt_tokens + record.completion_tokens,
-        }
-        completion_id = f"chatcmpl-fake-{record.seq}"
-        created = int(record.received_at)
+        answer = _Answer(
+            completion_id=f"chatcmpl-fake-{record.seq}",
+            created=int(record.received_at),
+            message=message,
+            finish_reason="tool_calls" if tool_calls else "stop",
+            usage={
+                "prompt_tokens": record.prompt_tokens,
+                "completion_tokens": record.completion_tokens,
+                "total_tokens": record.prompt_tokens + record.completion_tokens,
+            },
+        )
+        return await self._send_answer(request, record, answer, body, outcome)
+
+    async def _send_answer(
+        self,
+        request: web.Request,
+        record: _Record,
+        answer: _Answer,
+        body: Mapping[str, Any],
+        outcome: str,
+    ) -> web.StreamResponse:
+        record.outcome = outcome
+        record.answer = answer
+        record.prompt_tokens = answer.usage["prompt_tokens"]
+        record.completion_tokens = answer.usage["completion_tokens"]
         if body.get("stream"):
-            return await self._send_stream(
-                request, record, completion_id, created, message, finish_reason, usage, body
-            )
+            return await self._send_stream(request, record, answer, body)
         payload = {
-            "id": completion_id,
+            "id": answer.completion_id,
             "object": "chat.completion",
-            "created": created,
+            "created": answer.created,
             "model": record.model,
             "system_fingerprint": "fp_fake",
             "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+                {
+                    "index": 0,
+                    "message": dict(answer.message),
+                    "logprobs": None,
+                    "finish_reason": answer.finish_reason,
+                }
             ],
-            "usage": usage,
+            "usage": dict(answer.usage),
         }
         return await self._send(request, record, 200, payload, {})
 
@@ -1229,16 +1305,10 @@ class FakeProvider:
         return response
 
     async def _send_stream(
-        self,
-        request: web.Request,
-        record: _Record,
-        completion_id: str,
-        created: int,
-        message: Mapping[str, Any],
-        finish_reason: str,
-        usage: Mapping[str, int],
-        body: Mapping[str, Any],
+        self, request: web.Request, record: _Record, answer: _Answer, body: Mapping[str, Any]
     ) -> web.StreamResponse:
+        completion_id, created, message = answer.completion_id, answer.created, answer.message
+        finish_reason, usage = answer.finish_reason, answer.usage
         record.http_status = 200
         self._run_hooks(record, after_send=False)
 
@@ -1522,6 +1592,16 @@ def _deref(schema: Mapping[str, Any]) -> Mapping[str, Any]:
     return schema
 
 
+def _idempotency_key(request: web.Request, body: Mapping[str, Any]) -> str | None:
+    """The ``X-Durapipe-Idempotency-Key`` header, else ``metadata.idempotency_key`` of the body."""
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        metadata = body.get("metadata")
+        if isinstance(metadata, Mapping) and metadata.get("idempotency_key") is not None:
+            key = str(metadata["idempotency_key"])
+    return key
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m durapipe.testing.fake_provider",
@@ -1534,6 +1614,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--failure-rate", type=float, default=0.0, help="random failure rate")
     parser.add_argument("--seed", type=int, default=None, help="seed for --failure-rate")
     parser.add_argument(
+        "--honour-idempotency",
+        action="store_true",
+        help="answer a repeated idempotency key with its stored answer, unbilled",
+    )
+    parser.add_argument(
         "--max-concurrency-report",
         action="store_true",
         help="on exit, print a 'max concurrency report: {json}' line",
@@ -1542,7 +1627,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    provider = FakeProvider(host=args.host, port=args.port, ledger_path=args.ledger)
+    provider = FakeProvider(
+        host=args.host,
+        port=args.port,
+        ledger_path=args.ledger,
+        honour_idempotency=args.honour_idempotency,
+    )
     if args.script is not None:
         provider.load_script(json.loads(args.script.read_text(encoding="utf-8")))
     if args.failure_rate:

@@ -22,7 +22,7 @@ from durapipe.adapters._agent import (
     tool_schema,
 )
 from durapipe.adapters._calls import AgentTurnCall, StepRecord, ToolCall
-from durapipe.pipes import AgentPipe, TemplateError, ToolPipe, render
+from durapipe.pipes import AgentPipe, TemplateError, ToolPipe, limits_for, render
 from durapipe.workflows._memory import join_path
 
 if TYPE_CHECKING:
@@ -114,6 +114,7 @@ class AgentLoop:
             turn=turn,
             messages=list(self.state.messages),
             tools=self.schemas,
+            limits=limits_for(self.pipe, self.interp.run.spec.limits),
         )
         output = await self.interp.track(record, self.interp.leaf(call, record))
         return AgentReply.model_validate(output)
@@ -167,6 +168,7 @@ class AgentLoop:
             structures=self.interp.structures_for([*tool.inputs.values(), tool.output]),
             inputs=arguments,
             summary=f"tool {request.name}",
+            limits=limits_for(tool, self.interp.run.spec.limits),
         )
 
     def _count_bad_turn(self, bad: str | None) -> None:

@@ -41,6 +41,7 @@ from durapipe.pipes import (
     SequencePipe,
     ToolPipe,
     is_controller,
+    limits_for,
     subset,
 )
 from durapipe.pipes._spec import BatchPipe, ConditionPipe, ParallelPipe
@@ -270,7 +271,13 @@ class Interpreter:
     def _call(self, path: str, pipe_name: str, inputs: dict[str, Any]) -> LeafCall:
         pipe = self.run.spec.pipes[pipe_name]
         structures = self.structures_for([*pipe.inputs.values(), getattr(pipe, "output", "any")])
-        common = {"run_id": self.run.run_id, "path": path, "pipe_name": pipe_name, "inputs": inputs}
+        common = {
+            "run_id": self.run.run_id,
+            "path": path,
+            "pipe_name": pipe_name,
+            "inputs": inputs,
+            "limits": limits_for(pipe, self.run.spec.limits),
+        }
         if isinstance(pipe, LlmPipe):
             return LlmCall(pipe=pipe, structures=structures, **common)
         if isinstance(pipe, ToolPipe):

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
 import sqlite3
-import subprocess
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,48 +16,15 @@ from durapipe.activities import (
     SqliteCheckpoints,
     checkpoint_key,
     open_store,
+    run_agent_turn,
+    run_extract,
+    run_image,
 )
 from durapipe.activities._checkpoints import WAL_CHECKPOINT_EVERY, checkpointed
-from durapipe.adapters import LeafResult, LlmCall, ToolCall
-from durapipe.pipes import LlmPipe, ToolPipe
+from durapipe.adapters import AgentTurnCall, ExtractCall, ImageCall, LeafResult, LlmCall, ToolCall
+from durapipe.pipes import AgentPipe, ExtractPipe, ImagePipe, LlmPipe, ToolPipe
 from durapipe.testing import FakeProvider
 from tests.chain import write_chain
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server on a free port (installed by `make redis-server`), stopped by its pid."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: run `make redis-server`")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                RedisCheckpoints(url).get("ping")
-                break
-            except Exception:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -194,3 +156,59 @@ async def test_workers_checkpoint_into_redis(
     assert keys == sorted(f"run:{task_queue}:{c.idempotency_key}" for c in fake.calls)
     stored = redis_store.get(fake.calls[-1].idempotency_key or "")
     assert stored is not None and stored.output == result.output
+
+
+def test_agent_turn_keys_hash_the_conversation_and_the_tools() -> None:
+    def call(turn: int = 1, content: str = "hi", tools: int = 0) -> AgentTurnCall:
+        pipe = AgentPipe(model="openai/m", prompt="hi")
+        offered = [{"type": "function", "function": {"name": f"t{n}"}} for n in range(tools)]
+        messages = [{"role": "user", "content": content}]
+        return AgentTurnCall(
+            run_id="r", path="a", pipe_name="a", pipe=pipe, turn=turn, messages=messages,
+            tools=offered,
+        )  # fmt: skip
+
+    keys = {checkpoint_key(c) for c in (call(), call(turn=2), call(content="ho"), call(tools=1))}
+    assert len(keys) == 4 and checkpoint_key(call()) in keys
+
+
+async def test_an_agent_turn_retried_after_its_answer_was_stored_asks_the_model_once(
+    tmp_path: Path,
+) -> None:
+    store = SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
+    async with FakeProvider() as fake:
+        pipe = AgentPipe(
+            model="openai/gpt-agent", prompt="hi", settings={"api_base": fake.base_url}
+        )
+        call = AgentTurnCall(
+            run_id="r", path="agent", pipe_name="agent", pipe=pipe, turn=1,
+            messages=[{"role": "user", "content": "Plan the trip."}],
+        )  # fmt: skip
+        first = await run_agent_turn(call, 1, store)
+        again = await run_agent_turn(call, 2, store)
+    assert len(fake.calls) == 1  # the retry was served from the store
+    assert fake.calls[0].idempotency_key == checkpoint_key(call)
+    assert (first.cache_hit, again.cache_hit) == (False, True)
+    assert again.output == first.output and again.attempt == 2
+
+
+@pytest.mark.usefixtures("blob_dir")
+async def test_image_and_extract_results_are_checkpointed(tmp_path: Path) -> None:
+    store = SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
+    image = ImageCall(
+        run_id="r",
+        path="cover",
+        pipe_name="cover",
+        pipe=ImagePipe(prompt="a lighthouse", size="64x64"),
+    )
+    drawn = await run_image(image, 1, store)
+    assert (await run_image(image, 2, store)).model_dump(exclude={"attempt", "cache_hit"}) == (
+        drawn.model_dump(exclude={"attempt", "cache_hit"})
+    )
+    assert (await run_image(image, 2, store)).cache_hit
+    read = ExtractCall(
+        run_id="r", path="read", pipe_name="read", pipe=ExtractPipe(), inputs={"scan": drawn.output}
+    )
+    first = await run_extract(read, 1, store)
+    again = await run_extract(read, 2, store)
+    assert (first.cache_hit, again.cache_hit) == (False, True) and again.output == first.output

@@ -132,3 +132,14 @@ async def test_every_request_carries_the_idempotency_key_and_attempt(fake: FakeP
     [call] = fake.calls
     assert call.idempotency_key is not None and len(call.idempotency_key) == 64
     assert call.attempt == 3
+
+
+async def test_a_key_missing_on_the_worker_fails_at_once_as_an_authentication_error(
+    fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ApplicationError) as raised:
+        await run_llm(llm_call(fake))
+    assert (raised.value.type, raised.value.non_retryable) == ("durapipe.AuthenticationError", True)
+    assert "OPENAI_API_KEY" in raised.value.message
+    assert fake.calls == []  # nothing was sent: only the worker's environment can fix it

@@ -389,6 +389,34 @@ async def test_ledger_captures_idempotency_key_and_attempt(fake: FakeProvider) -
     assert keys == [("wf-1/step-2", 3), (None, None), ("k9", None)]
 
 
+async def test_a_deduplicating_provider_answers_a_repeated_key_once_and_bills_it_once() -> None:
+    async with FakeProvider(honour_idempotency=True) as fake:
+        fake.script("gpt-x", [Status(500), Reply(content="first"), Reply(content="second")])
+        key = {"X-Durapipe-Idempotency-Key": "run-1/s1"}
+        with pytest.raises(litellm.InternalServerError):  # a failure stores nothing
+            await litellm.acompletion(**_kwargs(fake), extra_headers=key)
+        answers = await asyncio.gather(
+            *(litellm.acompletion(**_kwargs(fake), extra_headers=key) for _ in range(3))
+        )
+        other = await litellm.acompletion(**_kwargs(fake))  # no key: an ordinary billed call
+
+    assert [a.choices[0].message.content for a in answers] == ["first"] * 3
+    assert other.choices[0].message.content == "second"
+    outcomes = sorted(c.outcome for c in fake.calls)
+    assert outcomes == ["ok", "ok", "replayed", "replayed", "status:500"]
+    assert [c.idempotency_key for c in fake.paid_calls()] == ["run-1/s1", None]
+    replayed = [c for c in fake.calls if c.outcome == "replayed"]
+    assert all(c.completion_tokens == fake.paid_calls()[0].completion_tokens for c in replayed)
+
+
+async def test_without_deduplication_a_repeated_key_is_billed_again(fake: FakeProvider) -> None:
+    key = {"X-Durapipe-Idempotency-Key": "run-1/s1"}
+    await litellm.acompletion(**_kwargs(fake), extra_headers=key)
+    await litellm.acompletion(**_kwargs(fake), extra_headers=key)
+    assert [c.outcome for c in fake.calls] == ["ok", "ok"]
+    assert len(fake.paid_calls()) == 2
+
+
 async def test_max_concurrency_and_cancellation_reach_the_provider(fake: FakeProvider) -> None:
     fake.set_default(Hang(30))
     tasks = [asyncio.create_task(litellm.acompletion(**_kwargs(fake))) for _ in range(5)]

@@ -1,0 +1,30 @@
+"""Where workers keep what they share: checkpoints, and the counts of provider limits.
+
+``DURAPIPE_CHECKPOINTS`` names one place for both: a SQLite file (the workers of one host), a
+``redis://`` URL (workers on several hosts), or ``off`` (no checkpoints; limits then count in the
+default file). ``DURAPIPE_LIMITS`` may put the limit counts elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CHECKPOINTS_ENV = "DURAPIPE_CHECKPOINTS"
+LIMITS_ENV = "DURAPIPE_LIMITS"
+
+
+def default_path() -> Path:
+    """The SQLite file used when no setting names one."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "durapipe" / "checkpoints.sqlite"
+
+
+def is_off(where: str) -> bool:
+    """Whether a setting turns the store off."""
+    return where.lower() in {"off", "none", "0"}
+
+
+def is_redis(where: str) -> bool:
+    """Whether a setting names a Redis server."""
+    return where.startswith(("redis://", "rediss://", "unix://"))

@@ -1,0 +1,127 @@
+"""Provider limits: concurrency, rate and tokens counted across processes, on SQLite and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from pathlib import Path
+
+import pytest
+
+from durapipe.activities import LimitStore, RedisLimits, SqliteLimits, limited
+from durapipe.adapters import ToolCall, Usage
+from durapipe.pipes import LimitRule, ToolPipe, limits_for, load_yaml, resolve
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> LimitStore:
+    if request.param == "sqlite":
+        return SqliteLimits(tmp_path / "limits.sqlite")
+    url: str = request.getfixturevalue("redis_url")
+    return RedisLimits(url, prefix=f"test:{tmp_path.name}:")
+
+
+def rule(**fields: object) -> LimitRule:
+    return LimitRule.model_validate({"model": "openai/*", **fields})
+
+
+def test_concurrency_holds_until_a_lease_ends(store: LimitStore) -> None:
+    two = [rule(concurrency=2)]
+    assert store.try_acquire("a", two, 0, 60) == 0.0
+    assert store.try_acquire("b", two, 0, 60) == 0.0
+    assert store.try_acquire("c", two, 0, 60) > 0.0
+    store.release("a", two, 0)
+    assert store.try_acquire("c", two, 0, 60) == 0.0
+
+
+def test_a_dead_workers_lease_expires_after_its_hold(store: LimitStore) -> None:
+    one = [rule(concurrency=1)]
+    assert store.try_acquire("crashed", one, 0, 0.3) == 0.0  # never released
+    assert store.try_acquire("next", one, 0, 60) > 0.0
+    time.sleep(0.4)
+    assert store.try_acquire("next", one, 0, 60) == 0.0
+
+
+def test_rate_counts_starts_in_a_window_and_says_how_long_to_wait(store: LimitStore) -> None:
+    three = [rule(rate="3/s")]
+    for lease in "abc":
+        assert store.try_acquire(lease, three, 0, 60) == 0.0
+        store.release(lease, three, 0)  # a finished call still counts towards the rate
+    wait = store.try_acquire("d", three, 0, 60)
+    assert 0.8 < wait <= 1.1  # the window is 1 s plus a 10% guard, counted from the first start
+    time.sleep(wait)
+    assert store.try_acquire("d", three, 0, 60) == 0.0
+
+
+def test_tokens_count_what_finished_calls_really_used(store: LimitStore) -> None:
+    budget = [rule(tokens="100/m")]
+    assert store.try_acquire("a", budget, 10, 60) == 0.0  # estimated 10 while in flight
+    store.release("a", budget, 95)  # the provider reported 95
+    assert store.try_acquire("b", budget, 10, 60) > 0.0  # 95 + 10 > 100
+    assert store.try_acquire("b", budget, 5, 60) == 0.0  # 95 + 5 fits
+
+
+def test_a_call_waits_for_every_limit_it_matches(store: LimitStore) -> None:
+    both = [rule(concurrency=5), rule(name="provider", rate="1/m")]
+    assert store.try_acquire("a", both, 0, 60) == 0.0
+    assert store.try_acquire("b", both, 0, 60) > 50  # the rate of the second limit
+
+
+def _hold_slots(path: str, leases: int, seen: multiprocessing.Queue[int]) -> None:
+    limits = SqliteLimits(path)
+    one = [rule(concurrency=3)]
+    taken = sum(1 for n in range(leases) if limits.try_acquire(f"{path}-{n}", one, 0, 60) == 0.0)
+    seen.put(taken)
+
+
+def test_processes_racing_for_slots_take_exactly_the_limit(tmp_path: Path) -> None:
+    path = str(tmp_path / "limits.sqlite")
+    SqliteLimits(path)  # create the file once, before the race
+    seen: multiprocessing.Queue[int] = multiprocessing.Queue()
+    racers = [
+        multiprocessing.Process(target=_hold_slots, args=(path + "", 4, seen)) for _ in range(3)
+    ]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(timeout=60)
+    assert sum(seen.get(timeout=5) for _ in racers) == 3
+
+
+async def test_limited_calls_never_exceed_the_concurrency(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DURAPIPE_LIMITS", str(tmp_path / "limits.sqlite"))
+    call = ToolCall(
+        run_id="r", path="t", pipe_name="t", pipe=ToolPipe(function="m:f", timeout=10),
+        limits=[rule(kind="tool", model=None, concurrency=2)],
+    )  # fmt: skip
+    flying, most = 0, 0
+
+    async def work() -> None:
+        nonlocal flying, most
+        async with limited(call) as lease:
+            flying += 1
+            most = max(most, flying)
+            await asyncio.sleep(0.05)
+            flying -= 1
+            lease.used(Usage(input_tokens=3))
+
+    await asyncio.gather(*(work() for _ in range(8)))
+    assert most == 2
+
+
+def test_resolve_keeps_the_limits_a_run_needs_and_calls_get_theirs() -> None:
+    pipeline = load_yaml("""
+limits:
+  - {model: "openai/gpt-*", concurrency: 2}
+  - {provider: anthropic, rate: 5/s}
+  - {kind: tool, rate: 10/m, name: search-api}
+models: {fast: openai/gpt-4o-mini}
+pipes:
+  ask: {kind: llm, model: fast, prompt: hi}
+""")
+    spec = resolve(pipeline, "ask")
+    assert [r.bucket for r in spec.limits] == ["model=openai/gpt-*"]
+    assert limits_for(spec.pipes["ask"], spec.limits) == spec.limits
