@@ -74,9 +74,9 @@ class LocalRuntime:
         attempt = 1
         while True:
             try:
-                return await asyncio.wait_for(
-                    self._attempt(call, attempt), timeout=call.pipe.timeout
-                )
+                # asyncio.timeout, not wait_for: no task per attempt (wait_for makes one).
+                async with asyncio.timeout(call.pipe.timeout):
+                    return await self._attempt(call, attempt)
             except ApplicationError as err:
                 error_type, message = err.type or "ApplicationError", err.message
                 stop = err.non_retryable or error_type in retry.non_retryable

@@ -16,13 +16,14 @@ Where the store lives comes from ``DURAPIPE_CHECKPOINTS``:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -97,8 +98,14 @@ class SqliteCheckpoints:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        # One connection per store; the lock serialises the threads that use it.
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        # One connection for threads, which may wait for another process's write (the lock
+        # serialises the threads), and one for the event loop, which never waits (`get_nowait`).
+        self._db = _connect(self.path, timeout=30)
+        self._loop_lock = threading.Lock()
+        self._loop_db = _connect(self.path, timeout=0)
+        # A WAL checkpoint syncs the file to disk: the loop's commits leave it to a thread.
+        self._loop_db.execute("PRAGMA wal_autocheckpoint=0")
+        self._commits = 0
         with self._lock, self._db:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(
@@ -121,6 +128,68 @@ class SqliteCheckpoints:
                 (key, result.model_dump_json()),
             )
         return cursor.rowcount == 1
+
+    def get_nowait(self, key: str) -> LeafResult | None:
+        """Like `get`, on the calling thread; raises `BlockingIOError` rather than wait."""
+        with self._without_waiting() as db:
+            row = db.execute("SELECT result FROM checkpoints WHERE key = ?", (key,)).fetchone()
+        return LeafResult.model_validate_json(row[0]) if row else None
+
+    def put_nowait(self, key: str, result: LeafResult) -> bool:
+        """Like `put`, on the calling thread; raises `BlockingIOError` rather than wait."""
+        with self._without_waiting() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO checkpoints (key, result) VALUES (?, ?)",
+                (key, result.model_dump_json()),
+            )
+        self._commits += 1
+        if self._commits >= WAL_CHECKPOINT_EVERY:
+            self._commits = 0
+            threading.Thread(target=self._wal_checkpoint, name="durapipe-wal").start()
+        return cursor.rowcount == 1
+
+    def _wal_checkpoint(self) -> None:
+        # The event loop keeps committing meanwhile. Usually the whole log is copied and the next
+        # write starts it over; a commit landing during the copy keeps it from starting over, so a
+        # log that kept growing past WAL_MAX_FRAMES is copied again with the loop's writes held
+        # back (they go to a thread for those milliseconds).
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            _, logged, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if copied < logged and logged > WAL_MAX_FRAMES:
+                with self._loop_lock:
+                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    @contextlib.contextmanager
+    def _without_waiting(self) -> Iterator[sqlite3.Connection]:
+        # A WAL read never waits for a writer, and an uncontended write takes well under a
+        # millisecond without an fsync: cheaper than the hop to a thread. Only a lock held by
+        # another thread or process (SQLITE_BUSY at once, with timeout 0) sends the caller there.
+        if not self._loop_lock.acquire(blocking=False):
+            raise BlockingIOError("the checkpoint store is in use by another thread")
+        try:
+            with self._loop_db:  # one transaction: committed, or rolled back on an error
+                yield self._loop_db
+        except sqlite3.OperationalError as err:
+            if getattr(err, "sqlite_errorcode", None) in _BUSY:
+                raise BlockingIOError(str(err)) from None
+            raise
+        finally:
+            self._loop_lock.release()
+
+
+_BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+# About SQLite's automatic checkpoint interval (1,000 WAL pages) at a few pages per result.
+WAL_CHECKPOINT_EVERY = 250
+WAL_MAX_FRAMES = 4000  # pages of 4 KiB: a log of ~16 MB is copied with the loop's commits held back
+
+
+def _connect(path: Path, *, timeout: float) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, timeout=timeout)
+    # In WAL mode, NORMAL syncs at checkpoints, not at every commit: a commit survives the death
+    # of its process (the case checkpoints exist for), only a power loss may lose the last ones,
+    # and then a step is paid again. FULL (an fsync per leaf) cost milliseconds per step.
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
 
 
 class RedisCheckpoints:
@@ -180,7 +249,7 @@ async def checkpointed(
     attempt keeps the usage of the call it replays, which this run did pay for.
     """
     if store is not None:
-        stored = await asyncio.to_thread(store.get, key)
+        stored = await _get(store, key)
         if stored is not None:
             update: dict[str, Any] = {"cache_hit": True, "attempt": attempt}
             if memoized(call):
@@ -188,5 +257,20 @@ async def checkpointed(
             return stored.model_copy(update=update)
     result = await compute()
     if store is not None:
-        await asyncio.to_thread(store.put, key, result)
+        await _put(store, key, result)
     return result
+
+
+async def _get(store: CheckpointStore, key: str) -> LeafResult | None:
+    # A store that may block (a network call, a lock held elsewhere) is read on a thread.
+    if isinstance(store, SqliteCheckpoints):
+        with contextlib.suppress(BlockingIOError):
+            return store.get_nowait(key)
+    return await asyncio.to_thread(store.get, key)
+
+
+async def _put(store: CheckpointStore, key: str, result: LeafResult) -> bool:
+    if isinstance(store, SqliteCheckpoints):
+        with contextlib.suppress(BlockingIOError):
+            return store.put_nowait(key, result)
+    return await asyncio.to_thread(store.put, key, result)

@@ -285,10 +285,10 @@ async def limited(call: LeafCall) -> AsyncIterator[Lease]:
     Wrap the provider request itself, not the work around it: a limit counts requests as they
     leave, and a slow step between taking room and sending would let them bunch up.
     """
-    lease = Lease(estimated_tokens(call))
     if not call.limits:
-        yield lease
+        yield Lease(0)  # nothing counts its tokens: no estimate (a JSON dump per call)
         return
+    lease = Lease(estimated_tokens(call))
     store = configured_limits()
     name = uuid.uuid4().hex
     hold_s = (call.pipe.timeout or 60.0) + HOLD_MARGIN_S

@@ -51,9 +51,13 @@ def _environment() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
 @functools.lru_cache(maxsize=1024)
 def _compile(source: str) -> jinja2.Template:
     try:
-        return _environment().from_string(source)
+        template = _environment().from_string(source)
     except jinja2.TemplateSyntaxError as err:
         raise TemplateError(f"template syntax error on line {err.lineno}: {err.message}") from None
+    # Jinja chains the template's globals to the environment's (a ChainMap, walked twice per
+    # render); the environment's never change after `_environment`, so a flat copy renders alike.
+    template.globals = dict(template.globals)
+    return template
 
 
 def variables(source: str) -> set[str]:

@@ -117,6 +117,7 @@ class TypeNode:
         )
 
 
+@functools.lru_cache(maxsize=1024)  # every leaf call parses its pipe's types again
 def parse_type(ref: str) -> TypeNode:
     """Parse a type string.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from durapipe.activities import (
     run_extract,
     run_image,
 )
+from durapipe.activities._checkpoints import WAL_CHECKPOINT_EVERY, checkpointed
 from durapipe.adapters import AgentTurnCall, ExtractCall, ImageCall, LeafResult, LlmCall, ToolCall
 from durapipe.pipes import AgentPipe, ExtractPipe, ImagePipe, LlmPipe, ToolPipe
 from durapipe.testing import FakeProvider
@@ -56,6 +59,50 @@ def test_racing_writers_store_exactly_one_result(store: CheckpointStore) -> None
         thread.join()
     stored = store.get("race")
     assert len(won) == 1 and stored is not None and stored.output == won[0]
+
+
+async def test_a_busy_sqlite_file_is_waited_for_on_a_thread_not_on_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    store = SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
+    call = llm_call()
+    other = sqlite3.connect(tmp_path / "checkpoints.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another worker holds the write lock
+    with pytest.raises(BlockingIOError):
+        store.put_nowait("k", LeafResult(output="x", model="m"))
+
+    async def compute() -> LeafResult:
+        return LeafResult(output="answer", model="m")
+
+    write = asyncio.create_task(checkpointed(store, call, "k", 1, compute))
+    ticks = 0
+    while not write.done() and ticks < 20:  # the loop keeps running while the write waits
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not write.done() and ticks == 20
+    other.execute("COMMIT")
+    assert (await write).output == "answer"
+    stored = store.get_nowait("k")
+    assert stored is not None and stored.output == "answer"
+
+
+def test_the_write_ahead_log_is_checkpointed_off_the_event_loop_and_stays_bounded(
+    tmp_path: Path,
+) -> None:
+    store = SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
+    wal = tmp_path / "checkpoints.sqlite-wal"
+    result = LeafResult(output="x" * 2000, model="m")
+    for n in range(WAL_CHECKPOINT_EVERY - 1):
+        store.put_nowait(f"k{n}", result)
+    one_round = wal.stat().st_size  # no checkpoint yet: the loop's commits never run one
+    for n in range(WAL_CHECKPOINT_EVERY - 1, 4 * WAL_CHECKPOINT_EVERY):
+        store.put_nowait(f"k{n}", result)
+        for thread in threading.enumerate():
+            if thread.name == "durapipe-wal":
+                thread.join()  # let each checkpoint finish, as it would between steps
+    # Without the background checkpoints the log would hold all four rounds of pages.
+    assert wal.stat().st_size < 2 * one_round
+    assert store.get(f"k{4 * WAL_CHECKPOINT_EVERY - 1}") is not None
 
 
 def test_open_store_reads_the_setting(tmp_path: Path, redis_url: str) -> None:
