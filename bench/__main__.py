@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import signal
 import statistics
@@ -28,7 +27,6 @@ import durapipe as dp
 from bench import handwritten
 from bench._common import dev_server, durapipe_cli, figure, note, process, wait_ready
 from durapipe.adapters._litellm import litellm_module
-from durapipe.pipes import CONTROLLER_KINDS
 
 STEPS = 50
 SMALL_RUNS = 200
@@ -53,7 +51,8 @@ pipes:
 BATCH_YAML = f"""
   batch1000:
     kind: batch
-    inputs: {{questions: list[text]}}
+    inputs:
+      questions: list[text]
     over: questions
     item: question
     pipe: ask
@@ -134,11 +133,6 @@ class Bench:
         self.results["seq50.history_events_per_leaf"] = ours / STEPS <= theirs / STEPS + 1
 
     async def batch(self, repeats: int) -> None:
-        reason = _batch_missing(self.pipeline)
-        if reason:
-            figure("batch1000.skipped", 1)
-            note(f"batch1000 skipped: {reason}")
-            return
         questions = [f"q{i}" for i in range(BATCH_ITEMS)]
         value = await ratio(
             "batch1000",
@@ -272,21 +266,10 @@ async def _peak_with_runs_in_flight(
     return peak_kb / 1024
 
 
-def _batch_missing(pipeline: dp.Pipeline) -> str:
-    if "batch" not in CONTROLLER_KINDS:
-        return "the batch controller (issue 3) is not in this build"
-    if "batch1000" not in pipeline.pipes:
-        return "the batch1000 pipe did not load (the batch spelling may differ from this bench's guess)"
-    return ""
-
-
 def load_pipeline(work: Path) -> tuple[dp.Pipeline, Path]:
-    """The bench pipelines (with batch1000 when this build has the batch controller), and the file."""
+    """The bench pipelines, and the file they were loaded from (workers load it too)."""
     file = work / "bench.yaml"
     file.write_text(PIPELINE_YAML + BATCH_YAML)
-    with contextlib.suppress(dp.PipelineError):
-        return dp.load(file), file
-    file.write_text(PIPELINE_YAML)
     return dp.load(file), file
 
 

@@ -18,6 +18,8 @@ from durapipe._errors import ConfigError
 from durapipe.adapters._search import SEARCH_ATTRIBUTES
 
 STARTUP_TIMEOUT_S = 60.0
+START_ATTEMPTS = 3
+PORT_TAKEN = "address already in use"
 
 
 def temporal_cli() -> str:
@@ -78,6 +80,7 @@ class DevServer:
         log_file: str | None = None,
     ) -> None:
         self.ip = ip
+        self._picked = (not port, not headless and not ui_port)  # which ports to pick again
         self.port = port or free_port(ip)
         self.ui_port = None if headless else (ui_port or free_port(ip))
         self.db_file = db_file
@@ -110,12 +113,29 @@ class DevServer:
     def start(self) -> DevServer:
         """Start the server and wait until it accepts connections.
 
+        Ports this object picked itself are picked again when another process took one of them
+        between the pick and the server's bind (or the server's own random internal ports collided).
+
         Raises:
-            ConfigError: the server did not start (the message carries its output).
+            ConfigError: the server did not start (the message carries the reason it gave).
         """
+        for attempt in range(1, START_ATTEMPTS + 1):
+            output = self._launch()
+            if output is None:
+                return self
+            if not (PORT_TAKEN in output and any(self._picked) and attempt < START_ATTEMPTS):
+                raise ConfigError(f"the Temporal dev server exited at start: {_reason(output)}")
+            pick_port, pick_ui = self._picked
+            self.port = free_port(self.ip) if pick_port else self.port
+            self.ui_port = free_port(self.ip) if pick_ui else self.ui_port
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _launch(self) -> str | None:
+        """Start the process; None once it answers, its output if it exited."""
         # A file, never a pipe: the server logs warnings for as long as it runs, and Go exits on
         # SIGPIPE when stderr is a pipe nobody reads any more.
         log = open(self.log_file, "ab") if self.log_file else tempfile.TemporaryFile()  # noqa: SIM115
+        start = log.tell()
         self.process = subprocess.Popen(
             self.command(),
             stdin=subprocess.DEVNULL,
@@ -126,17 +146,16 @@ class DevServer:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                if self.log_file:
-                    output = Path(self.log_file).read_text(errors="replace")
-                else:
-                    log.seek(0)
-                    output = log.read().decode(errors="replace")
-                raise ConfigError(
-                    f"the Temporal dev server exited at start: {output.strip()[-800:]}"
-                )
+                self.process = None
+                log.seek(start)
+                output = log.read().decode(errors="replace")
+                log.close()
+                return output
             if _accepts(self.ip, self.port) and asyncio.run(_ready(self.address)):
-                return self
+                log.close()
+                return None
             time.sleep(0.2)
+        log.close()
         self.stop()
         raise ConfigError(
             f"the Temporal dev server did not answer on {self.address} within {STARTUP_TIMEOUT_S:.0f}s"
@@ -164,6 +183,15 @@ class DevServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _reason(output: str) -> str:
+    """What a server that exited says went wrong: its error or panic line, else its last words."""
+    lines = output.strip().splitlines()
+    for line in lines:
+        if line.startswith(("Error:", "panic:", "fatal error:")) or PORT_TAKEN in line:
+            return line.strip()[:800]
+    return "\n".join(lines)[-800:]
 
 
 def _accepts(host: str, port: int) -> bool:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from temporalio.client import Client
 
+import durapipe as dp
+from durapipe import _dev
 from durapipe._dev import free_port
 from tests.cli.test_cli import cli_env, durapipe_command
 
@@ -47,3 +51,32 @@ async def test_dev_serves_on_the_given_ports_and_stops_on_sigterm(tmp_path: Path
         ["python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}), 1)"]
     )
     assert probe.returncode != 0  # the server process it started is gone too
+
+
+def test_a_taken_port_given_by_the_user_fails_with_the_servers_own_reason() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = dp.DevServer(port=port, headless=True)
+        with pytest.raises(dp.ConfigError) as raised:
+            server.start()
+    assert str(raised.value) == (
+        "the Temporal dev server exited at start: Error: can't set frontend port "
+        f"{port}: listen tcp 127.0.0.1:{port}: bind: address already in use"
+    )
+    assert server.process is None
+
+
+def test_a_port_it_picked_that_another_process_took_is_picked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        picks = iter([port])  # the first pick loses the race; later picks are the OS's
+        monkeypatch.setattr(_dev, "free_port", lambda host: next(picks, None) or free_port(host))
+        with dp.DevServer(headless=True) as server:
+            assert server.port != port
+            assert server.process is not None and server.process.poll() is None
