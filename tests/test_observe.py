@@ -22,6 +22,7 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 
 import durapipe as dp
 from durapipe._dev import free_port
+from durapipe.adapters._search import PIPE, STEPS
 from durapipe.cli._live import follow_live
 from durapipe.testing.fake_provider import FakeProvider, Reply, Status
 from durapipe.workflows import STEPS_QUERY
@@ -258,3 +259,26 @@ async def test_ui_shows_current_details_and_memo(observed: Observed) -> None:
     assert observed.paid_details == (
         "pipe brief: succeeded: sequence step fact_check (5 of 5 steps done)"
     )
+
+
+async def test_run_totals_are_upserted_at_most_every_two_seconds_and_exact_at_the_end(
+    temporal_address: str, task_queue: str
+) -> None:
+    ask = dp.llm("ask", inputs={"question": str}, prompt="{{ question }}")
+    steps = [dp.step(ask, name=f"s{i}") for i in range(20)]
+    pipeline = dp.pipeline(dp.sequence("twenty", inputs={"question": str}, steps=steps))
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    run_id = f"twenty-{uuid.uuid4().hex[:8]}"
+    began = time.monotonic()
+    async with dp.build_worker(client, task_queue=task_queue):
+        await dp.run(
+            client, pipeline, "twenty", {"question": "q"}, run_id=run_id, task_queue=task_queue
+        )
+    took = time.monotonic() - began
+    events = await history_events(client, run_id)
+    upserts = sum(e.HasField("upsert_workflow_search_attributes_event_attributes") for e in events)
+    # The patch's version marker, the run's start, one per 2 s of steps at most, and its end.
+    assert upserts <= 3 + took / 2 and upserts < len(steps)
+    attributes = (await client.get_workflow_handle(run_id).describe()).typed_search_attributes
+    assert attributes.get(STEPS) == len(steps)
+    assert attributes.get(PIPE) == "twenty"

@@ -62,6 +62,12 @@ BAD_DECISION = "durapipe.BadDecision"
 # Agent turns per run before continue-as-new even if Temporal does not suggest it yet: keeps every
 # run's history (each turn's input carries the transcript) well under Temporal's limits.
 AGENT_TURNS_PER_RUN = 25
+# A top-level run's totals (search attributes) are upserted when a step finishes at least this long
+# after the last upsert, and always when the run ends: an upsert is one history event (and a billed
+# action on Temporal Cloud), which per step would be the largest cost durapipe adds to a leaf.
+TOTALS_EVERY = timedelta(seconds=2)
+# Runs recorded before TOTALS_EVERY upserted after every step; replaying them must do the same.
+TOTALS_EVERY_PATCH = "durapipe.totals-every-2s"
 
 
 class _Control:
@@ -103,16 +109,20 @@ class PipeWorkflow:
         self._interpreter = runtime.interpreter = Interpreter(run, runtime)
         runtime.publish_totals()
         try:
-            return await self._interpreter.execute()
+            result = await self._interpreter.execute()
         except ContinueAsNew as new:
             workflow.continue_as_new(run.model_copy(update={"resume": new.resume}))
         except StepFailed as err:
+            runtime.publish_totals(final=True)
             details = StepFailure.of(err).model_dump(mode="json")
             raise ApplicationError(
                 str(err), details, type=STEP_FAILED, non_retryable=True
             ) from None
         except RunCancelled as err:
+            runtime.publish_totals(final=True)
             raise CancelledError(str(err)) from None
+        runtime.publish_totals(final=True)
+        return result
 
     @workflow.query(name=STEPS_QUERY)
     def steps(self) -> list[StepRecord]:
@@ -180,13 +190,18 @@ class _TemporalRuntime:
     approvals and the budget of this workflow.
 
     It also keeps the run readable while it goes: the workflow's current details name the running
-    step, and a top-level run upserts its totals as search attributes when a step finishes.
+    step, and a top-level run upserts its totals as search attributes (see `TOTALS_EVERY`).
     """
 
     def __init__(self, control: _Control, run: PipeRun) -> None:
         self.control = control
         self.budget = Budget(run.budget_usd)
         self.interpreter: Interpreter | None = None
+        self._every: timedelta | None = (
+            None  # None: upsert after every step (runs before the patch)
+        )
+        self._published: datetime | None = None
+        self._stale = False
 
     async def leaf(self, call: LeafCall) -> LeafResult:
         try:
@@ -269,15 +284,34 @@ class _TemporalRuntime:
         self._details(f"{record.status}: {record.kind} step {record.path}")
         self.publish_totals()
 
-    def publish_totals(self) -> None:
-        """Upsert the run's totals as search attributes (top-level runs only)."""
+    def publish_totals(self, *, final: bool = False) -> None:
+        """Upsert the run's totals as search attributes (top-level runs only): at its start, when
+        a step finishes `TOTALS_EVERY` after the last upsert, and at its end (``final``) if a
+        step's totals are not upserted yet."""
         interpreter = self.interpreter
         if interpreter is None or interpreter.run.path:
             return
-        records = interpreter.snapshot()
+        now = workflow.now()
+        if self._published is None:  # the run's first upsert: new runs take the patched path
+            self._every = TOTALS_EVERY if workflow.patched(TOTALS_EVERY_PATCH) else None
+        elif not self._due(now, final=final):
+            return
         workflow.upsert_search_attributes(
-            run_totals(interpreter.run.pipe, interpreter.usage, records)
+            run_totals(interpreter.run.pipe, interpreter.usage, interpreter.snapshot())
         )
+        self._published, self._stale = now, False
+
+    def _due(self, now: datetime, *, final: bool) -> bool:
+        """Whether the totals are upserted now (after the run's first upsert)."""
+        assert self._published is not None
+        if self._every is None:  # recorded before the patch: after every step, not at the end
+            return not final
+        if final:
+            return self._stale
+        if now - self._published < self._every:
+            self._stale = True
+            return False
+        return True
 
     def _details(self, line: str) -> None:
         """The run's current details in the Temporal UI: the latest step event and progress."""

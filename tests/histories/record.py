@@ -1,8 +1,10 @@
-"""Record the histories the replay test keeps: ``python -m tests.histories.record``.
+"""Record the histories the replay test keeps: ``python -m tests.histories.record [RUN_ID]``.
 
 Runs the example pipeline (YAML spelling, offline model) on a fresh dev server and saves the history
-of the run and of its child workflow as JSON beside this script. Re-record only on purpose: a
-history that no longer replays means the workflow code changed incompatibly.
+of the run and of its child workflow as JSON beside this script, named after the run id. Never
+re-record an existing one: a history that no longer replays means the workflow code changed
+incompatibly. When the workflow code changes on purpose (behind ``workflow.patched``), record a new
+run id too, so both the old and the new path stay checked.
 """
 
 from __future__ import annotations
@@ -22,16 +24,16 @@ ARTICLE = "The council approved the new bridge on Monday. It will cost 40 millio
 RUN_ID = "brief-recorded"
 
 
-async def record(address: str) -> list[Path]:
+async def record(address: str, run_id: str) -> list[Path]:
     sys.path.insert(0, str(ROOT / "examples"))
     pipeline = dp.load(ROOT / "examples" / "brief.yaml")
     client = await dp.connect(address, pipeline=pipeline)
     async with dp.build_worker(client, task_queue="record"):
         await dp.run(
-            client, pipeline, "brief", {"article": ARTICLE}, run_id=RUN_ID, task_queue="record"
+            client, pipeline, "brief", {"article": ARTICLE}, run_id=run_id, task_queue="record"
         )
     saved = []
-    for history in await dp.fetch_histories(client, run_id=RUN_ID):
+    for history in await dp.fetch_histories(client, run_id=run_id):
         path = HERE / f"{history.workflow_id.replace('/', '__')}.json"
         path.write_text(history.to_json(), encoding="utf-8")
         saved.append(path)
@@ -39,8 +41,9 @@ async def record(address: str) -> list[Path]:
 
 
 def main() -> None:
+    run_id = sys.argv[1] if len(sys.argv) > 1 else RUN_ID
     with dp.DevServer(headless=True) as server:
-        for path in asyncio.run(record(server.address)):
+        for path in asyncio.run(record(server.address, run_id)):
             print(f"saved {path.relative_to(ROOT)}")
 
 
