@@ -4,7 +4,7 @@ Every figure is a ratio or a count against a baseline measured in this run (the 
 so absolute times mean little); repeated measurements are reduced to medians. One figure per line,
 ``name = value``; lines starting with ``#`` are notes.
 
-    python -m bench [--address HOST:PORT] [--quick]
+    python -m bench [--address HOST:PORT] [--quick] [--only PART ...] [--skip-rss]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ BATCH_CONCURRENCY = 100
 RSS_RUNS = 1000
 WALL_TARGET = 1.15
 LOCAL_TARGET_US = 100.0
+PARTS = ("seq50", "batch1000", "concurrent200", "history", "local", "rss")
 
 PIPELINE_YAML = f"""
 pipes:
@@ -278,7 +279,11 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", help="an existing Temporal server [default: start one]")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument(
+        "--only", action="append", choices=PARTS, help="run only this part (repeatable)"
+    )
     args = parser.parse_args(argv)
+    parts = set(args.only or PARTS) - ({"rss"} if args.skip_rss else set())
     repeats = 2 if args.quick else 5
     with tempfile.TemporaryDirectory(prefix="durapipe-bench-") as tmp:
         work = Path(tmp)
@@ -291,12 +296,17 @@ async def main(argv: list[str] | None = None) -> int:
                 dp.build_worker(ours, task_queue=bench.queue),
                 handwritten.build(theirs, bench.queue + "-hw"),
             ):
-                await bench.seq50(repeats)
-                await bench.batch(max(1, repeats // 2))
-                await bench.concurrent(max(1, repeats // 2))
-                await bench.history()
-            bench.results["local.overhead_us_per_step"] = await local(pipeline, repeats * 2)
-            if not args.skip_rss:
+                if "seq50" in parts:
+                    await bench.seq50(repeats)
+                if "batch1000" in parts:
+                    await bench.batch(max(1, repeats // 2))
+                if "concurrent200" in parts:
+                    await bench.concurrent(max(1, repeats // 2))
+                if "history" in parts:
+                    await bench.history()
+            if "local" in parts:
+                bench.results["local.overhead_us_per_step"] = await local(pipeline, repeats * 2)
+            if "rss" in parts:
                 await rss(address, file, work)
     for name, met in bench.results.items():
         if not met:

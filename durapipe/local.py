@@ -148,6 +148,9 @@ class LocalRuntime:
     def continue_as_new_suggested(self, turns: int) -> bool:
         return False  # no history to bound in-process
 
+    def patched(self, change: str) -> bool:
+        return True  # nothing recorded to replay in-process
+
 
 async def run_local(
     pipeline: Pipeline,

@@ -120,3 +120,9 @@ async def test_a_long_batch_nests_chunks_and_no_history_grows_with_the_list(
     assert f"{run_id}/squares[0:25]" in histories and f"{run_id}/squares[0:6]" in histories
     assert len(histories) == 1 + 8 + 32
     assert max(histories.values()) <= batch_history_bound(chunk_size)
+    # The chunks share max_concurrency (10 over 8 chunks) and run at once, not one after another.
+    first, second = [
+        await client.get_workflow_handle(f"{run_id}/squares[{part}]").describe()
+        for part in ("0:25", "25:50")
+    ]
+    assert first.close_time is not None and second.start_time < first.close_time

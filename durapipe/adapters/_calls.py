@@ -26,10 +26,12 @@ class BatchSlice(_Message):
     Attributes:
         offset: the index of the first item in the whole list (item paths use whole-list indexes).
         items: the items of this part.
+        max_concurrency: this part's share of the batch's ``max_concurrency`` (None: all of it).
     """
 
     offset: int = 0
     items: list[Any] = Field(default_factory=list)
+    max_concurrency: int | None = None
 
 
 class PipeRun(_Message):

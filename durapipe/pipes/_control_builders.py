@@ -79,7 +79,7 @@ def batch(
     pipe_inputs: Mapping[str, str] | None = None,
     max_concurrency: int = 10,
     on_error: Literal["fail", "collect"] = "fail",
-    chunk_size: int = 100,
+    chunk_size: int = 1000,
     description: str = "",
 ) -> Pipe:
     """A batch pipe: ``pipe`` runs once per element of the list at ``over``; order is kept.

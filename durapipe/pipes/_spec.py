@@ -346,7 +346,7 @@ class BatchPipe(_PipeBase):
     pipe_inputs: dict[str, str] = Field(default_factory=dict)
     max_concurrency: int = Field(default=10, ge=1, le=1000)
     on_error: OnError = "fail"
-    chunk_size: int = Field(default=100, ge=2, le=1000)
+    chunk_size: int = Field(default=1000, ge=2, le=1000)
 
 
 class ConditionPipe(_PipeBase):

@@ -28,6 +28,9 @@ from durapipe.workflows._memory import join_path
 if TYPE_CHECKING:
     from durapipe.workflows._interpret import Interpreter
 
+# Batches recorded before chunks ran concurrently replay their chunks one after another.
+CONCURRENT_CHUNKS_PATCH = "durapipe.concurrent-chunks"
+
 # A batch longer than this keeps one step record for all its items (counts per status) instead of
 # one per item, so step records and query answers stay small.
 ITEM_RECORD_LIMIT = 50
@@ -150,6 +153,9 @@ class _BatchMapper:
         self.pipe = pipe
         self.here = here
         self.summary = summary
+        part = interp.run.slice
+        # A chunk maps its items with its share of the batch's max_concurrency.
+        self.max_concurrency = (part and part.max_concurrency) or pipe.max_concurrency
 
     def _count(self, counts: Counter[str] | dict[str, int]) -> None:
         if self.summary is not None:
@@ -182,7 +188,7 @@ class _BatchMapper:
                     failures[index] = err
                     self._count({"failed": 1})
 
-        await asyncio.gather(*(worker() for _ in range(min(pipe.max_concurrency, len(items)))))
+        await asyncio.gather(*(worker() for _ in range(min(self.max_concurrency, len(items)))))
         if failures and pipe.on_error == "fail":
             for path in paths:
                 record = interp.records.get(path)
@@ -195,37 +201,69 @@ class _BatchMapper:
         return results, errors
 
     async def chunks(self, items: list[Any], offset: int) -> tuple[list[Any], list[Any]]:
-        """Run the items in child runs of at most ``chunk_size`` items or chunks each, in order.
+        """Run the items in child runs of at most ``chunk_size`` items or chunks each.
 
-        Chunks run one after another, so ``max_concurrency`` holds across the whole batch.
+        Several chunks run at once, each with its share of ``max_concurrency`` (the shares add
+        up to it, so it holds across the whole batch and no chunk's slowest item holds back the
+        rest of the list). Under a budget, chunks run one after another so the budget is checked
+        against everything spent before each chunk starts.
         """
         interp, pipe = self.interp, self.pipe
         run = interp.run
         inputs = dict(run.inputs)
         if "." not in pipe.over:
             inputs.pop(pipe.over, None)  # the chunk carries its own items; do not copy the list
-        results: list[Any] = []
-        errors: list[Any] = []
-        for start, end in split(len(items), pipe.chunk_size):
-            chunk = PipeRun(
-                run_id=run.run_id,
-                path=run.path,
-                pipe=run.pipe,
-                spec=run.spec,
-                inputs=inputs,
-                slice=BatchSlice(offset=offset + start, items=items[start:end]),
-            )
-            try:
-                result = await interp.runtime.child(chunk)
-            except StepFailed as err:
-                self._count(_counts_of(err.steps, f"{self.here}[*]"))
-                err.steps = interp.snapshot()
-                raise
-            interp.usage += result.usage
-            self._count(_counts_of(result.steps, f"{self.here}[*]"))
-            results.extend(result.output["results"])
-            errors.extend(result.output["errors"])
+        bounds = split(len(items), pipe.chunk_size)
+        shares: list[int | None] = [None]  # one chunk at a time with all of max_concurrency
+        if run.budget_usd is None and interp.runtime.patched(CONCURRENT_CHUNKS_PATCH):
+            shares = list(concurrency_shares(self.max_concurrency, len(bounds)))
+        outputs: list[Any] = [None] * len(bounds)
+        failures: dict[int, StepFailed] = {}
+        pending = iter(enumerate(bounds))
+
+        async def slot(share: int | None) -> None:
+            for index, (start, end) in pending:  # the shared iterator hands each chunk to one slot
+                if failures:
+                    return  # a chunk fails only when on_error is "fail": start nothing new
+                part = BatchSlice(
+                    offset=offset + start, items=items[start:end], max_concurrency=share
+                )
+                chunk = PipeRun(
+                    run_id=run.run_id,
+                    path=run.path,
+                    pipe=run.pipe,
+                    spec=run.spec,
+                    inputs=inputs,
+                    slice=part,
+                )
+                try:
+                    result = await interp.runtime.child(chunk)
+                except StepFailed as err:
+                    self._count(_counts_of(err.steps, f"{self.here}[*]"))
+                    failures[index] = err
+                    continue
+                interp.usage += result.usage
+                self._count(_counts_of(result.steps, f"{self.here}[*]"))
+                outputs[index] = result.output
+
+        await asyncio.gather(*(slot(share) for share in shares))
+        if failures:
+            first = failures[min(failures)]
+            first.steps = interp.snapshot()
+            raise first
+        results = [result for output in outputs for result in output["results"]]
+        errors = [error for output in outputs for error in output["errors"]]
         return results, errors
+
+
+def concurrency_shares(max_concurrency: int, chunks: int) -> list[int]:
+    """``max_concurrency`` split into near-equal shares, one per chunk that runs at once.
+
+    >>> concurrency_shares(100, 10), concurrency_shares(10, 4), concurrency_shares(3, 8)
+    ([10, 10, 10, 10, 10, 10, 10, 10, 10, 10], [3, 3, 2, 2], [1, 1, 1])
+    """
+    slots = min(max_concurrency, chunks)
+    return [max_concurrency // slots + (index < max_concurrency % slots) for index in range(slots)]
 
 
 def split(length: int, chunk_size: int) -> list[tuple[int, int]]:

@@ -84,6 +84,11 @@ class Runtime(Protocol):
         """Whether a loop that made ``turns`` turns in this run should go on in a fresh history."""
         ...
 
+    def patched(self, change: str) -> bool:
+        """Whether this run takes the new code path of ``change`` (on Temporal, False while
+        replaying a run recorded before the change; in-process, always True)."""
+        ...
+
 
 class Interpreter:
     """Runs one pipe of a run (a controller, or a single leaf) and keeps its step records."""

@@ -227,14 +227,14 @@ class _TemporalRuntime:
                 result_type=RunResult,
                 static_summary=f"{kind} {run.path}",
             )
-            self.control.children[run.path] = handle
+            self.control.children[handle.id] = handle
             try:
                 if self.control.paused:  # paused while the child was starting
                     await handle.signal(PAUSE_SIGNAL)
                 result: RunResult = await handle
                 return result
             finally:
-                self.control.children.pop(run.path, None)
+                self.control.children.pop(handle.id, None)
         except asyncio.CancelledError:
             raise RunCancelled("the run was cancelled", path=run.path) from None
         except ChildWorkflowError as err:
@@ -325,6 +325,9 @@ class _TemporalRuntime:
 
     def continue_as_new_suggested(self, turns: int) -> bool:
         return turns >= AGENT_TURNS_PER_RUN or workflow.info().is_continue_as_new_suggested()
+
+    def patched(self, change: str) -> bool:
+        return workflow.patched(change)
 
 
 async def _activity(call: LeafCall) -> LeafResult:

@@ -129,6 +129,51 @@ async def test_a_long_batch_keeps_one_record_with_counts_and_nests_chunks() -> N
     ]
 
 
+def tracked_chunks(**options: object) -> dp.Pipeline:
+    mapped = dp.batch(
+        "mapped",
+        inputs={"numbers": list[int]},
+        over="numbers",
+        item="n",
+        pipe=dp.tool(tracked),
+        chunk_size=5,
+        max_concurrency=10,
+        **options,  # type: ignore[arg-type]
+    )
+    return dp.pipeline(mapped)
+
+
+@pytest.mark.parametrize(("budget", "most_at_once"), [(None, 10), (1.0, 5)])
+async def test_chunks_share_max_concurrency_and_run_one_at_a_time_under_a_budget(
+    budget: float | None, most_at_once: int
+) -> None:
+    # 25 items in 5 chunks of 5: together the chunks reach max_concurrency (10, two items per
+    # chunk); under a budget one chunk runs at a time, all 5 of its items at once.
+    numbers = list(range(25))
+    result = await dp.run_local(tracked_chunks(), "mapped", {"numbers": numbers}, budget_usd=budget)
+    assert result.output == numbers
+    assert control_tools.IN_FLIGHT[1] == most_at_once
+
+
+async def test_a_failed_chunk_fails_the_batch_with_the_first_failed_item() -> None:
+    mapped = dp.batch(
+        "mapped",
+        inputs={"numbers": list[int], "bad": int},
+        over="numbers",
+        item="n",
+        pipe=dp.tool(fail_on, retry=NO_RETRY),
+        chunk_size=5,
+        max_concurrency=2,
+    )
+    with pytest.raises(dp.StepFailed) as caught:
+        await dp.run_local(dp.pipeline(mapped), "mapped", {"numbers": list(range(25)), "bad": 7})
+    assert caught.value.path == "mapped[7]"
+    # Two chunks ran at once, one item each; chunks after the failed one never started.
+    assert 7 in control_tools.STARTED and max(control_tools.STARTED) < 10
+    (summary,) = caught.value.steps
+    assert summary.counts["failed"] == 1
+
+
 async def test_batch_pipe_inputs_map_item_fields() -> None:
     mapped = dp.batch(
         "mapped",
