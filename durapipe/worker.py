@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -28,7 +29,7 @@ from durapipe.activities import Activities, CheckpointStore
 from durapipe.adapters import DEFAULT_TASK_QUEUE
 from durapipe.adapters._litellm import litellm_module, warm_provider_clients
 from durapipe.pipes import Pipeline, tool_functions
-from durapipe.workflows import PipeWorkflow
+from durapipe.workflows import PipeWorkflow, SandboxedPipeWorkflow
 
 # Modules the workflow sandbox shares with the worker instead of re-importing per run.
 PASSTHROUGH_MODULES = {
@@ -81,9 +82,17 @@ class DurapipePlugin(SimplePlugin):
             "durapipe.DurapipePlugin",
             data_converter=with_external_storage(converter),
             activities=activities.all(),
-            workflows=[PipeWorkflow],
+            workflows=[SandboxedPipeWorkflow if sandbox_on() else PipeWorkflow],
             workflow_runner=sandbox_runner(),
         )
+
+
+SANDBOX_ENV = "DURAPIPE_WORKFLOW_SANDBOX"
+
+
+def sandbox_on() -> bool:
+    """Whether workers run the workflow in Temporal's sandbox (``DURAPIPE_WORKFLOW_SANDBOX=on``)."""
+    return os.environ.get(SANDBOX_ENV, "").strip().lower() in ("1", "on", "true", "yes")
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:

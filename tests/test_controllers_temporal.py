@@ -12,6 +12,7 @@ import pytest
 import durapipe as dp
 from durapipe.adapters import batch_history_bound
 from durapipe.testing import run_histories
+from durapipe.worker import SANDBOX_ENV
 from tests.conftest import ARTICLE, EXAMPLES, ROOT
 from tests.control_tools import square
 
@@ -39,7 +40,11 @@ async def run_on_temporal(
     inputs: dict[str, Any],
     run_id: str,
 ) -> dp.RunResult:
-    client = await dp.connect(address, pipeline=pipeline)
+    # In Temporal's sandbox, so every controller's workflow code is checked for I/O, clocks and
+    # randomness (workers run it outside; see durapipe.workflows.SandboxedPipeWorkflow).
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(SANDBOX_ENV, "on")
+        client = await dp.connect(address, pipeline=pipeline)
     async with dp.build_worker(client, task_queue=task_queue):
         return await dp.run(client, pipeline, pipe, inputs, run_id=run_id, task_queue=task_queue)
 

@@ -13,7 +13,7 @@ import durapipe as dp
 from durapipe import _replay
 from durapipe.adapters import WORKFLOW_NAME, PipeRun, RunResult
 from durapipe.cli import app
-from durapipe.workflows import PipeWorkflow
+from durapipe.workflows import PipeWorkflow, SandboxedPipeWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -41,6 +41,17 @@ def test_histories_are_recorded() -> None:
 
 async def test_recorded_histories_replay_clean_against_the_current_code() -> None:
     reports = await dp.replay([dp.load_history(p) for p in HISTORIES])
+    assert [(r.workflow_id, r.compatible, r.problem) for r in reports] == [
+        (p.stem, True, None) for p in HISTORIES
+    ]
+
+
+async def test_recorded_histories_replay_clean_in_temporals_sandbox() -> None:
+    # Workers run the workflow outside the sandbox; the sandbox still checks its code here (it
+    # refuses I/O, clocks and randomness), and in the controller tests on Temporal.
+    reports = await dp.replay(
+        [dp.load_history(p) for p in HISTORIES], workflows=[SandboxedPipeWorkflow]
+    )
     assert [(r.workflow_id, r.compatible, r.problem) for r in reports] == [
         (p.stem, True, None) for p in HISTORIES
     ]

@@ -8,6 +8,7 @@ from durapipe.workflows._workflow import (
     STEPS_QUERY,
     WAITING_QUERY,
     PipeWorkflow,
+    SandboxedPipeWorkflow,
 )
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "Interpreter",
     "PipeWorkflow",
     "Runtime",
+    "SandboxedPipeWorkflow",
     "join_path",
     "lookup",
 ]
