@@ -120,7 +120,12 @@ class LocalRuntime:
 
     async def child(self, run: PipeRun) -> RunResult:
         limit = self.budget.for_child(run.spec.pipes[run.pipe].budget_usd)
-        nested = LocalRuntime(self.tools, budget_usd=limit, approve_all=self.approve_all)
+        nested = LocalRuntime(
+            self.tools,
+            budget_usd=limit,
+            approve_all=self.approve_all,
+            checkpoints=self.checkpoints,
+        )
         result = await Interpreter(run.model_copy(update={"budget_usd": limit}), nested).execute()
         self.budget.add(result.usage)
         return result

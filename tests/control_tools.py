@@ -33,3 +33,12 @@ async def tracked(n: int) -> int:
     await asyncio.sleep(0.01)
     IN_FLIGHT[0] -= 1
     return n
+
+
+CALLED: list[int] = []
+
+
+def counted(n: int) -> int:
+    """n, recording the call (a memoised pipe's second run must not record it)."""
+    CALLED.append(n)
+    return n

@@ -5,11 +5,13 @@ The same interpreter runs them on Temporal; tests/test_controllers_temporal.py c
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 import durapipe as dp
 from tests import control_tools
-from tests.control_tools import fail_on, negate, square, tracked
+from tests.control_tools import counted, fail_on, negate, square, tracked
 
 NO_RETRY = {"max_attempts": 1}
 
@@ -231,3 +233,14 @@ async def test_binding_step_copies_a_path_without_a_step_record() -> None:
     result = await dp.run_local(dp.pipeline(seq), "seq", {"n": 5})
     assert result.output == -25
     assert [s.path for s in result.steps] == ["both", "both/sq", "negate"]
+
+
+async def test_a_nested_local_run_serves_memoised_steps_from_the_checkpoint_store() -> None:
+    inner = dp.sequence("inner", inputs={"n": int}, steps=[dp.step(dp.tool(counted, memoize=True))])
+    outer = dp.pipeline(dp.sequence("outer", inputs={"n": int}, steps=[dp.step(inner)]))
+    n = random.randrange(10**9)  # a value no earlier run memoised
+    first = await dp.run_local(outer, "outer", {"n": n})
+    second = await dp.run_local(outer, "outer", {"n": n})
+    assert first.output == second.output == n
+    assert control_tools.CALLED.count(n) == 1
+    assert [s.cache_hit for s in second.steps if s.kind == "tool"] == [True]
