@@ -16,10 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import batch_tools
-from temporalio.testing import WorkflowEnvironment
+from _common import dev_server
 
 import durapipe as dp
-from durapipe._dev import temporal_cli
 from durapipe.adapters import batch_history_bound
 from durapipe.testing import run_histories
 
@@ -40,11 +39,7 @@ async def main() -> None:
     )
     pipeline = dp.pipeline(mapped)
     numbers = list(range(ITEMS))
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli(), dev_server_log_level="error"
-    )
-    try:
-        address = env.client.service_client.config.target_host
+    async with dev_server(None) as address:
         client = await dp.connect(address, pipeline=pipeline)
         queue = f"bench-{uuid.uuid4().hex[:8]}"
         run_id = f"batch10k-{uuid.uuid4().hex[:8]}"
@@ -56,8 +51,6 @@ async def main() -> None:
         wall = time.monotonic() - started
         assert result.output == [n * n for n in numbers], "wrong results"
         histories = await run_histories(client, run_id)
-    finally:
-        await env.shutdown()
     completed = result.steps[0].counts.get("succeeded", 0)
     print(f"batch10k.items = {ITEMS}")
     print(f"batch10k.items_completed = {completed}")
