@@ -119,16 +119,15 @@ class DevServer:
         Raises:
             ConfigError: the server did not start (the message carries the reason it gave).
         """
-        for attempt in range(1, START_ATTEMPTS + 1):
-            output = self._launch()
-            if output is None:
-                return self
-            if not (PORT_TAKEN in output and any(self._picked) and attempt < START_ATTEMPTS):
+        attempts = 1
+        while (output := self._launch()) is not None:
+            if not (PORT_TAKEN in output and any(self._picked) and attempts < START_ATTEMPTS):
                 raise ConfigError(f"the Temporal dev server exited at start: {_reason(output)}")
             pick_port, pick_ui = self._picked
             self.port = free_port(self.ip) if pick_port else self.port
             self.ui_port = free_port(self.ip) if pick_ui else self.ui_port
-        raise AssertionError("unreachable")  # pragma: no cover
+            attempts += 1
+        return self
 
     def _launch(self) -> str | None:
         """Start the process; None once it answers, its output if it exited."""

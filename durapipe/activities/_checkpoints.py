@@ -115,38 +115,27 @@ class SqliteCheckpoints:
     def get(self, key: str) -> LeafResult | None:
         """The result stored under ``key``, if any."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT result FROM checkpoints WHERE key = ?", (key,)
-            ).fetchone()
-        return LeafResult.model_validate_json(row[0]) if row else None
+            return _select(self._db, key)
 
     def put(self, key: str, result: LeafResult) -> bool:
         """Store ``result`` unless ``key`` is taken (INSERT OR IGNORE); True if this one won."""
         with self._lock, self._db:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO checkpoints (key, result) VALUES (?, ?)",
-                (key, result.model_dump_json()),
-            )
-        return cursor.rowcount == 1
+            return _insert(self._db, key, result)
 
     def get_nowait(self, key: str) -> LeafResult | None:
         """Like `get`, on the calling thread; raises `BlockingIOError` rather than wait."""
         with self._without_waiting() as db:
-            row = db.execute("SELECT result FROM checkpoints WHERE key = ?", (key,)).fetchone()
-        return LeafResult.model_validate_json(row[0]) if row else None
+            return _select(db, key)
 
     def put_nowait(self, key: str, result: LeafResult) -> bool:
         """Like `put`, on the calling thread; raises `BlockingIOError` rather than wait."""
         with self._without_waiting() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO checkpoints (key, result) VALUES (?, ?)",
-                (key, result.model_dump_json()),
-            )
+            won = _insert(db, key, result)
         self._commits += 1
         if self._commits >= WAL_CHECKPOINT_EVERY:
             self._commits = 0
             threading.Thread(target=self._wal_checkpoint, name="durapipe-wal").start()
-        return cursor.rowcount == 1
+        return won
 
     def _wal_checkpoint(self) -> None:
         # The event loop keeps committing meanwhile. Usually the whole log is copied and the next
@@ -181,6 +170,19 @@ _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 # About SQLite's automatic checkpoint interval (1,000 WAL pages) at a few pages per result.
 WAL_CHECKPOINT_EVERY = 250
 WAL_MAX_FRAMES = 4000  # pages of 4 KiB: a log of ~16 MB is copied with the loop's commits held back
+
+
+def _select(db: sqlite3.Connection, key: str) -> LeafResult | None:
+    row = db.execute("SELECT result FROM checkpoints WHERE key = ?", (key,)).fetchone()
+    return LeafResult.model_validate_json(row[0]) if row else None
+
+
+def _insert(db: sqlite3.Connection, key: str, result: LeafResult) -> bool:
+    cursor = db.execute(
+        "INSERT OR IGNORE INTO checkpoints (key, result) VALUES (?, ?)",
+        (key, result.model_dump_json()),
+    )
+    return cursor.rowcount == 1
 
 
 def _connect(path: Path, *, timeout: float) -> sqlite3.Connection:

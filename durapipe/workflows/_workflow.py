@@ -203,9 +203,8 @@ class _TemporalRuntime:
         self.control = control
         self.budget = Budget(run.budget_usd)
         self.interpreter: Interpreter | None = None
-        self._every: timedelta | None = (
-            None  # None: upsert after every step (runs before the patch)
-        )
+        # How often totals are upserted; None: after every step (runs recorded before the patch).
+        self._every: timedelta | None = None
         self._published: datetime | None = None
         self._stale = False
 
@@ -299,7 +298,7 @@ class _TemporalRuntime:
             return
         now = workflow.now()
         if self._published is None:  # the run's first upsert: new runs take the patched path
-            self._every = TOTALS_EVERY if workflow.patched(TOTALS_EVERY_PATCH) else None
+            self._every = TOTALS_EVERY if self.patched(TOTALS_EVERY_PATCH) else None
         elif not self._due(now, final=final):
             return
         workflow.upsert_search_attributes(

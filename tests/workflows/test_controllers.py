@@ -22,16 +22,24 @@ def reset_tools() -> None:
     control_tools.IN_FLIGHT[:] = [0, 0]
 
 
-def squares(**options: object) -> dp.Pipeline:
+def batch_of(
+    pipe: dp.Pipe, *, name: str = "mapped", bad: bool = False, **options: object
+) -> dp.Pipeline:
+    """A batch ``name`` of ``pipe`` over ``numbers`` (item ``n``), with a ``bad`` input if asked."""
+    inputs: dict[str, object] = {"numbers": list[int], **({"bad": int} if bad else {})}
     mapped = dp.batch(
-        "squares",
-        inputs={"numbers": list[int]},
+        name,
+        inputs=inputs,  # type: ignore[arg-type]
         over="numbers",
         item="n",
-        pipe=dp.tool(square),
+        pipe=pipe,
         **options,  # type: ignore[arg-type]
     )
     return dp.pipeline(mapped)
+
+
+def squares(**options: object) -> dp.Pipeline:
+    return batch_of(dp.tool(square), name="squares", **options)
 
 
 async def test_parallel_output_maps_branch_names_to_results() -> None:
@@ -74,31 +82,16 @@ async def test_parallel_collect_returns_results_and_typed_errors() -> None:
 
 
 async def test_batch_keeps_input_order_and_respects_max_concurrency() -> None:
-    mapped = dp.batch(
-        "mapped",
-        inputs={"numbers": list[int]},
-        over="numbers",
-        item="n",
-        pipe=dp.tool(tracked),
-        max_concurrency=3,
-    )
     numbers = list(range(20, 0, -1))
-    result = await dp.run_local(dp.pipeline(mapped), "mapped", {"numbers": numbers})
+    pipeline = batch_of(dp.tool(tracked), max_concurrency=3)
+    result = await dp.run_local(pipeline, "mapped", {"numbers": numbers})
     assert result.output == numbers
     assert control_tools.IN_FLIGHT[1] == 3
     assert [s.path for s in result.steps][:3] == ["mapped[0]", "mapped[1]", "mapped[2]"]
 
 
 def failing_batch(**options: object) -> dp.Pipeline:
-    mapped = dp.batch(
-        "mapped",
-        inputs={"numbers": list[int], "bad": int},
-        over="numbers",
-        item="n",
-        pipe=dp.tool(fail_on, retry=NO_RETRY),
-        **options,  # type: ignore[arg-type]
-    )
-    return dp.pipeline(mapped)
+    return batch_of(dp.tool(fail_on, retry=NO_RETRY), bad=True, **options)
 
 
 async def test_batch_fail_fast_starts_nothing_after_a_failure() -> None:
@@ -131,20 +124,6 @@ async def test_a_long_batch_keeps_one_record_with_counts_and_nests_chunks() -> N
     ]
 
 
-def tracked_chunks(**options: object) -> dp.Pipeline:
-    mapped = dp.batch(
-        "mapped",
-        inputs={"numbers": list[int]},
-        over="numbers",
-        item="n",
-        pipe=dp.tool(tracked),
-        chunk_size=5,
-        max_concurrency=10,
-        **options,  # type: ignore[arg-type]
-    )
-    return dp.pipeline(mapped)
-
-
 @pytest.mark.parametrize(("budget", "most_at_once"), [(None, 10), (1.0, 5)])
 async def test_chunks_share_max_concurrency_and_run_one_at_a_time_under_a_budget(
     budget: float | None, most_at_once: int
@@ -152,23 +131,16 @@ async def test_chunks_share_max_concurrency_and_run_one_at_a_time_under_a_budget
     # 25 items in 5 chunks of 5: together the chunks reach max_concurrency (10, two items per
     # chunk); under a budget one chunk runs at a time, all 5 of its items at once.
     numbers = list(range(25))
-    result = await dp.run_local(tracked_chunks(), "mapped", {"numbers": numbers}, budget_usd=budget)
+    pipeline = batch_of(dp.tool(tracked), chunk_size=5, max_concurrency=10)
+    result = await dp.run_local(pipeline, "mapped", {"numbers": numbers}, budget_usd=budget)
     assert result.output == numbers
     assert control_tools.IN_FLIGHT[1] == most_at_once
 
 
 async def test_a_failed_chunk_fails_the_batch_with_the_first_failed_item() -> None:
-    mapped = dp.batch(
-        "mapped",
-        inputs={"numbers": list[int], "bad": int},
-        over="numbers",
-        item="n",
-        pipe=dp.tool(fail_on, retry=NO_RETRY),
-        chunk_size=5,
-        max_concurrency=2,
-    )
+    pipeline = failing_batch(chunk_size=5, max_concurrency=2)
     with pytest.raises(dp.StepFailed) as caught:
-        await dp.run_local(dp.pipeline(mapped), "mapped", {"numbers": list(range(25)), "bad": 7})
+        await dp.run_local(pipeline, "mapped", {"numbers": list(range(25)), "bad": 7})
     assert caught.value.path == "mapped[7]"
     # Two chunks ran at once, one item each; chunks after the failed one never started.
     assert 7 in control_tools.STARTED and max(control_tools.STARTED) < 10
