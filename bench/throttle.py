@@ -41,15 +41,21 @@ limits:
   - model: openai/alpha
     concurrency: {concurrency}
     rate: {rate}/s
+models:
+{models}
 pipes:
 {pipes}
+"""
+# The workers' deck sends each model to the fake provider (a pipe may not say where calls go).
+MODEL = """  {name}:
+    model: openai/{name}
+    api_base: "{url}"
 """
 PIPE = """  ask_{name}:
     kind: llm
     model: openai/{name}
     inputs: {{question: text}}
     prompt: "{{{{ question }}}}"
-    settings: {{api_base: "{url}"}}
 """
 
 
@@ -70,12 +76,17 @@ async def scenario(address: str, runs: int, concurrency: int, rate: int, work: P
         provider = running.enter_context(process(provider_args, work / "provider.log"))
         wait_ready(provider, work / "provider.log", "listening on")
         url = re.findall(r"listening on (\S+)", (work / "provider.log").read_text())[0]
-        pipes = "".join(PIPE.format(name=name, url=url) for name in PROVIDERS)
+        pipes = "".join(PIPE.format(name=name) for name in PROVIDERS)
+        models = "".join(MODEL.format(name=name, url=url) for name in PROVIDERS)
         file = work / "throttle.yaml"
         alpha_queue = f"{queue}-alpha"
         file.write_text(
             PIPELINE.format(
-                alpha_queue=alpha_queue, concurrency=concurrency, rate=rate, pipes=pipes
+                alpha_queue=alpha_queue,
+                concurrency=concurrency,
+                rate=rate,
+                models=models,
+                pipes=pipes,
             )
         )
         worker = [*durapipe_cli("worker", str(file), "--address", address)]

@@ -39,6 +39,7 @@ from durapipe.adapters import (
 from durapipe.adapters._approvals import ApprovalDecision, ApprovalRequest
 from durapipe.adapters._budget import Budget
 from durapipe.pipes import Pipeline, RetrySpec, tool_functions
+from durapipe.pipes._deck import ModelDeck
 from durapipe.workflows._interpret import Interpreter
 
 
@@ -51,6 +52,7 @@ class LocalRuntime:
         approve_all: approve every approval step as is; without it an approval step fails, since
             only a run on Temporal can wait for a human.
         checkpoints: where leaf results are checkpointed (None: nowhere).
+        deck: the connection settings per model (the run's own pipeline is this process's deck).
     """
 
     def __init__(
@@ -60,8 +62,10 @@ class LocalRuntime:
         budget_usd: float | None = None,
         approve_all: bool = False,
         checkpoints: CheckpointStore | None = None,
+        deck: ModelDeck | None = None,
     ) -> None:
         self.tools = dict(tools)
+        self.deck = deck
         self.budget = Budget(budget_usd)
         self.approve_all = approve_all
         self.checkpoints = checkpoints
@@ -109,13 +113,13 @@ class LocalRuntime:
 
     async def _attempt(self, call: LeafCall, attempt: int) -> LeafResult:
         if isinstance(call, LlmCall):
-            return await run_llm(call, attempt, self.checkpoints)
+            return await run_llm(call, attempt, self.checkpoints, self.deck)
         if isinstance(call, ExtractCall):
-            return await run_extract(call, attempt, self.checkpoints)
+            return await run_extract(call, attempt, self.checkpoints, self.deck)
         if isinstance(call, ImageCall):
-            return await run_image(call, attempt, self.checkpoints)
+            return await run_image(call, attempt, self.checkpoints, self.deck)
         if isinstance(call, AgentTurnCall):
-            return await run_agent_turn(call, attempt, self.checkpoints)
+            return await run_agent_turn(call, attempt, self.checkpoints, self.deck)
         return await run_tool(call, self.tools, attempt, self.checkpoints)
 
     async def child(self, run: PipeRun) -> RunResult:
@@ -125,6 +129,7 @@ class LocalRuntime:
             budget_usd=limit,
             approve_all=self.approve_all,
             checkpoints=self.checkpoints,
+            deck=self.deck,
         )
         result = await Interpreter(run.model_copy(update={"budget_usd": limit}), nested).execute()
         self.budget.add(result.usage)
@@ -189,6 +194,7 @@ async def run_local(
         budget_usd=run.budget_usd,
         approve_all=approve_all,
         checkpoints=configured_store(),
+        deck=ModelDeck.of(pipeline.models),
     )
     return await Interpreter(run, runtime).execute()
 

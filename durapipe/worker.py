@@ -29,6 +29,7 @@ from durapipe.activities import Activities, CheckpointStore
 from durapipe.adapters import DEFAULT_TASK_QUEUE
 from durapipe.adapters._litellm import litellm_module, warm_provider_clients
 from durapipe.pipes import Pipeline, tool_functions
+from durapipe.pipes._deck import ModelDeck
 from durapipe.workflows import PipeWorkflow, SandboxedPipeWorkflow
 
 # Modules the workflow sandbox shares with the worker instead of re-importing per run.
@@ -72,7 +73,9 @@ class DurapipePlugin(SimplePlugin):
         codec: PayloadCodec | None = None,
     ) -> None:
         functions = {**(tool_functions(pipeline) if pipeline else {}), **(tools or {})}
-        activities = Activities(functions, checkpoints)
+        # The worker's model deck: connection settings from the pipelines it loaded, never a run's.
+        deck = ModelDeck.of(pipeline.models) if pipeline else None
+        activities = Activities(functions, checkpoints, deck)
         # The codec runs on every payload before it leaves the process; the SDK applies it before
         # external storage (claim check), so the store never holds plain text either.
         converter = dataclasses.replace(

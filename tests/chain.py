@@ -33,11 +33,14 @@ def chain_spec(
             "model": f"openai/gpt-s{i}",
             "inputs": {source: "text"},
             "prompt": f"Step {i}: {{{{ {source} }}}}",
-            "settings": {"api_base": base_url},
             "timeout": timeout,
             "retry": retry or {"initial_interval": "200ms", "max_attempts": 5},
         }
-    return {"version": 1, "pipes": pipes}
+    # The worker's deck sends every step's model to the fake provider (a pipe may not say where).
+    models = {
+        f"s{i}": {"model": f"openai/gpt-s{i}", "api_base": base_url} for i in range(1, steps + 1)
+    }
+    return {"version": 1, "models": models, "pipes": pipes}
 
 
 def write_chain(path: Path, base_url: str, steps: int = 5, **options: Any) -> Path:

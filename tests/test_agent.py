@@ -151,11 +151,12 @@ def fake_agent(base_url: str, **options: Any) -> dp.Pipeline:
         model="openai/fake-agent",
         prompt="Find the value.",
         tools=[agent_tools.lookup],
-        settings={"api_base": base_url},
         retry={"max_attempts": 1},
         **options,
     )
-    return dp.pipeline(agent)
+    return dp.pipeline(
+        agent, models={"agent": dp.ModelEntry(model="openai/fake-agent", api_base=base_url)}
+    )
 
 
 async def test_tool_errors_unknown_tools_and_bad_arguments_go_back_to_the_model() -> None:

@@ -112,7 +112,6 @@ async def test_a_20mb_document_and_a_5mb_answer_complete_and_history_holds_refer
             model="openai/big",
             inputs={"size": int},
             prompt="Write a very long report about a document of {{ size }} characters.",
-            settings={"api_base": fake.base_url},
         )
         pipeline = dp.pipeline(
             dp.sequence(
@@ -120,7 +119,8 @@ async def test_a_20mb_document_and_a_5mb_answer_complete_and_history_holds_refer
                 steps=[dp.tool(scale_tools.measure), dp.step(write, inputs={"size": "measure"})],
                 inputs={"text": str},
                 output={"size": "measure", "report": "write"},
-            )
+            ),
+            models={"big": dp.ModelEntry(model="openai/big", api_base=fake.base_url)},
         )
         client = await dp.connect(temporal_address, pipeline=pipeline)
         run_id = f"big-{uuid.uuid4().hex[:8]}"

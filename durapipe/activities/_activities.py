@@ -28,6 +28,7 @@ from durapipe.adapters._calls import (
     ToolCall,
 )
 from durapipe.adapters._plan import ACTIVITY_NAMES, ATTEMPT_DETAIL, ESTIMATE_ACTIVITY
+from durapipe.pipes._deck import ModelDeck
 
 LLM_ACTIVITY = ACTIVITY_NAMES["llm"]
 TOOL_ACTIVITY = ACTIVITY_NAMES["tool"]
@@ -50,8 +51,11 @@ class Activities:
         self,
         tools: Mapping[str, Callable[..., Any]] | None = None,
         checkpoints: CheckpointStore | Literal["env"] | None = "env",
+        deck: ModelDeck | None = None,
     ) -> None:
         self.tools = dict(tools or {})
+        # Connection settings per model: only this worker's configuration decides where calls go.
+        self.deck = deck or ModelDeck()
         # "env": the store DURAPIPE_CHECKPOINTS names, opened when the first call needs it.
         self._checkpoints = checkpoints
 
@@ -69,7 +73,9 @@ class Activities:
     @activity.defn(name=LLM_ACTIVITY)
     async def llm(self, call: LlmCall) -> LeafResult:
         """Call a language model (``durapipe.llm``)."""
-        result = await _heartbeating(run_llm(call, activity.info().attempt, self.checkpoints))
+        result = await _heartbeating(
+            run_llm(call, activity.info().attempt, self.checkpoints, self.deck)
+        )
         record_usage(result, "llm")
         return result
 
@@ -85,17 +91,23 @@ class Activities:
     @activity.defn(name=EXTRACT_ACTIVITY)
     async def extract(self, call: ExtractCall) -> LeafResult:
         """Read the pages of a document or image (``durapipe.extract``)."""
-        return await _heartbeating(run_extract(call, activity.info().attempt, self.checkpoints))
+        return await _heartbeating(
+            run_extract(call, activity.info().attempt, self.checkpoints, self.deck)
+        )
 
     @activity.defn(name=IMAGE_ACTIVITY)
     async def image(self, call: ImageCall) -> LeafResult:
         """Generate an image (``durapipe.image``)."""
-        return await _heartbeating(run_image(call, activity.info().attempt, self.checkpoints))
+        return await _heartbeating(
+            run_image(call, activity.info().attempt, self.checkpoints, self.deck)
+        )
 
     @activity.defn(name=AGENT_TURN_ACTIVITY)
     async def agent_turn(self, call: AgentTurnCall) -> LeafResult:
         """Ask an agent's model for its next move (``durapipe.agent_turn``)."""
-        return await _heartbeating(run_agent_turn(call, activity.info().attempt, self.checkpoints))
+        return await _heartbeating(
+            run_agent_turn(call, activity.info().attempt, self.checkpoints, self.deck)
+        )
 
     @activity.defn(name=ESTIMATE_ACTIVITY)
     async def estimate_cost(self, call: LlmCall) -> float:

@@ -13,12 +13,17 @@ from durapipe.activities._llm import (
     response_format,
     usage_of,
 )
+from durapipe.activities._settings import check_settings, provider_settings
 from durapipe.adapters._agent import AgentReply, ToolRequest
 from durapipe.adapters._calls import AgentTurnCall, LeafResult
+from durapipe.pipes._deck import ModelDeck
 
 
 async def run_agent_turn(
-    call: AgentTurnCall, attempt: int = 1, checkpoints: CheckpointStore | None = None
+    call: AgentTurnCall,
+    attempt: int = 1,
+    checkpoints: CheckpointStore | None = None,
+    deck: ModelDeck | None = None,
 ) -> LeafResult:
     """Ask the model for its next move: the activity body, shared by Temporal and the local runner.
 
@@ -27,13 +32,16 @@ async def run_agent_turn(
     checkpointed like an llm call, so a worker lost after the model answered does not pay again.
 
     Raises:
-        ApplicationError: a classified provider error.
+        ApplicationError: a classified provider error, or a setting the pipe may not carry.
     """
+    check_settings("agent", call.pipe_name, call.pipe.settings)
     key = checkpoint_key(call)
-    return await checkpointed(checkpoints, call, key, attempt, lambda: _turn(call, key, attempt))
+    return await checkpointed(
+        checkpoints, call, key, attempt, lambda: _turn(call, key, attempt, deck)
+    )
 
 
-async def _turn(call: AgentTurnCall, key: str, attempt: int) -> LeafResult:
+async def _turn(call: AgentTurnCall, key: str, attempt: int, deck: ModelDeck | None) -> LeafResult:
     pipe = call.pipe
     model = pipe.model or "durapipe/offline"
     fmt, wrap = response_format(pipe.output, call.structures)
@@ -44,7 +52,8 @@ async def _turn(call: AgentTurnCall, key: str, attempt: int) -> LeafResult:
     if call.tools:
         # litellm 1.106 routes calls with tools= through its MCP handler unless told not to.
         extra.update(tools=call.tools, _skip_mcp_handler=True)
-    settings = idempotency_headers(pipe.settings, key, attempt)
+    sent = provider_settings("agent", call.pipe_name, model, pipe.settings, deck)
+    settings = idempotency_headers(sent, key, attempt)
     async with limited(call) as lease:
         response = await complete(model, call.messages, fmt, settings, pipe.timeout, **extra)
         lease.used(usage_of(response))

@@ -16,16 +16,21 @@ from temporalio.exceptions import ApplicationError
 
 from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
 from durapipe.activities._limits import limited
+from durapipe.activities._settings import check_settings, provider_settings
 from durapipe.adapters._blobs import BlobNotFound, blob_store
 from durapipe.adapters._calls import ExtractCall, LeafResult, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
 from durapipe.pipes import LOCAL_EXTRACTOR, Blob
+from durapipe.pipes._deck import ModelDeck
 
 TESSERACT = "tesseract"
 
 
 async def run_extract(
-    call: ExtractCall, attempt: int = 1, checkpoints: CheckpointStore | None = None
+    call: ExtractCall,
+    attempt: int = 1,
+    checkpoints: CheckpointStore | None = None,
+    deck: ModelDeck | None = None,
 ) -> LeafResult:
     """Run one extract call: the activity body, shared by Temporal and the local runner.
 
@@ -34,14 +39,15 @@ async def run_extract(
 
     Raises:
         ApplicationError: the blob is missing, the format is unsupported, OCR is unavailable
-            (non-retryable), or a classified provider error.
+            (non-retryable), a setting the pipe may not carry, or a classified provider error.
     """
+    check_settings("extract", call.pipe_name, call.pipe.settings)
     return await checkpointed(
-        checkpoints, call, checkpoint_key(call), attempt, lambda: _extract(call, attempt)
+        checkpoints, call, checkpoint_key(call), attempt, lambda: _extract(call, attempt, deck)
     )
 
 
-async def _extract(call: ExtractCall, attempt: int) -> LeafResult:
+async def _extract(call: ExtractCall, attempt: int, deck: ModelDeck | None) -> LeafResult:
     pipe = call.pipe
     model = pipe.model or LOCAL_EXTRACTOR
     ref = Blob.model_validate(next(iter(call.inputs.values())))
@@ -51,9 +57,8 @@ async def _extract(call: ExtractCall, attempt: int) -> LeafResult:
         texts = await local_pages(data, ref.media_type, pipe.language)
     else:
         async with limited(call) as lease:
-            texts, usage = await _model_pages(
-                model, data, ref.media_type, pipe.settings, pipe.timeout
-            )
+            settings = provider_settings("extract", call.pipe_name, model, pipe.settings, deck)
+            texts, usage = await _model_pages(model, data, ref.media_type, settings, pipe.timeout)
             lease.used(usage)
     output: Any = [{"page": number, "text": text} for number, text in enumerate(texts, start=1)]
     if pipe.output == "text":

@@ -18,16 +18,21 @@ from temporalio.exceptions import ApplicationError
 from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
 from durapipe.activities._limits import limited
 from durapipe.activities._llm import render_for
+from durapipe.activities._settings import check_settings, provider_settings
 from durapipe.adapters._blobs import blob_store
 from durapipe.adapters._calls import ImageCall, LeafResult, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
 from durapipe.pipes import OFFLINE_MODEL
+from durapipe.pipes._deck import ModelDeck
 
 PLACEHOLDER_LABEL = "durapipe offline placeholder"
 
 
 async def run_image(
-    call: ImageCall, attempt: int = 1, checkpoints: CheckpointStore | None = None
+    call: ImageCall,
+    attempt: int = 1,
+    checkpoints: CheckpointStore | None = None,
+    deck: ModelDeck | None = None,
 ) -> LeafResult:
     """Run one image call: the activity body, shared by Temporal and the local runner.
 
@@ -35,14 +40,16 @@ async def run_image(
     (the image itself stays in the blob store).
 
     Raises:
-        ApplicationError: a template error (non-retryable) or a classified provider error.
+        ApplicationError: a template error or a setting the pipe may not carry (non-retryable),
+            or a classified provider error.
     """
+    check_settings("image", call.pipe_name, call.pipe.settings)
     return await checkpointed(
-        checkpoints, call, checkpoint_key(call), attempt, lambda: _image(call, attempt)
+        checkpoints, call, checkpoint_key(call), attempt, lambda: _image(call, attempt, deck)
     )
 
 
-async def _image(call: ImageCall, attempt: int) -> LeafResult:
+async def _image(call: ImageCall, attempt: int, deck: ModelDeck | None) -> LeafResult:
     pipe = call.pipe
     model = pipe.model or OFFLINE_MODEL
     prompt = render_for(call.pipe_name, "prompt", pipe.prompt, call.inputs)
@@ -50,7 +57,8 @@ async def _image(call: ImageCall, attempt: int) -> LeafResult:
         png, usage = await asyncio.to_thread(placeholder_png, prompt, pipe.size), Usage()
     else:
         async with limited(call) as lease:
-            png, usage = await _generate(model, prompt, pipe.size, pipe.settings, pipe.timeout)
+            settings = provider_settings("image", call.pipe_name, model, pipe.settings, deck)
+            png, usage = await _generate(model, prompt, pipe.size, settings, pipe.timeout)
             lease.used(usage)
     ref = await asyncio.to_thread(
         blob_store().put, png, media_type="image/png", name=f"{call.pipe_name}.png"

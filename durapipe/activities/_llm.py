@@ -12,10 +12,12 @@ from temporalio.exceptions import ApplicationError
 
 from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
 from durapipe.activities._limits import limited
+from durapipe.activities._settings import check_settings, provider_settings
 from durapipe.activities._spans import provider_span, record_response
 from durapipe.adapters._calls import LeafResult, LlmCall, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
 from durapipe.pipes import TemplateError, _types, render
+from durapipe.pipes._deck import ModelDeck
 
 # Sent with every provider request, so a provider (or the fake one's ledger) can spot a repeat.
 IDEMPOTENCY_HEADER = "X-Durapipe-Idempotency-Key"
@@ -110,30 +112,38 @@ def parse_output(text: str, output: str, structures: _types.Structures, wrap: st
 
 
 async def run_llm(
-    call: LlmCall, attempt: int = 1, checkpoints: CheckpointStore | None = None
+    call: LlmCall,
+    attempt: int = 1,
+    checkpoints: CheckpointStore | None = None,
+    deck: ModelDeck | None = None,
 ) -> LeafResult:
     """Run one llm call: the activity body, shared by Temporal and the local runner.
 
     A result stored in ``checkpoints`` under the call's key is returned without calling the model;
     a new answer is stored there. The key travels to the provider as the
-    ``X-Durapipe-Idempotency-Key`` header.
+    ``X-Durapipe-Idempotency-Key`` header. Connection settings come from ``deck`` (this worker's),
+    never from the call.
 
     Raises:
-        ApplicationError: a classified provider error, a template error, or an answer that still did
-            not fit the output type after ``reask`` more asks.
+        ApplicationError: a classified provider error, a template error, a setting the pipe may
+            not carry, or an answer that still did not fit the output type after ``reask`` asks.
     """
+    check_settings("llm", call.pipe_name, call.pipe.settings)
     messages = messages_for(call)
     key = checkpoint_key(call, messages)
     return await checkpointed(
-        checkpoints, call, key, attempt, lambda: _ask(call, messages, key, attempt)
+        checkpoints, call, key, attempt, lambda: _ask(call, messages, key, attempt, deck)
     )
 
 
-async def _ask(call: LlmCall, messages: list[dict[str, str]], key: str, attempt: int) -> LeafResult:
+async def _ask(
+    call: LlmCall, messages: list[dict[str, str]], key: str, attempt: int, deck: ModelDeck | None
+) -> LeafResult:
     pipe = call.pipe
     model = pipe.model or "durapipe/offline"
     fmt, wrap = response_format(pipe.output, call.structures)
-    settings = idempotency_headers(pipe.settings, key, attempt)
+    sent = provider_settings("llm", call.pipe_name, model, pipe.settings, deck)
+    settings = idempotency_headers(sent, key, attempt)
     usage = Usage()
     problem = ""
     for _ in range(pipe.reask + 1):

@@ -19,6 +19,7 @@ from durapipe.pipes._builders import (
     tool,
 )
 from durapipe.pipes._control_builders import BranchRef, batch, branch, condition, parallel
+from durapipe.pipes._deck import ModelDeck, ModelEntry
 from durapipe.pipes._load import import_function, load, tool_functions
 from durapipe.pipes._resolve import reachable, resolve, subset
 from durapipe.pipes._routing import limits_for, matches, route
@@ -69,6 +70,8 @@ __all__ = [
     "ImagePipe",
     "LimitRule",
     "LlmPipe",
+    "ModelDeck",
+    "ModelEntry",
     "Page",
     "ParallelPipe",
     "Pipe",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from durapipe.pipes import _types
+from durapipe.pipes._deck import ModelEntry
 from durapipe.pipes._spec import (
     AgentPipe,
     ApprovalPipe,
@@ -420,7 +421,7 @@ def approval(
 
 def pipeline(
     *pipes: Pipe,
-    models: Mapping[str, str] | None = None,
+    models: Mapping[str, str | ModelEntry] | None = None,
     default_model: str | None = None,
     routing: Sequence[RouteRule] = (),
     limits: Sequence[LimitRule] = (),

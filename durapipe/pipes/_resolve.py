@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from durapipe.pipes import _types
+from durapipe.pipes._deck import target
 from durapipe.pipes._routing import matches, route
 from durapipe.pipes._spec import (
     DEFAULT_RETRY,
@@ -82,17 +83,18 @@ def resolve(pipeline: Pipeline, name: str, *, default_model: str | None = None) 
         or os.environ.get(DEFAULT_MODEL_ENV)
         or OFFLINE_MODEL
     )
-    fallback = pipeline.models.get(fallback, fallback)
+    aliases = {alias: target(entry) for alias, entry in pipeline.models.items()}
+    fallback = aliases.get(fallback, fallback)
     pipes: dict[str, PipeSpec] = {}
     for pipe_name, pipe in subset(pipeline, name).pipes.items():
         changes: dict[str, object] = {}
         if isinstance(pipe, LlmPipe | AgentPipe):
             model = pipe.model or fallback
-            changes["model"] = pipeline.models.get(model, model)
+            changes["model"] = aliases.get(model, model)
         elif isinstance(pipe, ExtractPipe | ImagePipe):
             # Not the pipeline's default model: that one is a chat model, not an OCR or image model.
             model = pipe.model or (LOCAL_EXTRACTOR if pipe.kind == "extract" else OFFLINE_MODEL)
-            changes["model"] = pipeline.models.get(model, model)
+            changes["model"] = aliases.get(model, model)
         if pipe.kind in DEFAULT_TIMEOUT:
             changes["timeout"] = pipe.timeout or DEFAULT_TIMEOUT[pipe.kind]
             changes["retry"] = pipe.retry or DEFAULT_RETRY[pipe.kind]

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from durapipe.pipes._deck import ModelRef
 from durapipe.pipes._types import StructureSpec
 
 OFFLINE_MODEL = "durapipe/offline"
@@ -524,7 +525,7 @@ class Pipeline(_Spec):
 
     version: Literal[1] = 1
     default_model: str | None = None
-    models: dict[str, str] = Field(default_factory=dict)
+    models: dict[str, ModelRef] = Field(default_factory=dict)
     structures: dict[str, StructureSpec] = Field(default_factory=dict)
     pipes: dict[str, PipeSpec] = Field(default_factory=dict)
     routing: list[RouteRule] = Field(default_factory=list)

@@ -14,6 +14,7 @@ import pydantic
 from durapipe._errors import PipelineError, Problem
 from durapipe.pipes import _templates, _types
 from durapipe.pipes._check_controllers import check_batch, check_condition, check_parallel
+from durapipe.pipes._deck import ModelEntry, entry_problems, settings_problems, target
 from durapipe.pipes._flow import (
     Memory,
     check_pipe_ref,
@@ -42,23 +43,6 @@ _INPUT_NAME = re.compile(r"^[A-Za-z_]\w*$")
 
 _Report = Callable[[str, str], None]
 
-# litellm arguments that carry credentials. Settings travel in the spec, so in workflow history:
-# a key there would be stored in plain text. Credentials belong in the worker's environment.
-CREDENTIAL_SETTINGS = frozenset(
-    {
-        "api_key",
-        "azure_ad_token",
-        "aws_access_key_id",
-        "aws_secret_access_key",
-        "aws_session_token",
-        "client_secret",
-        "password",
-        "token",
-        "vertex_credentials",
-    }
-)
-_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
-
 
 def validate(pipeline: Pipeline, *, source: str = "") -> None:
     """Raise `PipelineError` listing every problem in ``pipeline``; return quietly when it is sound."""
@@ -83,7 +67,11 @@ def check(pipeline: Pipeline, *, source: str = "") -> list[Problem]:
         for field_name, field in structure.fields.items():
             for message in _field_problems(field, pipeline.structures):
                 report(f"structure '{name}', field '{field_name}'", message)
-    for alias, model in pipeline.models.items():
+    for alias, entry in pipeline.models.items():
+        model = target(entry)
+        if isinstance(entry, ModelEntry):
+            for entry_field, message in entry_problems(entry):
+                report(f"model alias '{alias}', field '{entry_field}'", message)
         if "/" not in model:
             report(
                 f"model alias '{alias}'",
@@ -168,6 +156,7 @@ def _check_operator(
     where = f"pipe '{name}'"
     if pipe.model is not None:
         _check_model(pipeline, pipe.model, f"{where}, field 'model'", report)
+    _check_settings(where, pipe.kind, pipe.settings, report)
     if isinstance(pipe, ImagePipe):
         _check_templates(where, pipe.inputs, [("prompt", pipe.prompt)], report)
         return
@@ -192,14 +181,14 @@ def _check_model_and_output(
 def _check_llm(pipeline: Pipeline, name: str, pipe: LlmPipe, report: _Report) -> None:
     where = f"pipe '{name}'"
     _check_model_and_output(pipeline, where, pipe, report)
-    _check_settings(where, pipe.settings, report)
+    _check_settings(where, "llm", pipe.settings, report)
     _check_templates(where, pipe.inputs, [("system", pipe.system), ("prompt", pipe.prompt)], report)
 
 
 def _check_agent(pipeline: Pipeline, name: str, pipe: AgentPipe, report: _Report) -> None:
     where = f"pipe '{name}'"
     _check_model_and_output(pipeline, where, pipe, report)
-    _check_settings(where, pipe.settings, report)
+    _check_settings(where, "agent", pipe.settings, report)
     templates = [("instructions", pipe.instructions), ("prompt", pipe.prompt)]
     _check_templates(where, pipe.inputs, templates, report)
     for tool_name in pipe.tools:
@@ -279,23 +268,9 @@ def _check_approval(name: str, pipe: ApprovalPipe, report: _Report) -> None:
         )
 
 
-def _check_settings(where: str, settings: Mapping[str, object], report: _Report) -> None:
-    for name in sorted(settings):
-        if name.lower() in CREDENTIAL_SETTINGS:
-            report(
-                f"{where}, field 'settings.{name}'",
-                "credentials must not be in a pipe (settings are stored in run history); "
-                "set the provider's key in the worker's environment or --secrets-file",
-            )
-        headers = settings[name] if name in ("extra_headers", "headers") else None
-        if isinstance(headers, Mapping):
-            for header in sorted(str(h) for h in headers):
-                if header.lower() in _CREDENTIAL_HEADERS:
-                    report(
-                        f"{where}, field 'settings.{name}.{header}'",
-                        "credential headers must not be in a pipe (settings are stored in run "
-                        "history); set the provider's key in the worker's environment",
-                    )
+def _check_settings(where: str, kind: str, settings: Mapping[str, object], report: _Report) -> None:
+    for name, message in settings_problems(kind, settings):
+        report(f"{where}, field 'settings.{name}'", message)
 
 
 def _check_sequence(pipeline: Pipeline, name: str, pipe: SequencePipe, report: _Report) -> None:

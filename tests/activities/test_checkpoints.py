@@ -23,6 +23,7 @@ from durapipe.activities import (
 from durapipe.activities._checkpoints import WAL_CHECKPOINT_EVERY, checkpointed
 from durapipe.adapters import AgentTurnCall, ExtractCall, ImageCall, LeafResult, LlmCall, ToolCall
 from durapipe.pipes import AgentPipe, ExtractPipe, ImagePipe, LlmPipe, ToolPipe
+from durapipe.pipes._deck import ModelDeck
 from durapipe.testing import FakeProvider
 from tests.chain import write_chain
 
@@ -177,15 +178,14 @@ async def test_an_agent_turn_retried_after_its_answer_was_stored_asks_the_model_
 ) -> None:
     store = SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
     async with FakeProvider() as fake:
-        pipe = AgentPipe(
-            model="openai/gpt-agent", prompt="hi", settings={"api_base": fake.base_url}
-        )
+        pipe = AgentPipe(model="openai/gpt-agent", prompt="hi")
+        deck = ModelDeck({"openai/gpt-agent": {"api_base": fake.base_url}})
         call = AgentTurnCall(
             run_id="r", path="agent", pipe_name="agent", pipe=pipe, turn=1,
             messages=[{"role": "user", "content": "Plan the trip."}],
         )  # fmt: skip
-        first = await run_agent_turn(call, 1, store)
-        again = await run_agent_turn(call, 2, store)
+        first = await run_agent_turn(call, 1, store, deck)
+        again = await run_agent_turn(call, 2, store, deck)
     assert len(fake.calls) == 1  # the retry was served from the store
     assert fake.calls[0].idempotency_key == checkpoint_key(call)
     assert (first.cache_hit, again.cache_hit) == (False, True)

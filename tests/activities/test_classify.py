@@ -32,8 +32,10 @@ MODEL = "gpt-fake"
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeProvider]:
+async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeProvider]:
     async with FakeProvider() as provider:
+        # The worker's environment says where openai/ calls go (a pipe may not).
+        monkeypatch.setenv("OPENAI_API_BASE", provider.base_url)
         yield provider
 
 
@@ -42,7 +44,6 @@ def llm_call(fake: FakeProvider, **pipe: Any) -> LlmCall:
         model=f"openai/{MODEL}",
         prompt="Say something about {{ topic }}.",
         inputs={"topic": "text"},
-        settings={"api_base": fake.base_url},
         timeout=pipe.pop("timeout", 10.0),
         **pipe,
     )

@@ -268,7 +268,7 @@ def paid_pipeline(tmp_path: Path, base_url: str, model: str, steps: int, **extra
         "model": f"openai/{model}",
         "inputs": {"topic": "text"},
         "prompt": "Say something about {{ topic }}.",
-        "settings": {"api_base": base_url, "max_tokens": 100},
+        "settings": {"max_tokens": 100},
         **extra,
     }
     pipes: dict[str, Any] = {
@@ -282,7 +282,8 @@ def paid_pipeline(tmp_path: Path, base_url: str, model: str, steps: int, **extra
         "call": call,
     }
     path = tmp_path / "paid.yaml"
-    path.write_text(json.dumps({"pipes": pipes}))  # JSON is YAML
+    models = {"paid": {"model": f"openai/{model}", "api_base": base_url}}  # the worker's deck
+    path.write_text(json.dumps({"models": models, "pipes": pipes}))  # JSON is YAML
     return path
 
 

@@ -1,0 +1,41 @@
+"""What a provider call sends besides the prompt: the pipe's generation settings, refused if they
+reach past them, plus the connection settings of this worker's model deck.
+
+The spec arrives as workflow input, which any client of the namespace can send without running
+validation, so the activity checks the settings again before anything is sent (see
+`durapipe.pipes._deck`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from temporalio.exceptions import ApplicationError
+
+from durapipe.pipes._deck import ModelDeck, refused_settings
+
+SETTING_NOT_ALLOWED = "durapipe.SettingNotAllowed"
+
+
+def check_settings(kind: str, pipe_name: str, settings: Mapping[str, Any]) -> None:
+    """Refuse a pipe whose settings go past generation parameters.
+
+    Raises:
+        ApplicationError: non-retryable ``durapipe.SettingNotAllowed`` naming the pipe and setting.
+    """
+    refused = refused_settings(kind, pipe_name, settings)
+    if refused is not None:
+        raise ApplicationError(refused, type=SETTING_NOT_ALLOWED, non_retryable=True)
+
+
+def provider_settings(
+    kind: str, pipe_name: str, model: str, settings: Mapping[str, Any], deck: ModelDeck | None
+) -> dict[str, Any]:
+    """The keyword arguments of a provider call: the deck's connection, then the pipe's settings.
+
+    Raises:
+        ApplicationError: the pipe's settings hold more than generation parameters.
+    """
+    check_settings(kind, pipe_name, settings)
+    return {**(deck.connection(model) if deck is not None else {}), **settings}

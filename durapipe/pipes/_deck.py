@@ -1,0 +1,189 @@
+"""The model deck: which settings a pipe may carry, and which only a worker's configuration may set.
+
+A pipe's spec travels as workflow input, and any client of the namespace can start a workflow. So
+what a spec says must never widen what a worker does: a pipe's ``settings`` hold only generation
+parameters (``temperature``, ``max_tokens``, ...), while everything that decides where a request
+goes and what it carries (``api_base``, ``headers``, ``custom_llm_provider``, callbacks, ...) comes
+from the worker's own configuration: its environment (``OPENAI_API_BASE``, keys) and the
+``models:`` deck of the pipeline files it loaded::
+
+    models:
+      fast: openai/gpt-4o-mini          # an alias
+      gateway:                          # an alias with connection settings (worker-side only)
+        model: openai/gpt-4o-mini
+        api_base: https://my-gateway/v1
+
+The check runs twice: `settings_problems` at validation (one sentence naming the pipe and field),
+and `refused_settings` again in the activity, because a workflow input need not come from a
+validated file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Generation parameters a pipe may set, per kind: they change what the model writes, never where
+# the request goes or what credentials and headers it carries.
+_CHAT = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "top_k",
+        "max_tokens",
+        "max_completion_tokens",
+        "seed",
+        "stop",
+        "n",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "reasoning_effort",
+        "parallel_tool_calls",
+        "tool_choice",
+        "verbosity",
+        "user",
+    }
+)
+GENERATION_SETTINGS: dict[str, frozenset[str]] = {
+    "llm": _CHAT,
+    "agent": _CHAT,
+    "image": frozenset(
+        {"quality", "style", "background", "output_format", "output_compression", "user"}
+    ),
+    "extract": frozenset({"pages", "include_image_base64", "image_limit", "image_min_size"}),
+}
+# Options of the embedded offline model (``offline_tool_rounds``, ...): read only by that model.
+OFFLINE_PREFIX = "offline_"
+# What a deck entry may set besides its model: where requests go and what headers they carry.
+CONNECTION_SETTINGS = frozenset(
+    {
+        "api_base",
+        "base_url",
+        "api_version",
+        "organization",
+        "custom_llm_provider",
+        "extra_headers",
+        "headers",
+    }
+)
+_CREDENTIAL_NAME = re.compile(r"key|token|secret|password|credential", re.IGNORECASE)
+# Credentials stay in the worker's environment even in a deck: a pipeline file is read by clients.
+CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
+
+
+class ModelEntry(BaseModel):
+    """A deck entry: a model string and the connection settings a worker uses for it.
+
+    Attributes:
+        model: the litellm model string (``openai/gpt-4o-mini``).
+        api_base: the provider's endpoint (``base_url`` is litellm's other name for it).
+        extra_headers: headers sent with every request to this model (no credentials).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(min_length=1)
+    api_base: str | None = None
+    base_url: str | None = None
+    api_version: str | None = None
+    organization: str | None = None
+    custom_llm_provider: str | None = None
+    extra_headers: dict[str, str] | None = None
+    headers: dict[str, str] | None = None
+
+    def connection(self) -> dict[str, Any]:
+        """The connection settings this entry sets (unset ones left out)."""
+        return self.model_dump(exclude={"model"}, exclude_none=True)
+
+
+ModelRef = str | ModelEntry
+
+
+def target(entry: ModelRef) -> str:
+    """The model string an alias stands for."""
+    return entry if isinstance(entry, str) else entry.model
+
+
+def settings_problems(kind: str, settings: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(setting, sentence)`` for each setting a pipe of ``kind`` may not carry."""
+    allowed = GENERATION_SETTINGS.get(kind, frozenset())
+    problems = []
+    for name in sorted(settings):
+        if name in allowed or name.startswith(OFFLINE_PREFIX):
+            continue
+        if _CREDENTIAL_NAME.search(name):
+            why = (
+                "credentials must not be in a pipe (settings are stored in run history); "
+                "set the provider's key in the worker's environment or --secrets-file"
+            )
+        elif name in CONNECTION_SETTINGS:
+            why = (
+                f"'{name}' is a connection setting, which only a worker's configuration may set "
+                "(its models: deck or environment), never a pipe sent in a run"
+            )
+        else:
+            known = ", ".join(sorted(allowed)) or "none"
+            why = f"'{name}' is not a generation setting a {kind} pipe may set (allowed: {known})"
+        problems.append((name, why))
+    return problems
+
+
+def refused_settings(kind: str, pipe_name: str, settings: Mapping[str, Any]) -> str | None:
+    """One sentence refusing the first setting a pipe may not carry, or None when all are allowed."""
+    problems = settings_problems(kind, settings)
+    if not problems:
+        return None
+    name, why = problems[0]
+    return f"pipe '{pipe_name}', field 'settings.{name}': {why}"
+
+
+def entry_problems(entry: ModelEntry) -> list[tuple[str, str]]:
+    """``(field, sentence)`` for credentials written into a deck entry's headers."""
+    problems = []
+    for field in ("extra_headers", "headers"):
+        for header in sorted(getattr(entry, field) or {}):
+            if header.lower() in CREDENTIAL_HEADERS:
+                problems.append(
+                    (
+                        f"{field}.{header}",
+                        "credential headers must not be in a pipeline file (clients read it); "
+                        "set the provider's key in the worker's environment or --secrets-file",
+                    )
+                )
+    return problems
+
+
+class ModelDeck:
+    """The connection settings a worker uses per model string, from the pipelines it loaded.
+
+    Example:
+        >>> deck = ModelDeck.of({"gw": ModelEntry(model="openai/x", api_base="http://gw/v1")})
+        >>> deck.connection("openai/x")
+        {'api_base': 'http://gw/v1'}
+    """
+
+    def __init__(self, connections: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self._connections = {model: dict(c) for model, c in (connections or {}).items()}
+
+    @classmethod
+    def of(cls, *decks: Mapping[str, ModelRef]) -> ModelDeck:
+        """The deck of one or more pipelines' ``models:`` (a later entry for a model wins)."""
+        connections: dict[str, dict[str, Any]] = {}
+        for deck in decks:
+            for entry in deck.values():
+                if isinstance(entry, ModelEntry) and entry.connection():
+                    connections[entry.model] = entry.connection()
+        return cls(connections)
+
+    def connection(self, model: str) -> dict[str, Any]:
+        """The connection settings for ``model`` (empty: the worker's environment decides)."""
+        return dict(self._connections.get(model, {}))
+
+    def __bool__(self) -> bool:
+        return bool(self._connections)
