@@ -12,6 +12,8 @@ Settings (read from the environment when the client or worker is built):
         region come from the usual AWS environment).
     ``DURAPIPE_PAYLOAD_THRESHOLD``: payloads of at least this size are stored outside the history;
         bytes, or with a unit: ``256KiB`` (the default), ``1MiB``.
+    ``DURAPIPE_PAYLOAD_MAX``: the largest payload a worker reads back from a folder store
+        (default ``512MiB``); a larger file named by a claim is refused, not read.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import dataclasses
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+import stat
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -45,8 +48,19 @@ THRESHOLD_ENV = "DURAPIPE_PAYLOAD_THRESHOLD"
 DEFAULT_THRESHOLD = 256 * 1024
 DEFAULT_STORE = Path("~/.cache/durapipe/payloads")
 
-_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|k|mb|mib|m)?\s*$", re.IGNORECASE)
-_UNIT = {"b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2}
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|k|mb|mib|m|gb|gib|g)?\s*$", re.IGNORECASE)
+_UNIT = {
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+}
 
 
 class LocalFileDriver(StorageDriver):
@@ -91,21 +105,63 @@ class LocalFileDriver(StorageDriver):
         return claims
 
     def _retrieve(self, claims: Sequence[StorageDriverClaim]) -> list[Payload]:
-        payloads = []
-        for claim in claims:
-            digest = claim.claim_data["sha256"]
-            try:
-                data = (self.folder / digest).read_bytes()
-            except FileNotFoundError:
+        return [Payload.FromString(self.read_claim(claim.claim_data)) for claim in claims]
+
+    def read_claim(self, claim: Mapping[str, str]) -> bytes:
+        """The bytes a claim names, after checking it names a payload of this store.
+
+        A claim arrives in a workflow or activity input, which any client of the namespace can
+        write: it must be a SHA-256 in hex (no path), a regular file inside the store (no device,
+        no link out), no larger than `MAX_PAYLOAD_ENV`, and its content must match its digest.
+
+        Raises:
+            ConfigError: the claim is refused (one sentence), or the payload is not in the store.
+        """
+        digest = str(claim.get("sha256", ""))
+        if not _DIGEST.fullmatch(digest):
+            raise ConfigError(
+                f"payload claim refused: {digest[:80]!r} is not a SHA-256 digest "
+                "(a claim names a payload of the store, never a path)"
+            )
+        path = self.folder / digest
+        limit = max_payload_size()
+        try:
+            # O_NOFOLLOW: a link planted in the store cannot point the worker at another file.
+            descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"payload {digest} is not in {self.folder}: every worker and client must use "
+                f"the same {STORE_ENV}"
+            ) from None
+        except OSError as err:
+            raise ConfigError(f"payload claim refused: {digest}: {err.strerror}") from None
+        with os.fdopen(descriptor, "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError(f"payload claim refused: {digest} is not a regular file")
+            if info.st_size > limit:
                 raise ConfigError(
-                    f"payload {digest} is not in {self.folder}: every worker and client must use "
-                    f"the same {STORE_ENV}"
-                ) from None
-            payloads.append(Payload.FromString(data))
-        return payloads
+                    f"payload claim refused: {digest} holds {info.st_size} bytes, more than "
+                    f"{MAX_PAYLOAD_ENV}={limit}"
+                )
+            data = file.read(limit + 1)
+        if len(data) > limit or hashlib.sha256(data).hexdigest() != digest:
+            raise ConfigError(f"payload claim refused: the content of {digest} does not match it")
+        return data
 
 
-def parse_size(value: str) -> int:
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+MAX_PAYLOAD_ENV = "DURAPIPE_PAYLOAD_MAX"
+DEFAULT_MAX_PAYLOAD = 512 * 1024 * 1024
+
+
+def max_payload_size() -> int:
+    """The largest payload a store read accepts: ``DURAPIPE_PAYLOAD_MAX`` (default 512MiB)."""
+    env = os.environ.get(MAX_PAYLOAD_ENV)
+    return parse_size(env, MAX_PAYLOAD_ENV) if env else DEFAULT_MAX_PAYLOAD
+
+
+def parse_size(value: str, setting: str = THRESHOLD_ENV) -> int:
     """Bytes from ``262144``, ``256KiB`` or ``1MiB``.
 
     Raises:
@@ -113,7 +169,7 @@ def parse_size(value: str) -> int:
     """
     match = _SIZE.match(value)
     if not match:
-        raise ConfigError(f"{THRESHOLD_ENV}={value!r} is not a size (e.g. 262144, 256KiB, 1MiB)")
+        raise ConfigError(f"{setting}={value!r} is not a size (e.g. 262144, 256KiB, 1MiB)")
     return int(match.group(1)) * _UNIT[(match.group(2) or "b").lower()]
 
 
