@@ -21,6 +21,9 @@ from durapipe.pipes._deck import ModelDeck
 
 # Sent with every provider request, so a provider (or the fake one's ledger) can spot a repeat.
 IDEMPOTENCY_HEADER = "X-Durapipe-Idempotency-Key"
+# A render runs on the worker's event loop: the sandbox's operation budget keeps it to tens of
+# milliseconds, and this wall-clock budget catches whatever slow single operation slips past it.
+RENDER_SECONDS = 1.0
 ATTEMPT_HEADER = "X-Durapipe-Attempt"
 
 
@@ -54,7 +57,7 @@ def render_for(pipe_name: str, field: str, template: str, inputs: dict[str, Any]
         ApplicationError: non-retryable ``durapipe.TemplateError`` naming the pipe and field.
     """
     try:
-        return render(template, inputs)
+        return render(template, inputs, seconds=RENDER_SECONDS)
     except TemplateError as err:
         raise ApplicationError(
             f"pipe '{pipe_name}', field '{field}': {err}",

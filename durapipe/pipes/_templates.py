@@ -1,7 +1,8 @@
-"""Prompt templates: Jinja2 in a sandbox, with undefined names as errors.
+"""Prompt templates: Jinja2 in a bounded sandbox, with undefined names as errors.
 
 The sandbox keeps a template from reaching Python internals (``__class__``, ``__globals__``, ...) and
-the file system (no loader); `StrictUndefined` makes a missing variable an error instead of an empty
+the file system (no loader), and bounds the work, memory and time a render takes (see
+`durapipe.pipes._sandbox`); `StrictUndefined` makes a missing variable an error instead of an empty
 string sent to a paid model.
 """
 
@@ -16,11 +17,24 @@ import jinja2.lexer
 import jinja2.meta
 import jinja2.nodes
 import jinja2.parser
-import jinja2.sandbox
 
-# Jinja's default globals (cycler, joiner, lipsum, namespace, ...) are not needed in a prompt and
-# are the usual first step of a sandbox escape (``cycler.__init__.__globals__``): only these stay.
-_GLOBALS = {"range": range}
+from durapipe.pipes._sandbox import (
+    BoundedEnvironment,
+    TemplateError,
+    bounded_call,
+    bounded_render,
+    environment,
+)
+
+__all__ = [
+    "TemplateError",
+    "evaluate",
+    "expression_variables",
+    "render",
+    "unsafe_constructs",
+    "variables",
+]
+
 _FILE_TAGS = (
     jinja2.nodes.Include,
     jinja2.nodes.Import,
@@ -29,23 +43,9 @@ _FILE_TAGS = (
 )
 
 
-class TemplateError(ValueError):
-    """A template does not parse, uses an undefined name, or tried to escape the sandbox."""
-
-
 @functools.cache
-def _environment() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=False,
-        loader=None,
-    )
-    # Only what templates need: no `lipsum` (it draws random numbers, and condition expressions run
-    # inside workflows, which must replay to the same value), no `cycler`/`joiner` objects to poke at.
-    env.globals.clear()
-    env.globals.update(_GLOBALS)
-    return env
+def _environment() -> BoundedEnvironment:
+    return environment()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -104,15 +104,25 @@ def _constant(node: jinja2.nodes.Node) -> object:
     return node.value if isinstance(node, jinja2.nodes.Const) else None
 
 
-def render(source: str, values: dict[str, Any]) -> str:
-    """Render a template with ``values``.
+def render(source: str, values: dict[str, Any], *, seconds: float | None = None) -> str:
+    """Render a template with ``values``, within the sandbox's bounds.
+
+    ``seconds`` adds a wall-clock budget; leave it None inside a workflow (the operation budget
+    alone is deterministic, so a replay renders alike).
 
     Raises:
-        TemplateError: a name is undefined, or the template tried something the sandbox forbids.
+        TemplateError: a name is undefined, the template went past a bound, or it tried something
+            the sandbox forbids.
     """
     template = _compile(source)
     try:
-        return template.render(values)
+        return bounded_render(template, values, seconds)
+    except TemplateError:
+        raise
+    except RecursionError:
+        raise TemplateError("template recursed too deeply") from None
+    except MemoryError:
+        raise TemplateError("template ran out of memory") from None
     except jinja2.UndefinedError as err:
         raise TemplateError(f"template uses an undefined value: {err.message}") from None
     except jinja2.exceptions.SecurityError as err:
@@ -166,11 +176,17 @@ def evaluate(source: str, values: dict[str, Any]) -> Any:
     """
     expression = _compile_expression(source)
     try:
-        value = expression(**values)
+        value = bounded_call(lambda: expression(**values))
+    except TemplateError:
+        raise
+    except RecursionError:
+        raise TemplateError("expression recursed too deeply") from None
     except jinja2.UndefinedError as err:
         raise TemplateError(f"expression uses an undefined value: {err.message}") from None
     except jinja2.exceptions.SecurityError as err:
         raise TemplateError(f"expression refused by the sandbox: {err}") from None
+    except Exception as err:  # a bad operand, a division by zero, ...
+        raise TemplateError(f"expression failed: {type(err).__name__}: {err}") from None
     if isinstance(value, jinja2.Undefined):
         raise TemplateError("expression has no value (an undefined name or field)")
     return value

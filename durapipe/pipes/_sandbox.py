@@ -1,0 +1,265 @@
+"""The bounded sandbox templates and condition expressions run in.
+
+A template arrives in a spec, and a spec can come from any client of the namespace, so rendering one
+must not stall or exhaust a worker. On top of Jinja's immutable sandbox:
+
+- every loop step, call, attribute or item lookup and intercepted operator spends one unit of an
+  operation budget (deterministic, so a workflow can use it: condition expressions render there);
+- ``range`` holds at most `MAX_RANGE` numbers; ``*``, ``**``, ``%`` and the padding, joining,
+  indenting and replacing functions refuse to grow a value by more than `MAX_VALUE` before they
+  build it;
+- output is produced piece by piece (``generate``) and stops past `MAX_OUTPUT` characters;
+- an optional wall-clock budget (activities only: workflows must stay deterministic).
+
+Each refusal is a `TemplateError` with one sentence.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import math
+import operator
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import jinja2
+import jinja2.nodes
+import jinja2.runtime
+import jinja2.sandbox
+
+MAX_RANGE = 10_000  # numbers in one range()
+MAX_VALUE = 1_000_000  # characters or items one operation may add to what it was given
+MAX_OUTPUT = 32 * 1024 * 1024  # characters one render may produce (prompts may hold documents)
+MAX_OPERATIONS = 200_000  # loop steps, calls, lookups and operators per render
+MAX_POWER_BITS = 4096  # the largest integer `**` may build
+_COUNTED = "durapipe_counted"  # the filter every for-loop's iterable goes through
+
+
+class TemplateError(ValueError):
+    """A template does not parse, uses an undefined name, went past a bound, or tried to escape."""
+
+
+class _Budget:
+    """What one render may still spend."""
+
+    def __init__(self, operations: int, seconds: float | None) -> None:
+        self.operations = operations
+        self.deadline = None if seconds is None else time.monotonic() + seconds
+
+    def spend(self, units: int = 1) -> None:
+        self.operations -= units
+        if self.operations < 0:
+            raise TemplateError(
+                f"template went past {MAX_OPERATIONS} operations (loop steps, calls, lookups); "
+                "it may not do that much work"
+            )
+        # Reading the clock every operation would double the cost of a render; every 256 is enough.
+        late = self.deadline is not None and self.operations % 256 == 0
+        if late and time.monotonic() > self.deadline:  # type: ignore[operator]
+            raise TemplateError("template went past its render time budget")
+
+
+_budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
+    "durapipe_template_budget", default=None
+)
+
+
+def _spend(units: int = 1) -> None:
+    budget = _budget.get()
+    if budget is not None:
+        budget.spend(units)
+
+
+def _too_big(size: float, what: str) -> None:
+    if size > MAX_VALUE:
+        raise TemplateError(f"{what} would add {int(size)} items, more than {MAX_VALUE}")
+
+
+def _range(*args: int) -> range:
+    numbers = range(*args)
+    if len(numbers) > MAX_RANGE:
+        raise TemplateError(f"range() of {len(numbers)} numbers; a template may use {MAX_RANGE}")
+    return numbers
+
+
+def _counted(values: Iterable[Any]) -> Iterator[Any]:
+    for value in values:
+        _spend()
+        yield value
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, str | bytes | list | tuple | dict) else 1
+
+
+def _check_repeat(left: Any, right: Any) -> None:
+    for seq, times in ((left, right), (right, left)):
+        if isinstance(seq, str | bytes | list | tuple) and isinstance(times, int):
+            _too_big(len(seq) * (max(times, 1) - 1), "'*'")
+
+
+def _check_power(base: Any, exponent: Any) -> None:
+    ints = isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1 and exponent > 0
+    if ints and exponent * math.log2(abs(base)) > MAX_POWER_BITS:
+        raise TemplateError(f"'**' would build a number of more than {MAX_POWER_BITS} bits")
+
+
+_WIDTH = re.compile(r"[%:][^%:{}]*?(\d{7,}|\*)")  # a %-format or format-spec width of 7+ digits
+
+
+def _check_format(spec: Any) -> None:
+    if isinstance(spec, str) and _WIDTH.search(spec):
+        raise TemplateError(f"a format width larger than {MAX_VALUE} (or '*') is not allowed")
+
+
+def _growth(name: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
+    """How many characters a known amplifying string function would add to its input (else 0).
+
+    Growth, not size: ``doc|replace('\n', ' ')`` on a long document is fine; ``replace('', long)``
+    or ``indent(10**6)`` is not.
+    """
+    values = [*args, *kwargs.values()]
+    text = target if isinstance(target, str) else ""
+    width = max([v for v in values if isinstance(v, int)], default=0)
+    longest = max([len(v) for v in values if isinstance(v, str)], default=0)
+    if name in ("ljust", "rjust", "center", "zfill"):
+        return width - len(text)
+    if name == "expandtabs":
+        return text.count("\t") * width
+    if name == "indent":
+        return (text.count("\n") + 1) * max(width, longest)
+    if name == "wordwrap":
+        return (len(text) // max(width, 1) + 1) * longest
+    if name == "replace" and len(values) >= 2 and isinstance(values[0], str):
+        old, new = values[0], str(values[1])
+        hits = len(text) + 1 if not old else text.count(old)
+        return hits * (len(new) - len(old))
+    if name == "join":
+        items = values[0] if isinstance(target, str) and values else target
+        separator = target if isinstance(target, str) else (values[0] if values else "")
+        return (len(items) if hasattr(items, "__len__") else 0) * len(str(separator))
+    return 0
+
+
+class BoundedEnvironment(jinja2.sandbox.ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox with operation, size and output bounds (see the module)."""
+
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+
+    def call_binop(self, context: jinja2.runtime.Context, op: str, left: Any, right: Any) -> Any:
+        """``left op right``, refused when it would build something too large."""
+        _spend()
+        if op == "*":
+            _check_repeat(left, right)
+            return left * right
+        if op == "**":
+            _check_power(left, right)
+            return left**right
+        if op == "%":
+            _check_format(left)
+            return left % right
+        return operator.add(left, right)
+
+    def call(
+        __self,
+        __context: jinja2.runtime.Context,
+        __obj: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        """Call ``__obj`` in the sandbox, refusing calls that would build too much."""
+        _spend()
+        name = getattr(__obj, "__name__", "")
+        # Jinja wraps str.format in a function of its own: the string is the wrapped method's self.
+        method = getattr(__obj, "__wrapped__", __obj)
+        target = getattr(method, "__self__", None)
+        if name in ("format", "format_map") and isinstance(target, str):
+            _check_format(target)
+        _too_big(_growth(name, target, args, kwargs), f"'{name}'")
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """An attribute lookup, counted."""
+        _spend()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        """An item lookup, counted."""
+        _spend()
+        return super().getitem(obj, argument)
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> jinja2.nodes.Template:
+        # Every loop's iterable goes through the counting filter, so nested loops over inputs
+        # (which range's cap does not see) spend the operation budget too.
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(jinja2.nodes.For):
+            loop.iter = jinja2.nodes.Filter(loop.iter, _COUNTED, [], [], None, None)
+        return tree
+
+
+# What Jinja passes to filters that ask for it: not the filter's own arguments.
+_PASSED = (jinja2.runtime.Context, jinja2.Environment, jinja2.nodes.EvalContext)
+
+
+def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _spend()
+        values = [a for a in args if not isinstance(a, _PASSED)]
+        if values:
+            _too_big(_growth(name, values[0], tuple(values[1:]), kwargs), f"'{name}'")
+            if name == "format":
+                _check_format(values[0])
+        return function(*args, **kwargs)
+
+    return bounded
+
+
+def environment() -> BoundedEnvironment:
+    """A new bounded environment: no globals but a capped ``range``, no loader, strict undefined."""
+    env = BoundedEnvironment(
+        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False, loader=None
+    )
+    # Only what templates need: no `lipsum` (it draws random numbers, and condition expressions run
+    # inside workflows, which must replay to the same value), no `cycler`/`joiner` objects to poke at.
+    env.globals.clear()
+    env.globals["range"] = _range
+    env.filters = {name: _bounded_filter(name, f) for name, f in env.filters.items()}
+    env.filters[_COUNTED] = _counted
+    return env
+
+
+def bounded_render(template: jinja2.Template, values: dict[str, Any], seconds: float | None) -> str:
+    """Render ``template`` piece by piece within the operation, output and time budgets.
+
+    Raises:
+        TemplateError: the render went past a bound.
+        Exception: whatever else the template raised (the caller words it).
+    """
+    token = _budget.set(_Budget(MAX_OPERATIONS, seconds))
+    try:
+        parts: list[str] = []
+        produced = 0
+        for part in template.generate(values):
+            produced += len(part)
+            if produced > MAX_OUTPUT:
+                raise TemplateError(f"template output went past {MAX_OUTPUT} characters")
+            _spend()
+            parts.append(part)
+        return "".join(parts)
+    finally:
+        _budget.reset(token)
+
+
+def bounded_call(function: Callable[[], Any], seconds: float | None = None) -> Any:
+    """``function()`` (a compiled expression) within the operation and time budgets."""
+    token = _budget.set(_Budget(MAX_OPERATIONS, seconds))
+    try:
+        value = function()
+    finally:
+        _budget.reset(token)
+    _too_big(_size(value), "the expression")
+    return value
