@@ -11,6 +11,7 @@ from typing import Any, Literal, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, FailureError
 
+from durapipe._secrets import redact
 from durapipe.activities._agent import run_agent_turn
 from durapipe.activities._checkpoints import CheckpointStore, configured_store
 from durapipe.activities._cost import estimate_cost
@@ -160,5 +161,8 @@ async def _stamped(work: Awaitable[T], stamp: dict[str, int]) -> T:
     except FailureError:
         raise  # Temporal's own (cancellation and the like): keep them as they are
     except Exception as err:
-        # What the SDK would report for a plain exception: its class name as the type.
-        raise ApplicationError(str(err), stamp, type=type(err).__name__) from err
+        # What the SDK would report for a plain exception: its class name as the type. A message
+        # quoting a credential of this worker loses its cause too: the cause would quote it again.
+        message = redact(str(err))
+        failure = ApplicationError(message, stamp, type=type(err).__name__)
+        raise failure from (err if message == str(err) else None)

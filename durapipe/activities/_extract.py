@@ -172,6 +172,7 @@ async def _model_pages(
             model=model, document={"type": kind, kind: url}, timeout=timeout, **settings
         )
     except Exception as err:
-        raise classify(err, model=model) from err
+        # from None: the provider's own exception may quote the key it was sent (see _image).
+        raise classify(err, model=model) from None
     pages = sorted(response.pages, key=lambda page: page.index)
     return [page.markdown for page in pages], Usage(cost_usd=response_cost(response))

@@ -106,7 +106,9 @@ async def _generate(
     except ApplicationError:
         raise
     except Exception as err:
-        raise classify(err, model=model) from err
+        # from None: the provider's own exception may quote the key it was sent; only the
+        # classified, redacted error may reach history, the worker's log and spans.
+        raise classify(err, model=model) from None
     usage = getattr(response, "usage", None)
     return data, Usage(
         input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
