@@ -27,12 +27,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from temporalio import activity
+
 from durapipe._errors import ConfigError
 from durapipe.activities._stores import CHECKPOINTS_ENV, default_path, is_off, is_redis
 from durapipe.adapters._calls import AgentTurnCall, LeafCall, LeafResult, LlmCall, ToolCall, Usage
 
 MEMO_SCOPE = "memo"  # the scope of pipes with `memoize: true`: shared by every run
-KEY_VERSION = 1  # bump when what goes into a key changes, so old entries stop matching
+KEY_VERSION = 2  # bump when what goes into a key changes, so old entries stop matching
 
 
 class CheckpointStore(Protocol):
@@ -47,20 +49,27 @@ class CheckpointStore(Protocol):
         ...
 
 
-def checkpoint_key(call: LeafCall, messages: list[dict[str, str]] | None = None) -> str:
+def checkpoint_key(
+    call: LeafCall, messages: list[dict[str, str]] | None = None, *, namespace: str | None = None
+) -> str:
     """The content-addressed key of a leaf call (one function for Temporal and local runs).
 
-    It hashes the run scope (the run id, or ``memo`` for pipes with ``memoize: true``), the step
-    path, the kind, and what the call sends: model, rendered messages, settings and output schema
-    for an llm call; function and arguments for a tool call; the conversation and the tools offered
-    for an agent turn; the pipe and its inputs (blob references name their content) for extract
-    and image.
+    It hashes the namespace (by default the running activity's; in a local run the namespace the
+    CLI would use, so local runs share memoised answers with that namespace's workers), the run
+    scope (the run id and the run's own random scope, which a re-drive keeps and a new run with the
+    same id does not; or ``memo`` for pipes with ``memoize: true``), the step path, the kind, and
+    what the call sends: model, rendered messages, settings and output schema for an llm call;
+    function and arguments for a tool call; the conversation and the tools offered for an agent
+    turn; the pipe and its inputs (blob references name their content) for extract and image.
     """
     pipe = call.pipe
     memoize = memoized(call)
+    if namespace is None:
+        namespace = activity.info().namespace if activity.in_activity() else local_namespace()
     content: dict[str, Any] = {
         "v": KEY_VERSION,
-        "scope": MEMO_SCOPE if memoize else call.run_id,
+        "namespace": namespace,
+        "scope": MEMO_SCOPE if memoize else [call.run_id, call.scope],
         # A memoised result may serve the same content at any step of any run.
         "path": None if memoize else call.path,
         "kind": pipe.kind,
@@ -84,6 +93,11 @@ def checkpoint_key(call: LeafCall, messages: list[dict[str, str]] | None = None)
         content |= {"pipe": pipe.model_dump(mode="json"), "inputs": call.inputs}
     text = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def local_namespace() -> str:
+    """The namespace a local run's checkpoints belong to: ``TEMPORAL_NAMESPACE``, else default."""
+    return os.environ.get("TEMPORAL_NAMESPACE") or "default"
 
 
 def memoized(call: LeafCall) -> bool:

@@ -46,6 +46,9 @@ class PipeRun(_Message):
         resume: where a run continued-as-new picks up (an agent's transcript); None at the start.
         budget_usd: what this part of the run may still spend (None: no budget).
         slice: for a batch pipe run as a chunk of a larger batch, the items it maps.
+        scope: a random id of this run, made when it starts and kept by a re-drive of it
+            (``durapipe retry`` reuses the recorded input): it scopes the run's checkpoints, so a
+            new run that reuses the run id does not get the earlier run's answers.
     """
 
     run_id: str
@@ -56,10 +59,13 @@ class PipeRun(_Message):
     resume: dict[str, Any] | None = None
     budget_usd: float | None = None
     slice: BatchSlice | None = None
+    # Histories recorded before scopes existed hold none: their checkpoints are scoped by run id.
+    scope: str = ""
 
 
 class _Call(_Message):
     run_id: str
+    scope: str = ""  # the run's scope (see PipeRun)
     path: str
     pipe_name: str
     inputs: dict[str, Any] = Field(default_factory=dict)

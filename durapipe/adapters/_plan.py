@@ -131,6 +131,7 @@ def pipe_run(
     spec = resolve(pipeline, pipe)
     return PipeRun(
         run_id=run_id or new_run_id(pipe),
+        scope=uuid.uuid4().hex,
         pipe=pipe,
         spec=spec,
         inputs=checked,

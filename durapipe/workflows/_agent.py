@@ -107,6 +107,7 @@ class AgentLoop:
         record = self._record(path, self.name, "llm")
         call = AgentTurnCall(
             run_id=self.interp.run.run_id,
+            scope=self.interp.run.scope,
             path=path,
             pipe_name=self.name,
             pipe=self.pipe,
@@ -162,6 +163,7 @@ class AgentLoop:
         suffix = f"-{used[request.name]}" if used[request.name] > 1 else ""
         return ToolCall(
             run_id=self.interp.run.run_id,
+            scope=self.interp.run.scope,
             path=join_path(self.interp.run.path, f"turn-{turn}/{request.name}{suffix}"),
             pipe_name=request.name,
             pipe=tool,

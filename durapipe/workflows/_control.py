@@ -230,6 +230,7 @@ class _BatchMapper:
                 )
                 chunk = PipeRun(
                     run_id=run.run_id,
+                    scope=run.scope,
                     path=run.path,
                     pipe=run.pipe,
                     spec=run.spec,

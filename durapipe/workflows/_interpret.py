@@ -259,6 +259,7 @@ class Interpreter:
     ) -> Any:
         child = PipeRun(
             run_id=self.run.run_id,
+            scope=self.run.scope,
             path=path,
             pipe=pipe_name,
             spec=subset(self.run.spec, pipe_name),
@@ -278,6 +279,7 @@ class Interpreter:
         structures = self.structures_for([*pipe.inputs.values(), getattr(pipe, "output", "any")])
         common = {
             "run_id": self.run.run_id,
+            "scope": self.run.scope,
             "path": path,
             "pipe_name": pipe_name,
             "inputs": inputs,
