@@ -52,6 +52,7 @@ from durapipe._schedules import (
 )
 from durapipe._secrets import load_secrets_file
 from durapipe._telemetry import Telemetry
+from durapipe.activities import prune_checkpoints
 from durapipe.adapters import DEFAULT_TASK_QUEUE, RunResult, StepRecord, Usage
 from durapipe.adapters._approvals import ApprovalDecision, ApprovalRequest
 from durapipe.adapters._blobs import (
@@ -193,6 +194,7 @@ __all__ = [
     "pause_schedule",
     "pending",
     "pipeline",
+    "prune_checkpoints",
     "reject",
     "replay",
     "resolve",

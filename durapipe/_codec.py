@@ -38,6 +38,8 @@ KEY_ID_METADATA = "encryption-key-id"
 KEYS_ENV = "DURAPIPE_ENCRYPTION_KEYS"
 KEYS_FILE_ENV = "DURAPIPE_ENCRYPTION_KEYS_FILE"
 _NONCE_BYTES = 12
+_TAG_BYTES = 16  # AES-GCM's authentication tag
+SEALED_PREFIX = "durapipe-sealed:"
 
 
 class EncryptionError(ConfigError):
@@ -101,8 +103,38 @@ class EncryptionCodec(PayloadCodec):
             decoded.append(self._decrypt(payload))
         return decoded
 
+    def seal_text(self, text: str) -> str:
+        """``text`` encrypted with the current key, as text a store can keep (unchanged: no key).
+
+        For what durapipe keeps outside Temporal (checkpoints): with encryption on, nothing it
+        writes at rest is plain text.
+        """
+        if self.current is None:
+            return text
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = self._ciphers[self.current].encrypt(nonce, text.encode(), self.current.encode())
+        return f"{SEALED_PREFIX}{self.current}:{base64.b64encode(nonce + sealed).decode()}"
+
+    def open_text(self, text: str) -> str:
+        """The plain text of `seal_text`'s output (text that was never sealed passes through).
+
+        Raises:
+            EncryptionError: the key is unknown here, or wrong for the text.
+        """
+        if not text.startswith(SEALED_PREFIX):
+            return text
+        key_id, _, encoded = text.removeprefix(SEALED_PREFIX).partition(":")
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            raise EncryptionError(f"a value sealed with key '{key_id}' is not base64") from None
+        return self._open(key_id, data).decode()
+
     def _decrypt(self, payload: Payload) -> Payload:
         key_id = payload.metadata.get(KEY_ID_METADATA, b"").decode(errors="replace")
+        return Payload.FromString(self._open(key_id, payload.data))
+
+    def _open(self, key_id: str, data: bytes) -> bytes:
         cipher = self._ciphers.get(key_id)
         if cipher is None:
             known = ", ".join(self._ciphers) or f"none: {KEYS_ENV} is not set"
@@ -110,15 +142,19 @@ class EncryptionCodec(PayloadCodec):
                 f"a payload is encrypted with key '{key_id}', which this process does not have "
                 f"(known keys: {known}); add it to {KEYS_ENV} or {KEYS_FILE_ENV}"
             )
-        nonce, sealed = payload.data[:_NONCE_BYTES], payload.data[_NONCE_BYTES:]
+        if len(data) < _NONCE_BYTES + _TAG_BYTES:
+            raise EncryptionError(
+                f"a payload encrypted with key '{key_id}' is {len(data)} bytes, shorter than "
+                "a nonce and a tag: it was cut or altered"
+            )
+        nonce, sealed = data[:_NONCE_BYTES], data[_NONCE_BYTES:]
         try:
-            plain = cipher.decrypt(nonce, sealed, key_id.encode())
+            return cipher.decrypt(nonce, sealed, key_id.encode())
         except InvalidTag:
             raise EncryptionError(
                 f"a payload encrypted with key '{key_id}' does not decrypt with the key of that "
                 f"id here: the key in {KEYS_ENV} is wrong (or the payload was altered)"
             ) from None
-        return Payload.FromString(plain)
 
 
 def parse_keys(text: str, *, source: str) -> dict[str, bytes]:

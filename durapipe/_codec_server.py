@@ -74,8 +74,11 @@ def codec_app(
 
 def _authorized(request: web.Request, token: str) -> bool:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    # compare_digest: the time taken must not tell how much of a guessed token was right.
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+    # compare_digest: the time taken must not tell how much of a guessed token was right. Bytes:
+    # compare_digest refuses str with non-ASCII characters (a 500 instead of a 401).
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
 
 
 async def _apply(

@@ -17,12 +17,12 @@ from typing import Any, Literal
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import PayloadCodec
+from temporalio.converter import DefaultFailureConverterWithEncodedAttributes, PayloadCodec
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from durapipe._codec import encryption_from_env
+from durapipe._codec import EncryptionCodec, encryption_from_env
 from durapipe._errors import ConfigError
 from durapipe._storage import with_external_storage
 from durapipe.activities import Activities, CheckpointStore
@@ -78,9 +78,14 @@ class DurapipePlugin(SimplePlugin):
         activities = Activities(functions, checkpoints, deck)
         # The codec runs on every payload before it leaves the process; the SDK applies it before
         # external storage (claim check), so the store never holds plain text either.
-        converter = dataclasses.replace(
-            pydantic_data_converter, payload_codec=codec or encryption_from_env()
-        )
+        codec = codec or encryption_from_env()
+        converter = dataclasses.replace(pydantic_data_converter, payload_codec=codec)
+        if not isinstance(codec, EncryptionCodec) or codec.current is not None:
+            # Failure messages and stack traces travel as one encoded payload too: a message
+            # such as "... not found for <customer data>" is as private as the data itself.
+            converter = dataclasses.replace(
+                converter, failure_converter_class=DefaultFailureConverterWithEncodedAttributes
+            )
         super().__init__(
             "durapipe.DurapipePlugin",
             data_converter=with_external_storage(converter),

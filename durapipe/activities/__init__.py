@@ -19,6 +19,7 @@ from durapipe.activities._checkpoints import (
     SqliteCheckpoints,
     checkpoint_key,
     open_store,
+    prune_checkpoints,
 )
 from durapipe.activities._cost import estimate_cost
 from durapipe.activities._extract import local_pages, run_extract
@@ -52,6 +53,7 @@ __all__ = [
     "local_pages",
     "open_limits",
     "open_store",
+    "prune_checkpoints",
     "run_agent_turn",
     "run_extract",
     "run_image",

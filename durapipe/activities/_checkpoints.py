@@ -11,6 +11,11 @@ Where the store lives comes from ``DURAPIPE_CHECKPOINTS``:
 - a file path: a SQLite file there (workers on one host share it);
 - ``redis://host:port/db``: a Redis server, for workers on several hosts;
 - ``off``: no checkpoints.
+
+With payload encryption on (``DURAPIPE_ENCRYPTION_KEYS``), results are stored encrypted with the
+same keys; a new SQLite file is created readable by its owner only (0600). Results are kept for
+``DURAPIPE_CHECKPOINT_TTL`` (default ``30d``): older ones are no longer served, and
+``durapipe checkpoints prune`` deletes them.
 """
 
 from __future__ import annotations
@@ -23,15 +28,18 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from temporalio import activity
 
+from durapipe._codec import EncryptionCodec, encryption_from_env
 from durapipe._errors import ConfigError
 from durapipe.activities._stores import CHECKPOINTS_ENV, default_path, is_off, is_redis
 from durapipe.adapters._calls import AgentTurnCall, LeafCall, LeafResult, LlmCall, ToolCall, Usage
+from durapipe.pipes._spec import parse_duration
 
 MEMO_SCOPE = "memo"  # the scope of pipes with `memoize: true`: shared by every run
 KEY_VERSION = 2  # bump when what goes into a key changes, so old entries stop matching
@@ -105,12 +113,66 @@ def memoized(call: LeafCall) -> bool:
     return isinstance(call, LlmCall | ToolCall) and call.pipe.memoize
 
 
-class SqliteCheckpoints:
-    """Checkpoints in a SQLite file: the embedded default, shared by the workers of one host."""
+TTL_ENV = "DURAPIPE_CHECKPOINT_TTL"
+DEFAULT_TTL = 30 * 86400.0
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+
+def configured_ttl() -> float:
+    """How long results are kept, from ``DURAPIPE_CHECKPOINT_TTL`` (default 30 days).
+
+    Raises:
+        ConfigError: the setting is not a duration.
+    """
+    raw = os.environ.get(TTL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TTL
+    try:
+        return parse_duration(raw)
+    except ValueError as err:
+        raise ConfigError(f"{TTL_ENV}: {err}") from None
+
+
+class _Codec:
+    """How results become stored text and back: JSON, sealed when encryption is on."""
+
+    def __init__(self, codec: EncryptionCodec | None) -> None:
+        self.codec = codec
+
+    def dump(self, result: LeafResult) -> str:
+        text = result.model_dump_json()
+        return self.codec.seal_text(text) if self.codec is not None else text
+
+    def load(self, text: str | bytes) -> LeafResult:
+        if isinstance(text, bytes):
+            text = text.decode()
+        if self.codec is not None:
+            text = self.codec.open_text(text)
+        return LeafResult.model_validate_json(text)
+
+
+class SqliteCheckpoints:
+    """Checkpoints in a SQLite file: the embedded default, shared by the workers of one host.
+
+    Args:
+        path: the file; created readable by its owner only when missing.
+        codec: encrypts results at rest (None: plain JSON).
+        ttl: seconds a result is served after it was stored (default `configured_ttl`).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        codec: EncryptionCodec | None = None,
+        ttl: float | None = None,
+    ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileExistsError):
+            # Created 0600 before SQLite opens it: its -wal and -shm files take the same mode.
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        self._codec = _Codec(codec)
+        self.ttl = configured_ttl() if ttl is None else ttl
         self._lock = threading.Lock()
         # One connection for threads, which may wait for another process's write (the lock
         # serialises the threads), and one for the event loop, which never waits (`get_nowait`).
@@ -125,26 +187,42 @@ class SqliteCheckpoints:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, result TEXT NOT NULL)"
             )
+            columns = [row[1] for row in self._db.execute("PRAGMA table_info(checkpoints)")]
+            if "created_at" not in columns:  # a file from before retention: its rows expire now
+                self._db.execute(
+                    "ALTER TABLE checkpoints ADD COLUMN created_at REAL NOT NULL DEFAULT 0"
+                )
+            self._db.execute(
+                "CREATE INDEX IF NOT EXISTS checkpoints_age ON checkpoints (created_at)"
+            )
 
     def get(self, key: str) -> LeafResult | None:
-        """The result stored under ``key``, if any."""
+        """The result stored under ``key``, if any (and younger than the TTL)."""
         with self._lock:
-            return _select(self._db, key)
+            return self._select(self._db, key)
 
     def put(self, key: str, result: LeafResult) -> bool:
-        """Store ``result`` unless ``key`` is taken (INSERT OR IGNORE); True if this one won."""
+        """Store ``result`` unless ``key`` holds a live result; True if this one won."""
         with self._lock, self._db:
-            return _insert(self._db, key, result)
+            return self._insert(self._db, key, result)
+
+    def prune(self, older_than: float | None = None) -> int:
+        """Delete results stored more than ``older_than`` seconds ago (default: the TTL)."""
+        cutoff = time.time() - (self.ttl if older_than is None else older_than)
+        with self._lock, self._db:
+            return self._db.execute(
+                "DELETE FROM checkpoints WHERE created_at < ?", (cutoff,)
+            ).rowcount
 
     def get_nowait(self, key: str) -> LeafResult | None:
         """Like `get`, on the calling thread; raises `BlockingIOError` rather than wait."""
         with self._without_waiting() as db:
-            return _select(db, key)
+            return self._select(db, key)
 
     def put_nowait(self, key: str, result: LeafResult) -> bool:
         """Like `put`, on the calling thread; raises `BlockingIOError` rather than wait."""
         with self._without_waiting() as db:
-            won = _insert(db, key, result)
+            won = self._insert(db, key, result)
         self._commits += 1
         if self._commits >= WAL_CHECKPOINT_EVERY:
             self._commits = 0
@@ -179,24 +257,29 @@ class SqliteCheckpoints:
         finally:
             self._loop_lock.release()
 
+    def _select(self, db: sqlite3.Connection, key: str) -> LeafResult | None:
+        row = db.execute(
+            "SELECT result FROM checkpoints WHERE key = ? AND created_at >= ?",
+            (key, time.time() - self.ttl),
+        ).fetchone()
+        return self._codec.load(row[0]) if row else None
+
+    def _insert(self, db: sqlite3.Connection, key: str, result: LeafResult) -> bool:
+        now = time.time()
+        # First writer wins; an expired result counts as no result.
+        cursor = db.execute(
+            "INSERT INTO checkpoints (key, result, created_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET result = excluded.result, "
+            "created_at = excluded.created_at WHERE checkpoints.created_at < ?",
+            (key, self._codec.dump(result), now, now - self.ttl),
+        )
+        return cursor.rowcount == 1
+
 
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 # About SQLite's automatic checkpoint interval (1,000 WAL pages) at a few pages per result.
 WAL_CHECKPOINT_EVERY = 250
 WAL_MAX_FRAMES = 4000  # pages of 4 KiB: a log of ~16 MB is copied with the loop's commits held back
-
-
-def _select(db: sqlite3.Connection, key: str) -> LeafResult | None:
-    row = db.execute("SELECT result FROM checkpoints WHERE key = ?", (key,)).fetchone()
-    return LeafResult.model_validate_json(row[0]) if row else None
-
-
-def _insert(db: sqlite3.Connection, key: str, result: LeafResult) -> bool:
-    cursor = db.execute(
-        "INSERT OR IGNORE INTO checkpoints (key, result) VALUES (?, ?)",
-        (key, result.model_dump_json()),
-    )
-    return cursor.rowcount == 1
 
 
 def _connect(path: Path, *, timeout: float) -> sqlite3.Connection:
@@ -211,7 +294,14 @@ def _connect(path: Path, *, timeout: float) -> sqlite3.Connection:
 class RedisCheckpoints:
     """Checkpoints in Redis, for workers on several hosts (``SET NX``: first writer wins)."""
 
-    def __init__(self, url: str, *, prefix: str = "durapipe:checkpoint:") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "durapipe:checkpoint:",
+        codec: EncryptionCodec | None = None,
+        ttl: float | None = None,
+    ) -> None:
         try:
             import redis
         except ImportError:
@@ -220,26 +310,49 @@ class RedisCheckpoints:
             ) from None
         self.url = url
         self.prefix = prefix
+        self._codec = _Codec(codec)
+        # Redis expires each result itself: no prune needed.
+        self.ttl = configured_ttl() if ttl is None else ttl
         self._redis = redis.Redis.from_url(url)
 
     def get(self, key: str) -> LeafResult | None:
         """The result stored under ``key``, if any."""
         raw = self._redis.get(self.prefix + key)
-        return LeafResult.model_validate_json(raw) if raw is not None else None
+        return self._codec.load(raw) if raw is not None else None
 
     def put(self, key: str, result: LeafResult) -> bool:
         """Store ``result`` unless ``key`` is taken; True if this one won."""
-        return bool(self._redis.set(self.prefix + key, result.model_dump_json(), nx=True))
+        stored = self._codec.dump(result)
+        return bool(self._redis.set(self.prefix + key, stored, nx=True, ex=max(1, int(self.ttl))))
 
 
-def open_store(where: str | None = None) -> CheckpointStore | None:
-    """The store named by ``where`` (else ``DURAPIPE_CHECKPOINTS``), or None when ``off``."""
+def open_store(
+    where: str | None = None, codec: EncryptionCodec | None = None
+) -> CheckpointStore | None:
+    """The store named by ``where`` (else ``DURAPIPE_CHECKPOINTS``), or None when ``off``.
+
+    Results are encrypted with ``codec`` (default: the payload keys of the environment, see
+    `durapipe._codec.encryption_from_env`; none set, none used).
+    """
     where = where if where is not None else os.environ.get(CHECKPOINTS_ENV, "")
     if is_off(where):
         return None
+    codec = codec if codec is not None else encryption_from_env()
     if is_redis(where):
-        return RedisCheckpoints(where)
-    return SqliteCheckpoints(where or default_path())
+        return RedisCheckpoints(where, codec=codec)
+    return SqliteCheckpoints(where or default_path(), codec=codec)
+
+
+def prune_checkpoints(older_than: float | None = None, where: str | None = None) -> int:
+    """Delete stored results older than ``older_than`` seconds (default: the TTL); how many went.
+
+    A Redis store expires results by itself (0 here); with checkpoints off there is nothing to do.
+
+    Raises:
+        ConfigError: the store cannot be opened, or the TTL setting is not a duration.
+    """
+    store = open_store(where)
+    return store.prune(older_than) if isinstance(store, SqliteCheckpoints) else 0
 
 
 @functools.cache

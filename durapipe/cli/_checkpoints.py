@@ -1,0 +1,41 @@
+"""``durapipe checkpoints prune``: delete stored results past their retention."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+import durapipe as dp
+from durapipe.cli._app import app, fail, handles_errors
+from durapipe.pipes import parse_duration
+
+checkpoints_app = typer.Typer(
+    help="The checkpoint store (DURAPIPE_CHECKPOINTS): results kept against paying twice.",
+    no_args_is_help=True,
+)
+app.add_typer(checkpoints_app, name="checkpoints")
+
+
+@checkpoints_app.command("prune")
+@handles_errors
+def prune(
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            help="Delete results stored longer ago than this, e.g. 7d, 12h "
+            "[default: DURAPIPE_CHECKPOINT_TTL, else 30d].",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Delete stored results older than the retention (a Redis store expires them by itself)."""
+    seconds = None
+    if older_than is not None:
+        try:
+            seconds = parse_duration(older_than)
+        except ValueError as err:
+            raise fail(f"--older-than: {err}") from None
+    count = dp.prune_checkpoints(seconds)
+    typer.echo(f"pruned {count} checkpoint{'s' if count != 1 else ''}")

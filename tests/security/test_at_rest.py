@@ -1,0 +1,91 @@
+"""Issue 15, item 5: with encryption on, checkpoints and failure messages are not plain text."""
+
+from __future__ import annotations
+
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+import durapipe as dp
+from durapipe.activities._checkpoints import SqliteCheckpoints, checkpoint_key
+from durapipe.adapters import LeafResult, LlmCall
+from tests.security import secret_tools
+from tests.security.history import history_text
+
+CUSTOMER = "Customer-Okapi-5521"  # private data, to search for at rest
+KEY = dp.new_encryption_key()
+
+
+async def test_with_encryption_on_nothing_at_rest_is_plain_text(
+    temporal_address: str,
+    temporal_env: WorkflowEnvironment,
+    task_queue: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DURAPIPE_ENCRYPTION_KEYS", f"k1:{KEY}")
+    store = tmp_path / "checkpoints.sqlite"
+    monkeypatch.setenv("DURAPIPE_CHECKPOINTS", str(store))
+    ask = dp.llm("ask", inputs={"customer": str}, prompt="Write to {{ customer }}.")
+    find = dp.tool(secret_tools.lookup, name="find")
+    pipeline = dp.pipeline(ask, find)
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    run_ids = [f"rest-ok-{uuid.uuid4().hex[:6]}", f"rest-fail-{uuid.uuid4().hex[:6]}"]
+    async with dp.build_worker(client, task_queue=task_queue):
+        answer = await dp.run(
+            client,
+            pipeline,
+            "ask",
+            {"customer": CUSTOMER},
+            run_id=run_ids[0],
+            task_queue=task_queue,
+        )
+        with pytest.raises(dp.StepFailed) as failed:
+            await dp.run(
+                client,
+                pipeline,
+                "find",
+                {"customer": CUSTOMER},
+                run_id=run_ids[1],
+                task_queue=task_queue,
+            )
+    # Not vacuous: the answer and the failure do hold the private data, for the key's holder.
+    assert CUSTOMER in answer.output
+    assert f"no record found for {CUSTOMER}" in failed.value.cause
+    assert stat.S_IMODE(store.stat().st_mode) == 0o600
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("checkpoints.sqlite*"))
+    assert b"durapipe-sealed:k1:" in raw
+    assert CUSTOMER.encode() not in raw
+
+    searched = await history_text(temporal_env.client, run_ids)
+    assert "binary/encrypted" in searched
+    assert CUSTOMER not in searched  # payloads and failure messages alike
+
+
+def test_a_checkpoint_sealed_with_one_key_is_read_only_with_it(tmp_path: Path) -> None:
+    keys = {"k1": __import__("base64").b64decode(KEY)}
+    sealed = SqliteCheckpoints(tmp_path / "c.sqlite", codec=dp.EncryptionCodec(keys))
+    call = LlmCall(run_id="r", path="p", pipe_name="p", pipe=dp.LlmPipe(prompt="x"))
+    key = checkpoint_key(call, namespace="n")
+    sealed.put(key, LeafResult(output=CUSTOMER))
+    assert sealed.get(key) == LeafResult(output=CUSTOMER)
+    without = SqliteCheckpoints(tmp_path / "c.sqlite", codec=dp.EncryptionCodec({}))
+    with pytest.raises(dp.EncryptionError, match="key 'k1'"):
+        without.get(key)
+
+
+def test_retention_hides_and_prunes_old_results(tmp_path: Path) -> None:
+    store = SqliteCheckpoints(tmp_path / "c.sqlite", ttl=3600)
+    store.put("old", LeafResult(output="old"))
+    store.put("new", LeafResult(output="new"))
+    with store._db:  # age one result past the TTL
+        store._db.execute("UPDATE checkpoints SET created_at = created_at - 7200 WHERE key = 'old'")
+    assert store.get("old") is None and store.get("new") is not None
+    assert store.put("old", LeafResult(output="again"))  # an expired result is no result
+    with store._db:
+        store._db.execute("UPDATE checkpoints SET created_at = created_at - 7200 WHERE key = 'old'")
+    assert store.prune() == 1
+    assert store.prune(older_than=0) == 1
