@@ -19,10 +19,13 @@ PYTHON_SUFFIXES = (".py",)
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
-def load(path: str | Path) -> Pipeline:
+def load(path: str | Path, *, import_tools: bool = True) -> Pipeline:
     """Load and validate a pipeline file; its folder goes on the Python path so tools import.
 
     A Python file must define a module-level `Pipeline` (``pipeline = durapipe.pipeline(...)``).
+    With ``import_tools=False`` (what ``durapipe validate`` does) a YAML file is checked without
+    importing anything: tool references are checked for their shape only, and the file's folder
+    stays off the Python path. A Python pipeline file is code, so loading it always runs it.
 
     Raises:
         ConfigError: the file does not exist or has an unknown suffix.
@@ -31,7 +34,8 @@ def load(path: str | Path) -> Pipeline:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"pipeline file '{path}' does not exist")
-    _add_to_path(file.parent)
+    if import_tools or file.suffix in PYTHON_SUFFIXES:
+        _add_to_path(file.parent)
     lines: dict[str, int] = {}
     if file.suffix in YAML_SUFFIXES:
         text = file.read_text(encoding="utf-8")
@@ -41,7 +45,9 @@ def load(path: str | Path) -> Pipeline:
         pipeline = _load_module(file)
     else:
         raise ConfigError(f"pipeline file '{path}' must end in .yaml, .yml or .py")
-    problems = check(pipeline, source=str(path)) + _tool_problems(pipeline, str(path))
+    problems = check(pipeline, source=str(path))
+    if import_tools:
+        problems += _tool_problems(pipeline, str(path))
     if problems:
         raise PipelineError([_located(p, lines) for p in problems])
     return pipeline
