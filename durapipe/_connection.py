@@ -10,7 +10,7 @@ them: ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMP
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,8 @@ class ConnectOptions:
 
     address: str | None = None
     namespace: str | None = None
-    api_key: str | None = None
+    # repr=False: options end up in log lines, tracebacks and debugger output; a key must not.
+    api_key: str | None = field(default=None, repr=False)
     tls: bool | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None

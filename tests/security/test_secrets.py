@@ -168,3 +168,10 @@ def test_secrets_file_errors_do_not_show_values(tmp_path: Path) -> None:
     with pytest.raises(dp.ConfigError, match="line 2: expected KEY=VALUE") as raised:
         dp.load_secrets_file(bad)
     assert "sk-hidden" not in str(raised.value)
+
+
+def test_connect_options_never_print_an_api_key() -> None:
+    options = dp.ConnectOptions(address="ns.tmprl.cloud:7233", api_key=FAKE_KEY)
+    shown = [repr(options), str(options), f"{options}", f"{options!r}"]
+    assert "ns.tmprl.cloud:7233" in shown[0]  # not vacuous: the options are shown
+    assert all(FAKE_KEY not in text for text in shown)
