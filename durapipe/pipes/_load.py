@@ -14,6 +14,7 @@ from durapipe._errors import ConfigError, PipelineError, Problem
 from durapipe.pipes._spec import Pipeline, ToolPipe
 from durapipe.pipes._validate import check
 from durapipe.pipes._yaml import load_yaml, pipe_lines
+from durapipe.pipes._yaml_guard import MAX_FILE_BYTES
 
 PYTHON_SUFFIXES = (".py",)
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -38,9 +39,21 @@ def load(path: str | Path, *, import_tools: bool = True) -> Pipeline:
         _add_to_path(file.parent)
     lines: dict[str, int] = {}
     if file.suffix in YAML_SUFFIXES:
-        text = file.read_text(encoding="utf-8")
+        size = file.stat().st_size
+        if size > MAX_FILE_BYTES:  # refused before it is read: a file of gigabytes is input too
+            raise PipelineError(
+                [
+                    Problem(
+                        "YAML",
+                        f"the file is {size} bytes; a pipeline file may hold at most "
+                        f"{MAX_FILE_BYTES}",
+                        str(path),
+                    )
+                ]
+            )
+        text = file.read_text(encoding="utf-8", errors="replace")
         pipeline = load_yaml(text, source=str(path))
-        lines = pipe_lines(text)
+        lines = pipe_lines(text, str(path))
     elif file.suffix in PYTHON_SUFFIXES:
         pipeline = _load_module(file)
     else:

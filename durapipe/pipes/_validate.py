@@ -51,8 +51,15 @@ def validate(pipeline: Pipeline, *, source: str = "") -> None:
         raise PipelineError(problems)
 
 
+MAX_PIPE_DEPTH = 50  # pipes calling pipes: each level is a child workflow
+
+
 def check(pipeline: Pipeline, *, source: str = "") -> list[Problem]:
     """Every problem in ``pipeline``, in a stable order."""
+    too_deep = _nesting_problem(pipeline)
+    if too_deep is not None:
+        # The other checks follow pipes into the pipes they call: not past this depth.
+        return [Problem(too_deep[0], too_deep[1], source)]
     problems: list[Problem] = []
 
     def report(where: str, message: str) -> None:
@@ -324,6 +331,37 @@ def output_type(pipeline: Pipeline, name: str) -> str:
     """The type of what pipe ``name`` returns (``any`` when it cannot be known statically)."""
     shape = output_shape(pipeline, name)
     return shape if isinstance(shape, str) else "any"
+
+
+def _nesting_problem(pipeline: Pipeline) -> tuple[str, str] | None:
+    """The pipe whose calls nest deeper than `MAX_PIPE_DEPTH`, if any (iterative: any depth)."""
+    depth: dict[str, int] = {}
+    for start in pipeline.pipes:
+        stack: list[tuple[str, int]] = [(start, 0)]
+        on_path: set[str] = set()
+        while stack:
+            name, index = stack.pop()
+            pipe = pipeline.pipes.get(name)
+            children = [c for c in pipes_used(pipe) if c in pipeline.pipes] if pipe else []
+            if index == 0:
+                if name in depth:
+                    continue
+                on_path.add(name)
+            if index < len(children):
+                stack.append((name, index + 1))
+                child = children[index]
+                if child not in depth and child not in on_path:  # a cycle is reported elsewhere
+                    stack.append((child, 0))
+                continue
+            on_path.discard(name)
+            depth[name] = 1 + max((depth.get(c, 0) for c in children), default=0)
+            if depth[name] > MAX_PIPE_DEPTH:
+                return (
+                    f"pipe '{name}'",
+                    f"pipes call each other more than {MAX_PIPE_DEPTH} levels deep from here; "
+                    "flatten the pipeline",
+                )
+    return None
 
 
 def _check_cycles(pipeline: Pipeline, report: _Report) -> None:

@@ -18,6 +18,7 @@ and the file with line and column.
 from __future__ import annotations
 
 import difflib
+import functools
 from typing import Any
 
 import pydantic
@@ -39,6 +40,7 @@ from durapipe.pipes._spec import (
     Step,
     ToolPipe,
 )
+from durapipe.pipes._yaml_guard import LOADER, check_limits, duplicate_keys
 
 # Every pipe kind and its spec class: pydantic names the kind in error locations.
 _KIND_MODELS: dict[str, type[pydantic.BaseModel]] = {
@@ -62,15 +64,12 @@ def load_yaml(text: str, *, source: str = "<yaml>") -> Pipeline:
     Raises:
         PipelineError: the YAML does not parse or does not describe a pipeline.
     """
+    root = _compose(text, source)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise PipelineError([Problem("YAML", f"{err.problem or err}", where)]) from None
+        # Built from the one composed tree: the file is parsed once (with libyaml when present).
+        data = yaml.SafeLoader("").construct_document(root) if root is not None else None
     except yaml.YAMLError as err:
-        raise PipelineError([Problem("YAML", str(err), source)]) from None
+        raise _yaml_problem(err, source) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -85,11 +84,39 @@ def load_yaml(text: str, *, source: str = "<yaml>") -> Pipeline:
         ) from None
 
 
-def pipe_lines(text: str) -> dict[str, int]:
+@functools.lru_cache(maxsize=4)
+def _compose(text: str, source: str) -> yaml.Node | None:
+    """The file's node tree, within the limits of `check_limits` and with no key written twice.
+
+    Cached: `load` asks for the pipes' lines right after building the pipeline.
+
+    Raises:
+        PipelineError: the YAML does not parse, passes a limit, or repeats a key.
+    """
+    try:
+        check_limits(text, source)
+        root = yaml.compose(text, Loader=LOADER)
+    except yaml.YAMLError as err:
+        raise _yaml_problem(err, source) from None
+    problems = duplicate_keys(root, source)
+    if problems:
+        raise PipelineError(problems)
+    return root
+
+
+def _yaml_problem(err: yaml.YAMLError, source: str) -> PipelineError:
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark or err.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        return PipelineError([Problem("YAML", f"{err.problem or err}", where)])
+    return PipelineError([Problem("YAML", str(err), source)])
+
+
+def pipe_lines(text: str, source: str = "<yaml>") -> dict[str, int]:
     """The 1-based line where each pipe is defined, to point semantic problems at the file."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+        root = _compose(text, source)
+    except PipelineError:
         return {}
     lines: dict[str, int] = {}
     if isinstance(root, yaml.MappingNode):
