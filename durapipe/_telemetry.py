@@ -12,13 +12,22 @@ counters (tokens, cost, cache hits) on a Prometheus endpoint.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
 from temporalio.client import Interceptor
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 
 from durapipe._errors import ConfigError
 
@@ -69,14 +78,29 @@ class Telemetry:
         tracer = self.tracer_provider.get_tracer(TRACER_NAME)
         return [TracingInterceptor(tracer, always_create_workflow_spans=True)]
 
-    def runtime(self) -> Runtime | None:
-        """The Temporal runtime serving metrics, or None for the default runtime."""
+    def runtime(self) -> Runtime:
+        """The Temporal runtime: its log lines go to Python logging, and it serves metrics if asked."""
         if self.metrics_address is None:
-            return None
+            return logging_runtime()
         if self._runtime is None:
             metrics = PrometheusConfig(bind_address=self.metrics_address)
-            self._runtime = Runtime(telemetry=TelemetryConfig(metrics=metrics))
+            self._runtime = Runtime(telemetry=TelemetryConfig(logging=_LOGGING, metrics=metrics))
         return self._runtime
+
+
+# The SDK core prints its warnings (e.g. "gRPC call ... retried 5 times" while the server is
+# unreachable) straight to stdout by default, mixing them into `durapipe run --json` output.
+# Forwarded, they become records of the `temporalio.core` logger: stderr, or wherever logging goes.
+_LOGGING = LoggingConfig(
+    filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+    forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+)
+
+
+@functools.cache
+def logging_runtime() -> Runtime:
+    """One runtime per process whose core log lines go to Python logging, never to stdout."""
+    return Runtime(telemetry=TelemetryConfig(logging=_LOGGING))
 
 
 def _provider(exporter: str) -> trace.TracerProvider:
