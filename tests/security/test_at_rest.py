@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import stat
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 import durapipe as dp
 from durapipe.activities._checkpoints import SqliteCheckpoints, checkpoint_key
 from durapipe.adapters import LeafResult, LlmCall
+from tests.cli.test_cli import cli_env, durapipe_command
 from tests.security import secret_tools
 from tests.security.history import history_text
 
@@ -66,7 +69,7 @@ async def test_with_encryption_on_nothing_at_rest_is_plain_text(
 
 
 def test_a_checkpoint_sealed_with_one_key_is_read_only_with_it(tmp_path: Path) -> None:
-    keys = {"k1": __import__("base64").b64decode(KEY)}
+    keys = {"k1": base64.b64decode(KEY)}
     sealed = SqliteCheckpoints(tmp_path / "c.sqlite", codec=dp.EncryptionCodec(keys))
     call = LlmCall(run_id="r", path="p", pipe_name="p", pipe=dp.LlmPipe(prompt="x"))
     key = checkpoint_key(call, namespace="n")
@@ -89,3 +92,25 @@ def test_retention_hides_and_prunes_old_results(tmp_path: Path) -> None:
         store._db.execute("UPDATE checkpoints SET created_at = created_at - 7200 WHERE key = 'old'")
     assert store.prune() == 1
     assert store.prune(older_than=0) == 1
+
+
+def test_the_prune_command_deletes_results_past_the_retention(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    store = SqliteCheckpoints(path, ttl=3600)
+    store.put("old", LeafResult(output="old"))
+    store.put("new", LeafResult(output="new"))
+    with store._db:
+        store._db.execute("UPDATE checkpoints SET created_at = created_at - 7200 WHERE key = 'old'")
+    env = cli_env(DURAPIPE_CHECKPOINTS=str(path))
+    pruned = subprocess.run(
+        durapipe_command("checkpoints", "prune", "--older-than", "1h"),
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.stdout.strip() == "pruned 1 checkpoint"
+    assert store.get("new") is not None
+    bad = subprocess.run(
+        durapipe_command("checkpoints", "prune", "--older-than", "soon"),
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--older-than" in bad.stderr and "Traceback" not in bad.stderr
