@@ -36,7 +36,7 @@ def test_a_hostile_template_fails_its_step_at_once_naming_pipe_and_field(templat
     started = time.perf_counter()
     with pytest.raises(ApplicationError) as raised:
         messages_for(call)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 2.0  # refused at once (a shared machine: not 0.1 s)
     assert raised.value.type == "durapipe.TemplateError" and raised.value.non_retryable
     assert raised.value.message.startswith("pipe 'bomb', field 'prompt': ")
     assert HOSTILE[template] in raised.value.message
