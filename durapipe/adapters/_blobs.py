@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -89,13 +90,24 @@ class LocalBlobStore:
         return ref
 
     def get(self, ref: Blob) -> bytes:
+        # A reference arrives in a run's input: read only a regular file of the store (no link
+        # out of it, no device) whose content is what the reference names.
         try:
-            return self.path(ref).read_bytes()
+            descriptor = os.open(self.path(ref), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
             raise BlobNotFound(
                 f"blob {ref.blob} ({ref.name or ref.media_type}) is not in {self.root}; "
                 f"workers and clients must share one blob store (set {BLOB_DIR_ENV})"
             ) from None
+        except OSError as err:
+            raise BlobNotFound(f"blob {ref.blob} cannot be read: {err.strerror}") from None
+        with os.fdopen(descriptor, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise BlobNotFound(f"blob {ref.blob} is not a regular file in {self.root}")
+            data = file.read()
+        if f"sha256:{hashlib.sha256(data).hexdigest()}" != ref.blob:
+            raise BlobNotFound(f"blob {ref.blob}: the stored content does not match its address")
+        return data
 
 
 _installed: BlobStore | None = None

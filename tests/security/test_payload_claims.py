@@ -143,3 +143,18 @@ def test_claims_that_are_not_a_payload_of_the_store_are_refused(tmp_path: Path) 
     good = Payload(data=b"ok").SerializeToString()
     (store / hashlib.sha256(good).hexdigest()).write_bytes(good)
     assert _read(store, hashlib.sha256(good).hexdigest()).stdout.strip() == "read"
+
+
+def test_the_blob_store_reads_only_regular_files_matching_their_address(tmp_path: Path) -> None:
+    store = dp.LocalBlobStore(tmp_path / "blobs")
+    ref = store.put(b"a document", media_type="text/plain")
+    assert store.get(ref) == b"a document"
+    linked = dp.Blob(blob="sha256:" + "1" * 64, media_type="text/plain")
+    store.path(linked).parent.mkdir(parents=True, exist_ok=True)
+    store.path(linked).symlink_to("/dev/zero")
+    altered = dp.Blob(blob="sha256:" + "2" * 64, media_type="text/plain")
+    store.path(altered).parent.mkdir(parents=True, exist_ok=True)
+    store.path(altered).write_bytes(b"not what the address says")
+    for bad, reason in ((linked, "cannot be read"), (altered, "does not match its address")):
+        with pytest.raises(dp.BlobNotFound, match=reason):
+            store.get(bad)
