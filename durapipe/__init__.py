@@ -10,17 +10,6 @@ Example:
     >>> result = asyncio.run(dp.run_local(pipeline, "summarize", {"article": "..."}))  # doctest: +SKIP
 """
 
-from durapipe._client import RunHandle, connect, run, start
-from durapipe._codec import (
-    EncryptionCodec,
-    EncryptionError,
-    encryption_from_env,
-    new_encryption_key,
-)
-from durapipe._codec_server import codec_app
-from durapipe._connection import DEFAULT_ADDRESS, ConnectOptions
-from durapipe._control import approve, cancel, pause, pending, reject, resume
-from durapipe._dev import DevServer
 from durapipe._errors import (
     ConfigError,
     DecisionRefused,
@@ -33,58 +22,12 @@ from durapipe._errors import (
     StepFailed,
     ToolError,
 )
-from durapipe._replay import ReplayReport, fetch_histories, load_history, replay
-from durapipe._runs import (
-    RunSummary,
-    check_search_attributes,
-    list_runs,
-    retry,
-    setup_search_attributes,
-)
-from durapipe._schedules import (
-    ScheduleSummary,
-    create_schedule,
-    delete_schedule,
-    list_schedules,
-    pause_schedule,
-    trigger_schedule,
-    unpause_schedule,
-)
-from durapipe._secrets import load_secrets_file
-from durapipe._telemetry import Telemetry
-from durapipe.adapters import DEFAULT_TASK_QUEUE, RunResult, StepRecord, Usage
-from durapipe.adapters._approvals import ApprovalDecision, ApprovalRequest
-from durapipe.adapters._blobs import (
-    BlobNotFound,
-    BlobStore,
-    LocalBlobStore,
-    blob_store,
-    upload,
-    use_blob_store,
-)
-from durapipe.local import run_local
-from durapipe.pipes import (
-    OFFLINE_MODEL,
-    AgentPipe,
-    ApprovalPipe,
-    BatchPipe,
-    Blob,
-    ConditionPipe,
-    ExtractPipe,
-    FieldSpec,
-    ImagePipe,
-    LimitRule,
-    LlmPipe,
-    Page,
-    ParallelPipe,
+from durapipe.adapters import (
+    DEFAULT_TASK_QUEUE,
     Pipe,
-    Pipeline,
-    RetrySpec,
-    RouteRule,
-    SequencePipe,
-    Step,
-    StructureSpec,
-    ToolPipe,
+    RunResult,
+    StepRecord,
+    Usage,
     agent,
     approval,
     batch,
@@ -98,11 +41,73 @@ from durapipe.pipes import (
     load_yaml,
     parallel,
     pipeline,
-    resolve,
     sequence,
     step,
     tool,
+)
+from durapipe.client._connection import DEFAULT_ADDRESS, ConnectOptions
+from durapipe.client._handle import RunHandle, connect, run, start
+from durapipe.client._run_control import approve, cancel, pause, pending, reject, resume
+from durapipe.client._runs import (
+    RunSummary,
+    check_search_attributes,
+    list_runs,
+    retry,
+    setup_search_attributes,
+)
+from durapipe.client._telemetry import Telemetry
+from durapipe.local import run_local
+from durapipe.ops._codec_server import codec_app
+from durapipe.ops._dev import DevServer
+from durapipe.ops._replay import ReplayReport, fetch_histories, load_history, replay
+from durapipe.ops._schedules import (
+    ScheduleSummary,
+    create_schedule,
+    delete_schedule,
+    list_schedules,
+    pause_schedule,
+    trigger_schedule,
+    unpause_schedule,
+)
+from durapipe.runtime._approvals import ApprovalDecision, ApprovalRequest
+from durapipe.security._codec import (
+    EncryptionCodec,
+    EncryptionError,
+    encryption_from_env,
+    new_encryption_key,
+)
+from durapipe.security._secrets import load_secrets_file
+from durapipe.spec import (
+    OFFLINE_MODEL,
+    AgentPipe,
+    ApprovalPipe,
+    BatchPipe,
+    Blob,
+    ConditionPipe,
+    ExtractPipe,
+    FieldSpec,
+    ImagePipe,
+    LimitRule,
+    LlmPipe,
+    Page,
+    ParallelPipe,
+    Pipeline,
+    RetrySpec,
+    RouteRule,
+    SequencePipe,
+    Step,
+    StructureSpec,
+    ToolPipe,
+    resolve,
     validate,
+)
+from durapipe.stores._blobs import (
+    BlobNotFound,
+    BlobStore,
+    LocalBlobStore,
+    blob_store,
+    upload,
+    use_blob_store,
 )
 from durapipe.worker import DurapipePlugin, build_worker, build_workers, warm_up
 

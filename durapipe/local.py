@@ -23,7 +23,6 @@ from durapipe.activities import (
     run_llm,
     run_tool,
 )
-from durapipe.activities._checkpoints import CheckpointStore, configured_store
 from durapipe.adapters import (
     AgentTurnCall,
     ExtractCall,
@@ -35,11 +34,13 @@ from durapipe.adapters import (
     RunResult,
     StepRecord,
     pipe_run,
+    tool_functions,
 )
-from durapipe.adapters._approvals import ApprovalDecision, ApprovalRequest
-from durapipe.adapters._budget import Budget
-from durapipe.pipes import Pipeline, RetrySpec, tool_functions
-from durapipe.workflows._interpret import Interpreter
+from durapipe.runtime._approvals import ApprovalDecision, ApprovalRequest
+from durapipe.runtime._budget import Budget
+from durapipe.runtime._interpret import Interpreter
+from durapipe.spec import Pipeline, RetrySpec
+from durapipe.stores._checkpoints import CheckpointStore, configured_store
 
 
 class LocalRuntime:

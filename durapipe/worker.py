@@ -22,13 +22,14 @@ from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from durapipe._codec import encryption_from_env
 from durapipe._errors import ConfigError
-from durapipe._storage import with_external_storage
-from durapipe.activities import Activities, CheckpointStore
-from durapipe.adapters import DEFAULT_TASK_QUEUE
+from durapipe.activities import Activities
+from durapipe.adapters import DEFAULT_TASK_QUEUE, tool_functions
 from durapipe.adapters._litellm import litellm_module, warm_provider_clients
-from durapipe.pipes import Pipeline, tool_functions
+from durapipe.security._codec import encryption_from_env
+from durapipe.spec import Pipeline
+from durapipe.stores import CheckpointStore
+from durapipe.stores._payloads import with_external_storage
 from durapipe.workflows import PipeWorkflow, SandboxedPipeWorkflow
 
 # Modules the workflow sandbox shares with the worker instead of re-importing per run.
@@ -49,7 +50,7 @@ PASSTHROUGH_MODULES = {
 class DurapipePlugin(SimplePlugin):
     """Wires durapipe into a Temporal client and worker.
 
-    Payloads above ``DURAPIPE_PAYLOAD_THRESHOLD`` go to the payload store (see `durapipe._storage`).
+    Payloads above ``DURAPIPE_PAYLOAD_THRESHOLD`` go to the payload store (see `durapipe.stores._payloads`).
 
     Args:
         pipeline: the pipeline whose tool functions this worker runs (none for a client-only use).
@@ -57,7 +58,7 @@ class DurapipePlugin(SimplePlugin):
         checkpoints: where leaf results are checkpointed; by default the store
             ``DURAPIPE_CHECKPOINTS`` names (see `durapipe.activities.open_store`), None for none.
         codec: the payload codec; by default payload encryption as configured by
-            ``DURAPIPE_ENCRYPTION_KEYS`` / ``DURAPIPE_ENCRYPTION_KEYS_FILE`` (see `durapipe._codec`).
+            ``DURAPIPE_ENCRYPTION_KEYS`` / ``DURAPIPE_ENCRYPTION_KEYS_FILE`` (see `durapipe.security._codec`).
 
     Raises:
         ConfigError: the encryption keys are malformed.

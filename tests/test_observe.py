@@ -21,11 +21,11 @@ import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
 
 import durapipe as dp
-from durapipe._dev import free_port
-from durapipe.adapters._search import PIPE, STEPS
 from durapipe.cli._live import follow_live
+from durapipe.ops._dev import free_port
 from durapipe.testing.fake_provider import FakeProvider, Reply, Status
 from durapipe.workflows import STEPS_QUERY
+from durapipe.workflows._search import PIPE, STEPS
 from tests.cli.test_cli import run_cli
 from tests.conftest import ARTICLE, EXAMPLES
 from tests.test_temporal import history_events

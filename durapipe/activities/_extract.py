@@ -14,12 +14,12 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
-from durapipe.activities._limits import limited
-from durapipe.adapters._blobs import BlobNotFound, blob_store
 from durapipe.adapters._calls import ExtractCall, LeafResult, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
-from durapipe.pipes import LOCAL_EXTRACTOR, Blob
+from durapipe.spec import LOCAL_EXTRACTOR, Blob
+from durapipe.stores._blobs import BlobNotFound, blob_store
+from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.stores._limits import limited
 
 TESSERACT = "tesseract"
 

@@ -15,13 +15,13 @@ from typing import Any
 import aiohttp
 from temporalio.exceptions import ApplicationError
 
-from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
-from durapipe.activities._limits import limited
 from durapipe.activities._llm import render_for
-from durapipe.adapters._blobs import blob_store
 from durapipe.adapters._calls import ImageCall, LeafResult, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
-from durapipe.pipes import OFFLINE_MODEL
+from durapipe.spec import OFFLINE_MODEL
+from durapipe.stores._blobs import blob_store
+from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.stores._limits import limited
 
 PLACEHOLDER_LABEL = "durapipe offline placeholder"
 

@@ -10,12 +10,12 @@ import pydantic
 from opentelemetry.trace import Status, StatusCode
 from temporalio.exceptions import ApplicationError
 
-from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
-from durapipe.activities._limits import limited
 from durapipe.activities._spans import provider_span, record_response
 from durapipe.adapters._calls import LeafResult, LlmCall, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
-from durapipe.pipes import TemplateError, _types, render
+from durapipe.spec import TemplateError, _types, render
+from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.stores._limits import limited
 
 # Sent with every provider request, so a provider (or the fake one's ledger) can spot a repeat.
 IDEMPOTENCY_HEADER = "X-Durapipe-Idempotency-Key"

@@ -11,11 +11,11 @@ import pydantic
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ToolError
-from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
-from durapipe.activities._limits import limited
-from durapipe.adapters._agent import TOOL_ERROR
 from durapipe.adapters._calls import LeafResult, ToolCall
-from durapipe.pipes import _types
+from durapipe.runtime._agent_messages import TOOL_ERROR
+from durapipe.spec import _types
+from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.stores._limits import limited
 
 
 async def run_tool(

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from durapipe._errors import StepFailed
-from durapipe.pipes import AgentPipe, ExtractPipe, ImagePipe, LimitRule, LlmPipe, Pipeline, ToolPipe
-from durapipe.pipes._types import StructureSpec
+from durapipe.spec import AgentPipe, ExtractPipe, ImagePipe, LimitRule, LlmPipe, Pipeline, ToolPipe
+from durapipe.spec._types import StructureSpec
 
 
 class _Message(BaseModel):

@@ -19,7 +19,7 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from durapipe._secrets import redact
+from durapipe.security._secrets import redact
 
 
 @functools.cache
@@ -28,7 +28,7 @@ def litellm_module() -> ModuleType:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
-    from durapipe.testing._offline import register_offline_model
+    from durapipe.adapters._offline import register_offline_model
 
     litellm.suppress_debug_info = True
     litellm.drop_params = True  # a setting one provider lacks must not fail a step on another

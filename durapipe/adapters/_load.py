@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from durapipe._errors import ConfigError, PipelineError, Problem
-from durapipe.pipes._spec import Pipeline, ToolPipe
-from durapipe.pipes._validate import check
-from durapipe.pipes._yaml import load_yaml, pipe_lines
+from durapipe.adapters._yaml import load_yaml, pipe_lines
+from durapipe.spec._spec import Pipeline, ToolPipe
+from durapipe.spec._validate import check
 
 PYTHON_SUFFIXES = (".py",)
 YAML_SUFFIXES = (".yaml", ".yml")

@@ -3,7 +3,7 @@
 It answers every chat completion locally and deterministically, so pipelines, examples and tests
 run with no network, no API key and no cost::
 
-    from durapipe.testing._offline import register_offline_model
+    from durapipe.adapters._offline import register_offline_model
 
     register_offline_model()
     response = await litellm.acompletion(
@@ -65,7 +65,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from durapipe.testing._schema_sample import Sampler, rng_for, sample_from_schema, words_of
+from durapipe.adapters._schema_sample import Sampler, rng_for, sample_from_schema, words_of
 
 # litellm fetches its price list from the internet at import time unless told to use the local copy.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

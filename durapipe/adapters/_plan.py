@@ -13,10 +13,10 @@ from typing import Any
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
-from durapipe.adapters._blobs import prepare_inputs
-from durapipe.adapters._budget import effective_budget
 from durapipe.adapters._calls import AgentTurnCall, LeafCall, PipeRun, ToolCall
-from durapipe.pipes import Pipeline, RetrySpec, check_inputs, resolve
+from durapipe.runtime._budget import effective_budget
+from durapipe.spec import Pipeline, RetrySpec, check_inputs, resolve
+from durapipe.stores._blobs import prepare_inputs
 
 WORKFLOW_NAME = "durapipe.pipe"
 ACTIVITY_NAMES = {

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from durapipe.pipes import _types
-from durapipe.pipes._spec import (
+from durapipe.spec import _types
+from durapipe.spec._spec import (
     AgentPipe,
     ApprovalPipe,
     ExtractPipe,
@@ -32,7 +32,7 @@ from durapipe.pipes._spec import (
     Step,
     ToolPipe,
 )
-from durapipe.pipes._types import Structures
+from durapipe.spec._types import Structures
 
 
 @dataclass(frozen=True)

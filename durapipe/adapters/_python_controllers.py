@@ -15,14 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from durapipe.pipes._builders import Pipe, _types_of
-from durapipe.pipes._spec import (
+from durapipe.adapters._python import Pipe, _types_of
+from durapipe.spec._spec import (
     BatchPipe,
     Branch,
     ConditionPipe,
     ParallelPipe,
 )
-from durapipe.pipes._types import Structures
+from durapipe.spec._types import Structures
 
 Outcome = Pipe | Literal["fail", "continue"]
 
@@ -92,7 +92,7 @@ def batch(
         inputs: the batch's input names and their types.
         pipe_inputs: where ``pipe``'s inputs come from, when not from the value of their own name.
         max_concurrency: how many elements run at once.
-        on_error: ``fail`` (fail fast) or ``collect`` (see `durapipe.pipes.BatchPipe`).
+        on_error: ``fail`` (fail fast) or ``collect`` (see `durapipe.spec.BatchPipe`).
         chunk_size: most items (or chunks) per workflow; longer lists nest child workflows.
         description: shown in ``durapipe validate`` and the UI.
     """

@@ -1,6 +1,6 @@
 """Deterministic JSON values from a JSON Schema: what the offline model and the fake provider answer.
 
-Pure code (no litellm), shared by `durapipe.testing._offline` and `durapipe.testing._fake_provider`.
+Pure code (no litellm), shared by `durapipe.adapters._offline` and `durapipe.testing._fake_provider`.
 """
 
 from __future__ import annotations

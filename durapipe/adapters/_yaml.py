@@ -24,7 +24,7 @@ import pydantic
 import yaml
 
 from durapipe._errors import PipelineError, Problem
-from durapipe.pipes._spec import (
+from durapipe.spec._spec import (
     AgentPipe,
     ApprovalPipe,
     BatchPipe,

@@ -12,8 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 import durapipe as dp
-from durapipe.adapters._search import spent
 from durapipe.cli._progress import POLL_INTERVAL_S
+from durapipe.workflows._search import spent
 
 _STYLES = {"succeeded": "green", "failed": "red", "skipped": "dim", "cancelled": "red"}
 _MARKS = {"succeeded": "✓", "failed": "✗", "skipped": "-", "cancelled": "✗", "pending": "·"}

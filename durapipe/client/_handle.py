@@ -22,10 +22,7 @@ from temporalio.exceptions import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from durapipe._connection import ConnectOptions
 from durapipe._errors import ConfigError, RunCancelled, RunError, RunNotFound, StepFailed
-from durapipe._telemetry import Telemetry
-from durapipe.activities import CheckpointStore
 from durapipe.adapters import (
     DEFAULT_TASK_QUEUE,
     WORKFLOW_NAME,
@@ -35,7 +32,10 @@ from durapipe.adapters import (
     child_workflow_id,
     pipe_run,
 )
-from durapipe.pipes import CONTROLLER_KINDS, Pipeline
+from durapipe.client._connection import ConnectOptions
+from durapipe.client._telemetry import Telemetry
+from durapipe.spec import CONTROLLER_KINDS, Pipeline
+from durapipe.stores import CheckpointStore
 from durapipe.worker import DurapipePlugin
 from durapipe.workflows import STEPS_QUERY
 

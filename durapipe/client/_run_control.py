@@ -19,7 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from durapipe._errors import ConfigError, DecisionRefused, DurapipeError, RunError, RunNotFound
 from durapipe.adapters import WORKFLOW_NAME, child_workflow_id
-from durapipe.adapters._approvals import DECIDE_UPDATE, ApprovalDecision, ApprovalRequest
+from durapipe.runtime._approvals import DECIDE_UPDATE, ApprovalDecision, ApprovalRequest
 from durapipe.workflows import PAUSE_SIGNAL, RESUME_SIGNAL, WAITING_QUERY
 
 # A run whose workers are gone cannot answer a query; `pending` skips it rather than hang.

@@ -25,10 +25,10 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
-from durapipe._client import SPEC_VERSION, RunHandle, run_error
 from durapipe._errors import ConfigError, RunError, RunNotFound, StepFailed
 from durapipe.adapters import WORKFLOW_NAME, PipeRun
-from durapipe.adapters._search import (
+from durapipe.client._handle import SPEC_VERSION, RunHandle, run_error
+from durapipe.workflows._search import (
     COST_USD,
     INPUT_TOKENS,
     OUTPUT_TOKENS,

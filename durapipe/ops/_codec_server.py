@@ -19,7 +19,7 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.converter import PayloadCodec
 
-from durapipe._codec import EncryptionError
+from durapipe.security._codec import EncryptionError
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _ALLOWED_HEADERS = "Authorization, Content-Type, X-Namespace"

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 
 from durapipe._errors import ConfigError
-from durapipe.adapters._search import SEARCH_ATTRIBUTES
+from durapipe.workflows._search import SEARCH_ATTRIBUTES
 
 STARTUP_TIMEOUT_S = 60.0
 START_ATTEMPTS = 3

@@ -27,7 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from durapipe._errors import ConfigError, DurapipeError
 from durapipe.adapters import DEFAULT_TASK_QUEUE, WORKFLOW_NAME, pipe_run
-from durapipe.pipes import Pipeline, parse_duration
+from durapipe.spec import Pipeline, parse_duration
 
 Overlap = Literal[
     "skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"

@@ -12,7 +12,8 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from durapipe._errors import StepFailed
-from durapipe.adapters._agent import (
+from durapipe.adapters._calls import AgentTurnCall, StepRecord, ToolCall
+from durapipe.runtime._agent_messages import (
     TOOL_ERROR,
     AgentReply,
     AgentState,
@@ -21,12 +22,11 @@ from durapipe.adapters._agent import (
     tool_result,
     tool_schema,
 )
-from durapipe.adapters._calls import AgentTurnCall, StepRecord, ToolCall
-from durapipe.pipes import AgentPipe, TemplateError, ToolPipe, limits_for, render
-from durapipe.workflows._memory import join_path
+from durapipe.runtime._memory import join_path
+from durapipe.spec import AgentPipe, TemplateError, ToolPipe, limits_for, render
 
 if TYPE_CHECKING:
-    from durapipe.workflows._interpret import Interpreter
+    from durapipe.runtime._interpret import Interpreter
 
 
 class ContinueAsNew(Exception):

@@ -14,8 +14,8 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from durapipe.adapters._calls import StepRecord, Usage
-from durapipe.pipes import ToolPipe, _types
-from durapipe.pipes._types import Structures
+from durapipe.spec import ToolPipe, _types
+from durapipe.spec._types import Structures
 
 TOOL_ERROR = "durapipe.ToolError"
 """The error type of a tool that raised `durapipe.ToolError`: an agent hands it to its model."""

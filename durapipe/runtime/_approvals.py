@@ -12,7 +12,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from durapipe._errors import StepFailed
-from durapipe.pipes import ApprovalPipe, Pipeline, TemplateError, _types, render
+from durapipe.spec import ApprovalPipe, Pipeline, TemplateError, _types, render
 
 DECIDE_UPDATE = "durapipe.decide"
 REJECTED = "durapipe.Rejected"

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from durapipe._errors import StepFailed
 from durapipe.adapters._calls import BatchSlice, PipeRun, StepRecord
-from durapipe.pipes import _templates
-from durapipe.pipes._spec import (
+from durapipe.runtime._memory import join_path
+from durapipe.spec import _templates
+from durapipe.spec._spec import (
     CONTINUE_OUTCOME,
     FAIL_OUTCOME,
     BatchPipe,
@@ -23,10 +24,9 @@ from durapipe.pipes._spec import (
     ParallelPipe,
     outcome_key,
 )
-from durapipe.workflows._memory import join_path
 
 if TYPE_CHECKING:
-    from durapipe.workflows._interpret import Interpreter
+    from durapipe.runtime._interpret import Interpreter
 
 # Batches recorded before chunks ran concurrently replay their chunks one after another.
 CONCURRENT_CHUNKS_PATCH = "durapipe.concurrent-chunks"

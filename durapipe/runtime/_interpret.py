@@ -13,13 +13,6 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from durapipe._errors import RunCancelled, StepFailed
-from durapipe.adapters._approvals import (
-    ApprovalDecision,
-    ApprovalRequest,
-    approval_request,
-    approved_value,
-    waiting_line,
-)
 from durapipe.adapters._calls import (
     ExtractCall,
     ImageCall,
@@ -32,7 +25,16 @@ from durapipe.adapters._calls import (
     ToolCall,
     Usage,
 )
-from durapipe.pipes import (
+from durapipe.runtime._approvals import (
+    ApprovalDecision,
+    ApprovalRequest,
+    approval_request,
+    approved_value,
+    waiting_line,
+)
+from durapipe.runtime._controllers import run_batch, run_condition, run_parallel
+from durapipe.runtime._memory import join_path, lookup
+from durapipe.spec import (
     AgentPipe,
     ApprovalPipe,
     ExtractPipe,
@@ -44,10 +46,8 @@ from durapipe.pipes import (
     limits_for,
     subset,
 )
-from durapipe.pipes._spec import BatchPipe, ConditionPipe, ParallelPipe
-from durapipe.pipes._types import StructureSpec, structures_used
-from durapipe.workflows._control import run_batch, run_condition, run_parallel
-from durapipe.workflows._memory import join_path, lookup
+from durapipe.spec._spec import BatchPipe, ConditionPipe, ParallelPipe
+from durapipe.spec._types import StructureSpec, structures_used
 
 T = TypeVar("T")
 MISSING_VALUE = "durapipe.MissingValue"
@@ -113,7 +113,7 @@ class Interpreter:
         if isinstance(pipe, SequencePipe):
             output = await self._sequence(pipe)
         elif isinstance(pipe, AgentPipe):
-            from durapipe.workflows._agent import AgentLoop  # the loop builds on this module
+            from durapipe.runtime._agent_loop import AgentLoop  # the loop builds on this module
 
             output = await AgentLoop(self, pipe).run()
         elif isinstance(pipe, ParallelPipe):

@@ -1,28 +1,11 @@
-"""The pipe model: specs, the Python and YAML spellings, resolution and static validation.
+"""The pipe model: specs, resolution and static validation (the spellings that build it live in adapters/).
 
 This layer knows nothing of Temporal.
 """
 
-from durapipe.pipes._builders import (
-    Binding,
-    Pipe,
-    StepRef,
-    agent,
-    approval,
-    bind,
-    extract,
-    image,
-    llm,
-    pipeline,
-    sequence,
-    step,
-    tool,
-)
-from durapipe.pipes._control_builders import BranchRef, batch, branch, condition, parallel
-from durapipe.pipes._load import import_function, load, tool_functions
-from durapipe.pipes._resolve import reachable, resolve, subset
-from durapipe.pipes._routing import limits_for, matches, route
-from durapipe.pipes._spec import (
+from durapipe.spec._resolve import reachable, resolve, subset
+from durapipe.spec._routing import limits_for, matches, route
+from durapipe.spec._spec import (
     CONTROLLER_KINDS,
     LOCAL_EXTRACTOR,
     OFFLINE_MODEL,
@@ -47,10 +30,9 @@ from durapipe.pipes._spec import (
     parse_duration,
     pipes_used,
 )
-from durapipe.pipes._templates import TemplateError, evaluate, render, variables
-from durapipe.pipes._types import Blob, FieldSpec, Page, StructureSpec
-from durapipe.pipes._validate import check, check_inputs, output_type, validate
-from durapipe.pipes._yaml import load_yaml
+from durapipe.spec._templates import TemplateError, evaluate, render, variables
+from durapipe.spec._types import Blob, FieldSpec, Page, StructureSpec
+from durapipe.spec._validate import check, check_inputs, output_type, validate
 
 __all__ = [
     "CONTROLLER_KINDS",
@@ -59,10 +41,8 @@ __all__ = [
     "AgentPipe",
     "ApprovalPipe",
     "BatchPipe",
-    "Binding",
     "Blob",
     "Branch",
-    "BranchRef",
     "ConditionPipe",
     "ExtractPipe",
     "FieldSpec",
@@ -71,49 +51,29 @@ __all__ = [
     "LlmPipe",
     "Page",
     "ParallelPipe",
-    "Pipe",
     "PipeSpec",
     "Pipeline",
     "RetrySpec",
     "RouteRule",
     "SequencePipe",
     "Step",
-    "StepRef",
     "StructureSpec",
     "TemplateError",
     "ToolPipe",
-    "agent",
-    "approval",
-    "batch",
-    "bind",
-    "branch",
     "check",
     "check_inputs",
-    "condition",
     "evaluate",
-    "extract",
-    "image",
-    "import_function",
     "is_controller",
     "limits_for",
-    "llm",
-    "load",
-    "load_yaml",
     "matches",
     "output_type",
-    "parallel",
     "parse_duration",
-    "pipeline",
     "pipes_used",
     "reachable",
     "render",
     "resolve",
     "route",
-    "sequence",
-    "step",
     "subset",
-    "tool",
-    "tool_functions",
     "validate",
     "variables",
 ]

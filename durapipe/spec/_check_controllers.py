@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from durapipe.pipes import _templates
-from durapipe.pipes._flow import (
+from durapipe.spec import _templates
+from durapipe.spec._flow import (
     Memory,
     Report,
     Shape,
@@ -13,7 +13,7 @@ from durapipe.pipes._flow import (
     path_shape,
     suggest,
 )
-from durapipe.pipes._spec import (
+from durapipe.spec._spec import (
     CONTINUE_OUTCOME,
     FAIL_OUTCOME,
     BatchPipe,
@@ -21,7 +21,7 @@ from durapipe.pipes._spec import (
     ParallelPipe,
     Pipeline,
 )
-from durapipe.pipes._types import parse_type
+from durapipe.spec._types import parse_type
 
 
 def check_parallel(pipeline: Pipeline, name: str, pipe: ParallelPipe, report: Report) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping
 
-from durapipe.pipes import _types
-from durapipe.pipes._spec import (
+from durapipe.spec import _types
+from durapipe.spec._spec import (
     CONTINUE_OUTCOME,
     FAIL_OUTCOME,
     BatchPipe,

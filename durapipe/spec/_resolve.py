@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 
-from durapipe.pipes import _types
-from durapipe.pipes._routing import matches, route
-from durapipe.pipes._spec import (
+from durapipe.spec import _types
+from durapipe.spec._routing import matches, route
+from durapipe.spec._spec import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
     LEAF_KINDS,
@@ -72,9 +72,9 @@ def resolve(pipeline: Pipeline, name: str, *, default_model: str | None = None) 
     The default model of llm pipes is, in order: ``default_model``, the pipeline's
     ``default_model``, the ``DURAPIPE_DEFAULT_MODEL`` environment variable, then the offline model.
     An extract pipe defaults to the embedded extractor and an image pipe to the offline model.
-    Every leaf gets its task queue from the pipeline's routing rules (see `durapipe.pipes.route`);
+    Every leaf gets its task queue from the pipeline's routing rules (see `durapipe.spec.route`);
     the resolved spec carries the concrete queues and no routing rules, and the limits that apply
-    to its pipes (see `durapipe.pipes.limits_for`).
+    to its pipes (see `durapipe.spec.limits_for`).
     """
     fallback = (
         default_model

@@ -25,7 +25,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Sequence
 
-from durapipe.pipes._spec import AgentPipe, LimitRule, LlmPipe, PipeSpec, RouteRule, _Criteria
+from durapipe.spec._spec import AgentPipe, LimitRule, LlmPipe, PipeSpec, RouteRule, _Criteria
 
 
 def provider_of(model: str) -> str:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from durapipe.pipes._types import StructureSpec
+from durapipe.spec._types import StructureSpec
 
 OFFLINE_MODEL = "durapipe/offline"
 # The embedded extractor: pypdf for text pages, the tesseract OCR engine for images and scans.
@@ -422,7 +422,7 @@ PipeSpec = Annotated[AnyPipe, Field(discriminator="kind")]
 
 
 class _Criteria(_Spec):
-    """Which calls a rule applies to; every criterion given must match (`durapipe.pipes.matches`).
+    """Which calls a rule applies to; every criterion given must match (`durapipe.spec.matches`).
 
     Attributes:
         kind: the kind (``llm``, ``tool``, ``agent``, ...).
@@ -451,7 +451,7 @@ class _Criteria(_Spec):
 
 
 class RouteRule(_Criteria):
-    """A routing rule: leaves that match go to ``queue`` (see `durapipe.pipes.route`).
+    """A routing rule: leaves that match go to ``queue`` (see `durapipe.spec.route`).
 
     A pipe's own ``queue`` always wins over the rules.
 
@@ -518,7 +518,7 @@ class LimitRule(_Criteria):
 class Pipeline(_Spec):
     """A set of named pipes, the model aliases and the structures they use.
 
-    The same class is the resolved spec a run carries: `durapipe.pipes.resolve` keeps only the pipes
+    The same class is the resolved spec a run carries: `durapipe.spec.resolve` keeps only the pipes
     a run reaches, replaces aliases with model strings and fills timeouts and retries.
     """
 

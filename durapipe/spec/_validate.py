@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 import pydantic
 
 from durapipe._errors import PipelineError, Problem
-from durapipe.pipes import _templates, _types
-from durapipe.pipes._check_controllers import check_batch, check_condition, check_parallel
-from durapipe.pipes._flow import (
+from durapipe.spec import _templates, _types
+from durapipe.spec._check_controllers import check_batch, check_condition, check_parallel
+from durapipe.spec._flow import (
     Memory,
     check_pipe_ref,
     check_reads,
@@ -22,7 +22,7 @@ from durapipe.pipes._flow import (
     path_shape,
     suggest,
 )
-from durapipe.pipes._spec import (
+from durapipe.spec._spec import (
     AgentPipe,
     ApprovalPipe,
     BatchPipe,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from durapipe._errors import ConfigError, PipelineError, Problem
-from durapipe.pipes import Blob, Pipeline, _types
+from durapipe.spec import Blob, Pipeline, _types
 
 BLOB_DIR_ENV = "DURAPIPE_BLOB_DIR"
 _MAGIC = (

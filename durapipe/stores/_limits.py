@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from durapipe._errors import ConfigError
-from durapipe.activities._stores import CHECKPOINTS_ENV, LIMITS_ENV, default_path, is_off, is_redis
 from durapipe.adapters._calls import AgentTurnCall, LeafCall, LlmCall, Usage
-from durapipe.pipes import LimitRule
-from durapipe.pipes._spec import parse_per
+from durapipe.spec import LimitRule
+from durapipe.spec._spec import parse_per
+from durapipe.stores._paths import CHECKPOINTS_ENV, LIMITS_ENV, default_path, is_off, is_redis
 
 GUARD = 0.1  # of a rate window (at most a second) added to it: absorbs network jitter
 POLL_S = 0.05  # how often a call waiting for a concurrency slot looks again

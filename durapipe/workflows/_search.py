@@ -12,7 +12,7 @@ from typing import Any
 from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
 
 from durapipe.adapters._calls import StepRecord, Usage
-from durapipe.pipes import CONTROLLER_KINDS
+from durapipe.spec import CONTROLLER_KINDS
 
 PIPE = SearchAttributeKey.for_keyword("DurapipePipe")
 COST_USD = SearchAttributeKey.for_float("DurapipeCostUsd")

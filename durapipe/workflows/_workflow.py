@@ -25,14 +25,6 @@ from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
 
 with workflow.unsafe.imports_passed_through():
     from durapipe._errors import RunCancelled, StepFailed
-    from durapipe.adapters._approvals import (
-        DECIDE_UPDATE,
-        ApprovalDecision,
-        ApprovalRequest,
-        check_decision,
-        timeout_decision,
-    )
-    from durapipe.adapters._budget import Budget
     from durapipe.adapters._calls import (
         LeafCall,
         LeafResult,
@@ -50,9 +42,17 @@ with workflow.unsafe.imports_passed_through():
         activity_options,
         run_workflow_id,
     )
-    from durapipe.adapters._search import run_totals
-    from durapipe.workflows._agent import ContinueAsNew
-    from durapipe.workflows._interpret import Interpreter
+    from durapipe.runtime._agent_loop import ContinueAsNew
+    from durapipe.runtime._approvals import (
+        DECIDE_UPDATE,
+        ApprovalDecision,
+        ApprovalRequest,
+        check_decision,
+        timeout_decision,
+    )
+    from durapipe.runtime._budget import Budget
+    from durapipe.runtime._interpret import Interpreter
+    from durapipe.workflows._search import run_totals
 
 STEPS_QUERY = "durapipe.steps"
 WAITING_QUERY = "durapipe.waiting"

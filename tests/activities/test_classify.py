@@ -15,8 +15,8 @@ from temporalio.exceptions import ApplicationError
 
 from durapipe.activities import run_llm
 from durapipe.adapters import LlmCall
-from durapipe.pipes import LlmPipe
-from durapipe.pipes._types import StructureSpec
+from durapipe.spec import LlmPipe
+from durapipe.spec._types import StructureSpec
 from durapipe.testing import (
     Action,
     Drop,

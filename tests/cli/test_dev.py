@@ -13,8 +13,8 @@ import pytest
 from temporalio.client import Client
 
 import durapipe as dp
-from durapipe import _dev
-from durapipe._dev import free_port
+from durapipe.ops import _dev
+from durapipe.ops._dev import free_port
 from tests.cli.test_cli import cli_env, durapipe_command
 
 

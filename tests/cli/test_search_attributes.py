@@ -13,7 +13,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 import durapipe as dp
-from durapipe._dev import search_attribute_flags
+from durapipe.ops._dev import search_attribute_flags
 from tests.cli.test_cli import run_cli
 from tests.conftest import EXAMPLES
 

@@ -18,7 +18,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.testing import WorkflowEnvironment
 
 import durapipe as dp
-from durapipe._dev import free_port
+from durapipe.ops._dev import free_port
 from tests.cli.test_cli import WorkerProcess, cli_env, durapipe_command
 from tests.conftest import ARTICLE, EXAMPLES
 from tests.security.history import history_text

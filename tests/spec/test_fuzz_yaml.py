@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import durapipe as dp
-from durapipe.pipes import check
-from durapipe.pipes._yaml import _KIND_MODELS
+from durapipe.adapters._yaml import _KIND_MODELS
+from durapipe.spec import check
 
 PIPE_KEYS = sorted(
     {key for model in _KIND_MODELS.values() for key in model.model_fields} | {"from"}

@@ -6,7 +6,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 import durapipe as dp
-from durapipe.pipes import parse_duration
+from durapipe.spec import parse_duration
 from tests.conftest import EXAMPLES
 
 

@@ -7,7 +7,7 @@ import pytest
 from pydantic import BaseModel, conlist
 
 import durapipe as dp
-from durapipe.pipes import _types
+from durapipe.spec import _types
 
 STRUCTURES = dp.load_yaml(
     """

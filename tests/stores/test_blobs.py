@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import durapipe as dp
-from durapipe.adapters._blobs import prepare_inputs
+from durapipe.stores._blobs import prepare_inputs
 from durapipe.testing import text_pdf
 
 

@@ -22,7 +22,7 @@ import httpx
 import litellm
 from pydantic import BaseModel, ValidationError
 
-from durapipe.testing._schema_sample import sample_from_schema
+from durapipe.adapters._schema_sample import sample_from_schema
 from durapipe.testing.fake_provider import (
     Call,
     Drop,
