@@ -2,10 +2,12 @@
 condition, parallel), the agent loop, the budget and approvals.
 
 `workflows/` hosts it on Temporal and `local.py` runs it in-process; it does no I/O of its own and
-reaches the outside only through the `Runtime` protocol.
+reaches the outside only through the `Runtime` protocol; the controllers and the agent loop see the
+interpreter through the `Host` protocol (so none of them imports another).
 """
 
-from durapipe.runtime._interpret import Interpreter, Runtime
+from durapipe.runtime._host import Host, Runtime
+from durapipe.runtime._interpret import Interpreter
 from durapipe.runtime._memory import join_path, lookup
 
-__all__ = ["Interpreter", "Runtime", "join_path", "lookup"]
+__all__ = ["Host", "Interpreter", "Runtime", "join_path", "lookup"]

@@ -9,7 +9,7 @@ picks up from that state.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from durapipe._errors import StepFailed
 from durapipe.adapters._calls import AgentTurnCall, StepRecord, ToolCall
@@ -22,11 +22,9 @@ from durapipe.runtime._agent_messages import (
     tool_result,
     tool_schema,
 )
+from durapipe.runtime._host import Host
 from durapipe.runtime._memory import join_path
 from durapipe.spec import AgentPipe, TemplateError, ToolPipe, limits_for, render
-
-if TYPE_CHECKING:
-    from durapipe.runtime._interpret import Interpreter
 
 
 class ContinueAsNew(Exception):
@@ -40,7 +38,7 @@ class ContinueAsNew(Exception):
 class AgentLoop:
     """Runs one agent pipe over an interpreter: its runtime, step records and usage."""
 
-    def __init__(self, interpreter: Interpreter, pipe: AgentPipe) -> None:
+    def __init__(self, interpreter: Host, pipe: AgentPipe) -> None:
         self.interp = interpreter
         self.pipe = pipe
         self.name = interpreter.run.pipe

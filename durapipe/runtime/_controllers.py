@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from durapipe._errors import StepFailed
 from durapipe.adapters._calls import BatchSlice, PipeRun, StepRecord
+from durapipe.runtime._host import Host
 from durapipe.runtime._memory import join_path
 from durapipe.spec import _templates
 from durapipe.spec._spec import (
@@ -24,9 +25,6 @@ from durapipe.spec._spec import (
     ParallelPipe,
     outcome_key,
 )
-
-if TYPE_CHECKING:
-    from durapipe.runtime._interpret import Interpreter
 
 # Batches recorded before chunks ran concurrently replay their chunks one after another.
 CONCURRENT_CHUNKS_PATCH = "durapipe.concurrent-chunks"
@@ -41,17 +39,17 @@ def error_info(err: StepFailed) -> dict[str, str]:
     return {"type": err.cause_type, "message": err.cause, "path": err.path}
 
 
-async def run_parallel(interp: Interpreter, pipe: ParallelPipe) -> Any:
+async def run_parallel(interp: Host, pipe: ParallelPipe) -> Any:
     """Run every branch at once; the output maps branch names to results (see `ParallelPipe`)."""
     memory = dict(interp.run.inputs)
     paths = {name: join_path(interp.run.path, name) for name in pipe.branches}
     for name, branch in pipe.branches.items():
-        interp._plan(paths[name], branch.pipe)
+        interp.plan(paths[name], branch.pipe)
 
     async def branch_output(name: str) -> Any:
         branch = pipe.branches[name]
         inputs = interp.inputs_for(paths[name], branch.pipe, memory, branch.inputs)
-        return await interp._step(paths[name], branch.pipe, inputs)
+        return await interp.step(paths[name], branch.pipe, inputs)
 
     names = list(pipe.branches)
     # Every branch runs to its end, even after one failed: no work is abandoned half-way.
@@ -71,7 +69,7 @@ async def run_parallel(interp: Interpreter, pipe: ParallelPipe) -> Any:
     return results if pipe.on_error == "fail" else {"results": results, "errors": errors}
 
 
-async def run_condition(interp: Interpreter, pipe: ConditionPipe) -> Any:
+async def run_condition(interp: Host, pipe: ConditionPipe) -> Any:
     """Evaluate the expression and run the outcome it selects (see `ConditionPipe`)."""
     run = interp.run
     here = run.path or run.pipe
@@ -102,11 +100,11 @@ async def run_condition(interp: Interpreter, pipe: ConditionPipe) -> Any:
     if target == CONTINUE_OUTCOME:
         return None
     path = join_path(run.path, target)
-    interp._plan(path, target)
-    return await interp._step(path, target, interp.inputs_for(path, target, memory, {}))
+    interp.plan(path, target)
+    return await interp.step(path, target, interp.inputs_for(path, target, memory, {}))
 
 
-async def run_batch(interp: Interpreter, pipe: BatchPipe) -> Any:
+async def run_batch(interp: Host, pipe: BatchPipe) -> Any:
     """Map the pipe over the list, in chunks of child runs when it is long (see `BatchPipe`)."""
     run = interp.run
     here = run.path or run.pipe
@@ -147,7 +145,7 @@ class _BatchMapper:
     """Maps a batch's pipe over items, directly or through chunk runs, and counts what happened."""
 
     def __init__(
-        self, interp: Interpreter, pipe: BatchPipe, here: str, summary: StepRecord | None
+        self, interp: Host, pipe: BatchPipe, here: str, summary: StepRecord | None
     ) -> None:
         self.interp = interp
         self.pipe = pipe
@@ -167,7 +165,7 @@ class _BatchMapper:
         paths = [f"{self.here}[{offset + i}]" for i in range(len(items))]
         if self.summary is None:
             for path in paths:
-                interp._plan(path, pipe.pipe)
+                interp.plan(path, pipe.pipe)
         memory = dict(interp.run.inputs)
         results: list[Any] = [None] * len(items)
         failures: dict[int, StepFailed] = {}
@@ -182,7 +180,7 @@ class _BatchMapper:
                     inputs = interp.inputs_for(
                         paths[index], pipe.pipe, item_memory, pipe.pipe_inputs
                     )
-                    results[index] = await interp._step(paths[index], pipe.pipe, inputs)
+                    results[index] = await interp.step(paths[index], pipe.pipe, inputs)
                     self._count({"succeeded": 1})
                 except StepFailed as err:
                     failures[index] = err

@@ -9,15 +9,13 @@ nothing from Temporal, so it is safe inside the workflow sandbox.
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from durapipe._errors import RunCancelled, StepFailed
 from durapipe.adapters._calls import (
     ExtractCall,
     ImageCall,
     LeafCall,
-    LeafResult,
     LlmCall,
     PipeRun,
     RunResult,
@@ -25,14 +23,14 @@ from durapipe.adapters._calls import (
     ToolCall,
     Usage,
 )
+from durapipe.runtime._agent_loop import AgentLoop
 from durapipe.runtime._approvals import (
-    ApprovalDecision,
-    ApprovalRequest,
     approval_request,
     approved_value,
     waiting_line,
 )
 from durapipe.runtime._controllers import run_batch, run_condition, run_parallel
+from durapipe.runtime._host import Runtime
 from durapipe.runtime._memory import join_path, lookup
 from durapipe.spec import (
     AgentPipe,
@@ -51,43 +49,6 @@ from durapipe.spec._types import StructureSpec, structures_used
 
 T = TypeVar("T")
 MISSING_VALUE = "durapipe.MissingValue"
-
-
-class Runtime(Protocol):
-    """Where the interpreter sends work: activities and child runs."""
-
-    async def leaf(self, call: LeafCall) -> LeafResult:
-        """Run one leaf call with its timeout and retry policy; raise `StepFailed` when it fails."""
-        ...
-
-    async def child(self, run: PipeRun) -> RunResult:
-        """Run a nested controller; raise `StepFailed` when one of its steps fails."""
-        ...
-
-    async def approval(self, request: ApprovalRequest) -> ApprovalDecision:
-        """Wait for a human decision on an approval step (or its timeout's default)."""
-        ...
-
-    def now(self) -> datetime:
-        """The current time (workflow time on Temporal)."""
-        ...
-
-    async def step_starting(self, record: StepRecord) -> None:
-        """Called before a step starts; may wait (a paused run) or raise `RunCancelled`."""
-        ...
-
-    def step_finished(self, record: StepRecord) -> None:
-        """Called when a step has succeeded or failed (its record is final)."""
-        ...
-
-    def continue_as_new_suggested(self, turns: int) -> bool:
-        """Whether a loop that made ``turns`` turns in this run should go on in a fresh history."""
-        ...
-
-    def patched(self, change: str) -> bool:
-        """Whether this run takes the new code path of ``change`` (on Temporal, False while
-        replaying a run recorded before the change; in-process, always True)."""
-        ...
 
 
 class Interpreter:
@@ -113,8 +74,6 @@ class Interpreter:
         if isinstance(pipe, SequencePipe):
             output = await self._sequence(pipe)
         elif isinstance(pipe, AgentPipe):
-            from durapipe.runtime._agent_loop import AgentLoop  # the loop builds on this module
-
             output = await AgentLoop(self, pipe).run()
         elif isinstance(pipe, ParallelPipe):
             output = await run_parallel(self, pipe)
@@ -124,11 +83,12 @@ class Interpreter:
             output = await run_condition(self, pipe)
         else:
             path = self.run.path or self.run.pipe
-            self._plan(path, self.run.pipe)
-            output = await self._step(path, self.run.pipe, self.run.inputs)
+            self.plan(path, self.run.pipe)
+            output = await self.step(path, self.run.pipe, self.run.inputs)
         return RunResult(output=output, usage=self.usage, steps=self.snapshot())
 
-    def _plan(self, path: str, pipe_name: str) -> None:
+    def plan(self, path: str, pipe_name: str) -> None:
+        """Record step ``path`` (pipe ``pipe_name``) as pending, so a run's plan shows it before it runs."""
         kind = self.run.spec.pipes[pipe_name].kind
         self.records[path] = StepRecord(path=path, pipe=pipe_name, kind=kind)
 
@@ -137,7 +97,7 @@ class Interpreter:
         paths = [join_path(self.run.path, step.step_name) for step in pipe.steps]
         for step, path in zip(pipe.steps, paths, strict=True):
             if step.pipe is not None:  # a binding step runs nothing and has no record
-                self._plan(path, step.pipe)
+                self.plan(path, step.pipe)
         for index, (step, path) in enumerate(zip(pipe.steps, paths, strict=True)):
             try:
                 if step.from_ is not None:
@@ -145,7 +105,7 @@ class Interpreter:
                     continue
                 assert step.pipe is not None  # a step is a binding or runs a pipe
                 inputs = self.inputs_for(path, step.pipe, memory, step.inputs)
-                memory[step.result_name] = await self._step(path, step.pipe, inputs)
+                memory[step.result_name] = await self.step(path, step.pipe, inputs)
             except (StepFailed, RunCancelled) as err:
                 for later in paths[index + 1 :]:
                     if later in self.records:
@@ -176,7 +136,8 @@ class Interpreter:
             for name in target.inputs
         }
 
-    async def _step(self, path: str, pipe_name: str, inputs: dict[str, Any]) -> Any:
+    async def step(self, path: str, pipe_name: str, inputs: dict[str, Any]) -> Any:
+        """Run step ``path`` (pipe ``pipe_name``) on ``inputs``: a leaf call, a child run or an approval."""
         pipe = self.run.spec.pipes[pipe_name]
         # A step without a planned record (an item of a large batch) still gets one for the
         # runtime's hooks; it is just not kept.
