@@ -87,7 +87,7 @@ async def observed(temporal_address: str) -> AsyncIterator[Observed]:
             tools={"brief_tools:count_words": __import__("brief_tools").count_words},
             telemetry=dp.Telemetry(metrics_address=metrics),
         )
-        await dp.check_search_attributes(client)
+        await dp.ops.check_search_attributes(client)
         ids = {name: f"{name}-{uuid.uuid4().hex[:8]}" for name in ("free", "paid", "shaky")}
         async with dp.build_worker(client, task_queue=task_queue):
             started = await dp.start(

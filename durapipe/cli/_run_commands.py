@@ -49,7 +49,7 @@ def pause(
     connection: dp.ConnectOptions,
 ) -> None:
     """Pause a run: steps in flight finish, no new step starts until `durapipe resume`."""
-    _with_client(connection, lambda c: dp.pause(c, run_id))
+    _with_client(connection, lambda c: dp.client.pause(c, run_id))
     typer.echo(f"paused run {run_id}: no new step starts until `durapipe resume {run_id}`")
 
 
@@ -62,7 +62,7 @@ def resume(
     connection: dp.ConnectOptions,
 ) -> None:
     """Resume a paused run."""
-    _with_client(connection, lambda c: dp.resume(c, run_id))
+    _with_client(connection, lambda c: dp.client.resume(c, run_id))
     typer.echo(f"resumed run {run_id}")
 
 
@@ -75,7 +75,7 @@ def cancel(
     connection: dp.ConnectOptions,
 ) -> None:
     """Cancel a run: calls in flight are cancelled, steps not run are marked skipped."""
-    _with_client(connection, lambda c: dp.cancel(c, run_id))
+    _with_client(connection, lambda c: dp.client.cancel(c, run_id))
     typer.echo(f"cancellation of run {run_id} requested")
 
 
@@ -103,7 +103,7 @@ def approve(
     who = reviewer or getpass.getuser()
     _with_client(
         connection,
-        lambda c: dp.approve(c, run_id, step, reason=reason, reviewer=who, **extra),
+        lambda c: dp.client.approve(c, run_id, step, reason=reason, reviewer=who, **extra),
     )
     edited = " with edited data" if data is not None else ""
     typer.echo(f"approved step '{step}' of run {run_id}{edited}")
@@ -122,7 +122,9 @@ def reject(
 ) -> None:
     """Reject a step waiting for a decision: the run stops as failed (durapipe.Rejected)."""
     who = reviewer or getpass.getuser()
-    _with_client(connection, lambda c: dp.reject(c, run_id, step, reason=reason, reviewer=who))
+    _with_client(
+        connection, lambda c: dp.client.reject(c, run_id, step, reason=reason, reviewer=who)
+    )
     typer.echo(f"rejected step '{step}' of run {run_id}")
 
 
@@ -135,7 +137,7 @@ def pending(
     connection: dp.ConnectOptions,
 ) -> None:
     """List the steps of running runs that wait for a human decision."""
-    requests = _with_client(connection, dp.pending)
+    requests = _with_client(connection, dp.client.pending)
     for request in requests:
         if as_json:
             typer.echo(request.model_dump_json())
@@ -198,7 +200,7 @@ def schedule_create(
     values = parse_inputs(input_json, inputs or [])
     _with_client(
         connection,
-        lambda c: dp.create_schedule(
+        lambda c: dp.ops.create_schedule(
             c,
             pipeline,
             pipe,
@@ -221,7 +223,7 @@ def schedule_create(
 @connection_options
 def schedule_list(*, connection: dp.ConnectOptions) -> None:
     """List the schedules of durapipe runs."""
-    for summary in _with_client(connection, dp.list_schedules):
+    for summary in _with_client(connection, dp.ops.list_schedules):
         state = "paused" if summary.paused else "active"
         upcoming = summary.next_runs[0].isoformat(timespec="seconds") if summary.next_runs else "-"
         typer.echo(f"{summary.schedule_id}  {summary.when}  {state}  next: {upcoming}")
@@ -240,7 +242,7 @@ def schedule_pause(
     connection: dp.ConnectOptions,
 ) -> None:
     """Pause a schedule (or --unpause it); runs already started go on."""
-    action = dp.unpause_schedule if unpause else dp.pause_schedule
+    action = dp.ops.unpause_schedule if unpause else dp.ops.pause_schedule
     _with_client(connection, lambda c: action(c, schedule_id, note=note))
     typer.echo(f"{'unpaused' if unpause else 'paused'} schedule {schedule_id}")
 
@@ -254,7 +256,7 @@ def schedule_trigger(
     connection: dp.ConnectOptions,
 ) -> None:
     """Start a run of a schedule now."""
-    _with_client(connection, lambda c: dp.trigger_schedule(c, schedule_id))
+    _with_client(connection, lambda c: dp.ops.trigger_schedule(c, schedule_id))
     typer.echo(f"triggered schedule {schedule_id}")
 
 
@@ -267,5 +269,5 @@ def schedule_delete(
     connection: dp.ConnectOptions,
 ) -> None:
     """Delete a schedule; runs already started go on."""
-    _with_client(connection, lambda c: dp.delete_schedule(c, schedule_id))
+    _with_client(connection, lambda c: dp.ops.delete_schedule(c, schedule_id))
     typer.echo(f"deleted schedule {schedule_id}")

@@ -32,6 +32,7 @@ from durapipe.adapters import (
     child_workflow_id,
     pipe_run,
 )
+from durapipe.client import _run_control
 from durapipe.client._connection import ConnectOptions
 from durapipe.client._telemetry import Telemetry
 from durapipe.spec import CONTROLLER_KINDS, Pipeline
@@ -147,6 +148,58 @@ class RunHandle:
                 return await _steps(self.client, self.run_id, self.run_id)
             except RPCError:
                 return []
+
+    async def pause(self) -> None:
+        """Pause the run: steps in flight finish, no new step starts until `resume`.
+
+        Raises:
+            RunNotFound: the run is not running.
+        """
+        await _run_control.pause(self.client, self.run_id)
+
+    async def resume(self) -> None:
+        """Resume the paused run.
+
+        Raises:
+            RunNotFound: the run is not running.
+        """
+        await _run_control.resume(self.client, self.run_id)
+
+    async def cancel(self) -> None:
+        """Cancel the run: in-flight calls are cancelled, the run ends as cancelled.
+
+        Raises:
+            RunNotFound: the run is not running.
+        """
+        await _run_control.cancel(self.client, self.run_id)
+
+    async def approve(
+        self,
+        step: str,
+        *,
+        data: Any = _run_control.UNSET,
+        reason: str = "",
+        reviewer: str = "",
+    ) -> None:
+        """Approve the waiting approval step ``step``; ``data`` (when given) replaces the reviewed
+        value.
+
+        Raises:
+            DecisionRefused: the step is not waiting, or ``data`` does not fit its type.
+            RunNotFound: no such run.
+        """
+        await _run_control.approve(
+            self.client, self.run_id, step, data=data, reason=reason, reviewer=reviewer
+        )
+
+    async def reject(self, step: str, *, reason: str = "", reviewer: str = "") -> None:
+        """Reject the waiting approval step ``step``: the run fails with type ``durapipe.Rejected``.
+
+        Raises:
+            DecisionRefused: the step is not waiting for a decision.
+            RunNotFound: no such run.
+        """
+        await _run_control.reject(self.client, self.run_id, step, reason=reason, reviewer=reviewer)
 
 
 async def _steps(client: Client, run_id: str, workflow_id: str) -> list[StepRecord]:

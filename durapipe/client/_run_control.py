@@ -24,7 +24,7 @@ from durapipe.workflows import PAUSE_SIGNAL, RESUME_SIGNAL, WAITING_QUERY
 
 # A run whose workers are gone cannot answer a query; `pending` skips it rather than hang.
 QUERY_TIMEOUT = timedelta(seconds=5)
-_UNSET: Any = object()
+UNSET: Any = object()  # `approve` without ``data``: the reviewed value stands
 
 
 async def pause(client: Client, run_id: str) -> None:
@@ -62,7 +62,7 @@ async def approve(
     run_id: str,
     step: str,
     *,
-    data: Any = _UNSET,
+    data: Any = UNSET,
     reason: str = "",
     reviewer: str = "",
 ) -> None:
@@ -72,7 +72,7 @@ async def approve(
         DecisionRefused: the step is not waiting for a decision, or ``data`` does not fit its type.
         RunNotFound: no such run.
     """
-    edited = data is not _UNSET
+    edited = data is not UNSET
     decision = ApprovalDecision(
         step=step,
         approved=True,

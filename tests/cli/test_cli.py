@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from durapipe.cli import app
 from tests.conftest import ARTICLE, EXAMPLES, ROOT
 
-INVALID = ROOT / "tests" / "pipes" / "invalid"
+INVALID = ROOT / "tests" / "spec" / "invalid"
 runner = CliRunner()
 
 

@@ -49,7 +49,7 @@ async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeou
 
 
 async def waiting_request(client: Client, run_id: str) -> dp.ApprovalRequest | None:
-    return next((r for r in await dp.pending(client) if r.run_id == run_id), None)
+    return next((r for r in await dp.client.pending(client) if r.run_id == run_id), None)
 
 
 async def step(handle: dp.RunHandle, path: str) -> dp.StepRecord:

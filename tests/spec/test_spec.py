@@ -26,7 +26,7 @@ def test_resolve_keeps_reachable_pipes_and_fills_models_and_policies(
     spec = dp.resolve(brief_yaml, "fact_check")
     assert list(spec.pipes) == ["fact_check", "count_words", "verify"]
     verify = spec.pipes["verify"]
-    assert isinstance(verify, dp.LlmPipe)
+    assert isinstance(verify, dp.spec.LlmPipe)
     assert verify.model == "durapipe/offline"  # the alias 'careful' is gone
     assert verify.timeout == 120.0 and verify.retry == dp.RetrySpec(max_attempts=3)
     tool = spec.pipes["count_words"]
@@ -97,7 +97,7 @@ def test_controller_examples_yaml_and_python_twins_produce_the_same_spec(example
     bindings = [
         step.from_
         for pipe in from_yaml.pipes.values()
-        if isinstance(pipe, dp.SequencePipe)
+        if isinstance(pipe, dp.spec.SequencePipe)
         for step in pipe.steps
         if step.from_
     ]

@@ -28,12 +28,12 @@ class MemoryStore:
 
 
 def test_local_store_is_content_addressed(tmp_path: Path) -> None:
-    store = dp.LocalBlobStore(tmp_path)
+    store = dp.stores.LocalBlobStore(tmp_path)
     first = store.put(b"hello", media_type="text/plain", name="a.txt")
     again = store.put(b"hello", media_type="text/plain", name="a.txt")
     assert first == again and first.blob == f"sha256:{hashlib.sha256(b'hello').hexdigest()}"
     assert store.get(first) == b"hello" and store.path(first).read_bytes() == b"hello"
-    with pytest.raises(dp.BlobNotFound):
+    with pytest.raises(dp.stores.BlobNotFound):
         store.get(dp.Blob(blob="sha256:" + "1" * 64))
 
 
@@ -72,12 +72,12 @@ def test_an_image_input_refuses_a_pdf_naming_pipe_and_input(tmp_path: Path) -> N
 
 async def test_an_installed_store_is_used_by_runs() -> None:
     store = MemoryStore()
-    dp.use_blob_store(store)
+    dp.stores.use_blob_store(store)
     try:
         result = await dp.run_local(
             dp.pipeline(dp.extract("read")), "read", {"document": text_pdf(["from memory"])}
         )
     finally:
-        dp.use_blob_store(None)
+        dp.stores.use_blob_store(None)
     assert result.output == [{"page": 1, "text": "from memory"}]
     assert len(store.blobs) == 1
