@@ -140,7 +140,10 @@ async def test_approve_edit_reject_and_refused_decisions(
     assert edited_run.returncode == 0, err
     assert json.loads(out) == {"approved": "A better post.", "shout": "A BETTER POST."}
 
-    assert (await acli(temporal_address, "approve", plain_id, "review")).returncode == 0
+    # The same decisions as `RunHandle` methods (what the CLI commands call).
+    with pytest.raises(dp.DecisionRefused, match=f"run '{plain_id}' has no step 'nope'"):
+        await handles[plain_id].reject("nope")
+    await handles[plain_id].approve("review")
     plain = await handles[plain_id].result()
     assert plain.output["approved"].startswith("Offline answer: Write a one-line post about lakes")
 
