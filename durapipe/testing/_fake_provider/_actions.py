@@ -69,6 +69,8 @@ class Status:
         error_code: Selects the error flavour (see above); it becomes
             ``error.code`` in the body.
         message: Replaces the default ``error.message``.
+        headers: Extra response headers, e.g. ``{"x-should-retry": "false"}`` or
+            ``{"retry-after-ms": "1500"}`` (OpenAI's hints).
     """
 
     code: int
@@ -76,6 +78,7 @@ class Status:
     body: Mapping[str, Any] | str | None = None
     error_code: str | None = field(default=None, kw_only=True)
     message: str | None = field(default=None, kw_only=True)
+    headers: Mapping[str, str] | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ def _error_body(
 def _status_response(
     action: Status, body: Mapping[str, Any]
 ) -> tuple[int, Mapping[str, Any] | str, dict[str, str]]:
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = dict(action.headers or {})
     if action.retry_after is not None:
         ra = action.retry_after
         headers["Retry-After"] = str(int(ra)) if float(ra).is_integer() else str(ra)
