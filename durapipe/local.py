@@ -14,7 +14,7 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from durapipe._errors import StepFailed
+from durapipe._errors import ErrorType, StepFailed
 from durapipe.activities import (
     estimate_cost,
     run_agent_turn,
@@ -84,7 +84,7 @@ class LocalRuntime:
                 delay = err.next_retry_delay.total_seconds() if err.next_retry_delay else None
             except TimeoutError:
                 error_type, message, stop, delay = (
-                    "durapipe.Timeout",
+                    ErrorType.TIMEOUT,
                     "start-to-close timeout exceeded",
                     False,
                     None,
@@ -137,7 +137,7 @@ class LocalRuntime:
         raise StepFailed(
             path=request.path,
             kind="approval",
-            cause_type="durapipe.ApprovalUnavailable",
+            cause_type=ErrorType.APPROVAL_UNAVAILABLE,
             cause="a local run cannot wait for a human decision; run it on Temporal, "
             "or pass --approve-all (approve_all=True) to approve every approval step as is",
         )

@@ -7,7 +7,10 @@ functions), so a cycle hidden behind a lazy import still counts.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
+
+from durapipe._errors import ErrorType
 
 PACKAGE = Path(__file__).resolve().parent.parent / "durapipe"
 MAX_LINES = 700
@@ -115,3 +118,22 @@ def test_no_module_over_700_lines() -> None:
         if (n := len(path.read_text().splitlines())) > MAX_LINES
     }
     assert not long, f"modules over {MAX_LINES} lines (split them by what they do): {long}"
+
+
+def test_error_type_names_are_written_only_in_the_registry() -> None:
+    # `"durapipe.X"` type names are a user contract (``non_retryable``): one place spells them.
+    literal = re.compile(r"""["']durapipe\.[A-Z]\w*["']""")
+    allowed = {"durapipe.DurapipePlugin"}  # the plugin's name, not an error type
+    found = {
+        f"{path.relative_to(PACKAGE.parent)}:{n}: {m.group(0)}"
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "_errors.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        for m in literal.finditer(line)
+        if m.group(0).strip("\"'") not in allowed
+    }
+    assert not found, f"use durapipe._errors.ErrorType instead of literals: {sorted(found)}"
+    assert all(t.value == f"durapipe.{t.value.split('.')[1]}" for t in ErrorType)
+    assert (
+        ErrorType.TIMEOUT == "durapipe.Timeout" and f"{ErrorType.REJECTED}" == "durapipe.Rejected"
+    )

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 from temporalio.exceptions import ApplicationError
 
+from durapipe._errors import ErrorType
 from durapipe.activities._llm import render_for
 from durapipe.adapters._calls import ImageCall, LeafResult, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
@@ -109,7 +110,7 @@ async def _generate(
 
 async def _download(url: str | None, timeout: float | None) -> bytes:
     if not url:
-        raise ApplicationError("the image model returned no image", type="durapipe.ProviderError")
+        raise ApplicationError("the image model returned no image", type=ErrorType.PROVIDER_ERROR)
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
         session.get(url) as answer,

@@ -10,6 +10,7 @@ import pydantic
 from opentelemetry.trace import Status, StatusCode
 from temporalio.exceptions import ApplicationError
 
+from durapipe._errors import ErrorType
 from durapipe.activities._spans import provider_span, record_response
 from durapipe.adapters._calls import LeafResult, LlmCall, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
@@ -56,7 +57,7 @@ def render_for(pipe_name: str, field: str, template: str, inputs: dict[str, Any]
     except TemplateError as err:
         raise ApplicationError(
             f"pipe '{pipe_name}', field '{field}': {err}",
-            type="durapipe.TemplateError",
+            type=ErrorType.TEMPLATE_ERROR,
             non_retryable=True,
         ) from None
 
@@ -161,7 +162,7 @@ async def _ask(call: LlmCall, messages: list[dict[str, str]], key: str, attempt:
         return LeafResult(output=value, usage=usage, model=model, attempt=attempt)
     raise ApplicationError(
         f"{model}: the answer did not fit the output type {pipe.output} after {pipe.reask + 1} asks: {problem}",
-        type="durapipe.InvalidOutput",
+        type=ErrorType.INVALID_OUTPUT,
         non_retryable=True,
     )
 

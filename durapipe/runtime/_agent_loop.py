@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from durapipe._errors import StepFailed
+from durapipe._errors import ErrorType, StepFailed
 from durapipe.adapters._calls import AgentTurnCall, StepRecord, ToolCall
 from durapipe.runtime._agent_messages import (
     TOOL_ERROR,
@@ -65,7 +65,7 @@ class AgentLoop:
             )
             messages.append({"role": "user", "content": render(self.pipe.prompt, inputs)})
         except TemplateError as err:
-            raise self._failure("durapipe.TemplateError", f"pipe '{self.name}': {err}") from None
+            raise self._failure(ErrorType.TEMPLATE_ERROR, f"pipe '{self.name}': {err}") from None
         return AgentState(messages=messages)
 
     async def run(self) -> Any:
@@ -81,7 +81,7 @@ class AgentLoop:
         while True:
             if state.turn >= self.pipe.max_turns:
                 raise self._failure(
-                    "durapipe.MaxTurnsExceeded",
+                    ErrorType.MAX_TURNS_EXCEEDED,
                     f"agent '{self.name}' reached max_turns={self.pipe.max_turns} "
                     "without a final answer",
                 )
@@ -173,7 +173,7 @@ class AgentLoop:
         self.state.bad_turns = self.state.bad_turns + 1 if bad else 0
         if self.state.bad_turns > self.pipe.max_bad_turns:
             raise self._failure(
-                "durapipe.InvalidToolCalls",
+                ErrorType.INVALID_TOOL_CALLS,
                 f"agent '{self.name}' asked for unknown tools or gave invalid arguments "
                 f"{self.state.bad_turns} turns in a row (max_bad_turns={self.pipe.max_bad_turns}); "
                 f"last: {bad}",
@@ -182,7 +182,7 @@ class AgentLoop:
     def _reask(self, problem: str) -> None:
         if self.state.reasks >= self.pipe.reask:
             raise self._failure(
-                "durapipe.InvalidOutput",
+                ErrorType.INVALID_OUTPUT,
                 f"{self.pipe.model}: the final answer did not fit the output type "
                 f"{self.pipe.output} after {self.pipe.reask + 1} answers: {problem}",
             )

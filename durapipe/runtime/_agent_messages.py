@@ -13,11 +13,12 @@ from typing import Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from durapipe._errors import ErrorType
 from durapipe.adapters._calls import StepRecord, Usage
 from durapipe.spec import ToolPipe, _types
 from durapipe.spec._types import Structures
 
-TOOL_ERROR = "durapipe.ToolError"
+TOOL_ERROR = ErrorType.TOOL_ERROR
 """The error type of a tool that raised `durapipe.ToolError`: an agent hands it to its model."""
 
 

@@ -11,11 +11,11 @@ from typing import Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from durapipe._errors import StepFailed
+from durapipe._errors import ErrorType, StepFailed
 from durapipe.spec import ApprovalPipe, Pipeline, TemplateError, _types, render
 
 DECIDE_UPDATE = "durapipe.decide"
-REJECTED = "durapipe.Rejected"
+REJECTED = ErrorType.REJECTED
 
 
 class ApprovalRequest(BaseModel):
@@ -84,7 +84,7 @@ def approval_request(
         message = render(pipe.message, inputs)
     except TemplateError as err:
         raise StepFailed(
-            path=path, kind="approval", cause_type="durapipe.TemplateError", cause=str(err)
+            path=path, kind="approval", cause_type=ErrorType.TEMPLATE_ERROR, cause=str(err)
         ) from None
     return ApprovalRequest(
         run_id=run_id,

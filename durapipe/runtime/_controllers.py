@@ -12,7 +12,7 @@ import itertools
 from collections import Counter
 from typing import Any
 
-from durapipe._errors import StepFailed
+from durapipe._errors import ErrorType, StepFailed
 from durapipe.adapters._calls import BatchSlice, PipeRun, StepRecord
 from durapipe.runtime._host import Host
 from durapipe.runtime._memory import join_path
@@ -78,7 +78,7 @@ async def run_condition(interp: Host, pipe: ConditionPipe) -> Any:
         value = _templates.evaluate(pipe.expression, memory)
     except _templates.TemplateError as err:
         raise StepFailed(
-            path=here, kind=pipe.kind, cause_type="durapipe.ExpressionError", cause=str(err)
+            path=here, kind=pipe.kind, cause_type=ErrorType.EXPRESSION_ERROR, cause=str(err)
         ) from None
     key = outcome_key(value)
     target = pipe.outcomes.get(key, pipe.default)
@@ -86,7 +86,7 @@ async def run_condition(interp: Host, pipe: ConditionPipe) -> Any:
         raise StepFailed(
             path=here,
             kind=pipe.kind,
-            cause_type="durapipe.NoOutcome",
+            cause_type=ErrorType.NO_OUTCOME,
             cause=f"the value '{key}' of '{pipe.expression}' matches no outcome "
             f"({', '.join(pipe.outcomes)}) and there is no default",
         )
@@ -94,7 +94,7 @@ async def run_condition(interp: Host, pipe: ConditionPipe) -> Any:
         raise StepFailed(
             path=here,
             kind=pipe.kind,
-            cause_type="durapipe.ConditionFailed",
+            cause_type=ErrorType.CONDITION_FAILED,
             cause=f"'{pipe.expression}' is '{key}', whose outcome is 'fail'",
         )
     if target == CONTINUE_OUTCOME:
@@ -117,7 +117,7 @@ async def run_batch(interp: Host, pipe: BatchPipe) -> Any:
             raise StepFailed(
                 path=here,
                 kind=pipe.kind,
-                cause_type="durapipe.NotAList",
+                cause_type=ErrorType.NOT_A_LIST,
                 cause=f"'{pipe.over}' is {type(items).__name__}, not a list",
             )
     summary: StepRecord | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from durapipe._errors import RunCancelled, StepFailed
+from durapipe._errors import ErrorType, RunCancelled, StepFailed
 from durapipe.adapters._calls import (
     ExtractCall,
     ImageCall,
@@ -48,7 +48,7 @@ from durapipe.spec._spec import BatchPipe, ConditionPipe, ParallelPipe
 from durapipe.spec._types import StructureSpec, structures_used
 
 T = TypeVar("T")
-MISSING_VALUE = "durapipe.MissingValue"
+MISSING_VALUE = ErrorType.MISSING_VALUE
 
 
 class Interpreter:
