@@ -234,7 +234,7 @@ def test_agent_validation_names_the_pipe_and_field() -> None:
             }
         }
     )
-    messages = [str(p) for p in dp.pipes.check(bad)]
+    messages = [str(p) for p in dp.spec.check(bad)]
     assert "pipe 'a', field 'tools': unknown pipe 'missing'" in messages
     assert "pipe 'a', field 'tools': pipe 'b' is a llm pipe; an agent can only call tool pipes" in (
         messages
