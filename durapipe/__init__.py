@@ -31,9 +31,6 @@ from durapipe._errors import (
 from durapipe.adapters import (
     DEFAULT_TASK_QUEUE,
     Pipe,
-    RunResult,
-    StepRecord,
-    Usage,
     agent,
     approval,
     batch,
@@ -63,6 +60,7 @@ from durapipe.client import (
     start,
 )
 from durapipe.local import run_local
+from durapipe.runtime import RunResult, StepRecord, Usage
 from durapipe.runtime._approvals import ApprovalDecision, ApprovalRequest
 from durapipe.spec import (
     OFFLINE_MODEL,

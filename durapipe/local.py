@@ -23,7 +23,8 @@ from durapipe.activities import (
     run_llm,
     run_tool,
 )
-from durapipe.adapters import (
+from durapipe.adapters import pipe_run, tool_functions
+from durapipe.runtime import (
     AgentTurnCall,
     ExtractCall,
     ImageCall,
@@ -33,8 +34,6 @@ from durapipe.adapters import (
     PipeRun,
     RunResult,
     StepRecord,
-    pipe_run,
-    tool_functions,
 )
 from durapipe.runtime._approvals import ApprovalDecision, ApprovalRequest
 from durapipe.runtime._budget import Budget

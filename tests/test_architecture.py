@@ -111,6 +111,22 @@ def test_the_cycle_check_sees_a_cycle(tmp_path: Path) -> None:
     assert cycles(import_graph(modules(package))) == [["pkg.a", "pkg.b"]]
 
 
+def test_packages_depend_one_way() -> None:
+    # Folders too: spec <- runtime <- stores <- adapters <- activities/workflows <- worker <- client.
+    edges: dict[str, set[str]] = {}
+    for module, targets in import_graph(modules()).items():
+        source = _folder(module)
+        edges.setdefault(source, set())
+        edges[source] |= {_folder(t) for t in targets} - {source}
+    found = cycles(edges)
+    assert not found, "folders importing each other: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def _folder(module: str) -> str:
+    """``durapipe.runtime._calls`` -> ``durapipe.runtime``; a root module stands for itself."""
+    return ".".join(module.split(".")[:2])
+
+
 def test_no_module_over_700_lines() -> None:
     long = {
         str(path.relative_to(PACKAGE.parent)): n

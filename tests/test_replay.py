@@ -10,9 +10,10 @@ from temporalio import workflow
 from typer.testing import CliRunner
 
 import durapipe as dp
-from durapipe.adapters import WORKFLOW_NAME, PipeRun, RunResult
+from durapipe.adapters import WORKFLOW_NAME
 from durapipe.cli import app
 from durapipe.ops import _replay
+from durapipe.runtime import PipeRun, RunResult
 from durapipe.workflows import PipeWorkflow, SandboxedPipeWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))

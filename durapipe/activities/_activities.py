@@ -18,7 +18,8 @@ from durapipe.activities._image import run_image
 from durapipe.activities._llm import run_llm
 from durapipe.activities._metrics import record_usage
 from durapipe.activities._tool import run_tool
-from durapipe.adapters._calls import (
+from durapipe.adapters._plan import ACTIVITY_NAMES, ATTEMPT_DETAIL, ESTIMATE_ACTIVITY
+from durapipe.runtime._calls import (
     AgentTurnCall,
     ExtractCall,
     ImageCall,
@@ -26,7 +27,6 @@ from durapipe.adapters._calls import (
     LlmCall,
     ToolCall,
 )
-from durapipe.adapters._plan import ACTIVITY_NAMES, ATTEMPT_DETAIL, ESTIMATE_ACTIVITY
 from durapipe.stores._checkpoints import CheckpointStore, configured_store
 
 LLM_ACTIVITY = ACTIVITY_NAMES["llm"]

@@ -11,8 +11,8 @@ from durapipe.activities._llm import (
     response_format,
     usage_of,
 )
-from durapipe.adapters._calls import AgentTurnCall, LeafResult
 from durapipe.runtime._agent_messages import AgentReply, ToolRequest
+from durapipe.runtime._calls import AgentTurnCall, LeafResult
 from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
 from durapipe.stores._limits import limited
 

@@ -15,8 +15,8 @@ from typing import Any
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType
-from durapipe.adapters._calls import ExtractCall, LeafResult, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
+from durapipe.runtime._calls import ExtractCall, LeafResult, Usage
 from durapipe.spec import LOCAL_EXTRACTOR, Blob
 from durapipe.stores._blobs import BlobNotFound, blob_store
 from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed

@@ -17,8 +17,8 @@ from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType
 from durapipe.activities._llm import render_for
-from durapipe.adapters._calls import ImageCall, LeafResult, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
+from durapipe.runtime._calls import ImageCall, LeafResult, Usage
 from durapipe.spec import OFFLINE_MODEL
 from durapipe.stores._blobs import blob_store
 from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed

@@ -12,8 +12,8 @@ from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType
 from durapipe.activities._spans import provider_span, record_response
-from durapipe.adapters._calls import LeafResult, LlmCall, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
+from durapipe.runtime._calls import LeafResult, LlmCall, Usage
 from durapipe.spec import TemplateError, _types, render
 from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
 from durapipe.stores._limits import limited

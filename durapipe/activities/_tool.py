@@ -11,8 +11,8 @@ import pydantic
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType, ToolError
-from durapipe.adapters._calls import LeafResult, ToolCall
 from durapipe.runtime._agent_messages import TOOL_ERROR
+from durapipe.runtime._calls import LeafResult, ToolCall
 from durapipe.spec import _types
 from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
 from durapipe.stores._limits import limited

@@ -1,21 +1,6 @@
 """Translation: the Python and YAML spellings into the one spec, the spec into workflow and activity
 plans (calls), and the providers behind litellm (the offline model included)."""
 
-from durapipe.adapters._calls import (
-    AgentTurnCall,
-    BatchSlice,
-    ExtractCall,
-    ImageCall,
-    LeafCall,
-    LeafResult,
-    LlmCall,
-    PipeRun,
-    RunResult,
-    StepFailure,
-    StepRecord,
-    ToolCall,
-    Usage,
-)
 from durapipe.adapters._load import import_function, load, tool_functions
 from durapipe.adapters._plan import (
     ACTIVITY_NAMES,
@@ -52,23 +37,10 @@ __all__ = [
     "ACTIVITY_NAMES",
     "DEFAULT_TASK_QUEUE",
     "WORKFLOW_NAME",
-    "AgentTurnCall",
-    "BatchSlice",
     "Binding",
     "BranchRef",
-    "ExtractCall",
-    "ImageCall",
-    "LeafCall",
-    "LeafResult",
-    "LlmCall",
     "Pipe",
-    "PipeRun",
-    "RunResult",
-    "StepFailure",
-    "StepRecord",
     "StepRef",
-    "ToolCall",
-    "Usage",
     "activity_options",
     "agent",
     "approval",

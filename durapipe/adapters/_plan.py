@@ -13,8 +13,8 @@ from typing import Any
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
-from durapipe.adapters._calls import AgentTurnCall, LeafCall, PipeRun, ToolCall
 from durapipe.runtime._budget import effective_budget
+from durapipe.runtime._calls import AgentTurnCall, LeafCall, PipeRun, ToolCall
 from durapipe.spec import Pipeline, RetrySpec, check_inputs, resolve
 from durapipe.stores._blobs import prepare_inputs
 

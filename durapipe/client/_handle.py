@@ -23,18 +23,11 @@ from temporalio.exceptions import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from durapipe._errors import ConfigError, RunCancelled, RunError, RunNotFound, StepFailed
-from durapipe.adapters import (
-    DEFAULT_TASK_QUEUE,
-    WORKFLOW_NAME,
-    RunResult,
-    StepFailure,
-    StepRecord,
-    child_workflow_id,
-    pipe_run,
-)
+from durapipe.adapters import DEFAULT_TASK_QUEUE, WORKFLOW_NAME, child_workflow_id, pipe_run
 from durapipe.client import _run_control
 from durapipe.client._connection import ConnectOptions
 from durapipe.client._telemetry import Telemetry
+from durapipe.runtime import RunResult, StepFailure, StepRecord
 from durapipe.spec import CONTROLLER_KINDS, Pipeline
 from durapipe.stores import CheckpointStore
 from durapipe.worker import DurapipePlugin

@@ -26,8 +26,9 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
 from durapipe._errors import ConfigError, RunError, RunNotFound, StepFailed
-from durapipe.adapters import WORKFLOW_NAME, PipeRun
+from durapipe.adapters import WORKFLOW_NAME
 from durapipe.client._handle import SPEC_VERSION, RunHandle, run_error
+from durapipe.runtime import PipeRun
 from durapipe.workflows._search import (
     COST_USD,
     INPUT_TOKENS,

@@ -12,7 +12,6 @@ import asyncio
 from typing import Any
 
 from durapipe._errors import ErrorType, StepFailed
-from durapipe.adapters._calls import AgentTurnCall, StepRecord, ToolCall
 from durapipe.runtime._agent_messages import (
     TOOL_ERROR,
     AgentReply,
@@ -22,6 +21,7 @@ from durapipe.runtime._agent_messages import (
     tool_result,
     tool_schema,
 )
+from durapipe.runtime._calls import AgentTurnCall, StepRecord, ToolCall
 from durapipe.runtime._host import Host
 from durapipe.runtime._memory import join_path
 from durapipe.spec import AgentPipe, TemplateError, ToolPipe, limits_for, render

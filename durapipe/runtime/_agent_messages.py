@@ -14,7 +14,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from durapipe._errors import ErrorType
-from durapipe.adapters._calls import StepRecord, Usage
+from durapipe.runtime._calls import StepRecord, Usage
 from durapipe.spec import ToolPipe, _types
 from durapipe.spec._types import Structures
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from durapipe._errors import ErrorType, StepFailed
-from durapipe.adapters._calls import LeafCall, LeafResult, LlmCall, Usage
+from durapipe.runtime._calls import LeafCall, LeafResult, LlmCall, Usage
 
 BUDGET_EXCEEDED = ErrorType.BUDGET_EXCEEDED
 # Spend and estimates are sums of float prices; equal must not read as "over".

@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any
 
 from durapipe._errors import ErrorType, StepFailed
-from durapipe.adapters._calls import BatchSlice, PipeRun, StepRecord
+from durapipe.runtime._calls import BatchSlice, PipeRun, StepRecord
 from durapipe.runtime._host import Host
 from durapipe.runtime._memory import join_path
 from durapipe.spec import _templates

@@ -11,8 +11,8 @@ from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from durapipe.adapters._calls import LeafCall, LeafResult, PipeRun, RunResult, StepRecord, Usage
 from durapipe.runtime._approvals import ApprovalDecision, ApprovalRequest
+from durapipe.runtime._calls import LeafCall, LeafResult, PipeRun, RunResult, StepRecord, Usage
 from durapipe.spec._types import StructureSpec
 
 T = TypeVar("T")

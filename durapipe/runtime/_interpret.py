@@ -12,7 +12,13 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from durapipe._errors import ErrorType, RunCancelled, StepFailed
-from durapipe.adapters._calls import (
+from durapipe.runtime._agent_loop import AgentLoop
+from durapipe.runtime._approvals import (
+    approval_request,
+    approved_value,
+    waiting_line,
+)
+from durapipe.runtime._calls import (
     ExtractCall,
     ImageCall,
     LeafCall,
@@ -22,12 +28,6 @@ from durapipe.adapters._calls import (
     StepRecord,
     ToolCall,
     Usage,
-)
-from durapipe.runtime._agent_loop import AgentLoop
-from durapipe.runtime._approvals import (
-    approval_request,
-    approved_value,
-    waiting_line,
 )
 from durapipe.runtime._controllers import run_batch, run_condition, run_parallel
 from durapipe.runtime._host import Runtime

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from durapipe._errors import ConfigError
-from durapipe.adapters._calls import AgentTurnCall, LeafCall, LeafResult, LlmCall, ToolCall, Usage
+from durapipe.runtime._calls import AgentTurnCall, LeafCall, LeafResult, LlmCall, ToolCall, Usage
 from durapipe.stores._paths import CHECKPOINTS_ENV, default_path, is_off, is_redis
 
 MEMO_SCOPE = "memo"  # the scope of pipes with `memoize: true`: shared by every run

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from durapipe._errors import ConfigError
-from durapipe.adapters._calls import AgentTurnCall, LeafCall, LlmCall, Usage
+from durapipe.runtime._calls import AgentTurnCall, LeafCall, LlmCall, Usage
 from durapipe.spec import LimitRule
 from durapipe.spec._spec import parse_per
 from durapipe.stores._paths import CHECKPOINTS_ENV, LIMITS_ENV, default_path, is_off, is_redis

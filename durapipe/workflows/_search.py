@@ -11,7 +11,7 @@ from typing import Any
 
 from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
 
-from durapipe.adapters._calls import StepRecord, Usage
+from durapipe.runtime._calls import StepRecord, Usage
 from durapipe.spec import CONTROLLER_KINDS
 
 PIPE = SearchAttributeKey.for_keyword("DurapipePipe")

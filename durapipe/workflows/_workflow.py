@@ -25,15 +25,6 @@ from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
 
 with workflow.unsafe.imports_passed_through():
     from durapipe._errors import ErrorType, RunCancelled, StepFailed
-    from durapipe.adapters._calls import (
-        LeafCall,
-        LeafResult,
-        LlmCall,
-        PipeRun,
-        RunResult,
-        StepFailure,
-        StepRecord,
-    )
     from durapipe.adapters._plan import (
         ACTIVITY_NAMES,
         ATTEMPT_DETAIL,
@@ -51,6 +42,15 @@ with workflow.unsafe.imports_passed_through():
         timeout_decision,
     )
     from durapipe.runtime._budget import Budget
+    from durapipe.runtime._calls import (
+        LeafCall,
+        LeafResult,
+        LlmCall,
+        PipeRun,
+        RunResult,
+        StepFailure,
+        StepRecord,
+    )
     from durapipe.runtime._interpret import Interpreter
     from durapipe.workflows._search import run_totals
 

@@ -11,7 +11,7 @@ import pytest
 
 import durapipe as dp
 from durapipe.activities import run_agent_turn, run_extract, run_image
-from durapipe.adapters import AgentTurnCall, ExtractCall, ImageCall, LeafResult, LlmCall, ToolCall
+from durapipe.runtime import AgentTurnCall, ExtractCall, ImageCall, LeafResult, LlmCall, ToolCall
 from durapipe.spec import AgentPipe, ExtractPipe, ImagePipe, LlmPipe, ToolPipe
 from durapipe.stores import (
     CheckpointStore,

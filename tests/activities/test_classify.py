@@ -14,7 +14,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from durapipe.activities import run_llm
-from durapipe.adapters import LlmCall
+from durapipe.runtime import LlmCall
 from durapipe.spec import LlmPipe
 from durapipe.spec._types import StructureSpec
 from durapipe.testing import (

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from durapipe.adapters import ToolCall, Usage, load_yaml
+from durapipe.adapters import load_yaml
+from durapipe.runtime import ToolCall, Usage
 from durapipe.spec import LimitRule, ToolPipe, limits_for, resolve
 from durapipe.stores import LimitStore, RedisLimits, SqliteLimits, limited
 

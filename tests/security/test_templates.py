@@ -7,7 +7,7 @@ from temporalio.exceptions import ApplicationError
 
 import durapipe as dp
 from durapipe.activities._llm import messages_for
-from durapipe.adapters import LlmCall
+from durapipe.runtime import LlmCall
 
 STATIC_ESCAPES = {
     "{{ ''.__class__.__mro__[1].__subclasses__() }}": "access to '__class__'",
