@@ -153,3 +153,12 @@ def test_error_type_names_are_written_only_in_the_registry() -> None:
     assert (
         ErrorType.TIMEOUT == "durapipe.Timeout" and f"{ErrorType.REJECTED}" == "durapipe.Rejected"
     )
+
+
+def test_the_spec_layer_reads_no_environment() -> None:
+    readers = [
+        str(path.relative_to(PACKAGE.parent))
+        for path in (PACKAGE / "spec").rglob("*.py")
+        if "os.environ" in (text := path.read_text()) or "getenv" in text
+    ]
+    assert not readers, f"the spec layer must not read the environment: {readers}"

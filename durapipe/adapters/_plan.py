@@ -13,6 +13,7 @@ from typing import Any
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
+from durapipe._settings import settings
 from durapipe.runtime._budget import effective_budget
 from durapipe.runtime._calls import AgentTurnCall, LeafCall, PipeRun, ToolCall
 from durapipe.spec import Pipeline, RetrySpec, check_inputs, resolve
@@ -128,7 +129,7 @@ def pipe_run(
         PipelineError: the pipe is unknown or the inputs do not fit it.
     """
     checked = check_inputs(pipeline, pipe, prepare_inputs(pipeline, pipe, inputs))
-    spec = resolve(pipeline, pipe)
+    spec = resolve(pipeline, pipe, fallback_model=settings().default_model)
     return PipeRun(
         run_id=run_id or new_run_id(pipe),
         pipe=pipe,

@@ -23,6 +23,7 @@ from temporalio.exceptions import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from durapipe._errors import ConfigError, RunCancelled, RunError, RunNotFound, StepFailed
+from durapipe._settings import settings
 from durapipe.adapters import DEFAULT_TASK_QUEUE, WORKFLOW_NAME, child_workflow_id, pipe_run
 from durapipe.client import _run_control
 from durapipe.client._connection import ConnectOptions
@@ -57,7 +58,8 @@ async def connect(
     checkpoint leaf results in ``checkpoints`` (default: the store ``DURAPIPE_CHECKPOINTS`` names).
 
     Raises:
-        ConfigError: the server cannot be reached, or the TLS/encryption settings are wrong.
+        ConfigError: the server cannot be reached, the TLS/encryption settings are wrong, or a
+            ``DURAPIPE_*`` setting is not valid.
     """
     options = options or ConnectOptions()
     if address:
@@ -67,6 +69,7 @@ async def connect(
     config = options.client_config()
     plugin = DurapipePlugin(pipeline, tools=tools, checkpoints=checkpoints)
     target, namespace = config["target_host"], config["namespace"]
+    settings()  # validated when the client starts: a bad value fails here, naming the variable
     telemetry = telemetry or Telemetry()
     # Outside the try: a taken metrics port is not a reachability error.
     runtime = telemetry.runtime()

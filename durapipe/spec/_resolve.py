@@ -7,8 +7,6 @@ changed after it started.
 
 from __future__ import annotations
 
-import os
-
 from durapipe.spec import _types
 from durapipe.spec._routing import matches, route
 from durapipe.spec._spec import (
@@ -26,8 +24,6 @@ from durapipe.spec._spec import (
     SequencePipe,
     pipes_used,
 )
-
-DEFAULT_MODEL_ENV = "DURAPIPE_DEFAULT_MODEL"
 
 
 def reachable(pipeline: Pipeline, name: str) -> list[str]:
@@ -66,22 +62,24 @@ def subset(spec: Pipeline, name: str) -> Pipeline:
     )
 
 
-def resolve(pipeline: Pipeline, name: str, *, default_model: str | None = None) -> Pipeline:
+def resolve(
+    pipeline: Pipeline,
+    name: str,
+    *,
+    default_model: str | None = None,
+    fallback_model: str | None = None,
+) -> Pipeline:
     """The resolved spec for a run of pipe ``name``.
 
     The default model of llm pipes is, in order: ``default_model``, the pipeline's
-    ``default_model``, the ``DURAPIPE_DEFAULT_MODEL`` environment variable, then the offline model.
+    ``default_model``, ``fallback_model`` (the ``DURAPIPE_DEFAULT_MODEL`` setting, passed in by
+    whoever starts a run: this layer reads no environment), then the offline model.
     An extract pipe defaults to the embedded extractor and an image pipe to the offline model.
     Every leaf gets its task queue from the pipeline's routing rules (see `durapipe.spec.route`);
     the resolved spec carries the concrete queues and no routing rules, and the limits that apply
     to its pipes (see `durapipe.spec.limits_for`).
     """
-    fallback = (
-        default_model
-        or pipeline.default_model
-        or os.environ.get(DEFAULT_MODEL_ENV)
-        or OFFLINE_MODEL
-    )
+    fallback = default_model or pipeline.default_model or fallback_model or OFFLINE_MODEL
     fallback = pipeline.models.get(fallback, fallback)
     pipes: dict[str, PipeSpec] = {}
     for pipe_name, pipe in subset(pipeline, name).pipes.items():

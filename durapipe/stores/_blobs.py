@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from durapipe._errors import ConfigError, PipelineError, Problem
+from durapipe._settings import settings
 from durapipe.spec import Blob, Pipeline, _types
 
 BLOB_DIR_ENV = "DURAPIPE_BLOB_DIR"
@@ -107,11 +108,16 @@ def use_blob_store(store: BlobStore | None) -> None:
     _installed = store
 
 
+def installed() -> BlobStore | None:
+    """The store installed with `use_blob_store`, if any."""
+    return _installed
+
+
 def default_blob_dir() -> Path:
     """``DURAPIPE_BLOB_DIR``, else the user's cache folder."""
-    configured = os.environ.get(BLOB_DIR_ENV)
+    configured = settings().blob_dir
     if configured:
-        return Path(configured).expanduser()
+        return configured.expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "durapipe" / "blobs"
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from durapipe._errors import ConfigError
+from durapipe._settings import settings
 from durapipe.runtime._calls import AgentTurnCall, LeafCall, LeafResult, LlmCall, ToolCall, Usage
 from durapipe.stores._paths import CHECKPOINTS_ENV, default_path, is_off, is_redis
 
@@ -220,7 +221,7 @@ class RedisCheckpoints:
 
 def open_store(where: str | None = None) -> CheckpointStore | None:
     """The store named by ``where`` (else ``DURAPIPE_CHECKPOINTS``), or None when ``off``."""
-    where = where if where is not None else os.environ.get(CHECKPOINTS_ENV, "")
+    where = where if where is not None else settings().checkpoints
     if is_off(where):
         return None
     if is_redis(where):
@@ -235,7 +236,7 @@ def _store_for(where: str) -> CheckpointStore | None:
 
 def configured_store() -> CheckpointStore | None:
     """The store of this process's ``DURAPIPE_CHECKPOINTS``, opened once per setting."""
-    return _store_for(os.environ.get(CHECKPOINTS_ENV, ""))
+    return _store_for(settings().checkpoints)
 
 
 async def checkpointed(

@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from durapipe._errors import ConfigError
+from durapipe._settings import settings
 from durapipe.runtime._calls import AgentTurnCall, LeafCall, LlmCall, Usage
 from durapipe.spec import LimitRule
 from durapipe.spec._spec import parse_per
-from durapipe.stores._paths import CHECKPOINTS_ENV, LIMITS_ENV, default_path, is_off, is_redis
+from durapipe.stores._paths import default_path, is_off, is_redis
 
 GUARD = 0.1  # of a rate window (at most a second) added to it: absorbs network jitter
 POLL_S = 0.05  # how often a call waiting for a concurrency slot looks again
@@ -240,7 +241,7 @@ class RedisLimits:
 def open_limits(where: str | None = None) -> LimitStore:
     """The store named by ``where``, else ``DURAPIPE_LIMITS``, else where the checkpoints are."""
     if where is None:
-        where = os.environ.get(LIMITS_ENV) or os.environ.get(CHECKPOINTS_ENV, "")
+        where = settings().limits_store
     if is_redis(where):
         return RedisLimits(where)
     return SqliteLimits(default_path() if not where or is_off(where) else where)
@@ -253,7 +254,7 @@ def _limits_for(where: str) -> LimitStore:
 
 def configured_limits() -> LimitStore:
     """The store of this process's settings, opened once per setting."""
-    return _limits_for(os.environ.get(LIMITS_ENV) or os.environ.get(CHECKPOINTS_ENV, ""))
+    return _limits_for(settings().limits_store)
 
 
 def estimated_tokens(call: LeafCall) -> int:

@@ -39,6 +39,7 @@ from temporalio.converter import (
 )
 
 from durapipe._errors import ConfigError
+from durapipe._settings import settings
 
 STORE_ENV = "DURAPIPE_PAYLOAD_STORE"
 THRESHOLD_ENV = "DURAPIPE_PAYLOAD_THRESHOLD"
@@ -122,9 +123,9 @@ def external_storage(store: str | None = None, threshold: int | None = None) -> 
 
     Both default to the environment (see the module docstring).
     """
-    store = store or os.environ.get(STORE_ENV) or str(DEFAULT_STORE)
+    store = store or settings().payload_store or str(DEFAULT_STORE)
     if threshold is None:
-        env = os.environ.get(THRESHOLD_ENV)
+        env = settings().payload_threshold
         threshold = parse_size(env) if env else DEFAULT_THRESHOLD
     driver: StorageDriver
     if store.startswith("s3://"):

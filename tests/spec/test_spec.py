@@ -6,6 +6,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 import durapipe as dp
+from durapipe.adapters import pipe_run
 from durapipe.spec import parse_duration
 from tests.conftest import EXAMPLES
 
@@ -36,13 +37,18 @@ def test_resolve_keeps_reachable_pipes_and_fills_models_and_policies(
 
 def test_resolve_default_model_order(monkeypatch: pytest.MonkeyPatch) -> None:
     pipeline = dp.pipeline(dp.llm("ask", prompt="hi"), models={"big": "openai/gpt-4o"})
+    resolved = dp.resolve(pipeline, "ask", fallback_model="big")
+    assert resolved.pipes["ask"].model == "openai/gpt-4o"  # type: ignore[union-attr]
+    explicit = dp.resolve(pipeline, "ask", default_model="anthropic/x", fallback_model="big")
+    assert explicit.pipes["ask"].model == "anthropic/x"  # type: ignore[union-attr]
+    # The spec layer reads no environment: DURAPIPE_DEFAULT_MODEL reaches a run through its plan.
     monkeypatch.setenv("DURAPIPE_DEFAULT_MODEL", "big")
-    assert dp.resolve(pipeline, "ask").pipes["ask"].model == "openai/gpt-4o"  # type: ignore[union-attr]
-    assert (
-        dp.resolve(pipeline, "ask", default_model="anthropic/x").pipes["ask"].model == "anthropic/x"
-    )  # type: ignore[union-attr]
-    monkeypatch.delenv("DURAPIPE_DEFAULT_MODEL")
     assert dp.resolve(pipeline, "ask").pipes["ask"].model == dp.OFFLINE_MODEL  # type: ignore[union-attr]
+    planned = pipe_run(pipeline, "ask", {}, run_id="r")
+    assert planned.spec.pipes["ask"].model == "openai/gpt-4o"  # type: ignore[union-attr]
+    monkeypatch.delenv("DURAPIPE_DEFAULT_MODEL")
+    planned = pipe_run(pipeline, "ask", {}, run_id="r")
+    assert planned.spec.pipes["ask"].model == dp.OFFLINE_MODEL  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
