@@ -12,7 +12,7 @@ import durapipe as dp
 from durapipe.testing import FakeProvider, Reply, ToolCalls
 from tests.conftest import EXAMPLES
 from tests.fixtures import agent_tools
-from tests.test_temporal import history_events, scheduled_activities
+from tests.support import history_events, scheduled_activities
 
 QUESTION = {"question": "How much does the bridge cost per kilometre of river?"}
 

@@ -162,3 +162,16 @@ def test_the_spec_layer_reads_no_environment() -> None:
         if "os.environ" in (text := path.read_text()) or "getenv" in text
     ]
     assert not readers, f"the spec layer must not read the environment: {readers}"
+
+
+def test_test_modules_import_helpers_from_support_not_from_each_other() -> None:
+    tests = PACKAGE.parent / "tests"
+    crossing = sorted(
+        f"{path.relative_to(tests.parent)}: {node.module}"
+        for path in tests.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom)
+        and (node.module or "").startswith("tests.")
+        and (node.module or "").rpartition(".")[2].startswith("test_")
+    )
+    assert not crossing, f"import shared helpers from tests.support: {crossing}"

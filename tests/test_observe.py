@@ -26,9 +26,8 @@ from durapipe.ops._dev import free_port
 from durapipe.testing.fake_provider import FakeProvider, Reply, Status
 from durapipe.workflows import STEPS_QUERY
 from durapipe.workflows._search import PIPE, STEPS
-from tests.cli.test_cli import run_cli
 from tests.conftest import ARTICLE, EXAMPLES
-from tests.test_temporal import history_events
+from tests.support import history_events, run_cli
 
 FAST_RETRY = {"max_attempts": 3, "initial_interval": 0.1, "max_interval": 0.1}
 MODEL = "gpt-obs"

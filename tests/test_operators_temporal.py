@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 import durapipe as dp
-from tests.cli.test_cli import run_cli
 from tests.conftest import EXAMPLES
-from tests.test_temporal import history_events, scheduled_activities
+from tests.support import history_events, run_cli, scheduled_activities
 
 INVOICE_PDF = EXAMPLES / "invoice.pdf"
 

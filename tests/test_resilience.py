@@ -13,7 +13,7 @@ import pytest
 import durapipe as dp
 from durapipe.testing import FakeProvider, Status
 from tests.chain import expected_output, paid_by_step, write_chain
-from tests.cli.test_cli import cli_env
+from tests.support import cli_env
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from temporalio.client import Client
 import durapipe as dp
 from durapipe.ops import _dev
 from durapipe.ops._dev import free_port
-from tests.cli.test_cli import cli_env, durapipe_command
+from tests.support import cli_env, durapipe_command
 
 
 async def test_dev_serves_on_the_given_ports_and_stops_on_sigterm(tmp_path: Path) -> None:

@@ -9,8 +9,7 @@ from typer.testing import CliRunner, Result
 
 import durapipe as dp
 from durapipe.cli import app
-from tests.cli.test_cli import WorkerProcess
-from tests.cli.test_control import CONTROL, acli, eventually
+from tests.support import CONTROL, WorkerProcess, acli, eventually
 
 
 async def scheduled_runs(client: object, schedule_id: str) -> int:

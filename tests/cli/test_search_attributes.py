@@ -14,8 +14,8 @@ from temporalio.service import RPCError
 
 import durapipe as dp
 from durapipe.ops._dev import search_attribute_flags
-from tests.cli.test_cli import run_cli
 from tests.conftest import EXAMPLES
+from tests.support import run_cli
 
 
 def test_dev_server_command_registers_every_search_attribute() -> None:

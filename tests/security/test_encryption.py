@@ -19,9 +19,9 @@ from temporalio.testing import WorkflowEnvironment
 
 import durapipe as dp
 from durapipe.ops._dev import free_port
-from tests.cli.test_cli import WorkerProcess, cli_env, durapipe_command
 from tests.conftest import ARTICLE, EXAMPLES
 from tests.security.history import history_text
+from tests.support import WorkerProcess, cli_env, durapipe_command
 
 MARKER = "Zebra-Quartz-7741"  # a word of the input, to search history for
 KEY_A, KEY_B = dp.security.new_encryption_key(), dp.security.new_encryption_key()

@@ -18,8 +18,8 @@ from temporalio.testing import WorkflowEnvironment
 
 import durapipe as dp
 from durapipe.testing import FakeProvider, Reply, Status
-from tests.cli.test_cli import WorkerProcess, cli_env, durapipe_command
 from tests.security.history import history_text
+from tests.support import WorkerProcess, cli_env, durapipe_command
 
 FAKE_KEY = "sk-durapipe-FAKE-4f9a1c7e2b"
 PIPELINE = """
