@@ -75,7 +75,9 @@ CASES: dict[str, tuple[Action, str, bool]] = {
     "dropped connection": (Drop(), "durapipe.ConnectionError", True),
     # The provider's error code decides, whatever class litellm maps the response to.
     "content filter code": (
-        Status(400, body={"error": {"message": "Blocked.", "type": None, "code": "content_filter"}}),
+        Status(
+            400, body={"error": {"message": "Blocked.", "type": None, "code": "content_filter"}}
+        ),
         "durapipe.ContentPolicyViolation",
         False,
     ),
