@@ -9,10 +9,11 @@ import pytest
 from temporalio.client import Client
 
 import durapipe as dp
+from durapipe.spec import ModelEntry
 from durapipe.testing import FakeProvider, Reply, ToolCalls
 from tests.conftest import EXAMPLES
 from tests.fixtures import agent_tools
-from tests.test_temporal import history_events, scheduled_activities
+from tests.support import history_events, scheduled_activities
 
 QUESTION = {"question": "How much does the bridge cost per kilometre of river?"}
 
@@ -155,7 +156,7 @@ def fake_agent(base_url: str, **options: Any) -> dp.Pipeline:
         **options,
     )
     return dp.pipeline(
-        agent, models={"agent": dp.ModelEntry(model="openai/fake-agent", api_base=base_url)}
+        agent, models={"agent": ModelEntry(model="openai/fake-agent", api_base=base_url)}
     )
 
 
@@ -235,7 +236,7 @@ def test_agent_validation_names_the_pipe_and_field() -> None:
             }
         }
     )
-    messages = [str(p) for p in dp.pipes.check(bad)]
+    messages = [str(p) for p in dp.spec.check(bad)]
     assert "pipe 'a', field 'tools': unknown pipe 'missing'" in messages
     assert "pipe 'a', field 'tools': pipe 'b' is a llm pipe; an agent can only call tool pipes" in (
         messages

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 import durapipe as dp
-from durapipe._storage import STORE_ENV, THRESHOLD_ENV, parse_size
+from durapipe.spec import ModelEntry
+from durapipe.stores._payloads import STORE_ENV, THRESHOLD_ENV, parse_size
 from durapipe.testing.fake_provider import FakeProvider, Reply
 from tests import scale_tools
-from tests.test_temporal import history_events
+from tests.support import history_events
 
 ROUTED = dp.load_yaml(
     """
@@ -120,7 +121,7 @@ async def test_a_20mb_document_and_a_5mb_answer_complete_and_history_holds_refer
                 inputs={"text": str},
                 output={"size": "measure", "report": "write"},
             ),
-            models={"big": dp.ModelEntry(model="openai/big", api_base=fake.base_url)},
+            models={"big": ModelEntry(model="openai/big", api_base=fake.base_url)},
         )
         client = await dp.connect(temporal_address, pipeline=pipeline)
         run_id = f"big-{uuid.uuid4().hex[:8]}"

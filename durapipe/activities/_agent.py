@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
-from durapipe.activities._limits import limited
 from durapipe.activities._llm import (
     complete,
     idempotency_headers,
@@ -14,9 +12,11 @@ from durapipe.activities._llm import (
     usage_of,
 )
 from durapipe.activities._settings import check_settings, provider_settings
-from durapipe.adapters._agent import AgentReply, ToolRequest
-from durapipe.adapters._calls import AgentTurnCall, LeafResult
-from durapipe.pipes._deck import ModelDeck
+from durapipe.runtime._agent_messages import AgentReply, ToolRequest
+from durapipe.runtime._calls import AgentTurnCall, LeafResult
+from durapipe.spec._deck import ModelDeck
+from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.stores._limits import limited
 
 
 async def run_agent_turn(

@@ -15,15 +15,16 @@ from typing import Any
 import aiohttp
 from temporalio.exceptions import ApplicationError
 
-from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
-from durapipe.activities._limits import limited
+from durapipe._errors import ErrorType
 from durapipe.activities._llm import render_for
 from durapipe.activities._settings import check_settings, provider_settings
-from durapipe.adapters._blobs import blob_store
-from durapipe.adapters._calls import ImageCall, LeafResult, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
-from durapipe.pipes import OFFLINE_MODEL
-from durapipe.pipes._deck import ModelDeck
+from durapipe.runtime._calls import ImageCall, LeafResult, Usage
+from durapipe.spec import OFFLINE_MODEL
+from durapipe.spec._deck import ModelDeck
+from durapipe.stores._blobs import blob_store
+from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.stores._limits import limited
 
 PLACEHOLDER_LABEL = "durapipe offline placeholder"
 
@@ -119,7 +120,7 @@ async def _generate(
 
 async def _download(url: str | None, timeout: float | None) -> bytes:
     if not url:
-        raise ApplicationError("the image model returned no image", type="durapipe.ProviderError")
+        raise ApplicationError("the image model returned no image", type=ErrorType.PROVIDER_ERROR)
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
         session.get(url) as answer,

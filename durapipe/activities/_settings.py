@@ -3,7 +3,7 @@ reach past them, plus the connection settings of this worker's model deck.
 
 The spec arrives as workflow input, which any client of the namespace can send without running
 validation, so the activity checks the settings again before anything is sent (see
-`durapipe.pipes._deck`).
+`durapipe.spec._deck`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from durapipe.pipes._deck import ModelDeck, refused_settings
-
-SETTING_NOT_ALLOWED = "durapipe.SettingNotAllowed"
+from durapipe._errors import ErrorType
+from durapipe.spec._deck import ModelDeck, refused_settings
 
 
 def check_settings(kind: str, pipe_name: str, settings: Mapping[str, Any]) -> None:
@@ -26,7 +25,7 @@ def check_settings(kind: str, pipe_name: str, settings: Mapping[str, Any]) -> No
     """
     refused = refused_settings(kind, pipe_name, settings)
     if refused is not None:
-        raise ApplicationError(refused, type=SETTING_NOT_ALLOWED, non_retryable=True)
+        raise ApplicationError(refused, type=ErrorType.SETTING_NOT_ALLOWED, non_retryable=True)
 
 
 def provider_settings(

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-import durapipe as dp
 from durapipe.cli._app import app, fail, handles_errors
-from durapipe.pipes import parse_duration
+from durapipe.spec import parse_duration
+from durapipe.stores import prune_checkpoints
 
 checkpoints_app = typer.Typer(
     help="The checkpoint store (DURAPIPE_CHECKPOINTS): results kept against paying twice.",
@@ -37,5 +37,5 @@ def prune(
             seconds = parse_duration(older_than)
         except ValueError as err:
             raise fail(f"--older-than: {err}") from None
-    count = dp.prune_checkpoints(seconds)
+    count = prune_checkpoints(seconds)
     typer.echo(f"pruned {count} checkpoint{'s' if count != 1 else ''}")

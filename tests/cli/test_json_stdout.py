@@ -10,13 +10,13 @@ from pathlib import Path
 import durapipe as dp
 from durapipe.testing import FakeProvider, Hang
 from tests.chain import expected_output, write_chain
-from tests.cli.test_cli import cli_env
+from tests.support import cli_env
 
 
 async def test_json_output_stays_alone_on_stdout_across_a_server_restart(
     task_queue: str, tmp_path: Path
 ) -> None:
-    server = dp.DevServer(headless=True, db_file=str(tmp_path / "temporal.db"))
+    server = dp.ops.DevServer(headless=True, db_file=str(tmp_path / "temporal.db"))
     await asyncio.to_thread(server.start)
     try:
         async with FakeProvider() as fake:

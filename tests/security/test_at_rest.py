@@ -12,14 +12,14 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 import durapipe as dp
-from durapipe.activities._checkpoints import SqliteCheckpoints, checkpoint_key
-from durapipe.adapters import LeafResult, LlmCall
-from tests.cli.test_cli import cli_env, durapipe_command
+from durapipe.runtime import LeafResult, LlmCall
+from durapipe.stores._checkpoints import SqliteCheckpoints, checkpoint_key
 from tests.security import secret_tools
 from tests.security.history import history_text
+from tests.support import cli_env, durapipe_command
 
 CUSTOMER = "Customer-Okapi-5521"  # private data, to search for at rest
-KEY = dp.new_encryption_key()
+KEY = dp.security.new_encryption_key()
 
 
 async def test_with_encryption_on_nothing_at_rest_is_plain_text(
@@ -70,13 +70,13 @@ async def test_with_encryption_on_nothing_at_rest_is_plain_text(
 
 def test_a_checkpoint_sealed_with_one_key_is_read_only_with_it(tmp_path: Path) -> None:
     keys = {"k1": base64.b64decode(KEY)}
-    sealed = SqliteCheckpoints(tmp_path / "c.sqlite", codec=dp.EncryptionCodec(keys))
-    call = LlmCall(run_id="r", path="p", pipe_name="p", pipe=dp.LlmPipe(prompt="x"))
+    sealed = SqliteCheckpoints(tmp_path / "c.sqlite", codec=dp.security.EncryptionCodec(keys))
+    call = LlmCall(run_id="r", path="p", pipe_name="p", pipe=dp.spec.LlmPipe(prompt="x"))
     key = checkpoint_key(call, namespace="n")
     sealed.put(key, LeafResult(output=CUSTOMER))
     assert sealed.get(key) == LeafResult(output=CUSTOMER)
-    without = SqliteCheckpoints(tmp_path / "c.sqlite", codec=dp.EncryptionCodec({}))
-    with pytest.raises(dp.EncryptionError, match="key 'k1'"):
+    without = SqliteCheckpoints(tmp_path / "c.sqlite", codec=dp.security.EncryptionCodec({}))
+    with pytest.raises(dp.security.EncryptionError, match="key 'k1'"):
         without.get(key)
 
 

@@ -16,7 +16,7 @@ from temporalio.client import Client
 import durapipe as dp
 from durapipe.adapters import WORKFLOW_NAME, pipe_run
 from durapipe.testing import FakeProvider, Reply
-from tests.cli.test_cli import cli_env, durapipe_command
+from tests.support import cli_env, durapipe_command
 
 WORKER_KEY = "sk-durapipe-WORKER-7e2b4f9a1c"
 # What the worker loaded: a deck entry sends `gpt` to the provider the worker owner chose.

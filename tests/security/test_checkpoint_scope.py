@@ -6,8 +6,8 @@ import uuid
 from pathlib import Path
 
 import durapipe as dp
-from durapipe.activities._checkpoints import checkpoint_key
-from durapipe.adapters import LlmCall
+from durapipe.runtime import LlmCall
+from durapipe.stores._checkpoints import checkpoint_key
 from durapipe.testing import FakeProvider
 from tests.chain import expected_output, paid_by_step, write_chain
 
@@ -40,7 +40,7 @@ async def test_a_new_run_with_a_reused_id_calls_the_provider_again(
 
 
 def test_the_key_depends_on_namespace_and_run_scope() -> None:
-    pipe = dp.LlmPipe(model="openai/x", prompt="hi")
+    pipe = dp.spec.LlmPipe(model="openai/x", prompt="hi")
     call = LlmCall(run_id="r", scope="a", path="p", pipe_name="p", pipe=pipe)
     keys = {
         checkpoint_key(call, namespace="one"),

@@ -17,8 +17,8 @@ TOKEN = "codec-token-1"
 
 @pytest.fixture
 async def server() -> AsyncIterator[str]:
-    codec = dp.EncryptionCodec({"k1": base64.b64decode(dp.new_encryption_key())})
-    runner = web.AppRunner(dp.codec_app(codec, token=TOKEN))
+    codec = dp.security.EncryptionCodec({"k1": base64.b64decode(dp.security.new_encryption_key())})
+    runner = web.AppRunner(dp.ops.codec_app(codec, token=TOKEN))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -23,8 +23,8 @@ from temporalio.converter import (
 )
 
 import durapipe as dp
-from durapipe._storage import STORE_ENV, LocalFileDriver
 from durapipe.adapters import WORKFLOW_NAME, pipe_run
+from durapipe.stores._payloads import STORE_ENV, LocalFileDriver
 
 PIPES = """
 pipes:
@@ -104,7 +104,7 @@ def _read(folder: Path, claim: str) -> subprocess.CompletedProcess[str]:
         "import resource, sys\n"
         "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
         "from temporalio.converter import StorageDriverClaim\n"
-        "from durapipe._storage import LocalFileDriver\n"
+        "from durapipe.stores._payloads import LocalFileDriver\n"
         "from durapipe._errors import ConfigError\n"
         "try:\n"
         f"    LocalFileDriver({str(folder)!r})._retrieve([StorageDriverClaim(claim_data={{'sha256': {claim!r}}})])\n"
@@ -146,7 +146,7 @@ def test_claims_that_are_not_a_payload_of_the_store_are_refused(tmp_path: Path) 
 
 
 def test_the_blob_store_reads_only_regular_files_matching_their_address(tmp_path: Path) -> None:
-    store = dp.LocalBlobStore(tmp_path / "blobs")
+    store = dp.stores.LocalBlobStore(tmp_path / "blobs")
     ref = store.put(b"a document", media_type="text/plain")
     assert store.get(ref) == b"a document"
     linked = dp.Blob(blob="sha256:" + "1" * 64, media_type="text/plain")
@@ -156,5 +156,5 @@ def test_the_blob_store_reads_only_regular_files_matching_their_address(tmp_path
     store.path(altered).parent.mkdir(parents=True, exist_ok=True)
     store.path(altered).write_bytes(b"not what the address says")
     for bad, reason in ((linked, "cannot be read"), (altered, "does not match its address")):
-        with pytest.raises(dp.BlobNotFound, match=reason):
+        with pytest.raises(dp.stores.BlobNotFound, match=reason):
             store.get(bad)

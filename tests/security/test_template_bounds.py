@@ -10,8 +10,8 @@ from temporalio.exceptions import ApplicationError
 
 import durapipe as dp
 from durapipe.activities._llm import messages_for
-from durapipe.adapters import LlmCall
-from durapipe.pipes import render
+from durapipe.runtime import LlmCall
+from durapipe.spec import render
 
 HOSTILE = {
     "{% for x in range(10**9) %}{% endfor %}": "range() of 1000000000 numbers",
@@ -31,7 +31,7 @@ INPUTS = {"xs": list(range(10_000)), "text": "line\n" * 200_000}
 
 @pytest.mark.parametrize("template", list(HOSTILE))
 def test_a_hostile_template_fails_its_step_at_once_naming_pipe_and_field(template: str) -> None:
-    pipe = dp.LlmPipe(inputs={"xs": "list[integer]", "text": "text"}, prompt=template)
+    pipe = dp.spec.LlmPipe(inputs={"xs": "list[integer]", "text": "text"}, prompt=template)
     call = LlmCall(run_id="r", path="p", pipe_name="bomb", pipe=pipe, inputs=INPUTS)
     started = time.perf_counter()
     with pytest.raises(ApplicationError) as raised:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.cli.test_cli import cli_env, durapipe_command
+from tests.support import cli_env, durapipe_command
 
 PIPES = """
 pipes:
