@@ -114,3 +114,28 @@ def test_the_prune_command_deletes_results_past_the_retention(tmp_path: Path) ->
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 2 and "--older-than" in bad.stderr and "Traceback" not in bad.stderr
+
+
+async def test_a_failed_run_this_client_cannot_decrypt_is_still_listed(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DURAPIPE_ENCRYPTION_KEYS", f"k1:{KEY}")
+    find = dp.tool(secret_tools.lookup, name="find")
+    pipeline = dp.pipeline(find)
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    run_id = f"rest-list-{uuid.uuid4().hex[:6]}"
+    async with dp.build_worker(client, task_queue=task_queue):
+        with pytest.raises(dp.StepFailed):
+            await dp.run(
+                client,
+                pipeline,
+                "find",
+                {"customer": CUSTOMER},
+                run_id=run_id,
+                task_queue=task_queue,
+            )
+    monkeypatch.delenv("DURAPIPE_ENCRYPTION_KEYS")
+    keyless = await dp.connect(temporal_address)
+    listed = [r for r in await dp.client.list_runs(keyless, status="failed") if r.run_id == run_id]
+    assert len(listed) == 1 and listed[0].error is not None
+    assert "encrypted with key 'k1'" in listed[0].error
