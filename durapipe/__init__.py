@@ -19,7 +19,7 @@ from durapipe._codec import (
 )
 from durapipe._codec_server import codec_app
 from durapipe._connection import DEFAULT_ADDRESS, ConnectOptions
-from durapipe._control import approve, cancel, pause, pending, reject, resume
+from durapipe._control import PendingRequests, approve, cancel, pause, pending, reject, resume
 from durapipe._dev import DevServer
 from durapipe._errors import (
     ConfigError,
@@ -30,6 +30,7 @@ from durapipe._errors import (
     RunCancelled,
     RunError,
     RunNotFound,
+    RunStalled,
     StepFailed,
     ToolError,
 )
@@ -37,6 +38,7 @@ from durapipe._replay import ReplayReport, fetch_histories, load_history, replay
 from durapipe._runs import (
     RunSummary,
     check_search_attributes,
+    describe_run,
     list_runs,
     retry,
     setup_search_attributes,
@@ -135,6 +137,7 @@ __all__ = [
     "LocalBlobStore",
     "Page",
     "ParallelPipe",
+    "PendingRequests",
     "Pipe",
     "Pipeline",
     "PipelineError",
@@ -147,6 +150,7 @@ __all__ = [
     "RunHandle",
     "RunNotFound",
     "RunResult",
+    "RunStalled",
     "RunSummary",
     "ScheduleSummary",
     "SequencePipe",
@@ -174,6 +178,7 @@ __all__ = [
     "connect",
     "create_schedule",
     "delete_schedule",
+    "describe_run",
     "encryption_from_env",
     "extract",
     "fetch_histories",

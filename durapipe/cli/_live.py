@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 from rich.console import Console, Group
@@ -13,7 +12,7 @@ from rich.text import Text
 
 import durapipe as dp
 from durapipe.adapters._search import spent
-from durapipe.cli._progress import POLL_INTERVAL_S
+from durapipe.cli._progress import wait_for
 
 _STYLES = {"succeeded": "green", "failed": "red", "skipped": "dim", "cancelled": "red"}
 _MARKS = {"succeeded": "✓", "failed": "✗", "skipped": "-", "cancelled": "✗", "pending": "·"}
@@ -57,16 +56,16 @@ async def follow_live(handle: dp.RunHandle) -> dp.RunResult:
     """Wait for a run while a live view on stderr shows its steps."""
     console = Console(stderr=True)
     records: list[dp.StepRecord] = []
-    result_task = asyncio.ensure_future(handle.result())
+
     with Live(render(records, handle.run_id), console=console, refresh_per_second=8) as live:
-        while not result_task.done():
+
+        async def refresh() -> None:
             with contextlib.suppress(Exception):  # a query can race the run's end
-                records = await handle.steps()
-                live.update(render(records, handle.run_id))
-            await asyncio.wait({result_task}, timeout=POLL_INTERVAL_S)
+                live.update(render(await handle.steps(), handle.run_id))
+
         try:
-            result = result_task.result()
-        except dp.StepFailed as err:
+            result = await wait_for(handle, refresh)
+        except (dp.StepFailed, dp.RunCancelled) as err:
             live.update(render([dp.StepRecord.model_validate(s) for s in err.steps], handle.run_id))
             raise
         live.update(render(result.steps, handle.run_id))

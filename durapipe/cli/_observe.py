@@ -26,23 +26,53 @@ def show(
     *,
     connection: dp.ConnectOptions,
 ) -> None:
-    """Print a run's step tree: status, attempts, timings, tokens, cost and errors of every step."""
+    """Print a run's header (status, totals, paused) and its step tree: status, attempts,
+    timings, tokens, cost and errors of every step."""
 
-    async def records() -> list[dp.StepRecord]:
+    async def described() -> tuple[dp.RunSummary, list[dp.StepRecord], str | None]:
         client = await dp.connect(options=connection)
-        return await dp.RunHandle(client, run_id).steps()
+        summary = await dp.describe_run(client, run_id)
+        try:
+            steps = await dp.RunHandle(client, run_id).steps()
+        except dp.RunStalled as err:
+            return summary, [], str(err)
+        return summary, steps, None
 
-    steps = asyncio.run(records())
+    summary, steps, stalled = asyncio.run(described())
+    paused = any((s.waiting_for or "").startswith("resume") for s in steps)
     if as_json:
-        typer.echo(
-            json.dumps(
-                {"run_id": run_id, "steps": [s.model_dump(mode="json") for s in steps]}, indent=2
-            )
-        )
+        shown = {**summary.model_dump(mode="json"), "paused": paused, "stalled": stalled}
+        shown["steps"] = [s.model_dump(mode="json") for s in steps]
+        typer.echo(json.dumps(shown, indent=2))
+        if stalled:
+            raise fail(stalled, code=1)
         return
-    typer.echo(f"run {run_id}")
+    typer.echo(_progress.header(summary, paused=paused))
+    if stalled:
+        raise fail(stalled, code=1)
     for line in _progress.tree_lines(steps):
         typer.echo(line)
+
+
+@app.command()
+@handles_errors
+@connection_options
+def describe(
+    run_id: Annotated[str, typer.Argument(help="The run id (workflow id).", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    *,
+    connection: dp.ConnectOptions,
+) -> None:
+    """Print a run's summary (pipe, status, totals, failed step) without asking its workers."""
+
+    async def described() -> dp.RunSummary:
+        return await dp.describe_run(await dp.connect(options=connection), run_id)
+
+    summary = asyncio.run(described())
+    if as_json:
+        typer.echo(json.dumps(summary.model_dump(mode="json"), indent=2))
+        return
+    typer.echo(_progress.header(summary, paused=False))
 
 
 @app.command()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 import typer
@@ -12,6 +14,8 @@ import typer
 import durapipe as dp
 
 POLL_INTERVAL_S = 0.25
+STALL_CHECK_S = 1.0  # how often a followed run's queues are checked for workers
+STALL_GRACE_S = 5.0  # how long a queue may lack a worker before the wait stops
 _MARKS = {"succeeded": "✓", "failed": "✗", "skipped": "-", "cancelled": "✗"}
 _DONE = frozenset(_MARKS)
 
@@ -61,11 +65,73 @@ def tree_lines(records: list[dp.StepRecord]) -> list[str]:
     return lines
 
 
-def print_steps(records: list[dp.StepRecord]) -> None:
-    """Print a line per finished step to stderr."""
-    for record in records:
-        if record.status in _DONE:
-            typer.echo(step_line(record), err=True)
+def header(summary: dp.RunSummary, *, paused: bool) -> str:
+    """The first line of `show`: the run, its pipe and status, and its totals so far."""
+    state = f"{summary.status} (paused)" if paused else summary.status
+    line = (
+        f"run {summary.run_id}  pipe {summary.pipe or '-'}  {state}  "
+        f"started {summary.started_at:%Y-%m-%d %H:%M:%S}  {summary.steps} steps done  "
+        f"{summary.input_tokens} in / {summary.output_tokens} out tokens  ${summary.cost_usd:.6f}"
+    )
+    if summary.status == "failed":
+        line += f"\n  failed at step '{summary.failed_step or '-'}': {summary.error}"
+    return line
+
+
+def print_step(record: dp.StepRecord) -> None:
+    """Print a finished step's line to stderr (a local run's progress, as each step ends)."""
+    if record.status in _DONE:
+        typer.echo(step_line(record), err=True)
+
+
+class StallWatch:
+    """Says, within seconds, that a run cannot make progress (no worker polls a queue it needs).
+
+    A queue may lack a poller for a moment (a worker starting just after the run); only a stall
+    that lasts `STALL_GRACE_S` stops the wait.
+    """
+
+    def __init__(self, handle: dp.RunHandle) -> None:
+        self.handle = handle
+        self._next_check = 0.0
+        self._since: float | None = None
+
+    async def check(self) -> None:
+        """Raise `durapipe.RunStalled` once the run has been stuck for `STALL_GRACE_S`."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + STALL_CHECK_S
+        why = await self.handle.stalled()
+        if why is None:
+            self._since = None
+            return
+        self._since = self._since or now
+        if now - self._since >= STALL_GRACE_S:
+            raise dp.RunStalled(
+                f"run '{self.handle.run_id}' cannot make progress: {why}; the run stays queued "
+                f"(`durapipe result {self.handle.run_id}` waits for it, "
+                f"`durapipe cancel {self.handle.run_id}` stops it)",
+                run_id=self.handle.run_id,
+            )
+
+
+async def wait_for(
+    handle: dp.RunHandle, tick: Callable[[], Awaitable[None]] | None = None
+) -> dp.RunResult:
+    """Wait for a run's result, calling ``tick`` between polls; a stalled run raises RunStalled."""
+    watch = StallWatch(handle)
+    result_task = asyncio.ensure_future(handle.result())
+    try:
+        while not result_task.done():
+            if tick is not None:
+                await tick()
+            await watch.check()
+            await asyncio.wait({result_task}, timeout=POLL_INTERVAL_S)
+    finally:
+        if not result_task.done():
+            result_task.cancel()
+    return result_task.result()
 
 
 async def follow(handle: dp.RunHandle, *, quiet: bool = False) -> dp.RunResult:
@@ -74,7 +140,7 @@ async def follow(handle: dp.RunHandle, *, quiet: bool = False) -> dp.RunResult:
     On a terminal the steps show as a live view instead (see `_live.follow_live`).
     """
     if quiet:
-        return await handle.result()
+        return await wait_for(handle)
     if sys.stderr.isatty():
         from durapipe.cli._live import follow_live
 
@@ -82,21 +148,15 @@ async def follow(handle: dp.RunHandle, *, quiet: bool = False) -> dp.RunResult:
     shown: set[str] = set()
 
     async def show_new() -> None:
-        with contextlib.suppress(
-            Exception
-        ):  # a query can race the run's end; the final pass shows all
+        with contextlib.suppress(Exception):  # a query can race the run's end; the end shows all
             for record in await handle.steps():
                 if record.status in _DONE and record.path not in shown:
                     shown.add(record.path)
                     typer.echo(step_line(record), err=True)
 
-    result_task = asyncio.ensure_future(handle.result())
-    while not result_task.done():
-        await show_new()
-        await asyncio.wait({result_task}, timeout=POLL_INTERVAL_S)
     try:
-        result = result_task.result()
-    except dp.StepFailed as err:
+        result = await wait_for(handle, show_new)
+    except (dp.StepFailed, dp.RunCancelled) as err:
         for record in err.steps:
             step = dp.StepRecord.model_validate(record)
             if step.status in _DONE and step.path not in shown:
