@@ -1,0 +1,116 @@
+"""The CLI in scripts (issue 17, item 5): --detach, Ctrl-C, clean stdout, one JSON shape,
+--version, and a README whose commands all exist."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import durapipe as dp
+from durapipe.cli import app
+from tests.cli.test_cli import cli_env, durapipe_command, run_cli
+from tests.conftest import ARTICLE, EXAMPLES, ROOT
+
+BRIEF = str(EXAMPLES / "brief.yaml")
+CONTROL = ROOT / "tests" / "fixtures" / "control.yaml"
+runner = CliRunner()
+
+
+def test_version() -> None:
+    shown = runner.invoke(app, ["--version"])
+    assert shown.exit_code == 0
+    assert re.fullmatch(r"durapipe \d+\.\d+\S*\n", shown.stdout), shown.stdout
+
+
+def test_every_command_the_readme_documents_exists() -> None:
+    readme = (ROOT / "README.md").read_text()
+    named = set(re.findall(r"`durapipe ([a-z][a-z-]+)", readme))
+    known = {g.name for g in app.registered_groups} | {
+        c.name or c.callback.__name__.replace("_", "-")  # type: ignore[union-attr]
+        for c in app.registered_commands
+    }
+    assert named and named <= known, sorted(named - known)
+
+
+async def test_detach_prints_the_run_id_and_json_runs_print_steps_and_id_on_stderr(
+    temporal_address: str, task_queue: str
+) -> None:
+    pipeline = dp.load(BRIEF)
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    run_id = f"detached-{task_queue}"
+    async with dp.build_worker(client, task_queue=task_queue):
+        detached = await asyncio.to_thread(
+            run_cli,
+            "run", "brief", "--file", BRIEF, "--input", f"article={ARTICLE}", "--detach",
+            "--id", run_id, "--address", temporal_address, "-t", task_queue,
+        )  # fmt: skip
+        assert detached.returncode == 0, detached.stderr
+        assert detached.stdout == f"{run_id}\n"  # for `RUN=$(durapipe run ... --detach)`
+        waited = await asyncio.to_thread(
+            run_cli, "result", run_id, "--json", "--address", temporal_address
+        )
+        assert waited.returncode == 0, waited.stderr
+        assert json.loads(waited.stdout)["word_count"] == len(ARTICLE.split())
+
+        followed = await asyncio.to_thread(
+            run_cli,
+            "run", "brief", "--file", BRIEF, "--input", f"article={ARTICLE}", "--json",
+            "--id", f"{run_id}-json", "--address", temporal_address, "-t", task_queue,
+        )  # fmt: skip
+    assert followed.returncode == 0, followed.stderr
+    assert set(json.loads(followed.stdout)) == {"claims", "headline", "word_count", "verdict"}
+    assert "✓ fact_check/verify (" in followed.stderr
+    assert f"run id: {run_id}-json" in followed.stderr
+
+
+async def test_ctrl_c_leaves_the_run_going_and_says_how_to_get_back_to_it(
+    temporal_address: str, task_queue: str, tmp_path: Path
+) -> None:
+    pipeline = dp.load(CONTROL)
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    run_id = f"interrupted-{task_queue}"
+    log = tmp_path / "run.log"
+    async with dp.build_worker(client, task_queue=task_queue):
+        process = subprocess.Popen(
+            durapipe_command(
+                "run", "review_post", "--file", str(CONTROL), "--input", "topic=rivers",
+                "--id", run_id, "--address", temporal_address, "-t", task_queue,
+            ),
+            stdout=subprocess.PIPE, stderr=log.open("wb"), env=cli_env(),
+        )  # fmt: skip
+        handle = dp.RunHandle(client, run_id)
+        deadline = time.monotonic() + 60
+        while not any(s.status == "waiting" for s in await _steps(handle)):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        code = await asyncio.to_thread(process.wait, 30)
+        assert code == 130
+        assert (
+            f"stopped following run {run_id}; it goes on: `durapipe result {run_id}` waits for "
+            f"it, `durapipe cancel {run_id}` stops it"
+        ) in log.read_text()
+        assert "Traceback" not in log.read_text()
+        await dp.cancel(client, run_id)
+
+
+async def _steps(handle: dp.RunHandle) -> list[dp.StepRecord]:
+    try:
+        return await handle.steps()
+    except dp.RunError:  # not started yet
+        return []
+
+
+def test_list_commands_print_one_json_array(temporal_address: str) -> None:
+    nobody = "WorkflowId = 'no-such-run'"
+    for args in (["pending", "-q", nobody], ["runs", "--pipe", "no-such-pipe"]):
+        shown = runner.invoke(app, [*args, "--json", "--address", temporal_address])
+        assert shown.exit_code == 0, shown.stderr
+        assert json.loads(shown.stdout) == [], (args, shown.stdout)
