@@ -117,8 +117,10 @@ class DevServer:
         between the pick and the server's bind (or the server's own random internal ports collided).
 
         Raises:
-            ConfigError: the server did not start (the message carries the reason it gave).
+            ConfigError: a port given to it is taken, or the server did not start (the message
+                carries the reason it gave).
         """
+        self._check_ports_free()
         attempts = 1
         while (output := self._launch()) is not None:
             if not (PORT_TAKEN in output and any(self._picked) and attempts < START_ATTEMPTS):
@@ -128,6 +130,20 @@ class DevServer:
             self.ui_port = free_port(self.ip) if pick_ui else self.ui_port
             attempts += 1
         return self
+
+    def _check_ports_free(self) -> None:
+        """Refuse ports given by the caller that another process already serves: the readiness
+        check would find that process's server and report it as this one."""
+        pick_port, pick_ui = self._picked
+        given = [] if pick_port else [(self.port, "--port")]
+        if self.ui_port and not pick_ui:
+            given.append((self.ui_port, "--ui-port"))
+        for port, flag in given:
+            if _accepts(self.ip, port):
+                raise ConfigError(
+                    f"port {port} on {self.ip} is already in use (another Temporal server, or "
+                    f"another program); stop it, or choose a free port with {flag}"
+                )
 
     def _launch(self) -> str | None:
         """Start the process; None once it answers, its output if it exited."""

@@ -185,7 +185,8 @@ def schedule_create(
     ],
     cron: Annotated[str | None, typer.Option("--cron", help="A cron expression.")] = None,
     every: Annotated[
-        str | None, typer.Option("--every", help="An interval, e.g. 30s, 10m, 1h.")
+        str | None,
+        typer.Option("--every", help="An interval with its unit: 30s, 10m, 1h (no bare numbers)."),
     ] = None,
     overlap: Annotated[
         str,
@@ -239,7 +240,12 @@ def schedule_list(*, connection: dp.ConnectOptions) -> None:
     for summary in _with_client(connection, dp.list_schedules):
         state = "paused" if summary.paused else "active"
         upcoming = summary.next_runs[0].isoformat(timespec="seconds") if summary.next_runs else "-"
-        typer.echo(f"{summary.schedule_id}  {summary.when}  {state}  next: {upcoming}")
+        typer.echo(
+            f"{summary.schedule_id}  {summary.when}  {state}  pipe {summary.pipe or '-'}  "
+            f"next: {upcoming}"
+        )
+        if summary.note:
+            typer.echo(f"  note: {summary.note}")
         if summary.recent_runs:
             typer.echo(f"  recent runs: {', '.join(summary.recent_runs)}")
 
