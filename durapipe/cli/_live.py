@@ -12,10 +12,23 @@ from rich.text import Text
 
 import durapipe as dp
 from durapipe.adapters._search import spent
-from durapipe.cli._progress import wait_for
+from durapipe.cli._progress import wait_for, waiting_line
 
-_STYLES = {"succeeded": "green", "failed": "red", "skipped": "dim", "cancelled": "red"}
-_MARKS = {"succeeded": "✓", "failed": "✗", "skipped": "-", "cancelled": "✗", "pending": "·"}
+_STYLES = {
+    "succeeded": "green",
+    "failed": "red",
+    "skipped": "dim",
+    "cancelled": "red",
+    "waiting": "yellow",
+}
+_MARKS = {
+    "succeeded": "✓",
+    "failed": "✗",
+    "skipped": "-",
+    "cancelled": "✗",
+    "pending": "·",
+    "waiting": "⏸",
+}
 
 
 def render(records: list[dp.StepRecord], run_id: str) -> Group:
@@ -23,12 +36,18 @@ def render(records: list[dp.StepRecord], run_id: str) -> Group:
     table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
     for column in ("", "step", "kind", "attempts", "time", "tokens in/out", "cost"):
         table.add_column(column)
+    waiting: list[dp.StepRecord] = []
     for record in records:
         mark: Spinner | Text = (
             Spinner("dots")
             if record.status == "running"
             else Text(_MARKS.get(record.status, "·"), style=_STYLES.get(record.status, ""))
         )
+        if record.status == "waiting" or record.waiting_for:
+            waiting.append(record)
+        name = "  " * record.path.count("/") + record.path.rsplit("/", 1)[-1]
+        if record.counts:  # a batch's row: how its items stand
+            name += "  " + ", ".join(f"{n} {status}" for status, n in record.counts.items())
         seconds = (
             f"{(record.ended_at - record.started_at).total_seconds():.2f}s"
             if record.started_at and record.ended_at
@@ -36,7 +55,7 @@ def render(records: list[dp.StepRecord], run_id: str) -> Group:
         )
         table.add_row(
             mark,
-            Text("  " * record.path.count("/") + record.path.rsplit("/", 1)[-1]),
+            Text(name),
             f"{record.kind} · {record.model}" if record.model else record.kind,
             str(record.attempts or ""),
             seconds,
@@ -49,7 +68,7 @@ def render(records: list[dp.StepRecord], run_id: str) -> Group:
         f"${usage.cost_usd:.6f}",
         style="bold",
     )
-    return Group(table, footer)
+    return Group(table, *(Text(waiting_line(r, run_id), style="yellow") for r in waiting), footer)
 
 
 async def follow_live(handle: dp.RunHandle) -> dp.RunResult:

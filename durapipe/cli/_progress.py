@@ -18,6 +18,7 @@ STALL_CHECK_S = 1.0  # how often a followed run's queues are checked for workers
 STALL_GRACE_S = 5.0  # how long a queue may lack a worker before the wait stops
 _MARKS = {"succeeded": "✓", "failed": "✗", "skipped": "-", "cancelled": "✗"}
 _DONE = frozenset(_MARKS)
+_TREE_MARKS = {**_MARKS, "waiting": "⏸"}
 
 
 def step_line(record: dp.StepRecord) -> str:
@@ -39,6 +40,19 @@ def step_line(record: dp.StepRecord) -> str:
     return "  ".join(parts)
 
 
+def waiting_line(record: dp.StepRecord, run_id: str) -> str:
+    """What a waiting step waits for, and the command that ends the wait."""
+    line = f"  ⏸ {record.path} waiting for {record.waiting_for or 'a decision'}"
+    if record.kind == "approval":
+        return (
+            f"{line}; decide with `durapipe approve {run_id} {record.path}` "
+            f"or `durapipe reject {run_id} {record.path}`"
+        )
+    if (record.waiting_for or "").startswith("resume"):
+        return f"{line}; continue with `durapipe resume {run_id}`"
+    return line
+
+
 def tree_lines(records: list[dp.StepRecord]) -> list[str]:
     """The step tree of a run: one line per step, nested steps indented under their parent."""
     lines = []
@@ -46,7 +60,10 @@ def tree_lines(records: list[dp.StepRecord]) -> list[str]:
         depth = record.path.count("/")
         what = f"{record.kind} · {record.model}" if record.model else record.kind
         name = record.path.rsplit("/", 1)[-1]
-        parts = [f"{'  ' * depth}{_MARKS.get(record.status, '·')} {name} ({what})", record.status]
+        parts = [
+            f"{'  ' * depth}{_TREE_MARKS.get(record.status, '·')} {name} ({what})",
+            record.status,
+        ]
         if record.attempts:
             parts.append(f"{record.attempts} attempt{'s' if record.attempts > 1 else ''}")
         if record.started_at and record.ended_at:
@@ -146,6 +163,7 @@ async def follow(handle: dp.RunHandle, *, quiet: bool = False) -> dp.RunResult:
 
         return await follow_live(handle)
     shown: set[str] = set()
+    waits: set[str] = set()  # "path: what it waits for", each said once
 
     async def show_new() -> None:
         with contextlib.suppress(Exception):  # a query can race the run's end; the end shows all
@@ -153,6 +171,10 @@ async def follow(handle: dp.RunHandle, *, quiet: bool = False) -> dp.RunResult:
                 if record.status in _DONE and record.path not in shown:
                     shown.add(record.path)
                     typer.echo(step_line(record), err=True)
+                wait = f"{record.path}: {record.waiting_for}"
+                if record.waiting_for and wait not in waits:
+                    waits.add(wait)
+                    typer.echo(waiting_line(record, handle.run_id), err=True)
 
     try:
         result = await wait_for(handle, show_new)
