@@ -13,6 +13,7 @@ counters (tokens, cost, cache hits) on a Prometheus endpoint.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,7 +87,8 @@ def _provider(exporter: str) -> trace.TracerProvider:
 
     span_exporter: Any
     if exporter == "console":
-        span_exporter = ConsoleSpanExporter()
+        # stderr: stdout belongs to the command's output (`durapipe run ... | jq`).
+        span_exporter = ConsoleSpanExporter(out=sys.stderr)
     elif exporter == "otlp":
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -265,10 +265,21 @@ async def _run_on_temporal(
     ui_url: str | None,
     budget_usd: float | None = None,
 ) -> None:
-    client = await dp.connect(options=connection)
-    handle = await dp.start(
-        client, pipeline, pipe, values, run_id=run_id, task_queue=task_queue, budget_usd=budget_usd
-    )
+    # With OTEL_TRACES_EXPORTER set, the start is the root span of the run's one trace.
+    telemetry = dp.Telemetry.from_env()
+    try:
+        client = await dp.connect(options=connection, telemetry=telemetry)
+        handle = await dp.start(
+            client,
+            pipeline,
+            pipe,
+            values,
+            run_id=run_id,
+            task_queue=task_queue,
+            budget_usd=budget_usd,
+        )
+    finally:
+        telemetry.shutdown()  # export the start span now: this process exits without teardown
     started["run_id"] = handle.run_id
     link = _progress.run_url(
         ui_url, client.service_client.config.target_host, client.namespace, handle.run_id
