@@ -34,6 +34,7 @@ from durapipe._errors import (
     StepFailed,
     ToolError,
 )
+from durapipe._preflight import check_stores
 from durapipe._replay import ReplayReport, fetch_histories, load_history, replay
 from durapipe._runs import (
     RunSummary,
@@ -173,6 +174,7 @@ __all__ = [
     "build_workers",
     "cancel",
     "check_search_attributes",
+    "check_stores",
     "codec_app",
     "condition",
     "connect",

@@ -41,8 +41,10 @@ class Telemetry:
     _runtime: Runtime | None = field(default=None, repr=False)
 
     @classmethod
-    def from_env(cls, metrics_port: int | None = None) -> Telemetry:
-        """Telemetry from ``OTEL_TRACES_EXPORTER`` (and friends) and a metrics port.
+    def from_env(
+        cls, metrics_port: int | None = None, metrics_host: str = "127.0.0.1"
+    ) -> Telemetry:
+        """Telemetry from ``OTEL_TRACES_EXPORTER`` (and friends) and a metrics address.
 
         Raises:
             ConfigError: the exporter is unknown, or its package is not installed.
@@ -51,7 +53,7 @@ class Telemetry:
         provider = None if exporter in ("", "none") else _provider(exporter)
         if provider is not None:
             trace.set_tracer_provider(provider)
-        address = f"127.0.0.1:{metrics_port}" if metrics_port is not None else None
+        address = f"{metrics_host}:{metrics_port}" if metrics_port is not None else None
         return cls(tracer_provider=provider, metrics_address=address)
 
     def shutdown(self) -> None:

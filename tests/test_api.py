@@ -69,6 +69,7 @@ PUBLIC = [
     "build_workers",
     "cancel",
     "check_search_attributes",
+    "check_stores",
     "codec_app",
     "condition",
     "connect",

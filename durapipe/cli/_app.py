@@ -361,8 +361,16 @@ def worker(
     ] = None,
     metrics_port: Annotated[
         int | None,
-        typer.Option("--metrics-port", help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics."),
+        typer.Option("--metrics-port", help="Serve Prometheus metrics on HOST:PORT/metrics."),
     ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            "--metrics-host",
+            envvar="DURAPIPE_METRICS_HOST",
+            help="Address the metrics endpoint binds (0.0.0.0 in a container, for scrapers).",
+        ),
+    ] = "127.0.0.1",
     secrets_file: Annotated[
         Path | None,
         typer.Option(
@@ -383,8 +391,9 @@ def worker(
         # Names only: the values are the point of keeping the file out of logs.
         typer.echo(f"loaded {len(names)} secrets from {secrets_file}: {', '.join(names)}", err=True)
     pipeline = dp.load(file)
+    dp.check_stores()  # now, in one sentence; not in every call, after its retries
     served = queues or [task_queue]
-    telemetry = dp.Telemetry.from_env(metrics_port)
+    telemetry = dp.Telemetry.from_env(metrics_port, metrics_host)
     asyncio.run(_serve(pipeline, connection, served, max_concurrent, rate, telemetry))
 
 
