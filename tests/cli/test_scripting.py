@@ -111,3 +111,22 @@ def test_list_commands_print_one_json_array(temporal_address: str) -> None:
         shown = runner.invoke(app, [*args, "--json", "--address", temporal_address])
         assert shown.exit_code == 0, shown.stderr
         assert json.loads(shown.stdout) == [], (args, shown.stdout)
+
+
+def test_blob_get_writes_a_blobs_bytes_and_refuses_a_bad_reference(
+    blob_dir: Path, tmp_path: Path
+) -> None:
+    ref = dp.upload(b"%PDF-1.4 test", name="t.pdf")
+    target = tmp_path / "out.pdf"
+    got = runner.invoke(app, ["blob", "get", ref.blob, str(target)])
+    assert got.exit_code == 0, got.stderr
+    assert target.read_bytes() == b"%PDF-1.4 test"
+    as_json = runner.invoke(app, ["blob", "get", ref.model_dump_json(), "-"])
+    assert as_json.stdout_bytes == b"%PDF-1.4 test"
+    missing = runner.invoke(app, ["blob", "get", "sha256:" + "0" * 64, str(target)])
+    assert missing.exit_code == 2 and missing.stderr.startswith("error: blob sha256:000")
+    bad = runner.invoke(app, ["blob", "get", "nope", str(target)])
+    assert bad.exit_code == 2
+    assert bad.stderr == (
+        "error: 'nope' is not a blob reference: give sha256:<64 hex digits> or the reference as JSON\n"
+    )
