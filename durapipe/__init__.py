@@ -20,6 +20,7 @@ from durapipe._codec import (
 from durapipe._codec_server import codec_app
 from durapipe._connection import DEFAULT_ADDRESS, ConnectOptions
 from durapipe._control import PendingRequests, approve, cancel, pause, pending, reject, resume
+from durapipe._details import StepDetail, step_detail
 from durapipe._dev import DevServer
 from durapipe._errors import (
     ConfigError,
@@ -156,6 +157,7 @@ __all__ = [
     "ScheduleSummary",
     "SequencePipe",
     "Step",
+    "StepDetail",
     "StepFailed",
     "StepRecord",
     "StructureSpec",
@@ -209,6 +211,7 @@ __all__ = [
     "setup_search_attributes",
     "start",
     "step",
+    "step_detail",
     "tool",
     "trigger_schedule",
     "unpause_schedule",

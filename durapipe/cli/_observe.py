@@ -23,11 +23,20 @@ def show(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the step records as JSON.")
     ] = False,
+    step: Annotated[
+        str | None,
+        typer.Option(
+            "--step", help="Show this step's inputs, rendered prompt and answer (from the history)."
+        ),
+    ] = None,
     *,
     connection: dp.ConnectOptions,
 ) -> None:
     """Print a run's header (status, totals, paused) and its step tree: status, attempts,
-    timings, tokens, cost and errors of every step."""
+    timings, tokens, cost and errors of every step; or one step in full with --step."""
+    if step is not None:
+        _show_step(run_id, step, as_json=as_json, connection=connection)
+        return
 
     async def described() -> tuple[dp.RunSummary, list[dp.StepRecord], str | None]:
         client = await dp.connect(options=connection)
@@ -52,6 +61,24 @@ def show(
         raise fail(stalled, code=1)
     for line in _progress.tree_lines(steps):
         typer.echo(line)
+
+
+def _show_step(run_id: str, path: str, *, as_json: bool, connection: dp.ConnectOptions) -> None:
+    async def detailed() -> dp.StepDetail:
+        return await dp.step_detail(await dp.connect(options=connection), run_id, path)
+
+    detail = asyncio.run(detailed())
+    if as_json:
+        typer.echo(json.dumps(detail.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        return
+    typer.echo(f"step {detail.path} ({detail.kind}) of run {run_id}")
+    typer.echo("--- inputs")
+    typer.echo(json.dumps(detail.inputs, indent=2, ensure_ascii=False))
+    for message in detail.messages:
+        typer.echo(f"--- {message['role']} (rendered)")
+        typer.echo(message["content"])
+    typer.echo("--- answer")
+    typer.echo(json.dumps(detail.output, indent=2, ensure_ascii=False))
 
 
 @app.command()

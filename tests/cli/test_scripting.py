@@ -66,6 +66,23 @@ async def test_detach_prints_the_run_id_and_json_runs_print_steps_and_id_on_stde
         )  # fmt: skip
     assert followed.returncode == 0, followed.stderr
     assert set(json.loads(followed.stdout)) == {"claims", "headline", "word_count", "verdict"}
+
+    # One step in full, from the history: what it sent (rendered) and what it got.
+    step = await asyncio.to_thread(
+        run_cli, "show", run_id, "--step", "fact_check/verify", "--address", temporal_address
+    )
+    assert step.returncode == 0, step.stderr
+    assert step.stdout.startswith(f"step fact_check/verify (llm) of run {run_id}\n--- inputs\n")
+    rendered = step.stdout.split("--- user (rendered)\n", 1)[1]
+    assert ARTICLE in rendered.split("--- answer\n")[0]
+    answer = json.loads(rendered.split("--- answer\n")[1])
+    assert answer == json.loads(waited.stdout)["verdict"]
+    nothing = await asyncio.to_thread(
+        run_cli, "show", run_id, "--step", "fact_check", "--address", temporal_address
+    )
+    assert nothing.returncode == 1 and nothing.stderr.startswith(
+        f"error: run '{run_id}' has no call at step 'fact_check'"
+    )
     assert "✓ fact_check/verify (" in followed.stderr
     assert f"run id: {run_id}-json" in followed.stderr
 
