@@ -38,19 +38,23 @@ def show(
         _show_step(run_id, step, as_json=as_json, connection=connection)
         return
 
-    async def described() -> tuple[dp.RunSummary, list[dp.StepRecord], str | None]:
+    async def described() -> tuple[dp.RunSummary, list[dp.StepRecord], str | None, str | None]:
         client = await dp.connect(options=connection)
         summary = await dp.describe_run(client, run_id)
+        handle = dp.RunHandle(client, run_id)
         try:
-            steps = await dp.RunHandle(client, run_id).steps()
+            steps = await handle.steps()
         except dp.RunStalled as err:
-            return summary, [], str(err)
-        return summary, steps, None
+            return summary, [], str(err), None
+        # A worker answers, but a queue the run needs (a routed leaf's) may have none.
+        why = await handle.stalled() if summary.status == "running" else None
+        return summary, steps, None, why
 
-    summary, steps, stalled = asyncio.run(described())
+    summary, steps, stalled, waiting_on = asyncio.run(described())
     paused = any((s.waiting_for or "").startswith("resume") for s in steps)
     if as_json:
-        shown = {**summary.model_dump(mode="json"), "paused": paused, "stalled": stalled}
+        shown = {**summary.model_dump(mode="json"), "paused": paused}
+        shown["stalled"] = stalled or waiting_on
         shown["steps"] = [s.model_dump(mode="json") for s in steps]
         typer.echo(json.dumps(shown, indent=2))
         if stalled:
@@ -61,6 +65,8 @@ def show(
         raise fail(stalled, code=1)
     for line in _progress.tree_lines(steps):
         typer.echo(line)
+    if waiting_on:
+        typer.echo(f"warning: run '{run_id}' cannot make progress: {waiting_on}", err=True)
 
 
 def _show_step(run_id: str, path: str, *, as_json: bool, connection: dp.ConnectOptions) -> None:

@@ -117,6 +117,9 @@ async def test_a_leaf_routed_to_a_queue_no_worker_polls_is_named(
             f"cannot make progress: pipe 'draft' is routed to task queue '{nobody}', which no "
             f"worker polls; start one with `durapipe worker FILE --queue {nobody}`"
         ) in ran.stderr
+        shown = await invoke("show", run_id, "--address", temporal_address)
+        assert shown.exit_code == 0, shown.stderr
+        assert f"routed to task queue '{nobody}', which no worker polls" in shown.stderr
         # The run itself is fine and goes on once a worker serves the queue.
         async with dp.build_worker(client, task_queue=nobody):
             result = await dp.RunHandle(client, run_id).result()
