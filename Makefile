@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install ocr redis-server test-tools test lint typecheck format demo bench bench-batch throttle chaos clean
+.PHONY: install ocr redis-server test-tools test lint typecheck format demo bench bench-batch throttle chaos clean deploy-tools deploy-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -69,3 +69,16 @@ bench-batch: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+
+# deploy/ run for real (not part of `make test`): durapipe's image built from deploy/Dockerfile,
+# deploy/compose.yaml brought up with podman (substitutions in deploy/compose.check.yaml), `brief`
+# run through it with read-only root file systems, everything torn down. Needs root (podman,
+# debootstrap from Debian's packages; installed when missing). See deploy/README.md.
+deploy-tools: $(STAMP)
+	@command -v podman >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    podman runc debootstrap fuse-overlayfs uidmap slirp4netns >/dev/null; }
+	@test -x $(BIN)/podman-compose || $(BIN)/python -m pip install --quiet --disable-pip-version-check 'podman-compose>=1.6'
+
+deploy-check: deploy-tools
+	BIN=$(abspath $(BIN)) deploy/check.sh
