@@ -13,8 +13,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import durapipe as dp
-from tests.cli.test_cli import run_cli
 from tests.conftest import ARTICLE, EXAMPLES
+from tests.support import run_cli
 
 
 @pytest.fixture

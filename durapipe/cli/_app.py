@@ -24,6 +24,7 @@ from temporalio.service import RPCError
 import durapipe as dp
 from durapipe.cli import _progress
 from durapipe.cli._connection import connection_options
+from durapipe.cli._waiting import wait_for
 
 app = typer.Typer(
     name="durapipe",
@@ -319,7 +320,7 @@ def result(
 
 async def _result(run_id: str, connection: dp.ConnectOptions) -> dp.RunResult:
     client = await dp.connect(options=connection)
-    return await _progress.wait_for(dp.RunHandle(client, run_id))
+    return await wait_for(dp.RunHandle(client, run_id))
 
 
 def _print_result(result: dp.RunResult, *, as_json: bool) -> None:
@@ -387,11 +388,10 @@ def worker(
     Traces go where the OTEL_TRACES_EXPORTER variable says (console, otlp; none by default).
     """
     if secrets_file is not None:
-        names = dp.load_secrets_file(secrets_file)
+        names = dp.security.load_secrets_file(secrets_file)
         # Names only: the values are the point of keeping the file out of logs.
         typer.echo(f"loaded {len(names)} secrets from {secrets_file}: {', '.join(names)}", err=True)
     pipeline = dp.load(file)
-    dp.check_stores()  # now, in one sentence; not in every call, after its retries
     served = queues or [task_queue]
     telemetry = dp.Telemetry.from_env(metrics_port, metrics_host)
     asyncio.run(_serve(pipeline, connection, served, max_concurrent, rate, telemetry))
@@ -406,8 +406,8 @@ async def _serve(
     telemetry: dp.Telemetry,
 ) -> None:
     client = await dp.connect(pipeline=pipeline, options=connection, telemetry=telemetry)
-    await dp.check_search_attributes(client)
-    await dp.warm_up()
+    await dp.ops.check_search_attributes(client)
+    await dp.ops.warm_up()
     workers = dp.build_workers(client, queues, max_concurrent_activities=max_concurrent, rate=rate)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -447,7 +447,7 @@ def dev(
     ip: Annotated[str, typer.Option("--ip", help="Address to bind.")] = "127.0.0.1",
 ) -> None:
     """Start a local Temporal dev server (the real one) and keep it running until interrupted."""
-    server = dp.DevServer(
+    server = dp.ops.DevServer(
         port=port, ui_port=ui_port or port + 1000, db_file=db_file, headless=headless, ip=ip
     )
     server.start()
@@ -493,7 +493,7 @@ def retry(
     """Re-drive a failed run under the same id: succeeded steps come from checkpoints."""
 
     async def redriven() -> dp.RunResult:
-        handle = await dp.retry(await dp.connect(options=connection), run_id)
+        handle = await dp.client.redrive(await dp.connect(options=connection), run_id)
         typer.echo(f"retrying run {run_id}", err=True)
         return await _progress.follow(handle, quiet=False)
 

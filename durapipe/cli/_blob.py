@@ -33,13 +33,15 @@ def blob_get(
     """Write the bytes of blob REF, from this machine's blob store (DURAPIPE_BLOB_DIR), to FILE."""
     try:
         blob = (
-            dp.Blob.model_validate_json(ref) if ref.lstrip().startswith("{") else dp.Blob(blob=ref)
+            dp.spec.Blob.model_validate_json(ref)
+            if ref.lstrip().startswith("{")
+            else dp.spec.Blob(blob=ref)
         )
     except ValidationError:
         raise fail(
             f"'{ref[:80]}' is not a blob reference: give sha256:<64 hex digits> or the reference as JSON"
         ) from None
-    data = dp.blob_store().get(blob)
+    data = dp.stores.blob_store().get(blob)
     if str(file) == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.flush()

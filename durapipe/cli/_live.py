@@ -11,8 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 import durapipe as dp
-from durapipe.adapters._search import spent
-from durapipe.cli._progress import wait_for, waiting_line
+from durapipe.cli._waiting import wait_for, waiting_line
+from durapipe.workflows._search import spent
 
 _STYLES = {
     "succeeded": "green",

@@ -40,7 +40,7 @@ def show(
 
     async def described() -> tuple[dp.RunSummary, list[dp.StepRecord], str | None, str | None]:
         client = await dp.connect(options=connection)
-        summary = await dp.describe_run(client, run_id)
+        summary = await dp.client.describe_run(client, run_id)
         handle = dp.RunHandle(client, run_id)
         try:
             steps = await handle.steps()
@@ -70,8 +70,8 @@ def show(
 
 
 def _show_step(run_id: str, path: str, *, as_json: bool, connection: dp.ConnectOptions) -> None:
-    async def detailed() -> dp.StepDetail:
-        return await dp.step_detail(await dp.connect(options=connection), run_id, path)
+    async def detailed() -> dp.client.StepDetail:
+        return await dp.client.step_detail(await dp.connect(options=connection), run_id, path)
 
     detail = asyncio.run(detailed())
     if as_json:
@@ -99,7 +99,7 @@ def describe(
     """Print a run's summary (pipe, status, totals, failed step) without asking its workers."""
 
     async def described() -> dp.RunSummary:
-        return await dp.describe_run(await dp.connect(options=connection), run_id)
+        return await dp.client.describe_run(await dp.connect(options=connection), run_id)
 
     summary = asyncio.run(described())
     if as_json:
@@ -129,13 +129,13 @@ def replay(
     if sum(x is not None for x in (run_id, query, files)) != 1:
         raise fail("give exactly one of RUN, --query or --file")
 
-    async def replayed() -> list[dp.ReplayReport]:
+    async def replayed() -> list[dp.ops.ReplayReport]:
         if files:
-            histories = [dp.load_history(path) for path in files]
+            histories = [dp.ops.load_history(path) for path in files]
         else:
             client = await dp.connect(options=connection)
-            histories = await dp.fetch_histories(client, run_id=run_id, query=query)
-        return await dp.replay(histories)
+            histories = await dp.ops.fetch_histories(client, run_id=run_id, query=query)
+        return await dp.ops.replay(histories)
 
     reports = asyncio.run(replayed())
     if not reports:
@@ -156,7 +156,7 @@ def setup_search_attributes(*, connection: dp.ConnectOptions) -> None:
     """Register durapipe's search attributes (pipe, tokens, cost, steps) on a namespace."""
 
     async def added() -> list[str]:
-        return await dp.setup_search_attributes(await dp.connect(options=connection))
+        return await dp.ops.setup_search_attributes(await dp.connect(options=connection))
 
     names = asyncio.run(added())
     typer.echo(f"registered: {', '.join(names)}" if names else "already registered")

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 import durapipe as dp
 from durapipe.cli import app
-from tests.cli.test_cli import cli_env, durapipe_command, run_cli
 from tests.conftest import ARTICLE, EXAMPLES, ROOT
+from tests.support import cli_env, durapipe_command, run_cli
 
 BRIEF = str(EXAMPLES / "brief.yaml")
 CONTROL = ROOT / "tests" / "fixtures" / "control.yaml"
@@ -133,7 +133,7 @@ def test_list_commands_print_one_json_array(temporal_address: str) -> None:
 def test_blob_get_writes_a_blobs_bytes_and_refuses_a_bad_reference(
     blob_dir: Path, tmp_path: Path
 ) -> None:
-    ref = dp.upload(b"%PDF-1.4 test", name="t.pdf")
+    ref = dp.stores.upload(b"%PDF-1.4 test", name="t.pdf")
     target = tmp_path / "out.pdf"
     got = runner.invoke(app, ["blob", "get", ref.blob, str(target)])
     assert got.exit_code == 0, got.stderr

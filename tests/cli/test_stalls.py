@@ -15,8 +15,8 @@ from typer.testing import CliRunner, Result
 
 import durapipe as dp
 from durapipe.cli import app
-from tests.cli.test_cli import run_cli
 from tests.conftest import ARTICLE, EXAMPLES
+from tests.support import run_cli
 
 BRIEF = str(EXAMPLES / "brief.yaml")
 runner = CliRunner()
