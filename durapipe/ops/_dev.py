@@ -132,18 +132,16 @@ class DevServer:
         return self
 
     def _check_ports_free(self) -> None:
-        """Refuse ports given by the caller that another process already serves: the readiness
-        check would find that process's server and report it as this one."""
-        pick_port, pick_ui = self._picked
-        given = [] if pick_port else [(self.port, "--port")]
-        if self.ui_port and not pick_ui:
-            given.append((self.ui_port, "--ui-port"))
-        for port, flag in given:
-            if _accepts(self.ip, port):
-                raise ConfigError(
-                    f"port {port} on {self.ip} is already in use (another Temporal server, or "
-                    f"another program); stop it, or choose a free port with {flag}"
-                )
+        """Refuse a port given by the caller that another Temporal server already serves: the
+        readiness check would find that server and report it as this one. (Any other program on
+        the port makes the new server exit, with its own reason.)"""
+        if self._picked[0] or not _accepts(self.ip, self.port):
+            return
+        if asyncio.run(_ready(self.address)):
+            raise ConfigError(
+                f"another Temporal server already serves {self.address}; use it (--address "
+                f"{self.address}), stop it, or choose a free port with --port"
+            )
 
     def _launch(self) -> str | None:
         """Start the process; None once it answers, its output if it exited."""

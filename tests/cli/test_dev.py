@@ -94,6 +94,6 @@ def test_dev_refuses_a_port_another_server_already_serves(temporal_address: str)
     )
     assert taken.returncode == 2, taken.stderr
     assert taken.stderr == (
-        f"error: port {port} on 127.0.0.1 is already in use (another Temporal server, or another "
-        "program); stop it, or choose a free port with --port\n"
+        f"error: another Temporal server already serves 127.0.0.1:{port}; use it (--address "
+        f"127.0.0.1:{port}), stop it, or choose a free port with --port\n"
     )

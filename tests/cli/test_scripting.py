@@ -119,7 +119,7 @@ async def test_ctrl_c_leaves_the_run_going_and_says_how_to_get_back_to_it(
             f"it, `durapipe cancel {run_id}` stops it"
         ) in log.read_text()
         assert "Traceback" not in log.read_text()
-        await dp.cancel(client, run_id)
+        await dp.client.cancel(client, run_id)
 
 
 def test_list_commands_print_one_json_array(temporal_address: str) -> None:
