@@ -50,10 +50,20 @@ cleanup() {
       podman logs --tail 15 "$name" >&2 2>&1 || true
     done
   fi
+  # The containers first, with their anonymous volumes (the image's VOLUME where no named
+  # volume is mounted), which `down -v` leaves behind; then the networks and named volumes.
+  for id in $(podman ps -aq --filter label=io.podman.compose.project=durapipe-check 2>/dev/null); do
+    podman rm -f -v "$id" >/dev/null 2>&1 || true
+  done
   "${COMPOSE[@]}" down -v >/dev/null 2>&1 || true
+  # Anonymous volumes the check's containers left (none existed before it, by name).
+  for volume in $(podman volume ls -q --filter dangling=true 2>/dev/null); do
+    grep -qx "$volume" "$WORK/volumes-before" 2>/dev/null || podman volume rm "$volume" >/dev/null 2>&1 || true
+  done
   rm -rf "$WORK"
   say "torn down (exit $status) after $(($(date +%s) - began))s"
 }
+podman volume ls -q >"$WORK/volumes-before" 2>/dev/null || true
 trap cleanup EXIT
 
 # 1. A Debian base image without a registry (kept between checks: it only changes with Debian).
