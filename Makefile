@@ -13,7 +13,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 LATEST_VENV := .venv-latest
 
-.PHONY: install install-runtime ocr redis-server test-tools test test-latest lint typecheck format demo bench bench-batch throttle chaos clean lock
+.PHONY: install install-runtime ocr redis-server test-tools test test-latest lint typecheck format demo bench bench-batch throttle chaos clean lock deploy-tools deploy-check
 
 $(RUNTIME_STAMP): pyproject.toml $(RUNTIME_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -100,3 +100,16 @@ bench-batch: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(LATEST_VENV) .venv-lock .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+
+# deploy/ run for real (not part of `make test`): durapipe's image built from deploy/Dockerfile,
+# deploy/compose.yaml brought up with podman (substitutions in deploy/compose.check.yaml), `brief`
+# run through it with read-only root file systems, everything torn down. Needs root (podman,
+# debootstrap from Debian's packages; installed when missing). See deploy/README.md.
+deploy-tools: $(STAMP)
+	@command -v podman >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    podman runc debootstrap fuse-overlayfs uidmap slirp4netns >/dev/null; }
+	@test -x $(BIN)/podman-compose || $(BIN)/python -m pip install --quiet --disable-pip-version-check 'podman-compose>=1.6'
+
+deploy-check: deploy-tools
+	BIN=$(abspath $(BIN)) deploy/check.sh

@@ -25,6 +25,7 @@ from durapipe._errors import (
     RunCancelled,
     RunError,
     RunNotFound,
+    RunStalled,
     StepFailed,
     ToolError,
 )
@@ -109,6 +110,7 @@ __all__ = [
     "RunHandle",
     "RunNotFound",
     "RunResult",
+    "RunStalled",
     "RunSummary",
     "Step",
     "StepFailed",

@@ -13,6 +13,7 @@ DurapipeError
     ├── StepFailed           a step failed after its retries (names the step, kind, model and cause;
     │                        also a rejected approval or an exceeded budget, by cause type)
     ├── RunCancelled         the run was cancelled (the step in flight, later steps skipped)
+    ├── RunStalled           the run cannot make progress (no worker polls a queue it needs)
     └── RunNotFound          no run with that id
 ```
 
@@ -189,6 +190,11 @@ class RunCancelled(RunError):
         self.path = path
         self.steps = steps or []
         super().__init__(message, run_id=run_id)
+
+
+class RunStalled(RunError):
+    """A run cannot make progress: a task queue it needs has no worker. The run itself goes on
+    waiting on Temporal and proceeds once a worker polls the queue."""
 
 
 class RunNotFound(RunError):

@@ -53,6 +53,7 @@ class LocalRuntime:
             only a run on Temporal can wait for a human.
         checkpoints: where leaf results are checkpointed (None: nowhere).
         deck: the connection settings per model (the run's own pipeline is this process's deck).
+        on_step: called with each step's record as the step succeeds or fails (nested runs too).
     """
 
     def __init__(
@@ -63,12 +64,14 @@ class LocalRuntime:
         approve_all: bool = False,
         checkpoints: CheckpointStore | None = None,
         deck: ModelDeck | None = None,
+        on_step: Callable[[StepRecord], None] | None = None,
     ) -> None:
         self.tools = dict(tools)
         self.deck = deck
         self.budget = Budget(budget_usd)
         self.approve_all = approve_all
         self.checkpoints = checkpoints
+        self.on_step = on_step
 
     async def leaf(self, call: LeafCall) -> LeafResult:
         return await self.budget.spend(call, _estimate, self._retrying)
@@ -130,6 +133,7 @@ class LocalRuntime:
             approve_all=self.approve_all,
             checkpoints=self.checkpoints,
             deck=self.deck,
+            on_step=self.on_step,
         )
         result = await Interpreter(run.model_copy(update={"budget_usd": limit}), nested).execute()
         self.budget.add(result.usage)
@@ -153,7 +157,8 @@ class LocalRuntime:
         return None
 
     def step_finished(self, record: StepRecord) -> None:
-        return None
+        if self.on_step is not None:
+            self.on_step(record)
 
     def continue_as_new_suggested(self, turns: int) -> bool:
         return False  # no history to bound in-process
@@ -171,6 +176,7 @@ async def run_local(
     tools: Mapping[str, Callable[..., Any]] | None = None,
     budget_usd: float | None = None,
     approve_all: bool = False,
+    on_step: Callable[[StepRecord], None] | None = None,
 ) -> RunResult:
     """Run pipe ``pipe`` of ``pipeline`` in this process.
 
@@ -183,6 +189,8 @@ async def run_local(
         tools: tool functions by reference; imported from the pipeline's references by default.
         budget_usd: the most the run may spend (the pipe's ``budget_usd`` too, the tighter wins).
         approve_all: approve every approval step as is (a local run cannot wait for a human).
+        on_step: called with each step's record as the step succeeds or fails, so a caller can
+            show progress while the run goes.
 
     Raises:
         PipelineError: the pipe is unknown or the inputs do not fit it.
@@ -195,6 +203,7 @@ async def run_local(
         approve_all=approve_all,
         checkpoints=configured_store(),
         deck=ModelDeck.of(pipeline.models),
+        on_step=on_step,
     )
     return await Interpreter(run, runtime).execute()
 

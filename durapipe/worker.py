@@ -11,12 +11,18 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DefaultFailureConverterWithEncodedAttributes, PayloadCodec
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    PayloadCodec,
+)
+from temporalio.exceptions import ApplicationError
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -78,26 +84,62 @@ class DurapipePlugin(SimplePlugin):
         # The worker's model deck: connection settings from the pipelines it loaded, never a run's.
         deck = ModelDeck.of(pipeline.models) if pipeline else None
         activities = Activities(functions, checkpoints, deck)
-        # The codec runs on every payload before it leaves the process; the SDK applies it before
-        # external storage (claim check), so the store never holds plain text either.
-        codec = codec or encryption_from_env()
-        converter = dataclasses.replace(pydantic_data_converter, payload_codec=codec)
-        if not isinstance(codec, EncryptionCodec) or codec.current is not None:
-            # Failure messages and stack traces travel as one encoded payload too: a message
-            # such as "... not found for <customer data>" is as private as the data itself.
-            converter = dataclasses.replace(
-                converter, failure_converter_class=DefaultFailureConverterWithEncodedAttributes
-            )
         super().__init__(
             "durapipe.DurapipePlugin",
-            data_converter=with_external_storage(converter),
+            data_converter=durapipe_converter(codec),
             activities=activities.all(),
             workflows=[SandboxedPipeWorkflow if sandbox_on() else PipeWorkflow],
             workflow_runner=sandbox_runner(),
         )
 
 
+def durapipe_converter(codec: PayloadCodec | None = None) -> DataConverter:
+    """The data converter of durapipe's clients, workers and replays: pydantic, the payload codec
+    (encryption from the environment by default) and external storage for large payloads.
+
+    Raises:
+        ConfigError: the encryption keys are malformed.
+    """
+    # The codec runs on every payload before it leaves the process; the SDK applies it before
+    # external storage (claim check), so the store never holds plain text either.
+    codec = codec or encryption_from_env()
+    converter = dataclasses.replace(pydantic_data_converter, payload_codec=codec)
+    if not isinstance(codec, EncryptionCodec) or codec.current is not None:
+        # Failure messages and stack traces travel as one encoded payload too: a message
+        # such as "... not found for <customer data>" is as private as the data itself.
+        converter = dataclasses.replace(
+            converter, failure_converter_class=DefaultFailureConverterWithEncodedAttributes
+        )
+    return with_external_storage(converter)
+
+
 SANDBOX_ENV = "DURAPIPE_WORKFLOW_SANDBOX"
+
+
+class _ExpectedFailures(logging.Filter):
+    """One line, not a traceback, for an activity that failed on purpose: a non-retryable
+    `ApplicationError` (a 401, a bad request, durapipe's own validation). Its stack says nothing
+    an operator can use; the step, the type and the message do. Other failures keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ApplicationError) and error.non_retryable:
+            record.msg = (
+                f"{record.getMessage()}: {error.type or 'ApplicationError'}: {error.message}"
+            )
+            record.args = None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_EXPECTED_FAILURES = _ExpectedFailures()
+
+
+def quiet_expected_failures() -> None:
+    """Log non-retryable activity failures as one line (workers call it; safe to call again)."""
+    logger = logging.getLogger("temporalio.activity")
+    if _EXPECTED_FAILURES not in logger.filters:
+        logger.addFilter(_EXPECTED_FAILURES)
 
 
 def sandbox_on() -> bool:
@@ -143,6 +185,7 @@ def build_worker(
         raise ConfigError(f"--max-concurrent must be at least 1, not {max_concurrent_activities}")
     if rate is not None and rate <= 0:
         raise ConfigError(f"--rate must be a positive number of activities per second, not {rate}")
+    quiet_expected_failures()
     check_stores(settings())  # fail here, in one sentence, not at the first step that needs one
     # Import litellm now: importing it inside the first llm activity would stall the worker's
     # event loop (workflow tasks included) for seconds.

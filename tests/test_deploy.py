@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import yaml
 
 from durapipe.cli import app
 from tests.conftest import ROOT
+from tests.support import cli_env, durapipe_command
 
 DEPLOY = ROOT / "deploy"
 IMAGE = "durapipe-worker"
@@ -26,6 +28,9 @@ IMAGE = "durapipe-worker"
 LIBRARY_ENV = {
     "DURAPIPE_ENCRYPTION_KEYS": "durapipe/security/_codec.py",
     "DURAPIPE_ENCRYPTION_KEYS_FILE": "durapipe/security/_codec.py",
+    "DURAPIPE_CHECKPOINTS": "durapipe/stores/_writable.py",
+    "DURAPIPE_BLOB_DIR": "durapipe/stores/_writable.py",
+    "DURAPIPE_PAYLOAD_STORE": "durapipe/stores/_writable.py",
     # Read by temporalio.envconfig, as durapipe/client/_connection.py documents.
     "TEMPORAL_ADDRESS": "durapipe/client/_connection.py",
     "TEMPORAL_NAMESPACE": "durapipe/client/_connection.py",
@@ -113,8 +118,8 @@ def test_manifests_parse_and_kustomize_resources_exist() -> None:
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     assert {"temporal", "postgresql", "temporal-ui", "codec-server"} <= set(compose["services"])
     assert compose["services"]["temporal"]["environment"]["DB"] == "postgres12"
-    pools = [s for s in compose["services"] if s.startswith("worker-")]
-    assert pools == ["worker-openai", "worker-anthropic"]
+    pools = [s for s in compose["services"] if s.startswith("worker")]
+    assert pools == ["worker", "worker-openai", "worker-anthropic"]
     kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
     for resource in kustomization["resources"]:
         docs = list(yaml.safe_load_all((DEPLOY / "k8s" / resource).read_text()))
@@ -124,6 +129,7 @@ def test_manifests_parse_and_kustomize_resources_exist() -> None:
     queues = {
         d["spec"]["scaleTargetRef"]["name"]: d["spec"]["triggers"][0]["metadata"]["taskQueue"]
         for d in scaled
+        if d["kind"] == "ScaledObject"
     }
     # The autoscaler watches the queue the Deployment it scales polls.
     for name, queue in queues.items():
@@ -166,3 +172,94 @@ def test_the_check_fails_when_a_manifest_names_what_the_cli_lacks(
     assert old in compose.read_text()
     compose.write_text(compose.read_text().replace(old, new, 1))
     assert any(expected in m for m in mistakes(copy)), mistakes(copy)
+
+
+def test_a_worker_with_an_unwritable_store_says_so_at_start(
+    tmp_path: Path, temporal_address: str
+) -> None:
+    # As in a container with no home and a read-only root: HOME cannot hold ~/.cache.
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    env = cli_env(HOME=str(blocker / "home"))
+    for name in (
+        "DURAPIPE_CHECKPOINTS",
+        "DURAPIPE_BLOB_DIR",
+        "DURAPIPE_PAYLOAD_STORE",
+        "XDG_CACHE_HOME",
+    ):
+        env.pop(name, None)
+    started = subprocess.run(
+        durapipe_command("worker", str(ROOT / "examples" / "brief.yaml"), "--address", temporal_address),
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert started.returncode == 2
+    assert started.stderr == (
+        f"error: DURAPIPE_CHECKPOINTS: cannot write to {blocker}/home/.cache/durapipe "
+        "(Not a directory); set DURAPIPE_CHECKPOINTS to a writable folder\n"
+    )
+
+
+WORKERS = ["worker", "worker-openai", "worker-anthropic"]
+STORES = {"DURAPIPE_CHECKPOINTS", "DURAPIPE_BLOB_DIR", "DURAPIPE_PAYLOAD_STORE"}
+
+
+def k8s_container(name: str) -> dict[str, Any]:
+    doc = yaml.safe_load((DEPLOY / "k8s" / f"{name}.yaml").read_text())
+    container: dict[str, Any] = doc["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_compose_runs_as_deployed_read_only_with_stores_the_default_queue_and_setup() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    # Runs start on the default queue: some worker must poll it (brief.yaml routes nothing).
+    assert any("--task-queue durapipe" in " ".join(services[w]["command"]) for w in WORKERS)
+    assert services["setup"]["command"] == ["setup-search-attributes"]
+    for name in [*WORKERS, "codec-server", "setup"]:
+        assert services[name]["read_only"] is True, name
+    for name in WORKERS:
+        service = services[name]
+        env = service["environment"]
+        assert env.keys() >= STORES, name
+        assert {str(Path(env[v]).parent) for v in STORES} == {"/var/lib/durapipe"}
+        assert "durapipe-data:/var/lib/durapipe" in service["volumes"], name
+        port = service["command"][service["command"].index("--metrics-port") + 1]
+        assert service["command"][service["command"].index("--metrics-host") + 1] == "0.0.0.0"
+        assert f"127.0.0.1:{port}/metrics" in " ".join(service["healthcheck"]["test"]), name
+    # Temporal's auto-setup reads POSTGRES_PWD; it reads no *_FILE variable.
+    assert "POSTGRES_PWD" in services["temporal"]["environment"]
+    assert (ROOT / ".dockerignore").read_text().count(".venv") == 1
+
+
+def test_kubernetes_runs_the_image_commands_and_variables_the_compose_check_proves() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    for name in [*WORKERS, "setup"]:
+        container = (
+            k8s_container(name)
+            if name != "setup"
+            else yaml.safe_load((DEPLOY / "k8s" / "setup.yaml").read_text())["spec"]["template"][
+                "spec"
+            ]["containers"][0]
+        )
+        assert container["image"].split(":")[0] == compose[name]["image"].split(":")[0] == IMAGE
+        assert container["args"] == compose[name]["command"], name
+        names = {e["name"] for e in container["env"]}
+        assert names >= set(compose[name]["environment"]), (name, compose[name]["environment"])
+        if name == "setup":
+            continue
+        args = container["args"]
+        port = int(args[args.index("--metrics-port") + 1])
+        assert container["ports"] == [{"name": "metrics", "containerPort": port}]
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        secrets = {a for a in args if a.startswith("/run/secrets/")}
+        assert secrets <= mounts and "/var/lib/durapipe" in mounts, name
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    triggers = [
+        d["spec"]["triggers"][0]
+        for d in yaml.safe_load_all((DEPLOY / "k8s" / "autoscaling.yaml").read_text())
+        if d["kind"] == "ScaledObject"
+    ]
+    assert len(triggers) == 3
+    assert all(t["authenticationRef"] == {"name": "durapipe-temporal-tls"} for t in triggers)

@@ -33,7 +33,11 @@ async def durapipe_cli(*args: str) -> tuple[int, str, str]:
 
 
 async def test_401_fails_the_step_after_one_attempt_with_a_sentence_naming_it(
-    temporal_address: str, task_queue: str, fake: FakeProvider, tmp_path: Path
+    temporal_address: str,
+    task_queue: str,
+    fake: FakeProvider,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     file = write_chain(tmp_path / "chain.yaml", fake.base_url, steps=2)
     pipeline = dp.load(file)
@@ -54,6 +58,10 @@ async def test_401_fails_the_step_after_one_attempt_with_a_sentence_naming_it(
     assert code == 1 and "Traceback" not in stderr
     assert "step 's1' (llm on model openai/gpt-s1) failed: durapipe.AuthenticationError" in stderr
     assert len(fake.calls) == 2
+    # The worker's log: one line for an expected, non-retryable failure, no SDK traceback.
+    failed = [r for r in caplog.records if r.name == "temporalio.activity"]
+    assert failed and all(r.exc_info is None for r in failed), [r.getMessage() for r in failed]
+    assert "durapipe.AuthenticationError" in failed[0].getMessage()
 
 
 async def test_429_retry_after_delays_the_next_attempt_and_the_run_succeeds(

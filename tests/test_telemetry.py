@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 import uuid
 
 import pytest
@@ -10,7 +13,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import durapipe as dp
-from tests.conftest import ARTICLE
+from tests.conftest import ARTICLE, EXAMPLES
+from tests.support import run_cli
 
 
 @pytest.fixture
@@ -71,3 +75,38 @@ async def test_span_tree_run_child_activity_provider_call_with_genai_tokens(
 
 def workflow_id(span: ReadableSpan) -> object:
     return dict(span.attributes or {}).get("temporalWorkflowID")
+
+
+async def test_a_run_started_by_the_cli_is_one_trace_from_the_client_start_to_the_provider_calls(
+    temporal_address: str, task_queue: str, brief_yaml: dp.Pipeline, spans: InMemorySpanExporter
+) -> None:
+    spans.clear()
+    telemetry = dp.Telemetry(tracer_provider=trace.get_tracer_provider())
+    client = await dp.connect(temporal_address, pipeline=brief_yaml, telemetry=telemetry)
+    run_id = f"cli-traced-{uuid.uuid4().hex[:8]}"
+    async with dp.build_worker(client, task_queue=task_queue):
+        ran = await asyncio.to_thread(
+            run_cli,
+            "run", "brief", "--file", str(EXAMPLES / "brief.yaml"), "--input", f"article={ARTICLE}",
+            "--json", "--id", run_id, "--address", temporal_address, "-t", task_queue,
+            env={"OTEL_TRACES_EXPORTER": "console"},
+        )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    json.loads(ran.stdout)  # the console exporter writes to stderr, never into the output
+    start = re.search(
+        r'"name": "StartWorkflow:durapipe.pipe",\s*"context": \{\s*"trace_id": "0x([0-9a-f]+)"',
+        ran.stderr,
+    )
+    assert start, ran.stderr[-2000:]
+    # Every span of the run; the progress queries `run` sends while it waits are reads by an
+    # observer, each its own short trace.
+    ours = [
+        s
+        for s in spans.get_finished_spans()
+        if (str(workflow_id(s) or "").startswith(run_id) or s.name.startswith("chat "))
+        and not s.name.startswith("HandleQuery")
+    ]
+    assert len([s for s in ours if s.name.startswith("StartActivity")]) == 4
+    assert {f"{s.context.trace_id:032x}" for s in ours if s.context} == {start.group(1)}, [
+        (s.name, workflow_id(s), f"{s.context.trace_id:032x}") for s in ours if s.context
+    ]

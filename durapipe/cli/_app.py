@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from temporalio.service import RPCError
 
 import durapipe as dp
 from durapipe.cli import _progress
 from durapipe.cli._connection import connection_options
+from durapipe.cli._waiting import wait_for
 
 app = typer.Typer(
     name="durapipe",
@@ -34,9 +36,32 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"durapipe {version('durapipe')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Durable AI pipelines on Temporal."""
+
+
 TaskQueueOption = Annotated[
     str,
-    typer.Option("--task-queue", envvar="DURAPIPE_TASK_QUEUE", help="Task queue of the workers."),
+    typer.Option(
+        "--task-queue", "-t", envvar="DURAPIPE_TASK_QUEUE", help="Task queue of the workers."
+    ),
 ]
 FileArgument = Annotated[
     Path, typer.Argument(help="Pipeline file (.yaml or .py).", show_default=False)
@@ -70,6 +95,9 @@ def handles_errors(command: F) -> F:
             raise fail(str(err), code=1) from None
         except dp.DurapipeError as err:
             raise fail(str(err)) from None
+        except RPCError as err:
+            # A refusal durapipe did not foresee still gets one sentence, not the SDK's traceback.
+            raise fail(f"Temporal refused the request: {err.message}", code=1) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
 
@@ -159,6 +187,12 @@ def run(
         bool,
         typer.Option("--approve-all", help="With --local: approve every approval step as is."),
     ] = False,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach", help="Start the run and print its id without waiting for it to finish."
+        ),
+    ] = False,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
     ui_url: Annotated[
         str | None,
@@ -167,13 +201,18 @@ def run(
     *,
     connection: dp.ConnectOptions,
 ) -> None:
-    """Run a pipe on Temporal (or in this process with --local) and print its output."""
+    """Run a pipe on Temporal (or in this process with --local) and print its output.
+
+    Only the output goes to stdout (JSON); steps, totals, the run id and its UI link go to stderr.
+    """
     pipeline = dp.load(file)
     values = parse_inputs(input_json, inputs or [])
     if budget_usd is not None and budget_usd <= 0:
         raise fail(f"--budget-usd must be positive, got {budget_usd}")
     if approve_all and not local:
         raise fail("--approve-all only applies with --local; on Temporal use `durapipe approve`")
+    if detach and local:
+        raise fail("--detach only applies on Temporal; a --local run lives in this process")
     if local:
         result = asyncio.run(
             dp.run_local(
@@ -183,33 +222,38 @@ def run(
                 run_id=run_id,
                 budget_usd=budget_usd,
                 approve_all=approve_all,
+                on_step=_progress.print_step,
             )
         )
-        if not as_json:
-            _progress.print_steps(result.steps)
         _print_result(result, as_json=as_json)
         return
-    result, client = asyncio.run(
-        _run_on_temporal(
-            pipeline,
-            pipe,
-            values,
-            run_id,
-            connection,
-            task_queue,
-            quiet=as_json,
-            budget_usd=budget_usd,
+    started: dict[str, str] = {}
+    try:
+        asyncio.run(
+            _run_on_temporal(
+                pipeline,
+                pipe,
+                values,
+                run_id,
+                connection,
+                task_queue,
+                started=started,
+                detach=detach,
+                as_json=as_json,
+                ui_url=ui_url,
+                budget_usd=budget_usd,
+            )
         )
-    )
-    _print_result(result, as_json=as_json)
-    if not as_json:
-        _print_run_links(client, ui_url)
-
-
-def _print_run_links(client: tuple[str, str, str], ui_url: str | None) -> None:
-    run_id, address, namespace = client
-    typer.echo(f"run id: {run_id}")
-    typer.echo(f"Temporal UI: {_progress.run_url(ui_url, address, namespace, run_id)}")
+    except KeyboardInterrupt:
+        if "run_id" in started:
+            # Ctrl-C stops the waiting, not the run: say how to get back to it or stop it.
+            known = started["run_id"]
+            typer.echo(
+                f"stopped following run {known}; it goes on: `durapipe result {known}` waits for "
+                f"it, `durapipe cancel {known}` stops it",
+                err=True,
+            )
+        raise typer.Exit(130) from None
 
 
 async def _run_on_temporal(
@@ -220,17 +264,46 @@ async def _run_on_temporal(
     connection: dp.ConnectOptions,
     task_queue: str,
     *,
-    quiet: bool,
+    started: dict[str, str],
+    detach: bool,
+    as_json: bool,
+    ui_url: str | None,
     budget_usd: float | None = None,
-) -> tuple[dp.RunResult, tuple[str, str, str]]:
-    client = await dp.connect(options=connection)
-    handle = await dp.start(
-        client, pipeline, pipe, values, run_id=run_id, task_queue=task_queue, budget_usd=budget_usd
+) -> None:
+    # With OTEL_TRACES_EXPORTER set, the start is the root span of the run's one trace.
+    telemetry = dp.Telemetry.from_env()
+    try:
+        client = await dp.connect(options=connection, telemetry=telemetry)
+        handle = await dp.start(
+            client,
+            pipeline,
+            pipe,
+            values,
+            run_id=run_id,
+            task_queue=task_queue,
+            budget_usd=budget_usd,
+        )
+    finally:
+        telemetry.shutdown()  # export the start span now: this process exits without teardown
+    started["run_id"] = handle.run_id
+    link = _progress.run_url(
+        ui_url, client.service_client.config.target_host, client.namespace, handle.run_id
     )
-    if not quiet:
-        typer.echo(f"started run {handle.run_id} on task queue '{task_queue}'", err=True)
-    result = await _progress.follow(handle, quiet=quiet)
-    return result, (handle.run_id, client.service_client.config.target_host, client.namespace)
+    if detach:
+        if as_json:
+            typer.echo(json.dumps({"run_id": handle.run_id, "task_queue": task_queue}))
+        else:
+            typer.echo(handle.run_id)
+        typer.echo(f"Temporal UI: {link}", err=True)
+        why = await handle.stalled()
+        if why:
+            typer.echo(f"warning: run {handle.run_id} cannot make progress yet: {why}", err=True)
+        return
+    typer.echo(f"started run {handle.run_id} on task queue '{task_queue}'", err=True)
+    typer.echo(f"Temporal UI: {link}", err=True)
+    result = await _progress.follow(handle)
+    _print_result(result, as_json=as_json)
+    typer.echo(f"run id: {handle.run_id}", err=True)
 
 
 @app.command()
@@ -251,18 +324,16 @@ def result(
 
 async def _result(run_id: str, connection: dp.ConnectOptions) -> dp.RunResult:
     client = await dp.connect(options=connection)
-    return await dp.RunHandle(client, run_id).result()
+    return await wait_for(dp.RunHandle(client, run_id))
 
 
 def _print_result(result: dp.RunResult, *, as_json: bool) -> None:
-    text = json.dumps(result.output, ensure_ascii=False, indent=None if as_json else 2)
-    if as_json:
-        typer.echo(text)
-        return
+    """The output alone on stdout (compact with --json); the totals on stderr."""
+    typer.echo(json.dumps(result.output, ensure_ascii=False, indent=None if as_json else 2))
     usage = result.usage
-    typer.echo(text)
     typer.echo(
-        f"tokens: {usage.input_tokens} in / {usage.output_tokens} out, cost: ${usage.cost_usd:.6f}"
+        f"tokens: {usage.input_tokens} in / {usage.output_tokens} out, cost: ${usage.cost_usd:.6f}",
+        err=True,
     )
 
 
@@ -295,8 +366,16 @@ def worker(
     ] = None,
     metrics_port: Annotated[
         int | None,
-        typer.Option("--metrics-port", help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics."),
+        typer.Option("--metrics-port", help="Serve Prometheus metrics on HOST:PORT/metrics."),
     ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            "--metrics-host",
+            envvar="DURAPIPE_METRICS_HOST",
+            help="Address the metrics endpoint binds (0.0.0.0 in a container, for scrapers).",
+        ),
+    ] = "127.0.0.1",
     secrets_file: Annotated[
         Path | None,
         typer.Option(
@@ -318,7 +397,7 @@ def worker(
         typer.echo(f"loaded {len(names)} secrets from {secrets_file}: {', '.join(names)}", err=True)
     pipeline = dp.load(file)
     served = queues or [task_queue]
-    telemetry = dp.Telemetry.from_env(metrics_port)
+    telemetry = dp.Telemetry.from_env(metrics_port, metrics_host)
     asyncio.run(_serve(pipeline, connection, served, max_concurrent, rate, telemetry))
 
 

@@ -21,19 +21,21 @@ _PANEL = "Connection (also TEMPORAL_* environment variables and temporal.toml pr
 
 
 def _option(name: str, annotation: Any, flag: str, help_text: str, default: Any = None) -> Any:
+    # "--namespace|-n": the temporal CLI's short flag too.
+    flags = flag.split("|")
     return inspect.Parameter(
         name,
         inspect.Parameter.KEYWORD_ONLY,
         default=default,
         annotation=Annotated[
-            annotation, typer.Option(flag, help=help_text, rich_help_panel=_PANEL)
+            annotation, typer.Option(*flags, help=help_text, rich_help_panel=_PANEL)
         ],
     )
 
 
 CONNECTION_PARAMETERS = [
     _option("address", str | None, "--address", "Temporal frontend host:port (env TEMPORAL_ADDRESS; default localhost:7233)."),
-    _option("namespace", str | None, "--namespace", "Temporal namespace (env TEMPORAL_NAMESPACE; default default)."),
+    _option("namespace", str | None, "--namespace|-n", "Temporal namespace (env TEMPORAL_NAMESPACE; default default)."),
     _option("api_key", str | None, "--api-key", "API key, e.g. for Temporal Cloud; implies TLS (env TEMPORAL_API_KEY)."),
     _option("tls", bool | None, "--tls/--no-tls", "Force TLS on or off (env TEMPORAL_TLS)."),
     _option("tls_cert", Path | None, "--tls-cert-path", "Client certificate (PEM) for mTLS (env TEMPORAL_TLS_CLIENT_CERT_PATH)."),

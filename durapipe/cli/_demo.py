@@ -46,6 +46,10 @@ def run_demo(file: Path, *, keep: bool) -> None:
             f"the dev server keeps running (pid {server.process.pid}); stop it with: kill {server.process.pid}",
             err=True,
         )
+        # Its port was picked at random: without it, `durapipe show` would ask localhost:7233.
+        typer.echo(
+            f"look at the run with: durapipe show {run_id} --address {server.address}", err=True
+        )
     else:
         server.stop()
         typer.echo("stopped the dev server and the worker", err=True)

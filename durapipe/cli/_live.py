@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 from rich.console import Console, Group
@@ -12,10 +11,24 @@ from rich.table import Table
 from rich.text import Text
 
 import durapipe as dp
+from durapipe.cli._waiting import wait_for, waiting_line
 from durapipe.workflows._search import spent
 
-_STYLES = {"succeeded": "green", "failed": "red", "skipped": "dim", "cancelled": "red"}
-_MARKS = {"succeeded": "✓", "failed": "✗", "skipped": "-", "cancelled": "✗", "pending": "·"}
+_STYLES = {
+    "succeeded": "green",
+    "failed": "red",
+    "skipped": "dim",
+    "cancelled": "red",
+    "waiting": "yellow",
+}
+_MARKS = {
+    "succeeded": "✓",
+    "failed": "✗",
+    "skipped": "-",
+    "cancelled": "✗",
+    "pending": "·",
+    "waiting": "⏸",
+}
 
 
 def render(records: list[dp.StepRecord], run_id: str) -> Group:
@@ -23,12 +36,18 @@ def render(records: list[dp.StepRecord], run_id: str) -> Group:
     table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
     for column in ("", "step", "kind", "attempts", "time", "tokens in/out", "cost"):
         table.add_column(column)
+    waiting: list[dp.StepRecord] = []
     for record in records:
         mark: Spinner | Text = (
             Spinner("dots")
             if record.status == "running"
             else Text(_MARKS.get(record.status, "·"), style=_STYLES.get(record.status, ""))
         )
+        if record.status == "waiting" or record.waiting_for:
+            waiting.append(record)
+        name = "  " * record.path.count("/") + record.path.rsplit("/", 1)[-1]
+        if record.counts:  # a batch's row: how its items stand
+            name += "  " + ", ".join(f"{n} {status}" for status, n in record.counts.items())
         seconds = (
             f"{(record.ended_at - record.started_at).total_seconds():.2f}s"
             if record.started_at and record.ended_at
@@ -36,7 +55,7 @@ def render(records: list[dp.StepRecord], run_id: str) -> Group:
         )
         table.add_row(
             mark,
-            Text("  " * record.path.count("/") + record.path.rsplit("/", 1)[-1]),
+            Text(name),
             f"{record.kind} · {record.model}" if record.model else record.kind,
             str(record.attempts or ""),
             seconds,
@@ -49,24 +68,23 @@ def render(records: list[dp.StepRecord], run_id: str) -> Group:
         f"${usage.cost_usd:.6f}",
         style="bold",
     )
-    return Group(table, footer)
+    return Group(table, *(Text(waiting_line(r, run_id), style="yellow") for r in waiting), footer)
 
 
-async def follow_live(handle: dp.RunHandle, poll_interval_s: float = 0.25) -> dp.RunResult:
-    """Wait for a run while a live view on stderr shows its steps, asking for them every
-    ``poll_interval_s`` (`_progress` passes its own cadence: this module must not import it back)."""
+async def follow_live(handle: dp.RunHandle) -> dp.RunResult:
+    """Wait for a run while a live view on stderr shows its steps."""
     console = Console(stderr=True)
     records: list[dp.StepRecord] = []
-    result_task = asyncio.ensure_future(handle.result())
+
     with Live(render(records, handle.run_id), console=console, refresh_per_second=8) as live:
-        while not result_task.done():
+
+        async def refresh() -> None:
             with contextlib.suppress(Exception):  # a query can race the run's end
-                records = await handle.steps()
-                live.update(render(records, handle.run_id))
-            await asyncio.wait({result_task}, timeout=poll_interval_s)
+                live.update(render(await handle.steps(), handle.run_id))
+
         try:
-            result = result_task.result()
-        except dp.StepFailed as err:
+            result = await wait_for(handle, refresh)
+        except (dp.StepFailed, dp.RunCancelled) as err:
             live.update(render([dp.StepRecord.model_validate(s) for s in err.steps], handle.run_id))
             raise
         live.update(render(result.steps, handle.run_id))

@@ -23,26 +23,89 @@ def show(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the step records as JSON.")
     ] = False,
+    step: Annotated[
+        str | None,
+        typer.Option(
+            "--step", help="Show this step's inputs, rendered prompt and answer (from the history)."
+        ),
+    ] = None,
     *,
     connection: dp.ConnectOptions,
 ) -> None:
-    """Print a run's step tree: status, attempts, timings, tokens, cost and errors of every step."""
-
-    async def records() -> list[dp.StepRecord]:
-        client = await dp.connect(options=connection)
-        return await dp.RunHandle(client, run_id).steps()
-
-    steps = asyncio.run(records())
-    if as_json:
-        typer.echo(
-            json.dumps(
-                {"run_id": run_id, "steps": [s.model_dump(mode="json") for s in steps]}, indent=2
-            )
-        )
+    """Print a run's header (status, totals, paused) and its step tree: status, attempts,
+    timings, tokens, cost and errors of every step; or one step in full with --step."""
+    if step is not None:
+        _show_step(run_id, step, as_json=as_json, connection=connection)
         return
-    typer.echo(f"run {run_id}")
+
+    async def described() -> tuple[dp.RunSummary, list[dp.StepRecord], str | None, str | None]:
+        client = await dp.connect(options=connection)
+        summary = await dp.client.describe_run(client, run_id)
+        handle = dp.RunHandle(client, run_id)
+        try:
+            steps = await handle.steps()
+        except dp.RunStalled as err:
+            return summary, [], str(err), None
+        # A worker answers, but a queue the run needs (a routed leaf's) may have none.
+        why = await handle.stalled() if summary.status == "running" else None
+        return summary, steps, None, why
+
+    summary, steps, stalled, waiting_on = asyncio.run(described())
+    paused = any((s.waiting_for or "").startswith("resume") for s in steps)
+    if as_json:
+        shown = {**summary.model_dump(mode="json"), "paused": paused}
+        shown["stalled"] = stalled or waiting_on
+        shown["steps"] = [s.model_dump(mode="json") for s in steps]
+        typer.echo(json.dumps(shown, indent=2))
+        if stalled:
+            raise fail(stalled, code=1)
+        return
+    typer.echo(_progress.header(summary, paused=paused))
+    if stalled:
+        raise fail(stalled, code=1)
     for line in _progress.tree_lines(steps):
         typer.echo(line)
+    if waiting_on:
+        typer.echo(f"warning: run '{run_id}' cannot make progress: {waiting_on}", err=True)
+
+
+def _show_step(run_id: str, path: str, *, as_json: bool, connection: dp.ConnectOptions) -> None:
+    async def detailed() -> dp.client.StepDetail:
+        return await dp.client.step_detail(await dp.connect(options=connection), run_id, path)
+
+    detail = asyncio.run(detailed())
+    if as_json:
+        typer.echo(json.dumps(detail.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        return
+    typer.echo(f"step {detail.path} ({detail.kind}) of run {run_id}")
+    typer.echo("--- inputs")
+    typer.echo(json.dumps(detail.inputs, indent=2, ensure_ascii=False))
+    for message in detail.messages:
+        typer.echo(f"--- {message['role']} (rendered)")
+        typer.echo(message["content"])
+    typer.echo("--- answer")
+    typer.echo(json.dumps(detail.output, indent=2, ensure_ascii=False))
+
+
+@app.command()
+@handles_errors
+@connection_options
+def describe(
+    run_id: Annotated[str, typer.Argument(help="The run id (workflow id).", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    *,
+    connection: dp.ConnectOptions,
+) -> None:
+    """Print a run's summary (pipe, status, totals, failed step) without asking its workers."""
+
+    async def described() -> dp.RunSummary:
+        return await dp.client.describe_run(await dp.connect(options=connection), run_id)
+
+    summary = asyncio.run(described())
+    if as_json:
+        typer.echo(json.dumps(summary.model_dump(mode="json"), indent=2))
+        return
+    typer.echo(_progress.header(summary, paused=False))
 
 
 @app.command()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 from urllib.parse import quote
@@ -10,10 +9,11 @@ from urllib.parse import quote
 import typer
 
 import durapipe as dp
+from durapipe.cli._waiting import wait_for, waiting_line
 
-POLL_INTERVAL_S = 0.25
 _MARKS = {"succeeded": "✓", "failed": "✗", "skipped": "-", "cancelled": "✗"}
 _DONE = frozenset(_MARKS)
+_TREE_MARKS = {**_MARKS, "waiting": "⏸"}
 
 
 def step_line(record: dp.StepRecord) -> str:
@@ -42,7 +42,10 @@ def tree_lines(records: list[dp.StepRecord]) -> list[str]:
         depth = record.path.count("/")
         what = f"{record.kind} · {record.model}" if record.model else record.kind
         name = record.path.rsplit("/", 1)[-1]
-        parts = [f"{'  ' * depth}{_MARKS.get(record.status, '·')} {name} ({what})", record.status]
+        parts = [
+            f"{'  ' * depth}{_TREE_MARKS.get(record.status, '·')} {name} ({what})",
+            record.status,
+        ]
         if record.attempts:
             parts.append(f"{record.attempts} attempt{'s' if record.attempts > 1 else ''}")
         if record.started_at and record.ended_at:
@@ -61,11 +64,23 @@ def tree_lines(records: list[dp.StepRecord]) -> list[str]:
     return lines
 
 
-def print_steps(records: list[dp.StepRecord]) -> None:
-    """Print a line per finished step to stderr."""
-    for record in records:
-        if record.status in _DONE:
-            typer.echo(step_line(record), err=True)
+def header(summary: dp.RunSummary, *, paused: bool) -> str:
+    """The first line of `show`: the run, its pipe and status, and its totals so far."""
+    state = f"{summary.status} (paused)" if paused else summary.status
+    line = (
+        f"run {summary.run_id}  pipe {summary.pipe or '-'}  {state}  "
+        f"started {summary.started_at:%Y-%m-%d %H:%M:%S}  {summary.steps} steps done  "
+        f"{summary.input_tokens} in / {summary.output_tokens} out tokens  ${summary.cost_usd:.6f}"
+    )
+    if summary.status == "failed":
+        line += f"\n  failed at step '{summary.failed_step or '-'}': {summary.error}"
+    return line
+
+
+def print_step(record: dp.StepRecord) -> None:
+    """Print a finished step's line to stderr (a local run's progress, as each step ends)."""
+    if record.status in _DONE:
+        typer.echo(step_line(record), err=True)
 
 
 async def follow(handle: dp.RunHandle, *, quiet: bool = False) -> dp.RunResult:
@@ -74,29 +89,28 @@ async def follow(handle: dp.RunHandle, *, quiet: bool = False) -> dp.RunResult:
     On a terminal the steps show as a live view instead (see `_live.follow_live`).
     """
     if quiet:
-        return await handle.result()
+        return await wait_for(handle)
     if sys.stderr.isatty():
         from durapipe.cli._live import follow_live
 
-        return await follow_live(handle, POLL_INTERVAL_S)
+        return await follow_live(handle)
     shown: set[str] = set()
+    waits: set[str] = set()  # "path: what it waits for", each said once
 
     async def show_new() -> None:
-        with contextlib.suppress(
-            Exception
-        ):  # a query can race the run's end; the final pass shows all
+        with contextlib.suppress(Exception):  # a query can race the run's end; the end shows all
             for record in await handle.steps():
                 if record.status in _DONE and record.path not in shown:
                     shown.add(record.path)
                     typer.echo(step_line(record), err=True)
+                wait = f"{record.path}: {record.waiting_for}"
+                if record.waiting_for and wait not in waits:
+                    waits.add(wait)
+                    typer.echo(waiting_line(record, handle.run_id), err=True)
 
-    result_task = asyncio.ensure_future(handle.result())
-    while not result_task.done():
-        await show_new()
-        await asyncio.wait({result_task}, timeout=POLL_INTERVAL_S)
     try:
-        result = result_task.result()
-    except dp.StepFailed as err:
+        result = await wait_for(handle, show_new)
+    except (dp.StepFailed, dp.RunCancelled) as err:
         for record in err.steps:
             step = dp.StepRecord.model_validate(record)
             if step.status in _DONE and step.path not in shown:

@@ -132,16 +132,26 @@ def reject(
 @handles_errors
 @connection_options
 def pending(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the waiting steps as a JSON array.")
+    ] = False,
+    query: Annotated[
+        str | None,
+        typer.Option("--query", "-q", help="Only runs this visibility query finds."),
+    ] = None,
     *,
     connection: dp.ConnectOptions,
 ) -> None:
-    """List the steps of running runs that wait for a human decision."""
-    requests = _with_client(connection, dp.client.pending)
-    for request in requests:
-        if as_json:
-            typer.echo(request.model_dump_json())
-            continue
+    """List the steps of running runs that wait for a human decision.
+
+    Runs that could not be asked (no worker polls their task queue) are named on stderr, and the
+    exit code is 1, since any of them may be waiting too.
+    """
+    found = _with_client(connection, lambda c: dp.client.pending(c, query=query))
+    requests = found.requests
+    if as_json:
+        typer.echo(json.dumps([r.model_dump(mode="json") for r in requests], indent=2))
+    for request in [] if as_json else requests:
         deadline = (
             f", {request.on_timeout} after {request.timeout_s:g}s" if request.timeout_s else ""
         )
@@ -150,6 +160,11 @@ def pending(
         typer.echo(f"  {request.message}")
         values = json.dumps(request.values, ensure_ascii=False)
         typer.echo(f"  values: {values}  (approve continues with '{request.value}')")
+        typer.echo(f"  decide: durapipe approve {request.run_id} {request.path}  (or reject)")
+    for run_id, why in found.unanswered.items():
+        typer.echo(f"error: run {run_id} could not say whether it waits: {why}", err=True)
+    if found.unanswered:
+        raise typer.Exit(1)
     if not requests and not as_json:
         typer.echo("no run is waiting for a decision", err=True)
 
@@ -172,7 +187,8 @@ def schedule_create(
     ],
     cron: Annotated[str | None, typer.Option("--cron", help="A cron expression.")] = None,
     every: Annotated[
-        str | None, typer.Option("--every", help="An interval, e.g. 30s, 10m, 1h.")
+        str | None,
+        typer.Option("--every", help="An interval with its unit: 30s, 10m, 1h (no bare numbers)."),
     ] = None,
     overlap: Annotated[
         str,
@@ -226,7 +242,12 @@ def schedule_list(*, connection: dp.ConnectOptions) -> None:
     for summary in _with_client(connection, dp.ops.list_schedules):
         state = "paused" if summary.paused else "active"
         upcoming = summary.next_runs[0].isoformat(timespec="seconds") if summary.next_runs else "-"
-        typer.echo(f"{summary.schedule_id}  {summary.when}  {state}  next: {upcoming}")
+        typer.echo(
+            f"{summary.schedule_id}  {summary.when}  {state}  pipe {summary.pipe or '-'}  "
+            f"next: {upcoming}"
+        )
+        if summary.note:
+            typer.echo(f"  note: {summary.note}")
         if summary.recent_runs:
             typer.echo(f"  recent runs: {', '.join(summary.recent_runs)}")
 

@@ -3,21 +3,33 @@ run-control calls (`pause`, `resume`, `cancel`, `approve`, `reject`, `pending`, 
 `RunHandle` also offers as methods."""
 
 from durapipe.client._connection import DEFAULT_ADDRESS, ConnectOptions
+from durapipe.client._details import StepDetail, step_detail
 from durapipe.client._handle import RunHandle, connect, run, start
-from durapipe.client._run_control import approve, cancel, pause, pending, reject, resume
-from durapipe.client._runs import RunSummary, list_runs
+from durapipe.client._run_control import (
+    PendingRequests,
+    approve,
+    cancel,
+    pause,
+    pending,
+    reject,
+    resume,
+)
+from durapipe.client._runs import RunSummary, describe_run, list_runs
 from durapipe.client._runs import retry as redrive
 from durapipe.client._telemetry import Telemetry
 
 __all__ = [
     "DEFAULT_ADDRESS",
     "ConnectOptions",
+    "PendingRequests",
     "RunHandle",
     "RunSummary",
+    "StepDetail",
     "Telemetry",
     "approve",
     "cancel",
     "connect",
+    "describe_run",
     "list_runs",
     "pause",
     "pending",
@@ -26,4 +38,5 @@ __all__ = [
     "resume",
     "run",
     "start",
+    "step_detail",
 ]

@@ -6,15 +6,17 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any, Literal
 
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
 )
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import (
     ApplicationError,
     CancelledError,
@@ -22,20 +24,31 @@ from temporalio.exceptions import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from durapipe._errors import ConfigError, RunCancelled, RunError, RunNotFound, StepFailed
+from durapipe._errors import (
+    ConfigError,
+    RunCancelled,
+    RunError,
+    RunNotFound,
+    RunStalled,
+    StepFailed,
+)
 from durapipe._settings import settings
 from durapipe.adapters import DEFAULT_TASK_QUEUE, WORKFLOW_NAME, child_workflow_id, pipe_run
 from durapipe.client import _run_control
 from durapipe.client._connection import ConnectOptions
+from durapipe.client._stalls import RunQueues, read_queues, why_stalled
 from durapipe.client._telemetry import Telemetry
 from durapipe.runtime import RunResult, StepFailure, StepRecord
 from durapipe.spec import CONTROLLER_KINDS, Pipeline
 from durapipe.stores import CheckpointStore
 from durapipe.worker import DurapipePlugin
 from durapipe.workflows import STEPS_QUERY
+from durapipe.workflows._search import PIPE
 
 SPEC_VERSION = 1
 SERVER_OUTAGE_S = 300.0  # how long waiting for a run's result rides out an unreachable server
+# A run whose workers are gone cannot answer a query; asking it must not hang the caller.
+QUERY_TIMEOUT = timedelta(seconds=5)
 
 
 async def connect(
@@ -74,7 +87,7 @@ async def connect(
     # Outside the try: a taken metrics port is not a reachability error.
     runtime = telemetry.runtime()
     try:
-        return await Client.connect(
+        client = await Client.connect(
             **config, plugins=[plugin], interceptors=telemetry.interceptors(), runtime=runtime
         )
     except Exception as err:  # the SDK raises RuntimeError with the transport's reason
@@ -82,17 +95,52 @@ async def connect(
             f"cannot reach Temporal at {target} (namespace {namespace}): {err}; "
             "start a dev server with `durapipe dev`, or check TEMPORAL_ADDRESS and the TLS settings"
         ) from None
+    await _check_namespace(client, target)
+    return client
+
+
+async def _check_namespace(client: Client, target: str) -> None:
+    """Fail with one sentence now, not with a traceback at the first call, on a wrong namespace."""
+    try:
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=client.namespace)
+        )
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise ConfigError(
+                f"namespace '{client.namespace}' does not exist on {target}; pass an existing one "
+                f"with -n/--namespace (or TEMPORAL_NAMESPACE), or create it with "
+                f"`temporal operator namespace create -n {client.namespace}`"
+            ) from None
+        # Other refusals (e.g. a key allowed to run workflows but not to describe the
+        # namespace) say nothing about the namespace: the calls that follow report their own.
 
 
 class RunHandle:
     """A run on Temporal: its id, its step records while it goes, and its result."""
 
-    def __init__(self, client: Client, run_id: str) -> None:
+    def __init__(self, client: Client, run_id: str, *, queues: RunQueues | None = None) -> None:
         self.client = client
         self.run_id = run_id
+        self._queues = queues
         self._handle: WorkflowHandle[Any, RunResult] = client.get_workflow_handle(
             run_id, result_type=RunResult
         )
+
+    async def stalled(self) -> str | None:
+        """Why the run cannot make progress (a task queue it needs has no worker), else None.
+
+        The queues come from the run's start (read from its history for a run started
+        elsewhere); Temporal's DescribeTaskQueue says who polls them.
+        """
+        if self._queues is None:
+            self._queues = await self._read_queues()
+            if self._queues is None:
+                return None
+        return await why_stalled(self.client, self._queues)
+
+    async def _read_queues(self) -> RunQueues | None:
+        return await read_queues(self.client, self.run_id)
 
     async def result(self) -> RunResult:
         """Wait for the run to finish.
@@ -125,6 +173,7 @@ class RunHandle:
 
         Raises:
             RunNotFound: no run with this id.
+            RunStalled: the run is running but no worker polls its task queue (nobody can answer).
         """
         try:
             description = await self._handle.describe()
@@ -133,7 +182,21 @@ class RunHandle:
                 f"no run '{self.run_id}': {err.message}", run_id=self.run_id
             ) from None
         if description.status == WorkflowExecutionStatus.RUNNING:
-            return await _steps(self.client, self.run_id, self.run_id)
+            # Without a worker the query would wait for its timeout; the queue says so at once.
+            why = await why_stalled(self.client, RunQueues(workflow=description.task_queue))
+            if why is not None:
+                raise RunStalled(
+                    f"run '{self.run_id}' is running but cannot make progress: {why}",
+                    run_id=self.run_id,
+                )
+            try:
+                return await _steps(self.client, self.run_id, self.run_id)
+            except RPCError as err:
+                why = await self.stalled() or f"no worker answered: {err.message}"
+                raise RunError(
+                    f"run '{self.run_id}' is running but its steps cannot be read: {why}",
+                    run_id=self.run_id,
+                ) from None
         try:
             return (await self.result()).steps
         except StepFailed as err:
@@ -200,7 +263,9 @@ class RunHandle:
 
 async def _steps(client: Client, run_id: str, workflow_id: str) -> list[StepRecord]:
     handle = client.get_workflow_handle(workflow_id)
-    records: list[StepRecord] = await handle.query(STEPS_QUERY, result_type=list[StepRecord])
+    records: list[StepRecord] = await handle.query(
+        STEPS_QUERY, result_type=list[StepRecord], rpc_timeout=QUERY_TIMEOUT
+    )
     merged: list[StepRecord] = []
     for record in records:
         merged.append(record)
@@ -261,12 +326,21 @@ async def start(
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             static_summary=f"pipe {pipe}",
             memo={"pipe": pipe, "spec_version": SPEC_VERSION},
+            # Set at the start, so `durapipe runs` lists a run before any worker has picked it up.
+            search_attributes=TypedSearchAttributes([SearchAttributePair(PIPE, pipe)]),
         )
     except WorkflowAlreadyStartedError:
         raise RunError(
             f"a run with id '{run_id}' already exists; choose another --id", run_id=run_id
         ) from None
-    return RunHandle(client, run_id)
+    except RPCError as err:
+        if err.status == RPCStatusCode.INVALID_ARGUMENT and PIPE.name in err.message:
+            raise ConfigError(
+                f"namespace '{client.namespace}' lacks durapipe's search attributes; register "
+                f"them once with `durapipe setup-search-attributes -n {client.namespace}`"
+            ) from None
+        raise
+    return RunHandle(client, run_id, queues=RunQueues.of(run, task_queue))
 
 
 async def run(

@@ -13,12 +13,14 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+from pydantic import BaseModel, Field
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from durapipe._errors import ConfigError, DecisionRefused, DurapipeError, RunError, RunNotFound
 from durapipe.adapters import WORKFLOW_NAME, child_workflow_id
+from durapipe.client._stalls import run_stalled
 from durapipe.runtime._approvals import DECIDE_UPDATE, ApprovalDecision, ApprovalRequest
 from durapipe.workflows import PAUSE_SIGNAL, RESUME_SIGNAL, WAITING_QUERY
 
@@ -97,23 +99,59 @@ async def reject(
     await _decide(client, run_id, decision)
 
 
-async def pending(client: Client) -> list[ApprovalRequest]:
-    """Every step of a running run that waits for a human decision, oldest first."""
-    query = f"WorkflowType = '{WORKFLOW_NAME}' AND ExecutionStatus = 'Running'"
-    ids = [execution.id async for execution in client.list_workflows(query)]
-    found = await asyncio.gather(*(_waiting(client, workflow_id) for workflow_id in ids))
-    requests = [request for batch in found for request in batch]
-    return sorted(requests, key=lambda r: (r.waiting_since is None, r.waiting_since, r.path))
+class PendingRequests(BaseModel):
+    """What `pending` found: the waiting steps, and the running runs that could not be asked.
+
+    Attributes:
+        requests: every step waiting for a human decision, oldest first.
+        unanswered: run id -> why the run could not say whether it waits (e.g. no worker polls
+            its task queue); such a run may well be waiting for a decision.
+    """
+
+    requests: list[ApprovalRequest] = Field(default_factory=list)
+    unanswered: dict[str, str] = Field(default_factory=dict)
 
 
-async def _waiting(client: Client, workflow_id: str) -> list[ApprovalRequest]:
+async def pending(client: Client, *, query: str | None = None) -> PendingRequests:
+    """Every step of a running run that waits for a human decision, and the runs that did not say.
+
+    ``query`` narrows the runs asked with a visibility query (``TaskQueue = 'reviews'``).
+
+    Raises:
+        ConfigError: the runs cannot be listed (e.g. the namespace does not exist).
+    """
+    running = f"WorkflowType = '{WORKFLOW_NAME}' AND ExecutionStatus = 'Running'"
+    if query:
+        running += f" AND ({query})"
     try:
-        requests: list[ApprovalRequest] = await client.get_workflow_handle(workflow_id).query(
+        ids = [execution.id async for execution in client.list_workflows(running)]
+    except RPCError as err:
+        raise ConfigError(f"cannot list running runs ({running}): {err.message}") from None
+    found = await asyncio.gather(*(_waiting(client, workflow_id) for workflow_id in ids))
+    report = PendingRequests()
+    for workflow_id, (requests, why) in zip(ids, found, strict=True):
+        report.requests.extend(requests)
+        if why is not None:
+            report.unanswered[workflow_id] = why
+    report.requests.sort(key=lambda r: (r.waiting_since is None, r.waiting_since, r.path))
+    return report
+
+
+async def _waiting(client: Client, workflow_id: str) -> tuple[list[ApprovalRequest], str | None]:
+    """The waiting steps of one run, or why the run did not answer."""
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        requests: list[ApprovalRequest] = await handle.query(
             WAITING_QUERY, result_type=list[ApprovalRequest], rpc_timeout=QUERY_TIMEOUT
         )
-    except Exception:  # ended meanwhile, no worker, or an older durapipe: nothing to list
-        return []
-    return requests
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return [], None  # ended meanwhile (a closed run waits for nobody)
+        why = await run_stalled(client, workflow_id)
+        return [], why or f"its workers did not answer ({err.message})"
+    except Exception as err:  # e.g. a run of an older durapipe without the query
+        return [], f"it did not answer: {err}"
+    return requests, None
 
 
 async def _signal(client: Client, run_id: str, signal: str) -> None:

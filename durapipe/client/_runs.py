@@ -27,6 +27,7 @@ from temporalio.service import RPCError
 
 from durapipe._errors import ConfigError, RunError, RunNotFound, StepFailed
 from durapipe.adapters import WORKFLOW_NAME
+from durapipe.client._connection import DEFAULT_ADDRESS
 from durapipe.client._handle import SPEC_VERSION, RunHandle, run_error
 from durapipe.runtime import PipeRun
 from durapipe.security._codec import EncryptionError
@@ -91,9 +92,12 @@ async def check_search_attributes(client: Client) -> None:
     """
     missing = await missing_search_attributes(client)
     if missing:
+        target = client.service_client.config.target_host
+        address = "" if target == DEFAULT_ADDRESS else f" --address {target}"
         raise ConfigError(
             f"namespace '{client.namespace}' lacks durapipe's search attributes "
-            f"({', '.join(missing)}); register them once with `durapipe setup-search-attributes`"
+            f"({', '.join(missing)}); register them once with "
+            f"`durapipe setup-search-attributes{address} --namespace {client.namespace}`"
         )
 
 
@@ -164,29 +168,46 @@ async def list_runs(
             if execution.id in seen or not await _is_latest(client, execution):
                 continue
             seen.add(execution.id)
-            attrs = execution.typed_search_attributes
-            status_name = execution.status or WorkflowExecutionStatus.RUNNING
-            failed_step, error = await _failure(client, execution)
-            summaries.append(
-                RunSummary(
-                    run_id=execution.id,
-                    pipe=attrs.get(PIPE) or "",
-                    status=_status_word(status_name),
-                    started_at=execution.start_time,
-                    closed_at=execution.close_time,
-                    cost_usd=attrs.get(COST_USD) or 0.0,
-                    input_tokens=attrs.get(INPUT_TOKENS) or 0,
-                    output_tokens=attrs.get(OUTPUT_TOKENS) or 0,
-                    steps=attrs.get(STEPS) or 0,
-                    failed_step=failed_step,
-                    error=error,
-                )
-            )
+            summaries.append(await _summary(client, execution))
             if len(summaries) >= limit:
                 break
     except RPCError as err:
         raise ConfigError(f"cannot list runs ({query}): {err.message}") from None
     return summaries
+
+
+async def describe_run(client: Client, run_id: str) -> RunSummary:
+    """One run's summary (its latest execution): pipe, status, totals so far, where it failed.
+
+    Raises:
+        RunNotFound: no run with this id.
+    """
+    try:
+        description = await client.get_workflow_handle(run_id).describe()
+    except RPCError as err:
+        raise RunNotFound(f"no run '{run_id}': {err.message}", run_id=run_id) from None
+    summary = await _summary(client, description)
+    if not summary.pipe:  # a run recorded before its pipe was set at the start
+        summary.pipe = str((await description.memo()).get("pipe", ""))
+    return summary
+
+
+async def _summary(client: Client, execution: WorkflowExecution) -> RunSummary:
+    attrs = execution.typed_search_attributes
+    failed_step, error = await _failure(client, execution)
+    return RunSummary(
+        run_id=execution.id,
+        pipe=attrs.get(PIPE) or "",
+        status=_status_word(execution.status or WorkflowExecutionStatus.RUNNING),
+        started_at=execution.start_time,
+        closed_at=execution.close_time,
+        cost_usd=attrs.get(COST_USD) or 0.0,
+        input_tokens=attrs.get(INPUT_TOKENS) or 0,
+        output_tokens=attrs.get(OUTPUT_TOKENS) or 0,
+        steps=attrs.get(STEPS) or 0,
+        failed_step=failed_step,
+        error=error,
+    )
 
 
 async def _is_latest(client: Client, execution: WorkflowExecution) -> bool:

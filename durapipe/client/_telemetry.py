@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,8 +50,10 @@ class Telemetry:
     _runtime: Runtime | None = field(default=None, repr=False)
 
     @classmethod
-    def from_env(cls, metrics_port: int | None = None) -> Telemetry:
-        """Telemetry from ``OTEL_TRACES_EXPORTER`` (and friends) and a metrics port.
+    def from_env(
+        cls, metrics_port: int | None = None, metrics_host: str = "127.0.0.1"
+    ) -> Telemetry:
+        """Telemetry from ``OTEL_TRACES_EXPORTER`` (and friends) and a metrics address.
 
         Raises:
             ConfigError: the exporter is unknown, or its package is not installed.
@@ -59,7 +62,7 @@ class Telemetry:
         provider = None if exporter in ("", "none") else _provider(exporter)
         if provider is not None:
             trace.set_tracer_provider(provider)
-        address = f"127.0.0.1:{metrics_port}" if metrics_port is not None else None
+        address = f"{metrics_host}:{metrics_port}" if metrics_port is not None else None
         return cls(tracer_provider=provider, metrics_address=address)
 
     def shutdown(self) -> None:
@@ -110,7 +113,8 @@ def _provider(exporter: str) -> trace.TracerProvider:
 
     span_exporter: Any
     if exporter == "console":
-        span_exporter = ConsoleSpanExporter()
+        # stderr: stdout belongs to the command's output (`durapipe run ... | jq`).
+        span_exporter = ConsoleSpanExporter(out=sys.stderr)
     elif exporter == "otlp":
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -117,8 +117,10 @@ class DevServer:
         between the pick and the server's bind (or the server's own random internal ports collided).
 
         Raises:
-            ConfigError: the server did not start (the message carries the reason it gave).
+            ConfigError: a port given to it is taken, or the server did not start (the message
+                carries the reason it gave).
         """
+        self._check_ports_free()
         attempts = 1
         while (output := self._launch()) is not None:
             if not (PORT_TAKEN in output and any(self._picked) and attempts < START_ATTEMPTS):
@@ -128,6 +130,18 @@ class DevServer:
             self.ui_port = free_port(self.ip) if pick_ui else self.ui_port
             attempts += 1
         return self
+
+    def _check_ports_free(self) -> None:
+        """Refuse a port given by the caller that another Temporal server already serves: the
+        readiness check would find that server and report it as this one. (Any other program on
+        the port makes the new server exit, with its own reason.)"""
+        if self._picked[0] or not _accepts(self.ip, self.port):
+            return
+        if asyncio.run(_ready(self.address)):
+            raise ConfigError(
+                f"another Temporal server already serves {self.address}; use it (--address "
+                f"{self.address}), stop it, or choose a free port with --port"
+            )
 
     def _launch(self) -> str | None:
         """Start the process; None once it answers, its output if it exited."""

@@ -12,13 +12,12 @@ from pathlib import Path
 
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
 from durapipe._errors import ConfigError, RunNotFound
 from durapipe.adapters import WORKFLOW_NAME
-from durapipe.worker import sandbox_runner
+from durapipe.worker import durapipe_converter, sandbox_runner
 from durapipe.workflows import PipeWorkflow
 
 
@@ -71,10 +70,18 @@ async def fetch_histories(
 async def replay(
     histories: Sequence[WorkflowHistory], *, workflows: Sequence[type] | None = None
 ) -> list[ReplayReport]:
-    """Replay every history against ``workflows`` (the current code by default), one report each."""
+    """Replay every history against ``workflows`` (the current code by default), one report each.
+
+    Payloads are decoded as workers decode them: with the encryption keys of
+    ``DURAPIPE_ENCRYPTION_KEYS`` (or ``..._FILE``) and the payload store of the environment.
+
+    Raises:
+        ConfigError: the encryption keys are malformed.
+    """
     replayer = Replayer(
         workflows=list(workflows or current_workflows()),
-        data_converter=pydantic_data_converter,
+        # The workers' converter: an encrypted or claim-checked history decodes as they wrote it.
+        data_converter=durapipe_converter(),
         workflow_runner=sandbox_runner(),
     )
 

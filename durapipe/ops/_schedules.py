@@ -23,11 +23,13 @@ from temporalio.client import (
     SchedulePolicy,
     ScheduleSpec,
 )
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from durapipe._errors import ConfigError, DurapipeError
 from durapipe.adapters import DEFAULT_TASK_QUEUE, WORKFLOW_NAME, pipe_run
 from durapipe.spec import Pipeline, parse_duration
+from durapipe.workflows._search import PIPE
 
 Overlap = Literal[
     "skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"
@@ -48,6 +50,7 @@ class ScheduleSummary:
 
     Attributes:
         schedule_id: the schedule's id.
+        pipe: the pipe its runs run.
         when: the cron expressions and intervals, e.g. ``every 30s`` or ``cron 0 9 * * *``.
         paused: whether the schedule is paused.
         note: the note of the last pause or unpause.
@@ -58,6 +61,7 @@ class ScheduleSummary:
     schedule_id: str
     when: str
     paused: bool
+    pipe: str = ""
     note: str = ""
     next_runs: list[datetime] = field(default_factory=list)
     recent_runs: list[str] = field(default_factory=list)
@@ -85,7 +89,8 @@ async def create_schedule(
         inputs: the inputs of every run.
         schedule_id: the schedule's id.
         cron: a cron expression (``0 9 * * MON-FRI``); give this or ``every``.
-        every: an interval (seconds, or ``30s``, ``1h``); give this or ``cron``.
+        every: an interval: a number of seconds, or a string with its unit (``30s``, ``10m``,
+            ``1h``; a string without a unit is refused); give this or ``cron``.
         overlap: what happens when a run is due while the last one still runs: ``skip``
             (default), ``buffer_one``, ``buffer_all``, ``cancel_other``, ``terminate_other``,
             ``allow_all``.
@@ -105,6 +110,12 @@ async def create_schedule(
             f"(one of {', '.join(OVERLAP_POLICIES)})"
         )
     try:
+        if isinstance(every, str) and every.strip().replace(".", "", 1).isdigit():
+            # `--every 10` could mean seconds or minutes; a schedule that fires 60 times too
+            # often costs real money, so the unit is asked for, not guessed.
+            raise ValueError(
+                f"--every '{every}' needs a unit, e.g. {every.strip()}s, {every.strip()}m or {every.strip()}h"
+            )
         interval = None if every is None else timedelta(seconds=parse_duration(every))
     except ValueError as err:
         raise ConfigError(f"schedule '{schedule_id}': {err}") from None
@@ -120,6 +131,8 @@ async def create_schedule(
         task_queue=task_queue,
         static_summary=f"pipe {pipe}",
         memo={"pipe": pipe, "schedule": schedule_id},
+        # Listed by `durapipe runs` from the start, before a worker has picked the run up.
+        typed_search_attributes=TypedSearchAttributes([SearchAttributePair(PIPE, pipe)]),
     )
     schedule = Schedule(
         action=action, spec=spec, policy=SchedulePolicy(overlap=OVERLAP_POLICIES[overlap])
@@ -133,9 +146,17 @@ async def create_schedule(
 
 
 async def list_schedules(client: Client) -> list[ScheduleSummary]:
-    """The schedules that start durapipe runs, by id."""
+    """The schedules that start durapipe runs, by id.
+
+    Raises:
+        ConfigError: the server refused to list them.
+    """
     found = []
-    async for entry in await client.list_schedules():
+    try:
+        entries = [entry async for entry in await client.list_schedules()]
+    except RPCError as err:
+        raise ConfigError(f"cannot list schedules: {err.message}") from None
+    for entry in entries:
         schedule = entry.schedule
         action = schedule.action if schedule else None
         if (
@@ -150,6 +171,7 @@ async def list_schedules(client: Client) -> list[ScheduleSummary]:
                 schedule_id=entry.id,
                 when=_when(schedule.spec),
                 paused=schedule.state.paused,
+                pipe=str((await entry.memo()).get("pipe", "")),
                 note=schedule.state.note or "",
                 next_runs=list(info.next_action_times) if info else [],
                 recent_runs=[

@@ -134,7 +134,10 @@ async def run_batch(interp: Host, pipe: BatchPipe) -> Any:
             results, errors = await mapper.items(items, offset)
     finally:
         if summary is not None:
-            summary.status = "failed" if summary.counts.get("failed") else "succeeded"
+            # Under on_error "collect" failed items are part of a successful batch's output: the
+            # counts say how many failed, the row says whether the batch itself did.
+            failed = pipe.on_error != "collect" and summary.counts.get("failed")
+            summary.status = "failed" if failed else "succeeded"
             summary.ended_at = interp.runtime.now()
     if run.slice is not None or pipe.on_error == "collect":
         return {"results": results, "errors": errors}
@@ -158,6 +161,11 @@ class _BatchMapper:
     def _count(self, counts: Counter[str] | dict[str, int]) -> None:
         if self.summary is not None:
             self.summary.counts = dict(Counter(self.summary.counts) + Counter(counts))
+            # The row stands for every item: it shows what they spent so far, as it goes.
+            spent = self.interp.usage
+            self.summary.input_tokens = spent.input_tokens
+            self.summary.output_tokens = spent.output_tokens
+            self.summary.cost_usd = spent.cost_usd
 
     async def items(self, items: list[Any], offset: int) -> tuple[list[Any], list[Any]]:
         """Run the pipe once per item, ``max_concurrency`` at a time."""

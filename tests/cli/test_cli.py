@@ -62,8 +62,10 @@ def test_run_without_json_shows_steps_run_id_and_ui_link(
     assert shown.returncode == 0, shown.stderr
     for path in ("extract_claims", "headline", "fact_check/count_words", "fact_check/verify"):
         assert f"✓ {path} (" in shown.stderr
-    assert f"run id: {run_id}" in shown.stdout
-    assert f"/namespaces/default/workflows/{run_id}" in shown.stdout
+    assert f"run id: {run_id}" in shown.stderr
+    assert f"/namespaces/default/workflows/{run_id}" in shown.stderr
+    # stdout holds the output alone, so `durapipe run ... | jq` works without --json.
+    assert set(json.loads(shown.stdout)) == {"claims", "headline", "word_count", "verdict"}
 
 
 @pytest.mark.parametrize("name", ["unknown_pipe.yaml", "undeclared_variable.yaml", "bad_yaml.yaml"])

@@ -45,7 +45,8 @@ def control_worker(
 
 
 async def waiting_request(client: Client, run_id: str) -> dp.ApprovalRequest | None:
-    return next((r for r in await dp.client.pending(client) if r.run_id == run_id), None)
+    found = await dp.client.pending(client, query=f"WorkflowId = '{run_id}'")
+    return next((r for r in found.requests if r.run_id == run_id), None)
 
 
 async def step(handle: dp.RunHandle, path: str) -> dp.StepRecord:
@@ -85,7 +86,7 @@ async def test_approve_edit_reject_and_refused_decisions(
         await eventually(lambda r=run_id: waiting_request(client, r), f"{run_id} to wait")
 
     # What the human sees: the run, the step, the rendered message and the values under review.
-    listed = await acli(temporal_address, "pending")
+    listed = await acli(temporal_address, "pending", "--query", f"TaskQueue = '{task_queue}'")
     assert listed.returncode == 0, listed.stderr
     assert f"{edited_id}  review  waiting since" in listed.stdout
     assert "Publish this post about rivers?" in listed.stdout

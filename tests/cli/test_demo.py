@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -40,3 +42,33 @@ def test_demo_prints_result_run_id_and_ui_address_and_stops_its_server() -> None
         capture_output=True,
     )
     assert probe.returncode != 0
+
+
+def test_demo_keep_says_which_address_to_pass_to_show() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "durapipe", "demo", "--keep"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=240,
+    )
+    pid = re.search(r"keeps running \(pid (\d+)\)", done.stderr)
+    try:
+        assert done.returncode == 0, done.stderr
+        hint = re.search(
+            r"^look at the run with: (durapipe show \S+ --address \S+)$", done.stderr, re.MULTILINE
+        )
+        assert hint, done.stderr
+        shown = subprocess.run(
+            [sys.executable, "-m", *hint.group(1).split()],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert " succeeded" in shown.stdout and "verify (llm" in shown.stdout
+    finally:
+        if pid:  # the kept server, stopped by its own pid
+            os.kill(int(pid.group(1)), signal.SIGTERM)

@@ -80,3 +80,20 @@ def test_a_port_it_picked_that_another_process_took_is_picked_again(
         with dp.ops.DevServer(headless=True) as server:
             assert server.port != port
             assert server.process is not None and server.process.poll() is None
+
+
+def test_dev_refuses_a_port_another_server_already_serves(temporal_address: str) -> None:
+    # The session's dev server holds this port: `dev` must not report that server as its own.
+    port = temporal_address.rsplit(":", 1)[1]
+    taken = subprocess.run(
+        durapipe_command("dev", "--port", port, "--headless"),
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
+    assert taken.returncode == 2, taken.stderr
+    assert taken.stderr == (
+        f"error: another Temporal server already serves 127.0.0.1:{port}; use it (--address "
+        f"127.0.0.1:{port}), stop it, or choose a free port with --port\n"
+    )

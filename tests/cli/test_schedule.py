@@ -37,11 +37,13 @@ async def test_an_interval_schedule_starts_runs_until_deleted(
         assert f"{schedule_id}  every 1s  active" in listed.stdout, listed.stderr
         assert f"{schedule_id}-run-" in listed.stdout  # recent runs, named after the schedule
 
-        assert (await acli(temporal_address, "schedule", "pause", schedule_id)).returncode == 0
-        assert (
-            f"{schedule_id}  every 1s  paused"
-            in (await acli(temporal_address, "schedule", "list")).stdout
-        )
+        assert f"{schedule_id}  every 1s  active  pipe shout  next: " in listed.stdout
+
+        paused = await acli(temporal_address, "schedule", "pause", schedule_id, "--note", "holiday")
+        assert paused.returncode == 0
+        listed = await acli(temporal_address, "schedule", "list")
+        assert f"{schedule_id}  every 1s  paused  pipe shout" in listed.stdout
+        assert "  note: holiday" in listed.stdout
         before = await scheduled_runs(client, schedule_id)
         # A scheduled run's workflow id ends in its start time to the second: a trigger in the same
         # second as the last interval's run gets the same id and Temporal skips it as running.
@@ -81,5 +83,7 @@ def test_schedule_mistakes_are_one_sentence(temporal_address: str) -> None:
     assert both.exit_code == 2 and "give either a cron expression or an interval" in both.stderr
     overlap = invoke(*common, "--every", "1s", "--overlap", "nope", *address)
     assert overlap.exit_code == 2 and "unknown overlap policy 'nope'" in overlap.stderr
+    bare = invoke(*common, "--every", "10", *address)
+    assert bare.exit_code == 2 and "--every '10' needs a unit, e.g. 10s, 10m or 10h" in bare.stderr
     inputs = invoke(*common[:-2], "--every", "1s", *address)
     assert inputs.exit_code == 2 and "input 'text': missing" in inputs.stderr

@@ -63,7 +63,8 @@ async def test_worker_fails_fast_until_setup_registers_the_attributes(
     assert worker.stderr.strip() == (
         f"error: namespace '{namespace}' lacks durapipe's search attributes (DurapipePipe, "
         "DurapipeCostUsd, DurapipeInputTokens, DurapipeOutputTokens, DurapipeSteps); "
-        "register them once with `durapipe setup-search-attributes`"
+        "register them once with `durapipe setup-search-attributes "
+        f"--address {temporal_address} --namespace {namespace}`"
     )
     setup = await asyncio.to_thread(
         run_cli, "setup-search-attributes", "--address", temporal_address, "--namespace", namespace

@@ -81,6 +81,14 @@ async def test_encrypted_history_holds_no_plain_text_and_only_the_key_reads_it(
         assert failed.returncode == 2, (keys, failed.stderr)
         assert message in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
 
+    # A replay gate in CI decodes the run as its workers do, with the keys it is given.
+    replayed = cli("replay", run_id, "--address", temporal_address, keys=f"k1:{KEY_A}")
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert sorted(replayed.stdout.splitlines()) == [
+        f"{run_id}/fact_check: compatible",
+        f"{run_id}: compatible",
+    ]
+
 
 async def test_without_keys_the_same_search_finds_the_plain_text(
     temporal_address: str, temporal_env: WorkflowEnvironment, task_queue: str
