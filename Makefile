@@ -48,7 +48,7 @@ test: lint typecheck ocr redis-server test-tools
 
 # 100 runs of a 5-step pipeline, 20% provider failures, two workers SIGKILLed at random.
 chaos: $(STAMP)
-	$(BIN)/python bench/chaos.py
+	$(BIN)/python bench/chaos.py --provider both
 
 format: $(STAMP)
 	$(BIN)/ruff format durapipe tests examples bench

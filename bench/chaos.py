@@ -5,16 +5,19 @@ server, the fake provider as a process (20% transient failures: 500, 429 with Re
 connections), and two ``durapipe worker`` processes sharing a SQLite checkpoint file. It starts every
 run once both workers poll, SIGKILLs a random worker as soon as the provider has answered its first
 call, then every few seconds (while both poll, so one always works), restarting it each time, until
-all runs have ended.
-It prints one ``name = value`` per line; ``paid_calls_per_succeeded_step`` counts the provider's
-paid answers (its own ledger) per step that succeeded, so 1.00 means no call was paid twice.
+all runs have ended. It prints one ``name = value`` per line, counts exact and ratios to 4 decimals.
 
-The provider deduplicates by the ``X-Durapipe-Idempotency-Key`` durapipe sends (as a gateway in front
-of the model would; ``--no-provider-idempotency`` turns that off). Checkpoints serve every retry of a
-step whose answer reached the store; ``provider_replays`` counts the rest: answers a SIGKILL caught
-between the provider and the store, which the provider served again for the same key instead of
-billing a second completion. ``paid_calls_per_succeeded_step_without_provider_idempotency`` is what
-a provider that bills every request would have charged.
+By default the provider bills every request, as OpenAI-style providers do: a retried step whose
+answer was lost is paid again. Each worker process sends its own API key, so the provider's ledger
+says which process sent each request; a request is *in flight at a kill* when the killed process
+sent it and the provider had not finished answering it when the kill signal went out. No system can
+know that answer without provider-side idempotency, so a duplicate paid call is acceptable only for
+such a request: ``duplicates_not_explained_by_in_flight`` counts the others (answers that had reached
+the worker and were paid for again) and must be 0. Checkpoints are what keeps it there.
+
+``--provider-idempotency`` runs the same scenario against a provider (or gateway) that deduplicates
+by the ``X-Durapipe-Idempotency-Key`` durapipe sends: it answers a repeated key with the first answer
+instead of billing it (``provider_replays``), so even the in-flight duplicates are not paid.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("OPENAI_API_KEY", "sk-fake-chaos")  # the fake provider takes any key
 
 import durapipe as dp  # noqa: E402
-from durapipe.testing import read_ledger  # noqa: E402
+from durapipe.testing import Call, read_ledger  # noqa: E402
 from tests.chain import expected_output, write_chain  # noqa: E402
 
 STEPS = 5
@@ -46,41 +49,104 @@ STEPS = 5
 
 @dataclass
 class Figures:
-    """What a chaos scenario measured."""
+    """What a chaos scenario measured (see the module docstring for each count)."""
 
     runs_started: int
     runs_completed: int
     outputs_verified: int
     succeeded_steps: int
     paid_calls: int
-    paid_twice: int
+    duplicate_paid_calls: int
+    requests_in_flight_at_kills: int
+    duplicates_not_explained_by_in_flight: int
     provider_replays: int
     worker_kills: int
     wall_s: float
+    provider_idempotency: bool = False
 
     @property
     def paid_calls_per_succeeded_step(self) -> float:
         return self.paid_calls / self.succeeded_steps if self.succeeded_steps else float("nan")
 
-    @property
-    def without_provider_idempotency(self) -> float:
-        billed = self.paid_calls + self.provider_replays
-        return billed / self.succeeded_steps if self.succeeded_steps else float("nan")
-
-    def lines(self) -> list[str]:
-        return [
-            f"runs_started = {self.runs_started}",
-            f"runs_completed = {self.runs_completed}",
-            f"outputs_verified = {self.outputs_verified}",
-            f"paid_calls = {self.paid_calls}",
-            f"paid_calls_per_succeeded_step = {self.paid_calls_per_succeeded_step:.2f}",
-            f"calls_paid_again_with_the_same_key = {self.paid_twice}",
-            f"provider_replays = {self.provider_replays}",
-            "paid_calls_per_succeeded_step_without_provider_idempotency = "
-            f"{self.without_provider_idempotency:.2f}",
-            f"worker_kills = {self.worker_kills}",
-            f"wall_s = {self.wall_s:.1f}",
+    def lines(self, prefix: str = "") -> list[str]:
+        """``name = value`` lines, each name after ``prefix``."""
+        provider = "deduplicates by key" if self.provider_idempotency else "bills every request"
+        values: list[tuple[str, object]] = [
+            ("provider", provider),
+            ("runs_started", self.runs_started),
+            ("runs_completed", self.runs_completed),
+            ("outputs_verified", self.outputs_verified),
+            ("succeeded_steps", self.succeeded_steps),
+            ("paid_calls", self.paid_calls),
+            ("duplicate_paid_calls", self.duplicate_paid_calls),
+            ("requests_in_flight_at_kills", self.requests_in_flight_at_kills),
+            ("duplicates_not_explained_by_in_flight", self.duplicates_not_explained_by_in_flight),
+            ("paid_calls_per_succeeded_step", f"{self.paid_calls_per_succeeded_step:.4f}"),
+            ("provider_replays", self.provider_replays),
+            ("worker_kills", self.worker_kills),
+            ("wall_s", f"{self.wall_s:.1f}"),
         ]
+        return [f"{prefix}{name} = {value}" for name, value in values]
+
+
+@dataclass(frozen=True)
+class Kill:
+    """One SIGKILL: the API key the killed process sent and when the signal went out."""
+
+    api_key: str
+    at: float
+
+
+def api_key_of(call: Call) -> str:
+    """The API key a call was sent with (each chaos worker process has its own)."""
+    headers = {name.lower(): value for name, value in call.headers.items()}
+    return headers.get("authorization", "").removeprefix("Bearer ")
+
+
+def billed(call: Call, provider_idempotency: bool) -> bool:
+    """Whether the provider charged for ``call``.
+
+    A provider that bills every request charges for an answer it produced even when the client
+    was gone before the answer was written (``client_closed`` with completion tokens).
+    """
+    if call.paid:
+        return True
+    return (
+        not provider_idempotency and call.outcome == "client_closed" and call.completion_tokens > 0
+    )
+
+
+def in_flight_at(call: Call, kills: list[Kill]) -> bool:
+    """Whether a kill took the process that sent ``call`` before the provider finished answering."""
+    key = api_key_of(call)
+    return any(
+        kill.api_key == key
+        and call.received_at <= kill.at
+        and (call.finished_at is None or call.finished_at >= kill.at)
+        for kill in kills
+    )
+
+
+def duplicate_counts(
+    calls: list[Call], kills: list[Kill], provider_idempotency: bool
+) -> tuple[int, int, int, int]:
+    """``(paid_calls, duplicate_paid_calls, requests_in_flight_at_kills, unexplained)``.
+
+    A key paid ``n`` times has ``n - 1`` duplicates; each needs one of that key's paid requests to
+    have been in flight at a kill (its answer never reached a live worker), else it is unexplained.
+    """
+    paid: dict[str | None, list[Call]] = {}
+    for call in calls:
+        if billed(call, provider_idempotency):
+            paid.setdefault(call.idempotency_key, []).append(call)
+    paid_calls = sum(len(group) for group in paid.values())
+    duplicates = sum(len(group) - 1 for group in paid.values())
+    unexplained = sum(
+        max(0, len(group) - 1 - sum(1 for call in group if in_flight_at(call, kills)))
+        for group in paid.values()
+    )
+    in_flight = sum(1 for call in calls if in_flight_at(call, kills))
+    return paid_calls, duplicates, in_flight, unexplained
 
 
 class Worker:
@@ -99,18 +165,27 @@ class Worker:
         """Whether the worker polls its task queue (a worker killed while starting proves nothing)."""
         return self.process is not None and "worker ready" in self.log.read_text(errors="replace")
 
+    @property
+    def api_key(self) -> str:
+        """This process's API key: the provider's ledger tells the processes apart by it."""
+        return f"sk-fake-chaos-{self.name}-{self.starts}"
+
     def start(self) -> None:
         self.starts += 1
         log = self.log.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "durapipe", "worker", *self.args],
-            stdout=subprocess.DEVNULL, stderr=log, env=self.env,
+            stdout=subprocess.DEVNULL, stderr=log, env={**self.env, "OPENAI_API_KEY": self.api_key},
         )  # fmt: skip
 
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
+    def kill(self) -> Kill | None:
+        """SIGKILL the process; the kill's time is taken just before the signal goes out."""
+        if self.process is None or self.process.poll() is not None:
+            return None
+        kill = Kill(self.api_key, time.time())
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        return kill
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -149,7 +224,7 @@ def start_provider(
 
 async def chaos(
     runs: int, *, max_kills: int | None, failure_rate: float = 0.2, seed: int = 1,
-    kill_every: tuple[float, float] = (2.0, 5.0), workdir: Path, provider_idempotency: bool = True,
+    kill_every: tuple[float, float] = (2.0, 5.0), workdir: Path, provider_idempotency: bool = False,
 ) -> Figures:  # fmt: skip
     """Run the scenario and return its figures (see the module docstring)."""
     rng = random.Random(seed)
@@ -167,7 +242,7 @@ async def chaos(
     args = [str(pipeline_file), "--address", server.address, "--task-queue", "chaos"]
     args += ["--max-concurrent", "8"]
     workers = [Worker(f"worker{n}", args, env, workdir) for n in (1, 2)]
-    kills = 0
+    kills: list[Kill] = []
     began = time.monotonic()
     try:
         for worker in workers:
@@ -183,7 +258,7 @@ async def chaos(
         waiting = asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
         # The first kill lands mid-run however fast the steps are: once the provider has answered.
         await until(lambda: ledger.stat().st_size > 0, what="the provider's first answer")
-        while not waiting.done() and (max_kills is None or kills < max_kills):
+        while not waiting.done() and (max_kills is None or len(kills) < max_kills):
             if kills:
                 await asyncio.wait({waiting}, timeout=rng.uniform(*kill_every))
             if waiting.done():
@@ -193,8 +268,9 @@ async def chaos(
                 await asyncio.sleep(0.05)
                 continue
             victim = rng.choice(workers)
-            victim.kill()
-            kills += 1
+            kill = victim.kill()
+            if kill is not None:
+                kills.append(kill)
             victim.start()
         results = await asyncio.wait_for(waiting, timeout=600)
         wall_s = time.monotonic() - began
@@ -211,12 +287,11 @@ async def chaos(
     )  # fmt: skip
     succeeded = sum(1 for r in completed for s in r.steps if s.status == "succeeded")
     calls = read_ledger(ledger)
-    paid_keys = [call.idempotency_key for call in calls if call.paid]
-    duplicated = len(paid_keys) - len(set(paid_keys))
+    paid, duplicates, in_flight, unexplained = duplicate_counts(calls, kills, provider_idempotency)
     replays = sum(1 for call in calls if call.outcome == "replayed")
     return Figures(
-        runs, len(completed), verified, succeeded, len(paid_keys), duplicated, replays, kills,
-        wall_s,
+        runs, len(completed), verified, succeeded, paid, duplicates, in_flight, unexplained,
+        replays, len(kills), wall_s, provider_idempotency,
     )  # fmt: skip
 
 
@@ -226,21 +301,25 @@ def main() -> None:
     parser.add_argument("--max-kills", type=int, default=None, help="stop killing after this many")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
-        "--no-provider-idempotency", action="store_true",
-        help="the provider bills every request, even one repeating a key",
+        "--provider", choices=["billing", "deduplicating", "both"], default="billing",
+        help="billing: bills every request (default); deduplicating: answers a repeated "
+        "idempotency key with its first answer; both: one run of each, the second prefixed dedup.",
     )  # fmt: skip
     options = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="durapipe-chaos-") as tmp:
-        figures = asyncio.run(
-            chaos(
-                options.runs,
-                max_kills=options.max_kills,
-                seed=options.seed,
-                workdir=Path(tmp),
-                provider_idempotency=not options.no_provider_idempotency,
+    modes = {"billing": [False], "deduplicating": [True], "both": [False, True]}[options.provider]
+    for provider_idempotency in modes:
+        with tempfile.TemporaryDirectory(prefix="durapipe-chaos-") as tmp:
+            figures = asyncio.run(
+                chaos(
+                    options.runs,
+                    max_kills=options.max_kills,
+                    seed=options.seed,
+                    workdir=Path(tmp),
+                    provider_idempotency=provider_idempotency,
+                )
             )
-        )
-    print("\n".join(figures.lines()))
+        prefix = "dedup." if provider_idempotency and options.provider == "both" else ""
+        print("\n".join(figures.lines(prefix)), flush=True)
 
 
 if __name__ == "__main__":
