@@ -1,11 +1,12 @@
 # One command each: `make test` (what CI runs), `make demo` (the quick start), `make lint`,
-# `make bench` (durapipe against hand-written temporalio), `make throttle` (provider throttling).
+# `make bench` (durapipe against hand-written temporalio), `make bench-peer` (and pydantic-ai),
+# `make throttle` (provider throttling), `make chaos` (SIGKILLed workers, a provider that bills).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install ocr redis-server test-tools test lint typecheck format demo bench bench-batch throttle chaos clean
+.PHONY: install ocr redis-server test-tools test lint typecheck format demo bench bench-peer bench-batch throttle chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +60,19 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The peer race: durapipe, hand-written temporalio and pydantic-ai's Temporal integration against one
+# fake provider and one dev server. pydantic-ai goes into the bench's own venv, never durapipe's.
+PEER_VENV := bench/.venv-peer
+PEER_STAMP := $(PEER_VENV)/.installed
+
+$(PEER_STAMP): pyproject.toml
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e . 'pydantic-ai-slim[openai,temporal]'
+	touch $(PEER_STAMP)
+
+bench-peer: $(PEER_STAMP)
+	LITELLM_LOCAL_MODEL_COST_MAP=True $(PEER_VENV)/bin/python -m bench.peer
 
 throttle: $(STAMP)
 	$(BIN)/python -m bench.throttle

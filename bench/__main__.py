@@ -341,7 +341,7 @@ def print_baseline() -> None:
     figure("baseline.workflow_sandbox", "off")
     figure("baseline.data_converter", "pydantic")
     figure("baseline.worker", "own process (durapipe's too)")
-    figure("baseline.activity_payload", "pydantic models (model, messages, timeout; text, usage)")
+    figure("baseline.activity_payload", "pydantic models (messages, timeout; text, usage)")
 
 
 def load_pipeline(work: Path) -> tuple[dp.Pipeline, Path]:

@@ -6,7 +6,7 @@ with bounded concurrency. This is what a careful Temporal user would write witho
 as durapipe is, so the two do the same work: the workflows run outside Temporal's sandbox
 (``sandboxed=False``, as durapipe's workflow does), the client and worker use temporalio's pydantic
 data converter (durapipe's), and each activity takes and returns a small pydantic model (model,
-messages, timeout; text and usage), payloads of the same order as durapipe's (the bench prints both).
+messages and timeout; text and usage), payloads of the same order as durapipe's (the bench prints both).
 
 ``python -m bench.handwritten --address HOST:PORT --task-queue Q`` runs a worker in its own process
 (the bench measures its CPU time).
@@ -32,7 +32,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 with workflow.unsafe.imports_passed_through():
     from durapipe.adapters._litellm import litellm_module
 
-MODEL = "durapipe/offline"
+# The worker owns the model (as a durapipe worker owns its providers): the offline model by default,
+# the fake provider's model in the peer race (``bench/peer.py`` sets the variable).
+MODEL = os.environ.get("BENCH_MODEL", "durapipe/offline")
 TIMEOUT = timedelta(seconds=120)
 OPTIONS = {"start_to_close_timeout": TIMEOUT, "retry_policy": RetryPolicy(maximum_attempts=5)}
 
@@ -40,7 +42,6 @@ OPTIONS = {"start_to_close_timeout": TIMEOUT, "retry_policy": RetryPolicy(maximu
 class Ask(BaseModel):
     """One model call: what a hand-written llm activity takes."""
 
-    model: str = MODEL
     messages: list[dict[str, str]]
     timeout_s: float = TIMEOUT.total_seconds()
 
@@ -57,7 +58,7 @@ class Answer(BaseModel):
 async def ask(call: Ask) -> Answer:
     """One model call."""
     response = await litellm_module().acompletion(
-        model=call.model, messages=call.messages, num_retries=0, timeout=call.timeout_s
+        model=MODEL, messages=call.messages, num_retries=0, timeout=call.timeout_s
     )
     usage = response.usage
     return Answer(
