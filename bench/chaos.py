@@ -15,7 +15,7 @@ know that answer without provider-side idempotency, so a duplicate paid call is 
 such a request: ``duplicates_not_explained_by_in_flight`` counts the others (answers that had reached
 the worker and were paid for again) and must be 0. Checkpoints are what keeps it there.
 
-``--provider-idempotency`` runs the same scenario against a provider (or gateway) that deduplicates
+``--provider deduplicating`` runs the same scenario against a provider (or gateway) that deduplicates
 by the ``X-Durapipe-Idempotency-Key`` durapipe sends: it answers a repeated key with the first answer
 instead of billing it (``provider_replays``), so even the in-flight duplicates are not paid.
 """
@@ -45,6 +45,7 @@ from durapipe.testing import Call, read_ledger  # noqa: E402
 from tests.chain import expected_output, write_chain  # noqa: E402
 
 STEPS = 5
+FIRST_KILL_AFTER = (0.2, 1.0)  # seconds after the provider's first answer
 
 
 @dataclass
@@ -236,7 +237,9 @@ async def chaos(
         workdir / "chain.yaml", base_url, STEPS, timeout="20s",
         retry={"initial_interval": "200ms", "max_interval": "2s", "max_attempts": 30},
     )  # fmt: skip
-    env = {**os.environ, "DURAPIPE_CHECKPOINTS": str(workdir / "checkpoints.sqlite")}
+    # DURAPIPE_CHECKPOINTS=off runs the scenario without checkpoints (to see what they are worth).
+    store = "off" if os.environ.get("DURAPIPE_CHECKPOINTS") == "off" else workdir / "cp.sqlite"
+    env = {**os.environ, "DURAPIPE_CHECKPOINTS": str(store)}
     # A bounded worker keeps its event loop responsive: a starved loop misses heartbeats (a second
     # attempt starts while the first still runs) and leaves answers unread when it is killed.
     args = [str(pipeline_file), "--address", server.address, "--task-queue", "chaos"]
@@ -256,8 +259,10 @@ async def chaos(
             for t in topics
         ]
         waiting = asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
-        # The first kill lands mid-run however fast the steps are: once the provider has answered.
+        # The first kill lands mid-run however fast the steps are: at a random moment soon after
+        # the provider's first answer (not aimed at that answer: see the README's chaos notes).
         await until(lambda: ledger.stat().st_size > 0, what="the provider's first answer")
+        await asyncio.wait({waiting}, timeout=rng.uniform(*FIRST_KILL_AFTER))
         while not waiting.done() and (max_kills is None or len(kills) < max_kills):
             if kills:
                 await asyncio.wait({waiting}, timeout=rng.uniform(*kill_every))
