@@ -195,6 +195,8 @@ class Status:
         error_code: Selects the error flavour (see above); it becomes
             ``error.code`` in the body.
         message: Replaces the default ``error.message``.
+        headers: Extra response headers, e.g. ``{"x-should-retry": "false"}`` or
+            ``{"retry-after-ms": "1500"}`` (OpenAI's hints).
     """
 
     code: int
@@ -202,6 +204,7 @@ class Status:
     body: Mapping[str, Any] | str | None = None
     error_code: str | None = field(default=None, kw_only=True)
     message: str | None = field(default=None, kw_only=True)
+    headers: Mapping[str, str] | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -1450,7 +1453,7 @@ def _error_body(
 def _status_response(
     action: Status, body: Mapping[str, Any]
 ) -> tuple[int, Mapping[str, Any] | str, dict[str, str]]:
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = dict(action.headers or {})
     if action.retry_after is not None:
         ra = action.retry_after
         headers["Retry-After"] = str(int(ra)) if float(ra).is_integer() else str(ra)
