@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -45,7 +46,6 @@ from durapipe.testing import Call, read_ledger  # noqa: E402
 from tests.chain import expected_output, write_chain  # noqa: E402
 
 STEPS = 5
-FIRST_KILL_AFTER = (0.2, 1.0)  # seconds after the provider's first answer
 
 
 @dataclass
@@ -59,6 +59,8 @@ class Figures:
     paid_calls: int
     duplicate_paid_calls: int
     requests_in_flight_at_kills: int
+    requests_unanswered_at_kills: int
+    answers_unread_at_kills: int
     duplicates_not_explained_by_in_flight: int
     provider_replays: int
     worker_kills: int
@@ -81,6 +83,8 @@ class Figures:
             ("paid_calls", self.paid_calls),
             ("duplicate_paid_calls", self.duplicate_paid_calls),
             ("requests_in_flight_at_kills", self.requests_in_flight_at_kills),
+            ("requests_unanswered_at_kills", self.requests_unanswered_at_kills),
+            ("answers_unread_at_kills", self.answers_unread_at_kills),
             ("duplicates_not_explained_by_in_flight", self.duplicates_not_explained_by_in_flight),
             ("paid_calls_per_succeeded_step", f"{self.paid_calls_per_succeeded_step:.4f}"),
             ("provider_replays", self.provider_replays),
@@ -92,10 +96,12 @@ class Figures:
 
 @dataclass(frozen=True)
 class Kill:
-    """One SIGKILL: the API key the killed process sent and when the signal went out."""
+    """One kill: the API key the killed process sent, when it was frozen (SIGSTOP, then SIGKILL),
+    and the local ports of its connections to the provider holding bytes it had not read."""
 
     api_key: str
     at: float
+    unread_ports: frozenset[int] = frozenset()
 
 
 def api_key_of(call: Call) -> str:
@@ -117,37 +123,66 @@ def billed(call: Call, provider_idempotency: bool) -> bool:
     )
 
 
-def in_flight_at(call: Call, kills: list[Kill]) -> bool:
-    """Whether a kill took the process that sent ``call`` before the provider finished answering."""
-    key = api_key_of(call)
-    return any(
-        kill.api_key == key
-        and call.received_at <= kill.at
-        and (call.finished_at is None or call.finished_at >= kill.at)
-        for kill in kills
-    )
+def unread_ports(pid: int, remote_port: int) -> frozenset[int]:
+    """Local ports of ``pid``'s TCP connections to ``remote_port`` whose receive queue holds bytes
+    the process has not read (Linux: ``/proc/PID/fd`` and ``/proc/PID/net/tcp*``)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, queues, inode = fields[1], fields[2], fields[4], fields[9]
+            unread = int(queues.split(":")[1], 16)
+            if inode in inodes and int(remote.split(":")[1], 16) == remote_port and unread:
+                ports.add(int(local.split(":")[1], 16))
+    return frozenset(ports)
+
+
+def in_flight(calls: list[Call], kills: list[Kill]) -> tuple[set[int], set[int]]:
+    """The ``seq`` of the requests whose answer a killed process never read: ``(unanswered,
+    unread)``. Unanswered: the provider had not finished answering when the process was frozen.
+    Unread: answered, but still in the process's socket (the last answer on that connection)."""
+    unanswered, unread = set(), set()
+    for kill in kills:
+        mine = [c for c in calls if api_key_of(c) == kill.api_key and c.received_at <= kill.at]
+        for call in mine:
+            if call.finished_at is None or call.finished_at >= kill.at:
+                unanswered.add(call.seq)
+        for port in kill.unread_ports:
+            answered = [c for c in mine if c.peer_port == port and c.seq not in unanswered]
+            if answered:
+                unread.add(max(answered, key=lambda c: c.finished_at or 0.0).seq)
+    return unanswered, unread
 
 
 def duplicate_counts(
     calls: list[Call], kills: list[Kill], provider_idempotency: bool
-) -> tuple[int, int, int, int]:
-    """``(paid_calls, duplicate_paid_calls, requests_in_flight_at_kills, unexplained)``.
+) -> tuple[int, int, int, int, int]:
+    """``(paid_calls, duplicate_paid_calls, requests_unanswered_at_kills, answers_unread_at_kills,
+    duplicates_not_explained_by_in_flight)``.
 
     A key paid ``n`` times has ``n - 1`` duplicates; each needs one of that key's paid requests to
-    have been in flight at a kill (its answer never reached a live worker), else it is unexplained.
+    have been in flight at a kill (its answer never read by the process that asked), else it is
+    unexplained: an answer that had reached the worker was paid for again.
     """
+    unanswered, unread = in_flight(calls, kills)
     paid: dict[str | None, list[Call]] = {}
     for call in calls:
         if billed(call, provider_idempotency):
             paid.setdefault(call.idempotency_key, []).append(call)
     paid_calls = sum(len(group) for group in paid.values())
     duplicates = sum(len(group) - 1 for group in paid.values())
+    lost = unanswered | unread
     unexplained = sum(
-        max(0, len(group) - 1 - sum(1 for call in group if in_flight_at(call, kills)))
+        max(0, len(group) - 1 - sum(1 for call in group if call.seq in lost))
         for group in paid.values()
     )
-    in_flight = sum(1 for call in calls if in_flight_at(call, kills))
-    return paid_calls, duplicates, in_flight, unexplained
+    return paid_calls, duplicates, len(unanswered), len(unread), unexplained
 
 
 class Worker:
@@ -179,14 +214,18 @@ class Worker:
             stdout=subprocess.DEVNULL, stderr=log, env={**self.env, "OPENAI_API_KEY": self.api_key},
         )  # fmt: skip
 
-    def kill(self) -> Kill | None:
-        """SIGKILL the process; the kill's time is taken just before the signal goes out."""
+    def kill(self, provider_port: int) -> Kill | None:
+        """Freeze the process (SIGSTOP), note what it had not read from the provider, SIGKILL it."""
         if self.process is None or self.process.poll() is not None:
             return None
-        kill = Kill(self.api_key, time.time())
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-        return kill
+        self.process.send_signal(signal.SIGSTOP)
+        at = time.time()
+        try:
+            unread = unread_ports(self.process.pid, provider_port)
+        finally:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+        return Kill(self.api_key, at, unread)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -195,6 +234,25 @@ class Worker:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+async def first_answer(ledger: Path) -> Call:
+    """The provider's first paid answer, as soon as its ledger shows one (polled every 2 ms)."""
+    while True:
+        paid = [call for call in read_ledger(ledger) if call.paid] if ledger.exists() else []
+        if paid:
+            return paid[0]
+        await asyncio.sleep(0.002)
+
+
+async def read_by(worker: Worker, call: Call, provider_port: int, timeout: float = 1.0) -> None:
+    """Wait (at most ``timeout`` s) until ``worker`` has read ``call``'s answer from its socket."""
+    deadline = time.monotonic() + timeout
+    while worker.process is not None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if call.peer_port not in unread_ports(worker.process.pid, provider_port):
+                return
+        await asyncio.sleep(0.0005)
 
 
 async def until(condition: Callable[[], bool], *, what: str, timeout: float = 120.0) -> None:
@@ -231,6 +289,7 @@ async def chaos(
     rng = random.Random(seed)
     ledger = workdir / "ledger.jsonl"
     provider, base_url = start_provider(ledger, failure_rate, seed, idempotent=provider_idempotency)
+    provider_port = int(base_url.rsplit(":", 1)[1].split("/")[0])
     server = dp.DevServer(headless=True, log_file=str(workdir / "temporal.log"))
     await asyncio.to_thread(server.start)
     pipeline_file = write_chain(
@@ -259,10 +318,16 @@ async def chaos(
             for t in topics
         ]
         waiting = asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
-        # The first kill lands mid-run however fast the steps are: at a random moment soon after
-        # the provider's first answer (not aimed at that answer: see the README's chaos notes).
-        await until(lambda: ledger.stat().st_size > 0, what="the provider's first answer")
-        await asyncio.wait({waiting}, timeout=rng.uniform(*FIRST_KILL_AFTER))
+        # The first kill lands mid-run however fast the steps are, aimed at the moment checkpoints
+        # are for: the worker that sent the provider's first answered request, as soon as it has
+        # read the answer (before Temporal can have recorded the step).
+        first = await first_answer(ledger)
+        victim = next((w for w in workers if w.api_key == api_key_of(first)), rng.choice(workers))
+        await read_by(victim, first, provider_port)
+        kill = victim.kill(provider_port) if max_kills is None or max_kills > 0 else None
+        if kill is not None:
+            kills.append(kill)
+            victim.start()
         while not waiting.done() and (max_kills is None or len(kills) < max_kills):
             if kills:
                 await asyncio.wait({waiting}, timeout=rng.uniform(*kill_every))
@@ -273,7 +338,7 @@ async def chaos(
                 await asyncio.sleep(0.05)
                 continue
             victim = rng.choice(workers)
-            kill = victim.kill()
+            kill = victim.kill(provider_port)
             if kill is not None:
                 kills.append(kill)
             victim.start()
@@ -292,11 +357,13 @@ async def chaos(
     )  # fmt: skip
     succeeded = sum(1 for r in completed for s in r.steps if s.status == "succeeded")
     calls = read_ledger(ledger)
-    paid, duplicates, in_flight, unexplained = duplicate_counts(calls, kills, provider_idempotency)
+    paid, duplicates, unanswered, unread, unexplained = duplicate_counts(
+        calls, kills, provider_idempotency
+    )
     replays = sum(1 for call in calls if call.outcome == "replayed")
     return Figures(
-        runs, len(completed), verified, succeeded, paid, duplicates, in_flight, unexplained,
-        replays, len(kills), wall_s, provider_idempotency,
+        runs, len(completed), verified, succeeded, paid, duplicates, unanswered + unread,
+        unanswered, unread, unexplained, replays, len(kills), wall_s, provider_idempotency,
     )  # fmt: skip
 
 

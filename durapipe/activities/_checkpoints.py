@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from durapipe._errors import ConfigError
+from durapipe.activities._answers import keeping_answers
 from durapipe.activities._stores import CHECKPOINTS_ENV, default_path, is_off, is_redis
 from durapipe.adapters._calls import AgentTurnCall, LeafCall, LeafResult, LlmCall, ToolCall, Usage
 
@@ -111,6 +112,9 @@ class SqliteCheckpoints:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, result TEXT NOT NULL)"
             )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer BLOB NOT NULL)"
+            )
 
     def get(self, key: str) -> LeafResult | None:
         """The result stored under ``key``, if any."""
@@ -136,6 +140,27 @@ class SqliteCheckpoints:
             self._commits = 0
             threading.Thread(target=self._wal_checkpoint, name="durapipe-wal").start()
         return won
+
+    def get_answer(self, key: str) -> bytes | None:
+        """The provider answer kept under ``key`` (see `durapipe.activities._answers`), if any."""
+        with self._lock:
+            return _select_answer(self._db, key)
+
+    def put_answer(self, key: str, answer: bytes) -> None:
+        """Keep a provider answer under ``key``; the first one kept stays."""
+        with self._lock, self._db:
+            _insert_answer(self._db, key, answer)
+
+    def get_answer_nowait(self, key: str) -> bytes | None:
+        """Like `get_answer`, on the calling thread; raises `BlockingIOError` rather than wait."""
+        with self._without_waiting() as db:
+            return _select_answer(db, key)
+
+    def put_answer_nowait(self, key: str, answer: bytes) -> None:
+        """Like `put_answer`, on the calling thread; raises `BlockingIOError` rather than wait."""
+        with self._without_waiting() as db:
+            _insert_answer(db, key, answer)
+        self._commits += 1
 
     def _wal_checkpoint(self) -> None:
         # The event loop keeps committing meanwhile. Usually the whole log is copied and the next
@@ -185,6 +210,15 @@ def _insert(db: sqlite3.Connection, key: str, result: LeafResult) -> bool:
     return cursor.rowcount == 1
 
 
+def _select_answer(db: sqlite3.Connection, key: str) -> bytes | None:
+    row = db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
+    return bytes(row[0]) if row else None
+
+
+def _insert_answer(db: sqlite3.Connection, key: str, answer: bytes) -> None:
+    db.execute("INSERT OR IGNORE INTO answers (key, answer) VALUES (?, ?)", (key, answer))
+
+
 def _connect(path: Path, *, timeout: float) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, timeout=timeout)
     # In WAL mode, NORMAL syncs at checkpoints, not at every commit: a commit survives the death
@@ -216,6 +250,15 @@ class RedisCheckpoints:
     def put(self, key: str, result: LeafResult) -> bool:
         """Store ``result`` unless ``key`` is taken; True if this one won."""
         return bool(self._redis.set(self.prefix + key, result.model_dump_json(), nx=True))
+
+    def get_answer(self, key: str) -> bytes | None:
+        """The provider answer kept under ``key`` (see `durapipe.activities._answers`), if any."""
+        raw = self._redis.get(self.prefix + key)
+        return raw.encode() if isinstance(raw, str) else raw
+
+    def put_answer(self, key: str, answer: bytes) -> None:
+        """Keep a provider answer under ``key``; the first one kept stays."""
+        self._redis.set(self.prefix + key, answer, nx=True)
 
 
 def open_store(where: str | None = None) -> CheckpointStore | None:
@@ -257,7 +300,8 @@ async def checkpointed(
             if memoized(call):
                 update["usage"] = Usage()
             return stored.model_copy(update=update)
-    result = await compute()
+    with keeping_answers(store):
+        result = await compute()
     if store is not None:
         await _put(store, key, result)
     return result

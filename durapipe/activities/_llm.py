@@ -10,6 +10,7 @@ import pydantic
 from opentelemetry.trace import Status, StatusCode
 from temporalio.exceptions import ApplicationError
 
+from durapipe.activities._answers import IDEMPOTENCY_HEADER
 from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
 from durapipe.activities._limits import limited
 from durapipe.activities._spans import provider_span, record_response
@@ -18,7 +19,6 @@ from durapipe.adapters._litellm import classify, litellm_module, response_cost
 from durapipe.pipes import TemplateError, _types, render
 
 # Sent with every provider request, so a provider (or the fake one's ledger) can spot a repeat.
-IDEMPOTENCY_HEADER = "X-Durapipe-Idempotency-Key"
 ATTEMPT_HEADER = "X-Durapipe-Attempt"
 
 

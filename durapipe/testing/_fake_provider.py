@@ -367,6 +367,7 @@ class Call:
         messages: The request's ``messages``.
         headers: The request's HTTP headers.
         http_status: The status sent, or ``None`` if no response was sent.
+        peer_port: The client's TCP port (one connection's requests share it).
     """
 
     seq: int
@@ -381,6 +382,7 @@ class Call:
     messages: list[dict[str, Any]]
     headers: dict[str, str]
     http_status: int | None
+    peer_port: int | None = None
 
     @property
     def paid(self) -> bool:
@@ -402,6 +404,7 @@ class Call:
             "messages": self.messages,
             "headers": self.headers,
             "http_status": self.http_status,
+            "peer_port": self.peer_port,
         }
 
     @classmethod
@@ -420,6 +423,7 @@ class Call:
             messages=list(data.get("messages", [])),
             headers=dict(data.get("headers", {})),
             http_status=data.get("http_status"),
+            peer_port=data.get("peer_port"),
         )
 
 
@@ -483,6 +487,7 @@ class _Record:
     finished_at: float | None = None
     http_status: int | None = None
     answer: _Answer | None = None
+    peer_port: int | None = None
 
     def snapshot(self) -> Call:
         return Call(
@@ -498,6 +503,7 @@ class _Record:
             messages=self.messages,
             headers=self.headers,
             http_status=self.http_status,
+            peer_port=self.peer_port,
         )
 
 
@@ -1072,6 +1078,7 @@ class FakeProvider:
                 prompt_tokens=_count_prompt_tokens(messages),
                 messages=messages,
                 headers=dict(request.headers),
+                peer_port=_peer_port(request),
             )
             stored = self._answers.get(key) if self._honour_idempotency and key else None
             action: Action | _Replay = _Replay(stored) if stored else self._next_action(model)
@@ -1593,6 +1600,11 @@ def _deref(schema: Mapping[str, Any]) -> Mapping[str, Any]:
             target = target.get(part, {}) if isinstance(target, Mapping) else {}
         return target if isinstance(target, Mapping) else {}
     return schema
+
+
+def _peer_port(request: web.Request) -> int | None:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return int(peer[1]) if isinstance(peer, tuple) and len(peer) >= 2 else None
 
 
 def _idempotency_key(request: web.Request, body: Mapping[str, Any]) -> str | None:

@@ -1,0 +1,165 @@
+"""Provider answers kept the moment they arrive, before litellm parses them.
+
+A step's checkpoint is written once its result is known: after litellm has parsed the provider's
+answer and durapipe has checked it, which takes milliseconds (tens on a busy worker). A worker
+killed in that time had received an answer it never stored, and the retry paid for it again. So
+the HTTP client litellm uses for OpenAI-compatible providers goes through `KeepAnswers`: a request
+that carries durapipe's idempotency key has its answer (status, headers and body, as received)
+written to the checkpoint store as soon as the body is read, before anything parses it, and a
+retry sending the same request gets that answer back without a provider call.
+
+An answer is kept under the idempotency key and a hash of the request body (a re-ask within one
+step sends other messages under the same key). Only successful, non-streamed answers are kept.
+Requests without the key (anything durapipe did not send) pass through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import contextvars
+import functools
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+import httpx
+
+from durapipe.adapters._litellm import litellm_module
+
+IDEMPOTENCY_HEADER = "X-Durapipe-Idempotency-Key"
+
+
+@runtime_checkable
+class AnswerStore(Protocol):
+    """A checkpoint store that can also keep raw provider answers (the built-in ones do)."""
+
+    def get_answer(self, key: str) -> bytes | None:
+        """The answer kept under ``key``, if any."""
+        ...
+
+    def put_answer(self, key: str, answer: bytes) -> None:
+        """Keep ``answer`` under ``key`` (the first one kept stays)."""
+        ...
+
+
+_store: contextvars.ContextVar[AnswerStore | None] = contextvars.ContextVar(
+    "durapipe_answer_store", default=None
+)
+
+
+@contextlib.contextmanager
+def keeping_answers(store: object) -> Iterator[None]:
+    """Within the block, provider answers of requests durapipe sends are kept in ``store``.
+
+    A context variable carries the store to the HTTP transport, so concurrent steps of one worker
+    each keep theirs in their own run's store.
+    """
+    if not isinstance(store, AnswerStore):
+        yield
+        return
+    install()
+    token = _store.set(store)
+    try:
+        yield
+    finally:
+        _store.reset(token)
+
+
+@functools.cache
+def install() -> None:
+    """Make litellm's OpenAI-compatible client go through `KeepAnswers` (once per process).
+
+    A session the application set itself (``litellm.aclient_session``) is left alone.
+    """
+    litellm = litellm_module()
+    if getattr(litellm, "aclient_session", None) is None:
+        # The OpenAI SDK's own defaults: 1,000 connections, 100 kept alive, 10 minutes.
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+        litellm.aclient_session = httpx.AsyncClient(  # type: ignore[attr-defined]
+            transport=KeepAnswers(httpx.AsyncHTTPTransport(limits=limits)),
+            limits=limits,
+            timeout=httpx.Timeout(600.0, connect=5.0),
+        )
+
+
+def answer_key(idempotency_key: str, body: bytes) -> str:
+    """Where the answer to one request is kept: its step's key and the hash of what it sent."""
+    return "answer:" + hashlib.sha256(idempotency_key.encode() + b"\0" + body).hexdigest()
+
+
+class KeepAnswers(httpx.AsyncBaseTransport):
+    """An httpx transport that keeps the answers of durapipe's requests (see the module docs)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request``, or answer it from the store; keep a new answer before returning it."""
+        store = _store.get()
+        step = request.headers.get(IDEMPOTENCY_HEADER)
+        if store is None or step is None:
+            return await self.inner.handle_async_request(request)
+        key = answer_key(step, await request.aread())
+        kept = await _call(store, "get_answer", key)
+        if kept is not None:
+            return _decode(kept, request)
+        response = await self.inner.handle_async_request(request)
+        if response.status_code != 200 or "event-stream" in response.headers.get(
+            "content-type", ""
+        ):
+            return response
+        try:
+            body = b"".join([chunk async for chunk in response.aiter_raw()])
+        finally:
+            await response.aclose()
+        # Written on the loop when the store is free: nothing else runs between the last byte read
+        # and the write.
+        await _call(store, "put_answer", key, _encode(response, body))
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=body,
+            extensions=response.extensions,
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport."""
+        await self.inner.aclose()
+
+
+async def _call(store: AnswerStore, method: str, *args: object) -> bytes | None:
+    """``store.<method>(*args)``: at once through its ``<method>_nowait`` twin if it has one and
+    it need not wait (a SQLite file), else on a thread (a lock held elsewhere, a network store)."""
+    nowait = getattr(store, f"{method}_nowait", None)
+    if nowait is not None:
+        with contextlib.suppress(BlockingIOError):
+            result: bytes | None = nowait(*args)
+            return result
+    result = await asyncio.to_thread(getattr(store, method), *args)
+    return result
+
+
+def _encode(response: httpx.Response, body: bytes) -> bytes:
+    headers = [
+        [name.decode("latin-1"), value.decode("latin-1")] for name, value in response.headers.raw
+    ]
+    document = {
+        "status": response.status_code,
+        "headers": headers,
+        "body": base64.b64encode(body).decode(),
+    }
+    return json.dumps(document).encode()
+
+
+def _decode(kept: bytes, request: httpx.Request) -> httpx.Response:
+    document = json.loads(kept)
+    return httpx.Response(
+        document["status"],
+        headers=[(name, value) for name, value in document["headers"]],
+        content=base64.b64decode(document["body"]),
+        request=request,
+    )
