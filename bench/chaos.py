@@ -3,21 +3,28 @@
 One command (``make chaos``, or ``python bench/chaos.py --runs 100``) starts its own Temporal dev
 server, the fake provider as a process (20% transient failures: 500, 429 with Retry-After, dropped
 connections), and two ``durapipe worker`` processes sharing a SQLite checkpoint file. It starts every
-run once both workers poll, SIGKILLs a random worker as soon as the provider has answered its first
-call, then every few seconds (while both poll, so one always works), restarting it each time, until
-all runs have ended. It prints one ``name = value`` per line, counts exact and ratios to 4 decimals.
+run once both workers poll, kills the worker that sent the provider's first answered request as soon
+as it has read the answer, then a random worker every 1-3 s (while both poll, so one always works),
+restarting it each time, until all runs have ended. It prints one ``name = value`` per line, counts
+exact and ratios to 4 decimals.
 
 By default the provider bills every request, as OpenAI-style providers do: a retried step whose
-answer was lost is paid again. Each worker process sends its own API key, so the provider's ledger
-says which process sent each request; a request is *in flight at a kill* when the killed process
-sent it and the provider had not finished answering it when the kill signal went out. No system can
-know that answer without provider-side idempotency, so a duplicate paid call is acceptable only for
-such a request: ``duplicates_not_explained_by_in_flight`` counts the others (answers that had reached
-the worker and were paid for again) and must be 0. Checkpoints are what keeps it there.
+answer was lost is paid again. Each worker process sends its own API key and the provider's ledger
+records each request's client port, so the ledger says which process sent what on which
+connection. A kill freezes the process (SIGSTOP), notes which of its connections to the provider
+hold bytes it has not read, then SIGKILLs it. A request is *in flight at a kill* when the killed
+process sent it and never read its answer: the provider had not finished answering it
+(``requests_unanswered_at_kills``), or the answer still sat in the process's socket
+(``answers_unread_at_kills``). No system can know that answer without provider-side idempotency,
+so a duplicate paid call is acceptable only for such a request:
+``duplicates_not_explained_by_in_flight`` counts the others (answers that had reached the worker
+and were paid for again) and must be 0. Checkpoints are what keeps it there.
+``DURAPIPE_CHECKPOINTS=off`` runs the scenario without them.
 
-``--provider deduplicating`` runs the same scenario against a provider (or gateway) that deduplicates
-by the ``X-Durapipe-Idempotency-Key`` durapipe sends: it answers a repeated key with the first answer
-instead of billing it (``provider_replays``), so even the in-flight duplicates are not paid.
+``--provider deduplicating`` runs the same scenario against a provider (or gateway) that
+deduplicates by the ``X-Durapipe-Idempotency-Key`` durapipe sends: it answers a repeated key with
+the first answer instead of billing it (``provider_replays``), so even the in-flight duplicates are
+not paid. ``--provider both`` (``make chaos``) runs both, the second's figures prefixed ``dedup.``.
 """
 
 from __future__ import annotations
@@ -166,23 +173,24 @@ def duplicate_counts(
     """``(paid_calls, duplicate_paid_calls, requests_unanswered_at_kills, answers_unread_at_kills,
     duplicates_not_explained_by_in_flight)``.
 
-    A key paid ``n`` times has ``n - 1`` duplicates; each needs one of that key's paid requests to
-    have been in flight at a kill (its answer never read by the process that asked), else it is
-    unexplained: an answer that had reached the worker was paid for again.
+    A key answered ``n`` times (paid, or replayed by a deduplicating provider) was asked ``n - 1``
+    times too often; each repeat needs one of that key's answered requests to have been in flight
+    at a kill (its answer never read by the process that asked), else it is unexplained: an answer
+    that had reached a worker was asked for again.
     """
     unanswered, unread = in_flight(calls, kills)
-    paid: dict[str | None, list[Call]] = {}
+    answered: dict[str | None, list[Call]] = {}
     for call in calls:
-        if billed(call, provider_idempotency):
-            paid.setdefault(call.idempotency_key, []).append(call)
-    paid_calls = sum(len(group) for group in paid.values())
-    duplicates = sum(len(group) - 1 for group in paid.values())
+        if billed(call, provider_idempotency) or call.outcome == "replayed":
+            answered.setdefault(call.idempotency_key, []).append(call)
+    paid = [call for call in calls if billed(call, provider_idempotency)]
+    duplicates = len(paid) - len({call.idempotency_key for call in paid})
     lost = unanswered | unread
     unexplained = sum(
         max(0, len(group) - 1 - sum(1 for call in group if call.seq in lost))
-        for group in paid.values()
+        for group in answered.values()
     )
-    return paid_calls, duplicates, len(unanswered), len(unread), unexplained
+    return len(paid), duplicates, len(unanswered), len(unread), unexplained
 
 
 class Worker:
@@ -283,7 +291,7 @@ def start_provider(
 
 async def chaos(
     runs: int, *, max_kills: int | None, failure_rate: float = 0.2, seed: int = 1,
-    kill_every: tuple[float, float] = (2.0, 5.0), workdir: Path, provider_idempotency: bool = False,
+    kill_every: tuple[float, float] = (1.0, 3.0), workdir: Path, provider_idempotency: bool = False,
 ) -> Figures:  # fmt: skip
     """Run the scenario and return its figures (see the module docstring)."""
     rng = random.Random(seed)
