@@ -18,9 +18,9 @@ async def test_chaos_runs_all_complete_and_only_a_request_in_flight_at_a_kill_is
     assert figures.outputs_verified == 10
     assert figures.succeeded_steps == 50
     # Every step is paid once, plus one payment per duplicate; a duplicate is acceptable only for a
-    # request the provider was still answering when its worker died (no store on the worker's side
-    # can keep an answer the worker never received). An answer that reached the worker is kept by
-    # the checkpoint store and never paid again (see README, "What a checkpoint covers").
+    # request whose answer the killed worker never read (unanswered, or unread in its socket: no
+    # store on the worker's side can keep it). An answer that reached the worker is kept by the
+    # checkpoint store and never paid again (see README, "What a checkpoint covers").
     assert figures.paid_calls == figures.succeeded_steps + figures.duplicate_paid_calls
     assert figures.duplicates_not_explained_by_in_flight == 0
     assert figures.duplicate_paid_calls <= figures.requests_in_flight_at_kills
