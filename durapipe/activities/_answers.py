@@ -22,6 +22,7 @@ import contextvars
 import functools
 import hashlib
 import json
+import typing
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
@@ -112,12 +113,15 @@ class KeepAnswers(httpx.AsyncBaseTransport):
         ):
             return response
         try:
-            body = b"".join([chunk async for chunk in response.aiter_raw()])
+            # The raw stream, not `aiter_raw`, which closes the connection (an await that lets other
+            # tasks run) before handing over the end of the body. From the read of the last bytes
+            # to the write below nothing suspends (h11 parses what has arrived; a write to a free
+            # SQLite file is synchronous), so a worker that has read an answer has kept it.
+            stream = typing.cast(httpx.AsyncByteStream, response.stream)
+            body = b"".join([chunk async for chunk in stream])
+            await _call(store, "put_answer", key, _encode(response, body))
         finally:
             await response.aclose()
-        # Written on the loop when the store is free: nothing else runs between the last byte read
-        # and the write.
-        await _call(store, "put_answer", key, _encode(response, body))
         return httpx.Response(
             response.status_code,
             headers=response.headers,
