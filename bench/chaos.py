@@ -53,6 +53,7 @@ from durapipe.testing import Call, read_ledger  # noqa: E402
 from tests.chain import expected_output, write_chain  # noqa: E402
 
 STEPS = 5
+HANDOVER_S = 0.005  # from an answer leaving the socket to durapipe's code (see chaos())
 
 
 @dataclass
@@ -332,6 +333,9 @@ async def chaos(
         first = await first_answer(ledger)
         victim = next((w for w in workers if w.api_key == api_key_of(first)), rng.choice(workers))
         await read_by(victim, first, provider_port)
+        # The bytes leave the socket in an event-loop callback; durapipe's code sees them on a later
+        # turn of the loop. Give it HANDOVER_S, then kill: before Temporal has recorded the step.
+        await asyncio.sleep(HANDOVER_S)
         kill = victim.kill(provider_port) if max_kills is None or max_kills > 0 else None
         if kill is not None:
             kills.append(kill)

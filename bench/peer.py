@@ -81,9 +81,22 @@ class Contestant:
     async def measure(self, part: str) -> None:
         work = self.seq50 if part == "seq50" else self.fanout200
         cpu, start = cpu_seconds(self.pid), time.perf_counter()
-        await work()
+        await within(work(), f"{self.name} {part}")
         self.walls.setdefault(part, []).append(time.perf_counter() - start)
         self.cpus.setdefault(part, []).append(cpu_seconds(self.pid) - cpu)
+
+
+RUN_TIMEOUT_S = 300
+
+
+async def within(work: Awaitable[object], what: str) -> object:
+    """``work``'s result, or a clear error once it has run for ``RUN_TIMEOUT_S`` seconds."""
+    try:
+        return await asyncio.wait_for(work, RUN_TIMEOUT_S)
+    except TimeoutError:
+        raise RuntimeError(
+            f"{what} did not finish within {RUN_TIMEOUT_S} s (see that worker's log)"
+        ) from None
 
 
 def start_provider() -> tuple[subprocess.Popen[str], str]:
@@ -183,8 +196,8 @@ async def _race(address: str, file: Path, work: Path, env: dict[str, str], repea
         ]  # fmt: skip
         clients = {"durapipe": dp_client, "handwritten": hw_client, "pydantic_ai": pa_client}
         for contestant in contestants:  # warm up every worker's caches and connections
-            await contestant.seq50()
-            await contestant.fanout200()
+            await within(contestant.seq50(), f"{contestant.name} seq50")
+            await within(contestant.fanout200(), f"{contestant.name} fanout200")
         for part in ("seq50", "fanout200"):
             for n in range(repeats):
                 # Rotate the order, so no contestant always runs right after the same other.
@@ -192,7 +205,7 @@ async def _race(address: str, file: Path, work: Path, env: dict[str, str], repea
                     await contestant.measure(part)
         report(contestants)
         for contestant in contestants:
-            run_id = await contestant.seq50()
+            run_id = str(await within(contestant.seq50(), f"{contestant.name} seq50"))
             history = await clients[contestant.name].get_workflow_handle(run_id).fetch_history()
             figure(f"peer.{contestant.name}.history_events_per_call", len(history.events) / SEQ)
 
@@ -211,6 +224,7 @@ def report(contestants: list[Contestant]) -> None:
                 figure(f"peer.{c.name}.{part}.cpu_ratio", cpu / base_cpu)
                 figure(f"peer.{c.name}.{part}.wall_ratio", wall / base_wall)
     note("ratios are against hand-written temporalio (unsandboxed, pydantic data converter)")
+    note("pydantic-ai: sandboxed (its default runner), deadlock detector off (see its module)")
 
 
 def main() -> int:

@@ -6,6 +6,12 @@ capability, workflows listing the agent in ``__pydantic_ai_agents__``, ``Pydanti
 client (its data converter and its workflow runner, Temporal's sandbox, as a user gets them). Each
 ``agent.run`` is one model request, so one activity, like one durapipe llm step.
 
+One setting differs from the defaults: the worker runs with ``debug_mode=True``, which turns off
+Temporal's deadlock detector. The fan-out starts 200 agent runs in one workflow activation, and in
+the sandbox that took over the detector's 2 s on this shared machine: the workflow task failed
+and was retried forever, and the fan-out never finished. With the detector off it finishes (and
+its CPU time still counts in full).
+
 ``python -m bench.peer_pydantic_ai --address HOST:PORT --task-queue Q`` runs its worker.
 Needs pydantic-ai (``make bench-peer`` installs it into ``bench/.venv-peer``).
 """
@@ -75,7 +81,10 @@ async def _serve() -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with Worker(
-        client, task_queue=args.task_queue, workflows=[SequenceWorkflow, FanoutWorkflow]
+        client,
+        task_queue=args.task_queue,
+        workflows=[SequenceWorkflow, FanoutWorkflow],
+        debug_mode=True,  # no deadlock detector: see the module docstring
     ):
         print("worker ready", flush=True)
         await stop.wait()

@@ -73,17 +73,28 @@ def keeping_answers(store: object) -> Iterator[None]:
 def install() -> None:
     """Make litellm's OpenAI-compatible client go through `KeepAnswers` (once per process).
 
-    A session the application set itself (``litellm.aclient_session``) is left alone.
+    The client is the one litellm would build itself (its aiohttp transport, its SSL and proxy
+    settings), with its transports wrapped. A session the application set itself
+    (``litellm.aclient_session``) is left alone.
     """
     litellm = litellm_module()
-    if getattr(litellm, "aclient_session", None) is None:
-        # The OpenAI SDK's own defaults: 1,000 connections, 100 kept alive, 10 minutes.
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-        litellm.aclient_session = httpx.AsyncClient(  # type: ignore[attr-defined]
-            transport=KeepAnswers(httpx.AsyncHTTPTransport(limits=limits)),
-            limits=limits,
-            timeout=httpx.Timeout(600.0, connect=5.0),
-        )
+    if getattr(litellm, "aclient_session", None) is not None:
+        return
+    try:
+        from litellm.llms.openai.common_utils import BaseOpenAILLM
+
+        client = BaseOpenAILLM.get_async_http_client()
+    except (ImportError, AttributeError):  # another litellm layout: httpx's own transport
+        client = None
+    if client is None:
+        client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0))
+    # httpx keeps the transport and the proxy mounts in these two attributes (stable since 0.18).
+    client._transport = KeepAnswers(client._transport)
+    client._mounts = {
+        pattern: KeepAnswers(transport) if transport is not None else None
+        for pattern, transport in client._mounts.items()
+    }
+    litellm.aclient_session = client  # type: ignore[attr-defined]
 
 
 def answer_key(idempotency_key: str, body: bytes) -> str:
