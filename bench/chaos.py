@@ -299,7 +299,7 @@ async def chaos(
     ledger = workdir / "ledger.jsonl"
     provider, base_url = start_provider(ledger, failure_rate, seed, idempotent=provider_idempotency)
     provider_port = int(base_url.rsplit(":", 1)[1].split("/")[0])
-    server = dp.DevServer(headless=True, log_file=str(workdir / "temporal.log"))
+    server = dp.ops.DevServer(headless=True, log_file=str(workdir / "temporal.log"))
     await asyncio.to_thread(server.start)
     pipeline_file = write_chain(
         workdir / "chain.yaml", base_url, STEPS, timeout="20s",

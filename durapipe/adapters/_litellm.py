@@ -19,7 +19,8 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from durapipe._secrets import redact
+from durapipe._errors import ErrorType
+from durapipe.security._secrets import redact
 
 
 @functools.cache
@@ -28,7 +29,7 @@ def litellm_module() -> ModuleType:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
-    from durapipe.testing._offline import register_offline_model
+    from durapipe.adapters._offline import register_offline_model
 
     litellm.suppress_debug_info = True
     litellm.drop_params = True  # a setting one provider lacks must not fail a step on another
@@ -88,40 +89,40 @@ def register_env_prices(litellm: ModuleType) -> None:
 # The contract is the HTTP status and the provider's own error code: litellm's exception classes
 # are only a hint, since a new litellm release may map the same response to another class.
 _BY_CODE = {
-    "content_policy_violation": ("durapipe.ContentPolicyViolation", False),
-    "content_filter": ("durapipe.ContentPolicyViolation", False),
-    "context_length_exceeded": ("durapipe.ContextWindowExceeded", False),
-    "string_above_max_length": ("durapipe.ContextWindowExceeded", False),
-    "invalid_api_key": ("durapipe.AuthenticationError", False),
-    "model_not_found": ("durapipe.NotFound", False),
+    "content_policy_violation": (ErrorType.CONTENT_POLICY_VIOLATION, False),
+    "content_filter": (ErrorType.CONTENT_POLICY_VIOLATION, False),
+    "context_length_exceeded": (ErrorType.CONTEXT_WINDOW_EXCEEDED, False),
+    "string_above_max_length": (ErrorType.CONTEXT_WINDOW_EXCEEDED, False),
+    "invalid_api_key": (ErrorType.AUTHENTICATION_ERROR, False),
+    "model_not_found": (ErrorType.NOT_FOUND, False),
 }
 _BY_STATUS = {
-    400: ("durapipe.BadRequest", False),
-    401: ("durapipe.AuthenticationError", False),
-    403: ("durapipe.PermissionDenied", False),
-    404: ("durapipe.NotFound", False),
-    408: ("durapipe.Timeout", True),
-    409: ("durapipe.Conflict", True),
-    422: ("durapipe.BadRequest", False),
-    429: ("durapipe.RateLimited", True),
+    400: (ErrorType.BAD_REQUEST, False),
+    401: (ErrorType.AUTHENTICATION_ERROR, False),
+    403: (ErrorType.PERMISSION_DENIED, False),
+    404: (ErrorType.NOT_FOUND, False),
+    408: (ErrorType.TIMEOUT, True),
+    409: (ErrorType.CONFLICT, True),
+    422: (ErrorType.BAD_REQUEST, False),
+    429: (ErrorType.RATE_LIMITED, True),
 }
 # Hints for failures without a status (no response came back) or without a code (providers whose
 # errors litellm recognises from their wording, e.g. a context window named only in the message).
 _BY_CLASS = {
-    "ContextWindowExceededError": ("durapipe.ContextWindowExceeded", False),
-    "ContentPolicyViolationError": ("durapipe.ContentPolicyViolation", False),
-    "Timeout": ("durapipe.Timeout", True),
-    "APIConnectionError": ("durapipe.ConnectionError", True),
-    "AuthenticationError": ("durapipe.AuthenticationError", False),
-    "PermissionDeniedError": ("durapipe.PermissionDenied", False),
-    "NotFoundError": ("durapipe.NotFound", False),
-    "UnsupportedParamsError": ("durapipe.BadRequest", False),
-    "UnprocessableEntityError": ("durapipe.BadRequest", False),
-    "BadRequestError": ("durapipe.BadRequest", False),
-    "RateLimitError": ("durapipe.RateLimited", True),
-    "InternalServerError": ("durapipe.ProviderError", True),
-    "ServiceUnavailableError": ("durapipe.ProviderError", True),
-    "BadGatewayError": ("durapipe.ProviderError", True),
+    "ContextWindowExceededError": (ErrorType.CONTEXT_WINDOW_EXCEEDED, False),
+    "ContentPolicyViolationError": (ErrorType.CONTENT_POLICY_VIOLATION, False),
+    "Timeout": (ErrorType.TIMEOUT, True),
+    "APIConnectionError": (ErrorType.CONNECTION_ERROR, True),
+    "AuthenticationError": (ErrorType.AUTHENTICATION_ERROR, False),
+    "PermissionDeniedError": (ErrorType.PERMISSION_DENIED, False),
+    "NotFoundError": (ErrorType.NOT_FOUND, False),
+    "UnsupportedParamsError": (ErrorType.BAD_REQUEST, False),
+    "UnprocessableEntityError": (ErrorType.BAD_REQUEST, False),
+    "BadRequestError": (ErrorType.BAD_REQUEST, False),
+    "RateLimitError": (ErrorType.RATE_LIMITED, True),
+    "InternalServerError": (ErrorType.PROVIDER_ERROR, True),
+    "ServiceUnavailableError": (ErrorType.PROVIDER_ERROR, True),
+    "BadGatewayError": (ErrorType.PROVIDER_ERROR, True),
 }
 # Class hints that say more than a bare 400 (a status alone cannot tell these from a bad request).
 _REFINES_BAD_REQUEST = ("ContextWindowExceededError", "ContentPolicyViolationError")
@@ -157,14 +158,14 @@ def error_type_of(err: BaseException) -> tuple[str, bool]:
     text = str(err)
     # A key missing on this worker is raised before any request: no retry brings it.
     if any(marker in text for marker in _NO_CREDENTIALS):
-        return "durapipe.AuthenticationError", False
+        return ErrorType.AUTHENTICATION_ERROR, False
     code = provider_error_code(err)
     if code in _BY_CODE:
         return _BY_CODE[code]
     status = status_of(err)
     # A dropped connection reaches us as a 500 InternalServerError saying "Connection error."
     if "Connection error" in text:
-        return "durapipe.ConnectionError", True
+        return ErrorType.CONNECTION_ERROR, True
     if status == 400:
         for name in names:
             if name in _REFINES_BAD_REQUEST:
@@ -178,15 +179,15 @@ def error_type_of(err: BaseException) -> tuple[str, bool]:
     for name in names:
         if name in _BY_CLASS:
             return _BY_CLASS[name]
-    return "durapipe.ProviderError", True
+    return ErrorType.PROVIDER_ERROR, True
 
 
 def _status_type(status: int) -> tuple[str, bool]:
     if status in _BY_STATUS:
         return _BY_STATUS[status]
     if 400 <= status < 500:
-        return "durapipe.BadRequest", False
-    return "durapipe.ProviderError", True
+        return ErrorType.BAD_REQUEST, False
+    return ErrorType.PROVIDER_ERROR, True
 
 
 def status_of(err: BaseException) -> int | None:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from durapipe.activities import CheckpointStore, RedisCheckpoints, SqliteCheckpoints, _llm, run_llm
-from durapipe.adapters import LlmCall
-from durapipe.pipes import LlmPipe
+from durapipe.activities import _llm, run_llm
+from durapipe.runtime import LlmCall
+from durapipe.spec import LlmPipe
+from durapipe.stores import CheckpointStore, RedisCheckpoints, SqliteCheckpoints
 from durapipe.testing import FakeProvider, Status
 
 

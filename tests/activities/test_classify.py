@@ -14,9 +14,9 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from durapipe.activities import run_llm
-from durapipe.adapters import LlmCall
-from durapipe.pipes import LlmPipe
-from durapipe.pipes._types import StructureSpec
+from durapipe.runtime import LlmCall
+from durapipe.spec import LlmPipe
+from durapipe.spec._types import StructureSpec
 from durapipe.testing import (
     Action,
     Drop,
@@ -75,7 +75,9 @@ CASES: dict[str, tuple[Action, str, bool]] = {
     "dropped connection": (Drop(), "durapipe.ConnectionError", True),
     # The provider's error code decides, whatever class litellm maps the response to.
     "content filter code": (
-        Status(400, body={"error": {"message": "Blocked.", "type": None, "code": "content_filter"}}),
+        Status(
+            400, body={"error": {"message": "Blocked.", "type": None, "code": "content_filter"}}
+        ),
         "durapipe.ContentPolicyViolation",
         False,
     ),
