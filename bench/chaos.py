@@ -3,9 +3,10 @@
 One command (``make chaos``, or ``python bench/chaos.py --runs 100``) starts its own Temporal dev
 server, the fake provider as a process (20% transient failures: 500, 429 with Retry-After, dropped
 connections), and two ``durapipe worker`` processes sharing a SQLite checkpoint file. It starts every
-run once both workers poll, kills the worker that sent the provider's first answered request as soon
-as it has read the answer, then a random worker every 1-3 s (while both poll, so one always works),
-restarting it each time, until all runs have ended. It prints one ``name = value`` per line, counts
+run once both workers poll, kills the worker that sent the provider's first answered request once
+that answer is in its hands (kept in its store; with checkpoints off, 5 ms after it read it), then
+a random worker every 1-3 s (while both poll, so one always works), restarting it each time, until
+all runs have ended. It prints one ``name = value`` per line, counts
 exact and ratios to 4 decimals.
 
 By default the provider bills every request, as OpenAI-style providers do: a retried step whose
@@ -35,6 +36,7 @@ import contextlib
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -53,7 +55,7 @@ from durapipe.testing import Call, read_ledger  # noqa: E402
 from tests.chain import expected_output, write_chain  # noqa: E402
 
 STEPS = 5
-HANDOVER_S = 0.005  # from an answer leaving the socket to durapipe's code (see chaos())
+HANDOVER_S = 0.005  # checkpoints off: from an answer leaving the socket to durapipe's code
 
 
 @dataclass
@@ -264,6 +266,26 @@ async def read_by(worker: Worker, call: Call, provider_port: int, timeout: float
         await asyncio.sleep(0.0005)
 
 
+async def kept(store: Path | str, ledger: Path, call: Call, timeout: float = 1.0) -> None:
+    """Wait (at most ``timeout`` s) until ``store`` keeps as many answers as the provider had sent
+    when it answered ``call``; without a store, `HANDOVER_S`."""
+    if not isinstance(store, Path):
+        await asyncio.sleep(HANDOVER_S)
+        return
+    sent = sum(
+        1 for c in read_ledger(ledger) if c.paid and (c.finished_at or 0) <= (call.finished_at or 0)
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with (
+            contextlib.suppress(sqlite3.Error),
+            contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db,
+        ):
+            if db.execute("SELECT count(*) FROM answers").fetchone()[0] >= sent:
+                return
+        await asyncio.sleep(0.001)
+
+
 async def until(condition: Callable[[], bool], *, what: str, timeout: float = 120.0) -> None:
     """Poll ``condition`` every 20 ms; fail after ``timeout`` seconds waiting for ``what``."""
     deadline = time.monotonic() + timeout
@@ -328,14 +350,15 @@ async def chaos(
         ]
         waiting = asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
         # The first kill lands mid-run however fast the steps are, aimed at the moment checkpoints
-        # are for: the worker that sent the provider's first answered request, as soon as it has
-        # read the answer (before Temporal can have recorded the step).
+        # are for: the worker that sent the provider's first answered request, holding the answer.
         first = await first_answer(ledger)
         victim = next((w for w in workers if w.api_key == api_key_of(first)), rng.choice(workers))
         await read_by(victim, first, provider_port)
         # The bytes leave the socket in an event-loop callback; durapipe's code sees them on a later
-        # turn of the loop. Give it HANDOVER_S, then kill: before Temporal has recorded the step.
-        await asyncio.sleep(HANDOVER_S)
+        # turn of the loop and keeps the answer then. Kill once the answers sent so far are kept
+        # (checkpoints off: HANDOVER_S after the read): the worker holds the answer, and Temporal
+        # has not recorded the step yet. Random kills later may land anywhere.
+        await kept(store, ledger, first)
         kill = victim.kill(provider_port) if max_kills is None or max_kills > 0 else None
         if kill is not None:
             kills.append(kill)
