@@ -1,5 +1,6 @@
 # One command each: `make test` (what CI runs), `make demo` (the quick start), `make lint`,
-# `make bench` (durapipe against hand-written temporalio), `make throttle` (provider throttling),
+# `make bench` (durapipe against hand-written temporalio), `make bench-peer` (and pydantic-ai),
+# `make throttle` (provider throttling), `make chaos` (SIGKILLed workers, a provider that bills),
 # `make test-latest` (the suite on the newest releases pyproject's ranges allow), `make lock`.
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +14,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 LATEST_VENV := .venv-latest
 
-.PHONY: install install-runtime ocr redis-server test-tools test test-latest lint typecheck format demo bench bench-batch throttle chaos clean lock deploy-tools deploy-check
+.PHONY: install install-runtime ocr redis-server test-tools test test-latest lint typecheck format demo bench bench-peer bench-batch throttle chaos clean lock deploy-tools deploy-check
 
 $(RUNTIME_STAMP): pyproject.toml $(RUNTIME_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -79,7 +80,7 @@ lock:
 
 # 100 runs of a 5-step pipeline, 20% provider failures, two workers SIGKILLed at random.
 chaos: $(STAMP)
-	$(BIN)/python bench/chaos.py
+	$(BIN)/python bench/chaos.py --provider both
 
 format: $(STAMP)
 	$(BIN)/ruff format durapipe tests examples bench
@@ -90,6 +91,21 @@ demo: $(RUNTIME_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The peer race: durapipe, hand-written temporalio and pydantic-ai's Temporal integration against one
+# fake provider and one dev server. pydantic-ai goes into the bench's own venv, never durapipe's.
+PEER_VENV := bench/.venv-peer
+PEER_STAMP := $(PEER_VENV)/.installed
+
+$(PEER_STAMP): pyproject.toml $(RUNTIME_LOCK)
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(RUNTIME_LOCK)
+	$(PEER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(PEER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'pydantic-ai-slim[openai,temporal]'
+	touch $(PEER_STAMP)
+
+bench-peer: $(PEER_STAMP)
+	LITELLM_LOCAL_MODEL_COST_MAP=True $(PEER_VENV)/bin/python -m bench.peer
 
 throttle: $(STAMP)
 	$(BIN)/python -m bench.throttle

@@ -18,14 +18,24 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
 import durapipe as dp
 from bench import handwritten
-from bench._common import dev_server, durapipe_cli, figure, note, process, wait_ready
+from bench._common import (
+    cpu_seconds,
+    dev_server,
+    durapipe_cli,
+    figure,
+    note,
+    process,
+    wait_ready,
+)
 from durapipe.adapters._litellm import litellm_module
 
 STEPS = 50
@@ -68,86 +78,131 @@ async def timed(work: Callable[[], Awaitable[object]]) -> float:
     return time.perf_counter() - start
 
 
-async def ratio(
+@dataclass
+class Side:
+    """One contestant: a client, and the worker process that runs its workflows and activities."""
+
+    client: Client
+    pid: int
+    queue: str
+
+
+async def measure(work: Callable[[], Awaitable[object]], pid: int) -> tuple[float, float]:
+    """Wall seconds ``work`` took, and the CPU seconds worker ``pid`` spent meanwhile."""
+    cpu, start = cpu_seconds(pid), time.perf_counter()
+    await work()
+    return time.perf_counter() - start, cpu_seconds(pid) - cpu
+
+
+async def compare(
     name: str,
     ours: Callable[[], Awaitable[object]],
     theirs: Callable[[], Awaitable[object]],
+    pids: tuple[int, int],
+    leaves: int,
     repeats: int,
-) -> float:
-    """Median durapipe time over median hand-written time, taken alternately; prints the figures."""
+) -> tuple[float, float]:
+    """Median wall and total worker CPU of durapipe over hand-written, taken alternately.
+
+    Prints ``<name>.wall_ratio``, ``<name>.cpu_ratio`` and each side's worker CPU per leaf (the
+    dev server adds a fixed wait to every step, which hides a worker's overhead in wall time).
+    """
     await ours(), await theirs()  # warm up caches and connections on both sides
-    mine, base = [], []
-    for _ in range(repeats):
-        mine.append(await timed(ours))
-        base.append(await timed(theirs))
-    value = statistics.median(mine) / statistics.median(base)
-    figure(f"{name}.wall_ratio", value)
+    walls: tuple[list[float], list[float]] = ([], [])
+    cpus: tuple[list[float], list[float]] = ([], [])
+    for n in range(repeats):
+        # Alternate which side goes first, so neither always runs right after the other's work.
+        order = (0, 1) if n % 2 == 0 else (1, 0)
+        for side in order:
+            wall, cpu = await measure((ours, theirs)[side], pids[side])
+            walls[side].append(wall)
+            cpus[side].append(cpu)
+    wall_ratio = statistics.median(walls[0]) / statistics.median(walls[1])
+    cpu_ratio = sum(cpus[0]) / sum(cpus[1])
+    figure(f"{name}.wall_ratio", wall_ratio)
+    figure(f"{name}.cpu_ratio", cpu_ratio)
+    figure(f"{name}.cpu_ms_per_leaf", sum(cpus[0]) / repeats / leaves * 1000)
+    figure(f"{name}.cpu_ms_per_leaf.handwritten", sum(cpus[1]) / repeats / leaves * 1000)
     note(
-        f"{name}: durapipe {statistics.median(mine):.3f}s, hand-written {statistics.median(base):.3f}s"
+        f"{name}: wall durapipe {statistics.median(walls[0]):.3f}s, "
+        f"hand-written {statistics.median(walls[1]):.3f}s (medians of {repeats})"
     )
-    return value
+    return wall_ratio, cpu_ratio
 
 
 class Bench:
-    """Both sides' clients and workers on one dev server."""
+    """Both sides' clients and worker processes on one dev server."""
 
-    def __init__(self, address: str, pipeline: dp.Pipeline, ours: Client, theirs: Client) -> None:
-        self.address = address
+    def __init__(self, pipeline: dp.Pipeline, ours: Side, theirs: Side) -> None:
         self.pipeline = pipeline
         self.ours = ours
         self.theirs = theirs
-        self.queue = f"bench-{uuid.uuid4().hex[:8]}"
+        self.pids = (ours.pid, theirs.pid)
         self.results: dict[str, bool] = {}
 
     async def ours_run(
         self, pipe: str, inputs: dict[str, object], run_id: str | None = None
     ) -> object:
         return await dp.run(
-            self.ours, self.pipeline, pipe, inputs, run_id=run_id, task_queue=self.queue
+            self.ours.client, self.pipeline, pipe, inputs, run_id=run_id, task_queue=self.ours.queue
         )
 
     async def theirs_run(self, workflow: str, *args: object, run_id: str | None = None) -> object:
-        return await self.theirs.execute_workflow(
+        return await self.theirs.client.execute_workflow(
             workflow,
             args=list(args),
             id=run_id or f"hw-{uuid.uuid4().hex}",
-            task_queue=self.queue + "-hw",
+            task_queue=self.theirs.queue,
         )
 
+    def judge(self, name: str, ratios: tuple[float, float]) -> None:
+        self.results[f"{name}.wall_ratio"] = ratios[0] <= WALL_TARGET
+        self.results[f"{name}.cpu_ratio"] = ratios[1] <= WALL_TARGET
+
     async def seq50(self, repeats: int) -> None:
-        value = await ratio(
+        ratios = await compare(
             "seq50",
             lambda: self.ours_run("seq50", {"question": "q"}),
             lambda: self.theirs_run("bench.sequence", "q", STEPS),
+            self.pids,
+            STEPS,
             repeats,
         )
-        self.results["seq50.wall_ratio"] = value <= WALL_TARGET
+        self.judge("seq50", ratios)
 
     async def history(self) -> None:
         ours_id, theirs_id = f"seq50-{uuid.uuid4().hex[:8]}", f"hw-{uuid.uuid4().hex[:8]}"
         await self.ours_run("seq50", {"question": "q"}, run_id=ours_id)
         await self.theirs_run("bench.sequence", "q", STEPS, run_id=theirs_id)
-        ours = len((await self.ours.get_workflow_handle(ours_id).fetch_history()).events)
-        theirs = len((await self.theirs.get_workflow_handle(theirs_id).fetch_history()).events)
-        figure("seq50.history_events_per_leaf", ours / STEPS)
-        figure("seq50.history_events_per_leaf.handwritten", theirs / STEPS)
-        self.results["seq50.history_events_per_leaf"] = ours / STEPS <= theirs / STEPS + 1
+        ours = (await self.ours.client.get_workflow_handle(ours_id).fetch_history()).events
+        theirs = (await self.theirs.client.get_workflow_handle(theirs_id).fetch_history()).events
+        figure("seq50.history_events_per_leaf", len(ours) / STEPS)
+        figure("seq50.history_events_per_leaf.handwritten", len(theirs) / STEPS)
+        figure("seq50.payload_bytes_per_leaf", payload_bytes(ours) / STEPS)
+        figure("seq50.payload_bytes_per_leaf.handwritten", payload_bytes(theirs) / STEPS)
+        self.results["seq50.history_events_per_leaf"] = len(ours) <= len(theirs) + STEPS
 
     async def batch(self, repeats: int) -> None:
         questions = [f"q{i}" for i in range(BATCH_ITEMS)]
-        value = await ratio(
+        ratios = await compare(
             "batch1000",
             lambda: self.ours_run("batch1000", {"questions": questions}),
             lambda: self.theirs_run("bench.batch", questions, BATCH_CONCURRENCY),
+            self.pids,
+            BATCH_ITEMS,
             repeats,
         )
-        self.results["batch1000.wall_ratio"] = value <= WALL_TARGET
+        self.judge("batch1000", ratios)
 
     async def concurrent(self, repeats: int) -> None:
         async def ours() -> None:
             handles = [
                 await dp.start(
-                    self.ours, self.pipeline, "ask", {"question": f"q{i}"}, task_queue=self.queue
+                    self.ours.client,
+                    self.pipeline,
+                    "ask",
+                    {"question": f"q{i}"},
+                    task_queue=self.ours.queue,
                 )
                 for i in range(SMALL_RUNS)
             ]
@@ -155,18 +210,32 @@ class Bench:
 
         async def theirs() -> None:
             handles = [
-                await self.theirs.start_workflow(
+                await self.theirs.client.start_workflow(
                     "bench.single",
                     f"q{i}",
                     id=f"hw-{uuid.uuid4().hex}",
-                    task_queue=self.queue + "-hw",
+                    task_queue=self.theirs.queue,
                 )
                 for i in range(SMALL_RUNS)
             ]
             await asyncio.gather(*(h.result() for h in handles))
 
-        value = await ratio("concurrent200", ours, theirs, repeats)
-        self.results["concurrent200.wall_ratio"] = value <= WALL_TARGET
+        ratios = await compare("concurrent200", ours, theirs, self.pids, SMALL_RUNS, repeats)
+        self.judge("concurrent200", ratios)
+
+
+def payload_bytes(events: Sequence[HistoryEvent]) -> int:
+    """Bytes of the activity inputs and results in a history (what each leaf carries)."""
+    total = 0
+    for event in events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            payloads = event.activity_task_scheduled_event_attributes.input.payloads
+        elif event.HasField("activity_task_completed_event_attributes"):
+            payloads = event.activity_task_completed_event_attributes.result.payloads
+        else:
+            continue
+        total += sum(p.ByteSize() for p in payloads)
+    return total
 
 
 async def local(pipeline: dp.Pipeline, repeats: int) -> bool:
@@ -245,7 +314,7 @@ async def _peak_with_runs_in_flight(
             for i in range(RSS_RUNS)
         ]
     else:
-        client = await Client.connect(address)
+        client = await handwritten.connect(address)
         handles = [
             (
                 await client.start_workflow(
@@ -265,6 +334,14 @@ async def _peak_with_runs_in_flight(
         int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")
     )
     return peak_kb / 1024
+
+
+def print_baseline() -> None:
+    """What the hand-written baseline is, so a reader knows what each ratio compares."""
+    figure("baseline.workflow_sandbox", "off")
+    figure("baseline.data_converter", "pydantic")
+    figure("baseline.worker", "own process (durapipe's too)")
+    figure("baseline.activity_payload", "pydantic models (messages, timeout; text, usage)")
 
 
 def load_pipeline(work: Path) -> tuple[dp.Pipeline, Path]:
@@ -289,13 +366,28 @@ async def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         pipeline, file = load_pipeline(work)
         async with dev_server(args.address) as address:
-            ours = await dp.connect(address, pipeline=pipeline)
-            theirs = await Client.connect(address)
-            bench = Bench(address, pipeline, ours, theirs)
-            async with (
-                dp.build_worker(ours, task_queue=bench.queue),
-                handwritten.build(theirs, bench.queue + "-hw"),
-            ):
+            queue = f"bench-{uuid.uuid4().hex[:8]}"
+            # Each side's worker is its own process, so its CPU time is its own.
+            with (
+                process(
+                    durapipe_cli("worker", str(file), "--address", address, "--task-queue", queue),
+                    work / "durapipe-worker.log",
+                    env={**os.environ, "DURAPIPE_CHECKPOINTS": str(work / "checkpoints.sqlite")},
+                ) as ours_worker,
+                process(
+                    [sys.executable, "-m", "bench.handwritten", "--address", address,
+                     "--task-queue", queue + "-hw"],
+                    work / "handwritten-worker.log",
+                ) as theirs_worker,
+            ):  # fmt: skip
+                wait_ready(ours_worker, work / "durapipe-worker.log", "worker ready")
+                wait_ready(theirs_worker, work / "handwritten-worker.log", "worker ready")
+                print_baseline()
+                bench = Bench(
+                    pipeline,
+                    Side(await dp.connect(address, pipeline=pipeline), ours_worker.pid, queue),
+                    Side(await handwritten.connect(address), theirs_worker.pid, queue + "-hw"),
+                )
                 if "seq50" in parts:
                     await bench.seq50(repeats)
                 if "batch1000" in parts:

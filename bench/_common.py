@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -49,10 +49,12 @@ async def dev_server(address: str | None) -> AsyncIterator[str]:
 
 
 @contextlib.contextmanager
-def process(args: Sequence[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: Sequence[str], log: Path, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``args`` (output to ``log``) until the block ends, then SIGTERM it by its own pid."""
     with log.open("ab") as sink:
-        child = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, env=env)
     try:
         yield child
     finally:
@@ -81,3 +83,14 @@ def wait_ready(child: subprocess.Popen[bytes], log: Path, ready: str, timeout: f
 def durapipe_cli(*args: str) -> list[str]:
     """The ``durapipe`` command line of this Python."""
     return [sys.executable, "-m", "durapipe", *args]
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used so far, from ``/proc/PID/stat``."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name (field 2) may hold spaces; fields after its closing parenthesis are fixed.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS

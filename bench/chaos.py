@@ -3,27 +3,40 @@
 One command (``make chaos``, or ``python bench/chaos.py --runs 100``) starts its own Temporal dev
 server, the fake provider as a process (20% transient failures: 500, 429 with Retry-After, dropped
 connections), and two ``durapipe worker`` processes sharing a SQLite checkpoint file. It starts every
-run once both workers poll, SIGKILLs a random worker as soon as the provider has answered its first
-call, then every few seconds (while both poll, so one always works), restarting it each time, until
-all runs have ended.
-It prints one ``name = value`` per line; ``paid_calls_per_succeeded_step`` counts the provider's
-paid answers (its own ledger) per step that succeeded, so 1.00 means no call was paid twice.
+run once both workers poll, kills the worker that sent the provider's first answered request once
+that answer is in its hands (kept in its store; with checkpoints off, 5 ms after it read it), then
+a random worker every 1-3 s (while both poll, so one always works), restarting it each time, until
+all runs have ended. It prints one ``name = value`` per line, counts
+exact and ratios to 4 decimals.
 
-The provider deduplicates by the ``X-Durapipe-Idempotency-Key`` durapipe sends (as a gateway in front
-of the model would; ``--no-provider-idempotency`` turns that off). Checkpoints serve every retry of a
-step whose answer reached the store; ``provider_replays`` counts the rest: answers a SIGKILL caught
-between the provider and the store, which the provider served again for the same key instead of
-billing a second completion. ``paid_calls_per_succeeded_step_without_provider_idempotency`` is what
-a provider that bills every request would have charged.
+By default the provider bills every request, as OpenAI-style providers do: a retried step whose
+answer was lost is paid again. Each worker process sends its own API key and the provider's ledger
+records each request's client port, so the ledger says which process sent what on which
+connection. A kill freezes the process (SIGSTOP), notes which of its connections to the provider
+hold bytes it has not read, then SIGKILLs it. A request is *in flight at a kill* when the killed
+process sent it and never read its answer: the provider had not finished answering it
+(``requests_unanswered_at_kills``), or the answer still sat in the process's socket
+(``answers_unread_at_kills``). No system can know that answer without provider-side idempotency,
+so a duplicate paid call is acceptable only for such a request:
+``duplicates_not_explained_by_in_flight`` counts the others (answers that had reached the worker
+and were paid for again) and must be 0. Checkpoints are what keeps it there.
+``DURAPIPE_CHECKPOINTS=off`` runs the scenario without them.
+
+``--provider deduplicating`` runs the same scenario against a provider (or gateway) that
+deduplicates by the ``X-Durapipe-Idempotency-Key`` durapipe sends: it answers a repeated key with
+the first answer instead of billing it (``provider_replays``), so even the in-flight duplicates are
+not paid. ``--provider both`` (``make chaos``) runs both, the second's figures prefixed ``dedup.``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -38,49 +51,149 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("OPENAI_API_KEY", "sk-fake-chaos")  # the fake provider takes any key
 
 import durapipe as dp  # noqa: E402
-from durapipe.testing import read_ledger  # noqa: E402
+from durapipe.testing import Call, read_ledger  # noqa: E402
 from tests.chain import expected_output, write_chain  # noqa: E402
 
 STEPS = 5
+HANDOVER_S = 0.005  # checkpoints off: from an answer leaving the socket to durapipe's code
 
 
 @dataclass
 class Figures:
-    """What a chaos scenario measured."""
+    """What a chaos scenario measured (see the module docstring for each count)."""
 
     runs_started: int
     runs_completed: int
     outputs_verified: int
     succeeded_steps: int
     paid_calls: int
-    paid_twice: int
+    duplicate_paid_calls: int
+    requests_in_flight_at_kills: int
+    requests_unanswered_at_kills: int
+    answers_unread_at_kills: int
+    duplicates_not_explained_by_in_flight: int
     provider_replays: int
     worker_kills: int
     wall_s: float
+    provider_idempotency: bool = False
 
     @property
     def paid_calls_per_succeeded_step(self) -> float:
         return self.paid_calls / self.succeeded_steps if self.succeeded_steps else float("nan")
 
-    @property
-    def without_provider_idempotency(self) -> float:
-        billed = self.paid_calls + self.provider_replays
-        return billed / self.succeeded_steps if self.succeeded_steps else float("nan")
-
-    def lines(self) -> list[str]:
-        return [
-            f"runs_started = {self.runs_started}",
-            f"runs_completed = {self.runs_completed}",
-            f"outputs_verified = {self.outputs_verified}",
-            f"paid_calls = {self.paid_calls}",
-            f"paid_calls_per_succeeded_step = {self.paid_calls_per_succeeded_step:.2f}",
-            f"calls_paid_again_with_the_same_key = {self.paid_twice}",
-            f"provider_replays = {self.provider_replays}",
-            "paid_calls_per_succeeded_step_without_provider_idempotency = "
-            f"{self.without_provider_idempotency:.2f}",
-            f"worker_kills = {self.worker_kills}",
-            f"wall_s = {self.wall_s:.1f}",
+    def lines(self, prefix: str = "") -> list[str]:
+        """``name = value`` lines, each name after ``prefix``."""
+        provider = "deduplicates by key" if self.provider_idempotency else "bills every request"
+        values: list[tuple[str, object]] = [
+            ("provider", provider),
+            ("runs_started", self.runs_started),
+            ("runs_completed", self.runs_completed),
+            ("outputs_verified", self.outputs_verified),
+            ("succeeded_steps", self.succeeded_steps),
+            ("paid_calls", self.paid_calls),
+            ("duplicate_paid_calls", self.duplicate_paid_calls),
+            ("requests_in_flight_at_kills", self.requests_in_flight_at_kills),
+            ("requests_unanswered_at_kills", self.requests_unanswered_at_kills),
+            ("answers_unread_at_kills", self.answers_unread_at_kills),
+            ("duplicates_not_explained_by_in_flight", self.duplicates_not_explained_by_in_flight),
+            ("paid_calls_per_succeeded_step", f"{self.paid_calls_per_succeeded_step:.4f}"),
+            ("provider_replays", self.provider_replays),
+            ("worker_kills", self.worker_kills),
+            ("wall_s", f"{self.wall_s:.1f}"),
         ]
+        return [f"{prefix}{name} = {value}" for name, value in values]
+
+
+@dataclass(frozen=True)
+class Kill:
+    """One kill: the API key the killed process sent, when it was frozen (SIGSTOP, then SIGKILL),
+    and the local ports of its connections to the provider holding bytes it had not read."""
+
+    api_key: str
+    at: float
+    unread_ports: frozenset[int] = frozenset()
+
+
+def api_key_of(call: Call) -> str:
+    """The API key a call was sent with (each chaos worker process has its own)."""
+    headers = {name.lower(): value for name, value in call.headers.items()}
+    return headers.get("authorization", "").removeprefix("Bearer ")
+
+
+def billed(call: Call, provider_idempotency: bool) -> bool:
+    """Whether the provider charged for ``call``.
+
+    A provider that bills every request charges for an answer it produced even when the client
+    was gone before the answer was written (``client_closed`` with completion tokens).
+    """
+    if call.paid:
+        return True
+    return (
+        not provider_idempotency and call.outcome == "client_closed" and call.completion_tokens > 0
+    )
+
+
+def unread_ports(pid: int, remote_port: int) -> frozenset[int]:
+    """Local ports of ``pid``'s TCP connections to ``remote_port`` whose receive queue holds bytes
+    the process has not read (Linux: ``/proc/PID/fd`` and ``/proc/PID/net/tcp*``)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, queues, inode = fields[1], fields[2], fields[4], fields[9]
+            unread = int(queues.split(":")[1], 16)
+            if inode in inodes and int(remote.split(":")[1], 16) == remote_port and unread:
+                ports.add(int(local.split(":")[1], 16))
+    return frozenset(ports)
+
+
+def in_flight(calls: list[Call], kills: list[Kill]) -> tuple[set[int], set[int]]:
+    """The ``seq`` of the requests whose answer a killed process never read: ``(unanswered,
+    unread)``. Unanswered: the provider had not finished answering when the process was frozen.
+    Unread: answered, but still in the process's socket (the last answer on that connection)."""
+    unanswered, unread = set(), set()
+    for kill in kills:
+        mine = [c for c in calls if api_key_of(c) == kill.api_key and c.received_at <= kill.at]
+        for call in mine:
+            if call.finished_at is None or call.finished_at >= kill.at:
+                unanswered.add(call.seq)
+        for port in kill.unread_ports:
+            answered = [c for c in mine if c.peer_port == port and c.seq not in unanswered]
+            if answered:
+                unread.add(max(answered, key=lambda c: c.finished_at or 0.0).seq)
+    return unanswered, unread
+
+
+def duplicate_counts(
+    calls: list[Call], kills: list[Kill], provider_idempotency: bool
+) -> tuple[int, int, int, int, int]:
+    """``(paid_calls, duplicate_paid_calls, requests_unanswered_at_kills, answers_unread_at_kills,
+    duplicates_not_explained_by_in_flight)``.
+
+    A key answered ``n`` times (paid, or replayed by a deduplicating provider) was asked ``n - 1``
+    times too often; each repeat needs one of that key's answered requests to have been in flight
+    at a kill (its answer never read by the process that asked), else it is unexplained: an answer
+    that had reached a worker was asked for again.
+    """
+    unanswered, unread = in_flight(calls, kills)
+    answered: dict[str | None, list[Call]] = {}
+    for call in calls:
+        if billed(call, provider_idempotency) or call.outcome == "replayed":
+            answered.setdefault(call.idempotency_key, []).append(call)
+    paid = [call for call in calls if billed(call, provider_idempotency)]
+    duplicates = len(paid) - len({call.idempotency_key for call in paid})
+    lost = unanswered | unread
+    unexplained = sum(
+        max(0, len(group) - 1 - sum(1 for call in group if call.seq in lost))
+        for group in answered.values()
+    )
+    return len(paid), duplicates, len(unanswered), len(unread), unexplained
 
 
 class Worker:
@@ -99,18 +212,31 @@ class Worker:
         """Whether the worker polls its task queue (a worker killed while starting proves nothing)."""
         return self.process is not None and "worker ready" in self.log.read_text(errors="replace")
 
+    @property
+    def api_key(self) -> str:
+        """This process's API key: the provider's ledger tells the processes apart by it."""
+        return f"sk-fake-chaos-{self.name}-{self.starts}"
+
     def start(self) -> None:
         self.starts += 1
         log = self.log.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "durapipe", "worker", *self.args],
-            stdout=subprocess.DEVNULL, stderr=log, env=self.env,
+            stdout=subprocess.DEVNULL, stderr=log, env={**self.env, "OPENAI_API_KEY": self.api_key},
         )  # fmt: skip
 
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+    def kill(self, provider_port: int) -> Kill | None:
+        """Freeze the process (SIGSTOP), note what it had not read from the provider, SIGKILL it."""
+        if self.process is None or self.process.poll() is not None:
+            return None
+        self.process.send_signal(signal.SIGSTOP)
+        at = time.time()
+        try:
+            unread = unread_ports(self.process.pid, provider_port)
+        finally:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
+        return Kill(self.api_key, at, unread)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -119,6 +245,45 @@ class Worker:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+async def first_answer(ledger: Path) -> Call:
+    """The provider's first paid answer, as soon as its ledger shows one (polled every 2 ms)."""
+    while True:
+        paid = [call for call in read_ledger(ledger) if call.paid] if ledger.exists() else []
+        if paid:
+            return paid[0]
+        await asyncio.sleep(0.002)
+
+
+async def read_by(worker: Worker, call: Call, provider_port: int, timeout: float = 1.0) -> None:
+    """Wait (at most ``timeout`` s) until ``worker`` has read ``call``'s answer from its socket."""
+    deadline = time.monotonic() + timeout
+    while worker.process is not None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if call.peer_port not in unread_ports(worker.process.pid, provider_port):
+                return
+        await asyncio.sleep(0.0005)
+
+
+async def kept(store: Path | str, ledger: Path, call: Call, timeout: float = 1.0) -> None:
+    """Wait (at most ``timeout`` s) until ``store`` keeps as many answers as the provider had sent
+    when it answered ``call``; without a store, `HANDOVER_S`."""
+    if not isinstance(store, Path):
+        await asyncio.sleep(HANDOVER_S)
+        return
+    sent = sum(
+        1 for c in read_ledger(ledger) if c.paid and (c.finished_at or 0) <= (call.finished_at or 0)
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with (
+            contextlib.suppress(sqlite3.Error),
+            contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db,
+        ):
+            if db.execute("SELECT count(*) FROM answers").fetchone()[0] >= sent:
+                return
+        await asyncio.sleep(0.001)
 
 
 async def until(condition: Callable[[], bool], *, what: str, timeout: float = 120.0) -> None:
@@ -149,25 +314,28 @@ def start_provider(
 
 async def chaos(
     runs: int, *, max_kills: int | None, failure_rate: float = 0.2, seed: int = 1,
-    kill_every: tuple[float, float] = (2.0, 5.0), workdir: Path, provider_idempotency: bool = True,
+    kill_every: tuple[float, float] = (1.0, 3.0), workdir: Path, provider_idempotency: bool = False,
 ) -> Figures:  # fmt: skip
     """Run the scenario and return its figures (see the module docstring)."""
     rng = random.Random(seed)
     ledger = workdir / "ledger.jsonl"
     provider, base_url = start_provider(ledger, failure_rate, seed, idempotent=provider_idempotency)
+    provider_port = int(base_url.rsplit(":", 1)[1].split("/")[0])
     server = dp.ops.DevServer(headless=True, log_file=str(workdir / "temporal.log"))
     await asyncio.to_thread(server.start)
     pipeline_file = write_chain(
         workdir / "chain.yaml", base_url, STEPS, timeout="20s",
         retry={"initial_interval": "200ms", "max_interval": "2s", "max_attempts": 30},
     )  # fmt: skip
-    env = {**os.environ, "DURAPIPE_CHECKPOINTS": str(workdir / "checkpoints.sqlite")}
+    # DURAPIPE_CHECKPOINTS=off runs the scenario without checkpoints (to see what they are worth).
+    store = "off" if os.environ.get("DURAPIPE_CHECKPOINTS") == "off" else workdir / "cp.sqlite"
+    env = {**os.environ, "DURAPIPE_CHECKPOINTS": str(store)}
     # A bounded worker keeps its event loop responsive: a starved loop misses heartbeats (a second
     # attempt starts while the first still runs) and leaves answers unread when it is killed.
     args = [str(pipeline_file), "--address", server.address, "--task-queue", "chaos"]
     args += ["--max-concurrent", "8"]
     workers = [Worker(f"worker{n}", args, env, workdir) for n in (1, 2)]
-    kills = 0
+    kills: list[Kill] = []
     began = time.monotonic()
     try:
         for worker in workers:
@@ -181,9 +349,21 @@ async def chaos(
             for t in topics
         ]
         waiting = asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
-        # The first kill lands mid-run however fast the steps are: once the provider has answered.
-        await until(lambda: ledger.stat().st_size > 0, what="the provider's first answer")
-        while not waiting.done() and (max_kills is None or kills < max_kills):
+        # The first kill lands mid-run however fast the steps are, aimed at the moment checkpoints
+        # are for: the worker that sent the provider's first answered request, holding the answer.
+        first = await first_answer(ledger)
+        victim = next((w for w in workers if w.api_key == api_key_of(first)), rng.choice(workers))
+        await read_by(victim, first, provider_port)
+        # The bytes leave the socket in an event-loop callback; durapipe's code sees them on a later
+        # turn of the loop and keeps the answer then. Kill once the answers sent so far are kept
+        # (checkpoints off: HANDOVER_S after the read): the worker holds the answer, and Temporal
+        # has not recorded the step yet. Random kills later may land anywhere.
+        await kept(store, ledger, first)
+        kill = victim.kill(provider_port) if max_kills is None or max_kills > 0 else None
+        if kill is not None:
+            kills.append(kill)
+            victim.start()
+        while not waiting.done() and (max_kills is None or len(kills) < max_kills):
             if kills:
                 await asyncio.wait({waiting}, timeout=rng.uniform(*kill_every))
             if waiting.done():
@@ -193,8 +373,9 @@ async def chaos(
                 await asyncio.sleep(0.05)
                 continue
             victim = rng.choice(workers)
-            victim.kill()
-            kills += 1
+            kill = victim.kill(provider_port)
+            if kill is not None:
+                kills.append(kill)
             victim.start()
         results = await asyncio.wait_for(waiting, timeout=600)
         wall_s = time.monotonic() - began
@@ -211,12 +392,13 @@ async def chaos(
     )  # fmt: skip
     succeeded = sum(1 for r in completed for s in r.steps if s.status == "succeeded")
     calls = read_ledger(ledger)
-    paid_keys = [call.idempotency_key for call in calls if call.paid]
-    duplicated = len(paid_keys) - len(set(paid_keys))
+    paid, duplicates, unanswered, unread, unexplained = duplicate_counts(
+        calls, kills, provider_idempotency
+    )
     replays = sum(1 for call in calls if call.outcome == "replayed")
     return Figures(
-        runs, len(completed), verified, succeeded, len(paid_keys), duplicated, replays, kills,
-        wall_s,
+        runs, len(completed), verified, succeeded, paid, duplicates, unanswered + unread,
+        unanswered, unread, unexplained, replays, len(kills), wall_s, provider_idempotency,
     )  # fmt: skip
 
 
@@ -226,21 +408,25 @@ def main() -> None:
     parser.add_argument("--max-kills", type=int, default=None, help="stop killing after this many")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
-        "--no-provider-idempotency", action="store_true",
-        help="the provider bills every request, even one repeating a key",
+        "--provider", choices=["billing", "deduplicating", "both"], default="billing",
+        help="billing: bills every request (default); deduplicating: answers a repeated "
+        "idempotency key with its first answer; both: one run of each, the second prefixed dedup.",
     )  # fmt: skip
     options = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="durapipe-chaos-") as tmp:
-        figures = asyncio.run(
-            chaos(
-                options.runs,
-                max_kills=options.max_kills,
-                seed=options.seed,
-                workdir=Path(tmp),
-                provider_idempotency=not options.no_provider_idempotency,
+    modes = {"billing": [False], "deduplicating": [True], "both": [False, True]}[options.provider]
+    for provider_idempotency in modes:
+        with tempfile.TemporaryDirectory(prefix="durapipe-chaos-") as tmp:
+            figures = asyncio.run(
+                chaos(
+                    options.runs,
+                    max_kills=options.max_kills,
+                    seed=options.seed,
+                    workdir=Path(tmp),
+                    provider_idempotency=provider_idempotency,
+                )
             )
-        )
-    print("\n".join(figures.lines()))
+        prefix = "dedup." if provider_idempotency and options.provider == "both" else ""
+        print("\n".join(figures.lines(prefix)), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
 """The baseline: the same work as the bench pipelines, written by hand with temporalio.
 
-One activity makes the same litellm call a durapipe llm step makes (offline model, no retries in
-litellm); the workflows call it in a sequence, once, or over a list with bounded concurrency. This
-is what a Temporal user would write without durapipe: the minimum to compare against.
+One activity makes the same litellm call a durapipe llm step makes (no retries in litellm) and
+returns the text with its token counts; the workflows call it in a sequence, once, or over a list
+with bounded concurrency. This is what a careful Temporal user would write without durapipe, set up
+as durapipe is, so the two do the same work: the workflows run outside Temporal's sandbox
+(``sandboxed=False``, as durapipe's workflow does), the client and worker use temporalio's pydantic
+data converter (durapipe's), and each activity takes and returns a small pydantic model (model,
+messages and timeout; text and usage), payloads of the same order as durapipe's (the bench prints both).
 
-``python -m bench.handwritten --address HOST:PORT --task-queue Q`` runs a worker (for RSS figures).
+``python -m bench.handwritten --address HOST:PORT --task-queue Q`` runs a worker in its own process
+(the bench measures its CPU time).
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import os
 import signal
 from datetime import timedelta
 
+from pydantic import BaseModel
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.common import RetryPolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -25,69 +32,108 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 with workflow.unsafe.imports_passed_through():
     from durapipe.adapters._litellm import litellm_module
 
-MODEL = "durapipe/offline"
-OPTIONS = {
-    "start_to_close_timeout": timedelta(seconds=120),
-    "retry_policy": RetryPolicy(maximum_attempts=5),
-}
+# The worker owns the model (as a durapipe worker owns its providers): the offline model by default,
+# the fake provider's model in the peer race (``bench/peer.py`` sets the variable).
+MODEL = os.environ.get("BENCH_MODEL", "durapipe/offline")
+TIMEOUT = timedelta(seconds=120)
+OPTIONS = {"start_to_close_timeout": TIMEOUT, "retry_policy": RetryPolicy(maximum_attempts=5)}
+
+
+class Ask(BaseModel):
+    """One model call: what a hand-written llm activity takes."""
+
+    messages: list[dict[str, str]]
+    timeout_s: float = TIMEOUT.total_seconds()
+
+
+class Answer(BaseModel):
+    """What it returns: the text and the usage."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
 
 
 @activity.defn(name="bench.ask")
-async def ask(question: str) -> str:
+async def ask(call: Ask) -> Answer:
     """One model call."""
     response = await litellm_module().acompletion(
-        model=MODEL, messages=[{"role": "user", "content": question}], num_retries=0
+        model=MODEL, messages=call.messages, num_retries=0, timeout=call.timeout_s
     )
-    return str(response.choices[0].message.content)
+    usage = response.usage
+    return Answer(
+        text=str(response.choices[0].message.content),
+        input_tokens=usage.prompt_tokens,
+        output_tokens=usage.completion_tokens,
+    )
 
 
-@workflow.defn(name="bench.sequence")
+def question(text: str) -> Ask:
+    """The call for one question."""
+    return Ask(messages=[{"role": "user", "content": text}])
+
+
+@workflow.defn(name="bench.sequence", sandboxed=False)
 class SequenceWorkflow:
     """``steps`` calls, one after another."""
 
     @workflow.run
-    async def run(self, question: str, steps: int) -> list[str]:
+    async def run(self, text: str, steps: int) -> list[str]:
         """The answers, in order."""
-        return [
-            await workflow.execute_activity(ask, f"{question} {i}", **OPTIONS)  # type: ignore[arg-type]
-            for i in range(steps)
-        ]
+        answers = []
+        for i in range(steps):
+            answer = await workflow.execute_activity(ask, question(f"{text} {i}"), **OPTIONS)  # type: ignore[arg-type]
+            answers.append(answer.text)
+        return answers
 
 
-@workflow.defn(name="bench.single")
+@workflow.defn(name="bench.single", sandboxed=False)
 class SingleWorkflow:
     """One call."""
 
     @workflow.run
-    async def run(self, question: str) -> str:
+    async def run(self, text: str) -> str:
         """The answer."""
-        return await workflow.execute_activity(ask, question, **OPTIONS)  # type: ignore[arg-type]
+        answer = await workflow.execute_activity(ask, question(text), **OPTIONS)  # type: ignore[arg-type]
+        return answer.text
 
 
-@workflow.defn(name="bench.batch")
+@workflow.defn(name="bench.batch", sandboxed=False)
 class BatchWorkflow:
     """One call per question, at most ``concurrency`` at once, answers in input order."""
 
     @workflow.run
-    async def run(self, questions: list[str], concurrency: int) -> list[str]:
+    async def run(self, texts: list[str], concurrency: int) -> list[str]:
         """The answers, in input order."""
         gate = asyncio.Semaphore(concurrency)
 
-        async def one(question: str) -> str:
+        async def one(text: str) -> str:
             async with gate:
-                return await workflow.execute_activity(ask, question, **OPTIONS)  # type: ignore[arg-type]
+                answer = await workflow.execute_activity(ask, question(text), **OPTIONS)  # type: ignore[arg-type]
+                return answer.text
 
-        return list(await asyncio.gather(*(one(q) for q in questions)))
+        return list(await asyncio.gather(*(one(t) for t in texts)))
 
 
 WORKFLOWS = [SequenceWorkflow, SingleWorkflow, BatchWorkflow]
+
+
+async def connect(address: str) -> Client:
+    """A client with the data converter durapipe uses."""
+    return await Client.connect(address, data_converter=pydantic_data_converter)
 
 
 def build(client: Client, task_queue: str, max_concurrent: int | None = None) -> Worker:
     """The hand-written worker."""
     litellm_module()
     extra = {"max_concurrent_activities": max_concurrent} if max_concurrent else {}
-    return Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=[ask], **extra)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=[ask],
+        **extra,  # type: ignore[arg-type]
+    )
 
 
 async def _serve() -> None:
@@ -96,7 +142,7 @@ async def _serve() -> None:
     parser.add_argument("--task-queue", required=True)
     parser.add_argument("--max-concurrent", type=int)
     args = parser.parse_args()
-    client = await Client.connect(args.address)
+    client = await connect(args.address)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with build(client, args.task_queue, args.max_concurrent):

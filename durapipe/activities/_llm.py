@@ -13,15 +13,16 @@ from temporalio.exceptions import ApplicationError
 from durapipe._errors import ErrorType
 from durapipe.activities._settings import check_settings, provider_settings
 from durapipe.activities._spans import provider_span, record_response
+from durapipe.adapters._answers import install as keep_answers
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
 from durapipe.runtime._calls import LeafResult, LlmCall, Usage
 from durapipe.spec import TemplateError, _types, render
 from durapipe.spec._deck import ModelDeck
+from durapipe.stores._answers import IDEMPOTENCY_HEADER
 from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
 from durapipe.stores._limits import limited
 
 # Sent with every provider request, so a provider (or the fake one's ledger) can spot a repeat.
-IDEMPOTENCY_HEADER = "X-Durapipe-Idempotency-Key"
 # A render runs on the worker's event loop: the sandbox's operation budget keeps it to tens of
 # milliseconds, and this wall-clock budget catches whatever slow single operation slips past it.
 RENDER_SECONDS = 1.0
@@ -204,6 +205,7 @@ async def complete(
         ApplicationError: the provider failed (see `classify` for the types and retryability).
     """
     litellm = litellm_module()
+    keep_answers()  # litellm's OpenAI-compatible client keeps each answer as it arrives
     extra = {"response_format": fmt, **more} if fmt is not None else more
     with provider_span(model, settings) as span:
         try:

@@ -21,6 +21,7 @@ same keys; a new SQLite file is created readable by its owner only (0600). Resul
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import hashlib
@@ -40,6 +41,7 @@ from durapipe._settings import settings
 from durapipe.runtime._calls import AgentTurnCall, LeafCall, LeafResult, LlmCall, ToolCall, Usage
 from durapipe.security._codec import EncryptionCodec, encryption_from_env
 from durapipe.spec._spec import parse_duration
+from durapipe.stores._answers import keeping_answers
 from durapipe.stores._paths import CHECKPOINTS_ENV, default_path, is_off, is_redis
 
 MEMO_SCOPE = "memo"  # the scope of pipes with `memoize: true`: shared by every run
@@ -150,6 +152,17 @@ class _Codec:
             text = self.codec.open_text(text)
         return LeafResult.model_validate_json(text)
 
+    def dump_bytes(self, data: bytes) -> str:
+        text = base64.b64encode(data).decode()
+        return self.codec.seal_text(text) if self.codec is not None else text
+
+    def load_bytes(self, text: str | bytes) -> bytes:
+        if isinstance(text, bytes):
+            text = text.decode()
+        if self.codec is not None:
+            text = self.codec.open_text(text)
+        return base64.b64decode(text)
+
 
 class SqliteCheckpoints:
     """Checkpoints in a SQLite file: the embedded default, shared by the workers of one host.
@@ -196,6 +209,12 @@ class SqliteCheckpoints:
             self._db.execute(
                 "CREATE INDEX IF NOT EXISTS checkpoints_age ON checkpoints (created_at)"
             )
+            # Raw provider answers kept as they arrive (see durapipe.adapters._answers): sealed
+            # like results, and pruned with them.
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS answers "
+                "(key TEXT PRIMARY KEY, answer TEXT NOT NULL, created_at REAL NOT NULL)"
+            )
 
     def get(self, key: str) -> LeafResult | None:
         """The result stored under ``key``, if any (and younger than the TTL)."""
@@ -208,9 +227,11 @@ class SqliteCheckpoints:
             return self._insert(self._db, key, result)
 
     def prune(self, older_than: float | None = None) -> int:
-        """Delete results stored more than ``older_than`` seconds ago (default: the TTL)."""
+        """Delete results (and kept answers) stored more than ``older_than`` seconds ago
+        (default: the TTL); returns how many results went."""
         cutoff = time.time() - (self.ttl if older_than is None else older_than)
         with self._lock, self._db:
+            self._db.execute("DELETE FROM answers WHERE created_at < ?", (cutoff,))
             return self._db.execute(
                 "DELETE FROM checkpoints WHERE created_at < ?", (cutoff,)
             ).rowcount
@@ -229,6 +250,27 @@ class SqliteCheckpoints:
             self._commits = 0
             threading.Thread(target=self._wal_checkpoint, name="durapipe-wal").start()
         return won
+
+    def get_answer(self, key: str) -> bytes | None:
+        """The provider answer kept under ``key`` (see `durapipe.adapters._answers`), if any."""
+        with self._lock:
+            return self._select_answer(self._db, key)
+
+    def put_answer(self, key: str, answer: bytes) -> None:
+        """Keep a provider answer under ``key``; the first one kept stays."""
+        with self._lock, self._db:
+            self._insert_answer(self._db, key, answer)
+
+    def get_answer_nowait(self, key: str) -> bytes | None:
+        """Like `get_answer`, on the calling thread; raises `BlockingIOError` rather than wait."""
+        with self._without_waiting() as db:
+            return self._select_answer(db, key)
+
+    def put_answer_nowait(self, key: str, answer: bytes) -> None:
+        """Like `put_answer`, on the calling thread; raises `BlockingIOError` rather than wait."""
+        with self._without_waiting() as db:
+            self._insert_answer(db, key, answer)
+        self._commits += 1
 
     def _wal_checkpoint(self) -> None:
         # The event loop keeps committing meanwhile. Usually the whole log is copied and the next
@@ -264,6 +306,22 @@ class SqliteCheckpoints:
             (key, time.time() - self.ttl),
         ).fetchone()
         return self._codec.load(row[0]) if row else None
+
+    def _select_answer(self, db: sqlite3.Connection, key: str) -> bytes | None:
+        row = db.execute(
+            "SELECT answer FROM answers WHERE key = ? AND created_at >= ?",
+            (key, time.time() - self.ttl),
+        ).fetchone()
+        return self._codec.load_bytes(row[0]) if row else None
+
+    def _insert_answer(self, db: sqlite3.Connection, key: str, answer: bytes) -> None:
+        now = time.time()
+        db.execute(
+            "INSERT INTO answers (key, answer, created_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET answer = excluded.answer, "
+            "created_at = excluded.created_at WHERE answers.created_at < ?",
+            (key, self._codec.dump_bytes(answer), now, now - self.ttl),
+        )
 
     def _insert(self, db: sqlite3.Connection, key: str, result: LeafResult) -> bool:
         now = time.time()
@@ -326,6 +384,16 @@ class RedisCheckpoints:
         stored = self._codec.dump(result)
         return bool(self._redis.set(self.prefix + key, stored, nx=True, ex=max(1, int(self.ttl))))
 
+    def get_answer(self, key: str) -> bytes | None:
+        """The provider answer kept under ``key`` (see `durapipe.adapters._answers`), if any."""
+        raw = self._redis.get(self.prefix + key)
+        return self._codec.load_bytes(raw) if raw is not None else None
+
+    def put_answer(self, key: str, answer: bytes) -> None:
+        """Keep a provider answer under ``key``; the first one kept stays."""
+        stored = self._codec.dump_bytes(answer)
+        self._redis.set(self.prefix + key, stored, nx=True, ex=max(1, int(self.ttl)))
+
 
 def open_store(
     where: str | None = None, codec: EncryptionCodec | None = None
@@ -385,7 +453,8 @@ async def checkpointed(
             if memoized(call):
                 update["usage"] = Usage()
             return stored.model_copy(update=update)
-    result = await compute()
+    with keeping_answers(store):
+        result = await compute()
     if store is not None:
         await _put(store, key, result)
     return result

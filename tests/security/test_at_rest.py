@@ -80,6 +80,22 @@ def test_a_checkpoint_sealed_with_one_key_is_read_only_with_it(tmp_path: Path) -
         without.get(key)
 
 
+def test_kept_provider_answers_are_sealed_and_pruned_like_results(tmp_path: Path) -> None:
+    keys = {"k1": base64.b64decode(KEY)}
+    path = tmp_path / "c.sqlite"
+    sealed = SqliteCheckpoints(path, codec=dp.security.EncryptionCodec(keys), ttl=3600)
+    answer = f'{{"choices": [{{"message": {{"content": "Dear {CUSTOMER}"}}}}]}}'.encode()
+    sealed.put_answer("answer:a", answer)
+    assert sealed.get_answer("answer:a") == answer
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("c.sqlite*"))
+    assert b"durapipe-sealed:k1:" in raw and CUSTOMER.encode() not in raw
+    with sealed._db:  # age it past the TTL: hidden, then pruned with the results
+        sealed._db.execute("UPDATE answers SET created_at = created_at - 7200")
+    assert sealed.get_answer("answer:a") is None
+    sealed.prune()
+    assert sealed._db.execute("SELECT count(*) FROM answers").fetchone()[0] == 0
+
+
 def test_retention_hides_and_prunes_old_results(tmp_path: Path) -> None:
     store = SqliteCheckpoints(tmp_path / "c.sqlite", ttl=3600)
     store.put("old", LeafResult(output="old"))

@@ -42,6 +42,7 @@ class Call:
         messages: The request's ``messages``.
         headers: The request's HTTP headers.
         http_status: The status sent, or ``None`` if no response was sent.
+        peer_port: The client's TCP port (one connection's requests share it).
     """
 
     seq: int
@@ -56,6 +57,7 @@ class Call:
     messages: list[dict[str, Any]]
     headers: dict[str, str]
     http_status: int | None
+    peer_port: int | None = None
 
     @property
     def paid(self) -> bool:
@@ -77,6 +79,7 @@ class Call:
             "messages": self.messages,
             "headers": self.headers,
             "http_status": self.http_status,
+            "peer_port": self.peer_port,
         }
 
     @classmethod
@@ -95,6 +98,7 @@ class Call:
             messages=list(data.get("messages", [])),
             headers=dict(data.get("headers", {})),
             http_status=data.get("http_status"),
+            peer_port=data.get("peer_port"),
         )
 
 
@@ -157,6 +161,7 @@ class _Record:
     completion_tokens: int = 0
     finished_at: float | None = None
     http_status: int | None = None
+    peer_port: int | None = None
     answer: _Answer | None = None
 
     def snapshot(self) -> Call:
@@ -173,6 +178,7 @@ class _Record:
             messages=self.messages,
             headers=self.headers,
             http_status=self.http_status,
+            peer_port=self.peer_port,
         )
 
 

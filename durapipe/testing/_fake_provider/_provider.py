@@ -40,6 +40,7 @@ from durapipe.testing._fake_provider._wire import (
     _hang,
     _idempotency_key,
     _json_response,
+    _peer_port,
     _schema_violation,
     _status_response,
 )
@@ -268,6 +269,7 @@ class FakeProvider(_ProviderCore):
                 prompt_tokens=_count_prompt_tokens(messages),
                 messages=messages,
                 headers=dict(request.headers),
+                peer_port=_peer_port(request),
             )
             stored = self._answers.get(key) if self._honour_idempotency and key else None
             action: Action | _Replay = _Replay(stored) if stored else self._next_action(model)

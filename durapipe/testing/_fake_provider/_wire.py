@@ -226,6 +226,12 @@ def _deref(schema: Mapping[str, Any]) -> Mapping[str, Any]:
     return schema
 
 
+def _peer_port(request: web.Request) -> int | None:
+    """The client's TCP port: requests on one kept-alive connection share it."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return int(peer[1]) if isinstance(peer, tuple) and len(peer) >= 2 else None
+
+
 def _idempotency_key(request: web.Request, body: Mapping[str, Any]) -> str | None:
     """The ``X-Durapipe-Idempotency-Key`` header, else ``metadata.idempotency_key`` of the body."""
     key = request.headers.get(IDEMPOTENCY_HEADER)

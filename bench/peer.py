@@ -1,0 +1,252 @@
+"""``make bench-peer``: durapipe, hand-written temporalio and pydantic-ai's Temporal integration,
+raced in one run against the same fake provider and the same dev server.
+
+Each contestant runs 50 sequential model calls in one workflow (``seq50``) and a 200-way fan-out
+in one workflow (``fanout200``: 200 model calls at once), alternately, round after round, its
+worker in its own process so that process's CPU time is the contestant's own. The provider is the
+fake OpenAI-compatible one (``durapipe.testing.fake_provider``), answering at once, so what differs
+is what each worker does around a call. Figures, one ``name = value`` per line:
+
+- ``peer.<contestant>.<part>.cpu_ms_per_call``: the worker process's CPU time over the part's
+  repetitions, per model call;
+- ``peer.<contestant>.<part>.wall_s``: the median wall time of one repetition;
+- ``peer.<contestant>.<part>.cpu_ratio`` / ``.wall_ratio``: against hand-written temporalio;
+- ``peer.<contestant>.history_events_per_call``: events in one ``seq50`` history, per call.
+
+Needs pydantic-ai in the bench's own environment (``make bench-peer`` makes ``bench/.venv-peer``;
+durapipe never depends on it). ``python -m bench.peer [--repeats N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from temporalio.client import Client
+
+import durapipe as dp
+from bench import handwritten
+from bench._common import cpu_seconds, dev_server, durapipe_cli, figure, note, process, wait_ready
+
+SEQ = 50
+FANOUT = 200
+MODEL = "gpt-peer"
+CONTESTANTS = ("durapipe", "handwritten", "pydantic_ai")
+
+PIPELINE_YAML = f"""
+pipes:
+  seq50:
+    kind: sequence
+    inputs: {{question: text}}
+    steps:
+{"".join(f"      - {{pipe: ask, name: s{i}}}{chr(10)}" for i in range(SEQ))}
+  fanout200:
+    kind: batch
+    inputs:
+      questions: list[text]
+    over: questions
+    item: question
+    pipe: ask
+    max_concurrency: {FANOUT}
+  ask:
+    kind: llm
+    model: openai/{MODEL}
+    inputs: {{question: text}}
+    prompt: "{{{{ question }}}}"
+"""
+
+
+@dataclass
+class Contestant:
+    """One side of the race: how it runs each part, and its worker's pid."""
+
+    name: str
+    pid: int
+    seq50: Callable[[], Awaitable[str]]  # returns the workflow id, for its history
+    fanout200: Callable[[], Awaitable[object]]
+    walls: dict[str, list[float]] = field(default_factory=dict)
+    cpus: dict[str, list[float]] = field(default_factory=dict)
+
+    async def measure(self, part: str) -> None:
+        work = self.seq50 if part == "seq50" else self.fanout200
+        cpu, start = cpu_seconds(self.pid), time.perf_counter()
+        await within(work(), f"{self.name} {part}")
+        self.walls.setdefault(part, []).append(time.perf_counter() - start)
+        self.cpus.setdefault(part, []).append(cpu_seconds(self.pid) - cpu)
+
+
+RUN_TIMEOUT_S = 300
+
+
+async def within(work: Awaitable[object], what: str) -> object:
+    """``work``'s result, or a clear error once it has run for ``RUN_TIMEOUT_S`` seconds."""
+    try:
+        return await asyncio.wait_for(work, RUN_TIMEOUT_S)
+    except TimeoutError:
+        raise RuntimeError(
+            f"{what} did not finish within {RUN_TIMEOUT_S} s (see that worker's log)"
+        ) from None
+
+
+def start_provider() -> tuple[subprocess.Popen[str], str]:
+    """The fake provider as its own process (its CPU is no contestant's); its base URL."""
+    provider = subprocess.Popen(
+        [sys.executable, "-m", "durapipe.testing.fake_provider", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert provider.stdout is not None
+    line = provider.stdout.readline()
+    if not line.startswith("listening on "):
+        provider.kill()
+        raise RuntimeError(f"the fake provider did not start: {line!r}")
+    return provider, line.removeprefix("listening on ").strip()
+
+
+async def race(repeats: int) -> None:
+    """Start everything, race, print the figures."""
+    provider, base_url = start_provider()
+    try:
+        with tempfile.TemporaryDirectory(prefix="durapipe-peer-") as tmp:
+            work = Path(tmp)
+            file = work / "peer.yaml"
+            file.write_text(PIPELINE_YAML)
+            env = {
+                **os.environ,
+                "OPENAI_API_KEY": "sk-fake-peer",  # the fake provider takes any key
+                "OPENAI_BASE_URL": base_url,  # litellm and the openai SDK both read it
+                "BENCH_MODEL": f"openai/{MODEL}",
+                "DURAPIPE_CHECKPOINTS": str(work / "checkpoints.sqlite"),
+            }
+            async with dev_server(None) as address:
+                await _race(address, file, work, env, repeats)
+    finally:
+        provider.terminate()
+        provider.wait(timeout=20)
+
+
+async def _race(address: str, file: Path, work: Path, env: dict[str, str], repeats: int) -> None:
+    os.environ.setdefault("OPENAI_API_KEY", env["OPENAI_API_KEY"])  # its agent is built at import
+    from bench import peer_pydantic_ai
+
+    queues = {name: f"peer-{name}-{uuid.uuid4().hex[:6]}" for name in CONTESTANTS}
+    commands = {
+        "durapipe": durapipe_cli(
+            "worker", str(file), "--address", address, "--task-queue", queues["durapipe"]
+        ),
+        "handwritten": [sys.executable, "-m", "bench.handwritten", "--address", address,
+                        "--task-queue", queues["handwritten"]],
+        "pydantic_ai": [sys.executable, "-m", "bench.peer_pydantic_ai", "--address", address,
+                        "--task-queue", queues["pydantic_ai"]],
+    }  # fmt: skip
+    logs = {name: work / f"{name}.log" for name in CONTESTANTS}
+    with (
+        process(commands["durapipe"], logs["durapipe"], env=env) as ours,
+        process(commands["handwritten"], logs["handwritten"], env=env) as theirs,
+        process(commands["pydantic_ai"], logs["pydantic_ai"], env=env) as peer,
+    ):
+        for name, child in zip(CONTESTANTS, (ours, theirs, peer), strict=True):
+            wait_ready(child, logs[name], "worker ready")
+        pipeline = dp.load(file)
+        dp_client = await dp.connect(address, pipeline=pipeline)
+        hw_client = await handwritten.connect(address)
+        pa_client = await peer_pydantic_ai.connect(address)
+        questions = [f"q{i}" for i in range(FANOUT)]
+
+        async def dp_seq() -> str:
+            run_id = f"peer-dp-{uuid.uuid4().hex[:8]}"
+            await dp.run(dp_client, pipeline, "seq50", {"question": "q"}, run_id=run_id,
+                         task_queue=queues["durapipe"])  # fmt: skip
+            return run_id
+
+        async def dp_fan() -> object:
+            return await dp.run(dp_client, pipeline, "fanout200", {"questions": questions},
+                                task_queue=queues["durapipe"])  # fmt: skip
+
+        async def run_on(client: Client, queue: str, workflow: str, *args: object) -> str:
+            run_id = f"peer-{uuid.uuid4().hex[:8]}"
+            await client.execute_workflow(workflow, args=list(args), id=run_id, task_queue=queue)
+            return run_id
+
+        contestants = [
+            Contestant(
+                "durapipe", ours.pid, dp_seq, dp_fan
+            ),
+            Contestant(
+                "handwritten", theirs.pid,
+                lambda: run_on(hw_client, queues["handwritten"], "bench.sequence", "q", SEQ),
+                lambda: run_on(hw_client, queues["handwritten"], "bench.batch", questions, FANOUT),
+            ),
+            Contestant(
+                "pydantic_ai", peer.pid,
+                lambda: run_on(pa_client, queues["pydantic_ai"], "peer.sequence", "q", SEQ),
+                lambda: run_on(pa_client, queues["pydantic_ai"], "peer.fanout", questions),
+            ),
+        ]  # fmt: skip
+        clients = {"durapipe": dp_client, "handwritten": hw_client, "pydantic_ai": pa_client}
+        for contestant in contestants:  # warm up every worker's caches and connections
+            await within(contestant.seq50(), f"{contestant.name} seq50")
+            await within(contestant.fanout200(), f"{contestant.name} fanout200")
+        for part in ("seq50", "fanout200"):
+            for n in range(repeats):
+                # Rotate the order, so no contestant always runs right after the same other.
+                for contestant in contestants[n % 3 :] + contestants[: n % 3]:
+                    await contestant.measure(part)
+        report(contestants)
+        for contestant in contestants:
+            run_id = str(await within(contestant.seq50(), f"{contestant.name} seq50"))
+            history = await clients[contestant.name].get_workflow_handle(run_id).fetch_history()
+            figure(f"peer.{contestant.name}.history_events_per_call", len(history.events) / SEQ)
+
+
+def report(contestants: list[Contestant]) -> None:
+    """Per part: each contestant's CPU per call and wall time, and both as ratios to hand-written."""
+    base = next(c for c in contestants if c.name == "handwritten")
+    for part, calls in (("seq50", SEQ), ("fanout200", FANOUT)):
+        base_cpu, base_wall = sum(base.cpus[part]), statistics.median(base.walls[part])
+        for c in contestants:
+            cpu, wall = sum(c.cpus[part]), statistics.median(c.walls[part])
+            repeats = len(c.cpus[part])
+            figure(f"peer.{c.name}.{part}.cpu_ms_per_call", cpu / repeats / calls * 1000)
+            figure(f"peer.{c.name}.{part}.wall_s", wall)
+            if c is not base:
+                figure(f"peer.{c.name}.{part}.cpu_ratio", cpu / base_cpu)
+                figure(f"peer.{c.name}.{part}.wall_ratio", wall / base_wall)
+    note("ratios are against hand-written temporalio (unsandboxed, pydantic data converter)")
+    note("pydantic-ai: sandboxed (its default runner), deadlock detector off (see its module)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.peer", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="rounds per part [5]")
+    args = parser.parse_args()
+    try:
+        import pydantic_ai  # noqa: F401
+    except ImportError:
+        print(
+            "bench-peer needs pydantic-ai with its Temporal integration in this environment; "
+            "run `make bench-peer`, which installs it into bench/.venv-peer.",
+            file=sys.stderr,
+        )
+        return 2
+    asyncio.run(race(args.repeats))
+    return 0
+
+
+if __name__ == "__main__":
+    # SIGTERM unwinds like Ctrl-C, so the dev server and worker processes are stopped too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""Provider answers kept as they arrive: a step that died after its answer arrived, before its
+checkpoint was written, is not paid for again (on SQLite and on a real Redis server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from durapipe.activities import _llm, run_llm
+from durapipe.runtime import LlmCall
+from durapipe.spec import LlmPipe, ModelDeck, ModelEntry
+from durapipe.stores import CheckpointStore, RedisCheckpoints, SqliteCheckpoints
+from durapipe.testing import FakeProvider, Status
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> CheckpointStore:
+    if request.param == "sqlite":
+        return SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
+    url: str = request.getfixturevalue("redis_url")
+    return RedisCheckpoints(url, prefix=f"test:{tmp_path.name}:")
+
+
+def call_to(run_id: str = "r1") -> LlmCall:
+    pipe = LlmPipe(model="openai/gpt-keep", prompt="Name a colour.")
+    return LlmCall(run_id=run_id, path="colour", pipe_name="colour", pipe=pipe)
+
+
+def deck_for(base_url: str) -> ModelDeck:
+    """The worker's deck: the fake provider's endpoint comes from here, never from the pipe."""
+    return ModelDeck.of({"keep": ModelEntry(model="openai/gpt-keep", api_base=base_url)})
+
+
+class Died(Exception):
+    """What the worker's death looks like from inside this process."""
+
+
+async def test_a_step_that_died_after_its_answer_arrived_is_not_paid_again(
+    store: CheckpointStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with FakeProvider() as fake:  # bills every request
+        call, deck = call_to(), deck_for(fake.base_url)
+
+        def die(response: object) -> object:
+            raise Died  # the answer has arrived; the step's checkpoint is not written yet
+
+        with monkeypatch.context() as patch:
+            patch.setattr(_llm, "usage_of", die)
+            with pytest.raises(Died):
+                await run_llm(call, 1, store, deck)
+        retried = await run_llm(call, 2, store, deck)
+    assert len(fake.paid_calls()) == 1  # the retry got the kept answer, not a second completion
+    assert retried.output == "Fake gpt-keep reply to: Name a colour."
+    assert retried.usage.output_tokens > 0  # the kept answer's usage: this run did pay for it
+
+
+async def test_only_successful_answers_are_kept_and_other_runs_ask_again(
+    store: CheckpointStore,
+) -> None:
+    async with FakeProvider() as fake:
+        fake.script("gpt-keep", [Status(500)])
+        deck = deck_for(fake.base_url)
+        with pytest.raises(Exception, match=r"500|Internal"):
+            await run_llm(call_to(), 1, store, deck)
+        await run_llm(call_to(), 2, store, deck)  # the 500 was not kept: asked again
+        await run_llm(call_to(run_id="r2"), 1, store, deck)  # another run's own key
+    assert [c.outcome for c in fake.calls] == ["status:500", "ok", "ok"]
