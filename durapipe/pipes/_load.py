@@ -17,6 +17,7 @@ from durapipe.pipes._yaml import load_yaml, pipe_lines
 
 PYTHON_SUFFIXES = (".py",)
 YAML_SUFFIXES = (".yaml", ".yml")
+MTHDS_SUFFIX, MTHDS_MANIFEST = ".mthds", "METHODS.toml"
 
 
 def load(path: str | Path) -> Pipeline:
@@ -29,6 +30,8 @@ def load(path: str | Path) -> Pipeline:
         PipelineError: the pipeline has mistakes (all of them are listed).
     """
     file = Path(path)
+    if file.suffix == MTHDS_SUFFIX or (file / MTHDS_MANIFEST).is_file():
+        return _load_mthds(file)
     if not file.is_file():
         raise ConfigError(f"pipeline file '{path}' does not exist")
     _add_to_path(file.parent)
@@ -40,10 +43,28 @@ def load(path: str | Path) -> Pipeline:
     elif file.suffix in PYTHON_SUFFIXES:
         pipeline = _load_module(file)
     else:
-        raise ConfigError(f"pipeline file '{path}' must end in .yaml, .yml or .py")
+        raise ConfigError(
+            f"pipeline file '{path}' must end in .yaml, .yml, .py or .mthds (or be a folder with "
+            "METHODS.toml)"
+        )
     problems = check(pipeline, source=str(path)) + _tool_problems(pipeline, str(path))
     if problems:
         raise PipelineError([_located(p, lines) for p in problems])
+    return pipeline
+
+
+def _load_mthds(file: Path) -> Pipeline:
+    """An MTHDS bundle or package folder: the third spelling, translated by its adapter."""
+    # Imported here: the MTHDS adapter builds on this package (no import cycle at module level).
+    from durapipe.adapters.mthds import load_mthds
+
+    if not file.exists():
+        raise ConfigError(f"pipeline file '{file}' does not exist")
+    _add_to_path(file if file.is_dir() else file.parent)
+    pipeline = load_mthds(file)
+    problems = _tool_problems(pipeline, str(file))
+    if problems:
+        raise PipelineError(problems)
     return pipeline
 
 

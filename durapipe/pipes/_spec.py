@@ -179,6 +179,31 @@ class ImagePipe(_PipeBase):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+class ComposePipe(_PipeBase):
+    """Assembles its output from its inputs, with no model call (MTHDS's PipeCompose).
+
+    It runs in the controller itself (deterministic, like a condition's expression): no activity.
+
+    Attributes:
+        template: a Jinja2 template over ``inputs``; the output is the rendered text.
+        build: instead of ``template``, the output's fields: each one a literal, ``{"from":
+            "path"}`` (a working-memory path, optionally with ``"list_to_dict_keyed_by": "attr"``),
+            ``{"template": "..."}``, or a mapping of nested fields.
+        output: ``text`` for a template, the structure the fields build otherwise.
+    """
+
+    kind: Literal["compose"] = "compose"
+    template: str | None = None
+    build: dict[str, Any] | None = None
+    output: str = "text"
+
+    @pydantic.model_validator(mode="after")
+    def _template_or_build(self) -> ComposePipe:
+        if (self.template is None) == (self.build is None):
+            raise ValueError("a compose pipe needs exactly one of 'template' or 'build'")
+        return self
+
+
 class ApprovalPipe(_PipeBase):
     """A human decision: the run waits (durably, for days if needed) until someone approves,
     approves with edited data, or rejects. It runs in the workflow itself, with no activity.
@@ -416,6 +441,7 @@ AnyPipe = (
     | ConditionPipe
     | AgentPipe
     | ApprovalPipe
+    | ComposePipe
 )
 # The same union, told apart by `kind` when a spec is read (YAML, a workflow input).
 PipeSpec = Annotated[AnyPipe, Field(discriminator="kind")]

@@ -14,6 +14,7 @@ import pydantic
 from durapipe._errors import PipelineError, Problem
 from durapipe.pipes import _templates, _types
 from durapipe.pipes._check_controllers import check_batch, check_condition, check_parallel
+from durapipe.pipes._compose import check_compose
 from durapipe.pipes._flow import (
     Memory,
     check_pipe_ref,
@@ -26,6 +27,7 @@ from durapipe.pipes._spec import (
     AgentPipe,
     ApprovalPipe,
     BatchPipe,
+    ComposePipe,
     ConditionPipe,
     ExtractPipe,
     ImagePipe,
@@ -124,6 +126,8 @@ def check(pipeline: Pipeline, *, source: str = "") -> list[Problem]:
             _check_agent(pipeline, name, pipe, report)
         elif isinstance(pipe, ApprovalPipe):
             _check_approval(name, pipe, report)
+        elif isinstance(pipe, ComposePipe):
+            check_compose(name, pipe, pipeline.structures, report)
         elif isinstance(pipe, ParallelPipe):
             check_parallel(pipeline, name, pipe, report)
         elif isinstance(pipe, BatchPipe):

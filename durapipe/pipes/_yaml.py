@@ -29,6 +29,7 @@ from durapipe.pipes._spec import (
     ApprovalPipe,
     BatchPipe,
     Branch,
+    ComposePipe,
     ConditionPipe,
     ExtractPipe,
     ImagePipe,
@@ -52,6 +53,7 @@ _KIND_MODELS: dict[str, type[pydantic.BaseModel]] = {
     "condition": ConditionPipe,
     "agent": AgentPipe,
     "approval": ApprovalPipe,
+    "compose": ComposePipe,
 }
 _KINDS = ", ".join(_KIND_MODELS)
 

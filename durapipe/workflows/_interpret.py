@@ -44,7 +44,9 @@ from durapipe.pipes import (
     limits_for,
     subset,
 )
-from durapipe.pipes._spec import BatchPipe, ConditionPipe, ParallelPipe
+from durapipe.pipes._compose import compose
+from durapipe.pipes._spec import BatchPipe, ComposePipe, ConditionPipe, ParallelPipe
+from durapipe.pipes._templates import TemplateError
 from durapipe.pipes._types import StructureSpec, structures_used
 from durapipe.workflows._control import run_batch, run_condition, run_parallel
 from durapipe.workflows._memory import join_path, lookup
@@ -185,6 +187,8 @@ class Interpreter:
             return await self.track(record, self._child(path, pipe_name, inputs, record))
         if isinstance(pipe, ApprovalPipe):
             return await self.track(record, self._approval(path, pipe_name, pipe, inputs, record))
+        if isinstance(pipe, ComposePipe):
+            return await self.track(record, self._compose(path, pipe, inputs, record))
         return await self.track(record, self.leaf(self._call(path, pipe_name, inputs), record))
 
     async def track(self, record: StepRecord, work: Coroutine[Any, Any, T]) -> T:
@@ -253,6 +257,18 @@ class Interpreter:
             record.waiting_for = None
         record.attempts = 1
         return approved_value(request, decision)
+
+    async def _compose(
+        self, path: str, pipe: ComposePipe, inputs: dict[str, Any], record: StepRecord
+    ) -> Any:
+        # Deterministic and local: it runs here, in the workflow, with no activity to schedule.
+        record.attempts = 1
+        try:
+            return compose(pipe, inputs)
+        except (TemplateError, KeyError) as err:
+            raise StepFailed(
+                path=path, kind=pipe.kind, cause_type="durapipe.ComposeError", cause=str(err)
+            ) from None
 
     async def _child(
         self, path: str, pipe_name: str, inputs: dict[str, Any], record: StepRecord

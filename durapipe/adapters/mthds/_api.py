@@ -1,0 +1,153 @@
+"""Loading and validating MTHDS bundles and packages into durapipe's spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from durapipe._errors import PipelineError, Problem
+from durapipe.adapters.mthds._deck import ModelDeck, load_deck
+from durapipe.adapters.mthds._library import Library, resolve_pipe
+from durapipe.adapters.mthds._package import MANIFEST, load_path, load_text
+from durapipe.adapters.mthds._rules import check_library
+from durapipe.adapters.mthds._translate import translate
+from durapipe.pipes import Pipeline, check
+
+SUFFIX = ".mthds"
+
+
+class MthdsError(PipelineError):
+    """A bundle or package breaks the MTHDS rules (or uses what durapipe does not support yet).
+
+    ``problems`` lists every one found, each naming bundle, pipe and field, with the TOML line.
+    """
+
+
+@dataclass(frozen=True)
+class Method:
+    """A loaded bundle or package: its durapipe pipeline and what the MTHDS spelling adds.
+
+    Attributes:
+        pipeline: the durapipe spec every run path takes.
+        main_pipe: the durapipe name of the bundle's (or package's) ``main_pipe``.
+        outputs: durapipe pipe name -> its MTHDS output concept (for the CLI output contract).
+        inputs: durapipe pipe name -> input name -> MTHDS concept.
+        library: the parsed bundles, to resolve MTHDS references (``domain.code``).
+    """
+
+    pipeline: Pipeline
+    main_pipe: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, dict[str, str]] = field(default_factory=dict)
+    library: Library = field(default_factory=Library)
+
+
+def is_mthds_path(path: str | Path) -> bool:
+    """Whether ``path`` is a `.mthds` file or a package folder (with `METHODS.toml`)."""
+    target = Path(path)
+    return target.suffix == SUFFIX or (target.is_dir() and (target / MANIFEST).is_file())
+
+
+def load_method(
+    path_or_text: str | Path, *, source: str | None = None, deck: ModelDeck | None = None
+) -> Method:
+    """Load a bundle file, a package folder or bundle text (TOML) into a `Method`.
+
+    Raises:
+        MthdsError: every problem found, at once.
+    """
+    library, problems = _library(path_or_text, source)
+    if problems:
+        raise MthdsError(problems)
+    problems = check_library(library)
+    if problems:
+        raise MthdsError(problems)
+    pipeline, problems, main = translate(library, deck or load_deck())
+    if problems:
+        raise MthdsError(problems)
+    label = source or (str(path_or_text) if isinstance(path_or_text, Path) else "<mthds>")
+    problems = [_located(p, library) for p in check(pipeline, source=label)]
+    if problems:
+        raise MthdsError(problems)
+    outputs: dict[str, str] = {}
+    inputs: dict[str, dict[str, str]] = {}
+    for bundle in library.bundles:
+        for code, blueprint in bundle.pipes.items():
+            target = resolve_pipe(library, bundle, code)
+            if isinstance(target, str):
+                continue
+            name = _name_of(pipeline, library, bundle.domain, code)
+            if name is not None:
+                outputs[name] = blueprint.output
+                inputs[name] = dict(blueprint.inputs)
+    return Method(pipeline, main, outputs, inputs, library)
+
+
+def load_mthds(
+    path_or_text: str | Path, *, source: str | None = None, deck: ModelDeck | None = None
+) -> Pipeline:
+    """The durapipe `Pipeline` of a `.mthds` file, a package folder, or bundle TOML text.
+
+    Example:
+        >>> pipeline = load_mthds("methods/jokes.mthds")
+        >>> result = await durapipe.run_local(pipeline, "generate_joke", {"topic": "cats"})
+
+    Raises:
+        MthdsError: every problem found, at once (bundle, pipe, field, TOML line).
+    """
+    return load_method(path_or_text, source=source, deck=deck).pipeline
+
+
+def validate_mthds(path_or_text: str | Path, *, source: str | None = None) -> list[Problem]:
+    """Every problem of a bundle or package ([] when it is valid); never raises for a bad bundle."""
+    try:
+        load_method(path_or_text, source=source)
+    except PipelineError as err:
+        return err.problems
+    return []
+
+
+def main_pipe(path_or_text: str | Path, *, source: str | None = None) -> str | None:
+    """The durapipe name of the bundle's (or package's) ``main_pipe``."""
+    return load_method(path_or_text, source=source).main_pipe
+
+
+def pipe_for(method: Method, ref: str) -> str | None:
+    """The durapipe pipe name of an MTHDS reference (``code`` or ``domain.code``) in ``method``."""
+    if ref in method.pipeline.pipes:
+        return ref
+    domain, _, code = ref.rpartition(".")
+    for bundle in method.library.bundles:
+        if (not domain or bundle.domain == domain) and code in bundle.pipes:
+            return _name_of(method.pipeline, method.library, bundle.domain, code)
+    return None
+
+
+def _name_of(pipeline: Pipeline, library: Library, domain: str, code: str) -> str | None:
+    shared = sum(1 for b in library.bundles if code in b.pipes) > 1
+    name = f"{domain.replace('.', '_')}-{code}" if shared else code
+    return name if name in pipeline.pipes else None
+
+
+def _library(path_or_text: str | Path, source: str | None) -> tuple[Library, list[Problem]]:
+    if isinstance(path_or_text, Path) or (
+        "\n" not in path_or_text and (path_or_text.endswith(SUFFIX) or Path(path_or_text).is_dir())
+    ):
+        path = Path(path_or_text)
+        if not path.exists():
+            return Library(), [Problem("bundle", f"'{path}' does not exist", str(path))]
+        return load_path(path)
+    return load_text(str(path_or_text), source or "<mthds>")
+
+
+def _located(problem: Problem, library: Library) -> Problem:
+    """A durapipe check's problem, pointed at the MTHDS bundle and line of the pipe it names."""
+    for bundle in library.bundles:
+        for code in bundle.pipes:
+            if problem.where.startswith(f"pipe '{code}'"):
+                return Problem(
+                    f"bundle '{bundle.domain}', {problem.where}",
+                    problem.message,
+                    bundle.where(f"pipe.{code}"),
+                )
+    return problem
