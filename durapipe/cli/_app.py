@@ -21,7 +21,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 import durapipe as dp
-from durapipe.cli import _progress
+from durapipe.adapters.mthds import is_mthds_path, load_method
+from durapipe.cli import _mthds, _progress
 from durapipe.cli._connection import connection_options
 
 app = typer.Typer(
@@ -39,7 +40,11 @@ TaskQueueOption = Annotated[
     typer.Option("--task-queue", envvar="DURAPIPE_TASK_QUEUE", help="Task queue of the workers."),
 ]
 FileArgument = Annotated[
-    Path, typer.Argument(help="Pipeline file (.yaml or .py).", show_default=False)
+    Path,
+    typer.Argument(
+        help="Pipeline file (.yaml, .py or .mthds, or an MTHDS package folder).",
+        show_default=False,
+    ),
 ]
 
 
@@ -125,7 +130,13 @@ def parse_inputs(input_json: str | None, items: list[str]) -> dict[str, Any]:
 def run(
     pipe: Annotated[str, typer.Argument(help="Name of the pipe to run.", show_default=False)],
     file: Annotated[
-        Path, typer.Option("--file", "-f", help="Pipeline file (.yaml or .py).", show_default=False)
+        Path,
+        typer.Option(
+            "--file",
+            "-f",
+            help="Pipeline file (.yaml, .py or .mthds, or an MTHDS package folder).",
+            show_default=False,
+        ),
     ],
     input_json: Annotated[
         str | None, typer.Option("--input-json", help="Inputs as a JSON object.")
@@ -160,12 +171,39 @@ def run(
         str | None,
         typer.Option("--ui-url", envvar="DURAPIPE_UI_URL", help="Temporal Web UI address."),
     ] = None,
+    mthds_inputs: Annotated[
+        str | None,
+        typer.Option(
+            "--inputs",
+            help="MTHDS bundles: inputs in MTHDS's format, inline JSON or a JSON file "
+            "(default: stdin when piped).",
+        ),
+    ] = None,
+    with_memory: Annotated[
+        bool,
+        typer.Option("--with-memory", help="MTHDS bundles: print the working memory too."),
+    ] = False,
     *,
     connection: dp.ConnectOptions,
 ) -> None:
-    """Run a pipe on Temporal (or in this process with --local) and print its output."""
-    pipeline = dp.load(file)
-    values = parse_inputs(input_json, inputs or [])
+    """Run a pipe on Temporal (or in this process with --local) and print its output.
+
+    For an MTHDS bundle or package (.mthds, a folder with METHODS.toml) the output follows the MTHDS
+    CLI contract: the output concept as compact JSON, or the working memory with --with-memory.
+    """
+    method = None
+    if is_mthds_path(file):
+        method = load_method(file)
+        pipeline = dp.load(file)  # also checks that every PipeFunc function imports
+        pipe = _mthds.pipe_name(method, pipe)
+        values = _mthds.read_inputs(method, pipe, mthds_inputs) or {}
+        values.update(parse_inputs(input_json, inputs or []))
+        as_json = True
+    else:
+        if mthds_inputs is not None or with_memory:
+            raise fail("--inputs and --with-memory apply to MTHDS bundles (.mthds) only")
+        pipeline = dp.load(file)
+        values = parse_inputs(input_json, inputs or [])
     if budget_usd is not None and budget_usd <= 0:
         raise fail(f"--budget-usd must be positive, got {budget_usd}")
     if approve_all and not local:
@@ -181,6 +219,9 @@ def run(
                 approve_all=approve_all,
             )
         )
+        if method is not None:
+            _mthds.print_output(method, pipe, result.output, values, with_memory=with_memory)
+            return
         if not as_json:
             _progress.print_steps(result.steps)
         _print_result(result, as_json=as_json)
@@ -197,6 +238,9 @@ def run(
             budget_usd=budget_usd,
         )
     )
+    if method is not None:
+        _mthds.print_output(method, pipe, result.output, values, with_memory=with_memory)
+        return
     _print_result(result, as_json=as_json)
     if not as_json:
         _print_run_links(client, ui_url)

@@ -8,6 +8,7 @@ as the main concept's rendered JSON (compact) or with the working memory (``--wi
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from durapipe._errors import ConfigError
@@ -67,8 +68,11 @@ def _content(value: Any, type_ref: str) -> Any:
         return value["text"]
     if type_ref == "number" and isinstance(value, dict) and "number" in value:
         return value["number"]
-    if type_ref in ("document", "image", "file") and isinstance(value, dict) and "url" in value:
-        return value["url"]  # a path: the run uploads it to the blob store, as --input name=@file
+    if type_ref in ("document", "image", "file"):
+        if isinstance(value, dict) and isinstance(value.get("url"), str):
+            value = value["url"]
+        if isinstance(value, str):
+            return Path(value)  # a file: the run uploads it to the blob store, as --input name=@file
     return value
 
 

@@ -393,6 +393,8 @@ def _condition(
         return None
     outcomes: dict[str, str] = {}
     for value, ref in blueprint.outcomes.items():
+        # Pipelex renders a boolean as "True"/"False"; durapipe's outcome keys are "true"/"false".
+        value = _BOOL_KEYS.get(value, value)
         outcomes[value] = ref if ref in ("fail", "continue") else (_ref(state, target, ref) or ref)
     default = blueprint.default_outcome
     if default not in ("fail", "continue"):
@@ -400,6 +402,7 @@ def _condition(
     return ConditionPipe(**common, expression=expression, outcomes=outcomes, default=default)
 
 
+_BOOL_KEYS = {"True": "true", "False": "false", "None": "none"}
 _SUBST = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 
 
