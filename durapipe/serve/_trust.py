@@ -1,0 +1,158 @@
+"""The trust boundary of `durapipe serve`: what a client-sent method may use.
+
+A method sent over the protocol is pipeline logic. It may name only the models of the worker's deck
+and only the tool functions registered on the worker; it may not bring an endpoint, a header, a
+credential or a callback in a pipe's settings. This module is the one place that decides it, on the
+resolved spec (aliases replaced by model strings, defaults filled), before anything is imported or
+sent to Temporal. The worker's model deck (issue 15) plugs in here as `Capabilities.models`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from durapipe.pipes import LOCAL_EXTRACTOR, OFFLINE_MODEL, Pipeline, ToolPipe
+
+# Settings a client may set: generation parameters only. Anything else that litellm accepts
+# (api_base, base_url, extra_headers, custom_llm_provider, callbacks, ...) could add an endpoint,
+# a header or a callback, which only a worker may do; an allowlist keeps unknown keys out too.
+CLIENT_SETTINGS: Final = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "top_k",
+        "max_tokens",
+        "max_completion_tokens",
+        "seed",
+        "stop",
+        "presence_penalty",
+        "frequency_penalty",
+        "reasoning_effort",
+        "n",
+        "quality",
+        "style",
+        "size",
+    }
+)
+# The spec fields that name models: a pipe's own model and any fallbacks tried after it.
+_MODEL_FIELDS: Final = ("model", "fallbacks", "fallback_models", "models")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the workers behind a `durapipe serve` can do.
+
+    Attributes:
+        models: the model strings a client's pipes may resolve to (the worker's deck), each with
+            its category (``llm``, ``extract``, ``img_gen``, ``search``).
+        functions: the tool functions registered on the workers, by ``module:name`` reference.
+    """
+
+    models: dict[str, str] = field(
+        default_factory=lambda: {OFFLINE_MODEL: "llm", LOCAL_EXTRACTOR: "extract"}
+    )
+    functions: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(
+        cls, pipeline: Pipeline | None, models: Iterable[str] = (), mthds_deck: Any = None
+    ) -> Capabilities:
+        """The capabilities of workers started on ``pipeline``: its tools, its models, the defaults.
+
+        Args:
+            pipeline: the file the workers load (their tools and model aliases), or None.
+            models: more model strings the workers' environment can reach (``--model``).
+            mthds_deck: the MTHDS model deck (`durapipe.adapters.mthds.ModelDeck`): every model
+                its aliases, presets, waterfalls, handles and defaults name.
+        """
+        deck = dict(cls().models)
+        functions: set[str] = set()
+        for name in models:
+            deck.setdefault(name, "llm")
+        if mthds_deck is not None:
+            for kind, model in mthds_deck.default.items():
+                deck.setdefault(model, _DECK_KINDS.get(kind, "llm"))
+            named = [
+                *mthds_deck.aliases.values(),
+                *mthds_deck.handles.values(),
+                *(str(p.get("model", "")) for p in mthds_deck.presets.values()),
+                *(m for chain in mthds_deck.waterfalls.values() for m in chain),
+            ]
+            for model in named:
+                if model and not model.startswith("@"):
+                    deck.setdefault(model, "llm")
+        if pipeline is not None:
+            for model in pipeline.models.values():
+                deck.setdefault(model, "llm")
+            if pipeline.default_model:
+                deck.setdefault(
+                    pipeline.models.get(pipeline.default_model, pipeline.default_model), "llm"
+                )
+            for pipe in pipeline.pipes.values():
+                category = _CATEGORIES.get(pipe.kind, "llm")
+                for model in _models_of(pipe):
+                    deck.setdefault(pipeline.models.get(model, model), category)
+                if isinstance(pipe, ToolPipe):
+                    functions.add(pipe.function)
+        return cls(models=deck, functions=frozenset(functions))
+
+
+_DECK_KINDS: Final = {"image": "img_gen", "extract": "extract", "search": "search", "llm": "llm"}
+_CATEGORIES: Final = {"llm": "llm", "agent": "llm", "extract": "extract", "image": "img_gen"}
+
+
+def _models_of(pipe: Any) -> list[str]:
+    found: list[str] = []
+    for name in _MODEL_FIELDS:
+        value = getattr(pipe, name, None)
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, list | tuple):
+            found.extend(v for v in value if isinstance(v, str))
+    return found
+
+
+def trust_problems(spec: Pipeline, capabilities: Capabilities) -> list[tuple[str, str, str]]:
+    """Every way the resolved ``spec`` oversteps ``capabilities``, as (pipe, field, sentence).
+
+    Nothing is imported and nothing is called: a function is checked by its reference only.
+    """
+    problems: list[tuple[str, str, str]] = []
+    deck = capabilities.models
+    for name, pipe in spec.pipes.items():
+        for model in _models_of(pipe):
+            if model not in deck:
+                offered = ", ".join(sorted(deck)) or "none"
+                problems.append(
+                    (
+                        name,
+                        "model",
+                        f"pipe '{name}' names the model '{model}', which is not in this runner's "
+                        f"model deck; use one of: {offered}",
+                    )
+                )
+        if isinstance(pipe, ToolPipe) and pipe.function not in capabilities.functions:
+            registered = ", ".join(sorted(capabilities.functions)) or "none"
+            problems.append(
+                (
+                    name,
+                    "function",
+                    f"pipe '{name}' calls the function '{pipe.function}', which is not registered "
+                    f"on this runner's workers (registered: {registered})",
+                )
+            )
+        settings = getattr(pipe, "settings", None) or {}
+        for key in sorted(settings):
+            if key not in CLIENT_SETTINGS:
+                problems.append(
+                    (
+                        name,
+                        f"settings.{key}",
+                        f"pipe '{name}' sets '{key}', which a client may not set (endpoints, "
+                        "headers, keys and callbacks belong to the worker); allowed settings: "
+                        f"{', '.join(sorted(CLIENT_SETTINGS))}",
+                    )
+                )
+    return problems

@@ -1,0 +1,26 @@
+"""Tool functions the workers of the serve tests register (the client's methods name them)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+# The folder of the gate: the worker (a child process) writes `entered` there when a run reaches
+# the gate, and the test creates `open` to let it through.
+GATE_ENV = "DURAPIPE_TEST_GATE"
+
+
+def shout(text: str) -> str:
+    """The text in capitals."""
+    return text.upper()
+
+
+async def gate(text: str) -> str:
+    """Wait until the test opens the gate, then pass the text on: a run that is mid-way on purpose."""
+    folder = Path(os.environ[GATE_ENV])
+    (folder / "entered").touch()
+    # Another process opens the gate, so a file is the signal (an asyncio.Event cannot cross).
+    while not (folder / "open").exists():  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    return f"passed: {text}"

@@ -1,0 +1,182 @@
+"""The real `mthds` client (and `pipelex-sdk`'s lifecycle client) against `durapipe serve`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from mthds.protocol.models import InvalidValidationReport, ValidationReport
+from mthds.runners.api.client import MthdsAPIClient
+from mthds.runners.api.exceptions import ApiResponseError
+from pipelex_sdk.client import PipelexAPIClient
+from pipelex_sdk.runs import RunStatus, WaitForResultOptions
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from tests.serve.conftest import HERE, TOKEN, Served, start_serve
+
+METHOD = {"method.yaml": (HERE / "method.yaml").read_text()}
+TEXT = "The council approved the new bridge on Monday."
+
+
+def mthds_client(served: Served, token: str = TOKEN) -> MthdsAPIClient:
+    return MthdsAPIClient(api_key=token, base_url=served.url, request_timeout_seconds=60)
+
+
+def lifecycle_client(url: str) -> PipelexAPIClient:
+    return PipelexAPIClient(api_key=TOKEN, base_url=url, request_timeout_seconds=60)
+
+
+async def test_version_and_models(served: Served) -> None:
+    async with mthds_client(served) as client:
+        info = await client.version()
+        deck = await client.models()
+        llms = await client.models("llm")
+    assert info.protocol_version == "1.0"
+    assert info.blob_store is False
+    names = {m.name for m in deck.models}
+    assert {"durapipe/offline", "durapipe/local"} <= names
+    assert {m.name for m in llms.models} == {"durapipe/offline"}
+
+
+async def test_validate_reports_every_problem(served: Served) -> None:
+    broken = """
+version: 1
+pipes:
+  a:
+    kind: llm
+    model: openai/gpt-4o
+    inputs: {text: text}
+    prompt: "{{ text }} {{ missing }}"
+  b:
+    kind: tool
+    function: os:system
+    inputs: {text: text}
+"""
+    async with mthds_client(served) as client:
+        good = await client.validate(METHOD)
+        bad = await client.validate({"bad.yaml": broken})
+    assert isinstance(good, ValidationReport)
+    assert isinstance(bad, InvalidValidationReport)
+    assert bad.is_runnable is False
+    details = [e.detail for e in bad.errors]
+    assert any("missing" in d for d in details), details
+
+
+async def test_validate_refuses_what_the_workers_do_not_offer(served: Served) -> None:
+    overstepping = """
+version: 1
+pipes:
+  a:
+    kind: llm
+    model: openai/gpt-4o
+    inputs: {text: text}
+    prompt: "{{ text }}"
+    settings: {api_base: "http://evil.example"}
+  b:
+    kind: tool
+    function: os:getcwd
+"""
+    async with mthds_client(served) as client:
+        verdict = await client.validate({"m.yaml": overstepping})
+    assert isinstance(verdict, InvalidValidationReport)
+    codes = {(e.code, e.location.field if e.location else None) for e in verdict.errors}
+    assert ("model.unknown", "model") in codes
+    assert ("method.function_invalid", "function") in codes
+    assert ("method.model_setting_invalid", "settings.api_base") in codes
+
+
+async def test_execute_runs_a_temporal_workflow(served: Served, temporal_env: object) -> None:
+    async with mthds_client(served) as client:
+        result = await client.execute(
+            pipe_code="loud_summary",
+            files=METHOD,
+            inputs={"text": {"concept": "native.Text", "content": {"text": TEXT}}},
+        )
+    memory = result.pipe_output.working_memory
+    main = memory.root[result.model_extra["main_stuff_name"]]
+    assert main.concept == "native.Text"
+    assert main.content["text"] == main.content["text"].upper() and main.content["text"]
+    temporal: Client = temporal_env.client  # type: ignore[attr-defined]
+    description = await temporal.get_workflow_handle(result.pipeline_run_id).describe()
+    assert description.workflow_type == "durapipe.pipe"
+    assert description.status == WorkflowExecutionStatus.COMPLETED
+
+
+async def test_start_then_wait_for_result(served: Served, temporal_env: object) -> None:
+    async with mthds_client(served) as client:
+        started = await client.start(pipe_code="loud_summary", files=METHOD, inputs={"text": TEXT})
+    async with lifecycle_client(served.url) as lifecycle:
+        results = await lifecycle.wait_for_result(
+            started.pipeline_run_id, WaitForResultOptions(interval_seconds=0.2, timeout_seconds=120)
+        )
+        status = await lifecycle.get_run_status(started.pipeline_run_id)
+    assert status.status == RunStatus.COMPLETED
+    assert status.pipe_code == "loud_summary"
+    assert results.main_stuff["text"].isupper()
+    temporal: Client = temporal_env.client  # type: ignore[attr-defined]
+    description = await temporal.get_workflow_handle(started.pipeline_run_id).describe()
+    assert description.workflow_type == "durapipe.pipe"
+
+
+async def test_refusals_are_problem_documents(served: Served) -> None:
+    async with mthds_client(served, token="wrong") as client:
+        with pytest.raises(ApiResponseError) as wrong:
+            await client.models()
+    assert wrong.value.status == 401
+    assert wrong.value.problem.code == "auth.invalid_credential"
+    async with httpx.AsyncClient() as raw:
+        missing = await raw.get(f"{served.url}/v1/models")
+    assert missing.status_code == 401
+    assert missing.json()["code"] == "auth.missing_credential"
+    async with mthds_client(served) as client:
+        with pytest.raises(ApiResponseError) as unknown:
+            await client.start(pipe_code="nope", files=METHOD)
+        with pytest.raises(ApiResponseError) as escaping:
+            await client.start(pipe_code="loud_summary", files={"../etc/x.yaml": "version: 1"})
+    assert unknown.value.problem.code == "request.pipe_not_found"
+    assert "nope" in unknown.value.problem.detail
+    assert escaping.value.problem.code == "security.method_path_refused"
+
+
+async def test_a_run_outlives_a_killed_server(
+    served: Served, temporal_address: str, worker: str, gate_dir: Path, temporal_env: object
+) -> None:
+    gated = METHOD["method.yaml"].replace("serve_tools:shout", "serve_tools:gate")
+    async with mthds_client(served) as client:
+        started = await client.start(
+            pipe_code="loud_summary", files={"method.yaml": gated}, inputs={"text": TEXT}
+        )
+    run_id = started.pipeline_run_id
+    await _until((gate_dir / "entered").exists)  # the run is mid-way, waiting in its tool step
+    await served.kill()  # SIGKILL, by its own pid: nothing of the server survives
+    again = await start_serve(temporal_address, worker, gate_dir)
+    try:
+        async with lifecycle_client(again.url) as lifecycle:
+            assert (await lifecycle.get_run_status(run_id)).status == RunStatus.RUNNING
+            (gate_dir / "open").touch()
+            results = await lifecycle.wait_for_result(
+                run_id, WaitForResultOptions(interval_seconds=0.2, timeout_seconds=120)
+            )
+    finally:
+        await again.stop()
+    assert results.main_stuff["text"].startswith("passed: ")  # it went through the gate
+    assert results.working_memory is not None
+    assert results.working_memory.root["text"].content == {"text": TEXT}
+    temporal: Client = temporal_env.client  # type: ignore[attr-defined]
+    description = await temporal.get_workflow_handle(run_id).describe()
+    assert description.status == WorkflowExecutionStatus.COMPLETED
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 60) -> None:
+    """Wait until ``condition`` holds (it is checked every 50 ms), or fail after ``timeout`` s."""
+    async with asyncio.timeout(timeout):
+        # The condition is a file another process writes: there is no event to await.
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+def test_methods_travel_as_files(tmp_path: Path) -> None:
+    assert METHOD["method.yaml"].startswith("#")
