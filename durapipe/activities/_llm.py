@@ -138,7 +138,9 @@ async def _ask(call: LlmCall, messages: list[dict[str, str]], key: str, attempt:
     problem = ""
     for _ in range(pipe.reask + 1):
         async with limited(call) as lease:
-            response = await complete(model, messages, fmt, settings, pipe.timeout)
+            model, response = await _complete_first(
+                [model, *pipe.fallbacks], messages, fmt, settings, pipe.timeout
+            )
             lease.used(usage_of(response))
         usage += usage_of(response)
         text = response.choices[0].message.content or ""
@@ -164,6 +166,26 @@ async def _ask(call: LlmCall, messages: list[dict[str, str]], key: str, attempt:
         type="durapipe.InvalidOutput",
         non_retryable=True,
     )
+
+
+async def _complete_first(
+    models: list[str],
+    messages: list[dict[str, Any]],
+    fmt: dict[str, Any] | None,
+    settings: dict[str, Any],
+    timeout: float | None,
+) -> tuple[str, Any]:
+    """The first model of ``models`` that answers, and its response (a waterfall of fallbacks).
+
+    Raises:
+        ApplicationError: the last model failed too (its classified error).
+    """
+    for model in models[:-1]:
+        try:
+            return model, await complete(model, messages, fmt, settings, timeout)
+        except ApplicationError:
+            continue  # the next model of the waterfall gets the same request
+    return models[-1], await complete(models[-1], messages, fmt, settings, timeout)
 
 
 def idempotency_headers(settings: dict[str, Any], key: str, attempt: int) -> dict[str, Any]:

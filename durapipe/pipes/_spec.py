@@ -112,10 +112,13 @@ class LlmPipe(_PipeBase):
             validation error fed back.
         memoize: reuse a stored answer for the same call content in any run (cross-run
             memoisation); by default a stored answer serves only retries of the same run.
+        fallbacks: models tried in order, within the same attempt, when a call to ``model`` (or
+            the fallback before) fails with a provider error (MTHDS's ``~waterfall``).
     """
 
     kind: Literal["llm"] = "llm"
     model: str | None = None
+    fallbacks: list[str] = Field(default_factory=list)
     system: str | None = None
     prompt: str
     output: str = "text"

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from durapipe._errors import PipelineError, Problem
+from durapipe._errors import ConfigError, PipelineError, Problem
 from durapipe.adapters.mthds._deck import ModelDeck, load_deck
 from durapipe.adapters.mthds._library import Library, resolve_pipe
 from durapipe.adapters.mthds._package import MANIFEST, load_path, load_text
 from durapipe.adapters.mthds._rules import check_library
 from durapipe.adapters.mthds._translate import translate
-from durapipe.pipes import Pipeline, check
+from durapipe.pipes import Pipeline, ToolPipe, check, import_function
 
 SUFFIX = ".mthds"
 
@@ -67,6 +68,7 @@ def load_method(
         raise MthdsError(problems)
     label = source or (str(path_or_text) if isinstance(path_or_text, Path) else "<mthds>")
     problems = [_located(p, library) for p in check(pipeline, source=label)]
+    problems += _function_problems(pipeline, library)
     if problems:
         raise MthdsError(problems)
     outputs: dict[str, str] = {}
@@ -138,6 +140,31 @@ def _library(path_or_text: str | Path, source: str | None) -> tuple[Library, lis
             return Library(), [Problem("bundle", f"'{path}' does not exist", str(path))]
         return load_path(path)
     return load_text(str(path_or_text), source or "<mthds>")
+
+
+def _function_problems(pipeline: Pipeline, library: Library) -> list[Problem]:
+    """A PipeFunc whose function does not import, named at its ``function_name`` line."""
+    for bundle in library.bundles:
+        folder = Path(bundle.source).parent
+        if folder.is_dir() and str(folder.resolve()) not in sys.path:
+            # The bundle's own folder, as for YAML pipelines: functions next to the bundle import.
+            sys.path.insert(0, str(folder.resolve()))
+    problems: list[Problem] = []
+    for bundle in library.bundles:
+        for code in bundle.pipes:
+            pipe = pipeline.pipes.get(_name_of(pipeline, library, bundle.domain, code) or "")
+            if isinstance(pipe, ToolPipe):
+                try:
+                    import_function(pipe.function)
+                except ConfigError as err:
+                    problems.append(
+                        Problem(
+                            f"bundle '{bundle.domain}', pipe '{code}', field 'function_name'",
+                            str(err),
+                            bundle.where(f"pipe.{code}.function_name"),
+                        )
+                    )
+    return problems
 
 
 def _located(problem: Problem, library: Library) -> Problem:

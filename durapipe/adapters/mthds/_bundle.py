@@ -255,6 +255,10 @@ def parse_bundle(text: str, source: str) -> tuple[Bundle, list[Problem]]:
         where = f"{source}:{match.group(1)}" if match else source
         message = _TOML_LINE.sub("", str(err)).strip()
         return bundle, [Problem(f"bundle '{source}'", f"not valid TOML: {message}", where)]
+    data = _modernised(data)
+    for kind in ("concept", "pipe"):
+        if isinstance(data.get(kind), dict):
+            data[kind] = {k: _modernised(v) for k, v in data[kind].items()}
     bundle.raw = data
     bundle.lines = toml_lines(text)
     problems: list[Problem] = []
@@ -265,13 +269,13 @@ def parse_bundle(text: str, source: str) -> tuple[Bundle, list[Problem]]:
     for key in sorted(set(data) - _HEADER_KEYS):
         close = difflib.get_close_matches(key, _HEADER_KEYS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        report("bundle header", f"unknown field '{key}'{hint}", key)
+        report("header", f"unknown field '{key}'{hint}", key)
     for key in ("domain", "description", "system_prompt", "main_pipe"):
         if key in data and not isinstance(data[key], str):
-            report("bundle header", f"field '{key}' must be a string", key)
+            report("header", f"field '{key}' must be a string", key)
     if not isinstance(data.get("domain"), str):
         if "domain" not in data:
-            report("bundle header", "field 'domain' is required", "domain")
+            report("header", "field 'domain' is required", "domain")
     else:
         bundle.domain = data["domain"]
     bundle.description = (
@@ -283,10 +287,28 @@ def parse_bundle(text: str, source: str) -> tuple[Bundle, list[Problem]]:
     bundle.main_pipe = data.get("main_pipe") if isinstance(data.get("main_pipe"), str) else None
     _parse_concepts(bundle, data.get("concept", {}), report)
     _parse_pipes(bundle, data.get("pipe", {}), report)
+    if bundle.domain:
+        problems = [
+            Problem(f"bundle '{bundle.domain}', {p.where}", p.message, p.source) for p in problems
+        ]
     return bundle, problems
 
 
 Report = Any  # (where, message, line key) -> None
+
+# Field names of Pipelex releases before the MTHDS standard, found in many public bundles; each has
+# exactly one MTHDS meaning, so they are read as that (a bundle using both spellings keeps MTHDS's).
+LEGACY_FIELDS = {"definition": "description", "prompt_template": "prompt"}
+
+
+def _modernised(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    renamed = dict(value)
+    for old, new in LEGACY_FIELDS.items():
+        if old in renamed and new not in renamed:
+            renamed[new] = renamed.pop(old)
+    return renamed
 
 
 def _parse_concepts(bundle: Bundle, table: Any, report: Report) -> None:
@@ -335,8 +357,8 @@ def _parse_pipes(bundle: Bundle, table: Any, report: Report) -> None:
                 close = difflib.get_close_matches(str(kind), PIPE_TYPES, n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 report(
-                    where,
-                    f"field 'type': unknown pipe type '{kind}'{hint} (one of {', '.join(PIPE_TYPES)})",
+                    f"{where}, field 'type'",
+                    f"unknown pipe type '{kind}'{hint} (one of {', '.join(PIPE_TYPES)})",
                     f"{key}.type",
                 )
             continue

@@ -32,7 +32,8 @@ class ModelDeck:
     Attributes:
         aliases: ``@name`` -> model string.
         presets: ``$name`` -> ``{"model": ..., <settings>}``.
-        waterfalls: ``~name`` -> model strings, tried in order.
+        waterfalls: ``~name`` -> ``{"models": [...], <settings>}``: model strings tried in order
+            (in a deck file, a plain list of model strings works too).
         handles: a bare handle (``claude-4.5-sonnet``) -> model string.
         default: the model for any reference the deck does not name (per kind: ``llm``, ``image``,
             ``extract``, ``search``).
@@ -40,7 +41,7 @@ class ModelDeck:
 
     aliases: dict[str, str] = field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    waterfalls: dict[str, list[str]] = field(default_factory=dict)
+    waterfalls: dict[str, dict[str, Any]] = field(default_factory=dict)
     handles: dict[str, str] = field(default_factory=dict)
     default: dict[str, str] = field(
         default_factory=lambda: {
@@ -82,7 +83,10 @@ def load_deck(path: str | Path | None = None) -> ModelDeck:
         return ModelDeck(
             aliases=dict(data.get("aliases", {})),
             presets={k: dict(v) for k, v in data.get("presets", {}).items()},
-            waterfalls={k: list(v) for k, v in data.get("waterfalls", {}).items()},
+            waterfalls={
+                k: dict(v) if isinstance(v, dict) else {"models": list(v)}
+                for k, v in data.get("waterfalls", {}).items()
+            },
             handles=dict(data.get("handles", {})),
             default={**base.default, **data.get("default", {})},
         )
@@ -115,8 +119,10 @@ def resolve_model(ref: str | dict[str, Any] | None, kind: str, deck: ModelDeck) 
             model = deck.aliases.get(model[1:], default)
         return ResolvedModel(model, {k: v for k, v in preset.items() if k != "model"})
     if ref.startswith("~"):
-        chain = deck.waterfalls.get(ref[1:]) or [default]
-        return ResolvedModel(chain[0], {}, tuple(chain[1:]))
+        waterfall = deck.waterfalls.get(ref[1:], {})
+        chain = [str(m) for m in waterfall.get("models", [])] or [default]
+        settings = {k: v for k, v in waterfall.items() if k != "models"}
+        return ResolvedModel(chain[0], settings, tuple(chain[1:]))
     if "/" in ref:
         return ResolvedModel(ref)
     return ResolvedModel(deck.handles.get(ref, default))

@@ -72,7 +72,9 @@ def _content(value: Any, type_ref: str) -> Any:
         if isinstance(value, dict) and isinstance(value.get("url"), str):
             value = value["url"]
         if isinstance(value, str):
-            return Path(value)  # a file: the run uploads it to the blob store, as --input name=@file
+            return Path(
+                value
+            )  # a file: the run uploads it to the blob store, as --input name=@file
     return value
 
 

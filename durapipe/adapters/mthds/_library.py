@@ -28,6 +28,15 @@ NATIVE_CONCEPTS = frozenset(
         "Anything",
     }
 )
+# Native concept codes of Pipelex releases (and Pipelex-only natives) seen in public bundles, read
+# as the MTHDS native with the same meaning. `YesNo` is not here: boolean or text is ambiguous.
+LEGACY_NATIVES = {
+    "PDF": "Document",
+    "LlmPrompt": "Text",
+    "TextAndImage": "TextAndImages",
+    "Markdown": "Text",
+    "Date": "Text",
+}
 RESERVED_DOMAINS = frozenset({"native", "mthds", "pipelex"})
 _MULTIPLICITY = re.compile(r"^(?P<ref>[^\[\]]+?)(?:\[(?P<count>\d*)\])?$")
 
@@ -157,6 +166,8 @@ def resolve_concept(library: Library, bundle: Bundle, ref: str) -> ConceptTarget
     """The concept ``ref`` (no multiplicity) names from ``bundle``, or why it does not resolve."""
     if ref in NATIVE_CONCEPTS:
         return ConceptTarget(ref)
+    if ref in LEGACY_NATIVES and ref not in bundle.concepts:
+        return ConceptTarget(LEGACY_NATIVES[ref])
     if "->" in ref:
         alias, _, rest = ref.partition("->")
         dep = library.deps.get(alias)
@@ -171,6 +182,8 @@ def resolve_concept(library: Library, bundle: Bundle, ref: str) -> ConceptTarget
     if "." in ref:
         domain, _, code = ref.rpartition(".")
         if domain == "native":
+            if code in LEGACY_NATIVES:
+                return ConceptTarget(LEGACY_NATIVES[code])
             return ConceptTarget(code) if code in NATIVE_CONCEPTS else f"no native concept '{code}'"
         found = library.concept(domain, code)
         if found is None:
@@ -179,6 +192,11 @@ def resolve_concept(library: Library, bundle: Bundle, ref: str) -> ConceptTarget
     if ref in bundle.concepts:
         return ConceptTarget(ref, library, bundle)
     found = library.concept(bundle.domain, ref)
+    if found is None and ref == "YesNo":
+        return (
+            "'YesNo' is a Pipelex concept, not an MTHDS native one: declare it (e.g. [concept.YesNo] "
+            "with a boolean field 'answer') or use Text"
+        )
     if found is None:
         return (
             f"unknown concept '{ref}': declare it in [concept], or use a native concept "

@@ -182,6 +182,7 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
         return LlmPipe(
             **common,
             model=resolved.model,
+            fallbacks=list(resolved.fallbacks),
             system=_shorthand.expand(system) if system else None,
             prompt=_shorthand.expand(blueprint.prompt or ""),
             output=output,
@@ -231,6 +232,7 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
         return LlmPipe(
             **common,
             model=resolved.model,
+            fallbacks=list(resolved.fallbacks),
             system=_search_system(blueprint),
             prompt=_shorthand.expand(blueprint.prompt),
             output=output,
@@ -280,13 +282,7 @@ def _search_system(pipe: PipeSearch) -> str:
 
 
 def _model(state: Translation, ref: str | dict[str, Any] | None, kind: str) -> ResolvedModel:
-    resolved = resolve_model(ref, kind, state.deck)
-    if resolved.fallbacks:
-        # A waterfall's later models: the llm pipe's litellm fallbacks (see README, MTHDS).
-        return ResolvedModel(
-            resolved.model, {**resolved.settings, "fallbacks": list(resolved.fallbacks)}
-        )
-    return resolved
+    return resolve_model(ref, kind, state.deck)
 
 
 def _ref(state: Translation, target: PipeTarget, ref: str) -> str | None:
@@ -368,15 +364,7 @@ def _inline_batch(
 
 def _condition(
     state: Translation, target: PipeTarget, blueprint: PipeCondition, common: dict[str, Any]
-) -> ConditionPipe | None:
-    if blueprint.add_alias_from_expression_to is not None:
-        state.report(
-            target.bundle,
-            f"pipe '{target.code}', field 'add_alias_from_expression_to'",
-            "not supported by durapipe yet: remove it, or store the value with a PipeCompose step",
-            f"pipe.{target.code}.add_alias_from_expression_to",
-        )
-        return None
+) -> ConditionPipe | SequencePipe | None:
     if blueprint.expression is not None:
         expression = blueprint.expression
     elif blueprint.expression_template is not None:
@@ -399,7 +387,33 @@ def _condition(
     default = blueprint.default_outcome
     if default not in ("fail", "continue"):
         default = _ref(state, target, default) or default
-    return ConditionPipe(**common, expression=expression, outcomes=outcomes, default=default)
+    condition = ConditionPipe(**common, expression=expression, outcomes=outcomes, default=default)
+    alias = blueprint.add_alias_from_expression_to
+    if alias is None:
+        return condition
+    # add_alias_from_expression_to: a sequence that first stores the expression's value (a compose
+    # step) under the alias, then runs the condition, whose outcome pipes can read the alias.
+    name = state.names[(id(target.library), target.bundle.domain, target.code)]
+    template = (
+        _shorthand.expand(blueprint.expression_template)
+        if blueprint.expression_template is not None
+        else "{{ " + expression + " }}"
+    )
+    state.pipes[f"{name}-alias"] = ComposePipe(
+        description=f"the value of {target.code}'s expression",
+        inputs=common["inputs"],
+        template=template,
+    )
+    state.pipes[f"{name}-route"] = condition
+    return SequencePipe(
+        description=blueprint.description,
+        inputs=common["inputs"],
+        steps=[
+            Step(pipe=f"{name}-alias", name="alias", result=alias),
+            Step(pipe=f"{name}-route", name="route", result="outcome"),
+        ],
+        output="outcome",
+    )
 
 
 _BOOL_KEYS = {"True": "true", "False": "false", "None": "none"}
