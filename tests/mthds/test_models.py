@@ -104,5 +104,5 @@ def test_the_default_deck_is_offline_and_a_bad_deck_file_is_one_clear_error(
     assert load_deck().default["llm"] == "durapipe/offline"
     bad = tmp_path / "deck.toml"
     bad.write_text("[aliases\n", encoding="utf-8")
-    with pytest.raises(dp.ConfigError, match="model deck .* cannot be read"):
+    with pytest.raises(dp.ConfigError, match=r"model deck .* cannot be read"):
         load_deck(bad)

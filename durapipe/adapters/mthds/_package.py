@@ -47,11 +47,11 @@ def load_path(path: Path) -> tuple[Library, list[Problem]]:
         if not manifest.is_file():
             return Library(), [Problem("package", f"folder '{path}' has no {MANIFEST}", str(path))]
         return load_package(manifest, alias="", root=True)
-    manifest = find_manifest(path)
-    if manifest is None:
+    governing = find_manifest(path)
+    if governing is None:
         bundle, problems = parse_bundle(path.read_text(encoding="utf-8"), str(path))
         return Library(bundles=[bundle]), problems
-    return load_package(manifest, alias="", root=True)
+    return load_package(governing, alias="", root=True)
 
 
 def load_package(manifest: Path, *, alias: str, root: bool) -> tuple[Library, list[Problem]]:

@@ -365,9 +365,8 @@ def _inline_batch(
 def _condition(
     state: Translation, target: PipeTarget, blueprint: PipeCondition, common: dict[str, Any]
 ) -> ConditionPipe | SequencePipe | None:
-    if blueprint.expression is not None:
-        expression = blueprint.expression
-    elif blueprint.expression_template is not None:
+    expression: str | None = blueprint.expression
+    if expression is None and blueprint.expression_template is not None:
         expression = template_expression(blueprint.expression_template)
         if expression is None:
             state.report(
@@ -377,7 +376,7 @@ def _condition(
                 f"pipe.{target.code}.expression_template",
             )
             return None
-    else:
+    if expression is None:
         return None
     outcomes: dict[str, str] = {}
     for value, ref in blueprint.outcomes.items():
