@@ -31,6 +31,8 @@ from durapipe.serve._methods import (
     decode_files,
     load_method,
     problem_items,
+    trust_item,
+    untrusted,
 )
 from durapipe.serve._problems import ServeError, problem_item
 from durapipe.serve._runs import failure_problem, results_body, run_results, run_status, start_run
@@ -222,7 +224,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
 def _method(config: ServeConfig, body: dict[str, Any]) -> Method:
     """The method a run request carries, or the pipes this runner holds when it carries none."""
     if body.get("files") is not None:
-        return load_method(decode_files(body["files"]), config.deck)
+        return load_method(decode_files(body["files"]), config.deck, config.capabilities)
     if config.pipeline is not None and body.get("pipe_code"):
         return Method(config.pipeline)
     raise ServeError(
@@ -237,21 +239,7 @@ def _trusted(config: ServeConfig, method: Method, pipe: str) -> None:
     """Refuse a pipe that reaches a model or a function the workers do not offer."""
     found = trust_problems(resolve(method.pipeline, pipe), config.capabilities)
     if found:
-        count = len(found)
-        more = f" (and {count - 1} more, listed in 'errors')" if count > 1 else ""
-        raise ServeError(
-            "method.invalid",
-            f"The method oversteps this runner's capabilities: {found[0][2]}{more}.",
-            errors=[_trust_item(item) for item in found],
-        )
-
-
-def _trust_item(item: tuple[str, str, str]) -> dict[str, Any]:
-    pipe, where, detail = item
-    code = {"model": "model.unknown", "function": "method.function_invalid"}.get(
-        where, "method.model_setting_invalid"
-    )
-    return problem_item(code, detail, pipe=pipe, field=where)
+        raise untrusted(found)
 
 
 async def _validate(request: web.Request) -> web.Response:
@@ -260,7 +248,7 @@ async def _validate(request: web.Request) -> web.Response:
     tree = decode_files(body.get("files"))
     errors: list[dict[str, Any]] = []
     try:
-        method = load_method(tree, config.deck)
+        method = load_method(tree, config.deck, config.capabilities)
     except ServeError as err:
         if err.code not in ("method.invalid", "request.malformed"):
             raise
@@ -268,7 +256,7 @@ async def _validate(request: web.Request) -> web.Response:
     else:
         for pipe in method.pipeline.pipes:
             errors += [
-                _trust_item(item)
+                trust_item(item)
                 for item in trust_problems(resolve(method.pipeline, pipe), config.capabilities)
             ]
         # One fault found through several pipes is one fault.

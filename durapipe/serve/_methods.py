@@ -22,6 +22,7 @@ from typing import Any
 from durapipe._errors import DurapipeError, PipelineError, Problem
 from durapipe.pipes import Pipeline, check, load_yaml
 from durapipe.serve._problems import ServeError, problem_item
+from durapipe.serve._trust import Capabilities, bundle_function_problems
 
 MTHDS_SUFFIX = ".mthds"
 MANIFEST = "METHODS.toml"
@@ -106,8 +107,13 @@ def _check_path(path: str) -> None:
         )
 
 
-def load_method(tree: dict[str, bytes], deck: Any = None) -> Method:
+def load_method(
+    tree: dict[str, bytes], deck: Any = None, capabilities: Capabilities | None = None
+) -> Method:
     """Load the method a tree holds; MTHDS model references resolve through ``deck``.
+
+    With ``capabilities``, a ``PipeFunc`` naming an unregistered function is refused before the
+    bundle loader (which imports the functions it checks) runs.
 
     Raises:
         ServeError: the tree holds no loadable method, or the method does not validate (every
@@ -131,6 +137,11 @@ def load_method(tree: dict[str, bytes], deck: Any = None) -> Method:
         if any(
             path.endswith(MTHDS_SUFFIX) or PurePosixPath(path).name == MANIFEST for path in tree
         ):
+            if capabilities is not None:
+                bundles = {p: data for p, data in tree.items() if p.endswith(MTHDS_SUFFIX)}
+                refused = bundle_function_problems(bundles, capabilities)
+                if refused:
+                    raise untrusted(refused)
             return _load_mthds(tree, deck)
         yaml_files = [path for path in tree if path.endswith(YAML_SUFFIXES)]
         if len(yaml_files) == 1:
@@ -255,6 +266,7 @@ NATIVE_CONCEPTS = frozenset(
 def qualified(concept: str, domain: str) -> str:
     """A concept reference with its domain (``native.Text``, ``legal.Clause[]``)."""
     code, bracket, rest = concept.partition("[")
+    code = code.rpartition("->")[2]  # a dependency's concept (`scoring->scoring.Score`)
     if "." not in code:
         code = f"native.{code}" if code in NATIVE_CONCEPTS else f"{domain}.{code}"
     return f"{code}{bracket}{rest}"
@@ -347,3 +359,23 @@ def choose_pipe(method: Method, pipe_code: object) -> str:
         f"(one of: {', '.join(sorted(pipes))}).",
         params={"candidates": sorted(pipes)},
     )
+
+
+def untrusted(found: list[tuple[str, str, str]]) -> ServeError:
+    """The refusal of a method that reaches past the workers' capabilities: every way it does."""
+    count = len(found)
+    more = f" (and {count - 1} more, listed in 'errors')" if count > 1 else ""
+    return ServeError(
+        "method.invalid",
+        f"The method oversteps this runner's capabilities: {found[0][2]}{more}.",
+        errors=[trust_item(item) for item in found],
+    )
+
+
+def trust_item(item: tuple[str, str, str]) -> dict[str, Any]:
+    """One way a method oversteps the capabilities, as a `ProblemItem`."""
+    pipe, where, detail = item
+    code = {"model": "model.unknown", "function": "method.function_invalid"}.get(where)
+    if where == "function_name":
+        code = "method.function_invalid"
+    return problem_item(code or "method.model_setting_invalid", detail, pipe=pipe, field=where)

@@ -9,6 +9,7 @@ sent to Temporal. The worker's model deck (issue 15) plugs in here as `Capabilit
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -153,6 +154,42 @@ def trust_problems(spec: Pipeline, capabilities: Capabilities) -> list[tuple[str
                         f"pipe '{name}' sets '{key}', which a client may not set (endpoints, "
                         "headers, keys and callbacks belong to the worker); allowed settings: "
                         f"{', '.join(sorted(CLIENT_SETTINGS))}",
+                    )
+                )
+    return problems
+
+
+def bundle_function_problems(
+    bundles: dict[str, bytes], capabilities: Capabilities
+) -> list[tuple[str, str, str]]:
+    """Unregistered functions named by ``PipeFunc`` pipes of raw `.mthds` files, as (pipe, field, sentence).
+
+    Checked on the TOML text, before the bundle loader runs: the loader imports every function a
+    ``PipeFunc`` names to check it exists, and a client must not make this server import a module.
+    A file that does not parse is left to the loader, which reports it with its line.
+    """
+    problems: list[tuple[str, str, str]] = []
+    registered = ", ".join(sorted(capabilities.functions)) or "none"
+    for path, data in bundles.items():
+        try:
+            document = tomllib.loads(data.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            continue
+        pipes = document.get("pipe")
+        if not isinstance(pipes, dict):
+            continue
+        for code, pipe in pipes.items():
+            if not isinstance(pipe, dict) or pipe.get("type") != "PipeFunc":
+                continue
+            name = pipe.get("function_name")
+            module, _, attribute = str(name).rpartition(".")
+            if f"{module}:{attribute}" not in capabilities.functions:
+                problems.append(
+                    (
+                        str(code),
+                        "function_name",
+                        f"pipe '{code}' of {path} calls the function '{name}', which is not "
+                        f"registered on this runner's workers (registered: {registered})",
                     )
                 )
     return problems

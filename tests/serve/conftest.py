@@ -19,7 +19,7 @@ from tests.serve.serve_tools import GATE_ENV
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-WORKERS_FILE = HERE / "workers.yaml"
+WORKERS_FILE = HERE / "workers.mthds"
 TOKEN = "serve-test-token-0f3c"
 _READY = re.compile(r"MTHDS protocol on (http://\S+)/v1")
 
