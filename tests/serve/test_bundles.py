@@ -103,7 +103,9 @@ async def test_the_trust_boundary_holds_for_bundles(served: Served, gate_dir: Pa
         with pytest.raises(ApiResponseError) as model_refused:
             await client.start(files={"newsroom.mthds": other_model}, inputs={"article": ARTICLE})
         with pytest.raises(ApiResponseError) as function_refused:
-            await client.start(files={"newsroom.mthds": other_function}, inputs={"article": ARTICLE})
+            await client.start(
+                files={"newsroom.mthds": other_function}, inputs={"article": ARTICLE}
+            )
         verdict = await client.validate({"newsroom.mthds": other_function})
     model_problem = model_refused.value.problem
     assert model_problem.code == "method.invalid"
