@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -42,6 +43,8 @@ logger = logging.getLogger("durapipe.serve")
 
 PROTOCOL_VERSION: Final = "1.0"
 DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+# The form `pipelex-sdk` sends: 1 to 255 visible ASCII characters.
+_IDEMPOTENCY_KEY: Final = re.compile(r"[!-~]{1,255}")
 # How long a client should wait before asking again for a run that is still going.
 POLL_RETRY_AFTER_S: Final = 1
 
@@ -299,9 +302,21 @@ async def _start_run(request: web.Request) -> tuple[RunHandle, str]:
     pipe = choose_pipe(method, body.get("pipe_code"))
     _trusted(config, method, pipe)
     inputs = run_inputs(body.get("inputs"), method, pipe)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise ServeError(
+            "request.invalid",
+            "The Idempotency-Key header must be 1 to 255 visible ASCII characters.",
+            params={"field": "Idempotency-Key"},
+        )
     try:
         handle = await start_run(
-            request.app[_CLIENT], method, pipe, inputs, task_queue=config.task_queue
+            request.app[_CLIENT],
+            method,
+            pipe,
+            inputs,
+            task_queue=config.task_queue,
+            idempotency_key=key,
         )
     except PipelineError as err:
         raise ServeError(

@@ -7,12 +7,14 @@ input (its first history event). A restarted server answers exactly as the one t
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime
 from typing import Any, Final
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from durapipe._client import SPEC_VERSION, RunHandle, run_error
@@ -39,32 +41,49 @@ _STATUS: Final = {
 
 
 async def start_run(
-    client: Client, method: Method, pipe: str, inputs: dict[str, Any], *, task_queue: str
+    client: Client,
+    method: Method,
+    pipe: str,
+    inputs: dict[str, Any],
+    *,
+    task_queue: str,
+    idempotency_key: str | None = None,
 ) -> RunHandle:
     """Start a durapipe run of ``pipe`` (a Temporal workflow), its MTHDS concepts in its memo.
 
     The memo is what `durapipe.start` writes (pipe, spec version) plus the concepts, so `durapipe
-    show`, `durapipe runs` and the Temporal UI see an ordinary durapipe run.
+    show`, `durapipe runs` and the Temporal UI see an ordinary durapipe run. With an
+    ``idempotency_key`` the run id derives from the key and Temporal refuses a second workflow
+    with that id, running or closed: a start sent again (after an answer was lost) gets the run
+    the first one started instead of starting another.
 
     Raises:
         PipelineError: the inputs do not fit the pipe.
     """
-    run = pipe_run(
-        method.pipeline, pipe, inputs, run_id=f"{RUN_ID_PREFIX}{pipe}-{uuid.uuid4().hex[:12]}"
+    suffix = (
+        hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:24]
+        if idempotency_key
+        else uuid.uuid4().hex[:12]
     )
+    run = pipe_run(method.pipeline, pipe, inputs, run_id=f"{RUN_ID_PREFIX}{pipe}-{suffix}")
     memo: dict[str, Any] = {"pipe": pipe, "spec_version": SPEC_VERSION}
     concepts = concepts_memo(method, pipe)
     if concepts:
         memo[MTHDS_MEMO] = concepts
-    await client.start_workflow(
-        WORKFLOW_NAME,
-        run,
-        id=run.run_id,
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        static_summary=f"pipe {pipe} (MTHDS protocol)",
-        memo=memo,
-    )
+    try:
+        await client.start_workflow(
+            WORKFLOW_NAME,
+            run,
+            id=run.run_id,
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=f"pipe {pipe} (MTHDS protocol)",
+            memo=memo,
+        )
+    except WorkflowAlreadyStartedError:
+        if not idempotency_key:
+            raise
     return RunHandle(client, run.run_id)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from mthds.runners.api.exceptions import ApiResponseError
 from pipelex_sdk.client import PipelexAPIClient
 from pipelex_sdk.runs import RunStatus, WaitForResultOptions
 from temporalio.client import Client, WorkflowExecutionStatus
+from typer.testing import CliRunner
 
+from durapipe.cli import app
 from tests.serve.conftest import HERE, TOKEN, Served, start_serve
 
 METHOD = {"method.yaml": (HERE / "method.yaml").read_text()}
@@ -142,16 +145,19 @@ async def test_refusals_are_problem_documents(served: Served) -> None:
 
 
 async def test_a_run_outlives_a_killed_server(
-    served: Served, temporal_address: str, worker: str, gate_dir: Path, temporal_env: object
+    temporal_address: str, worker: str, gate_dir: Path, temporal_env: object
 ) -> None:
     gated = METHOD["method.yaml"].replace("serve_tools:shout", "serve_tools:gate")
-    async with mthds_client(served) as client:
-        started = await client.start(
-            pipe_code="loud_summary", files={"method.yaml": gated}, inputs={"text": TEXT}
-        )
-    run_id = started.pipeline_run_id
-    await _until((gate_dir / "entered").exists)  # the run is mid-way, waiting in its tool step
-    await served.kill()  # SIGKILL, by its own pid: nothing of the server survives
+    first = await start_serve(temporal_address, worker, gate_dir)  # this test's own, to kill
+    try:
+        async with mthds_client(first) as client:
+            started = await client.start(
+                pipe_code="loud_summary", files={"method.yaml": gated}, inputs={"text": TEXT}
+            )
+        run_id = started.pipeline_run_id
+        await _until((gate_dir / "entered").exists)  # the run is mid-way, waiting at its gate
+    finally:
+        await first.kill()  # SIGKILL, by its own pid: nothing of the server survives
     again = await start_serve(temporal_address, worker, gate_dir)
     try:
         async with lifecycle_client(again.url) as lifecycle:
@@ -178,5 +184,30 @@ async def _until(condition: Callable[[], bool], timeout: float = 60) -> None:
             await asyncio.sleep(0.05)
 
 
-def test_methods_travel_as_files(tmp_path: Path) -> None:
-    assert METHOD["method.yaml"].startswith("#")
+async def test_a_start_sent_again_with_its_idempotency_key_starts_nothing(served: Served) -> None:
+    key = f"start-{uuid.uuid4()}"
+    options = WaitForResultOptions(interval_seconds=0.2, timeout_seconds=120)
+    async with lifecycle_client(served.url) as client:
+        first = await client.start(
+            pipe_code="loud_summary", files=METHOD, inputs={"text": TEXT}, idempotency_key=key
+        )
+        again = await client.start(
+            pipe_code="loud_summary", files=METHOD, inputs={"text": TEXT}, idempotency_key=key
+        )
+        await client.wait_for_result(first.pipeline_run_id, options)
+        after_it_ended = await client.start(
+            pipe_code="loud_summary", files=METHOD, inputs={"text": TEXT}, idempotency_key=key
+        )
+        other = await client.start(
+            pipe_code="loud_summary", files=METHOD, inputs={"text": TEXT}, idempotency_key=key + "x"
+        )
+    assert first.pipeline_run_id == again.pipeline_run_id == after_it_ended.pipeline_run_id
+    assert other.pipeline_run_id != first.pipeline_run_id
+
+
+def test_serve_refuses_to_start_without_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DURAPIPE_SERVE_TOKEN", raising=False)
+    result = CliRunner().invoke(app, ["serve", "--port", "0"])
+    assert result.exit_code == 2
+    assert "needs a bearer token" in result.output
+    assert "Traceback" not in result.output
