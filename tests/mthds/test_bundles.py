@@ -64,6 +64,7 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ("extract", "read_invoice", {"invoice": EXAMPLES / "invoice.pdf"}, "InvoiceSummary"),
     ("search", "research_topic", {"topic": "Temporal"}, "SearchResult"),
     ("compose_template", "report", {"title": "Q3", "body": "Sales grew."}, "text"),
+    ("compose_template", "styled", {"title": "Q3", "body": "Sales grew."}, "text"),
     ("compose_construct", "interview_sheet", {"candidate": "Ada"}, "InterviewSheet"),
     (
         "compose_text",

@@ -93,3 +93,8 @@ async def test_nb_output_and_multiple_output_change_a_step_multiplicity() -> Non
     assert pipeline.pipes["one_idea-list"].output == "list[Idea]"  # type: ignore[union-attr]
     result = await dp.run_local(pipeline, "brainstorm", {"theme": "tea"})
     assert isinstance(result.output, list)
+
+
+async def test_template_tables_apply_their_tag_style_and_extra_context() -> None:
+    output = await _run("compose_template", "styled", {"title": "Q3", "body": "Sales grew."})
+    assert output == "Dear reader: Q3 (3, a,b)\n\n<body>\nSales grew.\n</body>"

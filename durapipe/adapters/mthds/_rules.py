@@ -321,7 +321,9 @@ def _check_compose(pipe: PipeCompose, where: str, key: str, has_list: bool, repo
         )
     if pipe.template is not None:
         source = pipe.template if isinstance(pipe.template, str) else pipe.template.template
-        _check_prompts(pipe.inputs, [("template", source)], where, key, report, unused_rule=False)
+        context = {} if isinstance(pipe.template, str) else pipe.template.extra_context or {}
+        known = {**pipe.inputs, **dict.fromkeys(context, "extra_context")}
+        _check_prompts(known, [("template", source)], where, key, report, unused_rule=False)
     if pipe.construct_ is not None:
         for name, roots in _construct_roots(pipe.construct_, ""):
             for root in sorted(roots - set(_roots(pipe.inputs))):

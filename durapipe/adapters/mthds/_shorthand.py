@@ -18,8 +18,21 @@ _SHORTHAND = re.compile(
 _JINJA = re.compile(r"(\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\})", re.DOTALL)
 
 
-def expand(template: str) -> str:
-    """The template with every shorthand expanded (raw Jinja2 in it is left untouched).
+# Pipelex's two prompt filters written out in raw Jinja2: `x|format()` is the value itself, and
+# `x|tag("name")` the value as a tagged block, as the shorthands expand.
+_FORMAT = re.compile(r"\{\{\s*(?P<expr>[^{}|]+?)\s*\|\s*format(?:\(\s*\))?\s*\}\}")
+_TAG = re.compile(
+    r"\{\{\s*(?P<expr>[^{}|]+?)\s*\|\s*tag(?:\(\s*[\"'](?P<name>[^\"']*)[\"']\s*\))?\s*\}\}"
+)
+TAG_STYLES = ("square_brackets", "xml", "ticks", "no_tag")
+
+
+def expand(template: str, tag_style: str = "square_brackets") -> str:
+    """The template with every shorthand expanded (raw Jinja2 in it is left untouched, except
+    Pipelex's ``format`` and ``tag`` filters, written out the same way).
+
+    ``tag_style`` (MTHDS's ``templating_style.tag_style``) says how an ``@name`` block is marked:
+    ``[name]...[/name]`` (default), ``<name>...</name>``, ```` ```name ... ``` ```` or not at all.
 
     Example:
         >>> expand("Write about $topic. Context: @doc")
@@ -27,16 +40,40 @@ def expand(template: str) -> str:
     """
     # Split off Jinja2 blocks first so a `$` or `@` inside `{{ ... }}` is never rewritten.
     parts = _JINJA.split(template)
-    return "".join(part if index % 2 else _expand_text(part) for index, part in enumerate(parts))
+    return "".join(
+        _filters(part, tag_style) if index % 2 else _expand_text(part, tag_style)
+        for index, part in enumerate(parts)
+    )
 
 
-def _expand_text(text: str) -> str:
+def _block(expr: str, name: str, tag_style: str) -> str:
+    value = "{{ " + expr + " }}"
+    if tag_style == "xml":
+        return f"\n<{name}>\n{value}\n</{name}>\n"
+    if tag_style == "ticks":
+        return f"\n{name}:\n```\n{value}\n```\n"
+    if tag_style == "no_tag":
+        return value
+    return f"\n[{name}]\n{value}\n[/{name}]\n"
+
+
+def _filters(jinja: str, tag_style: str) -> str:
+    jinja = _FORMAT.sub(lambda m: "{{ " + m.group("expr").strip() + " }}", jinja)
+    return _TAG.sub(
+        lambda m: _block(
+            m.group("expr").strip(), m.group("name") or m.group("expr").strip(), tag_style
+        ),
+        jinja,
+    )
+
+
+def _expand_text(text: str, tag_style: str) -> str:
     def replace(match: re.Match[str]) -> str:
         path = match.group("path")
         sigil = match.group("sigil")
         if sigil == "$":
             return "{{ " + path + " }}"
-        block = f"\n[{path}]\n{{{{ {path} }}}}\n[/{path}]\n"
+        block = _block(path, path, tag_style)
         if sigil == "@?":
             return "{% if " + path + " %}" + block + "{% endif %}"
         return block

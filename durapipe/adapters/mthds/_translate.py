@@ -446,21 +446,58 @@ def _compose(
     assert isinstance(blueprint, PipeCompose)
     if blueprint.template is not None:
         if isinstance(blueprint.template, str):
-            source = blueprint.template
-        else:
-            if blueprint.template.templating_style or blueprint.template.extra_context:
-                state.report(
-                    target.bundle,
-                    f"pipe '{target.code}', field 'template'",
-                    "'templating_style' and 'extra_context' are not supported by durapipe yet",
-                    f"pipe.{target.code}.template",
-                )
-                return None
-            source = blueprint.template.template
-        return ComposePipe(**common, template=_shorthand.expand(source), output=output)
+            return ComposePipe(
+                **common, template=_shorthand.expand(blueprint.template), output=output
+            )
+        table = blueprint.template
+        style = dict(table.templating_style or {})
+        tag_style = str(style.get("tag_style", "square_brackets"))
+        problem = None
+        if tag_style not in _shorthand.TAG_STYLES:
+            problem = f"tag_style '{tag_style}' is not one of {', '.join(_shorthand.TAG_STYLES)}"
+        elif style.get("text_format", "plain") != "plain":
+            problem = (
+                f"text_format '{style['text_format']}' is not supported by durapipe yet (only "
+                "'plain'); write the markup in the template itself"
+            )
+        context = table.extra_context or {}
+        literals = {k: _jinja_literal(v) for k, v in context.items()}
+        if problem is None and any(v is None for v in literals.values()):
+            problem = (
+                "extra_context values must be text, numbers, booleans, or lists/tables of them"
+            )
+        if problem is not None:
+            state.report(
+                target.bundle,
+                f"pipe '{target.code}', field 'template'",
+                problem,
+                f"pipe.{target.code}.template",
+            )
+            return None
+        # extra_context: constants of the template, set before its text.
+        prelude = "".join(f"{{% set {k} = {v} %}}" for k, v in literals.items())
+        source = prelude + _shorthand.expand(table.template, tag_style)
+        return ComposePipe(**common, template=source, output=output)
     if blueprint.construct_ is None:
         return None
     return ComposePipe(**common, build=_construct(blueprint.construct_), output=output)
+
+
+def _jinja_literal(value: Any) -> str | None:
+    """``value`` as a Jinja2 literal (None when it is not plain data)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return repr(value)
+    if isinstance(value, list):
+        items = [_jinja_literal(v) for v in value]
+        return None if None in items else "[" + ", ".join(str(i) for i in items) + "]"
+    if isinstance(value, dict):
+        pairs = [(repr(str(k)), _jinja_literal(v)) for k, v in value.items()]
+        if any(v is None for _, v in pairs):
+            return None
+        return "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"
+    return None
 
 
 def _construct(fields: dict[str, Any]) -> dict[str, Any]:
