@@ -184,9 +184,12 @@ async def _until(condition: Callable[[], bool], timeout: float = 60) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_a_start_sent_again_with_its_idempotency_key_starts_nothing(served: Served) -> None:
+async def test_a_start_sent_again_with_its_idempotency_key_starts_nothing(
+    served: Served, temporal_env: object
+) -> None:
     key = f"start-{uuid.uuid4()}"
     options = WaitForResultOptions(interval_seconds=0.2, timeout_seconds=120)
+    temporal: Client = temporal_env.client  # type: ignore[attr-defined]
     async with lifecycle_client(served.url) as client:
         first = await client.start(
             pipe_code="loud_summary", files=METHOD, inputs={"text": TEXT}, idempotency_key=key
@@ -195,13 +198,16 @@ async def test_a_start_sent_again_with_its_idempotency_key_starts_nothing(served
             pipe_code="loud_summary", files=METHOD, inputs={"text": TEXT}, idempotency_key=key
         )
         await client.wait_for_result(first.pipeline_run_id, options)
+        execution = (await temporal.get_workflow_handle(first.pipeline_run_id).describe()).run_id
         after_it_ended = await client.start(
             pipe_code="loud_summary", files=METHOD, inputs={"text": TEXT}, idempotency_key=key
         )
+        latest = (await temporal.get_workflow_handle(first.pipeline_run_id).describe()).run_id
         other = await client.start(
             pipe_code="loud_summary", files=METHOD, inputs={"text": TEXT}, idempotency_key=key + "x"
         )
     assert first.pipeline_run_id == again.pipeline_run_id == after_it_ended.pipeline_run_id
+    assert latest == execution  # no second workflow execution was started after the first ended
     assert other.pipeline_run_id != first.pipeline_run_id
 
 
