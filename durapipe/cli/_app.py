@@ -21,8 +21,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 import durapipe as dp
-from durapipe.adapters.mthds import is_mthds_path, load_method
-from durapipe.cli import _mthds, _progress
+from durapipe.cli import _progress
 from durapipe.cli._connection import connection_options
 
 app = typer.Typer(
@@ -191,6 +190,10 @@ def run(
     For an MTHDS bundle or package (.mthds, a folder with METHODS.toml) the output follows the MTHDS
     CLI contract: the output concept as compact JSON, or the working memory with --with-memory.
     """
+    # Imported here: the MTHDS adapter's models cost ~0.1 s to build, and the CLI must start fast.
+    from durapipe.adapters.mthds import is_mthds_path, load_method
+    from durapipe.cli import _mthds
+
     method = None
     if is_mthds_path(file):
         method = load_method(file)
