@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,10 @@ from mthds.protocol.models import InvalidValidationReport, ValidationReport
 from mthds.runners.api.exceptions import ApiResponseError
 from pipelex_sdk.runs import WaitForResultOptions
 from temporalio.client import WorkflowExecutionStatus
+from typer.testing import CliRunner
 
 import durapipe as dp
+from durapipe.cli import app
 from tests.serve.conftest import HERE, Served
 from tests.serve.test_protocol import lifecycle_client, mthds_client
 
@@ -49,6 +52,12 @@ async def test_execute_a_bundle_from_its_main_pipe(served: Served, temporal_addr
     description = await run.client.get_workflow_handle(result.pipeline_run_id).describe()
     assert description.status == WorkflowExecutionStatus.COMPLETED
     assert {"summarize", "shout", "headline"} <= {step.pipe for step in await run.steps()}
+    # `durapipe show` (its own event loop, so in a thread) sees the run's steps.
+    shown = await asyncio.to_thread(
+        CliRunner().invoke, app, ["show", result.pipeline_run_id, "--address", temporal_address]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "loud (tool" in shown.output and "headline (llm" in shown.output
 
 
 async def test_start_a_package_with_a_local_dependency(served: Served) -> None:
