@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import json
 import logging
@@ -47,9 +48,18 @@ FileArgument = Annotated[
 ]
 
 
+# Set by `run` for an MTHDS bundle: its errors are the MTHDS CLI contract's JSON object on stderr.
+_MTHDS_ERRORS: contextvars.ContextVar[bool] = contextvars.ContextVar("mthds_errors", default=False)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``error: message`` to stderr and return the Exit to raise."""
-    typer.echo(f"error: {message}", err=True)
+    if _MTHDS_ERRORS.get():
+        from durapipe.cli._mthds import error_json
+
+        typer.echo(error_json(message, code), err=True)
+    else:
+        typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
 
 
@@ -58,6 +68,7 @@ def handles_errors(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token = _MTHDS_ERRORS.set(False)
         try:
             return command(*args, **kwargs)
         except dp.PipelineError as err:
@@ -76,6 +87,8 @@ def handles_errors(command: F) -> F:
             raise fail(str(err)) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
+        finally:
+            _MTHDS_ERRORS.reset(token)
 
     return wrapper  # type: ignore[return-value]
 
@@ -196,8 +209,9 @@ def run(
 
     method = None
     if is_mthds_path(file):
-        method = load_method(file)
-        pipeline = dp.load(file)  # also checks that every PipeFunc function imports
+        _MTHDS_ERRORS.set(True)
+        method = load_method(file)  # also checks that every PipeFunc function imports
+        pipeline = method.pipeline
         pipe = _mthds.pipe_name(method, pipe)
         values = _mthds.read_inputs(method, pipe, mthds_inputs) or {}
         values.update(parse_inputs(input_json, inputs or []))

@@ -70,3 +70,24 @@ def print_output(
         with_memory=with_memory,
     )
     typer.echo(json.dumps(shown, ensure_ascii=False, separators=(",", ":"), default=str))
+
+
+def error_json(message: str, code: int) -> str:
+    """An error as the MTHDS CLI contract prints it on stderr (``message`` is durapipe's sentence).
+
+    Exit code 2 is a mistake in what was asked (the bundle, an input); 1 a run that failed.
+    """
+    mistake = code == 2
+    return json.dumps(
+        {
+            "error": True,
+            "error_type": "ValidationError" if mistake else "PipelineExecutionError",
+            "message": message,
+            "hint": "Fix the bundle or the inputs as the message says"
+            if mistake
+            else "The message names the step that failed and why",
+            "error_domain": "input" if mistake else "runtime",
+            "retryable": False,
+        },
+        ensure_ascii=False,
+    )
