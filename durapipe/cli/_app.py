@@ -98,6 +98,11 @@ def handles_errors(command: F) -> F:
 def validate(file: FileArgument) -> None:
     """Check a pipeline file and report every problem, without running anything."""
     pipeline = dp.load(file)
+    if file.suffix == ".mthds" or file.is_dir():
+        from durapipe.adapters.mthds import load_method
+
+        for note in load_method(file).notes:
+            typer.echo(f"note: {note}", err=True)
     typer.echo(f"{file}: ok, {len(pipeline.pipes)} pipes")
     for name, pipe in pipeline.pipes.items():
         inputs = ", ".join(f"{k}: {v}" for k, v in pipe.inputs.items())

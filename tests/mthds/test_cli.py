@@ -131,3 +131,13 @@ def test_worker_on_a_bundle_runs_it_on_temporal_like_local(
     assert on_temporal.returncode == 0, on_temporal.stderr
     assert on_temporal.stdout == local.stdout
     assert len(json.loads(on_temporal.stdout)["items"]) == 3
+
+
+def test_validate_notes_each_field_that_has_no_effect_yet() -> None:
+    result = runner.invoke(app, ["validate", str(BUNDLES / "imggen.mthds")])
+    assert result.exit_code == 0
+    assert result.stderr == (
+        f"note: {BUNDLES / 'imggen.mthds'}:30: bundle 'illustration', pipe 'draw', field 'seed': "
+        "read, but has no effect in durapipe yet\n"
+    )
+    assert result.stdout.startswith(f"{BUNDLES / 'imggen.mthds'}: ok, 4 pipes")

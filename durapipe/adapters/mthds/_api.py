@@ -11,7 +11,7 @@ from durapipe.adapters.mthds._deck import ModelDeck, load_deck
 from durapipe.adapters.mthds._library import Library, resolve_pipe
 from durapipe.adapters.mthds._package import MANIFEST, load_path, load_text
 from durapipe.adapters.mthds._rules import check_library
-from durapipe.adapters.mthds._translate import translate
+from durapipe.adapters.mthds._translate import notes, translate
 from durapipe.pipes import Pipeline, ToolPipe, check, import_function
 
 SUFFIX = ".mthds"
@@ -34,6 +34,7 @@ class Method:
         outputs: durapipe pipe name -> its MTHDS output concept (for the CLI output contract).
         inputs: durapipe pipe name -> input name -> MTHDS concept.
         library: the parsed bundles, to resolve MTHDS references (``domain.code``).
+        notes: fields the bundles set that have no effect in durapipe yet, one note each.
     """
 
     pipeline: Pipeline
@@ -41,6 +42,7 @@ class Method:
     outputs: dict[str, str] = field(default_factory=dict)
     inputs: dict[str, dict[str, str]] = field(default_factory=dict)
     library: Library = field(default_factory=Library)
+    notes: list[Problem] = field(default_factory=list)
 
 
 def is_mthds_path(path: str | Path) -> bool:
@@ -82,7 +84,7 @@ def load_method(
             if name is not None:
                 outputs[name] = blueprint.output
                 inputs[name] = dict(blueprint.inputs)
-    return Method(pipeline, main, outputs, inputs, library)
+    return Method(pipeline, main, outputs, inputs, library, notes(library))
 
 
 def load_mthds(
