@@ -108,6 +108,7 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ("refines", "classify", {"text": "A heron stood in the river."}, "Animal"),
     ("fixed_lists", "make_quiz", {"subject": "volcanoes"}, "list[text, 4]"),
     ("image_input", "caption", {"picture": "@picture", "style": "haiku"}, "text"),
+    ("dotted_inputs", "brief", {"subject": "tea"}, "text"),
     ("condition_alias", "route_language", {"message": "salut", "language": "FR"}, "text"),
     ("condition_alias", "route_language", {"message": "hallo", "language": "DE"}, "text"),
     ("legacy_pipelex", "summarize_pdf", {"document": EXAMPLES / "invoice.pdf"}, "text"),

@@ -197,16 +197,14 @@ def pipe_name(state: Translation, target: PipeTarget) -> str:
 def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
     bundle, blueprint, code = target.bundle, target.blueprint, target.code
     where, key = f"pipe '{code}'", f"pipe.{code}"
-    for input_name in blueprint.inputs:
+    inputs: dict[str, str] = {}
+    for input_name, ref in blueprint.inputs.items():
         if "." in input_name:
-            state.report(
-                bundle,
-                f"{where}, input '{input_name}'",
-                "dotted input names are not supported by durapipe yet; declare the whole input and use its field in the prompt",
-                f"{key}.inputs.{input_name}",
-            )
-            return None
-    inputs = {n: type_of(state, target.library, bundle, ref) for n, ref in blueprint.inputs.items()}
+            # A dotted input (`doc.title`) reads a field of `doc`: the pipe takes `doc` itself,
+            # whose full type the pipe does not declare, and its templates read the field.
+            inputs.setdefault(input_name.split(".")[0], "any")
+        else:
+            inputs[input_name] = type_of(state, target.library, bundle, ref)
     output = type_of(state, target.library, bundle, blueprint.output)
     common: dict[str, Any] = {"description": blueprint.description, "inputs": inputs}
     if isinstance(blueprint, PipeLLM):
