@@ -98,3 +98,40 @@ async def test_nb_output_and_multiple_output_change_a_step_multiplicity() -> Non
 async def test_template_tables_apply_their_tag_style_and_extra_context() -> None:
     output = await _run("compose_template", "styled", {"title": "Q3", "body": "Sales grew."})
     assert output == "Dear reader: Q3 (3, a,b)\n\n<body>\nSales grew.\n</body>"
+
+
+def test_a_bundle_and_its_yaml_twin_are_the_same_spec() -> None:
+    twin = dp.load_yaml(
+        """
+default_model: durapipe/offline
+pipes:
+  generate_jokes_from_topics:
+    kind: sequence
+    description: Generate 3 joke topics and create a joke for each
+    steps:
+      - {pipe: generate_topics, name: topics, result: topics}
+      - {pipe: batch_generate_jokes, name: jokes, result: jokes}
+    output: jokes
+  generate_topics:
+    kind: llm
+    description: Generate 3 distinct topics suitable for jokes
+    model: durapipe/offline
+    prompt: Generate 3 distinct and varied topics for crafting one-liner jokes.
+    output: list[text, 3]
+  batch_generate_jokes:
+    kind: batch
+    description: Generate a joke for each topic
+    inputs:
+      topics: list[text]
+    over: topics
+    item: topic
+    pipe: generate_joke
+  generate_joke:
+    kind: llm
+    description: Write a clever one-liner joke about the given topic
+    model: durapipe/offline
+    inputs: {topic: text}
+    prompt: Write a clever one-liner joke about {{ topic }}. Be concise and witty.
+"""
+    )
+    assert load_mthds(BUNDLES / "jokes.mthds") == twin
