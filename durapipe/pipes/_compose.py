@@ -8,21 +8,33 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pydantic
+
 from durapipe.pipes import _templates, _types
 from durapipe.pipes._spec import ComposePipe
 
 
-def compose(pipe: ComposePipe, values: dict[str, Any]) -> Any:
-    """The output of ``pipe`` for the input ``values``.
+def compose(
+    pipe: ComposePipe, values: dict[str, Any], structures: _types.Structures | None = None
+) -> Any:
+    """The output of ``pipe`` for the input ``values``, checked against its output type.
 
     Raises:
         TemplateError: a template failed to render.
         KeyError: a ``from`` path names nothing in ``values``.
+        ValueError: the output does not fit the pipe's output type.
     """
     if pipe.template is not None:
-        return _templates.render(pipe.template, values)
-    assert pipe.build is not None  # the spec holds exactly one of template and build
-    return _build(pipe.build, values)
+        output: Any = _templates.render(pipe.template, values)
+    else:
+        assert pipe.build is not None  # the spec holds exactly one of template and build
+        output = _build(pipe.build, values)
+    try:
+        return _types.validate(pipe.output, structures or {}, output)
+    except pydantic.ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "value"
+        raise ValueError(f"the output is not {pipe.output}: {where}: {first['msg']}") from None
 
 
 def _build(fields: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:

@@ -264,8 +264,8 @@ class Interpreter:
         # Deterministic and local: it runs here, in the workflow, with no activity to schedule.
         record.attempts = 1
         try:
-            return compose(pipe, inputs)
-        except (TemplateError, KeyError) as err:
+            return compose(pipe, inputs, self.structures_for([pipe.output]))
+        except (TemplateError, KeyError, ValueError) as err:
             raise StepFailed(
                 path=path, kind=pipe.kind, cause_type="durapipe.ComposeError", cause=str(err)
             ) from None

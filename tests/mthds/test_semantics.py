@@ -135,3 +135,27 @@ pipes:
 """
     )
     assert load_mthds(BUNDLES / "jokes.mthds") == twin
+
+
+async def test_a_construct_that_does_not_fit_its_concept_fails_the_step() -> None:
+    pipeline = load_mthds(
+        """domain = "shapes"
+[concept.Pair]
+description = "Two numbers"
+[concept.Pair.structure]
+left = { type = "integer", description = "left", required = true }
+right = { type = "integer", description = "right", required = true }
+
+[pipe.make_pair]
+type = "PipeCompose"
+description = "A pair from one number"
+inputs = { n = "Number" }
+output = "Pair"
+[pipe.make_pair.construct]
+left = { from = "n" }
+right = "not a number"
+""",
+        source="shapes.mthds",
+    )
+    with pytest.raises(dp.StepFailed, match=r"the output is not Pair: right: Input should be"):
+        await dp.run_local(pipeline, "make_pair", {"n": 2})
