@@ -87,6 +87,16 @@ def test_a_private_pipe_of_a_dependency_is_refused(tmp_path: Path) -> None:
             'pipes = ["draft_article"]',
             "'publish' must be listed in [exports]",
         ),
+        (
+            'pipes = ["review_article"]',
+            'pipes = ["review_article", "rewrite"]',
+            "[exports.editorial.review]: exports 'rewrite', which no bundle of domain",
+        ),
+        (
+            'name        = "editorial"',
+            'name = "Editorial Team"',
+            "field 'name': 'Editorial Team' must",
+        ),
     ],
 )
 def test_manifest_mistakes_are_named(tmp_path: Path, old: str, new: str, expected: str) -> None:

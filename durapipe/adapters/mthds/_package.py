@@ -106,6 +106,15 @@ def load_package(manifest: Path, *, alias: str, root: bool) -> tuple[Library, li
             dep, found = load_package(dep_manifest, alias=dep_alias, root=False)
             library.deps[dep_alias] = dep
             problems += found
+    for domain, code in sorted(library.exports):
+        if library.pipe(domain, code) is None:
+            problems.append(
+                Problem(
+                    f"METHODS.toml, [exports.{domain}]",
+                    f"exports '{code}', which no bundle of domain '{domain}' defines",
+                    source,
+                )
+            )
     if library.main_pipe and not any(code == library.main_pipe for _, code in library.exports):
         problems.append(
             Problem(
@@ -142,6 +151,11 @@ def _check_manifest(data: dict[str, Any], source: str) -> list[Problem]:
     if not isinstance(package, dict):
         report("[package]", "the [package] section is required")
         return problems
+    name = package.get("name")
+    if name is not None and (
+        not isinstance(name, str) or not _SNAKE.match(name) or not 2 <= len(name) <= 25
+    ):
+        report("field 'name'", f"{name!r} must be snake_case, 2 to 25 characters")
     address = package.get("address")
     if not isinstance(address, str) or not _ADDRESS.match(address):
         report(
