@@ -30,6 +30,7 @@ NATIVES = {
     "thing": "x",
     "other": 3,
     "first_page": {"page": 1, "text": "Page one"},
+    "mixed": {"text": "a caption", "images": []},
 }
 TICKET = {"priority": 3, "text": "My order is late."}
 
@@ -109,6 +110,7 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ("fixed_lists", "make_quiz", {"subject": "volcanoes"}, "list[text, 4]"),
     ("image_input", "caption", {"picture": "@picture", "style": "haiku"}, "text"),
     ("dotted_inputs", "brief", {"subject": "tea"}, "text"),
+    ("image_input", "review_document", {"contract": EXAMPLES / "invoice.pdf"}, "text"),
     ("condition_alias", "route_language", {"message": "salut", "language": "FR"}, "text"),
     ("condition_alias", "route_language", {"message": "hallo", "language": "DE"}, "text"),
     ("legacy_pipelex", "summarize_pdf", {"document": EXAMPLES / "invoice.pdf"}, "text"),
