@@ -90,6 +90,12 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ),
     ("condition_expression", "handle_ticket", {"ticket": TICKET, "agent": "Sam"}, "text"),
     (
+        "condition_template",
+        "route_by_priority",
+        {"doc_request": {"document_type": "legal", "content": "NDA"}, "urgent": 0},
+        "text",
+    ),
+    (
         "batch",
         "translate_all",
         {"phrases": [{"id": 1, "text": "hello"}, {"id": 2, "text": "bye"}], "language": "French"},

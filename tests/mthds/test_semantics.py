@@ -159,3 +159,15 @@ right = "not a number"
     )
     with pytest.raises(dp.StepFailed, match=r"the output is not Pair: right: Input should be"):
         await dp.run_local(pipeline, "make_pair", {"n": 2})
+
+
+async def test_an_expression_template_with_blocks_routes_on_its_rendered_text() -> None:
+    request = {"document_type": "legal", "content": "NDA"}
+    legal = await _run(
+        "condition_template", "route_by_priority", {"doc_request": request, "urgent": 0}
+    )
+    assert legal == "Offline answer: Review the legal document: NDA"
+    urgent = await _run(
+        "condition_template", "route_by_priority", {"doc_request": request, "urgent": 2}
+    )
+    assert urgent == "Offline answer: Review the technical document: NDA"

@@ -298,14 +298,23 @@ Report = Any  # (where, message, line key) -> None
 
 # Field names of Pipelex releases before the MTHDS standard, found in many public bundles; each has
 # exactly one MTHDS meaning, so they are read as that (a bundle using both spellings keeps MTHDS's).
-LEGACY_FIELDS = {"definition": "description", "prompt_template": "prompt"}
+LEGACY_FIELDS = {
+    "definition": "description",
+    "prompt_template": "prompt",
+    "pipe_map": "outcomes",
+    "default_pipe_code": "default_outcome",
+}
+# Renames that hold for one pipe type only (Pipelex's migration guide lists each).
+LEGACY_TYPE_FIELDS = {"PipeCompose": {"jinja2": "template"}, "PipeLLM": {"llm": "model"}}
 
 
 def _modernised(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
     renamed = dict(value)
-    for old, new in LEGACY_FIELDS.items():
+    kind = renamed.get("type")
+    legacy = {**LEGACY_FIELDS, **LEGACY_TYPE_FIELDS.get(kind if isinstance(kind, str) else "", {})}
+    for old, new in legacy.items():
         if old in renamed and new not in renamed:
             renamed[new] = renamed.pop(old)
     return renamed

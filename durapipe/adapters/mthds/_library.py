@@ -113,6 +113,11 @@ def split_multiplicity(ref: str) -> tuple[str, int | None, bool]:
     Raises:
         ValueError: the brackets are malformed or the count is not at least 1.
     """
+    if ref.strip().endswith(("?", "!")):
+        raise ValueError(
+            f"'{ref}': presence markers ('?', '!') are a Pipelex extension, not MTHDS; every "
+            "durapipe input is required: remove the marker"
+        )
     match = _MULTIPLICITY.match(ref.strip())
     if match is None:
         raise ValueError(

@@ -401,16 +401,14 @@ def _condition(
     state: Translation, target: PipeTarget, blueprint: PipeCondition, common: dict[str, Any]
 ) -> ConditionPipe | SequencePipe | None:
     expression: str | None = blueprint.expression
+    alias = blueprint.add_alias_from_expression_to
     if expression is None and blueprint.expression_template is not None:
         expression = template_expression(blueprint.expression_template)
         if expression is None:
-            state.report(
-                target.bundle,
-                f"pipe '{target.code}', field 'expression_template'",
-                "only {{ ... }} substitutions and text are supported in an expression_template, not {% %} blocks; use 'expression' with an inline if",
-                f"pipe.{target.code}.expression_template",
-            )
-            return None
+            # `{% %}` blocks: the template is rendered first (a compose step, as for an alias)
+            # and the condition routes on the rendered text.
+            alias = alias or f"{target.code}_value"
+            expression = f"{alias} | trim"
     if expression is None:
         return None
     outcomes: dict[str, str] = {}
@@ -421,12 +419,18 @@ def _condition(
     default = blueprint.default_outcome
     if default not in ("fail", "continue"):
         default = _ref(state, target, default) or default
-    condition = ConditionPipe(**common, expression=expression, outcomes=outcomes, default=default)
-    alias = blueprint.add_alias_from_expression_to
     if alias is None:
-        return condition
-    # add_alias_from_expression_to: a sequence that first stores the expression's value (a compose
-    # step) under the alias, then runs the condition, whose outcome pipes can read the alias.
+        return ConditionPipe(**common, expression=expression, outcomes=outcomes, default=default)
+    condition = ConditionPipe(
+        description=blueprint.description,
+        inputs={**common["inputs"], alias: "text"},
+        expression=expression,
+        outcomes=outcomes,
+        default=default,
+    )
+    # add_alias_from_expression_to (or a template with blocks): a sequence that first stores the
+    # expression's value (a compose step) under the alias, then runs the condition, whose outcome
+    # pipes can read the alias.
     name = state.names[(id(target.library), target.bundle.domain, target.code)]
     template = (
         _shorthand.expand(blueprint.expression_template)
