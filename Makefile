@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install ocr redis-server test-tools test lint typecheck format demo bench bench-batch throttle chaos clean
+.PHONY: install ocr redis-server test-tools test lint typecheck format demo bench bench-batch bench-mthds throttle chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,9 +63,21 @@ bench: $(STAMP)
 throttle: $(STAMP)
 	$(BIN)/python -m bench.throttle
 
+# The MTHDS peer race: the same bundles on Pipelex in-process (in its own venv, never a durapipe
+# dependency), durapipe --local and durapipe on Temporal, against one fake provider; outputs must agree.
+BENCH_VENV ?= .venv-bench
+PIPELEX_VERSION ?= 0.92.2
+$(BENCH_VENV)/.pipelex-$(PIPELEX_VERSION):
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'pipelex==$(PIPELEX_VERSION)'
+	touch $@
+
+bench-mthds: $(STAMP) $(BENCH_VENV)/.pipelex-$(PIPELEX_VERSION)
+	$(BIN)/python -m bench.mthds_race --pipelex-python $(BENCH_VENV)/bin/python
+
 # A batch over 10,000 items on a dev server it starts; prints items completed and the history bound.
 bench-batch: $(STAMP)
 	LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/python bench/batch10k.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
