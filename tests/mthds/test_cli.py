@@ -15,6 +15,7 @@ from tests.cli.test_cli import WorkerProcess, run_cli
 from tests.mthds.conftest import BUNDLES, PACKAGES
 
 JOKES = BUNDLES / "jokes.mthds"
+FUNC = BUNDLES / "func.mthds"
 TOPIC = {"topic": {"concept": "joke_generation.Topic", "content": {"text": "cats"}}}
 JOKE = "Offline answer: Write a clever one-liner joke about cats. Be concise and witty."
 runner = CliRunner()
@@ -115,7 +116,8 @@ def test_an_unknown_pipe_of_a_bundle_is_named() -> None:
 def mthds_worker_process(
     temporal_address: str, task_queue: str, tmp_path: Path
 ) -> Iterator[WorkerProcess]:
-    worker = WorkerProcess(JOKES, temporal_address, task_queue, tmp_path / "worker.log")
+    # A bundle with PipeFunc pipes: the worker registers their functions from the bundle's folder.
+    worker = WorkerProcess(FUNC, temporal_address, task_queue, tmp_path / "worker.log")
     yield worker
     worker.stop()
 
@@ -123,21 +125,10 @@ def mthds_worker_process(
 def test_worker_on_a_bundle_runs_it_on_temporal_like_local(
     temporal_address: str, task_queue: str, mthds_worker_process: WorkerProcess
 ) -> None:
-    local = run_cli("run", "generate_jokes_from_topics", "--file", str(JOKES), "--local")
-    on_temporal = run_cli(
-        "run", "generate_jokes_from_topics", "--file", str(JOKES),
-        "--address", temporal_address, "--task-queue", task_queue,
-    )  # fmt: skip
+    args = ["run", "draft_and_count", "--file", str(FUNC), "--inputs", '{"subject": "rivers"}']
+    local = run_cli(*args, "--local")
+    on_temporal = run_cli(*args, "--address", temporal_address, "--task-queue", task_queue)
     assert on_temporal.returncode == 0, on_temporal.stderr
     assert on_temporal.stdout == local.stdout
-    assert len(json.loads(on_temporal.stdout)["items"]) == 3
-
-
-def test_validate_notes_each_field_that_has_no_effect_yet() -> None:
-    result = runner.invoke(app, ["validate", str(BUNDLES / "imggen.mthds")])
-    assert result.exit_code == 0
-    assert result.stderr == (
-        f"note: {BUNDLES / 'imggen.mthds'}:30: bundle 'illustration', pipe 'draw', field 'seed': "
-        "read, but has no effect in durapipe yet\n"
-    )
-    assert result.stdout.startswith(f"{BUNDLES / 'imggen.mthds'}: ok, 4 pipes")
+    count = json.loads(on_temporal.stdout)
+    assert count["words"] == len(count["text"].split()) > 3
