@@ -218,7 +218,8 @@ def run(
         method = load_method(file)  # also checks that every PipeFunc function imports
         pipeline = method.pipeline
         pipe = _mthds.pipe_name(method, pipe)
-        values = _mthds.read_inputs(method, pipe, mthds_inputs) or {}
+        folder = file if file.is_dir() else None
+        values = _mthds.read_inputs(method, pipe, mthds_inputs, folder=folder) or {}
         values.update(parse_inputs(input_json, inputs or []))
         as_json = True
     else:

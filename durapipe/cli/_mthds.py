@@ -27,10 +27,15 @@ def pipe_name(method: Method, ref: str) -> str:
 
 
 def read_inputs(
-    method: Method, pipe: str, inputs: str | None, stdin: TextIO | None = None
+    method: Method,
+    pipe: str,
+    inputs: str | None,
+    stdin: TextIO | None = None,
+    folder: Path | None = None,
 ) -> dict[str, Any] | None:
     """The run inputs from ``--inputs`` (inline JSON when it starts with ``{``, else a file) or,
-    without it, from stdin when data is piped in; None when neither gives any.
+    without it, from stdin when data is piped in, else (a package folder run) from the folder's
+    ``inputs.json``; None when none gives any.
 
     Raises:
         ConfigError: the JSON does not parse, the file is missing, or the inputs do not fit.
@@ -49,6 +54,10 @@ def read_inputs(
         stream = stdin or sys.stdin
         if not stream.isatty():
             text, origin = stream.read(), "stdin"
+    if (text is None or not text.strip()) and folder is not None:
+        found = folder / "inputs.json"
+        if found.is_file():
+            text, origin = found.read_text(encoding="utf-8"), f"'{found}'"
     if text is None or not text.strip():
         return None
     try:

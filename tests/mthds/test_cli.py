@@ -4,6 +4,7 @@ worker x.mthds`, `--inputs` inline, from a file or from stdin, compact JSON or `
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,3 +133,28 @@ def test_worker_on_a_bundle_runs_it_on_temporal_like_local(
     assert on_temporal.stdout == local.stdout
     count = json.loads(on_temporal.stdout)
     assert count["words"] == len(count["text"].split()) > 3
+
+
+def test_a_package_folder_run_reads_its_inputs_json(tmp_path: Path) -> None:
+    root = tmp_path / "pkgs"
+    shutil.copytree(PACKAGES, root)
+    (root / "editorial" / "inputs.json").write_text(
+        '{"topic": {"concept": "Text", "content": {"text": "tides"}}}'
+    )
+    from_folder = runner.invoke(
+        app, ["run", "publish", "--file", str(root / "editorial"), "--local"], input=""
+    )
+    explicit = runner.invoke(
+        app,
+        [
+            "run",
+            "publish",
+            "--file",
+            str(root / "editorial"),
+            "--local",
+            "--inputs",
+            '{"topic": "tides"}',
+        ],
+    )
+    assert from_folder.exit_code == 0, from_folder.output
+    assert from_folder.stdout == explicit.stdout
