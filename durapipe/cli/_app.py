@@ -209,10 +209,12 @@ def run(
     CLI contract: the output concept as compact JSON, or the working memory with --with-memory.
     """
     # Imported here: the MTHDS adapter's models cost ~0.1 s to build, and the CLI must start fast.
-    from durapipe.adapters.mthds import is_mthds_path, load_method
+    from durapipe.adapters.mthds import is_mthds_path, load_method, memory_pipeline
     from durapipe.cli import _mthds
 
     method = None
+    memory_main: str | None = None
+    memory_concepts: dict[str, str] = {}
     if is_mthds_path(file):
         _MTHDS_ERRORS.set(True)
         method = load_method(file)  # also checks that every PipeFunc function imports
@@ -220,6 +222,9 @@ def run(
         pipe = _mthds.pipe_name(method, pipe)
         folder = file if file.is_dir() else None
         values = _mthds.read_inputs(method, pipe, mthds_inputs, folder=folder) or {}
+        if with_memory:
+            # The sequence returns every step result, so the working memory can show them.
+            pipeline, memory_main, memory_concepts = memory_pipeline(method, pipe)
         values.update(parse_inputs(input_json, inputs or []))
         as_json = True
     else:
@@ -243,7 +248,15 @@ def run(
             )
         )
         if method is not None:
-            _mthds.print_output(method, pipe, result.output, values, with_memory=with_memory)
+            _mthds.print_output(
+                method,
+                pipe,
+                result.output,
+                values,
+                with_memory=with_memory,
+                main=memory_main,
+                concepts=memory_concepts,
+            )
             return
         if not as_json:
             _progress.print_steps(result.steps)
@@ -262,7 +275,15 @@ def run(
         )
     )
     if method is not None:
-        _mthds.print_output(method, pipe, result.output, values, with_memory=with_memory)
+        _mthds.print_output(
+            method,
+            pipe,
+            result.output,
+            values,
+            with_memory=with_memory,
+            main=memory_main,
+            concepts=memory_concepts,
+        )
         return
     _print_result(result, as_json=as_json)
     if not as_json:

@@ -68,15 +68,31 @@ def read_inputs(
 
 
 def print_output(
-    method: Method, pipe: str, output: Any, values: dict[str, Any], *, with_memory: bool
+    method: Method,
+    pipe: str,
+    output: Any,
+    values: dict[str, Any],
+    *,
+    with_memory: bool,
+    main: str | None = None,
+    concepts: dict[str, str] | None = None,
 ) -> None:
-    """Print the run's output as compact JSON (or the ``--with-memory`` envelope) on stdout."""
+    """Print the run's output as compact JSON (or the ``--with-memory`` envelope) on stdout.
+
+    With ``main`` (see `memory_pipeline`) the run returned every step result: ``output[main]`` is
+    the pipe's own output and the others join the working memory.
+    """
+    memory = None
+    if main is not None and isinstance(output, dict):
+        memory = {name: (concept, output.get(name)) for name, concept in (concepts or {}).items()}
+        output = output.get(main)
     shown = mthds_output(
         output,
         method.outputs.get(pipe, "Dynamic"),
         values,
         method.inputs.get(pipe, {}),
         with_memory=with_memory,
+        memory=memory,
     )
     typer.echo(json.dumps(shown, ensure_ascii=False, separators=(",", ":"), default=str))
 

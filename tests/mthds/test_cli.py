@@ -158,3 +158,23 @@ def test_a_package_folder_run_reads_its_inputs_json(tmp_path: Path) -> None:
     )
     assert from_folder.exit_code == 0, from_folder.output
     assert from_folder.stdout == explicit.stdout
+
+
+def test_with_memory_holds_every_step_result_and_binds_by_name_downstream() -> None:
+    bundle = str(BUNDLES / "compose_template.mthds")
+    inputs = '{"title": "Q3", "body": "Sales grew."}'
+    compact = runner.invoke(app, ["run", "report", "--file", bundle, "--local", "--inputs", inputs])
+    full = runner.invoke(
+        app, ["run", "report", "--file", bundle, "--local", "--inputs", inputs, "--with-memory"]
+    )
+    envelope = json.loads(full.stdout)
+    memory = envelope["working_memory"]
+    assert list(memory["root"]) == ["title", "body", "summary", "draft", "report", "main_stuff"]
+    assert memory["aliases"] == {"main_stuff": "report"}
+    assert memory["root"]["report"]["concept"] == {"code": "Report"}
+    assert json.loads(envelope["main_stuff"]["json"]) == json.loads(compact.stdout)
+    # `layout` needs `title` and `summary`: both bind by name from the upstream working memory.
+    layout = runner.invoke(app, ["run", "layout", "--file", bundle, "--local"], input=full.stdout)
+    assert layout.exit_code == 0, layout.output
+    summary = memory["root"]["summary"]["content"]["text"]
+    assert json.loads(layout.stdout) == {"text": f"# Q3\n\n{summary}"}

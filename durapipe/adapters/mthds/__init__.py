@@ -26,7 +26,7 @@ from durapipe.adapters.mthds._api import (
     validate_mthds,
 )
 from durapipe.adapters.mthds._deck import ModelDeck, ResolvedModel, load_deck, resolve_model
-from durapipe.adapters.mthds._io import mthds_inputs, mthds_output
+from durapipe.adapters.mthds._io import memory_pipeline, mthds_inputs, mthds_output
 
 __all__ = [
     "Method",
@@ -38,6 +38,7 @@ __all__ = [
     "load_method",
     "load_mthds",
     "main_pipe",
+    "memory_pipeline",
     "mthds_inputs",
     "mthds_output",
     "pipe_for",

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from durapipe._errors import ConfigError
+from durapipe.adapters.mthds._api import Method
 from durapipe.adapters.mthds._library import split_multiplicity
-from durapipe.pipes import Pipeline
+from durapipe.pipes import Pipeline, SequencePipe
 
 
 def mthds_inputs(data: Any, pipeline: Pipeline, pipe: str) -> dict[str, Any]:
@@ -96,6 +97,23 @@ def rendered(value: Any, concept: str) -> Any:
     return {"number": value}
 
 
+def memory_pipeline(method: Method, pipe: str) -> tuple[Pipeline, str | None, dict[str, str]]:
+    """For ``--with-memory``: the pipeline with sequence ``pipe`` returning every step's result.
+
+    Returns the pipeline, the name of the sequence's own output among the results (None when
+    ``pipe`` is not a sequence: nothing changes), and the MTHDS concept of each result.
+    """
+    spec = method.pipeline.pipes.get(pipe)
+    if not isinstance(spec, SequencePipe) or not isinstance(spec.output, str):
+        return method.pipeline, None, {}
+    concepts = {
+        step.result_name: method.outputs.get(step.pipe or "", "Dynamic") for step in spec.steps
+    }
+    whole = spec.model_copy(update={"output": list(concepts)})
+    pipes = {**method.pipeline.pipes, pipe: whole}
+    return method.pipeline.model_copy(update={"pipes": pipes}), spec.output, concepts
+
+
 def mthds_output(
     output: Any,
     concept: str,
@@ -103,8 +121,12 @@ def mthds_output(
     input_concepts: dict[str, str] | None = None,
     *,
     with_memory: bool = False,
+    memory: dict[str, tuple[str, Any]] | None = None,
 ) -> Any:
-    """What the CLI prints: the main concept's JSON, or (``with_memory``) the full envelope."""
+    """What the CLI prints: the main concept's JSON, or (``with_memory``) the full envelope.
+
+    ``memory`` holds the step results (concept, value) by name, when the run returned them.
+    """
     main = rendered(output, concept)
     if not with_memory:
         return main
@@ -113,6 +135,8 @@ def mthds_output(
         name: _stuff(name, input_concepts.get(name, "Dynamic"), value)
         for name, value in (inputs or {}).items()
     }
+    for name, (step_concept, value) in (memory or {}).items():
+        root[name] = _stuff(name, step_concept, value)
     root["main_stuff"] = _stuff(None, concept, output)
     text = json.dumps(main, ensure_ascii=False)
     return {
@@ -121,8 +145,16 @@ def mthds_output(
             "markdown": _markdown(main),
             "html": f"<pre>{_escape(text)}</pre>",
         },
-        "working_memory": {"root": root, "aliases": {}},
+        "working_memory": {"root": root, "aliases": _aliases(memory, output)},
     }
+
+
+def _aliases(memory: dict[str, tuple[str, Any]] | None, output: Any) -> dict[str, str]:
+    """``main_stuff`` names the last step result that holds the output, as Pipelex's aliases do."""
+    for name, (_, value) in reversed(list((memory or {}).items())):
+        if value == output:
+            return {"main_stuff": name}
+    return {}
 
 
 def _stuff(name: str | None, concept: str, value: Any) -> dict[str, Any]:
