@@ -319,25 +319,34 @@ async def _start_run(request: web.Request) -> tuple[RunHandle, str]:
             idempotency_key=key,
         )
     except PipelineError as err:
-        raise ServeError(
-            "input.invalid"
-            if all("input" in str(p).lower() for p in err.problems)
-            else "method.invalid",
-            f"The run was not started: {err.problems[0]}"
-            + (
-                f" (and {len(err.problems) - 1} more, listed in 'errors')."
-                if len(err.problems) > 1
-                else "."
-            ),
-            params={"input": "", "field": ""},
-            errors=problem_items(err.problems),
-        ) from None
+        raise _refused_inputs(err) from None
     except RPCError as err:
         raise ServeError(
             "runtime.unavailable",
             f"Temporal cannot be reached ({err.message}); nothing was started, send the request again.",
         ) from None
     return handle, pipe
+
+
+def _refused_inputs(err: PipelineError) -> ServeError:
+    """The refusal of inputs that do not fit the pipe: ``input.missing`` or ``input.invalid``."""
+    first = err.problems[0]
+    named = re.search(r"input '([^']+)'", first.where)
+    name = named.group(1) if named else ""
+    more = (
+        f" (and {len(err.problems) - 1} more, listed in 'errors')" if len(err.problems) > 1 else ""
+    )
+    detail = f"The run was not started: {first}{more}."
+    if "missing input" in first.message:
+        return ServeError(
+            "input.missing", detail, params={"input": name}, errors=problem_items(err.problems)
+        )
+    return ServeError(
+        "input.invalid",
+        detail,
+        params={"input": name, "field": ""},
+        errors=problem_items(err.problems),
+    )
 
 
 async def _start(request: web.Request) -> web.Response:

@@ -63,6 +63,7 @@ CODES: Final[dict[str, _Code]] = {
     "security.method_path_refused": _Code(
         422, "A path the method names was refused", "method", "no", "change_method"
     ),
+    "input.missing": _Code(422, "A required input is missing", "input", "no", "change_input"),
     "input.invalid": _Code(
         422, "An input does not fit its concept's structure", "input", "no", "change_input"
     ),

@@ -6,6 +6,8 @@ import asyncio
 import os
 from pathlib import Path
 
+from durapipe import ToolError
+
 # The folder of the gate: the worker (a child process) writes `entered` there when a run reaches
 # the gate, and the test creates `open` to let it through.
 GATE_ENV = "DURAPIPE_TEST_GATE"
@@ -14,6 +16,11 @@ GATE_ENV = "DURAPIPE_TEST_GATE"
 def shout(text: str) -> str:
     """The text in capitals."""
     return text.upper()
+
+
+def refuse(text: str) -> str:
+    """Always fail, at once: a `ToolError` is the function's own verdict, not retried."""
+    raise ToolError(f"refused on purpose: {text[:20]}")
 
 
 async def gate(text: str) -> str:

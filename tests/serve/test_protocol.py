@@ -13,6 +13,7 @@ from mthds.protocol.models import InvalidValidationReport, ValidationReport
 from mthds.runners.api.client import MthdsAPIClient
 from mthds.runners.api.exceptions import ApiResponseError
 from pipelex_sdk.client import PipelexAPIClient
+from pipelex_sdk.errors import RunFailedError
 from pipelex_sdk.runs import RunStatus, WaitForResultOptions
 from temporalio.client import Client, WorkflowExecutionStatus
 from typer.testing import CliRunner
@@ -217,3 +218,34 @@ def test_serve_refuses_to_start_without_a_token(monkeypatch: pytest.MonkeyPatch)
     assert result.exit_code == 2
     assert "needs a bearer token" in result.output
     assert "Traceback" not in result.output
+
+
+async def test_a_failed_run_is_a_problem_naming_its_step(served: Served) -> None:
+    failing = METHOD["method.yaml"].replace("serve_tools:shout", "serve_tools:refuse")
+    async with mthds_client(served) as client:
+        with pytest.raises(ApiResponseError) as executed:
+            await client.execute(
+                pipe_code="loud_summary", files={"method.yaml": failing}, inputs={"text": TEXT}
+            )
+        started = await client.start(
+            pipe_code="loud_summary", files={"method.yaml": failing}, inputs={"text": TEXT}
+        )
+        with pytest.raises(ApiResponseError) as missing:
+            await client.start(pipe_code="loud_summary", files=METHOD, inputs={})
+    assert executed.value.status == 409
+    assert executed.value.problem.code == "run.failed"
+    assert "step 'shout'" in executed.value.problem.detail  # the failed step
+    assert "refused on purpose" in executed.value.problem.detail
+    async with lifecycle_client(served.url) as lifecycle:
+        with pytest.raises(RunFailedError) as failed:
+            await lifecycle.wait_for_result(
+                started.pipeline_run_id,
+                WaitForResultOptions(interval_seconds=0.2, timeout_seconds=120),
+            )
+        status = await lifecycle.get_run_status(started.pipeline_run_id)
+    assert failed.value.status == RunStatus.FAILED
+    assert "refused on purpose" in str(failed.value)
+    assert status.status == RunStatus.FAILED
+    assert missing.value.status == 422
+    assert missing.value.problem.code == "input.missing"
+    assert "input 'text'" in missing.value.problem.detail
