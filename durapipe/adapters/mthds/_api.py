@@ -135,7 +135,9 @@ def _name_of(pipeline: Pipeline, library: Library, domain: str, code: str) -> st
 
 def _library(path_or_text: str | Path, source: str | None) -> tuple[Library, list[Problem]]:
     if isinstance(path_or_text, Path) or (
-        "\n" not in path_or_text and (path_or_text.endswith(SUFFIX) or Path(path_or_text).is_dir())
+        path_or_text.strip()
+        and "\n" not in path_or_text
+        and (path_or_text.endswith(SUFFIX) or Path(path_or_text).is_dir())
     ):
         path = Path(path_or_text)
         if not path.exists():

@@ -329,10 +329,25 @@ def _parse_concepts(bundle: Bundle, table: Any, report: Report) -> None:
         if isinstance(value, str):
             bundle.concepts[code] = ConceptBlueprint(description=value)
             continue
+        if not isinstance(value, dict):
+            report(where, "must be a description string or a table ([concept.<Code>])", key)
+            continue
         try:
             bundle.concepts[code] = ConceptBlueprint.model_validate(value)
         except pydantic.ValidationError as err:
+            seen: set[tuple[str, ...]] = set()
             for error in err.errors(include_url=False):
+                if tuple(map(str, error["loc"]))[:1] == ("structure",) and len(error["loc"]) <= 2:
+                    # One sentence for the union (a table of fields, or a description string).
+                    if ("structure",) in seen:
+                        continue
+                    seen.add(("structure",))
+                    report(
+                        where,
+                        "field 'structure' must be a table of fields or a description string",
+                        f"{key}.structure",
+                    )
+                    continue
                 loc = [str(p) for p in error["loc"]]
                 # `structure.<field>.<FieldBlueprint|str>...`: drop pydantic's union-member labels.
                 loc = [

@@ -116,6 +116,12 @@ def _check_concept(library: Library, bundle: Bundle, code: str, report: Report) 
         target = resolve_concept(library, bundle, concept.refines)
         if isinstance(target, str):
             report(f"{where}, field 'refines'", target, f"{key}.refines")
+        elif (cycle := _refinement_cycle(library, bundle, code)) is not None:
+            report(
+                f"{where}, field 'refines'",
+                f"concepts refine each other in a cycle: {' -> '.join(cycle)}",
+                f"{key}.refines",
+            )
     if isinstance(concept.structure, dict):
         for name, spec in concept.structure.items():
             fkey = f"{key}.structure.{name}"
@@ -125,6 +131,24 @@ def _check_concept(library: Library, bundle: Bundle, code: str, report: Report) 
             if isinstance(spec, FieldBlueprint):
                 for message in _field_problems(library, bundle, spec):
                     report(fwhere, message, fkey)
+
+
+def _refinement_cycle(library: Library, bundle: Bundle, code: str) -> list[str] | None:
+    """The refinement chain from ``code`` back to itself, if it loops."""
+    chain = [code]
+    current_bundle, current = bundle, code
+    for _ in range(64):
+        concept = current_bundle.concepts.get(current)
+        if concept is None or concept.refines is None:
+            return None
+        target = resolve_concept(library, current_bundle, concept.refines)
+        if isinstance(target, str) or target.bundle is None:
+            return None
+        current_bundle, current = target.bundle, target.code
+        chain.append(current)
+        if current_bundle is bundle and current == code:
+            return chain
+    return None
 
 
 def _field_problems(library: Library, bundle: Bundle, spec: FieldBlueprint) -> list[str]:
