@@ -9,6 +9,7 @@ sent to Temporal. The worker's model deck (issue 15) plugs in here as `Capabilit
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -49,12 +50,16 @@ class Capabilities:
         models: the model strings a client's pipes may resolve to (the worker's deck), each with
             its category (``llm``, ``extract``, ``img_gen``, ``search``).
         functions: the tool functions registered on the workers, by ``module:name`` reference.
+        deck_settings: the settings of the deck's presets, as (name, JSON value): a pipe may
+            carry exactly these besides generation parameters (the deck, not the client, put them
+            there).
     """
 
     models: dict[str, str] = field(
         default_factory=lambda: {OFFLINE_MODEL: "llm", LOCAL_EXTRACTOR: "extract"}
     )
     functions: frozenset[str] = frozenset()
+    deck_settings: frozenset[tuple[str, str]] = frozenset()
 
     @classmethod
     def of(
@@ -79,7 +84,7 @@ class Capabilities:
                 *mthds_deck.aliases.values(),
                 *mthds_deck.handles.values(),
                 *(str(p.get("model", "")) for p in mthds_deck.presets.values()),
-                *(m for chain in mthds_deck.waterfalls.values() for m in chain),
+                *(m for waterfall in mthds_deck.waterfalls.values() for m in _chain(waterfall)),
             ]
             for model in named:
                 if model and not model.startswith("@"):
@@ -97,11 +102,37 @@ class Capabilities:
                     deck.setdefault(pipeline.models.get(model, model), category)
                 if isinstance(pipe, ToolPipe):
                     functions.add(pipe.function)
-        return cls(models=deck, functions=frozenset(functions))
+        # The settings of the deck's presets and of the workers' own pipes (an endpoint, say) are
+        # the operator's: a pipe may carry exactly those values, which no client can have chosen.
+        owned: list[dict[str, Any]] = []
+        if mthds_deck is not None:
+            owned += list(mthds_deck.presets.values())
+            owned += [
+                {k: v for k, v in w.items() if k != "models"}
+                for w in mthds_deck.waterfalls.values()
+                if isinstance(w, dict)
+            ]
+        if pipeline is not None:  # the workers' own pipes: their settings are the operator's too
+            owned += [getattr(pipe, "settings", None) or {} for pipe in pipeline.pipes.values()]
+        deck_settings = {
+            (key, json.dumps(value, sort_keys=True))
+            for settings in owned
+            for key, value in settings.items()
+            if key != "model"
+        }
+        return cls(
+            models=deck, functions=frozenset(functions), deck_settings=frozenset(deck_settings)
+        )
 
 
 _DECK_KINDS: Final = {"image": "img_gen", "extract": "extract", "search": "search", "llm": "llm"}
 _CATEGORIES: Final = {"llm": "llm", "agent": "llm", "extract": "extract", "image": "img_gen"}
+
+
+def _chain(waterfall: Any) -> list[str]:
+    """The models of a deck waterfall: ``{"models": [...], <settings>}`` or a plain list."""
+    models = waterfall.get("models", []) if isinstance(waterfall, dict) else waterfall
+    return [str(m) for m in models] if isinstance(models, list | tuple) else []
 
 
 def _models_of(pipe: Any) -> list[str]:
@@ -146,7 +177,11 @@ def trust_problems(spec: Pipeline, capabilities: Capabilities) -> list[tuple[str
             )
         settings = getattr(pipe, "settings", None) or {}
         for key in sorted(settings):
-            if key not in CLIENT_SETTINGS:
+            from_deck = (
+                key,
+                json.dumps(settings[key], sort_keys=True),
+            ) in capabilities.deck_settings
+            if key not in CLIENT_SETTINGS and not from_deck:
                 problems.append(
                     (
                         name,
