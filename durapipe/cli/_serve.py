@@ -49,7 +49,7 @@ def serve(
     token_file: Annotated[
         Path | None,
         typer.Option(
-            "--token-file", help=f"File holding the bearer token [default: ${TOKEN_ENV}]."
+            "--token-file", help=f"File holding the bearer token (else the {TOKEN_ENV} variable)."
         ),
     ] = None,
     models: Annotated[
