@@ -120,6 +120,7 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ("condition_alias", "route_language", {"message": "salut", "language": "FR"}, "text"),
     ("condition_alias", "route_language", {"message": "hallo", "language": "DE"}, "text"),
     ("legacy_pipelex", "summarize_pdf", {"document": EXAMPLES / "invoice.pdf"}, "text"),
+    ("legacy_pipelex", "heading", {"title": "Q3"}, "text"),
 ]
 
 

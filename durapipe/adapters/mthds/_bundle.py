@@ -308,10 +308,16 @@ LEGACY_FIELDS = {
 LEGACY_TYPE_FIELDS = {"PipeCompose": {"jinja2": "template"}, "PipeLLM": {"llm": "model"}}
 
 
+# Pipe types Pipelex renamed before MTHDS: PipeOcr became PipeExtract, PipeJinja2 PipeCompose.
+LEGACY_TYPES = {"PipeOcr": "PipeExtract", "PipeJinja2": "PipeCompose"}
+
+
 def _modernised(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
     renamed = dict(value)
+    if isinstance(renamed.get("type"), str) and renamed["type"] in LEGACY_TYPES:
+        renamed["type"] = LEGACY_TYPES[renamed["type"]]
     kind = renamed.get("type")
     legacy = {**LEGACY_FIELDS, **LEGACY_TYPE_FIELDS.get(kind if isinstance(kind, str) else "", {})}
     for old, new in legacy.items():
