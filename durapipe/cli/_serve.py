@@ -64,6 +64,13 @@ def serve(
             help="The MTHDS model deck (TOML) bundles' model references resolve through.",
         ),
     ] = None,
+    execute_wait: Annotated[
+        float,
+        typer.Option(
+            "--execute-wait",
+            help="Seconds execute waits for its run before answering 202 with the run id.",
+        ),
+    ] = 600.0,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
     *,
     connection: dp.ConnectOptions,
@@ -83,5 +90,6 @@ def serve(
         deck_file=deck,
         connection=connection,
         task_queue=task_queue,
+        execute_wait_s=execute_wait,
     )
     asyncio.run(serve_forever(config, host=host, port=port))

@@ -7,6 +7,7 @@ Routes, all under ``/v1``: ``GET version`` (public), ``GET models``, ``POST vali
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -43,6 +44,7 @@ logger = logging.getLogger("durapipe.serve")
 
 PROTOCOL_VERSION: Final = "1.0"
 DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+DEFAULT_EXECUTE_WAIT_S: Final = 600.0
 # The form `pipelex-sdk` sends: 1 to 255 visible ASCII characters.
 _IDEMPOTENCY_KEY: Final = re.compile(r"[!-~]{1,255}")
 # How long a client should wait before asking again for a run that is still going.
@@ -63,6 +65,8 @@ class ServeConfig:
         connection: how to reach Temporal.
         task_queue: the workers' task queue.
         max_body_bytes: the largest request body accepted.
+        execute_wait_s: how long ``execute`` waits for its run before answering ``202`` with the
+            run id (the protocol's degrade; the run goes on and its result is read by id).
         deck: the MTHDS model deck bundles' model references resolve through
             (`durapipe.adapters.mthds.ModelDeck`; None: the one ``DURAPIPE_MTHDS_DECK`` names).
     """
@@ -74,6 +78,7 @@ class ServeConfig:
     task_queue: str = DEFAULT_TASK_QUEUE
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     deck: Any = None
+    execute_wait_s: float = DEFAULT_EXECUTE_WAIT_S
 
 
 _CONFIG: Final = web.AppKey("config", ServeConfig)
@@ -362,7 +367,19 @@ async def _execute(request: web.Request) -> web.Response:
     handle, pipe = await _start_run(request)
     client = request.app[_CLIENT]
     try:
-        result = await handle.result()
+        async with asyncio.timeout(request.app[_CONFIG].execute_wait_s):
+            result = await handle.result()
+    except TimeoutError:
+        # The protocol's execute degrade: the run goes on, durably; the client follows it by id
+        # instead of holding a connection open for as long as the run takes.
+        return web.json_response(
+            {"pipeline_run_id": handle.run_id, "pipe_code": pipe},
+            status=202,
+            headers={
+                "Location": f"/v1/runs/{handle.run_id}/status",
+                "Retry-After": str(POLL_RETRY_AFTER_S),
+            },
+        )
     except RunError:
         raise await failure_problem(client, handle.run_id, "FAILED") from None
     body = await results_body(client, handle.run_id, result)

@@ -14,7 +14,7 @@ from durapipe._client import connect
 from durapipe._connection import ConnectOptions
 from durapipe.adapters import DEFAULT_TASK_QUEUE
 from durapipe.pipes import load
-from durapipe.serve._app import ServeConfig, create_app
+from durapipe.serve._app import DEFAULT_EXECUTE_WAIT_S, ServeConfig, create_app
 from durapipe.serve._trust import Capabilities
 
 
@@ -67,6 +67,7 @@ def serve_config(
     deck_file: Path | None = None,
     connection: ConnectOptions | None = None,
     task_queue: str = DEFAULT_TASK_QUEUE,
+    execute_wait_s: float = DEFAULT_EXECUTE_WAIT_S,
 ) -> ServeConfig:
     """The configuration of a server in front of workers started on ``file``.
 
@@ -78,6 +79,7 @@ def serve_config(
         deck_file: the MTHDS model deck (TOML); default ``DURAPIPE_MTHDS_DECK``, else the offline deck.
         connection: how to reach Temporal.
         task_queue: the workers' task queue.
+        execute_wait_s: how long ``execute`` waits before answering ``202`` with the run id.
 
     Raises:
         ConfigError: the file or the deck cannot be read.
@@ -94,4 +96,5 @@ def serve_config(
         connection=connection or ConnectOptions(),
         task_queue=task_queue,
         deck=deck,
+        execute_wait_s=execute_wait_s,
     )

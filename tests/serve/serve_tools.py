@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from pathlib import Path
 
@@ -24,10 +25,15 @@ def refuse(text: str) -> str:
 
 
 async def gate(text: str) -> str:
-    """Wait until the test opens the gate, then pass the text on: a run that is mid-way on purpose."""
+    """Wait until the test opens this run's gate, then pass the text on: a run mid-way on purpose.
+
+    Each text has its own gate (``entered-KEY`` / ``open-KEY``, KEY a hash of the text), so tests
+    sharing a worker do not open each other's.
+    """
     folder = Path(os.environ[GATE_ENV])
-    (folder / "entered").touch()
+    key = hashlib.sha256(text.encode()).hexdigest()[:12]
+    (folder / f"entered-{key}").touch()
     # Another process opens the gate, so a file is the signal (an asyncio.Event cannot cross).
-    while not (folder / "open").exists():  # noqa: ASYNC110
+    while not (folder / f"open-{key}").exists():  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     return f"passed: {text}"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from mthds.protocol.models import InvalidValidationReport, ValidationReport
 from mthds.runners.api.client import MthdsAPIClient
-from mthds.runners.api.exceptions import ApiResponseError
+from mthds.runners.api.exceptions import ApiResponseError, RunStillRunningError
 from pipelex_sdk.client import PipelexAPIClient
 from pipelex_sdk.errors import RunFailedError
 from pipelex_sdk.runs import RunStatus, WaitForResultOptions
@@ -149,6 +149,7 @@ async def test_a_run_outlives_a_killed_server(
     temporal_address: str, worker: str, gate_dir: Path, temporal_env: object
 ) -> None:
     gated = METHOD["method.yaml"].replace("serve_tools:shout", "serve_tools:gate")
+    before = set(gate_dir.glob("entered-*"))
     first = await start_serve(temporal_address, worker, gate_dir)  # this test's own, to kill
     try:
         async with mthds_client(first) as client:
@@ -156,14 +157,14 @@ async def test_a_run_outlives_a_killed_server(
                 pipe_code="loud_summary", files={"method.yaml": gated}, inputs={"text": TEXT}
             )
         run_id = started.pipeline_run_id
-        await _until((gate_dir / "entered").exists)  # the run is mid-way, waiting at its gate
+        key = await _entered(gate_dir, before)  # the run is mid-way, waiting at its gate
     finally:
         await first.kill()  # SIGKILL, by its own pid: nothing of the server survives
     again = await start_serve(temporal_address, worker, gate_dir)
     try:
         async with lifecycle_client(again.url) as lifecycle:
             assert (await lifecycle.get_run_status(run_id)).status == RunStatus.RUNNING
-            (gate_dir / "open").touch()
+            (gate_dir / f"open-{key}").touch()
             results = await lifecycle.wait_for_result(
                 run_id, WaitForResultOptions(interval_seconds=0.2, timeout_seconds=120)
             )
@@ -175,6 +176,13 @@ async def test_a_run_outlives_a_killed_server(
     temporal: Client = temporal_env.client  # type: ignore[attr-defined]
     description = await temporal.get_workflow_handle(run_id).describe()
     assert description.status == WorkflowExecutionStatus.COMPLETED
+
+
+async def _entered(gate_dir: Path, before: set[Path]) -> str:
+    """The key of the next run to reach the gate (see `serve_tools.gate`), once it has."""
+    await _until(lambda: bool(set(gate_dir.glob("entered-*")) - before))
+    [entered] = set(gate_dir.glob("entered-*")) - before
+    return entered.name.removeprefix("entered-")
 
 
 async def _until(condition: Callable[[], bool], timeout: float = 60) -> None:
@@ -249,3 +257,28 @@ async def test_a_failed_run_is_a_problem_naming_its_step(served: Served) -> None
     assert missing.value.status == 422
     assert missing.value.problem.code == "input.missing"
     assert "input 'text'" in missing.value.problem.detail
+
+
+async def test_a_long_execute_answers_with_its_run_id(
+    temporal_address: str, worker: str, gate_dir: Path
+) -> None:
+    gated = METHOD["method.yaml"].replace("serve_tools:shout", "serve_tools:gate")
+    before = set(gate_dir.glob("entered-*"))
+    server = await start_serve(temporal_address, worker, gate_dir, "--execute-wait", "0.5")
+    try:
+        async with mthds_client(server) as client:
+            with pytest.raises(RunStillRunningError) as still:
+                await client.execute(
+                    pipe_code="loud_summary",
+                    files={"method.yaml": gated},
+                    inputs={"text": "A long run: " + TEXT},
+                )
+        key = await _entered(gate_dir, before)
+        (gate_dir / f"open-{key}").touch()
+        async with lifecycle_client(server.url) as lifecycle:
+            results = await lifecycle.wait_for_result(
+                still.value.run_id, WaitForResultOptions(interval_seconds=0.2, timeout_seconds=120)
+            )
+    finally:
+        await server.stop()
+    assert results.main_stuff["text"].startswith("passed: ")
