@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from mthds.runners.api.client import MthdsAPIClient
+from pipelex_sdk.client import PipelexAPIClient
 
 from tests.serve.serve_tools import GATE_ENV
 
@@ -112,6 +114,16 @@ async def start_serve(address: str, task_queue: str, gate: Path, *extra: str) ->
         *extra,
     )
     return Served(url, process, lines)
+
+
+def mthds_client(served: Served, token: str = TOKEN) -> MthdsAPIClient:
+    """The protocol's own client (`mthds`), pointed at ``served``."""
+    return MthdsAPIClient(api_key=token, base_url=served.url, request_timeout_seconds=60)
+
+
+def lifecycle_client(url: str) -> PipelexAPIClient:
+    """`pipelex-sdk`'s client, for the durable run lifecycle (status, results, wait)."""
+    return PipelexAPIClient(api_key=TOKEN, base_url=url, request_timeout_seconds=60)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 
 import durapipe as dp
 from durapipe.cli import app
-from tests.serve.conftest import HERE, Served
-from tests.serve.test_protocol import lifecycle_client, mthds_client
+from tests.serve.conftest import HERE, Served, lifecycle_client, mthds_client
 
 METHODS = HERE / "methods"
 NEWSROOM = {"newsroom.mthds": (METHODS / "newsroom.mthds").read_text()}

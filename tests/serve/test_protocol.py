@@ -10,27 +10,23 @@ from pathlib import Path
 import httpx
 import pytest
 from mthds.protocol.models import InvalidValidationReport, ValidationReport
-from mthds.runners.api.client import MthdsAPIClient
 from mthds.runners.api.exceptions import ApiResponseError, RunStillRunningError
-from pipelex_sdk.client import PipelexAPIClient
 from pipelex_sdk.errors import RunFailedError
 from pipelex_sdk.runs import RunStatus, WaitForResultOptions
 from temporalio.client import Client, WorkflowExecutionStatus
 from typer.testing import CliRunner
 
 from durapipe.cli import app
-from tests.serve.conftest import HERE, TOKEN, Served, start_serve
+from tests.serve.conftest import (
+    HERE,
+    Served,
+    lifecycle_client,
+    mthds_client,
+    start_serve,
+)
 
 METHOD = {"method.yaml": (HERE / "method.yaml").read_text()}
 TEXT = "The council approved the new bridge on Monday."
-
-
-def mthds_client(served: Served, token: str = TOKEN) -> MthdsAPIClient:
-    return MthdsAPIClient(api_key=token, base_url=served.url, request_timeout_seconds=60)
-
-
-def lifecycle_client(url: str) -> PipelexAPIClient:
-    return PipelexAPIClient(api_key=TOKEN, base_url=url, request_timeout_seconds=60)
 
 
 async def test_version_and_models(served: Served) -> None:
