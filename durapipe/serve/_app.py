@@ -1,8 +1,8 @@
 """The MTHDS protocol over HTTP (aiohttp), backed by durapipe runs on Temporal.
 
 Routes, all under ``/v1``: ``GET version`` (public), ``GET models``, ``POST validate``,
-``POST execute``, ``POST start`` and the durable run lifecycle ``GET runs/{id}/status`` and
-``GET runs/{id}/results``. Every route but ``version`` needs ``Authorization: Bearer <token>``.
+``POST execute``, ``POST start`` and the durable run lifecycle ``GET runs/{id}/status``,
+``GET runs/{id}/results`` and ``GET runs/{id}/progress``. Every route but ``version`` needs ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,14 @@ from durapipe.serve._methods import (
     untrusted,
 )
 from durapipe.serve._problems import ServeError, problem_item
-from durapipe.serve._runs import failure_problem, results_body, run_results, run_status, start_run
+from durapipe.serve._runs import (
+    failure_problem,
+    results_body,
+    run_progress,
+    run_results,
+    run_status,
+    start_run,
+)
 from durapipe.serve._trust import Capabilities, trust_problems
 
 logger = logging.getLogger("durapipe.serve")
@@ -101,6 +108,7 @@ def create_app(config: ServeConfig, client: Client) -> web.Application:
     app.router.add_post("/v1/start", _start)
     app.router.add_get("/v1/runs/{run_id}/status", _status)
     app.router.add_get("/v1/runs/{run_id}/results", _results)
+    app.router.add_get("/v1/runs/{run_id}/progress", _progress)
     return app
 
 
@@ -130,7 +138,7 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
         return ServeError(
             "request.not_found",
             f"This runner serves no route {request.path}; its routes are under /v1: version, "
-            "models, validate, execute, start, runs/{id}/status, runs/{id}/results.",
+            "models, validate, execute, start, runs/{id}/status|results|progress.",
         ).response()
     except Exception:
         # A bug of this runner, not a mistake of the caller: logged whole, answered in one sentence.
@@ -396,6 +404,10 @@ async def _execute(request: web.Request) -> web.Response:
 
 async def _status(request: web.Request) -> web.Response:
     return web.json_response(await run_status(request.app[_CLIENT], request.match_info["run_id"]))
+
+
+async def _progress(request: web.Request) -> web.Response:
+    return web.json_response(await run_progress(request.app[_CLIENT], request.match_info["run_id"]))
 
 
 async def _results(request: web.Request) -> web.Response:

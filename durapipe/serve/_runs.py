@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
@@ -222,3 +222,58 @@ def _unavailable(err: RPCError) -> ServeError:
         f"Temporal cannot be reached right now ({err.message}); the run goes on, ask again shortly.",
         extra={"retry_after": 2},
     )
+
+
+_PROGRESS_STATUS: Final = {
+    "RUNNING": "running",
+    "COMPLETED": "succeeded",
+    "FAILED": "failed",
+    "TIMED_OUT": "failed",
+    "CANCELLED": "canceled",
+    "TERMINATED": "canceled",
+}
+_STEP_STATUS: Final = {
+    "pending": "scheduled",
+    "waiting": "running",
+    "cancelled": "canceled",
+}
+
+
+async def run_progress(client: Client, run_id: str) -> dict[str, Any]:
+    """The run's progress snapshot (``RunProgress``): one invocation per step record.
+
+    The records come from the run itself (its steps query while it runs, its result once it
+    ended), so they are as fresh as Temporal's. ``version`` counts every start and end seen, which
+    only grows, so a reader keeps the fresher of two snapshots.
+
+    Raises:
+        ServeError: no such run of this runner.
+    """
+    read = await run_status(client, run_id)
+    try:
+        steps = await RunHandle(client, run_id).steps()
+    except (RunError, RPCError):
+        steps = []  # no worker answers the query yet: nothing has started
+    invocations = [
+        {
+            "path": step.path,
+            "pipe_code": step.pipe,
+            "pipe_ref": step.pipe,
+            "pipe_type": step.kind,
+            "status": _STEP_STATUS.get(step.status, step.status),
+            "started_at": _iso(step.started_at),
+            "ended_at": _iso(step.ended_at),
+            "attempts": step.attempts,
+        }
+        for step in steps
+    ]
+    ended = sum(1 for step in steps if step.ended_at)
+    return {
+        "pipeline_run_id": run_id,
+        "mode": "live",
+        "status": _PROGRESS_STATUS.get(read["status"], "running"),
+        "version": ended + sum(1 for step in steps if step.started_at),
+        "assembled_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "summary": f"{ended} of {len(steps)} steps ended",
+        "invocations": invocations,
+    }

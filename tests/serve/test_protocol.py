@@ -113,9 +113,15 @@ async def test_start_then_wait_for_result(served: Served, temporal_env: object) 
             started.pipeline_run_id, WaitForResultOptions(interval_seconds=0.2, timeout_seconds=120)
         )
         status = await lifecycle.get_run_status(started.pipeline_run_id)
+        progress = await lifecycle.get_run_progress(started.pipeline_run_id)
     assert status.status == RunStatus.COMPLETED
     assert status.pipe_code == "loud_summary"
     assert results.main_stuff["text"].isupper()
+    assert progress.status == "succeeded"
+    assert [(i.pipe_code, i.status) for i in progress.invocations] == [
+        ("summarize", "succeeded"),
+        ("shout", "succeeded"),
+    ]
     temporal: Client = temporal_env.client  # type: ignore[attr-defined]
     description = await temporal.get_workflow_handle(started.pipeline_run_id).describe()
     assert description.workflow_type == "durapipe.pipe"
@@ -160,6 +166,9 @@ async def test_a_run_outlives_a_killed_server(
     try:
         async with lifecycle_client(again.url) as lifecycle:
             assert (await lifecycle.get_run_status(run_id)).status == RunStatus.RUNNING
+            progress = await lifecycle.get_run_progress(run_id)  # read live, from the run
+            assert progress.status == "running"
+            assert ("shout", "running") in [(i.pipe_code, i.status) for i in progress.invocations]
             (gate_dir / f"open-{key}").touch()
             results = await lifecycle.wait_for_result(
                 run_id, WaitForResultOptions(interval_seconds=0.2, timeout_seconds=120)
