@@ -22,7 +22,7 @@ from typing import Any
 from durapipe._errors import DurapipeError, PipelineError, Problem
 from durapipe.pipes import Pipeline, check, load_yaml
 from durapipe.serve._problems import ServeError, problem_item
-from durapipe.serve._trust import Capabilities, bundle_function_problems
+from durapipe.serve._trust import Capabilities, bundle_function_problems, unregistered
 
 MTHDS_SUFFIX = ".mthds"
 MANIFEST = "METHODS.toml"
@@ -141,7 +141,9 @@ def load_method(
                 bundles = {p: data for p, data in tree.items() if p.endswith(MTHDS_SUFFIX)}
                 refused = bundle_function_problems(bundles, capabilities)
                 if refused:
-                    raise untrusted(refused)
+                    raise _untrusted_functions(
+                        tree, deck, refused, unregistered(bundles, capabilities)
+                    )
             return _load_mthds(tree, deck)
         yaml_files = [path for path in tree if path.endswith(YAML_SUFFIXES)]
         if len(yaml_files) == 1:
@@ -361,15 +363,46 @@ def choose_pipe(method: Method, pipe_code: object) -> str:
     )
 
 
-def untrusted(found: list[tuple[str, str, str]]) -> ServeError:
-    """The refusal of a method that reaches past the workers' capabilities: every way it does."""
-    count = len(found)
+def untrusted(
+    found: list[tuple[str, str, str]], others: list[dict[str, Any]] | None = None
+) -> ServeError:
+    """The refusal of a method that reaches past the workers' capabilities: every way it does,
+    and ``others``, the method's other problems."""
+    items = [trust_item(item) for item in found] + (others or [])
+    count = len(items)
     more = f" (and {count - 1} more, listed in 'errors')" if count > 1 else ""
     return ServeError(
         "method.invalid",
         f"The method oversteps this runner's capabilities: {found[0][2]}{more}.",
-        errors=[trust_item(item) for item in found],
+        errors=items,
     )
+
+
+# A module no installation has: an unregistered function is renamed into it before the bundle
+# loader (which imports each PipeFunc's function) runs, so it finds the method's other problems
+# without importing anything a client named.
+_NOWHERE = "durapipe_serve_unregistered_function"
+
+
+def _untrusted_functions(
+    tree: dict[str, bytes], deck: Any, refused: list[tuple[str, str, str]], names: set[str]
+) -> ServeError:
+    """The refusal of unregistered functions, with every other problem the method has."""
+    renamed = dict(tree)
+    for path, data in tree.items():
+        if path.endswith(MTHDS_SUFFIX):
+            text = data.decode("utf-8", errors="replace")
+            for name in names:
+                text = text.replace(f'"{name}"', f'"{_NOWHERE}.{name.rpartition(".")[2]}"')
+            renamed[path] = text.encode("utf-8")
+    try:
+        _load_mthds(renamed, deck)
+    except PipelineError as err:
+        others = [p for p in err.problems if _NOWHERE not in str(p)]
+        return untrusted(refused, problem_items(others))
+    except ServeError as err:
+        return untrusted(refused, [e for e in err.errors or [] if _NOWHERE not in str(e)])
+    return untrusted(refused)
 
 
 def trust_item(item: tuple[str, str, str]) -> dict[str, Any]:

@@ -228,3 +228,19 @@ def bundle_function_problems(
                     )
                 )
     return problems
+
+
+def unregistered(bundles: dict[str, bytes], capabilities: Capabilities) -> set[str]:
+    """The dotted names of the unregistered functions ``PipeFunc`` pipes of raw bundles name."""
+    names: set[str] = set()
+    for data in bundles.values():
+        try:
+            pipes = tomllib.loads(data.decode("utf-8")).get("pipe")
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            continue
+        for pipe in pipes.values() if isinstance(pipes, dict) else ():
+            if isinstance(pipe, dict) and pipe.get("type") == "PipeFunc":
+                module, _, attribute = str(pipe.get("function_name")).rpartition(".")
+                if f"{module}:{attribute}" not in capabilities.functions:
+                    names.add(str(pipe.get("function_name")))
+    return names

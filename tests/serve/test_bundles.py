@@ -104,8 +104,10 @@ async def test_the_trust_boundary_holds_for_bundles(served: Served, gate_dir: Pa
         'prompt      = "Summarize in one line: @article"',
         'prompt      = "Summarize in one line: @article"\nmodel       = "openai/gpt-4o"',
     )
-    other_function = NEWSROOM["newsroom.mthds"].replace(
-        "tests.serve.serve_tools.shout", "tests.serve.boom.explode"
+    other_function = (
+        NEWSROOM["newsroom.mthds"]
+        .replace("tests.serve.serve_tools.shout", "tests.serve.boom.explode")
+        .replace("Write a headline for: $loud", "Write a headline for: $lowd")
     )
     async with mthds_client(served) as client:
         with pytest.raises(ApiResponseError) as model_refused:
@@ -122,10 +124,15 @@ async def test_the_trust_boundary_holds_for_bundles(served: Served, gate_dir: Pa
     ]
     assert "openai/gpt-4o" in model_problem.detail
     function_problem = function_refused.value.problem
-    assert [e.code for e in function_problem.errors or []] == ["method.function_invalid"]
+    codes = [e.code for e in function_problem.errors or []]
+    assert codes[0] == "method.function_invalid" and codes.count("method.function_invalid") == 1
     assert "tests.serve.boom.explode" in function_problem.detail
+    # Every other problem of the method is reported with it (here: an undeclared variable).
+    assert any("lowd" in e.detail for e in function_problem.errors or [])
     assert isinstance(verdict, InvalidValidationReport)
-    assert [e.code for e in verdict.errors] == ["method.function_invalid"]
+    assert verdict.errors[0].code == "method.function_invalid"
+    assert any("lowd" in e.detail for e in verdict.errors)
+    assert not any("durapipe_serve_unregistered" in e.detail for e in verdict.errors)
     # The function was judged by its name only: the module it names was never imported.
     assert not (gate_dir / "boom-imported").exists()
 
