@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from durapipe._errors import ConfigError
+from durapipe.pipes import Pipeline, SequencePipe
 from durapipe.serve._methods import Method
 from durapipe.serve._problems import ServeError
 
@@ -61,10 +62,31 @@ def _plain(value: Any) -> Any:
 
 
 def concepts_memo(method: Method, pipe: str) -> dict[str, Any]:
-    """What a run of ``pipe`` keeps in its memo to shape its output later: its MTHDS concepts."""
+    """What a run of ``pipe`` keeps in its memo to shape its output later: its MTHDS concepts
+    (of its output, its inputs and, for a sequence, each step result: see `whole_memory`)."""
     if pipe not in method.outputs:
         return {}
-    return {"output": method.outputs[pipe], "inputs": method.inputs.get(pipe, {})}
+    memo: dict[str, Any] = {"output": method.outputs[pipe], "inputs": method.inputs.get(pipe, {})}
+    spec = method.pipeline.pipes.get(pipe)
+    if isinstance(spec, SequencePipe) and isinstance(spec.output, str):
+        memo["main"] = spec.output
+        memo["steps"] = {
+            step.result_name: method.outputs.get(step.pipe or "", "native.Dynamic")
+            for step in spec.steps
+        }
+    return memo
+
+
+def whole_memory(method: Method, pipe: str) -> Pipeline:
+    """The pipeline a run of ``pipe`` takes: a bundle's top-level sequence returns every step
+    result (as Pipelex's working memory holds them), the main one among them (`concepts_memo`)."""
+    spec = method.pipeline.pipes.get(pipe)
+    if pipe not in method.outputs or not isinstance(spec, SequencePipe):
+        return method.pipeline
+    if not isinstance(spec.output, str):
+        return method.pipeline
+    whole = spec.model_copy(update={"output": [step.result_name for step in spec.steps]})
+    return method.pipeline.model_copy(update={"pipes": {**method.pipeline.pipes, pipe: whole}})
 
 
 def working_memory(
@@ -83,6 +105,13 @@ def working_memory(
     for name, value in inputs.items():
         concept = input_concepts.get(name)
         root[name] = stuff(name, value, concept)
+    steps: Mapping[str, str] = concepts.get("steps") or {}
+    if steps and isinstance(output, Mapping):
+        # A sequence that returned every step result: each is a stuff, the main one among them.
+        for name, concept in steps.items():
+            if name in output:
+                root[name] = stuff(name, output[name], concept)
+        output = output.get(concepts.get("main", ""))
     root[MAIN_STUFF] = stuff(MAIN_STUFF, output, output_concept)
     return {"root": root, "aliases": {}}
 

@@ -20,7 +20,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from durapipe._client import SPEC_VERSION, RunHandle, run_error
 from durapipe._errors import RunError, StepFailed
 from durapipe.adapters import WORKFLOW_NAME, PipeRun, RunResult, pipe_run
-from durapipe.serve._memory import MAIN_STUFF, concepts_memo, main_stuff, working_memory
+from durapipe.serve._memory import (
+    MAIN_STUFF,
+    concepts_memo,
+    main_stuff,
+    whole_memory,
+    working_memory,
+)
 from durapipe.serve._methods import Method
 from durapipe.serve._problems import ServeError, problem_item
 
@@ -65,7 +71,8 @@ async def start_run(
         if idempotency_key
         else uuid.uuid4().hex[:12]
     )
-    run = pipe_run(method.pipeline, pipe, inputs, run_id=f"{RUN_ID_PREFIX}{pipe}-{suffix}")
+    pipeline = whole_memory(method, pipe)
+    run = pipe_run(pipeline, pipe, inputs, run_id=f"{RUN_ID_PREFIX}{pipe}-{suffix}")
     memo: dict[str, Any] = {"pipe": pipe, "spec_version": SPEC_VERSION}
     concepts = concepts_memo(method, pipe)
     if concepts:

@@ -46,6 +46,11 @@ async def test_execute_a_bundle_from_its_main_pipe(served: Served, temporal_addr
     assert main.content["angle"] in ("news", "feature")
     assert root["article"].concept == "native.Text"
     assert root["article"].content == {"text": ARTICLE}
+    # Every step result is in the working memory too, with its concept (as Pipelex keeps them).
+    assert root["loud"].concept == "native.Text"
+    assert root["loud"].content["text"] == root["text"].content["text"].upper()
+    assert root["headline"].concept == "newsroom.Headline"
+    assert root["headline"].content == main.content
     # The run is an ordinary durapipe run: a completed Temporal workflow, one step per pipe.
     run = dp.RunHandle(await dp.connect(temporal_address, checkpoints=None), result.pipeline_run_id)
     description = await run.client.get_workflow_handle(result.pipeline_run_id).describe()
