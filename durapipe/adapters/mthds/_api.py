@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from durapipe._errors import ConfigError, PipelineError, Problem
+from durapipe._errors import PipelineError, Problem
 from durapipe.adapters.mthds._deck import ModelDeck, load_deck
 from durapipe.adapters.mthds._library import Library, resolve_pipe
 from durapipe.adapters.mthds._package import MANIFEST, load_path, load_text
 from durapipe.adapters.mthds._rules import check_library
 from durapipe.adapters.mthds._translate import notes, translate
-from durapipe.pipes import Pipeline, ToolPipe, check, import_function
+from durapipe.pipes import Pipeline, ToolPipe, check
 
 SUFFIX = ".mthds"
 
@@ -158,17 +159,34 @@ def _function_problems(pipeline: Pipeline, library: Library) -> list[Problem]:
         for code in bundle.pipes:
             pipe = pipeline.pipes.get(_name_of(pipeline, library, bundle.domain, code) or "")
             if isinstance(pipe, ToolPipe):
-                try:
-                    import_function(pipe.function)
-                except ConfigError as err:
+                missing = _unimportable(pipe.function)
+                if missing is not None:
                     problems.append(
                         Problem(
                             f"bundle '{bundle.domain}', pipe '{code}', field 'function_name'",
-                            str(err),
+                            missing,
                             bundle.where(f"pipe.{code}.function_name"),
                         )
                     )
     return problems
+
+
+def _unimportable(ref: str) -> str | None:
+    """Why the function ``module:name`` does not import (None when it does).
+
+    The same check as the YAML loader's, written here: the loader imports this adapter, so the
+    adapter cannot import the loader back.
+    """
+    module_name, _, attribute = ref.partition(":")
+    try:
+        target: object = importlib.import_module(module_name)
+    except Exception as err:
+        return f"cannot import module '{module_name}' for function '{ref}': {err}"
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            return f"module '{module_name}' has no function '{attribute}'"
+    return None if callable(target) else f"'{ref}' is not a function"
 
 
 def _located(problem: Problem, library: Library) -> Problem:
