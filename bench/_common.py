@@ -15,7 +15,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from temporalio.testing import WorkflowEnvironment
 
-from durapipe._dev import search_attribute_flags, temporal_cli
+from durapipe.ops._dev import search_attribute_flags, temporal_cli
 
 
 def figure(name: str, value: float | int | str) -> None:

@@ -155,7 +155,7 @@ async def chaos(
     rng = random.Random(seed)
     ledger = workdir / "ledger.jsonl"
     provider, base_url = start_provider(ledger, failure_rate, seed, idempotent=provider_idempotency)
-    server = dp.DevServer(headless=True, log_file=str(workdir / "temporal.log"))
+    server = dp.ops.DevServer(headless=True, log_file=str(workdir / "temporal.log"))
     await asyncio.to_thread(server.start)
     pipeline_file = write_chain(
         workdir / "chain.yaml", base_url, STEPS, timeout="20s",

@@ -10,17 +10,12 @@ Example:
     >>> result = asyncio.run(dp.run_local(pipeline, "summarize", {"article": "..."}))  # doctest: +SKIP
 """
 
-from durapipe._client import RunHandle, connect, run, start
-from durapipe._codec import (
-    EncryptionCodec,
-    EncryptionError,
-    encryption_from_env,
-    new_encryption_key,
-)
-from durapipe._codec_server import codec_app
-from durapipe._connection import DEFAULT_ADDRESS, ConnectOptions
-from durapipe._control import approve, cancel, pause, pending, reject, resume
-from durapipe._dev import DevServer
+# The operation submodules, reachable as `dp.ops`, `dp.client`... after `import durapipe as dp`.
+from durapipe import client as client
+from durapipe import ops as ops
+from durapipe import security as security
+from durapipe import spec as spec
+from durapipe import stores as stores
 from durapipe._errors import (
     ConfigError,
     DecisionRefused,
@@ -33,58 +28,9 @@ from durapipe._errors import (
     StepFailed,
     ToolError,
 )
-from durapipe._replay import ReplayReport, fetch_histories, load_history, replay
-from durapipe._runs import (
-    RunSummary,
-    check_search_attributes,
-    list_runs,
-    retry,
-    setup_search_attributes,
-)
-from durapipe._schedules import (
-    ScheduleSummary,
-    create_schedule,
-    delete_schedule,
-    list_schedules,
-    pause_schedule,
-    trigger_schedule,
-    unpause_schedule,
-)
-from durapipe._secrets import load_secrets_file
-from durapipe._telemetry import Telemetry
-from durapipe.adapters import DEFAULT_TASK_QUEUE, RunResult, StepRecord, Usage
-from durapipe.adapters._approvals import ApprovalDecision, ApprovalRequest
-from durapipe.adapters._blobs import (
-    BlobNotFound,
-    BlobStore,
-    LocalBlobStore,
-    blob_store,
-    upload,
-    use_blob_store,
-)
-from durapipe.local import run_local
-from durapipe.pipes import (
-    OFFLINE_MODEL,
-    AgentPipe,
-    ApprovalPipe,
-    BatchPipe,
-    Blob,
-    ConditionPipe,
-    ExtractPipe,
-    FieldSpec,
-    ImagePipe,
-    LimitRule,
-    LlmPipe,
-    Page,
-    ParallelPipe,
+from durapipe.adapters import (
+    DEFAULT_TASK_QUEUE,
     Pipe,
-    Pipeline,
-    RetrySpec,
-    RouteRule,
-    SequencePipe,
-    Step,
-    StructureSpec,
-    ToolPipe,
     agent,
     approval,
     batch,
@@ -98,48 +44,64 @@ from durapipe.pipes import (
     load_yaml,
     parallel,
     pipeline,
-    resolve,
     sequence,
     step,
     tool,
+)
+from durapipe.client import (
+    DEFAULT_ADDRESS,
+    ConnectOptions,
+    RunHandle,
+    RunSummary,
+    Telemetry,
+    connect,
+    list_runs,
+    run,
+    start,
+)
+from durapipe.local import run_local
+from durapipe.runtime import RunResult, StepRecord, Usage
+from durapipe.runtime._approvals import ApprovalDecision, ApprovalRequest
+from durapipe.spec import (
+    OFFLINE_MODEL,
+    Blob,
+    FieldSpec,
+    LimitRule,
+    Page,
+    Pipeline,
+    RetrySpec,
+    RouteRule,
+    Step,
+    StructureSpec,
+    resolve,
     validate,
 )
-from durapipe.worker import DurapipePlugin, build_worker, build_workers, warm_up
+from durapipe.stores import upload
+from durapipe.worker import DurapipePlugin, build_worker, build_workers
 
+# The core a newcomer needs: spelling pipes, running them, the results and the errors. Operations
+# live in submodules: `durapipe.client` (run control beyond `RunHandle`), `durapipe.ops` (dev
+# server, replay, schedules, codec server), `durapipe.security`, `durapipe.stores`, `durapipe.spec`
+# (the pipe kinds' spec classes) and `durapipe.testing`.
 __all__ = [
     "DEFAULT_ADDRESS",
     "DEFAULT_TASK_QUEUE",
     "OFFLINE_MODEL",
-    "AgentPipe",
     "ApprovalDecision",
-    "ApprovalPipe",
     "ApprovalRequest",
-    "BatchPipe",
     "Blob",
-    "BlobNotFound",
-    "BlobStore",
-    "ConditionPipe",
     "ConfigError",
     "ConnectOptions",
     "DecisionRefused",
-    "DevServer",
     "DurapipeError",
     "DurapipePlugin",
-    "EncryptionCodec",
-    "EncryptionError",
-    "ExtractPipe",
     "FieldSpec",
-    "ImagePipe",
     "LimitRule",
-    "LlmPipe",
-    "LocalBlobStore",
     "Page",
-    "ParallelPipe",
     "Pipe",
     "Pipeline",
     "PipelineError",
     "Problem",
-    "ReplayReport",
     "RetrySpec",
     "RouteRule",
     "RunCancelled",
@@ -148,65 +110,37 @@ __all__ = [
     "RunNotFound",
     "RunResult",
     "RunSummary",
-    "ScheduleSummary",
-    "SequencePipe",
     "Step",
     "StepFailed",
     "StepRecord",
     "StructureSpec",
     "Telemetry",
     "ToolError",
-    "ToolPipe",
     "Usage",
     "agent",
     "approval",
-    "approve",
     "batch",
     "bind",
-    "blob_store",
     "branch",
     "build_worker",
     "build_workers",
-    "cancel",
-    "check_search_attributes",
-    "codec_app",
     "condition",
     "connect",
-    "create_schedule",
-    "delete_schedule",
-    "encryption_from_env",
     "extract",
-    "fetch_histories",
     "image",
     "list_runs",
-    "list_schedules",
     "llm",
     "load",
-    "load_history",
-    "load_secrets_file",
     "load_yaml",
-    "new_encryption_key",
     "parallel",
-    "pause",
-    "pause_schedule",
-    "pending",
     "pipeline",
-    "reject",
-    "replay",
     "resolve",
-    "resume",
-    "retry",
     "run",
     "run_local",
     "sequence",
-    "setup_search_attributes",
     "start",
     "step",
     "tool",
-    "trigger_schedule",
-    "unpause_schedule",
     "upload",
-    "use_blob_store",
     "validate",
-    "warm_up",
 ]

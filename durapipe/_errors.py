@@ -23,7 +23,52 @@ as tracebacks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
+
+
+class ErrorType(StrEnum):
+    """The ``durapipe.X`` type names a failed step reports (`StepFailed.cause_type`, a step record's
+    ``error_type``, Temporal's ``ApplicationError.type``).
+
+    They are part of the user's contract: pipelines name them in ``non_retryable`` and tests match
+    them, so a name never changes; code writes them only through this registry.
+    """
+
+    APPROVAL_UNAVAILABLE = "durapipe.ApprovalUnavailable"
+    AUTHENTICATION_ERROR = "durapipe.AuthenticationError"
+    BAD_DECISION = "durapipe.BadDecision"
+    BAD_REQUEST = "durapipe.BadRequest"
+    BLOB_NOT_FOUND = "durapipe.BlobNotFound"
+    BUDGET_EXCEEDED = "durapipe.BudgetExceeded"
+    CANCELLED = "durapipe.Cancelled"
+    COMPOSE_ERROR = "durapipe.ComposeError"
+    CONDITION_FAILED = "durapipe.ConditionFailed"
+    CONFLICT = "durapipe.Conflict"
+    CONNECTION_ERROR = "durapipe.ConnectionError"
+    CONTENT_POLICY_VIOLATION = "durapipe.ContentPolicyViolation"
+    CONTEXT_WINDOW_EXCEEDED = "durapipe.ContextWindowExceeded"
+    EXPRESSION_ERROR = "durapipe.ExpressionError"
+    INVALID_OUTPUT = "durapipe.InvalidOutput"
+    INVALID_TOOL_CALLS = "durapipe.InvalidToolCalls"
+    MAX_TURNS_EXCEEDED = "durapipe.MaxTurnsExceeded"
+    MISSING_VALUE = "durapipe.MissingValue"
+    NO_OUTCOME = "durapipe.NoOutcome"
+    NOT_A_LIST = "durapipe.NotAList"
+    NOT_FOUND = "durapipe.NotFound"
+    OCR_FAILED = "durapipe.OcrFailed"
+    OCR_UNAVAILABLE = "durapipe.OcrUnavailable"
+    PERMISSION_DENIED = "durapipe.PermissionDenied"
+    PROVIDER_ERROR = "durapipe.ProviderError"
+    RATE_LIMITED = "durapipe.RateLimited"
+    REJECTED = "durapipe.Rejected"
+    STEP_FAILED = "durapipe.StepFailed"
+    TEMPLATE_ERROR = "durapipe.TemplateError"
+    TIMEOUT = "durapipe.Timeout"
+    TOOL_ERROR = "durapipe.ToolError"
+    TOOL_NOT_FOUND = "durapipe.ToolNotFound"
+    UNKNOWN = "durapipe.Unknown"
+    UNSUPPORTED_DOCUMENT = "durapipe.UnsupportedDocument"
 
 
 class DurapipeError(Exception):

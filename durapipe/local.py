@@ -14,7 +14,7 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from durapipe._errors import StepFailed
+from durapipe._errors import ErrorType, StepFailed
 from durapipe.activities import (
     estimate_cost,
     run_agent_turn,
@@ -23,8 +23,8 @@ from durapipe.activities import (
     run_llm,
     run_tool,
 )
-from durapipe.activities._checkpoints import CheckpointStore, configured_store
-from durapipe.adapters import (
+from durapipe.adapters import pipe_run, tool_functions
+from durapipe.runtime import (
     AgentTurnCall,
     ExtractCall,
     ImageCall,
@@ -34,12 +34,12 @@ from durapipe.adapters import (
     PipeRun,
     RunResult,
     StepRecord,
-    pipe_run,
 )
-from durapipe.adapters._approvals import ApprovalDecision, ApprovalRequest
-from durapipe.adapters._budget import Budget
-from durapipe.pipes import Pipeline, RetrySpec, tool_functions
-from durapipe.workflows._interpret import Interpreter
+from durapipe.runtime._approvals import ApprovalDecision, ApprovalRequest
+from durapipe.runtime._budget import Budget
+from durapipe.runtime._interpret import Interpreter
+from durapipe.spec import Pipeline, RetrySpec
+from durapipe.stores._checkpoints import CheckpointStore, configured_store
 
 
 class LocalRuntime:
@@ -83,7 +83,7 @@ class LocalRuntime:
                 delay = err.next_retry_delay.total_seconds() if err.next_retry_delay else None
             except TimeoutError:
                 error_type, message, stop, delay = (
-                    "durapipe.Timeout",
+                    ErrorType.TIMEOUT,
                     "start-to-close timeout exceeded",
                     False,
                     None,
@@ -136,7 +136,7 @@ class LocalRuntime:
         raise StepFailed(
             path=request.path,
             kind="approval",
-            cause_type="durapipe.ApprovalUnavailable",
+            cause_type=ErrorType.APPROVAL_UNAVAILABLE,
             cause="a local run cannot wait for a human decision; run it on Temporal, "
             "or pass --approve-all (approve_all=True) to approve every approval step as is",
         )

@@ -11,7 +11,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -22,13 +21,16 @@ from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from durapipe._codec import encryption_from_env
 from durapipe._errors import ConfigError
-from durapipe._storage import with_external_storage
-from durapipe.activities import Activities, CheckpointStore
-from durapipe.adapters import DEFAULT_TASK_QUEUE
+from durapipe._settings import settings
+from durapipe.activities import Activities
+from durapipe.adapters import DEFAULT_TASK_QUEUE, tool_functions
 from durapipe.adapters._litellm import litellm_module, warm_provider_clients
-from durapipe.pipes import Pipeline, tool_functions
+from durapipe.security._codec import encryption_from_env
+from durapipe.spec import Pipeline
+from durapipe.stores import CheckpointStore
+from durapipe.stores._payloads import with_external_storage
+from durapipe.stores._writable import check_stores
 from durapipe.workflows import PipeWorkflow, SandboxedPipeWorkflow
 
 # Modules the workflow sandbox shares with the worker instead of re-importing per run.
@@ -49,7 +51,7 @@ PASSTHROUGH_MODULES = {
 class DurapipePlugin(SimplePlugin):
     """Wires durapipe into a Temporal client and worker.
 
-    Payloads above ``DURAPIPE_PAYLOAD_THRESHOLD`` go to the payload store (see `durapipe._storage`).
+    Payloads above ``DURAPIPE_PAYLOAD_THRESHOLD`` go to the payload store (see `durapipe.stores._payloads`).
 
     Args:
         pipeline: the pipeline whose tool functions this worker runs (none for a client-only use).
@@ -57,7 +59,7 @@ class DurapipePlugin(SimplePlugin):
         checkpoints: where leaf results are checkpointed; by default the store
             ``DURAPIPE_CHECKPOINTS`` names (see `durapipe.activities.open_store`), None for none.
         codec: the payload codec; by default payload encryption as configured by
-            ``DURAPIPE_ENCRYPTION_KEYS`` / ``DURAPIPE_ENCRYPTION_KEYS_FILE`` (see `durapipe._codec`).
+            ``DURAPIPE_ENCRYPTION_KEYS`` / ``DURAPIPE_ENCRYPTION_KEYS_FILE`` (see `durapipe.security._codec`).
 
     Raises:
         ConfigError: the encryption keys are malformed.
@@ -92,7 +94,7 @@ SANDBOX_ENV = "DURAPIPE_WORKFLOW_SANDBOX"
 
 def sandbox_on() -> bool:
     """Whether workers run the workflow in Temporal's sandbox (``DURAPIPE_WORKFLOW_SANDBOX=on``)."""
-    return os.environ.get(SANDBOX_ENV, "").strip().lower() in ("1", "on", "true", "yes")
+    return settings().workflow_sandbox
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:
@@ -122,7 +124,8 @@ def build_worker(
             every worker of the queue (Temporal's ``max_task_queue_activities_per_second``).
 
     Raises:
-        ConfigError: the client has no `DurapipePlugin`, or a limit is not positive.
+        ConfigError: the client has no `DurapipePlugin`, a limit is not positive, a
+            ``DURAPIPE_*`` setting is not valid, or a local store's folder cannot be written.
     """
     if not any(isinstance(p, DurapipePlugin) for p in client.config().get("plugins", [])):
         raise ConfigError(
@@ -132,6 +135,7 @@ def build_worker(
         raise ConfigError(f"--max-concurrent must be at least 1, not {max_concurrent_activities}")
     if rate is not None and rate <= 0:
         raise ConfigError(f"--rate must be a positive number of activities per second, not {rate}")
+    check_stores(settings())  # fail here, in one sentence, not at the first step that needs one
     # Import litellm now: importing it inside the first llm activity would stall the worker's
     # event loop (workflow tasks included) for seconds.
     litellm_module()

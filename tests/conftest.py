@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from temporalio.testing import WorkflowEnvironment
 
 import durapipe as dp
-from durapipe._dev import search_attribute_flags, temporal_cli
+from durapipe.ops._dev import search_attribute_flags, temporal_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

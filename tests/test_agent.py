@@ -12,7 +12,7 @@ import durapipe as dp
 from durapipe.testing import FakeProvider, Reply, ToolCalls
 from tests.conftest import EXAMPLES
 from tests.fixtures import agent_tools
-from tests.test_temporal import history_events, scheduled_activities
+from tests.support import history_events, scheduled_activities
 
 QUESTION = {"question": "How much does the bridge cost per kilometre of river?"}
 
@@ -234,7 +234,7 @@ def test_agent_validation_names_the_pipe_and_field() -> None:
             }
         }
     )
-    messages = [str(p) for p in dp.pipes.check(bad)]
+    messages = [str(p) for p in dp.spec.check(bad)]
     assert "pipe 'a', field 'tools': unknown pipe 'missing'" in messages
     assert "pipe 'a', field 'tools': pipe 'b' is a llm pipe; an agent can only call tool pipes" in (
         messages

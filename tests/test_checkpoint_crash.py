@@ -17,9 +17,8 @@ import durapipe as dp
 from durapipe.adapters._litellm import litellm_module
 from durapipe.testing import FakeProvider
 from tests.chain import expected_output, paid_by_step, write_chain
-from tests.cli.test_cli import cli_env
 from tests.conftest import ROOT
-from tests.test_temporal import history_events
+from tests.support import cli_env, history_events
 
 STALLING_WORKER = ROOT / "tests" / "fixtures" / "stalling_worker.py"
 

@@ -24,16 +24,16 @@ DEPLOY = ROOT / "deploy"
 IMAGE = "durapipe-worker"
 # Read by the library, not by a CLI option: checked below to appear in durapipe's source.
 LIBRARY_ENV = {
-    "DURAPIPE_ENCRYPTION_KEYS": "durapipe/_codec.py",
-    "DURAPIPE_ENCRYPTION_KEYS_FILE": "durapipe/_codec.py",
-    # Read by temporalio.envconfig, as durapipe/_connection.py documents.
-    "TEMPORAL_ADDRESS": "durapipe/_connection.py",
-    "TEMPORAL_NAMESPACE": "durapipe/_connection.py",
-    "TEMPORAL_API_KEY": "durapipe/_connection.py",
-    "TEMPORAL_TLS_CLIENT_CERT_PATH": "durapipe/_connection.py",
-    "TEMPORAL_TLS_CLIENT_KEY_PATH": "durapipe/_connection.py",
-    "TEMPORAL_TLS_SERVER_CA_CERT_PATH": "durapipe/_connection.py",
-    "TEMPORAL_TLS_SERVER_NAME": "durapipe/_connection.py",
+    "DURAPIPE_ENCRYPTION_KEYS": "durapipe/security/_codec.py",
+    "DURAPIPE_ENCRYPTION_KEYS_FILE": "durapipe/security/_codec.py",
+    # Read by temporalio.envconfig, as durapipe/client/_connection.py documents.
+    "TEMPORAL_ADDRESS": "durapipe/client/_connection.py",
+    "TEMPORAL_NAMESPACE": "durapipe/client/_connection.py",
+    "TEMPORAL_API_KEY": "durapipe/client/_connection.py",
+    "TEMPORAL_TLS_CLIENT_CERT_PATH": "durapipe/client/_connection.py",
+    "TEMPORAL_TLS_CLIENT_KEY_PATH": "durapipe/client/_connection.py",
+    "TEMPORAL_TLS_SERVER_CA_CERT_PATH": "durapipe/client/_connection.py",
+    "TEMPORAL_TLS_SERVER_NAME": "durapipe/client/_connection.py",
 }
 
 

@@ -21,14 +21,13 @@ import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
 
 import durapipe as dp
-from durapipe._dev import free_port
-from durapipe.adapters._search import PIPE, STEPS
 from durapipe.cli._live import follow_live
+from durapipe.ops._dev import free_port
 from durapipe.testing.fake_provider import FakeProvider, Reply, Status
 from durapipe.workflows import STEPS_QUERY
-from tests.cli.test_cli import run_cli
+from durapipe.workflows._search import PIPE, STEPS
 from tests.conftest import ARTICLE, EXAMPLES
-from tests.test_temporal import history_events
+from tests.support import history_events, run_cli
 
 FAST_RETRY = {"max_attempts": 3, "initial_interval": 0.1, "max_interval": 0.1}
 MODEL = "gpt-obs"
@@ -87,7 +86,7 @@ async def observed(temporal_address: str) -> AsyncIterator[Observed]:
             tools={"brief_tools:count_words": __import__("brief_tools").count_words},
             telemetry=dp.Telemetry(metrics_address=metrics),
         )
-        await dp.check_search_attributes(client)
+        await dp.ops.check_search_attributes(client)
         ids = {name: f"{name}-{uuid.uuid4().hex[:8]}" for name in ("free", "paid", "shaky")}
         async with dp.build_worker(client, task_queue=task_queue):
             started = await dp.start(

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 import durapipe as dp
-from tests.cli.test_cli import run_cli
 from tests.conftest import EXAMPLES
-from tests.test_temporal import history_events, scheduled_activities
+from tests.support import history_events, run_cli, scheduled_activities
 
 INVOICE_PDF = EXAMPLES / "invoice.pdf"
 
@@ -81,7 +80,7 @@ async def test_image_on_temporal_returns_a_reference_to_the_same_png_as_local(
         )
     local = await dp.run_local(pipeline, "cover", {"topic": "tides"})
     assert result.output == local.output
-    png = dp.LocalBlobStore(blob_dir).get(dp.Blob.model_validate(result.output))
+    png = dp.stores.LocalBlobStore(blob_dir).get(dp.Blob.model_validate(result.output))
     events = await history_events(client, run_id)
     assert [a[2] for a in scheduled_activities(events)] == ["image cover · durapipe/offline"]
     assert_no_bytes_of(png, [b"".join(e.SerializeToString() for e in events)])

@@ -10,9 +10,10 @@ from temporalio import workflow
 from typer.testing import CliRunner
 
 import durapipe as dp
-from durapipe import _replay
-from durapipe.adapters import WORKFLOW_NAME, PipeRun, RunResult
+from durapipe.adapters import WORKFLOW_NAME
 from durapipe.cli import app
+from durapipe.ops import _replay
+from durapipe.runtime import PipeRun, RunResult
 from durapipe.workflows import PipeWorkflow, SandboxedPipeWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -40,7 +41,7 @@ def test_histories_are_recorded() -> None:
 
 
 async def test_recorded_histories_replay_clean_against_the_current_code() -> None:
-    reports = await dp.replay([dp.load_history(p) for p in HISTORIES])
+    reports = await dp.ops.replay([dp.ops.load_history(p) for p in HISTORIES])
     assert [(r.workflow_id, r.compatible, r.problem) for r in reports] == [
         (p.stem, True, None) for p in HISTORIES
     ]
@@ -49,8 +50,8 @@ async def test_recorded_histories_replay_clean_against_the_current_code() -> Non
 async def test_recorded_histories_replay_clean_in_temporals_sandbox() -> None:
     # Workers run the workflow outside the sandbox; the sandbox still checks its code here (it
     # refuses I/O, clocks and randomness), and in the controller tests on Temporal.
-    reports = await dp.replay(
-        [dp.load_history(p) for p in HISTORIES], workflows=[SandboxedPipeWorkflow]
+    reports = await dp.ops.replay(
+        [dp.ops.load_history(p) for p in HISTORIES], workflows=[SandboxedPipeWorkflow]
     )
     assert [(r.workflow_id, r.compatible, r.problem) for r in reports] == [
         (p.stem, True, None) for p in HISTORIES
@@ -58,8 +59,8 @@ async def test_recorded_histories_replay_clean_in_temporals_sandbox() -> None:
 
 
 async def test_an_extra_activity_is_reported_as_nondeterminism() -> None:
-    reports = await dp.replay(
-        [dp.load_history(p) for p in HISTORIES], workflows=[ExtraActivityWorkflow]
+    reports = await dp.ops.replay(
+        [dp.ops.load_history(p) for p in HISTORIES], workflows=[ExtraActivityWorkflow]
     )
     assert [r.compatible for r in reports] == [False] * len(HISTORIES)
     assert all("Nondeterminism" in (r.problem or "") for r in reports), reports

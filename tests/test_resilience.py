@@ -13,7 +13,7 @@ import pytest
 import durapipe as dp
 from durapipe.testing import FakeProvider, Status
 from tests.chain import expected_output, paid_by_step, write_chain
-from tests.cli.test_cli import cli_env
+from tests.support import cli_env
 
 
 @pytest.fixture
@@ -124,9 +124,9 @@ async def test_retry_refuses_a_run_that_did_not_fail(
             client, pipeline, "chain", {"topic": "x"}, run_id=run_id, task_queue=task_queue
         )
     with pytest.raises(dp.RunError, match=f"run '{run_id}' is completed, not failed"):
-        await dp.retry(client, run_id)
+        await dp.client.redrive(client, run_id)
     with pytest.raises(dp.RunNotFound):
-        await dp.retry(client, f"missing-{run_id}")
+        await dp.client.redrive(client, f"missing-{run_id}")
 
 
 async def test_memoized_pipes_reuse_answers_across_runs(

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 import durapipe as dp
-from durapipe._storage import STORE_ENV, THRESHOLD_ENV, parse_size
+from durapipe.stores._payloads import STORE_ENV, THRESHOLD_ENV, parse_size
 from durapipe.testing.fake_provider import FakeProvider, Reply
 from tests import scale_tools
-from tests.test_temporal import history_events
+from tests.support import history_events
 
 ROUTED = dp.load_yaml(
     """

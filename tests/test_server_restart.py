@@ -14,7 +14,7 @@ STEPS = 3
 
 
 async def test_runs_complete_across_a_server_restart(task_queue: str, tmp_path: Path) -> None:
-    server = dp.DevServer(headless=True, db_file=str(tmp_path / "temporal.db"))
+    server = dp.ops.DevServer(headless=True, db_file=str(tmp_path / "temporal.db"))
     await asyncio.to_thread(server.start)
     try:
         async with FakeProvider() as fake:

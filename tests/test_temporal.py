@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
-from temporalio.api.history.v1 import HistoryEvent
-from temporalio.client import Client
-
 import durapipe as dp
 from tests.conftest import ARTICLE, EXAMPLES
-
-
-def summary_of(event: HistoryEvent) -> str:
-    return str(json.loads(event.user_metadata.summary.data))
-
-
-async def history_events(client: Client, workflow_id: str) -> list[HistoryEvent]:
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
-    return list(history.events)
-
-
-def scheduled_activities(events: list[HistoryEvent]) -> list[tuple[str, str, str]]:
-    return [
-        (
-            e.activity_task_scheduled_event_attributes.activity_type.name,
-            e.activity_task_scheduled_event_attributes.activity_id,
-            summary_of(e),
-        )
-        for e in events
-        if e.HasField("activity_task_scheduled_event_attributes")
-    ]
+from tests.support import history_events, scheduled_activities
 
 
 async def run_on_temporal(

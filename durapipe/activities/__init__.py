@@ -1,5 +1,5 @@
-"""The activities: llm, tool, extract, image and agent calls, error classification, heartbeats,
-checkpoints, provider limits.
+"""The activities: llm, tool, extract, image and agent calls, error classification,
+heartbeats. Their stores (checkpoints, provider limits) live in stores/.
 
 Activities never import workflow code.
 """
@@ -13,23 +13,9 @@ from durapipe.activities._activities import (
     Activities,
 )
 from durapipe.activities._agent import run_agent_turn
-from durapipe.activities._checkpoints import (
-    CheckpointStore,
-    RedisCheckpoints,
-    SqliteCheckpoints,
-    checkpoint_key,
-    open_store,
-)
 from durapipe.activities._cost import estimate_cost
 from durapipe.activities._extract import local_pages, run_extract
 from durapipe.activities._image import run_image
-from durapipe.activities._limits import (
-    LimitStore,
-    RedisLimits,
-    SqliteLimits,
-    limited,
-    open_limits,
-)
 from durapipe.activities._llm import run_llm
 from durapipe.activities._tool import run_tool
 
@@ -40,18 +26,8 @@ __all__ = [
     "LLM_ACTIVITY",
     "TOOL_ACTIVITY",
     "Activities",
-    "CheckpointStore",
-    "LimitStore",
-    "RedisCheckpoints",
-    "RedisLimits",
-    "SqliteCheckpoints",
-    "SqliteLimits",
-    "checkpoint_key",
     "estimate_cost",
-    "limited",
     "local_pages",
-    "open_limits",
-    "open_store",
     "run_agent_turn",
     "run_extract",
     "run_image",

@@ -12,14 +12,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, FailureError
 
 from durapipe.activities._agent import run_agent_turn
-from durapipe.activities._checkpoints import CheckpointStore, configured_store
 from durapipe.activities._cost import estimate_cost
 from durapipe.activities._extract import run_extract
 from durapipe.activities._image import run_image
 from durapipe.activities._llm import run_llm
 from durapipe.activities._metrics import record_usage
 from durapipe.activities._tool import run_tool
-from durapipe.adapters._calls import (
+from durapipe.adapters._plan import ACTIVITY_NAMES, ATTEMPT_DETAIL, ESTIMATE_ACTIVITY
+from durapipe.runtime._calls import (
     AgentTurnCall,
     ExtractCall,
     ImageCall,
@@ -27,7 +27,7 @@ from durapipe.adapters._calls import (
     LlmCall,
     ToolCall,
 )
-from durapipe.adapters._plan import ACTIVITY_NAMES, ATTEMPT_DETAIL, ESTIMATE_ACTIVITY
+from durapipe.stores._checkpoints import CheckpointStore, configured_store
 
 LLM_ACTIVITY = ACTIVITY_NAMES["llm"]
 TOOL_ACTIVITY = ACTIVITY_NAMES["tool"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
-from durapipe.activities._limits import limited
 from durapipe.activities._llm import (
     complete,
     idempotency_headers,
@@ -13,8 +11,10 @@ from durapipe.activities._llm import (
     response_format,
     usage_of,
 )
-from durapipe.adapters._agent import AgentReply, ToolRequest
-from durapipe.adapters._calls import AgentTurnCall, LeafResult
+from durapipe.runtime._agent_messages import AgentReply, ToolRequest
+from durapipe.runtime._calls import AgentTurnCall, LeafResult
+from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.stores._limits import limited
 
 
 async def run_agent_turn(

@@ -16,8 +16,8 @@ import json
 from typing import Any
 
 from durapipe.activities._llm import messages_for, response_format
-from durapipe.adapters._calls import LlmCall
 from durapipe.adapters._litellm import litellm_module
+from durapipe.runtime._calls import LlmCall
 
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 # The re-ask complaint is a sentence plus the validation error; this bounds it generously.

@@ -14,12 +14,13 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
-from durapipe.activities._limits import limited
-from durapipe.adapters._blobs import BlobNotFound, blob_store
-from durapipe.adapters._calls import ExtractCall, LeafResult, Usage
+from durapipe._errors import ErrorType
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
-from durapipe.pipes import LOCAL_EXTRACTOR, Blob
+from durapipe.runtime._calls import ExtractCall, LeafResult, Usage
+from durapipe.spec import LOCAL_EXTRACTOR, Blob
+from durapipe.stores._blobs import BlobNotFound, blob_store
+from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.stores._limits import limited
 
 TESSERACT = "tesseract"
 
@@ -66,7 +67,9 @@ async def read_blob(ref: Blob) -> bytes:
     try:
         return await asyncio.to_thread(blob_store().get, ref)
     except BlobNotFound as err:
-        raise ApplicationError(str(err), type="durapipe.BlobNotFound", non_retryable=True) from None
+        raise ApplicationError(
+            str(err), type=ErrorType.BLOB_NOT_FOUND, non_retryable=True
+        ) from None
 
 
 async def local_pages(data: bytes, media_type: str, language: str = "eng") -> list[str]:
@@ -84,7 +87,7 @@ async def local_pages(data: bytes, media_type: str, language: str = "eng") -> li
         return [data.decode("utf-8", errors="replace")]
     raise ApplicationError(
         f"cannot extract text from {media_type} with {LOCAL_EXTRACTOR} (PDF, images and text files only)",
-        type="durapipe.UnsupportedDocument",
+        type=ErrorType.UNSUPPORTED_DOCUMENT,
         non_retryable=True,
     )
 
@@ -102,7 +105,7 @@ def _pdf_layers(data: bytes) -> list[tuple[str, list[bytes]]]:
     except pypdf.errors.PdfReadError as err:
         raise ApplicationError(
             f"the PDF cannot be read: {err}",
-            type="durapipe.UnsupportedDocument",
+            type=ErrorType.UNSUPPORTED_DOCUMENT,
             non_retryable=True,
         ) from None
     return layers
@@ -138,7 +141,7 @@ async def ocr(image: bytes, language: str = "eng") -> str:
         raise ApplicationError(
             "the tesseract OCR engine is not installed on this worker: run `make ocr` "
             "(apt-get install tesseract-ocr) or give the extract pipe an OCR model",
-            type="durapipe.OcrUnavailable",
+            type=ErrorType.OCR_UNAVAILABLE,
             non_retryable=True,
         ) from None
     try:
@@ -150,7 +153,7 @@ async def ocr(image: bytes, language: str = "eng") -> str:
         reason = err.decode(errors="replace").strip().splitlines()
         raise ApplicationError(
             f"tesseract failed: {reason[-1] if reason else f'exit code {process.returncode}'}",
-            type="durapipe.OcrFailed",
+            type=ErrorType.OCR_FAILED,
             non_retryable=True,
         )
     return out.decode("utf-8", errors="replace").strip()

@@ -15,13 +15,14 @@ from typing import Any
 import aiohttp
 from temporalio.exceptions import ApplicationError
 
-from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
-from durapipe.activities._limits import limited
+from durapipe._errors import ErrorType
 from durapipe.activities._llm import render_for
-from durapipe.adapters._blobs import blob_store
-from durapipe.adapters._calls import ImageCall, LeafResult, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
-from durapipe.pipes import OFFLINE_MODEL
+from durapipe.runtime._calls import ImageCall, LeafResult, Usage
+from durapipe.spec import OFFLINE_MODEL
+from durapipe.stores._blobs import blob_store
+from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.stores._limits import limited
 
 PLACEHOLDER_LABEL = "durapipe offline placeholder"
 
@@ -109,7 +110,7 @@ async def _generate(
 
 async def _download(url: str | None, timeout: float | None) -> bytes:
     if not url:
-        raise ApplicationError("the image model returned no image", type="durapipe.ProviderError")
+        raise ApplicationError("the image model returned no image", type=ErrorType.PROVIDER_ERROR)
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
         session.get(url) as answer,

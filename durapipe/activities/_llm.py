@@ -10,12 +10,13 @@ import pydantic
 from opentelemetry.trace import Status, StatusCode
 from temporalio.exceptions import ApplicationError
 
-from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
-from durapipe.activities._limits import limited
+from durapipe._errors import ErrorType
 from durapipe.activities._spans import provider_span, record_response
-from durapipe.adapters._calls import LeafResult, LlmCall, Usage
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
-from durapipe.pipes import TemplateError, _types, render
+from durapipe.runtime._calls import LeafResult, LlmCall, Usage
+from durapipe.spec import TemplateError, _types, render
+from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.stores._limits import limited
 
 # Sent with every provider request, so a provider (or the fake one's ledger) can spot a repeat.
 IDEMPOTENCY_HEADER = "X-Durapipe-Idempotency-Key"
@@ -56,7 +57,7 @@ def render_for(pipe_name: str, field: str, template: str, inputs: dict[str, Any]
     except TemplateError as err:
         raise ApplicationError(
             f"pipe '{pipe_name}', field '{field}': {err}",
-            type="durapipe.TemplateError",
+            type=ErrorType.TEMPLATE_ERROR,
             non_retryable=True,
         ) from None
 
@@ -163,7 +164,7 @@ async def _ask(call: LlmCall, messages: list[dict[str, str]], key: str, attempt:
         return LeafResult(output=value, usage=usage, model=model, attempt=attempt)
     raise ApplicationError(
         f"{model}: the answer did not fit the output type {pipe.output} after {pipe.reask + 1} asks: {problem}",
-        type="durapipe.InvalidOutput",
+        type=ErrorType.INVALID_OUTPUT,
         non_retryable=True,
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from durapipe.adapters._calls import LeafResult
+from durapipe.runtime._calls import LeafResult
 
 INPUT_TOKENS = "durapipe_input_tokens"
 OUTPUT_TOKENS = "durapipe_output_tokens"

@@ -10,12 +10,12 @@ from typing import Any
 import pydantic
 from temporalio.exceptions import ApplicationError
 
-from durapipe._errors import ToolError
-from durapipe.activities._checkpoints import CheckpointStore, checkpoint_key, checkpointed
-from durapipe.activities._limits import limited
-from durapipe.adapters._agent import TOOL_ERROR
-from durapipe.adapters._calls import LeafResult, ToolCall
-from durapipe.pipes import _types
+from durapipe._errors import ErrorType, ToolError
+from durapipe.runtime._agent_messages import TOOL_ERROR
+from durapipe.runtime._calls import LeafResult, ToolCall
+from durapipe.spec import _types
+from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
+from durapipe.stores._limits import limited
 
 
 async def run_tool(
@@ -43,7 +43,7 @@ async def run_tool(
         raise ApplicationError(
             f"tool '{call.pipe.function}' (pipe '{call.pipe_name}') is not registered on this worker; "
             "start the worker with the pipeline file that defines it",
-            type="durapipe.ToolNotFound",
+            type=ErrorType.TOOL_NOT_FOUND,
             non_retryable=True,
         )
     return await checkpointed(
@@ -67,7 +67,7 @@ async def _call(call: ToolCall, function: Callable[..., Any], attempt: int) -> L
         raise ApplicationError(
             f"tool '{call.pipe.function}' returned {type(value).__name__}, "
             f"which is not {call.pipe.output}: {err.errors(include_url=False)[0]['msg']}",
-            type="durapipe.InvalidOutput",
+            type=ErrorType.INVALID_OUTPUT,
             non_retryable=True,
         ) from None
     return LeafResult(output=output, attempt=attempt)

@@ -1,20 +1,7 @@
-"""Translation (pipe spec -> workflow and activity plan) and provider adapters (litellm)."""
+"""Translation: the Python and YAML spellings into the one spec, the spec into workflow and activity
+plans (calls), and the providers behind litellm (the offline model included)."""
 
-from durapipe.adapters._calls import (
-    AgentTurnCall,
-    BatchSlice,
-    ExtractCall,
-    ImageCall,
-    LeafCall,
-    LeafResult,
-    LlmCall,
-    PipeRun,
-    RunResult,
-    StepFailure,
-    StepRecord,
-    ToolCall,
-    Usage,
-)
+from durapipe.adapters._load import import_function, load, tool_functions
 from durapipe.adapters._plan import (
     ACTIVITY_NAMES,
     DEFAULT_TASK_QUEUE,
@@ -28,30 +15,56 @@ from durapipe.adapters._plan import (
     run_workflow_id,
     summary,
 )
+from durapipe.adapters._python import (
+    Binding,
+    Pipe,
+    StepRef,
+    agent,
+    approval,
+    bind,
+    extract,
+    image,
+    llm,
+    pipeline,
+    sequence,
+    step,
+    tool,
+)
+from durapipe.adapters._python_controllers import BranchRef, batch, branch, condition, parallel
+from durapipe.adapters._yaml import load_yaml
 
 __all__ = [
     "ACTIVITY_NAMES",
     "DEFAULT_TASK_QUEUE",
     "WORKFLOW_NAME",
-    "AgentTurnCall",
-    "BatchSlice",
-    "ExtractCall",
-    "ImageCall",
-    "LeafCall",
-    "LeafResult",
-    "LlmCall",
-    "PipeRun",
-    "RunResult",
-    "StepFailure",
-    "StepRecord",
-    "ToolCall",
-    "Usage",
+    "Binding",
+    "BranchRef",
+    "Pipe",
+    "StepRef",
     "activity_options",
+    "agent",
+    "approval",
+    "batch",
     "batch_history_bound",
+    "bind",
+    "branch",
     "child_workflow_id",
+    "condition",
+    "extract",
+    "image",
+    "import_function",
+    "llm",
+    "load",
+    "load_yaml",
     "new_run_id",
+    "parallel",
     "pipe_run",
+    "pipeline",
     "retry_policy",
     "run_workflow_id",
+    "sequence",
+    "step",
     "summary",
+    "tool",
+    "tool_functions",
 ]

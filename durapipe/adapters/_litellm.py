@@ -19,7 +19,8 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from durapipe._secrets import redact
+from durapipe._errors import ErrorType
+from durapipe.security._secrets import redact
 
 
 @functools.cache
@@ -28,7 +29,7 @@ def litellm_module() -> ModuleType:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
-    from durapipe.testing._offline import register_offline_model
+    from durapipe.adapters._offline import register_offline_model
 
     litellm.suppress_debug_info = True
     litellm.drop_params = True  # a setting one provider lacks must not fail a step on another
@@ -85,36 +86,46 @@ def register_env_prices(litellm: ModuleType) -> None:
 
 
 # Stable error type names, and whether the provider may answer next time (retryable).
-# Checked first: classes that say more than their HTTP status (ContextWindowExceeded is a 400).
-_BY_CLASS_FIRST = {
-    "ContextWindowExceededError": ("durapipe.ContextWindowExceeded", False),
-    "ContentPolicyViolationError": ("durapipe.ContentPolicyViolation", False),
-    "Timeout": ("durapipe.Timeout", True),
-    "APIConnectionError": ("durapipe.ConnectionError", True),
+# The contract is the HTTP status and the provider's own error code: litellm's exception classes
+# are only a hint, since a new litellm release may map the same response to another class.
+_BY_CODE = {
+    "content_policy_violation": (ErrorType.CONTENT_POLICY_VIOLATION, False),
+    "content_filter": (ErrorType.CONTENT_POLICY_VIOLATION, False),
+    "context_length_exceeded": (ErrorType.CONTEXT_WINDOW_EXCEEDED, False),
+    "string_above_max_length": (ErrorType.CONTEXT_WINDOW_EXCEEDED, False),
+    "invalid_api_key": (ErrorType.AUTHENTICATION_ERROR, False),
+    "model_not_found": (ErrorType.NOT_FOUND, False),
 }
-# litellm maps 403, 408 and 409 to a plain BadRequestError, so the status decides before the class.
 _BY_STATUS = {
-    400: ("durapipe.BadRequest", False),
-    401: ("durapipe.AuthenticationError", False),
-    403: ("durapipe.PermissionDenied", False),
-    404: ("durapipe.NotFound", False),
-    408: ("durapipe.Timeout", True),
-    409: ("durapipe.Conflict", True),
-    422: ("durapipe.BadRequest", False),
-    429: ("durapipe.RateLimited", True),
+    400: (ErrorType.BAD_REQUEST, False),
+    401: (ErrorType.AUTHENTICATION_ERROR, False),
+    403: (ErrorType.PERMISSION_DENIED, False),
+    404: (ErrorType.NOT_FOUND, False),
+    408: (ErrorType.TIMEOUT, True),
+    409: (ErrorType.CONFLICT, True),
+    422: (ErrorType.BAD_REQUEST, False),
+    429: (ErrorType.RATE_LIMITED, True),
 }
+# Hints for failures without a status (no response came back) or without a code (providers whose
+# errors litellm recognises from their wording, e.g. a context window named only in the message).
 _BY_CLASS = {
-    "AuthenticationError": ("durapipe.AuthenticationError", False),
-    "PermissionDeniedError": ("durapipe.PermissionDenied", False),
-    "NotFoundError": ("durapipe.NotFound", False),
-    "UnsupportedParamsError": ("durapipe.BadRequest", False),
-    "UnprocessableEntityError": ("durapipe.BadRequest", False),
-    "BadRequestError": ("durapipe.BadRequest", False),
-    "RateLimitError": ("durapipe.RateLimited", True),
-    "InternalServerError": ("durapipe.ProviderError", True),
-    "ServiceUnavailableError": ("durapipe.ProviderError", True),
-    "BadGatewayError": ("durapipe.ProviderError", True),
+    "ContextWindowExceededError": (ErrorType.CONTEXT_WINDOW_EXCEEDED, False),
+    "ContentPolicyViolationError": (ErrorType.CONTENT_POLICY_VIOLATION, False),
+    "Timeout": (ErrorType.TIMEOUT, True),
+    "APIConnectionError": (ErrorType.CONNECTION_ERROR, True),
+    "AuthenticationError": (ErrorType.AUTHENTICATION_ERROR, False),
+    "PermissionDeniedError": (ErrorType.PERMISSION_DENIED, False),
+    "NotFoundError": (ErrorType.NOT_FOUND, False),
+    "UnsupportedParamsError": (ErrorType.BAD_REQUEST, False),
+    "UnprocessableEntityError": (ErrorType.BAD_REQUEST, False),
+    "BadRequestError": (ErrorType.BAD_REQUEST, False),
+    "RateLimitError": (ErrorType.RATE_LIMITED, True),
+    "InternalServerError": (ErrorType.PROVIDER_ERROR, True),
+    "ServiceUnavailableError": (ErrorType.PROVIDER_ERROR, True),
+    "BadGatewayError": (ErrorType.PROVIDER_ERROR, True),
 }
+# Class hints that say more than a bare 400 (a status alone cannot tell these from a bad request).
+_REFINES_BAD_REQUEST = ("ContextWindowExceededError", "ContentPolicyViolationError")
 
 
 _NO_CREDENTIALS = ("Missing credentials", "api_key client option must be set")
@@ -138,45 +149,104 @@ def classify(err: BaseException, *, model: str) -> ApplicationError:
 
 
 def error_type_of(err: BaseException) -> tuple[str, bool]:
-    """The stable type name of a provider error and whether it is worth retrying."""
+    """The stable type name of a provider error and whether it is worth retrying.
+
+    In order: the provider's error code, its ``x-should-retry`` hint, the HTTP status, and only
+    then litellm's exception class (for failures that never got a response).
+    """
     names = [cls.__name__ for cls in type(err).__mro__]
-    for name in names:
-        if name in _BY_CLASS_FIRST:
-            return _BY_CLASS_FIRST[name]
     text = str(err)
+    # A key missing on this worker is raised before any request: no retry brings it.
+    if any(marker in text for marker in _NO_CREDENTIALS):
+        return ErrorType.AUTHENTICATION_ERROR, False
+    code = provider_error_code(err)
+    if code in _BY_CODE:
+        return _BY_CODE[code]
+    status = status_of(err)
     # A dropped connection reaches us as a 500 InternalServerError saying "Connection error."
     if "Connection error" in text:
-        return "durapipe.ConnectionError", True
-    # So does a key missing on this worker: no retry brings it, the worker's environment must.
-    if any(marker in text for marker in _NO_CREDENTIALS):
-        return "durapipe.AuthenticationError", False
-    status = getattr(err, "status_code", None)
-    if status in _BY_STATUS:
-        return _BY_STATUS[status]
+        return ErrorType.CONNECTION_ERROR, True
+    if status == 400:
+        for name in names:
+            if name in _REFINES_BAD_REQUEST:
+                return _BY_CLASS[name]
+    if status is not None:
+        error_type, retryable = _status_type(status)
+        hint = _header(err, "x-should-retry")
+        if hint in ("true", "false"):
+            retryable = hint == "true"
+        return error_type, retryable
     for name in names:
         if name in _BY_CLASS:
             return _BY_CLASS[name]
-    if isinstance(status, int) and 400 <= status < 500:
-        return "durapipe.BadRequest", False
-    return "durapipe.ProviderError", True
+    return ErrorType.PROVIDER_ERROR, True
+
+
+def _status_type(status: int) -> tuple[str, bool]:
+    if status in _BY_STATUS:
+        return _BY_STATUS[status]
+    if 400 <= status < 500:
+        return ErrorType.BAD_REQUEST, False
+    return ErrorType.PROVIDER_ERROR, True
+
+
+def status_of(err: BaseException) -> int | None:
+    """The HTTP status of the provider's answer, or None when no answer came back."""
+    response = getattr(err, "response", None)
+    for status in (getattr(response, "status_code", None), getattr(err, "status_code", None)):
+        if isinstance(status, int) and 100 <= status <= 599:
+            return status
+    return None
+
+
+def provider_error_code(err: BaseException) -> str | None:
+    """The provider's own error code (OpenAI-style ``{"error": {"code": ...}}``), if it sent one."""
+    bodies: list[Any] = [getattr(err, "body", None)]
+    response = getattr(err, "response", None)
+    if response is not None:
+        with contextlib.suppress(Exception):
+            bodies.append(response.json())
+    for body in bodies:
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            body = body["error"]
+        if isinstance(body, dict):
+            for field in ("code", "type"):
+                value = body.get(field)
+                if isinstance(value, str) and value in _BY_CODE:
+                    return value
+    code = getattr(err, "code", None)
+    return code if isinstance(code, str) else None
+
+
+def _headers(err: BaseException) -> Any:
+    response = getattr(err, "response", None)
+    headers = getattr(response, "headers", None) if response is not None else None
+    return headers or getattr(err, "litellm_response_headers", None) or {}
+
+
+def _header(err: BaseException, name: str) -> str | None:
+    headers = _headers(err)
+    value = headers.get(name) or headers.get(name.title())
+    return str(value).strip().lower() if value is not None else None
 
 
 def retry_after(err: BaseException) -> float | None:
-    """Seconds from a Retry-After header on a provider error, if the provider sent one."""
-    headers: Any = None
-    response = getattr(err, "response", None)
-    if response is not None:
-        headers = getattr(response, "headers", None)
-    headers = headers or getattr(err, "litellm_response_headers", None)
-    if not headers:
-        return None
+    """Seconds the provider asked us to wait (``retry-after-ms`` or ``Retry-After``), if it did."""
+    headers = _headers(err)
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(millis) / 1000)
     value = headers.get("retry-after") or headers.get("Retry-After")
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
         return max(0.0, parsed.timestamp() - time.time())
 
 

@@ -13,10 +13,11 @@ from typing import Any
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
-from durapipe.adapters._blobs import prepare_inputs
-from durapipe.adapters._budget import effective_budget
-from durapipe.adapters._calls import AgentTurnCall, LeafCall, PipeRun, ToolCall
-from durapipe.pipes import Pipeline, RetrySpec, check_inputs, resolve
+from durapipe._settings import settings
+from durapipe.runtime._budget import effective_budget
+from durapipe.runtime._calls import AgentTurnCall, LeafCall, PipeRun, ToolCall
+from durapipe.spec import Pipeline, RetrySpec, check_inputs, resolve
+from durapipe.stores._blobs import prepare_inputs
 
 WORKFLOW_NAME = "durapipe.pipe"
 ACTIVITY_NAMES = {
@@ -128,7 +129,7 @@ def pipe_run(
         PipelineError: the pipe is unknown or the inputs do not fit it.
     """
     checked = check_inputs(pipeline, pipe, prepare_inputs(pipeline, pipe, inputs))
-    spec = resolve(pipeline, pipe)
+    spec = resolve(pipeline, pipe, fallback_model=settings().default_model)
     return PipeRun(
         run_id=run_id or new_run_id(pipe),
         pipe=pipe,

@@ -1,7 +1,7 @@
 """The ``durapipe`` command line."""
 
 # Commands kept in modules of their own register themselves on `app` when imported.
-from durapipe.cli import _codec, _control, _observe, _runs, _serve  # noqa: F401
+from durapipe.cli import _codec, _observe, _run_commands, _runs, _serve  # noqa: F401
 from durapipe.cli._app import app, main
 
 __all__ = ["app", "main"]

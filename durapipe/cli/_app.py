@@ -397,7 +397,7 @@ def worker(
     Traces go where the OTEL_TRACES_EXPORTER variable says (console, otlp; none by default).
     """
     if secrets_file is not None:
-        names = dp.load_secrets_file(secrets_file)
+        names = dp.security.load_secrets_file(secrets_file)
         # Names only: the values are the point of keeping the file out of logs.
         typer.echo(f"loaded {len(names)} secrets from {secrets_file}: {', '.join(names)}", err=True)
     pipeline = dp.load(file)
@@ -415,8 +415,8 @@ async def _serve(
     telemetry: dp.Telemetry,
 ) -> None:
     client = await dp.connect(pipeline=pipeline, options=connection, telemetry=telemetry)
-    await dp.check_search_attributes(client)
-    await dp.warm_up()
+    await dp.ops.check_search_attributes(client)
+    await dp.ops.warm_up()
     workers = dp.build_workers(client, queues, max_concurrent_activities=max_concurrent, rate=rate)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -456,7 +456,7 @@ def dev(
     ip: Annotated[str, typer.Option("--ip", help="Address to bind.")] = "127.0.0.1",
 ) -> None:
     """Start a local Temporal dev server (the real one) and keep it running until interrupted."""
-    server = dp.DevServer(
+    server = dp.ops.DevServer(
         port=port, ui_port=ui_port or port + 1000, db_file=db_file, headless=headless, ip=ip
     )
     server.start()
@@ -502,7 +502,7 @@ def retry(
     """Re-drive a failed run under the same id: succeeded steps come from checkpoints."""
 
     async def redriven() -> dp.RunResult:
-        handle = await dp.retry(await dp.connect(options=connection), run_id)
+        handle = await dp.client.redrive(await dp.connect(options=connection), run_id)
         typer.echo(f"retrying run {run_id}", err=True)
         return await _progress.follow(handle, quiet=False)
 

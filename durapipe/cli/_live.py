@@ -12,8 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 import durapipe as dp
-from durapipe.adapters._search import spent
-from durapipe.cli._progress import POLL_INTERVAL_S
+from durapipe.workflows._search import spent
 
 _STYLES = {"succeeded": "green", "failed": "red", "skipped": "dim", "cancelled": "red"}
 _MARKS = {"succeeded": "✓", "failed": "✗", "skipped": "-", "cancelled": "✗", "pending": "·"}
@@ -53,8 +52,9 @@ def render(records: list[dp.StepRecord], run_id: str) -> Group:
     return Group(table, footer)
 
 
-async def follow_live(handle: dp.RunHandle) -> dp.RunResult:
-    """Wait for a run while a live view on stderr shows its steps."""
+async def follow_live(handle: dp.RunHandle, poll_interval_s: float = 0.25) -> dp.RunResult:
+    """Wait for a run while a live view on stderr shows its steps, asking for them every
+    ``poll_interval_s`` (`_progress` passes its own cadence: this module must not import it back)."""
     console = Console(stderr=True)
     records: list[dp.StepRecord] = []
     result_task = asyncio.ensure_future(handle.result())
@@ -63,7 +63,7 @@ async def follow_live(handle: dp.RunHandle) -> dp.RunResult:
             with contextlib.suppress(Exception):  # a query can race the run's end
                 records = await handle.steps()
                 live.update(render(records, handle.run_id))
-            await asyncio.wait({result_task}, timeout=POLL_INTERVAL_S)
+            await asyncio.wait({result_task}, timeout=poll_interval_s)
         try:
             result = result_task.result()
         except dp.StepFailed as err:

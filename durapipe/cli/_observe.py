@@ -66,13 +66,13 @@ def replay(
     if sum(x is not None for x in (run_id, query, files)) != 1:
         raise fail("give exactly one of RUN, --query or --file")
 
-    async def replayed() -> list[dp.ReplayReport]:
+    async def replayed() -> list[dp.ops.ReplayReport]:
         if files:
-            histories = [dp.load_history(path) for path in files]
+            histories = [dp.ops.load_history(path) for path in files]
         else:
             client = await dp.connect(options=connection)
-            histories = await dp.fetch_histories(client, run_id=run_id, query=query)
-        return await dp.replay(histories)
+            histories = await dp.ops.fetch_histories(client, run_id=run_id, query=query)
+        return await dp.ops.replay(histories)
 
     reports = asyncio.run(replayed())
     if not reports:
@@ -93,7 +93,7 @@ def setup_search_attributes(*, connection: dp.ConnectOptions) -> None:
     """Register durapipe's search attributes (pipe, tokens, cost, steps) on a namespace."""
 
     async def added() -> list[str]:
-        return await dp.setup_search_attributes(await dp.connect(options=connection))
+        return await dp.ops.setup_search_attributes(await dp.connect(options=connection))
 
     names = asyncio.run(added())
     typer.echo(f"registered: {', '.join(names)}" if names else "already registered")

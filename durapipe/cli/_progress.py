@@ -78,7 +78,7 @@ async def follow(handle: dp.RunHandle, *, quiet: bool = False) -> dp.RunResult:
     if sys.stderr.isatty():
         from durapipe.cli._live import follow_live
 
-        return await follow_live(handle)
+        return await follow_live(handle, POLL_INTERVAL_S)
     shown: set[str] = set()
 
     async def show_new() -> None:

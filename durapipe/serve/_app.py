@@ -21,11 +21,10 @@ from aiohttp import web
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from durapipe._client import RunHandle
-from durapipe._connection import ConnectOptions
 from durapipe._errors import PipelineError, RunError
 from durapipe.adapters import DEFAULT_TASK_QUEUE
-from durapipe.pipes import Pipeline, resolve
+from durapipe.client._connection import ConnectOptions
+from durapipe.client._handle import RunHandle
 from durapipe.serve._memory import MAIN_STUFF, run_inputs
 from durapipe.serve._methods import (
     Method,
@@ -46,6 +45,7 @@ from durapipe.serve._runs import (
     start_run,
 )
 from durapipe.serve._trust import Capabilities, trust_problems
+from durapipe.spec import Pipeline, resolve
 
 logger = logging.getLogger("durapipe.serve")
 

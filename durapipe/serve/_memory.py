@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from durapipe._errors import ConfigError
-from durapipe.pipes import Pipeline, SequencePipe
 from durapipe.serve._methods import Method
 from durapipe.serve._problems import ServeError
+from durapipe.spec import Pipeline, SequencePipe
 
 MAIN_STUFF: Final = "main_stuff"
 

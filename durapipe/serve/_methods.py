@@ -20,9 +20,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from durapipe._errors import DurapipeError, PipelineError, Problem
-from durapipe.pipes import Pipeline, check, load_yaml
+from durapipe.adapters import load_yaml
 from durapipe.serve._problems import ServeError, problem_item
 from durapipe.serve._trust import Capabilities, bundle_function_problems, unregistered
+from durapipe.spec import Pipeline, check
 
 MTHDS_SUFFIX = ".mthds"
 MANIFEST = "METHODS.toml"

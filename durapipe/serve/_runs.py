@@ -17,9 +17,10 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from durapipe._client import SPEC_VERSION, RunHandle, run_error
 from durapipe._errors import RunError, StepFailed
-from durapipe.adapters import WORKFLOW_NAME, PipeRun, RunResult, pipe_run
+from durapipe.adapters import WORKFLOW_NAME, pipe_run
+from durapipe.client._handle import SPEC_VERSION, RunHandle, run_error
+from durapipe.runtime import PipeRun, RunResult
 from durapipe.serve._memory import (
     MAIN_STUFF,
     concepts_memo,

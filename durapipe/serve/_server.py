@@ -10,10 +10,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from durapipe._client import connect
-from durapipe._connection import ConnectOptions
-from durapipe.adapters import DEFAULT_TASK_QUEUE
-from durapipe.pipes import load
+from durapipe.adapters import DEFAULT_TASK_QUEUE, load
+from durapipe.client._connection import ConnectOptions
+from durapipe.client._handle import connect
 from durapipe.serve._app import DEFAULT_EXECUTE_WAIT_S, ServeConfig, create_app
 from durapipe.serve._trust import Capabilities
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from durapipe.pipes import LOCAL_EXTRACTOR, OFFLINE_MODEL, Pipeline, ToolPipe
+from durapipe.spec import LOCAL_EXTRACTOR, OFFLINE_MODEL, Pipeline, ToolPipe
 
 # Settings a client may set: generation parameters only. Anything else that litellm accepts
 # (api_base, base_url, extra_headers, custom_llm_provider, callbacks, ...) could add an endpoint,

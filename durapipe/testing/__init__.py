@@ -60,7 +60,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _OFFLINE:
-        from durapipe.testing import _offline
+        from durapipe.adapters import _offline
 
         return getattr(_offline, name)
     raise AttributeError(f"module 'durapipe.testing' has no attribute {name!r}")

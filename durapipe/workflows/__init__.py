@@ -1,7 +1,6 @@
-"""The Temporal workflows that interpret controller specs."""
+"""The Temporal side of running a spec: the workflow that hosts the runtime's interpreter, its
+signals, queries and updates, and the search attributes it keeps."""
 
-from durapipe.workflows._interpret import Interpreter, Runtime
-from durapipe.workflows._memory import join_path, lookup
 from durapipe.workflows._workflow import (
     PAUSE_SIGNAL,
     RESUME_SIGNAL,
@@ -16,10 +15,6 @@ __all__ = [
     "RESUME_SIGNAL",
     "STEPS_QUERY",
     "WAITING_QUERY",
-    "Interpreter",
     "PipeWorkflow",
-    "Runtime",
     "SandboxedPipeWorkflow",
-    "join_path",
-    "lookup",
 ]

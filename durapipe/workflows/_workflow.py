@@ -24,24 +24,7 @@ from temporalio.exceptions import (
 from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
 
 with workflow.unsafe.imports_passed_through():
-    from durapipe._errors import RunCancelled, StepFailed
-    from durapipe.adapters._approvals import (
-        DECIDE_UPDATE,
-        ApprovalDecision,
-        ApprovalRequest,
-        check_decision,
-        timeout_decision,
-    )
-    from durapipe.adapters._budget import Budget
-    from durapipe.adapters._calls import (
-        LeafCall,
-        LeafResult,
-        LlmCall,
-        PipeRun,
-        RunResult,
-        StepFailure,
-        StepRecord,
-    )
+    from durapipe._errors import ErrorType, RunCancelled, StepFailed
     from durapipe.adapters._plan import (
         ACTIVITY_NAMES,
         ATTEMPT_DETAIL,
@@ -50,16 +33,33 @@ with workflow.unsafe.imports_passed_through():
         activity_options,
         run_workflow_id,
     )
-    from durapipe.adapters._search import run_totals
-    from durapipe.workflows._agent import ContinueAsNew
-    from durapipe.workflows._interpret import Interpreter
+    from durapipe.runtime._agent_loop import ContinueAsNew
+    from durapipe.runtime._approvals import (
+        DECIDE_UPDATE,
+        ApprovalDecision,
+        ApprovalRequest,
+        check_decision,
+        timeout_decision,
+    )
+    from durapipe.runtime._budget import Budget
+    from durapipe.runtime._calls import (
+        LeafCall,
+        LeafResult,
+        LlmCall,
+        PipeRun,
+        RunResult,
+        StepFailure,
+        StepRecord,
+    )
+    from durapipe.runtime._interpret import Interpreter
+    from durapipe.workflows._search import run_totals
 
 STEPS_QUERY = "durapipe.steps"
 WAITING_QUERY = "durapipe.waiting"
 PAUSE_SIGNAL = "durapipe.pause"
 RESUME_SIGNAL = "durapipe.resume"
-STEP_FAILED = "durapipe.StepFailed"
-BAD_DECISION = "durapipe.BadDecision"
+STEP_FAILED = ErrorType.STEP_FAILED
+BAD_DECISION = ErrorType.BAD_DECISION
 # Agent turns per run before continue-as-new even if Temporal does not suggest it yet: keeps every
 # run's history (each turn's input carries the transcript) well under Temporal's limits.
 AGENT_TURNS_PER_RUN = 25
@@ -375,11 +375,11 @@ def _cause(cause: BaseException | None) -> tuple[str, str]:
         return cause.type or "ApplicationError", cause.message
     if isinstance(cause, TimeoutError):
         kind = cause.type.name.lower().replace("_", "-") if cause.type else "activity"
-        return "durapipe.Timeout", f"{kind} timeout exceeded"
+        return ErrorType.TIMEOUT, f"{kind} timeout exceeded"
     if isinstance(cause, CancelledError):
-        return "durapipe.Cancelled", "the step was cancelled"
+        return ErrorType.CANCELLED, "the step was cancelled"
     if cause is None:
-        return "durapipe.Unknown", "no cause reported"
+        return ErrorType.UNKNOWN, "no cause reported"
     return type(cause).__name__, str(cause)
 
 

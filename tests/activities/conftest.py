@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from durapipe._dev import free_port
-from durapipe.activities import RedisCheckpoints
+from durapipe.ops._dev import free_port
+from durapipe.stores import RedisCheckpoints
 
 
 @pytest.fixture(scope="module")

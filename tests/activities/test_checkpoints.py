@@ -10,19 +10,17 @@ from pathlib import Path
 import pytest
 
 import durapipe as dp
-from durapipe.activities import (
+from durapipe.activities import run_agent_turn, run_extract, run_image
+from durapipe.runtime import AgentTurnCall, ExtractCall, ImageCall, LeafResult, LlmCall, ToolCall
+from durapipe.spec import AgentPipe, ExtractPipe, ImagePipe, LlmPipe, ToolPipe
+from durapipe.stores import (
     CheckpointStore,
     RedisCheckpoints,
     SqliteCheckpoints,
     checkpoint_key,
     open_store,
-    run_agent_turn,
-    run_extract,
-    run_image,
 )
-from durapipe.activities._checkpoints import WAL_CHECKPOINT_EVERY, checkpointed
-from durapipe.adapters import AgentTurnCall, ExtractCall, ImageCall, LeafResult, LlmCall, ToolCall
-from durapipe.pipes import AgentPipe, ExtractPipe, ImagePipe, LlmPipe, ToolPipe
+from durapipe.stores._checkpoints import WAL_CHECKPOINT_EVERY, checkpointed
 from durapipe.testing import FakeProvider
 from tests.chain import write_chain
 

@@ -14,9 +14,9 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from durapipe.activities import run_llm
-from durapipe.adapters import LlmCall
-from durapipe.pipes import LlmPipe
-from durapipe.pipes._types import StructureSpec
+from durapipe.runtime import LlmCall
+from durapipe.spec import LlmPipe
+from durapipe.spec._types import StructureSpec
 from durapipe.testing import (
     Action,
     Drop,
@@ -73,6 +73,25 @@ CASES: dict[str, tuple[Action, str, bool]] = {
     "502": (Status(502), "durapipe.ProviderError", True),
     "503": (Status(503), "durapipe.ProviderError", True),
     "dropped connection": (Drop(), "durapipe.ConnectionError", True),
+    # The provider's error code decides, whatever class litellm maps the response to.
+    "content filter code": (
+        Status(
+            400, body={"error": {"message": "Blocked.", "type": None, "code": "content_filter"}}
+        ),
+        "durapipe.ContentPolicyViolation",
+        False,
+    ),
+    # OpenAI's x-should-retry hint overrides what the status alone would say.
+    "503 should not retry": (
+        Status(503, headers={"x-should-retry": "false"}),
+        "durapipe.ProviderError",
+        False,
+    ),
+    "400 should retry": (
+        Status(400, headers={"x-should-retry": "true"}),
+        "durapipe.BadRequest",
+        True,
+    ),
 }
 
 
@@ -102,6 +121,13 @@ async def test_retry_after_becomes_the_next_retry_delay(fake: FakeProvider) -> N
         await run_llm(llm_call(fake))
     assert raised.value.type == "durapipe.RateLimited"
     assert raised.value.next_retry_delay == timedelta(seconds=2)
+
+
+async def test_retry_after_ms_is_preferred_to_retry_after(fake: FakeProvider) -> None:
+    fake.script(MODEL, [Status(429, retry_after=9, headers={"retry-after-ms": "1500"})])
+    with pytest.raises(ApplicationError) as raised:
+        await run_llm(llm_call(fake))
+    assert raised.value.next_retry_delay == timedelta(milliseconds=1500)
 
 
 async def test_malformed_json_is_reasked_and_the_answer_used(fake: FakeProvider) -> None:

@@ -102,5 +102,5 @@ pipes:
 def test_resolve_gives_extract_the_local_engine_not_the_chat_default() -> None:
     pipeline = dp.pipeline(dp.extract("read"), default_model="openai/gpt-4o-mini")
     resolved = dp.resolve(pipeline, "read").pipes["read"]
-    assert isinstance(resolved, dp.ExtractPipe)
+    assert isinstance(resolved, dp.spec.ExtractPipe)
     assert resolved.model == "durapipe/local" and resolved.timeout == 300.0

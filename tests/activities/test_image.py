@@ -28,7 +28,7 @@ async def test_offline_image_is_a_labelled_png_stored_as_a_blob(blob_dir: Path) 
     result = await dp.run_local(cover(), "cover", {"topic": "a lighthouse"})
     ref = dp.Blob.model_validate(result.output)
     assert ref.media_type == "image/png" and ref.name == "cover.png"
-    data = dp.LocalBlobStore(blob_dir).get(ref)
+    data = dp.stores.LocalBlobStore(blob_dir).get(ref)
     assert data.startswith(b"\x89PNG") and len(data) == ref.size
     assert data == placeholder_png("A watercolour of a lighthouse", "640x320")
     # The label is really drawn on it: the OCR engine reads it back.
@@ -58,5 +58,5 @@ pipes:
     )
     assert from_yaml == cover()
     resolved = dp.resolve(from_yaml, "cover").pipes["cover"]
-    assert isinstance(resolved, dp.ImagePipe)
+    assert isinstance(resolved, dp.spec.ImagePipe)
     assert resolved.model == dp.OFFLINE_MODEL and resolved.timeout == 180.0

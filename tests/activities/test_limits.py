@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from durapipe.activities import LimitStore, RedisLimits, SqliteLimits, limited
-from durapipe.adapters import ToolCall, Usage
-from durapipe.pipes import LimitRule, ToolPipe, limits_for, load_yaml, resolve
+from durapipe.adapters import load_yaml
+from durapipe.runtime import ToolCall, Usage
+from durapipe.spec import LimitRule, ToolPipe, limits_for, resolve
+from durapipe.stores import LimitStore, RedisLimits, SqliteLimits, limited
 
 
 @pytest.fixture(params=["sqlite", "redis"])

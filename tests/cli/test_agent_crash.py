@@ -8,10 +8,8 @@ from pathlib import Path
 
 import durapipe as dp
 from durapipe.testing import read_offline_ledger
-from tests.cli.test_cli import WorkerProcess
-from tests.cli.test_worker_crash import wait_for_event
 from tests.conftest import ROOT
-from tests.test_temporal import history_events, scheduled_activities
+from tests.support import WorkerProcess, history_events, scheduled_activities, wait_for_event
 
 FIXTURE = ROOT / "tests" / "fixtures" / "agent_gated.yaml"
 

@@ -12,8 +12,7 @@ from typer.testing import CliRunner
 import durapipe as dp
 from durapipe.cli import app
 from durapipe.testing import FakeProvider, Reply
-from tests.cli.test_cli import WorkerProcess, run_cli
-from tests.cli.test_control import paid_pipeline
+from tests.support import WorkerProcess, paid_pipeline, run_cli
 
 # Each call reports 100 output tokens (its max_tokens) at $0.01 each: $1 and a little input. The
 # worst-case estimate of a call is therefore just over $1, so $3.50 allows 3 calls of 5.

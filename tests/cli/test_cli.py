@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,59 +13,10 @@ from typer.testing import CliRunner
 
 from durapipe.cli import app
 from tests.conftest import ARTICLE, EXAMPLES, ROOT
+from tests.support import WorkerProcess, run_cli
 
-INVALID = ROOT / "tests" / "pipes" / "invalid"
+INVALID = ROOT / "tests" / "spec" / "invalid"
 runner = CliRunner()
-
-
-def durapipe_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "durapipe", *args]
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **extra}
-    env.pop("TEMPORAL_ADDRESS", None)
-    return env
-
-
-class WorkerProcess:
-    """`durapipe worker FILE` as a child process, stopped by its own pid."""
-
-    def __init__(
-        self,
-        file: Path,
-        address: str,
-        task_queue: str,
-        log: Path,
-        *args: str,
-        **env: str,
-    ) -> None:
-        self.log = log
-        self.process = subprocess.Popen(
-            durapipe_command(
-                "worker", str(file), "--address", address, "--task-queue", task_queue, *args
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=log.open("ab"),
-            env=cli_env(**env),
-        )
-        deadline = time.monotonic() + 60
-        while "worker ready" not in log.read_text(errors="replace"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"worker did not start: {log.read_text(errors='replace')}")
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture
@@ -78,16 +26,6 @@ def yaml_worker(temporal_address: str, task_queue: str, tmp_path: Path) -> Itera
     )
     yield worker
     worker.stop()
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        durapipe_command(*args),
-        capture_output=True,
-        text=True,
-        env=cli_env(**(env or {})),
-        timeout=120,
-    )
 
 
 def test_run_json_on_temporal_local_and_python_spelling_print_the_same_output(

@@ -7,10 +7,10 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -19,13 +19,20 @@ from typer.testing import CliRunner
 import durapipe as dp
 from durapipe.cli import app
 from durapipe.testing import FakeProvider, Hang
-from tests.cli.test_cli import WorkerProcess, cli_env, durapipe_command, run_cli
 from tests.conftest import ROOT
-from tests.test_temporal import history_events
+from tests.support import (
+    CONTROL,
+    WorkerProcess,
+    acli,
+    cli_env,
+    durapipe_command,
+    eventually,
+    history_events,
+    paid_pipeline,
+    run_cli,
+)
 
 FIXTURES = ROOT / "tests" / "fixtures"
-CONTROL = FIXTURES / "control.yaml"
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -37,19 +44,8 @@ def control_worker(
     worker.stop()
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60) -> T:
-    """Poll ``check`` until it returns something, or fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = await check()
-        if found is not None and found is not False:
-            return found
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def waiting_request(client: Client, run_id: str) -> dp.ApprovalRequest | None:
-    return next((r for r in await dp.pending(client) if r.run_id == run_id), None)
+    return next((r for r in await dp.client.pending(client) if r.run_id == run_id), None)
 
 
 async def step(handle: dp.RunHandle, path: str) -> dp.StepRecord:
@@ -58,14 +54,6 @@ async def step(handle: dp.RunHandle, path: str) -> dp.StepRecord:
 
 def cli(address: str, *args: str) -> subprocess.CompletedProcess[str]:
     return run_cli(*args, "--address", address)
-
-
-async def acli(address: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """A control command in this process (a thread: it runs its own event loop); saves the
-    start-up of a process per command on a busy machine."""
-    argv = [*args, "--address", address]
-    result = await asyncio.to_thread(CliRunner().invoke, app, argv)
-    return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, result.stderr)
 
 
 async def test_approve_edit_reject_and_refused_decisions(
@@ -140,7 +128,10 @@ async def test_approve_edit_reject_and_refused_decisions(
     assert edited_run.returncode == 0, err
     assert json.loads(out) == {"approved": "A better post.", "shout": "A BETTER POST."}
 
-    assert (await acli(temporal_address, "approve", plain_id, "review")).returncode == 0
+    # The same decisions as `RunHandle` methods (what the CLI commands call).
+    with pytest.raises(dp.DecisionRefused, match=f"run '{plain_id}' has no step 'nope'"):
+        await handles[plain_id].reject("nope")
+    await handles[plain_id].approve("review")
     plain = await handles[plain_id].result()
     assert plain.output["approved"].startswith("Offline answer: Write a one-line post about lakes")
 
@@ -259,31 +250,6 @@ async def test_pause_holds_the_next_step_of_a_nested_run_until_resume(
 
 async def _exists(path: Path) -> bool:
     return path.exists()
-
-
-def paid_pipeline(tmp_path: Path, base_url: str, model: str, steps: int, **extra: Any) -> Path:
-    """A sequence of ``steps`` llm calls to the fake provider, as a YAML file."""
-    call = {
-        "kind": "llm",
-        "model": f"openai/{model}",
-        "inputs": {"topic": "text"},
-        "prompt": "Say something about {{ topic }}.",
-        "settings": {"api_base": base_url, "max_tokens": 100},
-        **extra,
-    }
-    pipes: dict[str, Any] = {
-        "paid": {
-            "kind": "sequence",
-            "inputs": {"topic": "text"},
-            "steps": [
-                {"pipe": "call", "name": f"call{i}", "result": f"r{i}"} for i in range(1, steps + 1)
-            ],
-        },
-        "call": call,
-    }
-    path = tmp_path / "paid.yaml"
-    path.write_text(json.dumps({"pipes": pipes}))  # JSON is YAML
-    return path
 
 
 async def test_cancel_during_a_long_llm_call_closes_it_within_the_heartbeat_timeout(

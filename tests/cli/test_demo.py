@@ -6,8 +6,8 @@ import re
 import subprocess
 import sys
 
-from tests.cli.test_cli import cli_env
 from tests.conftest import ROOT
+from tests.support import cli_env
 
 
 def test_demo_prints_result_run_id_and_ui_address_and_stops_its_server() -> None:

@@ -13,9 +13,9 @@ import pytest
 from temporalio.client import Client
 
 import durapipe as dp
-from durapipe import _dev
-from durapipe._dev import free_port
-from tests.cli.test_cli import cli_env, durapipe_command
+from durapipe.ops import _dev
+from durapipe.ops._dev import free_port
+from tests.support import cli_env, durapipe_command
 
 
 async def test_dev_serves_on_the_given_ports_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_a_taken_port_given_by_the_user_fails_with_the_servers_own_reason() -> N
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        server = dp.DevServer(port=port, headless=True)
+        server = dp.ops.DevServer(port=port, headless=True)
         with pytest.raises(dp.ConfigError) as raised:
             server.start()
     assert str(raised.value) == (
@@ -77,6 +77,6 @@ def test_a_port_it_picked_that_another_process_took_is_picked_again(
         port = taken.getsockname()[1]
         picks = iter([port])  # the first pick loses the race; later picks are the OS's
         monkeypatch.setattr(_dev, "free_port", lambda host: next(picks, None) or free_port(host))
-        with dp.DevServer(headless=True) as server:
+        with dp.ops.DevServer(headless=True) as server:
             assert server.port != port
             assert server.process is not None and server.process.poll() is None

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from rich.console import Console
 
 import durapipe as dp
-from durapipe.adapters._search import finished_steps
 from durapipe.cli._live import render
 from durapipe.cli._progress import tree_lines
+from durapipe.workflows._search import finished_steps
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 RECORDS = [

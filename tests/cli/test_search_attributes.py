@@ -13,13 +13,13 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 import durapipe as dp
-from durapipe._dev import search_attribute_flags
-from tests.cli.test_cli import run_cli
+from durapipe.ops._dev import search_attribute_flags
 from tests.conftest import EXAMPLES
+from tests.support import run_cli
 
 
 def test_dev_server_command_registers_every_search_attribute() -> None:
-    command = dp.DevServer(headless=True).command()
+    command = dp.ops.DevServer(headless=True).command()
     flags = command[command.index("--search-attribute") :]
     assert flags == search_attribute_flags()
     assert "DurapipeCostUsd=Double" in flags and "DurapipePipe=Keyword" in flags
@@ -42,7 +42,7 @@ async def test_worker_fails_fast_until_setup_registers_the_attributes(
     deadline = time.monotonic() + 30
     while True:  # a new namespace takes a moment to reach every server cache
         try:
-            await dp.check_search_attributes(client)
+            await dp.ops.check_search_attributes(client)
         except dp.ConfigError:
             break  # the namespace answers, without the attributes
         except RPCError:
@@ -72,7 +72,7 @@ async def test_worker_fails_fast_until_setup_registers_the_attributes(
     assert setup.stdout.startswith("registered: DurapipePipe")
     while True:
         try:
-            await dp.check_search_attributes(client)
+            await dp.ops.check_search_attributes(client)
             break
         except dp.ConfigError:
             assert time.monotonic() < deadline

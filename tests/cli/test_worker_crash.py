@@ -8,30 +8,10 @@ import uuid
 from pathlib import Path
 
 import durapipe as dp
-from tests.cli.test_cli import WorkerProcess
 from tests.conftest import ROOT
-from tests.test_temporal import history_events
+from tests.support import WorkerProcess, history_events, wait_for_event
 
 FIXTURES = ROOT / "tests" / "fixtures"
-
-
-async def wait_for_event(
-    client: object, run_id: str, field: str, activity_id: str | None = None
-) -> None:
-    for _ in range(600):
-        events = await history_events(client, run_id)  # type: ignore[arg-type]
-        scheduled = {
-            e.event_id: e.activity_task_scheduled_event_attributes.activity_id
-            for e in events
-            if e.HasField("activity_task_scheduled_event_attributes")
-        }
-        for event in events:
-            if event.HasField(field):
-                attrs = getattr(event, field)
-                if activity_id is None or scheduled.get(attrs.scheduled_event_id) == activity_id:
-                    return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{field} never appeared in {run_id}")
 
 
 async def test_sigkilled_worker_resumes_without_repeating_completed_steps(

@@ -33,7 +33,7 @@ async def record(address: str, run_id: str) -> list[Path]:
             client, pipeline, "brief", {"article": ARTICLE}, run_id=run_id, task_queue="record"
         )
     saved = []
-    for history in await dp.fetch_histories(client, run_id=run_id):
+    for history in await dp.ops.fetch_histories(client, run_id=run_id):
         path = HERE / f"{history.workflow_id.replace('/', '__')}.json"
         path.write_text(history.to_json(), encoding="utf-8")
         saved.append(path)
@@ -42,7 +42,7 @@ async def record(address: str, run_id: str) -> list[Path]:
 
 def main() -> None:
     run_id = sys.argv[1] if len(sys.argv) > 1 else RUN_ID
-    with dp.DevServer(headless=True) as server:
+    with dp.ops.DevServer(headless=True) as server:
         for path in asyncio.run(record(server.address, run_id)):
             print(f"saved {path.relative_to(ROOT)}")
 

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from durapipe.cli import app
-from tests.cli.test_cli import WorkerProcess, run_cli
 from tests.mthds.conftest import BUNDLES, PACKAGES
+from tests.support import WorkerProcess, run_cli
 
 JOKES = BUNDLES / "jokes.mthds"
 FUNC = BUNDLES / "func.mthds"

@@ -18,13 +18,13 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.testing import WorkflowEnvironment
 
 import durapipe as dp
-from durapipe._dev import free_port
-from tests.cli.test_cli import WorkerProcess, cli_env, durapipe_command
+from durapipe.ops._dev import free_port
 from tests.conftest import ARTICLE, EXAMPLES
 from tests.security.history import history_text
+from tests.support import WorkerProcess, cli_env, durapipe_command
 
 MARKER = "Zebra-Quartz-7741"  # a word of the input, to search history for
-KEY_A, KEY_B = dp.new_encryption_key(), dp.new_encryption_key()
+KEY_A, KEY_B = dp.security.new_encryption_key(), dp.security.new_encryption_key()
 BRIEF = str(EXAMPLES / "brief.yaml")
 
 
@@ -98,11 +98,11 @@ async def test_without_keys_the_same_search_finds_the_plain_text(
 
 def test_malformed_keys_are_refused_with_the_variable_named() -> None:
     with pytest.raises(dp.ConfigError, match="DURAPIPE_ENCRYPTION_KEYS: key 'k1' is 5 bytes"):
-        dp.encryption_from_env(
+        dp.security.encryption_from_env(
             {"DURAPIPE_ENCRYPTION_KEYS": "k1:" + base64.b64encode(b"short").decode()}
         )
     with pytest.raises(dp.ConfigError, match="must look like id:base64key"):
-        dp.encryption_from_env({"DURAPIPE_ENCRYPTION_KEYS": KEY_A})
+        dp.security.encryption_from_env({"DURAPIPE_ENCRYPTION_KEYS": KEY_A})
 
 
 @pytest.fixture
@@ -137,7 +137,7 @@ def _up(url: str) -> bool:
 
 def test_codec_server_decodes_only_with_the_token(codec_server: str) -> None:
     old_key_payloads = asyncio.run(
-        dp.EncryptionCodec({"k1": base64.b64decode(KEY_A)}).encode(
+        dp.security.EncryptionCodec({"k1": base64.b64decode(KEY_A)}).encode(
             [Payload(metadata={"encoding": b"json/plain"}, data=b'{"prompt": "secret plans"}')]
         )
     )

@@ -18,8 +18,8 @@ from temporalio.testing import WorkflowEnvironment
 
 import durapipe as dp
 from durapipe.testing import FakeProvider, Reply, Status
-from tests.cli.test_cli import WorkerProcess, cli_env, durapipe_command
 from tests.security.history import history_text
+from tests.support import WorkerProcess, cli_env, durapipe_command
 
 FAKE_KEY = "sk-durapipe-FAKE-4f9a1c7e2b"
 PIPELINE = """
@@ -166,5 +166,5 @@ def test_secrets_file_errors_do_not_show_values(tmp_path: Path) -> None:
     bad = tmp_path / "bad.env"
     bad.write_text("OPENAI_API_KEY=sk-abc\nthis line is not valid sk-hidden\n")
     with pytest.raises(dp.ConfigError, match="line 2: expected KEY=VALUE") as raised:
-        dp.load_secrets_file(bad)
+        dp.security.load_secrets_file(bad)
     assert "sk-hidden" not in str(raised.value)

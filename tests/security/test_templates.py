@@ -7,7 +7,7 @@ from temporalio.exceptions import ApplicationError
 
 import durapipe as dp
 from durapipe.activities._llm import messages_for
-from durapipe.adapters import LlmCall
+from durapipe.runtime import LlmCall
 
 STATIC_ESCAPES = {
     "{{ ''.__class__.__mro__[1].__subclasses__() }}": "access to '__class__'",
@@ -47,7 +47,7 @@ def test_escapes_the_sandbox_sees_only_at_render_fail_the_step_naming_pipe_and_f
     template: str,
 ) -> None:
     # Built without validation, as a spec edited by hand in history would be.
-    pipe = dp.LlmPipe(inputs={"text": "text", "items": "list[integer]"}, prompt=template)
+    pipe = dp.spec.LlmPipe(inputs={"text": "text", "items": "list[integer]"}, prompt=template)
     call = LlmCall(
         run_id="r", path="p", pipe_name="leaky", pipe=pipe, inputs={"text": "t", "items": [1]}
     )

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 import durapipe as dp
-from tests.cli.test_cli import WorkerProcess, cli_env, durapipe_command
 from tests.conftest import ARTICLE, EXAMPLES
 from tests.security.tls_proxy import Pki, TlsProxy, make_pki, nginx_binary
+from tests.support import WorkerProcess, cli_env, durapipe_command
 
 pytestmark = pytest.mark.skipif(nginx_binary() is None, reason="nginx is not installed")
 BRIEF = str(EXAMPLES / "brief.yaml")

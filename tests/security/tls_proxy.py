@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from durapipe._dev import free_port
+from durapipe.ops._dev import free_port
 
 
 def nginx_binary() -> str | None:

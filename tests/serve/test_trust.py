@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from durapipe.adapters import load_yaml
 from durapipe.adapters.mthds import ModelDeck, load_mthds
-from durapipe.pipes import load_yaml, resolve
 from durapipe.serve import Capabilities, trust_problems
+from durapipe.spec import resolve
 
 DECK = ModelDeck(
     aliases={"fast": "openai/gpt-4o-mini"},

@@ -22,7 +22,7 @@ import httpx
 import litellm
 from pydantic import BaseModel, ValidationError
 
-from durapipe.testing._schema_sample import sample_from_schema
+from durapipe.adapters._schema_sample import sample_from_schema
 from durapipe.testing.fake_provider import (
     Call,
     Drop,
@@ -287,23 +287,30 @@ async def test_rate_limit_with_retry_after(fake: FakeProvider) -> None:
         (Status(404), litellm.NotFoundError),
         (Status(400), litellm.BadRequestError),
         (Status(400, error_code="context_length_exceeded"), litellm.ContextWindowExceededError),
-        (Status(400, error_code="content_policy_violation"), litellm.ContentPolicyViolationError),
+        # litellm 1.8x raised ContentPolicyViolationError here, 1.110 a plain BadRequestError: the
+        # body's code is the contract (durapipe classifies on it), the class is litellm's choice.
+        (
+            Status(400, error_code="content_policy_violation"),
+            (litellm.ContentPolicyViolationError, litellm.BadRequestError),
+        ),
         (Status(500), litellm.InternalServerError),
         (Status(502), litellm.BadGatewayError),
         (Status(503), litellm.ServiceUnavailableError),
         (Drop(), litellm.InternalServerError),  # "OpenAIException - Connection error."
     ],
-    ids=lambda v: repr(v) if isinstance(v, Status | Drop) else v.__name__,
+    ids=lambda v: repr(v) if isinstance(v, Status | Drop) else getattr(v, "__name__", "either"),
 )
 async def test_error_mapping(
-    fake: FakeProvider, action: Status | Drop, expected: type[Exception]
+    fake: FakeProvider,
+    action: Status | Drop,
+    expected: type[Exception] | tuple[type[Exception], ...],
 ) -> None:
     fake.script("gpt-x", [action])
 
     with pytest.raises(Exception) as info:
         await litellm.acompletion(**_kwargs(fake))
 
-    assert type(info.value) is expected
+    assert type(info.value) in (expected if isinstance(expected, tuple) else (expected,))
     outcome = "dropped" if isinstance(action, Drop) else f"status:{action.code}"
     [call] = fake.calls
     assert call.outcome == outcome

@@ -22,7 +22,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm:
 
 import litellm
 
-from durapipe.testing._offline import (
+from durapipe.adapters._offline import (
     DELAY_ENV,
     LEDGER_ENV,
     OFFLINE_MODEL,
@@ -287,7 +287,7 @@ def test_ledger_counts_calls_from_concurrent_processes(
     register_offline_model()
     script = (
         "import litellm\n"
-        "from durapipe.testing._offline import register_offline_model\n"
+        "from durapipe.adapters._offline import register_offline_model\n"
         "register_offline_model()\n"
         "for i in range(200):\n"
         "    litellm.completion(model='durapipe/offline', num_retries=0,\n"

@@ -5,7 +5,7 @@ Stable entry points (the protocol half, `durapipe serve`, calls these):
 ```python
 load_mthds(path_or_text, *, source=None, deck=None) -> Pipeline
     # A `.mthds` file, a package folder (with METHODS.toml), or bundle TOML text. Returns the same
-    # `durapipe.pipes.Pipeline` the YAML loader returns; pipe names are the MTHDS pipe codes
+    # `durapipe.spec.Pipeline` the YAML loader returns; pipe names are the MTHDS pipe codes
     # (see `pipe_for`). Raises MthdsError (a PipelineError) listing every problem at once, each
     # naming bundle, pipe and field, with the TOML line.
 validate_mthds(path_or_text, *, source=None) -> list[Problem]   # [] when valid; never raises

@@ -13,7 +13,7 @@ from durapipe.adapters.mthds._library import Library, resolve_pipe
 from durapipe.adapters.mthds._package import MANIFEST, load_path, load_text
 from durapipe.adapters.mthds._rules import check_library
 from durapipe.adapters.mthds._translate import notes, translate
-from durapipe.pipes import Pipeline, ToolPipe, check
+from durapipe.spec import Pipeline, ToolPipe, check
 
 SUFFIX = ".mthds"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from durapipe._errors import ConfigError
-from durapipe.pipes import LOCAL_EXTRACTOR, OFFLINE_MODEL
+from durapipe.spec import LOCAL_EXTRACTOR, OFFLINE_MODEL
 
 DECK_ENV = "DURAPIPE_MTHDS_DECK"
 # Inline LLM settings that become litellm arguments; the others are prompt-formatting hints for

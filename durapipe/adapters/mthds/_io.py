@@ -14,7 +14,7 @@ from typing import Any
 from durapipe._errors import ConfigError
 from durapipe.adapters.mthds._api import Method
 from durapipe.adapters.mthds._library import split_multiplicity
-from durapipe.pipes import Pipeline, SequencePipe
+from durapipe.spec import Pipeline, SequencePipe
 
 
 def mthds_inputs(data: Any, pipeline: Pipeline, pipe: str) -> dict[str, Any]:

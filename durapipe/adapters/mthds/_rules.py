@@ -32,7 +32,7 @@ from durapipe.adapters.mthds._library import (
     resolve_pipe,
     split_multiplicity,
 )
-from durapipe.pipes import _templates
+from durapipe.spec import _templates
 
 _DOMAIN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -39,7 +39,7 @@ from durapipe.adapters.mthds._library import (
     resolve_pipe,
     split_multiplicity,
 )
-from durapipe.pipes import (
+from durapipe.spec import (
     BatchPipe,
     Branch,
     ConditionPipe,
@@ -53,7 +53,7 @@ from durapipe.pipes import (
     StructureSpec,
     ToolPipe,
 )
-from durapipe.pipes._spec import AnyPipe, ComposePipe
+from durapipe.spec._spec import AnyPipe, ComposePipe
 
 _NATIVE_TYPES = {
     "Text": "text",

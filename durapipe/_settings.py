@@ -1,0 +1,89 @@
+"""durapipe's settings: every ``DURAPIPE_*`` environment variable, declared, typed and validated in
+one place (pydantic-settings).
+
+Workers and clients validate them when they start (`durapipe.connect`, `durapipe.build_worker`), so
+a bad value fails there with one sentence naming the variable, not at first use. Modules read them
+through `settings()`, never through ``os.environ``; the pure spec layer reads none.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from durapipe._errors import ConfigError
+
+PREFIX = "DURAPIPE_"
+
+
+class Settings(BaseSettings):
+    """The ``DURAPIPE_*`` variables (field ``checkpoints`` is ``DURAPIPE_CHECKPOINTS``, ...)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, env_ignore_empty=True, extra="ignore", frozen=True
+    )
+
+    checkpoints: str = ""
+    """Checkpoint store: a SQLite file, a ``redis://`` URL or ``off`` (default: the cache folder)."""
+    limits: str = ""
+    """Provider-limit counts, when not where the checkpoints are."""
+    blob_dir: Path | None = None
+    """Folder of the local blob store (default: the cache folder)."""
+    payload_store: str | None = None
+    """Large-payload store: a folder or ``s3://BUCKET``."""
+    payload_threshold: str | None = None
+    """Payloads larger than this go to the payload store (``256KiB``, ``1MiB``...)."""
+    default_model: str | None = None
+    """The model of llm pipes that name none and whose pipeline names no default."""
+    workflow_sandbox: bool = False
+    """Run workflows in Temporal's sandbox (``on``)."""
+    task_queue: str | None = None
+    """The CLI's default task queue."""
+    ui_url: str | None = None
+    """The Temporal UI's address, for links the CLI prints."""
+    codec_token: SecretStr | None = None
+    """The bearer token of the codec server."""
+    codec_cors_origins: str | None = None
+    """Origins allowed to call the codec server."""
+    secrets_file: Path | None = None
+    """A KEY=VALUE file of provider credentials a worker loads."""
+    encryption_keys: SecretStr | None = None
+    """Payload encryption keys (``id:base64key``, current first)."""
+    encryption_keys_file: Path | None = None
+    """A file of payload encryption keys."""
+    model_prices: str | None = None
+    """Prices of models litellm does not know."""
+    offline_delay: float | None = None
+    """Seconds the offline model waits before answering (tests, benchmarks)."""
+    offline_ledger: Path | None = None
+    """A JSONL file where the offline model records its calls."""
+
+    @property
+    def limits_store(self) -> str:
+        """Where provider-limit counts live: ``DURAPIPE_LIMITS``, else the checkpoint store."""
+        return self.limits or self.checkpoints
+
+
+def settings() -> Settings:
+    """The settings in this process's environment (parsed once per distinct set of values).
+
+    Raises:
+        ConfigError: a variable's value is not valid (names the variable).
+    """
+    return _parsed(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(PREFIX))))
+
+
+@functools.cache
+def _parsed(values: tuple[tuple[str, str], ...]) -> Settings:
+    # Keyed on the variables' values: a test or a CLI flag that sets one gets fresh settings,
+    # while the per-activity reads of an unchanged environment cost a dict lookup.
+    try:
+        return Settings()
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = PREFIX + str(first["loc"][0]).upper()
+        raise ConfigError(f"{name}={first.get('input')!r} is not valid: {first['msg']}") from None

@@ -1,0 +1,163 @@
+"""Loading a pipeline file (YAML or a Python module) and finding the tool functions it names."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from durapipe._errors import ConfigError, PipelineError, Problem
+from durapipe.adapters._yaml import load_yaml, pipe_lines
+from durapipe.spec._spec import Pipeline, ToolPipe
+from durapipe.spec._validate import check
+
+PYTHON_SUFFIXES = (".py",)
+YAML_SUFFIXES = (".yaml", ".yml")
+MTHDS_SUFFIX, MTHDS_MANIFEST = ".mthds", "METHODS.toml"
+
+
+def load(path: str | Path) -> Pipeline:
+    """Load and validate a pipeline file; its folder goes on the Python path so tools import.
+
+    A Python file must define a module-level `Pipeline` (``pipeline = durapipe.pipeline(...)``).
+
+    Raises:
+        ConfigError: the file does not exist or has an unknown suffix.
+        PipelineError: the pipeline has mistakes (all of them are listed).
+    """
+    file = Path(path)
+    if file.suffix == MTHDS_SUFFIX or (file / MTHDS_MANIFEST).is_file():
+        return _load_mthds(file)
+    if not file.is_file():
+        raise ConfigError(f"pipeline file '{path}' does not exist")
+    _add_to_path(file.parent)
+    lines: dict[str, int] = {}
+    if file.suffix in YAML_SUFFIXES:
+        text = file.read_text(encoding="utf-8")
+        pipeline = load_yaml(text, source=str(path))
+        lines = pipe_lines(text)
+    elif file.suffix in PYTHON_SUFFIXES:
+        pipeline = _load_module(file)
+    else:
+        raise ConfigError(
+            f"pipeline file '{path}' must end in .yaml, .yml, .py or .mthds (or be a folder with "
+            "METHODS.toml)"
+        )
+    problems = check(pipeline, source=str(path)) + _tool_problems(pipeline, str(path))
+    if problems:
+        raise PipelineError([_located(p, lines) for p in problems])
+    return pipeline
+
+
+def _load_mthds(file: Path) -> Pipeline:
+    """An MTHDS bundle or package folder: the third spelling, translated by its adapter."""
+    # Imported here: the MTHDS adapter builds on this package (no import cycle at module level).
+    from durapipe.adapters.mthds import load_mthds
+
+    if not file.exists():
+        raise ConfigError(f"pipeline file '{file}' does not exist")
+    _add_to_path(file if file.is_dir() else file.parent)
+    pipeline = load_mthds(file)
+    problems = _tool_problems(pipeline, str(file))
+    if problems:
+        raise PipelineError(problems)
+    return pipeline
+
+
+def _located(problem: Problem, lines: dict[str, int]) -> Problem:
+    """The problem pointing at the line of the pipe it names, when known."""
+    match = re.match(r"pipe '([^']+)'", problem.where)
+    if match and match.group(1) in lines:
+        return Problem(problem.where, problem.message, f"{problem.source}:{lines[match.group(1)]}")
+    return problem
+
+
+def _add_to_path(folder: Path) -> None:
+    entry = str(folder.resolve())
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
+
+
+def _load_module(file: Path) -> Pipeline:
+    name = file.stem
+    existing = sys.modules.get(name)
+    if (
+        existing is not None
+        and Path(getattr(existing, "__file__", "") or "").resolve() == file.resolve()
+    ):
+        module = existing
+    else:
+        spec = importlib.util.spec_from_file_location(name, file)
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"cannot import '{file}' as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:
+            del sys.modules[name]
+            raise PipelineError(
+                [Problem("module", f"importing it raised {type(err).__name__}: {err}", str(file))]
+            ) from err
+    found = [value for value in vars(module).values() if isinstance(value, Pipeline)]
+    chosen = getattr(module, "pipeline", None)
+    if isinstance(chosen, Pipeline):
+        return chosen
+    if len(found) == 1:
+        return found[0]
+    message = (
+        "defines no pipeline: add `pipeline = durapipe.pipeline(...)` at module level"
+        if not found
+        else "defines several pipelines: name the one to use `pipeline`"
+    )
+    raise PipelineError([Problem("module", message, str(file))])
+
+
+def import_function(ref: str) -> Callable[..., Any]:
+    """The function a tool's ``module:name`` reference names.
+
+    Raises:
+        ConfigError: the module does not import or has no such function.
+    """
+    module_name, _, attribute = ref.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as err:
+        raise ConfigError(f"cannot import module '{module_name}' for tool '{ref}': {err}") from err
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise ConfigError(
+                f"module '{module_name}' has no function '{attribute}' (tool '{ref}')"
+            )
+    if not callable(target):
+        raise ConfigError(f"tool '{ref}' is not a function")
+    return target  # type: ignore[no-any-return]
+
+
+def tool_functions(pipeline: Pipeline) -> dict[str, Callable[..., Any]]:
+    """Every tool function the pipeline names, by reference.
+
+    Raises:
+        ConfigError: a function cannot be imported.
+    """
+    return {
+        pipe.function: import_function(pipe.function)
+        for pipe in pipeline.pipes.values()
+        if isinstance(pipe, ToolPipe)
+    }
+
+
+def _tool_problems(pipeline: Pipeline, source: str) -> list[Problem]:
+    problems = []
+    for name, pipe in pipeline.pipes.items():
+        if isinstance(pipe, ToolPipe):
+            try:
+                import_function(pipe.function)
+            except ConfigError as err:
+                problems.append(Problem(f"pipe '{name}', field 'function'", str(err), source))
+    return problems

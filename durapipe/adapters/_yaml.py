@@ -1,0 +1,212 @@
+"""The YAML spelling of a pipeline.
+
+```yaml
+models:
+  fast: durapipe/offline
+pipes:
+  summarize:
+    kind: llm
+    model: fast
+    inputs: {article: text}
+    prompt: "Summarize: {{ article }}"
+```
+
+Mistakes come back as `PipelineError` with one `Problem` per mistake, each naming the pipe and field
+and the file with line and column.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import pydantic
+import yaml
+
+from durapipe._errors import PipelineError, Problem
+from durapipe.spec._spec import (
+    AgentPipe,
+    ApprovalPipe,
+    BatchPipe,
+    Branch,
+    ComposePipe,
+    ConditionPipe,
+    ExtractPipe,
+    ImagePipe,
+    LlmPipe,
+    ParallelPipe,
+    Pipeline,
+    SequencePipe,
+    Step,
+    ToolPipe,
+)
+
+# Every pipe kind and its spec class: pydantic names the kind in error locations.
+_KIND_MODELS: dict[str, type[pydantic.BaseModel]] = {
+    "llm": LlmPipe,
+    "tool": ToolPipe,
+    "extract": ExtractPipe,
+    "image": ImagePipe,
+    "sequence": SequencePipe,
+    "parallel": ParallelPipe,
+    "batch": BatchPipe,
+    "condition": ConditionPipe,
+    "agent": AgentPipe,
+    "approval": ApprovalPipe,
+    "compose": ComposePipe,
+}
+_KINDS = ", ".join(_KIND_MODELS)
+
+
+def load_yaml(text: str, *, source: str = "<yaml>") -> Pipeline:
+    """Parse and check the shape of a YAML pipeline (not its meaning: see `validate`).
+
+    Raises:
+        PipelineError: the YAML does not parse or does not describe a pipeline.
+    """
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise PipelineError([Problem("YAML", f"{err.problem or err}", where)]) from None
+    except yaml.YAMLError as err:
+        raise PipelineError([Problem("YAML", str(err), source)]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PipelineError(
+            [Problem("YAML", "the file must be a mapping with a 'pipes' key", source)]
+        )
+    try:
+        return Pipeline.model_validate(data)
+    except pydantic.ValidationError as err:
+        raise PipelineError(
+            [_problem(error, data, root, source) for error in err.errors(include_url=False)]
+        ) from None
+
+
+def pipe_lines(text: str) -> dict[str, int]:
+    """The 1-based line where each pipe is defined, to point semantic problems at the file."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[str, int] = {}
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            if key.value == "pipes" and isinstance(value, yaml.MappingNode):
+                lines = {k.value: k.start_mark.line + 1 for k, _ in value.value}
+    return lines
+
+
+def _problem(error: Any, data: dict[str, Any], root: yaml.Node | None, source: str) -> Problem:
+    loc = list(error["loc"])
+    line = _line_of(root, loc)
+    where_source = f"{source}:{line}" if line else source
+    if len(loc) >= 2 and loc[0] == "pipes":
+        pipe = loc[1]
+        rest = loc[3:] if len(loc) > 2 and loc[2] in _KIND_MODELS else loc[2:]
+        where = f"pipe '{pipe}'"
+        if error["type"] == "union_tag_not_found":
+            return Problem(where, f"field 'kind' is missing (one of {_KINDS})", where_source)
+        if error["type"] == "union_tag_invalid":
+            kind = _get(data, ["pipes", pipe, "kind"])
+            return Problem(where, f"unknown kind '{kind}' (one of {_KINDS})", where_source)
+        if rest and rest[0] == "steps" and len(rest) >= 2:
+            step = _get(data, ["pipes", pipe, "steps", rest[1]])
+            label = _step_label(step, rest[1])
+            where = f"{where}, step {label}"
+            rest = rest[2:]
+        return Problem(where, _describe(error, rest, data, loc), where_source)
+    if loc and loc[0] == "structures" and len(loc) >= 2:
+        rest = loc[2:]
+        if len(rest) >= 2 and rest[0] == "fields":
+            return Problem(
+                f"structure '{loc[1]}', field '{rest[1]}'",
+                _describe(error, rest[2:], data, loc),
+                where_source,
+            )
+        return Problem(f"structure '{loc[1]}'", _describe(error, rest, data, loc), where_source)
+    return Problem("pipeline", _describe(error, loc, data, loc), where_source)
+
+
+def _describe(error: Any, rest: list[Any], data: dict[str, Any], loc: list[Any]) -> str:
+    field = _dotted(rest)
+    if error["type"] == "extra_forbidden":
+        known = _known_fields(data, loc)
+        close = difflib.get_close_matches(str(rest[-1]), known, n=1) if known else []
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"unknown field '{field}'{hint}"
+    if error["type"] == "missing":
+        return f"field '{field}' is required"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"field '{field}': {message}" if field else message
+
+
+def _known_fields(data: dict[str, Any], loc: list[Any]) -> list[str]:
+    if len(loc) >= 3 and loc[0] == "pipes" and loc[2] in _KIND_MODELS:
+        model: type[pydantic.BaseModel] = _KIND_MODELS[loc[2]]
+        if len(loc) >= 6 and loc[3] == "steps":
+            return [*(f for f in Step.model_fields if f != "from_"), "from"]
+        if len(loc) >= 6 and loc[3] == "branches":
+            model = Branch
+        return list(model.model_fields)
+    if len(loc) == 1:
+        return list(Pipeline.model_fields)
+    return []
+
+
+def _dotted(parts: list[Any]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _step_label(step: Any, index: int) -> str:
+    if isinstance(step, dict):
+        for key in ("name", "result", "pipe"):
+            if isinstance(step.get(key), str):
+                return f"'{step[key]}'"
+    return f"{index + 1}"
+
+
+def _get(data: Any, path: list[Any]) -> Any:
+    for part in path:
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
+    """The 1-based line of the deepest node ``loc`` reaches in the composed YAML."""
+    line = None
+    for part in loc:
+        if part in _KIND_MODELS and not _has_key(node, part):
+            continue  # pydantic's discriminator tag, not a YAML key
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part:
+                    line = key.start_mark.line + 1
+                    node = value
+                    break
+            else:
+                return line
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _has_key(node: yaml.Node | None, key: str) -> bool:
+    return isinstance(node, yaml.MappingNode) and any(k.value == key for k, _ in node.value)

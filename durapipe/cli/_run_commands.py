@@ -1,0 +1,273 @@
+"""Commands that control runs: pause, resume, cancel, approve, reject, pending, schedule ..."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from temporalio.client import Client
+
+import durapipe as dp
+from durapipe.cli._app import (
+    TaskQueueOption,
+    app,
+    fail,
+    handles_errors,
+    parse_inputs,
+)
+from durapipe.cli._connection import connection_options
+
+T = TypeVar("T")
+RunArgument = Annotated[str, typer.Argument(help="The run id.", show_default=False)]
+StepArgument = Annotated[
+    str, typer.Argument(help="The step path, e.g. review or fact_check/review.", show_default=False)
+]
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why, in your words.")]
+ReviewerOption = Annotated[
+    str | None, typer.Option("--reviewer", help="Who decides [default: your user name].")
+]
+
+
+def _with_client(connection: dp.ConnectOptions, action: Callable[[Client], Awaitable[T]]) -> T:
+    async def go() -> T:
+        return await action(await dp.connect(options=connection))
+
+    return asyncio.run(go())
+
+
+@app.command()
+@handles_errors
+@connection_options
+def pause(
+    run_id: RunArgument,
+    *,
+    connection: dp.ConnectOptions,
+) -> None:
+    """Pause a run: steps in flight finish, no new step starts until `durapipe resume`."""
+    _with_client(connection, lambda c: dp.client.pause(c, run_id))
+    typer.echo(f"paused run {run_id}: no new step starts until `durapipe resume {run_id}`")
+
+
+@app.command()
+@handles_errors
+@connection_options
+def resume(
+    run_id: RunArgument,
+    *,
+    connection: dp.ConnectOptions,
+) -> None:
+    """Resume a paused run."""
+    _with_client(connection, lambda c: dp.client.resume(c, run_id))
+    typer.echo(f"resumed run {run_id}")
+
+
+@app.command()
+@handles_errors
+@connection_options
+def cancel(
+    run_id: RunArgument,
+    *,
+    connection: dp.ConnectOptions,
+) -> None:
+    """Cancel a run: calls in flight are cancelled, steps not run are marked skipped."""
+    _with_client(connection, lambda c: dp.client.cancel(c, run_id))
+    typer.echo(f"cancellation of run {run_id} requested")
+
+
+@app.command()
+@handles_errors
+@connection_options
+def approve(
+    run_id: RunArgument,
+    step: StepArgument,
+    data: Annotated[
+        str | None, typer.Option("--data", help="Edited value as JSON; replaces the one reviewed.")
+    ] = None,
+    reason: ReasonOption = "",
+    reviewer: ReviewerOption = None,
+    *,
+    connection: dp.ConnectOptions,
+) -> None:
+    """Approve a step waiting for a decision, optionally with edited data."""
+    extra: dict[str, Any] = {}
+    if data is not None:
+        try:
+            extra["data"] = json.loads(data)
+        except json.JSONDecodeError as err:
+            raise fail(f"--data is not valid JSON: {err.msg} at position {err.pos}") from None
+    who = reviewer or getpass.getuser()
+    _with_client(
+        connection,
+        lambda c: dp.client.approve(c, run_id, step, reason=reason, reviewer=who, **extra),
+    )
+    edited = " with edited data" if data is not None else ""
+    typer.echo(f"approved step '{step}' of run {run_id}{edited}")
+
+
+@app.command()
+@handles_errors
+@connection_options
+def reject(
+    run_id: RunArgument,
+    step: StepArgument,
+    reason: ReasonOption = "",
+    reviewer: ReviewerOption = None,
+    *,
+    connection: dp.ConnectOptions,
+) -> None:
+    """Reject a step waiting for a decision: the run stops as failed (durapipe.Rejected)."""
+    who = reviewer or getpass.getuser()
+    _with_client(
+        connection, lambda c: dp.client.reject(c, run_id, step, reason=reason, reviewer=who)
+    )
+    typer.echo(f"rejected step '{step}' of run {run_id}")
+
+
+@app.command()
+@handles_errors
+@connection_options
+def pending(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    *,
+    connection: dp.ConnectOptions,
+) -> None:
+    """List the steps of running runs that wait for a human decision."""
+    requests = _with_client(connection, dp.client.pending)
+    for request in requests:
+        if as_json:
+            typer.echo(request.model_dump_json())
+            continue
+        deadline = (
+            f", {request.on_timeout} after {request.timeout_s:g}s" if request.timeout_s else ""
+        )
+        since = request.waiting_since.isoformat(timespec="seconds") if request.waiting_since else ""
+        typer.echo(f"{request.run_id}  {request.path}  waiting since {since}{deadline}")
+        typer.echo(f"  {request.message}")
+        values = json.dumps(request.values, ensure_ascii=False)
+        typer.echo(f"  values: {values}  (approve continues with '{request.value}')")
+    if not requests and not as_json:
+        typer.echo("no run is waiting for a decision", err=True)
+
+
+schedule_app = typer.Typer(
+    help="Run pipes on a schedule (Temporal Schedules).", no_args_is_help=True
+)
+app.add_typer(schedule_app, name="schedule")
+ScheduleArgument = Annotated[str, typer.Argument(help="The schedule id.", show_default=False)]
+
+
+@schedule_app.command("create")
+@handles_errors
+@connection_options
+def schedule_create(
+    schedule_id: ScheduleArgument,
+    pipe: Annotated[str, typer.Argument(help="The pipe to run.", show_default=False)],
+    file: Annotated[
+        Path, typer.Option("--file", "-f", help="Pipeline file (.yaml or .py).", show_default=False)
+    ],
+    cron: Annotated[str | None, typer.Option("--cron", help="A cron expression.")] = None,
+    every: Annotated[
+        str | None, typer.Option("--every", help="An interval, e.g. 30s, 10m, 1h.")
+    ] = None,
+    overlap: Annotated[
+        str,
+        typer.Option(
+            "--overlap",
+            help="skip, buffer_one, buffer_all, cancel_other, terminate_other or allow_all.",
+        ),
+    ] = "skip",
+    input_json: Annotated[
+        str | None, typer.Option("--input-json", help="Inputs as a JSON object.")
+    ] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", help="One input as name=value, or name=@file."),
+    ] = None,
+    budget_usd: Annotated[
+        float | None, typer.Option("--budget-usd", help="The budget of each run, in USD.")
+    ] = None,
+    task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
+    *,
+    connection: dp.ConnectOptions,
+) -> None:
+    """Create a schedule that runs PIPE on a cron expression or an interval."""
+    pipeline = dp.load(file)
+    values = parse_inputs(input_json, inputs or [])
+    _with_client(
+        connection,
+        lambda c: dp.ops.create_schedule(
+            c,
+            pipeline,
+            pipe,
+            values,
+            schedule_id=schedule_id,
+            cron=cron,
+            every=every,
+            overlap=overlap,  # type: ignore[arg-type]  # checked by create_schedule
+            task_queue=task_queue,
+            budget_usd=budget_usd,
+        ),
+    )
+    typer.echo(
+        f"created schedule {schedule_id}: pipe {pipe}, {f'cron {cron}' if cron else f'every {every}'}"
+    )
+
+
+@schedule_app.command("list")
+@handles_errors
+@connection_options
+def schedule_list(*, connection: dp.ConnectOptions) -> None:
+    """List the schedules of durapipe runs."""
+    for summary in _with_client(connection, dp.ops.list_schedules):
+        state = "paused" if summary.paused else "active"
+        upcoming = summary.next_runs[0].isoformat(timespec="seconds") if summary.next_runs else "-"
+        typer.echo(f"{summary.schedule_id}  {summary.when}  {state}  next: {upcoming}")
+        if summary.recent_runs:
+            typer.echo(f"  recent runs: {', '.join(summary.recent_runs)}")
+
+
+@schedule_app.command("pause")
+@handles_errors
+@connection_options
+def schedule_pause(
+    schedule_id: ScheduleArgument,
+    unpause: Annotated[bool, typer.Option("--unpause", help="Unpause instead.")] = False,
+    note: Annotated[str, typer.Option("--note", help="Why.")] = "",
+    *,
+    connection: dp.ConnectOptions,
+) -> None:
+    """Pause a schedule (or --unpause it); runs already started go on."""
+    action = dp.ops.unpause_schedule if unpause else dp.ops.pause_schedule
+    _with_client(connection, lambda c: action(c, schedule_id, note=note))
+    typer.echo(f"{'unpaused' if unpause else 'paused'} schedule {schedule_id}")
+
+
+@schedule_app.command("trigger")
+@handles_errors
+@connection_options
+def schedule_trigger(
+    schedule_id: ScheduleArgument,
+    *,
+    connection: dp.ConnectOptions,
+) -> None:
+    """Start a run of a schedule now."""
+    _with_client(connection, lambda c: dp.ops.trigger_schedule(c, schedule_id))
+    typer.echo(f"triggered schedule {schedule_id}")
+
+
+@schedule_app.command("delete")
+@handles_errors
+@connection_options
+def schedule_delete(
+    schedule_id: ScheduleArgument,
+    *,
+    connection: dp.ConnectOptions,
+) -> None:
+    """Delete a schedule; runs already started go on."""
+    _with_client(connection, lambda c: dp.ops.delete_schedule(c, schedule_id))
+    typer.echo(f"deleted schedule {schedule_id}")

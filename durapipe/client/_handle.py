@@ -1,0 +1,292 @@
+"""Starting runs on Temporal and following them: the client side of durapipe."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from durapipe._errors import ConfigError, RunCancelled, RunError, RunNotFound, StepFailed
+from durapipe._settings import settings
+from durapipe.adapters import DEFAULT_TASK_QUEUE, WORKFLOW_NAME, child_workflow_id, pipe_run
+from durapipe.client import _run_control
+from durapipe.client._connection import ConnectOptions
+from durapipe.client._telemetry import Telemetry
+from durapipe.runtime import RunResult, StepFailure, StepRecord
+from durapipe.spec import CONTROLLER_KINDS, Pipeline
+from durapipe.stores import CheckpointStore
+from durapipe.worker import DurapipePlugin
+from durapipe.workflows import STEPS_QUERY
+
+SPEC_VERSION = 1
+SERVER_OUTAGE_S = 300.0  # how long waiting for a run's result rides out an unreachable server
+
+
+async def connect(
+    address: str | None = None,
+    namespace: str | None = None,
+    *,
+    pipeline: Pipeline | None = None,
+    tools: Mapping[str, Callable[..., Any]] | None = None,
+    telemetry: Telemetry | None = None,
+    checkpoints: CheckpointStore | Literal["env"] | None = "env",
+    options: ConnectOptions | None = None,
+) -> Client:
+    """A Temporal client with durapipe's plugin; workers built on it run ``pipeline``'s tools.
+
+    The address and namespace come from the arguments, else ``options``, else the environment
+    (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_TLS_*``, ``TEMPORAL_API_KEY``) and the
+    ``temporal.toml`` profile, as the temporal CLI reads them, else ``localhost:7233`` / ``default``.
+    Payloads are encrypted when ``DURAPIPE_ENCRYPTION_KEYS`` (or ``..._FILE``) is set.
+    ``telemetry`` adds tracing and a metrics endpoint (see `Telemetry`). Workers built on it
+    checkpoint leaf results in ``checkpoints`` (default: the store ``DURAPIPE_CHECKPOINTS`` names).
+
+    Raises:
+        ConfigError: the server cannot be reached, the TLS/encryption settings are wrong, or a
+            ``DURAPIPE_*`` setting is not valid.
+    """
+    options = options or ConnectOptions()
+    if address:
+        options = dataclasses.replace(options, address=address)
+    if namespace:
+        options = dataclasses.replace(options, namespace=namespace)
+    config = options.client_config()
+    plugin = DurapipePlugin(pipeline, tools=tools, checkpoints=checkpoints)
+    target, namespace = config["target_host"], config["namespace"]
+    settings()  # validated when the client starts: a bad value fails here, naming the variable
+    telemetry = telemetry or Telemetry()
+    # Outside the try: a taken metrics port is not a reachability error.
+    runtime = telemetry.runtime()
+    try:
+        return await Client.connect(
+            **config, plugins=[plugin], interceptors=telemetry.interceptors(), runtime=runtime
+        )
+    except Exception as err:  # the SDK raises RuntimeError with the transport's reason
+        raise ConfigError(
+            f"cannot reach Temporal at {target} (namespace {namespace}): {err}; "
+            "start a dev server with `durapipe dev`, or check TEMPORAL_ADDRESS and the TLS settings"
+        ) from None
+
+
+class RunHandle:
+    """A run on Temporal: its id, its step records while it goes, and its result."""
+
+    def __init__(self, client: Client, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self._handle: WorkflowHandle[Any, RunResult] = client.get_workflow_handle(
+            run_id, result_type=RunResult
+        )
+
+    async def result(self) -> RunResult:
+        """Wait for the run to finish.
+
+        Raises:
+            StepFailed: a step failed (names the step, its kind, model and cause).
+            RunError: the run ended another way (terminated, cancelled, timed out), or the
+                server stayed unreachable for `SERVER_OUTAGE_S`.
+        """
+        deadline = time.monotonic() + SERVER_OUTAGE_S
+        while True:
+            try:
+                return await self._handle.result()
+            except WorkflowFailureError as err:
+                raise run_error(err, self.run_id) from None
+            except RPCError as err:
+                # A restarting server is not a missing run: the run goes on, so wait for it.
+                if err.status == RPCStatusCode.UNAVAILABLE and time.monotonic() < deadline:
+                    await asyncio.sleep(1.0)
+                    continue
+                raise RunNotFound(
+                    f"no run '{self.run_id}': {err.message}", run_id=self.run_id
+                ) from None
+
+    async def steps(self) -> list[StepRecord]:
+        """Step records of the run, including those of nested runs still in progress.
+
+        A running run answers the ``durapipe.steps`` query; a closed one needs no worker: its
+        records travel in its result (or in its failure).
+
+        Raises:
+            RunNotFound: no run with this id.
+        """
+        try:
+            description = await self._handle.describe()
+        except RPCError as err:
+            raise RunNotFound(
+                f"no run '{self.run_id}': {err.message}", run_id=self.run_id
+            ) from None
+        if description.status == WorkflowExecutionStatus.RUNNING:
+            return await _steps(self.client, self.run_id, self.run_id)
+        try:
+            return (await self.result()).steps
+        except StepFailed as err:
+            return [StepRecord.model_validate(s) for s in err.steps]
+        except RunError:
+            # A cancelled or terminated run carries no records of its own: ask a worker, if any.
+            try:
+                return await _steps(self.client, self.run_id, self.run_id)
+            except RPCError:
+                return []
+
+    async def pause(self) -> None:
+        """Pause the run: steps in flight finish, no new step starts until `resume`.
+
+        Raises:
+            RunNotFound: the run is not running.
+        """
+        await _run_control.pause(self.client, self.run_id)
+
+    async def resume(self) -> None:
+        """Resume the paused run.
+
+        Raises:
+            RunNotFound: the run is not running.
+        """
+        await _run_control.resume(self.client, self.run_id)
+
+    async def cancel(self) -> None:
+        """Cancel the run: in-flight calls are cancelled, the run ends as cancelled.
+
+        Raises:
+            RunNotFound: the run is not running.
+        """
+        await _run_control.cancel(self.client, self.run_id)
+
+    async def approve(
+        self,
+        step: str,
+        *,
+        data: Any = _run_control.UNSET,
+        reason: str = "",
+        reviewer: str = "",
+    ) -> None:
+        """Approve the waiting approval step ``step``; ``data`` (when given) replaces the reviewed
+        value.
+
+        Raises:
+            DecisionRefused: the step is not waiting, or ``data`` does not fit its type.
+            RunNotFound: no such run.
+        """
+        await _run_control.approve(
+            self.client, self.run_id, step, data=data, reason=reason, reviewer=reviewer
+        )
+
+    async def reject(self, step: str, *, reason: str = "", reviewer: str = "") -> None:
+        """Reject the waiting approval step ``step``: the run fails with type ``durapipe.Rejected``.
+
+        Raises:
+            DecisionRefused: the step is not waiting for a decision.
+            RunNotFound: no such run.
+        """
+        await _run_control.reject(self.client, self.run_id, step, reason=reason, reviewer=reviewer)
+
+
+async def _steps(client: Client, run_id: str, workflow_id: str) -> list[StepRecord]:
+    handle = client.get_workflow_handle(workflow_id)
+    records: list[StepRecord] = await handle.query(STEPS_QUERY, result_type=list[StepRecord])
+    merged: list[StepRecord] = []
+    for record in records:
+        merged.append(record)
+        if record.kind in CONTROLLER_KINDS and record.status == "running":
+            try:
+                nested = await _steps(client, run_id, child_workflow_id(run_id, record.path))
+            except RPCError:
+                continue  # the child has not started yet
+            merged.extend(r for r in nested if all(r.path != m.path for m in records))
+    return merged
+
+
+def run_error(err: WorkflowFailureError, run_id: str) -> RunError:
+    """The durapipe error for a failed workflow."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.details:
+        try:
+            failure = StepFailure.model_validate(cause.details[0])
+        except Exception:  # not one of ours: fall through to the generic message
+            pass
+        else:
+            return failure.error(run_id)
+    if isinstance(cause, CancelledError):
+        return RunCancelled(f"run '{run_id}' was cancelled", run_id=run_id)
+    reason = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+    return RunError(f"run '{run_id}' did not complete: {reason}", run_id=run_id)
+
+
+async def start(
+    client: Client,
+    pipeline: Pipeline,
+    pipe: str,
+    inputs: Mapping[str, Any],
+    *,
+    run_id: str | None = None,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+    budget_usd: float | None = None,
+) -> RunHandle:
+    """Start a run of pipe ``pipe`` on Temporal; the inputs are checked before anything is sent.
+
+    A `Path` (or bytes) given for a ``document``/``image``/``file`` input is uploaded to the blob
+    store first, so the run carries a reference, not the bytes.
+    ``budget_usd`` caps what the run may spend (with the pipe's own ``budget_usd``, the tighter
+    wins): before each paid call the run checks its spend plus the call's worst case.
+
+    Raises:
+        PipelineError: the pipe is unknown or the inputs do not fit it.
+        RunError: a run with this id already exists.
+    """
+    run = pipe_run(pipeline, pipe, inputs, run_id=run_id, budget_usd=budget_usd)
+    run_id = run.run_id
+    try:
+        await client.start_workflow(
+            WORKFLOW_NAME,
+            run,
+            id=run_id,
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            static_summary=f"pipe {pipe}",
+            memo={"pipe": pipe, "spec_version": SPEC_VERSION},
+        )
+    except WorkflowAlreadyStartedError:
+        raise RunError(
+            f"a run with id '{run_id}' already exists; choose another --id", run_id=run_id
+        ) from None
+    return RunHandle(client, run_id)
+
+
+async def run(
+    client: Client,
+    pipeline: Pipeline,
+    pipe: str,
+    inputs: Mapping[str, Any],
+    *,
+    run_id: str | None = None,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+    budget_usd: float | None = None,
+) -> RunResult:
+    """Start a run on Temporal and wait for its result (see `start` and `RunHandle.result`)."""
+    handle = await start(
+        client,
+        pipeline,
+        pipe,
+        inputs,
+        run_id=run_id,
+        task_queue=task_queue,
+        budget_usd=budget_usd,
+    )
+    return await handle.result()

@@ -1,0 +1,150 @@
+"""Controlling runs on Temporal: pause, resume, cancel, and human decisions on approval steps.
+
+Pause and resume are signals to the run's workflow, which passes them on to its running child
+workflows, so they hold for the whole run. Cancel is Temporal's cancellation: in-flight calls are
+cancelled through their heartbeats. A decision is an update to the workflow that holds the step
+(``<run id>`` or the child ``<run id>/<parent path>``); its validator refuses a wrong step, a step
+that is not waiting, or data that does not fit the step's type, with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from durapipe._errors import ConfigError, DecisionRefused, DurapipeError, RunError, RunNotFound
+from durapipe.adapters import WORKFLOW_NAME, child_workflow_id
+from durapipe.runtime._approvals import DECIDE_UPDATE, ApprovalDecision, ApprovalRequest
+from durapipe.workflows import PAUSE_SIGNAL, RESUME_SIGNAL, WAITING_QUERY
+
+# A run whose workers are gone cannot answer a query; `pending` skips it rather than hang.
+QUERY_TIMEOUT = timedelta(seconds=5)
+UNSET: Any = object()  # `approve` without ``data``: the reviewed value stands
+
+
+async def pause(client: Client, run_id: str) -> None:
+    """Pause a run: steps in flight finish, no new step starts until `resume`.
+
+    Raises:
+        RunNotFound: no running run with that id.
+    """
+    await _signal(client, run_id, PAUSE_SIGNAL)
+
+
+async def resume(client: Client, run_id: str) -> None:
+    """Resume a paused run.
+
+    Raises:
+        RunNotFound: no running run with that id.
+    """
+    await _signal(client, run_id, RESUME_SIGNAL)
+
+
+async def cancel(client: Client, run_id: str) -> None:
+    """Cancel a run: in-flight calls are cancelled, the run ends as cancelled.
+
+    Raises:
+        RunNotFound: no running run with that id.
+    """
+    try:
+        await client.get_workflow_handle(run_id).cancel()
+    except RPCError as err:
+        raise _not_running(run_id, err) from None
+
+
+async def approve(
+    client: Client,
+    run_id: str,
+    step: str,
+    *,
+    data: Any = UNSET,
+    reason: str = "",
+    reviewer: str = "",
+) -> None:
+    """Approve a waiting approval step; ``data`` (when given) replaces the reviewed value.
+
+    Raises:
+        DecisionRefused: the step is not waiting for a decision, or ``data`` does not fit its type.
+        RunNotFound: no such run.
+    """
+    edited = data is not UNSET
+    decision = ApprovalDecision(
+        step=step,
+        approved=True,
+        edited=edited,
+        data=data if edited else None,
+        reason=reason,
+        reviewer=reviewer,
+    )
+    await _decide(client, run_id, decision)
+
+
+async def reject(
+    client: Client, run_id: str, step: str, *, reason: str = "", reviewer: str = ""
+) -> None:
+    """Reject a waiting approval step: the run fails with type ``durapipe.Rejected``.
+
+    Raises:
+        DecisionRefused: the step is not waiting for a decision.
+        RunNotFound: no such run.
+    """
+    decision = ApprovalDecision(step=step, approved=False, reason=reason, reviewer=reviewer)
+    await _decide(client, run_id, decision)
+
+
+async def pending(client: Client) -> list[ApprovalRequest]:
+    """Every step of a running run that waits for a human decision, oldest first."""
+    query = f"WorkflowType = '{WORKFLOW_NAME}' AND ExecutionStatus = 'Running'"
+    ids = [execution.id async for execution in client.list_workflows(query)]
+    found = await asyncio.gather(*(_waiting(client, workflow_id) for workflow_id in ids))
+    requests = [request for batch in found for request in batch]
+    return sorted(requests, key=lambda r: (r.waiting_since is None, r.waiting_since, r.path))
+
+
+async def _waiting(client: Client, workflow_id: str) -> list[ApprovalRequest]:
+    try:
+        requests: list[ApprovalRequest] = await client.get_workflow_handle(workflow_id).query(
+            WAITING_QUERY, result_type=list[ApprovalRequest], rpc_timeout=QUERY_TIMEOUT
+        )
+    except Exception:  # ended meanwhile, no worker, or an older durapipe: nothing to list
+        return []
+    return requests
+
+
+async def _signal(client: Client, run_id: str, signal: str) -> None:
+    try:
+        await client.get_workflow_handle(run_id).signal(signal)
+    except RPCError as err:
+        raise _not_running(run_id, err) from None
+
+
+async def _decide(client: Client, run_id: str, decision: ApprovalDecision) -> None:
+    parent, _, _ = decision.step.rpartition("/")
+    workflow_id = child_workflow_id(run_id, parent) if parent else run_id
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        await handle.execute_update(DECIDE_UPDATE, decision, result_type=str)
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        reason = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+        raise DecisionRefused(f"decision refused: {reason}") from None
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND and parent:
+            raise DecisionRefused(
+                f"decision refused: run '{run_id}' has no running step '{parent}' that could "
+                f"hold step '{decision.step}'"
+            ) from None
+        raise _not_running(run_id, err) from None
+
+
+def _not_running(run_id: str, err: RPCError) -> DurapipeError:
+    if err.status == RPCStatusCode.NOT_FOUND:
+        return RunNotFound(f"no running run '{run_id}': {err.message}", run_id=run_id)
+    if err.status == RPCStatusCode.UNAVAILABLE:
+        return ConfigError(f"cannot reach Temporal: {err.message}")
+    return RunError(f"run '{run_id}': {err.message}", run_id=run_id)

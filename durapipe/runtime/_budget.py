@@ -1,0 +1,85 @@
+"""Cost budgets: a run stops before a paid call that could take its spend past its budget.
+
+Pure bookkeeping shared by the Temporal runtime and the local runner; the worst-case estimate of a
+call comes from `durapipe.activities.estimate_cost`, which runs where litellm's price data lives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from durapipe._errors import ErrorType, StepFailed
+from durapipe.runtime._calls import LeafCall, LeafResult, LlmCall, Usage
+
+BUDGET_EXCEEDED = ErrorType.BUDGET_EXCEEDED
+# Spend and estimates are sums of float prices; equal must not read as "over".
+_SLACK = 1e-9
+
+
+def effective_budget(*limits: float | None) -> float | None:
+    """The tightest of the given budgets (None when none is set)."""
+    known = [limit for limit in limits if limit is not None]
+    return min(known) if known else None
+
+
+class Budget:
+    """What one part of a run may still spend, and what it has spent.
+
+    Args:
+        limit: the budget in USD; None means no budget (nothing is checked or estimated).
+    """
+
+    def __init__(self, limit: float | None) -> None:
+        self.limit = limit
+        self.spent = 0.0
+
+    @property
+    def active(self) -> bool:
+        """Whether calls must be estimated and checked."""
+        return self.limit is not None
+
+    def check(self, call: LeafCall, estimate: float) -> None:
+        """Allow ``call`` only if spend so far plus its worst case stays within the budget.
+
+        Raises:
+            StepFailed: type ``durapipe.BudgetExceeded``; the call must not be made.
+        """
+        if self.limit is None or self.spent + estimate <= self.limit + _SLACK:
+            return
+        raise StepFailed(
+            path=call.path,
+            kind=call.pipe.kind,
+            model=getattr(call.pipe, "model", None),
+            cause_type=BUDGET_EXCEEDED,
+            cause=(
+                f"budget exceeded: the run has spent ${self.spent:.6f} of its "
+                f"${self.limit:.6f} budget and this step could cost up to ${estimate:.6f}; "
+                "no further paid call was made"
+            ),
+        )
+
+    async def spend(
+        self,
+        call: LeafCall,
+        estimate: Callable[[LlmCall], Awaitable[float]],
+        run: Callable[[LeafCall], Awaitable[LeafResult]],
+    ) -> LeafResult:
+        """Run a leaf call if the budget allows its worst case, and count what it spent.
+
+        Raises:
+            StepFailed: the budget would be exceeded (nothing was called), or the call failed.
+        """
+        if self.active and isinstance(call, LlmCall):
+            self.check(call, await estimate(call))
+        result = await run(call)
+        self.add(result.usage)
+        return result
+
+    def add(self, usage: Usage) -> None:
+        """Count what a step (or a nested run) spent."""
+        self.spent += usage.cost_usd
+
+    def for_child(self, child_limit: float | None) -> float | None:
+        """The budget a nested run gets: what is left here, or its own budget if tighter."""
+        left = None if self.limit is None else max(0.0, self.limit - self.spent)
+        return effective_budget(left, child_limit)

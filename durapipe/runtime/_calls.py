@@ -1,0 +1,219 @@
+"""What travels between the client, workflows and activities: one model per message.
+
+These are the payloads Temporal records in history (via the pydantic data converter), so they are
+plain data: no callables, no clients, nothing that changes meaning when code is edited.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from durapipe._errors import StepFailed
+from durapipe.spec import AgentPipe, ExtractPipe, ImagePipe, LimitRule, LlmPipe, Pipeline, ToolPipe
+from durapipe.spec._types import StructureSpec
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BatchSlice(_Message):
+    """A contiguous part of a batch's list, run by a child workflow of the batch.
+
+    Attributes:
+        offset: the index of the first item in the whole list (item paths use whole-list indexes).
+        items: the items of this part.
+        max_concurrency: this part's share of the batch's ``max_concurrency`` (None: all of it).
+    """
+
+    offset: int = 0
+    items: list[Any] = Field(default_factory=list)
+    max_concurrency: int | None = None
+
+
+class PipeRun(_Message):
+    """The input of a pipe workflow: which pipe, its resolved spec, its inputs, and where it sits.
+
+    Attributes:
+        run_id: the id of the top-level run (the top-level workflow id).
+        path: the step path of this pipe inside the run; empty for the top-level pipe.
+        pipe: the name of the pipe to run.
+        spec: the resolved spec (only the pipes this run reaches).
+        inputs: the pipe's input values.
+        resume: where a run continued-as-new picks up (an agent's transcript); None at the start.
+        budget_usd: what this part of the run may still spend (None: no budget).
+        slice: for a batch pipe run as a chunk of a larger batch, the items it maps.
+    """
+
+    run_id: str
+    path: str = ""
+    pipe: str
+    spec: Pipeline
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    resume: dict[str, Any] | None = None
+    budget_usd: float | None = None
+    slice: BatchSlice | None = None
+
+
+class _Call(_Message):
+    run_id: str
+    path: str
+    pipe_name: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    # The UI label when the default (kind and path) would not read well, e.g. an agent's tool call.
+    summary: str | None = None
+    # The provider limits this call shares with every other matching call (see LimitRule).
+    limits: list[LimitRule] = Field(default_factory=list)
+
+
+class LlmCall(_Call):
+    """The input of the ``durapipe.llm`` activity."""
+
+    pipe: LlmPipe
+    structures: dict[str, StructureSpec] = Field(default_factory=dict)
+
+
+class ToolCall(_Call):
+    """The input of the ``durapipe.tool`` activity."""
+
+    pipe: ToolPipe
+    structures: dict[str, StructureSpec] = Field(default_factory=dict)
+
+
+class ExtractCall(_Call):
+    """The input of the ``durapipe.extract`` activity: the document travels as a `Blob` reference."""
+
+    pipe: ExtractPipe
+
+
+class ImageCall(_Call):
+    """The input of the ``durapipe.image`` activity."""
+
+    pipe: ImagePipe
+
+
+class AgentTurnCall(_Call):
+    """The input of the ``durapipe.agent_turn`` activity: one model request of an agent.
+
+    Attributes:
+        turn: the turn number, from 1.
+        messages: the conversation so far, as compact chat messages.
+        tools: the tools offered, as OpenAI-style function schemas.
+    """
+
+    pipe: AgentPipe
+    structures: dict[str, StructureSpec] = Field(default_factory=dict)
+    turn: int
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+
+
+LeafCall = LlmCall | ToolCall | ExtractCall | ImageCall | AgentTurnCall
+
+
+class Usage(_Message):
+    """Tokens and money a step (or a run) spent."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cost_usd=self.cost_usd + other.cost_usd,
+        )
+
+
+class LeafResult(_Message):
+    """The output of a leaf activity, with what it cost."""
+
+    output: Any = None
+    usage: Usage = Field(default_factory=Usage)
+    model: str | None = None
+    attempt: int = 1
+    cache_hit: bool = False
+
+
+StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled", "waiting"]
+
+
+class StepRecord(_Message):
+    """What one step of a run did.
+
+    ``attempts`` is the attempt the step ended on, as in the history (a failed step included).
+    A step that stands for many items (a batch) may report ``counts``, the number of its items in
+    each status (``{"succeeded": 998, "failed": 2}``), instead of one record per item; its tokens
+    and cost are then the items' totals.
+    """
+
+    path: str
+    pipe: str
+    kind: str
+    status: StepStatus = "pending"
+    attempts: int = 0
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    cache_hit: bool = False
+    error_type: str | None = None
+    error: str | None = None
+    # For a large batch, one row stands for all its items: how many ended in each status.
+    # Histories recorded before this field had a default hold null: read it as empty.
+    counts: Annotated[dict[str, int], BeforeValidator(lambda v: v or {})] = Field(
+        default_factory=dict
+    )
+    waiting_for: str | None = None
+
+
+class RunResult(_Message):
+    """The output of a pipe workflow (or a local run): the value, the spend, and every step."""
+
+    output: Any = None
+    usage: Usage = Field(default_factory=Usage)
+    steps: list[StepRecord] = Field(default_factory=list)
+
+
+class StepFailure(_Message):
+    """Details attached to a failed pipe workflow, so the parent can name the failed step."""
+
+    path: str
+    kind: str
+    model: str | None = None
+    cause_type: str
+    cause: str
+    attempts: int = 0
+    steps: list[StepRecord] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, err: StepFailed) -> StepFailure:
+        """The details of a `StepFailed`, to attach to a workflow failure."""
+        return cls(
+            path=err.path,
+            kind=err.kind,
+            model=err.model,
+            cause_type=err.cause_type,
+            cause=err.cause,
+            attempts=err.attempts,
+            steps=err.steps,
+        )
+
+    def error(self, run_id: str = "") -> StepFailed:
+        """The `StepFailed` these details describe (in a parent workflow or on the client)."""
+        return StepFailed(
+            path=self.path,
+            kind=self.kind,
+            model=self.model,
+            cause_type=self.cause_type,
+            cause=self.cause,
+            attempts=self.attempts,
+            run_id=run_id,
+            steps=list(self.steps),
+        )

@@ -1,0 +1,283 @@
+"""The parallel, batch and condition controllers, run by the shared interpreter.
+
+Concurrency is plain asyncio (``gather`` over coroutines), which Temporal's workflow event loop runs
+deterministically, so the same code runs in a workflow and in-process. Whether a nested pipe becomes a
+child workflow or an in-process call is the runtime's business, not this module's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+from typing import Any
+
+from durapipe._errors import ErrorType, StepFailed
+from durapipe.runtime._calls import BatchSlice, PipeRun, StepRecord
+from durapipe.runtime._host import Host
+from durapipe.runtime._memory import join_path
+from durapipe.spec import _templates
+from durapipe.spec._spec import (
+    CONTINUE_OUTCOME,
+    FAIL_OUTCOME,
+    BatchPipe,
+    ConditionPipe,
+    ParallelPipe,
+    outcome_key,
+)
+
+# Batches recorded before chunks ran concurrently replay their chunks one after another.
+CONCURRENT_CHUNKS_PATCH = "durapipe.concurrent-chunks"
+
+# A batch longer than this keeps one step record for all its items (counts per status) instead of
+# one per item, so step records and query answers stay small.
+ITEM_RECORD_LIMIT = 50
+
+
+def error_info(err: StepFailed) -> dict[str, str]:
+    """What a collected failure looks like in a pipe's output."""
+    return {"type": err.cause_type, "message": err.cause, "path": err.path}
+
+
+async def run_parallel(interp: Host, pipe: ParallelPipe) -> Any:
+    """Run every branch at once; the output maps branch names to results (see `ParallelPipe`)."""
+    memory = dict(interp.run.inputs)
+    paths = {name: join_path(interp.run.path, name) for name in pipe.branches}
+    for name, branch in pipe.branches.items():
+        interp.plan(paths[name], branch.pipe)
+
+    async def branch_output(name: str) -> Any:
+        branch = pipe.branches[name]
+        inputs = interp.inputs_for(paths[name], branch.pipe, memory, branch.inputs)
+        return await interp.step(paths[name], branch.pipe, inputs)
+
+    names = list(pipe.branches)
+    # Every branch runs to its end, even after one failed: no work is abandoned half-way.
+    outputs = await asyncio.gather(*(branch_output(n) for n in names), return_exceptions=True)
+    results: dict[str, Any] = {}
+    errors: dict[str, dict[str, str]] = {}
+    for name, output in zip(names, outputs, strict=True):
+        if isinstance(output, StepFailed):
+            if pipe.on_error == "fail":
+                output.steps = interp.snapshot()
+                raise output  # the first failing branch in declaration order
+            errors[name] = error_info(output)
+        elif isinstance(output, BaseException):
+            raise output
+        else:
+            results[name] = output
+    return results if pipe.on_error == "fail" else {"results": results, "errors": errors}
+
+
+async def run_condition(interp: Host, pipe: ConditionPipe) -> Any:
+    """Evaluate the expression and run the outcome it selects (see `ConditionPipe`)."""
+    run = interp.run
+    here = run.path or run.pipe
+    memory = dict(run.inputs)
+    try:
+        value = _templates.evaluate(pipe.expression, memory)
+    except _templates.TemplateError as err:
+        raise StepFailed(
+            path=here, kind=pipe.kind, cause_type=ErrorType.EXPRESSION_ERROR, cause=str(err)
+        ) from None
+    key = outcome_key(value)
+    target = pipe.outcomes.get(key, pipe.default)
+    if target is None:
+        raise StepFailed(
+            path=here,
+            kind=pipe.kind,
+            cause_type=ErrorType.NO_OUTCOME,
+            cause=f"the value '{key}' of '{pipe.expression}' matches no outcome "
+            f"({', '.join(pipe.outcomes)}) and there is no default",
+        )
+    if target == FAIL_OUTCOME:
+        raise StepFailed(
+            path=here,
+            kind=pipe.kind,
+            cause_type=ErrorType.CONDITION_FAILED,
+            cause=f"'{pipe.expression}' is '{key}', whose outcome is 'fail'",
+        )
+    if target == CONTINUE_OUTCOME:
+        return None
+    path = join_path(run.path, target)
+    interp.plan(path, target)
+    return await interp.step(path, target, interp.inputs_for(path, target, memory, {}))
+
+
+async def run_batch(interp: Host, pipe: BatchPipe) -> Any:
+    """Map the pipe over the list, in chunks of child runs when it is long (see `BatchPipe`)."""
+    run = interp.run
+    here = run.path or run.pipe
+    if run.slice is not None:
+        items, offset = run.slice.items, run.slice.offset
+    else:
+        items = interp.read(here, pipe.kind, dict(run.inputs), pipe.over)
+        offset = 0
+        if not isinstance(items, list):
+            raise StepFailed(
+                path=here,
+                kind=pipe.kind,
+                cause_type=ErrorType.NOT_A_LIST,
+                cause=f"'{pipe.over}' is {type(items).__name__}, not a list",
+            )
+    summary: StepRecord | None = None
+    if run.slice is not None or len(items) > min(ITEM_RECORD_LIMIT, pipe.chunk_size):
+        kind = run.spec.pipes[pipe.pipe].kind
+        summary = StepRecord(path=f"{here}[*]", pipe=pipe.pipe, kind=kind, status="running")
+        summary.started_at = interp.runtime.now()
+        interp.records[summary.path] = summary
+    mapper = _BatchMapper(interp, pipe, here, summary)
+    try:
+        if len(items) > pipe.chunk_size:
+            results, errors = await mapper.chunks(items, offset)
+        else:
+            results, errors = await mapper.items(items, offset)
+    finally:
+        if summary is not None:
+            summary.status = "failed" if summary.counts.get("failed") else "succeeded"
+            summary.ended_at = interp.runtime.now()
+    if run.slice is not None or pipe.on_error == "collect":
+        return {"results": results, "errors": errors}
+    return results
+
+
+class _BatchMapper:
+    """Maps a batch's pipe over items, directly or through chunk runs, and counts what happened."""
+
+    def __init__(
+        self, interp: Host, pipe: BatchPipe, here: str, summary: StepRecord | None
+    ) -> None:
+        self.interp = interp
+        self.pipe = pipe
+        self.here = here
+        self.summary = summary
+        part = interp.run.slice
+        # A chunk maps its items with its share of the batch's max_concurrency.
+        self.max_concurrency = (part and part.max_concurrency) or pipe.max_concurrency
+
+    def _count(self, counts: Counter[str] | dict[str, int]) -> None:
+        if self.summary is not None:
+            self.summary.counts = dict(Counter(self.summary.counts) + Counter(counts))
+
+    async def items(self, items: list[Any], offset: int) -> tuple[list[Any], list[Any]]:
+        """Run the pipe once per item, ``max_concurrency`` at a time."""
+        interp, pipe = self.interp, self.pipe
+        paths = [f"{self.here}[{offset + i}]" for i in range(len(items))]
+        if self.summary is None:
+            for path in paths:
+                interp.plan(path, pipe.pipe)
+        memory = dict(interp.run.inputs)
+        results: list[Any] = [None] * len(items)
+        failures: dict[int, StepFailed] = {}
+        pending = iter(range(len(items)))
+
+        async def worker() -> None:
+            for index in pending:  # the shared iterator hands each index to one worker
+                if failures and pipe.on_error == "fail":
+                    return  # fail fast: start nothing new; running items finish
+                item_memory = {**memory, pipe.item: items[index]}
+                try:
+                    inputs = interp.inputs_for(
+                        paths[index], pipe.pipe, item_memory, pipe.pipe_inputs
+                    )
+                    results[index] = await interp.step(paths[index], pipe.pipe, inputs)
+                    self._count({"succeeded": 1})
+                except StepFailed as err:
+                    failures[index] = err
+                    self._count({"failed": 1})
+
+        await asyncio.gather(*(worker() for _ in range(min(self.max_concurrency, len(items)))))
+        if failures and pipe.on_error == "fail":
+            for path in paths:
+                record = interp.records.get(path)
+                if record is not None and record.status == "pending":
+                    record.status = "skipped"
+            first = failures[min(failures)]
+            first.steps = interp.snapshot()
+            raise first
+        errors = [{"index": offset + i, **error_info(failures[i])} for i in sorted(failures)]
+        return results, errors
+
+    async def chunks(self, items: list[Any], offset: int) -> tuple[list[Any], list[Any]]:
+        """Run the items in child runs of at most ``chunk_size`` items or chunks each.
+
+        Several chunks run at once, each with its share of ``max_concurrency`` (the shares add
+        up to it, so it holds across the whole batch and no chunk's slowest item holds back the
+        rest of the list). Under a budget, chunks run one after another so the budget is checked
+        against everything spent before each chunk starts.
+        """
+        interp, pipe = self.interp, self.pipe
+        run = interp.run
+        inputs = dict(run.inputs)
+        if "." not in pipe.over:
+            inputs.pop(pipe.over, None)  # the chunk carries its own items; do not copy the list
+        bounds = split(len(items), pipe.chunk_size)
+        shares: list[int | None] = [None]  # one chunk at a time with all of max_concurrency
+        if run.budget_usd is None and interp.runtime.patched(CONCURRENT_CHUNKS_PATCH):
+            shares = list(concurrency_shares(self.max_concurrency, len(bounds)))
+        outputs: list[Any] = [None] * len(bounds)
+        failures: dict[int, StepFailed] = {}
+        pending = iter(enumerate(bounds))
+
+        async def slot(share: int | None) -> None:
+            for index, (start, end) in pending:  # the shared iterator hands each chunk to one slot
+                if failures:
+                    return  # a chunk fails only when on_error is "fail": start nothing new
+                part = BatchSlice(
+                    offset=offset + start, items=items[start:end], max_concurrency=share
+                )
+                chunk = PipeRun(
+                    run_id=run.run_id,
+                    path=run.path,
+                    pipe=run.pipe,
+                    spec=run.spec,
+                    inputs=inputs,
+                    slice=part,
+                )
+                try:
+                    result = await interp.runtime.child(chunk)
+                except StepFailed as err:
+                    self._count(_counts_of(err.steps, f"{self.here}[*]"))
+                    failures[index] = err
+                    continue
+                interp.usage += result.usage
+                self._count(_counts_of(result.steps, f"{self.here}[*]"))
+                outputs[index] = result.output
+
+        await asyncio.gather(*(slot(share) for share in shares))
+        if failures:
+            first = failures[min(failures)]
+            first.steps = interp.snapshot()
+            raise first
+        results = [result for output in outputs for result in output["results"]]
+        errors = [error for output in outputs for error in output["errors"]]
+        return results, errors
+
+
+def concurrency_shares(max_concurrency: int, chunks: int) -> list[int]:
+    """``max_concurrency`` split into near-equal shares, one per chunk that runs at once.
+
+    >>> concurrency_shares(100, 10), concurrency_shares(10, 4), concurrency_shares(3, 8)
+    ([10, 10, 10, 10, 10, 10, 10, 10, 10, 10], [3, 3, 2, 2], [1, 1, 1])
+    """
+    slots = min(max_concurrency, chunks)
+    return [max_concurrency // slots + (index < max_concurrency % slots) for index in range(slots)]
+
+
+def split(length: int, chunk_size: int) -> list[tuple[int, int]]:
+    """Contiguous ranges covering ``length`` items: at most ``chunk_size`` ranges, near-equal sizes.
+
+    A range longer than ``chunk_size`` is split again by the chunk that runs it, so a list of any
+    length nests ``log(length) / log(chunk_size)`` levels deep.
+    """
+    count = min(chunk_size, -(-length // chunk_size))
+    bounds = [index * length // count for index in range(count + 1)]
+    return list(itertools.pairwise(bounds))
+
+
+def _counts_of(steps: list[Any], path: str) -> dict[str, int]:
+    for step in steps:
+        record = StepRecord.model_validate(step)
+        if record.path == path:
+            return record.counts
+    return {}

@@ -1,0 +1,313 @@
+"""The controller interpreter, shared by the Temporal workflow and the local runner.
+
+It walks a controller spec over a working memory and hands every leaf to a `Runtime`: on Temporal the
+runtime schedules activities and child workflows, locally it calls the same activity code in-process.
+One interpreter means one set of semantics in both places. This module does no I/O and imports
+nothing from Temporal, so it is safe inside the workflow sandbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from durapipe._errors import ErrorType, RunCancelled, StepFailed
+from durapipe.runtime._agent_loop import AgentLoop
+from durapipe.runtime._approvals import (
+    approval_request,
+    approved_value,
+    waiting_line,
+)
+from durapipe.runtime._calls import (
+    ExtractCall,
+    ImageCall,
+    LeafCall,
+    LlmCall,
+    PipeRun,
+    RunResult,
+    StepRecord,
+    ToolCall,
+    Usage,
+)
+from durapipe.runtime._controllers import run_batch, run_condition, run_parallel
+from durapipe.runtime._host import Runtime
+from durapipe.runtime._memory import join_path, lookup
+from durapipe.spec import (
+    AgentPipe,
+    ApprovalPipe,
+    ExtractPipe,
+    ImagePipe,
+    LlmPipe,
+    SequencePipe,
+    ToolPipe,
+    is_controller,
+    limits_for,
+    subset,
+)
+from durapipe.spec._compose import compose
+from durapipe.spec._spec import BatchPipe, ComposePipe, ConditionPipe, ParallelPipe
+from durapipe.spec._templates import TemplateError
+from durapipe.spec._types import StructureSpec, structures_used
+
+T = TypeVar("T")
+MISSING_VALUE = ErrorType.MISSING_VALUE
+
+
+class Interpreter:
+    """Runs one pipe of a run (a controller, or a single leaf) and keeps its step records."""
+
+    def __init__(self, run: PipeRun, runtime: Runtime) -> None:
+        self.run = run
+        self.runtime = runtime
+        self.records: dict[str, StepRecord] = {}
+        self.usage = Usage()
+
+    def snapshot(self) -> list[StepRecord]:
+        """The step records so far, in plan order (nested steps follow their parent step)."""
+        return list(self.records.values())
+
+    async def execute(self) -> RunResult:
+        """Run the pipe to its end.
+
+        Raises:
+            StepFailed: a step failed after its retries; later steps are marked skipped.
+        """
+        pipe = self.run.spec.pipes[self.run.pipe]
+        if isinstance(pipe, SequencePipe):
+            output = await self._sequence(pipe)
+        elif isinstance(pipe, AgentPipe):
+            output = await AgentLoop(self, pipe).run()
+        elif isinstance(pipe, ParallelPipe):
+            output = await run_parallel(self, pipe)
+        elif isinstance(pipe, BatchPipe):
+            output = await run_batch(self, pipe)
+        elif isinstance(pipe, ConditionPipe):
+            output = await run_condition(self, pipe)
+        else:
+            path = self.run.path or self.run.pipe
+            self.plan(path, self.run.pipe)
+            output = await self.step(path, self.run.pipe, self.run.inputs)
+        return RunResult(output=output, usage=self.usage, steps=self.snapshot())
+
+    def plan(self, path: str, pipe_name: str) -> None:
+        """Record step ``path`` (pipe ``pipe_name``) as pending, so a run's plan shows it before it runs."""
+        kind = self.run.spec.pipes[pipe_name].kind
+        self.records[path] = StepRecord(path=path, pipe=pipe_name, kind=kind)
+
+    async def _sequence(self, pipe: SequencePipe) -> Any:
+        memory = dict(self.run.inputs)
+        paths = [join_path(self.run.path, step.step_name) for step in pipe.steps]
+        for step, path in zip(pipe.steps, paths, strict=True):
+            if step.pipe is not None:  # a binding step runs nothing and has no record
+                self.plan(path, step.pipe)
+        for index, (step, path) in enumerate(zip(pipe.steps, paths, strict=True)):
+            try:
+                if step.from_ is not None:
+                    memory[step.result_name] = self.read(path, "bind", memory, step.from_)
+                    continue
+                assert step.pipe is not None  # a step is a binding or runs a pipe
+                inputs = self.inputs_for(path, step.pipe, memory, step.inputs)
+                memory[step.result_name] = await self.step(path, step.pipe, inputs)
+            except (StepFailed, RunCancelled) as err:
+                for later in paths[index + 1 :]:
+                    if later in self.records:
+                        self.records[later].status = "skipped"
+                if isinstance(err, RunCancelled):
+                    err.steps = self.snapshot()
+                raise
+        return _sequence_output(pipe, memory)
+
+    def read(self, path: str, kind: str, memory: dict[str, Any], source: str) -> Any:
+        """The value at working-memory path ``source``, or `StepFailed` naming step ``path``."""
+        try:
+            return lookup(memory, source)
+        except KeyError as err:
+            if path in self.records:
+                raise self.fail(path, kind, None, MISSING_VALUE, str(err.args[0])) from None
+            raise StepFailed(
+                path=path, kind=kind, cause_type=MISSING_VALUE, cause=str(err.args[0])
+            ) from None
+
+    def inputs_for(
+        self, path: str, pipe_name: str, memory: dict[str, Any], mapping: dict[str, str]
+    ) -> dict[str, Any]:
+        """The inputs of pipe ``pipe_name`` read from ``memory`` (by name, or as ``mapping`` says)."""
+        target = self.run.spec.pipes[pipe_name]
+        return {
+            name: self.read(path, target.kind, memory, mapping.get(name, name))
+            for name in target.inputs
+        }
+
+    async def step(self, path: str, pipe_name: str, inputs: dict[str, Any]) -> Any:
+        """Run step ``path`` (pipe ``pipe_name``) on ``inputs``: a leaf call, a child run or an approval."""
+        pipe = self.run.spec.pipes[pipe_name]
+        # A step without a planned record (an item of a large batch) still gets one for the
+        # runtime's hooks; it is just not kept.
+        record = self.records.get(path) or StepRecord(path=path, pipe=pipe_name, kind=pipe.kind)
+        if is_controller(pipe):
+            return await self.track(record, self._child(path, pipe_name, inputs, record))
+        if isinstance(pipe, ApprovalPipe):
+            return await self.track(record, self._approval(path, pipe_name, pipe, inputs, record))
+        if isinstance(pipe, ComposePipe):
+            return await self.track(record, self._compose(path, pipe, inputs, record))
+        return await self.track(record, self.leaf(self._call(path, pipe_name, inputs), record))
+
+    async def track(self, record: StepRecord, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` as the step ``record`` describes, keeping its status and times.
+
+        Raises:
+            StepFailed: the step failed; the record says so and the error carries every record.
+            RunCancelled: the run was cancelled before or while the step ran.
+        """
+        try:
+            await self.runtime.step_starting(record)
+        except BaseException as err:
+            work.close()  # never awaited: close it so Python does not warn
+            if isinstance(err, RunCancelled):
+                record.status = "skipped"
+            raise
+        record.status = "running"
+        record.started_at = self.runtime.now()
+        try:
+            output = await work
+        except RunCancelled:
+            record.status = "cancelled"
+            record.ended_at = self.runtime.now()
+            self.runtime.step_finished(record)
+            raise
+        except StepFailed as err:
+            record.status = "failed"
+            record.ended_at = self.runtime.now()
+            # A failed child run is one attempt of this step; a failed leaf knows its own count.
+            record.attempts = max(err.attempts, 1) if err.path == record.path else 1
+            record.error_type, record.error = err.cause_type, err.cause
+            self._merge(record.path, [StepRecord.model_validate(s) for s in err.steps])
+            err.steps = self.snapshot()
+            self.runtime.step_finished(record)
+            raise
+        record.status = "succeeded"
+        record.ended_at = self.runtime.now()
+        self.runtime.step_finished(record)
+        return output
+
+    async def leaf(self, call: LeafCall, record: StepRecord) -> Any:
+        """Run one leaf call through the runtime and put what it spent on ``record``."""
+        result = await self.runtime.leaf(call)
+        record.attempts = result.attempt
+        record.model = result.model
+        record.input_tokens = result.usage.input_tokens
+        record.output_tokens = result.usage.output_tokens
+        record.cost_usd = result.usage.cost_usd
+        record.cache_hit = result.cache_hit
+        self.usage += result.usage
+        return result.output
+
+    async def _approval(
+        self,
+        path: str,
+        pipe_name: str,
+        pipe: ApprovalPipe,
+        inputs: dict[str, Any],
+        record: StepRecord,
+    ) -> Any:
+        request = approval_request(self.run.run_id, path, pipe_name, pipe, inputs)
+        record.status, record.waiting_for = "waiting", waiting_line(request)
+        try:
+            decision = await self.runtime.approval(request)
+        finally:
+            record.waiting_for = None
+        record.attempts = 1
+        return approved_value(request, decision)
+
+    async def _compose(
+        self, path: str, pipe: ComposePipe, inputs: dict[str, Any], record: StepRecord
+    ) -> Any:
+        # Deterministic and local: it runs here, in the workflow, with no activity to schedule.
+        record.attempts = 1
+        try:
+            return compose(pipe, inputs, self.structures_for([pipe.output]))
+        except (TemplateError, KeyError, ValueError) as err:
+            raise StepFailed(
+                path=path, kind=pipe.kind, cause_type=ErrorType.COMPOSE_ERROR, cause=str(err)
+            ) from None
+
+    async def _child(
+        self, path: str, pipe_name: str, inputs: dict[str, Any], record: StepRecord
+    ) -> Any:
+        child = PipeRun(
+            run_id=self.run.run_id,
+            path=path,
+            pipe=pipe_name,
+            spec=subset(self.run.spec, pipe_name),
+            inputs=inputs,
+        )
+        result = await self.runtime.child(child)
+        record.attempts = 1
+        record.input_tokens = result.usage.input_tokens
+        record.output_tokens = result.usage.output_tokens
+        record.cost_usd = result.usage.cost_usd
+        self.usage += result.usage
+        self._merge(path, result.steps)
+        return result.output
+
+    def _call(self, path: str, pipe_name: str, inputs: dict[str, Any]) -> LeafCall:
+        pipe = self.run.spec.pipes[pipe_name]
+        structures = self.structures_for([*pipe.inputs.values(), getattr(pipe, "output", "any")])
+        common = {
+            "run_id": self.run.run_id,
+            "path": path,
+            "pipe_name": pipe_name,
+            "inputs": inputs,
+            "limits": limits_for(pipe, self.run.spec.limits),
+        }
+        if isinstance(pipe, LlmPipe):
+            return LlmCall(pipe=pipe, structures=structures, **common)
+        if isinstance(pipe, ToolPipe):
+            return ToolCall(pipe=pipe, structures=structures, **common)
+        if isinstance(pipe, ExtractPipe):
+            return ExtractCall(pipe=pipe, **common)
+        if isinstance(pipe, ImagePipe):
+            return ImageCall(pipe=pipe, **common)
+        raise TypeError(f"pipe '{pipe_name}' of kind {pipe.kind} is not a leaf")
+
+    def structures_for(self, type_refs: list[str]) -> dict[str, StructureSpec]:
+        """The declared structures these types need (the part of the spec a call must carry)."""
+        needed: set[str] = set()
+        for type_ref in type_refs:
+            needed |= structures_used(type_ref, self.run.spec.structures)
+        return {n: s for n, s in self.run.spec.structures.items() if n in needed}
+
+    def _merge(self, parent: str, nested: list[StepRecord]) -> None:
+        """Place a child's records right after its parent step, replacing older copies."""
+        if not nested:
+            return
+        merged: dict[str, StepRecord] = {}
+        for path, record in self.records.items():
+            merged[path] = record
+            if path == parent:
+                merged.update((r.path, r) for r in nested)
+        self.records = merged
+
+    def fail(
+        self, path: str, kind: str, model: str | None, cause_type: str, cause: str
+    ) -> StepFailed:
+        record = self.records[path]
+        record.status, record.error_type, record.error = "failed", cause_type, cause
+        return StepFailed(
+            path=path,
+            kind=kind,
+            model=model,
+            cause_type=cause_type,
+            cause=cause,
+            steps=self.snapshot(),
+        )
+
+
+def _sequence_output(pipe: SequencePipe, memory: dict[str, Any]) -> Any:
+    if pipe.output is None:
+        return memory[pipe.steps[-1].result_name]
+    if isinstance(pipe.output, str):
+        return lookup(memory, pipe.output)
+    if isinstance(pipe.output, list):
+        return {name: lookup(memory, name) for name in pipe.output}
+    return {name: lookup(memory, path) for name, path in pipe.output.items()}

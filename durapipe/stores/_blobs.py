@@ -1,0 +1,185 @@
+"""The blob store: binary inputs and outputs are kept by content address, and only references travel.
+
+A document handed to a run, or an image a step generates, is stored once under its SHA-256 and
+passed around as a `Blob` reference (``{"blob": "sha256:<hex>", "media_type": ..., "size": ...,
+"name": ...}``), so Temporal histories hold a hundred bytes instead of megabytes. The client uploads
+input files; activities read and write blobs.
+
+The store is pluggable (`BlobStore`): the default, `LocalBlobStore`, is a folder on this machine
+(``DURAPIPE_BLOB_DIR``, else ``~/.cache/durapipe/blobs``), which clients and workers share when they
+run on one machine or mount one folder. `use_blob_store` installs another store for the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from durapipe._errors import ConfigError, PipelineError, Problem
+from durapipe._settings import settings
+from durapipe.spec import Blob, Pipeline, _types
+
+BLOB_DIR_ENV = "DURAPIPE_BLOB_DIR"
+_MAGIC = (
+    (b"%PDF-", "application/pdf"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF8", "image/gif"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+)
+
+
+class BlobNotFound(ConfigError):
+    """A blob reference names content the store does not hold."""
+
+
+class BlobStore(Protocol):
+    """Where blobs live. Implementations must be content-addressed: equal bytes, equal reference."""
+
+    def put(self, data: bytes, *, media_type: str, name: str = "") -> Blob:
+        """Store ``data`` and return its reference (storing the same bytes twice is harmless)."""
+        ...
+
+    def get(self, ref: Blob) -> bytes:
+        """The bytes of ``ref``.
+
+        Raises:
+            BlobNotFound: the store does not hold them.
+        """
+        ...
+
+
+class LocalBlobStore:
+    """Blobs as files in a folder, one per content address (``<root>/ab/abcdef...``).
+
+    Example:
+        >>> store = LocalBlobStore(Path("/tmp/blobs"))  # doctest: +SKIP
+        >>> ref = store.put(b"%PDF-1.4 ...", media_type="application/pdf", name="invoice.pdf")  # doctest: +SKIP
+        >>> store.get(ref)[:5]  # doctest: +SKIP
+        b'%PDF-'
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, ref: Blob) -> Path:
+        """The file that holds ``ref``'s bytes."""
+        digest = ref.blob.removeprefix("sha256:")
+        return self.root / digest[:2] / digest
+
+    def put(self, data: bytes, *, media_type: str, name: str = "") -> Blob:
+        ref = Blob(
+            blob=f"sha256:{hashlib.sha256(data).hexdigest()}",
+            media_type=media_type,
+            size=len(data),
+            name=name,
+        )
+        target = self.path(ref)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Write then rename: a reader never sees half a blob, and two writers race harmlessly.
+            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as handle:
+                handle.write(data)
+            os.replace(handle.name, target)
+        return ref
+
+    def get(self, ref: Blob) -> bytes:
+        try:
+            return self.path(ref).read_bytes()
+        except FileNotFoundError:
+            raise BlobNotFound(
+                f"blob {ref.blob} ({ref.name or ref.media_type}) is not in {self.root}; "
+                f"workers and clients must share one blob store (set {BLOB_DIR_ENV})"
+            ) from None
+
+
+_installed: BlobStore | None = None
+
+
+def use_blob_store(store: BlobStore | None) -> None:
+    """Use ``store`` for every blob this process reads or writes (None: back to the default)."""
+    global _installed
+    _installed = store
+
+
+def installed() -> BlobStore | None:
+    """The store installed with `use_blob_store`, if any."""
+    return _installed
+
+
+def default_blob_dir() -> Path:
+    """``DURAPIPE_BLOB_DIR``, else the user's cache folder."""
+    configured = settings().blob_dir
+    if configured:
+        return configured.expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "durapipe" / "blobs"
+
+
+def blob_store() -> BlobStore:
+    """The store this process uses: the installed one, else a `LocalBlobStore`."""
+    return _installed or LocalBlobStore(default_blob_dir())
+
+
+def media_type_of(data: bytes, name: str = "") -> str:
+    """The media type of a file, from its first bytes, else its name."""
+    for magic, media_type in _MAGIC:
+        if data.startswith(magic):
+            return media_type
+    guessed, _ = mimetypes.guess_type(name)
+    return guessed or "application/octet-stream"
+
+
+def upload(data: bytes, *, name: str = "", store: BlobStore | None = None) -> Blob:
+    """Store ``data`` (its media type sniffed) and return its reference."""
+    return (store or blob_store()).put(data, media_type=media_type_of(data, name), name=name)
+
+
+def prepare_inputs(
+    pipeline: Pipeline,
+    pipe: str,
+    inputs: Mapping[str, Any],
+    *,
+    store: BlobStore | None = None,
+) -> dict[str, Any]:
+    """Run inputs with files uploaded: a `Path` or bytes given for a ``file``/``document``/``image``
+    input becomes a `Blob` reference; a `Path` given for any other input is read as UTF-8 text.
+
+    Raises:
+        PipelineError: a file cannot be read, or an ``image`` input is not an image.
+    """
+    declared = pipeline.pipes[pipe].inputs if pipe in pipeline.pipes else {}
+    prepared = dict(inputs)
+    problems = []
+    for name, value in inputs.items():
+        if not isinstance(value, Path | bytes):
+            continue
+        where = f"pipe '{pipe}', input '{name}'"
+        label = str(value) if isinstance(value, Path) else f"{len(value)} bytes"
+        type_ref = declared.get(name, "any")
+        try:
+            data = value.read_bytes() if isinstance(value, Path) else value
+        except OSError as err:
+            problems.append(Problem(where, f"cannot read '{label}': {err.strerror}"))
+            continue
+        if not _types.is_assignable(type_ref, "file") or type_ref == "any":
+            try:
+                prepared[name] = data.decode("utf-8")
+            except UnicodeDecodeError:
+                problems.append(
+                    Problem(where, f"'{label}' is not UTF-8 text, and {type_ref} is text")
+                )
+            continue
+        ref = upload(data, name=value.name if isinstance(value, Path) else "", store=store)
+        if type_ref == "image" and not ref.media_type.startswith("image/"):
+            problems.append(Problem(where, f"'{label}' is {ref.media_type}, not an image"))
+        prepared[name] = ref.model_dump(mode="json")
+    if problems:
+        raise PipelineError(problems)
+    return prepared

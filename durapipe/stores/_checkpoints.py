@@ -1,0 +1,279 @@
+"""The checkpoint store: a leaf's result kept under a content-addressed key, first writer wins.
+
+Before a leaf calls a provider (or a tool), it looks its key up here; after a success it writes the
+result with a conditional write. So an activity retried after its worker died between "the provider
+answered" and "Temporal recorded it" returns the stored result instead of paying again, and a
+re-driven run (``durapipe retry``) skips every step that already succeeded.
+
+Where the store lives comes from ``DURAPIPE_CHECKPOINTS``:
+
+- unset: a SQLite file at ``$XDG_CACHE_HOME/durapipe/checkpoints.sqlite`` (``~/.cache/...``);
+- a file path: a SQLite file there (workers on one host share it);
+- ``redis://host:port/db``: a Redis server, for workers on several hosts;
+- ``off``: no checkpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from durapipe._errors import ConfigError
+from durapipe._settings import settings
+from durapipe.runtime._calls import AgentTurnCall, LeafCall, LeafResult, LlmCall, ToolCall, Usage
+from durapipe.stores._paths import CHECKPOINTS_ENV, default_path, is_off, is_redis
+
+MEMO_SCOPE = "memo"  # the scope of pipes with `memoize: true`: shared by every run
+KEY_VERSION = 1  # bump when what goes into a key changes, so old entries stop matching
+
+
+class CheckpointStore(Protocol):
+    """Where leaf results are kept between attempts, workers and runs."""
+
+    def get(self, key: str) -> LeafResult | None:
+        """The result stored under ``key``, if any."""
+        ...
+
+    def put(self, key: str, result: LeafResult) -> bool:
+        """Store ``result`` under ``key`` unless a result is already there; True if this one won."""
+        ...
+
+
+def checkpoint_key(call: LeafCall, messages: list[dict[str, str]] | None = None) -> str:
+    """The content-addressed key of a leaf call (one function for Temporal and local runs).
+
+    It hashes the run scope (the run id, or ``memo`` for pipes with ``memoize: true``), the step
+    path, the kind, and what the call sends: model, rendered messages, settings and output schema
+    for an llm call; function and arguments for a tool call; the conversation and the tools offered
+    for an agent turn; the pipe and its inputs (blob references name their content) for extract
+    and image.
+    """
+    pipe = call.pipe
+    memoize = memoized(call)
+    content: dict[str, Any] = {
+        "v": KEY_VERSION,
+        "scope": MEMO_SCOPE if memoize else call.run_id,
+        # A memoised result may serve the same content at any step of any run.
+        "path": None if memoize else call.path,
+        "kind": pipe.kind,
+        "output": pipe.output,
+    }
+    if isinstance(call, LlmCall | ToolCall | AgentTurnCall):
+        content["structures"] = {n: s.model_dump(mode="json") for n, s in call.structures.items()}
+    if isinstance(call, LlmCall):
+        content |= {"model": call.pipe.model, "messages": messages, "settings": call.pipe.settings}
+    elif isinstance(call, ToolCall):
+        content |= {"function": call.pipe.function, "args": call.inputs}
+    elif isinstance(call, AgentTurnCall):
+        content |= {
+            "model": call.pipe.model,
+            "settings": call.pipe.settings,
+            "turn": call.turn,
+            "messages": call.messages,
+            "tools": call.tools,
+        }
+    else:
+        content |= {"pipe": pipe.model_dump(mode="json"), "inputs": call.inputs}
+    text = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def memoized(call: LeafCall) -> bool:
+    """Whether the call's pipe shares its results across runs (``memoize: true``)."""
+    return isinstance(call, LlmCall | ToolCall) and call.pipe.memoize
+
+
+class SqliteCheckpoints:
+    """Checkpoints in a SQLite file: the embedded default, shared by the workers of one host."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # One connection for threads, which may wait for another process's write (the lock
+        # serialises the threads), and one for the event loop, which never waits (`get_nowait`).
+        self._db = _connect(self.path, timeout=30)
+        self._loop_lock = threading.Lock()
+        self._loop_db = _connect(self.path, timeout=0)
+        # A WAL checkpoint syncs the file to disk: the loop's commits leave it to a thread.
+        self._loop_db.execute("PRAGMA wal_autocheckpoint=0")
+        self._commits = 0
+        with self._lock, self._db:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, result TEXT NOT NULL)"
+            )
+
+    def get(self, key: str) -> LeafResult | None:
+        """The result stored under ``key``, if any."""
+        with self._lock:
+            return _select(self._db, key)
+
+    def put(self, key: str, result: LeafResult) -> bool:
+        """Store ``result`` unless ``key`` is taken (INSERT OR IGNORE); True if this one won."""
+        with self._lock, self._db:
+            return _insert(self._db, key, result)
+
+    def get_nowait(self, key: str) -> LeafResult | None:
+        """Like `get`, on the calling thread; raises `BlockingIOError` rather than wait."""
+        with self._without_waiting() as db:
+            return _select(db, key)
+
+    def put_nowait(self, key: str, result: LeafResult) -> bool:
+        """Like `put`, on the calling thread; raises `BlockingIOError` rather than wait."""
+        with self._without_waiting() as db:
+            won = _insert(db, key, result)
+        self._commits += 1
+        if self._commits >= WAL_CHECKPOINT_EVERY:
+            self._commits = 0
+            threading.Thread(target=self._wal_checkpoint, name="durapipe-wal").start()
+        return won
+
+    def _wal_checkpoint(self) -> None:
+        # The event loop keeps committing meanwhile. Usually the whole log is copied and the next
+        # write starts it over; a commit landing during the copy keeps it from starting over, so a
+        # log that kept growing past WAL_MAX_FRAMES is copied again with the loop's writes held
+        # back (they go to a thread for those milliseconds).
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            _, logged, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if copied < logged and logged > WAL_MAX_FRAMES:
+                with self._loop_lock:
+                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    @contextlib.contextmanager
+    def _without_waiting(self) -> Iterator[sqlite3.Connection]:
+        # A WAL read never waits for a writer, and an uncontended write takes well under a
+        # millisecond without an fsync: cheaper than the hop to a thread. Only a lock held by
+        # another thread or process (SQLITE_BUSY at once, with timeout 0) sends the caller there.
+        if not self._loop_lock.acquire(blocking=False):
+            raise BlockingIOError("the checkpoint store is in use by another thread")
+        try:
+            with self._loop_db:  # one transaction: committed, or rolled back on an error
+                yield self._loop_db
+        except sqlite3.OperationalError as err:
+            if getattr(err, "sqlite_errorcode", None) in _BUSY:
+                raise BlockingIOError(str(err)) from None
+            raise
+        finally:
+            self._loop_lock.release()
+
+
+_BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+# About SQLite's automatic checkpoint interval (1,000 WAL pages) at a few pages per result.
+WAL_CHECKPOINT_EVERY = 250
+WAL_MAX_FRAMES = 4000  # pages of 4 KiB: a log of ~16 MB is copied with the loop's commits held back
+
+
+def _select(db: sqlite3.Connection, key: str) -> LeafResult | None:
+    row = db.execute("SELECT result FROM checkpoints WHERE key = ?", (key,)).fetchone()
+    return LeafResult.model_validate_json(row[0]) if row else None
+
+
+def _insert(db: sqlite3.Connection, key: str, result: LeafResult) -> bool:
+    cursor = db.execute(
+        "INSERT OR IGNORE INTO checkpoints (key, result) VALUES (?, ?)",
+        (key, result.model_dump_json()),
+    )
+    return cursor.rowcount == 1
+
+
+def _connect(path: Path, *, timeout: float) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, timeout=timeout)
+    # In WAL mode, NORMAL syncs at checkpoints, not at every commit: a commit survives the death
+    # of its process (the case checkpoints exist for), only a power loss may lose the last ones,
+    # and then a step is paid again. FULL (an fsync per leaf) cost milliseconds per step.
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+class RedisCheckpoints:
+    """Checkpoints in Redis, for workers on several hosts (``SET NX``: first writer wins)."""
+
+    def __init__(self, url: str, *, prefix: str = "durapipe:checkpoint:") -> None:
+        try:
+            import redis
+        except ImportError:
+            raise ConfigError(
+                f"{CHECKPOINTS_ENV}={url} needs the redis client: pip install 'durapipe[redis]'"
+            ) from None
+        self.url = url
+        self.prefix = prefix
+        self._redis = redis.Redis.from_url(url)
+
+    def get(self, key: str) -> LeafResult | None:
+        """The result stored under ``key``, if any."""
+        raw = self._redis.get(self.prefix + key)
+        return LeafResult.model_validate_json(raw) if raw is not None else None
+
+    def put(self, key: str, result: LeafResult) -> bool:
+        """Store ``result`` unless ``key`` is taken; True if this one won."""
+        return bool(self._redis.set(self.prefix + key, result.model_dump_json(), nx=True))
+
+
+def open_store(where: str | None = None) -> CheckpointStore | None:
+    """The store named by ``where`` (else ``DURAPIPE_CHECKPOINTS``), or None when ``off``."""
+    where = where if where is not None else settings().checkpoints
+    if is_off(where):
+        return None
+    if is_redis(where):
+        return RedisCheckpoints(where)
+    return SqliteCheckpoints(where or default_path())
+
+
+@functools.cache
+def _store_for(where: str) -> CheckpointStore | None:
+    return open_store(where)
+
+
+def configured_store() -> CheckpointStore | None:
+    """The store of this process's ``DURAPIPE_CHECKPOINTS``, opened once per setting."""
+    return _store_for(settings().checkpoints)
+
+
+async def checkpointed(
+    store: CheckpointStore | None,
+    call: LeafCall,
+    key: str,
+    attempt: int,
+    compute: Callable[[], Awaitable[LeafResult]],
+) -> LeafResult:
+    """The stored result of ``key`` (marked ``cache_hit``), else ``compute()``'s, then stored.
+
+    A hit of a memoised pipe costs this run nothing, so its usage is zero; a hit of a retried
+    attempt keeps the usage of the call it replays, which this run did pay for.
+    """
+    if store is not None:
+        stored = await _get(store, key)
+        if stored is not None:
+            update: dict[str, Any] = {"cache_hit": True, "attempt": attempt}
+            if memoized(call):
+                update["usage"] = Usage()
+            return stored.model_copy(update=update)
+    result = await compute()
+    if store is not None:
+        await _put(store, key, result)
+    return result
+
+
+async def _get(store: CheckpointStore, key: str) -> LeafResult | None:
+    # A store that may block (a network call, a lock held elsewhere) is read on a thread.
+    if isinstance(store, SqliteCheckpoints):
+        with contextlib.suppress(BlockingIOError):
+            return store.get_nowait(key)
+    return await asyncio.to_thread(store.get, key)
+
+
+async def _put(store: CheckpointStore, key: str, result: LeafResult) -> bool:
+    if isinstance(store, SqliteCheckpoints):
+        with contextlib.suppress(BlockingIOError):
+            return store.put_nowait(key, result)
+    return await asyncio.to_thread(store.put, key, result)

@@ -1,0 +1,187 @@
+"""The fake provider's ledger: one `Call` per request, read back from JSONL by `read_ledger`."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from durapipe.testing._fake_provider._actions import Action, Drop, Status
+
+# ---------------------------------------------------------------------------
+# Ledger
+# ---------------------------------------------------------------------------
+
+PAID_OUTCOMES = frozenset({"ok", "hang", "malformed", "schema_invalid", "tool_calls"})
+"""Outcomes a real provider would bill: it produced a completion (``hang``
+means the answer was sent after the delay, the client still being there)."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request received by the fake provider.
+
+    Attributes:
+        seq: 1-based sequence number, in order of arrival.
+        model: The ``model`` of the request body (litellm strips ``openai/``).
+        received_at: ``time.time()`` when the request arrived.
+        finished_at: ``time.time()`` when handling finished; ``None`` while the
+            call is still in flight.
+        outcome: ``ok``, ``status:<code>``, ``hang``, ``client_closed``,
+            ``dropped``, ``malformed``, ``schema_invalid``, ``tool_calls`` or
+            ``replayed`` (a repeated idempotency key answered from the stored
+            answer, not billed; see ``honour_idempotency``).
+        idempotency_key: From the ``X-Durapipe-Idempotency-Key`` header, else
+            ``metadata.idempotency_key`` of the body, else ``None``.
+        attempt: From the ``X-Durapipe-Attempt`` header (if an integer).
+        prompt_tokens: Reported (or, for errors, counted) prompt tokens.
+        completion_tokens: Reported completion tokens (0 when nothing was sent).
+        messages: The request's ``messages``.
+        headers: The request's HTTP headers.
+        http_status: The status sent, or ``None`` if no response was sent.
+    """
+
+    seq: int
+    model: str
+    received_at: float
+    finished_at: float | None
+    outcome: str
+    idempotency_key: str | None
+    attempt: int | None
+    prompt_tokens: int
+    completion_tokens: int
+    messages: list[dict[str, Any]]
+    headers: dict[str, str]
+    http_status: int | None
+
+    @property
+    def paid(self) -> bool:
+        """Whether a real provider would bill this call (see `PAID_OUTCOMES`)."""
+        return self.outcome in PAID_OUTCOMES
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict (the JSONL ledger line format)."""
+        return {
+            "seq": self.seq,
+            "model": self.model,
+            "received_at": self.received_at,
+            "finished_at": self.finished_at,
+            "outcome": self.outcome,
+            "idempotency_key": self.idempotency_key,
+            "attempt": self.attempt,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "messages": self.messages,
+            "headers": self.headers,
+            "http_status": self.http_status,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Call:
+        """Build a `Call` from `to_dict` output (e.g. a JSONL ledger line)."""
+        return cls(
+            seq=int(data["seq"]),
+            model=str(data["model"]),
+            received_at=float(data["received_at"]),
+            finished_at=None if data.get("finished_at") is None else float(data["finished_at"]),
+            outcome=str(data["outcome"]),
+            idempotency_key=data.get("idempotency_key"),
+            attempt=data.get("attempt"),
+            prompt_tokens=int(data.get("prompt_tokens", 0)),
+            completion_tokens=int(data.get("completion_tokens", 0)),
+            messages=list(data.get("messages", [])),
+            headers=dict(data.get("headers", {})),
+            http_status=data.get("http_status"),
+        )
+
+
+def read_ledger(path: str | os.PathLike[str]) -> list[Call]:
+    """Read a JSONL ledger written by a provider started with a ledger path.
+
+    Args:
+        path: The ``--ledger`` / ``ledger_path`` file.
+
+    Returns:
+        The finished calls in the order they finished (a partially written
+        last line is ignored).
+    """
+    calls: list[Call] = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                calls.append(Call.from_dict(json.loads(line)))
+            except (ValueError, KeyError):
+                continue
+    return calls
+
+
+ResponseHook: TypeAlias = Callable[[Call], None]
+"""A hook called with a snapshot of the `Call` whose response is being sent."""
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A completion as sent, kept to answer a repeated idempotency key the same way."""
+
+    completion_id: str
+    created: int
+    message: Mapping[str, Any]
+    finish_reason: str
+    usage: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class _Replay:
+    """Send a stored answer again (outcome ``replayed``)."""
+
+    answer: _Answer
+
+
+@dataclass
+class _Record:
+    seq: int
+    model: str
+    received_at: float
+    idempotency_key: str | None
+    attempt: int | None
+    prompt_tokens: int
+    messages: list[dict[str, Any]]
+    headers: dict[str, str]
+    outcome: str = "ok"
+    completion_tokens: int = 0
+    finished_at: float | None = None
+    http_status: int | None = None
+    answer: _Answer | None = None
+
+    def snapshot(self) -> Call:
+        return Call(
+            seq=self.seq,
+            model=self.model,
+            received_at=self.received_at,
+            finished_at=self.finished_at,
+            outcome=self.outcome,
+            idempotency_key=self.idempotency_key,
+            attempt=self.attempt,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            messages=self.messages,
+            headers=self.headers,
+            http_status=self.http_status,
+        )
+
+
+@dataclass
+class _FailureRate:
+    rate: float
+    rng: random.Random
+    actions: tuple[Action, ...]
+    models: frozenset[str] | None
+
+
+_DEFAULT_FAILURES: tuple[Action, ...] = (Status(500), Status(429, retry_after=1), Drop())

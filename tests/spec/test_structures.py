@@ -1,0 +1,162 @@
+"""Structured outputs: declared structures (choices, nesting, optional, defaults) and multiplicity."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+from pydantic import BaseModel, conlist
+
+import durapipe as dp
+from durapipe.spec import _types
+
+STRUCTURES = dp.load_yaml(
+    """
+structures:
+  Item:
+    fields:
+      name: text
+      rating: {type: integer, choices: [1, 2, 3]}
+      quantity: {type: integer, default: 1}
+      note: {type: text, optional: true}
+  Order:
+    fields:
+      items: list[Item]
+      tags: {type: 'list[text]', default: []}
+"""
+).structures
+
+
+def test_integer_choices_are_enforced_and_in_the_schema() -> None:
+    schema = _types.json_schema("Item", STRUCTURES)
+    assert schema["properties"]["rating"]["enum"] == [1, 2, 3]
+    assert _types.validate("Item", STRUCTURES, {"name": "a", "rating": 2})["rating"] == 2
+    with pytest.raises(pydantic.ValidationError):
+        _types.validate("Item", STRUCTURES, {"name": "a", "rating": 4})
+
+
+def test_defaults_fill_missing_fields_and_optional_fields_may_be_null() -> None:
+    item = _types.validate("Item", STRUCTURES, {"name": "a", "rating": 1})
+    assert item == {"name": "a", "rating": 1, "quantity": 1, "note": None}
+    assert "quantity" not in _types.json_schema("Item", STRUCTURES)["required"]
+    with pytest.raises(pydantic.ValidationError):
+        _types.validate("Item", STRUCTURES, {"name": "a", "rating": 1, "quantity": None})
+
+
+def test_nested_structures_in_lists_are_validated() -> None:
+    order = _types.validate("Order", STRUCTURES, {"items": [{"name": "a", "rating": 3}]})
+    assert order == {
+        "items": [{"name": "a", "rating": 3, "quantity": 1, "note": None}],
+        "tags": [],
+    }
+    with pytest.raises(pydantic.ValidationError):
+        _types.validate("Order", STRUCTURES, {"items": [{"name": "a", "rating": 9}]})
+
+
+def test_exactly_n_is_in_the_schema_and_enforced() -> None:
+    schema = _types.json_schema("list[Item, 3]", STRUCTURES)
+    assert (schema["minItems"], schema["maxItems"]) == (3, 3)
+    one = {"name": "a", "rating": 1}
+    assert len(_types.validate("list[Item, 3]", STRUCTURES, [one] * 3)) == 3
+    with pytest.raises(pydantic.ValidationError):
+        _types.validate("list[Item, 3]", STRUCTURES, [one] * 2)
+
+
+class Claim(BaseModel):
+    text: str
+
+
+def test_python_spelling_of_exactly_n_is_conlist() -> None:
+    from_python = dp.llm(
+        "three", prompt="Three claims.", output=conlist(Claim, min_length=3, max_length=3)
+    )
+    assert from_python.spec.output == "list[Claim, 3]"  # type: ignore[union-attr]
+
+
+async def test_the_model_is_asked_for_exactly_n_and_returns_n() -> None:
+    pipeline = dp.pipeline(
+        dp.llm("three", prompt="Three claims.", output=conlist(Claim, min_length=3, max_length=3))
+    )
+    result = await dp.run_local(pipeline, "three", {})
+    assert len(result.output) == 3 and all(set(c) == {"text"} for c in result.output)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        (
+            "structures: {S: {fields: {n: {type: integer, choices: [1, two]}}}}",
+            "structure 'S', field 'n': choice 'two' is not of the field's type integer",
+        ),
+        (
+            "structures: {S: {fields: {n: {type: integer, default: many}}}}",
+            "structure 'S', field 'n': default 'many' is not of the field's type integer",
+        ),
+        (
+            "structures: {S: {fields: {n: {type: text, choices: [a, b], default: c}}}}",
+            "structure 'S', field 'n': default 'c' is not one of the choices ['a', 'b']",
+        ),
+        (
+            "structures: {Page: {fields: {n: text}}}",
+            "structure 'Page': 'Page' is a built-in type; give the structure another name",
+        ),
+        (
+            "pipes: {p: {kind: llm, prompt: hi, output: 'list[text, 0]'}}",
+            "pipe 'p', field 'output': 'list[text, 0]': the length after the comma must be a whole number >= 1",
+        ),
+        (
+            "pipes: {read: {kind: extract, inputs: {a: document, b: text}}}",
+            "pipe 'read', field 'inputs': an extract pipe reads exactly one input of type document, "
+            "image or file (declared: a: document, b: text)",
+        ),
+        (
+            "pipes: {read: {kind: extract, inputs: {a: text}}}",
+            "pipe 'read', field 'inputs': an extract pipe reads exactly one input of type document, "
+            "image or file (declared: a: text)",
+        ),
+        (
+            "pipes: {cover: {kind: image, inputs: {topic: text}, prompt: '{{ topic }} {{ subject }}'}}",
+            "pipe 'cover', field 'prompt': template variable 'subject' is not a declared input (declared: topic)",
+        ),
+        (
+            "pipes: {read: {kind: extract, inputs: {d: document}, model: fsat}}",
+            "pipe 'read', field 'model': model 'fsat' is neither a declared alias (none declared) "
+            "nor a provider/model string such as openai/gpt-4o-mini",
+        ),
+    ],
+)
+def test_mistakes_in_structures_and_operators_are_named(yaml_text: str, expected: str) -> None:
+    with pytest.raises(dp.PipelineError) as caught:
+        dp.validate(dp.load_yaml(yaml_text))
+    assert [str(p) for p in caught.value.problems] == [expected]
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        (
+            "pipes: {cover: {kind: image, prompt: hi, size: big}}",
+            "<yaml>:1: pipe 'cover': field 'size': String should match pattern",
+        ),
+        (
+            "pipes: {read: {kind: extract, inputs: {d: document}, output: Invoice}}",
+            "<yaml>:1: pipe 'read': field 'output': Input should be 'list[Page]' or 'text'",
+        ),
+        (
+            "pipes: {read: {kind: extract, inputs: {d: document}, pages: 3}}",
+            "<yaml>:1: pipe 'read': unknown field 'pages'",
+        ),
+    ],
+)
+def test_shape_mistakes_in_operators_are_named(yaml_text: str, expected: str) -> None:
+    with pytest.raises(dp.PipelineError) as caught:
+        dp.load_yaml(yaml_text)
+    assert len(caught.value.problems) == 1
+    assert str(caught.value.problems[0]).startswith(expected)
+
+
+def test_invoice_yaml_and_python_spellings_produce_the_same_spec() -> None:
+    from tests.conftest import EXAMPLES
+
+    from_yaml = dp.load(EXAMPLES / "invoice.yaml")
+    assert from_yaml.model_dump() == dp.load(EXAMPLES / "invoice.py").model_dump()
+    assert from_yaml.structures["LineItem"].fields["quantity"].default == 1

@@ -1,0 +1,172 @@
+"""Helpers the tests share: CLI and worker processes, history reading, waiting on conditions.
+
+Test modules import helpers from here (or `tests.conftest` fixtures), never from each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client
+from typer.testing import CliRunner
+
+from durapipe.cli import app
+from tests.conftest import ROOT
+
+FIXTURES = ROOT / "tests" / "fixtures"
+CONTROL = FIXTURES / "control.yaml"
+T = TypeVar("T")
+
+
+def summary_of(event: HistoryEvent) -> str:
+    return str(json.loads(event.user_metadata.summary.data))
+
+
+async def history_events(client: Client, workflow_id: str) -> list[HistoryEvent]:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return list(history.events)
+
+
+def scheduled_activities(events: list[HistoryEvent]) -> list[tuple[str, str, str]]:
+    return [
+        (
+            e.activity_task_scheduled_event_attributes.activity_type.name,
+            e.activity_task_scheduled_event_attributes.activity_id,
+            summary_of(e),
+        )
+        for e in events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+
+
+def durapipe_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "durapipe", *args]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **extra}
+    env.pop("TEMPORAL_ADDRESS", None)
+    return env
+
+
+class WorkerProcess:
+    """`durapipe worker FILE` as a child process, stopped by its own pid."""
+
+    def __init__(
+        self,
+        file: Path,
+        address: str,
+        task_queue: str,
+        log: Path,
+        *args: str,
+        **env: str,
+    ) -> None:
+        self.log = log
+        self.process = subprocess.Popen(
+            durapipe_command(
+                "worker", str(file), "--address", address, "--task-queue", task_queue, *args
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("ab"),
+            env=cli_env(**env),
+        )
+        deadline = time.monotonic() + 60
+        while "worker ready" not in log.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"worker did not start: {log.read_text(errors='replace')}")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        durapipe_command(*args),
+        capture_output=True,
+        text=True,
+        env=cli_env(**(env or {})),
+        timeout=120,
+    )
+
+
+async def wait_for_event(
+    client: object, run_id: str, field: str, activity_id: str | None = None
+) -> None:
+    for _ in range(600):
+        events = await history_events(client, run_id)  # type: ignore[arg-type]
+        scheduled = {
+            e.event_id: e.activity_task_scheduled_event_attributes.activity_id
+            for e in events
+            if e.HasField("activity_task_scheduled_event_attributes")
+        }
+        for event in events:
+            if event.HasField(field):
+                attrs = getattr(event, field)
+                if activity_id is None or scheduled.get(attrs.scheduled_event_id) == activity_id:
+                    return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{field} never appeared in {run_id}")
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60) -> T:
+    """Poll ``check`` until it returns something, or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = await check()
+        if found is not None and found is not False:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def acli(address: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """A control command in this process (a thread: it runs its own event loop); saves the
+    start-up of a process per command on a busy machine."""
+    argv = [*args, "--address", address]
+    result = await asyncio.to_thread(CliRunner().invoke, app, argv)
+    return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, result.stderr)
+
+
+def paid_pipeline(tmp_path: Path, base_url: str, model: str, steps: int, **extra: Any) -> Path:
+    """A sequence of ``steps`` llm calls to the fake provider, as a YAML file."""
+    call = {
+        "kind": "llm",
+        "model": f"openai/{model}",
+        "inputs": {"topic": "text"},
+        "prompt": "Say something about {{ topic }}.",
+        "settings": {"api_base": base_url, "max_tokens": 100},
+        **extra,
+    }
+    pipes: dict[str, Any] = {
+        "paid": {
+            "kind": "sequence",
+            "inputs": {"topic": "text"},
+            "steps": [
+                {"pipe": "call", "name": f"call{i}", "result": f"r{i}"} for i in range(1, steps + 1)
+            ],
+        },
+        "call": call,
+    }
+    path = tmp_path / "paid.yaml"
+    path.write_text(json.dumps({"pipes": pipes}))  # JSON is YAML
+    return path
