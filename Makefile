@@ -14,7 +14,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 LATEST_VENV := .venv-latest
 
-.PHONY: install install-runtime ocr redis-server test-tools test test-latest lint typecheck format demo bench bench-peer bench-batch throttle chaos clean lock deploy-tools deploy-check
+.PHONY: install install-runtime ocr redis-server test-tools test test-latest lint typecheck format demo bench bench-peer bench-batch bench-mthds throttle chaos clean lock deploy-tools deploy-check
 
 $(RUNTIME_STAMP): pyproject.toml $(RUNTIME_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -110,12 +110,24 @@ bench-peer: $(PEER_STAMP)
 throttle: $(STAMP)
 	$(BIN)/python -m bench.throttle
 
+# The MTHDS peer race: the same bundles on Pipelex in-process (in its own venv, never a durapipe
+# dependency), durapipe --local and durapipe on Temporal, against one fake provider; outputs must agree.
+BENCH_VENV ?= .venv-bench
+PIPELEX_VERSION ?= 0.92.2
+$(BENCH_VENV)/.pipelex-$(PIPELEX_VERSION):
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'pipelex==$(PIPELEX_VERSION)'
+	touch $@
+
+bench-mthds: $(STAMP) $(BENCH_VENV)/.pipelex-$(PIPELEX_VERSION)
+	$(BIN)/python -m bench.mthds_race --pipelex-python $(BENCH_VENV)/bin/python
+
 # A batch over 10,000 items on a dev server it starts; prints items completed and the history bound.
 bench-batch: $(STAMP)
 	LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/python bench/batch10k.py
 
 clean:
-	rm -rf $(VENV) $(LATEST_VENV) .venv-lock .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) $(LATEST_VENV) .venv-lock .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 
 # deploy/ run for real (not part of `make test`): durapipe's image built from deploy/Dockerfile,
 # deploy/compose.yaml brought up with podman (substitutions in deploy/compose.check.yaml), `brief`

@@ -43,6 +43,7 @@ class ErrorType(StrEnum):
     BLOB_NOT_FOUND = "durapipe.BlobNotFound"
     BUDGET_EXCEEDED = "durapipe.BudgetExceeded"
     CANCELLED = "durapipe.Cancelled"
+    COMPOSE_ERROR = "durapipe.ComposeError"
     CONDITION_FAILED = "durapipe.ConditionFailed"
     CONFLICT = "durapipe.Conflict"
     CONNECTION_ERROR = "durapipe.ConnectionError"

@@ -18,6 +18,7 @@ PUBLIC_MODULES = [
     "durapipe.client",
     "durapipe.ops",
     "durapipe.security",
+    "durapipe.serve",
     "durapipe.spec",
     "durapipe.stores",
     "durapipe.testing",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pydantic
@@ -147,13 +148,19 @@ async def _ask(
     pipe = call.pipe
     model = pipe.model or "durapipe/offline"
     fmt, wrap = response_format(pipe.output, call.structures)
-    sent = provider_settings("llm", call.pipe_name, model, pipe.settings, deck)
-    settings = idempotency_headers(sent, key, attempt)
+
+    def settings_for(model: str) -> dict[str, Any]:
+        # Each model of a waterfall gets its own connection from the deck, never the first's.
+        sent = provider_settings("llm", call.pipe_name, model, pipe.settings, deck)
+        return idempotency_headers(sent, key, attempt)
+
     usage = Usage()
     problem = ""
     for _ in range(pipe.reask + 1):
         async with limited(call) as lease:
-            response = await complete(model, messages, fmt, settings, pipe.timeout)
+            model, response = await _complete_first(
+                [model, *pipe.fallbacks], messages, fmt, settings_for, pipe.timeout
+            )
             lease.used(usage_of(response))
         usage += usage_of(response)
         text = response.choices[0].message.content or ""
@@ -179,6 +186,27 @@ async def _ask(
         type=ErrorType.INVALID_OUTPUT,
         non_retryable=True,
     )
+
+
+async def _complete_first(
+    models: list[str],
+    messages: list[dict[str, Any]],
+    fmt: dict[str, Any] | None,
+    settings_for: Callable[[str], dict[str, Any]],
+    timeout: float | None,
+) -> tuple[str, Any]:
+    """The first model of ``models`` that answers, and its response (a waterfall of fallbacks).
+
+    Raises:
+        ApplicationError: the last model failed too (its classified error).
+    """
+    for model in models[:-1]:
+        try:
+            return model, await complete(model, messages, fmt, settings_for(model), timeout)
+        except ApplicationError:
+            continue  # the next model of the waterfall gets the same request
+    last = models[-1]
+    return last, await complete(last, messages, fmt, settings_for(last), timeout)
 
 
 def idempotency_headers(settings: dict[str, Any], key: str, attempt: int) -> dict[str, Any]:

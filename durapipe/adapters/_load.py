@@ -18,6 +18,7 @@ from durapipe.spec._validate import check
 
 PYTHON_SUFFIXES = (".py",)
 YAML_SUFFIXES = (".yaml", ".yml")
+MTHDS_SUFFIX, MTHDS_MANIFEST = ".mthds", "METHODS.toml"
 
 
 def load(path: str | Path, *, import_tools: bool = True) -> Pipeline:
@@ -33,6 +34,8 @@ def load(path: str | Path, *, import_tools: bool = True) -> Pipeline:
         PipelineError: the pipeline has mistakes (all of them are listed).
     """
     file = Path(path)
+    if file.suffix == MTHDS_SUFFIX or (file / MTHDS_MANIFEST).is_file():
+        return _load_mthds(file, import_tools=import_tools)
     if not file.is_file():
         raise ConfigError(f"pipeline file '{path}' does not exist")
     if import_tools or file.suffix in PYTHON_SUFFIXES:
@@ -57,12 +60,32 @@ def load(path: str | Path, *, import_tools: bool = True) -> Pipeline:
     elif file.suffix in PYTHON_SUFFIXES:
         pipeline = _load_module(file)
     else:
-        raise ConfigError(f"pipeline file '{path}' must end in .yaml, .yml or .py")
+        raise ConfigError(
+            f"pipeline file '{path}' must end in .yaml, .yml, .py or .mthds (or be a folder with "
+            "METHODS.toml)"
+        )
     problems = check(pipeline, source=str(path))
     if import_tools:
         problems += _tool_problems(pipeline, str(path))
     if problems:
         raise PipelineError([_located(p, lines) for p in problems])
+    return pipeline
+
+
+def _load_mthds(file: Path, *, import_tools: bool) -> Pipeline:
+    """An MTHDS bundle or package folder: the third spelling, translated by its adapter."""
+    # Imported here: the MTHDS adapter builds on this package (no import cycle at module level).
+    from durapipe.adapters.mthds import load_mthds
+
+    if not file.exists():
+        raise ConfigError(f"pipeline file '{file}' does not exist")
+    if not import_tools:  # `validate`: nothing next to the bundle is imported
+        return load_mthds(file, import_functions=False)
+    _add_to_path(file if file.is_dir() else file.parent)
+    pipeline = load_mthds(file)
+    problems = _tool_problems(pipeline, str(file))
+    if problems:
+        raise PipelineError(problems)
     return pipeline
 
 

@@ -31,6 +31,7 @@ from durapipe.spec._spec import (
     ApprovalPipe,
     BatchPipe,
     Branch,
+    ComposePipe,
     ConditionPipe,
     ExtractPipe,
     ImagePipe,
@@ -54,6 +55,7 @@ _KIND_MODELS: dict[str, type[pydantic.BaseModel]] = {
     "condition": ConditionPipe,
     "agent": AgentPipe,
     "approval": ApprovalPipe,
+    "compose": ComposePipe,
 }
 _KINDS = ", ".join(_KIND_MODELS)
 

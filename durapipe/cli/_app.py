@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import json
 import logging
@@ -64,13 +65,26 @@ TaskQueueOption = Annotated[
     ),
 ]
 FileArgument = Annotated[
-    Path, typer.Argument(help="Pipeline file (.yaml or .py).", show_default=False)
+    Path,
+    typer.Argument(
+        help="Pipeline file (.yaml, .py or .mthds, or an MTHDS package folder).",
+        show_default=False,
+    ),
 ]
+
+
+# Set by `run` for an MTHDS bundle: its errors are the MTHDS CLI contract's JSON object on stderr.
+_MTHDS_ERRORS: contextvars.ContextVar[bool] = contextvars.ContextVar("mthds_errors", default=False)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``error: message`` to stderr and return the Exit to raise."""
-    typer.echo(f"error: {message}", err=True)
+    if _MTHDS_ERRORS.get():
+        from durapipe.cli._mthds import error_json
+
+        typer.echo(error_json(message, code), err=True)
+    else:
+        typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
 
 
@@ -79,6 +93,7 @@ def handles_errors(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token = _MTHDS_ERRORS.set(False)
         try:
             return command(*args, **kwargs)
         except dp.PipelineError as err:
@@ -100,6 +115,8 @@ def handles_errors(command: F) -> F:
             raise fail(f"Temporal refused the request: {err.message}", code=1) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
+        finally:
+            _MTHDS_ERRORS.reset(token)
 
     return wrapper  # type: ignore[return-value]
 
@@ -109,10 +126,15 @@ def handles_errors(command: F) -> F:
 def validate(file: FileArgument) -> None:
     """Check a pipeline file and report every problem, without running anything.
 
-    A YAML file is checked without importing anything (tool modules included); a Python pipeline
-    file is code, so checking it imports it.
+    A YAML file or an MTHDS bundle is checked without importing anything (tool modules and PipeFunc
+    functions included); a Python pipeline file is code, so checking it imports it.
     """
     pipeline = dp.load(file, import_tools=False)
+    if file.suffix == ".mthds" or file.is_dir():
+        from durapipe.adapters.mthds import load_method
+
+        for note in load_method(file, import_functions=False).notes:
+            typer.echo(f"note: {note}", err=True)
     typer.echo(f"{file}: ok, {len(pipeline.pipes)} pipes")
     for name, pipe in pipeline.pipes.items():
         inputs = ", ".join(f"{k}: {v}" for k, v in pipe.inputs.items())
@@ -157,7 +179,13 @@ def parse_inputs(input_json: str | None, items: list[str]) -> dict[str, Any]:
 def run(
     pipe: Annotated[str, typer.Argument(help="Name of the pipe to run.", show_default=False)],
     file: Annotated[
-        Path, typer.Option("--file", "-f", help="Pipeline file (.yaml or .py).", show_default=False)
+        Path,
+        typer.Option(
+            "--file",
+            "-f",
+            help="Pipeline file (.yaml, .py or .mthds, or an MTHDS package folder).",
+            show_default=False,
+        ),
     ],
     input_json: Annotated[
         str | None, typer.Option("--input-json", help="Inputs as a JSON object.")
@@ -198,15 +226,66 @@ def run(
         str | None,
         typer.Option("--ui-url", envvar="DURAPIPE_UI_URL", help="Temporal Web UI address."),
     ] = None,
+    mthds_inputs: Annotated[
+        str | None,
+        typer.Option(
+            "--inputs",
+            help="MTHDS bundles: inputs in MTHDS's format, inline JSON or a JSON file "
+            "(default: stdin when piped).",
+        ),
+    ] = None,
+    with_memory: Annotated[
+        bool,
+        typer.Option("--with-memory", help="MTHDS bundles: print the working memory too."),
+    ] = False,
     *,
     connection: dp.ConnectOptions,
 ) -> None:
     """Run a pipe on Temporal (or in this process with --local) and print its output.
 
     Only the output goes to stdout (JSON); steps, totals, the run id and its UI link go to stderr.
+    For an MTHDS bundle or package (.mthds, a folder with METHODS.toml) the output follows the MTHDS
+    CLI contract: the output concept as compact JSON, or the working memory with --with-memory.
     """
-    pipeline = dp.load(file)
-    values = parse_inputs(input_json, inputs or [])
+    # Imported here: the MTHDS adapter's models cost ~0.1 s to build, and the CLI must start fast.
+    from durapipe.adapters.mthds import is_mthds_path, load_method, memory_pipeline
+    from durapipe.cli import _mthds
+
+    method = None
+    memory_main: str | None = None
+    memory_concepts: dict[str, str] = {}
+    if is_mthds_path(file):
+        _MTHDS_ERRORS.set(True)
+        method = load_method(file)  # also checks that every PipeFunc function imports
+        pipeline = method.pipeline
+        pipe = _mthds.pipe_name(method, pipe)
+        folder = file if file.is_dir() else None
+        values = _mthds.read_inputs(method, pipe, mthds_inputs, folder=folder) or {}
+        if with_memory:
+            # The sequence returns every step result, so the working memory can show them.
+            pipeline, memory_main, memory_concepts = memory_pipeline(method, pipe)
+        values.update(parse_inputs(input_json, inputs or []))
+        as_json = True
+    else:
+        if mthds_inputs is not None or with_memory:
+            raise fail("--inputs and --with-memory apply to MTHDS bundles (.mthds) only")
+        pipeline = dp.load(file)
+        values = parse_inputs(input_json, inputs or [])
+
+    def emit(result: dp.RunResult) -> None:
+        if method is None:
+            _print_result(result, as_json=as_json)
+            return
+        _mthds.print_output(
+            method,
+            pipe,
+            result.output,
+            values,
+            with_memory=with_memory,
+            main=memory_main,
+            concepts=memory_concepts,
+        )
+
     if budget_usd is not None and budget_usd <= 0:
         raise fail(f"--budget-usd must be positive, got {budget_usd}")
     if approve_all and not local:
@@ -225,7 +304,7 @@ def run(
                 on_step=_progress.print_step,
             )
         )
-        _print_result(result, as_json=as_json)
+        emit(result)
         return
     started: dict[str, str] = {}
     try:
@@ -242,6 +321,7 @@ def run(
                 as_json=as_json,
                 ui_url=ui_url,
                 budget_usd=budget_usd,
+                emit=emit,
             )
         )
     except KeyboardInterrupt:
@@ -269,6 +349,7 @@ async def _run_on_temporal(
     as_json: bool,
     ui_url: str | None,
     budget_usd: float | None = None,
+    emit: Callable[[dp.RunResult], None] | None = None,
 ) -> None:
     # With OTEL_TRACES_EXPORTER set, the start is the root span of the run's one trace.
     telemetry = dp.Telemetry.from_env()
@@ -302,7 +383,10 @@ async def _run_on_temporal(
     typer.echo(f"started run {handle.run_id} on task queue '{task_queue}'", err=True)
     typer.echo(f"Temporal UI: {link}", err=True)
     result = await _progress.follow(handle)
-    _print_result(result, as_json=as_json)
+    if emit is None:
+        _print_result(result, as_json=as_json)
+    else:
+        emit(result)
     typer.echo(f"run id: {handle.run_id}", err=True)
 
 

@@ -44,7 +44,9 @@ from durapipe.spec import (
     limits_for,
     subset,
 )
-from durapipe.spec._spec import BatchPipe, ConditionPipe, ParallelPipe
+from durapipe.spec._compose import compose
+from durapipe.spec._spec import BatchPipe, ComposePipe, ConditionPipe, ParallelPipe
+from durapipe.spec._templates import TemplateError
 from durapipe.spec._types import StructureSpec, structures_used
 
 T = TypeVar("T")
@@ -146,6 +148,8 @@ class Interpreter:
             return await self.track(record, self._child(path, pipe_name, inputs, record))
         if isinstance(pipe, ApprovalPipe):
             return await self.track(record, self._approval(path, pipe_name, pipe, inputs, record))
+        if isinstance(pipe, ComposePipe):
+            return await self.track(record, self._compose(path, pipe, inputs, record))
         return await self.track(record, self.leaf(self._call(path, pipe_name, inputs), record))
 
     async def track(self, record: StepRecord, work: Coroutine[Any, Any, T]) -> T:
@@ -214,6 +218,18 @@ class Interpreter:
             record.waiting_for = None
         record.attempts = 1
         return approved_value(request, decision)
+
+    async def _compose(
+        self, path: str, pipe: ComposePipe, inputs: dict[str, Any], record: StepRecord
+    ) -> Any:
+        # Deterministic and local: it runs here, in the workflow, with no activity to schedule.
+        record.attempts = 1
+        try:
+            return compose(pipe, inputs, self.structures_for([pipe.output]))
+        except (TemplateError, KeyError, ValueError) as err:
+            raise StepFailed(
+                path=path, kind=pipe.kind, cause_type=ErrorType.COMPOSE_ERROR, cause=str(err)
+            ) from None
 
     async def _child(
         self, path: str, pipe_name: str, inputs: dict[str, Any], record: StepRecord

@@ -89,6 +89,8 @@ def resolve(
         if isinstance(pipe, LlmPipe | AgentPipe):
             model = pipe.model or fallback
             changes["model"] = aliases.get(model, model)
+            if isinstance(pipe, LlmPipe) and pipe.fallbacks:
+                changes["fallbacks"] = [aliases.get(m, m) for m in pipe.fallbacks]
         elif isinstance(pipe, ExtractPipe | ImagePipe):
             # Not the pipeline's default model: that one is a chat model, not an OCR or image model.
             model = pipe.model or (LOCAL_EXTRACTOR if pipe.kind == "extract" else OFFLINE_MODEL)

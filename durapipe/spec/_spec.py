@@ -113,10 +113,13 @@ class LlmPipe(_PipeBase):
             validation error fed back.
         memoize: reuse a stored answer for the same call content in any run (cross-run
             memoisation); by default a stored answer serves only retries of the same run.
+        fallbacks: models tried in order, within the same attempt, when a call to ``model`` (or
+            the fallback before) fails with a provider error (MTHDS's ``~waterfall``).
     """
 
     kind: Literal["llm"] = "llm"
     model: str | None = None
+    fallbacks: list[str] = Field(default_factory=list)
     system: str | None = None
     prompt: str
     output: str = "text"
@@ -178,6 +181,31 @@ class ImagePipe(_PipeBase):
     size: str = Field(default="1024x1024", pattern=r"^\d{2,5}x\d{2,5}$")
     output: Literal["image"] = "image"
     settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class ComposePipe(_PipeBase):
+    """Assembles its output from its inputs, with no model call (MTHDS's PipeCompose).
+
+    It runs in the controller itself (deterministic, like a condition's expression): no activity.
+
+    Attributes:
+        template: a Jinja2 template over ``inputs``; the output is the rendered text.
+        build: instead of ``template``, the output's fields: each one a literal, ``{"from":
+            "path"}`` (a working-memory path, optionally with ``"list_to_dict_keyed_by": "attr"``),
+            ``{"template": "..."}``, or a mapping of nested fields.
+        output: ``text`` for a template, the structure the fields build otherwise.
+    """
+
+    kind: Literal["compose"] = "compose"
+    template: str | None = None
+    build: dict[str, Any] | None = None
+    output: str = "text"
+
+    @pydantic.model_validator(mode="after")
+    def _template_or_build(self) -> ComposePipe:
+        if (self.template is None) == (self.build is None):
+            raise ValueError("a compose pipe needs exactly one of 'template' or 'build'")
+        return self
 
 
 class ApprovalPipe(_PipeBase):
@@ -417,6 +445,7 @@ AnyPipe = (
     | ConditionPipe
     | AgentPipe
     | ApprovalPipe
+    | ComposePipe
 )
 # The same union, told apart by `kind` when a spec is read (YAML, a workflow input).
 PipeSpec = Annotated[AnyPipe, Field(discriminator="kind")]

@@ -14,6 +14,7 @@ import pydantic
 from durapipe._errors import PipelineError, Problem
 from durapipe.spec import _templates, _types
 from durapipe.spec._check_controllers import check_batch, check_condition, check_parallel
+from durapipe.spec._compose import check_compose
 from durapipe.spec._deck import ModelEntry, entry_problems, settings_problems, target
 from durapipe.spec._flow import (
     Memory,
@@ -27,6 +28,7 @@ from durapipe.spec._spec import (
     AgentPipe,
     ApprovalPipe,
     BatchPipe,
+    ComposePipe,
     ConditionPipe,
     ExtractPipe,
     ImagePipe,
@@ -119,6 +121,8 @@ def check(pipeline: Pipeline, *, source: str = "") -> list[Problem]:
             _check_agent(pipeline, name, pipe, report)
         elif isinstance(pipe, ApprovalPipe):
             _check_approval(name, pipe, report)
+        elif isinstance(pipe, ComposePipe):
+            check_compose(name, pipe, pipeline.structures, report)
         elif isinstance(pipe, ParallelPipe):
             check_parallel(pipeline, name, pipe, report)
         elif isinstance(pipe, BatchPipe):

@@ -121,7 +121,7 @@ def test_user_mistakes_are_one_sentence_and_exit_2(temporal_address: str) -> Non
             "missing.yaml",
             "--local",
         ): "error: pipeline file 'missing.yaml' does not exist",
-        ("validate", str(ROOT / "pyproject.toml")): "must end in .yaml, .yml or .py",
+        ("validate", str(ROOT / "pyproject.toml")): "must end in .yaml, .yml, .py or .mthds",
     }
     for args, expected in cases.items():
         result = runner.invoke(app, list(args))

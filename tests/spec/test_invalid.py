@@ -56,7 +56,7 @@ EXPECTED = {
     ],
     "unknown_kind.yaml": [
         "unknown_kind.yaml:2: pipe 'summarize': unknown kind 'lm' (one of llm, tool, extract, image, "
-        "sequence, parallel, batch, condition, agent, approval)"
+        "sequence, parallel, batch, condition, agent, approval, compose)"
     ],
     "unknown_pipe.yaml": [
         "unknown_pipe.yaml:2: pipe 'main', step 'summarise', field 'pipe': unknown pipe 'summarise' "

@@ -1,0 +1,216 @@
+"""Loading and validating MTHDS bundles and packages into durapipe's spec."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from durapipe._errors import PipelineError, Problem
+from durapipe.adapters.mthds._deck import ModelDeck, load_deck
+from durapipe.adapters.mthds._library import Library, resolve_pipe
+from durapipe.adapters.mthds._package import MANIFEST, load_path, load_text
+from durapipe.adapters.mthds._rules import check_library
+from durapipe.adapters.mthds._translate import notes, translate
+from durapipe.spec import Pipeline, ToolPipe, check
+
+SUFFIX = ".mthds"
+
+
+class MthdsError(PipelineError):
+    """A bundle or package breaks the MTHDS rules (or uses what durapipe does not support yet).
+
+    ``problems`` lists every one found, each naming bundle, pipe and field, with the TOML line.
+    """
+
+
+@dataclass(frozen=True)
+class Method:
+    """A loaded bundle or package: its durapipe pipeline and what the MTHDS spelling adds.
+
+    Attributes:
+        pipeline: the durapipe spec every run path takes.
+        main_pipe: the durapipe name of the bundle's (or package's) ``main_pipe``.
+        outputs: durapipe pipe name -> its MTHDS output concept (for the CLI output contract).
+        inputs: durapipe pipe name -> input name -> MTHDS concept.
+        library: the parsed bundles, to resolve MTHDS references (``domain.code``).
+        notes: fields the bundles set that have no effect in durapipe yet, one note each.
+    """
+
+    pipeline: Pipeline
+    main_pipe: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, dict[str, str]] = field(default_factory=dict)
+    library: Library = field(default_factory=Library)
+    notes: list[Problem] = field(default_factory=list)
+
+
+def is_mthds_path(path: str | Path) -> bool:
+    """Whether ``path`` is a `.mthds` file or a package folder (with `METHODS.toml`)."""
+    target = Path(path)
+    return target.suffix == SUFFIX or (target.is_dir() and (target / MANIFEST).is_file())
+
+
+def load_method(
+    path_or_text: str | Path,
+    *,
+    source: str | None = None,
+    deck: ModelDeck | None = None,
+    import_functions: bool = True,
+) -> Method:
+    """Load a bundle file, a package folder or bundle text (TOML) into a `Method`.
+
+    With ``import_functions=False`` (``durapipe validate``) nothing a bundle names is imported:
+    PipeFunc functions are checked by the worker that runs them.
+
+    Raises:
+        MthdsError: every problem found, at once.
+    """
+    library, problems = _library(path_or_text, source)
+    if problems:
+        raise MthdsError(problems)
+    problems = check_library(library)
+    if problems:
+        raise MthdsError(problems)
+    pipeline, problems, main = translate(library, deck or load_deck())
+    if problems:
+        raise MthdsError(problems)
+    label = source or (str(path_or_text) if isinstance(path_or_text, Path) else "<mthds>")
+    problems = [_located(p, library) for p in check(pipeline, source=label)]
+    if import_functions:
+        problems += _function_problems(pipeline, library)
+    if problems:
+        raise MthdsError(problems)
+    outputs: dict[str, str] = {}
+    inputs: dict[str, dict[str, str]] = {}
+    for bundle in library.bundles:
+        for code, blueprint in bundle.pipes.items():
+            target = resolve_pipe(library, bundle, code)
+            if isinstance(target, str):
+                continue
+            name = _name_of(pipeline, library, bundle.domain, code)
+            if name is not None:
+                outputs[name] = blueprint.output
+                inputs[name] = dict(blueprint.inputs)
+    return Method(pipeline, main, outputs, inputs, library, notes(library))
+
+
+def load_mthds(
+    path_or_text: str | Path,
+    *,
+    source: str | None = None,
+    deck: ModelDeck | None = None,
+    import_functions: bool = True,
+) -> Pipeline:
+    """The durapipe `Pipeline` of a `.mthds` file, a package folder, or bundle TOML text.
+
+    Example:
+        >>> pipeline = load_mthds("methods/jokes.mthds")
+        >>> result = await durapipe.run_local(pipeline, "generate_joke", {"topic": "cats"})
+
+    Raises:
+        MthdsError: every problem found, at once (bundle, pipe, field, TOML line).
+    """
+    return load_method(
+        path_or_text, source=source, deck=deck, import_functions=import_functions
+    ).pipeline
+
+
+def validate_mthds(path_or_text: str | Path, *, source: str | None = None) -> list[Problem]:
+    """Every problem of a bundle or package ([] when it is valid); never raises for a bad bundle."""
+    try:
+        load_method(path_or_text, source=source)
+    except PipelineError as err:
+        return err.problems
+    return []
+
+
+def main_pipe(path_or_text: str | Path, *, source: str | None = None) -> str | None:
+    """The durapipe name of the bundle's (or package's) ``main_pipe``."""
+    return load_method(path_or_text, source=source).main_pipe
+
+
+def pipe_for(method: Method, ref: str) -> str | None:
+    """The durapipe pipe name of an MTHDS reference (``code`` or ``domain.code``) in ``method``."""
+    if ref in method.pipeline.pipes:
+        return ref
+    domain, _, code = ref.rpartition(".")
+    for bundle in method.library.bundles:
+        if (not domain or bundle.domain == domain) and code in bundle.pipes:
+            return _name_of(method.pipeline, method.library, bundle.domain, code)
+    return None
+
+
+def _name_of(pipeline: Pipeline, library: Library, domain: str, code: str) -> str | None:
+    shared = sum(1 for b in library.bundles if code in b.pipes) > 1
+    name = f"{domain.replace('.', '_')}-{code}" if shared else code
+    return name if name in pipeline.pipes else None
+
+
+def _library(path_or_text: str | Path, source: str | None) -> tuple[Library, list[Problem]]:
+    if isinstance(path_or_text, Path) or (
+        path_or_text.strip()
+        and "\n" not in path_or_text
+        and (path_or_text.endswith(SUFFIX) or Path(path_or_text).is_dir())
+    ):
+        path = Path(path_or_text)
+        if not path.exists():
+            return Library(), [Problem("bundle", f"'{path}' does not exist", str(path))]
+        return load_path(path)
+    return load_text(str(path_or_text), source or "<mthds>")
+
+
+def _function_problems(pipeline: Pipeline, library: Library) -> list[Problem]:
+    """A PipeFunc whose function does not import, named at its ``function_name`` line."""
+    for bundle in library.bundles:
+        folder = Path(bundle.source).parent
+        if folder.is_dir() and str(folder.resolve()) not in sys.path:
+            # The bundle's own folder, as for YAML pipelines: functions next to the bundle import.
+            sys.path.insert(0, str(folder.resolve()))
+    problems: list[Problem] = []
+    for bundle in library.bundles:
+        for code in bundle.pipes:
+            pipe = pipeline.pipes.get(_name_of(pipeline, library, bundle.domain, code) or "")
+            if isinstance(pipe, ToolPipe):
+                missing = _unimportable(pipe.function)
+                if missing is not None:
+                    problems.append(
+                        Problem(
+                            f"bundle '{bundle.domain}', pipe '{code}', field 'function_name'",
+                            missing,
+                            bundle.where(f"pipe.{code}.function_name"),
+                        )
+                    )
+    return problems
+
+
+def _unimportable(ref: str) -> str | None:
+    """Why the function ``module:name`` does not import (None when it does).
+
+    The same check as the YAML loader's, written here: the loader imports this adapter, so the
+    adapter cannot import the loader back.
+    """
+    module_name, _, attribute = ref.partition(":")
+    try:
+        target: object = importlib.import_module(module_name)
+    except Exception as err:
+        return f"cannot import module '{module_name}' for function '{ref}': {err}"
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            return f"module '{module_name}' has no function '{attribute}'"
+    return None if callable(target) else f"'{ref}' is not a function"
+
+
+def _located(problem: Problem, library: Library) -> Problem:
+    """A durapipe check's problem, pointed at the MTHDS bundle and line of the pipe it names."""
+    for bundle in library.bundles:
+        for code in bundle.pipes:
+            if problem.where.startswith(f"pipe '{code}'"):
+                return Problem(
+                    f"bundle '{bundle.domain}', {problem.where}",
+                    problem.message,
+                    bundle.where(f"pipe.{code}"),
+                )
+    return problem

@@ -1,0 +1,176 @@
+"""MTHDS's input and output formats (the CLI I/O contract) around durapipe runs.
+
+Inputs arrive as ``{"name": {"concept": "native.Text", "content": {"text": "hello"}}}`` (or as bare
+values, or as an upstream ``--with-memory`` envelope); durapipe runs take plain values. Outputs leave
+as the main concept's rendered JSON (compact) or with the working memory (``--with-memory``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from durapipe._errors import ConfigError
+from durapipe.adapters.mthds._api import Method
+from durapipe.adapters.mthds._library import split_multiplicity
+from durapipe.spec import Pipeline, SequencePipe
+
+
+def mthds_inputs(data: Any, pipeline: Pipeline, pipe: str) -> dict[str, Any]:
+    """Run inputs for ``pipe`` from MTHDS input JSON (flat bindings or a full envelope).
+
+    Raises:
+        ConfigError: the data is not an object, or an envelope cannot satisfy the pipe's inputs.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError("MTHDS inputs must be a JSON object of input names to values")
+    declared = pipeline.pipes[pipe].inputs if pipe in pipeline.pipes else {}
+    if "working_memory" in data:
+        return _from_envelope(data["working_memory"], declared)
+    return {name: _content(value, declared.get(name, "any")) for name, value in data.items()}
+
+
+def _from_envelope(memory: Any, declared: dict[str, str]) -> dict[str, Any]:
+    root = memory.get("root", {}) if isinstance(memory, dict) else {}
+    found = {n: _content(root[n], declared[n]) for n in declared if n in root}
+    if len(declared) == 1 and not found and "main_stuff" in root:
+        ((name, type_ref),) = declared.items()
+        found[name] = _content(root["main_stuff"], type_ref)
+    missing = sorted(set(declared) - set(found))
+    if missing:
+        raise ConfigError(
+            f"the upstream working memory has {', '.join(sorted(root)) or 'nothing'}; "
+            f"this pipe also needs {', '.join(missing)}"
+        )
+    return found
+
+
+def _content(value: Any, type_ref: str) -> Any:
+    """A plain durapipe value from an MTHDS stuff (``{"concept", "content"}``) or a bare value."""
+    if (
+        isinstance(value, dict)
+        and "content" in value
+        and set(value)
+        <= {
+            "concept",
+            "content",
+            "stuff_code",
+            "stuff_name",
+        }
+    ):
+        value = value["content"]
+    if type_ref.startswith("list["):
+        if isinstance(value, dict) and isinstance(value.get("items"), list):
+            value = value["items"]
+        item = type_ref[5:-1].split(",")[0].strip()
+        return [_content(v, item) for v in value] if isinstance(value, list) else value
+    if type_ref == "text" and isinstance(value, dict) and isinstance(value.get("text"), str):
+        return value["text"]
+    if type_ref == "number" and isinstance(value, dict) and "number" in value:
+        return value["number"]
+    if type_ref in ("document", "image", "file"):
+        if isinstance(value, dict) and isinstance(value.get("url"), str):
+            value = value["url"]
+        if isinstance(value, str):
+            return Path(
+                value
+            )  # a file: the run uploads it to the blob store, as --input name=@file
+    return value
+
+
+def rendered(value: Any, concept: str) -> Any:
+    """The JSON an MTHDS runtime shows for a value of ``concept`` (``{"text": ...}`` for Text)."""
+    try:
+        _, _, is_list = split_multiplicity(concept)
+    except ValueError:
+        is_list = False
+    if value is None:
+        return {}
+    if is_list or isinstance(value, list):
+        item = concept.split("[")[0]
+        return {"items": [rendered(v, item) for v in value]} if isinstance(value, list) else value
+    if isinstance(value, str):
+        return {"text": value}
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    return {"number": value}
+
+
+def memory_pipeline(method: Method, pipe: str) -> tuple[Pipeline, str | None, dict[str, str]]:
+    """For ``--with-memory``: the pipeline with sequence ``pipe`` returning every step's result.
+
+    Returns the pipeline, the name of the sequence's own output among the results (None when
+    ``pipe`` is not a sequence: nothing changes), and the MTHDS concept of each result.
+    """
+    spec = method.pipeline.pipes.get(pipe)
+    if not isinstance(spec, SequencePipe) or not isinstance(spec.output, str):
+        return method.pipeline, None, {}
+    concepts = {
+        step.result_name: method.outputs.get(step.pipe or "", "Dynamic") for step in spec.steps
+    }
+    whole = spec.model_copy(update={"output": list(concepts)})
+    pipes = {**method.pipeline.pipes, pipe: whole}
+    return method.pipeline.model_copy(update={"pipes": pipes}), spec.output, concepts
+
+
+def mthds_output(
+    output: Any,
+    concept: str,
+    inputs: dict[str, Any] | None = None,
+    input_concepts: dict[str, str] | None = None,
+    *,
+    with_memory: bool = False,
+    memory: dict[str, tuple[str, Any]] | None = None,
+) -> Any:
+    """What the CLI prints: the main concept's JSON, or (``with_memory``) the full envelope.
+
+    ``memory`` holds the step results (concept, value) by name, when the run returned them.
+    """
+    main = rendered(output, concept)
+    if not with_memory:
+        return main
+    input_concepts = input_concepts or {}
+    root: dict[str, Any] = {
+        name: _stuff(name, input_concepts.get(name, "Dynamic"), value)
+        for name, value in (inputs or {}).items()
+    }
+    for name, (step_concept, value) in (memory or {}).items():
+        root[name] = _stuff(name, step_concept, value)
+    root["main_stuff"] = _stuff(None, concept, output)
+    text = json.dumps(main, ensure_ascii=False)
+    return {
+        "main_stuff": {
+            "json": text,
+            "markdown": _markdown(main),
+            "html": f"<pre>{_escape(text)}</pre>",
+        },
+        "working_memory": {"root": root, "aliases": _aliases(memory, output)},
+    }
+
+
+def _aliases(memory: dict[str, tuple[str, Any]] | None, output: Any) -> dict[str, str]:
+    """``main_stuff`` names the last step result that holds the output, as Pipelex's aliases do."""
+    for name, (_, value) in reversed(list((memory or {}).items())):
+        if value == output:
+            return {"main_stuff": name}
+    return {}
+
+
+def _stuff(name: str | None, concept: str, value: Any) -> dict[str, Any]:
+    return {
+        "stuff_code": name or "main_stuff",
+        "stuff_name": name,
+        "concept": {"code": concept.split("[")[0]},
+        "content": rendered(value, concept),
+    }
+
+
+def _markdown(main: Any) -> str:
+    if isinstance(main, dict) and set(main) == {"text"}:
+        return str(main["text"])
+    return "```json\n" + json.dumps(main, indent=2, ensure_ascii=False) + "\n```"
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

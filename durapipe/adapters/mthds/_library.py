@@ -1,0 +1,210 @@
+"""A loaded set of bundles (a package, or one standalone bundle) and MTHDS reference resolution.
+
+References follow the spec's namespace rules: a bare code resolves in the current bundle, then its
+domain; ``domain.code`` in the named domain of the current package; ``alias->domain.code`` in the
+named domain of the dependency ``alias`` (and, for pipes, only when that package exports it).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from durapipe.adapters.mthds._bundle import Bundle, ConceptBlueprint, PipeBlueprint
+
+NATIVE_CONCEPTS = frozenset(
+    {
+        "Dynamic",
+        "Text",
+        "Image",
+        "Document",
+        "Html",
+        "TextAndImages",
+        "Number",
+        "ImgGenPrompt",
+        "Page",
+        "JSON",
+        "SearchResult",
+        "Anything",
+    }
+)
+# Native concept codes of Pipelex releases (and Pipelex-only natives) seen in public bundles, read
+# as the MTHDS native with the same meaning. `YesNo` is not here: boolean or text is ambiguous.
+LEGACY_NATIVES = {
+    "PDF": "Document",
+    "LlmPrompt": "Text",
+    "TextAndImage": "TextAndImages",
+    "Markdown": "Text",
+    "Date": "Text",
+}
+RESERVED_DOMAINS = frozenset({"native", "mthds", "pipelex"})
+_MULTIPLICITY = re.compile(r"^(?P<ref>[^\[\]]+?)(?:\[(?P<count>\d*)\])?$")
+
+
+@dataclass
+class Library:
+    """The bundles of one package and the packages it depends on.
+
+    Attributes:
+        alias: ``""`` for the package being run, the dependency alias for a dependency.
+        bundles: every bundle of the package.
+        deps: dependency alias -> its library (local path dependencies).
+        exports: ``(domain, pipe code)`` pairs the package exports; None for a standalone bundle
+            (every pipe public).
+        main_pipe: the manifest's main pipe, if any.
+    """
+
+    alias: str = ""
+    bundles: list[Bundle] = field(default_factory=list)
+    deps: dict[str, Library] = field(default_factory=dict)
+    exports: set[tuple[str, str]] | None = None
+    main_pipe: str | None = None
+
+    def pipe(self, domain: str, code: str) -> tuple[Bundle, PipeBlueprint] | None:
+        """The pipe ``code`` of ``domain`` in this package, with its bundle."""
+        for bundle in self.bundles:
+            if bundle.domain == domain and code in bundle.pipes:
+                return bundle, bundle.pipes[code]
+        return None
+
+    def concept(self, domain: str, code: str) -> tuple[Bundle, ConceptBlueprint] | None:
+        """The concept ``code`` of ``domain`` in this package, with its bundle."""
+        for bundle in self.bundles:
+            if bundle.domain == domain and code in bundle.concepts:
+                return bundle, bundle.concepts[code]
+        return None
+
+    def exported(self, domain: str, code: str) -> bool:
+        """Whether pipe ``code`` of ``domain`` may be used from outside the package."""
+        return self.exports is None or (domain, code) in self.exports
+
+
+@dataclass(frozen=True)
+class PipeTarget:
+    """Where a pipe reference resolved to."""
+
+    library: Library
+    bundle: Bundle
+    code: str
+
+    @property
+    def blueprint(self) -> PipeBlueprint:
+        """The referenced pipe's blueprint."""
+        return self.bundle.pipes[self.code]
+
+
+@dataclass(frozen=True)
+class ConceptTarget:
+    """Where a concept reference resolved to: a native concept (no bundle) or a declared one."""
+
+    code: str
+    library: Library | None = None
+    bundle: Bundle | None = None
+
+    @property
+    def native(self) -> bool:
+        """Whether this is one of the spec's native concepts."""
+        return self.bundle is None
+
+
+def split_multiplicity(ref: str) -> tuple[str, int | None, bool]:
+    """``("Topic", 3, True)`` from ``Topic[3]``, ``("Topic", None, True)`` from ``Topic[]``.
+
+    Raises:
+        ValueError: the brackets are malformed or the count is not at least 1.
+    """
+    if ref.strip().endswith(("?", "!")):
+        raise ValueError(
+            f"'{ref}': presence markers ('?', '!') are a Pipelex extension, not MTHDS; every "
+            "durapipe input is required: remove the marker"
+        )
+    match = _MULTIPLICITY.match(ref.strip())
+    if match is None:
+        raise ValueError(
+            f"'{ref}' is not a concept reference (use Concept, Concept[] or Concept[N])"
+        )
+    count = match.group("count")
+    if count is None:
+        return match.group("ref"), None, False
+    if count == "":
+        return match.group("ref"), None, True
+    if int(count) < 1:
+        raise ValueError(f"'{ref}': a fixed list needs at least 1 item")
+    return match.group("ref"), int(count), True
+
+
+def resolve_pipe(library: Library, bundle: Bundle, ref: str) -> PipeTarget | str:
+    """The pipe ``ref`` names from ``bundle``, or one sentence saying why it does not resolve."""
+    if "->" in ref:
+        alias, _, rest = ref.partition("->")
+        dep = library.deps.get(alias)
+        if dep is None:
+            known = ", ".join(sorted(library.deps)) or "none declared"
+            return f"'{alias}' is not a dependency alias of this package (dependencies: {known})"
+        domain, _, code = rest.rpartition(".")
+        if not domain:
+            return f"'{ref}' must name the domain: '{alias}->domain.{code}'"
+        found = dep.pipe(domain, code)
+        if found is None:
+            return f"dependency '{alias}' has no pipe '{code}' in domain '{domain}'"
+        if not dep.exported(domain, code):
+            return (
+                f"pipe '{domain}.{code}' of dependency '{alias}' is not exported "
+                f"(add it to [exports.{domain}] pipes in its METHODS.toml)"
+            )
+        return PipeTarget(dep, found[0], code)
+    if "." in ref:
+        domain, _, code = ref.rpartition(".")
+        found = library.pipe(domain, code)
+        if found is None:
+            return f"no pipe '{code}' in domain '{domain}' of this package"
+        return PipeTarget(library, found[0], code)
+    if ref in bundle.pipes:
+        return PipeTarget(library, bundle, ref)
+    found = library.pipe(bundle.domain, ref)
+    if found is None:
+        return f"no pipe '{ref}' in this bundle or domain '{bundle.domain}'"
+    return PipeTarget(library, found[0], ref)
+
+
+def resolve_concept(library: Library, bundle: Bundle, ref: str) -> ConceptTarget | str:
+    """The concept ``ref`` (no multiplicity) names from ``bundle``, or why it does not resolve."""
+    if ref in NATIVE_CONCEPTS:
+        return ConceptTarget(ref)
+    if ref in LEGACY_NATIVES and ref not in bundle.concepts:
+        return ConceptTarget(LEGACY_NATIVES[ref])
+    if "->" in ref:
+        alias, _, rest = ref.partition("->")
+        dep = library.deps.get(alias)
+        if dep is None:
+            known = ", ".join(sorted(library.deps)) or "none declared"
+            return f"'{alias}' is not a dependency alias of this package (dependencies: {known})"
+        domain, _, code = rest.rpartition(".")
+        found = dep.concept(domain, code)
+        if found is None:
+            return f"dependency '{alias}' has no concept '{code}' in domain '{domain}'"
+        return ConceptTarget(code, dep, found[0])
+    if "." in ref:
+        domain, _, code = ref.rpartition(".")
+        if domain == "native":
+            if code in LEGACY_NATIVES:
+                return ConceptTarget(LEGACY_NATIVES[code])
+            return ConceptTarget(code) if code in NATIVE_CONCEPTS else f"no native concept '{code}'"
+        found = library.concept(domain, code)
+        if found is None:
+            return f"no concept '{code}' in domain '{domain}' of this package"
+        return ConceptTarget(code, library, found[0])
+    if ref in bundle.concepts:
+        return ConceptTarget(ref, library, bundle)
+    found = library.concept(bundle.domain, ref)
+    if found is None and ref == "YesNo":
+        return (
+            "'YesNo' is a Pipelex concept, not an MTHDS native one: declare it (e.g. [concept.YesNo] "
+            "with a boolean field 'answer') or use Text"
+        )
+    if found is None:
+        return (
+            f"unknown concept '{ref}': declare it in [concept], or use a native concept "
+            f"({', '.join(sorted(NATIVE_CONCEPTS))})"
+        )
+    return ConceptTarget(ref, library, found[0])

@@ -1,0 +1,182 @@
+"""Finding and reading bundles: one `.mthds` file, bundle text, or a package folder with
+`METHODS.toml` (its bundles, exports, and local path dependencies).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from durapipe._errors import Problem
+from durapipe.adapters.mthds._bundle import parse_bundle
+from durapipe.adapters.mthds._library import RESERVED_DOMAINS, Library
+
+MANIFEST = "METHODS.toml"
+_ADDRESS = re.compile(r"^[a-zA-Z0-9._-]+\.[a-zA-Z0-9._-]+/[a-zA-Z0-9._/-]+$")
+_SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
+)
+_SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
+_DOMAIN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+
+
+def find_manifest(bundle: Path) -> Path | None:
+    """The `METHODS.toml` governing ``bundle``: walk up to a `.git` folder or the root."""
+    current = bundle.resolve().parent
+    while True:
+        if (current / MANIFEST).is_file():
+            return current / MANIFEST
+        if (current / ".git").exists() or current.parent == current:
+            return None
+        current = current.parent
+
+
+def load_text(text: str, source: str) -> tuple[Library, list[Problem]]:
+    """A standalone library of one bundle given as TOML text."""
+    bundle, problems = parse_bundle(text, source)
+    return Library(bundles=[bundle]), problems
+
+
+def load_path(path: Path) -> tuple[Library, list[Problem]]:
+    """The library of a `.mthds` file (its package's, when a `METHODS.toml` governs it) or a
+    package folder."""
+    if path.is_dir():
+        manifest = path / MANIFEST
+        if not manifest.is_file():
+            return Library(), [Problem("package", f"folder '{path}' has no {MANIFEST}", str(path))]
+        return load_package(manifest, alias="", root=True)
+    governing = find_manifest(path)
+    if governing is None:
+        bundle, problems = parse_bundle(path.read_text(encoding="utf-8"), str(path))
+        return Library(bundles=[bundle]), problems
+    return load_package(governing, alias="", root=True)
+
+
+def load_package(manifest: Path, *, alias: str, root: bool) -> tuple[Library, list[Problem]]:
+    """Every bundle under the manifest's folder, with the manifest's exports and (for the root
+    package only, as the spec says) its local path dependencies."""
+    source = str(manifest)
+    problems: list[Problem] = []
+    try:
+        data = tomllib.loads(manifest.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        return Library(alias=alias), [Problem("METHODS.toml", f"not valid TOML: {err}", source)]
+    library = Library(alias=alias, exports=set())
+    problems += _check_manifest(data, source)
+    package = data.get("package", {}) if isinstance(data.get("package"), dict) else {}
+    library.main_pipe = (
+        package.get("main_pipe") if isinstance(package.get("main_pipe"), str) else None
+    )
+    assert library.exports is not None
+    for domain, pipes in _walk_exports(data.get("exports", {}), ""):
+        library.exports |= {(domain, code) for code in pipes}
+    folder = manifest.parent
+    for file in sorted(folder.rglob("*.mthds")):
+        if any(part.startswith(".") for part in file.relative_to(folder).parts):
+            continue
+        bundle, found = parse_bundle(file.read_text(encoding="utf-8"), str(file))
+        library.bundles.append(bundle)
+        problems += found
+    deps = data.get("dependencies", {})
+    if isinstance(deps, dict):
+        for dep_alias, spec in deps.items():
+            where = f"METHODS.toml, dependency '{dep_alias}'"
+            if not isinstance(spec, dict):
+                problems.append(
+                    Problem(where, "must be a table with address, version (and path)", source)
+                )
+                continue
+            if "path" not in spec:
+                problems.append(
+                    Problem(
+                        where,
+                        'only local path dependencies are supported by durapipe yet (add path = "../folder")',
+                        source,
+                    )
+                )
+                continue
+            if not root:
+                continue  # local path dependencies are not transitive (spec)
+            dep_manifest = (folder / str(spec["path"])) / MANIFEST
+            if not dep_manifest.is_file():
+                problems.append(Problem(where, f"no {MANIFEST} at '{dep_manifest}'", source))
+                continue
+            dep, found = load_package(dep_manifest, alias=dep_alias, root=False)
+            library.deps[dep_alias] = dep
+            problems += found
+    for domain, code in sorted(library.exports):
+        if library.pipe(domain, code) is None:
+            problems.append(
+                Problem(
+                    f"METHODS.toml, [exports.{domain}]",
+                    f"exports '{code}', which no bundle of domain '{domain}' defines",
+                    source,
+                )
+            )
+    if library.main_pipe and not any(code == library.main_pipe for _, code in library.exports):
+        problems.append(
+            Problem(
+                "METHODS.toml, field 'main_pipe'",
+                f"'{library.main_pipe}' must be listed in [exports]",
+                source,
+            )
+        )
+    return library, problems
+
+
+def _walk_exports(table: Any, prefix: str) -> list[tuple[str, list[str]]]:
+    found: list[tuple[str, list[str]]] = []
+    if not isinstance(table, dict):
+        return found
+    for key, value in table.items():
+        if not isinstance(value, dict):
+            continue
+        path = f"{prefix}.{key}" if prefix else key
+        pipes = value.get("pipes")
+        if isinstance(pipes, list):
+            found.append((path, [str(p) for p in pipes]))
+        found += _walk_exports({k: v for k, v in value.items() if k != "pipes"}, path)
+    return found
+
+
+def _check_manifest(data: dict[str, Any], source: str) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def report(where: str, message: str) -> None:
+        problems.append(Problem(f"METHODS.toml, {where}", message, source))
+
+    package = data.get("package")
+    if not isinstance(package, dict):
+        report("[package]", "the [package] section is required")
+        return problems
+    name = package.get("name")
+    if name is not None and (
+        not isinstance(name, str) or not _SNAKE.match(name) or not 2 <= len(name) <= 25
+    ):
+        report("field 'name'", f"{name!r} must be snake_case, 2 to 25 characters")
+    address = package.get("address")
+    if not isinstance(address, str) or not _ADDRESS.match(address):
+        report(
+            "field 'address'",
+            f"{address!r} is not a package address (e.g. github.com/acme/legal-tools)",
+        )
+    version = package.get("version")
+    if not isinstance(version, str) or not _SEMVER.match(version):
+        report("field 'version'", f"{version!r} is not a semantic version (MAJOR.MINOR.PATCH)")
+    if not isinstance(package.get("description"), str) or not package["description"].strip():
+        report("field 'description'", "must not be empty")
+    deps = data.get("dependencies", {})
+    for alias in deps if isinstance(deps, dict) else {}:
+        if not _SNAKE.match(alias):
+            report(f"dependency '{alias}'", "a dependency alias must be snake_case")
+    for domain, pipes in _walk_exports(data.get("exports", {}), ""):
+        if not _DOMAIN.match(domain):
+            report(f"[exports.{domain}]", f"'{domain}' is not a domain code")
+        elif domain.split(".")[0] in RESERVED_DOMAINS:
+            report(f"[exports.{domain}]", f"'{domain}' starts with a reserved domain")
+        for code in pipes:
+            if not _SNAKE.match(code):
+                report(f"[exports.{domain}]", f"'{code}' is not a snake_case pipe code")
+    return problems

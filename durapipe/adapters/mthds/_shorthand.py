@@ -1,0 +1,92 @@
+"""MTHDS template shorthands (``$name``, ``@name``, ``@?name``) expanded to durapipe's Jinja2.
+
+The spec expands ``$x`` to ``{{ x|format() }}`` and ``@x`` to ``{{ x|tag("x") }}``, filters that
+Pipelex registers. durapipe's template sandbox has neither, and needs none: ``$x`` becomes
+``{{ x }}`` (inline) and ``@x`` a block with the variable's name around it, written out as plain
+text, so the expanded prompt renders in the same sandbox as every other durapipe prompt.
+"""
+
+from __future__ import annotations
+
+import re
+
+# A shorthand is not preceded by a word character (an e-mail address ``a@b.com`` stays as is), and
+# its name starts with a letter or '_' (``$100`` and ``@2.0`` stay as is, as the spec requires).
+_SHORTHAND = re.compile(
+    r"(?<![\w@$])(?P<sigil>@\?|@|\$)(?P<path>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"
+)
+_JINJA = re.compile(r"(\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\})", re.DOTALL)
+
+
+# Pipelex's two prompt filters written out in raw Jinja2: `x|format()` is the value itself, and
+# `x|tag("name")` the value as a tagged block, as the shorthands expand.
+_FORMAT = re.compile(r"\{\{\s*(?P<expr>[^{}|]+?)\s*\|\s*format(?:\(\s*\))?\s*\}\}")
+_TAG = re.compile(
+    r"\{\{\s*(?P<expr>[^{}|]+?)\s*\|\s*tag(?:\(\s*[\"'](?P<name>[^\"']*)[\"']\s*\))?\s*\}\}"
+)
+TAG_STYLES = ("square_brackets", "xml", "ticks", "no_tag")
+
+
+def expand(template: str, tag_style: str = "square_brackets") -> str:
+    """The template with every shorthand expanded (raw Jinja2 in it is left untouched, except
+    Pipelex's ``format`` and ``tag`` filters, written out the same way).
+
+    ``tag_style`` (MTHDS's ``templating_style.tag_style``) says how an ``@name`` block is marked:
+    ``[name]...[/name]`` (default), ``<name>...</name>``, ```` ```name ... ``` ```` or not at all.
+
+    Example:
+        >>> expand("Write about $topic. Context: @doc")
+        'Write about {{ topic }}. Context: \\n[doc]\\n{{ doc }}\\n[/doc]\\n'
+    """
+    # Split off Jinja2 blocks first so a `$` or `@` inside `{{ ... }}` is never rewritten.
+    parts = _JINJA.split(template)
+    return "".join(
+        _filters(part, tag_style) if index % 2 else _expand_text(part, tag_style)
+        for index, part in enumerate(parts)
+    )
+
+
+def _block(expr: str, name: str, tag_style: str) -> str:
+    value = "{{ " + expr + " }}"
+    if tag_style == "xml":
+        return f"\n<{name}>\n{value}\n</{name}>\n"
+    if tag_style == "ticks":
+        return f"\n{name}:\n```\n{value}\n```\n"
+    if tag_style == "no_tag":
+        return value
+    return f"\n[{name}]\n{value}\n[/{name}]\n"
+
+
+def _filters(jinja: str, tag_style: str) -> str:
+    jinja = _FORMAT.sub(lambda m: "{{ " + m.group("expr").strip() + " }}", jinja)
+    return _TAG.sub(
+        lambda m: _block(
+            m.group("expr").strip(), m.group("name") or m.group("expr").strip(), tag_style
+        ),
+        jinja,
+    )
+
+
+def _expand_text(text: str, tag_style: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        path = match.group("path")
+        sigil = match.group("sigil")
+        if sigil == "$":
+            return "{{ " + path + " }}"
+        block = _block(path, path, tag_style)
+        if sigil == "@?":
+            return "{% if " + path + " %}" + block + "{% endif %}"
+        return block
+
+    return _SHORTHAND.sub(replace, text)
+
+
+def variables(template: str) -> set[str]:
+    """Root names a template uses through shorthands (raw Jinja2 variables not included)."""
+    parts = _JINJA.split(template)
+    return {
+        match.group("path").split(".")[0]
+        for index, part in enumerate(parts)
+        if not index % 2
+        for match in _SHORTHAND.finditer(part)
+    }

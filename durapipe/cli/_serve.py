@@ -1,0 +1,95 @@
+"""`durapipe serve`: the MTHDS protocol over HTTP, backed by runs on Temporal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+import durapipe as dp
+from durapipe.cli._app import TaskQueueOption, app, fail, handles_errors
+from durapipe.cli._connection import connection_options
+
+TOKEN_ENV = "DURAPIPE_SERVE_TOKEN"
+
+
+def _token(token_file: Path | None) -> str:
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise fail(f"--token-file: cannot read '{token_file}': {err.strerror}") from None
+    else:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise fail(
+            f"durapipe serve needs a bearer token: set {TOKEN_ENV} or pass --token-file FILE "
+            "(clients send it as 'Authorization: Bearer <token>')"
+        )
+    return token
+
+
+@app.command()
+@handles_errors
+@connection_options
+def serve(
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The file the workers load (.yaml, .py or .mthds): its tool functions and models "
+            "are what clients may use, and its pipes can be run by name.",
+            show_default=False,
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (0: a free one).")] = 8081,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file", help=f"File holding the bearer token (else the {TOKEN_ENV} variable)."
+        ),
+    ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="A model string the workers can reach (repeatable)."),
+    ] = None,
+    deck: Annotated[
+        Path | None,
+        typer.Option(
+            "--deck",
+            envvar="DURAPIPE_MTHDS_DECK",
+            help="The MTHDS model deck (TOML) bundles' model references resolve through.",
+        ),
+    ] = None,
+    execute_wait: Annotated[
+        float,
+        typer.Option(
+            "--execute-wait",
+            help="Seconds execute waits for its run before answering 202 with the run id.",
+        ),
+    ] = 600.0,
+    task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
+    *,
+    connection: dp.ConnectOptions,
+) -> None:
+    """Serve the MTHDS protocol (execute, start, validate, models, version, run lifecycle) on HTTP.
+
+    Each run is a durapipe run on Temporal; start workers for it with `durapipe worker FILE`.
+    """
+    # Imported here: the CLI starts fast, and only this command needs the server.
+    from durapipe.serve import serve as serve_forever
+    from durapipe.serve import serve_config
+
+    config = serve_config(
+        _token(token_file),
+        file=file,
+        models=models or (),
+        deck_file=deck,
+        connection=connection,
+        task_queue=task_queue,
+        execute_wait_s=execute_wait,
+    )
+    asyncio.run(serve_forever(config, host=host, port=port))

@@ -1,0 +1,423 @@
+"""The MTHDS protocol over HTTP (aiohttp), backed by durapipe runs on Temporal.
+
+Routes, all under ``/v1``: ``GET version`` (public), ``GET models``, ``POST validate``,
+``POST execute``, ``POST start`` and the durable run lifecycle ``GET runs/{id}/status``,
+``GET runs/{id}/results`` and ``GET runs/{id}/progress``. Every route but ``version`` needs ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Final
+
+from aiohttp import web
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from durapipe._errors import PipelineError, RunError
+from durapipe.adapters import DEFAULT_TASK_QUEUE
+from durapipe.client._connection import ConnectOptions
+from durapipe.client._handle import RunHandle
+from durapipe.serve._memory import MAIN_STUFF, run_inputs
+from durapipe.serve._methods import (
+    Method,
+    choose_pipe,
+    decode_files,
+    load_method,
+    problem_items,
+    trust_item,
+    untrusted,
+)
+from durapipe.serve._problems import ServeError, problem_item
+from durapipe.serve._runs import (
+    failure_problem,
+    results_body,
+    run_progress,
+    run_results,
+    run_status,
+    start_run,
+)
+from durapipe.serve._trust import Capabilities, trust_problems
+from durapipe.spec import Pipeline, resolve
+
+logger = logging.getLogger("durapipe.serve")
+
+PROTOCOL_VERSION: Final = "1.0"
+DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+DEFAULT_EXECUTE_WAIT_S: Final = 600.0
+# The form `pipelex-sdk` sends: 1 to 255 visible ASCII characters.
+_IDEMPOTENCY_KEY: Final = re.compile(r"[!-~]{1,255}")
+# How long a client should wait before asking again for a run that is still going.
+POLL_RETRY_AFTER_S: Final = 1
+
+_CLIENT: Final = web.AppKey("client", Client)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How `durapipe serve` runs.
+
+    Attributes:
+        token: the bearer token every request but ``GET /v1/version`` must carry.
+        capabilities: the models and functions of the workers (the trust boundary).
+        pipeline: pipes this runner holds, run by ``pipe_code`` alone (the file the workers load).
+        connection: how to reach Temporal.
+        task_queue: the workers' task queue.
+        max_body_bytes: the largest request body accepted.
+        execute_wait_s: how long ``execute`` waits for its run before answering ``202`` with the
+            run id (the protocol's degrade; the run goes on and its result is read by id).
+        deck: the MTHDS model deck bundles' model references resolve through
+            (`durapipe.adapters.mthds.ModelDeck`; None: the one ``DURAPIPE_MTHDS_DECK`` names).
+    """
+
+    token: str
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    pipeline: Pipeline | None = None
+    connection: ConnectOptions = field(default_factory=ConnectOptions)
+    task_queue: str = DEFAULT_TASK_QUEUE
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    deck: Any = None
+    execute_wait_s: float = DEFAULT_EXECUTE_WAIT_S
+
+
+_CONFIG: Final = web.AppKey("config", ServeConfig)
+
+
+def create_app(config: ServeConfig, client: Client) -> web.Application:
+    """The protocol's aiohttp application, starting runs through ``client``.
+
+    Example:
+        >>> app = create_app(ServeConfig(token="s3cret"), await durapipe.connect())  # doctest: +SKIP
+        >>> web.run_app(app, port=8081)  # doctest: +SKIP
+    """
+    app = web.Application(middlewares=[_problems, _auth], client_max_size=config.max_body_bytes)
+    app[_CLIENT] = client
+    app[_CONFIG] = config
+    app.router.add_get("/v1/version", _version)
+    app.router.add_get("/v1/models", _models)
+    app.router.add_post("/v1/validate", _validate)
+    app.router.add_post("/v1/execute", _execute)
+    app.router.add_post("/v1/start", _start)
+    app.router.add_get("/v1/runs/{run_id}/status", _status)
+    app.router.add_get("/v1/runs/{run_id}/results", _results)
+    app.router.add_get("/v1/runs/{run_id}/progress", _progress)
+    return app
+
+
+@web.middleware
+async def _problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal as a problem document; an unknown route or method too."""
+    try:
+        return await handler(request)
+    except ServeError as err:
+        return err.response({"Retry-After": "2"} if err.code == "runtime.unavailable" else None)
+    except web.HTTPRequestEntityTooLarge as err:
+        limit = request.app[_CONFIG].max_body_bytes
+        return ServeError(
+            "request.too_large",
+            f"The request body passes this runner's limit of {limit} bytes; send a smaller method or inputs.",
+            params={
+                "limit": limit,
+                "size": err.actual_size if hasattr(err, "actual_size") else limit + 1,
+            },
+        ).response()
+    except web.HTTPMethodNotAllowed:
+        return ServeError(
+            "request.method_not_allowed",
+            f"The route {request.path} does not accept {request.method}.",
+        ).response()
+    except web.HTTPNotFound:
+        return ServeError(
+            "request.not_found",
+            f"This runner serves no route {request.path}; its routes are under /v1: version, "
+            "models, validate, execute, start, runs/{id}/status|results|progress.",
+        ).response()
+    except Exception:
+        # A bug of this runner, not a mistake of the caller: logged whole, answered in one sentence.
+        logger.exception("durapipe serve: %s %s failed", request.method, request.path)
+        return ServeError(
+            "runtime.unexpected",
+            f"The runner met an unexpected error on {request.method} {request.path}; its log has the details.",
+        ).response()
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bearer-token auth on every route but ``/v1/version`` (the protocol keeps it public)."""
+    if request.path == "/v1/version":
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    challenge = {"WWW-Authenticate": 'Bearer realm="durapipe"'}
+    if scheme.lower() != "bearer" or not token.strip():
+        return ServeError(
+            "auth.missing_credential",
+            "This runner needs a bearer token: send 'Authorization: Bearer <token>' with the "
+            "token durapipe serve was started with.",
+        ).response(challenge)
+    expected = request.app[_CONFIG].token.encode("utf-8")
+    if not hmac.compare_digest(token.strip().encode("utf-8"), expected):
+        return ServeError(
+            "auth.invalid_credential",
+            "The bearer token was refused: send the token durapipe serve was started with.",
+        ).response(challenge)
+    return await handler(request)
+
+
+def _runner_version() -> str:
+    try:
+        return version("durapipe")
+    except PackageNotFoundError:
+        return "0"
+
+
+async def _version(request: web.Request) -> web.Response:
+    return web.json_response(
+        {
+            "protocol_version": PROTOCOL_VERSION,
+            "runner_version": _runner_version(),
+            "blob_store": False,
+            "implementation": "durapipe",
+            "run_lifecycle": True,
+        }
+    )
+
+
+async def _models(request: web.Request) -> web.Response:
+    category = request.query.get("type")
+    known = ("llm", "extract", "img_gen", "search", "judgment")
+    if category is not None and category not in known:
+        raise ServeError(
+            "request.invalid",
+            f"The model category '{category}' is not one of: {', '.join(known)}.",
+            params={"field": "type"},
+        )
+    deck = request.app[_CONFIG].capabilities.models
+    models = [
+        {"name": name, "type": kind}
+        for name, kind in sorted(deck.items())
+        if category is None or kind == category
+    ]
+    return web.json_response({"models": models})
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object.
+
+    Raises:
+        ServeError: the body is not a JSON object.
+    """
+    raw = await request.read()
+    try:
+        body = json.loads(raw or b"{}")
+    except UnicodeDecodeError:
+        raise ServeError(
+            "request.malformed",
+            "The request body is not UTF-8 JSON.",
+            params={"reason": "not_utf8"},
+        ) from None
+    except json.JSONDecodeError as err:
+        raise ServeError(
+            "request.malformed",
+            f"The request body is not JSON ({err.msg} at position {err.pos}).",
+            params={"reason": "not_json"},
+        ) from None
+    if not isinstance(body, dict):
+        raise ServeError(
+            "request.invalid", "The request body must be a JSON object.", params={"field": ""}
+        )
+    return body
+
+
+def _method(config: ServeConfig, body: dict[str, Any]) -> Method:
+    """The method a run request carries, or the pipes this runner holds when it carries none."""
+    if body.get("files") is not None:
+        return load_method(decode_files(body["files"]), config.deck, config.capabilities)
+    if config.pipeline is not None and body.get("pipe_code"):
+        return Method(config.pipeline)
+    raise ServeError(
+        "request.invalid",
+        "The request carries no method: send its bundles in 'files'"
+        + (" or name one of this runner's pipes in 'pipe_code'." if config.pipeline else "."),
+        params={"field": "files"},
+    )
+
+
+def _trusted(config: ServeConfig, method: Method, pipe: str) -> None:
+    """Refuse a pipe that reaches a model or a function the workers do not offer."""
+    found = trust_problems(resolve(method.pipeline, pipe), config.capabilities)
+    if found:
+        raise untrusted(found)
+
+
+async def _validate(request: web.Request) -> web.Response:
+    config = request.app[_CONFIG]
+    body = await _body(request)
+    tree = decode_files(body.get("files"))
+    errors: list[dict[str, Any]] = []
+    try:
+        method = load_method(tree, config.deck, config.capabilities)
+    except ServeError as err:
+        if err.code not in ("method.invalid", "request.malformed"):
+            raise
+        errors = err.errors or [problem_item(err.code, err.detail)]
+    else:
+        for pipe in method.pipeline.pipes:
+            errors += [
+                trust_item(item)
+                for item in trust_problems(resolve(method.pipeline, pipe), config.capabilities)
+            ]
+        # One fault found through several pipes is one fault.
+        errors = list({json.dumps(e, sort_keys=True): e for e in errors}.values())
+    if errors:
+        count = len(errors)
+        return web.json_response(
+            {
+                "is_valid": False,
+                "errors": errors,
+                "warnings": [],
+                "pending_signatures": [],
+                "is_runnable": False,
+                "message": f"The method has {count} problem{'s' if count > 1 else ''}: {errors[0]['detail']}",
+            }
+        )
+    return web.json_response(
+        {
+            "is_valid": True,
+            "warnings": [],
+            "pipes": sorted(method.pipeline.pipes),
+            "main_pipe": method.main_pipe,
+        }
+    )
+
+
+async def _start_run(request: web.Request) -> tuple[RunHandle, str]:
+    """Start the run a request asks for; the method and inputs are checked before anything starts."""
+    config = request.app[_CONFIG]
+    body = await _body(request)
+    for unsupported in ("output_name", "output_multiplicity", "dynamic_output_concept_ref"):
+        if body.get(unsupported) is not None:
+            raise ServeError(
+                "request.unsupported",
+                f"This runner does not accept '{unsupported}' yet: leave it out and the run "
+                "writes the pipe's own output.",
+                params={"field": unsupported, "reason": "not_implemented"},
+            )
+    method = _method(config, body)
+    pipe = choose_pipe(method, body.get("pipe_code"))
+    _trusted(config, method, pipe)
+    inputs = run_inputs(body.get("inputs"), method, pipe)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise ServeError(
+            "request.invalid",
+            "The Idempotency-Key header must be 1 to 255 visible ASCII characters.",
+            params={"field": "Idempotency-Key"},
+        )
+    try:
+        handle = await start_run(
+            request.app[_CLIENT],
+            method,
+            pipe,
+            inputs,
+            task_queue=config.task_queue,
+            idempotency_key=key,
+        )
+    except PipelineError as err:
+        raise _refused_inputs(err) from None
+    except RPCError as err:
+        raise ServeError(
+            "runtime.unavailable",
+            f"Temporal cannot be reached ({err.message}); nothing was started, send the request again.",
+        ) from None
+    return handle, pipe
+
+
+def _refused_inputs(err: PipelineError) -> ServeError:
+    """The refusal of inputs that do not fit the pipe: ``input.missing`` or ``input.invalid``."""
+    first = err.problems[0]
+    named = re.search(r"input '([^']+)'", first.where)
+    name = named.group(1) if named else ""
+    more = (
+        f" (and {len(err.problems) - 1} more, listed in 'errors')" if len(err.problems) > 1 else ""
+    )
+    detail = f"The run was not started: {first}{more}."
+    if "missing input" in first.message:
+        return ServeError(
+            "input.missing", detail, params={"input": name}, errors=problem_items(err.problems)
+        )
+    return ServeError(
+        "input.invalid",
+        detail,
+        params={"input": name, "field": ""},
+        errors=problem_items(err.problems),
+    )
+
+
+async def _start(request: web.Request) -> web.Response:
+    handle, pipe = await _start_run(request)
+    return web.json_response(
+        {"pipeline_run_id": handle.run_id, "pipe_code": pipe, "workflow_id": handle.run_id},
+        status=202,
+        headers={"Location": f"/v1/runs/{handle.run_id}/status"},
+    )
+
+
+async def _execute(request: web.Request) -> web.Response:
+    handle, pipe = await _start_run(request)
+    client = request.app[_CLIENT]
+    try:
+        async with asyncio.timeout(request.app[_CONFIG].execute_wait_s):
+            result = await handle.result()
+    except TimeoutError:
+        # The protocol's execute degrade: the run goes on, durably; the client follows it by id
+        # instead of holding a connection open for as long as the run takes.
+        return web.json_response(
+            {"pipeline_run_id": handle.run_id, "pipe_code": pipe},
+            status=202,
+            headers={
+                "Location": f"/v1/runs/{handle.run_id}/status",
+                "Retry-After": str(POLL_RETRY_AFTER_S),
+            },
+        )
+    except RunError:
+        raise await failure_problem(client, handle.run_id, "FAILED") from None
+    body = await results_body(client, handle.run_id, result)
+    memory = body["working_memory"]
+    return web.json_response(
+        {
+            "pipeline_run_id": handle.run_id,
+            "pipe_output": {"working_memory": memory, "pipeline_run_id": handle.run_id},
+            "main_stuff_name": MAIN_STUFF,
+            "pipe_code": pipe,
+        }
+    )
+
+
+async def _status(request: web.Request) -> web.Response:
+    return web.json_response(await run_status(request.app[_CLIENT], request.match_info["run_id"]))
+
+
+async def _progress(request: web.Request) -> web.Response:
+    return web.json_response(await run_progress(request.app[_CLIENT], request.match_info["run_id"]))
+
+
+async def _results(request: web.Request) -> web.Response:
+    run_id = request.match_info["run_id"]
+    body = await run_results(request.app[_CLIENT], run_id)
+    if body is None:
+        # Still going: 202 with a hint of when to ask again (the lifecycle's running answer).
+        return web.json_response(
+            {"pipeline_run_id": run_id, "status": "RUNNING"},
+            status=202,
+            headers={"Retry-After": str(POLL_RETRY_AFTER_S)},
+        )
+    return web.json_response(body)

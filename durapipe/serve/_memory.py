@@ -1,0 +1,146 @@
+"""MTHDS working memory on the wire: a request's inputs in, a run's output out.
+
+Inputs arrive in MTHDS's input format (``{"name": {"concept": ..., "content": ...}}``, bare values,
+or another run's ``working_memory`` envelope); durapipe runs take plain values. A finished run
+answers with a working memory of stuffs (``{"concept": "domain.Concept", "content": ...}``) whose
+``main_stuff`` alias names the output. The concepts of a bundle's pipe travel with its run (in the
+workflow's memo), so a restarted server shapes the output exactly as the one that started it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from durapipe._errors import ConfigError
+from durapipe.serve._methods import Method
+from durapipe.serve._problems import ServeError
+from durapipe.spec import Pipeline, SequencePipe
+
+MAIN_STUFF: Final = "main_stuff"
+
+
+def run_inputs(inputs: object, method: Method, pipe: str) -> dict[str, Any]:
+    """A request's ``inputs`` as durapipe run inputs for ``pipe``.
+
+    Raises:
+        ServeError: ``inputs`` is not an object of input names, or an envelope lacks an input.
+    """
+    if inputs is None:
+        return {}
+    if not isinstance(inputs, Mapping):
+        raise ServeError(
+            "request.invalid",
+            "The field 'inputs' must be an object mapping each input name to its value.",
+            params={"field": "inputs"},
+        )
+    if pipe in method.outputs:
+        from durapipe.adapters.mthds import mthds_inputs
+
+        try:
+            return mthds_inputs(dict(inputs), method.pipeline, pipe)
+        except ConfigError as err:
+            raise ServeError(
+                "input.invalid",
+                f"The inputs of pipe '{pipe}' do not fit it: {err}.",
+                params={"input": "", "field": ""},
+            ) from None
+    if isinstance(inputs.get("working_memory"), Mapping):
+        inputs = inputs["working_memory"].get("root") or {}
+    return {name: _plain(value) for name, value in inputs.items()}
+
+
+def _plain(value: Any) -> Any:
+    """The plain value of one input of a durapipe YAML pipe: its content, unwrapped."""
+    if isinstance(value, Mapping) and "concept" in value and "content" in value:
+        value = value["content"]
+    if isinstance(value, Mapping) and len(value) == 1:
+        ((key, inner),) = value.items()
+        if key in ("text", "number", "items"):
+            return inner
+    return value
+
+
+def concepts_memo(method: Method, pipe: str) -> dict[str, Any]:
+    """What a run of ``pipe`` keeps in its memo to shape its output later: its MTHDS concepts
+    (of its output, its inputs and, for a sequence, each step result: see `whole_memory`)."""
+    if pipe not in method.outputs:
+        return {}
+    memo: dict[str, Any] = {"output": method.outputs[pipe], "inputs": method.inputs.get(pipe, {})}
+    spec = method.pipeline.pipes.get(pipe)
+    if isinstance(spec, SequencePipe) and isinstance(spec.output, str):
+        memo["main"] = spec.output
+        memo["steps"] = {
+            step.result_name: method.outputs.get(step.pipe or "", "native.Dynamic")
+            for step in spec.steps
+        }
+    return memo
+
+
+def whole_memory(method: Method, pipe: str) -> Pipeline:
+    """The pipeline a run of ``pipe`` takes: a bundle's top-level sequence returns every step
+    result (as Pipelex's working memory holds them), the main one among them (`concepts_memo`)."""
+    spec = method.pipeline.pipes.get(pipe)
+    if pipe not in method.outputs or not isinstance(spec, SequencePipe):
+        return method.pipeline
+    if not isinstance(spec.output, str):
+        return method.pipeline
+    whole = spec.model_copy(update={"output": [step.result_name for step in spec.steps]})
+    return method.pipeline.model_copy(update={"pipes": {**method.pipeline.pipes, pipe: whole}})
+
+
+def working_memory(
+    output: Any, inputs: Mapping[str, Any], concepts: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The working memory of a finished run (the protocol's ``DictWorkingMemory``).
+
+    Args:
+        output: the run's output value.
+        inputs: the run's input values.
+        concepts: the run's memo of concepts (`concepts_memo`); empty for a durapipe YAML pipe.
+    """
+    output_concept = concepts.get("output")
+    input_concepts: Mapping[str, str] = concepts.get("inputs") or {}
+    root: dict[str, Any] = {}
+    for name, value in inputs.items():
+        concept = input_concepts.get(name)
+        root[name] = stuff(name, value, concept)
+    steps: Mapping[str, str] = concepts.get("steps") or {}
+    if steps and isinstance(output, Mapping):
+        # A sequence that returned every step result: each is a stuff, the main one among them.
+        for name, concept in steps.items():
+            if name in output:
+                root[name] = stuff(name, output[name], concept)
+        output = output.get(concepts.get("main", ""))
+    root[MAIN_STUFF] = stuff(MAIN_STUFF, output, output_concept)
+    return {"root": root, "aliases": {}}
+
+
+def stuff(name: str, value: Any, concept: str | None) -> dict[str, Any]:
+    """One stuff: a concept reference without multiplicity, and its content as MTHDS renders it."""
+    if concept is None:
+        ref, content = native_stuff(value)
+    else:
+        from durapipe.adapters.mthds import mthds_output
+
+        ref, content = concept.partition("[")[0], mthds_output(value, concept)
+    return {"stuff_code": name, "stuff_name": name, "concept": ref, "content": content}
+
+
+def native_stuff(value: Any) -> tuple[str, Any]:
+    """A native concept and content for a plain JSON value (a durapipe YAML pipe's output)."""
+    if isinstance(value, str):
+        return "native.Text", {"text": value}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "native.Number", {"number": value}
+    if isinstance(value, list):
+        items = [native_stuff(item) for item in value]
+        same = bool(items) and all(concept == items[0][0] for concept, _ in items)
+        return (items[0][0] if same else "native.Anything"), {"items": [c for _, c in items]}
+    return "native.JSON", value
+
+
+def main_stuff(memory: Mapping[str, Any]) -> Any:
+    """The content of the run's main output in a working memory."""
+    found = memory["root"].get(MAIN_STUFF)
+    return found.get("content") if isinstance(found, Mapping) else None

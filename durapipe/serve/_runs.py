@@ -1,0 +1,287 @@
+"""The durable run lifecycle, read from Temporal: a run's status and its result by run id.
+
+Nothing here lives in the server's memory: the status comes from the workflow's description, the
+output from the workflow's result, and the spec needed to shape the output from the workflow's own
+input (its first history event). A restarted server answers exactly as the one that started the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from durapipe._errors import RunError, StepFailed
+from durapipe.adapters import WORKFLOW_NAME, pipe_run
+from durapipe.client._handle import SPEC_VERSION, RunHandle, run_error
+from durapipe.runtime import PipeRun, RunResult
+from durapipe.serve._memory import (
+    MAIN_STUFF,
+    concepts_memo,
+    main_stuff,
+    whole_memory,
+    working_memory,
+)
+from durapipe.serve._methods import Method
+from durapipe.serve._problems import ServeError, problem_item
+
+# Runs this server starts carry this prefix; it reads no other run of the namespace.
+RUN_ID_PREFIX: Final = "mthds-"
+# The memo key of a run's MTHDS concepts (its output's and its inputs').
+MTHDS_MEMO: Final = "mthds"
+
+_STATUS: Final = {
+    WorkflowExecutionStatus.RUNNING: "RUNNING",
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: "RUNNING",
+    WorkflowExecutionStatus.COMPLETED: "COMPLETED",
+    WorkflowExecutionStatus.FAILED: "FAILED",
+    WorkflowExecutionStatus.CANCELED: "CANCELLED",
+    WorkflowExecutionStatus.TERMINATED: "TERMINATED",
+    WorkflowExecutionStatus.TIMED_OUT: "TIMED_OUT",
+}
+
+
+async def start_run(
+    client: Client,
+    method: Method,
+    pipe: str,
+    inputs: dict[str, Any],
+    *,
+    task_queue: str,
+    idempotency_key: str | None = None,
+) -> RunHandle:
+    """Start a durapipe run of ``pipe`` (a Temporal workflow), its MTHDS concepts in its memo.
+
+    The memo is what `durapipe.start` writes (pipe, spec version) plus the concepts, so `durapipe
+    show`, `durapipe runs` and the Temporal UI see an ordinary durapipe run. With an
+    ``idempotency_key`` the run id derives from the key and Temporal refuses a second workflow
+    with that id, running or closed: a start sent again (after an answer was lost) gets the run
+    the first one started instead of starting another.
+
+    Raises:
+        PipelineError: the inputs do not fit the pipe.
+    """
+    suffix = (
+        hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:24]
+        if idempotency_key
+        else uuid.uuid4().hex[:12]
+    )
+    pipeline = whole_memory(method, pipe)
+    run = pipe_run(pipeline, pipe, inputs, run_id=f"{RUN_ID_PREFIX}{pipe}-{suffix}")
+    memo: dict[str, Any] = {"pipe": pipe, "spec_version": SPEC_VERSION}
+    concepts = concepts_memo(method, pipe)
+    if concepts:
+        memo[MTHDS_MEMO] = concepts
+    try:
+        await client.start_workflow(
+            WORKFLOW_NAME,
+            run,
+            id=run.run_id,
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=f"pipe {pipe} (MTHDS protocol)",
+            memo=memo,
+        )
+    except WorkflowAlreadyStartedError:
+        if not idempotency_key:
+            raise
+    return RunHandle(client, run.run_id)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _not_found(run_id: str) -> ServeError:
+    return ServeError(
+        "run.not_found",
+        f"No run '{run_id}' was started by this runner; use the pipeline_run_id that start returned.",
+        params={"pipeline_run_id": run_id},
+    )
+
+
+async def run_status(client: Client, run_id: str) -> dict[str, Any]:
+    """The run's status (`RunRead`): id, pipe, status, start and end times, and its error.
+
+    Raises:
+        ServeError: no such run of this runner.
+    """
+    if not run_id.startswith(RUN_ID_PREFIX):
+        raise _not_found(run_id)
+    handle = client.get_workflow_handle(run_id)
+    try:
+        description = await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise _not_found(run_id) from None
+        raise _unavailable(err) from None
+    status = _STATUS.get(description.status or WorkflowExecutionStatus.RUNNING, "RUNNING")
+    memo = await description.memo()
+    read: dict[str, Any] = {
+        "pipeline_run_id": run_id,
+        "pipe_code": memo.get("pipe"),
+        "status": status,
+        "created_at": _iso(description.start_time),
+        "finished_at": _iso(description.close_time),
+        "workflow_id": description.id,
+        "workflow_run_id": description.run_id,
+    }
+    if status not in ("RUNNING", "COMPLETED"):
+        read["error"] = (await failure_problem(client, run_id, status)).document()
+    return read
+
+
+async def run_results(client: Client, run_id: str) -> dict[str, Any] | None:
+    """The finished run's results (`RunResults`), or None while it runs.
+
+    Raises:
+        ServeError: no such run, or the run ended without success (``run.failed``).
+    """
+    read = await run_status(client, run_id)
+    status = read["status"]
+    if status == "RUNNING":
+        return None
+    if status != "COMPLETED":
+        raise await failure_problem(client, run_id, status)
+    result = await RunHandle(client, run_id).result()
+    return await results_body(client, run_id, result)
+
+
+async def results_body(client: Client, run_id: str, result: RunResult) -> dict[str, Any]:
+    """The results of a completed run: main stuff, working memory, pipe output, usage."""
+    handle = client.get_workflow_handle(run_id)
+    concepts = (await (await handle.describe()).memo()).get(MTHDS_MEMO) or {}
+    run = await started_input(client, run_id)
+    memory = working_memory(result.output, run.inputs, concepts)
+    return {
+        "pipeline_run_id": run_id,
+        "main_stuff": main_stuff(memory),
+        "main_stuff_name": MAIN_STUFF,
+        "working_memory": memory,
+        "pipe_output": {"working_memory": memory, "pipeline_run_id": run_id},
+        "tokens_usages": [
+            {
+                "pipe_code": step.pipe,
+                "inference_model_name": step.model,
+                "nb_tokens_by_category": {"input": step.input_tokens, "output": step.output_tokens},
+                "cost": float(step.cost_usd),
+            }
+            for step in result.steps
+            if step.model and step.status == "succeeded"
+        ],
+    }
+
+
+async def started_input(client: Client, run_id: str) -> PipeRun:
+    """The workflow input the run started with (its pipe, resolved spec and inputs), from history."""
+    handle = client.get_workflow_handle(run_id)
+    async for event in handle.fetch_history_events():
+        started = event.workflow_execution_started_event_attributes
+        [run] = await client.data_converter.decode(started.input.payloads, [PipeRun])
+        return run  # type: ignore[no-any-return]
+    raise _not_found(run_id)
+
+
+async def failure_problem(client: Client, run_id: str, status: str) -> ServeError:
+    """The ``run.failed`` problem of a run that ended without success, its cause nested."""
+    cause = f"it ended as {status}"
+    run_error_doc: dict[str, Any] | None = None
+    try:
+        await client.get_workflow_handle(run_id).result(follow_runs=False)
+    except WorkflowFailureError as err:
+        failure = run_error(err, run_id)
+        cause = str(failure)
+        step = failure.path if isinstance(failure, StepFailed) else None
+        run_error_doc = {
+            "type": "https://mthds.ai/errors/run.failed",
+            "title": "A step of the run failed",
+            "detail": cause,
+            "code": "run.failed",
+            "domain": "runtime",
+            "retry": "no",
+            "next_step": {"kind": "read_run", "detail": cause},
+        }
+        if step:
+            run_error_doc["location"] = {"pipe": step}
+    except (RunError, RPCError):
+        pass
+    extra: dict[str, Any] = {"pipeline_run_id": run_id}
+    if run_error_doc:
+        extra["run_error"] = run_error_doc
+    return ServeError(
+        "run.failed",
+        f"The run '{run_id}' ended as {status}: {cause}.",
+        params={"pipeline_run_id": run_id, "run_status": status},
+        errors=[problem_item("run.failed", cause)],
+        extra=extra,
+    )
+
+
+def _unavailable(err: RPCError) -> ServeError:
+    return ServeError(
+        "runtime.unavailable",
+        f"Temporal cannot be reached right now ({err.message}); the run goes on, ask again shortly.",
+        extra={"retry_after": 2},
+    )
+
+
+_PROGRESS_STATUS: Final = {
+    "RUNNING": "running",
+    "COMPLETED": "succeeded",
+    "FAILED": "failed",
+    "TIMED_OUT": "failed",
+    "CANCELLED": "canceled",
+    "TERMINATED": "canceled",
+}
+_STEP_STATUS: Final = {
+    "pending": "scheduled",
+    "waiting": "running",
+    "cancelled": "canceled",
+}
+
+
+async def run_progress(client: Client, run_id: str) -> dict[str, Any]:
+    """The run's progress snapshot (``RunProgress``): one invocation per step record.
+
+    The records come from the run itself (its steps query while it runs, its result once it
+    ended), so they are as fresh as Temporal's. ``version`` counts every start and end seen, which
+    only grows, so a reader keeps the fresher of two snapshots.
+
+    Raises:
+        ServeError: no such run of this runner.
+    """
+    read = await run_status(client, run_id)
+    try:
+        steps = await RunHandle(client, run_id).steps()
+    except (RunError, RPCError):
+        steps = []  # no worker answers the query yet: nothing has started
+    invocations = [
+        {
+            "path": step.path,
+            "pipe_code": step.pipe,
+            "pipe_ref": step.pipe,
+            "pipe_type": step.kind,
+            "status": _STEP_STATUS.get(step.status, step.status),
+            "started_at": _iso(step.started_at),
+            "ended_at": _iso(step.ended_at),
+            "attempts": step.attempts,
+        }
+        for step in steps
+    ]
+    ended = sum(1 for step in steps if step.ended_at)
+    return {
+        "pipeline_run_id": run_id,
+        "mode": "live",
+        "status": _PROGRESS_STATUS.get(read["status"], "running"),
+        "version": ended + sum(1 for step in steps if step.started_at),
+        "assembled_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "summary": f"{ended} of {len(steps)} steps ended",
+        "invocations": invocations,
+    }

@@ -1,0 +1,99 @@
+"""Running the protocol server until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from durapipe.adapters import DEFAULT_TASK_QUEUE, load
+from durapipe.client._connection import ConnectOptions
+from durapipe.client._handle import connect
+from durapipe.serve._app import DEFAULT_EXECUTE_WAIT_S, ServeConfig, create_app
+from durapipe.serve._trust import Capabilities
+
+
+async def serve(
+    config: ServeConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8081,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the MTHDS protocol on ``host:port`` until SIGINT or SIGTERM.
+
+    Args:
+        config: the token, capabilities, Temporal connection and task queue.
+        host: the interface to listen on.
+        port: the port; 0 picks a free one (the address is passed to ``ready``).
+        ready: called with the base URL once the server listens (default: print it to stderr).
+
+    Raises:
+        ConfigError: Temporal cannot be reached.
+    """
+    client = await connect(options=config.connection, checkpoints=None)
+    app = create_app(config, client)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port  # the port 0 picked
+    url = f"http://{host}:{bound}"
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    (ready or _announce)(url)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _announce(url: str) -> None:
+    print(f"durapipe serve: MTHDS protocol on {url}/v1", file=sys.stderr, flush=True)
+
+
+def serve_config(
+    token: str,
+    *,
+    file: Path | None = None,
+    models: Sequence[str] = (),
+    deck_file: Path | None = None,
+    connection: ConnectOptions | None = None,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+    execute_wait_s: float = DEFAULT_EXECUTE_WAIT_S,
+) -> ServeConfig:
+    """The configuration of a server in front of workers started on ``file``.
+
+    Args:
+        token: the bearer token clients must send.
+        file: the file the workers load (.yaml, .py, .mthds): its tools and models are what clients
+            may use, and its pipes can be run by name.
+        models: more model strings the workers can reach.
+        deck_file: the MTHDS model deck (TOML); default ``DURAPIPE_MTHDS_DECK``, else the offline deck.
+        connection: how to reach Temporal.
+        task_queue: the workers' task queue.
+        execute_wait_s: how long ``execute`` waits before answering ``202`` with the run id.
+
+    Raises:
+        ConfigError: the file or the deck cannot be read.
+        PipelineError: the file has mistakes.
+    """
+    from durapipe.adapters.mthds import load_deck
+
+    pipeline = load(file) if file is not None else None
+    deck = load_deck(deck_file)
+    return ServeConfig(
+        token=token,
+        capabilities=Capabilities.of(pipeline, models, deck),
+        pipeline=pipeline,
+        connection=connection or ConnectOptions(),
+        task_queue=task_queue,
+        deck=deck,
+        execute_wait_s=execute_wait_s,
+    )

@@ -1,0 +1,180 @@
+"""The MTHDS CLI contract: `durapipe run PIPE --file x.mthds` (and a package folder), `durapipe
+worker x.mthds`, `--inputs` inline, from a file or from stdin, compact JSON or `--with-memory`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from durapipe.cli import app
+from tests.mthds.conftest import BUNDLES, PACKAGES
+from tests.support import WorkerProcess, run_cli
+
+JOKES = BUNDLES / "jokes.mthds"
+FUNC = BUNDLES / "func.mthds"
+TOPIC = {"topic": {"concept": "joke_generation.Topic", "content": {"text": "cats"}}}
+JOKE = "Offline answer: Write a clever one-liner joke about cats. Be concise and witty."
+runner = CliRunner()
+
+
+def test_inputs_inline_from_a_file_and_from_stdin_give_the_same_compact_json(
+    tmp_path: Path,
+) -> None:
+    inline = runner.invoke(
+        app,
+        ["run", "generate_joke", "--file", str(JOKES), "--local", "--inputs", json.dumps(TOPIC)],
+    )
+    assert inline.exit_code == 0, inline.output
+    assert inline.stdout == json.dumps({"text": JOKE}, separators=(",", ":")) + "\n"
+    data = tmp_path / "inputs.json"
+    data.write_text(json.dumps({"topic": "cats"}))  # a bare value works as well as a stuff
+    from_file = runner.invoke(
+        app, ["run", "generate_joke", "--file", str(JOKES), "--local", "--inputs", str(data)]
+    )
+    assert from_file.stdout == inline.stdout
+    piped = runner.invoke(
+        app, ["run", "generate_joke", "--file", str(JOKES), "--local"], input=json.dumps(TOPIC)
+    )
+    assert piped.stdout == inline.stdout
+    # --inputs wins over stdin, as the contract says.
+    both = runner.invoke(
+        app,
+        ["run", "generate_joke", "--file", str(JOKES), "--local", "--inputs", json.dumps(TOPIC)],
+        input='{"topic": "dogs"}',
+    )
+    assert both.stdout == inline.stdout
+
+
+def test_with_memory_output_chains_into_the_next_method() -> None:
+    first = runner.invoke(
+        app,
+        ["run", "generate_joke", "--file", str(JOKES), "--local", "--with-memory", "--inputs", json.dumps(TOPIC)],
+    )  # fmt: skip
+    envelope = json.loads(first.stdout)
+    assert json.loads(envelope["main_stuff"]["json"]) == {"text": JOKE}
+    root = envelope["working_memory"]["root"]
+    assert root["topic"]["content"] == {"text": "cats"}
+    assert root["main_stuff"]["concept"] == {"code": "Joke"}
+    # A one-input method downstream binds the upstream main_stuff (the single-input shortcut).
+    second = runner.invoke(
+        app, ["run", "shout", "--file", str(BUNDLES / "func.mthds"), "--local"], input=first.stdout
+    )
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout) == {"text": JOKE.upper()}
+
+
+def test_lists_and_structures_print_as_their_concepts() -> None:
+    jokes = runner.invoke(
+        app, ["run", "generate_jokes_from_topics", "--file", str(JOKES), "--local"], input=""
+    )
+    items = json.loads(jokes.stdout)["items"]
+    assert len(items) == 3 and all(set(item) == {"text"} for item in items)
+    package = runner.invoke(
+        app,
+        ["run", "publish", "--file", str(PACKAGES / "editorial"), "--local", "--inputs", '{"topic": "tides"}'],
+    )  # fmt: skip
+    assert set(json.loads(package.stdout)) == {"value", "reason"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--inputs", "{not json"], "--inputs is not valid JSON"),
+        (
+            ["--inputs", "missing.json"],
+            "--inputs: 'missing.json' is neither inline JSON nor a file",
+        ),
+        ([], "MTHDS inputs must be a JSON object"),
+    ],
+)
+def test_input_mistakes_are_one_sentence_and_exit_2(args: list[str], message: str) -> None:
+    result = runner.invoke(
+        app, ["run", "generate_joke", "--file", str(JOKES), "--local", *args], input="[1, 2]"
+    )
+    assert result.exit_code == 2
+    # The MTHDS CLI contract's error object, on stderr; its message is one sentence.
+    error = json.loads(result.stderr)
+    assert error["error"] is True and error["error_domain"] == "input"
+    assert error["message"].startswith(message), error
+    assert result.stdout == ""
+
+
+def test_an_unknown_pipe_of_a_bundle_is_named() -> None:
+    result = runner.invoke(app, ["run", "tell_joke", "--file", str(JOKES), "--local"], input="")
+    assert result.exit_code == 2
+    assert "the bundle has no pipe 'tell_joke' (pipes: " in json.loads(result.stderr)["message"]
+    # A YAML run in the same process afterwards still prints durapipe's plain sentence.
+    yaml = runner.invoke(app, ["run", "nope", "--file", "missing.yaml", "--local"])
+    assert yaml.stderr == "error: pipeline file 'missing.yaml' does not exist\n"
+
+
+@pytest.fixture
+def mthds_worker_process(
+    temporal_address: str, task_queue: str, tmp_path: Path
+) -> Iterator[WorkerProcess]:
+    # A bundle with PipeFunc pipes: the worker registers their functions from the bundle's folder.
+    worker = WorkerProcess(FUNC, temporal_address, task_queue, tmp_path / "worker.log")
+    yield worker
+    worker.stop()
+
+
+def test_worker_on_a_bundle_runs_it_on_temporal_like_local(
+    temporal_address: str, task_queue: str, mthds_worker_process: WorkerProcess
+) -> None:
+    args = ["run", "draft_and_count", "--file", str(FUNC), "--inputs", '{"subject": "rivers"}']
+    local = run_cli(*args, "--local")
+    on_temporal = run_cli(*args, "--address", temporal_address, "--task-queue", task_queue)
+    assert on_temporal.returncode == 0, on_temporal.stderr
+    assert on_temporal.stdout == local.stdout
+    count = json.loads(on_temporal.stdout)
+    assert count["words"] == len(count["text"].split()) > 3
+
+
+def test_a_package_folder_run_reads_its_inputs_json(tmp_path: Path) -> None:
+    root = tmp_path / "pkgs"
+    shutil.copytree(PACKAGES, root)
+    (root / "editorial" / "inputs.json").write_text(
+        '{"topic": {"concept": "Text", "content": {"text": "tides"}}}'
+    )
+    from_folder = runner.invoke(
+        app, ["run", "publish", "--file", str(root / "editorial"), "--local"], input=""
+    )
+    explicit = runner.invoke(
+        app,
+        [
+            "run",
+            "publish",
+            "--file",
+            str(root / "editorial"),
+            "--local",
+            "--inputs",
+            '{"topic": "tides"}',
+        ],
+    )
+    assert from_folder.exit_code == 0, from_folder.output
+    assert from_folder.stdout == explicit.stdout
+
+
+def test_with_memory_holds_every_step_result_and_binds_by_name_downstream() -> None:
+    bundle = str(BUNDLES / "compose_template.mthds")
+    inputs = '{"title": "Q3", "body": "Sales grew."}'
+    compact = runner.invoke(app, ["run", "report", "--file", bundle, "--local", "--inputs", inputs])
+    full = runner.invoke(
+        app, ["run", "report", "--file", bundle, "--local", "--inputs", inputs, "--with-memory"]
+    )
+    envelope = json.loads(full.stdout)
+    memory = envelope["working_memory"]
+    assert list(memory["root"]) == ["title", "body", "summary", "draft", "report", "main_stuff"]
+    assert memory["aliases"] == {"main_stuff": "report"}
+    assert memory["root"]["report"]["concept"] == {"code": "Report"}
+    assert json.loads(envelope["main_stuff"]["json"]) == json.loads(compact.stdout)
+    # `layout` needs `title` and `summary`: both bind by name from the upstream working memory.
+    layout = runner.invoke(app, ["run", "layout", "--file", bundle, "--local"], input=full.stdout)
+    assert layout.exit_code == 0, layout.output
+    summary = memory["root"]["summary"]["content"]["text"]
+    assert json.loads(layout.stdout) == {"text": f"# Q3\n\n{summary}"}

@@ -1,0 +1,114 @@
+"""Model references through the model deck: aliases, presets, inline settings, and waterfalls that
+fall back to the next model when one fails, on Temporal and with --local."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+import durapipe as dp
+from durapipe.adapters.mthds import ModelDeck, load_deck, load_mthds, resolve_model
+from durapipe.testing.fake_provider import FakeProvider, Status
+from tests.mthds.conftest import BUNDLES
+
+MODELS = BUNDLES / "models.mthds"
+
+
+def test_each_reference_form_resolves_through_the_deck() -> None:
+    deck = ModelDeck(
+        aliases={"best-claude": "anthropic/claude-x"},
+        presets={"writing-creative": {"model": "@best-claude", "temperature": 0.9}},
+        waterfalls={"summary-fallback": {"models": ["openai/a", "openai/b"]}},
+        handles={"claude-4.5-sonnet": "anthropic/claude-sonnet"},
+    )
+    assert resolve_model("@best-claude", "llm", deck).model == "anthropic/claude-x"
+    preset = resolve_model("$writing-creative", "llm", deck)
+    assert (preset.model, preset.settings) == ("anthropic/claude-x", {"temperature": 0.9})
+    waterfall = resolve_model("~summary-fallback", "llm", deck)
+    assert (waterfall.model, waterfall.fallbacks) == ("openai/a", ("openai/b",))
+    assert resolve_model("claude-4.5-sonnet", "llm", deck).model == "anthropic/claude-sonnet"
+    inline = resolve_model(
+        {"model": "@best-claude", "temperature": 0.1, "max_tokens": "auto", "image_detail": "low"},
+        "llm",
+        deck,
+    )
+    assert (inline.model, inline.settings) == ("anthropic/claude-x", {"temperature": 0.1})
+    # A name the deck does not know runs on the deck's default for the kind (offline by default).
+    assert resolve_model("@unknown", "extract", deck).model == "durapipe/local"
+    assert resolve_model("$unknown", "llm", deck).model == "durapipe/offline"
+
+
+def _deck(tmp_path: Path, fake: FakeProvider) -> Path:
+    deck = tmp_path / "deck.toml"
+    deck.write_text(
+        f"""
+[aliases]
+best-claude = "openai/gpt-alias"
+
+[presets.writing-creative]
+model = "openai/gpt-preset"
+temperature = 0.7
+api_base = "{fake.base_url}"
+
+[waterfalls.summary-fallback]
+models = ["openai/gpt-down", "durapipe/offline"]
+api_base = "{fake.base_url}"
+""",
+        encoding="utf-8",
+    )
+    return deck
+
+
+async def test_a_waterfall_falls_back_to_the_next_model_on_temporal_and_local(
+    temporal_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with FakeProvider() as fake:
+        fake.set_default(Status(503))
+        monkeypatch.setenv("DURAPIPE_MTHDS_DECK", str(_deck(tmp_path, fake)))
+        pipeline = load_mthds(MODELS)
+        assert pipeline.pipes["by_waterfall"].model == "openai/gpt-down"  # type: ignore[union-attr]
+        inputs = {"question": "Why?"}
+        local = await dp.run_local(pipeline, "by_waterfall", inputs)
+        # The endpoint is the worker's: a worker that loaded the bundle (and so its deck).
+        client = await dp.connect(temporal_address, pipeline=pipeline)
+        task_queue = f"mthds-deck-{uuid.uuid4().hex[:8]}"
+        run_id = f"mthds-waterfall-{uuid.uuid4().hex[:8]}"
+        async with dp.build_worker(client, task_queue=task_queue):
+            on_temporal = await dp.run(
+                client, pipeline, "by_waterfall", inputs, run_id=run_id, task_queue=task_queue
+            )
+        assert on_temporal.output == local.output == "Offline answer: Waterfall: Why?"
+        assert [s.model for s in local.steps] == ["durapipe/offline"]
+        assert [s.model for s in on_temporal.steps] == ["durapipe/offline"]
+        # The first model of the waterfall was asked once per run, failed, and was passed over.
+        assert len(fake.calls_for("gpt-down")) == 2
+
+
+async def test_a_preset_from_the_deck_reaches_the_provider_with_its_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with FakeProvider() as fake:
+        monkeypatch.setenv("DURAPIPE_MTHDS_DECK", str(_deck(tmp_path, fake)))
+        pipeline = load_mthds(MODELS)
+        preset = pipeline.pipes["by_preset"]
+        # The preset's endpoint joins the pipeline's model deck; the pipe keeps generation settings.
+        assert preset.settings == {"temperature": 0.7}  # type: ignore[union-attr]
+        assert pipeline.models["deck:openai/gpt-preset"] == dp.spec.ModelEntry(
+            model="openai/gpt-preset", api_base=fake.base_url
+        )
+        result = await dp.run_local(pipeline, "by_preset", {"question": "Why?"})
+        assert result.steps[0].model == "openai/gpt-preset"
+        (call,) = fake.calls_for("gpt-preset")
+        assert call.outcome == "ok" and "Preset: Why?" in str(call.messages)
+
+
+def test_the_default_deck_is_offline_and_a_bad_deck_file_is_one_clear_error(
+    tmp_path: Path,
+) -> None:
+    assert load_deck().default["llm"] == "durapipe/offline"
+    bad = tmp_path / "deck.toml"
+    bad.write_text("[aliases\n", encoding="utf-8")
+    with pytest.raises(dp.ConfigError, match=r"model deck .* cannot be read"):
+        load_deck(bad)

@@ -1,0 +1,173 @@
+"""What each MTHDS construct means once translated: template shorthands, system prompts, compose,
+add_each_output, add_alias_from_expression_to, multiplicity on steps, and condition outcomes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import durapipe as dp
+from durapipe.adapters.mthds import load_mthds
+from durapipe.adapters.mthds._shorthand import expand
+from durapipe.adapters.mthds._translate import template_expression
+from tests.mthds.conftest import BUNDLES
+
+
+@pytest.mark.parametrize(
+    ("template", "expanded"),
+    [
+        ("about $topic.", "about {{ topic }}."),
+        ("name $user.name here", "name {{ user.name }} here"),
+        ("costs $100 and @2.0", "costs $100 and @2.0"),
+        ("mail hr@acme.com", "mail hr@acme.com"),
+        ("see @doc", "see \n[doc]\n{{ doc }}\n[/doc]\n"),
+        ("@?notes", "{% if notes %}\n[notes]\n{{ notes }}\n[/notes]\n{% endif %}"),
+        ("{{ $x }} stays", "{{ $x }} stays"),
+    ],
+)
+def test_shorthands_expand_as_the_spec_says(template: str, expanded: str) -> None:
+    assert expand(template) == expanded
+
+
+def test_expression_templates_become_expressions() -> None:
+    assert template_expression("{{ doc.kind }}") == "doc.kind"
+    assert template_expression("{{ a }}-{{ b }}") == "((a) | string) ~ '-' ~ ((b) | string)"
+    assert template_expression("{% if a %}x{% endif %}") is None
+
+
+async def _run(bundle: str, pipe: str, inputs: dict[str, Any]) -> Any:
+    return (await dp.run_local(load_mthds(BUNDLES / f"{bundle}.mthds"), pipe, inputs)).output
+
+
+def test_the_bundle_system_prompt_is_the_default_and_a_pipe_own_wins() -> None:
+    pipeline = load_mthds(BUNDLES / "system_prompts.mthds")
+    assert pipeline.pipes["default_tone"].system == "Always answer in one sentence."  # type: ignore[union-attr]
+    assert pipeline.pipes["pirate_tone"].system == "You are {{ persona }}."  # type: ignore[union-attr]
+
+
+async def test_construct_builds_every_field_form() -> None:
+    output = await _run("compose_construct", "interview_sheet", {"candidate": "Ada"})
+    questions = output["questions"]
+    assert len(questions) == 3
+    assert output["by_topic"] == {q["topic"]: q for q in questions}
+    assert output["headline"] == "Interview with Ada"
+    assert output["version"] == 2
+    assert output["meta"] == {"source": "durapipe", "score": output["overall_match_score"]}
+
+
+async def test_add_each_output_puts_each_branch_result_in_the_sequence_memory() -> None:
+    pipeline = load_mthds(BUNDLES / "parallel_each.mthds")
+    steps = pipeline.pipes["match"].steps  # type: ignore[union-attr]
+    assert [(s.from_, s.result) for s in steps[1:3]] == [
+        ("both.cv_summary", "cv_summary"),
+        ("both.offer_summary", "offer_summary"),
+    ]
+    inputs = {"cv": "Ada: Python", "job_offer": "Python dev"}
+    output = (await dp.run_local(pipeline, "match", inputs)).output
+    assert output.startswith("Offline answer: Does [cv_summary] Offline answer: Summarize the CV")
+
+
+async def test_the_alias_of_a_condition_reaches_the_outcome_pipe() -> None:
+    other = await _run("condition_alias", "route_language", {"message": "hallo", "language": "DE"})
+    assert other == "Offline answer: Reply in the language 'de': hallo"
+    french = await _run("condition_alias", "route_language", {"message": "salut", "language": "FR"})
+    assert french.startswith("Offline answer: Réponds en français")
+
+
+async def test_condition_outcomes_follow_the_expression() -> None:
+    urgent = {"ticket": {"priority": 3, "text": "Late!"}, "agent": "Sam"}
+    calm = {"ticket": {"priority": 1, "text": "Late!"}, "agent": "Sam"}
+    assert (await _run("condition_expression", "handle_ticket", urgent)).startswith(
+        "Offline answer: Apologize"
+    )
+    answer = await _run("condition_expression", "handle_ticket", calm)
+    assert answer.startswith("Offline answer: Answer: Late!") and answer.endswith("-- Sam")
+    skipped = {"doc_request": {"document_type": "other", "content": "?"}}
+    assert await _run("condition_template", "route_by_document_type", skipped) is None
+
+
+async def test_nb_output_and_multiple_output_change_a_step_multiplicity() -> None:
+    pipeline = load_mthds(BUNDLES / "multiplicity.mthds")
+    assert pipeline.pipes["one_idea-x3"].output == "list[Idea, 3]"  # type: ignore[union-attr]
+    assert pipeline.pipes["one_idea-list"].output == "list[Idea]"  # type: ignore[union-attr]
+    result = await dp.run_local(pipeline, "brainstorm", {"theme": "tea"})
+    assert isinstance(result.output, list)
+
+
+async def test_template_tables_apply_their_tag_style_and_extra_context() -> None:
+    output = await _run("compose_template", "styled", {"title": "Q3", "body": "Sales grew."})
+    assert output == "Dear reader: Q3 (3, a,b)\n\n<body>\nSales grew.\n</body>"
+
+
+def test_a_bundle_and_its_yaml_twin_are_the_same_spec() -> None:
+    twin = dp.load_yaml(
+        """
+default_model: durapipe/offline
+pipes:
+  generate_jokes_from_topics:
+    kind: sequence
+    description: Generate 3 joke topics and create a joke for each
+    steps:
+      - {pipe: generate_topics, name: topics, result: topics}
+      - {pipe: batch_generate_jokes, name: jokes, result: jokes}
+    output: jokes
+  generate_topics:
+    kind: llm
+    description: Generate 3 distinct topics suitable for jokes
+    model: durapipe/offline
+    prompt: Generate 3 distinct and varied topics for crafting one-liner jokes.
+    output: list[text, 3]
+  batch_generate_jokes:
+    kind: batch
+    description: Generate a joke for each topic
+    inputs:
+      topics: list[text]
+    over: topics
+    item: topic
+    pipe: generate_joke
+  generate_joke:
+    kind: llm
+    description: Write a clever one-liner joke about the given topic
+    model: durapipe/offline
+    inputs: {topic: text}
+    prompt: Write a clever one-liner joke about {{ topic }}. Be concise and witty.
+"""
+    )
+    assert load_mthds(BUNDLES / "jokes.mthds") == twin
+
+
+async def test_a_construct_that_does_not_fit_its_concept_fails_the_step() -> None:
+    pipeline = load_mthds(
+        """domain = "shapes"
+[concept.Pair]
+description = "Two numbers"
+[concept.Pair.structure]
+left = { type = "integer", description = "left", required = true }
+right = { type = "integer", description = "right", required = true }
+
+[pipe.make_pair]
+type = "PipeCompose"
+description = "A pair from one number"
+inputs = { n = "Number" }
+output = "Pair"
+[pipe.make_pair.construct]
+left = { from = "n" }
+right = "not a number"
+""",
+        source="shapes.mthds",
+    )
+    with pytest.raises(dp.StepFailed, match=r"the output is not Pair: right: Input should be"):
+        await dp.run_local(pipeline, "make_pair", {"n": 2})
+
+
+async def test_an_expression_template_with_blocks_routes_on_its_rendered_text() -> None:
+    request = {"document_type": "legal", "content": "NDA"}
+    legal = await _run(
+        "condition_template", "route_by_priority", {"doc_request": request, "urgent": 0}
+    )
+    assert legal == "Offline answer: Review the legal document: NDA"
+    urgent = await _run(
+        "condition_template", "route_by_priority", {"doc_request": request, "urgent": 2}
+    )
+    assert urgent == "Offline answer: Review the technical document: NDA"

@@ -1,0 +1,295 @@
+"""The real `mthds` client (and `pipelex-sdk`'s lifecycle client) against `durapipe serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from mthds.protocol.models import InvalidValidationReport, ValidationReport
+from mthds.runners.api.exceptions import ApiResponseError, RunStillRunningError
+from pipelex_sdk.errors import RunFailedError
+from pipelex_sdk.runs import RunStatus, WaitForResultOptions
+from temporalio.client import Client, WorkflowExecutionStatus
+from typer.testing import CliRunner
+
+from durapipe.cli import app
+from tests.serve.conftest import (
+    HERE,
+    Served,
+    lifecycle_client,
+    mthds_client,
+    start_serve,
+)
+
+METHOD = {"method.yaml": (HERE / "method.yaml").read_text()}
+TEXT = "The council approved the new bridge on Monday."
+
+
+async def test_version_and_models(served: Served) -> None:
+    async with mthds_client(served) as client:
+        info = await client.version()
+        deck = await client.models()
+        llms = await client.models("llm")
+    assert info.protocol_version == "1.0"
+    assert info.blob_store is False
+    names = {m.name for m in deck.models}
+    assert {"durapipe/offline", "durapipe/local"} <= names
+    assert {m.name for m in llms.models} == {"durapipe/offline"}
+
+
+async def test_validate_reports_every_problem(served: Served) -> None:
+    broken = """
+version: 1
+pipes:
+  a:
+    kind: llm
+    model: openai/gpt-4o
+    inputs: {text: text}
+    prompt: "{{ text }} {{ missing }}"
+  b:
+    kind: tool
+    function: os:system
+    inputs: {text: text}
+"""
+    async with mthds_client(served) as client:
+        good = await client.validate(METHOD)
+        bad = await client.validate({"bad.yaml": broken})
+    assert isinstance(good, ValidationReport)
+    assert isinstance(bad, InvalidValidationReport)
+    assert bad.is_runnable is False
+    details = [e.detail for e in bad.errors]
+    assert any("missing" in d for d in details), details
+
+
+async def test_validate_refuses_what_the_workers_do_not_offer(served: Served) -> None:
+    overstepping = """
+version: 1
+pipes:
+  a:
+    kind: llm
+    model: openai/gpt-4o
+    inputs: {text: text}
+    prompt: "{{ text }}"
+    settings: {api_base: "http://evil.example"}
+  b:
+    kind: tool
+    function: os:getcwd
+"""
+    async with mthds_client(served) as client:
+        # An endpoint in a pipe is refused by the loader itself, before the deck is consulted.
+        verdict = await client.validate({"m.yaml": overstepping})
+    assert isinstance(verdict, InvalidValidationReport)
+    codes = {(e.code, e.location.field if e.location else None) for e in verdict.errors}
+    assert ("method.model_setting_invalid", "settings.api_base") in codes
+    without = overstepping.replace('    settings: {api_base: "http://evil.example"}\n', "")
+    async with mthds_client(served) as client:
+        verdict = await client.validate({"m.yaml": without})
+    assert isinstance(verdict, InvalidValidationReport)
+    codes = {(e.code, e.location.field if e.location else None) for e in verdict.errors}
+    assert ("model.unknown", "model") in codes
+    assert ("method.function_invalid", "function") in codes
+
+
+async def test_execute_runs_a_temporal_workflow(served: Served, temporal_env: object) -> None:
+    async with mthds_client(served) as client:
+        result = await client.execute(
+            pipe_code="loud_summary",
+            files=METHOD,
+            inputs={"text": {"concept": "native.Text", "content": {"text": TEXT}}},
+        )
+    memory = result.pipe_output.working_memory
+    main = memory.root[result.model_extra["main_stuff_name"]]
+    assert main.concept == "native.Text"
+    assert main.content["text"] == main.content["text"].upper() and main.content["text"]
+    temporal: Client = temporal_env.client  # type: ignore[attr-defined]
+    description = await temporal.get_workflow_handle(result.pipeline_run_id).describe()
+    assert description.workflow_type == "durapipe.pipe"
+    assert description.status == WorkflowExecutionStatus.COMPLETED
+
+
+async def test_start_then_wait_for_result(served: Served, temporal_env: object) -> None:
+    async with mthds_client(served) as client:
+        started = await client.start(pipe_code="loud_summary", files=METHOD, inputs={"text": TEXT})
+    async with lifecycle_client(served.url) as lifecycle:
+        results = await lifecycle.wait_for_result(
+            started.pipeline_run_id, WaitForResultOptions(interval_seconds=0.2, timeout_seconds=120)
+        )
+        status = await lifecycle.get_run_status(started.pipeline_run_id)
+        progress = await lifecycle.get_run_progress(started.pipeline_run_id)
+    assert status.status == RunStatus.COMPLETED
+    assert status.pipe_code == "loud_summary"
+    assert results.main_stuff["text"].isupper()
+    assert progress.status == "succeeded"
+    assert [(i.pipe_code, i.status) for i in progress.invocations] == [
+        ("summarize", "succeeded"),
+        ("shout", "succeeded"),
+    ]
+    temporal: Client = temporal_env.client  # type: ignore[attr-defined]
+    description = await temporal.get_workflow_handle(started.pipeline_run_id).describe()
+    assert description.workflow_type == "durapipe.pipe"
+
+
+async def test_refusals_are_problem_documents(served: Served) -> None:
+    async with mthds_client(served, token="wrong") as client:
+        with pytest.raises(ApiResponseError) as wrong:
+            await client.models()
+    assert wrong.value.status == 401
+    assert wrong.value.problem.code == "auth.invalid_credential"
+    async with httpx.AsyncClient() as raw:
+        missing = await raw.get(f"{served.url}/v1/models")
+    assert missing.status_code == 401
+    assert missing.json()["code"] == "auth.missing_credential"
+    async with mthds_client(served) as client:
+        with pytest.raises(ApiResponseError) as unknown:
+            await client.start(pipe_code="nope", files=METHOD)
+        with pytest.raises(ApiResponseError) as escaping:
+            await client.start(pipe_code="loud_summary", files={"../etc/x.yaml": "version: 1"})
+    assert unknown.value.problem.code == "request.pipe_not_found"
+    assert "nope" in unknown.value.problem.detail
+    assert escaping.value.problem.code == "security.method_path_refused"
+
+
+async def test_a_run_outlives_a_killed_server(
+    temporal_address: str, worker: str, gate_dir: Path, temporal_env: object
+) -> None:
+    gated = METHOD["method.yaml"].replace("serve_tools:shout", "serve_tools:gate")
+    before = set(gate_dir.glob("entered-*"))
+    first = await start_serve(temporal_address, worker, gate_dir)  # this test's own, to kill
+    try:
+        async with mthds_client(first) as client:
+            started = await client.start(
+                pipe_code="loud_summary", files={"method.yaml": gated}, inputs={"text": TEXT}
+            )
+        run_id = started.pipeline_run_id
+        key = await _entered(gate_dir, before)  # the run is mid-way, waiting at its gate
+    finally:
+        await first.kill()  # SIGKILL, by its own pid: nothing of the server survives
+    again = await start_serve(temporal_address, worker, gate_dir)
+    try:
+        async with lifecycle_client(again.url) as lifecycle:
+            assert (await lifecycle.get_run_status(run_id)).status == RunStatus.RUNNING
+            progress = await lifecycle.get_run_progress(run_id)  # read live, from the run
+            assert progress.status == "running"
+            assert ("shout", "running") in [(i.pipe_code, i.status) for i in progress.invocations]
+            (gate_dir / f"open-{key}").touch()
+            results = await lifecycle.wait_for_result(
+                run_id, WaitForResultOptions(interval_seconds=0.2, timeout_seconds=120)
+            )
+    finally:
+        await again.stop()
+    assert results.main_stuff["text"].startswith("passed: ")  # it went through the gate
+    assert results.working_memory is not None
+    assert results.working_memory.root["text"].content == {"text": TEXT}
+    temporal: Client = temporal_env.client  # type: ignore[attr-defined]
+    description = await temporal.get_workflow_handle(run_id).describe()
+    assert description.status == WorkflowExecutionStatus.COMPLETED
+
+
+async def _entered(gate_dir: Path, before: set[Path]) -> str:
+    """The key of the next run to reach the gate (see `serve_tools.gate`), once it has."""
+    await _until(lambda: bool(set(gate_dir.glob("entered-*")) - before))
+    [entered] = set(gate_dir.glob("entered-*")) - before
+    return entered.name.removeprefix("entered-")
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 60) -> None:
+    """Wait until ``condition`` holds (it is checked every 50 ms), or fail after ``timeout`` s."""
+    async with asyncio.timeout(timeout):
+        # The condition is a file another process writes: there is no event to await.
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def test_a_start_sent_again_with_its_idempotency_key_starts_nothing(
+    served: Served, temporal_env: object
+) -> None:
+    key = f"start-{uuid.uuid4()}"
+    options = WaitForResultOptions(interval_seconds=0.2, timeout_seconds=120)
+    temporal: Client = temporal_env.client  # type: ignore[attr-defined]
+    async with lifecycle_client(served.url) as client:
+        first = await client.start(
+            pipe_code="loud_summary", files=METHOD, inputs={"text": TEXT}, idempotency_key=key
+        )
+        again = await client.start(
+            pipe_code="loud_summary", files=METHOD, inputs={"text": TEXT}, idempotency_key=key
+        )
+        await client.wait_for_result(first.pipeline_run_id, options)
+        execution = (await temporal.get_workflow_handle(first.pipeline_run_id).describe()).run_id
+        after_it_ended = await client.start(
+            pipe_code="loud_summary", files=METHOD, inputs={"text": TEXT}, idempotency_key=key
+        )
+        latest = (await temporal.get_workflow_handle(first.pipeline_run_id).describe()).run_id
+        other = await client.start(
+            pipe_code="loud_summary", files=METHOD, inputs={"text": TEXT}, idempotency_key=key + "x"
+        )
+    assert first.pipeline_run_id == again.pipeline_run_id == after_it_ended.pipeline_run_id
+    assert latest == execution  # no second workflow execution was started after the first ended
+    assert other.pipeline_run_id != first.pipeline_run_id
+
+
+def test_serve_refuses_to_start_without_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DURAPIPE_SERVE_TOKEN", raising=False)
+    result = CliRunner().invoke(app, ["serve", "--port", "0"])
+    assert result.exit_code == 2
+    assert "needs a bearer token" in result.output
+    assert "Traceback" not in result.output
+
+
+async def test_a_failed_run_is_a_problem_naming_its_step(served: Served) -> None:
+    failing = METHOD["method.yaml"].replace("serve_tools:shout", "serve_tools:refuse")
+    async with mthds_client(served) as client:
+        with pytest.raises(ApiResponseError) as executed:
+            await client.execute(
+                pipe_code="loud_summary", files={"method.yaml": failing}, inputs={"text": TEXT}
+            )
+        started = await client.start(
+            pipe_code="loud_summary", files={"method.yaml": failing}, inputs={"text": TEXT}
+        )
+        with pytest.raises(ApiResponseError) as missing:
+            await client.start(pipe_code="loud_summary", files=METHOD, inputs={})
+    assert executed.value.status == 409
+    assert executed.value.problem.code == "run.failed"
+    assert "step 'shout'" in executed.value.problem.detail  # the failed step
+    assert "refused on purpose" in executed.value.problem.detail
+    async with lifecycle_client(served.url) as lifecycle:
+        with pytest.raises(RunFailedError) as failed:
+            await lifecycle.wait_for_result(
+                started.pipeline_run_id,
+                WaitForResultOptions(interval_seconds=0.2, timeout_seconds=120),
+            )
+        status = await lifecycle.get_run_status(started.pipeline_run_id)
+    assert failed.value.status == RunStatus.FAILED
+    assert "refused on purpose" in str(failed.value)
+    assert status.status == RunStatus.FAILED
+    assert missing.value.status == 422
+    assert missing.value.problem.code == "input.missing"
+    assert "input 'text'" in missing.value.problem.detail
+
+
+async def test_a_long_execute_answers_with_its_run_id(
+    temporal_address: str, worker: str, gate_dir: Path
+) -> None:
+    gated = METHOD["method.yaml"].replace("serve_tools:shout", "serve_tools:gate")
+    before = set(gate_dir.glob("entered-*"))
+    server = await start_serve(temporal_address, worker, gate_dir, "--execute-wait", "0.5")
+    try:
+        async with mthds_client(server) as client:
+            with pytest.raises(RunStillRunningError) as still:
+                await client.execute(
+                    pipe_code="loud_summary",
+                    files={"method.yaml": gated},
+                    inputs={"text": "A long run: " + TEXT},
+                )
+        key = await _entered(gate_dir, before)
+        (gate_dir / f"open-{key}").touch()
+        async with lifecycle_client(server.url) as lifecycle:
+            results = await lifecycle.wait_for_result(
+                still.value.run_id, WaitForResultOptions(interval_seconds=0.2, timeout_seconds=120)
+            )
+    finally:
+        await server.stop()
+    assert results.main_stuff["text"].startswith("passed: ")
