@@ -127,7 +127,7 @@ bench-batch: $(STAMP)
 	LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/python bench/batch10k.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(LATEST_VENV) .venv-lock .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) $(PEER_VENV) $(LATEST_VENV) .venv-lock .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 
 # deploy/ run for real (not part of `make test`): durapipe's image built from deploy/Dockerfile,
 # deploy/compose.yaml brought up with podman (substitutions in deploy/compose.check.yaml), `brief`
