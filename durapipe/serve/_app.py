@@ -25,7 +25,7 @@ from durapipe._errors import PipelineError, RunError
 from durapipe.adapters import DEFAULT_TASK_QUEUE
 from durapipe.client._connection import ConnectOptions
 from durapipe.client._handle import RunHandle
-from durapipe.serve._memory import MAIN_STUFF, run_inputs
+from durapipe.serve._memory import requested_output, run_inputs
 from durapipe.serve._methods import (
     Method,
     choose_pipe,
@@ -303,16 +303,9 @@ async def _start_run(request: web.Request) -> tuple[RunHandle, str]:
     """Start the run a request asks for; the method and inputs are checked before anything starts."""
     config = request.app[_CONFIG]
     body = await _body(request)
-    for unsupported in ("output_name", "output_multiplicity", "dynamic_output_concept_ref"):
-        if body.get(unsupported) is not None:
-            raise ServeError(
-                "request.unsupported",
-                f"This runner does not accept '{unsupported}' yet: leave it out and the run "
-                "writes the pipe's own output.",
-                params={"field": unsupported, "reason": "not_implemented"},
-            )
     method = _method(config, body)
     pipe = choose_pipe(method, body.get("pipe_code"))
+    method, output_name = requested_output(body, method, pipe)
     _trusted(config, method, pipe)
     inputs = run_inputs(body.get("inputs"), method, pipe)
     key = request.headers.get("Idempotency-Key")
@@ -330,6 +323,7 @@ async def _start_run(request: web.Request) -> tuple[RunHandle, str]:
             inputs,
             task_queue=config.task_queue,
             idempotency_key=key,
+            output_name=output_name,
         )
     except PipelineError as err:
         raise _refused_inputs(err) from None
@@ -396,7 +390,7 @@ async def _execute(request: web.Request) -> web.Response:
         {
             "pipeline_run_id": handle.run_id,
             "pipe_output": {"working_memory": memory, "pipeline_run_id": handle.run_id},
-            "main_stuff_name": MAIN_STUFF,
+            "main_stuff_name": body["main_stuff_name"],
             "pipe_code": pipe,
         }
     )

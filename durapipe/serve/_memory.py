@@ -9,6 +9,8 @@ workflow's memo), so a restarted server shapes the output exactly as the one tha
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -18,6 +20,74 @@ from durapipe.serve._problems import ServeError
 from durapipe.spec import Pipeline, SequencePipe
 
 MAIN_STUFF: Final = "main_stuff"
+# A stuff name as Pipelex writes them: snake case, starting with a letter.
+_STUFF_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def requested_output(
+    body: Mapping[str, Any], method: Method, pipe: str
+) -> tuple[Method, str | None]:
+    """The method a run takes once the request's output fields apply, and its ``output_name``.
+
+    ``output_multiplicity`` and ``dynamic_output_concept_ref`` change the pipe's output (see
+    `durapipe.adapters.mthds.override_output`); ``output_name`` names the slot of the working memory
+    that holds the output (``main_stuff`` then aliases it, as Pipelex writes it).
+
+    Raises:
+        ServeError: a field of the wrong type, or an output the pipe cannot produce.
+    """
+    name = body.get("output_name")
+    if name is not None and (not isinstance(name, str) or not _STUFF_NAME.fullmatch(name)):
+        raise ServeError(
+            "request.invalid",
+            "The field 'output_name' must be a snake_case name (letters, digits, '_'), such as 'summary'.",
+            params={"field": "output_name"},
+        )
+    if name == MAIN_STUFF:
+        name = None
+    multiplicity = body.get("output_multiplicity")
+    if multiplicity is not None and (
+        not isinstance(multiplicity, bool | int)
+        or (not isinstance(multiplicity, bool) and multiplicity < 1)
+    ):
+        raise ServeError(
+            "request.invalid",
+            "The field 'output_multiplicity' must be true, false or a count of at least 1.",
+            params={"field": "output_multiplicity"},
+        )
+    dynamic = body.get("dynamic_output_concept_ref")
+    if dynamic is not None and (not isinstance(dynamic, str) or not dynamic):
+        raise ServeError(
+            "request.invalid",
+            "The field 'dynamic_output_concept_ref' must name a concept, such as 'legal.Clause'.",
+            params={"field": "dynamic_output_concept_ref"},
+        )
+    if multiplicity is None and dynamic is None:
+        return method, name
+    field = "output_multiplicity" if dynamic is None else "dynamic_output_concept_ref"
+    if pipe not in method.outputs or method.loaded is None:
+        raise ServeError(
+            "request.unsupported",
+            f"'{field}' applies to the pipes of MTHDS bundles; pipe '{pipe}' is a durapipe YAML pipe, "
+            "whose output its spec fixes.",
+            params={"field": field, "reason": "not_mthds"},
+        )
+    from durapipe.adapters.mthds import override_output
+
+    try:
+        override = override_output(
+            method.loaded,
+            pipe,
+            method.outputs[pipe],
+            multiplicity=multiplicity,
+            dynamic_concept=dynamic,
+        )
+    except ConfigError as err:
+        raise ServeError(
+            "request.invalid", f"{str(err)[:1].upper()}{str(err)[1:]}.", params={"field": field}
+        ) from None
+    outputs = {**method.outputs, pipe: override.concept}
+    return dataclasses.replace(method, pipeline=override.pipeline, outputs=outputs), name
 
 
 def run_inputs(inputs: object, method: Method, pipe: str) -> dict[str, Any]:
@@ -112,6 +182,11 @@ def working_memory(
             if name in output:
                 root[name] = stuff(name, output[name], concept)
         output = output.get(concepts.get("main", ""))
+    name = concepts.get("output_name")
+    if name:
+        # The caller named the output's slot: the stuff lives there and main_stuff aliases it.
+        root[name] = stuff(name, output, output_concept)
+        return {"root": root, "aliases": {MAIN_STUFF: name}}
     root[MAIN_STUFF] = stuff(MAIN_STUFF, output, output_concept)
     return {"root": root, "aliases": {}}
 
@@ -142,5 +217,5 @@ def native_stuff(value: Any) -> tuple[str, Any]:
 
 def main_stuff(memory: Mapping[str, Any]) -> Any:
     """The content of the run's main output in a working memory."""
-    found = memory["root"].get(MAIN_STUFF)
+    found = memory["root"].get(memory.get("aliases", {}).get(MAIN_STUFF, MAIN_STUFF))
     return found.get("content") if isinstance(found, Mapping) else None

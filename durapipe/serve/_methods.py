@@ -40,6 +40,8 @@ class Method:
         refs: MTHDS references (``domain.code``) -> durapipe pipe name.
         outputs: pipe name -> its output concept, domain-qualified (``legal.Clause[]``).
         inputs: pipe name -> input name -> its concept, domain-qualified.
+        loaded: the MTHDS loader's own `durapipe.adapters.mthds.Method` (None for YAML), which
+            resolves what a request names (a ``dynamic_output_concept_ref``).
     """
 
     pipeline: Pipeline
@@ -47,6 +49,7 @@ class Method:
     refs: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     inputs: dict[str, dict[str, str]] = field(default_factory=dict)
+    loaded: Any = None
 
 
 def decode_files(files: object) -> dict[str, bytes]:
@@ -241,7 +244,7 @@ def _method_of(loaded: Any) -> Method:
             refs[f"{bundle.domain}.{code}"] = name
             outputs[name] = qualified(blueprint.output, bundle.domain)
             inputs[name] = {k: qualified(v, bundle.domain) for k, v in blueprint.inputs.items()}
-    return Method(loaded.pipeline, loaded.main_pipe, refs, outputs, inputs)
+    return Method(loaded.pipeline, loaded.main_pipe, refs, outputs, inputs, loaded)
 
 
 # The concepts every MTHDS runtime knows (the spec's, and those Pipelex adds that bundles use).

@@ -55,6 +55,7 @@ async def start_run(
     *,
     task_queue: str,
     idempotency_key: str | None = None,
+    output_name: str | None = None,
 ) -> RunHandle:
     """Start a durapipe run of ``pipe`` (a Temporal workflow), its MTHDS concepts in its memo.
 
@@ -62,7 +63,8 @@ async def start_run(
     show`, `durapipe runs` and the Temporal UI see an ordinary durapipe run. With an
     ``idempotency_key`` the run id derives from the key and Temporal refuses a second workflow
     with that id, running or closed: a start sent again (after an answer was lost) gets the run
-    the first one started instead of starting another.
+    the first one started instead of starting another. ``output_name`` (the protocol's) is kept in
+    the memo too: the slot of the working memory that holds the output.
 
     Raises:
         PipelineError: the inputs do not fit the pipe.
@@ -76,6 +78,8 @@ async def start_run(
     run = pipe_run(pipeline, pipe, inputs, run_id=f"{RUN_ID_PREFIX}{pipe}-{suffix}")
     memo: dict[str, Any] = {"pipe": pipe, "spec_version": SPEC_VERSION}
     concepts = concepts_memo(method, pipe)
+    if output_name:
+        concepts["output_name"] = output_name
     if concepts:
         memo[MTHDS_MEMO] = concepts
     try:
@@ -163,7 +167,7 @@ async def results_body(client: Client, run_id: str, result: RunResult) -> dict[s
     return {
         "pipeline_run_id": run_id,
         "main_stuff": main_stuff(memory),
-        "main_stuff_name": MAIN_STUFF,
+        "main_stuff_name": memory["aliases"].get(MAIN_STUFF, MAIN_STUFF),
         "working_memory": memory,
         "pipe_output": {"working_memory": memory, "pipeline_run_id": run_id},
         "tokens_usages": [

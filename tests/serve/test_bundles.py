@@ -159,3 +159,69 @@ async def test_files_by_hash_and_escaping_dependencies_are_refused(served: Serve
     assert by_hash.value.problem.params is not None
     assert by_hash.value.problem.params.missing_blobs == ["0" * 64]
     assert outside.value.problem.code == "security.method_path_refused"
+
+
+IDEAS = {"ideas.mthds": (METHODS / "ideas.mthds").read_text()}
+
+
+async def test_the_caller_chooses_the_output_name_multiplicity_and_dynamic_concept(
+    served: Served,
+) -> None:
+    topic = {"topic": {"concept": "native.Text", "content": {"text": "tides"}}}
+    async with mthds_client(served) as client:
+        three = await client.execute(
+            pipe_code="idea",
+            files=IDEAS,
+            inputs=topic,
+            output_name="pitches",
+            output_multiplicity=4,
+        )
+        some = await client.execute(
+            pipe_code="idea", files=IDEAS, inputs=topic, output_multiplicity=True
+        )
+        one = await client.execute(
+            pipe_code="idea", files=IDEAS, inputs=topic, output_multiplicity=False
+        )
+        started = await client.start(
+            pipe_code="ideas.anything",
+            files=IDEAS,
+            inputs=topic,
+            dynamic_output_concept_ref="Idea",
+            output_multiplicity=2,
+        )
+        with pytest.raises(ApiResponseError) as not_dynamic:
+            await client.execute(
+                pipe_code="idea", files=IDEAS, inputs=topic, dynamic_output_concept_ref="Text"
+            )
+        with pytest.raises(ApiResponseError) as not_llm:
+            await client.execute(
+                pipe_code="shouted",
+                files=IDEAS,
+                inputs={"text": "tides"},
+                output_multiplicity=2,
+            )
+    # output_name: the output lives under the name given, and main_stuff aliases it.
+    memory = three.pipe_output.working_memory
+    assert "main_stuff" not in memory.root and memory.aliases == {"main_stuff": "pitches"}
+    pitches = memory.root["pitches"]
+    assert pitches.concept == "ideas.Idea"
+    assert len(pitches.content["items"]) == 4  # the offline model makes 3 when free to choose
+    assert all(set(item) == {"title", "pitch"} for item in pitches.content["items"])
+    # True: a list whose length the model chooses; False: one idea.
+    listed = some.pipe_output.working_memory.root["main_stuff"].content
+    assert isinstance(listed["items"], list) and listed["items"]
+    single = one.pipe_output.working_memory.root["main_stuff"].content
+    assert set(single) == {"title", "pitch"}
+    # A Dynamic pipe makes the concept the caller names, durably (read back by run id).
+    async with lifecycle_client(served.url) as lifecycle:
+        results = await lifecycle.wait_for_result(
+            started.pipeline_run_id, WaitForResultOptions(interval_seconds=0.2, timeout_seconds=120)
+        )
+    assert results.working_memory is not None
+    made = results.working_memory.root["main_stuff"]
+    assert made.concept == "ideas.Idea"
+    assert [set(item) for item in made.content["items"]] == [{"title", "pitch"}] * 2
+    assert not_dynamic.value.problem.code == "request.invalid"
+    assert "not Dynamic" in not_dynamic.value.problem.detail
+    assert not_llm.value.problem.code == "request.invalid"
+    assert "PipeFunc" in not_llm.value.problem.detail

@@ -12,6 +12,8 @@ validate_mthds(path_or_text, *, source=None) -> list[Problem]   # [] when valid;
 main_pipe(pipeline) -> str | None     # the bundle's (or package's) main_pipe
 mthds_inputs(data) -> dict            # MTHDS input format -> durapipe run inputs
 mthds_output(pipeline, pipe, output, inputs, *, with_memory=False) -> Any   # CLI I/O contract
+override_output(method, pipe, concept, *, multiplicity=None, dynamic_concept=None)
+    # the protocol's output_multiplicity / dynamic_output_concept_ref on one run
 ```
 """
 
@@ -27,11 +29,13 @@ from durapipe.adapters.mthds._api import (
 )
 from durapipe.adapters.mthds._deck import ModelDeck, ResolvedModel, load_deck, resolve_model
 from durapipe.adapters.mthds._io import memory_pipeline, mthds_inputs, mthds_output
+from durapipe.adapters.mthds._outputs import OutputOverride, override_output
 
 __all__ = [
     "Method",
     "ModelDeck",
     "MthdsError",
+    "OutputOverride",
     "ResolvedModel",
     "is_mthds_path",
     "load_deck",
@@ -41,6 +45,7 @@ __all__ = [
     "memory_pipeline",
     "mthds_inputs",
     "mthds_output",
+    "override_output",
     "pipe_for",
     "resolve_model",
     "validate_mthds",
