@@ -71,6 +71,14 @@ def serve(
             help="Seconds execute waits for its run before answering 202 with the run id.",
         ),
     ] = 600.0,
+    allow_urls: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-url",
+            help="A URL prefix (https://files.example.com/) whose Document and Image inputs this "
+            "server may fetch (repeatable; default: none, clients send data: URLs).",
+        ),
+    ] = None,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
     *,
     connection: dp.ConnectOptions,
@@ -91,5 +99,6 @@ def serve(
         connection=connection,
         task_queue=task_queue,
         execute_wait_s=execute_wait,
+        allow_urls=tuple(allow_urls or ()),
     )
     asyncio.run(serve_forever(config, host=host, port=port))

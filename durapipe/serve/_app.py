@@ -76,6 +76,9 @@ class ServeConfig:
             run id (the protocol's degrade; the run goes on and its result is read by id).
         deck: the MTHDS model deck bundles' model references resolve through
             (`durapipe.adapters.mthds.ModelDeck`; None: the one ``DURAPIPE_MTHDS_DECK`` names).
+        allow_urls: the ``http(s)`` URL prefixes whose Document and Image inputs this server may
+            fetch (none by default: a client sends a file's bytes as a ``data:`` URL); a path
+            of the server's own disk is never read.
     """
 
     token: str
@@ -86,6 +89,7 @@ class ServeConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     deck: Any = None
     execute_wait_s: float = DEFAULT_EXECUTE_WAIT_S
+    allow_urls: tuple[str, ...] = ()
 
 
 _CONFIG: Final = web.AppKey("config", ServeConfig)
@@ -307,7 +311,15 @@ async def _start_run(request: web.Request) -> tuple[RunHandle, str]:
     pipe = choose_pipe(method, body.get("pipe_code"))
     method, output_name = requested_output(body, method, pipe)
     _trusted(config, method, pipe)
-    inputs = run_inputs(body.get("inputs"), method, pipe)
+    # A file input may be fetched (an allowed URL) and is stored: off the event loop.
+    inputs = await asyncio.to_thread(
+        run_inputs,
+        body.get("inputs"),
+        method,
+        pipe,
+        allow_urls=config.allow_urls,
+        max_bytes=config.max_body_bytes,
+    )
     key = request.headers.get("Idempotency-Key")
     if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
         raise ServeError(

@@ -90,8 +90,19 @@ def requested_output(
     return dataclasses.replace(method, pipeline=override.pipeline, outputs=outputs), name
 
 
-def run_inputs(inputs: object, method: Method, pipe: str) -> dict[str, Any]:
+def run_inputs(
+    inputs: object,
+    method: Method,
+    pipe: str,
+    *,
+    allow_urls: tuple[str, ...] = (),
+    max_bytes: int = 32 * 1024 * 1024,
+) -> dict[str, Any]:
     """A request's ``inputs`` as durapipe run inputs for ``pipe``.
+
+    A Document or Image input (``data:`` URL, ``base_64``, or an ``http(s)`` URL under one of
+    ``allow_urls``) is stored in the blob store and travels as its reference; a path is refused:
+    a client may not make the server read its own disk.
 
     Raises:
         ServeError: ``inputs`` is not an object of input names, or an envelope lacks an input.
@@ -104,11 +115,14 @@ def run_inputs(inputs: object, method: Method, pipe: str) -> dict[str, Any]:
             "The field 'inputs' must be an object mapping each input name to its value.",
             params={"field": "inputs"},
         )
+    from durapipe.adapters.mthds._files import FileAccess, file_input
+
+    access = FileAccess(local_paths=False, url_prefixes=allow_urls, max_bytes=max_bytes)
     if pipe in method.outputs:
         from durapipe.adapters.mthds import mthds_inputs
 
         try:
-            return mthds_inputs(dict(inputs), method.pipeline, pipe)
+            return mthds_inputs(dict(inputs), method.pipeline, pipe, access)
         except ConfigError as err:
             raise ServeError(
                 "input.invalid",
@@ -117,7 +131,21 @@ def run_inputs(inputs: object, method: Method, pipe: str) -> dict[str, Any]:
             ) from None
     if isinstance(inputs.get("working_memory"), Mapping):
         inputs = inputs["working_memory"].get("root") or {}
-    return {name: _plain(value) for name, value in inputs.items()}
+    declared = method.pipeline.pipes[pipe].inputs if pipe in method.pipeline.pipes else {}
+    plain: dict[str, Any] = {}
+    for name, value in inputs.items():
+        plain[name] = _plain(value)
+        if declared.get(name) in ("document", "image", "file"):
+            content = value.get("content", value) if isinstance(value, Mapping) else value
+            try:
+                plain[name] = file_input(name, content, access)
+            except ConfigError as err:
+                raise ServeError(
+                    "input.invalid",
+                    f"The inputs of pipe '{pipe}' do not fit it: {err}.",
+                    params={"input": name, "field": ""},
+                ) from None
+    return plain
 
 
 def _plain(value: Any) -> Any:
@@ -182,11 +210,11 @@ def working_memory(
             if name in output:
                 root[name] = stuff(name, output[name], concept)
         output = output.get(concepts.get("main", ""))
-    name = concepts.get("output_name")
-    if name:
+    slot = concepts.get("output_name")
+    if isinstance(slot, str) and slot:
         # The caller named the output's slot: the stuff lives there and main_stuff aliases it.
-        root[name] = stuff(name, output, output_concept)
-        return {"root": root, "aliases": {MAIN_STUFF: name}}
+        root[slot] = stuff(slot, output, output_concept)
+        return {"root": root, "aliases": {MAIN_STUFF: slot}}
     root[MAIN_STUFF] = stuff(MAIN_STUFF, output, output_concept)
     return {"root": root, "aliases": {}}
 

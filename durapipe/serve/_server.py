@@ -67,6 +67,7 @@ def serve_config(
     connection: ConnectOptions | None = None,
     task_queue: str = DEFAULT_TASK_QUEUE,
     execute_wait_s: float = DEFAULT_EXECUTE_WAIT_S,
+    allow_urls: tuple[str, ...] = (),
 ) -> ServeConfig:
     """The configuration of a server in front of workers started on ``file``.
 
@@ -79,6 +80,7 @@ def serve_config(
         connection: how to reach Temporal.
         task_queue: the workers' task queue.
         execute_wait_s: how long ``execute`` waits before answering ``202`` with the run id.
+        allow_urls: the URL prefixes whose Document and Image inputs this server may fetch.
 
     Raises:
         ConfigError: the file or the deck cannot be read.
@@ -96,4 +98,5 @@ def serve_config(
         task_queue=task_queue,
         deck=deck,
         execute_wait_s=execute_wait_s,
+        allow_urls=allow_urls,
     )

@@ -3,6 +3,7 @@ worker x.mthds`, `--inputs` inline, from a file or from stdin, compact JSON or `
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from collections.abc import Iterator
@@ -178,3 +179,25 @@ def test_with_memory_holds_every_step_result_and_binds_by_name_downstream() -> N
     assert layout.exit_code == 0, layout.output
     summary = memory["root"]["summary"]["content"]["text"]
     assert json.loads(layout.stdout) == {"text": f"# Q3\n\n{summary}"}
+
+
+EXTRACT_RUN = ["run", "extract_pages", "--file", str(BUNDLES / "extract.mthds"), "--local"]
+
+
+def test_a_document_arrives_as_a_path_or_a_data_url(tmp_path: Path) -> None:
+    letter = "Invoice 42 from Acme, total 120."
+    path = tmp_path / "letter.txt"
+    path.write_text(letter)
+    encoded = "data:text/plain;base64," + base64.b64encode(letter.encode()).decode()
+    pages = []
+    for url in (str(path), encoded):
+        inputs = json.dumps({"invoice": {"concept": "native.Document", "content": {"url": url}}})
+        result = runner.invoke(app, [*EXTRACT_RUN, "--inputs", inputs])
+        assert result.exit_code == 0, result.output
+        pages.append(json.loads(result.stdout))
+    assert pages[0] == pages[1]
+    assert letter in json.dumps(pages[0])
+    broken = json.dumps({"invoice": {"url": "data:text/plain;base64,%%%"}})
+    bad = runner.invoke(app, [*EXTRACT_RUN, "--inputs", broken])
+    assert bad.exit_code == 2
+    assert "input 'invoice' is not valid Base64" in bad.stderr

@@ -8,17 +8,22 @@ as the main concept's rendered JSON (compact) or with the working memory (``--wi
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from durapipe._errors import ConfigError
 from durapipe.adapters.mthds._api import Method
+from durapipe.adapters.mthds._files import CLI_ACCESS, FileAccess, file_input
 from durapipe.adapters.mthds._library import split_multiplicity
 from durapipe.spec import Pipeline, SequencePipe
 
 
-def mthds_inputs(data: Any, pipeline: Pipeline, pipe: str) -> dict[str, Any]:
+def mthds_inputs(
+    data: Any, pipeline: Pipeline, pipe: str, access: FileAccess = CLI_ACCESS
+) -> dict[str, Any]:
     """Run inputs for ``pipe`` from MTHDS input JSON (flat bindings or a full envelope).
+
+    A Document or Image input becomes a blob reference (see `file_input`; ``access`` says which
+    paths and URLs may be read: the CLI's user's, or none of a server's).
 
     Raises:
         ConfigError: the data is not an object, or an envelope cannot satisfy the pipe's inputs.
@@ -27,16 +32,19 @@ def mthds_inputs(data: Any, pipeline: Pipeline, pipe: str) -> dict[str, Any]:
         raise ConfigError("MTHDS inputs must be a JSON object of input names to values")
     declared = pipeline.pipes[pipe].inputs if pipe in pipeline.pipes else {}
     if "working_memory" in data:
-        return _from_envelope(data["working_memory"], declared)
-    return {name: _content(value, declared.get(name, "any")) for name, value in data.items()}
+        return _from_envelope(data["working_memory"], declared, access)
+    return {
+        name: _content(name, value, declared.get(name, "any"), access)
+        for name, value in data.items()
+    }
 
 
-def _from_envelope(memory: Any, declared: dict[str, str]) -> dict[str, Any]:
+def _from_envelope(memory: Any, declared: dict[str, str], access: FileAccess) -> dict[str, Any]:
     root = memory.get("root", {}) if isinstance(memory, dict) else {}
-    found = {n: _content(root[n], declared[n]) for n in declared if n in root}
+    found = {n: _content(n, root[n], declared[n], access) for n in declared if n in root}
     if len(declared) == 1 and not found and "main_stuff" in root:
         ((name, type_ref),) = declared.items()
-        found[name] = _content(root["main_stuff"], type_ref)
+        found[name] = _content(name, root["main_stuff"], type_ref, access)
     missing = sorted(set(declared) - set(found))
     if missing:
         raise ConfigError(
@@ -46,7 +54,7 @@ def _from_envelope(memory: Any, declared: dict[str, str]) -> dict[str, Any]:
     return found
 
 
-def _content(value: Any, type_ref: str) -> Any:
+def _content(name: str, value: Any, type_ref: str, access: FileAccess) -> Any:
     """A plain durapipe value from an MTHDS stuff (``{"concept", "content"}``) or a bare value."""
     if (
         isinstance(value, dict)
@@ -64,18 +72,15 @@ def _content(value: Any, type_ref: str) -> Any:
         if isinstance(value, dict) and isinstance(value.get("items"), list):
             value = value["items"]
         item = type_ref[5:-1].split(",")[0].strip()
-        return [_content(v, item) for v in value] if isinstance(value, list) else value
+        if not isinstance(value, list):
+            return value
+        return [_content(f"{name}[{i}]", v, item, access) for i, v in enumerate(value)]
     if type_ref == "text" and isinstance(value, dict) and isinstance(value.get("text"), str):
         return value["text"]
     if type_ref == "number" and isinstance(value, dict) and "number" in value:
         return value["number"]
     if type_ref in ("document", "image", "file"):
-        if isinstance(value, dict) and isinstance(value.get("url"), str):
-            value = value["url"]
-        if isinstance(value, str):
-            return Path(
-                value
-            )  # a file: the run uploads it to the blob store, as --input name=@file
+        return file_input(name, value, access)
     return value
 
 
