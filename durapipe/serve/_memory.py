@@ -17,7 +17,7 @@ from typing import Any, Final
 from durapipe._errors import ConfigError
 from durapipe.serve._methods import Method
 from durapipe.serve._problems import ServeError
-from durapipe.spec import Pipeline, SequencePipe
+from durapipe.spec import Pipeline
 
 MAIN_STUFF: Final = "main_stuff"
 # A stuff name as Pipelex writes them: snake case, starting with a letter.
@@ -161,30 +161,34 @@ def _plain(value: Any) -> Any:
 
 def concepts_memo(method: Method, pipe: str) -> dict[str, Any]:
     """What a run of ``pipe`` keeps in its memo to shape its output later: its MTHDS concepts
-    (of its output, its inputs and, for a sequence, each step result: see `whole_memory`)."""
+    (of its output, its inputs and, for a sequence, each result of its working memory: see
+    `whole_memory`)."""
     if pipe not in method.outputs:
         return {}
     memo: dict[str, Any] = {"output": method.outputs[pipe], "inputs": method.inputs.get(pipe, {})}
-    spec = method.pipeline.pipes.get(pipe)
-    if isinstance(spec, SequencePipe) and isinstance(spec.output, str):
-        memo["main"] = spec.output
-        memo["steps"] = {
-            step.result_name: method.outputs.get(step.pipe or "", "native.Dynamic")
-            for step in spec.steps
-        }
+    _, main, steps = _memory(method, pipe)
+    if main is not None:
+        memo["main"] = main
+        memo["steps"] = steps
     return memo
 
 
 def whole_memory(method: Method, pipe: str) -> Pipeline:
-    """The pipeline a run of ``pipe`` takes: a bundle's top-level sequence returns every step
-    result (as Pipelex's working memory holds them), the main one among them (`concepts_memo`)."""
-    spec = method.pipeline.pipes.get(pipe)
-    if pipe not in method.outputs or not isinstance(spec, SequencePipe):
-        return method.pipeline
-    if not isinstance(spec.output, str):
-        return method.pipeline
-    whole = spec.model_copy(update={"output": [step.result_name for step in spec.steps]})
-    return method.pipeline.model_copy(update={"pipes": {**method.pipeline.pipes, pipe: whole}})
+    """The pipeline a run of ``pipe`` takes: a bundle's sequence returns its whole working memory
+    (nested sequences' results included, as Pipelex's working memory holds them), the main result
+    among them (`concepts_memo`)."""
+    return _memory(method, pipe)[0]
+
+
+def _memory(method: Method, pipe: str) -> tuple[Pipeline, str | None, dict[str, str]]:
+    if pipe not in method.outputs:
+        return method.pipeline, None, {}
+    from durapipe.adapters.mthds._memory import memory_of
+    from durapipe.serve._methods import qualified
+
+    pipeline, main, concepts = memory_of(method.pipeline, method.outputs, pipe)
+    # The concepts the translation adds are natives (Text, Dynamic): qualified as such.
+    return pipeline, main, {name: qualified(c, "native") for name, c in concepts.items()}
 
 
 def working_memory(

@@ -45,6 +45,7 @@ def _picture(tmp: Path) -> Path:
 CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ("jokes", "generate_jokes_from_topics", {}, "list[text, 3]"),
     ("jokes", "generate_joke", {"topic": "cats"}, "text"),
+    ("memory", "issue", {"topic": "tides"}, "text"),
     ("cv_screening", "analyze_cv", {"cv_text": "Ada, 10 years of Python."}, "CandidateProfile"),
     (
         "shorthands",

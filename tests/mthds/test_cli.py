@@ -201,3 +201,39 @@ def test_a_document_arrives_as_a_path_or_a_data_url(tmp_path: Path) -> None:
     bad = runner.invoke(app, [*EXTRACT_RUN, "--inputs", broken])
     assert bad.exit_code == 2
     assert "input 'invoice' is not valid Base64" in bad.stderr
+
+
+def test_with_memory_is_the_whole_working_memory_on_temporal_like_local(
+    temporal_address: str, task_queue: str, mthds_worker_process: WorkerProcess
+) -> None:
+    args = ["run", "issue", "--file", str(BUNDLES / "memory.mthds"), "--with-memory"]
+    args += ["--inputs", '{"topic": "tides"}']
+    local = run_cli(*args, "--local")
+    on_temporal = run_cli(*args, "--address", temporal_address, "--task-queue", task_queue)
+    assert on_temporal.returncode == 0, on_temporal.stderr
+    assert on_temporal.stdout == local.stdout
+    memory = json.loads(local.stdout)["working_memory"]
+    root = memory["root"]
+    # The nested sequence's results, the step's two outputs, the inline batch's list and the
+    # condition's alias sit beside the top sequence's own results.
+    assert list(root) == [
+        "topic",
+        "facts",
+        "digest",
+        "notes",
+        "angles",
+        "loud_angles",
+        "length_class",
+        "verdict",
+        "main_stuff",
+    ]
+    assert root["notes"]["content"] == root["digest"]["content"]
+    assert root["digest"]["content"]["text"] == "Digest: " + root["facts"]["content"]["text"]
+    assert len(root["angles"]["content"]["items"]) == 2
+    assert root["loud_angles"]["content"]["items"] == [
+        {"text": "ANGLE: " + item["text"]} for item in root["angles"]["content"]["items"]
+    ]
+    assert root["length_class"]["content"] == {"text": "long"}
+    assert memory["aliases"] == {"main_stuff": "verdict"}
+    compact = run_cli(*args[:-3], "--inputs", '{"topic": "tides"}', "--local")
+    assert json.loads(compact.stdout) == root["main_stuff"]["content"]

@@ -225,3 +225,23 @@ async def test_the_caller_chooses_the_output_name_multiplicity_and_dynamic_conce
     assert "not Dynamic" in not_dynamic.value.problem.detail
     assert not_llm.value.problem.code == "request.invalid"
     assert "PipeFunc" in not_llm.value.problem.detail
+
+
+async def test_the_working_memory_holds_nested_results(served: Served) -> None:
+    files = {"memory.mthds": (HERE.parent / "mthds" / "bundles" / "memory.mthds").read_text()}
+    async with mthds_client(served) as client:
+        started = await client.start(files=files, inputs={"topic": "tides"})
+    async with lifecycle_client(served.url) as lifecycle:
+        results = await lifecycle.wait_for_result(
+            started.pipeline_run_id, WaitForResultOptions(interval_seconds=0.2, timeout_seconds=120)
+        )
+    assert results.working_memory is not None
+    root = results.working_memory.root
+    assert {"facts", "digest", "notes", "angles", "loud_angles", "length_class", "verdict"} <= set(
+        root
+    )
+    assert root["facts"].concept == "native.Text"
+    assert root["angles"].concept == "native.Text"
+    assert len(root["angles"].content["items"]) == 2
+    assert root["length_class"].content == {"text": "long"}
+    assert root["main_stuff"].content == root["verdict"].content

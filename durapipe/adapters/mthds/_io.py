@@ -14,7 +14,8 @@ from durapipe._errors import ConfigError
 from durapipe.adapters.mthds._api import Method
 from durapipe.adapters.mthds._files import CLI_ACCESS, FileAccess, file_input
 from durapipe.adapters.mthds._library import split_multiplicity
-from durapipe.spec import Pipeline, SequencePipe
+from durapipe.adapters.mthds._memory import memory_of
+from durapipe.spec import Pipeline
 
 
 def mthds_inputs(
@@ -103,20 +104,13 @@ def rendered(value: Any, concept: str) -> Any:
 
 
 def memory_pipeline(method: Method, pipe: str) -> tuple[Pipeline, str | None, dict[str, str]]:
-    """For ``--with-memory``: the pipeline with sequence ``pipe`` returning every step's result.
+    """For ``--with-memory``: the pipeline with sequence ``pipe`` returning its whole working
+    memory (nested sequences' results included: see `memory_of`).
 
     Returns the pipeline, the name of the sequence's own output among the results (None when
     ``pipe`` is not a sequence: nothing changes), and the MTHDS concept of each result.
     """
-    spec = method.pipeline.pipes.get(pipe)
-    if not isinstance(spec, SequencePipe) or not isinstance(spec.output, str):
-        return method.pipeline, None, {}
-    concepts = {
-        step.result_name: method.outputs.get(step.pipe or "", "Dynamic") for step in spec.steps
-    }
-    whole = spec.model_copy(update={"output": list(concepts)})
-    pipes = {**method.pipeline.pipes, pipe: whole}
-    return method.pipeline.model_copy(update={"pipes": pipes}), spec.output, concepts
+    return memory_of(method.pipeline, method.outputs, pipe)
 
 
 def mthds_output(
