@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     """Seconds the offline model waits before answering (tests, benchmarks)."""
     offline_ledger: Path | None = None
     """A JSONL file where the offline model records its calls."""
+    mthds_packages: Path | None = None
+    """The MTHDS package cache remote dependencies are read from (default ``~/.mthds/packages``)."""
 
     @property
     def limits_store(self) -> str:

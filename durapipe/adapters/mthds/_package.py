@@ -1,5 +1,6 @@
 """Finding and reading bundles: one `.mthds` file, bundle text, or a package folder with
-`METHODS.toml` (its bundles, exports, and local path dependencies).
+`METHODS.toml` (its bundles, exports, local path dependencies, and remote dependencies from the
+package cache, pinned by `methods.lock`: see `_remote`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,13 @@ from typing import Any
 from durapipe._errors import Problem
 from durapipe.adapters.mthds._bundle import parse_bundle
 from durapipe.adapters.mthds._library import RESERVED_DOMAINS, Library
+from durapipe.adapters.mthds._remote import (
+    LOCK_FILE,
+    DependencyError,
+    Locked,
+    read_lock,
+    resolve_remote,
+)
 
 MANIFEST = "METHODS.toml"
 _ADDRESS = re.compile(r"^[a-zA-Z0-9._-]+\.[a-zA-Z0-9._-]+/[a-zA-Z0-9._/-]+$")
@@ -54,11 +62,25 @@ def load_path(path: Path) -> tuple[Library, list[Problem]]:
     return load_package(governing, alias="", root=True)
 
 
-def load_package(manifest: Path, *, alias: str, root: bool) -> tuple[Library, list[Problem]]:
-    """Every bundle under the manifest's folder, with the manifest's exports and (for the root
-    package only, as the spec says) its local path dependencies."""
+def load_package(
+    manifest: Path,
+    *,
+    alias: str,
+    root: bool,
+    lock: dict[str, Locked] | None = None,
+    stack: frozenset[str] = frozenset(),
+) -> tuple[Library, list[Problem]]:
+    """Every bundle under the manifest's folder, with the manifest's exports, (for the root
+    package only, as the spec says) its local path dependencies, and its remote dependencies
+    (transitively) from the package cache, as the root's ``methods.lock`` pins them."""
     source = str(manifest)
     problems: list[Problem] = []
+    if root:
+        lock, lock_problems = read_lock(manifest.parent)
+        problems += [
+            Problem(LOCK_FILE, message, str(manifest.parent / LOCK_FILE))
+            for message in lock_problems
+        ]
     try:
         data = tomllib.loads(manifest.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
@@ -88,22 +110,32 @@ def load_package(manifest: Path, *, alias: str, root: bool) -> tuple[Library, li
                     Problem(where, "must be a table with address, version (and path)", source)
                 )
                 continue
-            if "path" not in spec:
-                problems.append(
-                    Problem(
-                        where,
-                        'only local path dependencies are supported by durapipe yet (add path = "../folder")',
-                        source,
+            if "path" in spec:
+                if not root:
+                    continue  # local path dependencies are not transitive (spec)
+                dep_manifest = (folder / str(spec["path"])) / MANIFEST
+            else:
+                address = str(spec.get("address"))
+                if address in stack:
+                    problems.append(
+                        Problem(where, f"'{address}' depends on itself (a cycle)", source)
                     )
-                )
-                continue
-            if not root:
-                continue  # local path dependencies are not transitive (spec)
-            dep_manifest = (folder / str(spec["path"])) / MANIFEST
+                    continue
+                try:
+                    dep_manifest = resolve_remote(dep_alias, spec, lock or {}) / MANIFEST
+                except DependencyError as err:
+                    problems.append(Problem(where, str(err), source))
+                    continue
             if not dep_manifest.is_file():
                 problems.append(Problem(where, f"no {MANIFEST} at '{dep_manifest}'", source))
                 continue
-            dep, found = load_package(dep_manifest, alias=dep_alias, root=False)
+            dep, found = load_package(
+                dep_manifest,
+                alias=dep_alias,
+                root=False,
+                lock=lock,
+                stack=stack | {str(spec.get("address"))},
+            )
             library.deps[dep_alias] = dep
             problems += found
     for domain, code in sorted(library.exports):
