@@ -46,6 +46,7 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ("jokes", "generate_jokes_from_topics", {}, "list[text, 3]"),
     ("jokes", "generate_joke", {"topic": "cats"}, "text"),
     ("memory", "issue", {"topic": "tides"}, "text"),
+    ("text_formats", "all_formats", {"card": {"name": "Ada", "note": "hi"}}, "dict"),
     ("cv_screening", "analyze_cv", {"cv_text": "Ada, 10 years of Python."}, "CandidateProfile"),
     (
         "shorthands",

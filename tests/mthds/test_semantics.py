@@ -3,6 +3,7 @@ add_each_output, add_alias_from_expression_to, multiplicity on steps, and condit
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -171,3 +172,11 @@ async def test_an_expression_template_with_blocks_routes_on_its_rendered_text() 
         "condition_template", "route_by_priority", {"doc_request": request, "urgent": 2}
     )
     assert urgent == "Offline answer: Review the technical document: NDA"
+
+
+async def test_text_format_writes_values_as_json_html_or_markdown() -> None:
+    card = {"name": "Ada <admin>", "note": "a & b"}
+    output = await _run("text_formats", "all_formats", {"card": card})
+    assert json.loads(output["json_text"]) == card
+    assert output["html_text"] == "<p>a &amp; b</p>\n<card.name>\nAda &lt;admin&gt;\n</card.name>"
+    assert output["markdown_text"] == "**Ada <admin>**"

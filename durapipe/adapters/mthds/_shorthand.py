@@ -25,14 +25,18 @@ _TAG = re.compile(
     r"\{\{\s*(?P<expr>[^{}|]+?)\s*\|\s*tag(?:\(\s*[\"'](?P<name>[^\"']*)[\"']\s*\))?\s*\}\}"
 )
 TAG_STYLES = ("square_brackets", "xml", "ticks", "no_tag")
+# MTHDS's `templating_style.text_format`: how `format()` (so `$x` and `@x`) writes a value. Plain
+# and Markdown write it as it is (plain text is Markdown); HTML escapes it; JSON writes it as JSON.
+TEXT_FORMATS = {"plain": "", "markdown": "", "html": " | e", "json": " | tojson"}
 
 
-def expand(template: str, tag_style: str = "square_brackets") -> str:
+def expand(template: str, tag_style: str = "square_brackets", text_format: str = "plain") -> str:
     """The template with every shorthand expanded (raw Jinja2 in it is left untouched, except
     Pipelex's ``format`` and ``tag`` filters, written out the same way).
 
     ``tag_style`` (MTHDS's ``templating_style.tag_style``) says how an ``@name`` block is marked:
     ``[name]...[/name]`` (default), ``<name>...</name>``, ```` ```name ... ``` ```` or not at all.
+    ``text_format`` (``templating_style.text_format``) says how a value is written (`TEXT_FORMATS`).
 
     Example:
         >>> expand("Write about $topic. Context: @doc")
@@ -40,14 +44,15 @@ def expand(template: str, tag_style: str = "square_brackets") -> str:
     """
     # Split off Jinja2 blocks first so a `$` or `@` inside `{{ ... }}` is never rewritten.
     parts = _JINJA.split(template)
+    writes = TEXT_FORMATS[text_format]
     return "".join(
-        _filters(part, tag_style) if index % 2 else _expand_text(part, tag_style)
+        _filters(part, tag_style, writes) if index % 2 else _expand_text(part, tag_style, writes)
         for index, part in enumerate(parts)
     )
 
 
-def _block(expr: str, name: str, tag_style: str) -> str:
-    value = "{{ " + expr + " }}"
+def _block(expr: str, name: str, tag_style: str, writes: str = "") -> str:
+    value = "{{ " + expr + writes + " }}"
     if tag_style == "xml":
         return f"\n<{name}>\n{value}\n</{name}>\n"
     if tag_style == "ticks":
@@ -57,23 +62,26 @@ def _block(expr: str, name: str, tag_style: str) -> str:
     return f"\n[{name}]\n{value}\n[/{name}]\n"
 
 
-def _filters(jinja: str, tag_style: str) -> str:
-    jinja = _FORMAT.sub(lambda m: "{{ " + m.group("expr").strip() + " }}", jinja)
+def _filters(jinja: str, tag_style: str, writes: str = "") -> str:
+    jinja = _FORMAT.sub(lambda m: "{{ " + m.group("expr").strip() + writes + " }}", jinja)
     return _TAG.sub(
         lambda m: _block(
-            m.group("expr").strip(), m.group("name") or m.group("expr").strip(), tag_style
+            m.group("expr").strip(),
+            m.group("name") or m.group("expr").strip(),
+            tag_style,
+            writes,
         ),
         jinja,
     )
 
 
-def _expand_text(text: str, tag_style: str) -> str:
+def _expand_text(text: str, tag_style: str, writes: str = "") -> str:
     def replace(match: re.Match[str]) -> str:
         path = match.group("path")
         sigil = match.group("sigil")
         if sigil == "$":
-            return "{{ " + path + " }}"
-        block = _block(path, path, tag_style)
+            return "{{ " + path + writes + " }}"
+        block = _block(path, path, tag_style, writes)
         if sigil == "@?":
             return "{% if " + path + " %}" + block + "{% endif %}"
         return block

@@ -507,11 +507,9 @@ def _compose(
         problem = None
         if tag_style not in _shorthand.TAG_STYLES:
             problem = f"tag_style '{tag_style}' is not one of {', '.join(_shorthand.TAG_STYLES)}"
-        elif style.get("text_format", "plain") != "plain":
-            problem = (
-                f"text_format '{style['text_format']}' is not supported by durapipe yet (only "
-                "'plain'); write the markup in the template itself"
-            )
+        elif str(style.get("text_format", "plain")) not in _shorthand.TEXT_FORMATS:
+            formats = ", ".join(_shorthand.TEXT_FORMATS)
+            problem = f"text_format '{style['text_format']}' is not one of {formats}"
         context = table.extra_context or {}
         literals = {k: _jinja_literal(v) for k, v in context.items()}
         if problem is None and any(v is None for v in literals.values()):
@@ -528,7 +526,8 @@ def _compose(
             return None
         # extra_context: constants of the template, set before its text.
         prelude = "".join(f"{{% set {k} = {v} %}}" for k, v in literals.items())
-        source = prelude + _shorthand.expand(table.template, tag_style)
+        text_format = str(style.get("text_format", "plain"))
+        source = prelude + _shorthand.expand(table.template, tag_style, text_format)
         return ComposePipe(**common, template=source, output=output)
     if blueprint.construct_ is None:
         return None
