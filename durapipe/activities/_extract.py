@@ -50,21 +50,35 @@ async def run_extract(
 
 async def _extract(call: ExtractCall, attempt: int, deck: ModelDeck | None) -> LeafResult:
     pipe = call.pipe
-    model = pipe.model or LOCAL_EXTRACTOR
     ref = Blob.model_validate(next(iter(call.inputs.values())))
     data = await read_blob(ref)
-    usage = Usage()
-    if model == LOCAL_EXTRACTOR:
-        texts = await local_pages(data, ref.media_type, pipe.language)
-    else:
-        async with limited(call) as lease:
-            settings = provider_settings("extract", call.pipe_name, model, pipe.settings, deck)
-            texts, usage = await _model_pages(model, data, ref.media_type, settings, pipe.timeout)
-            lease.used(usage)
+    models = [pipe.model or LOCAL_EXTRACTOR, *pipe.fallbacks]
+    for index, model in enumerate(models):
+        try:
+            texts, usage = await _pages(call, model, data, ref.media_type, deck)
+            break
+        except ApplicationError:
+            if index == len(models) - 1:
+                raise
+            # the next engine of the waterfall reads the same document, within this attempt
     output: Any = [{"page": number, "text": text} for number, text in enumerate(texts, start=1)]
     if pipe.output == "text":
         output = "\n\n".join(texts)
     return LeafResult(output=output, usage=usage, model=model, attempt=attempt)
+
+
+async def _pages(
+    call: ExtractCall, model: str, data: bytes, media_type: str, deck: ModelDeck | None
+) -> tuple[list[str], Usage]:
+    """The text of each page, read by ``model`` (the local engine or a litellm OCR model)."""
+    pipe = call.pipe
+    if model == LOCAL_EXTRACTOR:
+        return await local_pages(data, media_type, pipe.language), Usage()
+    async with limited(call) as lease:
+        settings = provider_settings("extract", call.pipe_name, model, pipe.settings, deck)
+        texts, usage = await _model_pages(model, data, media_type, settings, pipe.timeout)
+        lease.used(usage)
+    return texts, usage
 
 
 async def read_blob(ref: Blob) -> bytes:

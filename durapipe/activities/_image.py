@@ -1,4 +1,5 @@
-"""The image operator: render the prompt, generate one image, store it, return its blob reference.
+"""The image operator: render the prompt, generate one image (or N), store each, return the blob
+reference (or the list of them); a waterfall's next model is tried when one fails.
 
 Real models go through litellm's ``aimage_generation``. The offline model draws a labelled
 placeholder PNG instead: the same prompt and size always give the same bytes (and so the same blob).
@@ -52,19 +53,47 @@ async def run_image(
 
 async def _image(call: ImageCall, attempt: int, deck: ModelDeck | None) -> LeafResult:
     pipe = call.pipe
-    model = pipe.model or OFFLINE_MODEL
     prompt = render_for(call.pipe_name, "prompt", pipe.prompt, call.inputs)
+    models = [pipe.model or OFFLINE_MODEL, *pipe.fallbacks]
+    for index, model in enumerate(models):
+        try:
+            pngs, usage = await _images(call, model, prompt, deck)
+            break
+        except ApplicationError:
+            if index == len(models) - 1:
+                raise
+            # the next model of the waterfall gets the same request, within this attempt
+    refs = [
+        (
+            await asyncio.to_thread(
+                blob_store().put, png, media_type="image/png", name=f"{call.pipe_name}.png"
+            )
+        ).model_dump(mode="json")
+        for png in pngs
+    ]
+    output: Any = refs[0] if pipe.output == "image" else refs
+    return LeafResult(output=output, usage=usage, model=model, attempt=attempt)
+
+
+async def _images(
+    call: ImageCall, model: str, prompt: str, deck: ModelDeck | None
+) -> tuple[list[bytes], Usage]:
+    """``pipe.count`` images of ``prompt`` from ``model`` (one call, the provider's ``n``)."""
+    pipe = call.pipe
     if model == OFFLINE_MODEL:
-        png, usage = await asyncio.to_thread(placeholder_png, prompt, pipe.size), Usage()
-    else:
-        async with limited(call) as lease:
-            settings = provider_settings("image", call.pipe_name, model, pipe.settings, deck)
-            png, usage = await _generate(model, prompt, pipe.size, settings, pipe.timeout)
-            lease.used(usage)
-    ref = await asyncio.to_thread(
-        blob_store().put, png, media_type="image/png", name=f"{call.pipe_name}.png"
-    )
-    return LeafResult(output=ref.model_dump(mode="json"), usage=usage, model=model, attempt=attempt)
+        # Each placeholder names its place among the images, so N images are N distinct blobs.
+        labels = (
+            [prompt]
+            if pipe.count == 1
+            else [f"{prompt} ({i} of {pipe.count})" for i in range(1, pipe.count + 1)]
+        )
+        pngs = [await asyncio.to_thread(placeholder_png, label, pipe.size) for label in labels]
+        return pngs, Usage()
+    async with limited(call) as lease:
+        settings = provider_settings("image", call.pipe_name, model, pipe.settings, deck)
+        pngs, usage = await _generate(model, prompt, pipe.size, settings, pipe.timeout, pipe.count)
+        lease.used(usage)
+    return pngs, usage
 
 
 def placeholder_png(prompt: str, size: str = "1024x1024") -> bytes:
@@ -89,29 +118,48 @@ def placeholder_png(prompt: str, size: str = "1024x1024") -> bytes:
 
 
 async def _generate(
-    model: str, prompt: str, size: str, settings: dict[str, Any], timeout: float | None
-) -> tuple[bytes, Usage]:
+    model: str,
+    prompt: str,
+    size: str,
+    settings: dict[str, Any],
+    timeout: float | None,
+    count: int = 1,
+) -> tuple[list[bytes], Usage]:
     litellm = litellm_module()
     options = {"response_format": "b64_json", **settings}
     try:
         # num_retries=0: Temporal owns retries.
         response = await litellm.aimage_generation(
-            model=model, prompt=prompt, size=size, n=1, timeout=timeout, num_retries=0, **options
+            model=model,
+            prompt=prompt,
+            size=size,
+            n=count,
+            timeout=timeout,
+            num_retries=0,
+            # num_retries does not reach the openai SDK for images: it would retry a 5xx twice
+            # itself, paying up to three generations in one Temporal attempt.
+            max_retries=0,
+            **options,
         )
-        image = response.data[0]
-        data = (
+        images = [
             base64.b64decode(image.b64_json)
             if getattr(image, "b64_json", None)
             else await _download(image.url, timeout)
-        )
+            for image in response.data[:count]
+        ]
     except ApplicationError:
         raise
     except Exception as err:
         # from None: the provider's own exception may quote the key it was sent; only the
         # classified, redacted error may reach history, the worker's log and spans.
         raise classify(err, model=model) from None
+    if len(images) < count:
+        raise ApplicationError(
+            f"{model} returned {len(images)} of the {count} images asked for",
+            type=ErrorType.PROVIDER_ERROR,
+        )
     usage = getattr(response, "usage", None)
-    return data, Usage(
+    return images, Usage(
         input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
         output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
         cost_usd=response_cost(response),

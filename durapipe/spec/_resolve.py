@@ -95,6 +95,8 @@ def resolve(
             # Not the pipeline's default model: that one is a chat model, not an OCR or image model.
             model = pipe.model or (LOCAL_EXTRACTOR if pipe.kind == "extract" else OFFLINE_MODEL)
             changes["model"] = aliases.get(model, model)
+            if pipe.fallbacks:
+                changes["fallbacks"] = [aliases.get(m, m) for m in pipe.fallbacks]
         if pipe.kind in DEFAULT_TIMEOUT:
             changes["timeout"] = pipe.timeout or DEFAULT_TIMEOUT[pipe.kind]
             changes["retry"] = pipe.retry or DEFAULT_RETRY[pipe.kind]

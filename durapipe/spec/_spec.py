@@ -155,32 +155,45 @@ class ExtractPipe(_PipeBase):
             ``eng+deu``.
         output: ``list[Page]`` (one ``{page, text}`` per page) or ``text`` (all pages joined).
         settings: extra litellm OCR arguments.
+        fallbacks: engines tried in order, within the same attempt, when ``model`` (or the
+            fallback before) fails (MTHDS's ``~waterfall``; ``durapipe/local`` may be one).
     """
 
     kind: Literal["extract"] = "extract"
     model: str | None = None
+    fallbacks: list[str] = Field(default_factory=list)
     language: str = Field(default="eng", pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$")
     output: Literal["list[Page]", "text"] = "list[Page]"
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
 class ImagePipe(_PipeBase):
-    """Generates one image from a prompt; the output is an ``image`` reference to the blob store.
+    """Generates images from a prompt; the output is an ``image`` reference to the blob store.
 
     Attributes:
         model: a litellm image model (``openai/gpt-image-1``, ``openai/dall-e-3``) or an alias; the
             default ``durapipe/offline`` draws a labelled placeholder PNG (deterministic, no network).
         prompt: a Jinja2 template over ``inputs``.
         size: ``WIDTHxHEIGHT``, e.g. ``1024x1024``.
+        output: ``image`` for one image, ``list[image, N]`` for N images of one call (the
+            provider's ``n``).
         settings: extra litellm image arguments (``quality``, ``style``, ...).
+        fallbacks: models tried in order, within the same attempt, when ``model`` (or the
+            fallback before) fails with a provider error (MTHDS's ``~waterfall``).
     """
 
     kind: Literal["image"] = "image"
     model: str | None = None
+    fallbacks: list[str] = Field(default_factory=list)
     prompt: str
     size: str = Field(default="1024x1024", pattern=r"^\d{2,5}x\d{2,5}$")
-    output: Literal["image"] = "image"
+    output: str = Field(default="image", pattern=r"^(image|list\[image, ?([1-9]|10)\])$")
     settings: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        """How many images one call makes (1, or the N of ``list[image, N]``)."""
+        return 1 if self.output == "image" else int(self.output[:-1].rpartition(",")[2])
 
 
 class ComposePipe(_PipeBase):

@@ -46,6 +46,8 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ("jokes", "generate_jokes_from_topics", {}, "list[text, 3]"),
     ("jokes", "generate_joke", {"topic": "cats"}, "text"),
     ("memory", "issue", {"topic": "tides"}, "text"),
+    ("images", "storyboard", {"scene": "a harbour"}, "list[image, 2]"),
+    ("images", "sketches", {"scene": "a harbour"}, "list[image, 3]"),
     ("text_formats", "all_formats", {"card": {"name": "Ada", "note": "hi"}}, "dict"),
     ("cv_screening", "analyze_cv", {"cv_text": "Ada, 10 years of Python."}, "CandidateProfile"),
     (

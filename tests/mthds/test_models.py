@@ -10,6 +10,7 @@ import pytest
 
 import durapipe as dp
 from durapipe.adapters.mthds import ModelDeck, load_deck, load_mthds, resolve_model
+from durapipe.testing import text_image
 from durapipe.testing.fake_provider import FakeProvider, Status
 from tests.mthds.conftest import BUNDLES
 
@@ -112,3 +113,64 @@ def test_the_default_deck_is_offline_and_a_bad_deck_file_is_one_clear_error(
     bad.write_text("[aliases\n", encoding="utf-8")
     with pytest.raises(dp.ConfigError, match=r"model deck .* cannot be read"):
         load_deck(bad)
+
+
+async def test_images_lists_and_image_and_extract_waterfalls_on_temporal_and_local(
+    temporal_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blob_dir: Path
+) -> None:
+    async with FakeProvider() as fake:
+        fake.set_default(Status(503))
+        deck = tmp_path / "deck.toml"
+        deck.write_text(
+            f"""
+[waterfalls.image-fallback]
+models = ["openai/img-down", "durapipe/offline"]
+api_base = "{fake.base_url}"
+
+[waterfalls.extract-fallback]
+models = ["mistral/ocr-down", "durapipe/local"]
+api_base = "{fake.base_url}"
+""",
+            encoding="utf-8",
+        )
+        monkeypatch.setenv("DURAPIPE_MTHDS_DECK", str(deck))
+        # litellm's image and OCR clients refuse to send without a key: a fake one (the worker's).
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+        monkeypatch.setenv("MISTRAL_API_KEY", "fake")
+        pipeline = load_mthds(BUNDLES / "images.mthds")
+        scan = {"scan": text_image("TIDE TABLES")}
+        client = await dp.connect(temporal_address, pipeline=pipeline)
+        task_queue = f"mthds-images-{uuid.uuid4().hex[:8]}"
+        results = []
+        async with dp.build_worker(client, task_queue=task_queue):
+            runs = (
+                ("sketches", {"scene": "a harbour"}),
+                ("storyboard", {"scene": "a harbour"}),
+                ("read_scan", scan),
+            )
+            for pipe, inputs in runs:
+                local = await dp.run_local(pipeline, pipe, inputs)
+                on_temporal = await dp.run(
+                    client,
+                    pipeline,
+                    pipe,
+                    inputs,
+                    run_id=f"mthds-img-{uuid.uuid4().hex[:8]}",
+                    task_queue=task_queue,
+                )
+                assert on_temporal.output == local.output
+                results.append(local)
+    sketches, storyboard, scanned = results
+    # Image[3]: three distinct images from one call, by the waterfall's second model.
+    assert len({image["blob"] for image in sketches.output}) == 3
+    assert [s.model for s in sketches.steps] == ["durapipe/offline"]
+    # The step's nb_output = 2: two images.
+    frames = storyboard.output
+    assert isinstance(frames, list) and len(frames) == 2
+    assert all(f["media_type"] == "image/png" for f in frames)
+    assert frames[0]["blob"] != frames[1]["blob"]
+    assert "TIDE TABLES" in scanned.output[0]["text"]
+    assert [s.model for s in scanned.steps] == ["durapipe/local"]
+    # Each run asked the first model of each waterfall once, and passed it over.
+    assert len(fake.calls_for("img-down")) == 4  # sketches and storyboard, local and Temporal
+    assert len(fake.calls_for("ocr-down")) == 2

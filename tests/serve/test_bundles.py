@@ -189,6 +189,9 @@ async def test_the_caller_chooses_the_output_name_multiplicity_and_dynamic_conce
             dynamic_output_concept_ref="Idea",
             output_multiplicity=2,
         )
+        posters = await client.execute(
+            pipe_code="poster", files=IDEAS, inputs=topic, output_multiplicity=2
+        )
         with pytest.raises(ApiResponseError) as not_dynamic:
             await client.execute(
                 pipe_code="idea", files=IDEAS, inputs=topic, dynamic_output_concept_ref="Text"
@@ -221,6 +224,9 @@ async def test_the_caller_chooses_the_output_name_multiplicity_and_dynamic_conce
     made = results.working_memory.root["main_stuff"]
     assert made.concept == "ideas.Idea"
     assert [set(item) for item in made.content["items"]] == [{"title", "pitch"}] * 2
+    # A PipeImgGen asked for two images makes two, from one call.
+    images = posters.pipe_output.working_memory.root["main_stuff"]
+    assert images.concept == "native.Image" and len(images.content["items"]) == 2
     assert not_dynamic.value.problem.code == "request.invalid"
     assert "not Dynamic" in not_dynamic.value.problem.detail
     assert not_llm.value.problem.code == "request.invalid"

@@ -15,7 +15,7 @@ from durapipe.adapters.mthds._bundle import Bundle, PipeBlueprint
 from durapipe.adapters.mthds._deck import ModelDeck
 from durapipe.adapters.mthds._library import resolve_concept, split_multiplicity
 from durapipe.adapters.mthds._translate import Translation, type_of
-from durapipe.spec import LlmPipe, Pipeline
+from durapipe.spec import ImagePipe, LlmPipe, Pipeline
 
 # What a caller may ask for: one output (False, or a count of one), a list whose length the model
 # decides (True), or exactly N items.
@@ -58,7 +58,8 @@ def override_output(
     code, count, is_list = split_multiplicity(concept)
     spec = method.pipeline.pipes[pipe]
     pipeline = method.pipeline
-    item_type = spec.output if isinstance(spec.output, str) else "any"
+    declared = getattr(spec, "output", None)
+    item_type = declared if isinstance(declared, str) else "any"
     if item_type.startswith("list["):
         item_type = item_type[5:-1].split(",")[0].strip()
     if dynamic_concept is not None:
@@ -84,11 +85,20 @@ def override_output(
     wanted = f"{code}{suffix}"
     if wanted == concept:
         return OutputOverride(pipeline, concept)
+    if isinstance(spec, ImagePipe):
+        if is_list and not count:
+            raise ConfigError(
+                f"pipe '{pipe}' is a PipeImgGen: 'output_multiplicity' true does not say how many "
+                "images to make; send a count (3)"
+            )
+        images = "image" if not is_list else f"list[image, {count}]"
+        pipes = {**pipeline.pipes, pipe: spec.model_copy(update={"output": images})}
+        return OutputOverride(pipeline.model_copy(update={"pipes": pipes}), wanted)
     if not isinstance(spec, LlmPipe) or _blueprint_type(method, pipe) != "PipeLLM":
         if multiplicity is not None and suffix != concept[len(concept.split("[")[0]) :]:
             raise ConfigError(
                 f"pipe '{pipe}' is a {_blueprint_type(method, pipe) or 'controller'}: "
-                "'output_multiplicity' applies to PipeLLM pipes only in durapipe; run the pipe "
+                "'output_multiplicity' applies to PipeLLM and PipeImgGen pipes in durapipe; run the pipe "
                 "inside a PipeBatch, or leave 'output_multiplicity' out"
             )
         # A non-LLM Dynamic pipe makes what it makes: only the concept its output is shown as changes.

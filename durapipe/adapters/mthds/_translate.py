@@ -236,11 +236,12 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
         module, _, attribute = function.rpartition(".")
         return ToolPipe(**common, function=f"{module}:{attribute}", output=output)
     if isinstance(blueprint, PipeImgGen):
-        if output not in ("image",):
+        if output != "image" and not re.fullmatch(r"list\[image, ([1-9]|10)\]", output):
             state.report(
                 bundle,
                 f"{where}, field 'output'",
-                f"a PipeImgGen makes one Image in durapipe; '{blueprint.output}' (a list of images) is not supported yet",
+                f"a PipeImgGen makes an Image or a counted list of them (Image[3], at most 10); "
+                f"'{blueprint.output}' does not say how many images to make",
                 f"{key}.output",
             )
             return None
@@ -251,6 +252,8 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
         return ImagePipe(
             **common,
             model=resolved.model,
+            fallbacks=list(resolved.fallbacks),
+            output=output,
             prompt=prompt,
             size=_ASPECT_SIZES[blueprint.aspect_ratio or "square"],
             settings=resolved.settings,
@@ -259,7 +262,7 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
         if len(inputs) != 1:
             return None
         resolved = _model(state, blueprint.model, "extract")
-        return ExtractPipe(**common, model=resolved.model)
+        return ExtractPipe(**common, model=resolved.model, fallbacks=list(resolved.fallbacks))
     if isinstance(blueprint, PipeSearch):
         resolved = _model(state, blueprint.model, "search")
         state.structures.setdefault("SearchResult", SEARCH_RESULT)
@@ -343,11 +346,18 @@ def _variant(state: Translation, name: str, sub: SubPipe, target: PipeTarget) ->
     if sub.nb_output is None and not sub.multiple_output:
         return name
     pipe = state.pipes.get(name)
+    if isinstance(pipe, ImagePipe) and sub.nb_output:
+        # A PipeImgGen step asking for N images: one call making N (the provider's n).
+        variant = f"{name}-x{sub.nb_output}"
+        output = "image" if sub.nb_output == 1 else f"list[image, {sub.nb_output}]"
+        state.pipes.setdefault(variant, pipe.model_copy(update={"output": output}))
+        return variant
     if not isinstance(pipe, LlmPipe):
         state.report(
             target.bundle,
             f"pipe '{target.code}', step '{sub.pipe}'",
-            "'nb_output'/'multiple_output' apply to PipeLLM steps only in durapipe",
+            "'nb_output' applies to PipeLLM and PipeImgGen steps, 'multiple_output' to PipeLLM "
+            "steps (an image step must say how many: nb_output = 3)",
             f"pipe.{target.code}",
         )
         return name

@@ -57,7 +57,8 @@ class FakeProvider(_ProviderCore):
     """A fake OpenAI-compatible Chat Completions server for tests.
 
     The server listens on ``host:port`` (port 0 picks a free port) and serves
-    ``POST /v1/chat/completions`` (JSON or ``stream: true`` SSE),
+    ``POST /v1/chat/completions`` (JSON or ``stream: true`` SSE), ``POST /v1/images/generations``
+    and ``POST /v1/ocr`` (scripted failures only),
     ``GET /v1/models`` and the ``/_fake/...`` control endpoints. It handles
     requests concurrently. All public methods are thread-safe.
 
@@ -173,6 +174,8 @@ class FakeProvider(_ProviderCore):
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._handle_chat)
         app.router.add_post("/chat/completions", self._handle_chat)
+        for path in ("/v1/images/generations", "/images/generations", "/v1/ocr", "/ocr"):
+            app.router.add_post(path, self._handle_media)
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_get("/_fake/ledger", self._handle_ledger)
         app.router.add_post("/_fake/script", self._handle_script)
@@ -345,6 +348,35 @@ class FakeProvider(_ProviderCore):
         finally:
             if task is not None:
                 self._tasks.discard(task)
+            self._finish(record)
+
+    async def _handle_media(self, request: web.Request) -> web.StreamResponse:
+        """Image generation and OCR requests: recorded in the ledger like chat calls (by their
+        ``model``) and answered with the scripted `Status`; any other action answers 501, since
+        this fake makes no images or pages (the offline model and ``durapipe/local`` do)."""
+        received_at = time.time()
+        try:
+            body = json.loads(await request.read())
+            if not isinstance(body, dict):
+                raise ValueError("body is not an object")
+        except ValueError:
+            return _json_response(
+                400, _error_body("We could not parse the JSON body.", "invalid_request_error", None)
+            )
+        record, action = self._begin(str(body.get("model", "")), received_at, body, request)
+        try:
+            if isinstance(action, Status):
+                return await self._respond(request, record, action, body)
+            record.outcome = "status:501"
+            return _json_response(
+                501,
+                _error_body(
+                    "The fake provider answers image and OCR requests with failures only.",
+                    "server_error",
+                    None,
+                ),
+            )
+        finally:
             self._finish(record)
 
     async def _answered_or_free(self, key: str) -> None:
