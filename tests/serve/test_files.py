@@ -115,3 +115,29 @@ async def test_a_file_the_server_may_not_read_is_refused(
     problem = refused.value.problem
     assert problem.code == "input.invalid"
     assert "input 'document'" in problem.detail and says in problem.detail
+
+
+YAML_READER = {
+    "reader.yaml": """version: 1
+pipes:
+  read:
+    kind: extract
+    inputs: {document: document}
+    output: text
+"""
+}
+
+
+async def test_a_yaml_pipe_takes_files_by_the_same_rules(fetching: Served) -> None:
+    data_url = "data:text/plain;base64," + base64.b64encode(LETTER.encode()).decode()
+    async with mthds_client(fetching) as client:
+        read = await client.execute(
+            pipe_code="read", files=YAML_READER, inputs={"document": {"url": data_url}}
+        )
+        with pytest.raises(ApiResponseError) as refused:
+            await client.start(
+                pipe_code="read", files=YAML_READER, inputs={"document": "/etc/hostname"}
+            )
+    assert LETTER in _text(read)
+    assert refused.value.problem.code == "input.invalid"
+    assert "a client may not read this runner's disk" in refused.value.problem.detail
