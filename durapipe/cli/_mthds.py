@@ -84,7 +84,9 @@ def print_output(
     """
     memory = None
     if main is not None and isinstance(output, dict):
-        memory = {name: (concept, output.get(name)) for name, concept in (concepts or {}).items()}
+        from durapipe.adapters.mthds import memory_values
+
+        memory = memory_values(output, concepts or {})
         output = output.get(main)
     shown = mthds_output(
         output,

@@ -183,12 +183,16 @@ def whole_memory(method: Method, pipe: str) -> Pipeline:
 def _memory(method: Method, pipe: str) -> tuple[Pipeline, str | None, dict[str, str]]:
     if pipe not in method.outputs:
         return method.pipeline, None, {}
-    from durapipe.adapters.mthds._memory import memory_of
+    from durapipe.adapters.mthds._memory import HELD, memory_of
     from durapipe.serve._methods import qualified
 
     pipeline, main, concepts = memory_of(method.pipeline, method.outputs, pipe)
     # The concepts the translation adds are natives (Text, Dynamic): qualified as such.
-    return pipeline, main, {name: qualified(c, "native") for name, c in concepts.items()}
+    return (
+        pipeline,
+        main,
+        {name: c if c == HELD else qualified(c, "native") for name, c in concepts.items()},
+    )
 
 
 def working_memory(
@@ -209,10 +213,11 @@ def working_memory(
         root[name] = stuff(name, value, concept)
     steps: Mapping[str, str] = concepts.get("steps") or {}
     if steps and isinstance(output, Mapping):
-        # A sequence that returned every step result: each is a stuff, the main one among them.
-        for name, concept in steps.items():
-            if name in output:
-                root[name] = stuff(name, output[name], concept)
+        # A sequence that returned its whole memory: each result is a stuff, the main one among them.
+        from durapipe.adapters.mthds import memory_values
+
+        for name, (concept, value) in memory_values(output, steps).items():
+            root[name] = stuff(name, value, concept)
         output = output.get(concepts.get("main", ""))
     slot = concepts.get("output_name")
     if isinstance(slot, str) and slot:

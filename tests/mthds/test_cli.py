@@ -224,6 +224,8 @@ def test_with_memory_is_the_whole_working_memory_on_temporal_like_local(
         "angles",
         "loud_angles",
         "length_class",
+        "summary",
+        "title",
         "verdict",
         "main_stuff",
     ]
@@ -234,6 +236,9 @@ def test_with_memory_is_the_whole_working_memory_on_temporal_like_local(
         {"text": "ANGLE: " + item["text"]} for item in root["angles"]["content"]["items"]
     ]
     assert root["length_class"]["content"] == {"text": "long"}
+    # The condition chose the long outcome, a sequence: its results are in the memory too.
+    assert root["title"]["content"]["text"] == "TITLE: " + root["summary"]["content"]["text"]
+    assert root["verdict"]["content"] == root["title"]["content"]
     assert memory["aliases"] == {"main_stuff": "verdict"}
     compact = run_cli(*args[:-3], "--inputs", '{"topic": "tides"}', "--local")
     assert json.loads(compact.stdout) == root["main_stuff"]["content"]

@@ -243,9 +243,9 @@ async def test_the_working_memory_holds_nested_results(served: Served) -> None:
         )
     assert results.working_memory is not None
     root = results.working_memory.root
-    assert {"facts", "digest", "notes", "angles", "loud_angles", "length_class", "verdict"} <= set(
-        root
-    )
+    assert {"facts", "digest", "notes", "angles", "loud_angles", "length_class"} <= set(root)
+    assert {"summary", "title", "verdict"} <= set(root)
+    assert not any(name.endswith("__memory") or name == "__output" for name in root)
     assert root["facts"].concept == "native.Text"
     assert root["angles"].concept == "native.Text"
     assert len(root["angles"].content["items"]) == 2

@@ -29,6 +29,7 @@ from durapipe.adapters.mthds._api import (
 )
 from durapipe.adapters.mthds._deck import ModelDeck, ResolvedModel, load_deck, resolve_model
 from durapipe.adapters.mthds._io import memory_pipeline, mthds_inputs, mthds_output
+from durapipe.adapters.mthds._memory import memory_values
 from durapipe.adapters.mthds._outputs import OutputOverride, override_output
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "load_mthds",
     "main_pipe",
     "memory_pipeline",
+    "memory_values",
     "mthds_inputs",
     "mthds_output",
     "override_output",
