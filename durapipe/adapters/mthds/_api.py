@@ -10,9 +10,10 @@ from pathlib import Path
 from durapipe._errors import PipelineError, Problem
 from durapipe.adapters.mthds._deck import ModelDeck, load_deck
 from durapipe.adapters.mthds._library import Library, resolve_pipe
+from durapipe.adapters.mthds._notes import notes
 from durapipe.adapters.mthds._package import MANIFEST, load_path, load_text
 from durapipe.adapters.mthds._rules import check_library
-from durapipe.adapters.mthds._translate import notes, translate
+from durapipe.adapters.mthds._translate import translate
 from durapipe.spec import Pipeline, ToolPipe, check
 
 SUFFIX = ".mthds"

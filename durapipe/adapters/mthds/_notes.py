@@ -1,0 +1,39 @@
+"""Fields a bundle sets that durapipe reads but that change nothing yet: one note for each use."""
+
+from __future__ import annotations
+
+from durapipe._errors import Problem
+from durapipe.adapters.mthds._library import Library
+
+# Fields read from a bundle that change nothing in durapipe yet: each use is a note (see `notes`).
+NO_EFFECT = {
+    "PipeLLM": ("structuring_method", "model_to_structure"),
+    "PipeExtract": ("max_page_images", "page_image_captions", "page_views", "page_views_dpi"),
+    "PipeImgGen": ("is_raw", "seed", "background", "output_format"),
+}
+NO_EFFECT_SETTINGS = (
+    "prompting_target",
+    "image_detail",
+    "include_images",
+    "include_inline_citations",
+)
+
+
+def notes(library: Library) -> list[Problem]:
+    """A note for each field the bundles set that has no effect in durapipe yet (never silent)."""
+    found: list[Problem] = []
+    for bundle in library.bundles:
+        for code, pipe in bundle.pipes.items():
+            fields = [f for f in NO_EFFECT.get(pipe.type, ()) if getattr(pipe, f, None) is not None]
+            model = getattr(pipe, "model", None)
+            if isinstance(model, dict):
+                fields += [f"model.{k}" for k in NO_EFFECT_SETTINGS if k in model]
+            for name in fields:
+                found.append(
+                    Problem(
+                        f"bundle '{bundle.domain}', pipe '{code}', field '{name}'",
+                        "read, but has no effect in durapipe yet",
+                        bundle.where(f"pipe.{code}.{name.split('.')[0]}"),
+                    )
+                )
+    return found
