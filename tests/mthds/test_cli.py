@@ -184,7 +184,9 @@ def test_with_memory_holds_every_step_result_and_binds_by_name_downstream() -> N
 EXTRACT_RUN = ["run", "extract_pages", "--file", str(BUNDLES / "extract.mthds"), "--local"]
 
 
-def test_a_document_arrives_as_a_path_or_a_data_url(tmp_path: Path) -> None:
+def test_a_document_arrives_as_a_path_or_a_data_url(
+    tmp_path: Path, temporal_address: str, task_queue: str, mthds_worker_process: WorkerProcess
+) -> None:
     letter = "Invoice 42 from Acme, total 120."
     path = tmp_path / "letter.txt"
     path.write_text(letter)
@@ -197,6 +199,19 @@ def test_a_document_arrives_as_a_path_or_a_data_url(tmp_path: Path) -> None:
         pages.append(json.loads(result.stdout))
     assert pages[0] == pages[1]
     assert letter in json.dumps(pages[0])
+    # On Temporal the CLI stores the bytes and the worker reads them from the blob store.
+    inputs = json.dumps({"invoice": {"url": encoded}})
+    on_temporal = run_cli(
+        *EXTRACT_RUN[:-1],
+        "--inputs",
+        inputs,
+        "--address",
+        temporal_address,
+        "--task-queue",
+        task_queue,
+    )
+    assert on_temporal.returncode == 0, on_temporal.stderr
+    assert json.loads(on_temporal.stdout) == pages[0]
     broken = json.dumps({"invoice": {"url": "data:text/plain;base64,%%%"}})
     bad = runner.invoke(app, [*EXTRACT_RUN, "--inputs", broken])
     assert bad.exit_code == 2
