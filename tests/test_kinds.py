@@ -180,3 +180,19 @@ def test_a_kind_is_declared_once() -> None:
         register_kind(Kind("llm", dp.spec.LlmPipe, timeout=1.0))
     with pytest.raises(ValueError, match="'activity' it goes to"):
         Kind("shout", ShoutPipe, call=ShoutCall)
+
+
+async def test_a_worker_without_the_kind_fails_the_run_at_once(
+    temporal_address: str, task_queue: str, shout_kind: Kind
+) -> None:
+    pipeline = dp.load_yaml(YAML)
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    handle = await dp.start(client, pipeline, "brief", {"topic": "tides"}, task_queue=task_queue)
+    # The client knew the kind; this worker never imported the module that registers it.
+    unregister_kind(shout_kind.name)
+    async with dp.build_worker(client, task_queue=task_queue), asyncio.timeout(60):
+        with pytest.raises(dp.StepFailed) as failed:
+            await handle.result()
+    assert (failed.value.path, failed.value.kind) == ("twice", "shout")
+    assert failed.value.cause_type == "durapipe.UnknownKind"
+    assert failed.value.cause.startswith("pipe 'twice' is of kind 'shout', which this worker")

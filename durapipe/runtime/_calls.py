@@ -9,7 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    model_validator,
+)
 
 from durapipe._errors import StepFailed
 from durapipe.spec import (
@@ -22,6 +29,7 @@ from durapipe.spec import (
     Pipeline,
     ToolPipe,
 )
+from durapipe.spec._kinds import lenient_kinds
 from durapipe.spec._types import StructureSpec
 
 
@@ -70,6 +78,14 @@ class PipeRun(_Message):
     slice: BatchSlice | None = None
     # Histories recorded before scopes existed hold none: their checkpoints are scoped by run id.
     scope: str = ""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _lenient_kinds(cls, data: Any, handler: ModelWrapValidatorHandler[PipeRun]) -> PipeRun:
+        # A worker reads a pipe of a kind it lacks as UnknownPipe, so the interpreter fails that
+        # step at once (durapipe.UnknownKind) instead of the workflow task failing forever.
+        with lenient_kinds():
+            return handler(data)
 
 
 class CallBase(_Message):

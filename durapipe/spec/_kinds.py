@@ -24,11 +24,13 @@ Example (a leaf kind, in one module with its activity body)::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from durapipe.spec._base import PipeBase, RetrySpec
 
@@ -129,3 +131,34 @@ def is_controller_kind(name: str) -> bool:
     """Whether pipes of kind ``name`` run as a workflow of their own."""
     kind = _KINDS.get(name)
     return kind is not None and kind.controller
+
+
+class UnknownPipe(PipeBase):
+    """A pipe of a kind this process does not know, kept as read where a run's recorded spec is
+    read (`lenient_kinds`), so the interpreter can fail its step with one sentence."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: str
+
+
+_LENIENT: ContextVar[bool] = ContextVar("durapipe_lenient_kinds", default=False)
+
+
+@contextmanager
+def lenient_kinds() -> Iterator[None]:
+    """Read pipes of unknown kinds as `UnknownPipe` instead of failing (a worker reading a run).
+
+    A pipeline a user writes must name known kinds; a run a worker receives may name a kind only
+    its client registered, and failing to read it would fail the workflow task again and again.
+    """
+    token = _LENIENT.set(True)
+    try:
+        yield
+    finally:
+        _LENIENT.reset(token)
+
+
+def reading_leniently() -> bool:
+    """Whether pipes of unknown kinds are being read as `UnknownPipe` (see `lenient_kinds`)."""
+    return _LENIENT.get()

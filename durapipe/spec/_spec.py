@@ -15,7 +15,15 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from durapipe.spec._base import PipeBase, RetrySpec, _Spec
 from durapipe.spec._deck import ModelRef
-from durapipe.spec._kinds import Kind, is_controller_kind, kind_of, kinds, register_kind
+from durapipe.spec._kinds import (
+    Kind,
+    UnknownPipe,
+    is_controller_kind,
+    kind_of,
+    kinds,
+    reading_leniently,
+    register_kind,
+)
 from durapipe.spec._types import StructureSpec
 
 OFFLINE_MODEL = "durapipe/offline"
@@ -389,6 +397,8 @@ def _pipe_of_kind(value: Any) -> Any:
             "union_tag_not_found", "field 'kind' is missing (one of {known})", {"known": known}
         )
     kind = kind_of(str(value["kind"]))
+    if kind is None and reading_leniently():
+        return UnknownPipe.model_validate(value)
     if kind is None:
         raise PydanticCustomError(
             "union_tag_invalid",
