@@ -12,6 +12,7 @@ import pytest
 
 import durapipe as dp
 from durapipe.activities import CallContext, register_activity, unregister_activity
+from durapipe.client import step_detail
 from durapipe.runtime import CallBase, LeafResult
 from durapipe.spec import Kind, PipeBase, RetrySpec, check, register_kind
 from durapipe.spec._kinds import unregister_kind
@@ -149,6 +150,12 @@ async def test_the_kind_runs_on_a_temporal_worker(temporal_address: str, task_qu
     attributes = scheduled.activity_task_scheduled_event_attributes
     assert attributes.start_to_close_timeout.seconds == 7  # the kind's default
     assert attributes.retry_policy.maximum_attempts == 2
+    detail = await step_detail(client, run_id, "twice")  # `durapipe show --step` reads the call
+    assert (detail.kind, detail.inputs, detail.output) == (
+        "shout",
+        {"text": "tides"},
+        "TIDES TIDES",
+    )
 
 
 @pytest.mark.usefixtures("mute_kind")
