@@ -17,10 +17,12 @@ from durapipe.activities._extract import run_extract
 from durapipe.activities._image import run_image
 from durapipe.activities._llm import run_llm
 from durapipe.activities._metrics import record_usage
+from durapipe.activities._registry import ActivityBody, CallContext, registered_activities
 from durapipe.activities._tool import run_tool
 from durapipe.adapters._plan import ACTIVITY_NAMES, ATTEMPT_DETAIL, ESTIMATE_ACTIVITY
 from durapipe.runtime._calls import (
     AgentTurnCall,
+    CallBase,
     ExtractCall,
     ImageCall,
     LeafResult,
@@ -68,8 +70,35 @@ class Activities:
         return self._checkpoints
 
     def all(self) -> list[Callable[..., Any]]:
-        """Every activity, for a worker's ``activities=``."""
-        return [self.llm, self.tool, self.extract, self.image, self.agent_turn, self.estimate_cost]
+        """Every activity, for a worker's ``activities=``: the built-in ones and those of the
+        kinds registered in this process (see `register_activity`)."""
+        builtin: list[Callable[..., Any]] = [
+            self.llm,
+            self.tool,
+            self.extract,
+            self.image,
+            self.agent_turn,
+        ]
+        registered = [
+            self._registered(name, call, body)
+            for name, (call, body) in registered_activities().items()
+        ]
+        return [*builtin, *registered, self.estimate_cost]
+
+    def context(self, attempt: int) -> CallContext:
+        """What this worker gives a registered activity body on attempt ``attempt``."""
+        return CallContext(attempt, self.checkpoints, self.deck, self.tools)
+
+    def _registered(
+        self, name: str, call_type: type[CallBase], body: ActivityBody
+    ) -> Callable[..., Any]:
+        async def run(call: CallBase) -> LeafResult:
+            return await _heartbeating(body(call, self.context(activity.info().attempt)))
+
+        # Temporal reads the input's type from the annotations: the kind's own message.
+        run.__annotations__ = {"call": call_type, "return": LeafResult}
+        run.__name__ = run.__qualname__ = getattr(body, "__name__", name)
+        return activity.defn(name=name)(run)
 
     @activity.defn(name=LLM_ACTIVITY)
     async def llm(self, call: LlmCall) -> LeafResult:

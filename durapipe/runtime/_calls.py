@@ -9,10 +9,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    model_validator,
+)
 
 from durapipe._errors import StepFailed
-from durapipe.spec import AgentPipe, ExtractPipe, ImagePipe, LimitRule, LlmPipe, Pipeline, ToolPipe
+from durapipe.spec import (
+    AgentPipe,
+    ExtractPipe,
+    ImagePipe,
+    LimitRule,
+    LlmPipe,
+    PipeBase,
+    Pipeline,
+    ToolPipe,
+)
+from durapipe.spec._kinds import lenient_kinds
 from durapipe.spec._types import StructureSpec
 
 
@@ -62,46 +79,68 @@ class PipeRun(_Message):
     # Histories recorded before scopes existed hold none: their checkpoints are scoped by run id.
     scope: str = ""
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _lenient_kinds(cls, data: Any, handler: ModelWrapValidatorHandler[PipeRun]) -> PipeRun:
+        # A worker reads a pipe of a kind it lacks as UnknownPipe, so the interpreter fails that
+        # step at once (durapipe.UnknownKind) instead of the workflow task failing forever.
+        with lenient_kinds():
+            return handler(data)
 
-class _Call(_Message):
+
+class CallBase(_Message):
+    """What every leaf call message carries; a kind's message adds ``pipe: ItsPipe`` (and
+    ``structures`` when its types may name declared structures).
+
+    Attributes:
+        run_id: the top-level run's id.
+        scope: the run's scope (see `PipeRun`).
+        path: the step path of the call.
+        pipe_name: the name of the pipe called.
+        inputs: the pipe's input values.
+        summary: the UI label when the default (kind and path) would not read well.
+        limits: the provider limits this call shares with every other matching call.
+        pipe: the pipe's resolved spec.
+    """
+
     run_id: str
-    scope: str = ""  # the run's scope (see PipeRun)
+    scope: str = ""
     path: str
     pipe_name: str
     inputs: dict[str, Any] = Field(default_factory=dict)
-    # The UI label when the default (kind and path) would not read well, e.g. an agent's tool call.
+    # E.g. an agent's tool call, which reads better as the tool's name than as a path.
     summary: str | None = None
-    # The provider limits this call shares with every other matching call (see LimitRule).
     limits: list[LimitRule] = Field(default_factory=list)
+    pipe: PipeBase
 
 
-class LlmCall(_Call):
+class LlmCall(CallBase):
     """The input of the ``durapipe.llm`` activity."""
 
     pipe: LlmPipe
     structures: dict[str, StructureSpec] = Field(default_factory=dict)
 
 
-class ToolCall(_Call):
+class ToolCall(CallBase):
     """The input of the ``durapipe.tool`` activity."""
 
     pipe: ToolPipe
     structures: dict[str, StructureSpec] = Field(default_factory=dict)
 
 
-class ExtractCall(_Call):
+class ExtractCall(CallBase):
     """The input of the ``durapipe.extract`` activity: the document travels as a `Blob` reference."""
 
     pipe: ExtractPipe
 
 
-class ImageCall(_Call):
+class ImageCall(CallBase):
     """The input of the ``durapipe.image`` activity."""
 
     pipe: ImagePipe
 
 
-class AgentTurnCall(_Call):
+class AgentTurnCall(CallBase):
     """The input of the ``durapipe.agent_turn`` activity: one model request of an agent.
 
     Attributes:
@@ -117,7 +156,8 @@ class AgentTurnCall(_Call):
     tools: list[dict[str, Any]] = Field(default_factory=list)
 
 
-LeafCall = LlmCall | ToolCall | ExtractCall | ImageCall | AgentTurnCall
+# The built-in calls, told apart with isinstance; a registered kind's call is a CallBase.
+LeafCall = LlmCall | ToolCall | ExtractCall | ImageCall | AgentTurnCall | CallBase
 
 
 class Usage(_Message):

@@ -8,12 +8,11 @@ changed after it started.
 from __future__ import annotations
 
 from durapipe.spec import _types
+from durapipe.spec._base import RetrySpec
 from durapipe.spec._deck import target
+from durapipe.spec._kinds import kind_of
 from durapipe.spec._routing import matches, route
 from durapipe.spec._spec import (
-    DEFAULT_RETRY,
-    DEFAULT_TIMEOUT,
-    LEAF_KINDS,
     LOCAL_EXTRACTOR,
     OFFLINE_MODEL,
     AgentPipe,
@@ -97,10 +96,11 @@ def resolve(
             changes["model"] = aliases.get(model, model)
             if pipe.fallbacks:
                 changes["fallbacks"] = [aliases.get(m, m) for m in pipe.fallbacks]
-        if pipe.kind in DEFAULT_TIMEOUT:
-            changes["timeout"] = pipe.timeout or DEFAULT_TIMEOUT[pipe.kind]
-            changes["retry"] = pipe.retry or DEFAULT_RETRY[pipe.kind]
-        if pipe.kind in LEAF_KINDS:
+        kind = kind_of(pipe.kind)
+        if kind is not None and kind.timeout is not None:
+            changes["timeout"] = pipe.timeout or kind.timeout
+            changes["retry"] = pipe.retry or kind.retry or RetrySpec()
+        if kind is not None and kind.activity is not None and not kind.controller:
             changes["queue"] = route(pipe.model_copy(update=changes), pipeline.routing)
         pipes[pipe_name] = pipe.model_copy(update=changes)
     resolved = subset(pipeline, name)

@@ -24,6 +24,7 @@ from durapipe.spec._flow import (
     path_shape,
     suggest,
 )
+from durapipe.spec._kinds import kind_of
 from durapipe.spec._spec import (
     AgentPipe,
     ApprovalPipe,
@@ -129,6 +130,8 @@ def check(pipeline: Pipeline, *, source: str = "") -> list[Problem]:
             check_batch(pipeline, name, pipe, report)
         elif isinstance(pipe, ConditionPipe):
             check_condition(pipeline, name, pipe, report)
+        elif (kind := kind_of(pipe.kind)) is not None and kind.check is not None:
+            kind.check(pipeline, name, pipe, report)  # a registered kind's own checks
     _check_cycles(pipeline, report)
     return problems
 
