@@ -20,14 +20,10 @@ from durapipe.runtime._approvals import (
 )
 from durapipe.runtime._calls import (
     CallBase,
-    ExtractCall,
-    ImageCall,
     LeafCall,
-    LlmCall,
     PipeRun,
     RunResult,
     StepRecord,
-    ToolCall,
     Usage,
 )
 from durapipe.runtime._controllers import run_batch, run_condition, run_parallel
@@ -36,11 +32,7 @@ from durapipe.runtime._memory import join_path, lookup
 from durapipe.spec import (
     AgentPipe,
     ApprovalPipe,
-    ExtractPipe,
-    ImagePipe,
-    LlmPipe,
     SequencePipe,
-    ToolPipe,
     is_controller,
     kind_of,
     limits_for,
@@ -275,14 +267,6 @@ class Interpreter:
             "inputs": inputs,
             "limits": limits_for(pipe, self.run.spec.limits),
         }
-        if isinstance(pipe, LlmPipe):
-            return LlmCall(pipe=pipe, structures=structures, **common)
-        if isinstance(pipe, ToolPipe):
-            return ToolCall(pipe=pipe, structures=structures, **common)
-        if isinstance(pipe, ExtractPipe):
-            return ExtractCall(pipe=pipe, **common)
-        if isinstance(pipe, ImagePipe):
-            return ImageCall(pipe=pipe, **common)
         kind = kind_of(pipe.kind)
         if kind is None or kind.call is None:
             raise StepFailed(

@@ -3,6 +3,7 @@
 This layer knows nothing of Temporal.
 """
 
+from durapipe.spec import _builtin_kinds  # noqa: F401  (registers the built-in kinds)
 from durapipe.spec._base import PipeBase, RetrySpec, parse_duration
 from durapipe.spec._deck import ModelDeck, ModelEntry
 from durapipe.spec._kinds import Kind, is_controller_kind, kind_of, kinds, register_kind
