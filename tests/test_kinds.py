@@ -203,3 +203,34 @@ async def test_a_worker_without_the_kind_fails_the_run_at_once(
     assert (failed.value.path, failed.value.kind) == ("twice", "shout")
     assert failed.value.cause_type == "durapipe.UnknownKind"
     assert failed.value.cause.startswith("pipe 'twice' is of kind 'shout', which this worker")
+
+
+def test_the_built_in_kinds_take_the_registered_path() -> None:
+    """Each built-in leaf is a full `Kind` (checks, call message, activity) whose body is
+    registered under its activity name, every built-in kind brings its own checks, and a
+    worker's activities are exactly the registered bodies (plus the budget's estimate), under
+    the names and input types that histories record."""
+    from typing import get_type_hints
+
+    from durapipe.activities import Activities, activity_body
+    from durapipe.runtime import AgentTurnCall, ExtractCall, ImageCall, LlmCall, ToolCall
+    from durapipe.spec import kinds
+
+    messages = {
+        "durapipe.llm": LlmCall,
+        "durapipe.tool": ToolCall,
+        "durapipe.extract": ExtractCall,
+        "durapipe.image": ImageCall,
+        "durapipe.agent_turn": AgentTurnCall,
+    }
+    builtin = ["llm", "tool", "extract", "image", "agent", "sequence", "parallel", "batch"]
+    for name in [*builtin, "condition", "approval", "compose"]:
+        assert kinds()[name].check is not None, name
+    leaves = {kinds()[name].activity: kinds()[name].call for name in builtin[:5]}
+    assert leaves == messages
+    assert all(activity_body(activity) is not None for activity in messages)
+    worker = {
+        getattr(fn, "__temporal_activity_definition").name: get_type_hints(fn).get("call")
+        for fn in Activities(checkpoints=None).all()
+    }
+    assert worker == {**messages, "durapipe.estimate_cost": LlmCall}
