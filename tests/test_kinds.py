@@ -14,7 +14,7 @@ import durapipe as dp
 from durapipe.activities import CallContext, register_activity, unregister_activity
 from durapipe.client import step_detail
 from durapipe.runtime import CallBase, LeafResult
-from durapipe.spec import Kind, PipeBase, RetrySpec, check, register_kind
+from durapipe.spec import InlineError, Kind, PipeBase, RetrySpec, check, register_kind
 from durapipe.spec._kinds import unregister_kind
 from tests.support import history_events, scheduled_activities
 
@@ -234,3 +234,35 @@ def test_the_built_in_kinds_take_the_registered_path() -> None:
         for fn in Activities(checkpoints=None).all()
     }
     assert worker == {**messages, "durapipe.estimate_cost": LlmCall}
+
+
+class EchoPipe(PipeBase):
+    """A throwaway inline kind: computed in the workflow, no activity."""
+
+    kind: Literal["echo"] = "echo"
+    output: Literal["text"] = "text"
+
+
+def echo(pipe: EchoPipe, inputs: dict[str, Any], structures: dict[str, Any]) -> str:
+    if not inputs["text"]:
+        raise InlineError("tests.Silence", f"pipe 'say': input 'text' is empty ({pipe.kind})")
+    return f"{inputs['text']}!"
+
+
+@pytest.fixture
+def echo_kind() -> Iterator[None]:
+    register_kind(Kind("echo", EchoPipe, inline=echo))
+    yield
+    unregister_kind("echo")
+
+
+@pytest.mark.usefixtures("echo_kind")
+async def test_an_inline_kind_runs_in_the_interpreter_and_fails_with_its_own_type() -> None:
+    pipeline = dp.load_yaml("pipes:\n  say: {kind: echo, inputs: {text: text}}\n")
+    assert (await dp.run_local(pipeline, "say", {"text": "tides"})).output == "tides!"
+    with pytest.raises(dp.StepFailed) as failed:
+        await dp.run_local(pipeline, "say", {"text": ""})
+    assert (failed.value.path, failed.value.cause_type) == ("say", "tests.Silence")
+    assert failed.value.cause == "pipe 'say': input 'text' is empty (echo)"
+    with pytest.raises(ValueError, match="an inline kind runs in the workflow"):
+        Kind("echo", EchoPipe, inline=echo, activity="tests.echo")

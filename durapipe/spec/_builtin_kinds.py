@@ -8,15 +8,17 @@ registered by the same names in `durapipe.activities` (one module per kind).
 Per-kind defaults: an llm call is slow and flaky (providers rate-limit), a tool is local code, OCR
 of a long scan takes minutes, and image models are slow and rate-limited. An agent runs its
 tool-calling loop in a workflow of its own, so it is a controller; its timeout and retry apply to
-each of its model requests (``durapipe.agent_turn``), so they default like llm's. Approval and
-compose run in the workflow itself (no activity); the controllers, the agent loop, approval and
-compose are walked by the interpreter (`durapipe.runtime`), which is why they declare no call.
+each of its model requests (``durapipe.agent_turn``), so they default like llm's. Compose is an
+inline kind: computed in the workflow itself, no activity. The controllers, the agent loop and
+approval (which waits for a decision through the runtime) are walked by the interpreter
+(`durapipe.runtime`), which is why they declare no call.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from durapipe._errors import ErrorType
 from durapipe.spec._base import RetrySpec
 from durapipe.spec._check_controllers import (
     check_batch,
@@ -31,9 +33,9 @@ from durapipe.spec._check_leaves import (
     check_operator,
     check_tool,
 )
-from durapipe.spec._compose import check_compose
+from durapipe.spec._compose import check_compose, compose
 from durapipe.spec._flow import Report
-from durapipe.spec._kinds import Kind, register_kind
+from durapipe.spec._kinds import InlineError, Kind, register_kind
 from durapipe.spec._messages import AgentTurnCall, ExtractCall, ImageCall, LlmCall, ToolCall
 from durapipe.spec._spec import (
     AgentPipe,
@@ -48,10 +50,19 @@ from durapipe.spec._spec import (
     SequencePipe,
     ToolPipe,
 )
+from durapipe.spec._templates import TemplateError
 
 
 def _check_compose(pipeline: Any, name: str, pipe: ComposePipe, report: Report) -> None:
     check_compose(name, pipe, pipeline.structures, report)
+
+
+def _compose(pipe: ComposePipe, inputs: dict[str, Any], structures: dict[str, Any]) -> Any:
+    # Deterministic and local: it runs in the workflow, with no activity to schedule.
+    try:
+        return compose(pipe, inputs, structures)
+    except (TemplateError, KeyError, ValueError) as err:
+        raise InlineError(ErrorType.COMPOSE_ERROR, str(err)) from None
 
 
 _LLM_RETRY = RetrySpec(max_attempts=5, initial_interval=1.0, backoff=2.0, max_interval=60.0)
@@ -108,7 +119,7 @@ AGENT = Kind(
     check=check_agent,
 )
 APPROVAL = Kind("approval", ApprovalPipe, check=check_approval)
-COMPOSE = Kind("compose", ComposePipe, check=_check_compose)
+COMPOSE = Kind("compose", ComposePipe, check=_check_compose, inline=_compose)
 
 for _kind in (
     LLM,
