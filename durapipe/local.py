@@ -19,24 +19,15 @@ from durapipe.activities import (
     CallContext,
     activity_body,
     estimate_cost,
-    run_agent_turn,
-    run_extract,
-    run_image,
-    run_llm,
-    run_tool,
 )
 from durapipe.adapters import pipe_run, tool_functions
 from durapipe.runtime import (
-    AgentTurnCall,
-    ExtractCall,
-    ImageCall,
     LeafCall,
     LeafResult,
     LlmCall,
     PipeRun,
     RunResult,
     StepRecord,
-    ToolCall,
 )
 from durapipe.runtime._approvals import ApprovalDecision, ApprovalRequest
 from durapipe.runtime._budget import Budget
@@ -118,18 +109,8 @@ class LocalRuntime:
             attempt += 1
 
     async def _attempt(self, call: LeafCall, attempt: int) -> LeafResult:
-        if isinstance(call, LlmCall):
-            return await run_llm(call, attempt, self.checkpoints, self.deck)
-        if isinstance(call, ExtractCall):
-            return await run_extract(call, attempt, self.checkpoints, self.deck)
-        if isinstance(call, ImageCall):
-            return await run_image(call, attempt, self.checkpoints, self.deck)
-        if isinstance(call, AgentTurnCall):
-            return await run_agent_turn(call, attempt, self.checkpoints, self.deck)
-        if isinstance(call, ToolCall):
-            return await run_tool(call, self.tools, attempt, self.checkpoints)
-        # A registered kind: the body its activity runs on a worker (the interpreter made the
-        # call only because the kind declares an activity).
+        # The body its activity runs on a worker, built-in kind or registered (the interpreter
+        # made the call only because the kind declares an activity).
         kind = kind_of(call.pipe.kind)
         body = activity_body(kind.activity or "") if kind else None
         if body is None:

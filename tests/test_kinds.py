@@ -14,7 +14,7 @@ import durapipe as dp
 from durapipe.activities import CallContext, register_activity, unregister_activity
 from durapipe.client import step_detail
 from durapipe.runtime import CallBase, LeafResult
-from durapipe.spec import Kind, PipeBase, RetrySpec, check, register_kind
+from durapipe.spec import InlineError, Kind, PipeBase, RetrySpec, check, register_kind
 from durapipe.spec._kinds import unregister_kind
 from tests.support import history_events, scheduled_activities
 
@@ -203,3 +203,66 @@ async def test_a_worker_without_the_kind_fails_the_run_at_once(
     assert (failed.value.path, failed.value.kind) == ("twice", "shout")
     assert failed.value.cause_type == "durapipe.UnknownKind"
     assert failed.value.cause.startswith("pipe 'twice' is of kind 'shout', which this worker")
+
+
+def test_the_built_in_kinds_take_the_registered_path() -> None:
+    """Each built-in leaf is a full `Kind` (checks, call message, activity) whose body is
+    registered under its activity name, every built-in kind brings its own checks, and a
+    worker's activities are exactly the registered bodies (plus the budget's estimate), under
+    the names and input types that histories record."""
+    from typing import get_type_hints
+
+    from durapipe.activities import Activities, activity_body
+    from durapipe.runtime import AgentTurnCall, ExtractCall, ImageCall, LlmCall, ToolCall
+    from durapipe.spec import kinds
+
+    messages = {
+        "durapipe.llm": LlmCall,
+        "durapipe.tool": ToolCall,
+        "durapipe.extract": ExtractCall,
+        "durapipe.image": ImageCall,
+        "durapipe.agent_turn": AgentTurnCall,
+    }
+    builtin = ["llm", "tool", "extract", "image", "agent", "sequence", "parallel", "batch"]
+    for name in [*builtin, "condition", "approval", "compose"]:
+        assert kinds()[name].check is not None, name
+    leaves = {kinds()[name].activity: kinds()[name].call for name in builtin[:5]}
+    assert leaves == messages
+    assert all(activity_body(activity) is not None for activity in messages)
+    worker = {
+        getattr(fn, "__temporal_activity_definition").name: get_type_hints(fn).get("call")
+        for fn in Activities(checkpoints=None).all()
+    }
+    assert worker == {**messages, "durapipe.estimate_cost": LlmCall}
+
+
+class EchoPipe(PipeBase):
+    """A throwaway inline kind: computed in the workflow, no activity."""
+
+    kind: Literal["echo"] = "echo"
+    output: Literal["text"] = "text"
+
+
+def echo(pipe: EchoPipe, inputs: dict[str, Any], structures: dict[str, Any]) -> str:
+    if not inputs["text"]:
+        raise InlineError("tests.Silence", f"pipe 'say': input 'text' is empty ({pipe.kind})")
+    return f"{inputs['text']}!"
+
+
+@pytest.fixture
+def echo_kind() -> Iterator[None]:
+    register_kind(Kind("echo", EchoPipe, inline=echo))
+    yield
+    unregister_kind("echo")
+
+
+@pytest.mark.usefixtures("echo_kind")
+async def test_an_inline_kind_runs_in_the_interpreter_and_fails_with_its_own_type() -> None:
+    pipeline = dp.load_yaml("pipes:\n  say: {kind: echo, inputs: {text: text}}\n")
+    assert (await dp.run_local(pipeline, "say", {"text": "tides"})).output == "tides!"
+    with pytest.raises(dp.StepFailed) as failed:
+        await dp.run_local(pipeline, "say", {"text": ""})
+    assert (failed.value.path, failed.value.cause_type) == ("say", "tests.Silence")
+    assert failed.value.cause == "pipe 'say': input 'text' is empty (echo)"
+    with pytest.raises(ValueError, match="an inline kind runs in the workflow"):
+        Kind("echo", EchoPipe, inline=echo, activity="tests.echo")

@@ -39,13 +39,17 @@ ActivityBody = Callable[[Any, CallContext], Awaitable[LeafResult]]
 B = TypeVar("B", bound=ActivityBody)
 
 _BODIES: dict[str, ActivityBody] = {}
+# Activities whose calls count in the worker's usage metrics (`record_usage`): the ones that
+# spend provider tokens or run user tools, as before bodies were registered by name.
+_METERED: set[str] = set()
 
 
-def register_activity(name: str) -> Callable[[B], B]:
+def register_activity(name: str, *, metered: bool = False) -> Callable[[B], B]:
     """Register the body of activity ``name``: ``async def body(call, context) -> LeafResult``.
 
     ``name`` is the ``activity`` of a registered `durapipe.spec.Kind`, whose ``call`` is the
-    message the body takes.
+    message the body takes. ``metered``: on a worker, each successful call adds its tokens,
+    cost and cache hit to the worker's metrics (labelled with the kind and model).
 
     Example:
         >>> @register_activity("acme.shout")  # doctest: +SKIP
@@ -58,6 +62,8 @@ def register_activity(name: str) -> Callable[[B], B]:
         if known is not None and known is not body:
             raise ValueError(f"activity '{name}' already has a body ({known.__qualname__})")
         _BODIES[name] = body
+        if metered:
+            _METERED.add(name)
         return body
 
     return add
@@ -66,6 +72,12 @@ def register_activity(name: str) -> Callable[[B], B]:
 def unregister_activity(name: str) -> None:
     """Forget the body of activity ``name`` (for tests that register a throwaway kind)."""
     _BODIES.pop(name, None)
+    _METERED.discard(name)
+
+
+def is_metered(name: str) -> bool:
+    """Whether activity ``name``'s calls count in the worker's usage metrics."""
+    return name in _METERED
 
 
 def activity_body(name: str) -> ActivityBody | None:

@@ -16,30 +16,16 @@ from temporalio.service import RPCError
 from durapipe._errors import RunError, RunNotFound
 from durapipe.activities._llm import messages_for
 from durapipe.adapters import child_workflow_id
-from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._calls import (
-    AgentTurnCall,
-    ExtractCall,
-    ImageCall,
     LeafResult,
     LlmCall,
-    ToolCall,
 )
 from durapipe.spec import kinds
 
-_BUILTIN_CALL_TYPES: dict[str, type[BaseModel]] = {
-    ACTIVITY_NAMES["llm"]: LlmCall,
-    ACTIVITY_NAMES["tool"]: ToolCall,
-    ACTIVITY_NAMES["extract"]: ExtractCall,
-    ACTIVITY_NAMES["image"]: ImageCall,
-    ACTIVITY_NAMES["agent"]: AgentTurnCall,
-}
-
 
 def _call_types() -> dict[str, type[BaseModel]]:
-    """Each leaf activity's input message: the built-in ones and those of registered kinds."""
-    registered = {k.activity: k.call for k in kinds().values() if k.activity and k.call}
-    return {**registered, **_BUILTIN_CALL_TYPES}
+    """Each leaf activity's input message, as its kind declares it (built-in or registered)."""
+    return {k.activity: k.call for k in kinds().values() if k.activity and k.call}
 
 
 class StepDetail(BaseModel):

@@ -19,18 +19,33 @@ from pydantic import (
 )
 
 from durapipe._errors import StepFailed
-from durapipe.spec import (
-    AgentPipe,
-    ExtractPipe,
-    ImagePipe,
-    LimitRule,
-    LlmPipe,
-    PipeBase,
-    Pipeline,
-    ToolPipe,
-)
+from durapipe.spec import Pipeline
 from durapipe.spec._kinds import lenient_kinds
-from durapipe.spec._types import StructureSpec
+from durapipe.spec._messages import (
+    AgentTurnCall,
+    CallBase,
+    ExtractCall,
+    ImageCall,
+    LlmCall,
+    ToolCall,
+)
+
+__all__ = [
+    "AgentTurnCall",
+    "BatchSlice",
+    "CallBase",
+    "ExtractCall",
+    "ImageCall",
+    "LeafCall",
+    "LeafResult",
+    "LlmCall",
+    "PipeRun",
+    "RunResult",
+    "StepFailure",
+    "StepRecord",
+    "ToolCall",
+    "Usage",
+]
 
 
 class _Message(BaseModel):
@@ -88,75 +103,7 @@ class PipeRun(_Message):
             return handler(data)
 
 
-class CallBase(_Message):
-    """What every leaf call message carries; a kind's message adds ``pipe: ItsPipe`` (and
-    ``structures`` when its types may name declared structures).
-
-    Attributes:
-        run_id: the top-level run's id.
-        scope: the run's scope (see `PipeRun`).
-        path: the step path of the call.
-        pipe_name: the name of the pipe called.
-        inputs: the pipe's input values.
-        summary: the UI label when the default (kind and path) would not read well.
-        limits: the provider limits this call shares with every other matching call.
-        pipe: the pipe's resolved spec.
-    """
-
-    run_id: str
-    scope: str = ""
-    path: str
-    pipe_name: str
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    # E.g. an agent's tool call, which reads better as the tool's name than as a path.
-    summary: str | None = None
-    limits: list[LimitRule] = Field(default_factory=list)
-    pipe: PipeBase
-
-
-class LlmCall(CallBase):
-    """The input of the ``durapipe.llm`` activity."""
-
-    pipe: LlmPipe
-    structures: dict[str, StructureSpec] = Field(default_factory=dict)
-
-
-class ToolCall(CallBase):
-    """The input of the ``durapipe.tool`` activity."""
-
-    pipe: ToolPipe
-    structures: dict[str, StructureSpec] = Field(default_factory=dict)
-
-
-class ExtractCall(CallBase):
-    """The input of the ``durapipe.extract`` activity: the document travels as a `Blob` reference."""
-
-    pipe: ExtractPipe
-
-
-class ImageCall(CallBase):
-    """The input of the ``durapipe.image`` activity."""
-
-    pipe: ImagePipe
-
-
-class AgentTurnCall(CallBase):
-    """The input of the ``durapipe.agent_turn`` activity: one model request of an agent.
-
-    Attributes:
-        turn: the turn number, from 1.
-        messages: the conversation so far, as compact chat messages.
-        tools: the tools offered, as OpenAI-style function schemas.
-    """
-
-    pipe: AgentPipe
-    structures: dict[str, StructureSpec] = Field(default_factory=dict)
-    turn: int
-    messages: list[dict[str, Any]]
-    tools: list[dict[str, Any]] = Field(default_factory=list)
-
-
-# The built-in calls, told apart with isinstance; a registered kind's call is a CallBase.
+# Every leaf call is a CallBase (each kind's message is declared with its kind, in spec/_messages).
 LeafCall = LlmCall | ToolCall | ExtractCall | ImageCall | AgentTurnCall | CallBase
 
 

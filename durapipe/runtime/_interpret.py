@@ -20,14 +20,10 @@ from durapipe.runtime._approvals import (
 )
 from durapipe.runtime._calls import (
     CallBase,
-    ExtractCall,
-    ImageCall,
     LeafCall,
-    LlmCall,
     PipeRun,
     RunResult,
     StepRecord,
-    ToolCall,
     Usage,
 )
 from durapipe.runtime._controllers import run_batch, run_condition, run_parallel
@@ -36,19 +32,14 @@ from durapipe.runtime._memory import join_path, lookup
 from durapipe.spec import (
     AgentPipe,
     ApprovalPipe,
-    ExtractPipe,
-    ImagePipe,
-    LlmPipe,
     SequencePipe,
-    ToolPipe,
     is_controller,
     kind_of,
     limits_for,
     subset,
 )
-from durapipe.spec._compose import compose
-from durapipe.spec._spec import BatchPipe, ComposePipe, ConditionPipe, ParallelPipe
-from durapipe.spec._templates import TemplateError
+from durapipe.spec._kinds import Inline, InlineError
+from durapipe.spec._spec import BatchPipe, ConditionPipe, ParallelPipe
 from durapipe.spec._types import StructureSpec, structures_used
 
 T = TypeVar("T")
@@ -155,8 +146,10 @@ class Interpreter:
             return await self.track(record, self._child(path, pipe_name, inputs, record))
         if isinstance(pipe, ApprovalPipe):
             return await self.track(record, self._approval(path, pipe_name, pipe, inputs, record))
-        if isinstance(pipe, ComposePipe):
-            return await self.track(record, self._compose(path, pipe, inputs, record))
+        kind = kind_of(pipe.kind)
+        if kind is not None and kind.inline is not None:
+            inline = self._inline(path, pipe, kind.inline, inputs, record)
+            return await self.track(record, inline)
         return await self.track(record, self._leaf_step(path, pipe_name, inputs, record))
 
     async def _leaf_step(
@@ -232,16 +225,16 @@ class Interpreter:
         record.attempts = 1
         return approved_value(request, decision)
 
-    async def _compose(
-        self, path: str, pipe: ComposePipe, inputs: dict[str, Any], record: StepRecord
+    async def _inline(
+        self, path: str, pipe: Any, inline: Inline, inputs: dict[str, Any], record: StepRecord
     ) -> Any:
-        # Deterministic and local: it runs here, in the workflow, with no activity to schedule.
+        # An inline kind (compose) is computed here, in the workflow: no activity to schedule.
         record.attempts = 1
         try:
-            return compose(pipe, inputs, self.structures_for([pipe.output]))
-        except (TemplateError, KeyError, ValueError) as err:
+            return inline(pipe, inputs, self.structures_for([getattr(pipe, "output", "any")]))
+        except InlineError as err:
             raise StepFailed(
-                path=path, kind=pipe.kind, cause_type=ErrorType.COMPOSE_ERROR, cause=str(err)
+                path=path, kind=pipe.kind, cause_type=err.type, cause=err.message
             ) from None
 
     async def _child(
@@ -275,14 +268,6 @@ class Interpreter:
             "inputs": inputs,
             "limits": limits_for(pipe, self.run.spec.limits),
         }
-        if isinstance(pipe, LlmPipe):
-            return LlmCall(pipe=pipe, structures=structures, **common)
-        if isinstance(pipe, ToolPipe):
-            return ToolCall(pipe=pipe, structures=structures, **common)
-        if isinstance(pipe, ExtractPipe):
-            return ExtractCall(pipe=pipe, **common)
-        if isinstance(pipe, ImagePipe):
-            return ImageCall(pipe=pipe, **common)
         kind = kind_of(pipe.kind)
         if kind is None or kind.call is None:
             raise StepFailed(

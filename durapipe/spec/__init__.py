@@ -3,9 +3,17 @@
 This layer knows nothing of Temporal.
 """
 
+from durapipe.spec import _builtin_kinds  # noqa: F401  (registers the built-in kinds)
 from durapipe.spec._base import PipeBase, RetrySpec, parse_duration
 from durapipe.spec._deck import ModelDeck, ModelEntry
-from durapipe.spec._kinds import Kind, is_controller_kind, kind_of, kinds, register_kind
+from durapipe.spec._kinds import (
+    InlineError,
+    Kind,
+    is_controller_kind,
+    kind_of,
+    kinds,
+    register_kind,
+)
 from durapipe.spec._resolve import reachable, resolve, subset
 from durapipe.spec._routing import limits_for, matches, route
 from durapipe.spec._spec import (
@@ -46,6 +54,7 @@ __all__ = [
     "ExtractPipe",
     "FieldSpec",
     "ImagePipe",
+    "InlineError",
     "Kind",
     "LimitRule",
     "LlmPipe",

@@ -39,6 +39,22 @@ Report = Callable[[str, str], None]
 # check(pipeline, pipe_name, pipe, report); the pipeline is typed Any because `Pipeline` holds
 # pipes read through this registry (naming it here would make the two modules import each other).
 Check = Callable[[Any, str, Any, Report], None]
+# inline(pipe, inputs, structures) -> output: a step computed in the workflow itself (see `Kind`).
+Inline = Callable[[Any, dict[str, Any], dict[str, Any]], Any]
+
+
+class InlineError(Exception):
+    """Why an inline step (`Kind.inline`) failed: the step fails with error type ``type``.
+
+    Args:
+        type: the step's error type (a ``durapipe.X`` name of `durapipe.ErrorType`, or your own).
+        message: one sentence naming the field that is wrong.
+    """
+
+    def __init__(self, type: str, message: str) -> None:
+        super().__init__(message)
+        self.type = type
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,11 @@ class Kind:
             has one).
         check: the kind's static checks, ``check(pipeline, pipe_name, pipe, report)``, called by
             `durapipe.spec.check` with each pipe of this kind.
+        inline: for a leaf computed in the workflow itself (no activity, like ``compose``),
+            ``inline(pipe, inputs, structures) -> output``, where ``structures`` are the declared
+            structures the pipe's ``output`` names. It runs inside Temporal's workflow sandbox and
+            is replayed: it must be deterministic and do no I/O. It fails a step by raising
+            `InlineError`.
     """
 
     name: str
@@ -71,6 +92,7 @@ class Kind:
     activity: str | None = None
     call: type[BaseModel] | None = None
     check: Check | None = None
+    inline: Inline | None = None
 
     def __post_init__(self) -> None:
         declared = self.spec.model_fields.get("kind")
@@ -82,6 +104,10 @@ class Kind:
         if self.call is not None and self.activity is None:
             raise ValueError(
                 f"kind '{self.name}': a 'call' message needs the 'activity' it goes to"
+            )
+        if self.inline is not None and (self.activity is not None or self.controller):
+            raise ValueError(
+                f"kind '{self.name}': an inline kind runs in the workflow, with no activity"
             )
         if self.retry is not None and self.timeout is None:
             raise ValueError(f"kind '{self.name}': a default 'retry' needs a default 'timeout'")

@@ -13,16 +13,14 @@ import pydantic
 from pydantic import ConfigDict, Field, SerializeAsAny
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from durapipe.spec._base import PipeBase, RetrySpec, _Spec
+from durapipe.spec._base import PipeBase, _Spec
 from durapipe.spec._deck import ModelRef
 from durapipe.spec._kinds import (
-    Kind,
     UnknownPipe,
     is_controller_kind,
     kind_of,
     kinds,
     reading_leniently,
-    register_kind,
 )
 from durapipe.spec._types import StructureSpec
 
@@ -578,51 +576,3 @@ def pipes_used(pipe: AnyPipe) -> list[str]:
     if isinstance(pipe, AgentPipe):
         return list(pipe.tools)
     return []
-
-
-# The built-in kinds. Per-kind defaults: an llm call is slow and flaky (providers rate-limit), a
-# tool is local code, OCR of a long scan takes minutes, and image models are slow and rate-limited.
-# An agent runs its tool-calling loop in a workflow of its own, so it is a controller; its timeout
-# and retry apply to each of its model requests (``durapipe.agent_turn``), so they default like
-# llm's. Approval and compose run in the workflow itself: no activity. Their call messages and
-# checks are the runtime's and `check`'s built-in cases; a kind registered elsewhere brings its own.
-_LLM_RETRY = RetrySpec(max_attempts=5, initial_interval=1.0, backoff=2.0, max_interval=60.0)
-for _kind in (
-    Kind("llm", LlmPipe, timeout=120.0, retry=_LLM_RETRY, activity="durapipe.llm"),
-    Kind(
-        "tool",
-        ToolPipe,
-        timeout=60.0,
-        retry=RetrySpec(max_attempts=3, initial_interval=1.0, backoff=2.0, max_interval=30.0),
-        activity="durapipe.tool",
-    ),
-    Kind(
-        "extract",
-        ExtractPipe,
-        timeout=300.0,
-        retry=RetrySpec(max_attempts=3, initial_interval=2.0, backoff=2.0, max_interval=60.0),
-        activity="durapipe.extract",
-    ),
-    Kind(
-        "image",
-        ImagePipe,
-        timeout=180.0,
-        retry=RetrySpec(max_attempts=4, initial_interval=2.0, backoff=2.0, max_interval=60.0),
-        activity="durapipe.image",
-    ),
-    Kind("sequence", SequencePipe, controller=True),
-    Kind("parallel", ParallelPipe, controller=True),
-    Kind("batch", BatchPipe, controller=True),
-    Kind("condition", ConditionPipe, controller=True),
-    Kind(
-        "agent",
-        AgentPipe,
-        controller=True,
-        timeout=120.0,
-        retry=_LLM_RETRY,
-        activity="durapipe.agent_turn",
-    ),
-    Kind("approval", ApprovalPipe),
-    Kind("compose", ComposePipe),
-):
-    register_kind(_kind)
