@@ -33,10 +33,10 @@ class Settings(BaseSettings):
     """How long stored results are served (``30d``, ``12h``; default 30 days)."""
     limits: str = ""
     """Provider-limit counts, when not where the checkpoints are."""
-    blob_dir: Path | None = None
-    """Folder of the local blob store (default: the cache folder)."""
+    blob_dir: str | None = None
+    """The blob store: a folder (default: the cache folder) or ``s3://BUCKET[/PREFIX]``."""
     payload_store: str | None = None
-    """Large-payload store: a folder or ``s3://BUCKET``."""
+    """Large-payload store: a folder or ``s3://BUCKET[/PREFIX]``."""
     payload_threshold: str | None = None
     """Payloads larger than this go to the payload store (``256KiB``, ``1MiB``...)."""
     payload_max: str | None = None
