@@ -9,10 +9,12 @@ through `settings()`, never through ``os.environ``; the pure spec layer reads no
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from durapipe._errors import ConfigError
@@ -60,16 +62,49 @@ class Settings(BaseSettings):
     encryption_keys_file: Path | None = None
     """A file of payload encryption keys."""
     model_prices: str | None = None
-    """Prices of models litellm does not know."""
-    offline_delay: float | None = None
+    """Prices of models litellm does not know: JSON, or the path of a JSON file."""
+    offline_delay: float | None = Field(default=None, ge=0)
     """Seconds the offline model waits before answering (tests, benchmarks)."""
     offline_ledger: Path | None = None
     """A JSONL file where the offline model records its calls."""
+    metrics_host: str | None = None
+    """The interface a worker's Prometheus endpoint listens on."""
+    mthds_deck: Path | None = None
+    """The MTHDS model deck (TOML) bundles' model references resolve through."""
+    serve_token: SecretStr | None = None
+    """The bearer token clients of ``durapipe serve`` send."""
+
+    @field_validator("model_prices")
+    @classmethod
+    def _prices_are_json(cls, value: str | None) -> str | None:
+        if value is not None:
+            _parse_prices(value)
+        return value
+
+    def prices(self) -> dict[str, dict[str, Any]]:
+        """``DURAPIPE_MODEL_PRICES`` read: model string -> litellm price fields (none: empty)."""
+        return _parse_prices(self.model_prices) if self.model_prices else {}
 
     @property
     def limits_store(self) -> str:
         """Where provider-limit counts live: ``DURAPIPE_LIMITS``, else the checkpoint store."""
         return self.limits or self.checkpoints
+
+
+def _parse_prices(value: str) -> dict[str, dict[str, Any]]:
+    text = value.strip()
+    if not text.startswith("{"):
+        try:
+            text = Path(text).read_text(encoding="utf-8")
+        except OSError as err:
+            raise ValueError(f"cannot read the file '{value}': {err.strerror}") from None
+    try:
+        prices = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(prices, dict) or not all(isinstance(v, dict) for v in prices.values()):
+        raise ValueError('expected {"provider/model": {"input_cost_per_token": ...}, ...}')
+    return prices
 
 
 def settings() -> Settings:
@@ -90,4 +125,5 @@ def _parsed(values: tuple[tuple[str, str], ...]) -> Settings:
     except ValidationError as err:
         first = err.errors()[0]
         name = PREFIX + str(first["loc"][0]).upper()
-        raise ConfigError(f"{name}={first.get('input')!r} is not valid: {first['msg']}") from None
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{name}={first.get('input')!r} is not valid: {reason}") from None
