@@ -204,18 +204,23 @@ class S3ContentStore:
 
     def put(self, data: bytes) -> str:
         digest = digest_of(data)
-        if not self.exists(digest):
-            self._call("write", digest, lambda: self._client.put_object(
-                Bucket=self.bucket, Key=self.key(digest), Body=data
-            ))  # fmt: skip
+        # A role allowed only to get and put objects (no s3:ListBucket) is answered 403, not 404,
+        # for an object that is not there: writing it again is the safe answer.
+        if not self._head(digest, absent={403, 404}):
+            try:
+                self._client.put_object(Bucket=self.bucket, Key=self.key(digest), Body=data)
+            except Exception as err:
+                raise _failure("write", self.where, digest, err) from None
         return digest
 
     def exists(self, digest: str) -> bool:
-        require_digest(digest)
+        return self._head(require_digest(digest), absent={404})
+
+    def _head(self, digest: str, *, absent: set[int]) -> bool:
         try:
             self._client.head_object(Bucket=self.bucket, Key=self.key(digest))
         except Exception as err:
-            if _status(err) == 404:
+            if _status(err) in absent:
                 return False
             raise _failure("read", self.where, digest, err) from None
         return True
@@ -246,12 +251,6 @@ class S3ContentStore:
             raise
         except Exception as err:
             raise OSError(_reason(err)) from None
-
-    def _call(self, action: str, digest: str, call: Any) -> None:
-        try:
-            call()
-        except Exception as err:
-            raise _failure(action, self.where, digest, err) from None
 
 
 def open_content_store(where: str) -> ContentStore:
