@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from durapipe._errors import ConfigError
+from durapipe.spec._spec import parse_duration
 
 PREFIX = "DURAPIPE_"
 
@@ -74,6 +76,20 @@ class Settings(BaseSettings):
     serve_token: SecretStr | None = None
     """The bearer token clients of ``durapipe serve`` send."""
 
+    @field_validator("payload_threshold", "payload_max")
+    @classmethod
+    def _is_a_size(cls, value: str | None) -> str | None:
+        if value is not None and not _SIZE.match(value):
+            raise ValueError("not a size (e.g. 262144, 256KiB, 1MiB)")
+        return value
+
+    @field_validator("checkpoint_ttl")
+    @classmethod
+    def _is_a_duration(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            parse_duration(value.strip())  # its ValueError says what a duration looks like
+        return value
+
     @field_validator("model_prices")
     @classmethod
     def _prices_are_json(cls, value: str | None) -> str | None:
@@ -89,6 +105,22 @@ class Settings(BaseSettings):
     def limits_store(self) -> str:
         """Where provider-limit counts live: ``DURAPIPE_LIMITS``, else the checkpoint store."""
         return self.limits or self.checkpoints
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|k|mb|mib|m|gb|gib|g)?\s*$", re.IGNORECASE)
+_UNIT = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(value: str, setting: str) -> int:
+    """Bytes from ``262144``, ``256KiB`` or ``1MiB`` (binary units; ``k``, ``kb``, ``kib`` alike).
+
+    Raises:
+        ConfigError: not a size (names ``setting``).
+    """
+    match = _SIZE.match(value)
+    if not match:
+        raise ConfigError(f"{setting}={value!r} is not a size (e.g. 262144, 256KiB, 1MiB)")
+    return int(match.group(1)) * _UNIT[(match.group(2) or "b").lower()[0]]
 
 
 def _parse_prices(value: str) -> dict[str, dict[str, Any]]:

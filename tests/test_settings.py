@@ -57,9 +57,12 @@ async def test_an_unwritable_store_fails_the_worker_at_start(
         ("DURAPIPE_MODEL_PRICES", '{"openai/x": 3}', "expected {"),
         ("DURAPIPE_OFFLINE_DELAY", "soon", "valid number"),
         ("DURAPIPE_OFFLINE_DELAY", "-1", "greater than or equal to 0"),
+        ("DURAPIPE_PAYLOAD_MAX", "lots", "not a size (e.g. 262144, 256KiB, 1MiB)"),
+        ("DURAPIPE_PAYLOAD_THRESHOLD", "big", "not a size"),
+        ("DURAPIPE_CHECKPOINT_TTL", "soon", "is not a duration"),
     ],
 )
-async def test_prices_and_offline_options_are_checked_when_the_client_starts(
+async def test_bad_values_are_refused_when_the_client_starts_naming_the_variable(
     temporal_address: str, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, reason: str
 ) -> None:
     monkeypatch.setenv(variable, value)
@@ -77,7 +80,7 @@ async def test_a_bad_payload_limit_fails_the_worker_at_start(
     with pytest.raises(dp.ConfigError) as caught:
         dp.build_worker(client, task_queue=task_queue)
     assert str(caught.value) == (
-        "DURAPIPE_PAYLOAD_MAX='lots' is not a size (e.g. 262144, 256KiB, 1MiB)"
+        "DURAPIPE_PAYLOAD_MAX='lots' is not valid: not a size (e.g. 262144, 256KiB, 1MiB)"
     )
 
 

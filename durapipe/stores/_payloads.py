@@ -39,6 +39,7 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
+from durapipe import _settings
 from durapipe._errors import ConfigError
 from durapipe._settings import settings
 from durapipe.stores._content import (
@@ -55,20 +56,6 @@ STORE_ENV = "DURAPIPE_PAYLOAD_STORE"
 THRESHOLD_ENV = "DURAPIPE_PAYLOAD_THRESHOLD"
 DEFAULT_THRESHOLD = 256 * 1024
 DEFAULT_STORE = Path("~/.cache/durapipe/payloads")
-
-_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|k|mb|mib|m|gb|gib|g)?\s*$", re.IGNORECASE)
-_UNIT = {
-    "b": 1,
-    "k": 1024,
-    "kb": 1024,
-    "kib": 1024,
-    "m": 1024**2,
-    "mb": 1024**2,
-    "mib": 1024**2,
-    "g": 1024**3,
-    "gb": 1024**3,
-    "gib": 1024**3,
-}
 
 
 class ContentStoreDriver(StorageDriver):
@@ -210,10 +197,7 @@ def parse_size(value: str, setting: str = THRESHOLD_ENV) -> int:
     Raises:
         ConfigError: not a size.
     """
-    match = _SIZE.match(value)
-    if not match:
-        raise ConfigError(f"{setting}={value!r} is not a size (e.g. 262144, 256KiB, 1MiB)")
-    return int(match.group(1)) * _UNIT[(match.group(2) or "b").lower()]
+    return _settings.parse_size(value, setting)
 
 
 def external_storage(store: str | None = None, threshold: int | None = None) -> ExternalStorage:

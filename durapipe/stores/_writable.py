@@ -10,7 +10,7 @@ from durapipe._settings import Settings
 from durapipe.stores import _blobs
 from durapipe.stores._content import ContentStore, LocalContentStore, open_content_store
 from durapipe.stores._paths import default_path, is_off, is_redis
-from durapipe.stores._payloads import DEFAULT_STORE, MAX_PAYLOAD_ENV, parse_size
+from durapipe.stores._payloads import DEFAULT_STORE
 
 
 def check_stores(settings: Settings) -> None:
@@ -20,10 +20,6 @@ def check_stores(settings: Settings) -> None:
     Raises:
         ConfigError: a store cannot be written or reached (names it and its variable).
     """
-    if settings.payload_threshold:
-        parse_size(settings.payload_threshold)
-    if settings.payload_max:
-        parse_size(settings.payload_max, MAX_PAYLOAD_ENV)
     for variable, store in _stores(settings).items():
         try:
             store.check()
