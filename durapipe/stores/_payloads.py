@@ -56,6 +56,13 @@ STORE_ENV = "DURAPIPE_PAYLOAD_STORE"
 THRESHOLD_ENV = "DURAPIPE_PAYLOAD_THRESHOLD"
 DEFAULT_THRESHOLD = 256 * 1024
 DEFAULT_STORE = Path("~/.cache/durapipe/payloads")
+MAX_PAYLOAD_ENV = "DURAPIPE_PAYLOAD_MAX"
+DEFAULT_MAX_PAYLOAD = 512 * 1024 * 1024
+# Driver names are recorded in every claim, so in histories: never renamed.
+LOCAL_DRIVER = "durapipe.local"
+S3_DRIVER = "durapipe.s3"
+# The keys temporalio's S3 driver wrote: v0[/ns/...][/wt|at/...]/d/sha256/<digest>.
+_EARLIER_S3_KEY = re.compile(r"v0(?:/[^/]+)*/d/sha256/([0-9a-f]{64})")
 
 
 class ContentStoreDriver(StorageDriver):
@@ -175,14 +182,6 @@ class EarlierS3Claims(StorageDriver):
         except ContentRefused as err:
             raise ConfigError(f"payload claim refused: {err}") from None
         return Payload.FromString(data)
-
-
-LOCAL_DRIVER = "durapipe.local"  # recorded in claims: never renamed
-S3_DRIVER = "durapipe.s3"
-# The keys temporalio's S3 driver wrote: v0[/ns/...][/wt|at/...]/d/sha256/<digest>.
-_EARLIER_S3_KEY = re.compile(r"v0(?:/[^/]+)*/d/sha256/([0-9a-f]{64})")
-MAX_PAYLOAD_ENV = "DURAPIPE_PAYLOAD_MAX"
-DEFAULT_MAX_PAYLOAD = 512 * 1024 * 1024
 
 
 def max_payload_size() -> int:
