@@ -19,7 +19,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from durapipe._errors import ConfigError
-from durapipe.spec._spec import parse_duration
+from durapipe.spec._base import parse_duration
 
 PREFIX = "DURAPIPE_"
 
