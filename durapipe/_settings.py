@@ -9,13 +9,17 @@ through `settings()`, never through ``os.environ``; the pure spec layer reads no
 from __future__ import annotations
 
 import functools
+import json
 import os
+import re
 from pathlib import Path
+from typing import Any
 
-from pydantic import SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from durapipe._errors import ConfigError
+from durapipe.spec._base import parse_duration
 
 PREFIX = "DURAPIPE_"
 
@@ -33,10 +37,10 @@ class Settings(BaseSettings):
     """How long stored results are served (``30d``, ``12h``; default 30 days)."""
     limits: str = ""
     """Provider-limit counts, when not where the checkpoints are."""
-    blob_dir: Path | None = None
-    """Folder of the local blob store (default: the cache folder)."""
+    blob_dir: str | None = None
+    """The blob store: a folder (default: the cache folder) or ``s3://BUCKET[/PREFIX]``."""
     payload_store: str | None = None
-    """Large-payload store: a folder or ``s3://BUCKET``."""
+    """Large-payload store: a folder or ``s3://BUCKET[/PREFIX]``."""
     payload_threshold: str | None = None
     """Payloads larger than this go to the payload store (``256KiB``, ``1MiB``...)."""
     payload_max: str | None = None
@@ -60,18 +64,81 @@ class Settings(BaseSettings):
     encryption_keys_file: Path | None = None
     """A file of payload encryption keys."""
     model_prices: str | None = None
-    """Prices of models litellm does not know."""
-    offline_delay: float | None = None
+    """Prices of models litellm does not know: JSON, or the path of a JSON file."""
+    offline_delay: float | None = Field(default=None, ge=0)
     """Seconds the offline model waits before answering (tests, benchmarks)."""
     offline_ledger: Path | None = None
     """A JSONL file where the offline model records its calls."""
     mthds_packages: Path | None = None
     """The MTHDS package cache remote dependencies are read from (default ``~/.mthds/packages``)."""
+    metrics_host: str | None = None
+    """The interface a worker's Prometheus endpoint listens on."""
+    mthds_deck: Path | None = None
+    """The MTHDS model deck (TOML) bundles' model references resolve through."""
+    serve_token: SecretStr | None = None
+    """The bearer token clients of ``durapipe serve`` send."""
+
+    @field_validator("payload_threshold", "payload_max")
+    @classmethod
+    def _is_a_size(cls, value: str | None) -> str | None:
+        if value is not None and not _SIZE.match(value):
+            raise ValueError("not a size (e.g. 262144, 256KiB, 1MiB)")
+        return value
+
+    @field_validator("checkpoint_ttl")
+    @classmethod
+    def _is_a_duration(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            parse_duration(value.strip())  # its ValueError says what a duration looks like
+        return value
+
+    @field_validator("model_prices")
+    @classmethod
+    def _prices_are_json(cls, value: str | None) -> str | None:
+        if value is not None:
+            _parse_prices(value)
+        return value
+
+    def prices(self) -> dict[str, dict[str, Any]]:
+        """``DURAPIPE_MODEL_PRICES`` read: model string -> litellm price fields (none: empty)."""
+        return _parse_prices(self.model_prices) if self.model_prices else {}
 
     @property
     def limits_store(self) -> str:
         """Where provider-limit counts live: ``DURAPIPE_LIMITS``, else the checkpoint store."""
         return self.limits or self.checkpoints
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|k|mb|mib|m|gb|gib|g)?\s*$", re.IGNORECASE)
+_UNIT = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(value: str, setting: str) -> int:
+    """Bytes from ``262144``, ``256KiB`` or ``1MiB`` (binary units; ``k``, ``kb``, ``kib`` alike).
+
+    Raises:
+        ConfigError: not a size (names ``setting``).
+    """
+    match = _SIZE.match(value)
+    if not match:
+        raise ConfigError(f"{setting}={value!r} is not a size (e.g. 262144, 256KiB, 1MiB)")
+    return int(match.group(1)) * _UNIT[(match.group(2) or "b").lower()[0]]
+
+
+def _parse_prices(value: str) -> dict[str, dict[str, Any]]:
+    text = value.strip()
+    if not text.startswith("{"):
+        try:
+            text = Path(text).read_text(encoding="utf-8")
+        except OSError as err:
+            raise ValueError(f"cannot read the file '{value}': {err.strerror}") from None
+    try:
+        prices = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(prices, dict) or not all(isinstance(v, dict) for v in prices.values()):
+        raise ValueError('expected {"provider/model": {"input_cost_per_token": ...}, ...}')
+    return prices
 
 
 def settings() -> Settings:
@@ -92,4 +159,5 @@ def _parsed(values: tuple[tuple[str, str], ...]) -> Settings:
     except ValidationError as err:
         first = err.errors()[0]
         name = PREFIX + str(first["loc"][0]).upper()
-        raise ConfigError(f"{name}={first.get('input')!r} is not valid: {first['msg']}") from None
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{name}={first.get('input')!r} is not valid: {reason}") from None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import re
 from pathlib import Path
 
 import pytest
 
 import durapipe as dp
-from durapipe._settings import settings
+from durapipe._settings import PREFIX, Settings, settings
+from tests.support import ROOT
 
 PIPELINE = dp.pipeline(dp.llm("ask", prompt="hi"))
 
@@ -44,3 +47,85 @@ async def test_an_unwritable_store_fails_the_worker_at_start(
     monkeypatch.setenv("DURAPIPE_PAYLOAD_STORE", str(tmp_path / "payloads"))
     dp.build_worker(client, task_queue=task_queue)  # writable: the worker is built
     assert (tmp_path / "db").is_dir() and (tmp_path / "blobs").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("DURAPIPE_MODEL_PRICES", "{not json", "not JSON"),
+        ("DURAPIPE_MODEL_PRICES", "/no/such/prices.json", "cannot read the file"),
+        ("DURAPIPE_MODEL_PRICES", '{"openai/x": 3}', "expected {"),
+        ("DURAPIPE_OFFLINE_DELAY", "soon", "valid number"),
+        ("DURAPIPE_OFFLINE_DELAY", "-1", "greater than or equal to 0"),
+        ("DURAPIPE_PAYLOAD_MAX", "lots", "not a size (e.g. 262144, 256KiB, 1MiB)"),
+        ("DURAPIPE_PAYLOAD_THRESHOLD", "big", "not a size"),
+        ("DURAPIPE_CHECKPOINT_TTL", "soon", "is not a duration"),
+    ],
+)
+async def test_bad_values_are_refused_when_the_client_starts_naming_the_variable(
+    temporal_address: str, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, reason: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(dp.ConfigError) as caught:
+        await dp.connect(temporal_address, pipeline=PIPELINE)
+    assert str(caught.value).startswith(f"{variable}={value!r} is not valid: ")
+    assert reason in str(caught.value)
+
+
+async def test_a_bad_payload_limit_fails_the_worker_at_start(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await dp.connect(temporal_address, pipeline=PIPELINE)
+    monkeypatch.setenv("DURAPIPE_PAYLOAD_MAX", "lots")
+    with pytest.raises(dp.ConfigError) as caught:
+        dp.build_worker(client, task_queue=task_queue)
+    assert str(caught.value) == (
+        "DURAPIPE_PAYLOAD_MAX='lots' is not valid: not a size (e.g. 262144, 256KiB, 1MiB)"
+    )
+
+
+def test_the_readme_lists_every_setting_and_only_those() -> None:
+    rows = re.findall(r"^\| `(DURAPIPE_[A-Z_]+)` \|", (ROOT / "README.md").read_text(), re.M)
+    declared = {PREFIX + name.upper() for name in Settings.model_fields}
+    assert sorted(rows) == sorted(declared)
+
+
+def test_durapipe_reads_no_setting_from_the_environment_directly() -> None:
+    """Every ``DURAPIPE_*`` name the package spells is a declared setting, and no module passes one
+    to ``os.environ``/``os.getenv``: they are read through `durapipe._settings` only."""
+    declared = {PREFIX + name.upper() for name in Settings.model_fields}
+    spelled, direct = set(), []
+    for path in sorted((ROOT / "durapipe").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        constants = {
+            target.id: node.value.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Assign | ast.AnnAssign)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(target, ast.Name)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                spelled |= set(re.findall(r"^DURAPIPE_[A-Z_]*[A-Z]$", node.value))
+            read = _environment_read(node)
+            if read is None:
+                continue
+            name = read.value if isinstance(read, ast.Constant) else None
+            if isinstance(read, ast.Name):
+                name = constants.get(read.id)
+            if isinstance(name, str) and name.startswith(PREFIX):
+                direct.append(f"{path.relative_to(ROOT)}:{node.lineno} reads {name}")
+    assert direct == []
+    assert spelled - declared == set()
+
+
+def _environment_read(node: ast.AST) -> ast.expr | None:
+    """The key of ``os.environ.get(key)``, ``os.environ[key]`` or ``os.getenv(key)``, else None."""
+    if isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ":
+        return node.slice
+    readers = {"os.environ.get", "os.getenv", "os.environ.setdefault"}
+    if isinstance(node, ast.Call) and node.args and ast.unparse(node.func) in readers:
+        return node.args[0]
+    return None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import functools
-import json
 import os
 import socket
 import time
@@ -20,6 +19,7 @@ from typing import Any
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType
+from durapipe._settings import settings
 from durapipe.security._secrets import redact
 
 
@@ -72,14 +72,9 @@ def register_env_prices(litellm: ModuleType) -> None:
     price data). Workers need it for models litellm has no price for (a private deployment, the
     fake provider in tests): cost accounting and budget estimates both read these prices.
     """
-    raw = os.environ.get(PRICES_ENV, "").strip()
-    if not raw:
-        return
-    if not raw.startswith("{"):
-        with open(raw, encoding="utf-8") as file:
-            raw = file.read()
+    prices = settings().prices()  # checked when the worker or client started
     entries: dict[str, dict[str, Any]] = {}
-    for model, info in json.loads(raw).items():
+    for model, info in prices.items():
         provider = model.partition("/")[0] if "/" in model else "openai"
         entries[model] = {"litellm_provider": provider, "mode": "chat", **info}
     litellm.register_model(entries)

@@ -65,6 +65,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from durapipe._settings import settings
 from durapipe.adapters._schema_sample import Sampler, rng_for, sample_from_schema, words_of
 
 # litellm fetches its price list from the internet at import time unless told to use the local copy.
@@ -270,7 +271,7 @@ def _arrive(
 ) -> float:
     """Record the call in the ledger (if enabled) and return the scripted delay in seconds."""
     params: Mapping[str, Any] = litellm_params if isinstance(litellm_params, Mapping) else {}
-    ledger = os.environ.get(LEDGER_ENV)
+    ledger = settings().offline_ledger
     if ledger:
         metadata = optional_params.get("metadata") or params.get("metadata")
         _append_ledger(
@@ -289,14 +290,14 @@ def _arrive(
 def _delay(optional_params: Mapping[str, Any]) -> float:
     raw = optional_params.get("offline_delay")
     if raw is None:
-        raw = os.environ.get(DELAY_ENV) or 0
+        raw = settings().offline_delay or 0
     try:
         return max(0.0, float(raw))
     except (TypeError, ValueError):
         raise ValueError(f"offline_delay / {DELAY_ENV} must be seconds, got {raw!r}") from None
 
 
-def _append_ledger(path: str, record: Mapping[str, Any]) -> None:
+def _append_ledger(path: str | os.PathLike[str], record: Mapping[str, Any]) -> None:
     line = (json.dumps(record, default=str) + "\n").encode()
     # One write on an O_APPEND descriptor: the kernel appends it whole, so lines from concurrent
     # processes never interleave.

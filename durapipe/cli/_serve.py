@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -16,20 +15,14 @@ from durapipe.cli._connection import connection_options
 TOKEN_ENV = "DURAPIPE_SERVE_TOKEN"
 
 
-def _token(token_file: Path | None) -> str:
-    if token_file is not None:
-        try:
-            token = token_file.read_text(encoding="utf-8").strip()
-        except OSError as err:
-            raise fail(f"--token-file: cannot read '{token_file}': {err.strerror}") from None
-    else:
-        token = os.environ.get(TOKEN_ENV, "").strip()
-    if not token:
-        raise fail(
-            f"durapipe serve needs a bearer token: set {TOKEN_ENV} or pass --token-file FILE "
-            "(clients send it as 'Authorization: Bearer <token>')"
-        )
-    return token
+def _token(token_file: Path | None) -> str | None:
+    """The token in ``token_file``; None: `serve_config` takes the settings' (or refuses)."""
+    if token_file is None:
+        return None
+    try:
+        return token_file.read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise fail(f"--token-file: cannot read '{token_file}': {err.strerror}") from None
 
 
 @app.command()

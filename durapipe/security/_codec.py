@@ -32,6 +32,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
 from durapipe._errors import ConfigError
+from durapipe._settings import settings
 
 ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
@@ -191,8 +192,13 @@ def encryption_from_env(environ: Mapping[str, str] | None = None) -> EncryptionC
     Raises:
         ConfigError: both are set, the file cannot be read, or a key is malformed.
     """
-    env = os.environ if environ is None else environ
-    inline, file = env.get(KEYS_ENV), env.get(KEYS_FILE_ENV)
+    if environ is None:
+        configured = settings()
+        keys = configured.encryption_keys
+        inline = keys.get_secret_value() if keys else None
+        file = str(configured.encryption_keys_file) if configured.encryption_keys_file else None
+    else:
+        inline, file = environ.get(KEYS_ENV), environ.get(KEYS_FILE_ENV)
     if inline and file:
         raise ConfigError(f"set {KEYS_ENV} or {KEYS_FILE_ENV}, not both")
     if file:

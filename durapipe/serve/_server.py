@@ -10,11 +10,15 @@ from pathlib import Path
 
 from aiohttp import web
 
+from durapipe._errors import ConfigError
+from durapipe._settings import settings
 from durapipe.adapters import DEFAULT_TASK_QUEUE, load
 from durapipe.client._connection import ConnectOptions
 from durapipe.client._handle import connect
 from durapipe.serve._app import DEFAULT_EXECUTE_WAIT_S, ServeConfig, create_app
 from durapipe.serve._trust import Capabilities
+
+TOKEN_ENV = "DURAPIPE_SERVE_TOKEN"
 
 
 async def serve(
@@ -59,7 +63,7 @@ def _announce(url: str) -> None:
 
 
 def serve_config(
-    token: str,
+    token: str | None = None,
     *,
     file: Path | None = None,
     models: Sequence[str] = (),
@@ -72,7 +76,7 @@ def serve_config(
     """The configuration of a server in front of workers started on ``file``.
 
     Args:
-        token: the bearer token clients must send.
+        token: the bearer token clients must send (default ``DURAPIPE_SERVE_TOKEN``).
         file: the file the workers load (.yaml, .py, .mthds): its tools and models are what clients
             may use, and its pipes can be run by name.
         models: more model strings the workers can reach.
@@ -83,10 +87,19 @@ def serve_config(
         allow_urls: the URL prefixes whose Document and Image inputs this server may fetch.
 
     Raises:
-        ConfigError: the file or the deck cannot be read.
+        ConfigError: no token, or the file or the deck cannot be read.
         PipelineError: the file has mistakes.
     """
     from durapipe.adapters.mthds import load_deck
+
+    if token is None:
+        configured = settings().serve_token
+        token = configured.get_secret_value().strip() if configured else ""
+    if not token:
+        raise ConfigError(
+            f"durapipe serve needs a bearer token: set {TOKEN_ENV} or pass --token-file FILE "
+            "(clients send it as 'Authorization: Bearer <token>')"
+        )
 
     pipeline = load(file) if file is not None else None
     deck = load_deck(deck_file)

@@ -2,12 +2,14 @@
 (files passed to pipes) and large payloads.
 
 Each store has a local driver (SQLite or files under one directory) and a networked one (Redis, S3)
-for workers on several hosts.
+for workers on several hosts. Blobs and payloads share one content-addressed store
+(`ContentStore`: `LocalContentStore`, `S3ContentStore`).
 """
 
 from durapipe.stores._blobs import (
     BlobNotFound,
     BlobStore,
+    ContentBlobStore,
     LocalBlobStore,
     blob_store,
     upload,
@@ -20,6 +22,12 @@ from durapipe.stores._checkpoints import (
     checkpoint_key,
     open_store,
     prune_checkpoints,
+)
+from durapipe.stores._content import (
+    ContentStore,
+    LocalContentStore,
+    S3ContentStore,
+    open_content_store,
 )
 from durapipe.stores._limits import (
     LimitStore,
@@ -34,17 +42,22 @@ __all__ = [
     "BlobNotFound",
     "BlobStore",
     "CheckpointStore",
+    "ContentBlobStore",
+    "ContentStore",
     "LimitStore",
     "LocalBlobStore",
+    "LocalContentStore",
     "LocalFileDriver",
     "RedisCheckpoints",
     "RedisLimits",
+    "S3ContentStore",
     "SqliteCheckpoints",
     "SqliteLimits",
     "blob_store",
     "checkpoint_key",
     "external_storage",
     "limited",
+    "open_content_store",
     "open_limits",
     "open_store",
     "prune_checkpoints",

@@ -5,18 +5,16 @@ passed around as a `Blob` reference (``{"blob": "sha256:<hex>", "media_type": ..
 "name": ...}``), so Temporal histories hold a hundred bytes instead of megabytes. The client uploads
 input files; activities read and write blobs.
 
-The store is pluggable (`BlobStore`): the default, `LocalBlobStore`, is a folder on this machine
-(``DURAPIPE_BLOB_DIR``, else ``~/.cache/durapipe/blobs``), which clients and workers share when they
-run on one machine or mount one folder. `use_blob_store` installs another store for the process.
+The store is pluggable (`BlobStore`). The default keeps the bytes in the content store the payload
+store uses too (`durapipe.stores._content`) at ``DURAPIPE_BLOB_DIR``: a folder (default
+``~/.cache/durapipe/blobs``), which clients and workers share when they run on one machine or mount
+one folder, or ``s3://BUCKET[/PREFIX]`` for workers on several hosts. `use_blob_store` installs
+another store for the process.
 """
 
 from __future__ import annotations
 
-import hashlib
 import mimetypes
-import os
-import stat
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +22,14 @@ from typing import Any, Protocol
 from durapipe._errors import ConfigError, PipelineError, Problem
 from durapipe._settings import settings
 from durapipe.spec import Blob, Pipeline, _types
+from durapipe.stores._content import (
+    ContentNotFound,
+    ContentRefused,
+    ContentStore,
+    LocalContentStore,
+    open_content_store,
+)
+from durapipe.stores._paths import cache_dir
 
 BLOB_DIR_ENV = "DURAPIPE_BLOB_DIR"
 _MAGIC = (
@@ -56,7 +62,35 @@ class BlobStore(Protocol):
         ...
 
 
-class LocalBlobStore:
+class ContentBlobStore:
+    """Blobs in a content store (`durapipe.stores._content`: a folder, or an S3 bucket).
+
+    Args:
+        content: the store that keeps the bytes under their SHA-256.
+    """
+
+    def __init__(self, content: ContentStore) -> None:
+        self.content = content
+
+    def put(self, data: bytes, *, media_type: str, name: str = "") -> Blob:
+        digest = self.content.put(data)
+        return Blob(blob=f"sha256:{digest}", media_type=media_type, size=len(data), name=name)
+
+    def get(self, ref: Blob) -> bytes:
+        # A reference arrives in a run's input: the content store reads only content of the store
+        # (no link out of it, no device) that matches its address.
+        try:
+            return self.content.get(ref.blob.removeprefix("sha256:"))
+        except ContentNotFound:
+            raise BlobNotFound(
+                f"blob {ref.blob} ({ref.name or ref.media_type}) is not in {self.content.where}; "
+                f"workers and clients must share one blob store (set {BLOB_DIR_ENV})"
+            ) from None
+        except ContentRefused as err:
+            raise BlobNotFound(f"blob {err}") from None
+
+
+class LocalBlobStore(ContentBlobStore):
     """Blobs as files in a folder, one per content address (``<root>/ab/abcdef...``).
 
     Example:
@@ -68,47 +102,12 @@ class LocalBlobStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.local = LocalContentStore(root)
+        super().__init__(self.local)
 
     def path(self, ref: Blob) -> Path:
         """The file that holds ``ref``'s bytes."""
-        digest = ref.blob.removeprefix("sha256:")
-        return self.root / digest[:2] / digest
-
-    def put(self, data: bytes, *, media_type: str, name: str = "") -> Blob:
-        ref = Blob(
-            blob=f"sha256:{hashlib.sha256(data).hexdigest()}",
-            media_type=media_type,
-            size=len(data),
-            name=name,
-        )
-        target = self.path(ref)
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # Write then rename: a reader never sees half a blob, and two writers race harmlessly.
-            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as handle:
-                handle.write(data)
-            os.replace(handle.name, target)
-        return ref
-
-    def get(self, ref: Blob) -> bytes:
-        # A reference arrives in a run's input: read only a regular file of the store (no link
-        # out of it, no device) whose content is what the reference names.
-        try:
-            descriptor = os.open(self.path(ref), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
-            raise BlobNotFound(
-                f"blob {ref.blob} ({ref.name or ref.media_type}) is not in {self.root}; "
-                f"workers and clients must share one blob store (set {BLOB_DIR_ENV})"
-            ) from None
-        except OSError as err:
-            raise BlobNotFound(f"blob {ref.blob} cannot be read: {err.strerror}") from None
-        with os.fdopen(descriptor, "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                raise BlobNotFound(f"blob {ref.blob} is not a regular file in {self.root}")
-            data = file.read()
-        if f"sha256:{hashlib.sha256(data).hexdigest()}" != ref.blob:
-            raise BlobNotFound(f"blob {ref.blob}: the stored content does not match its address")
-        return data
+        return self.local.path(ref.blob.removeprefix("sha256:"))
 
 
 _installed: BlobStore | None = None
@@ -126,17 +125,24 @@ def installed() -> BlobStore | None:
 
 
 def default_blob_dir() -> Path:
-    """``DURAPIPE_BLOB_DIR``, else the user's cache folder."""
-    configured = settings().blob_dir
-    if configured:
-        return configured.expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "durapipe" / "blobs"
+    """The blob folder when ``DURAPIPE_BLOB_DIR`` names none: the user's cache folder."""
+    return cache_dir() / "blobs"
+
+
+def blob_location() -> str:
+    """Where blobs live: ``DURAPIPE_BLOB_DIR`` (a folder or ``s3://BUCKET[/PREFIX]``), else the
+    user's cache folder."""
+    return settings().blob_dir or str(default_blob_dir())
 
 
 def blob_store() -> BlobStore:
-    """The store this process uses: the installed one, else a `LocalBlobStore`."""
-    return _installed or LocalBlobStore(default_blob_dir())
+    """The store this process uses: the installed one, else the one ``DURAPIPE_BLOB_DIR`` names."""
+    if _installed is not None:
+        return _installed
+    content = open_content_store(blob_location())
+    if isinstance(content, LocalContentStore):
+        return LocalBlobStore(content.root)
+    return ContentBlobStore(content)
 
 
 def media_type_of(data: bytes, name: str = "") -> str:

@@ -14,10 +14,17 @@ CHECKPOINTS_ENV = "DURAPIPE_CHECKPOINTS"
 LIMITS_ENV = "DURAPIPE_LIMITS"
 
 
+def cache_dir() -> Path:
+    """durapipe's folder in the user's cache (``$XDG_CACHE_HOME/durapipe``, else ``~/.cache/durapipe``):
+    where the stores live when no setting names a place."""
+    # XDG_CACHE_HOME is the desktop's convention, not a durapipe setting: read where it is used.
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "durapipe"
+
+
 def default_path() -> Path:
     """The SQLite file used when no setting names one."""
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "durapipe" / "checkpoints.sqlite"
+    return cache_dir() / "checkpoints.sqlite"
 
 
 def is_off(where: str) -> bool:

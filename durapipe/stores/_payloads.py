@@ -5,32 +5,30 @@ store and the history keeps a small reference to it; every worker and client tha
 it back. So a 20 MB document or a 5 MB answer neither fails a run (Temporal rejects payloads above
 2 MB) nor bloats its history.
 
-Settings (read from the environment when the client or worker is built):
+The store is a `durapipe.stores._content` store, the driver the blob store uses too.
+
+Settings (read through `durapipe._settings` when the client or worker is built):
     ``DURAPIPE_PAYLOAD_STORE``: a folder (default ``~/.cache/durapipe/payloads``; every worker and
         client must see the same folder, so use it on one host or on a shared file system), or
-        ``s3://BUCKET`` for Temporal's S3 driver (``pip install 'durapipe[s3]'``; credentials and
-        region come from the usual AWS environment).
+        ``s3://BUCKET[/PREFIX]`` (``pip install 'durapipe[s3]'``; credentials, region and endpoint
+        come from the usual AWS environment).
     ``DURAPIPE_PAYLOAD_THRESHOLD``: payloads of at least this size are stored outside the history;
         bytes, or with a unit: ``256KiB`` (the default), ``1MiB``.
-    ``DURAPIPE_PAYLOAD_MAX``: the largest payload a worker reads back from a folder store
-        (default ``512MiB``); a larger file named by a claim is refused, not read.
+    ``DURAPIPE_PAYLOAD_MAX``: the largest payload a worker reads back (default ``512MiB``); a
+        larger one named by a claim is refused, not read.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import hashlib
 import os
 import re
-import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from temporalio.api.common.v1 import Payload
-from temporalio.contrib.aws.s3driver import S3StorageDriver, S3StorageDriverClient
 from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import (
     DataConverter,
@@ -41,47 +39,53 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
+from durapipe import _settings
 from durapipe._errors import ConfigError
 from durapipe._settings import settings
+from durapipe.stores._content import (
+    ContentNotFound,
+    ContentRefused,
+    ContentStore,
+    Limit,
+    LocalContentStore,
+    S3ContentStore,
+    open_content_store,
+)
 
 STORE_ENV = "DURAPIPE_PAYLOAD_STORE"
 THRESHOLD_ENV = "DURAPIPE_PAYLOAD_THRESHOLD"
 DEFAULT_THRESHOLD = 256 * 1024
 DEFAULT_STORE = Path("~/.cache/durapipe/payloads")
-
-_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|k|mb|mib|m|gb|gib|g)?\s*$", re.IGNORECASE)
-_UNIT = {
-    "b": 1,
-    "k": 1024,
-    "kb": 1024,
-    "kib": 1024,
-    "m": 1024**2,
-    "mb": 1024**2,
-    "mib": 1024**2,
-    "g": 1024**3,
-    "gb": 1024**3,
-    "gib": 1024**3,
-}
+MAX_PAYLOAD_ENV = "DURAPIPE_PAYLOAD_MAX"
+DEFAULT_MAX_PAYLOAD = 512 * 1024 * 1024
+# Driver names are recorded in every claim, so in histories: never renamed.
+LOCAL_DRIVER = "durapipe.local"
+S3_DRIVER = "durapipe.s3"
+# The keys temporalio's S3 driver wrote: v0[/ns/...][/wt|at/...]/d/sha256/<digest>.
+_EARLIER_S3_KEY = re.compile(r"v0(?:/[^/]+)*/d/sha256/([0-9a-f]{64})")
 
 
-class LocalFileDriver(StorageDriver):
-    """Stores payloads as files named by their SHA-256 in one folder (content-addressed).
+class ContentStoreDriver(StorageDriver):
+    """Temporal's external storage on a `ContentStore`: a payload is stored under the SHA-256 of its
+    bytes and the history keeps the claim ``{"sha256": <hex>}``, never a place.
 
     Args:
-        folder: where the payloads go; created when missing.
+        store: where the payloads go (a folder or an S3 bucket).
+        name: the name claims carry, so a reader finds this driver (recorded in histories).
     """
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
-        self.folder = Path(folder).expanduser()
+    def __init__(self, store: ContentStore, name: str) -> None:
+        self.content = store
+        self._name = name
 
     def name(self) -> str:
         """The name references carry, so any reader finds this driver."""
-        return "durapipe.local"
+        return self._name
 
     async def store(
         self, context: StorageDriverStoreContext, payloads: Sequence[Payload]
     ) -> list[StorageDriverClaim]:
-        """Write each payload once (the same bytes give the same file) and claim it by digest."""
+        """Write each payload once (the same bytes give the same name) and claim it by digest."""
         return await asyncio.to_thread(self._store, payloads)
 
     async def retrieve(
@@ -91,19 +95,12 @@ class LocalFileDriver(StorageDriver):
         return await asyncio.to_thread(self._retrieve, claims)
 
     def _store(self, payloads: Sequence[Payload]) -> list[StorageDriverClaim]:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        claims = []
-        for payload in payloads:
-            data = payload.SerializeToString(deterministic=True)
-            digest = hashlib.sha256(data).hexdigest()
-            target = self.folder / digest
-            if not target.exists():
-                # Write then rename, so a reader never sees half a payload.
-                partial = target.with_suffix(f".{os.getpid()}.partial")
-                partial.write_bytes(data)
-                partial.replace(target)
-            claims.append(StorageDriverClaim(claim_data={"sha256": digest}))
-        return claims
+        return [
+            StorageDriverClaim(
+                claim_data={"sha256": self.content.put(p.SerializeToString(deterministic=True))}
+            )
+            for p in payloads
+        ]
 
     def _retrieve(self, claims: Sequence[StorageDriverClaim]) -> list[Payload]:
         return [Payload.FromString(self.read_claim(claim.claim_data)) for claim in claims]
@@ -112,48 +109,79 @@ class LocalFileDriver(StorageDriver):
         """The bytes a claim names, after checking it names a payload of this store.
 
         A claim arrives in a workflow or activity input, which any client of the namespace can
-        write: it must be a SHA-256 in hex (no path), a regular file inside the store (no device,
-        no link out), no larger than `MAX_PAYLOAD_ENV`, and its content must match its digest.
+        write: it must be a SHA-256 in hex (no path), a regular file inside a folder store (no
+        device, no link out), no larger than `MAX_PAYLOAD_ENV`, and its content must match it.
 
         Raises:
             ConfigError: the claim is refused (one sentence), or the payload is not in the store.
         """
         digest = str(claim.get("sha256", ""))
-        if not _DIGEST.fullmatch(digest):
-            raise ConfigError(
-                f"payload claim refused: {digest[:80]!r} is not a SHA-256 digest "
-                "(a claim names a payload of the store, never a path)"
-            )
-        path = self.folder / digest
-        limit = max_payload_size()
         try:
-            # O_NOFOLLOW: a link planted in the store cannot point the worker at another file.
-            descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
+            return self.content.get(digest, limit=Limit(max_payload_size(), MAX_PAYLOAD_ENV))
+        except ContentNotFound:
             raise ConfigError(
-                f"payload {digest} is not in {self.folder}: every worker and client must use "
-                f"the same {STORE_ENV}"
+                f"payload {digest} is not in {self.content.where}: every worker and client must "
+                f"use the same {STORE_ENV}"
             ) from None
-        except OSError as err:
-            raise ConfigError(f"payload claim refused: {digest}: {err.strerror}") from None
-        with os.fdopen(descriptor, "rb") as file:
-            info = os.fstat(file.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise ConfigError(f"payload claim refused: {digest} is not a regular file")
-            if info.st_size > limit:
-                raise ConfigError(
-                    f"payload claim refused: {digest} holds {info.st_size} bytes, more than "
-                    f"{MAX_PAYLOAD_ENV}={limit}"
-                )
-            data = file.read(limit + 1)
-        if len(data) > limit or hashlib.sha256(data).hexdigest() != digest:
-            raise ConfigError(f"payload claim refused: the content of {digest} does not match it")
-        return data
+        except ContentRefused as err:
+            raise ConfigError(f"payload claim refused: {err}") from None
 
 
-_DIGEST = re.compile(r"[0-9a-f]{64}")
-MAX_PAYLOAD_ENV = "DURAPIPE_PAYLOAD_MAX"
-DEFAULT_MAX_PAYLOAD = 512 * 1024 * 1024
+class LocalFileDriver(ContentStoreDriver):
+    """Payloads as files of one folder, named by their SHA-256 (`LocalContentStore`).
+
+    Args:
+        folder: where the payloads go; created when missing.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder).expanduser()
+        super().__init__(LocalContentStore(self.folder), LOCAL_DRIVER)
+
+
+class EarlierS3Claims(StorageDriver):
+    """Reads the claims temporalio's own S3 driver wrote when it was durapipe's S3 payload store
+    (before the stores shared one driver), so histories recorded then still resolve.
+
+    Those claims name a bucket and a key; only keys of this store's bucket that end in the digest
+    they claim are read (a claim is client input: it may not point a worker at another object).
+    """
+
+    def __init__(self, store: S3ContentStore) -> None:
+        self.content = store
+
+    def name(self) -> str:
+        """The name temporalio's S3 driver gave its claims."""
+        return "aws.s3driver"
+
+    async def store(
+        self, context: StorageDriverStoreContext, payloads: Sequence[Payload]
+    ) -> list[StorageDriverClaim]:
+        """Never chosen for writing (new payloads go to `ContentStoreDriver`)."""
+        raise ConfigError("the earlier S3 claim format is read, never written")
+
+    async def retrieve(
+        self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
+    ) -> list[Payload]:
+        """Read the payloads the claims name, after checking each claim."""
+        return await asyncio.to_thread(lambda: [self._read(c.claim_data) for c in claims])
+
+    def _read(self, claim: Mapping[str, str]) -> Payload:
+        bucket, key = str(claim.get("bucket", "")), str(claim.get("key", ""))
+        digest = str(claim.get("hash_value", ""))
+        found = _EARLIER_S3_KEY.fullmatch(key)
+        if bucket != self.content.bucket or not found or found.group(1) != digest:
+            raise ConfigError(
+                f"payload claim refused: s3://{bucket[:80]}/{key[:200]} is not a payload of "
+                f"{STORE_ENV}={self.content.where}"
+            )
+        try:
+            data = self.content.get_key(
+                key, digest, limit=Limit(max_payload_size(), MAX_PAYLOAD_ENV)
+            )
+        except ContentRefused as err:
+            raise ConfigError(f"payload claim refused: {err}") from None
+        return Payload.FromString(data)
 
 
 def max_payload_size() -> int:
@@ -168,27 +196,26 @@ def parse_size(value: str, setting: str = THRESHOLD_ENV) -> int:
     Raises:
         ConfigError: not a size.
     """
-    match = _SIZE.match(value)
-    if not match:
-        raise ConfigError(f"{setting}={value!r} is not a size (e.g. 262144, 256KiB, 1MiB)")
-    return int(match.group(1)) * _UNIT[(match.group(2) or "b").lower()]
+    return _settings.parse_size(value, setting)
 
 
 def external_storage(store: str | None = None, threshold: int | None = None) -> ExternalStorage:
-    """The external storage for a store setting (a folder or ``s3://BUCKET``) and a threshold.
-
-    Both default to the environment (see the module docstring).
+    """The external storage for a store setting (a folder or ``s3://BUCKET[/PREFIX]``) and a
+    threshold. Both default to the settings (see the module docstring).
     """
-    store = store or settings().payload_store or str(DEFAULT_STORE)
+    where = store or settings().payload_store or str(DEFAULT_STORE)
     if threshold is None:
         env = settings().payload_threshold
         threshold = parse_size(env) if env else DEFAULT_THRESHOLD
-    driver: StorageDriver
-    if store.startswith("s3://"):
-        driver = S3StorageDriver(client=_LazyS3Client(), bucket=store.removeprefix("s3://"))
-    else:
-        driver = LocalFileDriver(store)
-    return ExternalStorage(drivers=[driver], payload_size_threshold=threshold)
+    content = open_content_store(where)
+    if not isinstance(content, S3ContentStore):
+        return ExternalStorage(drivers=[LocalFileDriver(where)], payload_size_threshold=threshold)
+    driver = ContentStoreDriver(content, S3_DRIVER)
+    return ExternalStorage(
+        drivers=[driver, EarlierS3Claims(content)],
+        driver_selector=lambda context, payload: driver,
+        payload_size_threshold=threshold,
+    )
 
 
 def with_external_storage(converter: DataConverter) -> DataConverter:
@@ -220,33 +247,3 @@ class SharedPydanticPayloadConverter(PydanticPayloadConverter):
 
     def __init__(self) -> None:
         pass  # built once, in __new__
-
-
-class _LazyS3Client(S3StorageDriverClient):
-    """An aioboto3 S3 client opened on first use, on the event loop that uses it."""
-
-    def __init__(self) -> None:
-        self._client: Any = None
-        self._open = contextlib.AsyncExitStack()
-
-    async def _get(self) -> Any:
-        if self._client is None:
-            try:
-                import aioboto3
-                from temporalio.contrib.aws.s3driver.aioboto3 import new_aioboto3_client
-            except ImportError:
-                raise ConfigError(
-                    "the S3 payload store needs the S3 extra: pip install 'durapipe[s3]'"
-                ) from None
-            s3 = await self._open.enter_async_context(aioboto3.Session().client("s3"))
-            self._client = new_aioboto3_client(s3)
-        return self._client
-
-    async def put_object(self, *, bucket: str, key: str, data: bytes) -> None:
-        await (await self._get()).put_object(bucket=bucket, key=key, data=data)
-
-    async def object_exists(self, *, bucket: str, key: str) -> bool:
-        return bool(await (await self._get()).object_exists(bucket=bucket, key=key))
-
-    async def get_object(self, *, bucket: str, key: str) -> bytes:
-        return bytes(await (await self._get()).get_object(bucket=bucket, key=key))

@@ -1,40 +1,37 @@
-"""Checking at worker start that the local stores can be written, so an unwritable folder fails
-the worker with one sentence instead of the first step that needs it."""
+"""Checking at worker start that the stores can be written, so an unwritable folder or an
+unreachable bucket fails the worker with one sentence instead of the first step that needs it."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from durapipe._errors import ConfigError
 from durapipe._settings import Settings
 from durapipe.stores import _blobs
+from durapipe.stores._content import ContentStore, LocalContentStore, open_content_store
 from durapipe.stores._paths import default_path, is_off, is_redis
-from durapipe.stores._payloads import DEFAULT_STORE, parse_size
+from durapipe.stores._payloads import DEFAULT_STORE
 
 
 def check_stores(settings: Settings) -> None:
-    """Create each local store's folder and write a probe file in it.
+    """Write once to each store this worker uses: each local store's folder (created when
+    missing), and the content stores (blobs, payloads) wherever they are, S3 included.
 
     Raises:
-        ConfigError: a folder cannot be created or written (names it and its variable).
+        ConfigError: a store cannot be written or reached (names it and its variable).
     """
-    if settings.payload_threshold:
-        parse_size(settings.payload_threshold)
-    for variable, folder in _local_folders(settings).items():
+    for variable, store in _stores(settings).items():
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".durapipe-probe-"):
-                pass
+            store.check()
         except OSError as err:
+            place = "write to" if isinstance(store, LocalContentStore) else "write to or reach"
             raise ConfigError(
-                f"{variable}: cannot write to {folder} ({err.strerror or err}); "
-                f"set {variable} to a writable folder"
+                f"{variable}: cannot {place} {store.where} ({err.strerror or err}); "
+                f"set {variable} to a writable " + ("folder" if place == "write to" else "store")
             ) from None
 
 
-def _local_folders(settings: Settings) -> dict[str, Path]:
+def _stores(settings: Settings) -> dict[str, ContentStore]:
     folders: dict[str, Path] = {}
     checkpoints = settings.checkpoints
     if not is_off(checkpoints) and not is_redis(checkpoints):
@@ -43,9 +40,11 @@ def _local_folders(settings: Settings) -> dict[str, Path]:
     if not is_redis(limits):
         where = default_path() if not limits or is_off(limits) else Path(limits)
         folders.setdefault("DURAPIPE_LIMITS", where.expanduser().parent)
+    # The SQLite stores' folders are probed like a content store's: a file written in them.
+    stores: dict[str, ContentStore] = {v: LocalContentStore(f) for v, f in folders.items()}
     if _blobs.installed() is None:  # a store installed in code is its owner's business
-        folders["DURAPIPE_BLOB_DIR"] = _blobs.default_blob_dir()
-    store = settings.payload_store or str(DEFAULT_STORE)
-    if not store.startswith("s3://"):
-        folders["DURAPIPE_PAYLOAD_STORE"] = Path(os.path.expanduser(store))
-    return folders
+        stores["DURAPIPE_BLOB_DIR"] = open_content_store(_blobs.blob_location())
+    stores["DURAPIPE_PAYLOAD_STORE"] = open_content_store(
+        settings.payload_store or str(DEFAULT_STORE)
+    )
+    return stores

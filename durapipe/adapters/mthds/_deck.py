@@ -9,13 +9,13 @@ reference to the offline model, so any bundle runs on a fresh machine with no ke
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from durapipe._errors import ConfigError
+from durapipe._settings import settings
 from durapipe.spec import LOCAL_EXTRACTOR, OFFLINE_MODEL
 
 DECK_ENV = "DURAPIPE_MTHDS_DECK"
@@ -71,7 +71,7 @@ def load_deck(path: str | Path | None = None) -> ModelDeck:
     Raises:
         ConfigError: the file is missing or not a deck.
     """
-    path = path or os.environ.get(DECK_ENV)
+    path = path or settings().mthds_deck
     if not path:
         return ModelDeck()
     try:

@@ -1,0 +1,305 @@
+"""One content-addressed store, with a local-folder driver and an S3 driver, under both the blob store
+(files passed to pipes) and the payload store (Temporal's external storage of large payloads).
+
+Content is named by the SHA-256 of its bytes, in hex: ``put`` returns it, ``get`` and ``exists`` take
+it. A name arrives from a run's input or a history, which any client of the namespace can write, so
+every read checks it is a digest (never a path), reads at most ``limit`` bytes, and checks the bytes
+hash to the name. Where a store is comes from a setting: a folder, or ``s3://BUCKET[/PREFIX]``
+(credentials, region and endpoint from the usual AWS environment: ``AWS_ENDPOINT_URL_S3`` points at
+an S3-compatible server).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+from durapipe._errors import ConfigError
+
+DIGEST = re.compile(r"[0-9a-f]{64}")
+S3_SCHEME = "s3://"
+# The bytes of an empty file: written by `check` as its probe (content-addressed, so harmless to keep).
+_EMPTY = hashlib.sha256(b"").hexdigest()
+
+
+class ContentNotFound(ConfigError):
+    """The store holds no content under this digest."""
+
+
+class ContentRefused(ConfigError):
+    """A name or the content it names is refused: not a digest, not a regular file, too large, or
+    not matching its name. The message starts with the name and says why."""
+
+
+class ContentStore(Protocol):
+    """Bytes kept by their SHA-256: equal bytes, equal name; storing them twice is harmless."""
+
+    @property
+    def where(self) -> str:
+        """The store's place as its setting spells it (a folder, ``s3://...``), for messages."""
+        ...
+
+    def put(self, data: bytes) -> str:
+        """Store ``data``; return its SHA-256 (hex)."""
+        ...
+
+    def get(self, digest: str, *, limit: Limit | None = None) -> bytes:
+        """The bytes named ``digest``, checked against it.
+
+        Raises:
+            ContentNotFound: the store does not hold them.
+            ContentRefused: ``digest`` is not a SHA-256, or the content is larger than ``limit``,
+                is not a regular file or does not hash to ``digest``.
+            ConfigError: the store cannot be reached.
+        """
+        ...
+
+    def exists(self, digest: str) -> bool:
+        """Whether the store holds the bytes named ``digest``."""
+        ...
+
+    def check(self) -> None:
+        """Write to the store once, so a worker fails at start, not at its first large payload.
+
+        Raises:
+            OSError: the store cannot be written or reached (``strerror`` says why).
+        """
+        ...
+
+
+def digest_of(data: bytes) -> str:
+    """The SHA-256 of ``data``, in hex: its name in every store."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class Limit(NamedTuple):
+    """The most bytes a read accepts, and the setting that says so (named when a read is refused)."""
+
+    size: int
+    setting: str
+
+
+def require_digest(digest: str) -> str:
+    """``digest`` when it is a SHA-256 in hex.
+
+    Raises:
+        ContentRefused: it is not (a name arrives in run inputs: it names content, never a path).
+    """
+    if not DIGEST.fullmatch(digest):
+        raise ContentRefused(
+            f"{digest[:80]!r} is not a SHA-256 digest "
+            "(a reference names content of the store, never a path)"
+        )
+    return digest
+
+
+class LocalContentStore:
+    """Content as files in one folder: ``<root>/<first two hex digits>/<digest>``, each written to a
+    temporary file then renamed (a reader never sees half of one), readable by its owner only.
+
+    Reads also find ``<root>/<digest>``, where the payload store kept payloads before the stores
+    shared this driver, so folders written by earlier versions keep resolving.
+
+    Args:
+        root: the folder (``~`` is expanded); created at the first write.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser()
+
+    @property
+    def where(self) -> str:
+        """The folder."""
+        return str(self.root)
+
+    def path(self, digest: str) -> Path:
+        """The file new content named ``digest`` is written to."""
+        return self.root / digest[:2] / digest
+
+    def put(self, data: bytes) -> str:
+        digest = digest_of(data)
+        target = self.path(digest)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Mode 0600 (NamedTemporaryFile's): what a run reads or writes is its owner's.
+            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as handle:
+                handle.write(data)
+            os.replace(handle.name, target)
+        return digest
+
+    def exists(self, digest: str) -> bool:
+        require_digest(digest)
+        return any(path.is_file() for path in self._places(digest))
+
+    def get(self, digest: str, *, limit: Limit | None = None) -> bytes:
+        require_digest(digest)
+        for path in self._places(digest):
+            try:
+                # O_NOFOLLOW: a link planted in the store cannot point the worker at another file.
+                descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                raise ContentRefused(f"{digest} cannot be read: {err.strerror}") from None
+            with os.fdopen(descriptor, "rb") as file:
+                info = os.fstat(file.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    raise ContentRefused(f"{digest} is not a regular file in {self.root}")
+                _check_size(digest, info.st_size, limit)
+                data = file.read() if limit is None else file.read(limit.size + 1)
+            return _checked(digest, data, limit)
+        raise ContentNotFound(f"{digest} is not in {self.root}")
+
+    def check(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=self.root, prefix=".durapipe-probe-"):
+            pass
+
+    def _places(self, digest: str) -> tuple[Path, Path]:
+        return self.path(digest), self.root / digest
+
+
+class S3ContentStore:
+    """Content as objects of an S3 bucket: ``<prefix>/<digest>`` (boto3, the ``s3`` extra).
+
+    Any S3-compatible server works: boto3 reads the endpoint (``AWS_ENDPOINT_URL_S3``), region and
+    credentials from the environment, as the AWS CLI does.
+
+    Args:
+        bucket: the bucket (it must exist).
+        prefix: a key prefix, e.g. ``durapipe/payloads`` (none by default).
+    """
+
+    def __init__(self, bucket: str, prefix: str = "") -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+
+    @property
+    def where(self) -> str:
+        """``s3://BUCKET[/PREFIX]``."""
+        return f"{S3_SCHEME}{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
+
+    def key(self, digest: str) -> str:
+        """The object key of the content named ``digest``."""
+        return f"{self.prefix}/{digest}" if self.prefix else digest
+
+    @functools.cached_property
+    def _client(self) -> Any:
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            raise ConfigError(
+                "an s3:// store needs the S3 extra: pip install 'durapipe[s3]'"
+            ) from None
+        # Bounded waits: an unreachable endpoint fails a worker's start in seconds, not minutes.
+        config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3})
+        return boto3.client("s3", config=config)
+
+    def put(self, data: bytes) -> str:
+        digest = digest_of(data)
+        # A role allowed only to get and put objects (no s3:ListBucket) is answered 403, not 404,
+        # for an object that is not there: writing it again is the safe answer.
+        if not self._head(digest, absent={403, 404}):
+            try:
+                self._client.put_object(Bucket=self.bucket, Key=self.key(digest), Body=data)
+            except Exception as err:
+                raise _failure("write", self.where, digest, err) from None
+        return digest
+
+    def exists(self, digest: str) -> bool:
+        return self._head(require_digest(digest), absent={404})
+
+    def _head(self, digest: str, *, absent: set[int]) -> bool:
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self.key(digest))
+        except Exception as err:
+            if _status(err) in absent:
+                return False
+            raise _failure("read", self.where, digest, err) from None
+        return True
+
+    def get(self, digest: str, *, limit: Limit | None = None) -> bytes:
+        return self.get_key(self.key(require_digest(digest)), digest, limit=limit)
+
+    def get_key(self, key: str, digest: str, *, limit: Limit | None = None) -> bytes:
+        """The object at ``key``, checked against ``digest`` (also reads keys of older layouts)."""
+        try:
+            answer = self._client.get_object(Bucket=self.bucket, Key=key)
+        except Exception as err:
+            if _status(err) == 404:
+                raise ContentNotFound(f"{digest} is not in {self.where}") from None
+            raise _failure("read", self.where, digest, err) from None
+        body = answer["Body"]
+        try:
+            _check_size(digest, int(answer.get("ContentLength") or 0), limit)
+            data = body.read() if limit is None else body.read(limit.size + 1)
+        finally:
+            body.close()
+        return _checked(digest, data, limit)
+
+    def check(self) -> None:
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=self.key(_EMPTY), Body=b"")
+        except ConfigError:
+            raise
+        except Exception as err:
+            raise OSError(_reason(err)) from None
+
+
+def open_content_store(where: str) -> ContentStore:
+    """The store a setting names: ``s3://BUCKET[/PREFIX]``, else a folder.
+
+    Raises:
+        ConfigError: an ``s3://`` setting names no bucket.
+    """
+    if where.startswith(S3_SCHEME):
+        bucket, _, prefix = where.removeprefix(S3_SCHEME).partition("/")
+        if not bucket:
+            raise ConfigError(f"{where!r} names no bucket: write s3://BUCKET or s3://BUCKET/PREFIX")
+        return _s3_store(bucket, prefix.strip("/"))
+    return LocalContentStore(where)
+
+
+@functools.cache
+def _s3_store(bucket: str, prefix: str) -> S3ContentStore:
+    # One client per bucket and prefix for the process: making a boto3 client costs tens of ms.
+    return S3ContentStore(bucket, prefix)
+
+
+def _check_size(digest: str, size: int, limit: Limit | None) -> None:
+    if limit is not None and size > limit.size:
+        raise ContentRefused(f"{digest} holds {size} bytes, more than {limit.setting}={limit.size}")
+
+
+def _checked(digest: str, data: bytes, limit: Limit | None) -> bytes:
+    if limit is not None and len(data) > limit.size:
+        raise ContentRefused(f"{digest} holds more than {limit.setting}={limit.size} bytes")
+    if digest_of(data) != digest:
+        raise ContentRefused(f"{digest}: the stored content does not match its address")
+    return data
+
+
+def _status(err: Exception) -> int | None:
+    response = getattr(err, "response", None)
+    if isinstance(response, dict):
+        code = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
+            return 404
+        return int(code) if code else None
+    return None
+
+
+def _reason(err: Exception) -> str:
+    """botocore's one-line reason (its messages name the endpoint, bucket or missing credentials)."""
+    return str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+
+
+def _failure(action: str, where: str, digest: str, err: Exception) -> ConfigError:
+    return ConfigError(f"cannot {action} {digest} in {where}: {_reason(err)}")
