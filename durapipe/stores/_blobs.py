@@ -10,6 +10,11 @@ store uses too (`durapipe.stores._content`) at ``DURAPIPE_BLOB_DIR``: a folder (
 ``~/.cache/durapipe/blobs``), which clients and workers share when they run on one machine or mount
 one folder, or ``s3://BUCKET[/PREFIX]`` for workers on several hosts. `use_blob_store` installs
 another store for the process.
+
+With encryption keys configured (``DURAPIPE_ENCRYPTION_KEYS`` or ``_FILE``), the default stores seal
+each blob at rest with the current key (the cipher checkpoints use), and open it with the key it was
+sealed with; a reference stays the hash of the plain bytes. Blobs written plain before keys were set
+still read.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any, Protocol
 
 from durapipe._errors import ConfigError, PipelineError, Problem
 from durapipe._settings import settings
+from durapipe.security._codec import EncryptionCodec, encryption_from_env
 from durapipe.spec import Blob, Pipeline, _types
 from durapipe.stores._content import (
     ContentNotFound,
@@ -93,6 +99,10 @@ class ContentBlobStore:
 class LocalBlobStore(ContentBlobStore):
     """Blobs as files in a folder, one per content address (``<root>/ab/abcdef...``).
 
+    Args:
+        root: the folder.
+        codec: seals blobs at rest (default: the keys of the environment; none set, none used).
+
     Example:
         >>> store = LocalBlobStore(Path("/tmp/blobs"))  # doctest: +SKIP
         >>> ref = store.put(b"%PDF-1.4 ...", media_type="application/pdf", name="invoice.pdf")  # doctest: +SKIP
@@ -100,9 +110,9 @@ class LocalBlobStore(ContentBlobStore):
         b'%PDF-'
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, codec: EncryptionCodec | None = None) -> None:
         self.root = root
-        self.local = LocalContentStore(root)
+        self.local = LocalContentStore(root, codec if codec is not None else encryption_from_env())
         super().__init__(self.local)
 
     def path(self, ref: Blob) -> Path:
@@ -136,12 +146,18 @@ def blob_location() -> str:
 
 
 def blob_store() -> BlobStore:
-    """The store this process uses: the installed one, else the one ``DURAPIPE_BLOB_DIR`` names."""
+    """The store this process uses: the installed one, else the one ``DURAPIPE_BLOB_DIR`` names,
+    sealing blobs with the keys of ``DURAPIPE_ENCRYPTION_KEYS`` (or ``_FILE``) when set.
+
+    Raises:
+        ConfigError: a setting is not valid, or the keys are malformed (names the variable).
+    """
     if _installed is not None:
         return _installed
-    content = open_content_store(blob_location())
+    codec = encryption_from_env()
+    content = open_content_store(blob_location(), codec)
     if isinstance(content, LocalContentStore):
-        return LocalBlobStore(content.root)
+        return LocalBlobStore(content.root, codec)
     return ContentBlobStore(content)
 
 

@@ -7,6 +7,12 @@ every read checks it is a digest (never a path), reads at most ``limit`` bytes, 
 hash to the name. Where a store is comes from a setting: a folder, or ``s3://BUCKET[/PREFIX]``
 (credentials, region and endpoint from the usual AWS environment: ``AWS_ENDPOINT_URL_S3`` points at
 an S3-compatible server).
+
+A store given an `EncryptionCodec` with a key (the blob store: ``DURAPIPE_ENCRYPTION_KEYS``) seals
+what it writes with the cipher checkpoints use (`EncryptionCodec.seal_bytes`); the name stays the
+hash of the plain bytes, so references recorded in histories keep resolving, and a read checks the
+hash after opening. Content written plain (before encryption was on) still reads. The payload store
+gives none: the payloads Temporal hands it are already encrypted by the payload codec.
 """
 
 from __future__ import annotations
@@ -21,11 +27,18 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from durapipe._errors import ConfigError
+from durapipe.security._codec import EncryptionCodec, EncryptionError, is_sealed
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
 S3_SCHEME = "s3://"
 # The bytes of an empty file: written by `check` as its probe (content-addressed, so harmless to keep).
 _EMPTY = hashlib.sha256(b"").hexdigest()
+# Sealed content is longer than the plain by the prefix, the key id, a nonce and a tag: a read
+# allows this much over its limit before opening, and checks the opened bytes against the limit.
+_SEAL_MARGIN = 512
+# S3 object metadata marking sealed content, so `put` can tell a plain object written before
+# encryption was on (and rewrite it sealed) without reading it.
+_SEALED_METADATA = "durapipe-sealed"
 
 
 class ContentNotFound(ConfigError):
@@ -108,10 +121,12 @@ class LocalContentStore:
 
     Args:
         root: the folder (``~`` is expanded); created at the first write.
+        codec: seals what is written (None, or a codec without keys: written plain).
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], codec: EncryptionCodec | None = None) -> None:
         self.root = Path(root).expanduser()
+        self.codec = codec
 
     @property
     def where(self) -> str:
@@ -125,13 +140,22 @@ class LocalContentStore:
     def put(self, data: bytes) -> str:
         digest = digest_of(data)
         target = self.path(digest)
-        if not target.exists():
+        if not target.exists() or (_sealing(self.codec) and not self._sealed(target)):
             target.parent.mkdir(parents=True, exist_ok=True)
             # Mode 0600 (NamedTemporaryFile's): what a run reads or writes is its owner's.
             with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as handle:
-                handle.write(data)
+                handle.write(_sealed(self.codec, data))
             os.replace(handle.name, target)
         return digest
+
+    @staticmethod
+    def _sealed(path: Path) -> bool:
+        # Content written plain before encryption was on is rewritten sealed when put again.
+        try:
+            with path.open("rb") as file:
+                return is_sealed(file.read(64))
+        except OSError:
+            return False
 
     def exists(self, digest: str) -> bool:
         require_digest(digest)
@@ -152,8 +176,8 @@ class LocalContentStore:
                 if not stat.S_ISREG(info.st_mode):
                     raise ContentRefused(f"{digest} is not a regular file in {self.root}")
                 _check_size(digest, info.st_size, limit)
-                data = file.read() if limit is None else file.read(limit.size + 1)
-            return _checked(digest, data, limit)
+                data = file.read() if limit is None else file.read(limit.size + _SEAL_MARGIN + 1)
+            return _checked(digest, _opened(self.codec, digest, data), limit)
         raise ContentNotFound(f"{digest} is not in {self.root}")
 
     def check(self) -> None:
@@ -174,11 +198,13 @@ class S3ContentStore:
     Args:
         bucket: the bucket (it must exist).
         prefix: a key prefix, e.g. ``durapipe/payloads`` (none by default).
+        codec: seals what is written (None, or a codec without keys: written plain).
     """
 
-    def __init__(self, bucket: str, prefix: str = "") -> None:
+    def __init__(self, bucket: str, prefix: str = "", codec: EncryptionCodec | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self.codec = codec
 
     @property
     def where(self) -> str:
@@ -189,41 +215,42 @@ class S3ContentStore:
         """The object key of the content named ``digest``."""
         return f"{self.prefix}/{digest}" if self.prefix else digest
 
-    @functools.cached_property
+    @property
     def _client(self) -> Any:
-        try:
-            import boto3
-            from botocore.config import Config
-        except ImportError:
-            raise ConfigError(
-                "an s3:// store needs the S3 extra: pip install 'durapipe[s3]'"
-            ) from None
-        # Bounded waits: an unreachable endpoint fails a worker's start in seconds, not minutes.
-        config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3})
-        return boto3.client("s3", config=config)
+        return _s3_client(self.bucket, self.prefix)
 
     def put(self, data: bytes) -> str:
         digest = digest_of(data)
+        sealing = _sealing(self.codec)
         # A role allowed only to get and put objects (no s3:ListBucket) is answered 403, not 404,
         # for an object that is not there: writing it again is the safe answer.
-        if not self._head(digest, absent={403, 404}):
+        head = self._head(digest, absent={403, 404})
+        if head is None or (sealing and _SEALED_METADATA not in head.get("Metadata", {})):
+            extra = {"Metadata": {_SEALED_METADATA: "1"}} if sealing else {}
             try:
-                self._client.put_object(Bucket=self.bucket, Key=self.key(digest), Body=data)
+                self._client.put_object(
+                    Bucket=self.bucket,
+                    Key=self.key(digest),
+                    Body=_sealed(self.codec, data),
+                    **extra,
+                )
             except Exception as err:
                 raise _failure("write", self.where, digest, err) from None
         return digest
 
     def exists(self, digest: str) -> bool:
-        return self._head(require_digest(digest), absent={404})
+        return self._head(require_digest(digest), absent={404}) is not None
 
-    def _head(self, digest: str, *, absent: set[int]) -> bool:
+    def _head(self, digest: str, *, absent: set[int]) -> dict[str, Any] | None:
         try:
-            self._client.head_object(Bucket=self.bucket, Key=self.key(digest))
+            head: dict[str, Any] = self._client.head_object(
+                Bucket=self.bucket, Key=self.key(digest)
+            )
         except Exception as err:
             if _status(err) in absent:
-                return False
+                return None
             raise _failure("read", self.where, digest, err) from None
-        return True
+        return head
 
     def get(self, digest: str, *, limit: Limit | None = None) -> bytes:
         return self.get_key(self.key(require_digest(digest)), digest, limit=limit)
@@ -239,10 +266,10 @@ class S3ContentStore:
         body = answer["Body"]
         try:
             _check_size(digest, int(answer.get("ContentLength") or 0), limit)
-            data = body.read() if limit is None else body.read(limit.size + 1)
+            data = body.read() if limit is None else body.read(limit.size + _SEAL_MARGIN + 1)
         finally:
             body.close()
-        return _checked(digest, data, limit)
+        return _checked(digest, _opened(self.codec, digest, data), limit)
 
     def check(self) -> None:
         try:
@@ -253,8 +280,9 @@ class S3ContentStore:
             raise OSError(_reason(err)) from None
 
 
-def open_content_store(where: str) -> ContentStore:
-    """The store a setting names: ``s3://BUCKET[/PREFIX]``, else a folder.
+def open_content_store(where: str, codec: EncryptionCodec | None = None) -> ContentStore:
+    """The store a setting names: ``s3://BUCKET[/PREFIX]``, else a folder; sealing with ``codec``
+    (see the module's docstring).
 
     Raises:
         ConfigError: an ``s3://`` setting names no bucket.
@@ -263,18 +291,47 @@ def open_content_store(where: str) -> ContentStore:
         bucket, _, prefix = where.removeprefix(S3_SCHEME).partition("/")
         if not bucket:
             raise ConfigError(f"{where!r} names no bucket: write s3://BUCKET or s3://BUCKET/PREFIX")
-        return _s3_store(bucket, prefix.strip("/"))
-    return LocalContentStore(where)
+        return S3ContentStore(bucket, prefix.strip("/"), codec)
+    return LocalContentStore(where, codec)
 
 
 @functools.cache
-def _s3_store(bucket: str, prefix: str) -> S3ContentStore:
-    # One client per bucket and prefix for the process: making a boto3 client costs tens of ms.
-    return S3ContentStore(bucket, prefix)
+def _s3_client(bucket: str, prefix: str) -> Any:
+    # One client per bucket and prefix for the process (stores are made per call, with the codec
+    # of the moment): making a boto3 client costs tens of ms.
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError:
+        raise ConfigError("an s3:// store needs the S3 extra: pip install 'durapipe[s3]'") from None
+    # Bounded waits: an unreachable endpoint fails a worker's start in seconds, not minutes.
+    config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3})
+    return boto3.client("s3", config=config)
+
+
+def _sealing(codec: EncryptionCodec | None) -> bool:
+    return codec is not None and codec.current is not None
+
+
+def _sealed(codec: EncryptionCodec | None, data: bytes) -> bytes:
+    return codec.seal_bytes(data) if codec is not None else data
+
+
+def _opened(codec: EncryptionCodec | None, digest: str, data: bytes) -> bytes:
+    """The plain content of stored ``data``: opened when sealed, as is when written plain."""
+    if not is_sealed(data):
+        return data
+    try:
+        # A store without keys still recognises sealed content, to say which variable to set.
+        return (codec or EncryptionCodec({})).open_bytes(data, what=f"content {digest}")
+    except EncryptionError:
+        if digest_of(data) == digest:  # plain content that happens to start as sealed does
+            return data
+        raise
 
 
 def _check_size(digest: str, size: int, limit: Limit | None) -> None:
-    if limit is not None and size > limit.size:
+    if limit is not None and size > limit.size + _SEAL_MARGIN:
         raise ContentRefused(f"{digest} holds {size} bytes, more than {limit.setting}={limit.size}")
 
 
