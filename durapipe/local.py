@@ -15,6 +15,7 @@ from typing import Any
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType, StepFailed
+from durapipe._settings import settings
 from durapipe.activities import (
     CallContext,
     activity_body,
@@ -32,6 +33,7 @@ from durapipe.runtime import (
 from durapipe.runtime._approvals import ApprovalDecision, ApprovalRequest
 from durapipe.runtime._budget import Budget
 from durapipe.runtime._interpret import Interpreter
+from durapipe.security._codec import encryption_from_env
 from durapipe.spec import Pipeline, RetrySpec, kind_of
 from durapipe.spec._deck import ModelDeck
 from durapipe.stores._checkpoints import CheckpointStore, configured_store
@@ -190,9 +192,15 @@ async def run_local(
             show progress while the run goes.
 
     Raises:
+        ConfigError: a ``DURAPIPE_*`` setting or the encryption keys are not valid (one sentence
+            naming the variable), before any step runs.
         PipelineError: the pipe is unknown or the inputs do not fit it.
         StepFailed: a step failed after its retries.
     """
+    # Validated at start, as `connect` and `build_worker` do: a bad value fails here, naming the
+    # variable, not at the first step that happens to read it.
+    settings()
+    encryption_from_env()
     run = pipe_run(pipeline, pipe, inputs, run_id=run_id, budget_usd=budget_usd)
     runtime = LocalRuntime(
         tools if tools is not None else tool_functions(run.spec),

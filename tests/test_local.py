@@ -64,3 +64,17 @@ async def test_inputs_are_checked_before_anything_runs() -> None:
     with pytest.raises(dp.PipelineError, match="input 'failures': expected integer"):
         await dp.run_local(flaky_pipeline(), "flaky", {"failures": "many"})
     assert flaky_tools.CALLS == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("DURAPIPE_PAYLOAD_THRESHOLD", "lots"), ("DURAPIPE_ENCRYPTION_KEYS", "k1:not-base64!")],
+)
+async def test_a_bad_setting_fails_at_start_naming_the_variable(
+    variable: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(dp.ConfigError, match=f"^{variable}") as caught:
+        await dp.run_local(flaky_pipeline(), "flaky", {"failures": 0})
+    assert "\n" not in str(caught.value)
+    assert flaky_tools.CALLS == []  # refused before any step ran
