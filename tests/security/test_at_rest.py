@@ -1,4 +1,5 @@
-"""Issue 15, item 5: with encryption on, checkpoints and failure messages are not plain text."""
+"""Issue 15, item 5: with encryption on, checkpoints, failure messages, the payload store and blobs
+are not plain text."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 import durapipe as dp
 from durapipe.runtime import LeafResult, LlmCall
 from durapipe.stores._checkpoints import SqliteCheckpoints, checkpoint_key
+from durapipe.testing import text_pdf
 from tests.security import secret_tools
 from tests.security.history import history_text
 from tests.support import cli_env, durapipe_command
@@ -32,12 +34,18 @@ async def test_with_encryption_on_nothing_at_rest_is_plain_text(
     monkeypatch.setenv("DURAPIPE_ENCRYPTION_KEYS", f"k1:{KEY}")
     store = tmp_path / "checkpoints.sqlite"
     monkeypatch.setenv("DURAPIPE_CHECKPOINTS", str(store))
+    # Every payload through the payload store; documents in a blob folder of the test's own.
+    monkeypatch.setenv("DURAPIPE_PAYLOAD_STORE", str(tmp_path / "payloads"))
+    monkeypatch.setenv("DURAPIPE_PAYLOAD_THRESHOLD", "1")
+    monkeypatch.setenv("DURAPIPE_BLOB_DIR", str(tmp_path / "blobs"))
     ask = dp.llm("ask", inputs={"customer": str}, prompt="Write to {{ customer }}.")
     find = dp.tool(secret_tools.lookup, name="find")
-    pipeline = dp.pipeline(ask, find)
+    pipeline = dp.pipeline(ask, find, dp.extract("read"))
     client = await dp.connect(temporal_address, pipeline=pipeline)
     run_ids = [f"rest-ok-{uuid.uuid4().hex[:6]}", f"rest-fail-{uuid.uuid4().hex[:6]}"]
     async with dp.build_worker(client, task_queue=task_queue):
+        pdf = text_pdf([CUSTOMER])
+        read = await dp.run(client, pipeline, "read", {"document": pdf}, task_queue=task_queue)
         answer = await dp.run(
             client,
             pipeline,
@@ -57,14 +65,21 @@ async def test_with_encryption_on_nothing_at_rest_is_plain_text(
             )
     # Not vacuous: the answer and the failure do hold the private data, for the key's holder.
     assert CUSTOMER in answer.output
+    assert read.output == [{"page": 1, "text": CUSTOMER}]  # the worker opened the sealed blob
     assert f"no record found for {CUSTOMER}" in failed.value.cause
     assert stat.S_IMODE(store.stat().st_mode) == 0o600
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("checkpoints.sqlite*"))
     assert b"durapipe-sealed:k1:" in raw
     assert CUSTOMER.encode() not in raw
+    for folder in ("payloads", "blobs"):
+        kept = b"".join(p.read_bytes() for p in (tmp_path / folder).rglob("*") if p.is_file())
+        assert kept and CUSTOMER.encode() not in kept and b"%PDF-" not in kept, folder
+
+    payloads = b"".join(p.read_bytes() for p in (tmp_path / "payloads").rglob("*") if p.is_file())
+    assert b"binary/encrypted" in payloads  # encrypted by the codec before they were stored
 
     searched = await history_text(temporal_env.client, run_ids)
-    assert "binary/encrypted" in searched
+    assert '"driverName":"durapipe.local"' in searched  # the history holds claims to them
     assert CUSTOMER not in searched  # payloads and failure messages alike
 
 
