@@ -30,7 +30,6 @@ from durapipe.adapters import WORKFLOW_NAME
 from durapipe.client._connection import DEFAULT_ADDRESS
 from durapipe.client._handle import SPEC_VERSION, RunHandle, run_error
 from durapipe.runtime import PipeRun
-from durapipe.security._codec import EncryptionError
 from durapipe.workflows._search import (
     COST_USD,
     INPUT_TOKENS,
@@ -230,9 +229,10 @@ async def _failure(client: Client, execution: WorkflowExecution) -> tuple[str | 
         if isinstance(failure, StepFailed):
             return failure.path, f"{failure.cause_type}: {failure.cause}"
         return None, str(failure)
-    except EncryptionError as err:
-        # With encryption on, failures are encoded too: a run this process cannot decrypt is
-        # still listed, saying why its error is not shown (one such run must not fail the list).
+    except ConfigError as err:
+        # With encryption on, failures are encoded too: a run this process cannot decrypt
+        # (EncryptionError), or whose failure is in a payload store it does not see, is still
+        # listed, saying why its error is not shown (one such run must not fail the list).
         return None, str(err)
     return None, None
 
