@@ -14,5 +14,7 @@ class Comment(BaseModel):
     replies: list[Comment]
 
 
-thread = dp.llm("thread", inputs={"topic": str}, prompt="A thread about {{ topic }}", output=Comment)
+thread = dp.llm(
+    "thread", inputs={"topic": str}, prompt="A thread about {{ topic }}", output=Comment
+)
 pipeline = dp.pipeline(thread)
