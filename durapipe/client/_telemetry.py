@@ -1,7 +1,8 @@
 """Tracing and metrics for clients and workers, configured by the standard ``OTEL_*`` variables.
 
 Traces: temporalio's `TracingInterceptor` gives a span per workflow start/run, child workflow and
-activity; the llm operator adds a span per provider call with the GenAI semantic-convention
+activity, and a run that arrives without a trace context gets a root span from its worker, so a run
+is one trace whatever started it (`durapipe.client._run_trace`); the llm operator adds a span per provider call with the GenAI semantic-convention
 attributes. ``OTEL_TRACES_EXPORTER`` picks the exporter: ``console``, ``otlp`` (needs the
 ``opentelemetry-exporter-otlp`` package, configured by its own ``OTEL_EXPORTER_OTLP_*`` variables)
 or ``none`` (the default: no tracing). ``OTEL_SERVICE_NAME`` names the service.
@@ -75,11 +76,11 @@ class Telemetry:
         """Client interceptors (workers built on the client inherit them)."""
         if self.tracer_provider is None:
             return []
-        from temporalio.contrib.opentelemetry import TracingInterceptor
+        from durapipe.client._run_trace import RunTracing
 
-        # always_create_workflow_spans: a run started by a client without tracing is traced too.
-        tracer = self.tracer_provider.get_tracer(TRACER_NAME)
-        return [TracingInterceptor(tracer, always_create_workflow_spans=True)]
+        # A run started without tracing (a schedule, a client without telemetry) still becomes
+        # one trace: the worker gives it a root span (see `RunTracing`).
+        return [RunTracing(self.tracer_provider)]
 
     def runtime(self) -> Runtime:
         """The Temporal runtime: its log lines go to Python logging, and it serves metrics if asked."""
