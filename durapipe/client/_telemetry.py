@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from opentelemetry import trace
@@ -34,6 +35,9 @@ from temporalio.runtime import (
 from durapipe._errors import ConfigError
 
 TRACER_NAME = "durapipe"
+# How often durapipe's workers tell Temporal they are alive (the SDK's default is 60 s): a client
+# tells a SIGKILLed worker from a live one by the heartbeats it missed (see `client._stalls`).
+WORKER_HEARTBEAT = timedelta(seconds=5)
 
 
 @dataclass
@@ -88,7 +92,10 @@ class Telemetry:
             return logging_runtime()
         if self._runtime is None:
             metrics = PrometheusConfig(bind_address=self.metrics_address)
-            self._runtime = Runtime(telemetry=TelemetryConfig(logging=_LOGGING, metrics=metrics))
+            self._runtime = Runtime(
+                telemetry=TelemetryConfig(logging=_LOGGING, metrics=metrics),
+                worker_heartbeat_interval=WORKER_HEARTBEAT,
+            )
         return self._runtime
 
 
@@ -104,7 +111,9 @@ _LOGGING = LoggingConfig(
 @functools.cache
 def logging_runtime() -> Runtime:
     """One runtime per process whose core log lines go to Python logging, never to stdout."""
-    return Runtime(telemetry=TelemetryConfig(logging=_LOGGING))
+    return Runtime(
+        telemetry=TelemetryConfig(logging=_LOGGING), worker_heartbeat_interval=WORKER_HEARTBEAT
+    )
 
 
 def _provider(exporter: str) -> trace.TracerProvider:
