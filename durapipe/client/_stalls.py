@@ -65,6 +65,12 @@ async def polled(client: Client, task_queue: str, *, activities: bool = False) -
     Raises:
         RPCError: the server refused the request (e.g. the namespace does not exist).
     """
+    return await _gone(client, task_queue, activities=activities) is None
+
+
+async def _gone(client: Client, task_queue: str, *, activities: bool) -> str | None:
+    """None when a live worker polls ``task_queue``; else why its pollers count as gone ("" when
+    Temporal lists none), as a clause for the stall sentence."""
     kind = (
         TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
         if activities
@@ -78,17 +84,24 @@ async def polled(client: Client, task_queue: str, *, activities: bool = False) -
         )
     )
     if not response.pollers:
-        return False
+        return ""
     now = time.time()
     heartbeats = await _heartbeats(client, task_queue)
+    latest: tuple[float, str] = (-1.0, "")
     for poller in response.pollers:
         beat = heartbeats.get(poller.identity)
         if beat is not None:
             if now - beat < HEARTBEAT_GONE_S:
-                return True
-        elif now - poller.last_access_time.ToSeconds() < POLLER_GONE_S:
-            return True
-    return False
+                return None
+            seen = (beat, f"sent no heartbeat for {now - beat:.0f} s")
+        else:
+            last_poll = poller.last_access_time.ToSeconds()
+            if now - last_poll < POLLER_GONE_S:
+                return None
+            seen = (last_poll, f"has not polled for {now - last_poll:.0f} s")
+        if seen[0] > latest[0]:
+            latest = (seen[0], f": its last worker, '{poller.identity}', {seen[1]}")
+    return f"{latest[1]} (stopped, killed or cut off)"
 
 
 async def _heartbeats(client: Client, task_queue: str) -> dict[str, float]:
@@ -119,10 +132,11 @@ async def why_stalled(client: Client, queues: RunQueues) -> str | None:
     """
     flags = "" if client.namespace == "default" else f" -n {client.namespace}"
     try:
-        if not await polled(client, queues.workflow):
+        gone = await _gone(client, queues.workflow, activities=False)
+        if gone is not None:
             return (
                 f"no worker polls task queue '{queues.workflow}' (namespace "
-                f"'{client.namespace}'), so nothing runs it; start one with "
+                f"'{client.namespace}'), so nothing runs it{gone}; start one with "
                 f"`durapipe worker FILE{flags} -t {queues.workflow}`"
             )
         for queue, pipes in queues.routed.items():

@@ -40,6 +40,9 @@ async def test_a_sigkilled_worker_is_noticed_within_twenty_seconds(
         await asyncio.sleep(0.5)
     noticed = time.monotonic() - died
     assert f"no worker polls task queue '{task_queue}'" in why
+    # The sentence says why the worker Temporal still lists counts as gone.
+    assert f"its last worker, '{worker.process.pid}@" in why, why
+    assert "sent no heartbeat for" in why and "(stopped, killed or cut off)" in why, why
     # Three missed 5 s heartbeats and a margin: 20 s, plus a poll of this loop.
     assert noticed <= 21, noticed
     # And `durapipe run` says so instead of waiting on the dead worker.
