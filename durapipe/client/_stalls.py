@@ -19,7 +19,7 @@ from temporalio.service import RPCError
 
 from durapipe.client._telemetry import WORKER_HEARTBEAT
 from durapipe.runtime import PipeRun
-from durapipe.spec import CONTROLLER_KINDS
+from durapipe.spec import is_controller_kind
 from durapipe.worker import PLUGIN_NAME
 
 # When is a worker gone? Temporal lists a poller for minutes after its worker died (a SIGKILLed
@@ -53,7 +53,7 @@ class RunQueues:
         routed: dict[str, list[str]] = {}
         for name, pipe in run.spec.pipes.items():
             # agent pipes are workflows whose turns are activities on the pipe's queue.
-            leaf = pipe.kind not in CONTROLLER_KINDS or pipe.kind == "agent"
+            leaf = not is_controller_kind(pipe.kind) or pipe.kind == "agent"
             if leaf and pipe.queue and pipe.queue != task_queue:
                 routed.setdefault(pipe.queue, []).append(name)
         return cls(workflow=task_queue, routed=routed)
