@@ -10,6 +10,8 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 # packages next month. The demo takes the runtime lock only; the tests add the tools on top.
 RUNTIME_LOCK := requirements/runtime.txt
 DEV_LOCK := requirements/dev.txt
+# podman-compose for `make deploy-check` (Debian's 1.0.3 cannot do network_mode: host), hashed too.
+DEPLOY_LOCK := requirements/deploy.txt
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 LATEST_VENV := .venv-latest
@@ -77,6 +79,7 @@ lock:
 	test -x .venv-lock/bin/pip-compile || { $(PYTHON) -m venv .venv-lock && .venv-lock/bin/python -m pip install --quiet pip-tools; }
 	.venv-lock/bin/pip-compile --quiet --strip-extras --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links --upgrade -o $(RUNTIME_LOCK) pyproject.toml
 	.venv-lock/bin/pip-compile --quiet --strip-extras --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links --upgrade --extra dev -o $(DEV_LOCK) pyproject.toml requirements/dev.in
+	.venv-lock/bin/pip-compile --quiet --strip-extras --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links --upgrade -o $(DEPLOY_LOCK) requirements/deploy.in
 
 # 100 runs of a 5-step pipeline, 20% provider failures, two workers SIGKILLed at random.
 chaos: $(STAMP)
@@ -133,11 +136,11 @@ clean:
 # deploy/compose.yaml brought up with podman (substitutions in deploy/compose.check.yaml), `brief`
 # run through it with read-only root file systems, everything torn down. Needs root (podman,
 # debootstrap from Debian's packages; installed when missing). See deploy/README.md.
-deploy-tools: $(STAMP)
+deploy-tools: $(RUNTIME_STAMP)
 	@command -v podman >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    podman runc debootstrap fuse-overlayfs uidmap slirp4netns >/dev/null; }
-	@test -x $(BIN)/podman-compose || $(BIN)/python -m pip install --quiet --disable-pip-version-check 'podman-compose>=1.6'
+	$(PIP) --require-hashes -r $(DEPLOY_LOCK)
 
 deploy-check: deploy-tools
 	BIN=$(abspath $(BIN)) deploy/check.sh

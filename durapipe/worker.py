@@ -56,6 +56,10 @@ PASSTHROUGH_MODULES = {
 }
 
 
+# The plugin's name, in the worker heartbeats Temporal keeps: how a client knows a durapipe worker.
+PLUGIN_NAME = "durapipe.DurapipePlugin"
+
+
 class DurapipePlugin(SimplePlugin):
     """Wires durapipe into a Temporal client and worker.
 
@@ -86,7 +90,7 @@ class DurapipePlugin(SimplePlugin):
         deck = ModelDeck.of(pipeline.models) if pipeline else None
         activities = Activities(functions, checkpoints, deck)
         super().__init__(
-            "durapipe.DurapipePlugin",
+            PLUGIN_NAME,
             data_converter=durapipe_converter(codec),
             activities=activities.all(),
             workflows=[SandboxedPipeWorkflow if sandbox_on() else PipeWorkflow],

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import durapipe as dp
 from tests.conftest import ARTICLE, EXAMPLES
-from tests.support import run_cli
+from tests.support import eventually, run_cli
 
 
 @pytest.fixture
@@ -110,3 +110,67 @@ async def test_a_run_started_by_the_cli_is_one_trace_from_the_client_start_to_th
     assert {f"{s.context.trace_id:032x}" for s in ours if s.context} == {start.group(1)}, [
         (s.name, workflow_id(s), f"{s.context.trace_id:032x}") for s in ours if s.context
     ]
+
+
+async def test_a_run_started_without_tracing_is_one_trace_under_its_workers_root(
+    temporal_address: str, task_queue: str, brief_yaml: dp.Pipeline, spans: InMemorySpanExporter
+) -> None:
+    # Workers own telemetry: a run started by a client without it (or by a schedule, below) sends
+    # no trace context, and must still be one trace, rooted where the worker first ran it.
+    spans.clear()
+    telemetry = dp.Telemetry(tracer_provider=trace.get_tracer_provider())
+    worker_client = await dp.connect(temporal_address, pipeline=brief_yaml, telemetry=telemetry)
+    plain = await dp.connect(temporal_address, pipeline=brief_yaml)
+    run_id = f"untraced-{uuid.uuid4().hex[:8]}"
+    schedule_id = f"traced-schedule-{uuid.uuid4().hex[:8]}"
+    async with dp.build_worker(worker_client, task_queue=task_queue):
+        await dp.run(
+            plain, brief_yaml, "brief", {"article": ARTICLE}, run_id=run_id, task_queue=task_queue
+        )
+        await dp.ops.create_schedule(
+            plain, brief_yaml, "brief", {"article": ARTICLE}, schedule_id=schedule_id,
+            every="1h", task_queue=task_queue,
+        )  # fmt: skip
+        try:
+            await dp.ops.trigger_schedule(plain, schedule_id)
+            scheduled = await eventually(
+                lambda: _closed_run(plain, schedule_id), "the scheduled run", timeout=60
+            )
+        finally:
+            await dp.ops.delete_schedule(plain, schedule_id)
+    for started in (run_id, scheduled):
+        ours = [
+            s
+            for s in spans.get_finished_spans()
+            if str(workflow_id(s) or "").startswith(started) and s.context
+        ]
+        by_id = {s.context.span_id: s for s in ours if s.context}
+        assert len([s for s in ours if s.name.startswith("StartActivity")]) == 4, started
+        assert len({s.context.trace_id for s in ours if s.context}) == 1, [
+            (s.name, workflow_id(s), s.parent) for s in ours
+        ]
+        [root] = [s for s in ours if s.parent is None]
+        assert (root.name, workflow_id(root)) == ("RunPipe:durapipe.pipe", started)
+        # Every span hangs from the root: run -> child -> activity, all in the run's trace.
+        for span in ours:
+            while span.parent is not None:
+                span = by_id[span.parent.span_id]
+            assert span is root
+        provider_calls = [
+            s for s in spans.get_finished_spans() if s.name.startswith("chat ") and s.parent
+        ]
+        assert len([c for c in provider_calls if c.parent and c.parent.span_id in by_id]) == 3, (
+            started
+        )
+
+
+async def _closed_run(client: object, schedule_id: str) -> str | None:
+    from temporalio.client import Client
+
+    assert isinstance(client, Client)
+    async for execution in client.list_workflows(
+        f"WorkflowId STARTS_WITH '{schedule_id}' AND ExecutionStatus = 'Completed'"
+    ):
+        if "/" not in execution.id:  # the run, not its child workflow (`<run id>/fact_check`)
+            return execution.id
+    return None

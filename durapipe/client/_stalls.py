@@ -13,16 +13,26 @@ from dataclasses import dataclass, field
 
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, ListWorkersRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from durapipe.client._telemetry import WORKER_HEARTBEAT
 from durapipe.runtime import PipeRun
 from durapipe.spec import is_controller_kind
+from durapipe.worker import PLUGIN_NAME
 
-# Temporal lists a poller for a few minutes after its last poll. A live worker polls again at least
-# every ~70 s (a long poll's length), so one not seen for longer has gone: its worker died.
-POLLER_GONE_S = 180.0
+# When is a worker gone? Temporal lists a poller for minutes after its worker died (a SIGKILLed
+# worker's pollers stay in DescribeTaskQueue for about 3 minutes), so the list alone says too late.
+#  1. durapipe's workers send Temporal a worker heartbeat every WORKER_HEARTBEAT (5 s; ListWorkers
+#     returns them, Temporal 1.29+). A worker whose last heartbeat is older than three intervals
+#     plus a margin has stopped: 20 s after its death at most, whatever its pollers' times say.
+#  2. Any other worker (or a server without ListWorkers): the server notes a poller's time when its
+#     long poll starts, and a live worker starts a new poll as soon as one ends; the server ends an
+#     idle long poll within a minute (52 s measured here, 60 s Temporal's default). So a poller not
+#     seen for 60 s plus a 10 s margin is gone: at most 70 s after its worker died.
+HEARTBEAT_GONE_S = 3 * WORKER_HEARTBEAT.total_seconds() + 5.0
+POLLER_GONE_S = 70.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,12 @@ async def polled(client: Client, task_queue: str, *, activities: bool = False) -
     Raises:
         RPCError: the server refused the request (e.g. the namespace does not exist).
     """
+    return await _gone(client, task_queue, activities=activities) is None
+
+
+async def _gone(client: Client, task_queue: str, *, activities: bool) -> str | None:
+    """None when a live worker polls ``task_queue``; else why its pollers count as gone ("" when
+    Temporal lists none), as a clause for the stall sentence."""
     kind = (
         TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
         if activities
@@ -67,8 +83,46 @@ async def polled(client: Client, task_queue: str, *, activities: bool = False) -
             task_queue_type=kind,
         )
     )
-    oldest = time.time() - POLLER_GONE_S
-    return any(p.last_access_time.ToSeconds() >= oldest for p in response.pollers)
+    if not response.pollers:
+        return ""
+    now = time.time()
+    heartbeats = await _heartbeats(client, task_queue)
+    latest: tuple[float, str] = (-1.0, "")
+    for poller in response.pollers:
+        beat = heartbeats.get(poller.identity)
+        if beat is not None:
+            if now - beat < HEARTBEAT_GONE_S:
+                return None
+            seen = (beat, f"sent no heartbeat for {now - beat:.0f} s")
+        else:
+            last_poll = poller.last_access_time.ToSeconds()
+            if now - last_poll < POLLER_GONE_S:
+                return None
+            seen = (last_poll, f"has not polled for {now - last_poll:.0f} s")
+        if seen[0] > latest[0]:
+            latest = (seen[0], f": its last worker, '{poller.identity}', {seen[1]}")
+    return f"{latest[1]} (stopped, killed or cut off)"
+
+
+async def _heartbeats(client: Client, task_queue: str) -> dict[str, float]:
+    """When each durapipe worker of ``task_queue`` last sent a worker heartbeat, by identity
+    (epoch seconds); empty when the server keeps none (ListWorkers off, or older than 1.29)."""
+    try:
+        response = await client.workflow_service.list_workers(
+            ListWorkersRequest(
+                namespace=client.namespace, page_size=1000, query=f"TaskQueue = '{task_queue}'"
+            )
+        )
+    except RPCError:
+        return {}
+    beats: dict[str, float] = {}
+    for info in response.workers_info:
+        beat = info.worker_heartbeat
+        # Only durapipe's workers beat at WORKER_HEARTBEAT; others' interval is not known here.
+        if beat.task_queue == task_queue and any(p.name == PLUGIN_NAME for p in beat.plugins):
+            when = beat.heartbeat_time.ToSeconds()
+            beats[beat.worker_identity] = max(when, beats.get(beat.worker_identity, 0.0))
+    return beats
 
 
 async def why_stalled(client: Client, queues: RunQueues) -> str | None:
@@ -78,10 +132,11 @@ async def why_stalled(client: Client, queues: RunQueues) -> str | None:
     """
     flags = "" if client.namespace == "default" else f" -n {client.namespace}"
     try:
-        if not await polled(client, queues.workflow):
+        gone = await _gone(client, queues.workflow, activities=False)
+        if gone is not None:
             return (
                 f"no worker polls task queue '{queues.workflow}' (namespace "
-                f"'{client.namespace}'), so nothing runs it; start one with "
+                f"'{client.namespace}'), so nothing runs it{gone}; start one with "
                 f"`durapipe worker FILE{flags} -t {queues.workflow}`"
             )
         for queue, pipes in queues.routed.items():

@@ -1,7 +1,8 @@
 """Tracing and metrics for clients and workers, configured by the standard ``OTEL_*`` variables.
 
 Traces: temporalio's `TracingInterceptor` gives a span per workflow start/run, child workflow and
-activity; the llm operator adds a span per provider call with the GenAI semantic-convention
+activity, and a run that arrives without a trace context gets a root span from its worker, so a run
+is one trace whatever started it (`durapipe.client._run_trace`); the llm operator adds a span per provider call with the GenAI semantic-convention
 attributes. ``OTEL_TRACES_EXPORTER`` picks the exporter: ``console``, ``otlp`` (needs the
 ``opentelemetry-exporter-otlp`` package, configured by its own ``OTEL_EXPORTER_OTLP_*`` variables)
 or ``none`` (the default: no tracing). ``OTEL_SERVICE_NAME`` names the service.
@@ -17,6 +18,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from opentelemetry import trace
@@ -33,6 +35,9 @@ from temporalio.runtime import (
 from durapipe._errors import ConfigError
 
 TRACER_NAME = "durapipe"
+# How often durapipe's workers tell Temporal they are alive (the SDK's default is 60 s): a client
+# tells a SIGKILLed worker from a live one by the heartbeats it missed (see `client._stalls`).
+WORKER_HEARTBEAT = timedelta(seconds=5)
 
 
 @dataclass
@@ -75,11 +80,11 @@ class Telemetry:
         """Client interceptors (workers built on the client inherit them)."""
         if self.tracer_provider is None:
             return []
-        from temporalio.contrib.opentelemetry import TracingInterceptor
+        from durapipe.client._run_trace import RunTracing
 
-        # always_create_workflow_spans: a run started by a client without tracing is traced too.
-        tracer = self.tracer_provider.get_tracer(TRACER_NAME)
-        return [TracingInterceptor(tracer, always_create_workflow_spans=True)]
+        # A run started without tracing (a schedule, a client without telemetry) still becomes
+        # one trace: the worker gives it a root span (see `RunTracing`).
+        return [RunTracing(self.tracer_provider)]
 
     def runtime(self) -> Runtime:
         """The Temporal runtime: its log lines go to Python logging, and it serves metrics if asked."""
@@ -87,7 +92,10 @@ class Telemetry:
             return logging_runtime()
         if self._runtime is None:
             metrics = PrometheusConfig(bind_address=self.metrics_address)
-            self._runtime = Runtime(telemetry=TelemetryConfig(logging=_LOGGING, metrics=metrics))
+            self._runtime = Runtime(
+                telemetry=TelemetryConfig(logging=_LOGGING, metrics=metrics),
+                worker_heartbeat_interval=WORKER_HEARTBEAT,
+            )
         return self._runtime
 
 
@@ -103,7 +111,9 @@ _LOGGING = LoggingConfig(
 @functools.cache
 def logging_runtime() -> Runtime:
     """One runtime per process whose core log lines go to Python logging, never to stdout."""
-    return Runtime(telemetry=TelemetryConfig(logging=_LOGGING))
+    return Runtime(
+        telemetry=TelemetryConfig(logging=_LOGGING), worker_heartbeat_interval=WORKER_HEARTBEAT
+    )
 
 
 def _provider(exporter: str) -> trace.TracerProvider:

@@ -12,11 +12,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowHistory
+from temporalio.converter import DataConverter
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
 from durapipe._errors import ConfigError, RunNotFound
 from durapipe.adapters import WORKFLOW_NAME
+from durapipe.security import EncryptionError
 from durapipe.worker import durapipe_converter, sandbox_runner
 from durapipe.workflows import PipeWorkflow
 
@@ -77,11 +79,15 @@ async def replay(
 
     Raises:
         ConfigError: the encryption keys are malformed.
+        EncryptionError: a history is encrypted with a key this process does not have.
     """
+    converter = durapipe_converter()
+    for history in histories:
+        await _check_decodes(history, converter)
     replayer = Replayer(
         workflows=list(workflows or current_workflows()),
         # The workers' converter: an encrypted or claim-checked history decodes as they wrote it.
-        data_converter=durapipe_converter(),
+        data_converter=converter,
         workflow_runner=sandbox_runner(),
     )
 
@@ -102,6 +108,22 @@ async def replay(
                 )
             )
     return reports
+
+
+async def _check_decodes(history: WorkflowHistory, converter: DataConverter) -> None:
+    """Refuse a history this process cannot decrypt: without the workers' keys a replay cannot
+    tell compatible from not, and calling it INCOMPATIBLE would block a deploy on a false alarm.
+
+    Raises:
+        EncryptionError: the key a payload names is missing here, or wrong.
+    """
+    if not history.events or converter.payload_codec is None:
+        return
+    started = history.events[0].workflow_execution_started_event_attributes
+    try:
+        await converter.payload_codec.decode(started.input.payloads)
+    except EncryptionError as err:
+        raise EncryptionError(f"cannot replay run '{history.workflow_id}': {err}") from None
 
 
 def _run_id(history: WorkflowHistory) -> str:

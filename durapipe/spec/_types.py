@@ -153,19 +153,58 @@ def _split_count(inner: str) -> tuple[str, int | None]:
     return inner, None
 
 
-def type_problems(ref: str, structures: Structures) -> list[str]:
-    """Every reason ``ref`` is not a usable type given these structures (empty when fine)."""
+def type_problems(ref: str, structures: Structures, *, loops: bool = True) -> list[str]:
+    """Every reason ``ref`` is not a usable type given these structures (empty when fine).
+
+    ``loops=False`` leaves out structures that refer to themselves: a structure's own fields are
+    checked so, and the loop is reported once, where a pipe uses it."""
     try:
         node = parse_type(ref)
     except ValueError as err:
         return [str(err)]
     while node.item is not None:
         node = node.item
-    if node.name in SCALARS or node.name in BUILTINS or node.name in structures:
+    if node.name in SCALARS or node.name in BUILTINS:
         return []
+    if node.name in structures:
+        loop = _loop(node.name, structures) if loops else None
+        if loop is None:
+            return []
+        # A recursive structure has no finite JSON schema or pydantic model here: found now, not
+        # as a RecursionError in the worker after five attempts.
+        return [
+            f"structure '{loop[0].split('.')[0]}' refers to itself ({' -> '.join(loop)}), and "
+            "durapipe's structures are not recursive: type the nested field `any` or give each "
+            "level its own structure"
+        ]
     return [
         f"unknown type '{node.name}' (declare it under structures, or use text, integer, number, boolean, any)"
     ]
+
+
+def _loop(name: str, structures: Structures) -> list[str] | None:
+    """The first path of fields from structure ``name`` back to a structure on the path, e.g.
+    ``["Node.children", "Node"]``; None when no structure ``name`` reaches refers to itself."""
+
+    def visit(current: str, path: list[str], on_path: list[str]) -> list[str] | None:
+        for field_name, field in structures[current].fields.items():
+            try:
+                node = parse_type(field.type)
+            except ValueError:
+                continue  # reported as that field's own problem
+            while node.item is not None:
+                node = node.item
+            if node.name not in structures:
+                continue
+            step = [*path, f"{current}.{field_name}"]
+            if node.name in on_path:
+                return [*step[on_path.index(node.name) :], node.name]
+            found = visit(node.name, step, [*on_path, node.name])
+            if found is not None:
+                return found
+        return None
+
+    return visit(name, [], [name])
 
 
 def structures_used(ref: str, structures: Structures) -> set[str]:

@@ -102,7 +102,7 @@ def check(pipeline: Pipeline, *, source: str = "") -> list[Problem]:
 
 def _field_problems(field: _types.FieldSpec, structures: _types.Structures) -> list[str]:
     """Why a structure field is unusable: its type, or choices and a default that do not fit it."""
-    problems = _types.type_problems(field.type, structures)
+    problems = _types.type_problems(field.type, structures, loops=False)
     if problems:
         return problems
     values = [("choice", choice) for choice in field.choices or []]

@@ -88,6 +88,15 @@ async def test_encrypted_history_holds_no_plain_text_and_only_the_key_reads_it(
         f"{run_id}/fact_check: compatible",
         f"{run_id}: compatible",
     ]
+    # Without the keys (or with the wrong ones) a replay cannot tell: one sentence to set them,
+    # not an INCOMPATIBLE verdict that would block a deploy on a false alarm.
+    for keys, message in ((None, "DURAPIPE_ENCRYPTION_KEYS is not set"), (f"k2:{KEY_B}", "k2")):
+        unkeyed = cli("replay", run_id, "--address", temporal_address, keys=keys)
+        assert unkeyed.returncode == 2, unkeyed.stdout + unkeyed.stderr
+        assert "INCOMPATIBLE" not in unkeyed.stdout + unkeyed.stderr, unkeyed.stdout
+        assert f"cannot replay run '{run_id}'" in unkeyed.stderr, unkeyed.stderr
+        assert message in unkeyed.stderr and "Traceback" not in unkeyed.stderr, unkeyed.stderr
+        assert len(unkeyed.stderr.strip().splitlines()) == 1, unkeyed.stderr
 
 
 async def test_without_keys_the_same_search_finds_the_plain_text(

@@ -35,6 +35,17 @@ EXPECTED = {
         "python_undeclared.py: pipe 'summarize', field 'prompt': template variable 'audience' "
         "is not a declared input (declared: article)"
     ],
+    # A recursive structure has no finite schema: refused here, not a RecursionError at run time.
+    "recursive_structure.yaml": [
+        "recursive_structure.yaml:12: pipe 'outline', field 'output': structure 'Section' refers to "
+        "itself (Section.subsections -> Section), and durapipe's structures are not recursive: "
+        "type the nested field `any` or give each level its own structure"
+    ],
+    "python_recursive_model.py": [
+        "python_recursive_model.py: pipe 'thread', field 'output': structure 'Comment' refers to "
+        "itself (Comment.replies -> Comment), and durapipe's structures are not recursive: "
+        "type the nested field `any` or give each level its own structure"
+    ],
     "template_syntax.yaml": [
         "template_syntax.yaml:2: pipe 'summarize', field 'prompt': template syntax error on line 1: unexpected '}'"
     ],
