@@ -33,10 +33,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
+import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -55,7 +56,7 @@ from durapipe.testing import Call, read_ledger  # noqa: E402
 from tests.chain import expected_output, write_chain  # noqa: E402
 
 STEPS = 5
-HANDOVER_S = 0.005  # checkpoints off: from an answer leaving the socket to durapipe's code
+AIM_TRIES = 4  # aimed kills at most, until one lands in the window (see `chaos`)
 
 
 @dataclass
@@ -74,6 +75,8 @@ class Figures:
     duplicates_not_explained_by_in_flight: int
     provider_replays: int
     worker_kills: int
+    aimed_kills: int
+    aimed_kills_in_window: int
     wall_s: float
     provider_idempotency: bool = False
 
@@ -99,6 +102,8 @@ class Figures:
             ("paid_calls_per_succeeded_step", f"{self.paid_calls_per_succeeded_step:.4f}"),
             ("provider_replays", self.provider_replays),
             ("worker_kills", self.worker_kills),
+            ("aimed_kills", self.aimed_kills),
+            ("aimed_kills_in_window", self.aimed_kills_in_window),
             ("wall_s", f"{self.wall_s:.1f}"),
         ]
         return [f"{prefix}{name} = {value}" for name, value in values]
@@ -247,17 +252,21 @@ class Worker:
                 self.kill()
 
 
-async def first_answer(ledger: Path) -> Call:
-    """The provider's first paid answer, as soon as its ledger shows one (polled every 2 ms)."""
+async def next_answer(ledger: Path, after: int, api_keys: set[str]) -> Call:
+    """The provider's first paid answer after request ``after`` sent by one of ``api_keys`` (the
+    processes up now), as soon as its ledger shows one (polled every 2 ms)."""
     while True:
-        paid = [call for call in read_ledger(ledger) if call.paid] if ledger.exists() else []
-        if paid:
-            return paid[0]
+        if ledger.exists():
+            for call in read_ledger(ledger):
+                if call.paid and call.seq > after and api_key_of(call) in api_keys:
+                    return call
         await asyncio.sleep(0.002)
 
 
-async def read_by(worker: Worker, call: Call, provider_port: int, timeout: float = 1.0) -> None:
-    """Wait (at most ``timeout`` s) until ``worker`` has read ``call``'s answer from its socket."""
+async def read_by(worker: Worker, call: Call, provider_port: int, timeout: float = 5.0) -> None:
+    """Wait (at most ``timeout`` s) until ``worker`` has consumed ``call``'s answer from its socket:
+    with checkpoints on, that is once the answer is kept (durapipe's reads leave the bytes in the
+    socket until then); with them off, once the process's HTTP client has read it."""
     deadline = time.monotonic() + timeout
     while worker.process is not None and time.monotonic() < deadline:
         with contextlib.suppress(OSError):
@@ -266,24 +275,22 @@ async def read_by(worker: Worker, call: Call, provider_port: int, timeout: float
         await asyncio.sleep(0.0005)
 
 
-async def kept(store: Path | str, ledger: Path, call: Call, timeout: float = 1.0) -> None:
-    """Wait (at most ``timeout`` s) until ``store`` keeps as many answers as the provider had sent
-    when it answered ``call``; without a store, `HANDOVER_S`."""
-    if not isinstance(store, Path):
-        await asyncio.sleep(HANDOVER_S)
-        return
-    sent = sum(
-        1 for c in read_ledger(ledger) if c.paid and (c.finished_at or 0) <= (call.finished_at or 0)
+def topic_of(call: Call) -> str | None:
+    """The run a chain call belongs to: the topic its prompt carries (every step's prompt embeds
+    the answers before it, and so the run's topic)."""
+    found = re.search(r"topic \d+", json.dumps(call.messages))
+    return found.group(0) if found else None
+
+
+def in_window(call: Call, result: object) -> bool:
+    """Whether a kill aimed at ``call``'s answer landed before Temporal recorded its step: the step
+    ended on a later attempt than the one that sent ``call``."""
+    if not isinstance(result, dp.RunResult):
+        return False
+    step = call.model.removeprefix("gpt-")
+    return any(
+        record.pipe == step and record.attempts > (call.attempt or 1) for record in result.steps
     )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with (
-            contextlib.suppress(sqlite3.Error),
-            contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db,
-        ):
-            if db.execute("SELECT count(*) FROM answers").fetchone()[0] >= sent:
-                return
-        await asyncio.sleep(0.001)
 
 
 async def until(condition: Callable[[], bool], *, what: str, timeout: float = 120.0) -> None:
@@ -349,20 +356,29 @@ async def chaos(
             for t in topics
         ]
         waiting = asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
-        # The first kill lands mid-run however fast the steps are, aimed at the moment checkpoints
-        # are for: the worker that sent the provider's first answered request, holding the answer.
-        first = await first_answer(ledger)
-        victim = next((w for w in workers if w.api_key == api_key_of(first)), rng.choice(workers))
-        await read_by(victim, first, provider_port)
-        # The bytes leave the socket in an event-loop callback; durapipe's code sees them on a later
-        # turn of the loop and keeps the answer then. Kill once the answers sent so far are kept
-        # (checkpoints off: HANDOVER_S after the read): the worker holds the answer, and Temporal
-        # has not recorded the step yet. Random kills later may land anywhere.
-        await kept(store, ledger, first)
-        kill = victim.kill(provider_port) if max_kills is None or max_kills > 0 else None
-        if kill is not None:
+        # The first kills are aimed at the moment checkpoints are for: at the worker that sent a
+        # paid request, the instant its answer has left the socket (with checkpoints on, durapipe
+        # consumes it only once it is kept; off, its HTTP client has read it). Temporal has not
+        # recorded the step then, unless the worker was quicker than this poll: the run tells
+        # (the step ended on a later attempt), and a miss is aimed again at a later answer.
+        aimed, hits, seen = 0, 0, 0
+        budget = AIM_TRIES if max_kills is None else min(AIM_TRIES, max_kills)
+        while hits == 0 and aimed < budget and not waiting.done():
+            live = {w.api_key: w for w in workers if w.ready()}
+            target = await next_answer(ledger, seen, set(live))
+            seen, victim = target.seq, live[api_key_of(target)]
+            await read_by(victim, target, provider_port)
+            kill = victim.kill(provider_port)
+            if kill is None:
+                continue
             kills.append(kill)
+            aimed += 1
             victim.start()
+            topic = topic_of(target)
+            if topic in topics:
+                with contextlib.suppress(Exception):  # a failed run counts as a miss (and shows)
+                    run = handles[topics.index(topic)].result()
+                    hits += in_window(target, await asyncio.wait_for(run, timeout=300))
         while not waiting.done() and (max_kills is None or len(kills) < max_kills):
             if kills:
                 await asyncio.wait({waiting}, timeout=rng.uniform(*kill_every))
@@ -398,7 +414,8 @@ async def chaos(
     replays = sum(1 for call in calls if call.outcome == "replayed")
     return Figures(
         runs, len(completed), verified, succeeded, paid, duplicates, unanswered + unread,
-        unanswered, unread, unexplained, replays, len(kills), wall_s, provider_idempotency,
+        unanswered, unread, unexplained, replays, len(kills), aimed, hits, wall_s,
+        provider_idempotency,
     )  # fmt: skip
 
 
