@@ -3,21 +3,23 @@
 One command (``make chaos``, or ``python bench/chaos.py --runs 100``) starts its own Temporal dev
 server, the fake provider as a process (20% transient failures: 500, 429 with Retry-After, dropped
 connections), and two ``durapipe worker`` processes sharing a SQLite checkpoint file. It starts every
-run once both workers poll, kills the worker that sent the provider's first answered request once
-that answer is in its hands (kept in its store; with checkpoints off, 5 ms after it read it), then
-a random worker every 1-3 s (while both poll, so one always works), restarting it each time, until
-all runs have ended. It prints one ``name = value`` per line, counts
-exact and ratios to 4 decimals.
+run once both workers poll, then aims its first kills: at the worker that sent a paid request, the
+instant the answer has left that worker's socket (with checkpoints on, durapipe consumes an answer
+from the socket only once it is kept; off, once its HTTP client has read it), checking afterwards
+that the step was retried (``aimed_kills_in_window``) and aiming again at a later answer if
+Temporal had recorded it first. Then it kills a random worker every 1-3 s (while both poll, so one
+always works), restarting it each time, until all runs have ended. It prints one ``name = value``
+per line, counts exact and ratios to 4 decimals.
 
 By default the provider bills every request, as OpenAI-style providers do: a retried step whose
 answer was lost is paid again. Each worker process sends its own API key and the provider's ledger
 records each request's client port, so the ledger says which process sent what on which
 connection. A kill freezes the process (SIGSTOP), notes which of its connections to the provider
 hold bytes it has not read, then SIGKILLs it. A request is *in flight at a kill* when the killed
-process sent it and never read its answer: the provider had not finished answering it
-(``requests_unanswered_at_kills``), or the answer still sat in the process's socket
-(``answers_unread_at_kills``). No system can know that answer without provider-side idempotency,
-so a duplicate paid call is acceptable only for such a request:
+process sent it and had not consumed its answer from the socket at the freeze: the provider had
+not finished answering it (``requests_unanswered_at_kills``), or some of the answer's bytes were
+still in the process's socket (``answers_unread_at_kills``). No system can know that answer
+without provider-side idempotency, so a duplicate paid call is acceptable only for such a request:
 ``duplicates_not_explained_by_in_flight`` counts the others (answers that had reached the worker
 and were paid for again) and must be 0. Checkpoints are what keeps it there.
 ``DURAPIPE_CHECKPOINTS=off`` runs the scenario without them.
@@ -252,15 +254,20 @@ class Worker:
                 self.kill()
 
 
-async def next_answer(ledger: Path, after: int, api_keys: set[str]) -> Call:
-    """The provider's first paid answer after request ``after`` sent by one of ``api_keys`` (the
-    processes up now), as soon as its ledger shows one (polled every 2 ms)."""
-    while True:
+async def next_answer(
+    ledger: Path, after: int, workers: list[Worker], runs: asyncio.Future[object]
+) -> tuple[Call, Worker] | None:
+    """The provider's first paid answer after request ``after`` sent by a worker process that is
+    up, and that worker, as soon as the ledger shows one (polled every 2 ms); None once ``runs``
+    have all ended."""
+    while not runs.done():
         if ledger.exists():
+            live = {w.api_key: w for w in workers if w.ready()}
             for call in read_ledger(ledger):
-                if call.paid and call.seq > after and api_key_of(call) in api_keys:
-                    return call
+                if call.paid and call.seq > after and api_key_of(call) in live:
+                    return call, live[api_key_of(call)]
         await asyncio.sleep(0.002)
+    return None
 
 
 async def read_by(worker: Worker, call: Call, provider_port: int, timeout: float = 5.0) -> None:
@@ -364,9 +371,11 @@ async def chaos(
         aimed, hits, seen = 0, 0, 0
         budget = AIM_TRIES if max_kills is None else min(AIM_TRIES, max_kills)
         while hits == 0 and aimed < budget and not waiting.done():
-            live = {w.api_key: w for w in workers if w.ready()}
-            target = await next_answer(ledger, seen, set(live))
-            seen, victim = target.seq, live[api_key_of(target)]
+            aim = await next_answer(ledger, seen, workers, waiting)
+            if aim is None:
+                break
+            target, victim = aim
+            seen = target.seq
             await read_by(victim, target, provider_port)
             kill = victim.kill(provider_port)
             if kill is None:
