@@ -9,7 +9,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from durapipe._errors import StepFailed
 from durapipe.spec import AgentPipe, ExtractPipe, ImagePipe, LimitRule, LlmPipe, Pipeline, ToolPipe
@@ -89,6 +97,20 @@ class LlmCall(_Call):
 
     pipe: LlmPipe
     structures: dict[str, StructureSpec] = Field(default_factory=dict)
+
+    @model_serializer(mode="wrap")
+    def _without_defaults(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        # Every llm step's input goes through Temporal (history, bridge, converter): its pipe
+        # with every default spelled out was half of it (436 bytes for a one-line step, 219
+        # without). Read back, the defaults are filled in again: the same call.
+        data: dict[str, Any] = handler(self)
+        data["pipe"] = self.pipe.model_dump(mode=info.mode, exclude_defaults=True)
+        for name in ("summary", "limits", "structures"):
+            if not data.get(name):
+                data.pop(name, None)
+        return data
 
 
 class ToolCall(_Call):
