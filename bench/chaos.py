@@ -254,18 +254,40 @@ class Worker:
                 self.kill()
 
 
+class LedgerTail:
+    """The calls appended to the provider's ledger since the last look (a whole re-read of a
+    ledger of hundreds of calls every 2 ms made the aim late)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = path, 0
+
+    def new(self) -> list[Call]:
+        """Calls whose lines were completed since the last call (a partial last line waits)."""
+        if not self.path.exists():
+            return []
+        with self.path.open("rb") as ledger:
+            ledger.seek(self.offset)
+            chunk = ledger.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        calls = []
+        for line in complete.splitlines():
+            with contextlib.suppress(ValueError, KeyError):
+                calls.append(Call.from_dict(json.loads(line)))
+        return calls
+
+
 async def next_answer(
-    ledger: Path, after: int, workers: list[Worker], runs: asyncio.Future[object]
+    ledger: LedgerTail, after: int, workers: list[Worker], runs: asyncio.Future[object]
 ) -> tuple[Call, Worker] | None:
-    """The provider's first paid answer after request ``after`` sent by a worker process that is
+    """The provider's next paid answer after request ``after`` sent by a worker process that is
     up, and that worker, as soon as the ledger shows one (polled every 2 ms); None once ``runs``
     have all ended."""
     while not runs.done():
-        if ledger.exists():
-            live = {w.api_key: w for w in workers if w.ready()}
-            for call in read_ledger(ledger):
-                if call.paid and call.seq > after and api_key_of(call) in live:
-                    return call, live[api_key_of(call)]
+        live = {w.api_key: w for w in workers if w.process is not None}
+        for call in ledger.new():
+            if call.paid and call.seq > after and api_key_of(call) in live:
+                return call, live[api_key_of(call)]
         await asyncio.sleep(0.002)
     return None
 
@@ -368,10 +390,10 @@ async def chaos(
         # consumes it only once it is kept; off, its HTTP client has read it). Temporal has not
         # recorded the step then, unless the worker was quicker than this poll: the run tells
         # (the step ended on a later attempt), and a miss is aimed again at a later answer.
-        aimed, hits, seen = 0, 0, 0
+        aimed, hits, seen, tail = 0, 0, 0, LedgerTail(ledger)
         budget = AIM_TRIES if max_kills is None else min(AIM_TRIES, max_kills)
         while hits == 0 and aimed < budget and not waiting.done():
-            aim = await next_answer(ledger, seen, workers, waiting)
+            aim = await next_answer(tail, seen, workers, waiting)
             if aim is None:
                 break
             target, victim = aim
@@ -388,6 +410,7 @@ async def chaos(
                 with contextlib.suppress(Exception):  # a failed run counts as a miss (and shows)
                     run = handles[topics.index(topic)].result()
                     hits += in_window(target, await asyncio.wait_for(run, timeout=300))
+            tail.new()  # answers that came meanwhile are long handled: aim at a fresh one
         while not waiting.done() and (max_kills is None or len(kills) < max_kills):
             if kills:
                 await asyncio.wait({waiting}, timeout=rng.uniform(*kill_every))
