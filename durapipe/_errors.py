@@ -70,6 +70,7 @@ class ErrorType(StrEnum):
     TOOL_ERROR = "durapipe.ToolError"
     TOOL_NOT_FOUND = "durapipe.ToolNotFound"
     UNKNOWN = "durapipe.Unknown"
+    UNKNOWN_KIND = "durapipe.UnknownKind"
     UNSUPPORTED_DOCUMENT = "durapipe.UnsupportedDocument"
 
 

@@ -16,18 +16,12 @@ from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType, StepFailed
 from durapipe.activities import (
+    CallContext,
+    activity_body,
     estimate_cost,
-    run_agent_turn,
-    run_extract,
-    run_image,
-    run_llm,
-    run_tool,
 )
 from durapipe.adapters import pipe_run, tool_functions
 from durapipe.runtime import (
-    AgentTurnCall,
-    ExtractCall,
-    ImageCall,
     LeafCall,
     LeafResult,
     LlmCall,
@@ -38,7 +32,7 @@ from durapipe.runtime import (
 from durapipe.runtime._approvals import ApprovalDecision, ApprovalRequest
 from durapipe.runtime._budget import Budget
 from durapipe.runtime._interpret import Interpreter
-from durapipe.spec import Pipeline, RetrySpec
+from durapipe.spec import Pipeline, RetrySpec, kind_of
 from durapipe.spec._deck import ModelDeck
 from durapipe.stores._checkpoints import CheckpointStore, configured_store
 
@@ -115,15 +109,18 @@ class LocalRuntime:
             attempt += 1
 
     async def _attempt(self, call: LeafCall, attempt: int) -> LeafResult:
-        if isinstance(call, LlmCall):
-            return await run_llm(call, attempt, self.checkpoints, self.deck)
-        if isinstance(call, ExtractCall):
-            return await run_extract(call, attempt, self.checkpoints, self.deck)
-        if isinstance(call, ImageCall):
-            return await run_image(call, attempt, self.checkpoints, self.deck)
-        if isinstance(call, AgentTurnCall):
-            return await run_agent_turn(call, attempt, self.checkpoints, self.deck)
-        return await run_tool(call, self.tools, attempt, self.checkpoints)
+        # The body its activity runs on a worker, built-in kind or registered (the interpreter
+        # made the call only because the kind declares an activity).
+        kind = kind_of(call.pipe.kind)
+        body = activity_body(kind.activity or "") if kind else None
+        if body is None:
+            raise ApplicationError(
+                f"pipe '{call.pipe_name}': no activity body is registered for kind "
+                f"'{call.pipe.kind}' in this process (see durapipe.activities.register_activity)",
+                type=ErrorType.UNKNOWN_KIND,
+                non_retryable=True,
+            )
+        return await body(call, CallContext(attempt, self.checkpoints, self.deck, self.tools))
 
     async def child(self, run: PipeRun) -> RunResult:
         limit = self.budget.for_child(run.spec.pipes[run.pipe].budget_usd)

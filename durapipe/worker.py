@@ -42,8 +42,9 @@ from durapipe.workflows import PipeWorkflow, SandboxedPipeWorkflow
 
 # Modules the workflow sandbox shares with the worker instead of re-importing per run.
 PASSTHROUGH_MODULES = {
-    # Specs, the interpreter and translation rules: pure code with no I/O and only caches of pure
-    # functions as module state, so sharing them is deterministic and saves a re-import per run.
+    # Specs, the interpreter and translation rules: pure code with no I/O; its module state is
+    # caches of pure functions and the pipe-kind registry (filled at import, read by the workflow
+    # when it reads its input), so sharing them is deterministic and saves a re-import per run.
     "durapipe": "pure specs and interpreter",
     # The spec models are pydantic models; re-importing pydantic per workflow run is slow.
     "pydantic": "spec models",

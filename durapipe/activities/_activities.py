@@ -1,4 +1,9 @@
-"""The Temporal activities: thin wrappers that heartbeat around the shared operator bodies."""
+"""The Temporal activities: one per registered leaf body, a thin wrapper that heartbeats.
+
+Each leaf kind's body lives in its own module (`_llm`, `_tool`, `_extract`, `_image`, `_agent`,
+or a user's) and registers under its kind's activity name; `Activities.all()` turns every one
+into a Temporal activity of that name whose input type is the kind's call message.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +15,23 @@ from typing import Any, Literal, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, FailureError
 
-from durapipe.activities._agent import run_agent_turn
 from durapipe.activities._cost import estimate_cost
-from durapipe.activities._extract import run_extract
-from durapipe.activities._image import run_image
-from durapipe.activities._llm import run_llm
 from durapipe.activities._metrics import record_usage
-from durapipe.activities._tool import run_tool
+from durapipe.activities._registry import (
+    ActivityBody,
+    CallContext,
+    is_metered,
+    registered_activities,
+)
 from durapipe.adapters._plan import ACTIVITY_NAMES, ATTEMPT_DETAIL, ESTIMATE_ACTIVITY
 from durapipe.runtime._calls import (
-    AgentTurnCall,
-    ExtractCall,
-    ImageCall,
+    CallBase,
     LeafResult,
     LlmCall,
-    ToolCall,
 )
 from durapipe.security._secrets import redact
 from durapipe.spec._deck import ModelDeck
+from durapipe.spec._kinds import kinds
 from durapipe.stores._checkpoints import CheckpointStore, configured_store
 
 LLM_ACTIVITY = ACTIVITY_NAMES["llm"]
@@ -67,47 +71,37 @@ class Activities:
         return self._checkpoints
 
     def all(self) -> list[Callable[..., Any]]:
-        """Every activity, for a worker's ``activities=``."""
-        return [self.llm, self.tool, self.extract, self.image, self.agent_turn, self.estimate_cost]
+        """Every activity, for a worker's ``activities=``: one per registered leaf body (the
+        built-in kinds' and those of kinds registered in this process, see `register_activity`),
+        plus the budget's cost estimate."""
+        registered = [
+            self._registered(name, call, body)
+            for name, (call, body) in registered_activities().items()
+        ]
+        return [*registered, self.estimate_cost]
 
-    @activity.defn(name=LLM_ACTIVITY)
-    async def llm(self, call: LlmCall) -> LeafResult:
-        """Call a language model (``durapipe.llm``)."""
-        result = await _heartbeating(
-            run_llm(call, activity.info().attempt, self.checkpoints, self.deck)
-        )
-        record_usage(result, "llm")
-        return result
+    def context(self, attempt: int) -> CallContext:
+        """What this worker gives a registered activity body on attempt ``attempt``."""
+        return CallContext(attempt, self.checkpoints, self.deck, self.tools)
 
-    @activity.defn(name=TOOL_ACTIVITY)
-    async def tool(self, call: ToolCall) -> LeafResult:
-        """Call a registered tool function (``durapipe.tool``)."""
-        result = await _heartbeating(
-            run_tool(call, self.tools, activity.info().attempt, self.checkpoints)
-        )
-        record_usage(result, "tool")
-        return result
+    def _registered(
+        self, name: str, call_type: type[CallBase], body: ActivityBody
+    ) -> Callable[..., Any]:
+        metrics_kind = next((k.name for k in kinds().values() if k.activity == name), name)
+        metered = is_metered(name)
 
-    @activity.defn(name=EXTRACT_ACTIVITY)
-    async def extract(self, call: ExtractCall) -> LeafResult:
-        """Read the pages of a document or image (``durapipe.extract``)."""
-        return await _heartbeating(
-            run_extract(call, activity.info().attempt, self.checkpoints, self.deck)
-        )
+        async def run(call: CallBase) -> LeafResult:
+            result = await _heartbeating(body(call, self.context(activity.info().attempt)))
+            if metered:
+                record_usage(result, metrics_kind)
+            return result
 
-    @activity.defn(name=IMAGE_ACTIVITY)
-    async def image(self, call: ImageCall) -> LeafResult:
-        """Generate an image (``durapipe.image``)."""
-        return await _heartbeating(
-            run_image(call, activity.info().attempt, self.checkpoints, self.deck)
-        )
-
-    @activity.defn(name=AGENT_TURN_ACTIVITY)
-    async def agent_turn(self, call: AgentTurnCall) -> LeafResult:
-        """Ask an agent's model for its next move (``durapipe.agent_turn``)."""
-        return await _heartbeating(
-            run_agent_turn(call, activity.info().attempt, self.checkpoints, self.deck)
-        )
+        # Temporal reads the input's type from the annotations: the kind's own message, so the
+        # payload decodes into it and the UI shows the activity under its recorded name.
+        run.__annotations__ = {"call": call_type, "return": LeafResult}
+        run.__name__ = run.__qualname__ = getattr(body, "__name__", name)
+        run.__doc__ = body.__doc__
+        return activity.defn(name=name)(run)
 
     @activity.defn(name=ESTIMATE_ACTIVITY)
     async def estimate_cost(self, call: LlmCall) -> float:

@@ -11,7 +11,9 @@ from durapipe.activities._llm import (
     response_format,
     usage_of,
 )
+from durapipe.activities._registry import CallContext, register_activity
 from durapipe.activities._settings import check_settings, provider_settings
+from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._agent_messages import AgentReply, ToolRequest
 from durapipe.runtime._calls import AgentTurnCall, LeafResult
 from durapipe.spec._deck import ModelDeck
@@ -80,3 +82,9 @@ def _final(text: str, call: AgentTurnCall, wrap: str | None, plain: bool) -> tup
         return parse_output(text, call.pipe.output, call.structures, wrap), None
     except ValueError as err:
         return None, str(err)
+
+
+@register_activity(ACTIVITY_NAMES["agent"])
+async def agent_turn(call: AgentTurnCall, context: CallContext) -> LeafResult:
+    """Ask an agent's model for its next move (``durapipe.agent_turn``)."""
+    return await run_agent_turn(call, context.attempt, context.checkpoints, context.deck)

@@ -15,8 +15,10 @@ from typing import Any
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType
+from durapipe.activities._registry import CallContext, register_activity
 from durapipe.activities._settings import check_settings, provider_settings
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
+from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._calls import ExtractCall, LeafResult, Usage
 from durapipe.spec import LOCAL_EXTRACTOR, Blob
 from durapipe.spec._deck import ModelDeck
@@ -179,3 +181,9 @@ async def _model_pages(
         raise classify(err, model=model) from None
     pages = sorted(response.pages, key=lambda page: page.index)
     return [page.markdown for page in pages], Usage(cost_usd=response_cost(response))
+
+
+@register_activity(ACTIVITY_NAMES["extract"])
+async def extract(call: ExtractCall, context: CallContext) -> LeafResult:
+    """Read the pages of a document or image (``durapipe.extract``)."""
+    return await run_extract(call, context.attempt, context.checkpoints, context.deck)

@@ -17,8 +17,10 @@ from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType
 from durapipe.activities._llm import render_for
+from durapipe.activities._registry import CallContext, register_activity
 from durapipe.activities._settings import check_settings, provider_settings
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
+from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._calls import ImageCall, LeafResult, Usage
 from durapipe.spec import OFFLINE_MODEL
 from durapipe.spec._deck import ModelDeck
@@ -127,3 +129,9 @@ async def _download(url: str | None, timeout: float | None) -> bytes:
     ):
         answer.raise_for_status()
         return await answer.read()
+
+
+@register_activity(ACTIVITY_NAMES["image"])
+async def image(call: ImageCall, context: CallContext) -> LeafResult:
+    """Generate an image (``durapipe.image``)."""
+    return await run_image(call, context.attempt, context.checkpoints, context.deck)

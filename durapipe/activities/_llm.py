@@ -12,10 +12,12 @@ from opentelemetry.trace import Status, StatusCode
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType
+from durapipe.activities._registry import CallContext, register_activity
 from durapipe.activities._settings import check_settings, provider_settings
 from durapipe.activities._spans import provider_span, record_response
 from durapipe.adapters._answers import install as keep_answers
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
+from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._calls import LeafResult, LlmCall, Usage
 from durapipe.spec import TemplateError, _types, render
 from durapipe.spec._deck import ModelDeck
@@ -274,3 +276,9 @@ def _validation_summary(err: pydantic.ValidationError) -> str:
         where = ".".join(str(p) for p in error["loc"]) or "value"
         parts.append(f"{where}: {error['msg']}")
     return "; ".join(parts)
+
+
+@register_activity(ACTIVITY_NAMES["llm"], metered=True)
+async def llm(call: LlmCall, context: CallContext) -> LeafResult:
+    """Call a language model (``durapipe.llm``)."""
+    return await run_llm(call, context.attempt, context.checkpoints, context.deck)

@@ -11,6 +11,8 @@ import pydantic
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType, ToolError
+from durapipe.activities._registry import CallContext, register_activity
+from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._agent_messages import TOOL_ERROR
 from durapipe.runtime._calls import LeafResult, ToolCall
 from durapipe.spec import _types
@@ -71,3 +73,9 @@ async def _call(call: ToolCall, function: Callable[..., Any], attempt: int) -> L
             non_retryable=True,
         ) from None
     return LeafResult(output=output, attempt=attempt)
+
+
+@register_activity(ACTIVITY_NAMES["tool"], metered=True)
+async def tool(call: ToolCall, context: CallContext) -> LeafResult:
+    """Call one of the worker's tool functions (``durapipe.tool``)."""
+    return await run_tool(call, context.tools, context.attempt, context.checkpoints)

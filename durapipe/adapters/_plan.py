@@ -16,17 +16,12 @@ from temporalio.workflow import ActivityCancellationType
 from durapipe._settings import settings
 from durapipe.runtime._budget import effective_budget
 from durapipe.runtime._calls import WORKFLOW_VERSION, AgentTurnCall, LeafCall, PipeRun, ToolCall
-from durapipe.spec import Pipeline, RetrySpec, check_inputs, resolve
+from durapipe.spec import Pipeline, RetrySpec, check_inputs, kind_of, kinds, resolve
 from durapipe.stores._blobs import prepare_inputs
 
 WORKFLOW_NAME = "durapipe.pipe"
-ACTIVITY_NAMES = {
-    "llm": "durapipe.llm",
-    "tool": "durapipe.tool",
-    "extract": "durapipe.extract",
-    "image": "durapipe.image",
-    "agent": "durapipe.agent_turn",
-}
+# The built-in kinds' activities (each `Kind` names its own; recorded in histories, never renamed).
+ACTIVITY_NAMES = {name: kind.activity for name, kind in kinds().items() if kind.activity}
 # Runs as a local activity next to the workflow: a budget needs a price estimate before a paid call.
 ESTIMATE_ACTIVITY = "durapipe.estimate_cost"
 DEFAULT_TASK_QUEUE = "durapipe"
@@ -38,6 +33,14 @@ MAX_HEARTBEAT_TIMEOUT = 20.0
 # Key of the attempt number in a leaf activity's heartbeat and failure details: Temporal does not
 # tell a workflow on which attempt a failed activity stopped, so the activity says it.
 ATTEMPT_DETAIL = "durapipe.attempt"
+
+
+def activity_name(call: LeafCall) -> str:
+    """The activity a leaf call runs as: the one its kind declares (see `durapipe.spec.Kind`)."""
+    kind = kind_of(call.pipe.kind)
+    if kind is None or kind.activity is None:
+        raise ValueError(f"pipe '{call.pipe_name}': kind '{call.pipe.kind}' declares no activity")
+    return kind.activity
 
 
 def heartbeat_timeout(timeout: float) -> float:
@@ -64,6 +67,8 @@ def summary(call: LeafCall) -> str:
         return f"agent {call.pipe_name} · turn {call.turn} · {call.pipe.model}"
     if isinstance(call, ToolCall):
         return f"tool {call.path}"
+    if not hasattr(call.pipe, "model"):  # a registered kind without a model
+        return f"{call.pipe.kind} {call.path}"
     return f"{call.pipe.kind} {call.path} · {call.pipe.model}"
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from durapipe.spec import _types
+from durapipe.spec._base import RetrySpec
 from durapipe.spec._deck import ModelEntry
 from durapipe.spec._spec import (
     AgentPipe,
@@ -27,7 +28,6 @@ from durapipe.spec._spec import (
     LlmPipe,
     Pipeline,
     PipeSpec,
-    RetrySpec,
     RouteRule,
     SequencePipe,
     Step,

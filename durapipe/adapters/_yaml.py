@@ -26,38 +26,13 @@ import yaml
 
 from durapipe._errors import PipelineError, Problem
 from durapipe.adapters._yaml_guard import LOADER, check_limits, duplicate_keys
-from durapipe.spec._spec import (
-    AgentPipe,
-    ApprovalPipe,
-    BatchPipe,
-    Branch,
-    ComposePipe,
-    ConditionPipe,
-    ExtractPipe,
-    ImagePipe,
-    LlmPipe,
-    ParallelPipe,
-    Pipeline,
-    SequencePipe,
-    Step,
-    ToolPipe,
-)
+from durapipe.spec._kinds import kinds
+from durapipe.spec._spec import Branch, Pipeline, Step
 
-# Every pipe kind and its spec class: pydantic names the kind in error locations.
-_KIND_MODELS: dict[str, type[pydantic.BaseModel]] = {
-    "llm": LlmPipe,
-    "tool": ToolPipe,
-    "extract": ExtractPipe,
-    "image": ImagePipe,
-    "sequence": SequencePipe,
-    "parallel": ParallelPipe,
-    "batch": BatchPipe,
-    "condition": ConditionPipe,
-    "agent": AgentPipe,
-    "approval": ApprovalPipe,
-    "compose": ComposePipe,
-}
-_KINDS = ", ".join(_KIND_MODELS)
+
+def _kind_models() -> dict[str, type[pydantic.BaseModel]]:
+    """Every registered pipe kind and its spec class: pydantic names the kind in error locations."""
+    return {name: kind.spec for name, kind in kinds().items()}
 
 
 def load_yaml(text: str, *, source: str = "<yaml>") -> Pipeline:
@@ -134,13 +109,15 @@ def _problem(error: Any, data: dict[str, Any], root: yaml.Node | None, source: s
     where_source = f"{source}:{line}" if line else source
     if len(loc) >= 2 and loc[0] == "pipes":
         pipe = loc[1]
-        rest = loc[3:] if len(loc) > 2 and loc[2] in _KIND_MODELS else loc[2:]
+        rest = loc[3:] if len(loc) > 2 and loc[2] in _kind_models() else loc[2:]
         where = f"pipe '{pipe}'"
         if error["type"] == "union_tag_not_found":
-            return Problem(where, f"field 'kind' is missing (one of {_KINDS})", where_source)
+            known = ", ".join(_kind_models())
+            return Problem(where, f"field 'kind' is missing (one of {known})", where_source)
         if error["type"] == "union_tag_invalid":
             kind = _get(data, ["pipes", pipe, "kind"])
-            return Problem(where, f"unknown kind '{kind}' (one of {_KINDS})", where_source)
+            known = ", ".join(_kind_models())
+            return Problem(where, f"unknown kind '{kind}' (one of {known})", where_source)
         if rest and rest[0] == "steps" and len(rest) >= 2:
             step = _get(data, ["pipes", pipe, "steps", rest[1]])
             label = _step_label(step, rest[1])
@@ -173,8 +150,8 @@ def _describe(error: Any, rest: list[Any], data: dict[str, Any], loc: list[Any])
 
 
 def _known_fields(data: dict[str, Any], loc: list[Any]) -> list[str]:
-    if len(loc) >= 3 and loc[0] == "pipes" and loc[2] in _KIND_MODELS:
-        model: type[pydantic.BaseModel] = _KIND_MODELS[loc[2]]
+    if len(loc) >= 3 and loc[0] == "pipes" and loc[2] in (models := _kind_models()):
+        model: type[pydantic.BaseModel] = models[loc[2]]
         if len(loc) >= 6 and loc[3] == "steps":
             return [*(f for f in Step.model_fields if f != "from_"), "from"]
         if len(loc) >= 6 and loc[3] == "branches":
@@ -215,7 +192,7 @@ def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
     """The 1-based line of the deepest node ``loc`` reaches in the composed YAML."""
     line = None
     for part in loc:
-        if part in _KIND_MODELS and not _has_key(node, part):
+        if part in _kind_models() and not _has_key(node, part):
             continue  # pydantic's discriminator tag, not a YAML key
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:

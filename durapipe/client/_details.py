@@ -16,23 +16,16 @@ from temporalio.service import RPCError
 from durapipe._errors import RunError, RunNotFound
 from durapipe.activities._llm import messages_for
 from durapipe.adapters import child_workflow_id
-from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._calls import (
-    AgentTurnCall,
-    ExtractCall,
-    ImageCall,
     LeafResult,
     LlmCall,
-    ToolCall,
 )
+from durapipe.spec import kinds
 
-_CALL_TYPES: dict[str, type[BaseModel]] = {
-    ACTIVITY_NAMES["llm"]: LlmCall,
-    ACTIVITY_NAMES["tool"]: ToolCall,
-    ACTIVITY_NAMES["extract"]: ExtractCall,
-    ACTIVITY_NAMES["image"]: ImageCall,
-    ACTIVITY_NAMES["agent"]: AgentTurnCall,
-}
+
+def _call_types() -> dict[str, type[BaseModel]]:
+    """Each leaf activity's input message, as its kind declares it (built-in or registered)."""
+    return {k.activity: k.call for k in kinds().values() if k.activity and k.call}
 
 
 class StepDetail(BaseModel):
@@ -69,7 +62,7 @@ async def step_detail(client: Client, run_id: str, path: str) -> StepDetail:
         async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
             if event.HasField("activity_task_scheduled_event_attributes"):
                 attrs = event.activity_task_scheduled_event_attributes
-                if attrs.activity_id == path and attrs.activity_type.name in _CALL_TYPES:
+                if attrs.activity_id == path and attrs.activity_type.name in _call_types():
                     scheduled[event.event_id] = attrs
             elif event.HasField("activity_task_completed_event_attributes"):
                 done = event.activity_task_completed_event_attributes
@@ -87,7 +80,7 @@ async def step_detail(client: Client, run_id: str, path: str) -> StepDetail:
         )
     first = next(iter(scheduled.values()))
     [call] = await client.data_converter.decode(
-        first.input.payloads, [_CALL_TYPES[first.activity_type.name]]
+        first.input.payloads, [_call_types()[first.activity_type.name]]
     )
     return StepDetail(
         path=path,

@@ -39,7 +39,7 @@ from durapipe.client._connection import ConnectOptions
 from durapipe.client._stalls import RunQueues, read_queues, why_stalled
 from durapipe.client._telemetry import Telemetry
 from durapipe.runtime import RunResult, StepFailure, StepRecord
-from durapipe.spec import CONTROLLER_KINDS, Pipeline
+from durapipe.spec import Pipeline, is_controller_kind
 from durapipe.stores import CheckpointStore
 from durapipe.worker import DurapipePlugin
 from durapipe.workflows import STEPS_QUERY
@@ -269,7 +269,7 @@ async def _steps(client: Client, run_id: str, workflow_id: str) -> list[StepReco
     merged: list[StepRecord] = []
     for record in records:
         merged.append(record)
-        if record.kind in CONTROLLER_KINDS and record.status == "running":
+        if is_controller_kind(record.kind) and record.status == "running":
             try:
                 nested = await _steps(client, run_id, child_workflow_id(run_id, record.path))
             except RPCError:

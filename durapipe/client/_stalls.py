@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from durapipe.runtime import PipeRun
-from durapipe.spec import CONTROLLER_KINDS
+from durapipe.spec import is_controller_kind
 
 # Temporal lists a poller for a few minutes after its last poll. A live worker polls again at least
 # every ~70 s (a long poll's length), so one not seen for longer has gone: its worker died.
@@ -43,7 +43,7 @@ class RunQueues:
         routed: dict[str, list[str]] = {}
         for name, pipe in run.spec.pipes.items():
             # agent pipes are workflows whose turns are activities on the pipe's queue.
-            leaf = pipe.kind not in CONTROLLER_KINDS or pipe.kind == "agent"
+            leaf = not is_controller_kind(pipe.kind) or pipe.kind == "agent"
             if leaf and pipe.queue and pipe.queue != task_queue:
                 routed.setdefault(pipe.queue, []).append(name)
         return cls(workflow=task_queue, routed=routed)

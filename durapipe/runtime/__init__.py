@@ -10,6 +10,7 @@ interpreter through the `Host` protocol (so none of them imports another).
 from durapipe.runtime._calls import (
     AgentTurnCall,
     BatchSlice,
+    CallBase,
     ExtractCall,
     ImageCall,
     LeafCall,
@@ -29,6 +30,7 @@ from durapipe.runtime._memory import join_path, lookup
 __all__ = [
     "AgentTurnCall",
     "BatchSlice",
+    "CallBase",
     "ExtractCall",
     "Host",
     "ImageCall",

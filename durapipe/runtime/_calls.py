@@ -14,14 +14,38 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
-    model_serializer,
+    ModelWrapValidatorHandler,
+    model_validator,
 )
 
 from durapipe._errors import StepFailed
-from durapipe.spec import AgentPipe, ExtractPipe, ImagePipe, LimitRule, LlmPipe, Pipeline, ToolPipe
-from durapipe.spec._types import StructureSpec
+from durapipe.spec import Pipeline
+from durapipe.spec._kinds import lenient_kinds
+from durapipe.spec._messages import (
+    AgentTurnCall,
+    CallBase,
+    ExtractCall,
+    ImageCall,
+    LlmCall,
+    ToolCall,
+)
+
+__all__ = [
+    "AgentTurnCall",
+    "BatchSlice",
+    "CallBase",
+    "ExtractCall",
+    "ImageCall",
+    "LeafCall",
+    "LeafResult",
+    "LlmCall",
+    "PipeRun",
+    "RunResult",
+    "StepFailure",
+    "StepRecord",
+    "ToolCall",
+    "Usage",
+]
 
 
 class _Message(BaseModel):
@@ -79,76 +103,17 @@ class PipeRun(_Message):
     scope: str = ""
     workflow_version: int = 0
 
-
-class _Call(_Message):
-    run_id: str
-    scope: str = ""  # the run's scope (see PipeRun)
-    path: str
-    pipe_name: str
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    # The UI label when the default (kind and path) would not read well, e.g. an agent's tool call.
-    summary: str | None = None
-    # The provider limits this call shares with every other matching call (see LimitRule).
-    limits: list[LimitRule] = Field(default_factory=list)
+    @model_validator(mode="wrap")
+    @classmethod
+    def _lenient_kinds(cls, data: Any, handler: ModelWrapValidatorHandler[PipeRun]) -> PipeRun:
+        # A worker reads a pipe of a kind it lacks as UnknownPipe, so the interpreter fails that
+        # step at once (durapipe.UnknownKind) instead of the workflow task failing forever.
+        with lenient_kinds():
+            return handler(data)
 
 
-class LlmCall(_Call):
-    """The input of the ``durapipe.llm`` activity."""
-
-    pipe: LlmPipe
-    structures: dict[str, StructureSpec] = Field(default_factory=dict)
-
-    @model_serializer(mode="wrap")
-    def _without_defaults(
-        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-    ) -> dict[str, Any]:
-        # Every llm step's input goes through Temporal (history, bridge, converter): its pipe
-        # with every default spelled out was half of it (436 bytes for a one-line step, 219
-        # without). Read back, the defaults are filled in again: the same call.
-        data: dict[str, Any] = handler(self)
-        data["pipe"] = self.pipe.model_dump(mode=info.mode, exclude_defaults=True)
-        for name in ("summary", "limits", "structures"):
-            if not data.get(name):
-                data.pop(name, None)
-        return data
-
-
-class ToolCall(_Call):
-    """The input of the ``durapipe.tool`` activity."""
-
-    pipe: ToolPipe
-    structures: dict[str, StructureSpec] = Field(default_factory=dict)
-
-
-class ExtractCall(_Call):
-    """The input of the ``durapipe.extract`` activity: the document travels as a `Blob` reference."""
-
-    pipe: ExtractPipe
-
-
-class ImageCall(_Call):
-    """The input of the ``durapipe.image`` activity."""
-
-    pipe: ImagePipe
-
-
-class AgentTurnCall(_Call):
-    """The input of the ``durapipe.agent_turn`` activity: one model request of an agent.
-
-    Attributes:
-        turn: the turn number, from 1.
-        messages: the conversation so far, as compact chat messages.
-        tools: the tools offered, as OpenAI-style function schemas.
-    """
-
-    pipe: AgentPipe
-    structures: dict[str, StructureSpec] = Field(default_factory=dict)
-    turn: int
-    messages: list[dict[str, Any]]
-    tools: list[dict[str, Any]] = Field(default_factory=list)
-
-
-LeafCall = LlmCall | ToolCall | ExtractCall | ImageCall | AgentTurnCall
+# Every leaf call is a CallBase (each kind's message is declared with its kind, in spec/_messages).
+LeafCall = LlmCall | ToolCall | ExtractCall | ImageCall | AgentTurnCall | CallBase
 
 
 class Usage(_Message):

@@ -19,14 +19,11 @@ from durapipe.runtime._approvals import (
     waiting_line,
 )
 from durapipe.runtime._calls import (
-    ExtractCall,
-    ImageCall,
+    CallBase,
     LeafCall,
-    LlmCall,
     PipeRun,
     RunResult,
     StepRecord,
-    ToolCall,
     Usage,
 )
 from durapipe.runtime._controllers import run_batch, run_condition, run_parallel
@@ -35,22 +32,19 @@ from durapipe.runtime._memory import join_path, lookup
 from durapipe.spec import (
     AgentPipe,
     ApprovalPipe,
-    ExtractPipe,
-    ImagePipe,
-    LlmPipe,
     SequencePipe,
-    ToolPipe,
     is_controller,
+    kind_of,
     limits_for,
     subset,
 )
-from durapipe.spec._compose import compose
-from durapipe.spec._spec import BatchPipe, ComposePipe, ConditionPipe, ParallelPipe
-from durapipe.spec._templates import TemplateError
+from durapipe.spec._kinds import Inline, InlineError
+from durapipe.spec._spec import BatchPipe, ConditionPipe, ParallelPipe
 from durapipe.spec._types import StructureSpec, structures_used
 
 T = TypeVar("T")
 MISSING_VALUE = ErrorType.MISSING_VALUE
+UNKNOWN_KIND = ErrorType.UNKNOWN_KIND
 
 
 class Interpreter:
@@ -83,6 +77,10 @@ class Interpreter:
             output = await run_batch(self, pipe)
         elif isinstance(pipe, ConditionPipe):
             output = await run_condition(self, pipe)
+        elif is_controller(pipe):  # a registered controller kind: no controller runs it here
+            path = self.run.path or self.run.pipe
+            self.plan(path, self.run.pipe)
+            raise self.fail(path, pipe.kind, None, UNKNOWN_KIND, _cannot_run(self.run.pipe, pipe))
         else:
             path = self.run.path or self.run.pipe
             self.plan(path, self.run.pipe)
@@ -148,9 +146,17 @@ class Interpreter:
             return await self.track(record, self._child(path, pipe_name, inputs, record))
         if isinstance(pipe, ApprovalPipe):
             return await self.track(record, self._approval(path, pipe_name, pipe, inputs, record))
-        if isinstance(pipe, ComposePipe):
-            return await self.track(record, self._compose(path, pipe, inputs, record))
-        return await self.track(record, self.leaf(self._call(path, pipe_name, inputs), record))
+        kind = kind_of(pipe.kind)
+        if kind is not None and kind.inline is not None:
+            inline = self._inline(path, pipe, kind.inline, inputs, record)
+            return await self.track(record, inline)
+        return await self.track(record, self._leaf_step(path, pipe_name, inputs, record))
+
+    async def _leaf_step(
+        self, path: str, pipe_name: str, inputs: dict[str, Any], record: StepRecord
+    ) -> Any:
+        # The call is made inside the tracked work, so a kind that cannot run fails its record.
+        return await self.leaf(self._call(path, pipe_name, inputs), record)
 
     async def track(self, record: StepRecord, work: Coroutine[Any, Any, T]) -> T:
         """Run ``work`` as the step ``record`` describes, keeping its status and times.
@@ -219,16 +225,16 @@ class Interpreter:
         record.attempts = 1
         return approved_value(request, decision)
 
-    async def _compose(
-        self, path: str, pipe: ComposePipe, inputs: dict[str, Any], record: StepRecord
+    async def _inline(
+        self, path: str, pipe: Any, inline: Inline, inputs: dict[str, Any], record: StepRecord
     ) -> Any:
-        # Deterministic and local: it runs here, in the workflow, with no activity to schedule.
+        # An inline kind (compose) is computed here, in the workflow: no activity to schedule.
         record.attempts = 1
         try:
-            return compose(pipe, inputs, self.structures_for([pipe.output]))
-        except (TemplateError, KeyError, ValueError) as err:
+            return inline(pipe, inputs, self.structures_for([getattr(pipe, "output", "any")]))
+        except InlineError as err:
             raise StepFailed(
-                path=path, kind=pipe.kind, cause_type=ErrorType.COMPOSE_ERROR, cause=str(err)
+                path=path, kind=pipe.kind, cause_type=err.type, cause=err.message
             ) from None
 
     async def _child(
@@ -263,15 +269,19 @@ class Interpreter:
             "inputs": inputs,
             "limits": limits_for(pipe, self.run.spec.limits),
         }
-        if isinstance(pipe, LlmPipe):
-            return LlmCall(pipe=pipe, structures=structures, **common)
-        if isinstance(pipe, ToolPipe):
-            return ToolCall(pipe=pipe, structures=structures, **common)
-        if isinstance(pipe, ExtractPipe):
-            return ExtractCall(pipe=pipe, **common)
-        if isinstance(pipe, ImagePipe):
-            return ImageCall(pipe=pipe, **common)
-        raise TypeError(f"pipe '{pipe_name}' of kind {pipe.kind} is not a leaf")
+        kind = kind_of(pipe.kind)
+        if kind is None or kind.call is None:
+            raise StepFailed(
+                path=path,
+                kind=pipe.kind,
+                cause_type=UNKNOWN_KIND,
+                cause=_cannot_run(pipe_name, pipe),
+            )
+        if "structures" in kind.call.model_fields:
+            common["structures"] = structures
+        call = kind.call.model_validate({**common, "pipe": pipe})
+        assert isinstance(call, CallBase), f"kind '{kind.name}': its call must be a CallBase"
+        return call
 
     def structures_for(self, type_refs: list[str]) -> dict[str, StructureSpec]:
         """The declared structures these types need (the part of the spec a call must carry)."""
@@ -314,3 +324,11 @@ def _sequence_output(pipe: SequencePipe, memory: dict[str, Any]) -> Any:
     if isinstance(pipe.output, list):
         return {name: lookup(memory, name) for name in pipe.output}
     return {name: lookup(memory, path) for name, path in pipe.output.items()}
+
+
+def _cannot_run(name: str, pipe: Any) -> str:
+    # One sentence, at once: left to a workflow task, it would retry (and the run hang) forever.
+    return (
+        f"pipe '{name}' is of kind '{pipe.kind}', which this worker cannot run "
+        "(no module registered a call message and an activity for it: see durapipe.spec.Kind)"
+    )

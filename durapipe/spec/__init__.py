@@ -3,11 +3,20 @@
 This layer knows nothing of Temporal.
 """
 
+from durapipe.spec import _builtin_kinds  # noqa: F401  (registers the built-in kinds)
+from durapipe.spec._base import PipeBase, RetrySpec, parse_duration
 from durapipe.spec._deck import ModelDeck, ModelEntry
+from durapipe.spec._kinds import (
+    InlineError,
+    Kind,
+    is_controller_kind,
+    kind_of,
+    kinds,
+    register_kind,
+)
 from durapipe.spec._resolve import reachable, resolve, subset
 from durapipe.spec._routing import limits_for, matches, route
 from durapipe.spec._spec import (
-    CONTROLLER_KINDS,
     LOCAL_EXTRACTOR,
     OFFLINE_MODEL,
     AgentPipe,
@@ -22,13 +31,11 @@ from durapipe.spec._spec import (
     ParallelPipe,
     Pipeline,
     PipeSpec,
-    RetrySpec,
     RouteRule,
     SequencePipe,
     Step,
     ToolPipe,
     is_controller,
-    parse_duration,
     pipes_used,
 )
 from durapipe.spec._templates import TemplateError, evaluate, render, variables
@@ -36,7 +43,6 @@ from durapipe.spec._types import Blob, FieldSpec, Page, StructureSpec
 from durapipe.spec._validate import check, check_inputs, output_type, validate
 
 __all__ = [
-    "CONTROLLER_KINDS",
     "LOCAL_EXTRACTOR",
     "OFFLINE_MODEL",
     "AgentPipe",
@@ -48,12 +54,15 @@ __all__ = [
     "ExtractPipe",
     "FieldSpec",
     "ImagePipe",
+    "InlineError",
+    "Kind",
     "LimitRule",
     "LlmPipe",
     "ModelDeck",
     "ModelEntry",
     "Page",
     "ParallelPipe",
+    "PipeBase",
     "PipeSpec",
     "Pipeline",
     "RetrySpec",
@@ -67,12 +76,16 @@ __all__ = [
     "check_inputs",
     "evaluate",
     "is_controller",
+    "is_controller_kind",
+    "kind_of",
+    "kinds",
     "limits_for",
     "matches",
     "output_type",
     "parse_duration",
     "pipes_used",
     "reachable",
+    "register_kind",
     "render",
     "resolve",
     "route",

@@ -1,4 +1,7 @@
-"""Static checks of the parallel, batch and condition pipes (the sequence lives in `_validate`)."""
+"""Static checks of the controller kinds: sequence, parallel, batch and condition.
+
+Each is registered with its kind (`durapipe.spec._builtin_kinds`) and called by `durapipe.spec.check`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from durapipe.spec._flow import (
     check_pipe_ref,
     check_reads,
     describe,
+    output_shape,
     path_shape,
     suggest,
 )
@@ -20,6 +24,7 @@ from durapipe.spec._spec import (
     ConditionPipe,
     ParallelPipe,
     Pipeline,
+    SequencePipe,
 )
 from durapipe.spec._types import parse_type
 
@@ -104,3 +109,51 @@ def check_condition(pipeline: Pipeline, name: str, pipe: ConditionPipe, report: 
             )
             continue
         check_reads(pipeline, f"{where}, {label}", target, {}, memory, report)
+
+
+def check_sequence(pipeline: Pipeline, name: str, pipe: SequencePipe, report: Report) -> None:
+    """Step names are distinct, each step's pipe and reads are there, the output is provided."""
+    where = f"pipe '{name}'"
+    memory: Memory = dict(pipe.inputs)
+    step_names: set[str] = set()
+    for index, step in enumerate(pipe.steps):
+        step_where = f"{where}, step '{step.step_name}'"
+        if step.step_name in step_names:
+            report(
+                step_where, f"step name '{step.step_name}' is used twice; give one a distinct name"
+            )
+        step_names.add(step.step_name)
+        if step.from_ is not None:
+            bound = path_shape(pipeline, memory, step.from_)
+            if bound is None:
+                report(
+                    f"{step_where}, field 'from'",
+                    f"nothing provides '{step.from_}' at step {index + 1} "
+                    f"(available: {', '.join(memory) or 'nothing'})",
+                )
+            memory[step.result_name] = bound or "any"
+            continue
+        assert step.pipe is not None  # a step is a binding or runs a pipe (checked by the spec)
+        if not check_pipe_ref(pipeline, f"{step_where}, field 'pipe'", step.pipe, report):
+            memory[step.result_name] = "any"
+            continue
+        check_reads(
+            pipeline, step_where, step.pipe, step.inputs, memory, report, f" at step {index + 1}"
+        )
+        memory[step.result_name] = output_shape(pipeline, step.pipe)
+    for output_path in _output_paths(pipe):
+        if path_shape(pipeline, memory, output_path) is None:
+            report(
+                f"{where}, field 'output'",
+                f"nothing provides '{output_path}' (available: {', '.join(memory)})",
+            )
+
+
+def _output_paths(pipe: SequencePipe) -> list[str]:
+    if pipe.output is None:
+        return []
+    if isinstance(pipe.output, str):
+        return [pipe.output]
+    if isinstance(pipe.output, list):
+        return list(pipe.output)
+    return list(pipe.output.values())

@@ -8,12 +8,11 @@ changed after it started.
 from __future__ import annotations
 
 from durapipe.spec import _types
+from durapipe.spec._base import RetrySpec
 from durapipe.spec._deck import target
+from durapipe.spec._kinds import kind_of
 from durapipe.spec._routing import matches, route
 from durapipe.spec._spec import (
-    DEFAULT_RETRY,
-    DEFAULT_TIMEOUT,
-    LEAF_KINDS,
     LOCAL_EXTRACTOR,
     OFFLINE_MODEL,
     AgentPipe,
@@ -95,10 +94,11 @@ def resolve(
             # Not the pipeline's default model: that one is a chat model, not an OCR or image model.
             model = pipe.model or (LOCAL_EXTRACTOR if pipe.kind == "extract" else OFFLINE_MODEL)
             changes["model"] = aliases.get(model, model)
-        if pipe.kind in DEFAULT_TIMEOUT:
-            changes["timeout"] = pipe.timeout or DEFAULT_TIMEOUT[pipe.kind]
-            changes["retry"] = pipe.retry or DEFAULT_RETRY[pipe.kind]
-        if pipe.kind in LEAF_KINDS:
+        kind = kind_of(pipe.kind)
+        if kind is not None and kind.timeout is not None:
+            changes["timeout"] = pipe.timeout or kind.timeout
+            changes["retry"] = pipe.retry or kind.retry or RetrySpec()
+        if kind is not None and kind.activity is not None and not kind.controller:
             changes["queue"] = route(pipe.model_copy(update=changes), pipeline.routing)
         pipes[pipe_name] = pipe.model_copy(update=changes)
     resolved = subset(pipeline, name)

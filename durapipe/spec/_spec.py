@@ -10,96 +10,26 @@ import re
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, SerializeAsAny
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from durapipe.spec._base import PipeBase, _Spec
 from durapipe.spec._deck import ModelRef
+from durapipe.spec._kinds import (
+    UnknownPipe,
+    is_controller_kind,
+    kind_of,
+    kinds,
+    reading_leniently,
+)
 from durapipe.spec._types import StructureSpec
 
 OFFLINE_MODEL = "durapipe/offline"
 # The embedded extractor: pypdf for text pages, the tesseract OCR engine for images and scans.
 LOCAL_EXTRACTOR = "durapipe/local"
-# An agent runs its tool-calling loop in a workflow of its own (see AgentPipe), so it counts as one.
-CONTROLLER_KINDS = frozenset({"sequence", "parallel", "batch", "condition", "agent"})
-LEAF_KINDS = frozenset({"llm", "tool", "extract", "image"})
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
-def parse_duration(value: Any) -> float:
-    """Seconds from a number or a string like ``500ms``, ``30s``, ``2m``, ``1h``, ``1d``.
-
-    Raises:
-        ValueError: not a duration, or not positive.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    else:
-        raise ValueError(f"{value!r} is not a duration (use seconds, or e.g. '30s', '2m', '1h')")
-    if seconds <= 0:
-        raise ValueError(f"duration {value!r} must be positive")
-    return seconds
-
-
-Duration = Annotated[float, pydantic.BeforeValidator(parse_duration)]
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RetrySpec(_Spec):
-    """How a step is retried (Temporal's RetryPolicy; the same rules apply with ``--local``).
-
-    Attributes:
-        max_attempts: total attempts including the first; 1 means no retry.
-        initial_interval: delay before the first retry.
-        backoff: multiplier applied to the delay after each retry.
-        max_interval: the delay never grows past this.
-        non_retryable: error type names that stop retrying at once.
-    """
-
-    max_attempts: int = Field(default=3, ge=1, le=100)
-    initial_interval: Duration = 1.0
-    backoff: float = Field(default=2.0, ge=1.0, le=10.0)
-    max_interval: Duration = 60.0
-    non_retryable: tuple[str, ...] = ()
-
-    @pydantic.model_validator(mode="after")
-    def _interval_order(self) -> RetrySpec:
-        if self.max_interval < self.initial_interval:
-            raise ValueError("max_interval must not be shorter than initial_interval")
-        return self
-
-
-# Per-kind defaults: an llm call is slow and flaky (providers rate-limit), a tool is local code,
-# OCR of a long scan takes minutes, and image models are slow and rate-limited. An agent's timeout
-# and retry apply to each of its model requests, so they default like llm's.
-DEFAULT_TIMEOUT = {"llm": 120.0, "tool": 60.0, "extract": 300.0, "image": 180.0, "agent": 120.0}
-DEFAULT_RETRY = {
-    "llm": RetrySpec(max_attempts=5, initial_interval=1.0, backoff=2.0, max_interval=60.0),
-    "agent": RetrySpec(max_attempts=5, initial_interval=1.0, backoff=2.0, max_interval=60.0),
-    "tool": RetrySpec(max_attempts=3, initial_interval=1.0, backoff=2.0, max_interval=30.0),
-    "extract": RetrySpec(max_attempts=3, initial_interval=2.0, backoff=2.0, max_interval=60.0),
-    "image": RetrySpec(max_attempts=4, initial_interval=2.0, backoff=2.0, max_interval=60.0),
-}
-
-
-class _PipeBase(_Spec):
-    description: str = ""
-    inputs: dict[str, str] = Field(default_factory=dict)
-    timeout: Duration | None = None
-    retry: RetrySpec | None = None
-    queue: str | None = None
-    # The most a run of this pipe may spend, in USD; checked before each paid call.
-    budget_usd: float | None = Field(default=None, gt=0)
-
-
-class LlmPipe(_PipeBase):
+class LlmPipe(PipeBase):
     """One call to a language model.
 
     Attributes:
@@ -128,7 +58,7 @@ class LlmPipe(_PipeBase):
     memoize: bool = False
 
 
-class ToolPipe(_PipeBase):
+class ToolPipe(PipeBase):
     """A call to a registered Python function (sync or async).
 
     Attributes:
@@ -144,7 +74,7 @@ class ToolPipe(_PipeBase):
     memoize: bool = False
 
 
-class ExtractPipe(_PipeBase):
+class ExtractPipe(PipeBase):
     """Reads the text of a document or image: its one input is a ``document``, ``image`` or ``file``.
 
     Attributes:
@@ -164,7 +94,7 @@ class ExtractPipe(_PipeBase):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
-class ImagePipe(_PipeBase):
+class ImagePipe(PipeBase):
     """Generates one image from a prompt; the output is an ``image`` reference to the blob store.
 
     Attributes:
@@ -183,7 +113,7 @@ class ImagePipe(_PipeBase):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
-class ComposePipe(_PipeBase):
+class ComposePipe(PipeBase):
     """Assembles its output from its inputs, with no model call (MTHDS's PipeCompose).
 
     It runs in the controller itself (deterministic, like a condition's expression): no activity.
@@ -208,7 +138,7 @@ class ComposePipe(_PipeBase):
         return self
 
 
-class ApprovalPipe(_PipeBase):
+class ApprovalPipe(PipeBase):
     """A human decision: the run waits (durably, for days if needed) until someone approves,
     approves with edited data, or rejects. It runs in the workflow itself, with no activity.
 
@@ -282,7 +212,7 @@ class Step(_Spec):
         return self.result or self.name or self.pipe or ""
 
 
-class SequencePipe(_PipeBase):
+class SequencePipe(PipeBase):
     """Steps run one after another over a shared working memory.
 
     Attributes:
@@ -327,7 +257,7 @@ class Branch(_Spec):
     inputs: dict[str, str] = Field(default_factory=dict)
 
 
-class ParallelPipe(_PipeBase):
+class ParallelPipe(PipeBase):
     """Named branches run concurrently; the output maps each branch name to its result.
 
     Attributes:
@@ -350,7 +280,7 @@ class ParallelPipe(_PipeBase):
         return value
 
 
-class BatchPipe(_PipeBase):
+class BatchPipe(PipeBase):
     """One pipe mapped over a list; results keep the list's order.
 
     Attributes:
@@ -378,7 +308,7 @@ class BatchPipe(_PipeBase):
     chunk_size: int = Field(default=1000, ge=2, le=1000)
 
 
-class ConditionPipe(_PipeBase):
+class ConditionPipe(PipeBase):
     """An expression over the inputs picks the pipe that runs.
 
     Attributes:
@@ -402,7 +332,7 @@ class ConditionPipe(_PipeBase):
         return value
 
 
-class AgentPipe(_PipeBase):
+class AgentPipe(PipeBase):
     """A tool-calling loop: the model asks for tool calls until it gives a final answer.
 
     Each model request is one ``durapipe.agent_turn`` activity (with this pipe's ``timeout`` and
@@ -447,8 +377,60 @@ AnyPipe = (
     | ApprovalPipe
     | ComposePipe
 )
-# The same union, told apart by `kind` when a spec is read (YAML, a workflow input).
-PipeSpec = Annotated[AnyPipe, Field(discriminator="kind")]
+
+
+def _pipe_of_kind(value: Any) -> Any:
+    """A pipe read by its ``kind`` through the registry (`durapipe.spec.register_kind`), so a kind
+    registered by any module reads like a built-in one."""
+    if isinstance(value, PipeBase):
+        return value
+    if not isinstance(value, dict):
+        raise PydanticCustomError(
+            "model_attributes_type",
+            "Input should be a valid dictionary or object to extract fields from",
+        )
+    known = ", ".join(kinds())
+    if "kind" not in value:
+        raise PydanticCustomError(
+            "union_tag_not_found", "field 'kind' is missing (one of {known})", {"known": known}
+        )
+    kind = kind_of(str(value["kind"]))
+    if kind is None and reading_leniently():
+        return UnknownPipe.model_validate(value)
+    if kind is None:
+        raise PydanticCustomError(
+            "union_tag_invalid",
+            "unknown kind '{tag}' (one of {known})",
+            {"tag": str(value["kind"]), "known": known},
+        )
+    try:
+        return kind.spec.model_validate(value)
+    except pydantic.ValidationError as err:
+        raise _tagged(err, kind.name) from None
+
+
+def _tagged(err: pydantic.ValidationError, tag: str) -> pydantic.ValidationError:
+    """``err`` with each location under ``tag``, as pydantic's own tagged unions report it (the
+    YAML spelling names fields through it)."""
+    details: list[InitErrorDetails] = [
+        {
+            "type": line["type"],
+            "loc": (tag, *line["loc"]),
+            "input": line["input"],
+            **({"ctx": line["ctx"]} if "ctx" in line else {}),  # type: ignore[typeddict-item]
+        }
+        for line in err.errors()
+    ]
+    try:
+        return pydantic.ValidationError.from_exception_data(err.title, details)
+    except (KeyError, TypeError, ValueError):
+        return err  # an error type pydantic cannot rebuild: keep it as it was, untagged
+
+
+# A pipe of any registered kind. Statically the built-in union (what code narrows with
+# isinstance); when read, the registry picks the class by `kind`; when written, the pipe's own
+# class writes it (SerializeAsAny), so a registered kind travels through workflow inputs whole.
+PipeSpec = Annotated[SerializeAsAny[AnyPipe], pydantic.PlainValidator(_pipe_of_kind)]
 
 
 class _Criteria(_Spec):
@@ -563,7 +545,7 @@ class Pipeline(_Spec):
 
 def is_controller(pipe: AnyPipe) -> bool:
     """Whether ``pipe`` runs as its own workflow (a controller) rather than an activity."""
-    return pipe.kind in CONTROLLER_KINDS
+    return is_controller_kind(pipe.kind)
 
 
 def pipes_used(pipe: AnyPipe) -> list[str]:

@@ -40,7 +40,7 @@ from durapipe._errors import ConfigError
 from durapipe._settings import settings
 from durapipe.runtime._calls import AgentTurnCall, LeafCall, LeafResult, LlmCall, ToolCall, Usage
 from durapipe.security._codec import EncryptionCodec, encryption_from_env
-from durapipe.spec._spec import parse_duration
+from durapipe.spec._base import parse_duration
 from durapipe.stores._answers import keeping_answers
 from durapipe.stores._paths import CHECKPOINTS_ENV, default_path, is_off, is_redis
 
@@ -84,7 +84,7 @@ def checkpoint_key(
         # A memoised result may serve the same content at any step of any run.
         "path": None if memoize else call.path,
         "kind": pipe.kind,
-        "output": pipe.output,
+        "output": getattr(pipe, "output", None),  # a registered kind may have none
     }
     if isinstance(call, LlmCall | ToolCall | AgentTurnCall):
         content["structures"] = {n: s.model_dump(mode="json") for n, s in call.structures.items()}

@@ -17,7 +17,7 @@ from temporalio.common import (
 )
 
 from durapipe.runtime._calls import StepRecord, Usage
-from durapipe.spec import CONTROLLER_KINDS
+from durapipe.spec import is_controller_kind
 
 PIPE = SearchAttributeKey.for_keyword("DurapipePipe")
 COST_USD = SearchAttributeKey.for_float("DurapipeCostUsd")
@@ -43,7 +43,7 @@ def finished_steps(records: Sequence[StepRecord]) -> int:
     for record in records:
         if record.counts:
             total += sum(n for status, n in record.counts.items() if status in _FINISHED)
-        elif record.kind not in CONTROLLER_KINDS and record.status in _FINISHED:
+        elif not is_controller_kind(record.kind) and record.status in _FINISHED:
             total += 1
     return total
 
@@ -53,7 +53,7 @@ def spent(records: Sequence[StepRecord]) -> Usage:
     what its own steps spent, so it is not added again)."""
     total = Usage()
     for record in records:
-        if record.counts or record.kind not in CONTROLLER_KINDS:
+        if record.counts or not is_controller_kind(record.kind):
             total += Usage(
                 input_tokens=record.input_tokens,
                 output_tokens=record.output_tokens,

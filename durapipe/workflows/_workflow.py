@@ -26,10 +26,10 @@ from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
 with workflow.unsafe.imports_passed_through():
     from durapipe._errors import ErrorType, RunCancelled, StepFailed
     from durapipe.adapters._plan import (
-        ACTIVITY_NAMES,
         ATTEMPT_DETAIL,
         ESTIMATE_ACTIVITY,
         WORKFLOW_NAME,
+        activity_name,
         activity_options,
         run_workflow_id,
     )
@@ -355,7 +355,7 @@ class _TemporalRuntime:
 async def _activity(call: LeafCall) -> LeafResult:
     try:
         result: LeafResult = await workflow.execute_activity(
-            ACTIVITY_NAMES[call.pipe.kind],
+            activity_name(call),
             call,
             result_type=LeafResult,
             **activity_options(call),

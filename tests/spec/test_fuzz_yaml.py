@@ -9,8 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import durapipe as dp
-from durapipe.adapters._yaml import _KIND_MODELS
-from durapipe.spec import check
+from durapipe.spec import check, kinds
+
+_KIND_MODELS = {name: kind.spec for name, kind in kinds().items()}
 
 PIPE_KEYS = sorted(
     {key for model in _KIND_MODELS.values() for key in model.model_fields} | {"from"}

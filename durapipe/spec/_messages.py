@@ -1,0 +1,114 @@
+"""The leaf call messages: what each leaf kind's activity takes (declared with its `Kind`).
+
+They are pure data over the spec classes (recorded in histories by the pydantic data converter:
+field names, never class names), so they live beside the specs, and a `Kind` can name its message
+without the spec layer importing the runtime. `durapipe.runtime` re-exports them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
+
+from durapipe.spec._base import PipeBase
+from durapipe.spec._spec import (
+    AgentPipe,
+    ExtractPipe,
+    ImagePipe,
+    LimitRule,
+    LlmPipe,
+    ToolPipe,
+)
+from durapipe.spec._types import StructureSpec
+
+
+class CallBase(BaseModel):
+    """What every leaf call message carries; a kind's message adds ``pipe: ItsPipe`` (and
+    ``structures`` when its types may name declared structures).
+
+    Attributes:
+        run_id: the top-level run's id.
+        scope: the run's scope (see `PipeRun`).
+        path: the step path of the call.
+        pipe_name: the name of the pipe called.
+        inputs: the pipe's input values.
+        summary: the UI label when the default (kind and path) would not read well.
+        limits: the provider limits this call shares with every other matching call.
+        pipe: the pipe's resolved spec.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    scope: str = ""
+    path: str
+    pipe_name: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    # E.g. an agent's tool call, which reads better as the tool's name than as a path.
+    summary: str | None = None
+    limits: list[LimitRule] = Field(default_factory=list)
+    pipe: PipeBase
+
+
+class LlmCall(CallBase):
+    """The input of the ``durapipe.llm`` activity."""
+
+    pipe: LlmPipe
+    structures: dict[str, StructureSpec] = Field(default_factory=dict)
+
+    @model_serializer(mode="wrap")
+    def _without_defaults(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        # Every llm step's input goes through Temporal (history, bridge, converter): its pipe
+        # with every default spelled out was half of it (436 bytes for a one-line step, 219
+        # without). Read back, the defaults are filled in again: the same call.
+        data: dict[str, Any] = handler(self)
+        data["pipe"] = self.pipe.model_dump(mode=info.mode, exclude_defaults=True)
+        for name in ("summary", "limits", "structures"):
+            if not data.get(name):
+                data.pop(name, None)
+        return data
+
+
+class ToolCall(CallBase):
+    """The input of the ``durapipe.tool`` activity."""
+
+    pipe: ToolPipe
+    structures: dict[str, StructureSpec] = Field(default_factory=dict)
+
+
+class ExtractCall(CallBase):
+    """The input of the ``durapipe.extract`` activity: the document travels as a `Blob` reference."""
+
+    pipe: ExtractPipe
+
+
+class ImageCall(CallBase):
+    """The input of the ``durapipe.image`` activity."""
+
+    pipe: ImagePipe
+
+
+class AgentTurnCall(CallBase):
+    """The input of the ``durapipe.agent_turn`` activity: one model request of an agent.
+
+    Attributes:
+        turn: the turn number, from 1.
+        messages: the conversation so far, as compact chat messages.
+        tools: the tools offered, as OpenAI-style function schemas.
+    """
+
+    pipe: AgentPipe
+    structures: dict[str, StructureSpec] = Field(default_factory=dict)
+    turn: int
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] = Field(default_factory=list)
