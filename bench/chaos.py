@@ -3,21 +3,23 @@
 One command (``make chaos``, or ``python bench/chaos.py --runs 100``) starts its own Temporal dev
 server, the fake provider as a process (20% transient failures: 500, 429 with Retry-After, dropped
 connections), and two ``durapipe worker`` processes sharing a SQLite checkpoint file. It starts every
-run once both workers poll, kills the worker that sent the provider's first answered request once
-that answer is in its hands (kept in its store; with checkpoints off, 5 ms after it read it), then
-a random worker every 1-3 s (while both poll, so one always works), restarting it each time, until
-all runs have ended. It prints one ``name = value`` per line, counts
-exact and ratios to 4 decimals.
+run once both workers poll, then aims its first kills: at the worker that sent a paid request, the
+instant the answer has left that worker's socket (with checkpoints on, durapipe consumes an answer
+from the socket only once it is kept; off, once its HTTP client has read it), four times (while
+both poll), and counts afterwards how many of those steps Temporal had not recorded yet, so were
+retried (``aimed_kills_in_window``). Then it kills a random worker every 1-3 s (while both poll, so one
+always works), restarting it each time, until all runs have ended. It prints one ``name = value``
+per line, counts exact and ratios to 4 decimals.
 
 By default the provider bills every request, as OpenAI-style providers do: a retried step whose
 answer was lost is paid again. Each worker process sends its own API key and the provider's ledger
 records each request's client port, so the ledger says which process sent what on which
 connection. A kill freezes the process (SIGSTOP), notes which of its connections to the provider
 hold bytes it has not read, then SIGKILLs it. A request is *in flight at a kill* when the killed
-process sent it and never read its answer: the provider had not finished answering it
-(``requests_unanswered_at_kills``), or the answer still sat in the process's socket
-(``answers_unread_at_kills``). No system can know that answer without provider-side idempotency,
-so a duplicate paid call is acceptable only for such a request:
+process sent it and had not consumed its answer from the socket at the freeze: the provider had
+not finished answering it (``requests_unanswered_at_kills``), or some of the answer's bytes were
+still in the process's socket (``answers_unread_at_kills``). No system can know that answer
+without provider-side idempotency, so a duplicate paid call is acceptable only for such a request:
 ``duplicates_not_explained_by_in_flight`` counts the others (answers that had reached the worker
 and were paid for again) and must be 0. Checkpoints are what keeps it there.
 ``DURAPIPE_CHECKPOINTS=off`` runs the scenario without them.
@@ -33,10 +35,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
+import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -55,7 +58,7 @@ from durapipe.testing import Call, read_ledger  # noqa: E402
 from tests.chain import expected_output, write_chain  # noqa: E402
 
 STEPS = 5
-HANDOVER_S = 0.005  # checkpoints off: from an answer leaving the socket to durapipe's code
+AIM_TRIES = 4  # the first kills, each aimed at an answer the instant it left a socket
 
 
 @dataclass
@@ -74,6 +77,8 @@ class Figures:
     duplicates_not_explained_by_in_flight: int
     provider_replays: int
     worker_kills: int
+    aimed_kills: int
+    aimed_kills_in_window: int
     wall_s: float
     provider_idempotency: bool = False
 
@@ -99,6 +104,8 @@ class Figures:
             ("paid_calls_per_succeeded_step", f"{self.paid_calls_per_succeeded_step:.4f}"),
             ("provider_replays", self.provider_replays),
             ("worker_kills", self.worker_kills),
+            ("aimed_kills", self.aimed_kills),
+            ("aimed_kills_in_window", self.aimed_kills_in_window),
             ("wall_s", f"{self.wall_s:.1f}"),
         ]
         return [f"{prefix}{name} = {value}" for name, value in values]
@@ -247,17 +254,48 @@ class Worker:
                 self.kill()
 
 
-async def first_answer(ledger: Path) -> Call:
-    """The provider's first paid answer, as soon as its ledger shows one (polled every 2 ms)."""
-    while True:
-        paid = [call for call in read_ledger(ledger) if call.paid] if ledger.exists() else []
-        if paid:
-            return paid[0]
+class LedgerTail:
+    """The calls appended to the provider's ledger since the last look (a whole re-read of a
+    ledger of hundreds of calls every 2 ms made the aim late)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = path, 0
+
+    def new(self) -> list[Call]:
+        """Calls whose lines were completed since the last call (a partial last line waits)."""
+        if not self.path.exists():
+            return []
+        with self.path.open("rb") as ledger:
+            ledger.seek(self.offset)
+            chunk = ledger.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        calls = []
+        for line in complete.splitlines():
+            with contextlib.suppress(ValueError, KeyError):
+                calls.append(Call.from_dict(json.loads(line)))
+        return calls
+
+
+async def next_answer(
+    ledger: LedgerTail, after: int, workers: list[Worker], runs: asyncio.Future[object]
+) -> tuple[Call, Worker] | None:
+    """The provider's next paid answer after request ``after`` sent by a worker process that is
+    up, and that worker, as soon as the ledger shows one (polled every 2 ms); None once ``runs``
+    have all ended."""
+    while not runs.done():
+        live = {w.api_key: w for w in workers if w.process is not None}
+        for call in ledger.new():
+            if call.paid and call.seq > after and api_key_of(call) in live:
+                return call, live[api_key_of(call)]
         await asyncio.sleep(0.002)
+    return None
 
 
-async def read_by(worker: Worker, call: Call, provider_port: int, timeout: float = 1.0) -> None:
-    """Wait (at most ``timeout`` s) until ``worker`` has read ``call``'s answer from its socket."""
+async def read_by(worker: Worker, call: Call, provider_port: int, timeout: float = 5.0) -> None:
+    """Wait (at most ``timeout`` s) until ``worker`` has consumed ``call``'s answer from its socket:
+    with checkpoints on, that is once the answer is kept (durapipe's reads leave the bytes in the
+    socket until then); with them off, once the process's HTTP client has read it."""
     deadline = time.monotonic() + timeout
     while worker.process is not None and time.monotonic() < deadline:
         with contextlib.suppress(OSError):
@@ -266,24 +304,22 @@ async def read_by(worker: Worker, call: Call, provider_port: int, timeout: float
         await asyncio.sleep(0.0005)
 
 
-async def kept(store: Path | str, ledger: Path, call: Call, timeout: float = 1.0) -> None:
-    """Wait (at most ``timeout`` s) until ``store`` keeps as many answers as the provider had sent
-    when it answered ``call``; without a store, `HANDOVER_S`."""
-    if not isinstance(store, Path):
-        await asyncio.sleep(HANDOVER_S)
-        return
-    sent = sum(
-        1 for c in read_ledger(ledger) if c.paid and (c.finished_at or 0) <= (call.finished_at or 0)
+def topic_of(call: Call) -> str | None:
+    """The run a chain call belongs to: the topic its prompt carries (every step's prompt embeds
+    the answers before it, and so the run's topic)."""
+    found = re.search(r"topic \d+", json.dumps(call.messages))
+    return found.group(0) if found else None
+
+
+def in_window(call: Call, result: object) -> bool:
+    """Whether a kill aimed at ``call``'s answer landed before Temporal recorded its step: the step
+    ended on a later attempt than the one that sent ``call``."""
+    if not isinstance(result, dp.RunResult):
+        return False
+    step = call.model.removeprefix("gpt-")
+    return any(
+        record.pipe == step and record.attempts > (call.attempt or 1) for record in result.steps
     )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with (
-            contextlib.suppress(sqlite3.Error),
-            contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db,
-        ):
-            if db.execute("SELECT count(*) FROM answers").fetchone()[0] >= sent:
-                return
-        await asyncio.sleep(0.001)
 
 
 async def until(condition: Callable[[], bool], *, what: str, timeout: float = 120.0) -> None:
@@ -349,19 +385,29 @@ async def chaos(
             for t in topics
         ]
         waiting = asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
-        # The first kill lands mid-run however fast the steps are, aimed at the moment checkpoints
-        # are for: the worker that sent the provider's first answered request, holding the answer.
-        first = await first_answer(ledger)
-        victim = next((w for w in workers if w.api_key == api_key_of(first)), rng.choice(workers))
-        await read_by(victim, first, provider_port)
-        # The bytes leave the socket in an event-loop callback; durapipe's code sees them on a later
-        # turn of the loop and keeps the answer then. Kill once the answers sent so far are kept
-        # (checkpoints off: HANDOVER_S after the read): the worker holds the answer, and Temporal
-        # has not recorded the step yet. Random kills later may land anywhere.
-        await kept(store, ledger, first)
-        kill = victim.kill(provider_port) if max_kills is None or max_kills > 0 else None
-        if kill is not None:
+        # The first kills are aimed at the moment checkpoints are for: at the worker that sent a
+        # paid request, the instant its answer has left the socket (with checkpoints on, durapipe
+        # consumes it only once it is kept; off, its HTTP client has read it). Temporal has not
+        # recorded the step then, unless the worker was quicker than this poll: the run tells
+        # afterwards (the step ended on a later attempt: `aimed_kills_in_window`).
+        targets: list[Call] = []
+        seen, tail = 0, LedgerTail(ledger)
+        budget = AIM_TRIES if max_kills is None else min(AIM_TRIES, max_kills)
+        while len(targets) < budget and not waiting.done():
+            if targets:  # as for random kills: one worker always works while the other restarts
+                await until(lambda: all(w.ready() for w in workers), what="both workers to poll")
+                tail.new()  # answers that came meanwhile are handled: aim at a fresh one
+            aim = await next_answer(tail, seen, workers, waiting)
+            if aim is None:
+                break
+            target, victim = aim
+            seen = target.seq
+            await read_by(victim, target, provider_port)
+            kill = victim.kill(provider_port)
+            if kill is None:
+                continue
             kills.append(kill)
+            targets.append(target)
             victim.start()
         while not waiting.done() and (max_kills is None or len(kills) < max_kills):
             if kills:
@@ -391,6 +437,8 @@ async def chaos(
         if isinstance(r, dp.RunResult) and r.output == expected_output(t, STEPS)
     )  # fmt: skip
     succeeded = sum(1 for r in completed for s in r.steps if s.status == "succeeded")
+    by_topic = dict(zip(topics, results, strict=True))
+    hits = sum(in_window(t, by_topic.get(topic_of(t) or "")) for t in targets)
     calls = read_ledger(ledger)
     paid, duplicates, unanswered, unread, unexplained = duplicate_counts(
         calls, kills, provider_idempotency
@@ -398,7 +446,8 @@ async def chaos(
     replays = sum(1 for call in calls if call.outcome == "replayed")
     return Figures(
         runs, len(completed), verified, succeeded, paid, duplicates, unanswered + unread,
-        unanswered, unread, unexplained, replays, len(kills), wall_s, provider_idempotency,
+        unanswered, unread, unexplained, replays, len(kills), len(targets), hits, wall_s,
+        provider_idempotency,
     )  # fmt: skip
 
 

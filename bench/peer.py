@@ -75,13 +75,14 @@ class Contestant:
     pid: int
     seq50: Callable[[], Awaitable[str]]  # returns the workflow id, for its history
     fanout200: Callable[[], Awaitable[object]]
+    log: Path | None = None
     walls: dict[str, list[float]] = field(default_factory=dict)
     cpus: dict[str, list[float]] = field(default_factory=dict)
 
     async def measure(self, part: str) -> None:
         work = self.seq50 if part == "seq50" else self.fanout200
         cpu, start = cpu_seconds(self.pid), time.perf_counter()
-        await within(work(), f"{self.name} {part}")
+        await within(work(), f"{self.name} {part}", self.log)
         self.walls.setdefault(part, []).append(time.perf_counter() - start)
         self.cpus.setdefault(part, []).append(cpu_seconds(self.pid) - cpu)
 
@@ -89,14 +90,31 @@ class Contestant:
 RUN_TIMEOUT_S = 300
 
 
-async def within(work: Awaitable[object], what: str) -> object:
-    """``work``'s result, or a clear error once it has run for ``RUN_TIMEOUT_S`` seconds."""
+DEADLOCK = "[TMPRL1101]"  # Temporal's "potential deadlock detected" in a worker's log
+
+
+async def within(work: Awaitable[object], what: str, log: Path | None = None) -> object:
+    """``work``'s result, or a clear error once it has run for ``RUN_TIMEOUT_S`` seconds, or as
+    soon as ``log`` shows the deadlock detector failing a workflow task (Temporal retries such a
+    task forever, so the run would never end)."""
+    task = asyncio.ensure_future(work)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
     try:
-        return await asyncio.wait_for(work, RUN_TIMEOUT_S)
-    except TimeoutError:
-        raise RuntimeError(
-            f"{what} did not finish within {RUN_TIMEOUT_S} s (see that worker's log)"
-        ) from None
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.5)
+            if log is not None and DEADLOCK in log.read_text(errors="replace"):
+                raise RuntimeError(
+                    f"{what}: a workflow task hit Temporal's deadlock detector (no yield within "
+                    f"2 s, see {log.name}); `python -m bench.peer --peer-debug-mode` runs "
+                    "pydantic-ai's worker without it"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{what} did not finish within {RUN_TIMEOUT_S} s (see that worker's log)"
+                )
+        return task.result()
+    finally:
+        task.cancel()
 
 
 def start_provider() -> tuple[subprocess.Popen[str], str]:
@@ -192,25 +210,28 @@ async def _race(address: str, file: Path, work: Path, env: dict[str, str], repea
                 "pydantic_ai", peer.pid,
                 lambda: run_on(pa_client, queues["pydantic_ai"], "peer.sequence", "q", SEQ),
                 lambda: run_on(pa_client, queues["pydantic_ai"], "peer.fanout", questions),
+                logs["pydantic_ai"],
             ),
         ]  # fmt: skip
         clients = {"durapipe": dp_client, "handwritten": hw_client, "pydantic_ai": pa_client}
         for contestant in contestants:  # warm up every worker's caches and connections
-            await within(contestant.seq50(), f"{contestant.name} seq50")
-            await within(contestant.fanout200(), f"{contestant.name} fanout200")
+            await within(contestant.seq50(), f"{contestant.name} seq50", contestant.log)
+            await within(contestant.fanout200(), f"{contestant.name} fanout200", contestant.log)
         for part in ("seq50", "fanout200"):
             for n in range(repeats):
                 # Rotate the order, so no contestant always runs right after the same other.
                 for contestant in contestants[n % 3 :] + contestants[: n % 3]:
                     await contestant.measure(part)
-        report(contestants)
+        report(contestants, env.get("PEER_DEBUG_MODE") == "1")
         for contestant in contestants:
-            run_id = str(await within(contestant.seq50(), f"{contestant.name} seq50"))
+            run_id = str(
+                await within(contestant.seq50(), f"{contestant.name} seq50", contestant.log)
+            )
             history = await clients[contestant.name].get_workflow_handle(run_id).fetch_history()
             figure(f"peer.{contestant.name}.history_events_per_call", len(history.events) / SEQ)
 
 
-def report(contestants: list[Contestant]) -> None:
+def report(contestants: list[Contestant], peer_debug_mode: bool) -> None:
     """Per part: each contestant's CPU per call and wall time, and both as ratios to hand-written."""
     base = next(c for c in contestants if c.name == "handwritten")
     for part, calls in (("seq50", SEQ), ("fanout200", FANOUT)):
@@ -224,7 +245,8 @@ def report(contestants: list[Contestant]) -> None:
                 figure(f"peer.{c.name}.{part}.cpu_ratio", cpu / base_cpu)
                 figure(f"peer.{c.name}.{part}.wall_ratio", wall / base_wall)
     note("ratios are against hand-written temporalio (unsandboxed, pydantic data converter)")
-    note("pydantic-ai: sandboxed (its default runner), deadlock detector off (see its module)")
+    detector = "off (--peer-debug-mode)" if peer_debug_mode else "on (its documented setup)"
+    note(f"pydantic-ai: sandboxed (its default runner), deadlock detector {detector}")
 
 
 def main() -> int:
@@ -232,7 +254,14 @@ def main() -> int:
         prog="python -m bench.peer", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--repeats", type=int, default=5, help="rounds per part [5]")
+    parser.add_argument(
+        "--peer-debug-mode",
+        action="store_true",
+        help="run pydantic-ai's worker with debug_mode=True (no deadlock detector); see "
+        "bench/peer_pydantic_ai.py",
+    )
     args = parser.parse_args()
+    os.environ["PEER_DEBUG_MODE"] = "1" if args.peer_debug_mode else "0"
     try:
         import pydantic_ai  # noqa: F401
     except ImportError:

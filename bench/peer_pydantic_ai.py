@@ -6,11 +6,15 @@ capability, workflows listing the agent in ``__pydantic_ai_agents__``, ``Pydanti
 client (its data converter and its workflow runner, Temporal's sandbox, as a user gets them). Each
 ``agent.run`` is one model request, so one activity, like one durapipe llm step.
 
-One setting differs from the defaults: the worker runs with ``debug_mode=True``, which turns off
-Temporal's deadlock detector. The fan-out starts 200 agent runs in one workflow activation, and in
-the sandbox that took over the detector's 2 s on this shared machine: the workflow task failed
-and was retried forever, and the fan-out never finished. With the detector off it finishes (and
-its CPU time still counts in full).
+The worker is Temporal's default (deadlock detector on), as pydantic-ai's documentation sets it
+up. The detector fails a workflow task that runs over 2 s of wall time without yielding, and the
+fan-out starts 200 agent runs in one activation: each ``agent.run`` costs about 3 ms of CPU in
+workflow code before it schedules its activity (pydantic-graph, anyio task groups, capabilities;
+the sandbox's imports were about 2% of a py-spy profile), 0.57-0.79 s for the 200 on this 2-core
+machine at load ~3. With both cores busy (load 6-7) the same activation took over 2 s, and
+Temporal retried the failed task forever. ``PEER_DEBUG_MODE=1`` (``python -m bench.peer
+--peer-debug-mode``) runs the worker with ``debug_mode=True`` (no detector) for such a machine;
+the bench says which mode its figures used.
 
 ``python -m bench.peer_pydantic_ai --address HOST:PORT --task-queue Q`` runs its worker.
 Needs pydantic-ai (``make bench-peer`` installs it into ``bench/.venv-peer``).
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 
 from pydantic_ai import Agent
@@ -84,7 +89,7 @@ async def _serve() -> None:
         client,
         task_queue=args.task_queue,
         workflows=[SequenceWorkflow, FanoutWorkflow],
-        debug_mode=True,  # no deadlock detector: see the module docstring
+        debug_mode=os.environ.get("PEER_DEBUG_MODE") == "1",  # see the module docstring
     ):
         print("worker ready", flush=True)
         await stop.wait()

@@ -25,7 +25,7 @@ from durapipe.cli._live import follow_live
 from durapipe.ops._dev import free_port
 from durapipe.testing.fake_provider import FakeProvider, Reply, Status
 from durapipe.workflows import STEPS_QUERY
-from durapipe.workflows._search import PIPE, STEPS
+from durapipe.workflows._search import INPUT_TOKENS, PIPE, SEARCH_ATTRIBUTES, STEPS
 from tests.conftest import ARTICLE, EXAMPLES
 from tests.support import history_events, run_cli
 
@@ -281,3 +281,27 @@ async def test_run_totals_are_upserted_at_most_every_two_seconds_and_exact_at_th
     attributes = (await client.get_workflow_handle(run_id).describe()).typed_search_attributes
     assert attributes.get(STEPS) == len(steps)
     assert attributes.get(PIPE) == "twenty"
+
+
+async def test_a_run_starts_with_totals_from_its_client_and_upserts_them_only_at_its_end(
+    temporal_address: str, task_queue: str
+) -> None:
+    ask = dp.llm("ask", inputs={"question": str}, prompt="{{ question }}")
+    pipeline = dp.pipeline(dp.sequence("one", inputs={"question": str}, steps=[dp.step(ask)]))
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    run_id = f"one-{uuid.uuid4().hex[:8]}"
+    async with dp.build_worker(client, task_queue=task_queue):
+        await dp.run(
+            client, pipeline, "one", {"question": "q"}, run_id=run_id, task_queue=task_queue
+        )
+    events = await history_events(client, run_id)
+    started = events[0].workflow_execution_started_event_attributes.search_attributes
+    assert set(started.indexed_fields) == set(SEARCH_ATTRIBUTES)  # all five, from the client
+    upserts = [
+        e for e in events if e.HasField("upsert_workflow_search_attributes_event_attributes")
+    ]
+
+    assert len(upserts) == 1  # the end's: none at the start (one history event less per run)
+    attributes = (await client.get_workflow_handle(run_id).describe()).typed_search_attributes
+    assert attributes.get(STEPS) == 1
+    assert (attributes.get(INPUT_TOKENS) or 0) > 0

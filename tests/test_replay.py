@@ -37,6 +37,11 @@ def test_histories_are_recorded() -> None:
         "brief-recorded__fact_check.json",
         "brief-totals-every-2s.json",  # the run totals patch (durapipe.totals-every-2s)
         "brief-totals-every-2s__fact_check.json",
+        # First totals from the client, decided by the patch (a run started without a version).
+        "brief-totals-from-start.json",
+        "brief-totals-from-start__fact_check.json",
+        "brief-workflow-v1.json",  # PipeRun.workflow_version 1: those changes without markers
+        "brief-workflow-v1__fact_check.json",
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import durapipe as dp
@@ -11,15 +12,20 @@ from tests.chain import expected_output, paid_by_step, write_chain
 
 RUNS = 4
 STEPS = 3
+TIMEOUT_S = 3.0  # each step's start-to-close timeout
+HANG_S = 1.0  # each provider call's time: the first steps' answers arrive while the server is down
 
 
-async def test_runs_complete_across_a_server_restart(task_queue: str, tmp_path: Path) -> None:
+async def test_runs_complete_across_a_server_restart_and_no_step_is_paid_twice(
+    task_queue: str, tmp_path: Path
+) -> None:
     server = dp.ops.DevServer(headless=True, db_file=str(tmp_path / "temporal.db"))
     await asyncio.to_thread(server.start)
     try:
         async with FakeProvider() as fake:
-            fake.set_default(Hang(0.4))  # each call takes a while, so runs are mid-way at the stop
-            pipeline = dp.load(write_chain(tmp_path / "chain.yaml", fake.base_url, steps=STEPS))
+            fake.set_default(Hang(HANG_S))
+            chain = write_chain(tmp_path / "chain.yaml", fake.base_url, STEPS, timeout="3s")
+            pipeline = dp.load(chain)
             client = await dp.connect(server.address, pipeline=pipeline)
             async with dp.build_worker(client, task_queue=task_queue):
                 handles = [
@@ -28,9 +34,20 @@ async def test_runs_complete_across_a_server_restart(task_queue: str, tmp_path: 
                     )
                     for n in range(RUNS)
                 ]
-                await fake.wait_until_async(lambda calls: len(calls) >= RUNS, timeout=60)
+                # Every run's first call is at the provider when the server stops. The worker gets
+                # the answers while the server is down and cannot report them; the server stays
+                # down until those attempts' timeouts have passed, so when it is back it times
+                # them out and retries them: each retry must come from the checkpoint, not from a
+                # second paid call.
+                in_flight = await fake.wait_until_async(lambda c: len(c) >= RUNS, timeout=60)
                 await asyncio.to_thread(server.stop)  # SIGTERM to its own pid
                 stopped_at = len(fake.calls)
+                answered = await fake.wait_until_async(
+                    lambda calls: all(c.finished_at for c in calls[:stopped_at]), timeout=60
+                )
+                timed_out_at = max(c.received_at for c in in_flight[:RUNS]) + TIMEOUT_S + 0.5
+                # The attempts' own timeouts are on the clock: wait them out, nothing to await.
+                await asyncio.sleep(max(0.0, timed_out_at - time.time()))
                 await asyncio.to_thread(server.start)  # same port, same --db-filename
                 results = await asyncio.wait_for(
                     asyncio.gather(*(h.result() for h in handles)), timeout=180
@@ -39,7 +56,12 @@ async def test_runs_complete_across_a_server_restart(task_queue: str, tmp_path: 
         await asyncio.to_thread(server.stop)
 
     assert stopped_at < RUNS * STEPS  # the runs really were cut off mid-way
+    assert all(c.paid for c in answered[:stopped_at])  # answered while the server was down
     assert [r.output for r in results] == [expected_output(f"t{n}", STEPS) for n in range(RUNS)]
-    # The provider bills every request: each step of each run was paid for exactly once, across the
-    # restart (an answer whose completion the stopped server missed is served from the checkpoint).
+    # The restart made Temporal retry steps whose answers the worker already had ...
+    retried = [s for r in results for s in r.steps if s.attempts > 1]
+    assert retried, [s.attempts for r in results for s in r.steps]
+    # ... and the provider, which bills every request, was paid exactly once per step of each run:
+    # the retries were served from the checkpoints.
     assert paid_by_step(fake.calls) == {f"s{i}": RUNS for i in range(1, STEPS + 1)}
+    assert all(s.cache_hit for s in retried)

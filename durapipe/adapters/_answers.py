@@ -8,6 +8,13 @@ that carries durapipe's idempotency key has its answer (status, headers and body
 written to the checkpoint store as soon as the body is read, before anything parses it, and a
 retry sending the same request gets that answer back without a provider call.
 
+Keyed requests to a plain-HTTP provider (``http://``: a local gateway or proxy, the fake provider)
+go over durapipe's own connections (`durapipe.adapters._held_reads`), whose reads leave the bytes
+in the socket until the answer is kept: an answer is always either unread in the socket or kept,
+never only in the worker's memory. ``https://`` requests go through litellm's transport, where the
+answer is kept in the same turn of the event loop as durapipe's code receives the last bytes (a
+window of the time between the read and the keep remains, see the README).
+
 An answer is kept under the idempotency key and a hash of the request body (a re-ask within one
 step sends other messages under the same key). Only successful, non-streamed answers are kept.
 Requests without the key (anything durapipe did not send) pass through untouched.
@@ -22,8 +29,10 @@ import functools
 import json
 import typing
 
+import httpcore
 import httpx
 
+from durapipe.adapters import _held_reads
 from durapipe.adapters._litellm import litellm_module
 from durapipe.stores._answers import IDEMPOTENCY_HEADER, AnswerStore, answer_key, answer_store
 
@@ -48,7 +57,7 @@ def install() -> None:
     if client is None:
         client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0))
     # httpx keeps the transport and the proxy mounts in these two attributes (stable since 0.18).
-    client._transport = KeepAnswers(client._transport)
+    client._transport = KeepAnswers(client._transport, held=_held_transport())
     client._mounts = {
         pattern: KeepAnswers(transport) if transport is not None else None
         for pattern, transport in client._mounts.items()
@@ -56,11 +65,33 @@ def install() -> None:
     litellm.aclient_session = client  # type: ignore[attr-defined]
 
 
-class KeepAnswers(httpx.AsyncBaseTransport):
-    """An httpx transport that keeps the answers of durapipe's requests (see the module docs)."""
+def _held_transport() -> httpx.AsyncHTTPTransport:
+    """httpx's transport over `HeldReads` connections (plain HTTP; see the module docs)."""
+    transport = httpx.AsyncHTTPTransport()
+    # httpx builds its httpcore pool in `_pool` (stable since 0.18) and takes no network backend.
+    transport._pool = httpcore.AsyncConnectionPool(
+        max_connections=None,  # as many as the worker's concurrent steps (aiohttp's default too)
+        max_keepalive_connections=100,
+        keepalive_expiry=5.0,
+        network_backend=_held_reads.HeldReads(),
+    )
+    return transport
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+
+class KeepAnswers(httpx.AsyncBaseTransport):
+    """An httpx transport that keeps the answers of durapipe's requests (see the module docs).
+
+    Args:
+        inner: The transport of every request it does not send over ``held``.
+        held: The transport of keyed plain-HTTP requests (see `durapipe.adapters._held_reads`);
+            ``None`` for a proxy's mount, whose requests go to the proxy through ``inner``.
+    """
+
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport, held: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self.inner = inner
+        self.held = held
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``, or answer it from the store; keep a new answer before returning it."""
@@ -72,19 +103,23 @@ class KeepAnswers(httpx.AsyncBaseTransport):
         kept = await _call(store, "get_answer", key)
         if kept is not None:
             return _decode(kept, request)
-        response = await self.inner.handle_async_request(request)
+        direct = self.held is not None and request.url.scheme == "http"
+        transport = self.held if direct and self.held is not None else self.inner
+        response = await transport.handle_async_request(request)
         if response.status_code != 200 or "event-stream" in response.headers.get(
             "content-type", ""
         ):
             return response
         try:
             # The raw stream, not `aiter_raw`, which closes the connection (an await that lets other
-            # tasks run) before handing over the end of the body. From the read of the last bytes
-            # to the write below nothing suspends (h11 parses what has arrived; a write to a free
-            # SQLite file is synchronous), so a worker that has read an answer has kept it.
+            # tasks run) before handing over the end of the body. Over held connections the last
+            # bytes stay in the socket until the answer is kept; over litellm's transport nothing
+            # suspends from durapipe's code receiving them to the write below (h11 parses what has
+            # arrived; a write to a free SQLite file is synchronous).
             stream = typing.cast(httpx.AsyncByteStream, response.stream)
             body = b"".join([chunk async for chunk in stream])
             await _call(store, "put_answer", key, _encode(response, body))
+            _held_reads.release(response.extensions)  # kept: the socket may let the bytes go
         finally:
             await response.aclose()
         return httpx.Response(
@@ -96,8 +131,10 @@ class KeepAnswers(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
-        """Close the wrapped transport."""
+        """Close the wrapped transports."""
         await self.inner.aclose()
+        if self.held is not None:
+            await self.held.aclose()
 
 
 async def _call(store: AnswerStore, method: str, *args: object) -> bytes | None:

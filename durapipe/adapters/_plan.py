@@ -15,7 +15,7 @@ from temporalio.workflow import ActivityCancellationType
 
 from durapipe._settings import settings
 from durapipe.runtime._budget import effective_budget
-from durapipe.runtime._calls import AgentTurnCall, LeafCall, PipeRun, ToolCall
+from durapipe.runtime._calls import WORKFLOW_VERSION, AgentTurnCall, LeafCall, PipeRun, ToolCall
 from durapipe.spec import Pipeline, RetrySpec, check_inputs, kind_of, kinds, resolve
 from durapipe.stores._blobs import prepare_inputs
 
@@ -142,4 +142,5 @@ def pipe_run(
         spec=spec,
         inputs=checked,
         budget_usd=effective_budget(budget_usd, spec.pipes[pipe].budget_usd),
+        workflow_version=WORKFLOW_VERSION,
     )

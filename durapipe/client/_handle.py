@@ -16,7 +16,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import (
     ApplicationError,
     CancelledError,
@@ -43,7 +43,7 @@ from durapipe.spec import Pipeline, is_controller_kind
 from durapipe.stores import CheckpointStore
 from durapipe.worker import DurapipePlugin
 from durapipe.workflows import STEPS_QUERY
-from durapipe.workflows._search import PIPE
+from durapipe.workflows._search import PIPE, start_totals
 
 SPEC_VERSION = 1
 SERVER_OUTAGE_S = 300.0  # how long waiting for a run's result rides out an unreachable server
@@ -327,7 +327,7 @@ async def start(
             static_summary=f"pipe {pipe}",
             memo={"pipe": pipe, "spec_version": SPEC_VERSION},
             # Set at the start, so `durapipe runs` lists a run before any worker has picked it up.
-            search_attributes=TypedSearchAttributes([SearchAttributePair(PIPE, pipe)]),
+            search_attributes=start_totals(pipe),
         )
     except WorkflowAlreadyStartedError:
         raise RunError(

@@ -37,6 +37,7 @@ from durapipe.workflows._search import (
     PIPE,
     SEARCH_ATTRIBUTES,
     STEPS,
+    start_totals,
 )
 
 _INDEXED_TYPES = {
@@ -266,6 +267,7 @@ async def retry(client: Client, run_id: str) -> RunHandle:
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
         static_summary=f"pipe {run.pipe} (retry)",
         memo={"pipe": run.pipe, "spec_version": SPEC_VERSION, "retry_of": description.run_id},
+        search_attributes=start_totals(run.pipe),
     )
     return RunHandle(client, run_id)
 

@@ -23,13 +23,12 @@ from temporalio.client import (
     SchedulePolicy,
     ScheduleSpec,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from durapipe._errors import ConfigError, DurapipeError
 from durapipe.adapters import DEFAULT_TASK_QUEUE, WORKFLOW_NAME, pipe_run
 from durapipe.spec import Pipeline, parse_duration
-from durapipe.workflows._search import PIPE
+from durapipe.workflows._search import start_totals
 
 Overlap = Literal[
     "skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"
@@ -132,7 +131,7 @@ async def create_schedule(
         static_summary=f"pipe {pipe}",
         memo={"pipe": pipe, "schedule": schedule_id},
         # Listed by `durapipe runs` from the start, before a worker has picked the run up.
-        typed_search_attributes=TypedSearchAttributes([SearchAttributePair(PIPE, pipe)]),
+        typed_search_attributes=start_totals(pipe),
     )
     schedule = Schedule(
         action=action, spec=spec, policy=SchedulePolicy(overlap=OVERLAP_POLICIES[overlap])

@@ -66,6 +66,10 @@ class BatchSlice(_Message):
     max_concurrency: int | None = None
 
 
+WORKFLOW_VERSION = 1
+"""The workflow behaviour a run started by this code asks for (`PipeRun.workflow_version`)."""
+
+
 class PipeRun(_Message):
     """The input of a pipe workflow: which pipe, its resolved spec, its inputs, and where it sits.
 
@@ -81,6 +85,10 @@ class PipeRun(_Message):
         scope: a random id of this run, made when it starts and kept by a re-drive of it
             (``durapipe retry`` reuses the recorded input): it scopes the run's checkpoints, so a
             new run that reuses the run id does not get the earlier run's answers.
+        workflow_version: the workflow behaviour the run was started with. 0 (runs recorded
+            before the field) decides each change by ``workflow.patched``; 1 has every change up
+            to ``durapipe.totals-from-start`` in force without a patch marker (each marker costs a
+            run two history events: the marker and Temporal's ``TemporalChangeVersion`` upsert).
     """
 
     run_id: str
@@ -93,6 +101,7 @@ class PipeRun(_Message):
     slice: BatchSlice | None = None
     # Histories recorded before scopes existed hold none: their checkpoints are scoped by run id.
     scope: str = ""
+    workflow_version: int = 0
 
     @model_validator(mode="wrap")
     @classmethod

@@ -242,6 +242,7 @@ class _BatchMapper:
                     spec=run.spec,
                     inputs=inputs,
                     slice=part,
+                    workflow_version=run.workflow_version,
                 )
                 try:
                     result = await interp.runtime.child(chunk)

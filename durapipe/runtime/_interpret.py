@@ -247,6 +247,7 @@ class Interpreter:
             pipe=pipe_name,
             spec=subset(self.run.spec, pipe_name),
             inputs=inputs,
+            workflow_version=self.run.workflow_version,
         )
         result = await self.runtime.child(child)
         record.attempts = 1

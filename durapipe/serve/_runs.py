@@ -30,6 +30,7 @@ from durapipe.serve._memory import (
 )
 from durapipe.serve._methods import Method
 from durapipe.serve._problems import ServeError, problem_item
+from durapipe.workflows._search import start_totals
 
 # Runs this server starts carry this prefix; it reads no other run of the namespace.
 RUN_ID_PREFIX: Final = "mthds-"
@@ -92,6 +93,7 @@ async def start_run(
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             static_summary=f"pipe {pipe} (MTHDS protocol)",
             memo=memo,
+            search_attributes=start_totals(pipe),
         )
     except WorkflowAlreadyStartedError:
         if not idempotency_key:

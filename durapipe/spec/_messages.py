@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from durapipe.spec._base import PipeBase
 from durapipe.spec._spec import (
@@ -56,6 +63,20 @@ class LlmCall(CallBase):
 
     pipe: LlmPipe
     structures: dict[str, StructureSpec] = Field(default_factory=dict)
+
+    @model_serializer(mode="wrap")
+    def _without_defaults(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        # Every llm step's input goes through Temporal (history, bridge, converter): its pipe
+        # with every default spelled out was half of it (436 bytes for a one-line step, 219
+        # without). Read back, the defaults are filled in again: the same call.
+        data: dict[str, Any] = handler(self)
+        data["pipe"] = self.pipe.model_dump(mode=info.mode, exclude_defaults=True)
+        for name in ("summary", "limits", "structures"):
+            if not data.get(name):
+                data.pop(name, None)
+        return data
 
 
 class ToolCall(CallBase):

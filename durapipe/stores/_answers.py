@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import typing
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
@@ -42,14 +43,27 @@ def keeping_answers(store: object) -> Iterator[None]:
     A context variable carries the store to the HTTP transport, so concurrent steps of one worker
     each keep theirs in their own run's store.
     """
-    if not isinstance(store, AnswerStore):
+    if not _keeps_answers(type(store)):
         yield
         return
-    token = _store.set(store)
+    token = _store.set(typing.cast(AnswerStore, store))
     try:
         yield
     finally:
         _store.reset(token)
+
+
+_KEEPS_ANSWERS: dict[type[object], bool] = {}
+
+
+def _keeps_answers(kind: type[object]) -> bool:
+    # Once per store class: an isinstance check against a runtime-checkable protocol looks up
+    # every method each time, which was measurable per step.
+    known = _KEEPS_ANSWERS.get(kind)
+    if known is None:
+        names = ("get_answer", "put_answer")
+        known = _KEEPS_ANSWERS[kind] = all(callable(getattr(kind, n, None)) for n in names)
+    return known
 
 
 def answer_store() -> AnswerStore | None:

@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    SearchAttributeUpdate,
+    TypedSearchAttributes,
+)
 
 from durapipe.runtime._calls import StepRecord, Usage
 from durapipe.spec import is_controller_kind
@@ -68,3 +73,26 @@ def run_totals(
         OUTPUT_TOKENS.value_set(usage.output_tokens),
         STEPS.value_set(finished_steps(records)),
     ]
+
+
+def start_totals(pipe: str) -> TypedSearchAttributes:
+    """A new run's totals, set by the client that starts it (nothing spent, no step finished), so
+    the run's workflow need not upsert them at its start (one history event less per run)."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(PIPE, pipe),
+            SearchAttributePair(COST_USD, 0.0),
+            SearchAttributePair(INPUT_TOKENS, 0),
+            SearchAttributePair(OUTPUT_TOKENS, 0),
+            SearchAttributePair(STEPS, 0),
+        ]
+    )
+
+
+def has_totals(attributes: TypedSearchAttributes) -> bool:
+    """Whether a run already carries every total (set by its client at the start, or carried over
+    by continue-as-new), else its workflow sets them."""
+    return all(
+        attributes.get(key) is not None
+        for key in (PIPE, COST_USD, INPUT_TOKENS, OUTPUT_TOKENS, STEPS)
+    )

@@ -51,8 +51,9 @@ with workflow.unsafe.imports_passed_through():
         StepFailure,
         StepRecord,
     )
+    from durapipe.runtime._controllers import CONCURRENT_CHUNKS_PATCH
     from durapipe.runtime._interpret import Interpreter
-    from durapipe.workflows._search import run_totals
+    from durapipe.workflows._search import has_totals, run_totals
 
 STEPS_QUERY = "durapipe.steps"
 WAITING_QUERY = "durapipe.waiting"
@@ -69,6 +70,13 @@ AGENT_TURNS_PER_RUN = 25
 TOTALS_EVERY = timedelta(seconds=2)
 # Runs recorded before TOTALS_EVERY upserted after every step; replaying them must do the same.
 TOTALS_EVERY_PATCH = "durapipe.totals-every-2s"
+# Runs since this change take their first totals from the client that started them
+# (`start_totals`) and upsert none at the start; they upsert every TOTALS_EVERY as before.
+TOTALS_FROM_START_PATCH = "durapipe.totals-from-start"
+# The changes a run's `PipeRun.workflow_version` puts in force without asking `workflow.patched`
+# (a marker and a TemporalChangeVersion upsert per run). A change made later must still go through
+# `workflow.patched` for these versions (or come with a new version).
+IN_FORCE = {1: frozenset({TOTALS_EVERY_PATCH, CONCURRENT_CHUNKS_PATCH, TOTALS_FROM_START_PATCH})}
 
 
 class _Control:
@@ -201,6 +209,7 @@ class _TemporalRuntime:
 
     def __init__(self, control: _Control, run: PipeRun) -> None:
         self.control = control
+        self.run = run
         self.budget = Budget(run.budget_usd)
         self.interpreter: Interpreter | None = None
         # How often totals are upserted; None: after every step (runs recorded before the patch).
@@ -298,7 +307,13 @@ class _TemporalRuntime:
             return
         now = workflow.now()
         if self._published is None:  # the run's first upsert: new runs take the patched path
-            self._every = TOTALS_EVERY if self.patched(TOTALS_EVERY_PATCH) else None
+            if self.patched(TOTALS_FROM_START_PATCH):
+                self._every = TOTALS_EVERY
+                if has_totals(workflow.info().typed_search_attributes):
+                    self._published = now  # set by the client at the start, as of now
+                    return
+            else:
+                self._every = TOTALS_EVERY if self.patched(TOTALS_EVERY_PATCH) else None
         elif not self._due(now, final=final):
             return
         workflow.upsert_search_attributes(
@@ -332,6 +347,8 @@ class _TemporalRuntime:
         return turns >= AGENT_TURNS_PER_RUN or workflow.info().is_continue_as_new_suggested()
 
     def patched(self, change: str) -> bool:
+        if change in IN_FORCE.get(self.run.workflow_version, ()):
+            return True  # the run was started with this change (no marker)
         return workflow.patched(change)
 
 

@@ -3,10 +3,12 @@ checkpoint was written, is not paid for again (on SQLite and on a real Redis ser
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from bench.chaos import unread_ports
 from durapipe.activities import _llm, run_llm
 from durapipe.runtime import LlmCall
 from durapipe.spec import LlmPipe, ModelDeck, ModelEntry
@@ -66,3 +68,32 @@ async def test_only_successful_answers_are_kept_and_other_runs_ask_again(
         await run_llm(call_to(), 2, store, deck)  # the 500 was not kept: asked again
         await run_llm(call_to(run_id="r2"), 1, store, deck)  # another run's own key
     assert [c.outcome for c in fake.calls] == ["status:500", "ok", "ok"]
+
+
+class WatchingStore(SqliteCheckpoints):
+    """A SQLite store that notes, at each answer it keeps, the bytes this process has not yet read
+    from its connections to the provider (the kernel's receive queues, /proc/self/net/tcp)."""
+
+    provider_port = 0
+    unread_at_keep: list[frozenset[int]]
+
+    def put_answer_nowait(self, key: str, answer: bytes) -> None:
+        self.unread_at_keep.append(unread_ports(os.getpid(), self.provider_port))
+        super().put_answer_nowait(key, answer)
+
+
+async def test_an_answer_stays_in_the_socket_until_it_is_kept(tmp_path: Path) -> None:
+    store = WatchingStore(tmp_path / "checkpoints.sqlite")
+    store.unread_at_keep = []
+    async with FakeProvider() as fake:
+        store.provider_port = int(fake.base_url.rsplit(":", 1)[1].split("/")[0])
+        deck = deck_for(fake.base_url)
+        await run_llm(call_to(), 1, store, deck)
+        await run_llm(call_to(run_id="r2"), 1, store, deck)  # the same pooled connection
+        after = unread_ports(os.getpid(), store.provider_port)
+    # While the answer is written to the store its bytes are still unread in the socket (a worker
+    # killed before the write leaves them there, visibly in flight); once kept, they are consumed.
+    assert len(store.unread_at_keep) == 2
+    assert all(ports for ports in store.unread_at_keep)
+    assert not after
+    assert [c.outcome for c in fake.calls] == ["ok", "ok"]
