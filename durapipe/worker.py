@@ -31,6 +31,7 @@ from durapipe._errors import ConfigError
 from durapipe._settings import settings
 from durapipe.activities import Activities
 from durapipe.adapters import DEFAULT_TASK_QUEUE, tool_functions
+from durapipe.adapters._answers import warm as warm_answer_client
 from durapipe.adapters._litellm import litellm_module, warm_provider_clients
 from durapipe.security._codec import EncryptionCodec, encryption_from_env
 from durapipe.spec import Pipeline
@@ -231,6 +232,9 @@ async def warm_up() -> None:
     """Do litellm's first-call setup for OpenAI-compatible providers now, offline.
 
     A worker calls this before it polls, so its first provider request leaves as promptly as the
-    later ones (provider limits count requests as they leave; see `durapipe.LimitRule`).
+    later ones (provider limits count requests as they leave; see `durapipe.LimitRule`). That
+    includes building the HTTP client that keeps answers (tens of milliseconds: an SSL context and
+    a connection pool), which would otherwise happen inside the first step's provider limit.
     """
+    await warm_answer_client()
     await warm_provider_clients()

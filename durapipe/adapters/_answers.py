@@ -27,6 +27,7 @@ import base64
 import contextlib
 import functools
 import json
+import socket
 import typing
 
 import httpcore
@@ -63,6 +64,26 @@ def install() -> None:
         for pattern, transport in client._mounts.items()
     }
     litellm.aclient_session = client  # type: ignore[attr-defined]
+
+
+async def warm() -> None:
+    """Build the answer-keeping client and send one request over a held connection, offline.
+
+    The first request over httpcore's pool imports and builds its machinery (tens of milliseconds;
+    more on a busy host). A worker does it before it polls, not inside its first step's provider
+    limit, where it would delay that request past the moment the limit let it go. The request goes
+    to a port on this host that nobody listens on: refused before anything is sent.
+    """
+    install()
+    session = getattr(litellm_module(), "aclient_session", None)
+    transport = getattr(session, "_transport", None)
+    if not isinstance(transport, KeepAnswers) or transport.held is None:
+        return
+    with socket.socket() as closed:  # bound, never listening
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/v1/chat/completions"
+        with contextlib.suppress(httpx.HTTPError, httpcore.ConnectError, OSError):
+            await transport.held.handle_async_request(httpx.Request("POST", url, content=b"{}"))
 
 
 def _held_transport() -> httpx.AsyncHTTPTransport:
