@@ -4,8 +4,8 @@ A call takes a lease in each of its limits before it reaches the provider and gi
 ends. A limit holds when, at the moment a lease is taken:
 
 - ``concurrency``: fewer than N leases are in flight;
-- ``rate``: fewer than N leases started within the window (plus a small guard, so network jitter
-  between the worker and the provider cannot squeeze N + 1 arrivals into one window);
+- ``rate``: fewer than N leases started within the window (plus a guard, so network and scheduling
+  jitter between the worker and the provider cannot squeeze N + 1 arrivals into one window);
 - ``tokens``: the tokens of the leases started within the window (the provider-reported usage of
   finished calls, an estimate of the prompt for calls in flight) leave room for this call's estimate.
 
@@ -38,7 +38,10 @@ from durapipe.spec import LimitRule
 from durapipe.spec._spec import parse_per
 from durapipe.stores._paths import default_path, is_off, is_redis
 
-GUARD = 0.1  # of a rate window (at most a second) added to it: absorbs network jitter
+# Of a rate window (at most a second) added to it: absorbs the time between a worker taking room and
+# its request reaching the provider (network, and a loaded host's scheduling: single requests took
+# up to ~0.15 s on two busy cores, which a 10% guard let bunch 4 arrivals into a second at 3/s).
+GUARD = 0.2
 POLL_S = 0.05  # how often a call waiting for a concurrency slot looks again
 HOLD_MARGIN_S = 5.0  # a lease outlives its call's timeout by this much before it expires
 
