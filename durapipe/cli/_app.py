@@ -558,7 +558,7 @@ def dev(
 def demo(
     keep: Annotated[
         bool,
-        typer.Option("--keep", envvar="KEEP", help="Leave the server and UI running afterwards."),
+        typer.Option("--keep", help="Leave the server and UI running afterwards."),
     ] = False,
     file: Annotated[Path, typer.Option("--file", help="Pipeline file of the demo.")] = Path(
         "examples/brief.yaml"
