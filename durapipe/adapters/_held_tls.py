@@ -7,9 +7,10 @@ buffers (`ssl.MemoryBIO`): a read *peeks* at the raw socket (``MSG_PEEK``), cuts
 that have fully arrived, feeds a copy of them to the SSL object and hands the decrypted bytes to h11.
 The ciphertext stays in the kernel until the answer is kept (`HeldTlsStream.release`), or until the
 next read (by then the plaintext of those records has been parsed), exactly as plain-HTTP held reads
-do (`durapipe.adapters._held_reads`). A record that has only partly arrived stays in the socket
-while the read waits for the rest (``SO_RCVLOWAT``: the kernel wakes the reader only once the whole
-record is there). Records that decrypt to nothing (TLS 1.3 session tickets) are consumed at once.
+do (`durapipe.adapters._held_reads`). The start of a record whose end has not arrived is taken out
+of the socket (it cannot be decrypted, and left there it could fill the receive buffer and stall
+the rest); the bytes that complete it stay in the socket, so an answer is never whole in memory
+before it is kept. Records that decrypt to nothing (TLS 1.3 session tickets) are consumed at once.
 
 The handshake reads the socket normally (no answer can arrive before the request is sent). The SSL
 context is the one litellm's own transport uses (its CA bundle: ``SSL_VERIFY``, ``SSL_CERT_FILE``,
@@ -31,8 +32,6 @@ _PEEK_LIMIT = 64 * 1024  # how much of the socket one read looks at (records are
 # The ciphertext one read feeds the SSL object and holds in the socket: about one record. Holding
 # more fills the receive buffer, and a full buffer closes the TCP window on the rest of the answer.
 _FEED_LIMIT = 17 * 1024
-# Linux TCP states (include/net/tcp_states.h) once the peer's FIN has arrived, or no connection.
-_CLOSING_STATES = frozenset({7, 8, 9, 11})  # CLOSE, CLOSE_WAIT, LAST_ACK, CLOSING
 _BLOCKING = (BlockingIOError, InterruptedError)
 
 
@@ -51,6 +50,7 @@ class HeldTlsStream(httpcore.AsyncNetworkStream):
         self._incoming = incoming
         self._outgoing = outgoing
         self._fed = 0  # bytes still in the socket whose copy the SSL object has decrypted
+        self._partial = b""  # the start of a record taken from the socket, waiting for its end
 
     @classmethod
     async def handshake(
@@ -123,7 +123,6 @@ class HeldTlsStream(httpcore.AsyncNetworkStream):
             raise httpcore.ReadTimeout("timed out waiting for the provider's answer") from error
 
     async def _read(self, max_bytes: int) -> bytes:
-        waited_for = 0  # the record length the last wait was for
         while True:
             if self._incoming.pending or self._tls.pending():
                 try:
@@ -142,30 +141,28 @@ class HeldTlsStream(httpcore.AsyncNetworkStream):
             try:
                 peeked = self._sock.recv(_PEEK_LIMIT, socket.MSG_PEEK)
             except _BLOCKING:
-                waited_for = 0
-                await self._readable(1)
+                await self._readable()
                 continue
             except OSError as error:
                 raise httpcore.ReadError(str(error)) from error
             if not peeked:
+                if self._partial:
+                    raise httpcore.ReadError("the provider closed the connection mid-record")
                 return b""  # the provider closed the connection
-            whole, need = _whole_records(peeked)
+            view = self._partial + peeked
+            whole = _whole_records(view)
             if not whole:
-                if waited_for == need:  # woken before the rest of the record came
-                    if _peer_closed(self._sock):
-                        raise httpcore.ReadError("the provider closed the connection mid-record")
-                    await asyncio.sleep(
-                        0.001
-                    )  # the kernel also wakes readers under memory pressure
-                waited_for = need
-                await self._readable(need)
+                # The start of a record whose end has not come: take it out of the socket. It
+                # cannot be decrypted (so holds no answer yet), and a socket left holding it could
+                # fill its receive buffer and close the TCP window on the rest of the record.
+                self._partial += self._sock.recv(len(peeked))
                 continue
-            waited_for = 0
-            self._incoming.write(peeked[:whole])
-            self._fed = whole
+            self._incoming.write(view[:whole])
+            self._fed = whole - len(self._partial)  # the rest of the fed bytes are still in it
+            self._partial = b""
 
-    async def _readable(self, at_least: int) -> None:
-        """Wait until the socket holds ``at_least`` bytes (or is closed)."""
+    async def _readable(self) -> None:
+        """Wait until the socket has bytes (or is closed)."""
         loop = asyncio.get_running_loop()
         ready = loop.create_future()
         descriptor = self._sock.fileno()
@@ -174,15 +171,11 @@ class HeldTlsStream(httpcore.AsyncNetworkStream):
             if not ready.done():
                 ready.set_result(None)
 
-        if at_least > 1:  # the kernel wakes us only once the rest of the record is in
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, at_least)
         loop.add_reader(descriptor, wake)
         try:
             await ready
         finally:
             loop.remove_reader(descriptor)
-            if at_least > 1:
-                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         """Encrypt and send ``buffer`` in full."""
@@ -241,29 +234,13 @@ class HeldTlsStream(httpcore.AsyncNetworkStream):
         return None
 
 
-def _whole_records(data: bytes) -> tuple[int, int]:
-    """``(whole, need)``: the length of the prefix of ``data`` made of whole TLS records, at most
-    `_FEED_LIMIT` bytes unless one record is longer, and the bytes the first record needs in all
-    (what the socket must hold before it can be decrypted)."""
+def _whole_records(data: bytes) -> int:
+    """The length of the prefix of ``data`` made of whole TLS records, at most `_FEED_LIMIT` bytes
+    unless its first record is longer."""
     at = 0
     while len(data) - at >= _HEADER:
         size = _HEADER + int.from_bytes(data[at + 3 : at + 5], "big")
-        if len(data) - at < size:
-            return at, size
-        if at and at + size > _FEED_LIMIT:
-            return at, size
+        if len(data) - at < size or (at and at + size > _FEED_LIMIT):
+            break
         at += size
-    return at, _HEADER
-
-
-def _peer_closed(sock: socket.socket) -> bool:
-    """Whether the provider has closed its side of the connection (it sent FIN), on Linux; False
-    where the kernel does not say (the read then waits for the rest, or for its timeout)."""
-    option = getattr(socket, "TCP_INFO", None)
-    if option is None:
-        return False
-    try:
-        state = sock.getsockopt(socket.IPPROTO_TCP, option, 1)[0]  # tcp_info.tcpi_state
-    except OSError:
-        return True
-    return state in _CLOSING_STATES
+    return at
