@@ -95,9 +95,14 @@ async def test_an_answer_of_many_tls_records_arrives_whole(
     assert result.output == content
 
 
+@pytest.mark.parametrize("transport", ["held TLS", "litellm's transport"])
 async def test_a_provider_whose_certificate_is_not_trusted_is_refused_naming_its_endpoint(
-    tmp_path: Path,
+    tmp_path: Path, transport: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    _answers.install()
+    session = litellm_module().aclient_session
+    if transport == "litellm's transport":  # what a proxied or HTTP/2 provider goes through
+        monkeypatch.setattr(session._transport, "schemes", ("http",))
     untrusted = self_signed_certificate(tmp_path / "untrusted")
     store = SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
     async with FakeProvider(tls=untrusted) as fake:
