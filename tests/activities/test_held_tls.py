@@ -5,9 +5,13 @@ held TLS does not cover takes litellm's path."""
 from __future__ import annotations
 
 import os
+import socket
 import ssl
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -16,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 from bench.chaos import unread_ports
 from durapipe.activities import run_llm
 from durapipe.adapters import _answers
+from durapipe.adapters._held_reads import HeldReads, release
 from durapipe.adapters._litellm import litellm_module
 from durapipe.runtime import LlmCall
 from durapipe.spec import LlmPipe, ModelDeck, ModelEntry
@@ -167,3 +172,76 @@ def test_a_request_through_a_proxy_takes_litellm_s_transport(
     fresh = _answers.KeepAnswers(httpx.AsyncHTTPTransport(), held=httpx.AsyncHTTPTransport(),
                                  schemes=("http", "https"))  # fmt: skip
     assert fresh.holds(httpx.URL("https://api.example/v1/chat/completions"))
+
+
+def serve_split_record(
+    listener: socket.socket, certificate: Certificate, plaintext: bytes, done: threading.Event
+) -> None:
+    """A TLS server (SSLObject over its own socket) that sends one record of ``plaintext`` in two
+    TCP writes: its first 7 bytes, then, once the client has taken those, the rest."""
+    conn, _ = listener.accept()
+    with conn:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = certificate.server_context().wrap_bio(incoming, outgoing, server_side=True)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                conn.sendall(outgoing.read())
+                incoming.write(conn.recv(65536))
+        conn.sendall(outgoing.read())  # the end of the handshake and TLS 1.3 session tickets
+        tls.write(plaintext)
+        record = outgoing.read()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # 7 bytes go at once
+        conn.sendall(record[:7])
+        deadline = time.monotonic() + 5
+        while _queued(conn, peer=True) and time.monotonic() < deadline:
+            done.wait(0.005)  # until the client has taken the start of the record
+        conn.sendall(record[7:])
+        done.wait(10)
+
+
+def _queued(conn: socket.socket, *, peer: bool) -> int:
+    """Bytes waiting unread in the peer's receive queue (via /proc), or in ``conn``'s own."""
+    local, remote = conn.getsockname()[1], conn.getpeername()[1]
+    port = remote if peer else local
+    for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and int(fields[2].split(":")[1], 16) == (
+            local if peer else remote
+        ):
+            return int(fields[4].split(":")[1], 16)
+    return 0
+
+
+async def test_the_bytes_that_complete_a_record_stay_in_the_socket_until_released(
+    tmp_path: Path,
+) -> None:
+    certificate = self_signed_certificate(tmp_path)
+    context = ssl.create_default_context(cafile=certificate.cert_file)
+    plaintext = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+    done = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        server = threading.Thread(
+            target=serve_split_record, args=(listener, certificate, plaintext, done)
+        )
+        server.start()
+        try:
+            raw = await HeldReads().connect_tcp("127.0.0.1", port, timeout=5)
+            stream = await raw.start_tls(context, server_hostname="127.0.0.1", timeout=5)
+            sock = stream.get_extra_info("socket")
+            received = await stream.read(65536, timeout=10)
+            # Decrypted and handed over, but the bytes that completed the record are still in the
+            # socket: a process killed now leaves this answer visibly unread.
+            held = len(sock.recv(65536, socket.MSG_PEEK))
+            release(cast(dict[str, object], {"network_stream": stream}))
+            left = _queued(sock, peer=False)
+        finally:
+            done.set()
+            server.join(10)
+        await stream.aclose()
+    assert received == plaintext
+    assert held > 0 and held == len(plaintext) + 22 - 7  # TLS 1.3 AES-GCM: 5 + n + 1 + 16 bytes
+    assert left == 0
