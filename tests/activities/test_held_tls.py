@@ -4,6 +4,7 @@ held TLS does not cover takes litellm's path."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import ssl
@@ -26,6 +27,8 @@ from durapipe.runtime import LlmCall
 from durapipe.spec import LlmPipe, ModelDeck, ModelEntry
 from durapipe.stores import SqliteCheckpoints
 from durapipe.testing import Certificate, FakeProvider, Reply, self_signed_certificate
+from tests.chain import write_chain
+from tests.support import run_cli
 
 
 def litellm_context() -> ssl.SSLContext:
@@ -245,3 +248,26 @@ async def test_the_bytes_that_complete_a_record_stay_in_the_socket_until_release
     assert received == plaintext
     assert held > 0 and held == len(plaintext) + 22 - 7  # TLS 1.3 AES-GCM: 5 + n + 1 + 16 bytes
     assert left == 0
+
+
+async def test_a_run_against_an_untrusted_provider_fails_in_one_sentence(tmp_path: Path) -> None:
+    untrusted = self_signed_certificate(tmp_path / "tls")
+    async with FakeProvider(tls=untrusted) as fake:
+        endpoint = fake.url
+        pipeline = write_chain(tmp_path / "chain.yaml", fake.base_url, 1)
+        env = {"DURAPIPE_CHECKPOINTS": str(tmp_path / "cp.sqlite")}
+        args = ("run", "chain", "--file", str(pipeline), "--local", "--input", "topic=t")
+        refused = await asyncio.to_thread(run_cli, *args, env=env)
+        env["SSL_CERT_FILE"] = str(untrusted.cert_file)  # the worker trusts it: the run succeeds
+        trusted = await asyncio.to_thread(run_cli, *args, env=env)
+        calls = len(fake.calls)
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "error: step 's1' (llm on model openai/gpt-s1) failed: durapipe.UntrustedCertificate: "
+        f"openai/gpt-s1: the provider at {endpoint} presented a TLS certificate this worker does "
+        "not trust (self-signed certificate); give the worker the CA that signed it "
+        "(SSL_CERT_FILE=/path/to/ca.pem)"
+    )
+    assert "Traceback" not in refused.stderr
+    assert trusted.returncode == 0, trusted.stderr
+    assert calls == 1  # the refused run sent nothing
