@@ -85,6 +85,11 @@ lock:
 chaos: $(STAMP)
 	$(BIN)/python bench/chaos.py --provider both
 
+# The same over https: the provider serves TLS with a self-signed certificate the workers trust.
+.PHONY: chaos-tls
+chaos-tls: $(STAMP)
+	$(BIN)/python bench/chaos.py --tls
+
 format: $(STAMP)
 	$(BIN)/ruff format durapipe tests examples bench
 	$(BIN)/ruff check --fix durapipe tests examples bench

@@ -24,6 +24,10 @@ without provider-side idempotency, so a duplicate paid call is acceptable only f
 and were paid for again) and must be 0. Checkpoints are what keeps it there.
 ``DURAPIPE_CHECKPOINTS=off`` runs the scenario without them.
 
+``--tls`` serves the provider over ``https://`` with a self-signed certificate the workers trust
+as a user trusts a private CA (``SSL_CERT_FILE``); the socket then holds ciphertext, and an answer
+is unread while any of its TLS records is.
+
 ``--provider deduplicating`` runs the same scenario against a provider (or gateway) that
 deduplicates by the ``X-Durapipe-Idempotency-Key`` durapipe sends: it answers a repeated key with
 the first answer instead of billing it (``provider_replays``), so even the in-flight duplicates are
@@ -81,6 +85,7 @@ class Figures:
     aimed_kills_in_window: int
     wall_s: float
     provider_idempotency: bool = False
+    tls: bool = False
 
     @property
     def paid_calls_per_succeeded_step(self) -> float:
@@ -107,6 +112,7 @@ class Figures:
             ("aimed_kills", self.aimed_kills),
             ("aimed_kills_in_window", self.aimed_kills_in_window),
             ("wall_s", f"{self.wall_s:.1f}"),
+            ("provider_tls", "https" if self.tls else "off"),
         ]
         return [f"{prefix}{name} = {value}" for name, value in values]
 
@@ -332,12 +338,13 @@ async def until(condition: Callable[[], bool], *, what: str, timeout: float = 12
 
 
 def start_provider(
-    ledger: Path, failure_rate: float, seed: int, *, idempotent: bool
+    ledger: Path, failure_rate: float, seed: int, *, idempotent: bool, tls: Path | None = None
 ) -> tuple[subprocess.Popen[str], str]:
     provider = subprocess.Popen(
         [sys.executable, "-m", "durapipe.testing.fake_provider", "--port", "0",
          "--ledger", str(ledger), "--failure-rate", str(failure_rate), "--seed", str(seed),
-         *(["--honour-idempotency"] if idempotent else [])],
+         *(["--honour-idempotency"] if idempotent else []),
+         *(["--tls", str(tls)] if tls is not None else [])],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert provider.stdout is not None
@@ -351,11 +358,15 @@ def start_provider(
 async def chaos(
     runs: int, *, max_kills: int | None, failure_rate: float = 0.2, seed: int = 1,
     kill_every: tuple[float, float] = (1.0, 3.0), workdir: Path, provider_idempotency: bool = False,
+    tls: bool = False,
 ) -> Figures:  # fmt: skip
     """Run the scenario and return its figures (see the module docstring)."""
     rng = random.Random(seed)
     ledger = workdir / "ledger.jsonl"
-    provider, base_url = start_provider(ledger, failure_rate, seed, idempotent=provider_idempotency)
+    certificates = workdir / "tls" if tls else None
+    provider, base_url = start_provider(
+        ledger, failure_rate, seed, idempotent=provider_idempotency, tls=certificates
+    )
     provider_port = int(base_url.rsplit(":", 1)[1].split("/")[0])
     server = dp.ops.DevServer(headless=True, log_file=str(workdir / "temporal.log"))
     await asyncio.to_thread(server.start)
@@ -366,6 +377,8 @@ async def chaos(
     # DURAPIPE_CHECKPOINTS=off runs the scenario without checkpoints (to see what they are worth).
     store = "off" if os.environ.get("DURAPIPE_CHECKPOINTS") == "off" else workdir / "cp.sqlite"
     env = {**os.environ, "DURAPIPE_CHECKPOINTS": str(store)}
+    if certificates is not None:  # the workers trust the provider as a user trusts a private CA
+        env["SSL_CERT_FILE"] = str(certificates / "cert.pem")
     # A bounded worker keeps its event loop responsive: a starved loop misses heartbeats (a second
     # attempt starts while the first still runs) and leaves answers unread when it is killed.
     args = [str(pipeline_file), "--address", server.address, "--task-queue", "chaos"]
@@ -447,7 +460,7 @@ async def chaos(
     return Figures(
         runs, len(completed), verified, succeeded, paid, duplicates, unanswered + unread,
         unanswered, unread, unexplained, replays, len(kills), len(targets), hits, wall_s,
-        provider_idempotency,
+        provider_idempotency, tls,
     )  # fmt: skip
 
 
@@ -461,6 +474,10 @@ def main() -> None:
         help="billing: bills every request (default); deduplicating: answers a repeated "
         "idempotency key with its first answer; both: one run of each, the second prefixed dedup.",
     )  # fmt: skip
+    parser.add_argument(
+        "--tls", action="store_true",
+        help="serve the provider over https (a self-signed certificate the workers trust)",
+    )  # fmt: skip
     options = parser.parse_args()
     modes = {"billing": [False], "deduplicating": [True], "both": [False, True]}[options.provider]
     for provider_idempotency in modes:
@@ -472,6 +489,7 @@ def main() -> None:
                     seed=options.seed,
                     workdir=Path(tmp),
                     provider_idempotency=provider_idempotency,
+                    tls=options.tls,
                 )
             )
         prefix = "dedup." if provider_idempotency and options.provider == "both" else ""

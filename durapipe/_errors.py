@@ -71,6 +71,7 @@ class ErrorType(StrEnum):
     TOOL_NOT_FOUND = "durapipe.ToolNotFound"
     UNKNOWN = "durapipe.Unknown"
     UNKNOWN_KIND = "durapipe.UnknownKind"
+    UNTRUSTED_CERTIFICATE = "durapipe.UntrustedCertificate"
     UNSUPPORTED_DOCUMENT = "durapipe.UnsupportedDocument"
 
 

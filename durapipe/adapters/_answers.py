@@ -8,12 +8,16 @@ that carries durapipe's idempotency key has its answer (status, headers and body
 written to the checkpoint store as soon as the body is read, before anything parses it, and a
 retry sending the same request gets that answer back without a provider call.
 
-Keyed requests to a plain-HTTP provider (``http://``: a local gateway or proxy, the fake provider)
-go over durapipe's own connections (`durapipe.adapters._held_reads`), whose reads leave the bytes
-in the socket until the answer is kept: an answer is always either unread in the socket or kept,
-never only in the worker's memory. ``https://`` requests go through litellm's transport, where the
-answer is kept in the same turn of the event loop as durapipe's code receives the last bytes (a
-window of the time between the read and the keep remains, see the README).
+Keyed requests go over durapipe's own connections (`durapipe.adapters._held_reads`), whose reads
+leave the bytes in the socket until the answer is kept: an answer is always either unread in the
+socket or kept, never only in the worker's memory. For ``https://`` that means TLS in user space
+(`durapipe.adapters._held_tls`), with litellm's SSL context (its CA bundle and ciphers). What it
+does not cover goes through litellm's own transport, as before: requests to a provider behind a
+proxy from the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, minus ``NO_PROXY``),
+and ``https://`` when litellm's SSL verification is off (``SSL_VERIFY=False``) or HTTP/2 is on
+(``LITELLM_HTTP2``). There the answer is
+kept in the same turn of the event loop as durapipe's code receives the last bytes (a window of the
+time between the read and the keep remains, see the README).
 
 An answer is kept under the idempotency key and a hash of the request body (a re-ask within one
 step sends other messages under the same key). Only successful, non-streamed answers are kept.
@@ -28,7 +32,9 @@ import contextlib
 import functools
 import json
 import socket
+import ssl
 import typing
+import urllib.request
 
 import httpcore
 import httpx
@@ -58,7 +64,9 @@ def install() -> None:
     if client is None:
         client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0))
     # httpx keeps the transport and the proxy mounts in these two attributes (stable since 0.18).
-    client._transport = KeepAnswers(client._transport, held=_held_transport())
+    tls = _tls_context()
+    schemes = ("http", "https") if tls is not None else ("http",)
+    client._transport = KeepAnswers(client._transport, held=_held_transport(tls), schemes=schemes)
     client._mounts = {
         pattern: KeepAnswers(transport) if transport is not None else None
         for pattern, transport in client._mounts.items()
@@ -86,11 +94,29 @@ async def warm() -> None:
             await transport.held.handle_async_request(httpx.Request("POST", url, content=b"{}"))
 
 
-def _held_transport() -> httpx.AsyncHTTPTransport:
-    """httpx's transport over `HeldReads` connections (plain HTTP; see the module docs)."""
+def _tls_context() -> ssl.SSLContext | None:
+    """The SSL context litellm's own transport verifies providers with, or None when held TLS must
+    not be used: verification is off (``SSL_VERIFY=False``: not weakened here, left to litellm's
+    path), HTTP/2 is on (held connections speak HTTP/1.1), or this litellm has no such setting."""
+    try:
+        from litellm.llms.custom_httpx.http_handler import get_ssl_configuration, http2_enabled
+    except ImportError:
+        return None
+    if http2_enabled():
+        return None
+    context = get_ssl_configuration()
+    if not isinstance(context, ssl.SSLContext) or context.verify_mode != ssl.CERT_REQUIRED:
+        return None
+    return context
+
+
+def _held_transport(tls: ssl.SSLContext | None = None) -> httpx.AsyncHTTPTransport:
+    """httpx's transport over `HeldReads` connections, ``https://`` ones verified with ``tls``
+    (httpcore adds ALPN ``http/1.1``, SNI and the hostname check; see the module docs)."""
     transport = httpx.AsyncHTTPTransport()
     # httpx builds its httpcore pool in `_pool` (stable since 0.18) and takes no network backend.
     transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=tls,
         max_connections=None,  # as many as the worker's concurrent steps (aiohttp's default too)
         max_keepalive_connections=100,
         keepalive_expiry=5.0,
@@ -104,15 +130,22 @@ class KeepAnswers(httpx.AsyncBaseTransport):
 
     Args:
         inner: The transport of every request it does not send over ``held``.
-        held: The transport of keyed plain-HTTP requests (see `durapipe.adapters._held_reads`);
-            ``None`` for a proxy's mount, whose requests go to the proxy through ``inner``.
+        held: The transport of keyed requests whose URL scheme is in ``schemes`` (see
+            `durapipe.adapters._held_reads`); ``None`` for a proxy's mount, whose requests go to
+            the proxy through ``inner``.
+        schemes: The URL schemes ``held`` carries.
     """
 
     def __init__(
-        self, inner: httpx.AsyncBaseTransport, held: httpx.AsyncBaseTransport | None = None
+        self,
+        inner: httpx.AsyncBaseTransport,
+        held: httpx.AsyncBaseTransport | None = None,
+        schemes: tuple[str, ...] = ("http",),
     ) -> None:
         self.inner = inner
         self.held = held
+        self.schemes = schemes
+        self._proxied: dict[tuple[str, str], bool] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``, or answer it from the store; keep a new answer before returning it."""
@@ -124,8 +157,7 @@ class KeepAnswers(httpx.AsyncBaseTransport):
         kept = await _call(store, "get_answer", key)
         if kept is not None:
             return _decode(kept, request)
-        direct = self.held is not None and request.url.scheme == "http"
-        transport = self.held if direct and self.held is not None else self.inner
+        transport = self.held if self.held is not None and self.holds(request.url) else self.inner
         response = await transport.handle_async_request(request)
         if response.status_code != 200 or "event-stream" in response.headers.get(
             "content-type", ""
@@ -151,11 +183,30 @@ class KeepAnswers(httpx.AsyncBaseTransport):
             request=request,
         )
 
+    def holds(self, url: httpx.URL) -> bool:
+        """Whether a keyed request to ``url`` goes over a held connection: its scheme is held and
+        no proxy from the environment applies to it (the proxy's requests take litellm's path)."""
+        if url.scheme not in self.schemes:
+            return False
+        proxied = self._proxied.get((url.scheme, url.host))
+        if proxied is None:
+            proxied = self._proxied[url.scheme, url.host] = _env_proxy(url) is not None
+        return not proxied
+
     async def aclose(self) -> None:
         """Close the wrapped transports."""
         await self.inner.aclose()
         if self.held is not None:
             await self.held.aclose()
+
+
+def _env_proxy(url: httpx.URL) -> str | None:
+    """The proxy the environment sets for ``url`` (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``...),
+    read as litellm's aiohttp transport reads it (with httpx's, proxies are its mounts instead)."""
+    if urllib.request.proxy_bypass(url.host):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get(url.scheme) or proxies.get("all") or None
 
 
 async def _call(store: AnswerStore, method: str, *args: object) -> bytes | None:

@@ -1,4 +1,4 @@
-"""Plain-HTTP reads that leave a provider's answer in the socket until durapipe has kept it.
+"""Reads that leave a provider's answer in the socket until durapipe has kept it (HTTP and HTTPS).
 
 An answer read off a socket lives only in the process's memory until it is written to the
 checkpoint store. In an ordinary client the bytes leave the kernel in an event-loop callback and
@@ -6,16 +6,15 @@ reach the code that keeps them a turn (or, on a busy worker, milliseconds) later
 in between has read an answer it never kept, and the retry pays for it again.
 
 `HeldReads` is an httpcore network backend for ``http://`` providers (a local gateway, a proxy, the
-fake provider) that closes that window: a read *peeks* at the socket (``MSG_PEEK``), so the bytes
+fake provider) and, with TLS in user space, ``https://`` ones, that closes that window: a read *peeks* at the socket (``MSG_PEEK``), so the bytes
 stay in the kernel while h11 parses them, and they are consumed only once the caller says the
 answer is kept (`HeldStream.release`), or by the next read on the connection (by then the earlier
 bytes have been parsed and a body that spans several reads is still partly in the socket). At every
 instant an answer is in the socket, or kept, or both. A process killed before the answer was kept
 leaves its bytes unread in the socket, where a harness (and the kernel) can see them.
 
-TLS connections are not held (the bytes in the socket are ciphertext the TLS layer must consume
-to decrypt): `durapipe.adapters._answers` sends ``https://`` requests through litellm's own
-transport, where the window is the time from the read to the keep.
+``https://`` connections are held the same way: `HeldStream.start_tls` runs TLS in user space
+(`durapipe.adapters._held_tls`), peeking at the ciphertext and consuming it once the answer is kept.
 """
 
 from __future__ import annotations
@@ -28,6 +27,8 @@ import typing
 from collections.abc import Iterable
 
 import httpcore
+
+from durapipe.adapters._held_tls import HeldTlsStream
 
 _ConnectExceptions = (OSError, ConnectionError)
 
@@ -105,8 +106,12 @@ class HeldStream(httpcore.AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        """Not supported: only plain-HTTP requests are routed here (see the module docs)."""
-        raise httpcore.ConnectError("held reads carry plain HTTP only")
+        """TLS in user space over this connection, its reads held too (`HeldTlsStream`)."""
+        port = self._sock.getpeername()[1]
+        endpoint = f"https://{server_hostname}:{port}"
+        return await HeldTlsStream.handshake(
+            self._sock, ssl_context, server_hostname, endpoint, timeout
+        )
 
     def get_extra_info(self, info: str) -> typing.Any:
         """What httpcore asks of a stream: ``is_readable`` (a pooled connection the server
@@ -130,7 +135,7 @@ class HeldStream(httpcore.AsyncNetworkStream):
 
 
 class HeldReads(httpcore.AsyncNetworkBackend):
-    """An httpcore network backend whose connections are `HeldStream` (plain TCP only)."""
+    """An httpcore network backend whose connections are `HeldStream` (TCP; TLS over it)."""
 
     async def connect_tcp(
         self,
@@ -186,6 +191,6 @@ class HeldReads(httpcore.AsyncNetworkBackend):
 def release(response_extensions: typing.Mapping[str, object]) -> None:
     """Consume what a response's held connection still holds (its answer is kept)."""
     stream = response_extensions.get("network_stream")
-    if isinstance(stream, HeldStream):
+    if isinstance(stream, HeldStream | HeldTlsStream):
         with contextlib.suppress(OSError):
             stream.release()

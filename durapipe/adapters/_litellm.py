@@ -11,6 +11,7 @@ import email.utils
 import functools
 import os
 import socket
+import ssl
 import time
 from datetime import timedelta
 from types import ModuleType
@@ -135,8 +136,9 @@ def classify(err: BaseException, *, model: str) -> ApplicationError:
     """
     error_type, retryable = error_type_of(err)
     delay = retry_after(err) if retryable else None
+    untrusted = untrusted_certificate(err)
     return ApplicationError(
-        f"{model}: {_short(err)}",
+        f"{model}: {untrusted or _short(err)}",
         type=error_type,
         non_retryable=not retryable,
         next_retry_delay=timedelta(seconds=delay) if delay is not None else None,
@@ -154,6 +156,9 @@ def error_type_of(err: BaseException) -> tuple[str, bool]:
     # A key missing on this worker is raised before any request: no retry brings it.
     if any(marker in text for marker in _NO_CREDENTIALS):
         return ErrorType.AUTHENTICATION_ERROR, False
+    # A certificate this worker does not trust is its configuration (or an attack): no retry helps.
+    if untrusted_certificate(err) is not None:
+        return ErrorType.UNTRUSTED_CERTIFICATE, False
     code = provider_error_code(err)
     if code in _BY_CODE:
         return _BY_CODE[code]
@@ -175,6 +180,34 @@ def error_type_of(err: BaseException) -> tuple[str, bool]:
         if name in _BY_CLASS:
             return _BY_CLASS[name]
     return ErrorType.PROVIDER_ERROR, True
+
+
+def untrusted_certificate(err: BaseException) -> str | None:
+    """The sentence for a provider whose TLS certificate failed verification, naming its endpoint;
+    None for any other error.
+
+    The verification error is at the bottom of the chain (litellm's error, the openai SDK's
+    "Connection error.", httpx's, then `ssl`'s); the openai SDK's error carries the request.
+    """
+    verify: ssl.SSLCertVerificationError | None = None
+    endpoint = "this provider"
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            verify = cause
+        with contextlib.suppress(Exception):  # httpx errors raise when they carry no request
+            url = cause.request.url  # type: ignore[attr-defined]
+            endpoint = f"{url.scheme}://{url.netloc.decode('ascii')}"
+        cause = cause.__cause__ or cause.__context__
+    if verify is None:
+        return None
+    reason = verify.verify_message or str(verify)
+    return (
+        f"the provider at {endpoint} presented a TLS certificate this worker does not trust "
+        f"({reason}); give the worker the CA that signed it (SSL_CERT_FILE=/path/to/ca.pem)"
+    )
 
 
 def _status_type(status: int) -> tuple[str, bool]:

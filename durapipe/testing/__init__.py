@@ -4,7 +4,7 @@
   for structured outputs) with real token counts and zero cost; the default model.
 - `FakeProvider`: an OpenAI-compatible HTTP server on 127.0.0.1 that litellm talks to for real,
   scriptable to fail (429 with Retry-After, 5xx, 401, context window, hangs, dropped connections,
-  malformed JSON), with a ledger of every call.
+  malformed JSON), with a ledger of every call; over ``https://`` with `self_signed_certificate`.
 - `text_pdf`, `text_image`, `scanned_pdf`: small documents made in memory, to test extract pipes.
 - `run_histories`: every workflow of a run and the length of its history.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from durapipe.testing._certificates import Certificate, self_signed_certificate
 from durapipe.testing._documents import scanned_pdf, text_image, text_pdf
 from durapipe.testing._fake_provider import (
     PAID_OUTCOMES,
@@ -38,6 +39,7 @@ __all__ = [
     "PAID_OUTCOMES",
     "Action",
     "Call",
+    "Certificate",
     "Drop",
     "FakeProvider",
     "Hang",
@@ -53,6 +55,7 @@ __all__ = [
     "run_histories",
     "sample_from_schema",
     "scanned_pdf",
+    "self_signed_certificate",
     "text_image",
     "text_pdf",
 ]

@@ -79,9 +79,11 @@ Three ways to run it:
           python -m durapipe.testing.fake_provider --port 0 \\
               [--script FILE.json] [--ledger FILE.jsonl] \\
               [--failure-rate 0.2 --seed 1] [--honour-idempotency]
-              [--max-concurrency-report]
+              [--tls DIR] [--max-concurrency-report]
 
-      It prints ``listening on http://127.0.0.1:PORT/v1`` and serves until
+      It prints ``listening on http://127.0.0.1:PORT/v1`` (``https://`` with
+      ``--tls DIR``: a self-signed certificate made in DIR, clients trust
+      ``DIR/cert.pem``) and serves until
       SIGTERM/SIGINT. The ledger is appended to the JSONL file (one flushed line
       per finished call, see `read_ledger`). Control endpoints:
       ``GET /_fake/ledger`` (calls and concurrency figures as JSON),

@@ -10,6 +10,7 @@ import signal
 from collections.abc import Sequence
 from pathlib import Path
 
+from durapipe.testing._certificates import self_signed_certificate
 from durapipe.testing._fake_provider._provider import FakeProvider
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="answer a repeated idempotency key with its stored answer, unbilled",
     )
     parser.add_argument(
+        "--tls",
+        type=Path,
+        metavar="DIR",
+        help="serve https with a self-signed certificate made in DIR (clients trust DIR/cert.pem)",
+    )
+    parser.add_argument(
         "--max-concurrency-report",
         action="store_true",
         help="on exit, print a 'max concurrency report: {json}' line",
@@ -45,6 +52,7 @@ async def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         ledger_path=args.ledger,
         honour_idempotency=args.honour_idempotency,
+        tls=self_signed_certificate(args.tls) if args.tls is not None else None,
     )
     if args.script is not None:
         provider.load_script(json.loads(args.script.read_text(encoding="utf-8")))

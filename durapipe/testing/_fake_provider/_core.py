@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from aiohttp import web
 
+from durapipe.testing._certificates import Certificate
 from durapipe.testing._fake_provider._actions import Action, Reply, action_from_dict
 from durapipe.testing._fake_provider._ledger import (
     _DEFAULT_FAILURES,
@@ -38,8 +39,10 @@ class _ProviderCore:
         prices: Mapping[str, tuple[float, float]] | None = None,
         ledger_path: str | os.PathLike[str] | None = None,
         honour_idempotency: bool = False,
+        tls: Certificate | None = None,
     ) -> None:
         self._host = host
+        self._tls = tls
         self._honour_idempotency = honour_idempotency
         self._answers: dict[str, _Answer] = {}
         self._keys_in_flight: dict[str, int] = {}
@@ -81,12 +84,13 @@ class _ProviderCore:
 
     @property
     def url(self) -> str:
-        """The server root, ``http://HOST:PORT``."""
-        return f"http://{self._host}:{self.port}"
+        """The server root, ``http://HOST:PORT`` (``https://`` when it serves TLS)."""
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{self._host}:{self.port}"
 
     @property
     def base_url(self) -> str:
-        """The OpenAI ``api_base``, ``http://HOST:PORT/v1``."""
+        """The OpenAI ``api_base``, ``http://HOST:PORT/v1`` (``https://`` when it serves TLS)."""
         return f"{self.url}/v1"
 
     # -- scripting ---------------------------------------------------------

@@ -106,6 +106,8 @@ class FakeProvider(_ProviderCore):
             ``replayed`` and not billed; a request whose key is still being
             answered waits for that answer first. Off by default, so a ledger
             shows every repeated call as the real OpenAI API would bill it.
+        tls: Serve ``https://`` with this certificate (see
+            `durapipe.testing.self_signed_certificate`); plain HTTP by default.
     """
 
     def start(self) -> None:
@@ -182,7 +184,8 @@ class FakeProvider(_ProviderCore):
         app.router.add_post("/_fake/reset", self._handle_reset)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._requested_port)
+        ssl_context = self._tls.server_context() if self._tls is not None else None
+        site = web.TCPSite(runner, self._host, self._requested_port, ssl_context=ssl_context)
         try:
             await site.start()
         except BaseException:
