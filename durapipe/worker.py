@@ -124,9 +124,10 @@ def durapipe_converter(codec: PayloadCodec | None = None) -> DataConverter:
     )
 
 
-# Contexts a converter keeps its bound copies for: more than the workflows and activities a worker
-# has in flight at once is not needed; past it the cache starts again (it only saves work).
-CONTEXTS_KEPT = 4096
+# Contexts a converter keeps its bound copies for (about 1.4 KB each): a context's copies are
+# reused within one activation or activity task, so more than a busy worker's runs in flight is not
+# needed; past it the cache starts again (it only saves work).
+CONTEXTS_KEPT = 1024
 
 
 class ContextCachingConverter(DataConverter):
