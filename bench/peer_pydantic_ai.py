@@ -14,7 +14,11 @@ the sandbox's imports were about 2% of a py-spy profile), 0.57-0.79 s for the 20
 machine at load ~3. With both cores busy (load 6-7) the same activation took over 2 s, and
 Temporal retried the failed task forever. ``PEER_DEBUG_MODE=1`` (``python -m bench.peer
 --peer-debug-mode``) runs the worker with ``debug_mode=True`` (no detector) for such a machine;
-the bench says which mode its figures used.
+the bench says which mode its figures used. No documented knob keeps the detector and gives such
+an activation more time: temporalio (1.35) fixes the limit at 2 s (a configurable timeout is an
+open feature request, temporalio/sdk-python#1050), and its only switches, ``debug_mode=True`` and
+the ``TEMPORAL_DEBUG`` variable, turn detection off altogether; pydantic-ai's Temporal guide adds
+none.
 
 ``python -m bench.peer_pydantic_ai --address HOST:PORT --task-queue Q`` runs its worker.
 Needs pydantic-ai (``make bench-peer`` installs it into ``bench/.venv-peer``).

@@ -21,6 +21,8 @@ from temporalio.converter import (
     DataConverter,
     DefaultFailureConverterWithEncodedAttributes,
     PayloadCodec,
+    SerializationContext,
+    StorageDriverStoreContext,
 )
 from temporalio.exceptions import ApplicationError
 from temporalio.plugin import SimplePlugin
@@ -116,7 +118,55 @@ def durapipe_converter(codec: PayloadCodec | None = None) -> DataConverter:
         converter = dataclasses.replace(
             converter, failure_converter_class=DefaultFailureConverterWithEncodedAttributes
         )
-    return with_external_storage(converter)
+    stored = with_external_storage(converter)
+    return ContextCachingConverter(
+        **{f.name: getattr(stored, f.name) for f in dataclasses.fields(stored) if f.init}
+    )
+
+
+# Contexts a converter keeps its bound copies for (about 1.4 KB each): a context's copies are
+# reused within one activation or activity task, so more than a busy worker's runs in flight is not
+# needed; past it the cache starts again (it only saves work).
+CONTEXTS_KEPT = 1024
+
+
+class ContextCachingConverter(DataConverter):
+    """A `DataConverter` that binds itself to a serialization or store context once per context.
+
+    With external storage on, the SDK binds the worker's converter to the context of every payload
+    it converts, several times per payload (to encode it, to store it, to encode the claim), and
+    each binding copies the converter and builds a new payload and failure converter. In workflow
+    code that was a fifth of durapipe's own CPU per activity it scheduled (py-spy on a replayed
+    seq50 history). The bound copies are immutable and depend only on the context, so each is
+    made once and reused.
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Frozen dataclass: the caches are set past __setattr__ (each copy gets its own).
+        object.__setattr__(self, "_by_context", {})
+        object.__setattr__(self, "_by_store", {})
+
+    def with_context(self, context: SerializationContext) -> ContextCachingConverter:
+        """This converter bound to ``context`` (see `DataConverter.with_context`)."""
+        cache: dict[SerializationContext, ContextCachingConverter] = self._by_context  # type: ignore[attr-defined]
+        bound = cache.get(context)
+        if bound is None:
+            bound = super().with_context(context)
+            if len(cache) >= CONTEXTS_KEPT:
+                cache.clear()
+            cache[context] = bound
+        return bound
+
+    def _with_store_context(self, store_ctx: StorageDriverStoreContext) -> DataConverter:
+        cache: dict[StorageDriverStoreContext, DataConverter] = self._by_store  # type: ignore[attr-defined]
+        bound = cache.get(store_ctx)
+        if bound is None:
+            bound = super()._with_store_context(store_ctx)
+            if len(cache) >= CONTEXTS_KEPT:
+                cache.clear()
+            cache[store_ctx] = bound
+        return bound
 
 
 SANDBOX_ENV = "DURAPIPE_WORKFLOW_SANDBOX"
