@@ -15,6 +15,9 @@ from pydantic import (
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
     model_validator,
 )
 
@@ -139,6 +142,32 @@ class LeafResult(_Message):
     model: str | None = None
     attempt: int = 1
     cache_hit: bool = False
+
+    @model_serializer(mode="wrap")
+    def _without_defaults(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        # Every leaf's result goes through Temporal (history, bridge, converter) and into the
+        # checkpoint store: a first-attempt answer with every default spelled out was 148 bytes
+        # of JSON where 103 say the same. Read back, the defaults are filled in again.
+        # Python-mode dumps (records, CLI output) keep every field.
+        data: dict[str, Any] = handler(self)
+        if info.mode != "json":
+            return data
+        if self.attempt == 1:
+            data.pop("attempt", None)
+        if not self.cache_hit:
+            data.pop("cache_hit", None)
+        if self.model is None:
+            data.pop("model", None)
+        usage = data.get("usage")
+        if isinstance(usage, dict):
+            spent = {name: value for name, value in usage.items() if value}
+            if spent:
+                data["usage"] = spent
+            else:
+                del data["usage"]
+        return data
 
 
 StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled", "waiting"]

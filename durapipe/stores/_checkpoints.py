@@ -30,9 +30,9 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from temporalio import activity
 
@@ -43,6 +43,8 @@ from durapipe.security._codec import EncryptionCodec, encryption_from_env
 from durapipe.spec._base import parse_duration
 from durapipe.stores._answers import keeping_answers
 from durapipe.stores._paths import CHECKPOINTS_ENV, default_path, is_off, is_redis
+
+T = TypeVar("T")
 
 MEMO_SCOPE = "memo"  # the scope of pipes with `memoize: true`: shared by every run
 KEY_VERSION = 2  # bump when what goes into a key changes, so old entries stop matching
@@ -192,7 +194,7 @@ class SqliteCheckpoints:
         # serialises the threads), and one for the event loop, which never waits (`get_nowait`).
         self._db = _connect(self.path, timeout=30)
         self._loop_lock = threading.Lock()
-        self._loop_db = _connect(self.path, timeout=0)
+        self._loop_db = _connect(self.path, timeout=0, autocommit=True)
         # A WAL checkpoint syncs the file to disk: the loop's commits leave it to a thread.
         self._loop_db.execute("PRAGMA wal_autocheckpoint=0")
         self._commits = 0
@@ -238,13 +240,11 @@ class SqliteCheckpoints:
 
     def get_nowait(self, key: str) -> LeafResult | None:
         """Like `get`, on the calling thread; raises `BlockingIOError` rather than wait."""
-        with self._without_waiting() as db:
-            return self._select(db, key)
+        return self._without_waiting(self._select, key)
 
     def put_nowait(self, key: str, result: LeafResult) -> bool:
         """Like `put`, on the calling thread; raises `BlockingIOError` rather than wait."""
-        with self._without_waiting() as db:
-            won = self._insert(db, key, result)
+        won = self._without_waiting(self._insert, key, result)
         self._commits += 1
         if self._commits >= WAL_CHECKPOINT_EVERY:
             self._commits = 0
@@ -263,13 +263,11 @@ class SqliteCheckpoints:
 
     def get_answer_nowait(self, key: str) -> bytes | None:
         """Like `get_answer`, on the calling thread; raises `BlockingIOError` rather than wait."""
-        with self._without_waiting() as db:
-            return self._select_answer(db, key)
+        return self._without_waiting(self._select_answer, key)
 
     def put_answer_nowait(self, key: str, answer: bytes) -> None:
         """Like `put_answer`, on the calling thread; raises `BlockingIOError` rather than wait."""
-        with self._without_waiting() as db:
-            self._insert_answer(db, key, answer)
+        self._without_waiting(self._insert_answer, key, answer)
         self._commits += 1
 
     def _wal_checkpoint(self) -> None:
@@ -283,16 +281,18 @@ class SqliteCheckpoints:
                 with self._loop_lock:
                     self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
-    @contextlib.contextmanager
-    def _without_waiting(self) -> Iterator[sqlite3.Connection]:
+    def _without_waiting(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(loop connection, *args)`` on the calling thread, or `BlockingIOError`."""
         # A WAL read never waits for a writer, and an uncontended write takes well under a
         # millisecond without an fsync: cheaper than the hop to a thread. Only a lock held by
         # another thread or process (SQLITE_BUSY at once, with timeout 0) sends the caller there.
+        # A plain call, not a generator context manager: this runs twice per step.
         if not self._loop_lock.acquire(blocking=False):
             raise BlockingIOError("the checkpoint store is in use by another thread")
         try:
-            with self._loop_db:  # one transaction: committed, or rolled back on an error
-                yield self._loop_db
+            # The loop connection is in autocommit mode: each work is one statement, which is
+            # its own transaction (committed, or rolled back on an error).
+            return work(self._loop_db, *args)
         except sqlite3.OperationalError as err:
             if getattr(err, "sqlite_errorcode", None) in _BUSY:
                 raise BlockingIOError(str(err)) from None
@@ -341,8 +341,15 @@ WAL_CHECKPOINT_EVERY = 250
 WAL_MAX_FRAMES = 4000  # pages of 4 KiB: a log of ~16 MB is copied with the loop's commits held back
 
 
-def _connect(path: Path, *, timeout: float) -> sqlite3.Connection:
-    db = sqlite3.connect(path, check_same_thread=False, timeout=timeout)
+def _connect(path: Path, *, timeout: float, autocommit: bool = False) -> sqlite3.Connection:
+    # Autocommit: a statement is its own transaction, without the BEGIN and COMMIT statements
+    # the sqlite3 module otherwise wraps a write in (the loop connection writes one per call).
+    db = sqlite3.connect(
+        path,
+        check_same_thread=False,
+        timeout=timeout,
+        isolation_level=None if autocommit else "DEFERRED",
+    )
     # In WAL mode, NORMAL syncs at checkpoints, not at every commit: a commit survives the death
     # of its process (the case checkpoints exist for), only a power loss may lose the last ones,
     # and then a step is paid again. FULL (an fsync per leaf) cost milliseconds per step.

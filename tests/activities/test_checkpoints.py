@@ -85,6 +85,20 @@ async def test_a_busy_sqlite_file_is_waited_for_on_a_thread_not_on_the_event_loo
     assert stored is not None and stored.output == "answer"
 
 
+def test_a_write_on_the_event_loop_is_committed_before_it_returns(tmp_path: Path) -> None:
+    # What a checkpoint is for: once put_nowait returns, another worker (another connection)
+    # already sees the result, and a store read after a failed write finds nothing half-written.
+    store = SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
+    other = sqlite3.connect(tmp_path / "checkpoints.sqlite", isolation_level=None)
+    assert store.put_nowait("k", LeafResult(output="kept", model="m"))
+    store.put_answer_nowait("a", b"answer")
+    assert other.execute("SELECT count(*) FROM checkpoints WHERE key = 'k'").fetchone() == (1,)
+    assert other.execute("SELECT count(*) FROM answers WHERE key = 'a'").fetchone() == (1,)
+    assert not store.put_nowait("k", LeafResult(output="second", model="m"))  # first one stays
+    stored = SqliteCheckpoints(tmp_path / "checkpoints.sqlite").get("k")
+    assert stored is not None and stored.output == "kept"
+
+
 def test_the_write_ahead_log_is_checkpointed_off_the_event_loop_and_stays_bounded(
     tmp_path: Path,
 ) -> None:

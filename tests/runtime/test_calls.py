@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from durapipe.runtime import LlmCall
+from durapipe.runtime import LeafResult, LlmCall, Usage
 from durapipe.spec import LlmPipe
 
 
@@ -41,3 +43,57 @@ def test_values_a_pipe_sets_travel_even_when_they_look_like_defaults_elsewhere()
     _, back = travelled(call)
     assert back == call
     assert back.pipe.reask == 0 and back.pipe.memoize and back.inputs == {"word": ""}
+
+
+def returned(result: LeafResult) -> tuple[bytes, LeafResult]:
+    """``result`` as an activity's result payload, and as the workflow reads it back."""
+    converter = pydantic_data_converter.payload_converter
+    [payload] = converter.to_payloads([result])
+    [back] = converter.from_payloads([payload], [LeafResult])
+    return payload.data, back
+
+
+def test_a_first_attempt_result_travels_without_its_defaults_and_reads_back_the_same() -> None:
+    result = LeafResult(
+        output="Offline answer: q1",
+        usage=Usage(input_tokens=1, output_tokens=4),
+        model="durapipe/offline",
+    )
+    data, back = returned(result)
+    assert back == result
+    assert data == (
+        b'{"output":"Offline answer: q1","usage":{"input_tokens":1,"output_tokens":4},'
+        b'"model":"durapipe/offline"}'
+    )
+
+
+def test_a_result_keeps_what_differs_from_the_defaults() -> None:
+    result = LeafResult(output=None, usage=Usage(cost_usd=0.25), attempt=3, cache_hit=True)
+    data, back = returned(result)
+    assert back == result
+    assert json.loads(data) == {
+        "output": None,
+        "usage": {"cost_usd": 0.25},
+        "attempt": 3,
+        "cache_hit": True,
+    }
+    assert returned(LeafResult())[0] == b'{"output":null}'
+
+
+def test_a_result_recorded_with_every_field_still_reads_back() -> None:
+    # What histories and checkpoint stores written before the compact form hold.
+    recorded = (
+        b'{"output":"Offline answer: q1","usage":{"input_tokens":1,"output_tokens":4,'
+        b'"cost_usd":0.0},"model":"durapipe/offline","attempt":1,"cache_hit":false}'
+    )
+    converter = pydantic_data_converter.payload_converter
+    [payload] = converter.to_payloads([LeafResult()])
+    payload.data = recorded
+    [back] = converter.from_payloads([payload], [LeafResult])
+    assert back == LeafResult(
+        output="Offline answer: q1",
+        usage=Usage(input_tokens=1, output_tokens=4),
+        model="durapipe/offline",
+    )
+    # Records and CLI output (python-mode dumps) keep every field.
+    assert set(back.model_dump()) == {"output", "usage", "model", "attempt", "cache_hit"}
