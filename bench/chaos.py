@@ -47,18 +47,30 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("OPENAI_API_KEY", "sk-fake-chaos")  # the fake provider takes any key
 
+from temporalio.client import Client  # noqa: E402
+
 import durapipe as dp  # noqa: E402
+from bench.chaos_explain import Kept, KillNote, explain, last_failures, process_of  # noqa: E402
 from durapipe.testing import Call, read_ledger  # noqa: E402
 from tests.chain import expected_output, write_chain  # noqa: E402
 
 STEPS = 5
 AIM_TRIES = 4  # the first kills, each aimed at an answer the instant it left a socket
+STEP_S = 0.0002  # how long an aimed-at worker runs between two looks at its socket
+# The events that end an activity attempt for good (a retried attempt closes on its last one).
+CLOSING_EVENTS = (
+    "activity_task_completed_event_attributes",
+    "activity_task_failed_event_attributes",
+    "activity_task_timed_out_event_attributes",
+    "activity_task_canceled_event_attributes",
+)
 
 
 @dataclass
@@ -81,6 +93,9 @@ class Figures:
     aimed_kills_in_window: int
     wall_s: float
     provider_idempotency: bool = False
+    # One line per kill and per repeated request (see `bench.chaos_explain`): why each happened.
+    kills_seen: tuple[str, ...] = ()
+    duplicates_seen: tuple[str, ...] = ()
 
     @property
     def paid_calls_per_succeeded_step(self) -> float:
@@ -107,18 +122,32 @@ class Figures:
             ("aimed_kills", self.aimed_kills),
             ("aimed_kills_in_window", self.aimed_kills_in_window),
             ("wall_s", f"{self.wall_s:.1f}"),
+            ("in_flight_definition", IN_FLIGHT),
         ]
         return [f"{prefix}{name} = {value}" for name, value in values]
+
+    def report(self) -> str:
+        """The figures, then every kill and every repeated request with what explains it (or
+        does not): what a failed test prints, so CI output alone says why."""
+        return "\n".join(
+            [
+                *self.lines(),
+                *(f"kill: {line}" for line in self.kills_seen),
+                *self.duplicates_seen,
+            ]
+        )
 
 
 @dataclass(frozen=True)
 class Kill:
     """One kill: the API key the killed process sent, when it was frozen (SIGSTOP, then SIGKILL),
-    and the local ports of its connections to the provider holding bytes it had not read."""
+    the local ports of its connections to the provider holding bytes it had not read, and the
+    ledger ``seq`` of the answer an aimed kill was aimed at."""
 
     api_key: str
     at: float
     unread_ports: frozenset[int] = frozenset()
+    aimed_at: int | None = None
 
 
 def api_key_of(call: Call) -> str:
@@ -160,20 +189,43 @@ def unread_ports(pid: int, remote_port: int) -> frozenset[int]:
     return frozenset(ports)
 
 
-def in_flight(calls: list[Call], kills: list[Kill]) -> tuple[set[int], set[int]]:
-    """The ``seq`` of the requests whose answer a killed process never read: ``(unanswered,
-    unread)``. Unanswered: the provider had not finished answering when the process was frozen.
-    Unread: answered, but still in the process's socket (the last answer on that connection)."""
+IN_FLIGHT = (
+    "a request the killed process sent (its API key: each worker start has its own, so every "
+    "request with it was sent before the freeze) whose answer it had not consumed from its socket "
+    "at the freeze: unanswered (the provider finished answering at or after the freeze, including "
+    "a request its handler only picked up after it) or unread (answer bytes still in the socket)"
+)
+
+
+def in_flight_at(calls: list[Call], kill: Kill) -> tuple[set[int], set[int]]:
+    """The ``seq`` of the requests whose answer the process ``kill`` killed never read:
+    ``(unanswered, unread)`` (see `IN_FLIGHT`).
+
+    Every request carrying the process's API key was sent before the freeze (a frozen process
+    sends nothing), whatever time the provider's ledger gives it: ``received_at`` is when the
+    provider's handler started, which on a busy host can be long after the bytes arrived (a
+    handler that starts after the freeze answers a process that can no longer read).
+    """
     unanswered, unread = set(), set()
+    mine = [c for c in calls if api_key_of(c) == kill.api_key]
+    for call in mine:
+        if call.finished_at is None or call.finished_at >= kill.at:
+            unanswered.add(call.seq)
+    for port in kill.unread_ports:
+        answered = [c for c in mine if c.peer_port == port and c.seq not in unanswered]
+        if answered:
+            unread.add(max(answered, key=lambda c: c.finished_at or 0.0).seq)
+    return unanswered, unread
+
+
+def in_flight(calls: list[Call], kills: list[Kill]) -> tuple[set[int], set[int]]:
+    """`in_flight_at` over every kill: ``(unanswered, unread)``."""
+    unanswered: set[int] = set()
+    unread: set[int] = set()
     for kill in kills:
-        mine = [c for c in calls if api_key_of(c) == kill.api_key and c.received_at <= kill.at]
-        for call in mine:
-            if call.finished_at is None or call.finished_at >= kill.at:
-                unanswered.add(call.seq)
-        for port in kill.unread_ports:
-            answered = [c for c in mine if c.peer_port == port and c.seq not in unanswered]
-            if answered:
-                unread.add(max(answered, key=lambda c: c.finished_at or 0.0).seq)
+        more_unanswered, more_unread = in_flight_at(calls, kill)
+        unanswered |= more_unanswered
+        unread |= more_unread
     return unanswered, unread
 
 
@@ -232,7 +284,7 @@ class Worker:
             stdout=subprocess.DEVNULL, stderr=log, env={**self.env, "OPENAI_API_KEY": self.api_key},
         )  # fmt: skip
 
-    def kill(self, provider_port: int) -> Kill | None:
+    def kill(self, provider_port: int, aimed_at: int | None = None) -> Kill | None:
         """Freeze the process (SIGSTOP), note what it had not read from the provider, SIGKILL it."""
         if self.process is None or self.process.poll() is not None:
             return None
@@ -243,7 +295,12 @@ class Worker:
         finally:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
-        return Kill(self.api_key, at, unread)
+        return Kill(self.api_key, at, unread, aimed_at)
+
+    def resume(self) -> None:
+        """Let a frozen (SIGSTOP) process go on."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -251,7 +308,8 @@ class Worker:
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.kill()
+                self.process.kill()
+                self.process.wait()
 
 
 class LedgerTail:
@@ -278,7 +336,7 @@ class LedgerTail:
 
 
 async def next_answer(
-    ledger: LedgerTail, after: int, workers: list[Worker], runs: asyncio.Future[object]
+    ledger: LedgerTail, after: int, workers: list[Worker], runs: asyncio.Future[Any]
 ) -> tuple[Call, Worker] | None:
     """The provider's next paid answer after request ``after`` sent by a worker process that is
     up, and that worker, as soon as the ledger shows one (polled every 2 ms); None once ``runs``
@@ -292,16 +350,62 @@ async def next_answer(
     return None
 
 
-async def read_by(worker: Worker, call: Call, provider_port: int, timeout: float = 5.0) -> None:
-    """Wait (at most ``timeout`` s) until ``worker`` has consumed ``call``'s answer from its socket:
-    with checkpoints on, that is once the answer is kept (durapipe's reads leave the bytes in the
-    socket until then); with them off, once the process's HTTP client has read it."""
+def freeze_once_read(worker: Worker, call: Call, provider_port: int, timeout: float = 5.0) -> bool:
+    """Let ``worker`` run in slices of a fraction of a millisecond (SIGCONT, a pause, SIGSTOP)
+    until it has consumed ``call``'s answer from its socket, and leave it frozen there: with
+    checkpoints on, that is once the answer is kept (durapipe's reads leave the bytes in the socket
+    until then); with them off, once the process's HTTP client has read it. False if it did not
+    within ``timeout`` s (still frozen). Polling a process that runs freely, the harness saw the
+    bytes go only after the worker had often reported the step to Temporal too (about half of
+    `make chaos`'s aimed kills missed); a frozen process cannot race ahead of the look."""
+    process = worker.process
     deadline = time.monotonic() + timeout
-    while worker.process is not None and time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            if call.peer_port not in unread_ports(worker.process.pid, provider_port):
-                return
-        await asyncio.sleep(0.0005)
+    while process is not None and process.poll() is None:
+        process.send_signal(signal.SIGSTOP)
+        stopped(process.pid)
+        try:
+            if call.peer_port not in unread_ports(process.pid, provider_port):
+                return True
+        except OSError:
+            return False
+        if time.monotonic() > deadline:
+            return False
+        process.send_signal(signal.SIGCONT)
+        time.sleep(STEP_S)
+    return False
+
+
+def stopped(pid: int, timeout: float = 0.05) -> None:
+    """Wait (at most ``timeout`` s) until ``pid``'s main thread, which runs its event loop and so
+    every socket read, shows as stopped (a SIGSTOP is delivered asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state in ("T", "t", "Z", "X"):
+            return
+        time.sleep(0.0001)
+
+
+async def step_open(client: Client, run_id: str, step: str) -> bool:
+    """Whether Temporal has not yet recorded how the last attempt of ``step`` of run ``run_id``
+    ended (its last scheduled activity has no closing event): a kill now lands in the window."""
+    history = await client.get_workflow_handle(run_id).fetch_history()
+    open_ids: set[int] = set()
+    last: int | None = None
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            payloads = event.activity_task_scheduled_event_attributes.input.payloads
+            with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
+                if json.loads(payloads[0].data)["pipe_name"] == step:
+                    last = event.event_id
+                    open_ids.add(event.event_id)
+        name = event.WhichOneof("attributes")
+        if name in CLOSING_EVENTS:
+            open_ids.discard(getattr(event, name).scheduled_event_id)
+    return last is not None and last in open_ids
 
 
 def topic_of(call: Call) -> str | None:
@@ -372,7 +476,7 @@ async def chaos(
     args += ["--max-concurrent", "8"]
     workers = [Worker(f"worker{n}", args, env, workdir) for n in (1, 2)]
     kills: list[Kill] = []
-    began = time.monotonic()
+    began, began_at = time.monotonic(), time.time()
     try:
         for worker in workers:
             worker.start()
@@ -385,6 +489,7 @@ async def chaos(
             for t in topics
         ]
         waiting = asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+        runs_by_topic = {t: h.run_id for t, h in zip(topics, handles, strict=True)}
         # The first kills are aimed at the moment checkpoints are for: at the worker that sent a
         # paid request, the instant its answer has left the socket (with checkpoints on, durapipe
         # consumes it only once it is kept; off, its HTTP client has read it). Temporal has not
@@ -402,8 +507,15 @@ async def chaos(
                 break
             target, victim = aim
             seen = target.seq
-            await read_by(victim, target, provider_port)
-            kill = victim.kill(provider_port)
+            # Frozen the moment it has consumed the answer; killed only if Temporal has not
+            # recorded the step yet (else it goes on and the aim waits for another answer).
+            consumed = freeze_once_read(victim, target, provider_port)
+            run_id = runs_by_topic.get(topic_of(target) or "")
+            step = target.model.removeprefix("gpt-")
+            if not consumed or run_id is None or not await step_open(client, run_id, step):
+                victim.resume()
+                continue
+            kill = victim.kill(provider_port, aimed_at=target.seq)
             if kill is None:
                 continue
             kills.append(kill)
@@ -425,6 +537,10 @@ async def chaos(
             victim.start()
         results = await asyncio.wait_for(waiting, timeout=600)
         wall_s = time.monotonic() - began
+        # While the server is up: what Temporal recorded for the runs that paid a step twice.
+        failures = await last_failures(
+            client, {t: runs_by_topic[t] for t in repeated_topics(read_ledger(ledger)) if t}
+        )
     finally:
         for worker in workers:
             worker.stop()
@@ -444,11 +560,52 @@ async def chaos(
         calls, kills, provider_idempotency
     )
     replays = sum(1 for call in calls if call.outcome == "replayed")
+    kills_seen, duplicates_seen = explanations(
+        calls, kills, store if isinstance(store, Path) else None, provider_idempotency, failures,
+        began_at,
+    )  # fmt: skip
     return Figures(
         runs, len(completed), verified, succeeded, paid, duplicates, unanswered + unread,
         unanswered, unread, unexplained, replays, len(kills), len(targets), hits, wall_s,
-        provider_idempotency,
+        provider_idempotency, kills_seen, duplicates_seen,
     )  # fmt: skip
+
+
+def repeated_topics(calls: list[Call]) -> set[str | None]:
+    """The runs (by topic) of which a step was answered more than once (paid or replayed)."""
+    keys: dict[str | None, int] = {}
+    for call in calls:
+        if call.paid or call.completion_tokens or call.outcome == "replayed":
+            keys[call.idempotency_key] = keys.get(call.idempotency_key, 0) + 1
+    return {topic_of(c) for c in calls if keys.get(c.idempotency_key, 0) > 1}
+
+
+def explanations(
+    calls: list[Call], kills: list[Kill], store: Path | None, provider_idempotency: bool,
+    failures: dict[tuple[str, str], str], t0: float,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:  # fmt: skip
+    """One line per kill and one per repeated request, saying what explains it (see
+    `bench.chaos_explain`)."""
+    notes = []
+    for kill in kills:
+        unanswered, unread = in_flight_at(calls, kill)
+        notes.append(
+            KillNote(
+                process_of(kill.api_key), kill.at, frozenset(unanswered | unread), kill.aimed_at
+            )
+        )
+    lost: set[int] = set().union(*(note.in_flight for note in notes))
+    lines = explain(
+        calls, notes, Kept.read(store), billed=lambda c: billed(c, provider_idempotency),
+        key_of_process=api_key_of, last_failures=failures, lost=lost, t0=t0,
+    )  # fmt: skip
+    kills_seen = tuple(
+        f"{n.process} frozen {n.at - t0:+.3f}s"
+        + (f", aimed at #{n.aimed_at}" if n.aimed_at is not None else "")
+        + f", in flight: {' '.join(f'#{s}' for s in sorted(n.in_flight)) or 'none'}"
+        for n in notes
+    )
+    return kills_seen, tuple(lines)
 
 
 def main() -> None:
