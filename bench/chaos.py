@@ -93,6 +93,9 @@ class Figures:
     aimed_kills_in_window: int
     wall_s: float
     provider_idempotency: bool = False
+    # Of `requests_unanswered_at_kills`: those the provider's handler picked up only after the
+    # freeze (sent before it; the process could never read their answer).
+    unanswered_picked_up_after_freeze: int = 0
     # One line per kill and per repeated request (see `bench.chaos_explain`): why each happened.
     kills_seen: tuple[str, ...] = ()
     duplicates_seen: tuple[str, ...] = ()
@@ -115,6 +118,7 @@ class Figures:
             ("requests_in_flight_at_kills", self.requests_in_flight_at_kills),
             ("requests_unanswered_at_kills", self.requests_unanswered_at_kills),
             ("answers_unread_at_kills", self.answers_unread_at_kills),
+            ("unanswered_picked_up_after_freeze", self.unanswered_picked_up_after_freeze),
             ("duplicates_not_explained_by_in_flight", self.duplicates_not_explained_by_in_flight),
             ("paid_calls_per_succeeded_step", f"{self.paid_calls_per_succeeded_step:.4f}"),
             ("provider_replays", self.provider_replays),
@@ -567,8 +571,19 @@ async def chaos(
     return Figures(
         runs, len(completed), verified, succeeded, paid, duplicates, unanswered + unread,
         unanswered, unread, unexplained, replays, len(kills), len(targets), hits, wall_s,
-        provider_idempotency, kills_seen, duplicates_seen,
+        provider_idempotency, picked_up_after_freeze(calls, kills), kills_seen, duplicates_seen,
     )  # fmt: skip
+
+
+def picked_up_after_freeze(calls: list[Call], kills: list[Kill]) -> int:
+    """How many requests in flight at a kill the provider's handler started only after the
+    freeze (the ledger's ``received_at`` is later than the freeze; see `in_flight_at`)."""
+    by_seq = {call.seq: call for call in calls}
+    late = set()
+    for kill in kills:
+        unanswered, _ = in_flight_at(calls, kill)
+        late |= {seq for seq in unanswered if by_seq[seq].received_at > kill.at}
+    return len(late)
 
 
 def repeated_topics(calls: list[Call]) -> set[str | None]:

@@ -147,7 +147,7 @@ def _line(
     same = "same body" if first.body_sha256 == repeat.body_sha256 else "BODIES DIFFER"
     answer_at = kept.answers.get(first.seq)
     if not kept.readable:
-        store = "store not readable"
+        store = "no checkpoint store to read (off, or not a SQLite file)"
     elif answer_at is None:
         store = f"#{first.seq}'s answer never kept"
     else:

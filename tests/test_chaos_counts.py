@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from bench.chaos import Kill, duplicate_counts, explanations, in_flight_at
+from bench.chaos import Kill, duplicate_counts, explanations, in_flight_at, picked_up_after_freeze
 from durapipe.testing import Call
 
 FREEZE = 100.0
@@ -37,6 +37,7 @@ def test_a_request_the_provider_picked_up_only_after_the_freeze_was_in_flight() 
     assert in_flight_at(calls, kill) == ({1}, set())
     paid, duplicates, unanswered, unread, unexplained = duplicate_counts(calls, [kill], False)
     assert (paid, duplicates, unanswered, unread, unexplained) == (3, 1, 1, 0, 0)
+    assert picked_up_after_freeze(calls, [kill]) == 1
 
 
 def test_an_answer_that_reached_the_worker_and_was_paid_again_is_unexplained(
