@@ -6,10 +6,11 @@ connections), and two ``durapipe worker`` processes sharing a SQLite checkpoint 
 run once both workers poll, then aims its first kills: at the worker that sent a paid request, the
 instant the answer has left that worker's socket (with checkpoints on, durapipe consumes an answer
 from the socket only once it is kept; off, once its HTTP client has read it), four times (while
-both poll), and counts afterwards how many of those steps Temporal had not recorded yet, so were
-retried (``aimed_kills_in_window``). Then it kills a random worker every 1-3 s (while both poll, so one
-always works), restarting it each time, until all runs have ended. It prints one ``name = value``
-per line, counts exact and ratios to 4 decimals.
+both poll). The worker runs in 0.2 ms slices until then and stays frozen; it is killed only if
+Temporal has not recorded the step yet. Afterwards the harness counts how many of those steps
+Temporal did retry (``aimed_kills_in_window``). Then it kills a random worker every 1-3 s (while
+both poll, so one always works), restarting it each time, until all runs have ended. It prints
+one ``name = value`` per line, counts exact and ratios to 4 decimals.
 
 By default the provider bills every request, as OpenAI-style providers do: a retried step whose
 answer was lost is paid again. Each worker process sends its own API key and the provider's ledger
@@ -17,12 +18,15 @@ records each request's client port, so the ledger says which process sent what o
 connection. A kill freezes the process (SIGSTOP), notes which of its connections to the provider
 hold bytes it has not read, then SIGKILLs it. A request is *in flight at a kill* when the killed
 process sent it and had not consumed its answer from the socket at the freeze: the provider had
-not finished answering it (``requests_unanswered_at_kills``), or some of the answer's bytes were
+not finished answering it (``requests_unanswered_at_kills``; a busy provider may pick a request up
+only after the freeze: ``unanswered_picked_up_after_freeze``), or some of the answer's bytes were
 still in the process's socket (``answers_unread_at_kills``). No system can know that answer
 without provider-side idempotency, so a duplicate paid call is acceptable only for such a request:
 ``duplicates_not_explained_by_in_flight`` counts the others (answers that had reached the worker
 and were paid for again) and must be 0. Checkpoints are what keeps it there.
-``DURAPIPE_CHECKPOINTS=off`` runs the scenario without them.
+``DURAPIPE_CHECKPOINTS=off`` runs the scenario without them. After the figures come comment
+lines (``# kill: ...`` and one per repeated request) saying what explains each repeat
+(`bench.chaos_explain`).
 
 ``--provider deduplicating`` runs the same scenario against a provider (or gateway) that
 deduplicates by the ``X-Durapipe-Idempotency-Key`` durapipe sends: it answers a repeated key with
@@ -648,6 +652,10 @@ def main() -> None:
             )
         prefix = "dedup." if provider_idempotency and options.provider == "both" else ""
         print("\n".join(figures.lines(prefix)), flush=True)
+        # Then what explains each kill and each repeated request, as comment lines (scripts that
+        # read the figures skip them).
+        notes = [f"kill: {line}" for line in figures.kills_seen] + list(figures.duplicates_seen)
+        print("".join(f"# {prefix}{line}\n" for line in notes), end="", flush=True)
 
 
 if __name__ == "__main__":
