@@ -2,14 +2,15 @@
 
 One command (``make chaos``, or ``python bench/chaos.py --runs 100``) starts its own Temporal dev
 server, the fake provider as a process (20% transient failures: 500, 429 with Retry-After, dropped
-connections), and two ``durapipe worker`` processes sharing a SQLite checkpoint file. It starts every
-run once both workers poll, then aims its first kills: at the worker that sent a paid request, the
-instant the answer has left that worker's socket (with checkpoints on, durapipe consumes an answer
-from the socket only once it is kept; off, once its HTTP client has read it), four times (while
-both poll). The worker runs in 0.2 ms slices until then and stays frozen; it is killed only if
-Temporal has not recorded the step yet. Afterwards the harness counts how many of those steps
-Temporal did retry (``aimed_kills_in_window``). Then it kills a random worker every 1-3 s (while
-both poll, so one always works), restarting it each time, until all runs have ended. It prints
+connections), and two ``durapipe worker`` processes (``--workers``; ``make chaos`` runs three)
+sharing a SQLite checkpoint file. It starts every run once every worker polls, then aims its first
+kills: at the worker that sent a paid request, the instant the answer has left that worker's
+socket (with checkpoints on, durapipe consumes an answer from the socket only once it is kept;
+off, once its HTTP client has read it), four times (each while two poll). The worker runs in
+0.2 ms slices until then and stays frozen; it is killed only if Temporal has not recorded the step
+yet. Afterwards the harness counts how many of those steps Temporal did retry
+(``aimed_kills_in_window``). Then it kills a random worker every 1-3 s, each kill while two
+workers poll (so one always works), restarting it each time, until all runs have ended. It prints
 one ``name = value`` per line, counts exact and ratios to 4 decimals.
 
 By default the provider bills every request, as OpenAI-style providers do: a retried step whose
@@ -346,11 +347,11 @@ class LedgerTail:
 async def next_answer(
     ledger: LedgerTail, after: int, workers: list[Worker], runs: asyncio.Future[Any]
 ) -> tuple[Call, Worker] | None:
-    """The provider's next paid answer after request ``after`` sent by a worker process that is
-    up, and that worker, as soon as the ledger shows one (polled every 2 ms); None once ``runs``
-    have all ended."""
+    """The provider's next paid answer after request ``after`` sent by a worker process that
+    polls, and that worker, as soon as the ledger shows one (polled every 2 ms); None once
+    ``runs`` have all ended."""
+    live = {w.api_key: w for w in workers if w.ready()}
     while not runs.done():
-        live = {w.api_key: w for w in workers if w.process is not None}
         for call in ledger.new():
             if call.paid and call.seq > after and api_key_of(call) in live:
                 return call, live[api_key_of(call)]
@@ -463,6 +464,7 @@ def start_provider(
 async def chaos(
     runs: int, *, max_kills: int | None, failure_rate: float = 0.2, seed: int = 1,
     kill_every: tuple[float, float] = (1.0, 3.0), workdir: Path, provider_idempotency: bool = False,
+    workers: int = 2,
 ) -> Figures:  # fmt: skip
     """Run the scenario and return its figures (see the module docstring)."""
     rng = random.Random(seed)
@@ -482,13 +484,17 @@ async def chaos(
     # attempt starts while the first still runs) and leaves answers unread when it is killed.
     args = [str(pipeline_file), "--address", server.address, "--task-queue", "chaos"]
     args += ["--max-concurrent", "8"]
-    workers = [Worker(f"worker{n}", args, env, workdir) for n in (1, 2)]
+    pool = [Worker(f"worker{n}", args, env, workdir) for n in range(1, workers + 1)]
+
+    def polling() -> int:
+        return sum(1 for w in pool if w.ready())
+
     kills: list[Kill] = []
     began, began_at = time.monotonic(), time.time()
     try:
-        for worker in workers:
+        for worker in pool:
             worker.start()
-        await until(lambda: all(w.ready() for w in workers), what="both workers to poll")
+        await until(lambda: polling() == workers, what="every worker to poll")
         pipeline = dp.load(pipeline_file)
         client = await dp.connect(server.address)
         topics = [f"topic {n}" for n in range(runs)]
@@ -507,10 +513,10 @@ async def chaos(
         seen, tail = 0, LedgerTail(ledger)
         budget = AIM_TRIES if max_kills is None else min(AIM_TRIES, max_kills)
         while len(targets) < budget and not waiting.done():
-            if targets:  # as for random kills: one worker always works while the other restarts
-                await until(lambda: all(w.ready() for w in workers), what="both workers to poll")
+            if targets:  # as for random kills: one worker always works while another restarts
+                await until(lambda: polling() >= 2, what="two workers to poll")
                 tail.new()  # answers that came meanwhile are handled: aim at a fresh one
-            aim = await next_answer(tail, seen, workers, waiting)
+            aim = await next_answer(tail, seen, pool, waiting)
             if aim is None:
                 break
             target, victim = aim
@@ -534,11 +540,12 @@ async def chaos(
                 await asyncio.wait({waiting}, timeout=rng.uniform(*kill_every))
             if waiting.done():
                 break
-            # Kill only while both workers poll, so one always works while the other restarts.
-            if not all(w.ready() for w in workers):
+            # Kill only while two workers poll, so one always works while another restarts.
+            up = [w for w in pool if w.ready()]
+            if len(up) < 2:
                 await asyncio.sleep(0.05)
                 continue
-            victim = rng.choice(workers)
+            victim = rng.choice(up)
             kill = victim.kill(provider_port)
             if kill is not None:
                 kills.append(kill)
@@ -550,7 +557,7 @@ async def chaos(
             client, {t: runs_by_topic[t] for t in repeated_topics(read_ledger(ledger)) if t}
         )
     finally:
-        for worker in workers:
+        for worker in pool:
             worker.stop()
         await asyncio.to_thread(server.stop)
         provider.terminate()
@@ -633,6 +640,11 @@ def main() -> None:
     parser.add_argument("--max-kills", type=int, default=None, help="stop killing after this many")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--workers", type=int, default=2,
+        help="worker processes (at least 2; kills wait until two poll, so a third lets kills "
+        "come faster than a killed worker restarts)",
+    )  # fmt: skip
+    parser.add_argument(
         "--provider", choices=["billing", "deduplicating", "both"], default="billing",
         help="billing: bills every request (default); deduplicating: answers a repeated "
         "idempotency key with its first answer; both: one run of each, the second prefixed dedup.",
@@ -648,6 +660,7 @@ def main() -> None:
                     seed=options.seed,
                     workdir=Path(tmp),
                     provider_idempotency=provider_idempotency,
+                    workers=max(2, options.workers),
                 )
             )
         prefix = "dedup." if provider_idempotency and options.provider == "both" else ""
