@@ -83,7 +83,7 @@ lock:
 
 # 100 runs of a 5-step pipeline, 20% provider failures, two workers SIGKILLed at random.
 chaos: $(STAMP)
-	$(BIN)/python bench/chaos.py --provider both --workers 3
+	$(BIN)/python bench/chaos.py --provider both --workers 3 --min-kills 3
 
 format: $(STAMP)
 	$(BIN)/ruff format durapipe tests examples bench

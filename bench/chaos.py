@@ -59,9 +59,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("OPENAI_API_KEY", "sk-fake-chaos")  # the fake provider takes any key
 
-from temporalio.client import Client  # noqa: E402
 
 import durapipe as dp  # noqa: E402
+from bench.chaos_aim import LedgerTail, step_open, stopped  # noqa: E402
 from bench.chaos_explain import Kept, KillNote, explain, last_failures, process_of  # noqa: E402
 from durapipe.testing import Call, read_ledger  # noqa: E402
 from tests.chain import expected_output, write_chain  # noqa: E402
@@ -69,13 +69,8 @@ from tests.chain import expected_output, write_chain  # noqa: E402
 STEPS = 5
 AIM_TRIES = 4  # the first kills, each aimed at an answer the instant it left a socket
 STEP_S = 0.0002  # how long an aimed-at worker runs between two looks at its socket
-# The events that end an activity attempt for good (a retried attempt closes on its last one).
-CLOSING_EVENTS = (
-    "activity_task_completed_event_attributes",
-    "activity_task_failed_event_attributes",
-    "activity_task_timed_out_event_attributes",
-    "activity_task_canceled_event_attributes",
-)
+MORE_RUNS = 20  # runs added at a time while a scenario has fewer kills than `min_kills`
+MAX_RUNS_FACTOR = 3  # ... up to this many times the runs asked for; then it fails (see `main`)
 
 
 @dataclass
@@ -104,6 +99,9 @@ class Figures:
     # One line per kill and per repeated request (see `bench.chaos_explain`): why each happened.
     kills_seen: tuple[str, ...] = ()
     duplicates_seen: tuple[str, ...] = ()
+    # When (after the dev server was up) every worker first polled, every run was started, and
+    # each batch of runs added for `min_kills`: what a late first kill waited for.
+    timeline: tuple[str, ...] = ()
 
     @property
     def paid_calls_per_succeeded_step(self) -> float:
@@ -141,6 +139,7 @@ class Figures:
         return "\n".join(
             [
                 *self.lines(),
+                f"timeline: {'; '.join(self.timeline)}",
                 *(f"kill: {line}" for line in self.kills_seen),
                 *self.duplicates_seen,
             ]
@@ -321,29 +320,6 @@ class Worker:
                 self.process.wait()
 
 
-class LedgerTail:
-    """The calls appended to the provider's ledger since the last look (a whole re-read of a
-    ledger of hundreds of calls every 2 ms made the aim late)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.offset = path, 0
-
-    def new(self) -> list[Call]:
-        """Calls whose lines were completed since the last call (a partial last line waits)."""
-        if not self.path.exists():
-            return []
-        with self.path.open("rb") as ledger:
-            ledger.seek(self.offset)
-            chunk = ledger.read()
-        complete = chunk[: chunk.rfind(b"\n") + 1]
-        self.offset += len(complete)
-        calls = []
-        for line in complete.splitlines():
-            with contextlib.suppress(ValueError, KeyError):
-                calls.append(Call.from_dict(json.loads(line)))
-        return calls
-
-
 async def next_answer(
     ledger: LedgerTail, after: int, workers: list[Worker], runs: asyncio.Future[Any]
 ) -> tuple[Call, Worker] | None:
@@ -382,39 +358,6 @@ def freeze_once_read(worker: Worker, call: Call, provider_port: int, timeout: fl
         process.send_signal(signal.SIGCONT)
         time.sleep(STEP_S)
     return False
-
-
-def stopped(pid: int, timeout: float = 0.05) -> None:
-    """Wait (at most ``timeout`` s) until ``pid``'s main thread, which runs its event loop and so
-    every socket read, shows as stopped (a SIGSTOP is delivered asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return
-        if state in ("T", "t", "Z", "X"):
-            return
-        time.sleep(0.0001)
-
-
-async def step_open(client: Client, run_id: str, step: str) -> bool:
-    """Whether Temporal has not yet recorded how the last attempt of ``step`` of run ``run_id``
-    ended (its last scheduled activity has no closing event): a kill now lands in the window."""
-    history = await client.get_workflow_handle(run_id).fetch_history()
-    open_ids: set[int] = set()
-    last: int | None = None
-    for event in history.events:
-        if event.HasField("activity_task_scheduled_event_attributes"):
-            payloads = event.activity_task_scheduled_event_attributes.input.payloads
-            with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
-                if json.loads(payloads[0].data)["pipe_name"] == step:
-                    last = event.event_id
-                    open_ids.add(event.event_id)
-        name = event.WhichOneof("attributes")
-        if name in CLOSING_EVENTS:
-            open_ids.discard(getattr(event, name).scheduled_event_id)
-    return last is not None and last in open_ids
 
 
 def topic_of(call: Call) -> str | None:
@@ -465,6 +408,7 @@ async def chaos(
     runs: int, *, max_kills: int | None, failure_rate: float = 0.2, seed: int = 1,
     kill_every: tuple[float, float] = (1.0, 3.0), workdir: Path, provider_idempotency: bool = False,
     workers: int = 2,
+    min_kills: int | None = None,
 ) -> Figures:  # fmt: skip
     """Run the scenario and return its figures (see the module docstring)."""
     rng = random.Random(seed)
@@ -495,6 +439,7 @@ async def chaos(
         for worker in pool:
             worker.start()
         await until(lambda: polling() == workers, what="every worker to poll")
+        timeline = [f"every worker polls {time.monotonic() - began:+.1f}s"]
         pipeline = dp.load(pipeline_file)
         client = await dp.connect(server.address)
         topics = [f"topic {n}" for n in range(runs)]
@@ -504,6 +449,7 @@ async def chaos(
         ]
         waiting = asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
         runs_by_topic = {t: h.run_id for t, h in zip(topics, handles, strict=True)}
+        timeline.append(f"{runs} runs started {time.monotonic() - began:+.1f}s")
         # The first kills are aimed at the moment checkpoints are for: at the worker that sent a
         # paid request, the instant its answer has left the socket (with checkpoints on, durapipe
         # consumes it only once it is kept; off, its HTTP client has read it). Temporal has not
@@ -535,22 +481,45 @@ async def chaos(
             kills.append(kill)
             targets.append(target)
             victim.start()
-        while not waiting.done() and (max_kills is None or len(kills) < max_kills):
-            if kills:
-                await asyncio.wait({waiting}, timeout=rng.uniform(*kill_every))
-            if waiting.done():
+        results: list[Any] = []
+        while True:
+            while not waiting.done() and (max_kills is None or len(kills) < max_kills):
+                if kills:
+                    await asyncio.wait({waiting}, timeout=rng.uniform(*kill_every))
+                if waiting.done():
+                    break
+                # Kill only while two workers poll, so one always works while another restarts.
+                up = [w for w in pool if w.ready()]
+                if len(up) < 2:
+                    await asyncio.sleep(0.05)
+                    continue
+                victim = rng.choice(up)
+                kill = victim.kill(provider_port)
+                if kill is not None:
+                    kills.append(kill)
+                victim.start()
+            results += await asyncio.wait_for(waiting, timeout=600)
+            # On a busy host the runs can all end before `min_kills` kills (a replacement worker
+            # takes ~25 s to poll, and kills wait for two pollers): the same runs go on, another
+            # batch at a time, until the kills have happened (`runs_started` counts them all).
+            if (
+                min_kills is None
+                or len(kills) >= min_kills
+                or (max_kills is not None and len(kills) >= max_kills)
+                or len(topics) >= MAX_RUNS_FACTOR * runs
+            ):
                 break
-            # Kill only while two workers poll, so one always works while another restarts.
-            up = [w for w in pool if w.ready()]
-            if len(up) < 2:
-                await asyncio.sleep(0.05)
-                continue
-            victim = rng.choice(up)
-            kill = victim.kill(provider_port)
-            if kill is not None:
-                kills.append(kill)
-            victim.start()
-        results = await asyncio.wait_for(waiting, timeout=600)
+            more = [f"topic {n}" for n in range(len(topics), len(topics) + MORE_RUNS)]
+            started = [
+                await dp.start(client, pipeline, "chain", {"topic": t}, task_queue="chaos")
+                for t in more
+            ]
+            topics += more
+            runs_by_topic.update((t, h.run_id) for t, h in zip(more, started, strict=True))
+            waiting = asyncio.gather(*(h.result() for h in started), return_exceptions=True)
+            timeline.append(
+                f"{MORE_RUNS} runs added with {len(kills)} kills {time.monotonic() - began:+.1f}s"
+            )
         wall_s = time.monotonic() - began
         # While the server is up: what Temporal recorded for the runs that paid a step twice.
         failures = await last_failures(
@@ -575,15 +544,18 @@ async def chaos(
         calls, kills, provider_idempotency
     )
     replays = sum(1 for call in calls if call.outcome == "replayed")
+    runs = len(topics)  # more than asked when runs were added to reach `min_kills`
     kills_seen, duplicates_seen = explanations(
         calls, kills, store if isinstance(store, Path) else None, provider_idempotency, failures,
         began_at,
     )  # fmt: skip
-    return Figures(
+    figures = Figures(
         runs, len(completed), verified, succeeded, paid, duplicates, unanswered + unread,
         unanswered, unread, unexplained, replays, len(kills), len(targets), hits, wall_s,
         provider_idempotency, picked_up_after_freeze(calls, kills), kills_seen, duplicates_seen,
     )  # fmt: skip
+    figures.timeline = tuple(timeline)
+    return figures
 
 
 def picked_up_after_freeze(calls: list[Call], kills: list[Kill]) -> int:
@@ -634,10 +606,28 @@ def explanations(
     return kills_seen, tuple(lines)
 
 
+def too_few_kills(figures: Figures, min_kills: int | None) -> str | None:
+    """The one line `make chaos` prints (then exits 1) when a scenario had fewer kills than
+    ``min_kills``, so its figures are never shown as if they met the bar; None if they do."""
+    if min_kills is None or figures.worker_kills >= min_kills:
+        return None
+    run = "deduplicating" if figures.provider_idempotency else "billing"
+    return (
+        f"chaos FAILED: the {run} run had {figures.worker_kills} worker kills over "
+        f"{figures.runs_started} runs, fewer than --min-kills {min_kills}: its figures above do "
+        "not meet the bar"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--max-kills", type=int, default=None, help="stop killing after this many")
+    parser.add_argument(
+        "--min-kills", type=int, default=None,
+        help="add runs (20 at a time, up to 3 times --runs) until this many kills have happened; "
+        "exit 1 if a scenario still has fewer",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--workers", type=int, default=2,
@@ -651,6 +641,7 @@ def main() -> None:
     )  # fmt: skip
     options = parser.parse_args()
     modes = {"billing": [False], "deduplicating": [True], "both": [False, True]}[options.provider]
+    short: list[str] = []
     for provider_idempotency in modes:
         with tempfile.TemporaryDirectory(prefix="durapipe-chaos-") as tmp:
             figures = asyncio.run(
@@ -661,14 +652,22 @@ def main() -> None:
                     workdir=Path(tmp),
                     provider_idempotency=provider_idempotency,
                     workers=max(2, options.workers),
+                    min_kills=options.min_kills,
                 )
             )
         prefix = "dedup." if provider_idempotency and options.provider == "both" else ""
         print("\n".join(figures.lines(prefix)), flush=True)
         # Then what explains each kill and each repeated request, as comment lines (scripts that
         # read the figures skip them).
-        notes = [f"kill: {line}" for line in figures.kills_seen] + list(figures.duplicates_seen)
+        notes = [f"timeline: {'; '.join(figures.timeline)}"]
+        notes += [f"kill: {line}" for line in figures.kills_seen] + list(figures.duplicates_seen)
         print("".join(f"# {prefix}{line}\n" for line in notes), end="", flush=True)
+        missed = too_few_kills(figures, options.min_kills)
+        if missed:
+            short.append(missed)
+            print(missed, flush=True)
+    if short:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

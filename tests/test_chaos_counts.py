@@ -9,7 +9,15 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from bench.chaos import Kill, duplicate_counts, explanations, in_flight_at, picked_up_after_freeze
+from bench.chaos import (
+    Figures,
+    Kill,
+    duplicate_counts,
+    explanations,
+    in_flight_at,
+    picked_up_after_freeze,
+    too_few_kills,
+)
 from durapipe.testing import Call
 
 FREEZE = 100.0
@@ -81,6 +89,23 @@ def test_the_explanation_says_when_the_bodies_differ_and_when_the_first_answer_w
     assert "BODIES DIFFER" in line
     assert "#1's answer kept -0.890s (before #2 arrived)" in line
     assert "worker1#1 was never killed" in line
+
+
+def test_a_run_with_fewer_kills_than_asked_says_so_in_one_line() -> None:
+    # make chaos asks for 3 kills in each run; a run that got 2 must not pass as if it met the bar.
+    figures = Figures(
+        runs_started=160, runs_completed=160, outputs_verified=160, succeeded_steps=800,
+        paid_calls=800, duplicate_paid_calls=0, requests_in_flight_at_kills=0,
+        requests_unanswered_at_kills=0, answers_unread_at_kills=0,
+        duplicates_not_explained_by_in_flight=0, provider_replays=0, worker_kills=2,
+        aimed_kills=2, aimed_kills_in_window=2, wall_s=120.0,
+    )  # fmt: skip
+    assert too_few_kills(figures, 3) == (
+        "chaos FAILED: the billing run had 2 worker kills over 160 runs, fewer than --min-kills 3:"
+        " its figures above do not meet the bar"
+    )
+    assert too_few_kills(figures, 2) is None
+    assert too_few_kills(figures, None) is None
 
 
 def keep_answer(store: Path, *, seq: int, at: float) -> None:
