@@ -10,8 +10,10 @@ off, once its HTTP client has read it), four times (each while two poll). The wo
 0.2 ms slices until then and stays frozen; it is killed only if Temporal has not recorded the step
 yet. Afterwards the harness counts how many of those steps Temporal did retry
 (``aimed_kills_in_window``). Then it kills a random worker every 1-3 s, each kill while two
-workers poll (so one always works), restarting it each time, until all runs have ended. It prints
-one ``name = value`` per line, counts exact and ratios to 4 decimals.
+workers poll (so one always works), restarting it each time, until all runs have ended; with
+``--min-kills N`` (``make chaos``: 3), a scenario with fewer kills by then starts 20 more runs and
+goes on, up to 3 times ``--runs``, and one still short ends with a ``chaos FAILED`` line and exit
+status 1. It prints one ``name = value`` per line, counts exact and ratios to 4 decimals.
 
 By default the provider bills every request, as OpenAI-style providers do: a retried step whose
 answer was lost is paid again. Each worker process sends its own API key and the provider's ledger
