@@ -83,12 +83,12 @@ lock:
 
 # 100 runs of a 5-step pipeline, 20% provider failures, two workers SIGKILLed at random.
 chaos: $(STAMP)
-	$(BIN)/python bench/chaos.py --provider both
+	$(BIN)/python bench/chaos.py --provider both --workers 3 --min-kills 3
 
 # The same over https: the provider serves TLS with a self-signed certificate the workers trust.
 .PHONY: chaos-tls
 chaos-tls: $(STAMP)
-	$(BIN)/python bench/chaos.py --tls
+	$(BIN)/python bench/chaos.py --tls --workers 3 --min-kills 3
 
 format: $(STAMP)
 	$(BIN)/ruff format durapipe tests examples bench

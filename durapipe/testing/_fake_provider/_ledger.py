@@ -43,6 +43,8 @@ class Call:
         headers: The request's HTTP headers.
         http_status: The status sent, or ``None`` if no response was sent.
         peer_port: The client's TCP port (one connection's requests share it).
+        body_sha256: SHA-256 of the request body as received (hex): two requests of one step
+            that differ in any byte (a field, a parameter) differ here.
     """
 
     seq: int
@@ -58,6 +60,7 @@ class Call:
     headers: dict[str, str]
     http_status: int | None
     peer_port: int | None = None
+    body_sha256: str | None = None
 
     @property
     def paid(self) -> bool:
@@ -80,6 +83,7 @@ class Call:
             "headers": self.headers,
             "http_status": self.http_status,
             "peer_port": self.peer_port,
+            "body_sha256": self.body_sha256,
         }
 
     @classmethod
@@ -99,6 +103,7 @@ class Call:
             headers=dict(data.get("headers", {})),
             http_status=data.get("http_status"),
             peer_port=data.get("peer_port"),
+            body_sha256=data.get("body_sha256"),
         )
 
 
@@ -162,6 +167,7 @@ class _Record:
     finished_at: float | None = None
     http_status: int | None = None
     peer_port: int | None = None
+    body_sha256: str | None = None
     answer: _Answer | None = None
 
     def snapshot(self) -> Call:
@@ -179,6 +185,7 @@ class _Record:
             headers=self.headers,
             http_status=self.http_status,
             peer_port=self.peer_port,
+            body_sha256=self.body_sha256,
         )
 
 

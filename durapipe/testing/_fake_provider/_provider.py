@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import threading
@@ -253,6 +254,7 @@ class FakeProvider(_ProviderCore):
         received_at: float,
         body: Mapping[str, Any],
         request: web.Request,
+        raw: bytes | None = None,
     ) -> tuple[_Record, Action | _Replay]:
         messages_raw = body.get("messages")
         messages = (
@@ -276,6 +278,7 @@ class FakeProvider(_ProviderCore):
                 messages=messages,
                 headers=dict(request.headers),
                 peer_port=_peer_port(request),
+                body_sha256=hashlib.sha256(raw).hexdigest() if raw is not None else None,
             )
             stored = self._answers.get(key) if self._honour_idempotency and key else None
             action: Action | _Replay = _Replay(stored) if stored else self._next_action(model)
@@ -335,7 +338,7 @@ class FakeProvider(_ProviderCore):
         key = _idempotency_key(request, body)
         if self._honour_idempotency and key:
             await self._answered_or_free(key)
-        record, action = self._begin(model, received_at, body, request)
+        record, action = self._begin(model, received_at, body, request, raw)
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
