@@ -16,29 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from durapipe.spec import LOCAL_EXTRACTOR, OFFLINE_MODEL, Pipeline, ToolPipe
-from durapipe.spec._deck import target
+from durapipe.spec._deck import GENERATION_SETTINGS, generation_setting, target
 
-# Settings a client may set: generation parameters only. Anything else that litellm accepts
+# Settings a client may set: generation parameters only, the deck's list for each kind
+# (`durapipe.spec._deck.GENERATION_SETTINGS`, the one copy). Anything else that litellm accepts
 # (api_base, base_url, extra_headers, custom_llm_provider, callbacks, ...) could add an endpoint,
 # a header or a callback, which only a worker may do; an allowlist keeps unknown keys out too.
-CLIENT_SETTINGS: Final = frozenset(
-    {
-        "temperature",
-        "top_p",
-        "top_k",
-        "max_tokens",
-        "max_completion_tokens",
-        "seed",
-        "stop",
-        "presence_penalty",
-        "frequency_penalty",
-        "reasoning_effort",
-        "n",
-        "quality",
-        "style",
-        "size",
-    }
-)
+CLIENT_SETTINGS: Final = frozenset().union(*GENERATION_SETTINGS.values())
 # The spec fields that name models: a pipe's own model and any fallbacks tried after it.
 _MODEL_FIELDS: Final = ("model", "fallbacks", "fallback_models", "models")
 
@@ -182,14 +166,15 @@ def trust_problems(spec: Pipeline, capabilities: Capabilities) -> list[tuple[str
                 key,
                 json.dumps(settings[key], sort_keys=True),
             ) in capabilities.deck_settings
-            if key not in CLIENT_SETTINGS and not from_deck:
+            if not generation_setting(pipe.kind, key) and not from_deck:
+                allowed = ", ".join(sorted(GENERATION_SETTINGS.get(pipe.kind, ()))) or "none"
                 problems.append(
                     (
                         name,
                         f"settings.{key}",
                         f"pipe '{name}' sets '{key}', which a client may not set (endpoints, "
-                        "headers, keys and callbacks belong to the worker); allowed settings: "
-                        f"{', '.join(sorted(CLIENT_SETTINGS))}",
+                        "headers, keys and callbacks belong to the worker); allowed settings of "
+                        f"a {pipe.kind} pipe: {allowed}",
                     )
                 )
     return problems

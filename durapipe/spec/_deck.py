@@ -15,7 +15,9 @@ from the worker's own configuration: its environment (``OPENAI_API_BASE``, keys)
 
 The check runs twice: `settings_problems` at validation (one sentence naming the pipe and field),
 and `refused_settings` again in the activity, because a workflow input need not come from a
-validated file.
+validated file. `durapipe serve`'s trust check (`durapipe.serve._trust`) asks the same question,
+`generation_setting`, of the methods clients send: this module holds the trust boundary's one list
+of what a pipe may carry.
 """
 
 from __future__ import annotations
@@ -110,12 +112,17 @@ def target(entry: ModelRef) -> str:
     return entry if isinstance(entry, str) else entry.model
 
 
+def generation_setting(kind: str, name: str) -> bool:
+    """True when a pipe of ``kind`` may carry the setting ``name`` (it only shapes the answer)."""
+    return name in GENERATION_SETTINGS.get(kind, frozenset()) or name.startswith(OFFLINE_PREFIX)
+
+
 def settings_problems(kind: str, settings: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``(setting, sentence)`` for each setting a pipe of ``kind`` may not carry."""
     allowed = GENERATION_SETTINGS.get(kind, frozenset())
     problems = []
     for name in sorted(settings):
-        if name in allowed or name.startswith(OFFLINE_PREFIX):
+        if generation_setting(kind, name):
             continue
         if _CREDENTIAL_NAME.search(name):
             why = (

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from durapipe.adapters import load_yaml
 from durapipe.adapters.mthds import ModelDeck, load_mthds
 from durapipe.serve import Capabilities, trust_problems
-from durapipe.spec import resolve
+from durapipe.spec import AgentPipe, ExtractPipe, ImagePipe, LlmPipe, Pipeline, resolve
+from durapipe.spec._deck import CONNECTION_SETTINGS, GENERATION_SETTINGS, settings_problems
 
 DECK = ModelDeck(
     aliases={"fast": "openai/gpt-4o-mini"},
@@ -66,3 +69,24 @@ pipes:
         ("ask", "settings.api_base"),
         ("run", "function"),
     ]
+
+
+LEAVES = {"llm": LlmPipe, "agent": AgentPipe, "image": ImagePipe, "extract": ExtractPipe}
+# Every name either list could hold, and names neither may: an endpoint, a key, a callback.
+CANDIDATES = sorted(
+    frozenset().union(*GENERATION_SETTINGS.values())
+    | CONNECTION_SETTINGS
+    | {"callbacks", "api_key", "size", "offline_tool_rounds", "made_up"}
+)
+
+
+@pytest.mark.parametrize("kind", sorted(LEAVES))
+def test_serve_lets_a_client_set_exactly_what_the_deck_lets_a_pipe_carry(kind: str) -> None:
+    assert set(GENERATION_SETTINGS) == set(LEAVES)  # a new kind with settings is checked here too
+    for name in CANDIDATES:
+        pipe = LEAVES[kind].model_construct(settings={name: 1})
+        spec = Pipeline.model_construct(pipes={"p": pipe})
+        fields = [field for _, field, _ in trust_problems(spec, Capabilities())]
+        served = f"settings.{name}" not in fields
+        carried = not settings_problems(kind, {name: 1})
+        assert served == carried, f"{kind} pipe, setting '{name}': serve {served}, deck {carried}"
