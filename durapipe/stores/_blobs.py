@@ -29,11 +29,10 @@ from durapipe._settings import settings
 from durapipe.security._codec import EncryptionCodec, encryption_from_env
 from durapipe.spec import Blob, Pipeline, _types
 from durapipe.stores._content import (
-    ContentNotFound,
-    ContentRefused,
     ContentStore,
     LocalContentStore,
     open_content_store,
+    read,
 )
 from durapipe.stores._paths import cache_dir
 
@@ -85,15 +84,15 @@ class ContentBlobStore:
     def get(self, ref: Blob) -> bytes:
         # A reference arrives in a run's input: the content store reads only content of the store
         # (no link out of it, no device) that matches its address.
-        try:
-            return self.content.get(ref.blob.removeprefix("sha256:"))
-        except ContentNotFound:
-            raise BlobNotFound(
-                f"blob {ref.blob} ({ref.name or ref.media_type}) is not in {self.content.where}; "
-                f"workers and clients must share one blob store (set {BLOB_DIR_ENV})"
-            ) from None
-        except ContentRefused as err:
-            raise BlobNotFound(f"blob {err}") from None
+        return read(
+            self.content,
+            ref.blob.removeprefix("sha256:"),
+            missing=f"blob {ref.blob} ({ref.name or ref.media_type}) is not in "
+            f"{self.content.where}; workers and clients must share one blob store "
+            f"(set {BLOB_DIR_ENV})",
+            refused="blob ",
+            error=BlobNotFound,
+        )
 
 
 class LocalBlobStore(ContentBlobStore):

@@ -50,6 +50,33 @@ class ContentRefused(ConfigError):
     not matching its name. The message starts with the name and says why."""
 
 
+def read(
+    store: ContentStore,
+    digest: str,
+    *,
+    missing: str,
+    refused: str,
+    error: type[ConfigError] = ConfigError,
+    limit: Limit | None = None,
+) -> bytes:
+    """``store.get(digest)``, its two refusals told in the caller's words (blob, payload).
+
+    Args:
+        missing: the sentence when the store does not hold the content.
+        refused: what goes before the store's own reason when the name or content is refused.
+        error: the error to raise, without the store's traceback (the name came from a client).
+
+    Raises:
+        ConfigError: ``error``, for either refusal; any other failure of the store as it came.
+    """
+    try:
+        return store.get(digest, limit=limit)
+    except ContentNotFound:
+        raise error(missing) from None
+    except ContentRefused as err:
+        raise error(f"{refused}{err}") from None
+
+
 class ContentStore(Protocol):
     """Bytes kept by their SHA-256: equal bytes, equal name; storing them twice is harmless."""
 

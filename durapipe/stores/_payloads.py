@@ -43,13 +43,13 @@ from durapipe import _settings
 from durapipe._errors import ConfigError
 from durapipe._settings import settings
 from durapipe.stores._content import (
-    ContentNotFound,
     ContentRefused,
     ContentStore,
     Limit,
     LocalContentStore,
     S3ContentStore,
     open_content_store,
+    read,
 )
 
 STORE_ENV = "DURAPIPE_PAYLOAD_STORE"
@@ -116,15 +116,14 @@ class ContentStoreDriver(StorageDriver):
             ConfigError: the claim is refused (one sentence), or the payload is not in the store.
         """
         digest = str(claim.get("sha256", ""))
-        try:
-            return self.content.get(digest, limit=Limit(max_payload_size(), MAX_PAYLOAD_ENV))
-        except ContentNotFound:
-            raise ConfigError(
-                f"payload {digest} is not in {self.content.where}: every worker and client must "
-                f"use the same {STORE_ENV}"
-            ) from None
-        except ContentRefused as err:
-            raise ConfigError(f"payload claim refused: {err}") from None
+        return read(
+            self.content,
+            digest,
+            missing=f"payload {digest} is not in {self.content.where}: every worker and client "
+            f"must use the same {STORE_ENV}",
+            refused="payload claim refused: ",
+            limit=Limit(max_payload_size(), MAX_PAYLOAD_ENV),
+        )
 
 
 class LocalFileDriver(ContentStoreDriver):

@@ -133,15 +133,24 @@ def split_multiplicity(ref: str) -> tuple[str, int | None, bool]:
     return match.group("ref"), int(count), True
 
 
+def _dependency(library: Library, ref: str) -> tuple[str, Library, str, str] | str:
+    """``(alias, dependency, domain, code)`` of an ``alias->domain.code`` reference, or why not."""
+    alias, _, rest = ref.partition("->")
+    dep = library.deps.get(alias)
+    if dep is None:
+        known = ", ".join(sorted(library.deps)) or "none declared"
+        return f"'{alias}' is not a dependency alias of this package (dependencies: {known})"
+    domain, _, code = rest.rpartition(".")
+    return alias, dep, domain, code
+
+
 def resolve_pipe(library: Library, bundle: Bundle, ref: str) -> PipeTarget | str:
     """The pipe ``ref`` names from ``bundle``, or one sentence saying why it does not resolve."""
     if "->" in ref:
-        alias, _, rest = ref.partition("->")
-        dep = library.deps.get(alias)
-        if dep is None:
-            known = ", ".join(sorted(library.deps)) or "none declared"
-            return f"'{alias}' is not a dependency alias of this package (dependencies: {known})"
-        domain, _, code = rest.rpartition(".")
+        named = _dependency(library, ref)
+        if isinstance(named, str):
+            return named
+        alias, dep, domain, code = named
         if not domain:
             return f"'{ref}' must name the domain: '{alias}->domain.{code}'"
         found = dep.pipe(domain, code)
@@ -174,12 +183,10 @@ def resolve_concept(library: Library, bundle: Bundle, ref: str) -> ConceptTarget
     if ref in LEGACY_NATIVES and ref not in bundle.concepts:
         return ConceptTarget(LEGACY_NATIVES[ref])
     if "->" in ref:
-        alias, _, rest = ref.partition("->")
-        dep = library.deps.get(alias)
-        if dep is None:
-            known = ", ".join(sorted(library.deps)) or "none declared"
-            return f"'{alias}' is not a dependency alias of this package (dependencies: {known})"
-        domain, _, code = rest.rpartition(".")
+        named = _dependency(library, ref)
+        if isinstance(named, str):
+            return named
+        alias, dep, domain, code = named
         found = dep.concept(domain, code)
         if found is None:
             return f"dependency '{alias}' has no concept '{code}' in domain '{domain}'"
