@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from urllib.parse import quote
 
@@ -77,6 +78,31 @@ def header(summary: dp.RunSummary, *, paused: bool) -> str:
     return line
 
 
+def newly_finished(
+    records: list[dp.StepRecord], shown: set[str], *, final: bool = False
+) -> list[dp.StepRecord]:
+    """The finished steps not in ``shown``, in the order they finished; adds them to ``shown``.
+
+    A controller (a sequence, a batch) finishes after its steps, so its line comes after theirs:
+    it waits while any step under it is still unfinished (unless the run is over: ``final``), and
+    steps that finished together are ordered by their end, the deeper first (a records list puts
+    a controller before its steps).
+    """
+    unfinished = [] if final else [r.path for r in records if r.status not in _DONE]
+    ready = [
+        r
+        for r in records
+        if r.status in _DONE
+        and r.path not in shown
+        and not any(path.startswith(r.path + "/") for path in unfinished)
+    ]
+    ready.sort(
+        key=lambda r: (r.ended_at.timestamp() if r.ended_at else math.inf, -r.path.count("/"))
+    )
+    shown.update(r.path for r in ready)
+    return ready
+
+
 def print_step(record: dp.StepRecord) -> None:
     """Print a finished step's line to stderr (a local run's progress, as each step ends)."""
     if record.status in _DONE:
@@ -99,10 +125,10 @@ async def follow(handle: dp.RunHandle, *, quiet: bool = False) -> dp.RunResult:
 
     async def show_new() -> None:
         with contextlib.suppress(Exception):  # a query can race the run's end; the end shows all
-            for record in await handle.steps():
-                if record.status in _DONE and record.path not in shown:
-                    shown.add(record.path)
-                    typer.echo(step_line(record), err=True)
+            records = await handle.steps()
+            for record in newly_finished(records, shown):
+                typer.echo(step_line(record), err=True)
+            for record in records:
                 wait = f"{record.path}: {record.waiting_for}"
                 if record.waiting_for and wait not in waits:
                     waits.add(wait)
@@ -111,14 +137,12 @@ async def follow(handle: dp.RunHandle, *, quiet: bool = False) -> dp.RunResult:
     try:
         result = await wait_for(handle, show_new)
     except (dp.StepFailed, dp.RunCancelled) as err:
-        for record in err.steps:
-            step = dp.StepRecord.model_validate(record)
-            if step.status in _DONE and step.path not in shown:
-                typer.echo(step_line(step), err=True)
+        ended = [dp.StepRecord.model_validate(record) for record in err.steps]
+        for step in newly_finished(ended, shown, final=True):
+            typer.echo(step_line(step), err=True)
         raise
-    for record in result.steps:
-        if record.status in _DONE and record.path not in shown:
-            typer.echo(step_line(record), err=True)
+    for record in newly_finished(result.steps, shown, final=True):
+        typer.echo(step_line(record), err=True)
     return result
 
 

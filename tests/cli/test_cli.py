@@ -62,6 +62,8 @@ def test_run_without_json_shows_steps_run_id_and_ui_link(
     assert shown.returncode == 0, shown.stderr
     for path in ("extract_claims", "headline", "fact_check/count_words", "fact_check/verify"):
         assert f"✓ {path} (" in shown.stderr
+    # The nested sequence finishes after its steps, and its line says so by coming after theirs.
+    assert shown.stderr.index("✓ fact_check/verify (") < shown.stderr.index("✓ fact_check (")
     assert f"run id: {run_id}" in shown.stderr
     assert f"/namespaces/default/workflows/{run_id}" in shown.stderr
     # stdout holds the output alone, so `durapipe run ... | jq` works without --json.

@@ -8,7 +8,7 @@ from rich.console import Console
 
 import durapipe as dp
 from durapipe.cli._live import render
-from durapipe.cli._progress import tree_lines
+from durapipe.cli._progress import newly_finished, tree_lines
 from durapipe.workflows._search import finished_steps
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -69,3 +69,32 @@ def test_live_view_lists_steps_and_totals() -> None:
     assert "check" in text and "publish" in text
     # The batch's row stands for its items: its spend counts once, beside the leaf's.
     assert "run run-1: 5100 in / 920 out tokens, $0.000140" in text
+
+
+def test_a_controllers_step_line_comes_after_its_steps() -> None:
+    def step(path: str, kind: str, status: str, ended: float | None) -> dp.StepRecord:
+        at = START + timedelta(seconds=ended) if ended is not None else None
+        return dp.StepRecord(path=path, pipe=path, kind=kind, status=status, ended_at=at)
+
+    # The query lists a controller before its steps; it finished after them.
+    polled = [
+        step("headline", "llm", "succeeded", 1.0),
+        step("fact_check", "sequence", "succeeded", 3.0),
+        step("fact_check/count_words", "tool", "succeeded", 2.0),
+        step("fact_check/verify", "llm", "running", None),
+    ]
+    shown: set[str] = set()
+    assert [r.path for r in newly_finished(polled, shown)] == ["headline", "fact_check/count_words"]
+    polled[-1] = step("fact_check/verify", "llm", "succeeded", 3.0)  # ends as its sequence does
+    assert [r.path for r in newly_finished(polled, shown)] == ["fact_check/verify", "fact_check"]
+    assert newly_finished(polled, shown, final=True) == []  # each line once
+    # A failed run is over: its controller's line shows even with a step left unfinished.
+    failed = [
+        step("fact_check", "sequence", "failed", 3.0),
+        polled[2],
+        step("fact_check/verify", "llm", "running", None),
+    ]
+    assert [r.path for r in newly_finished(failed, set(), final=True)] == [
+        "fact_check/count_words",
+        "fact_check",
+    ]
