@@ -49,6 +49,7 @@ class ErrorType(StrEnum):
     CONNECTION_ERROR = "durapipe.ConnectionError"
     CONTENT_POLICY_VIOLATION = "durapipe.ContentPolicyViolation"
     CONTEXT_WINDOW_EXCEEDED = "durapipe.ContextWindowExceeded"
+    ENCRYPTION_KEY_ERROR = "durapipe.EncryptionKeyError"
     EXPRESSION_ERROR = "durapipe.ExpressionError"
     INVALID_OUTPUT = "durapipe.InvalidOutput"
     INVALID_TOOL_CALLS = "durapipe.InvalidToolCalls"

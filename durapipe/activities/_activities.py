@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, FailureError
 
+from durapipe._errors import ErrorType
 from durapipe.activities._cost import estimate_cost
 from durapipe.activities._metrics import record_usage
 from durapipe.activities._registry import (
@@ -29,6 +30,7 @@ from durapipe.runtime._calls import (
     LeafResult,
     LlmCall,
 )
+from durapipe.security._codec import EncryptionError
 from durapipe.security._secrets import redact
 from durapipe.spec._deck import ModelDeck
 from durapipe.spec._kinds import kinds
@@ -153,6 +155,12 @@ async def _stamped(work: Awaitable[T], stamp: dict[str, int]) -> T:
         ) from err
     except FailureError:
         raise  # Temporal's own (cancellation and the like): keep them as they are
+    except EncryptionError as err:
+        # Sealed content (a blob, a checkpoint) this worker has no key for, or a wrong one: a retry
+        # on this worker would fail the same way, so the step fails now, saying what to set.
+        raise ApplicationError(
+            str(err), stamp, type=ErrorType.ENCRYPTION_KEY_ERROR, non_retryable=True
+        ) from None
     except Exception as err:
         # What the SDK would report for a plain exception: its class name as the type. A message
         # quoting a credential of this worker loses its cause too: the cause would quote it again.

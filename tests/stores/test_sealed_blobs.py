@@ -4,6 +4,7 @@ and a reader without the key told which variable to set."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from pathlib import Path
@@ -139,3 +140,26 @@ def test_s3_blobs_are_sealed_in_the_bucket(s3_bucket: str) -> None:
     )
     with pytest.raises(EncryptionError, match="add it to DURAPIPE_ENCRYPTION_KEYS"):
         without.get(ref)
+
+
+async def test_a_worker_without_the_key_fails_the_step_once_naming_the_variable(
+    temporal_address: str, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Sealed by a process that has the key; this worker (and its client) have none.
+    monkeypatch.setenv("DURAPIPE_BLOB_DIR", str(tmp_path / "blobs"))
+    monkeypatch.delenv("DURAPIPE_ENCRYPTION_KEYS", raising=False)
+    monkeypatch.delenv("DURAPIPE_ENCRYPTION_KEYS_FILE", raising=False)
+    sealed = dp.stores.LocalBlobStore(tmp_path / "blobs", codec=_codec(("k1", NEW)))
+    ref = sealed.put(text_pdf(["Customer-Okapi-5521"]), media_type="application/pdf")
+    pipeline = dp.pipeline(dp.extract("read"))
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    async with dp.build_worker(client, task_queue=task_queue):
+        with pytest.raises(dp.StepFailed) as failed:
+            # A retried failure would keep the run going: it must end within a minute.
+            await asyncio.wait_for(
+                dp.run(client, pipeline, "read", {"document": ref}, task_queue=task_queue), 60
+            )
+    assert failed.value.cause_type == "durapipe.EncryptionKeyError"
+    assert failed.value.attempts == 1  # not retried: another attempt has no key either
+    assert "DURAPIPE_ENCRYPTION_KEYS" in failed.value.cause
+    assert failed.value.cause.count(". ") == 0 and "Traceback" not in failed.value.cause
