@@ -1,6 +1,7 @@
 # One command each: `make test` (what CI runs), `make demo` (the quick start), `make lint`,
 # `make bench` (durapipe against hand-written temporalio), `make bench-peer` (and pydantic-ai),
-# `make throttle` (provider throttling), `make chaos` (SIGKILLed workers, a provider that bills),
+# `make bench-activity` (in-process A/B timing of the activity path), `make throttle` (provider
+# throttling), `make chaos` (SIGKILLed workers, a provider that bills),
 # `make test-latest` (the suite on the newest releases pyproject's ranges allow), `make lock`.
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +17,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 LATEST_VENV := .venv-latest
 
-.PHONY: install install-runtime ocr redis-server test-tools test test-latest lint typecheck format demo bench bench-peer bench-batch bench-mthds throttle chaos clean lock deploy-tools deploy-check
+.PHONY: install install-runtime ocr redis-server test-tools test test-latest lint typecheck format demo bench bench-peer bench-activity bench-batch bench-mthds throttle chaos clean lock deploy-tools deploy-check
 
 $(RUNTIME_STAMP): pyproject.toml $(RUNTIME_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -114,6 +115,9 @@ $(PEER_STAMP): pyproject.toml $(RUNTIME_LOCK)
 
 bench-peer: $(PEER_STAMP)
 	LITELLM_LOCAL_MODEL_COST_MAP=True $(PEER_VENV)/bin/python -m bench.peer
+
+bench-activity: $(STAMP)
+	$(BIN)/python -m bench.activity_ab
 
 throttle: $(STAMP)
 	$(BIN)/python -m bench.throttle

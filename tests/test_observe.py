@@ -251,6 +251,13 @@ async def test_prometheus_endpoint_serves_token_and_cost_counters(observed: Obse
     assert total("durapipe_output_tokens") > 0
     assert total("durapipe_cost_microusd") >= round(observed.paid.usage.cost_usd * 1e6) > 0
     assert "temporal_" in body  # the SDK's own metrics share the endpoint
+    # Counters made once per worker and label set carry each activity's labels all the same.
+    for name in ("durapipe_calls", "durapipe_cache_hits"):
+        lines = re.findall(rf"^{name}(?:_total)?\{{([^}}]*)\}} \S+$", body, re.MULTILINE)
+        assert lines, name
+        labels = set(re.findall(r'(\w+)="', lines[0]))
+        assert {"kind", "model", "namespace", "task_queue", "activity_type"} <= labels, lines[0]
+    assert total("durapipe_calls") > 0
 
 
 async def test_ui_shows_current_details_and_memo(observed: Observed) -> None:

@@ -26,6 +26,21 @@ async def test_a_bad_value_fails_the_client_at_start_naming_the_variable(
     assert settings().workflow_sandbox is True  # a changed environment is read again
 
 
+def test_every_change_to_the_environment_is_read_and_an_unchanged_one_is_not_parsed_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DURAPIPE_OFFLINE_DELAY", "0.25")
+    first = settings()
+    assert first.offline_delay == 0.25
+    assert settings() is first  # an unchanged environment: the same object, no parse
+    monkeypatch.setenv("DURAPIPE_OFFLINE_DELAY", "0.5")
+    assert settings().offline_delay == 0.5
+    monkeypatch.delenv("DURAPIPE_OFFLINE_DELAY")
+    assert settings().offline_delay is None
+    monkeypatch.setenv("DURAPIPE_OFFLINE_DELAY", "0.25")
+    assert settings() is first  # back to earlier values: the settings parsed then
+
+
 async def test_an_unwritable_store_fails_the_worker_at_start(
     temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

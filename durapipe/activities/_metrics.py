@@ -7,7 +7,10 @@ Cost is a counter of micro-dollars because Temporal's meter has integer counters
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from temporalio import activity
+from temporalio.common import MetricCounter, MetricMeter
 
 from durapipe.runtime._calls import LeafResult
 
@@ -18,21 +21,54 @@ CACHE_HITS = "durapipe_cache_hits"
 CALLS = "durapipe_calls"
 
 
+class _Counters(NamedTuple):
+    calls: MetricCounter
+    input_tokens: MetricCounter
+    output_tokens: MetricCounter
+    cost: MetricCounter
+    cache_hits: MetricCounter
+
+
+_COUNTERS: dict[tuple[object, ...], _Counters] = {}
+"""Counters per worker meter and label set (a handful per worker: kinds x models x queues)."""
+
+
 def record_usage(result: LeafResult, kind: str) -> None:
     """Add a finished leaf call's tokens, cost and cache hit to the worker's counters."""
-    meter = activity.metric_meter().with_additional_attributes(
-        {"kind": kind, "model": result.model or ""}
-    )
-    meter.create_counter(CALLS, "Leaf calls that succeeded.").add(1)
-    meter.create_counter(INPUT_TOKENS, "Input (prompt) tokens.", "tokens").add(
-        result.usage.input_tokens
-    )
-    meter.create_counter(OUTPUT_TOKENS, "Output (completion) tokens.", "tokens").add(
-        result.usage.output_tokens
-    )
-    meter.create_counter(COST_MICRO_USD, "Provider cost in millionths of a dollar.").add(
-        round(result.usage.cost_usd * 1_000_000)
-    )
-    meter.create_counter(CACHE_HITS, "Calls answered from the checkpoint store.").add(
-        int(result.cache_hit)
-    )
+    counters = _counters(kind, result.model or "")
+    counters.calls.add(1)
+    counters.input_tokens.add(result.usage.input_tokens)
+    counters.output_tokens.add(result.usage.output_tokens)
+    counters.cost.add(round(result.usage.cost_usd * 1_000_000))
+    counters.cache_hits.add(int(result.cache_hit))
+
+
+def _counters(kind: str, model: str) -> _Counters:
+    # Creating a counter and a meter with more labels are calls into Temporal's core (~10 us each,
+    # six per leaf); the counters of one label set on one worker are the same every time, so they
+    # are made once. The key holds the worker's own meter (each activity's meter is a fresh
+    # object: it adds the namespace, task queue and activity type, which the key holds too).
+    info = activity.info()
+    worker_meter = _worker_meter()
+    key = (worker_meter, info.namespace, info.task_queue, info.activity_type, kind, model)
+    counters = _COUNTERS.get(key) if worker_meter is not None else None
+    if counters is None:
+        meter = activity.metric_meter().with_additional_attributes({"kind": kind, "model": model})
+        counters = _Counters(
+            meter.create_counter(CALLS, "Leaf calls that succeeded."),
+            meter.create_counter(INPUT_TOKENS, "Input (prompt) tokens.", "tokens"),
+            meter.create_counter(OUTPUT_TOKENS, "Output (completion) tokens.", "tokens"),
+            meter.create_counter(COST_MICRO_USD, "Provider cost in millionths of a dollar."),
+            meter.create_counter(CACHE_HITS, "Calls answered from the checkpoint store."),
+        )
+        if worker_meter is not None:
+            _COUNTERS[key] = counters
+    return counters
+
+
+def _worker_meter() -> MetricMeter | None:
+    # temporalio has no public accessor for the worker's meter an activity's meter derives from;
+    # without it (another SDK version) nothing is cached: correct, only slower.
+    context = getattr(activity, "_Context", None)
+    meter = getattr(context.current(), "runtime_metric_meter", None) if context else None
+    return meter if isinstance(meter, MetricMeter) else None

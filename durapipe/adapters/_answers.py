@@ -225,19 +225,24 @@ def _encode(response: httpx.Response, body: bytes) -> bytes:
     headers = [
         [name.decode("latin-1"), value.decode("latin-1")] for name, value in response.headers.raw
     ]
-    document = {
-        "status": response.status_code,
-        "headers": headers,
-        "body": base64.b64encode(body).decode(),
-    }
-    return json.dumps(document).encode()
+    document: dict[str, object] = {"status": response.status_code, "headers": headers}
+    # A text body (the JSON of a chat answer) is kept as a string, not in base64 (a third more
+    # bytes, and the store no longer adds a second base64 layer over the whole document).
+    try:
+        document["text"] = body.decode()
+    except UnicodeDecodeError:
+        document["body"] = base64.b64encode(body).decode()
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _decode(kept: bytes, request: httpx.Request) -> httpx.Response:
     document = json.loads(kept)
+    text = document.get("text")
+    # Answers kept before text bodies existed hold "body" in base64.
+    content = text.encode() if text is not None else base64.b64decode(document["body"])
     return httpx.Response(
         document["status"],
         headers=[(name, value) for name, value in document["headers"]],
-        content=base64.b64decode(document["body"]),
+        content=content,
         request=request,
     )

@@ -155,7 +155,12 @@ class _Codec:
         return LeafResult.model_validate_json(text)
 
     def dump_bytes(self, data: bytes) -> str:
-        text = base64.b64encode(data).decode()
+        # A kept provider answer is a JSON document (see `durapipe.adapters._answers`): stored as
+        # it is, not base64-encoded again (a third larger). Other bytes go in base64, as every
+        # row did before; a row that starts with "{" (never a base64 character) is JSON.
+        text = _json_text(data)
+        if text is None:
+            text = base64.b64encode(data).decode()
         return self.codec.seal_text(text) if self.codec is not None else text
 
     def load_bytes(self, text: str | bytes) -> bytes:
@@ -163,7 +168,17 @@ class _Codec:
             text = text.decode()
         if self.codec is not None:
             text = self.codec.open_text(text)
-        return base64.b64decode(text)
+        return text.encode() if text.startswith("{") else base64.b64decode(text)
+
+
+def _json_text(data: bytes) -> str | None:
+    """``data`` as text if it reads back as the same bytes and is marked as JSON by its "{"."""
+    if not data.startswith(b"{"):
+        return None
+    try:
+        return data.decode()  # strict UTF-8: what decodes encodes back to the same bytes
+    except UnicodeDecodeError:
+        return None
 
 
 class SqliteCheckpoints:

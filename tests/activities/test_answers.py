@@ -3,6 +3,8 @@ checkpoint was written, is not paid for again (on SQLite and on a real Redis ser
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from pathlib import Path
 
@@ -55,6 +57,33 @@ async def test_a_step_that_died_after_its_answer_arrived_is_not_paid_again(
     assert len(fake.paid_calls()) == 1  # the retry got the kept answer, not a second completion
     assert retried.output == "Fake gpt-keep reply to: Name a colour."
     assert retried.usage.output_tokens > 0  # the kept answer's usage: this run did pay for it
+
+
+async def test_an_answer_is_stored_once_as_json_and_rows_kept_in_base64_still_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
+    async with FakeProvider() as fake:
+        call, deck = call_to(), deck_for(fake.base_url)
+
+        def die(response: object) -> object:
+            raise Died
+
+        with monkeypatch.context() as patch:
+            patch.setattr(_llm, "usage_of", die)
+            with pytest.raises(Died):
+                await run_llm(call, 1, store, deck)
+        key, row = store._db.execute("SELECT key, answer FROM answers").fetchone()
+        document = json.loads(row)  # the row is the kept document itself, not base64 of it
+        assert "Fake gpt-keep reply to: Name a colour." in document["text"]  # the body as text
+        # The format kept before: the body in base64 inside the JSON, all of it in base64 again.
+        old = {**document, "body": base64.b64encode(document.pop("text").encode()).decode()}
+        old_row = base64.b64encode(json.dumps(old).encode()).decode()
+        with store._db:
+            store._db.execute("UPDATE answers SET answer = ? WHERE key = ?", (old_row, key))
+        retried = await run_llm(call, 2, store, deck)
+    assert len(fake.paid_calls()) == 1  # the old row was read: no second completion
+    assert retried.output == "Fake gpt-keep reply to: Name a colour."
 
 
 async def test_only_successful_answers_are_kept_and_other_runs_ask_again(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import stat
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -104,6 +105,14 @@ def test_kept_provider_answers_are_sealed_and_pruned_like_results(tmp_path: Path
     assert sealed.get_answer("answer:a") == answer
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("c.sqlite*"))
     assert b"durapipe-sealed:k1:" in raw and CUSTOMER.encode() not in raw
+    # A row kept before answers were stored as JSON text (base64, then sealed) still reads.
+    old_row = sealed._codec.codec.seal_text(base64.b64encode(answer).decode())  # type: ignore[union-attr]
+    with sealed._db:
+        sealed._db.execute(
+            "INSERT INTO answers (key, answer, created_at) VALUES ('answer:old', ?, ?)",
+            (old_row, time.time()),
+        )
+    assert sealed.get_answer("answer:old") == answer
     with sealed._db:  # age it past the TTL: hidden, then pruned with the results
         sealed._db.execute("UPDATE answers SET created_at = created_at - 7200")
     assert sealed.get_answer("answer:a") is None

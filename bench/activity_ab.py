@@ -1,0 +1,145 @@
+"""In-process A/B timing of the activity path: exact CPU microseconds per call, alternating rounds.
+
+On a busy machine wall-clock runs of a whole pipeline drift by more than the change being measured;
+running two variants in one process, alternating round by round and comparing process CPU time,
+lets both see the same machine. ``python -m bench.activity_ab`` (or ``make bench-activity``) times
+the pieces every leaf activity runs; `compare` is the helper to A/B a change: put the old version of
+a function beside the new one and call ``compare({"old": ..., "new": ...})``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything imports litellm
+
+
+def compare(
+    variants: Mapping[str, Callable[[], object]], *, rounds: int = 7, calls: int = 2000
+) -> dict[str, list[float]]:
+    """CPU microseconds per call of each variant, one figure per round; the variants alternate
+    within every round, so a machine that gets busier slows all of them alike."""
+    for run in variants.values():  # warm caches and imports outside the timed rounds
+        run()
+    timings: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, run in variants.items():
+            start = time.process_time()
+            for _ in range(calls):
+                run()
+            timings[name].append((time.process_time() - start) / calls * 1e6)
+    return timings
+
+
+def report(timings: Mapping[str, list[float]]) -> None:
+    """Print each variant's median and every round's figure, in microseconds per call."""
+    for name, rounds in timings.items():
+        figures = " ".join(f"{value:.2f}" for value in rounds)
+        print(f"{name:24s} median {statistics.median(rounds):9.2f} us/call  rounds: {figures}")
+
+
+def _in_activity(run: Callable[[], object], meter: Any) -> Callable[[], object]:
+    """``run`` inside an activity context whose worker meter is a real (Prometheus) meter."""
+    from temporalio.testing import ActivityEnvironment
+
+    environment = ActivityEnvironment()
+    environment.metric_meter = meter
+    return lambda: environment.run(run)
+
+
+def _leaf_path(store: Path) -> Mapping[str, Callable[[], object]]:
+    """A whole llm leaf and the per-leaf pieces: settings, usage metrics (beside the cost of
+    entering an activity context, their floor), a checkpoint put+get, a kept answer put+get."""
+    from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+    from durapipe._settings import settings
+    from durapipe.activities._metrics import record_usage
+    from durapipe.runtime._calls import LeafResult, Usage
+    from durapipe.stores import SqliteCheckpoints
+
+    runtime = Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address="127.0.0.1:0"))
+    )
+    result = LeafResult(
+        output="an answer",
+        usage=Usage(input_tokens=12, output_tokens=30, cost_usd=4e-5),
+        model="openai/gpt-x",
+    )
+    checkpoints = SqliteCheckpoints(str(store))
+    counter = iter(range(10**9))
+
+    def checkpoint() -> None:
+        key = f"run/step-{next(counter)}"
+        checkpoints.put(key, result)
+        checkpoints.get(key)
+
+    return {
+        "llm leaf (offline model)": _llm_leaf(checkpoints),
+        "activity context only": _in_activity(lambda: None, runtime.metric_meter),
+        "settings()": settings,
+        "record_usage": _in_activity(lambda: record_usage(result, "llm"), runtime.metric_meter),
+        "checkpoint put+get": checkpoint,
+        "kept answer put+get": _kept_answer(checkpoints),
+    }
+
+
+def _llm_leaf(checkpoints: Any) -> Callable[[], object]:
+    """A whole llm activity body (`run_llm`) on the offline model, a new checkpoint each call."""
+    from durapipe.activities import run_llm
+    from durapipe.runtime import LlmCall
+    from durapipe.spec import LlmPipe
+
+    pipe = LlmPipe(model="durapipe/offline", prompt="Name a colour.")
+    loop = asyncio.new_event_loop()
+    counter = iter(range(10**9))
+
+    def leaf() -> None:
+        call = LlmCall(run_id=f"ab-{next(counter)}", path="colour", pipe_name="colour", pipe=pipe)
+        loop.run_until_complete(run_llm(call, 1, checkpoints))
+
+    return leaf
+
+
+def _kept_answer(checkpoints: Any) -> Callable[[], object]:
+    """Keep a provider's answer and read it back, as the HTTP transport does (~1.2 KB of JSON)."""
+    import httpx
+
+    from durapipe.adapters._answers import _decode, _encode
+
+    body = json.dumps({"choices": [{"message": {"content": "word " * 200}}]}).encode()
+    request = httpx.Request("POST", "http://provider/v1/chat/completions")
+    answer = httpx.Response(200, headers={"content-type": "application/json"}, content=body)
+    counter = iter(range(10**9))
+
+    def keep_and_read() -> None:
+        key = f"answer:{next(counter)}"
+        checkpoints.put_answer(key, _encode(answer, body))
+        kept = checkpoints.get_answer(key)
+        assert _decode(kept, request).content == body
+
+    return keep_and_read
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Time the per-leaf pieces of the activity path, alternating, and print us per call."""
+    parser = argparse.ArgumentParser(prog="python -m bench.activity_ab", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=2000, help="calls per variant per round")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:
+        report(
+            compare(_leaf_path(Path(folder) / "ab.sqlite"), rounds=args.rounds, calls=args.calls)
+        )
+
+
+if __name__ == "__main__":
+    main()
