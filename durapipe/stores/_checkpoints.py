@@ -147,25 +147,21 @@ class _Codec:
         self.codec = codec if codec is not None else EncryptionCodec({})
 
     def dump(self, result: LeafResult) -> str:
-        text = result.model_dump_json()
-        return self.codec.seal_text(text) if self.codec is not None else text
+        return self.codec.seal_text(result.model_dump_json())
 
-    def load(self, text: str | bytes) -> LeafResult:
+    def load(self, text: str | bytes, key: str) -> LeafResult:
         if isinstance(text, bytes):
             text = text.decode()
-        if self.codec is not None:
-            text = self.codec.open_text(text)
+        text = self.codec.open_text(text, what=f"the checkpoint {key[:16]}")
         return LeafResult.model_validate_json(text)
 
     def dump_bytes(self, data: bytes) -> str:
-        text = base64.b64encode(data).decode()
-        return self.codec.seal_text(text) if self.codec is not None else text
+        return self.codec.seal_text(base64.b64encode(data).decode())
 
-    def load_bytes(self, text: str | bytes) -> bytes:
+    def load_bytes(self, text: str | bytes, key: str) -> bytes:
         if isinstance(text, bytes):
             text = text.decode()
-        if self.codec is not None:
-            text = self.codec.open_text(text)
+        text = self.codec.open_text(text, what=f"the kept provider answer {key[:23]}")
         return base64.b64decode(text)
 
 
@@ -291,14 +287,14 @@ class SqliteCheckpoints:
             "SELECT result FROM checkpoints WHERE key = ? AND created_at >= ?",
             (key, time.time() - self.ttl),
         ).fetchone()
-        return self._codec.load(row[0]) if row else None
+        return self._codec.load(row[0], key) if row else None
 
     def _select_answer(self, db: sqlite3.Connection, key: str) -> bytes | None:
         row = db.execute(
             "SELECT answer FROM answers WHERE key = ? AND created_at >= ?",
             (key, time.time() - self.ttl),
         ).fetchone()
-        return self._codec.load_bytes(row[0]) if row else None
+        return self._codec.load_bytes(row[0], key) if row else None
 
     def _insert_answer(self, db: sqlite3.Connection, key: str, answer: bytes) -> None:
         now = time.time()
@@ -370,7 +366,7 @@ class RedisCheckpoints:
     def get(self, key: str) -> LeafResult | None:
         """The result stored under ``key``, if any."""
         raw = self._redis.get(self.prefix + key)
-        return self._codec.load(raw) if raw is not None else None
+        return self._codec.load(raw, key) if raw is not None else None
 
     def put(self, key: str, result: LeafResult) -> bool:
         """Store ``result`` unless ``key`` is taken; True if this one won."""
@@ -380,7 +376,7 @@ class RedisCheckpoints:
     def get_answer(self, key: str) -> bytes | None:
         """The provider answer kept under ``key`` (see `durapipe.adapters._answers`), if any."""
         raw = self._redis.get(self.prefix + ANSWERS_LAYOUT + key)
-        return self._codec.load_bytes(raw) if raw is not None else None
+        return self._codec.load_bytes(raw, key) if raw is not None else None
 
     def put_answer(self, key: str, answer: bytes) -> None:
         """Keep a provider answer under ``key``; the first one kept stays."""
