@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
+import durapipe as dp
 from durapipe._errors import ConfigError
-from durapipe._settings import Settings
 from durapipe.runtime import LeafResult
 from durapipe.stores import SqliteCheckpoints
 from durapipe.stores._schema import SCHEMA_VERSION
-from durapipe.stores._writable import check_stores
 
 RESULTS_ONLY = ["CREATE TABLE checkpoints (key TEXT PRIMARY KEY, result TEXT NOT NULL)"]
 # Kept answers arrived before retention did (issue 16's branch): neither table had created_at.
@@ -107,16 +106,19 @@ def test_workers_opening_an_old_file_at_once_all_migrate_it(tmp_path: Path) -> N
     assert all(stores[0].get_answer(f"answer:{n}") == b"x" for n in range(8))
 
 
-def test_a_file_of_a_newer_durapipe_fails_the_worker_at_start_naming_the_file(
-    tmp_path: Path,
+async def test_a_file_of_a_newer_durapipe_fails_the_worker_at_start_naming_the_file(
+    temporal_address: str, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "checkpoints.sqlite"
     SqliteCheckpoints(path).put("k", _result("x"))
     db = sqlite3.connect(path)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
+    monkeypatch.setenv("DURAPIPE_CHECKPOINTS", str(path))
+    monkeypatch.setenv("DURAPIPE_BLOB_DIR", str(tmp_path / "blobs"))
+    client = await dp.connect(temporal_address)
     with pytest.raises(ConfigError) as refused:
-        check_stores(Settings(checkpoints=str(path), blob_dir=str(tmp_path / "blobs")))
+        dp.build_worker(client, task_queue=task_queue)
     assert str(refused.value) == (
         f"DURAPIPE_CHECKPOINTS: the checkpoint file '{path}' was written by a newer durapipe "
         f"(layout {SCHEMA_VERSION + 1}; this one reads up to {SCHEMA_VERSION}): upgrade durapipe "
