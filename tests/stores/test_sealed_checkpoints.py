@@ -1,7 +1,8 @@
 """Sealed checkpoints and kept answers read by a worker without the key, or with a wrong one, on the
 dev server: the step fails at once, non-retryable, naming DURAPIPE_ENCRYPTION_KEYS. It never parses
 the sealed text as a result, never serves it as an answer, and never takes it for a miss and pays the
-provider again (DESIGN.md's at-rest section: sealed content this process cannot open is an error)."""
+provider again: DESIGN.md only says nothing at rest is plain text; a miss would pay again silently
+on every step of every run, and a user would rather be told which variable to set."""
 
 from __future__ import annotations
 
