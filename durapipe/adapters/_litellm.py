@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType
 from durapipe._settings import settings
+from durapipe.security._codec import EncryptionError
 from durapipe.security._secrets import redact
 
 
@@ -134,6 +135,14 @@ def classify(err: BaseException, *, model: str) -> ApplicationError:
     A retryable error carries the provider's Retry-After (if any) as ``next_retry_delay``, which
     Temporal uses instead of the retry policy's own interval.
     """
+    sealed = _encryption_error(err)
+    if sealed is not None:
+        # A kept answer this worker cannot open (see `durapipe.adapters._answers`), raised in the
+        # transport and wrapped by litellm: it fails the step as sealed content without the key
+        # does anywhere (non-retryable, naming the variable), not as a retryable connection error.
+        return ApplicationError(
+            str(sealed), type=ErrorType.ENCRYPTION_KEY_ERROR, non_retryable=True
+        )
     error_type, retryable = error_type_of(err)
     delay = retry_after(err) if retryable else None
     untrusted = untrusted_certificate(err)
@@ -143,6 +152,18 @@ def classify(err: BaseException, *, model: str) -> ApplicationError:
         non_retryable=not retryable,
         next_retry_delay=timedelta(seconds=delay) if delay is not None else None,
     )
+
+
+def _encryption_error(err: BaseException) -> EncryptionError | None:
+    """The `EncryptionError` behind ``err`` (litellm wraps what its transport raises), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, EncryptionError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def error_type_of(err: BaseException) -> tuple[str, bool]:

@@ -115,8 +115,9 @@ class EncryptionCodec(PayloadCodec):
         sealed = self._seal(text.encode())
         return f"{SEALED_PREFIX}{self.current}:{base64.b64encode(sealed).decode()}"
 
-    def open_text(self, text: str) -> str:
-        """The plain text of `seal_text`'s output (text that was never sealed passes through).
+    def open_text(self, text: str, *, what: str = "a payload") -> str:
+        """The plain text of `seal_text`'s output (text that was never sealed passes through);
+        ``what`` names it in messages (e.g. "the stored result of step ...").
 
         Raises:
             EncryptionError: the key is unknown here, or wrong for the text.
@@ -128,7 +129,7 @@ class EncryptionCodec(PayloadCodec):
             data = base64.b64decode(encoded, validate=True)
         except binascii.Error:
             raise EncryptionError(f"a value sealed with key '{key_id}' is not base64") from None
-        return self._open(key_id, data).decode()
+        return self._open(key_id, data, what=what).decode()
 
     def seal_bytes(self, data: bytes) -> bytes:
         """``data`` encrypted with the current key (unchanged: no key), as `seal_text` does, without

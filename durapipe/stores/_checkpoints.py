@@ -43,6 +43,7 @@ from durapipe.security._codec import EncryptionCodec, encryption_from_env
 from durapipe.spec._base import parse_duration
 from durapipe.stores._answers import keeping_answers
 from durapipe.stores._paths import CHECKPOINTS_ENV, default_path, is_off, is_redis
+from durapipe.stores._schema import migrate
 
 T = TypeVar("T")
 
@@ -141,17 +142,17 @@ class _Codec:
     """How results become stored text and back: JSON, sealed when encryption is on."""
 
     def __init__(self, codec: EncryptionCodec | None) -> None:
-        self.codec = codec
+        # Without keys, a codec that seals nothing but still recognises sealed text: a worker
+        # without the keys fails on a sealed result instead of parsing it as plain JSON.
+        self.codec = codec if codec is not None else EncryptionCodec({})
 
     def dump(self, result: LeafResult) -> str:
-        text = result.model_dump_json()
-        return self.codec.seal_text(text) if self.codec is not None else text
+        return self.codec.seal_text(result.model_dump_json())
 
-    def load(self, text: str | bytes) -> LeafResult:
+    def load(self, text: str | bytes, key: str) -> LeafResult:
         if isinstance(text, bytes):
             text = text.decode()
-        if self.codec is not None:
-            text = self.codec.open_text(text)
+        text = self.codec.open_text(text, what=f"the checkpoint {key[:16]}")
         return LeafResult.model_validate_json(text)
 
     def dump_bytes(self, data: bytes) -> str:
@@ -161,13 +162,12 @@ class _Codec:
         text = _json_text(data)
         if text is None:
             text = base64.b64encode(data).decode()
-        return self.codec.seal_text(text) if self.codec is not None else text
+        return self.codec.seal_text(text)
 
-    def load_bytes(self, text: str | bytes) -> bytes:
+    def load_bytes(self, text: str | bytes, key: str) -> bytes:
         if isinstance(text, bytes):
             text = text.decode()
-        if self.codec is not None:
-            text = self.codec.open_text(text)
+        text = self.codec.open_text(text, what=f"the kept provider answer {key[:23]}")
         return text.encode() if text.startswith("{") else base64.b64decode(text)
 
 
@@ -205,6 +205,8 @@ class SqliteCheckpoints:
         self._codec = _Codec(codec)
         self.ttl = configured_ttl() if ttl is None else ttl
         self._lock = threading.Lock()
+        # The tables, created or brought up from an earlier durapipe's layout (see `_schema`).
+        migrate(self.path)
         # One connection for threads, which may wait for another process's write (the lock
         # serialises the threads), and one for the event loop, which never waits (`get_nowait`).
         self._db = _connect(self.path, timeout=30)
@@ -213,25 +215,6 @@ class SqliteCheckpoints:
         # A WAL checkpoint syncs the file to disk: the loop's commits leave it to a thread.
         self._loop_db.execute("PRAGMA wal_autocheckpoint=0")
         self._commits = 0
-        with self._lock, self._db:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, result TEXT NOT NULL)"
-            )
-            columns = [row[1] for row in self._db.execute("PRAGMA table_info(checkpoints)")]
-            if "created_at" not in columns:  # a file from before retention: its rows expire now
-                self._db.execute(
-                    "ALTER TABLE checkpoints ADD COLUMN created_at REAL NOT NULL DEFAULT 0"
-                )
-            self._db.execute(
-                "CREATE INDEX IF NOT EXISTS checkpoints_age ON checkpoints (created_at)"
-            )
-            # Raw provider answers kept as they arrive (see durapipe.adapters._answers): sealed
-            # like results, and pruned with them.
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS answers "
-                "(key TEXT PRIMARY KEY, answer TEXT NOT NULL, created_at REAL NOT NULL)"
-            )
 
     def get(self, key: str) -> LeafResult | None:
         """The result stored under ``key``, if any (and younger than the TTL)."""
@@ -320,14 +303,14 @@ class SqliteCheckpoints:
             "SELECT result FROM checkpoints WHERE key = ? AND created_at >= ?",
             (key, time.time() - self.ttl),
         ).fetchone()
-        return self._codec.load(row[0]) if row else None
+        return self._codec.load(row[0], key) if row else None
 
     def _select_answer(self, db: sqlite3.Connection, key: str) -> bytes | None:
         row = db.execute(
             "SELECT answer FROM answers WHERE key = ? AND created_at >= ?",
             (key, time.time() - self.ttl),
         ).fetchone()
-        return self._codec.load_bytes(row[0]) if row else None
+        return self._codec.load_bytes(row[0], key) if row else None
 
     def _insert_answer(self, db: sqlite3.Connection, key: str, answer: bytes) -> None:
         now = time.time()
@@ -399,7 +382,7 @@ class RedisCheckpoints:
     def get(self, key: str) -> LeafResult | None:
         """The result stored under ``key``, if any."""
         raw = self._redis.get(self.prefix + key)
-        return self._codec.load(raw) if raw is not None else None
+        return self._codec.load(raw, key) if raw is not None else None
 
     def put(self, key: str, result: LeafResult) -> bool:
         """Store ``result`` unless ``key`` is taken; True if this one won."""
@@ -408,13 +391,20 @@ class RedisCheckpoints:
 
     def get_answer(self, key: str) -> bytes | None:
         """The provider answer kept under ``key`` (see `durapipe.adapters._answers`), if any."""
-        raw = self._redis.get(self.prefix + key)
-        return self._codec.load_bytes(raw) if raw is not None else None
+        raw = self._redis.get(self.prefix + ANSWERS_LAYOUT + key)
+        return self._codec.load_bytes(raw, key) if raw is not None else None
 
     def put_answer(self, key: str, answer: bytes) -> None:
         """Keep a provider answer under ``key``; the first one kept stays."""
         stored = self._codec.dump_bytes(answer)
-        self._redis.set(self.prefix + key, stored, nx=True, ex=max(1, int(self.ttl)))
+        key = self.prefix + ANSWERS_LAYOUT + key
+        self._redis.set(key, stored, nx=True, ex=max(1, int(self.ttl)))
+
+
+# Answers kept by an earlier durapipe sit under ``<prefix>answer:...`` as raw bytes, without an
+# expiry; today's are base64 (sealed with encryption on). Read as today's, an old one would be
+# served as garbage: today's go under their own name, and the old ones are never read.
+ANSWERS_LAYOUT = "v1:"
 
 
 def open_store(
@@ -447,13 +437,15 @@ def prune_checkpoints(older_than: float | None = None, where: str | None = None)
 
 
 @functools.cache
-def _store_for(where: str) -> CheckpointStore | None:
+def store_for(where: str) -> CheckpointStore | None:
+    """The store ``where`` names, opened once per process (workers check it at start, see
+    `durapipe.stores._writable`, and their steps use the same one)."""
     return open_store(where)
 
 
 def configured_store() -> CheckpointStore | None:
     """The store of this process's ``DURAPIPE_CHECKPOINTS``, opened once per setting."""
-    return _store_for(settings().checkpoints)
+    return store_for(settings().checkpoints)
 
 
 async def checkpointed(

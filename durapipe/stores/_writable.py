@@ -8,6 +8,7 @@ from pathlib import Path
 from durapipe._errors import ConfigError
 from durapipe._settings import Settings
 from durapipe.stores import _blobs
+from durapipe.stores._checkpoints import store_for
 from durapipe.stores._content import ContentStore, LocalContentStore, open_content_store
 from durapipe.stores._paths import default_path, is_off, is_redis
 from durapipe.stores._payloads import DEFAULT_STORE
@@ -18,7 +19,8 @@ def check_stores(settings: Settings) -> None:
     missing), and the content stores (blobs, payloads) wherever they are, S3 included.
 
     Raises:
-        ConfigError: a store cannot be written or reached (names it and its variable).
+        ConfigError: a store cannot be written or reached (names it and its variable), or the
+            checkpoint file has a layout this version cannot read.
     """
     for variable, store in _stores(settings).items():
         try:
@@ -29,6 +31,10 @@ def check_stores(settings: Settings) -> None:
                 f"{variable}: cannot {place} {store.where} ({err.strerror or err}); "
                 f"set {variable} to a writable " + ("folder" if place == "write to" else "store")
             ) from None
+    if not is_off(settings.checkpoints) and not is_redis(settings.checkpoints):
+        # Opened now (and kept for the worker's steps): a file of an earlier durapipe is migrated
+        # here, and one this version cannot read fails the worker instead of its first step.
+        store_for(settings.checkpoints)
 
 
 def _stores(settings: Settings) -> dict[str, ContentStore]:

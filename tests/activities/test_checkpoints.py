@@ -21,7 +21,7 @@ from durapipe.stores import (
     checkpoint_key,
     open_store,
 )
-from durapipe.stores._checkpoints import WAL_CHECKPOINT_EVERY, checkpointed
+from durapipe.stores._checkpoints import ANSWERS_LAYOUT, WAL_CHECKPOINT_EVERY, checkpointed
 from durapipe.testing import FakeProvider
 from tests.chain import write_chain
 
@@ -167,7 +167,9 @@ async def test_workers_checkpoint_into_redis(
             result = await dp.run(client, pipeline, "chain", {"topic": "x"}, task_queue=task_queue)
     keys = sorted(k.decode() for k in redis_store._redis.keys(f"run:{task_queue}:*"))
     # Each step's result, and each provider answer as it arrived (see test_answers.py).
-    results = [k for k in keys if not k.startswith(f"run:{task_queue}:answer:")]
+    # Answers go under their own layout's name: an earlier durapipe's raw ones are never read.
+    answers = f"run:{task_queue}:{ANSWERS_LAYOUT}answer:"
+    results = [k for k in keys if not k.startswith(answers)]
     assert results == sorted(f"run:{task_queue}:{c.idempotency_key}" for c in fake.calls)
     assert len(keys) - len(results) == len(fake.calls)
     stored = redis_store.get(fake.calls[-1].idempotency_key or "")
@@ -227,3 +229,14 @@ async def test_image_and_extract_results_are_checkpointed(tmp_path: Path) -> Non
     first = await run_extract(read, 1, store)
     again = await run_extract(read, 2, store)
     assert (first.cache_hit, again.cache_hit) == (False, True) and again.output == first.output
+
+
+def test_a_redis_answer_kept_raw_by_an_earlier_durapipe_is_never_served(
+    redis_url: str, tmp_path: Path
+) -> None:
+    store = RedisCheckpoints(redis_url, prefix=f"test:{tmp_path.name}:", ttl=3600)
+    # How an earlier durapipe kept an answer: the raw body, under the step's answer key.
+    store._redis.set(f"test:{tmp_path.name}:answer:k", b'{"choices": []}')
+    assert store.get_answer("answer:k") is None  # a miss, not base64 of JSON read as garbage
+    store.put_answer("answer:k", b'{"id": 2}')
+    assert store.get_answer("answer:k") == b'{"id": 2}'

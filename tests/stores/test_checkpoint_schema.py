@@ -1,0 +1,166 @@
+"""Checkpoint files written by earlier durapipes: migrated in place when a store opens them (also by
+two workers at once), and a file this version cannot read refused at worker start in one sentence.
+
+The old layouts are built here with the statements the earlier stores ran (see ``git log -p`` of
+the store modules), not kept as binary fixtures."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import durapipe as dp
+from durapipe._errors import ConfigError
+from durapipe.runtime import LeafResult
+from durapipe.stores import SqliteCheckpoints
+from durapipe.stores._schema import SCHEMA_VERSION
+
+RESULTS_ONLY = ["CREATE TABLE checkpoints (key TEXT PRIMARY KEY, result TEXT NOT NULL)"]
+# Kept answers arrived before retention did (issue 16's branch): neither table had created_at.
+ANSWERS_BEFORE_RETENTION = [
+    *RESULTS_ONLY,
+    "CREATE TABLE answers (key TEXT PRIMARY KEY, answer BLOB NOT NULL)",
+]
+RETENTION = [
+    *RESULTS_ONLY,
+    "ALTER TABLE checkpoints ADD COLUMN created_at REAL NOT NULL DEFAULT 0",
+    "CREATE INDEX checkpoints_age ON checkpoints (created_at)",
+]
+# The merge of both: results expired, answers did not (the 'no such column: created_at' file).
+RETENTION_AND_OLD_ANSWERS = [
+    *RETENTION,
+    "CREATE TABLE answers (key TEXT PRIMARY KEY, answer BLOB NOT NULL)",
+]
+LAYOUTS = {
+    "results-only": RESULTS_ONLY,
+    "answers-before-retention": ANSWERS_BEFORE_RETENTION,
+    "retention-without-answers": RETENTION,
+    "retention-with-old-answers": RETENTION_AND_OLD_ANSWERS,
+}
+
+
+def _old_file(path: Path, statements: list[str]) -> Path:
+    db = sqlite3.connect(path)
+    with db:
+        for statement in statements:
+            db.execute(statement)
+        db.execute("INSERT INTO checkpoints (key, result) VALUES ('old', '{\"output\": 1}')")
+        if any("answers" in s for s in statements):
+            db.execute("INSERT INTO answers (key, answer) VALUES ('answer:old', x'7b7d')")
+    db.close()
+    return path
+
+
+def _result(text: str) -> LeafResult:
+    return LeafResult(output=text)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_file_of_an_earlier_durapipe_is_migrated_and_keeps_working(
+    tmp_path: Path, layout: str
+) -> None:
+    path = _old_file(tmp_path / "checkpoints.sqlite", LAYOUTS[layout])
+    store = SqliteCheckpoints(path, ttl=3600)
+    assert store.put("new", _result("fresh")) and store.get("new") == _result("fresh")
+    store.put_answer("answer:new", b'{"id": 1}')
+    assert store.get_answer("answer:new") == b'{"id": 1}'
+    assert store.get_answer_nowait("answer:new") == b'{"id": 1}'
+    # Rows of before retention count as expired: not served (an old answer is raw, not today's
+    # encoding), written over by a new result, and pruned.
+    assert store.get("old") is None and store.get_answer("answer:old") is None
+    assert store.prune() == 1
+    assert store.put("old", _result("again")) and store.get("old") == _result("again")
+    # Opening it again (another worker, a restart) changes nothing.
+    again = SqliteCheckpoints(path, ttl=3600)
+    assert again.get("new") == _result("fresh")
+    assert again.get_answer("answer:new") == b'{"id": 1}'
+    version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
+    assert version == SCHEMA_VERSION
+
+
+def test_workers_opening_an_old_file_at_once_all_migrate_it(tmp_path: Path) -> None:
+    path = _old_file(tmp_path / "checkpoints.sqlite", RETENTION_AND_OLD_ANSWERS)
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+    stores: list[SqliteCheckpoints] = []
+
+    def open_it() -> None:
+        start.wait()
+        try:
+            stores.append(SqliteCheckpoints(path, ttl=3600))
+        except BaseException as err:  # reported by the assertion below
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_it) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(stores) == 8
+    for n, store in enumerate(stores):
+        store.put_answer(f"answer:{n}", b"x")
+    assert all(stores[0].get_answer(f"answer:{n}") == b"x" for n in range(8))
+
+
+async def test_a_file_of_a_newer_durapipe_fails_the_worker_at_start_naming_the_file(
+    temporal_address: str, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "checkpoints.sqlite"
+    SqliteCheckpoints(path).put("k", _result("x"))
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    monkeypatch.setenv("DURAPIPE_CHECKPOINTS", str(path))
+    monkeypatch.setenv("DURAPIPE_BLOB_DIR", str(tmp_path / "blobs"))
+    client = await dp.connect(temporal_address)
+    with pytest.raises(ConfigError) as refused:
+        dp.build_worker(client, task_queue=task_queue)
+    assert str(refused.value) == (
+        f"DURAPIPE_CHECKPOINTS: the checkpoint file '{path}' was written by a newer durapipe "
+        f"(layout {SCHEMA_VERSION + 1}; this one reads up to {SCHEMA_VERSION}): upgrade durapipe "
+        "on this worker or set DURAPIPE_CHECKPOINTS to another file"
+    )
+    # Refused without touching it.
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"not a database, a note someone left here" * 100, "file is not a database"),
+        (None, "table 'checkpoints' has no column result"),
+    ],
+)
+def test_a_file_that_is_not_a_checkpoint_store_is_refused_in_one_sentence(
+    tmp_path: Path, content: bytes | None, why: str
+) -> None:
+    path = tmp_path / "checkpoints.sqlite"
+    if content is not None:
+        path.write_bytes(content)
+    else:  # a current version number over tables of another shape
+        db = sqlite3.connect(path)
+        db.execute("CREATE TABLE checkpoints (key TEXT PRIMARY KEY, value TEXT, created_at REAL)")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.close()
+    with pytest.raises(ConfigError) as refused:
+        SqliteCheckpoints(path)
+    assert str(refused.value) == (
+        f"DURAPIPE_CHECKPOINTS: the checkpoint file '{path}' cannot be read as a durapipe "
+        f"checkpoint store ({why}): set DURAPIPE_CHECKPOINTS to another file, or move this one away"
+    )
+
+
+def test_the_migration_keeps_rows_that_already_had_an_age(tmp_path: Path) -> None:
+    path = _old_file(tmp_path / "checkpoints.sqlite", RETENTION_AND_OLD_ANSWERS)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute(
+            "INSERT INTO checkpoints (key, result, created_at) VALUES (?, ?, ?)",
+            ("recent", _result("kept").model_dump_json(), time.time()),
+        )
+    db.close()
+    assert SqliteCheckpoints(path, ttl=3600).get("recent") == _result("kept")
