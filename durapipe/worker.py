@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -150,23 +150,26 @@ class ContextCachingConverter(DataConverter):
     def with_context(self, context: SerializationContext) -> ContextCachingConverter:
         """This converter bound to ``context`` (see `DataConverter.with_context`)."""
         cache: dict[SerializationContext, ContextCachingConverter] = self._by_context  # type: ignore[attr-defined]
-        bound = cache.get(context)
-        if bound is None:
-            bound = super().with_context(context)
-            if len(cache) >= CONTEXTS_KEPT:
-                cache.clear()
-            cache[context] = bound
-        return bound
+        return _kept(cache, context, super().with_context)
 
     def _with_store_context(self, store_ctx: StorageDriverStoreContext) -> DataConverter:
         cache: dict[StorageDriverStoreContext, DataConverter] = self._by_store  # type: ignore[attr-defined]
-        bound = cache.get(store_ctx)
-        if bound is None:
-            bound = super()._with_store_context(store_ctx)
-            if len(cache) >= CONTEXTS_KEPT:
-                cache.clear()
-            cache[store_ctx] = bound
-        return bound
+        return _kept(cache, store_ctx, super()._with_store_context)
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _kept(cache: dict[_K, _V], key: _K, bind: Callable[[_K], _V]) -> _V:
+    """``bind(key)``, made once per key; the cache starts over past `CONTEXTS_KEPT` keys."""
+    bound = cache.get(key)
+    if bound is None:
+        bound = bind(key)
+        if len(cache) >= CONTEXTS_KEPT:
+            cache.clear()
+        cache[key] = bound
+    return bound
 
 
 SANDBOX_ENV = "DURAPIPE_WORKFLOW_SANDBOX"

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 
 import httpcore
 
-from durapipe.adapters._held_tls import HeldTlsStream
+from durapipe.adapters._held_tls import HeldTlsStream, socket_info
 
 _ConnectExceptions = (OSError, ConnectionError)
 
@@ -118,20 +118,7 @@ class HeldStream(httpcore.AsyncNetworkStream):
         closed, or that has unexpected bytes, is not reused), the socket and its addresses."""
         if info == "is_readable":
             self.release()
-            try:
-                self._sock.recv(1, socket.MSG_PEEK)  # bytes, or b"" at the server's close
-            except (BlockingIOError, InterruptedError):
-                return False
-            except OSError:
-                return True
-            return True
-        if info == "socket":
-            return self._sock
-        if info == "client_addr":
-            return self._sock.getsockname()
-        if info == "server_addr":
-            return self._sock.getpeername()
-        return None
+        return socket_info(self._sock, info)
 
 
 class HeldReads(httpcore.AsyncNetworkBackend):

@@ -218,20 +218,28 @@ class HeldTlsStream(httpcore.AsyncNetworkStream):
             return self._tls
         if info == "is_readable":
             self.release()
-            try:
-                self._sock.recv(1, socket.MSG_PEEK)
-            except _BLOCKING:
-                return False
-            except OSError:
-                return True
+        return socket_info(self._sock, info)
+
+
+def socket_info(sock: socket.socket, info: str) -> typing.Any:
+    """What httpcore asks of any held stream, read off its socket: ``is_readable`` (bytes, or the
+    server's close, waiting: a pooled connection with either is not reused), the socket and its
+    addresses; None for anything else."""
+    if info == "is_readable":
+        try:
+            sock.recv(1, socket.MSG_PEEK)  # bytes, or b"" at the server's close
+        except _BLOCKING:
+            return False
+        except OSError:
             return True
-        if info == "socket":
-            return self._sock
-        if info == "client_addr":
-            return self._sock.getsockname()
-        if info == "server_addr":
-            return self._sock.getpeername()
-        return None
+        return True
+    if info == "socket":
+        return sock
+    if info == "client_addr":
+        return sock.getsockname()
+    if info == "server_addr":
+        return sock.getpeername()
+    return None
 
 
 def _whole_records(data: bytes) -> int:
