@@ -28,7 +28,7 @@ from collections.abc import Iterable
 
 import httpcore
 
-from durapipe.adapters._held_tls import HeldTlsStream, socket_info
+from durapipe.adapters._held_tls import HeldTlsStream, readable, socket_info
 
 _ConnectExceptions = (OSError, ConnectionError)
 
@@ -67,22 +67,11 @@ class HeldStream(httpcore.AsyncNetworkStream):
             return data
 
     async def _readable(self, timeout: float | None) -> None:
-        loop = asyncio.get_running_loop()
-        ready = loop.create_future()
-        descriptor = self._sock.fileno()
-
-        def wake() -> None:
-            if not ready.done():
-                ready.set_result(None)
-
-        loop.add_reader(descriptor, wake)
         try:
             async with asyncio.timeout(timeout):
-                await ready
+                await readable(self._sock)
         except TimeoutError as error:
             raise httpcore.ReadTimeout("timed out waiting for the provider's answer") from error
-        finally:
-            loop.remove_reader(descriptor)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         """Send ``buffer`` in full."""

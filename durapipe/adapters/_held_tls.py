@@ -141,7 +141,7 @@ class HeldTlsStream(httpcore.AsyncNetworkStream):
             try:
                 peeked = self._sock.recv(_PEEK_LIMIT, socket.MSG_PEEK)
             except _BLOCKING:
-                await self._readable()
+                await readable(self._sock)
                 continue
             except OSError as error:
                 raise httpcore.ReadError(str(error)) from error
@@ -160,22 +160,6 @@ class HeldTlsStream(httpcore.AsyncNetworkStream):
             self._incoming.write(view[:whole])
             self._fed = whole - len(self._partial)  # the rest of the fed bytes are still in it
             self._partial = b""
-
-    async def _readable(self) -> None:
-        """Wait until the socket has bytes (or is closed)."""
-        loop = asyncio.get_running_loop()
-        ready = loop.create_future()
-        descriptor = self._sock.fileno()
-
-        def wake() -> None:
-            if not ready.done():
-                ready.set_result(None)
-
-        loop.add_reader(descriptor, wake)
-        try:
-            await ready
-        finally:
-            loop.remove_reader(descriptor)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         """Encrypt and send ``buffer`` in full."""
@@ -219,6 +203,23 @@ class HeldTlsStream(httpcore.AsyncNetworkStream):
         if info == "is_readable":
             self.release()
         return socket_info(self._sock, info)
+
+
+async def readable(sock: socket.socket) -> None:
+    """Wait until ``sock`` has bytes (or is closed)."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    descriptor = sock.fileno()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(descriptor, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(descriptor)
 
 
 def socket_info(sock: socket.socket, info: str) -> typing.Any:
