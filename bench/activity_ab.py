@@ -3,8 +3,10 @@
 On a busy machine wall-clock runs of a whole pipeline drift by more than the change being measured;
 running two variants in one process, alternating round by round and comparing process CPU time,
 lets both see the same machine. ``python -m bench.activity_ab`` (or ``make bench-activity``) times
-the pieces every leaf activity runs; `compare` is the helper to A/B a change: put the old version of
-a function beside the new one and call ``compare({"old": ..., "new": ...})``.
+the pieces every leaf activity runs, what one activity's UI summary costs the workflow side, and a
+model call as the hand-written baseline and durapipe make it; `compare` is the helper to A/B a
+change: put the old version of a function beside the new one and call
+``compare({"old": ..., "new": ...})``.
 """
 
 from __future__ import annotations
@@ -129,6 +131,66 @@ def _kept_answer(checkpoints: Any) -> Callable[[], object]:
     return keep_and_read
 
 
+def _summary_encode() -> Mapping[str, Callable[[], object]]:
+    """The workflow side of one activity's UI summary: one schedule command built and encoded the
+    way the SDK does it (payload conversion, then ``encode_completion``'s visits through durapipe's
+    converter), with and without the summary durapipe sets (a plain string, ``llm path · model``)."""
+    from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
+    from temporalio.bridge.worker import encode_completion
+
+    from durapipe.worker import durapipe_converter
+
+    converter = durapipe_converter()
+    payloads = converter.payload_converter
+    argument = payloads.to_payload({"messages": [{"role": "user", "content": "word " * 40}]})
+    loop = asyncio.new_event_loop()
+
+    def schedule(summary: str | None) -> Callable[[], object]:
+        def run() -> None:
+            completion = WorkflowActivationCompletion(run_id="ab")
+            command = completion.successful.commands.add()
+            command.schedule_activity.seq = 1
+            command.schedule_activity.activity_id = "ask[7]"
+            command.schedule_activity.arguments.append(argument)
+            if summary is not None:
+                command.user_metadata.summary.CopyFrom(payloads.to_payload(summary))
+            loop.run_until_complete(encode_completion(completion, converter, True, 1))
+
+        return run
+
+    return {
+        "schedule, no summary": schedule(None),
+        "schedule + summary": schedule("llm batch1000[7] · durapipe/offline"),
+    }
+
+
+def _litellm_call() -> Mapping[str, Callable[[], object]]:
+    """One offline-model call as hand-written temporalio makes it and as durapipe's `complete`
+    makes it (idempotency headers, span, classification); process time counts litellm's success
+    logging and cost calculation, wherever it runs."""
+    from durapipe.activities._llm import complete, idempotency_headers
+    from durapipe.adapters._litellm import litellm_module
+    from durapipe.adapters._offline import register_offline_model
+
+    register_offline_model()
+    litellm = litellm_module()
+    messages = [{"role": "user", "content": "Summarise the council meeting in a few words."}]
+    loop = asyncio.new_event_loop()
+    settings = idempotency_headers({}, "k" * 64, 1)
+
+    def hand_written() -> None:
+        loop.run_until_complete(
+            litellm.acompletion(
+                model="durapipe/offline", messages=messages, num_retries=0, timeout=60.0
+            )
+        )
+
+    def durapipe() -> None:
+        loop.run_until_complete(complete("durapipe/offline", messages, None, settings, 60.0))
+
+    return {"litellm call, hand-written": hand_written, "litellm call, durapipe": durapipe}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Time the per-leaf pieces of the activity path, alternating, and print us per call."""
     parser = argparse.ArgumentParser(prog="python -m bench.activity_ab", description=__doc__)
@@ -139,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
         report(
             compare(_leaf_path(Path(folder) / "ab.sqlite"), rounds=args.rounds, calls=args.calls)
         )
+    report(compare(_summary_encode(), rounds=args.rounds, calls=args.calls))
+    # A model call costs about a hundred times a leaf piece: fewer calls per round.
+    report(compare(_litellm_call(), rounds=args.rounds, calls=max(1, args.calls // 20)))
 
 
 if __name__ == "__main__":
