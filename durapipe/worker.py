@@ -92,6 +92,8 @@ class DurapipePlugin(SimplePlugin):
         # The worker's model deck: connection settings from the pipelines it loaded, never a run's.
         deck = ModelDeck.of(pipeline.models) if pipeline else None
         activities = Activities(functions, checkpoints, deck)
+        # Whether the worker's steps use the store DURAPIPE_CHECKPOINTS names (checked at start).
+        self.checkpoints_from_env = checkpoints == "env"
         super().__init__(
             PLUGIN_NAME,
             data_converter=durapipe_converter(codec),
@@ -236,7 +238,10 @@ def build_worker(
         ConfigError: the client has no `DurapipePlugin`, a limit is not positive, a
             ``DURAPIPE_*`` setting is not valid, or a local store's folder cannot be written.
     """
-    if not any(isinstance(p, DurapipePlugin) for p in client.config().get("plugins", [])):
+    plugin = next(
+        (p for p in client.config().get("plugins", []) if isinstance(p, DurapipePlugin)), None
+    )
+    if plugin is None:
         raise ConfigError(
             "the client has no DurapipePlugin: connect with durapipe.connect(pipeline=...)"
         )
@@ -245,7 +250,9 @@ def build_worker(
     if rate is not None and rate <= 0:
         raise ConfigError(f"--rate must be a positive number of activities per second, not {rate}")
     quiet_expected_failures()
-    check_stores(settings())  # fail here, in one sentence, not at the first step that needs one
+    check_stores(
+        settings(), checkpoints=plugin.checkpoints_from_env
+    )  # fail here, in one sentence, not at the first step that needs one
     # Import litellm now: importing it inside the first llm activity would stall the worker's
     # event loop (workflow tasks included) for seconds.
     litellm_module()

@@ -14,15 +14,18 @@ from durapipe.stores._paths import default_path, is_off, is_redis
 from durapipe.stores._payloads import DEFAULT_STORE
 
 
-def check_stores(settings: Settings) -> None:
+def check_stores(settings: Settings, *, checkpoints: bool = True) -> None:
     """Write once to each store this worker uses: each local store's folder (created when
     missing), and the content stores (blobs, payloads) wherever they are, S3 included.
+
+    ``checkpoints=False`` leaves out the store ``DURAPIPE_CHECKPOINTS`` names: the worker's steps
+    use one given in code (``durapipe.connect(checkpoints=...)``), and its file is not touched.
 
     Raises:
         ConfigError: a store cannot be written or reached (names it and its variable), or the
             checkpoint file has a layout this version cannot read.
     """
-    for variable, store in _stores(settings).items():
+    for variable, store in _stores(settings, checkpoints=checkpoints).items():
         try:
             store.check()
         except OSError as err:
@@ -31,17 +34,17 @@ def check_stores(settings: Settings) -> None:
                 f"{variable}: cannot {place} {store.where} ({err.strerror or err}); "
                 f"set {variable} to a writable " + ("folder" if place == "write to" else "store")
             ) from None
-    if not is_off(settings.checkpoints) and not is_redis(settings.checkpoints):
+    if checkpoints and not is_off(settings.checkpoints) and not is_redis(settings.checkpoints):
         # Opened now (and kept for the worker's steps): a file of an earlier durapipe is migrated
         # here, and one this version cannot read fails the worker instead of its first step.
         store_for(settings.checkpoints)
 
 
-def _stores(settings: Settings) -> dict[str, ContentStore]:
+def _stores(settings: Settings, *, checkpoints: bool) -> dict[str, ContentStore]:
     folders: dict[str, Path] = {}
-    checkpoints = settings.checkpoints
-    if not is_off(checkpoints) and not is_redis(checkpoints):
-        folders["DURAPIPE_CHECKPOINTS"] = Path(checkpoints or default_path()).expanduser().parent
+    configured = settings.checkpoints
+    if checkpoints and not is_off(configured) and not is_redis(configured):
+        folders["DURAPIPE_CHECKPOINTS"] = Path(configured or default_path()).expanduser().parent
     limits = settings.limits_store
     if not is_redis(limits):
         where = default_path() if not limits or is_off(limits) else Path(limits)

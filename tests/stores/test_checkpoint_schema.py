@@ -128,6 +128,23 @@ async def test_a_file_of_a_newer_durapipe_fails_the_worker_at_start_naming_the_f
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
 
 
+async def test_a_worker_given_its_checkpoints_in_code_leaves_the_configured_file_alone(
+    temporal_address: str, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "checkpoints.sqlite"
+    SqliteCheckpoints(path).put("k", _result("x"))
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    monkeypatch.setenv("DURAPIPE_CHECKPOINTS", str(path))
+    monkeypatch.setenv("DURAPIPE_BLOB_DIR", str(tmp_path / "blobs"))
+    own = SqliteCheckpoints(tmp_path / "own.sqlite")
+    client = await dp.connect(temporal_address, checkpoints=own)
+    # Its steps use `own`: the file DURAPIPE_CHECKPOINTS names is not its to refuse or migrate.
+    dp.build_worker(client, task_queue=task_queue)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+
+
 @pytest.mark.parametrize(
     ("content", "why"),
     [
