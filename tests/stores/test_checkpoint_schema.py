@@ -106,9 +106,8 @@ def test_workers_opening_an_old_file_at_once_all_migrate_it(tmp_path: Path) -> N
     assert all(stores[0].get_answer(f"answer:{n}") == b"x" for n in range(8))
 
 
-async def test_a_file_of_a_newer_durapipe_fails_the_worker_at_start_naming_the_file(
-    temporal_address: str, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _newer_file_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A checkpoint file of a newer layout, named by DURAPIPE_CHECKPOINTS."""
     path = tmp_path / "checkpoints.sqlite"
     SqliteCheckpoints(path).put("k", _result("x"))
     db = sqlite3.connect(path)
@@ -116,6 +115,13 @@ async def test_a_file_of_a_newer_durapipe_fails_the_worker_at_start_naming_the_f
     db.close()
     monkeypatch.setenv("DURAPIPE_CHECKPOINTS", str(path))
     monkeypatch.setenv("DURAPIPE_BLOB_DIR", str(tmp_path / "blobs"))
+    return path
+
+
+async def test_a_file_of_a_newer_durapipe_fails_the_worker_at_start_naming_the_file(
+    temporal_address: str, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _newer_file_configured(tmp_path, monkeypatch)
     client = await dp.connect(temporal_address)
     with pytest.raises(ConfigError) as refused:
         dp.build_worker(client, task_queue=task_queue)
@@ -131,13 +137,7 @@ async def test_a_file_of_a_newer_durapipe_fails_the_worker_at_start_naming_the_f
 async def test_a_worker_given_its_checkpoints_in_code_leaves_the_configured_file_alone(
     temporal_address: str, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "checkpoints.sqlite"
-    SqliteCheckpoints(path).put("k", _result("x"))
-    db = sqlite3.connect(path)
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    db.close()
-    monkeypatch.setenv("DURAPIPE_CHECKPOINTS", str(path))
-    monkeypatch.setenv("DURAPIPE_BLOB_DIR", str(tmp_path / "blobs"))
+    path = _newer_file_configured(tmp_path, monkeypatch)
     own = SqliteCheckpoints(tmp_path / "own.sqlite")
     client = await dp.connect(temporal_address, checkpoints=own)
     # Its steps use `own`: the file DURAPIPE_CHECKPOINTS names is not its to refuse or migrate.
