@@ -21,6 +21,8 @@ from temporalio.client import Client
 from typer.testing import CliRunner
 
 from durapipe.cli import app
+from durapipe.runtime import LlmCall
+from durapipe.spec import LlmPipe, ModelDeck, ModelEntry
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -171,3 +173,14 @@ def paid_pipeline(tmp_path: Path, base_url: str, model: str, steps: int, **extra
     models = {"paid": {"model": f"openai/{model}", "api_base": base_url}}  # the worker's deck
     path.write_text(json.dumps({"models": models, "pipes": pipes}))  # JSON is YAML
     return path
+
+
+def call_to(run_id: str = "r1") -> LlmCall:
+    """One llm call to the model `deck_for` sends to a fake provider."""
+    pipe = LlmPipe(model="openai/gpt-keep", prompt="Name a colour.")
+    return LlmCall(run_id=run_id, path="colour", pipe_name="colour", pipe=pipe)
+
+
+def deck_for(base_url: str) -> ModelDeck:
+    """The worker's deck: the fake provider's endpoint comes from here, never from the pipe."""
+    return ModelDeck.of({"keep": ModelEntry(model="openai/gpt-keep", api_base=base_url)})

@@ -12,10 +12,9 @@ import pytest
 
 from bench.chaos import unread_ports
 from durapipe.activities import _llm, run_llm
-from durapipe.runtime import LlmCall
-from durapipe.spec import LlmPipe, ModelDeck, ModelEntry
 from durapipe.stores import CheckpointStore, RedisCheckpoints, SqliteCheckpoints
 from durapipe.testing import FakeProvider, Status
+from tests.support import call_to, deck_for
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -24,16 +23,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> CheckpointStore:
         return SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
     url: str = request.getfixturevalue("redis_url")
     return RedisCheckpoints(url, prefix=f"test:{tmp_path.name}:")
-
-
-def call_to(run_id: str = "r1") -> LlmCall:
-    pipe = LlmPipe(model="openai/gpt-keep", prompt="Name a colour.")
-    return LlmCall(run_id=run_id, path="colour", pipe_name="colour", pipe=pipe)
-
-
-def deck_for(base_url: str) -> ModelDeck:
-    """The worker's deck: the fake provider's endpoint comes from here, never from the pipe."""
-    return ModelDeck.of({"keep": ModelEntry(model="openai/gpt-keep", api_base=base_url)})
 
 
 class Died(Exception):

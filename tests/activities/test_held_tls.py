@@ -23,12 +23,10 @@ from durapipe.activities import run_llm
 from durapipe.adapters import _answers
 from durapipe.adapters._held_reads import HeldReads, release
 from durapipe.adapters._litellm import litellm_module
-from durapipe.runtime import LlmCall
-from durapipe.spec import LlmPipe, ModelDeck, ModelEntry
 from durapipe.stores import SqliteCheckpoints
 from durapipe.testing import Certificate, FakeProvider, Reply, self_signed_certificate
 from tests.chain import write_chain
-from tests.support import run_cli
+from tests.support import call_to, deck_for, run_cli
 
 
 def litellm_context() -> ssl.SSLContext:
@@ -48,15 +46,6 @@ def trusted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Certificate]:
     certificate = self_signed_certificate(tmp_path_factory.mktemp("trusted"))
     litellm_context().load_verify_locations(certificate.cert_file)
     yield certificate
-
-
-def call_to(run_id: str = "r1") -> LlmCall:
-    pipe = LlmPipe(model="openai/gpt-keep", prompt="Name a colour.")
-    return LlmCall(run_id=run_id, path="colour", pipe_name="colour", pipe=pipe)
-
-
-def deck_for(base_url: str) -> ModelDeck:
-    return ModelDeck.of({"keep": ModelEntry(model="openai/gpt-keep", api_base=base_url)})
 
 
 class WatchingStore(SqliteCheckpoints):
