@@ -43,7 +43,7 @@ from durapipe.security._codec import EncryptionCodec, encryption_from_env
 from durapipe.spec._base import parse_duration
 from durapipe.stores._answers import keeping_answers
 from durapipe.stores._paths import CHECKPOINTS_ENV, default_path, is_off, is_redis
-from durapipe.stores._schema import migrate
+from durapipe.stores._schema import CHECKPOINTS, migrate
 
 T = TypeVar("T")
 
@@ -206,7 +206,7 @@ class SqliteCheckpoints:
         self.ttl = configured_ttl() if ttl is None else ttl
         self._lock = threading.Lock()
         # The tables, created or brought up from an earlier durapipe's layout (see `_schema`).
-        migrate(self.path)
+        migrate(self.path, CHECKPOINTS)
         # One connection for threads, which may wait for another process's write (the lock
         # serialises the threads), and one for the event loop, which never waits (`get_nowait`).
         self._db = _connect(self.path, timeout=30)

@@ -37,6 +37,7 @@ from durapipe.runtime._calls import AgentTurnCall, LeafCall, LlmCall, Usage
 from durapipe.spec import LimitRule
 from durapipe.spec._spec import parse_per
 from durapipe.stores._paths import default_path, is_off, is_redis
+from durapipe.stores._schema import LIMITS, migrate
 
 # Of a rate window (at most a second) added to it: absorbs the time between a worker taking room and
 # its request reaching the provider (network, and a loaded host's scheduling: single requests took
@@ -80,18 +81,11 @@ class SqliteLimits:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        # The table, created or brought up from an earlier durapipe's layout (see `_schema`).
+        migrate(self.path, LIMITS)
         self._db = sqlite3.connect(
             self.path, check_same_thread=False, timeout=30, isolation_level=None
         )
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS leases (bucket TEXT, lease TEXT, started REAL, "
-                "expires REAL, tokens INTEGER, PRIMARY KEY (bucket, lease))"
-            )
-            self._db.execute(
-                "CREATE INDEX IF NOT EXISTS leases_started ON leases (bucket, started)"
-            )
 
     def try_acquire(
         self, lease: str, rules: Sequence[LimitRule], tokens: int, hold_s: float

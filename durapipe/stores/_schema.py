@@ -1,42 +1,97 @@
-"""The layout of a SQLite checkpoint file, and bringing a file of an earlier durapipe up to it.
+"""The layout of durapipe's SQLite files, and bringing a file of an earlier durapipe up to it.
 
-A user who upgrades durapipe keeps the shared file (``~/.cache/durapipe/checkpoints.sqlite`` by
-default), so every layout an earlier durapipe wrote is migrated in place when a store opens it:
+Two stores keep tables in SQLite: the checkpoint store (``checkpoints``, ``answers``) and the
+provider limits (``leases``). By default they share one file (``~/.cache/durapipe/checkpoints.sqlite``;
+``DURAPIPE_LIMITS`` may name another), and a SQLite file has one ``PRAGMA user_version``, so the
+version is the file's: one sequence of layouts for every durapipe table in it. Each store names
+its tables in a `Layout`; opening a store runs `migrate` with it, which
 
-- version 0, no ``user_version``: a ``checkpoints`` table of ``key, result`` (before retention),
-  perhaps with ``created_at`` (retention), perhaps an ``answers`` table of ``key, answer`` (kept
-  provider answers, before they expired) or with ``created_at``, perhaps none at all (a new file);
-- version 1: both tables with ``created_at``, and ``PRAGMA user_version = 1``.
+- refuses a file of a newer durapipe, or one that is not a durapipe store, with one sentence
+  naming the file and its variable, instead of an ``sqlite3.OperationalError`` in a step;
+- upgrades the file's existing tables in place (`_upgrade`: every table, whichever store opens
+  the file first, so a file shared by both stores is never left half upgraded);
+- creates the store's tables when they are missing, at today's layout.
+
+The versions:
+
+- 0, no ``user_version``: a ``checkpoints`` table of ``key, result`` (before retention), perhaps
+  with ``created_at`` (retention), perhaps an ``answers`` table of ``key, answer`` (kept provider
+  answers, before they expired) or with ``created_at``; perhaps a ``leases`` table (its layout has
+  not changed since it was made); perhaps none at all (a new file);
+- 1: ``checkpoints`` and ``answers`` with ``created_at``, ``leases`` as in 0; each table present
+  once its store has opened the file. (``leases`` joined version 1 without a new number: it did
+  not change, and a new number would make the durapipe of before refuse a file it reads well.)
 
 Rows of before retention get ``created_at = 0``: they count as expired, so they are not served
 (an answer kept then was stored raw, not in today's encoding) and the next prune deletes them.
-A file of a newer durapipe, or a file that is not a checkpoint store, fails the store's opening
-with one sentence naming the file, instead of an ``sqlite3.OperationalError`` in a step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from durapipe._errors import ConfigError
-from durapipe.stores._paths import CHECKPOINTS_ENV
+from durapipe.stores._paths import CHECKPOINTS_ENV, LIMITS_ENV
 
-SCHEMA_VERSION = 1  # bump with a migration step in `_upgrade` when the layout changes
-
-# The columns this version reads and writes, by table.
-_COLUMNS = {
-    "checkpoints": ("key", "result", "created_at"),
-    "answers": ("key", "answer", "created_at"),
-}
+SCHEMA_VERSION = 1  # bump with a migration step in `_upgrade` when a layout changes
 
 
-def migrate(path: Path, *, timeout: float = 30) -> None:
-    """Bring the checkpoint file at ``path`` to `SCHEMA_VERSION` (creating its tables if new).
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The tables one store keeps in a durapipe SQLite file.
+
+    Args:
+        store: what the store is called in a sentence (``checkpoint``, ``limits``).
+        variable: the setting that names the file, which an error tells the user to change.
+        columns: the columns this version reads and writes, by table.
+        create: statements that create the tables (and their indexes) at today's layout when
+            missing (``IF NOT EXISTS``).
+    """
+
+    store: str
+    variable: str
+    columns: Mapping[str, tuple[str, ...]]
+    create: Sequence[str]
+
+
+CHECKPOINTS = Layout(
+    store="checkpoint",
+    variable=CHECKPOINTS_ENV,
+    columns={
+        "checkpoints": ("key", "result", "created_at"),
+        "answers": ("key", "answer", "created_at"),
+    },
+    create=(
+        "CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, result TEXT NOT NULL, "
+        "created_at REAL NOT NULL DEFAULT 0)",
+        "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL, "
+        "created_at REAL NOT NULL DEFAULT 0)",
+        "CREATE INDEX IF NOT EXISTS checkpoints_age ON checkpoints (created_at)",
+        "CREATE INDEX IF NOT EXISTS answers_age ON answers (created_at)",
+    ),
+)
+
+LIMITS = Layout(
+    store="limits",
+    variable=LIMITS_ENV,
+    columns={"leases": ("bucket", "lease", "started", "expires", "tokens")},
+    create=(
+        "CREATE TABLE IF NOT EXISTS leases (bucket TEXT, lease TEXT, started REAL, "
+        "expires REAL, tokens INTEGER, PRIMARY KEY (bucket, lease))",
+        "CREATE INDEX IF NOT EXISTS leases_started ON leases (bucket, started)",
+    ),
+)
+
+
+def migrate(path: Path, layout: Layout, *, timeout: float = 30) -> None:
+    """Bring the file at ``path`` to `SCHEMA_VERSION` and give it ``layout``'s tables.
 
     Idempotent, and safe when several workers open the file at once: the upgrade runs inside one
     ``BEGIN IMMEDIATE`` transaction (one writer at a time) and re-reads the version inside it, so
-    the second worker finds the work done.
+    the second worker finds the work done. A file already up to date is only read.
 
     Raises:
         ConfigError: the file was written by a newer durapipe, is not a SQLite database, or holds
@@ -45,67 +100,73 @@ def migrate(path: Path, *, timeout: float = 30) -> None:
     try:
         db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
     except sqlite3.Error as err:
-        raise _unreadable(path, str(err)) from None
+        raise _unreadable(path, layout, str(err)) from None
     try:
         db.execute("PRAGMA journal_mode=WAL")
-        if _version(db, path) != SCHEMA_VERSION:
+        if _version(db, path, layout) != SCHEMA_VERSION or _missing_tables(db, layout):
             db.execute("BEGIN IMMEDIATE")
             try:
-                _upgrade(db, path, _version(db, path))
+                _upgrade(db, _version(db, path, layout))
+                _check(db, path, layout, present_only=True)  # before indexing their columns
+                for statement in layout.create:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        _check(db, path)
+        _check(db, path, layout)
     except sqlite3.DatabaseError as err:
-        raise _unreadable(path, str(err)) from None
+        raise _unreadable(path, layout, str(err)) from None
     finally:
         db.close()
 
 
-def _version(db: sqlite3.Connection, path: Path) -> int:
+def _version(db: sqlite3.Connection, path: Path, layout: Layout) -> int:
     version = int(db.execute("PRAGMA user_version").fetchone()[0])
     if version > SCHEMA_VERSION:
         raise ConfigError(
-            f"{CHECKPOINTS_ENV}: the checkpoint file '{path}' was written by a newer durapipe "
+            f"{layout.variable}: the {layout.store} file '{path}' was written by a newer durapipe "
             f"(layout {version}; this one reads up to {SCHEMA_VERSION}): upgrade durapipe on this "
-            f"worker or set {CHECKPOINTS_ENV} to another file"
+            f"worker or set {layout.variable} to another file"
         )
     return version
 
 
-def _upgrade(db: sqlite3.Connection, path: Path, version: int) -> None:
+def _upgrade(db: sqlite3.Connection, version: int) -> None:
+    # Every table the file has, not only the opening store's (see the module's docstring).
     if version < 1:
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, result TEXT NOT NULL)"
-        )
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL)"
-        )
-        for table in _COLUMNS:
-            if "created_at" not in _columns(db, table):
+        for table in CHECKPOINTS.columns:
+            columns = _columns(db, table)
+            if columns and "created_at" not in columns:
                 # Rows of before retention expire now (see the module's docstring).
                 db.execute(f"ALTER TABLE {table} ADD COLUMN created_at REAL NOT NULL DEFAULT 0")
-        db.execute("CREATE INDEX IF NOT EXISTS checkpoints_age ON checkpoints (created_at)")
-        db.execute("CREATE INDEX IF NOT EXISTS answers_age ON answers (created_at)")
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def _check(db: sqlite3.Connection, path: Path) -> None:
+def _missing_tables(db: sqlite3.Connection, layout: Layout) -> bool:
+    return any(not _columns(db, table) for table in layout.columns)
+
+
+def _check(
+    db: sqlite3.Connection, path: Path, layout: Layout, *, present_only: bool = False
+) -> None:
     # A file at the current version whose tables lack a column (made by hand, or by another
     # program) would fail every step: it fails the opening instead.
-    for table, wanted in _COLUMNS.items():
-        missing = [c for c in wanted if c not in _columns(db, table)]
+    for table, wanted in layout.columns.items():
+        have = _columns(db, table)
+        if present_only and not have:
+            continue
+        missing = [c for c in wanted if c not in have]
         if missing:
-            raise _unreadable(path, f"table '{table}' has no column {', '.join(missing)}")
+            raise _unreadable(path, layout, f"table '{table}' has no column {', '.join(missing)}")
 
 
 def _columns(db: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
 
 
-def _unreadable(path: Path, why: str) -> ConfigError:
+def _unreadable(path: Path, layout: Layout, why: str) -> ConfigError:
     return ConfigError(
-        f"{CHECKPOINTS_ENV}: the checkpoint file '{path}' cannot be read as a durapipe checkpoint "
-        f"store ({why}): set {CHECKPOINTS_ENV} to another file, or move this one away"
+        f"{layout.variable}: the {layout.store} file '{path}' cannot be read as a durapipe "
+        f"{layout.store} store ({why}): set {layout.variable} to another file, or move this one away"
     )

@@ -10,6 +10,7 @@ from durapipe._settings import Settings
 from durapipe.stores import _blobs
 from durapipe.stores._checkpoints import store_for
 from durapipe.stores._content import ContentStore, LocalContentStore, open_content_store
+from durapipe.stores._limits import configured_limits
 from durapipe.stores._paths import default_path, is_off, is_redis
 from durapipe.stores._payloads import DEFAULT_STORE
 
@@ -23,7 +24,7 @@ def check_stores(settings: Settings, *, checkpoints: bool = True) -> None:
 
     Raises:
         ConfigError: a store cannot be written or reached (names it and its variable), or the
-            checkpoint file has a layout this version cannot read.
+            checkpoint or limits file has a layout this version cannot read.
     """
     for variable, store in _stores(settings, checkpoints=checkpoints).items():
         try:
@@ -38,6 +39,12 @@ def check_stores(settings: Settings, *, checkpoints: bool = True) -> None:
         # Opened now (and kept for the worker's steps): a file of an earlier durapipe is migrated
         # here, and one this version cannot read fails the worker instead of its first step.
         store_for(settings.checkpoints)
+    named = settings.limits or (checkpoints and not is_off(settings.checkpoints))
+    if named and not is_redis(settings.limits_store):
+        # The limits file likewise, when this worker's settings name it (DURAPIPE_LIMITS, or the
+        # checkpoint file above): its first limited step would otherwise open it, inside the
+        # provider's window. A worker given its checkpoints in code leaves that file alone.
+        configured_limits()
 
 
 def _stores(settings: Settings, *, checkpoints: bool) -> dict[str, ContentStore]:
