@@ -1,4 +1,5 @@
-"""``durapipe checkpoints prune``: delete stored results past their retention."""
+"""``durapipe checkpoints prune``: delete stored results past their retention (and, in Redis,
+what an earlier durapipe stored without an expiry)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,11 @@ def prune(
         ),
     ] = None,
 ) -> None:
-    """Delete stored results older than the retention (a Redis store expires them by itself)."""
+    """Delete stored results older than the retention.
+
+    A Redis store expires results by itself; there, prune deletes what an earlier durapipe
+    stored without an expiry (results of before retention, answers of before their v1 layout).
+    """
     seconds = None
     if older_than is not None:
         try:

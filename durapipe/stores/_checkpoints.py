@@ -400,6 +400,41 @@ class RedisCheckpoints:
         key = self.prefix + ANSWERS_LAYOUT + key
         self._redis.set(key, stored, nx=True, ex=max(1, int(self.ttl)))
 
+    def prune(self, older_than: float | None = None) -> int:
+        """Delete what an earlier durapipe stored without an expiry; returns how many keys went.
+
+        Everything this version stores expires by itself. Keys under the prefix without an expiry
+        were written before retention (results) or before answers moved under `ANSWERS_LAYOUT`
+        (raw answers, never read since): like the rows of before retention in a SQLite file, they
+        count as expired whatever ``older_than`` says (Redis does not know their age).
+        """
+        gone = 0
+        batch: list[bytes] = []
+        # SCAN, not KEYS: a store shared by many workers can be large, and KEYS blocks the server.
+        for key in self._redis.scan_iter(match=_glob_escape(self.prefix) + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                gone += self._delete_unbounded(batch)
+                batch = []
+        return gone + self._delete_unbounded(batch)
+
+    def _delete_unbounded(self, keys: list[bytes]) -> int:
+        if not keys:
+            return 0
+        with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.ttl(key)
+            ttls = pipe.execute()
+        # -1: no expiry (-2: gone meanwhile). Today's writes set theirs in the same SET, so a key
+        # seen without one here was written by an earlier durapipe.
+        unbounded = [key for key, ttl in zip(keys, ttls, strict=True) if ttl == -1]
+        return int(self._redis.unlink(*unbounded)) if unbounded else 0
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a Redis ``MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
 
 # Answers kept by an earlier durapipe sit under ``<prefix>answer:...`` as raw bytes, without an
 # expiry; today's are base64 (sealed with encryption on). Read as today's, an old one would be
@@ -427,13 +462,15 @@ def open_store(
 def prune_checkpoints(older_than: float | None = None, where: str | None = None) -> int:
     """Delete stored results older than ``older_than`` seconds (default: the TTL); how many went.
 
-    A Redis store expires results by itself (0 here); with checkpoints off there is nothing to do.
+    A Redis store expires what this version stores by itself; there, prune deletes the results
+    and answers an earlier durapipe stored without an expiry (see `RedisCheckpoints.prune`). With
+    checkpoints off there is nothing to do.
 
     Raises:
         ConfigError: the store cannot be opened, or the TTL setting is not a duration.
     """
     store = open_store(where)
-    return store.prune(older_than) if isinstance(store, SqliteCheckpoints) else 0
+    return store.prune(older_than) if isinstance(store, SqliteCheckpoints | RedisCheckpoints) else 0
 
 
 @functools.cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
 import threading
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from durapipe.stores import (
 from durapipe.stores._checkpoints import ANSWERS_LAYOUT, WAL_CHECKPOINT_EVERY, checkpointed
 from durapipe.testing import FakeProvider
 from tests.chain import write_chain
+from tests.support import cli_env, durapipe_command
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -240,3 +242,41 @@ def test_a_redis_answer_kept_raw_by_an_earlier_durapipe_is_never_served(
     assert store.get_answer("answer:k") is None  # a miss, not base64 of JSON read as garbage
     store.put_answer("answer:k", b'{"id": 2}')
     assert store.get_answer("answer:k") == b'{"id": 2}'
+
+
+def test_prune_deletes_what_an_earlier_durapipe_left_in_redis_without_an_expiry(
+    redis_url: str,
+) -> None:
+    # A database of its own: the command below prunes the default prefix.
+    url = redis_url.rsplit("/", 1)[0] + "/3"
+    store = RedisCheckpoints(url, ttl=3600)
+    prefix = store.prefix
+    raw = store._redis
+    # What earlier durapipes stored, without an expiry: a raw answer (before answers moved under
+    # ANSWERS_LAYOUT) and a plain result (before retention).
+    raw.set(f"{prefix}answer:{'a' * 64}", b'{"choices": []}')
+    raw.set(f"{prefix}{'b' * 64}", LeafResult(output="old").model_dump_json())
+    raw.set("someone-else:answer:x", b"not ours")  # another program's key in the same database
+    store.put("c" * 64, LeafResult(output="today"))
+    store.put_answer("answer:" + "d" * 64, b'{"id": 1}')
+    pruned = subprocess.run(
+        durapipe_command("checkpoints", "prune"),
+        capture_output=True, text=True, env=cli_env(DURAPIPE_CHECKPOINTS=url), timeout=60,
+    )  # fmt: skip
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.stdout.strip() == "pruned 2 checkpoints"
+    assert raw.get(f"{prefix}answer:{'a' * 64}") is None
+    assert raw.get(f"{prefix}{'b' * 64}") is None
+    assert raw.get("someone-else:answer:x") == b"not ours"
+    assert store.get("c" * 64) == LeafResult(output="today")
+    assert store.get_answer("answer:" + "d" * 64) == b'{"id": 1}'
+    assert store.prune() == 0  # nothing left without an expiry
+
+
+def test_prune_in_redis_takes_a_prefix_literally(redis_url: str, tmp_path: Path) -> None:
+    mine = RedisCheckpoints(redis_url, prefix=f"t[{tmp_path.name}]*:")
+    other = RedisCheckpoints(redis_url, prefix=f"t{tmp_path.name[0]}x:")  # matches as a glob
+    mine._redis.set(f"{mine.prefix}answer:old", b"raw")
+    other._redis.set(f"{other.prefix}answer:old", b"raw")
+    assert mine.prune() == 1
+    assert other._redis.get(f"{other.prefix}answer:old") == b"raw"
