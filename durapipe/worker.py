@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -296,5 +297,11 @@ async def warm_up() -> None:
     includes building the HTTP client that keeps answers (tens of milliseconds: an SSL context and
     a connection pool), which would otherwise happen inside the first step's provider limit.
     """
+    before = asyncio.all_tasks()
     await warm_answer_client()
     await warm_provider_clients()
+    # litellm logs each call on a task of its own (its service hooks build pydantic models:
+    # milliseconds). Left alone, the warm-up call's would run inside the first step's request.
+    spawned = asyncio.all_tasks() - before
+    if spawned:
+        await asyncio.wait(spawned, timeout=2)  # bounded, should one of them never end

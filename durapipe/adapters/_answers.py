@@ -31,7 +31,6 @@ import base64
 import contextlib
 import functools
 import json
-import socket
 import ssl
 import typing
 import urllib.request
@@ -75,23 +74,50 @@ def install() -> None:
 
 
 async def warm() -> None:
-    """Build the answer-keeping client and send one request over a held connection, offline.
+    """Build the answer-keeping client and run one request over a held connection, offline.
 
-    The first request over httpcore's pool imports and builds its machinery (tens of milliseconds;
-    more on a busy host). A worker does it before it polls, not inside its first step's provider
-    limit, where it would delay that request past the moment the limit let it go. The request goes
-    to a port on this host that nobody listens on: refused before anything is sent.
+    The first request over httpcore's pool imports and builds its machinery, and runs its code
+    for the first time (tens of milliseconds; more on a busy host). A worker does it before it
+    polls, not inside its first step's provider limit, where it would delay that request past the
+    moment the limit let it go. The request goes to a server of this process on 127.0.0.1, which
+    answers it at once, so the whole HTTP/1.1 path runs (sending, h11's parsing, the held read and
+    its release), the same code an ``https://`` answer runs over TLS. Building the client builds
+    the SSL context of ``https://`` providers, its CA store loaded. (A TLS handshake made here in
+    memory, against a throwaway certificate, was measured and left out: a first real handshake
+    took as long after it.)
     """
     install()
     session = getattr(litellm_module(), "aclient_session", None)
     transport = getattr(session, "_transport", None)
     if not isinstance(transport, KeepAnswers) or transport.held is None:
         return
-    with socket.socket() as closed:  # bound, never listening
-        closed.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{closed.getsockname()[1]}/v1/chat/completions"
-        with contextlib.suppress(httpx.HTTPError, httpcore.ConnectError, OSError):
-            await transport.held.handle_async_request(httpx.Request("POST", url, content=b"{}"))
+    server = await asyncio.start_server(_answer_warm_up, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
+        with contextlib.suppress(httpx.HTTPError, httpcore.NetworkError, OSError, TimeoutError):
+            async with asyncio.timeout(10):  # a worker's start never hangs on its warm-up
+                response = await transport.held.handle_async_request(
+                    httpx.Request("POST", url, content=b"{}")
+                )
+                await response.aread()
+                _held_reads.release(response.extensions)
+                await response.aclose()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _answer_warm_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The warm-up request's server: one answer, then the connection closes."""
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)  # the body, b"{}"
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n"
+            b"connection: close\r\n\r\n{}"
+        )
+        await writer.drain()
+    writer.close()
 
 
 def _tls_context() -> ssl.SSLContext | None:

@@ -21,6 +21,7 @@ certificate is trusted here exactly when litellm's transport would trust it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import typing
@@ -183,8 +184,23 @@ class HeldTlsStream(httpcore.AsyncNetworkStream):
             await asyncio.get_running_loop().sock_sendall(self._sock, data)
 
     async def aclose(self) -> None:
-        """Close the connection (held ciphertext goes with it)."""
-        self._sock.close()
+        """Say goodbye (TLS ``close_notify``) and close the connection (held ciphertext goes with
+        it).
+
+        Without ``close_notify`` the provider cannot tell a finished connection from one cut
+        short (some log it as an error, some count it as a truncation attack). Best effort: one
+        non-blocking send, no wait for the provider's own ``close_notify``, so a close never
+        hangs on a dead or slow peer.
+        """
+        try:
+            with contextlib.suppress(ssl.SSLError):  # SSLWantReadError: it waits for the peer's
+                self._tls.unwrap()
+            alert = self._outgoing.read()
+            if alert:
+                with contextlib.suppress(OSError):  # gone, reset, or a full send buffer
+                    self._sock.send(alert)
+        finally:
+            self._sock.close()
 
     async def start_tls(
         self,
