@@ -67,17 +67,50 @@ def process(
                 child.wait()
 
 
-def wait_ready(child: subprocess.Popen[bytes], log: Path, ready: str, timeout: float = 120) -> None:
-    """Wait until ``ready`` shows in ``log``.
+def wait_ready(
+    child: subprocess.Popen[bytes],
+    log: Path,
+    ready: str,
+    timeout: float | None = None,
+    what: str | None = None,
+) -> None:
+    """Wait until ``ready`` shows in ``log``, for as long as ``child`` runs (or ``timeout``).
+
+    A loaded host can take minutes to start a worker (16-37 s each at load 10-15), so by default
+    there is no deadline: the wait ends when the line shows or the process dies. One comment line
+    says what it waits for; another each minute says it still does.
 
     Raises:
-        RuntimeError: the process ended or ``timeout`` passed first.
+        SystemExit: one sentence (no traceback) when the process ended first, naming it, its exit
+            code, its log and the log's last line; or when ``timeout`` passed.
     """
-    deadline = time.monotonic() + timeout
+    name = what or f"{log.stem} (pid {child.pid})"
+    note(f"waiting for {name} to print {ready!r} in {log}")
+    began = time.monotonic()
+    next_note = began + 60
     while ready not in log.read_text(errors="replace"):
-        if child.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{child.args!r} did not start:\n{log.read_text(errors='replace')}")
+        code = child.poll()
+        if code is not None:
+            raise SystemExit(
+                f"{name} exited with code {code} before it printed {ready!r}; "
+                f"its log {log} ends: {_last_line(log)}"
+            )
+        now = time.monotonic()
+        if timeout is not None and now - began > timeout:
+            raise SystemExit(
+                f"{name} did not print {ready!r} within {timeout:.0f} s; "
+                f"its log {log} ends: {_last_line(log)}"
+            )
+        if now >= next_note:
+            note(f"still waiting for {name} after {now - began:.0f} s")
+            next_note += 60
         time.sleep(0.05)
+    note(f"{name} ready after {time.monotonic() - began:.1f} s")
+
+
+def _last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "(nothing)"
 
 
 def durapipe_cli(*args: str) -> list[str]:
