@@ -91,7 +91,10 @@ async def warm() -> None:
     transport = getattr(session, "_transport", None)
     if not isinstance(transport, KeepAnswers) or transport.held is None:
         return
-    server = await asyncio.start_server(_answer_warm_up, "127.0.0.1", 0)
+    try:
+        server = await asyncio.start_server(_answer_warm_up, "127.0.0.1", 0)
+    except OSError:  # no loopback to listen on (a locked-down sandbox): the first step pays it
+        return
     try:
         url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
         with contextlib.suppress(httpx.HTTPError, httpcore.NetworkError, OSError, TimeoutError):

@@ -4,10 +4,12 @@ provider, and a worker's warm-up leaves nothing of itself to run inside its firs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import struct
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,13 +53,25 @@ async def _held_tls_to(port: int, certificate: Certificate) -> object:
     return await raw.start_tls(context, server_hostname="127.0.0.1", timeout=5)
 
 
-async def test_closing_a_held_tls_connection_sends_close_notify(certificate: Certificate) -> None:
+@contextlib.contextmanager
+def serving(
+    certificate: Certificate, *, reset: bool
+) -> Iterator[tuple[int, threading.Thread, list[object]]]:
+    """`serve_once` on a thread: its port, the thread (joined at the end), what it saw."""
     seen: list[object] = []
     with socket.create_server(("127.0.0.1", 0)) as listener:
         server = threading.Thread(target=serve_once, args=(listener, certificate, seen),
-                                  kwargs={"reset": False})  # fmt: skip
+                                  kwargs={"reset": reset})  # fmt: skip
         server.start()
-        stream = await _held_tls_to(listener.getsockname()[1], certificate)
+        try:
+            yield listener.getsockname()[1], server, seen
+        finally:
+            server.join(10)
+
+
+async def test_closing_a_held_tls_connection_sends_close_notify(certificate: Certificate) -> None:
+    with serving(certificate, reset=False) as (port, server, seen):
+        stream = await _held_tls_to(port, certificate)
         await stream.aclose()  # type: ignore[attr-defined]
         await asyncio.to_thread(server.join, 10)
     assert seen == [b""]  # the provider read a clean end of the TLS session
@@ -66,12 +80,8 @@ async def test_closing_a_held_tls_connection_sends_close_notify(certificate: Cer
 async def test_closing_on_a_dead_provider_neither_waits_nor_fails(
     certificate: Certificate,
 ) -> None:
-    seen: list[object] = []
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        server = threading.Thread(target=serve_once, args=(listener, certificate, seen),
-                                  kwargs={"reset": True})  # fmt: skip
-        server.start()
-        stream = await _held_tls_to(listener.getsockname()[1], certificate)
+    with serving(certificate, reset=True) as (port, server, seen):
+        stream = await _held_tls_to(port, certificate)
         await asyncio.to_thread(server.join, 10)  # the provider is gone (RST sent)
         sock = stream.get_extra_info("socket")  # type: ignore[attr-defined]
         async with asyncio.timeout(2):

@@ -18,6 +18,7 @@ from durapipe._errors import ConfigError
 from durapipe.runtime import LeafResult
 from durapipe.stores import SqliteCheckpoints
 from durapipe.stores._schema import SCHEMA_VERSION
+from tests.stores.schema_support import newer_layout, refusal_at_start
 
 RESULTS_ONLY = ["CREATE TABLE checkpoints (key TEXT PRIMARY KEY, result TEXT NOT NULL)"]
 # Kept answers arrived before retention did (issue 16's branch): neither table had created_at.
@@ -122,14 +123,8 @@ async def test_a_file_of_a_newer_durapipe_fails_the_worker_at_start_naming_the_f
     temporal_address: str, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = _newer_file_configured(tmp_path, monkeypatch)
-    client = await dp.connect(temporal_address)
-    with pytest.raises(ConfigError) as refused:
-        dp.build_worker(client, task_queue=task_queue)
-    assert str(refused.value) == (
-        f"DURAPIPE_CHECKPOINTS: the checkpoint file '{path}' was written by a newer durapipe "
-        f"(layout {SCHEMA_VERSION + 1}; this one reads up to {SCHEMA_VERSION}): upgrade durapipe "
-        "on this worker or set DURAPIPE_CHECKPOINTS to another file"
-    )
+    refusal = await refusal_at_start(temporal_address, task_queue)
+    assert refusal == newer_layout("DURAPIPE_CHECKPOINTS", "checkpoint", path)
     # Refused without touching it.
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
 

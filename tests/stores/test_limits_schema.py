@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-import durapipe as dp
 from durapipe._errors import ConfigError
 from durapipe.runtime import LeafResult
 from durapipe.spec import LimitRule
 from durapipe.stores import SqliteCheckpoints, SqliteLimits
 from durapipe.stores._schema import SCHEMA_VERSION
+from tests.stores.schema_support import newer_layout, refusal_at_start
 
 # The statements the limits store ran before its file had a version (see `git log -p` of
 # durapipe/stores/_limits.py).
@@ -105,12 +105,6 @@ async def test_a_limits_file_of_a_newer_durapipe_fails_the_worker_at_start(
     monkeypatch.setenv("DURAPIPE_LIMITS", str(path))
     monkeypatch.setenv("DURAPIPE_CHECKPOINTS", str(tmp_path / "checkpoints.sqlite"))
     monkeypatch.setenv("DURAPIPE_BLOB_DIR", str(tmp_path / "blobs"))
-    client = await dp.connect(temporal_address)
-    with pytest.raises(ConfigError) as refused:
-        dp.build_worker(client, task_queue=task_queue)
-    assert str(refused.value) == (
-        f"DURAPIPE_LIMITS: the limits file '{path}' was written by a newer durapipe "
-        f"(layout {SCHEMA_VERSION + 1}; this one reads up to {SCHEMA_VERSION}): upgrade durapipe "
-        "on this worker or set DURAPIPE_LIMITS to another file"
-    )
+    refusal = await refusal_at_start(temporal_address, task_queue)
+    assert refusal == newer_layout("DURAPIPE_LIMITS", "limits", path)
     assert _version(path) == SCHEMA_VERSION + 1  # refused without touching it
