@@ -25,7 +25,7 @@ from durapipe.cli._live import follow_live
 from durapipe.ops._dev import free_port
 from durapipe.testing.fake_provider import FakeProvider, Reply, Status
 from durapipe.workflows import STEPS_QUERY
-from durapipe.workflows._search import INPUT_TOKENS, PIPE, SEARCH_ATTRIBUTES, STEPS
+from durapipe.workflows._search import COST_USD, INPUT_TOKENS, PIPE, SEARCH_ATTRIBUTES, STEPS
 from tests.conftest import ARTICLE, EXAMPLES
 from tests.support import history_events, run_cli
 
@@ -260,8 +260,9 @@ async def test_prometheus_endpoint_serves_token_and_cost_counters(observed: Obse
     assert total("durapipe_calls") > 0
 
 
-async def test_ui_shows_current_details_and_memo(observed: Observed) -> None:
-    assert observed.paid_memo == {"pipe": "brief", "spec_version": 1}
+async def test_ui_shows_current_details_and_no_memo(observed: Observed) -> None:
+    # No memo: nothing reads it (the pipe is a search attribute), and workers decode it per start.
+    assert observed.paid_memo == {}
     assert observed.paid_details == (
         "pipe brief: succeeded: sequence step fact_check (5 of 5 steps done)"
     )
@@ -290,7 +291,7 @@ async def test_run_totals_are_upserted_at_most_every_two_seconds_and_exact_at_th
     assert attributes.get(PIPE) == "twenty"
 
 
-async def test_a_run_starts_with_totals_from_its_client_and_upserts_them_only_at_its_end(
+async def test_a_run_starts_with_its_pipe_from_its_client_and_upserts_totals_only_at_its_end(
     temporal_address: str, task_queue: str
 ) -> None:
     ask = dp.llm("ask", inputs={"question": str}, prompt="{{ question }}")
@@ -303,12 +304,43 @@ async def test_a_run_starts_with_totals_from_its_client_and_upserts_them_only_at
         )
     events = await history_events(client, run_id)
     started = events[0].workflow_execution_started_event_attributes.search_attributes
-    assert set(started.indexed_fields) == set(SEARCH_ATTRIBUTES)  # all five, from the client
+    assert set(started.indexed_fields) == {PIPE.name}  # workflow version 2: the pipe only
     upserts = [
-        e for e in events if e.HasField("upsert_workflow_search_attributes_event_attributes")
+        e.upsert_workflow_search_attributes_event_attributes
+        for e in events
+        if e.HasField("upsert_workflow_search_attributes_event_attributes")
     ]
 
     assert len(upserts) == 1  # the end's: none at the start (one history event less per run)
+    # The four totals; the pipe was set at the start and never changes.
+    assert set(upserts[0].search_attributes.indexed_fields) == set(SEARCH_ATTRIBUTES) - {PIPE.name}
     attributes = (await client.get_workflow_handle(run_id).describe()).typed_search_attributes
     assert attributes.get(STEPS) == 1
     assert (attributes.get(INPUT_TOKENS) or 0) > 0
+    assert attributes.get(PIPE) == "one"
+
+
+async def test_a_run_that_finishes_no_step_still_ends_with_all_five_attributes(
+    temporal_address: str, task_queue: str
+) -> None:
+    # A condition whose outcome is "continue" runs nothing: no step finishes, yet the run's end
+    # must set its totals (zeros), since from workflow version 2 its client set only the pipe.
+    skip = dp.condition(
+        "skip",
+        inputs={"flag": str},
+        expression="flag",
+        outcomes={"x": "continue"},
+        default="continue",
+    )
+    pipeline = dp.pipeline(skip)
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    run_id = f"skip-{uuid.uuid4().hex[:8]}"
+    async with dp.build_worker(client, task_queue=task_queue):
+        await dp.run(client, pipeline, "skip", {"flag": "x"}, run_id=run_id, task_queue=task_queue)
+    attributes = (await client.get_workflow_handle(run_id).describe()).typed_search_attributes
+    assert {key.name: attributes.get(key) for key in (PIPE, COST_USD, INPUT_TOKENS, STEPS)} == {
+        PIPE.name: "skip",
+        COST_USD.name: 0.0,
+        INPUT_TOKENS.name: 0,
+        STEPS.name: 0,
+    }

@@ -42,6 +42,9 @@ def test_histories_are_recorded() -> None:
         "brief-totals-from-start__fact_check.json",
         "brief-workflow-v1.json",  # PipeRun.workflow_version 1: those changes without markers
         "brief-workflow-v1__fact_check.json",
+        # PipeRun.workflow_version 2: only the pipe set at the start, the totals at the end.
+        "brief-workflow-v2.json",
+        "brief-workflow-v2__fact_check.json",
     }
 
 

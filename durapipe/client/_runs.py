@@ -267,7 +267,7 @@ async def retry(client: Client, run_id: str) -> RunHandle:
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
         static_summary=f"pipe {run.pipe} (retry)",
         memo={"pipe": run.pipe, "spec_version": SPEC_VERSION, "retry_of": description.run_id},
-        search_attributes=start_totals(run.pipe),
+        search_attributes=start_totals(run.pipe, run.workflow_version),
     )
     return RunHandle(client, run_id)
 

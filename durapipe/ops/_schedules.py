@@ -131,7 +131,7 @@ async def create_schedule(
         static_summary=f"pipe {pipe}",
         memo={"pipe": pipe, "schedule": schedule_id},
         # Listed by `durapipe runs` from the start, before a worker has picked the run up.
-        typed_search_attributes=start_totals(pipe),
+        typed_search_attributes=start_totals(pipe, run.workflow_version),
     )
     schedule = Schedule(
         action=action, spec=spec, policy=SchedulePolicy(overlap=OVERLAP_POLICIES[overlap])

@@ -69,7 +69,7 @@ class BatchSlice(_Message):
     max_concurrency: int | None = None
 
 
-WORKFLOW_VERSION = 1
+WORKFLOW_VERSION = 2
 """The workflow behaviour a run started by this code asks for (`PipeRun.workflow_version`)."""
 
 
@@ -92,6 +92,8 @@ class PipeRun(_Message):
             before the field) decides each change by ``workflow.patched``; 1 has every change up
             to ``durapipe.totals-from-start`` in force without a patch marker (each marker costs a
             run two history events: the marker and Temporal's ``TemporalChangeVersion`` upsert).
+            2 is 1 with fewer search attributes at the start: the client sets only the pipe, and
+            the run's first upsert (2 s in, or at its end) sets its totals.
     """
 
     run_id: str

@@ -55,6 +55,9 @@ class Interpreter:
         self.runtime = runtime
         self.records: dict[str, StepRecord] = {}
         self.usage = Usage()
+        # Per pipe name: the structures and limits its calls carry (pure functions of the spec,
+        # which a run never changes), so a batch's items do not work them out again each.
+        self._call_parts: dict[str, tuple[dict[str, StructureSpec], Any]] = {}
 
     def snapshot(self) -> list[StepRecord]:
         """The step records so far, in plan order (nested steps follow their parent step)."""
@@ -260,14 +263,19 @@ class Interpreter:
 
     def _call(self, path: str, pipe_name: str, inputs: dict[str, Any]) -> LeafCall:
         pipe = self.run.spec.pipes[pipe_name]
-        structures = self.structures_for([*pipe.inputs.values(), getattr(pipe, "output", "any")])
+        parts = self._call_parts.get(pipe_name)
+        if parts is None:
+            types = [*pipe.inputs.values(), getattr(pipe, "output", "any")]
+            parts = self.structures_for(types), limits_for(pipe, self.run.spec.limits)
+            self._call_parts[pipe_name] = parts
+        structures, limits = parts
         common = {
             "run_id": self.run.run_id,
             "scope": self.run.scope,
             "path": path,
             "pipe_name": pipe_name,
             "inputs": inputs,
-            "limits": limits_for(pipe, self.run.spec.limits),
+            "limits": limits,
         }
         kind = kind_of(pipe.kind)
         if kind is None or kind.call is None:

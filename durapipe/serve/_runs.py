@@ -93,7 +93,7 @@ async def start_run(
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             static_summary=f"pipe {pipe} (MTHDS protocol)",
             memo=memo,
-            search_attributes=start_totals(pipe),
+            search_attributes=start_totals(pipe, run.workflow_version),
         )
     except WorkflowAlreadyStartedError:
         if not idempotency_key:

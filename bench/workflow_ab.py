@@ -1,0 +1,188 @@
+"""In-process A/B timing of the workflow side: exact CPU microseconds per replayed run.
+
+A worker's workflow CPU is what it spends decoding activations, running the workflow code and
+encoding its commands. Replaying a recorded history does exactly that work (no server, no
+activities), so replaying durapipe's and the hand-written baseline's histories of the same shape,
+alternating round by round in one process, compares the two workflow sides on the same machine
+at the same moment. ``record`` runs each shape once on a fresh dev server (in-process workers on the
+offline model) and saves the histories; ``replay`` times them:
+
+    python -m bench.workflow_ab record --out /tmp/histories
+    python -m bench.workflow_ab replay --histories /tmp/histories [--rounds 7] [--profile SHAPE]
+
+Each figure is CPU microseconds per replayed run (a whole history: a run's start, every
+activation, its end), its median over rounds and each round's figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything imports litellm
+
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+import durapipe as dp
+from bench import handwritten
+from bench.__main__ import load_pipeline
+from bench._common import dev_server
+
+SHAPES = ("single", "seq50", "batch1000")
+
+
+async def record(out: Path) -> None:
+    """Run every shape once on each side and save both histories as ``<shape>.<side>.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    pipeline, _ = load_pipeline(out)
+    questions = [f"q{i}" for i in range(1000)]
+    async with dev_server(None) as address:
+        ours = await dp.connect(address, pipeline=pipeline, checkpoints=None)
+        theirs = await handwritten.connect(address)
+        queue = f"wab-{uuid.uuid4().hex[:8]}"
+        async with (
+            dp.build_worker(ours, task_queue=queue),
+            handwritten.build(theirs, queue + "-hw"),
+        ):
+            runs: dict[str, tuple[Callable[[str], Awaitable[Any]], Callable[[str], Awaitable[Any]]]]
+            runs = {
+                "single": (
+                    lambda i: dp.run(ours, pipeline, "ask", {"question": "q"}, run_id=i,
+                                     task_queue=queue),
+                    lambda i: theirs.execute_workflow("bench.single", "q", id=i,
+                                                      task_queue=queue + "-hw"),
+                ),
+                "seq50": (
+                    lambda i: dp.run(ours, pipeline, "seq50", {"question": "q"}, run_id=i,
+                                     task_queue=queue),
+                    lambda i: theirs.execute_workflow("bench.sequence", args=["q", 50], id=i,
+                                                      task_queue=queue + "-hw"),
+                ),
+                "batch1000": (
+                    lambda i: dp.run(ours, pipeline, "batch1000", {"questions": questions},
+                                     run_id=i, task_queue=queue),
+                    lambda i: theirs.execute_workflow("bench.batch", args=[questions, 100], id=i,
+                                                      task_queue=queue + "-hw"),
+                ),
+            }  # fmt: skip
+            for shape, (durapipe_run, handwritten_run) in runs.items():
+                for side, start, client in (
+                    ("durapipe", durapipe_run, ours),
+                    ("handwritten", handwritten_run, theirs),
+                ):
+                    run_id = f"{shape}-{side}-{uuid.uuid4().hex[:6]}"
+                    await start(run_id)
+                    history = await client.get_workflow_handle(run_id).fetch_history()
+                    (out / f"{shape}.{side}.json").write_text(history.to_json())
+
+
+def _load(path: Path) -> WorkflowHistory:
+    data = json.loads(path.read_text())
+    return WorkflowHistory.from_json(path.stem, data)
+
+
+def replayers() -> dict[str, Replayer]:
+    """A replayer per side, set up as that side's worker is (converter, workflows, unsandboxed)."""
+    from durapipe.worker import durapipe_converter
+    from durapipe.workflows import PipeWorkflow
+
+    # debug_mode runs each activation inline (no thread hop), so a profile sees the workflow code.
+    return {
+        "durapipe": Replayer(
+            workflows=[PipeWorkflow], data_converter=durapipe_converter(), debug_mode=True
+        ),
+        "handwritten": Replayer(
+            workflows=handwritten.WORKFLOWS,
+            data_converter=pydantic_data_converter,
+            debug_mode=True,
+        ),
+    }
+
+
+async def replay_many(replayer: Replayer, history: WorkflowHistory, times: int) -> None:
+    """Replay ``history`` ``times`` times through one replay worker; fail on any mismatch."""
+
+    async def copies() -> Any:
+        for _ in range(times):
+            yield history
+
+    async with replayer.workflow_replay_iterator(copies()) as results:
+        async for result in results:
+            if result.replay_failure is not None:
+                raise result.replay_failure
+
+
+async def time_shapes(folder: Path, rounds: int, shapes: tuple[str, ...]) -> None:
+    """Print each side's CPU microseconds per replayed run, alternating sides every round."""
+    sides = replayers()
+    for shape in shapes:
+        histories = {side: _load(folder / f"{shape}.{side}.json") for side in sides}
+        times = {"single": 200, "seq50": 10, "batch1000": 2}[shape]
+        for side, replayer in sides.items():  # warm imports and caches outside the timed rounds
+            await replay_many(replayer, histories[side], 1)
+        timings: dict[str, list[float]] = {side: [] for side in sides}
+        for n in range(rounds):
+            order = list(sides) if n % 2 == 0 else list(reversed(sides))
+            for side in order:
+                start = time.process_time()
+                await replay_many(sides[side], histories[side], times)
+                timings[side].append((time.process_time() - start) / times * 1e6)
+        medians = {side: statistics.median(values) for side, values in timings.items()}
+        for side, values in timings.items():
+            figures = " ".join(f"{v:.0f}" for v in values)
+            print(f"{shape}.{side:12s} median {medians[side]:10.0f} us/run  rounds: {figures}")
+        ratio = medians["durapipe"] / medians["handwritten"]
+        print(f"{shape}.workflow_cpu_ratio = {ratio:.3f}", flush=True)
+
+
+async def profile(folder: Path, shape: str, side: str, times: int, top: int) -> None:
+    """cProfile ``times`` replays of one side's history of ``shape``; print the top functions."""
+    replayer = replayers()[side]
+    history = _load(folder / f"{shape}.{side}.json")
+    await replay_many(replayer, history, 1)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await replay_many(replayer, history, times)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``record`` histories or ``replay`` them alternately (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.workflow_ab", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    recording = commands.add_parser("record")
+    recording.add_argument("--out", type=Path, required=True)
+    replaying = commands.add_parser("replay")
+    replaying.add_argument("--histories", type=Path, required=True)
+    replaying.add_argument("--rounds", type=int, default=7)
+    replaying.add_argument("--shape", action="append", choices=SHAPES)
+    replaying.add_argument("--profile", choices=SHAPES, help="cProfile this shape instead")
+    replaying.add_argument("--side", default="durapipe", choices=("durapipe", "handwritten"))
+    replaying.add_argument("--times", type=int, default=20)
+    replaying.add_argument("--top", type=int, default=40)
+    args = parser.parse_args(argv)
+    if args.command == "record":
+        asyncio.run(record(args.out))
+    elif args.profile:
+        asyncio.run(profile(args.histories, args.profile, args.side, args.times, args.top))
+    else:
+        asyncio.run(time_shapes(args.histories, args.rounds, tuple(args.shape or SHAPES)))
+
+
+if __name__ == "__main__":
+    main()
