@@ -36,7 +36,7 @@ from durapipe._settings import settings
 from durapipe.adapters import DEFAULT_TASK_QUEUE, WORKFLOW_NAME, child_workflow_id, pipe_run
 from durapipe.client import _run_control
 from durapipe.client._connection import ConnectOptions
-from durapipe.client._stalls import RunQueues, read_queues, why_stalled
+from durapipe.client._stalls import RunQueues, failing_task, read_queues, why_stalled
 from durapipe.client._telemetry import Telemetry
 from durapipe.runtime import RunResult, StepFailure, StepRecord
 from durapipe.spec import Pipeline, is_controller_kind
@@ -128,7 +128,8 @@ class RunHandle:
         )
 
     async def stalled(self) -> str | None:
-        """Why the run cannot make progress (a task queue it needs has no worker), else None.
+        """Why the run cannot make progress (a task queue it needs has no worker, or its workflow
+        task keeps failing on the workers it has), else None.
 
         The queues come from the run's start (read from its history for a run started
         elsewhere); Temporal's DescribeTaskQueue says who polls them.
@@ -137,7 +138,8 @@ class RunHandle:
             self._queues = await self._read_queues()
             if self._queues is None:
                 return None
-        return await why_stalled(self.client, self._queues)
+        why = await why_stalled(self.client, self._queues)
+        return why or await failing_task(self.client, self.run_id)
 
     async def _read_queues(self) -> RunQueues | None:
         return await read_queues(self.client, self.run_id)
@@ -183,7 +185,9 @@ class RunHandle:
             ) from None
         if description.status == WorkflowExecutionStatus.RUNNING:
             # Without a worker the query would wait for its timeout; the queue says so at once.
-            why = await why_stalled(self.client, RunQueues(workflow=description.task_queue))
+            why = await why_stalled(
+                self.client, RunQueues(workflow=description.task_queue)
+            ) or await failing_task(self.client, self.run_id)
             if why is not None:
                 raise RunStalled(
                     f"run '{self.run_id}' is running but cannot make progress: {why}",

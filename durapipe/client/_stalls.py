@@ -1,9 +1,12 @@
-"""Why a run cannot make progress: task queues that no worker polls.
+"""Why a run cannot make progress: task queues that no worker polls, or a workflow task that
+keeps failing on the workers that do.
 
 A run waits silently on Temporal when no worker polls its task queue, or when a leaf is routed to a
 queue nobody serves: Temporal queues the task and waits for a worker, forever. Temporal's
 DescribeTaskQueue lists the pollers it has seen lately, so a client can tell within seconds that a
-run is stuck and say which queue needs a worker.
+run is stuck and say which queue needs a worker. A run whose workflow task fails on every attempt
+(a worker older than the run, or pipe code changed under a running run) waits as silently: Temporal
+retries the task forever and records only its first failure.
 """
 
 from __future__ import annotations
@@ -11,10 +14,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, ListWorkersRequest
-from temporalio.client import Client
+from temporalio.api.workflowservice.v1 import (
+    DescribeTaskQueueRequest,
+    GetWorkflowExecutionHistoryReverseRequest,
+    ListWorkersRequest,
+)
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from durapipe.client._telemetry import WORKER_HEARTBEAT
@@ -33,6 +41,9 @@ from durapipe.worker import PLUGIN_NAME
 #     seen for 60 s plus a 10 s margin is gone: at most 70 s after its worker died.
 HEARTBEAT_GONE_S = 3 * WORKER_HEARTBEAT.total_seconds() + 5.0
 POLLER_GONE_S = 70.0
+# A workflow task can fail once in normal operation (a worker dying mid-task, an event arriving
+# while it completes); failing twice in a row on its retries means it fails on every worker.
+FAILING_TASK_ATTEMPT = 3
 
 
 @dataclass(frozen=True)
@@ -167,6 +178,44 @@ async def read_queues(client: Client, run_id: str) -> RunQueues | None:
 
 
 async def run_stalled(client: Client, run_id: str) -> str | None:
-    """Why run ``run_id`` cannot make progress (see `why_stalled`), else None."""
+    """Why run ``run_id`` cannot make progress (see `why_stalled` and `failing_task`), else None."""
     queues = await read_queues(client, run_id)
-    return None if queues is None else await why_stalled(client, queues)
+    if queues is None:
+        return None
+    return await why_stalled(client, queues) or await failing_task(client, run_id)
+
+
+async def failing_task(client: Client, run_id: str) -> str | None:
+    """One clause saying that run ``run_id``'s workflow task keeps failing on its workers, with the
+    failure Temporal recorded; None if it does not (or the server cannot tell)."""
+    try:
+        description = await client.get_workflow_handle(run_id).describe()
+        pending = description.raw_description.pending_workflow_task
+        if (
+            description.status != WorkflowExecutionStatus.RUNNING
+            or pending.attempt < FAILING_TASK_ATTEMPT
+        ):
+            return None
+        message = await _task_failure(client, run_id)
+    except RPCError:
+        return None
+    return (
+        f"its workflow task has failed {pending.attempt - 1} times in a row on the workers of "
+        f"task queue '{description.task_queue}': {message}"
+    )
+
+
+async def _task_failure(client: Client, run_id: str) -> str:
+    """The message of the run's last recorded workflow task failure (its retries record none)."""
+    response = await client.workflow_service.get_workflow_execution_history_reverse(
+        GetWorkflowExecutionHistoryReverseRequest(
+            namespace=client.namespace,
+            execution=WorkflowExecution(workflow_id=run_id),
+            maximum_page_size=100,
+        )
+    )
+    for event in response.history.events:
+        if event.HasField("workflow_task_failed_event_attributes"):
+            failure = event.workflow_task_failed_event_attributes.failure
+            return failure.message.splitlines()[0] if failure.message else "no message"
+    return "its failure is not in the run's recent history"

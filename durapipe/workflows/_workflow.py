@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from durapipe.runtime._budget import Budget
     from durapipe.runtime._calls import (
+        WORKFLOW_VERSION,
         LeafCall,
         LeafResult,
         LlmCall,
@@ -86,6 +87,11 @@ IN_FORCE = {
 _DONE = frozenset({"succeeded", "failed", "skipped"})
 
 
+class NewerRunError(Exception):
+    """A run asks for a workflow version this worker does not have; fails the workflow task (not
+    the run), so the run waits for an upgraded worker."""
+
+
 class _Control:
     """A workflow's control state: paused or not, steps waiting for a human, running children."""
 
@@ -122,6 +128,15 @@ class PipeWorkflow:
     @workflow.run
     async def run(self, run: PipeRun) -> RunResult:
         """Run the pipe; fail with type ``durapipe.StepFailed`` naming the step that failed."""
+        if run.workflow_version > WORKFLOW_VERSION:
+            # Running it the way this code runs older versions would record commands a worker of
+            # its own version cannot replay. Failing the workflow task keeps the run waiting for
+            # such a worker (clients say why: `client._stalls.failing_task`).
+            raise NewerRunError(
+                f"run '{run.run_id}' was started by a newer durapipe (workflow version "
+                f"{run.workflow_version}; this worker runs versions up to {WORKFLOW_VERSION}): "
+                f"upgrade durapipe on the workers of task queue '{workflow.info().task_queue}'"
+            )
         if workflow.info().parent is None:
             # A scheduled run's workflow id gets a timestamp suffix its stored input cannot know.
             run = run.model_copy(update={"run_id": workflow.info().workflow_id})

@@ -1,0 +1,41 @@
+"""A run started by a newer durapipe than the worker's waits for an upgraded worker, and says so."""
+
+from __future__ import annotations
+
+import uuid
+
+from temporalio.client import WorkflowExecutionStatus
+
+import durapipe as dp
+from durapipe.adapters._plan import WORKFLOW_NAME, pipe_run
+from durapipe.runtime._calls import WORKFLOW_VERSION
+from durapipe.workflows._search import start_totals
+from tests.support import eventually
+
+
+async def test_a_run_of_a_newer_workflow_version_waits_and_says_why(
+    temporal_address: str, task_queue: str, brief_yaml: dp.Pipeline
+) -> None:
+    client = await dp.connect(temporal_address, pipeline=brief_yaml)
+    run_id = f"newer-{uuid.uuid4().hex[:8]}"
+    run = pipe_run(brief_yaml, "brief", {"article": "Some text."}, run_id=run_id)
+    newer = run.model_copy(update={"workflow_version": WORKFLOW_VERSION + 1})
+    async with dp.build_worker(client, task_queue=task_queue):
+        await client.start_workflow(
+            WORKFLOW_NAME,
+            newer,
+            id=run_id,
+            task_queue=task_queue,
+            search_attributes=start_totals("brief"),
+        )
+        handle = dp.RunHandle(client, run_id)
+        why = await eventually(handle.stalled, "the run's failing workflow task to be reported")
+    assert why == (
+        f"its workflow task has failed 2 times in a row on the workers of task queue "
+        f"'{task_queue}': run '{run_id}' was started by a newer durapipe (workflow version "
+        f"{WORKFLOW_VERSION + 1}; this worker runs versions up to {WORKFLOW_VERSION}): upgrade "
+        f"durapipe on the workers of task queue '{task_queue}'"
+    )
+    description = await client.get_workflow_handle(run_id).describe()
+    assert description.status == WorkflowExecutionStatus.RUNNING  # waiting, nothing lost
+    await client.get_workflow_handle(run_id).terminate("test over")
