@@ -4,14 +4,14 @@ A call takes a lease in each of its limits before it reaches the provider and gi
 ends. A limit holds when, at the moment a lease is taken:
 
 - ``concurrency``: fewer than N leases are in flight;
-- ``rate``: fewer than N leases started within the window (plus a small guard for the path from
-  the worker's socket to the provider's clock), counting a lease not yet sent as started;
+- ``rate``: fewer than N leases started within the window (plus a guard, `GUARD`, for calls whose
+  lease starts when room is taken), counting a lease not yet sent as started;
 - ``tokens``: the tokens of the leases started within the window (the provider-reported usage of
   finished calls, an estimate of the prompt for calls in flight) leave room for this call's estimate.
 
 When a lease starts. Work between taking room and sending (litellm building the request, a busy
-host's scheduling) took over 0.1 s on two loaded cores, so a lease that started when room was
-taken let requests bunch at the provider. A lease whose request goes through durapipe's transport
+host's scheduling) spread by over 0.2 s on two loaded cores (arrivals timed by the provider's
+kernel), so a lease that started when room was taken let requests bunch at the provider. A lease whose request goes through durapipe's transport
 (`durapipe.adapters._answers`) is therefore taken *unsent*: until the transport reports the
 request's first bytes on the wire (`request_sent`), it counts as started in every window (its row
 holds a start in the future, its expiry), and then it starts at a time read after those bytes
