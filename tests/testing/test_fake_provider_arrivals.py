@@ -24,17 +24,18 @@ def body(model: str = "gpt-x") -> bytes:
     return json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode()
 
 
-def _send(fake: FakeProvider, model: str = "gpt-x") -> tuple[socket.socket, float]:
-    """Send one whole request on a new connection; return it and when the bytes left."""
+def _send(fake: FakeProvider, model: str = "gpt-x") -> tuple[socket.socket, float, float]:
+    """Send one whole request on a new connection; return it and the times just before and just
+    after its bytes left."""
     content = body(model)
     request = (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: fake\r\nContent-Type: application/json\r\n"
         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(content), content)
     )
     connection = socket.create_connection(("127.0.0.1", fake.port))
-    sent_at = time.time()
+    before = time.time()
     connection.sendall(request)
-    return connection, sent_at
+    return connection, before, time.time()
 
 
 def test_arrivals_keep_their_schedule_while_the_provider_s_loop_is_stalled() -> None:
@@ -49,9 +50,9 @@ def test_arrivals_keep_their_schedule_while_the_provider_s_loop_is_stalled() -> 
 
     with FakeProvider() as fake:
         fake.on_response(stall)
-        first, _ = _send(fake, "stall")
+        first, _, _ = _send(fake, "stall")
         assert stalled.wait(timeout=10), "the first request never reached the provider"
-        sent: list[tuple[socket.socket, float]] = []
+        sent: list[tuple[socket.socket, float, float]] = []
         for index in range(4):
             if index:
                 time.sleep(SPACING_S)  # the known schedule under test, not a wait for the machine
@@ -59,14 +60,14 @@ def test_arrivals_keep_their_schedule_while_the_provider_s_loop_is_stalled() -> 
         released_at = time.time()
         release.set()
         fake.wait_until(lambda calls: sum(c.finished_at is not None for c in calls) == 5)
-        for connection in [first, *(c for c, _ in sent)]:
+        for connection in [first, *(c for c, _, _ in sent)]:
             connection.close()
         scheduled = sorted(fake.calls_for("gpt-x"), key=lambda c: c.arrived_at)
         kernel = [c.kernel_received_at for c in scheduled]
         assert all(stamp is not None for stamp in kernel), kernel
-        for call, (_, sent_at) in zip(scheduled, sent, strict=True):
-            # Loopback: the kernel has the bytes within a scheduler's tick of the send.
-            assert call.arrived_at - sent_at == pytest.approx(0.0, abs=0.05)
+        for call, (_, before, after) in zip(scheduled, sent, strict=True):
+            # Loopback: the kernel stamps the bytes while they are being sent.
+            assert before <= call.arrived_at <= after
             # The loop only saw it once it was free again.
             assert call.received_at >= released_at
         assert fake.max_rate_for("gpt-x", kernel=False) == 4  # the loop's clock bunches them all
