@@ -18,6 +18,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import sys
 import tempfile
 import urllib.request
@@ -103,6 +104,7 @@ async def scenario(address: str, runs: int, concurrency: int, rate: int, work: P
             wait_ready(child, log, "worker ready")
         completed = await _run_all(address, dp.load(file), queue, runs)
         ledger = await asyncio.to_thread(_ledger, url)
+    alpha = [c for c in ledger["calls"] if c["model"] == "alpha"]
     seen_concurrency = ledger["max_concurrency_by_model"].get("alpha", 0)
     seen_rate = ledger["max_rate_1s_by_model"].get("alpha", 0)
     figure("throttle.runs", runs)
@@ -112,12 +114,37 @@ async def scenario(address: str, runs: int, concurrency: int, rate: int, work: P
     figure("throttle.alpha.max_concurrency", seen_concurrency)
     figure("throttle.alpha.limit_rate_per_s", rate)
     figure("throttle.alpha.max_rate_per_s", seen_rate)
+    # How arrivals were timed: by the kernel (1) or, where it cannot, the provider's loop (0).
+    figure("throttle.arrivals_timed_at_kernel", int(ledger["arrivals_timed_by"] == "kernel"))
+    _arrival_figures(alpha, rate, work / "limits.sqlite")
     for name in PROVIDERS[1:]:
         figure(f"throttle.{name}.max_concurrency", ledger["max_concurrency_by_model"].get(name, 0))
         figure(f"throttle.{name}.max_rate_per_s", ledger["max_rate_1s_by_model"].get(name, 0))
     met = completed == runs and seen_concurrency <= concurrency and seen_rate <= rate
     figure("throttle.target_met", int(met))
     return met
+
+
+def _arrival_figures(calls: list[dict[str, Any]], rate: int, limits: Path) -> None:
+    """Throughput, and how close rate + 1 arrivals came to fitting in one second (over 1.0 s:
+    never), on the kernel's clock; the same by the provider loop's clock and by the leases'
+    starts, to show where a bunching came from."""
+    kernel = sorted(c["kernel_received_at"] or c["received_at"] for c in calls)
+    if len(kernel) > 1:
+        figure("throttle.alpha.calls_per_s", f"{(len(kernel) - 1) / (kernel[-1] - kernel[0]):.3f}")
+    with contextlib.closing(sqlite3.connect(limits)) as db:
+        leases = sorted(t for (t,) in db.execute("SELECT started FROM leases"))
+    loop = sorted(c["received_at"] for c in calls)
+    figure("throttle.alpha.leases_max_per_s", _max_in_1s(leases))
+    figure("throttle.alpha.loop_max_rate_per_s", _max_in_1s(loop))
+    for clock, times in (("", kernel), ("loop_", loop), ("leases_", leases)):
+        spans = [later - first for first, later in zip(times, times[rate:], strict=False)]
+        if spans:
+            figure(f"throttle.alpha.{clock}tightest_{rate + 1}_s", f"{min(spans):.3f}")
+
+
+def _max_in_1s(times: list[float]) -> int:
+    return max((sum(1 for u in times if t <= u < t + 1.0) for t in times), default=0)
 
 
 def _ledger(url: str) -> dict[str, Any]:
@@ -127,16 +154,20 @@ def _ledger(url: str) -> dict[str, Any]:
 
 async def _run_all(address: str, pipeline: dp.Pipeline, queue: str, runs: int) -> int:
     client = await dp.connect(address)
-    handles = [
-        await dp.start(
-            client,
-            pipeline,
-            f"ask_{PROVIDERS[index % len(PROVIDERS)]}",
-            {"question": f"question {index}"},
-            task_queue=queue,
+    # Started all at once, so the providers without a limit see a burst even on a loaded host
+    # (one at a time, their calls could trickle in below alpha's limits and prove nothing).
+    handles = await asyncio.gather(
+        *(
+            dp.start(
+                client,
+                pipeline,
+                f"ask_{PROVIDERS[index % len(PROVIDERS)]}",
+                {"question": f"question {index}"},
+                task_queue=queue,
+            )
+            for index in range(runs)
         )
-        for index in range(runs)
-    ]
+    )
     results = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
     for failure in [r for r in results if isinstance(r, BaseException)][:3]:
         note(f"run failed: {failure}")

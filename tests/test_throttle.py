@@ -26,12 +26,19 @@ def test_a_limited_provider_sees_at_most_its_limits_across_two_workers(
         cwd=ROOT,
         timeout=240,
     )
+    print(done.stdout)  # the figures, for a failure's report (and -rP)
     seen = figures(done.stdout)
     assert done.returncode == 0, done.stdout + done.stderr
     assert seen["throttle.runs_completed"] == 24
     assert seen["throttle.alpha.calls"] == 8
     assert 1 <= seen["throttle.alpha.max_concurrency"] <= 2
+    # Arrivals as the provider's kernel stamped them: its event loop, on the same busy cores as the
+    # workers, may get to two requests sent a second apart within less than a second.
+    assert seen["throttle.arrivals_timed_at_kernel"] == (sys.platform == "linux")
     assert 1 <= seen["throttle.alpha.max_rate_per_s"] <= 3
-    # The providers without a limit went past it: the limit is what held alpha back.
-    assert seen["throttle.beta.max_concurrency"] > 2
-    assert seen["throttle.beta.max_rate_per_s"] > 3
+    # A provider without a limit went past it: the limit is what held alpha back. Either one will
+    # do: on a loaded host one of them may see its 8 calls trickle in (beta saw 2 at once, 3 in a
+    # second, while gamma saw 7 and 7, with two CPU burners).
+    unlimited = ("beta", "gamma")
+    assert max(seen[f"throttle.{name}.max_concurrency"] for name in unlimited) > 2
+    assert max(seen[f"throttle.{name}.max_rate_per_s"] for name in unlimited) > 3

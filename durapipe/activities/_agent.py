@@ -13,6 +13,7 @@ from durapipe.activities._llm import (
 )
 from durapipe.activities._registry import CallContext, register_activity
 from durapipe.activities._settings import check_settings, provider_settings
+from durapipe.adapters._answers import carries
 from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._agent_messages import AgentReply, ToolRequest
 from durapipe.runtime._calls import AgentTurnCall, LeafResult
@@ -56,7 +57,8 @@ async def _turn(call: AgentTurnCall, key: str, attempt: int, deck: ModelDeck | N
         extra.update(tools=call.tools, _skip_mcp_handler=True)
     sent = provider_settings("agent", call.pipe_name, model, pipe.settings, deck)
     settings = idempotency_headers(sent, key, attempt)
-    async with limited(call) as lease:
+    sent_by_transport = bool(call.limits) and carries(model, settings)
+    async with limited(call, sent_by_transport=sent_by_transport) as lease:
         response = await complete(model, call.messages, fmt, settings, pipe.timeout, **extra)
         lease.used(usage_of(response))
     message = response.choices[0].message

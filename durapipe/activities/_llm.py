@@ -15,6 +15,7 @@ from durapipe._errors import ErrorType
 from durapipe.activities._registry import CallContext, register_activity
 from durapipe.activities._settings import check_settings, provider_settings
 from durapipe.activities._spans import provider_span, record_response
+from durapipe.adapters._answers import carries
 from durapipe.adapters._answers import install as keep_answers
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
 from durapipe.adapters._plan import ACTIVITY_NAMES
@@ -158,8 +159,10 @@ async def _ask(
 
     usage = Usage()
     problem = ""
+    # Whether the transport reports when the request leaves (then the limit counts from there).
+    sent_by_transport = bool(call.limits) and carries(model, settings_for(model))
     for _ in range(pipe.reask + 1):
-        async with limited(call) as lease:
+        async with limited(call, sent_by_transport=sent_by_transport) as lease:
             model, response = await _complete_first(
                 [model, *pipe.fallbacks], messages, fmt, settings_for, pipe.timeout
             )

@@ -19,6 +19,10 @@ and ``https://`` when litellm's SSL verification is off (``SSL_VERIFY=False``) o
 kept in the same turn of the event loop as durapipe's code receives the last bytes (a window of the
 time between the read and the keep remains, see the README).
 
+The transport also tells a call's provider limit when its request leaves (`request_sent`, see
+`durapipe.stores._limits`): over a held connection once its first bytes are written; over litellm's
+transport (aiohttp, which durapipe cannot reach into) when the request is handed to it.
+
 An answer is kept under the idempotency key and a hash of the request body (a re-ask within one
 step sends other messages under the same key). Only successful, non-streamed answers are kept.
 Requests without the key (anything durapipe did not send) pass through untouched.
@@ -34,6 +38,8 @@ import json
 import ssl
 import typing
 import urllib.request
+from collections.abc import Mapping
+from typing import Any
 
 import httpcore
 import httpx
@@ -41,6 +47,10 @@ import httpx
 from durapipe.adapters import _held_reads
 from durapipe.adapters._litellm import litellm_module
 from durapipe.stores._answers import IDEMPOTENCY_HEADER, AnswerStore, answer_key, answer_store
+from durapipe.stores._limits import request_sent
+
+# litellm providers whose requests go through `litellm.aclient_session` (its OpenAI client).
+_CARRIED_PROVIDERS = frozenset({"openai", "custom_openai"})
 
 
 @functools.cache
@@ -123,6 +133,25 @@ async def _answer_warm_up(reader: asyncio.StreamReader, writer: asyncio.StreamWr
     writer.close()
 
 
+def carries(model: str, settings: Mapping[str, Any]) -> bool:
+    """True when a request to ``model`` goes through `KeepAnswers`, which reports when it leaves.
+
+    A provider limit then starts the call's lease at that moment instead of when room is taken.
+    Another provider (litellm reaches it through its own client) or a session the application
+    set itself: False.
+    """
+    install()
+    litellm = litellm_module()
+    session = getattr(litellm, "aclient_session", None)
+    if not isinstance(getattr(session, "_transport", None), KeepAnswers):
+        return False
+    try:
+        provider = litellm.get_llm_provider(model, api_base=settings.get("api_base"))[1]
+    except Exception:  # an unknown model fails later, with a proper error
+        return False
+    return provider in _CARRIED_PROVIDERS
+
+
 def _tls_context() -> ssl.SSLContext | None:
     """The SSL context litellm's own transport verifies providers with, or None when held TLS must
     not be used: verification is off (``SSL_VERIFY=False``: not weakened here, left to litellm's
@@ -181,12 +210,15 @@ class KeepAnswers(httpx.AsyncBaseTransport):
         store = answer_store()
         step = request.headers.get(IDEMPOTENCY_HEADER)
         if store is None or step is None:
+            request_sent()  # handed over: the nearest durapipe can see to the bytes leaving
             return await self.inner.handle_async_request(request)
         key = answer_key(step, await request.aread())
         kept = await _call(store, "get_answer", key)
         if kept is not None:
             return _decode(kept, request)
         transport = self.held if self.held is not None and self.holds(request.url) else self.inner
+        if transport is self.inner:
+            request_sent()  # a held connection says so itself, once the bytes are written
         response = await transport.handle_async_request(request)
         if response.status_code != 200 or "event-stream" in response.headers.get(
             "content-type", ""

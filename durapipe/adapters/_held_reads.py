@@ -29,6 +29,7 @@ from collections.abc import Iterable
 import httpcore
 
 from durapipe.adapters._held_tls import HeldTlsStream, readable, socket_info
+from durapipe.stores._limits import request_sent
 
 _ConnectExceptions = (OSError, ConnectionError)
 
@@ -84,6 +85,8 @@ class HeldStream(httpcore.AsyncNetworkStream):
             raise httpcore.WriteTimeout("timed out sending the request") from error
         except OSError as error:
             raise httpcore.WriteError(str(error)) from error
+        # The request's first bytes are on the wire: its provider limit counts it from now.
+        request_sent()
 
     async def aclose(self) -> None:
         """Close the connection (held bytes go with it)."""

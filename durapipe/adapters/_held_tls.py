@@ -28,6 +28,8 @@ import typing
 
 import httpcore
 
+from durapipe.stores._limits import request_sent
+
 _HEADER = 5  # a TLS record: content type (1), version (2), length (2), then the record itself
 _PEEK_LIMIT = 64 * 1024  # how much of the socket one read looks at (records are at most ~16 KiB)
 # The ciphertext one read feeds the SSL object and holds in the socket: about one record. Holding
@@ -177,6 +179,8 @@ class HeldTlsStream(httpcore.AsyncNetworkStream):
             raise httpcore.WriteTimeout("timed out sending the request") from error
         except OSError as error:
             raise httpcore.WriteError(str(error)) from error
+        # The request's first bytes are on the wire: its provider limit counts it from now.
+        request_sent()
 
     async def _flush(self) -> None:
         data = self._outgoing.read()

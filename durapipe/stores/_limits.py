@@ -4,10 +4,27 @@ A call takes a lease in each of its limits before it reaches the provider and gi
 ends. A limit holds when, at the moment a lease is taken:
 
 - ``concurrency``: fewer than N leases are in flight;
-- ``rate``: fewer than N leases started within the window (plus a guard, so network and scheduling
-  jitter between the worker and the provider cannot squeeze N + 1 arrivals into one window);
+- ``rate``: fewer than N leases started within the window (plus a guard, `GUARD`, for calls whose
+  lease starts when room is taken), counting a lease not yet sent as started;
 - ``tokens``: the tokens of the leases started within the window (the provider-reported usage of
   finished calls, an estimate of the prompt for calls in flight) leave room for this call's estimate.
+
+When a lease starts. Work between taking room and sending (litellm building the request, a busy
+host's scheduling) spread by over 0.2 s on two loaded cores (arrivals timed by the provider's
+kernel), so a lease that started when room was taken let requests bunch at the provider. A lease whose request goes through durapipe's transport
+(`durapipe.adapters._answers`) is therefore taken *unsent*: until the transport reports the
+request's first bytes on the wire (`request_sent`), it counts as started in every window (its row
+holds a start in the future, its expiry), and then it starts at a time read after those bytes
+left. Why that is sound for any number of workers: the store orders every take and stamp (one
+SQLite transaction, one Redis script each). Say N + 1 requests left within one window (a, a + W]
+and k was the last of them to take room, at T_k <= s_k <= a + W. When k took room, each of the
+other N was either unsent (counted) or stamped at r_i >= s_i > a >= T_k - W (counted too), so k
+saw N starts and waited: contradiction. Merely moving a start later would not do: a check made
+while the start was early may have let another lease in beside where it lands. A lease that ends
+unsent (an answer kept earlier, a failure before sending, a request another client carried) starts
+at its end, which is no earlier than anything it could have sent. Calls durapipe's transport does
+not carry (a tool, a provider litellm reaches through its own client) start when room is taken,
+as before, and rely on the guard.
 
 A lease of a worker that died expires after the call's timeout, so a crash never leaks capacity.
 The counts live where the checkpoints live (``DURAPIPE_CHECKPOINTS``), or in ``DURAPIPE_LIMITS``:
@@ -19,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import json
 import os
@@ -39,10 +57,12 @@ from durapipe.spec._spec import parse_per
 from durapipe.stores._paths import default_path, is_off, is_redis
 from durapipe.stores._schema import LIMITS, migrate
 
-# Of a rate window (at most a second) added to it: absorbs the time between a worker taking room and
-# its request reaching the provider (network, and a loaded host's scheduling: single requests took
-# up to ~0.15 s on two busy cores, which a 10% guard let bunch 4 arrivals into a second at 3/s).
+# Of a rate window (at most a second) added to it: the time from a lease's start to its request
+# reaching the provider, for calls whose start is when room is taken (tools, providers durapipe's
+# transport does not carry), where the work in between spread by up to 0.2 s on a loaded host
+# (kernel-timed arrivals: leases 1.206 s apart arrived 0.996 s apart with two CPU burners).
 GUARD = 0.2
+Rules = Sequence[LimitRule]  # the limits one call matches
 POLL_S = 0.05  # how often a call waiting for a concurrency slot looks again
 HOLD_MARGIN_S = 5.0  # a lease outlives its call's timeout by this much before it expires
 
@@ -64,13 +84,23 @@ class LimitStore(Protocol):
     """Where the leases of every worker are counted."""
 
     def try_acquire(
-        self, lease: str, rules: Sequence[LimitRule], tokens: int, hold_s: float
+        self, lease: str, rules: Rules, tokens: int, hold_s: float, unsent: bool = False
     ) -> float:
-        """Take ``lease`` in every rule's limit if all have room: 0.0; else the seconds to wait."""
+        """Take ``lease`` in every rule's limit if all have room: 0.0; else the seconds to wait.
+
+        An ``unsent`` lease counts as started in every window until `sent` (or `release`).
+        """
+        ...
+
+    def sent(self, lease: str, rules: Sequence[LimitRule]) -> None:
+        """Start an unsent ``lease`` now: its request's first bytes have left."""
         ...
 
     def release(self, lease: str, rules: Sequence[LimitRule], tokens: int) -> None:
-        """End ``lease`` (it still counts towards rates), recording the tokens it really used."""
+        """End ``lease`` (it still counts towards rates), recording the tokens it really used.
+
+        A lease still unsent starts now (whatever it sent left no later than this).
+        """
         ...
 
 
@@ -88,7 +118,7 @@ class SqliteLimits:
         )
 
     def try_acquire(
-        self, lease: str, rules: Sequence[LimitRule], tokens: int, hold_s: float
+        self, lease: str, rules: Rules, tokens: int, hold_s: float, unsent: bool = False
     ) -> float:
         """Take ``lease`` in every rule's limit if all have room: 0.0; else the seconds to wait."""
         with self._lock:
@@ -98,9 +128,11 @@ class SqliteLimits:
                 now = time.time()
                 wait = max((self._wait(rule, tokens, now) for rule in rules), default=0.0)
                 if wait == 0.0:
+                    # An unsent lease starts at its expiry: in the future, so in every window.
+                    started = now + hold_s if unsent else now
                     db.executemany(
                         "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?)",
-                        [(rule.bucket, lease, now, now + hold_s, tokens) for rule in rules],
+                        [(rule.bucket, lease, started, now + hold_s, tokens) for rule in rules],
                     )
                     # Rows older than any window are history: drop them now and then.
                     if random.random() < 0.01:
@@ -134,7 +166,7 @@ class SqliteLimits:
                 )
             ]
             if len(starts) >= amount:  # room again once the oldest that fills the window leaves it
-                wait = max(wait, starts[len(starts) - int(amount)] + window - now)
+                wait = max(wait, _until_out(starts[len(starts) - int(amount)], window, now))
         if token_window is not None:
             budget, window = token_window
             used, oldest = db.execute(
@@ -143,27 +175,50 @@ class SqliteLimits:
                 (bucket, now - window),
             ).fetchone()
             if used and used + tokens > budget:  # a call bigger than the budget may run alone
-                wait = max(wait, oldest + window - now, POLL_S)
+                wait = max(wait, _until_out(oldest, window, now), POLL_S)
         return wait
+
+    def sent(self, lease: str, rules: Sequence[LimitRule]) -> None:
+        """Start an unsent ``lease`` now: its request's first bytes have left."""
+        with self._lock:
+            now = time.time()  # read after the bytes left: never earlier than they did
+            self._db.execute(
+                "UPDATE leases SET started = ? WHERE lease = ? AND started > ?", (now, lease, now)
+            )
 
     def release(self, lease: str, rules: Sequence[LimitRule], tokens: int) -> None:
         """End ``lease`` (it still counts towards rates), recording the tokens it really used."""
         with self._lock:
+            now = time.time()
             self._db.execute(
-                "UPDATE leases SET expires = 0, tokens = ? WHERE lease = ?", (tokens, lease)
+                "UPDATE leases SET expires = 0, tokens = ?, started = MIN(started, ?) "
+                "WHERE lease = ?",
+                (tokens, now, lease),
             )
 
 
+def _until_out(started: float, window: float, now: float) -> float:
+    """Seconds until a lease that started at ``started`` leaves the window; unsent: poll."""
+    return POLL_S if started > now else started + window - now
+
+
 # KEYS: per rule, its in-flight zset, starts zset and tokens hash. ARGV: lease, tokens, hold_s,
-# then per rule: concurrency, rate amount, rate window, token budget, token window (0 = none).
+# unsent (1/0), then per rule: concurrency, rate amount, rate window, token budget, token window
+# (0 = none). An unsent lease's start is its expiry (in the future, so in every window); a start
+# in the future means unsent, so a wait on it polls.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local lease, tokens, hold = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local unsent = ARGV[4] == '1'
+local function out(started, win)
+  if started > now then return 0.05 end
+  return started + win - now
+end
 local wait = 0
 for i = 0, #KEYS / 3 - 1 do
   local flying, starts, used = KEYS[i*3+1], KEYS[i*3+2], KEYS[i*3+3]
-  local a = 4 + i * 5
+  local a = 5 + i * 5
   local conc, rate, rwin = tonumber(ARGV[a]), tonumber(ARGV[a+1]), tonumber(ARGV[a+2])
   local budget, twin = tonumber(ARGV[a+3]), tonumber(ARGV[a+4])
   redis.call('ZREMRANGEBYSCORE', flying, '-inf', now)
@@ -172,25 +227,42 @@ for i = 0, #KEYS / 3 - 1 do
   if rate > 0 then
     local recent = redis.call('ZRANGEBYSCORE', starts, now - rwin, '+inf', 'WITHSCORES')
     local n = #recent / 2
-    if n >= rate then wait = math.max(wait, tonumber(recent[(n - rate) * 2 + 2]) + rwin - now) end
+    if n >= rate then wait = math.max(wait, out(tonumber(recent[(n - rate) * 2 + 2]), rwin)) end
   end
   if budget > 0 then
     local recent = redis.call('ZRANGEBYSCORE', starts, now - twin, '+inf', 'WITHSCORES')
     local total = 0
     for j = 1, #recent, 2 do total = total + tonumber(redis.call('HGET', used, recent[j]) or 0) end
     if total > 0 and total + tokens > budget then
-      wait = math.max(wait, tonumber(recent[2]) + twin - now, 0.05)
+      wait = math.max(wait, out(tonumber(recent[2]), twin), 0.05)
     end
   end
 end
 if wait > 0 then return tostring(wait) end
 for i = 0, #KEYS / 3 - 1 do
   redis.call('ZADD', KEYS[i*3+1], now + hold, lease)
-  redis.call('ZADD', KEYS[i*3+2], now, lease)
+  redis.call('ZADD', KEYS[i*3+2], unsent and now + hold or now, lease)
   redis.call('HSET', KEYS[i*3+3], lease, tokens)
   redis.call('EXPIRE', KEYS[i*3+3], 7200)
 end
 return '0'
+"""
+
+# KEYS as for _ACQUIRE. ARGV: lease, tokens, ending (1/0). Starts an unsent lease now, on the
+# server's clock (read after the request's bytes left); ending also takes it out of flight.
+_SETTLE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local lease = ARGV[1]
+for i = 0, #KEYS / 3 - 1 do
+  local started = redis.call('ZSCORE', KEYS[i*3+2], lease)
+  if started and tonumber(started) > now then redis.call('ZADD', KEYS[i*3+2], now, lease) end
+  if ARGV[3] == '1' then
+    redis.call('ZREM', KEYS[i*3+1], lease)
+    redis.call('HSET', KEYS[i*3+3], lease, ARGV[2])
+  end
+end
+return 0
 """
 
 
@@ -208,31 +280,32 @@ class RedisLimits:
         self.prefix = prefix
         self._redis = redis.Redis.from_url(url)
         self._acquire = self._redis.register_script(_ACQUIRE)
+        self._settle = self._redis.register_script(_SETTLE)
 
     def _keys(self, rule: LimitRule) -> list[str]:
         base = self.prefix + rule.bucket
         return [f"{base}:flying", f"{base}:starts", f"{base}:tokens"]
 
     def try_acquire(
-        self, lease: str, rules: Sequence[LimitRule], tokens: int, hold_s: float
+        self, lease: str, rules: Rules, tokens: int, hold_s: float, unsent: bool = False
     ) -> float:
         """Take ``lease`` in every rule's limit if all have room: 0.0; else the seconds to wait."""
         keys: list[str] = []
-        args: list[Any] = [lease, tokens, hold_s]
+        args: list[Any] = [lease, tokens, hold_s, int(unsent)]
         for rule in rules:
             keys += self._keys(rule)
             rate, token_window = windows(rule)
             args += [rule.concurrency or 0, *(rate or (0, 0)), *(token_window or (0, 0))]
         return float(self._acquire(keys=keys, args=args))
 
+    def sent(self, lease: str, rules: Sequence[LimitRule]) -> None:
+        """Start an unsent ``lease`` now: its request's first bytes have left."""
+        self._settle(keys=[key for rule in rules for key in self._keys(rule)], args=[lease, 0, 0])
+
     def release(self, lease: str, rules: Sequence[LimitRule], tokens: int) -> None:
         """End ``lease`` (it still counts towards rates), recording the tokens it really used."""
-        with self._redis.pipeline() as pipe:
-            for rule in rules:
-                flying, _, used = self._keys(rule)
-                pipe.zrem(flying, lease)
-                pipe.hset(used, lease, tokens)
-            pipe.execute()
+        keys = [key for rule in rules for key in self._keys(rule)]
+        self._settle(keys=keys, args=[lease, tokens, 1])
 
 
 def open_limits(where: str | None = None) -> LimitStore:
@@ -270,18 +343,47 @@ class Lease:
 
     def __init__(self, tokens: int) -> None:
         self.tokens = tokens
+        self._stamp: asyncio.Task[None] | None = None
+        self._send: functools.partial[None] | None = None  # the store's `sent`, while unsent
 
     def used(self, usage: Usage) -> None:
         """Record the provider-reported usage (it replaces the estimate in token limits)."""
         self.tokens = usage.input_tokens + usage.output_tokens
 
+    def request_sent(self) -> None:
+        """Start the lease now, if it was taken unsent (the first call counts; later ones do not).
+
+        The store is written on a thread, so the request is not held up; the time is read there,
+        after the bytes left, and until it is written the lease counts as started everywhere.
+        """
+        send, self._send = self._send, None
+        if send is not None:
+            self._stamp = asyncio.get_running_loop().create_task(asyncio.to_thread(send))
+
+
+_sending: contextvars.ContextVar[Lease | None] = contextvars.ContextVar(
+    "durapipe_limit_lease", default=None
+)
+
+
+def request_sent() -> None:
+    """Tell the lease of the call this task is making that its request's first bytes have left.
+
+    Called by durapipe's HTTP transport (`durapipe.adapters._answers`); nothing happens outside a
+    limited call or when the lease was not taken unsent.
+    """
+    lease = _sending.get()
+    if lease is not None:
+        lease.request_sent()
+
 
 @contextlib.asynccontextmanager
-async def limited(call: LeafCall) -> AsyncIterator[Lease]:
+async def limited(call: LeafCall, *, sent_by_transport: bool = False) -> AsyncIterator[Lease]:
     """Wait until every limit of ``call`` has room, hold it for the block, then give it back.
 
-    Wrap the provider request itself, not the work around it: a limit counts requests as they
-    leave, and a slow step between taking room and sending would let them bunch up.
+    Wrap the provider request itself, not the work around it. With ``sent_by_transport`` (the
+    request goes through durapipe's transport, which calls `request_sent`), the lease starts when
+    the request's first bytes leave; otherwise when room is taken (see the module docs).
     """
     if not call.limits:
         yield Lease(0)  # nothing counts its tokens: no estimate (a JSON dump per call)
@@ -290,12 +392,26 @@ async def limited(call: LeafCall) -> AsyncIterator[Lease]:
     store = configured_limits()
     name = uuid.uuid4().hex
     hold_s = (call.pipe.timeout or 60.0) + HOLD_MARGIN_S
-    acquire = functools.partial(store.try_acquire, name, call.limits, lease.tokens, hold_s)
+    acquire = functools.partial(
+        store.try_acquire, name, call.limits, lease.tokens, hold_s, sent_by_transport
+    )
     # Room is made by other processes, so there is nothing to await but time; a little jitter
     # keeps calls that wait for the same moment from all asking at once.
     while wait := await asyncio.to_thread(acquire):  # noqa: ASYNC110
         await asyncio.sleep(wait + random.uniform(0, POLL_S / 2))
+    if sent_by_transport:
+        lease._send = functools.partial(store.sent, name, call.limits)
+    token = _sending.set(lease)
     try:
         yield lease
     finally:
-        await asyncio.shield(asyncio.to_thread(store.release, name, call.limits, lease.tokens))
+        _sending.reset(token)
+        lease._send = None
+        await asyncio.shield(_settle(lease, store, name, call.limits))
+
+
+async def _settle(lease: Lease, store: LimitStore, name: str, rules: Sequence[LimitRule]) -> None:
+    if lease._stamp is not None:  # the stamp first: it holds the earlier time
+        with contextlib.suppress(Exception):  # release starts the lease anyway
+            await lease._stamp
+    await asyncio.to_thread(store.release, name, rules, lease.tokens)

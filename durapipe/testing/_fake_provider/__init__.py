@@ -17,6 +17,14 @@ Every call is recorded in a ledger (`Call` records) and the answer for each call
 can be scripted per model name (`Reply`, `Status`, `Hang`, `Drop`, `Malformed`,
 `SchemaInvalid`, `ToolCalls`), or made to fail at random with a seeded rate.
 
+Arrival times:
+    A `Call` has two: ``received_at``, when the server's event loop got to the
+    request, and ``kernel_received_at``, when the kernel had received it (the
+    listening socket sets ``SO_TIMESTAMPNS`` and every read is a ``recvmsg``;
+    Linux only, see `durapipe.testing._fake_provider._arrivals`). On a loaded
+    host the loop's time can be tenths of a second late, so rates
+    (`FakeProvider.max_rate`) count by the kernel's (`Call.arrived_at`).
+
 Passing the idempotency key and attempt number:
     The server reads the idempotency key from the ``X-Durapipe-Idempotency-Key``
     request header (falling back to ``metadata.idempotency_key`` in the JSON body,

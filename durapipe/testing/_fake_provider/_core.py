@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import random
+import socket
 import sys
 import threading
 import time
@@ -68,6 +69,7 @@ class _ProviderCore:
         self._after_hooks: list[ResponseHook] = []
 
         self._runner: web.AppRunner | None = None
+        self._listener: socket.socket | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -289,17 +291,28 @@ class _ProviderCore:
         with self._lock:
             return self._max_in_flight_by_model.get(model, 0)
 
-    def max_rate(self, window_s: float = 1.0) -> int:
-        """The largest number of calls received within any ``window_s`` window.
+    def max_rate(self, window_s: float = 1.0, *, kernel: bool = True) -> int:
+        """The largest number of calls that arrived within any ``window_s`` window.
 
         Args:
             window_s: Window length in seconds (half-open ``[t, t + window_s)``).
+            kernel: Count by the kernel's arrival stamps (`Call.arrived_at`); False counts by
+                when the provider's loop got to each request (``received_at``), which bunches
+                requests together when the loop was busy.
         """
-        return _max_in_window([c.received_at for c in self.calls], window_s)
+        return _max_in_window([_arrival(c, kernel) for c in self.calls], window_s)
 
-    def max_rate_for(self, model: str, window_s: float = 1.0) -> int:
-        """The largest number of calls for ``model`` received within any ``window_s`` window."""
-        return _max_in_window([c.received_at for c in self.calls_for(model)], window_s)
+    def max_rate_for(self, model: str, window_s: float = 1.0, *, kernel: bool = True) -> int:
+        """The largest number of calls for ``model`` that arrived within any ``window_s`` window.
+
+        ``kernel`` as in `max_rate`.
+        """
+        return _max_in_window([_arrival(c, kernel) for c in self.calls_for(model)], window_s)
+
+    @property
+    def kernel_stamps(self) -> bool:
+        """Whether every call so far has the kernel's arrival stamp (rates count on its clock)."""
+        return all(c.kernel_received_at is not None for c in self.calls)
 
     def wait_until(
         self, predicate: Callable[[list[Call]], bool], timeout: float = 5.0
@@ -372,3 +385,7 @@ class _ProviderCore:
             entries[model] = dict(info)
         if entries:
             litellm.register_model(entries)
+
+
+def _arrival(call: Call, kernel: bool) -> float:
+    return call.arrived_at if kernel else call.received_at

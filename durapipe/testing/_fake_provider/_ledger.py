@@ -27,7 +27,8 @@ class Call:
     Attributes:
         seq: 1-based sequence number, in order of arrival.
         model: The ``model`` of the request body (litellm strips ``openai/``).
-        received_at: ``time.time()`` when the request arrived.
+        received_at: ``time.time()`` when the provider's event loop began handling the request
+            (late by however long the loop was busy: on a loaded host, tenths of a second).
         finished_at: ``time.time()`` when handling finished; ``None`` while the
             call is still in flight.
         outcome: ``ok``, ``status:<code>``, ``hang``, ``client_closed``,
@@ -45,6 +46,9 @@ class Call:
         peer_port: The client's TCP port (one connection's requests share it).
         body_sha256: SHA-256 of the request body as received (hex): two requests of one step
             that differ in any byte (a field, a parameter) differ here.
+        kernel_received_at: When the kernel had received the whole request (``SO_TIMESTAMPNS``
+            on the provider's sockets, same clock as ``time.time()``), however busy the
+            provider's loop was; ``None`` where the kernel does not stamp (not Linux).
     """
 
     seq: int
@@ -61,6 +65,15 @@ class Call:
     http_status: int | None
     peer_port: int | None = None
     body_sha256: str | None = None
+    kernel_received_at: float | None = None
+
+    @property
+    def arrived_at(self) -> float:
+        """When the request arrived: the kernel's stamp where there is one, else ``received_at``.
+
+        Rates are counted on this clock (see `FakeProvider.max_rate`).
+        """
+        return self.kernel_received_at if self.kernel_received_at is not None else self.received_at
 
     @property
     def paid(self) -> bool:
@@ -84,6 +97,7 @@ class Call:
             "http_status": self.http_status,
             "peer_port": self.peer_port,
             "body_sha256": self.body_sha256,
+            "kernel_received_at": self.kernel_received_at,
         }
 
     @classmethod
@@ -104,6 +118,7 @@ class Call:
             http_status=data.get("http_status"),
             peer_port=data.get("peer_port"),
             body_sha256=data.get("body_sha256"),
+            kernel_received_at=data.get("kernel_received_at"),
         )
 
 
@@ -168,6 +183,7 @@ class _Record:
     http_status: int | None = None
     peer_port: int | None = None
     body_sha256: str | None = None
+    kernel_received_at: float | None = None
     answer: _Answer | None = None
 
     def snapshot(self) -> Call:
@@ -186,6 +202,7 @@ class _Record:
             http_status=self.http_status,
             peer_port=self.peer_port,
             body_sha256=self.body_sha256,
+            kernel_received_at=self.kernel_received_at,
         )
 
 

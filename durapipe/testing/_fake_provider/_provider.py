@@ -26,6 +26,7 @@ from durapipe.testing._fake_provider._actions import (
     Status,
     ToolCalls,
 )
+from durapipe.testing._fake_provider._arrivals import kernel_arrival, stamped_listener
 from durapipe.testing._fake_provider._core import _ProviderCore
 from durapipe.testing._fake_provider._ledger import (
     PAID_OUTCOMES,
@@ -186,11 +187,14 @@ class FakeProvider(_ProviderCore):
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         ssl_context = self._tls.server_context() if self._tls is not None else None
-        site = web.TCPSite(runner, self._host, self._requested_port, ssl_context=ssl_context)
         try:
+            # Our own listening socket, so the kernel stamps each request's arrival (_arrivals.py).
+            self._listener = stamped_listener(self._host, self._requested_port)
+            site = web.SockSite(runner, self._listener, ssl_context=ssl_context)
             await site.start()
         except BaseException:
             await runner.cleanup()
+            self._close_listener()
             raise
         addresses = runner.addresses
         self._port = int(addresses[0][1])
@@ -212,12 +216,18 @@ class FakeProvider(_ProviderCore):
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()
+        self._close_listener()
         self._runner = None
         self._port = None
         with self._lock:
             if self._ledger_file is not None:
                 self._ledger_file.close()
                 self._ledger_file = None
+
+    def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
 
     def __enter__(self) -> FakeProvider:
         self.start()
@@ -255,6 +265,7 @@ class FakeProvider(_ProviderCore):
         body: Mapping[str, Any],
         request: web.Request,
         raw: bytes | None = None,
+        kernel_received_at: float | None = None,
     ) -> tuple[_Record, Action | _Replay]:
         messages_raw = body.get("messages")
         messages = (
@@ -272,6 +283,7 @@ class FakeProvider(_ProviderCore):
                 seq=self._seq,
                 model=model,
                 received_at=received_at,
+                kernel_received_at=kernel_received_at,
                 idempotency_key=key,
                 attempt=attempt,
                 prompt_tokens=_count_prompt_tokens(messages),
@@ -321,6 +333,7 @@ class FakeProvider(_ProviderCore):
     async def _handle_chat(self, request: web.Request) -> web.StreamResponse:
         received_at = time.time()
         raw = await request.read()
+        kernel_received_at = self._kernel_arrival(request)
         try:
             body = json.loads(raw)
             if not isinstance(body, dict):
@@ -338,7 +351,7 @@ class FakeProvider(_ProviderCore):
         key = _idempotency_key(request, body)
         if self._honour_idempotency and key:
             await self._answered_or_free(key)
-        record, action = self._begin(model, received_at, body, request, raw)
+        record, action = self._begin(model, received_at, body, request, raw, kernel_received_at)
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
@@ -361,15 +374,19 @@ class FakeProvider(_ProviderCore):
         ``model``) and answered with the scripted `Status`; any other action answers 501, since
         this fake makes no images or pages (the offline model and ``durapipe/local`` do)."""
         received_at = time.time()
+        raw = await request.read()
+        kernel_received_at = self._kernel_arrival(request)
         try:
-            body = json.loads(await request.read())
+            body = json.loads(raw)
             if not isinstance(body, dict):
                 raise ValueError("body is not an object")
         except ValueError:
             return _json_response(
                 400, _error_body("We could not parse the JSON body.", "invalid_request_error", None)
             )
-        record, action = self._begin(str(body.get("model", "")), received_at, body, request)
+        record, action = self._begin(
+            str(body.get("model", "")), received_at, body, request, None, kernel_received_at
+        )
         try:
             if isinstance(action, Status):
                 return await self._respond(request, record, action, body)
@@ -384,6 +401,13 @@ class FakeProvider(_ProviderCore):
             )
         finally:
             self._finish(record)
+
+    def _kernel_arrival(self, request: web.Request) -> float | None:
+        """When the kernel had received this request whole (read just now, so every read on its
+        connection since the previous request carried it), or None without kernel stamps."""
+        transport = request.transport
+        connection = transport.get_extra_info("socket") if transport is not None else None
+        return kernel_arrival(self._listener, connection)
 
     async def _answered_or_free(self, key: str) -> None:
         """Wait while an earlier request with ``key`` is being answered (a deduplicating provider
@@ -593,15 +617,21 @@ class FakeProvider(_ProviderCore):
         Returns:
             ``{"calls": [Call.to_dict(), ...], "max_concurrency": int,
             "max_concurrency_by_model": {model: int},
-            "max_rate_1s_by_model": {model: int}}``.
+            "max_rate_1s_by_model": {model: int}, "max_rate_1s_by_model_loop": {model: int},
+            "arrivals_timed_by": "kernel" | "loop"}``: rates by the kernel's arrival stamps
+            (`Call.arrived_at`), and for comparison by when the loop got to each request.
         """
         with self._lock:
-            models = set(self._max_in_flight_by_model)
+            models = sorted(self._max_in_flight_by_model)
             return {
                 "calls": [r.snapshot().to_dict() for r in self._records],
                 "max_concurrency": self._max_in_flight,
                 "max_concurrency_by_model": dict(self._max_in_flight_by_model),
-                "max_rate_1s_by_model": {m: self.max_rate_for(m) for m in sorted(models)},
+                "max_rate_1s_by_model": {m: self.max_rate_for(m) for m in models},
+                "max_rate_1s_by_model_loop": {
+                    m: self.max_rate_for(m, kernel=False) for m in models
+                },
+                "arrivals_timed_by": "kernel" if self.kernel_stamps else "loop",
             }
 
     async def _handle_models(self, request: web.Request) -> web.StreamResponse:
