@@ -6,7 +6,9 @@ lets both see the same machine. ``python -m bench.activity_ab`` (or ``make bench
 the pieces every leaf activity runs, what one activity's UI summary costs the workflow side, and a
 model call as the hand-written baseline and durapipe make it; `compare` is the helper to A/B a
 change: put the old version of a function beside the new one and call
-``compare({"old": ..., "new": ...})``.
+``compare({"old": ..., "new": ...})``. ``--http`` times a fan-out of model calls over http against
+the fake provider (its own process) instead: hand-written (litellm's own transport), durapipe's
+llm activity body (held connections, kept answers, checkpoints) and the same with checkpoints off.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -191,12 +195,97 @@ def _litellm_call() -> Mapping[str, Callable[[], object]]:
     return {"litellm call, hand-written": hand_written, "litellm call, durapipe": durapipe}
 
 
+async def compare_rounds(
+    variants: Mapping[str, Callable[[int], Awaitable[object]]], *, rounds: int, fan: int
+) -> dict[str, list[float]]:
+    """CPU microseconds per call of each variant: per round, ``fan`` calls at once (``variant(i)``
+    for each i), the variants alternating and their order rotating from round to round."""
+    for run in variants.values():  # warm connections, caches and imports outside the rounds
+        await asyncio.gather(*(run(i) for i in range(fan)))
+    timings: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for n in range(rounds):
+        for name in names[n % len(names) :] + names[: n % len(names)]:
+            start = time.process_time()
+            await asyncio.gather(*(variants[name](i) for i in range(fan)))
+            timings[name].append((time.process_time() - start) / fan * 1e6)
+    return timings
+
+
+async def _http_fan_out(base_url: str, rounds: int, fan: int) -> dict[str, list[float]]:
+    """Model calls over http to the fake provider, ``fan`` at once: as the hand-written baseline
+    makes them, as durapipe's llm activity body does, and that with checkpoints off (no kept
+    answers either: litellm's own transport). The provider runs in its own process."""
+    from durapipe.activities import run_llm
+    from durapipe.adapters._answers import warm
+    from durapipe.adapters._litellm import litellm_module, warm_provider_clients
+    from durapipe.runtime import LlmCall
+    from durapipe.spec import LlmPipe
+    from durapipe.stores import SqliteCheckpoints
+
+    os.environ["OPENAI_BASE_URL"] = base_url  # litellm and the openai SDK read it
+    os.environ.setdefault("OPENAI_API_KEY", "sk-fake-ab")
+    litellm = litellm_module()
+    await warm_provider_clients()
+    await warm()
+    pipe = LlmPipe(model="openai/gpt-ab", prompt="{{ question }}")
+    counter = iter(range(10**9))
+    with tempfile.TemporaryDirectory() as folder:
+        store = SqliteCheckpoints(Path(folder) / "ab.sqlite")
+
+        async def hand_written(i: int) -> object:
+            messages = [{"role": "user", "content": f"q{i}"}]
+            return await litellm.acompletion(
+                model="openai/gpt-ab", messages=messages, num_retries=0, timeout=120.0
+            )
+
+        def durapipe(checkpoints: Any) -> Callable[[int], Awaitable[object]]:
+            async def leaf(i: int) -> object:
+                call = LlmCall(
+                    run_id=f"ab-{next(counter)}",
+                    path=f"fan[{i}]",
+                    pipe_name="ask",
+                    pipe=pipe,
+                    inputs={"question": f"q{i}"},
+                )
+                return await run_llm(call, 1, checkpoints)
+
+            return leaf
+
+        variants = {
+            "http, hand-written": hand_written,
+            "http, durapipe": durapipe(store),
+            "http, checkpoints off": durapipe(None),
+        }
+        return await compare_rounds(variants, rounds=rounds, fan=fan)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Time the per-leaf pieces of the activity path, alternating, and print us per call."""
     parser = argparse.ArgumentParser(prog="python -m bench.activity_ab", description=__doc__)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=2000, help="calls per variant per round")
+    parser.add_argument(
+        "--http",
+        type=int,
+        metavar="FAN",
+        help="time FAN model calls at once over http against the fake provider instead",
+    )
     args = parser.parse_args(argv)
+    if args.http:
+        provider = subprocess.Popen(
+            [sys.executable, "-m", "durapipe.testing.fake_provider", "--port", "0"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert provider.stdout is not None
+            base_url = provider.stdout.readline().removeprefix("listening on ").strip()
+            report(asyncio.run(_http_fan_out(base_url, args.rounds, args.http)))
+        finally:
+            provider.terminate()
+            provider.wait(timeout=20)
+        return
     with tempfile.TemporaryDirectory() as folder:
         report(
             compare(_leaf_path(Path(folder) / "ab.sqlite"), rounds=args.rounds, calls=args.calls)

@@ -45,6 +45,7 @@ import httpcore
 import httpx
 
 from durapipe.adapters import _held_reads
+from durapipe.adapters._held_pool import HeldPool
 from durapipe.adapters._litellm import litellm_module
 from durapipe.stores._answers import IDEMPOTENCY_HEADER, AnswerStore, answer_key, answer_store
 from durapipe.stores._limits import request_sent
@@ -173,14 +174,30 @@ def _held_transport(tls: ssl.SSLContext | None = None) -> httpx.AsyncHTTPTranspo
     (httpcore adds ALPN ``http/1.1``, SNI and the hostname check; see the module docs)."""
     transport = httpx.AsyncHTTPTransport()
     # httpx builds its httpcore pool in `_pool` (stable since 0.18) and takes no network backend.
-    transport._pool = httpcore.AsyncConnectionPool(
+    # No cap on connections in use: as many as the worker's concurrent steps. Idle ones are kept
+    # as litellm's own transport keeps them (its aiohttp connector's limit and keep-alive), so a
+    # fan-out finds the connections of the last one: with 100 kept for 5 s, a 200-way fan-out a
+    # few seconds after the last one opened 200 connections again, where litellm's opened none.
+    limit, keepalive = _litellm_connection_limits()
+    transport._pool = HeldPool(  # type: ignore[assignment]
+        _held_reads.HeldReads(),
         ssl_context=tls,
-        max_connections=None,  # as many as the worker's concurrent steps (aiohttp's default too)
-        max_keepalive_connections=100,
-        keepalive_expiry=5.0,
-        network_backend=_held_reads.HeldReads(),
+        max_keepalive_connections=limit,
+        keepalive_expiry=keepalive,
     )
     return transport
+
+
+def _litellm_connection_limits() -> tuple[int, float]:
+    """How many idle connections litellm's aiohttp transport keeps, and for how long (seconds);
+    its environment settings (``AIOHTTP_CONNECTOR_LIMIT``, ``AIOHTTP_KEEPALIVE_TIMEOUT``) apply."""
+    try:
+        from litellm import constants
+    except ImportError:
+        return 1000, 15.0
+    limit = getattr(constants, "AIOHTTP_CONNECTOR_LIMIT", 1000)
+    keepalive = getattr(constants, "AIOHTTP_KEEPALIVE_TIMEOUT", 15)
+    return int(limit) if limit else 1000, float(keepalive)
 
 
 class KeepAnswers(httpx.AsyncBaseTransport):

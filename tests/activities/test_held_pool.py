@@ -1,0 +1,75 @@
+"""The pool of held connections: a fan-out keeps its connections for the next one, and a
+connection the provider closed is not reused (that answers stay in the socket until kept, over
+pooled connections too: `test_answers`, `test_held_tls`)."""
+
+from __future__ import annotations
+
+import asyncio
+import typing
+
+import httpcore
+import httpx
+import pytest
+
+from durapipe.adapters import _held_reads
+from durapipe.adapters._answers import _held_transport
+from durapipe.testing import FakeProvider
+
+FAN = 150  # more than the 100 idle connections httpcore's pool kept
+
+
+@pytest.fixture
+def connects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What held transports do to TCP connections, in order: "open" and "close"."""
+    seen: list[str] = []
+    connect = _held_reads.HeldReads.connect_tcp
+    close = _held_reads.HeldStream.aclose
+
+    async def counted_connect(
+        self: _held_reads.HeldReads, *args: typing.Any, **kwargs: typing.Any
+    ) -> httpcore.AsyncNetworkStream:
+        seen.append("open")
+        return await connect(self, *args, **kwargs)
+
+    async def counted_close(self: _held_reads.HeldStream) -> None:
+        seen.append("close")
+        await close(self)
+
+    monkeypatch.setattr(_held_reads.HeldReads, "connect_tcp", counted_connect)
+    monkeypatch.setattr(_held_reads.HeldStream, "aclose", counted_close)
+    return seen
+
+
+async def test_a_fan_out_keeps_its_connections_for_the_next_one(connects: list[str]) -> None:
+    async with FakeProvider() as fake:
+        transport = _held_transport()
+        async with httpx.AsyncClient(transport=transport) as client:
+            url = fake.base_url.rstrip("/") + "/models"
+            await asyncio.gather(*(client.get(url) for _ in range(FAN)))
+            after_fan_out = list(connects)
+    assert after_fan_out.count("open") == FAN  # in flight at once, each on its own connection
+    # All kept for the next fan-out, as litellm's own transport keeps them (httpcore's pool
+    # closed all but 100, and kept those for 5 s: the next fan-out connected again).
+    assert "close" not in after_fan_out
+    assert connects.count("close") == FAN  # closed with the client
+
+
+async def test_a_connection_the_provider_closed_is_not_reused(connects: list[str]) -> None:
+    async with FakeProvider() as fake:
+        url = httpcore.URL(fake.base_url.rstrip("/") + "/models")
+        transport = _held_transport()
+        pool = transport._pool
+        request = httpcore.Request("GET", url, headers=[(b"Host", url.host)])
+        for _ in range(2):
+            response = await pool.handle_async_request(request)
+            await response.aread()
+            await response.aclose()
+        assert connects == ["open"]  # kept alive and reused
+        (idle,) = [c for queue in pool._idle.values() for c in queue]
+        stream = idle._connection._network_stream
+        stream._sock.shutdown(2)  # as if the provider had closed it
+        response = await pool.handle_async_request(request)
+        await response.aread()
+        await response.aclose()
+        await transport.aclose()
+    assert connects.count("open") == 2  # a new connection, not the closed one
