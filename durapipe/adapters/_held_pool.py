@@ -121,9 +121,14 @@ class HeldPool:
         self._idle.setdefault(_place(origin), collections.deque()).append(connection)
         self._idle_count += 1
 
+    @property
+    def connections(self) -> list[httpcore.AsyncHTTPConnection]:
+        """The open connections, idle and in use (as httpcore's pool lists its own)."""
+        return [c for idle in self._idle.values() for c in idle] + list(self._busy)
+
     async def aclose(self) -> None:
         """Close every connection, idle or not."""
-        connections = [c for idle in self._idle.values() for c in idle] + list(self._busy)
+        connections = self.connections
         self._idle.clear()
         self._idle_count = 0
         self._busy.clear()
