@@ -64,7 +64,7 @@ test-tools:
 	  else echo "nginx missing and not root: the TLS tests will be skipped"; fi; }
 
 test: lint typecheck ocr redis-server test-tools
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # The suite on the newest releases pyproject.toml's ranges allow (no lock), in a venv of its own:
 # drift in a dependency is found by this command, not by users. Prints the versions it tested.
