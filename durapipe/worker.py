@@ -287,13 +287,17 @@ def build_id(tool_modules: tuple[str, ...] = ()) -> str:
     for name in ("durapipe", "temporalio", "litellm", "pydantic"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             digest.update(f"{name}=={importlib.metadata.version(name)}\n".encode())
-    modules = [m for n, m in sorted(sys.modules.items()) if n.startswith("durapipe.")]
-    modules += [sys.modules[n] for n in tool_modules if n in sys.modules]
-    for module in modules:
-        source = getattr(module, "__file__", None)
+    # Every source file of the package, not the modules imported so far: which of those a process
+    # has loaded depends on what it did before, and one install must give one id.
+    package = Path(__file__).parent
+    sources = [(f"durapipe/{p.relative_to(package)}", p) for p in sorted(package.rglob("*.py"))]
+    for name in tool_modules:
+        source = getattr(sys.modules.get(name), "__file__", None)
         if source and source.endswith(".py"):
-            with contextlib.suppress(OSError):
-                digest.update(module.__name__.encode() + b"\0" + Path(source).read_bytes())
+            sources.append((name, Path(source)))
+    for name, path in sources:
+        with contextlib.suppress(OSError):
+            digest.update(name.encode() + b"\0" + path.read_bytes())
     return "durapipe-" + digest.hexdigest()[:32]
 
 
