@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import ssl
+import time
 import typing
 
 import httpcore
@@ -52,6 +53,7 @@ class HeldPool:
         self._idle: dict[_Place, collections.deque[httpcore.AsyncHTTPConnection]] = {}
         self._idle_count = 0
         self._busy: set[httpcore.AsyncHTTPConnection] = set()
+        self._next_sweep = 0.0
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         """Send ``request`` on an idle connection to its origin, or a new one."""
@@ -60,6 +62,7 @@ class HeldPool:
             raise httpcore.UnsupportedProtocol(
                 f"held connections speak http:// and https://, not {origin.scheme.decode()}://"
             )
+        await self._sweep()
         while True:
             connection = await self._reusable(origin)
             reused = connection is not None
@@ -92,16 +95,22 @@ class HeldPool:
                 extensions=response.extensions,
             )
 
+    async def _sweep(self) -> None:
+        """Close the idle connections whose keep-alive ran out, to every provider, at most once a
+        second (or once per keep-alive period, if shorter): a provider no longer asked keeps no
+        open sockets. Each queue is oldest first, so each stops at its first live connection."""
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + min(1.0, self._expiry)
+        for idle in self._idle.values():
+            while idle and idle[0].has_expired():
+                self._idle_count -= 1
+                await idle.popleft().aclose()
+
     async def _reusable(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection | None:
         """The idle connection to ``origin`` used last that can take a request (None: none)."""
         idle = self._idle.get(_place(origin))
-        if not idle:
-            return None
-        # The oldest goes once its keep-alive ran out, one per request: idle connections that
-        # are never reused do not stay open for long.
-        if len(idle) > 1 and idle[0].has_expired():
-            self._idle_count -= 1
-            await idle.popleft().aclose()
         while idle:
             connection = idle.pop()
             self._idle_count -= 1
@@ -115,9 +124,15 @@ class HeldPool:
     ) -> None:
         """Keep ``connection`` for the next request to ``origin`` if it is idle and there is room."""
         self._busy.discard(connection)
-        if not connection.is_idle() or self._idle_count >= self._max_idle:
+        if not connection.is_idle() or self._max_idle < 1:
             await connection.aclose()
             return
+        if self._idle_count >= self._max_idle:
+            # Full: the provider with the most idle connections gives up its oldest, so one
+            # provider's fan-out cannot take every slot from the others.
+            largest = max(self._idle.values(), key=len)
+            self._idle_count -= 1
+            await largest.popleft().aclose()
         self._idle.setdefault(_place(origin), collections.deque()).append(connection)
         self._idle_count += 1
 

@@ -23,6 +23,7 @@ from temporalio.api.workflowservice.v1 import (
     ListWorkersRequest,
 )
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.exceptions import FailureError
 from temporalio.service import RPCError
 
 from durapipe.client._telemetry import WORKER_HEARTBEAT
@@ -217,5 +218,11 @@ async def _task_failure(client: Client, run_id: str) -> str:
     for event in response.history.events:
         if event.HasField("workflow_task_failed_event_attributes"):
             failure = event.workflow_task_failed_event_attributes.failure
-            return failure.message.splitlines()[0] if failure.message else "no message"
+            try:
+                # With payload encryption on, the message travels sealed ("Encoded failure").
+                error = await client.data_converter.decode_failure(failure)
+                message = error.message if isinstance(error, FailureError) else str(error)
+            except Exception:  # not decodable here (e.g. another key): show what is recorded
+                message = failure.message
+            return message.splitlines()[0] if message else "no message"
     return "its failure is not in the run's recent history"

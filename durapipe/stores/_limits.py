@@ -26,7 +26,9 @@ at its end, which is no earlier than anything it could have sent. Calls durapipe
 not carry (a tool, a provider litellm reaches through its own client) start when room is taken,
 as before, and rely on the guard.
 
-A lease of a worker that died expires after the call's timeout, so a crash never leaks capacity.
+A lease of a worker that died expires after the call's timeout, so a crash never leaks capacity
+for longer than that (an unsent one holds its room for the whole timeout plus a window: nothing
+can tell that it was never sent).
 The counts live where the checkpoints live (``DURAPIPE_CHECKPOINTS``), or in ``DURAPIPE_LIMITS``:
 a SQLite file for the workers of one host (one transaction per lease: atomic across processes), or
 Redis for workers on several hosts (one Lua script per lease, on the server's clock).

@@ -13,6 +13,7 @@ import pytest
 
 from durapipe.adapters import _held_reads
 from durapipe.adapters._answers import _held_transport
+from durapipe.adapters._held_pool import HeldPool
 from durapipe.testing import FakeProvider
 
 FAN = 150  # more than the 100 idle connections httpcore's pool kept
@@ -73,3 +74,29 @@ async def test_a_connection_the_provider_closed_is_not_reused(connects: list[str
         await response.aclose()
         await transport.aclose()
     assert connects.count("open") == 2  # a new connection, not the closed one
+
+
+async def test_one_provider_does_not_keep_the_slots_or_the_sockets_of_another(
+    connects: list[str],
+) -> None:
+    async with FakeProvider() as a, FakeProvider() as b:
+        pool = HeldPool(_held_reads.HeldReads(), max_keepalive_connections=4, keepalive_expiry=0.5)
+
+        async def get(base_url: str) -> None:
+            url = httpcore.URL(base_url.rstrip("/") + "/models")
+            response = await pool.handle_async_request(
+                httpcore.Request("GET", url, headers=[(b"Host", url.host)])
+            )
+            await response.aread()
+            await response.aclose()
+
+        await asyncio.gather(*(get(a.base_url) for _ in range(4)))  # A's fan-out fills the slots
+        assert connects == ["open"] * 4
+        for _ in range(5):
+            await get(b.base_url)  # B gets a slot (A's oldest goes) and keeps reusing it
+        assert connects.count("open") == 5 and connects.count("close") == 1
+        await asyncio.sleep(1.2)  # A's keep-alive runs out; only B is asked
+        await get(b.base_url)
+        assert connects.count("open") == 6  # B's own idle one expired too
+        assert [len(q) for q in pool._idle.values()] == [0, 1]  # nothing of A's left open
+        await pool.aclose()

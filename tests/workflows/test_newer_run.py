@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 import durapipe as dp
@@ -13,9 +14,16 @@ from durapipe.workflows._search import start_totals
 from tests.support import eventually
 
 
+@pytest.mark.parametrize("sealed", [False, True], ids=["plain", "encrypted"])
 async def test_a_run_of_a_newer_workflow_version_waits_and_says_why(
-    temporal_address: str, task_queue: str, brief_yaml: dp.Pipeline
+    temporal_address: str,
+    task_queue: str,
+    brief_yaml: dp.Pipeline,
+    sealed: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if sealed:  # failures travel sealed too: the sentence must still carry the message
+        monkeypatch.setenv("DURAPIPE_ENCRYPTION_KEYS", f"k1:{dp.security.new_encryption_key()}")
     client = await dp.connect(temporal_address, pipeline=brief_yaml)
     run_id = f"newer-{uuid.uuid4().hex[:8]}"
     run = pipe_run(brief_yaml, "brief", {"article": "Some text."}, run_id=run_id)
