@@ -28,8 +28,7 @@ from collections.abc import Iterable
 
 import httpcore
 
-from durapipe.adapters._held_tls import HeldTlsStream, readable, socket_info
-from durapipe.stores._limits import request_sent
+from durapipe.adapters._held_tls import HeldTlsStream, readable, send_request, socket_info
 
 _ConnectExceptions = (OSError, ConnectionError)
 
@@ -78,15 +77,7 @@ class HeldStream(httpcore.AsyncNetworkStream):
         """Send ``buffer`` in full."""
         if not buffer:
             return
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.get_running_loop().sock_sendall(self._sock, buffer)
-        except TimeoutError as error:
-            raise httpcore.WriteTimeout("timed out sending the request") from error
-        except OSError as error:
-            raise httpcore.WriteError(str(error)) from error
-        # The request's first bytes are on the wire: its provider limit counts it from now.
-        request_sent()
+        await send_request(self._sock, buffer, timeout)
 
     async def aclose(self) -> None:
         """Close the connection (held bytes go with it)."""

@@ -172,15 +172,7 @@ class HeldTlsStream(httpcore.AsyncNetworkStream):
             self._tls.write(buffer)
         except ssl.SSLError as error:
             raise httpcore.WriteError(f"TLS error sending the request: {error}") from error
-        try:
-            async with asyncio.timeout(timeout):
-                await self._flush()
-        except TimeoutError as error:
-            raise httpcore.WriteTimeout("timed out sending the request") from error
-        except OSError as error:
-            raise httpcore.WriteError(str(error)) from error
-        # The request's first bytes are on the wire: its provider limit counts it from now.
-        request_sent()
+        await send_request(self._sock, self._outgoing.read(), timeout)
 
     async def _flush(self) -> None:
         data = self._outgoing.read()
@@ -223,6 +215,20 @@ class HeldTlsStream(httpcore.AsyncNetworkStream):
         if info == "is_readable":
             self.release()
         return socket_info(self._sock, info)
+
+
+async def send_request(sock: socket.socket, data: bytes, timeout: float | None) -> None:
+    """Send a request's ``data`` in full (failing as httpcore's errors), then tell the call's
+    provider limit that its request has left (`durapipe.stores._limits.request_sent`)."""
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.get_running_loop().sock_sendall(sock, data)
+    except TimeoutError as error:
+        raise httpcore.WriteTimeout("timed out sending the request") from error
+    except OSError as error:
+        raise httpcore.WriteError(str(error)) from error
+    # The request's first bytes are on the wire: its provider limit counts it from now.
+    request_sent()
 
 
 async def readable(sock: socket.socket) -> None:
