@@ -21,6 +21,11 @@ The versions:
 - 1: ``checkpoints`` and ``answers`` with ``created_at``, ``leases`` as in 0; each table present
   once its store has opened the file. (``leases`` joined version 1 without a new number: it did
   not change, and a new number would make the durapipe of before refuse a file it reads well.)
+- 2: as 1, and ``leases`` has an index on ``lease`` (``leases_lease``): a call's `sent` and
+  `release` find its rows by lease id, which the ``(bucket, lease)`` primary key cannot serve, so
+  each was a scan of every row of the last two hours. A durapipe of version 1 refuses a file of
+  version 2 at worker start (its workers already running keep working: the index changes nothing
+  they read or write).
 
 Rows of before retention get ``created_at = 0``: they count as expired, so they are not served
 (an answer kept then was stored raw, not in today's encoding) and the next prune deletes them.
@@ -36,7 +41,7 @@ from pathlib import Path
 from durapipe._errors import ConfigError
 from durapipe.stores._paths import CHECKPOINTS_ENV, LIMITS_ENV
 
-SCHEMA_VERSION = 1  # bump with a migration step in `_upgrade` when a layout changes
+SCHEMA_VERSION = 2  # bump with a migration step in `_upgrade` when a layout changes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +79,9 @@ CHECKPOINTS = Layout(
     ),
 )
 
+# `SqliteLimits.sent` and `release` update a lease's rows by its id alone (version 2).
+LEASES_BY_ID = "CREATE INDEX IF NOT EXISTS leases_lease ON leases (lease)"
+
 LIMITS = Layout(
     store="limits",
     variable=LIMITS_ENV,
@@ -82,6 +90,7 @@ LIMITS = Layout(
         "CREATE TABLE IF NOT EXISTS leases (bucket TEXT, lease TEXT, started REAL, "
         "expires REAL, tokens INTEGER, PRIMARY KEY (bucket, lease))",
         "CREATE INDEX IF NOT EXISTS leases_started ON leases (bucket, started)",
+        LEASES_BY_ID,
     ),
 )
 
@@ -141,6 +150,8 @@ def _upgrade(db: sqlite3.Connection, version: int) -> None:
             if columns and "created_at" not in columns:
                 # Rows of before retention expire now (see the module's docstring).
                 db.execute(f"ALTER TABLE {table} ADD COLUMN created_at REAL NOT NULL DEFAULT 0")
+    if version < 2 and _columns(db, "leases"):
+        db.execute(LEASES_BY_ID)
 
 
 def _missing_tables(db: sqlite3.Connection, layout: Layout) -> bool:

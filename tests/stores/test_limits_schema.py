@@ -108,3 +108,51 @@ async def test_a_limits_file_of_a_newer_durapipe_fails_the_worker_at_start(
     refusal = await refusal_at_start(temporal_address, task_queue)
     assert refusal == newer_layout("DURAPIPE_LIMITS", "limits", path)
     assert _version(path) == SCHEMA_VERSION + 1  # refused without touching it
+
+
+def _plan(path: Path, statement: str) -> str:
+    db = sqlite3.connect(path)
+    try:
+        return " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {statement}", ("x",)))
+    finally:
+        db.close()
+
+
+# What `SqliteLimits.sent` and `release` run (by lease id alone): on an index, not a scan of
+# every lease of the last two hours.
+SENT = "UPDATE leases SET started = 0 WHERE lease = ? AND started > 0"
+RELEASE = "UPDATE leases SET expires = 0, tokens = 0, started = MIN(started, 0) WHERE lease = ?"
+
+
+def test_sent_and_release_find_a_lease_by_its_index(tmp_path: Path) -> None:
+    path = tmp_path / "limits.sqlite"
+    SqliteLimits(path)
+    for statement in (SENT, RELEASE):
+        assert "USING INDEX leases_lease (lease=?)" in _plan(path, statement), statement
+
+
+def test_a_limits_file_of_layout_1_upgrades_in_place_and_gets_the_lease_index(
+    tmp_path: Path,
+) -> None:
+    # Layout 1 as the durapipe of before left it: the tables, no index on lease.
+    path = tmp_path / "checkpoints.sqlite"
+    SqliteLimits(path)
+    SqliteCheckpoints(path)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("DROP INDEX leases_lease")
+        db.execute("PRAGMA user_version = 1")
+        now = time.time()
+        db.execute(
+            "INSERT INTO leases VALUES (?, ?, ?, ?, ?)", (ONE[0].bucket, "old", now, now + 60, 0)
+        )
+    db.close()
+    assert "SCAN leases" in _plan(path, RELEASE)
+    # The checkpoint store opens it first (as a worker does): every table is upgraded at once.
+    SqliteCheckpoints(path)
+    assert _version(path) == SCHEMA_VERSION == 2
+    assert "USING INDEX leases_lease" in _plan(path, RELEASE)
+    limits = SqliteLimits(path)
+    assert limits.try_acquire("new", ONE, 0, 60) > 0.0  # the old lease kept its slot
+    limits.release("old", ONE, 0)
+    assert limits.try_acquire("new", ONE, 0, 60) == 0.0
