@@ -6,23 +6,27 @@ queue nobody serves: Temporal queues the task and waits for a worker, forever. T
 DescribeTaskQueue lists the pollers it has seen lately, so a client can tell within seconds that a
 run is stuck and say which queue needs a worker. A run whose workflow task fails on every attempt
 (a worker older than the run, or pipe code changed under a running run) waits as silently: Temporal
-retries the task forever and records only its first failure.
+retries the task forever and records only its first failure (or timeout: workers too slow or dying
+to finish it). So does a run whose nested pipe's (child workflow's) task keeps failing: the run
+itself looks healthy, waiting on its child.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
 from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
+from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType, TimeoutType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import (
     DescribeTaskQueueRequest,
     GetWorkflowExecutionHistoryReverseRequest,
     ListWorkersRequest,
 )
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.exceptions import FailureError
 from temporalio.service import RPCError
 
@@ -45,6 +49,9 @@ POLLER_GONE_S = 70.0
 # A workflow task can fail once in normal operation (a worker dying mid-task, an event arriving
 # while it completes); failing twice in a row on its retries means it fails on every worker.
 FAILING_TASK_ATTEMPT = 3
+# Nested workflows a stall check describes at most (breadth first): a check runs every second
+# while a client waits, and a batch of nested pipes may run hundreds at once.
+CHILDREN_CHECKED = 20
 
 
 @dataclass(frozen=True)
@@ -187,42 +194,116 @@ async def run_stalled(client: Client, run_id: str) -> str | None:
 
 
 async def failing_task(client: Client, run_id: str) -> str | None:
-    """One clause saying that run ``run_id``'s workflow task keeps failing on its workers, with the
-    failure Temporal recorded; None if it does not (or the server cannot tell)."""
+    """One clause saying that a workflow task of run ``run_id`` keeps failing or timing out on its
+    workers (the run's own, or a nested pipe's, which runs as a child workflow), with what
+    Temporal recorded; None if none does (or the server cannot tell).
+
+    Cheap enough to call every second while a client waits: one describe of the run, then (only
+    when its own task is fine) one of each of up to `CHILDREN_CHECKED` running nested workflows,
+    concurrently, and one page of history of a workflow whose task is stuck.
+    """
     try:
         description = await client.get_workflow_handle(run_id).describe()
-        pending = description.raw_description.pending_workflow_task
-        if (
-            description.status != WorkflowExecutionStatus.RUNNING
-            or pending.attempt < FAILING_TASK_ATTEMPT
-        ):
+        if description.status != WorkflowExecutionStatus.RUNNING:
             return None
-        message = await _task_failure(client, run_id)
+        stuck = await _stuck_task(client, run_id, description)
+        if stuck is not None:
+            return f"its workflow task {stuck}"
+        return await _stuck_child(client, run_id, description)
     except RPCError:
         return None
+
+
+async def _stuck_child(
+    client: Client, run_id: str, description: WorkflowExecutionDescription
+) -> str | None:
+    """The clause for the first running nested workflow (breadth first) whose task is stuck."""
+    level = [description]
+    checked = 0
+    while level and checked < CHILDREN_CHECKED:
+        ids = [c.workflow_id for d in level for c in d.raw_description.pending_children]
+        ids = ids[: CHILDREN_CHECKED - checked]
+        checked += len(ids)
+        found = await asyncio.gather(*(_describe(client, i) for i in ids))
+        level = [d for d in found if d is not None]
+        for child in level:
+            stuck = await _stuck_task(client, child.id, child)
+            if stuck is not None:
+                # A nested pipe's workflow id is `<run id>/<step path>` (`adapters._plan`).
+                path = child.id.removeprefix(f"{run_id}/")
+                return f"the workflow task of its nested pipe at step '{path}' {stuck}"
+    return None
+
+
+async def _describe(client: Client, workflow_id: str) -> WorkflowExecutionDescription | None:
+    try:
+        description = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError:  # ended and gone meanwhile: nothing stuck there
+        return None
+    return description if description.status == WorkflowExecutionStatus.RUNNING else None
+
+
+async def _stuck_task(
+    client: Client, workflow_id: str, description: WorkflowExecutionDescription
+) -> str | None:
+    """What keeps ``workflow_id``'s workflow task from completing ("has failed 2 times in a row
+    ..."), or None when it is not on its `FAILING_TASK_ATTEMPT`th attempt."""
+    attempt = description.raw_description.pending_workflow_task.attempt
+    if attempt < FAILING_TASK_ATTEMPT:
+        return None
+    queue = description.task_queue
+    ended = await _last_task_end(client, workflow_id)
+    if ended is None or ended.HasField("workflow_task_failed_event_attributes"):
+        message = await _failure_message(client, ended) if ended else _NOT_RECORDED
+        return (
+            f"has failed {attempt - 1} times in a row on the workers of task queue "
+            f"'{queue}': {message}"
+        )
+    # Timed out. Temporal records only the first end of a run of retried attempts, so what the
+    # later ones did is not known: say what is.
+    timeout = description.raw_description.execution_config.default_workflow_task_timeout
+    within = f" within {timeout.ToTimedelta().total_seconds():g} s" if timeout.seconds else ""
+    kind = ended.workflow_task_timed_out_event_attributes.timeout_type
+    if kind == TimeoutType.TIMEOUT_TYPE_SCHEDULE_TO_START:
+        why = f"the worker of task queue '{queue}' that ran it last did not take it{within} (gone?)"
+    else:
+        why = (
+            f"no worker of task queue '{queue}' finished it{within} (overloaded or dying workers?)"
+        )
     return (
-        f"its workflow task has failed {pending.attempt - 1} times in a row on the workers of "
-        f"task queue '{description.task_queue}': {message}"
+        f"has not completed in {attempt - 1} attempts in a row: the first timed out, {why}; "
+        "Temporal records no later attempt's outcome"
     )
 
 
-async def _task_failure(client: Client, run_id: str) -> str:
-    """The message of the run's last recorded workflow task failure (its retries record none)."""
+_NOT_RECORDED = "its failure is not in the run's recent history"
+
+
+async def _last_task_end(client: Client, workflow_id: str) -> HistoryEvent | None:
+    """The latest recorded workflow task failure or timeout: the first of the current run of
+    retried attempts (the retries record none)."""
     response = await client.workflow_service.get_workflow_execution_history_reverse(
         GetWorkflowExecutionHistoryReverseRequest(
             namespace=client.namespace,
-            execution=WorkflowExecution(workflow_id=run_id),
+            execution=WorkflowExecution(workflow_id=workflow_id),
             maximum_page_size=100,
         )
     )
     for event in response.history.events:
-        if event.HasField("workflow_task_failed_event_attributes"):
-            failure = event.workflow_task_failed_event_attributes.failure
-            try:
-                # With payload encryption on, the message travels sealed ("Encoded failure").
-                error = await client.data_converter.decode_failure(failure)
-                message = error.message if isinstance(error, FailureError) else str(error)
-            except Exception:  # not decodable here (e.g. another key): show what is recorded
-                message = failure.message
-            return message.splitlines()[0] if message else "no message"
-    return "its failure is not in the run's recent history"
+        if event.HasField("workflow_task_failed_event_attributes") or event.HasField(
+            "workflow_task_timed_out_event_attributes"
+        ):
+            return event
+    return None
+
+
+async def _failure_message(client: Client, event: HistoryEvent) -> str:
+    """The first line of a recorded workflow task failure's message."""
+    failure = event.workflow_task_failed_event_attributes.failure
+    try:
+        # With payload encryption on, the message travels sealed ("Encoded failure").
+        error = await client.data_converter.decode_failure(failure)
+        message = error.message if isinstance(error, FailureError) else str(error)
+    except Exception:  # not decodable here (e.g. another key): show what is recorded
+        message = failure.message
+    return message.splitlines()[0] if message else "no message"
