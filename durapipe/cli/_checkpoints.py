@@ -26,7 +26,8 @@ def prune(
         typer.Option(
             "--older-than",
             help="Delete results stored longer ago than this, e.g. 7d, 12h "
-            "[default: DURAPIPE_CHECKPOINT_TTL, else 30d].",
+            "[default: DURAPIPE_CHECKPOINT_TTL, else 30d]. SQLite stores only: Redis expires "
+            "results by itself.",
             show_default=False,
         ),
     ] = None,
@@ -34,7 +35,8 @@ def prune(
     """Delete stored results older than the retention.
 
     A Redis store expires results by itself; there, prune deletes what an earlier durapipe
-    stored without an expiry (results of before retention, answers of before their v1 layout).
+    stored without an expiry (results of before retention, answers of before their v1 layout),
+    and refuses --older-than (it cannot tell when a key was stored).
     """
     seconds = None
     if older_than is not None:

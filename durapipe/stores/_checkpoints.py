@@ -406,8 +406,21 @@ class RedisCheckpoints:
         Everything this version stores expires by itself. Keys under the prefix without an expiry
         were written before retention (results) or before answers moved under `ANSWERS_LAYOUT`
         (raw answers, never read since): like the rows of before retention in a SQLite file, they
-        count as expired whatever ``older_than`` says (Redis does not know their age).
+        count as expired.
+
+        Raises:
+            ConfigError: ``older_than`` was given. A stored value carries no time it was written
+                (and a key's remaining TTL says its age only if the TTL setting never changed),
+                so an age cannot be honoured: refused rather than ignored.
         """
+        if older_than is not None:
+            raise ConfigError(
+                "pruning by age (--older-than) does not apply to a Redis checkpoint store "
+                f"({CHECKPOINTS_ENV}): Redis expires each result by itself once the retention it "
+                f"was stored with has passed ({TTL_ENV}), and prune there deletes "
+                "only keys stored without an expiry, by a durapipe of before retention; run "
+                "`durapipe checkpoints prune` without --older-than"
+            )
         gone = 0
         batch: list[bytes] = []
         # SCAN, not KEYS: a store shared by many workers can be large, and KEYS blocks the server.
@@ -463,11 +476,12 @@ def prune_checkpoints(older_than: float | None = None, where: str | None = None)
     """Delete stored results older than ``older_than`` seconds (default: the TTL); how many went.
 
     A Redis store expires what this version stores by itself; there, prune deletes the results
-    and answers an earlier durapipe stored without an expiry (see `RedisCheckpoints.prune`). With
-    checkpoints off there is nothing to do.
+    and answers an earlier durapipe stored without an expiry (see `RedisCheckpoints.prune`), and
+    refuses ``older_than``. With checkpoints off there is nothing to do.
 
     Raises:
-        ConfigError: the store cannot be opened, or the TTL setting is not a duration.
+        ConfigError: the store cannot be opened, the TTL setting is not a duration, or
+            ``older_than`` was given for a Redis store.
     """
     store = open_store(where)
     return store.prune(older_than) if isinstance(store, SqliteCheckpoints | RedisCheckpoints) else 0

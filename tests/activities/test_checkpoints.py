@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import durapipe as dp
+from durapipe._errors import ConfigError
 from durapipe.activities import run_agent_turn, run_extract, run_image
 from durapipe.runtime import AgentTurnCall, ExtractCall, ImageCall, LeafResult, LlmCall, ToolCall
 from durapipe.spec import AgentPipe, ExtractPipe, ImagePipe, LlmPipe, ToolPipe
@@ -271,6 +272,32 @@ def test_prune_deletes_what_an_earlier_durapipe_left_in_redis_without_an_expiry(
     assert store.get("c" * 64) == LeafResult(output="today")
     assert store.get_answer("answer:" + "d" * 64) == b'{"id": 1}'
     assert store.prune() == 0  # nothing left without an expiry
+
+
+def test_prune_in_redis_refuses_an_age_it_cannot_honour_and_deletes_nothing(
+    redis_url: str,
+) -> None:
+    url = redis_url.rsplit("/", 1)[0] + "/4"  # a database of its own: the default prefix
+    store = RedisCheckpoints(url, ttl=3600)
+    old = f"{store.prefix}{'e' * 64}"
+    store._redis.set(old, LeafResult(output="old").model_dump_json())  # no expiry
+    store.put("f" * 64, LeafResult(output="today"))
+    pruned = subprocess.run(
+        durapipe_command("checkpoints", "prune", "--older-than", "1s"),
+        capture_output=True, text=True, env=cli_env(DURAPIPE_CHECKPOINTS=url), timeout=60,
+    )  # fmt: skip
+    assert pruned.returncode == 2 and pruned.stdout == ""
+    assert pruned.stderr.strip() == (
+        "error: pruning by age (--older-than) does not apply to a Redis checkpoint store "
+        "(DURAPIPE_CHECKPOINTS): Redis expires each result by itself once the retention it was "
+        "stored with has passed (DURAPIPE_CHECKPOINT_TTL), and prune there deletes only keys "
+        "stored without an expiry, by a durapipe of before retention; run `durapipe checkpoints "
+        "prune` without --older-than"
+    )
+    assert store._redis.get(old) is not None  # refused: nothing deleted
+    assert store.get("f" * 64) == LeafResult(output="today")
+    with pytest.raises(ConfigError):
+        store.prune(older_than=0)
 
 
 def test_prune_in_redis_takes_a_prefix_literally(redis_url: str, tmp_path: Path) -> None:
