@@ -41,7 +41,7 @@ from durapipe._settings import settings
 from durapipe.activities import Activities
 from durapipe.adapters import DEFAULT_TASK_QUEUE, tool_functions
 from durapipe.adapters._answers import warm as warm_answer_client
-from durapipe.adapters._litellm import litellm_module, warm_provider_clients
+from durapipe.adapters._litellm import litellm_module, litellm_tasks, warm_provider_clients
 from durapipe.security._codec import EncryptionCodec, encryption_from_env
 from durapipe.spec import Pipeline
 from durapipe.spec._deck import ModelDeck
@@ -325,6 +325,9 @@ def build_workers(
     ]
 
 
+WARM_UP_LOGGING_S = 2.0  # the longest `warm_up` waits for litellm's logging of its call
+
+
 async def warm_up() -> None:
     """Do litellm's first-call setup for OpenAI-compatible providers now, offline.
 
@@ -338,6 +341,9 @@ async def warm_up() -> None:
     await warm_provider_clients()
     # litellm logs each call on a task of its own (its service hooks build pydantic models:
     # milliseconds). Left alone, the warm-up call's would run inside the first step's request.
-    spawned = asyncio.all_tasks() - before
-    if spawned:
-        await asyncio.wait(spawned, timeout=2)  # bounded, should one of them never end
+    # Only litellm's: a task something else started meanwhile (a pool's timer, the caller's own
+    # work) may run for as long as it likes, and the worker must not wait for it.
+    logging = litellm_tasks(asyncio.all_tasks() - before)
+    if logging:
+        # They end in milliseconds: the wait ends with them, bounded should one never end.
+        await asyncio.wait(logging, timeout=WARM_UP_LOGGING_S)

@@ -6,6 +6,7 @@ because without it litellm fetches a price list from the internet at import time
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
 import functools
@@ -13,8 +14,10 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Iterable
 from datetime import timedelta
-from types import ModuleType
+from pathlib import Path
+from types import CodeType, ModuleType
 from typing import Any
 
 from temporalio.exceptions import ApplicationError
@@ -61,6 +64,35 @@ async def warm_provider_clients() -> None:
                 num_retries=0,
                 timeout=5,
             )
+
+
+def litellm_tasks(tasks: Iterable[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
+    """The tasks among ``tasks`` that run litellm's code and end by themselves: the logging
+    litellm starts for each call (its service hooks), not anything else the process started.
+
+    A task is litellm's when its coroutine's code lives in the litellm package (read from the
+    code object, so a renamed hook still counts). litellm's logging worker loop
+    (``LoggingWorker._worker_loop``) is litellm's too but never ends: it is left out.
+    """
+    package = Path(litellm_module().__file__ or "").parent
+    endless = _endless_litellm_code()
+    found: set[asyncio.Task[Any]] = set()
+    for task in tasks:
+        code = getattr(task.get_coro(), "cr_code", None)
+        if code is None or code in endless:
+            continue
+        if Path(code.co_filename).is_relative_to(package):
+            found.add(task)
+    return found
+
+
+def _endless_litellm_code() -> set[CodeType]:
+    try:
+        from litellm.litellm_core_utils.logging_worker import LoggingWorker
+    except ImportError:  # a litellm without the logging worker: nothing of its runs forever
+        return set()
+    loop = getattr(LoggingWorker, "_worker_loop", None)
+    return {loop.__code__} if loop is not None else set()
 
 
 PRICES_ENV = "DURAPIPE_MODEL_PRICES"
