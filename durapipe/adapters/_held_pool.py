@@ -10,11 +10,19 @@ A connection is one httpcore ``AsyncHTTPConnection`` (HTTP/1.1, TLS through the 
 ``start_tls``) over `durapipe.adapters._held_reads.HeldReads`: reads stay held as before. An idle
 connection is checked before it is reused (``has_expired``: its keep-alive ran out, or the server
 closed it or sent bytes nobody asked for), as httpcore's pool does.
+
+An idle connection is closed when its keep-alive runs out, whether or not another request comes:
+after a burst, up to ``max_keepalive_connections`` sockets would otherwise stay open until the
+next request. One timer per pool (``loop.call_later``, not a task: it neither keeps the loop
+running nor outlives it) is armed while idle connections exist, for the oldest one's expiry; it
+closes the expired ones on a short task and arms itself for the next. `aclose` cancels it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import ssl
 import time
 import typing
@@ -54,6 +62,11 @@ class HeldPool:
         self._idle_count = 0
         self._busy: set[httpcore.AsyncHTTPConnection] = set()
         self._next_sweep = 0.0
+        # When each idle connection's keep-alive runs out (time.monotonic, as httpcore's).
+        self._idle_until: dict[httpcore.AsyncHTTPConnection, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # the timer's closes under way
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         """Send ``request`` on an idle connection to its origin, or a new one."""
@@ -103,16 +116,51 @@ class HeldPool:
         if now < self._next_sweep:
             return
         self._next_sweep = now + min(1.0, self._expiry)
+        for connection in self._take_expired(now):
+            await connection.aclose()
+
+    def _take_expired(self, now: float) -> list[httpcore.AsyncHTTPConnection]:
+        """Take the idle connections whose keep-alive ran out (or whose server closed them) out
+        of the pool; the caller closes them. Each queue is oldest first: it stops at the first
+        live one."""
+        expired = []
         for idle in self._idle.values():
-            while idle and idle[0].has_expired():
+            while idle and (self._idle_until[idle[0]] <= now or idle[0].has_expired()):
+                connection = idle.popleft()
+                del self._idle_until[connection]
                 self._idle_count -= 1
-                await idle.popleft().aclose()
+                expired.append(connection)
+        return expired
+
+    def _arm(self) -> None:
+        """Arm the pool's timer for the oldest idle connection's expiry, unless armed already
+        (on this loop: a timer of a loop that ended never fires) or nothing is idle."""
+        loop = asyncio.get_running_loop()
+        if self._timer is not None and self._timer_loop is loop:
+            return
+        # Oldest first in each queue: the earliest expiry is among the queues' first ones.
+        firsts = [self._idle_until[idle[0]] for idle in self._idle.values() if idle]
+        if not firsts:
+            return
+        delay = max(0.0, min(firsts) - time.monotonic())
+        self._timer, self._timer_loop = loop.call_later(delay, self._expire), loop
+
+    def _expire(self) -> None:
+        """The timer: close the idle connections whose keep-alive ran out, then re-arm."""
+        self._timer = None
+        expired = self._take_expired(time.monotonic())
+        if expired:
+            closing = asyncio.get_running_loop().create_task(_close_all(expired))
+            self._closing.add(closing)  # held, so it is not collected mid-close
+            closing.add_done_callback(self._closing.discard)
+        self._arm()
 
     async def _reusable(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection | None:
         """The idle connection to ``origin`` used last that can take a request (None: none)."""
         idle = self._idle.get(_place(origin))
         while idle:
             connection = idle.pop()
+            del self._idle_until[connection]
             self._idle_count -= 1
             if connection.is_available() and not connection.has_expired():
                 return connection
@@ -132,9 +180,13 @@ class HeldPool:
             # provider's fan-out cannot take every slot from the others.
             largest = max(self._idle.values(), key=len)
             self._idle_count -= 1
-            await largest.popleft().aclose()
+            oldest = largest.popleft()
+            del self._idle_until[oldest]
+            await oldest.aclose()
         self._idle.setdefault(_place(origin), collections.deque()).append(connection)
+        self._idle_until[connection] = time.monotonic() + self._expiry
         self._idle_count += 1
+        self._arm()
 
     @property
     def connections(self) -> list[httpcore.AsyncHTTPConnection]:
@@ -142,19 +194,33 @@ class HeldPool:
         return [c for idle in self._idle.values() for c in idle] + list(self._busy)
 
     async def aclose(self) -> None:
-        """Close every connection, idle or not."""
+        """Close every connection, idle or not, and stop the pool's timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         connections = self.connections
         self._idle.clear()
+        self._idle_until.clear()
         self._idle_count = 0
         self._busy.clear()
         for connection in connections:
             await connection.aclose()
+        if self._closing:  # the timer's last closes (milliseconds): none left behind
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def __aenter__(self) -> HeldPool:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+async def _close_all(connections: list[httpcore.AsyncHTTPConnection]) -> None:
+    for connection in connections:
+        # Nobody awaits this task: a socket that fails to close (already dead) must neither
+        # keep the others open nor surface as "exception never retrieved".
+        with contextlib.suppress(Exception):
+            await connection.aclose()
 
 
 class _GivenBack:

@@ -100,3 +100,48 @@ async def test_one_provider_does_not_keep_the_slots_or_the_sockets_of_another(
         assert connects.count("open") == 6  # B's own idle one expired too
         assert [len(q) for q in pool._idle.values()] == [0, 1]  # nothing of A's left open
         await pool.aclose()
+
+
+async def test_idle_connections_close_when_their_keep_alive_runs_out_without_a_request(
+    connects: list[str],
+) -> None:
+    expiry, slack = 0.5, 2.0
+    async with FakeProvider() as fake:
+        pool = HeldPool(_held_reads.HeldReads(), keepalive_expiry=expiry)
+        url = httpcore.URL(fake.base_url.rstrip("/") + "/models")
+
+        async def get() -> None:
+            response = await pool.handle_async_request(
+                httpcore.Request("GET", url, headers=[(b"Host", url.host)])
+            )
+            await response.aread()
+            await response.aclose()
+
+        tasks_before = asyncio.all_tasks()
+        await asyncio.gather(*(get() for _ in range(FAN)))
+        idle_at = asyncio.get_running_loop().time()
+        assert connects == ["open"] * FAN and len(pool.connections) == FAN
+        assert asyncio.all_tasks() == tasks_before  # the pool's timer is not a task
+        # No request comes: every idle socket still closes once its keep-alive has run out.
+        while connects.count("close") < FAN:
+            assert asyncio.get_running_loop().time() - idle_at < expiry + slack, connects
+            await asyncio.sleep(0.05)
+        assert pool.connections == [] and pool._timer is None  # closed, and the timer disarmed
+        await asyncio.gather(*pool._closing)  # the close under way ends: nothing left running
+        assert asyncio.all_tasks() == tasks_before
+        await pool.aclose()
+
+
+async def test_closing_the_pool_stops_its_timer(connects: list[str]) -> None:
+    async with FakeProvider() as fake:
+        pool = HeldPool(_held_reads.HeldReads(), keepalive_expiry=30.0)
+        url = httpcore.URL(fake.base_url.rstrip("/") + "/models")
+        response = await pool.handle_async_request(
+            httpcore.Request("GET", url, headers=[(b"Host", url.host)])
+        )
+        await response.aread()
+        await response.aclose()
+        timer = pool._timer
+        assert timer is not None and not timer.cancelled()  # armed for the idle connection
+        await pool.aclose()
+        assert timer.cancelled() and pool._timer is None and connects == ["open", "close"]
