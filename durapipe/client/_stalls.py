@@ -18,15 +18,22 @@ import time
 from dataclasses import dataclass, field
 
 from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType, TimeoutType
+from temporalio.api.enums.v1 import (
+    TaskQueueKind,
+    TaskQueueType,
+    TimeoutType,
+    WorkflowExecutionStatus,
+)
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import (
     DescribeTaskQueueRequest,
+    DescribeWorkflowExecutionRequest,
+    DescribeWorkflowExecutionResponse,
     GetWorkflowExecutionHistoryReverseRequest,
     ListWorkersRequest,
 )
-from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
+from temporalio.client import Client
 from temporalio.exceptions import FailureError
 from temporalio.service import RPCError
 
@@ -50,8 +57,10 @@ POLLER_GONE_S = 70.0
 # while it completes); failing twice in a row on its retries means it fails on every worker.
 FAILING_TASK_ATTEMPT = 3
 # Nested workflows a stall check describes at most (breadth first): a check runs every second
-# while a client waits, and a batch of nested pipes may run hundreds at once.
-CHILDREN_CHECKED = 20
+# while a client waits, and a batch of nested pipes may run hundreds at once. A nested pipe's
+# task that fails on every worker (code changed, a newer run) fails in its siblings too, so the
+# first few tell.
+CHILDREN_CHECKED = 10
 
 
 @dataclass(frozen=True)
@@ -203,8 +212,8 @@ async def failing_task(client: Client, run_id: str) -> str | None:
     concurrently, and one page of history of a workflow whose task is stuck.
     """
     try:
-        description = await client.get_workflow_handle(run_id).describe()
-        if description.status != WorkflowExecutionStatus.RUNNING:
+        description = await _describe(client, run_id)
+        if description is None:
             return None
         stuck = await _stuck_task(client, run_id, description)
         if stuck is not None:
@@ -215,43 +224,54 @@ async def failing_task(client: Client, run_id: str) -> str | None:
 
 
 async def _stuck_child(
-    client: Client, run_id: str, description: WorkflowExecutionDescription
+    client: Client, run_id: str, description: DescribeWorkflowExecutionResponse
 ) -> str | None:
     """The clause for the first running nested workflow (breadth first) whose task is stuck."""
     level = [description]
     checked = 0
     while level and checked < CHILDREN_CHECKED:
-        ids = [c.workflow_id for d in level for c in d.raw_description.pending_children]
+        ids = [c.workflow_id for d in level for c in d.pending_children]
         ids = ids[: CHILDREN_CHECKED - checked]
         checked += len(ids)
         found = await asyncio.gather(*(_describe(client, i) for i in ids))
         level = [d for d in found if d is not None]
         for child in level:
-            stuck = await _stuck_task(client, child.id, child)
+            child_id = child.workflow_execution_info.execution.workflow_id
+            stuck = await _stuck_task(client, child_id, child)
             if stuck is not None:
                 # A nested pipe's workflow id is `<run id>/<step path>` (`adapters._plan`).
-                path = child.id.removeprefix(f"{run_id}/")
+                path = child_id.removeprefix(f"{run_id}/")
                 return f"the workflow task of its nested pipe at step '{path}' {stuck}"
     return None
 
 
-async def _describe(client: Client, workflow_id: str) -> WorkflowExecutionDescription | None:
+async def _describe(client: Client, workflow_id: str) -> DescribeWorkflowExecutionResponse | None:
+    """The running workflow ``workflow_id`` as the server describes it; None when not running.
+
+    The raw call: this check reads nothing of what the SDK's ``describe()`` decodes (memo,
+    search attributes)."""
     try:
-        description = await client.get_workflow_handle(workflow_id).describe()
+        description = await client.workflow_service.describe_workflow_execution(
+            DescribeWorkflowExecutionRequest(
+                namespace=client.namespace,
+                execution=WorkflowExecution(workflow_id=workflow_id),
+            )
+        )
     except RPCError:  # ended and gone meanwhile: nothing stuck there
         return None
-    return description if description.status == WorkflowExecutionStatus.RUNNING else None
+    running = WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
+    return description if description.workflow_execution_info.status == running else None
 
 
 async def _stuck_task(
-    client: Client, workflow_id: str, description: WorkflowExecutionDescription
+    client: Client, workflow_id: str, description: DescribeWorkflowExecutionResponse
 ) -> str | None:
     """What keeps ``workflow_id``'s workflow task from completing ("has failed 2 times in a row
     ..."), or None when it is not on its `FAILING_TASK_ATTEMPT`th attempt."""
-    attempt = description.raw_description.pending_workflow_task.attempt
+    attempt = description.pending_workflow_task.attempt
     if attempt < FAILING_TASK_ATTEMPT:
         return None
-    queue = description.task_queue
+    queue = description.execution_config.task_queue.name
     ended = await _last_task_end(client, workflow_id)
     if ended is None or ended.HasField("workflow_task_failed_event_attributes"):
         message = await _failure_message(client, ended) if ended else _NOT_RECORDED
@@ -261,7 +281,7 @@ async def _stuck_task(
         )
     # Timed out. Temporal records only the first end of a run of retried attempts, so what the
     # later ones did is not known: say what is.
-    timeout = description.raw_description.execution_config.default_workflow_task_timeout
+    timeout = description.execution_config.default_workflow_task_timeout
     within = f" within {timeout.ToTimedelta().total_seconds():g} s" if timeout.seconds else ""
     kind = ended.workflow_task_timed_out_event_attributes.timeout_type
     if kind == TimeoutType.TIMEOUT_TYPE_SCHEDULE_TO_START:
