@@ -205,8 +205,12 @@ class HeldPool:
         self._busy.clear()
         for connection in connections:
             await connection.aclose()
-        if self._closing:  # the timer's last closes (milliseconds): none left behind
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        # The timer's last closes (milliseconds): none left behind. Only this loop's: a task of
+        # a loop that ended cannot be awaited here (and never runs again).
+        loop = asyncio.get_running_loop()
+        closing = [task for task in self._closing if task.get_loop() is loop]
+        if closing:
+            await asyncio.gather(*closing, return_exceptions=True)
 
     async def __aenter__(self) -> HeldPool:
         return self
