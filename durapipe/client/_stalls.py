@@ -273,20 +273,26 @@ async def _stuck_task(
         return None
     queue = description.execution_config.task_queue.name
     ended = await _last_task_end(client, workflow_id)
-    if ended is None or ended.HasField("workflow_task_failed_event_attributes"):
-        message = await _failure_message(client, ended) if ended else _NOT_RECORDED
+    if ended is None:  # beyond the page read: whether it failed or timed out is not known here
+        return (
+            f"has not completed in {attempt - 1} attempts in a row on the workers of task queue "
+            f"'{queue}' (how the first ended is not in the last 100 events of its history)"
+        )
+    if ended.HasField("workflow_task_failed_event_attributes"):
+        message = await _failure_message(client, ended)
         return (
             f"has failed {attempt - 1} times in a row on the workers of task queue "
             f"'{queue}': {message}"
         )
     # Timed out. Temporal records only the first end of a run of retried attempts, so what the
     # later ones did is not known: say what is.
-    timeout = description.execution_config.default_workflow_task_timeout
-    within = f" within {timeout.ToTimedelta().total_seconds():g} s" if timeout.seconds else ""
     kind = ended.workflow_task_timed_out_event_attributes.timeout_type
     if kind == TimeoutType.TIMEOUT_TYPE_SCHEDULE_TO_START:
-        why = f"the worker of task queue '{queue}' that ran it last did not take it{within} (gone?)"
+        # Its sticky queue's timeout (the worker's setting), not the task's own.
+        why = f"the worker of task queue '{queue}' that ran it last did not take it (gone?)"
     else:
+        timeout = description.execution_config.default_workflow_task_timeout
+        within = f" within {timeout.ToTimedelta().total_seconds():g} s" if timeout.seconds else ""
         why = (
             f"no worker of task queue '{queue}' finished it{within} (overloaded or dying workers?)"
         )
@@ -294,9 +300,6 @@ async def _stuck_task(
         f"has not completed in {attempt - 1} attempts in a row: the first timed out, {why}; "
         "Temporal records no later attempt's outcome"
     )
-
-
-_NOT_RECORDED = "its failure is not in the run's recent history"
 
 
 async def _last_task_end(client: Client, workflow_id: str) -> HistoryEvent | None:
