@@ -112,9 +112,10 @@ class PipeRun(_Message):
     # Histories recorded before scopes existed hold none: their checkpoints are scoped by run id.
     scope: str = ""
     workflow_version: int = 0
-    # Declared after workflow_version (a field's place in the JSON): runs recorded before it
-    # hold none and always upserted their totals.
-    searchable_totals: bool = True
+    # Written only when off: an input with it on is the bytes of version 2 but for the version,
+    # so a worker of version 2 decodes it and refuses it by its version (the upgrade sentence)
+    # instead of failing on a field it lacks; runs recorded before it hold none.
+    searchable_totals: bool = Field(default=True, exclude_if=lambda on: on is True)
 
     @model_validator(mode="wrap")
     @classmethod
