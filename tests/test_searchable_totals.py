@@ -224,3 +224,18 @@ async def test_the_run_command_flag_turns_them_off(
     events = await history_events(client, run_id)
     assert not any(e.HasField(UPSERT) for e in events)
     assert len(events) == 11
+
+
+def test_the_flag_is_refused_on_a_local_run(tmp_path: Path) -> None:
+    pipeline_file = tmp_path / "ask.yaml"
+    pipeline_file.write_text(
+        "version: 1\npipes:\n  ask:\n    kind: llm\n    prompt: 'hi'\n", encoding="utf-8"
+    )
+    result = run_cli(
+        "run", "ask", "--file", str(pipeline_file), "--local", "--no-searchable-totals"
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        "error: --[no-]searchable-totals only applies on Temporal; a --local run has no search "
+        "attributes"
+    )
