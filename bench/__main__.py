@@ -101,20 +101,26 @@ async def compare(
     pids: tuple[int, int],
     leaves: int,
     repeats: int,
+    totals_off: Callable[[], Awaitable[object]] | None = None,
 ) -> tuple[float, float]:
     """Median wall and total worker CPU of durapipe over hand-written, taken alternately.
 
     Prints ``<name>.wall_ratio``, ``<name>.cpu_ratio`` and each side's worker CPU per leaf (the
     dev server adds a fixed wait to every step, which hides a worker's overhead in wall time).
+    With ``totals_off`` (durapipe's runs started without searchable totals), that third side is
+    taken in the same alternation, on durapipe's worker, and printed with ``.totals_off``.
     """
-    await ours(), await theirs()  # warm up caches and connections on both sides
-    walls: tuple[list[float], list[float]] = ([], [])
-    cpus: tuple[list[float], list[float]] = ([], [])
+    sides = [ours, theirs] + ([totals_off] if totals_off else [])
+    side_pids = [pids[0], pids[1], pids[0]]
+    for work in sides:
+        await work()  # warm up caches and connections on every side
+    walls: list[list[float]] = [[] for _ in sides]
+    cpus: list[list[float]] = [[] for _ in sides]
     for n in range(repeats):
-        # Alternate which side goes first, so neither always runs right after the other's work.
-        order = (0, 1) if n % 2 == 0 else (1, 0)
-        for side in order:
-            wall, cpu = await measure((ours, theirs)[side], pids[side])
+        # Rotate which side goes first, so none always runs right after another's work.
+        for k in range(len(sides)):
+            side = (n + k) % len(sides)
+            wall, cpu = await measure(sides[side], side_pids[side])
             walls[side].append(wall)
             cpus[side].append(cpu)
     wall_ratio = statistics.median(walls[0]) / statistics.median(walls[1])
@@ -123,9 +129,17 @@ async def compare(
     figure(f"{name}.cpu_ratio", cpu_ratio)
     figure(f"{name}.cpu_ms_per_leaf", sum(cpus[0]) / repeats / leaves * 1000)
     figure(f"{name}.cpu_ms_per_leaf.handwritten", sum(cpus[1]) / repeats / leaves * 1000)
+    if totals_off:
+        figure(
+            f"{name}.wall_ratio.totals_off",
+            statistics.median(walls[2]) / statistics.median(walls[1]),
+        )
+        figure(f"{name}.cpu_ratio.totals_off", sum(cpus[2]) / sum(cpus[1]))
+        figure(f"{name}.cpu_ms_per_leaf.totals_off", sum(cpus[2]) / repeats / leaves * 1000)
     note(
         f"{name}: wall durapipe {statistics.median(walls[0]):.3f}s, "
         f"hand-written {statistics.median(walls[1]):.3f}s (medians of {repeats})"
+        + (f", totals off {statistics.median(walls[2]):.3f}s" if totals_off else "")
     )
     return wall_ratio, cpu_ratio
 
@@ -141,10 +155,21 @@ class Bench:
         self.results: dict[str, bool] = {}
 
     async def ours_run(
-        self, pipe: str, inputs: dict[str, object], run_id: str | None = None
+        self,
+        pipe: str,
+        inputs: dict[str, object],
+        run_id: str | None = None,
+        *,
+        searchable_totals: bool = True,
     ) -> object:
         return await dp.run(
-            self.ours.client, self.pipeline, pipe, inputs, run_id=run_id, task_queue=self.ours.queue
+            self.ours.client,
+            self.pipeline,
+            pipe,
+            inputs,
+            run_id=run_id,
+            task_queue=self.ours.queue,
+            searchable_totals=searchable_totals,
         )
 
     async def theirs_run(self, workflow: str, *args: object, run_id: str | None = None) -> object:
@@ -167,6 +192,7 @@ class Bench:
             self.pids,
             STEPS,
             repeats,
+            totals_off=lambda: self.ours_run("seq50", {"question": "q"}, searchable_totals=False),
         )
         self.judge("seq50", ratios)
 
@@ -207,6 +233,14 @@ class Bench:
             # The issue's target is equality; a run's end-of-run upsert of its totals (its
             # search attributes) keeps durapipe one event above it (see the README's Benchmark).
             self.results[f"{name}.history_events_per_leaf"] = len(ours) <= len(theirs)
+            # One more run, without searchable totals (no upsert); a batch's events also move
+            # with its workflow tasks (timing), on every side.
+            off_id = f"{name}-off-{uuid.uuid4().hex[:8]}"
+            await self.ours_run(pipe, inputs, run_id=off_id, searchable_totals=False)
+            off = await run_events(self.ours.client, off_id)
+            figure(f"{name}.history_events.totals_off", len(off))
+            figure(f"{name}.history_events_per_leaf.totals_off", len(off) / leaves)
+            figure(f"{name}.workflow_tasks.totals_off", workflow_tasks(off))
 
     async def batch(self, repeats: int) -> None:
         questions = [f"q{i}" for i in range(BATCH_ITEMS)]
@@ -221,7 +255,7 @@ class Bench:
         self.judge("batch1000", ratios)
 
     async def concurrent(self, repeats: int) -> None:
-        async def ours() -> None:
+        async def ours(searchable_totals: bool = True) -> None:
             handles = [
                 await dp.start(
                     self.ours.client,
@@ -229,6 +263,7 @@ class Bench:
                     "ask",
                     {"question": f"q{i}"},
                     task_queue=self.ours.queue,
+                    searchable_totals=searchable_totals,
                 )
                 for i in range(SMALL_RUNS)
             ]
@@ -246,7 +281,15 @@ class Bench:
             ]
             await asyncio.gather(*(h.result() for h in handles))
 
-        ratios = await compare("concurrent200", ours, theirs, self.pids, SMALL_RUNS, repeats)
+        ratios = await compare(
+            "concurrent200",
+            ours,
+            theirs,
+            self.pids,
+            SMALL_RUNS,
+            repeats,
+            totals_off=lambda: ours(searchable_totals=False),
+        )
         self.judge("concurrent200", ratios)
 
 

@@ -56,23 +56,24 @@ async def record(out: Path) -> None:
             dp.build_worker(ours, task_queue=queue),
             handwritten.build(theirs, queue + "-hw"),
         ):
-            runs: dict[str, tuple[Callable[[str], Awaitable[Any]], Callable[[str], Awaitable[Any]]]]
+            runs: dict[str, tuple[Callable[..., Awaitable[Any]], Callable[[str], Awaitable[Any]]]]
             runs = {
                 "single": (
-                    lambda i: dp.run(ours, pipeline, "ask", {"question": "q"}, run_id=i,
-                                     task_queue=queue),
+                    lambda i, on=True: dp.run(ours, pipeline, "ask", {"question": "q"}, run_id=i,
+                                              task_queue=queue, searchable_totals=on),
                     lambda i: theirs.execute_workflow("bench.single", "q", id=i,
                                                       task_queue=queue + "-hw"),
                 ),
                 "seq50": (
-                    lambda i: dp.run(ours, pipeline, "seq50", {"question": "q"}, run_id=i,
-                                     task_queue=queue),
+                    lambda i, on=True: dp.run(ours, pipeline, "seq50", {"question": "q"},
+                                              run_id=i, task_queue=queue, searchable_totals=on),
                     lambda i: theirs.execute_workflow("bench.sequence", args=["q", 50], id=i,
                                                       task_queue=queue + "-hw"),
                 ),
                 "batch1000": (
-                    lambda i: dp.run(ours, pipeline, "batch1000", {"questions": questions},
-                                     run_id=i, task_queue=queue),
+                    lambda i, on=True: dp.run(ours, pipeline, "batch1000",
+                                              {"questions": questions}, run_id=i,
+                                              task_queue=queue, searchable_totals=on),
                     lambda i: theirs.execute_workflow("bench.batch", args=[questions, 100], id=i,
                                                       task_queue=queue + "-hw"),
                 ),
@@ -81,6 +82,8 @@ async def record(out: Path) -> None:
                 for side, start, client in (
                     ("durapipe", durapipe_run, ours),
                     ("handwritten", handwritten_run, theirs),
+                    # durapipe without searchable totals: no upsert (the client's choice)
+                    ("totals_off", lambda i, run=durapipe_run: run(i, False), ours),
                 ):
                     run_id = f"{shape}-{side}-{uuid.uuid4().hex[:6]}"
                     await start(run_id)
@@ -125,19 +128,25 @@ async def replay_many(replayer: Replayer, history: WorkflowHistory, times: int) 
 
 
 async def time_shapes(folder: Path, rounds: int, shapes: tuple[str, ...]) -> None:
-    """Print each side's CPU microseconds per replayed run, alternating sides every round."""
-    sides = replayers()
+    """Print each side's CPU microseconds per replayed run, rotating the sides' order every round.
+
+    ``totals_off`` (durapipe's run without searchable totals, replayed by durapipe's replayer) is
+    timed when its history was recorded.
+    """
+    replaying = replayers()
+    replaying["totals_off"] = replaying["durapipe"]
     for shape in shapes:
+        sides = [side for side in replaying if (folder / f"{shape}.{side}.json").exists()]
         histories = {side: _load(folder / f"{shape}.{side}.json") for side in sides}
         times = {"single": 200, "seq50": 10, "batch1000": 2}[shape]
-        for side, replayer in sides.items():  # warm imports and caches outside the timed rounds
-            await replay_many(replayer, histories[side], 1)
+        for side in sides:  # warm imports and caches outside the timed rounds
+            await replay_many(replaying[side], histories[side], 1)
         timings: dict[str, list[float]] = {side: [] for side in sides}
         for n in range(rounds):
-            order = list(sides) if n % 2 == 0 else list(reversed(sides))
-            for side in order:
+            for k in range(len(sides)):
+                side = sides[(n + k) % len(sides)]
                 start = time.process_time()
-                await replay_many(sides[side], histories[side], times)
+                await replay_many(replaying[side], histories[side], times)
                 timings[side].append((time.process_time() - start) / times * 1e6)
         medians = {side: statistics.median(values) for side, values in timings.items()}
         for side, values in timings.items():
@@ -145,6 +154,11 @@ async def time_shapes(folder: Path, rounds: int, shapes: tuple[str, ...]) -> Non
             print(f"{shape}.{side:12s} median {medians[side]:10.0f} us/run  rounds: {figures}")
         ratio = medians["durapipe"] / medians["handwritten"]
         print(f"{shape}.workflow_cpu_ratio = {ratio:.3f}", flush=True)
+        if "totals_off" in medians:
+            off = medians["totals_off"] / medians["handwritten"]
+            print(f"{shape}.workflow_cpu_ratio.totals_off = {off:.3f}", flush=True)
+            saved = medians["durapipe"] - medians["totals_off"]
+            print(f"{shape}.totals_off.us_saved_per_run = {saved:.0f}", flush=True)
 
 
 async def profile(folder: Path, shape: str, side: str, times: int, top: int) -> None:

@@ -78,6 +78,16 @@ class Settings(BaseSettings):
     """The MTHDS model deck (TOML) bundles' model references resolve through."""
     serve_token: SecretStr | None = None
     """The bearer token clients of ``durapipe serve`` send."""
+    searchable_totals: bool = True
+    """Whether runs this client starts upsert their totals as search attributes (``off``: none)."""
+
+    @field_validator("searchable_totals", mode="before")
+    @classmethod
+    def _on_or_off(cls, value: object) -> object:
+        # pydantic reads on/off, true/false, yes/no and 1/0; its own message names none of them.
+        if isinstance(value, str) and value.strip().lower() not in _SWITCH:
+            raise ValueError("expected on or off")
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("payload_threshold", "payload_max")
     @classmethod
@@ -110,6 +120,7 @@ class Settings(BaseSettings):
         return self.limits or self.checkpoints
 
 
+_SWITCH = frozenset({"on", "off", "true", "false", "yes", "no", "1", "0"})
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|k|mb|mib|m|gb|gib|g)?\s*$", re.IGNORECASE)
 _UNIT = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 

@@ -14,9 +14,12 @@ from durapipe.adapters import WORKFLOW_NAME
 from durapipe.cli import app
 from durapipe.ops import _replay
 from durapipe.runtime import PipeRun, RunResult
-from durapipe.workflows import PipeWorkflow, SandboxedPipeWorkflow
+from durapipe.runtime._calls import WORKFLOW_VERSION
+from durapipe.worker import durapipe_converter
+from durapipe.workflows import PipeWorkflow, SandboxedPipeWorkflow, _workflow
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+HERE = Path(__file__).parent / "histories"
+HISTORIES = sorted(HERE.glob("*.json"))
 
 
 @workflow.defn(name=WORKFLOW_NAME, sandboxed=False)
@@ -45,6 +48,12 @@ def test_histories_are_recorded() -> None:
         # PipeRun.workflow_version 2: only the pipe set at the start, the totals at the end.
         "brief-workflow-v2.json",
         "brief-workflow-v2__fact_check.json",
+        # PipeRun.workflow_version 3: searchable totals chosen by the client, on as in version 2
+        "brief-workflow-v3.json",
+        "brief-workflow-v3__fact_check.json",
+        # ... and off: no upsert at all (DURAPIPE_SEARCHABLE_TOTALS=off when recorded)
+        "brief-workflow-v3-totals-off.json",
+        "brief-workflow-v3-totals-off__fact_check.json",
     }
 
 
@@ -72,6 +81,23 @@ async def test_an_extra_activity_is_reported_as_nondeterminism() -> None:
     )
     assert [r.compatible for r in reports] == [False] * len(HISTORIES)
     assert all("Nondeterminism" in (r.problem or "") for r in reports), reports
+
+
+async def test_a_run_without_searchable_totals_replays_only_without_upserts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    off = HERE / "brief-workflow-v3-totals-off.json"
+    history = dp.ops.load_history(off)
+    started = history.events[0].workflow_execution_started_event_attributes
+    [run] = await durapipe_converter().decode(started.input.payloads, [PipeRun])
+    assert (run.workflow_version, run.searchable_totals) == (3, False)
+    assert not any(
+        e.HasField("upsert_workflow_search_attributes_event_attributes") for e in history.events
+    )
+    # Forced to upsert its totals as version 2 does, the recorded run no longer replays.
+    monkeypatch.setattr(_workflow, "TOTALS_CHOSEN", WORKFLOW_VERSION + 1)
+    [report] = await dp.ops.replay([history])
+    assert not report.compatible and "Nondeterminism" in (report.problem or ""), report
 
 
 def test_cli_replay_exit_codes(monkeypatch: pytest.MonkeyPatch) -> None:

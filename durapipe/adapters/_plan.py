@@ -127,14 +127,21 @@ def pipe_run(
     *,
     run_id: str | None = None,
     budget_usd: float | None = None,
+    searchable_totals: bool | None = None,
 ) -> PipeRun:
     """The checked, resolved workflow input for a run of ``pipe``.
 
+    ``searchable_totals`` None takes ``DURAPIPE_SEARCHABLE_TOTALS`` (default on).
+
     Raises:
         PipelineError: the pipe is unknown or the inputs do not fit it.
+        ConfigError: a ``DURAPIPE_*`` setting is not valid.
     """
     checked = check_inputs(pipeline, pipe, prepare_inputs(pipeline, pipe, inputs))
-    spec = resolve(pipeline, pipe, fallback_model=settings().default_model)
+    current = settings()
+    spec = resolve(pipeline, pipe, fallback_model=current.default_model)
+    if searchable_totals is None:
+        searchable_totals = current.searchable_totals
     return PipeRun(
         run_id=run_id or new_run_id(pipe),
         scope=uuid.uuid4().hex,
@@ -143,4 +150,5 @@ def pipe_run(
         inputs=checked,
         budget_usd=effective_budget(budget_usd, spec.pipes[pipe].budget_usd),
         workflow_version=WORKFLOW_VERSION,
+        searchable_totals=searchable_totals,
     )

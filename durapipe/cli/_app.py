@@ -221,6 +221,15 @@ def run(
             "--detach", help="Start the run and print its id without waiting for it to finish."
         ),
     ] = False,
+    searchable_totals: Annotated[
+        bool | None,
+        typer.Option(
+            "--searchable-totals/--no-searchable-totals",
+            help="Keep the run's totals as search attributes (one history event, a billed action "
+            "on Temporal Cloud) [default: env DURAPIPE_SEARCHABLE_TOTALS, else on].",
+            show_default=False,
+        ),
+    ] = None,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
     ui_url: Annotated[
         str | None,
@@ -292,6 +301,10 @@ def run(
         raise fail("--approve-all only applies with --local; on Temporal use `durapipe approve`")
     if detach and local:
         raise fail("--detach only applies on Temporal; a --local run lives in this process")
+    if searchable_totals is not None and local:
+        raise fail(
+            "--[no-]searchable-totals only applies on Temporal; a --local run has no search attributes"
+        )
     if local:
         result = asyncio.run(
             dp.run_local(
@@ -321,6 +334,7 @@ def run(
                 as_json=as_json,
                 ui_url=ui_url,
                 budget_usd=budget_usd,
+                searchable_totals=searchable_totals,
                 emit=emit,
             )
         )
@@ -349,6 +363,7 @@ async def _run_on_temporal(
     as_json: bool,
     ui_url: str | None,
     budget_usd: float | None = None,
+    searchable_totals: bool | None = None,
     emit: Callable[[dp.RunResult], None] | None = None,
 ) -> None:
     # With OTEL_TRACES_EXPORTER set, the start is the root span of the run's one trace.
@@ -363,6 +378,7 @@ async def _run_on_temporal(
             run_id=run_id,
             task_queue=task_queue,
             budget_usd=budget_usd,
+            searchable_totals=searchable_totals,
         )
     finally:
         telemetry.shutdown()  # export the start span now: this process exits without teardown

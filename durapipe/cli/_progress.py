@@ -65,14 +65,31 @@ def tree_lines(records: list[dp.StepRecord]) -> list[str]:
     return lines
 
 
+def totals_text(summary: dp.RunSummary, *, done: bool = False) -> str:
+    """A run's steps, tokens and cost; ``*`` after them when they were read from the run (not
+    searchable), ``?`` for each when the run could not tell them."""
+    if not summary.totals_known:
+        return f"? steps{' done' if done else ''}  ? in / ? out tokens  $?"
+    return (
+        f"{summary.steps} steps{' done' if done else ''}  {summary.input_tokens} in / "
+        f"{summary.output_tokens} out tokens  ${summary.cost_usd:.6f}"
+        f"{'' if summary.searchable_totals else ' *'}"
+    )
+
+
 def header(summary: dp.RunSummary, *, paused: bool) -> str:
     """The first line of `show`: the run, its pipe and status, and its totals so far."""
     state = f"{summary.status} (paused)" if paused else summary.status
     line = (
         f"run {summary.run_id}  pipe {summary.pipe or '-'}  {state}  "
-        f"started {summary.started_at:%Y-%m-%d %H:%M:%S}  {summary.steps} steps done  "
-        f"{summary.input_tokens} in / {summary.output_tokens} out tokens  ${summary.cost_usd:.6f}"
+        f"started {summary.started_at:%Y-%m-%d %H:%M:%S}  {totals_text(summary, done=True)}"
     )
+    if not summary.searchable_totals:
+        line += (
+            " (read from the run: not searchable)"
+            if summary.totals_known
+            else "  (not searchable, and the run could not tell them)"
+        )
     if summary.status == "failed":
         line += f"\n  failed at step '{summary.failed_step or '-'}': {summary.error}"
     return line

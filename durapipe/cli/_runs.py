@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 import durapipe as dp
+from durapipe.cli import _progress
 from durapipe.cli._app import app, handles_errors
 from durapipe.cli._connection import connection_options
 
@@ -46,10 +47,24 @@ def runs(
         typer.echo("no runs match", err=True)
         return
     for r in found:
-        line = (
-            f"{r.run_id}  {r.pipe}  {r.status}  {r.started_at:%Y-%m-%d %H:%M:%S}  "
-            f"{r.steps} steps  {r.input_tokens} in / {r.output_tokens} out  ${r.cost_usd:.6f}"
-        )
+        line = f"{r.run_id}  {r.pipe}  {r.status}  {r.started_at:%Y-%m-%d %H:%M:%S}  "
+        line += _progress.totals_text(r)
         if r.status == "failed":  # the dead-letter view: where it failed and why
             line += f"  step '{r.failed_step or '-'}': {r.error}"
         typer.echo(line)
+    read = sum(not r.searchable_totals for r in found)
+    if read:
+        typer.echo(
+            f"{read} of these runs have no searchable totals (started with searchable totals off, "
+            "or not upserted yet): their totals (marked *) were read from each run"
+            + (", and --min-cost was applied to them here, not by the server" if min_cost else ""),
+            err=True,
+        )
+    unknown = [r.run_id for r in found if not r.totals_known]
+    if unknown:
+        typer.echo(
+            f"the totals of {', '.join(unknown)} could not be read (cancelled, terminated or timed "
+            "out without searchable totals, or no worker answered)"
+            + ("; listed without --min-cost applied" if min_cost else ""),
+            err=True,
+        )

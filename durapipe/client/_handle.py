@@ -307,6 +307,7 @@ async def start(
     run_id: str | None = None,
     task_queue: str = DEFAULT_TASK_QUEUE,
     budget_usd: float | None = None,
+    searchable_totals: bool | None = None,
 ) -> RunHandle:
     """Start a run of pipe ``pipe`` on Temporal; the inputs are checked before anything is sent.
 
@@ -314,12 +315,23 @@ async def start(
     store first, so the run carries a reference, not the bytes.
     ``budget_usd`` caps what the run may spend (with the pipe's own ``budget_usd``, the tighter
     wins): before each paid call the run checks its spend plus the call's worst case.
+    ``searchable_totals=False`` starts a run that keeps no totals as search attributes (no
+    history event for them, so no billed action on Temporal Cloud; `list_runs` reads its totals
+    from the run); None takes ``DURAPIPE_SEARCHABLE_TOTALS`` (default on).
 
     Raises:
         PipelineError: the pipe is unknown or the inputs do not fit it.
         RunError: a run with this id already exists.
+        ConfigError: ``DURAPIPE_SEARCHABLE_TOTALS`` (or another setting) is not valid.
     """
-    run = pipe_run(pipeline, pipe, inputs, run_id=run_id, budget_usd=budget_usd)
+    run = pipe_run(
+        pipeline,
+        pipe,
+        inputs,
+        run_id=run_id,
+        budget_usd=budget_usd,
+        searchable_totals=searchable_totals,
+    )
     run_id = run.run_id
     try:
         await client.start_workflow(
@@ -359,6 +371,7 @@ async def run(
     run_id: str | None = None,
     task_queue: str = DEFAULT_TASK_QUEUE,
     budget_usd: float | None = None,
+    searchable_totals: bool | None = None,
 ) -> RunResult:
     """Start a run on Temporal and wait for its result (see `start` and `RunHandle.result`)."""
     handle = await start(
@@ -369,5 +382,6 @@ async def run(
         run_id=run_id,
         task_queue=task_queue,
         budget_usd=budget_usd,
+        searchable_totals=searchable_totals,
     )
     return await handle.result()

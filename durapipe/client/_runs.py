@@ -29,6 +29,7 @@ from durapipe._errors import ConfigError, RunError, RunNotFound, StepFailed
 from durapipe.adapters import WORKFLOW_NAME
 from durapipe.client._connection import DEFAULT_ADDRESS
 from durapipe.client._handle import SPEC_VERSION, RunHandle, run_error
+from durapipe.client._totals import totals_from_the_run
 from durapipe.runtime import PipeRun
 from durapipe.workflows._search import (
     COST_USD,
@@ -60,7 +61,13 @@ class RunSummary(BaseModel):
     """One run as the visibility store knows it: its pipe, status, and totals so far.
 
     For a failed run, ``failed_step`` is the path of the step that failed and ``error`` the
-    cause's type and message.
+    cause's type and message. ``searchable_totals`` says whether the totals are the run's search
+    attributes (what ``min_cost`` and the Temporal UI filter on); when not (a run started with
+    searchable totals off, or one that has not upserted its first totals yet) they were read from
+    the run itself: its ``durapipe.steps`` query while it runs, its result (or its failure) once
+    it has ended. ``totals_known`` is False when the run could not tell (it was cancelled,
+    terminated or timed out without searchable totals, or no worker answered the query): its
+    totals then read 0 and mean nothing.
     """
 
     run_id: str
@@ -74,6 +81,8 @@ class RunSummary(BaseModel):
     steps: int = 0
     failed_step: str | None = None
     error: str | None = None
+    searchable_totals: bool = True
+    totals_known: bool = True
 
 
 async def missing_search_attributes(client: Client) -> list[str]:
@@ -122,9 +131,14 @@ async def setup_search_attributes(client: Client) -> list[str]:
 
 
 def runs_query(
-    *, pipe: str | None = None, status: str | None = None, min_cost: float | None = None
+    *,
+    pipe: str | None = None,
+    status: str | None = None,
+    min_cost: float | None = None,
+    without_totals: bool = False,
 ) -> str:
-    """The visibility query for top-level runs with these filters.
+    """The visibility query for top-level runs with these filters (``without_totals``: only runs
+    whose totals are not search attributes, which ``min_cost`` cannot select).
 
     Raises:
         ConfigError: ``status`` is not one of `RUN_STATUSES`.
@@ -136,7 +150,9 @@ def runs_query(
         if status not in RUN_STATUSES:
             raise ConfigError(f"status '{status}' is not one of {', '.join(RUN_STATUSES)}")
         clauses.append(f"ExecutionStatus = '{RUN_STATUSES[status]}'")
-    if min_cost is not None:
+    if without_totals:
+        clauses.append(f"{COST_USD.name} IS NULL")
+    elif min_cost is not None:
         clauses.append(f"{COST_USD.name} >= {float(min_cost)!r}")
     return " AND ".join(clauses)
 
@@ -152,7 +168,11 @@ async def list_runs(
     """Top-level runs, newest first, filtered by pipe, status and least cost.
 
     A run that was retried counts by its latest execution only, so a re-driven run leaves the
-    dead-letter view (``status="failed"``).
+    dead-letter view (``status="failed"``). ``min_cost`` filters on the server the runs whose
+    totals are search attributes; the runs whose totals are not (started with searchable totals
+    off, or not upserted yet) are listed separately, at most ``limit`` of them, their totals read
+    from each run and filtered here; one whose totals cannot be read is kept, with
+    ``totals_known`` False (it could not be filtered).
 
     Example:
         >>> runs = await dp.list_runs(client, pipe="brief", min_cost=0.01)  # doctest: +SKIP
@@ -161,6 +181,18 @@ async def list_runs(
         ConfigError: a filter is wrong, or the namespace lacks durapipe's search attributes.
     """
     query = runs_query(pipe=pipe, status=status, min_cost=min_cost)
+    summaries = await _listed(client, query, limit)
+    if min_cost is not None:
+        unsearchable = runs_query(pipe=pipe, status=status, without_totals=True)
+        for summary in await _listed(client, unsearchable, limit):
+            if not summary.totals_known or summary.cost_usd >= min_cost:
+                summaries.append(summary)
+        summaries.sort(key=lambda s: s.started_at, reverse=True)
+    return summaries[:limit]
+
+
+async def _listed(client: Client, query: str, limit: int) -> list[RunSummary]:
+    """The summaries of the latest executions ``query`` finds, at most ``limit``."""
     summaries: list[RunSummary] = []
     seen: set[str] = set()
     try:
@@ -194,8 +226,8 @@ async def describe_run(client: Client, run_id: str) -> RunSummary:
 
 async def _summary(client: Client, execution: WorkflowExecution) -> RunSummary:
     attrs = execution.typed_search_attributes
-    failed_step, error = await _failure(client, execution)
-    return RunSummary(
+    failed_step, error, failure = await _failure(client, execution)
+    summary = RunSummary(
         run_id=execution.id,
         pipe=attrs.get(PIPE) or "",
         status=_status_word(execution.status or WorkflowExecutionStatus.RUNNING),
@@ -208,6 +240,18 @@ async def _summary(client: Client, execution: WorkflowExecution) -> RunSummary:
         failed_step=failed_step,
         error=error,
     )
+    if attrs.get(COST_USD) is None:
+        # Not searchable (yet): the run itself knows its totals.
+        summary.searchable_totals = False
+        totals = await totals_from_the_run(client, execution, failure)
+        if totals is None:
+            summary.totals_known = False
+        else:
+            usage, summary.steps = totals
+            summary.cost_usd = usage.cost_usd
+            summary.input_tokens = usage.input_tokens
+            summary.output_tokens = usage.output_tokens
+    return summary
 
 
 async def _is_latest(client: Client, execution: WorkflowExecution) -> bool:
@@ -218,24 +262,27 @@ async def _is_latest(client: Client, execution: WorkflowExecution) -> bool:
     return latest.run_id == execution.run_id
 
 
-async def _failure(client: Client, execution: WorkflowExecution) -> tuple[str | None, str | None]:
-    """The failed step and the error of a failed run (None, None for any other run)."""
+async def _failure(
+    client: Client, execution: WorkflowExecution
+) -> tuple[str | None, str | None, StepFailed | None]:
+    """The failed step, the error and the `StepFailed` of a failed run (all None for any other
+    run, and the last None when the failure is not a step's)."""
     if execution.status != WorkflowExecutionStatus.FAILED:
-        return None, None
+        return None, None, None
     handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
     try:
         await handle.result(follow_runs=False)
     except WorkflowFailureError as err:
         failure = run_error(err, execution.id)
         if isinstance(failure, StepFailed):
-            return failure.path, f"{failure.cause_type}: {failure.cause}"
-        return None, str(failure)
+            return failure.path, f"{failure.cause_type}: {failure.cause}", failure
+        return None, str(failure), None
     except ConfigError as err:
         # With encryption on, failures are encoded too: a run this process cannot decrypt
         # (EncryptionError), or whose failure is in a payload store it does not see, is still
         # listed, saying why its error is not shown (one such run must not fail the list).
-        return None, str(err)
-    return None, None
+        return None, str(err), None
+    return None, None, None
 
 
 async def retry(client: Client, run_id: str) -> RunHandle:

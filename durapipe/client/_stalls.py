@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import (
@@ -187,7 +188,16 @@ async def read_queues(client: Client, run_id: str) -> RunQueues | None:
     try:
         async for event in handle.fetch_history_events(page_size=1):
             started = event.workflow_execution_started_event_attributes
-            [run] = await client.data_converter.decode(started.input.payloads, [PipeRun])
+            payloads = started.input.payloads
+            try:
+                [run] = await client.data_converter.decode(payloads, [PipeRun])
+            except Exception:
+                # A run started by a newer durapipe may carry fields this code lacks: its
+                # workflow queue still says whether a worker runs it (its routes are unknown).
+                [data] = await client.data_converter.decode(payloads, [dict[str, Any]])
+                if not isinstance(data.get("workflow_version"), int):
+                    return None
+                return RunQueues(workflow=started.task_queue.name)
             return RunQueues.of(run, started.task_queue.name)
     except Exception:  # no such run, or not one of durapipe's: nothing to say about it
         return None

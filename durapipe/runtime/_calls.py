@@ -69,7 +69,7 @@ class BatchSlice(_Message):
     max_concurrency: int | None = None
 
 
-WORKFLOW_VERSION = 2
+WORKFLOW_VERSION = 3
 """The workflow behaviour a run started by this code asks for (`PipeRun.workflow_version`)."""
 
 
@@ -93,7 +93,12 @@ class PipeRun(_Message):
             to ``durapipe.totals-from-start`` in force without a patch marker (each marker costs a
             run two history events: the marker and Temporal's ``TemporalChangeVersion`` upsert).
             2 is 1 with fewer search attributes at the start: the client sets only the pipe, and
-            the run's first upsert (2 s in, or at its end) sets its totals.
+            the run's first upsert (2 s in, or at its end) sets its totals. 3 is 2 with
+            ``searchable_totals``.
+        searchable_totals: whether the run upserts its totals as search attributes (version 3 and
+            later; older runs always do). Off, a run's workflow upserts nothing, so its history
+            holds the events of the same work written by hand; `durapipe runs` and `show` read
+            its totals from the run itself. The client that starts the run chooses.
     """
 
     run_id: str
@@ -107,6 +112,10 @@ class PipeRun(_Message):
     # Histories recorded before scopes existed hold none: their checkpoints are scoped by run id.
     scope: str = ""
     workflow_version: int = 0
+    # Written only when off: an input with it on is the bytes of version 2 but for the version,
+    # so a worker of version 2 decodes it and refuses it by its version (the upgrade sentence)
+    # instead of failing on a field it lacks; runs recorded before it hold none.
+    searchable_totals: bool = Field(default=True, exclude_if=lambda on: on is True)
 
     @model_validator(mode="wrap")
     @classmethod

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import RawValue
+from temporalio.converter import PayloadConverter
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -80,8 +82,10 @@ TOTALS_FROM_START_PATCH = "durapipe.totals-from-start"
 # `workflow.patched` for these versions (or come with a new version).
 IN_FORCE = {
     version: frozenset({TOTALS_EVERY_PATCH, CONCURRENT_CHUNKS_PATCH, TOTALS_FROM_START_PATCH})
-    for version in (1, PIPE_ONLY_AT_START)
+    for version in range(1, WORKFLOW_VERSION + 1)
 }
+# From this version a run's input says whether it upserts its totals (`PipeRun.searchable_totals`).
+TOTALS_CHOSEN = 3
 
 
 _DONE = frozenset({"succeeded", "failed", "skipped"})
@@ -90,6 +94,51 @@ _DONE = frozenset({"succeeded", "failed", "skipped"})
 class NewerRunError(Exception):
     """A run asks for a workflow version this worker does not have; fails the workflow task (not
     the run), so the run waits for an upgraded worker."""
+
+
+def _pipe_run(raw: RawValue) -> PipeRun:
+    """The run's input decoded as the data converter decodes a `PipeRun` (same bytes, same model).
+
+    Raises:
+        NewerRunError: the run asks for a newer workflow version than this code has, whether or not
+            its input decodes (a newer version may add fields, which ``extra="forbid"`` refuses).
+    """
+    converter = workflow.payload_converter()
+    try:
+        run = converter.from_payload(raw.payload, PipeRun)
+    except Exception:
+        # Only on a failed decoding is the version read on its own: a second decoding of every
+        # input would cost each run's workflow tens of µs for nothing.
+        _refuse_if_newer(*_version_of(converter, raw))
+        raise
+    _refuse_if_newer(run.workflow_version, run.run_id)
+    return run
+
+
+def _version_of(converter: PayloadConverter, raw: RawValue) -> tuple[int, str]:
+    """The ``workflow_version`` and run id an input names, read without the rest of `PipeRun`."""
+    run_id = workflow.info().workflow_id
+    try:
+        data = converter.from_payload(raw.payload, dict[str, Any])
+    except Exception:  # not even an object: the PipeRun decoding's error says what is wrong
+        return 0, run_id
+    version, named = data.get("workflow_version"), data.get("run_id")
+    return (
+        version if isinstance(version, int) else 0,
+        named if isinstance(named, str) else run_id,
+    )
+
+
+def _refuse_if_newer(version: int, run_id: str) -> None:
+    if version > WORKFLOW_VERSION:
+        # Running it the way this code runs older versions would record commands a worker of
+        # its own version cannot replay. Failing the workflow task keeps the run waiting for
+        # such a worker (clients say why: `client._stalls.failing_task`).
+        raise NewerRunError(
+            f"run '{run_id}' was started by a newer durapipe (workflow version "
+            f"{version}; this worker runs versions up to {WORKFLOW_VERSION}): "
+            f"upgrade durapipe on the workers of task queue '{workflow.info().task_queue}'"
+        )
 
 
 class _Control:
@@ -126,17 +175,13 @@ class PipeWorkflow:
         self._run: PipeRun | None = None
 
     @workflow.run
-    async def run(self, run: PipeRun) -> RunResult:
-        """Run the pipe; fail with type ``durapipe.StepFailed`` naming the step that failed."""
-        if run.workflow_version > WORKFLOW_VERSION:
-            # Running it the way this code runs older versions would record commands a worker of
-            # its own version cannot replay. Failing the workflow task keeps the run waiting for
-            # such a worker (clients say why: `client._stalls.failing_task`).
-            raise NewerRunError(
-                f"run '{run.run_id}' was started by a newer durapipe (workflow version "
-                f"{run.workflow_version}; this worker runs versions up to {WORKFLOW_VERSION}): "
-                f"upgrade durapipe on the workers of task queue '{workflow.info().task_queue}'"
-            )
+    async def run(self, raw: RawValue) -> RunResult:
+        """Run the pipe; fail with type ``durapipe.StepFailed`` naming the step that failed.
+
+        The input arrives undecoded (a `PipeRun` payload) so that a run started by a newer
+        durapipe is refused by its version before a field this code lacks fails its decoding.
+        """
+        run = _pipe_run(raw)
         if workflow.info().parent is None:
             # A scheduled run's workflow id gets a timestamp suffix its stored input cannot know.
             run = run.model_copy(update={"run_id": workflow.info().workflow_id})
@@ -239,6 +284,8 @@ class _TemporalRuntime:
         self._every: timedelta | None = None
         self._published: datetime | None = None
         self._stale = False
+        # Off: the run upserts nothing, ever (its client chose; only version 3 and later can).
+        self.searchable = run.searchable_totals or run.workflow_version < TOTALS_CHOSEN
 
     async def leaf(self, call: LeafCall) -> LeafResult:
         try:
@@ -325,9 +372,9 @@ class _TemporalRuntime:
         """Upsert the run's totals as search attributes (top-level runs only): at its start
         (runs of version 0 whose client did not set them), when a step finishes `TOTALS_EVERY`
         after the last upsert, and at its end (``final``) if a step's totals (or, from version
-        2, any totals) are not upserted yet."""
+        2, any totals) are not upserted yet. A run without searchable totals upserts none."""
         interpreter = self.interpreter
-        if interpreter is None or interpreter.run.path:
+        if interpreter is None or interpreter.run.path or not self.searchable:
             return
         now = workflow.now()
         pipe_set = self.run.workflow_version >= PIPE_ONLY_AT_START
@@ -491,6 +538,6 @@ class SandboxedPipeWorkflow(PipeWorkflow):
     code: workers run it when ``DURAPIPE_WORKFLOW_SANDBOX=on`` (a check while changing durapipe)."""
 
     @workflow.run
-    async def run(self, run: PipeRun) -> RunResult:
+    async def run(self, raw: RawValue) -> RunResult:
         """Run the pipe (see `PipeWorkflow.run`)."""
-        return await super().run(run)
+        return await super().run(raw)

@@ -1,0 +1,241 @@
+"""Searchable totals are the starting client's choice: off, a run upserts nothing (its history holds
+the events of the same work written by hand), and `runs`/`show` read its totals from the run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import durapipe as dp
+from durapipe.runtime import PipeRun
+from durapipe.testing.fake_provider import FakeProvider
+from durapipe.workflows._search import COST_USD, PIPE
+from tests.conftest import EXAMPLES
+from tests.support import history_events, run_cli
+
+MODEL = "gpt-totals"
+UPSERT = "upsert_workflow_search_attributes_event_attributes"
+
+
+def paid_pipeline(pipe: str) -> dp.Pipeline:
+    ask = dp.llm("ask", inputs={"question": str}, prompt="{{ question }}", model=f"openai/{MODEL}")
+    return dp.pipeline(dp.sequence(pipe, inputs={"question": str}, steps=[dp.step(ask)]))
+
+
+@dataclass
+class Runs:
+    client: Any
+    address: str
+    pipe: str
+    on_id: str
+    off_id: str
+    off: dp.RunResult
+
+
+@pytest.fixture(scope="module")
+async def runs(temporal_address: str) -> AsyncIterator[Runs]:
+    # A pipe of its own, so the listings below see only these two runs.
+    pipe = f"totals{uuid.uuid4().hex[:8]}"
+    pipeline = paid_pipeline(pipe)
+    task_queue = f"totals-{uuid.uuid4().hex[:8]}"
+    with pytest.MonkeyPatch.context() as env, FakeProvider(prices={MODEL: (1e-6, 2e-6)}) as fake:
+        env.setenv("OPENAI_BASE_URL", fake.base_url)
+        env.setenv("OPENAI_API_KEY", "sk-fake")
+        fake.register_prices_with_litellm()
+        client = await dp.connect(temporal_address, pipeline=pipeline)
+        on_id, off_id = f"on-{uuid.uuid4().hex[:8]}", f"off-{uuid.uuid4().hex[:8]}"
+        async with dp.build_worker(client, task_queue=task_queue):
+            await dp.run(
+                client, pipeline, pipe, {"question": "q"}, run_id=on_id, task_queue=task_queue
+            )
+            env.setenv("DURAPIPE_SEARCHABLE_TOTALS", "off")  # the client's setting chooses
+            off = await dp.run(
+                client, pipeline, pipe, {"question": "q"}, run_id=off_id, task_queue=task_queue
+            )
+    yield Runs(client, temporal_address, pipe, on_id, off_id, off)
+
+
+async def test_a_run_without_searchable_totals_upserts_nothing(runs: Runs) -> None:
+    on = await history_events(runs.client, runs.on_id)
+    off = await history_events(runs.client, runs.off_id)
+    assert sum(e.HasField(UPSERT) for e in on) == 1  # the end's upsert
+    assert sum(e.HasField(UPSERT) for e in off) == 0
+    # The hand-written one-step workflow's events: start, 3 per workflow task (two tasks), the
+    # activity's scheduled/started/completed, completion.
+    assert len(off) == len(on) - 1 == 11
+    [started] = await runs.client.data_converter.decode(
+        off[0].workflow_execution_started_event_attributes.input.payloads, [PipeRun]
+    )
+    assert (started.workflow_version, started.searchable_totals) == (3, False)
+    attrs = (await runs.client.get_workflow_handle(runs.off_id).describe()).typed_search_attributes
+    assert attrs.get(PIPE) == runs.pipe and attrs.get(COST_USD) is None
+
+
+async def test_runs_and_show_read_the_totals_of_a_run_without_searchable_totals(
+    runs: Runs,
+) -> None:
+    usage = runs.off.usage
+    assert usage.cost_usd > 0
+
+    async def both_listed() -> list[dp.RunSummary]:
+        deadline = time.monotonic() + 30
+        while True:  # visibility is eventually consistent
+            found = await dp.list_runs(runs.client, pipe=runs.pipe, min_cost=1e-9)
+            if {r.run_id for r in found} == {runs.on_id, runs.off_id}:
+                return found
+            assert time.monotonic() < deadline, found
+            await asyncio.sleep(0.2)
+
+    found = {r.run_id: r for r in await both_listed()}
+    on, off = found[runs.on_id], found[runs.off_id]
+    assert (on.searchable_totals, off.searchable_totals) == (True, False)
+    assert off.totals_known
+    assert (off.input_tokens, off.output_tokens, off.steps) == (
+        usage.input_tokens,
+        usage.output_tokens,
+        1,
+    )
+    assert off.cost_usd == pytest.approx(usage.cost_usd)
+    assert (on.input_tokens, on.steps) == (off.input_tokens, off.steps)
+    # Filtered here, not by the server: above its cost, it is not listed.
+    above = await dp.list_runs(runs.client, pipe=runs.pipe, min_cost=usage.cost_usd * 10)
+    assert above == []
+    cli = await asyncio.to_thread(
+        run_cli, "runs", "--pipe", runs.pipe, "--min-cost", "1e-9", "--address", runs.address
+    )
+    assert cli.returncode == 0, cli.stderr
+    [off_line] = [line for line in cli.stdout.splitlines() if line.startswith(runs.off_id)]
+    assert off_line.endswith(
+        f"1 steps  {usage.input_tokens} in / {usage.output_tokens} out tokens  "
+        f"${usage.cost_usd:.6f} *"
+    )
+    assert "1 of these runs have no searchable totals" in cli.stderr
+    assert "--min-cost was applied to them here, not by the server" in cli.stderr
+    shown = await asyncio.to_thread(run_cli, "show", runs.off_id, "--address", runs.address)
+    assert shown.returncode == 0, shown.stderr
+    header = shown.stdout.splitlines()[0]
+    assert header.endswith(
+        f"{usage.input_tokens} in / {usage.output_tokens} out tokens  ${usage.cost_usd:.6f} * "
+        "(read from the run: not searchable)"
+    )
+    as_json = await asyncio.to_thread(
+        run_cli, "show", runs.off_id, "--json", "--address", runs.address
+    )
+    described = json.loads(as_json.stdout)
+    assert (described["searchable_totals"], described["steps"] and described["input_tokens"]) == (
+        False,
+        usage.input_tokens,
+    )
+
+
+async def test_a_running_run_without_searchable_totals_answers_its_totals_by_query(
+    temporal_address: str, task_queue: str
+) -> None:
+    # An approval holds the run open after its first step: its totals come from its query.
+    ask = dp.llm("ask", inputs={"question": str}, prompt="{{ question }}")
+    review = dp.approval("review", inputs={"answer": str}, message="ok?", timeout="10m")
+    pipe = f"held{uuid.uuid4().hex[:8]}"
+    pipeline = dp.pipeline(
+        dp.sequence(
+            pipe,
+            inputs={"question": str},
+            steps=[dp.step(ask, result="answer"), dp.step(review)],
+        )
+    )
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    async with dp.build_worker(client, task_queue=task_queue):
+        handle = await dp.start(
+            client,
+            pipeline,
+            pipe,
+            {"question": "q"},
+            task_queue=task_queue,
+            searchable_totals=False,
+        )
+
+        async def waiting() -> dp.RunSummary | None:
+            summary = await dp.client.describe_run(client, handle.run_id)
+            return summary if summary.steps == 1 else None
+
+        deadline = time.monotonic() + 60
+        while (summary := await waiting()) is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        assert summary.status == "running" and not summary.searchable_totals
+        assert summary.totals_known and summary.input_tokens > 0
+        await handle.cancel()
+
+
+def test_a_bad_setting_is_one_sentence_and_a_failed_exit(temporal_address: str) -> None:
+    result = run_cli(
+        "run",
+        "brief",
+        "--file",
+        str(EXAMPLES / "brief.yaml"),
+        "--input",
+        "article=x",
+        "--address",
+        temporal_address,
+        env={"DURAPIPE_SEARCHABLE_TOTALS": "maybe"},
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        "error: DURAPIPE_SEARCHABLE_TOTALS='maybe' is not valid: expected on or off"
+    )
+
+
+async def test_the_run_command_flag_turns_them_off(
+    temporal_address: str, task_queue: str, tmp_path: Path
+) -> None:
+    pipeline_file = tmp_path / "ask.yaml"
+    pipeline_file.write_text(
+        "version: 1\npipes:\n  ask:\n    kind: llm\n    inputs:\n      question: text\n"
+        "    prompt: '{{ question }}'\n",
+        encoding="utf-8",
+    )
+    client = await dp.connect(temporal_address, pipeline=dp.load(pipeline_file))
+    async with dp.build_worker(client, task_queue=task_queue):
+        result = await asyncio.to_thread(
+            run_cli,
+            "run",
+            "ask",
+            "--file",
+            str(pipeline_file),
+            "--input",
+            "question=why",
+            "--no-searchable-totals",
+            "--detach",
+            "-t",
+            task_queue,
+            "--address",
+            temporal_address,
+        )
+        assert result.returncode == 0, result.stderr
+        run_id = result.stdout.strip()
+        await dp.RunHandle(client, run_id).result()
+    events = await history_events(client, run_id)
+    assert not any(e.HasField(UPSERT) for e in events)
+    assert len(events) == 11
+
+
+def test_the_flag_is_refused_on_a_local_run(tmp_path: Path) -> None:
+    pipeline_file = tmp_path / "ask.yaml"
+    pipeline_file.write_text(
+        "version: 1\npipes:\n  ask:\n    kind: llm\n    prompt: 'hi'\n", encoding="utf-8"
+    )
+    result = run_cli(
+        "run", "ask", "--file", str(pipeline_file), "--local", "--no-searchable-totals"
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        "error: --[no-]searchable-totals only applies on Temporal; a --local run has no search "
+        "attributes"
+    )
