@@ -1,4 +1,4 @@
-"""HTTP/1.1 over a held connection, lean: one send per request, the response head parsed in one pass.
+"""HTTP/1.1 over a held connection, lean: one send per request, the response head read in one pass.
 
 Held connections (`durapipe.adapters._held_reads`) leave an answer's bytes in the socket until the
 answer is kept. The protocol on top was httpcore's ``AsyncHTTP11Connection``, that is h11 in pure
@@ -15,10 +15,10 @@ object per header block, per body piece and per end of message, each checked, be
 * a connection is reused only after a whole response, framed by its length, with keep-alive on
   both sides and nothing after it; `has_expired` is httpcore's (keep-alive ran out, or the idle
   socket is readable: the provider closed it or sent bytes nobody asked for);
-* failures are httpcore's exceptions, as before (httpx maps them to its own, which litellm and the
-  openai SDK classify): ``RemoteProtocolError`` for a provider that closes early or sends what is not
-  HTTP/1.1, ``ReadTimeout``/``ReadError``/``WriteTimeout``/``ConnectError``... from the streams,
-  ``LocalProtocolError`` for a request that cannot be written (a header with a line break).
+* failures are httpcore's exceptions, as before (httpx maps them to its own, which litellm and
+  the openai SDK classify): ``RemoteProtocolError`` for a provider that closes early or sends what
+  is not HTTP/1.1, ``ReadTimeout``/``ReadError``/``WriteTimeout``/``ConnectError``... from the
+  streams, ``LocalProtocolError`` for a request that cannot be written (a header with a line break).
 
 Timeouts come from the request's ``timeout`` extension (``connect``, ``read``, ``write``; ``pool``
 has nothing to wait for: `durapipe.adapters._held_pool.HeldPool` never caps connections in use).
@@ -302,7 +302,9 @@ def _framing(
     if method == b"HEAD" or status in _NO_BODY_STATUS:
         return 0, keep_alive
     if chunked:
-        return -1, keep_alive
+        # Both framings: chunked wins, and the connection is not trusted with another request
+        # (RFC 9112 6.3: a sign of request smuggling).
+        return -1, keep_alive and length is None
     if length is None:
         return None, False
     return length, keep_alive

@@ -6,10 +6,10 @@ pool's size): on a 200-way fan-out over held connections it was a fifth of the w
 pool takes the idle connection used last (the one most likely still open) and gives a connection
 back when its response is closed, keeping at most ``max_keepalive_connections`` idle.
 
-A connection is one `durapipe.adapters._held_http.HeldConnection` (HTTP/1.1, TLS through the network
-backend's ``start_tls``) over `durapipe.adapters._held_reads.HeldReads`: reads stay held as before. An
-idle connection is checked before it is reused (``has_expired``: its keep-alive ran out, or the
-server closed it or sent bytes nobody asked for), as httpcore's pool does.
+A connection is one `durapipe.adapters._held_http.HeldConnection` (HTTP/1.1, TLS through the
+network backend's ``start_tls``) over `durapipe.adapters._held_reads.HeldReads`: reads stay held as
+before. An idle connection is checked before it is reused (``has_expired``: its keep-alive ran
+out, or the server closed it or sent bytes nobody asked for), as httpcore's pool does.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class HeldPool:
         return None
 
     async def _give_back(self, connection: HeldConnection) -> None:
-        """Keep ``connection`` for the next request to ``origin`` if it is idle and there is room."""
+        """Keep ``connection`` for the next request to its origin if it is idle and there is room."""
         self._busy.discard(connection)
         if not connection.is_idle() or self._max_idle < 1:
             await connection.aclose()

@@ -228,8 +228,18 @@ async def test_interim_answers_are_skipped_and_bodiless_answers_keep_the_connect
     assert served.connections == 1
 
 
-async def test_bytes_after_the_answer_leave_the_connection_unused(pool: HeldPool) -> None:
-    async with provider(lambda n: (answer(b"{}") + b"HTTP/1.1 200 OK\r\n", False)) as served:
+@pytest.mark.parametrize(
+    "response",
+    [
+        answer(b"{}") + b"HTTP/1.1 200 OK\r\n",  # bytes after the answer nobody asked for
+        chunked(b"{}").replace(b"\r\n\r\n", b"\r\ncontent-length: 2\r\n\r\n", 1),
+    ],
+    ids=["bytes-after-the-answer", "chunked-and-content-length"],
+)
+async def test_an_answer_that_is_not_clean_leaves_the_connection_unused(
+    response: bytes, pool: HeldPool
+) -> None:
+    async with provider(lambda n: (response, False)) as served:
         assert await ask(pool, served.url) == (200, b"{}")
         assert await ask(pool, served.url) == (200, b"{}")
     assert served.connections == 2
