@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import re
+import ssl
 import time
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -66,7 +67,7 @@ class HeldConnection:
         self,
         origin: httpcore.Origin,
         network_backend: httpcore.AsyncNetworkBackend,
-        ssl_context: typing.Any,
+        ssl_context: ssl.SSLContext | None,
         keepalive_expiry: float | None,
         done: Callable[[HeldConnection], Awaitable[None]],
     ) -> None:
@@ -330,6 +331,8 @@ class _Body:
         self._timeout = timeout
         self._complete = False
         self._closed = False
+        if framing == 0:  # nothing to read (HEAD, 204, 304): whole even if nobody iterates it
+            self._end(first)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:

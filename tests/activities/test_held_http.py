@@ -298,3 +298,15 @@ async def test_a_chunked_request_body_is_sent_chunked(pool: HeldPool) -> None:
     server.close()
     await server.wait_closed()
     assert seen[0].endswith(b'\r\n\r\n6\r\n{"q": \r\n2\r\n1}\r\n0\r\n\r\n')
+
+
+async def test_a_bodiless_answer_closed_unread_keeps_the_connection(pool: HeldPool) -> None:
+    async with provider(
+        lambda n: (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", False)
+    ) as served:
+        target = httpcore.URL(served.url)
+        for _ in range(2):
+            request = httpcore.Request("HEAD", target, headers=[(b"Host", target.host)])
+            response = await pool.handle_async_request(request)
+            await response.aclose()  # nothing to read: the body is not iterated
+    assert served.connections == 1
