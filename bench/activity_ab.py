@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -196,23 +197,40 @@ def _litellm_call() -> Mapping[str, Callable[[], object]]:
 
 
 async def compare_rounds(
-    variants: Mapping[str, Callable[[int], Awaitable[object]]], *, rounds: int, fan: int
+    variants: Mapping[str, Callable[[int], Awaitable[object]]],
+    *,
+    rounds: int,
+    fan: int,
+    gc_off: bool = False,
 ) -> dict[str, list[float]]:
     """CPU microseconds per call of each variant: per round, ``fan`` calls at once (``variant(i)``
-    for each i), the variants alternating and their order rotating from round to round."""
+    for each i), the variants alternating and their order rotating from round to round.
+
+    With ``gc_off`` the garbage collector runs before each round and not within it: a full
+    collection landing in one round moved it by up to a millisecond per call, ten times the
+    differences measured here (the collector's own cost is then not counted, on either side).
+    """
     for run in variants.values():  # warm connections, caches and imports outside the rounds
         await asyncio.gather(*(run(i) for i in range(fan)))
     timings: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
     for n in range(rounds):
         for name in names[n % len(names) :] + names[: n % len(names)]:
-            start = time.process_time()
-            await asyncio.gather(*(variants[name](i) for i in range(fan)))
-            timings[name].append((time.process_time() - start) / fan * 1e6)
+            if gc_off:
+                gc.collect()
+                gc.disable()
+            try:
+                start = time.process_time()
+                await asyncio.gather(*(variants[name](i) for i in range(fan)))
+                timings[name].append((time.process_time() - start) / fan * 1e6)
+            finally:
+                gc.enable()
     return timings
 
 
-async def _http_fan_out(base_url: str, rounds: int, fan: int) -> dict[str, list[float]]:
+async def _http_fan_out(
+    base_url: str, rounds: int, fan: int, gc_off: bool
+) -> dict[str, list[float]]:
     """Model calls over http to the fake provider, ``fan`` at once: as the hand-written baseline
     makes them, as durapipe's llm activity body does, and that with checkpoints off (no kept
     answers either: litellm's own transport). The provider runs in its own process."""
@@ -257,7 +275,7 @@ async def _http_fan_out(base_url: str, rounds: int, fan: int) -> dict[str, list[
             "http, durapipe": durapipe(store),
             "http, checkpoints off": durapipe(None),
         }
-        return await compare_rounds(variants, rounds=rounds, fan=fan)
+        return await compare_rounds(variants, rounds=rounds, fan=fan, gc_off=gc_off)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -271,6 +289,11 @@ def main(argv: list[str] | None = None) -> None:
         metavar="FAN",
         help="time FAN model calls at once over http against the fake provider instead",
     )
+    parser.add_argument(
+        "--gc-off",
+        action="store_true",
+        help="with --http: collect garbage before each round, not within it (less noise)",
+    )
     args = parser.parse_args(argv)
     if args.http:
         provider = subprocess.Popen(
@@ -281,7 +304,8 @@ def main(argv: list[str] | None = None) -> None:
         try:
             assert provider.stdout is not None
             base_url = provider.stdout.readline().removeprefix("listening on ").strip()
-            report(asyncio.run(_http_fan_out(base_url, args.rounds, args.http)))
+            timings = _http_fan_out(base_url, args.rounds, args.http, args.gc_off)
+            report(asyncio.run(timings))
         finally:
             provider.terminate()
             provider.wait(timeout=20)

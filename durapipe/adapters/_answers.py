@@ -87,12 +87,12 @@ def install() -> None:
 async def warm() -> None:
     """Build the answer-keeping client and run one request over a held connection, offline.
 
-    The first request over httpcore's pool imports and builds its machinery, and runs its code
+    The first request over the held pool imports and builds its machinery, and runs its code
     for the first time (tens of milliseconds; more on a busy host). A worker does it before it
     polls, not inside its first step's provider limit, where it would delay that request past the
     moment the limit let it go. The request goes to a server of this process on 127.0.0.1, which
-    answers it at once, so the whole HTTP/1.1 path runs (sending, h11's parsing, the held read and
-    its release), the same code an ``https://`` answer runs over TLS. Building the client builds
+    answers it at once, so the whole HTTP/1.1 path runs (sending, the head's parsing, the held read
+    and its release), the same code an ``https://`` answer runs over TLS. Building the client builds
     the SSL context of ``https://`` providers, its CA store loaded. (A TLS handshake made here in
     memory, against a throwaway certificate, was measured and left out: a first real handshake
     took as long after it.)
@@ -171,7 +171,8 @@ def _tls_context() -> ssl.SSLContext | None:
 
 def _held_transport(tls: ssl.SSLContext | None = None) -> httpx.AsyncHTTPTransport:
     """httpx's transport over `HeldReads` connections, ``https://`` ones verified with ``tls``
-    (httpcore adds ALPN ``http/1.1``, SNI and the hostname check; see the module docs)."""
+    (the held connection adds ALPN ``http/1.1``, SNI and the hostname check; see the module
+    docs)."""
     transport = httpx.AsyncHTTPTransport()
     # httpx builds its httpcore pool in `_pool` (stable since 0.18) and takes no network backend.
     # No cap on connections in use: as many as the worker's concurrent steps. Idle ones are kept
@@ -245,8 +246,8 @@ class KeepAnswers(httpx.AsyncBaseTransport):
             # The raw stream, not `aiter_raw`, which closes the connection (an await that lets other
             # tasks run) before handing over the end of the body. Over held connections the last
             # bytes stay in the socket until the answer is kept; over litellm's transport nothing
-            # suspends from durapipe's code receiving them to the write below (h11 parses what has
-            # arrived; a write to a free SQLite file is synchronous).
+            # suspends from durapipe's code receiving them to the write below (the body has been
+            # parsed by then; a write to a free SQLite file is synchronous).
             stream = typing.cast(httpx.AsyncByteStream, response.stream)
             body = b"".join([chunk async for chunk in stream])
             await _call(store, "put_answer", key, _encode(response, body))

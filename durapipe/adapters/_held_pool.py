@@ -6,10 +6,10 @@ pool's size): on a 200-way fan-out over held connections it was a fifth of the w
 pool takes the idle connection used last (the one most likely still open) and gives a connection
 back when its response is closed, keeping at most ``max_keepalive_connections`` idle.
 
-A connection is one httpcore ``AsyncHTTPConnection`` (HTTP/1.1, TLS through the network backend's
-``start_tls``) over `durapipe.adapters._held_reads.HeldReads`: reads stay held as before. An idle
-connection is checked before it is reused (``has_expired``: its keep-alive ran out, or the server
-closed it or sent bytes nobody asked for), as httpcore's pool does.
+A connection is one `durapipe.adapters._held_http.HeldConnection` (HTTP/1.1, TLS through the
+network backend's ``start_tls``) over `durapipe.adapters._held_reads.HeldReads`: reads stay held as
+before. An idle connection is checked before it is reused (``has_expired``: its keep-alive ran
+out, or the server closed it or sent bytes nobody asked for), as httpcore's pool does.
 
 An idle connection is closed when its keep-alive runs out, whether or not another request comes:
 after a burst, up to ``max_keepalive_connections`` sockets would otherwise stay open until the
@@ -25,9 +25,10 @@ import collections
 import contextlib
 import ssl
 import time
-import typing
 
 import httpcore
+
+from durapipe.adapters._held_http import HeldConnection
 
 _Place = tuple[bytes, bytes, int]
 
@@ -58,12 +59,12 @@ class HeldPool:
         self._max_idle = max_keepalive_connections
         self._expiry = keepalive_expiry
         # By (scheme, host, port): httpcore's `Origin` compares by value but is not hashable.
-        self._idle: dict[_Place, collections.deque[httpcore.AsyncHTTPConnection]] = {}
+        self._idle: dict[_Place, collections.deque[HeldConnection]] = {}
         self._idle_count = 0
-        self._busy: set[httpcore.AsyncHTTPConnection] = set()
+        self._busy: set[HeldConnection] = set()
         self._next_sweep = 0.0
         # When each idle connection's keep-alive runs out (time.monotonic, as httpcore's).
-        self._idle_until: dict[httpcore.AsyncHTTPConnection, float] = {}
+        self._idle_until: dict[HeldConnection, float] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._closing: set[asyncio.Task[None]] = set()  # the timer's closes under way
@@ -76,37 +77,18 @@ class HeldPool:
                 f"held connections speak http:// and https://, not {origin.scheme.decode()}://"
             )
         await self._sweep()
-        while True:
-            connection = await self._reusable(origin)
-            reused = connection is not None
-            if connection is None:
-                connection = httpcore.AsyncHTTPConnection(
-                    origin,
-                    ssl_context=self._ssl_context,
-                    keepalive_expiry=self._expiry,
-                    network_backend=self._backend,
-                )
-            self._busy.add(connection)
-            try:
-                response = await connection.handle_async_request(request)
-            except httpcore.ConnectionNotAvailable:
-                # An idle connection that stopped being available in between: try another.
-                self._busy.discard(connection)
-                await connection.aclose()
-                if reused:
-                    continue
-                raise
-            except BaseException:
-                self._busy.discard(connection)
-                await connection.aclose()  # closes the socket at once: nothing to shield
-                raise
-            stream = typing.cast(typing.AsyncIterable[bytes], response.stream)
-            return httpcore.Response(
-                status=response.status,
-                headers=response.headers,
-                content=_GivenBack(stream, self, connection, origin),
-                extensions=response.extensions,
+        connection = await self._reusable(origin)
+        if connection is None:
+            connection = HeldConnection(
+                origin, self._backend, self._ssl_context, self._expiry, self._give_back
             )
+        self._busy.add(connection)
+        try:
+            # The response's body, once closed, gives the connection back (`_give_back`).
+            return await connection.handle_async_request(request)
+        except BaseException:
+            self._busy.discard(connection)  # the connection closed itself
+            raise
 
     async def _sweep(self) -> None:
         """Close the idle connections whose keep-alive ran out, to every provider, at most once a
@@ -119,7 +101,7 @@ class HeldPool:
         for connection in self._take_expired(now):
             await connection.aclose()
 
-    def _take_expired(self, now: float) -> list[httpcore.AsyncHTTPConnection]:
+    def _take_expired(self, now: float) -> list[HeldConnection]:
         """Take the idle connections whose keep-alive ran out (or whose server closed them) out
         of the pool; the caller closes them. Each queue is oldest first: it stops at the first
         live one."""
@@ -155,8 +137,9 @@ class HeldPool:
             closing.add_done_callback(self._closing.discard)
         self._arm()
 
-    async def _reusable(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection | None:
-        """The idle connection to ``origin`` used last that can take a request (None: none)."""
+    async def _reusable(self, origin: httpcore.Origin) -> HeldConnection | None:
+        """The idle connection to ``origin`` used last that can take a request (None: none);
+        the expired ones met on the way are closed."""
         idle = self._idle.get(_place(origin))
         while idle:
             connection = idle.pop()
@@ -167,10 +150,8 @@ class HeldPool:
             await connection.aclose()
         return None
 
-    async def _give_back(
-        self, connection: httpcore.AsyncHTTPConnection, origin: httpcore.Origin
-    ) -> None:
-        """Keep ``connection`` for the next request to ``origin`` if it is idle and there is room."""
+    async def _give_back(self, connection: HeldConnection) -> None:
+        """Keep ``connection`` for the next request to its origin if it is idle and there is room."""
         self._busy.discard(connection)
         if not connection.is_idle() or self._max_idle < 1:
             await connection.aclose()
@@ -183,13 +164,13 @@ class HeldPool:
             oldest = largest.popleft()
             del self._idle_until[oldest]
             await oldest.aclose()
-        self._idle.setdefault(_place(origin), collections.deque()).append(connection)
+        self._idle.setdefault(_place(connection.origin), collections.deque()).append(connection)
         self._idle_until[connection] = time.monotonic() + self._expiry
         self._idle_count += 1
         self._arm()
 
     @property
-    def connections(self) -> list[httpcore.AsyncHTTPConnection]:
+    def connections(self) -> list[HeldConnection]:
         """The open connections, idle and in use (as httpcore's pool lists its own)."""
         return [c for idle in self._idle.values() for c in idle] + list(self._busy)
 
@@ -219,47 +200,9 @@ class HeldPool:
         await self.aclose()
 
 
-async def _close_all(connections: list[httpcore.AsyncHTTPConnection]) -> None:
+async def _close_all(connections: list[HeldConnection]) -> None:
     for connection in connections:
         # Nobody awaits this task: a socket that fails to close (already dead) must neither
         # keep the others open nor surface as "exception never retrieved".
         with contextlib.suppress(Exception):
             await connection.aclose()
-
-
-class _GivenBack:
-    """A response body whose connection goes back to the pool when the body is closed."""
-
-    def __init__(
-        self,
-        stream: typing.AsyncIterable[bytes],
-        pool: HeldPool,
-        connection: httpcore.AsyncHTTPConnection,
-        origin: httpcore.Origin,
-    ) -> None:
-        self._stream = stream
-        self._pool = pool
-        self._connection = connection
-        self._origin = origin
-        self._closed = False
-
-    async def __aiter__(self) -> typing.AsyncIterator[bytes]:
-        try:
-            async for chunk in self._stream:
-                yield chunk
-        except BaseException:
-            await self.aclose()  # httpcore closed the connection: it is no longer busy
-            raise
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            # httpcore's own stream: reading it to the end leaves the connection idle; closing it
-            # early closes the connection.
-            close = getattr(self._stream, "aclose", None)
-            if close is not None:
-                await close()
-        finally:
-            await self._pool._give_back(self._connection, self._origin)

@@ -6,9 +6,10 @@ reach the code that keeps them a turn (or, on a busy worker, milliseconds) later
 in between has read an answer it never kept, and the retry pays for it again.
 
 `HeldReads` is an httpcore network backend for ``http://`` providers (a local gateway, a proxy, the
-fake provider) and, with TLS in user space, ``https://`` ones, that closes that window: a read *peeks* at the socket (``MSG_PEEK``), so the bytes
-stay in the kernel while h11 parses them, and they are consumed only once the caller says the
-answer is kept (`HeldStream.release`), or by the next read on the connection (by then the earlier
+fake provider) and, with TLS in user space, ``https://`` ones, that closes that window: a read
+*peeks* at the socket (``MSG_PEEK``), so the bytes stay in the kernel while their HTTP/1.1 is parsed
+(`durapipe.adapters._held_http`), and they are consumed only once the caller says the answer is
+kept (`HeldStream.release`), or by the next read on the connection (by then the earlier
 bytes have been parsed and a body that spans several reads is still partly in the socket). At every
 instant an answer is in the socket, or kept, or both. A process killed before the answer was kept
 leaves its bytes unread in the socket, where a harness (and the kernel) can see them.

@@ -4,18 +4,18 @@ A TLS library reads the socket to decrypt it, so over an ordinary TLS connection
 the kernel before durapipe has it, and a worker killed between that read and the keep has lost an
 answer it was billed for. `HeldTlsStream` runs TLS itself, with an `ssl.SSLObject` over memory
 buffers (`ssl.MemoryBIO`): a read *peeks* at the raw socket (``MSG_PEEK``), cuts off the TLS records
-that have fully arrived, feeds a copy of them to the SSL object and hands the decrypted bytes to h11.
-The ciphertext stays in the kernel until the answer is kept (`HeldTlsStream.release`), or until the
-next read (by then the plaintext of those records has been parsed), exactly as plain-HTTP held reads
-do (`durapipe.adapters._held_reads`). The start of a record whose end has not arrived is taken out
-of the socket (it cannot be decrypted, and left there it could fill the receive buffer and stall
-the rest); the bytes that complete it stay in the socket, so an answer is never whole in memory
+that have fully arrived, feeds a copy of them to the SSL object and hands the decrypted bytes to
+the HTTP/1.1 parser. The ciphertext stays in the kernel until the answer is kept
+(`HeldTlsStream.release`), or until the next read (by then the plaintext of those records has been
+parsed), exactly as plain-HTTP held reads do (`durapipe.adapters._held_reads`). The start of a
+record whose end has not arrived is taken out of the socket (it cannot be decrypted, and left there
+it could fill the receive buffer and stall the rest); the bytes that complete it stay in the socket, so an answer is never whole in memory
 before it is kept. Records that decrypt to nothing (TLS 1.3 session tickets) are consumed at once.
 
 The handshake reads the socket normally (no answer can arrive before the request is sent). The SSL
 context is the one litellm's own transport uses (its CA bundle: ``SSL_VERIFY``, ``SSL_CERT_FILE``,
-else certifi; its ciphers), with httpcore's ALPN (``http/1.1``), SNI and hostname checking, so a
-certificate is trusted here exactly when litellm's transport would trust it.
+else certifi; its ciphers), with ALPN ``http/1.1`` (`durapipe.adapters._held_http`), SNI and
+hostname checking, so a certificate is trusted here exactly when litellm's transport would trust it.
 """
 
 from __future__ import annotations

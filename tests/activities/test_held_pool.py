@@ -67,7 +67,7 @@ async def test_a_connection_the_provider_closed_is_not_reused(connects: list[str
             await response.aclose()
         assert connects == ["open"]  # kept alive and reused
         (idle,) = [c for queue in pool._idle.values() for c in queue]
-        stream = idle._connection._network_stream
+        stream = idle._stream
         stream._sock.shutdown(2)  # as if the provider had closed it
         response = await pool.handle_async_request(request)
         await response.aread()
