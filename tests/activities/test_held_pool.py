@@ -120,15 +120,16 @@ async def test_idle_connections_close_when_their_keep_alive_runs_out_without_a_r
         tasks_before = asyncio.all_tasks()
         await asyncio.gather(*(get() for _ in range(FAN)))
         idle_at = asyncio.get_running_loop().time()
-        assert connects == ["open"] * FAN and len(pool.connections) == FAN
-        assert asyncio.all_tasks() == tasks_before  # the pool's timer is not a task
+        # On a loaded machine the fan-out can outlast the keep-alive: the first connections given
+        # back may already be closing, so count opens rather than expect none closed yet.
+        assert connects.count("open") == FAN
         # No request comes: every idle socket still closes once its keep-alive has run out.
         while connects.count("close") < FAN:
             assert asyncio.get_running_loop().time() - idle_at < expiry + slack, connects
             await asyncio.sleep(0.05)
         assert pool.connections == [] and pool._timer is None  # closed, and the timer disarmed
         await asyncio.gather(*pool._closing)  # the close under way ends: nothing left running
-        assert asyncio.all_tasks() == tasks_before
+        assert asyncio.all_tasks() == tasks_before  # the timer is no task, and its closes ended
         await pool.aclose()
 
 
