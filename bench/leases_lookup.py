@@ -2,7 +2,7 @@
 
 Each call marks one unsent lease sent, then ends it, as a provider call does, with 10,000 other
 leases in the table (about two hours of history at the rates the limits allow). Two files, one
-without the ``leases_lease`` index (layout 1) and one with it (layout 2), are timed round by round
+without the ``leases_lease`` index (as durapipe left it before) and one with it, are timed round by round
 in one process, so both see the same machine; wall time includes the commit's write to the WAL,
 process CPU time is the lookup's cost. ``python bench/leases_lookup.py [--rounds 3]``.
 """
@@ -65,14 +65,14 @@ def _round(limits: SqliteLimits, name: str) -> dict[str, tuple[float, float]]:
 
 
 def main() -> None:
-    """Time both layouts, alternating, and print every round."""
+    """Time both files, alternating, and print every round."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     rounds = parser.parse_args().rounds
     with tempfile.TemporaryDirectory() as tmp:
         variants = {
-            "layout 1 (no index)": _limits(Path(tmp) / "one.sqlite", index=False),
-            "layout 2 (leases_lease)": _limits(Path(tmp) / "two.sqlite", index=True),
+            "without leases_lease": _limits(Path(tmp) / "one.sqlite", index=False),
+            "with leases_lease": _limits(Path(tmp) / "two.sqlite", index=True),
         }
         seen: dict[str, list[dict[str, tuple[float, float]]]] = {name: [] for name in variants}
         for r in range(rounds):

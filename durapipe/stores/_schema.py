@@ -21,11 +21,13 @@ The versions:
 - 1: ``checkpoints`` and ``answers`` with ``created_at``, ``leases`` as in 0; each table present
   once its store has opened the file. (``leases`` joined version 1 without a new number: it did
   not change, and a new number would make the durapipe of before refuse a file it reads well.)
-- 2: as 1, and ``leases`` has an index on ``lease`` (``leases_lease``): a call's `sent` and
-  `release` find its rows by lease id, which the ``(bucket, lease)`` primary key cannot serve, so
-  each was a scan of every row of the last two hours. A durapipe of version 1 refuses a file of
-  version 2 at worker start (its workers already running keep working: the index changes nothing
-  they read or write).
+Indexes do not make a new layout: code of an earlier layout reads and writes a table the same
+with or without one, and a new number would make the durapipe of before refuse a file it reads
+well. A store creates the indexes of its `Layout` that a file lacks whenever it opens it (one
+look at ``sqlite_master``). So ``leases_lease`` (an index on ``leases.lease``: a call's `sent`
+and `release` find its rows by lease id, which the ``(bucket, lease)`` primary key cannot serve,
+so each was a scan of every row of the last two hours) joined layout 1 when the limits store
+first opens a file of before it.
 
 Rows of before retention get ``created_at = 0``: they count as expired, so they are not served
 (an answer kept then was stored raw, not in today's encoding) and the next prune deletes them.
@@ -41,7 +43,7 @@ from pathlib import Path
 from durapipe._errors import ConfigError
 from durapipe.stores._paths import CHECKPOINTS_ENV, LIMITS_ENV
 
-SCHEMA_VERSION = 2  # bump with a migration step in `_upgrade` when a layout changes
+SCHEMA_VERSION = 1  # bump with a migration step in `_upgrade` when a table's columns change
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,12 +56,15 @@ class Layout:
         columns: the columns this version reads and writes, by table.
         create: statements that create the tables (and their indexes) at today's layout when
             missing (``IF NOT EXISTS``).
+        indexes: the names of the indexes ``create`` makes; a file lacking one gets ``create``
+            run again when the store opens it (see the module's docstring).
     """
 
     store: str
     variable: str
     columns: Mapping[str, tuple[str, ...]]
     create: Sequence[str]
+    indexes: tuple[str, ...] = ()
 
 
 CHECKPOINTS = Layout(
@@ -77,10 +82,8 @@ CHECKPOINTS = Layout(
         "CREATE INDEX IF NOT EXISTS checkpoints_age ON checkpoints (created_at)",
         "CREATE INDEX IF NOT EXISTS answers_age ON answers (created_at)",
     ),
+    indexes=("checkpoints_age", "answers_age"),
 )
-
-# `SqliteLimits.sent` and `release` update a lease's rows by its id alone (version 2).
-LEASES_BY_ID = "CREATE INDEX IF NOT EXISTS leases_lease ON leases (lease)"
 
 LIMITS = Layout(
     store="limits",
@@ -90,8 +93,10 @@ LIMITS = Layout(
         "CREATE TABLE IF NOT EXISTS leases (bucket TEXT, lease TEXT, started REAL, "
         "expires REAL, tokens INTEGER, PRIMARY KEY (bucket, lease))",
         "CREATE INDEX IF NOT EXISTS leases_started ON leases (bucket, started)",
-        LEASES_BY_ID,
+        # `SqliteLimits.sent` and `release` update a lease's rows by its id alone.
+        "CREATE INDEX IF NOT EXISTS leases_lease ON leases (lease)",
     ),
+    indexes=("leases_started", "leases_lease"),
 )
 
 
@@ -112,7 +117,7 @@ def migrate(path: Path, layout: Layout, *, timeout: float = 30) -> None:
         raise _unreadable(path, layout, str(err)) from None
     try:
         db.execute("PRAGMA journal_mode=WAL")
-        if _version(db, path, layout) != SCHEMA_VERSION or _missing_tables(db, layout):
+        if _version(db, path, layout) != SCHEMA_VERSION or _missing(db, layout):
             db.execute("BEGIN IMMEDIATE")
             try:
                 _upgrade(db, _version(db, path, layout))
@@ -150,12 +155,14 @@ def _upgrade(db: sqlite3.Connection, version: int) -> None:
             if columns and "created_at" not in columns:
                 # Rows of before retention expire now (see the module's docstring).
                 db.execute(f"ALTER TABLE {table} ADD COLUMN created_at REAL NOT NULL DEFAULT 0")
-    if version < 2 and _columns(db, "leases"):
-        db.execute(LEASES_BY_ID)
 
 
-def _missing_tables(db: sqlite3.Connection, layout: Layout) -> bool:
-    return any(not _columns(db, table) for table in layout.columns)
+def _missing(db: sqlite3.Connection, layout: Layout) -> bool:
+    """Whether the file lacks one of the layout's tables or indexes."""
+    if any(not _columns(db, table) for table in layout.columns):
+        return True
+    indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    return not indexes.issuperset(layout.indexes)
 
 
 def _check(
