@@ -19,7 +19,7 @@ from durapipe.runtime import PipeRun
 from durapipe.testing.fake_provider import FakeProvider
 from durapipe.workflows._search import COST_USD, PIPE
 from tests.conftest import EXAMPLES
-from tests.support import history_events, run_cli
+from tests.support import acli, history_events, run_cli
 
 MODEL = "gpt-totals"
 UPSERT = "upsert_workflow_search_attributes_event_attributes"
@@ -239,3 +239,59 @@ def test_the_flag_is_refused_on_a_local_run(tmp_path: Path) -> None:
         "error: --[no-]searchable-totals only applies on Temporal; a --local run has no search "
         "attributes"
     )
+
+
+async def test_min_cost_reads_on_past_limit_cheap_runs_and_says_where_it_stopped(
+    temporal_address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One expensive run, then three cheaper ones, none with searchable totals: with --limit 2 the
+    # expensive run is older than `limit` runs that --min-cost drops.
+    pipe = f"scan{uuid.uuid4().hex[:8]}"
+    pipeline = paid_pipeline(pipe)
+    task_queue = f"scan-{uuid.uuid4().hex[:8]}"
+    with FakeProvider(prices={MODEL: (1e-6, 2e-6)}) as fake:
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+        monkeypatch.setenv("DURAPIPE_SEARCHABLE_TOTALS", "off")
+        fake.register_prices_with_litellm()
+        client = await dp.connect(temporal_address, pipeline=pipeline)
+        async with dp.build_worker(client, task_queue=task_queue):
+            questions = ["why " * 400, "q", "q", "q"]
+            ids = [f"{pipe}-{n}" for n in range(len(questions))]
+            results = [
+                await dp.run(
+                    client, pipeline, pipe, {"question": q}, run_id=i, task_queue=task_queue
+                )
+                for q, i in zip(questions, ids, strict=True)
+            ]
+    expensive = results[0]
+    floor = max(r.usage.cost_usd for r in results[1:]) * 2
+    assert expensive.usage.cost_usd > floor
+
+    async def listed() -> dp.client.RunListing:
+        deadline = time.monotonic() + 30
+        while True:  # visibility is eventually consistent
+            every = await dp.list_runs(client, pipe=pipe, limit=10)
+            if len(every) == len(questions):
+                return await dp.client.find_runs(client, pipe=pipe, min_cost=floor, limit=2)
+            assert time.monotonic() < deadline, every
+            await asyncio.sleep(0.2)
+
+    listing = await listed()
+    assert [r.run_id for r in listing.runs] == [ids[0]]
+    assert (listing.scanned, listing.scan_cut) == (4, False)
+    # With the bound below the runs' count the scan stops, says so, and the notes print even
+    # when nothing matched.
+    monkeypatch.setattr(dp.client._runs, "SCAN_AT_LEAST", 2)
+    monkeypatch.setattr(dp.client._runs, "SCAN_PER_LIMIT", 1)
+    cut = await dp.client.find_runs(client, pipe=pipe, min_cost=floor, limit=2)
+    assert (cut.runs, cut.scanned, cut.scan_cut) == ([], 2, True)
+    cli = await acli(
+        temporal_address, "runs", "--pipe", pipe, "--min-cost", str(floor), "--limit", "2"
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stderr.splitlines() == [
+        "no runs match",
+        "--min-cost read the totals of the newest 2 runs without searchable totals and stopped "
+        "there: older runs without searchable totals were not looked at",
+    ]

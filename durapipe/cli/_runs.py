@@ -35,18 +35,19 @@ def runs(
 ) -> None:
     """List runs, newest first, with their pipe, status, tokens and cost."""
 
-    async def listed() -> list[dp.RunSummary]:
+    async def listed() -> dp.client.RunListing:
         client = await dp.connect(options=connection)
-        return await dp.list_runs(client, pipe=pipe, status=status, min_cost=min_cost, limit=limit)
+        return await dp.client.find_runs(
+            client, pipe=pipe, status=status, min_cost=min_cost, limit=limit
+        )
 
-    found = asyncio.run(listed())
+    listing = asyncio.run(listed())
+    found = listing.runs
     if as_json:
         typer.echo(json.dumps([r.model_dump(mode="json") for r in found], indent=2))
-        return
-    if not found:
+    elif not found:
         typer.echo("no runs match", err=True)
-        return
-    for r in found:
+    for r in [] if as_json else found:
         line = f"{r.run_id}  {r.pipe}  {r.status}  {r.started_at:%Y-%m-%d %H:%M:%S}  "
         line += _progress.totals_text(r)
         if r.status == "failed":  # the dead-letter view: where it failed and why
@@ -66,5 +67,11 @@ def runs(
             f"the totals of {', '.join(unknown)} could not be read (cancelled, terminated or timed "
             "out without searchable totals, or no worker answered)"
             + ("; listed without --min-cost applied" if min_cost else ""),
+            err=True,
+        )
+    if listing.scan_cut:
+        typer.echo(
+            f"--min-cost read the totals of the newest {listing.scanned} runs without searchable "
+            "totals and stopped there: older runs without searchable totals were not looked at",
             err=True,
         )
