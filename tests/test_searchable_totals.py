@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import durapipe as dp
+from durapipe.client._totals import QUERY_TIMEOUT
 from durapipe.runtime import PipeRun
 from durapipe.testing.fake_provider import FakeProvider
 from durapipe.workflows._search import COST_USD, PIPE
@@ -295,3 +296,47 @@ async def test_min_cost_reads_on_past_limit_cheap_runs_and_says_where_it_stopped
         "--min-cost read the totals of the newest 2 runs without searchable totals and stopped "
         "there: older runs without searchable totals were not looked at",
     ]
+
+
+async def test_running_runs_whose_worker_does_not_answer_are_read_at_once_and_named(
+    temporal_address: str, task_queue: str
+) -> None:
+    # Runs on a queue no worker polls: each totals query waits out its 2 s. Read one after another,
+    # 16 such runs took 32 s; at once, one timeout.
+    pipe = f"noworker{uuid.uuid4().hex[:8]}"
+    pipeline = paid_pipeline(pipe)
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    count = 16
+    handles = [
+        await dp.start(
+            client,
+            pipeline,
+            pipe,
+            {"question": "q"},
+            task_queue=task_queue,
+            searchable_totals=False,
+        )
+        for _ in range(count)
+    ]
+    try:
+        deadline = time.monotonic() + 30
+        listed = f"{PIPE.name} = '{pipe}'"
+        while len([e async for e in client.list_workflows(listed)]) < count:
+            # visibility is eventually consistent
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        began = time.monotonic()
+        found = await dp.list_runs(client, pipe=pipe)
+        took = time.monotonic() - began
+        assert len(found) == count and not any(r.totals_known for r in found)
+        assert {r.task_queue for r in found} == {task_queue}
+        assert took < 3 * QUERY_TIMEOUT.total_seconds(), took
+        cli = await acli(temporal_address, "runs", "--pipe", pipe)
+        assert cli.returncode == 0, cli.stderr
+        assert (
+            f"the totals of {count} running runs could not be read: no worker of task queue "
+            f"'{task_queue}' answered within 2 s"
+        ) in cli.stderr.splitlines()
+    finally:
+        for handle in handles:
+            await client.get_workflow_handle(handle.run_id).terminate()

@@ -69,7 +69,8 @@ class RunSummary(BaseModel):
     the run itself: its ``durapipe.steps`` query while it runs, its result (or its failure) once
     it has ended. ``totals_known`` is False when the run could not tell (it was cancelled,
     terminated or timed out without searchable totals, or no worker answered the query): its
-    totals then read 0 and mean nothing.
+    totals then read 0 and mean nothing. ``task_queue`` is the queue of the run's workflow (whose
+    workers answer its query).
     """
 
     run_id: str
@@ -85,6 +86,7 @@ class RunSummary(BaseModel):
     error: str | None = None
     searchable_totals: bool = True
     totals_known: bool = True
+    task_queue: str = ""
 
 
 async def missing_search_attributes(client: Client) -> list[str]:
@@ -340,6 +342,7 @@ async def _summary(client: Client, execution: WorkflowExecution) -> RunSummary:
         steps=attrs.get(STEPS) or 0,
         failed_step=failed_step,
         error=error,
+        task_queue=execution.task_queue or "",
     )
     if attrs.get(COST_USD) is None:
         # Not searchable (yet): the run itself knows its totals.
