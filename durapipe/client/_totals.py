@@ -9,6 +9,7 @@ failure carries its step records. A cancelled, terminated or timed-out run carri
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
@@ -33,8 +34,11 @@ async def totals_from_the_run(
     )
     try:
         if status == WorkflowExecutionStatus.RUNNING:
-            records = await handle.query(
-                STEPS_QUERY, result_type=list[StepRecord], rpc_timeout=QUERY_TIMEOUT
+            # rpc_timeout bounds one attempt; the client retries some failures (one query took
+            # 6.3 s here), so the whole wait is bounded too.
+            records = await asyncio.wait_for(
+                handle.query(STEPS_QUERY, result_type=list[StepRecord], rpc_timeout=QUERY_TIMEOUT),
+                QUERY_TIMEOUT.total_seconds(),
             )
             return spent(records), finished_steps(records)
         if status == WorkflowExecutionStatus.COMPLETED:
