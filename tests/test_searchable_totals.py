@@ -337,6 +337,18 @@ async def test_running_runs_whose_worker_does_not_answer_are_read_at_once_and_na
             f"the totals of {count} running runs could not be read: no worker of task queue "
             f"'{task_queue}' answered within 2 s"
         ) in cli.stderr.splitlines()
+        # Unknown totals are null in JSON, not a free run's zeros.
+        as_json = await acli(temporal_address, "runs", "--pipe", pipe, "--json")
+        described = await acli(temporal_address, "describe", handles[0].run_id, "--json")
+        for shown in [*json.loads(as_json.stdout), json.loads(described.stdout)]:
+            totals = [shown[k] for k in ("cost_usd", "input_tokens", "output_tokens", "steps")]
+            assert (totals, shown["totals_known"]) == ([None] * 4, False)
     finally:
         for handle in handles:
             await client.get_workflow_handle(handle.run_id).terminate()
+
+
+def test_describe_says_it_asks_a_running_run_without_searchable_totals() -> None:
+    shown = run_cli("describe", "--help")
+    assert "without asking its workers" not in shown.stdout
+    assert "asked for them by query" in " ".join(shown.stdout.split())

@@ -45,7 +45,7 @@ def runs(
     listing = asyncio.run(listed())
     found = listing.runs
     if as_json:
-        typer.echo(json.dumps([r.model_dump(mode="json") for r in found], indent=2))
+        typer.echo(json.dumps([_progress.summary_json(r) for r in found], indent=2))
     elif not found:
         typer.echo("no runs match", err=True)
     for r in [] if as_json else found:
