@@ -17,7 +17,7 @@ import pytest
 import durapipe as dp
 from durapipe.client._totals import QUERY_TIMEOUT
 from durapipe.runtime import PipeRun
-from durapipe.testing.fake_provider import FakeProvider
+from durapipe.testing.fake_provider import FakeProvider, Reply
 from durapipe.workflows._search import COST_USD, PIPE
 from tests.conftest import EXAMPLES
 from tests.support import acli, history_events, run_cli
@@ -352,3 +352,44 @@ def test_describe_says_it_asks_a_running_run_without_searchable_totals() -> None
     shown = run_cli("describe", "--help")
     assert "without asking its workers" not in shown.stdout
     assert "asked for them by query" in " ".join(shown.stdout.split())
+
+
+async def test_a_completed_runs_totals_are_read_without_its_stored_sealed_output(
+    temporal_address: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A large output, sealed and in the payload store: the totals still decode, with the keys.
+    monkeypatch.setenv("DURAPIPE_ENCRYPTION_KEYS", f"k1:{dp.security.new_encryption_key()}")
+    monkeypatch.setenv("DURAPIPE_PAYLOAD_STORE", str(tmp_path / "payloads"))
+    monkeypatch.setenv("DURAPIPE_PAYLOAD_THRESHOLD", "1KiB")
+    monkeypatch.setenv("DURAPIPE_SEARCHABLE_TOTALS", "off")
+    pipe = f"large{uuid.uuid4().hex[:8]}"
+    pipeline = paid_pipeline(pipe)
+    task_queue = f"large-{uuid.uuid4().hex[:8]}"
+    with FakeProvider(prices={MODEL: (1e-6, 2e-6)}) as fake:
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+        fake.register_prices_with_litellm()
+        fake.set_default(Reply(content="word " * 100_000))
+        client = await dp.connect(temporal_address, pipeline=pipeline)
+        run_id = f"{pipe}-1"
+        async with dp.build_worker(client, task_queue=task_queue):
+            done = await dp.run(
+                client, pipeline, pipe, {"question": "q"}, run_id=run_id, task_queue=task_queue
+            )
+    assert len(done.output) >= 500_000
+    summary = await dp.client.describe_run(client, run_id)
+    assert (summary.status, summary.searchable_totals, summary.totals_known) == (
+        "completed",
+        False,
+        True,
+    )
+    assert (summary.input_tokens, summary.output_tokens, summary.steps) == (
+        done.usage.input_tokens,
+        done.usage.output_tokens,
+        1,
+    )
+    assert summary.cost_usd == pytest.approx(done.usage.cost_usd) and summary.cost_usd > 0
+    # Without the keys the sealed result cannot be read: unknown, not zero.
+    monkeypatch.delenv("DURAPIPE_ENCRYPTION_KEYS")
+    keyless = await dp.connect(temporal_address, pipeline=pipeline)
+    assert not (await dp.client.describe_run(keyless, run_id)).totals_known
