@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 
 import durapipe as dp
+from durapipe.client._totals import QUERY_TIMEOUT
 from durapipe.runtime import PipeRun
-from durapipe.testing.fake_provider import FakeProvider
+from durapipe.testing.fake_provider import FakeProvider, Reply
 from durapipe.workflows._search import COST_USD, PIPE
 from tests.conftest import EXAMPLES
-from tests.support import history_events, run_cli
+from tests.support import acli, history_events, run_cli
 
 MODEL = "gpt-totals"
 UPSERT = "upsert_workflow_search_attributes_event_attributes"
@@ -239,3 +240,156 @@ def test_the_flag_is_refused_on_a_local_run(tmp_path: Path) -> None:
         "error: --[no-]searchable-totals only applies on Temporal; a --local run has no search "
         "attributes"
     )
+
+
+async def test_min_cost_reads_on_past_limit_cheap_runs_and_says_where_it_stopped(
+    temporal_address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One expensive run, then three cheaper ones, none with searchable totals: with --limit 2 the
+    # expensive run is older than `limit` runs that --min-cost drops.
+    pipe = f"scan{uuid.uuid4().hex[:8]}"
+    pipeline = paid_pipeline(pipe)
+    task_queue = f"scan-{uuid.uuid4().hex[:8]}"
+    with FakeProvider(prices={MODEL: (1e-6, 2e-6)}) as fake:
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+        monkeypatch.setenv("DURAPIPE_SEARCHABLE_TOTALS", "off")
+        fake.register_prices_with_litellm()
+        client = await dp.connect(temporal_address, pipeline=pipeline)
+        async with dp.build_worker(client, task_queue=task_queue):
+            questions = ["why " * 400, "q", "q", "q"]
+            ids = [f"{pipe}-{n}" for n in range(len(questions))]
+            results = [
+                await dp.run(
+                    client, pipeline, pipe, {"question": q}, run_id=i, task_queue=task_queue
+                )
+                for q, i in zip(questions, ids, strict=True)
+            ]
+    expensive = results[0]
+    floor = max(r.usage.cost_usd for r in results[1:]) * 2
+    assert expensive.usage.cost_usd > floor
+
+    async def listed() -> dp.client.RunListing:
+        deadline = time.monotonic() + 30
+        while True:  # visibility is eventually consistent
+            every = await dp.list_runs(client, pipe=pipe, limit=10)
+            if len(every) == len(questions):
+                return await dp.client.find_runs(client, pipe=pipe, min_cost=floor, limit=2)
+            assert time.monotonic() < deadline, every
+            await asyncio.sleep(0.2)
+
+    listing = await listed()
+    assert [r.run_id for r in listing.runs] == [ids[0]]
+    assert (listing.scanned, listing.scan_cut) == (4, False)
+    # With the bound below the runs' count the scan stops, says so, and the notes print even
+    # when nothing matched.
+    monkeypatch.setattr(dp.client._runs, "SCAN_AT_LEAST", 2)
+    monkeypatch.setattr(dp.client._runs, "SCAN_PER_LIMIT", 1)
+    cut = await dp.client.find_runs(client, pipe=pipe, min_cost=floor, limit=2)
+    assert (cut.runs, cut.scanned, cut.scan_cut) == ([], 2, True)
+    cli = await acli(
+        temporal_address, "runs", "--pipe", pipe, "--min-cost", str(floor), "--limit", "2"
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stderr.splitlines() == [
+        "no runs match",
+        "--min-cost read the totals of the newest 2 runs without searchable totals and stopped "
+        "there: older runs without searchable totals were not looked at",
+    ]
+
+
+async def test_running_runs_whose_worker_does_not_answer_are_read_at_once_and_named(
+    temporal_address: str, task_queue: str
+) -> None:
+    # Runs on a queue no worker polls: each totals query waits out its 2 s. Read one after another,
+    # 16 such runs took 32 s; at once, one timeout.
+    pipe = f"noworker{uuid.uuid4().hex[:8]}"
+    pipeline = paid_pipeline(pipe)
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    count = 16
+    handles = [
+        await dp.start(
+            client,
+            pipeline,
+            pipe,
+            {"question": "q"},
+            task_queue=task_queue,
+            searchable_totals=False,
+        )
+        for _ in range(count)
+    ]
+    try:
+        deadline = time.monotonic() + 30
+        listed = f"{PIPE.name} = '{pipe}'"
+        while len([e async for e in client.list_workflows(listed)]) < count:
+            # visibility is eventually consistent
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        began = time.monotonic()
+        found = await dp.list_runs(client, pipe=pipe)
+        took = time.monotonic() - began
+        assert len(found) == count and not any(r.totals_known for r in found)
+        assert {r.task_queue for r in found} == {task_queue}
+        assert took < 3 * QUERY_TIMEOUT.total_seconds(), took
+        cli = await acli(temporal_address, "runs", "--pipe", pipe)
+        assert cli.returncode == 0, cli.stderr
+        assert (
+            f"the totals of {count} running runs could not be read: no worker of task queue "
+            f"'{task_queue}' answered within 2 s"
+        ) in cli.stderr.splitlines()
+        # Unknown totals are null in JSON, not a free run's zeros.
+        as_json = await acli(temporal_address, "runs", "--pipe", pipe, "--json")
+        described = await acli(temporal_address, "describe", handles[0].run_id, "--json")
+        for shown in [*json.loads(as_json.stdout), json.loads(described.stdout)]:
+            totals = [shown[k] for k in ("cost_usd", "input_tokens", "output_tokens", "steps")]
+            assert (totals, shown["totals_known"]) == ([None] * 4, False)
+    finally:
+        for handle in handles:
+            await client.get_workflow_handle(handle.run_id).terminate()
+
+
+def test_describe_says_it_asks_a_running_run_without_searchable_totals() -> None:
+    shown = run_cli("describe", "--help")
+    assert "without asking its workers" not in shown.stdout
+    assert "asked for them by query" in " ".join(shown.stdout.split())
+
+
+async def test_a_completed_runs_totals_are_read_without_its_stored_sealed_output(
+    temporal_address: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A large output, sealed and in the payload store: the totals still decode, with the keys.
+    monkeypatch.setenv("DURAPIPE_ENCRYPTION_KEYS", f"k1:{dp.security.new_encryption_key()}")
+    monkeypatch.setenv("DURAPIPE_PAYLOAD_STORE", str(tmp_path / "payloads"))
+    monkeypatch.setenv("DURAPIPE_PAYLOAD_THRESHOLD", "1KiB")
+    monkeypatch.setenv("DURAPIPE_SEARCHABLE_TOTALS", "off")
+    pipe = f"large{uuid.uuid4().hex[:8]}"
+    pipeline = paid_pipeline(pipe)
+    task_queue = f"large-{uuid.uuid4().hex[:8]}"
+    with FakeProvider(prices={MODEL: (1e-6, 2e-6)}) as fake:
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+        fake.register_prices_with_litellm()
+        fake.set_default(Reply(content="word " * 100_000))
+        client = await dp.connect(temporal_address, pipeline=pipeline)
+        run_id = f"{pipe}-1"
+        async with dp.build_worker(client, task_queue=task_queue):
+            done = await dp.run(
+                client, pipeline, pipe, {"question": "q"}, run_id=run_id, task_queue=task_queue
+            )
+    assert len(done.output) >= 500_000
+    summary = await dp.client.describe_run(client, run_id)
+    assert (summary.status, summary.searchable_totals, summary.totals_known) == (
+        "completed",
+        False,
+        True,
+    )
+    assert (summary.input_tokens, summary.output_tokens, summary.steps) == (
+        done.usage.input_tokens,
+        done.usage.output_tokens,
+        1,
+    )
+    assert summary.cost_usd == pytest.approx(done.usage.cost_usd) and summary.cost_usd > 0
+    # Without the keys the sealed result cannot be read: unknown, not zero.
+    monkeypatch.delenv("DURAPIPE_ENCRYPTION_KEYS")
+    keyless = await dp.connect(temporal_address, pipeline=pipeline)
+    assert not (await dp.client.describe_run(keyless, run_id)).totals_known

@@ -53,7 +53,7 @@ def show(
     summary, steps, stalled, waiting_on = asyncio.run(described())
     paused = any((s.waiting_for or "").startswith("resume") for s in steps)
     if as_json:
-        shown = {**summary.model_dump(mode="json"), "paused": paused}
+        shown = {**_progress.summary_json(summary), "paused": paused}
         shown["stalled"] = stalled or waiting_on
         shown["steps"] = [s.model_dump(mode="json") for s in steps]
         typer.echo(json.dumps(shown, indent=2))
@@ -96,14 +96,15 @@ def describe(
     *,
     connection: dp.ConnectOptions,
 ) -> None:
-    """Print a run's summary (pipe, status, totals, failed step) without asking its workers."""
+    """Print a run's summary (pipe, status, totals, failed step); a running run without searchable
+    totals is asked for them by query (a worker must answer within 2 s)."""
 
     async def described() -> dp.RunSummary:
         return await dp.client.describe_run(await dp.connect(options=connection), run_id)
 
     summary = asyncio.run(described())
     if as_json:
-        typer.echo(json.dumps(summary.model_dump(mode="json"), indent=2))
+        typer.echo(json.dumps(_progress.summary_json(summary), indent=2))
         return
     typer.echo(_progress.header(summary, paused=False))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+from typing import Any
 from urllib.parse import quote
 
 import typer
@@ -75,6 +76,15 @@ def totals_text(summary: dp.RunSummary, *, done: bool = False) -> str:
         f"{summary.output_tokens} out tokens  ${summary.cost_usd:.6f}"
         f"{'' if summary.searchable_totals else ' *'}"
     )
+
+
+def summary_json(summary: dp.RunSummary) -> dict[str, Any]:
+    """A run's summary as `--json` prints it: unknown totals are null (not 0, which would read as
+    a free run), ``totals_known`` says why."""
+    shown = summary.model_dump(mode="json")
+    if not summary.totals_known:
+        shown.update(cost_usd=None, input_tokens=None, output_tokens=None, steps=None)
+    return shown
 
 
 def header(summary: dp.RunSummary, *, paused: bool) -> str:

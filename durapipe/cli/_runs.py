@@ -12,6 +12,7 @@ import durapipe as dp
 from durapipe.cli import _progress
 from durapipe.cli._app import app, handles_errors
 from durapipe.cli._connection import connection_options
+from durapipe.client._totals import QUERY_TIMEOUT
 
 
 @app.command()
@@ -35,18 +36,19 @@ def runs(
 ) -> None:
     """List runs, newest first, with their pipe, status, tokens and cost."""
 
-    async def listed() -> list[dp.RunSummary]:
+    async def listed() -> dp.client.RunListing:
         client = await dp.connect(options=connection)
-        return await dp.list_runs(client, pipe=pipe, status=status, min_cost=min_cost, limit=limit)
+        return await dp.client.find_runs(
+            client, pipe=pipe, status=status, min_cost=min_cost, limit=limit
+        )
 
-    found = asyncio.run(listed())
+    listing = asyncio.run(listed())
+    found = listing.runs
     if as_json:
-        typer.echo(json.dumps([r.model_dump(mode="json") for r in found], indent=2))
-        return
-    if not found:
+        typer.echo(json.dumps([_progress.summary_json(r) for r in found], indent=2))
+    elif not found:
         typer.echo("no runs match", err=True)
-        return
-    for r in found:
+    for r in [] if as_json else found:
         line = f"{r.run_id}  {r.pipe}  {r.status}  {r.started_at:%Y-%m-%d %H:%M:%S}  "
         line += _progress.totals_text(r)
         if r.status == "failed":  # the dead-letter view: where it failed and why
@@ -60,11 +62,28 @@ def runs(
             + (", and --min-cost was applied to them here, not by the server" if min_cost else ""),
             err=True,
         )
-    unknown = [r.run_id for r in found if not r.totals_known]
+    unanswered: dict[str, int] = {}
+    for r in found:
+        if not r.totals_known and r.status == "running":
+            unanswered[r.task_queue] = unanswered.get(r.task_queue, 0) + 1
+    for queue, count in unanswered.items():
+        typer.echo(
+            f"the totals of {count} running run{'s' if count > 1 else ''} could not be read: no "
+            f"worker of task queue '{queue}' answered within {QUERY_TIMEOUT.total_seconds():g} s"
+            + ("; listed without --min-cost applied" if min_cost else ""),
+            err=True,
+        )
+    unknown = [r.run_id for r in found if not r.totals_known and r.status != "running"]
     if unknown:
         typer.echo(
             f"the totals of {', '.join(unknown)} could not be read (cancelled, terminated or timed "
-            "out without searchable totals, or no worker answered)"
+            "out without searchable totals)"
             + ("; listed without --min-cost applied" if min_cost else ""),
+            err=True,
+        )
+    if listing.scan_cut:
+        typer.echo(
+            f"--min-cost read the totals of the newest {listing.scanned} runs without searchable "
+            "totals and stopped there: older runs without searchable totals were not looked at",
             err=True,
         )

@@ -14,7 +14,7 @@ from durapipe.client._run_control import (
     reject,
     resume,
 )
-from durapipe.client._runs import RunSummary, describe_run, list_runs
+from durapipe.client._runs import RunListing, RunSummary, describe_run, find_runs, list_runs
 from durapipe.client._runs import retry as redrive
 from durapipe.client._telemetry import Telemetry
 
@@ -23,6 +23,7 @@ __all__ = [
     "ConnectOptions",
     "PendingRequests",
     "RunHandle",
+    "RunListing",
     "RunSummary",
     "StepDetail",
     "Telemetry",
@@ -30,6 +31,7 @@ __all__ = [
     "cancel",
     "connect",
     "describe_run",
+    "find_runs",
     "list_runs",
     "pause",
     "pending",

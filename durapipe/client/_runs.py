@@ -8,6 +8,8 @@ after it call providers again.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -67,7 +69,8 @@ class RunSummary(BaseModel):
     the run itself: its ``durapipe.steps`` query while it runs, its result (or its failure) once
     it has ended. ``totals_known`` is False when the run could not tell (it was cancelled,
     terminated or timed out without searchable totals, or no worker answered the query): its
-    totals then read 0 and mean nothing.
+    totals then read 0 and mean nothing. ``task_queue`` is the queue of the run's workflow (whose
+    workers answer its query).
     """
 
     run_id: str
@@ -83,6 +86,7 @@ class RunSummary(BaseModel):
     error: str | None = None
     searchable_totals: bool = True
     totals_known: bool = True
+    task_queue: str = ""
 
 
 async def missing_search_attributes(client: Client) -> list[str]:
@@ -157,6 +161,30 @@ def runs_query(
     return " AND ".join(clauses)
 
 
+# Most runs without searchable totals `find_runs` reads for ``min_cost``, as a multiple of its
+# ``limit`` (at least `SCAN_AT_LEAST`): their cost is known only by reading each run, so a scan
+# for a few expensive runs among many cheap ones stops there and says so.
+SCAN_PER_LIMIT = 10
+SCAN_AT_LEAST = 100
+# Runs read at once: a running run's query can wait `QUERY_TIMEOUT` for a worker that never
+# answers, so reading them one after another made 50 such runs a silent 100 s.
+READ_AT_ONCE = 16
+
+
+class RunListing(BaseModel):
+    """What `find_runs` found, and how far it looked.
+
+    ``runs`` are the runs found, newest first. ``scanned`` counts the runs without searchable
+    totals whose totals were read to apply ``min_cost`` (0 without it); ``scan_cut`` is True when
+    the scan stopped at its bound (``scanned`` runs) before reaching the oldest such run, so an
+    older one that costs enough is not in ``runs``.
+    """
+
+    runs: list[RunSummary]
+    scanned: int = 0
+    scan_cut: bool = False
+
+
 async def list_runs(
     client: Client,
     *,
@@ -165,14 +193,7 @@ async def list_runs(
     min_cost: float | None = None,
     limit: int = 50,
 ) -> list[RunSummary]:
-    """Top-level runs, newest first, filtered by pipe, status and least cost.
-
-    A run that was retried counts by its latest execution only, so a re-driven run leaves the
-    dead-letter view (``status="failed"``). ``min_cost`` filters on the server the runs whose
-    totals are search attributes; the runs whose totals are not (started with searchable totals
-    off, or not upserted yet) are listed separately, at most ``limit`` of them, their totals read
-    from each run and filtered here; one whose totals cannot be read is kept, with
-    ``totals_known`` False (it could not be filtered).
+    """Top-level runs, newest first, filtered by pipe, status and least cost (`find_runs`'s runs).
 
     Example:
         >>> runs = await dp.list_runs(client, pipe="brief", min_cost=0.01)  # doctest: +SKIP
@@ -180,32 +201,114 @@ async def list_runs(
     Raises:
         ConfigError: a filter is wrong, or the namespace lacks durapipe's search attributes.
     """
-    query = runs_query(pipe=pipe, status=status, min_cost=min_cost)
-    summaries = await _listed(client, query, limit)
-    if min_cost is not None:
-        unsearchable = runs_query(pipe=pipe, status=status, without_totals=True)
-        for summary in await _listed(client, unsearchable, limit):
-            if not summary.totals_known or summary.cost_usd >= min_cost:
-                summaries.append(summary)
-        summaries.sort(key=lambda s: s.started_at, reverse=True)
-    return summaries[:limit]
+    listing = await find_runs(client, pipe=pipe, status=status, min_cost=min_cost, limit=limit)
+    return listing.runs
 
 
-async def _listed(client: Client, query: str, limit: int) -> list[RunSummary]:
-    """The summaries of the latest executions ``query`` finds, at most ``limit``."""
+async def find_runs(
+    client: Client,
+    *,
+    pipe: str | None = None,
+    status: str | None = None,
+    min_cost: float | None = None,
+    limit: int = 50,
+) -> RunListing:
+    """Top-level runs, newest first, filtered by pipe, status and least cost, and how far
+    ``min_cost`` looked among the runs without searchable totals.
+
+    A run that was retried counts by its latest execution only, so a re-driven run leaves the
+    dead-letter view (``status="failed"``). ``min_cost`` filters on the server the runs whose
+    totals are search attributes; the runs whose totals are not (started with searchable totals
+    off, or not upserted yet) are read by a second query, newest first, their totals read from
+    each run and filtered here until ``limit`` match or `SCAN_PER_LIMIT` times ``limit`` (at
+    least `SCAN_AT_LEAST`) were read (`RunListing.scan_cut`); one whose totals cannot be read is
+    kept, with ``totals_known`` False (it could not be filtered). Totals are read `READ_AT_ONCE`
+    runs at a time.
+
+    Example:
+        >>> found = await dp.client.find_runs(client, min_cost=0.01)  # doctest: +SKIP
+
+    Raises:
+        ConfigError: a filter is wrong, or the namespace lacks durapipe's search attributes.
+    """
+    if min_cost is None:
+        summaries, _, _ = await _listed(client, runs_query(pipe=pipe, status=status), limit)
+        return RunListing(runs=summaries)
+    # The runs without searchable totals first, then those with: a run whose first upsert lands
+    # between the two queries is then in the second (it is in neither the other way round), and
+    # one in both counts once, with its searchable totals.
+    bound = max(limit * SCAN_PER_LIMIT, SCAN_AT_LEAST)
+    unsearchable, scanned, cut = await _listed(
+        client,
+        runs_query(pipe=pipe, status=status, without_totals=True),
+        limit,
+        keep=lambda s: not s.totals_known or s.cost_usd >= min_cost,
+        bound=bound,
+    )
+    searchable, _, _ = await _listed(
+        client, runs_query(pipe=pipe, status=status, min_cost=min_cost), limit
+    )
+    ids = {s.run_id for s in searchable}
+    summaries = searchable + [s for s in unsearchable if s.run_id not in ids]
+    summaries.sort(key=lambda s: s.started_at, reverse=True)
+    return RunListing(runs=summaries[:limit], scanned=scanned, scan_cut=cut)
+
+
+async def _listed(
+    client: Client,
+    query: str,
+    limit: int,
+    *,
+    keep: Callable[[RunSummary], bool] | None = None,
+    bound: int | None = None,
+) -> tuple[list[RunSummary], int, bool]:
+    """The summaries of the latest executions ``query`` finds that ``keep`` keeps, at most
+    ``limit``, reading at most ``bound`` runs; with how many were read and whether ``bound``
+    stopped the reading before the query's last run."""
     summaries: list[RunSummary] = []
     seen: set[str] = set()
+    read = 0
+    gate = asyncio.Semaphore(READ_AT_ONCE)
+
+    async def summary_of(execution: WorkflowExecution) -> RunSummary | None:
+        async with gate:
+            if not await _is_latest(client, execution):
+                return None
+            return await _summary(client, execution)
+
     try:
-        async for execution in client.list_workflows(query, limit=limit * 2):
-            if execution.id in seen or not await _is_latest(client, execution):
-                continue
-            seen.add(execution.id)
-            summaries.append(await _summary(client, execution))
-            if len(summaries) >= limit:
-                break
+        executions = aiter(client.list_workflows(query, page_size=max(limit, READ_AT_ONCE)))
+        exhausted = False
+        while not exhausted and len(summaries) < limit:
+            # Read as many as are still needed (at least READ_AT_ONCE when filtering here).
+            wanted = limit - len(summaries) if keep is None else max(limit, READ_AT_ONCE)
+            if bound is not None:
+                wanted = min(wanted, bound - read)
+                if wanted <= 0:
+                    break
+            batch: list[WorkflowExecution] = []
+            while len(batch) < wanted:
+                try:
+                    execution = await anext(executions)
+                except StopAsyncIteration:
+                    exhausted = True
+                    break
+                if execution.id not in seen:  # older executions of a retried run follow it
+                    seen.add(execution.id)
+                    batch.append(execution)
+            read += len(batch)
+            for summary in await asyncio.gather(*(summary_of(e) for e in batch)):
+                if summary is not None and (keep is None or keep(summary)):
+                    summaries.append(summary)
+        cut = bound is not None and read >= bound and len(summaries) < limit and not exhausted
+        if cut:  # the bound stopped the reading: is there a run after it?
+            try:
+                await anext(executions)
+            except StopAsyncIteration:
+                cut = False
     except RPCError as err:
         raise ConfigError(f"cannot list runs ({query}): {err.message}") from None
-    return summaries
+    return summaries[:limit], read, cut
 
 
 async def describe_run(client: Client, run_id: str) -> RunSummary:
@@ -239,6 +342,7 @@ async def _summary(client: Client, execution: WorkflowExecution) -> RunSummary:
         steps=attrs.get(STEPS) or 0,
         failed_step=failed_step,
         error=error,
+        task_queue=execution.task_queue or "",
     )
     if attrs.get(COST_USD) is None:
         # Not searchable (yet): the run itself knows its totals.

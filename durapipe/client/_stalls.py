@@ -31,6 +31,7 @@ from temporalio.api.workflowservice.v1 import (
     DescribeTaskQueueRequest,
     DescribeWorkflowExecutionRequest,
     DescribeWorkflowExecutionResponse,
+    GetWorkflowExecutionHistoryRequest,
     GetWorkflowExecutionHistoryReverseRequest,
     ListWorkersRequest,
 )
@@ -62,6 +63,10 @@ FAILING_TASK_ATTEMPT = 3
 # task that fails on every worker (code changed, a newer run) fails in its siblings too, so the
 # first few tell.
 CHILDREN_CHECKED = 10
+# What temporalio's worker records when it cannot decode a workflow's input into the type its
+# workflow takes: a worker of a release before durapipe's workflow took its input undecoded (and
+# read the version first) given a run with a field it lacks (`PipeRun.searchable_totals`).
+UNDECODABLE_INPUT = "Failed decoding arguments"
 
 
 @dataclass(frozen=True)
@@ -290,6 +295,14 @@ async def _stuck_task(
         )
     if ended.HasField("workflow_task_failed_event_attributes"):
         message = await _failure_message(client, ended)
+        if message == UNDECODABLE_INPUT:
+            version = await _readable_input_version(client, workflow_id)
+            if version is not None:
+                return (
+                    f"has failed {attempt - 1} times in a row: the workers of task queue "
+                    f"'{queue}' cannot decode this run's input, likely older than the durapipe "
+                    f"that started it (workflow version {version}): upgrade them"
+                )
         return (
             f"has failed {attempt - 1} times in a row on the workers of task queue "
             f"'{queue}': {message}"
@@ -310,6 +323,26 @@ async def _stuck_task(
         f"has not completed in {attempt - 1} attempts in a row: the first timed out, {why}; "
         "Temporal records no later attempt's outcome"
     )
+
+
+async def _readable_input_version(client: Client, workflow_id: str) -> int | None:
+    """The workflow version of ``workflow_id``'s input when this client decodes it as a `PipeRun`,
+    else None (then the workers' decoding error is not theirs alone)."""
+    response = await client.workflow_service.get_workflow_execution_history(
+        GetWorkflowExecutionHistoryRequest(
+            namespace=client.namespace,
+            execution=WorkflowExecution(workflow_id=workflow_id),
+            maximum_page_size=1,
+        )
+    )
+    if not response.history.events:
+        return None
+    started = response.history.events[0].workflow_execution_started_event_attributes
+    try:
+        [run] = await client.data_converter.decode(started.input.payloads, [PipeRun])
+    except Exception:  # not readable here either: the recorded message says what it can
+        return None
+    return int(run.workflow_version)
 
 
 async def _last_task_end(client: Client, workflow_id: str) -> HistoryEvent | None:

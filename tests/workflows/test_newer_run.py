@@ -5,11 +5,14 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus
+from pydantic import ConfigDict, create_model
+from temporalio import workflow
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.worker import Worker
 
 import durapipe as dp
 from durapipe.adapters._plan import WORKFLOW_NAME, pipe_run
-from durapipe.runtime._calls import WORKFLOW_VERSION
+from durapipe.runtime._calls import WORKFLOW_VERSION, PipeRun
 from durapipe.workflows._search import start_totals
 from tests.support import eventually
 
@@ -63,3 +66,55 @@ async def test_a_run_of_a_newer_workflow_version_waits_and_says_why(
     description = await client.get_workflow_handle(run_id).describe()
     assert description.status == WorkflowExecutionStatus.RUNNING  # waiting, nothing lost
     await client.get_workflow_handle(run_id).terminate("test over")
+
+
+# The previous release's input type: `PipeRun` without the field version 3 added, still refusing
+# unknown fields (extra="forbid"), and taken decoded by temporalio as that release's workflow did.
+PreviousPipeRun = create_model(
+    "PreviousPipeRun",
+    __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+    **{
+        name: (field.annotation, field)
+        for name, field in PipeRun.model_fields.items()
+        if name != "searchable_totals"
+    },
+)
+
+
+@workflow.defn(name=WORKFLOW_NAME, sandboxed=False)
+class PreviousReleaseWorkflow:
+    """A worker of the release before version 3, as far as decoding its input goes."""
+
+    @workflow.run
+    async def run(self, run: PreviousPipeRun) -> None:  # type: ignore[valid-type]
+        raise AssertionError("the previous release decodes no run with searchable totals off")
+
+
+async def test_a_worker_older_than_a_run_with_totals_off_is_named_to_upgrade(
+    temporal_address: str, task_queue: str, brief_yaml: dp.Pipeline
+) -> None:
+    client = await dp.connect(temporal_address, pipeline=brief_yaml)
+    # A client without durapipe's plugin (which registers durapipe's workflows on its workers).
+    plain = await Client.connect(temporal_address, data_converter=client.data_converter)
+    worker = Worker(plain, task_queue=task_queue, workflows=[PreviousReleaseWorkflow])
+    async with worker:
+        handle = await dp.start(
+            client,
+            brief_yaml,
+            "brief",
+            {"article": "Some text."},
+            task_queue=task_queue,
+            searchable_totals=False,
+        )
+
+        async def failing() -> str | None:
+            why = await handle.stalled()
+            return why if why and why.startswith("its workflow task") else None
+
+        why = await eventually(failing, "the run's failing workflow task to be reported")
+    assert why == (
+        f"its workflow task has failed 2 times in a row: the workers of task queue "
+        f"'{task_queue}' cannot decode this run's input, likely older than the durapipe that "
+        f"started it (workflow version {WORKFLOW_VERSION}): upgrade them"
+    )
+    await client.get_workflow_handle(handle.run_id).terminate("test over")
