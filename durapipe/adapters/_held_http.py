@@ -256,7 +256,12 @@ def _parse_head(head: bytes) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes
     status_line = lines[0].rstrip(b"\r")
     version, _, rest = status_line.partition(b" ")
     code, _, reason = rest.partition(b" ")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
+    if (
+        version not in (b"HTTP/1.1", b"HTTP/1.0")
+        or len(code) != 3
+        or not code.isdigit()
+        or code < b"100"  # no such status: not an interim answer to skip (h11 refuses it too)
+    ):
         raise httpcore.RemoteProtocolError(f"not an HTTP/1.1 status line: {status_line[:80]!r}")
     headers: list[tuple[bytes, bytes]] = []
     for line in lines[1:]:

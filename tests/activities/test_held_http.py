@@ -310,3 +310,17 @@ async def test_a_bodiless_answer_closed_unread_keeps_the_connection(pool: HeldPo
             response = await pool.handle_async_request(request)
             await response.aclose()  # nothing to read: the body is not iterated
     assert served.connections == 1
+
+
+async def refused_and_not_reused(pool: HeldPool, bad: bytes, match: str) -> None:
+    """``bad`` (the first answer) is a protocol error, and the next request gets a new connection."""
+    async with provider(lambda n: (bad if n == 1 else answer(b"{}"), False)) as served:
+        with pytest.raises(httpcore.RemoteProtocolError, match=match):
+            await ask(pool, served.url)
+        assert await ask(pool, served.url) == (200, b"{}")
+    assert served.connections == 2
+
+
+async def test_a_status_below_100_is_refused_not_skipped_as_interim(pool: HeldPool) -> None:
+    odd = b"HTTP/1.1 099 Odd\r\n\r\n" + answer(b"{}")
+    await refused_and_not_reused(pool, odd, "status line")
