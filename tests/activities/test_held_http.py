@@ -324,3 +324,8 @@ async def refused_and_not_reused(pool: HeldPool, bad: bytes, match: str) -> None
 async def test_a_status_below_100_is_refused_not_skipped_as_interim(pool: HeldPool) -> None:
     odd = b"HTTP/1.1 099 Odd\r\n\r\n" + answer(b"{}")
     await refused_and_not_reused(pool, odd, "status line")
+
+
+@pytest.mark.parametrize("name", [b"bad name", b"bad\x0bname", b"bad\rname", b"bad(name)"])
+async def test_a_header_name_that_is_not_a_token_is_refused(name: bytes, pool: HeldPool) -> None:
+    await refused_and_not_reused(pool, answer(b"{}", name + b": x\r\n"), "header name")
