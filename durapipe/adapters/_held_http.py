@@ -306,7 +306,11 @@ def _framing(
                 raise httpcore.RemoteProtocolError("conflicting Content-Length headers")
             length = int(size)
         elif lowered == b"transfer-encoding":
-            if value.lower().strip() != b"chunked":
+            # Only one, exactly ``chunked`` (as h11): a second one, or any other coding, frames
+            # the body in a way another parser could read differently.
+            if chunked:
+                raise httpcore.RemoteProtocolError("more than one Transfer-Encoding header")
+            if value.lower() != b"chunked":
                 raise httpcore.RemoteProtocolError(
                     f"unsupported Transfer-Encoding: {value[:40]!r} (only chunked)"
                 )

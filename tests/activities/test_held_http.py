@@ -329,3 +329,21 @@ async def test_a_status_below_100_is_refused_not_skipped_as_interim(pool: HeldPo
 @pytest.mark.parametrize("name", [b"bad name", b"bad\x0bname", b"bad\rname", b"bad(name)"])
 async def test_a_header_name_that_is_not_a_token_is_refused(name: bytes, pool: HeldPool) -> None:
     await refused_and_not_reused(pool, answer(b"{}", name + b": x\r\n"), "header name")
+
+
+@pytest.mark.parametrize(
+    "codings",
+    [
+        [b"chunked", b"chunked"],
+        [b"gzip", b"chunked"],
+        [b"gzip, chunked"],
+        [b"identity"],
+    ],
+    ids=["chunked-twice", "gzip-then-chunked", "gzip-comma-chunked", "identity"],
+)
+async def test_a_transfer_encoding_other_than_one_chunked_is_refused(
+    codings: list[bytes], pool: HeldPool
+) -> None:
+    lines = b"".join(b"transfer-encoding: %s\r\n" % coding for coding in codings)
+    bad = chunked(b"{}").replace(b"transfer-encoding: chunked\r\n", lines, 1)
+    await refused_and_not_reused(pool, bad, "Transfer-Encoding")
