@@ -45,6 +45,10 @@ _NO_BODY_STATUS = frozenset({204, 304})
 # RFC 9110 5.6.2 token characters, as h11's field-name rule: a header name with anything else
 # (a space, a control byte) is refused, since another parser could split or merge it differently.
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+# A chunk's size line as h11 reads it: 1 to 20 hex digits (not ``int(x, 16)``, which takes
+# ``1_0``, ``0x10`` and surrounding whitespace), extensions after ``;`` ignored, trailing spaces
+# or tabs tolerated, and the CR of its CRLF (the line is cut at its LF).
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;.*)?[ \t]*\r")
 
 
 class _State(enum.Enum):
@@ -397,14 +401,11 @@ class _Body:
                 if len(data) > _HEAD_LIMIT:
                     raise httpcore.RemoteProtocolError("a chunk size line is too long")
                 data += await self._more()
-            size_text = data[:at].split(b";", 1)[0].strip(b" \t\r")
+            size_line = _CHUNK_LINE.fullmatch(data, 0, at)
+            if size_line is None:
+                raise httpcore.RemoteProtocolError(f"bad chunk size line: {data[: min(at, 40)]!r}")
+            size = int(size_line[1], 16)
             data = data[at + 1 :]
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise httpcore.RemoteProtocolError(f"bad chunk size: {size_text[:20]!r}") from None
-            if size_text[:1] in (b"-", b"+") or size_text[:2].lower() == b"0x":
-                raise httpcore.RemoteProtocolError(f"bad chunk size: {size_text[:20]!r}")
             if size == 0:
                 break
             while size:
@@ -413,14 +414,11 @@ class _Body:
                 piece, data = data[:size], data[size:]
                 size -= len(piece)
                 yield piece
-            while len(data) < 2 and not data.startswith(b"\n"):
+            while len(data) < 2:
                 data += await self._more()
-            if data.startswith(b"\r\n"):
-                data = data[2:]
-            elif data.startswith(b"\n"):
-                data = data[1:]
-            else:
-                raise httpcore.RemoteProtocolError("a chunk not followed by a line break")
+            if not data.startswith(b"\r\n"):  # as h11: CRLF, not a bare LF
+                raise httpcore.RemoteProtocolError("a chunk not followed by CRLF")
+            data = data[2:]
         # Trailers (ignored), up to the blank line that ends the message.
         while True:
             while (at := data.find(b"\n")) < 0:

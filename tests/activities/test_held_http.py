@@ -347,3 +347,48 @@ async def test_a_transfer_encoding_other_than_one_chunked_is_refused(
     lines = b"".join(b"transfer-encoding: %s\r\n" % coding for coding in codings)
     bad = chunked(b"{}").replace(b"transfer-encoding: chunked\r\n", lines, 1)
     await refused_and_not_reused(pool, bad, "Transfer-Encoding")
+
+
+# Each body is what the size would frame if it were read leniently (as ``int(x, 16)`` reads it).
+@pytest.mark.parametrize(
+    ("size_line", "data"),
+    [
+        (b"1_0\r\n", b"0123456789abcdef"),
+        (b"\x0b2\r\n", b"{}"),
+        (b" 2\r\n", b"{}"),
+        (b"2 ;ext\r\n", b"{}"),
+        (b"2\n", b"{}"),
+        (b"0x2\r\n", b"{}"),
+        (b"+2\r\n", b"{}"),
+        (b"0" * 20 + b"2\r\n", b"{}"),
+    ],
+    ids=[
+        "underscore",
+        "vertical-tab",
+        "leading-space",
+        "space-before-ext",
+        "bare-lf",
+        "0x",
+        "plus",
+        "21-digits",
+    ],
+)
+async def test_a_chunk_size_line_h11_refuses_is_refused(
+    size_line: bytes, data: bytes, pool: HeldPool
+) -> None:
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    await refused_and_not_reused(pool, head + size_line + data + b"\r\n0\r\n\r\n", "chunk")
+
+
+async def test_chunk_size_lines_h11_accepts_are_read(pool: HeldPool) -> None:
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    body = b"2 \t\r\n{}\r\n2;a=b;c\r\n{}\r\n00000 \r\n\r\n"
+    async with provider(lambda n: (head + body, False)) as served:
+        for _ in range(2):
+            assert await ask(pool, served.url) == (200, b"{}{}")
+    assert served.connections == 1
+
+
+async def test_a_chunk_ended_by_a_bare_lf_is_refused(pool: HeldPool) -> None:
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    await refused_and_not_reused(pool, head + b"2\r\n{}\n0\r\n\r\n", "CRLF")
