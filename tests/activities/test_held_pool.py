@@ -149,12 +149,13 @@ async def test_closing_the_pool_stops_its_timer(connects: list[str]) -> None:
         assert timer.cancelled() and pool._timer is None and connects == ["open", "close"]
 
 
-def test_a_close_left_by_a_loop_that_ended_is_done_by_the_pool_s_close(
-    connects: list[str],
+@pytest.mark.parametrize("then", ["close the pool", "send a request"])
+def test_a_close_left_by_a_loop_that_ended_is_done_on_the_next_loop(
+    then: str, connects: list[str]
 ) -> None:
     """Two ``asyncio.run``: the first ends in the loop round where the idle connection's
-    keep-alive runs out, so the timer's close task is cancelled before it starts; the second
-    closes the pool, and that connection with it."""
+    keep-alive runs out, so the timer's close task is cancelled before it starts; in the second,
+    closing the pool, or the next request's sweep, closes that connection."""
     pool = HeldPool(_held_reads.HeldReads(), keepalive_expiry=0.05)
 
     writers: list[asyncio.StreamWriter] = []
@@ -181,7 +182,22 @@ def test_a_close_left_by_a_loop_that_ended_is_done_by_the_pool_s_close(
         # loop is busy, so the timer fires in the same round as the loop's stop.
         time.sleep(0.1)
 
+    async def second() -> None:
+        if then == "send a request":
+            server = await asyncio.start_server(answer, "127.0.0.1", 0)
+            url = httpcore.URL(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/")
+            response = await pool.handle_async_request(
+                httpcore.Request("GET", url, headers=[(b"Host", url.host)])
+            )
+            await response.aread()
+            await response.aclose()
+            assert connects == ["open", "close", "open"]  # closed by the request's sweep
+            server.close()
+            for writer in writers:
+                writer.close()
+        await pool.aclose()
+
     asyncio.run(first())
     assert connects == ["open"]  # the timer's close task never ran
-    asyncio.run(pool.aclose())
-    assert connects == ["open", "close"]
+    asyncio.run(second())
+    assert connects[:2] == ["open", "close"]
