@@ -42,6 +42,13 @@ _HEAD_LIMIT = (
 )  # a response head longer than this is not an answer (h11's limit is 16 KiB+)
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _NO_BODY_STATUS = frozenset({204, 304})
+# RFC 9110 5.6.2 token characters, as h11's field-name rule: a header name with anything else
+# (a space, a control byte) is refused, since another parser could split or merge it differently.
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+# A chunk's size line as h11 reads it: 1 to 20 hex digits (not ``int(x, 16)``, which takes
+# ``1_0``, ``0x10`` and surrounding whitespace), extensions after ``;`` ignored, trailing spaces
+# or tabs tolerated, and the CR of its CRLF (the line is cut at its LF).
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;.*)?[ \t]*\r")
 
 
 class _State(enum.Enum):
@@ -256,7 +263,12 @@ def _parse_head(head: bytes) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes
     status_line = lines[0].rstrip(b"\r")
     version, _, rest = status_line.partition(b" ")
     code, _, reason = rest.partition(b" ")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
+    if (
+        version not in (b"HTTP/1.1", b"HTTP/1.0")
+        or len(code) != 3
+        or not code.isdigit()
+        or code < b"100"  # no such status: not an interim answer to skip (h11 refuses it too)
+    ):
         raise httpcore.RemoteProtocolError(f"not an HTTP/1.1 status line: {status_line[:80]!r}")
     headers: list[tuple[bytes, bytes]] = []
     for line in lines[1:]:
@@ -267,9 +279,14 @@ def _parse_head(head: bytes) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes
             headers[-1] = (name, value + b" " + line.strip(b" \t\r"))
             continue
         name, colon, value = line.partition(b":")
-        if not colon or not name or name[-1:] in (b" ", b"\t") or b"\r" in name:
+        if not colon or not name:
             raise httpcore.RemoteProtocolError(f"malformed response header: {line[:80]!r}")
         headers.append((name, value.strip(b" \t\r")))
+    # One check of every name at once (token characters joined are token characters): a regex
+    # call per header costs twice as much (1.15 µs against 0.55 µs for eight names).
+    if headers and not _TOKEN.fullmatch(b"".join([name for name, _ in headers])):
+        bad = next(name for name, _ in headers if not _TOKEN.fullmatch(name))
+        raise httpcore.RemoteProtocolError(f"malformed response header name: {bad[:80]!r}")
     return int(code), reason.rstrip(b"\r"), version, headers
 
 
@@ -293,7 +310,11 @@ def _framing(
                 raise httpcore.RemoteProtocolError("conflicting Content-Length headers")
             length = int(size)
         elif lowered == b"transfer-encoding":
-            if value.lower().strip() != b"chunked":
+            # Only one, exactly ``chunked`` (as h11): a second one, or any other coding, frames
+            # the body in a way another parser could read differently.
+            if chunked:
+                raise httpcore.RemoteProtocolError("more than one Transfer-Encoding header")
+            if value.lower() != b"chunked":
                 raise httpcore.RemoteProtocolError(
                     f"unsupported Transfer-Encoding: {value[:40]!r} (only chunked)"
                 )
@@ -380,14 +401,11 @@ class _Body:
                 if len(data) > _HEAD_LIMIT:
                     raise httpcore.RemoteProtocolError("a chunk size line is too long")
                 data += await self._more()
-            size_text = data[:at].split(b";", 1)[0].strip(b" \t\r")
+            size_line = _CHUNK_LINE.fullmatch(data, 0, at)
+            if size_line is None:
+                raise httpcore.RemoteProtocolError(f"bad chunk size line: {data[: min(at, 40)]!r}")
+            size = int(size_line[1], 16)
             data = data[at + 1 :]
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise httpcore.RemoteProtocolError(f"bad chunk size: {size_text[:20]!r}") from None
-            if size_text[:1] in (b"-", b"+") or size_text[:2].lower() == b"0x":
-                raise httpcore.RemoteProtocolError(f"bad chunk size: {size_text[:20]!r}")
             if size == 0:
                 break
             while size:
@@ -396,14 +414,11 @@ class _Body:
                 piece, data = data[:size], data[size:]
                 size -= len(piece)
                 yield piece
-            while len(data) < 2 and not data.startswith(b"\n"):
+            while len(data) < 2:
                 data += await self._more()
-            if data.startswith(b"\r\n"):
-                data = data[2:]
-            elif data.startswith(b"\n"):
-                data = data[1:]
-            else:
-                raise httpcore.RemoteProtocolError("a chunk not followed by a line break")
+            if not data.startswith(b"\r\n"):  # as h11: CRLF, not a bare LF
+                raise httpcore.RemoteProtocolError("a chunk not followed by CRLF")
+            data = data[2:]
         # Trailers (ignored), up to the blank line that ends the message.
         while True:
             while (at := data.find(b"\n")) < 0:

@@ -15,7 +15,9 @@ An idle connection is closed when its keep-alive runs out, whether or not anothe
 after a burst, up to ``max_keepalive_connections`` sockets would otherwise stay open until the
 next request. One timer per pool (``loop.call_later``, not a task: it neither keeps the loop
 running nor outlives it) is armed while idle connections exist, for the oldest one's expiry; it
-closes the expired ones on a short task and arms itself for the next. `aclose` cancels it.
+closes the expired ones on a short task and arms itself for the next. `aclose` cancels it. A
+close task whose loop ended before it ran (a process that runs several loops: ``asyncio.run``
+twice) leaves its connections to the next request's sweep or to `aclose`, on the loop then running.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ class HeldPool:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._closing: set[asyncio.Task[None]] = set()  # the timer's closes under way
+        # The connections those tasks have not closed yet: a task of a loop that ended (cancelled
+        # before it started, or never run) leaves its connections here for `aclose`/`_sweep`.
+        self._to_close: set[HeldConnection] = set()
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         """Send ``request`` on an idle connection to its origin, or a new one."""
@@ -98,7 +103,7 @@ class HeldPool:
         if now < self._next_sweep:
             return
         self._next_sweep = now + min(1.0, self._expiry)
-        for connection in self._take_expired(now):
+        for connection in self._take_expired(now) + self._left_behind():
             await connection.aclose()
 
     def _take_expired(self, now: float) -> list[HeldConnection]:
@@ -132,10 +137,30 @@ class HeldPool:
         self._timer = None
         expired = self._take_expired(time.monotonic())
         if expired:
-            closing = asyncio.get_running_loop().create_task(_close_all(expired))
+            self._to_close.update(expired)
+            closing = asyncio.get_running_loop().create_task(self._close_all(expired))
             self._closing.add(closing)  # held, so it is not collected mid-close
             closing.add_done_callback(self._closing.discard)
         self._arm()
+
+    async def _close_all(self, connections: list[HeldConnection]) -> None:
+        for connection in connections:
+            # Nobody awaits this task: a socket that fails to close (already dead) must neither
+            # keep the others open nor surface as "exception never retrieved".
+            with contextlib.suppress(Exception):
+                await connection.aclose()
+            self._to_close.discard(connection)
+
+    def _left_behind(self) -> list[HeldConnection]:
+        """The timer's connections whose close task cannot run any more (its loop ended, or it
+        was cancelled before it started: an ``asyncio.run`` that ends in the round the timer
+        fires); the caller closes them. Those of a task still to run on this loop stay its own."""
+        loop = asyncio.get_running_loop()
+        if not self._to_close or any(task.get_loop() is loop for task in self._closing):
+            return []
+        left, self._to_close = list(self._to_close), set()
+        self._closing.clear()  # tasks of ended loops: never awaited, nothing to hold them for
+        return left
 
     async def _reusable(self, origin: httpcore.Origin) -> HeldConnection | None:
         """The idle connection to ``origin`` used last that can take a request (None: none);
@@ -187,22 +212,18 @@ class HeldPool:
         for connection in connections:
             await connection.aclose()
         # The timer's last closes (milliseconds): none left behind. Only this loop's: a task of
-        # a loop that ended cannot be awaited here (and never runs again).
+        # a loop that ended cannot be awaited here (and never runs again); its connections are
+        # closed here instead (held connections close their sockets without the loop).
         loop = asyncio.get_running_loop()
         closing = [task for task in self._closing if task.get_loop() is loop]
         if closing:
             await asyncio.gather(*closing, return_exceptions=True)
+        for connection in self._left_behind():
+            with contextlib.suppress(Exception):
+                await connection.aclose()
 
     async def __aenter__(self) -> HeldPool:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-
-async def _close_all(connections: list[HeldConnection]) -> None:
-    for connection in connections:
-        # Nobody awaits this task: a socket that fails to close (already dead) must neither
-        # keep the others open nor surface as "exception never retrieved".
-        with contextlib.suppress(Exception):
-            await connection.aclose()

@@ -213,8 +213,25 @@ class HeldTlsStream(httpcore.AsyncNetworkStream):
         if info == "ssl_object":
             return self._tls
         if info == "is_readable":
+            if self._unread():
+                return True
             self.release()
         return socket_info(self._sock, info)
+
+    def _unread(self) -> bool:
+        """Whether records fed with the answer's hold bytes the answer did not take (a record the
+        provider sent right after it, decrypted with it): the socket no longer shows them, yet a
+        next request would read them as the start of its answer."""
+        if not (self._incoming.pending or self._tls.pending() or self._partial):
+            return False
+        try:
+            # Only an idle connection is asked: what this reads is no answer's, and a connection
+            # that had any is closed, not reused.
+            return bool(self._tls.read(_PEEK_LIMIT))
+        except ssl.SSLWantReadError:  # records that decrypt to nothing (session tickets)
+            return bool(self._partial)  # the start of a record nobody asked for
+        except ssl.SSLError:  # the provider's close_notify, or a broken record
+            return True
 
 
 async def send_request(sock: socket.socket, data: bytes, timeout: float | None) -> None:

@@ -310,3 +310,85 @@ async def test_a_bodiless_answer_closed_unread_keeps_the_connection(pool: HeldPo
             response = await pool.handle_async_request(request)
             await response.aclose()  # nothing to read: the body is not iterated
     assert served.connections == 1
+
+
+async def refused_and_not_reused(pool: HeldPool, bad: bytes, match: str) -> None:
+    """``bad`` (the first answer) is a protocol error, and the next request gets a new connection."""
+    async with provider(lambda n: (bad if n == 1 else answer(b"{}"), False)) as served:
+        with pytest.raises(httpcore.RemoteProtocolError, match=match):
+            await ask(pool, served.url)
+        assert await ask(pool, served.url) == (200, b"{}")
+    assert served.connections == 2
+
+
+async def test_a_status_below_100_is_refused_not_skipped_as_interim(pool: HeldPool) -> None:
+    odd = b"HTTP/1.1 099 Odd\r\n\r\n" + answer(b"{}")
+    await refused_and_not_reused(pool, odd, "status line")
+
+
+@pytest.mark.parametrize("name", [b"bad name", b"bad\x0bname", b"bad\rname", b"bad(name)"])
+async def test_a_header_name_that_is_not_a_token_is_refused(name: bytes, pool: HeldPool) -> None:
+    await refused_and_not_reused(pool, answer(b"{}", name + b": x\r\n"), "header name")
+
+
+@pytest.mark.parametrize(
+    "codings",
+    [
+        [b"chunked", b"chunked"],
+        [b"gzip", b"chunked"],
+        [b"gzip, chunked"],
+        [b"identity"],
+    ],
+    ids=["chunked-twice", "gzip-then-chunked", "gzip-comma-chunked", "identity"],
+)
+async def test_a_transfer_encoding_other_than_one_chunked_is_refused(
+    codings: list[bytes], pool: HeldPool
+) -> None:
+    lines = b"".join(b"transfer-encoding: %s\r\n" % coding for coding in codings)
+    bad = chunked(b"{}").replace(b"transfer-encoding: chunked\r\n", lines, 1)
+    await refused_and_not_reused(pool, bad, "Transfer-Encoding")
+
+
+# Each body is what the size would frame if it were read leniently (as ``int(x, 16)`` reads it).
+@pytest.mark.parametrize(
+    ("size_line", "data"),
+    [
+        (b"1_0\r\n", b"0123456789abcdef"),
+        (b"\x0b2\r\n", b"{}"),
+        (b" 2\r\n", b"{}"),
+        (b"2 ;ext\r\n", b"{}"),
+        (b"2\n", b"{}"),
+        (b"0x2\r\n", b"{}"),
+        (b"+2\r\n", b"{}"),
+        (b"0" * 20 + b"2\r\n", b"{}"),
+    ],
+    ids=[
+        "underscore",
+        "vertical-tab",
+        "leading-space",
+        "space-before-ext",
+        "bare-lf",
+        "0x",
+        "plus",
+        "21-digits",
+    ],
+)
+async def test_a_chunk_size_line_h11_refuses_is_refused(
+    size_line: bytes, data: bytes, pool: HeldPool
+) -> None:
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    await refused_and_not_reused(pool, head + size_line + data + b"\r\n0\r\n\r\n", "chunk")
+
+
+async def test_chunk_size_lines_h11_accepts_are_read(pool: HeldPool) -> None:
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    body = b"2 \t\r\n{}\r\n2;a=b;c\r\n{}\r\n00000 \r\n\r\n"
+    async with provider(lambda n: (head + body, False)) as served:
+        for _ in range(2):
+            assert await ask(pool, served.url) == (200, b"{}{}")
+    assert served.connections == 1
+
+
+async def test_a_chunk_ended_by_a_bare_lf_is_refused(pool: HeldPool) -> None:
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    await refused_and_not_reused(pool, head + b"2\r\n{}\n0\r\n\r\n", "CRLF")

@@ -5,6 +5,7 @@ pooled connections too: `test_answers`, `test_held_tls`)."""
 from __future__ import annotations
 
 import asyncio
+import time
 import typing
 
 import httpcore
@@ -146,3 +147,57 @@ async def test_closing_the_pool_stops_its_timer(connects: list[str]) -> None:
         assert timer is not None and not timer.cancelled()  # armed for the idle connection
         await pool.aclose()
         assert timer.cancelled() and pool._timer is None and connects == ["open", "close"]
+
+
+@pytest.mark.parametrize("then", ["close the pool", "send a request"])
+def test_a_close_left_by_a_loop_that_ended_is_done_on_the_next_loop(
+    then: str, connects: list[str]
+) -> None:
+    """Two ``asyncio.run``: the first ends in the loop round where the idle connection's
+    keep-alive runs out, so the timer's close task is cancelled before it starts; in the second,
+    closing the pool, or the next request's sweep, closes that connection."""
+    pool = HeldPool(_held_reads.HeldReads(), keepalive_expiry=0.05)
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+
+    async def first() -> None:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        url = httpcore.URL(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/")
+        response = await pool.handle_async_request(
+            httpcore.Request("GET", url, headers=[(b"Host", url.host)])
+        )
+        assert await response.aread() == b"{}"
+        await response.aclose()
+        server.close()
+        for writer in writers:
+            writer.close()
+        assert len(pool.connections) == 1  # idle, its keep-alive timer armed
+        # Blocking on purpose (not a wait for a condition): the keep-alive runs out while this
+        # loop is busy, so the timer fires in the same round as the loop's stop.
+        time.sleep(0.1)
+
+    async def second() -> None:
+        if then == "send a request":
+            server = await asyncio.start_server(answer, "127.0.0.1", 0)
+            url = httpcore.URL(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/")
+            response = await pool.handle_async_request(
+                httpcore.Request("GET", url, headers=[(b"Host", url.host)])
+            )
+            await response.aread()
+            await response.aclose()
+            assert connects == ["open", "close", "open"]  # closed by the request's sweep
+            server.close()
+            for writer in writers:
+                writer.close()
+        await pool.aclose()
+
+    asyncio.run(first())
+    assert connects == ["open"]  # the timer's close task never ran
+    asyncio.run(second())
+    assert connects[:2] == ["open", "close"]

@@ -5,6 +5,7 @@ held TLS does not cover takes litellm's path."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import ssl
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
+import httpcore
 import httpx
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -21,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 from bench.chaos import unread_ports
 from durapipe.activities import run_llm
 from durapipe.adapters import _answers
+from durapipe.adapters._held_pool import HeldPool
 from durapipe.adapters._held_reads import HeldReads, release
 from durapipe.adapters._litellm import litellm_module
 from durapipe.stores import SqliteCheckpoints
@@ -260,3 +263,83 @@ async def test_a_run_against_an_untrusted_provider_fails_in_one_sentence(tmp_pat
     assert "Traceback" not in refused.stderr
     assert trusted.returncode == 0, trusted.stderr
     assert calls == 1  # the refused run sent nothing
+
+
+def serve_extra_record(
+    listener: socket.socket, certificate: Certificate, connections: list[int]
+) -> None:
+    """A TLS server (SSLObject over its own sockets) that answers the first request with its
+    answer and, in the same TCP write, one more record: a second answer nobody asked for. Later
+    requests, on any connection, get ``second``."""
+    answered = 0
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:  # the listener closed: the test is over
+            return
+        connections.append(1)
+        # A reset (the client closing a connection with bytes unread) ends that connection only.
+        with conn, contextlib.suppress(OSError):
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = certificate.server_context().wrap_bio(incoming, outgoing, server_side=True)
+            request = b""
+            while True:
+                try:
+                    data = tls.read(65536)
+                    if not data:  # the client's close_notify
+                        break
+                    request += data
+                except ssl.SSLWantReadError:
+                    conn.sendall(outgoing.read())
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    incoming.write(data)
+                    continue
+                except ssl.SSLError:  # close_notify, or a cut connection
+                    break
+                if b"\r\n\r\n" not in request:
+                    continue
+                request = b""
+                answered += 1
+                if answered == 1:
+                    tls.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst")
+                    record = outgoing.read()  # the answer's own record, then the extra one
+                    tls.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstale")
+                    conn.sendall(record + outgoing.read())
+                else:
+                    tls.write(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond")
+                    conn.sendall(outgoing.read())
+
+
+async def test_a_record_sent_after_a_tls_answer_leaves_the_connection_unused(
+    tmp_path: Path,
+) -> None:
+    certificate = self_signed_certificate(tmp_path)
+    context = ssl.create_default_context(cafile=certificate.cert_file)
+    connections: list[int] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        server = threading.Thread(
+            target=serve_extra_record, args=(listener, certificate, connections)
+        )
+        server.start()
+        url = httpcore.URL(f"https://127.0.0.1:{port}/")
+        try:
+            async with HeldPool(HeldReads(), ssl_context=context) as pool:
+                bodies = []
+                for _ in range(2):
+                    request = httpcore.Request(
+                        "GET", url, headers=[(b"Host", b"127.0.0.1")],
+                        extensions={"timeout": {"connect": 10.0, "read": 10.0, "write": 10.0}},
+                    )  # fmt: skip
+                    response = await pool.handle_async_request(request)
+                    bodies.append(await response.aread())
+                    await response.aclose()
+        finally:
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the server's accept (close does not)
+            await asyncio.to_thread(server.join, 10)
+    # The record after the answer was decrypted with it but never read: the next request goes
+    # on a new connection and gets its own answer, not the one left in the old connection.
+    assert bodies == [b"first", b"second"]
+    assert len(connections) == 2
