@@ -28,7 +28,7 @@ from temporalio.client import Client
 import durapipe as dp
 from bench import handwritten
 from bench._common import (
-    cpu_seconds,
+    cpu_when_quiet,
     dev_server,
     durapipe_cli,
     figure,
@@ -88,10 +88,14 @@ class Side:
 
 
 async def measure(work: Callable[[], Awaitable[object]], pid: int) -> tuple[float, float]:
-    """Wall seconds ``work`` took, and the CPU seconds worker ``pid`` spent meanwhile."""
-    cpu, start = cpu_seconds(pid), time.perf_counter()
+    """Wall seconds ``work`` took, and the CPU seconds worker ``pid`` spent on it: from its start
+    until the worker is quiet after it (`cpu_when_quiet`), so work a run leaves behind counts for
+    that run on either side, whichever side is measured next."""
+    cpu = await cpu_when_quiet(pid)
+    start = time.perf_counter()
     await work()
-    return time.perf_counter() - start, cpu_seconds(pid) - cpu
+    wall = time.perf_counter() - start
+    return wall, await cpu_when_quiet(pid) - cpu
 
 
 async def compare(

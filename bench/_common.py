@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -127,3 +128,19 @@ def cpu_seconds(pid: int) -> float:
     # The command name (field 2) may hold spaces; fields after its closing parenthesis are fixed.
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+async def cpu_when_quiet(pid: int, *, quiet_s: float = 0.1, at_most_s: float = 3.0) -> float:
+    """`cpu_seconds` of ``pid`` once it has stopped using CPU (no tick over ``quiet_s``), or after
+    ``at_most_s``: what a run leaves running in its worker after it returned (logging tasks, cache
+    evictions, collections) is that run's cost, not the next run's measured on the same worker,
+    nor lost when the next run measured is another worker's."""
+    deadline = time.monotonic() + at_most_s
+    last = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(quiet_s)
+        now = cpu_seconds(pid)
+        if now == last:
+            return now
+        last = now
+    return last

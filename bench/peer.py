@@ -37,7 +37,15 @@ from temporalio.client import Client
 
 import durapipe as dp
 from bench import handwritten
-from bench._common import cpu_seconds, dev_server, durapipe_cli, figure, note, process, wait_ready
+from bench._common import (
+    cpu_when_quiet,
+    dev_server,
+    durapipe_cli,
+    figure,
+    note,
+    process,
+    wait_ready,
+)
 
 SEQ = 50
 FANOUT = 200
@@ -81,10 +89,12 @@ class Contestant:
 
     async def measure(self, part: str) -> None:
         work = self.seq50 if part == "seq50" else self.fanout200
-        cpu, start = cpu_seconds(self.pid), time.perf_counter()
+        # CPU until the worker is quiet after the run (see `bench._common.cpu_when_quiet`).
+        cpu = await cpu_when_quiet(self.pid)
+        start = time.perf_counter()
         await within(work(), f"{self.name} {part}", self.log)
         self.walls.setdefault(part, []).append(time.perf_counter() - start)
-        self.cpus.setdefault(part, []).append(cpu_seconds(self.pid) - cpu)
+        self.cpus.setdefault(part, []).append(await cpu_when_quiet(self.pid) - cpu)
 
 
 RUN_TIMEOUT_S = 300

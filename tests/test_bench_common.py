@@ -81,3 +81,23 @@ def test_a_dead_process_is_reported_without_a_traceback(tmp_path: Path) -> None:
     assert ran.returncode == 1
     assert "Traceback" not in ran.stderr
     assert ran.stderr.strip().endswith(f"its log {log} ends: (nothing)")
+
+
+async def test_cpu_is_read_once_the_process_is_quiet() -> None:
+    # A process that keeps computing for a while after being asked (as a worker finishing a
+    # run's logging) is charged for it: the reading waits until it stops.
+    busy = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\n"
+            "time.sleep(60)",
+        ]
+    )
+    try:
+        spent = await _common.cpu_when_quiet(busy.pid, quiet_s=0.2, at_most_s=60)
+        assert spent >= 0.5, spent
+        assert _common.cpu_seconds(busy.pid) == spent  # quiet: nothing more spent since
+    finally:
+        busy.kill()
+        busy.wait()
