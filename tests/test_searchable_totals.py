@@ -20,7 +20,7 @@ from durapipe.runtime import PipeRun
 from durapipe.testing.fake_provider import FakeProvider, Reply
 from durapipe.workflows._search import COST_USD, PIPE
 from tests.conftest import EXAMPLES
-from tests.support import acli, history_events, run_cli
+from tests.support import acli, eventually, history_events, run_cli
 
 MODEL = "gpt-totals"
 UPSERT = "upsert_workflow_search_attributes_event_attributes"
@@ -86,16 +86,13 @@ async def test_runs_and_show_read_the_totals_of_a_run_without_searchable_totals(
     usage = runs.off.usage
     assert usage.cost_usd > 0
 
-    async def both_listed() -> list[dp.RunSummary]:
-        deadline = time.monotonic() + 30
-        while True:  # visibility is eventually consistent
-            found = await dp.list_runs(runs.client, pipe=runs.pipe, min_cost=1e-9)
-            if {r.run_id for r in found} == {runs.on_id, runs.off_id}:
-                return found
-            assert time.monotonic() < deadline, found
-            await asyncio.sleep(0.2)
+    async def both_listed() -> list[dp.RunSummary] | None:
+        found = await dp.list_runs(runs.client, pipe=runs.pipe, min_cost=1e-9)
+        return found if {r.run_id for r in found} == {runs.on_id, runs.off_id} else None
 
-    found = {r.run_id: r for r in await both_listed()}
+    # Visibility is eventually consistent.
+    listed = await eventually(both_listed, "both runs listed by --min-cost", timeout=30)
+    found = {r.run_id: r for r in listed}
     on, off = found[runs.on_id], found[runs.off_id]
     assert (on.searchable_totals, off.searchable_totals) == (True, False)
     assert off.totals_known
@@ -166,10 +163,7 @@ async def test_a_running_run_without_searchable_totals_answers_its_totals_by_que
             summary = await dp.client.describe_run(client, handle.run_id)
             return summary if summary.steps == 1 else None
 
-        deadline = time.monotonic() + 60
-        while (summary := await waiting()) is None:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.2)
+        summary = await eventually(waiting, "the first step's totals read by query")
         assert summary.status == "running" and not summary.searchable_totals
         assert summary.totals_known and summary.input_tokens > 0
         await handle.cancel()
@@ -270,13 +264,12 @@ async def test_min_cost_reads_on_past_limit_cheap_runs_and_says_where_it_stopped
     assert expensive.usage.cost_usd > floor
 
     async def listed() -> dp.client.RunListing:
-        deadline = time.monotonic() + 30
-        while True:  # visibility is eventually consistent
-            every = await dp.list_runs(client, pipe=pipe, limit=10)
-            if len(every) == len(questions):
-                return await dp.client.find_runs(client, pipe=pipe, min_cost=floor, limit=2)
-            assert time.monotonic() < deadline, every
-            await asyncio.sleep(0.2)
+        async def every_run_listed() -> bool:
+            return len(await dp.list_runs(client, pipe=pipe, limit=10)) == len(questions)
+
+        # Visibility is eventually consistent.
+        await eventually(every_run_listed, "every run listed", timeout=30)
+        return await dp.client.find_runs(client, pipe=pipe, min_cost=floor, limit=2)
 
     listing = await listed()
     assert [r.run_id for r in listing.runs] == [ids[0]]
@@ -319,12 +312,13 @@ async def test_running_runs_whose_worker_does_not_answer_are_read_at_once_and_na
         for _ in range(count)
     ]
     try:
-        deadline = time.monotonic() + 30
         listed = f"{PIPE.name} = '{pipe}'"
-        while len([e async for e in client.list_workflows(listed)]) < count:
-            # visibility is eventually consistent
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.2)
+
+        async def all_listed() -> bool:
+            return len([e async for e in client.list_workflows(listed)]) >= count
+
+        # Visibility is eventually consistent.
+        await eventually(all_listed, f"{count} runs listed", timeout=30)
         began = time.monotonic()
         found = await dp.list_runs(client, pipe=pipe)
         took = time.monotonic() - began
