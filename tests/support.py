@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -139,6 +140,13 @@ async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeou
             return found
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def attempt_of(stuck: str) -> int:
+    """The workflow task attempt a stall sentence names ("... is on attempt 3 on the ...")."""
+    match = re.search(r" is on attempt (\d+) on ", stuck)
+    assert match is not None, stuck
+    return int(match[1])
 
 
 async def acli(address: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -56,7 +56,8 @@ from durapipe.worker import PLUGIN_NAME
 HEARTBEAT_GONE_S = 3 * WORKER_HEARTBEAT.total_seconds() + 5.0
 POLLER_GONE_S = 70.0
 # A workflow task can fail once in normal operation (a worker dying mid-task, an event arriving
-# while it completes); failing twice in a row on its retries means it fails on every worker.
+# while it completes); a third attempt means two in a row did not complete: it fails (or times
+# out) on every worker.
 FAILING_TASK_ATTEMPT = 3
 # Nested workflows a stall check describes at most (breadth first): a check runs every second
 # while a client waits, and a batch of nested pipes may run hundreds at once. A nested pipe's
@@ -281,48 +282,44 @@ async def _describe(client: Client, workflow_id: str) -> DescribeWorkflowExecuti
 async def _stuck_task(
     client: Client, workflow_id: str, description: DescribeWorkflowExecutionResponse
 ) -> str | None:
-    """What keeps ``workflow_id``'s workflow task from completing ("has failed 2 times in a row
-    ..."), or None when it is not on its `FAILING_TASK_ATTEMPT`th attempt."""
+    """What the server shows of ``workflow_id``'s workflow task that does not complete ("is on
+    attempt 3 ...; the first attempt failed ...: <message>"), or None when it is not on its
+    `FAILING_TASK_ATTEMPT`th attempt.
+
+    Temporal records only how the first attempt of a run of retries ended (a failure with its
+    message, or a timeout) and counts the attempts (the pending task's ``attempt``); the later
+    attempts' outcomes are not kept anywhere, so the sentence says no more than that: not "has
+    failed N times", which would claim failures where a later attempt may have timed out.
+    """
     attempt = description.pending_workflow_task.attempt
     if attempt < FAILING_TASK_ATTEMPT:
         return None
     queue = description.execution_config.task_queue.name
+    where = f"is on attempt {attempt} on the workers of task queue '{queue}'"
     ended = await _last_task_end(client, workflow_id)
     if ended is None:  # beyond the page read: whether it failed or timed out is not known here
-        return (
-            f"has not completed in {attempt - 1} attempts in a row on the workers of task queue "
-            f"'{queue}' (how the first ended is not in the last 100 events of its history)"
-        )
+        return f"{where}; how its first attempt ended is not in the last 100 events of its history"
+    first = "the first attempt {} (Temporal records no later one's outcome)"
     if ended.HasField("workflow_task_failed_event_attributes"):
         message = await _failure_message(client, ended)
         if message == UNDECODABLE_INPUT:
             version = await _readable_input_version(client, workflow_id)
             if version is not None:
                 return (
-                    f"has failed {attempt - 1} times in a row: the workers of task queue "
-                    f"'{queue}' cannot decode this run's input, likely older than the durapipe "
-                    f"that started it (workflow version {version}): upgrade them"
+                    f"{where}; {first.format('failed')}: they cannot decode this run's input "
+                    f"('{UNDECODABLE_INPUT}'), likely older than the durapipe that started it "
+                    f"(workflow version {version}): upgrade them"
                 )
-        return (
-            f"has failed {attempt - 1} times in a row on the workers of task queue "
-            f"'{queue}': {message}"
-        )
-    # Timed out. Temporal records only the first end of a run of retried attempts, so what the
-    # later ones did is not known: say what is.
+        return f"{where}; {first.format('failed')}: {message}"
     kind = ended.workflow_task_timed_out_event_attributes.timeout_type
     if kind == TimeoutType.TIMEOUT_TYPE_SCHEDULE_TO_START:
         # Its sticky queue's timeout (the worker's setting), not the task's own.
-        why = f"the worker of task queue '{queue}' that ran it last did not take it (gone?)"
+        why = "the worker that ran it last did not take it (gone?)"
     else:
         timeout = description.execution_config.default_workflow_task_timeout
         within = f" within {timeout.ToTimedelta().total_seconds():g} s" if timeout.seconds else ""
-        why = (
-            f"no worker of task queue '{queue}' finished it{within} (overloaded or dying workers?)"
-        )
-    return (
-        f"has not completed in {attempt - 1} attempts in a row: the first timed out, {why}; "
-        "Temporal records no later attempt's outcome"
-    )
+        why = f"no worker finished it{within} (overloaded or dying workers?)"
+    return f"{where}; {first.format('timed out')}: {why}"
 
 
 async def _readable_input_version(client: Client, workflow_id: str) -> int | None:
@@ -346,8 +343,8 @@ async def _readable_input_version(client: Client, workflow_id: str) -> int | Non
 
 
 async def _last_task_end(client: Client, workflow_id: str) -> HistoryEvent | None:
-    """The latest recorded workflow task failure or timeout: the first of the current run of
-    retried attempts (the retries record none)."""
+    """The latest recorded workflow task failure or timeout, when no task completed after it: the
+    first end of the current run of retried attempts (the retries record none)."""
     response = await client.workflow_service.get_workflow_execution_history_reverse(
         GetWorkflowExecutionHistoryReverseRequest(
             namespace=client.namespace,
@@ -360,6 +357,10 @@ async def _last_task_end(client: Client, workflow_id: str) -> HistoryEvent | Non
             "workflow_task_timed_out_event_attributes"
         ):
             return event
+        if event.HasField("workflow_task_completed_event_attributes"):
+            # A task completed after the last recorded end: that end belongs to an earlier run of
+            # attempts, not to the current one (whose first end is then not recorded here).
+            return None
     return None
 
 

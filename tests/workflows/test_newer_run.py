@@ -14,7 +14,7 @@ import durapipe as dp
 from durapipe.adapters._plan import WORKFLOW_NAME, pipe_run
 from durapipe.runtime._calls import WORKFLOW_VERSION, PipeRun
 from durapipe.workflows._search import start_totals
-from tests.support import eventually
+from tests.support import attempt_of, eventually
 
 
 @pytest.mark.parametrize(
@@ -57,9 +57,12 @@ async def test_a_run_of_a_newer_workflow_version_waits_and_says_why(
             return why if why and why.startswith("its workflow task") else None
 
         why = await eventually(failing, "the run's failing workflow task to be reported")
+    attempt = attempt_of(why)
+    assert attempt >= 3
     assert why == (
-        f"its workflow task has failed 2 times in a row on the workers of task queue "
-        f"'{task_queue}': run '{run_id}' was started by a newer durapipe (workflow version "
+        f"its workflow task is on attempt {attempt} on the workers of task queue '{task_queue}'; "
+        "the first attempt failed (Temporal records no later one's outcome): run "
+        f"'{run_id}' was started by a newer durapipe (workflow version "
         f"{WORKFLOW_VERSION + 1}; this worker runs versions up to {WORKFLOW_VERSION}): upgrade "
         f"durapipe on the workers of task queue '{task_queue}'"
     )
@@ -112,9 +115,12 @@ async def test_a_worker_older_than_a_run_with_totals_off_is_named_to_upgrade(
             return why if why and why.startswith("its workflow task") else None
 
         why = await eventually(failing, "the run's failing workflow task to be reported")
+    attempt = attempt_of(why)
+    assert attempt >= 3
     assert why == (
-        f"its workflow task has failed 2 times in a row: the workers of task queue "
-        f"'{task_queue}' cannot decode this run's input, likely older than the durapipe that "
+        f"its workflow task is on attempt {attempt} on the workers of task queue '{task_queue}'; "
+        "the first attempt failed (Temporal records no later one's outcome): they cannot decode "
+        "this run's input ('Failed decoding arguments'), likely older than the durapipe that "
         f"started it (workflow version {WORKFLOW_VERSION}): upgrade them"
     )
     await client.get_workflow_handle(handle.run_id).terminate("test over")
