@@ -98,7 +98,8 @@ def header(summary: dp.RunSummary, *, paused: bool) -> str:
         line += (
             " (read from the run: not searchable)"
             if summary.totals_known
-            else "  (not searchable, and the run could not tell them)"
+            else "  (not searchable, and the run could not tell them"
+            + (f": {summary.totals_unknown_why})" if summary.totals_unknown_why else ")")
         )
     if summary.status == "failed":
         line += f"\n  failed at step '{summary.failed_step or '-'}': {summary.error}"

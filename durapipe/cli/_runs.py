@@ -12,7 +12,6 @@ import durapipe as dp
 from durapipe.cli import _progress
 from durapipe.cli._app import app, handles_errors
 from durapipe.cli._connection import connection_options
-from durapipe.client._totals import QUERY_TIMEOUT
 
 
 @app.command()
@@ -62,15 +61,17 @@ def runs(
             + (", and --min-cost was applied to them here, not by the server" if min_cost else ""),
             err=True,
         )
+    # One line per reason: a queue nobody polls (or whose workers did not answer) groups its
+    # runs; a run whose workflow task keeps failing is named by its own line.
     unanswered: dict[str, int] = {}
     for r in found:
         if not r.totals_known and r.status == "running":
-            unanswered[r.task_queue] = unanswered.get(r.task_queue, 0) + 1
-    for queue, count in unanswered.items():
+            why = r.totals_unknown_why or "the run did not answer"
+            unanswered[why] = unanswered.get(why, 0) + 1
+    for why, count in unanswered.items():
         typer.echo(
-            f"the totals of {count} running run{'s' if count > 1 else ''} could not be read: no "
-            f"worker of task queue '{queue}' answered within {QUERY_TIMEOUT.total_seconds():g} s"
-            + ("; listed without --min-cost applied" if min_cost else ""),
+            f"the totals of {count} running run{'s' if count > 1 else ''} could not be read: "
+            f"{why}" + ("; listed without --min-cost applied" if min_cost else ""),
             err=True,
         )
     unknown = [r.run_id for r in found if not r.totals_known and r.status != "running"]

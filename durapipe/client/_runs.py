@@ -31,7 +31,7 @@ from durapipe._errors import ConfigError, RunError, RunNotFound, StepFailed
 from durapipe.adapters import WORKFLOW_NAME
 from durapipe.client._connection import DEFAULT_ADDRESS
 from durapipe.client._handle import SPEC_VERSION, RunHandle, run_error
-from durapipe.client._totals import totals_from_the_run
+from durapipe.client._totals import QueuePollers, totals_from_the_run
 from durapipe.runtime import PipeRun
 from durapipe.workflows._search import (
     COST_USD,
@@ -69,7 +69,8 @@ class RunSummary(BaseModel):
     the run itself: its ``durapipe.steps`` query while it runs, its result (or its failure) once
     it has ended. ``totals_known`` is False when the run could not tell (it was cancelled,
     terminated or timed out without searchable totals, or no worker answered the query): its
-    totals then read 0 and mean nothing. ``task_queue`` is the queue of the run's workflow (whose
+    totals then read 0 and mean nothing, and ``totals_unknown_why`` says why in one clause (e.g.
+    "no worker polls task queue 'q'"). ``task_queue`` is the queue of the run's workflow (whose
     workers answer its query).
     """
 
@@ -86,6 +87,7 @@ class RunSummary(BaseModel):
     error: str | None = None
     searchable_totals: bool = True
     totals_known: bool = True
+    totals_unknown_why: str | None = None
     task_queue: str = ""
 
 
@@ -231,8 +233,11 @@ async def find_runs(
     Raises:
         ConfigError: a filter is wrong, or the namespace lacks durapipe's search attributes.
     """
+    pollers = QueuePollers(client)  # each queue's pollers asked once for the whole listing
     if min_cost is None:
-        summaries, _, _ = await _listed(client, runs_query(pipe=pipe, status=status), limit)
+        summaries, _, _ = await _listed(
+            client, runs_query(pipe=pipe, status=status), limit, pollers
+        )
         return RunListing(runs=summaries)
     # The runs without searchable totals first, then those with: a run whose first upsert lands
     # between the two queries is then in the second (it is in neither the other way round), and
@@ -242,11 +247,12 @@ async def find_runs(
         client,
         runs_query(pipe=pipe, status=status, without_totals=True),
         limit,
+        pollers,
         keep=lambda s: not s.totals_known or s.cost_usd >= min_cost,
         bound=bound,
     )
     searchable, _, _ = await _listed(
-        client, runs_query(pipe=pipe, status=status, min_cost=min_cost), limit
+        client, runs_query(pipe=pipe, status=status, min_cost=min_cost), limit, pollers
     )
     ids = {s.run_id for s in searchable}
     summaries = searchable + [s for s in unsearchable if s.run_id not in ids]
@@ -258,6 +264,7 @@ async def _listed(
     client: Client,
     query: str,
     limit: int,
+    pollers: QueuePollers,
     *,
     keep: Callable[[RunSummary], bool] | None = None,
     bound: int | None = None,
@@ -274,7 +281,7 @@ async def _listed(
         async with gate:
             if not await _is_latest(client, execution):
                 return None
-            return await _summary(client, execution)
+            return await _summary(client, execution, pollers)
 
     try:
         executions = aiter(client.list_workflows(query, page_size=max(limit, READ_AT_ONCE)))
@@ -321,13 +328,15 @@ async def describe_run(client: Client, run_id: str) -> RunSummary:
         description = await client.get_workflow_handle(run_id).describe()
     except RPCError as err:
         raise RunNotFound(f"no run '{run_id}': {err.message}", run_id=run_id) from None
-    summary = await _summary(client, description)
+    summary = await _summary(client, description, QueuePollers(client))
     if not summary.pipe:  # a run recorded before its pipe was set at the start
         summary.pipe = str((await description.memo()).get("pipe", ""))
     return summary
 
 
-async def _summary(client: Client, execution: WorkflowExecution) -> RunSummary:
+async def _summary(
+    client: Client, execution: WorkflowExecution, pollers: QueuePollers
+) -> RunSummary:
     attrs = execution.typed_search_attributes
     failed_step, error, failure = await _failure(client, execution)
     summary = RunSummary(
@@ -347,9 +356,10 @@ async def _summary(client: Client, execution: WorkflowExecution) -> RunSummary:
     if attrs.get(COST_USD) is None:
         # Not searchable (yet): the run itself knows its totals.
         summary.searchable_totals = False
-        totals = await totals_from_the_run(client, execution, failure)
-        if totals is None:
+        totals = await totals_from_the_run(client, execution, failure, pollers)
+        if isinstance(totals, str):
             summary.totals_known = False
+            summary.totals_unknown_why = totals
         else:
             usage, summary.steps = totals
             summary.cost_usd = usage.cost_usd

@@ -103,6 +103,17 @@ async def polled(client: Client, task_queue: str, *, activities: bool = False) -
     return await _gone(client, task_queue, activities=activities) is None
 
 
+async def unpolled(client: Client, task_queue: str) -> str | None:
+    """One clause saying that no live worker polls ``task_queue`` for workflow tasks, so nothing
+    runs (or answers a query of) a run there; None if one does.
+
+    Raises:
+        RPCError: the server refused the request (e.g. the namespace does not exist).
+    """
+    gone = await _gone(client, task_queue, activities=False)
+    return None if gone is None else f"no worker polls task queue '{task_queue}'{gone}"
+
+
 async def _gone(client: Client, task_queue: str, *, activities: bool) -> str | None:
     """None when a live worker polls ``task_queue``; else why its pollers count as gone ("" when
     Temporal lists none), as a clause for the stall sentence."""
