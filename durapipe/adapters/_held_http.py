@@ -45,6 +45,16 @@ _NO_BODY_STATUS = frozenset({204, 304})
 # RFC 9110 5.6.2 token characters, as h11's field-name rule: a header name with anything else
 # (a space, a control byte) is refused, since another parser could split or merge it differently.
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+# h11's field-value rule (``_abnf.field_value``): visible bytes, obs-text and most control bytes
+# (it lets \x01 and the like through: real cookies carry them), with spaces or tabs between; never
+# NUL or other whitespace, which other parsers read as separators (request smuggling, SSRF). Its
+# reason-phrase rule refuses the same bytes. Within a head line that leaves NUL, VT, FF and a CR
+# that does not end its line (h11 drops one CR before each LF): `_check_line_bytes`.
+_NEVER_IN_A_LINE = (b"\x00", b"\x0b", b"\x0c")
+# h11's cap on a Content-Length value (``_headers.CONTENT_LENGTH_MAX_DIGITS``).
+_LENGTH_DIGITS = 20
+# Where a chunked body's trailers end, as h11 finds the end of a block of lines.
+_TRAILERS_END = re.compile(rb"\n\r?\n")
 # A chunk's size line as h11 reads it: 1 to 20 hex digits (not ``int(x, 16)``, which takes
 # ``1_0``, ``0x10`` and surrounding whitespace), extensions after ``;`` ignored, trailing spaces
 # or tabs tolerated, and the CR of its CRLF (the line is cut at its LF).
@@ -259,6 +269,7 @@ async def _read_head(
 
 def _parse_head(head: bytes) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
     """Parse a response head (without its blank line): status line, then one header a line."""
+    _check_line_bytes(head, "response header")
     lines = head.split(b"\n")
     status_line = lines[0].rstrip(b"\r")
     version, _, rest = status_line.partition(b" ")
@@ -270,11 +281,36 @@ def _parse_head(head: bytes) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes
         or code < b"100"  # no such status: not an interim answer to skip (h11 refuses it too)
     ):
         raise httpcore.RemoteProtocolError(f"not an HTTP/1.1 status line: {status_line[:80]!r}")
+    return int(code), reason, version, _header_lines(lines, 1)
+
+
+def _check_line_bytes(block: bytes, what: str) -> None:
+    """Refuse a block of lines with a byte h11's rules refuse in a status line or header (see
+    `_NEVER_IN_A_LINE`). ``block`` ends without its last line's CR, as `_HEAD_END` cuts it.
+
+    Four scans of the block in C: a regular expression over it cost more than the whole parse.
+    """
+    nul, vt, ff = _NEVER_IN_A_LINE
+    if nul in block or vt in block or ff in block or block.count(b"\r") != block.count(b"\r\n"):
+        lines = block.split(b"\n")
+        bad = next(
+            line
+            for line in lines
+            if any(byte in line for byte in _NEVER_IN_A_LINE) or b"\r" in line.removesuffix(b"\r")
+        )
+        raise httpcore.RemoteProtocolError(
+            f"a control byte h11 refuses (NUL, CR, VT or FF) in a {what} line: {bad[:80]!r}"
+        )
+
+
+def _header_lines(lines: list[bytes], start: int) -> list[tuple[bytes, bytes]]:
+    """The headers of ``lines[start:]`` (checked by `_check_line_bytes`): one a line, folded lines
+    joined, names checked as h11 checks them."""
     headers: list[tuple[bytes, bytes]] = []
-    for line in lines[1:]:
+    for line in lines[start:]:
         if line[:1] in (b" ", b"\t"):  # obsolete line folding: the previous value goes on
             if not headers:
-                raise httpcore.RemoteProtocolError("a response head that starts with a fold")
+                raise httpcore.RemoteProtocolError("a block of headers that starts with a fold")
             name, value = headers[-1]
             headers[-1] = (name, value + b" " + line.strip(b" \t\r"))
             continue
@@ -287,7 +323,7 @@ def _parse_head(head: bytes) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes
     if headers and not _TOKEN.fullmatch(b"".join([name for name, _ in headers])):
         bad = next(name for name, _ in headers if not _TOKEN.fullmatch(name))
         raise httpcore.RemoteProtocolError(f"malformed response header name: {bad[:80]!r}")
-    return int(code), reason.rstrip(b"\r"), version, headers
+    return headers
 
 
 def _framing(
@@ -297,18 +333,24 @@ def _framing(
 
     The first is the body's length, ``-1`` for chunked, None for "until the provider closes".
     """
-    length: int | None = None
+    declared: bytes | None = None
     chunked = False
     keep_alive = version == b"HTTP/1.1"  # HTTP/1.0 answers close (as h11 reads them)
     for name, value in headers:
         lowered = name.lower()
         if lowered == b"content-length":
             values = {part.strip() for part in value.split(b",")}
-            if len(values) != 1 or not (size := values.pop()).isdigit():
-                raise httpcore.RemoteProtocolError(f"bad Content-Length: {value[:40]!r}")
-            if length is not None and int(size) != length:
+            if len(values) != 1:
                 raise httpcore.RemoteProtocolError("conflicting Content-Length headers")
-            length = int(size)
+            size = values.pop()
+            # At most 20 digits, as h11 (no body is 10^20 bytes; a longer value is an attack on
+            # whoever converts it to a fixed-width integer).
+            if not size.isdigit() or len(size) > _LENGTH_DIGITS:
+                raise httpcore.RemoteProtocolError(f"bad Content-Length: {value[:40]!r}")
+            # Compared as written, as h11 does: ``5`` and ``05`` conflict.
+            if declared is not None and size != declared:
+                raise httpcore.RemoteProtocolError("conflicting Content-Length headers")
+            declared = size
         elif lowered == b"transfer-encoding":
             # Only one, exactly ``chunked`` (as h11): a second one, or any other coding, frames
             # the body in a way another parser could read differently.
@@ -326,10 +368,17 @@ def _framing(
     if chunked:
         # Both framings: chunked wins, and the connection is not trusted with another request
         # (RFC 9112 6.3: a sign of request smuggling).
-        return -1, keep_alive and length is None
-    if length is None:
+        return -1, keep_alive and declared is None
+    if declared is None:
         return None, False
-    return length, keep_alive
+    return int(declared), keep_alive
+
+
+def _check_trailers(block: bytes) -> None:
+    """Refuse trailers h11 refuses: bytes, lines and names as in a head, and the framing fields'
+    values (h11 checks ``Content-Length`` and ``Transfer-Encoding`` there too)."""
+    _check_line_bytes(block, "trailer")
+    _framing(b"GET", 200, b"HTTP/1.1", _header_lines(block.split(b"\n"), 0))
 
 
 class _Body:
@@ -419,15 +468,20 @@ class _Body:
             if not data.startswith(b"\r\n"):  # as h11: CRLF, not a bare LF
                 raise httpcore.RemoteProtocolError("a chunk not followed by CRLF")
             data = data[2:]
-        # Trailers (ignored), up to the blank line that ends the message.
+        # Trailers, up to the blank line that ends the message: nothing reads them, but h11
+        # checked them as headers, and a provider (or a box between) that sends what h11 refuses
+        # there is not trusted with the answer either.
         while True:
-            while (at := data.find(b"\n")) < 0:
-                if len(data) > _HEAD_LIMIT:
-                    raise httpcore.RemoteProtocolError("the trailers are too long")
-                data += await self._more()
-            line, data = data[:at], data[at + 1 :]
-            if not line.strip(b"\r"):
+            if data.startswith((b"\n", b"\r\n")):  # no trailers
+                data = data[1 if data[:1] == b"\n" else 2 :]
                 break
+            if (end := _TRAILERS_END.search(data)) is not None:
+                _check_trailers(data[: end.start()].removesuffix(b"\r"))
+                data = data[end.end() :]
+                break
+            if len(data) > _HEAD_LIMIT:
+                raise httpcore.RemoteProtocolError("the trailers are too long")
+            data += await self._more()
         self._end(data)
 
     async def _until_close(self) -> AsyncIterator[bytes]:

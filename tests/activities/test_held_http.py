@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
+import h11
 import httpcore
 import httpx
 import pytest
@@ -328,7 +329,8 @@ async def test_a_status_below_100_is_refused_not_skipped_as_interim(pool: HeldPo
 
 @pytest.mark.parametrize("name", [b"bad name", b"bad\x0bname", b"bad\rname", b"bad(name)"])
 async def test_a_header_name_that_is_not_a_token_is_refused(name: bytes, pool: HeldPool) -> None:
-    await refused_and_not_reused(pool, answer(b"{}", name + b": x\r\n"), "header name")
+    # A control byte is refused before the name is looked at: h11 refuses the whole line.
+    await refused_and_not_reused(pool, answer(b"{}", name + b": x\r\n"), "header (name|line)")
 
 
 @pytest.mark.parametrize(
@@ -392,3 +394,117 @@ async def test_chunk_size_lines_h11_accepts_are_read(pool: HeldPool) -> None:
 async def test_a_chunk_ended_by_a_bare_lf_is_refused(pool: HeldPool) -> None:
     head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
     await refused_and_not_reused(pool, head + b"2\r\n{}\n0\r\n\r\n", "CRLF")
+
+
+CONTROL_BYTES = [b"\x00", b"\r", b"\x0b", b"\x0c"]
+
+
+@pytest.mark.parametrize("byte", CONTROL_BYTES, ids=["nul", "cr", "vt", "ff"])
+@pytest.mark.parametrize("where", ["inside", "end", "reason"])
+async def test_a_control_byte_h11_refuses_in_the_head_is_refused(
+    byte: bytes, where: str, pool: HeldPool
+) -> None:
+    if where == "reason":
+        bad = answer(b"{}").replace(b"200 OK", b"200 O" + byte + b"K", 1)
+    else:
+        value = b"a" + byte + b"b" if where == "inside" else b"ab" + byte
+        bad = answer(b"{}", b"x-note: " + value + b"\r\n")
+    await refused_and_not_reused(pool, bad, "control byte")
+
+
+async def test_header_values_with_bytes_h11_lets_through_are_read(pool: HeldPool) -> None:
+    # h11 lets most control bytes, DEL and obs-text through (cookies carry \x01 in practice).
+    values = [b"a\x01b", b"a\x1fb", b"a\x7fb", b"caf\xc3\xa9", b"a \t b"]
+    extra = [b"x-v%d: %s \t\r\n" % (i, value) for i, value in enumerate(values)]
+    async with provider(lambda n: (answer(b"{}", *extra), False)) as served:
+        target = httpcore.URL(served.url)
+        request = httpcore.Request("GET", target, headers=[(b"Host", target.host)])
+        for _ in range(2):
+            response = await pool.handle_async_request(request)
+            assert [v for n, v in response.headers if n.startswith(b"x-v")] == values
+            assert await response.aread() == b"{}"
+            await response.aclose()
+    assert served.connections == 1
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [[b"0" * 20 + b"2"], [b"5", b"05"], [b"2, 02"]],
+    ids=["21-digits", "5-then-05", "2-comma-02"],
+)
+async def test_a_content_length_h11_refuses_is_refused(
+    lengths: list[bytes], pool: HeldPool
+) -> None:
+    fields = b"".join(b"content-length: %s\r\n" % length for length in lengths)
+    bad = b"HTTP/1.1 200 OK\r\n" + fields + b"\r\n{}"
+    await refused_and_not_reused(pool, bad, "Content-Length")
+
+
+async def test_a_content_length_of_20_digits_is_read(pool: HeldPool) -> None:
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: " + b"0" * 19 + b"2\r\n\r\n"
+    async with provider(lambda n: (head + b"{}", False)) as served:
+        assert await ask(pool, served.url) == (200, b"{}")
+
+
+@pytest.mark.parametrize(
+    ("trailer", "match"),
+    [
+        (b"x-t: a\x00b\r\n", "control byte"),
+        (b"x-t: a\rb\r\n", "control byte"),
+        (b"bad name: x\r\n", "header name"),
+        (b"no colon\r\n", "malformed"),
+        (b" folded: first\r\n", "fold"),
+        (b"content-length: x\r\n", "Content-Length"),
+        (b"transfer-encoding: gzip\r\n", "Transfer-Encoding"),
+    ],
+    ids=["nul", "cr", "name", "no-colon", "fold-first", "content-length", "transfer-encoding"],
+)
+async def test_trailers_h11_refuses_are_refused(
+    trailer: bytes, match: str, read_size: int, pool: HeldPool
+) -> None:
+    bad = chunked(b"{}").replace(b"x-trailer: yes\r\n", trailer)
+    await refused_and_not_reused(pool, bad, match)
+
+
+def h11_body(data: bytes) -> bytes | None:
+    """The body h11 reads from ``data`` (a whole answer, then the provider's close), or None when
+    it refuses it."""
+    connection = h11.Connection(h11.CLIENT, max_incomplete_event_size=100 * 1024)
+    connection.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    connection.send(h11.EndOfMessage())
+    connection.receive_data(data)
+    connection.receive_data(b"")
+    body = b""
+    try:
+        while True:
+            event = connection.next_event()
+            if isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return body
+            elif not isinstance(event, h11.Response | h11.InformationalResponse):
+                return None
+    except h11.RemoteProtocolError:
+        return None
+
+
+async def test_every_byte_in_a_value_a_reason_or_a_trailer_is_taken_or_refused_as_h11_does(
+    pool: HeldPool,
+) -> None:
+    answers: list[bytes] = []
+    for code in [*range(0x21), 0x7F, 0x80, 0xFF]:
+        byte = bytes([code])
+        answers += [
+            answer(b"{}", b"x-note: a" + byte + b"b\r\n"),
+            answer(b"{}", b"x-note: " + byte + b"ab\r\n"),
+            answer(b"{}", b"x-note: ab" + byte + b"\r\n"),
+            answer(b"{}").replace(b"200 OK", b"200 O" + byte + b"K", 1),
+            chunked(b"{}").replace(b"x-trailer: yes", b"x-trailer: y" + byte + b"s"),
+        ]
+    for data in answers:
+        async with provider(lambda n, data=data: (data, True)) as served:
+            try:
+                ours: bytes | None = (await ask(pool, served.url))[1]
+            except httpcore.RemoteProtocolError:
+                ours = None
+        assert ours == h11_body(data), data
