@@ -64,7 +64,7 @@ def _empty(value: object) -> bool:
 # The pipe fields an llm call's activity never reads: the workflow declares and checks the inputs'
 # types, schedules the retries, routes to the queue and keeps the budget; the description is for
 # people. The activity reads them back as their defaults (its call is the same call to the model,
-# the same checkpoint key). 57 of the 290 bytes a one-line batch item's input took.
+# the same checkpoint key). 56 of the 290 bytes a one-line batch item's input took.
 WORKFLOW_ONLY: set[str] = {"description", "inputs", "retry", "queue", "budget_usd"}
 
 
