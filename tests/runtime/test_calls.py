@@ -6,8 +6,12 @@ import json
 
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from durapipe.activities._llm import messages_for
 from durapipe.runtime import LeafResult, LlmCall, Usage
 from durapipe.spec import LlmPipe
+from durapipe.spec._base import RetrySpec
+from durapipe.spec._messages import WORKFLOW_ONLY
+from durapipe.stores._checkpoints import checkpoint_key
 
 
 def travelled(call: LlmCall) -> tuple[bytes, LlmCall]:
@@ -19,7 +23,7 @@ def travelled(call: LlmCall) -> tuple[bytes, LlmCall]:
 
 
 def test_an_llm_step_travels_without_its_pipes_defaults_and_reads_back_the_same() -> None:
-    pipe = LlmPipe(model="openai/gpt-4o-mini", prompt="{{ question }}", inputs={"question": "text"})
+    pipe = LlmPipe(model="openai/gpt-4o-mini", prompt="{{ question }}")
     call = LlmCall(run_id="r1", scope="s" * 32, path="ask", pipe_name="ask", pipe=pipe)
     data, back = travelled(call)
     assert back == call
@@ -27,11 +31,55 @@ def test_an_llm_step_travels_without_its_pipes_defaults_and_reads_back_the_same(
     assert len(data) < 200
 
 
+def test_an_llm_step_travels_without_what_only_the_workflow_reads() -> None:
+    pipe = LlmPipe(
+        model="durapipe/offline",
+        prompt="{{ question }}",
+        description="asks",
+        inputs={"question": "text"},
+        timeout=120,
+        retry=RetrySpec(max_attempts=5),
+        queue="llm",
+        budget_usd=1.0,
+    )
+    call = LlmCall(
+        run_id="batch-1", scope="s" * 32, path="batch[0]", pipe_name="ask", pipe=pipe,
+        inputs={"question": "q0"},
+    )  # fmt: skip
+    data, back = travelled(call)
+    assert json.loads(data)["pipe"] == {
+        "timeout": 120.0,
+        "model": "durapipe/offline",
+        "prompt": "{{ question }}",
+    }
+    # What the activity reads is all there: the same messages, the same checkpoint key.
+    assert back.pipe == pipe.model_copy(
+        update=dict.fromkeys(WORKFLOW_ONLY) | {"inputs": {}, "description": ""}
+    )
+    assert messages_for(back) == messages_for(call)
+    assert checkpoint_key(back, namespace="n") == checkpoint_key(call, namespace="n")
+    # Records, the local runner and CLI output (python-mode dumps) keep the whole pipe.
+    assert call.model_dump()["pipe"]["retry"] == {"max_attempts": 5}
+
+
+def test_an_llm_step_recorded_with_its_whole_pipe_still_reads_back() -> None:
+    # What histories written before the workflow-only fields were left out hold.
+    recorded = (
+        b'{"run_id":"b","scope":"","path":"batch[0]","pipe_name":"ask","inputs":{"question":"q0"},'
+        b'"pipe":{"inputs":{"question":"text"},"timeout":120.0,"retry":{"max_attempts":5},'
+        b'"model":"durapipe/offline","prompt":"{{ question }}"}}'
+    )
+    converter = pydantic_data_converter.payload_converter
+    [payload] = converter.to_payloads([LeafResult()])  # a JSON payload, given the recorded bytes
+    payload.data = recorded
+    [back] = converter.from_payloads([payload], [LlmCall])
+    assert back.pipe.retry == RetrySpec(max_attempts=5) and back.pipe.inputs == {"question": "text"}
+
+
 def test_values_a_pipe_sets_travel_even_when_they_look_like_defaults_elsewhere() -> None:
     pipe = LlmPipe(
         model="openai/gpt-4o-mini",
         prompt="Say {{ word }}",
-        inputs={"word": "text"},
         reask=0,
         memoize=True,
         timeout="7s",

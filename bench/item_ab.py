@@ -1,0 +1,159 @@
+"""In-process A/B timing of one batch item's activity path, durapipe beside hand-written.
+
+What a worker spends on one item of ``batch1000`` outside the workflow: decoding the activity's
+input payload with the side's data converter, running the activity (inside an activity context,
+with the heartbeat timeout the side's workflow gives it) and encoding its result. Both sides call
+the offline model; durapipe's activity checks and writes a checkpoint (a new run scope per call,
+so every call is a first attempt). ``fan`` items run at once per round, the sides alternating and
+their order rotating, and the garbage collector runs between rounds (``--gc`` to leave it on):
+
+    python -m bench.item_ab [--rounds 9] [--fan 100] [--profile durapipe|handwritten]
+
+Each figure is process CPU microseconds per item (litellm's completion thread included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import dataclasses
+import os
+import pstats
+import statistics
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything imports litellm
+
+from temporalio.api.common.v1 import Payload
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import ActivityEnvironment
+
+from bench import handwritten
+from bench.activity_ab import compare_rounds, report
+
+Item = Callable[[int], Awaitable[object]]
+
+
+def _environment(heartbeat: timedelta | None) -> ActivityEnvironment:
+    environment = ActivityEnvironment()
+    environment.info = dataclasses.replace(environment.info, heartbeat_timeout=heartbeat)
+    return environment
+
+
+def durapipe_item(store: Path | None) -> Item:
+    """One item as durapipe's worker runs it: its input as the workflow encodes it (a whole
+    `LlmCall`), the registered ``durapipe.llm`` activity, its `LeafResult` encoded. ``store``
+    None: checkpoints off (what the guarantee costs)."""
+    from durapipe.activities import Activities
+    from durapipe.adapters._plan import ACTIVITY_NAMES
+    from durapipe.runtime import LlmCall
+    from durapipe.runtime._calls import LeafResult
+    from durapipe.spec import LlmPipe
+    from durapipe.stores import SqliteCheckpoints
+    from durapipe.worker import durapipe_converter
+
+    converter = durapipe_converter().payload_converter
+    activities = Activities(checkpoints=SqliteCheckpoints(str(store)) if store else None)
+    llm = next(
+        fn
+        for fn in activities.all()
+        if getattr(fn, "__temporal_activity_definition").name == ACTIVITY_NAMES["llm"]
+    )
+    pipe = LlmPipe(
+        model="durapipe/offline", prompt="{{ question }}", inputs={"question": "text"}, timeout=120
+    )
+    environment = _environment(timedelta(seconds=20))
+    scope = uuid.uuid4().hex
+
+    def payload(i: int) -> Payload:
+        call = LlmCall(
+            run_id=f"batch1000-{scope}",
+            scope=uuid.uuid4().hex,
+            path=f"batch1000[{i}]",
+            pipe_name="ask",
+            inputs={"question": f"q{i}"},
+            pipe=pipe,
+        )
+        return converter.to_payloads([call])[0]
+
+    async def item(i: int) -> object:
+        sent = payload(i)  # made outside the worker in real life; here its cost is on both sides
+        call = converter.from_payload(sent, LlmCall)
+        result = await environment.run(llm, call)
+        return converter.to_payloads([LeafResult.model_validate(result)])
+
+    return item
+
+
+def handwritten_item() -> Item:
+    """One item as the hand-written worker runs it: `Ask` in, `Answer` out."""
+    converter = pydantic_data_converter.payload_converter
+    environment = _environment(None)
+
+    def payload(i: int) -> Payload:
+        return converter.to_payloads([handwritten.question(f"q{i}")])[0]
+
+    async def item(i: int) -> object:
+        sent = payload(i)
+        call = converter.from_payload(sent, handwritten.Ask)
+        result = await environment.run(handwritten.ask, call)
+        return converter.to_payloads([result])
+
+    return item
+
+
+async def _profile(item: Item, fan: int, rounds: int, top: int) -> None:
+    await asyncio.gather(*(item(i) for i in range(fan)))
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(rounds):
+        await asyncio.gather(*(item(i) for i in range(fan)))
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Time both sides' item path alternately (or profile one) and print us per item."""
+    parser = argparse.ArgumentParser(prog="python -m bench.item_ab", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--fan", type=int, default=100, help="items at once (the batch's gate)")
+    parser.add_argument("--gc", action="store_true", help="leave the collector on in rounds")
+    parser.add_argument(
+        "--profile", choices=("durapipe", "handwritten", "durapipe, checkpoints off")
+    )
+    parser.add_argument("--top", type=int, default=45)
+    args = parser.parse_args(argv)
+    from durapipe.adapters._litellm import litellm_module
+    from durapipe.adapters._offline import register_offline_model
+
+    register_offline_model()
+    litellm_module()
+    with tempfile.TemporaryDirectory() as folder:
+        items: dict[str, Any] = {
+            "durapipe": durapipe_item(Path(folder) / "items.sqlite"),
+            "handwritten": handwritten_item(),
+            "durapipe, checkpoints off": durapipe_item(None),
+        }
+        if args.profile:
+            asyncio.run(_profile(items[args.profile], args.fan, args.rounds, args.top))
+            return
+        timings = asyncio.run(
+            compare_rounds(items, rounds=args.rounds, fan=args.fan, gc_off=not args.gc)
+        )
+    report(timings)
+    medians = {side: statistics.median(values) for side, values in timings.items()}
+    print(f"item.activity_cpu_ratio = {medians['durapipe'] / medians['handwritten']:.3f}")
+    print(f"item.activity_us_more = {medians['durapipe'] - medians['handwritten']:.0f}")
+    print(f"item.checkpoints_us = {medians['durapipe'] - medians['durapipe, checkpoints off']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
