@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +45,8 @@ from durapipe.stores._checkpoints import (
     configured_store,
     memoized,
 )
+
+logger = logging.getLogger("durapipe.local")
 
 # A local run's own results are written to the store in one transaction per this many (and when
 # the run ends), which bounds what it holds in memory.
@@ -325,7 +329,20 @@ async def run_local(
         return await Interpreter(run, runtime).execute()
     finally:
         if own is not None:
-            await own.flush()  # a failed or cancelled run's results are written too
+            await _flush(own)  # a failed or cancelled run's results are written too
+
+
+async def _flush(own: RunCheckpoints) -> None:
+    # Only this run could have read these results, and it has them: a file that cannot take them
+    # (a full disk) is worth a warning, not the run's result or its own error.
+    try:
+        await own.flush()
+    except (sqlite3.Error, OSError) as err:
+        logger.warning(
+            "could not write this local run's step results to the checkpoint store %s: %s",
+            own.store.path,
+            err,
+        )
 
 
 async def _estimate(call: LlmCall) -> float:

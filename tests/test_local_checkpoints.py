@@ -14,7 +14,7 @@ import durapipe.local
 from durapipe.local import RunCheckpoints
 from durapipe.runtime import LeafResult, StepRecord
 from durapipe.stores import SqliteCheckpoints
-from tests import control_tools, flaky_tools
+from tests import control_tools
 
 
 @pytest.fixture
@@ -48,8 +48,8 @@ pipes:
     prompt: "{{{{ question }}}}"
   fail:
     kind: tool
-    function: tests.flaky_tools:flaky
-    inputs: {{failures: int}}
+    function: tests.flaky_tools:refuse
+    inputs: {{question: text}}
     retry: {{max_attempts: 1}}
 """
     )
@@ -72,9 +72,8 @@ async def test_a_local_run_writes_every_step_result_to_the_store_by_its_end(
 async def test_a_failed_local_run_still_writes_the_results_of_its_succeeded_steps(
     checkpoints: Path,
 ) -> None:
-    flaky_tools.CALLS.clear()
-    failing = chain(2, last="      - {pipe: fail, inputs: {failures: '5'}}\n")
-    with pytest.raises(dp.StepFailed, match="fail"):
+    failing = chain(2, last="      - {pipe: fail}\n")
+    with pytest.raises(dp.StepFailed, match="ConnectionError: refused: tides"):
         await dp.run_local(failing, "chain", {"question": "tides"})
     assert len(rows(checkpoints)) == 2
 
@@ -145,3 +144,18 @@ async def test_a_run_ending_while_another_process_writes_waits_for_the_file_on_a
     assert [LeafResult.model_validate_json(r).output for r in rows(file)] == ["kept"]
     stored = own.get_nowait("k")
     assert stored is not None and stored.output == "kept"
+
+
+async def test_a_store_that_cannot_take_the_results_neither_fails_the_run_nor_hides_its_error(
+    checkpoints: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def full(self: SqliteCheckpoints, results: object) -> int:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(SqliteCheckpoints, "put_many_nowait", full)
+    result = await dp.run_local(chain(2), "chain", {"question": "tides"})
+    assert result.output and [s.status for s in result.steps] == ["succeeded"] * 2
+    assert "database or disk is full" in caplog.text and str(checkpoints) in caplog.text
+    failing = chain(1, last="      - {pipe: fail}\n")
+    with pytest.raises(dp.StepFailed, match="ConnectionError"):
+        await dp.run_local(failing, "chain", {"question": "tides"})
