@@ -99,7 +99,9 @@ class RunCheckpoints:
         """Like `put` (which never waits); writes a full batch to the store if it is free."""
         won = self.put(key, result)
         if len(self._pending) >= FLUSH_EVERY:
-            with contextlib.suppress(BlockingIOError):  # locked elsewhere: the next one, or the end
+            # Locked elsewhere (BlockingIOError), or the file cannot take them: the next batch
+            # tries again, and the run's end (see `_flush`), never this step's result.
+            with contextlib.suppress(sqlite3.Error, OSError):
                 self._write_nowait()
         return won
 

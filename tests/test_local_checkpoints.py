@@ -153,8 +153,10 @@ async def test_a_store_that_cannot_take_the_results_neither_fails_the_run_nor_hi
         raise sqlite3.OperationalError("database or disk is full")
 
     monkeypatch.setattr(SqliteCheckpoints, "put_many_nowait", full)
+    monkeypatch.setattr(durapipe.local, "FLUSH_EVERY", 1)  # batches as the run goes fail too
     result = await dp.run_local(chain(2), "chain", {"question": "tides"})
     assert result.output and [s.status for s in result.steps] == ["succeeded"] * 2
+    assert [(s.attempts, s.cache_hit) for s in result.steps] == [(1, False)] * 2
     assert "database or disk is full" in caplog.text and str(checkpoints) in caplog.text
     failing = chain(1, last="      - {pipe: fail}\n")
     with pytest.raises(dp.StepFailed, match="ConnectionError"):
