@@ -14,7 +14,8 @@ Variants:
   path, one transaction each (how local runs wrote them before `durapipe.local.RunCheckpoints`).
 - ``checkpoints off``: ``DURAPIPE_CHECKPOINTS=off``, what the store costs in all.
 - ``durapipe only``: ``run_local`` with litellm's ``acompletion`` replaced by a function that
-  returns a recorded answer: durapipe's own code per step, without litellm's.
+  returns a recorded answer: durapipe's own code per step, without litellm's (``, per step`` and
+  ``, ck off``: the same with a checkpoint write per step, and with checkpoints off).
 
 The store is a SQLite file in a temporary folder, not the user's.
 """
@@ -78,6 +79,8 @@ def variants(pipeline: dp.Pipeline, store: SqliteCheckpoints, answer: Any) -> di
         "step checkpoint per step": local(store, per_step=True),
         "checkpoints off": local(None),
         "durapipe only": local(store, stub=True),
+        "durapipe only, per step": local(store, per_step=True, stub=True),
+        "durapipe only, ck off": local(None, stub=True),
     }
 
 
