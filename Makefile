@@ -1,6 +1,7 @@
 # One command each: `make test` (what CI runs), `make demo` (the quick start), `make lint`,
 # `make bench` (durapipe against hand-written temporalio), `make bench-peer` (and pydantic-ai),
-# `make bench-activity` (in-process A/B timing of the activity path), `make bench-workflow` (of the
+# `make bench-activity` (in-process A/B timing of the activity path), `make bench-local` (of
+# `--local` runs), `make bench-workflow` (of the
 # workflow side, replaying recorded histories), `make throttle` (provider
 # throttling), `make chaos` (SIGKILLed workers, a provider that bills),
 # `make test-latest` (the suite on the newest releases pyproject's ranges allow), `make lock`.
@@ -18,7 +19,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 LATEST_VENV := .venv-latest
 
-.PHONY: install install-runtime ocr redis-server test-tools test test-latest lint typecheck format demo bench bench-peer bench-activity bench-workflow bench-batch bench-mthds throttle chaos clean lock deploy-tools deploy-check
+.PHONY: install install-runtime ocr redis-server test-tools test test-latest lint typecheck format demo bench bench-peer bench-activity bench-local bench-workflow bench-batch bench-mthds throttle chaos clean lock deploy-tools deploy-check
 
 $(RUNTIME_STAMP): pyproject.toml $(RUNTIME_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -119,6 +120,9 @@ bench-peer: $(PEER_STAMP)
 
 bench-activity: $(STAMP)
 	$(BIN)/python -m bench.activity_ab
+
+bench-local: $(STAMP)
+	$(BIN)/python -m bench.local_ab
 
 # Records each shape once on both sides (a fresh dev server), then replays them alternately.
 bench-workflow: $(STAMP)

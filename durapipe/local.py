@@ -8,6 +8,9 @@ Retries follow the step's `RetrySpec` exactly as Temporal applies a `RetryPolicy
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +39,110 @@ from durapipe.runtime._interpret import Interpreter
 from durapipe.security._codec import encryption_from_env
 from durapipe.spec import Pipeline, RetrySpec, kind_of
 from durapipe.spec._deck import ModelDeck
-from durapipe.stores._checkpoints import CheckpointStore, configured_store
+from durapipe.stores._checkpoints import (
+    CheckpointStore,
+    SqliteCheckpoints,
+    configured_store,
+    memoized,
+)
+
+logger = logging.getLogger("durapipe.local")
+
+# A local run's own results are written to the store in one transaction per this many (and when
+# the run ends), which bounds what it holds in memory.
+FLUSH_EVERY = 256
+
+
+class RunCheckpoints:
+    """The checkpoints of one local run's steps that are not memoised, written in batches.
+
+    A local run's scope is new for every run and never handed out (a local run cannot be
+    re-driven), so what its steps store under their keys can be read back only by this run: by a
+    later attempt of the same step. The results are kept here for those, and written to the
+    configured store in one transaction per `FLUSH_EVERY` results and when the run ends, instead
+    of one transaction (one WAL append and its locks) per step on the step's path. Memoised
+    steps, which other runs read, go to the store itself (see `LocalRuntime`); provider answers
+    kept as they arrive (HTTP providers) are written through at once, as before.
+
+    Args:
+        store: the configured SQLite store.
+    """
+
+    def __init__(self, store: SqliteCheckpoints) -> None:
+        self.store = store
+        self._pending: dict[str, LeafResult] = {}
+        self._writing: dict[str, LeafResult] = {}  # a batch handed to a thread, until committed
+        # Keys of this run already written: only those can be in the store (nobody else knows
+        # the run's scope), so a step whose key is not here is not looked up there.
+        self._written: set[str] = set()
+
+    def get(self, key: str) -> LeafResult | None:
+        """The result this run stored under ``key``, if any."""
+        held = self._held(key)
+        return held if held is not None or key not in self._written else self.store.get(key)
+
+    def get_nowait(self, key: str) -> LeafResult | None:
+        """Like `get`, on the calling thread; raises `BlockingIOError` rather than wait."""
+        held = self._held(key)
+        if held is not None or key not in self._written:
+            return held
+        return self.store.get_nowait(key)
+
+    def put(self, key: str, result: LeafResult) -> bool:
+        """Keep ``result`` for this run unless ``key`` holds one; True if this one won."""
+        if key in self._written or self._held(key) is not None:
+            return False
+        self._pending[key] = result
+        return True
+
+    def put_nowait(self, key: str, result: LeafResult) -> bool:
+        """Like `put` (which never waits); writes a full batch to the store if it is free."""
+        won = self.put(key, result)
+        if len(self._pending) >= FLUSH_EVERY:
+            # Locked elsewhere (BlockingIOError), or the file cannot take them: the next batch
+            # tries again, and the run's end (see `_flush`), never this step's result.
+            with contextlib.suppress(sqlite3.Error, OSError):
+                self._write_nowait()
+        return won
+
+    def get_answer(self, key: str) -> bytes | None:
+        """The provider answer kept under ``key`` in the store."""
+        return self.store.get_answer(key)
+
+    def put_answer(self, key: str, answer: bytes) -> None:
+        """Keep a provider answer in the store at once."""
+        self.store.put_answer(key, answer)
+
+    def get_answer_nowait(self, key: str) -> bytes | None:
+        """Like `get_answer`, on the calling thread; raises `BlockingIOError` rather than wait."""
+        return self.store.get_answer_nowait(key)
+
+    def put_answer_nowait(self, key: str, answer: bytes) -> None:
+        """Like `put_answer`, on the calling thread; raises `BlockingIOError` rather than wait."""
+        self.store.put_answer_nowait(key, answer)
+
+    async def flush(self) -> None:
+        """Write every result still held to the store (on a thread if another holds its lock)."""
+        if not self._pending:
+            return
+        try:
+            self._write_nowait()
+        except BlockingIOError:
+            self._writing, self._pending = self._pending, {}
+            try:
+                await asyncio.to_thread(self.store.put_many, self._writing)
+                self._written.update(self._writing)
+            finally:
+                self._writing = {}
+
+    def _held(self, key: str) -> LeafResult | None:
+        held = self._pending.get(key)
+        return held if held is not None else self._writing.get(key)
+
+    def _write_nowait(self) -> None:
+        self.store.put_many_nowait(self._pending)  # BlockingIOError: nothing was written
+        self._written.update(self._pending)
+        self._pending = {}
 
 
 class LocalRuntime:
@@ -48,6 +154,8 @@ class LocalRuntime:
         approve_all: approve every approval step as is; without it an approval step fails, since
             only a run on Temporal can wait for a human.
         checkpoints: where leaf results are checkpointed (None: nowhere).
+        run_checkpoints: where the results of steps that are not memoised go instead (see
+            `RunCheckpoints`); None: to ``checkpoints``.
         deck: the connection settings per model (the run's own pipeline is this process's deck).
         on_step: called with each step's record as the step succeeds or fails (nested runs too).
     """
@@ -59,6 +167,7 @@ class LocalRuntime:
         budget_usd: float | None = None,
         approve_all: bool = False,
         checkpoints: CheckpointStore | None = None,
+        run_checkpoints: RunCheckpoints | None = None,
         deck: ModelDeck | None = None,
         on_step: Callable[[StepRecord], None] | None = None,
     ) -> None:
@@ -67,6 +176,7 @@ class LocalRuntime:
         self.budget = Budget(budget_usd)
         self.approve_all = approve_all
         self.checkpoints = checkpoints
+        self.run_checkpoints = run_checkpoints
         self.on_step = on_step
 
     async def leaf(self, call: LeafCall) -> LeafResult:
@@ -122,7 +232,10 @@ class LocalRuntime:
                 type=ErrorType.UNKNOWN_KIND,
                 non_retryable=True,
             )
-        return await body(call, CallContext(attempt, self.checkpoints, self.deck, self.tools))
+        checkpoints: CheckpointStore | None = self.checkpoints
+        if self.run_checkpoints is not None and not memoized(call):
+            checkpoints = self.run_checkpoints
+        return await body(call, CallContext(attempt, checkpoints, self.deck, self.tools))
 
     async def child(self, run: PipeRun) -> RunResult:
         limit = self.budget.for_child(run.spec.pipes[run.pipe].budget_usd)
@@ -131,6 +244,7 @@ class LocalRuntime:
             budget_usd=limit,
             approve_all=self.approve_all,
             checkpoints=self.checkpoints,
+            run_checkpoints=self.run_checkpoints,
             deck=self.deck,
             on_step=self.on_step,
         )
@@ -202,15 +316,35 @@ async def run_local(
     settings()
     encryption_from_env()
     run = pipe_run(pipeline, pipe, inputs, run_id=run_id, budget_usd=budget_usd)
+    store = configured_store()
+    own = RunCheckpoints(store) if isinstance(store, SqliteCheckpoints) else None
     runtime = LocalRuntime(
         tools if tools is not None else tool_functions(run.spec),
         budget_usd=run.budget_usd,
         approve_all=approve_all,
-        checkpoints=configured_store(),
+        checkpoints=store,
+        run_checkpoints=own,
         deck=ModelDeck.of(pipeline.models),
         on_step=on_step,
     )
-    return await Interpreter(run, runtime).execute()
+    try:
+        return await Interpreter(run, runtime).execute()
+    finally:
+        if own is not None:
+            await _flush(own)  # a failed or cancelled run's results are written too
+
+
+async def _flush(own: RunCheckpoints) -> None:
+    # Only this run could have read these results, and it has them: a file that cannot take them
+    # (a full disk) is worth a warning, not the run's result or its own error.
+    try:
+        await own.flush()
+    except (sqlite3.Error, OSError) as err:
+        logger.warning(
+            "could not write this local run's step results to the checkpoint store %s: %s",
+            own.store.path,
+            err,
+        )
 
 
 async def _estimate(call: LlmCall) -> float:

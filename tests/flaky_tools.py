@@ -14,3 +14,8 @@ def flaky(failures: int) -> str:
 def shout(text: str) -> str:
     """Upper-case the text."""
     return text.upper()
+
+
+def refuse(question: str) -> str:
+    """Always fail with ConnectionError."""
+    raise ConnectionError(f"refused: {question}")

@@ -166,8 +166,9 @@ async def _ask(
             model, response = await _complete_first(
                 [model, *pipe.fallbacks], messages, fmt, settings_for, pipe.timeout
             )
-            lease.used(usage_of(response))
-        usage += usage_of(response)
+            spent = usage_of(response)  # once: it prices the response (litellm's figure)
+            lease.used(spent)
+        usage += spent
         text = response.choices[0].message.content or ""
         if fmt is None:
             return LeafResult(output=text, usage=usage, model=model, attempt=attempt)

@@ -30,7 +30,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -243,10 +243,26 @@ class SqliteCheckpoints:
     def put_nowait(self, key: str, result: LeafResult) -> bool:
         """Like `put`, on the calling thread; raises `BlockingIOError` rather than wait."""
         won = self._without_waiting(self._insert, key, result)
-        self._commits += 1
+        self._count_commits(1)
+        return won
+
+    def _count_commits(self, results: int) -> None:
+        # The loop's connection never copies its log into the file (that syncs it): a thread
+        # does, once about WAL_CHECKPOINT_EVERY results went in.
+        self._commits += results
         if self._commits >= WAL_CHECKPOINT_EVERY:
             self._commits = 0
             threading.Thread(target=self._wal_checkpoint, name="durapipe-wal").start()
+
+    def put_many(self, results: Mapping[str, LeafResult]) -> int:
+        """`put` each result, in one transaction; how many won."""
+        with self._lock, self._db:
+            return sum(self._insert(self._db, key, result) for key, result in results.items())
+
+    def put_many_nowait(self, results: Mapping[str, LeafResult]) -> int:
+        """Like `put_many`, on the calling thread; raises `BlockingIOError` rather than wait."""
+        won = self._without_waiting(self._insert_many, results)
+        self._count_commits(len(results))
         return won
 
     def get_answer(self, key: str) -> bytes | None:
@@ -320,6 +336,18 @@ class SqliteCheckpoints:
             "created_at = excluded.created_at WHERE answers.created_at < ?",
             (key, self._codec.dump_bytes(answer), now, now - self.ttl),
         )
+
+    def _insert_many(self, db: sqlite3.Connection, results: Mapping[str, LeafResult]) -> int:
+        # The loop's connection is in autocommit mode: one explicit transaction for the batch,
+        # so its results cost one commit (one WAL append) instead of one each.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            won = sum(self._insert(db, key, result) for key, result in results.items())
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return won
 
     def _insert(self, db: sqlite3.Connection, key: str, result: LeafResult) -> bool:
         now = time.time()
@@ -526,15 +554,21 @@ async def checkpointed(
 
 
 async def _get(store: CheckpointStore, key: str) -> LeafResult | None:
-    # A store that may block (a network call, a lock held elsewhere) is read on a thread.
-    if isinstance(store, SqliteCheckpoints):
+    # A store that may block (a network call, a lock held elsewhere) is read on a thread, unless
+    # it has a `get_nowait` twin (SQLite's, a local run's) that answers at once or raises
+    # BlockingIOError; a bound method looked up once per call, as `adapters._answers` does.
+    nowait = getattr(store, "get_nowait", None)
+    if nowait is not None:
         with contextlib.suppress(BlockingIOError):
-            return store.get_nowait(key)
+            found: LeafResult | None = nowait(key)
+            return found
     return await asyncio.to_thread(store.get, key)
 
 
 async def _put(store: CheckpointStore, key: str, result: LeafResult) -> bool:
-    if isinstance(store, SqliteCheckpoints):
+    nowait = getattr(store, "put_nowait", None)
+    if nowait is not None:
         with contextlib.suppress(BlockingIOError):
-            return store.put_nowait(key, result)
+            won: bool = nowait(key, result)
+            return won
     return await asyncio.to_thread(store.put, key, result)

@@ -102,6 +102,25 @@ def test_a_write_on_the_event_loop_is_committed_before_it_returns(tmp_path: Path
     assert stored is not None and stored.output == "kept"
 
 
+def test_a_batch_is_one_transaction_in_which_the_first_writer_of_each_key_still_wins(
+    tmp_path: Path,
+) -> None:
+    store = SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
+    other = sqlite3.connect(tmp_path / "checkpoints.sqlite", isolation_level=None)
+    assert store.put_nowait("k", LeafResult(output="first", model="m"))
+    batch = {"k": LeafResult(output="second", model="m"), "j": LeafResult(output="j", model="m")}
+    assert store.put_many_nowait(batch) == 1
+    assert store.put_many({"j": LeafResult(output="again", model="m")}) == 0
+    assert other.execute("SELECT count(*) FROM checkpoints").fetchone() == (2,)
+    kept, j = store.get("k"), store.get("j")
+    assert kept is not None and kept.output == "first" and j is not None and j.output == "j"
+    other.execute("BEGIN IMMEDIATE")  # another worker writes: nothing of the batch goes in
+    with pytest.raises(BlockingIOError):
+        store.put_many_nowait({"x": LeafResult(output="x", model="m")})
+    other.execute("COMMIT")
+    assert store.get("x") is None
+
+
 def test_the_write_ahead_log_is_checkpointed_off_the_event_loop_and_stays_bounded(
     tmp_path: Path,
 ) -> None:
