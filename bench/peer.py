@@ -235,11 +235,7 @@ async def _race(address: str, file: Path, work: Path, env: dict[str, str], repea
             await within(contestant.seq50(), f"{contestant.name} seq50", contestant.log)
             await within(contestant.fanout200(), f"{contestant.name} fanout200", contestant.log)
         for part in ("seq50", "fanout200"):
-            for n in range(repeats):
-                # Hand-written in the middle, right beside each other contestant, the order
-                # reversed every other round: each round gives each contestant one ratio.
-                for index in side_order(n, len(contestants)):
-                    await contestants[index].measure(part)
+            await run_rounds(contestants, part, repeats)
         report(contestants, env.get("PEER_DEBUG_MODE") == "1")
         for contestant in contestants:
             run_id = str(
@@ -247,6 +243,15 @@ async def _race(address: str, file: Path, work: Path, env: dict[str, str], repea
             )
             history = await clients[contestant.name].get_workflow_handle(run_id).fetch_history()
             figure(f"peer.{contestant.name}.history_events_per_call", len(history.events) / SEQ)
+
+
+async def run_rounds(contestants: list[Contestant], part: str, rounds: int) -> None:
+    """``rounds`` rounds of ``part``, each contestant once a round: hand-written (the second) in
+    the middle, right beside each other contestant, the order reversed every other round, so each
+    round gives each contestant one ratio taken side by side (`bench._common.side_order`)."""
+    for n in range(rounds):
+        for index in side_order(n, len(contestants)):
+            await contestants[index].measure(part)
 
 
 def report(contestants: list[Contestant], peer_debug_mode: bool) -> None:

@@ -159,5 +159,20 @@ def test_the_peer_race_reports_the_median_of_its_rounds(
     assert "peer.durapipe.seq50.cpu_ms_per_call = 35.3" in out  # 5.3 s / 3 rounds / 50 calls
 
 
+async def test_the_peer_race_runs_hand_written_beside_each_contestant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runs: list[str] = []
+
+    async def measure(self: peer.Contestant, part: str) -> None:
+        runs.append(f"{self.name}:{part}")
+
+    monkeypatch.setattr(peer.Contestant, "measure", measure)
+    names = ("durapipe", "handwritten", "pydantic_ai")
+    await peer.run_rounds([peer.Contestant(n, 0, _seq, _noop) for n in names], "seq50", 4)
+    there, back = [f"{n}:seq50" for n in names], [f"{n}:seq50" for n in reversed(names)]
+    assert runs == there + back + there + back
+
+
 async def _seq() -> str:
     return "run"
