@@ -488,6 +488,10 @@ async def main(argv: list[str] | None = None) -> int:
         pairs = dict.fromkeys(PAIRS, args.pairs or 2)
     with tempfile.TemporaryDirectory(prefix="durapipe-bench-") as tmp:
         work = Path(tmp)
+        # The in-process runner (`local`) and the rss part's worker keep checkpoints in this
+        # run's own file unless told otherwise: the shared default file may have been written by
+        # another durapipe on this host (a newer layout, which this one refuses).
+        os.environ.setdefault("DURAPIPE_CHECKPOINTS", str(work / "checkpoints-local.sqlite"))
         pipeline, file = load_pipeline(work)
         async with dev_server(args.address) as address:
             queue = f"bench-{uuid.uuid4().hex[:8]}"
