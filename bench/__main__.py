@@ -1,10 +1,11 @@
 """``make bench``: durapipe against hand-written temporalio, same work, same dev server, one run.
 
 Every figure is a ratio or a count against a baseline measured in this run (the machine is shared,
-so absolute times mean little); repeated measurements are reduced to medians. One figure per line,
-``name = value``; lines starting with ``#`` are notes.
+so absolute times mean little). A ratio is the median of per-pair ratios, each pair a durapipe run
+and a hand-written run taken side by side (`compare`), printed with the pairs' quartiles, range
+and exact inputs. One figure per line, ``name = value``; lines starting with ``#`` are notes.
 
-    python -m bench [--address HOST:PORT] [--quick] [--only PART ...] [--skip-rss]
+    python -m bench [--address HOST:PORT] [--quick | --pairs N] [--only PART ...] [--skip-rss]
 """
 
 from __future__ import annotations
