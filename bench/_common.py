@@ -1,4 +1,5 @@
-"""What the bench scripts share: a dev server, subprocesses stopped by pid, figures as lines."""
+"""What the bench scripts share: a dev server, subprocesses stopped by pid, figures as lines, and
+side-by-side pairs reduced to the median of their ratios with its spread."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import asyncio
 import contextlib
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -19,11 +22,21 @@ from temporalio.testing import WorkflowEnvironment
 from durapipe.ops._dev import search_attribute_flags, temporal_cli
 
 
-def figure(name: str, value: float | int | str) -> None:
-    """Print one ``name = value`` line (what scripts parse)."""
+def figure(name: str, value: float | int | str, *, decimals: int | None = None) -> None:
+    """Print one ``name = value`` line (what scripts parse): a float to 3 significant digits, or
+    to ``decimals`` places."""
     if isinstance(value, float):
-        value = f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+        if decimals is not None:
+            value = f"{value:.{decimals}f}"
+        else:
+            value = f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
     print(f"{name} = {value}", flush=True)
+
+
+def load_average(when: str) -> None:
+    """Print the host's load averages (1, 5, 15 minutes) as ``load_average.<when>``: the machine
+    is shared, so a reader needs to know how busy it was while the figures were taken."""
+    figure(f"load_average.{when}", " ".join(f"{load:.2f}" for load in os.getloadavg()))
 
 
 def note(text: str) -> None:
@@ -144,3 +157,88 @@ async def cpu_when_quiet(pid: int, *, quiet_s: float = 0.1, at_most_s: float = 3
             return now
         last = now
     return last
+
+
+def side_order(round_no: int, sides: int) -> list[int]:
+    """The order in which round ``round_no`` runs ``sides`` sides (2 or 3), side 1 the baseline.
+
+    The baseline runs in the middle, so every other side runs right beside it, and the order is
+    reversed every other round (A B, B A, A B, ...; with a third side C: A B C, C B A, ...), so
+    neither side of a pair always runs first, right after the other's leftovers or on a machine
+    getting busier.
+
+    Raises:
+        ValueError: for other than 2 or 3 sides (a fourth could not sit beside the baseline).
+    """
+    if sides not in (2, 3):
+        raise ValueError(f"side_order pairs 2 or 3 sides with a baseline, not {sides}")
+    order = list(range(sides))
+    return order if round_no % 2 == 0 else order[::-1]
+
+
+def pair_ratios(ours: Sequence[float], theirs: Sequence[float]) -> list[float]:
+    """``ours[i] / theirs[i]`` for each pair (two runs taken side by side in one round).
+
+    Raises:
+        ValueError: when the sequences differ in length or a baseline reading is not positive.
+    """
+    if len(ours) != len(theirs):
+        raise ValueError(f"{len(ours)} readings cannot pair with {len(theirs)}")
+    if any(value <= 0 for value in theirs):
+        raise ValueError(f"a baseline reading is not positive: {list(theirs)}")
+    return [mine / base for mine, base in zip(ours, theirs, strict=True)]
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The median of some values, their quartiles (inclusive method), their range and count."""
+
+    median: float
+    q1: float
+    q3: float
+    low: float
+    high: float
+    count: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        """The spread of ``values`` (at least one).
+
+        Example:
+            >>> Spread.of([1.0, 2.0, 3.0, 4.0, 10.0]).median
+            3.0
+        """
+        if not values:
+            raise ValueError("no values to spread")
+        if len(values) == 1:
+            q1 = q3 = values[0]
+        else:
+            q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+        return cls(statistics.median(values), q1, q3, min(values), max(values), len(values))
+
+
+def paired_ratio(
+    name: str,
+    ours: Sequence[float],
+    theirs: Sequence[float],
+    *,
+    unit: str,
+    leaves: int | None = None,
+    sides: tuple[str, str] = ("durapipe", "hand-written"),
+) -> Spread:
+    """Print ``name`` (the median of the per-pair ratios, 3 decimals), ``name.iqr`` (``q1-q3``)
+    and ``name.range`` (``low-high``), then a note with the exact inputs: each side's total in
+    ``unit`` (and the leaves it covers, ``leaves`` per run), the pooled ratio and every pair's
+    ratio, so no rounding hides anything."""
+    ratios = pair_ratios(ours, theirs)
+    spread = Spread.of(ratios)
+    figure(name, spread.median, decimals=3)
+    figure(f"{name}.iqr", f"{spread.q1:.3f}-{spread.q3:.3f}")
+    figure(f"{name}.range", f"{spread.low:.3f}-{spread.high:.3f}")
+    covers = f" over {leaves * spread.count} leaves each" if leaves else ""
+    note(
+        f"{name}: {sides[0]} {sum(ours):.3f} {unit}, {sides[1]} {sum(theirs):.3f} {unit}{covers}, "
+        f"{spread.count} pairs, pooled ratio {sum(ours) / sum(theirs):.4f}; "
+        f"per pair: {' '.join(f'{ratio:.4f}' for ratio in ratios)}"
+    )
+    return spread

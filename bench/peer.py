@@ -10,7 +10,9 @@ is what each worker does around a call. Figures, one ``name = value`` per line:
 - ``peer.<contestant>.<part>.cpu_ms_per_call``: the worker process's CPU time over the part's
   repetitions, per model call;
 - ``peer.<contestant>.<part>.wall_s``: the median wall time of one repetition;
-- ``peer.<contestant>.<part>.cpu_ratio`` / ``.wall_ratio``: against hand-written temporalio;
+- ``peer.<contestant>.<part>.cpu_ratio`` / ``.wall_ratio``: against hand-written temporalio, the
+  median of the rounds' ratios (each round runs hand-written right beside the contestant), with
+  ``.iqr`` and ``.range`` (quartiles and extremes) and a note of the exact inputs;
 - ``peer.<contestant>.history_events_per_call``: events in one ``seq50`` history, per call.
 
 Needs pydantic-ai in the bench's own environment (``make bench-peer`` makes ``bench/.venv-peer``;
@@ -42,15 +44,20 @@ from bench._common import (
     dev_server,
     durapipe_cli,
     figure,
+    load_average,
     note,
+    paired_ratio,
     process,
+    side_order,
     wait_ready,
 )
 
 SEQ = 50
 FANOUT = 200
 MODEL = "gpt-peer"
+# Hand-written in the middle: `side_order` runs it right beside each other contestant.
 CONTESTANTS = ("durapipe", "handwritten", "pydantic_ai")
+ROUNDS = 8  # even, so each contestant runs before and after hand-written equally often
 
 PIPELINE_YAML = f"""
 pipes:
@@ -228,10 +235,7 @@ async def _race(address: str, file: Path, work: Path, env: dict[str, str], repea
             await within(contestant.seq50(), f"{contestant.name} seq50", contestant.log)
             await within(contestant.fanout200(), f"{contestant.name} fanout200", contestant.log)
         for part in ("seq50", "fanout200"):
-            for n in range(repeats):
-                # Rotate the order, so no contestant always runs right after the same other.
-                for contestant in contestants[n % 3 :] + contestants[: n % 3]:
-                    await contestant.measure(part)
+            await run_rounds(contestants, part, repeats)
         report(contestants, env.get("PEER_DEBUG_MODE") == "1")
         for contestant in contestants:
             run_id = str(
@@ -241,20 +245,39 @@ async def _race(address: str, file: Path, work: Path, env: dict[str, str], repea
             figure(f"peer.{contestant.name}.history_events_per_call", len(history.events) / SEQ)
 
 
+async def run_rounds(contestants: list[Contestant], part: str, rounds: int) -> None:
+    """``rounds`` rounds of ``part``, each contestant once a round: hand-written (the second) in
+    the middle, right beside each other contestant, the order reversed every other round, so each
+    round gives each contestant one ratio taken side by side (`bench._common.side_order`)."""
+    for n in range(rounds):
+        for index in side_order(n, len(contestants)):
+            await contestants[index].measure(part)
+
+
 def report(contestants: list[Contestant], peer_debug_mode: bool) -> None:
-    """Per part: each contestant's CPU per call and wall time, and both as ratios to hand-written."""
+    """Per part: each contestant's CPU per call and wall time, and both as ratios to hand-written
+    (the median of the rounds' ratios, each round's runs taken side by side, with their spread
+    and exact inputs: `bench._common.paired_ratio`)."""
     base = next(c for c in contestants if c.name == "handwritten")
     for part, calls in (("seq50", SEQ), ("fanout200", FANOUT)):
-        base_cpu, base_wall = sum(base.cpus[part]), statistics.median(base.walls[part])
+        figure(f"peer.{part}.rounds", len(base.cpus[part]))
         for c in contestants:
             cpu, wall = sum(c.cpus[part]), statistics.median(c.walls[part])
             repeats = len(c.cpus[part])
             figure(f"peer.{c.name}.{part}.cpu_ms_per_call", cpu / repeats / calls * 1000)
             figure(f"peer.{c.name}.{part}.wall_s", wall)
             if c is not base:
-                figure(f"peer.{c.name}.{part}.cpu_ratio", cpu / base_cpu)
-                figure(f"peer.{c.name}.{part}.wall_ratio", wall / base_wall)
+                sides = (c.name, base.name)
+                paired_ratio(f"peer.{c.name}.{part}.cpu_ratio", c.cpus[part], base.cpus[part],
+                             unit="s CPU", leaves=calls, sides=sides)  # fmt: skip
+                paired_ratio(f"peer.{c.name}.{part}.wall_ratio", c.walls[part], base.walls[part],
+                             unit="s wall", sides=sides)  # fmt: skip
     note("ratios are against hand-written temporalio (unsandboxed, pydantic data converter)")
+    note(
+        "each ratio is the median of the rounds' ratios (each round runs every contestant once, "
+        "hand-written in the middle, the order reversed every other round, after a warm-up run "
+        "of each that is not counted); .iqr and .range give their quartiles and extremes"
+    )
     detector = "off (--peer-debug-mode)" if peer_debug_mode else "on (its documented setup)"
     note(f"pydantic-ai: sandboxed (its default runner), deadlock detector {detector}")
 
@@ -263,7 +286,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.peer", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--repeats", type=int, default=5, help="rounds per part [5]")
+    parser.add_argument("--repeats", type=int, default=ROUNDS, help=f"rounds per part [{ROUNDS}]")
     parser.add_argument(
         "--peer-debug-mode",
         action="store_true",
@@ -281,7 +304,11 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, not {args.repeats}")
+    load_average("start")
     asyncio.run(race(args.repeats))
+    load_average("end")
     return 0
 
 
