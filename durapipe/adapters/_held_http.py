@@ -488,14 +488,7 @@ class _Body:
         data, self._first = self._first, b""
         if data:
             yield data
-        # Only the close says the body is whole: a plain `read` would consume the last bytes
-        # before looking for it, so the answer would be whole and out of the socket before it is
-        # kept. A held TCP stream peeks past them instead. Over held TLS (`HeldTlsStream`) the
-        # close is a record (close_notify) or the TCP close after the last record, found only
-        # once that record's ciphertext is consumed: its last bytes still go before the answer
-        # is kept (no provider frames a model's answer by its close: lengths or chunks).
-        read = getattr(self._stream, "read_after_held", self._stream.read)
-        while data := await read(_READ, self._timeout):
+        while data := await self._stream.read(_READ, self._timeout):
             yield data
         self._end(b"")
 

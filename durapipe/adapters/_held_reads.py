@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import select
 import socket
 import ssl
 import typing
@@ -67,45 +66,6 @@ class HeldStream(httpcore.AsyncNetworkStream):
                 raise httpcore.ReadError(str(error)) from error
             self._held = len(data)
             return data
-
-    async def read_after_held(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        """The bytes after those the last read handed over, which stay in the socket until these
-        new ones are there (then they go, and the new ones are held); ``b""`` at the provider's
-        close, the last read's bytes still held until `release`.
-
-        For a body framed by the provider's close: only the close says the answer is whole, and
-        `read` consumes the last bytes before it looks for the close, so an answer would be
-        whole and out of the socket before it is kept. Not `read`'s way: each call peeks again at
-        the held bytes (up to 64 KiB copied once more), and waiting for bytes past them sets the
-        socket's low-water mark (two system calls; a socket holding bytes is always readable).
-        """
-        while True:
-            held = self._held
-            try:
-                data = self._sock.recv(held + max_bytes, socket.MSG_PEEK)
-            except (BlockingIOError, InterruptedError):
-                await self._readable(timeout)
-                continue
-            except OSError as error:
-                raise httpcore.ReadError(str(error)) from error
-            if len(data) > held:
-                self.release()  # what it held was handed over before: the new bytes hold it now
-                self._held = len(data) - held
-                return data[held:]
-            if not data or self._closed_by_peer():
-                return b""
-            # Readable again only once a byte past the held ones arrives, or at the close.
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, held + 1)
-            try:
-                await self._readable(timeout)
-            finally:
-                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
-
-    def _closed_by_peer(self) -> bool:
-        """Whether the provider has closed its side (its FIN is in, behind the bytes held)."""
-        poller = select.poll()
-        poller.register(self._sock, select.POLLRDHUP)
-        return any(events & (select.POLLRDHUP | select.POLLHUP) for _, events in poller.poll(0))
 
     async def _readable(self, timeout: float | None) -> None:
         try:

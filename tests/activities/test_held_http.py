@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Callable
 
 import h11
@@ -18,7 +17,6 @@ import httpcore
 import httpx
 import pytest
 
-from bench.chaos import unread_ports
 from durapipe.adapters import _held_http, _held_reads
 from durapipe.adapters._answers import _held_transport
 from durapipe.adapters._held_pool import HeldPool
@@ -210,64 +208,6 @@ async def test_a_body_framed_by_the_provider_s_close_is_read_to_the_close(
         assert await ask(pool, served.url) == (200, body)
         assert await ask(pool, served.url) == (200, body)
     assert served.connections == 2
-
-
-async def test_a_body_framed_by_the_close_keeps_its_last_bytes_in_the_socket_until_kept(
-    read_size: int, pool: HeldPool
-) -> None:
-    body = b'{"text": "' + b"y" * 5000 + b'"}'
-    answer_bytes = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n" + body
-    async with provider(lambda n: (answer_bytes, True)) as served:
-        port = int(served.url.split(":")[2].split("/")[0])
-        target = httpcore.URL(served.url)
-        request = httpcore.Request("GET", target, headers=[(b"Host", target.host)])
-        response = await pool.handle_async_request(request)
-        # As `KeepAnswers` reads an answer: the raw stream to its end, then kept, then released.
-        read = b"".join([chunk async for chunk in response.stream])
-        assert read == body
-        unread_when_whole = unread_ports(os.getpid(), port)
-        _held_reads.release(response.extensions)
-        unread_when_kept = unread_ports(os.getpid(), port)
-        await response.aclose()
-    # Whole (the close was seen) yet its last bytes still in the socket: a worker killed before
-    # it kept the answer leaves them there, visibly in flight, as with a body framed by length.
-    assert unread_when_whole and not unread_when_kept
-
-
-async def test_a_close_framed_body_that_pauses_is_waited_for_without_spinning(
-    pool: HeldPool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # While bytes are held the socket is always readable: the wait for bytes past them (or the
-    # close) must not wake until they come, else it spins through the provider's pauses.
-    waits = 0
-    readable = _held_reads.HeldStream._readable
-
-    async def counted(self: _held_reads.HeldStream, timeout: float | None) -> None:
-        nonlocal waits
-        waits += 1
-        await readable(self, timeout)
-
-    monkeypatch.setattr(_held_reads.HeldStream, "_readable", counted)
-    body = b'{"text": "' + b"z" * 3000 + b'"}'
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.0 200 OK\r\n\r\n" + body[:1000])
-        await writer.drain()
-        await asyncio.sleep(0.3)  # the provider pauses mid-answer, then before its close
-        writer.write(body[1000:])
-        await writer.drain()
-        await asyncio.sleep(0.3)
-        writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-    try:
-        assert await ask(pool, url, method="GET") == (200, body)
-    finally:
-        server.close()
-        await server.wait_closed()
-    assert waits <= 6, waits
 
 
 async def test_interim_answers_are_skipped_and_bodiless_answers_keep_the_connection(
