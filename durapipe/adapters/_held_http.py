@@ -293,10 +293,15 @@ def _check_line_bytes(block: bytes, what: str) -> None:
     nul, vt, ff = _NEVER_IN_A_LINE
     if nul in block or vt in block or ff in block or block.count(b"\r") != block.count(b"\r\n"):
         lines = block.split(b"\n")
+        last = len(lines) - 1  # its own CR is already cut: any CR left in it is a stray one
         bad = next(
-            line
-            for line in lines
-            if any(byte in line for byte in _NEVER_IN_A_LINE) or b"\r" in line.removesuffix(b"\r")
+            (
+                line
+                for i, line in enumerate(lines)
+                if any(byte in line for byte in _NEVER_IN_A_LINE)
+                or b"\r" in (line if i == last else line.removesuffix(b"\r"))
+            ),
+            lines[last],
         )
         raise httpcore.RemoteProtocolError(
             f"a control byte h11 refuses (NUL, CR, VT or FF) in a {what} line: {bad[:80]!r}"

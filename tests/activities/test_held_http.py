@@ -500,6 +500,9 @@ async def test_every_byte_in_a_value_a_reason_or_a_trailer_is_taken_or_refused_a
             answer(b"{}", b"x-note: ab" + byte + b"\r\n"),
             answer(b"{}").replace(b"200 OK", b"200 O" + byte + b"K", 1),
             chunked(b"{}").replace(b"x-trailer: yes", b"x-trailer: y" + byte + b"s"),
+            # at the end of the head's and the trailers' last line, just before the blank line
+            answer(b"{}").replace(b"\r\n\r\n", byte + b"\r\n\r\n", 1),
+            chunked(b"{}").replace(b"x-trailer: yes", b"x-trailer: yes" + byte),
         ]
     for data in answers:
         async with provider(lambda n, data=data: (data, True)) as served:
