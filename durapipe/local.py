@@ -8,7 +8,6 @@ Retries follow the step's `RetrySpec` exactly as Temporal applies a `RetryPolicy
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping
@@ -49,7 +48,7 @@ from durapipe.stores._checkpoints import (
 logger = logging.getLogger("durapipe.local")
 
 # A local run's own results are written to the store in one transaction per this many (and when
-# the run ends), which bounds what it holds in memory.
+# the run ends).
 FLUSH_EVERY = 256
 
 
@@ -75,6 +74,7 @@ class RunCheckpoints:
         # Keys of this run already written: only those can be in the store (nobody else knows
         # the run's scope), so a step whose key is not here is not looked up there.
         self._written: set[str] = set()
+        self._refused = False  # the file refused a batch: held until the run's end from then on
 
     def get(self, key: str) -> LeafResult | None:
         """The result this run stored under ``key``, if any."""
@@ -98,11 +98,16 @@ class RunCheckpoints:
     def put_nowait(self, key: str, result: LeafResult) -> bool:
         """Like `put` (which never waits); writes a full batch to the store if it is free."""
         won = self.put(key, result)
-        if len(self._pending) >= FLUSH_EVERY:
-            # Locked elsewhere (BlockingIOError), or the file cannot take them: the next batch
-            # tries again, and the run's end (see `_flush`), never this step's result.
-            with contextlib.suppress(sqlite3.Error, OSError):
+        if len(self._pending) >= FLUSH_EVERY and not self._refused:
+            try:
                 self._write_nowait()
+            except BlockingIOError:
+                pass  # locked elsewhere: the next batch tries again, and the run's end
+            except (sqlite3.Error, OSError):
+                # The file cannot take them (a full disk): trying again at every step would
+                # rewrite the whole growing batch each time; the run's end tries once more (see
+                # `_flush`), never this step's result.
+                self._refused = True
         return won
 
     def get_answer(self, key: str) -> bytes | None:

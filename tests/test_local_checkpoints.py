@@ -161,3 +161,20 @@ async def test_a_store_that_cannot_take_the_results_neither_fails_the_run_nor_hi
     failing = chain(1, last="      - {pipe: fail}\n")
     with pytest.raises(dp.StepFailed, match="ConnectionError"):
         await dp.run_local(failing, "chain", {"question": "tides"})
+
+
+async def test_a_file_that_refused_a_batch_is_tried_again_only_at_the_runs_end(
+    checkpoints: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each try writes everything held: trying at every step would rewrite a growing batch.
+    tries: list[int] = []
+
+    def full(self: SqliteCheckpoints, results: dict[str, LeafResult]) -> int:
+        tries.append(len(results))
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(SqliteCheckpoints, "put_many_nowait", full)
+    monkeypatch.setattr(durapipe.local, "FLUSH_EVERY", 1)
+    result = await dp.run_local(chain(5), "chain", {"question": "tides"})
+    assert [s.status for s in result.steps] == ["succeeded"] * 5
+    assert tries == [1, 5]  # the first batch, then all five at the run's end
