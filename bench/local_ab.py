@@ -117,7 +117,8 @@ async def compare(runs: Mapping[str, Variant], rounds: int) -> dict[str, dict[st
 def report(timings: Mapping[str, Mapping[str, list[float]]]) -> None:
     """Each variant's medians and its overhead over the first (the baseline), in µs per step."""
     base = {what: statistics.median(v) for what, v in next(iter(timings.values())).items()}
-    print(f"{'us per step (median)':26s} {'wall':>8s} {'cpu':>8s} {'thread':>8s}   over baseline")
+    labels = " ".join(f"{'+' + w:>7s}" for w in ("wall", "cpu", "thread"))
+    print(f"{'us per step (median)':26s} {'wall':>8s} {'cpu':>8s} {'thread':>8s}   {labels}")
     for name, figures in timings.items():
         median = {what: statistics.median(v) for what, v in figures.items()}
         over = " ".join(f"{median[w] - base[w]:+7.0f}" for w in ("wall", "cpu", "thread"))

@@ -331,7 +331,7 @@ async def test_running_runs_on_a_queue_no_worker_polls_are_named_without_waiting
         cli = await acli(temporal_address, "runs", "--pipe", pipe)
         assert cli.returncode == 0, cli.stderr
         assert (
-            f"the totals of {count} running runs could not be read: {nobody}"
+            f"the totals of {count} running runs could not be read; {nobody}"
         ) in cli.stderr.splitlines()
         shown = await acli(temporal_address, "describe", handles[0].run_id)
         assert f"(not searchable, and the run could not tell them: {nobody})" in shown.stdout

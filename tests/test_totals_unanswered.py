@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from temporalio import workflow
@@ -15,8 +15,10 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 import durapipe as dp
+import durapipe.client._totals
 import durapipe.workflows._workflow as pipe_workflow
 from durapipe.adapters._plan import WORKFLOW_NAME
+from durapipe.client._totals import QueuePollers
 from durapipe.runtime._interpret import Interpreter
 from tests.support import acli, attempt_of, eventually
 
@@ -115,6 +117,28 @@ async def test_a_run_whose_workflow_task_keeps_failing_says_so_in_place_of_its_t
         "failed (Temporal records no later one's outcome): pipe code changed under the run"
     )
     assert any(
-        line.startswith(f"the totals of 1 running run could not be read: run '{handle.run_id}' ")
+        line.startswith(f"the totals of 1 running run could not be read; run '{handle.run_id}' ")
         for line in listed.stderr.splitlines()
     ), listed.stderr
+
+
+async def test_a_reader_of_a_queues_pollers_cancelled_alone_leaves_the_answer_to_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked = asyncio.Event()
+    answer = asyncio.Event()
+
+    async def slow(client: object, task_queue: str) -> str | None:
+        asked.set()
+        await answer.wait()
+        return f"no worker polls task queue '{task_queue}'"
+
+    monkeypatch.setattr(durapipe.client._totals, "unpolled", slow)
+    pollers = QueuePollers(cast(Client, None))
+    first = asyncio.ensure_future(pollers.unpolled("q"))
+    second = asyncio.ensure_future(pollers.unpolled("q"))
+    await asked.wait()
+    first.cancel()
+    answer.set()
+    assert await second == "no worker polls task queue 'q'"
+    assert first.cancelled()

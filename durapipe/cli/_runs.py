@@ -70,7 +70,7 @@ def runs(
             unanswered[why] = unanswered.get(why, 0) + 1
     for why, count in unanswered.items():
         typer.echo(
-            f"the totals of {count} running run{'s' if count > 1 else ''} could not be read: "
+            f"the totals of {count} running run{'s' if count > 1 else ''} could not be read; "
             f"{why}" + ("; listed without --min-cost applied" if min_cost else ""),
             err=True,
         )

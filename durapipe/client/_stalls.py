@@ -308,8 +308,8 @@ async def _stuck_task(
     queue = description.execution_config.task_queue.name
     where = f"is on attempt {attempt} on the workers of task queue '{queue}'"
     ended = await _last_task_end(client, workflow_id)
-    if ended is None:  # beyond the page read: whether it failed or timed out is not known here
-        return f"{where}; how its first attempt ended is not in the last 100 events of its history"
+    if ended is None:  # beyond the page read, or an earlier series's end: not known here
+        return f"{where}; how the first attempt of these ended is not in its recorded history"
     first = "the first attempt {} (Temporal records no later one's outcome)"
     if ended.HasField("workflow_task_failed_event_attributes"):
         message = await _failure_message(client, ended)

@@ -50,7 +50,8 @@ class QueuePollers:
         if asked is None:
             asked = asyncio.ensure_future(unpolled(self._client, task_queue))
             self._asked[task_queue] = asked
-        return await asked
+        # Shielded: one reader cancelled alone must not cancel the answer the others wait on.
+        return await asyncio.shield(asked)
 
 
 async def totals_from_the_run(
