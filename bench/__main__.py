@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -347,17 +349,43 @@ def payload_bytes(events: Sequence[HistoryEvent]) -> int:
     return total
 
 
+@contextlib.contextmanager
+def workers(
+    address: str, file: Path, work: Path, queue: str
+) -> Iterator[tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]]:
+    """durapipe's worker on ``queue`` and the hand-written one on ``queue-hw``, each its own
+    process (so each process's CPU time is its side's own), once both are ready."""
+    with (
+        process(
+            durapipe_cli("worker", str(file), "--address", address, "--task-queue", queue),
+            work / "durapipe-worker.log",
+            env={**os.environ, "DURAPIPE_CHECKPOINTS": str(work / "checkpoints.sqlite")},
+        ) as ours,
+        process(
+            [sys.executable, "-m", "bench.handwritten", "--address", address,
+             "--task-queue", queue + "-hw"],
+            work / "handwritten-worker.log",
+        ) as theirs,
+    ):  # fmt: skip
+        wait_ready(ours, work / "durapipe-worker.log", "worker ready")
+        wait_ready(theirs, work / "handwritten-worker.log", "worker ready")
+        yield ours, theirs
+
+
+async def plain_seq50() -> None:
+    """The local baseline: 50 plain awaited litellm calls of the offline model."""
+    litellm = litellm_module()
+    for i in range(STEPS):
+        await litellm.acompletion(
+            model=dp.OFFLINE_MODEL,
+            messages=[{"role": "user", "content": f"q {i}"}],
+            num_retries=0,
+        )
+
+
 async def local(pipeline: dp.Pipeline, repeats: int) -> bool:
     """(d) run_local of seq50 against 50 plain awaited litellm calls."""
-    litellm = litellm_module()
-
-    async def plain() -> None:
-        for i in range(STEPS):
-            await litellm.acompletion(
-                model=dp.OFFLINE_MODEL,
-                messages=[{"role": "user", "content": f"q {i}"}],
-                num_retries=0,
-            )
+    plain = plain_seq50
 
     async def ours() -> None:
         await dp.run_local(pipeline, "seq50", {"question": "q"})
@@ -497,21 +525,7 @@ async def main(argv: list[str] | None = None) -> int:
         pipeline, file = load_pipeline(work)
         async with dev_server(args.address) as address:
             queue = f"bench-{uuid.uuid4().hex[:8]}"
-            # Each side's worker is its own process, so its CPU time is its own.
-            with (
-                process(
-                    durapipe_cli("worker", str(file), "--address", address, "--task-queue", queue),
-                    work / "durapipe-worker.log",
-                    env={**os.environ, "DURAPIPE_CHECKPOINTS": str(work / "checkpoints.sqlite")},
-                ) as ours_worker,
-                process(
-                    [sys.executable, "-m", "bench.handwritten", "--address", address,
-                     "--task-queue", queue + "-hw"],
-                    work / "handwritten-worker.log",
-                ) as theirs_worker,
-            ):  # fmt: skip
-                wait_ready(ours_worker, work / "durapipe-worker.log", "worker ready")
-                wait_ready(theirs_worker, work / "handwritten-worker.log", "worker ready")
+            with workers(address, file, work, queue) as (ours_worker, theirs_worker):
                 print_baseline()
                 print_method()
                 bench = Bench(

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import os
 import re
-import sys
 import tempfile
 import time
 import uuid
@@ -38,7 +37,7 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything imports litellm
 
 from bench import handwritten
-from bench._common import CLOCK_TICKS, cpu_when_quiet, dev_server, durapipe_cli, process, wait_ready
+from bench._common import CLOCK_TICKS, cpu_when_quiet, dev_server
 from bench.activity_ab import compare, report
 
 QUESTION = {"question": "q"}
@@ -163,27 +162,14 @@ def thread_cpu(pid: int) -> dict[str, float]:
 async def live(rounds: int) -> None:
     """The ``concurrent200`` load on both sides' worker processes; CPU ms per run by thread."""
     import durapipe as dp
-    from bench.__main__ import SMALL_RUNS, load_pipeline
+    from bench.__main__ import SMALL_RUNS, load_pipeline, workers
 
     with tempfile.TemporaryDirectory(prefix="concurrent-ab-") as folder:
         work = Path(folder)
         pipeline, file = load_pipeline(work)
         async with dev_server(None) as address:
             queue = f"cab-{uuid.uuid4().hex[:8]}"
-            with (
-                process(
-                    durapipe_cli("worker", str(file), "--address", address, "--task-queue", queue),
-                    work / "durapipe-worker.log",
-                    env={**os.environ, "DURAPIPE_CHECKPOINTS": str(work / "checkpoints.sqlite")},
-                ) as ours_worker,
-                process(
-                    [sys.executable, "-m", "bench.handwritten", "--address", address,
-                     "--task-queue", queue + "-hw"],
-                    work / "handwritten-worker.log",
-                ) as theirs_worker,
-            ):  # fmt: skip
-                wait_ready(ours_worker, work / "durapipe-worker.log", "worker ready")
-                wait_ready(theirs_worker, work / "handwritten-worker.log", "worker ready")
+            with workers(address, file, work, queue) as (ours_worker, theirs_worker):
                 ours_client = await dp.connect(address, pipeline=pipeline)
                 theirs_client = await handwritten.connect(address)
 

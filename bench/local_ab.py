@@ -37,7 +37,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything
 
 import durapipe as dp
 import durapipe.local
-from bench.__main__ import STEPS, load_pipeline
+from bench.__main__ import STEPS, load_pipeline, plain_seq50
 from durapipe.adapters._litellm import litellm_module
 from durapipe.stores import SqliteCheckpoints
 
@@ -47,14 +47,6 @@ Variant = Callable[[], Awaitable[object]]
 def variants(pipeline: dp.Pipeline, store: SqliteCheckpoints, answer: Any) -> dict[str, Variant]:
     """The baseline first, then each way of running ``seq50`` locally (see the module docs)."""
     litellm = litellm_module()
-
-    async def plain() -> None:
-        for i in range(STEPS):
-            await litellm.acompletion(
-                model=dp.OFFLINE_MODEL,
-                messages=[{"role": "user", "content": f"q {i}"}],
-                num_retries=0,
-            )
 
     async def recorded(**_: Any) -> Any:
         return answer
@@ -74,7 +66,7 @@ def variants(pipeline: dp.Pipeline, store: SqliteCheckpoints, answer: Any) -> di
         return run
 
     return {
-        "plain litellm": plain,
+        "plain litellm": plain_seq50,
         "run_local": local(store),
         "step checkpoint per step": local(store, per_step=True),
         "checkpoints off": local(None),
