@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import socket
 import sqlite3
 import time
@@ -132,7 +133,11 @@ def test_a_call_waits_for_every_limit_it_matches(store: LimitStore) -> None:
 def _hold_slots(path: str, leases: int, seen: multiprocessing.Queue[int]) -> None:
     limits = SqliteLimits(path)
     one = [rule(concurrency=3)]
-    taken = sum(1 for n in range(leases) if limits.try_acquire(f"{path}-{n}", one, 0, 60) == 0.0)
+    # Lease ids are unique per call (uuid4 in `limited`): the same id from two racers would be
+    # one lease replaced, counted as taken by both.
+    taken = sum(
+        1 for n in range(leases) if limits.try_acquire(f"{os.getpid()}-{n}", one, 0, 60) == 0.0
+    )
     seen.put(taken)
 
 
