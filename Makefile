@@ -1,5 +1,6 @@
 # One command each: `make test` (what CI runs), `make demo` (the quick start), `make lint`,
 # `make bench` (durapipe against hand-written temporalio), `make bench-peer` (and pydantic-ai),
+# `make bench-profile` (where each worker's Python CPU goes, py-spy over the same runs),
 # `make bench-activity` (in-process A/B timing of the activity path), `make bench-local` (of
 # `--local` runs), `make bench-workflow` (of the
 # workflow side, replaying recorded histories), `make throttle` (provider
@@ -19,7 +20,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 LATEST_VENV := .venv-latest
 
-.PHONY: install install-runtime ocr redis-server test-tools test test-latest lint typecheck format demo bench bench-peer bench-activity bench-local bench-workflow bench-batch bench-mthds throttle chaos clean lock deploy-tools deploy-check
+.PHONY: install install-runtime ocr redis-server test-tools test test-latest lint typecheck format demo bench bench-peer bench-profile bench-activity bench-local bench-workflow bench-batch bench-mthds throttle chaos clean lock deploy-tools deploy-check
 
 $(RUNTIME_STAMP): pyproject.toml $(RUNTIME_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -120,6 +121,16 @@ bench-peer: $(PEER_STAMP)
 
 bench-activity: $(STAMP)
 	$(BIN)/python -m bench.activity_ab
+
+# Where each worker's Python CPU goes (py-spy samples over the same runs on both sides). py-spy
+# goes into a venv of its own (a profiler, never a durapipe dependency).
+SPY_VENV := bench/.venv-spy
+$(SPY_VENV)/bin/py-spy:
+	test -x $(SPY_VENV)/bin/python || $(PYTHON) -m venv $(SPY_VENV)
+	$(SPY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'py-spy>=0.4,<0.5'
+
+bench-profile: $(STAMP) $(SPY_VENV)/bin/py-spy
+	$(BIN)/python -m bench.profile_ab
 
 bench-local: $(STAMP)
 	$(BIN)/python -m bench.local_ab

@@ -109,14 +109,22 @@ async def measure(work: Callable[[], Awaitable[object]], pid: int) -> tuple[floa
     return wall, await cpu_when_quiet(pid) - cpu
 
 
+Run = Callable[[], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class Work:
+    """One part's runs: durapipe's, the hand-written baseline's, durapipe's started without
+    searchable totals (None where the part has no such side), and the leaves one run covers."""
+
+    ours: Run
+    theirs: Run
+    totals_off: Run | None
+    leaves: int
+
+
 async def compare(
-    name: str,
-    ours: Callable[[], Awaitable[object]],
-    theirs: Callable[[], Awaitable[object]],
-    pids: tuple[int, int],
-    leaves: int,
-    pairs: int,
-    totals_off: Callable[[], Awaitable[object]] | None = None,
+    name: str, work: Work, pids: tuple[int, int], pairs: int
 ) -> tuple[Spread, Spread]:
     """durapipe over hand-written, in wall time and worker CPU: the median of per-pair ratios.
 
@@ -127,11 +135,12 @@ async def compare(
     ``<name>.wall_ratio`` and ``<name>.cpu_ratio`` (medians, with ``.iqr`` and ``.range``, and a
     note of their exact inputs), ``<name>.pairs``, and each side's worker CPU per leaf over all
     rounds (the dev server adds a fixed wait to every step, which hides a worker's overhead in
-    wall time). With ``totals_off`` (durapipe's runs started without searchable totals), that
-    third side runs in the same rounds, on durapipe's worker, on the baseline's other side, and
-    is printed with ``.totals_off``.
+    wall time). With ``work.totals_off`` (durapipe's runs started without searchable totals),
+    that third side runs in the same rounds, on durapipe's worker, on the baseline's other side,
+    and is printed with ``.totals_off``.
     """
-    sides = [ours, theirs] + ([totals_off] if totals_off else [])
+    totals_off, leaves = work.totals_off, work.leaves
+    sides = [work.ours, work.theirs] + ([totals_off] if totals_off else [])
     side_pids = [pids[0], pids[1], pids[0]]
     walls: list[list[float]] = [[] for _ in sides]
     cpus: list[list[float]] = [[] for _ in sides]
@@ -211,17 +220,62 @@ class Bench:
                 where = f"met by the median, not by {spread.high:.3f}, the highest pair"
             note(f"{name}.{figure_name} <= {WALL_TARGET}: {where}")
 
-    async def seq50(self, pairs: int) -> None:
-        ratios = await compare(
-            "seq50",
-            lambda: self.ours_run("seq50", {"question": "q"}),
-            lambda: self.theirs_run("bench.sequence", "q", STEPS),
-            self.pids,
-            STEPS,
-            pairs,
-            totals_off=lambda: self.ours_run("seq50", {"question": "q"}, searchable_totals=False),
-        )
-        self.judge("seq50", ratios)
+    def work(self, part: str) -> Work:
+        """The runs of ``part`` (seq50, batch1000 or concurrent200) on both sides."""
+        questions = [f"q{i}" for i in range(BATCH_ITEMS)]
+
+        async def concurrent(searchable_totals: bool = True) -> None:
+            handles = [
+                await dp.start(
+                    self.ours.client,
+                    self.pipeline,
+                    "ask",
+                    {"question": f"q{i}"},
+                    task_queue=self.ours.queue,
+                    searchable_totals=searchable_totals,
+                )
+                for i in range(SMALL_RUNS)
+            ]
+            await asyncio.gather(*(h.result() for h in handles))
+
+        async def concurrent_handwritten() -> None:
+            handles = [
+                await self.theirs.client.start_workflow(
+                    "bench.single",
+                    f"q{i}",
+                    id=f"hw-{uuid.uuid4().hex}",
+                    task_queue=self.theirs.queue,
+                )
+                for i in range(SMALL_RUNS)
+            ]
+            await asyncio.gather(*(h.result() for h in handles))
+
+        if part == "seq50":
+            return Work(
+                lambda: self.ours_run("seq50", {"question": "q"}),
+                lambda: self.theirs_run("bench.sequence", "q", STEPS),
+                lambda: self.ours_run("seq50", {"question": "q"}, searchable_totals=False),
+                STEPS,
+            )
+        if part == "batch1000":
+            return Work(
+                lambda: self.ours_run("batch1000", {"questions": questions}),
+                lambda: self.theirs_run("bench.batch", questions, BATCH_CONCURRENCY),
+                None,
+                BATCH_ITEMS,
+            )
+        if part == "concurrent200":
+            return Work(
+                concurrent,
+                concurrent_handwritten,
+                lambda: concurrent(searchable_totals=False),
+                SMALL_RUNS,
+            )
+        raise ValueError(f"no part {part!r}: seq50, batch1000 or concurrent200")
+
+    async def part(self, name: str, pairs: int) -> None:
+        """Time part ``name`` in ``pairs`` pairs (`compare`) and judge it against the target."""
+        self.judge(name, await compare(name, self.work(name), self.pids, pairs))
 
     async def history(self) -> None:
         """History events and payload bytes per leaf of one run of each shape, both sides.
@@ -268,56 +322,6 @@ class Bench:
             figure(f"{name}.history_events.totals_off", len(off))
             figure(f"{name}.history_events_per_leaf.totals_off", len(off) / leaves)
             figure(f"{name}.workflow_tasks.totals_off", workflow_tasks(off))
-
-    async def batch(self, pairs: int) -> None:
-        questions = [f"q{i}" for i in range(BATCH_ITEMS)]
-        ratios = await compare(
-            "batch1000",
-            lambda: self.ours_run("batch1000", {"questions": questions}),
-            lambda: self.theirs_run("bench.batch", questions, BATCH_CONCURRENCY),
-            self.pids,
-            BATCH_ITEMS,
-            pairs,
-        )
-        self.judge("batch1000", ratios)
-
-    async def concurrent(self, pairs: int) -> None:
-        async def ours(searchable_totals: bool = True) -> None:
-            handles = [
-                await dp.start(
-                    self.ours.client,
-                    self.pipeline,
-                    "ask",
-                    {"question": f"q{i}"},
-                    task_queue=self.ours.queue,
-                    searchable_totals=searchable_totals,
-                )
-                for i in range(SMALL_RUNS)
-            ]
-            await asyncio.gather(*(h.result() for h in handles))
-
-        async def theirs() -> None:
-            handles = [
-                await self.theirs.client.start_workflow(
-                    "bench.single",
-                    f"q{i}",
-                    id=f"hw-{uuid.uuid4().hex}",
-                    task_queue=self.theirs.queue,
-                )
-                for i in range(SMALL_RUNS)
-            ]
-            await asyncio.gather(*(h.result() for h in handles))
-
-        ratios = await compare(
-            "concurrent200",
-            ours,
-            theirs,
-            self.pids,
-            SMALL_RUNS,
-            pairs,
-            totals_off=lambda: ours(searchable_totals=False),
-        )
-        self.judge("concurrent200", ratios)
 
 
 async def run_events(client: Client, workflow_id: str) -> list[HistoryEvent]:
@@ -533,12 +537,9 @@ async def main(argv: list[str] | None = None) -> int:
                     Side(await dp.connect(address, pipeline=pipeline), ours_worker.pid, queue),
                     Side(await handwritten.connect(address), theirs_worker.pid, queue + "-hw"),
                 )
-                if "seq50" in parts:
-                    await bench.seq50(pairs["seq50"])
-                if "batch1000" in parts:
-                    await bench.batch(pairs["batch1000"])
-                if "concurrent200" in parts:
-                    await bench.concurrent(pairs["concurrent200"])
+                for part in ("seq50", "batch1000", "concurrent200"):
+                    if part in parts:
+                        await bench.part(part, pairs[part])
                 if "history" in parts:
                     await bench.history()
             if "local" in parts:

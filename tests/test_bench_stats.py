@@ -76,7 +76,9 @@ async def test_the_ratio_is_the_median_of_pairs_taken_side_by_side(
 ) -> None:
     machine = BusierMachine(_noop)
     monkeypatch.setattr(bench_main, "measure", machine)
-    wall, cpu = await bench_main.compare("seq50", _noop, _other, (1, 2), 50, 6)
+    wall, cpu = await bench_main.compare(
+        "seq50", bench_main.Work(_noop, _other, None, 50), (1, 2), 6
+    )
     # A warm-up round, then six pairs, which side goes first alternating.
     assert machine.calls == ["ours", "theirs"] + ["theirs", "ours", "ours", "theirs"] * 3
     # Alternating cancels the drift (1.1/1.02 and 1.1*1.02 pairs): the median is 1.1 to 4
@@ -104,7 +106,7 @@ async def test_a_third_side_pairs_with_the_baseline_in_the_same_rounds(
 ) -> None:
     machine = BusierMachine(_noop)
     monkeypatch.setattr(bench_main, "measure", machine)
-    await bench_main.compare("concurrent200", _noop, _other, (1, 2), 200, 2, totals_off=_noop)
+    await bench_main.compare("concurrent200", bench_main.Work(_noop, _other, _noop, 200), (1, 2), 2)
     # Totals off runs on durapipe's worker (the fake counts it as ours), beside hand-written.
     assert machine.calls == ["ours", "theirs", "ours"] * 3
     out = capsys.readouterr().out

@@ -1,0 +1,96 @@
+"""The profile harness sorts each py-spy sample into one area, by where its stack runs."""
+
+from __future__ import annotations
+
+import collections
+
+from bench.profile_ab import Libraries, Profile, area, frames
+
+LIBS = Libraries(
+    durapipe="/src/durapipe/",
+    bench="/src/bench/",
+    model=("/venv/litellm/",),
+    by_area=(("/venv/temporalio/", "temporalio"), ("/py/asyncio/", "event_loop")),
+)
+ENTRY = "main (/src/durapipe/cli/_app.py:10);run (/py/asyncio/runners.py:5)"
+BASELINE_ENTRY = "<module> (/src/bench/handwritten.py:3);_serve (/src/bench/handwritten.py:9)"
+
+
+def stack(*parts: str) -> str:
+    return ";".join(parts)
+
+
+def test_a_sample_inside_a_model_call_is_the_model_calls_whoever_called_it() -> None:
+    ours = stack(
+        ENTRY,
+        "_ask (/src/durapipe/activities/_llm.py:1)",
+        "acompletion (/venv/litellm/main.py:2)",
+        "x (/py/asyncio/events.py:3)",
+    )
+    theirs = stack(
+        BASELINE_ENTRY, "ask (/src/bench/handwritten.py:4)", "acompletion (/venv/litellm/main.py:2)"
+    )
+    offline = stack(ENTRY, "acompletion (/src/durapipe/adapters/_offline.py:5)")
+    assert area(frames(ours), LIBS) == "model_call"
+    assert area(frames(theirs), LIBS) == "model_call"
+    assert area(frames(offline), LIBS) == "model_call"
+
+
+def test_the_deepest_durapipe_module_names_the_area_not_the_worker_entry() -> None:
+    key = stack(
+        ENTRY,
+        "run (/src/durapipe/activities/_activities.py:1)",
+        "checkpoint_key (/src/durapipe/stores/_checkpoints.py:2)",
+        "dumps (/py/json/__init__.py:3)",
+    )
+    workflow = stack(
+        ENTRY,
+        "step (/src/durapipe/runtime/_interpret.py:1)",
+        "execute_activity (/venv/temporalio/workflow.py:2)",
+    )
+    entry_only = stack(ENTRY, "poll (/venv/temporalio/worker/_activity.py:1)")
+    assert area(frames(key), LIBS) == "checkpoints"
+    assert area(frames(workflow), LIBS) == "workflow"
+    assert area(frames(entry_only), LIBS) == "temporalio"  # the CLI frames are every stack's root
+    baseline = stack(
+        BASELINE_ENTRY,
+        "one (/src/bench/handwritten.py:5)",
+        "execute_activity (/venv/temporalio/workflow.py:2)",
+    )
+    assert area(frames(baseline), LIBS) == "baseline_code"
+    assert (
+        area(frames(stack(BASELINE_ENTRY, "x (/py/asyncio/base_events.py:1)")), LIBS)
+        == "event_loop"
+    )
+
+
+def test_samples_without_python_frames_or_outside_known_libraries() -> None:
+    assert area(frames(""), LIBS) == "native"
+    assert area(frames(stack(ENTRY, "f (<frozen os>:1)")), LIBS) == "other"
+
+
+def test_a_profile_counts_samples_by_area_and_durapipe_function() -> None:
+    profile = Profile()
+    raw = [
+        stack(ENTRY, "checkpoint_key (/src/durapipe/stores/_checkpoints.py:2)") + " 7\n",
+        stack(
+            ENTRY,
+            "checkpoint_key (/src/durapipe/stores/_checkpoints.py:9)",
+            "dumps (/py/json/x.py:1)",
+        )
+        + " 3\n",
+        stack(
+            ENTRY,
+            "_ask (/src/durapipe/activities/_llm.py:1)",
+            "acompletion (/venv/litellm/main.py:2)",
+        )
+        + " 5\n",
+        "garbage line without a count\n",
+    ]
+    profile.add(raw, LIBS)
+    assert profile.areas == collections.Counter({"checkpoints": 10, "model_call": 5})
+    assert profile.samples == 15
+    # Model calls are litellm's work, not durapipe's: no durapipe function is charged with them.
+    assert profile.functions == collections.Counter(
+        {"checkpoint_key (durapipe/stores/_checkpoints.py)": 10}
+    )
