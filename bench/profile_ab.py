@@ -12,11 +12,16 @@ of each worker; native work done without the GIL (the Temporal core's Rust threa
 I/O) is not sampled. Each side's worker CPU over the same runs is printed beside the samples, so a
 reader sees how much of it they cover.
 
+Each worker also reports its garbage collections' CPU (``bench/_gc_probe``): py-spy charges a
+collection to whichever frame allocated when it began, so it is printed apart (``gc``), as
+microseconds per leaf and the number of collections; those microseconds are inside the areas' too.
+
 Each sample goes to one area: inside a model call (litellm, the offline model) ``model_call``;
 else the durapipe module deepest in its stack (``checkpoints``, ``activity``, ``workflow``,
 ``converter``, ``durapipe_other``), or the hand-written worker's own code (``baseline_code``);
 else the library its innermost frame is in (``temporalio``, ``pydantic``, ``protobuf``,
-``event_loop``, ``threads``, ``other``; ``native`` when py-spy saw no Python frame). Figures are
+``event_loop``, ``threads``, ``other``; ``native`` when py-spy saw no Python frame; ``gc_probe``
+for the probe's own callback, on both sides). Figures are
 microseconds per leaf at the sampling rate, with the exact sample counts beside them.
 """
 
@@ -138,6 +143,8 @@ def area(stack: Sequence[tuple[str, str]], libraries: Libraries) -> str:
                     (name for prefix, name in DURAPIPE_AREAS if module.startswith(prefix)),
                     "durapipe_other",
                 )
+        elif path.startswith(libraries.bench + "_gc_probe/"):
+            return "gc_probe"  # the probe itself (both sides), not either side's code
         elif path.startswith(libraries.bench) and function not in BASELINE_ENTRY:
             deepest = "baseline_code"
     if deepest is not None:
@@ -163,6 +170,8 @@ class Profile:
     functions: collections.Counter[str] = field(default_factory=collections.Counter)
     cpu_s: float = 0.0
     wall_s: float = 0.0
+    gc_s: float = 0.0
+    collections: int = 0
 
     @property
     def samples(self) -> int:
@@ -204,6 +213,8 @@ def report(profiles: Mapping[str, Profile], *, leaves: int, rate: int, top: int,
         figure(f"profile.{part}.{name}.samples", profile.samples)
         figure(f"profile.{part}.{name}.python_us_per_leaf", round(us(profile.samples), 1))
         figure(f"profile.{part}.{name}.worker_cpu_us_per_leaf", round(profile.cpu_s / leaves * 1e6))
+        figure(f"profile.{part}.{name}.gc_us_per_leaf", round(profile.gc_s / leaves * 1e6, 1))
+        figure(f"profile.{part}.{name}.gc_collections", profile.collections)
         note(
             f"{name}: {sampled:.2f} s of GIL samples of {profile.cpu_s:.2f} s worker CPU "
             f"({sampled / profile.cpu_s:.0%} covered), {profile.wall_s:.2f} s wall"
@@ -267,6 +278,19 @@ class Recorder:
                 raise SystemExit(f"py-spy wrote no samples for {name}; its log {log} says why")
 
 
+GC_PROBE = Path(__file__).parent / "_gc_probe"
+
+
+def gc_spent(folder: Path, pid: int) -> tuple[float, int]:
+    """The CPU seconds worker ``pid`` has spent in garbage collections so far, and how many ran
+    (`bench._gc_probe`; none yet before its first collection)."""
+    try:
+        seconds, count = (folder / f"gc-{pid}").read_text().split()
+    except (FileNotFoundError, ValueError):
+        return 0.0, 0
+    return float(seconds), int(count)
+
+
 async def profile(args: argparse.Namespace, folder: Path) -> tuple[dict[str, Profile], int]:
     """Run the part ``args.rounds`` times per side with py-spy on the side's worker; the
     profiles, and the leaves each side ran."""
@@ -275,6 +299,11 @@ async def profile(args: argparse.Namespace, folder: Path) -> tuple[dict[str, Pro
     profiles = {name: Profile() for name in SIDES}
     os.environ.setdefault("DURAPIPE_CHECKPOINTS", str(folder / "checkpoints-local.sqlite"))
     pipeline, file = load_pipeline(folder)
+    # Both workers (started below, with this environment) report their collections.
+    os.environ["BENCH_GC_PROBE"] = str(folder)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, (str(GC_PROBE), os.environ.get("PYTHONPATH")))
+    )
     async with dev_server(args.address) as address:
         queue = f"profile-{uuid.uuid4().hex[:8]}"
         with workers(address, file, folder, queue) as (ours_worker, theirs_worker):
@@ -290,10 +319,14 @@ async def profile(args: argparse.Namespace, folder: Path) -> tuple[dict[str, Pro
             for round_no in range(args.rounds):
                 for side in side_order(round_no, 2):
                     name, pid = SIDES[side], bench.pids[side]
+                    gc_before, collections_before = gc_spent(folder, pid)
                     with recorder.record(pid, name) as out:
                         wall, cpu = await measure(runs[side], pid)
+                    gc_after, collections_after = gc_spent(folder, pid)
                     profiles[name].cpu_s += cpu
                     profiles[name].wall_s += wall
+                    profiles[name].gc_s += gc_after - gc_before
+                    profiles[name].collections += collections_after - collections_before
                     with out.open() as raw:
                         profiles[name].add(raw, libraries)
     return profiles, work.leaves * args.rounds

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import collections
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-from bench.profile_ab import Libraries, Profile, area, frames
+from bench.profile_ab import GC_PROBE, Libraries, Profile, area, frames, gc_spent
 
 LIBS = Libraries(
     durapipe="/src/durapipe/",
@@ -67,6 +71,9 @@ def test_the_deepest_durapipe_module_names_the_area_not_the_worker_entry() -> No
 def test_samples_without_python_frames_or_outside_known_libraries() -> None:
     assert area(frames(""), LIBS) == "native"
     assert area(frames(stack(ENTRY, "f (<frozen os>:1)")), LIBS) == "other"
+    # The collections probe runs in both workers: it is neither side's code.
+    probe = stack(BASELINE_ENTRY, "_probe (/src/bench/_gc_probe/sitecustomize.py:3)")
+    assert area(frames(probe), LIBS) == "gc_probe"
 
 
 def test_a_profile_counts_samples_by_area_and_durapipe_function() -> None:
@@ -94,3 +101,13 @@ def test_a_profile_counts_samples_by_area_and_durapipe_function() -> None:
     assert profile.functions == collections.Counter(
         {"checkpoint_key (durapipe/stores/_checkpoints.py)": 10}
     )
+
+
+def test_the_probe_reports_each_workers_collections(tmp_path: Path) -> None:
+    code = "import gc, os\nfor _ in range(5): gc.collect()\nprint(os.getpid())"
+    env = {**os.environ, "PYTHONPATH": str(GC_PROBE), "BENCH_GC_PROBE": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    seconds, collections = gc_spent(tmp_path, int(done.stdout))
+    assert collections >= 5
+    assert seconds > 0
+    assert gc_spent(tmp_path, 1) == (0.0, 0)  # a process that reported nothing
