@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import gc
 import hashlib
 import importlib.metadata
 import logging
@@ -323,6 +324,22 @@ def build_workers(
         )
         for queue in dict.fromkeys(queues)
     ]
+
+
+def freeze_startup_objects() -> int:
+    """Take every object alive now out of the cyclic garbage collector's sight (`gc.freeze`); how
+    many there were.
+
+    A worker calls this once it is built, before it polls. What it imported (litellm, temporalio,
+    pydantic, durapipe: ~460,000 objects) lives as long as the process, yet every full collection
+    walked all of it again: the ``batch1000`` bench's worker spent 0.62 s of its 30 s of CPU in
+    collections, 0.43 s of it in two full ones. Frozen, those objects are never walked again;
+    objects made later are collected as before, and reference counting frees frozen ones as
+    usual. No `gc.collect` first: the little garbage the imports left is not worth a full walk
+    (~0.15 s) at every start.
+    """
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 WARM_UP_LOGGING_S = 2.0  # the longest `warm_up` waits for litellm's logging of its call

@@ -520,6 +520,7 @@ async def _serve(
     async with contextlib.AsyncExitStack() as running:
         for built in workers:
             await running.enter_async_context(built)
+        dp.ops.freeze_startup_objects()  # what the worker built lives as long as it does
         target = client.service_client.config.target_host
         names = ", ".join(f"'{q}'" for q in dict.fromkeys(queues))
         typer.echo(

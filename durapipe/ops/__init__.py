@@ -14,7 +14,7 @@ from durapipe.ops._schedules import (
     trigger_schedule,
     unpause_schedule,
 )
-from durapipe.worker import warm_up
+from durapipe.worker import freeze_startup_objects, warm_up
 
 __all__ = [
     "DevServer",
@@ -25,6 +25,7 @@ __all__ = [
     "create_schedule",
     "delete_schedule",
     "fetch_histories",
+    "freeze_startup_objects",
     "list_schedules",
     "load_history",
     "pause_schedule",

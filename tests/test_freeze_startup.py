@@ -1,0 +1,36 @@
+"""A worker freezes what it built before it polls: full collections no longer walk it, and what
+it makes later is still collected."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from durapipe.ops import freeze_startup_objects
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.me = self  # a cycle: only the cyclic collector frees it
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    gc.unfreeze()
+    yield
+    gc.unfreeze()  # the test process's other tests get their heap back as it was
+
+
+def test_objects_alive_at_start_are_frozen_later_ones_collected(unfrozen: None) -> None:
+    early = _Node()
+    frozen = freeze_startup_objects()
+    assert frozen == gc.get_freeze_count() > 0
+    assert not any(o is early for o in gc.get_objects())  # out of the collector's sight
+    late = _Node()
+    gone = weakref.ref(late)
+    del late
+    gc.collect()
+    assert gone() is None  # garbage made after the freeze is collected as before
