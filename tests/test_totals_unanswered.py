@@ -15,10 +15,10 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 import durapipe as dp
-import durapipe.client._totals
+import durapipe.client._stalls
 import durapipe.workflows._workflow as pipe_workflow
 from durapipe.adapters._plan import WORKFLOW_NAME
-from durapipe.client._totals import QueuePollers
+from durapipe.client._stalls import QueuePollers
 from durapipe.runtime._interpret import Interpreter
 from tests.support import acli, attempt_of, eventually
 
@@ -128,12 +128,12 @@ async def test_a_reader_of_a_queues_pollers_cancelled_alone_leaves_the_answer_to
     asked = asyncio.Event()
     answer = asyncio.Event()
 
-    async def slow(client: object, task_queue: str) -> str | None:
+    async def slow(client: object, task_queue: str, *, activities: bool) -> str | None:
         asked.set()
         await answer.wait()
-        return f"no worker polls task queue '{task_queue}'"
+        return ""  # Temporal lists no poller
 
-    monkeypatch.setattr(durapipe.client._totals, "unpolled", slow)
+    monkeypatch.setattr(durapipe.client._stalls, "_gone", slow)
     pollers = QueuePollers(cast(Client, None))
     first = asyncio.ensure_future(pollers.unpolled("q"))
     second = asyncio.ensure_future(pollers.unpolled("q"))

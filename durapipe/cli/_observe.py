@@ -40,14 +40,16 @@ def show(
 
     async def described() -> tuple[dp.RunSummary, list[dp.StepRecord], str | None, str | None]:
         client = await dp.connect(options=connection)
-        summary = await dp.client.describe_run(client, run_id)
+        # The totals' query and the stall checks need the same queues' pollers: asked once.
+        pollers = dp.client.QueuePollers(client)
+        summary = await dp.client.describe_run(client, run_id, pollers=pollers)
         handle = dp.RunHandle(client, run_id)
         try:
-            steps = await handle.steps()
+            steps = await handle.steps(pollers=pollers)
         except dp.RunStalled as err:
             return summary, [], str(err), None
         # A worker answers, but a queue the run needs (a routed leaf's) may have none.
-        why = await handle.stalled() if summary.status == "running" else None
+        why = await handle.stalled(pollers=pollers) if summary.status == "running" else None
         return summary, steps, None, why
 
     summary, steps, stalled, waiting_on = asyncio.run(described())

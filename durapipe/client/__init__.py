@@ -16,12 +16,14 @@ from durapipe.client._run_control import (
 )
 from durapipe.client._runs import RunListing, RunSummary, describe_run, find_runs, list_runs
 from durapipe.client._runs import retry as redrive
+from durapipe.client._stalls import QueuePollers
 from durapipe.client._telemetry import Telemetry
 
 __all__ = [
     "DEFAULT_ADDRESS",
     "ConnectOptions",
     "PendingRequests",
+    "QueuePollers",
     "RunHandle",
     "RunListing",
     "RunSummary",

@@ -36,7 +36,13 @@ from durapipe._settings import settings
 from durapipe.adapters import DEFAULT_TASK_QUEUE, WORKFLOW_NAME, child_workflow_id, pipe_run
 from durapipe.client import _run_control
 from durapipe.client._connection import ConnectOptions
-from durapipe.client._stalls import RunQueues, failing_task, read_queues, why_stalled
+from durapipe.client._stalls import (
+    QueuePollers,
+    RunQueues,
+    failing_task,
+    read_queues,
+    why_stalled,
+)
 from durapipe.client._telemetry import Telemetry
 from durapipe.runtime import RunResult, StepFailure, StepRecord
 from durapipe.spec import Pipeline, is_controller_kind
@@ -127,18 +133,19 @@ class RunHandle:
             run_id, result_type=RunResult
         )
 
-    async def stalled(self) -> str | None:
+    async def stalled(self, *, pollers: QueuePollers | None = None) -> str | None:
         """Why the run cannot make progress (a task queue it needs has no worker, or its workflow
         task keeps failing on the workers it has), else None.
 
         The queues come from the run's start (read from its history for a run started
-        elsewhere); Temporal's DescribeTaskQueue says who polls them.
+        elsewhere); Temporal's DescribeTaskQueue says who polls them, asked anew unless
+        ``pollers`` (the queues' pollers as asked for this command) already knows.
         """
         if self._queues is None:
             self._queues = await self._read_queues()
             if self._queues is None:
                 return None
-        why = await why_stalled(self.client, self._queues)
+        why = await why_stalled(self.client, self._queues, pollers)
         return why or await failing_task(self.client, self.run_id)
 
     async def _read_queues(self) -> RunQueues | None:
@@ -167,11 +174,11 @@ class RunHandle:
                     f"no run '{self.run_id}': {err.message}", run_id=self.run_id
                 ) from None
 
-    async def steps(self) -> list[StepRecord]:
+    async def steps(self, *, pollers: QueuePollers | None = None) -> list[StepRecord]:
         """Step records of the run, including those of nested runs still in progress.
 
         A running run answers the ``durapipe.steps`` query; a closed one needs no worker: its
-        records travel in its result (or in its failure).
+        records travel in its result (or in its failure). ``pollers``: as for `stalled`.
 
         Raises:
             RunNotFound: no run with this id.
@@ -186,7 +193,7 @@ class RunHandle:
         if description.status == WorkflowExecutionStatus.RUNNING:
             # Without a worker the query would wait for its timeout; the queue says so at once.
             why = await why_stalled(
-                self.client, RunQueues(workflow=description.task_queue)
+                self.client, RunQueues(workflow=description.task_queue), pollers
             ) or await failing_task(self.client, self.run_id)
             if why is not None:
                 raise RunStalled(
@@ -196,7 +203,7 @@ class RunHandle:
             try:
                 return await _steps(self.client, self.run_id, self.run_id)
             except RPCError as err:
-                why = await self.stalled() or f"no worker answered: {err.message}"
+                why = await self.stalled(pollers=pollers) or f"no worker answered: {err.message}"
                 raise RunError(
                     f"run '{self.run_id}' is running but its steps cannot be read: {why}",
                     run_id=self.run_id,

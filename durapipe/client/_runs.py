@@ -31,7 +31,8 @@ from durapipe._errors import ConfigError, RunError, RunNotFound, StepFailed
 from durapipe.adapters import WORKFLOW_NAME
 from durapipe.client._connection import DEFAULT_ADDRESS
 from durapipe.client._handle import SPEC_VERSION, RunHandle, run_error
-from durapipe.client._totals import QueuePollers, totals_from_the_run
+from durapipe.client._stalls import QueuePollers
+from durapipe.client._totals import totals_from_the_run
 from durapipe.runtime import PipeRun
 from durapipe.workflows._search import (
     COST_USD,
@@ -318,8 +319,13 @@ async def _listed(
     return summaries[:limit], read, cut
 
 
-async def describe_run(client: Client, run_id: str) -> RunSummary:
+async def describe_run(
+    client: Client, run_id: str, *, pollers: QueuePollers | None = None
+) -> RunSummary:
     """One run's summary (its latest execution): pipe, status, totals so far, where it failed.
+
+    ``pollers``: the task queues' pollers as asked for this command, shared with the other reads
+    of one command (`RunHandle.steps`, `RunHandle.stalled`); a new one if None.
 
     Raises:
         RunNotFound: no run with this id.
@@ -328,7 +334,7 @@ async def describe_run(client: Client, run_id: str) -> RunSummary:
         description = await client.get_workflow_handle(run_id).describe()
     except RPCError as err:
         raise RunNotFound(f"no run '{run_id}': {err.message}", run_id=run_id) from None
-    summary = await _summary(client, description, QueuePollers(client))
+    summary = await _summary(client, description, pollers or QueuePollers(client))
     if not summary.pipe:  # a run recorded before its pipe was set at the start
         summary.pipe = str((await description.memo()).get("pipe", ""))
     return summary

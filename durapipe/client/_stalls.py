@@ -94,24 +94,44 @@ class RunQueues:
         return cls(workflow=task_queue, routed=routed)
 
 
-async def polled(client: Client, task_queue: str, *, activities: bool = False) -> bool:
-    """Whether a live worker polls ``task_queue`` for workflow tasks (or activity tasks).
+class QueuePollers:
+    """Whether a live worker polls each task queue, asked of the server once per queue (and task
+    type) for one command: a listing of 50 running runs of one queue makes one DescribeTaskQueue,
+    not 50, and `durapipe show` reads a run's totals and explains its stall from the same answer.
+    Asked concurrently, the first reader's request is shared by the others.
 
-    Raises:
-        RPCError: the server refused the request (e.g. the namespace does not exist).
+    One command, one instance: never kept longer, since workers come and go (a later command, or
+    a client that checks every second while it waits, asks again).
     """
-    return await _gone(client, task_queue, activities=activities) is None
 
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._asked: dict[tuple[str, bool], asyncio.Task[str | None]] = {}
 
-async def unpolled(client: Client, task_queue: str) -> str | None:
-    """One clause saying that no live worker polls ``task_queue`` for workflow tasks, so nothing
-    runs (or answers a query of) a run there; None if one does.
+    async def unpolled(self, task_queue: str) -> str | None:
+        """One clause saying that no live worker polls ``task_queue`` for workflow tasks, so
+        nothing runs (or answers a query of) a run there; None if one does.
 
-    Raises:
-        RPCError: the server refused the request (e.g. the namespace does not exist).
-    """
-    gone = await _gone(client, task_queue, activities=False)
-    return None if gone is None else f"no worker polls task queue '{task_queue}'{gone}"
+        Raises:
+            RPCError: the server refused the request (e.g. the namespace does not exist).
+        """
+        gone = await self.gone(task_queue)
+        return None if gone is None else f"no worker polls task queue '{task_queue}'{gone}"
+
+    async def gone(self, task_queue: str, *, activities: bool = False) -> str | None:
+        """None when a live worker polls ``task_queue`` for workflow tasks (or activity tasks);
+        else why its pollers count as gone ("" when Temporal lists none), asked once.
+
+        Raises:
+            RPCError: the server refused the request (e.g. the namespace does not exist).
+        """
+        key = (task_queue, activities)
+        asked = self._asked.get(key)
+        if asked is None:
+            asked = asyncio.ensure_future(_gone(self._client, task_queue, activities=activities))
+            self._asked[key] = asked
+        # Shielded: one reader cancelled alone must not cancel the answer the others wait on.
+        return await asyncio.shield(asked)
 
 
 async def _gone(client: Client, task_queue: str, *, activities: bool) -> str | None:
@@ -171,14 +191,18 @@ async def _heartbeats(client: Client, task_queue: str) -> dict[str, float]:
     return beats
 
 
-async def why_stalled(client: Client, queues: RunQueues) -> str | None:
+async def why_stalled(
+    client: Client, queues: RunQueues, pollers: QueuePollers | None = None
+) -> str | None:
     """One sentence saying why a run on ``queues`` cannot make progress, or None if it can.
 
-    Only what the server can tell: a queue the run needs that no live worker polls.
+    Only what the server can tell: a queue the run needs that no live worker polls. ``pollers``:
+    the queues' pollers as asked for this command (a new one if None).
     """
     flags = "" if client.namespace == "default" else f" -n {client.namespace}"
+    pollers = pollers or QueuePollers(client)
     try:
-        gone = await _gone(client, queues.workflow, activities=False)
+        gone = await pollers.gone(queues.workflow)
         if gone is not None:
             return (
                 f"no worker polls task queue '{queues.workflow}' (namespace "
@@ -186,7 +210,7 @@ async def why_stalled(client: Client, queues: RunQueues) -> str | None:
                 f"`durapipe worker FILE{flags} -t {queues.workflow}`"
             )
         for queue, pipes in queues.routed.items():
-            if not await polled(client, queue, activities=True):
+            if await pollers.gone(queue, activities=True) is not None:
                 names = ", ".join(f"'{p}'" for p in pipes)
                 which = f"pipes {names} are" if len(pipes) > 1 else f"pipe {names} is"
                 return (

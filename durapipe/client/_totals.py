@@ -25,7 +25,7 @@ from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from durapipe._errors import StepFailed
-from durapipe.client._stalls import failing_task, unpolled
+from durapipe.client._stalls import QueuePollers, failing_task
 from durapipe.runtime import StepRecord, Usage
 from durapipe.workflows import STEPS_QUERY
 from durapipe.workflows._search import finished_steps, spent
@@ -33,25 +33,6 @@ from durapipe.workflows._search import finished_steps, spent
 # A running run's query waits for a worker; a list of runs must not wait long on one without.
 QUERY_TIMEOUT = timedelta(seconds=2)
 _TIMED_OUT = (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
-
-
-class QueuePollers:
-    """Whether a worker polls each task queue, asked of the server once per queue: a listing of
-    50 running runs of one queue makes one DescribeTaskQueue, not 50 (the runs are read at once,
-    so the first reader's request is shared by the others)."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self._asked: dict[str, asyncio.Task[str | None]] = {}
-
-    async def unpolled(self, task_queue: str) -> str | None:
-        """`durapipe.client._stalls.unpolled` for ``task_queue``, asked once."""
-        asked = self._asked.get(task_queue)
-        if asked is None:
-            asked = asyncio.ensure_future(unpolled(self._client, task_queue))
-            self._asked[task_queue] = asked
-        # Shielded: one reader cancelled alone must not cancel the answer the others wait on.
-        return await asyncio.shield(asked)
 
 
 async def totals_from_the_run(
