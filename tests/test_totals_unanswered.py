@@ -12,6 +12,7 @@ from typing import Any, cast
 import pytest
 from temporalio import workflow
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 import durapipe as dp
@@ -142,3 +143,24 @@ async def test_a_reader_of_a_queues_pollers_cancelled_alone_leaves_the_answer_to
     answer.set()
     assert await second == "no worker polls task queue 'q'"
     assert first.cancelled()
+
+
+async def test_a_failed_question_about_a_queues_pollers_is_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = 0
+
+    async def flaky(client: object, task_queue: str, *, activities: bool) -> str | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RPCError("unavailable", RPCStatusCode.UNAVAILABLE, b"")
+        return None  # a worker polls
+
+    monkeypatch.setattr(durapipe.client._stalls, "_gone", flaky)
+    pollers = QueuePollers(cast(Client, None))
+    with pytest.raises(RPCError):
+        await pollers.unpolled("q")
+    assert await pollers.unpolled("q") is None  # asked again, not the cached failure
+    assert await pollers.unpolled("q") is None
+    assert calls == 2  # the answer, once had, is kept for the command

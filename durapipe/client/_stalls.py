@@ -14,6 +14,7 @@ itself looks healthy, waiting on its child.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,8 +131,15 @@ class QueuePollers:
         if asked is None:
             asked = asyncio.ensure_future(_gone(self._client, task_queue, activities=activities))
             self._asked[key] = asked
+            asked.add_done_callback(functools.partial(self._forget_failed, key))
         # Shielded: one reader cancelled alone must not cancel the answer the others wait on.
         return await asyncio.shield(asked)
+
+    def _forget_failed(self, key: tuple[str, bool], done: asyncio.Task[str | None]) -> None:
+        # A question that failed (a server briefly unavailable) is no answer: the readers waiting
+        # on it get its error, and the next reader of this command asks again.
+        if (done.cancelled() or done.exception() is not None) and self._asked.get(key) is done:
+            del self._asked[key]
 
 
 async def _gone(client: Client, task_queue: str, *, activities: bool) -> str | None:
