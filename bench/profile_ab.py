@@ -14,15 +14,21 @@ reader sees how much of it they cover.
 
 Each worker also reports its garbage collections' CPU (``bench/_gc_probe``): py-spy charges a
 collection to whichever frame allocated when it began, so it is printed apart (``gc``), as
-microseconds per leaf and the number of collections; those microseconds are inside the areas' too.
+microseconds per leaf and the number of collections (and of full ones); those
+microseconds are inside the areas' too.
 
-Each sample goes to one area: inside a model call (litellm, the offline model) ``model_call``;
-else the durapipe module deepest in its stack (``checkpoints``, ``activity``, ``workflow``,
-``converter``, ``durapipe_other``), or the hand-written worker's own code (``baseline_code``);
-else the library its innermost frame is in (``temporalio``, ``pydantic``, ``protobuf``,
-``event_loop``, ``threads``, ``other``; ``native`` when py-spy saw no Python frame; ``gc_probe``
-for the probe's own callback, on both sides). Figures are
-microseconds per leaf at the sampling rate, with the exact sample counts beside them.
+Each sample goes to one area: inside a model call (litellm, the offline model) ``model_call``,
+whatever durapipe code wraps the call; in the hand-written worker's own code ``baseline_code``;
+else the durapipe module closest to the sample that is not a helper (message models, templates,
+redaction: they work for their caller) names it: ``checkpoints`` (the checkpoint store and kept
+answers), ``activity``, ``workflow``, ``converter``, ``durapipe_other``; ``messages`` for
+durapipe's message models run by the SDK's converter. A sample in no side's code goes to the
+library its innermost frame is in (``temporalio``, ``pydantic``, ``protobuf``, ``event_loop``,
+``threads``, ``other``; ``native`` when py-spy saw no Python frame; ``gc_probe`` for the probe's
+own callback, on both sides). The SDK calls a workflow or an activity makes count as its code's
+on both sides alike, so durapipe's ``workflow`` plus ``activity`` does the job the baseline's
+``baseline_code`` does. Figures are microseconds per leaf at the sampling rate, with the exact
+sample counts beside them.
 """
 
 from __future__ import annotations
@@ -51,9 +57,8 @@ from bench._common import dev_server, figure, load_average, note, side_order, wa
 
 DEFAULT_PY_SPY = Path(__file__).parent / ".venv-spy" / "bin" / "py-spy"
 SIDES = ("durapipe", "handwritten")
-# durapipe's modules by area (the first prefix that matches); paths relative to the package.
+# durapipe's modules by area (the first prefix that matches; paths relative to the package).
 DURAPIPE_AREAS = (
-    ("adapters/_offline.py", "model_call"),  # the offline model: litellm calls it on both sides
     ("stores/_checkpoints.py", "checkpoints"),
     ("stores/_answers.py", "checkpoints"),  # kept provider answers: part of no duplicate pay
     ("activities/", "activity"),
@@ -66,10 +71,22 @@ DURAPIPE_AREAS = (
     ("security/", "converter"),
     ("stores/_payloads.py", "converter"),
 )
+# Modules that do work for whoever calls them (message models and their serializers, templates,
+# redaction, the store schema): the innermost caller of another module owns their work; with no
+# such caller (the SDK's converter encoding a result), it is ``messages``.
+HELPER_MODULES = (
+    "runtime/_calls.py",
+    "spec/_messages.py",
+    "spec/_templates.py",
+    "spec/_sandbox.py",
+    "security/_secrets.py",
+    "stores/_schema.py",
+)
 # Each worker process's entry, which every stack of its passes through: durapipe's CLI, and the
 # hand-written worker's main (its module and `_serve`).
 DURAPIPE_ENTRY = ("cli/", "__main__.py")
 BASELINE_ENTRY = ("<module>", "_serve")
+OFFLINE_MODEL = "adapters/_offline.py"  # litellm calls it on both sides: a model call's work
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<path>.*):\d+\)$")
 
 
@@ -81,6 +98,16 @@ class Libraries:
     bench: str
     model: tuple[str, ...]
     by_area: tuple[tuple[str, str], ...]
+
+    @property
+    def offline_model(self) -> str:
+        """The offline model's module (litellm calls it on both sides)."""
+        return self.durapipe + OFFLINE_MODEL
+
+    @property
+    def probe(self) -> str:
+        """The collections probe's folder."""
+        return self.bench + "_gc_probe/"
 
     @classmethod
     def here(cls) -> Libraries:
@@ -132,23 +159,29 @@ def area(stack: Sequence[tuple[str, str]], libraries: Libraries) -> str:
     """The area of one sample (see the module's docstring)."""
     if not stack:
         return "native"
-    deepest: str | None = None
-    for function, path in stack:
-        if path.startswith(libraries.model):
-            return "model_call"
-        if path.startswith(libraries.durapipe):
-            module = path[len(libraries.durapipe) :]
-            if not module.startswith(DURAPIPE_ENTRY):
-                deepest = next(
-                    (name for prefix, name in DURAPIPE_AREAS if module.startswith(prefix)),
-                    "durapipe_other",
-                )
-        elif path.startswith(libraries.bench + "_gc_probe/"):
-            return "gc_probe"  # the probe itself (both sides), not either side's code
-        elif path.startswith(libraries.bench) and function not in BASELINE_ENTRY:
-            deepest = "baseline_code"
-    if deepest is not None:
-        return deepest
+    paths = [path for _, path in stack]
+    if any(p.startswith(libraries.model) or p == libraries.offline_model for p in paths):
+        return "model_call"  # wherever durapipe's wrappers around the call are
+    if any(p.startswith(libraries.probe) for p in paths):
+        return "gc_probe"  # the probe itself (both sides), not either side's code
+    if any(p.startswith(libraries.bench) and f not in BASELINE_ENTRY for f, p in stack):
+        return "baseline_code"  # the baseline's own code, and the durapipe helpers it calls
+    helped = False
+    for _, path in reversed(stack):  # innermost first: the closest module that is not a helper
+        if not path.startswith(libraries.durapipe):
+            continue
+        module = path[len(libraries.durapipe) :]
+        if module.startswith(DURAPIPE_ENTRY):
+            break
+        if module.startswith(HELPER_MODULES):
+            helped = True
+            continue
+        return next(
+            (name for prefix, name in DURAPIPE_AREAS if module.startswith(prefix)),
+            "durapipe_other",
+        )
+    if helped:
+        return "messages"
     leaf = stack[-1][1]
     return next((name for prefix, name in libraries.by_area if leaf.startswith(prefix)), "other")
 
@@ -170,8 +203,7 @@ class Profile:
     functions: collections.Counter[str] = field(default_factory=collections.Counter)
     cpu_s: float = 0.0
     wall_s: float = 0.0
-    gc_s: float = 0.0
-    collections: int = 0
+    gc: Collections = field(default_factory=lambda: Collections(0.0, 0, 0))
 
     @property
     def samples(self) -> int:
@@ -192,7 +224,8 @@ class Profile:
                 self.functions[function_name(own[-1], libraries)] += int(count)
 
 
-_CODE_AREAS = {name for _, name in DURAPIPE_AREAS if name != "model_call"} | {
+_CODE_AREAS = {name for _, name in DURAPIPE_AREAS} | {
+    "messages",
     "durapipe_other",
     "baseline_code",
 }
@@ -213,8 +246,11 @@ def report(profiles: Mapping[str, Profile], *, leaves: int, rate: int, top: int,
         figure(f"profile.{part}.{name}.samples", profile.samples)
         figure(f"profile.{part}.{name}.python_us_per_leaf", round(us(profile.samples), 1))
         figure(f"profile.{part}.{name}.worker_cpu_us_per_leaf", round(profile.cpu_s / leaves * 1e6))
-        figure(f"profile.{part}.{name}.gc_us_per_leaf", round(profile.gc_s / leaves * 1e6, 1))
-        figure(f"profile.{part}.{name}.gc_collections", profile.collections)
+        figure(f"profile.{part}.{name}.gc_us_per_leaf", round(profile.gc.seconds / leaves * 1e6, 1))
+        figure(f"profile.{part}.{name}.gc_collections", profile.gc.count)
+        figure(f"profile.{part}.{name}.gc_full_collections", profile.gc.full)
+        if not profile.gc.count:
+            note(f"{name}: no collection reported: was bench/_gc_probe loaded by its worker?")
         note(
             f"{name}: {sampled:.2f} s of GIL samples of {profile.cpu_s:.2f} s worker CPU "
             f"({sampled / profile.cpu_s:.0%} covered), {profile.wall_s:.2f} s wall"
@@ -281,14 +317,33 @@ class Recorder:
 GC_PROBE = Path(__file__).parent / "_gc_probe"
 
 
-def gc_spent(folder: Path, pid: int) -> tuple[float, int]:
-    """The CPU seconds worker ``pid`` has spent in garbage collections so far, and how many ran
-    (`bench._gc_probe`; none yet before its first collection)."""
+@dataclass(frozen=True)
+class Collections:
+    """A worker's garbage collections so far (`bench._gc_probe`): CPU seconds, how many, how many
+    of them full."""
+
+    seconds: float
+    count: int
+    full: int
+
+    def __sub__(self, before: Collections) -> Collections:
+        return Collections(
+            self.seconds - before.seconds, self.count - before.count, self.full - before.full
+        )
+
+    def __add__(self, more: Collections) -> Collections:
+        return Collections(
+            self.seconds + more.seconds, self.count + more.count, self.full + more.full
+        )
+
+
+def gc_spent(folder: Path, pid: int) -> Collections:
+    """Worker ``pid``'s collections so far (none before its first collection)."""
     try:
-        seconds, count = (folder / f"gc-{pid}").read_text().split()
+        seconds, count, full = (folder / f"gc-{pid}").read_text().split()
     except (FileNotFoundError, ValueError):
-        return 0.0, 0
-    return float(seconds), int(count)
+        return Collections(0.0, 0, 0)
+    return Collections(float(seconds), int(count), int(full))
 
 
 async def profile(args: argparse.Namespace, folder: Path) -> tuple[dict[str, Profile], int]:
@@ -319,14 +374,12 @@ async def profile(args: argparse.Namespace, folder: Path) -> tuple[dict[str, Pro
             for round_no in range(args.rounds):
                 for side in side_order(round_no, 2):
                     name, pid = SIDES[side], bench.pids[side]
-                    gc_before, collections_before = gc_spent(folder, pid)
+                    gc_before = gc_spent(folder, pid)
                     with recorder.record(pid, name) as out:
                         wall, cpu = await measure(runs[side], pid)
-                    gc_after, collections_after = gc_spent(folder, pid)
                     profiles[name].cpu_s += cpu
                     profiles[name].wall_s += wall
-                    profiles[name].gc_s += gc_after - gc_before
-                    profiles[name].collections += collections_after - collections_before
+                    profiles[name].gc += gc_spent(folder, pid) - gc_before
                     with out.open() as raw:
                         profiles[name].add(raw, libraries)
     return profiles, work.leaves * args.rounds

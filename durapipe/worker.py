@@ -326,20 +326,26 @@ def build_workers(
     ]
 
 
+_FROZEN: list[int] = []  # the count frozen by the first call, once made
+
+
 def freeze_startup_objects() -> int:
-    """Take every object alive now out of the cyclic garbage collector's sight (`gc.freeze`); how
-    many there were.
+    """Take every object alive now out of the cyclic garbage collector's sight (`gc.freeze`), once
+    per process; how many objects the freeze took.
 
     A worker calls this once it is built, before it polls. What it imported (litellm, temporalio,
-    pydantic, durapipe: ~460,000 objects) lives as long as the process, yet every full collection
-    walked all of it again: the ``batch1000`` bench's worker spent 0.62 s of its 30 s of CPU in
-    collections, 0.43 s of it in two full ones. Frozen, those objects are never walked again;
-    objects made later are collected as before, and reference counting frees frozen ones as
-    usual. No `gc.collect` first: the little garbage the imports left is not worth a full walk
-    (~0.15 s) at every start.
+    pydantic, durapipe: ~455,000 objects) lives as long as the process, yet every full collection
+    walked all of it again, holding the GIL (0.15-0.2 s each on this 2-core host: a pause of every
+    run the worker drives). Frozen, those objects are never walked again; objects made later are
+    collected as before, and reference counting frees frozen ones as usual. No `gc.collect`
+    first: the ~300 unreachable objects the start leaves (about 50 KB) are not worth a full walk at
+    every start. Only the first call freezes: a later one, with runs in flight, would keep their
+    garbage for good.
     """
-    gc.freeze()
-    return gc.get_freeze_count()
+    if not _FROZEN:
+        gc.freeze()
+        _FROZEN.append(gc.get_freeze_count())
+    return _FROZEN[0]
 
 
 WARM_UP_LOGGING_S = 2.0  # the longest `warm_up` waits for litellm's logging of its call

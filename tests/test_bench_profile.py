@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.profile_ab import GC_PROBE, Libraries, Profile, area, frames, gc_spent
+from bench.profile_ab import GC_PROBE, Collections, Libraries, Profile, area, frames, gc_spent
 
 LIBS = Libraries(
     durapipe="/src/durapipe/",
@@ -38,9 +38,17 @@ def test_a_sample_inside_a_model_call_is_the_model_calls_whoever_called_it() -> 
     assert area(frames(ours), LIBS) == "model_call"
     assert area(frames(theirs), LIBS) == "model_call"
     assert area(frames(offline), LIBS) == "model_call"
+    # The checkpoint wrapper around the call does not make the provider's work the store's.
+    wrapped = stack(
+        ENTRY,
+        "checkpointed (/src/durapipe/stores/_checkpoints.py:1)",
+        "complete (/src/durapipe/activities/_llm.py:2)",
+        "acompletion (/venv/litellm/main.py:3)",
+    )
+    assert area(frames(wrapped), LIBS) == "model_call"
 
 
-def test_the_deepest_durapipe_module_names_the_area_not_the_worker_entry() -> None:
+def test_the_code_that_asked_for_the_work_owns_it_not_the_worker_entry() -> None:
     key = stack(
         ENTRY,
         "run (/src/durapipe/activities/_activities.py:1)",
@@ -107,7 +115,8 @@ def test_the_probe_reports_each_workers_collections(tmp_path: Path) -> None:
     code = "import gc, os\nfor _ in range(5): gc.collect()\nprint(os.getpid())"
     env = {**os.environ, "PYTHONPATH": str(GC_PROBE), "BENCH_GC_PROBE": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    seconds, collections = gc_spent(tmp_path, int(done.stdout))
-    assert collections >= 5
-    assert seconds > 0
-    assert gc_spent(tmp_path, 1) == (0.0, 0)  # a process that reported nothing
+    spent = gc_spent(tmp_path, int(done.stdout))
+    assert spent.count >= 5
+    assert spent.full >= 5  # gc.collect() is a full collection
+    assert spent.seconds > 0
+    assert gc_spent(tmp_path, 1) == Collections(0.0, 0, 0)  # a process that reported nothing

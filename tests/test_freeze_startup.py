@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import durapipe.worker
 from durapipe.ops import freeze_startup_objects
 
 
@@ -18,8 +19,9 @@ class _Node:
 
 
 @pytest.fixture
-def unfrozen() -> Iterator[None]:
+def unfrozen(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     gc.unfreeze()
+    monkeypatch.setattr(durapipe.worker, "_FROZEN", [])
     yield
     gc.unfreeze()  # the test process's other tests get their heap back as it was
 
@@ -34,3 +36,13 @@ def test_objects_alive_at_start_are_frozen_later_ones_collected(unfrozen: None) 
     del late
     gc.collect()
     assert gone() is None  # garbage made after the freeze is collected as before
+
+
+def test_only_the_first_call_freezes(unfrozen: None) -> None:
+    frozen = freeze_startup_objects()
+    late = _Node()  # made after the start, as a run in flight's objects are
+    gone = weakref.ref(late)
+    assert freeze_startup_objects() == frozen  # a second worker in the process: no new freeze
+    del late
+    gc.collect()
+    assert gone() is None  # not frozen by the second call, so collected
