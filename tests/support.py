@@ -192,3 +192,22 @@ def call_to(run_id: str = "r1") -> LlmCall:
 def deck_for(base_url: str) -> ModelDeck:
     """The worker's deck: the fake provider's endpoint comes from here, never from the pipe."""
     return ModelDeck.of({"keep": ModelEntry(model="openai/gpt-keep", api_base=base_url)})
+
+
+def routed_pipeline(pipe: str, queue: str) -> str:
+    """YAML of pipe ``pipe``: a sequence whose one llm step is routed to task queue ``queue``."""
+    return f"""
+pipes:
+  {pipe}:
+    kind: sequence
+    inputs: {{topic: text}}
+    steps:
+      - pipe: draft
+        result: post
+    output: post
+  draft:
+    kind: llm
+    inputs: {{topic: text}}
+    prompt: "Write a one-line post about {{{{ topic }}}}."
+    queue: {queue}
+"""

@@ -17,23 +17,7 @@ from temporalio.client import Client
 import durapipe as dp
 import durapipe.client
 from durapipe.workflows._search import PIPE
-from tests.support import acli, eventually
-
-ROUTED = """
-pipes:
-  PIPE:
-    kind: sequence
-    inputs: {topic: text}
-    steps:
-      - pipe: draft
-        result: post
-    output: post
-  draft:
-    kind: llm
-    inputs: {topic: text}
-    prompt: "Write a one-line post about {{ topic }}."
-    queue: QUEUE
-"""
+from tests.support import acli, eventually, routed_pipeline
 
 
 @pytest.fixture
@@ -92,7 +76,7 @@ async def test_show_of_a_run_whose_routed_leaf_has_no_worker_asks_each_queue_onc
     pipe = f"routed{uuid.uuid4().hex[:8]}"
     nobody = f"nobody-{uuid.uuid4().hex[:8]}"
     file = tmp_path / "routed.yaml"
-    file.write_text(ROUTED.replace("PIPE", pipe).replace("QUEUE", nobody))
+    file.write_text(routed_pipeline(pipe, nobody))
     pipeline = dp.load(file)
     client = await durapipe.client.connect(temporal_address, pipeline=pipeline)
     async with dp.build_worker(client, task_queue=task_queue):

@@ -16,7 +16,7 @@ from typer.testing import CliRunner, Result
 import durapipe as dp
 from durapipe.cli import app
 from tests.conftest import ARTICLE, EXAMPLES
-from tests.support import run_cli
+from tests.support import routed_pipeline, run_cli
 
 BRIEF = str(EXAMPLES / "brief.yaml")
 runner = CliRunner()
@@ -25,23 +25,6 @@ runner = CliRunner()
 async def invoke(*args: str) -> Result:
     """A command in this process, in a thread: it runs its own event loop."""
     return await asyncio.to_thread(runner.invoke, app, list(args))
-
-
-ROUTED = """
-pipes:
-  main:
-    kind: sequence
-    inputs: {topic: text}
-    steps:
-      - pipe: draft
-        result: post
-    output: post
-  draft:
-    kind: llm
-    inputs: {topic: text}
-    prompt: "Write a one-line post about {{ topic }}."
-    queue: QUEUE
-"""
 
 
 async def test_run_on_a_queue_no_worker_polls_says_so_within_seconds_and_so_do_runs_show_pending(
@@ -103,7 +86,7 @@ async def test_a_leaf_routed_to_a_queue_no_worker_polls_is_named(
 ) -> None:
     nobody = f"nobody-{uuid.uuid4().hex[:8]}"
     file = tmp_path / "routed.yaml"
-    file.write_text(ROUTED.replace("QUEUE", nobody))
+    file.write_text(routed_pipeline("main", nobody))
     client = await dp.connect(temporal_address, pipeline=dp.load(file))
     run_id = f"routed-{task_queue}"
     async with dp.build_worker(client, task_queue=task_queue):
