@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import os
+import pstats
 import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,17 @@ def load_average(when: str) -> None:
     """Print the host's load averages (1, 5, 15 minutes) as ``load_average.<when>``: the machine
     is shared, so a reader needs to know how busy it was while the figures were taken."""
     figure(f"load_average.{when}", " ".join(f"{load:.2f}" for load in os.getloadavg()))
+
+
+async def print_profile(work: Callable[[], Awaitable[object]], top: int) -> None:
+    """cProfile one call of ``work`` and print its ``top`` functions by own and by total time."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await work()
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
 
 
 def note(text: str) -> None:

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import dataclasses
 import os
-import pstats
 import statistics
 import tempfile
 import uuid
@@ -35,6 +33,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment
 
 from bench import handwritten
+from bench._common import print_profile
 from bench.activity_ab import compare_rounds, report
 
 Item = Callable[[int], Awaitable[object]]
@@ -110,14 +109,12 @@ def handwritten_item() -> Item:
 
 async def _profile(item: Item, fan: int, rounds: int, top: int) -> None:
     await asyncio.gather(*(item(i) for i in range(fan)))
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for _ in range(rounds):
-        await asyncio.gather(*(item(i) for i in range(fan)))
-    profiler.disable()
-    stats = pstats.Stats(profiler)
-    stats.sort_stats("tottime").print_stats(top)
-    stats.sort_stats("cumulative").print_stats(top)
+
+    async def work() -> None:
+        for _ in range(rounds):
+            await asyncio.gather(*(item(i) for i in range(fan)))
+
+    await print_profile(work, top)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import json
 import os
-import pstats
 import statistics
 import time
 import uuid
@@ -38,7 +36,7 @@ from temporalio.worker import Replayer
 import durapipe as dp
 from bench import handwritten
 from bench.__main__ import load_pipeline
-from bench._common import dev_server
+from bench._common import dev_server, print_profile
 
 SHAPES = ("single", "seq50", "batch1000")
 
@@ -166,13 +164,7 @@ async def profile(folder: Path, shape: str, side: str, times: int, top: int) -> 
     replayer = replayers()[side]
     history = _load(folder / f"{shape}.{side}.json")
     await replay_many(replayer, history, 1)
-    profiler = cProfile.Profile()
-    profiler.enable()
-    await replay_many(replayer, history, times)
-    profiler.disable()
-    stats = pstats.Stats(profiler)
-    stats.sort_stats("tottime").print_stats(top)
-    stats.sort_stats("cumulative").print_stats(top)
+    await print_profile(lambda: replay_many(replayer, history, times), top)
 
 
 def main(argv: list[str] | None = None) -> None:
