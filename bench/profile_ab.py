@@ -204,6 +204,7 @@ class Profile:
     cpu_s: float = 0.0
     wall_s: float = 0.0
     gc: Collections = field(default_factory=lambda: Collections(0.0, 0, 0))
+    threads: collections.Counter[str] = field(default_factory=collections.Counter)
 
     @property
     def samples(self) -> int:
@@ -273,6 +274,15 @@ def report(profiles: Mapping[str, Profile], *, leaves: int, rate: int, top: int,
             f"profile.{part}.area.{name}",
             f"{us(a):.1f} ({a}) | {us(b):.1f} ({b}) | {us(a) - us(b):+.1f}",
         )
+    note("worker threads' CPU: durapipe us/leaf | hand-written us/leaf | difference us/leaf")
+    for thread in sorted(
+        set(ours.threads) | set(theirs.threads),
+        key=lambda t: -(ours.threads[t] - theirs.threads[t]),
+    ):
+        a, b = ours.threads[thread] / leaves * 1e6, theirs.threads[thread] / leaves * 1e6
+        figure(
+            f"profile.{part}.thread.{thread.replace(' ', '.')}", f"{a:.1f} | {b:.1f} | {a - b:+.1f}"
+        )
     for name, profile in profiles.items():
         note(f"{name}'s own functions with the most samples (outside model calls):")
         for function, count in profile.functions.most_common(top):
@@ -337,6 +347,24 @@ class Collections:
         )
 
 
+def thread_cpu(pid: int) -> collections.Counter[str]:
+    """CPU seconds each of worker ``pid``'s threads has used, user and system apart, summed by
+    thread name (``main`` for the interpreter's own thread): what the GIL samples do not see
+    (the SDK core's Rust threads, sqlite's and the kernel's work with the GIL released)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used: collections.Counter[str] = collections.Counter()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = "main" if task.name == str(pid) else stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        used[f"{name} user"] += int(fields[11]) / tick
+        used[f"{name} system"] += int(fields[12]) / tick
+    return used
+
+
 def gc_spent(folder: Path, pid: int) -> Collections:
     """Worker ``pid``'s collections so far (none before its first collection)."""
     try:
@@ -374,9 +402,11 @@ async def profile(args: argparse.Namespace, folder: Path) -> tuple[dict[str, Pro
             for round_no in range(args.rounds):
                 for side in side_order(round_no, 2):
                     name, pid = SIDES[side], bench.pids[side]
-                    gc_before = gc_spent(folder, pid)
+                    gc_before, threads_before = gc_spent(folder, pid), thread_cpu(pid)
                     with recorder.record(pid, name) as out:
                         wall, cpu = await measure(runs[side], pid)
+                    profiles[name].threads.update(thread_cpu(pid))
+                    profiles[name].threads.subtract(threads_before)
                     profiles[name].cpu_s += cpu
                     profiles[name].wall_s += wall
                     profiles[name].gc += gc_spent(folder, pid) - gc_before

@@ -6,9 +6,20 @@ import collections
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
-from bench.profile_ab import GC_PROBE, Collections, Libraries, Profile, area, frames, gc_spent
+from bench.profile_ab import (
+    GC_PROBE,
+    Collections,
+    Libraries,
+    Profile,
+    area,
+    frames,
+    gc_spent,
+    thread_cpu,
+)
 
 LIBS = Libraries(
     durapipe="/src/durapipe/",
@@ -120,3 +131,39 @@ def test_the_probe_reports_each_workers_collections(tmp_path: Path) -> None:
     assert spent.full >= 5  # gc.collect() is a full collection
     assert spent.seconds > 0
     assert gc_spent(tmp_path, 1) == Collections(0.0, 0, 0)  # a process that reported nothing
+
+
+def test_thread_cpu_charges_each_threads_work_to_it_user_and_system_apart() -> None:
+    """The worker's threads' CPU is read from /proc: work on the main thread is ``main``'s, work
+    on another thread is not, and user time is not counted as system time."""
+
+    def burn(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:  # a clock read is a system call: few of them
+            sum(range(100_000))
+
+    before = thread_cpu(os.getpid())
+    burn(0.3)
+    middle = thread_cpu(os.getpid())
+    burnt, done = threading.Event(), threading.Event()
+
+    def other() -> None:
+        burn(0.3)
+        burnt.set()
+        done.wait()
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    try:
+        assert burnt.wait(60)
+        after = thread_cpu(os.getpid())
+    finally:
+        done.set()
+        worker.join()
+    assert middle["main user"] - before["main user"] >= 0.2
+    assert middle["main system"] - before["main system"] < 0.1
+    assert after["main user"] - middle["main user"] < 0.1
+    others = sum(
+        v - middle[k] for k, v in after.items() if k.endswith(" user") and k != "main user"
+    )
+    assert others >= 0.2
