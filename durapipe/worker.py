@@ -26,11 +26,14 @@ from typing import Any, Literal, TypeVar
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import (
+    ActivitySerializationContext,
     DataConverter,
     DefaultFailureConverterWithEncodedAttributes,
     PayloadCodec,
     SerializationContext,
     StorageDriverStoreContext,
+    WithSerializationContext,
+    WorkflowSerializationContext,
 )
 from temporalio.exceptions import ApplicationError
 from temporalio.plugin import SimplePlugin
@@ -47,7 +50,7 @@ from durapipe.security._codec import EncryptionCodec, encryption_from_env
 from durapipe.spec import Pipeline
 from durapipe.spec._deck import ModelDeck
 from durapipe.stores import CheckpointStore
-from durapipe.stores._payloads import with_external_storage
+from durapipe.stores._payloads import reads_store_context, with_external_storage
 from durapipe.stores._writable import check_stores
 from durapipe.workflows import PipeWorkflow, SandboxedPipeWorkflow
 
@@ -136,37 +139,82 @@ def durapipe_converter(codec: PayloadCodec | None = None) -> DataConverter:
     )
 
 
-# Contexts a converter keeps its bound copies for (about 1.4 KB each): a context's copies are
-# reused within one activation or activity task, so more than a busy worker's runs in flight is not
-# needed; past it the cache starts again (it only saves work).
+# Contexts a converter keeps its bound copies for (about 1.4 KB each), when it binds any: a
+# context's copies are reused within one activation or activity task, so more than a busy worker's
+# runs in flight is not needed; past it the cache starts again (it only saves work).
 CONTEXTS_KEPT = 1024
+
+# Contexts to ask a payload converter whether it binds anything (see `_reads_context`).
+_PROBES: tuple[SerializationContext, ...] = (
+    WorkflowSerializationContext(namespace="", workflow_id=""),
+    ActivitySerializationContext(
+        namespace="",
+        workflow_id="",
+        workflow_type="",
+        activity_type="",
+        activity_id="",
+        activity_task_queue="",
+        is_local=False,
+    ),
+)
 
 
 class ContextCachingConverter(DataConverter):
-    """A `DataConverter` that binds itself to a serialization or store context once per context.
+    """A `DataConverter` bound to a serialization or store context only when one of its parts
+    reads it, and then once per context.
 
-    With external storage on, the SDK binds the worker's converter to the context of every payload
-    it converts, several times per payload (to encode it, to store it, to encode the claim), and
-    each binding copies the converter and builds a new payload and failure converter. In workflow
-    code that was a fifth of durapipe's own CPU per activity it scheduled (py-spy on a replayed
-    seq50 history). The bound copies are immutable and depend only on the context, so each is
-    made once and reused.
+    The SDK binds the worker's converter to the context of every activity task, heartbeat, workflow
+    activation and command (its workflow id, its activity id), and with external storage on, to a
+    store context as well; each binding the SDK makes copies the converter, its payload and failure
+    converters and the external storage. durapipe's own parts read neither context (the pydantic
+    converter, the encryption codec, the failure converter, the payload store's drivers), so this
+    converter is then its own binding: nothing is copied or kept. A part that reads a context (a
+    codec of the user's that is `WithSerializationContext`, a storage driver of theirs) is bound as
+    the SDK binds it; each bound copy is immutable and depends only on the context, so it is made
+    once per context and reused (the workflow side binds the same context many times).
     """
+
+    _by_context: dict[SerializationContext, ContextCachingConverter]
+    _by_store: dict[StorageDriverStoreContext, DataConverter]
+    _reads_context: bool
+    _reads_store_context: bool
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        # Frozen dataclass: the caches are set past __setattr__ (each copy gets its own).
+        # Frozen dataclass: set past __setattr__ (each copy gets its own caches).
         object.__setattr__(self, "_by_context", {})
         object.__setattr__(self, "_by_store", {})
+        object.__setattr__(self, "_reads_context", _reads_context(self))
+        object.__setattr__(self, "_reads_store_context", reads_store_context(self.external_storage))
 
     def with_context(self, context: SerializationContext) -> ContextCachingConverter:
-        """This converter bound to ``context`` (see `DataConverter.with_context`)."""
-        cache: dict[SerializationContext, ContextCachingConverter] = self._by_context  # type: ignore[attr-defined]
-        return _kept(cache, context, super().with_context)
+        """This converter bound to ``context`` (see `DataConverter.with_context`): itself when no
+        part of it reads the context."""
+        if not self._reads_context:
+            return self
+        return _kept(self._by_context, context, super().with_context)
 
     def _with_store_context(self, store_ctx: StorageDriverStoreContext) -> DataConverter:
-        cache: dict[StorageDriverStoreContext, DataConverter] = self._by_store  # type: ignore[attr-defined]
-        return _kept(cache, store_ctx, super()._with_store_context)
+        if not self._reads_store_context:
+            return self
+        return _kept(self._by_store, store_ctx, super()._with_store_context)
+
+
+def _reads_context(converter: DataConverter) -> bool:
+    """Whether binding ``converter`` to a serialization context can change what it does.
+
+    The codec, the failure converter and the external storage are bound only when they are
+    `WithSerializationContext` (durapipe's are not). Every payload converter is one (temporalio
+    wraps each in a converter of its own transfer types), and it returns itself when none of its
+    encoders reads the context: asked with a workflow's and an activity's context, it says so.
+    """
+    parts = (converter.payload_codec, converter.failure_converter, converter.external_storage)
+    if any(isinstance(part, WithSerializationContext) for part in parts):
+        return True
+    payloads = converter.payload_converter
+    return isinstance(payloads, WithSerializationContext) and any(
+        payloads.with_context(probe) is not payloads for probe in _PROBES
+    )
 
 
 _K = TypeVar("_K")

@@ -1,18 +1,37 @@
-"""The worker's data converter: bound to each serialization and store context once, then reused."""
+"""The worker's data converter: bound to a serialization or store context only when a part of it
+reads the context (then once per context), in process and in a worker on the real dev server."""
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Self
 
 import pytest
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client
 from temporalio.converter import (
     ActivitySerializationContext,
+    ExternalStorage,
+    PayloadCodec,
+    SerializationContext,
+    StorageDriver,
+    StorageDriverClaim,
+    StorageDriverRetrieveContext,
     StorageDriverStoreContext,
     StorageDriverWorkflowInfo,
+    WithSerializationContext,
+    WorkflowSerializationContext,
 )
 
-from durapipe.stores._payloads import STORE_ENV, THRESHOLD_ENV
-from durapipe.worker import ContextCachingConverter, durapipe_converter
+import durapipe as dp
+from durapipe.stores._payloads import STORE_ENV, THRESHOLD_ENV, reads_store_context
+from durapipe.worker import ContextCachingConverter, DurapipePlugin, durapipe_converter
+from tests.support import history_events
+
+LEAVES = 12
 
 
 def _activity(activity_id: str) -> ActivitySerializationContext:
@@ -33,27 +52,182 @@ def _store(workflow_id: str) -> StorageDriverStoreContext:
     )
 
 
-async def test_each_context_is_bound_once_and_large_payloads_still_go_to_the_store(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+class ContextCodec(PayloadCodec, WithSerializationContext):
+    """A user's codec that reads its context: notes the context of every payload it encodes."""
+
+    def __init__(self, seen: list[SerializationContext | None], context: SerializationContext | None = None) -> None:  # fmt: skip
+        self.seen = seen
+        self.context = context
+
+    def with_context(self, context: SerializationContext) -> Self:
+        return type(self)(self.seen, context)
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        self.seen.extend(self.context for _ in payloads)
+        return list(payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+
+class ContextDriver(StorageDriver):
+    """A user's storage driver that reads the store context: keeps payloads in memory and notes
+    whose they are."""
+
+    def __init__(self) -> None:
+        self.payloads: list[Payload] = []
+        self.targets: list[object] = []
+
+    def name(self) -> str:
+        return "tests.memory"
+
+    async def store(
+        self, context: StorageDriverStoreContext, payloads: Sequence[Payload]
+    ) -> list[StorageDriverClaim]:
+        self.targets.extend(context.target for _ in payloads)
+        self.payloads.extend(payloads)
+        start = len(self.payloads) - len(payloads)
+        return [StorageDriverClaim(claim_data={"i": str(start + i)}) for i in range(len(payloads))]
+
+    async def retrieve(
+        self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
+    ) -> list[Payload]:
+        return [self.payloads[int(c.claim_data["i"])] for c in claims]
+
+
+@pytest.fixture
+def payload_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A payload store of this test's own, with a threshold a few kilobytes pass."""
+    monkeypatch.setenv(STORE_ENV, str(tmp_path / "payloads"))
+    monkeypatch.setenv(THRESHOLD_ENV, "1KiB")
+    return tmp_path / "payloads"
+
+
+async def test_durapipes_converter_is_its_own_binding_and_still_stores_large_payloads(
+    payload_store: Path,
 ) -> None:
-    monkeypatch.setenv(STORE_ENV, str(tmp_path))
-    monkeypatch.setenv(THRESHOLD_ENV, "1KB")
     converter = durapipe_converter()
     assert isinstance(converter, ContextCachingConverter)
+    assert converter.with_context(_activity("ask")) is converter
+    assert converter.with_context(WorkflowSerializationContext("default", "brief-1")) is converter
+    assert converter._with_contexts(_activity("ask"), _store("brief-1")) is converter
+    assert not reads_store_context(converter.external_storage)
 
-    bound = converter.with_context(_activity("ask"))
-    assert converter.with_context(_activity("ask")) is bound  # an equal context: the same copy
-    stored = bound._with_store_context(_store("brief-1"))
-    assert bound._with_store_context(_store("brief-1")) is stored
-    other = bound._with_store_context(_store("brief-2"))
-    assert other is not stored
-    assert other.external_storage is not None and stored.external_storage is not None
-    assert other.external_storage._store_context == _store("brief-2")
-    assert stored.external_storage._store_context == _store("brief-1")
-
-    # A bound copy still claim-checks a large payload and reads it back.
     text = "x" * 5000
-    [payload] = await stored.encode([text])
+    [payload] = await converter.encode([text])
     assert payload.ByteSize() < 1000  # a claim, not the text
-    assert any(tmp_path.rglob("*")), "the payload store holds the text"
-    assert await stored.decode([payload], [str]) == [text]
+    assert any(payload_store.rglob("*")), "the payload store holds the text"
+    assert await converter.decode([payload], [str]) == [text]
+
+
+async def test_a_context_aware_codec_is_bound_once_per_context_and_sees_it(
+    payload_store: Path,
+) -> None:
+    seen: list[SerializationContext | None] = []
+    converter = durapipe_converter(ContextCodec(seen))
+    bound = converter.with_context(_activity("ask"))
+    assert bound is not converter
+    assert converter.with_context(_activity("ask")) is bound  # an equal context: the same copy
+    assert converter.with_context(_activity("other")) is not bound
+    # durapipe's store reads no store context: the codec's binding is kept, not copied again.
+    assert bound._with_store_context(_store("brief-1")) is bound
+    await bound.encode(["small"])
+    assert seen == [_activity("ask")]
+
+
+async def test_a_store_driver_that_reads_the_store_context_is_bound_to_it(
+    payload_store: Path,
+) -> None:
+    driver = ContextDriver()
+    converter = dataclasses.replace(
+        durapipe_converter(),
+        external_storage=ExternalStorage(drivers=[driver], payload_size_threshold=1024),
+    )
+    assert reads_store_context(converter.external_storage)
+    stored = converter._with_store_context(_store("brief-1"))
+    assert converter._with_store_context(_store("brief-1")) is stored
+    [payload] = await stored.encode(["y" * 5000])
+    assert driver.targets == [_store("brief-1").target]
+    assert await stored.decode([payload], [str]) == ["y" * 5000]
+
+
+def _pipeline() -> dp.Pipeline:
+    ask = dp.llm("ask", model="durapipe/offline", inputs={"note": str}, prompt="Sum up: {{ note }}")
+    return dp.pipeline(
+        dp.batch("notes", inputs={"notes": list[str]}, over="notes", item="note", pipe=ask)
+    )
+
+
+def _notes(run_id: str) -> list[str]:
+    # Each over the threshold: every leaf's input goes through the payload store.
+    return [f"{run_id} note {i}: " + "words " * 400 for i in range(LEAVES)]
+
+
+@pytest.fixture
+def bindings(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The converters and external storages built while the test runs (every bound copy is one)."""
+    made: list[str] = []
+    for cls in (ContextCachingConverter, ExternalStorage):
+        post_init = cls.__post_init__
+
+        def counted(self: object, post_init: Callable[[object], None] = post_init) -> None:
+            made.append(type(self).__name__)
+            post_init(self)
+
+        monkeypatch.setattr(cls, "__post_init__", counted)
+    yield made
+
+
+async def test_a_worker_binds_no_converter_per_activity_and_large_payloads_go_to_the_store(
+    temporal_address: str, task_queue: str, payload_store: Path, bindings: list[str]
+) -> None:
+    pipeline = _pipeline()
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    run_id = f"bind-{uuid.uuid4().hex[:8]}"
+    async with dp.build_worker(client, task_queue=task_queue):
+        bindings.clear()  # the client's and worker's own converters are made by now
+        result = await dp.run(
+            client,
+            pipeline,
+            "notes",
+            {"notes": _notes(run_id)},
+            run_id=run_id,
+            task_queue=task_queue,
+        )
+    assert len(result.output) == LEAVES
+    assert bindings == [], f"{len(bindings)} converter parts built over {LEAVES} activities"
+    assert len(list(payload_store.iterdir())) >= LEAVES  # each leaf's input was stored
+    largest = max(event.ByteSize() for event in await history_events(client, run_id))
+    assert largest <= 1024, f"a history event carries {largest} bytes"
+
+
+async def test_a_context_aware_codec_in_a_worker_sees_each_activitys_and_workflows_context(
+    temporal_address: str, task_queue: str, payload_store: Path
+) -> None:
+    pipeline = _pipeline()
+    seen: list[SerializationContext | None] = []
+    client = await Client.connect(
+        temporal_address, plugins=[DurapipePlugin(pipeline, codec=ContextCodec(seen))]
+    )
+    run_id = f"ctx-{uuid.uuid4().hex[:8]}"
+    async with dp.build_worker(client, task_queue=task_queue):
+        result = await dp.run(
+            client,
+            pipeline,
+            "notes",
+            {"notes": _notes(run_id)},
+            run_id=run_id,
+            task_queue=task_queue,
+        )
+    assert len(result.output) == LEAVES
+    activities = {
+        (c.workflow_id, c.activity_type)
+        for c in seen
+        if isinstance(c, ActivitySerializationContext)
+    }
+    ids = {c.activity_id for c in seen if isinstance(c, ActivitySerializationContext)}
+    workflows = {c.workflow_id for c in seen if isinstance(c, WorkflowSerializationContext)}
+    assert activities == {(run_id, "durapipe.llm")}, activities
+    assert len(ids) == LEAVES, ids  # every leaf's own activity id
+    assert run_id in workflows, workflows
+    assert len(list(payload_store.iterdir())) >= LEAVES  # large payloads still stored

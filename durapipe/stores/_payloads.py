@@ -36,6 +36,7 @@ from temporalio.converter import (
     StorageDriver,
     StorageDriverClaim,
     StorageDriverRetrieveContext,
+    StorageDriverSelectContext,
     StorageDriverStoreContext,
 )
 
@@ -73,6 +74,10 @@ class ContentStoreDriver(StorageDriver):
         store: where the payloads go (a folder or an S3 bucket).
         name: the name claims carry, so a reader finds this driver (recorded in histories).
     """
+
+    # A payload's name is its digest, whoever stores it: the store context (the workflow or
+    # activity it belongs to) is never read, so the converter need not bind it (`reads_store_context`).
+    reads_store_context: ClassVar[bool] = False
 
     def __init__(self, store: ContentStore, name: str) -> None:
         self.content = store
@@ -146,6 +151,8 @@ class EarlierS3Claims(StorageDriver):
     they claim are read (a claim is client input: it may not point a worker at another object).
     """
 
+    reads_store_context: ClassVar[bool] = False  # it never stores
+
     def __init__(self, store: S3ContentStore) -> None:
         self.content = store
 
@@ -212,9 +219,34 @@ def external_storage(store: str | None = None, threshold: int | None = None) -> 
     driver = ContentStoreDriver(content, S3_DRIVER)
     return ExternalStorage(
         drivers=[driver, EarlierS3Claims(content)],
-        driver_selector=lambda context, payload: driver,
+        driver_selector=_Always(driver),
         payload_size_threshold=threshold,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Always:
+    """The driver selector of a store read by two drivers: every payload is written by one."""
+
+    driver: StorageDriver
+    reads_store_context: ClassVar[bool] = False
+
+    def __call__(self, context: StorageDriverSelectContext, payload: Payload) -> StorageDriver:
+        return self.driver
+
+
+def reads_store_context(storage: ExternalStorage | None) -> bool:
+    """Whether binding ``storage`` to a store context (`DataConverter._with_store_context`) can
+    change what it does: whether a driver's ``store`` or the driver selector may read the context.
+
+    The context is the only thing the binding changes, and only those two are given it. durapipe's
+    drivers and selector say they never read it (``reads_store_context = False``); any other (a
+    user's own driver) is taken to read it, so it is bound as the SDK binds it.
+    """
+    if storage is None:
+        return False
+    parts = [*storage.drivers, *([storage.driver_selector] if storage.driver_selector else [])]
+    return any(getattr(part, "reads_store_context", True) for part in parts)
 
 
 def with_external_storage(converter: DataConverter) -> DataConverter:
