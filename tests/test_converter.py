@@ -196,6 +196,9 @@ async def test_a_worker_binds_no_converter_per_activity_and_large_payloads_go_to
         )
     assert len(result.output) == LEAVES
     assert bindings == [], f"{len(bindings)} converter parts built over {LEAVES} activities"
+    converter = client.data_converter
+    assert isinstance(converter, ContextCachingConverter)
+    assert converter._by_context == {} and converter._by_store == {}  # nothing kept either
     assert len(list(payload_store.iterdir())) >= LEAVES  # each leaf's input was stored
     largest = max(event.ByteSize() for event in await history_events(client, run_id))
     assert largest <= 1024, f"a history event carries {largest} bytes"

@@ -24,7 +24,7 @@ from temporalio.converter import (
 import durapipe as dp
 from durapipe.ops._dev import free_port
 from durapipe.stores._content import ContentNotFound, ContentRefused, Limit
-from durapipe.stores._payloads import EarlierS3Claims, external_storage
+from durapipe.stores._payloads import EarlierS3Claims, external_storage, reads_store_context
 from durapipe.testing import text_pdf
 
 
@@ -69,6 +69,9 @@ async def test_a_run_keeps_its_large_payloads_and_blobs_in_the_bucket(
         dp.llm("echo", inputs={"text": str}, prompt="Repeat: {{ text }}"), dp.extract("read")
     )
     client = await dp.connect(temporal_address, pipeline=pipeline)
+    # Two drivers (writing, and reading the earlier claims) and a selector: none reads the store
+    # context, so the worker's converter is never copied per workflow or activity.
+    assert not reads_store_context(client.data_converter.external_storage)
     text = "a long input " * 400  # 5 KiB: above the threshold
     async with dp.build_worker(client, task_queue=task_queue):
         echoed = await dp.run(client, pipeline, "echo", {"text": text}, task_queue=task_queue)
