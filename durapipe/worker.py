@@ -163,14 +163,16 @@ class ContextCachingConverter(DataConverter):
     """A `DataConverter` bound to a serialization or store context only when one of its parts
     reads it, and then once per context.
 
-    The SDK binds the worker's converter to the context of every activity task, heartbeat, workflow
-    activation and command (its workflow id, its activity id), and with external storage on, to a
-    store context as well; each binding the SDK makes copies the converter, its payload and failure
-    converters and the external storage. durapipe's own parts read neither context (the pydantic
-    converter, the encryption codec, the failure converter, the payload store's drivers), so this
-    converter is then its own binding: nothing is copied or kept. A part that reads a context (a
-    codec of the user's that is `WithSerializationContext`, a storage driver of theirs) is bound as
-    the SDK binds it; each bound copy is immutable and depends only on the context, so it is made
+    The SDK binds the worker's converter to a serialization context (the workflow id, the activity
+    id) for every activity task, heartbeat, activation and command, and with external storage on,
+    to a store context as well, several times per payload. A store binding always copied the
+    converter (building a new payload and failure converter) and its external storage; a
+    serialization binding copies it when a part reads the context. durapipe's own parts read
+    neither (the pydantic converter, the encryption codec, the failure converter, the payload
+    store's drivers and selector), so this converter is then its own binding: nothing is copied or
+    kept (a cache of bindings missed on every activity, whose id is new). A part that reads a
+    context (a user's codec that is `WithSerializationContext`, a storage driver of theirs) is bound
+    as the SDK binds it; a bound copy is immutable and depends only on the context, so it is made
     once per context and reused (the workflow side binds the same context many times).
     """
 

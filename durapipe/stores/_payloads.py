@@ -76,7 +76,8 @@ class ContentStoreDriver(StorageDriver):
     """
 
     # A payload's name is its digest, whoever stores it: the store context (the workflow or
-    # activity it belongs to) is never read, so the converter need not bind it (`reads_store_context`).
+    # activity it belongs to) is never read, so the converter need not bind it (see
+    # `reads_store_context`). A subclass whose ``store`` reads it sets this to True.
     reads_store_context: ClassVar[bool] = False
 
     def __init__(self, store: ContentStore, name: str) -> None:
