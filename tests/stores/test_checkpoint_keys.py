@@ -10,8 +10,11 @@ each branch (structures, settings, memoisation, non-ASCII text, values JSON cann
 
 from __future__ import annotations
 
+import gc
+import hashlib
+import json
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -198,3 +201,74 @@ def test_a_local_run_keys_its_calls_in_the_namespace_of_the_environment(
     assert checkpoint_key(call, messages) == PINNED["llm memoised"]
     monkeypatch.delenv("TEMPORAL_NAMESPACE")
     assert checkpoint_key(call, messages) == checkpoint_key(call, messages, namespace="default")
+
+
+def reference_key(call: LeafCall, messages: list[dict[str, str]] | None, namespace: str) -> str:
+    """The key as durapipe computed it before its encoding was made cheaper: one dict, dumped by
+    json.dumps with sorted keys (the oracle the kept and spliced text is checked against)."""
+    pipe = call.pipe
+    memoize = isinstance(call, LlmCall | ToolCall) and call.pipe.memoize
+    content: dict[str, Any] = {
+        "v": 2,
+        "namespace": namespace,
+        "scope": "memo" if memoize else [call.run_id, call.scope],
+        "path": None if memoize else call.path,
+        "kind": pipe.kind,
+        "output": getattr(pipe, "output", None),
+    }
+    if isinstance(call, LlmCall | ToolCall | AgentTurnCall):
+        content["structures"] = {n: s.model_dump(mode="json") for n, s in call.structures.items()}
+    if isinstance(call, LlmCall):
+        content |= {"model": call.pipe.model, "messages": messages, "settings": call.pipe.settings}
+    elif isinstance(call, ToolCall):
+        content |= {"function": call.pipe.function, "args": call.inputs}
+    elif isinstance(call, AgentTurnCall):
+        content |= {
+            "model": call.pipe.model,
+            "settings": call.pipe.settings,
+            "turn": call.turn,
+            "messages": call.messages,
+            "tools": call.tools,
+        }
+    else:
+        content |= {"pipe": pipe.model_dump(mode="json"), "inputs": call.inputs}
+    text = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_the_reference_is_the_code_the_digests_were_pinned_with() -> None:
+    assert {
+        name: reference_key(call, messages, "ns") for name, (call, messages) in calls().items()
+    } == PINNED
+
+
+def test_structures_kept_from_one_call_are_never_served_for_other_structures() -> None:
+    # One pipe object, its structure of the same name declared two ways (two pipelines loaded in
+    # one process): each call's key hashes its own structures.
+    call, messages = calls()["llm"]
+    other = StructureSpec.model_validate({"fields": {"text": "text", "score": "integer"}})
+    for structures in [STRUCTURES, {"Claim": other, "Source": SOURCE}, STRUCTURES]:
+        again = call.model_copy(update={"structures": structures})
+        assert checkpoint_key(again, messages, namespace="ns") == reference_key(
+            again, messages, "ns"
+        )
+    # Structure objects made and dropped one after another: a new one may take a dropped one's
+    # memory address (its id), and must still get its own text.
+    for n in range(50):
+        spec = StructureSpec.model_validate({"description": f"v{n}", "fields": {"n": "integer"}})
+        fresh = call.model_copy(update={"structures": {"Claim": spec}})
+        assert checkpoint_key(fresh, messages, namespace="ns") == reference_key(
+            fresh, messages, "ns"
+        )
+        del spec, fresh
+        gc.collect()
+
+
+def test_a_value_json_cannot_spell_or_that_contains_itself_fails_as_it_did() -> None:
+    call, _ = calls()["tool"]
+    looped: list[Any] = []
+    looped.append(looped)
+    with pytest.raises(ValueError, match="Circular reference"):
+        checkpoint_key(call.model_copy(update={"inputs": {"x": looped}}), namespace="ns")
+    odd = call.model_copy(update={"inputs": {"x": {1, 2}, "y": float("nan")}})
+    assert checkpoint_key(odd, namespace="ns") == reference_key(odd, None, "ns")
