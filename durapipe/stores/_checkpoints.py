@@ -551,7 +551,20 @@ async def checkpointed(
     attempt keeps the usage of the call it replays, which this run did pay for.
     """
     if store is not None:
-        stored = await _get(store, key)
+        # A store that may block (a network call, a lock held elsewhere) is read and written on
+        # a thread, unless it has `get_nowait` and `put_nowait` twins (SQLite's, a local run's)
+        # that answer at once or raise BlockingIOError. Plain calls, not helper coroutines or
+        # context managers: this runs for every leaf.
+        get_nowait = getattr(store, "get_nowait", None)
+        stored: LeafResult | None = None
+        blocked = get_nowait is None
+        if get_nowait is not None:
+            try:
+                stored = get_nowait(key)
+            except BlockingIOError:
+                blocked = True
+        if blocked:
+            stored = await asyncio.to_thread(store.get, key)
         if stored is not None:
             update: dict[str, Any] = {"cache_hit": True, "attempt": attempt}
             if memoized(call):
@@ -560,26 +573,13 @@ async def checkpointed(
     with keeping_answers(store):
         result = await compute()
     if store is not None:
-        await _put(store, key, result)
+        put_nowait = getattr(store, "put_nowait", None)
+        blocked = put_nowait is None
+        if put_nowait is not None:
+            try:
+                put_nowait(key, result)
+            except BlockingIOError:
+                blocked = True
+        if blocked:
+            await asyncio.to_thread(store.put, key, result)
     return result
-
-
-async def _get(store: CheckpointStore, key: str) -> LeafResult | None:
-    # A store that may block (a network call, a lock held elsewhere) is read on a thread, unless
-    # it has a `get_nowait` twin (SQLite's, a local run's) that answers at once or raises
-    # BlockingIOError; a bound method looked up once per call, as `adapters._answers` does.
-    nowait = getattr(store, "get_nowait", None)
-    if nowait is not None:
-        with contextlib.suppress(BlockingIOError):
-            found: LeafResult | None = nowait(key)
-            return found
-    return await asyncio.to_thread(store.get, key)
-
-
-async def _put(store: CheckpointStore, key: str, result: LeafResult) -> bool:
-    nowait = getattr(store, "put_nowait", None)
-    if nowait is not None:
-        with contextlib.suppress(BlockingIOError):
-            won: bool = nowait(key, result)
-            return won
-    return await asyncio.to_thread(store.put, key, result)
