@@ -13,7 +13,10 @@ loaded beside this checkout's, and each piece runs both ways, alternating round 
   wrapper's own cost, over an event loop round trip of about 10 us), and with a SQLite store (a
   read that misses, then a write).
 
-Each figure is process CPU microseconds per call.
+Each figure is process CPU microseconds per call. In a worker these pieces cost several times what
+a loop shows (a big heap, other work between two leaves: their code and data are out of the CPU's
+caches each time); ``--cold`` times the keys with a walk through ~30 MB of other objects before
+each call (not timed), each call's thread CPU time read around it alone.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ import asyncio
 import importlib.util
 import itertools
 import os
+import random
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -118,6 +123,32 @@ def _calls() -> dict[str, tuple[list[Any], list[Any]]]:
     }
 
 
+def compare_cold(
+    variants: dict[str, Callable[[], object]], *, rounds: int, calls: int
+) -> dict[str, list[float]]:
+    """Like `compare`, with the caches cold: before each call a walk through other objects (not
+    timed); each call's own thread CPU time is summed."""
+    other = [[random.random() for _ in range(8)] for _ in range(400_000)]
+
+    def walk() -> float:
+        return sum(row[0] for row in other[::7])
+
+    for run in variants.values():
+        run()
+    timings: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for n in range(rounds):
+        for name in names[n % len(names) :] + names[: n % len(names)]:
+            spent = 0
+            for _ in range(calls):
+                walk()
+                start = time.thread_time_ns()
+                variants[name]()
+                spent += time.thread_time_ns() - start
+            timings[name].append(spent / calls / 1000)
+    return timings
+
+
 def _keyed(key: Callable[..., str], calls: list[Any], messages: list[Any]) -> Callable[[], object]:
     turn = itertools.cycle(range(len(calls)))
 
@@ -178,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", required=True, help="the commit to compare against")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--calls", type=int, default=5000, help="calls per variant per round")
+    parser.add_argument("--cold", action="store_true", help="the keys only, caches cold")
     args = parser.parse_args(argv)
     from durapipe.stores import SqliteCheckpoints
     from durapipe.stores import _checkpoints as new
@@ -191,12 +223,17 @@ def main(argv: list[str] | None = None) -> None:
         )
         old.__dict__["keeping_answers"] = old_answers.keeping_answers  # the base's, whole
         for name, (calls, messages) in _calls().items():
-            print(f"# checkpoint_key, {name}")
+            print(f"# checkpoint_key, {name}" + (", caches cold" if args.cold else ""))
             variants = {
                 "old": _keyed(old.checkpoint_key, calls, messages),
                 "new": _keyed(new.checkpoint_key, calls, messages),
             }
-            report(compare(variants, rounds=args.rounds, calls=args.calls))
+            if args.cold:
+                report(compare_cold(variants, rounds=args.rounds, calls=min(args.calls, 300)))
+            else:
+                report(compare(variants, rounds=args.rounds, calls=args.calls))
+        if args.cold:
+            return
         print("# checkpointed, a store that does nothing")
         variants = {
             "old": _wrapped(old.checkpointed, _NoStore()),
@@ -210,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
             "new": _wrapped(new.checkpointed, store),
         }
         report(compare(variants, rounds=args.rounds, calls=max(1, args.calls // 2)))
-    sys.stdout.flush()
+    sys.stdout.flush()  # before the temporary folder goes
 
 
 if __name__ == "__main__":
