@@ -7,11 +7,9 @@ store the current step keeps them in. See that module for why.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import hashlib
 import typing
-from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 IDEMPOTENCY_HEADER = "X-Durapipe-Idempotency-Key"
@@ -36,21 +34,27 @@ _store: contextvars.ContextVar[AnswerStore | None] = contextvars.ContextVar(
 )
 
 
-@contextlib.contextmanager
-def keeping_answers(store: object) -> Iterator[None]:
+class keeping_answers:
     """Within the block, provider answers of requests durapipe sends are kept in ``store``.
 
     A context variable carries the store to the HTTP transport, so concurrent steps of one worker
-    each keep theirs in their own run's store.
+    each keep theirs in their own run's store. A class, not a generator context manager: it is
+    entered once per leaf, and the generator's machinery cost as much again as the work.
     """
-    if not _keeps_answers(type(store)):
-        yield
-        return
-    token = _store.set(typing.cast(AnswerStore, store))
-    try:
-        yield
-    finally:
-        _store.reset(token)
+
+    __slots__ = ("_store", "_token")
+
+    def __init__(self, store: object) -> None:
+        self._store = store
+        self._token: contextvars.Token[AnswerStore | None] | None = None
+
+    def __enter__(self) -> None:
+        if _keeps_answers(type(self._store)):
+            self._token = _store.set(typing.cast(AnswerStore, self._store))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _store.reset(self._token)
 
 
 _KEEPS_ANSWERS: dict[type[object], bool] = {}

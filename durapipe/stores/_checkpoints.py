@@ -25,7 +25,6 @@ import base64
 import contextlib
 import functools
 import hashlib
-import json
 import os
 import sqlite3
 import threading
@@ -42,6 +41,7 @@ from durapipe.runtime._calls import AgentTurnCall, LeafCall, LeafResult, LlmCall
 from durapipe.security._codec import EncryptionCodec, encryption_from_env
 from durapipe.spec._base import parse_duration
 from durapipe.stores._answers import keeping_answers
+from durapipe.stores._keys import canonical_json, structures_text
 from durapipe.stores._paths import CHECKPOINTS_ENV, default_path, is_off, is_redis
 from durapipe.stores._schema import CHECKPOINTS, migrate
 
@@ -80,8 +80,9 @@ def checkpoint_key(
     memoize = memoized(call)
     if namespace is None:
         namespace = activity.info().namespace if activity.in_activity() else local_namespace()
+    # The key hashes one JSON object with sorted keys. The parts that sort after "structures"
+    # wait in `after`, so a call's structures can go in as text kept from an earlier call.
     content: dict[str, Any] = {
-        "v": KEY_VERSION,
         "namespace": namespace,
         "scope": MEMO_SCOPE if memoize else [call.run_id, call.scope],
         # A memoised result may serve the same content at any step of any run.
@@ -89,8 +90,13 @@ def checkpoint_key(
         "kind": pipe.kind,
         "output": getattr(pipe, "output", None),  # a registered kind may have none
     }
+    after: dict[str, Any] = {"v": KEY_VERSION}
+    structures = None
     if isinstance(call, LlmCall | ToolCall | AgentTurnCall):
-        content["structures"] = {n: s.model_dump(mode="json") for n, s in call.structures.items()}
+        if call.structures:
+            structures = structures_text(call.structures)
+        else:
+            content["structures"] = {}
     if isinstance(call, LlmCall):
         content |= {"model": call.pipe.model, "messages": messages, "settings": call.pipe.settings}
     elif isinstance(call, ToolCall):
@@ -99,13 +105,18 @@ def checkpoint_key(
         content |= {
             "model": call.pipe.model,
             "settings": call.pipe.settings,
-            "turn": call.turn,
             "messages": call.messages,
-            "tools": call.tools,
         }
+        after |= {"turn": call.turn, "tools": call.tools}
     else:
         content |= {"pipe": pipe.model_dump(mode="json"), "inputs": call.inputs}
-    text = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
+    if structures is None:
+        text = canonical_json(content | after)
+    else:
+        # Sorted keys: the parts before "structures", the structures, the parts after.
+        text = (
+            f'{canonical_json(content)[:-1]},"structures":{structures},{canonical_json(after)[1:]}'
+        )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -540,7 +551,20 @@ async def checkpointed(
     attempt keeps the usage of the call it replays, which this run did pay for.
     """
     if store is not None:
-        stored = await _get(store, key)
+        # A store that may block (a network call, a lock held elsewhere) is read and written on
+        # a thread, unless it has `get_nowait` and `put_nowait` twins (SQLite's, a local run's)
+        # that answer at once or raise BlockingIOError. Plain calls, not helper coroutines or
+        # context managers: this runs for every leaf.
+        get_nowait = getattr(store, "get_nowait", None)
+        stored: LeafResult | None = None
+        blocked = get_nowait is None
+        if get_nowait is not None:
+            try:
+                stored = get_nowait(key)
+            except BlockingIOError:
+                blocked = True
+        if blocked:
+            stored = await asyncio.to_thread(store.get, key)
         if stored is not None:
             update: dict[str, Any] = {"cache_hit": True, "attempt": attempt}
             if memoized(call):
@@ -549,26 +573,13 @@ async def checkpointed(
     with keeping_answers(store):
         result = await compute()
     if store is not None:
-        await _put(store, key, result)
+        put_nowait = getattr(store, "put_nowait", None)
+        blocked = put_nowait is None
+        if put_nowait is not None:
+            try:
+                put_nowait(key, result)
+            except BlockingIOError:
+                blocked = True
+        if blocked:
+            await asyncio.to_thread(store.put, key, result)
     return result
-
-
-async def _get(store: CheckpointStore, key: str) -> LeafResult | None:
-    # A store that may block (a network call, a lock held elsewhere) is read on a thread, unless
-    # it has a `get_nowait` twin (SQLite's, a local run's) that answers at once or raises
-    # BlockingIOError; a bound method looked up once per call, as `adapters._answers` does.
-    nowait = getattr(store, "get_nowait", None)
-    if nowait is not None:
-        with contextlib.suppress(BlockingIOError):
-            found: LeafResult | None = nowait(key)
-            return found
-    return await asyncio.to_thread(store.get, key)
-
-
-async def _put(store: CheckpointStore, key: str, result: LeafResult) -> bool:
-    nowait = getattr(store, "put_nowait", None)
-    if nowait is not None:
-        with contextlib.suppress(BlockingIOError):
-            won: bool = nowait(key, result)
-            return won
-    return await asyncio.to_thread(store.put, key, result)

@@ -1,0 +1,274 @@
+"""Checkpoint keys are the same bytes from one durapipe to the next.
+
+A worker upgraded while runs are in flight must find the results the worker before it stored, and
+a local run shares memoised answers with the workers of its namespace: the key of a call may not
+change unless `KEY_VERSION` does. The digests below were computed by the key function as it was
+before its encoding was made cheaper (``json.dumps(content, sort_keys=True, default=str,
+separators=(",", ":"))`` of one dict); one call of each kind, with the parts that travel through
+each branch (structures, settings, memoisation, non-ASCII text, values JSON cannot spell).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import pytest
+
+from durapipe.runtime import (
+    AgentTurnCall,
+    CallBase,
+    ExtractCall,
+    ImageCall,
+    LeafCall,
+    LlmCall,
+    ToolCall,
+)
+from durapipe.spec import AgentPipe, ExtractPipe, ImagePipe, LlmPipe, PipeBase, ToolPipe
+from durapipe.spec._types import Blob, StructureSpec
+from durapipe.stores._checkpoints import checkpoint_key
+
+CLAIM = StructureSpec.model_validate(
+    {
+        "description": "A claim and how sure we are — «vérifié»",
+        "fields": {"text": "text", "score": {"type": "number", "description": "0..1"}},
+    }
+)
+SOURCE = StructureSpec.model_validate({"fields": {"url": "text", "claims": "list[Claim]"}})
+STRUCTURES = {"Source": SOURCE, "Claim": CLAIM}
+SETTINGS = {"temperature": 0.25, "max_tokens": 300, "metadata": {"b": [1, 2.5], "a": None}}
+SCAN = Blob(blob="sha256:" + "ab" * 32, media_type="image/png", size=12, name="scan.png")
+
+
+class MutePipe(PipeBase):
+    """A registered kind's pipe with no ``output`` field (the key then hashes ``null``)."""
+
+    kind: Literal["mute"] = "mute"
+    volume: int = 0
+
+
+class MuteCall(CallBase):
+    """A registered kind's call: the key hashes its whole pipe and its inputs."""
+
+    pipe: MutePipe
+
+
+def calls() -> dict[str, tuple[LeafCall, list[dict[str, str]] | None]]:
+    """One call of each kind (and each branch of the key), with the messages an llm call sends."""
+    llm = LlmPipe(
+        model="openai/gpt-x",
+        system="Be brief.",
+        prompt="{{ q }}",
+        output="list[Claim]",
+        settings=SETTINGS,
+        inputs={"q": "text"},
+    )
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": 'Où est la gare ? 駅 \u2028 "quoted" \\ tab\t'},
+    ]
+    tool = ToolPipe(function="tools:score", output="Claim", inputs={"claim": "Claim"})
+    tool_inputs = {
+        "claim": {"text": "ünïcode", "score": 0.1 + 0.2},
+        "when": datetime(2026, 11, 27, 12, 30, tzinfo=UTC),  # a local run may pass one
+        "n": 10**20,
+        "flags": [True, False, None],
+    }
+    agent = AgentPipe(
+        model="openai/gpt-agent", prompt="plan", tools=["score"], output="Claim", settings=SETTINGS
+    )
+    agent_messages = [
+        {"role": "user", "content": "Plan the trip to Zürich."},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "function": {"name": "score", "arguments": '{"x":1}'}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "0.5"},
+    ]
+    offered = [
+        {"type": "function", "function": {"name": "score", "parameters": {"type": "object"}}}
+    ]
+    return {
+        "llm": (
+            LlmCall(
+                run_id="run-1", scope="s1", path="ask[3]", pipe_name="ask", pipe=llm,
+                inputs={"q": "x"}, structures=STRUCTURES,
+            ),
+            messages,
+        ),
+        "llm memoised": (
+            LlmCall(
+                run_id="run-1", scope="s1", path="ask", pipe_name="ask",
+                pipe=llm.model_copy(update={"memoize": True}), structures=STRUCTURES,
+            ),
+            messages,
+        ),
+        "llm plain": (
+            LlmCall(
+                run_id="run-2", path="a", pipe_name="a", pipe=LlmPipe(prompt="hi"),
+            ),
+            [{"role": "user", "content": "hi"}],
+        ),
+        "llm no messages": (
+            LlmCall(run_id="run-2", path="a", pipe_name="a", pipe=LlmPipe(prompt="hi")),
+            None,
+        ),
+        "tool": (
+            ToolCall(
+                run_id="run-1", scope="s1", path="t", pipe_name="score", pipe=tool,
+                inputs=tool_inputs, structures={"Claim": CLAIM},
+            ),
+            None,
+        ),
+        "tool memoised": (
+            ToolCall(
+                run_id="run-1", scope="s1", path="t", pipe_name="score",
+                pipe=tool.model_copy(update={"memoize": True}), inputs=tool_inputs,
+            ),
+            None,
+        ),
+        "agent turn": (
+            AgentTurnCall(
+                run_id="run-1", scope="s1", path="agent", pipe_name="agent", pipe=agent,
+                structures={"Claim": CLAIM}, turn=2, messages=agent_messages, tools=offered,
+            ),
+            None,
+        ),
+        "extract": (
+            ExtractCall(
+                run_id="run-1", scope="s1", path="read", pipe_name="read",
+                pipe=ExtractPipe(language="eng+deu", settings={"pages": [1, 2]}),
+                inputs={"scan": SCAN.model_dump(mode="json")},
+            ),
+            None,
+        ),
+        "extract, a blob object": (
+            ExtractCall(
+                run_id="run-1", scope="s1", path="read", pipe_name="read", pipe=ExtractPipe(),
+                inputs={"scan": SCAN},
+            ),
+            None,
+        ),
+        "image": (
+            ImageCall(
+                run_id="run-1", scope="s1", path="cover", pipe_name="cover",
+                pipe=ImagePipe(prompt="a lighthouse", size="64x64", output="list[image, 2]"),
+                inputs={"subject": "lighthouse"},
+            ),
+            None,
+        ),
+        "registered kind": (
+            MuteCall(
+                run_id="run-1", scope="s1", path="m", pipe_name="m", pipe=MutePipe(volume=3),
+                inputs={"text": "hush"},
+            ),
+            None,
+        ),
+    }  # fmt: skip
+
+
+# sha256 digests from the key function before this change (namespace "ns" unless said).
+PINNED = {
+    "llm": "81fd30c6bc09a614c8697d86c9661fbae70afbff9c129cf5c190ec5ab3b250e8",
+    "llm memoised": "875214e347d9738d9dc071e456978a5043d1256cdf1e47d409b3c8a342b5f3f1",
+    "llm plain": "c4d518d897e557b1a6a0864339b8584d0005a35da9c6fbb74721af2509994293",
+    "llm no messages": "7a5b9cf13f63252ba5c0b2555e21fe416f2f84ce21bc2d3c5d1b5505bb3bb8ed",
+    "tool": "5acc1363a23c3c1455fd0a6108710a9c8a9a6f457fd794ddf17d0bfe580f105b",
+    "tool memoised": "6292022944169bd34e509729433ed3f06baa63034199798e538cf9787eeb003e",
+    "agent turn": "77925aa311786408df9c69613b21c055d26cc034e23ebf6e23b026b6895d7ab4",
+    "extract": "6f83aacd70c0afb55cfd140be264ca3a2f23761d7d74b733d2dd4920ab1fe4d5",
+    "extract, a blob object": "2442c289c99aa48db4f7c1d3e002eb6468df95570904ae22f3278d64f1b3974c",
+    "image": "34b5e4ab3c19bb4f9c8d762acecc3b7eba8ba80d70e4d450f59ca3b8b0033012",
+    "registered kind": "91fcb2b617c2e862be7905364975b58f5d58c1da694b02eb6e4f9c526153fbfe",
+}
+
+
+@pytest.mark.parametrize("name", list(PINNED))
+def test_a_call_keeps_the_key_it_had(name: str) -> None:
+    call, messages = calls()[name]
+    assert checkpoint_key(call, messages, namespace="ns") == PINNED[name]
+
+
+def test_a_local_run_keys_its_calls_in_the_namespace_of_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    call, messages = calls()["llm memoised"]
+    monkeypatch.setenv("TEMPORAL_NAMESPACE", "ns")
+    assert checkpoint_key(call, messages) == PINNED["llm memoised"]
+    monkeypatch.delenv("TEMPORAL_NAMESPACE")
+    assert checkpoint_key(call, messages) == checkpoint_key(call, messages, namespace="default")
+
+
+def reference_key(call: LeafCall, messages: list[dict[str, str]] | None, namespace: str) -> str:
+    """The key as durapipe computed it before its encoding was made cheaper: one dict, dumped by
+    json.dumps with sorted keys (the oracle the kept and spliced text is checked against)."""
+    pipe = call.pipe
+    memoize = isinstance(call, LlmCall | ToolCall) and call.pipe.memoize
+    content: dict[str, Any] = {
+        "v": 2,
+        "namespace": namespace,
+        "scope": "memo" if memoize else [call.run_id, call.scope],
+        "path": None if memoize else call.path,
+        "kind": pipe.kind,
+        "output": getattr(pipe, "output", None),
+    }
+    if isinstance(call, LlmCall | ToolCall | AgentTurnCall):
+        content["structures"] = {n: s.model_dump(mode="json") for n, s in call.structures.items()}
+    if isinstance(call, LlmCall):
+        content |= {"model": call.pipe.model, "messages": messages, "settings": call.pipe.settings}
+    elif isinstance(call, ToolCall):
+        content |= {"function": call.pipe.function, "args": call.inputs}
+    elif isinstance(call, AgentTurnCall):
+        content |= {
+            "model": call.pipe.model,
+            "settings": call.pipe.settings,
+            "turn": call.turn,
+            "messages": call.messages,
+            "tools": call.tools,
+        }
+    else:
+        content |= {"pipe": pipe.model_dump(mode="json"), "inputs": call.inputs}
+    text = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_the_reference_is_the_code_the_digests_were_pinned_with() -> None:
+    assert {
+        name: reference_key(call, messages, "ns") for name, (call, messages) in calls().items()
+    } == PINNED
+
+
+def test_structures_kept_from_one_call_are_never_served_for_other_structures() -> None:
+    # One pipe object, its structure of the same name declared two ways (two pipelines loaded in
+    # one process): each call's key hashes its own structures.
+    call, messages = calls()["llm"]
+    other = StructureSpec.model_validate({"fields": {"text": "text", "score": "integer"}})
+    for structures in [STRUCTURES, {"Claim": other, "Source": SOURCE}, STRUCTURES]:
+        again = call.model_copy(update={"structures": structures})
+        assert checkpoint_key(again, messages, namespace="ns") == reference_key(
+            again, messages, "ns"
+        )
+    # Structure objects made and dropped one after another: a new one may take a dropped one's
+    # memory address (its id), and must still get its own text.
+    for n in range(50):
+        spec = StructureSpec.model_validate({"description": f"v{n}", "fields": {"n": "integer"}})
+        fresh = call.model_copy(update={"structures": {"Claim": spec}})
+        assert checkpoint_key(fresh, messages, namespace="ns") == reference_key(
+            fresh, messages, "ns"
+        )
+        del spec, fresh
+        gc.collect()
+
+
+def test_a_value_json_cannot_spell_or_that_contains_itself_fails_as_it_did() -> None:
+    call, _ = calls()["tool"]
+    looped: list[Any] = []
+    looped.append(looped)
+    with pytest.raises(ValueError, match="Circular reference"):
+        checkpoint_key(call.model_copy(update={"inputs": {"x": looped}}), namespace="ns")
+    odd = call.model_copy(update={"inputs": {"x": {1, 2}, "y": float("nan")}})
+    assert checkpoint_key(odd, namespace="ns") == reference_key(odd, None, "ns")
