@@ -8,8 +8,8 @@ as durapipe is, so the two do the same work: the workflows run outside Temporal'
 data converter (durapipe's), and each activity takes and returns a small pydantic model (model,
 messages and timeout; text and usage), payloads of the same order as durapipe's (the bench prints both).
 
-``python -m bench.handwritten --address HOST:PORT --task-queue Q`` runs a worker in its own process
-(the bench measures its CPU time).
+``python -m bench.handwritten --address HOST:PORT --task-queue Q [--worker-heartbeat SECONDS|off]``
+runs a worker in its own process (the bench measures its CPU time).
 """
 
 from __future__ import annotations

@@ -16,12 +16,13 @@ def burn(seconds: float) -> None:
 
 
 def test_spent_charges_work_to_the_thread_that_did_it_and_counts_the_main_threads_runs() -> None:
-    burnt, done = threading.Event(), threading.Event()
+    burnt, done, measured = threading.Event(), threading.Event(), threading.Event()
 
     def other() -> None:
         burnt.wait()
         burn(0.2)
         done.set()
+        measured.wait()  # alive until read: an ended thread's task leaves /proc with its time
 
     helper = threading.Thread(target=other, name="idle-test-burner")
     helper.start()
@@ -30,11 +31,13 @@ def test_spent_charges_work_to_the_thread_that_did_it_and_counts_the_main_thread
     burnt.set()
     done.wait()
     after = thread_times(os.getpid())
+    measured.set()
     helper.join()
     by_name, main_runs = spent(before, after)
     # Linux names a Python thread after its process ("python"), whatever its Python name.
     [other_name] = {name for tid, (name, _, _) in after.items() if tid == helper.native_id}
     assert other_name != "main"
     assert 90 <= by_name["main"] < 200
-    assert 190 <= by_name[other_name] < 400
+    # Other threads of that name may have run too: the helper's work is there, not in main's.
+    assert by_name[other_name] >= 190
     assert main_runs >= 1
