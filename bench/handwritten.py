@@ -8,8 +8,8 @@ as durapipe is, so the two do the same work: the workflows run outside Temporal'
 data converter (durapipe's), and each activity takes and returns a small pydantic model (model,
 messages and timeout; text and usage), payloads of the same order as durapipe's (the bench prints both).
 
-``python -m bench.handwritten --address HOST:PORT --task-queue Q`` runs a worker in its own process
-(the bench measures its CPU time).
+``python -m bench.handwritten --address HOST:PORT --task-queue Q [--worker-heartbeat SECONDS|off]``
+runs a worker in its own process (the bench measures its CPU time).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.common import RetryPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -118,9 +119,17 @@ class BatchWorkflow:
 WORKFLOWS = [SequenceWorkflow, SingleWorkflow, BatchWorkflow]
 
 
-async def connect(address: str) -> Client:
-    """A client with the data converter durapipe uses."""
-    return await Client.connect(address, data_converter=pydantic_data_converter)
+async def connect(address: str, runtime: Runtime | None = None) -> Client:
+    """A client with the data converter durapipe uses (on ``runtime``, else temporalio's default)."""
+    return await Client.connect(address, data_converter=pydantic_data_converter, runtime=runtime)
+
+
+def heartbeat_runtime(interval: str) -> Runtime:
+    """A runtime whose workers send Temporal a worker heartbeat every ``interval`` seconds, or
+    none (``off``): the idle bench (`bench.idle_cpu`) prices a beat with it. temporalio's default
+    runtime beats every 60 s."""
+    every = None if interval == "off" else timedelta(seconds=float(interval))
+    return Runtime(telemetry=TelemetryConfig(), worker_heartbeat_interval=every)
 
 
 def build(client: Client, task_queue: str, max_concurrent: int | None = None) -> Worker:
@@ -141,8 +150,12 @@ async def _serve() -> None:
     parser.add_argument("--address", required=True)
     parser.add_argument("--task-queue", required=True)
     parser.add_argument("--max-concurrent", type=int)
+    parser.add_argument(
+        "--worker-heartbeat", metavar="SECONDS|off", help="[default: temporalio's, 60 s]"
+    )
     args = parser.parse_args()
-    client = await connect(args.address)
+    runtime = heartbeat_runtime(args.worker_heartbeat) if args.worker_heartbeat else None
+    client = await connect(args.address, runtime)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with build(client, args.task_queue, args.max_concurrent):
