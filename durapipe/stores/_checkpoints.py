@@ -41,7 +41,7 @@ from durapipe.runtime._calls import AgentTurnCall, LeafCall, LeafResult, LlmCall
 from durapipe.security._codec import EncryptionCodec, encryption_from_env
 from durapipe.spec._base import parse_duration
 from durapipe.stores._answers import keeping_answers
-from durapipe.stores._keys import canonical_json, structures_text
+from durapipe.stores._keys import canonical_json
 from durapipe.stores._paths import CHECKPOINTS_ENV, default_path, is_off, is_redis
 from durapipe.stores._schema import CHECKPOINTS, migrate
 
@@ -80,9 +80,8 @@ def checkpoint_key(
     memoize = memoized(call)
     if namespace is None:
         namespace = activity.info().namespace if activity.in_activity() else local_namespace()
-    # The key hashes one JSON object with sorted keys. The parts that sort after "structures"
-    # wait in `after`, so a call's structures can go in as text kept from an earlier call.
     content: dict[str, Any] = {
+        "v": KEY_VERSION,
         "namespace": namespace,
         "scope": MEMO_SCOPE if memoize else [call.run_id, call.scope],
         # A memoised result may serve the same content at any step of any run.
@@ -90,13 +89,8 @@ def checkpoint_key(
         "kind": pipe.kind,
         "output": getattr(pipe, "output", None),  # a registered kind may have none
     }
-    after: dict[str, Any] = {"v": KEY_VERSION}
-    structures = None
     if isinstance(call, LlmCall | ToolCall | AgentTurnCall):
-        if call.structures:
-            structures = structures_text(call.structures)
-        else:
-            content["structures"] = {}
+        content["structures"] = {n: s.model_dump(mode="json") for n, s in call.structures.items()}
     if isinstance(call, LlmCall):
         content |= {"model": call.pipe.model, "messages": messages, "settings": call.pipe.settings}
     elif isinstance(call, ToolCall):
@@ -105,18 +99,13 @@ def checkpoint_key(
         content |= {
             "model": call.pipe.model,
             "settings": call.pipe.settings,
+            "turn": call.turn,
             "messages": call.messages,
+            "tools": call.tools,
         }
-        after |= {"turn": call.turn, "tools": call.tools}
     else:
         content |= {"pipe": pipe.model_dump(mode="json"), "inputs": call.inputs}
-    if structures is None:
-        text = canonical_json(content | after)
-    else:
-        # Sorted keys: the parts before "structures", the structures, the parts after.
-        text = (
-            f'{canonical_json(content)[:-1]},"structures":{structures},{canonical_json(after)[1:]}'
-        )
+    text = canonical_json(content)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -10,9 +10,10 @@ each branch (structures, settings, memoisation, non-ASCII text, values JSON cann
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -242,26 +243,19 @@ def test_the_reference_is_the_code_the_digests_were_pinned_with() -> None:
     } == PINNED
 
 
-def test_structures_kept_from_one_call_are_never_served_for_other_structures() -> None:
-    # One pipe object, its structure of the same name declared two ways (two pipelines loaded in
-    # one process): each call's key hashes its own structures.
+def test_a_structure_changed_in_place_changes_the_key() -> None:
+    # A local run passes the same structure objects with every call, and a structure's fields are
+    # a plain dict: a key must hash what the structures say now, not what they said last time.
     call, messages = calls()["llm"]
-    other = StructureSpec.model_validate({"fields": {"text": "text", "score": "integer"}})
-    for structures in [STRUCTURES, {"Claim": other, "Source": SOURCE}, STRUCTURES]:
-        again = call.model_copy(update={"structures": structures})
-        assert checkpoint_key(again, messages, namespace="ns") == reference_key(
-            again, messages, "ns"
-        )
-    # Structure objects made and dropped one after another: a new one may take a dropped one's
-    # memory address (its id), and must still get its own text.
-    for n in range(50):
-        spec = StructureSpec.model_validate({"description": f"v{n}", "fields": {"n": "integer"}})
-        fresh = call.model_copy(update={"structures": {"Claim": spec}})
-        assert checkpoint_key(fresh, messages, namespace="ns") == reference_key(
-            fresh, messages, "ns"
-        )
-        del spec, fresh
-        gc.collect()
+    spec = StructureSpec.model_validate({"fields": {"text": "text"}})
+    again = call.model_copy(update={"structures": {"Claim": spec}})
+    before = checkpoint_key(again, messages, namespace="ns")
+    spec.fields["score"] = StructureSpec.model_validate({"fields": {"score": "integer"}}).fields[
+        "score"
+    ]
+    after = checkpoint_key(again, messages, namespace="ns")
+    assert after != before
+    assert after == reference_key(again, messages, "ns")
 
 
 def test_a_value_json_cannot_spell_or_that_contains_itself_fails_as_it_did() -> None:
@@ -272,3 +266,20 @@ def test_a_value_json_cannot_spell_or_that_contains_itself_fails_as_it_did() -> 
         checkpoint_key(call.model_copy(update={"inputs": {"x": looped}}), namespace="ns")
     odd = call.model_copy(update={"inputs": {"x": {1, 2}, "y": float("nan")}})
     assert checkpoint_key(odd, namespace="ns") == reference_key(odd, None, "ns")
+
+
+def test_a_value_that_contains_itself_fails_whatever_the_recursion_limit() -> None:
+    # json's circular check, not the recursion limit, must stop it: with a raised limit the C
+    # encoder would recurse until the C stack overflows (a crash, not an error).
+    script = (
+        "import sys; sys.setrecursionlimit(200_000)\n"
+        "from durapipe.stores._keys import canonical_json\n"
+        "looped = []; looped.append(looped)\n"
+        "try:\n    canonical_json({'x': looped})\n"
+        "except ValueError as error:\n    print(error)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Circular reference" in done.stdout
