@@ -27,7 +27,12 @@ from temporalio.converter import (
 )
 
 import durapipe as dp
-from durapipe.stores._payloads import STORE_ENV, THRESHOLD_ENV, reads_store_context
+from durapipe.stores._payloads import (
+    STORE_ENV,
+    THRESHOLD_ENV,
+    LocalFileDriver,
+    reads_store_context,
+)
 from durapipe.worker import ContextCachingConverter, DurapipePlugin, durapipe_converter
 from tests.support import history_events
 
@@ -149,6 +154,36 @@ async def test_a_store_driver_that_reads_the_store_context_is_bound_to_it(
     [payload] = await stored.encode(["y" * 5000])
     assert driver.targets == [_store("brief-1").target]
     assert await stored.decode([payload], [str]) == ["y" * 5000]
+
+
+async def test_a_subclass_of_durapipes_driver_that_overrides_store_is_bound(
+    payload_store: Path, tmp_path: Path
+) -> None:
+    # durapipe's drivers say they read no store context for their own ``store``; a user's
+    # subclass with a ``store`` of its own may read it, so it is bound as the SDK binds it.
+    targets: list[object] = []
+
+    class Noting(LocalFileDriver):
+        async def store(
+            self, context: StorageDriverStoreContext, payloads: Sequence[Payload]
+        ) -> list[StorageDriverClaim]:
+            targets.extend(context.target for _ in payloads)
+            return await super().store(context, payloads)
+
+    class Plain(LocalFileDriver):
+        pass
+
+    def storage(driver: StorageDriver) -> ExternalStorage:
+        return ExternalStorage(drivers=[driver], payload_size_threshold=1024)
+
+    assert not reads_store_context(storage(LocalFileDriver(tmp_path / "a")))
+    assert not reads_store_context(storage(Plain(tmp_path / "b")))
+    converter = dataclasses.replace(
+        durapipe_converter(), external_storage=storage(Noting(tmp_path / "c"))
+    )
+    assert reads_store_context(converter.external_storage)
+    await converter._with_store_context(_store("brief-1")).encode(["z" * 5000])
+    assert targets == [_store("brief-1").target]
 
 
 def _pipeline() -> dp.Pipeline:

@@ -77,7 +77,8 @@ class ContentStoreDriver(StorageDriver):
 
     # A payload's name is its digest, whoever stores it: the store context (the workflow or
     # activity it belongs to) is never read, so the converter need not bind it (see
-    # `reads_store_context`). A subclass whose ``store`` reads it sets this to True.
+    # `reads_store_context`). The flag speaks for this class's ``store``: a subclass that overrides
+    # ``store`` is bound unless it says the same of its own.
     reads_store_context: ClassVar[bool] = False
 
     def __init__(self, store: ContentStore, name: str) -> None:
@@ -241,13 +242,26 @@ def reads_store_context(storage: ExternalStorage | None) -> bool:
     change what it does: whether a driver's ``store`` or the driver selector may read the context.
 
     The context is the only thing the binding changes, and only those two are given it. durapipe's
-    drivers and selector say they never read it (``reads_store_context = False``); any other (a
-    user's own driver) is taken to read it, so it is bound as the SDK binds it.
+    drivers and selector say they never read it (``reads_store_context = False``, for the method of
+    the class that says so); any other (a user's own driver, a subclass of durapipe's that overrides
+    ``store``) is taken to read it, so it is bound as the SDK binds it.
     """
     if storage is None:
         return False
-    parts = [*storage.drivers, *([storage.driver_selector] if storage.driver_selector else [])]
-    return any(getattr(part, "reads_store_context", True) for part in parts)
+    selector = [storage.driver_selector] if storage.driver_selector else []
+    return any(_reads(driver, "store") for driver in storage.drivers) or any(
+        _reads(part, "__call__") for part in selector
+    )
+
+
+def _reads(part: object, method: str) -> bool:
+    """Whether ``part``'s ``method`` may read the store context: unless the class that declares
+    ``reads_store_context = False`` is the one whose ``method`` the part runs."""
+    for cls in type(part).__mro__:
+        if "reads_store_context" in vars(cls):
+            said = bool(vars(cls)["reads_store_context"])
+            return said or getattr(type(part), method) is not getattr(cls, method)
+    return True
 
 
 def with_external_storage(converter: DataConverter) -> DataConverter:
