@@ -347,12 +347,12 @@ class Collections:
         )
 
 
-def thread_cpu(pid: int) -> collections.Counter[str]:
-    """CPU seconds each of worker ``pid``'s threads has used, user and system apart, summed by
-    thread name (``main`` for the interpreter's own thread): what the GIL samples do not see
-    (the SDK core's Rust threads, sqlite's and the kernel's work with the GIL released)."""
+def thread_cpu(pid: int) -> dict[int, tuple[str, float, float]]:
+    """Each of worker ``pid``'s threads so far: its name (``main`` for the interpreter's own
+    thread) and the user and system CPU seconds it has used. What the GIL samples do not see (the
+    SDK core's Rust threads, sqlite's and the kernel's work with the GIL released) shows here."""
     tick = os.sysconf("SC_CLK_TCK")
-    used: collections.Counter[str] = collections.Counter()
+    threads = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             stat = (task / "stat").read_text()
@@ -360,8 +360,21 @@ def thread_cpu(pid: int) -> collections.Counter[str]:
             continue
         name = "main" if task.name == str(pid) else stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
-        used[f"{name} user"] += int(fields[11]) / tick
-        used[f"{name} system"] += int(fields[12]) / tick
+        threads[int(task.name)] = (name, int(fields[11]) / tick, int(fields[12]) / tick)
+    return threads
+
+
+def thread_cpu_since(
+    before: Mapping[int, tuple[str, float, float]], after: Mapping[int, tuple[str, float, float]]
+) -> collections.Counter[str]:
+    """CPU seconds by thread name, user and system apart, between two `thread_cpu` readings: each
+    thread's own difference (a thread that started since counts from zero; one that ended is
+    gone from /proc with what it used, so it counts nothing rather than minus everything)."""
+    used: collections.Counter[str] = collections.Counter()
+    for tid, (name, user, system) in after.items():
+        _, user_before, system_before = before.get(tid, (name, 0.0, 0.0))
+        used[f"{name} user"] += user - user_before
+        used[f"{name} system"] += system - system_before
     return used
 
 
@@ -405,8 +418,7 @@ async def profile(args: argparse.Namespace, folder: Path) -> tuple[dict[str, Pro
                     gc_before, threads_before = gc_spent(folder, pid), thread_cpu(pid)
                     with recorder.record(pid, name) as out:
                         wall, cpu = await measure(runs[side], pid)
-                    profiles[name].threads.update(thread_cpu(pid))
-                    profiles[name].threads.subtract(threads_before)
+                    profiles[name].threads.update(thread_cpu_since(threads_before, thread_cpu(pid)))
                     profiles[name].cpu_s += cpu
                     profiles[name].wall_s += wall
                     profiles[name].gc += gc_spent(folder, pid) - gc_before
