@@ -120,3 +120,66 @@ async def test_a_failure_is_reraised_stamped_with_the_attempt() -> None:
     with pytest.raises(CancelledError) as kept:
         await in_activity(env, lambda: fails(cancelled))
     assert kept.value is cancelled  # Temporal's own failures pass as they are
+
+
+async def test_activities_of_one_interval_each_beat_until_they_end() -> None:
+    # One queue and one timer serve every activity of an interval: each still beats on its own
+    # schedule, one that ends early sends none, and one that ends stops while the others go on.
+    short, short_beats = environment(0.6)
+    first, first_beats = environment(0.6)
+    second, second_beats = environment(0.6)
+    first_may_end = asyncio.Event()
+
+    async def waits_for(event: asyncio.Event) -> None:
+        await event.wait()
+
+    async def short_call() -> None:
+        return None
+
+    first_run = asyncio.ensure_future(in_activity(first, lambda: waits_for(first_may_end)))
+    await in_activity(short, short_call)
+
+    async def second_call() -> None:
+        await first_beats.reach(2)
+        first_may_end.set()
+        await first_run
+        ended_with = len(first_beats)
+        await second_beats.reach(len(second_beats) + 3)
+        assert len(first_beats) == ended_with
+
+    await in_activity(second, second_call)
+    assert short_beats == []
+    assert len(second_beats) >= 3
+
+
+async def test_a_heartbeat_that_raises_stops_only_its_own_activity() -> None:
+    failing, failing_beats = environment(0.6)
+    healthy, healthy_beats = environment(0.6)
+
+    def refuse(*details: Any) -> None:
+        failing_beats.record(*details)
+        raise RuntimeError("heartbeat refused")
+
+    failing.on_heartbeat = refuse
+    reported: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    failing_may_end = asyncio.Event()
+
+    async def failing_call() -> None:
+        await failing_may_end.wait()
+
+    failing_run = asyncio.ensure_future(in_activity(failing, failing_call))
+
+    async def healthy_call() -> None:
+        await failing_beats.reach(1)
+        await healthy_beats.reach(len(healthy_beats) + 3)
+
+    try:
+        await in_activity(healthy, healthy_call)
+    finally:
+        failing_may_end.set()
+        await failing_run
+        loop.set_exception_handler(None)
+    assert len(failing_beats) == 1  # as a timer whose callback raised: logged, no more beats
+    assert [str(c["exception"]) for c in reported] == ["heartbeat refused"]
