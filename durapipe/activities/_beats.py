@@ -2,11 +2,11 @@
 
 An activity heartbeats every ``interval`` seconds while it runs, the first time one interval after
 it starts (so a call that ends sooner sends none), in its own context. A timer per activity (made,
-then cancelled when the call ends milliseconds later) left a cancelled handle in the loop's heap
-for a whole interval and cost more than the beats. So the activities of one interval share a
+then cancelled when the call ends milliseconds later) cost a handle, a heap push and, once
+cancelled handles are half the heap, a rebuild of it: more than the beats. So the activities of one interval share a
 queue, in the order their beats fall due (each joins the end one interval ahead, as does each
-beat's next one), and one timer, set for the first of them that has not ended; an ended one is
-dropped when it reaches the front.
+beat's next one), and one timer, set for the first of them that has not ended; ended ones are
+dropped from the front as calls start and beats fall due.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import weakref
 from collections import deque
 
 from temporalio import activity
+
+_ENDED = contextvars.Context()
 
 
 class Beating:
@@ -34,6 +36,7 @@ class Beating:
     def end(self) -> None:
         """No more heartbeats (the call ended)."""
         self.ended = True
+        self.context = _ENDED  # the activity's context is not kept until its entry leaves the queue
 
 
 class _Queue:
@@ -46,8 +49,13 @@ class _Queue:
         self.timer: asyncio.TimerHandle | None = None
 
     def add(self, stamp: dict[str, int]) -> Beating:
+        beatings = self.beatings
+        # Calls mostly end in the order they started: drop the ended ones at the front now, so
+        # the queue holds about the calls in flight rather than an interval's worth of calls.
+        while beatings and beatings[0].ended:
+            beatings.popleft()
         beating = Beating(self.loop.time() + self.interval, stamp)
-        self.beatings.append(beating)
+        beatings.append(beating)
         if self.timer is None:
             self.timer = self.loop.call_at(beating.due, self.beat)
         return beating
