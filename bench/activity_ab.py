@@ -9,21 +9,29 @@ change: put the old version of a function beside the new one and call
 ``compare({"old": ..., "new": ...})``. ``--http`` times a fan-out of model calls over http against
 the fake provider (its own process) instead: hand-written (litellm's own transport), durapipe's
 llm activity body (held connections, kept answers, checkpoints) and the same with checkpoints off.
+``--against REV`` times the activity path's pieces of the package at git revision REV beside this
+checkout's, alternating (REV's package is imported under another name).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
+import importlib
+import io
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +105,100 @@ def _leaf_path(store: Path) -> Mapping[str, Callable[[], object]]:
         "checkpoint put+get": checkpoint,
         "kept answer put+get": _kept_answer(checkpoints),
     }
+
+
+def activity_pieces(
+    package: str = "durapipe", loop: asyncio.AbstractEventLoop | None = None
+) -> dict[str, Callable[[], object]]:
+    """The llm activity as a worker runs it, and its per-leaf pieces, from ``package`` (durapipe,
+    or a copy of another revision of it, see `package_at`).
+
+    The activity is the one ``Activities.all()`` gives a worker (heartbeats with a 20 s heartbeat
+    timeout, usage metrics on a real Prometheus meter, checkpoints off) on the offline model, in
+    an activity context, a new call each time, its result converted to a payload. Two packages
+    timed together share one ``loop`` (litellm's logging worker belongs to one).
+    """
+    from temporalio import activity as temporal_activity
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+    from temporalio.testing import ActivityEnvironment
+
+    def module(name: str) -> Any:
+        return importlib.import_module(f"{package}.{name}")
+
+    activities, spec = module("activities._activities"), module("spec")
+    calls, metrics = module("runtime._calls"), module("activities._metrics")
+    runtime = Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address="127.0.0.1:0"))
+    )
+    environment = ActivityEnvironment()
+    environment.metric_meter = runtime.metric_meter
+    environment.info = dataclasses.replace(
+        environment.info, heartbeat_timeout=timedelta(seconds=20), activity_type="durapipe.llm"
+    )
+    [llm_activity] = [
+        defined
+        for defined in activities.Activities(checkpoints=None).all()
+        if temporal_activity._Definition.must_from_callable(defined).name == "durapipe.llm"
+    ]
+    converter = pydantic_data_converter.payload_converter
+    pipe = spec.LlmPipe(model="durapipe/offline", prompt="{{ question }}")
+    result = calls.LeafResult(
+        output="Offline answer: q1", usage=calls.Usage(input_tokens=1, output_tokens=4), model="m"
+    )
+    loop = loop or asyncio.new_event_loop()
+    counter = iter(range(10**9))
+
+    def leaf() -> None:
+        i = next(counter)
+        call = calls.LlmCall(
+            run_id=f"ab-{i}", path=f"b[{i}]", pipe_name="ask", pipe=pipe, inputs={"question": "q"}
+        )
+        converter.to_payloads([loop.run_until_complete(environment.run(llm_activity, call))])
+
+    async def done() -> None:
+        return None
+
+    async def heartbeating() -> None:
+        for _ in range(100):
+            await activities._heartbeating(done())
+
+    def usage_metrics() -> None:
+        for _ in range(100):
+            metrics.record_usage(result, "llm")
+
+    return {
+        "llm activity, worker's": leaf,
+        "result payload": lambda: converter.to_payloads([result]),
+        "render {{ question }}": lambda: spec.render(
+            "{{ question }}", {"question": "q"}, seconds=1.0
+        ),
+        # In one activity context, a hundred at a time: a context costs more than they do.
+        "100 x _heartbeating": lambda: loop.run_until_complete(environment.run(heartbeating)),
+        "100 x record_usage": lambda: environment.run(usage_metrics),
+    }
+
+
+def package_at(revision: str, folder: Path) -> str:
+    """Import name of a copy of the durapipe package at git ``revision``, written under ``folder``
+    with its imports renamed, so both versions can run in one process."""
+    name = "durapipe_at_" + re.sub(r"\W", "_", revision)
+    made = subprocess.run(
+        ["git", "archive", revision, "durapipe"],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+    )
+    if made.returncode != 0:
+        sys.exit(f"--against {revision}: git has no durapipe package at that revision")
+    archive = made.stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    (folder / "durapipe").rename(folder / name)
+    imports = re.compile(r"\b(from|import) durapipe\b")
+    for source in (folder / name).rglob("*.py"):
+        source.write_text(imports.sub(rf"\1 {name}", source.read_text()))
+    sys.path.insert(0, str(folder))
+    return name
 
 
 def _llm_leaf(checkpoints: Any) -> Callable[[], object]:
@@ -290,6 +392,11 @@ def main(argv: list[str] | None = None) -> None:
         help="time FAN model calls at once over http against the fake provider instead",
     )
     parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="time the activity path of the package at git revision REV beside this checkout's",
+    )
+    parser.add_argument(
         "--gc-off",
         action="store_true",
         help="with --http: collect garbage before each round, not within it (less noise)",
@@ -310,10 +417,24 @@ def main(argv: list[str] | None = None) -> None:
             provider.terminate()
             provider.wait(timeout=20)
         return
+    if args.against:
+        with tempfile.TemporaryDirectory() as folder:
+            loop = asyncio.new_event_loop()
+            theirs = activity_pieces(package_at(args.against, Path(folder)), loop)
+            ours = activity_pieces(loop=loop)
+            for piece, run in ours.items():
+                # The whole activity costs about a hundred pieces: fewer calls per round.
+                calls = max(1, args.calls // 20) if piece.startswith("llm") else args.calls
+                if piece.startswith("100 x"):
+                    calls = max(1, args.calls // 100)
+                pair = {f"{piece} @{args.against}": theirs[piece], f"{piece} (this)": run}
+                report(compare(pair, rounds=args.rounds, calls=calls))
+        return
     with tempfile.TemporaryDirectory() as folder:
         report(
             compare(_leaf_path(Path(folder) / "ab.sqlite"), rounds=args.rounds, calls=args.calls)
         )
+        report(compare(activity_pieces(), rounds=args.rounds, calls=max(1, args.calls // 20)))
     report(compare(_summary_encode(), rounds=args.rounds, calls=args.calls))
     # A model call costs about a hundred times a leaf piece: fewer calls per round.
     report(compare(_litellm_call(), rounds=args.rounds, calls=max(1, args.calls // 20)))

@@ -7,7 +7,7 @@ into a Temporal activity of that name whose input type is the kind's call messag
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
@@ -16,6 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, FailureError
 
 from durapipe._errors import ErrorType
+from durapipe.activities import _beats as beats
 from durapipe.activities._cost import estimate_cost
 from durapipe.activities._metrics import record_usage
 from durapipe.activities._registry import (
@@ -93,9 +94,10 @@ class Activities:
         metered = is_metered(name)
 
         async def run(call: CallBase) -> LeafResult:
-            result = await _heartbeating(body(call, self.context(activity.info().attempt)))
+            info = activity.info()  # read once: heartbeats and metrics need it too
+            result = await _heartbeating(body(call, self.context(info.attempt)), info)
             if metered:
-                record_usage(result, metrics_kind)
+                record_usage(result, metrics_kind, info)
             return result
 
         # Temporal reads the input's type from the annotations: the kind's own message, so the
@@ -111,36 +113,19 @@ class Activities:
         return estimate_cost(call)
 
 
-async def _heartbeating(work: Awaitable[T]) -> T:
+async def _heartbeating(work: Awaitable[T], info: activity.Info | None = None) -> T:
     """Await ``work`` while heartbeating, so a lost worker or a cancel is noticed promptly.
 
-    Heartbeats and failures carry the attempt number (see `ATTEMPT_DETAIL`).
+    Heartbeats carry the attempt number (see `ATTEMPT_DETAIL`), and so does a failure: it is
+    re-raised as the same application error plus the stamp. ``info``: the activity's (read here
+    when not given).
     """
-    info = activity.info()
+    info = info or activity.info()
     stamp = {ATTEMPT_DETAIL: info.attempt}
     timeout = info.heartbeat_timeout
-    if not timeout:
-        return await _stamped(work, stamp)
-    interval = max(timeout / 3, timedelta(milliseconds=200)).total_seconds()
-    loop = asyncio.get_running_loop()
-    # A timer, not a task: a task per step (created, cancelled, awaited) cost more CPU than the
-    # heartbeats. The first beat waits one interval, so a call that ends sooner sends none.
-    timers: list[asyncio.TimerHandle] = []
-
-    def beat() -> None:
-        # Runs in this activity's context: call_later copies the caller's context variables.
-        activity.heartbeat(stamp)
-        timers[0] = loop.call_later(interval, beat)
-
-    timers.append(loop.call_later(interval, beat))
-    try:
-        return await _stamped(work, stamp)
-    finally:
-        timers[0].cancel()
-
-
-async def _stamped(work: Awaitable[T], stamp: dict[str, int]) -> T:
-    """Await ``work``; a failure is re-raised as the same application error plus ``stamp``."""
+    beating = beats.start(_beat_interval(timeout), stamp) if timeout else None
+    # One coroutine awaits the work and words its failure: each further layer of the await chain
+    # runs again every time the work resumes (several times a step).
     try:
         return await work
     except ApplicationError as err:
@@ -167,3 +152,15 @@ async def _stamped(work: Awaitable[T], stamp: dict[str, int]) -> T:
         message = redact(str(err))
         failure = ApplicationError(message, stamp, type=type(err).__name__)
         raise failure from (err if message == str(err) else None)
+    finally:
+        if beating is not None:
+            beating.end()
+
+
+@functools.lru_cache(maxsize=64)
+def _beat_interval(timeout: timedelta) -> float:
+    """Seconds between heartbeats for a heartbeat timeout: a third of it, at least 200 ms.
+
+    A worker's steps share a handful of timeouts, so each is worked out once, not per step.
+    """
+    return max(timeout / 3, timedelta(milliseconds=200)).total_seconds()

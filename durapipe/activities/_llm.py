@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pydantic
@@ -157,7 +157,7 @@ async def _ask(
         sent = provider_settings("llm", call.pipe_name, model, pipe.settings, deck)
         return idempotency_headers(sent, key, attempt)
 
-    usage = Usage()
+    usage: Usage | None = None
     problem = ""
     # Whether the transport reports when the request leaves (then the limit counts from there).
     sent_by_transport = bool(call.limits) and carries(model, settings_for(model))
@@ -168,7 +168,8 @@ async def _ask(
             )
             spent = usage_of(response)  # once: it prices the response (litellm's figure)
             lease.used(spent)
-        usage += spent
+        # The first ask's usage is the whole of it (most calls ask once): no sum to build.
+        usage = spent if usage is None else usage + spent
         text = response.choices[0].message.content or ""
         if fmt is None:
             return LeafResult(output=text, usage=usage, model=model, attempt=attempt)
@@ -283,6 +284,8 @@ def _validation_summary(err: pydantic.ValidationError) -> str:
 
 
 @register_activity(ACTIVITY_NAMES["llm"], metered=True)
-async def llm(call: LlmCall, context: CallContext) -> LeafResult:
+def llm(call: LlmCall, context: CallContext) -> Awaitable[LeafResult]:
     """Call a language model (``durapipe.llm``)."""
-    return await run_llm(call, context.attempt, context.checkpoints, context.deck)
+    # run_llm's own coroutine, not one that awaits it: each layer of an activity's await chain
+    # runs again every time the call resumes.
+    return run_llm(call, context.attempt, context.checkpoints, context.deck)

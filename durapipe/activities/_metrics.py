@@ -33,9 +33,12 @@ _COUNTERS: dict[tuple[object, ...], _Counters] = {}
 """Counters per worker meter and label set (a handful per worker: kinds x models x queues)."""
 
 
-def record_usage(result: LeafResult, kind: str) -> None:
-    """Add a finished leaf call's tokens, cost and cache hit to the worker's counters."""
-    counters = _counters(kind, result.model or "")
+def record_usage(result: LeafResult, kind: str, info: activity.Info | None = None) -> None:
+    """Add a finished leaf call's tokens, cost and cache hit to the worker's counters.
+
+    ``info``: the activity's (read here when not given).
+    """
+    counters = _counters(kind, result.model or "", info or activity.info())
     counters.calls.add(1)
     counters.input_tokens.add(result.usage.input_tokens)
     counters.output_tokens.add(result.usage.output_tokens)
@@ -43,12 +46,11 @@ def record_usage(result: LeafResult, kind: str) -> None:
     counters.cache_hits.add(int(result.cache_hit))
 
 
-def _counters(kind: str, model: str) -> _Counters:
+def _counters(kind: str, model: str, info: activity.Info) -> _Counters:
     # Creating a counter and a meter with more labels are calls into Temporal's core (~10 us each,
     # six per leaf); the counters of one label set on one worker are the same every time, so they
     # are made once. The key holds the worker's own meter (each activity's meter is a fresh
     # object: it adds the namespace, task queue and activity type, which the key holds too).
-    info = activity.info()
     worker_meter = _worker_meter()
     key = (worker_meter, info.namespace, info.task_queue, info.activity_type, kind, model)
     counters = _COUNTERS.get(key) if worker_meter is not None else None

@@ -23,6 +23,8 @@ def check_settings(kind: str, pipe_name: str, settings: Mapping[str, Any]) -> No
     Raises:
         ApplicationError: non-retryable ``durapipe.SettingNotAllowed`` naming the pipe and setting.
     """
+    if not settings:
+        return  # most pipes set none: nothing to refuse (checked twice a call, once per model)
     refused = refused_settings(kind, pipe_name, settings)
     if refused is not None:
         raise ApplicationError(refused, type=ErrorType.SETTING_NOT_ALLOWED, non_retryable=True)

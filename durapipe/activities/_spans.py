@@ -7,7 +7,7 @@ The span is a child of whatever span is current: under a worker with tracing, th
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from opentelemetry import trace
@@ -27,14 +27,31 @@ def provider_of(model: str) -> str:
     return provider if sep else "openai"
 
 
-@contextmanager
-def provider_span(model: str, settings: dict[str, Any]) -> Iterator[trace.Span]:
+def provider_span(model: str, settings: dict[str, Any]) -> AbstractContextManager[trace.Span]:
     """A ``chat <model>`` client span around one provider call."""
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         # No tracer provider is installed, so the span would be a no-op: skip building it (its
-        # attributes and context switch cost tens of microseconds per call).
-        yield trace.INVALID_SPAN
-        return
+        # attributes and context switch cost tens of microseconds per call), and the generator
+        # a context manager function makes per use (one shared object does nothing as well).
+        return _NO_SPAN
+    return _provider_span(model, settings)
+
+
+class _NoSpan:
+    """What `provider_span` gives with tracing off: the invalid (no-op) span, nothing to end."""
+
+    def __enter__(self) -> trace.Span:
+        return trace.INVALID_SPAN
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_SPAN = _NoSpan()
+
+
+@contextmanager
+def _provider_span(model: str, settings: dict[str, Any]) -> Iterator[trace.Span]:
     provider = provider_of(model)
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "chat",

@@ -15,8 +15,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
     model_serializer,
     model_validator,
 )
@@ -154,30 +152,31 @@ class LeafResult(_Message):
     attempt: int = 1
     cache_hit: bool = False
 
-    @model_serializer(mode="wrap")
-    def _without_defaults(
-        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-    ) -> dict[str, Any]:
+    @model_serializer(mode="plain", when_used="json")
+    def _without_defaults(self) -> dict[str, Any]:
         # Every leaf's result goes through Temporal (history, bridge, converter) and into the
         # checkpoint store: a first-attempt answer with every default spelled out was 148 bytes
         # of JSON where 103 say the same. Read back, the defaults are filled in again.
-        # Python-mode dumps (records, CLI output) keep every field.
-        data: dict[str, Any] = handler(self)
-        if info.mode != "json":
-            return data
-        if self.attempt == 1:
-            data.pop("attempt", None)
-        if not self.cache_hit:
-            data.pop("cache_hit", None)
-        if self.model is None:
-            data.pop("model", None)
-        usage = data.get("usage")
-        if isinstance(usage, dict):
-            spent = {name: value for name, value in usage.items() if value}
-            if spent:
-                data["usage"] = spent
-            else:
-                del data["usage"]
+        # Python-mode dumps (records, CLI output) keep every field: this runs for JSON only.
+        # Built field by field, not by trimming the full dump (a wrap serializer): that dumped
+        # each result twice, the second time from the dict, and cost twice as much.
+        data: dict[str, Any] = {"output": self.output}
+        usage = self.usage
+        spent: dict[str, Any] = {}
+        if usage.input_tokens:
+            spent["input_tokens"] = usage.input_tokens
+        if usage.output_tokens:
+            spent["output_tokens"] = usage.output_tokens
+        if usage.cost_usd:
+            spent["cost_usd"] = usage.cost_usd
+        if spent:
+            data["usage"] = spent
+        if self.model is not None:
+            data["model"] = self.model
+        if self.attempt != 1:
+            data["attempt"] = self.attempt
+        if self.cache_hit:
+            data["cache_hit"] = self.cache_hit
         return data
 
 

@@ -19,6 +19,7 @@ import jinja2.nodes
 import jinja2.parser
 
 from durapipe.spec._sandbox import (
+    MAX_OUTPUT,
     BoundedEnvironment,
     TemplateError,
     bounded_call,
@@ -114,6 +115,9 @@ def render(source: str, values: dict[str, Any], *, seconds: float | None = None)
         TemplateError: a name is undefined, the template went past a bound, or it tried something
             the sandbox forbids.
     """
+    text = _plain_render(source, values)
+    if text is not None:
+        return text
     template = _compile(source)
     try:
         return bounded_render(template, values, seconds)
@@ -130,6 +134,60 @@ def render(source: str, values: dict[str, Any], *, seconds: float | None = None)
     except Exception as err:  # include without a loader, a bad format string, ...
         # Whatever a template does wrong fails its step with one sentence, never a traceback.
         raise TemplateError(f"template failed: {type(err).__name__}: {err}") from None
+
+
+# A piece of a plain template: literal text, or the name of a value put in as it is.
+_Piece = tuple[bool, str]
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_pieces(source: str) -> tuple[_Piece, ...] | None:
+    """A template made only of literal text and ``{{ name }}`` outputs, as ``(is_name, text)``
+    pieces; None for any other template (filters, tags, expressions) or one that does not parse.
+
+    The pieces are what the compiled template yields, in order (the parser has already applied
+    whitespace control, raw blocks, comments and the trailing newline).
+    """
+    try:
+        tree = _environment().parse(source)
+    except jinja2.TemplateSyntaxError:
+        return None
+    pieces: list[_Piece] = []
+    for node in tree.body:
+        if not isinstance(node, jinja2.nodes.Output):
+            return None
+        for child in node.nodes:
+            if isinstance(child, jinja2.nodes.TemplateData):
+                pieces.append((False, child.data))
+            elif isinstance(child, jinja2.nodes.Name) and child.ctx == "load":
+                pieces.append((True, child.name))
+            else:
+                return None
+    return tuple(pieces)
+
+
+def _plain_render(source: str, values: dict[str, Any]) -> str | None:
+    """What rendering ``source`` gives when it is plain text and names of string values, without
+    running the template (a Jinja context, a generator, the sandbox's budget: most of a render's
+    cost, for the most common prompt); None when it is anything else, to render it in full.
+
+    The same text as the sandbox: a name reads ``values`` first, and Jinja outputs ``str(value)``,
+    the value itself for a ``str``. A name with another type of value, or none (an error to word),
+    output past `MAX_OUTPUT`, or keys Jinja would refuse take the full render.
+    """
+    pieces = _plain_pieces(source)
+    if pieces is None or not all(isinstance(key, str) for key in values):
+        return None
+    parts = []
+    for is_name, text in pieces:
+        if is_name:
+            value = values.get(text)
+            if type(value) is not str:
+                return None
+            text = value
+        parts.append(text)
+    rendered = "".join(parts)
+    return rendered if len(rendered) <= MAX_OUTPUT else None
 
 
 def _parse_expression(source: str) -> jinja2.nodes.Template:

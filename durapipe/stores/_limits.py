@@ -379,8 +379,9 @@ def request_sent() -> None:
         lease.request_sent()
 
 
-@contextlib.asynccontextmanager
-async def limited(call: LeafCall, *, sent_by_transport: bool = False) -> AsyncIterator[Lease]:
+def limited(
+    call: LeafCall, *, sent_by_transport: bool = False
+) -> contextlib.AbstractAsyncContextManager[Lease]:
     """Wait until every limit of ``call`` has room, hold it for the block, then give it back.
 
     Wrap the provider request itself, not the work around it. With ``sent_by_transport`` (the
@@ -388,8 +389,25 @@ async def limited(call: LeafCall, *, sent_by_transport: bool = False) -> AsyncIt
     the request's first bytes leave; otherwise when room is taken (see the module docs).
     """
     if not call.limits:
-        yield Lease(0)  # nothing counts its tokens: no estimate (a JSON dump per call)
-        return
+        # Most calls have no limits: a plain object instead of a generator-based context manager
+        # (a generator, its wrapper and two awaits per call, for nothing to wait for or give back).
+        return _Unlimited()
+    return _limited(call, sent_by_transport)
+
+
+class _Unlimited:
+    """The lease of a call without limits: nothing counts its tokens, so no estimate (a JSON dump
+    per call), nothing to wait for, nothing to give back."""
+
+    async def __aenter__(self) -> Lease:
+        return Lease(0)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+@contextlib.asynccontextmanager
+async def _limited(call: LeafCall, sent_by_transport: bool) -> AsyncIterator[Lease]:
     lease = Lease(estimated_tokens(call))
     store = configured_limits()
     name = uuid.uuid4().hex

@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from typing import Any
 
+import pytest
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from durapipe.activities._llm import messages_for
@@ -145,3 +156,94 @@ def test_a_result_recorded_with_every_field_still_reads_back() -> None:
     )
     # Records and CLI output (python-mode dumps) keep every field.
     assert set(back.model_dump()) == {"output", "usage", "model", "attempt", "cache_hit"}
+
+
+class _TrimmedFromTheFullDump(BaseModel):
+    """`LeafResult` as it was serialized before its JSON form was built field by field: the full
+    dump with its defaults trimmed (a wrap serializer), the bytes every recorded history holds."""
+
+    model_config = ConfigDict(extra="forbid")
+    output: Any = None
+    usage: Usage = Field(default_factory=Usage)
+    model: str | None = None
+    attempt: int = 1
+    cache_hit: bool = False
+
+    @model_serializer(mode="wrap")
+    def _without_defaults(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if info.mode != "json":
+            return data
+        if self.attempt == 1:
+            data.pop("attempt", None)
+        if not self.cache_hit:
+            data.pop("cache_hit", None)
+        if self.model is None:
+            data.pop("model", None)
+        usage = data.get("usage")
+        if isinstance(usage, dict):
+            spent = {name: value for name, value in usage.items() if value}
+            if spent:
+                data["usage"] = spent
+            else:
+                del data["usage"]
+        return data
+
+
+class _Verdict(BaseModel):
+    label: str
+    score: float
+    when: datetime
+
+
+_OUTPUTS: list[Any] = [
+    None,
+    "",
+    "Offline answer: q1",
+    'quotes " and \\ and \u00e9 and \U0001f600',
+    0,
+    -3,
+    2.5,
+    1e-9,
+    True,
+    [],
+    ["a", 1, None, {"b": [2.0, False]}],
+    {"items": [{"x": 1}], "value": None},
+    _Verdict(label="ok", score=0.25, when=datetime(2026, 11, 27, 12, 0, tzinfo=UTC)),
+    [_Verdict(label="a", score=1, when=datetime(2026, 1, 1, tzinfo=UTC))],
+]
+_USAGES = [
+    Usage(),
+    Usage(input_tokens=1, output_tokens=4),
+    Usage(cost_usd=0.25),
+    Usage(input_tokens=12, output_tokens=0, cost_usd=4e-05),
+    Usage(input_tokens=7, output_tokens=9, cost_usd=-0.0),
+]
+
+
+@pytest.mark.parametrize("output", _OUTPUTS, ids=range(len(_OUTPUTS)))
+def test_a_result_serializes_to_the_bytes_recorded_histories_hold(output: Any) -> None:
+    # Histories and checkpoint stores hold the old serializer's bytes: the same result must give
+    # the same bytes (a replay compares payloads; a checkpoint's text is the one already written).
+    converter = pydantic_data_converter.payload_converter
+    for usage in _USAGES:
+        for model in (None, "durapipe/offline"):
+            for attempt in (1, 2):
+                for cache_hit in (False, True):
+                    fields = {
+                        "output": output,
+                        "usage": usage,
+                        "model": model,
+                        "attempt": attempt,
+                        "cache_hit": cache_hit,
+                    }
+                    result = LeafResult(**fields)
+                    recorded = _TrimmedFromTheFullDump(**fields)
+                    assert result.model_dump_json() == recorded.model_dump_json()
+                    assert result.model_dump(mode="json") == recorded.model_dump(mode="json")
+                    assert result.model_dump() == recorded.model_dump()
+                    [ours] = converter.to_payloads([result])
+                    [theirs] = converter.to_payloads([recorded])
+                    assert ours.data == theirs.data
