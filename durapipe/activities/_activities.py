@@ -7,6 +7,7 @@ into a Temporal activity of that name whose input type is the kind's call messag
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
@@ -16,7 +17,6 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, FailureError
 
 from durapipe._errors import ErrorType
-from durapipe.activities import _beats as beats
 from durapipe.activities._cost import estimate_cost
 from durapipe.activities._metrics import record_usage
 from durapipe.activities._registry import (
@@ -123,7 +123,7 @@ async def _heartbeating(work: Awaitable[T], info: activity.Info | None = None) -
     info = info or activity.info()
     stamp = {ATTEMPT_DETAIL: info.attempt}
     timeout = info.heartbeat_timeout
-    beating = beats.start(_beat_interval(timeout), stamp) if timeout else None
+    beats = _Beats(_beat_interval(timeout), stamp) if timeout else None
     # One coroutine awaits the work and words its failure: each further layer of the await chain
     # runs again every time the work resumes (several times a step).
     try:
@@ -153,8 +153,29 @@ async def _heartbeating(work: Awaitable[T], info: activity.Info | None = None) -
         failure = ApplicationError(message, stamp, type=type(err).__name__)
         raise failure from (err if message == str(err) else None)
     finally:
-        if beating is not None:
-            beating.end()
+        if beats is not None:
+            beats.timer.cancel()
+
+
+class _Beats:
+    """The heartbeats of one activity: one every ``interval`` seconds while it runs.
+
+    A timer, not a task: a task per step (created, cancelled, awaited) cost more CPU than the
+    heartbeats. The first beat waits one interval, so a call that ends sooner sends none.
+    """
+
+    __slots__ = ("interval", "loop", "stamp", "timer")
+
+    def __init__(self, interval: float, stamp: dict[str, int]) -> None:
+        self.interval = interval
+        self.stamp = stamp
+        self.loop = asyncio.get_running_loop()
+        self.timer = self.loop.call_later(interval, self.beat)
+
+    def beat(self) -> None:
+        # Runs in this activity's context: call_later copies the caller's context variables.
+        activity.heartbeat(self.stamp)
+        self.timer = self.loop.call_later(self.interval, self.beat)
 
 
 @functools.lru_cache(maxsize=64)

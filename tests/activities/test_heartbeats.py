@@ -14,7 +14,6 @@ from temporalio.testing import ActivityEnvironment
 
 from durapipe._errors import ErrorType
 from durapipe.activities._activities import _heartbeating
-from durapipe.activities._beats import _QUEUES
 from durapipe.adapters._plan import ATTEMPT_DETAIL
 from durapipe.security._codec import EncryptionError
 
@@ -184,15 +183,3 @@ async def test_a_heartbeat_that_raises_stops_only_its_own_activity() -> None:
         loop.set_exception_handler(None)
     assert len(failing_beats) == 1  # as a timer whose callback raised: logged, no more beats
     assert [str(c["exception"]) for c in reported] == ["heartbeat refused"]
-
-
-async def test_the_queue_of_an_interval_holds_the_calls_in_flight_not_the_ended_ones() -> None:
-    env, beats_sent = environment(27.0)  # its own interval: no other test's calls in its queue
-
-    async def short_call() -> None:
-        return None
-
-    for _ in range(500):
-        await in_activity(env, short_call)
-    [queue] = [q for q in _QUEUES[asyncio.get_running_loop()].values() if q.interval == 9.0]
-    assert len(queue.beatings) <= 1 and beats_sent == []
