@@ -159,11 +159,21 @@ def _plain_pieces(source: str) -> tuple[_Piece, ...] | None:
         for child in node.nodes:
             if isinstance(child, jinja2.nodes.TemplateData):
                 pieces.append((False, child.data))
-            elif isinstance(child, jinja2.nodes.Name) and child.ctx == "load":
+            elif (
+                isinstance(child, jinja2.nodes.Name)
+                and child.ctx == "load"
+                and child.name != "self"  # Jinja's reference to the template, not a value
+            ):
                 pieces.append((True, child.name))
             else:
                 return None
-    return tuple(pieces)
+    # Past a few pieces the full render's operation budget (one per piece) may apply: it decides.
+    return tuple(pieces) if len(pieces) <= MAX_PLAIN_PIECES else None
+
+
+# Pieces a plain template may have and skip the full render: far below `MAX_OPERATIONS`, whose
+# bound (one operation per output piece) the full render then enforces.
+MAX_PLAIN_PIECES = 1000
 
 
 def _plain_render(source: str, values: dict[str, Any]) -> str | None:
@@ -179,15 +189,18 @@ def _plain_render(source: str, values: dict[str, Any]) -> str | None:
     if pieces is None or not all(isinstance(key, str) for key in values):
         return None
     parts = []
+    produced = 0
     for is_name, text in pieces:
         if is_name:
             value = values.get(text)
             if type(value) is not str:
                 return None
             text = value
+        produced += len(text)
+        if produced > MAX_OUTPUT:
+            return None  # the full render stops there, and words it: nothing is joined
         parts.append(text)
-    rendered = "".join(parts)
-    return rendered if len(rendered) <= MAX_OUTPUT else None
+    return "".join(parts)
 
 
 def _parse_expression(source: str) -> jinja2.nodes.Template:

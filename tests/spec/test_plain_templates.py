@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -85,6 +86,33 @@ def test_output_past_the_bound_is_refused_as_before() -> None:
     assert _plain_render("{{ a }}{{ b }}", {"a": big, "b": big}) is None
     with pytest.raises(TemplateError, match="template output went past"):
         render("{{ a }}{{ b }}", {"a": big, "b": big})
+
+
+def test_output_past_the_bound_is_never_built() -> None:
+    # A client's template may repeat a big input: the bound is checked piece by piece, before
+    # anything is joined, so refusing it costs no more memory than the input itself.
+    big = "x" * (1024 * 1024)
+    source = "{{ x }}\n" * (MAX_OUTPUT // len(big) + 8)
+    tracemalloc.start()
+    try:
+        assert _plain_render(source, {"x": big}) is None
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * len(big)
+
+
+def test_a_template_of_many_pieces_keeps_the_operation_bound() -> None:
+    # The full render counts one operation per piece it outputs; a plain template with more
+    # pieces than the fast path takes is rendered (and bounded) by it.
+    with pytest.raises(TemplateError, match="operations"):
+        render("{{ x }}," * 100_001, {"x": "y"})
+
+
+def test_self_is_jinjas_template_reference_not_a_value() -> None:
+    values = {"self": "hello"}
+    assert _plain_pieces("{{ self }}") is None
+    assert render("{{ self }}", values) == bounded_render(_compile("{{ self }}"), values, None)
 
 
 def test_a_changed_template_renders_the_new_text_not_the_cached_one() -> None:
