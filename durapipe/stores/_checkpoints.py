@@ -257,7 +257,7 @@ class SqliteCheckpoints:
     def put_many(self, results: Mapping[str, LeafResult]) -> int:
         """`put` each result, in one transaction; how many won."""
         with self._lock, self._db:
-            return sum(self._insert(self._db, key, result) for key, result in results.items())
+            return self._insert_rows(self._db, results)
 
     def put_many_nowait(self, results: Mapping[str, LeafResult]) -> int:
         """Like `put_many`, on the calling thread; raises `BlockingIOError` rather than wait."""
@@ -342,25 +342,36 @@ class SqliteCheckpoints:
         # so its results cost one commit (one WAL append) instead of one each.
         db.execute("BEGIN IMMEDIATE")
         try:
-            won = sum(self._insert(db, key, result) for key, result in results.items())
+            won = self._insert_rows(db, results)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return won
 
+    def _insert_rows(self, db: sqlite3.Connection, results: Mapping[str, LeafResult]) -> int:
+        # One executemany, not a statement per result (a local run's step cost 2-3 us less). Its
+        # rowcount sums the rows each insert changed, 1 for a result that won and 0 for a key
+        # holding a live result: how many won, as the sum of `_insert`s counted them.
+        if not results:
+            return 0
+        now = time.time()
+        rows = [(key, self._codec.dump(r), now, now - self.ttl) for key, r in results.items()]
+        return db.executemany(_INSERT, rows).rowcount
+
     def _insert(self, db: sqlite3.Connection, key: str, result: LeafResult) -> bool:
         now = time.time()
         # First writer wins; an expired result counts as no result.
-        cursor = db.execute(
-            "INSERT INTO checkpoints (key, result, created_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET result = excluded.result, "
-            "created_at = excluded.created_at WHERE checkpoints.created_at < ?",
-            (key, self._codec.dump(result), now, now - self.ttl),
-        )
+        cursor = db.execute(_INSERT, (key, self._codec.dump(result), now, now - self.ttl))
         return cursor.rowcount == 1
 
 
+# First writer wins; an expired result counts as no result.
+_INSERT = (
+    "INSERT INTO checkpoints (key, result, created_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET result = excluded.result, "
+    "created_at = excluded.created_at WHERE checkpoints.created_at < ?"
+)
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 # About SQLite's automatic checkpoint interval (1,000 WAL pages) at a few pages per result.
 WAL_CHECKPOINT_EVERY = 250

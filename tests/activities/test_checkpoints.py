@@ -121,6 +121,31 @@ def test_a_batch_is_one_transaction_in_which_the_first_writer_of_each_key_still_
     assert store.get("x") is None
 
 
+def test_a_batch_counts_each_result_that_won_an_expired_one_included(tmp_path: Path) -> None:
+    # A batch is one executemany: what it reports must still be the number of keys it took, an
+    # expired result's key among them, a live result's key not, on both of its paths.
+    store = SqliteCheckpoints(tmp_path / "checkpoints.sqlite", ttl=60)
+    other = sqlite3.connect(tmp_path / "checkpoints.sqlite", isolation_level=None)
+    for key in ("live", "old", "live2", "old2"):
+        assert store.put(key, LeafResult(output=f"first {key}", model="m"))
+    other.execute("UPDATE checkpoints SET created_at = 0 WHERE key IN ('old', 'old2')")
+    assert store.put_many_nowait({}) == 0 and store.put_many({}) == 0
+    first = {k: LeafResult(output=f"new {k}", model="m") for k in ("live", "old", "a", "b")}
+    assert store.put_many_nowait(first) == 3
+    second = {k: LeafResult(output=f"new {k}", model="m") for k in ("live2", "old2", "c", "a")}
+    assert store.put_many(second) == 2
+    outputs = dict(other.execute("SELECT key, json_extract(result, '$.output') FROM checkpoints"))
+    assert outputs == {
+        "live": "first live",
+        "old": "new old",
+        "live2": "first live2",
+        "old2": "new old2",
+        "a": "new a",
+        "b": "new b",
+        "c": "new c",
+    }
+
+
 def test_the_write_ahead_log_is_checkpointed_off_the_event_loop_and_stays_bounded(
     tmp_path: Path,
 ) -> None:
