@@ -7,7 +7,7 @@ The span is a child of whatever span is current: under a worker with tracing, th
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import trace
@@ -37,17 +37,8 @@ def provider_span(model: str, settings: dict[str, Any]) -> AbstractContextManage
     return _provider_span(model, settings)
 
 
-class _NoSpan:
-    """What `provider_span` gives with tracing off: the invalid (no-op) span, nothing to end."""
-
-    def __enter__(self) -> trace.Span:
-        return trace.INVALID_SPAN
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-
-_NO_SPAN = _NoSpan()
+# What `provider_span` gives with tracing off: the invalid (no-op) span, nothing to end.
+_NO_SPAN = nullcontext(trace.INVALID_SPAN)
 
 
 @contextmanager

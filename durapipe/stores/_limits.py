@@ -389,21 +389,11 @@ def limited(
     the request's first bytes leave; otherwise when room is taken (see the module docs).
     """
     if not call.limits:
-        # Most calls have no limits: a plain object instead of a generator-based context manager
-        # (a generator, its wrapper and two awaits per call, for nothing to wait for or give back).
-        return _Unlimited()
+        # Most calls have no limits: no generator-based context manager (a generator, its wrapper
+        # and two awaits per call, for nothing to wait for or give back). Nothing counts the
+        # lease's tokens, so no estimate (a JSON dump per call).
+        return contextlib.nullcontext(Lease(0))
     return _limited(call, sent_by_transport)
-
-
-class _Unlimited:
-    """The lease of a call without limits: nothing counts its tokens, so no estimate (a JSON dump
-    per call), nothing to wait for, nothing to give back."""
-
-    async def __aenter__(self) -> Lease:
-        return Lease(0)
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
 
 
 @contextlib.asynccontextmanager
