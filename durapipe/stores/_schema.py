@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -107,10 +108,32 @@ def migrate(path: Path, layout: Layout, *, timeout: float = 30) -> None:
     ``BEGIN IMMEDIATE`` transaction (one writer at a time) and re-reads the version inside it, so
     the second worker finds the work done. A file already up to date is only read.
 
+    Some of SQLite's lock conflicts while workers open a new file at once return "database is
+    locked" at once rather than waiting ``timeout`` (seen with two workers starting together on
+    a fresh file): those are tried again, each a fresh start, until ``timeout`` has gone by.
+
     Raises:
         ConfigError: the file was written by a newer durapipe, is not a SQLite database, or holds
-            tables this version cannot read.
+            tables this version cannot read (or stayed locked for ``timeout`` seconds).
     """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _migrate(path, layout, timeout)
+        except sqlite3.OperationalError as err:
+            if not _locked(err) or time.monotonic() >= deadline:
+                raise _unreadable(path, layout, str(err)) from None
+        time.sleep(0.05)
+
+
+def _locked(err: sqlite3.OperationalError) -> bool:
+    return getattr(err, "sqlite_errorcode", None) in _BUSY or "locked" in str(err)
+
+
+_BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+
+
+def _migrate(path: Path, layout: Layout, timeout: float) -> None:
     try:
         db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
     except sqlite3.Error as err:
@@ -130,6 +153,10 @@ def migrate(path: Path, layout: Layout, *, timeout: float = 30) -> None:
                 db.execute("ROLLBACK")
                 raise
         _check(db, path, layout)
+    except sqlite3.OperationalError as err:
+        if _locked(err):
+            raise  # `migrate` tries again
+        raise _unreadable(path, layout, str(err)) from None
     except sqlite3.DatabaseError as err:
         raise _unreadable(path, layout, str(err)) from None
     finally:

@@ -16,8 +16,8 @@ import pytest
 import durapipe as dp
 from durapipe._errors import ConfigError
 from durapipe.runtime import LeafResult
-from durapipe.stores import SqliteCheckpoints
-from durapipe.stores._schema import SCHEMA_VERSION
+from durapipe.stores import SqliteCheckpoints, _schema
+from durapipe.stores._schema import CHECKPOINTS, SCHEMA_VERSION, migrate
 from tests.stores.schema_support import newer_layout, refusal_at_start
 
 RESULTS_ONLY = ["CREATE TABLE checkpoints (key TEXT PRIMARY KEY, result TEXT NOT NULL)"]
@@ -176,3 +176,50 @@ def test_the_migration_keeps_rows_that_already_had_an_age(tmp_path: Path) -> Non
         )
     db.close()
     assert SqliteCheckpoints(path, ttl=3600).get("recent") == _result("kept")
+
+
+class _LockedAtFirst:
+    """A connection whose first statement finds the file locked at once, as SQLite answers some
+    conflicts between workers opening a new file together (without waiting its timeout)."""
+
+    def __init__(self, real: sqlite3.Connection, locked: list[bool]) -> None:
+        self.real, self.locked = real, locked
+
+    def execute(self, statement: str, *args: object) -> sqlite3.Cursor:
+        if self.locked and self.locked.pop():
+            raise sqlite3.OperationalError("database is locked")
+        return self.real.execute(statement, *args)
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def test_a_file_locked_at_once_while_another_worker_opens_it_is_opened_once_it_is_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect = sqlite3.connect
+    locked = [True, True]  # the first two tries find it locked
+    monkeypatch.setattr(
+        _schema.sqlite3, "connect", lambda *a, **k: _LockedAtFirst(connect(*a, **k), locked)
+    )
+    path = tmp_path / "cp.sqlite"
+    migrate(path, CHECKPOINTS)
+    assert locked == []
+    monkeypatch.undo()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_file_that_stays_locked_fails_with_the_sentence_after_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect = sqlite3.connect
+    monkeypatch.setattr(
+        _schema.sqlite3,
+        "connect",
+        lambda *a, **k: _LockedAtFirst(connect(*a, **k), [True] * 10_000),
+    )
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="cannot be read as a durapipe checkpoint store"):
+        migrate(tmp_path / "cp.sqlite", CHECKPOINTS, timeout=0.3)
+    assert 0.3 <= time.monotonic() - started < 10
