@@ -395,6 +395,16 @@ async def until(condition: Callable[[], bool], *, what: str, timeout: float = 12
         await asyncio.sleep(0.02)
 
 
+def all_started(pool: list[Worker]) -> bool:
+    """Whether every worker of ``pool`` polls; a worker that exited while starting (nothing has
+    killed it yet) fails the run at once, with the sentence it said, not a wait for the timeout."""
+    for worker in pool:
+        if worker.process is not None and worker.process.poll() is not None and not worker.ready():
+            said = worker.log.read_text(errors="replace").strip().splitlines()[-1:] or ["nothing"]
+            raise RuntimeError(f"{worker.name} exited while starting; it said: {said[0]}")
+    return all(worker.ready() for worker in pool)
+
+
 def start_provider(
     ledger: Path, failure_rate: float, seed: int, *, idempotent: bool, tls: Path | None = None
 ) -> tuple[subprocess.Popen[str], str]:
@@ -453,7 +463,7 @@ async def chaos(
     try:
         for worker in pool:
             worker.start()
-        await until(lambda: polling() == workers, what="every worker to poll")
+        await until(lambda: all_started(pool), what="every worker to poll")
         timeline = [f"every worker polls {time.monotonic() - began:+.1f}s"]
         pipeline = dp.load(pipeline_file)
         client = await dp.connect(server.address)

@@ -6,12 +6,18 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bench.chaos import (
     Figures,
     Kill,
+    Worker,
+    all_started,
     duplicate_counts,
     explanations,
     in_flight_at,
@@ -123,3 +129,26 @@ def keep_answer(store: Path, *, seq: int, at: float) -> None:
             (f"answer:{seq}", base64.b64encode(answer.encode()).decode(), at),
         )
     db.close()
+
+
+def test_a_worker_that_exits_while_starting_fails_the_run_with_what_it_said(
+    tmp_path: Path,
+) -> None:
+    quits = Worker("worker1", [], {}, tmp_path)
+    quits.starts = 1
+    quits.log.write_text("error: DURAPIPE_CHECKPOINTS: the checkpoint file is locked\n")
+    quits.process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(2)"])
+    quits.process.wait()
+    starting = Worker("worker2", [], {}, tmp_path)
+    starting.starts = 1
+    starting.log.write_text("")
+    starting.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert not all_started([starting])  # alive, not polling yet: wait on
+        with pytest.raises(RuntimeError, match="worker1 exited while starting; it said: error"):
+            all_started([starting, quits])
+        starting.log.write_text("worker ready: task queue 'chaos'\n")
+        assert all_started([starting])
+    finally:
+        starting.process.kill()
+        starting.process.wait()
