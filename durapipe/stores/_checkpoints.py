@@ -285,13 +285,15 @@ class SqliteCheckpoints:
         self._commits += 1
 
     def _wal_checkpoint(self) -> None:
-        # The event loop keeps committing meanwhile. Usually the whole log is copied and the next
-        # write starts it over; a commit landing during the copy keeps it from starting over, so a
-        # log that kept growing past WAL_MAX_FRAMES is copied again with the loop's writes held
-        # back (they go to a thread for those milliseconds).
+        # The event loop keeps committing meanwhile. The log starts over at the first write after
+        # a checkpoint that copied all of it; a commit landing during the copy keeps it from
+        # starting over (a busy worker's usually does), so a log that grew past WAL_MAX_FRAMES is
+        # copied again with the loop's writes held back (they go to a thread for those
+        # milliseconds). The checkpoint reports the frames the log held when it began, all copied
+        # but for a reader's: whether commits landed meanwhile it cannot say, so the size decides.
         with self._lock, contextlib.suppress(sqlite3.Error):
-            _, logged, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if copied < logged and logged > WAL_MAX_FRAMES:
+            _, logged, _ = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if logged > WAL_MAX_FRAMES:
                 with self._loop_lock:
                     self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 

@@ -23,7 +23,13 @@ from durapipe.stores import (
     checkpoint_key,
     open_store,
 )
-from durapipe.stores._checkpoints import ANSWERS_LAYOUT, WAL_CHECKPOINT_EVERY, checkpointed
+from durapipe.stores import _checkpoints as checkpoints_module
+from durapipe.stores._checkpoints import (
+    ANSWERS_LAYOUT,
+    WAL_CHECKPOINT_EVERY,
+    WAL_MAX_FRAMES,
+    checkpointed,
+)
 from durapipe.testing import FakeProvider
 from tests.chain import write_chain
 from tests.support import cli_env, durapipe_command
@@ -163,6 +169,61 @@ def test_the_write_ahead_log_is_checkpointed_off_the_event_loop_and_stays_bounde
     # Without the background checkpoints the log would hold all four rounds of pages.
     assert wal.stat().st_size < 2 * one_round
     assert store.get(f"k{4 * WAL_CHECKPOINT_EVERY - 1}") is not None
+
+
+def test_a_long_log_starts_over_though_commits_landed_during_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A busy worker stores results while the background checkpoint copies the log. The log starts
+    # over only at a write that finds it all copied: one commit landing during each checkpoint
+    # kept a busy worker's log from ever starting over, and it grew by every result.
+    monkeypatch.setattr(checkpoints_module, "WAL_CHECKPOINT_EVERY", 10**9)  # the test runs them
+    path = tmp_path / "checkpoints.sqlite"
+    wal = tmp_path / "checkpoints.sqlite-wal"
+    store = SqliteCheckpoints(path)
+    result = LeafResult(output="x" * 2000, model="m")
+    for n in range(WAL_MAX_FRAMES + 1):  # a page or more each, never checkpointed: a long log
+        store.put_nowait(f"k{n}", result)
+    assert (wal.stat().st_size - WAL_HEADER) // (FRAME_HEADER + 4096) > WAL_MAX_FRAMES
+    started_over = _log_restarts(wal)
+    stop = threading.Event()
+    written = threading.Condition()
+    writes = 0
+
+    def keep_writing() -> None:
+        nonlocal writes
+        while not stop.is_set():
+            try:
+                store.put_nowait(f"w{writes}", result)
+            except BlockingIOError:  # held back during the checkpoint: the step's thread writes
+                store.put(f"w{writes}", result)
+            with written:
+                writes += 1
+                written.notify_all()
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        with written:
+            assert written.wait_for(lambda: writes > 0, timeout=30)
+        store._wal_checkpoint()  # as the loop's commits start one, the writer's landing meanwhile
+        with written:
+            # The second write from now began after the checkpoint ended.
+            after = writes
+            assert written.wait_for(lambda: writes >= after + 2, timeout=30)
+    finally:
+        stop.set()
+        writer.join()
+    assert _log_restarts(wal) > started_over
+
+
+WAL_HEADER, FRAME_HEADER = 32, 24  # bytes, in SQLite's write-ahead log format
+
+
+def _log_restarts(wal: Path) -> int:
+    """How many times the log started over: the checkpoint sequence number in its header."""
+    with wal.open("rb") as log:
+        return int.from_bytes(log.read(WAL_HEADER)[12:16], "big")
 
 
 def test_open_store_reads_the_setting(tmp_path: Path, redis_url: str) -> None:
