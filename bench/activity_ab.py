@@ -115,8 +115,10 @@ def activity_pieces(
 
     The activity is the one ``Activities.all()`` gives a worker (heartbeats with a 20 s heartbeat
     timeout, usage metrics on a real Prometheus meter, checkpoints off) on the offline model, in
-    an activity context, a new call each time, its result converted to a payload. Two packages
-    timed together share one ``loop`` (litellm's logging worker belongs to one).
+    an activity context, a new call each time, its result converted to a payload; and the same
+    with litellm's call replaced by a canned answer (the activity's own code, which litellm's
+    milliseconds otherwise hide). Two packages timed together share one ``loop`` (litellm's
+    logging worker belongs to one).
     """
     from temporalio import activity as temporal_activity
     from temporalio.contrib.pydantic import pydantic_data_converter
@@ -156,6 +158,22 @@ def activity_pieces(
         )
         converter.to_payloads([loop.run_until_complete(environment.run(llm_activity, call))])
 
+    llm = module("activities._llm")
+    answer = _model_response()
+
+    async def answered(model: str, *args: Any, **kwargs: Any) -> Any:
+        for _ in range(3):  # a call over http resumes the activity's await chain a few times
+            await asyncio.sleep(0)
+        return answer
+
+    def leaf_answered() -> None:
+        # The activity's own code around the model call: litellm's replaced by a canned answer.
+        real, llm.complete = llm.complete, answered
+        try:
+            leaf()
+        finally:
+            llm.complete = real
+
     async def done() -> None:
         return None
 
@@ -169,6 +187,7 @@ def activity_pieces(
 
     return {
         "llm activity, worker's": leaf,
+        "llm activity, answered at once": leaf_answered,
         "result payload": lambda: converter.to_payloads([result]),
         "render {{ question }}": lambda: spec.render(
             "{{ question }}", {"question": "q"}, seconds=1.0
@@ -177,6 +196,19 @@ def activity_pieces(
         "100 x _heartbeating": lambda: loop.run_until_complete(environment.run(heartbeating)),
         "100 x record_usage": lambda: environment.run(usage_metrics),
     }
+
+
+def _model_response() -> Any:
+    """A litellm response as the offline model gives it, priced (at 0) as litellm prices one."""
+    import litellm
+
+    response = litellm.ModelResponse(
+        choices=[{"message": {"content": "Offline answer: q"}, "finish_reason": "stop"}],
+        usage={"prompt_tokens": 1, "completion_tokens": 4, "total_tokens": 5},
+        model="durapipe/offline",
+    )
+    response._hidden_params = {"response_cost": 0.0}
+    return response
 
 
 def package_at(revision: str, folder: Path) -> str:

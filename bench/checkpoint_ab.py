@@ -11,7 +11,8 @@ loaded beside this checkout's, and each piece runs both ways, alternating round 
   with structures decoded anew every call (a worker), of an agent turn and of a tool call;
 - ``checkpointed``: the wrapper around a leaf's computation with a store that does nothing (the
   wrapper's own cost, over an event loop round trip of about 10 us), and with a SQLite store (a
-  read that misses, then a write).
+  read that misses, then a write; each side with its own commit's store class, on a file of its
+  own, its background log checkpoints included).
 
 Each figure is process CPU microseconds per call. In a worker these pieces cost several times what
 a loop shows (a big heap, other work between two leaves: their code and data are out of the CPU's
@@ -241,10 +242,10 @@ def main(argv: list[str] | None = None) -> None:
         }
         report(compare(variants, rounds=args.rounds, calls=args.calls))
         print("# checkpointed, SQLite: a read that misses, then a write")
-        store = SqliteCheckpoints(Path(folder) / "ab.sqlite")
+        # Each side's own store class on its own file: the store's code is part of the path.
         variants = {
-            "old": _wrapped(old.checkpointed, store),
-            "new": _wrapped(new.checkpointed, store),
+            "old": _wrapped(old.checkpointed, old.SqliteCheckpoints(Path(folder) / "old.sqlite")),
+            "new": _wrapped(new.checkpointed, SqliteCheckpoints(Path(folder) / "new.sqlite")),
         }
         report(compare(variants, rounds=args.rounds, calls=max(1, args.calls // 2)))
     sys.stdout.flush()  # before the temporary folder goes

@@ -162,12 +162,19 @@ async def _ask(
     # Whether the transport reports when the request leaves (then the limit counts from there).
     sent_by_transport = bool(call.limits) and carries(model, settings_for(model))
     for _ in range(pipe.reask + 1):
-        async with limited(call, sent_by_transport=sent_by_transport) as lease:
-            model, response = await _complete_first(
-                [model, *pipe.fallbacks], messages, fmt, settings_for, pipe.timeout
-            )
-            spent = usage_of(response)  # once: it prices the response (litellm's figure)
-            lease.used(spent)
+        if call.limits or pipe.fallbacks:
+            async with limited(call, sent_by_transport=sent_by_transport) as lease:
+                model, response = await _complete_first(
+                    [model, *pipe.fallbacks], messages, fmt, settings_for, pipe.timeout
+                )
+                spent = usage_of(response)  # once: it prices the response (litellm's figure)
+                lease.used(spent)
+        else:
+            # Most calls have no limits and one model: no lease to enter and leave (two
+            # coroutines), no waterfall around the call (one more layer in the await chain,
+            # which runs again every time the call resumes). The same request as the waterfall's.
+            response = await complete(model, messages, fmt, settings_for(model), pipe.timeout)
+            spent = usage_of(response)
         # The first ask's usage is the whole of it (most calls ask once): no sum to build.
         usage = spent if usage is None else usage + spent
         text = response.choices[0].message.content or ""

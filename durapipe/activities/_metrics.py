@@ -40,10 +40,18 @@ def record_usage(result: LeafResult, kind: str, info: activity.Info | None = Non
     """
     counters = _counters(kind, result.model or "", info or activity.info())
     counters.calls.add(1)
-    counters.input_tokens.add(result.usage.input_tokens)
-    counters.output_tokens.add(result.usage.output_tokens)
-    counters.cost.add(round(result.usage.cost_usd * 1_000_000))
-    counters.cache_hits.add(int(result.cache_hit))
+    # Adding 0 changes no counter, and each add is a call into Temporal's core: most calls are no
+    # cache hit, and many cost nothing known (an unpriced model). The series still show from the
+    # first call on, at 0: `_counters` adds 0 to each when it makes them.
+    usage = result.usage
+    if usage.input_tokens:
+        counters.input_tokens.add(usage.input_tokens)
+    if usage.output_tokens:
+        counters.output_tokens.add(usage.output_tokens)
+    if cost := round(usage.cost_usd * 1_000_000):
+        counters.cost.add(cost)
+    if result.cache_hit:
+        counters.cache_hits.add(1)
 
 
 def _counters(kind: str, model: str, info: activity.Info) -> _Counters:
@@ -63,6 +71,10 @@ def _counters(kind: str, model: str, info: activity.Info) -> _Counters:
             meter.create_counter(COST_MICRO_USD, "Provider cost in millionths of a dollar."),
             meter.create_counter(CACHE_HITS, "Calls answered from the checkpoint store."),
         )
+        # A counter's series shows once something was added to it: at 0 until the first
+        # tokens, cost or hit, as when every call added its zeros (see `record_usage`).
+        for counter in counters[1:]:
+            counter.add(0)
         if worker_meter is not None:
             _COUNTERS[key] = counters
     return counters

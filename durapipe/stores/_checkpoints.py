@@ -215,6 +215,7 @@ class SqliteCheckpoints:
         # A WAL checkpoint syncs the file to disk: the loop's commits leave it to a thread.
         self._loop_db.execute("PRAGMA wal_autocheckpoint=0")
         self._commits = 0
+        self._checkpointer: threading.Thread | None = None
 
     def get(self, key: str) -> LeafResult | None:
         """The result stored under ``key``, if any (and younger than the TTL)."""
@@ -252,7 +253,12 @@ class SqliteCheckpoints:
         self._commits += results
         if self._commits >= WAL_CHECKPOINT_EVERY:
             self._commits = 0
-            threading.Thread(target=self._wal_checkpoint, name="durapipe-wal").start()
+            # One at a time: a slow copy (a slow disk) does not queue more behind it.
+            if self._checkpointer is None or not self._checkpointer.is_alive():
+                self._checkpointer = threading.Thread(
+                    target=self._wal_checkpoint, name="durapipe-wal"
+                )
+                self._checkpointer.start()
 
     def put_many(self, results: Mapping[str, LeafResult]) -> int:
         """`put` each result, in one transaction; how many won."""
@@ -285,15 +291,25 @@ class SqliteCheckpoints:
         self._commits += 1
 
     def _wal_checkpoint(self) -> None:
-        # The event loop keeps committing meanwhile. Usually the whole log is copied and the next
-        # write starts it over; a commit landing during the copy keeps it from starting over, so a
-        # log that kept growing past WAL_MAX_FRAMES is copied again with the loop's writes held
-        # back (they go to a thread for those milliseconds).
+        # The event loop keeps committing meanwhile, and so may other workers on the file. The log
+        # starts over at the first write after a checkpoint that copied all of it; commits landing
+        # during the copy (a busy worker's usually do) keep it from starting over, and a log that
+        # never starts over grows by every result. So a log past WAL_MAX_FRAMES (the checkpoint
+        # reports the frames it held when it began) is copied in TRUNCATE mode with the loop's
+        # writes held back (they go to a thread for those milliseconds): TRUNCATE also holds back
+        # other processes' writers while it copies, then empties the file. It waits at most
+        # HELD_CHECKPOINT_WAIT_MS for their transactions (and readers) to end; one that does not
+        # leaves the log as it is until the next checkpoint tries again.
         with self._lock, contextlib.suppress(sqlite3.Error):
-            _, logged, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if copied < logged and logged > WAL_MAX_FRAMES:
+            _, logged, _ = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if logged > WAL_MAX_FRAMES:
                 with self._loop_lock:
-                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    waits = self._db.execute("PRAGMA busy_timeout").fetchone()[0]
+                    self._db.execute(f"PRAGMA busy_timeout = {HELD_CHECKPOINT_WAIT_MS}")
+                    try:
+                        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                    finally:
+                        self._db.execute(f"PRAGMA busy_timeout = {int(waits)}")
 
     def _without_waiting(self, work: Callable[..., T], *args: Any) -> T:
         """``work(loop connection, *args)`` on the calling thread, or `BlockingIOError`."""
@@ -376,6 +392,7 @@ _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 # About SQLite's automatic checkpoint interval (1,000 WAL pages) at a few pages per result.
 WAL_CHECKPOINT_EVERY = 250
 WAL_MAX_FRAMES = 4000  # pages of 4 KiB: a log of ~16 MB is copied with the loop's commits held back
+HELD_CHECKPOINT_WAIT_MS = 200  # how long that copy waits for other workers' transactions to end
 
 
 def _connect(path: Path, *, timeout: float, autocommit: bool = False) -> sqlite3.Connection:

@@ -23,7 +23,13 @@ from durapipe.stores import (
     checkpoint_key,
     open_store,
 )
-from durapipe.stores._checkpoints import ANSWERS_LAYOUT, WAL_CHECKPOINT_EVERY, checkpointed
+from durapipe.stores import _checkpoints as checkpoints_module
+from durapipe.stores._checkpoints import (
+    ANSWERS_LAYOUT,
+    WAL_CHECKPOINT_EVERY,
+    WAL_MAX_FRAMES,
+    checkpointed,
+)
 from durapipe.testing import FakeProvider
 from tests.chain import write_chain
 from tests.support import cli_env, durapipe_command
@@ -163,6 +169,80 @@ def test_the_write_ahead_log_is_checkpointed_off_the_event_loop_and_stays_bounde
     # Without the background checkpoints the log would hold all four rounds of pages.
     assert wal.stat().st_size < 2 * one_round
     assert store.get(f"k{4 * WAL_CHECKPOINT_EVERY - 1}") is not None
+
+
+@pytest.mark.parametrize("writer", ["this worker", "another worker"])
+def test_a_long_log_starts_over_though_commits_land_during_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str
+) -> None:
+    # A busy worker stores results while the background checkpoint copies the log, and other
+    # workers on the file may too. The log starts over only at a write that finds it all copied:
+    # one commit landing during each checkpoint kept a busy worker's log from ever starting over,
+    # and it grew by every result.
+    monkeypatch.setattr(checkpoints_module, "WAL_CHECKPOINT_EVERY", 10**9)  # the test runs them
+    path = tmp_path / "checkpoints.sqlite"
+    wal = tmp_path / "checkpoints.sqlite-wal"
+    store = SqliteCheckpoints(path)
+    # Another worker's store: its own connections and locks on the same file.
+    other = store if writer == "this worker" else SqliteCheckpoints(path)
+    result = LeafResult(output="x", model="m")
+    n = 0
+    while _frames(wal) <= WAL_MAX_FRAMES:  # a log just past the bound (~17 MB), never copied
+        store.put_nowait(f"k{n}", result)
+        n += 1
+    started_over = _log_salts(wal)
+    stop = threading.Event()
+    written = threading.Condition()
+    writes = 0
+
+    def keep_writing() -> None:
+        nonlocal writes
+        # Until the checkpoint is over, and bounded whatever the disk's speed (~60 MB of log).
+        while not stop.is_set() and writes < 5000:
+            try:
+                other.put_nowait(f"w{writes}", result)
+            except BlockingIOError:  # held back during the checkpoint: the step's thread writes
+                other.put(f"w{writes}", result)
+            with written:
+                writes += 1
+                written.notify_all()
+
+    thread = threading.Thread(target=keep_writing)
+    thread.start()
+    try:
+        with written:
+            assert written.wait_for(lambda: writes > 0, timeout=30)
+        store._wal_checkpoint()  # as the loop's commits start one, the writer's landing meanwhile
+        with written:
+            # The second write from now began after the checkpoint ended.
+            after = writes
+            assert written.wait_for(lambda: writes >= min(after + 2, 5000), timeout=30)
+        stop.set()
+        thread.join()
+        assert 0 < after < 5000  # the writer was still writing when the checkpoint ended
+        other.put("after", result)  # the log starts over at a write
+        assert _log_salts(wal) != started_over
+        assert _frames(wal) < WAL_MAX_FRAMES // 2
+    finally:
+        stop.set()
+        thread.join()
+        for file in tmp_path.glob("checkpoints.sqlite*"):  # pytest keeps three runs' folders
+            file.unlink(missing_ok=True)
+
+
+def _frames(wal: Path) -> int:
+    """How many frames (4 KiB pages) the log holds."""
+    size = wal.stat().st_size if wal.exists() else 0
+    return max(0, size - WAL_HEADER) // (FRAME_HEADER + 4096)
+
+
+WAL_HEADER, FRAME_HEADER = 32, 24  # bytes, in SQLite's write-ahead log format
+
+
+def _log_salts(wal: Path) -> bytes:
+    """The log header's salts: a log that starts over gets new ones (whoever restarts it)."""
+    with wal.open("rb") as log:
+        return log.read(WAL_HEADER)[16:24]
 
 
 def test_open_store_reads_the_setting(tmp_path: Path, redis_url: str) -> None:
@@ -351,3 +431,31 @@ def test_prune_in_redis_takes_a_prefix_literally(redis_url: str, tmp_path: Path)
     other._redis.set(f"{other.prefix}answer:old", b"raw")
     assert mine.prune() == 1
     assert other._redis.get(f"{other.prefix}answer:old") == b"raw"
+
+
+def test_a_slow_log_checkpoint_does_not_queue_more_behind_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
+    release = threading.Event()
+    started: list[str] = []
+
+    def slow_checkpoint() -> None:  # a copy on a slow disk
+        started.append(threading.current_thread().name)
+        release.wait(30)
+
+    monkeypatch.setattr(store, "_wal_checkpoint", slow_checkpoint)
+    try:
+        for _ in range(3):
+            store._count_commits(WAL_CHECKPOINT_EVERY)
+        assert len(started) <= 1
+        checkpointer = store._checkpointer
+        assert checkpointer is not None
+    finally:
+        release.set()
+    checkpointer.join(30)
+    store._count_commits(WAL_CHECKPOINT_EVERY)  # the last one ended: the next may start
+    following = store._checkpointer
+    assert following is not None and following is not checkpointer
+    following.join(30)
+    assert len(started) == 2

@@ -1,0 +1,54 @@
+"""An llm call's model waterfall and its limits, over http against the fake provider."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from durapipe.activities import run_llm
+from durapipe.runtime import LlmCall
+from durapipe.spec import LimitRule, LlmPipe
+from durapipe.spec._deck import ModelDeck
+from durapipe.stores import SqliteLimits
+from durapipe.stores import _limits as limits_module
+from durapipe.testing import FakeProvider
+from durapipe.testing.fake_provider import Status
+
+
+def _call(pipe: LlmPipe, limits: list[LimitRule] | None = None) -> LlmCall:
+    return LlmCall(run_id="r", path="ask", pipe_name="ask", pipe=pipe, limits=limits or [])
+
+
+async def test_a_failed_model_hands_the_same_request_to_the_next_of_its_waterfall() -> None:
+    async with FakeProvider() as fake:
+        deck = ModelDeck({m: {"api_base": fake.base_url} for m in ("openai/a", "openai/b")})
+        fake.script("a", [Status(503)])
+        pipe = LlmPipe(model="openai/a", fallbacks=["openai/b"], prompt="hi")
+        result = await run_llm(_call(pipe), 1, None, deck)
+        single = await run_llm(_call(LlmPipe(model="openai/b", prompt="hi")), 1, None, deck)
+    assert [c.model for c in fake.calls] == ["a", "b", "b"]
+    assert [c.outcome for c in fake.calls] == ["status:503", "ok", "ok"]
+    assert result.model == "openai/b" and result.output == single.output
+    assert result.usage == single.usage and result.usage.input_tokens > 0
+    # Both models got the step's key and attempt, as a one-model call does.
+    assert fake.calls[0].idempotency_key == fake.calls[1].idempotency_key is not None
+    assert {c.attempt for c in fake.calls} == {1}
+
+
+async def test_a_limited_call_holds_a_lease_that_counts_the_tokens_it_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits = SqliteLimits(tmp_path / "limits.sqlite")
+    monkeypatch.setattr(limits_module, "configured_limits", lambda: limits)
+    rules = [LimitRule.model_validate({"model": "openai/*", "tokens": "100000/m"})]
+    async with FakeProvider() as fake:
+        deck = ModelDeck({"openai/a": {"api_base": fake.base_url}})
+        result = await run_llm(_call(LlmPipe(model="openai/a", prompt="hi"), rules), 1, None, deck)
+    used = result.usage.input_tokens + result.usage.output_tokens
+    assert used > 0
+    # The lease's row keeps the tokens the provider reported, not the estimate.
+    with contextlib.closing(sqlite3.connect(tmp_path / "limits.sqlite")) as db:
+        assert [row[0] for row in db.execute("SELECT tokens FROM leases")] == [used]
