@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
 from durapipe._errors import ErrorType, RunCancelled, StepFailed
 from durapipe.runtime._agent_loop import AgentLoop
 from durapipe.runtime._approvals import (
@@ -55,9 +57,13 @@ class Interpreter:
         self.runtime = runtime
         self.records: dict[str, StepRecord] = {}
         self.usage = Usage()
-        # Per pipe name: the structures and limits its calls carry (pure functions of the spec,
-        # which a run never changes), so a batch's items do not work them out again each.
-        self._call_parts: dict[str, tuple[dict[str, StructureSpec], Any]] = {}
+        # Per pipe name: its kind's call message, the structures (None: the message has no such
+        # field) and limits its calls carry: pure functions of the spec, which a run never
+        # changes, and of the kind registry, which never replaces a kind; so a batch's items (a
+        # sequence's steps) do not work them out again each.
+        self._call_parts: dict[
+            str, tuple[type[BaseModel], dict[str, StructureSpec] | None, Any]
+        ] = {}
 
     def snapshot(self) -> list[StepRecord]:
         """The step records so far, in plan order (nested steps follow their parent step)."""
@@ -145,11 +151,11 @@ class Interpreter:
         # A step without a planned record (an item of a large batch) still gets one for the
         # runtime's hooks; it is just not kept.
         record = self.records.get(path) or StepRecord(path=path, pipe=pipe_name, kind=pipe.kind)
-        if is_controller(pipe):
+        kind = kind_of(pipe.kind)  # looked up once: `is_controller(pipe)` is its ``controller``
+        if kind is not None and kind.controller:
             return await self.track(record, self._child(path, pipe_name, inputs, record))
         if isinstance(pipe, ApprovalPipe):
             return await self.track(record, self._approval(path, pipe_name, pipe, inputs, record))
-        kind = kind_of(pipe.kind)
         if kind is not None and kind.inline is not None:
             inline = self._inline(path, pipe, kind.inline, inputs, record)
             return await self.track(record, inline)
@@ -266,10 +272,21 @@ class Interpreter:
         parts = self._call_parts.get(pipe_name)
         if parts is None:
             types = [*pipe.inputs.values(), getattr(pipe, "output", "any")]
-            parts = self.structures_for(types), limits_for(pipe, self.run.spec.limits)
+            needed, limits = self.structures_for(types), limits_for(pipe, self.run.spec.limits)
+            kind = kind_of(pipe.kind)
+            if kind is None or kind.call is None:  # not kept: the step fails with this
+                raise StepFailed(
+                    path=path,
+                    kind=pipe.kind,
+                    cause_type=UNKNOWN_KIND,
+                    cause=_cannot_run(pipe_name, pipe),
+                )
+            # A message without a ``structures`` field is not given one.
+            carried = needed if "structures" in kind.call.model_fields else None
+            parts = kind.call, carried, limits
             self._call_parts[pipe_name] = parts
-        structures, limits = parts
-        common = {
+        message, structures, limits = parts
+        data = {
             "run_id": self.run.run_id,
             "scope": self.run.scope,
             "path": path,
@@ -277,18 +294,11 @@ class Interpreter:
             "inputs": inputs,
             "limits": limits,
         }
-        kind = kind_of(pipe.kind)
-        if kind is None or kind.call is None:
-            raise StepFailed(
-                path=path,
-                kind=pipe.kind,
-                cause_type=UNKNOWN_KIND,
-                cause=_cannot_run(pipe_name, pipe),
-            )
-        if "structures" in kind.call.model_fields:
-            common["structures"] = structures
-        call = kind.call.model_validate({**common, "pipe": pipe})
-        assert isinstance(call, CallBase), f"kind '{kind.name}': its call must be a CallBase"
+        if structures is not None:
+            data["structures"] = structures
+        data["pipe"] = pipe
+        call = message.model_validate(data)
+        assert isinstance(call, CallBase), f"kind '{pipe.kind}': its call must be a CallBase"
         return call
 
     def structures_for(self, type_refs: list[str]) -> dict[str, StructureSpec]:
