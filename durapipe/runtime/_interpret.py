@@ -26,6 +26,7 @@ from durapipe.runtime._calls import (
     PipeRun,
     RunResult,
     StepRecord,
+    StepStatus,
     Usage,
 )
 from durapipe.runtime._controllers import run_batch, run_condition, run_parallel
@@ -45,6 +46,8 @@ from durapipe.spec._spec import BatchPipe, ConditionPipe, ParallelPipe
 from durapipe.spec._types import StructureSpec, structures_used
 
 T = TypeVar("T")
+# A step in one of these is over (`Interpreter.finished` counts them).
+FINISHED = frozenset({"succeeded", "failed", "skipped"})
 MISSING_VALUE = ErrorType.MISSING_VALUE
 UNKNOWN_KIND = ErrorType.UNKNOWN_KIND
 
@@ -56,6 +59,11 @@ class Interpreter:
         self.run = run
         self.runtime = runtime
         self.records: dict[str, StepRecord] = {}
+        # How many of `records` are over (see `FINISHED`): the workflow's current details show it
+        # twice per step, and counting it afresh scanned every record each time. Exact as long as
+        # records change only through `plan`, `keep`, `set_status` and `_merge` (a test checks
+        # that no other code assigns a status or a record).
+        self.finished = 0
         self.usage = Usage()
         # Per pipe name: its kind's call message, the structures (None: the message has no such
         # field) and limits its calls carry: pure functions of the spec, which a run never
@@ -99,7 +107,22 @@ class Interpreter:
     def plan(self, path: str, pipe_name: str) -> None:
         """Record step ``path`` (pipe ``pipe_name``) as pending, so a run's plan shows it before it runs."""
         kind = self.run.spec.pipes[pipe_name].kind
-        self.records[path] = StepRecord(path=path, pipe=pipe_name, kind=kind)
+        self.keep(StepRecord(path=path, pipe=pipe_name, kind=kind))
+
+    def keep(self, record: StepRecord) -> None:
+        """Keep ``record`` in the run's records (in place of one kept for its path)."""
+        kept = self.records.get(record.path)
+        if kept is not None and kept.status in FINISHED:
+            self.finished -= 1
+        self.records[record.path] = record
+        if record.status in FINISHED:
+            self.finished += 1
+
+    def set_status(self, record: StepRecord, status: StepStatus) -> None:
+        """Set ``record``'s status (a kept record, or one a step runs with but does not keep)."""
+        if self.records.get(record.path) is record:
+            self.finished += (status in FINISHED) - (record.status in FINISHED)
+        record.status = status
 
     async def _sequence(self, pipe: SequencePipe) -> Any:
         memory = dict(self.run.inputs)
@@ -118,7 +141,7 @@ class Interpreter:
             except (StepFailed, RunCancelled) as err:
                 for later in paths[index + 1 :]:
                     if later in self.records:
-                        self.records[later].status = "skipped"
+                        self.set_status(self.records[later], "skipped")
                 if isinstance(err, RunCancelled):
                     err.steps = self.snapshot()
                 raise
@@ -179,19 +202,19 @@ class Interpreter:
         except BaseException as err:
             work.close()  # never awaited: close it so Python does not warn
             if isinstance(err, RunCancelled):
-                record.status = "skipped"
+                self.set_status(record, "skipped")
             raise
-        record.status = "running"
+        self.set_status(record, "running")
         record.started_at = self.runtime.now()
         try:
             output = await work
         except RunCancelled:
-            record.status = "cancelled"
+            self.set_status(record, "cancelled")
             record.ended_at = self.runtime.now()
             self.runtime.step_finished(record)
             raise
         except StepFailed as err:
-            record.status = "failed"
+            self.set_status(record, "failed")
             record.ended_at = self.runtime.now()
             # A failed child run is one attempt of this step; a failed leaf knows its own count.
             record.attempts = max(err.attempts, 1) if err.path == record.path else 1
@@ -200,7 +223,7 @@ class Interpreter:
             err.steps = self.snapshot()
             self.runtime.step_finished(record)
             raise
-        record.status = "succeeded"
+        self.set_status(record, "succeeded")
         record.ended_at = self.runtime.now()
         self.runtime.step_finished(record)
         return output
@@ -226,7 +249,8 @@ class Interpreter:
         record: StepRecord,
     ) -> Any:
         request = approval_request(self.run.run_id, path, pipe_name, pipe, inputs)
-        record.status, record.waiting_for = "waiting", waiting_line(request)
+        self.set_status(record, "waiting")
+        record.waiting_for = waiting_line(request)
         try:
             decision = await self.runtime.approval(request)
         finally:
@@ -318,12 +342,14 @@ class Interpreter:
             if path == parent:
                 merged.update((r.path, r) for r in nested)
         self.records = merged
+        self.finished = sum(1 for r in merged.values() if r.status in FINISHED)
 
     def fail(
         self, path: str, kind: str, model: str | None, cause_type: str, cause: str
     ) -> StepFailed:
         record = self.records[path]
-        record.status, record.error_type, record.error = "failed", cause_type, cause
+        self.set_status(record, "failed")
+        record.error_type, record.error = cause_type, cause
         return StepFailed(
             path=path,
             kind=kind,

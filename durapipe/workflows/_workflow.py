@@ -89,9 +89,6 @@ IN_FORCE = {
 TOTALS_CHOSEN = 3
 
 
-_DONE = frozenset({"succeeded", "failed", "skipped"})
-
-
 class NewerRunError(Exception):
     """A run asks for a workflow version this worker does not have; fails the workflow task (not
     the run), so the run waits for an upgraded worker."""
@@ -429,10 +426,10 @@ class _TemporalRuntime:
         """The run's current details in the Temporal UI: the latest step event and progress."""
         if self.interpreter is None:
             return
-        records = self.interpreter.records  # read in place: this runs twice per step
-        done = sum(1 for r in records.values() if r.status in _DONE)
+        interpreter = self.interpreter
         workflow.set_current_details(
-            f"pipe {self.interpreter.run.pipe}: {line} ({done} of {len(records)} steps done)"
+            f"pipe {interpreter.run.pipe}: {line} "
+            f"({interpreter.finished} of {len(interpreter.records)} steps done)"
         )
 
     def continue_as_new_suggested(self, turns: int) -> bool:
