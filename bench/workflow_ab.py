@@ -9,18 +9,30 @@ offline model) and saves the histories; ``replay`` times them:
 
     python -m bench.workflow_ab record --out /tmp/histories
     python -m bench.workflow_ab replay --histories /tmp/histories [--rounds 7] [--profile SHAPE]
+    python -m bench.workflow_ab versus --old CHECKOUT --histories /tmp/histories [--shape seq50]
 
 Each figure is CPU microseconds per replayed run (a whole history: a run's start, every
 activation, its end), its median over rounds and each round's figure.
+
+``versus`` compares a code change: it replays the same durapipe history with another checkout's
+package (``CHECKOUT/durapipe``, copied as ``durapipe_old`` with its imports renamed) and with this
+one, and the hand-written history beside them, alternating in one process, and prints the main
+thread's CPU per run (the workflow code runs there in a replay) and the paired old - new
+difference per round, per run and per step.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
+import re
+import shutil
 import statistics
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -167,6 +179,60 @@ async def profile(folder: Path, shape: str, side: str, times: int, top: int) -> 
     await print_profile(lambda: replay_many(replayer, history, times), top)
 
 
+# The leaves of each recorded shape, to give the difference per step.
+STEPS = {"single": 1, "seq50": 50, "batch1000": 1000}
+_IMPORTS = re.compile(r"\b(from|import) durapipe(\.|\b)")
+
+
+def old_package(checkout: Path, into: Path) -> str:
+    """``checkout``'s durapipe package copied under ``into`` as ``durapipe_old`` (its imports of
+    itself renamed), importable beside this one; returns its name."""
+    target = into / "durapipe_old"
+    shutil.copytree(checkout / "durapipe", target, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in target.rglob("*.py"):
+        path.write_text(_IMPORTS.sub(r"\1 durapipe_old\2", path.read_text()))
+    sys.path.insert(0, str(into))
+    return "durapipe_old"
+
+
+async def versus(checkout: Path, folder: Path, shape: str, rounds: int, times: int) -> None:
+    """Replay ``shape``'s durapipe history with ``checkout``'s code and this code, alternating (see
+    the module docstring), and print each one's main-thread CPU per run and their difference."""
+    with tempfile.TemporaryDirectory() as into:
+        name = old_package(checkout, Path(into))
+        old_worker = importlib.import_module(f"{name}.worker")
+        old_workflows = importlib.import_module(f"{name}.workflows")
+        replaying = {
+            "old": Replayer(
+                workflows=[old_workflows.PipeWorkflow],
+                data_converter=old_worker.durapipe_converter(),
+                debug_mode=True,
+            ),
+            **replayers(),
+        }
+        ours = _load(folder / f"{shape}.durapipe.json")
+        histories = {"old": ours, "durapipe": ours}
+        histories["handwritten"] = _load(folder / f"{shape}.handwritten.json")
+        sides = list(replaying)
+        for side in sides:  # warm imports and caches outside the timed rounds
+            await replay_many(replaying[side], histories[side], 1)
+        timings: dict[str, list[float]] = {side: [] for side in sides}
+        for n in range(rounds):
+            for k in range(len(sides)):
+                side = sides[(n + k) % len(sides)]
+                start = time.thread_time()
+                await replay_many(replaying[side], histories[side], times)
+                timings[side].append((time.thread_time() - start) / times * 1e6)
+    medians = {side: statistics.median(values) for side, values in timings.items()}
+    for side in sides:
+        print(f"{shape}.{side:12s} median {medians[side]:10.0f} us/run (main thread)")
+    saved = [old - new for old, new in zip(timings["old"], timings["durapipe"], strict=True)]
+    middle, mean = statistics.median(saved), statistics.mean(saved)
+    spread = statistics.stdev(saved) / len(saved) ** 0.5 if len(saved) > 1 else 0.0
+    print(f"{shape}.old_minus_new.us_per_run median {middle:.0f} mean {mean:.0f} +- {spread:.0f}")
+    print(f"{shape}.old_minus_new.us_per_step median {middle / STEPS[shape]:.1f}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """``record`` histories or ``replay`` them alternately (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m bench.workflow_ab", description=__doc__)
@@ -181,9 +247,17 @@ def main(argv: list[str] | None = None) -> None:
     replaying.add_argument("--side", default="durapipe", choices=("durapipe", "handwritten"))
     replaying.add_argument("--times", type=int, default=20)
     replaying.add_argument("--top", type=int, default=40)
+    against = commands.add_parser("versus")
+    against.add_argument("--old", type=Path, required=True, help="a checkout of the old code")
+    against.add_argument("--histories", type=Path, required=True)
+    against.add_argument("--shape", default="seq50", choices=SHAPES)
+    against.add_argument("--rounds", type=int, default=60)
+    against.add_argument("--times", type=int, default=3, help="replays per side and round [3]")
     args = parser.parse_args(argv)
     if args.command == "record":
         asyncio.run(record(args.out))
+    elif args.command == "versus":
+        asyncio.run(versus(args.old, args.histories, args.shape, args.rounds, args.times))
     elif args.profile:
         asyncio.run(profile(args.histories, args.profile, args.side, args.times, args.top))
     else:

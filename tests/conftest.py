@@ -6,7 +6,7 @@ import os
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,10 +29,34 @@ from temporalio.testing import WorkflowEnvironment
 
 import durapipe as dp
 from durapipe.ops._dev import search_attribute_flags, temporal_cli
+from durapipe.runtime._interpret import FINISHED
+from durapipe.workflows import _workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 sys.path.insert(0, str(EXAMPLES))
+
+
+@pytest.fixture(autouse=True)
+def finished_steps_counted_exactly(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every current-details line a workflow of this process writes during a test shows the count
+    of finished steps a scan of its records gives: the interpreter keeps that count as records and
+    statuses change, instead of scanning them twice per step, so any code that changed a status
+    around it would show here."""
+    wrong: list[str] = []
+    details = _workflow._TemporalRuntime._details
+
+    def checked(runtime: _workflow._TemporalRuntime, line: str) -> None:
+        interpreter = runtime.interpreter
+        if interpreter is not None:
+            scanned = sum(1 for r in interpreter.records.values() if r.status in FINISHED)
+            if scanned != interpreter.finished:
+                wrong.append(f"{line}: counted {interpreter.finished}, scanned {scanned}")
+        details(runtime, line)
+
+    monkeypatch.setattr(_workflow._TemporalRuntime, "_details", checked)
+    yield
+    assert not wrong, "current details counted finished steps wrongly"
 
 
 @pytest.fixture(scope="session")

@@ -52,7 +52,8 @@ class AgentLoop:
         self.schemas = [tool_schema(n, t, self.structures) for n, t in self.tools.items()]
         resume = interpreter.run.resume
         self.state = AgentState.model_validate(resume) if resume else self._start()
-        interpreter.records.update((r.path, r) for r in self.state.steps)
+        for record in self.state.steps:
+            interpreter.keep(record)
         interpreter.usage = self.state.usage
 
     def _start(self) -> AgentState:
@@ -199,7 +200,7 @@ class AgentLoop:
 
     def _record(self, path: str, pipe: str, kind: str) -> StepRecord:
         record = StepRecord(path=path, pipe=pipe, kind=kind)
-        self.interp.records[path] = record
+        self.interp.keep(record)
         return record
 
     def _failure(self, cause_type: str, cause: str) -> StepFailed:

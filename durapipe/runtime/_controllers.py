@@ -127,7 +127,7 @@ async def run_batch(interp: Host, pipe: BatchPipe) -> Any:
         kind = run.spec.pipes[pipe.pipe].kind
         summary = StepRecord(path=f"{here}[*]", pipe=pipe.pipe, kind=kind, status="running")
         summary.started_at = interp.runtime.now()
-        interp.records[summary.path] = summary
+        interp.keep(summary)
     mapper = _BatchMapper(interp, pipe, here, summary)
     try:
         if len(items) > pipe.chunk_size:
@@ -139,7 +139,7 @@ async def run_batch(interp: Host, pipe: BatchPipe) -> Any:
             # Under on_error "collect" failed items are part of a successful batch's output: the
             # counts say how many failed, the row says whether the batch itself did.
             failed = pipe.on_error != "collect" and summary.counts.get("failed")
-            summary.status = "failed" if failed else "succeeded"
+            interp.set_status(summary, "failed" if failed else "succeeded")
             summary.ended_at = interp.runtime.now()
     if run.slice is not None or pipe.on_error == "collect":
         return {"results": results, "errors": errors}
@@ -205,7 +205,7 @@ class _BatchMapper:
             for path in paths:
                 record = interp.records.get(path)
                 if record is not None and record.status == "pending":
-                    record.status = "skipped"
+                    interp.set_status(record, "skipped")
             first = failures[min(failures)]
             first.steps = interp.snapshot()
             raise first

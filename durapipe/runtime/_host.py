@@ -12,7 +12,15 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from durapipe.runtime._approvals import ApprovalDecision, ApprovalRequest
-from durapipe.runtime._calls import LeafCall, LeafResult, PipeRun, RunResult, StepRecord, Usage
+from durapipe.runtime._calls import (
+    LeafCall,
+    LeafResult,
+    PipeRun,
+    RunResult,
+    StepRecord,
+    StepStatus,
+    Usage,
+)
 from durapipe.spec._types import StructureSpec
 
 T = TypeVar("T")
@@ -70,6 +78,14 @@ class Host(Protocol):
 
     def plan(self, path: str, pipe_name: str) -> None:
         """Record step ``path`` as pending."""
+        ...
+
+    def keep(self, record: StepRecord) -> None:
+        """Keep ``record`` in the run's records (records change only through the host)."""
+        ...
+
+    def set_status(self, record: StepRecord, status: StepStatus) -> None:
+        """Set ``record``'s status (statuses change only through the host)."""
         ...
 
     async def step(self, path: str, pipe_name: str, inputs: dict[str, Any]) -> Any:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
 from durapipe._errors import ErrorType, RunCancelled, StepFailed
 from durapipe.runtime._agent_loop import AgentLoop
 from durapipe.runtime._approvals import (
@@ -24,6 +26,7 @@ from durapipe.runtime._calls import (
     PipeRun,
     RunResult,
     StepRecord,
+    StepStatus,
     Usage,
 )
 from durapipe.runtime._controllers import run_batch, run_condition, run_parallel
@@ -43,6 +46,8 @@ from durapipe.spec._spec import BatchPipe, ConditionPipe, ParallelPipe
 from durapipe.spec._types import StructureSpec, structures_used
 
 T = TypeVar("T")
+# A step in one of these is over (`Interpreter.finished` counts them).
+FINISHED = frozenset({"succeeded", "failed", "skipped"})
 MISSING_VALUE = ErrorType.MISSING_VALUE
 UNKNOWN_KIND = ErrorType.UNKNOWN_KIND
 
@@ -54,10 +59,19 @@ class Interpreter:
         self.run = run
         self.runtime = runtime
         self.records: dict[str, StepRecord] = {}
+        # How many of `records` are over (see `FINISHED`): the workflow's current details show it
+        # twice per step, and counting it afresh scanned every record each time. Exact as long as
+        # records change only through `plan`, `keep`, `set_status` and `_merge` (a test checks
+        # that no other code assigns a status or a record).
+        self.finished = 0
         self.usage = Usage()
-        # Per pipe name: the structures and limits its calls carry (pure functions of the spec,
-        # which a run never changes), so a batch's items do not work them out again each.
-        self._call_parts: dict[str, tuple[dict[str, StructureSpec], Any]] = {}
+        # Per pipe name: its kind's call message, the structures (None: the message has no such
+        # field) and limits its calls carry: pure functions of the spec, which a run never
+        # changes, and of the kind registry, which never replaces a kind; so a batch's items (a
+        # sequence's steps) do not work them out again each.
+        self._call_parts: dict[
+            str, tuple[type[BaseModel], dict[str, StructureSpec] | None, Any]
+        ] = {}
 
     def snapshot(self) -> list[StepRecord]:
         """The step records so far, in plan order (nested steps follow their parent step)."""
@@ -93,7 +107,22 @@ class Interpreter:
     def plan(self, path: str, pipe_name: str) -> None:
         """Record step ``path`` (pipe ``pipe_name``) as pending, so a run's plan shows it before it runs."""
         kind = self.run.spec.pipes[pipe_name].kind
-        self.records[path] = StepRecord(path=path, pipe=pipe_name, kind=kind)
+        self.keep(StepRecord(path=path, pipe=pipe_name, kind=kind))
+
+    def keep(self, record: StepRecord) -> None:
+        """Keep ``record`` in the run's records (in place of one kept for its path)."""
+        kept = self.records.get(record.path)
+        if kept is not None and kept.status in FINISHED:
+            self.finished -= 1
+        self.records[record.path] = record
+        if record.status in FINISHED:
+            self.finished += 1
+
+    def set_status(self, record: StepRecord, status: StepStatus) -> None:
+        """Set ``record``'s status (a kept record, or one a step runs with but does not keep)."""
+        if self.records.get(record.path) is record:
+            self.finished += (status in FINISHED) - (record.status in FINISHED)
+        record.status = status
 
     async def _sequence(self, pipe: SequencePipe) -> Any:
         memory = dict(self.run.inputs)
@@ -112,7 +141,7 @@ class Interpreter:
             except (StepFailed, RunCancelled) as err:
                 for later in paths[index + 1 :]:
                     if later in self.records:
-                        self.records[later].status = "skipped"
+                        self.set_status(self.records[later], "skipped")
                 if isinstance(err, RunCancelled):
                     err.steps = self.snapshot()
                 raise
@@ -145,11 +174,11 @@ class Interpreter:
         # A step without a planned record (an item of a large batch) still gets one for the
         # runtime's hooks; it is just not kept.
         record = self.records.get(path) or StepRecord(path=path, pipe=pipe_name, kind=pipe.kind)
-        if is_controller(pipe):
+        kind = kind_of(pipe.kind)  # looked up once: `is_controller(pipe)` is its ``controller``
+        if kind is not None and kind.controller:
             return await self.track(record, self._child(path, pipe_name, inputs, record))
         if isinstance(pipe, ApprovalPipe):
             return await self.track(record, self._approval(path, pipe_name, pipe, inputs, record))
-        kind = kind_of(pipe.kind)
         if kind is not None and kind.inline is not None:
             inline = self._inline(path, pipe, kind.inline, inputs, record)
             return await self.track(record, inline)
@@ -173,19 +202,19 @@ class Interpreter:
         except BaseException as err:
             work.close()  # never awaited: close it so Python does not warn
             if isinstance(err, RunCancelled):
-                record.status = "skipped"
+                self.set_status(record, "skipped")
             raise
-        record.status = "running"
+        self.set_status(record, "running")
         record.started_at = self.runtime.now()
         try:
             output = await work
         except RunCancelled:
-            record.status = "cancelled"
+            self.set_status(record, "cancelled")
             record.ended_at = self.runtime.now()
             self.runtime.step_finished(record)
             raise
         except StepFailed as err:
-            record.status = "failed"
+            self.set_status(record, "failed")
             record.ended_at = self.runtime.now()
             # A failed child run is one attempt of this step; a failed leaf knows its own count.
             record.attempts = max(err.attempts, 1) if err.path == record.path else 1
@@ -194,7 +223,7 @@ class Interpreter:
             err.steps = self.snapshot()
             self.runtime.step_finished(record)
             raise
-        record.status = "succeeded"
+        self.set_status(record, "succeeded")
         record.ended_at = self.runtime.now()
         self.runtime.step_finished(record)
         return output
@@ -220,7 +249,8 @@ class Interpreter:
         record: StepRecord,
     ) -> Any:
         request = approval_request(self.run.run_id, path, pipe_name, pipe, inputs)
-        record.status, record.waiting_for = "waiting", waiting_line(request)
+        self.set_status(record, "waiting")
+        record.waiting_for = waiting_line(request)
         try:
             decision = await self.runtime.approval(request)
         finally:
@@ -266,10 +296,21 @@ class Interpreter:
         parts = self._call_parts.get(pipe_name)
         if parts is None:
             types = [*pipe.inputs.values(), getattr(pipe, "output", "any")]
-            parts = self.structures_for(types), limits_for(pipe, self.run.spec.limits)
+            needed, limits = self.structures_for(types), limits_for(pipe, self.run.spec.limits)
+            kind = kind_of(pipe.kind)
+            if kind is None or kind.call is None:  # not kept: the step fails with this
+                raise StepFailed(
+                    path=path,
+                    kind=pipe.kind,
+                    cause_type=UNKNOWN_KIND,
+                    cause=_cannot_run(pipe_name, pipe),
+                )
+            # A message without a ``structures`` field is not given one.
+            carried = needed if "structures" in kind.call.model_fields else None
+            parts = kind.call, carried, limits
             self._call_parts[pipe_name] = parts
-        structures, limits = parts
-        common = {
+        message, structures, limits = parts
+        data = {
             "run_id": self.run.run_id,
             "scope": self.run.scope,
             "path": path,
@@ -277,18 +318,11 @@ class Interpreter:
             "inputs": inputs,
             "limits": limits,
         }
-        kind = kind_of(pipe.kind)
-        if kind is None or kind.call is None:
-            raise StepFailed(
-                path=path,
-                kind=pipe.kind,
-                cause_type=UNKNOWN_KIND,
-                cause=_cannot_run(pipe_name, pipe),
-            )
-        if "structures" in kind.call.model_fields:
-            common["structures"] = structures
-        call = kind.call.model_validate({**common, "pipe": pipe})
-        assert isinstance(call, CallBase), f"kind '{kind.name}': its call must be a CallBase"
+        if structures is not None:
+            data["structures"] = structures
+        data["pipe"] = pipe
+        call = message.model_validate(data)
+        assert isinstance(call, CallBase), f"kind '{pipe.kind}': its call must be a CallBase"
         return call
 
     def structures_for(self, type_refs: list[str]) -> dict[str, StructureSpec]:
@@ -308,12 +342,14 @@ class Interpreter:
             if path == parent:
                 merged.update((r.path, r) for r in nested)
         self.records = merged
+        self.finished = sum(1 for r in merged.values() if r.status in FINISHED)
 
     def fail(
         self, path: str, kind: str, model: str | None, cause_type: str, cause: str
     ) -> StepFailed:
         record = self.records[path]
-        record.status, record.error_type, record.error = "failed", cause_type, cause
+        self.set_status(record, "failed")
+        record.error_type, record.error = cause_type, cause
         return StepFailed(
             path=path,
             kind=kind,

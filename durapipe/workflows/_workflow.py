@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from durapipe.runtime._controllers import CONCURRENT_CHUNKS_PATCH
     from durapipe.runtime._interpret import Interpreter
+    from durapipe.spec._messages import end_loan, lend_wire_pipe, pipe_on_the_wire
     from durapipe.workflows._search import PIPE_ONLY_AT_START, has_totals, run_totals
 
 STEPS_QUERY = "durapipe.steps"
@@ -86,9 +87,6 @@ IN_FORCE = {
 }
 # From this version a run's input says whether it upserts its totals (`PipeRun.searchable_totals`).
 TOTALS_CHOSEN = 3
-
-
-_DONE = frozenset({"succeeded", "failed", "skipped"})
 
 
 class NewerRunError(Exception):
@@ -286,6 +284,9 @@ class _TemporalRuntime:
         self._stale = False
         # Off: the run upserts nothing, ever (its client chose; only version 3 and later can).
         self.searchable = run.searchable_totals or run.workflow_version < TOTALS_CHOSEN
+        # `now` of the activation at workflow time `_now_ns` (see `now`).
+        self._now_ns: int | None = None
+        self._now = datetime.min
 
     async def leaf(self, call: LeafCall) -> LeafResult:
         try:
@@ -350,7 +351,13 @@ class _TemporalRuntime:
         return self.control.decisions.pop(path)
 
     def now(self) -> datetime:
-        return workflow.now()
+        # Workflow time moves only between activations, and a step reads it up to three times in
+        # one (a step's end, the totals' clock, the next step's start): `workflow.now()` is a pure
+        # function of `workflow.time_ns()`, so it is made once per activation (~0.5 us a read).
+        ns = workflow.time_ns()
+        if ns != self._now_ns:
+            self._now_ns, self._now = ns, workflow.now()
+        return self._now
 
     async def step_starting(self, record: StepRecord) -> None:
         self._details(f"running {record.kind} step {record.path}")
@@ -376,7 +383,7 @@ class _TemporalRuntime:
         interpreter = self.interpreter
         if interpreter is None or interpreter.run.path or not self.searchable:
             return
-        now = workflow.now()
+        now = self.now()
         pipe_set = self.run.workflow_version >= PIPE_ONLY_AT_START
         if self._published is None and pipe_set:
             # Version 2: the client set only the pipe. Upsert the totals 2 s in at the earliest,
@@ -419,10 +426,10 @@ class _TemporalRuntime:
         """The run's current details in the Temporal UI: the latest step event and progress."""
         if self.interpreter is None:
             return
-        records = self.interpreter.records  # read in place: this runs twice per step
-        done = sum(1 for r in records.values() if r.status in _DONE)
+        interpreter = self.interpreter
         workflow.set_current_details(
-            f"pipe {self.interpreter.run.pipe}: {line} ({done} of {len(records)} steps done)"
+            f"pipe {interpreter.run.pipe}: {line} "
+            f"({interpreter.finished} of {len(interpreter.records)} steps done)"
         )
 
     def continue_as_new_suggested(self, turns: int) -> bool:
@@ -434,54 +441,57 @@ class _TemporalRuntime:
         return workflow.patched(change)
 
     async def _activity(self, call: LeafCall) -> LeafResult:
-        return await _activity(call, self._options.of(call))
+        name, options, wire = self._options.of(call)
+        try:
+            if wire is None:
+                handle = workflow.start_activity(name, call, result_type=LeafResult, **options)
+            else:
+                # The SDK serializes the call while it schedules it, inside start_activity.
+                loan = lend_wire_pipe(call.pipe, wire)
+                try:
+                    handle = workflow.start_activity(name, call, result_type=LeafResult, **options)
+                finally:
+                    end_loan(loan)
+            result: LeafResult = await handle
+        except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise RunCancelled("the run was cancelled", path=call.path) from None
+            cause_type, cause = _cause(err.cause)
+            raise StepFailed(
+                path=call.path,
+                kind=call.pipe.kind,
+                model=getattr(call.pipe, "model", None),
+                cause_type=cause_type,
+                cause=cause,
+                attempts=_attempts(err, call),
+            ) from None
+        return result
 
 
 class _ActivityOptions:
-    """`activity_options` of a workflow's leaf calls, made once per pipe.
+    """`activity_options` of a workflow's leaf calls, made once per pipe, with the pipe's wire form.
 
     Only the activity id and the summary differ between two calls of one pipe; the timeouts and
     the retry policy (objects the SDK only reads) are a pure function of the pipe, which a run's
-    spec never changes. A batch item spent ~8 µs rebuilding them.
+    spec never changes. A batch item spent ~8 µs rebuilding them. So is an llm pipe's wire form
+    (`pipe_on_the_wire`), which each call's JSON carries.
     """
 
     def __init__(self) -> None:
-        self._by_pipe: dict[str, tuple[object, str, dict[str, Any]]] = {}
+        self._by_pipe: dict[str, tuple[object, str, dict[str, Any], dict[str, Any] | None]] = {}
 
-    def of(self, call: LeafCall) -> tuple[str, dict[str, Any]]:
-        """The activity name and ``execute_activity`` keyword arguments of ``call``."""
+    def of(self, call: LeafCall) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+        """The activity name and ``execute_activity`` keyword arguments of ``call``, and its
+        pipe's wire form when it is an llm call (None otherwise)."""
         kept = self._by_pipe.get(call.pipe_name)
         if kept is None or kept[0] is not call.pipe:
             options = activity_options(call)
-            kept = (call.pipe, activity_name(call), options)
+            wire = pipe_on_the_wire(call.pipe) if isinstance(call, LlmCall) else None
+            kept = (call.pipe, activity_name(call), options, wire)
             self._by_pipe[call.pipe_name] = kept
-            return kept[1], options
-        _, name, options = kept
-        return name, {**options, "activity_id": call.path, "summary": summary(call)}
-
-
-async def _activity(call: LeafCall, how: tuple[str, dict[str, Any]]) -> LeafResult:
-    name, options = how
-    try:
-        result: LeafResult = await workflow.execute_activity(
-            name,
-            call,
-            result_type=LeafResult,
-            **options,
-        )
-    except ActivityError as err:
-        if is_cancelled_exception(err):
-            raise RunCancelled("the run was cancelled", path=call.path) from None
-        cause_type, cause = _cause(err.cause)
-        raise StepFailed(
-            path=call.path,
-            kind=call.pipe.kind,
-            model=getattr(call.pipe, "model", None),
-            cause_type=cause_type,
-            cause=cause,
-            attempts=_attempts(err, call),
-        ) from None
-    return result
+            return kept[1], options, wire
+        _, name, options, wire = kept
+        return name, {**options, "activity_id": call.path, "summary": summary(call)}, wire
 
 
 async def _estimate(call: LlmCall) -> float:

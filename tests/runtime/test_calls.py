@@ -21,7 +21,7 @@ from durapipe.activities._llm import messages_for
 from durapipe.runtime import LeafResult, LlmCall, Usage
 from durapipe.spec import LlmPipe
 from durapipe.spec._base import RetrySpec
-from durapipe.spec._messages import WORKFLOW_ONLY
+from durapipe.spec._messages import WORKFLOW_ONLY, end_loan, lend_wire_pipe, pipe_on_the_wire
 from durapipe.stores._checkpoints import checkpoint_key
 
 
@@ -247,3 +247,50 @@ def test_a_result_serializes_to_the_bytes_recorded_histories_hold(output: Any) -
                     [ours] = converter.to_payloads([result])
                     [theirs] = converter.to_payloads([recorded])
                     assert ours.data == theirs.data
+
+
+def lent_pipe() -> LlmPipe:
+    return LlmPipe(
+        model="durapipe/offline",
+        prompt="Summarize {{ text }}",
+        system="Be brief.",
+        settings={"temperature": 0.2},
+        inputs={"text": "text"},
+        timeout=45,
+        retry=RetrySpec(max_attempts=5),
+    )
+
+
+def test_a_lent_wire_pipe_gives_the_bytes_of_dumping_the_pipe_again() -> None:
+    # The workflow lends each pipe's wire form to every call of it: a step's input must be the
+    # very bytes the dump per call gave (recorded histories and checkpoint keys depend on them).
+    pipe = lent_pipe()
+    calls = [
+        LlmCall(run_id="r1", scope="s" * 32, path=f"s{i}", pipe_name="sum", pipe=pipe,
+                inputs={"text": f"t{i}"})
+        for i in range(3)
+    ]  # fmt: skip
+    dumped = [travelled(call)[0] for call in calls]
+    loan = lend_wire_pipe(pipe, pipe_on_the_wire(pipe))
+    try:
+        lent = [travelled(call)[0] for call in calls]
+    finally:
+        end_loan(loan)
+    assert lent == dumped
+    assert json.loads(dumped[0])["pipe"] == pipe_on_the_wire(pipe)
+
+
+def test_a_loan_serves_only_its_own_pipe_and_only_while_it_lasts() -> None:
+    pipe, twin = lent_pipe(), lent_pipe()  # equal, but another object: not the one lent for
+    stale = {"prompt": "a stale wire form"}
+    loan = lend_wire_pipe(pipe, stale)
+    try:
+        for_pipe = json.loads(travelled(LlmCall(run_id="r", path="a", pipe_name="p", pipe=pipe))[0])
+        for_twin = json.loads(travelled(LlmCall(run_id="r", path="b", pipe_name="p", pipe=twin))[0])
+        kept = LlmCall(run_id="r", path="a", pipe_name="p", pipe=pipe).model_dump()["pipe"]
+    finally:
+        end_loan(loan)
+    after = json.loads(travelled(LlmCall(run_id="r", path="a", pipe_name="p", pipe=pipe))[0])
+    assert for_pipe["pipe"] == stale  # the loan is what travels (so the two tests above mean it)
+    assert for_twin["pipe"] == after["pipe"] == pipe_on_the_wire(pipe)
+    assert kept["retry"] == {"max_attempts": 5}  # python-mode dumps never take the wire form

@@ -1,0 +1,115 @@
+"""The interpreter's count of finished steps stays exact: nothing changes a status or a record
+around it.
+
+`Interpreter.finished` is kept as records are kept and statuses set (`keep`, `set_status`,
+`plan`, `_merge`), so the workflow's current details need not scan every record twice per step.
+`tests/conftest.py` checks the count against a scan at every current-details line of the tests'
+workflows; this module checks the code that could change records at all.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from durapipe.runtime import StepRecord
+from durapipe.runtime._interpret import Interpreter
+from tests.conftest import ROOT
+
+# Where step records of a run are made and changed: the runtime, the workflow, the local runner.
+SOURCES = [
+    *sorted((ROOT / "durapipe" / "runtime").glob("*.py")),
+    *sorted((ROOT / "durapipe" / "workflows").glob("*.py")),
+    ROOT / "durapipe" / "local.py",
+]
+# The only functions that may assign a status or change a run's records.
+ALLOWED = {"__init__", "keep", "set_status", "_merge"}
+
+
+def changes(tree: ast.AST) -> list[tuple[str, int]]:
+    """(function, line) of every status assignment and every change of a ``records`` mapping."""
+    found: list[tuple[str, int]] = []
+
+    def visit(node: ast.AST, function: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            inside = (
+                child.name
+                if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+                else function
+            )
+            targets: list[ast.expr] = []
+            if isinstance(child, ast.Assign):
+                targets = list(child.targets)
+            elif isinstance(child, ast.AugAssign | ast.AnnAssign):
+                targets = [child.target]
+            elif isinstance(child, ast.Delete):
+                targets = list(child.targets)
+            for target in targets:
+                for part in ast.walk(target):
+                    if isinstance(part, ast.Attribute) and part.attr in ("status", "records"):
+                        found.append((inside, child.lineno))
+                    if isinstance(part, ast.Subscript) and _records(part.value):
+                        found.append((inside, child.lineno))
+            if (
+                isinstance(child, ast.Call)
+                and isinstance(child.func, ast.Attribute)
+                and child.func.attr in ("update", "pop", "popitem", "setdefault", "clear")
+                and _records(child.func.value)
+            ):
+                found.append((inside, child.lineno))
+            visit(child, inside)
+
+    visit(tree, "<module>")
+    return sorted(set(found), key=lambda change: change[1])
+
+
+def _records(node: ast.expr) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "records") or (
+        isinstance(node, ast.Name) and node.id == "records"
+    )
+
+
+def test_only_the_interpreters_own_methods_change_a_status_or_the_records() -> None:
+    outside = [
+        f"{path.relative_to(ROOT)}:{line} ({function})"
+        for path in SOURCES
+        for function, line in changes(ast.parse(path.read_text()))
+        if function not in ALLOWED
+    ]
+    assert outside == []
+
+
+def test_the_check_sees_each_kind_of_change() -> None:
+    code = (
+        "def f(interp, record, records):\n"
+        "    record.status = 'skipped'\n"
+        "    record.status, record.error = 'failed', 'x'\n"
+        "    interp.records['a'] = record\n"
+        "    interp.records.update({})\n"
+        "    records.pop('a')\n"
+        "    del interp.records['a']\n"
+        "    interp.records = {}\n"
+    )
+    assert [line for _, line in changes(ast.parse(code))] == [2, 3, 4, 5, 6, 7, 8]
+
+
+def test_keeping_and_setting_statuses_count_finished_records() -> None:
+    interp = Interpreter.__new__(Interpreter)  # only its records and count are used
+    interp.records, interp.finished = {}, 0
+    a, b = StepRecord(path="a", pipe="p", kind="llm"), StepRecord(path="b", pipe="p", kind="llm")
+    loose = StepRecord(path="c", pipe="p", kind="llm")  # a batch item's record, not kept
+    interp.keep(a)
+    interp.keep(b)
+    interp.set_status(a, "running")
+    interp.set_status(a, "succeeded")
+    interp.set_status(b, "skipped")
+    interp.set_status(loose, "failed")
+    assert (interp.finished, a.status, loose.status) == (2, "succeeded", "failed")
+    interp.set_status(a, "failed")  # finished to finished
+    interp.keep(StepRecord(path="b", pipe="p", kind="llm"))  # replaces the skipped one
+    assert interp.finished == 1
+    interp.keep(StepRecord(path="d", pipe="p", kind="llm", status="succeeded"))
+    assert (
+        interp.finished
+        == sum(r.status in ("succeeded", "failed", "skipped") for r in interp.records.values())
+        == 2
+    )
