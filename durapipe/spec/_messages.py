@@ -75,8 +75,10 @@ def pipe_on_the_wire(pipe: LlmPipe) -> dict[str, Any]:
 
 
 # The wire form of one pipe, made once by a caller that serializes many calls of it (the workflow:
-# a call per step, each dumping the same pipe again was ~1.5 us of its ~3 us of JSON). Lent only
-# while that caller serializes (`lend_wire_pipe`), and only to calls of that very pipe object.
+# a call per step, each dumping the same pipe again was ~1.5 us of its ~3 us of JSON). Lent while
+# that caller serializes (`lend_wire_pipe`), and only to calls of that very pipe object. A task
+# made during the loan copies the context with it (the SDK's activity handle is one) and holds the
+# loan for its life: harmless, since a frozen pipe's wire form is a pure function of the object.
 # A token, not a context manager: the generator of one cost ~1 us, most of what the loan saves.
 _LENT: ContextVar[tuple[PipeBase, dict[str, Any]] | None] = ContextVar(
     "durapipe_lent_wire_pipe", default=None

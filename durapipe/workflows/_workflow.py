@@ -481,7 +481,7 @@ class _ActivityOptions:
         self._by_pipe: dict[str, tuple[object, str, dict[str, Any], dict[str, Any] | None]] = {}
 
     def of(self, call: LeafCall) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
-        """The activity name and ``execute_activity`` keyword arguments of ``call``, and its
+        """The activity name and ``start_activity`` keyword arguments of ``call``, and its
         pipe's wire form when it is an llm call (None otherwise)."""
         kept = self._by_pipe.get(call.pipe_name)
         if kept is None or kept[0] is not call.pipe:

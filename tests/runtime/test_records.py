@@ -21,21 +21,30 @@ SOURCES = [
     *sorted((ROOT / "durapipe" / "workflows").glob("*.py")),
     ROOT / "durapipe" / "local.py",
 ]
-# The only functions that may assign a status or change a run's records.
-ALLOWED = {"__init__", "keep", "set_status", "_merge"}
+# The only functions that may assign a status or change a run's records (class.function).
+ALLOWED = {
+    "Interpreter.__init__",
+    "Interpreter.keep",
+    "Interpreter.set_status",
+    "Interpreter._merge",
+}
+# Calls that change an attribute or an item by name, whatever spells the object.
+_SETTERS = {"setattr", "__setattr__", "__setitem__", "__delitem__"}
 
 
 def changes(tree: ast.AST) -> list[tuple[str, int]]:
-    """(function, line) of every status assignment and every change of a ``records`` mapping."""
+    """(class.function, line) of every status assignment and every change of a ``records``
+    mapping: assignments, deletions, mutating calls, ``setattr``/``__setattr__``/``__setitem__``
+    naming ``status`` or ``records``, and ``__dict__`` items of those names."""
     found: list[tuple[str, int]] = []
 
-    def visit(node: ast.AST, function: str) -> None:
+    def visit(node: ast.AST, function: str, owner: str) -> None:
         for child in ast.iter_child_nodes(node):
-            inside = (
-                child.name
-                if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
-                else function
-            )
+            inside, within = function, owner
+            if isinstance(child, ast.ClassDef):
+                within = child.name
+            elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                inside = f"{owner}.{child.name}" if owner else child.name
             targets: list[ast.expr] = []
             if isinstance(child, ast.Assign):
                 targets = list(child.targets)
@@ -47,19 +56,44 @@ def changes(tree: ast.AST) -> list[tuple[str, int]]:
                 for part in ast.walk(target):
                     if isinstance(part, ast.Attribute) and part.attr in ("status", "records"):
                         found.append((inside, child.lineno))
-                    if isinstance(part, ast.Subscript) and _records(part.value):
+                    if isinstance(part, ast.Subscript) and (
+                        _records(part.value) or _dict_item(part)
+                    ):
                         found.append((inside, child.lineno))
-            if (
-                isinstance(child, ast.Call)
-                and isinstance(child.func, ast.Attribute)
-                and child.func.attr in ("update", "pop", "popitem", "setdefault", "clear")
-                and _records(child.func.value)
-            ):
+            if isinstance(child, ast.Call) and _changes(child):
                 found.append((inside, child.lineno))
-            visit(child, inside)
+            visit(child, inside, within)
 
-    visit(tree, "<module>")
+    visit(tree, "<module>", "")
     return sorted(set(found), key=lambda change: change[1])
+
+
+def _changes(call: ast.Call) -> bool:
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    if (
+        name in ("update", "pop", "popitem", "setdefault", "clear", *_SETTERS)
+        and isinstance(func, ast.Attribute)
+        and _records(func.value)
+    ):
+        return True
+    if (
+        name in _SETTERS
+    ):  # setattr(record, "status", ...), object.__setattr__(record, "status", ...)
+        return any(
+            isinstance(a, ast.Constant) and a.value in ("status", "records") for a in call.args
+        )
+    return False
+
+
+def _dict_item(node: ast.Subscript) -> bool:
+    """``x.__dict__["status"]`` (or ``"records"``)."""
+    return (
+        isinstance(node.value, ast.Attribute)
+        and node.value.attr == "__dict__"
+        and isinstance(node.slice, ast.Constant)
+        and node.slice.value in ("status", "records")
+    )
 
 
 def _records(node: ast.expr) -> bool:
@@ -88,8 +122,21 @@ def test_the_check_sees_each_kind_of_change() -> None:
         "    records.pop('a')\n"
         "    del interp.records['a']\n"
         "    interp.records = {}\n"
+        "    setattr(record, 'status', 'failed')\n"
+        "    object.__setattr__(record, 'status', 'failed')\n"
+        "    record.__dict__['status'] = 'failed'\n"
+        "    interp.records.__setitem__('a', record)\n"
+        "class Interpreter:\n"
+        "    def keep(self, record):\n"
+        "        self.records[record.path] = record\n"
+        "class Other:\n"
+        "    def __init__(self, interp, records):\n"
+        "        interp.records.update(records)\n"
     )
-    assert [line for _, line in changes(ast.parse(code))] == [2, 3, 4, 5, 6, 7, 8]
+    found = changes(ast.parse(code))
+    assert [line for _, line in found] == [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 15, 18]
+    # By class and function: another class's __init__ is not the interpreter's.
+    assert [f for f, _ in found if f not in ALLOWED] == ["f"] * 11 + ["Other.__init__"]
 
 
 def test_keeping_and_setting_statuses_count_finished_records() -> None:
