@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,29 @@ async def replay_many(replayer: Replayer, history: WorkflowHistory, times: int) 
                 raise result.replay_failure
 
 
+async def timed_rounds(
+    replaying: Mapping[str, Replayer],
+    histories: Mapping[str, WorkflowHistory],
+    sides: list[str],
+    rounds: int,
+    times: int,
+    clock: Callable[[], float],
+) -> dict[str, list[float]]:
+    """µs of ``clock`` per replayed run, per side and round: each round replays every side's
+    history ``times`` times, the sides in turn (the first side rotating), after one untimed
+    replay of each to warm imports and caches."""
+    for side in sides:
+        await replay_many(replaying[side], histories[side], 1)
+    timings: dict[str, list[float]] = {side: [] for side in sides}
+    for n in range(rounds):
+        for k in range(len(sides)):
+            side = sides[(n + k) % len(sides)]
+            start = clock()
+            await replay_many(replaying[side], histories[side], times)
+            timings[side].append((clock() - start) / times * 1e6)
+    return timings
+
+
 async def time_shapes(folder: Path, rounds: int, shapes: tuple[str, ...]) -> None:
     """Print each side's CPU microseconds per replayed run, rotating the sides' order every round.
 
@@ -149,15 +172,7 @@ async def time_shapes(folder: Path, rounds: int, shapes: tuple[str, ...]) -> Non
         sides = [side for side in replaying if (folder / f"{shape}.{side}.json").exists()]
         histories = {side: _load(folder / f"{shape}.{side}.json") for side in sides}
         times = {"single": 200, "seq50": 10, "batch1000": 2}[shape]
-        for side in sides:  # warm imports and caches outside the timed rounds
-            await replay_many(replaying[side], histories[side], 1)
-        timings: dict[str, list[float]] = {side: [] for side in sides}
-        for n in range(rounds):
-            for k in range(len(sides)):
-                side = sides[(n + k) % len(sides)]
-                start = time.process_time()
-                await replay_many(replaying[side], histories[side], times)
-                timings[side].append((time.process_time() - start) / times * 1e6)
+        timings = await timed_rounds(replaying, histories, sides, rounds, times, time.process_time)
         medians = {side: statistics.median(values) for side, values in timings.items()}
         for side, values in timings.items():
             figures = " ".join(f"{v:.0f}" for v in values)
@@ -214,15 +229,7 @@ async def versus(checkout: Path, folder: Path, shape: str, rounds: int, times: i
         histories = {"old": ours, "durapipe": ours}
         histories["handwritten"] = _load(folder / f"{shape}.handwritten.json")
         sides = list(replaying)
-        for side in sides:  # warm imports and caches outside the timed rounds
-            await replay_many(replaying[side], histories[side], 1)
-        timings: dict[str, list[float]] = {side: [] for side in sides}
-        for n in range(rounds):
-            for k in range(len(sides)):
-                side = sides[(n + k) % len(sides)]
-                start = time.thread_time()
-                await replay_many(replaying[side], histories[side], times)
-                timings[side].append((time.thread_time() - start) / times * 1e6)
+        timings = await timed_rounds(replaying, histories, sides, rounds, times, time.thread_time)
     medians = {side: statistics.median(values) for side, values in timings.items()}
     for side in sides:
         print(f"{shape}.{side:12s} median {medians[side]:10.0f} us/run (main thread)")
