@@ -95,13 +95,20 @@ async def test_ctrl_c_leaves_the_run_going_and_says_how_to_get_back_to_it(
     run_id = f"interrupted-{task_queue}"
     log = tmp_path / "run.log"
     async with dp.build_worker(client, task_queue=task_queue):
-        process = subprocess.Popen(
-            durapipe_command(
-                "run", "review_post", "--file", str(CONTROL), "--input", "topic=rivers",
-                "--id", run_id, "--address", temporal_address, "-t", task_queue,
-            ),
-            stdout=subprocess.PIPE, stderr=log.open("wb"), env=cli_env(),
-        )  # fmt: skip
+        # A suite started in the background (`nohup`, `&` in a script) runs with SIGINT ignored,
+        # and a child inherits an ignored signal: the CLI then never saw the Ctrl-C. Started from
+        # a handled SIGINT, it gets the default, as in a terminal.
+        ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            process = subprocess.Popen(
+                durapipe_command(
+                    "run", "review_post", "--file", str(CONTROL), "--input", "topic=rivers",
+                    "--id", run_id, "--address", temporal_address, "-t", task_queue,
+                ),
+                stdout=subprocess.PIPE, stderr=log.open("wb"), env=cli_env(),
+            )  # fmt: skip
+        finally:
+            signal.signal(signal.SIGINT, ignored)
         # The wait for a human says what it waits for and how to end it (item 4).
         waiting = (
             f"⏸ review waiting for approval: Publish this post about rivers?; decide with "
