@@ -58,7 +58,7 @@ async def _turn(call: AgentTurnCall, key: str, attempt: int, deck: ModelDeck | N
     sent = provider_settings("agent", call.pipe_name, model, pipe.settings, deck)
     settings = idempotency_headers(sent, key, attempt)
     sent_by_transport = bool(call.limits) and carries(model, settings)
-    async with limited(call, sent_by_transport=sent_by_transport) as lease:
+    async with limited(call, model, sent_by_transport=sent_by_transport) as lease:
         response = await complete(model, call.messages, fmt, settings, pipe.timeout, **extra)
         lease.used(usage_of(response))
     message = response.choices[0].message

@@ -76,7 +76,7 @@ async def _pages(
     pipe = call.pipe
     if model == LOCAL_EXTRACTOR:
         return await local_pages(data, media_type, pipe.language), Usage()
-    async with limited(call) as lease:
+    async with limited(call, model) as lease:
         settings = provider_settings("extract", call.pipe_name, model, pipe.settings, deck)
         texts, usage = await _model_pages(model, data, media_type, settings, pipe.timeout)
         lease.used(usage)

@@ -91,7 +91,7 @@ async def _images(
         )
         pngs = [await asyncio.to_thread(placeholder_png, label, pipe.size) for label in labels]
         return pngs, Usage()
-    async with limited(call) as lease:
+    async with limited(call, model) as lease:
         settings = provider_settings("image", call.pipe_name, model, pipe.settings, deck)
         pngs, usage = await _generate(model, prompt, pipe.size, settings, pipe.timeout, pipe.count)
         lease.used(usage)

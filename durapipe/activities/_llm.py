@@ -149,7 +149,8 @@ async def _ask(
     call: LlmCall, messages: list[dict[str, str]], key: str, attempt: int, deck: ModelDeck | None
 ) -> LeafResult:
     pipe = call.pipe
-    model = pipe.model or "durapipe/offline"
+    chain = [pipe.model or "durapipe/offline", *pipe.fallbacks]
+    model = chain[0]
     fmt, wrap = response_format(pipe.output, call.structures)
 
     def settings_for(model: str) -> dict[str, Any]:
@@ -159,16 +160,12 @@ async def _ask(
 
     usage: Usage | None = None
     problem = ""
-    # Whether the transport reports when the request leaves (then the limit counts from there).
-    sent_by_transport = bool(call.limits) and carries(model, settings_for(model))
     for _ in range(pipe.reask + 1):
         if call.limits or pipe.fallbacks:
-            async with limited(call, sent_by_transport=sent_by_transport) as lease:
-                model, response = await _complete_first(
-                    [model, *pipe.fallbacks], messages, fmt, settings_for, pipe.timeout
-                )
-                spent = usage_of(response)  # once: it prices the response (litellm's figure)
-                lease.used(spent)
+            # A re-ask goes on from the model that answered (its own answer is in the messages).
+            model, response, spent = await _first_answer(
+                call, chain[chain.index(model) :], messages, fmt, settings_for
+            )
         else:
             # Most calls have no limits and one model: no lease to enter and leave (two
             # coroutines), no waterfall around the call (one more layer in the await chain,
@@ -202,25 +199,42 @@ async def _ask(
     )
 
 
-async def _complete_first(
+async def _first_answer(
+    call: LlmCall,
     models: list[str],
     messages: list[dict[str, Any]],
     fmt: dict[str, Any] | None,
     settings_for: Callable[[str], dict[str, Any]],
-    timeout: float | None,
-) -> tuple[str, Any]:
-    """The first model of ``models`` that answers, and its response (a waterfall of fallbacks).
+) -> tuple[str, Any, Usage]:
+    """The first model of ``models`` that answers, its response and usage (a waterfall).
 
     Raises:
         ApplicationError: the last model failed too (its classified error).
     """
     for model in models[:-1]:
         try:
-            return model, await complete(model, messages, fmt, settings_for(model), timeout)
+            return model, *await _answer(call, model, messages, fmt, settings_for(model))
         except ApplicationError:
             continue  # the next model of the waterfall gets the same request
     last = models[-1]
-    return last, await complete(last, messages, fmt, settings_for(last), timeout)
+    return last, *await _answer(call, last, messages, fmt, settings_for(last))
+
+
+async def _answer(
+    call: LlmCall,
+    model: str,
+    messages: list[dict[str, Any]],
+    fmt: dict[str, Any] | None,
+    settings: dict[str, Any],
+) -> tuple[Any, Usage]:
+    """One request to ``model`` inside the room of its own limits, and the usage it reported."""
+    # Whether the transport reports when the request leaves (then the limit counts from there).
+    sent_by_transport = bool(call.limits) and carries(model, settings)
+    async with limited(call, model, sent_by_transport=sent_by_transport) as lease:
+        response = await complete(model, messages, fmt, settings, call.pipe.timeout)
+        spent = usage_of(response)  # once: it prices the response (litellm's figure)
+        lease.used(spent)
+    return response, spent
 
 
 def idempotency_headers(settings: dict[str, Any], key: str, attempt: int) -> dict[str, Any]:

@@ -55,7 +55,7 @@ async def run_tool(
 
 async def _call(call: ToolCall, function: Callable[..., Any], attempt: int) -> LeafResult:
     try:
-        async with limited(call):
+        async with limited(call, None):
             if inspect.iscoroutinefunction(function):
                 value = await function(**call.inputs)
             else:

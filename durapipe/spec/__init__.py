@@ -15,7 +15,7 @@ from durapipe.spec._kinds import (
     register_kind,
 )
 from durapipe.spec._resolve import reachable, resolve, subset
-from durapipe.spec._routing import limits_for, matches, route
+from durapipe.spec._routing import limits_for, matches, request_limits, route
 from durapipe.spec._spec import (
     LOCAL_EXTRACTOR,
     OFFLINE_MODEL,
@@ -87,6 +87,7 @@ __all__ = [
     "reachable",
     "register_kind",
     "render",
+    "request_limits",
     "resolve",
     "route",
     "subset",

@@ -11,7 +11,7 @@ from durapipe.spec import _types
 from durapipe.spec._base import RetrySpec
 from durapipe.spec._deck import target
 from durapipe.spec._kinds import kind_of
-from durapipe.spec._routing import matches, route
+from durapipe.spec._routing import limit_applies, route
 from durapipe.spec._spec import (
     LOCAL_EXTRACTOR,
     OFFLINE_MODEL,
@@ -104,7 +104,9 @@ def resolve(
             changes["queue"] = route(pipe.model_copy(update=changes), pipeline.routing)
         pipes[pipe_name] = pipe.model_copy(update=changes)
     resolved = subset(pipeline, name)
-    limits = [rule for rule in pipeline.limits if any(matches(rule, p) for p in pipes.values())]
+    limits = [
+        rule for rule in pipeline.limits if any(limit_applies(rule, p) for p in pipes.values())
+    ]
     return resolved.model_copy(
         update={"pipes": pipes, "models": {}, "default_model": fallback, "limits": limits}
     )

@@ -25,7 +25,16 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Sequence
 
-from durapipe.spec._spec import AgentPipe, LimitRule, LlmPipe, PipeSpec, RouteRule, _Criteria
+from durapipe.spec._spec import (
+    AgentPipe,
+    ExtractPipe,
+    ImagePipe,
+    LimitRule,
+    LlmPipe,
+    PipeSpec,
+    RouteRule,
+    _Criteria,
+)
 
 
 def provider_of(model: str) -> str:
@@ -38,16 +47,8 @@ def matches(rule: _Criteria, pipe: PipeSpec) -> bool:
 
     Provider and model criteria look at the chat model of llm and agent pipes.
     """
-    if rule.kind is not None and rule.kind != pipe.kind:
-        return False
-    if rule.provider is None and rule.model is None:
-        return True
     model = pipe.model if isinstance(pipe, LlmPipe | AgentPipe) else None
-    if model is None:
-        return False
-    if rule.provider is not None and rule.provider != provider_of(model):
-        return False
-    return rule.model is None or fnmatch.fnmatchcase(model, rule.model)
+    return request_matches(rule, pipe.kind, model)
 
 
 def route(pipe: PipeSpec, rules: Sequence[RouteRule]) -> str | None:
@@ -58,9 +59,49 @@ def route(pipe: PipeSpec, rules: Sequence[RouteRule]) -> str | None:
 
 
 def limits_for(pipe: PipeSpec, rules: Sequence[LimitRule]) -> list[LimitRule]:
-    """The limits the calls of ``pipe`` share: every matching rule, one per name."""
+    """The limits the calls of ``pipe`` may take: every rule that limits one of its requests.
+
+    A call carries them all; each request takes the ones of its own model (`request_limits`), so a
+    fallback's requests count against its own provider's limits, never against the primary's.
+    """
+    return [rule for rule in rules if limit_applies(rule, pipe)]
+
+
+def limit_applies(rule: LimitRule, pipe: PipeSpec) -> bool:
+    """Whether ``rule`` limits some request of ``pipe``: to its model or to one of its fallbacks."""
+    return any(request_matches(rule, pipe.kind, model) for model in request_models(pipe))
+
+
+def request_limits(rules: Sequence[LimitRule], kind: str, model: str | None) -> list[LimitRule]:
+    """The limits one request takes (of a ``kind`` pipe, to ``model``): every match, one per name."""
     found: dict[str, LimitRule] = {}
     for rule in rules:
-        if matches(rule, pipe):
+        if request_matches(rule, kind, model):
             found.setdefault(rule.bucket, rule)
     return list(found.values())
+
+
+def request_matches(rule: _Criteria, kind: str, model: str | None) -> bool:
+    """Whether every criterion of ``rule`` holds for one request of a ``kind`` pipe to ``model``.
+
+    A request with no model (a tool call) matches only rules without provider and model criteria.
+    """
+    if rule.kind is not None and rule.kind != kind:
+        return False
+    if rule.provider is None and rule.model is None:
+        return True
+    if model is None:
+        return False
+    if rule.provider is not None and rule.provider != provider_of(model):
+        return False
+    return rule.model is None or fnmatch.fnmatchcase(model, rule.model)
+
+
+def request_models(pipe: PipeSpec) -> list[str | None]:
+    """The models the requests of a (resolved) ``pipe`` may go to: its model, then its fallbacks.
+
+    ``[None]`` for a pipe whose calls name no model (a tool, a registered kind without one).
+    """
+    model = pipe.model if isinstance(pipe, LlmPipe | AgentPipe | ExtractPipe | ImagePipe) else None
+    fallbacks = pipe.fallbacks if isinstance(pipe, LlmPipe | ExtractPipe | ImagePipe) else []
+    return [model, *fallbacks] if model is not None else [None]

@@ -54,7 +54,7 @@ from typing import Any, Protocol
 from durapipe._errors import ConfigError
 from durapipe._settings import settings
 from durapipe.runtime._calls import AgentTurnCall, LeafCall, LlmCall, Usage
-from durapipe.spec import LimitRule
+from durapipe.spec import LimitRule, request_limits
 from durapipe.spec._spec import parse_per
 from durapipe.stores._paths import default_path, is_off, is_redis
 from durapipe.stores._schema import LIMITS, migrate
@@ -380,44 +380,50 @@ def request_sent() -> None:
 
 
 def limited(
-    call: LeafCall, *, sent_by_transport: bool = False
+    call: LeafCall, model: str | None, *, sent_by_transport: bool = False
 ) -> contextlib.AbstractAsyncContextManager[Lease]:
-    """Wait until every limit of ``call`` has room, hold it for the block, then give it back.
+    """Wait until every limit of one request of ``call`` to ``model`` has room, hold it for the
+    block, then give it back.
 
-    Wrap the provider request itself, not the work around it. With ``sent_by_transport`` (the
-    request goes through durapipe's transport, which calls `request_sent`), the lease starts when
-    the request's first bytes leave; otherwise when room is taken (see the module docs).
+    The request takes the limits of its own model (a waterfall's fallback those of its provider,
+    not the primary's; ``None`` for a request that names no model, a tool call's). Wrap the
+    provider request itself, not the work around it. With ``sent_by_transport`` (the request goes
+    through durapipe's transport, which calls `request_sent`), the lease starts when the request's
+    first bytes leave; otherwise when room is taken (see the module docs).
     """
-    if not call.limits:
+    rules = request_limits(call.limits, call.pipe.kind, model) if call.limits else None
+    if not rules:
         # Most calls have no limits: no generator-based context manager (a generator, its wrapper
         # and two awaits per call, for nothing to wait for or give back). Nothing counts the
         # lease's tokens, so no estimate (a JSON dump per call).
         return contextlib.nullcontext(Lease(0))
-    return _limited(call, sent_by_transport)
+    return _limited(call, rules, sent_by_transport)
 
 
 @contextlib.asynccontextmanager
-async def _limited(call: LeafCall, sent_by_transport: bool) -> AsyncIterator[Lease]:
+async def _limited(
+    call: LeafCall, rules: list[LimitRule], sent_by_transport: bool
+) -> AsyncIterator[Lease]:
     lease = Lease(estimated_tokens(call))
     store = configured_limits()
     name = uuid.uuid4().hex
     hold_s = (call.pipe.timeout or 60.0) + HOLD_MARGIN_S
     acquire = functools.partial(
-        store.try_acquire, name, call.limits, lease.tokens, hold_s, sent_by_transport
+        store.try_acquire, name, rules, lease.tokens, hold_s, sent_by_transport
     )
     # Room is made by other processes, so there is nothing to await but time; a little jitter
     # keeps calls that wait for the same moment from all asking at once.
     while wait := await asyncio.to_thread(acquire):  # noqa: ASYNC110
         await asyncio.sleep(wait + random.uniform(0, POLL_S / 2))
     if sent_by_transport:
-        lease._send = functools.partial(store.sent, name, call.limits)
+        lease._send = functools.partial(store.sent, name, rules)
     token = _sending.set(lease)
     try:
         yield lease
     finally:
         _sending.reset(token)
         lease._send = None
-        await asyncio.shield(_settle(lease, store, name, call.limits))
+        await asyncio.shield(_settle(lease, store, name, rules))
 
 
 async def _settle(lease: Lease, store: LimitStore, name: str, rules: Sequence[LimitRule]) -> None:

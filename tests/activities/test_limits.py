@@ -16,7 +16,7 @@ from durapipe.adapters import load_yaml
 from durapipe.adapters._answers import carries
 from durapipe.adapters._held_reads import HeldReads
 from durapipe.runtime import ToolCall, Usage
-from durapipe.spec import LimitRule, ToolPipe, limits_for, resolve
+from durapipe.spec import LimitRule, ToolPipe, limits_for, request_limits, resolve
 from durapipe.stores import LimitStore, RedisLimits, SqliteLimits, limited
 from durapipe.stores._limits import GUARD, POLL_S
 
@@ -93,7 +93,7 @@ async def test_a_held_connection_starts_the_lease_when_its_bytes_leave(
     )  # fmt: skip
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
-        async with limited(call, sent_by_transport=True):
+        async with limited(call, None, sent_by_transport=True):
             taken = time.time()
             stream = await HeldReads().connect_tcp("127.0.0.1", port)
             await asyncio.sleep(0.5)  # work between taking room and sending (litellm, a busy host)
@@ -167,7 +167,7 @@ async def test_limited_calls_never_exceed_the_concurrency(
 
     async def work() -> None:
         nonlocal flying, most
-        async with limited(call) as lease:
+        async with limited(call, None) as lease:
             flying += 1
             most = max(most, flying)
             await asyncio.sleep(0.05)
@@ -191,6 +191,43 @@ pipes:
     spec = resolve(pipeline, "ask")
     assert [r.bucket for r in spec.limits] == ["model=openai/gpt-*"]
     assert limits_for(spec.pipes["ask"], spec.limits) == spec.limits
+
+
+def test_a_limit_on_a_fallback_or_an_ocr_or_image_model_holds_for_those_requests() -> None:
+    pipeline = load_yaml("""
+limits:
+  - {model: "openai/gpt-*", concurrency: 2}
+  - {provider: anthropic, rate: 5/s}
+  - {provider: mistral, rate: 1/s, name: mistral}
+  - {provider: mistral, concurrency: 9, name: mistral}
+  - {model: "openai/dall-e-*", concurrency: 1}
+  - {kind: tool, rate: 10/m, name: search-api}
+  - {provider: cohere, rate: 1/s}
+pipes:
+  run: {kind: sequence, steps: [{pipe: ask}, {pipe: read, result: pages}, {pipe: draw}, {pipe: look}]}
+  ask: {kind: llm, model: openai/gpt-4o, fallbacks: [anthropic/claude-3-5-haiku-latest], prompt: hi}
+  read: {kind: extract, inputs: {doc: document}, model: mistral/mistral-ocr-latest}
+  draw: {kind: image, prompt: a cat, model: openai/dall-e-3}
+  look: {kind: tool, function: "m:f"}
+""")
+    spec = resolve(pipeline, "run")
+    # A rule that matches only a fallback, an OCR or an image model is kept for the run; one
+    # that matches no request of it (cohere) is not.
+    assert "provider=cohere" not in [r.bucket for r in spec.limits]
+    assert len(spec.limits) == 6
+    ask = limits_for(spec.pipes["ask"], spec.limits)
+    assert [r.bucket for r in ask] == ["model=openai/gpt-*", "provider=anthropic"]
+    # Each request takes the limits of its own model only.
+    assert request_limits(ask, "llm", "openai/gpt-4o") == ask[:1]
+    assert request_limits(ask, "llm", "anthropic/claude-3-5-haiku-latest") == ask[1:]
+    # One limit per name per request: the first rule of that name.
+    read = request_limits(spec.limits, "extract", "mistral/mistral-ocr-latest")
+    assert [(r.bucket, r.rate) for r in read] == [("mistral", spec.limits[2].rate)]
+    draw = limits_for(spec.pipes["draw"], spec.limits)
+    assert [r.bucket for r in draw] == ["model=openai/dall-e-*"]
+    # A tool call names no model: only rules without provider or model criteria hold for it.
+    assert [r.bucket for r in limits_for(spec.pipes["look"], spec.limits)] == ["search-api"]
+    assert request_limits(spec.limits, "tool", None) == limits_for(spec.pipes["look"], spec.limits)
 
 
 def test_llm_requests_through_durapipes_transport_are_the_ones_it_starts_when_sent() -> None:

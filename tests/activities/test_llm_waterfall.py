@@ -10,12 +10,12 @@ import pytest
 
 from durapipe.activities import run_llm
 from durapipe.runtime import LlmCall
-from durapipe.spec import LimitRule, LlmPipe
+from durapipe.spec import LimitRule, LlmPipe, limits_for
 from durapipe.spec._deck import ModelDeck
 from durapipe.stores import SqliteLimits
 from durapipe.stores import _limits as limits_module
 from durapipe.testing import FakeProvider
-from durapipe.testing.fake_provider import Status
+from durapipe.testing.fake_provider import SchemaInvalid, Status
 
 
 def _call(pipe: LlmPipe, limits: list[LimitRule] | None = None) -> LlmCall:
@@ -52,3 +52,47 @@ async def test_a_limited_call_holds_a_lease_that_counts_the_tokens_it_used(
     # The lease's row keeps the tokens the provider reported, not the estimate.
     with contextlib.closing(sqlite3.connect(tmp_path / "limits.sqlite")) as db:
         assert [row[0] for row in db.execute("SELECT tokens FROM leases")] == [used]
+
+
+async def test_each_request_of_a_waterfall_takes_its_own_models_limits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits = SqliteLimits(tmp_path / "limits.sqlite")
+    monkeypatch.setattr(limits_module, "configured_limits", lambda: limits)
+    rules = [
+        LimitRule.model_validate({"model": "openai/a", "concurrency": 5, "name": "a-pool"}),
+        LimitRule.model_validate({"model": "openai/b", "tokens": "100000/m", "name": "b-pool"}),
+        LimitRule.model_validate({"model": "openai/c", "rate": "5/s", "name": "c-pool"}),
+    ]
+    pipe = LlmPipe(model="openai/a", fallbacks=["openai/b"], prompt="hi")
+    # The call carries the limits of every model it may ask, and not those of others.
+    assert [r.bucket for r in limits_for(pipe, rules)] == ["a-pool", "b-pool"]
+    async with FakeProvider() as fake:
+        deck = ModelDeck({m: {"api_base": fake.base_url} for m in ("openai/a", "openai/b")})
+        fake.script("a", [Status(503)])
+        result = await run_llm(_call(pipe, limits_for(pipe, rules)), 1, None, deck)
+    assert [c.model for c in fake.calls] == ["a", "b"]
+    used = result.usage.input_tokens + result.usage.output_tokens
+    # A lease per request, in the limit of the model it went to: the fallback's tokens count
+    # against its own provider's budget, not against the primary's concurrency.
+    with contextlib.closing(sqlite3.connect(tmp_path / "limits.sqlite")) as db:
+        rows = db.execute("SELECT bucket, lease, tokens FROM leases ORDER BY started").fetchall()
+    assert [bucket for bucket, _, _ in rows] == ["a-pool", "b-pool"]
+    assert rows[0][1] != rows[1][1] and rows[1][2] == used > 0
+
+
+async def test_a_reask_goes_on_from_the_model_that_answered() -> None:
+    async with FakeProvider() as fake:
+        models = ("openai/a", "openai/b", "openai/c")
+        deck = ModelDeck({m: {"api_base": fake.base_url} for m in models})
+        fake.script("a", [Status(503)])
+        fake.script("b", [SchemaInvalid(), Status(503)])
+        pipe = LlmPipe(
+            model="openai/a", fallbacks=["openai/b", "openai/c"], prompt="hi", output="integer",
+            reask=1,
+        )  # fmt: skip
+        result = await run_llm(_call(pipe), 1, None, deck)
+    # b answered the first ask with a wrong shape; the re-ask went to b (it failed) and then to
+    # c, never back to a, and never to b twice.
+    assert [c.model for c in fake.calls] == ["a", "b", "b", "c"]
+    assert result.model == "openai/c" and isinstance(result.output, int)
