@@ -49,6 +49,29 @@ def test_routing_rules_give_every_leaf_a_concrete_queue_and_a_pipes_own_queue_wi
     assert spec.routing == []  # applied, not carried: the history shows concrete queues
 
 
+def test_routing_looks_at_the_model_of_ocr_and_image_pipes_too() -> None:
+    pipeline = dp.load_yaml("""
+routing:
+  - {provider: openai, queue: llm-openai}
+  - {provider: mistral, queue: ocr-mistral}
+pipes:
+  main: {kind: sequence, steps: [{pipe: draw}, {pipe: read}, {pipe: local}, {pipe: cheap}]}
+  draw: {kind: image, prompt: a cat, model: openai/dall-e-3, fallbacks: [mistral/pixtral]}
+  read: {kind: extract, inputs: {doc: document}, model: mistral/mistral-ocr-latest}
+  local: {kind: extract, inputs: {doc: document}, fallbacks: [openai/gpt-4o]}
+  cheap: {kind: llm, model: durapipe/offline, fallbacks: [openai/gpt-4o], prompt: hi}
+""")
+    spec = dp.resolve(pipeline, "main")
+    # By the model a leaf asks first: a leaf runs on one queue, whichever model answers.
+    assert {name: pipe.queue for name, pipe in spec.pipes.items()} == {
+        "main": None,
+        "draw": "llm-openai",
+        "read": "ocr-mistral",
+        "local": None,
+        "cheap": None,
+    }
+
+
 def test_a_routing_rule_without_a_criterion_is_a_pipeline_problem() -> None:
     with pytest.raises(dp.PipelineError, match="needs kind, provider or model"):
         dp.load_yaml("routing:\n  - queue: q\npipes: {}\n")

@@ -45,10 +45,10 @@ def provider_of(model: str) -> str:
 def matches(rule: _Criteria, pipe: PipeSpec) -> bool:
     """Whether every criterion of ``rule`` holds for the (resolved) ``pipe``.
 
-    Provider and model criteria look at the chat model of llm and agent pipes.
+    Provider and model criteria look at the pipe's model (llm, agent, extract and image pipes),
+    not at its fallbacks: a leaf runs on one queue, whichever model of its waterfall answers.
     """
-    model = pipe.model if isinstance(pipe, LlmPipe | AgentPipe) else None
-    return request_matches(rule, pipe.kind, model)
+    return request_matches(rule, pipe.kind, request_models(pipe)[0])
 
 
 def route(pipe: PipeSpec, rules: Sequence[RouteRule]) -> str | None:
