@@ -1,10 +1,12 @@
-"""Throttling scenario: 100 runs over three providers, one limited across two worker processes.
+"""Throttling scenario: 100 runs over four pipes, one provider limited across three worker processes.
 
 The fake provider runs as its own process and measures what it saw. Calls to ``openai/alpha`` match
 the pipeline's limit (``concurrency: C``, ``rate: R/s``) and are routed to the ``alpha`` queue,
 served by two ``durapipe worker --queue ...`` processes that count the limit together (one SQLite
-file, ``DURAPIPE_LIMITS``). ``beta`` and ``gamma`` are not limited, for contrast. Run it with
-``make throttle`` or::
+file, ``DURAPIPE_LIMITS``). ``beta`` and ``gamma`` are not limited, for contrast. A fourth pipe asks
+``openai/delta``, which always fails (503), with ``openai/alpha`` as its fallback: it runs on the main
+queue, so a third worker's fallback requests share alpha's limit with the two alpha workers. Run it
+with ``make throttle`` or::
 
     python -m bench.throttle [--runs 100] [--concurrency 4] [--rate 5] [--address HOST:PORT]
 """
@@ -32,6 +34,8 @@ from bench._common import dev_server, durapipe_cli, figure, note, process, wait_
 # Keys live in the workers' environment (a pipe may not carry one); the fake provider takes any.
 os.environ.setdefault("OPENAI_API_KEY", "sk-fake-throttle")
 PROVIDERS = ("alpha", "beta", "gamma")
+FAILING = "delta"  # always answers 503; its pipe falls back to alpha
+PIPES = (*PROVIDERS, FAILING)  # the runs take turns
 CALL_SECONDS = 0.4  # each fake call takes this long, so concurrency builds up
 
 PIPELINE = """
@@ -58,12 +62,22 @@ PIPE = """  ask_{name}:
     inputs: {{question: text}}
     prompt: "{{{{ question }}}}"
 """
+FALLING_BACK = """  ask_{failing}:
+    kind: llm
+    model: openai/{failing}
+    fallbacks: [openai/alpha]
+    inputs: {{question: text}}
+    prompt: "{{{{ question }}}}"
+"""
 
 
 async def scenario(address: str, runs: int, concurrency: int, rate: int, work: Path) -> bool:
     """Run the scenario against the server at ``address``; print the figures; True if within limits."""
     script = work / "script.json"
-    script.write_text(json.dumps({"default": {"type": "hang", "seconds": CALL_SECONDS}}))
+    failing = {"rate": 1.0, "actions": [{"type": "status", "code": 503}], "models": [FAILING]}
+    script.write_text(
+        json.dumps({"default": {"type": "hang", "seconds": CALL_SECONDS}, "failure_rate": failing})
+    )
     provider_args = [
         sys.executable,
         "-m",
@@ -78,7 +92,8 @@ async def scenario(address: str, runs: int, concurrency: int, rate: int, work: P
         wait_ready(provider, work / "provider.log", "listening on")
         url = re.findall(r"listening on (\S+)", (work / "provider.log").read_text())[0]
         pipes = "".join(PIPE.format(name=name) for name in PROVIDERS)
-        models = "".join(MODEL.format(name=name, url=url) for name in PROVIDERS)
+        pipes += FALLING_BACK.format(failing=FAILING)
+        models = "".join(MODEL.format(name=name, url=url) for name in (*PROVIDERS, FAILING))
         file = work / "throttle.yaml"
         alpha_queue = f"{queue}-alpha"
         file.write_text(
@@ -109,7 +124,10 @@ async def scenario(address: str, runs: int, concurrency: int, rate: int, work: P
     seen_rate = ledger["max_rate_1s_by_model"].get("alpha", 0)
     figure("throttle.runs", runs)
     figure("throttle.runs_completed", completed)
-    figure("throttle.alpha.calls", sum(1 for c in ledger["calls"] if c["model"] == "alpha"))
+    figure("throttle.alpha.calls", len(alpha))
+    # Each delta call failed and handed its request to alpha: as many of alpha's calls came
+    # from the main queue's worker, through a waterfall, as delta calls.
+    figure(f"throttle.{FAILING}.calls", sum(1 for c in ledger["calls"] if c["model"] == FAILING))
     figure("throttle.alpha.limit_concurrency", concurrency)
     figure("throttle.alpha.max_concurrency", seen_concurrency)
     figure("throttle.alpha.limit_rate_per_s", rate)
@@ -161,7 +179,7 @@ async def _run_all(address: str, pipeline: dp.Pipeline, queue: str, runs: int) -
             dp.start(
                 client,
                 pipeline,
-                f"ask_{PROVIDERS[index % len(PROVIDERS)]}",
+                f"ask_{PIPES[index % len(PIPES)]}",
                 {"question": f"question {index}"},
                 task_queue=queue,
             )
