@@ -60,8 +60,13 @@ def tree_lines(records: list[dp.StepRecord]) -> list[str]:
             parts.append(f"${record.cost_usd:.6f}")
         if record.cache_hit:
             parts.append("cache hit")
-        if record.error:
-            parts.append(f"{record.error_type}: {record.error}")
+        if record.waiting_for:
+            # A decision, a resume, or a retry's next attempt (which says how the last failed).
+            parts.append(f"waiting for {record.waiting_for}")
+        elif record.error:
+            parts.append(
+                f"{record.error_type}: {record.error}" if record.error_type else record.error
+            )
         lines.append("  ".join(parts))
     return lines
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -36,6 +37,7 @@ from durapipe._settings import settings
 from durapipe.adapters import DEFAULT_TASK_QUEUE, WORKFLOW_NAME, child_workflow_id, pipe_run
 from durapipe.client import _run_control
 from durapipe.client._connection import ConnectOptions
+from durapipe.client._retries import with_retries
 from durapipe.client._stalls import (
     QueuePollers,
     RunQueues,
@@ -201,7 +203,7 @@ class RunHandle:
                     run_id=self.run_id,
                 )
             try:
-                return await _steps(self.client, self.run_id, self.run_id)
+                return await _steps(self.client, self.run_id, self.run_id, description)
             except RPCError as err:
                 why = await self.stalled(pollers=pollers) or f"no worker answered: {err.message}"
                 raise RunError(
@@ -272,11 +274,22 @@ class RunHandle:
         await _run_control.reject(self.client, self.run_id, step, reason=reason, reviewer=reviewer)
 
 
-async def _steps(client: Client, run_id: str, workflow_id: str) -> list[StepRecord]:
+async def _steps(
+    client: Client,
+    run_id: str,
+    workflow_id: str,
+    description: WorkflowExecutionDescription | None = None,
+) -> list[StepRecord]:
+    """The records of workflow ``workflow_id`` and of its running nested workflows; a running step
+    past its first attempt carries the server's view of its retries (see `with_retries`).
+    ``description``: the workflow's, when the caller has it (else asked with the query)."""
     handle = client.get_workflow_handle(workflow_id)
-    records: list[StepRecord] = await handle.query(
-        STEPS_QUERY, result_type=list[StepRecord], rpc_timeout=QUERY_TIMEOUT
-    )
+    query = handle.query(STEPS_QUERY, result_type=list[StepRecord], rpc_timeout=QUERY_TIMEOUT)
+    if description is None:
+        answer, described = await asyncio.gather(query, handle.describe())
+    else:
+        answer, described = await query, description
+    records = with_retries(answer, described.raw_description.pending_activities)
     merged: list[StepRecord] = []
     for record in records:
         merged.append(record)

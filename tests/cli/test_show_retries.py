@@ -1,0 +1,88 @@
+"""A step whose provider fails says so while the server retries it: `show`, the followed run and
+`steps()` carry the attempt it is on and how the last one failed, not a bare "running"."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from typer.testing import CliRunner
+
+import durapipe as dp
+from durapipe.cli import app
+from durapipe.cli._progress import follow
+from durapipe.testing.fake_provider import FakeProvider, Status
+from tests.support import eventually
+
+MODEL = "gpt-retry"
+
+
+def pipeline(nested: bool) -> dp.Pipeline:
+    ask = dp.llm(
+        "ask",
+        inputs={"question": str},
+        prompt="{{ question }}",
+        model=f"openai/{MODEL}",
+        # Two seconds between attempts: long enough to be seen waiting, short for the suite.
+        retry=dp.RetrySpec(max_attempts=4, initial_interval=2, backoff=1.0, max_interval=2),
+    )
+    step = dp.step(ask)
+    if nested:  # the step runs in a nested workflow, whose own pending activities say it
+        step = dp.step(dp.sequence("inner", inputs={"question": str}, steps=[step]))
+    return dp.pipeline(dp.sequence("asked", inputs={"question": str}, steps=[step]))
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["top", "nested"])
+async def test_a_retrying_step_shows_its_attempt_and_last_failure(
+    nested: bool, temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    run_id = f"retrying-{uuid.uuid4().hex[:8]}"
+    path = "inner/ask" if nested else "ask"
+    with FakeProvider() as fake:
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+        fake.script(MODEL, [Status(503), Status(503)])  # then the default answer
+        piped = pipeline(nested)
+        client = await dp.connect(temporal_address, pipeline=piped)
+        async with dp.build_worker(client, task_queue=task_queue):
+            handle = await dp.start(
+                client, piped, "asked", {"question": "q"}, run_id=run_id, task_queue=task_queue
+            )
+            follower = asyncio.ensure_future(follow(handle))
+
+            async def retrying() -> dp.StepRecord | None:
+                try:
+                    steps = await handle.steps()
+                except dp.RunStalled:  # the worker above has not polled yet (a busy machine)
+                    return None
+                step = next((s for s in steps if s.path == path), None)  # a nested run starts
+                return step if step is not None and step.waiting_for else None
+
+            step = await eventually(retrying, "the step to wait for its next attempt")
+            assert step.status == "running" and step.attempts in (2, 3)
+            assert step.error_type == "durapipe.ProviderError" and "ServiceUnavailable" in (
+                step.error or ""
+            )
+            assert step.waiting_for is not None
+            assert step.waiting_for.startswith(f"attempt {step.attempts} of 4 at ")
+            assert (
+                f"attempt {step.attempts - 1} failed: durapipe.ProviderError: " in step.waiting_for
+            )
+            shown = await asyncio.to_thread(
+                CliRunner().invoke, app, ["show", run_id, "--address", temporal_address]
+            )
+            assert shown.exit_code == 0, shown.stderr
+            [line] = [line for line in shown.stdout.splitlines() if " ask (llm" in line]
+            assert " running " in line and f"{step.attempts} attempts" in line
+            assert "waiting for attempt" in line and "ServiceUnavailable" in line
+            result = await follower
+    [done] = [s for s in result.steps if s.path == path]
+    assert done.attempts == 3 and done.status == "succeeded"
+    printed = capsys.readouterr().err
+    # The followed run said each wait once, with the failure that caused it.
+    for attempt in (2, 3):
+        [said] = [x for x in printed.splitlines() if f"waiting for attempt {attempt} of 4" in x]
+        assert f"attempt {attempt - 1} failed: durapipe.ProviderError: " in said
+    assert [c.outcome for c in fake.calls] == ["status:503", "status:503", "ok"]
