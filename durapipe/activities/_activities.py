@@ -36,6 +36,7 @@ from durapipe.security._secrets import redact
 from durapipe.spec._deck import ModelDeck
 from durapipe.spec._kinds import kinds
 from durapipe.stores._checkpoints import CheckpointStore, configured_store
+from durapipe.stores._limits import beat_details
 
 LLM_ACTIVITY = ACTIVITY_NAMES["llm"]
 TOOL_ACTIVITY = ACTIVITY_NAMES["tool"]
@@ -121,9 +122,11 @@ async def _heartbeating(work: Awaitable[T], info: activity.Info | None = None) -
     when not given).
     """
     info = info or activity.info()
-    stamp = {ATTEMPT_DETAIL: info.attempt}
+    stamp: dict[str, Any] = {ATTEMPT_DETAIL: info.attempt}
     timeout = info.heartbeat_timeout
     beats = _Beats(_beat_interval(timeout), stamp) if timeout else None
+    # What the call waits for (room in a provider limit) rides on the same beats.
+    said = beat_details.set(stamp) if beats is not None else None
     # One coroutine awaits the work and words its failure: each further layer of the await chain
     # runs again every time the work resumes (several times a step).
     try:
@@ -155,6 +158,8 @@ async def _heartbeating(work: Awaitable[T], info: activity.Info | None = None) -
     finally:
         if beats is not None:
             beats.timer.cancel()
+        if said is not None:
+            beat_details.reset(said)
 
 
 class _Beats:
@@ -166,7 +171,7 @@ class _Beats:
 
     __slots__ = ("interval", "loop", "stamp", "timer")
 
-    def __init__(self, interval: float, stamp: dict[str, int]) -> None:
+    def __init__(self, interval: float, stamp: dict[str, Any]) -> None:
         self.interval = interval
         self.stamp = stamp
         self.loop = asyncio.get_running_loop()

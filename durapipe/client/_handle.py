@@ -37,7 +37,7 @@ from durapipe._settings import settings
 from durapipe.adapters import DEFAULT_TASK_QUEUE, WORKFLOW_NAME, child_workflow_id, pipe_run
 from durapipe.client import _run_control
 from durapipe.client._connection import ConnectOptions
-from durapipe.client._retries import with_retries
+from durapipe.client._pending import with_pending
 from durapipe.client._stalls import (
     QueuePollers,
     RunQueues,
@@ -281,7 +281,7 @@ async def _steps(
     description: WorkflowExecutionDescription | None = None,
 ) -> list[StepRecord]:
     """The records of workflow ``workflow_id`` and of its running nested workflows; a running step
-    past its first attempt carries the server's view of its retries (see `with_retries`).
+    carries the server's view of its retries and waits (see `with_pending`).
     ``description``: the workflow's, when the caller has it (else asked with the query)."""
     handle = client.get_workflow_handle(workflow_id)
     query = handle.query(STEPS_QUERY, result_type=list[StepRecord], rpc_timeout=QUERY_TIMEOUT)
@@ -289,7 +289,7 @@ async def _steps(
         answer, described = await asyncio.gather(query, handle.describe())
     else:
         answer, described = await query, description
-    records = with_retries(answer, described.raw_description.pending_activities)
+    records = await with_pending(client, answer, described.raw_description.pending_activities)
     merged: list[StepRecord] = []
     for record in records:
         merged.append(record)

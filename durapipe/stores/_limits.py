@@ -363,6 +363,14 @@ class Lease:
             self._stamp = asyncio.get_running_loop().create_task(asyncio.to_thread(send))
 
 
+# The running activity's heartbeat details (the activity wrapper sets them; None elsewhere, e.g.
+# in a local run): a call waiting for room says so there, under `WAITING_DETAIL`, so a client
+# describing the run can tell why its step does not move.
+beat_details: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "durapipe_beat_details", default=None
+)
+WAITING_DETAIL = "durapipe.waiting_for"
+
 _sending: contextvars.ContextVar[Lease | None] = contextvars.ContextVar(
     "durapipe_limit_lease", default=None
 )
@@ -413,8 +421,16 @@ async def _limited(
     )
     # Room is made by other processes, so there is nothing to await but time; a little jitter
     # keeps calls that wait for the same moment from all asking at once.
-    while wait := await asyncio.to_thread(acquire):  # noqa: ASYNC110
-        await asyncio.sleep(wait + random.uniform(0, POLL_S / 2))
+    details = None
+    try:
+        while wait := await asyncio.to_thread(acquire):
+            if details is None and (details := beat_details.get()) is not None:
+                names = ", ".join(f"'{rule.bucket}'" for rule in rules)
+                details[WAITING_DETAIL] = f"room in provider limit {names}"
+            await asyncio.sleep(wait + random.uniform(0, POLL_S / 2))
+    finally:
+        if details is not None:
+            details.pop(WAITING_DETAIL, None)
     if sent_by_transport:
         lease._send = functools.partial(store.sent, name, rules)
     token = _sending.set(lease)

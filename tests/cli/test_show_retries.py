@@ -1,10 +1,12 @@
-"""A step whose provider fails says so while the server retries it: `show`, the followed run and
-`steps()` carry the attempt it is on and how the last one failed, not a bare "running"."""
+"""A step that does not move says why: while the server retries it (`show`, the followed run and
+`steps()` carry the attempt it is on and how the last one failed), and while its call waits for
+room in a provider limit, not a bare "running"."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -12,7 +14,7 @@ from typer.testing import CliRunner
 import durapipe as dp
 from durapipe.cli import app
 from durapipe.cli._progress import follow
-from durapipe.testing.fake_provider import FakeProvider, Status
+from durapipe.testing.fake_provider import FakeProvider, Hang, Status
 from tests.support import eventually
 
 MODEL = "gpt-retry"
@@ -81,8 +83,54 @@ async def test_a_retrying_step_shows_its_attempt_and_last_failure(
     [done] = [s for s in result.steps if s.path == path]
     assert done.attempts == 3 and done.status == "succeeded"
     printed = capsys.readouterr().err
-    # The followed run said each wait once, with the failure that caused it.
-    for attempt in (2, 3):
-        [said] = [x for x in printed.splitlines() if f"waiting for attempt {attempt} of 4" in x]
-        assert f"attempt {attempt - 1} failed: durapipe.ProviderError: " in said
+    # The followed run said a wait once, with the failure that caused it (it polls: on a busy
+    # machine it may miss one of the two 2 s waits, not both).
+    said = [x for x in printed.splitlines() if " waiting for attempt " in x]
+    assert said and len(said) == len(set(said)), printed
+    for line in said:
+        attempt = int(line.split(" waiting for attempt ")[1].split()[0])
+        assert (
+            "of 4 at " in line
+            and f": attempt {attempt - 1} failed: durapipe.ProviderError: " in line
+        )
     assert [c.outcome for c in fake.calls] == ["status:503", "status:503", "ok"]
+
+
+async def test_a_call_waiting_for_room_in_a_limit_says_which(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DURAPIPE_LIMITS", str(tmp_path / "limits.sqlite"))
+    # An 8 s timeout gives a 5 s heartbeat timeout: a beat every 1.7 s, sent at once the first time.
+    asks = {
+        name: dp.llm(name, inputs={"question": str}, prompt="{{ question }}",
+                     model="openai/gpt-narrow", timeout=8)
+        for name in ("one", "two")
+    }  # fmt: skip
+    both = dp.parallel("both", inputs={"question": str}, branches=asks)
+    piped = dp.pipeline(
+        both, limits=[dp.LimitRule(model="openai/gpt-narrow", concurrency=1, name="narrow")]
+    )
+    run_id = f"narrow-{uuid.uuid4().hex[:8]}"
+    with FakeProvider() as fake:
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+        fake.script("gpt-narrow", [Hang(6)])  # the first call holds the only room for 6 s
+        client = await dp.connect(temporal_address, pipeline=piped)
+        async with dp.build_worker(client, task_queue=task_queue):
+            handle = await dp.start(
+                client, piped, "both", {"question": "q"}, run_id=run_id, task_queue=task_queue
+            )
+
+            async def held() -> dp.StepRecord | None:
+                try:
+                    steps = await handle.steps()
+                except dp.RunStalled:  # the worker above has not polled yet (a busy machine)
+                    return None
+                return next((s for s in steps if s.waiting_for), None)
+
+            step = await eventually(held, "a step to say it waits for room", timeout=30)
+            assert step.status == "running" and step.path in ("one", "two")
+            assert step.waiting_for == "room in provider limit 'narrow'"
+            result = await handle.result()
+    assert sorted(s.status for s in result.steps) == ["succeeded", "succeeded"]
+    assert fake.max_concurrency_for("gpt-narrow") == 1

@@ -1,0 +1,87 @@
+"""What a running step looks like from the server: the attempt it is on, how the last one failed,
+when the next starts, and what the call waits for.
+
+A leaf's failed attempts are retried by the Temporal server, so the run's own records know nothing
+of them until the step ends: a step retrying a provider that answers 503 showed as plain "running"
+for as long as its retry policy allowed, and so did a call waiting for room in a provider limit.
+The server lists each running activity (its id is the step's path) with its attempt, last failure
+and last heartbeat (whose details say what the call waits for); `with_pending` puts them on the
+step's record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from datetime import UTC
+
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.workflow.v1 import PendingActivityInfo
+from temporalio.client import Client
+
+from durapipe.runtime import StepRecord
+from durapipe.stores._limits import WAITING_DETAIL
+
+# A provider's error message can run to kilobytes (a quoted response body): the line keeps this much.
+MESSAGE_CHARS = 200
+
+
+async def with_pending(
+    client: Client, records: Sequence[StepRecord], pending: Sequence[PendingActivityInfo]
+) -> list[StepRecord]:
+    """``records`` with each running step annotated from its pending activity: past its first
+    attempt, ``attempts`` (the attempt it is on), ``error_type`` and ``error`` (how the last attempt
+    failed) and, while it waits for the next attempt, ``waiting_for``; while its call waits for
+    room in a provider limit, ``waiting_for`` says which."""
+    updates: dict[str, dict[str, object]] = {}
+    for info in pending:
+        if info.attempt > 1 and info.last_failure.message:
+            updates[info.activity_id] = retry_update(info)
+        if info.heartbeat_details.payloads:
+            waiting = await _waiting_for(client, info)
+            if waiting is not None:
+                updates.setdefault(info.activity_id, {})["waiting_for"] = waiting
+    if not updates:
+        return list(records)
+    return [
+        record.model_copy(update=updates[record.path])
+        if record.path in updates and record.status == "running"
+        else record
+        for record in records
+    ]
+
+
+async def _waiting_for(client: Client, info: PendingActivityInfo) -> str | None:
+    """What the call of ``info`` said it waits for in its last heartbeat, if anything."""
+    with contextlib.suppress(Exception):  # details this client cannot read (sealed, foreign)
+        for detail in await client.data_converter.decode(list(info.heartbeat_details.payloads)):
+            if isinstance(detail, dict) and isinstance(detail.get(WAITING_DETAIL), str):
+                return str(detail[WAITING_DETAIL])
+    return None
+
+
+def retry_update(info: PendingActivityInfo) -> dict[str, object]:
+    """The fields `with_pending` sets on the record of a step past its first attempt."""
+    failure = info.last_failure
+    error_type = failure.application_failure_info.type or None
+    message = failure.message
+    if error_type and message.startswith(f"{error_type}: "):
+        message = message[len(error_type) + 2 :]  # durapipe's messages may start with their type
+    if len(message) > MESSAGE_CHARS:
+        message = message[: MESSAGE_CHARS - 1] + "…"
+    update: dict[str, object] = {
+        "attempts": info.attempt,
+        "error_type": error_type,
+        "error": message,
+    }
+    if info.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
+        of = f" of {info.maximum_attempts}" if info.maximum_attempts else ""
+        when = ""
+        if info.HasField("next_attempt_schedule_time"):
+            at = info.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)
+            when = f" at {at:%H:%M:%S} UTC"
+        failed = f"{error_type}: {message}" if error_type else message
+        update["waiting_for"] = (
+            f"attempt {info.attempt}{of}{when}: attempt {info.attempt - 1} failed: {failed}"
+        )
+    return update
