@@ -47,7 +47,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -413,7 +413,8 @@ async def _limited(
     )
     # Room is made by other processes, so there is nothing to await but time; a little jitter
     # keeps calls that wait for the same moment from all asking at once.
-    while wait := await asyncio.to_thread(acquire):  # noqa: ASYNC110
+    give_back = functools.partial(store.release, name, rules, 0)
+    while wait := await _take(acquire, give_back):  # noqa: ASYNC110
         await asyncio.sleep(wait + random.uniform(0, POLL_S / 2))
     if sent_by_transport:
         lease._send = functools.partial(store.sent, name, rules)
@@ -424,6 +425,31 @@ async def _limited(
         _sending.reset(token)
         lease._send = None
         await asyncio.shield(_settle(lease, store, name, rules))
+
+
+_giving_back: set[asyncio.Future[None]] = set()  # releases of cancelled takes, until they end
+
+
+async def _take(acquire: Callable[[], float], give_back: Callable[[], None]) -> float:
+    """``acquire()`` on a thread: 0.0 when it took room, else the seconds to wait.
+
+    The thread runs on when the call is cancelled meanwhile (a timeout, a cancelled run): room it
+    then takes is given back, not left held until the lease's hold runs out.
+    """
+    taking = asyncio.get_running_loop().run_in_executor(None, acquire)
+    try:
+        return await asyncio.shield(taking)
+    except asyncio.CancelledError:
+        taking.add_done_callback(functools.partial(_give_back, give_back))
+        raise
+
+
+def _give_back(give_back: Callable[[], None], taking: asyncio.Future[float]) -> None:
+    if taking.cancelled() or taking.exception() is not None or taking.result() != 0.0:
+        return  # it took no room
+    release = asyncio.get_running_loop().run_in_executor(None, give_back)
+    _giving_back.add(release)
+    release.add_done_callback(_giving_back.discard)
 
 
 async def _settle(lease: Lease, store: LimitStore, name: str, rules: Sequence[LimitRule]) -> None:
