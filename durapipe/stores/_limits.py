@@ -447,9 +447,19 @@ async def _take(acquire: Callable[[], float], give_back: Callable[[], None]) -> 
 def _give_back(give_back: Callable[[], None], taking: asyncio.Future[float]) -> None:
     if taking.cancelled() or taking.exception() is not None or taking.result() != 0.0:
         return  # it took no room
-    release = asyncio.get_running_loop().run_in_executor(None, give_back)
+    try:
+        release = asyncio.get_running_loop().run_in_executor(None, give_back)
+    except RuntimeError:  # the executor is shutting down (asyncio.run ending): give it back here
+        give_back()
+        return
     _giving_back.add(release)
-    release.add_done_callback(_giving_back.discard)
+    release.add_done_callback(_given_back)
+
+
+def _given_back(release: asyncio.Future[None]) -> None:
+    _giving_back.discard(release)
+    if not release.cancelled():
+        release.exception()  # a failed store: the lease expires after its hold (a dead worker's)
 
 
 async def _settle(lease: Lease, store: LimitStore, name: str, rules: Sequence[LimitRule]) -> None:
