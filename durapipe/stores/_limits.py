@@ -337,6 +337,10 @@ def estimated_tokens(call: LeafCall) -> int:
         sent = [call.pipe.system, call.pipe.prompt, call.inputs]
     else:
         sent = call.inputs
+    return _tokens_in(sent)
+
+
+def _tokens_in(sent: Any) -> int:
     return len(json.dumps(sent, default=str)) // 4
 
 
@@ -380,7 +384,7 @@ def request_sent() -> None:
 
 
 def limited(
-    call: LeafCall, model: str | None, *, sent_by_transport: bool = False
+    call: LeafCall, model: str | None, *, sent_by_transport: bool = False, sent: Any = None
 ) -> contextlib.AbstractAsyncContextManager[Lease]:
     """Wait until every limit of one request of ``call`` to ``model`` has room, hold it for the
     block, then give it back.
@@ -389,7 +393,9 @@ def limited(
     not the primary's; ``None`` for a request that names no model, a tool call's). Wrap the
     provider request itself, not the work around it. With ``sent_by_transport`` (the request goes
     through durapipe's transport, which calls `request_sent`), the lease starts when the request's
-    first bytes leave; otherwise when room is taken (see the module docs).
+    first bytes leave; otherwise when room is taken (see the module docs). ``sent`` is what the
+    request sends (an llm request's messages: a re-ask's hold the rejected answer), for the token
+    estimate; by default the call's (`estimated_tokens`).
     """
     rules = request_limits(call.limits, call.pipe.kind, model) if call.limits else None
     if not rules:
@@ -397,14 +403,14 @@ def limited(
         # and two awaits per call, for nothing to wait for or give back). Nothing counts the
         # lease's tokens, so no estimate (a JSON dump per call).
         return contextlib.nullcontext(Lease(0))
-    return _limited(call, rules, sent_by_transport)
+    return _limited(call, rules, sent_by_transport, sent)
 
 
 @contextlib.asynccontextmanager
 async def _limited(
-    call: LeafCall, rules: list[LimitRule], sent_by_transport: bool
+    call: LeafCall, rules: list[LimitRule], sent_by_transport: bool, sent: Any
 ) -> AsyncIterator[Lease]:
-    lease = Lease(estimated_tokens(call))
+    lease = Lease(estimated_tokens(call) if sent is None else _tokens_in(sent))
     store = configured_limits()
     name = uuid.uuid4().hex
     hold_s = (call.pipe.timeout or 60.0) + HOLD_MARGIN_S
