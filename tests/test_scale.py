@@ -72,6 +72,28 @@ pipes:
     }
 
 
+def test_routing_sends_an_agents_turns_by_its_model() -> None:
+    # An agent is a workflow whose model requests are activities on the agent pipe's queue: the
+    # README says routing rules look at an agent's model, so its pipe gets the matching queue.
+    pipeline = dp.load_yaml("""
+routing:
+  - {provider: openai, queue: llm-openai}
+  - {kind: tool, queue: tools}
+pipes:
+  main: {kind: sequence, steps: [{pipe: helper}, {pipe: pinned}]}
+  look: {kind: tool, function: "m:f"}
+  helper: {kind: agent, model: openai/gpt-4o, tools: [look], prompt: hi}
+  pinned: {kind: agent, model: openai/gpt-4o, queue: special, prompt: hi}
+""")
+    spec = dp.resolve(pipeline, "main")
+    assert {name: pipe.queue for name, pipe in spec.pipes.items()} == {
+        "main": None,
+        "helper": "llm-openai",
+        "pinned": "special",
+        "look": "tools",
+    }
+
+
 def test_a_routing_rule_without_a_criterion_is_a_pipeline_problem() -> None:
     with pytest.raises(dp.PipelineError, match="needs kind, provider or model"):
         dp.load_yaml("routing:\n  - queue: q\npipes: {}\n")
@@ -118,6 +140,28 @@ async def test_routed_leaves_run_on_their_queues_served_by_activity_workers(
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
     assert scheduled == [("ask", f"{task_queue}-llm"), ("measure", f"{task_queue}-tools")]
+
+
+async def test_an_agents_turns_run_on_the_queue_its_model_is_routed_to(
+    temporal_address: str, task_queue: str
+) -> None:
+    pipeline = dp.pipeline(
+        dp.agent("helper", inputs={"text": str}, prompt="{{ text }}", model="durapipe/offline"),
+        routing=[dp.RouteRule(provider="durapipe", queue=f"{task_queue}-llm")],
+    )
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    run_id = f"routed-agent-{uuid.uuid4().hex[:8]}"
+    workers = dp.build_workers(client, [task_queue, f"{task_queue}-llm"])
+    async with workers[0], workers[1]:
+        await dp.run(
+            client, pipeline, "helper", {"text": "hello"}, run_id=run_id, task_queue=task_queue
+        )
+    turns = [
+        e.activity_task_scheduled_event_attributes.task_queue.name
+        for e in await history_events(client, run_id)
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert turns and set(turns) == {f"{task_queue}-llm"}
 
 
 async def test_a_20mb_document_and_a_5mb_answer_complete_and_history_holds_references_only(

@@ -230,7 +230,7 @@ async def _answer(
     """One request to ``model`` inside the room of its own limits, and the usage it reported."""
     # Whether the transport reports when the request leaves (then the limit counts from there).
     sent_by_transport = bool(call.limits) and carries(model, settings)
-    async with limited(call, model, sent_by_transport=sent_by_transport) as lease:
+    async with limited(call, model, sent_by_transport=sent_by_transport, sent=messages) as lease:
         response = await complete(model, messages, fmt, settings, call.pipe.timeout)
         spent = usage_of(response)  # once: it prices the response (litellm's figure)
         lease.used(spent)

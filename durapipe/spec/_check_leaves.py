@@ -35,10 +35,12 @@ def check_model(pipeline: Pipeline, model: str, where: str, report: Report) -> N
 def check_operator(
     pipeline: Pipeline, name: str, pipe: ExtractPipe | ImagePipe, report: Report
 ) -> None:
-    """Extract and image pipes: model, settings, the image prompt's variables, the one document."""
+    """Extract and image pipes: model, fallbacks, settings, the image prompt's variables, the one
+    document."""
     where = f"pipe '{name}'"
     if pipe.model is not None:
         check_model(pipeline, pipe.model, f"{where}, field 'model'", report)
+    _check_fallbacks(pipeline, where, pipe.fallbacks, report)
     _check_settings(where, pipe.kind, pipe.settings, report)
     if isinstance(pipe, ImagePipe):
         _check_templates(where, pipe.inputs, [("prompt", pipe.prompt)], report)
@@ -61,10 +63,17 @@ def _check_model_and_output(
         report(f"{where}, field 'output'", message)
 
 
+def _check_fallbacks(pipeline: Pipeline, where: str, fallbacks: list[str], report: Report) -> None:
+    # Models like `model`: a fallback without its provider would escape `provider:` limits.
+    for model in fallbacks:
+        check_model(pipeline, model, f"{where}, field 'fallbacks'", report)
+
+
 def check_llm(pipeline: Pipeline, name: str, pipe: LlmPipe, report: Report) -> None:
-    """Model, output type, settings, and the system and prompt templates over declared inputs."""
+    """Model, fallbacks, output type, settings, and the system and prompt templates over inputs."""
     where = f"pipe '{name}'"
     _check_model_and_output(pipeline, where, pipe, report)
+    _check_fallbacks(pipeline, where, pipe.fallbacks, report)
     _check_settings(where, "llm", pipe.settings, report)
     _check_templates(where, pipe.inputs, [("system", pipe.system), ("prompt", pipe.prompt)], report)
 

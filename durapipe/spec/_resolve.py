@@ -75,9 +75,9 @@ def resolve(
     ``default_model``, ``fallback_model`` (the ``DURAPIPE_DEFAULT_MODEL`` setting, passed in by
     whoever starts a run: this layer reads no environment), then the offline model.
     An extract pipe defaults to the embedded extractor and an image pipe to the offline model.
-    Every leaf gets its task queue from the pipeline's routing rules (see `durapipe.spec.route`);
-    the resolved spec carries the concrete queues and no routing rules, and the limits that apply
-    to its pipes (see `durapipe.spec.limits_for`).
+    Every leaf (and every agent, whose turns are activities) gets its task queue from the pipeline's
+    routing rules (see `durapipe.spec.route`); the resolved spec carries the concrete queues and no
+    routing rules, and the limits that apply to its pipes (see `durapipe.spec.limits_for`).
     """
     fallback = default_model or pipeline.default_model or fallback_model or OFFLINE_MODEL
     aliases = {alias: target(entry) for alias, entry in pipeline.models.items()}
@@ -100,7 +100,8 @@ def resolve(
         if kind is not None and kind.timeout is not None:
             changes["timeout"] = pipe.timeout or kind.timeout
             changes["retry"] = pipe.retry or kind.retry or RetrySpec()
-        if kind is not None and kind.activity is not None and not kind.controller:
+        if kind is not None and kind.activity is not None:
+            # A leaf, or an agent: a workflow whose model turns are activities on its queue.
             changes["queue"] = route(pipe.model_copy(update=changes), pipeline.routing)
         pipes[pipe_name] = pipe.model_copy(update=changes)
     resolved = subset(pipeline, name)

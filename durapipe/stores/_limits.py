@@ -47,7 +47,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -337,6 +337,10 @@ def estimated_tokens(call: LeafCall) -> int:
         sent = [call.pipe.system, call.pipe.prompt, call.inputs]
     else:
         sent = call.inputs
+    return _tokens_in(sent)
+
+
+def _tokens_in(sent: Any) -> int:
     return len(json.dumps(sent, default=str)) // 4
 
 
@@ -388,7 +392,7 @@ def request_sent() -> None:
 
 
 def limited(
-    call: LeafCall, model: str | None, *, sent_by_transport: bool = False
+    call: LeafCall, model: str | None, *, sent_by_transport: bool = False, sent: Any = None
 ) -> contextlib.AbstractAsyncContextManager[Lease]:
     """Wait until every limit of one request of ``call`` to ``model`` has room, hold it for the
     block, then give it back.
@@ -397,7 +401,9 @@ def limited(
     not the primary's; ``None`` for a request that names no model, a tool call's). Wrap the
     provider request itself, not the work around it. With ``sent_by_transport`` (the request goes
     through durapipe's transport, which calls `request_sent`), the lease starts when the request's
-    first bytes leave; otherwise when room is taken (see the module docs).
+    first bytes leave; otherwise when room is taken (see the module docs). ``sent`` is what the
+    request sends (an llm request's messages: a re-ask's hold the rejected answer), for the token
+    estimate; by default the call's (`estimated_tokens`).
     """
     rules = request_limits(call.limits, call.pipe.kind, model) if call.limits else None
     if not rules:
@@ -405,14 +411,14 @@ def limited(
         # and two awaits per call, for nothing to wait for or give back). Nothing counts the
         # lease's tokens, so no estimate (a JSON dump per call).
         return contextlib.nullcontext(Lease(0))
-    return _limited(call, rules, sent_by_transport)
+    return _limited(call, rules, sent_by_transport, sent)
 
 
 @contextlib.asynccontextmanager
 async def _limited(
-    call: LeafCall, rules: list[LimitRule], sent_by_transport: bool
+    call: LeafCall, rules: list[LimitRule], sent_by_transport: bool, sent: Any
 ) -> AsyncIterator[Lease]:
-    lease = Lease(estimated_tokens(call))
+    lease = Lease(estimated_tokens(call) if sent is None else _tokens_in(sent))
     store = configured_limits()
     name = uuid.uuid4().hex
     hold_s = (call.pipe.timeout or 60.0) + HOLD_MARGIN_S
@@ -421,9 +427,10 @@ async def _limited(
     )
     # Room is made by other processes, so there is nothing to await but time; a little jitter
     # keeps calls that wait for the same moment from all asking at once.
+    give_back = functools.partial(store.release, name, rules, 0)
     details = None
     try:
-        while wait := await asyncio.to_thread(acquire):
+        while wait := await _take(acquire, give_back):
             if details is None and (details := beat_details.get()) is not None:
                 names = ", ".join(f"'{rule.bucket}'" for rule in rules)
                 details[WAITING_DETAIL] = f"room in provider limit {names}"
@@ -440,6 +447,41 @@ async def _limited(
         _sending.reset(token)
         lease._send = None
         await asyncio.shield(_settle(lease, store, name, rules))
+
+
+_giving_back: set[asyncio.Future[None]] = set()  # releases of cancelled takes, until they end
+
+
+async def _take(acquire: Callable[[], float], give_back: Callable[[], None]) -> float:
+    """``acquire()`` on a thread: 0.0 when it took room, else the seconds to wait.
+
+    The thread runs on when the call is cancelled meanwhile (a timeout, a cancelled run): room it
+    then takes is given back, not left held until the lease's hold runs out.
+    """
+    taking = asyncio.get_running_loop().run_in_executor(None, acquire)
+    try:
+        return await asyncio.shield(taking)
+    except asyncio.CancelledError:
+        taking.add_done_callback(functools.partial(_give_back, give_back))
+        raise
+
+
+def _give_back(give_back: Callable[[], None], taking: asyncio.Future[float]) -> None:
+    if taking.cancelled() or taking.exception() is not None or taking.result() != 0.0:
+        return  # it took no room
+    try:
+        release = asyncio.get_running_loop().run_in_executor(None, give_back)
+    except RuntimeError:  # the executor is shutting down (asyncio.run ending): give it back here
+        give_back()
+        return
+    _giving_back.add(release)
+    release.add_done_callback(_given_back)
+
+
+def _given_back(release: asyncio.Future[None]) -> None:
+    _giving_back.discard(release)
+    if not release.cancelled():
+        release.exception()  # a failed store: the lease expires after its hold (a dead worker's)
 
 
 async def _settle(lease: Lease, store: LimitStore, name: str, rules: Sequence[LimitRule]) -> None:

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import socket
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from durapipe.adapters._held_reads import HeldReads
 from durapipe.runtime import ToolCall, Usage
 from durapipe.spec import LimitRule, ToolPipe, limits_for, request_limits, resolve
 from durapipe.stores import LimitStore, RedisLimits, SqliteLimits, limited
+from durapipe.stores import _limits as limits_module
 from durapipe.stores._limits import GUARD, POLL_S
 
 
@@ -176,6 +178,52 @@ async def test_limited_calls_never_exceed_the_concurrency(
 
     await asyncio.gather(*(work() for _ in range(8)))
     assert most == 2
+
+
+async def test_a_call_cancelled_while_it_takes_room_gives_the_room_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store is written on a thread (a busy SQLite file, a Redis round trip): a call cancelled
+    # meanwhile (a timeout, a cancelled run, the next model of a waterfall never asked) must not
+    # leave the room the thread then takes held until the lease's hold runs out.
+    real = SqliteLimits(tmp_path / "limits.sqlite")
+    entered, go, taken = threading.Event(), threading.Event(), threading.Event()
+
+    class Busy:
+        def try_acquire(self, *args: object, **kwargs: object) -> float:
+            entered.set()
+            go.wait(10)
+            try:
+                return real.try_acquire(*args, **kwargs)  # type: ignore[arg-type]
+            finally:
+                taken.set()
+
+        sent = real.sent
+        release = real.release
+
+    monkeypatch.setattr(limits_module, "configured_limits", Busy)
+    one = [rule(kind="tool", model=None, concurrency=1)]
+    call = ToolCall(
+        run_id="r", path="t", pipe_name="t", pipe=ToolPipe(function="m:f", timeout=30),
+        limits=one,
+    )  # fmt: skip
+
+    async def hold() -> None:
+        async with limited(call, None):
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(hold())
+    assert await asyncio.to_thread(entered.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    go.set()
+    assert await asyncio.to_thread(taken.wait, 10)
+    # The lease's hold is 35 s: room within a few seconds means it was given back.
+    deadline = time.monotonic() + 5
+    while real.try_acquire("next", one, 0, 60) > 0.0:
+        assert time.monotonic() < deadline, "the cancelled call kept its room"
+        await asyncio.sleep(POLL_S)
 
 
 def test_resolve_keeps_the_limits_a_run_needs_and_calls_get_theirs() -> None:

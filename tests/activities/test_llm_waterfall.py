@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,3 +98,30 @@ async def test_a_reask_goes_on_from_the_model_that_answered() -> None:
     # c, never back to a, and never to b twice.
     assert [c.model for c in fake.calls] == ["a", "b", "b", "c"]
     assert result.model == "openai/c" and isinstance(result.output, int)
+
+
+async def test_a_reasks_lease_estimates_what_it_sends_the_rejected_answer_included(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = SqliteLimits(tmp_path / "limits.sqlite")
+    estimates: list[int] = []
+
+    class Recording:  # the estimate each request's lease is taken with (held while in flight)
+        def try_acquire(self, lease: str, rules: Any, tokens: int, *args: Any) -> float:
+            estimates.append(tokens)
+            return real.try_acquire(lease, rules, tokens, *args)
+
+        sent = real.sent
+        release = real.release
+
+    monkeypatch.setattr(limits_module, "configured_limits", Recording)
+    rules = [LimitRule.model_validate({"model": "openai/*", "tokens": "1000000/m"})]
+    wrong = {"value": "not a number " * 400}  # ~5,200 characters the re-ask sends back
+    async with FakeProvider() as fake:
+        deck = ModelDeck({"openai/a": {"api_base": fake.base_url}})
+        fake.script("a", [SchemaInvalid(json=wrong)])
+        pipe = LlmPipe(model="openai/a", prompt="hi", output="integer", reask=1)
+        result = await run_llm(_call(pipe, rules), 1, None, deck)
+    assert isinstance(result.output, int) and len(estimates) == 2
+    # Four characters a token of what the request sends: the re-ask carries the rejected answer.
+    assert estimates[1] >= len(json.dumps(wrong)) // 4 > estimates[0]

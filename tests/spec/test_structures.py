@@ -122,6 +122,23 @@ async def test_the_model_is_asked_for_exactly_n_and_returns_n() -> None:
             "pipe 'read', field 'model': model 'fsat' is neither a declared alias (none declared) "
             "nor a provider/model string such as openai/gpt-4o-mini",
         ),
+        # A fallback is a model too: without its provider a `provider:` limit or routing rule
+        # would never see it (litellm still sends gpt-4o-mini to OpenAI).
+        (
+            "pipes: {ask: {kind: llm, prompt: hi, model: openai/gpt-4o, fallbacks: [gpt-4o-mini]}}",
+            "pipe 'ask', field 'fallbacks': model 'gpt-4o-mini' is neither a declared alias (none "
+            "declared) nor a provider/model string such as openai/gpt-4o-mini",
+        ),
+        (
+            "pipes: {read: {kind: extract, inputs: {d: document}, fallbacks: [durapipe/local, fsat]}}",
+            "pipe 'read', field 'fallbacks': model 'fsat' is neither a declared alias (none declared) "
+            "nor a provider/model string such as openai/gpt-4o-mini",
+        ),
+        (
+            "pipes: {draw: {kind: image, prompt: hi, fallbacks: [dall-e-3]}}",
+            "pipe 'draw', field 'fallbacks': model 'dall-e-3' is neither a declared alias (none "
+            "declared) nor a provider/model string such as openai/gpt-4o-mini",
+        ),
     ],
 )
 def test_mistakes_in_structures_and_operators_are_named(yaml_text: str, expected: str) -> None:
