@@ -392,13 +392,18 @@ def request_sent() -> None:
 
 
 def limited(
-    call: LeafCall, model: str | None, *, sent_by_transport: bool = False, sent: Any = None
+    call: LeafCall,
+    model: str | None = None,
+    *,
+    sent_by_transport: bool = False,
+    sent: Any = None,
 ) -> contextlib.AbstractAsyncContextManager[Lease]:
     """Wait until every limit of one request of ``call`` to ``model`` has room, hold it for the
     block, then give it back.
 
     The request takes the limits of its own model (a waterfall's fallback those of its provider,
-    not the primary's; ``None`` for a request that names no model, a tool call's). Wrap the
+    not the primary's; ``None``, the default, for a request that names no model: a tool call's,
+    or a registered kind's, which then takes the limits without provider or model). Wrap the
     provider request itself, not the work around it. With ``sent_by_transport`` (the request goes
     through durapipe's transport, which calls `request_sent`), the lease starts when the request's
     first bytes leave; otherwise when room is taken (see the module docs). ``sent`` is what the
