@@ -80,7 +80,8 @@ class DurapipePlugin(SimplePlugin):
     Payloads above ``DURAPIPE_PAYLOAD_THRESHOLD`` go to the payload store (see `durapipe.stores._payloads`).
 
     Args:
-        pipeline: the pipeline whose tool functions this worker runs (none for a client-only use).
+        pipeline: the pipeline whose tool functions this worker runs (none for a client-only use);
+            its models are the worker's deck and its limits hold for every call the worker runs.
         tools: tool functions by ``module:name`` reference, in addition to the pipeline's.
         checkpoints: where leaf results are checkpointed; by default the store
             ``DURAPIPE_CHECKPOINTS`` names (see `durapipe.activities.open_store`), None for none.
@@ -102,7 +103,8 @@ class DurapipePlugin(SimplePlugin):
         functions = {**(tool_functions(pipeline) if pipeline else {}), **(tools or {})}
         # The worker's model deck: connection settings from the pipelines it loaded, never a run's.
         deck = ModelDeck.of(pipeline.models) if pipeline else None
-        activities = Activities(functions, checkpoints, deck)
+        # Its provider limits too: they hold for every call it runs, whatever a run carries.
+        activities = Activities(functions, checkpoints, deck, pipeline.limits if pipeline else ())
         # The modules of the tool functions this worker runs: part of its build id.
         self.tool_modules = tuple(sorted({f.__module__ for f in functions.values()}))
         # Whether the worker's steps use the store DURAPIPE_CHECKPOINTS names (checked at start).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
@@ -33,6 +33,7 @@ from durapipe.runtime._calls import (
 )
 from durapipe.security._codec import EncryptionError
 from durapipe.security._secrets import redact
+from durapipe.spec import LimitRule, limits_for
 from durapipe.spec._deck import ModelDeck
 from durapipe.spec._kinds import kinds
 from durapipe.stores._checkpoints import CheckpointStore, configured_store
@@ -45,6 +46,7 @@ IMAGE_ACTIVITY = ACTIVITY_NAMES["image"]
 AGENT_TURN_ACTIVITY = ACTIVITY_NAMES["agent"]
 
 T = TypeVar("T")
+C = TypeVar("C", bound=CallBase)
 
 
 class Activities:
@@ -60,10 +62,13 @@ class Activities:
         tools: Mapping[str, Callable[..., Any]] | None = None,
         checkpoints: CheckpointStore | Literal["env"] | None = "env",
         deck: ModelDeck | None = None,
+        limits: Sequence[LimitRule] = (),
     ) -> None:
         self.tools = dict(tools or {})
         # Connection settings per model: only this worker's configuration decides where calls go.
         self.deck = deck or ModelDeck()
+        # The worker's own provider limits: they hold for every call it runs (see `own_limits`).
+        self.limits = list(limits)
         # "env": the store DURAPIPE_CHECKPOINTS names, opened when the first call needs it.
         self._checkpoints = checkpoints
 
@@ -96,6 +101,8 @@ class Activities:
 
         async def run(call: CallBase) -> LeafResult:
             info = activity.info()  # read once: heartbeats and metrics need it too
+            if self.limits:
+                call = own_limits(call, self.limits)
             result = await _heartbeating(body(call, self.context(info.attempt)), info)
             if metered:
                 record_usage(result, metrics_kind, info)
@@ -112,6 +119,22 @@ class Activities:
     async def estimate_cost(self, call: LlmCall) -> float:
         """The worst-case cost of an llm call, checked against a run's budget."""
         return estimate_cost(call)
+
+
+def own_limits(call: C, rules: Sequence[LimitRule]) -> C:
+    """``call`` with the worker's ``rules`` that match one of its requests before the limits the
+    run carries (a name both have is the worker's rule).
+
+    A worker's limits (its pipeline file's, `durapipe worker --limits`) are its operator's caps: a
+    run started from another file, a client that left them out, an MTHDS method (whose format has
+    no limits) or a method sent to `durapipe serve` cannot lift them.
+    """
+    own = limits_for(call.pipe, rules)
+    if not own:
+        return call
+    names = {rule.bucket for rule in own}
+    carried = [rule for rule in call.limits if rule.bucket not in names]
+    return call.model_copy(update={"limits": [*own, *carried]})
 
 
 async def _heartbeating(work: Awaitable[T], info: activity.Info | None = None) -> T:

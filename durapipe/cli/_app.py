@@ -484,6 +484,14 @@ def worker(
             help="KEY=VALUE file of provider credentials, loaded into this worker's environment.",
         ),
     ] = None,
+    limits_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--limits",
+            help="A YAML file whose limits: hold for every call this worker runs, beside FILE's "
+            "own (an MTHDS bundle has none); a limit of the same name is this file's.",
+        ),
+    ] = None,
     *,
     connection: dp.ConnectOptions,
 ) -> None:
@@ -496,9 +504,26 @@ def worker(
         # Names only: the values are the point of keeping the file out of logs.
         typer.echo(f"loaded {len(names)} secrets from {secrets_file}: {', '.join(names)}", err=True)
     pipeline = dp.load(file)
+    if limits_file is not None:
+        pipeline = _with_limits_of(pipeline, limits_file)
     served = queues or [task_queue]
     telemetry = dp.Telemetry.from_env(metrics_port, metrics_host)
     asyncio.run(_serve(pipeline, connection, served, max_concurrent, rate, telemetry))
+
+
+def _with_limits_of(pipeline: dp.Pipeline, path: Path) -> dp.Pipeline:
+    """``pipeline`` with the limits of the file at ``path`` first (a name both have is the file's).
+
+    Raises:
+        PipelineError: the file does not load.
+        ConfigError: it has no limits.
+    """
+    extra = dp.load(path).limits
+    if not extra:
+        raise dp.ConfigError(f"--limits {path}: no limits in it (write them under `limits:`)")
+    names = {rule.bucket for rule in extra}
+    kept = [rule for rule in pipeline.limits if rule.bucket not in names]
+    return pipeline.model_copy(update={"limits": [*extra, *kept]})
 
 
 async def _serve(

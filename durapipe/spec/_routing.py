@@ -25,6 +25,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Sequence
 
+from durapipe.spec._base import PipeBase
 from durapipe.spec._spec import (
     AgentPipe,
     ExtractPipe,
@@ -58,7 +59,7 @@ def route(pipe: PipeSpec, rules: Sequence[RouteRule]) -> str | None:
     return next((rule.queue for rule in rules if matches(rule, pipe)), None)
 
 
-def limits_for(pipe: PipeSpec, rules: Sequence[LimitRule]) -> list[LimitRule]:
+def limits_for(pipe: PipeBase, rules: Sequence[LimitRule]) -> list[LimitRule]:
     """The limits the calls of ``pipe`` may take: every rule that limits one of its requests.
 
     A call carries them all; each request takes the ones of its own model (`request_limits`), so a
@@ -67,7 +68,7 @@ def limits_for(pipe: PipeSpec, rules: Sequence[LimitRule]) -> list[LimitRule]:
     return [rule for rule in rules if limit_applies(rule, pipe)]
 
 
-def limit_applies(rule: LimitRule, pipe: PipeSpec) -> bool:
+def limit_applies(rule: LimitRule, pipe: PipeBase) -> bool:
     """Whether ``rule`` limits some request of ``pipe``: to its model or to one of its fallbacks."""
     return any(request_matches(rule, pipe.kind, model) for model in request_models(pipe))
 
@@ -97,7 +98,7 @@ def request_matches(rule: _Criteria, kind: str, model: str | None) -> bool:
     return rule.model is None or fnmatch.fnmatchcase(model, rule.model)
 
 
-def request_models(pipe: PipeSpec) -> list[str | None]:
+def request_models(pipe: PipeBase) -> list[str | None]:
     """The models the requests of a (resolved) ``pipe`` may go to: its model, then its fallbacks.
 
     ``[None]`` for a pipe whose calls name no model (a tool, a registered kind without one).
