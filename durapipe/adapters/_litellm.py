@@ -333,6 +333,9 @@ def retry_after(err: BaseException) -> float | None:
 
 def _short(err: BaseException) -> str:
     text = redact(str(err).replace("litellm.", "").strip())
+    # litellm names its class twice ("ServiceUnavailableError: ServiceUnavailableError: ..."): once.
+    name = type(err).__name__
+    text = text.replace(f"{name}: {name}: ", f"{name}: ", 1)
     return text if len(text) <= 500 else text[:497] + "..."
 
 

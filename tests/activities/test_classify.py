@@ -106,6 +106,9 @@ async def test_provider_errors_have_stable_types_and_retryability(
         await run_llm(llm_call(fake))
     assert (raised.value.type, raised.value.non_retryable) == (error_type, not retryable)
     assert raised.value.message.startswith(f"openai/{MODEL}: ")
+    # litellm's class named once, not "ServiceUnavailableError: ServiceUnavailableError: ...".
+    name = raised.value.message.split(": ")[1]
+    assert f"{name}: {name}: " not in raised.value.message
     assert len(fake.calls) == 1  # litellm and the SDK retry nothing: Temporal owns retries
 
 
