@@ -155,8 +155,12 @@ def _field_problems(library: Library, bundle: Bundle, spec: FieldBlueprint) -> l
     found: list[str] = []
     if spec.type is None and not spec.choices:
         found.append("'type' is required unless 'choices' is given")
-    if spec.type is not None and spec.choices:
-        found.append("'choices' implies the type: remove 'type'")
+    # The spec's format page says 'type' MUST be left out with 'choices'; its validation checklist
+    # does not check it, and the standard library (mthds-std) and Pipelex's methods write
+    # `type = "text"` beside `choices`, which Pipelex runs. A text type agrees with the choices
+    # (they are strings); any other type contradicts them.
+    if spec.type not in (None, "text") and spec.choices:
+        found.append(f"choices are text: 'type' must be \"text\" or left out, not '{spec.type}'")
     if spec.type == "dict" and not (spec.key_type and spec.value_type):
         found.append("type 'dict' needs both 'key_type' and 'value_type'")
     if spec.type == "concept":
