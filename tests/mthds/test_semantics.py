@@ -188,6 +188,8 @@ async def test_templates_read_the_fields_the_spec_gives_native_concepts() -> Non
     pages = [{"page": 1, "text": "one"}, {"page": 2, "text": "two"}]
     joined = await _run("native_fields", "join_pages", {"heading": "Log", "pages": pages})
     assert joined == "Log: one|two|"
+    numbered = await _run("native_fields", "number_lines", {"lines": ["ebb", "flow"]})
+    assert numbered == "1. ebb;2. flow; (2)"
     pipe = load_mthds(BUNDLES / "native_fields.mthds").pipes["rate_mood"]
     assert "{{ tone }} tone, in at most {{ limit }} words" in pipe.prompt  # type: ignore[union-attr]
     mood = await _run("native_fields", "rate_mood", {"note": "Gale.", "tone": "dry", "limit": 9})

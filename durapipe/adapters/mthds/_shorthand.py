@@ -97,14 +97,20 @@ _NATIVE_FIELDS = {
     "number": re.compile(r"\.number\b(?!\s*\()"),
     "Page": re.compile(r"\.text_and_images\.text(?:\.text)?\b"),
 }
-_FOR = re.compile(r"\{%-?\s*for\s+(?P<item>\w+)\s+in\s+(?P<items>\w+)\s*-?%\}")
+# A list's content is `{"items": [...]}` in the CLI contract, and Pipelex's templates loop over
+# `xs.items`: durapipe carries the list itself.
+_LIST_ITEMS = re.compile(r"\.items\b(?!\s*\()")
+_FOR = re.compile(
+    r"\{%-?\s*for\s+(?P<item>\w+)\s+in\s+(?P<items>\w+)(?:\.items\b(?!\s*\())?\s*-?%\}"
+)
 
 
 def native_fields(template: str, types: dict[str, str]) -> str:
     """``template`` with the spec's native-concept fields read as durapipe carries them.
 
-    ``types`` holds the durapipe type of each input; a ``{% for x in xs %}`` loop over a list
-    input gives ``x`` the item type. Only Jinja2 parts change.
+    ``types`` holds the durapipe type of each input; a list's ``xs.items`` is the list, and a
+    ``{% for x in xs %}`` loop over a list input gives ``x`` the item type. Only Jinja2 parts
+    change.
 
     Example:
         >>> native_fields("{{ tone.text }} / {{ n.number }}", {"tone": "text", "n": "number"})
@@ -121,7 +127,8 @@ def native_fields(template: str, types: dict[str, str]) -> str:
             name + ".text" * (kind == "Page"),
         )
         for name, kind in known.items()
-        if (field := _NATIVE_FIELDS.get(kind)) is not None
+        if (field := _LIST_ITEMS if kind.startswith("list[") else _NATIVE_FIELDS.get(kind))
+        is not None
     ]
     if not rewrites:
         return template
