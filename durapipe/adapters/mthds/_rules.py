@@ -389,6 +389,16 @@ def _template_vars(source: str) -> set[str]:
         return set()
 
 
+# A Page's `page_view` is an image of the whole page, which Pipelex renders when a PipeExtract
+# sets `page_views`; durapipe's extraction reads text only, so a template reading it would fail
+# at run time: it is refused when the bundle loads.
+_PAGE_VIEW = re.compile(r"\.page_view\b")
+_NO_PAGE_VIEWS = (
+    "reads a Page's 'page_view' (an image of the whole page), which durapipe's extraction does "
+    "not make yet (page_views has no effect); read the page's text (page.text_and_images) instead"
+)
+
+
 def _check_prompts(
     inputs: dict[str, str],
     templates: list[tuple[str, str | None]],
@@ -400,9 +410,14 @@ def _check_prompts(
 ) -> None:
     used: set[str] = set()
     declared = set(_roots(inputs))
+    for name in inputs:
+        if _PAGE_VIEW.search(name):
+            report(f"{where}, input '{name}'", _NO_PAGE_VIEWS, f"{key}.inputs")
     for field, source in templates:
         if source is None:
             continue
+        if _PAGE_VIEW.search(source):
+            report(f"{where}, field '{field}'", _NO_PAGE_VIEWS, f"{key}.{field}")
         try:
             names = _templates.variables(_shorthand.expand(source))
         except _templates.TemplateError as err:
