@@ -127,6 +127,7 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ("legacy_pipelex", "summarize_pdf", {"document": EXAMPLES / "invoice.pdf"}, "text"),
     ("legacy_pipelex", "heading", {"title": "Q3"}, "text"),
     ("native_fields", "rate_mood", {"note": "Gale.", "tone": "dry", "limit": 9}, "Mood"),
+    ("batch_field", "plan_trip", {"region": "the Jura"}, "list[text]"),
     ("native_fields", "join_pages", {"heading": "Log", "pages": PAGES}, "text"),
 ]
 

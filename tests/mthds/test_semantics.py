@@ -194,3 +194,12 @@ async def test_templates_read_the_fields_the_spec_gives_native_concepts() -> Non
     assert "{{ tone }} tone, in at most {{ limit }} words" in pipe.prompt  # type: ignore[union-attr]
     mood = await _run("native_fields", "rate_mood", {"note": "Gale.", "tone": "dry", "limit": 9})
     assert mood["label"] in ("calm", "stormy")
+
+
+async def test_an_inline_batch_maps_over_a_list_field_of_an_earlier_result() -> None:
+    pipeline = load_mthds(BUNDLES / "batch_field.mthds")
+    result = await dp.run_local(pipeline, "plan_trip", {"region": "the Jura"})
+    # One line per stop of the itinerary, each written from that stop (a Stop, not the list).
+    items = [s.path for s in result.steps if s.path.startswith("stop_lines[")]
+    assert len(result.output) == len(items) > 0
+    assert all("[stop] {'town'" in line for line in result.output)

@@ -376,9 +376,12 @@ def _inline_batch(
     name = (
         f"{state.names[(id(target.library), target.bundle.domain, target.code)]}-batch{index + 1}"
     )
+    # `batch_over` may name a list field of an earlier result (`reading.items`): the batch takes
+    # that result and maps over the field.
+    root, _, path = over.partition(".")
     state.pipes[name] = BatchPipe(
         description=f"step {index + 1} of {target.code}, mapped over '{over}'",
-        inputs={over: f"list[{item_type}]"},
+        inputs={root: "any"} if path else {over: f"list[{item_type}]"},
         over=over,
         item=item,
         pipe=child,
