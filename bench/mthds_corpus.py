@@ -272,6 +272,24 @@ def run(root: Path, temporal: int, timeout: float, address: str | None) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+async def _polled(address: str, queue: str, child: subprocess.Popen[bytes]) -> bool:
+    """Wait until a worker polls ``queue`` (a worker takes seconds to start on a loaded machine,
+    longer than the CLI waits before it calls a run stalled); False if the worker exits first."""
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+    from temporalio.client import Client
+
+    client = await Client.connect(address)
+    request = DescribeTaskQueueRequest(namespace="default", task_queue=TaskQueue(name=queue))
+    for _ in range(600):  # at most 60 s
+        if child.poll() is not None:
+            return False
+        if (await client.workflow_service.describe_task_queue(request)).pollers:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
 async def _on_temporal(
     bundles: list[_Bundle],
     root: Path,
@@ -286,7 +304,12 @@ async def _on_temporal(
         for bundle in bundles:
             queue = f"corpus-{uuid.uuid4().hex[:8]}"
             worker = durapipe_cli("worker", str(bundle.path), "--task-queue", queue)
-            with process(worker, work / "worker.log", env):
+            with process(worker, work / "worker.log", env) as child:
+                if not await _polled(target, queue, child):
+                    for pipe in bundle.pipes:
+                        attempted += 1
+                        failed.append((bundle.path, pipe, "its worker did not start polling"))
+                    continue
                 for pipe, inputs in bundle.pipes.items():
                     attempted += 1
                     args = ["run", pipe, "--file", str(bundle.path), "--task-queue", queue]
