@@ -32,6 +32,7 @@ NATIVES = {
     "first_page": {"page": 1, "text": "Page one"},
     "mixed": {"text": "a caption", "images": []},
 }
+PAGES = [{"page": 1, "text": "one"}, {"page": 2, "text": "two"}]
 TICKET = {"priority": 3, "text": "My order is late."}
 
 
@@ -125,6 +126,9 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ("condition_alias", "route_language", {"message": "hallo", "language": "DE"}, "text"),
     ("legacy_pipelex", "summarize_pdf", {"document": EXAMPLES / "invoice.pdf"}, "text"),
     ("legacy_pipelex", "heading", {"title": "Q3"}, "text"),
+    ("native_fields", "rate_mood", {"note": "Gale.", "tone": "dry", "limit": 9}, "Mood"),
+    ("batch_field", "plan_trip", {"region": "the Jura"}, "list[text]"),
+    ("native_fields", "join_pages", {"heading": "Log", "pages": PAGES}, "text"),
 ]
 
 

@@ -41,6 +41,15 @@ def test_each_reference_form_resolves_through_the_deck() -> None:
     assert resolve_model("$unknown", "llm", deck).model == "durapipe/offline"
 
 
+def test_a_deck_handle_redirects_a_provider_model_a_bundle_pins() -> None:
+    # A public bundle pins `ollama/gemma4:e2b`; a deployment without Ollama maps it in [handles].
+    deck = ModelDeck(handles={"ollama/gemma4:e2b": "openai/gpt-4o-mini"})
+    pinned = {"model": "ollama/gemma4:e2b", "temperature": 0.2}
+    assert resolve_model(pinned, "llm", deck).model == "openai/gpt-4o-mini"
+    # Without an entry, a provider-prefixed handle is the model string itself.
+    assert resolve_model("ollama/llama3", "llm", deck).model == "ollama/llama3"
+
+
 def _deck(tmp_path: Path, fake: FakeProvider) -> Path:
     deck = tmp_path / "deck.toml"
     deck.write_text(

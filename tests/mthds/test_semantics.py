@@ -180,3 +180,26 @@ async def test_text_format_writes_values_as_json_html_or_markdown() -> None:
     assert json.loads(output["json_text"]) == card
     assert output["html_text"] == "<p>a &amp; b</p>\n<card.name>\nAda &lt;admin&gt;\n</card.name>"
     assert output["markdown_text"] == "**Ada <admin>**"
+
+
+async def test_templates_read_the_fields_the_spec_gives_native_concepts() -> None:
+    # The spec's native fields (Text.text, Number.number, Page.text_and_images.text), as the
+    # standard library's bundles write them, read the value durapipe carries.
+    pages = [{"page": 1, "text": "one"}, {"page": 2, "text": "two"}]
+    joined = await _run("native_fields", "join_pages", {"heading": "Log", "pages": pages})
+    assert joined == "Log: one|two|"
+    numbered = await _run("native_fields", "number_lines", {"lines": ["ebb", "flow"]})
+    assert numbered == "1. ebb;2. flow; (2)"
+    pipe = load_mthds(BUNDLES / "native_fields.mthds").pipes["rate_mood"]
+    assert "{{ tone }} tone, in at most {{ limit }} words" in pipe.prompt  # type: ignore[union-attr]
+    mood = await _run("native_fields", "rate_mood", {"note": "Gale.", "tone": "dry", "limit": 9})
+    assert mood["label"] in ("calm", "stormy")
+
+
+async def test_an_inline_batch_maps_over_a_list_field_of_an_earlier_result() -> None:
+    pipeline = load_mthds(BUNDLES / "batch_field.mthds")
+    result = await dp.run_local(pipeline, "plan_trip", {"region": "the Jura"})
+    # One line per stop of the itinerary, each written from that stop (a Stop, not the list).
+    items = [s.path for s in result.steps if s.path.startswith("stop_lines[")]
+    assert len(result.output) == len(items) > 0
+    assert all("[stop] {'town'" in line for line in result.output)

@@ -9,7 +9,7 @@ load_mthds(path_or_text, *, source=None, deck=None) -> Pipeline
     # (see `pipe_for`). Raises MthdsError (a PipelineError) listing every problem at once, each
     # naming bundle, pipe and field, with the TOML line.
 validate_mthds(path_or_text, *, source=None) -> list[Problem]   # [] when valid; never raises
-main_pipe(pipeline) -> str | None     # the bundle's (or package's) main_pipe
+main_pipe(path_or_text) -> str | None # the bundle's (or package's) main_pipe (load_method(...).main_pipe)
 mthds_inputs(data) -> dict            # MTHDS input format -> durapipe run inputs
 mthds_output(pipeline, pipe, output, inputs, *, with_memory=False) -> Any   # CLI I/O contract
 override_output(method, pipe, concept, *, multiplicity=None, dynamic_concept=None)

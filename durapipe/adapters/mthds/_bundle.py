@@ -369,6 +369,14 @@ def _parse_concepts(bundle: Bundle, table: Any, report: Report) -> None:
                     report(where, _message(error, loc, ConceptBlueprint), ".".join([key, *loc]))
 
 
+# Pipe types Pipelex runs beyond the spec's ten, seen in its public bundles, and what to write
+# instead in MTHDS.
+_PIPELEX_TYPES = {
+    "PipeJudge": "ask the question with a PipeLLM whose output is a structure with the answer's fields",
+    "PipeDocGen": "write the document's text with a PipeLLM or a PipeCompose template",
+}
+
+
 def _parse_pipes(bundle: Bundle, table: Any, report: Report) -> None:
     if not isinstance(table, dict):
         report("bundle", "'pipe' must be a table", "pipe")
@@ -386,6 +394,9 @@ def _parse_pipes(bundle: Bundle, table: Any, report: Report) -> None:
             else:
                 close = difflib.get_close_matches(str(kind), PIPE_TYPES, n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
+                if kind in _PIPELEX_TYPES:
+                    # A real pipe type of Pipelex's, not a misspelling: say so, not "did you mean".
+                    hint = f" (a Pipelex pipe type the MTHDS spec does not define: {_PIPELEX_TYPES[kind]})"
                 report(
                     f"{where}, field 'type'",
                     f"unknown pipe type '{kind}'{hint} (one of {', '.join(PIPE_TYPES)})",

@@ -123,6 +123,9 @@ def resolve_model(ref: str | dict[str, Any] | None, kind: str, deck: ModelDeck) 
         chain = [str(m) for m in waterfall.get("models", [])] or [default]
         settings = {k: v for k, v in waterfall.items() if k != "models"}
         return ResolvedModel(chain[0], settings, tuple(chain[1:]))
+    if ref in deck.handles:
+        # Checked first: a deck can redirect even a provider model a bundle pins (`ollama/...`).
+        return ResolvedModel(deck.handles[ref])
     if "/" in ref:
         return ResolvedModel(ref)
-    return ResolvedModel(deck.handles.get(ref, default))
+    return ResolvedModel(default)

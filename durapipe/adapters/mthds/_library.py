@@ -139,6 +139,16 @@ def _dependency(library: Library, ref: str) -> tuple[str, Library, str, str] | s
     dep = library.deps.get(alias)
     if dep is None:
         known = ", ".join(sorted(library.deps)) or "none declared"
+        if "/" in alias:
+            # Pipelex's methods repository writes the package address itself before `->`; the
+            # spec resolves only an alias from [dependencies].
+            name = re.sub(r"\W", "_", alias.rpartition("/")[2]).lower() or "dep"
+            return (
+                f"'{alias}' is a package address, and the spec resolves only a dependency alias "
+                f"before '->' (dependencies: {known}): declare it in METHODS.toml, e.g. "
+                f'[dependencies] {name} = {{ address = "{alias}", version = "^0.1.0" }}, '
+                f"and write '{name}->{rest}'"
+            )
         return f"'{alias}' is not a dependency alias of this package (dependencies: {known})"
     domain, _, code = rest.rpartition(".")
     return alias, dep, domain, code
@@ -204,6 +214,11 @@ def resolve_concept(library: Library, bundle: Bundle, ref: str) -> ConceptTarget
     if ref in bundle.concepts:
         return ConceptTarget(ref, library, bundle)
     found = library.concept(bundle.domain, ref)
+    if found is None and ref == "Composite":
+        return (
+            "'Composite' is a Pipelex concept, not an MTHDS native one: for a PipeParallel's "
+            "combined output declare a concept with one field per branch result, or use Anything"
+        )
     if found is None and ref == "YesNo":
         return (
             "'YesNo' is a Pipelex concept, not an MTHDS native one: declare it (e.g. [concept.YesNo] "

@@ -155,8 +155,12 @@ def _field_problems(library: Library, bundle: Bundle, spec: FieldBlueprint) -> l
     found: list[str] = []
     if spec.type is None and not spec.choices:
         found.append("'type' is required unless 'choices' is given")
-    if spec.type is not None and spec.choices:
-        found.append("'choices' implies the type: remove 'type'")
+    # The spec's format page says 'type' MUST be left out with 'choices'; its validation checklist
+    # does not check it, and the standard library (mthds-std) and Pipelex's methods write
+    # `type = "text"` beside `choices`, which Pipelex runs. A text type agrees with the choices
+    # (they are strings); any other type contradicts them.
+    if spec.type not in (None, "text") and spec.choices:
+        found.append(f"choices are text: 'type' must be \"text\" or left out, not '{spec.type}'")
     if spec.type == "dict" and not (spec.key_type and spec.value_type):
         found.append("type 'dict' needs both 'key_type' and 'value_type'")
     if spec.type == "concept":
@@ -385,6 +389,16 @@ def _template_vars(source: str) -> set[str]:
         return set()
 
 
+# A Page's `page_view` is an image of the whole page, which Pipelex renders when a PipeExtract
+# sets `page_views`; durapipe's extraction reads text only, so a template reading it would fail
+# at run time: it is refused when the bundle loads.
+_PAGE_VIEW = re.compile(r"\.page_view\b")
+_NO_PAGE_VIEWS = (
+    "reads a Page's 'page_view' (an image of the whole page), which durapipe's extraction does "
+    "not make yet (page_views has no effect); read the page's text (page.text_and_images) instead"
+)
+
+
 def _check_prompts(
     inputs: dict[str, str],
     templates: list[tuple[str, str | None]],
@@ -396,9 +410,14 @@ def _check_prompts(
 ) -> None:
     used: set[str] = set()
     declared = set(_roots(inputs))
+    for name in inputs:
+        if _PAGE_VIEW.search(name):
+            report(f"{where}, input '{name}'", _NO_PAGE_VIEWS, f"{key}.inputs")
     for field, source in templates:
         if source is None:
             continue
+        if _PAGE_VIEW.search(source):
+            report(f"{where}, field '{field}'", _NO_PAGE_VIEWS, f"{key}.{field}")
         try:
             names = _templates.variables(_shorthand.expand(source))
         except _templates.TemplateError as err:

@@ -89,6 +89,56 @@ def _expand_text(text: str, tag_style: str, writes: str = "") -> str:
     return _SHORTHAND.sub(replace, text)
 
 
+# The fields the spec gives native concepts, which durapipe carries as the value itself: a Text is
+# a string (`x.text`), a Number a number (`x.number`); a Page is durapipe's `{page, text}`, whose
+# `text` is what MTHDS calls `text_and_images.text` (a Text, so `.text` once more).
+_NATIVE_FIELDS = {
+    "text": re.compile(r"\.text\b(?!\s*\()"),
+    "number": re.compile(r"\.number\b(?!\s*\()"),
+    "Page": re.compile(r"\.text_and_images\.text(?:\.text)?\b"),
+}
+# A list's content is `{"items": [...]}` in the CLI contract, and Pipelex's templates loop over
+# `xs.items`: durapipe carries the list itself.
+_LIST_ITEMS = re.compile(r"\.items\b(?!\s*\()")
+_FOR = re.compile(
+    r"\{%-?\s*for\s+(?P<item>\w+)\s+in\s+(?P<items>\w+)(?:\.items\b(?!\s*\())?\s*-?%\}"
+)
+
+
+def native_fields(template: str, types: dict[str, str]) -> str:
+    """``template`` with the spec's native-concept fields read as durapipe carries them.
+
+    ``types`` holds the durapipe type of each input; a list's ``xs.items`` is the list, and a
+    ``{% for x in xs %}`` loop over a list input gives ``x`` the item type. Only Jinja2 parts
+    change.
+
+    Example:
+        >>> native_fields("{{ tone.text }} / {{ n.number }}", {"tone": "text", "n": "number"})
+        '{{ tone }} / {{ n }}'
+    """
+    known = dict(types)
+    for loop in _FOR.finditer(template):
+        items = known.get(loop.group("items"), "")
+        if items.startswith("list[") and loop.group("item") not in known:
+            known[loop.group("item")] = items[5:-1].split(",")[0].strip()
+    rewrites = [
+        (
+            re.compile(r"(?<![\w.])" + re.escape(name) + field.pattern),
+            name + ".text" * (kind == "Page"),
+        )
+        for name, kind in known.items()
+        if (field := _LIST_ITEMS if kind.startswith("list[") else _NATIVE_FIELDS.get(kind))
+        is not None
+    ]
+    if not rewrites:
+        return template
+    parts = _JINJA.split(template)
+    for index in range(1, len(parts), 2):
+        for pattern, replacement in rewrites:
+            parts[index] = pattern.sub(replacement, parts[index])
+    return "".join(parts)
+
+
 def variables(template: str) -> set[str]:
     """Root names a template uses through shorthands (raw Jinja2 variables not included)."""
     parts = _JINJA.split(template)

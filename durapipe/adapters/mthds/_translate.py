@@ -184,8 +184,8 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
             **common,
             model=resolved.model,
             fallbacks=list(resolved.fallbacks),
-            system=_shorthand.expand(system) if system else None,
-            prompt=_shorthand.expand(blueprint.prompt or ""),
+            system=_template(system, inputs) if system else None,
+            prompt=_template(blueprint.prompt or "", inputs),
             output=output,
             settings=resolved.settings,
         )
@@ -212,7 +212,7 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
             )
             return None
         resolved = _model(state, blueprint.model, "image")
-        prompt = _shorthand.expand(blueprint.prompt)
+        prompt = _template(blueprint.prompt, inputs)
         if blueprint.negative_prompt:
             prompt += f"\nAvoid: {blueprint.negative_prompt}"
         return ImagePipe(
@@ -238,7 +238,7 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
             model=resolved.model,
             fallbacks=list(resolved.fallbacks),
             system=_search_system(blueprint),
-            prompt=_shorthand.expand(blueprint.prompt),
+            prompt=_template(blueprint.prompt, inputs),
             output=output,
             settings=resolved.settings,
         )
@@ -376,9 +376,12 @@ def _inline_batch(
     name = (
         f"{state.names[(id(target.library), target.bundle.domain, target.code)]}-batch{index + 1}"
     )
+    # `batch_over` may name a list field of an earlier result (`reading.items`): the batch takes
+    # that result and maps over the field.
+    root, _, path = over.partition(".")
     state.pipes[name] = BatchPipe(
         description=f"step {index + 1} of {target.code}, mapped over '{over}'",
-        inputs={over: f"list[{item_type}]"},
+        inputs={root: "any"} if path else {over: f"list[{item_type}]"},
         over=over,
         item=item,
         pipe=child,
@@ -390,9 +393,11 @@ def _condition(
     state: Translation, target: PipeTarget, blueprint: PipeCondition, common: dict[str, Any]
 ) -> ConditionPipe | SequencePipe | None:
     expression: str | None = blueprint.expression
+    if expression is not None:
+        expression = _shorthand.native_fields("{{" + expression + "}}", common["inputs"])[2:-2]
     alias = blueprint.add_alias_from_expression_to
     if expression is None and blueprint.expression_template is not None:
-        expression = template_expression(blueprint.expression_template)
+        expression = template_expression(blueprint.expression_template, common["inputs"])
         if expression is None:
             # `{% %}` blocks: the template is rendered first (a compose step, as for an alias)
             # and the condition routes on the rendered text.
@@ -422,7 +427,7 @@ def _condition(
     # pipes can read the alias.
     name = state.names[(id(target.library), target.bundle.domain, target.code)]
     template = (
-        _shorthand.expand(blueprint.expression_template)
+        _template(blueprint.expression_template, common["inputs"])
         if blueprint.expression_template is not None
         else "{{ " + expression + " }}"
     )
@@ -447,11 +452,21 @@ _BOOL_KEYS = {"True": "true", "False": "false", "None": "none"}
 _SUBST = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 
 
-def template_expression(template: str) -> str | None:
+def _template(
+    source: str,
+    inputs: dict[str, str],
+    tag_style: str = "square_brackets",
+    text_format: str = "plain",
+) -> str:
+    """An MTHDS template as durapipe renders it: shorthands expanded, native fields read."""
+    return _shorthand.native_fields(_shorthand.expand(source, tag_style, text_format), inputs)
+
+
+def template_expression(template: str, inputs: dict[str, str] | None = None) -> str | None:
     """A Jinja2 expression with the value a template renders (None if it has ``{% %}`` blocks)."""
     if "{%" in template:
         return None
-    template = _shorthand.expand(template).strip()
+    template = _template(template, inputs or {}).strip()
     whole = _SUBST.fullmatch(template)
     if whole is not None and "{{" not in whole.group(1):
         return whole.group(1).strip()
@@ -475,7 +490,7 @@ def _compose(
     if blueprint.template is not None:
         if isinstance(blueprint.template, str):
             return ComposePipe(
-                **common, template=_shorthand.expand(blueprint.template), output=output
+                **common, template=_template(blueprint.template, common["inputs"]), output=output
             )
         table = blueprint.template
         style = dict(table.templating_style or {})
@@ -503,11 +518,13 @@ def _compose(
         # extra_context: constants of the template, set before its text.
         prelude = "".join(f"{{% set {k} = {v} %}}" for k, v in literals.items())
         text_format = str(style.get("text_format", "plain"))
-        source = prelude + _shorthand.expand(table.template, tag_style, text_format)
+        source = prelude + _template(table.template, common["inputs"], tag_style, text_format)
         return ComposePipe(**common, template=source, output=output)
     if blueprint.construct_ is None:
         return None
-    return ComposePipe(**common, build=_construct(blueprint.construct_), output=output)
+    return ComposePipe(
+        **common, build=_construct(blueprint.construct_, common["inputs"]), output=output
+    )
 
 
 def _jinja_literal(value: Any) -> str | None:
@@ -527,13 +544,13 @@ def _jinja_literal(value: Any) -> str | None:
     return None
 
 
-def _construct(fields: dict[str, Any]) -> dict[str, Any]:
+def _construct(fields: dict[str, Any], inputs: dict[str, str]) -> dict[str, Any]:
     built: dict[str, Any] = {}
     for name, value in fields.items():
         if isinstance(value, dict) and "template" in value:
-            built[name] = {**value, "template": _shorthand.expand(str(value["template"]))}
+            built[name] = {**value, "template": _template(str(value["template"]), inputs)}
         elif isinstance(value, dict) and "from" not in value:
-            built[name] = _construct(value)
+            built[name] = _construct(value, inputs)
         else:
             built[name] = value
     return built
