@@ -288,3 +288,49 @@ async def test_cancel_during_a_long_llm_call_closes_it_within_the_heartbeat_time
     assert description.status == WorkflowExecutionStatus.CANCELED
     events = await history_events(client, run_id)
     assert any(e.HasField("activity_task_canceled_event_attributes") for e in events)
+
+
+async def test_cancel_of_a_step_that_finishes_anyway_starts_no_later_step(
+    temporal_address: str, task_queue: str, tmp_path: Path
+) -> None:
+    # A call can finish before its cancellation reaches it (a provider answering as the user
+    # cancels; here a tool that does not look at heartbeats). Temporal's SDK then hands the
+    # workflow the call's result and the cancellation is spent: the run used to go on and
+    # complete. It must end as cancelled with the later steps skipped.
+    gate = tmp_path / "gate"
+    worker = WorkerProcess(
+        CONTROL, temporal_address, task_queue, tmp_path / "w.log", DURAPIPE_TEST_GATE=str(gate)
+    )
+    try:
+        client = await dp.connect(temporal_address)
+        run_id = f"cancel-late-{uuid.uuid4().hex[:8]}"
+        handle = await dp.start(
+            client, dp.load(CONTROL), "slow_inner", {"topic": "tides"}, run_id=run_id,
+            task_queue=task_queue,
+        )  # fmt: skip
+        await eventually(lambda: _exists(Path(f"{gate}.waiting")), "the gate step to start")
+        cancelled = await acli(temporal_address, "cancel", run_id)
+        assert cancelled.returncode == 0, cancelled.stderr
+
+        async def cancel_sent_to_the_call() -> bool:
+            events = await history_events(client, run_id)
+            return any(
+                e.HasField("activity_task_cancel_requested_event_attributes") for e in events
+            )
+
+        await eventually(cancel_sent_to_the_call, "the workflow to ask the call to cancel")
+        gate.touch()  # the call completes before a heartbeat tells it of the cancellation
+        with pytest.raises(dp.RunCancelled):
+            await handle.result()
+        statuses = {s.path: s.status for s in await handle.steps()}
+    finally:
+        worker.stop()
+    assert statuses["shout"] == "skipped"
+    description = await client.get_workflow_handle(run_id).describe()
+    assert description.status == WorkflowExecutionStatus.CANCELED
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_id
+        for e in await history_events(client, run_id)
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled == ["gate"]
