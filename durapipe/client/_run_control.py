@@ -14,13 +14,14 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from durapipe._errors import ConfigError, DecisionRefused, DurapipeError, RunError, RunNotFound
 from durapipe.adapters import WORKFLOW_NAME, child_workflow_id
 from durapipe.client._stalls import run_stalled
+from durapipe.client._totals import status_name
 from durapipe.runtime._approvals import DECIDE_UPDATE, ApprovalDecision, ApprovalRequest
 from durapipe.workflows import PAUSE_SIGNAL, RESUME_SIGNAL, WAITING_QUERY
 
@@ -53,8 +54,16 @@ async def cancel(client: Client, run_id: str) -> None:
     Raises:
         RunNotFound: no running run with that id.
     """
+    handle = client.get_workflow_handle(run_id)
     try:
-        await client.get_workflow_handle(run_id).cancel()
+        # Temporal accepts a cancellation of a closed workflow and does nothing with it.
+        status = (await handle.describe()).status
+        if status != WorkflowExecutionStatus.RUNNING and status is not None:
+            raise RunNotFound(
+                f"no running run '{run_id}': it has already ended ({status_name(status)})",
+                run_id=run_id,
+            )
+        await handle.cancel()
     except RPCError as err:
         raise _not_running(run_id, err) from None
 

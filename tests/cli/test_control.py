@@ -334,3 +334,22 @@ async def test_cancel_of_a_step_that_finishes_anyway_starts_no_later_step(
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
     assert scheduled == ["gate"]
+
+
+async def test_cancel_of_a_run_that_already_ended_says_so(
+    temporal_address: str, task_queue: str
+) -> None:
+    # Temporal accepts a cancellation request for a closed workflow and does nothing with it, so
+    # `cancel` printed "cancellation requested" with exit 0 for a run long finished.
+    client = await dp.connect(temporal_address)
+    run_id = f"ended-{uuid.uuid4().hex[:8]}"
+    await dp.start(
+        client, dp.load(CONTROL), "draft", {"topic": "x"}, run_id=run_id, task_queue=task_queue
+    )
+    await client.get_workflow_handle(run_id).terminate(reason="test")
+    cancelled = await acli(temporal_address, "cancel", run_id)
+    assert cancelled.returncode == 1
+    assert cancelled.stderr.strip() == (
+        f"error: no running run '{run_id}': it has already ended (terminated)"
+    )
+    assert "requested" not in cancelled.stdout
