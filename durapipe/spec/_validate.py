@@ -212,6 +212,17 @@ def check_inputs(
                 Problem(f"pipe '{pipe_name}', input '{name}'", f"missing input value ({type_ref})")
             )
             continue
+        if type_ref in _types.BLOB_TYPES and isinstance(inputs[name], str):
+            # Most often a path with its @ forgotten; pydantic would say "a valid dictionary".
+            shown = inputs[name] if len(inputs[name]) <= 60 else inputs[name][:57] + "..."
+            problems.append(
+                Problem(
+                    f"pipe '{pipe_name}', input '{name}'",
+                    f"expected {type_ref}, got the text '{shown}'; pass a file as --input "
+                    f"{name}=@PATH (in Python, a Path or bytes)",
+                )
+            )
+            continue
         try:
             checked[name] = _types.validate(type_ref, pipeline.structures, inputs[name])
         except pydantic.ValidationError as err:

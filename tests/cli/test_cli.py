@@ -124,6 +124,19 @@ def test_user_mistakes_are_one_sentence_and_exit_2(temporal_address: str) -> Non
             "--local",
         ): "error: pipeline file 'missing.yaml' does not exist",
         ("validate", str(ROOT / "pyproject.toml")): "must end in .yaml, .yml, .py or .mthds",
+        # The @ forgotten: a path given as text to a document input.
+        (
+            "run",
+            "invoice",
+            "--file",
+            str(EXAMPLES / "invoice.yaml"),
+            "--local",
+            "--input",
+            "document=examples/invoice.pdf",
+        ): (
+            "pipe 'invoice', input 'document': expected document, got the text "
+            "'examples/invoice.pdf'; pass a file as --input document=@PATH"
+        ),
     }
     for args, expected in cases.items():
         result = runner.invoke(app, list(args))
