@@ -353,3 +353,33 @@ async def test_cancel_of_a_run_that_already_ended_says_so(
         f"error: no running run '{run_id}': it has already ended (terminated)"
     )
     assert "requested" not in cancelled.stdout
+
+
+async def test_approve_a_run_no_worker_runs_says_why_at_once(
+    temporal_address: str, task_queue: str
+) -> None:
+    # A decision is an update, which only a worker can take: with none, `approve` waited in
+    # silence (over 5 minutes seen) instead of saying why.
+    client = await dp.connect(temporal_address)
+    run_id = f"noworker-{uuid.uuid4().hex[:8]}"
+    await dp.start(
+        client,
+        dp.load(CONTROL),
+        "review_post",
+        {"topic": "x"},
+        run_id=run_id,
+        task_queue=task_queue,
+    )
+    try:
+        started = time.monotonic()
+        approved = await acli(temporal_address, "approve", run_id, "review")
+        took = time.monotonic() - started
+    finally:
+        await client.get_workflow_handle(run_id).terminate(reason="test")
+    assert approved.returncode == 1, approved.stderr
+    assert took < 15.0
+    assert approved.stderr.strip() == (
+        f"error: run '{run_id}' cannot take a decision now: no worker polls task queue "
+        f"'{task_queue}' (namespace 'default'), so nothing runs it; start one with "
+        f"`durapipe worker FILE -t {task_queue}`; nothing was sent"
+    )
