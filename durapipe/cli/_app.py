@@ -466,7 +466,12 @@ def worker(
     ] = None,
     metrics_port: Annotated[
         int | None,
-        typer.Option("--metrics-port", help="Serve Prometheus metrics on HOST:PORT/metrics."),
+        typer.Option(
+            "--metrics-port",
+            min=1,
+            max=65535,
+            help="Serve Prometheus metrics on HOST:PORT/metrics.",
+        ),
     ] = None,
     metrics_host: Annotated[
         str,

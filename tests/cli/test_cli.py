@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -161,3 +162,21 @@ def test_unreachable_server_is_a_clear_error() -> None:
     )
     assert result.exit_code == 2
     assert "cannot reach Temporal at 127.0.0.1:1" in result.stderr
+
+
+def test_worker_metrics_port_in_use_is_one_sentence(temporal_address: str) -> None:
+    # The SDK's ValueError used to escape as a traceback (exit 1).
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(
+            "worker", str(EXAMPLES / "brief.yaml"), "--address", temporal_address,
+            "--task-queue", "metrics-port-taken", "--metrics-port", str(port),
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"error: cannot serve metrics on 127.0.0.1:{port}: Failed starting Prometheus "
+        f"exporter: Address already in use (os error 98); choose another --metrics-port"
+    )
