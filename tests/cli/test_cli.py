@@ -180,3 +180,29 @@ def test_worker_metrics_port_in_use_is_one_sentence(temporal_address: str) -> No
         f"error: cannot serve metrics on 127.0.0.1:{port}: Failed starting Prometheus "
         f"exporter: Address already in use (os error 98); choose another --metrics-port"
     )
+
+
+@pytest.mark.parametrize("command", ["serve", "codec-server"])
+def test_http_servers_on_a_taken_port_are_one_sentence(
+    temporal_address: str, command: str, tmp_path: Path
+) -> None:
+    # aiohttp's OSError used to escape as a traceback (exit 1).
+    key = run_cli("codec-key", "k1").stdout.strip()
+    env = {
+        "DURAPIPE_SERVE_TOKEN": "t",
+        "DURAPIPE_CODEC_TOKEN": "t",
+        "DURAPIPE_ENCRYPTION_KEYS": key,
+    }
+    args = (
+        [str(EXAMPLES / "brief.yaml"), "--address", temporal_address] if command == "serve" else []
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(command, *args, "--port", str(port), env=env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: cannot listen on 127.0.0.1:{port}: address already in use; choose another --port"
+    )
