@@ -619,6 +619,8 @@ def main() -> None:
         app(prog_name="durapipe")
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except KeyboardInterrupt:  # before a command's own handling (typer still building it)
+        code = 130
     else:
         code = 0
     # Leave without interpreter teardown: the Temporal client's native threads can abort a

@@ -206,3 +206,20 @@ def test_http_servers_on_a_taken_port_are_one_sentence(
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: cannot listen on 127.0.0.1:{port}: address already in use; choose another --port"
     )
+
+
+def test_ctrl_c_before_a_command_runs_exits_130_without_a_traceback() -> None:
+    # Ctrl-C while typer still builds the command (1.5 s into `durapipe demo` on a busy machine)
+    # is outside every command's own handling: it printed a KeyboardInterrupt traceback.
+    interrupted = (
+        "import durapipe.cli._app as cli\n"
+        "def app(**_):\n"
+        "    raise KeyboardInterrupt\n"
+        "cli.app = app\n"
+        "cli.main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", interrupted], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 130
+    assert result.stderr == ""
