@@ -199,7 +199,7 @@ def run(
         ),
     ] = None,
     run_id: Annotated[
-        str | None, typer.Option("--id", help="Run id (the workflow id) [default: new].")
+        str | None, typer.Option("--id", help="Run id (the workflow id) \\[default: new].")
     ] = None,
     local: Annotated[
         bool, typer.Option("--local", help="Run in this process, without Temporal.")
@@ -226,7 +226,7 @@ def run(
         typer.Option(
             "--searchable-totals/--no-searchable-totals",
             help="Keep the run's totals as search attributes (one history event, a billed action "
-            "on Temporal Cloud) [default: env DURAPIPE_SEARCHABLE_TOTALS, else on].",
+            "on Temporal Cloud) \\[default: env DURAPIPE_SEARCHABLE_TOTALS, else on].",
             show_default=False,
         ),
     ] = None,
@@ -447,7 +447,7 @@ def worker(
         list[str] | None,
         typer.Option(
             "--queue",
-            help="A task queue to serve (repeatable) [default: --task-queue]; queues that "
+            help="A task queue to serve (repeatable) \\[default: --task-queue]; queues that "
             "routing rules send leaves to get activities only.",
         ),
     ] = None,
@@ -545,12 +545,12 @@ async def _serve(
 def dev(
     port: Annotated[int, typer.Option("--port", help="gRPC port of the server.")] = 7233,
     ui_port: Annotated[
-        int | None, typer.Option("--ui-port", help="Web UI port [default: port + 1000].")
+        int | None, typer.Option("--ui-port", help="Web UI port \\[default: port + 1000].")
     ] = None,
     db_file: Annotated[
         str | None,
         typer.Option(
-            "--db-file", help="SQLite file that keeps runs across restarts [default: memory]."
+            "--db-file", help="SQLite file that keeps runs across restarts \\[default: memory]."
         ),
     ] = None,
     headless: Annotated[bool, typer.Option("--headless", help="Run without the Web UI.")] = False,

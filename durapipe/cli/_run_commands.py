@@ -29,7 +29,7 @@ StepArgument = Annotated[
 ]
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why, in your words.")]
 ReviewerOption = Annotated[
-    str | None, typer.Option("--reviewer", help="Who decides [default: your user name].")
+    str | None, typer.Option("--reviewer", help="Who decides \\[default: your user name].")
 ]
 
 

@@ -223,3 +223,23 @@ def test_ctrl_c_before_a_command_runs_exits_130_without_a_traceback() -> None:
     )
     assert result.returncode == 130
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("command", "default"),
+    [
+        (["dev"], "[default: port + 1000]"),
+        (["dev"], "[default: memory]"),
+        (["run"], "[default: new]"),
+        (["worker"], "[default: --task-queue]"),
+        (["approve"], "[default: your user name]"),
+        (["run"], "[default: env DURAPIPE_SEARCHABLE_TOTALS, else on]"),
+        (["checkpoints", "prune"], "[default: DURAPIPE_CHECKPOINT_TTL, else 30d]"),
+    ],
+)
+def test_help_shows_the_defaults_written_in_words(command: list[str], default: str) -> None:
+    # Written inside the help text, rich took "[default: ...]" for markup and dropped it:
+    # `durapipe dev --help` read "Web UI port ." with no default.
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0
+    assert default in result.stdout
