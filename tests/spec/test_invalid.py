@@ -20,6 +20,11 @@ EXPECTED = {
     ],
     "bad_yaml.yaml": ["bad_yaml.yaml:6:1: YAML: found unexpected end of stream"],
     "cycle.yaml": ["cycle.yaml:2: pipe 'a': pipes call each other in a cycle: a -> b -> a"],
+    "flow_bracket_type.yaml": [
+        "flow_bracket_type.yaml:6:34: YAML: did not find expected ',' or '}' (a type with "
+        "brackets inside {...} must be quoted, 'list[integer]', or its mapping written one "
+        "entry a line)"
+    ],
     "missing_input.yaml": [
         "missing_input.yaml:2: pipe 'main', step 'translate', input 'language': "
         "nothing provides 'language' at step 1 (available: article)"
