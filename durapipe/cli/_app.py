@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -143,11 +143,14 @@ def validate(file: FileArgument) -> None:
         )
 
 
-def parse_inputs(input_json: str | None, items: list[str]) -> dict[str, Any]:
+def parse_inputs(
+    input_json: str | None, items: list[str], types: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Run inputs from ``--input-json`` and ``--input name=value``.
 
     ``name=@file`` gives a file: its text for a text input, uploaded to the blob store for a
-    ``document``, ``image`` or ``file`` input.
+    ``document``, ``image`` or ``file`` input. A value for an input whose declared type (in
+    ``types``) is a list or a structure is JSON: ``xs=[1, 2]``.
     """
     inputs: dict[str, Any] = {}
     if input_json is not None:
@@ -169,8 +172,27 @@ def parse_inputs(input_json: str | None, items: list[str]) -> dict[str, Any]:
                 raise fail(f"--input {name}: cannot read '{path}': no such file")
             inputs[name] = path
             continue
-        inputs[name] = value
+        type_ref = (types or {}).get(name, "text")
+        if type_ref in _NOT_JSON:
+            inputs[name] = value  # pydantic reads numbers and booleans from their text
+            continue
+        try:
+            inputs[name] = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise fail(
+                f"--input {name}: a {type_ref} input takes JSON: {err.msg} at position {err.pos}"
+            ) from None
     return inputs
+
+
+# Input types whose `--input` value is taken as text; any other (a list, a structure) is JSON.
+_NOT_JSON = frozenset({"text", "integer", "number", "boolean", "any", "file", "document", "image"})
+
+
+def input_types(pipeline: dp.Pipeline, pipe: str) -> dict[str, str]:
+    """The declared input types of pipe ``pipe`` (none for an unknown pipe: validation names it)."""
+    target = pipeline.pipes.get(pipe)
+    return dict(target.inputs) if target is not None else {}
 
 
 @app.command()
@@ -279,7 +301,7 @@ def run(
         if mthds_inputs is not None or with_memory:
             raise fail("--inputs and --with-memory apply to MTHDS bundles (.mthds) only")
         pipeline = dp.load(file)
-        values = parse_inputs(input_json, inputs or [])
+        values = parse_inputs(input_json, inputs or [], input_types(pipeline, pipe))
 
     def emit(result: dp.RunResult) -> None:
         if method is None:

@@ -18,6 +18,7 @@ from durapipe.cli._app import (
     app,
     fail,
     handles_errors,
+    input_types,
     parse_inputs,
 )
 from durapipe.cli._connection import connection_options
@@ -213,7 +214,7 @@ def schedule_create(
 ) -> None:
     """Create a schedule that runs PIPE on a cron expression or an interval."""
     pipeline = dp.load(file)
-    values = parse_inputs(input_json, inputs or [])
+    values = parse_inputs(input_json, inputs or [], input_types(pipeline, pipe))
     _with_client(
         connection,
         lambda c: dp.ops.create_schedule(

@@ -243,3 +243,36 @@ def test_help_shows_the_defaults_written_in_words(command: list[str], default: s
     result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "300"})
     assert result.exit_code == 0
     assert default in result.stdout
+
+
+def test_input_of_a_list_or_structure_type_is_read_as_json(tmp_path: Path) -> None:
+    # `--input xs=[1,2]` for a list[integer] input passed the text "[1,2]": "Input should be a
+    # valid list", with no way to give a list but --input-json.
+    file = tmp_path / "lists.yaml"
+    file.write_text(
+        "structures:\n"
+        "  Point: {fields: {x: integer, y: integer}}\n"
+        "pipes:\n"
+        "  show:\n"
+        "    kind: llm\n"
+        "    inputs:\n"
+        "      xs: list[integer]\n"
+        "      at: Point\n"
+        "      label: text\n"
+        '    prompt: "{{ xs | sum }} {{ at.x }} {{ label }}"\n'
+    )
+    ok = runner.invoke(
+        app,
+        ["run", "show", "--file", str(file), "--local", "--json",
+         "--input", "xs=[1, 2]", "--input", 'at={"x": 3, "y": 4}', "--input", "label=[not json]"],
+    )  # fmt: skip
+    assert ok.exit_code == 0, ok.stderr
+    assert "3 3 [not json]" in json.loads(ok.stdout)
+    bad = runner.invoke(
+        app, ["run", "show", "--file", str(file), "--local", "--input", "xs=[1,", "--input",
+              'at={"x": 3, "y": 4}', "--input", "label=x"],
+    )  # fmt: skip
+    assert bad.exit_code == 2
+    assert bad.stderr.strip() == (
+        "error: --input xs: a list[integer] input takes JSON: Expecting value at position 3"
+    )
