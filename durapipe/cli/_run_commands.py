@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 import durapipe as dp
 from durapipe.cli._app import (
@@ -215,10 +216,10 @@ def schedule_create(
     """Create a schedule that runs PIPE on a cron expression or an interval."""
     pipeline = dp.load(file)
     values = parse_inputs(input_json, inputs or [], input_types(pipeline, pipe))
-    _with_client(
-        connection,
-        lambda c: dp.ops.create_schedule(
-            c,
+
+    async def create(client: Client) -> str | None:
+        await dp.ops.create_schedule(
+            client,
             pipeline,
             pipe,
             values,
@@ -228,11 +229,23 @@ def schedule_create(
             overlap=overlap,  # type: ignore[arg-type]  # checked by create_schedule
             task_queue=task_queue,
             budget_usd=budget_usd,
-        ),
-    )
+        )
+        # Its runs would otherwise queue in silence, long after this command has returned.
+        try:
+            return await dp.client.QueuePollers(client).unpolled(task_queue)
+        except RPCError:
+            return None  # the server cannot tell: say nothing rather than guess
+
+    idle = _with_client(connection, create)
     typer.echo(
         f"created schedule {schedule_id}: pipe {pipe}, {f'cron {cron}' if cron else f'every {every}'}"
     )
+    if idle is not None:
+        typer.echo(
+            f"note: {idle} now: the schedule's runs wait until one does "
+            f"(`durapipe worker {file} -t {task_queue}`)",
+            err=True,
+        )
 
 
 @schedule_app.command("list")
