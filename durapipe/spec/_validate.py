@@ -212,9 +212,10 @@ def check_inputs(
                 Problem(f"pipe '{pipe_name}', input '{name}'", f"missing input value ({type_ref})")
             )
             continue
-        if type_ref in _types.BLOB_TYPES and isinstance(inputs[name], str):
+        given = inputs[name]
+        if type_ref in _types.BLOB_TYPES and isinstance(given, str):
             # Most often a path with its @ forgotten; pydantic would say "a valid dictionary".
-            shown = inputs[name] if len(inputs[name]) <= 60 else inputs[name][:57] + "..."
+            shown = given if len(given) <= 60 else given[:57] + "..."
             problems.append(
                 Problem(
                     f"pipe '{pipe_name}', input '{name}'",
