@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -440,13 +441,38 @@ def result(
     connection: dp.ConnectOptions,
 ) -> None:
     """Print the output of a run on Temporal, waiting for it to finish if it has not."""
-    output = asyncio.run(_result(run_id, connection))
+    try:
+        output = asyncio.run(_result(run_id, connection))
+    except KeyboardInterrupt:
+        typer.echo(
+            f"stopped waiting for run {run_id}; it goes on: `durapipe result {run_id}` waits for "
+            f"it again, `durapipe cancel {run_id}` stops it",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     _print_result(output, as_json=as_json)
 
 
 async def _result(run_id: str, connection: dp.ConnectOptions) -> dp.RunResult:
     client = await dp.connect(options=connection)
-    return await wait_for(dp.RunHandle(client, run_id))
+    since = time.monotonic()
+    said = False
+
+    async def say_once_it_waits() -> None:
+        # A run that has not ended within a second gets one line, so a wait is not mistaken
+        # for a hang.
+        nonlocal said
+        if not said and time.monotonic() - since >= RESULT_QUIET_S:
+            said = True
+            typer.echo(
+                f"waiting for run {run_id} to end (Ctrl-C stops the waiting, not the run)",
+                err=True,
+            )
+
+    return await wait_for(dp.RunHandle(client, run_id), say_once_it_waits)
+
+
+RESULT_QUIET_S = 1.0  # how long `result` waits for a run before it says that it waits
 
 
 def _print_result(result: dp.RunResult, *, as_json: bool) -> None:
