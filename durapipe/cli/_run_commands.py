@@ -51,8 +51,9 @@ def pause(
     connection: dp.ConnectOptions,
 ) -> None:
     """Pause a run: steps in flight finish, no new step starts until `durapipe resume`."""
-    _with_client(connection, lambda c: dp.client.pause(c, run_id))
+    idle = _with_client(connection, lambda c: _signal_and_check(c, run_id, dp.client.pause))
     typer.echo(f"paused run {run_id}: no new step starts until `durapipe resume {run_id}`")
+    _note_idle(run_id, idle, "pause")
 
 
 @app.command()
@@ -64,8 +65,27 @@ def resume(
     connection: dp.ConnectOptions,
 ) -> None:
     """Resume a paused run."""
-    _with_client(connection, lambda c: dp.client.resume(c, run_id))
+    idle = _with_client(connection, lambda c: _signal_and_check(c, run_id, dp.client.resume))
     typer.echo(f"resumed run {run_id}")
+    _note_idle(run_id, idle, "resume")
+
+
+async def _signal_and_check(
+    client: Client, run_id: str, signal: Callable[[Client, str], Awaitable[None]]
+) -> str | None:
+    """Send the pause or resume, then say why nothing acts on it now, if so (no worker)."""
+    await signal(client, run_id)
+    return await dp.RunHandle(client, run_id).stalled()
+
+
+def _note_idle(run_id: str, idle: str | None, action: str) -> None:
+    # Temporal keeps the signal, but with no worker nothing acts on it: say so, not only "done".
+    if idle is not None:
+        typer.echo(
+            f"note: run '{run_id}' cannot make progress now: {idle}; the {action} applies once "
+            f"a worker takes the run",
+            err=True,
+        )
 
 
 @app.command()

@@ -383,3 +383,28 @@ async def test_approve_a_run_no_worker_runs_says_why_at_once(
         f"'{task_queue}' (namespace 'default'), so nothing runs it; start one with "
         f"`durapipe worker FILE -t {task_queue}`; nothing was sent"
     )
+
+
+async def test_pause_and_resume_of_a_run_no_worker_runs_say_so(
+    temporal_address: str, task_queue: str
+) -> None:
+    # The signal is kept, but nothing acts on it until a worker comes: "paused run X: no new step
+    # starts" alone let the user think the run was live.
+    client = await dp.connect(temporal_address)
+    run_id = f"idle-{uuid.uuid4().hex[:8]}"
+    await dp.start(
+        client, dp.load(CONTROL), "draft", {"topic": "x"}, run_id=run_id, task_queue=task_queue
+    )
+    try:
+        paused = await acli(temporal_address, "pause", run_id)
+        resumed = await acli(temporal_address, "resume", run_id)
+    finally:
+        await client.get_workflow_handle(run_id).terminate(reason="test")
+    for done, action in ((paused, "pause"), (resumed, "resume")):
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.strip() == (
+            f"note: run '{run_id}' cannot make progress now: no worker polls task queue "
+            f"'{task_queue}' (namespace 'default'), so nothing runs it; start one with "
+            f"`durapipe worker FILE -t {task_queue}`; the {action} applies once a worker takes "
+            f"the run"
+        )
