@@ -36,6 +36,11 @@ EXPECTED = {
     "no_pipeline.py": [
         "no_pipeline.py: module: defines no pipeline: add `pipeline = durapipe.pipeline(...)` at module level"
     ],
+    # A builder's pydantic error: one line per field, at the line that built it, no docs URL.
+    "python_bad_retry.py": [
+        "python_bad_retry.py:5: RetrySpec, field 'max_attempts': Input should be greater than or "
+        "equal to 1"
+    ],
     "python_undeclared.py": [
         "python_undeclared.py: pipe 'summarize', field 'prompt': template variable 'audience' "
         "is not a declared input (declared: article)"
