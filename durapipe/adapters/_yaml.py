@@ -138,6 +138,13 @@ def _problem(error: Any, data: dict[str, Any], root: yaml.Node | None, source: s
             label = _step_label(step, rest[1])
             where = f"{where}, step {label}"
             rest = rest[2:]
+            if isinstance(step, str) and not rest:  # `steps: [summarize]`, a common shorthand
+                return Problem(
+                    where,
+                    f"a step is a mapping, not '{step}': write `- pipe: {step}` "
+                    f"(or `{{pipe: {step}}}`)",
+                    where_source,
+                )
         return Problem(where, _describe(error, rest, data, loc), where_source)
     if loc and loc[0] == "structures" and len(loc) >= 2:
         rest = loc[2:]

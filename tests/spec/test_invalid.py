@@ -41,6 +41,10 @@ EXPECTED = {
         "python_bad_retry.py:5: RetrySpec, field 'max_attempts': Input should be greater than or "
         "equal to 1"
     ],
+    "step_as_name.yaml": [
+        "step_as_name.yaml:6: pipe 'main', step 1: a step is a mapping, not 'summarize': "
+        "write `- pipe: summarize` (or `{pipe: summarize}`)"
+    ],
     "python_undeclared.py": [
         "python_undeclared.py: pipe 'summarize', field 'prompt': template variable 'audience' "
         "is not a declared input (declared: article)"
