@@ -3,6 +3,9 @@
 import durapipe as dp
 
 summarize = dp.llm(
-    "summarize", inputs={"article": str}, prompt="Summarize {{ article }}", retry={"max_attempts": 0}
+    "summarize",
+    inputs={"article": str},
+    prompt="Summarize {{ article }}",
+    retry={"max_attempts": 0},
 )
 pipeline = dp.pipeline(summarize)
