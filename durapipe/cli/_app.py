@@ -26,7 +26,7 @@ from temporalio.service import RPCError
 import durapipe as dp
 from durapipe.cli import _progress
 from durapipe.cli._connection import connection_options
-from durapipe.cli._waiting import wait_for
+from durapipe.cli._waiting import OutageFilter, ServerWatch, wait_for
 
 app = typer.Typer(
     name="durapipe",
@@ -554,6 +554,9 @@ def worker(
     asyncio.run(_serve(pipeline, connection, served, max_concurrent, rate, telemetry))
 
 
+WORKER_MEANWHILE = "the worker keeps reconnecting (runs wait on the server meanwhile)"
+
+
 async def _serve(
     pipeline: dp.Pipeline,
     connection: dp.ConnectOptions,
@@ -583,7 +586,14 @@ async def _serve(
         )
         if telemetry.metrics_address:
             typer.echo(f"metrics: http://{telemetry.metrics_address}/metrics", err=True)
-        await stop.wait()
+        # A server that goes away is said in one line, not in the SDK core's retry lines.
+        core = logging.getLogger("temporalio.core")
+        outage = OutageFilter(ServerWatch(client, meanwhile=WORKER_MEANWHILE), loop)
+        core.addFilter(outage)
+        try:
+            await stop.wait()
+        finally:
+            core.removeFilter(outage)
         typer.echo("worker stopping: finishing in-flight work", err=True)
     telemetry.shutdown()
 

@@ -40,6 +40,9 @@ def waiting_line(record: dp.StepRecord, run_id: str) -> str:
     return line
 
 
+WAITING_MEANWHILE = "waiting for it to come back (Ctrl-C stops the waiting, not the run)"
+
+
 class ServerWatch:
     """Says once on stderr that the server stopped answering, and once that it answers again.
 
@@ -48,8 +51,9 @@ class ServerWatch:
     one per call every second or two, are held back: this sentence says it all.
     """
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, meanwhile: str = WAITING_MEANWHILE) -> None:
         self.client = client
+        self.meanwhile = meanwhile  # what goes on while the server is away, said with its loss
         self.lost = False
         self.back_at: float | None = None  # when the server answered again after an outage
         self._level = logging.NOTSET  # the SDK core logger's level before the outage
@@ -73,15 +77,47 @@ class ServerWatch:
             self._level = core.level
             core.setLevel(logging.ERROR)
             typer.echo(
-                f"lost Temporal at {address}: it does not answer; waiting for it to come "
-                f"back (Ctrl-C stops the waiting, not the run)",
-                err=True,
+                f"lost Temporal at {address}: it does not answer; {self.meanwhile}", err=True
             )
             return
         if self.lost:
             self.lost, self.back_at = False, time.monotonic()
             logging.getLogger("temporalio.core").setLevel(self._level)
             typer.echo(f"Temporal at {address} answers again", err=True)
+
+
+class OutageFilter(logging.Filter):
+    """On the SDK core's logger of a worker: its first line saying the server is unavailable
+    starts a `ServerWatch`, which says so once and once more when it is back; the core's lines
+    are held back meanwhile. Idle, it costs nothing: no health check runs until such a line."""
+
+    def __init__(self, watch: ServerWatch, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.watch = watch
+        self.loop = loop
+        self._following = False
+        self._task: asyncio.Task[None] | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.watch.lost:
+            return False
+        if not self._following and "code: Unavailable" in record.getMessage():
+            self._following = True
+            # The core's log lines may arrive on another thread: start the watch on the loop.
+            self.loop.call_soon_threadsafe(self._start)
+        return True
+
+    def _start(self) -> None:
+        self._task = asyncio.ensure_future(self._follow())
+
+    async def _follow(self) -> None:
+        try:
+            await self.watch.check()
+            while self.watch.lost:
+                await asyncio.sleep(STALL_CHECK_S)
+                await self.watch.check()
+        finally:
+            self._following = False
 
 
 class StallWatch:

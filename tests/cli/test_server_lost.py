@@ -59,3 +59,38 @@ async def test_run_says_when_it_loses_temporal_and_when_it_is_back(
     ], text
     assert f"Temporal at {server.address} answers again" in text
     assert "sdk_core" not in text
+
+
+async def test_worker_says_when_it_loses_temporal_and_when_it_is_back(
+    task_queue: str, tmp_path: Path
+) -> None:
+    # Stopping `durapipe dev` under a worker (the quick start's two terminals) left the worker
+    # printing the SDK core's retry lines, a few every second, never a sentence of its own.
+    server = dp.ops.DevServer(headless=True, db_file=str(tmp_path / "temporal.db"))
+    await asyncio.to_thread(server.start)
+    log = tmp_path / "worker.log"
+    worker: WorkerProcess | None = None
+    try:
+        worker = WorkerProcess(EXAMPLES / "brief.yaml", server.address, task_queue, log)
+
+        async def said(text: str) -> bool:
+            return text in log.read_text()
+
+        await asyncio.to_thread(server.stop)
+        await eventually(lambda: said("lost Temporal at"), "the worker to say so", timeout=60)
+        await asyncio.sleep(5.0)  # a few more seconds down: nothing more is printed meanwhile
+        await asyncio.to_thread(server.start)  # same port, same database
+        await eventually(lambda: said("answers again"), "the worker to see it back", timeout=60)
+    finally:
+        if worker is not None:
+            worker.stop()
+        await asyncio.to_thread(server.stop)
+    lines = log.read_text().splitlines()
+    lost = [n for n, line in enumerate(lines) if "lost Temporal" in line]
+    back = [n for n, line in enumerate(lines) if "answers again" in line]
+    assert len(lost) == 1 and len(back) == 1, lines
+    assert lines[lost[0]] == (
+        f"lost Temporal at {server.address}: it does not answer; the worker keeps reconnecting "
+        f"(runs wait on the server meanwhile)"
+    )
+    assert not [line for line in lines[lost[0] : back[0]] if "sdk_core" in line], lines
