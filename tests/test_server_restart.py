@@ -6,9 +6,12 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 import durapipe as dp
 from durapipe.testing import FakeProvider, Hang
 from tests.chain import expected_output, paid_by_step, write_chain
+from tests.conftest import EXAMPLES
 
 RUNS = 4
 STEPS = 3
@@ -65,3 +68,30 @@ async def test_runs_complete_across_a_server_restart_and_no_step_is_paid_twice(
     # the retries were served from the checkpoints.
     assert paid_by_step(fake.calls) == {f"s{i}": RUNS for i in range(1, STEPS + 1)}
     assert all(s.cache_hit for s in retried)
+
+
+async def test_result_of_a_server_gone_for_good_says_so_not_that_the_run_is_missing(
+    task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After riding out SERVER_OUTAGE_S it raised RunNotFound "no run 'X': tcp connect error".
+    monkeypatch.setattr("durapipe.client._handle.SERVER_OUTAGE_S", 1.0)
+    server = dp.ops.DevServer(headless=True)
+    await asyncio.to_thread(server.start)
+    try:
+        client = await dp.connect(server.address)
+        handle = await dp.start(
+            client, dp.load(EXAMPLES / "brief.yaml"), "brief", {"article": "x"},
+            task_queue=task_queue,
+        )  # fmt: skip
+    finally:
+        await asyncio.to_thread(server.stop)
+    with pytest.raises(dp.RunError) as raised:
+        await handle.result()
+    assert not isinstance(raised.value, dp.RunNotFound)
+    assert str(raised.value).startswith(
+        f"lost Temporal at {server.address}: it did not answer for 1 s ("
+    )
+    assert str(raised.value).endswith(
+        f"); run '{handle.run_id}' goes on there if it comes back: "
+        f"`durapipe result {handle.run_id}` follows it then"
+    )

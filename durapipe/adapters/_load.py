@@ -8,7 +8,10 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any
+
+import pydantic
 
 from durapipe._errors import ConfigError, PipelineError, Problem
 from durapipe.adapters._yaml import load_yaml, pipe_lines
@@ -103,6 +106,36 @@ def _add_to_path(folder: Path) -> None:
         sys.path.insert(0, entry)
 
 
+def _field_problems(err: pydantic.ValidationError, file: Path) -> list[Problem]:
+    """A builder's validation error (``dp.llm(..., retry={"max_attempts": 0})``) as one problem a
+    field, at the line of the module that made the call, instead of pydantic's page of text."""
+    line = next(
+        (
+            frame.tb_lineno
+            for frame in _frames(err.__traceback__)
+            if Path(frame.tb_frame.f_code.co_filename).resolve() == file.resolve()
+        ),
+        None,
+    )
+    source = f"{file}:{line}" if line else str(file)
+    return [
+        Problem(
+            f"{err.title}, field '{'.'.join(str(part) for part in error['loc'])}'",
+            error["msg"],
+            source,
+        )
+        for error in err.errors(include_url=False)
+    ]
+
+
+def _frames(tb: TracebackType | None) -> list[TracebackType]:
+    found = []
+    while tb is not None:
+        found.append(tb)
+        tb = tb.tb_next
+    return found[::-1]  # the innermost call in the module first
+
+
 def _load_module(file: Path) -> Pipeline:
     name = file.stem
     existing = sys.modules.get(name)
@@ -121,6 +154,8 @@ def _load_module(file: Path) -> Pipeline:
             spec.loader.exec_module(module)
         except Exception as err:
             del sys.modules[name]
+            if isinstance(err, pydantic.ValidationError):
+                raise PipelineError(_field_problems(err, file)) from err
             raise PipelineError(
                 [Problem("module", f"importing it raised {type(err).__name__}: {err}", str(file))]
             ) from err

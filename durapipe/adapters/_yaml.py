@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
 from typing import Any
 
 import pydantic
@@ -74,18 +75,32 @@ def _compose(text: str, source: str) -> yaml.Node | None:
         check_limits(text, source)
         root = yaml.compose(text, Loader=LOADER)
     except yaml.YAMLError as err:
-        raise _yaml_problem(err, source) from None
+        raise _yaml_problem(err, source, text) from None
     problems = duplicate_keys(root, source)
     if problems:
         raise PipelineError(problems)
     return root
 
 
-def _yaml_problem(err: yaml.YAMLError, source: str) -> PipelineError:
+# A type with brackets as a value inside a {...} mapping (`inputs: {xs: list[integer]}`): YAML
+# reads the bracket as the start of a list, and says only "did not find expected ',' or '}'".
+_FLOW_BRACKET_TYPE = re.compile(r"\{[^}]*:\s*([A-Za-z_]\w*\[[^\]]*\])")
+
+
+def _yaml_problem(err: yaml.YAMLError, source: str, text: str = "") -> PipelineError:
     if isinstance(err, yaml.MarkedYAMLError):
         mark = err.problem_mark or err.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        return PipelineError([Problem("YAML", f"{err.problem or err}", where)])
+        message = f"{err.problem or err}"
+        lines = text.splitlines()
+        if mark and mark.line < len(lines):
+            bracketed = _FLOW_BRACKET_TYPE.search(lines[mark.line])
+            if bracketed:
+                message += (
+                    f" (a type with brackets inside {{...}} must be quoted, "
+                    f"'{bracketed.group(1)}', or its mapping written one entry a line)"
+                )
+        return PipelineError([Problem("YAML", message, where)])
     return PipelineError([Problem("YAML", str(err), source)])
 
 
@@ -123,6 +138,13 @@ def _problem(error: Any, data: dict[str, Any], root: yaml.Node | None, source: s
             label = _step_label(step, rest[1])
             where = f"{where}, step {label}"
             rest = rest[2:]
+            if isinstance(step, str) and not rest:  # `steps: [summarize]`, a common shorthand
+                return Problem(
+                    where,
+                    f"a step is a mapping, not '{step}': write `- pipe: {step}` "
+                    f"(or `{{pipe: {step}}}`)",
+                    where_source,
+                )
         return Problem(where, _describe(error, rest, data, loc), where_source)
     if loc and loc[0] == "structures" and len(loc) >= 2:
         rest = loc[2:]

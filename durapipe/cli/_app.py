@@ -15,7 +15,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -25,7 +26,7 @@ from temporalio.service import RPCError
 import durapipe as dp
 from durapipe.cli import _progress
 from durapipe.cli._connection import connection_options
-from durapipe.cli._waiting import wait_for
+from durapipe.cli._waiting import OutageFilter, ServerWatch, wait_for
 
 app = typer.Typer(
     name="durapipe",
@@ -143,11 +144,14 @@ def validate(file: FileArgument) -> None:
         )
 
 
-def parse_inputs(input_json: str | None, items: list[str]) -> dict[str, Any]:
+def parse_inputs(
+    input_json: str | None, items: list[str], types: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Run inputs from ``--input-json`` and ``--input name=value``.
 
     ``name=@file`` gives a file: its text for a text input, uploaded to the blob store for a
-    ``document``, ``image`` or ``file`` input.
+    ``document``, ``image`` or ``file`` input. A value for an input whose declared type (in
+    ``types``) is a list or a structure is JSON: ``xs=[1, 2]``.
     """
     inputs: dict[str, Any] = {}
     if input_json is not None:
@@ -169,8 +173,27 @@ def parse_inputs(input_json: str | None, items: list[str]) -> dict[str, Any]:
                 raise fail(f"--input {name}: cannot read '{path}': no such file")
             inputs[name] = path
             continue
-        inputs[name] = value
+        type_ref = (types or {}).get(name, "text")
+        if type_ref in _NOT_JSON:
+            inputs[name] = value  # pydantic reads numbers and booleans from their text
+            continue
+        try:
+            inputs[name] = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise fail(
+                f"--input {name}: a {type_ref} input takes JSON: {err.msg} at position {err.pos}"
+            ) from None
     return inputs
+
+
+# Input types whose `--input` value is taken as text; any other (a list, a structure) is JSON.
+_NOT_JSON = frozenset({"text", "integer", "number", "boolean", "any", "file", "document", "image"})
+
+
+def input_types(pipeline: dp.Pipeline, pipe: str) -> dict[str, str]:
+    """The declared input types of pipe ``pipe`` (none for an unknown pipe: validation names it)."""
+    target = pipeline.pipes.get(pipe)
+    return dict(target.inputs) if target is not None else {}
 
 
 @app.command()
@@ -199,7 +222,7 @@ def run(
         ),
     ] = None,
     run_id: Annotated[
-        str | None, typer.Option("--id", help="Run id (the workflow id) [default: new].")
+        str | None, typer.Option("--id", help="Run id (the workflow id) \\[default: new].")
     ] = None,
     local: Annotated[
         bool, typer.Option("--local", help="Run in this process, without Temporal.")
@@ -226,7 +249,7 @@ def run(
         typer.Option(
             "--searchable-totals/--no-searchable-totals",
             help="Keep the run's totals as search attributes (one history event, a billed action "
-            "on Temporal Cloud) [default: env DURAPIPE_SEARCHABLE_TOTALS, else on].",
+            "on Temporal Cloud) \\[default: env DURAPIPE_SEARCHABLE_TOTALS, else on].",
             show_default=False,
         ),
     ] = None,
@@ -279,7 +302,7 @@ def run(
         if mthds_inputs is not None or with_memory:
             raise fail("--inputs and --with-memory apply to MTHDS bundles (.mthds) only")
         pipeline = dp.load(file)
-        values = parse_inputs(input_json, inputs or [])
+        values = parse_inputs(input_json, inputs or [], input_types(pipeline, pipe))
 
     def emit(result: dp.RunResult) -> None:
         if method is None:
@@ -418,13 +441,38 @@ def result(
     connection: dp.ConnectOptions,
 ) -> None:
     """Print the output of a run on Temporal, waiting for it to finish if it has not."""
-    output = asyncio.run(_result(run_id, connection))
+    try:
+        output = asyncio.run(_result(run_id, connection))
+    except KeyboardInterrupt:
+        typer.echo(
+            f"stopped waiting for run {run_id}; it goes on: `durapipe result {run_id}` waits for "
+            f"it again, `durapipe cancel {run_id}` stops it",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     _print_result(output, as_json=as_json)
 
 
 async def _result(run_id: str, connection: dp.ConnectOptions) -> dp.RunResult:
     client = await dp.connect(options=connection)
-    return await wait_for(dp.RunHandle(client, run_id))
+    since = time.monotonic()
+    said = False
+
+    async def say_once_it_waits() -> None:
+        # A run that has not ended within a second gets one line, so a wait is not mistaken
+        # for a hang.
+        nonlocal said
+        if not said and time.monotonic() - since >= RESULT_QUIET_S:
+            said = True
+            typer.echo(
+                f"waiting for run {run_id} to end (Ctrl-C stops the waiting, not the run)",
+                err=True,
+            )
+
+    return await wait_for(dp.RunHandle(client, run_id), say_once_it_waits)
+
+
+RESULT_QUIET_S = 1.0  # how long `result` waits for a run before it says that it waits
 
 
 def _print_result(result: dp.RunResult, *, as_json: bool) -> None:
@@ -447,7 +495,7 @@ def worker(
         list[str] | None,
         typer.Option(
             "--queue",
-            help="A task queue to serve (repeatable) [default: --task-queue]; queues that "
+            help="A task queue to serve (repeatable) \\[default: --task-queue]; queues that "
             "routing rules send leaves to get activities only.",
         ),
     ] = None,
@@ -466,7 +514,12 @@ def worker(
     ] = None,
     metrics_port: Annotated[
         int | None,
-        typer.Option("--metrics-port", help="Serve Prometheus metrics on HOST:PORT/metrics."),
+        typer.Option(
+            "--metrics-port",
+            min=1,
+            max=65535,
+            help="Serve Prometheus metrics on HOST:PORT/metrics.",
+        ),
     ] = None,
     metrics_host: Annotated[
         str,
@@ -526,6 +579,9 @@ def _with_limits_of(pipeline: dp.Pipeline, path: Path) -> dp.Pipeline:
     return pipeline.model_copy(update={"limits": [*extra, *kept]})
 
 
+WORKER_MEANWHILE = "the worker keeps reconnecting (runs wait on the server meanwhile)"
+
+
 async def _serve(
     pipeline: dp.Pipeline,
     connection: dp.ConnectOptions,
@@ -555,7 +611,14 @@ async def _serve(
         )
         if telemetry.metrics_address:
             typer.echo(f"metrics: http://{telemetry.metrics_address}/metrics", err=True)
-        await stop.wait()
+        # A server that goes away is said in one line, not in the SDK core's retry lines.
+        core = logging.getLogger("temporalio.core")
+        outage = OutageFilter(ServerWatch(client, meanwhile=WORKER_MEANWHILE), loop)
+        core.addFilter(outage)
+        try:
+            await stop.wait()
+        finally:
+            core.removeFilter(outage)
         typer.echo("worker stopping: finishing in-flight work", err=True)
     telemetry.shutdown()
 
@@ -565,12 +628,12 @@ async def _serve(
 def dev(
     port: Annotated[int, typer.Option("--port", help="gRPC port of the server.")] = 7233,
     ui_port: Annotated[
-        int | None, typer.Option("--ui-port", help="Web UI port [default: port + 1000].")
+        int | None, typer.Option("--ui-port", help="Web UI port \\[default: port + 1000].")
     ] = None,
     db_file: Annotated[
         str | None,
         typer.Option(
-            "--db-file", help="SQLite file that keeps runs across restarts [default: memory]."
+            "--db-file", help="SQLite file that keeps runs across restarts \\[default: memory]."
         ),
     ] = None,
     headless: Annotated[bool, typer.Option("--headless", help="Run without the Web UI.")] = False,
@@ -639,6 +702,8 @@ def main() -> None:
         app(prog_name="durapipe")
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except KeyboardInterrupt:  # before a command's own handling (typer still building it)
+        code = 130
     else:
         code = 0
     # Leave without interpreter teardown: the Temporal client's native threads can abort a

@@ -26,7 +26,7 @@ def prune(
         typer.Option(
             "--older-than",
             help="Delete results stored longer ago than this, e.g. 7d, 12h "
-            "[default: DURAPIPE_CHECKPOINT_TTL, else 30d]. SQLite stores only: Redis expires "
+            "\\[default: DURAPIPE_CHECKPOINT_TTL, else 30d]. SQLite stores only: Redis expires "
             "results by itself.",
             show_default=False,
         ),

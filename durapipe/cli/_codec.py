@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -56,9 +57,14 @@ def codec_server(
         )
     origins = [o for value in cors_origins or [] for o in value.split(",") if o]
     application = dp.ops.codec_app(codec, token=token, cors_origins=origins)
-    typer.echo(
+    announce = (
         f"codec server on http://{host}:{port} (keys: {', '.join(codec.key_ids)}; "
-        f"CORS: {', '.join(origins) or 'none'})",
-        err=True,
+        f"CORS: {', '.join(origins) or 'none'})"
     )
-    web.run_app(application, host=host, port=port, print=None)
+    try:  # announced once it listens
+        web.run_app(
+            application, host=host, port=port, print=lambda _: typer.echo(announce, err=True)
+        )
+    except OSError as err:
+        reason = os.strerror(err.errno).lower() if err.errno else str(err)
+        raise fail(f"cannot listen on {host}:{port}: {reason}; choose another --port") from None

@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 import durapipe as dp
 from durapipe.cli._app import (
@@ -18,6 +19,7 @@ from durapipe.cli._app import (
     app,
     fail,
     handles_errors,
+    input_types,
     parse_inputs,
 )
 from durapipe.cli._connection import connection_options
@@ -29,7 +31,7 @@ StepArgument = Annotated[
 ]
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why, in your words.")]
 ReviewerOption = Annotated[
-    str | None, typer.Option("--reviewer", help="Who decides [default: your user name].")
+    str | None, typer.Option("--reviewer", help="Who decides \\[default: your user name].")
 ]
 
 
@@ -49,8 +51,9 @@ def pause(
     connection: dp.ConnectOptions,
 ) -> None:
     """Pause a run: steps in flight finish, no new step starts until `durapipe resume`."""
-    _with_client(connection, lambda c: dp.client.pause(c, run_id))
+    idle = _with_client(connection, lambda c: _signal_and_check(c, run_id, dp.client.pause))
     typer.echo(f"paused run {run_id}: no new step starts until `durapipe resume {run_id}`")
+    _note_idle(run_id, idle, "pause")
 
 
 @app.command()
@@ -62,8 +65,27 @@ def resume(
     connection: dp.ConnectOptions,
 ) -> None:
     """Resume a paused run."""
-    _with_client(connection, lambda c: dp.client.resume(c, run_id))
+    idle = _with_client(connection, lambda c: _signal_and_check(c, run_id, dp.client.resume))
     typer.echo(f"resumed run {run_id}")
+    _note_idle(run_id, idle, "resume")
+
+
+async def _signal_and_check(
+    client: Client, run_id: str, signal: Callable[[Client, str], Awaitable[None]]
+) -> str | None:
+    """Send the pause or resume, then say why nothing acts on it now, if so (no worker)."""
+    await signal(client, run_id)
+    return await dp.RunHandle(client, run_id).stalled()
+
+
+def _note_idle(run_id: str, idle: str | None, action: str) -> None:
+    # Temporal keeps the signal, but with no worker nothing acts on it: say so, not only "done".
+    if idle is not None:
+        typer.echo(
+            f"note: run '{run_id}' cannot make progress now: {idle}; the {action} applies once "
+            f"a worker takes the run",
+            err=True,
+        )
 
 
 @app.command()
@@ -213,11 +235,11 @@ def schedule_create(
 ) -> None:
     """Create a schedule that runs PIPE on a cron expression or an interval."""
     pipeline = dp.load(file)
-    values = parse_inputs(input_json, inputs or [])
-    _with_client(
-        connection,
-        lambda c: dp.ops.create_schedule(
-            c,
+    values = parse_inputs(input_json, inputs or [], input_types(pipeline, pipe))
+
+    async def create(client: Client) -> str | None:
+        await dp.ops.create_schedule(
+            client,
             pipeline,
             pipe,
             values,
@@ -227,11 +249,23 @@ def schedule_create(
             overlap=overlap,  # type: ignore[arg-type]  # checked by create_schedule
             task_queue=task_queue,
             budget_usd=budget_usd,
-        ),
-    )
+        )
+        # Its runs would otherwise queue in silence, long after this command has returned.
+        try:
+            return await dp.client.QueuePollers(client).unpolled(task_queue)
+        except RPCError:
+            return None  # the server cannot tell: say nothing rather than guess
+
+    idle = _with_client(connection, create)
     typer.echo(
         f"created schedule {schedule_id}: pipe {pipe}, {f'cron {cron}' if cron else f'every {every}'}"
     )
+    if idle is not None:
+        typer.echo(
+            f"note: {idle} now: the schedule's runs wait until one does "
+            f"(`durapipe worker {file} -t {task_queue}`)",
+            err=True,
+        )
 
 
 @schedule_app.command("list")

@@ -28,7 +28,7 @@ def runs(
     min_cost: Annotated[
         float | None, typer.Option("--min-cost", help="Only runs that cost at least this (USD).")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="Most runs to list.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Most runs to list.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
     *,
     connection: dp.ConnectOptions,

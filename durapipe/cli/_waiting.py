@@ -6,14 +6,25 @@ Shared by the step lines (`_progress`) and the live view (`_live`), which import
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import typer
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 import durapipe as dp
 
 POLL_INTERVAL_S = 0.25
 STALL_CHECK_S = 1.0  # how often a followed run's queues are checked for workers
 STALL_GRACE_S = 5.0  # how long a queue may lack a worker before the wait stops
+HEALTH_TIMEOUT = timedelta(seconds=2)  # a server that has not answered by then is taken as gone
+# What the server says when it is not there (refused, unresolvable, no answer in time).
+_GONE = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+# After an outage, how long workers get to poll again before a run counts as stalled.
+RECONNECT_GRACE_S = 30.0
 
 
 def waiting_line(record: dp.StepRecord, run_id: str) -> str:
@@ -29,15 +40,98 @@ def waiting_line(record: dp.StepRecord, run_id: str) -> str:
     return line
 
 
+WAITING_MEANWHILE = "waiting for it to come back (Ctrl-C stops the waiting, not the run)"
+
+
+class ServerWatch:
+    """Says once on stderr that the server stopped answering, and once that it answers again.
+
+    It runs beside the waiting (a step poll stuck in the SDK's retries would delay it). Meanwhile
+    the run's result rides the outage out (`RunHandle.result`), and the SDK core's retry lines,
+    one per call every second or two, are held back: this sentence says it all.
+    """
+
+    def __init__(self, client: Client, *, meanwhile: str = WAITING_MEANWHILE) -> None:
+        self.client = client
+        self.meanwhile = meanwhile  # what goes on while the server is away, said with its loss
+        self.lost = False
+        self.back_at: float | None = None  # when the server answered again after an outage
+        self._level = logging.NOTSET  # the SDK core logger's level before the outage
+
+    async def follow(self) -> None:
+        """Check the server every `STALL_CHECK_S` until cancelled."""
+        while True:
+            await self.check()
+            await asyncio.sleep(STALL_CHECK_S)
+
+    async def check(self) -> None:
+        service = self.client.service_client
+        address = service.config.target_host
+        try:
+            await service.check_health(timeout=HEALTH_TIMEOUT)
+        except RPCError as err:
+            if err.status not in _GONE or self.lost:
+                return  # e.g. a server without the health service: nothing to say
+            self.lost = True
+            core = logging.getLogger("temporalio.core")
+            self._level = core.level
+            core.setLevel(logging.ERROR)
+            typer.echo(
+                f"lost Temporal at {address}: it does not answer; {self.meanwhile}", err=True
+            )
+            return
+        if self.lost:
+            self.lost, self.back_at = False, time.monotonic()
+            logging.getLogger("temporalio.core").setLevel(self._level)
+            typer.echo(f"Temporal at {address} answers again", err=True)
+
+
+class OutageFilter(logging.Filter):
+    """On the SDK core's logger of a worker: its first line saying the server is unavailable
+    starts a `ServerWatch`, which says so once and once more when it is back; the core's lines
+    are held back meanwhile. Idle, it costs nothing: no health check runs until such a line."""
+
+    def __init__(self, watch: ServerWatch, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.watch = watch
+        self.loop = loop
+        self._following = False
+        self._task: asyncio.Task[None] | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.watch.lost:
+            return False
+        if not self._following and "code: Unavailable" in record.getMessage():
+            self._following = True
+            # The core's log lines may arrive on another thread: start the watch on the loop.
+            self.loop.call_soon_threadsafe(self._start)
+        return True
+
+    def _start(self) -> None:
+        self._task = asyncio.ensure_future(self._follow())
+
+    async def _follow(self) -> None:
+        try:
+            await self.watch.check()
+            while self.watch.lost:
+                await asyncio.sleep(STALL_CHECK_S)
+                await self.watch.check()
+        finally:
+            self._following = False
+
+
 class StallWatch:
     """Says, within seconds, that a run cannot make progress (no worker polls a queue it needs).
 
     A queue may lack a poller for a moment (a worker starting just after the run); only a stall
-    that lasts `STALL_GRACE_S` stops the wait.
+    that lasts `STALL_GRACE_S` stops the wait. While the server does not answer, and for
+    `RECONNECT_GRACE_S` after it is back (its workers reconnect on their own back-off), the
+    run is not taken as stalled.
     """
 
-    def __init__(self, handle: dp.RunHandle) -> None:
+    def __init__(self, handle: dp.RunHandle, server: ServerWatch | None = None) -> None:
         self.handle = handle
+        self.server = server
         self._next_check = 0.0
         self._since: float | None = None
 
@@ -47,6 +141,12 @@ class StallWatch:
         if now < self._next_check:
             return
         self._next_check = now + STALL_CHECK_S
+        server = self.server
+        if server is not None and (
+            server.lost or (server.back_at and now - server.back_at < RECONNECT_GRACE_S)
+        ):
+            self._since = None
+            return
         why = await self.handle.stalled()
         if why is None:
             self._since = None
@@ -65,8 +165,10 @@ async def wait_for(
     handle: dp.RunHandle, tick: Callable[[], Awaitable[None]] | None = None
 ) -> dp.RunResult:
     """Wait for a run's result, calling ``tick`` between polls; a stalled run raises RunStalled."""
-    watch = StallWatch(handle)
+    server = ServerWatch(handle.client)
+    watch = StallWatch(handle, server)
     result_task = asyncio.ensure_future(handle.result())
+    server_task = asyncio.ensure_future(server.follow())
     try:
         while not result_task.done():
             if tick is not None:
@@ -74,6 +176,7 @@ async def wait_for(
             await watch.check()
             await asyncio.wait({result_task}, timeout=POLL_INTERVAL_S)
     finally:
+        server_task.cancel()
         if not result_task.done():
             result_task.cancel()
     return result_task.result()

@@ -169,9 +169,17 @@ class RunHandle:
                 raise run_error(err, self.run_id) from None
             except RPCError as err:
                 # A restarting server is not a missing run: the run goes on, so wait for it.
-                if err.status == RPCStatusCode.UNAVAILABLE and time.monotonic() < deadline:
-                    await asyncio.sleep(1.0)
-                    continue
+                if err.status == RPCStatusCode.UNAVAILABLE:
+                    if time.monotonic() < deadline:
+                        await asyncio.sleep(1.0)
+                        continue
+                    address = self.client.service_client.config.target_host
+                    raise RunError(
+                        f"lost Temporal at {address}: it did not answer for "
+                        f"{SERVER_OUTAGE_S:g} s ({err.message}); run '{self.run_id}' goes on "
+                        f"there if it comes back: `durapipe result {self.run_id}` follows it then",
+                        run_id=self.run_id,
+                    ) from None
                 raise RunNotFound(
                     f"no run '{self.run_id}': {err.message}", run_id=self.run_id
                 ) from None

@@ -10,22 +10,34 @@ that is not waiting, or data that does not fit the step's type, with the reason.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from durapipe._errors import ConfigError, DecisionRefused, DurapipeError, RunError, RunNotFound
+from durapipe._errors import (
+    ConfigError,
+    DecisionRefused,
+    DurapipeError,
+    RunError,
+    RunNotFound,
+    RunStalled,
+)
 from durapipe.adapters import WORKFLOW_NAME, child_workflow_id
 from durapipe.client._stalls import run_stalled
+from durapipe.client._totals import status_name
 from durapipe.runtime._approvals import DECIDE_UPDATE, ApprovalDecision, ApprovalRequest
 from durapipe.workflows import PAUSE_SIGNAL, RESUME_SIGNAL, WAITING_QUERY
 
 # A run whose workers are gone cannot answer a query; `pending` skips it rather than hang.
 QUERY_TIMEOUT = timedelta(seconds=5)
+# A decision sent to a run whose workers then die: how often and how long before `approve` says so.
+DECISION_CHECK_S = 1.0
+DECISION_STALL_S = 5.0
 UNSET: Any = object()  # `approve` without ``data``: the reviewed value stands
 
 
@@ -53,8 +65,16 @@ async def cancel(client: Client, run_id: str) -> None:
     Raises:
         RunNotFound: no running run with that id.
     """
+    handle = client.get_workflow_handle(run_id)
     try:
-        await client.get_workflow_handle(run_id).cancel()
+        # Temporal accepts a cancellation of a closed workflow and does nothing with it.
+        status = (await handle.describe()).status
+        if status != WorkflowExecutionStatus.RUNNING and status is not None:
+            raise RunNotFound(
+                f"no running run '{run_id}': it has already ended ({status_name(status)})",
+                run_id=run_id,
+            )
+        await handle.cancel()
     except RPCError as err:
         raise _not_running(run_id, err) from None
 
@@ -165,8 +185,16 @@ async def _decide(client: Client, run_id: str, decision: ApprovalDecision) -> No
     parent, _, _ = decision.step.rpartition("/")
     workflow_id = child_workflow_id(run_id, parent) if parent else run_id
     handle = client.get_workflow_handle(workflow_id)
+    # Only a worker can take an update: without one the call waits in silence, for ever.
+    why = await run_stalled(client, run_id)
+    if why is not None:
+        raise RunStalled(
+            f"run '{run_id}' cannot take a decision now: {why}; nothing was sent", run_id=run_id
+        )
+    update = asyncio.ensure_future(handle.execute_update(DECIDE_UPDATE, decision, result_type=str))
     try:
-        await handle.execute_update(DECIDE_UPDATE, decision, result_type=str)
+        await _watch(client, run_id, update)
+        await update
     except WorkflowUpdateFailedError as err:
         cause = err.cause
         reason = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
@@ -178,6 +206,30 @@ async def _decide(client: Client, run_id: str, decision: ApprovalDecision) -> No
                 f"hold step '{decision.step}'"
             ) from None
         raise _not_running(run_id, err) from None
+
+
+async def _watch(client: Client, run_id: str, update: asyncio.Future[str]) -> None:
+    """Wait for ``update``; raise `RunStalled` once the run's workers have been gone for
+    `DECISION_STALL_S` (they died after the decision was sent)."""
+    stalled_since: float | None = None
+    try:
+        while not update.done():
+            await asyncio.wait({update}, timeout=DECISION_CHECK_S)
+            if update.done():
+                return
+            why = await run_stalled(client, run_id)
+            now = time.monotonic()
+            stalled_since = None if why is None else (stalled_since or now)
+            if why is not None and now - (stalled_since or now) >= DECISION_STALL_S:
+                raise RunStalled(
+                    f"run '{run_id}' has not taken the decision: {why}; it was sent, and "
+                    f"a worker that takes the run may still apply it (`durapipe pending` "
+                    f"says whether the step still waits)",
+                    run_id=run_id,
+                )
+    finally:
+        if not update.done():
+            update.cancel()
 
 
 def _not_running(run_id: str, err: RPCError) -> DurapipeError:

@@ -91,15 +91,25 @@ class Telemetry:
         return [RunTracing(self.tracer_provider)]
 
     def runtime(self) -> Runtime:
-        """The Temporal runtime: its log lines go to Python logging, and it serves metrics if asked."""
+        """The Temporal runtime: its log lines go to Python logging, and it serves metrics if asked.
+
+        Raises:
+            ConfigError: the metrics endpoint cannot listen on its address (e.g. the port is taken).
+        """
         if self.metrics_address is None:
             return logging_runtime()
         if self._runtime is None:
             metrics = PrometheusConfig(bind_address=self.metrics_address)
-            self._runtime = Runtime(
-                telemetry=TelemetryConfig(logging=_LOGGING, metrics=metrics),
-                worker_heartbeat_interval=WORKER_HEARTBEAT,
-            )
+            try:
+                self._runtime = Runtime(
+                    telemetry=TelemetryConfig(logging=_LOGGING, metrics=metrics),
+                    worker_heartbeat_interval=WORKER_HEARTBEAT,
+                )
+            except ValueError as err:  # the port is taken, or the address is not one
+                raise ConfigError(
+                    f"cannot serve metrics on {self.metrics_address}: {err}; "
+                    f"choose another --metrics-port"
+                ) from None
         return self._runtime
 
 

@@ -57,7 +57,7 @@ async def totals_from_the_run(
     if failure is not None:
         records = [StepRecord.model_validate(s) for s in failure.steps]
         return spent(records), finished_steps(records)
-    return f"{_status_name(status)} without searchable totals"
+    return f"{status_name(status)} without searchable totals"
 
 
 async def _running_totals(
@@ -97,7 +97,7 @@ async def _running_totals(
     return spent(records), finished_steps(records)
 
 
-def _status_name(status: WorkflowExecutionStatus) -> str:
+def status_name(status: WorkflowExecutionStatus) -> str:
     return {
         WorkflowExecutionStatus.CANCELED: "cancelled",
         WorkflowExecutionStatus.TERMINATED: "terminated",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -37,14 +38,18 @@ async def serve(
         ready: called with the base URL once the server listens (default: print it to stderr).
 
     Raises:
-        ConfigError: Temporal cannot be reached.
+        ConfigError: Temporal cannot be reached, or ``host:port`` cannot be listened on.
     """
     client = await connect(options=config.connection, checkpoints=None)
     app = create_app(config, client)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as err:
+        await runner.cleanup()
+        raise ConfigError(listen_error(host, port, err)) from None
     bound = runner.addresses[0][1] if runner.addresses else port  # the port 0 picked
     url = f"http://{host}:{bound}"
     stop = asyncio.Event()
@@ -56,6 +61,12 @@ async def serve(
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+def listen_error(host: str, port: int, err: OSError) -> str:
+    """One sentence for a server that cannot listen on ``host:port`` (taken, not permitted)."""
+    reason = os.strerror(err.errno).lower() if err.errno else str(err)
+    return f"cannot listen on {host}:{port}: {reason}; choose another --port"
 
 
 def _announce(url: str) -> None:

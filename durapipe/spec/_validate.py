@@ -212,6 +212,18 @@ def check_inputs(
                 Problem(f"pipe '{pipe_name}', input '{name}'", f"missing input value ({type_ref})")
             )
             continue
+        given = inputs[name]
+        if type_ref in _types.BLOB_TYPES and isinstance(given, str):
+            # Most often a path with its @ forgotten; pydantic would say "a valid dictionary".
+            shown = given if len(given) <= 60 else given[:57] + "..."
+            problems.append(
+                Problem(
+                    f"pipe '{pipe_name}', input '{name}'",
+                    f"expected {type_ref}, got the text '{shown}'; pass a file as --input "
+                    f"{name}=@PATH (in Python, a Path or bytes)",
+                )
+            )
+            continue
         try:
             checked[name] = _types.validate(type_ref, pipeline.structures, inputs[name])
         except pydantic.ValidationError as err:

@@ -78,6 +78,10 @@ TOTALS_EVERY_PATCH = "durapipe.totals-every-2s"
 # Runs since this change take their first totals from the client that started them
 # (`start_totals`) and upsert none at the start; they upsert every TOTALS_EVERY as before.
 TOTALS_FROM_START_PATCH = "durapipe.totals-from-start"
+# A call that finishes before its cancellation reaches it (a provider answering as the user cancels)
+# hands the workflow its result, and the SDK spends the cancellation on it: runs recorded before
+# this change went on to their next steps. Since it, no step starts once the run is cancelled.
+CANCEL_HOLDS_PATCH = "durapipe.cancel-holds"
 # The changes a run's `PipeRun.workflow_version` puts in force without asking `workflow.patched`
 # (a marker and a TemporalChangeVersion upsert per run). A change made later must still go through
 # `workflow.patched` for these versions (or come with a new version).
@@ -360,6 +364,9 @@ class _TemporalRuntime:
         return self._now
 
     async def step_starting(self, record: StepRecord) -> None:
+        # Asked only once a cancellation arrived, so other runs' histories carry no marker.
+        if workflow.cancellation_reason() is not None and self.patched(CANCEL_HOLDS_PATCH):
+            raise RunCancelled("the run was cancelled", path=record.path)
         self._details(f"running {record.kind} step {record.path}")
         if not self.control.paused:
             return

@@ -288,3 +288,123 @@ async def test_cancel_during_a_long_llm_call_closes_it_within_the_heartbeat_time
     assert description.status == WorkflowExecutionStatus.CANCELED
     events = await history_events(client, run_id)
     assert any(e.HasField("activity_task_canceled_event_attributes") for e in events)
+
+
+async def test_cancel_of_a_step_that_finishes_anyway_starts_no_later_step(
+    temporal_address: str, task_queue: str, tmp_path: Path
+) -> None:
+    # A call can finish before its cancellation reaches it (a provider answering as the user
+    # cancels; here a tool that does not look at heartbeats). Temporal's SDK then hands the
+    # workflow the call's result and the cancellation is spent: the run used to go on and
+    # complete. It must end as cancelled with the later steps skipped.
+    gate = tmp_path / "gate"
+    worker = WorkerProcess(
+        CONTROL, temporal_address, task_queue, tmp_path / "w.log", DURAPIPE_TEST_GATE=str(gate)
+    )
+    try:
+        client = await dp.connect(temporal_address)
+        run_id = f"cancel-late-{uuid.uuid4().hex[:8]}"
+        handle = await dp.start(
+            client, dp.load(CONTROL), "slow_inner", {"topic": "tides"}, run_id=run_id,
+            task_queue=task_queue,
+        )  # fmt: skip
+        await eventually(lambda: _exists(Path(f"{gate}.waiting")), "the gate step to start")
+        cancelled = await acli(temporal_address, "cancel", run_id)
+        assert cancelled.returncode == 0, cancelled.stderr
+
+        async def cancel_sent_to_the_call() -> bool:
+            events = await history_events(client, run_id)
+            return any(
+                e.HasField("activity_task_cancel_requested_event_attributes") for e in events
+            )
+
+        await eventually(cancel_sent_to_the_call, "the workflow to ask the call to cancel")
+        gate.touch()  # the call completes before a heartbeat tells it of the cancellation
+        with pytest.raises(dp.RunCancelled):
+            await handle.result()
+        statuses = {s.path: s.status for s in await handle.steps()}
+    finally:
+        worker.stop()
+    assert statuses["shout"] == "skipped"
+    description = await client.get_workflow_handle(run_id).describe()
+    assert description.status == WorkflowExecutionStatus.CANCELED
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_id
+        for e in await history_events(client, run_id)
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled == ["gate"]
+
+
+async def test_cancel_of_a_run_that_already_ended_says_so(
+    temporal_address: str, task_queue: str
+) -> None:
+    # Temporal accepts a cancellation request for a closed workflow and does nothing with it, so
+    # `cancel` printed "cancellation requested" with exit 0 for a run long finished.
+    client = await dp.connect(temporal_address)
+    run_id = f"ended-{uuid.uuid4().hex[:8]}"
+    await dp.start(
+        client, dp.load(CONTROL), "draft", {"topic": "x"}, run_id=run_id, task_queue=task_queue
+    )
+    await client.get_workflow_handle(run_id).terminate(reason="test")
+    cancelled = await acli(temporal_address, "cancel", run_id)
+    assert cancelled.returncode == 1
+    assert cancelled.stderr.strip() == (
+        f"error: no running run '{run_id}': it has already ended (terminated)"
+    )
+    assert "requested" not in cancelled.stdout
+
+
+async def test_approve_a_run_no_worker_runs_says_why_at_once(
+    temporal_address: str, task_queue: str
+) -> None:
+    # A decision is an update, which only a worker can take: with none, `approve` waited in
+    # silence (over 5 minutes seen) instead of saying why.
+    client = await dp.connect(temporal_address)
+    run_id = f"noworker-{uuid.uuid4().hex[:8]}"
+    await dp.start(
+        client,
+        dp.load(CONTROL),
+        "review_post",
+        {"topic": "x"},
+        run_id=run_id,
+        task_queue=task_queue,
+    )
+    try:
+        started = time.monotonic()
+        approved = await acli(temporal_address, "approve", run_id, "review")
+        took = time.monotonic() - started
+    finally:
+        await client.get_workflow_handle(run_id).terminate(reason="test")
+    assert approved.returncode == 1, approved.stderr
+    assert took < 15.0
+    assert approved.stderr.strip() == (
+        f"error: run '{run_id}' cannot take a decision now: no worker polls task queue "
+        f"'{task_queue}' (namespace 'default'), so nothing runs it; start one with "
+        f"`durapipe worker FILE -t {task_queue}`; nothing was sent"
+    )
+
+
+async def test_pause_and_resume_of_a_run_no_worker_runs_say_so(
+    temporal_address: str, task_queue: str
+) -> None:
+    # The signal is kept, but nothing acts on it until a worker comes: "paused run X: no new step
+    # starts" alone let the user think the run was live.
+    client = await dp.connect(temporal_address)
+    run_id = f"idle-{uuid.uuid4().hex[:8]}"
+    await dp.start(
+        client, dp.load(CONTROL), "draft", {"topic": "x"}, run_id=run_id, task_queue=task_queue
+    )
+    try:
+        paused = await acli(temporal_address, "pause", run_id)
+        resumed = await acli(temporal_address, "resume", run_id)
+    finally:
+        await client.get_workflow_handle(run_id).terminate(reason="test")
+    for done, action in ((paused, "pause"), (resumed, "resume")):
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.strip() == (
+            f"note: run '{run_id}' cannot make progress now: no worker polls task queue "
+            f"'{task_queue}' (namespace 'default'), so nothing runs it; start one with "
+            f"`durapipe worker FILE -t {task_queue}`; the {action} applies once a worker takes "
+            f"the run"
+        )

@@ -29,6 +29,7 @@ async def test_an_interval_schedule_starts_runs_until_deleted(
             "--input", "text=tick", "--overlap", "allow_all", "--task-queue", task_queue,
         )  # fmt: skip
         assert created.returncode == 0, created.stderr
+        assert "no worker polls" not in created.stderr
         client = await dp.connect(temporal_address)
         await eventually(
             lambda: _at_least(client, schedule_id, 2), "two scheduled runs", timeout=60
@@ -87,3 +88,23 @@ def test_schedule_mistakes_are_one_sentence(temporal_address: str) -> None:
     assert bare.exit_code == 2 and "--every '10' needs a unit, e.g. 10s, 10m or 10h" in bare.stderr
     inputs = invoke(*common[:-2], "--every", "1s", *address)
     assert inputs.exit_code == 2 and "input 'text': missing" in inputs.stderr
+
+
+async def test_a_schedule_on_a_queue_no_worker_polls_says_so(
+    temporal_address: str, task_queue: str
+) -> None:
+    # Its runs would queue in silence: `schedule create` said only "created".
+    schedule_id = f"idle-{task_queue}"
+    created = await acli(
+        temporal_address,
+        "schedule", "create", schedule_id, "shout", "--file", str(CONTROL), "--every", "1h",
+        "--input", "text=tick", "--task-queue", task_queue,
+    )  # fmt: skip
+    try:
+        assert created.returncode == 0, created.stderr
+        assert created.stderr.strip() == (
+            f"note: no worker polls task queue '{task_queue}' now: the schedule's runs wait "
+            f"until one does (`durapipe worker {CONTROL} -t {task_queue}`)"
+        )
+    finally:
+        assert (await acli(temporal_address, "schedule", "delete", schedule_id)).returncode == 0

@@ -126,6 +126,26 @@ async def test_ctrl_c_leaves_the_run_going_and_says_how_to_get_back_to_it(
             f"it, `durapipe cancel {run_id}` stops it"
         ) in log.read_text()
         assert "Traceback" not in log.read_text()
+        # `result` waits for the same run, and Ctrl-C leaves it going the same way.
+        waited = tmp_path / "result.log"
+        ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            process = subprocess.Popen(
+                durapipe_command("result", run_id, "--address", temporal_address),
+                stdout=subprocess.PIPE, stderr=waited.open("wb"), env=cli_env(),
+            )  # fmt: skip
+        finally:
+            signal.signal(signal.SIGINT, ignored)
+        deadline = time.monotonic() + 60
+        while f"waiting for run {run_id} to end" not in waited.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, waited.read_text()
+            await asyncio.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(process.wait, 30) == 130
+        assert waited.read_text().splitlines()[-1] == (
+            f"stopped waiting for run {run_id}; it goes on: `durapipe result {run_id}` waits for "
+            f"it again, `durapipe cancel {run_id}` stops it"
+        )
         await dp.client.cancel(client, run_id)
 
 

@@ -20,6 +20,11 @@ EXPECTED = {
     ],
     "bad_yaml.yaml": ["bad_yaml.yaml:6:1: YAML: found unexpected end of stream"],
     "cycle.yaml": ["cycle.yaml:2: pipe 'a': pipes call each other in a cycle: a -> b -> a"],
+    "flow_bracket_type.yaml": [
+        "flow_bracket_type.yaml:6:34: YAML: did not find expected ',' or '}' (a type with "
+        "brackets inside {...} must be quoted, 'list[integer]', or its mapping written one "
+        "entry a line)"
+    ],
     "missing_input.yaml": [
         "missing_input.yaml:2: pipe 'main', step 'translate', input 'language': "
         "nothing provides 'language' at step 1 (available: article)"
@@ -30,6 +35,15 @@ EXPECTED = {
     ],
     "no_pipeline.py": [
         "no_pipeline.py: module: defines no pipeline: add `pipeline = durapipe.pipeline(...)` at module level"
+    ],
+    # A builder's pydantic error: one line per field, at the line that built it, no docs URL.
+    "python_bad_retry.py": [
+        "python_bad_retry.py:5: RetrySpec, field 'max_attempts': Input should be greater than or "
+        "equal to 1"
+    ],
+    "step_as_name.yaml": [
+        "step_as_name.yaml:6: pipe 'main', step 1: a step is a mapping, not 'summarize': "
+        "write `- pipe: summarize` (or `{pipe: summarize}`)"
     ],
     "python_undeclared.py": [
         "python_undeclared.py: pipe 'summarize', field 'prompt': template variable 'audience' "

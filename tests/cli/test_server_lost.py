@@ -1,0 +1,96 @@
+"""`durapipe run` while the Temporal server goes away and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import durapipe as dp
+from tests.conftest import EXAMPLES
+from tests.support import WorkerProcess, cli_env, durapipe_command, eventually
+
+
+async def test_run_says_when_it_loses_temporal_and_when_it_is_back(
+    task_queue: str, tmp_path: Path
+) -> None:
+    # It used to wait with only the SDK's own lines ("[sdk_core::temporalio_client::retry] gRPC
+    # call get_workflow_execution_history retried 7 times {...}"), one per call, never a sentence.
+    server = dp.ops.DevServer(headless=True, db_file=str(tmp_path / "temporal.db"))
+    await asyncio.to_thread(server.start)
+    err = tmp_path / "run.err"
+    worker: WorkerProcess | None = None
+    run: subprocess.Popen[str] | None = None
+    try:
+        worker = WorkerProcess(
+            EXAMPLES / "brief.yaml", server.address, task_queue, tmp_path / "worker.log",
+            DURAPIPE_OFFLINE_DELAY="1",
+        )  # fmt: skip
+        with err.open("w") as stderr:
+            run = subprocess.Popen(
+                durapipe_command(
+                    "run", "brief", "--file", str(EXAMPLES / "brief.yaml"), "--input",
+                    "article=x", "--address", server.address, "--task-queue", task_queue,
+                ),
+                stdout=subprocess.PIPE, stderr=stderr, text=True, env=cli_env(),
+            )  # fmt: skip
+
+        async def said(text: str) -> bool:
+            return text in err.read_text()
+
+        await eventually(lambda: said("started run"), "the run to start")
+        await asyncio.to_thread(server.stop)
+        await eventually(lambda: said("lost Temporal at"), "the CLI to say so", timeout=30)
+        await asyncio.sleep(3.0)  # a few more seconds down: nothing more is printed meanwhile
+        await asyncio.to_thread(server.start)  # same port, same database
+        await asyncio.to_thread(run.wait, 180)
+    finally:
+        if run is not None and run.poll() is None:
+            run.kill()
+        if worker is not None:
+            worker.stop()
+        await asyncio.to_thread(server.stop)
+    text = err.read_text()
+    assert run.returncode == 0, text
+    lost = [line for line in text.splitlines() if "lost Temporal" in line]
+    assert lost == [
+        f"lost Temporal at {server.address}: it does not answer; waiting for it to come back "
+        f"(Ctrl-C stops the waiting, not the run)"
+    ], text
+    assert f"Temporal at {server.address} answers again" in text
+    assert "sdk_core" not in text
+
+
+async def test_worker_says_when_it_loses_temporal_and_when_it_is_back(
+    task_queue: str, tmp_path: Path
+) -> None:
+    # Stopping `durapipe dev` under a worker (the quick start's two terminals) left the worker
+    # printing the SDK core's retry lines, a few every second, never a sentence of its own.
+    server = dp.ops.DevServer(headless=True, db_file=str(tmp_path / "temporal.db"))
+    await asyncio.to_thread(server.start)
+    log = tmp_path / "worker.log"
+    worker: WorkerProcess | None = None
+    try:
+        worker = WorkerProcess(EXAMPLES / "brief.yaml", server.address, task_queue, log)
+
+        async def said(text: str) -> bool:
+            return text in log.read_text()
+
+        await asyncio.to_thread(server.stop)
+        await eventually(lambda: said("lost Temporal at"), "the worker to say so", timeout=60)
+        await asyncio.sleep(5.0)  # a few more seconds down: nothing more is printed meanwhile
+        await asyncio.to_thread(server.start)  # same port, same database
+        await eventually(lambda: said("answers again"), "the worker to see it back", timeout=60)
+    finally:
+        if worker is not None:
+            worker.stop()
+        await asyncio.to_thread(server.stop)
+    lines = log.read_text().splitlines()
+    lost = [n for n, line in enumerate(lines) if "lost Temporal" in line]
+    back = [n for n, line in enumerate(lines) if "answers again" in line]
+    assert len(lost) == 1 and len(back) == 1, lines
+    assert lines[lost[0]] == (
+        f"lost Temporal at {server.address}: it does not answer; the worker keeps reconnecting "
+        f"(runs wait on the server meanwhile)"
+    )
+    assert not [line for line in lines[lost[0] : back[0]] if "sdk_core" in line], lines
