@@ -28,7 +28,13 @@ from durapipe._errors import (
     RunStalled,
 )
 from durapipe.adapters import WORKFLOW_NAME, child_workflow_id
-from durapipe.client._stalls import run_stalled
+from durapipe.client._stalls import (
+    RunQueues,
+    failing_task,
+    read_queues,
+    run_stalled,
+    why_stalled,
+)
 from durapipe.client._totals import status_name
 from durapipe.runtime._approvals import DECIDE_UPDATE, ApprovalDecision, ApprovalRequest
 from durapipe.workflows import PAUSE_SIGNAL, RESUME_SIGNAL, WAITING_QUERY
@@ -186,7 +192,7 @@ async def _decide(client: Client, run_id: str, decision: ApprovalDecision) -> No
     workflow_id = child_workflow_id(run_id, parent) if parent else run_id
     handle = client.get_workflow_handle(workflow_id)
     # Only a worker can take an update: without one the call waits in silence, for ever.
-    why = await run_stalled(client, run_id)
+    why = await _cannot_decide(client, run_id)
     if why is not None:
         raise RunStalled(
             f"run '{run_id}' cannot take a decision now: {why}; nothing was sent", run_id=run_id
@@ -208,6 +214,16 @@ async def _decide(client: Client, run_id: str, decision: ApprovalDecision) -> No
         raise _not_running(run_id, err) from None
 
 
+async def _cannot_decide(client: Client, run_id: str) -> str | None:
+    """Why run ``run_id`` cannot take a decision: only a worker of its own queue takes the update,
+    so a leaf routed to a queue no worker polls (yet) does not stop it."""
+    queues = await read_queues(client, run_id)
+    if queues is None:
+        return None
+    own = RunQueues(workflow=queues.workflow)
+    return await why_stalled(client, own) or await failing_task(client, run_id)
+
+
 async def _watch(client: Client, run_id: str, update: asyncio.Future[str]) -> None:
     """Wait for ``update``; raise `RunStalled` once the run's workers have been gone for
     `DECISION_STALL_S` (they died after the decision was sent)."""
@@ -217,7 +233,7 @@ async def _watch(client: Client, run_id: str, update: asyncio.Future[str]) -> No
             await asyncio.wait({update}, timeout=DECISION_CHECK_S)
             if update.done():
                 return
-            why = await run_stalled(client, run_id)
+            why = await _cannot_decide(client, run_id)
             now = time.monotonic()
             stalled_since = None if why is None else (stalled_since or now)
             if why is not None and now - (stalled_since or now) >= DECISION_STALL_S:

@@ -408,3 +408,54 @@ async def test_pause_and_resume_of_a_run_no_worker_runs_say_so(
             f"`durapipe worker FILE -t {task_queue}`; the {action} applies once a worker takes "
             f"the run"
         )
+
+
+ROUTED_REVIEW = """\
+pipes:
+  routed_review:
+    kind: sequence
+    inputs: {topic: text}
+    steps:
+      - pipe: draft
+      - pipe: review
+        result: approved
+      - pipe: publish
+        inputs: {draft: approved}
+  draft:
+    kind: llm
+    inputs: {topic: text}
+    prompt: "Write a one-line post about {{ topic }}."
+  review:
+    kind: approval
+    inputs: {draft: text, topic: text}
+    value: draft
+    message: "Publish this post about {{ topic }}?"
+  publish:
+    kind: llm
+    inputs: {draft: text}
+    prompt: "Publish {{ draft }}"
+    queue: QUEUE
+"""
+
+
+async def test_approve_needs_only_the_workflow_queue_polled(
+    temporal_address: str, task_queue: str, tmp_path: Path
+) -> None:
+    # A decision is an update a worker of the run's own queue takes: a later step routed to a
+    # queue with no worker yet does not stop it (its own wait says so when it comes).
+    file = tmp_path / "routed.yaml"
+    file.write_text(ROUTED_REVIEW.replace("QUEUE", f"nowhere-{uuid.uuid4().hex[:8]}"))
+    worker = WorkerProcess(file, temporal_address, task_queue, tmp_path / "w.log")
+    client = await dp.connect(temporal_address)
+    run_id = f"routed-{uuid.uuid4().hex[:8]}"
+    try:
+        await dp.start(
+            client, dp.load(file), "routed_review", {"topic": "x"}, run_id=run_id,
+            task_queue=task_queue,
+        )  # fmt: skip
+        await eventually(lambda: waiting_request(client, run_id), "the review to wait")
+        approved = await acli(temporal_address, "approve", run_id, "review")
+    finally:
+        await client.get_workflow_handle(run_id).terminate(reason="test")
+        worker.stop()
+    assert approved.returncode == 0, approved.stderr
