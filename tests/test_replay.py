@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from durapipe.runtime import PipeRun, RunResult
 from durapipe.runtime._calls import WORKFLOW_VERSION
 from durapipe.worker import durapipe_converter
 from durapipe.workflows import PipeWorkflow, SandboxedPipeWorkflow, _workflow
+from tests.support import CONTROL, eventually, history_events
 
 HERE = Path(__file__).parent / "histories"
 HISTORIES = sorted(HERE.glob("*.json"))
@@ -116,3 +118,67 @@ def test_cli_replay_needs_one_source() -> None:
     result = CliRunner().invoke(app, ["replay"])
     assert result.exit_code == 2
     assert "give exactly one of RUN, --query or --file" in result.output
+
+
+async def test_a_cancelled_run_recorded_before_cancel_holds_replays_under_it(
+    temporal_address: str, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Recorded as before the change (the cancellation unseen by `step_starting`): the call
+    # finished after the cancel was sent to it and the run went on to its next step. The current
+    # code must replay that history as it was recorded (the patch asked, no marker found).
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("DURAPIPE_TEST_GATE", str(gate))
+    pipeline = dp.load(CONTROL)
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    run_id = f"old-cancel-{uuid.uuid4().hex[:8]}"
+    with monkeypatch.context() as old:
+        old.setattr(workflow, "cancellation_reason", lambda: None)
+        async with dp.build_worker(client, task_queue=task_queue):
+            handle = await dp.start(
+                client, pipeline, "slow_inner", {"topic": "tides"}, run_id=run_id,
+                task_queue=task_queue,
+            )  # fmt: skip
+
+            async def gate_waits() -> bool:
+                return Path(f"{gate}.waiting").exists()
+
+            await eventually(gate_waits, "the gate step to start")
+            await client.get_workflow_handle(run_id).cancel()
+
+            async def cancel_sent_to_the_call() -> bool:
+                events = await history_events(client, run_id)
+                return any(
+                    e.HasField("activity_task_cancel_requested_event_attributes") for e in events
+                )
+
+            await eventually(cancel_sent_to_the_call, "the workflow to ask the call to cancel")
+            gate.touch()
+            result = await handle.result()
+    assert result.output["shout"]  # the old path: the next step ran
+    histories = await dp.ops.fetch_histories(client, run_id=run_id)
+    [report] = await dp.ops.replay(histories)
+    assert (report.compatible, report.problem) == (True, None)
+    events = histories[0].events
+    assert not any(e.HasField("marker_recorded_event_attributes") for e in events)
+
+    # Since the change: the cancelled run records its marker (and replays); a run that is not
+    # cancelled records none.
+    async with dp.build_worker(client, task_queue=task_queue):
+        cancelled = await dp.start(
+            client, pipeline, "slow_inner", {"topic": "tides"}, run_id=f"{run_id}-new",
+            task_queue=task_queue,
+        )  # fmt: skip
+        await client.get_workflow_handle(cancelled.run_id).cancel()
+        with pytest.raises(dp.RunCancelled):
+            await cancelled.result()
+        plain = await dp.run(
+            client, pipeline, "slow_inner", {"topic": "tides"}, run_id=f"{run_id}-plain",
+            task_queue=task_queue,
+        )  # fmt: skip
+        assert plain.output["shout"]
+    for ran, marked in ((f"{run_id}-new", True), (f"{run_id}-plain", False)):
+        histories = await dp.ops.fetch_histories(client, run_id=ran)
+        [report] = await dp.ops.replay(histories)
+        assert (report.compatible, report.problem) == (True, None)
+        markers = [e for e in histories[0].events if e.HasField("marker_recorded_event_attributes")]
+        assert bool(markers) == marked, ran
