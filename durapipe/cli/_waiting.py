@@ -100,7 +100,7 @@ class OutageFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.watch.lost:
-            return False
+            return record.levelno >= logging.ERROR  # as `ServerWatch` leaves the core's level
         if not self._following and "code: Unavailable" in record.getMessage():
             self._following = True
             # The core's log lines may arrive on another thread: start the watch on the loop.

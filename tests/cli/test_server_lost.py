@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 from pathlib import Path
 
 import durapipe as dp
+from durapipe.cli._waiting import OutageFilter, ServerWatch
 from tests.conftest import EXAMPLES
 from tests.support import WorkerProcess, cli_env, durapipe_command, eventually
 
@@ -94,3 +96,20 @@ async def test_worker_says_when_it_loses_temporal_and_when_it_is_back(
         f"(runs wait on the server meanwhile)"
     )
     assert not [line for line in lines[lost[0] : back[0]] if "sdk_core" in line], lines
+
+
+async def test_a_worker_outage_holds_back_the_cores_warnings_not_its_errors(
+    temporal_address: str,
+) -> None:
+    # While the server is away the core's retry warnings are held back (the outage sentence says
+    # it all), but an error is still printed: it may be one the outage does not explain.
+    client = await dp.connect(temporal_address)
+    watch = ServerWatch(client, meanwhile="the worker keeps reconnecting")
+    outage = OutageFilter(watch, asyncio.get_running_loop())
+    watch.lost = True
+
+    def record(level: int) -> logging.LogRecord:
+        return logging.LogRecord("temporalio.core", level, __file__, 1, "line", None, None)
+
+    assert not outage.filter(record(logging.WARNING))
+    assert outage.filter(record(logging.ERROR))
