@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import dev_server, durapipe_cli, figure, note, process
+from durapipe.testing._documents import text_pdf
 
 _DOC_BLOCK = re.compile(r"^```toml\n(.*?)^```", re.S | re.M)
 
@@ -95,31 +96,6 @@ def _doc_examples(text: str, path: str, target: Path) -> int:
 # --- made-up inputs --------------------------------------------------------------------------
 
 
-def _pdf(text: str) -> bytes:
-    """A one-page PDF whose text layer is ``text`` (pypdf reads it back)."""
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream),
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out, offsets = bytearray(b"%PDF-1.4\n"), []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
-
-
 def _png() -> bytes:
     """A 2x2 grey PNG."""
 
@@ -141,7 +117,7 @@ class _Samples:
         if kind not in self.files:
             target = self.folder / ("sample.pdf" if kind == "document" else "sample.png")
             target.write_bytes(
-                _pdf("Sample agreement between Acme and Beta, 2024.")
+                text_pdf(["Sample agreement between Acme and Beta, 2024."])
                 if kind == "document"
                 else _png()
             )
