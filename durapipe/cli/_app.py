@@ -7,7 +7,6 @@ what was asked (a pipeline file, an input, a setting), 1 for a run that did not 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import functools
 import json
@@ -26,7 +25,8 @@ from temporalio.service import RPCError
 import durapipe as dp
 from durapipe.cli import _progress
 from durapipe.cli._connection import connection_options
-from durapipe.cli._waiting import OutageFilter, ServerWatch, wait_for
+from durapipe.cli._waiting import wait_for
+from durapipe.cli._worker import serve_worker, with_limits_of
 
 app = typer.Typer(
     name="durapipe",
@@ -558,69 +558,10 @@ def worker(
         typer.echo(f"loaded {len(names)} secrets from {secrets_file}: {', '.join(names)}", err=True)
     pipeline = dp.load(file)
     if limits_file is not None:
-        pipeline = _with_limits_of(pipeline, limits_file)
+        pipeline = with_limits_of(pipeline, limits_file)
     served = queues or [task_queue]
     telemetry = dp.Telemetry.from_env(metrics_port, metrics_host)
-    asyncio.run(_serve(pipeline, connection, served, max_concurrent, rate, telemetry))
-
-
-def _with_limits_of(pipeline: dp.Pipeline, path: Path) -> dp.Pipeline:
-    """``pipeline`` with the limits of the file at ``path`` first (a name both have is the file's).
-
-    Raises:
-        PipelineError: the file does not load.
-        ConfigError: it has no limits.
-    """
-    extra = dp.load(path).limits
-    if not extra:
-        raise dp.ConfigError(f"--limits {path}: no limits in it (write them under `limits:`)")
-    names = {rule.bucket for rule in extra}
-    kept = [rule for rule in pipeline.limits if rule.bucket not in names]
-    return pipeline.model_copy(update={"limits": [*extra, *kept]})
-
-
-WORKER_MEANWHILE = "the worker keeps reconnecting (runs wait on the server meanwhile)"
-
-
-async def _serve(
-    pipeline: dp.Pipeline,
-    connection: dp.ConnectOptions,
-    queues: list[str],
-    max_concurrent: int | None,
-    rate: float | None,
-    telemetry: dp.Telemetry,
-) -> None:
-    client = await dp.connect(pipeline=pipeline, options=connection, telemetry=telemetry)
-    await dp.ops.check_search_attributes(client)
-    await dp.ops.warm_up()
-    workers = dp.build_workers(client, queues, max_concurrent_activities=max_concurrent, rate=rate)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with contextlib.AsyncExitStack() as running:
-        for built in workers:
-            await running.enter_async_context(built)
-        dp.ops.freeze_startup_objects()  # what the worker built lives as long as it does
-        target = client.service_client.config.target_host
-        names = ", ".join(f"'{q}'" for q in dict.fromkeys(queues))
-        typer.echo(
-            f"worker ready: task queue {names} on {target} (namespace {client.namespace}); "
-            f"pipes: {', '.join(pipeline.pipes)}",
-            err=True,
-        )
-        if telemetry.metrics_address:
-            typer.echo(f"metrics: http://{telemetry.metrics_address}/metrics", err=True)
-        # A server that goes away is said in one line, not in the SDK core's retry lines.
-        core = logging.getLogger("temporalio.core")
-        outage = OutageFilter(ServerWatch(client, meanwhile=WORKER_MEANWHILE), loop)
-        core.addFilter(outage)
-        try:
-            await stop.wait()
-        finally:
-            core.removeFilter(outage)
-        typer.echo("worker stopping: finishing in-flight work", err=True)
-    telemetry.shutdown()
+    asyncio.run(serve_worker(pipeline, connection, served, max_concurrent, rate, telemetry))
 
 
 @app.command()
