@@ -401,14 +401,22 @@ def _connect(path: Path, *, timeout: float, autocommit: bool = False) -> sqlite3
     db = sqlite3.connect(
         path,
         check_same_thread=False,
-        timeout=timeout,
+        timeout=SETUP_WAIT_S,
         isolation_level=None if autocommit else "DEFERRED",
     )
     # In WAL mode, NORMAL syncs at checkpoints, not at every commit: a commit survives the death
     # of its process (the case checkpoints exist for), only a power loss may lose the last ones,
     # and then a step is paid again. FULL (an fsync per leaf) cost milliseconds per step.
+    # It reads the schema, which another worker opening the file at the same moment may lock for
+    # an instant (switching it to WAL): so it may wait, even on a connection that never waits
+    # later (the loop's answered "database is locked" here, failing a worker's start).
     db.execute("PRAGMA synchronous=NORMAL")
+    if timeout != SETUP_WAIT_S:
+        db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
     return db
+
+
+SETUP_WAIT_S = 30.0  # how long opening a store may wait for another worker's lock on the file
 
 
 class RedisCheckpoints:

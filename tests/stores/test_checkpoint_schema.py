@@ -17,6 +17,7 @@ import durapipe as dp
 from durapipe._errors import ConfigError
 from durapipe.runtime import LeafResult
 from durapipe.stores import SqliteCheckpoints, _schema
+from durapipe.stores._checkpoints import _connect
 from durapipe.stores._schema import CHECKPOINTS, SCHEMA_VERSION, migrate
 from tests.stores.schema_support import newer_layout, refusal_at_start
 
@@ -223,3 +224,24 @@ def test_a_file_that_stays_locked_fails_with_the_sentence_after_the_timeout(
     with pytest.raises(ConfigError, match="cannot be read as a durapipe checkpoint store"):
         migrate(tmp_path / "cp.sqlite", CHECKPOINTS, timeout=0.3)
     assert 0.3 <= time.monotonic() - started < 10
+
+
+def test_a_connection_that_never_waits_still_waits_to_be_set_up(tmp_path: Path) -> None:
+    # `PRAGMA synchronous` reads the schema: another worker holding the file's lock for an instant
+    # (switching it to WAL as it opens it) made the loop's connection (busy timeout 0) fail its
+    # setup with "database is locked" (seen once in a fresh-clone CI, 8 workers opening at once).
+    path = tmp_path / "checkpoints.sqlite"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t (x)")
+    other.execute("BEGIN EXCLUSIVE")
+    threading.Timer(0.3, other.execute, ("COMMIT",)).start()
+    loop_db = _connect(path, timeout=0, autocommit=True)  # waits out the lock, then sets up
+    assert loop_db.execute("PRAGMA busy_timeout").fetchone()[0] == 0  # and never waits after
+    other.execute("BEGIN EXCLUSIVE")
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        loop_db.execute("SELECT * FROM t").fetchall()
+    assert time.monotonic() - started < 1.0
+    other.execute("COMMIT")
+    other.close()
+    loop_db.close()
