@@ -87,37 +87,60 @@ class ServerWatch:
 
 
 class OutageFilter(logging.Filter):
-    """On the SDK core's logger of a worker: its first line saying the server is unavailable
-    starts a `ServerWatch`, which says so once and once more when it is back; the core's lines
-    are held back meanwhile. Idle, it costs nothing: no health check runs until such a line."""
+    """On the SDK core's logger: a line of the core saying the server is unavailable is held back
+    and starts a `ServerWatch` check at once. If the server is gone the watch says so once (and
+    once more when it is back) and the held lines are dropped, as are the core's warnings until
+    then; if it answers after all, the held lines are printed as they were. Idle, it costs
+    nothing: no health check runs until such a line."""
 
     def __init__(self, watch: ServerWatch, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self.watch = watch
         self.loop = loop
-        self._following = False
+        self._held: list[logging.LogRecord] = []
         self._task: asyncio.Task[None] | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.watch.lost:
             return record.levelno >= logging.ERROR  # as `ServerWatch` leaves the core's level
-        if not self._following and "code: Unavailable" in record.getMessage():
-            self._following = True
-            # The core's log lines may arrive on another thread: start the watch on the loop.
-            self.loop.call_soon_threadsafe(self._start)
-        return True
+        if (
+            record.levelno >= logging.ERROR
+            or getattr(record, "durapipe_released", False)
+            or "code: Unavailable" not in record.getMessage()
+        ):
+            return True
+        # The core's lines may arrive on another thread: the watch runs on the loop.
+        try:
+            self.loop.call_soon_threadsafe(self._hold, record)
+        except RuntimeError:  # the loop has closed: nothing will watch, print it
+            return True
+        return False
 
-    def _start(self) -> None:
-        self._task = asyncio.ensure_future(self._follow())
+    def close(self) -> None:
+        """Stop watching (the filter is off the logger)."""
+        if self._task is not None:
+            self._task.cancel()
+
+    def _hold(self, record: logging.LogRecord) -> None:
+        self._held.append(record)
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._follow())
 
     async def _follow(self) -> None:
         try:
             await self.watch.check()
             while self.watch.lost:
+                self._held.clear()  # the outage sentence says what they said
                 await asyncio.sleep(STALL_CHECK_S)
                 await self.watch.check()
-        finally:
-            self._following = False
+        finally:  # the server answers (a passing hiccup), or the check could not tell
+            self._release()
+
+    def _release(self) -> None:
+        held, self._held = self._held, []
+        for record in held:
+            setattr(record, "durapipe_released", True)  # noqa: B010  (not a LogRecord field)
+            logging.getLogger(record.name).handle(record)
 
 
 class StallWatch:
@@ -167,6 +190,10 @@ async def wait_for(
     """Wait for a run's result, calling ``tick`` between polls; a stalled run raises RunStalled."""
     server = ServerWatch(handle.client)
     watch = StallWatch(handle, server)
+    # The SDK core's retry lines can come before the periodic check sees the server gone.
+    core = logging.getLogger("temporalio.core")
+    outage = OutageFilter(server, asyncio.get_running_loop())
+    core.addFilter(outage)
     result_task = asyncio.ensure_future(handle.result())
     server_task = asyncio.ensure_future(server.follow())
     try:
@@ -176,6 +203,8 @@ async def wait_for(
             await watch.check()
             await asyncio.wait({result_task}, timeout=POLL_INTERVAL_S)
     finally:
+        core.removeFilter(outage)
+        outage.close()
         server_task.cancel()
         if not result_task.done():
             result_task.cancel()

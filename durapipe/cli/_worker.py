@@ -70,5 +70,6 @@ async def serve_worker(
             await stop.wait()
         finally:
             core.removeFilter(outage)
+            outage.close()
         typer.echo("worker stopping: finishing in-flight work", err=True)
     telemetry.shutdown()

@@ -7,6 +7,8 @@ import logging
 import subprocess
 from pathlib import Path
 
+import pytest
+
 import durapipe as dp
 from durapipe.cli._waiting import OutageFilter, ServerWatch
 from tests.conftest import EXAMPLES
@@ -98,6 +100,16 @@ async def test_worker_says_when_it_loses_temporal_and_when_it_is_back(
     assert not [line for line in lines[lost[0] : back[0]] if "sdk_core" in line], lines
 
 
+def _core_record(level: int, message: str) -> logging.LogRecord:
+    return logging.LogRecord("temporalio.core", level, __file__, 1, message, None, None)
+
+
+UNAVAILABLE = (
+    "[sdk_core::temporalio_client::retry] gRPC call poll_workflow_task_queue retried 5 times "
+    "{'error': 'Status { code: Unavailable, message: \"tcp connect error\" }'}"
+)
+
+
 async def test_a_worker_outage_holds_back_the_cores_warnings_not_its_errors(
     temporal_address: str,
 ) -> None:
@@ -108,8 +120,73 @@ async def test_a_worker_outage_holds_back_the_cores_warnings_not_its_errors(
     outage = OutageFilter(watch, asyncio.get_running_loop())
     watch.lost = True
 
-    def record(level: int) -> logging.LogRecord:
-        return logging.LogRecord("temporalio.core", level, __file__, 1, "line", None, None)
+    assert not outage.filter(_core_record(logging.WARNING, "line"))
+    assert outage.filter(_core_record(logging.ERROR, "line"))
 
-    assert not outage.filter(record(logging.WARNING))
-    assert outage.filter(record(logging.ERROR))
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+async def test_the_cores_unavailable_line_waits_for_the_check_and_is_dropped_if_the_server_is_gone(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # CI saw a followed `durapipe run` print the core's "retried 5 times ... Unavailable" line
+    # before its once-a-second check had seen the server gone. Such a line now waits for a check
+    # it starts at once: the server is gone, so only the outage sentence is said.
+    server = dp.ops.DevServer(headless=True)
+    await asyncio.to_thread(server.start)
+    try:
+        client = await dp.connect(server.address)
+    finally:
+        await asyncio.to_thread(server.stop)
+    address = server.address
+    watch = ServerWatch(client)
+    outage = OutageFilter(watch, asyncio.get_running_loop())
+    core, kept = logging.getLogger("temporalio.core"), _Kept()
+    level = core.level  # the watch lowers it to ERROR while the server is gone
+    core.addHandler(kept)
+    core.addFilter(outage)
+    try:
+        core.warning(UNAVAILABLE)
+        await eventually(lambda: _true(watch.lost), "the check to see the server gone", 10)
+        core.warning(UNAVAILABLE)
+    finally:
+        core.removeFilter(outage)
+        core.removeHandler(kept)
+        core.setLevel(level)
+        outage.close()
+    assert kept.messages == []
+    assert f"lost Temporal at {address}: it does not answer" in capsys.readouterr().err
+
+
+async def test_the_cores_unavailable_line_is_printed_when_the_server_answers_after_all(
+    temporal_address: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A passing hiccup the core retried through: the server answers the check, so what the core
+    # said is printed as it was, not swallowed.
+    client = await dp.connect(temporal_address)
+    outage = OutageFilter(ServerWatch(client), asyncio.get_running_loop())
+    core, kept = logging.getLogger("temporalio.core"), _Kept()
+    core.addHandler(kept)
+    core.addFilter(outage)
+    try:
+        core.warning(UNAVAILABLE)
+        assert kept.messages == []  # held until the check answers
+        await eventually(lambda: _true(bool(kept.messages)), "the held line to be printed", 10)
+        core.warning("another line")  # not about the server: printed at once
+    finally:
+        core.removeFilter(outage)
+        core.removeHandler(kept)
+        outage.close()
+    assert kept.messages == [UNAVAILABLE, "another line"]
+    assert "lost Temporal" not in capsys.readouterr().err
+
+
+async def _true(value: bool) -> bool | None:
+    return value or None
