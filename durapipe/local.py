@@ -16,7 +16,7 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from durapipe._errors import ErrorType, StepFailed
+from durapipe._errors import ConfigError, ErrorType, StepFailed
 from durapipe._settings import settings
 from durapipe.activities import (
     CallContext,
@@ -314,6 +314,8 @@ async def run_local(
         ConfigError: a ``DURAPIPE_*`` setting or the encryption keys are not valid (one sentence
             naming the variable), before any step runs.
         PipelineError: the pipe is unknown or the inputs do not fit it.
+        ConfigError: the pipe reaches an approval step and ``approve_all`` is not set (refused
+            before any step runs: nobody can decide it in-process).
         StepFailed: a step failed after its retries.
     """
     # Validated at start, as `connect` and `build_worker` do: a bad value fails here, naming the
@@ -321,6 +323,8 @@ async def run_local(
     settings()
     encryption_from_env()
     run = pipe_run(pipeline, pipe, inputs, run_id=run_id, budget_usd=budget_usd)
+    if not approve_all:
+        _refuse_approvals(run.spec, pipe)
     store = configured_store()
     own = RunCheckpoints(store) if isinstance(store, SqliteCheckpoints) else None
     runtime = LocalRuntime(
@@ -337,6 +341,23 @@ async def run_local(
     finally:
         if own is not None:
             await _flush(own)  # a failed or cancelled run's results are written too
+
+
+def _refuse_approvals(spec: Pipeline, pipe: str) -> None:
+    """Refuse, before any step runs, a run that reaches an approval step nobody can decide.
+
+    Without this the paid steps before the approval ran first, and the run then failed at it.
+    """
+    approvals = [name for name, spec_pipe in spec.pipes.items() if spec_pipe.kind == "approval"]
+    if not approvals:
+        return
+    names = ", ".join(f"'{name}'" for name in approvals)
+    which = f"approval steps {names}" if len(approvals) > 1 else f"approval step {names}"
+    raise ConfigError(
+        f"pipe '{pipe}' reaches {which}, and a local run cannot wait for a human decision: pass "
+        "--approve-all (approve_all=True) to approve every approval step as is, or run it on "
+        "Temporal (without --local) and decide with `durapipe approve`; nothing was run"
+    )
 
 
 async def _flush(own: RunCheckpoints) -> None:

@@ -169,10 +169,17 @@ def test_approval_timeout_takes_the_default(
 
 
 def test_local_runs_refuse_approvals_unless_approve_all() -> None:
+    # Refused before any step runs: the run used to make its paid calls (draft) and then fail at
+    # the approval, which nobody can decide in-process.
     common = ["run", "review_post", "--file", str(CONTROL), "--input", "topic=rivers", "--local"]
     refused = CliRunner().invoke(app, common)
-    assert refused.exit_code == 1 and "Traceback" not in refused.stderr
-    assert "step 'review' (approval) failed: durapipe.ApprovalUnavailable" in refused.stderr
+    assert refused.exit_code == 2, refused.stderr
+    assert refused.stderr == (
+        "error: pipe 'review_post' reaches approval step 'review', and a local run cannot wait "
+        "for a human decision: pass --approve-all (approve_all=True) to approve every approval "
+        "step as is, or run it on Temporal (without --local) and decide with `durapipe approve`; "
+        "nothing was run\n"
+    )
     approved = CliRunner().invoke(app, [*common, "--approve-all", "--json"])
     assert approved.exit_code == 0, approved.stderr
     assert json.loads(approved.stdout)["shout"].startswith("OFFLINE ANSWER")
