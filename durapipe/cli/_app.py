@@ -26,6 +26,7 @@ import durapipe as dp
 from durapipe.cli import _progress
 from durapipe.cli._connection import connection_options
 from durapipe.cli._waiting import wait_for
+from durapipe.cli._words import counted
 from durapipe.cli._worker import serve_worker, with_limits_of
 
 app = typer.Typer(
@@ -136,7 +137,17 @@ def validate(file: FileArgument) -> None:
 
         for note in load_method(file, import_functions=False).notes:
             typer.echo(f"note: {note}", err=True)
-    typer.echo(f"{file}: ok, {len(pipeline.pipes)} pipes")
+    if not pipeline.pipes:
+        if not pipeline.limits:
+            raise fail(
+                f"pipeline file '{file}' defines no pipes: write them under `pipes:` (see the "
+                "README's Pipes section)"
+            )
+        typer.echo(
+            f"{file}: ok, no pipes, {counted(len(pipeline.limits), 'limit')} (a worker's --limits file)"
+        )
+        return
+    typer.echo(f"{file}: ok, {counted(len(pipeline.pipes), 'pipe')}")
     for name, pipe in pipeline.pipes.items():
         inputs = ", ".join(f"{k}: {v}" for k, v in pipe.inputs.items())
         typer.echo(

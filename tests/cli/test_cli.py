@@ -277,3 +277,22 @@ def test_input_of_a_list_or_structure_type_is_read_as_json(tmp_path: Path) -> No
     assert bad.stderr.strip() == (
         "error: --input xs: a list[integer] input takes JSON: Expecting value at position 3"
     )
+
+
+def test_validate_refuses_a_file_with_no_pipes_but_takes_a_limits_file(tmp_path: Path) -> None:
+    # An empty file (or one with models but no pipes) validated as "ok, 0 pipes", exit 0.
+    empty, models_only, limits_only = (tmp_path / n for n in ("e.yaml", "m.yaml", "l.yaml"))
+    empty.write_text("")
+    models_only.write_text("models:\n  fast: durapipe/offline\n")
+    limits_only.write_text("limits:\n  - kind: llm\n    concurrency: 2\n")
+    for file in (empty, models_only):
+        refused = runner.invoke(app, ["validate", str(file)])
+        assert refused.exit_code == 2, refused.stdout
+        assert refused.stderr == (
+            f"error: pipeline file '{file}' defines no pipes: write them under `pipes:` "
+            "(see the README's Pipes section)\n"
+        )
+    # A worker's --limits file has limits and no pipes on purpose.
+    taken = runner.invoke(app, ["validate", str(limits_only)])
+    assert taken.exit_code == 0, taken.stderr
+    assert taken.stdout == f"{limits_only}: ok, no pipes, 1 limit (a worker's --limits file)\n"

@@ -27,7 +27,7 @@ def test_validate_does_not_import_the_modules_a_pipeline_names(tmp_path: Path) -
         capture_output=True, text=True, env=cli_env(), timeout=60, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "ok, 1 pipes" in done.stdout
+    assert "ok, 1 pipe" in done.stdout
     assert not marker.exists()
 
 
