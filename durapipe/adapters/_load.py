@@ -14,6 +14,7 @@ from typing import Any
 import pydantic
 
 from durapipe._errors import ConfigError, PipelineError, Problem
+from durapipe.adapters._providers import provider_problems
 from durapipe.adapters._yaml import load_yaml, pipe_lines
 from durapipe.adapters._yaml_guard import MAX_FILE_BYTES
 from durapipe.spec._spec import Pipeline, ToolPipe
@@ -68,6 +69,7 @@ def load(path: str | Path, *, import_tools: bool = True) -> Pipeline:
             "METHODS.toml)"
         )
     problems = check(pipeline, source=str(path))
+    problems += provider_problems(pipeline, str(path))
     if import_tools:
         problems += _tool_problems(pipeline, str(path))
     if problems:
