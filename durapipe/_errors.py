@@ -14,7 +14,8 @@ DurapipeError
     │                        also a rejected approval or an exceeded budget, by cause type)
     ├── RunCancelled         the run was cancelled (the step in flight, later steps skipped)
     ├── RunStalled           the run cannot make progress (no worker polls a queue it needs)
-    └── RunNotFound          no run with that id
+    ├── RunNotFound          no run with that id
+    └── RunExists            a run already has the id a new run was given (nothing was started)
 ```
 
 Expected errors reach the CLI as one sentence on stderr and a non-zero exit; they are never shown
@@ -203,3 +204,11 @@ class RunStalled(RunError):
 
 class RunNotFound(RunError):
     """No run with the given id exists in the namespace."""
+
+
+class RunExists(RunError):
+    """A new run was given the id of a run that exists (running or ended): nothing was started.
+
+    A mistake in what was asked, like a bad input: the CLI exits 2 for it, not 1 (a run that did
+    not succeed).
+    """

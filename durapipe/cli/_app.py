@@ -108,6 +108,8 @@ def handles_errors(command: F) -> F:
         except dp.StepFailed as err:
             run = f"run '{err.run_id}': " if err.run_id else ""
             raise fail(f"{run}{err}", code=1) from None
+        except dp.client.RunExists as err:
+            raise fail(str(err)) from None  # a mistake in what was asked: nothing was started
         except dp.RunError as err:
             raise fail(str(err), code=1) from None
         except dp.DurapipeError as err:

@@ -2,6 +2,7 @@
 run-control calls (`pause`, `resume`, `cancel`, `approve`, `reject`, `pending`, `redrive`) that
 `RunHandle` also offers as methods."""
 
+from durapipe._errors import RunExists
 from durapipe.client._connection import DEFAULT_ADDRESS, ConnectOptions
 from durapipe.client._details import StepDetail, step_detail
 from durapipe.client._handle import RunHandle, connect, run, start
@@ -24,6 +25,7 @@ __all__ = [
     "ConnectOptions",
     "PendingRequests",
     "QueuePollers",
+    "RunExists",
     "RunHandle",
     "RunListing",
     "RunSummary",

@@ -29,6 +29,7 @@ from durapipe._errors import (
     ConfigError,
     RunCancelled,
     RunError,
+    RunExists,
     RunNotFound,
     RunStalled,
     StepFailed,
@@ -349,7 +350,7 @@ async def start(
 
     Raises:
         PipelineError: the pipe is unknown or the inputs do not fit it.
-        RunError: a run with this id already exists.
+        RunExists: a run with this id already exists (nothing was started).
         ConfigError: ``DURAPIPE_SEARCHABLE_TOTALS`` (or another setting) is not valid.
     """
     run = pipe_run(
@@ -377,7 +378,7 @@ async def start(
             search_attributes=start_totals(pipe, run.workflow_version),
         )
     except WorkflowAlreadyStartedError:
-        raise RunError(
+        raise RunExists(
             f"a run with id '{run_id}' already exists; choose another --id", run_id=run_id
         ) from None
     except RPCError as err:

@@ -466,3 +466,22 @@ async def test_approve_needs_only_the_workflow_queue_polled(
         await client.get_workflow_handle(run_id).terminate(reason="test")
         worker.stop()
     assert approved.returncode == 0, approved.stderr
+
+
+async def test_run_with_the_id_of_an_existing_run_is_a_mistake_exit_2(
+    temporal_address: str, task_queue: str
+) -> None:
+    # It exited 1, the code of a run that failed; a taken --id is a mistake in what was asked,
+    # and nothing was started (the README's exit codes).
+    client = await dp.connect(temporal_address)
+    run_id = f"taken-{uuid.uuid4().hex[:8]}"
+    await dp.start(
+        client, dp.load(CONTROL), "draft", {"topic": "x"}, run_id=run_id, task_queue=task_queue
+    )
+    again = await acli(
+        temporal_address, "run", "draft", "--file", str(CONTROL), "--input", "topic=x",
+        "--id", run_id, "--task-queue", task_queue,
+    )  # fmt: skip
+    assert again.returncode == 2, again.stderr
+    assert again.stderr == f"error: a run with id '{run_id}' already exists; choose another --id\n"
+    await client.get_workflow_handle(run_id).terminate(reason="test")
