@@ -112,10 +112,10 @@ async def test_runs_and_show_read_the_totals_of_a_run_without_searchable_totals(
     assert cli.returncode == 0, cli.stderr
     [off_line] = [line for line in cli.stdout.splitlines() if line.startswith(runs.off_id)]
     assert off_line.endswith(
-        f"1 steps  {usage.input_tokens} in / {usage.output_tokens} out tokens  "
+        f"1 step  {usage.input_tokens} in / {usage.output_tokens} out tokens  "
         f"${usage.cost_usd:.6f} *"
     )
-    assert "1 of these runs have no searchable totals" in cli.stderr
+    assert "1 of these runs has no searchable totals" in cli.stderr
     assert "--min-cost was applied to them here, not by the server" in cli.stderr
     shown = await asyncio.to_thread(run_cli, "show", runs.off_id, "--address", runs.address)
     assert shown.returncode == 0, shown.stderr

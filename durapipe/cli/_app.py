@@ -568,7 +568,8 @@ def worker(
     if secrets_file is not None:
         names = dp.security.load_secrets_file(secrets_file)
         # Names only: the values are the point of keeping the file out of logs.
-        typer.echo(f"loaded {len(names)} secrets from {secrets_file}: {', '.join(names)}", err=True)
+        loaded = counted(len(names), "secret")
+        typer.echo(f"loaded {loaded} from {secrets_file}: {', '.join(names)}", err=True)
     pipeline = dp.load(file)
     if limits_file is not None:
         pipeline = with_limits_of(pipeline, limits_file)

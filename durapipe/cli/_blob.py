@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 import durapipe as dp
 from durapipe.cli._app import app, fail, handles_errors
+from durapipe.cli._words import counted
 
 blob_app = typer.Typer(
     help="Blobs: the binary inputs and outputs of runs (documents, images).", no_args_is_help=True
@@ -50,4 +51,4 @@ def blob_get(
         file.write_bytes(data)
     except OSError as err:
         raise fail(f"cannot write '{file}': {err.strerror}") from None
-    typer.echo(f"wrote {len(data)} bytes of {blob.blob} to {file}", err=True)
+    typer.echo(f"wrote {counted(len(data), 'byte')} of {blob.blob} to {file}", err=True)

@@ -13,6 +13,7 @@ import durapipe as dp
 from durapipe.cli import _progress
 from durapipe.cli._app import app, fail, handles_errors
 from durapipe.cli._connection import connection_options
+from durapipe.cli._words import counted
 
 
 @app.command()
@@ -147,7 +148,11 @@ def replay(
         verdict = "compatible" if report.compatible else f"INCOMPATIBLE: {report.problem}"
         typer.echo(f"{report.workflow_id}: {verdict}")
     bad = sum(not r.compatible for r in reports)
-    typer.echo(f"{len(reports) - bad} of {len(reports)} histories replay clean", err=True)
+    clean = len(reports) - bad
+    replay = "replays" if clean == 1 else "replay"
+    typer.echo(
+        f"{clean} of {counted(len(reports), 'history', 'histories')} {replay} clean", err=True
+    )
     if bad:
         raise typer.Exit(1)
 

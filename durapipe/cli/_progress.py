@@ -12,6 +12,7 @@ import typer
 
 import durapipe as dp
 from durapipe.cli._waiting import wait_for, waiting_line
+from durapipe.cli._words import counted
 
 _MARKS = {"succeeded": "✓", "failed": "✗", "skipped": "-", "cancelled": "✗"}
 _DONE = frozenset(_MARKS)
@@ -77,7 +78,7 @@ def totals_text(summary: dp.RunSummary, *, done: bool = False) -> str:
     if not summary.totals_known:
         return f"? steps{' done' if done else ''}  ? in / ? out tokens  $?"
     return (
-        f"{summary.steps} steps{' done' if done else ''}  {summary.input_tokens} in / "
+        f"{counted(summary.steps, 'step')}{' done' if done else ''}  {summary.input_tokens} in / "
         f"{summary.output_tokens} out tokens  ${summary.cost_usd:.6f}"
         f"{'' if summary.searchable_totals else ' *'}"
     )

@@ -12,6 +12,7 @@ import durapipe as dp
 from durapipe.cli import _progress
 from durapipe.cli._app import app, handles_errors
 from durapipe.cli._connection import connection_options
+from durapipe.cli._words import counted
 
 
 @app.command()
@@ -56,7 +57,8 @@ def runs(
     read = sum(not r.searchable_totals for r in found)
     if read:
         typer.echo(
-            f"{read} of these runs have no searchable totals (started with searchable totals off, "
+            f"{read} of these runs {'has' if read == 1 else 'have'} no searchable totals (started "
+            "with searchable totals off, "
             "or not upserted yet): their totals (marked *) were read from each run"
             + (", and --min-cost was applied to them here, not by the server" if min_cost else ""),
             err=True,
@@ -70,7 +72,7 @@ def runs(
             unanswered[why] = unanswered.get(why, 0) + 1
     for why, count in unanswered.items():
         typer.echo(
-            f"the totals of {count} running run{'s' if count > 1 else ''} could not be read; "
+            f"the totals of {counted(count, 'running run')} could not be read; "
             f"{why}" + ("; listed without --min-cost applied" if min_cost else ""),
             err=True,
         )
@@ -84,7 +86,7 @@ def runs(
         )
     if listing.scan_cut:
         typer.echo(
-            f"--min-cost read the totals of the newest {listing.scanned} runs without searchable "
+            f"--min-cost read the totals of the newest {counted(listing.scanned, 'run')} without searchable "
             "totals and stopped there: older runs without searchable totals were not looked at",
             err=True,
         )

@@ -8,7 +8,8 @@ from rich.console import Console
 
 import durapipe as dp
 from durapipe.cli._live import render
-from durapipe.cli._progress import newly_finished, tree_lines
+from durapipe.cli._progress import header, newly_finished, tree_lines
+from durapipe.cli._words import counted
 from durapipe.workflows._search import finished_steps
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -97,4 +98,19 @@ def test_a_controllers_step_line_comes_after_its_steps() -> None:
     assert [r.path for r in newly_finished(failed, set(), final=True)] == [
         "fact_check/count_words",
         "fact_check",
+    ]
+
+
+def test_counts_of_one_are_singular() -> None:
+    # `show` said "1 steps done" for a one-step run.
+    one = dp.RunSummary(
+        run_id="r", pipe="p", status="succeeded", started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        steps=1, input_tokens=3, output_tokens=4,
+    )  # fmt: skip
+    assert "  1 step done  3 in / 4 out tokens  $0.000000" in header(one, paused=False)
+    assert "  2 steps done  " in header(one.model_copy(update={"steps": 2}), paused=False)
+    assert [counted(n, "history", "histories") for n in (0, 1, 2)] == [
+        "0 histories",
+        "1 history",
+        "2 histories",
     ]
