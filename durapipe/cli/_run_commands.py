@@ -175,7 +175,9 @@ def pending(
         typer.echo(json.dumps([r.model_dump(mode="json") for r in requests], indent=2))
     for request in [] if as_json else requests:
         deadline = (
-            f", {request.on_timeout} after {request.timeout_s:g}s" if request.timeout_s else ""
+            f", {request.on_timeout} after {dp.spec.format_duration(request.timeout_s)}"
+            if request.timeout_s
+            else ""
         )
         since = request.waiting_since.isoformat(timespec="seconds") if request.waiting_since else ""
         typer.echo(f"{request.run_id}  {request.path}  waiting since {since}{deadline}")

@@ -27,7 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from durapipe._errors import ConfigError, DurapipeError
 from durapipe.adapters import DEFAULT_TASK_QUEUE, WORKFLOW_NAME, pipe_run
-from durapipe.spec import Pipeline, parse_duration
+from durapipe.spec import Pipeline, format_duration, parse_duration
 from durapipe.workflows._search import start_totals
 
 Overlap = Literal[
@@ -50,7 +50,7 @@ class ScheduleSummary:
     Attributes:
         schedule_id: the schedule's id.
         pipe: the pipe its runs run.
-        when: the cron expressions and intervals, e.g. ``every 30s`` or ``cron 0 9 * * *``.
+        when: the cron expressions and intervals, e.g. ``every 1h30m`` or ``cron 0 9 * * *``.
         paused: whether the schedule is paused.
         note: the note of the last pause or unpause.
         next_runs: the next times it will start a run.
@@ -215,7 +215,7 @@ async def _call(client: Client, schedule_id: str, method: str, **kwargs: Any) ->
 
 def _when(spec: ScheduleSpec) -> str:
     parts = [f"cron {c}" for c in spec.cron_expressions]
-    parts += [f"every {i.every.total_seconds():g}s" for i in spec.intervals]
+    parts += [f"every {format_duration(i.every.total_seconds())}" for i in spec.intervals]
     if spec.calendars and not spec.cron_expressions:
         parts.append(f"{len(spec.calendars)} calendar entries")
     return ", ".join(parts) or "no times"

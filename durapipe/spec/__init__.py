@@ -4,7 +4,7 @@ This layer knows nothing of Temporal.
 """
 
 from durapipe.spec import _builtin_kinds  # noqa: F401  (registers the built-in kinds)
-from durapipe.spec._base import PipeBase, RetrySpec, parse_duration
+from durapipe.spec._base import PipeBase, RetrySpec, format_duration, parse_duration
 from durapipe.spec._deck import ModelDeck, ModelEntry
 from durapipe.spec._kinds import (
     InlineError,
@@ -75,6 +75,7 @@ __all__ = [
     "check",
     "check_inputs",
     "evaluate",
+    "format_duration",
     "is_controller",
     "is_controller_kind",
     "kind_of",

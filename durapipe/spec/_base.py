@@ -10,10 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+# Several parts, largest first, as `format_duration` writes them: ``1h30m``, ``2m30s``.
+_COMPOUND = re.compile(r"^\s*((?:\d+(?:ms|s|m|h|d))+)\s*$")
+_PART = re.compile(r"(\d+)(ms|s|m|h|d)")
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from a number or a string like ``500ms``, ``30s``, ``2m``, ``1h``, ``1d``.
+    """Seconds from a number or a string like ``500ms``, ``30s``, ``2m``, ``1h``, ``1d``, or
+    several of them largest first, as `format_duration` writes them (``1h30m``).
 
     Raises:
         ValueError: not a duration, or not positive.
@@ -24,11 +28,31 @@ def parse_duration(value: Any) -> float:
         seconds = float(value)
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    elif isinstance(value, str) and (match := _COMPOUND.match(value)):
+        seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _PART.findall(match.group(1)))
     else:
         raise ValueError(f"{value!r} is not a duration (use seconds, or e.g. '30s', '2m', '1h')")
     if seconds <= 0:
         raise ValueError(f"duration {value!r} must be positive")
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """A duration the way a person writes it, largest unit first: ``10m``, ``1h30m``, ``45s``.
+
+    `parse_duration` reads it back.
+
+    Example:
+        >>> format_duration(600), format_duration(5400), format_duration(0.25)
+        ('10m', '1h30m', '250ms')
+    """
+    left = round(seconds * 1000)
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, left = divmod(left, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
 
 
 Duration = Annotated[float, pydantic.BeforeValidator(parse_duration)]

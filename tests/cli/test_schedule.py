@@ -108,3 +108,32 @@ async def test_a_schedule_on_a_queue_no_worker_polls_says_so(
         )
     finally:
         assert (await acli(temporal_address, "schedule", "delete", schedule_id)).returncode == 0
+
+
+async def test_schedule_list_writes_intervals_as_people_do(
+    temporal_address: str, task_queue: str
+) -> None:
+    # `schedule list` printed `every 5400s` for `--every 90m`; what it prints now reads back.
+    made = []
+    try:
+        for schedule_id, every in ((f"ninety-{task_queue}", "90m"), (f"ten-{task_queue}", "10m")):
+            created = await acli(
+                temporal_address,
+                "schedule", "create", schedule_id, "shout", "--file", str(CONTROL), "--every",
+                every, "--input", "text=tick", "--task-queue", task_queue,
+            )  # fmt: skip
+            assert created.returncode == 0, created.stderr
+            made.append(schedule_id)
+        listed = await acli(temporal_address, "schedule", "list")
+        assert f"{made[0]}  every 1h30m  active" in listed.stdout, listed.stdout
+        assert f"{made[1]}  every 10m  active" in listed.stdout, listed.stdout
+        again = await acli(
+            temporal_address,
+            "schedule", "create", f"again-{task_queue}", "shout", "--file", str(CONTROL),
+            "--every", "1h30m", "--input", "text=tick", "--task-queue", task_queue,
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        made.append(f"again-{task_queue}")
+    finally:
+        for schedule_id in made:
+            await acli(temporal_address, "schedule", "delete", schedule_id)

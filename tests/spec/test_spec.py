@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 import durapipe as dp
 from durapipe.adapters import pipe_run
-from durapipe.spec import parse_duration
+from durapipe.spec import format_duration, parse_duration
 from tests.conftest import EXAMPLES
 
 
@@ -53,13 +53,34 @@ def test_resolve_default_model_order(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [(5, 5.0), ("500ms", 0.5), ("30s", 30.0), ("2m", 120.0), ("1h", 3600.0), ("1.5", 1.5)],
+    [
+        (5, 5.0),
+        ("500ms", 0.5),
+        ("30s", 30.0),
+        ("2m", 120.0),
+        ("1h", 3600.0),
+        ("1.5", 1.5),
+        ("1h30m", 5400.0),
+        ("2m30s", 150.0),
+        ("1d2h", 93600.0),
+    ],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["soon", "-1s", 0, "5 parsecs", True])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(600, "10m"), (5400, "1h30m"), (45, "45s"), (0.25, "250ms"), (86400, "1d"), (3661, "1h1m1s")],
+)
+def test_durations_are_written_as_people_write_them_and_read_back(
+    seconds: float, text: str
+) -> None:
+    assert format_duration(seconds) == text
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "-1s", 0, "5 parsecs", True, "1h 30m", "1.5h30m"])
 def test_bad_durations(text: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
