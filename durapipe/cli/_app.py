@@ -269,7 +269,11 @@ def run(
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
     ui_url: Annotated[
         str | None,
-        typer.Option("--ui-url", envvar="DURAPIPE_UI_URL", help="Temporal Web UI address."),
+        typer.Option(
+            "--ui-url",
+            envvar="DURAPIPE_UI_URL",
+            help="Temporal Web UI address \\[default: a local dev server's own].",
+        ),
     ] = None,
     mthds_inputs: Annotated[
         str | None,
@@ -419,7 +423,7 @@ async def _run_on_temporal(
     finally:
         telemetry.shutdown()  # export the start span now: this process exits without teardown
     started["run_id"] = handle.run_id
-    link = _progress.run_url(
+    link = _progress.ui_line(
         ui_url, client.service_client.config.target_host, client.namespace, handle.run_id
     )
     if detach:
@@ -427,13 +431,15 @@ async def _run_on_temporal(
             typer.echo(json.dumps({"run_id": handle.run_id, "task_queue": task_queue}))
         else:
             typer.echo(handle.run_id)
-        typer.echo(f"Temporal UI: {link}", err=True)
+        if link:
+            typer.echo(link, err=True)
         why = await handle.stalled()
         if why:
             typer.echo(f"warning: run {handle.run_id} cannot make progress yet: {why}", err=True)
         return
     typer.echo(f"started run {handle.run_id} on task queue '{task_queue}'", err=True)
-    typer.echo(f"Temporal UI: {link}", err=True)
+    if link:
+        typer.echo(link, err=True)
     result = await _progress.follow(handle)
     if emit is None:
         _print_result(result, as_json=as_json)

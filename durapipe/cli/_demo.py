@@ -35,9 +35,7 @@ def run_demo(file: Path, *, keep: bool) -> None:
             f"tokens: {usage.input_tokens} in / {usage.output_tokens} out, cost: ${usage.cost_usd:.6f}"
         )
         typer.echo(f"run id: {run_id}")
-        typer.echo(
-            f"Temporal UI: {_progress.run_url(server.ui_url, server.address, 'default', run_id)}"
-        )
+        typer.echo(f"Temporal UI: {_progress.run_url(server.ui_url or '', 'default', run_id)}")
     except BaseException:
         server.stop()
         raise

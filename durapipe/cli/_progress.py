@@ -180,9 +180,18 @@ async def follow(handle: dp.RunHandle, *, quiet: bool = False) -> dp.RunResult:
     return result
 
 
-def run_url(ui_url: str | None, address: str | None, namespace: str | None, run_id: str) -> str:
-    """The Web UI page of a run; the UI address defaults to the dev server's (gRPC port + 1000)."""
-    if not ui_url:
-        host, _, port = (address or dp.DEFAULT_ADDRESS).rpartition(":")
-        ui_url = f"http://{host or 'localhost'}:{int(port or 7233) + 1000}"
-    return f"{ui_url.rstrip('/')}/namespaces/{quote(namespace or 'default')}/workflows/{quote(run_id, safe='')}"
+def run_url(ui_url: str, namespace: str, run_id: str) -> str:
+    """The Web UI page of a run on the UI at ``ui_url``."""
+    return f"{ui_url.rstrip('/')}/namespaces/{quote(namespace)}/workflows/{quote(run_id, safe='')}"
+
+
+def ui_line(ui_url: str | None, address: str, namespace: str, run_id: str) -> str | None:
+    """``Temporal UI: <link>`` for a run, or a hint when the UI's address is not known (a remote
+    server; never a guessed link), or None when the server has no UI (a --headless dev server)."""
+    ui_url = ui_url or dp.ops.dev_ui_url(address)
+    if ui_url:
+        return f"Temporal UI: {run_url(ui_url, namespace, run_id)}"
+    host = address.rpartition(":")[0]
+    if host in ("localhost", "127.0.0.1", "::1", "[::1]", ""):
+        return None  # a durapipe dev server started --headless: it has no UI
+    return "Temporal UI: pass --ui-url (or set DURAPIPE_UI_URL) to get a link to this run"

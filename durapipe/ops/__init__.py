@@ -3,7 +3,7 @@ the codec server for Temporal's UI, telemetry, and warming a worker up."""
 
 from durapipe.client._runs import check_search_attributes, setup_search_attributes
 from durapipe.ops._codec_server import codec_app
-from durapipe.ops._dev import DevServer
+from durapipe.ops._dev import DevServer, dev_ui_url
 from durapipe.ops._replay import ReplayReport, fetch_histories, load_history, replay
 from durapipe.ops._schedules import (
     ScheduleSummary,
@@ -24,6 +24,7 @@ __all__ = [
     "codec_app",
     "create_schedule",
     "delete_schedule",
+    "dev_ui_url",
     "fetch_histories",
     "freeze_startup_objects",
     "list_schedules",

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import shutil
 import signal
 import socket
@@ -34,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 
 from durapipe._errors import ConfigError
+from durapipe.stores._paths import cache_dir
 from durapipe.workflows._search import SEARCH_ATTRIBUTES
 
 STARTUP_TIMEOUT_S = 60.0
@@ -185,6 +188,7 @@ class DevServer:
                 return output
             if _accepts(self.ip, self.port) and asyncio.run(_ready(self.address)):
                 log.close()
+                self._record()
                 return None
             time.sleep(0.2)
         log.close()
@@ -196,7 +200,11 @@ class DevServer:
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after a grace period); safe to call twice."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
+            return
+        with contextlib.suppress(OSError):
+            _record_path(self.port).unlink()
+        if process.poll() is not None:
             return
         process.send_signal(signal.SIGTERM)
         try:
@@ -204,6 +212,15 @@ class DevServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def _record(self) -> None:
+        """Note where this server's UI is, so a client of its address prints the right link."""
+        assert self.process is not None
+        record = {"ip": self.ip, "ui_url": self.ui_url, "pid": self.process.pid}
+        with contextlib.suppress(OSError):  # without the note, links fall back to a guess
+            path = _record_path(self.port)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record), encoding="utf-8")
 
     def __enter__(self) -> DevServer:
         return self.start()
@@ -215,6 +232,49 @@ class DevServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _record_path(port: int) -> Path:
+    return cache_dir() / "dev-servers" / f"{port}.json"
+
+
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]", ""})
+
+
+def dev_ui_url(address: str) -> str | None:
+    """The Web UI address of the dev server at ``address`` (``host:port``), or None when it has
+    none or it is not known.
+
+    A server `DevServer` started (``durapipe dev``, the demo) noted its UI's address while it
+    runs, so ``durapipe dev --ui-port N`` gets links to port N. Any other local server is taken
+    to be ``temporal server start-dev``'s default, the gRPC port + 1000; a remote one is not
+    guessed at (pass its UI address instead).
+
+    Example:
+        >>> dev_ui_url("temporal.example.com:7233") is None
+        True
+    """
+    host, _, port_text = address.rpartition(":")
+    if not port_text.isdigit():
+        return None
+    port = int(port_text)
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        record = json.loads(_record_path(port).read_text(encoding="utf-8"))
+        if (host in _LOOPBACK or host == record["ip"]) and _alive(int(record["pid"])):
+            return str(record["ui_url"]) if record["ui_url"] else None
+    if host in _LOOPBACK:
+        return f"http://{host or 'localhost'}:{port + 1000}"
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive
+    return True
 
 
 def _reason(output: str) -> str:

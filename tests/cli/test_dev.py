@@ -13,6 +13,7 @@ import pytest
 from temporalio.client import Client
 
 import durapipe as dp
+from durapipe.cli._progress import ui_line
 from durapipe.ops import _dev
 from durapipe.ops._dev import free_port
 from tests.support import cli_env, durapipe_command
@@ -43,9 +44,14 @@ async def test_dev_serves_on_the_given_ports_and_stops_on_sigterm(tmp_path: Path
         assert f"Temporal UI: http://127.0.0.1:{ui_port}" in log.read_text()
         client = await Client.connect(f"127.0.0.1:{port}")
         assert await client.count_workflows() is not None
+        # Runs on it link to its UI, not to the gRPC port + 1000 (what `run` printed before).
+        link = ui_line(None, f"localhost:{port}", "default", "r 1")
+        assert link == f"Temporal UI: http://127.0.0.1:{ui_port}/namespaces/default/workflows/r%201"
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
+    # Stopped, it leaves no note behind: another server on the port gets the default guess.
+    assert dp.ops.dev_ui_url(f"127.0.0.1:{port}") == f"http://127.0.0.1:{port + 1000}"
     assert (tmp_path / "t.db").exists()  # runs would survive a restart with the same file
     probe = subprocess.run(
         ["python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}), 1)"]
@@ -96,4 +102,14 @@ def test_dev_refuses_a_port_another_server_already_serves(temporal_address: str)
     assert taken.stderr == (
         f"error: another Temporal server already serves 127.0.0.1:{port}; use it (--address "
         f"127.0.0.1:{port}), stop it, or choose a free port with --port\n"
+    )
+
+
+def test_the_ui_link_of_a_remote_server_is_not_guessed() -> None:
+    # `run` printed http://<host>:<port + 1000>/... for any server, a dead link for most.
+    assert ui_line(None, "temporal.example.com:7233", "ns", "r") == (
+        "Temporal UI: pass --ui-url (or set DURAPIPE_UI_URL) to get a link to this run"
+    )
+    assert ui_line("https://ui.example.com/", "temporal.example.com:7233", "ns", "r") == (
+        "Temporal UI: https://ui.example.com/namespaces/ns/workflows/r"
     )
