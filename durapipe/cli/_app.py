@@ -25,6 +25,7 @@ from temporalio.service import RPCError
 import durapipe as dp
 from durapipe.cli import _progress
 from durapipe.cli._connection import connection_options
+from durapipe.cli._interrupt import interruptible
 from durapipe.cli._waiting import wait_for
 from durapipe.cli._words import counted
 from durapipe.cli._worker import serve_worker, with_limits_of
@@ -347,14 +348,16 @@ def run(
         )
     if local:
         result = asyncio.run(
-            dp.run_local(
-                pipeline,
-                pipe,
-                values,
-                run_id=run_id,
-                budget_usd=budget_usd,
-                approve_all=approve_all,
-                on_step=_progress.print_step,
+            interruptible(
+                dp.run_local(
+                    pipeline,
+                    pipe,
+                    values,
+                    run_id=run_id,
+                    budget_usd=budget_usd,
+                    approve_all=approve_all,
+                    on_step=_progress.print_step,
+                )
             )
         )
         emit(result)

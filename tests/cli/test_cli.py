@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 
 from durapipe.cli import app
 from tests.conftest import ARTICLE, EXAMPLES, ROOT
-from tests.support import WorkerProcess, run_cli
+from tests.support import WorkerProcess, cli_env, run_cli
 
 INVALID = ROOT / "tests" / "spec" / "invalid"
 runner = CliRunner()
@@ -296,3 +297,42 @@ def test_validate_refuses_a_file_with_no_pipes_but_takes_a_limits_file(tmp_path:
     taken = runner.invoke(app, ["validate", str(limits_only)])
     assert taken.exit_code == 0, taken.stderr
     assert taken.stdout == f"{limits_only}: ok, no pipes, 1 limit (a worker's --limits file)\n"
+
+
+# A child `durapipe run --local` whose litellm `completion` (run by `acompletion` in an executor
+# thread) says when it starts and then takes a second, so the Ctrl-C lands in that thread's work.
+_SLOW_COMPLETION = """
+import sys, time
+import litellm.main
+real = litellm.main.completion
+def slow(*args, **kwargs):
+    print("completion started", file=sys.stderr, flush=True)
+    time.sleep(1)
+    return real(*args, **kwargs)
+litellm.main.completion = slow
+sys.argv = ["durapipe", *sys.argv[1:]]
+from durapipe.cli import main
+main()
+"""
+
+
+def test_ctrl_c_of_a_local_json_run_exits_130_without_a_warning(tmp_path: Path) -> None:
+    # It printed `RuntimeWarning: coroutine 'OfflineModel.acompletion' was never awaited`: the
+    # coroutine litellm's thread returned after the cancellation had nobody to await it.
+    file = tmp_path / "slow.yaml"
+    file.write_text("pipes:\n  ask:\n    kind: llm\n    inputs: {q: text}\n    prompt: '{{ q }}'\n")
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_COMPLETION, "run", "ask", "--file", str(file), "--local",
+         "--json", "--input", "q=hi"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+    )  # fmt: skip
+    try:
+        assert child.stderr is not None
+        assert child.stderr.readline() == "completion started\n"
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert (child.returncode, out, err) == (130, "", "")
