@@ -69,20 +69,29 @@ async def cancel(client: Client, run_id: str) -> None:
     """Cancel a run: in-flight calls are cancelled, the run ends as cancelled.
 
     Raises:
-        RunNotFound: no running run with that id.
+        RunNotFound: no running run with that id (one that ended before the request reached it
+            included).
     """
     handle = client.get_workflow_handle(run_id)
     try:
         # Temporal accepts a cancellation of a closed workflow and does nothing with it.
         status = (await handle.describe()).status
-        if status != WorkflowExecutionStatus.RUNNING and status is not None:
-            raise RunNotFound(
-                f"no running run '{run_id}': it has already ended ({status_name(status)})",
-                run_id=run_id,
-            )
+        if status is not None and status != WorkflowExecutionStatus.RUNNING:
+            raise _ended(run_id, status)
         await handle.cancel()
+        # A run that ended between that describe and the request took nothing from it. Cancelled
+        # now, or still running (cancelling takes a workflow task): the request reached it.
+        status = (await handle.describe()).status
+        if status not in (_RUNNING, WorkflowExecutionStatus.CANCELED, None):
+            raise _ended(run_id, status)
     except RPCError as err:
         raise _not_running(run_id, err) from None
+
+
+def _ended(run_id: str, status: WorkflowExecutionStatus) -> RunNotFound:
+    return RunNotFound(
+        f"no running run '{run_id}': it has already ended ({status_name(status)})", run_id=run_id
+    )
 
 
 async def approve(
@@ -246,6 +255,9 @@ async def _watch(client: Client, run_id: str, update: asyncio.Future[str]) -> No
     finally:
         if not update.done():
             update.cancel()
+
+
+_RUNNING = WorkflowExecutionStatus.RUNNING
 
 
 def _not_running(run_id: str, err: RPCError) -> DurapipeError:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from typer.testing import CliRunner
 
 import durapipe as dp
@@ -485,3 +485,28 @@ async def test_run_with_the_id_of_an_existing_run_is_a_mistake_exit_2(
     assert again.returncode == 2, again.stderr
     assert again.stderr == f"error: a run with id '{run_id}' already exists; choose another --id\n"
     await client.get_workflow_handle(run_id).terminate(reason="test")
+
+
+async def test_cancel_of_a_run_that_ends_before_the_request_reaches_it_says_so(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The run ends between `cancel`'s describe and its request (here: terminated just before the
+    # request is sent). Temporal accepts the request and does nothing; `cancel` said "requested".
+    client = await dp.connect(temporal_address)
+    run_id = f"racing-{uuid.uuid4().hex[:8]}"
+    await dp.start(
+        client, dp.load(CONTROL), "draft", {"topic": "x"}, run_id=run_id, task_queue=task_queue
+    )
+    request = WorkflowHandle.cancel
+
+    async def ends_first(self: WorkflowHandle[Any, Any], *args: Any, **kwargs: Any) -> None:
+        await self.terminate(reason="ended before the cancellation arrived")
+        await request(self, *args, **kwargs)
+
+    monkeypatch.setattr(WorkflowHandle, "cancel", ends_first)
+    cancelled = await acli(temporal_address, "cancel", run_id)
+    assert cancelled.returncode == 1, cancelled.stdout
+    assert (
+        cancelled.stderr == f"error: no running run '{run_id}': it has already ended (terminated)\n"
+    )
+    assert cancelled.stdout == ""
