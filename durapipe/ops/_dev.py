@@ -220,6 +220,7 @@ class DevServer:
         with contextlib.suppress(OSError):  # without the note, links fall back to a guess
             path = _record_path(self.port)
             path.parent.mkdir(parents=True, exist_ok=True)
+            _forget_gone(path.parent)
             path.write_text(json.dumps(record), encoding="utf-8")
 
     def __enter__(self) -> DevServer:
@@ -265,6 +266,15 @@ def dev_ui_url(address: str) -> str | None:
     if host in _LOOPBACK:
         return f"http://{host or 'localhost'}:{port + 1000}"
     return None
+
+
+def _forget_gone(folder: Path) -> None:
+    """Delete the notes of servers that are gone without `stop` (killed, or a demo --keep
+    server stopped by its pid), so the folder holds one note per running server."""
+    for note in folder.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            if not _alive(int(json.loads(note.read_text(encoding="utf-8"))["pid"])):
+                note.unlink()
 
 
 def _alive(pid: int) -> bool:

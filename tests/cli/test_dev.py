@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import subprocess
@@ -21,6 +22,10 @@ from tests.support import cli_env, durapipe_command
 
 async def test_dev_serves_on_the_given_ports_and_stops_on_sigterm(tmp_path: Path) -> None:
     port, ui_port = free_port(), free_port()
+    # The note of a server killed without `stop` (a demo --keep server stopped by its pid).
+    stale = _dev._record_path(free_port())
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text(json.dumps({"ip": "127.0.0.1", "ui_url": None, "pid": 2**22 + 1}))
     log = tmp_path / "dev.log"
     process = subprocess.Popen(
         durapipe_command(
@@ -47,6 +52,7 @@ async def test_dev_serves_on_the_given_ports_and_stops_on_sigterm(tmp_path: Path
         # Runs on it link to its UI, not to the gRPC port + 1000 (what `run` printed before).
         link = ui_line(None, f"localhost:{port}", "default", "r 1")
         assert link == f"Temporal UI: http://127.0.0.1:{ui_port}/namespaces/default/workflows/r%201"
+        assert not stale.exists()  # a starting server deletes the notes of gone ones
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
