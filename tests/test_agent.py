@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 
 import durapipe as dp
 from durapipe.spec import ModelEntry
 from durapipe.testing import FakeProvider, Reply, ToolCalls
+from durapipe.workflows import _workflow
 from tests.conftest import EXAMPLES
 from tests.fixtures import agent_tools
-from tests.support import history_events, scheduled_activities
+from tests.support import eventually, history_events, scheduled_activities
 
 QUESTION = {"question": "How much does the bridge cost per kilometre of river?"}
 
@@ -242,3 +244,124 @@ def test_agent_validation_names_the_pipe_and_field() -> None:
         messages
     )
     assert any(m.startswith("pipe 'a', field 'prompt': template variable 'x'") for m in messages)
+
+
+TURNS = 4  # an agent's turns per run in the test below (AGENT_TURNS_PER_RUN, 25, made smaller)
+
+
+class HeldAnswer:
+    """A `FakeProvider` hook that holds its answer to call ``at`` (counted from `reset`) until
+    ``released`` is set: the call then finishes as scripted, whatever was asked of it meanwhile."""
+
+    def __init__(self) -> None:
+        self.at = self.calls = 0
+        self.reached = threading.Event()
+        self.released = threading.Event()
+
+    def reset(self, at: int) -> None:
+        self.at, self.calls = at, 0
+        self.reached.clear()
+        self.released.clear()
+
+    def __call__(self, call: Any) -> None:  # in the provider's thread, before it answers
+        self.calls += 1
+        if self.calls == self.at:
+            self.reached.set()
+            self.released.wait(timeout=60)  # bounded: a failing test leaves no server stuck
+
+
+async def cancel_at_the_boundary(
+    client: Client, fake: FakeProvider, hold: HeldAnswer, run_id: str, task_queue: str
+) -> dp.RunHandle:
+    """Start the agent and cancel it while its last model turn before continue-as-new is held; the
+    turn answers once the workflow has asked it to cancel (before a heartbeat tells the call)."""
+    # Turns that call a tool, then one that asks for a tool the agent does not have: the error goes
+    # back to the model in the next turn, so no step starts between that turn and the new run.
+    fake.script(
+        "fake-agent",
+        [ToolCalls([{"name": "lookup", "arguments": {"key": "known"}}])] * (TURNS - 1)
+        + [ToolCalls([{"name": "nope", "arguments": {}}])],
+    )  # then the default answer
+    hold.reset(at=TURNS)
+    pipeline = fake_agent(fake.base_url, max_turns=TURNS + 5)
+    handle = await dp.start(client, pipeline, "asker", {}, run_id=run_id, task_queue=task_queue)
+
+    async def held() -> bool:
+        return hold.reached.is_set()
+
+    async def cancel_sent_to_the_call() -> bool:
+        events = await history_events(client, run_id)
+        return any(e.HasField("activity_task_cancel_requested_event_attributes") for e in events)
+
+    await eventually(held, f"model turn {TURNS} to be held")
+    await client.get_workflow_handle(run_id).cancel()
+    await eventually(cancel_sent_to_the_call, "the workflow to ask the call to cancel")
+    hold.released.set()
+    return handle
+
+
+async def test_a_cancel_spent_at_the_continue_as_new_boundary_ends_the_agent_cancelled(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The last model turn of a run answers before its cancellation reaches it: the SDK hands the
+    # workflow its answer and the cancellation is spent. No step starts after it (cancel-holds),
+    # but the agent continued as new there, and the fresh run, which knew nothing of the cancel,
+    # asked the model again and completed.
+    monkeypatch.setattr(_workflow, "AGENT_TURNS_PER_RUN", TURNS)
+    hold = HeldAnswer()
+    async with FakeProvider() as fake:
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+        fake.on_response(hold)
+        fake.set_default(Reply(content="It is the value."))
+        pipeline = fake_agent(fake.base_url, max_turns=TURNS + 5)
+        client = await dp.connect(temporal_address, pipeline=pipeline)
+        run_id = f"cancel-can-{uuid.uuid4().hex[:8]}"
+        async with dp.build_worker(client, task_queue=task_queue):
+            handle = await cancel_at_the_boundary(client, fake, hold, run_id, task_queue)
+            with pytest.raises(dp.RunCancelled):
+                await handle.result()
+            steps = {s.path: s.status for s in await handle.steps()}
+            asked = len(fake.calls)
+            # Recorded as before the change: the run continues as new and the agent goes on.
+            with monkeypatch.context() as old:
+                patched = _workflow._TemporalRuntime.patched
+                old.setattr(
+                    _workflow._TemporalRuntime,
+                    "patched",
+                    lambda self, change: (
+                        change != _workflow.CANCEL_ENDS_AGENT_PATCH and patched(self, change)
+                    ),
+                )
+                before = await cancel_at_the_boundary(
+                    client, fake, hold, f"{run_id}-old", task_queue
+                )
+                went_on = await before.result()
+    assert asked == TURNS  # no model call after the cancel
+    assert steps[f"turn-{TURNS}"] == "succeeded" and f"turn-{TURNS + 1}" not in steps
+    described = await client.get_workflow_handle(run_id).describe()
+    assert described.status == WorkflowExecutionStatus.CANCELED
+    [events] = await history_chain(client, run_id)  # one run: it did not continue as new
+    assert scheduled_activities(events)[-1][1] == f"turn-{TURNS}"
+    assert went_on.output == "It is the value."
+    old_chain = await history_chain(client, f"{run_id}-old")
+    assert len(old_chain) == 2  # the old path continued as new and asked the model again
+    assert scheduled_activities(old_chain[1])[0][1] == f"turn-{TURNS + 1}"
+    # Both paths replay against the current code: the patch finds no marker in the old history.
+    histories = [
+        WorkflowHistory(workflow_id, run)
+        for workflow_id, chain in ((run_id, [events]), (f"{run_id}-old", old_chain))
+        for run in chain
+    ]
+    reports = await dp.ops.replay(histories)
+    assert [(r.compatible, r.problem) for r in reports] == [(True, None)] * 3
+    assert marked(events) and not marked(old_chain[0])
+
+
+def marked(events: list[Any]) -> bool:
+    """Whether a history carries the marker of the patch that ends a cancelled agent."""
+    patch = _workflow.CANCEL_ENDS_AGENT_PATCH.encode()
+    return any(
+        e.HasField("marker_recorded_event_attributes") and patch in e.SerializeToString()
+        for e in events
+    )

@@ -143,6 +143,41 @@ def print_step(record: dp.StepRecord) -> None:
         typer.echo(step_line(record), err=True)
 
 
+def failed_attempt_lines(record: dp.StepRecord, said: dict[str, int], run_id: str) -> list[str]:
+    """The lines saying failed attempts of ``record`` not said yet; ``said`` keeps, per step path,
+    the last failed attempt said, and is updated.
+
+    A step waiting for its next attempt says it with that wait's line (`waiting_line`: the attempt
+    to come and how the last one failed). A follower polls, so it can miss a short wait; the step's
+    record still tells the attempt it is on and how the one before failed, so that failure is said
+    all the same. The server keeps only the last failure: an attempt missed before it (or a step
+    that ended between two looks) is said without its error.
+    """
+    failed = record.attempts - 1  # the attempts before the one the step is on, or ended on
+    before = said.get(record.path, 0)
+    if failed <= before:
+        return []
+    said[record.path] = failed
+    known = record.status == "running" and record.error is not None  # the last one's failure
+    unseen = failed - 1 if known else failed
+    lines = []
+    if unseen > before:
+        which = (
+            f"attempt {unseen}" if unseen == before + 1 else f"attempts {before + 1} to {unseen}"
+        )
+        lines.append(f"  ↻ {record.path} {which} failed (how is not known: not seen while it ran)")
+    if known:
+        if _retry_wait(record):
+            lines.append(waiting_line(record, run_id))
+        else:  # its wait was missed (or a limit's wait says more): the next attempt is under way
+            error = f"{record.error_type}: {record.error}" if record.error_type else record.error
+            lines.append(
+                f"  ↻ {record.path} attempt {failed} failed: {error}; "
+                f"now on attempt {record.attempts}"
+            )
+    return lines
+
+
 async def follow(handle: dp.RunHandle, *, quiet: bool = False) -> dp.RunResult:
     """Wait for a run, printing each step to stderr as it finishes (unless ``quiet``).
 
@@ -156,28 +191,40 @@ async def follow(handle: dp.RunHandle, *, quiet: bool = False) -> dp.RunResult:
         return await follow_live(handle)
     shown: set[str] = set()
     waits: set[str] = set()  # "path: what it waits for", each said once
+    failed: dict[str, int] = {}  # per step, the last failed attempt said (`failed_attempt_lines`)
+
+    def say(lines: list[str]) -> None:
+        for line in lines:
+            typer.echo(line, err=True)
+
+    def say_finished(records: list[dp.StepRecord], *, final: bool = False) -> None:
+        for record in newly_finished(records, shown, final=final):
+            say([*failed_attempt_lines(record, failed, handle.run_id), step_line(record)])
 
     async def show_new() -> None:
         with contextlib.suppress(Exception):  # a query can race the run's end; the end shows all
             records = await handle.steps()
-            for record in newly_finished(records, shown):
-                typer.echo(step_line(record), err=True)
+            say_finished(records)
             for record in records:
+                if record.status == "running":
+                    say(failed_attempt_lines(record, failed, handle.run_id))
                 wait = f"{record.path}: {record.waiting_for}"
-                if record.waiting_for and wait not in waits:
+                if record.waiting_for and wait not in waits and not _retry_wait(record):
                     waits.add(wait)
                     typer.echo(waiting_line(record, handle.run_id), err=True)
 
     try:
         result = await wait_for(handle, show_new)
     except (dp.StepFailed, dp.RunCancelled) as err:
-        ended = [dp.StepRecord.model_validate(record) for record in err.steps]
-        for step in newly_finished(ended, shown, final=True):
-            typer.echo(step_line(step), err=True)
+        say_finished([dp.StepRecord.model_validate(record) for record in err.steps], final=True)
         raise
-    for record in newly_finished(result.steps, shown, final=True):
-        typer.echo(step_line(record), err=True)
+    say_finished(result.steps, final=True)
     return result
+
+
+def _retry_wait(record: dp.StepRecord) -> bool:
+    """Whether ``record`` waits for its next attempt (said by `failed_attempt_lines`)."""
+    return (record.waiting_for or "").startswith(f"attempt {record.attempts} ")
 
 
 def run_url(ui_url: str, namespace: str, run_id: str) -> str:

@@ -20,9 +20,15 @@ import durapipe as dp
 POLL_INTERVAL_S = 0.25
 STALL_CHECK_S = 1.0  # how often a followed run's queues are checked for workers
 STALL_GRACE_S = 5.0  # how long a queue may lack a worker before the wait stops
-HEALTH_TIMEOUT = timedelta(seconds=2)  # a server that has not answered by then is taken as gone
-# What the server says when it is not there (refused, unresolvable, no answer in time).
-_GONE = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+# A server refusing the connection (stopped, restarting) is gone at once. One that does not answer
+# a health check in HEALTH_TIMEOUT may only be slow (a loaded machine): it is asked again at once,
+# with SLOW_HEALTH_TIMEOUT to answer, and is gone only if that check gets no answer either.
+HEALTH_TIMEOUT = timedelta(seconds=2)
+SLOW_HEALTH_TIMEOUT = timedelta(seconds=10)
+_REFUSED = RPCStatusCode.UNAVAILABLE  # refused, unresolvable: no server there
+# No answer: the call's own timeout (which the SDK reports as CANCELLED, "Timeout expired"), the
+# server's deadline, or the connection dropped under the call ("transport error").
+_NO_ANSWER = (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNKNOWN)
 # After an outage, how long workers get to poll again before a run counts as stalled.
 RECONNECT_GRACE_S = 30.0
 
@@ -65,13 +71,14 @@ class ServerWatch:
             await asyncio.sleep(STALL_CHECK_S)
 
     async def check(self) -> None:
-        service = self.client.service_client
-        address = service.config.target_host
-        try:
-            await service.check_health(timeout=HEALTH_TIMEOUT)
-        except RPCError as err:
-            if err.status not in _GONE or self.lost:
-                return  # e.g. a server without the health service: nothing to say
+        """Ask the server once (twice if it is slow) and say if it was lost or is back."""
+        answers = await self._answers()
+        if answers is None:
+            return
+        address = self.client.service_client.config.target_host
+        if not answers:
+            if self.lost:
+                return
             self.lost = True
             core = logging.getLogger("temporalio.core")
             self._level = core.level
@@ -84,6 +91,23 @@ class ServerWatch:
             self.lost, self.back_at = False, time.monotonic()
             logging.getLogger("temporalio.core").setLevel(self._level)
             typer.echo(f"Temporal at {address} answers again", err=True)
+
+    async def _answers(self) -> bool | None:
+        """Whether the server answers a health check: False once the connection is refused, or
+        after two checks in a row without an answer; None when its answer says nothing of it
+        (e.g. a server without the health service)."""
+        service = self.client.service_client
+        for timeout in (HEALTH_TIMEOUT, SLOW_HEALTH_TIMEOUT):
+            try:
+                await service.check_health(timeout=timeout)
+            except RPCError as err:
+                if err.status == _REFUSED:
+                    return False
+                if err.status not in _NO_ANSWER:
+                    return None
+                continue  # slow or gone: one more check, with longer to answer, tells
+            return True
+        return False
 
 
 class OutageFilter(logging.Filter):

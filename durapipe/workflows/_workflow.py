@@ -82,6 +82,10 @@ TOTALS_FROM_START_PATCH = "durapipe.totals-from-start"
 # hands the workflow its result, and the SDK spends the cancellation on it: runs recorded before
 # this change went on to their next steps. Since it, no step starts once the run is cancelled.
 CANCEL_HOLDS_PATCH = "durapipe.cancel-holds"
+# An agent's call that finishes before its cancellation reaches it may be the last of its turns
+# before continue-as-new, where no step starts: the fresh run carried no cancellation and the agent
+# went on. Since this change the run ends as cancelled instead of continuing as new.
+CANCEL_ENDS_AGENT_PATCH = "durapipe.cancel-ends-agent"
 # The changes a run's `PipeRun.workflow_version` puts in force without asking `workflow.patched`
 # (a marker and a TemporalChangeVersion upsert per run). A change made later must still go through
 # `workflow.patched` for these versions (or come with a new version).
@@ -194,6 +198,12 @@ class PipeWorkflow:
         try:
             result = await self._interpreter.execute()
         except ContinueAsNew as new:
+            # Asked only once a cancellation arrived, as `step_starting` asks its own patch.
+            if workflow.cancellation_reason() is not None and runtime.patched(
+                CANCEL_ENDS_AGENT_PATCH
+            ):
+                runtime.publish_totals(final=True)
+                raise CancelledError("the run was cancelled") from None
             workflow.continue_as_new(run.model_copy(update={"resume": new.resume}))
         except StepFailed as err:
             runtime.publish_totals(final=True)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import subprocess
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from temporalio.client import Client
+from temporalio.service import RPCError
 
 import durapipe as dp
+from durapipe.cli import _waiting
 from durapipe.cli._waiting import OutageFilter, ServerWatch
 from tests.conftest import EXAMPLES
 from tests.support import WorkerProcess, cli_env, durapipe_command, eventually
@@ -190,3 +197,136 @@ async def test_the_cores_unavailable_line_is_printed_when_the_server_answers_aft
 
 async def _true(value: bool) -> bool | None:
     return value or None
+
+
+class Link:
+    """A TCP link to the Temporal server that a test can slow down, silence or cut (a server
+    starved on a loaded machine, one that hangs, one that stopped)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.host, port = upstream.rsplit(":", 1)
+        self.port = int(port)
+        self.delay = 0.0  # seconds each chunk towards the server waits
+        self.silent = asyncio.Event()  # set: nothing more reaches the server
+        self.address = ""
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def cut(self) -> None:
+        """Close the link and its port: a new connection is refused."""
+        assert self._server is not None
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        for writer in self._writers:
+            writer.close()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(self.host, self.port)
+        self._writers += [writer, upstream_writer]
+        for pump in (
+            self._pump(reader, upstream_writer, True),
+            self._pump(upstream_reader, writer),
+        ):
+            task = asyncio.ensure_future(pump)
+            self._tasks.add(task)
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, to_server: bool = False
+    ) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                if to_server and self.delay:
+                    await asyncio.sleep(self.delay)
+                if to_server and self.silent.is_set():
+                    await asyncio.Event().wait()  # held until the link is cut
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def linked(address: str) -> AsyncIterator[tuple[Link, Client, list[str]]]:
+    """A link to the server at ``address``, a client connected through it, and the outcome of each
+    health check the client makes ("ok", or the status of its error)."""
+    link = Link(address)
+    await link.start()
+    core = logging.getLogger("temporalio.core")
+    level = core.level  # a watch that finds the server gone lowers it to ERROR
+    try:
+        client = await Client.connect(link.address)
+        checks: list[str] = []
+        check_health = client.service_client.check_health
+
+        async def counted(**kwargs: Any) -> bool:
+            try:
+                answered = await check_health(**kwargs)
+            except RPCError as err:
+                checks.append(err.status.name)
+                raise
+            checks.append("ok")
+            return answered
+
+        client.service_client.check_health = counted  # type: ignore[method-assign]
+        yield link, client, checks
+    finally:
+        core.setLevel(level)
+        await link.cut()
+
+
+async def test_a_slow_server_is_asked_again_and_not_taken_as_lost(
+    temporal_address: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A check that timed out (2 s) took the server as gone: on a loaded machine a server only
+    # slow to answer made a followed run say "lost Temporal" and hold its stall check for 30 s.
+    monkeypatch.setattr(_waiting, "HEALTH_TIMEOUT", timedelta(seconds=0.3))
+    async with linked(temporal_address) as (link, client, checks):
+        watch = ServerWatch(client)
+        link.delay = 1.0  # every request reaches the server a second late: slow, not gone
+        await watch.check()
+    assert checks == ["CANCELLED", "ok"]  # the SDK reports its own timeout as CANCELLED
+    assert not watch.lost
+    assert "lost Temporal" not in capsys.readouterr().err
+
+
+async def test_a_server_that_never_answers_is_lost_after_two_checks(
+    temporal_address: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A server that accepts and never answers (hung, cut off by a firewall) was never taken as
+    # lost: the SDK reports a call's own timeout as CANCELLED, which the check did not count.
+    monkeypatch.setattr(_waiting, "HEALTH_TIMEOUT", timedelta(seconds=0.2))
+    monkeypatch.setattr(_waiting, "SLOW_HEALTH_TIMEOUT", timedelta(seconds=0.5))
+    async with linked(temporal_address) as (link, client, checks):
+        watch = ServerWatch(client)
+        link.silent.set()
+        await watch.check()
+        address = link.address
+    assert checks == ["CANCELLED", "CANCELLED"]
+    assert watch.lost
+    err = capsys.readouterr().err
+    assert f"lost Temporal at {address}: it does not answer" in err
+
+
+async def test_a_refused_connection_is_lost_without_waiting_for_a_timeout(
+    temporal_address: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Long timeouts: the check can only end within the test's bound through the refusal.
+    monkeypatch.setattr(_waiting, "HEALTH_TIMEOUT", timedelta(seconds=60))
+    monkeypatch.setattr(_waiting, "SLOW_HEALTH_TIMEOUT", timedelta(seconds=60))
+    async with linked(temporal_address) as (link, client, checks):
+        watch = ServerWatch(client)
+        await link.cut()
+        await asyncio.wait_for(watch.check(), timeout=30)
+        address = link.address
+    # The connection dropped under the first check ("transport error": asked again) or was
+    # already known closed; either way the refusal decides.
+    assert checks[-1] == "UNAVAILABLE" and len(checks) <= 2, checks
+    assert watch.lost
+    assert f"lost Temporal at {address}: it does not answer" in capsys.readouterr().err

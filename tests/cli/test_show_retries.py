@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 import durapipe as dp
 from durapipe.cli import app
-from durapipe.cli._progress import follow
+from durapipe.cli._progress import failed_attempt_lines, follow
+from durapipe.cli._waiting import waiting_line
 from durapipe.testing.fake_provider import FakeProvider, Hang, Status
 from tests.support import eventually
 
@@ -82,17 +83,24 @@ async def test_a_retrying_step_shows_its_attempt_and_last_failure(
             result = await follower
     [done] = [s for s in result.steps if s.path == path]
     assert done.attempts == 3 and done.status == "succeeded"
-    printed = capsys.readouterr().err
-    # The followed run said a wait once, with the failure that caused it (it polls: on a busy
-    # machine it may miss one of the two 2 s waits, not both).
-    said = [x for x in printed.splitlines() if " waiting for attempt " in x]
-    assert said and len(said) == len(set(said)), printed
-    for line in said:
-        attempt = int(line.split(" waiting for attempt ")[1].split()[0])
-        assert (
-            "of 4 at " in line
-            and f": attempt {attempt - 1} failed: durapipe.ProviderError: " in line
-        )
+    # While `show` runs, CliRunner holds sys.stderr: what the follower said meanwhile is there.
+    printed = shown.stderr + capsys.readouterr().err
+    # The followed run said each failed attempt once: with its wait; when it polled past a wait
+    # (a busy machine), on the line that the next attempt is under way; past a whole attempt, as
+    # failed without its error (the server keeps only the last failure).
+    said = {
+        attempt: [x for x in printed.splitlines() if " failed" in x and _names(x, attempt)]
+        for attempt in (1, 2)
+    }
+    assert all(len(lines) == 1 for lines in said.values()), printed
+    for attempt, [line] in said.items():
+        failed = f"attempt {attempt} failed: durapipe.ProviderError: "
+        if " waiting for attempt " in line:
+            assert f"waiting for attempt {attempt + 1} of 4 at " in line and failed in line
+        elif " now on attempt " in line:
+            assert failed in line and line.endswith(f"; now on attempt {attempt + 1}"), line
+        else:
+            assert line.startswith(f"  ↻ {path} attempt") and "how is not known" in line, line
     assert [c.outcome for c in fake.calls] == ["status:503", "status:503", "ok"]
 
 
@@ -134,3 +142,50 @@ async def test_a_call_waiting_for_room_in_a_limit_says_which(
             result = await handle.result()
     assert sorted(s.status for s in result.steps) == ["succeeded", "succeeded"]
     assert fake.max_concurrency_for("gpt-narrow") == 1
+
+
+def _names(line: str, attempt: int) -> bool:
+    """Whether a line saying failed attempts names ``attempt`` (alone, or in a range)."""
+    if f"attempt {attempt} failed" in line:
+        return True
+    words = line.split()
+    if "attempts" not in words:
+        return False
+    at = words.index("attempts")
+    return int(words[at + 1]) <= attempt <= int(words[at + 3])
+
+
+def test_a_followed_step_says_each_failed_attempt_once_even_past_a_missed_wait() -> None:
+    # A followed run polls every 0.25 s: it could miss a retry's wait, and with it the only line
+    # saying that an attempt failed.
+    said: dict[str, int] = {}
+    waiting = dp.StepRecord(
+        path="ask", pipe="ask", kind="llm", status="running", attempts=2,
+        error_type="durapipe.ProviderError", error="ServiceUnavailableError: 503",
+        waiting_for="attempt 2 of 4 at 14:02:11 UTC: attempt 1 failed: "
+        "durapipe.ProviderError: ServiceUnavailableError: 503",
+    )  # fmt: skip
+    assert failed_attempt_lines(waiting, said, "r1") == [waiting_line(waiting, "r1")]
+    running = waiting.model_copy(update={"waiting_for": None})  # attempt 2 under way
+    assert failed_attempt_lines(running, said, "r1") == []
+    # The wait for attempt 3 fell between two polls: the next finds attempt 3 under way.
+    third = running.model_copy(update={"attempts": 3, "error": "InternalServerError: 500"})
+    assert failed_attempt_lines(third, said, "r1") == [
+        "  ↻ ask attempt 2 failed: durapipe.ProviderError: InternalServerError: 500; "
+        "now on attempt 3"
+    ]
+    assert failed_attempt_lines(third, said, "r1") == []
+    done = third.model_copy(update={"status": "succeeded", "error_type": None, "error": None})
+    assert failed_attempt_lines(done, said, "r1") == []
+    # Attempts that failed between two looks, the step then done: the server kept no failure.
+    quick = dp.StepRecord(path="b", pipe="b", kind="llm", status="succeeded", attempts=3)
+    assert failed_attempt_lines(quick, said, "r1") == [
+        "  ↻ b attempts 1 to 2 failed (how is not known: not seen while it ran)"
+    ]
+    # On attempt 4, having seen none of the failures before the last one.
+    fourth = third.model_copy(update={"path": "c", "attempts": 4})
+    assert failed_attempt_lines(fourth, said, "r1") == [
+        "  ↻ c attempts 1 to 2 failed (how is not known: not seen while it ran)",
+        "  ↻ c attempt 3 failed: durapipe.ProviderError: InternalServerError: 500; "
+        "now on attempt 4",
+    ]
