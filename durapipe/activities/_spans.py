@@ -6,6 +6,7 @@ The span is a child of whatever span is current: under a worker with tracing, th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
@@ -29,7 +30,7 @@ def provider_of(model: str) -> str:
 
 def provider_span(model: str, settings: dict[str, Any]) -> AbstractContextManager[trace.Span]:
     """A ``chat <model>`` client span around one provider call."""
-    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+    if _no_tracer_provider():
         # No tracer provider is installed, so the span would be a no-op: skip building it (its
         # attributes and context switch cost tens of microseconds per call), and the generator
         # a context manager function makes per use (one shared object does nothing as well).
@@ -39,6 +40,26 @@ def provider_span(model: str, settings: dict[str, Any]) -> AbstractContextManage
 
 # What `provider_span` gives with tracing off: the invalid (no-op) span, nothing to end.
 _NO_SPAN = nullcontext(trace.INVALID_SPAN)
+
+# Whether the environment names a tracer provider for OpenTelemetry to load on first use: read
+# once, as a process's environment is set before it starts.
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+
+
+def _no_tracer_provider() -> bool:
+    """Whether no tracer provider is installed (spans would be no-ops), as
+    ``isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)`` says.
+
+    That call asks ``os.environ`` for ``OTEL_PYTHON_TRACER_PROVIDER`` every time while no provider
+    is set, which raises and catches a KeyError inside the mapping: most of the cost of a provider
+    call's span check with tracing off. opentelemetry-api keeps the global provider in
+    ``trace._TRACER_PROVIDER`` (None until one is set, then never changed): read first, and the
+    public call only when a provider is set (or the module has no such attribute), or when the
+    environment names one (the call loads it).
+    """
+    if not _PROVIDER_FROM_ENV and getattr(trace, "_TRACER_PROVIDER", False) is None:
+        return True
+    return isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 @contextmanager
