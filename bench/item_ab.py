@@ -8,6 +8,11 @@ so every call is a first attempt). ``fan`` items run at once per round, the side
 their order rotating, and the garbage collector runs between rounds (``--gc`` to leave it on):
 
     python -m bench.item_ab [--rounds 9] [--fan 100] [--profile durapipe|handwritten]
+                            [--against REV]
+
+``--against REV`` times durapipe's item at git revision REV (its package copied and imported under
+another name) beside this checkout's and hand-written, and prints the median of the rounds' paired
+differences.
 
 Each figure is process CPU microseconds per item (litellm's completion thread included).
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib
 import os
 import statistics
 import tempfile
@@ -34,7 +40,7 @@ from temporalio.testing import ActivityEnvironment
 
 from bench import handwritten
 from bench._common import print_profile
-from bench.activity_ab import compare_rounds, report
+from bench.activity_ab import compare_rounds, package_at, report
 
 Item = Callable[[int], Awaitable[object]]
 
@@ -45,17 +51,22 @@ def _environment(heartbeat: timedelta | None) -> ActivityEnvironment:
     return environment
 
 
-def durapipe_item(store: Path | None) -> Item:
+def durapipe_item(store: Path | None, package: str = "durapipe") -> Item:
     """One item as durapipe's worker runs it: its input as the workflow encodes it (a whole
     `LlmCall`), the registered ``durapipe.llm`` activity, its `LeafResult` encoded. ``store``
-    None: checkpoints off (what the guarantee costs)."""
-    from durapipe.activities import Activities
-    from durapipe.adapters._plan import ACTIVITY_NAMES
-    from durapipe.runtime import LlmCall
-    from durapipe.runtime._calls import LeafResult
-    from durapipe.spec import LlmPipe
-    from durapipe.stores import SqliteCheckpoints
-    from durapipe.worker import durapipe_converter
+    None: checkpoints off (what the guarantee costs). ``package``: durapipe, or a copy of
+    another revision of it (see `bench.activity_ab.package_at`)."""
+
+    def module(name: str) -> Any:
+        return importlib.import_module(f"{package}.{name}")
+
+    Activities = module("activities").Activities
+    ACTIVITY_NAMES = module("adapters._plan").ACTIVITY_NAMES
+    LlmCall = module("runtime").LlmCall
+    LeafResult = module("runtime._calls").LeafResult
+    LlmPipe = module("spec").LlmPipe
+    SqliteCheckpoints = module("stores").SqliteCheckpoints
+    durapipe_converter = module("worker").durapipe_converter
 
     converter = durapipe_converter().payload_converter
     activities = Activities(checkpoints=SqliteCheckpoints(str(store)) if store else None)
@@ -127,12 +138,33 @@ def main(argv: list[str] | None = None) -> None:
         "--profile", choices=("durapipe", "handwritten", "durapipe, checkpoints off")
     )
     parser.add_argument("--top", type=int, default=45)
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="time durapipe's item at git revision REV beside this checkout's (and hand-written)",
+    )
     args = parser.parse_args(argv)
     from durapipe.adapters._litellm import litellm_module
     from durapipe.adapters._offline import register_offline_model
 
     register_offline_model()
     litellm_module()
+    if args.against:
+        with tempfile.TemporaryDirectory() as folder:
+            theirs = package_at(args.against, Path(folder) / "package")
+            items = {
+                f"durapipe @{args.against}": durapipe_item(Path(folder) / "old.sqlite", theirs),
+                "durapipe (this)": durapipe_item(Path(folder) / "new.sqlite"),
+                "handwritten": handwritten_item(),
+            }
+            timings = asyncio.run(
+                compare_rounds(items, rounds=args.rounds, fan=args.fan, gc_off=not args.gc)
+            )
+        report(timings)
+        old, new = timings[f"durapipe @{args.against}"], timings["durapipe (this)"]
+        paired = statistics.median(a - b for a, b in zip(old, new, strict=True))
+        print(f"item.us_saved_per_item = {paired:.1f}  # median of the rounds' old - new")
+        return
     with tempfile.TemporaryDirectory() as folder:
         items: dict[str, Any] = {
             "durapipe": durapipe_item(Path(folder) / "items.sqlite"),
