@@ -6,6 +6,7 @@ plain data: no callables, no clients, nothing that changes meaning when code is 
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -178,6 +179,30 @@ class LeafResult(_Message):
         if self.cache_hit:
             data["cache_hit"] = self.cache_hit
         return data
+
+
+# The JSON of the last leaf result `result_json` dumped in this task (an activity's: the checkpoint
+# store dumps the result it keeps), and the result itself. The activity returns that very object
+# right after, and the data converter sends these bytes for it (`dumped_json`) instead of dumping
+# the result a second time. Per task (a context variable), so concurrent activities each find
+# their own; matched by identity, so another result (a copy, a replay's) is dumped afresh.
+_DUMPED: ContextVar[tuple[LeafResult, bytes] | None] = ContextVar(
+    "durapipe_dumped_result", default=None
+)
+
+
+def result_json(result: LeafResult) -> bytes:
+    """``result`` as JSON (the bytes the data converter would send for it), kept for this task's
+    data converter (see `dumped_json`)."""
+    data = result.__pydantic_serializer__.to_json(result)
+    _DUMPED.set((result, data))
+    return data
+
+
+def dumped_json(value: object) -> bytes | None:
+    """The JSON `result_json` made in this task, if ``value`` is the result it dumped."""
+    kept = _DUMPED.get()
+    return kept[1] if kept is not None and kept[0] is value else None
 
 
 StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled", "waiting"]

@@ -37,7 +37,15 @@ from temporalio import activity
 
 from durapipe._errors import ConfigError
 from durapipe._settings import settings
-from durapipe.runtime._calls import AgentTurnCall, LeafCall, LeafResult, LlmCall, ToolCall, Usage
+from durapipe.runtime._calls import (
+    AgentTurnCall,
+    LeafCall,
+    LeafResult,
+    LlmCall,
+    ToolCall,
+    Usage,
+    result_json,
+)
 from durapipe.security._codec import EncryptionCodec, encryption_from_env
 from durapipe.spec._base import parse_duration
 from durapipe.stores._answers import keeping_answers
@@ -147,7 +155,8 @@ class _Codec:
         self.codec = codec if codec is not None else EncryptionCodec({})
 
     def dump(self, result: LeafResult) -> str:
-        return self.codec.seal_text(result.model_dump_json())
+        # The activity then sends the same JSON to Temporal without dumping it again.
+        return self.codec.seal_text(result_json(result).decode())
 
     def load(self, text: str | bytes, key: str) -> LeafResult:
         if isinstance(text, bytes):

@@ -26,7 +26,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import PydanticPayloadConverter
@@ -43,6 +43,7 @@ from temporalio.converter import (
 from durapipe import _settings
 from durapipe._errors import ConfigError
 from durapipe._settings import settings
+from durapipe.runtime._calls import dumped_json
 from durapipe.stores._content import (
     ContentRefused,
     ContentStore,
@@ -293,3 +294,15 @@ class SharedPydanticPayloadConverter(PydanticPayloadConverter):
 
     def __init__(self) -> None:
         pass  # built once, in __new__
+
+    def to_payloads(self, values: Sequence[Any]) -> list[Payload]:
+        """See `PydanticPayloadConverter`; a leaf result the checkpoint store just dumped (an
+        activity's) is sent as those bytes, the same the pydantic converter would make."""
+        if len(values) == 1:
+            data = dumped_json(values[0])
+            if data is not None:
+                return [Payload(metadata=_JSON_PLAIN, data=data)]
+        return super().to_payloads(values)
+
+
+_JSON_PLAIN = {"encoding": b"json/plain"}
