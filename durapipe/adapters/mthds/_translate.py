@@ -262,10 +262,49 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
         child = _ref(state, target, blueprint.branch_pipe_code)
         if child is None or blueprint.input_list_name not in inputs:
             return None
+        # A branch that makes a list: MTHDS cannot name a list of lists, so the declared
+        # `X[]` output is the branches' lists joined.
         return BatchPipe(
-            **common, over=blueprint.input_list_name, item=blueprint.input_item_name, pipe=child
+            **common,
+            over=blueprint.input_list_name,
+            item=blueprint.input_item_name,
+            pipe=child,
+            flatten=_returns_list(state, target, blueprint.branch_pipe_code, child),
         )
     return None
+
+
+def _returns_list(state: Translation, target: PipeTarget, ref: str, name: str) -> bool:
+    """Whether the pipe ``ref`` (durapipe ``name``, maybe an ``nb_output`` copy) makes a list."""
+    translated = getattr(state.pipes.get(name), "output", None)
+    if isinstance(translated, str) and translated.startswith("list["):
+        return True
+    found = resolve_pipe(target.library, target.bundle, ref)
+    if isinstance(found, str):
+        return False
+    try:
+        return split_multiplicity(found.blueprint.output)[2]
+    except ValueError:
+        return False  # reported where the output is declared
+
+
+def _reads_flat_list(target: PipeTarget, later: list[SubPipe], result: str) -> bool:
+    """Whether a later step's pipe declares ``result`` as a list (``X[]``), or the sequence
+    returns it as one: a batch result they read must be one list, not a list of lists."""
+    declared: list[str] = []
+    for sub in later:
+        found = resolve_pipe(target.library, target.bundle, sub.pipe)
+        if not isinstance(found, str) and result in found.blueprint.inputs:
+            declared.append(found.blueprint.inputs[result])
+    if not later:
+        declared.append(target.blueprint.output)
+    for ref in declared:
+        try:
+            if split_multiplicity(ref)[2]:
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def _search_system(pipe: PipeSearch) -> str:
@@ -351,7 +390,14 @@ def _sequence(
         step_name = result if result not in names else f"{result}_{index + 1}"
         names.add(step_name)
         if sub.batch_over is not None and sub.batch_as is not None:
-            child = _inline_batch(state, target, index, child, sub.batch_over, sub.batch_as)
+            # Pipelex keeps a batch of lists nested; a later step declaring the result `X[]`
+            # (MTHDS has no list of lists) gets the lists joined.
+            flatten = _returns_list(state, target, sub.pipe, child) and _reads_flat_list(
+                target, blueprint.steps[index + 1 :], result
+            )
+            child = _inline_batch(
+                state, target, index, child, sub.batch_over, sub.batch_as, flatten=flatten
+            )
         steps.append(Step(pipe=child, name=step_name, result=result))
         last = result
         mapped = state.pipes.get(child)
@@ -368,7 +414,14 @@ def _sequence(
 
 
 def _inline_batch(
-    state: Translation, target: PipeTarget, index: int, child: str, over: str, item: str
+    state: Translation,
+    target: PipeTarget,
+    index: int,
+    child: str,
+    over: str,
+    item: str,
+    *,
+    flatten: bool = False,
 ) -> str:
     """A batch pipe for a step with ``batch_over``/``batch_as``: ``child`` mapped over the list."""
     mapped = state.pipes.get(child)
@@ -385,6 +438,7 @@ def _inline_batch(
         over=over,
         item=item,
         pipe=child,
+        flatten=flatten,
     )
     return name
 
