@@ -40,6 +40,7 @@ from durapipe.adapters.mthds._library import (
     resolve_pipe,
     split_multiplicity,
 )
+from durapipe.adapters.mthds._lists import reads_flat_list, returns_list
 from durapipe.spec import (
     BatchPipe,
     Branch,
@@ -269,42 +270,9 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
             over=blueprint.input_list_name,
             item=blueprint.input_item_name,
             pipe=child,
-            flatten=_returns_list(state, target, blueprint.branch_pipe_code, child),
+            flatten=returns_list(state.pipes, target, blueprint.branch_pipe_code, child),
         )
     return None
-
-
-def _returns_list(state: Translation, target: PipeTarget, ref: str, name: str) -> bool:
-    """Whether the pipe ``ref`` (durapipe ``name``, maybe an ``nb_output`` copy) makes a list."""
-    translated = getattr(state.pipes.get(name), "output", None)
-    if isinstance(translated, str) and translated.startswith("list["):
-        return True
-    found = resolve_pipe(target.library, target.bundle, ref)
-    if isinstance(found, str):
-        return False
-    try:
-        return split_multiplicity(found.blueprint.output)[2]
-    except ValueError:
-        return False  # reported where the output is declared
-
-
-def _reads_flat_list(target: PipeTarget, later: list[SubPipe], result: str) -> bool:
-    """Whether a later step's pipe declares ``result`` as a list (``X[]``), or the sequence
-    returns it as one: a batch result they read must be one list, not a list of lists."""
-    declared: list[str] = []
-    for sub in later:
-        found = resolve_pipe(target.library, target.bundle, sub.pipe)
-        if not isinstance(found, str) and result in found.blueprint.inputs:
-            declared.append(found.blueprint.inputs[result])
-    if not later:
-        declared.append(target.blueprint.output)
-    for ref in declared:
-        try:
-            if split_multiplicity(ref)[2]:
-                return True
-        except ValueError:
-            continue
-    return False
 
 
 def _search_system(pipe: PipeSearch) -> str:
@@ -392,7 +360,7 @@ def _sequence(
         if sub.batch_over is not None and sub.batch_as is not None:
             # Pipelex keeps a batch of lists nested; a later step declaring the result `X[]`
             # (MTHDS has no list of lists) gets the lists joined.
-            flatten = _returns_list(state, target, sub.pipe, child) and _reads_flat_list(
+            flatten = returns_list(state.pipes, target, sub.pipe, child) and reads_flat_list(
                 target, blueprint.steps[index + 1 :], result
             )
             child = _inline_batch(
