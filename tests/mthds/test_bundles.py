@@ -42,12 +42,6 @@ def _picture(tmp: Path) -> Path:
     return path
 
 
-def _documents() -> list[dict[str, Any]]:
-    """Two documents, as blob references (a list input is not uploaded for the caller)."""
-    data = (EXAMPLES / "invoice.pdf").read_bytes()
-    return [dp.upload(data, name="invoice.pdf").model_dump(mode="json") for _ in range(2)]
-
-
 # (bundle, pipe, inputs, what the output must look like)
 CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ("jokes", "generate_jokes_from_topics", {}, "list[text, 3]"),
@@ -140,10 +134,15 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
     (
         "batch_lists",
         "answer_from_documents",
-        {"documents": "@documents", "question": "What is the total?"},
+        {"documents": [EXAMPLES / "invoice.pdf"] * 2, "question": "What is the total?"},
         "text",
     ),
-    ("batch_lists", "summarize_each_document", {"documents": "@documents"}, "list[text, 2]"),
+    (
+        "batch_lists",
+        "summarize_each_document",
+        {"documents": [EXAMPLES / "invoice.pdf"] * 2},
+        "list[text, 2]",
+    ),
     ("batch_lists", "all_ideas", {"themes": ["tea", "rain", "maps"]}, "list[text, 6]"),
 ]
 
@@ -191,7 +190,6 @@ async def test_bundle_runs_alike_on_temporal_and_local(
     client, task_queue = mthds_worker
     pipeline = dp.load(BUNDLES / f"{bundle}.mthds")
     inputs = {k: _picture(tmp_path) if v == "@picture" else v for k, v in inputs.items()}
-    inputs = {k: _documents() if v == "@documents" else v for k, v in inputs.items()}
     run_id = f"mthds-{bundle}-{uuid.uuid4().hex[:8]}"
     on_temporal = await dp.run(client, pipeline, pipe, inputs, run_id=run_id, task_queue=task_queue)
     local = await dp.run_local(pipeline, pipe, inputs)
