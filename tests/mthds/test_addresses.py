@@ -131,3 +131,13 @@ def test_an_installed_method_keeps_its_private_pipes_private(tmp_path: Path, sto
     problems = validate_mthds(_bundle(tmp_path / "app", pipe="rate"))
     assert any("pipe 'scoring.rate' of dependency" in str(p) for p in problems), problems
     assert any("is not exported" in str(p) for p in problems)
+
+
+def test_bundle_text_resolves_from_the_folders_the_caller_names(
+    tmp_path: Path, stores: Path
+) -> None:
+    given = tmp_path / "given"
+    shutil.copytree(PACKAGES / "scoring_lib", given / "scoring_lib")
+    text = _bundle(tmp_path / "app").read_text()
+    assert validate_mthds(text, source="review.mthds")  # not in the configured store
+    assert SCORE in load_method(text, source="review.mthds", methods=[given]).pipeline.pipes

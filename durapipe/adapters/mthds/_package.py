@@ -16,6 +16,7 @@ from durapipe.adapters.mthds._bundle import Bundle, parse_bundle
 from durapipe.adapters.mthds._installed import (
     PROJECT_STORE,
     address_key,
+    configured_stores,
     find_installed,
     matches,
     stores_for,
@@ -56,7 +57,8 @@ def load_text(
     resolve from ``methods``, else the configured stores: `_installed`)."""
     bundle, problems = parse_bundle(text, source)
     library = Library(bundles=[bundle])
-    problems += _by_address(library, list(methods or []) or stores_for(Path.cwd())[1:], {})
+    stores = list(methods) if methods is not None else configured_stores()
+    problems += _by_address(library, stores, {})
     return library, problems
 
 
