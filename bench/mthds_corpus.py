@@ -3,7 +3,7 @@
 Two steps, so a sceptic can rebuild the figure from the same public repositories:
 
     python -m bench.mthds_corpus collect OUT REPO...   # copy each repo's bundles into OUT/<repo>/
-    python -m bench.mthds_corpus run OUT [--temporal N] [--timeout S]
+    python -m bench.mthds_corpus run OUT [--temporal N] [--timeout S] [--methods STORE]
 
 ``collect`` takes checked-out repositories (or bare git directories, read at HEAD) and copies every
 ``.mthds`` file with its package's ``METHODS.toml``; from Markdown documentation (``docs/**.md``,
@@ -17,6 +17,10 @@ structures sampled from their schema): the offline model answers, so nothing rea
 With ``--temporal N`` the first N runnable bundles run again on a dev server (started here) through
 ``durapipe worker FILE`` and ``durapipe run PIPE --file FILE``. It prints exact counts, one
 ``name = value`` per line, and one line per rejection or failed run with its first reason.
+``--methods STORE`` is the store of installed methods that package addresses before ``->``
+resolve from (``DURAPIPE_MTHDS_METHODS``; Pipelex/methods' bundles name its ``documents`` package
+so: copy ``OUT/Pipelex+methods/methods/documents`` into STORE, as that repository's README says).
+Without it no installed method is found (not even ``~/.mthds/methods``).
 """
 
 from __future__ import annotations
@@ -198,15 +202,20 @@ def _cli(args: list[str], timeout: float, env: dict[str, str]) -> subprocess.Com
         return subprocess.CompletedProcess(args, 124, "", f"timed out after {timeout:.0f} s")
 
 
-def run(root: Path, temporal: int, timeout: float, address: str | None) -> None:
+def run(
+    root: Path, temporal: int, timeout: float, address: str | None, methods: Path | None = None
+) -> None:
     """Validate and run every bundle under ``root``; print the counts."""
     work = Path(tempfile.mkdtemp(prefix="mthds-corpus-"))
     env = {
         **os.environ,
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "DURAPIPE_CHECKPOINTS": str(work / "checkpoints.sqlite"),
+        "DURAPIPE_MTHDS_METHODS": str((methods or work / "no-methods").resolve()),
         "NO_COLOR": "1",
     }
+    # _entry_pipes loads bundles in this process too: the same store.
+    os.environ["DURAPIPE_MTHDS_METHODS"] = env["DURAPIPE_MTHDS_METHODS"]
     samples = _Samples(work)
     try:
         for commit in sorted(root.glob("*/COMMIT")):
@@ -312,11 +321,12 @@ def main() -> None:
     check.add_argument("--temporal", type=int, default=0, help="bundles to run on Temporal too")
     check.add_argument("--timeout", type=float, default=180.0, help="seconds per command")
     check.add_argument("--address", help="a running Temporal server (default: start one)")
+    check.add_argument("--methods", type=Path, help="installed methods (DURAPIPE_MTHDS_METHODS)")
     args = parser.parse_args()
     if args.command == "collect":
         collect(args.out, args.repos)
     else:
-        run(args.root, args.temporal, args.timeout, args.address)
+        run(args.root, args.temporal, args.timeout, args.address, args.methods)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     """A JSONL file where the offline model records its calls."""
     mthds_packages: Path | None = None
     """The MTHDS package cache remote dependencies are read from (default ``~/.mthds/packages``)."""
+    mthds_methods: str | None = None
+    """Folders of installed MTHDS methods (``os.pathsep``-separated) that package addresses before
+    ``->`` resolve from (default ``~/.mthds/methods``)."""
     metrics_host: str | None = None
     """The interface a worker's Prometheus endpoint listens on."""
     mthds_deck: Path | None = None

@@ -80,6 +80,7 @@ def batch(
     max_concurrency: int = 10,
     on_error: Literal["fail", "collect"] = "fail",
     chunk_size: int = 1000,
+    flatten: bool = False,
     description: str = "",
 ) -> Pipe:
     """A batch pipe: ``pipe`` runs once per element of the list at ``over``; order is kept.
@@ -94,6 +95,7 @@ def batch(
         max_concurrency: how many elements run at once.
         on_error: ``fail`` (fail fast) or ``collect`` (see `durapipe.spec.BatchPipe`).
         chunk_size: most items (or chunks) per workflow; longer lists nest child workflows.
+        flatten: ``pipe`` returns a list per element; the output joins them into one list.
         description: shown in ``durapipe validate`` and the UI.
     """
     structures: Structures = {}
@@ -107,6 +109,7 @@ def batch(
         max_concurrency=max_concurrency,
         on_error=on_error,
         chunk_size=chunk_size,
+        flatten=flatten,
     )
     return Pipe(name, spec, structures, uses=(pipe,))
 

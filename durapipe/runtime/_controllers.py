@@ -143,7 +143,20 @@ async def run_batch(interp: Host, pipe: BatchPipe) -> Any:
             summary.ended_at = interp.runtime.now()
     if run.slice is not None or pipe.on_error == "collect":
         return {"results": results, "errors": errors}
-    return results
+    return _joined(here, pipe, results) if pipe.flatten else results
+
+
+def _joined(here: str, pipe: BatchPipe, results: list[Any]) -> list[Any]:
+    """A flattened batch's output: the elements' lists joined in order (see `BatchPipe`)."""
+    for index, result in enumerate(results):
+        if not isinstance(result, list):
+            raise StepFailed(
+                path=f"{here}[{index}]",
+                kind=pipe.kind,
+                cause_type=ErrorType.NOT_A_LIST,
+                cause=f"pipe '{pipe.pipe}' returned {type(result).__name__}, not a list to join",
+            )
+    return [item for result in results for item in result]
 
 
 class _BatchMapper:

@@ -64,6 +64,24 @@ def check_batch(pipeline: Pipeline, name: str, pipe: BatchPipe, report: Report) 
     memory[pipe.item] = item_type or "any"
     if check_pipe_ref(pipeline, f"{where}, field 'pipe'", pipe.pipe, report):
         check_reads(pipeline, where, pipe.pipe, pipe.pipe_inputs, memory, report)
+        if pipe.flatten:
+            _check_flatten(pipeline, where, pipe, report)
+
+
+def _check_flatten(pipeline: Pipeline, where: str, pipe: BatchPipe, report: Report) -> None:
+    """A flattened batch maps a pipe that returns a list, and fails fast."""
+    if pipe.on_error != "fail":
+        report(
+            f"{where}, field 'flatten'",
+            "a batch that collects errors keeps one result (or null) per element: "
+            "use flatten only with on_error: fail",
+        )
+    returned = output_shape(pipeline, pipe.pipe)
+    if returned != "any" and _item_type(returned) is None:
+        report(
+            f"{where}, field 'flatten'",
+            f"pipe '{pipe.pipe}' returns {describe(returned)}, not a list: only lists are joined",
+        )
 
 
 def _item_type(shape: Shape) -> str | None:

@@ -85,6 +85,8 @@ def output_shape(pipeline: Pipeline, name: str, _seen: frozenset[str] = frozense
     if isinstance(pipe, BatchPipe):
         item = output_shape(pipeline, pipe.pipe, seen)
         listed = f"list[{item}]" if isinstance(item, str) else "list[any]"
+        if pipe.flatten:  # each element's list joined: a list of the element's items
+            listed = f"list[{_list_item(item)}]"
         return listed if pipe.on_error == "fail" else {"results": listed, "errors": "list[any]"}
     if isinstance(pipe, ConditionPipe):
         targets = {pipe.default or CONTINUE_OUTCOME, *pipe.outcomes.values()}
@@ -94,6 +96,15 @@ def output_shape(pipeline: Pipeline, name: str, _seen: frozenset[str] = frozense
         ]
         return shapes[0] if shapes and all(s == shapes[0] for s in shapes) else "any"
     return str(getattr(pipe, "output", "any"))
+
+
+def _list_item(shape: Shape) -> str:
+    """The item type of a list shape (``any`` when it is not a known list)."""
+    try:
+        node = _types.parse_type(shape) if isinstance(shape, str) else None
+    except ValueError:
+        return "any"
+    return str(node.item) if node is not None and node.item is not None else "any"
 
 
 def _sequence_shape(pipeline: Pipeline, pipe: SequencePipe, seen: frozenset[str]) -> Shape:

@@ -309,6 +309,9 @@ class BatchPipe(PipeBase):
             "message", "path"}, ...]}``.
         chunk_size: at most this many elements (or sub-batches) per workflow; longer lists are
             split into child workflows, nested as deep as needed, so no history grows with the list.
+        flatten: the mapped pipe returns a list for each element, and the output is those lists
+            joined in order (``list[T]``), not a list of lists (``list[list[T]]``). Only with
+            ``on_error: fail``.
     """
 
     kind: Literal["batch"] = "batch"
@@ -319,6 +322,7 @@ class BatchPipe(PipeBase):
     max_concurrency: int = Field(default=10, ge=1, le=1000)
     on_error: OnError = "fail"
     chunk_size: int = Field(default=1000, ge=2, le=1000)
+    flatten: bool = False
 
 
 class ConditionPipe(PipeBase):

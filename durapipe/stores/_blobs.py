@@ -182,37 +182,51 @@ def prepare_inputs(
     store: BlobStore | None = None,
 ) -> dict[str, Any]:
     """Run inputs with files uploaded: a `Path` or bytes given for a ``file``/``document``/``image``
-    input becomes a `Blob` reference; a `Path` given for any other input is read as UTF-8 text.
+    input (or as an item of a ``list[document]``...) becomes a `Blob` reference; a `Path` given for
+    any other input is read as UTF-8 text.
 
     Raises:
         PipelineError: a file cannot be read, or an ``image`` input is not an image.
     """
     declared = pipeline.pipes[pipe].inputs if pipe in pipeline.pipes else {}
     prepared = dict(inputs)
-    problems = []
+    problems: list[Problem] = []
     for name, value in inputs.items():
-        if not isinstance(value, Path | bytes):
-            continue
-        where = f"pipe '{pipe}', input '{name}'"
-        label = str(value) if isinstance(value, Path) else f"{len(value)} bytes"
         type_ref = declared.get(name, "any")
-        try:
-            data = value.read_bytes() if isinstance(value, Path) else value
-        except OSError as err:
-            problems.append(Problem(where, f"cannot read '{label}': {err.strerror}"))
-            continue
-        if not _types.is_assignable(type_ref, "file") or type_ref == "any":
-            try:
-                prepared[name] = data.decode("utf-8")
-            except UnicodeDecodeError:
-                problems.append(
-                    Problem(where, f"'{label}' is not UTF-8 text, and {type_ref} is text")
-                )
-            continue
-        ref = upload(data, name=value.name if isinstance(value, Path) else "", store=store)
-        if type_ref == "image" and not ref.media_type.startswith("image/"):
-            problems.append(Problem(where, f"'{label}' is {ref.media_type}, not an image"))
-        prepared[name] = ref.model_dump(mode="json")
+        where = f"pipe '{pipe}', input '{name}'"
+        if isinstance(value, list) and any(isinstance(v, Path | bytes) for v in value):
+            node = _types.parse_type(type_ref) if type_ref.startswith("list[") else None
+            item = str(node.item) if node is not None and node.item is not None else "any"
+            prepared[name] = [
+                _file_value(f"pipe '{pipe}', input '{name}[{i}]'", v, item, store, problems)
+                for i, v in enumerate(value)
+            ]
+        elif isinstance(value, Path | bytes):
+            prepared[name] = _file_value(where, value, type_ref, store, problems)
     if problems:
         raise PipelineError(problems)
     return prepared
+
+
+def _file_value(
+    where: str, value: Any, type_ref: str, store: BlobStore | None, problems: list[Problem]
+) -> Any:
+    """A blob reference for a file input, the text of a file for any other (else ``value``)."""
+    if not isinstance(value, Path | bytes):
+        return value
+    label = str(value) if isinstance(value, Path) else f"{len(value)} bytes"
+    try:
+        data = value.read_bytes() if isinstance(value, Path) else value
+    except OSError as err:
+        problems.append(Problem(where, f"cannot read '{label}': {err.strerror}"))
+        return value
+    if not _types.is_assignable(type_ref, "file") or type_ref == "any":
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            problems.append(Problem(where, f"'{label}' is not UTF-8 text, and {type_ref} is text"))
+            return value
+    ref = upload(data, name=value.name if isinstance(value, Path) else "", store=store)
+    if type_ref == "image" and not ref.media_type.startswith("image/"):
+        problems.append(Problem(where, f"'{label}' is {ref.media_type}, not an image"))
+    return ref.model_dump(mode="json")

@@ -129,6 +129,21 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ("native_fields", "rate_mood", {"note": "Gale.", "tone": "dry", "limit": 9}, "Mood"),
     ("batch_field", "plan_trip", {"region": "the Jura"}, "list[text]"),
     ("native_fields", "join_pages", {"heading": "Log", "pages": PAGES}, "text"),
+    # A batch over a pipe that makes a list: joined where a step reads one list (mthds-std's
+    # answer_from_documents), nested where the next step maps over it.
+    (
+        "batch_lists",
+        "answer_from_documents",
+        {"documents": [EXAMPLES / "invoice.pdf"] * 2, "question": "What is the total?"},
+        "text",
+    ),
+    (
+        "batch_lists",
+        "summarize_each_document",
+        {"documents": [EXAMPLES / "invoice.pdf"] * 2},
+        "list[text, 2]",
+    ),
+    ("batch_lists", "all_ideas", {"themes": ["tea", "rain", "maps"]}, "list[text, 6]"),
 ]
 
 

@@ -257,3 +257,21 @@ def test_with_memory_is_the_whole_working_memory_on_temporal_like_local(
     assert memory["aliases"] == {"main_stuff": "verdict"}
     compact = run_cli(*args[:-3], "--inputs", '{"topic": "tides"}', "--local")
     assert json.loads(compact.stdout) == root["main_stuff"]["content"]
+
+
+def test_a_list_of_documents_arrives_as_paths(tmp_path: Path) -> None:
+    # `Document[]` (mthds-std's answer_from_documents takes one): each item a path of the user's.
+    letters = ["Invoice 42 from Acme.", "Invoice 43 from Beta."]
+    documents = []
+    for index, letter in enumerate(letters):
+        path = tmp_path / f"letter{index}.txt"
+        path.write_text(letter)
+        documents.append({"concept": "native.Document", "content": {"url": str(path)}})
+    inputs = json.dumps({"documents": documents, "question": "Who sent them?"})
+    bundle = str(BUNDLES / "batch_lists.mthds")
+    args = ["run", "answer_from_documents", "--file", bundle, "--local", "--with-memory"]
+    result = runner.invoke(app, [*args, "--inputs", inputs])
+    assert result.exit_code == 0, result.output
+    pages = json.loads(result.stdout)["working_memory"]["root"]["pages"]["content"]["items"]
+    # The pages of both documents, joined into the one list `answer` reads.
+    assert [page["text"] for page in pages] == letters

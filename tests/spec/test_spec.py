@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 import durapipe as dp
 from durapipe.adapters import pipe_run
-from durapipe.spec import format_duration, parse_duration
+from durapipe.spec import check, format_duration, parse_duration
 from tests.conftest import EXAMPLES
 
 
@@ -140,3 +140,37 @@ def test_condition_outcome_keys_of_both_spellings_meet_in_one_form() -> None:
     ).pipes["c"]
     assert python == from_yaml
     assert python.outcomes == {"true": "approve", "3": "fail"}  # type: ignore[union-attr]
+
+
+async def test_a_flattened_batch_joins_the_lists_its_pipe_makes() -> None:
+    ideas = dp.llm(
+        "ideas", prompt="Two ideas about {{ theme }}", inputs={"theme": str}, output="list[text, 2]"
+    )
+    joined = dp.batch(
+        "all", over="themes", item="theme", pipe=ideas, inputs={"themes": list[str]}, flatten=True
+    )
+    nested = dp.batch("each", over="themes", item="theme", pipe=ideas, inputs={"themes": list[str]})
+    pipeline = dp.pipeline(joined, nested)
+    assert check(pipeline) == []
+    themes = {"themes": ["tea", "rain", "maps"]}
+    flat = (await dp.run_local(pipeline, "all", themes)).output
+    lists = (await dp.run_local(pipeline, "each", themes)).output
+    assert flat == [idea for pair in lists for idea in pair] and len(flat) == 6
+
+
+def test_flatten_needs_a_pipe_that_makes_a_list_and_a_batch_that_fails_fast() -> None:
+    one = dp.llm("one", prompt="One idea about {{ theme }}", inputs={"theme": str})
+    collecting = dp.batch(
+        "all",
+        over="themes",
+        item="theme",
+        pipe=one,
+        inputs={"themes": list[str]},
+        flatten=True,
+        on_error="collect",
+    )
+    problems = [str(p) for p in check(dp.pipeline(collecting))]
+    assert any(
+        "pipe 'all', field 'flatten': pipe 'one' returns text, not a list" in p for p in problems
+    )
+    assert any("use flatten only with on_error: fail" in p for p in problems), problems

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,16 +60,20 @@ def load_method(
     source: str | None = None,
     deck: ModelDeck | None = None,
     import_functions: bool = True,
+    methods: Sequence[str | Path] | None = None,
 ) -> Method:
     """Load a bundle file, a package folder or bundle text (TOML) into a `Method`.
 
     With ``import_functions=False`` (``durapipe validate``) nothing a bundle names is imported:
-    PipeFunc functions are checked by the worker that runs them.
+    PipeFunc functions are checked by the worker that runs them. ``methods``: folders of
+    installed methods that a package address before ``->`` resolves from (default
+    ``DURAPIPE_MTHDS_METHODS``, else ``~/.mthds/methods``), after the package's ``.mthds/methods``.
 
     Raises:
         MthdsError: every problem found, at once.
     """
-    library, problems = _library(path_or_text, source)
+    stores = None if methods is None else [Path(m) for m in methods]
+    library, problems = _library(path_or_text, source, stores)
     if problems:
         raise MthdsError(problems)
     problems = check_library(library)
@@ -103,8 +108,10 @@ def load_mthds(
     source: str | None = None,
     deck: ModelDeck | None = None,
     import_functions: bool = True,
+    methods: Sequence[str | Path] | None = None,
 ) -> Pipeline:
-    """The durapipe `Pipeline` of a `.mthds` file, a package folder, or bundle TOML text.
+    """The durapipe `Pipeline` of a `.mthds` file, a package folder, or bundle TOML text
+    (``methods``: see `load_method`).
 
     Example:
         >>> pipeline = load_mthds("methods/jokes.mthds")
@@ -114,7 +121,11 @@ def load_mthds(
         MthdsError: every problem found, at once (bundle, pipe, field, TOML line).
     """
     return load_method(
-        path_or_text, source=source, deck=deck, import_functions=import_functions
+        path_or_text,
+        source=source,
+        deck=deck,
+        import_functions=import_functions,
+        methods=methods,
     ).pipeline
 
 
@@ -149,7 +160,9 @@ def _name_of(pipeline: Pipeline, library: Library, domain: str, code: str) -> st
     return name if name in pipeline.pipes else None
 
 
-def _library(path_or_text: str | Path, source: str | None) -> tuple[Library, list[Problem]]:
+def _library(
+    path_or_text: str | Path, source: str | None, methods: list[Path] | None
+) -> tuple[Library, list[Problem]]:
     if isinstance(path_or_text, Path) or (
         path_or_text.strip()
         and "\n" not in path_or_text
@@ -158,8 +171,8 @@ def _library(path_or_text: str | Path, source: str | None) -> tuple[Library, lis
         path = Path(path_or_text)
         if not path.exists():
             return Library(), [Problem("bundle", f"'{path}' does not exist", str(path))]
-        return load_path(path)
-    return load_text(str(path_or_text), source or "<mthds>")
+        return load_path(path, methods=methods)
+    return load_text(str(path_or_text), source or "<mthds>", methods=methods)
 
 
 def _function_problems(pipeline: Pipeline, library: Library) -> list[Problem]:

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from durapipe.adapters.mthds._bundle import Bundle, ConceptBlueprint, PipeBlueprint
+from durapipe.adapters.mthds._installed import address_key, is_address
 
 NATIVE_CONCEPTS = frozenset(
     {
@@ -48,10 +49,15 @@ class Library:
     Attributes:
         alias: ``""`` for the package being run, the dependency alias for a dependency.
         bundles: every bundle of the package.
-        deps: dependency alias -> its library (local path dependencies).
+        deps: dependency alias -> its library (the manifest's ``[dependencies]``).
         exports: ``(domain, pipe code)`` pairs the package exports; None for a standalone bundle
             (every pipe public).
         main_pipe: the manifest's main pipe, if any.
+        address: the manifest's package address (``""`` without a manifest).
+        name: the manifest's package name, if any.
+        by_address: package address before ``->`` (see `address_key`) -> the library it names
+            (a declared dependency or an installed method: `_installed`).
+        unresolved: package address -> why it names no package here (one sentence).
     """
 
     alias: str = ""
@@ -59,6 +65,17 @@ class Library:
     deps: dict[str, Library] = field(default_factory=dict)
     exports: set[tuple[str, str]] | None = None
     main_pipe: str | None = None
+    address: str = ""
+    name: str = ""
+    by_address: dict[str, Library] = field(default_factory=dict)
+    unresolved: dict[str, str] = field(default_factory=dict)
+
+    def dependencies(self) -> list[Library]:
+        """Every package this one uses, each once: declared ones and those named by address."""
+        found: dict[int, Library] = {}
+        for dep in [*self.deps.values(), *self.by_address.values()]:
+            found.setdefault(id(dep), dep)
+        return list(found.values())
 
     def pipe(self, domain: str, code: str) -> tuple[Bundle, PipeBlueprint] | None:
         """The pipe ``code`` of ``domain`` in this package, with its bundle."""
@@ -136,19 +153,18 @@ def split_multiplicity(ref: str) -> tuple[str, int | None, bool]:
 def _dependency(library: Library, ref: str) -> tuple[str, Library, str, str] | str:
     """``(alias, dependency, domain, code)`` of an ``alias->domain.code`` reference, or why not."""
     alias, _, rest = ref.partition("->")
+    if is_address(alias):
+        # Pipelex's methods repository writes the package address itself before `->` (the spec
+        # resolves only an alias from [dependencies]): found among installed methods, never fetched.
+        key = address_key(alias)
+        dep = library.by_address.get(key)
+        if dep is None:
+            return library.unresolved.get(key, f"package '{alias}' is not loaded")
+        domain, _, code = rest.rpartition(".")
+        return alias, dep, domain, code
     dep = library.deps.get(alias)
     if dep is None:
         known = ", ".join(sorted(library.deps)) or "none declared"
-        if "/" in alias:
-            # Pipelex's methods repository writes the package address itself before `->`; the
-            # spec resolves only an alias from [dependencies].
-            name = re.sub(r"\W", "_", alias.rpartition("/")[2]).lower() or "dep"
-            return (
-                f"'{alias}' is a package address, and the spec resolves only a dependency alias "
-                f"before '->' (dependencies: {known}): declare it in METHODS.toml, e.g. "
-                f'[dependencies] {name} = {{ address = "{alias}", version = "^0.1.0" }}, '
-                f"and write '{name}->{rest}'"
-            )
         return f"'{alias}' is not a dependency alias of this package (dependencies: {known})"
     domain, _, code = rest.rpartition(".")
     return alias, dep, domain, code

@@ -7,11 +7,20 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from durapipe._errors import Problem
-from durapipe.adapters.mthds._bundle import parse_bundle
+from durapipe.adapters.mthds._bundle import Bundle, parse_bundle
+from durapipe.adapters.mthds._installed import (
+    PROJECT_STORE,
+    address_key,
+    configured_stores,
+    find_installed,
+    matches,
+    stores_for,
+)
 from durapipe.adapters.mthds._library import RESERVED_DOMAINS, Library
 from durapipe.adapters.mthds._remote import (
     LOCK_FILE,
@@ -41,25 +50,36 @@ def find_manifest(bundle: Path) -> Path | None:
         current = current.parent
 
 
-def load_text(text: str, source: str) -> tuple[Library, list[Problem]]:
-    """A standalone library of one bundle given as TOML text."""
+def load_text(
+    text: str, source: str, *, methods: Sequence[Path] | None = None
+) -> tuple[Library, list[Problem]]:
+    """A standalone library of one bundle given as TOML text (package addresses before ``->``
+    resolve from ``methods``, else the configured stores: `_installed`)."""
     bundle, problems = parse_bundle(text, source)
-    return Library(bundles=[bundle]), problems
+    library = Library(bundles=[bundle])
+    stores = list(methods) if methods is not None else configured_stores()
+    problems += _by_address(library, stores, {})
+    return library, problems
 
 
-def load_path(path: Path) -> tuple[Library, list[Problem]]:
+def load_path(
+    path: Path, *, methods: Sequence[Path] | None = None
+) -> tuple[Library, list[Problem]]:
     """The library of a `.mthds` file (its package's, when a `METHODS.toml` governs it) or a
-    package folder."""
+    package folder; ``methods``: the folders of installed methods package addresses resolve
+    from (default: the configured stores), after the package's own ``.mthds/methods/``."""
     if path.is_dir():
         manifest = path / MANIFEST
         if not manifest.is_file():
             return Library(), [Problem("package", f"folder '{path}' has no {MANIFEST}", str(path))]
-        return load_package(manifest, alias="", root=True)
+        return load_package(manifest, alias="", root=True, methods=methods)
     governing = find_manifest(path)
     if governing is None:
         bundle, problems = parse_bundle(path.read_text(encoding="utf-8"), str(path))
-        return Library(bundles=[bundle]), problems
-    return load_package(governing, alias="", root=True)
+        library = Library(bundles=[bundle])
+        problems += _by_address(library, stores_for(path.resolve().parent, methods), {})
+        return library, problems
+    return load_package(governing, alias="", root=True, methods=methods)
 
 
 def load_package(
@@ -69,11 +89,16 @@ def load_package(
     root: bool,
     lock: dict[str, Locked] | None = None,
     stack: frozenset[str] = frozenset(),
+    methods: Sequence[Path] | None = None,
+    stores: list[Path] | None = None,
 ) -> tuple[Library, list[Problem]]:
     """Every bundle under the manifest's folder, with the manifest's exports, (for the root
-    package only, as the spec says) its local path dependencies, and its remote dependencies
-    (transitively) from the package cache, as the root's ``methods.lock`` pins them."""
+    package only, as the spec says) its local path dependencies, its remote dependencies
+    (transitively) from the package cache, as the root's ``methods.lock`` pins them, and the
+    packages its bundles name by address from installed methods (`_installed`)."""
     source = str(manifest)
+    if stores is None:
+        stores = stores_for(manifest.parent.resolve(), methods)
     problems: list[Problem] = []
     if root:
         lock, lock_problems = read_lock(manifest.parent)
@@ -88,6 +113,8 @@ def load_package(
     library = Library(alias=alias, exports=set())
     problems += _check_manifest(data, source)
     package = data.get("package", {}) if isinstance(data.get("package"), dict) else {}
+    library.address = str(package.get("address", ""))
+    library.name = str(package.get("name", "") or "")
     library.main_pipe = (
         package.get("main_pipe") if isinstance(package.get("main_pipe"), str) else None
     )
@@ -135,9 +162,12 @@ def load_package(
                 root=False,
                 lock=lock,
                 stack=stack | {str(spec.get("address"))},
+                stores=stores,
             )
             library.deps[dep_alias] = dep
             problems += found
+    own = {address_key(library.address), address_key(f"{library.address}/{library.name}")}
+    problems += _by_address(library, stores, lock or {}, stack | own)
     for domain, code in sorted(library.exports):
         if library.pipe(domain, code) is None:
             problems.append(
@@ -156,6 +186,94 @@ def load_package(
             )
         )
     return library, problems
+
+
+_REFERENCE: Final = re.compile(
+    r"^(?P<address>[A-Za-z0-9._~/-]+/[A-Za-z0-9._~/-]+(@[\w.-]+)?)->\S+$"
+)
+
+
+def _addresses(bundle: Bundle) -> Iterator[str]:
+    """Every package address a bundle writes before ``->`` (a pipe or concept reference)."""
+    values: list[Any] = [
+        *(pipe.model_dump(by_alias=True) for pipe in bundle.pipes.values()),
+        *(concept.model_dump() for concept in bundle.concepts.values()),
+    ]
+    while values:
+        value = values.pop()
+        if isinstance(value, dict):
+            values += [*value.values()]
+        elif isinstance(value, list):
+            values += value
+        elif isinstance(value, str) and (match := _REFERENCE.match(value.strip())):
+            yield match.group("address")
+
+
+def _by_address(
+    library: Library,
+    stores: Sequence[Path],
+    lock: dict[str, Locked],
+    stack: frozenset[str] = frozenset(),
+) -> list[Problem]:
+    """Load the packages ``library``'s bundles name by address: a declared dependency with that
+    address, else an installed method in ``stores``; a miss is recorded in ``unresolved`` (the
+    reference reports it, at its line)."""
+    problems: list[Problem] = []
+    written = sorted({a for bundle in library.bundles for a in _addresses(bundle)})
+    for address in written:
+        key = address_key(address)
+        if key in library.by_address or key in library.unresolved:
+            continue
+        declared = [d for d in library.deps.values() if matches(key, d.address, d.name)]
+        if declared:
+            library.by_address[key] = declared[0]
+            continue
+        if key in stack:
+            library.unresolved[key] = f"package '{address}' refers to itself by its address"
+            continue
+        found = find_installed(key, stores)
+        if len(found) > 1:
+            library.unresolved[key] = (
+                f"package address '{address}' names {len(found)} installed methods "
+                f"({', '.join(str(p.manifest.parent) for p in found)}): add the method name "
+                "(address/name) or keep one"
+            )
+            continue
+        if not found:
+            library.unresolved[key] = _missing(address, stores)
+            continue
+        taken = {*library.deps, *(d.alias for d in library.by_address.values())}
+        alias = _free_alias(found[0].name or key.rpartition("/")[2], taken)
+        dep, more = load_package(
+            found[0].manifest,
+            alias=alias,
+            root=False,
+            lock=lock,
+            stack=stack | {key},
+            stores=list(stores),
+        )
+        library.by_address[key] = dep
+        problems += more
+    return problems
+
+
+def _missing(address: str, stores: Sequence[Path]) -> str:
+    where = ", ".join(str(store) for store in stores)
+    return (
+        f"package '{address}' is not installed here (looked in {where}), and durapipe does not "
+        f"fetch packages: install it where the source is reachable (mthds install), copy its "
+        f"folder into {PROJECT_STORE} beside METHODS.toml or into a folder named by "
+        "DURAPIPE_MTHDS_METHODS, or declare it in METHODS.toml [dependencies] with a local path"
+    )
+
+
+def _free_alias(name: str, taken: set[str]) -> str:
+    base = re.sub(r"[^a-z0-9_]", "_", name.lower()).strip("_") or "package"
+    alias, n = base, 1
+    while alias in taken:
+        n += 1
+        alias = f"{base}_{n}"
+    return alias
 
 
 def _walk_exports(table: Any, prefix: str) -> list[tuple[str, list[str]]]:

@@ -56,7 +56,7 @@ Report = Callable[[str, str, str], None]
 def check_library(library: Library) -> list[Problem]:
     """Every rule broken by the bundles of ``library`` (and its dependencies), in file order."""
     problems: list[Problem] = []
-    for dep in library.deps.values():
+    for dep in library.dependencies():
         problems += check_library(dep)
     for bundle in library.bundles:
 

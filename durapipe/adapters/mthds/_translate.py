@@ -40,6 +40,7 @@ from durapipe.adapters.mthds._library import (
     resolve_pipe,
     split_multiplicity,
 )
+from durapipe.adapters.mthds._lists import reads_flat_list, returns_list
 from durapipe.spec import (
     BatchPipe,
     Branch,
@@ -262,8 +263,14 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
         child = _ref(state, target, blueprint.branch_pipe_code)
         if child is None or blueprint.input_list_name not in inputs:
             return None
+        # A branch that makes a list: MTHDS cannot name a list of lists, so the declared
+        # `X[]` output is the branches' lists joined.
         return BatchPipe(
-            **common, over=blueprint.input_list_name, item=blueprint.input_item_name, pipe=child
+            **common,
+            over=blueprint.input_list_name,
+            item=blueprint.input_item_name,
+            pipe=child,
+            flatten=returns_list(state.pipes, target, blueprint.branch_pipe_code, child),
         )
     return None
 
@@ -351,7 +358,14 @@ def _sequence(
         step_name = result if result not in names else f"{result}_{index + 1}"
         names.add(step_name)
         if sub.batch_over is not None and sub.batch_as is not None:
-            child = _inline_batch(state, target, index, child, sub.batch_over, sub.batch_as)
+            # Pipelex keeps a batch of lists nested; a later step declaring the result `X[]`
+            # (MTHDS has no list of lists) gets the lists joined.
+            flatten = returns_list(state.pipes, target, sub.pipe, child) and reads_flat_list(
+                target, blueprint.steps[index + 1 :], result
+            )
+            child = _inline_batch(
+                state, target, index, child, sub.batch_over, sub.batch_as, flatten=flatten
+            )
         steps.append(Step(pipe=child, name=step_name, result=result))
         last = result
         mapped = state.pipes.get(child)
@@ -368,7 +382,14 @@ def _sequence(
 
 
 def _inline_batch(
-    state: Translation, target: PipeTarget, index: int, child: str, over: str, item: str
+    state: Translation,
+    target: PipeTarget,
+    index: int,
+    child: str,
+    over: str,
+    item: str,
+    *,
+    flatten: bool = False,
 ) -> str:
     """A batch pipe for a step with ``batch_over``/``batch_as``: ``child`` mapped over the list."""
     mapped = state.pipes.get(child)
@@ -385,6 +406,7 @@ def _inline_batch(
         over=over,
         item=item,
         pipe=child,
+        flatten=flatten,
     )
     return name
 
