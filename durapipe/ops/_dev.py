@@ -41,6 +41,11 @@ from durapipe.workflows._search import SEARCH_ATTRIBUTES
 
 STARTUP_TIMEOUT_S = 60.0
 START_ATTEMPTS = 3
+# How long one readiness check waits for an answer: a Temporal server answers in well under a
+# second, while a program on the port that accepts connections and never speaks gRPC held each
+# check for the SDK's own connect timeout (tens of seconds) before the exit of a server that could
+# not bind was even looked at.
+PROBE_TIMEOUT_S = 5.0
 PORT_TAKEN = "address already in use"
 
 
@@ -159,7 +164,7 @@ class DevServer:
         the port makes the new server exit, with its own reason.)"""
         if self._picked[0] or not _accepts(self.ip, self.port):
             return
-        if asyncio.run(_ready(self.address)):
+        if asyncio.run(_ready(self.address, timeout=PROBE_TIMEOUT_S)):
             raise ConfigError(
                 f"another Temporal server already serves {self.address}; use it (--address "
                 f"{self.address}), stop it, or choose a free port with --port"
@@ -186,7 +191,9 @@ class DevServer:
                 output = log.read().decode(errors="replace")
                 log.close()
                 return output
-            if _accepts(self.ip, self.port) and asyncio.run(_ready(self.address)):
+            if _accepts(self.ip, self.port) and asyncio.run(
+                _ready(self.address, timeout=PROBE_TIMEOUT_S)
+            ):
                 log.close()
                 self._record()
                 return None
@@ -302,13 +309,15 @@ def _accepts(host: str, port: int) -> bool:
     return False
 
 
-async def _ready(address: str) -> bool:
-    """Whether the server answers a real RPC (the port opens before the frontend is ready)."""
+async def _ready(address: str, timeout: float | None = None) -> bool:
+    """Whether the server answers a real RPC (the port opens before the frontend is ready),
+    within ``timeout`` seconds if given."""
     from temporalio.client import Client
 
     try:
-        client = await Client.connect(address)
-        await client.count_workflows()
-    except Exception:  # not ready yet: the caller retries until its deadline
+        async with asyncio.timeout(timeout):
+            client = await Client.connect(address)
+            await client.count_workflows()
+    except Exception:  # not ready yet (or not Temporal): the caller retries until its deadline
         return False
     return True

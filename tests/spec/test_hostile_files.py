@@ -23,10 +23,12 @@ ALIAS_BOMB = (
 
 
 def _problems(text: str) -> list[str]:
-    started = time.perf_counter()
+    # The work it took, in this process's CPU time: the wall clock of a machine busy with other
+    # processes (the suite runs in several) measures the machine (5.2 s seen at load 16).
+    started = time.process_time()
     with pytest.raises(dp.PipelineError) as raised:
         dp.validate(dp.load_yaml(text, source="hostile.yaml"))
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
     return [str(p) for p in raised.value.problems]
 
 
