@@ -16,8 +16,9 @@ from __future__ import annotations
 import socket
 import struct
 import sys
+import time
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -103,11 +104,42 @@ def stamped_listener(host: str, port: int) -> socket.socket:
             listener.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         listener.bind(address)
         listener.listen(1024)
+        if isinstance(listener, StampedSocket):
+            _wait_for_stamps(listener)
         listener.setblocking(False)
     except BaseException:
         listener.close()
         raise
     return listener
+
+
+STAMPS_WAIT_S = 10.0
+
+
+def _wait_for_stamps(listener: StampedSocket) -> None:
+    """Return once the kernel stamps what arrives on ``listener`` (or after `STAMPS_WAIT_S`).
+
+    Linux switches arrival stamping on for the whole system only once some socket asks for it,
+    and then later, from a work queue (``net_enable_timestamp``): when no other socket had the
+    flag, the first packets after it was set arrive unstamped, for as long as the queue takes
+    (over a second was seen on a loaded machine, the provider's first request then had no stamp).
+    So: send a byte to ourselves until one comes back stamped. Immediate when stamping is on.
+    """
+    host, port = listener.getsockname()[:2]
+    deadline = time.monotonic() + STAMPS_WAIT_S
+    listener.settimeout(STAMPS_WAIT_S)
+    while True:
+        with socket.create_connection((host, port), timeout=STAMPS_WAIT_S) as probe:
+            probe.sendall(b"?")
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(1)
+                listener.accepted.pop(connection.fileno(), None)
+                if cast(StampedSocket, connection).take_stamp() is not None:
+                    return
+        if time.monotonic() >= deadline:
+            return  # requests go unstamped: rates fall back to the loop's clock, as off Linux
+        time.sleep(0.01)
 
 
 def kernel_arrival(listener: socket.socket | None, connection: object) -> float | None:
