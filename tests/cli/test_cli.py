@@ -300,14 +300,18 @@ def test_validate_refuses_a_file_with_no_pipes_but_takes_a_limits_file(tmp_path:
 
 
 # A child `durapipe run --local` whose litellm `completion` (run by `acompletion` in an executor
-# thread) says when it starts and then takes a second, so the Ctrl-C lands in that thread's work.
+# thread) says when it starts and then waits for the file the test writes once it has sent the
+# Ctrl-C, so the Ctrl-C lands in that thread's work however slow the machine (a fixed second was
+# once too short under a loaded parallel suite: the run finished first and exited 0).
 _SLOW_COMPLETION = """
-import sys, time
+import os, sys, time
 import litellm.main
 real = litellm.main.completion
 def slow(*args, **kwargs):
     print("completion started", file=sys.stderr, flush=True)
-    time.sleep(1)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(os.environ["SENT_FLAG"]) and time.monotonic() < deadline:
+        time.sleep(0.02)
     return real(*args, **kwargs)
 litellm.main.completion = slow
 sys.argv = ["durapipe", *sys.argv[1:]]
@@ -324,12 +328,14 @@ def test_ctrl_c_of_a_local_json_run_exits_130_without_a_warning(tmp_path: Path) 
     child = subprocess.Popen(
         [sys.executable, "-c", _SLOW_COMPLETION, "run", "ask", "--file", str(file), "--local",
          "--json", "--input", "q=hi"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**cli_env(), "SENT_FLAG": str(tmp_path / "sent")},
     )  # fmt: skip
     try:
         assert child.stderr is not None
         assert child.stderr.readline() == "completion started\n"
         child.send_signal(signal.SIGINT)
+        (tmp_path / "sent").touch()
         out, err = child.communicate(timeout=60)
     finally:
         if child.poll() is None:
