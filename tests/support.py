@@ -102,6 +102,21 @@ class WorkerProcess:
                 self.kill()
 
 
+def interruptible_popen(command: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    """`subprocess.Popen` of a child that Ctrl-C (SIGINT) reaches, as in a terminal.
+
+    A suite started in the background (`nohup`, `&` in a script, a CI runner) runs with SIGINT
+    ignored, and a child inherits an ignored signal: it then never sees the test's SIGINT (a Ctrl-C
+    test of `run --local` finished its run and exited 0). Started from a handled SIGINT, the child
+    gets the default.
+    """
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(command, **kwargs)
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         durapipe_command(*args),

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from durapipe.cli import app
 from tests.conftest import ARTICLE, EXAMPLES, ROOT
-from tests.support import WorkerProcess, cli_env, run_cli
+from tests.support import WorkerProcess, cli_env, interruptible_popen, run_cli
 
 INVALID = ROOT / "tests" / "spec" / "invalid"
 runner = CliRunner()
@@ -325,7 +325,7 @@ def test_ctrl_c_of_a_local_json_run_exits_130_without_a_warning(tmp_path: Path) 
     # coroutine litellm's thread returned after the cancellation had nobody to await it.
     file = tmp_path / "slow.yaml"
     file.write_text("pipes:\n  ask:\n    kind: llm\n    inputs: {q: text}\n    prompt: '{{ q }}'\n")
-    child = subprocess.Popen(
+    child = interruptible_popen(
         [sys.executable, "-c", _SLOW_COMPLETION, "run", "ask", "--file", str(file), "--local",
          "--json", "--input", "q=hi"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

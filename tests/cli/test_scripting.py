@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import durapipe as dp
 from durapipe.cli import app
 from tests.conftest import ARTICLE, EXAMPLES, ROOT
-from tests.support import cli_env, durapipe_command, run_cli
+from tests.support import cli_env, durapipe_command, interruptible_popen, run_cli
 
 BRIEF = str(EXAMPLES / "brief.yaml")
 CONTROL = ROOT / "tests" / "fixtures" / "control.yaml"
@@ -95,20 +95,13 @@ async def test_ctrl_c_leaves_the_run_going_and_says_how_to_get_back_to_it(
     run_id = f"interrupted-{task_queue}"
     log = tmp_path / "run.log"
     async with dp.build_worker(client, task_queue=task_queue):
-        # A suite started in the background (`nohup`, `&` in a script) runs with SIGINT ignored,
-        # and a child inherits an ignored signal: the CLI then never saw the Ctrl-C. Started from
-        # a handled SIGINT, it gets the default, as in a terminal.
-        ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            process = subprocess.Popen(
-                durapipe_command(
-                    "run", "review_post", "--file", str(CONTROL), "--input", "topic=rivers",
-                    "--id", run_id, "--address", temporal_address, "-t", task_queue,
-                ),
-                stdout=subprocess.PIPE, stderr=log.open("wb"), env=cli_env(),
-            )  # fmt: skip
-        finally:
-            signal.signal(signal.SIGINT, ignored)
+        process = interruptible_popen(
+            durapipe_command(
+                "run", "review_post", "--file", str(CONTROL), "--input", "topic=rivers",
+                "--id", run_id, "--address", temporal_address, "-t", task_queue,
+            ),
+            stdout=subprocess.PIPE, stderr=log.open("wb"), env=cli_env(),
+        )  # fmt: skip
         # The wait for a human says what it waits for and how to end it (item 4).
         waiting = (
             f"⏸ review waiting for approval: Publish this post about rivers?; decide with "
@@ -128,14 +121,10 @@ async def test_ctrl_c_leaves_the_run_going_and_says_how_to_get_back_to_it(
         assert "Traceback" not in log.read_text()
         # `result` waits for the same run, and Ctrl-C leaves it going the same way.
         waited = tmp_path / "result.log"
-        ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            process = subprocess.Popen(
-                durapipe_command("result", run_id, "--address", temporal_address),
-                stdout=subprocess.PIPE, stderr=waited.open("wb"), env=cli_env(),
-            )  # fmt: skip
-        finally:
-            signal.signal(signal.SIGINT, ignored)
+        process = interruptible_popen(
+            durapipe_command("result", run_id, "--address", temporal_address),
+            stdout=subprocess.PIPE, stderr=waited.open("wb"), env=cli_env(),
+        )  # fmt: skip
         deadline = time.monotonic() + 60
         while f"waiting for run {run_id} to end" not in waited.read_text():
             assert process.poll() is None and time.monotonic() < deadline, waited.read_text()
