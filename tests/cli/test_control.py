@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -189,21 +190,34 @@ def event_time(event: Any) -> datetime:
     return event.event_time.ToDatetime(tzinfo=UTC)
 
 
+@contextlib.asynccontextmanager
+async def _held_at_gate(
+    address: str, queue: str, tmp_path: Path, pipe: str, prefix: str
+) -> AsyncIterator[tuple[Client, dp.RunHandle, Path]]:
+    """A worker whose gate tool blocks until its file exists, and a run of ``pipe`` on it whose
+    gate step has started; yields the client, the run and the gate file. Stops the worker."""
+    gate = tmp_path / "gate"
+    worker = WorkerProcess(
+        CONTROL, address, queue, tmp_path / "w.log", DURAPIPE_TEST_GATE=str(gate)
+    )
+    try:
+        client = await dp.connect(address)
+        handle = await dp.start(
+            client, dp.load(CONTROL), pipe, {"topic": "tides"},
+            run_id=f"{prefix}-{uuid.uuid4().hex[:8]}", task_queue=queue,
+        )  # fmt: skip
+        await eventually(lambda: _exists(Path(f"{gate}.waiting")), "the gate step to start")
+        yield client, handle, gate
+    finally:
+        worker.stop()
+
+
 async def test_pause_holds_the_next_step_of_a_nested_run_until_resume(
     temporal_address: str, task_queue: str, tmp_path: Path
 ) -> None:
-    gate = tmp_path / "gate"
-    worker = WorkerProcess(
-        CONTROL, temporal_address, task_queue, tmp_path / "w.log", DURAPIPE_TEST_GATE=str(gate)
-    )
-    try:
-        client = await dp.connect(temporal_address)
-        run_id = f"pause-{uuid.uuid4().hex[:8]}"
-        handle = await dp.start(
-            client, dp.load(CONTROL), "slow_outer", {"topic": "tides"}, run_id=run_id,
-            task_queue=task_queue,
-        )  # fmt: skip
-        await eventually(lambda: _exists(Path(f"{gate}.waiting")), "the gate step to start")
+    async with _held_at_gate(temporal_address, task_queue, tmp_path, "slow_outer", "pause") as held:
+        client, handle, gate = held
+        run_id = handle.run_id
         paused = await acli(temporal_address, "pause", run_id)  # while slow_inner/gate is in flight
         assert paused.returncode == 0, paused.stderr
 
@@ -230,8 +244,6 @@ async def test_pause_holds_the_next_step_of_a_nested_run_until_resume(
             await asyncio.sleep(0.2)
         assert (await acli(temporal_address, "resume", run_id)).returncode == 0
         result = await handle.result()
-    finally:
-        worker.stop()
     assert result.output["shout"] == result.output["first"].upper()
 
     # Measured in the child's history: the next step was scheduled only after the resume arrived.
@@ -304,18 +316,10 @@ async def test_cancel_of_a_step_that_finishes_anyway_starts_no_later_step(
     # cancels; here a tool that does not look at heartbeats). Temporal's SDK then hands the
     # workflow the call's result and the cancellation is spent: the run used to go on and
     # complete. It must end as cancelled with the later steps skipped.
-    gate = tmp_path / "gate"
-    worker = WorkerProcess(
-        CONTROL, temporal_address, task_queue, tmp_path / "w.log", DURAPIPE_TEST_GATE=str(gate)
-    )
-    try:
-        client = await dp.connect(temporal_address)
-        run_id = f"cancel-late-{uuid.uuid4().hex[:8]}"
-        handle = await dp.start(
-            client, dp.load(CONTROL), "slow_inner", {"topic": "tides"}, run_id=run_id,
-            task_queue=task_queue,
-        )  # fmt: skip
-        await eventually(lambda: _exists(Path(f"{gate}.waiting")), "the gate step to start")
+    async with _held_at_gate(
+        temporal_address, task_queue, tmp_path, "slow_inner", "cancel-late"
+    ) as (client, handle, gate):
+        run_id = handle.run_id
         cancelled = await acli(temporal_address, "cancel", run_id)
         assert cancelled.returncode == 0, cancelled.stderr
 
@@ -330,8 +334,6 @@ async def test_cancel_of_a_step_that_finishes_anyway_starts_no_later_step(
         with pytest.raises(dp.RunCancelled):
             await handle.result()
         statuses = {s.path: s.status for s in await handle.steps()}
-    finally:
-        worker.stop()
     assert statuses["shout"] == "skipped"
     description = await client.get_workflow_handle(run_id).describe()
     assert description.status == WorkflowExecutionStatus.CANCELED
