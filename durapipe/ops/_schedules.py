@@ -17,10 +17,12 @@ from temporalio.client import (
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
+    ScheduleCalendarSpec,
     ScheduleIntervalSpec,
     ScheduleListActionStartWorkflow,
     ScheduleOverlapPolicy,
     SchedulePolicy,
+    ScheduleRange,
     ScheduleSpec,
 )
 from temporalio.service import RPCError, RPCStatusCode
@@ -215,7 +217,35 @@ async def _call(client: Client, schedule_id: str, method: str, **kwargs: Any) ->
 
 def _when(spec: ScheduleSpec) -> str:
     parts = [f"cron {c}" for c in spec.cron_expressions]
+    # The server keeps a cron expression as a calendar: written back as cron, it reads as given.
+    parts += [_calendar_text(calendar) for calendar in spec.calendars]
     parts += [f"every {format_duration(i.every.total_seconds())}" for i in spec.intervals]
-    if spec.calendars and not spec.cron_expressions:
-        parts.append(f"{len(spec.calendars)} calendar entries")
     return ", ".join(parts) or "no times"
+
+
+# A cron field's whole range (minute, hour, day of month, month, day of week): written `*`.
+_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day_of_month", 1, 31), ("month", 1, 12),
+                ("day_of_week", 0, 6))  # fmt: skip
+
+
+def _calendar_text(calendar: ScheduleCalendarSpec) -> str:
+    """A calendar entry as the cron expression it came from (``cron 0 2 * * 1-5``); one that
+    cron cannot write (seconds, years) as Temporal's calendar fields."""
+    fields = []
+    for name, low, high in _CRON_FIELDS:
+        ranges = getattr(calendar, name)
+        if len(ranges) == 1 and (ranges[0].start, ranges[0].end, ranges[0].step) == (low, high, 1):
+            fields.append("*")
+        else:
+            fields.append(",".join(_range_text(r) for r in ranges))
+    if calendar.year or [(r.start, r.end) for r in calendar.second] != [(0, 0)]:
+        seconds = ",".join(_range_text(r) for r in calendar.second)
+        years = ",".join(_range_text(r) for r in calendar.year) or "*"
+        return f"calendar second {seconds}, cron {' '.join(fields)}, year {years}"
+    return f"cron {' '.join(fields)}"
+
+
+def _range_text(span: ScheduleRange) -> str:
+    end = max(span.end, span.start)
+    text = str(span.start) if end == span.start else f"{span.start}-{end}"
+    return f"{text}/{span.step}" if span.step > 1 else text

@@ -137,3 +137,24 @@ async def test_schedule_list_writes_intervals_as_people_do(
     finally:
         for schedule_id in made:
             await acli(temporal_address, "schedule", "delete", schedule_id)
+
+
+async def test_schedule_list_writes_a_cron_schedule_as_its_cron(
+    temporal_address: str, task_queue: str
+) -> None:
+    # The server keeps a cron expression as a calendar entry, and `schedule list` printed
+    # `1 calendar entries` for `--cron "0 2 * * MON-FRI"`: what it prints now reads back.
+    schedule_id = f"cron-{task_queue}"
+    created = await acli(
+        temporal_address,
+        "schedule", "create", schedule_id, "shout", "--file", str(CONTROL), "--cron",
+        "0 2 * * MON-FRI", "--input", "text=tick", "--task-queue", task_queue,
+    )  # fmt: skip
+    try:
+        assert created.returncode == 0, created.stderr
+        listed = await acli(temporal_address, "schedule", "list")
+        assert f"{schedule_id}  cron 0 2 * * 1-5  active  pipe shout" in listed.stdout, (
+            listed.stdout
+        )
+    finally:
+        await acli(temporal_address, "schedule", "delete", schedule_id)
