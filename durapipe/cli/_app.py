@@ -335,6 +335,7 @@ def run(
             main=memory_main,
             concepts=memory_concepts,
         )
+        _print_totals(result.usage)  # stderr: the contract's stdout stays the output alone
 
     if budget_usd is not None and budget_usd <= 0:
         raise fail(f"--budget-usd must be positive, got {budget_usd}")
@@ -500,7 +501,10 @@ RESULT_QUIET_S = 1.0  # how long `result` waits for a run before it says that it
 def _print_result(result: dp.RunResult, *, as_json: bool) -> None:
     """The output alone on stdout (compact with --json); the totals on stderr."""
     typer.echo(json.dumps(result.output, ensure_ascii=False, indent=None if as_json else 2))
-    usage = result.usage
+    _print_totals(result.usage)
+
+
+def _print_totals(usage: dp.Usage) -> None:
     typer.echo(
         f"tokens: {usage.input_tokens} in / {usage.output_tokens} out, cost: ${usage.cost_usd:.6f}",
         err=True,

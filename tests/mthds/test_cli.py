@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -275,3 +276,17 @@ def test_a_list_of_documents_arrives_as_paths(tmp_path: Path) -> None:
     pages = json.loads(result.stdout)["working_memory"]["root"]["pages"]["content"]["items"]
     # The pages of both documents, joined into the one list `answer` reads.
     assert [page["text"] for page in pages] == letters
+
+
+def test_a_bundle_run_says_its_tokens_and_cost_on_stderr_as_a_yaml_run_does() -> None:
+    # The output concept alone went to stdout, and the totals line `run` prints for every other
+    # pipeline file (the README: "the output, the tokens spent, the run id") was left out.
+    result = runner.invoke(
+        app,
+        ["run", "generate_joke", "--file", str(JOKES), "--local", "--inputs", json.dumps(TOPIC)],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"text": JOKE}  # the contract's stdout, unchanged
+    assert re.search(
+        r"^tokens: [1-9]\d* in / [1-9]\d* out, cost: \$0\.000000$", result.stderr, re.M
+    ), result.stderr
