@@ -15,7 +15,7 @@ DurapipeError
     ├── RunCancelled         the run was cancelled (the step in flight, later steps skipped)
     ├── RunStalled           the run cannot make progress (no worker polls a queue it needs)
     ├── RunNotFound          no run with that id
-    └── RunExists            a run already has the id a new run was given (nothing was started)
+    └── RunExists            a running run has the id a new run was given (nothing was started)
 ```
 
 Expected errors reach the CLI as one sentence on stderr and a non-zero exit; they are never shown
@@ -207,7 +207,8 @@ class RunNotFound(RunError):
 
 
 class RunExists(RunError):
-    """A new run was given the id of a run that exists (running or ended): nothing was started.
+    """A new run was given the id of a running run: nothing was started. (The id of a run that
+    has ended starts a new run under it; Temporal keeps both.)
 
     A mistake in what was asked, like a bad input: the CLI exits 2 for it, not 1 (a run that did
     not succeed).

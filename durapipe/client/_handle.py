@@ -350,7 +350,8 @@ async def start(
 
     Raises:
         PipelineError: the pipe is unknown or the inputs do not fit it.
-        RunExists: a run with this id already exists (nothing was started).
+        RunExists: a run with this id is running (nothing was started; the id of a run that has
+            ended starts a new run under it).
         ConfigError: ``DURAPIPE_SEARCHABLE_TOTALS`` (or another setting) is not valid.
     """
     run = pipe_run(
