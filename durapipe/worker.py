@@ -46,7 +46,7 @@ from durapipe.activities import Activities
 from durapipe.adapters import DEFAULT_TASK_QUEUE, tool_functions
 from durapipe.adapters._answers import warm as warm_answer_client
 from durapipe.adapters._litellm import litellm_module, litellm_tasks, warm_provider_clients
-from durapipe.security._codec import EncryptionCodec, encryption_from_env
+from durapipe.security._codec import EncryptionCodec, EncryptionError, encryption_from_env
 from durapipe.spec import Pipeline
 from durapipe.spec._deck import ModelDeck
 from durapipe.stores import CheckpointStore
@@ -258,11 +258,41 @@ class _ExpectedFailures(logging.Filter):
 _EXPECTED_FAILURES = _ExpectedFailures()
 
 
+class _UndecodableTasks(logging.Filter):
+    """One line, not the SDK's traceback, for a workflow task this worker cannot decode for want
+    of an encryption key (an operator's mistake: keys on the clients, none or others here). The
+    key, the run and what to do are the whole story; the codec's stack is not. Temporal retries
+    the task, so the line comes again at each attempt. The SDK core's warning about the same
+    task, which carries that stack in its text, is dropped. Other task failures keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, EncryptionError):
+            run = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = f"a workflow task of run ID {run} cannot be decoded here: {error}"
+            record.args = None
+            record.exc_info = record.exc_text = None
+            return True
+        message = record.getMessage()
+        return not (
+            "] Failing workflow task " in message and 'r#type: "EncryptionError"' in message
+        )
+
+
+_UNDECODABLE_TASKS = _UndecodableTasks()
+
+
 def quiet_expected_failures() -> None:
-    """Log non-retryable activity failures as one line (workers call it; safe to call again)."""
-    logger = logging.getLogger("temporalio.activity")
-    if _EXPECTED_FAILURES not in logger.filters:
-        logger.addFilter(_EXPECTED_FAILURES)
+    """Log non-retryable activity failures, and workflow tasks that cannot be decrypted, as one
+    line (workers call it; safe to call again)."""
+    for name, quiet in (
+        ("temporalio.activity", _EXPECTED_FAILURES),
+        ("temporalio.worker._workflow", _UNDECODABLE_TASKS),
+        ("temporalio.core", _UNDECODABLE_TASKS),
+    ):
+        logger = logging.getLogger(name)
+        if quiet not in logger.filters:
+            logger.addFilter(quiet)
 
 
 def sandbox_on() -> bool:

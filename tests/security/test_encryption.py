@@ -21,7 +21,7 @@ import durapipe as dp
 from durapipe.ops._dev import free_port
 from tests.conftest import ARTICLE, EXAMPLES
 from tests.security.history import history_text
-from tests.support import WorkerProcess, cli_env, durapipe_command
+from tests.support import WorkerProcess, cli_env, durapipe_command, eventually
 
 MARKER = "Zebra-Quartz-7741"  # a word of the input, to search history for
 KEY_A, KEY_B = dp.security.new_encryption_key(), dp.security.new_encryption_key()
@@ -191,3 +191,38 @@ def test_codec_server_will_not_start_without_a_token() -> None:
         durapipe_command("codec-server"), capture_output=True, text=True, env=env, timeout=60
     )
     assert started.returncode == 2 and "needs a bearer token" in started.stderr
+
+
+async def test_a_worker_without_the_key_logs_one_line_per_failed_task_not_a_traceback(
+    temporal_address: str, temporal_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    # A run started by a client with keys, on a worker without them (an operator's mistake):
+    # the worker logged the SDK's traceback of the codec, and the core's warning with the whole
+    # stack in it, at every attempt of the workflow task.
+    log = tmp_path / "worker.log"
+    worker = WorkerProcess(Path(BRIEF), temporal_address, task_queue, log)
+    run_id = f"unkeyed-{task_queue}"
+    try:
+        started = cli(
+            "run", "brief", "--file", BRIEF, "--input", "article=x", "--detach", "--id", run_id,
+            "--address", temporal_address, "--task-queue", task_queue, keys=f"k1:{KEY_A}",
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        said = "a payload is encrypted with key 'k1', which this process does not have"
+
+        async def told_twice() -> bool:
+            return log.read_text(errors="replace").count(said) >= 2
+
+        await eventually(told_twice, "two failed workflow tasks in the worker's log")
+    finally:
+        worker.stop()
+        await temporal_env.client.get_workflow_handle(run_id).terminate(reason="test")
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text and "stack_trace" not in text, text
+    run = (await temporal_env.client.get_workflow_handle(run_id).describe()).run_id
+    told = [line for line in text.splitlines() if said in line]
+    assert told[0] == (
+        f"a workflow task of run ID {run} cannot be decoded here: {said} (known keys: none: "
+        "DURAPIPE_ENCRYPTION_KEYS is not set); add it to DURAPIPE_ENCRYPTION_KEYS or "
+        "DURAPIPE_ENCRYPTION_KEYS_FILE"
+    ), told
