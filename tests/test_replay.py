@@ -18,7 +18,7 @@ from durapipe.runtime import PipeRun, RunResult
 from durapipe.runtime._calls import WORKFLOW_VERSION
 from durapipe.worker import durapipe_converter
 from durapipe.workflows import PipeWorkflow, SandboxedPipeWorkflow, _workflow
-from tests.support import CONTROL, eventually, history_events
+from tests.support import CONTROL, acli, eventually, history_events
 
 HERE = Path(__file__).parent / "histories"
 HISTORIES = sorted(HERE.glob("*.json"))
@@ -182,3 +182,24 @@ async def test_a_cancelled_run_recorded_before_cancel_holds_replays_under_it(
         assert (report.compatible, report.problem) == (True, None)
         markers = [e for e in histories[0].events if e.HasField("marker_recorded_event_attributes")]
         assert bool(markers) == marked, ran
+
+
+async def test_cli_replay_of_a_reused_run_id_tells_its_runs_apart(
+    temporal_address: str, task_queue: str
+) -> None:
+    # `run --id X` of an ended run X starts a new run under the id; `replay X` replays both, and
+    # printed `X: compatible` twice, two lines a reader could not tell apart.
+    pipeline = dp.load(CONTROL)
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    run_id = f"twice-{task_queue}"
+    async with dp.build_worker(client, task_queue=task_queue):
+        for text in ("a", "b"):
+            await dp.run(
+                client, pipeline, "shout", {"text": text}, run_id=run_id, task_queue=task_queue
+            )
+    runs = [w.run_id async for w in client.list_workflows(f"WorkflowId = '{run_id}'")]
+    replayed = await acli(temporal_address, "replay", run_id)
+    assert replayed.returncode == 0, replayed.stderr
+    assert sorted(replayed.stdout.splitlines()) == sorted(
+        f"{run_id} (run ID {run}): compatible" for run in runs
+    ), replayed.stdout

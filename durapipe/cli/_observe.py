@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -144,9 +145,12 @@ def replay(
     reports = asyncio.run(replayed())
     if not reports:
         raise fail("no histories to replay")
+    # A run id reused after its run ended names several runs: their run IDs tell them apart.
+    seen = Counter(report.workflow_id for report in reports)
     for report in reports:
         verdict = "compatible" if report.compatible else f"INCOMPATIBLE: {report.problem}"
-        typer.echo(f"{report.workflow_id}: {verdict}")
+        which = f" (run ID {report.run_id})" if seen[report.workflow_id] > 1 else ""
+        typer.echo(f"{report.workflow_id}{which}: {verdict}")
     bad = sum(not r.compatible for r in reports)
     clean = len(reports) - bad
     replay = "replays" if clean == 1 else "replay"
