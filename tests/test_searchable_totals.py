@@ -334,7 +334,9 @@ async def test_running_runs_on_a_queue_no_worker_polls_are_named_without_waiting
             f"the totals of {count} running runs could not be read; {nobody}"
         ) in cli.stderr.splitlines()
         shown = await acli(temporal_address, "describe", handles[0].run_id)
-        assert f"(not searchable, and the run could not tell them: {nobody})" in shown.stdout
+        assert f"(not searchable, or not yet, and the run could not tell them: {nobody})" in (
+            shown.stdout
+        )
         # Unknown totals are null in JSON, not a free run's zeros.
         as_json = await acli(temporal_address, "runs", "--pipe", pipe, "--json")
         described = await acli(temporal_address, "describe", handles[0].run_id, "--json")

@@ -101,10 +101,13 @@ def header(summary: dp.RunSummary, *, paused: bool) -> str:
         f"started {summary.started_at:%Y-%m-%d %H:%M:%S}  {totals_text(summary, done=True)}"
     )
     if not summary.searchable_totals:
+        # A running run may have them on and not have upserted yet (its first seconds); an
+        # ended run that had them on has upserted at its end.
+        why = "not searchable, or not yet" if summary.status == "running" else "not searchable"
         line += (
-            " (read from the run: not searchable)"
+            f" (read from the run: {why})"
             if summary.totals_known
-            else "  (not searchable, and the run could not tell them"
+            else f"  ({why}, and the run could not tell them"
             + (f": {summary.totals_unknown_why})" if summary.totals_unknown_why else ")")
         )
     if summary.status == "failed":

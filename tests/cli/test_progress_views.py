@@ -114,3 +114,21 @@ def test_counts_of_one_are_singular() -> None:
         "1 history",
         "2 histories",
     ]
+
+
+def test_a_running_runs_totals_read_from_it_may_be_searchable_later() -> None:
+    # A run started with searchable totals on has none in its first seconds (before its first
+    # upsert), and `show` called it "not searchable", which read as if it had been started so.
+    running = dp.RunSummary(
+        run_id="r", pipe="p", status="running", started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        searchable_totals=False,
+    )  # fmt: skip
+    assert header(running, paused=False).endswith(
+        " * (read from the run: not searchable, or not yet)"
+    )
+    unknown = running.model_copy(update={"totals_known": False, "totals_unknown_why": "why"})
+    assert header(unknown, paused=False).endswith(
+        "  (not searchable, or not yet, and the run could not tell them: why)"
+    )
+    ended = running.model_copy(update={"status": "completed"})  # an ended run upserted, if on
+    assert header(ended, paused=False).endswith(" * (read from the run: not searchable)")
