@@ -121,7 +121,13 @@ def approve(
         try:
             extra["data"] = json.loads(data)
         except json.JSONDecodeError as err:
-            raise fail(f"--data is not valid JSON: {err.msg} at position {err.pos}") from None
+            # Bare text is the likely mistake: the value a reviewer means is a JSON string.
+            hint = (
+                ""
+                if data.lstrip()[:1] in ('"', "{", "[")
+                else f" (text is a JSON string, in quotes: --data '{json.dumps(data)}')"
+            )
+            raise fail(f"--data is not valid JSON: {err.msg} at position {err.pos}{hint}") from None
     who = reviewer or getpass.getuser()
     _with_client(
         connection,

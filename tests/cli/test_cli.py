@@ -342,3 +342,16 @@ def test_ctrl_c_of_a_local_json_run_exits_130_without_a_warning(tmp_path: Path) 
             child.kill()
             child.wait()
     assert (child.returncode, out, err) == (130, "", "")
+
+
+def test_approve_data_that_is_bare_text_says_how_to_write_it() -> None:
+    # `--data 'A better post.'` (the README writes '"A better post."') said only "Expecting
+    # value at position 0"; the text a reviewer means is a JSON string, in quotes.
+    result = runner.invoke(app, ["approve", "r", "review", "--data", "A better post."])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: --data is not valid JSON: Expecting value at position 0 (text is a JSON string, "
+        """in quotes: --data '"A better post."')\n"""
+    )
+    listed = runner.invoke(app, ["approve", "r", "review", "--data", "[1,"])
+    assert listed.exit_code == 2 and "in quotes" not in listed.stderr, listed.stderr
