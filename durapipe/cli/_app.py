@@ -640,6 +640,13 @@ def demo(
     """Start a dev server and a worker, run the example pipeline, print the result and stop."""
     from durapipe.cli._demo import run_demo
 
+    if file == Path("examples/brief.yaml") and not file.exists():
+        # The example is in the repository, not in the installed package.
+        raise fail(
+            f"pipeline file '{file}' does not exist: the demo runs the example of durapipe's "
+            "repository; run it in the clone's folder (as `make demo` does), or name a pipeline "
+            "file with --file"
+        )
     run_demo(file, keep=keep)
 
 

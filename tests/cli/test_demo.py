@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import ROOT
 from tests.support import cli_env
@@ -72,3 +73,22 @@ def test_demo_keep_says_which_address_to_pass_to_show() -> None:
     finally:
         if pid:  # the kept server, stopped by its own pid
             os.kill(int(pid.group(1)), signal.SIGTERM)
+
+
+def test_demo_outside_the_clone_says_where_to_run_it(tmp_path: Path) -> None:
+    # Run from another folder, the demo said only "pipeline file 'examples/brief.yaml' does not
+    # exist": the example lives in the repository, which a user may not be in.
+    done = subprocess.run(
+        [sys.executable, "-m", "durapipe", "demo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        "error: pipeline file 'examples/brief.yaml' does not exist: the demo runs the example of "
+        "durapipe's repository; run it in the clone's folder (as `make demo` does), or name a "
+        "pipeline file with --file\n"
+    )
