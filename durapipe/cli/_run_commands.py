@@ -73,17 +73,17 @@ def resume(
 async def _signal_and_check(
     client: Client, run_id: str, signal: Callable[[Client, str], Awaitable[None]]
 ) -> str | None:
-    """Send the pause or resume, then say why nothing acts on it now, if so (no worker)."""
+    """Send the pause, resume or cancel, then say why nothing acts on it now, if so (no worker)."""
     await signal(client, run_id)
     return await dp.RunHandle(client, run_id).stalled()
 
 
-def _note_idle(run_id: str, idle: str | None, action: str) -> None:
+def _note_idle(run_id: str, idle: str | None, action: str, meanwhile: str = "") -> None:
     # Temporal keeps the signal, but with no worker nothing acts on it: say so, not only "done".
     if idle is not None:
         typer.echo(
             f"note: run '{run_id}' cannot make progress now: {idle}; the {action} applies once "
-            f"a worker takes the run",
+            f"a worker takes the run{meanwhile}",
             err=True,
         )
 
@@ -97,8 +97,11 @@ def cancel(
     connection: dp.ConnectOptions,
 ) -> None:
     """Cancel a run: calls in flight are cancelled, steps not run are marked skipped."""
-    _with_client(connection, lambda c: dp.client.cancel(c, run_id))
+    idle = _with_client(connection, lambda c: _signal_and_check(c, run_id, dp.client.cancel))
     typer.echo(f"cancellation of run {run_id} requested")
+    # A worker carries the cancellation out; a run no worker takes ends only when terminated.
+    without = f" (`temporal workflow terminate --workflow-id {run_id}` ends it now, without one)"
+    _note_idle(run_id, idle, "cancel", without)
 
 
 @app.command()

@@ -419,6 +419,30 @@ async def test_pause_and_resume_of_a_run_no_worker_runs_say_so(
         )
 
 
+async def test_cancel_of_a_run_no_worker_runs_says_it_waits_for_one(
+    temporal_address: str, task_queue: str
+) -> None:
+    # A run stalled on a queue with no worker: its stall sentence says `durapipe cancel` stops it,
+    # and cancel said "cancellation requested", exit 0, while the run stayed running: the request
+    # is acted on by a worker. Say so, and what ends the run without one.
+    client = await dp.connect(temporal_address)
+    run_id = f"idle-{uuid.uuid4().hex[:8]}"
+    await dp.start(
+        client, dp.load(CONTROL), "draft", {"topic": "x"}, run_id=run_id, task_queue=task_queue
+    )
+    try:
+        cancelled = await acli(temporal_address, "cancel", run_id)
+    finally:
+        await client.get_workflow_handle(run_id).terminate(reason="test")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stderr.strip() == (
+        f"note: run '{run_id}' cannot make progress now: no worker polls task queue "
+        f"'{task_queue}' (namespace 'default'), so nothing runs it; start one with "
+        f"`durapipe worker FILE -t {task_queue}`; the cancel applies once a worker takes the run "
+        f"(`temporal workflow terminate --workflow-id {run_id}` ends it now, without one)"
+    )
+
+
 ROUTED_REVIEW = """\
 pipes:
   routed_review:
