@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -101,11 +102,25 @@ async def connect(
         )
     except Exception as err:  # the SDK raises RuntimeError with the transport's reason
         raise ConfigError(
-            f"cannot reach Temporal at {target} (namespace {namespace}): {err}; "
+            f"cannot reach Temporal at {target} (namespace {namespace}): "
+            f"{_unreachable_reason(str(err), target)}; "
             "start a dev server with `durapipe dev`, or check TEMPORAL_ADDRESS and the TLS settings"
         ) from None
     await _check_namespace(client, target)
     return client
+
+
+def _unreachable_reason(error: str, target: str) -> str:
+    """The reason the SDK gives for a failed connect, in words for the two common cases (its text
+    is a nested Rust error: ``tonic::transport::Error(Transport, ConnectError(...))``); any
+    other reason as the SDK wrote it."""
+    if "ConnectionRefused" in error:
+        return "connection refused (nothing listens there)"
+    lookup = re.search(r'"dns error", .*?error: "([^"]+)"', error)
+    if lookup:
+        host = target.rsplit(":", 1)[0]
+        return f"cannot resolve host '{host}' ({lookup.group(1)})"
+    return error
 
 
 async def _check_namespace(client: Client, target: str) -> None:

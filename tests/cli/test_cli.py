@@ -163,7 +163,19 @@ def test_unreachable_server_is_a_clear_error() -> None:
         ],
     )
     assert result.exit_code == 2
-    assert "cannot reach Temporal at 127.0.0.1:1" in result.stderr
+    # The transport's reason in words, not the SDK's nested Rust error it came in.
+    assert result.stderr == (
+        "error: cannot reach Temporal at 127.0.0.1:1 (namespace default): connection refused "
+        "(nothing listens there); start a dev server with `durapipe dev`, or check "
+        "TEMPORAL_ADDRESS and the TLS settings\n"
+    )
+    unknown = runner.invoke(
+        app, ["run", "brief", "--file", str(EXAMPLES / "brief.yaml"), "--input", "article=x",
+              "--address", "nosuchhost.invalid:7233"],
+    )  # fmt: skip
+    assert unknown.exit_code == 2
+    assert "(namespace default): cannot resolve host 'nosuchhost.invalid' (" in unknown.stderr
+    assert "tonic" not in unknown.stderr, unknown.stderr
 
 
 def test_worker_metrics_port_in_use_is_one_sentence(temporal_address: str) -> None:
