@@ -23,11 +23,11 @@ import typer
 from temporalio.service import RPCError
 
 import durapipe as dp
+from durapipe._words import counted
 from durapipe.cli import _progress
 from durapipe.cli._connection import connection_options
 from durapipe.cli._interrupt import interruptible
 from durapipe.cli._waiting import wait_for
-from durapipe.cli._words import counted
 from durapipe.cli._worker import serve_worker, with_limits_of
 
 app = typer.Typer(
