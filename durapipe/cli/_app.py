@@ -661,8 +661,12 @@ def retry(
 
 
 def main() -> None:
-    """Entry point of the ``durapipe`` command."""
+    """Entry point of the ``durapipe`` command (``durapipe_entry.main`` loads it)."""
     try:
+        # While the CLI loaded, Ctrl-C ended the process at once; from here it raises
+        # KeyboardInterrupt again, which each command turns into its own message.
+        if signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         app(prog_name="durapipe")
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
