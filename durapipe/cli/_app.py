@@ -76,6 +76,29 @@ FileArgument = Annotated[
 ]
 
 
+MethodsOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--methods",
+        exists=True,
+        file_okay=False,
+        help="MTHDS bundles: a folder of installed methods that package addresses before '->' "
+        "resolve from (repeatable, in order; instead of DURAPIPE_MTHDS_METHODS, else "
+        "~/.mthds/methods).",
+        show_default=False,
+    ),
+]
+
+
+def stores_for(file: Path, methods: list[Path] | None) -> list[Path] | None:
+    """The ``--methods`` folders for ``file``; a mistake for a file that is not an MTHDS bundle."""
+    if methods and not (file.suffix == ".mthds" or (file / "METHODS.toml").is_file()):
+        raise fail(
+            f"--methods applies to MTHDS bundles (.mthds) and packages only; '{file}' is neither"
+        )
+    return methods or None
+
+
 # Set by `run` for an MTHDS bundle: its errors are the MTHDS CLI contract's JSON object on stderr.
 _MTHDS_ERRORS: contextvars.ContextVar[bool] = contextvars.ContextVar("mthds_errors", default=False)
 
@@ -128,17 +151,18 @@ def handles_errors(command: F) -> F:
 
 @app.command()
 @handles_errors
-def validate(file: FileArgument) -> None:
+def validate(file: FileArgument, methods: MethodsOption = None) -> None:
     """Check a pipeline file and report every problem, without running anything.
 
     A YAML file or an MTHDS bundle is checked without importing anything (tool modules and PipeFunc
     functions included); a Python pipeline file is code, so checking it imports it.
     """
-    pipeline = dp.load(file, import_tools=False)
+    stores = stores_for(file, methods)
+    pipeline = dp.load(file, import_tools=False, methods=stores)
     if file.suffix == ".mthds" or file.is_dir():
         from durapipe.adapters.mthds import load_method
 
-        for note in load_method(file, import_functions=False).notes:
+        for note in load_method(file, import_functions=False, methods=stores).notes:
             typer.echo(f"note: {note}", err=True)
     if not pipeline.pipes:
         if not pipeline.limits:
@@ -288,6 +312,7 @@ def run(
         bool,
         typer.Option("--with-memory", help="MTHDS bundles: print the working memory too."),
     ] = False,
+    methods: MethodsOption = None,
     *,
     connection: dp.ConnectOptions,
 ) -> None:
@@ -304,9 +329,11 @@ def run(
     method = None
     memory_main: str | None = None
     memory_concepts: dict[str, str] = {}
+    stores = stores_for(file, methods)
     if is_mthds_path(file):
         _MTHDS_ERRORS.set(True)
-        method = load_method(file)  # also checks that every PipeFunc function imports
+        # Also checks that every PipeFunc function imports.
+        method = load_method(file, methods=stores)
         pipeline = method.pipeline
         pipe = _mthds.pipe_name(method, pipe)
         folder = file if file.is_dir() else None
@@ -567,6 +594,7 @@ def worker(
             "own (an MTHDS bundle has none); a limit of the same name is this file's.",
         ),
     ] = None,
+    methods: MethodsOption = None,
     *,
     connection: dp.ConnectOptions,
 ) -> None:
@@ -579,7 +607,7 @@ def worker(
         # Names only: the values are the point of keeping the file out of logs.
         loaded = counted(len(names), "secret")
         typer.echo(f"loaded {loaded} from {secrets_file}: {', '.join(names)}", err=True)
-    pipeline = dp.load(file)
+    pipeline = dp.load(file, methods=stores_for(file, methods))
     if limits_file is not None:
         pipeline = with_limits_of(pipeline, limits_file)
     served = queues or [task_queue]

@@ -15,12 +15,14 @@ from temporalio.service import RPCError
 
 import durapipe as dp
 from durapipe.cli._app import (
+    MethodsOption,
     TaskQueueOption,
     app,
     fail,
     handles_errors,
     input_types,
     parse_inputs,
+    stores_for,
 )
 from durapipe.cli._connection import connection_options
 
@@ -232,11 +234,12 @@ def schedule_create(
         float | None, typer.Option("--budget-usd", help="The budget of each run, in USD.")
     ] = None,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
+    methods: MethodsOption = None,
     *,
     connection: dp.ConnectOptions,
 ) -> None:
     """Create a schedule that runs PIPE on a cron expression or an interval."""
-    pipeline = dp.load(file)
+    pipeline = dp.load(file, methods=stores_for(file, methods))
     values = parse_inputs(input_json, inputs or [], input_types(pipeline, pipe))
 
     async def create(client: Client) -> str | None:
