@@ -27,6 +27,7 @@ from durapipe._words import counted
 from durapipe.cli import _progress
 from durapipe.cli._connection import connection_options
 from durapipe.cli._interrupt import interruptible
+from durapipe.cli._methods import MethodsOption, methods_for
 from durapipe.cli._waiting import wait_for
 from durapipe.cli._worker import serve_worker, with_limits_of
 
@@ -74,29 +75,6 @@ FileArgument = Annotated[
         show_default=False,
     ),
 ]
-
-
-MethodsOption = Annotated[
-    list[Path] | None,
-    typer.Option(
-        "--methods",
-        exists=True,
-        file_okay=False,
-        help="MTHDS bundles: a folder of installed methods that package addresses before '->' "
-        "resolve from (repeatable, in order; instead of DURAPIPE_MTHDS_METHODS, else "
-        "~/.mthds/methods).",
-        show_default=False,
-    ),
-]
-
-
-def stores_for(file: Path, methods: list[Path] | None) -> list[Path] | None:
-    """The ``--methods`` folders for ``file``; a mistake for a file that is not an MTHDS bundle."""
-    if methods and not (file.suffix == ".mthds" or (file / "METHODS.toml").is_file()):
-        raise fail(
-            f"--methods applies to MTHDS bundles (.mthds) and packages only; '{file}' is neither"
-        )
-    return methods or None
 
 
 # Set by `run` for an MTHDS bundle: its errors are the MTHDS CLI contract's JSON object on stderr.
@@ -157,7 +135,7 @@ def validate(file: FileArgument, methods: MethodsOption = None) -> None:
     A YAML file or an MTHDS bundle is checked without importing anything (tool modules and PipeFunc
     functions included); a Python pipeline file is code, so checking it imports it.
     """
-    stores = stores_for(file, methods)
+    stores = methods_for(file, methods)
     pipeline = dp.load(file, import_tools=False, methods=stores)
     if file.suffix == ".mthds" or file.is_dir():
         from durapipe.adapters.mthds import load_method
@@ -329,7 +307,7 @@ def run(
     method = None
     memory_main: str | None = None
     memory_concepts: dict[str, str] = {}
-    stores = stores_for(file, methods)
+    stores = methods_for(file, methods)
     if is_mthds_path(file):
         _MTHDS_ERRORS.set(True)
         # Also checks that every PipeFunc function imports.
@@ -607,7 +585,7 @@ def worker(
         # Names only: the values are the point of keeping the file out of logs.
         loaded = counted(len(names), "secret")
         typer.echo(f"loaded {loaded} from {secrets_file}: {', '.join(names)}", err=True)
-    pipeline = dp.load(file, methods=stores_for(file, methods))
+    pipeline = dp.load(file, methods=methods_for(file, methods))
     if limits_file is not None:
         pipeline = with_limits_of(pipeline, limits_file)
     served = queues or [task_queue]

@@ -15,16 +15,15 @@ from temporalio.service import RPCError
 
 import durapipe as dp
 from durapipe.cli._app import (
-    MethodsOption,
     TaskQueueOption,
     app,
     fail,
     handles_errors,
     input_types,
     parse_inputs,
-    stores_for,
 )
 from durapipe.cli._connection import connection_options
+from durapipe.cli._methods import MethodsOption, methods_for
 
 T = TypeVar("T")
 RunArgument = Annotated[str, typer.Argument(help="The run id.", show_default=False)]
@@ -239,7 +238,7 @@ def schedule_create(
     connection: dp.ConnectOptions,
 ) -> None:
     """Create a schedule that runs PIPE on a cron expression or an interval."""
-    pipeline = dp.load(file, methods=stores_for(file, methods))
+    pipeline = dp.load(file, methods=methods_for(file, methods))
     values = parse_inputs(input_json, inputs or [], input_types(pipeline, pipe))
 
     async def create(client: Client) -> str | None:

@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 
 import durapipe as dp
-from durapipe.cli._app import MethodsOption, TaskQueueOption, app, fail, handles_errors
+from durapipe.cli._app import TaskQueueOption, app, fail, handles_errors
 from durapipe.cli._connection import connection_options
+from durapipe.cli._methods import MethodsOption
 
 TOKEN_ENV = "DURAPIPE_SERVE_TOKEN"
 
