@@ -47,8 +47,8 @@ ocr:
 	    tesseract-ocr tesseract-ocr-eng >/dev/null; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check durapipe tests examples bench
-	$(BIN)/ruff format --check durapipe tests examples bench
+	$(BIN)/ruff check durapipe durapipe_entry.py tests examples bench
+	$(BIN)/ruff format --check durapipe durapipe_entry.py tests examples bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -99,8 +99,8 @@ chaos-tls: $(STAMP)
 	$(BIN)/python bench/chaos.py --tls --workers 3 --min-kills 3
 
 format: $(STAMP)
-	$(BIN)/ruff format durapipe tests examples bench
-	$(BIN)/ruff check --fix durapipe tests examples bench
+	$(BIN)/ruff format durapipe durapipe_entry.py tests examples bench
+	$(BIN)/ruff check --fix durapipe durapipe_entry.py tests examples bench
 
 demo: $(RUNTIME_STAMP)
 	$(BIN)/durapipe demo $(if $(filter-out 0,$(KEEP)),--keep)

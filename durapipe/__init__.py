@@ -10,6 +10,13 @@ Example:
     >>> result = asyncio.run(dp.run_local(pipeline, "summarize", {"article": "..."}))  # doctest: +SKIP
 """
 
+# `python -m durapipe` imports this package before its `__main__`: the command's quiet Ctrl-C
+# (exit 130, no traceback) is put in place before the imports below take their second.
+import durapipe_entry as _entry
+
+if _entry.is_python_m_durapipe():
+    _entry.quiet_interrupts()
+
 # The operation submodules, reachable as `dp.ops`, `dp.client`... after `import durapipe as dp`.
 from durapipe import client as client
 from durapipe import ops as ops

@@ -1,6 +1,6 @@
 """``python -m durapipe``: the same as the ``durapipe`` command."""
 
-from durapipe.cli import main
+from durapipe_entry import main
 
 if __name__ == "__main__":
     main()

@@ -268,6 +268,24 @@ async def test_ui_shows_current_details_and_no_memo(observed: Observed) -> None:
     )
 
 
+async def test_ui_details_count_one_step_in_the_singular(
+    temporal_address: str, task_queue: str
+) -> None:
+    # The details said "(1 of 1 steps done)" for a one-step run.
+    ask = dp.llm("ask", inputs={"question": str}, prompt="{{ question }}")
+    pipeline = dp.pipeline(dp.sequence("one", inputs={"question": str}, steps=[dp.step(ask)]))
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    run_id = f"one-{uuid.uuid4().hex[:8]}"
+    async with dp.build_worker(client, task_queue=task_queue):
+        await dp.run(
+            client, pipeline, "one", {"question": "q"}, run_id=run_id, task_queue=task_queue
+        )
+        metadata = await client.get_workflow_handle(run_id).query(
+            "__temporal_workflow_metadata", result_type=WorkflowMetadata
+        )
+    assert metadata.current_details == "pipe one: succeeded: llm step ask (1 of 1 step done)"
+
+
 async def test_run_totals_are_upserted_at_most_every_two_seconds_and_exact_at_the_end(
     temporal_address: str, task_queue: str
 ) -> None:

@@ -6,7 +6,7 @@ import importlib
 import importlib.util
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,13 +25,20 @@ YAML_SUFFIXES = (".yaml", ".yml")
 MTHDS_SUFFIX, MTHDS_MANIFEST = ".mthds", "METHODS.toml"
 
 
-def load(path: str | Path, *, import_tools: bool = True) -> Pipeline:
+def load(
+    path: str | Path,
+    *,
+    import_tools: bool = True,
+    methods: Sequence[str | Path] | None = None,
+) -> Pipeline:
     """Load and validate a pipeline file; its folder goes on the Python path so tools import.
 
     A Python file must define a module-level `Pipeline` (``pipeline = durapipe.pipeline(...)``).
     With ``import_tools=False`` (what ``durapipe validate`` does) a YAML file is checked without
     importing anything: tool references are checked for their shape only, and the file's folder
     stays off the Python path. A Python pipeline file is code, so loading it always runs it.
+    ``methods``: for an MTHDS bundle or package, the folders of installed methods its package
+    addresses resolve from (default ``DURAPIPE_MTHDS_METHODS``, else ``~/.mthds/methods``).
 
     Raises:
         ConfigError: the file does not exist or has an unknown suffix.
@@ -39,7 +46,7 @@ def load(path: str | Path, *, import_tools: bool = True) -> Pipeline:
     """
     file = Path(path)
     if file.suffix == MTHDS_SUFFIX or (file / MTHDS_MANIFEST).is_file():
-        return _load_mthds(file, import_tools=import_tools)
+        return _load_mthds(file, import_tools=import_tools, methods=methods)
     if not file.is_file():
         raise ConfigError(f"pipeline file '{path}' does not exist")
     if import_tools or file.suffix in PYTHON_SUFFIXES:
@@ -77,7 +84,9 @@ def load(path: str | Path, *, import_tools: bool = True) -> Pipeline:
     return pipeline
 
 
-def _load_mthds(file: Path, *, import_tools: bool) -> Pipeline:
+def _load_mthds(
+    file: Path, *, import_tools: bool, methods: Sequence[str | Path] | None
+) -> Pipeline:
     """An MTHDS bundle or package folder: the third spelling, translated by its adapter."""
     # Imported here: the MTHDS adapter builds on this package (no import cycle at module level).
     from durapipe.adapters.mthds import load_mthds
@@ -85,9 +94,9 @@ def _load_mthds(file: Path, *, import_tools: bool) -> Pipeline:
     if not file.exists():
         raise ConfigError(f"pipeline file '{file}' does not exist")
     if not import_tools:  # `validate`: nothing next to the bundle is imported
-        return load_mthds(file, import_functions=False)
+        return load_mthds(file, import_functions=False, methods=methods)
     _add_to_path(file if file.is_dir() else file.parent)
-    pipeline = load_mthds(file)
+    pipeline = load_mthds(file, methods=methods)
     problems = _tool_problems(pipeline, str(file))
     if problems:
         raise PipelineError(problems)

@@ -23,11 +23,12 @@ import typer
 from temporalio.service import RPCError
 
 import durapipe as dp
+from durapipe._words import counted
 from durapipe.cli import _progress
 from durapipe.cli._connection import connection_options
 from durapipe.cli._interrupt import interruptible
+from durapipe.cli._methods import MethodsOption, methods_for
 from durapipe.cli._waiting import wait_for
-from durapipe.cli._words import counted
 from durapipe.cli._worker import serve_worker, with_limits_of
 
 app = typer.Typer(
@@ -128,17 +129,18 @@ def handles_errors(command: F) -> F:
 
 @app.command()
 @handles_errors
-def validate(file: FileArgument) -> None:
+def validate(file: FileArgument, methods: MethodsOption = None) -> None:
     """Check a pipeline file and report every problem, without running anything.
 
     A YAML file or an MTHDS bundle is checked without importing anything (tool modules and PipeFunc
     functions included); a Python pipeline file is code, so checking it imports it.
     """
-    pipeline = dp.load(file, import_tools=False)
+    stores = methods_for(file, methods)
+    pipeline = dp.load(file, import_tools=False, methods=stores)
     if file.suffix == ".mthds" or file.is_dir():
         from durapipe.adapters.mthds import load_method
 
-        for note in load_method(file, import_functions=False).notes:
+        for note in load_method(file, import_functions=False, methods=stores).notes:
             typer.echo(f"note: {note}", err=True)
     if not pipeline.pipes:
         if not pipeline.limits:
@@ -288,6 +290,7 @@ def run(
         bool,
         typer.Option("--with-memory", help="MTHDS bundles: print the working memory too."),
     ] = False,
+    methods: MethodsOption = None,
     *,
     connection: dp.ConnectOptions,
 ) -> None:
@@ -304,9 +307,11 @@ def run(
     method = None
     memory_main: str | None = None
     memory_concepts: dict[str, str] = {}
+    stores = methods_for(file, methods)
     if is_mthds_path(file):
         _MTHDS_ERRORS.set(True)
-        method = load_method(file)  # also checks that every PipeFunc function imports
+        # Also checks that every PipeFunc function imports.
+        method = load_method(file, methods=stores)
         pipeline = method.pipeline
         pipe = _mthds.pipe_name(method, pipe)
         folder = file if file.is_dir() else None
@@ -571,6 +576,7 @@ def worker(
             "own (an MTHDS bundle has none); a limit of the same name is this file's.",
         ),
     ] = None,
+    methods: MethodsOption = None,
     *,
     connection: dp.ConnectOptions,
 ) -> None:
@@ -583,7 +589,7 @@ def worker(
         # Names only: the values are the point of keeping the file out of logs.
         loaded = counted(len(names), "secret")
         typer.echo(f"loaded {loaded} from {secrets_file}: {', '.join(names)}", err=True)
-    pipeline = dp.load(file)
+    pipeline = dp.load(file, methods=methods_for(file, methods))
     if limits_file is not None:
         pipeline = with_limits_of(pipeline, limits_file)
     served = queues or [task_queue]
@@ -672,8 +678,12 @@ def retry(
 
 
 def main() -> None:
-    """Entry point of the ``durapipe`` command."""
+    """Entry point of the ``durapipe`` command (``durapipe_entry.main`` loads it)."""
     try:
+        # While the CLI loaded, Ctrl-C ended the process at once; from here it raises
+        # KeyboardInterrupt again, which each command turns into its own message.
+        if signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         app(prog_name="durapipe")
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)

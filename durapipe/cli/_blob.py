@@ -10,8 +10,8 @@ import typer
 from pydantic import ValidationError
 
 import durapipe as dp
+from durapipe._words import counted
 from durapipe.cli._app import app, fail, handles_errors
-from durapipe.cli._words import counted
 
 blob_app = typer.Typer(
     help="Blobs: the binary inputs and outputs of runs (documents, images).", no_args_is_help=True

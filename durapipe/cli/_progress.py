@@ -11,8 +11,8 @@ from urllib.parse import quote
 import typer
 
 import durapipe as dp
+from durapipe._words import counted
 from durapipe.cli._waiting import wait_for, waiting_line
-from durapipe.cli._words import counted
 
 _MARKS = {"succeeded": "✓", "failed": "✗", "skipped": "-", "cancelled": "✗"}
 _DONE = frozenset(_MARKS)

@@ -23,6 +23,7 @@ from durapipe.cli._app import (
     parse_inputs,
 )
 from durapipe.cli._connection import connection_options
+from durapipe.cli._methods import MethodsOption, methods_for
 
 T = TypeVar("T")
 RunArgument = Annotated[str, typer.Argument(help="The run id.", show_default=False)]
@@ -241,11 +242,12 @@ def schedule_create(
         float | None, typer.Option("--budget-usd", help="The budget of each run, in USD.")
     ] = None,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
+    methods: MethodsOption = None,
     *,
     connection: dp.ConnectOptions,
 ) -> None:
     """Create a schedule that runs PIPE on a cron expression or an interval."""
-    pipeline = dp.load(file)
+    pipeline = dp.load(file, methods=methods_for(file, methods))
     values = parse_inputs(input_json, inputs or [], input_types(pipeline, pipe))
 
     async def create(client: Client) -> str | None:

@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 
 import durapipe as dp
+from durapipe._words import counted
 from durapipe.cli import _progress
 from durapipe.cli._app import app, handles_errors
 from durapipe.cli._connection import connection_options
-from durapipe.cli._words import counted
 
 
 @app.command()

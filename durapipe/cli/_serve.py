@@ -11,6 +11,7 @@ import typer
 import durapipe as dp
 from durapipe.cli._app import TaskQueueOption, app, fail, handles_errors
 from durapipe.cli._connection import connection_options
+from durapipe.cli._methods import MethodsOption
 
 TOKEN_ENV = "DURAPIPE_SERVE_TOKEN"
 
@@ -73,6 +74,7 @@ def serve(
         ),
     ] = None,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
+    methods: MethodsOption = None,
     *,
     connection: dp.ConnectOptions,
 ) -> None:
@@ -93,5 +95,6 @@ def serve(
         task_queue=task_queue,
         execute_wait_s=execute_wait,
         allow_urls=tuple(allow_urls or ()),
+        methods=methods or None,
     )
     asyncio.run(serve_forever(config, host=host, port=port))

@@ -164,7 +164,7 @@ class RunHandle:
             if self._queues is None:
                 return None
         why = await why_stalled(self.client, self._queues, pollers)
-        return why or await failing_task(self.client, self.run_id)
+        return why or await failing_task(self.client, self.run_id, pollers)
 
     async def _read_queues(self) -> RunQueues | None:
         return await read_queues(self.client, self.run_id)
@@ -204,14 +204,16 @@ class RunHandle:
         """Step records of the run, including those of nested runs still in progress.
 
         A running run answers the ``durapipe.steps`` query; a closed one needs no worker: its
-        records travel in its result (or in its failure). ``pollers``: as for `stalled`.
+        records travel in its result (or in its failure). ``pollers``: as for `stalled`; its
+        description of the run (and of its running nested runs) is read too.
 
         Raises:
             RunNotFound: no run with this id.
             RunStalled: the run is running but no worker polls its task queue (nobody can answer).
         """
+        pollers = pollers or QueuePollers(self.client)
         try:
-            description = await self._handle.describe()
+            description = await pollers.description(self.run_id)
         except RPCError as err:
             raise RunNotFound(
                 f"no run '{self.run_id}': {err.message}", run_id=self.run_id
@@ -220,14 +222,14 @@ class RunHandle:
             # Without a worker the query would wait for its timeout; the queue says so at once.
             why = await why_stalled(
                 self.client, RunQueues(workflow=description.task_queue), pollers
-            ) or await failing_task(self.client, self.run_id)
+            ) or await failing_task(self.client, self.run_id, pollers)
             if why is not None:
                 raise RunStalled(
                     f"run '{self.run_id}' is running but cannot make progress: {why}",
                     run_id=self.run_id,
                 )
             try:
-                return await _steps(self.client, self.run_id, self.run_id, description)
+                return await _steps(self.client, self.run_id, self.run_id, pollers, description)
             except RPCError as err:
                 why = await self.stalled(pollers=pollers) or f"no worker answered: {err.message}"
                 raise RunError(
@@ -241,7 +243,7 @@ class RunHandle:
         except RunError:
             # A cancelled or terminated run carries no records of its own: ask a worker, if any.
             try:
-                return await _steps(self.client, self.run_id, self.run_id)
+                return await _steps(self.client, self.run_id, self.run_id, pollers)
             except RPCError:
                 return []
 
@@ -302,15 +304,17 @@ async def _steps(
     client: Client,
     run_id: str,
     workflow_id: str,
+    pollers: QueuePollers,
     description: WorkflowExecutionDescription | None = None,
 ) -> list[StepRecord]:
     """The records of workflow ``workflow_id`` and of its running nested workflows; a running step
     carries the server's view of its retries and waits (see `with_pending`).
-    ``description``: the workflow's, when the caller has it (else asked with the query)."""
+    ``description``: the workflow's, when the caller has it (else asked with the query, of the
+    command's ``pollers``, which a stall check may have asked already)."""
     handle = client.get_workflow_handle(workflow_id)
     query = handle.query(STEPS_QUERY, result_type=list[StepRecord], rpc_timeout=QUERY_TIMEOUT)
     if description is None:
-        answer, described = await asyncio.gather(query, handle.describe())
+        answer, described = await asyncio.gather(query, pollers.description(workflow_id))
     else:
         answer, described = await query, description
     records = await with_pending(client, answer, described.raw_description.pending_activities)
@@ -319,7 +323,9 @@ async def _steps(
         merged.append(record)
         if is_controller_kind(record.kind) and record.status == "running":
             try:
-                nested = await _steps(client, run_id, child_workflow_id(run_id, record.path))
+                nested = await _steps(
+                    client, run_id, child_workflow_id(run_id, record.path), pollers
+                )
             except RPCError:
                 continue  # the child has not started yet
             merged.extend(r for r in nested if all(r.path != m.path for m in records))

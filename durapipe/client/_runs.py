@@ -324,17 +324,19 @@ async def describe_run(
 ) -> RunSummary:
     """One run's summary (its latest execution): pipe, status, totals so far, where it failed.
 
-    ``pollers``: the task queues' pollers as asked for this command, shared with the other reads
-    of one command (`RunHandle.steps`, `RunHandle.stalled`); a new one if None.
+    ``pollers``: the task queues' pollers and the run's description as asked for this command,
+    shared with the other reads of one command (`RunHandle.steps`, `RunHandle.stalled`), so the
+    command describes the run once; a new one if None.
 
     Raises:
         RunNotFound: no run with this id.
     """
+    pollers = pollers or QueuePollers(client)
     try:
-        description = await client.get_workflow_handle(run_id).describe()
+        description = await pollers.description(run_id)
     except RPCError as err:
         raise RunNotFound(f"no run '{run_id}': {err.message}", run_id=run_id) from None
-    summary = await _summary(client, description, pollers or QueuePollers(client))
+    summary = await _summary(client, description, pollers)
     if not summary.pipe:  # a run recorded before its pipe was set at the start
         summary.pipe = str((await description.memo()).get("pipe", ""))
     return summary

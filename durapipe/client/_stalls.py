@@ -36,7 +36,7 @@ from temporalio.api.workflowservice.v1 import (
     GetWorkflowExecutionHistoryReverseRequest,
     ListWorkersRequest,
 )
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionDescription
 from temporalio.exceptions import FailureError
 from temporalio.service import RPCError
 
@@ -101,6 +101,9 @@ class QueuePollers:
     not 50, and `durapipe show` reads a run's totals and explains its stall from the same answer.
     Asked concurrently, the first reader's request is shared by the others.
 
+    The workflows the command reads are described once too (`description`): `durapipe show` reads
+    its header, its steps and its stall check from one DescribeWorkflowExecution of its run.
+
     One command, one instance: never kept longer, since workers come and go (a later command, or
     a client that checks every second while it waits, asks again).
     """
@@ -108,6 +111,22 @@ class QueuePollers:
     def __init__(self, client: Client) -> None:
         self._client = client
         self._asked: dict[tuple[str, bool], asyncio.Task[str | None]] = {}
+        self._described: dict[str, asyncio.Task[WorkflowExecutionDescription]] = {}
+
+    async def description(self, workflow_id: str) -> WorkflowExecutionDescription:
+        """Workflow ``workflow_id`` (its latest execution) as the server describes it, asked once
+        for this command.
+
+        Raises:
+            RPCError: no such workflow, or the server refused the request.
+        """
+        asked = self._described.get(workflow_id)
+        if asked is None:
+            handle = self._client.get_workflow_handle(workflow_id)
+            asked = asyncio.ensure_future(handle.describe())
+            self._described[workflow_id] = asked
+            asked.add_done_callback(functools.partial(_forget_failed, self._described, workflow_id))
+        return await asyncio.shield(asked)
 
     async def unpolled(self, task_queue: str) -> str | None:
         """One clause saying that no live worker polls ``task_queue`` for workflow tasks, so
@@ -131,15 +150,16 @@ class QueuePollers:
         if asked is None:
             asked = asyncio.ensure_future(_gone(self._client, task_queue, activities=activities))
             self._asked[key] = asked
-            asked.add_done_callback(functools.partial(self._forget_failed, key))
+            asked.add_done_callback(functools.partial(_forget_failed, self._asked, key))
         # Shielded: one reader cancelled alone must not cancel the answer the others wait on.
         return await asyncio.shield(asked)
 
-    def _forget_failed(self, key: tuple[str, bool], done: asyncio.Task[str | None]) -> None:
-        # A question that failed (a server briefly unavailable) is no answer: the readers waiting
-        # on it get its error, and the next reader of this command asks again.
-        if (done.cancelled() or done.exception() is not None) and self._asked.get(key) is done:
-            del self._asked[key]
+
+def _forget_failed(asked: dict[Any, asyncio.Task[Any]], key: Any, done: asyncio.Task[Any]) -> None:
+    # A question that failed (a server briefly unavailable) is no answer: the readers waiting on
+    # it get its error, and the next reader of this command asks again.
+    if (done.cancelled() or done.exception() is not None) and asked.get(key) is done:
+        del asked[key]
 
 
 async def _gone(client: Client, task_queue: str, *, activities: bool) -> str | None:
@@ -261,29 +281,36 @@ async def run_stalled(client: Client, run_id: str) -> str | None:
     return await why_stalled(client, queues) or await failing_task(client, run_id)
 
 
-async def failing_task(client: Client, run_id: str) -> str | None:
+async def failing_task(
+    client: Client, run_id: str, pollers: QueuePollers | None = None
+) -> str | None:
     """One clause saying that a workflow task of run ``run_id`` keeps failing or timing out on its
     workers (the run's own, or a nested pipe's, which runs as a child workflow), with what
     Temporal recorded; None if none does (or the server cannot tell).
 
     Cheap enough to call every second while a client waits: one describe of the run, then (only
     when its own task is fine) one of each of up to `CHILDREN_CHECKED` running nested workflows,
-    concurrently, and one page of history of a workflow whose task is stuck.
+    concurrently, and one page of history of a workflow whose task is stuck. ``pollers``: the
+    command's, whose descriptions of the run and its nested workflows are read (a fresh describe
+    of each if None).
     """
     try:
-        description = await _describe(client, run_id)
+        description = await _describe(client, run_id, pollers)
         if description is None:
             return None
         stuck = await _stuck_task(client, run_id, description)
         if stuck is not None:
             return f"its workflow task {stuck}"
-        return await _stuck_child(client, run_id, description)
+        return await _stuck_child(client, run_id, description, pollers)
     except RPCError:
         return None
 
 
 async def _stuck_child(
-    client: Client, run_id: str, description: DescribeWorkflowExecutionResponse
+    client: Client,
+    run_id: str,
+    description: DescribeWorkflowExecutionResponse,
+    pollers: QueuePollers | None,
 ) -> str | None:
     """The clause for the first running nested workflow (breadth first) whose task is stuck."""
     level = [description]
@@ -292,7 +319,7 @@ async def _stuck_child(
         ids = [c.workflow_id for d in level for c in d.pending_children]
         ids = ids[: CHILDREN_CHECKED - checked]
         checked += len(ids)
-        found = await asyncio.gather(*(_describe(client, i) for i in ids))
+        found = await asyncio.gather(*(_describe(client, i, pollers) for i in ids))
         level = [d for d in found if d is not None]
         for child in level:
             child_id = child.workflow_execution_info.execution.workflow_id
@@ -304,18 +331,23 @@ async def _stuck_child(
     return None
 
 
-async def _describe(client: Client, workflow_id: str) -> DescribeWorkflowExecutionResponse | None:
+async def _describe(
+    client: Client, workflow_id: str, pollers: QueuePollers | None = None
+) -> DescribeWorkflowExecutionResponse | None:
     """The running workflow ``workflow_id`` as the server describes it; None when not running.
 
-    The raw call: this check reads nothing of what the SDK's ``describe()`` decodes (memo,
-    search attributes)."""
+    As the command's ``pollers`` described it, else the raw call: this check reads nothing of
+    what the SDK's ``describe()`` decodes (memo, search attributes)."""
     try:
-        description = await client.workflow_service.describe_workflow_execution(
-            DescribeWorkflowExecutionRequest(
-                namespace=client.namespace,
-                execution=WorkflowExecution(workflow_id=workflow_id),
+        if pollers is not None:
+            description = (await pollers.description(workflow_id)).raw_description
+        else:
+            description = await client.workflow_service.describe_workflow_execution(
+                DescribeWorkflowExecutionRequest(
+                    namespace=client.namespace,
+                    execution=WorkflowExecution(workflow_id=workflow_id),
+                )
             )
-        )
     except RPCError:  # ended and gone meanwhile: nothing stuck there
         return None
     running = WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING

@@ -82,7 +82,7 @@ async def _running_totals(
     except Exception as err:
         # A worker polls, yet the run did not answer: a workflow task that keeps failing on
         # those workers says why; otherwise only what the query itself showed is known.
-        stuck = await failing_task(client, execution.id)
+        stuck = await failing_task(client, execution.id, pollers)
         if stuck is not None:
             return f"run '{execution.id}' cannot make progress: {stuck}"
         # The client's own deadline ends an unanswered query as CANCELLED ("Timeout expired").

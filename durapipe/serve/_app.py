@@ -15,6 +15,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
@@ -79,6 +80,8 @@ class ServeConfig:
         allow_urls: the ``http(s)`` URL prefixes whose Document and Image inputs this server may
             fetch (none by default: a client sends a file's bytes as a ``data:`` URL); a path
             of the server's own disk is never read.
+        methods: the folders of installed methods (the server's own) that the package addresses
+            of a method a client sends resolve from (None: ``DURAPIPE_MTHDS_METHODS``).
     """
 
     token: str
@@ -90,6 +93,7 @@ class ServeConfig:
     deck: Any = None
     execute_wait_s: float = DEFAULT_EXECUTE_WAIT_S
     allow_urls: tuple[str, ...] = ()
+    methods: tuple[Path, ...] | None = None
 
 
 _CONFIG: Final = web.AppKey("config", ServeConfig)
@@ -244,7 +248,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
 def _method(config: ServeConfig, body: dict[str, Any]) -> Method:
     """The method a run request carries, or the pipes this runner holds when it carries none."""
     if body.get("files") is not None:
-        return load_method(decode_files(body["files"]), config.deck, config.capabilities)
+        return load_method(
+            decode_files(body["files"]), config.deck, config.capabilities, config.methods
+        )
     if config.pipeline is not None and body.get("pipe_code"):
         return Method(config.pipeline)
     raise ServeError(
@@ -268,7 +274,7 @@ async def _validate(request: web.Request) -> web.Response:
     tree = decode_files(body.get("files"))
     errors: list[dict[str, Any]] = []
     try:
-        method = load_method(tree, config.deck, config.capabilities)
+        method = load_method(tree, config.deck, config.capabilities, config.methods)
     except ServeError as err:
         if err.code not in ("method.invalid", "request.malformed"):
             raise

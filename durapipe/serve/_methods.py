@@ -14,7 +14,7 @@ import difflib
 import re
 import tempfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -112,9 +112,13 @@ def _check_path(path: str) -> None:
 
 
 def load_method(
-    tree: dict[str, bytes], deck: Any = None, capabilities: Capabilities | None = None
+    tree: dict[str, bytes],
+    deck: Any = None,
+    capabilities: Capabilities | None = None,
+    methods: Sequence[Path] | None = None,
 ) -> Method:
-    """Load the method a tree holds; MTHDS model references resolve through ``deck``.
+    """Load the method a tree holds; MTHDS model references resolve through ``deck``, package
+    addresses from the installed methods in ``methods`` (default: the configured folders).
 
     With ``capabilities``, a ``PipeFunc`` naming an unregistered function is refused before the
     bundle loader (which imports the functions it checks) runs.
@@ -146,9 +150,9 @@ def load_method(
                 refused = bundle_function_problems(bundles, capabilities)
                 if refused:
                     raise _untrusted_functions(
-                        tree, deck, refused, unregistered(bundles, capabilities)
+                        tree, deck, refused, unregistered(bundles, capabilities), methods
                     )
-            return _load_mthds(tree, deck)
+            return _load_mthds(tree, deck, methods)
         yaml_files = [path for path in tree if path.endswith(YAML_SUFFIXES)]
         if len(yaml_files) == 1:
             source = yaml_files[0]
@@ -178,7 +182,7 @@ def load_method(
     )
 
 
-def _load_mthds(tree: dict[str, bytes], deck: Any) -> Method:
+def _load_mthds(tree: dict[str, bytes], deck: Any, methods: Sequence[Path] | None) -> Method:
     # Imported here: the MTHDS loader is only needed by requests that carry bundles.
     from durapipe.adapters import mthds
 
@@ -195,7 +199,9 @@ def _load_mthds(tree: dict[str, bytes], deck: Any) -> Method:
                 f"package whose {MANIFEST} declares them.",
                 params={"field": "files"},
             )
-        loaded = mthds.load_method(tree[bundles[0]].decode("utf-8"), source=bundles[0], deck=deck)
+        loaded = mthds.load_method(
+            tree[bundles[0]].decode("utf-8"), source=bundles[0], deck=deck, methods=methods
+        )
         return _method_of(loaded)
     with tempfile.TemporaryDirectory(prefix="durapipe-serve-") as folder:
         root = Path(folder).resolve()
@@ -205,7 +211,7 @@ def _load_mthds(tree: dict[str, bytes], deck: Any) -> Method:
             target.write_bytes(data)
         package = (root / manifests[0]).parent
         _check_dependencies(root, package, manifests[0])
-        loaded = mthds.load_method(package, deck=deck)
+        loaded = mthds.load_method(package, deck=deck, methods=methods)
     return _method_of(loaded)
 
 
@@ -391,7 +397,11 @@ _NOWHERE = "durapipe_serve_unregistered_function"
 
 
 def _untrusted_functions(
-    tree: dict[str, bytes], deck: Any, refused: list[tuple[str, str, str]], names: set[str]
+    tree: dict[str, bytes],
+    deck: Any,
+    refused: list[tuple[str, str, str]],
+    names: set[str],
+    methods: Sequence[Path] | None,
 ) -> ServeError:
     """The refusal of unregistered functions, with every other problem the method has."""
     renamed = dict(tree)
@@ -402,7 +412,7 @@ def _untrusted_functions(
                 text = text.replace(f'"{name}"', f'"{_NOWHERE}.{name.rpartition(".")[2]}"')
             renamed[path] = text.encode("utf-8")
     try:
-        _load_mthds(renamed, deck)
+        _load_mthds(renamed, deck, methods)
     except PipelineError as err:
         others = [p for p in err.problems if _NOWHERE not in str(p)]
         return untrusted(refused, problem_items(others))

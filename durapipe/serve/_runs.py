@@ -18,6 +18,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from durapipe._errors import RunError, StepFailed
+from durapipe._words import counted
 from durapipe.adapters import WORKFLOW_NAME, pipe_run
 from durapipe.client._handle import SPEC_VERSION, RunHandle, run_error
 from durapipe.runtime import PipeRun, RunResult
@@ -288,6 +289,6 @@ async def run_progress(client: Client, run_id: str) -> dict[str, Any]:
         "status": _PROGRESS_STATUS.get(read["status"], "running"),
         "version": ended + sum(1 for step in steps if step.started_at),
         "assembled_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "summary": f"{ended} of {len(steps)} steps ended",
+        "summary": f"{ended} of {counted(len(steps), 'step')} ended",
         "invocations": invocations,
     }

@@ -83,6 +83,7 @@ def serve_config(
     task_queue: str = DEFAULT_TASK_QUEUE,
     execute_wait_s: float = DEFAULT_EXECUTE_WAIT_S,
     allow_urls: tuple[str, ...] = (),
+    methods: Sequence[Path] | None = None,
 ) -> ServeConfig:
     """The configuration of a server in front of workers started on ``file``.
 
@@ -96,6 +97,8 @@ def serve_config(
         task_queue: the workers' task queue.
         execute_wait_s: how long ``execute`` waits before answering ``202`` with the run id.
         allow_urls: the URL prefixes whose Document and Image inputs this server may fetch.
+        methods: the folders of installed methods MTHDS package addresses resolve from, for
+            ``file`` and for the methods clients send (default ``DURAPIPE_MTHDS_METHODS``).
 
     Raises:
         ConfigError: no token, or the file or the deck cannot be read.
@@ -112,7 +115,8 @@ def serve_config(
             "(clients send it as 'Authorization: Bearer <token>')"
         )
 
-    pipeline = load(file) if file is not None else None
+    stores = None if methods is None else tuple(methods)
+    pipeline = load(file, methods=stores) if file is not None else None
     deck = load_deck(deck_file)
     return ServeConfig(
         token=token,
@@ -123,4 +127,5 @@ def serve_config(
         deck=deck,
         execute_wait_s=execute_wait_s,
         allow_urls=allow_urls,
+        methods=stores,
     )

@@ -27,6 +27,7 @@ from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
 
 with workflow.unsafe.imports_passed_through():
     from durapipe._errors import ErrorType, RunCancelled, StepFailed
+    from durapipe._words import counted
     from durapipe.adapters._plan import (
         ATTEMPT_DETAIL,
         ESTIMATE_ACTIVITY,
@@ -446,7 +447,7 @@ class _TemporalRuntime:
         interpreter = self.interpreter
         workflow.set_current_details(
             f"pipe {interpreter.run.pipe}: {line} "
-            f"({interpreter.finished} of {len(interpreter.records)} steps done)"
+            f"({interpreter.finished} of {counted(len(interpreter.records), 'step')} done)"
         )
 
     def continue_as_new_suggested(self, turns: int) -> bool:

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from rich.console import Console
 
 import durapipe as dp
+from durapipe._words import counted
 from durapipe.cli._live import render
 from durapipe.cli._progress import header, newly_finished, tree_lines
-from durapipe.cli._words import counted
 from durapipe.workflows._search import finished_steps
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

@@ -55,7 +55,9 @@ class Library:
         main_pipe: the manifest's main pipe, if any.
         address: the manifest's package address (``""`` without a manifest).
         name: the manifest's package name, if any.
-        by_address: package address before ``->`` (see `address_key`) -> the library it names
+        version: the manifest's package version, if any.
+        by_address: package address before ``->``, with its ``@tag`` (see `address_key`) -> the
+            library it names
             (a declared dependency or an installed method: `_installed`).
         unresolved: package address -> why it names no package here (one sentence).
     """
@@ -67,6 +69,7 @@ class Library:
     main_pipe: str | None = None
     address: str = ""
     name: str = ""
+    version: str = ""
     by_address: dict[str, Library] = field(default_factory=dict)
     unresolved: dict[str, str] = field(default_factory=dict)
 

@@ -15,11 +15,14 @@ from durapipe._errors import Problem
 from durapipe.adapters.mthds._bundle import Bundle, parse_bundle
 from durapipe.adapters.mthds._installed import (
     PROJECT_STORE,
+    Installed,
     address_key,
     configured_stores,
     find_installed,
     matches,
+    split_address,
     stores_for,
+    version_of,
 )
 from durapipe.adapters.mthds._library import RESERVED_DOMAINS, Library
 from durapipe.adapters.mthds._remote import (
@@ -115,6 +118,7 @@ def load_package(
     package = data.get("package", {}) if isinstance(data.get("package"), dict) else {}
     library.address = str(package.get("address", ""))
     library.name = str(package.get("name", "") or "")
+    library.version = str(package.get("version", "") or "")
     library.main_pipe = (
         package.get("main_pipe") if isinstance(package.get("main_pipe"), str) else None
     )
@@ -219,19 +223,29 @@ def _by_address(
     address, else an installed method in ``stores``; a miss is recorded in ``unresolved`` (the
     reference reports it, at its line)."""
     problems: list[Problem] = []
+    loaded: dict[Path, Library] = {}  # one installed package named with and without its tag
     written = sorted({a for bundle in library.bundles for a in _addresses(bundle)})
     for address in written:
         key = address_key(address)
         if key in library.by_address or key in library.unresolved:
             continue
-        declared = [d for d in library.deps.values() if matches(key, d.address, d.name)]
+        bare, tag = split_address(address)
+        declared = [d for d in library.deps.values() if matches(bare, d.address, d.name)]
         if declared:
-            library.by_address[key] = declared[0]
+            dep = declared[0]
+            if tag is not None and dep.version and dep.version != version_of(tag):
+                library.unresolved[key] = (
+                    f"package '{address}' pins version {version_of(tag)}, but dependency "
+                    f"'{dep.alias}' (METHODS.toml [dependencies], that address) is version "
+                    f"{dep.version}: make the two agree"
+                )
+                continue
+            library.by_address[key] = dep
             continue
-        if key in stack:
+        if bare in stack:
             library.unresolved[key] = f"package '{address}' refers to itself by its address"
             continue
-        found = find_installed(key, stores)
+        found, others = find_installed(bare, stores, tag)
         if len(found) > 1:
             library.unresolved[key] = (
                 f"package address '{address}' names {len(found)} installed methods "
@@ -240,21 +254,38 @@ def _by_address(
             )
             continue
         if not found:
-            library.unresolved[key] = _missing(address, stores)
+            library.unresolved[key] = (
+                _other_version(address, others) if others else _missing(address, stores)
+            )
+            continue
+        if found[0].manifest in loaded:
+            library.by_address[key] = loaded[found[0].manifest]
             continue
         taken = {*library.deps, *(d.alias for d in library.by_address.values())}
-        alias = _free_alias(found[0].name or key.rpartition("/")[2], taken)
+        alias = _free_alias(found[0].name or bare.rpartition("/")[2], taken)
         dep, more = load_package(
             found[0].manifest,
             alias=alias,
             root=False,
             lock=lock,
-            stack=stack | {key},
+            stack=stack | {bare},
             stores=list(stores),
         )
-        library.by_address[key] = dep
+        library.by_address[key] = loaded[found[0].manifest] = dep
         problems += more
     return problems
+
+
+def _other_version(address: str, others: Sequence[Installed]) -> str:
+    """A tagged address whose version no store holds, though others are installed."""
+    tag = split_address(address)[1] or ""
+    installed = ", ".join(f"{p.manifest.parent}: version {p.version or 'unknown'}" for p in others)
+    return (
+        f"package '{address}' pins version {version_of(tag)}, but only other versions of it are "
+        f"installed here ({installed}), and durapipe does not fetch packages: install version "
+        f"{version_of(tag)} into a folder of installed methods where the source is reachable, or "
+        f"drop '@{tag}' to run the installed version"
+    )
 
 
 def _missing(address: str, stores: Sequence[Path]) -> str:
@@ -262,8 +293,8 @@ def _missing(address: str, stores: Sequence[Path]) -> str:
     return (
         f"package '{address}' is not installed here (looked in {where}), and durapipe does not "
         f"fetch packages: install it where the source is reachable (mthds install), copy its "
-        f"folder into {PROJECT_STORE} beside METHODS.toml or into a folder named by "
-        "DURAPIPE_MTHDS_METHODS, or declare it in METHODS.toml [dependencies] with a local path"
+        f"folder into {PROJECT_STORE} beside METHODS.toml or into a folder named by --methods "
+        "or DURAPIPE_MTHDS_METHODS, or declare it in METHODS.toml [dependencies] with a local path"
     )
 
 

@@ -1,4 +1,5 @@
-"""Counts in the CLI's sentences: "1 step", "2 steps", never "1 steps"."""
+"""Counts in sentences: "1 step", "2 steps", never "1 steps" (the CLI's, the Temporal UI's
+details, the protocol's progress)."""
 
 from __future__ import annotations
 
