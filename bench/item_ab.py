@@ -14,13 +14,16 @@ their order rotating, and the garbage collector runs between rounds (``--gc`` to
 another name) beside this checkout's and hand-written, and prints the median of the rounds' paired
 differences.
 
-``--store-calls`` also reads the event loop thread's CPU time around each of the checkpoint store's
-calls on the durapipe side (its read and its write, both on the loop: `get_nowait`, `put_nowait`),
-and prints it per item beside ``item.checkpoints_us`` (what the item costs more with the store than
-without). The first is the store's own work as it runs amid everything else a busy worker does
-(cold caches: several times what the same calls cost in a loop of their own, see
-``bench.activity_ab``); what the second holds beyond it is the rest of the process slowed around
-it. Reading the clock costs about a microsecond per item on that side.
+``--store-calls`` also reads the event loop thread's CPU time and the wall time around each of the
+checkpoint store's calls on the durapipe side (its read and its write, both on the loop:
+`get_nowait`, `put_nowait`) and prints them per item. The CPU is the store's own work as it runs
+amid everything else a busy worker does (cold caches: several times what the same calls take in a
+loop of their own, see ``bench.activity_ab``); what ``item.checkpoints_us`` (what the item costs
+more with the store than without) holds beyond it is the rest of the item slowed around them. The
+wall time is far above the CPU: sqlite3 lets go of the GIL inside each call, and a thread waiting
+for it (litellm's pool, where each ``acompletion`` runs ``completion``) takes it until it blocks or
+Python's switch interval (5 ms) hands it back, the loop held up meanwhile. Reading the clocks costs
+about a microsecond per item on that side.
 
 Each figure is process CPU microseconds per item (litellm's completion thread included).
 """
@@ -67,7 +70,7 @@ def durapipe_item(
     `LlmCall`), the registered ``durapipe.llm`` activity, its `LeafResult` encoded. ``store``
     None: checkpoints off (what the guarantee costs). ``package``: durapipe, or a copy of
     another revision of it (see `bench.activity_ab.package_at`). ``store_calls``: the calling
-    thread's CPU seconds inside the store's reads and writes are added up there (see
+    thread's CPU and wall seconds inside the store's reads and writes are added up there (see
     `_timed_store`)."""
 
     def module(name: str) -> Any:
@@ -118,24 +121,27 @@ def durapipe_item(
 
 def _timed_store(store_class: type[Any], totals: dict[str, float]) -> type[Any]:
     """``store_class`` with the calling thread's CPU time inside its loop-side read and write
-    added to ``totals`` (``read``, ``write``; ``writes`` counts the writes)."""
-    for name in ("read", "write", "writes"):
+    added to ``totals`` (``read``, ``write``), their wall time (``read_wall``, ``write_wall``), and
+    ``writes`` counting the writes."""
+    for name in ("read", "write", "read_wall", "write_wall", "writes"):
         totals.setdefault(name, 0.0)
 
     class TimedStore(store_class):  # type: ignore[misc,valid-type]
         def get_nowait(self, key: str) -> Any:
-            start = time.thread_time()
+            start, began = time.thread_time(), time.perf_counter()
             try:
                 return super().get_nowait(key)
             finally:
                 totals["read"] += time.thread_time() - start
+                totals["read_wall"] += time.perf_counter() - began
 
         def put_nowait(self, key: str, result: Any) -> bool:
-            start = time.thread_time()
+            start, began = time.thread_time(), time.perf_counter()
             try:
                 return bool(super().put_nowait(key, result))
             finally:
                 totals["write"] += time.thread_time() - start
+                totals["write_wall"] += time.perf_counter() - began
                 totals["writes"] += 1
 
     return TimedStore
@@ -231,12 +237,17 @@ def main(argv: list[str] | None = None) -> None:
     if store_calls and store_calls["writes"]:
         # Every item reads once and writes once (each a new step): per write is per item. The
         # sums hold the warm-up round too (the rounds' figures leave it out).
-        read, write = (
-            store_calls[part] / store_calls["writes"] * 1e6 for part in ("read", "write")
+        read, write, read_wall, write_wall = (
+            store_calls[part] / store_calls["writes"] * 1e6
+            for part in ("read", "write", "read_wall", "write_wall")
         )
         print(
             f"item.checkpoint_calls_us = {read + write:.0f}  # CPU inside the store's calls, on "
             f"the loop's thread, per item: read {read:.0f}, write {write:.0f}"
+        )
+        print(
+            f"item.checkpoint_calls_wall_us = {read_wall + write_wall:.0f}  # the loop held up "
+            f"in them, per item: read {read_wall:.0f}, write {write_wall:.0f}"
         )
 
 
