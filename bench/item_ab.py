@@ -14,6 +14,17 @@ their order rotating, and the garbage collector runs between rounds (``--gc`` to
 another name) beside this checkout's and hand-written, and prints the median of the rounds' paired
 differences.
 
+``--store-calls`` also reads the event loop thread's CPU time and the wall time around each of the
+checkpoint store's calls on the durapipe side (its read and its write, both on the loop:
+`get_nowait`, `put_nowait`) and prints them per item. The CPU is the store's own work as it runs
+amid everything else a busy worker does (cold caches: several times what the same calls take in a
+loop of their own, see ``bench.activity_ab``); what ``item.checkpoints_us`` (what the item costs
+more with the store than without) holds beyond it is the rest of the item slowed around them. The
+wall time is far above the CPU: sqlite3 lets go of the GIL inside each call, and a thread waiting
+for it (litellm's pool, where each ``acompletion`` runs ``completion``) takes it until it blocks or
+Python's switch interval (5 ms) hands it back, the loop held up meanwhile. Reading the clocks costs
+about a microsecond per item on that side.
+
 Each figure is process CPU microseconds per item (litellm's completion thread included).
 """
 
@@ -26,6 +37,7 @@ import importlib
 import os
 import statistics
 import tempfile
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -51,11 +63,15 @@ def _environment(heartbeat: timedelta | None) -> ActivityEnvironment:
     return environment
 
 
-def durapipe_item(store: Path | None, package: str = "durapipe") -> Item:
+def durapipe_item(
+    store: Path | None, package: str = "durapipe", store_calls: dict[str, float] | None = None
+) -> Item:
     """One item as durapipe's worker runs it: its input as the workflow encodes it (a whole
     `LlmCall`), the registered ``durapipe.llm`` activity, its `LeafResult` encoded. ``store``
     None: checkpoints off (what the guarantee costs). ``package``: durapipe, or a copy of
-    another revision of it (see `bench.activity_ab.package_at`)."""
+    another revision of it (see `bench.activity_ab.package_at`). ``store_calls``: the calling
+    thread's CPU and wall seconds inside the store's reads and writes are added up there (see
+    `_timed_store`)."""
 
     def module(name: str) -> Any:
         return importlib.import_module(f"{package}.{name}")
@@ -69,6 +85,8 @@ def durapipe_item(store: Path | None, package: str = "durapipe") -> Item:
     durapipe_converter = module("worker").durapipe_converter
 
     converter = durapipe_converter().payload_converter
+    if store_calls is not None:
+        SqliteCheckpoints = _timed_store(SqliteCheckpoints, store_calls)
     activities = Activities(checkpoints=SqliteCheckpoints(str(store)) if store else None)
     llm = next(
         fn
@@ -99,6 +117,34 @@ def durapipe_item(store: Path | None, package: str = "durapipe") -> Item:
         return converter.to_payloads([LeafResult.model_validate(result)])
 
     return item
+
+
+def _timed_store(store_class: type[Any], totals: dict[str, float]) -> type[Any]:
+    """``store_class`` with the calling thread's CPU time inside its loop-side read and write
+    added to ``totals`` (``read``, ``write``), their wall time (``read_wall``, ``write_wall``), and
+    ``writes`` counting the writes."""
+    for name in ("read", "write", "read_wall", "write_wall", "writes"):
+        totals.setdefault(name, 0.0)
+
+    class TimedStore(store_class):  # type: ignore[misc,valid-type]
+        def get_nowait(self, key: str) -> Any:
+            start, began = time.thread_time(), time.perf_counter()
+            try:
+                return super().get_nowait(key)
+            finally:
+                totals["read"] += time.thread_time() - start
+                totals["read_wall"] += time.perf_counter() - began
+
+        def put_nowait(self, key: str, result: Any) -> bool:
+            start, began = time.thread_time(), time.perf_counter()
+            try:
+                return bool(super().put_nowait(key, result))
+            finally:
+                totals["write"] += time.thread_time() - start
+                totals["write_wall"] += time.perf_counter() - began
+                totals["writes"] += 1
+
+    return TimedStore
 
 
 def handwritten_item() -> Item:
@@ -143,6 +189,11 @@ def main(argv: list[str] | None = None) -> None:
         metavar="REV",
         help="time durapipe's item at git revision REV beside this checkout's (and hand-written)",
     )
+    parser.add_argument(
+        "--store-calls",
+        action="store_true",
+        help="also print the CPU inside the checkpoint store's calls, per item",
+    )
     args = parser.parse_args(argv)
     from durapipe.adapters._litellm import litellm_module
     from durapipe.adapters._offline import register_offline_model
@@ -165,9 +216,10 @@ def main(argv: list[str] | None = None) -> None:
         paired = statistics.median(a - b for a, b in zip(old, new, strict=True))
         print(f"item.us_saved_per_item = {paired:.1f}  # median of the rounds' old - new")
         return
+    store_calls: dict[str, float] | None = {} if args.store_calls else None
     with tempfile.TemporaryDirectory() as folder:
         items: dict[str, Any] = {
-            "durapipe": durapipe_item(Path(folder) / "items.sqlite"),
+            "durapipe": durapipe_item(Path(folder) / "items.sqlite", store_calls=store_calls),
             "handwritten": handwritten_item(),
             "durapipe, checkpoints off": durapipe_item(None),
         }
@@ -182,6 +234,21 @@ def main(argv: list[str] | None = None) -> None:
     print(f"item.activity_cpu_ratio = {medians['durapipe'] / medians['handwritten']:.3f}")
     print(f"item.activity_us_more = {medians['durapipe'] - medians['handwritten']:.0f}")
     print(f"item.checkpoints_us = {medians['durapipe'] - medians['durapipe, checkpoints off']:.0f}")
+    if store_calls and store_calls["writes"]:
+        # Every item reads once and writes once (each a new step): per write is per item. The
+        # sums hold the warm-up round too (the rounds' figures leave it out).
+        read, write, read_wall, write_wall = (
+            store_calls[part] / store_calls["writes"] * 1e6
+            for part in ("read", "write", "read_wall", "write_wall")
+        )
+        print(
+            f"item.checkpoint_calls_us = {read + write:.0f}  # CPU inside the store's calls, on "
+            f"the loop's thread, per item: read {read:.0f}, write {write:.0f}"
+        )
+        print(
+            f"item.checkpoint_calls_wall_us = {read_wall + write_wall:.0f}  # the loop held up "
+            f"in them, per item: read {read_wall:.0f}, write {write_wall:.0f}"
+        )
 
 
 if __name__ == "__main__":
