@@ -46,6 +46,8 @@ from durapipe.spec._spec import BatchPipe, ConditionPipe, ParallelPipe
 from durapipe.spec._types import StructureSpec, structures_used
 
 T = TypeVar("T")
+# What a pipe's calls carry besides their inputs (see `Interpreter._call`).
+CallParts = tuple[type[BaseModel], dict[str, StructureSpec] | None, Any]
 # A step in one of these is over (`Interpreter.finished` counts them).
 FINISHED = frozenset({"succeeded", "failed", "skipped"})
 MISSING_VALUE = ErrorType.MISSING_VALUE
@@ -55,7 +57,9 @@ UNKNOWN_KIND = ErrorType.UNKNOWN_KIND
 class Interpreter:
     """Runs one pipe of a run (a controller, or a single leaf) and keeps its step records."""
 
-    def __init__(self, run: PipeRun, runtime: Runtime) -> None:
+    def __init__(
+        self, run: PipeRun, runtime: Runtime, call_parts: dict[str, CallParts] | None = None
+    ) -> None:
         self.run = run
         self.runtime = runtime
         self.records: dict[str, StepRecord] = {}
@@ -68,10 +72,9 @@ class Interpreter:
         # Per pipe name: its kind's call message, the structures (None: the message has no such
         # field) and limits its calls carry: pure functions of the spec, which a run never
         # changes, and of the kind registry, which never replaces a kind; so a batch's items (a
-        # sequence's steps) do not work them out again each.
-        self._call_parts: dict[
-            str, tuple[type[BaseModel], dict[str, StructureSpec] | None, Any]
-        ] = {}
+        # sequence's steps) do not work them out again each. ``call_parts`` given: the parts kept
+        # for this very spec object by a host that runs many runs of it (Temporal workers).
+        self._call_parts = call_parts if call_parts is not None else {}
 
     def snapshot(self) -> list[StepRecord]:
         """The step records so far, in plan order (nested steps follow their parent step)."""

@@ -114,6 +114,8 @@ class Kind:
 
 
 _KINDS: dict[str, Kind] = {}
+# Counts the registry's changes, so what was read under one registry is told from another.
+_GENERATION = [0]
 
 
 def register_kind(kind: Kind) -> Kind:
@@ -134,13 +136,22 @@ def register_kind(kind: Kind) -> Kind:
             raise ValueError(
                 f"kind '{kind.name}': activity '{kind.activity}' already runs kind '{other.name}'"
             )
-    _KINDS[kind.name] = kind
+    if known is None:
+        _KINDS[kind.name] = kind
+        _GENERATION[0] += 1
     return kind
 
 
 def unregister_kind(name: str) -> None:
     """Forget kind ``name`` (for tests that register a throwaway kind)."""
-    _KINDS.pop(name, None)
+    if _KINDS.pop(name, None) is not None:
+        _GENERATION[0] += 1
+
+
+def kinds_generation() -> int:
+    """A number that changes whenever a kind is registered or forgotten: a spec read under one
+    generation reads the same under it again (a pipe of an unknown kind, for one)."""
+    return _GENERATION[0]
 
 
 def kinds() -> Mapping[str, Kind]:

@@ -26,6 +26,8 @@ from temporalio.exceptions import (
 from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic_core import from_json, to_json
+
     from durapipe._errors import ErrorType, RunCancelled, StepFailed
     from durapipe._words import counted
     from durapipe.adapters._plan import (
@@ -57,11 +59,14 @@ with workflow.unsafe.imports_passed_through():
         StepRecord,
     )
     from durapipe.runtime._controllers import CONCURRENT_CHUNKS_PATCH
-    from durapipe.runtime._interpret import Interpreter
+    from durapipe.runtime._interpret import CallParts, Interpreter
+    from durapipe.spec import Pipeline
+    from durapipe.spec._kinds import kinds_generation
     from durapipe.spec._messages import end_loan, lend_wire_pipe, pipe_on_the_wire
     from durapipe.workflows._search import PIPE_ONLY_AT_START, has_totals, run_totals
 
 STEPS_QUERY = "durapipe.steps"
+JSON_PLAIN = b"json/plain"
 WAITING_QUERY = "durapipe.waiting"
 PAUSE_SIGNAL = "durapipe.pause"
 RESUME_SIGNAL = "durapipe.resume"
@@ -103,23 +108,81 @@ class NewerRunError(Exception):
     the run), so the run waits for an upgraded worker."""
 
 
-def _pipe_run(raw: RawValue) -> PipeRun:
-    """The run's input decoded as the data converter decodes a `PipeRun` (same bytes, same model).
+def _pipe_run(raw: RawValue) -> tuple[PipeRun, _SpecParts]:
+    """The run's input decoded as the data converter decodes a `PipeRun` (same bytes, same model),
+    and the parts kept for its spec (see `_KEPT_SPECS`).
 
     Raises:
         NewerRunError: the run asks for a newer workflow version than this code has, whether or not
             its input decodes (a newer version may add fields, which ``extra="forbid"`` refuses).
     """
     converter = workflow.payload_converter()
-    try:
-        run = converter.from_payload(raw.payload, PipeRun)
-    except Exception:
-        # Only on a failed decoding is the version read on its own: a second decoding of every
-        # input would cost each run's workflow tens of µs for nothing.
-        _refuse_if_newer(*_version_of(converter, raw))
-        raise
+    data, key = _spec_key(raw)
+    kept = _KEPT_SPECS.get(key) if key is not None else None
+    run = _with_kept_spec(data, kept[0]) if kept is not None else None
+    if run is None:
+        try:
+            run = converter.from_payload(raw.payload, PipeRun)
+        except Exception:
+            # Only on a failed decoding is the version read on its own: a second decoding of every
+            # input would cost each run's workflow tens of µs for nothing.
+            _refuse_if_newer(*_version_of(converter, raw))
+            raise
+        if key is not None:
+            kept = _keep(key, run.spec)
     _refuse_if_newer(run.workflow_version, run.run_id)
-    return run
+    return run, kept[1] if kept is not None and kept[0] is run.spec else _SpecParts()
+
+
+def _keep(key: tuple[int, bytes], spec: Pipeline) -> tuple[Pipeline, _SpecParts]:
+    """Keep ``spec`` under ``key`` (unless another thread kept one first: that one is returned)."""
+    if len(_KEPT_SPECS) >= SPECS_KEPT:
+        _KEPT_SPECS.clear()  # a worker of many pipelines starts again: the cache only saves work
+    return _KEPT_SPECS.setdefault(key, (spec, _SpecParts()))
+
+
+class _SpecParts:
+    """What the runs of one spec object work out from it alone: their pipes' activity options and
+    their calls' parts (see `Interpreter`)."""
+
+    __slots__ = ("call_parts", "options")
+
+    def __init__(self) -> None:
+        self.options = _ActivityOptions()
+        self.call_parts: dict[str, CallParts] = {}
+
+
+# Specs decoded by this worker, by their JSON (and the kinds known when decoded), with their parts.
+# A worker runs many runs of few pipelines, and validating a run's spec was most of decoding its
+# input; a spec is frozen, so one object serves every run whose input carries the same spec, and
+# its parts are made once per worker instead of once per run (a run of one llm step spent ~85 µs
+# on them). A run reads only its spec, so sharing it changes no command. Thread-safe: workflows
+# run on several threads, and dict reads and writes are atomic.
+SPECS_KEPT = 64
+_KEPT_SPECS: dict[tuple[int, bytes], tuple[Pipeline, _SpecParts]] = {}
+
+
+def _spec_key(raw: RawValue) -> tuple[dict[str, Any], tuple[int, bytes] | None]:
+    """The input as JSON data, and the key of its spec in `_KEPT_SPECS` (None: not JSON data)."""
+    payload = raw.payload
+    if payload.metadata.get("encoding") != JSON_PLAIN:
+        return {}, None
+    try:
+        data = from_json(payload.data)
+        spec = data["spec"]
+        # A kind registered (or forgotten) later reads a pipe of it differently.
+        return data, (kinds_generation(), to_json(spec))
+    except Exception:  # not an input this code reads: the converter's decoding says why
+        return {}, None
+
+
+def _with_kept_spec(data: dict[str, Any], spec: Pipeline) -> PipeRun | None:
+    """The run ``data`` describes with ``spec`` (its own spec, decoded before), or None when the
+    rest does not decode (the converter's decoding then says why, or refuses a newer run)."""
+    try:
+        return PipeRun.model_validate({**data, "spec": spec})
+    except Exception:
+        return None
 
 
 def _version_of(converter: PayloadConverter, raw: RawValue) -> tuple[int, str]:
@@ -188,13 +251,13 @@ class PipeWorkflow:
         The input arrives undecoded (a `PipeRun` payload) so that a run started by a newer
         durapipe is refused by its version before a field this code lacks fails its decoding.
         """
-        run = _pipe_run(raw)
+        run, parts = _pipe_run(raw)
         if workflow.info().parent is None:
             # A scheduled run's workflow id gets a timestamp suffix its stored input cannot know.
             run = run.model_copy(update={"run_id": workflow.info().workflow_id})
         self._run = run
-        runtime = _TemporalRuntime(self._control, run)
-        self._interpreter = runtime.interpreter = Interpreter(run, runtime)
+        runtime = _TemporalRuntime(self._control, run, parts.options)
+        self._interpreter = runtime.interpreter = Interpreter(run, runtime, parts.call_parts)
         runtime.publish_totals()
         try:
             result = await self._interpreter.execute()
@@ -287,11 +350,14 @@ class _TemporalRuntime:
     step, and a top-level run upserts its totals as search attributes (see `TOTALS_EVERY`).
     """
 
-    def __init__(self, control: _Control, run: PipeRun) -> None:
+    def __init__(
+        self, control: _Control, run: PipeRun, options: _ActivityOptions | None = None
+    ) -> None:
         self.control = control
         self.run = run
         self.budget = Budget(run.budget_usd)
-        self._options = _ActivityOptions()
+        # Shared by the runs of one spec (see `_KEPT_SPECS`).
+        self._options = options or _ActivityOptions()
         self.interpreter: Interpreter | None = None
         # How often totals are upserted; None: after every step (runs recorded before the patch).
         self._every: timedelta | None = None
