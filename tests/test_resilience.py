@@ -13,7 +13,7 @@ import pytest
 import durapipe as dp
 from durapipe.testing import FakeProvider, Status
 from tests.chain import expected_output, paid_by_step, write_chain
-from tests.support import cli_env
+from tests.support import cli_env, eventually
 
 
 @pytest.fixture
@@ -97,7 +97,12 @@ async def test_retry_of_a_failed_run_calls_the_provider_only_for_the_failed_and_
             )
         assert paid_by_step(fake.calls) == {"s1": 1, "s2": 1, "s3": 1}
 
-        failed = [r for r in await dp.list_runs(client, status="failed") if r.run_id == run_id]
+        async def listed_failed() -> list[dp.RunSummary] | None:
+            runs = await dp.list_runs(client, status="failed")
+            return [r for r in runs if r.run_id == run_id] or None
+
+        # Temporal's listing (visibility) catches up with a run's end a moment later.
+        failed = await eventually(listed_failed, f"{run_id} listed as failed")
         assert [(r.pipe, r.failed_step) for r in failed] == [("chain", "s4")]
         assert failed[0].error is not None
         assert failed[0].error.startswith("durapipe.AuthenticationError")
@@ -118,7 +123,12 @@ async def test_retry_of_a_failed_run_calls_the_provider_only_for_the_failed_and_
     result = await dp.RunHandle(client, run_id).result()
     hits = {s.path: s.cache_hit for s in result.steps}
     assert hits == {"s1": True, "s2": True, "s3": True, "s4": False, "s5": False}
-    assert [r.run_id for r in await dp.list_runs(client, status="failed")].count(run_id) == 0
+
+    async def left_failed() -> bool:
+        runs = await dp.list_runs(client, status="failed")
+        return [r.run_id for r in runs].count(run_id) == 0
+
+    await eventually(left_failed, f"{run_id} gone from the failed runs after its retry")
 
 
 async def test_retry_refuses_a_run_that_did_not_fail(
