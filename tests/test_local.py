@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import durapipe as dp
@@ -78,3 +80,39 @@ async def test_a_bad_setting_fails_at_start_naming_the_variable(
         await dp.run_local(flaky_pipeline(), "flaky", {"failures": 0})
     assert "\n" not in str(caught.value)
     assert flaky_tools.CALLS == []  # refused before any step ran
+
+
+def slow_pipeline(**retry: object) -> dp.Pipeline:
+    return dp.pipeline(
+        dp.tool(flaky_tools.slow, timeout=0.2, retry={"initial_interval": 0.01, **retry})
+    )
+
+
+async def test_an_attempt_past_its_timeout_is_cut_off_and_the_next_attempt_runs() -> None:
+    started = asyncio.get_running_loop().time()
+    result = await dp.run_local(slow_pipeline(max_attempts=2), "slow", {"seconds": 30})
+    assert result.output == "answered on call 2" and result.steps[0].attempts == 2
+    assert asyncio.get_running_loop().time() - started < 10  # not the 30 s the first one slept
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0  # the timer's cancellations taken back
+    await asyncio.sleep(0)  # and none is left pending for the caller
+
+
+async def test_a_step_whose_attempts_all_time_out_fails_as_a_timeout() -> None:
+    with pytest.raises(dp.StepFailed) as caught:
+        await dp.run_local(slow_pipeline(max_attempts=1), "slow", {"seconds": 30})
+    assert caught.value.cause_type == "durapipe.Timeout"
+    assert caught.value.cause == "start-to-close timeout exceeded" and caught.value.attempts == 1
+
+
+async def test_a_run_cancelled_during_a_step_with_a_timeout_is_cancelled_not_timed_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started = asyncio.Event()
+    monkeypatch.setattr(flaky_tools, "STARTED", started)
+    run = asyncio.create_task(dp.run_local(slow_pipeline(max_attempts=3), "slow", {"seconds": 30}))
+    await started.wait()  # the first attempt is sleeping
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert flaky_tools.CALLS == [1]  # not retried: Ctrl-C stops the run

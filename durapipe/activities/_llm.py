@@ -17,7 +17,12 @@ from durapipe.activities._settings import check_settings, provider_settings
 from durapipe.activities._spans import provider_span, record_response
 from durapipe.adapters._answers import carries
 from durapipe.adapters._answers import install as keep_answers
-from durapipe.adapters._litellm import classify, litellm_module, response_cost
+from durapipe.adapters._litellm import (
+    classify,
+    litellm_module,
+    response_attribute,
+    response_cost,
+)
 from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._calls import LeafResult, LlmCall, Usage
 from durapipe.spec import TemplateError, _types, render
@@ -282,7 +287,7 @@ async def complete(
 
 def usage_of(response: Any) -> Usage:
     """The tokens and cost of a litellm response (cost 0 when the model's price is unknown)."""
-    usage = getattr(response, "usage", None)
+    usage = response_attribute(response, "usage")
     input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
     output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
     return Usage(

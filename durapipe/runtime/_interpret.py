@@ -208,17 +208,17 @@ class Interpreter:
                 self.set_status(record, "skipped")
             raise
         self.set_status(record, "running")
-        record.started_at = self.runtime.now()
+        _assign(record, started_at=self.runtime.now())
         try:
             output = await work
         except RunCancelled:
             self.set_status(record, "cancelled")
-            record.ended_at = self.runtime.now()
+            _assign(record, ended_at=self.runtime.now())
             self.runtime.step_finished(record)
             raise
         except StepFailed as err:
             self.set_status(record, "failed")
-            record.ended_at = self.runtime.now()
+            _assign(record, ended_at=self.runtime.now())
             # A failed child run is one attempt of this step; a failed leaf knows its own count.
             record.attempts = max(err.attempts, 1) if err.path == record.path else 1
             record.error_type, record.error = err.cause_type, err.cause
@@ -227,20 +227,24 @@ class Interpreter:
             self.runtime.step_finished(record)
             raise
         self.set_status(record, "succeeded")
-        record.ended_at = self.runtime.now()
+        _assign(record, ended_at=self.runtime.now())
         self.runtime.step_finished(record)
         return output
 
     async def leaf(self, call: LeafCall, record: StepRecord) -> Any:
         """Run one leaf call through the runtime and put what it spent on ``record``."""
         result = await self.runtime.leaf(call)
-        record.attempts = result.attempt
-        record.model = result.model
-        record.input_tokens = result.usage.input_tokens
-        record.output_tokens = result.usage.output_tokens
-        record.cost_usd = result.usage.cost_usd
-        record.cache_hit = result.cache_hit
-        self.usage += result.usage
+        usage = result.usage
+        _assign(
+            record,
+            attempts=result.attempt,
+            model=result.model,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=usage.cost_usd,
+            cache_hit=result.cache_hit,
+        )
+        self.usage += usage
         return result.output
 
     async def _approval(
@@ -361,6 +365,19 @@ class Interpreter:
             cause=cause,
             steps=self.snapshot(),
         )
+
+
+def _assign(record: StepRecord, **values: Any) -> None:
+    """Set fields of ``record`` (never its status: see `Interpreter.set_status`) as pydantic's
+    ``__setattr__`` sets them on a model that does not validate assignments: the value, and the
+    field marked as set.
+
+    One update for a step's six figures instead of six trips through pydantic's ``__setattr__``
+    and the handler it looks up (Python code, ~3 frames each): ~8k instructions a step less, on
+    Temporal's workflow as in a local run.
+    """
+    record.__dict__.update(values)
+    record.__pydantic_fields_set__.update(values)
 
 
 def _sequence_output(pipe: SequencePipe, memory: dict[str, Any]) -> Any:

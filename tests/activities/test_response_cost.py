@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
+import durapipe as dp
 from durapipe.activities import run_llm
-from durapipe.adapters._litellm import litellm_module, response_cost
+from durapipe.activities._llm import usage_of
+from durapipe.adapters._litellm import litellm_module, response_attribute, response_cost
 from durapipe.testing import FakeProvider
 from tests.support import call_to, deck_for
 
@@ -45,3 +47,19 @@ def test_litellm_s_price_is_used_and_a_response_it_never_priced_is_priced(
     assert asked == []
     assert response_cost(_Response({})) == 0.5  # litellm did not price it (another call type)
     assert len(asked) == 1
+
+
+async def test_a_response_s_usage_and_hidden_params_read_as_getattr_reads_them() -> None:
+    # Read from pydantic's extra and private slots (not through its __getattr__): the same objects.
+    response = await litellm_module().acompletion(
+        model=dp.OFFLINE_MODEL, messages=[{"role": "user", "content": "two words"}], num_retries=0
+    )
+    for name in ("usage", "_hidden_params", "choices", "model", "missing", "_missing"):
+        assert response_attribute(response, name) is getattr(response, name, None)
+    assert response_attribute(_Response({"response_cost": 1.0}), "_hidden_params") == {
+        "response_cost": 1.0
+    }
+    assert response_attribute(object(), "usage") is None
+    usage = usage_of(response)
+    assert usage.input_tokens == response.usage.prompt_tokens > 0
+    assert usage.output_tokens == response.usage.completion_tokens > 0

@@ -160,3 +160,20 @@ def test_keeping_and_setting_statuses_count_finished_records() -> None:
         == sum(r.status in ("succeeded", "failed", "skipped") for r in interp.records.values())
         == 2
     )
+
+
+def test_a_step_s_figures_are_set_as_pydantic_would_set_them() -> None:
+    # `_assign` writes a record's fields in one go; it is what `setattr` does only while step
+    # records validate no assignment and are not frozen.
+    from durapipe.runtime._interpret import _assign
+
+    assert not StepRecord.model_config.get("validate_assignment")
+    assert not StepRecord.model_config.get("frozen")
+    figures = {"attempts": 2, "model": "m", "input_tokens": 3, "cost_usd": 0.5, "cache_hit": True}
+    by_setattr = StepRecord(path="s", pipe="p", kind="llm")
+    for name, value in figures.items():
+        setattr(by_setattr, name, value)
+    assigned = StepRecord(path="s", pipe="p", kind="llm")
+    _assign(assigned, **figures)
+    assert assigned == by_setattr
+    assert assigned.model_dump(exclude_unset=True) == by_setattr.model_dump(exclude_unset=True)
