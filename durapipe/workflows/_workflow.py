@@ -159,6 +159,9 @@ class _SpecParts:
 # on them). A run reads only its spec, so sharing it changes no command. Thread-safe: workflows
 # run on several threads, and dict reads and writes are atomic.
 SPECS_KEPT = 64
+# A spec longer than this is decoded per run, not kept: a client's specs cannot make the cache hold
+# more than SPECS_KEPT * SPEC_BYTES_KEPT of keys (8 MiB), however large the inputs it sends.
+SPEC_BYTES_KEPT = 128 * 1024
 _KEPT_SPECS: dict[tuple[int, bytes], tuple[Pipeline, _SpecParts]] = {}
 
 
@@ -169,11 +172,13 @@ def _spec_key(raw: RawValue) -> tuple[dict[str, Any], tuple[int, bytes] | None]:
         return {}, None
     try:
         data = from_json(payload.data)
-        spec = data["spec"]
-        # A kind registered (or forgotten) later reads a pipe of it differently.
-        return data, (kinds_generation(), to_json(spec))
+        spec = to_json(data["spec"])
     except Exception:  # not an input this code reads: the converter's decoding says why
         return {}, None
+    if len(spec) > SPEC_BYTES_KEPT:
+        return data, None
+    # A kind registered (or forgotten) later reads a pipe of it differently.
+    return data, (kinds_generation(), spec)
 
 
 def _with_kept_spec(data: dict[str, Any], spec: Pipeline) -> PipeRun | None:

@@ -158,3 +158,12 @@ def test_kept_specs_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     _, key = _spec_key(raw)
     _workflow._keep(key, run.spec)
     assert list(kept) == [key]
+
+
+def test_a_spec_too_long_to_keep_is_decoded_per_run() -> None:
+    # What a client sends cannot make the cache hold more than SPECS_KEPT * SPEC_BYTES_KEPT.
+    long = dp.llm("ask", inputs={"question": str}, prompt="x" * _workflow.SPEC_BYTES_KEPT)
+    run = pipe_run(dp.pipeline(long), "ask", {"question": "q"})
+    data, key = _spec_key(_raw(run))
+    assert key is None and data["run_id"] == run.run_id
+    assert _spec_key(_raw(_runs()[0]))[1] is not None
