@@ -394,11 +394,13 @@ async def test_approve_a_run_no_worker_runs_says_why_at_once(
     )
 
 
-async def test_pause_and_resume_of_a_run_no_worker_runs_say_so(
+async def test_pause_resume_and_cancel_of_a_run_no_worker_runs_say_so(
     temporal_address: str, task_queue: str
 ) -> None:
-    # The signal is kept, but nothing acts on it until a worker comes: "paused run X: no new step
-    # starts" alone let the user think the run was live.
+    # The signal or request is kept, but nothing acts on it until a worker comes: "paused run X:
+    # no new step starts" alone let the user think the run was live, and cancel said
+    # "cancellation requested", exit 0, while the run stayed running. Say so, and (for a cancel)
+    # what ends the run without a worker.
     client = await dp.connect(temporal_address)
     run_id = f"idle-{uuid.uuid4().hex[:8]}"
     await dp.start(
@@ -407,38 +409,20 @@ async def test_pause_and_resume_of_a_run_no_worker_runs_say_so(
     try:
         paused = await acli(temporal_address, "pause", run_id)
         resumed = await acli(temporal_address, "resume", run_id)
-    finally:
-        await client.get_workflow_handle(run_id).terminate(reason="test")
-    for done, action in ((paused, "pause"), (resumed, "resume")):
-        assert done.returncode == 0, done.stderr
-        assert done.stderr.strip() == (
-            f"note: run '{run_id}' cannot make progress now: no worker polls task queue "
-            f"'{task_queue}' (namespace 'default'), so nothing runs it; start one with "
-            f"`durapipe worker FILE -t {task_queue}`; the {action} applies once a worker takes "
-            f"the run"
-        )
-
-
-async def test_cancel_of_a_run_no_worker_runs_says_it_waits_for_one(
-    temporal_address: str, task_queue: str
-) -> None:
-    # A run stalled on a queue with no worker: its stall sentence says `durapipe cancel` stops it,
-    # and cancel said "cancellation requested", exit 0, while the run stayed running: the request
-    # is acted on by a worker. Say so, and what ends the run without one.
-    client = await dp.connect(temporal_address)
-    run_id = f"idle-{uuid.uuid4().hex[:8]}"
-    await dp.start(
-        client, dp.load(CONTROL), "draft", {"topic": "x"}, run_id=run_id, task_queue=task_queue
-    )
-    try:
         cancelled = await acli(temporal_address, "cancel", run_id)
     finally:
         await client.get_workflow_handle(run_id).terminate(reason="test")
-    assert cancelled.returncode == 0, cancelled.stderr
-    assert cancelled.stderr.strip() == (
+    stalled = (
         f"note: run '{run_id}' cannot make progress now: no worker polls task queue "
         f"'{task_queue}' (namespace 'default'), so nothing runs it; start one with "
-        f"`durapipe worker FILE -t {task_queue}`; the cancel applies once a worker takes the run "
+        f"`durapipe worker FILE -t {task_queue}`; "
+    )
+    for done, action in ((paused, "pause"), (resumed, "resume")):
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.strip() == f"{stalled}the {action} applies once a worker takes the run"
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stderr.strip() == (
+        f"{stalled}the cancel applies once a worker takes the run "
         f"(`temporal workflow terminate --workflow-id {run_id}` ends it now, without one)"
     )
 
