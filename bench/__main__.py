@@ -5,7 +5,12 @@ so absolute times mean little). A ratio is the median of per-pair ratios, each p
 and a hand-written run taken side by side (`compare`), printed with the pairs' quartiles, range
 and exact inputs. One figure per line, ``name = value``; lines starting with ``#`` are notes.
 
+A second baseline, the hand-written code plus durapipe's user-visible features
+(`bench.handwritten_features`), runs in the same rounds right beside durapipe and is printed
+apart (``.vs_features``, ``.handwritten_features``); the headline ratios stay against the minimal one.
+
     python -m bench [--address HOST:PORT] [--quick | --pairs N] [--only PART ...] [--skip-rss]
+                    [--skip-features]
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
 import durapipe as dp
-from bench import handwritten
+from bench import handwritten, handwritten_features
 from bench._common import (
     Spread,
+    beside,
     cpu_when_quiet,
     dev_server,
     durapipe_cli,
@@ -115,17 +121,17 @@ Run = Callable[[], Awaitable[object]]
 @dataclass(frozen=True)
 class Work:
     """One part's runs: durapipe's, the hand-written baseline's, durapipe's started without
-    searchable totals (None where the part has no such side), and the leaves one run covers."""
+    searchable totals (None where the part has no such side), the leaves one run covers, and the
+    hand-written baseline's with durapipe's features (None: not raced)."""
 
     ours: Run
     theirs: Run
     totals_off: Run | None
     leaves: int
+    features: Run | None = None
 
 
-async def compare(
-    name: str, work: Work, pids: tuple[int, int], pairs: int
-) -> tuple[Spread, Spread]:
+async def compare(name: str, work: Work, pids: Sequence[int], pairs: int) -> tuple[Spread, Spread]:
     """durapipe over hand-written, in wall time and worker CPU: the median of per-pair ratios.
 
     Round 0 runs every side once to warm caches and connections, and is discarded; then each of
@@ -137,15 +143,25 @@ async def compare(
     rounds (the dev server adds a fixed wait to every step, which hides a worker's overhead in
     wall time). With ``work.totals_off`` (durapipe's runs started without searchable totals),
     that third side runs in the same rounds, on durapipe's worker, on the baseline's other side,
-    and is printed with ``.totals_off``.
+    and is printed with ``.totals_off``. With ``work.features`` (the hand-written baseline with
+    durapipe's features, its worker ``pids[2]``), that side runs in the same rounds right beside
+    durapipe on its other side (`beside`: F A B C, C B A F), so the pairs above are taken as
+    without it, and durapipe over it is printed with ``.vs_features``.
     """
-    totals_off, leaves = work.totals_off, work.leaves
+    totals_off, leaves, features = work.totals_off, work.leaves, work.features
     sides = [work.ours, work.theirs] + ([totals_off] if totals_off else [])
-    side_pids = [pids[0], pids[1], pids[0]]
+    side_pids = [pids[0], pids[1], pids[0]][: len(sides)]
+    if features:
+        assert len(pids) > 2, "the features baseline needs its worker's pid"
+        sides.append(features)
+        side_pids.append(pids[2])
     walls: list[list[float]] = [[] for _ in sides]
     cpus: list[list[float]] = [[] for _ in sides]
     for round_no in range(pairs + 1):
-        for side in side_order(round_no, len(sides)):
+        order = side_order(round_no, len(sides) - bool(features))
+        if features:
+            order = beside(order, len(sides) - 1, next_to=0)
+        for side in order:
             wall, cpu = await measure(sides[side], side_pids[side])
             if round_no:
                 walls[side].append(wall)
@@ -162,22 +178,50 @@ async def compare(
             f"{name}.cpu_ratio.totals_off", cpus[2], cpus[1], unit="s CPU", leaves=leaves, sides=off
         )
         figure(f"{name}.cpu_ms_per_leaf.totals_off", sum(cpus[2]) / pairs / leaves * 1000)
+    if features:
+        print_features(name, walls, cpus, pairs, leaves)
     note(
         f"{name}: wall durapipe {statistics.median(walls[0]):.3f}s, "
         f"hand-written {statistics.median(walls[1]):.3f}s (medians of {pairs})"
         + (f", totals off {statistics.median(walls[2]):.3f}s" if totals_off else "")
+        + (f", hand-written with features {statistics.median(walls[-1]):.3f}s" if features else "")
     )
     return wall_spread, cpu_spread
+
+
+def print_features(
+    name: str, walls: list[list[float]], cpus: list[list[float]], pairs: int, leaves: int
+) -> None:
+    """durapipe over the hand-written baseline with durapipe's features (the last side), pair by
+    pair, its CPU per leaf, and how much of durapipe's CPU per leaf over the minimal baseline the
+    features account for (the rest is durapipe's own translation)."""
+    vs = ("durapipe", "hand-written with features")
+    paired_ratio(f"{name}.wall_ratio.vs_features", walls[0], walls[-1], unit="s wall", sides=vs)
+    paired_ratio(
+        f"{name}.cpu_ratio.vs_features", cpus[0], cpus[-1], unit="s CPU", leaves=leaves, sides=vs
+    )
+    per_leaf = [sum(side) / pairs / leaves * 1000 for side in (cpus[0], cpus[1], cpus[-1])]
+    figure(f"{name}.cpu_ms_per_leaf.handwritten_features", per_leaf[2])
+    gap, price = per_leaf[0] - per_leaf[1], per_leaf[2] - per_leaf[1]
+    note(
+        f"{name}: durapipe {gap:.3f} ms CPU per leaf over hand-written, of which the features "
+        f"(hand-written with features over hand-written) {price:.3f} and durapipe's own "
+        f"translation {gap - price:.3f}"
+    )
 
 
 class Bench:
     """Both sides' clients and worker processes on one dev server."""
 
-    def __init__(self, pipeline: dp.Pipeline, ours: Side, theirs: Side) -> None:
+    def __init__(
+        self, pipeline: dp.Pipeline, ours: Side, theirs: Side, features: Side | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.ours = ours
         self.theirs = theirs
-        self.pids = (ours.pid, theirs.pid)
+        # The hand-written baseline with durapipe's features (None: not raced).
+        self.features = features
+        self.pids = (ours.pid, theirs.pid) + ((features.pid,) if features else ())
         self.results: dict[str, bool] = {}
 
     async def ours_run(
@@ -205,6 +249,17 @@ class Bench:
             id=run_id or f"hw-{uuid.uuid4().hex}",
             task_queue=self.theirs.queue,
         )
+
+    async def features_run(self, workflow: str, *args: object, run_id: str | None = None) -> object:
+        assert self.features is not None
+        handle = await handwritten_features.start(
+            self.features.client,
+            workflow,
+            *args,
+            id=run_id or f"hwf-{uuid.uuid4().hex}",
+            task_queue=self.features.queue,
+        )
+        return await handle.result()
 
     def judge(self, name: str, ratios: tuple[Spread, Spread]) -> None:
         """A target is met when the median of the pairs' ratios is within it; the note says too
@@ -250,12 +305,30 @@ class Bench:
             ]
             await asyncio.gather(*(h.result() for h in handles))
 
+        async def concurrent_features() -> None:
+            assert self.features is not None
+            handles = [
+                await handwritten_features.start(
+                    self.features.client,
+                    "bench.features.single",
+                    f"q{i}",
+                    id=f"hwf-{uuid.uuid4().hex}",
+                    task_queue=self.features.queue,
+                )
+                for i in range(SMALL_RUNS)
+            ]
+            await asyncio.gather(*(h.result() for h in handles))
+
+        raced = self.features is not None
         if part == "seq50":
             return Work(
                 lambda: self.ours_run("seq50", {"question": "q"}),
                 lambda: self.theirs_run("bench.sequence", "q", STEPS),
                 lambda: self.ours_run("seq50", {"question": "q"}, searchable_totals=False),
                 STEPS,
+                (lambda: self.features_run("bench.features.sequence", "q", STEPS))
+                if raced
+                else None,
             )
         if part == "batch1000":
             return Work(
@@ -263,6 +336,9 @@ class Bench:
                 lambda: self.theirs_run("bench.batch", questions, BATCH_CONCURRENCY),
                 None,
                 BATCH_ITEMS,
+                (lambda: self.features_run("bench.features.batch", questions, BATCH_CONCURRENCY))
+                if raced
+                else None,
             )
         if part == "concurrent200":
             return Work(
@@ -270,6 +346,7 @@ class Bench:
                 concurrent_handwritten,
                 lambda: concurrent(searchable_totals=False),
                 SMALL_RUNS,
+                concurrent_features if raced else None,
             )
         raise ValueError(f"no part {part!r}: seq50, batch1000 or concurrent200")
 
@@ -322,6 +399,17 @@ class Bench:
             figure(f"{name}.history_events.totals_off", len(off))
             figure(f"{name}.history_events_per_leaf.totals_off", len(off) / leaves)
             figure(f"{name}.workflow_tasks.totals_off", workflow_tasks(off))
+            if self.features is not None:
+                # The same shape by hand with durapipe's features: its upserts are durapipe's.
+                features_id = f"hwf-{uuid.uuid4().hex[:8]}"
+                featured = workflow.replace("bench.", "bench.features.", 1)
+                await self.features_run(featured, *args, run_id=features_id)
+                events = await run_events(self.features.client, features_id)
+                suffix = "handwritten_features"
+                figure(f"{name}.history_events.{suffix}", len(events))
+                figure(f"{name}.history_events_per_leaf.{suffix}", len(events) / leaves)
+                figure(f"{name}.workflow_tasks.{suffix}", workflow_tasks(events))
+                figure(f"{name}.payload_bytes_per_leaf.{suffix}", payload_bytes(events) / leaves)
 
 
 async def run_events(client: Client, workflow_id: str) -> list[HistoryEvent]:
@@ -374,6 +462,21 @@ def workers(
         wait_ready(ours, work / "durapipe-worker.log", "worker ready")
         wait_ready(theirs, work / "handwritten-worker.log", "worker ready")
         yield ours, theirs
+
+
+@contextlib.contextmanager
+def features_worker(
+    address: str, work: Path, queue: str, *, race: bool
+) -> Iterator[subprocess.Popen[bytes] | None]:
+    """The hand-written worker with durapipe's features on ``queue-hwf``, its own process (when
+    ``race``; else None). Started, not waited for: `wait_ready` it once the others are started."""
+    if not race:
+        yield None
+        return
+    args = [sys.executable, "-m", "bench.handwritten_features", "--address", address,
+            "--task-queue", queue + "-hwf"]  # fmt: skip
+    with process(args, work / "handwritten-features-worker.log") as child:
+        yield child
 
 
 async def plain_seq50() -> None:
@@ -477,12 +580,23 @@ async def _peak_with_runs_in_flight(
     return peak_kb / 1024
 
 
-def print_baseline() -> None:
-    """What the hand-written baseline is, so a reader knows what each ratio compares."""
+def print_baseline(features: bool) -> None:
+    """What the hand-written baseline is, so a reader knows what each ratio compares; with
+    ``features``, what the second one adds."""
     figure("baseline.workflow_sandbox", "off")
     figure("baseline.data_converter", "pydantic")
     figure("baseline.worker", "own process (durapipe's too)")
     figure("baseline.activity_payload", "pydantic models (messages, timeout; text, usage)")
+    if features:
+        figure("baseline.features", ", ".join(handwritten_features.FEATURES))
+        note(
+            "baseline.features: a second hand-written baseline (bench/handwritten_features.py, its "
+            "own worker process), the first plus what durapipe does for its user beyond the call: "
+            "a UI summary per activity, durapipe's heartbeat timeout (with heartbeats), "
+            "start-to-close and retry policy, the pipe as a start search attribute and the run's "
+            "totals upserted when durapipe upserts them; figures against it end in .vs_features "
+            "or .handwritten_features; the headline ratios and targets stay against the first"
+        )
 
 
 def print_method() -> None:
@@ -510,6 +624,11 @@ async def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument(
+        "--skip-features",
+        action="store_true",
+        help="leave out the second baseline, hand-written with durapipe's features",
+    )
+    parser.add_argument(
         "--only", action="append", choices=PARTS, help="run only this part (repeatable)"
     )
     args = parser.parse_args(argv)
@@ -529,13 +648,24 @@ async def main(argv: list[str] | None = None) -> int:
         pipeline, file = load_pipeline(work)
         async with dev_server(args.address) as address:
             queue = f"bench-{uuid.uuid4().hex[:8]}"
-            with workers(address, file, work, queue) as (ours_worker, theirs_worker):
-                print_baseline()
+            racing = not args.skip_features
+            with (
+                features_worker(address, work, queue, race=racing) as featured,
+                workers(address, file, work, queue) as (ours_worker, theirs_worker),
+            ):
+                features = None
+                if featured is not None:
+                    log = work / "handwritten-features-worker.log"
+                    wait_ready(featured, log, "worker ready")
+                    client = await handwritten.connect(address)
+                    features = Side(client, featured.pid, queue + "-hwf")
+                print_baseline(racing)
                 print_method()
                 bench = Bench(
                     pipeline,
                     Side(await dp.connect(address, pipeline=pipeline), ours_worker.pid, queue),
                     Side(await handwritten.connect(address), theirs_worker.pid, queue + "-hw"),
+                    features,
                 )
                 for part in ("seq50", "batch1000", "concurrent200"):
                     if part in parts:

@@ -189,6 +189,22 @@ def side_order(round_no: int, sides: int) -> list[int]:
     return order if round_no % 2 == 0 else order[::-1]
 
 
+def beside(order: Sequence[int], side: int, next_to: int, baseline: int = 1) -> list[int]:
+    """``order`` with ``side`` inserted right beside ``next_to``, away from ``baseline``.
+
+    A second baseline paired with durapipe (side 0) runs on durapipe's other side, so the order
+    `side_order` gives the sides already there is kept as it is, and the new pair is as close:
+
+    Example:
+        >>> beside([0, 1, 2], 3, next_to=0), beside([2, 1, 0], 3, next_to=0)
+        ([3, 0, 1, 2], [2, 1, 0, 3])
+    """
+    at = order.index(next_to)
+    if at > order.index(baseline):
+        at += 1
+    return [*order[:at], side, *order[at:]]
+
+
 def pair_ratios(ours: Sequence[float], theirs: Sequence[float]) -> list[float]:
     """``ours[i] / theirs[i]`` for each pair (two runs taken side by side in one round).
 

@@ -9,7 +9,7 @@ import pytest
 
 from bench import __main__ as bench_main
 from bench import peer
-from bench._common import Spread, pair_ratios, side_order
+from bench._common import Spread, beside, pair_ratios, side_order
 
 
 def test_the_order_alternates_with_the_baseline_beside_every_side() -> None:
@@ -112,6 +112,42 @@ async def test_a_third_side_pairs_with_the_baseline_in_the_same_rounds(
     out = capsys.readouterr().out
     assert "concurrent200.cpu_ratio.totals_off = " in out
     assert "# concurrent200.cpu_ratio.totals_off: durapipe totals off " in out
+
+
+async def test_the_features_baseline_runs_right_beside_durapipe_and_leaves_the_pairs_alone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def ours() -> None: ...
+    async def theirs() -> None: ...
+    async def off() -> None: ...
+    async def featured() -> None: ...
+
+    names = {ours: "ours", theirs: "theirs", off: "off", featured: "features"}
+    cost = {"ours": 1.2, "theirs": 1.0, "off": 1.1, "features": 1.05}
+    calls: list[tuple[str, int]] = []
+
+    async def measure(work: Callable[[], Awaitable[object]], pid: int) -> tuple[float, float]:
+        calls.append((names[work], pid))
+        return cost[names[work]], cost[names[work]]
+
+    monkeypatch.setattr(bench_main, "measure", measure)
+    await bench_main.compare(
+        "seq50", bench_main.Work(ours, theirs, off, 50, featured), (1, 2, 3), 2
+    )
+    there = [("features", 3), ("ours", 1), ("theirs", 2), ("off", 1)]
+    assert calls == there + there[::-1] + there
+    out = capsys.readouterr().out.splitlines()
+    # The headline pairs are durapipe's against the minimal baseline's, as without the features.
+    assert "seq50.cpu_ratio = 1.200" in out
+    assert "seq50.cpu_ratio.totals_off = 1.100" in out
+    assert "seq50.cpu_ratio.vs_features = 1.143" in out
+    assert "seq50.wall_ratio.vs_features = 1.143" in out
+    assert "seq50.cpu_ms_per_leaf.handwritten_features = 21" in out
+    assert (
+        "# seq50: durapipe 4.000 ms CPU per leaf over hand-written, of which the features "
+        "(hand-written with features over hand-written) 1.000 and durapipe's own translation 3.000"
+    ) in out
+    assert [beside(side_order(n, 2), 2, next_to=0) for n in range(2)] == [[2, 0, 1], [1, 0, 2]]
 
 
 def test_a_target_is_judged_on_the_median_and_says_how_far_the_pairs_agree(
