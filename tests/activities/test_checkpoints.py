@@ -197,8 +197,10 @@ def test_a_long_log_starts_over_though_commits_land_during_its_checkpoint(
 
     def keep_writing() -> None:
         nonlocal writes
-        # Until the checkpoint is over, and bounded whatever the disk's speed (~60 MB of log).
-        while not stop.is_set() and writes < 5000:
+        # Until the checkpoint is over, and bounded whatever the disk's speed (~60 MB of log). A
+        # write every millisecond at most, as a busy worker's results land: flat out, an idle
+        # machine's writer reached the bound before the checkpoint of the other store ended.
+        while not stop.wait(0.001) and writes < 5000:
             try:
                 other.put_nowait(f"w{writes}", result)
             except BlockingIOError:  # held back during the checkpoint: the step's thread writes
