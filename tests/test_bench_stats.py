@@ -4,6 +4,7 @@ discarded, and each ratio the median of the pairs' ratios printed with its sprea
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -214,3 +215,13 @@ async def test_the_peer_race_runs_hand_written_beside_each_contestant(
 
 async def _seq() -> str:
     return "run"
+
+
+def test_the_bench_finds_the_dev_server_it_waits_quiet_for(temporal_address: str) -> None:
+    # A run starts once the dev server is quiet too: the server's work after one contestant's run
+    # (history, visibility) fell on the next run's worker, which was always the hand-written one.
+    port = temporal_address.rsplit(":", 1)[1]
+    servers = bench_main._servers()
+    assert servers, "no dev server among this process's children"
+    arguments = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in servers]
+    assert any(port.encode() in args for args in arguments)
