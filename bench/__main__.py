@@ -46,6 +46,7 @@ from bench._common import (
     note,
     paired_ratio,
     process,
+    servers_quiet,
     side_order,
     wait_ready,
 )
@@ -110,8 +111,7 @@ async def measure(work: Callable[[], Awaitable[object]], pid: int) -> tuple[floa
     that run on either side, whichever side is measured next. It starts once the dev server is
     quiet too (at most 1 s): the server's work after one side's run (its history and visibility
     writes) fell on the next run, in every round the hand-written one's."""
-    for server in _servers():
-        await cpu_when_quiet(server, at_most_s=1.0)
+    await servers_quiet()
     cpu = await cpu_when_quiet(pid)
     start = time.perf_counter()
     await work()
@@ -120,17 +120,6 @@ async def measure(work: Callable[[], Awaitable[object]], pid: int) -> tuple[floa
 
 
 Run = Callable[[], Awaitable[object]]
-
-
-def _servers() -> list[int]:
-    """The dev servers this bench started (its child processes named ``temporal``)."""
-    found = []
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{child}/comm").read_text().strip() == "temporal":
-                    found.append(int(child))
-    return found
 
 
 @dataclass(frozen=True)

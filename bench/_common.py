@@ -172,6 +172,24 @@ async def cpu_when_quiet(pid: int, *, quiet_s: float = 0.1, at_most_s: float = 3
     return last
 
 
+def dev_servers() -> list[int]:
+    """The dev servers this bench started (its child processes named ``temporal``)."""
+    found = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{child}/comm").read_text().strip() == "temporal":
+                    found.append(int(child))
+    return found
+
+
+async def servers_quiet() -> None:
+    """Wait until the dev servers this bench started are quiet (at most 1 s): the server's work
+    after one side's run (history, visibility) must not fall on the next side's run."""
+    for server in dev_servers():
+        await cpu_when_quiet(server, at_most_s=1.0)
+
+
 def side_order(round_no: int, sides: int) -> list[int]:
     """The order in which round ``round_no`` runs ``sides`` sides (2 or 3), side 1 the baseline.
 

@@ -48,6 +48,7 @@ from bench._common import (
     note,
     paired_ratio,
     process,
+    servers_quiet,
     side_order,
     wait_ready,
 )
@@ -97,6 +98,7 @@ class Contestant:
     async def measure(self, part: str) -> None:
         work = self.seq50 if part == "seq50" else self.fanout200
         # CPU until the worker is quiet after the run (see `bench._common.cpu_when_quiet`).
+        await servers_quiet()
         cpu = await cpu_when_quiet(self.pid)
         start = time.perf_counter()
         await within(work(), f"{self.name} {part}", self.log)

@@ -10,7 +10,7 @@ import pytest
 
 from bench import __main__ as bench_main
 from bench import peer
-from bench._common import Spread, beside, pair_ratios, side_order
+from bench._common import Spread, beside, dev_servers, pair_ratios, side_order
 
 
 def test_the_order_alternates_with_the_baseline_beside_every_side() -> None:
@@ -221,7 +221,7 @@ def test_the_bench_finds_the_dev_server_it_waits_quiet_for(temporal_address: str
     # A run starts once the dev server is quiet too: the server's work after one contestant's run
     # (history, visibility) fell on the next run's worker, which was always the hand-written one.
     port = temporal_address.rsplit(":", 1)[1]
-    servers = bench_main._servers()
+    servers = dev_servers()
     assert servers, "no dev server among this process's children"
     arguments = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in servers]
     assert any(port.encode() in args for args in arguments)
