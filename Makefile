@@ -1,7 +1,8 @@
 # One command each: `make test` (what CI runs), `make demo` (the quick start), `make lint`,
 # `make bench` (durapipe against hand-written temporalio), `make bench-peer` (and pydantic-ai),
 # `make bench-profile` (where each worker's Python CPU goes, py-spy over the same runs),
-# `make bench-activity` (in-process A/B timing of the activity path), `make bench-local` (of
+# `make bench-activity` (in-process A/B timing of the activity path), `make bench-features` (what
+# each per-leaf feature costs a hand-written worker, one at a time), `make bench-local` (of
 # `--local` runs), `make bench-workflow` (of the
 # workflow side, replaying recorded histories), `make throttle` (provider
 # throttling), `make chaos` (SIGKILLed workers, a provider that bills),
@@ -20,7 +21,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 LATEST_VENV := .venv-latest
 
-.PHONY: install install-runtime ocr redis-server test-tools test test-latest lint typecheck format demo bench bench-peer bench-profile bench-activity bench-local bench-workflow bench-batch bench-mthds throttle chaos clean lock deploy-tools deploy-check
+.PHONY: install install-runtime ocr redis-server test-tools test test-latest lint typecheck format demo bench bench-peer bench-profile bench-activity bench-features bench-local bench-workflow bench-batch bench-mthds throttle chaos clean lock deploy-tools deploy-check
 
 $(RUNTIME_STAMP): pyproject.toml $(RUNTIME_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -125,6 +126,9 @@ bench-peer: $(PEER_STAMP)
 
 bench-activity: $(STAMP)
 	$(BIN)/python -m bench.activity_ab
+
+bench-features: $(STAMP)
+	$(BIN)/python -m bench.feature_ab
 
 # Where each worker's Python CPU goes (py-spy samples over the same runs on both sides). py-spy
 # goes into a venv of its own (a profiler, never a durapipe dependency).
