@@ -3,8 +3,8 @@
 `make bench` races a hand-written baseline with all of durapipe's user-visible features beside the
 minimal one, which gives their price together, from two worker processes. This prices them one at a
 time, in ONE hand-written worker process (so no difference between processes counts), in
-batch1000's shape (1,000 activities, 100 at once), each variant a batch workflow of
-`bench.handwritten` changed in one thing only:
+batch1000's shape (a batch of activities, 100 at once; 500 by default, ``--leaves``), each variant
+`bench.handwritten`'s batch workflow changed in one thing only:
 
 - ``minimal``: `bench.handwritten`'s activity and options (start-to-close, 5 attempts);
 - ``minimal_again``: the same again, an A/A pair: how far apart the same code measures here;
@@ -14,19 +14,19 @@ batch1000's shape (1,000 activities, 100 at once), each variant a batch workflow
 - ``heartbeat_timeout_only``: the timeout without the activity's timer (what the SDK and the
   server do for it);
 - ``summary``: plus a UI summary per activity of durapipe's length;
-- ``features``: `bench.handwritten_features`'s activity and options (all three, retry policy and
-  cancellation type too), without the totals upsert.
+- ``features``: `bench.handwritten_features`'s activity and options (the summary, the heartbeat
+  timeout, its retry policy and cancellation type), without the totals upsert.
 
 Every round runs each variant once, in an order rotated and reversed round by round; round 0 is a
 discarded warm-up. Each run starts on a quiet worker and a quiet dev server, and its CPU is the
 worker process's until it is quiet after (`bench._common.cpu_when_quiet`). Prints every round's
 CPU ms per leaf, then each variant over ``minimal``: the median of per-round differences in ms
 per leaf with their quartiles and range, the 95% interval of their mean (1.96 standard errors),
-and how many rounds were dearer. ``minimal_again`` is the noise floor: a feature whose interval
-is no wider apart from 0 than the A/A pair's costs nothing this bench can see.
+and how many rounds were dearer. ``minimal_again`` is the noise floor: a feature that differs
+from ``minimal`` no more than ``minimal_again`` does costs nothing this bench can see.
 
 ``python -m bench.feature_ab [--rounds N] [--variants minimal,heartbeat,...] [--leaves N]``
-(``make bench-features``; about 20 s a round of the default 4 variants on a quiet 2-core machine)
+(``make bench-features``; 24-36 s a round of the default 4 variants at load average 25)
 """
 
 from __future__ import annotations
