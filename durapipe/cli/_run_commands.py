@@ -52,9 +52,11 @@ def pause(
     connection: dp.ConnectOptions,
 ) -> None:
     """Pause a run: steps in flight finish, no new step starts until `durapipe resume`."""
-    idle = _with_client(connection, lambda c: _signal_and_check(c, run_id, dp.client.pause))
-    typer.echo(f"paused run {run_id}: no new step starts until `durapipe resume {run_id}`")
-    _note_idle(run_id, idle, "pause")
+    unknown = _with_client(connection, lambda c: _pause_or_resume(c, run_id, pause=True))
+    if unknown is None:
+        typer.echo(f"paused run {run_id}: no new step starts until `durapipe resume {run_id}`")
+    else:
+        _say_recorded(run_id, unknown, "pause")
 
 
 @app.command()
@@ -66,15 +68,46 @@ def resume(
     connection: dp.ConnectOptions,
 ) -> None:
     """Resume a paused run."""
-    idle = _with_client(connection, lambda c: _signal_and_check(c, run_id, dp.client.resume))
-    typer.echo(f"resumed run {run_id}")
-    _note_idle(run_id, idle, "resume")
+    unknown = _with_client(connection, lambda c: _pause_or_resume(c, run_id, pause=False))
+    if unknown is None:
+        typer.echo(f"resumed run {run_id}")
+    else:
+        _say_recorded(run_id, unknown, "resume")
+
+
+async def _pause_or_resume(client: Client, run_id: str, *, pause: bool) -> str | None:
+    """Pause or resume the run unless it already is (or is not) paused; None when it was done,
+    else why the run could not say its state (the signal is sent then: Temporal keeps it)."""
+    signal = dp.client.pause if pause else dp.client.resume
+    try:
+        was_paused = await dp.client.paused(client, run_id)
+    except dp.RunNotFound:
+        raise
+    except dp.RunError as err:  # no worker answered: send it anyway, it applies later
+        await signal(client, run_id)
+        return str(err)
+    if was_paused and pause:
+        raise fail(
+            f"run '{run_id}' is already paused; nothing was sent (`durapipe resume {run_id}` "
+            "resumes it)",
+            code=1,
+        )
+    if not was_paused and not pause:
+        raise fail(f"run '{run_id}' is not paused; nothing to resume", code=1)
+    await signal(client, run_id)
+    return None
+
+
+def _say_recorded(run_id: str, why: str, action: str) -> None:
+    # Sent, but nothing answered for the run: neither "paused" nor "resumed" would be true yet.
+    typer.echo(f"{action} of run {run_id} recorded: it applies when a worker picks the run up")
+    typer.echo(f"note: {why}", err=True)
 
 
 async def _signal_and_check(
     client: Client, run_id: str, signal: Callable[[Client, str], Awaitable[None]]
 ) -> str | None:
-    """Send the pause, resume or cancel, then say why nothing acts on it now, if so (no worker)."""
+    """Send the cancel, then say why nothing acts on it now, if so (no worker)."""
     await signal(client, run_id)
     return await dp.RunHandle(client, run_id).stalled()
 
