@@ -1,4 +1,4 @@
-"""Commands that control runs: pause, resume, cancel, approve, reject, pending, schedule ..."""
+"""Commands that control runs: pause, resume, retry, cancel, approve, reject, pending, schedule ..."""
 
 from __future__ import annotations
 
@@ -14,13 +14,17 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 import durapipe as dp
+from durapipe.cli import _progress
 from durapipe.cli._app import (
     TaskQueueOption,
+    UiUrlOption,
     app,
     fail,
     handles_errors,
     input_types,
     parse_inputs,
+    print_result,
+    stopped_following,
 )
 from durapipe.cli._connection import connection_options
 from durapipe.cli._methods import MethodsOption, methods_for
@@ -120,6 +124,41 @@ def _note_idle(run_id: str, idle: str | None, action: str, meanwhile: str = "") 
             f"a worker takes the run{meanwhile}",
             err=True,
         )
+
+
+@app.command()
+@handles_errors
+@connection_options
+def retry(
+    run_id: Annotated[str, typer.Argument(help="Id of the failed run.", show_default=False)],
+    ui_url: UiUrlOption = None,
+    *,
+    connection: dp.ConnectOptions,
+) -> None:
+    """Re-drive a failed run under the same id: succeeded steps come from checkpoints."""
+    started: list[str] = []
+
+    async def redriven() -> dp.RunResult:
+        client = await dp.connect(options=connection)
+        handle = await dp.client.redrive(client, run_id)
+        started.append(run_id)
+        where = f" on task queue '{handle.task_queue}'" if handle.task_queue else ""
+        typer.echo(f"retrying run {run_id}{where}", err=True)
+        link = _progress.ui_line(
+            ui_url, client.service_client.config.target_host, client.namespace, run_id
+        )
+        if link:
+            typer.echo(link, err=True)
+        return await _progress.follow(handle, quiet=False)
+
+    try:
+        result = asyncio.run(redriven())
+    except KeyboardInterrupt:
+        if started:
+            raise stopped_following(run_id) from None
+        raise typer.Exit(130) from None
+    print_result(result, as_json=False)
+    typer.echo(f"run id: {run_id}", err=True)
 
 
 @app.command()

@@ -151,6 +151,12 @@ class RunHandle:
             run_id, result_type=RunResult
         )
 
+    @property
+    def task_queue(self) -> str | None:
+        """The task queue the run's workflows run on, when known without asking the server (the
+        run was started or re-driven by this client, or its queues were read already)."""
+        return self._queues.workflow if self._queues is not None else None
+
     async def stalled(self, *, pollers: QueuePollers | None = None) -> str | None:
         """Why the run cannot make progress (a task queue it needs has no worker, or its workflow
         task keeps failing on the workers it has), else None.

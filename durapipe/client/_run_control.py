@@ -111,7 +111,9 @@ async def paused(client: Client, run_id: str) -> bool:
             f"{cannot}: no worker of its task queue answered within {seconds:g} s", run_id=run_id
         ) from None
     except WorkflowQueryFailedError as err:  # e.g. workers of a durapipe without the query
-        raise RunError(f"{cannot}: its workers refused the question ({err})", run_id=run_id) from None
+        raise RunError(
+            f"{cannot}: its workers refused the question ({err})", run_id=run_id
+        ) from None
     return bool(answer)
 
 

@@ -12,8 +12,8 @@ from durapipe.workflows._workflow import (
 )
 
 __all__ = [
-    "PAUSE_SIGNAL",
     "PAUSED_QUERY",
+    "PAUSE_SIGNAL",
     "RESUME_SIGNAL",
     "STEPS_QUERY",
     "WAITING_QUERY",
