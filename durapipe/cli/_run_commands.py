@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 import durapipe as dp
+from durapipe._words import moment
 from durapipe.cli import _progress
 from durapipe.cli._app import (
     TaskQueueOption,
@@ -261,7 +262,7 @@ def pending(
             if request.timeout_s
             else ""
         )
-        since = request.waiting_since.isoformat(timespec="seconds") if request.waiting_since else ""
+        since = moment(request.waiting_since) if request.waiting_since else "?"
         typer.echo(f"{request.run_id}  {request.path}  waiting since {since}{deadline}")
         typer.echo(f"  {request.message}")
         values = json.dumps(request.values, ensure_ascii=False)
@@ -360,7 +361,7 @@ def schedule_list(*, connection: dp.ConnectOptions) -> None:
     """List the schedules of durapipe runs."""
     for summary in _with_client(connection, dp.ops.list_schedules):
         state = "paused" if summary.paused else "active"
-        upcoming = summary.next_runs[0].isoformat(timespec="seconds") if summary.next_runs else "-"
+        upcoming = moment(summary.next_runs[0]) if summary.next_runs else "-"
         typer.echo(
             f"{summary.schedule_id}  {summary.when}  {state}  pipe {summary.pipe or '-'}  "
             f"next: {upcoming}"
