@@ -364,6 +364,7 @@ def run(
                     budget_usd=budget_usd,
                     approve_all=approve_all,
                     on_step=_progress.print_step,
+                    on_notice=_progress.print_notice,
                 )
             )
         )

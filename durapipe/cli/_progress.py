@@ -155,6 +155,12 @@ def print_step(record: dp.StepRecord) -> None:
         typer.echo(step_line(record), err=True)
 
 
+def print_notice(line: str) -> None:
+    """Print why a local run waits outside its steps (litellm's import) to stderr, where its step
+    lines go: never into the output on stdout."""
+    typer.echo(f"  … {line}", err=True)
+
+
 def failed_attempt_lines(record: dp.StepRecord, said: dict[str, int], run_id: str) -> list[str]:
     """The lines saying failed attempts of ``record`` not said yet; ``said`` keeps, per step path,
     the last failed attempt said, and is updated.
