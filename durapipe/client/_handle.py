@@ -269,15 +269,16 @@ class RunHandle:
         """
         await _run_control.resume(self.client, self.run_id)
 
-    async def paused(self) -> bool:
-        """Whether the run is paused, as its workflow answers (see `durapipe.client.paused`).
+    async def paused(self, *, pollers: QueuePollers | None = None) -> bool:
+        """Whether the run is paused, as its workflow answers (see `durapipe.client.paused`;
+        ``pollers``: the command's, as there).
 
         Raises:
             RunNotFound: the run is not running.
             RunStalled: no worker answered (the sentence says why).
             RunError: its workers answered with an error.
         """
-        return await _run_control.paused(self.client, self.run_id)
+        return await _run_control.paused(self.client, self.run_id, pollers=pollers)
 
     async def cancel(self) -> None:
         """Cancel the run: in-flight calls are cancelled, the run ends as cancelled.

@@ -34,6 +34,7 @@ from durapipe._errors import (
 )
 from durapipe.adapters import WORKFLOW_NAME, child_workflow_id
 from durapipe.client._stalls import (
+    QueuePollers,
     RunQueues,
     failing_task,
     read_queues,
@@ -73,11 +74,12 @@ async def resume(client: Client, run_id: str) -> None:
     await _signal(client, run_id, RESUME_SIGNAL)
 
 
-async def paused(client: Client, run_id: str) -> bool:
+async def paused(client: Client, run_id: str, *, pollers: QueuePollers | None = None) -> bool:
     """Whether run ``run_id`` is paused, as its workflow answers (within `PAUSED_TIMEOUT`).
 
     A query needs a worker: the run's task queues are checked for one first (a run no worker
-    polls is known at once, not after the wait).
+    polls is known at once, not after the wait). ``pollers``: the command's, whose description
+    of the run and answers about its queues are read rather than asked again.
 
     Raises:
         RunNotFound: no running run with that id.
@@ -86,14 +88,15 @@ async def paused(client: Client, run_id: str) -> bool:
         RunError: its workers answered with an error (e.g. an older durapipe without the query).
     """
     handle = client.get_workflow_handle(run_id)
+    pollers = pollers or QueuePollers(client)
     try:
-        status = (await handle.describe()).status
+        status = (await pollers.description(run_id)).status
     except RPCError as err:
         raise _not_running(run_id, err) from None
     if status is not None and status != WorkflowExecutionStatus.RUNNING:
         raise _ended(run_id, status)
     cannot = f"run '{run_id}' cannot say whether it is paused"
-    why = await run_stalled(client, run_id)
+    why = await run_stalled(client, run_id, pollers)
     if why is not None:
         raise RunStalled(f"{cannot}: {why}", run_id=run_id)
     seconds = PAUSED_TIMEOUT.total_seconds()

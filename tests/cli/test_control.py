@@ -279,6 +279,7 @@ async def test_pause_and_resume_say_when_there_is_nothing_to_do(
         run_id = handle.run_id
         not_paused = await acli(temporal_address, "resume", run_id)
         paused = await acli(temporal_address, "pause", run_id)
+        shown = await acli(temporal_address, "show", run_id)  # its gate step still in flight
         twice = await acli(temporal_address, "pause", run_id)
         resumed = await acli(temporal_address, "resume", run_id)
         gate.touch()
@@ -289,6 +290,8 @@ async def test_pause_and_resume_say_when_there_is_nothing_to_do(
     assert paused.stdout.strip() == (
         f"paused run {run_id}: no new step starts until `durapipe resume {run_id}`"
     )
+    # `show` said "running" for it: no step waited for the resume yet, and only the run knew.
+    assert "  pipe slow_outer  running (paused)  started " in shown.stdout.splitlines()[0]
     assert twice.returncode == 1, twice.stdout
     assert twice.stderr.strip() == (
         f"error: run '{run_id}' is already paused; nothing was sent "
