@@ -96,7 +96,7 @@ async def paused(client: Client, run_id: str, *, pollers: QueuePollers | None = 
     if status is not None and status != WorkflowExecutionStatus.RUNNING:
         raise _ended(run_id, status)
     cannot = f"run '{run_id}' cannot say whether it is paused"
-    why = await run_stalled(client, run_id, pollers)
+    why = await _cannot_answer(client, run_id, pollers)
     if why is not None:
         raise RunStalled(f"{cannot}: {why}", run_id=run_id)
     seconds = PAUSED_TIMEOUT.total_seconds()
@@ -279,13 +279,21 @@ async def _decide(client: Client, run_id: str, decision: ApprovalDecision) -> No
 
 
 async def _cannot_decide(client: Client, run_id: str) -> str | None:
-    """Why run ``run_id`` cannot take a decision: only a worker of its own queue takes the update,
-    so a leaf routed to a queue no worker polls (yet) does not stop it."""
+    """Why run ``run_id`` cannot take a decision (see `_cannot_answer`)."""
+    return await _cannot_answer(client, run_id)
+
+
+async def _cannot_answer(
+    client: Client, run_id: str, pollers: QueuePollers | None = None
+) -> str | None:
+    """Why run ``run_id`` cannot answer a query or take an update or signal now: only a worker
+    of its own queue does that, so a leaf routed to a queue no worker polls (yet) does not stop
+    it. ``pollers``: the command's (a new one if None)."""
     queues = await read_queues(client, run_id)
     if queues is None:
         return None
     own = RunQueues(workflow=queues.workflow)
-    return await why_stalled(client, own) or await failing_task(client, run_id)
+    return await why_stalled(client, own, pollers) or await failing_task(client, run_id, pollers)
 
 
 async def _watch(client: Client, run_id: str, update: asyncio.Future[str]) -> None:

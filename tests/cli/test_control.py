@@ -508,7 +508,7 @@ pipes:
 """
 
 
-async def test_approve_needs_only_the_workflow_queue_polled(
+async def test_approve_and_resume_need_only_the_workflow_queue_polled(
     temporal_address: str, task_queue: str, tmp_path: Path
 ) -> None:
     # A decision is an update a worker of the run's own queue takes: a later step routed to a
@@ -524,11 +524,14 @@ async def test_approve_needs_only_the_workflow_queue_polled(
             task_queue=task_queue,
         )  # fmt: skip
         await eventually(lambda: waiting_request(client, run_id), "the review to wait")
+        # So does the question whether it is paused: the run answers it, not "recorded".
+        resumed = await acli(temporal_address, "resume", run_id)
         approved = await acli(temporal_address, "approve", run_id, "review")
     finally:
         await client.get_workflow_handle(run_id).terminate(reason="test")
         worker.stop()
     assert approved.returncode == 0, approved.stderr
+    assert resumed.stderr.strip() == f"error: run '{run_id}' is not paused; nothing to resume"
 
 
 async def test_run_with_the_id_of_an_existing_run_is_a_mistake_exit_2(
