@@ -14,8 +14,6 @@ import temporalio.worker._worker as sdk_worker
 
 import durapipe as dp
 from durapipe.worker import DurapipePlugin, build_id
-from tests.conftest import EXAMPLES
-from tests.support import WorkerProcess
 
 
 async def test_a_worker_does_not_hash_every_loaded_module(
@@ -65,19 +63,3 @@ def test_the_build_id_changes_with_a_tool_module_s_code(
     finally:
         sys.modules.pop("start_tools_probe", None)
         build_id.cache_clear()
-
-
-def test_durapipe_worker_says_it_is_starting_before_it_is_ready(
-    temporal_address: str, task_queue: str, tmp_path: Path
-) -> None:
-    # `durapipe worker` printed nothing until "worker ready": 16-24 s on a loaded machine (the
-    # quick start's walk), most of it litellm's import.
-    log = tmp_path / "worker.log"
-    worker = WorkerProcess(EXAMPLES / "brief.yaml", temporal_address, task_queue, log)
-    worker.stop()
-    first, ready, *_ = log.read_text().splitlines()
-    assert first == (
-        "worker starting: loading the model library (litellm) and connecting to Temporal "
-        "(a few seconds, more on a busy machine)"
-    )
-    assert ready.startswith(f"worker ready: task queue '{task_queue}' on ")

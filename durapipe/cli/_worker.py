@@ -31,10 +31,6 @@ def with_limits_of(pipeline: dp.Pipeline, path: Path) -> dp.Pipeline:
 
 
 WORKER_MEANWHILE = "the worker keeps reconnecting (runs wait on the server meanwhile)"
-STARTING = (
-    "worker starting: loading the model library (litellm) and connecting to Temporal "
-    "(a few seconds, more on a busy machine)"
-)
 
 
 async def serve_worker(
@@ -45,8 +41,6 @@ async def serve_worker(
     rate: float | None,
     telemetry: dp.Telemetry,
 ) -> None:
-    # Until "worker ready" it imports litellm and builds its clients: seconds, not silence.
-    typer.echo(STARTING, err=True)
     client = await dp.connect(pipeline=pipeline, options=connection, telemetry=telemetry)
     await dp.ops.check_search_attributes(client)
     await dp.ops.warm_up()
