@@ -48,8 +48,9 @@ from durapipe.workflows import PAUSE_SIGNAL, PAUSED_QUERY, RESUME_SIGNAL, WAITIN
 # A run whose workers are gone cannot answer a query; `pending` skips it rather than hang.
 QUERY_TIMEOUT = timedelta(seconds=5)
 # How long `paused` waits for a worker's answer: a command asks it before a pause or resume, and
-# must not hang on a run whose workers are slow or gone (the signal is sent anyway).
-PAUSED_TIMEOUT = timedelta(seconds=2)
+# must not hang on a run whose workers are slow (the signal is sent anyway). A run no worker polls
+# is known at once, without this wait. 5 s as `pending`: 2 s is little for a worker at load 20-30.
+PAUSED_TIMEOUT = timedelta(seconds=5)
 # A decision sent to a run whose workers then die: how often and how long before `approve` says so.
 DECISION_CHECK_S = 1.0
 DECISION_STALL_S = 5.0
