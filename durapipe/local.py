@@ -8,8 +8,10 @@ Retries follow the step's `RetrySpec` exactly as Temporal applies a `RetryPolicy
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +26,7 @@ from durapipe.activities import (
     estimate_cost,
 )
 from durapipe.adapters import pipe_run, tool_functions
+from durapipe.adapters._litellm import litellm_imported, litellm_module
 from durapipe.runtime import (
     LeafCall,
     LeafResult,
@@ -50,6 +53,71 @@ logger = logging.getLogger("durapipe.local")
 # A local run's own results are written to the store in one transaction per this many (and when
 # the run ends).
 FLUSH_EVERY = 256
+# The activities whose bodies call litellm (models): a run with a step of these imports it.
+MODEL_ACTIVITIES = frozenset(
+    {"durapipe.llm", "durapipe.extract", "durapipe.image", "durapipe.agent_turn"}
+)
+# How long a step waits for litellm's import before the run says why nothing shows.
+MODELS_NOTICE_S = 0.5
+
+
+class ModelLibrary:
+    """litellm's import for one local run, started on a thread as the run starts.
+
+    ``import litellm`` takes seconds (3.5 s idle, 12-19 s on a loaded two-core machine). In the
+    first step that called a model it stalled the whole run in silence; imported on a thread from
+    the run's start, it overlaps the steps before the first model call, the steps that do not
+    call one go on meanwhile, and a step that has to wait for it says so once (``on_notice``).
+
+    Args:
+        on_notice: called once with one sentence when a step has waited `MODELS_NOTICE_S`.
+    """
+
+    def __init__(self, on_notice: Callable[[str], None] | None) -> None:
+        self.ready = litellm_imported()
+        self._on_notice = on_notice
+        self._import: asyncio.Future[None] | None = None
+        self._said = False
+
+    def start(self) -> None:
+        """Start the import on a thread (nothing if litellm is imported already).
+
+        A daemon thread, not the loop's executor: a run that ends (or a Ctrl-C) while it imports
+        must not wait for it at the loop's shutdown.
+        """
+        if self.ready or self._import is not None:
+            return
+        loop = asyncio.get_running_loop()
+        imported = self._import = loop.create_future()
+
+        def load() -> None:
+            # A failed import is left to the step that needs litellm: it fails there, as before.
+            with contextlib.suppress(BaseException):
+                litellm_module()
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                loop.call_soon_threadsafe(_settle, imported)
+
+        threading.Thread(target=load, name="durapipe-litellm-import", daemon=True).start()
+
+    async def wait(self, path: str) -> None:
+        """Wait for the import before step ``path`` calls a model; say why once it takes long."""
+        self.start()
+        imported = self._import
+        if imported is not None and not imported.done():
+            done, _ = await asyncio.wait({imported}, timeout=MODELS_NOTICE_S)
+            if not done and not self._said and self._on_notice is not None:
+                self._said = True
+                self._on_notice(
+                    f"step '{path}' waits for the model library (litellm) to load: once per "
+                    "process, a few seconds (more on a busy machine)"
+                )
+            await asyncio.shield(imported)
+        self.ready = True
+
+
+def _settle(imported: asyncio.Future[None]) -> None:
+    if not imported.done():
+        imported.set_result(None)
 
 
 class RunCheckpoints:
@@ -163,6 +231,8 @@ class LocalRuntime:
             `RunCheckpoints`); None: to ``checkpoints``.
         deck: the connection settings per model (the run's own pipeline is this process's deck).
         on_step: called with each step's record as the step succeeds or fails (nested runs too).
+        models: litellm's import, awaited before the first step that calls a model (None: that
+            step imports it).
     """
 
     def __init__(
@@ -175,8 +245,10 @@ class LocalRuntime:
         run_checkpoints: RunCheckpoints | None = None,
         deck: ModelDeck | None = None,
         on_step: Callable[[StepRecord], None] | None = None,
+        models: ModelLibrary | None = None,
     ) -> None:
         self.tools = dict(tools)
+        self.models = models
         self.deck = deck
         self.budget = Budget(budget_usd)
         self.approve_all = approve_all
@@ -185,11 +257,20 @@ class LocalRuntime:
         self.on_step = on_step
 
     def leaf(self, call: LeafCall) -> Coroutine[Any, Any, LeafResult]:
+        models = self.models
+        if models is not None and not models.ready and _calls_a_model(call):
+            return self._after_models(call, models)
         # Without a budget there is nothing to check or count: the retrying coroutine itself,
         # not one more coroutine around it (each layer runs again whenever the call resumes).
         if not self.budget.active:
             return self._retrying(call)
         return self.budget.spend(call, _estimate, self._retrying)
+
+    async def _after_models(self, call: LeafCall, models: ModelLibrary) -> LeafResult:
+        # Before the budget's estimate and the attempt's timeout: both need litellm, and its
+        # import is not the call's time (a worker imports it before it polls).
+        await models.wait(call.path)
+        return await self.leaf(call)
 
     async def _retrying(self, call: LeafCall) -> LeafResult:
         retry = call.pipe.retry or RetrySpec()
@@ -286,6 +367,7 @@ class LocalRuntime:
             run_checkpoints=self.run_checkpoints,
             deck=self.deck,
             on_step=self.on_step,
+            models=self.models,
         )
         result = await Interpreter(run.model_copy(update={"budget_usd": limit}), nested).execute()
         self.budget.add(result.usage)
@@ -329,6 +411,7 @@ async def run_local(
     budget_usd: float | None = None,
     approve_all: bool = False,
     on_step: Callable[[StepRecord], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Run pipe ``pipe`` of ``pipeline`` in this process.
 
@@ -343,6 +426,8 @@ async def run_local(
         approve_all: approve every approval step as is (a local run cannot wait for a human).
         on_step: called with each step's record as the step succeeds or fails, so a caller can
             show progress while the run goes.
+        on_notice: called with one sentence when the run waits for something that is not a
+            step (litellm's import, which a run with model steps starts on a thread at once).
 
     Raises:
         ConfigError: a ``DURAPIPE_*`` setting or the encryption keys are not valid (one sentence
@@ -359,6 +444,10 @@ async def run_local(
     run = pipe_run(pipeline, pipe, inputs, run_id=run_id, budget_usd=budget_usd)
     if not approve_all:
         _refuse_approvals(run.spec, pipe)
+    models = None
+    if any(_kind_calls_a_model(p.kind) for p in run.spec.pipes.values()):
+        models = ModelLibrary(on_notice)
+        models.start()
     store = configured_store()
     own = RunCheckpoints(store) if isinstance(store, SqliteCheckpoints) else None
     runtime = LocalRuntime(
@@ -369,6 +458,7 @@ async def run_local(
         run_checkpoints=own,
         deck=ModelDeck.of(pipeline.models),
         on_step=on_step,
+        models=models,
     )
     try:
         return await Interpreter(run, runtime).execute()
@@ -411,6 +501,15 @@ def _expire(task: asyncio.Task[Any], fired: list[bool]) -> None:
     # The attempt's timer: as asyncio.timeout's, it cancels the task and marks why.
     fired.append(True)
     task.cancel()
+
+
+def _kind_calls_a_model(kind_name: str) -> bool:
+    kind = kind_of(kind_name)
+    return kind is not None and kind.activity in MODEL_ACTIVITIES
+
+
+def _calls_a_model(call: LeafCall) -> bool:
+    return _kind_calls_a_model(call.pipe.kind)
 
 
 async def _estimate(call: LlmCall) -> float:

@@ -86,6 +86,9 @@ class WorkerProcess:
         deadline = time.monotonic() + 60
         while "worker ready" not in log.read_text(errors="replace"):
             if self.process.poll() is not None or time.monotonic() > deadline:
+                # Nobody stops a worker whose constructor raised: it outlived the suite (seen
+                # at load 20-30, eight workers left polling).
+                self.kill()
                 raise AssertionError(f"worker did not start: {log.read_text(errors='replace')}")
             time.sleep(0.1)
 

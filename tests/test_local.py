@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
 import durapipe as dp
+from durapipe.adapters._litellm import litellm_module
 from tests import flaky_tools
-from tests.conftest import ARTICLE
+from tests.conftest import ARTICLE, EXAMPLES
+from tests.support import run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -116,3 +119,29 @@ async def test_a_run_cancelled_during_a_step_with_a_timeout_is_cancelled_not_tim
     with pytest.raises(asyncio.CancelledError):
         await run
     assert flaky_tools.CALLS == [1]  # not retried: Ctrl-C stops the run
+
+
+def test_a_local_run_says_why_its_first_model_step_waits() -> None:
+    # The first llm step of `run --local` waited for `import litellm` (3.5 s idle, 12-19 s on a
+    # loaded machine) with nothing on screen. It says why on stderr, before any step line, and
+    # stdout keeps the output alone (--json).
+    done = run_cli(
+        "run", "brief", "--file", str(EXAMPLES / "brief.yaml"), "--local", "--json",
+        "--input-json", json.dumps({"article": ARTICLE}),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 1 and json.loads(done.stdout)
+    first, *rest = done.stderr.splitlines()
+    assert first == (
+        "  … step 'extract_claims' waits for the model library (litellm) to load: once per "
+        "process, a few seconds (more on a busy machine)"
+    )
+    assert rest[0].startswith("  ✓ extract_claims (llm · durapipe/offline)")
+    assert not any("litellm" in line for line in rest)  # said once
+
+
+async def test_a_local_run_says_nothing_when_litellm_is_imported(brief_yaml: dp.Pipeline) -> None:
+    litellm_module()
+    notices: list[str] = []
+    await dp.run_local(brief_yaml, "brief", {"article": ARTICLE}, on_notice=notices.append)
+    assert notices == []

@@ -114,9 +114,18 @@ async def test_retry_of_a_failed_run_calls_the_provider_only_for_the_failed_and_
             f"{run_id}  chain  failed" in stdout and "step 's4': durapipe.Authentication" in stdout
         )
 
-        code, stdout, stderr = await durapipe_cli("retry", run_id, "--address", temporal_address)
+        code, stdout, stderr = await durapipe_cli(
+            "retry", run_id, "--address", temporal_address, "--ui-url", "http://ui.test"
+        )
         assert code == 0, stderr
         assert "✓ s1 (llm · openai/gpt-s1)" in stderr and "from checkpoint" in stderr
+        # As `run` says them: the run id and its link first, the run id again last.
+        lines = stderr.splitlines()
+        assert lines[:2] == [
+            f"retrying run {run_id} on task queue '{task_queue}'",
+            f"Temporal UI: http://ui.test/namespaces/default/workflows/{run_id}",
+        ]
+        assert lines[-1] == f"run id: {run_id}"
     assert expected_output("otters") in stdout
     # The retry paid for steps 4 and 5 only (s4's 401 was not a paid call).
     assert paid_by_step(fake.calls) == {"s1": 1, "s2": 1, "s3": 1, "s4": 1, "s5": 1}

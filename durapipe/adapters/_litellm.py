@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import functools
 import os
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterable
 from datetime import timedelta
@@ -27,10 +27,32 @@ from durapipe._settings import settings
 from durapipe.security._codec import EncryptionError
 from durapipe.security._secrets import redact
 
+_litellm: ModuleType | None = None
+# One import at a time: a local run imports litellm on a thread while its first steps run (see
+# `durapipe.local`), and a step may ask for it meanwhile.
+_importing = threading.Lock()
 
-@functools.cache
+
 def litellm_module() -> ModuleType:
-    """The litellm module, imported offline-safe, with the offline model registered."""
+    """The litellm module, imported offline-safe, with the offline model registered.
+
+    The first call imports it (3.5 s on an idle two-core machine, 12-19 s on a loaded one); any
+    thread may make it, and a call made meanwhile waits for that import.
+    """
+    global _litellm
+    if _litellm is None:
+        with _importing:
+            if _litellm is None:
+                _litellm = _import_litellm()
+    return _litellm
+
+
+def litellm_imported() -> bool:
+    """Whether `litellm_module` has imported litellm already (a call would not wait)."""
+    return _litellm is not None
+
+
+def _import_litellm() -> ModuleType:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 

@@ -15,7 +15,7 @@ import pydantic
 
 from durapipe._errors import ConfigError, PipelineError, Problem
 from durapipe.adapters._providers import provider_problems
-from durapipe.adapters._yaml import load_yaml, pipe_lines
+from durapipe.adapters._yaml import Shaped, pipe_lines, shape_yaml
 from durapipe.adapters._yaml_guard import MAX_FILE_BYTES
 from durapipe.spec._spec import Pipeline, ToolPipe
 from durapipe.spec._validate import check
@@ -66,8 +66,12 @@ def load(
                 ]
             )
         text = file.read_text(encoding="utf-8", errors="replace")
-        pipeline = load_yaml(text, source=str(path))
+        shaped = shape_yaml(text, source=str(path))
         lines = pipe_lines(text, str(path))
+        if shaped.problems:
+            raise PipelineError(shaped.problems + _meaning_problems(shaped, str(path), lines))
+        assert shaped.pipeline is not None  # no shape problem: it validated
+        pipeline = shaped.pipeline
     elif file.suffix in PYTHON_SUFFIXES:
         pipeline = _load_module(file)
     else:
@@ -82,6 +86,16 @@ def load(
     if problems:
         raise PipelineError([_located(p, lines) for p in problems])
     return pipeline
+
+
+def _meaning_problems(shaped: Shaped, source: str, lines: dict[str, int]) -> list[Problem]:
+    """The meaning problems of the rest of a YAML file whose shape has problems, so one pass
+    reports them all; none that may come from a value refused (see `Shaped.consequence`).
+    Tool functions are not imported: the file is refused anyway."""
+    if shaped.pipeline is None:
+        return []
+    found = check(shaped.pipeline, source=source) + provider_problems(shaped.pipeline, source)
+    return [_located(p, lines) for p in found if not shaped.consequence(p)]
 
 
 def _load_mthds(

@@ -17,9 +17,11 @@ and the file with line and column.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import pydantic
@@ -42,6 +44,57 @@ def load_yaml(text: str, *, source: str = "<yaml>") -> Pipeline:
     Raises:
         PipelineError: the YAML does not parse or does not describe a pipeline.
     """
+    shaped = shape_yaml(text, source=source)
+    if shaped.problems:
+        raise PipelineError(shaped.problems)
+    assert shaped.pipeline is not None  # no shape problem: it validated
+    return shaped.pipeline
+
+
+@dataclass(frozen=True)
+class Shaped:
+    """A YAML pipeline read as far as its shape allows, so the meaning checks can look at the
+    rest of the file in the same pass.
+
+    Attributes:
+        problems: its shape problems (values pydantic refused), in pydantic's order.
+        pipeline: the pipeline without the refused values (a pipe whose ``kind``, ``inputs`` or
+            ``output`` was refused, or that lacks a required field, left out whole); None when
+            even that does not validate.
+        left_out: the names of the pipes, structures and model aliases left out whole, and the
+            top-level fields dropped: a meaning problem that names one is not reported (it would
+            be a consequence of the shape problem, not a mistake of its own).
+        trimmed: ``pipe 'x', field 'f'`` for each field dropped from a pipe that stays: a
+            meaning problem there comes from the default that took its place.
+    """
+
+    problems: list[Problem]
+    pipeline: Pipeline | None
+    left_out: frozenset[str] = frozenset()
+    trimmed: frozenset[str] = frozenset()
+
+    def consequence(self, problem: Problem) -> bool:
+        """Whether ``problem`` (a meaning problem of `pipeline`) may come from a value refused."""
+        text = f"{problem.where}: {problem.message}"
+        return any(f"'{name}'" in text for name in self.left_out) or any(
+            problem.where.startswith(where) for where in self.trimmed
+        )
+
+
+# Pipe fields the rest of a pipe's checks (and other pipes') depend on: a pipe with one refused is
+# left out whole rather than checked with a default in its place.
+_CORE_FIELDS = frozenset({"kind", "inputs", "output"})
+# Rounds of dropping refused values: dropping a required field's bad value makes it missing,
+# which the next round answers by leaving its pipe out.
+_SALVAGE_ROUNDS = 3
+
+
+def shape_yaml(text: str, *, source: str = "<yaml>") -> Shaped:
+    """The pipeline a YAML text describes and its shape problems (see `Shaped`).
+
+    Raises:
+        PipelineError: the YAML does not parse, or is not a mapping: nothing to check further.
+    """
     root = _compose(text, source)
     try:
         # Built from the one composed tree: the file is parsed once (with libyaml when present).
@@ -55,11 +108,81 @@ def load_yaml(text: str, *, source: str = "<yaml>") -> Pipeline:
             [Problem("YAML", "the file must be a mapping with a 'pipes' key", source)]
         )
     try:
-        return Pipeline.model_validate(data)
+        return Shaped([], Pipeline.model_validate(data))
     except pydantic.ValidationError as err:
-        raise PipelineError(
-            [_problem(error, data, root, source) for error in err.errors(include_url=False)]
-        ) from None
+        errors = err.errors(include_url=False)
+    problems = [_problem(error, data, root, source) for error in errors]
+    kept = copy.deepcopy(data)
+    left_out: set[str] = set()
+    trimmed: set[str] = set()
+    for _ in range(_SALVAGE_ROUNDS):
+        if not all(_drop(kept, list(e["loc"]), e["type"], left_out, trimmed) for e in errors):
+            break
+        try:
+            pipeline = Pipeline.model_validate(kept)
+        except pydantic.ValidationError as err:
+            errors = err.errors(include_url=False)
+            continue
+        return Shaped(problems, pipeline, frozenset(left_out), frozenset(trimmed))
+    return Shaped(problems, None)
+
+
+_SECTIONS = {"pipes": "pipe", "structures": "structure", "models": "model alias"}
+
+
+def _drop(
+    data: dict[str, Any], loc: list[Any], kind: str, left_out: set[str], trimmed: set[str]
+) -> bool:
+    """Remove the value at ``loc`` that pydantic refused (or the entry holding it); False when
+    nothing sensible can be removed (the file's whole shape is wrong)."""
+    if not loc:
+        return False
+    section = data.get(loc[0])
+    if loc[0] not in _SECTIONS or len(loc) < 2:
+        if loc[0] in data and loc[0] not in _SECTIONS:
+            del data[loc[0]]  # a top-level field: default_model, routing, limits, a typo
+            left_out.add(str(loc[0]))
+            return True
+        return False
+    if not isinstance(section, dict):
+        return False  # e.g. `pipes:` holding a list
+    if loc[1] not in section:
+        return True  # left out already, for an earlier problem of the same entry
+    name, entry = loc[1], section[loc[1]]
+    rest = loc[2:]
+    if (
+        loc[0] == "pipes"
+        and rest
+        and rest[0] in _kind_models()
+        and not _has_dict_key(entry, rest[0])
+    ):
+        rest = rest[1:]  # pydantic's discriminator tag, not a key of the pipe
+    whole = (
+        loc[0] != "pipes"
+        or not rest
+        or kind in ("missing", "union_tag_invalid", "union_tag_not_found")
+        or rest[0] in _CORE_FIELDS
+    )
+    if not whole:
+        holder: Any = entry
+        for part in rest[:-1]:
+            if isinstance(holder, dict):
+                holder = holder.get(part)
+            elif isinstance(holder, list) and isinstance(part, int) and part < len(holder):
+                holder = holder[part]  # a step or branch
+            else:
+                holder = None
+        if isinstance(holder, dict):
+            holder.pop(rest[-1], None)  # gone already when pydantic had two words for it
+            trimmed.add(f"pipe '{name}', field '{rest[0]}")
+            return True
+    del section[name]
+    left_out.add(str(name))
+    return True
+
+
+def _has_dict_key(entry: Any, key: str) -> bool:
+    return isinstance(entry, dict) and key in entry
 
 
 @functools.lru_cache(maxsize=4)

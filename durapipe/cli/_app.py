@@ -68,6 +68,14 @@ TaskQueueOption = Annotated[
         "--task-queue", "-t", envvar="DURAPIPE_TASK_QUEUE", help="Task queue of the workers."
     ),
 ]
+UiUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ui-url",
+        envvar="DURAPIPE_UI_URL",
+        help="Temporal Web UI address \\[default: a local dev server's own].",
+    ),
+]
 FileArgument = Annotated[
     Path,
     typer.Argument(
@@ -270,14 +278,7 @@ def run(
         ),
     ] = None,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
-    ui_url: Annotated[
-        str | None,
-        typer.Option(
-            "--ui-url",
-            envvar="DURAPIPE_UI_URL",
-            help="Temporal Web UI address \\[default: a local dev server's own].",
-        ),
-    ] = None,
+    ui_url: UiUrlOption = None,
     mthds_inputs: Annotated[
         str | None,
         typer.Option(
@@ -329,7 +330,7 @@ def run(
 
     def emit(result: dp.RunResult) -> None:
         if method is None:
-            _print_result(result, as_json=as_json)
+            print_result(result, as_json=as_json)
             return
         _mthds.print_output(
             method,
@@ -363,6 +364,7 @@ def run(
                     budget_usd=budget_usd,
                     approve_all=approve_all,
                     on_step=_progress.print_step,
+                    on_notice=_progress.print_notice,
                 )
             )
         )
@@ -389,13 +391,7 @@ def run(
         )
     except KeyboardInterrupt:
         if "run_id" in started:
-            # Ctrl-C stops the waiting, not the run: say how to get back to it or stop it.
-            known = started["run_id"]
-            typer.echo(
-                f"stopped following run {known}; it goes on: `durapipe result {known}` waits for "
-                f"it, `durapipe cancel {known}` stops it",
-                err=True,
-            )
+            raise stopped_following(started["run_id"]) from None
         raise typer.Exit(130) from None
 
 
@@ -451,10 +447,20 @@ async def _run_on_temporal(
         typer.echo(link, err=True)
     result = await _progress.follow(handle)
     if emit is None:
-        _print_result(result, as_json=as_json)
+        print_result(result, as_json=as_json)
     else:
         emit(result)
     typer.echo(f"run id: {handle.run_id}", err=True)
+
+
+def stopped_following(run_id: str) -> typer.Exit:
+    """Ctrl-C stops the waiting, not the run: say how to get back to it or stop it."""
+    typer.echo(
+        f"stopped following run {run_id}; it goes on: `durapipe result {run_id}` waits for "
+        f"it, `durapipe cancel {run_id}` stops it",
+        err=True,
+    )
+    return typer.Exit(130)
 
 
 @app.command()
@@ -478,7 +484,7 @@ def result(
             err=True,
         )
         raise typer.Exit(130) from None
-    _print_result(output, as_json=as_json)
+    print_result(output, as_json=as_json)
 
 
 async def _result(run_id: str, connection: dp.ConnectOptions) -> dp.RunResult:
@@ -503,7 +509,7 @@ async def _result(run_id: str, connection: dp.ConnectOptions) -> dp.RunResult:
 RESULT_QUIET_S = 1.0  # how long `result` waits for a run before it says that it waits
 
 
-def _print_result(result: dp.RunResult, *, as_json: bool) -> None:
+def print_result(result: dp.RunResult, *, as_json: bool) -> None:
     """The output alone on stdout (compact with --json); the totals on stderr."""
     typer.echo(json.dumps(result.output, ensure_ascii=False, indent=None if as_json else 2))
     _print_totals(result.usage)
@@ -654,24 +660,6 @@ def demo(
             "file with --file"
         )
     run_demo(file, keep=keep)
-
-
-@app.command()
-@handles_errors
-@connection_options
-def retry(
-    run_id: Annotated[str, typer.Argument(help="Id of the failed run.", show_default=False)],
-    *,
-    connection: dp.ConnectOptions,
-) -> None:
-    """Re-drive a failed run under the same id: succeeded steps come from checkpoints."""
-
-    async def redriven() -> dp.RunResult:
-        handle = await dp.client.redrive(await dp.connect(options=connection), run_id)
-        typer.echo(f"retrying run {run_id}", err=True)
-        return await _progress.follow(handle, quiet=False)
-
-    _print_result(asyncio.run(redriven()), as_json=False)
 
 
 # Commands that start servers or workers clean up on exit; the others are short client processes.

@@ -56,6 +56,11 @@ def run_demo(file: Path, *, keep: bool) -> None:
 async def _run(pipeline: dp.Pipeline, address: str, run_id: str) -> dp.RunResult:
     client = await dp.connect(address, pipeline=pipeline)
     task_queue = f"durapipe-demo-{uuid.uuid4().hex[:8]}"
+    typer.echo(
+        "starting a worker (it loads the model library, litellm: a few seconds, more on a busy "
+        "machine)...",
+        err=True,
+    )
     async with dp.build_worker(client, task_queue=task_queue):
         typer.echo(f"worker running on task queue '{task_queue}'", err=True)
         handle = await dp.start(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -40,7 +41,9 @@ def show(
         _show_step(run_id, step, as_json=as_json, connection=connection)
         return
 
-    async def described() -> tuple[dp.RunSummary, list[dp.StepRecord], str | None, str | None]:
+    async def described() -> tuple[
+        dp.RunSummary, list[dp.StepRecord], str | None, str | None, bool
+    ]:
         client = await dp.connect(options=connection)
         # The totals' query and the stall checks need the same queues' pollers: asked once.
         pollers = dp.client.QueuePollers(client)
@@ -49,13 +52,19 @@ def show(
         try:
             steps = await handle.steps(pollers=pollers)
         except dp.RunStalled as err:
-            return summary, [], str(err), None
+            return summary, [], str(err), None, False
+        paused = any((s.waiting_for or "").startswith("resume") for s in steps)
+        if summary.status != "running":
+            return summary, steps, None, None, False
         # A worker answers, but a queue the run needs (a routed leaf's) may have none.
-        why = await handle.stalled(pollers=pollers) if summary.status == "running" else None
-        return summary, steps, None, why
+        why = await handle.stalled(pollers=pollers)
+        if not paused and why is None:
+            # Paused while a step is in flight, no step waits yet: only the run itself knows.
+            with contextlib.suppress(dp.RunError):
+                paused = await handle.paused(pollers=pollers)
+        return summary, steps, None, why, paused
 
-    summary, steps, stalled, waiting_on = asyncio.run(described())
-    paused = any((s.waiting_for or "").startswith("resume") for s in steps)
+    summary, steps, stalled, waiting_on, paused = asyncio.run(described())
     if as_json:
         shown = {**_progress.summary_json(summary), "paused": paused}
         shown["stalled"] = stalled or waiting_on

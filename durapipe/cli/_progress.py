@@ -11,7 +11,7 @@ from urllib.parse import quote
 import typer
 
 import durapipe as dp
-from durapipe._words import counted
+from durapipe._words import counted, moment
 from durapipe.cli._waiting import wait_for, waiting_line
 
 _MARKS = {"succeeded": "✓", "failed": "✗", "skipped": "-", "cancelled": "✗"}
@@ -84,6 +84,15 @@ def totals_text(summary: dp.RunSummary, *, done: bool = False) -> str:
     )
 
 
+def run_line(summary: dp.RunSummary) -> str:
+    """One run as `durapipe runs` lists it: id, pipe, status, start, totals, where it failed."""
+    line = f"{summary.run_id}  {summary.pipe}  {summary.status}  {moment(summary.started_at)}  "
+    line += totals_text(summary)
+    if summary.status == "failed":  # the dead-letter view: where it failed and why
+        line += f"  step '{summary.failed_step or '-'}': {summary.error}"
+    return line
+
+
 def summary_json(summary: dp.RunSummary) -> dict[str, Any]:
     """A run's summary as `--json` prints it: unknown totals are null (not 0, which would read as
     a free run), ``totals_known`` says why."""
@@ -98,7 +107,7 @@ def header(summary: dp.RunSummary, *, paused: bool) -> str:
     state = f"{summary.status} (paused)" if paused else summary.status
     line = (
         f"run {summary.run_id}  pipe {summary.pipe or '-'}  {state}  "
-        f"started {summary.started_at:%Y-%m-%d %H:%M:%S}  {totals_text(summary, done=True)}"
+        f"started {moment(summary.started_at)}  {totals_text(summary, done=True)}"
     )
     if not summary.searchable_totals:
         # A running run may have them on and not have upserted yet (its first seconds); an
@@ -144,6 +153,12 @@ def print_step(record: dp.StepRecord) -> None:
     """Print a finished step's line to stderr (a local run's progress, as each step ends)."""
     if record.status in _DONE:
         typer.echo(step_line(record), err=True)
+
+
+def print_notice(line: str) -> None:
+    """Print why a local run waits outside its steps (litellm's import) to stderr, where its step
+    lines go: never into the output on stdout."""
+    typer.echo(f"  … {line}", err=True)
 
 
 def failed_attempt_lines(record: dp.StepRecord, said: dict[str, int], run_id: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Commands that control runs: pause, resume, cancel, approve, reject, pending, schedule ..."""
+"""Commands that control runs: pause, resume, retry, cancel, approve, reject, pending, schedule ..."""
 
 from __future__ import annotations
 
@@ -14,13 +14,18 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 import durapipe as dp
+from durapipe._words import moment
+from durapipe.cli import _progress
 from durapipe.cli._app import (
     TaskQueueOption,
+    UiUrlOption,
     app,
     fail,
     handles_errors,
     input_types,
     parse_inputs,
+    print_result,
+    stopped_following,
 )
 from durapipe.cli._connection import connection_options
 from durapipe.cli._methods import MethodsOption, methods_for
@@ -52,9 +57,11 @@ def pause(
     connection: dp.ConnectOptions,
 ) -> None:
     """Pause a run: steps in flight finish, no new step starts until `durapipe resume`."""
-    idle = _with_client(connection, lambda c: _signal_and_check(c, run_id, dp.client.pause))
-    typer.echo(f"paused run {run_id}: no new step starts until `durapipe resume {run_id}`")
-    _note_idle(run_id, idle, "pause")
+    unknown = _with_client(connection, lambda c: _pause_or_resume(c, run_id, pause=True))
+    if unknown is None:
+        typer.echo(f"paused run {run_id}: no new step starts until `durapipe resume {run_id}`")
+    else:
+        _say_recorded(run_id, unknown, "pause")
 
 
 @app.command()
@@ -66,15 +73,46 @@ def resume(
     connection: dp.ConnectOptions,
 ) -> None:
     """Resume a paused run."""
-    idle = _with_client(connection, lambda c: _signal_and_check(c, run_id, dp.client.resume))
-    typer.echo(f"resumed run {run_id}")
-    _note_idle(run_id, idle, "resume")
+    unknown = _with_client(connection, lambda c: _pause_or_resume(c, run_id, pause=False))
+    if unknown is None:
+        typer.echo(f"resumed run {run_id}")
+    else:
+        _say_recorded(run_id, unknown, "resume")
+
+
+async def _pause_or_resume(client: Client, run_id: str, *, pause: bool) -> str | None:
+    """Pause or resume the run unless it already is (or is not) paused; None when it was done,
+    else why the run could not say its state (the signal is sent then: Temporal keeps it)."""
+    signal = dp.client.pause if pause else dp.client.resume
+    try:
+        was_paused = await dp.client.paused(client, run_id)
+    except dp.RunNotFound:
+        raise
+    except dp.RunError as err:  # no worker answered: send it anyway, it applies later
+        await signal(client, run_id)
+        return str(err)
+    if was_paused and pause:
+        raise fail(
+            f"run '{run_id}' is already paused; nothing was sent (`durapipe resume {run_id}` "
+            "resumes it)",
+            code=1,
+        )
+    if not was_paused and not pause:
+        raise fail(f"run '{run_id}' is not paused; nothing to resume", code=1)
+    await signal(client, run_id)
+    return None
+
+
+def _say_recorded(run_id: str, why: str, action: str) -> None:
+    # Sent, but nothing answered for the run: neither "paused" nor "resumed" would be true yet.
+    typer.echo(f"{action} of run {run_id} recorded: it applies when a worker picks the run up")
+    typer.echo(f"note: {why}", err=True)
 
 
 async def _signal_and_check(
     client: Client, run_id: str, signal: Callable[[Client, str], Awaitable[None]]
 ) -> str | None:
-    """Send the pause, resume or cancel, then say why nothing acts on it now, if so (no worker)."""
+    """Send the cancel, then say why nothing acts on it now, if so (no worker)."""
     await signal(client, run_id)
     return await dp.RunHandle(client, run_id).stalled()
 
@@ -87,6 +125,41 @@ def _note_idle(run_id: str, idle: str | None, action: str, meanwhile: str = "") 
             f"a worker takes the run{meanwhile}",
             err=True,
         )
+
+
+@app.command()
+@handles_errors
+@connection_options
+def retry(
+    run_id: Annotated[str, typer.Argument(help="Id of the failed run.", show_default=False)],
+    ui_url: UiUrlOption = None,
+    *,
+    connection: dp.ConnectOptions,
+) -> None:
+    """Re-drive a failed run under the same id: succeeded steps come from checkpoints."""
+    started: list[str] = []
+
+    async def redriven() -> dp.RunResult:
+        client = await dp.connect(options=connection)
+        handle = await dp.client.redrive(client, run_id)
+        started.append(run_id)
+        where = f" on task queue '{handle.task_queue}'" if handle.task_queue else ""
+        typer.echo(f"retrying run {run_id}{where}", err=True)
+        link = _progress.ui_line(
+            ui_url, client.service_client.config.target_host, client.namespace, run_id
+        )
+        if link:
+            typer.echo(link, err=True)
+        return await _progress.follow(handle, quiet=False)
+
+    try:
+        result = asyncio.run(redriven())
+    except KeyboardInterrupt:
+        if started:
+            raise stopped_following(run_id) from None
+        raise typer.Exit(130) from None
+    print_result(result, as_json=False)
+    typer.echo(f"run id: {run_id}", err=True)
 
 
 @app.command()
@@ -189,7 +262,7 @@ def pending(
             if request.timeout_s
             else ""
         )
-        since = request.waiting_since.isoformat(timespec="seconds") if request.waiting_since else ""
+        since = moment(request.waiting_since) if request.waiting_since else "?"
         typer.echo(f"{request.run_id}  {request.path}  waiting since {since}{deadline}")
         typer.echo(f"  {request.message}")
         values = json.dumps(request.values, ensure_ascii=False)
@@ -288,7 +361,7 @@ def schedule_list(*, connection: dp.ConnectOptions) -> None:
     """List the schedules of durapipe runs."""
     for summary in _with_client(connection, dp.ops.list_schedules):
         state = "paused" if summary.paused else "active"
-        upcoming = summary.next_runs[0].isoformat(timespec="seconds") if summary.next_runs else "-"
+        upcoming = moment(summary.next_runs[0]) if summary.next_runs else "-"
         typer.echo(
             f"{summary.schedule_id}  {summary.when}  {state}  pipe {summary.pipe or '-'}  "
             f"next: {upcoming}"

@@ -49,11 +49,7 @@ def runs(
     elif not found:
         typer.echo("no runs match", err=True)
     for r in [] if as_json else found:
-        line = f"{r.run_id}  {r.pipe}  {r.status}  {r.started_at:%Y-%m-%d %H:%M:%S}  "
-        line += _progress.totals_text(r)
-        if r.status == "failed":  # the dead-letter view: where it failed and why
-            line += f"  step '{r.failed_step or '-'}': {r.error}"
-        typer.echo(line)
+        typer.echo(_progress.run_line(r))
     read = sum(not r.searchable_totals for r in found)
     if read:
         typer.echo(

@@ -1,5 +1,5 @@
 """The client side of a run: connecting, starting and waiting (`RunHandle`), listing runs, and the
-run-control calls (`pause`, `resume`, `cancel`, `approve`, `reject`, `pending`, `redrive`) that
+run-control calls (`pause`, `resume`, `paused`, `cancel`, `approve`, `reject`, `pending`, `redrive`) that
 `RunHandle` also offers as methods."""
 
 from durapipe._errors import RunExists
@@ -11,6 +11,7 @@ from durapipe.client._run_control import (
     approve,
     cancel,
     pause,
+    paused,
     pending,
     reject,
     resume,
@@ -38,6 +39,7 @@ __all__ = [
     "find_runs",
     "list_runs",
     "pause",
+    "paused",
     "pending",
     "redrive",
     "reject",

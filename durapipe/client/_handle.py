@@ -151,6 +151,12 @@ class RunHandle:
             run_id, result_type=RunResult
         )
 
+    @property
+    def task_queue(self) -> str | None:
+        """The task queue the run's workflows run on, when known without asking the server (the
+        run was started or re-driven by this client, or its queues were read already)."""
+        return self._queues.workflow if self._queues is not None else None
+
     async def stalled(self, *, pollers: QueuePollers | None = None) -> str | None:
         """Why the run cannot make progress (a task queue it needs has no worker, or its workflow
         task keeps failing on the workers it has), else None.
@@ -262,6 +268,17 @@ class RunHandle:
             RunNotFound: the run is not running.
         """
         await _run_control.resume(self.client, self.run_id)
+
+    async def paused(self, *, pollers: QueuePollers | None = None) -> bool:
+        """Whether the run is paused, as its workflow answers (see `durapipe.client.paused`;
+        ``pollers``: the command's, as there).
+
+        Raises:
+            RunNotFound: the run is not running.
+            RunStalled: no worker answered (the sentence says why).
+            RunError: its workers answered with an error.
+        """
+        return await _run_control.paused(self.client, self.run_id, pollers=pollers)
 
     async def cancel(self) -> None:
         """Cancel the run: in-flight calls are cancelled, the run ends as cancelled.

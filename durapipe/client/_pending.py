@@ -19,6 +19,7 @@ from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client
 
+from durapipe._words import clock
 from durapipe.runtime import StepRecord
 from durapipe.stores._limits import WAITING_DETAIL
 
@@ -79,7 +80,7 @@ def retry_update(info: PendingActivityInfo) -> dict[str, object]:
         when = ""
         if info.HasField("next_attempt_schedule_time"):
             at = info.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)
-            when = f" at {at:%H:%M:%S} UTC"
+            when = f" at {clock(at)}"
         failed = f"{error_type}: {message}" if error_type else message
         update["waiting_for"] = (
             f"attempt {info.attempt}{of}{when}: attempt {info.attempt - 1} failed: {failed}"

@@ -15,7 +15,12 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -29,6 +34,7 @@ from durapipe._errors import (
 )
 from durapipe.adapters import WORKFLOW_NAME, child_workflow_id
 from durapipe.client._stalls import (
+    QueuePollers,
     RunQueues,
     failing_task,
     read_queues,
@@ -37,10 +43,14 @@ from durapipe.client._stalls import (
 )
 from durapipe.client._totals import status_name
 from durapipe.runtime._approvals import DECIDE_UPDATE, ApprovalDecision, ApprovalRequest
-from durapipe.workflows import PAUSE_SIGNAL, RESUME_SIGNAL, WAITING_QUERY
+from durapipe.workflows import PAUSE_SIGNAL, PAUSED_QUERY, RESUME_SIGNAL, WAITING_QUERY
 
 # A run whose workers are gone cannot answer a query; `pending` skips it rather than hang.
 QUERY_TIMEOUT = timedelta(seconds=5)
+# How long `paused` waits for a worker's answer: a command asks it before a pause or resume, and
+# must not hang on a run whose workers are slow (the signal is sent anyway). A run no worker polls
+# is known at once, without this wait. 5 s as `pending`: 2 s is little for a worker at load 20-30.
+PAUSED_TIMEOUT = timedelta(seconds=5)
 # A decision sent to a run whose workers then die: how often and how long before `approve` says so.
 DECISION_CHECK_S = 1.0
 DECISION_STALL_S = 5.0
@@ -63,6 +73,52 @@ async def resume(client: Client, run_id: str) -> None:
         RunNotFound: no running run with that id.
     """
     await _signal(client, run_id, RESUME_SIGNAL)
+
+
+async def paused(client: Client, run_id: str, *, pollers: QueuePollers | None = None) -> bool:
+    """Whether run ``run_id`` is paused, as its workflow answers (within `PAUSED_TIMEOUT`).
+
+    A query needs a worker: the run's task queues are checked for one first (a run no worker
+    polls is known at once, not after the wait). ``pollers``: the command's, whose description
+    of the run and answers about its queues are read rather than asked again.
+
+    Raises:
+        RunNotFound: no running run with that id.
+        RunStalled: no worker answered: none polls the run's task queue, its workflow task keeps
+            failing, or none answered in time (the sentence says which).
+        RunError: its workers answered with an error (e.g. an older durapipe without the query).
+    """
+    handle = client.get_workflow_handle(run_id)
+    pollers = pollers or QueuePollers(client)
+    try:
+        status = (await pollers.description(run_id)).status
+    except RPCError as err:
+        raise _not_running(run_id, err) from None
+    if status is not None and status != WorkflowExecutionStatus.RUNNING:
+        raise _ended(run_id, status)
+    cannot = f"run '{run_id}' cannot say whether it is paused"
+    why = await _cannot_answer(client, run_id, pollers)
+    if why is not None:
+        raise RunStalled(f"{cannot}: {why}", run_id=run_id)
+    seconds = PAUSED_TIMEOUT.total_seconds()
+    try:
+        # rpc_timeout bounds one attempt; the client may retry, so the whole wait is bounded too.
+        answer = await asyncio.wait_for(
+            handle.query(PAUSED_QUERY, result_type=bool, rpc_timeout=PAUSED_TIMEOUT), seconds
+        )
+    except (TimeoutError, RPCError) as err:
+        if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
+            raise _not_running(run_id, err) from None
+        if isinstance(err, RPCError) and err.status not in _TIMED_OUT:
+            raise RunError(f"{cannot}: {err.message}", run_id=run_id) from None
+        raise RunStalled(
+            f"{cannot}: no worker of its task queue answered within {seconds:g} s", run_id=run_id
+        ) from None
+    except WorkflowQueryFailedError as err:  # e.g. workers of a durapipe without the query
+        raise RunError(
+            f"{cannot}: its workers refused the question ({err})", run_id=run_id
+        ) from None
+    return bool(answer)
 
 
 async def cancel(client: Client, run_id: str) -> None:
@@ -224,13 +280,21 @@ async def _decide(client: Client, run_id: str, decision: ApprovalDecision) -> No
 
 
 async def _cannot_decide(client: Client, run_id: str) -> str | None:
-    """Why run ``run_id`` cannot take a decision: only a worker of its own queue takes the update,
-    so a leaf routed to a queue no worker polls (yet) does not stop it."""
+    """Why run ``run_id`` cannot take a decision (see `_cannot_answer`)."""
+    return await _cannot_answer(client, run_id)
+
+
+async def _cannot_answer(
+    client: Client, run_id: str, pollers: QueuePollers | None = None
+) -> str | None:
+    """Why run ``run_id`` cannot answer a query or take an update or signal now: only a worker
+    of its own queue does that, so a leaf routed to a queue no worker polls (yet) does not stop
+    it. ``pollers``: the command's (a new one if None)."""
     queues = await read_queues(client, run_id)
     if queues is None:
         return None
     own = RunQueues(workflow=queues.workflow)
-    return await why_stalled(client, own) or await failing_task(client, run_id)
+    return await why_stalled(client, own, pollers) or await failing_task(client, run_id, pollers)
 
 
 async def _watch(client: Client, run_id: str, update: asyncio.Future[str]) -> None:
@@ -258,6 +322,8 @@ async def _watch(client: Client, run_id: str, update: asyncio.Future[str]) -> No
 
 
 _RUNNING = WorkflowExecutionStatus.RUNNING
+# The client's own deadline ends an unanswered query as CANCELLED ("Timeout expired").
+_TIMED_OUT = (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
 
 
 def _not_running(run_id: str, err: RPCError) -> DurapipeError:

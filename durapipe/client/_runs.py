@@ -31,7 +31,7 @@ from durapipe._errors import ConfigError, RunError, RunNotFound, StepFailed
 from durapipe.adapters import WORKFLOW_NAME
 from durapipe.client._connection import DEFAULT_ADDRESS
 from durapipe.client._handle import SPEC_VERSION, RunHandle, run_error
-from durapipe.client._stalls import QueuePollers
+from durapipe.client._stalls import QueuePollers, RunQueues
 from durapipe.client._totals import totals_from_the_run
 from durapipe.runtime import PipeRun
 from durapipe.workflows._search import (
@@ -438,7 +438,7 @@ async def retry(client: Client, run_id: str) -> RunHandle:
         memo={"pipe": run.pipe, "spec_version": SPEC_VERSION, "retry_of": description.run_id},
         search_attributes=start_totals(run.pipe, run.workflow_version),
     )
-    return RunHandle(client, run_id)
+    return RunHandle(client, run_id, queues=RunQueues.of(run, started.task_queue.name))
 
 
 def _status_word(status: WorkflowExecutionStatus) -> str:

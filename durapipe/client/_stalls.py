@@ -273,12 +273,15 @@ async def read_queues(client: Client, run_id: str) -> RunQueues | None:
     return None
 
 
-async def run_stalled(client: Client, run_id: str) -> str | None:
-    """Why run ``run_id`` cannot make progress (see `why_stalled` and `failing_task`), else None."""
+async def run_stalled(
+    client: Client, run_id: str, pollers: QueuePollers | None = None
+) -> str | None:
+    """Why run ``run_id`` cannot make progress (see `why_stalled` and `failing_task`), else None.
+    ``pollers``: the command's (what it asked already is not asked again)."""
     queues = await read_queues(client, run_id)
     if queues is None:
         return None
-    return await why_stalled(client, queues) or await failing_task(client, run_id)
+    return await why_stalled(client, queues, pollers) or await failing_task(client, run_id, pollers)
 
 
 async def failing_task(

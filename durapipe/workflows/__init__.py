@@ -3,6 +3,7 @@ signals, queries and updates, and the search attributes it keeps."""
 
 from durapipe.workflows._workflow import (
     PAUSE_SIGNAL,
+    PAUSED_QUERY,
     RESUME_SIGNAL,
     STEPS_QUERY,
     WAITING_QUERY,
@@ -11,6 +12,7 @@ from durapipe.workflows._workflow import (
 )
 
 __all__ = [
+    "PAUSED_QUERY",
     "PAUSE_SIGNAL",
     "RESUME_SIGNAL",
     "STEPS_QUERY",

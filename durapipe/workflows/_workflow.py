@@ -68,6 +68,9 @@ with workflow.unsafe.imports_passed_through():
 STEPS_QUERY = "durapipe.steps"
 JSON_PLAIN = b"json/plain"
 WAITING_QUERY = "durapipe.waiting"
+# Whether the run is paused: `pause` and `resume` ask it first, so they can say when there is
+# nothing to do. A query records nothing in the history (replays of kept histories are unchanged).
+PAUSED_QUERY = "durapipe.paused"
 PAUSE_SIGNAL = "durapipe.pause"
 RESUME_SIGNAL = "durapipe.resume"
 STEP_FAILED = ErrorType.STEP_FAILED
@@ -241,8 +244,9 @@ class _Control:
 # test suite replays every recorded history and runs every controller in it.
 @workflow.defn(name=WORKFLOW_NAME, sandboxed=False)
 class PipeWorkflow:
-    """Runs one pipe of a run; answers the ``durapipe.steps`` and ``durapipe.waiting`` queries,
-    the ``durapipe.pause`` / ``durapipe.resume`` signals and the ``durapipe.decide`` update."""
+    """Runs one pipe of a run; answers the ``durapipe.steps``, ``durapipe.waiting`` and
+    ``durapipe.paused`` queries, the ``durapipe.pause`` / ``durapipe.resume`` signals and the
+    ``durapipe.decide`` update."""
 
     def __init__(self) -> None:
         self._interpreter: Interpreter | None = None
@@ -295,6 +299,11 @@ class PipeWorkflow:
     def waiting(self) -> list[ApprovalRequest]:
         """The steps of this workflow waiting for a human decision."""
         return list(self._control.waiting.values())
+
+    @workflow.query(name=PAUSED_QUERY)
+    def paused(self) -> bool:
+        """Whether the run is paused (no new step starts until resumed)."""
+        return self._control.paused
 
     @workflow.signal(name=PAUSE_SIGNAL)
     async def pause(self) -> None:

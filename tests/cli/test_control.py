@@ -268,6 +268,44 @@ async def test_pause_holds_the_next_step_of_a_nested_run_until_resume(
     assert started is not None and started >= signals["durapipe.resume"]
 
 
+async def test_pause_and_resume_say_when_there_is_nothing_to_do(
+    temporal_address: str, task_queue: str, tmp_path: Path
+) -> None:
+    # Pause and resume are signals: resuming a run that was not paused said "resumed run X",
+    # exit 0, and a second pause said "paused" again. The run's answer decides now, and nothing
+    # is sent when there is nothing to do.
+    async with _held_at_gate(temporal_address, task_queue, tmp_path, "slow_outer", "again") as held:
+        client, handle, gate = held
+        run_id = handle.run_id
+        not_paused = await acli(temporal_address, "resume", run_id)
+        paused = await acli(temporal_address, "pause", run_id)
+        shown = await acli(temporal_address, "show", run_id)  # its gate step still in flight
+        twice = await acli(temporal_address, "pause", run_id)
+        resumed = await acli(temporal_address, "resume", run_id)
+        gate.touch()
+        await handle.result()
+    assert not_paused.returncode == 1, not_paused.stdout
+    assert not_paused.stderr.strip() == f"error: run '{run_id}' is not paused; nothing to resume"
+    assert paused.returncode == 0, paused.stderr
+    assert paused.stdout.strip() == (
+        f"paused run {run_id}: no new step starts until `durapipe resume {run_id}`"
+    )
+    # `show` said "running" for it: no step waited for the resume yet, and only the run knew.
+    assert "  pipe slow_outer  running (paused)  started " in shown.stdout.splitlines()[0]
+    assert twice.returncode == 1, twice.stdout
+    assert twice.stderr.strip() == (
+        f"error: run '{run_id}' is already paused; nothing was sent "
+        f"(`durapipe resume {run_id}` resumes it)"
+    )
+    assert (resumed.returncode, resumed.stdout.strip()) == (0, f"resumed run {run_id}")
+    signals = [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in await history_events(client, run_id)
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert signals == ["durapipe.pause", "durapipe.resume"]
+
+
 async def _exists(path: Path) -> bool:
     return path.exists()
 
@@ -417,9 +455,24 @@ async def test_pause_resume_and_cancel_of_a_run_no_worker_runs_say_so(
         f"'{task_queue}' (namespace 'default'), so nothing runs it; start one with "
         f"`durapipe worker FILE -t {task_queue}`; "
     )
+    # Nobody can say whether the run was paused: the signal is sent (Temporal keeps it), and
+    # the command says it is recorded, not done, and why.
     for done, action in ((paused, "pause"), (resumed, "resume")):
         assert done.returncode == 0, done.stderr
-        assert done.stderr.strip() == f"{stalled}the {action} applies once a worker takes the run"
+        assert done.stdout.strip() == (
+            f"{action} of run {run_id} recorded: it applies when a worker picks the run up"
+        )
+        assert done.stderr.strip() == (
+            f"note: run '{run_id}' cannot say whether it is paused: no worker polls task queue "
+            f"'{task_queue}' (namespace 'default'), so nothing runs it; start one with "
+            f"`durapipe worker FILE -t {task_queue}`"
+        )
+    sent = [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in await history_events(client, run_id)
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert sent == ["durapipe.pause", "durapipe.resume"]
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stderr.strip() == (
         f"{stalled}the cancel applies once a worker takes the run "
@@ -455,7 +508,7 @@ pipes:
 """
 
 
-async def test_approve_needs_only_the_workflow_queue_polled(
+async def test_approve_and_resume_need_only_the_workflow_queue_polled(
     temporal_address: str, task_queue: str, tmp_path: Path
 ) -> None:
     # A decision is an update a worker of the run's own queue takes: a later step routed to a
@@ -471,11 +524,14 @@ async def test_approve_needs_only_the_workflow_queue_polled(
             task_queue=task_queue,
         )  # fmt: skip
         await eventually(lambda: waiting_request(client, run_id), "the review to wait")
+        # So does the question whether it is paused: the run answers it, not "recorded".
+        resumed = await acli(temporal_address, "resume", run_id)
         approved = await acli(temporal_address, "approve", run_id, "review")
     finally:
         await client.get_workflow_handle(run_id).terminate(reason="test")
         worker.stop()
     assert approved.returncode == 0, approved.stderr
+    assert resumed.stderr.strip() == f"error: run '{run_id}' is not paused; nothing to resume"
 
 
 async def test_run_with_the_id_of_an_existing_run_is_a_mistake_exit_2(

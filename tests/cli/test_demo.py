@@ -33,6 +33,15 @@ def test_demo_prints_result_run_id_and_ui_address_and_stops_its_server() -> None
     assert run_id and ui and ui.group(2) == run_id.group(1)
     assert "✓ fact_check/verify" in done.stderr
     assert "stopped the dev server" in done.stderr
+    # Each wait says what it waits for: the worker's start (litellm's import) took 16 s of
+    # silence between the server's line and the worker's on a loaded machine.
+    lines = done.stderr.splitlines()
+    server = next(n for n, line in enumerate(lines) if line.startswith("Temporal dev server: "))
+    assert lines[server + 1] == (
+        "starting a worker (it loads the model library, litellm: a few seconds, more on a busy "
+        "machine)..."
+    )
+    assert lines[server + 2].startswith("worker running on task queue ")
     # The server it started is gone: nothing listens on the UI port any more.
     probe = subprocess.run(
         [

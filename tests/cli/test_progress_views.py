@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.failure.v1 import ApplicationFailureInfo, Failure
+from temporalio.api.workflow.v1 import PendingActivityInfo
 
 import durapipe as dp
 from durapipe._words import counted
 from durapipe.cli._live import render
-from durapipe.cli._progress import header, newly_finished, tree_lines
+from durapipe.cli._progress import header, newly_finished, run_line, tree_lines
+from durapipe.client._pending import retry_update
 from durapipe.workflows._search import finished_steps
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -132,3 +140,38 @@ def test_a_running_runs_totals_read_from_it_may_be_searchable_later() -> None:
     )
     ended = running.model_copy(update={"status": "completed"})  # an ended run upserted, if on
     assert header(ended, paused=False).endswith(" * (read from the run: not searchable)")
+
+
+@pytest.fixture
+def in_paris(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process's local zone is Europe/Paris (UTC+1 in winter) for the test."""
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_times_are_printed_with_their_utc_offset(in_paris: None) -> None:
+    # `show` and `runs` printed "started 2026-01-01 00:00:00": UTC, with nothing saying so (and
+    # a retry's wait said "UTC" while they did not). All print local time with its offset now.
+    started = datetime(2026, 1, 1, 0, 0, 5, 123456, tzinfo=UTC)
+    run = dp.RunSummary(
+        run_id="r", pipe="p", status="failed", started_at=started, failed_step="s", error="x",
+    )  # fmt: skip
+    assert "  started 2026-01-01 01:00:05+01:00  " in header(run, paused=False)
+    assert run_line(run).startswith("r  p  failed  2026-01-01 01:00:05+01:00  0 steps  ")
+    next_attempt = Timestamp()
+    next_attempt.FromDatetime(started + timedelta(minutes=2))
+    info = PendingActivityInfo(
+        state=PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED,
+        attempt=2,
+        maximum_attempts=4,
+        next_attempt_schedule_time=next_attempt,
+        last_failure=Failure(
+            message="busy", application_failure_info=ApplicationFailureInfo(type="durapipe.X")
+        ),
+    )
+    assert retry_update(info)["waiting_for"] == (
+        "attempt 2 of 4 at 01:02:05+01:00: attempt 1 failed: durapipe.X: busy"
+    )

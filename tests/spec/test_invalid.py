@@ -41,6 +41,24 @@ EXPECTED = {
         "python_bad_retry.py:5: RetrySpec, field 'max_attempts': Input should be greater than or "
         "equal to 1"
     ],
+    # Shape problems first (the values refused, in file order), then the meaning problems of the
+    # rest: `validate` stopped at the first kind and never said 'ghost' or 'topik'. Not said:
+    # 'shout', 'claims' and 'Claim' unknown (left out for their own problems), nor `typed`'s
+    # output (it names the structure refused).
+    "shape_and_meaning.yaml": [
+        "shape_and_meaning.yaml:6: structure 'Claim', field 'text': unknown field 'required'",
+        "shape_and_meaning.yaml:17: pipe 'shout': unknown kind 'llmm' (one of llm, tool, extract, "
+        "image, sequence, parallel, batch, condition, agent, approval, compose)",
+        "shape_and_meaning.yaml:25: pipe 'draft': field 'timeout': 'soon' is not a duration (use "
+        "seconds, or e.g. '30s', '2m', '1h')",
+        "shape_and_meaning.yaml:26: pipe 'claims': field 'prompt' is required",
+        "shape_and_meaning.yaml:29: pipe 'claims': unknown field 'promt' (did you mean 'prompt'?)",
+        "shape_and_meaning.yaml:8: pipe 'flow', step 'ghost', field 'pipe': unknown pipe 'ghost'",
+        "shape_and_meaning.yaml:21: pipe 'draft', field 'prompt': template variable 'topik' is "
+        "not a declared input (declared: topic)",
+        "shape_and_meaning.yaml:21: pipe 'draft', input 'topic': declared input is never used by "
+        "the system or prompt template",
+    ],
     "step_as_name.yaml": [
         "step_as_name.yaml:6: pipe 'main', step 1: a step is a mapping, not 'summarize': "
         "write `- pipe: summarize` (or `{pipe: summarize}`)"
