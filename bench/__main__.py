@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
@@ -284,44 +285,36 @@ class Bench:
         questions = [f"q{i}" for i in range(BATCH_ITEMS)]
 
         async def concurrent(searchable_totals: bool = True) -> None:
-            handles = [
-                await dp.start(
+            await all_at_once(
+                lambda text: dp.start(
                     self.ours.client,
                     self.pipeline,
                     "ask",
-                    {"question": f"q{i}"},
+                    {"question": text},
                     task_queue=self.ours.queue,
                     searchable_totals=searchable_totals,
                 )
-                for i in range(SMALL_RUNS)
-            ]
-            await asyncio.gather(*(h.result() for h in handles))
+            )
 
         async def concurrent_handwritten() -> None:
-            handles = [
-                await self.theirs.client.start_workflow(
-                    "bench.single",
-                    f"q{i}",
-                    id=f"hw-{uuid.uuid4().hex}",
-                    task_queue=self.theirs.queue,
+            await all_at_once(
+                lambda text: self.theirs.client.start_workflow(
+                    "bench.single", text, id=f"hw-{uuid.uuid4().hex}", task_queue=self.theirs.queue
                 )
-                for i in range(SMALL_RUNS)
-            ]
-            await asyncio.gather(*(h.result() for h in handles))
+            )
 
         async def concurrent_features() -> None:
             assert self.features is not None
-            handles = [
-                await handwritten_features.start(
-                    self.features.client,
+            features = self.features
+            await all_at_once(
+                lambda text: handwritten_features.start(
+                    features.client,
                     "bench.features.single",
-                    f"q{i}",
+                    text,
                     id=f"hwf-{uuid.uuid4().hex}",
-                    task_queue=self.features.queue,
+                    task_queue=features.queue,
                 )
-                for i in range(SMALL_RUNS)
-            ]
-            await asyncio.gather(*(h.result() for h in handles))
+            )
 
         raced = self.features is not None
         if part == "seq50":
@@ -414,6 +407,17 @@ class Bench:
                 figure(f"{name}.history_events_per_leaf.{suffix}", len(events) / leaves)
                 figure(f"{name}.workflow_tasks.{suffix}", workflow_tasks(events))
                 figure(f"{name}.payload_bytes_per_leaf.{suffix}", payload_bytes(events) / leaves)
+
+
+class _Started(Protocol):
+    def result(self) -> Awaitable[object]: ...
+
+
+async def all_at_once(start: Callable[[str], Awaitable[_Started]]) -> None:
+    """``concurrent200`` on one side: `SMALL_RUNS` one-step runs started one after another by
+    ``start`` (given each run's question), then all awaited at once."""
+    handles = [await start(f"q{i}") for i in range(SMALL_RUNS)]
+    await asyncio.gather(*(handle.result() for handle in handles))
 
 
 async def run_events(client: Client, workflow_id: str) -> list[HistoryEvent]:
