@@ -120,6 +120,10 @@ RUN_TIMEOUT_S = 300
 DEADLOCK = "[TMPRL1101]"  # Temporal's "potential deadlock detected" in a worker's log
 
 
+class RaceStopped(RuntimeError):
+    """A run that cannot finish: the race stops with one sentence saying why."""
+
+
 async def within(work: Awaitable[object], what: str, log: Path | None = None) -> object:
     """``work``'s result, or a clear error once it has run for ``RUN_TIMEOUT_S`` seconds, or as
     soon as ``log`` shows the deadlock detector failing a workflow task (Temporal retries such a
@@ -130,13 +134,13 @@ async def within(work: Awaitable[object], what: str, log: Path | None = None) ->
         while not task.done():
             await asyncio.wait({task}, timeout=0.5)
             if log is not None and DEADLOCK in log.read_text(errors="replace"):
-                raise RuntimeError(
+                raise RaceStopped(
                     f"{what}: a workflow task hit Temporal's deadlock detector (no yield within "
                     f"2 s, see {log.name}); `python -m bench.peer --peer-debug-mode` runs "
                     "pydantic-ai's worker without it"
                 )
             if time.monotonic() > deadline:
-                raise RuntimeError(
+                raise RaceStopped(
                     f"{what} did not finish within {RUN_TIMEOUT_S} s (see that worker's log)"
                 )
         return task.result()
@@ -330,7 +334,12 @@ def main() -> int:
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, not {args.repeats}")
     load_average("start")
-    asyncio.run(race(args.repeats))
+    try:
+        asyncio.run(race(args.repeats))
+    except RaceStopped as stopped:
+        load_average("end")
+        print(f"bench-peer stopped: {stopped}", file=sys.stderr)
+        return 1
     load_average("end")
     return 0
 

@@ -5,6 +5,8 @@ median's interval and inputs."""
 from __future__ import annotations
 
 import itertools
+import sys
+import types
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -324,3 +326,22 @@ def test_the_bench_finds_the_dev_server_it_waits_quiet_for(temporal_address: str
     assert servers, "no dev server among this process's children"
     arguments = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in servers]
     assert any(port.encode() in args for args in arguments)
+
+
+def test_a_peer_race_that_cannot_finish_stops_in_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The deadlock detector tripping on a busy machine is expected: one sentence, exit 1.
+    monkeypatch.setitem(sys.modules, "pydantic_ai", types.ModuleType("pydantic_ai"))
+    monkeypatch.setenv("PEER_DEBUG_MODE", "0")
+    monkeypatch.setattr(sys, "argv", ["python -m bench.peer"])
+
+    async def race(repeats: int) -> None:
+        raise peer.RaceStopped("pydantic_ai fanout200: a workflow task hit the deadlock detector")
+
+    monkeypatch.setattr(peer, "race", race)
+    assert peer.main() == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "bench-peer stopped: pydantic_ai fanout200: a workflow task hit the deadlock detector\n"
+    )
