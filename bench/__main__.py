@@ -2,12 +2,14 @@
 
 Every figure is a ratio or a count against a baseline measured in this run (the machine is shared,
 so absolute times mean little). A ratio is the median of per-pair ratios, each pair a durapipe run
-and a hand-written run taken side by side (`compare`), printed with the pairs' quartiles, range
-and exact inputs. One figure per line, ``name = value``; lines starting with ``#`` are notes.
+and a hand-written run taken in the same round (`compare`; the rounds' orders balanced,
+`bench._common.side_order`), printed with the pairs' quartiles, range, the median's confidence
+interval and exact inputs. One figure per line, ``name = value``; lines starting with ``#`` are
+notes.
 
 A second baseline, the hand-written code plus durapipe's user-visible features
-(`bench.handwritten_features`), runs in the same rounds right beside durapipe and is printed
-apart (``.vs_features``, ``.handwritten_features``); the headline ratios stay against the minimal one.
+(`bench.handwritten_features`), runs in the same rounds and is printed apart (``.vs_features``,
+``.handwritten_features``); the headline ratios stay against the minimal one.
 
     python -m bench [--address HOST:PORT] [--quick | --pairs N] [--only PART ...] [--skip-rss]
                     [--skip-features]
@@ -29,6 +31,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
@@ -37,7 +40,6 @@ import durapipe as dp
 from bench import handwritten, handwritten_features
 from bench._common import (
     Spread,
-    beside,
     cpu_when_quiet,
     dev_server,
     durapipe_cli,
@@ -45,6 +47,7 @@ from bench._common import (
     load_average,
     note,
     paired_ratio,
+    print_order,
     process,
     servers_quiet,
     side_order,
@@ -60,10 +63,11 @@ RSS_RUNS = 1000
 WALL_TARGET = 1.15
 LOCAL_TARGET_US = 100.0
 PARTS = ("seq50", "batch1000", "concurrent200", "history", "local", "rss")
-# Pairs per part: more, and each a single run per side, rather than a few pooled sums, so the
-# median has enough pairs to stand on; even counts, so each side goes first equally often
-# (about 4.5 minutes in all on a quiet 2-core machine).
-PAIRS = {"seq50": 10, "batch1000": 4, "concurrent200": 6}
+# Pairs (rounds) per part: each a single run per side, rather than a few pooled sums, so the
+# median has enough pairs to stand on; whole cycles of the balanced round order (`side_order`:
+# 4 rounds for 4 sides, 6 for 3) with the features baseline raced (about 9 minutes in all on a
+# quiet 2-core machine).
+PAIRS = {"seq50": 12, "batch1000": 6, "concurrent200": 8}
 
 PIPELINE_YAML = f"""
 pipes:
@@ -138,34 +142,37 @@ class Work:
 async def compare(name: str, work: Work, pids: Sequence[int], pairs: int) -> tuple[Spread, Spread]:
     """durapipe over hand-written, in wall time and worker CPU: the median of per-pair ratios.
 
-    Round 0 runs every side once to warm caches and connections, and is discarded; then each of
-    ``pairs`` rounds runs a durapipe run and a hand-written one right beside each other, which
-    goes first alternating (`side_order`), and each round gives one ratio, so a machine getting
-    busier or quieter between rounds moves both sides of a ratio alike. Prints
-    ``<name>.wall_ratio`` and ``<name>.cpu_ratio`` (medians, with ``.iqr`` and ``.range``, and a
-    note of their exact inputs), ``<name>.pairs``, and each side's worker CPU per leaf over all
-    rounds (the dev server adds a fixed wait to every step, which hides a worker's overhead in
-    wall time). With ``work.totals_off`` (durapipe's runs started without searchable totals),
-    that third side runs in the same rounds, on durapipe's worker, on the baseline's other side,
+    A first round runs every side once to warm caches and connections, and is discarded; then
+    each of ``pairs`` rounds runs every side once, in the balanced order of `side_order` (over a
+    whole cycle each side runs right after each other side, and before it, equally often), and
+    each round gives one ratio (its durapipe run over its hand-written run), so a machine getting
+    busier or quieter between rounds moves both sides of a ratio alike. Prints ``<name>.order``
+    (the counted rounds' orders: A durapipe, B hand-written, C totals off, F with features),
+    ``<name>.wall_ratio`` and ``<name>.cpu_ratio`` (medians, with ``.iqr``, ``.range`` and ``.ci``,
+    the median's confidence interval, and a note of their exact inputs), ``<name>.pairs``, and
+    each side's worker CPU per leaf over all rounds (the dev server adds a fixed wait to every
+    step, which hides a worker's overhead in wall time). With ``work.totals_off`` (durapipe's runs
+    started without searchable totals), that side runs in the same rounds, on durapipe's worker,
     and is printed with ``.totals_off``. With ``work.features`` (the hand-written baseline with
-    durapipe's features, its worker ``pids[2]``), that side runs in the same rounds right beside
-    durapipe on its other side (`beside`: F A B C, C B A F), so the pairs above are taken as
-    without it, and durapipe over it is printed with ``.vs_features``.
+    durapipe's features, its worker ``pids[2]``), that side runs in the same rounds, and durapipe
+    over it is printed with ``.vs_features``.
     """
     totals_off, leaves, features = work.totals_off, work.leaves, work.features
-    sides = [work.ours, work.theirs] + ([totals_off] if totals_off else [])
-    side_pids = [pids[0], pids[1], pids[0]][: len(sides)]
+    sides, side_pids, labels = [work.ours, work.theirs], [pids[0], pids[1]], ["A", "B"]
+    if totals_off:
+        sides.append(totals_off)
+        side_pids.append(pids[0])
+        labels.append("C")
     if features:
         assert len(pids) > 2, "the features baseline needs its worker's pid"
         sides.append(features)
         side_pids.append(pids[2])
+        labels.append("F")
     walls: list[list[float]] = [[] for _ in sides]
     cpus: list[list[float]] = [[] for _ in sides]
+    print_order(name, labels, pairs, first=1)
     for round_no in range(pairs + 1):
-        order = side_order(round_no, len(sides) - bool(features))
-        if features:
-            order = beside(order, len(sides) - 1, next_to=0)
-        for side in order:
+        for side in side_order(round_no, len(sides)):
             wall, cpu = await measure(sides[side], side_pids[side])
             if round_no:
                 walls[side].append(wall)
@@ -267,7 +274,9 @@ class Bench:
 
     def judge(self, name: str, ratios: tuple[Spread, Spread]) -> None:
         """A target is met when the median of the pairs' ratios is within it; the note says too
-        whether every pair was, so a verdict that one re-run could flip shows as such."""
+        whether the median's confidence interval resolves that (all of it on one side of the
+        bar) or one more run could flip the verdict (the bar inside it), and whether every pair
+        was within it."""
         for figure_name, spread in zip(("wall_ratio", "cpu_ratio"), ratios, strict=True):
             met = spread.median <= WALL_TARGET
             self.results[f"{name}.{figure_name}"] = met
@@ -277,51 +286,46 @@ class Bench:
                 where = "met by every pair"
             else:
                 where = f"met by the median, not by {spread.high:.3f}, the highest pair"
-            note(f"{name}.{figure_name} <= {WALL_TARGET}: {where}")
+            note(
+                f"{name}.{figure_name} <= {WALL_TARGET}: {where} (median {spread.median:.3f}); "
+                f"{spread.against(WALL_TARGET)}"
+            )
 
     def work(self, part: str) -> Work:
         """The runs of ``part`` (seq50, batch1000 or concurrent200) on both sides."""
         questions = [f"q{i}" for i in range(BATCH_ITEMS)]
 
         async def concurrent(searchable_totals: bool = True) -> None:
-            handles = [
-                await dp.start(
+            await all_at_once(
+                lambda text: dp.start(
                     self.ours.client,
                     self.pipeline,
                     "ask",
-                    {"question": f"q{i}"},
+                    {"question": text},
                     task_queue=self.ours.queue,
                     searchable_totals=searchable_totals,
                 )
-                for i in range(SMALL_RUNS)
-            ]
-            await asyncio.gather(*(h.result() for h in handles))
+            )
 
         async def concurrent_handwritten() -> None:
-            handles = [
-                await self.theirs.client.start_workflow(
-                    "bench.single",
-                    f"q{i}",
-                    id=f"hw-{uuid.uuid4().hex}",
-                    task_queue=self.theirs.queue,
+            await all_at_once(
+                lambda text: self.theirs.client.start_workflow(
+                    "bench.single", text, id=f"hw-{uuid.uuid4().hex}", task_queue=self.theirs.queue
                 )
-                for i in range(SMALL_RUNS)
-            ]
-            await asyncio.gather(*(h.result() for h in handles))
+            )
 
         async def concurrent_features() -> None:
             assert self.features is not None
-            handles = [
-                await handwritten_features.start(
-                    self.features.client,
+            features = self.features
+            await all_at_once(
+                lambda text: handwritten_features.start(
+                    features.client,
                     "bench.features.single",
-                    f"q{i}",
+                    text,
                     id=f"hwf-{uuid.uuid4().hex}",
-                    task_queue=self.features.queue,
+                    task_queue=features.queue,
                 )
-                for i in range(SMALL_RUNS)
-            ]
-            await asyncio.gather(*(h.result() for h in handles))
+            )
 
         raced = self.features is not None
         if part == "seq50":
@@ -414,6 +418,17 @@ class Bench:
                 figure(f"{name}.history_events_per_leaf.{suffix}", len(events) / leaves)
                 figure(f"{name}.workflow_tasks.{suffix}", workflow_tasks(events))
                 figure(f"{name}.payload_bytes_per_leaf.{suffix}", payload_bytes(events) / leaves)
+
+
+class _Started(Protocol):
+    def result(self) -> Awaitable[object]: ...
+
+
+async def all_at_once(start: Callable[[str], Awaitable[_Started]]) -> None:
+    """``concurrent200`` on one side: `SMALL_RUNS` one-step runs started one after another by
+    ``start`` (given each run's question), then all awaited at once."""
+    handles = [await start(f"q{i}") for i in range(SMALL_RUNS)]
+    await asyncio.gather(*(handle.result() for handle in handles))
 
 
 async def run_events(client: Client, workflow_id: str) -> list[HistoryEvent]:
@@ -606,9 +621,13 @@ def print_baseline(features: bool) -> None:
 def print_method() -> None:
     """How the ratios below are taken, so a reader re-running the bench knows what moves."""
     note(
-        "each ratio is the median of per-pair ratios: a durapipe run and a hand-written run "
-        "right beside each other, which goes first alternating, a warm-up round discarded; "
-        ".iqr and .range give the pairs' quartiles and extremes; targets are judged on the median"
+        "each ratio is the median of per-pair ratios: a round runs every side once and gives one "
+        "pair (its durapipe run and its hand-written run), a warm-up round discarded; the rounds' "
+        "orders are balanced (<part>.order: A durapipe, B hand-written, C durapipe totals off, "
+        "F hand-written with features; over a whole cycle each side runs right after each other "
+        "side, and before it, equally often); .iqr and .range give the pairs' quartiles and "
+        "extremes, .ci the median's distribution-free confidence interval (order statistics) and "
+        "its coverage; targets are judged on the median, and a note says whether .ci resolves it"
     )
 
 
@@ -624,7 +643,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", help="an existing Temporal server [default: start one]")
     parser.add_argument("--quick", action="store_true", help="2 pairs per part (a smoke run)")
     parser.add_argument(
-        "--pairs", type=int, help="pairs per part [seq50 10, batch1000 4, concurrent200 6]"
+        "--pairs", type=int, help="pairs per part [seq50 12, batch1000 6, concurrent200 8]"
     )
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument(

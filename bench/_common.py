@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import cProfile
+import math
 import os
 import pstats
 import signal
@@ -190,37 +191,50 @@ async def servers_quiet() -> None:
         await cpu_when_quiet(server, at_most_s=1.0)
 
 
-def side_order(round_no: int, sides: int) -> list[int]:
-    """The order in which round ``round_no`` runs ``sides`` sides (2 or 3), side 1 the baseline.
+def balanced_cycle(sides: int) -> list[list[int]]:
+    """One cycle of the bench's round orders for ``sides`` sides: a Williams design.
 
-    The baseline runs in the middle, so every other side runs right beside it, and the order is
-    reversed every other round (A B, B A, A B, ...; with a third side C: A B C, C B A, ...), so
-    neither side of a pair always runs first, right after the other's leftovers or on a machine
-    getting busier.
-
-    Raises:
-        ValueError: for other than 2 or 3 sides (a fourth could not sit beside the baseline).
-    """
-    if sides not in (2, 3):
-        raise ValueError(f"side_order pairs 2 or 3 sides with a baseline, not {sides}")
-    order = list(range(sides))
-    return order if round_no % 2 == 0 else order[::-1]
-
-
-def beside(order: Sequence[int], side: int, next_to: int, baseline: int = 1) -> list[int]:
-    """``order`` with ``side`` inserted right beside ``next_to``, away from ``baseline``.
-
-    A second baseline paired with durapipe (side 0) runs on durapipe's other side, so the order
-    `side_order` gives the sides already there is kept as it is, and the new pair is as close:
+    Over a whole cycle every side runs in every position equally often, runs right after every
+    other side equally often (so no side always follows a given other one and pays for what that
+    one leaves behind, on its worker or the dev server), and runs before every other side as often
+    as after it (so neither side of a ratio is always measured first, on a machine getting busier
+    or quieter). ``sides`` rounds for an even number of sides, twice as many for an odd one (the
+    rows of a cyclic Latin square, then the same rows reversed).
 
     Example:
-        >>> beside([0, 1, 2], 3, next_to=0), beside([2, 1, 0], 3, next_to=0)
-        ([3, 0, 1, 2], [2, 1, 0, 3])
+        >>> balanced_cycle(2), balanced_cycle(4)[:2]
+        ([[0, 1], [1, 0]], [[0, 1, 3, 2], [1, 2, 0, 3]])
     """
-    at = order.index(next_to)
-    if at > order.index(baseline):
-        at += 1
-    return [*order[:at], side, *order[at:]]
+    if sides < 1:
+        raise ValueError(f"a round needs at least one side, not {sides}")
+    # 0, 1, n-1, 2, n-2, ...: its successive differences are all different mod n.
+    first = [0]
+    for step in range(1, sides):
+        first.append((first[-1] + (step if step % 2 else -step)) % sides)
+    rows = [[(side + shift) % sides for side in first] for shift in range(sides)]
+    return rows if sides % 2 == 0 else rows + [row[::-1] for row in rows]
+
+
+def side_order(round_no: int, sides: int) -> list[int]:
+    """The order in which round ``round_no`` (from 0) runs ``sides`` sides: row ``round_no`` of
+    `balanced_cycle`, over and over (two sides alternate: A B, B A, ...)."""
+    cycle = balanced_cycle(sides)
+    return cycle[round_no % len(cycle)]
+
+
+def print_order(name: str, labels: Sequence[str], rounds: int, first: int = 0) -> None:
+    """Print ``<name>.order``, the orders of rounds ``first`` to ``first + rounds - 1`` (the
+    counted ones; ``labels[i]`` for side ``i``), and a note when ``rounds`` are not whole cycles
+    of `balanced_cycle` (the balance holds over whole cycles only)."""
+    orders = [side_order(n, len(labels)) for n in range(first, first + rounds)]
+    figure(f"{name}.order", " ".join("".join(labels[side] for side in order) for order in orders))
+    cycle = len(balanced_cycle(len(labels)))
+    if rounds % cycle:
+        note(
+            f"{name}: {rounds} rounds are not whole cycles of the balanced order ({cycle} rounds "
+            f"for {len(labels)} sides): the order is balanced over the first "
+            f"{rounds - rounds % cycle} only"
+        )
 
 
 def pair_ratios(ours: Sequence[float], theirs: Sequence[float]) -> list[float]:
@@ -236,9 +250,34 @@ def pair_ratios(ours: Sequence[float], theirs: Sequence[float]) -> list[float]:
     return [mine / base for mine, base in zip(ours, theirs, strict=True)]
 
 
+def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """A distribution-free confidence interval for the median of what ``values`` sample: the
+    ``k``-th lowest and ``k``-th highest value, ``k`` the largest whose coverage,
+    ``1 - 2 P(Binomial(n, 1/2) < k)``, is at least ``level``; with too few values for ``level``
+    (fewer than 6 for 95%), their range. Returns its low and high ends and its coverage.
+
+    Example:
+        >>> median_interval([1.0, 2.0, 3.0, 4.0]), median_interval(range(10))[2] > 0.95
+        ((1.0, 4.0, 0.875), True)
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    if not n:
+        raise ValueError("no values for an interval")
+
+    def coverage(k: int) -> float:
+        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+
+    k = 1
+    while k < (n + 1) // 2 and coverage(k + 1) >= level:
+        k += 1
+    return ordered[k - 1], ordered[n - k], coverage(k)
+
+
 @dataclass(frozen=True)
 class Spread:
-    """The median of some values, their quartiles (inclusive method), their range and count."""
+    """The median of some values, their quartiles (inclusive method), their range and count, and
+    the median's confidence interval (`median_interval`: its ends and its coverage)."""
 
     median: float
     q1: float
@@ -246,6 +285,9 @@ class Spread:
     low: float
     high: float
     count: int
+    ci_low: float
+    ci_high: float
+    ci_level: float
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Spread:
@@ -261,7 +303,23 @@ class Spread:
             q1 = q3 = values[0]
         else:
             q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
-        return cls(statistics.median(values), q1, q3, min(values), max(values), len(values))
+        interval = median_interval(values)
+        return cls(
+            statistics.median(values), q1, q3, min(values), max(values), len(values), *interval
+        )
+
+    def against(self, bar: float, *, least: float = 0.9) -> str:
+        """Whether the median's interval resolves the median against ``bar``: all of it at or
+        under the bar, all of it over, or the bar inside it (one more run could land either
+        side); never resolved with too few pairs for an interval covering ``least``."""
+        interval = f"its {self.ci_level:.1%} interval {self.ci_low:.3f}-{self.ci_high:.3f}"
+        if self.ci_level < least:
+            return f"not resolved: {self.count} pairs are too few ({interval}, under {least:.0%})"
+        if self.ci_high <= bar:
+            return f"resolved: {interval} is at or under {bar}"
+        if self.ci_low > bar:
+            return f"resolved: {interval} is over {bar}"
+        return f"not resolved: {bar} is inside {interval}"
 
 
 def paired_ratio(
@@ -273,8 +331,9 @@ def paired_ratio(
     leaves: int | None = None,
     sides: tuple[str, str] = ("durapipe", "hand-written"),
 ) -> Spread:
-    """Print ``name`` (the median of the per-pair ratios, 3 decimals), ``name.iqr`` (``q1-q3``)
-    and ``name.range`` (``low-high``), then a note with the exact inputs: each side's total in
+    """Print ``name`` (the median of the per-pair ratios, 3 decimals), ``name.iqr`` (``q1-q3``),
+    ``name.range`` (``low-high``) and ``name.ci`` (the median's confidence interval,
+    `median_interval`, with its coverage: ``low-high (96.9%)``), then a note with the exact inputs: each side's total in
     ``unit`` (and the leaves it covers, ``leaves`` per run), the pooled ratio and every pair's
     ratio, so no rounding hides anything."""
     ratios = pair_ratios(ours, theirs)
@@ -282,6 +341,7 @@ def paired_ratio(
     figure(name, spread.median, decimals=3)
     figure(f"{name}.iqr", f"{spread.q1:.3f}-{spread.q3:.3f}")
     figure(f"{name}.range", f"{spread.low:.3f}-{spread.high:.3f}")
+    figure(f"{name}.ci", f"{spread.ci_low:.3f}-{spread.ci_high:.3f} ({spread.ci_level:.1%})")
     covers = f" over {leaves * spread.count} leaves each" if leaves else ""
     note(
         f"{name}: {sides[0]} {sum(ours):.3f} {unit}, {sides[1]} {sum(theirs):.3f} {unit}{covers}, "

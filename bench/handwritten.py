@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 from datetime import timedelta
 
 from pydantic import BaseModel
@@ -27,6 +26,8 @@ from temporalio.common import RetryPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime, TelemetryConfig
 from temporalio.worker import Worker
+
+from bench._serve import main as serve_main
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -145,23 +146,17 @@ def build(client: Client, task_queue: str, max_concurrent: int | None = None) ->
     )
 
 
-async def _serve() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.handwritten")
-    parser.add_argument("--address", required=True)
-    parser.add_argument("--task-queue", required=True)
+def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-concurrent", type=int)
     parser.add_argument(
         "--worker-heartbeat", metavar="SECONDS|off", help="[default: temporalio's, 60 s]"
     )
-    args = parser.parse_args()
+
+
+async def _worker(args: argparse.Namespace) -> Worker:
     runtime = heartbeat_runtime(args.worker_heartbeat) if args.worker_heartbeat else None
-    client = await connect(args.address, runtime)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with build(client, args.task_queue, args.max_concurrent):
-        print("worker ready", flush=True)
-        await stop.wait()
+    return build(await connect(args.address, runtime), args.task_queue, args.max_concurrent)
 
 
 if __name__ == "__main__":
-    asyncio.run(_serve())
+    serve_main("python -m bench.handwritten", _worker, _options)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,6 +42,7 @@ from temporalio.common import (
 from temporalio.worker import Worker
 from temporalio.workflow import ActivityCancellationType
 
+from bench._serve import main as serve_main
 from bench.handwritten import MODEL, TIMEOUT, Ask, connect, question
 
 with workflow.unsafe.imports_passed_through():
@@ -234,18 +234,9 @@ def build(client: Client, task_queue: str) -> Worker:
     return Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=[ask])
 
 
-async def _serve() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.handwritten_features")
-    parser.add_argument("--address", required=True)
-    parser.add_argument("--task-queue", required=True)
-    args = parser.parse_args()
-    client = await connect(args.address)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with build(client, args.task_queue):
-        print("worker ready", flush=True)
-        await stop.wait()
+async def _worker(args: argparse.Namespace) -> Worker:
+    return build(await connect(args.address), args.task_queue)
 
 
 if __name__ == "__main__":
-    asyncio.run(_serve())
+    serve_main("python -m bench.handwritten_features", _worker)

@@ -10,9 +10,14 @@ is what each worker does around a call. Figures, one ``name = value`` per line:
 - ``peer.<contestant>.<part>.cpu_ms_per_call``: the worker process's CPU time over the part's
   repetitions, per model call;
 - ``peer.<contestant>.<part>.wall_s``: the median wall time of one repetition;
+- ``peer.<part>.order``: the rounds' orders (D durapipe, H hand-written, P pydantic-ai),
+  balanced: over a whole cycle each contestant runs right after each other one, and before it,
+  equally often;
 - ``peer.<contestant>.<part>.cpu_ratio`` / ``.wall_ratio``: against hand-written temporalio, the
-  median of the rounds' ratios (each round runs hand-written right beside the contestant), with
-  ``.iqr`` and ``.range`` (quartiles and extremes) and a note of the exact inputs;
+  median of the rounds' ratios (each round runs every contestant once), with ``.iqr``, ``.range``
+  (quartiles and extremes), ``.ci`` (the median's confidence interval) and a note of the exact
+  inputs; ``peer.durapipe.<part>.cpu_ratio.vs_pydantic_ai`` (and wall) the same, durapipe over
+  pydantic-ai;
 - ``peer.<contestant>.history_events_per_call``: events in one ``seq50`` history, per call.
 
 Needs pydantic-ai in the bench's own environment (``make bench-peer`` makes ``bench/.venv-peer``;
@@ -47,6 +52,7 @@ from bench._common import (
     load_average,
     note,
     paired_ratio,
+    print_order,
     process,
     servers_quiet,
     side_order,
@@ -56,9 +62,11 @@ from bench._common import (
 SEQ = 50
 FANOUT = 200
 MODEL = "gpt-peer"
-# Hand-written in the middle: `side_order` runs it right beside each other contestant.
+LABELS = {"durapipe": "D", "handwritten": "H", "pydantic_ai": "P"}  # in `peer.<part>.order`
 CONTESTANTS = ("durapipe", "handwritten", "pydantic_ai")
-ROUNDS = 8  # even, so each contestant runs before and after hand-written equally often
+# Whole cycles of the balanced order (`side_order`: 6 rounds for 3 contestants), so each runs
+# right after each other one, and before it, equally often.
+ROUNDS = 12
 
 PIPELINE_YAML = f"""
 pipes:
@@ -112,6 +120,10 @@ RUN_TIMEOUT_S = 300
 DEADLOCK = "[TMPRL1101]"  # Temporal's "potential deadlock detected" in a worker's log
 
 
+class RaceStopped(RuntimeError):
+    """A run that cannot finish: the race stops with one sentence saying why."""
+
+
 async def within(work: Awaitable[object], what: str, log: Path | None = None) -> object:
     """``work``'s result, or a clear error once it has run for ``RUN_TIMEOUT_S`` seconds, or as
     soon as ``log`` shows the deadlock detector failing a workflow task (Temporal retries such a
@@ -122,13 +134,13 @@ async def within(work: Awaitable[object], what: str, log: Path | None = None) ->
         while not task.done():
             await asyncio.wait({task}, timeout=0.5)
             if log is not None and DEADLOCK in log.read_text(errors="replace"):
-                raise RuntimeError(
+                raise RaceStopped(
                     f"{what}: a workflow task hit Temporal's deadlock detector (no yield within "
                     f"2 s, see {log.name}); `python -m bench.peer --peer-debug-mode` runs "
                     "pydantic-ai's worker without it"
                 )
             if time.monotonic() > deadline:
-                raise RuntimeError(
+                raise RaceStopped(
                     f"{what} did not finish within {RUN_TIMEOUT_S} s (see that worker's log)"
                 )
         return task.result()
@@ -248,9 +260,12 @@ async def _race(address: str, file: Path, work: Path, env: dict[str, str], repea
 
 
 async def run_rounds(contestants: list[Contestant], part: str, rounds: int) -> None:
-    """``rounds`` rounds of ``part``, each contestant once a round: hand-written (the second) in
-    the middle, right beside each other contestant, the order reversed every other round, so each
-    round gives each contestant one ratio taken side by side (`bench._common.side_order`)."""
+    """``rounds`` rounds of ``part``, each contestant once a round, in the balanced order of
+    `bench._common.side_order` (over a whole cycle each contestant runs right after each other
+    one, and before it, equally often), so each round gives each contestant one ratio to
+    hand-written's run of the same round. Prints ``peer.<part>.order`` (D durapipe, H
+    hand-written, P pydantic-ai)."""
+    print_order(f"peer.{part}", [LABELS[c.name] for c in contestants], rounds)
     for n in range(rounds):
         for index in side_order(n, len(contestants)):
             await contestants[index].measure(part)
@@ -258,9 +273,11 @@ async def run_rounds(contestants: list[Contestant], part: str, rounds: int) -> N
 
 def report(contestants: list[Contestant], peer_debug_mode: bool) -> None:
     """Per part: each contestant's CPU per call and wall time, and both as ratios to hand-written
-    (the median of the rounds' ratios, each round's runs taken side by side, with their spread
-    and exact inputs: `bench._common.paired_ratio`)."""
+    (the median of the rounds' ratios, each round's runs taken in the same round, with their
+    spread and exact inputs: `bench._common.paired_ratio`); and durapipe's over pydantic-ai's
+    the same way (``.vs_pydantic_ai``: under 1 where durapipe is ahead)."""
     base = next(c for c in contestants if c.name == "handwritten")
+    named = {c.name: c for c in contestants}
     for part, calls in (("seq50", SEQ), ("fanout200", FANOUT)):
         figure(f"peer.{part}.rounds", len(base.cpus[part]))
         for c in contestants:
@@ -274,11 +291,19 @@ def report(contestants: list[Contestant], peer_debug_mode: bool) -> None:
                              unit="s CPU", leaves=calls, sides=sides)  # fmt: skip
                 paired_ratio(f"peer.{c.name}.{part}.wall_ratio", c.walls[part], base.walls[part],
                              unit="s wall", sides=sides)  # fmt: skip
+        if "durapipe" in named and "pydantic_ai" in named:
+            ours, peer = named["durapipe"], named["pydantic_ai"]
+            sides = (ours.name, peer.name)
+            paired_ratio(f"peer.durapipe.{part}.cpu_ratio.vs_pydantic_ai", ours.cpus[part],
+                         peer.cpus[part], unit="s CPU", leaves=calls, sides=sides)  # fmt: skip
+            paired_ratio(f"peer.durapipe.{part}.wall_ratio.vs_pydantic_ai", ours.walls[part],
+                         peer.walls[part], unit="s wall", sides=sides)  # fmt: skip
     note("ratios are against hand-written temporalio (unsandboxed, pydantic data converter)")
     note(
         "each ratio is the median of the rounds' ratios (each round runs every contestant once, "
-        "hand-written in the middle, the order reversed every other round, after a warm-up run "
-        "of each that is not counted); .iqr and .range give their quartiles and extremes"
+        "in a balanced order, peer.<part>.order: D durapipe, H hand-written, P pydantic-ai, after "
+        "a warm-up run of each that is not counted); .iqr and .range give their quartiles and "
+        "extremes, .ci the median's distribution-free confidence interval and its coverage"
     )
     detector = "off (--peer-debug-mode)" if peer_debug_mode else "on (its documented setup)"
     note(f"pydantic-ai: sandboxed (its default runner), deadlock detector {detector}")
@@ -309,7 +334,12 @@ def main() -> int:
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, not {args.repeats}")
     load_average("start")
-    asyncio.run(race(args.repeats))
+    try:
+        asyncio.run(race(args.repeats))
+    except RaceStopped as stopped:
+        load_average("end")
+        print(f"bench-peer stopped: {stopped}", file=sys.stderr)
+        return 1
     load_average("end")
     return 0
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 
 from pydantic_ai import Agent
 from pydantic_ai.durable_exec.temporal import (
@@ -41,6 +40,8 @@ from pydantic_ai.models.openai import OpenAIChatModel
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
+
+from bench._serve import main as serve_main
 
 MODEL = "gpt-peer"
 
@@ -81,23 +82,14 @@ async def connect(address: str) -> Client:
     return await Client.connect(address, plugins=[PydanticAIPlugin()])
 
 
-async def _serve() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.peer_pydantic_ai")
-    parser.add_argument("--address", required=True)
-    parser.add_argument("--task-queue", required=True)
-    args = parser.parse_args()
-    client = await connect(args.address)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with Worker(
-        client,
+async def _worker(args: argparse.Namespace) -> Worker:
+    return Worker(
+        await connect(args.address),
         task_queue=args.task_queue,
         workflows=[SequenceWorkflow, FanoutWorkflow],
         debug_mode=os.environ.get("PEER_DEBUG_MODE") == "1",  # see the module docstring
-    ):
-        print("worker ready", flush=True)
-        await stop.wait()
+    )
 
 
 if __name__ == "__main__":
-    asyncio.run(_serve())
+    serve_main("python -m bench.peer_pydantic_ai", _worker)

@@ -83,9 +83,10 @@ HELPER_MODULES = (
     "stores/_schema.py",
 )
 # Each worker process's entry, which every stack of its passes through: durapipe's CLI, and the
-# hand-written worker's main (its module and `_serve`).
+# hand-written worker's main (its module's top level and the bench workers' `bench/_serve.py`).
 DURAPIPE_ENTRY = ("cli/", "__main__.py")
-BASELINE_ENTRY = ("<module>", "_serve")
+BASELINE_ENTRY = "<module>"
+BASELINE_SERVE = "_serve.py"
 OFFLINE_MODEL = "adapters/_offline.py"  # litellm calls it on both sides: a model call's work
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<path>.*):\d+\)$")
 
@@ -164,7 +165,8 @@ def area(stack: Sequence[tuple[str, str]], libraries: Libraries) -> str:
         return "model_call"  # wherever durapipe's wrappers around the call are
     if any(p.startswith(libraries.probe) for p in paths):
         return "gc_probe"  # the probe itself (both sides), not either side's code
-    if any(p.startswith(libraries.bench) and f not in BASELINE_ENTRY for f, p in stack):
+    serve = libraries.bench + BASELINE_SERVE
+    if any(p.startswith(libraries.bench) and f != BASELINE_ENTRY and p != serve for f, p in stack):
         return "baseline_code"  # the baseline's own code, and the durapipe helpers it calls
     helped = False
     for _, path in reversed(stack):  # innermost first: the closest module that is not a helper

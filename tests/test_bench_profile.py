@@ -29,7 +29,7 @@ LIBS = Libraries(
     by_area=(("/venv/temporalio/", "temporalio"), ("/py/asyncio/", "event_loop")),
 )
 ENTRY = "main (/src/durapipe/cli/_app.py:10);run (/py/asyncio/runners.py:5)"
-BASELINE_ENTRY = "<module> (/src/bench/handwritten.py:3);_serve (/src/bench/handwritten.py:9)"
+BASELINE_ENTRY = "<module> (/src/bench/handwritten.py:3);main (/src/bench/_serve.py:9);run (/py/asyncio/runners.py:5)"
 
 
 def stack(*parts: str) -> str:
@@ -86,6 +86,11 @@ def test_the_code_that_asked_for_the_work_owns_it_not_the_worker_entry() -> None
         area(frames(stack(BASELINE_ENTRY, "x (/py/asyncio/base_events.py:1)")), LIBS)
         == "event_loop"
     )
+    # The bench workers' shared entry (bench/_serve.py) is no side's code either.
+    serving = stack(
+        BASELINE_ENTRY, "serve (/src/bench/_serve.py:20)", "x (/venv/temporalio/a.py:1)"
+    )
+    assert area(frames(serving), LIBS) == "temporalio"
 
 
 def test_samples_without_python_frames_or_outside_known_libraries() -> None:

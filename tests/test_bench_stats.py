@@ -1,37 +1,90 @@
-"""The bench's figures: side-by-side pairs, which side goes first alternating, a warm-up round
-discarded, and each ratio the median of the pairs' ratios printed with its spread and inputs."""
+"""The bench's figures: pairs taken in the same rounds, the rounds' orders balanced, a warm-up
+round discarded, and each ratio the median of the pairs' ratios printed with its spread, the
+median's interval and inputs."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import itertools
+import sys
+import types
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from bench import __main__ as bench_main
 from bench import peer
-from bench._common import Spread, beside, dev_servers, pair_ratios, side_order
+from bench._common import (
+    Spread,
+    balanced_cycle,
+    dev_servers,
+    median_interval,
+    pair_ratios,
+    side_order,
+)
 
 
-def test_the_order_alternates_with_the_baseline_beside_every_side() -> None:
+def successions(orders: Sequence[Sequence[int]]) -> Counter[tuple[int, int]]:
+    """How often, within a round, side ``j`` runs right after side ``i``, for each ``(i, j)``."""
+    return Counter(pair for order in orders for pair in itertools.pairwise(order))
+
+
+def assert_balanced(orders: Sequence[Sequence[int]], sides: int) -> None:
+    """Every side runs right after every other side equally often, in every position equally
+    often, and before every other side as often as after it."""
+    every = list(itertools.permutations(range(sides), 2))
+    follows = successions(orders)
+    assert {follows[pair] for pair in every} == {len(orders) * (sides - 1) // len(every)}, follows
+    for position in range(sides):
+        assert Counter(order[position] for order in orders) == dict.fromkeys(
+            range(sides), len(orders) // sides
+        )
+    for a, b in every:
+        assert sum(order.index(a) < order.index(b) for order in orders) == len(orders) // 2
+
+
+def test_the_round_order_is_balanced_over_each_cycle() -> None:
     assert [side_order(n, 2) for n in range(4)] == [[0, 1], [1, 0], [0, 1], [1, 0]]
-    rounds = [side_order(n, 3) for n in range(4)]
-    assert rounds == [[0, 1, 2], [2, 1, 0], [0, 1, 2], [2, 1, 0]]
-    # The baseline (side 1) runs right beside each other side, before it as often as after it.
-    assert all(order[1] == 1 for order in rounds)
-    for side in (0, 2):
-        before = sum(order.index(side) < order.index(1) for order in rounds)
-        assert before == len(rounds) // 2
-    with pytest.raises(ValueError, match="2 or 3 sides"):
-        side_order(0, 4)
+    for sides in range(2, 7):
+        cycle = balanced_cycle(sides)
+        assert len(cycle) == (sides if sides % 2 == 0 else 2 * sides)
+        assert [side_order(n, sides) for n in range(2 * len(cycle))] == cycle * 2
+        assert_balanced(cycle, sides)
+    with pytest.raises(ValueError, match="at least one side"):
+        balanced_cycle(0)
+
+
+def test_the_order_of_before_would_fail_the_balance() -> None:
+    # F A B C / C B A F (the features baseline, durapipe, hand-written, totals off): hand-written
+    # always ran right after a durapipe run and paid for what it left behind.
+    before = [[3, 0, 1, 2], [2, 1, 0, 3]]
+    assert successions(before)[(0, 1)] + successions(before)[(2, 1)] == 2
+    with pytest.raises(AssertionError):
+        assert_balanced(before, 4)
 
 
 def test_a_spread_is_the_median_quartiles_and_range_of_the_pairs() -> None:
-    assert Spread.of([1.0, 2.0, 3.0, 4.0, 10.0]) == Spread(3.0, 2.0, 4.0, 1.0, 10.0, 5)
-    assert Spread.of([1.25]) == Spread(1.25, 1.25, 1.25, 1.25, 1.25, 1)
+    assert Spread.of([1.0, 2.0, 3.0, 4.0, 10.0]) == Spread(
+        3.0, 2.0, 4.0, 1.0, 10.0, 5, 1.0, 10.0, 0.9375
+    )
+    assert Spread.of([1.25]).median == 1.25
     assert Spread.of([1.0, 1.5]).median == 1.25
     with pytest.raises(ValueError):
         Spread.of([])
+
+
+def test_the_median_interval_is_as_wide_as_its_coverage_needs() -> None:
+    values = [float(v) for v in range(1, 13)]
+    # 12 pairs: the 3rd and 10th values cover the median with 96.1% (the 4th and 9th: 85.4%).
+    low, high, level = median_interval(values)
+    assert (low, high) == (3.0, 10.0)
+    assert level == pytest.approx(1 - 2 * (1 + 12 + 66) / 4096)
+    assert median_interval(values[:10])[:2] == (2.0, 9.0)  # 97.9%
+    assert median_interval(values[:8])[:2] == (1.0, 8.0)  # the 2nd and 7th: 93.0%, too little
+    # Too few pairs for 95%: the range, and what it covers.
+    assert median_interval([4.0, 1.0, 3.0, 2.0]) == (1.0, 4.0, 0.875)
+    assert median_interval([1.0], level=0.5)[:2] == (1.0, 1.0)
 
 
 def test_pairs_divide_reading_by_reading() -> None:
@@ -93,6 +146,8 @@ async def test_the_ratio_is_the_median_of_pairs_taken_side_by_side(
     assert "seq50.cpu_ratio = 1.100" in out
     assert "seq50.cpu_ratio.range = 1.078-1.122" in out
     assert "seq50.cpu_ratio.iqr = 1.078-1.122" in out
+    assert "seq50.cpu_ratio.ci = 1.078-1.122 (96.9%)" in out  # 6 pairs: their range
+    assert "seq50.order = BA AB BA AB BA AB" in out
     # The inputs note: exact totals without the warm-up round (its five-fold runs), every pair.
     inputs = next(line for line in out if line.startswith("# seq50.cpu_ratio: "))
     ours = sum(1.1 * 1.02**k for k in (3, 4, 7, 8, 11, 12))
@@ -102,20 +157,41 @@ async def test_the_ratio_is_the_median_of_pairs_taken_side_by_side(
     assert inputs.endswith("per pair: 1.1220 1.0784 1.1220 1.0784 1.1220 1.0784")
 
 
-async def test_a_third_side_pairs_with_the_baseline_in_the_same_rounds(
+async def test_a_third_side_runs_in_the_same_rounds_in_a_balanced_order(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    machine = BusierMachine(_noop)
-    monkeypatch.setattr(bench_main, "measure", machine)
-    await bench_main.compare("concurrent200", bench_main.Work(_noop, _other, _noop, 200), (1, 2), 2)
-    # Totals off runs on durapipe's worker (the fake counts it as ours), beside hand-written.
-    assert machine.calls == ["ours", "theirs", "ours"] * 3
+    async def ours() -> None: ...
+    async def theirs() -> None: ...
+    async def off() -> None: ...
+
+    sides = {ours: 0, theirs: 1, off: 2}
+    calls: list[tuple[int, int]] = []
+
+    async def measure(work: Callable[[], Awaitable[object]], pid: int) -> tuple[float, float]:
+        calls.append((sides[work], pid))
+        return (1.2 if sides[work] == 2 else 1.0), 1.0
+
+    monkeypatch.setattr(bench_main, "measure", measure)
+    await bench_main.compare("concurrent200", bench_main.Work(ours, theirs, off, 200), (1, 2), 6)
+    # Totals off runs on durapipe's worker; a warm-up round, then 6 rounds: a whole cycle.
+    assert {pid for side, pid in calls if side != 1} == {1}
+    counted = [[side for side, _ in calls[at : at + 3]] for at in range(3, len(calls), 3)]
+    assert len(counted) == 6
+    assert_balanced(counted, 3)
     out = capsys.readouterr().out
+    assert "concurrent200.order = BCA CAB CBA ACB BAC ABC" in out
     assert "concurrent200.cpu_ratio.totals_off = " in out
+    assert "concurrent200.wall_ratio.totals_off = 1.200" in out
     assert "# concurrent200.cpu_ratio.totals_off: durapipe totals off " in out
+    assert "not whole cycles" not in out
+    await bench_main.compare("concurrent200", bench_main.Work(ours, theirs, off, 200), (1, 2), 4)
+    assert (
+        "# concurrent200: 4 rounds are not whole cycles of the balanced order (6 rounds for 3 "
+        "sides): the order is balanced over the first 0 only"
+    ) in capsys.readouterr().out
 
 
-async def test_the_features_baseline_runs_right_beside_durapipe_and_leaves_the_pairs_alone(
+async def test_the_features_baseline_runs_in_the_same_rounds_and_leaves_the_pairs_alone(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async def ours() -> None: ...
@@ -133,11 +209,19 @@ async def test_the_features_baseline_runs_right_beside_durapipe_and_leaves_the_p
 
     monkeypatch.setattr(bench_main, "measure", measure)
     await bench_main.compare(
-        "seq50", bench_main.Work(ours, theirs, off, 50, featured), (1, 2, 3), 2
+        "seq50", bench_main.Work(ours, theirs, off, 50, featured), (1, 2, 3), 4
     )
-    there = [("features", 3), ("ours", 1), ("theirs", 2), ("off", 1)]
-    assert calls == there + there[::-1] + there
+    pids = {"ours": 1, "theirs": 2, "off": 1, "features": 3}
+    assert all(pid == pids[name] for name, pid in calls)
+    # After the warm-up round, 4 rounds (a whole cycle for 4 sides), balanced: no side always
+    # runs right after a given other one (before, F A B C / C B A F: hand-written always ran
+    # right after a durapipe run).
+    index = {"ours": 0, "theirs": 1, "off": 2, "features": 3}
+    counted = [[index[name] for name, _ in calls[at : at + 4]] for at in range(4, len(calls), 4)]
+    assert len(counted) == 4
+    assert_balanced(counted, 4)
     out = capsys.readouterr().out.splitlines()
+    assert "seq50.order = BCAF CFBA FACB ABFC" in out
     # The headline pairs are durapipe's against the minimal baseline's, as without the features.
     assert "seq50.cpu_ratio = 1.200" in out
     assert "seq50.cpu_ratio.totals_off = 1.100" in out
@@ -148,7 +232,6 @@ async def test_the_features_baseline_runs_right_beside_durapipe_and_leaves_the_p
         "# seq50: durapipe 4.000 ms CPU per leaf over hand-written, of which the features "
         "(hand-written with features over hand-written) 1.000 and durapipe's own translation 3.000"
     ) in out
-    assert [beside(side_order(n, 2), 2, next_to=0) for n in range(2)] == [[2, 0, 1], [1, 0, 2]]
 
 
 def test_a_target_is_judged_on_the_median_and_says_how_far_the_pairs_agree(
@@ -156,21 +239,35 @@ def test_a_target_is_judged_on_the_median_and_says_how_far_the_pairs_agree(
 ) -> None:
     bench = bench_main.Bench.__new__(bench_main.Bench)
     bench.results = {}
-    inside = Spread(1.10, 1.08, 1.12, 1.05, 1.14, 10)
-    straddling = Spread(1.12, 1.10, 1.16, 1.05, 1.19, 10)
+    inside = Spread(1.10, 1.08, 1.12, 1.05, 1.14, 10, 1.06, 1.13, 0.979)
+    straddling = Spread(1.12, 1.10, 1.16, 1.05, 1.19, 10, 1.08, 1.18, 0.979)
+    over = Spread(1.2, 1.18, 1.22, 1.16, 1.3, 6, 1.16, 1.3, 0.969)
+    few = Spread(1.1, 1.08, 1.12, 1.06, 1.13, 4, 1.06, 1.13, 0.875)
     bench.judge("seq50", (inside, straddling))
-    bench.judge("batch1000", (Spread(1.16, 1.1, 1.2, 1.0, 1.3, 5), inside))
+    bench.judge("batch1000", (Spread(1.16, 1.1, 1.2, 1.0, 1.3, 5, 1.0, 1.3, 0.938), inside))
+    bench.judge("concurrent200", (over, few))
     assert bench.results == {
         "seq50.wall_ratio": True,
         "seq50.cpu_ratio": True,
         "batch1000.wall_ratio": False,
         "batch1000.cpu_ratio": True,
+        "concurrent200.wall_ratio": False,
+        "concurrent200.cpu_ratio": True,
     }
     out = capsys.readouterr().out.splitlines()
-    assert out[:3] == [
-        "# seq50.wall_ratio <= 1.15: met by every pair",
-        "# seq50.cpu_ratio <= 1.15: met by the median, not by 1.190, the highest pair",
-        "# batch1000.wall_ratio <= 1.15: missed",
+    assert out == [
+        "# seq50.wall_ratio <= 1.15: met by every pair (median 1.100); resolved: its 97.9% "
+        "interval 1.060-1.130 is at or under 1.15",
+        "# seq50.cpu_ratio <= 1.15: met by the median, not by 1.190, the highest pair (median "
+        "1.120); not resolved: 1.15 is inside its 97.9% interval 1.080-1.180",
+        "# batch1000.wall_ratio <= 1.15: missed (median 1.160); not resolved: 1.15 is inside its "
+        "93.8% interval 1.000-1.300",
+        "# batch1000.cpu_ratio <= 1.15: met by every pair (median 1.100); resolved: its 97.9% "
+        "interval 1.060-1.130 is at or under 1.15",
+        "# concurrent200.wall_ratio <= 1.15: missed (median 1.200); resolved: its 96.9% interval "
+        "1.160-1.300 is over 1.15",
+        "# concurrent200.cpu_ratio <= 1.15: met by every pair (median 1.100); not resolved: 4 "
+        "pairs are too few (its 87.5% interval 1.060-1.130, under 90%)",
     ]
 
 
@@ -196,21 +293,25 @@ def test_the_peer_race_reports_the_median_of_its_rounds(
     assert "peer.pydantic_ai.fanout200.wall_ratio = 1.500" in out
     assert "peer.seq50.rounds = 3" in out
     assert "peer.durapipe.seq50.cpu_ms_per_call = 35.3" in out  # 5.3 s / 3 rounds / 50 calls
+    # durapipe over pydantic-ai round by round: 0.800, 0.786, 1.875.
+    assert "peer.durapipe.seq50.cpu_ratio.vs_pydantic_ai = 0.800" in out
+    assert "peer.durapipe.fanout200.wall_ratio.vs_pydantic_ai.ci = 0.786-1.875 (75.0%)" in out
 
 
-async def test_the_peer_race_runs_hand_written_beside_each_contestant(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_the_peer_race_runs_its_contestants_in_a_balanced_order(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     runs: list[str] = []
 
     async def measure(self: peer.Contestant, part: str) -> None:
-        runs.append(f"{self.name}:{part}")
+        runs.append(self.name)
 
     monkeypatch.setattr(peer.Contestant, "measure", measure)
     names = ("durapipe", "handwritten", "pydantic_ai")
-    await peer.run_rounds([peer.Contestant(n, 0, _seq, _noop) for n in names], "seq50", 4)
-    there, back = [f"{n}:seq50" for n in names], [f"{n}:seq50" for n in reversed(names)]
-    assert runs == there + back + there + back
+    await peer.run_rounds([peer.Contestant(n, 0, _seq, _noop) for n in names], "seq50", 6)
+    rounds = [[names.index(name) for name in runs[at : at + 3]] for at in range(0, 18, 3)]
+    assert_balanced(rounds, 3)
+    assert "peer.seq50.order = DHP HPD PDH PHD DPH HDP" in capsys.readouterr().out
 
 
 async def _seq() -> str:
@@ -225,3 +326,22 @@ def test_the_bench_finds_the_dev_server_it_waits_quiet_for(temporal_address: str
     assert servers, "no dev server among this process's children"
     arguments = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in servers]
     assert any(port.encode() in args for args in arguments)
+
+
+def test_a_peer_race_that_cannot_finish_stops_in_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The deadlock detector tripping on a busy machine is expected: one sentence, exit 1.
+    monkeypatch.setitem(sys.modules, "pydantic_ai", types.ModuleType("pydantic_ai"))
+    monkeypatch.setenv("PEER_DEBUG_MODE", "0")
+    monkeypatch.setattr(sys, "argv", ["python -m bench.peer"])
+
+    async def race(repeats: int) -> None:
+        raise peer.RaceStopped("pydantic_ai fanout200: a workflow task hit the deadlock detector")
+
+    monkeypatch.setattr(peer, "race", race)
+    assert peer.main() == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "bench-peer stopped: pydantic_ai fanout200: a workflow task hit the deadlock detector\n"
+    )
