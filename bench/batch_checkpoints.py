@@ -6,9 +6,12 @@ workers of one dev server, each its own process: durapipe with its SQLite checkp
 Runs alternate, their order rotating every round; each worker's CPU is read as ``make bench``
 reads it (from before a run until the worker is quiet after it):
 
-    python -m bench.batch_checkpoints [--rounds 3]
+    python -m bench.batch_checkpoints [--rounds 3] [--sqlite3]
 
-Prints each side's worker CPU per item and the two ratios against hand-written. Checkpoints off
+Prints each side's worker CPU per item and the two ratios against hand-written. ``--sqlite3`` adds
+a fourth worker whose checkpoint store's event-loop calls go through Python's ``sqlite3``
+(``DURAPIPE_SQLITE_HELD=off``, letting go of the GIL in every call) and prints the median of the
+per-round ratios of the default worker over it, worker CPU and wall. Checkpoints off
 is not a mode to run in production (a retried step may pay twice): it prices the guarantee.
 """
 
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import statistics
 import sys
 import tempfile
 import uuid
@@ -29,7 +34,7 @@ from bench.__main__ import BATCH_CONCURRENCY, BATCH_ITEMS, load_pipeline, measur
 from bench._common import dev_server, durapipe_cli, figure, note, process, wait_ready
 
 
-async def main(rounds: int) -> None:
+async def main(rounds: int, sqlite3_side: bool = False) -> None:
     """Run the three sides alternately and print CPU per item."""
     with tempfile.TemporaryDirectory(prefix="durapipe-batch-cp-") as tmp:
         work = Path(tmp)
@@ -55,8 +60,16 @@ async def main(rounds: int) -> None:
                      "--task-queue", queue + "-hw"],
                     work / "hw.log",
                 ) as hw,
+                process(
+                    durapipe_cli("worker", str(file), "--address", address, "--task-queue",
+                                 queue + "-sqlite3"),
+                    work / "sqlite3.log",
+                    env={**os.environ, "DURAPIPE_CHECKPOINTS": str(work / "sqlite3.sqlite"),
+                         "DURAPIPE_SQLITE_HELD": "off"},
+                ) if sqlite3_side else contextlib.nullcontext() as plain,
             ):  # fmt: skip
-                for child, log in ((on, "on"), (off, "off"), (hw, "hw")):
+                children = [(on, "on"), (off, "off"), (hw, "hw")]
+                for child, log in children + ([(plain, "sqlite3")] if plain else []):
                     wait_ready(child, work / f"{log}.log", "worker ready")
                 client = await dp.connect(address, pipeline=pipeline)
                 theirs = await handwritten.connect(address)
@@ -80,21 +93,38 @@ async def main(rounds: int) -> None:
                     "checkpoints_off": (ours(queue + "-off"), off.pid),
                     "handwritten": (baseline, hw.pid),
                 }
+                if plain:
+                    sides["checkpoints_on_sqlite3"] = (ours(queue + "-sqlite3"), plain.pid)
                 for work_of, _ in sides.values():
                     await work_of()  # warm every side
                 cpu: dict[str, float] = dict.fromkeys(sides, 0.0)
+                runs: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
                 names = list(sides)
                 for n in range(rounds):
                     for name in names[n % len(names) :] + names[: n % len(names)]:
                         work_of, pid = sides[name]
-                        _, spent = await measure(work_of, pid)
+                        wall, spent = await measure(work_of, pid)
                         cpu[name] += spent
+                        runs[name].append((wall, spent))
     per_item = {name: cpu[name] / rounds / BATCH_ITEMS * 1e3 for name in cpu}
     for name, ms in per_item.items():
         figure(f"batch1000.cpu_ms_per_item.{name}", ms)
     base = per_item["handwritten"]
     figure("batch1000.cpu_ratio.checkpoints_on", per_item["checkpoints_on"] / base)
     figure("batch1000.cpu_ratio.checkpoints_off", per_item["checkpoints_off"] / base)
+    if sqlite3_side:
+        for index, what in ((0, "wall"), (1, "cpu")):
+            ratios = [
+                held[index] / plain[index]
+                for held, plain in zip(
+                    runs["checkpoints_on"], runs["checkpoints_on_sqlite3"], strict=True
+                )
+            ]
+            figure(
+                f"batch1000.{what}_ratio.held_over_sqlite3", statistics.median(ratios), decimals=4
+            )
+            note(f"batch1000.{what}_ratio.held_over_sqlite3 per round: "
+                 + " ".join(f"{r:.4f}" for r in ratios))  # fmt: skip
     note(f"{rounds} rounds; the checkpoint guarantee costs "
          f"{(per_item['checkpoints_on'] - per_item['checkpoints_off']) * 1e3:.0f} us per item")  # fmt: skip
 
@@ -102,4 +132,6 @@ async def main(rounds: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.batch_checkpoints", description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
-    asyncio.run(main(parser.parse_args().rounds))
+    parser.add_argument("--sqlite3", action="store_true", help="add a worker on Python's sqlite3")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.rounds, arguments.sqlite3))

@@ -83,8 +83,11 @@ class Settings(BaseSettings):
     """The bearer token clients of ``durapipe serve`` send."""
     searchable_totals: bool = True
     """Whether runs this client starts upsert their totals as search attributes (``off``: none)."""
+    sqlite_held: bool = True
+    """Whether the event loop's checkpoint reads and writes keep the GIL (``off``: Python's
+    sqlite3, which lets go of it in every call; for comparing the two)."""
 
-    @field_validator("searchable_totals", mode="before")
+    @field_validator("searchable_totals", "sqlite_held", mode="before")
     @classmethod
     def _on_or_off(cls, value: object) -> object:
         # pydantic reads on/off, true/false, yes/no and 1/0; its own message names none of them.

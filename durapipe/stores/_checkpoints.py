@@ -49,6 +49,7 @@ from durapipe.runtime._calls import (
 from durapipe.security._codec import EncryptionCodec, encryption_from_env
 from durapipe.spec._base import parse_duration
 from durapipe.stores._answers import keeping_answers
+from durapipe.stores._held_sqlite import held_connection
 from durapipe.stores._keys import canonical_json
 from durapipe.stores._paths import CHECKPOINTS_ENV, default_path, is_off, is_redis
 from durapipe.stores._schema import CHECKPOINTS, migrate
@@ -220,9 +221,17 @@ class SqliteCheckpoints:
         # serialises the threads), and one for the event loop, which never waits (`get_nowait`).
         self._db = _connect(self.path, timeout=30)
         self._loop_lock = threading.Lock()
-        self._loop_db = _connect(self.path, timeout=0, autocommit=True)
-        # A WAL checkpoint syncs the file to disk: the loop's commits leave it to a thread.
-        self._loop_db.execute("PRAGMA wal_autocheckpoint=0")
+        # Its calls keep the GIL where they can (see `_held_sqlite`): with sqlite3's, each step
+        # let a thread waiting for the GIL (litellm's pool) take it and hold the loop up. A WAL
+        # checkpoint syncs the file to disk: the loop's commits leave it to a thread.
+        self._loop_db: Any = held_connection(
+            self.path,
+            ("PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout = 0", "PRAGMA wal_autocheckpoint=0"),
+            wait=SETUP_WAIT_S,
+        )
+        if self._loop_db is None:
+            self._loop_db = _connect(self.path, timeout=0, autocommit=True)
+            self._loop_db.execute("PRAGMA wal_autocheckpoint=0")
         self._commits = 0
         self._checkpointer: threading.Thread | None = None
 
