@@ -307,6 +307,33 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
     )
 
 
+def check_worker(
+    client: Client, *, max_concurrent_activities: int | None = None, rate: float | None = None
+) -> DurapipePlugin:
+    """What `build_worker` checks before it loads anything slow: the client's plugin, the limits,
+    the settings and the local stores (so a mistake is one sentence before seconds of loading).
+
+    Raises:
+        ConfigError: as `build_worker`.
+    """
+    plugin = next(
+        (p for p in client.config().get("plugins", []) if isinstance(p, DurapipePlugin)), None
+    )
+    if plugin is None:
+        raise ConfigError(
+            "the client has no DurapipePlugin: connect with durapipe.connect(pipeline=...)"
+        )
+    if max_concurrent_activities is not None and max_concurrent_activities < 1:
+        raise ConfigError(f"--max-concurrent must be at least 1, not {max_concurrent_activities}")
+    if rate is not None and rate <= 0:
+        raise ConfigError(f"--rate must be a positive number of activities per second, not {rate}")
+    quiet_expected_failures()
+    check_stores(
+        settings(), checkpoints=plugin.checkpoints_from_env
+    )  # fail here, in one sentence, not at the first step that needs one
+    return plugin
+
+
 def build_worker(
     client: Client,
     *,
@@ -330,21 +357,7 @@ def build_worker(
         ConfigError: the client has no `DurapipePlugin`, a limit is not positive, a
             ``DURAPIPE_*`` setting is not valid, or a local store's folder cannot be written.
     """
-    plugin = next(
-        (p for p in client.config().get("plugins", []) if isinstance(p, DurapipePlugin)), None
-    )
-    if plugin is None:
-        raise ConfigError(
-            "the client has no DurapipePlugin: connect with durapipe.connect(pipeline=...)"
-        )
-    if max_concurrent_activities is not None and max_concurrent_activities < 1:
-        raise ConfigError(f"--max-concurrent must be at least 1, not {max_concurrent_activities}")
-    if rate is not None and rate <= 0:
-        raise ConfigError(f"--rate must be a positive number of activities per second, not {rate}")
-    quiet_expected_failures()
-    check_stores(
-        settings(), checkpoints=plugin.checkpoints_from_env
-    )  # fail here, in one sentence, not at the first step that needs one
+    plugin = check_worker(client, max_concurrent_activities=max_concurrent_activities, rate=rate)
     # Import litellm now: importing it inside the first llm activity would stall the worker's
     # event loop (workflow tasks included) for seconds.
     litellm_module()

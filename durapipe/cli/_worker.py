@@ -7,12 +7,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from pathlib import Path
 
 import typer
 
 import durapipe as dp
 from durapipe.cli._waiting import OutageFilter, ServerWatch
+from durapipe.worker import check_worker
 
 
 def with_limits_of(pipeline: dp.Pipeline, path: Path) -> dp.Pipeline:
@@ -43,6 +45,11 @@ async def serve_worker(
 ) -> None:
     client = await dp.connect(pipeline=pipeline, options=connection, telemetry=telemetry)
     await dp.ops.check_search_attributes(client)
+    check_worker(client, max_concurrent_activities=max_concurrent, rate=rate)
+    if "litellm" not in sys.modules:  # its import takes seconds (tens on a busy host): say so
+        typer.echo(
+            "worker starting: loading the model library (litellm), a few seconds ...", err=True
+        )
     await dp.ops.warm_up()
     workers = dp.build_workers(client, queues, max_concurrent_activities=max_concurrent, rate=rate)
     stop = asyncio.Event()

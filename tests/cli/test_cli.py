@@ -30,6 +30,13 @@ def yaml_worker(temporal_address: str, task_queue: str, tmp_path: Path) -> Itera
     worker.stop()
 
 
+def test_worker_says_what_it_waits_for_before_it_is_ready(yaml_worker: WorkerProcess) -> None:
+    # litellm's import takes seconds (tens on a busy host): the worker said nothing meanwhile.
+    log = yaml_worker.log.read_text()
+    starting = log.index("worker starting: loading the model library (litellm)")
+    assert starting < log.index("worker ready"), log
+
+
 def test_run_json_on_temporal_local_and_python_spelling_print_the_same_output(
     temporal_address: str, task_queue: str, yaml_worker: WorkerProcess
 ) -> None:
