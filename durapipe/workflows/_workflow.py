@@ -111,19 +111,20 @@ class NewerRunError(Exception):
     the run), so the run waits for an upgraded worker."""
 
 
-def _pipe_run(raw: RawValue) -> tuple[PipeRun, _SpecParts]:
+def _pipe_run(raw: RawValue, run_id: str | None = None) -> tuple[PipeRun, _SpecParts]:
     """The run's input decoded as the data converter decodes a `PipeRun` (same bytes, same model),
-    and the parts kept for its spec (see `_KEPT_SPECS`).
+    and the parts kept for its spec (see `_KEPT_SPECS`); with ``run_id`` in place of the one the
+    input names (a top-level run's workflow id, see `PipeWorkflow.run`).
 
     Raises:
         NewerRunError: the run asks for a newer workflow version than this code has, whether or not
             its input decodes (a newer version may add fields, which ``extra="forbid"`` refuses).
     """
-    converter = workflow.payload_converter()
     data, key = _spec_key(raw)
     kept = _KEPT_SPECS.get(key) if key is not None else None
-    run = _with_kept_spec(data, kept[0]) if kept is not None else None
+    run = _with_kept_spec(data, kept[0], run_id) if kept is not None else None
     if run is None:
+        converter = workflow.payload_converter()
         try:
             run = converter.from_payload(raw.payload, PipeRun)
         except Exception:
@@ -133,6 +134,8 @@ def _pipe_run(raw: RawValue) -> tuple[PipeRun, _SpecParts]:
             raise
         if key is not None:
             kept = _keep(key, run.spec)
+        if run_id is not None:
+            run = run.model_copy(update={"run_id": run_id})
     _refuse_if_newer(run.workflow_version, run.run_id)
     return run, kept[1] if kept is not None and kept[0] is run.spec else _SpecParts()
 
@@ -184,11 +187,17 @@ def _spec_key(raw: RawValue) -> tuple[dict[str, Any], tuple[int, bytes] | None]:
     return data, (kinds_generation(), spec)
 
 
-def _with_kept_spec(data: dict[str, Any], spec: Pipeline) -> PipeRun | None:
-    """The run ``data`` describes with ``spec`` (its own spec, decoded before), or None when the
-    rest does not decode (the converter's decoding then says why, or refuses a newer run)."""
+def _with_kept_spec(
+    data: dict[str, Any], spec: Pipeline, run_id: str | None = None
+) -> PipeRun | None:
+    """The run ``data`` describes with ``spec`` (its own spec, decoded before) and ``run_id`` (if
+    given), or None when the rest does not decode (the converter's decoding then says why, or
+    refuses a newer run). Setting the run id here spares a copy of the run (`model_copy`)."""
+    fields = {**data, "spec": spec}
+    if run_id is not None:
+        fields["run_id"] = run_id
     try:
-        return PipeRun.model_validate({**data, "spec": spec})
+        return PipeRun.model_validate(fields)
     except Exception:
         return None
 
@@ -260,10 +269,9 @@ class PipeWorkflow:
         The input arrives undecoded (a `PipeRun` payload) so that a run started by a newer
         durapipe is refused by its version before a field this code lacks fails its decoding.
         """
-        run, parts = _pipe_run(raw)
-        if workflow.info().parent is None:
-            # A scheduled run's workflow id gets a timestamp suffix its stored input cannot know.
-            run = run.model_copy(update={"run_id": workflow.info().workflow_id})
+        info = workflow.info()
+        # A scheduled run's workflow id gets a timestamp suffix its stored input cannot know.
+        run, parts = _pipe_run(raw, info.workflow_id if info.parent is None else None)
         self._run = run
         runtime = _TemporalRuntime(self._control, run, parts.options)
         self._interpreter = runtime.interpreter = Interpreter(run, runtime, parts.call_parts)

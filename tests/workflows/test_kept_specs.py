@@ -10,8 +10,8 @@ import pytest
 from temporalio.common import RawValue
 
 import durapipe as dp
-from durapipe.adapters._plan import pipe_run
-from durapipe.runtime._calls import BatchSlice, PipeRun
+from durapipe.adapters._plan import WORKFLOW_NAME, pipe_run
+from durapipe.runtime._calls import BatchSlice, LlmCall, PipeRun
 from durapipe.spec import PipeBase
 from durapipe.spec._kinds import (
     Kind,
@@ -23,6 +23,7 @@ from durapipe.spec._kinds import (
 from durapipe.worker import durapipe_converter
 from durapipe.workflows import _workflow
 from durapipe.workflows._workflow import _spec_key, _with_kept_spec
+from tests.support import history_events
 
 ASK = dp.llm("ask", inputs={"question": str}, prompt="{{ question }}", timeout=30)
 MANY = dp.batch(
@@ -71,6 +72,21 @@ def test_a_kept_spec_reads_each_input_as_the_converter_does(index: int) -> None:
     assert kept == decoded
     assert kept.model_dump_json() == decoded.model_dump_json()
     assert kept.model_fields_set == decoded.model_fields_set  # what a re-dump writes out
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_a_kept_spec_reads_a_top_level_run_under_its_workflow_id(index: int) -> None:
+    # A scheduled run's workflow id carries a suffix its stored input lacks: the run is read
+    # under the workflow id, as the converter's run copied with it (`model_copy`) reads.
+    run = _runs()[index]
+    raw = _raw(run)
+    decoded = durapipe_converter().payload_converter.from_payload(raw.payload, PipeRun)
+    expected = decoded.model_copy(update={"run_id": "nightly-2026-11-28T02:00:00Z"})
+    data, _ = _spec_key(raw)
+    kept = _with_kept_spec(data, decoded.spec, "nightly-2026-11-28T02:00:00Z")
+    assert kept == expected
+    assert kept.model_dump_json() == expected.model_dump_json()
+    assert kept.model_fields_set == expected.model_fields_set
 
 
 def test_runs_of_one_spec_share_a_key_and_other_specs_do_not() -> None:
@@ -148,6 +164,36 @@ async def test_runs_of_one_spec_on_a_worker_share_it_and_its_pipes_parts(
     assert set(spec.pipes) == {"many", "ask"}
     assert set(parts.call_parts) == {"ask"}  # the item's call parts, made by the first run
     assert set(parts.options._by_pipe) == {"ask"}
+
+
+async def test_a_top_level_run_is_its_workflow_id_on_either_path(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A schedule starts its runs with a stored input under workflow ids it suffixes: the first
+    # run decodes the spec (the converter's path), the second takes the kept one; each step's
+    # call names the run by its workflow id on both.
+    monkeypatch.setattr(_workflow, "_KEPT_SPECS", {})
+    pipeline = dp.pipeline(ASK)
+    stored = pipe_run(pipeline, "ask", {"question": "q"}, run_id="stored", searchable_totals=False)
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    ids = [f"stored-{n}-{uuid.uuid4().hex[:6]}" for n in range(2)]
+    async with dp.build_worker(client, task_queue=task_queue):
+        for workflow_id in ids:
+            await client.execute_workflow(
+                WORKFLOW_NAME, stored, id=workflow_id, task_queue=task_queue
+            )
+    codec = client.data_converter.payload_codec
+    for workflow_id in ids:
+        [scheduled] = [
+            e.activity_task_scheduled_event_attributes
+            for e in await history_events(client, workflow_id)
+            if e.HasField("activity_task_scheduled_event_attributes")
+        ]
+        payloads = list(scheduled.input.payloads)
+        if codec is not None:  # DURAPIPE_ENCRYPTION_KEYS set where the tests run
+            payloads = await codec.decode(payloads)
+        [call] = durapipe_converter().payload_converter.from_payloads(payloads, [LlmCall])
+        assert call.run_id == workflow_id
 
 
 def test_kept_specs_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
