@@ -136,16 +136,24 @@ async def within(work: Awaitable[object], what: str, log: Path | None = None) ->
             if log is not None and DEADLOCK in log.read_text(errors="replace"):
                 raise RaceStopped(
                     f"{what}: a workflow task hit Temporal's deadlock detector (no yield within "
-                    f"2 s, see {log.name}); `python -m bench.peer --peer-debug-mode` runs "
+                    f"2 s, see {kept(log)}); `python -m bench.peer --peer-debug-mode` runs "
                     "pydantic-ai's worker without it"
                 )
             if time.monotonic() > deadline:
-                raise RaceStopped(
-                    f"{what} did not finish within {RUN_TIMEOUT_S} s (see that worker's log)"
-                )
+                where = f"see {kept(log)}" if log is not None else "see that worker's log"
+                raise RaceStopped(f"{what} did not finish within {RUN_TIMEOUT_S} s ({where})")
         return task.result()
     finally:
         task.cancel()
+
+
+def kept(log: Path) -> Path:
+    """A copy of ``log`` that outlives the race's temporary folder (deleted as the race stops),
+    so the sentence that stops the race names a file the reader can open."""
+    fd, name = tempfile.mkstemp(prefix="bench-peer-", suffix=f"-{log.name}")
+    with os.fdopen(fd, "wb") as copy:
+        copy.write(log.read_bytes())
+    return Path(name)
 
 
 def start_provider() -> tuple[subprocess.Popen[str], str]:
@@ -248,9 +256,10 @@ async def _race(address: str, file: Path, work: Path, env: dict[str, str], repea
         for contestant in contestants:  # warm up every worker's caches and connections
             await within(contestant.seq50(), f"{contestant.name} seq50", contestant.log)
             await within(contestant.fanout200(), f"{contestant.name} fanout200", contestant.log)
-        for part in ("seq50", "fanout200"):
-            await run_rounds(contestants, part, repeats)
-        report(contestants, env.get("PEER_DEBUG_MODE") == "1")
+        for part in ("seq50", "fanout200"):  # each part's figures as soon as it ends: a race
+            await run_rounds(contestants, part, repeats)  # stopped later keeps them
+            report(contestants, part)
+        notes(env.get("PEER_DEBUG_MODE") == "1")
         for contestant in contestants:
             run_id = str(
                 await within(contestant.seq50(), f"{contestant.name} seq50", contestant.log)
@@ -271,33 +280,37 @@ async def run_rounds(contestants: list[Contestant], part: str, rounds: int) -> N
             await contestants[index].measure(part)
 
 
-def report(contestants: list[Contestant], peer_debug_mode: bool) -> None:
-    """Per part: each contestant's CPU per call and wall time, and both as ratios to hand-written
-    (the median of the rounds' ratios, each round's runs taken in the same round, with their
-    spread and exact inputs: `bench._common.paired_ratio`); and durapipe's over pydantic-ai's
-    the same way (``.vs_pydantic_ai``: under 1 where durapipe is ahead)."""
+def report(contestants: list[Contestant], part: str) -> None:
+    """For ``part``: each contestant's CPU per call and wall time, and both as ratios to
+    hand-written (the median of the rounds' ratios, each round's runs taken in the same round,
+    with their spread and exact inputs: `bench._common.paired_ratio`); and durapipe's over
+    pydantic-ai's the same way (``.vs_pydantic_ai``: under 1 where durapipe is ahead)."""
     base = next(c for c in contestants if c.name == "handwritten")
     named = {c.name: c for c in contestants}
-    for part, calls in (("seq50", SEQ), ("fanout200", FANOUT)):
-        figure(f"peer.{part}.rounds", len(base.cpus[part]))
-        for c in contestants:
-            cpu, wall = sum(c.cpus[part]), statistics.median(c.walls[part])
-            repeats = len(c.cpus[part])
-            figure(f"peer.{c.name}.{part}.cpu_ms_per_call", cpu / repeats / calls * 1000)
-            figure(f"peer.{c.name}.{part}.wall_s", wall)
-            if c is not base:
-                sides = (c.name, base.name)
-                paired_ratio(f"peer.{c.name}.{part}.cpu_ratio", c.cpus[part], base.cpus[part],
-                             unit="s CPU", leaves=calls, sides=sides)  # fmt: skip
-                paired_ratio(f"peer.{c.name}.{part}.wall_ratio", c.walls[part], base.walls[part],
-                             unit="s wall", sides=sides)  # fmt: skip
-        if "durapipe" in named and "pydantic_ai" in named:
-            ours, peer = named["durapipe"], named["pydantic_ai"]
-            sides = (ours.name, peer.name)
-            paired_ratio(f"peer.durapipe.{part}.cpu_ratio.vs_pydantic_ai", ours.cpus[part],
-                         peer.cpus[part], unit="s CPU", leaves=calls, sides=sides)  # fmt: skip
-            paired_ratio(f"peer.durapipe.{part}.wall_ratio.vs_pydantic_ai", ours.walls[part],
-                         peer.walls[part], unit="s wall", sides=sides)  # fmt: skip
+    calls = SEQ if part == "seq50" else FANOUT
+    figure(f"peer.{part}.rounds", len(base.cpus[part]))
+    for c in contestants:
+        cpu, wall = sum(c.cpus[part]), statistics.median(c.walls[part])
+        repeats = len(c.cpus[part])
+        figure(f"peer.{c.name}.{part}.cpu_ms_per_call", cpu / repeats / calls * 1000)
+        figure(f"peer.{c.name}.{part}.wall_s", wall)
+        if c is not base:
+            sides = (c.name, base.name)
+            paired_ratio(f"peer.{c.name}.{part}.cpu_ratio", c.cpus[part], base.cpus[part],
+                         unit="s CPU", leaves=calls, sides=sides)  # fmt: skip
+            paired_ratio(f"peer.{c.name}.{part}.wall_ratio", c.walls[part], base.walls[part],
+                         unit="s wall", sides=sides)  # fmt: skip
+    if "durapipe" in named and "pydantic_ai" in named:
+        ours, peer = named["durapipe"], named["pydantic_ai"]
+        sides = (ours.name, peer.name)
+        paired_ratio(f"peer.durapipe.{part}.cpu_ratio.vs_pydantic_ai", ours.cpus[part],
+                     peer.cpus[part], unit="s CPU", leaves=calls, sides=sides)  # fmt: skip
+        paired_ratio(f"peer.durapipe.{part}.wall_ratio.vs_pydantic_ai", ours.walls[part],
+                     peer.walls[part], unit="s wall", sides=sides)  # fmt: skip
+
+
+def notes(peer_debug_mode: bool) -> None:
+    """What the figures compare, and which mode pydantic-ai ran in."""
     note("ratios are against hand-written temporalio (unsandboxed, pydantic data converter)")
     note(
         "each ratio is the median of the rounds' ratios (each round runs every contestant once, "

@@ -4,6 +4,7 @@ median's interval and inputs."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import sys
 import types
@@ -278,14 +279,13 @@ def test_the_peer_race_reports_the_median_of_its_rounds(
         runs = {"seq50": cpus, "fanout200": cpus}
         return peer.Contestant(name, 0, _seq, _noop, walls=runs, cpus=runs)
 
-    peer.report(
-        [
-            contestant("durapipe", [1.2, 1.1, 3.0]),
-            contestant("handwritten", [1.0, 1.0, 1.0]),
-            contestant("pydantic_ai", [1.5, 1.4, 1.6]),
-        ],
-        peer_debug_mode=False,
-    )
+    contestants = [
+        contestant("durapipe", [1.2, 1.1, 3.0]),
+        contestant("handwritten", [1.0, 1.0, 1.0]),
+        contestant("pydantic_ai", [1.5, 1.4, 1.6]),
+    ]
+    for part in ("seq50", "fanout200"):
+        peer.report(contestants, part)
     out = capsys.readouterr().out.splitlines()
     # Rounds: 1.2, 1.1, 3.0 against 1.0 each: the median 1.2, not the pooled 1.767.
     assert "peer.durapipe.seq50.cpu_ratio = 1.200" in out
@@ -345,3 +345,40 @@ def test_a_peer_race_that_cannot_finish_stops_in_one_sentence(
     assert err == (
         "bench-peer stopped: pydantic_ai fanout200: a workflow task hit the deadlock detector\n"
     )
+
+
+async def test_a_stopped_peer_race_names_a_copy_of_the_log_that_outlives_it(tmp_path: Path) -> None:
+    # The sentence named a log in the race's temporary folder, deleted as the race stopped.
+    race_folder = tmp_path / "race"
+    race_folder.mkdir()
+    log = race_folder / "pydantic_ai.log"
+    log.write_text(f"worker ready\n{peer.DEADLOCK} Potential deadlock detected\n")
+    with pytest.raises(peer.RaceStopped) as stopped:
+        await peer.within(asyncio.sleep(60), "pydantic_ai fanout200", log)
+    log.unlink()
+    race_folder.rmdir()
+    named = Path(str(stopped.value).split("see ", 1)[1].split(")", 1)[0])
+    try:
+        assert named.is_absolute() and named.read_text().endswith("Potential deadlock detected\n")
+    finally:
+        named.unlink(missing_ok=True)
+
+
+def test_a_peer_part_prints_its_figures_without_the_parts_after_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A race stopped in fanout200's rounds printed none of seq50's finished figures: its report
+    # needed both parts' rounds.
+    contestants = [
+        peer.Contestant(name, 0, _seq, _noop, cpus={"seq50": cpus}, walls={"seq50": [2.3] * 3})
+        for name, cpus in (
+            ("durapipe", [0.60, 0.62, 0.61]),
+            ("handwritten", [0.57, 0.58, 0.56]),
+            ("pydantic_ai", [0.80, 0.81, 0.79]),
+        )
+    ]
+    peer.report(contestants, "seq50")
+    out = capsys.readouterr().out
+    assert "peer.durapipe.seq50.cpu_ratio = 1.069" in out, out
+    assert "peer.durapipe.seq50.cpu_ratio.vs_pydantic_ai = " in out
+    assert "fanout200" not in out
