@@ -44,6 +44,17 @@ from durapipe.stores import SqliteCheckpoints
 Variant = Callable[[], Awaitable[object]]
 
 
+async def variants_in(folder: Path) -> dict[str, Variant]:
+    """`variants` of the bench's pipeline, with a checkpoint store and files in ``folder`` and one
+    offline answer (the bench's local A/B and its instruction counts share this setup)."""
+    pipeline, _ = load_pipeline(folder)
+    store = SqliteCheckpoints(folder / "checkpoints.sqlite")
+    answer = await litellm_module().acompletion(
+        model=dp.OFFLINE_MODEL, messages=[{"role": "user", "content": "q"}], num_retries=0
+    )
+    return variants(pipeline, store, answer)
+
+
 def variants(pipeline: dp.Pipeline, store: SqliteCheckpoints, answer: Any) -> dict[str, Variant]:
     """The baseline first, then each way of running ``seq50`` locally (see the module docs)."""
     litellm = litellm_module()
@@ -127,12 +138,7 @@ async def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="durapipe-local-ab-") as tmp:
-        pipeline, _ = load_pipeline(Path(tmp))
-        store = SqliteCheckpoints(Path(tmp) / "checkpoints.sqlite")
-        answer = await litellm_module().acompletion(
-            model=dp.OFFLINE_MODEL, messages=[{"role": "user", "content": "q"}], num_retries=0
-        )
-        runs = variants(pipeline, store, answer)
+        runs = await variants_in(Path(tmp))
         if args.only:
             runs = {n: r for i, (n, r) in enumerate(runs.items()) if i == 0 or n in args.only}
         report(await compare(runs, args.rounds))

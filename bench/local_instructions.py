@@ -30,11 +30,8 @@ from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything imports litellm
 
-import durapipe as dp
-from bench.__main__ import STEPS, load_pipeline
-from bench.local_ab import variants
-from durapipe.adapters._litellm import litellm_module
-from durapipe.stores import SqliteCheckpoints
+from bench.__main__ import STEPS
+from bench.local_ab import variants_in
 
 DEFAULT = ("plain litellm", "run_local", "durapipe only")
 
@@ -43,12 +40,7 @@ async def measured(names: list[str], rounds: int, order_file: Path) -> None:
     """Run each variant once untimed, then ``rounds`` alternating rounds, each run between two
     ``getppid`` calls (callgrind dumps its counts before each one)."""
     with tempfile.TemporaryDirectory(prefix="durapipe-local-ir-") as tmp:
-        pipeline, _ = load_pipeline(Path(tmp))
-        store = SqliteCheckpoints(Path(tmp) / "checkpoints.sqlite")
-        answer = await litellm_module().acompletion(
-            model=dp.OFFLINE_MODEL, messages=[{"role": "user", "content": "q"}], num_retries=0
-        )
-        runs = variants(pipeline, store, answer)
+        runs = await variants_in(Path(tmp))
         for name in names:
             await runs[name]()
         # From here on counted: imports and warm-up ran at valgrind's uninstrumented speed.
