@@ -153,6 +153,9 @@ class StepFailed(RunError):
         cause_type: the stable type name of the cause, e.g. ``durapipe.AuthenticationError``.
         cause: the cause's message.
         attempts: the attempt the step failed on (0 when unknown).
+        spent: what the failed step spent before it failed, counted in the run's totals and
+            budget (a ``durapipe.runtime.Usage``; None: nothing, or not known).
+        failed_attempts: a failed leaf's spend per attempt (``FailedAttempt``s), for its record.
     """
 
     def __init__(
@@ -175,6 +178,8 @@ class StepFailed(RunError):
         self.cause = cause
         # The step records of the failed part of the run, so a parent can show where it stopped.
         self.steps = steps or []
+        self.spent: Any = None
+        self.failed_attempts: list[Any] = []
         on_model = f" on model {model}" if model else ""
         super().__init__(
             f"step '{path}' ({kind}{on_model}) failed: {cause_type}: {cause}", run_id=run_id

@@ -34,10 +34,13 @@ from durapipe.runtime import (
     PipeRun,
     RunResult,
     StepRecord,
+    Usage,
 )
 from durapipe.runtime._approvals import ApprovalDecision, ApprovalRequest
 from durapipe.runtime._budget import Budget
+from durapipe.runtime._calls import FailedAttempt, failed_spend, spent_by
 from durapipe.runtime._interpret import Interpreter
+from durapipe.runtime._spend import counting, done, spends
 from durapipe.security._codec import encryption_from_env
 from durapipe.spec import Pipeline, RetrySpec, kind_of
 from durapipe.spec._deck import ModelDeck
@@ -275,9 +278,18 @@ class LocalRuntime:
     async def _retrying(self, call: LeafCall) -> LeafResult:
         retry = call.pipe.retry or RetrySpec()
         attempt = 1
+        # What attempts paid for before they failed: the provider billed them (see `paid`).
+        failed: list[FailedAttempt] = []
         while True:
+            spend, token = counting(attempt)
             try:
-                return await self._within_timeout(call, attempt)
+                result = await self._within_timeout(call, attempt)
+                if failed:
+                    # The answers it was served from the answer store are the failed attempts'
+                    # (counted there): its own usage is what it paid for itself.
+                    own = _less(result.usage, spend.replayed)
+                    result = result.model_copy(update={"failed_attempts": failed, "usage": own})
+                return result
             except ApplicationError as err:
                 error_type, message = err.type or "ApplicationError", err.message
                 stop = err.non_retryable or error_type in retry.non_retryable
@@ -292,8 +304,12 @@ class LocalRuntime:
             except Exception as err:
                 error_type, message = type(err).__name__, str(err)
                 stop, delay = error_type in retry.non_retryable, None
+            finally:
+                done(token)
+            if spends(spend.fresh):  # a replayed answer was counted by its own attempt
+                failed.append(spend.failed(spend.fresh))
             if stop or attempt >= retry.max_attempts:
-                raise StepFailed(
+                failure = StepFailed(
                     path=call.path,
                     kind=call.pipe.kind,
                     model=getattr(call.pipe, "model", None),
@@ -301,6 +317,9 @@ class LocalRuntime:
                     cause=message,
                     attempts=attempt,
                 )
+                if failed:
+                    failure.failed_attempts, failure.spent = failed, failed_spend(failed)
+                raise failure
             if delay is None:
                 delay = min(
                     retry.initial_interval * retry.backoff ** (attempt - 1), retry.max_interval
@@ -369,7 +388,18 @@ class LocalRuntime:
             on_step=self.on_step,
             models=self.models,
         )
-        result = await Interpreter(run.model_copy(update={"budget_usd": limit}), nested).execute()
+        try:
+            result = await Interpreter(
+                run.model_copy(update={"budget_usd": limit}), nested
+            ).execute()
+        except StepFailed as err:
+            # What the nested run's steps paid for before it failed counts here too (the error
+            # may carry its own failed step's spend: this level's is its whole records').
+            spent = spent_by(StepRecord.model_validate(s) for s in err.steps)
+            err.spent, err.failed_attempts = (spent if spent != Usage() else None), []
+            if err.spent is not None:
+                self.budget.add(err.spent)
+            raise
         self.budget.add(result.usage)
         return result
 
@@ -495,6 +525,14 @@ async def _flush(own: RunCheckpoints) -> None:
             own.store.path,
             err,
         )
+
+
+def _less(usage: Usage, less: Usage) -> Usage:
+    return Usage(
+        input_tokens=max(0, usage.input_tokens - less.input_tokens),
+        output_tokens=max(0, usage.output_tokens - less.output_tokens),
+        cost_usd=max(0.0, usage.cost_usd - less.cost_usd),
+    )
 
 
 def _expire(task: asyncio.Task[Any], fired: list[bool]) -> None:

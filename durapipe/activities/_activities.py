@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError, FailureError
 
 from durapipe._errors import ErrorType
 from durapipe.activities._cost import estimate_cost
-from durapipe.activities._metrics import record_usage
+from durapipe.activities._metrics import record_spend, record_usage
 from durapipe.activities._registry import (
     ActivityBody,
     CallContext,
@@ -30,7 +30,9 @@ from durapipe.runtime._calls import (
     CallBase,
     LeafResult,
     LlmCall,
+    spend_detail,
 )
+from durapipe.runtime._spend import AttemptSpend, counting, done, spends
 from durapipe.security._codec import EncryptionError
 from durapipe.security._secrets import redact
 from durapipe.spec import LimitRule, limits_for
@@ -103,9 +105,20 @@ class Activities:
             info = activity.info()  # read once: heartbeats and metrics need it too
             if self.limits:
                 call = own_limits(call, self.limits)
-            result = await _heartbeating(body(call, self.context(info.attempt)), info)
+            # What this attempt pays for, so a failure after a paid answer says so (`paid`).
+            spend, token = counting(info.attempt)
+            try:
+                result = await _heartbeating(body(call, self.context(info.attempt)), info, spend)
+            except BaseException:
+                if metered and spends(spend.fresh):
+                    record_spend(spend.fresh, metrics_kind, spend.model, info)
+                raise
+            finally:
+                done(token)
             if metered:
-                record_usage(result, metrics_kind, info)
+                # What this attempt was billed: an answer served from a store was counted by the
+                # attempt that received it.
+                record_usage(result, metrics_kind, info, spend.fresh)
             return result
 
         # Temporal reads the input's type from the annotations: the kind's own message, so the
@@ -137,12 +150,14 @@ def own_limits(call: C, rules: Sequence[LimitRule]) -> C:
     return call.model_copy(update={"limits": [*own, *carried]})
 
 
-async def _heartbeating(work: Awaitable[T], info: activity.Info | None = None) -> T:
+async def _heartbeating(
+    work: Awaitable[T], info: activity.Info | None = None, spend: AttemptSpend | None = None
+) -> T:
     """Await ``work`` while heartbeating, so a lost worker or a cancel is noticed promptly.
 
     Heartbeats carry the attempt number (see `ATTEMPT_DETAIL`), and so does a failure: it is
-    re-raised as the same application error plus the stamp. ``info``: the activity's (read here
-    when not given).
+    re-raised as the same application error plus the stamp, and what the attempt paid for before
+    it failed (``spend``, see `SPENT_DETAIL`). ``info``: the activity's (read here when not given).
     """
     info = info or activity.info()
     stamp: dict[str, Any] = {ATTEMPT_DETAIL: info.attempt}
@@ -158,7 +173,7 @@ async def _heartbeating(work: Awaitable[T], info: activity.Info | None = None) -
         raise ApplicationError(
             err.message,
             *err.details,
-            stamp,
+            _stamped(stamp, spend),
             type=err.type,
             non_retryable=err.non_retryable,
             next_retry_delay=err.next_retry_delay,
@@ -170,19 +185,37 @@ async def _heartbeating(work: Awaitable[T], info: activity.Info | None = None) -
         # Sealed content (a blob, a checkpoint) this worker has no key for, or a wrong one: a retry
         # on this worker would fail the same way, so the step fails now, saying what to set.
         raise ApplicationError(
-            str(err), stamp, type=ErrorType.ENCRYPTION_KEY_ERROR, non_retryable=True
+            str(err),
+            _stamped(stamp, spend),
+            type=ErrorType.ENCRYPTION_KEY_ERROR,
+            non_retryable=True,
         ) from None
     except Exception as err:
         # What the SDK would report for a plain exception: its class name as the type. A message
         # quoting a credential of this worker loses its cause too: the cause would quote it again.
         message = redact(str(err))
-        failure = ApplicationError(message, stamp, type=type(err).__name__)
+        failure = ApplicationError(message, _stamped(stamp, spend), type=type(err).__name__)
         raise failure from (err if message == str(err) else None)
     finally:
         if beats is not None:
             beats.timer.cancel()
         if said is not None:
             beat_details.reset(said)
+
+
+def _stamped(stamp: dict[str, Any], spend: AttemptSpend | None) -> dict[str, Any]:
+    """A failure's stamp: the attempt, and what it paid for before it failed (if anything).
+
+    Answers it was served from the answer store count too: the attempts that received them failed
+    before this one, and Temporal keeps only the last attempt's failure, so the workflow learns
+    of them here or not at all.
+    """
+    if spend is None:
+        return stamp
+    usage = spend.fresh + spend.replayed
+    if not spends(usage):
+        return stamp
+    return {**stamp, **spend_detail([spend.failed(usage)])}
 
 
 class _Beats:

@@ -17,6 +17,7 @@ from durapipe.adapters._answers import carries
 from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._agent_messages import AgentReply, ToolRequest
 from durapipe.runtime._calls import AgentTurnCall, LeafResult
+from durapipe.runtime._spend import paid
 from durapipe.spec._deck import ModelDeck
 from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
 from durapipe.stores._limits import limited
@@ -60,7 +61,9 @@ async def _turn(call: AgentTurnCall, key: str, attempt: int, deck: ModelDeck | N
     sent_by_transport = bool(call.limits) and carries(model, settings)
     async with limited(call, model, sent_by_transport=sent_by_transport) as lease:
         response = await complete(model, call.messages, fmt, settings, pipe.timeout, **extra)
-        lease.used(usage_of(response))
+        spent = usage_of(response)
+        lease.used(spent)
+    paid(spent, model)  # billed, whatever happens to the answer: a failure carries it
     message = response.choices[0].message
     requests = [
         ToolRequest(id=c.id, name=c.function.name or "", arguments=c.function.arguments or "{}")
@@ -71,7 +74,7 @@ async def _turn(call: AgentTurnCall, key: str, attempt: int, deck: ModelDeck | N
         reply.output, reply.problem = _final(reply.content or "", call, wrap, fmt is None)
     return LeafResult(
         output=reply.model_dump(mode="json"),
-        usage=usage_of(response),
+        usage=spent,
         model=model,
         attempt=attempt,
     )
@@ -86,7 +89,7 @@ def _final(text: str, call: AgentTurnCall, wrap: str | None, plain: bool) -> tup
         return None, str(err)
 
 
-@register_activity(ACTIVITY_NAMES["agent"])
+@register_activity(ACTIVITY_NAMES["agent"], metered=True)
 async def agent_turn(call: AgentTurnCall, context: CallContext) -> LeafResult:
     """Ask an agent's model for its next move (``durapipe.agent_turn``)."""
     return await run_agent_turn(call, context.attempt, context.checkpoints, context.deck)

@@ -20,6 +20,7 @@ from durapipe.activities._settings import check_settings, provider_settings
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
 from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._calls import ExtractCall, LeafResult, Usage
+from durapipe.runtime._spend import paid
 from durapipe.spec import LOCAL_EXTRACTOR, Blob
 from durapipe.spec._deck import ModelDeck
 from durapipe.stores._blobs import BlobNotFound, blob_store
@@ -193,11 +194,13 @@ async def _model_pages(
     except Exception as err:
         # from None: the provider's own exception may quote the key it was sent (see _image).
         raise classify(err, model=model) from None
+    spent = Usage(cost_usd=response_cost(response))
+    paid(spent, model)  # billed, whatever happens to the pages after
     pages = sorted(response.pages, key=lambda page: page.index)
-    return [page.markdown for page in pages], Usage(cost_usd=response_cost(response))
+    return [page.markdown for page in pages], spent
 
 
-@register_activity(ACTIVITY_NAMES["extract"])
+@register_activity(ACTIVITY_NAMES["extract"], metered=True)
 async def extract(call: ExtractCall, context: CallContext) -> LeafResult:
     """Read the pages of a document or image (``durapipe.extract``)."""
     return await run_extract(call, context.attempt, context.checkpoints, context.deck)

@@ -23,6 +23,7 @@ from durapipe.activities._settings import check_settings, provider_settings
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
 from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._calls import ImageCall, LeafResult, Usage
+from durapipe.runtime._spend import paid
 from durapipe.spec import OFFLINE_MODEL
 from durapipe.spec._deck import ModelDeck
 from durapipe.stores._blobs import blob_store
@@ -143,6 +144,14 @@ async def _generate(
             max_retries=0,
             **options,
         )
+        # Billed once generated, whatever happens to the images after (a failed download).
+        usage = getattr(response, "usage", None)
+        spent = Usage(
+            input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
+            output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
+            cost_usd=response_cost(response),
+        )
+        paid(spent, model)
         images = [
             base64.b64decode(image.b64_json)
             if getattr(image, "b64_json", None)
@@ -160,12 +169,7 @@ async def _generate(
             f"{model} returned {len(images)} of the {count} images asked for",
             type=ErrorType.PROVIDER_ERROR,
         )
-    usage = getattr(response, "usage", None)
-    return images, Usage(
-        input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
-        output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
-        cost_usd=response_cost(response),
-    )
+    return images, spent
 
 
 async def _download(url: str | None, timeout: float | None) -> bytes:
@@ -179,7 +183,7 @@ async def _download(url: str | None, timeout: float | None) -> bytes:
         return await answer.read()
 
 
-@register_activity(ACTIVITY_NAMES["image"])
+@register_activity(ACTIVITY_NAMES["image"], metered=True)
 async def image(call: ImageCall, context: CallContext) -> LeafResult:
     """Generate an image (``durapipe.image``)."""
     return await run_image(call, context.attempt, context.checkpoints, context.deck)

@@ -25,6 +25,7 @@ from durapipe.adapters._litellm import (
 )
 from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._calls import LeafResult, LlmCall, Usage
+from durapipe.runtime._spend import paid
 from durapipe.spec import TemplateError, _types, render
 from durapipe.spec._deck import ModelDeck
 from durapipe.stores._answers import IDEMPOTENCY_HEADER
@@ -177,6 +178,7 @@ async def _ask(
             # which runs again every time the call resumes). The same request as the waterfall's.
             response = await complete(model, messages, fmt, settings_for(model), pipe.timeout)
             spent = usage_of(response)
+        paid(spent, model)  # billed, whatever happens to the answer: a failure carries it
         # The first ask's usage is the whole of it (most calls ask once): no sum to build.
         usage = spent if usage is None else usage + spent
         text = response.choices[0].message.content or ""

@@ -12,7 +12,7 @@ from typing import NamedTuple
 from temporalio import activity
 from temporalio.common import MetricCounter, MetricMeter
 
-from durapipe.runtime._calls import LeafResult
+from durapipe.runtime._calls import LeafResult, Usage
 
 INPUT_TOKENS = "durapipe_input_tokens"
 OUTPUT_TOKENS = "durapipe_output_tokens"
@@ -33,17 +33,23 @@ _COUNTERS: dict[tuple[object, ...], _Counters] = {}
 """Counters per worker meter and label set (a handful per worker: kinds x models x queues)."""
 
 
-def record_usage(result: LeafResult, kind: str, info: activity.Info | None = None) -> None:
+def record_usage(
+    result: LeafResult,
+    kind: str,
+    info: activity.Info | None = None,
+    usage: Usage | None = None,
+) -> None:
     """Add a finished leaf call's tokens, cost and cache hit to the worker's counters.
 
-    ``info``: the activity's (read here when not given).
+    ``info``: the activity's (read here when not given); ``usage``: what the call was billed
+    (the result's usage when not given).
     """
     counters = _counters(kind, result.model or "", info or activity.info())
     counters.calls.add(1)
     # Adding 0 changes no counter, and each add is a call into Temporal's core: most calls are no
     # cache hit, and many cost nothing known (an unpriced model). The series still show from the
     # first call on, at 0: `_counters` adds 0 to each when it makes them.
-    usage = result.usage
+    usage = result.usage if usage is None else usage
     if usage.input_tokens:
         counters.input_tokens.add(usage.input_tokens)
     if usage.output_tokens:
@@ -52,6 +58,18 @@ def record_usage(result: LeafResult, kind: str, info: activity.Info | None = Non
         counters.cost.add(cost)
     if result.cache_hit:
         counters.cache_hits.add(1)
+
+
+def record_spend(usage: Usage, kind: str, model: str | None, info: activity.Info) -> None:
+    """Add what a failed attempt paid for to the worker's counters (not a call that succeeded:
+    ``durapipe_calls`` stays as it is)."""
+    counters = _counters(kind, model or "", info)
+    if usage.input_tokens:
+        counters.input_tokens.add(usage.input_tokens)
+    if usage.output_tokens:
+        counters.output_tokens.add(usage.output_tokens)
+    if cost := round(usage.cost_usd * 1_000_000):
+        counters.cost.add(cost)
 
 
 def _counters(kind: str, model: str, info: activity.Info) -> _Counters:

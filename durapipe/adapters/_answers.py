@@ -47,6 +47,7 @@ import httpx
 from durapipe.adapters import _held_reads
 from durapipe.adapters._held_pool import HeldPool
 from durapipe.adapters._litellm import litellm_module
+from durapipe.runtime._spend import replayed
 from durapipe.stores._answers import IDEMPOTENCY_HEADER, AnswerStore, answer_key, answer_store
 from durapipe.stores._limits import request_sent
 
@@ -233,6 +234,7 @@ class KeepAnswers(httpx.AsyncBaseTransport):
         key = answer_key(step, await request.aread())
         kept = await _call(store, "get_answer", key)
         if kept is not None:
+            replayed()  # paid for once, by the attempt that received it: not billed again
             return _decode(kept, request)
         transport = self.held if self.held is not None and self.holds(request.url) else self.inner
         if transport is self.inner:

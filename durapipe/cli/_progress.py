@@ -29,6 +29,8 @@ def step_line(record: dp.StepRecord) -> str:
         parts.append(f"{record.input_tokens} in / {record.output_tokens} out tokens")
     if record.attempts > 1:
         parts.append(f"{record.attempts} attempts")
+    if record.failed_attempts:
+        parts.append(failed_spend_text(record))
     if record.cache_hit:
         parts.append("from checkpoint")
     if record.status == "skipped":
@@ -36,6 +38,15 @@ def step_line(record: dp.StepRecord) -> str:
     if record.error:
         parts.append(f"{record.error_type}: {record.error}")
     return "  ".join(parts)
+
+
+def failed_spend_text(record: dp.StepRecord) -> str:
+    """What a step's failed attempts spent (counted in its figures): ``($0.003000 of it on failed
+    attempt 1)``."""
+    failed = record.failed_attempts
+    cost = sum(a.cost_usd for a in failed)
+    which = ", ".join(str(a.attempt) for a in failed)
+    return f"(${cost:.6f} of it on failed attempt{'s' if len(failed) > 1 else ''} {which})"
 
 
 def tree_lines(records: list[dp.StepRecord]) -> list[str]:
@@ -59,6 +70,8 @@ def tree_lines(records: list[dp.StepRecord]) -> list[str]:
             parts.append(f"{record.input_tokens} in / {record.output_tokens} out tokens")
         if record.cost_usd:
             parts.append(f"${record.cost_usd:.6f}")
+        if record.failed_attempts:
+            parts.append(failed_spend_text(record))
         if record.cache_hit:
             parts.append("cache hit")
         if record.waiting_for:

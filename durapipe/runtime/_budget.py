@@ -71,8 +71,13 @@ class Budget:
         """
         if self.active and isinstance(call, LlmCall):
             self.check(call, await estimate(call))
-        result = await run(call)
-        self.add(result.usage)
+        try:
+            result = await run(call)
+        except StepFailed as err:
+            if err.spent is not None:  # paid for before it failed: spent all the same
+                self.add(err.spent)
+            raise
+        self.add(result.spent)
         return result
 
     def add(self, usage: Usage) -> None:

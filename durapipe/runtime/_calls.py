@@ -6,6 +6,7 @@ plain data: no callables, no clients, nothing that changes meaning when code is 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -21,7 +22,7 @@ from pydantic import (
 )
 
 from durapipe._errors import StepFailed
-from durapipe.spec import Pipeline
+from durapipe.spec import Pipeline, is_controller_kind
 from durapipe.spec._kinds import lenient_kinds
 from durapipe.spec._messages import (
     AgentTurnCall,
@@ -37,6 +38,7 @@ __all__ = [
     "BatchSlice",
     "CallBase",
     "ExtractCall",
+    "FailedAttempt",
     "ImageCall",
     "LeafCall",
     "LeafResult",
@@ -47,6 +49,7 @@ __all__ = [
     "StepRecord",
     "ToolCall",
     "Usage",
+    "spent_by",
 ]
 
 
@@ -144,14 +147,89 @@ class Usage(_Message):
         )
 
 
+class FailedAttempt(_Message):
+    """What one attempt of a step spent before it failed: answers the provider billed (an answer
+    that never fit its type, a re-ask whose next request failed, an image whose download failed).
+
+    Attributes:
+        attempt: the attempt, from 1.
+    """
+
+    attempt: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def usage(self) -> Usage:
+        """The attempt's spend as a `Usage`."""
+        return Usage(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cost_usd=self.cost_usd,
+        )
+
+
+def failed_spend(attempts: list[FailedAttempt]) -> Usage:
+    """What ``attempts`` spent together."""
+    total = Usage()
+    for attempt in attempts:
+        total += attempt.usage
+    return total
+
+
+# Key of what failed attempts spent in a leaf activity's failure details: a list of
+# `FailedAttempt` dicts. A provider bills an answer whether or not the step then succeeds, so the
+# run counts them in the step's record, its totals and its budget.
+SPENT_DETAIL = "durapipe.spent"
+
+
+def spend_detail(attempts: list[FailedAttempt]) -> dict[str, Any]:
+    """The failure detail that carries what failed attempts spent (read by `spent_in`)."""
+    return {SPENT_DETAIL: [a.model_dump(mode="json") for a in attempts]}
+
+
+def spent_in(details: Iterable[object]) -> list[FailedAttempt]:
+    """The failed attempts' spend a failure's details carry; none from a worker of before it, or
+    from details it did not write."""
+    found: list[FailedAttempt] = []
+    for detail in details:
+        entries = detail.get(SPENT_DETAIL) if isinstance(detail, dict) else None
+        if not isinstance(entries, list):
+            continue
+        for entry in entries:
+            try:
+                found.append(FailedAttempt.model_validate(entry))
+            except ValueError:
+                continue  # not one this code wrote: nothing to count
+    return found
+
+
+def _empty(value: object) -> bool:
+    return not value
+
+
 class LeafResult(_Message):
-    """The output of a leaf activity, with what it cost."""
+    """The output of a leaf activity, with what it cost.
+
+    ``usage`` is what the attempt that succeeded spent; ``failed_attempts``, what earlier attempts
+    of the step spent before they failed (known to a local run's retries: see `spent`).
+    """
 
     output: Any = None
     usage: Usage = Field(default_factory=Usage)
     model: str | None = None
     attempt: int = 1
     cache_hit: bool = False
+    # Left out when empty: a result dumps as before (histories and checkpoints hold those bytes).
+    failed_attempts: list[FailedAttempt] = Field(default_factory=list, exclude_if=_empty)
+
+    @property
+    def spent(self) -> Usage:
+        """Everything the step spent: the attempt that succeeded and the failed ones before it."""
+        if not self.failed_attempts:
+            return self.usage
+        return self.usage + failed_spend(self.failed_attempts)
 
     @model_serializer(mode="plain", when_used="json")
     def _without_defaults(self) -> dict[str, Any]:
@@ -178,6 +256,8 @@ class LeafResult(_Message):
             data["attempt"] = self.attempt
         if self.cache_hit:
             data["cache_hit"] = self.cache_hit
+        if self.failed_attempts:
+            data["failed_attempts"] = [a.model_dump(mode="json") for a in self.failed_attempts]
         return data
 
 
@@ -215,6 +295,10 @@ class StepRecord(_Message):
     A step that stands for many items (a batch) may report ``counts``, the number of its items in
     each status (``{"succeeded": 998, "failed": 2}``), instead of one record per item; its tokens
     and cost are then the items' totals.
+
+    Tokens and cost are everything the step spent, failed attempts included: what each attempt
+    spent before it failed is also listed in ``failed_attempts`` (a failed step's last attempt
+    among them).
     """
 
     path: str
@@ -237,6 +321,22 @@ class StepRecord(_Message):
         default_factory=dict
     )
     waiting_for: str | None = None
+    # Left out when empty, so records without it read as before (on clients of before it, too).
+    failed_attempts: list[FailedAttempt] = Field(default_factory=list, exclude_if=_empty)
+
+
+def spent_by(records: Iterable[StepRecord]) -> Usage:
+    """What these step records spent: leaves and batch summaries (a nested run's record repeats
+    what its own steps spent, so it is not added again)."""
+    total = Usage()
+    for record in records:
+        if record.counts or not is_controller_kind(record.kind):
+            total += Usage(
+                input_tokens=record.input_tokens,
+                output_tokens=record.output_tokens,
+                cost_usd=record.cost_usd,
+            )
+    return total
 
 
 class RunResult(_Message):

@@ -22,6 +22,7 @@ from durapipe.runtime._approvals import (
 )
 from durapipe.runtime._calls import (
     CallBase,
+    FailedAttempt,
     LeafCall,
     PipeRun,
     RunResult,
@@ -232,9 +233,15 @@ class Interpreter:
         return output
 
     async def leaf(self, call: LeafCall, record: StepRecord) -> Any:
-        """Run one leaf call through the runtime and put what it spent on ``record``."""
-        result = await self.runtime.leaf(call)
-        usage = result.usage
+        """Run one leaf call through the runtime and put what it spent on ``record`` (failed
+        attempts included: the provider billed them)."""
+        try:
+            result = await self.runtime.leaf(call)
+        except StepFailed as err:
+            if err.spent is not None:
+                self._spent(record, err.spent, err.failed_attempts)
+            raise
+        usage = result.spent
         _assign(
             record,
             attempts=result.attempt,
@@ -244,8 +251,22 @@ class Interpreter:
             cost_usd=usage.cost_usd,
             cache_hit=result.cache_hit,
         )
+        if result.failed_attempts:
+            record.failed_attempts = list(result.failed_attempts)
         self.usage += usage
         return result.output
+
+    def _spent(self, record: StepRecord, usage: Usage, failed: list[FailedAttempt]) -> None:
+        """Put what a failed step paid for on its record and in the run's spend."""
+        _assign(
+            record,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=usage.cost_usd,
+        )
+        if failed:
+            record.failed_attempts = list(failed)
+        self.usage += usage
 
     async def _approval(
         self,
@@ -289,7 +310,12 @@ class Interpreter:
             inputs=inputs,
             workflow_version=self.run.workflow_version,
         )
-        result = await self.runtime.child(child)
+        try:
+            result = await self.runtime.child(child)
+        except StepFailed as err:
+            if err.spent is not None:  # what its steps paid for before it failed
+                self._spent(record, err.spent, [])
+            raise
         record.attempts = 1
         record.input_tokens = result.usage.input_tokens
         record.output_tokens = result.usage.output_tokens

@@ -16,7 +16,7 @@ from temporalio.common import (
     TypedSearchAttributes,
 )
 
-from durapipe.runtime._calls import WORKFLOW_VERSION, StepRecord, Usage
+from durapipe.runtime._calls import WORKFLOW_VERSION, StepRecord, Usage, spent_by
 from durapipe.spec import is_controller_kind
 
 PIPE = SearchAttributeKey.for_keyword("DurapipePipe")
@@ -49,17 +49,8 @@ def finished_steps(records: Iterable[StepRecord]) -> int:
 
 
 def spent(records: Iterable[StepRecord]) -> Usage:
-    """What these step records spent: leaves and batch summaries (a nested run's record repeats
-    what its own steps spent, so it is not added again)."""
-    total = Usage()
-    for record in records:
-        if record.counts or not is_controller_kind(record.kind):
-            total += Usage(
-                input_tokens=record.input_tokens,
-                output_tokens=record.output_tokens,
-                cost_usd=record.cost_usd,
-            )
-    return total
+    """What these step records spent (see `durapipe.runtime._calls.spent_by`)."""
+    return spent_by(records)
 
 
 # Runs started with this `PipeRun.workflow_version` or later carry only their pipe from the start.

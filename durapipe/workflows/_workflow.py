@@ -57,6 +57,10 @@ with workflow.unsafe.imports_passed_through():
         RunResult,
         StepFailure,
         StepRecord,
+        Usage,
+        failed_spend,
+        spent_by,
+        spent_in,
     )
     from durapipe.runtime._controllers import CONCURRENT_CHUNKS_PATCH
     from durapipe.runtime._interpret import CallParts, Interpreter
@@ -95,6 +99,10 @@ CANCEL_HOLDS_PATCH = "durapipe.cancel-holds"
 # before continue-as-new, where no step starts: the fresh run carried no cancellation and the agent
 # went on. Since this change the run ends as cancelled instead of continuing as new.
 CANCEL_ENDS_AGENT_PATCH = "durapipe.cancel-ends-agent"
+# What a step paid for before it failed (a failed leaf's attempts, a failed child run's steps)
+# counts in the run's totals and budget since this change; before it, only what succeeded counted.
+# Asked only when a failure carries spend, so other runs' histories carry no marker.
+FAILED_SPEND_PATCH = "durapipe.failed-spend"
 # The changes a run's `PipeRun.workflow_version` puts in force without asking `workflow.patched`
 # (a marker and a TemporalChangeVersion upsert per run). A change made later must still go through
 # `workflow.patched` for these versions (or come with a new version).
@@ -401,7 +409,15 @@ class _TemporalRuntime:
 
     async def child(self, run: PipeRun) -> RunResult:
         limit = self.budget.for_child(run.spec.pipes[run.pipe].budget_usd)
-        result = await self._child(run.model_copy(update={"budget_usd": limit}))
+        try:
+            result = await self._child(run.model_copy(update={"budget_usd": limit}))
+        except StepFailed as err:
+            # What the failed child's steps paid for counts here too (its records say it).
+            spent = spent_by(StepRecord.model_validate(s) for s in err.steps)
+            err.spent = spent if _any(spent) and self.patched(FAILED_SPEND_PATCH) else None
+            if err.spent is not None:
+                self.budget.add(err.spent)
+            raise
         self.budget.add(result.usage)
         return result
 
@@ -563,14 +579,19 @@ class _TemporalRuntime:
             if is_cancelled_exception(err):
                 raise RunCancelled("the run was cancelled", path=call.path) from None
             cause_type, cause = _cause(err.cause)
-            raise StepFailed(
+            failed = StepFailed(
                 path=call.path,
                 kind=call.pipe.kind,
                 model=getattr(call.pipe, "model", None),
                 cause_type=cause_type,
                 cause=cause,
                 attempts=_attempts(err, call),
-            ) from None
+            )
+            cause_details = err.cause.details if isinstance(err.cause, ApplicationError) else ()
+            attempts = spent_in(cause_details)
+            if attempts and self.patched(FAILED_SPEND_PATCH):
+                failed.failed_attempts, failed.spent = attempts, failed_spend(attempts)
+            raise failed from None
         return result
 
 
@@ -609,6 +630,10 @@ async def _estimate(call: LlmCall) -> float:
         summary=f"estimate cost of {call.path}",
     )
     return estimate
+
+
+def _any(usage: Usage) -> bool:
+    return bool(usage.cost_usd or usage.input_tokens or usage.output_tokens)
 
 
 def _cause(cause: BaseException | None) -> tuple[str, str]:

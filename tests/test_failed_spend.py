@@ -1,0 +1,278 @@
+"""Every paid call counts: what a step spent before it failed is in its record, the run's totals,
+the budget and the worker's metrics, on Temporal and with ``--local``, as the provider billed it."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from temporalio.client import Client, WorkflowHistory
+
+import durapipe as dp
+from durapipe.ops import _replay
+from durapipe.ops._dev import free_port
+from durapipe.testing import FakeProvider, Reply, Status, ToolCalls
+from durapipe.workflows._search import COST_USD, INPUT_TOKENS, OUTPUT_TOKENS
+from tests.fixtures.agent_tools import note
+from tests.support import eventually, history_events
+
+# $0.01 an output token: each answer of 100 tokens costs $1 and a little input.
+PRICES = {m: (1e-5, 0.01) for m in ("gpt-nofit", "gpt-bad", "gpt-retry", "gpt-agent")}
+FAST_RETRY = {"max_attempts": 3, "initial_interval": 0.05, "backoff": 1.0}
+
+
+class Verdict(BaseModel):
+    """A structured answer the fake's plain text never fits."""
+
+    ok: bool
+
+
+def not_json() -> Reply:
+    return Reply(content="this is not json", completion_tokens=100)
+
+
+def pipeline() -> dp.Pipeline:
+    def llm(name: str, model: str) -> dp.Pipe:
+        return dp.llm(
+            name,
+            model=f"openai/{model}",
+            inputs={"topic": str},
+            prompt="Judge {{ topic }}.",
+            output=Verdict,
+            settings={"max_tokens": 100},
+            retry=FAST_RETRY,
+        )
+
+    helper = dp.agent(
+        "helper",
+        model="openai/gpt-agent",
+        inputs={"topic": str},
+        prompt="Take notes on {{ topic }}.",
+        tools=[note],
+        max_turns=2,
+        settings={"max_tokens": 100},
+    )
+    nested = dp.sequence(
+        "nested", inputs={"topic": str}, steps=[dp.step(helper, result="notes")], output="notes"
+    )
+    items = dp.batch(
+        "items",
+        over="topics",
+        item="topic",
+        inputs={"topics": list[str]},
+        pipe=llm("judge", "gpt-nofit"),
+        max_concurrency=1,
+        on_error="collect",
+    )
+    return dp.pipeline(
+        llm("nofit", "gpt-nofit"), llm("bad", "gpt-bad"), llm("retried", "gpt-retry"), nested, items
+    )
+
+
+def script(fake: FakeProvider) -> None:
+    fake.set_default(not_json())  # gpt-nofit: every answer misses the type
+    fake.script("gpt-bad", [not_json(), Status(400)])
+    fake.script(
+        "gpt-retry", [not_json(), Status(500), Reply(json={"ok": True}, completion_tokens=100)]
+    )
+    fake.script("gpt-agent", [ToolCalls([{"name": "note", "arguments": {"text": "x"}}])] * 2)
+
+
+@dataclass
+class Spend:
+    calls: int
+    cost: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+def billed(fake: FakeProvider, model: str, since: int = 0) -> Spend:
+    """What the fake provider billed for ``model`` (its paid calls, at its prices)."""
+    cost_in, cost_out = PRICES[model]
+    paid = [c for c in fake.calls[since:] if c.model == model and c.paid]
+    return Spend(
+        len(paid),
+        sum(c.prompt_tokens * cost_in + c.completion_tokens * cost_out for c in paid),
+        sum(c.prompt_tokens for c in paid),
+        sum(c.completion_tokens for c in paid),
+    )
+
+
+def recorded(steps: list[dp.StepRecord]) -> Spend:
+    """What the step records say was spent (leaves only: a nested run's record repeats them)."""
+    from durapipe.workflows._search import spent
+
+    total = spent(steps)
+    return Spend(0, total.cost_usd, total.input_tokens, total.output_tokens)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeProvider]:
+    with pytest.MonkeyPatch.context() as env, FakeProvider(prices=PRICES) as fake:
+        env.setenv("OPENAI_BASE_URL", fake.base_url)
+        env.setenv("OPENAI_API_KEY", "sk-fake")
+        fake.register_prices_with_litellm()
+        yield fake
+
+
+SCENARIOS = [
+    # pipe, model, inputs, the step that fails, its cause type
+    ("nofit", "gpt-nofit", {"topic": "x"}, "nofit", "durapipe.InvalidOutput"),
+    ("bad", "gpt-bad", {"topic": "x"}, "bad", "durapipe.BadRequest"),
+    ("nested", "gpt-agent", {"topic": "x"}, "helper", "durapipe.MaxTurnsExceeded"),
+]
+
+
+def scrape(url: str, model: str) -> float:
+    body = urllib.request.urlopen(url, timeout=10).read().decode()
+    pattern = rf'^durapipe_cost_microusd(?:_total)?\{{[^}}]*model="openai/{model}"[^}}]*\}} (\S+)$'
+    return sum(float(v) for v in re.findall(pattern, body, re.MULTILINE)) / 1e6
+
+
+async def totals_of(client: Client, run_id: str) -> Spend:
+    description = await client.get_workflow_handle(run_id).describe()
+    attributes = description.typed_search_attributes
+    return Spend(
+        0,
+        attributes.get(COST_USD) or 0.0,
+        attributes.get(INPUT_TOKENS) or 0,
+        attributes.get(OUTPUT_TOKENS) or 0,
+    )
+
+
+def same(a: Spend, b: Spend) -> bool:
+    return (a.input_tokens, a.output_tokens) == (b.input_tokens, b.output_tokens) and abs(
+        a.cost - b.cost
+    ) < 1e-9
+
+
+async def test_failed_steps_spend_is_counted_on_temporal(
+    temporal_address: str, task_queue: str, fake: FakeProvider
+) -> None:
+    script(fake)
+    flow = pipeline()
+    metrics = f"127.0.0.1:{free_port()}"
+    client = await dp.connect(
+        temporal_address, pipeline=flow, telemetry=dp.Telemetry(metrics_address=metrics)
+    )
+    seen: dict[str, tuple[Spend, Spend, Spend, Spend]] = {}
+    ids: list[str] = []
+    async with dp.build_worker(client, task_queue=task_queue):
+        for pipe, model, inputs, failed, cause in SCENARIOS:
+            since = len(fake.calls)
+            run_id = f"{pipe}-{uuid.uuid4().hex[:8]}"
+            ids.append(run_id)
+            with pytest.raises(dp.StepFailed) as raised:
+                await dp.run(client, flow, pipe, inputs, run_id=run_id, task_queue=task_queue)
+            assert raised.value.cause_type == cause
+            step = next(s for s in raised.value.steps if s.path.endswith(failed))
+            assert step.status == "failed"
+            seen[pipe] = (
+                billed(fake, model, since),
+                recorded(raised.value.steps),
+                await totals_of(client, run_id),
+                Spend(0, scrape(f"http://{metrics}/metrics", model)),
+            )
+        since = len(fake.calls)
+        run_id = f"retried-{uuid.uuid4().hex[:8]}"
+        result = await dp.run(
+            client, flow, "retried", {"topic": "x"}, run_id=run_id, task_queue=task_queue
+        )
+        seen["retried"] = (
+            billed(fake, "gpt-retry", since),
+            recorded(result.steps),
+            await totals_of(client, run_id),
+            Spend(0, scrape(f"http://{metrics}/metrics", "gpt-retry")),
+        )
+        # Counting a failure's spend is a patch, marked only in runs whose failure carried some.
+        events = await history_events(client, run_id)
+        assert b"durapipe.failed-spend" not in b"".join(e.SerializeToString() for e in events)
+    for pipe in ("nofit", "nested"):
+        run = next(r for r in ids if r.startswith(pipe))
+        events = await history_events(client, run)
+        assert b"durapipe.failed-spend" in b"".join(e.SerializeToString() for e in events)
+    # The runs replay against this code (the nested one with its child workflows).
+    query = " OR ".join(f"RootWorkflowId = '{r}'" for r in ids)
+
+    async def listed() -> list[WorkflowHistory] | None:
+        found = [h async for h in client.list_workflows(query).map_histories()]
+        return found if len(found) == len(ids) + 1 else None  # and the nested agent's run
+
+    histories = await eventually(listed, "the runs' histories listed")
+    assert all(r.compatible for r in await _replay.replay(histories)), histories
+    report(seen)
+    for pipe, (provider, steps, totals, metered) in seen.items():
+        assert provider.calls > 0 and provider.cost > 0, pipe
+        assert same(steps, provider), (pipe, steps, provider)
+        assert same(totals, provider), (pipe, totals, provider)
+        assert abs(metered.cost - provider.cost) < 2e-6, (pipe, metered, provider)
+
+
+def report(seen: dict[str, Any]) -> None:
+    for pipe, (provider, *reported) in seen.items():
+        print(
+            f"{pipe}: provider {provider.calls} paid calls ${provider.cost:.6f} "
+            f"({provider.input_tokens} in / {provider.output_tokens} out); "
+            + "; ".join(f"${r.cost:.6f} ({r.input_tokens}/{r.output_tokens})" for r in reported)
+        )
+
+
+async def test_failed_steps_spend_is_counted_locally(fake: FakeProvider) -> None:
+    script(fake)
+    flow = pipeline()
+    seen: dict[str, tuple[Spend, Spend]] = {}
+    for pipe, model, inputs, failed, cause in SCENARIOS:
+        since = len(fake.calls)
+        with pytest.raises(dp.StepFailed) as raised:
+            await dp.run_local(flow, pipe, inputs)
+        assert raised.value.cause_type == cause
+        step = next(s for s in raised.value.steps if s.path.endswith(failed))
+        assert step.status == "failed"
+        seen[pipe] = (billed(fake, model, since), recorded(raised.value.steps))
+    since = len(fake.calls)
+    result = await dp.run_local(flow, "retried", {"topic": "x"})
+    seen["retried"] = (billed(fake, "gpt-retry", since), recorded(result.steps))
+    assert same(Spend(0, result.usage.cost_usd, *_tokens(result.usage)), seen["retried"][0])
+    [retried] = result.steps
+    # The first attempt paid for one answer before its re-ask failed; the second for the other.
+    assert [a.attempt for a in retried.failed_attempts] == [1]
+    report(seen)
+    for pipe, (provider, steps) in seen.items():
+        assert provider.calls > 0 and provider.cost > 0, pipe
+        assert same(steps, provider), (pipe, steps, provider)
+
+
+def _tokens(usage: dp.Usage) -> tuple[int, int]:
+    return usage.input_tokens, usage.output_tokens
+
+
+async def test_a_budget_counts_what_failed_items_paid_for(
+    temporal_address: str, task_queue: str, fake: FakeProvider
+) -> None:
+    # Each item asks 3 times ($1 an answer) and never fits: $3.00 spent, and the next item's worst
+    # case is $3.00 too, so a $5 budget allows one item. Before, failed items spent nothing.
+    script(fake)
+    flow = pipeline()
+    topics = {"topics": ["a", "b", "c"]}
+    client = await dp.connect(temporal_address, pipeline=flow)
+    async with dp.build_worker(client, task_queue=task_queue):
+        on_temporal = await dp.run(
+            client, flow, "items", topics, task_queue=task_queue, budget_usd=5
+        )
+    temporal_calls = len(fake.calls)
+    local = await dp.run_local(flow, "items", topics, budget_usd=5)
+    for result, calls in ((on_temporal, temporal_calls), (local, len(fake.calls) - temporal_calls)):
+        errors = result.output["errors"]
+        assert [e["type"] for e in errors] == [
+            "durapipe.InvalidOutput",
+            "durapipe.BudgetExceeded",
+            "durapipe.BudgetExceeded",
+        ], errors
+        assert calls == 3
+        assert 3.0 < result.usage.cost_usd < 3.01
