@@ -40,7 +40,7 @@ from durapipe.runtime._approvals import ApprovalDecision, ApprovalRequest
 from durapipe.runtime._budget import Budget
 from durapipe.runtime._calls import FailedAttempt, failed_spend, spent_by
 from durapipe.runtime._interpret import Interpreter
-from durapipe.runtime._spend import counting, done, spends
+from durapipe.runtime._spend import counting, done
 from durapipe.security._codec import encryption_from_env
 from durapipe.spec import Pipeline, RetrySpec, kind_of
 from durapipe.spec._deck import ModelDeck
@@ -281,15 +281,9 @@ class LocalRuntime:
         # What attempts paid for before they failed: the provider billed them (see `paid`).
         failed: list[FailedAttempt] = []
         while True:
-            spend, token = counting(attempt)
+            spend, token = counting(attempt, failed)
             try:
-                result = await self._within_timeout(call, attempt)
-                if failed:
-                    # The answers it was served from the answer store are the failed attempts'
-                    # (counted there): its own usage is what it paid for itself.
-                    own = _less(result.usage, spend.replayed)
-                    result = result.model_copy(update={"failed_attempts": failed, "usage": own})
-                return result
+                return spend.settled(await self._within_timeout(call, attempt))
             except ApplicationError as err:
                 error_type, message = err.type or "ApplicationError", err.message
                 stop = err.non_retryable or error_type in retry.non_retryable
@@ -306,8 +300,7 @@ class LocalRuntime:
                 stop, delay = error_type in retry.non_retryable, None
             finally:
                 done(token)
-            if spends(spend.fresh):  # a replayed answer was counted by its own attempt
-                failed.append(spend.failed(spend.fresh))
+            failed = spend.failures()
             if stop or attempt >= retry.max_attempts:
                 failure = StepFailed(
                     path=call.path,
@@ -525,14 +518,6 @@ async def _flush(own: RunCheckpoints) -> None:
             own.store.path,
             err,
         )
-
-
-def _less(usage: Usage, less: Usage) -> Usage:
-    return Usage(
-        input_tokens=max(0, usage.input_tokens - less.input_tokens),
-        output_tokens=max(0, usage.output_tokens - less.output_tokens),
-        cost_usd=max(0.0, usage.cost_usd - less.cost_usd),
-    )
 
 
 def _expire(task: asyncio.Task[Any], fired: list[bool]) -> None:

@@ -276,3 +276,29 @@ async def test_a_budget_counts_what_failed_items_paid_for(
         ], errors
         assert calls == 3
         assert 3.0 < result.usage.cost_usd < 3.01
+
+
+async def test_a_retry_counts_what_the_attempt_before_it_paid_for_without_a_checkpoint_store(
+    temporal_address: str, task_queue: str, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Attempt 1 is paid for one answer (it does not fit), then its re-ask gets a 500; attempt 2 is
+    # answered at once. No store keeps attempt 1's answer, so only its failure can say it.
+    monkeypatch.setenv("DURAPIPE_CHECKPOINTS", "off")
+    flow = pipeline()
+    retried = [not_json(), Status(500), Reply(json={"ok": True}, completion_tokens=100)]
+    client = await dp.connect(temporal_address, pipeline=flow)
+    fake.script("gpt-retry", retried)
+    async with dp.build_worker(client, task_queue=task_queue):
+        on_temporal = await dp.run(client, flow, "retried", {"topic": "x"}, task_queue=task_queue)
+    temporal = billed(fake, "gpt-retry")
+    fake.script("gpt-retry", retried)
+    since = len(fake.calls)
+    local = await dp.run_local(flow, "retried", {"topic": "x"})
+    for result, provider in ((on_temporal, temporal), (local, billed(fake, "gpt-retry", since))):
+        print(f"retried, no store: provider {provider.calls} paid calls ${provider.cost:.6f}; "
+              f"run ${result.usage.cost_usd:.6f}, records ${recorded(result.steps).cost:.6f}")  # fmt: skip
+        assert provider.calls == 2
+        [step] = result.steps
+        assert (step.attempts, [a.attempt for a in step.failed_attempts]) == (2, [1])
+        assert same(recorded(result.steps), provider), (recorded(result.steps), provider)
+        assert same(Spend(0, result.usage.cost_usd, *_tokens(result.usage)), provider)

@@ -31,6 +31,7 @@ from durapipe.runtime._calls import (
     LeafResult,
     LlmCall,
     spend_detail,
+    spent_in,
 )
 from durapipe.runtime._spend import AttemptSpend, counting, done, spends
 from durapipe.security._codec import EncryptionError
@@ -105,10 +106,13 @@ class Activities:
             info = activity.info()  # read once: heartbeats and metrics need it too
             if self.limits:
                 call = own_limits(call, self.limits)
-            # What this attempt pays for, so a failure after a paid answer says so (`paid`).
-            spend, token = counting(info.attempt)
+            # What this attempt pays for, so a failure after a paid answer says so (`paid`),
+            # and what the attempts before it paid for (their last heartbeat says).
+            prior = spent_in(info.heartbeat_details) if info.attempt > 1 else None
+            spend, token = counting(info.attempt, prior)
             try:
-                result = await _heartbeating(body(call, self.context(info.attempt)), info, spend)
+                work = _heartbeating(body(call, self.context(info.attempt)), info, spend)
+                result = spend.settled(await work)
             except BaseException:
                 if metered and spends(spend.fresh):
                     record_spend(spend.fresh, metrics_kind, spend.model, info)
@@ -161,6 +165,9 @@ async def _heartbeating(
     """
     info = info or activity.info()
     stamp: dict[str, Any] = {ATTEMPT_DETAIL: info.attempt}
+    if spend is not None and spend.prior:
+        # Heartbeat details replace the last ones: this attempt's beats carry the earlier ones'.
+        stamp.update(spend_detail(spend.prior))
     timeout = info.heartbeat_timeout
     beats = _Beats(_beat_interval(timeout), stamp) if timeout else None
     # What the call waits for (room in a provider limit) rides on the same beats.
@@ -212,10 +219,14 @@ def _stamped(stamp: dict[str, Any], spend: AttemptSpend | None) -> dict[str, Any
     """
     if spend is None:
         return stamp
-    usage = spend.fresh + spend.replayed
-    if not spends(usage):
+    failures = spend.failures()
+    if not failures:
         return stamp
-    return {**stamp, **spend_detail([spend.failed(usage)])}
+    stamped = {**stamp, **spend_detail(failures)}
+    if len(failures) > len(spend.prior):
+        # The next attempt (if the policy allows one) learns of it from its heartbeat details.
+        activity.heartbeat(stamped)
+    return stamped
 
 
 class _Beats:

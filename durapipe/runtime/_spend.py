@@ -10,13 +10,19 @@ keeps it.
 An answer served from the answer store (`durapipe.adapters._answers`: the same request, sent again
 by a retry, gets the answer an earlier attempt received) was paid for once, by that attempt: the
 transport says so with `replayed`, and it counts as ``replayed``, not ``fresh``.
+
+A retry learns what the attempts before it paid for (``prior``): a local run's retry loop keeps
+them, and on a worker the failed attempt's last heartbeat carries them to the next attempt
+(Temporal keeps only the last attempt's failure, but hands each attempt the heartbeat details of
+the one before). An answer the retry is served from the store that a prior attempt counted is not
+counted again; one it did not count (its worker died before it could say) is.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar, Token
 
-from durapipe.runtime._calls import FailedAttempt, Usage
+from durapipe.runtime._calls import FailedAttempt, LeafResult, Usage, failed_spend
 
 
 class AttemptSpend:
@@ -29,13 +35,15 @@ class AttemptSpend:
         model: the model of the last answer.
     """
 
-    __slots__ = ("_replays", "attempt", "fresh", "model", "replayed")
+    __slots__ = ("_replays", "attempt", "fresh", "model", "prior", "replayed")
 
-    def __init__(self, attempt: int) -> None:
+    def __init__(self, attempt: int, prior: list[FailedAttempt] | None = None) -> None:
         self.attempt = attempt
         self.fresh = Usage()
         self.replayed = Usage()
         self.model: str | None = None
+        # What the attempts before this one paid for before they failed, as far as known.
+        self.prior = prior or []
         self._replays = 0
 
     def add(self, usage: Usage, model: str | None) -> None:
@@ -51,14 +59,27 @@ class AttemptSpend:
         """The next answer `add` counts was served from the answer store."""
         self._replays += 1
 
-    def failed(self, usage: Usage) -> FailedAttempt:
-        """This attempt as a failed one that spent ``usage``."""
-        return FailedAttempt(
+    def failures(self) -> list[FailedAttempt]:
+        """The failed attempts' spend, this attempt included (it failed)."""
+        own = self.fresh + _less(self.replayed, failed_spend(self.prior))
+        if not spends(own):
+            return list(self.prior)
+        mine = FailedAttempt(
             attempt=self.attempt,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cost_usd=usage.cost_usd,
+            input_tokens=own.input_tokens,
+            output_tokens=own.output_tokens,
+            cost_usd=own.cost_usd,
         )
+        return [*self.prior, mine]
+
+    def settled(self, result: LeafResult) -> LeafResult:
+        """``result`` of this attempt (it succeeded) with the failed attempts before it, less the
+        answers it was served from the store that those attempts counted already."""
+        if not self.prior:
+            return result
+        counted = _least(self.replayed, failed_spend(self.prior))
+        usage = _less(result.usage, counted)
+        return result.model_copy(update={"failed_attempts": self.prior, "usage": usage})
 
 
 def spends(usage: Usage) -> bool:
@@ -83,12 +104,32 @@ def replayed() -> None:
         spend.replay()
 
 
-def counting(attempt: int) -> tuple[AttemptSpend, Token[AttemptSpend | None]]:
-    """Start counting attempt ``attempt`` in this task: its spend, and the token `done` takes."""
-    spend = AttemptSpend(attempt)
+def counting(
+    attempt: int, prior: list[FailedAttempt] | None = None
+) -> tuple[AttemptSpend, Token[AttemptSpend | None]]:
+    """Start counting attempt ``attempt`` (after ``prior`` failed ones) in this task: its spend,
+    and the token `done` takes."""
+    spend = AttemptSpend(attempt, prior)
     return spend, _ATTEMPT.set(spend)
 
 
 def done(token: Token[AttemptSpend | None]) -> None:
     """Stop counting (the token `counting` gave)."""
     _ATTEMPT.reset(token)
+
+
+def _less(usage: Usage, less: Usage) -> Usage:
+    """``usage`` less ``less``, never below zero."""
+    return Usage(
+        input_tokens=max(0, usage.input_tokens - less.input_tokens),
+        output_tokens=max(0, usage.output_tokens - less.output_tokens),
+        cost_usd=max(0.0, usage.cost_usd - less.cost_usd),
+    )
+
+
+def _least(a: Usage, b: Usage) -> Usage:
+    return Usage(
+        input_tokens=min(a.input_tokens, b.input_tokens),
+        output_tokens=min(a.output_tokens, b.output_tokens),
+        cost_usd=min(a.cost_usd, b.cost_usd),
+    )

@@ -587,8 +587,7 @@ class _TemporalRuntime:
                 cause=cause,
                 attempts=_attempts(err, call),
             )
-            cause_details = err.cause.details if isinstance(err.cause, ApplicationError) else ()
-            attempts = spent_in(cause_details)
+            attempts = spent_in(_details(err))
             if attempts and self.patched(FAILED_SPEND_PATCH):
                 failed.failed_attempts, failed.spent = attempts, failed_spend(attempts)
             raise failed from None
@@ -650,18 +649,23 @@ def _cause(cause: BaseException | None) -> tuple[str, str]:
     return type(cause).__name__, str(cause)
 
 
+def _details(err: ActivityError) -> list[object]:
+    """The details the activity wrote on its failure, or on its last heartbeat (a timeout)."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return list(cause.details)
+    if isinstance(cause, TimeoutError):
+        return list(cause.last_heartbeat_details)
+    return []
+
+
 def _attempts(err: ActivityError, call: LeafCall) -> int:
     """The attempt a failed activity stopped on, as its history records it.
 
     The activity stamps its attempt on its failure and its heartbeats; a timeout carries the last
     heartbeat. Without either, the retry state tells whether every allowed attempt was used.
     """
-    cause = err.cause
-    details: list[object] = []
-    if isinstance(cause, ApplicationError):
-        details = list(cause.details)
-    elif isinstance(cause, TimeoutError):
-        details = list(cause.last_heartbeat_details)
+    details = _details(err)
     for detail in reversed(details):
         if isinstance(detail, dict) and isinstance(detail.get(ATTEMPT_DETAIL), int):
             return int(detail[ATTEMPT_DETAIL])
