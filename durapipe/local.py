@@ -37,8 +37,8 @@ from durapipe.runtime import (
     Usage,
 )
 from durapipe.runtime._approvals import ApprovalDecision, ApprovalRequest
-from durapipe.runtime._budget import Budget
-from durapipe.runtime._calls import FailedAttempt, failed_spend, spent_by
+from durapipe.runtime._budget import Budget, estimated
+from durapipe.runtime._calls import AgentTurnCall, FailedAttempt, ImageCall, failed_spend, spent_by
 from durapipe.runtime._interpret import Interpreter
 from durapipe.runtime._spend import counting, done
 from durapipe.security._codec import encryption_from_env
@@ -535,5 +535,8 @@ def _calls_a_model(call: LeafCall) -> bool:
     return _kind_calls_a_model(call.pipe.kind)
 
 
-async def _estimate(call: LlmCall) -> float:
+async def _estimate(call: LeafCall) -> float | None:
+    if not estimated(call):
+        return None
+    assert isinstance(call, LlmCall | AgentTurnCall | ImageCall)
     return estimate_cost(call)

@@ -27,7 +27,9 @@ from durapipe.activities._registry import (
 )
 from durapipe.adapters._plan import ACTIVITY_NAMES, ATTEMPT_DETAIL, ESTIMATE_ACTIVITY
 from durapipe.runtime._calls import (
+    AgentTurnCall,
     CallBase,
+    ImageCall,
     LeafResult,
     LlmCall,
     spend_detail,
@@ -133,8 +135,9 @@ class Activities:
         return activity.defn(name=name)(run)
 
     @activity.defn(name=ESTIMATE_ACTIVITY)
-    async def estimate_cost(self, call: LlmCall) -> float:
-        """The worst-case cost of an llm call, checked against a run's budget."""
+    async def estimate_cost(self, call: LlmCall | AgentTurnCall | ImageCall) -> float:
+        """The worst-case cost of a paid call (llm, agent turn, image), checked against a run's
+        budget."""
         return estimate_cost(call)
 
 

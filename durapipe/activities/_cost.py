@@ -1,4 +1,4 @@
-"""The worst-case cost of an llm call, from litellm's price data (checked against a run's budget).
+"""The worst-case cost of a paid call (llm, agent turn, image), from litellm's price data (checked against a run's budget).
 
 worst case = asks * (input tokens * input price) + asks * (max output tokens * output price), where
 
@@ -8,6 +8,12 @@ worst case = asks * (input tokens * input price) + asks * (max output tokens * o
   model's ``max_output_tokens`` in litellm's price data, else 4096;
 - asks: 1, or ``reask + 1`` for a structured output;
 - a model litellm has no price for estimates (and costs) 0.
+
+An agent's turn is one request by the same rule: its conversation so far (``messages``) and its
+tools' schemas are the input, one ask. An image step's worst case is its ``count`` images at the
+model's price per image (litellm's image price for the size, else its ``output_cost_per_image``).
+An extract step is not estimated: its price is per page (``ocr_cost_per_page``), and the pages
+are known only once the document is read, which an estimate next to the workflow should not do.
 """
 
 from __future__ import annotations
@@ -17,15 +23,24 @@ from typing import Any
 
 from durapipe.activities._llm import messages_for, response_format
 from durapipe.adapters._litellm import litellm_module
-from durapipe.runtime._calls import LlmCall
+from durapipe.runtime._calls import AgentTurnCall, ImageCall, LlmCall
+from durapipe.spec import OFFLINE_MODEL
 
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 # The re-ask complaint is a sentence plus the validation error; this bounds it generously.
 REASK_TOKENS = 200
 
 
-def estimate_cost(call: LlmCall) -> float:
+def estimate_cost(call: LlmCall | AgentTurnCall | ImageCall) -> float:
     """The most ``call`` can cost in USD (see the module docstring for the formula)."""
+    if isinstance(call, AgentTurnCall):
+        return _turn_cost(call)
+    if isinstance(call, ImageCall):
+        return _image_cost(call)
+    return _llm_cost(call)
+
+
+def _llm_cost(call: LlmCall) -> float:
     litellm = litellm_module()
     pipe = call.pipe
     model = pipe.model or "durapipe/offline"
@@ -39,12 +54,7 @@ def estimate_cost(call: LlmCall) -> float:
     input_tokens = int(litellm.token_counter(model=model, messages=messages))
     if fmt is not None:
         input_tokens += int(litellm.token_counter(model=model, text=json.dumps(fmt)))
-    max_output = int(
-        pipe.settings.get("max_tokens")
-        or pipe.settings.get("max_completion_tokens")
-        or info.get("max_output_tokens")
-        or DEFAULT_MAX_OUTPUT_TOKENS
-    )
+    max_output = _max_output(pipe.settings, info)
     asks = pipe.reask + 1 if fmt is not None else 1
     total_input = sum(input_tokens + ask * (max_output + REASK_TOKENS) for ask in range(asks))
     return total_input * input_price + asks * max_output * output_price
@@ -55,3 +65,49 @@ def _model_info(model: str) -> dict[str, Any]:
         return dict(litellm_module().get_model_info(model))
     except Exception:  # litellm raises for models it has no data for: no price known
         return {}
+
+
+def _turn_cost(call: AgentTurnCall) -> float:
+    litellm = litellm_module()
+    pipe = call.pipe
+    model = pipe.model or "durapipe/offline"
+    info = _model_info(model)
+    input_price = float(info.get("input_cost_per_token") or 0.0)
+    output_price = float(info.get("output_cost_per_token") or 0.0)
+    if not input_price and not output_price:
+        return 0.0
+    input_tokens = int(
+        litellm.token_counter(model=model, messages=call.messages, tools=call.tools or None)
+    )
+    fmt, _ = response_format(pipe.output, call.structures)
+    if fmt is not None:
+        input_tokens += int(litellm.token_counter(model=model, text=json.dumps(fmt)))
+    return input_tokens * input_price + _max_output(pipe.settings, info) * output_price
+
+
+def _image_cost(call: ImageCall) -> float:
+    pipe = call.pipe
+    model = pipe.model or OFFLINE_MODEL
+    if model == OFFLINE_MODEL:
+        return 0.0
+    try:
+        from litellm.cost_calculator import default_image_cost_calculator
+
+        bare, provider, _, _ = litellm_module().get_llm_provider(model)
+        size = pipe.size.replace("x", "-x-")  # litellm's price keys: 1024-x-1024/dall-e-3
+        return float(
+            default_image_cost_calculator(
+                model=bare, custom_llm_provider=provider, n=pipe.count, size=size
+            )
+        )
+    except Exception:  # litellm has no price by size for it: its price per image, if any
+        return pipe.count * float(_model_info(model).get("output_cost_per_image") or 0.0)
+
+
+def _max_output(settings: dict[str, Any], info: dict[str, Any]) -> int:
+    return int(
+        settings.get("max_tokens")
+        or settings.get("max_completion_tokens")
+        or info.get("max_output_tokens")
+        or DEFAULT_MAX_OUTPUT_TOKENS
+    )

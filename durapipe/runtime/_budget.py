@@ -9,11 +9,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from durapipe._errors import ErrorType, StepFailed
-from durapipe.runtime._calls import LeafCall, LeafResult, LlmCall, Usage
+from durapipe.runtime._calls import AgentTurnCall, ImageCall, LeafCall, LeafResult, LlmCall, Usage
 
 BUDGET_EXCEEDED = ErrorType.BUDGET_EXCEEDED
 # Spend and estimates are sums of float prices; equal must not read as "over".
 _SLACK = 1e-9
+
+
+def estimated(call: LeafCall) -> bool:
+    """Whether a budget estimates ``call`` before it runs: the calls priced before they are made
+    (an llm step, an agent's turn, an image step; see `durapipe.activities.estimate_cost`)."""
+    return isinstance(call, (LlmCall, AgentTurnCall, ImageCall))
 
 
 def effective_budget(*limits: float | None) -> float | None:
@@ -61,16 +67,21 @@ class Budget:
     async def spend(
         self,
         call: LeafCall,
-        estimate: Callable[[LlmCall], Awaitable[float]],
+        estimate: Callable[[LeafCall], Awaitable[float | None]],
         run: Callable[[LeafCall], Awaitable[LeafResult]],
     ) -> LeafResult:
         """Run a leaf call if the budget allows its worst case, and count what it spent.
 
+        ``estimate`` gives a call's worst case, or None for a call that is not estimated (a tool,
+        an extract: see `durapipe.activities.estimate_cost`).
+
         Raises:
             StepFailed: the budget would be exceeded (nothing was called), or the call failed.
         """
-        if self.active and isinstance(call, LlmCall):
-            self.check(call, await estimate(call))
+        if self.active:
+            worst = await estimate(call)
+            if worst is not None:
+                self.check(call, worst)
         try:
             result = await run(call)
         except StepFailed as err:

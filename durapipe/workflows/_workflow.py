@@ -47,7 +47,7 @@ with workflow.unsafe.imports_passed_through():
         check_decision,
         timeout_decision,
     )
-    from durapipe.runtime._budget import Budget
+    from durapipe.runtime._budget import Budget, estimated
     from durapipe.runtime._calls import (
         WORKFLOW_VERSION,
         LeafCall,
@@ -103,6 +103,9 @@ CANCEL_ENDS_AGENT_PATCH = "durapipe.cancel-ends-agent"
 # counts in the run's totals and budget since this change; before it, only what succeeded counted.
 # Asked only when a failure carries spend, so other runs' histories carry no marker.
 FAILED_SPEND_PATCH = "durapipe.failed-spend"
+# Under a budget, an agent's turns and image steps are estimated before they run since this change,
+# as llm steps always were (a local activity each); before it they were counted after.
+ESTIMATES_PATCH = "durapipe.estimate-turns-and-images"
 # The changes a run's `PipeRun.workflow_version` puts in force without asking `workflow.patched`
 # (a marker and a TemporalChangeVersion upsert per run). A change made later must still go through
 # `workflow.patched` for these versions (or come with a new version).
@@ -401,11 +404,21 @@ class _TemporalRuntime:
 
     async def leaf(self, call: LeafCall) -> LeafResult:
         try:
-            return await self.budget.spend(call, _estimate, self._activity)
+            return await self.budget.spend(call, self._estimate, self._activity)
         except (asyncio.CancelledError, ActivityError) as err:
             if not is_cancelled_exception(err):
                 raise  # the cost estimate itself failed: the run fails with its error
             raise RunCancelled("the run was cancelled", path=call.path) from None
+
+    async def _estimate(self, call: LeafCall) -> float | None:
+        """A call's worst case (a local activity), or None when it is not estimated: an agent's
+        turn and an image step only in runs since `ESTIMATES_PATCH` (asked only under a budget,
+        at such a call)."""
+        if isinstance(call, LlmCall):
+            return await _estimate(call)
+        if estimated(call) and self.patched(ESTIMATES_PATCH):
+            return await _estimate(call)
+        return None
 
     async def child(self, run: PipeRun) -> RunResult:
         limit = self.budget.for_child(run.spec.pipes[run.pipe].budget_usd)
@@ -620,7 +633,7 @@ class _ActivityOptions:
         return name, {**options, "activity_id": call.path, "summary": summary(call)}, wire
 
 
-async def _estimate(call: LlmCall) -> float:
+async def _estimate(call: LeafCall) -> float:
     estimate: float = await workflow.execute_local_activity(
         ESTIMATE_ACTIVITY,
         call,
