@@ -233,7 +233,9 @@ def test_the_built_in_kinds_take_the_registered_path() -> None:
         getattr(fn, "__temporal_activity_definition").name: get_type_hints(fn).get("call")
         for fn in Activities(checkpoints=None).all()
     }
-    assert worker == {**messages, "durapipe.estimate_cost": LlmCall}
+    # The budget's estimate takes every call it prices before it runs.
+    estimated = LlmCall | AgentTurnCall | ImageCall
+    assert worker == {**messages, "durapipe.estimate_cost": estimated}
 
 
 class EchoPipe(PipeBase):

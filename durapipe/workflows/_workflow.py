@@ -57,13 +57,13 @@ with workflow.unsafe.imports_passed_through():
         RunResult,
         StepFailure,
         StepRecord,
-        Usage,
         failed_spend,
         spent_by,
         spent_in,
     )
     from durapipe.runtime._controllers import CONCURRENT_CHUNKS_PATCH
     from durapipe.runtime._interpret import CallParts, Interpreter
+    from durapipe.runtime._spend import spends
     from durapipe.spec import Pipeline
     from durapipe.spec._kinds import kinds_generation
     from durapipe.spec._messages import end_loan, lend_wire_pipe, pipe_on_the_wire
@@ -427,7 +427,7 @@ class _TemporalRuntime:
         except StepFailed as err:
             # What the failed child's steps paid for counts here too (its records say it).
             spent = spent_by(StepRecord.model_validate(s) for s in err.steps)
-            err.spent = spent if _any(spent) and self.patched(FAILED_SPEND_PATCH) else None
+            err.spent = spent if spends(spent) and self.patched(FAILED_SPEND_PATCH) else None
             if err.spent is not None:
                 self.budget.add(err.spent)
             raise
@@ -642,10 +642,6 @@ async def _estimate(call: LeafCall) -> float:
         summary=f"estimate cost of {call.path}",
     )
     return estimate
-
-
-def _any(usage: Usage) -> bool:
-    return bool(usage.cost_usd or usage.input_tokens or usage.output_tokens)
 
 
 def _cause(cause: BaseException | None) -> tuple[str, str]:
