@@ -39,8 +39,10 @@ class AttemptSpend:
 
     def __init__(self, attempt: int, prior: list[FailedAttempt] | None = None) -> None:
         self.attempt = attempt
-        self.fresh = Usage()
-        self.replayed = Usage()
+        # Shared zeros until something is counted (never changed in place: `add` replaces them):
+        # every leaf call makes one of these, most ask once.
+        self.fresh = _NOTHING
+        self.replayed = _NOTHING
         self.model: str | None = None
         # What the attempts before this one paid for before they failed, as far as known.
         self.prior = prior or []
@@ -50,9 +52,9 @@ class AttemptSpend:
         """Count one answer of ``model``."""
         if self._replays:
             self._replays -= 1
-            self.replayed = self.replayed + usage
+            self.replayed = usage if self.replayed is _NOTHING else self.replayed + usage
         else:
-            self.fresh = self.fresh + usage
+            self.fresh = usage if self.fresh is _NOTHING else self.fresh + usage
         self.model = model
 
     def replay(self) -> None:
@@ -87,6 +89,7 @@ def spends(usage: Usage) -> bool:
     return bool(usage.cost_usd or usage.input_tokens or usage.output_tokens)
 
 
+_NOTHING = Usage()
 _ATTEMPT: ContextVar[AttemptSpend | None] = ContextVar("durapipe_attempt_spend", default=None)
 
 

@@ -16,8 +16,9 @@ from temporalio.api.workflow.v1 import PendingActivityInfo
 import durapipe as dp
 from durapipe._words import counted
 from durapipe.cli._live import render
-from durapipe.cli._progress import header, newly_finished, run_line, tree_lines
+from durapipe.cli._progress import header, newly_finished, run_line, step_line, tree_lines
 from durapipe.client._pending import retry_update
+from durapipe.runtime._calls import FailedAttempt
 from durapipe.workflows._search import finished_steps
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -64,6 +65,25 @@ def test_tree_lines_show_status_attempts_time_tokens_cost_counts_and_errors() ->
         "  ✗ check (tool)  failed  3 attempts  ValueError: bad item",
         "- publish (tool)  skipped",
     ]
+
+
+def test_a_step_that_spent_on_failed_attempts_says_how_much_of_its_cost_that_was() -> None:
+    failed = [
+        FailedAttempt(attempt=1, input_tokens=36, output_tokens=100, cost_usd=1.00036),
+        FailedAttempt(attempt=2, input_tokens=72, output_tokens=200, cost_usd=2.00072),
+    ]
+    record = dp.StepRecord(
+        path="judge", pipe="judge", kind="llm", status="failed", attempts=2, model="openai/m",
+        input_tokens=108, output_tokens=300, cost_usd=3.00108, failed_attempts=failed,
+        error_type="durapipe.InvalidOutput", error="no fit",
+    )  # fmt: skip
+    assert tree_lines([record]) == [
+        "✗ judge (llm · openai/m)  failed  2 attempts  108 in / 300 out tokens  $3.001080  "
+        "($3.001080 of it on failed attempts 1, 2)  durapipe.InvalidOutput: no fit"
+    ]
+    assert "($1.000360 of it on failed attempt 1)" in step_line(
+        record.model_copy(update={"failed_attempts": failed[:1]})
+    )
 
 
 def test_finished_steps_counts_batch_items_not_rows() -> None:
