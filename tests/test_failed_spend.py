@@ -70,8 +70,22 @@ def pipeline() -> dp.Pipeline:
         max_concurrency=1,
         on_error="collect",
     )
+    chunked = dp.batch(
+        "chunked",
+        over="topics",
+        item="topic",
+        inputs={"topics": list[str]},
+        pipe=llm("judge", "gpt-nofit"),
+        max_concurrency=1,
+        chunk_size=2,
+    )
     return dp.pipeline(
-        llm("nofit", "gpt-nofit"), llm("bad", "gpt-bad"), llm("retried", "gpt-retry"), nested, items
+        llm("nofit", "gpt-nofit"),
+        llm("bad", "gpt-bad"),
+        llm("retried", "gpt-retry"),
+        nested,
+        items,
+        chunked,
     )
 
 
@@ -302,3 +316,24 @@ async def test_a_retry_counts_what_the_attempt_before_it_paid_for_without_a_chec
         assert (step.attempts, [a.attempt for a in step.failed_attempts]) == (2, [1])
         assert same(recorded(result.steps), provider), (recorded(result.steps), provider)
         assert same(Spend(0, result.usage.cost_usd, *_tokens(result.usage)), provider)
+
+
+async def test_a_batch_in_chunks_counts_what_its_failed_chunk_paid_for(
+    temporal_address: str, task_queue: str, fake: FakeProvider
+) -> None:
+    # Three items in chunks of two (child runs): the first item never fits and fails its chunk.
+    script(fake)
+    flow = pipeline()
+    topics = {"topics": ["a", "b", "c"]}
+    client = await dp.connect(temporal_address, pipeline=flow)
+    run_id = f"chunked-{uuid.uuid4().hex[:8]}"
+    async with dp.build_worker(client, task_queue=task_queue):
+        with pytest.raises(dp.StepFailed):
+            await dp.run(client, flow, "chunked", topics, run_id=run_id, task_queue=task_queue)
+        provider = billed(fake, "gpt-nofit")
+        assert provider.calls >= 3
+        assert same(await totals_of(client, run_id), provider)
+    since = len(fake.calls)
+    with pytest.raises(dp.StepFailed) as local:
+        await dp.run_local(flow, "chunked", topics)
+    assert same(recorded(local.value.steps), billed(fake, "gpt-nofit", since))

@@ -266,6 +266,8 @@ class _BatchMapper:
                 try:
                     result = await interp.runtime.child(chunk)
                 except StepFailed as err:
+                    if err.spent is not None:  # what the chunk paid for before it failed
+                        interp.usage += err.spent
                     self._count(_counts_of(err.steps, f"{self.here}[*]"))
                     failures[index] = err
                     continue
