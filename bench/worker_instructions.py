@@ -38,14 +38,17 @@ places of each table by the size of the difference:
 
 The kernel's side (system calls, page faults, scheduling) and waits are not counted by either;
 instructions are not time (a cache miss costs more than an add) and a bytecode is not an
-instruction (from a few to thousands), but two runs of one worker give the same counts within
-about 1 %, where CPU time on this shared host moves by 10 % or more. Under valgrind a worker runs
+instruction (from a few to thousands), but three runs of one worker on one batch shape gave the
+same count within 0.1 % here, where CPU time on this shared host moves by 10 % or more. Across
+shapes and loads a whole worker's count moves more: how the completions are batched into workflow
+tasks depends on timing (each counted run's tasks are printed), and a collection of the oldest
+generation may fall in a counted batch or not. Under valgrind a worker runs
 ~50 times slower and one thread at a time, so the harness starts the runs with a 120 s workflow
 task timeout (the product's timeouts are untouched); a counted history with a timed-out or failed
 task would carry a retry's work, and is reported. ``--keep DIR`` keeps the files (``--report
 DIR`` prints the tables again; ``callgrind_annotate DIR/durapipe.1-01`` reads one thread's). It
-needs valgrind (``apt-get install valgrind``); 200 leaves at 100 at once take about 4 minutes
-on a quiet 2-core host.
+needs valgrind (``apt-get install valgrind``); 2 x 100 leaves take about 5 minutes under
+callgrind, 2 more under the bytecode counter.
 """
 
 from __future__ import annotations
@@ -412,8 +415,10 @@ pipes:
 
 
 async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
-    """Run both workers under each of ``args.tools`` in turn, count their measured batches; the
-    notes on histories that carry more than the batch's work."""
+    """Run both workers under each of ``args.tools`` in turn, count their measured batches; a
+    note per counted run: its history's events and workflow tasks (how the leaves' completions
+    were batched into workflow tasks depends on timing, and each task costs both sides work), and
+    any timed-out or failed event (a retry's work is in the counts)."""
     import durapipe as dp
     from bench import handwritten
     from bench._common import cpu_when_quiet, dev_server, durapipe_cli, note, process, wait_ready
@@ -424,7 +429,7 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
     pipeline_file.write_text(pipeline_yaml(args.concurrency))
     pipeline = dp.load(pipeline_file)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    problems: list[str] = []
+    notes: list[str] = []
     async with dev_server(args.address) as address:
         ours_client = await dp.connect(address, pipeline=pipeline)
         theirs_client = await handwritten.connect(address)
@@ -452,13 +457,17 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
             await handle.result()
             return handle.id
 
-        async def check(side: str, workflow_id: str) -> None:
+        async def check(side: str, tool: str, workflow_id: str) -> None:
             client = ours_client if side == "durapipe" else theirs_client
             history = await client.get_workflow_handle(workflow_id).fetch_history()
-            kinds = (event.WhichOneof("attributes") or "" for event in history.events)
-            bad = Counter(kind for kind in kinds if re.search(r"(timed_out|failed)_event", kind))
-            if bad:
-                problems.append(f"{side} run {workflow_id}: {dict(bad)}")
+            kinds = Counter(event.WhichOneof("attributes") or "" for event in history.events)
+            tasks = kinds["workflow_task_completed_event_attributes"]
+            bad = {k: n for k, n in kinds.items() if re.search(r"(timed_out|failed)_event", k)}
+            notes.append(
+                f"# {side} under {tool}: {len(history.events)} history events, {tasks} workflow "
+                f"tasks ({tasks / args.leaves:.3f} per leaf)"
+                + (f"; not clean, its counts include a retry's work: {bad}" if bad else "")
+            )
 
         for tool in args.tools:
             for side in SIDES:
@@ -484,8 +493,8 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
                         await switch(tool, child.pid, on=False)
                         if tool == "bytecodes":
                             await written(child, folder / f"{side}.opcodes.{index + 1}.json")
-                        await check(side, workflow_id)
-    return problems
+                        await check(side, tool, workflow_id)
+    return notes
 
 
 def counted(tool: str, side: str, folder: Path, command: list[str]) -> list[str]:
@@ -546,9 +555,7 @@ def main(argv: Iterable[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="durapipe-worker-ir-") as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        problems = asyncio.run(measure(args, folder))
-        for problem in problems:
-            print(f"# not clean (its counts include the retry's work): {problem}")
+        print("\n".join(asyncio.run(measure(args, folder))))
         print("\n".join(tables(folder, leaves, args.top)))
 
 
