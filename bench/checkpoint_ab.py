@@ -1,7 +1,7 @@
 """In-process A/B of the checkpoint path against an earlier commit's: key, wrapper, SQLite round trip.
 
-The earlier commit's ``durapipe/stores/_checkpoints.py`` and ``_answers.py`` (``git show``) are
-loaded beside this checkout's, and each piece runs both ways, alternating round by round
+The earlier commit's ``durapipe/stores/_checkpoints.py``, ``_answers.py`` and ``_held_sqlite.py``
+(the event loop's SQLite connection; ``git show``) are loaded beside this checkout's, and each piece runs both ways, alternating round by round
 (`bench.activity_ab.compare`), so a busy machine slows both alike:
 
     python -m bench.checkpoint_ab --base 01d7702 [--rounds 9] [--calls 5000]
@@ -223,6 +223,10 @@ def main(argv: list[str] | None = None) -> None:
             args.base, "durapipe/stores/_answers.py", "base_answers", Path(folder)
         )
         old.__dict__["keeping_answers"] = old_answers.keeping_answers  # the base's, whole
+        old_held = _module_at(
+            args.base, "durapipe/stores/_held_sqlite.py", "base_held_sqlite", Path(folder)
+        )
+        old.__dict__["held_connection"] = old_held.held_connection
         for name, (calls, messages) in _calls().items():
             print(f"# checkpoint_key, {name}" + (", caches cold" if args.cold else ""))
             variants = {

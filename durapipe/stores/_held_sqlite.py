@@ -35,6 +35,7 @@ _OK, _ROW, _DONE = 0, 100, 101
 _BUSY_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED (primary codes)
 _INTEGER, _FLOAT, _TEXT, _BLOB = 1, 2, 3, 4
 _OPEN_READWRITE = 0x00000002
+_CHANGING = {"INSERT", "UPDATE", "DELETE", "REPLACE"}  # statements whose rowcount sqlite3 sets
 _TRANSIENT = ctypes.c_void_p(-1)  # SQLite copies a bound value before the call returns
 
 
@@ -50,7 +51,7 @@ class HeldConnection:
     def __init__(self, lib: ctypes.PyDLL, path: Path) -> None:
         self._lib = lib
         self._db = ctypes.c_void_p()
-        self._statements: dict[str, ctypes.c_void_p] = {}
+        self._statements: dict[str, tuple[ctypes.c_void_p, int, bool]] = {}
         rc = lib.sqlite3_open_v2(os.fsencode(path), ctypes.byref(self._db), _OPEN_READWRITE, None)
         if rc != _OK:
             message = self._message() if self._db else f"error {rc}"
@@ -58,19 +59,32 @@ class HeldConnection:
             raise _error(rc, f"cannot open {path}: {message}")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Result:
-        """Run one statement; its rows are read at once (the store's statements return one)."""
-        statement = self._prepared(sql)
+        """Run one statement; its rows are read at once (the store's statements return one).
+
+        Every parameter is bound on every run (a count that does not match raises
+        ``sqlite3.ProgrammingError``, as ``sqlite3`` does), so a run never sees the last run's
+        values and the bindings need no clearing; ``rowcount`` is SQLite's count of changed
+        rows after an INSERT, UPDATE, DELETE or REPLACE and -1 after anything else (as
+        ``sqlite3``'s): a read asks SQLite for nothing more. Each call through ctypes costs a
+        few thousand instructions (``bench.worker_instructions``), so none is made in vain.
+        """
+        statement, parameters, changes = self._prepared(sql)
+        if len(params) != parameters:
+            raise sqlite3.ProgrammingError(
+                f"Incorrect number of bindings supplied. The current statement uses "
+                f"{parameters}, and there are {len(params)} supplied."
+            )
+        lib = self._lib
         try:
             self._bind(statement, params)
             rows = []
-            while (rc := self._lib.sqlite3_step(statement)) == _ROW:
+            while (rc := lib.sqlite3_step(statement)) == _ROW:
                 rows.append(self._row(statement))
             if rc != _DONE:
-                raise _error(self._lib.sqlite3_extended_errcode(self._db), self._message())
-            return _Result(rows, self._lib.sqlite3_changes(self._db))
+                raise _error(lib.sqlite3_extended_errcode(self._db), self._message())
+            return _Result(rows, lib.sqlite3_changes(self._db) if changes else -1)
         finally:
-            self._lib.sqlite3_reset(statement)
-            self._lib.sqlite3_clear_bindings(statement)
+            lib.sqlite3_reset(statement)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> _Result:
         """Run one statement per row; ``rowcount`` sums the rows each changed."""
@@ -79,7 +93,7 @@ class HeldConnection:
 
     def close(self) -> None:
         """Finalize the statements and close the connection."""
-        for statement in self._statements.values():
+        for statement, _, _ in self._statements.values():
             self._lib.sqlite3_finalize(statement)
         self._statements.clear()
         if self._db:
@@ -89,9 +103,11 @@ class HeldConnection:
     def __del__(self) -> None:
         self.close()
 
-    def _prepared(self, sql: str) -> ctypes.c_void_p:
-        statement = self._statements.get(sql)
-        if statement is None:
+    def _prepared(self, sql: str) -> tuple[ctypes.c_void_p, int, bool]:
+        """``sql``'s statement (prepared once per connection), how many parameters it takes, and
+        whether it changes rows (its ``rowcount`` is read)."""
+        prepared = self._statements.get(sql)
+        if prepared is None:
             statement = ctypes.c_void_p()
             encoded = sql.encode()
             rc = self._lib.sqlite3_prepare_v2(
@@ -99,23 +115,26 @@ class HeldConnection:
             )
             if rc != _OK:
                 raise _error(self._lib.sqlite3_extended_errcode(self._db), self._message())
-            self._statements[sql] = statement
-        return statement
+            changes = sql.lstrip().split(None, 1)[0].upper() in _CHANGING
+            prepared = (statement, self._lib.sqlite3_bind_parameter_count(statement), changes)
+            self._statements[sql] = prepared
+        return prepared
 
     def _bind(self, statement: ctypes.c_void_p, params: Sequence[Any]) -> None:
         lib = self._lib
         for index, value in enumerate(params, start=1):
-            if value is None:
-                rc = lib.sqlite3_bind_null(statement, index)
-            elif isinstance(value, str):
+            # The store's values in the order they are most common: keys and JSON, times.
+            if isinstance(value, str):
                 data = value.encode()
                 rc = lib.sqlite3_bind_text(statement, index, data, len(data), _TRANSIENT)
+            elif isinstance(value, float):
+                rc = lib.sqlite3_bind_double(statement, index, value)
+            elif value is None:
+                rc = lib.sqlite3_bind_null(statement, index)
             elif isinstance(value, bytes):
                 rc = lib.sqlite3_bind_blob(statement, index, value, len(value), _TRANSIENT)
             elif isinstance(value, int):  # bool too, as sqlite3 binds it
                 rc = lib.sqlite3_bind_int64(statement, index, value)
-            elif isinstance(value, float):
-                rc = lib.sqlite3_bind_double(statement, index, value)
             else:
                 raise TypeError(f"cannot bind a {type(value).__name__} to a SQLite statement")
             if rc != _OK:
@@ -236,7 +255,7 @@ def _declare(lib: ctypes.PyDLL) -> None:
         "sqlite3_prepare_v2": ([p, c, i, ctypes.POINTER(p), p], i),
         "sqlite3_step": ([p], i),
         "sqlite3_reset": ([p], i),
-        "sqlite3_clear_bindings": ([p], i),
+        "sqlite3_bind_parameter_count": ([p], i),
         "sqlite3_finalize": ([p], i),
         "sqlite3_close_v2": ([p], i),
         "sqlite3_changes": ([p], i),

@@ -97,3 +97,31 @@ def test_the_store_keeps_sqlite3_when_switched_off(
     assert store.put_nowait("k", LeafResult(output="kept", model="m"))
     stored = store.get_nowait("k")
     assert stored is not None and stored.output == "kept"
+
+
+def test_a_held_connection_binds_every_parameter_each_run_and_counts_changes_as_sqlite3_does(
+    tmp_path: Path,
+) -> None:
+    # Its bindings are not cleared between runs (a call saved per statement): each run binds all
+    # of them, so a wrong count is refused, as sqlite3 refuses it, instead of running with the
+    # last run's values; and a read's rowcount is -1, as sqlite3's, without asking SQLite.
+    path = tmp_path / "values.sqlite"
+    plain = sqlite3.connect(path, isolation_level=None)
+    plain.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v)")
+    held = _held_sqlite.held_connection(path, (), wait=1)
+    assert isinstance(held, HeldConnection)
+    insert, select = "INSERT INTO t VALUES (?, ?)", "SELECT v FROM t WHERE k = ?"
+    for db in (plain, held):
+        with pytest.raises(sqlite3.ProgrammingError, match="Incorrect number of bindings"):
+            db.execute(insert, ("only the key",))
+    assert held.execute(insert, ("a", "kept")).rowcount == 1
+    assert held.execute(insert, ("b", None)).rowcount == 1  # NULL, not the last run's "kept"
+    assert held.executemany(insert, [("c", 1), ("d", 2.5)]).rowcount == 2
+    for db in (plain, held):
+        assert db.execute(select, ("b",)).fetchone() == (None,)
+        assert db.execute(select, ("a",)).rowcount == -1
+    assert plain.execute("SELECT k, v FROM t ORDER BY k").fetchall() == [
+        ("a", "kept"), ("b", None), ("c", 1), ("d", 2.5),
+    ]  # fmt: skip
+    held.close()
+    plain.close()

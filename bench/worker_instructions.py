@@ -1,0 +1,572 @@
+"""Instructions per leaf of a whole worker process, durapipe's beside the minimal hand-written one,
+counted by valgrind (callgrind) on every thread, and the Python bytecodes each function runs:
+measures that load does not move.
+
+    python -m bench.worker_instructions [--leaves 200] [--concurrency 100] [--rounds 1]
+                                        [--only callgrind|bytecodes] [--top 15] [--keep DIR]
+                                        [--address HOST:PORT]
+    python -m bench.worker_instructions --report DIR [--leaves N] [--rounds N] [--top N]
+
+Both bench workers (``durapipe worker`` on a batch pipeline, `bench.handwritten`) run against one
+dev server (a fresh one unless ``--address``), one after the other, each twice: under ``valgrind
+--tool=callgrind --separate-threads=yes --instr-atstart=no``, then under a bytecode counter (a
+``sys.settrace`` opcode tracer, `traced`). Each gets one uncounted warm-up batch, then ``--rounds``
+counted batches of ``--leaves`` items, ``--concurrency`` at once (``make bench``'s batch1000
+shape, smaller). Counting is switched on just before a counted batch starts (``callgrind_control
+-i on``; SIGUSR1 to the tracer) and off once its worker is quiet after it (no CPU tick for 0.5 s),
+so imports, start-up and the warm-up are not counted, and what a batch leaves running (logging,
+collections) is; then the counts are dumped per thread (``callgrind_control -d``; SIGUSR2).
+
+It prints per leaf (counts over the counted leaves), durapipe minus hand-written, the ``--top``
+places of each table by the size of the difference:
+
+- instructions by thread group: ``event loop`` (the main thread: asyncio, the activities, the
+  bridge's Python side), ``python threads`` (the others that run Python: temporalio's workflow
+  threads, where the workflows run, and the loop's default pool, where litellm runs the
+  synchronous ``completion`` half of every ``acompletion``), ``temporal core`` (threads running
+  only the Rust core, ``temporal_sdk_bridge``: gRPC, its gzip), ``other``;
+- by library (the shared object the work is in; ``python`` is the interpreter, so a Python
+  function's work shows there as the interpreter's C functions, and in the bytecode tables below
+  under its own name);
+- by function (``library:function``), self cost; callgrind's inclusive costs are no use in an
+  interpreter (every Python call nests the eval loop, so every frame includes every other), so
+  the inclusive table is ``entered from Python``: what the interpreter's calls into another
+  library cost, that library's callees included (``_ctypes:PyCFuncPtr_call``: a ctypes call with
+  the C function it calls);
+- Python bytecodes by thread group (``event loop``, ``python threads``), by package (``durapipe``,
+  ``temporalio``, ``litellm``, ``stdlib:asyncio``, ...) and by function (its own bytecodes).
+
+The kernel's side (system calls, page faults, scheduling) and waits are not counted by either;
+instructions are not time (a cache miss costs more than an add) and a bytecode is not an
+instruction (from a few to thousands), but three runs of one worker on one batch shape gave the
+same count within 0.1 % here, where CPU time on this shared host moves by 10 % or more. Across
+shapes and loads a whole worker's count moves more: how the completions are batched into workflow
+tasks depends on timing (each counted run's tasks are printed), and a collection of the oldest
+generation may fall in a counted batch or not. Under valgrind a worker runs
+~50 times slower and one thread at a time, so the harness starts the runs with a 120 s workflow
+task timeout (the product's timeouts are untouched); a counted history with a timed-out or failed
+task would carry a retry's work, and is reported. ``--keep DIR`` keeps the files (``--report
+DIR`` prints the tables again; ``callgrind_annotate DIR/durapipe.1-01`` reads one thread's). It
+needs valgrind (``apt-get install valgrind``); 2 x 100 leaves take about 5 minutes under
+callgrind, 2 more under the bytecode counter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything imports litellm
+
+SIDES = ("durapipe", "handwritten")
+TOOLS = ("callgrind", "bytecodes")
+THREAD_GROUPS = {"loop": "event loop", "threads": "python threads"}
+# Workflow task timeout of the measured runs: a task of a 100-wide batch under valgrind takes
+# seconds, over temporalio's 10 s default on a busy host (the server caps it at 120 s).
+TASK_TIMEOUT = timedelta(seconds=120)
+PYTHON_OBJECTS = re.compile(r"^(lib)?python3")
+RECURSION = re.compile(r"'\d+$")  # callgrind's recursion level suffix (f'2)
+# Name lines and the table each compresses into (cob, cfn, cfi share ob's, fn's, fl's).
+NAMES = {"ob": "ob", "fn": "fn", "fl": "fl", "fi": "fl", "fe": "fl", "cob": "ob", "cfn": "fn",
+         "cfi": "fl", "cfl": "fl"}  # fmt: skip
+
+
+# --- callgrind's output -----------------------------------------------------------------------
+
+
+@dataclass
+class Costs:
+    """One thread's counts from one callgrind file: instructions by function (``object:name``),
+    its own (``own``) and with its callees' (``inclusive``)."""
+
+    own: Counter[str] = field(default_factory=Counter)
+    entries: Counter[str] = field(default_factory=Counter)
+    summary: int = 0
+
+    @property
+    def by_object(self) -> Counter[str]:
+        objects: Counter[str] = Counter()
+        for name, cost in self.own.items():
+            objects[name.split(":", 1)[0]] += cost
+        return objects
+
+
+def short_object(path: str) -> str:
+    """A shared object's name as the tables print it: ``python`` for the interpreter, an
+    extension module or library without its version and platform tags."""
+    name = Path(path).name
+    if PYTHON_OBJECTS.match(name) or name == "python":
+        return "python"
+    name = re.sub(r"\.cpython-\d+.*|\.abi3\.so$|\.so(\.[\d.]+)?$", "", name)
+    return name or "???"
+
+
+def parse(text: str) -> Costs:
+    """The counts in one callgrind output file (the ``Ir`` event, positions as lines).
+
+    Names may be compressed (``fn=(12) name`` defines 12, ``fn=(12)`` uses it); a cost line after
+    ``calls=`` is the call's inclusive cost, charged to the caller's inclusive cost only, and not
+    when a function calls itself (callgrind's ``'2`` recursion levels are one function here).
+    """
+    names: dict[tuple[str, str], str] = {}
+
+    def name(kind: str, value: str) -> str:
+        match = re.match(r"\((\d+)\)(?: (.*))?$", value)
+        if match is None:
+            return value
+        if match.group(2) is not None:
+            names[(kind, match.group(1))] = match.group(2)
+        return names.get((kind, match.group(1)), "???")
+
+    costs = Costs()
+    obj = callee_obj = "???"
+    function = callee = "???:???"
+    after_call = False
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        head, _, rest = line.partition("=")
+        if head in NAMES:
+            value = name(NAMES[head], rest)
+            if head == "ob":
+                obj = callee_obj = short_object(value)
+            elif head == "fn":
+                function = f"{obj}:{RECURSION.sub('', value)}"
+                callee_obj = obj
+            elif head == "cob":
+                callee_obj = short_object(value)
+            elif head == "cfn":
+                callee = f"{callee_obj}:{RECURSION.sub('', value)}"
+            continue
+        if head == "calls":
+            after_call = True
+            continue
+        if line.startswith("summary:"):
+            costs.summary = int(line.split()[1])
+            continue
+        if not (line[0].isdigit() or line[0] in "+-*"):
+            continue  # a header line (version, creator, events, totals, ...)
+        fields = line.split()
+        cost = int(fields[1]) if len(fields) > 1 else 0
+        if after_call:
+            if obj == "python" and callee_obj not in ("python", "???", "_asyncio"):
+                costs.entries[callee] += cost
+            after_call = False
+            callee_obj = obj
+        else:
+            costs.own[function] += cost
+    return costs
+
+
+def thread_group(thread: int, costs: Costs) -> str:
+    """Which kind of thread ran ``costs``: the main thread (``event loop``), another one running
+    Python (``python threads``), one running only the Temporal core (``temporal core``)."""
+    if thread == 1:
+        return "event loop"
+    objects = costs.by_object
+    total = sum(objects.values()) or 1
+    if objects["python"] / total > 0.05:
+        return "python threads"
+    if objects["temporal_sdk_bridge"] / total > 0.05:
+        return "temporal core"
+    return "other"
+
+
+@dataclass
+class Side:
+    """One side's counts summed over its threads and measured dumps."""
+
+    threads: Counter[str] = field(default_factory=Counter)
+    objects: Counter[str] = field(default_factory=Counter)
+    own: Counter[str] = field(default_factory=Counter)
+    entries: Counter[str] = field(default_factory=Counter)
+
+    def add(self, thread: int, costs: Costs) -> None:
+        self.threads[thread_group(thread, costs)] += sum(costs.own.values())
+        self.objects.update(costs.by_object)
+        self.own.update(costs.own)
+        self.entries.update(costs.entries)
+
+    @property
+    def total(self) -> int:
+        return sum(self.threads.values())
+
+
+def dump_files(folder: Path, side: str) -> Iterator[tuple[int, Path]]:
+    """``side``'s measured dumps in ``folder`` (``<side>.<dump>-<thread>``), with their thread."""
+    for path in sorted(folder.glob(f"{side}.*-*")):
+        match = re.fullmatch(rf"{side}\.(\d+)-(\d+)", path.name)
+        if match is not None:
+            yield int(match.group(2)), path
+
+
+def read_side(folder: Path, side: str) -> Side:
+    counted = Side()
+    for thread, path in dump_files(folder, side):
+        counted.add(thread, parse(path.read_text(errors="replace")))
+    return counted
+
+
+def table(
+    title: str,
+    ours: Mapping[str, int],
+    theirs: Mapping[str, int],
+    leaves: int,
+    top: int,
+    *,
+    unit: int = 1000,
+) -> list[str]:
+    """The ``top`` places where the two differ most per leaf (in thousands of instructions, or
+    ``unit``s)."""
+    places = set(ours) | set(theirs)
+    rows = sorted(places, key=lambda p: (-abs(ours.get(p, 0) - theirs.get(p, 0)), p))[:top]
+    width = max([len(title), *(min(len(p), 70) for p in rows)])
+    what = "k instr/leaf" if unit == 1000 else "per leaf"
+    lines = [f"{title:{width}s} {'durapipe':>10s} {'handwritten':>11s} {'diff':>9s}   ({what})"]
+    for place in rows:
+        a, b = ours.get(place, 0) / leaves / unit, theirs.get(place, 0) / leaves / unit
+        shown = place if len(place) <= 70 else place[:67] + "..."
+        lines.append(f"{shown:{width}s} {a:10.1f} {b:11.1f} {a - b:+9.1f}")
+    return lines
+
+
+def report(folder: Path, leaves: int, top: int) -> list[str]:
+    """The tables for the dumps in ``folder`` (``leaves`` measured leaves per side)."""
+    ours, theirs = read_side(folder, "durapipe"), read_side(folder, "handwritten")
+    if not ours.total or not theirs.total:
+        raise SystemExit(f"no callgrind counts for both sides in {folder}")
+    a, b = ours.total / leaves / 1000, theirs.total / leaves / 1000
+    lines = [
+        f"instructions per leaf (k): durapipe {a:.1f}, handwritten {b:.1f}, "
+        f"durapipe minus handwritten {a - b:+.1f} ({a / b:.3f}x); {leaves} leaves per side",
+        "",
+    ]
+    for title, mine, others in (
+        ("thread group", ours.threads, theirs.threads),
+        ("library", ours.objects, theirs.objects),
+        ("function (self)", ours.own, theirs.own),
+        ("entered from Python (inclusive)", ours.entries, theirs.entries),
+    ):
+        lines += [*table(title, mine, others, leaves, top), ""]
+    return lines
+
+
+# --- Python's side: bytecodes per function -------------------------------------------------------
+
+
+def traced(out: Path, argv: list[str]) -> None:
+    """Run ``python -m ARGV`` in this process, counting the bytecodes each Python function runs
+    (on every thread Python starts after this) between SIGUSR1 and SIGUSR2; the Nth SIGUSR2
+    writes the counts to ``<out>.<N>.json`` (``loop|file:line:function`` -> bytecodes, ``loop``
+    for the main thread's, ``threads`` for the others') and clears them."""
+    import json
+    import runpy
+    import signal
+    import threading
+    from types import FrameType
+    from typing import Any
+
+    counts: Counter[Any] = Counter()
+    on = False
+    dumps = 0
+
+    main = threading.get_ident()
+
+    def on_loop(frame: FrameType, event: str, arg: object) -> Any:
+        if event == "opcode":
+            counts[("loop", frame.f_code)] += 1
+        return on_loop
+
+    def on_thread(frame: FrameType, event: str, arg: object) -> Any:
+        if event == "opcode":
+            counts[("threads", frame.f_code)] += 1
+        return on_thread
+
+    def start(frame: FrameType, event: str, arg: object) -> Any:
+        if not on:
+            return None
+        frame.f_trace_opcodes = True
+        return on_loop if threading.get_ident() == main else on_thread
+
+    def switch(signum: int, frame: object) -> None:
+        nonlocal on, dumps
+        on = signum == signal.SIGUSR1
+        if not on:
+            named = {
+                f"{where}|{c.co_filename}:{c.co_firstlineno}:{c.co_name}": n
+                for (where, c), n in counts.items()
+            }
+            counts.clear()
+            dumps += 1
+            partial = out.with_name(f"{out.name}.partial")
+            partial.write_text(json.dumps(named))
+            partial.rename(out.with_name(f"{out.name}.{dumps}.json"))
+
+    signal.signal(signal.SIGUSR1, switch)
+    signal.signal(signal.SIGUSR2, switch)
+    sys.settrace(start)
+    threading.settrace(start)
+    sys.argv = list(argv)
+    runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+
+
+def python_place(key: str) -> tuple[str, str]:
+    """A traced function's package (``durapipe``, ``temporalio``, ``litellm``, ``stdlib:asyncio``,
+    ...) and its name as the tables print it (``package/module.py:function``)."""
+    file, _, rest = key.partition("|")[2].partition(":")
+    function = rest.partition(":")[2]
+    parts = Path(file).parts
+    if "site-packages" in parts:
+        tail = parts[parts.index("site-packages") + 1 :]
+    elif "durapipe" in parts or "bench" in parts:
+        index = max(i for i, p in enumerate(parts) if p in ("durapipe", "bench"))
+        tail = parts[index:]
+    elif any(p.startswith("python3") for p in parts):
+        index = max(i for i, p in enumerate(parts) if p.startswith("python3"))
+        tail = ("stdlib", *parts[index + 1 :])
+    else:
+        tail = parts[-2:] if len(parts) > 1 else parts
+    if not tail:
+        return "???", f"{file}:{function}"
+    package = tail[0].removesuffix(".py")
+    if package == "stdlib" and len(tail) > 1:
+        package = f"stdlib:{tail[1].removesuffix('.py')}"
+    return package, f"{'/'.join(tail)}:{function}"
+
+
+def python_report(folder: Path, leaves: int, top: int) -> list[str]:
+    """Bytecodes per leaf by package and by function, durapipe beside hand-written, from the
+    ``<side>.opcodes.<round>.json`` files in ``folder``."""
+    import json
+
+    sides = []
+    for side in SIDES:
+        threads: Counter[str] = Counter()
+        packages: Counter[str] = Counter()
+        functions: Counter[str] = Counter()
+        for path in sorted(folder.glob(f"{side}.opcodes.*.json")):
+            for key, count in json.loads(path.read_text()).items():
+                package, function = python_place(key)
+                threads[THREAD_GROUPS[key.partition("|")[0]]] += count
+                packages[package] += count
+                functions[function] += count
+        sides.append((threads, packages, functions))
+    if not sides[0][0] or not sides[1][0]:
+        return []
+    a, b = sum(sides[0][0].values()) / leaves, sum(sides[1][0].values()) / leaves
+    lines = [
+        f"Python bytecodes per leaf: durapipe {a:.0f}, handwritten {b:.0f}, durapipe minus "
+        f"handwritten {a - b:+.0f} ({a / b:.3f}x)",
+        "",
+    ]
+    for index, title in enumerate(("python thread group", "python package", "python function")):
+        lines += [*table(title, sides[0][index], sides[1][index], leaves, top, unit=1), ""]
+    return lines
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def valgrind(out: Path) -> list[str]:
+    return [
+        "valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
+        "--dump-instr=no", "--collect-jumps=no", f"--callgrind-out-file={out}",
+    ]  # fmt: skip
+
+
+def control(pid: int, *args: str) -> None:
+    """``callgrind_control ARGS PID`` (through valgrind's gdbserver)."""
+    done = subprocess.run(
+        ["callgrind_control", *args, str(pid)], capture_output=True, text=True, timeout=600
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"callgrind_control {' '.join(args)} {pid} failed: {done.stderr.strip()}")
+
+
+def pipeline_yaml(concurrency: int) -> str:
+    return f"""
+pipes:
+  batch:
+    kind: batch
+    inputs:
+      questions: list[text]
+    over: questions
+    item: question
+    pipe: ask
+    max_concurrency: {concurrency}
+  ask:
+    kind: llm
+    inputs: {{question: text}}
+    prompt: "{{{{ question }}}}"
+"""
+
+
+async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
+    """Run both workers under each of ``args.tools`` in turn, count their measured batches; a
+    note per counted run: its history's events and workflow tasks (how the leaves' completions
+    were batched into workflow tasks depends on timing, and each task costs both sides work), and
+    any timed-out or failed event (a retry's work is in the counts)."""
+    import durapipe as dp
+    from bench import handwritten
+    from bench._common import cpu_when_quiet, dev_server, durapipe_cli, note, process, wait_ready
+    from durapipe.adapters import WORKFLOW_NAME, pipe_run
+    from durapipe.workflows._search import start_totals
+
+    pipeline_file = folder / "bench.yaml"
+    pipeline_file.write_text(pipeline_yaml(args.concurrency))
+    pipeline = dp.load(pipeline_file)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    notes: list[str] = []
+    async with dev_server(args.address) as address:
+        ours_client = await dp.connect(address, pipeline=pipeline)
+        theirs_client = await handwritten.connect(address)
+
+        async def batch(side: str, queue: str) -> str:
+            questions = [f"q{i}" for i in range(args.leaves)]
+            if side == "durapipe":
+                run = pipe_run(pipeline, "batch", {"questions": questions})
+                handle = await ours_client.start_workflow(
+                    WORKFLOW_NAME,
+                    run,
+                    id=run.run_id,
+                    task_queue=queue,
+                    task_timeout=TASK_TIMEOUT,
+                    search_attributes=start_totals("batch", run.workflow_version),
+                )
+            else:
+                handle = await theirs_client.start_workflow(
+                    "bench.batch",
+                    args=[questions, args.concurrency],
+                    id=f"hw-{uuid.uuid4().hex}",
+                    task_queue=queue,
+                    task_timeout=TASK_TIMEOUT,
+                )
+            await handle.result()
+            return handle.id
+
+        async def check(side: str, tool: str, workflow_id: str) -> None:
+            client = ours_client if side == "durapipe" else theirs_client
+            history = await client.get_workflow_handle(workflow_id).fetch_history()
+            kinds = Counter(event.WhichOneof("attributes") or "" for event in history.events)
+            tasks = kinds["workflow_task_completed_event_attributes"]
+            bad = {k: n for k, n in kinds.items() if re.search(r"(timed_out|failed)_event", k)}
+            notes.append(
+                f"# {side} under {tool}: {len(history.events)} history events, {tasks} workflow "
+                f"tasks ({tasks / args.leaves:.3f} per leaf)"
+                + (f"; not clean, its counts include a retry's work: {bad}" if bad else "")
+            )
+
+        for tool in args.tools:
+            for side in SIDES:
+                queue = f"ir-{side}-{uuid.uuid4().hex[:8]}"
+                command = (
+                    durapipe_cli("worker", str(pipeline_file))
+                    if side == "durapipe"
+                    else [sys.executable, "-m", "bench.handwritten"]
+                )
+                command = counted(tool, side, folder, [*command, "--address", address,
+                                                       "--task-queue", queue])  # fmt: skip
+                log = folder / f"{side}-{tool}-worker.log"
+                with process(command, log, env=env) as child:
+                    wait_ready(child, log, "worker ready")
+                    note(f"{side} under {tool}: warm-up batch of {args.leaves}")
+                    await batch(side, queue)
+                    await cpu_when_quiet(child.pid, quiet_s=0.5, at_most_s=60)
+                    for index in range(args.rounds):
+                        note(f"{side} under {tool}: measured batch {index + 1} of {args.rounds}")
+                        await switch(tool, child.pid, on=True)
+                        workflow_id = await batch(side, queue)
+                        await cpu_when_quiet(child.pid, quiet_s=0.5, at_most_s=60)
+                        await switch(tool, child.pid, on=False)
+                        if tool == "bytecodes":
+                            await written(child, folder / f"{side}.opcodes.{index + 1}.json")
+                        await check(side, tool, workflow_id)
+    return notes
+
+
+def counted(tool: str, side: str, folder: Path, command: list[str]) -> list[str]:
+    """``command`` (``python -m MODULE ...``) run under ``tool``: callgrind, or the bytecode
+    counter (`traced`)."""
+    if tool == "callgrind":
+        return [*valgrind(folder / side), *command]
+    return [sys.executable, "-m", "bench.worker_instructions",
+            "--trace-bytecodes", str(folder / f"{side}.opcodes"), "--", *command[2:]]  # fmt: skip
+
+
+async def switch(tool: str, pid: int, *, on: bool) -> None:
+    """Start (``on``) or stop counting in worker ``pid``; stopping callgrind dumps its counts."""
+    if tool == "bytecodes":
+        os.kill(pid, signal.SIGUSR1 if on else signal.SIGUSR2)
+        return
+    await asyncio.to_thread(control, pid, "-i", "on" if on else "off")
+    if not on:
+        await asyncio.to_thread(control, pid, "-d", "measured")
+
+
+async def written(child: subprocess.Popen[bytes], path: Path) -> None:
+    """Wait until the traced worker ``child`` has written its counts to ``path``."""
+    while not path.exists():
+        if child.poll() is not None:
+            raise SystemExit(f"the traced worker (pid {child.pid}) exited before writing {path}")
+        await asyncio.sleep(0.2)
+
+
+def main(argv: Iterable[str] | None = None) -> None:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["--trace-bytecodes"]:  # a worker counted by `traced`
+        traced(Path(arguments[1]), arguments[3:])
+        return
+    parser = argparse.ArgumentParser(prog="python -m bench.worker_instructions")
+    parser.add_argument("--leaves", type=int, default=200, help="items per batch [200]")
+    parser.add_argument("--concurrency", type=int, default=100, help="items at once [100]")
+    parser.add_argument("--rounds", type=int, default=1, help="measured batches per side [1]")
+    parser.add_argument(
+        "--only",
+        dest="tools",
+        action="append",
+        choices=TOOLS,
+        help="one way of counting (repeatable) [both: callgrind, then bytecodes]",
+    )
+    parser.add_argument("--top", type=int, default=15, help="rows per table [15]")
+    parser.add_argument("--keep", type=Path, help="keep the counts in this folder")
+    parser.add_argument("--address", help="an existing Temporal server [default: start one]")
+    parser.add_argument("--report", type=Path, help="only print the tables of a kept folder")
+    args = parser.parse_args(arguments)
+    args.tools = args.tools or list(TOOLS)
+    leaves = args.leaves * args.rounds
+    if args.report is not None:
+        print("\n".join(tables(args.report, leaves, args.top)))
+        return
+    if "callgrind" in args.tools and shutil.which("callgrind_control") is None:
+        sys.exit("valgrind is not installed (apt-get install valgrind)")
+    with tempfile.TemporaryDirectory(prefix="durapipe-worker-ir-") as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        print("\n".join(asyncio.run(measure(args, folder))))
+        print("\n".join(tables(folder, leaves, args.top)))
+
+
+def tables(folder: Path, leaves: int, top: int) -> list[str]:
+    """Every table the counts in ``folder`` give (callgrind's, the bytecodes', or both)."""
+    lines = report(folder, leaves, top) if any(dump_files(folder, "durapipe")) else []
+    lines += python_report(folder, leaves, top)
+    if not lines:
+        raise SystemExit(f"no counts for both sides in {folder}")
+    return lines
+
+
+if __name__ == "__main__":
+    main()

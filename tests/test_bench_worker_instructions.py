@@ -1,0 +1,182 @@
+"""The whole-worker instruction counter reads callgrind's files and the bytecode tracer's counts
+right: names, self costs, what Python calls into a library, thread groups, the per-leaf diff."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from bench.worker_instructions import parse, python_place, python_report, report, thread_group
+
+# A callgrind file as valgrind 3.19 writes it with --dump-instr=no: compressed names, a recursion
+# level (f'2), and calls whose cost lines are inclusive (the caller's calls, not its own work).
+CANNED = """# callgrind format
+version: 1
+creator: callgrind-3.19.0
+thread: 1
+positions: line
+events: Ir
+summary: 0
+
+ob=(1) /usr/lib/libpython3.11.so.1.0
+fl=(1) Python/ceval.c
+fn=(1) _PyEval_EvalFrameDefault
+10 1000
++2 500
+cob=(2) /venv/lib/python3.11/site-packages/_ctypes.cpython-311-x86_64-linux-gnu.so
+cfi=(2) Modules/_ctypes/callproc.c
+cfn=(2) PyCFuncPtr_call
+calls=3 5
+* 4000
+cfn=(3) _PyEval_EvalFrameDefault'2
+calls=1 7
+* 9000
+
+fn=(3)
+12 800
+
+ob=(2)
+fl=(2)
+fn=(2)
+5 300
+cob=(3) /usr/lib/x86_64-linux-gnu/libsqlite3.so.0.8.6
+cfi=(3) sqlite3.c
+cfn=(4) sqlite3_step
+calls=3 9
+* 3700
+
+ob=(3)
+fl=(3)
+fn=(4)
+9 3700
+
+totals: 6300
+"""
+
+
+def test_self_costs_are_each_functions_own_work_by_library_with_recursion_levels_merged() -> None:
+    costs = parse(CANNED)
+    assert costs.own == {
+        "python:_PyEval_EvalFrameDefault": 1000 + 500 + 800,
+        "_ctypes:PyCFuncPtr_call": 300,
+        "libsqlite3:sqlite3_step": 3700,
+    }
+    assert sum(costs.own.values()) == 6300  # the file's totals: no call line counted as work
+    assert costs.by_object == {"python": 2300, "_ctypes": 300, "libsqlite3": 3700}
+    # What the interpreter called into another library, callees included; not its own recursion,
+    # nor a library's calls into another library.
+    assert costs.entries == {"_ctypes:PyCFuncPtr_call": 4000}
+
+
+def test_threads_are_grouped_by_what_they_run() -> None:
+    costs = parse(CANNED)
+    assert thread_group(1, costs) == "event loop"
+    assert thread_group(7, costs) == "python threads"
+    rust = parse(
+        "ob=(1) /venv/temporalio/bridge/temporal_sdk_bridge.abi3.so\nfn=(1) tokio::park\n1 900\n"
+    )
+    assert thread_group(3, rust) == "temporal core"
+
+
+def _row(lines: list[str], place: str) -> list[str]:
+    """The durapipe, handwritten and diff columns of the first row for ``place``."""
+    rows = (line[len(place) :].split() for line in lines if line.startswith(place + " "))
+    return next(row for row in rows if len(row) == 3 and row[0][0].isdigit())
+
+
+def _dump(folder: Path, name: str, lines: str) -> None:
+    (folder / name).write_text(f"events: Ir\n{textwrap.dedent(lines)}")
+
+
+def test_the_report_gives_per_leaf_differences_by_thread_library_and_function(
+    tmp_path: Path,
+) -> None:
+    python = "ob=(1) /usr/bin/python3.11\n"
+    # durapipe: two measured dumps (rounds) of the main thread and one of a pool thread.
+    _dump(tmp_path, "durapipe.1-01", python + "fn=(1) eval\n1 600000\n")
+    _dump(tmp_path, "durapipe.2-01", python + "fn=(1) eval\n1 600000\n")
+    _dump(tmp_path, "durapipe.1-03", python + "fn=(2) gc\n1 400000\n")
+    _dump(tmp_path, "handwritten.1-01", python + "fn=(1) eval\n1 1000000\n")
+    _dump(tmp_path, "durapipe-01", python + "fn=(1) eval\n1 999999999\n")  # the exit dump: not
+    lines = report(tmp_path, leaves=100, top=15)
+    assert lines[0].startswith(
+        "instructions per leaf (k): durapipe 16.0, handwritten 10.0, durapipe minus handwritten "
+        "+6.0 (1.600x)"
+    )
+    assert _row(lines, "event loop") == ["12.0", "10.0", "+2.0"]
+    assert _row(lines, "python threads") == ["4.0", "0.0", "+4.0"]
+    assert _row(lines, "python:gc") == ["4.0", "0.0", "+4.0"]
+    assert _row(lines, "python") == ["16.0", "10.0", "+6.0"]  # the library table
+
+
+def test_python_functions_are_named_by_package_and_bytecodes_compared_per_leaf(
+    tmp_path: Path,
+) -> None:
+    venv = "/w/.venv/lib/python3.11/site-packages"
+    assert python_place(f"loop|{venv}/temporalio/worker/_activity.py:10:run") == (
+        "temporalio",
+        "temporalio/worker/_activity.py:run",
+    )
+    assert python_place("threads|/w/durapipe/stores/_held_sqlite.py:5:_bind") == (
+        "durapipe",
+        "durapipe/stores/_held_sqlite.py:_bind",
+    )
+    assert python_place("loop|/py/lib/python3.11/asyncio/events.py:3:__lt__") == (
+        "stdlib:asyncio",
+        "stdlib/asyncio/events.py:__lt__",
+    )
+    held = "/w/durapipe/stores/_held_sqlite.py:5:_bind"
+    run = f"{venv}/temporalio/worker/_activity.py:10:run"
+    (tmp_path / "durapipe.opcodes.1.json").write_text(
+        json.dumps({f"loop|{held}": 300, f"loop|{run}": 1000, f"threads|{run}": 100})
+    )
+    (tmp_path / "handwritten.opcodes.1.json").write_text(json.dumps({f"loop|{run}": 1000}))
+    lines = python_report(tmp_path, leaves=10, top=15)
+    assert "durapipe 140, handwritten 100, durapipe minus handwritten +40 (1.400x)" in lines[0]
+    assert _row(lines, "durapipe/stores/_held_sqlite.py:_bind") == ["30.0", "0.0", "+30.0"]
+    assert _row(lines, "temporalio/worker/_activity.py:run") == ["110.0", "100.0", "+10.0"]
+    assert _row(lines, "python threads") == ["10.0", "0.0", "+10.0"]
+    assert _row(lines, "event loop") == ["130.0", "100.0", "+30.0"]
+
+
+def test_the_tracer_counts_bytecodes_between_its_signals_on_every_thread(tmp_path: Path) -> None:
+    (tmp_path / "traced_probe.py").write_text(
+        textwrap.dedent(
+            """
+            import os, signal, threading
+
+            def before(): return sum(range(3))
+            def counted(): return sum(range(3))
+            def on_thread(): return sum(range(3))
+
+            before()
+            os.kill(os.getpid(), signal.SIGUSR1)
+            for _ in range(10):
+                counted()
+            thread = threading.Thread(target=on_thread)
+            thread.start()
+            thread.join()
+            os.kill(os.getpid(), signal.SIGUSR2)
+            before()
+            """
+        )
+    )
+    out = tmp_path / "probe.opcodes"
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.getcwd()}"}
+    subprocess.run(
+        [sys.executable, "-m", "bench.worker_instructions", "--trace-bytecodes", str(out),
+         "--", "traced_probe"],
+        check=True, env=env, timeout=120,
+    )  # fmt: skip
+    counts = json.loads((tmp_path / "probe.opcodes.1.json").read_text())
+    probe = str(tmp_path / "traced_probe.py")
+    mine = {key.split(":")[-1]: (key.split("|")[0], n) for key, n in counts.items() if probe in key}
+    assert "before" not in mine  # outside the signals: not counted
+    where, counted = mine["counted"]
+    assert where == "loop"
+    assert counted % 10 == 0 and counted > 0  # ten calls, the same bytecodes each
+    assert mine["on_thread"][0] == "threads"
