@@ -23,6 +23,7 @@ from durapipe._errors import ConfigError
 from durapipe.spec._base import parse_duration
 
 PREFIX = "DURAPIPE_"
+GRPC_COMPRESSIONS = ("gzip", "none")
 
 
 class Settings(BaseSettings):
@@ -83,6 +84,9 @@ class Settings(BaseSettings):
     """The bearer token clients of ``durapipe serve`` send."""
     searchable_totals: bool = True
     """Whether runs this client starts upsert their totals as search attributes (``off``: none)."""
+    grpc_compression: str | None = None
+    """How this process's Temporal connection compresses its messages: ``gzip`` (the SDK's
+    default) or ``none`` (less CPU where the cluster is near; see the README's Benchmark)."""
     sqlite_held: bool = True
     """Whether the event loop's checkpoint reads and writes keep the GIL (``off``: Python's
     sqlite3, which lets go of it in every call; for comparing the two)."""
@@ -94,6 +98,15 @@ class Settings(BaseSettings):
         if isinstance(value, str) and value.strip().lower() not in _SWITCH:
             raise ValueError("expected on or off")
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("grpc_compression", mode="before")
+    @classmethod
+    def _is_a_compression(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value not in GRPC_COMPRESSIONS:
+                raise ValueError("expected gzip or none")
+        return value
 
     @field_validator("payload_threshold", "payload_max")
     @classmethod

@@ -44,6 +44,7 @@ CONNECTION_PARAMETERS = [
     _option("tls_server_name", str | None, "--tls-server-name", "Server name to verify (SNI) (env TEMPORAL_TLS_SERVER_NAME)."),
     _option("profile", str | None, "--profile", "Profile of the temporal.toml file (env TEMPORAL_PROFILE)."),
     _option("config_file", Path | None, "--config-file", "The temporal.toml file (env TEMPORAL_CONFIG_FILE)."),
+    _option("grpc_compression", str | None, "--grpc-compression", "gzip (default) or none: none saves a worker ~10% CPU near its cluster (env DURAPIPE_GRPC_COMPRESSION)."),
 ]  # fmt: skip
 _NAMES = [p.name for p in CONNECTION_PARAMETERS]
 
