@@ -22,7 +22,8 @@ prints, per shape:
 Instructions are not time (a cache miss costs more than an add), but they repeat within a fraction
 of a percent from run to run where CPU time on a shared host varies by tens of percent, and their
 per-function split names where a difference lies. It needs valgrind (``apt-get install valgrind``);
-imports and one warm-up replay per side run uninstrumented. About 2-4 minutes per shape.
+imports and three warm-up replays per side run uninstrumented (a first replay quickens code), and
+the pieces' wrappers are installed only after the runs are counted. About 2-4 minutes per shape.
 """
 
 from __future__ import annotations
@@ -172,43 +173,54 @@ def install(markers: Markers, pieces: dict[str, str]) -> None:
 
 
 async def measured(args: argparse.Namespace) -> None:
-    """Replay each shape's histories in turn between markers (see the module docstring)."""
+    """Replay each shape's histories in turn between markers (see the module docstring): the
+    runs first, then (with pieces) the pieces, whose wrappers are installed only then, so that
+    their cost when idle does not reach the runs' counts."""
     from bench.workflow_ab import _load, replay_many, replayers
 
     markers = Markers()
-    if args.pieces:
-        install(markers, {**PIECES, **(detailed(DETAIL) if args.detail else {})})
     replaying = replayers()
     histories = {
         (shape, side): _load(args.histories / f"{shape}.{side}.json")
         for shape in args.shape
         for side in SIDES
     }
-    for (_, side), history in histories.items():
-        await replay_many(replaying[side], history, 1)  # imports and caches, uncounted
+
+    async def warm() -> None:
+        # Imports, caches and the interpreter's specialization of each code path (a first
+        # replay quickens code objects: ~1 % more instructions), uncounted.
+        for (_, side), history in histories.items():
+            await replay_many(replaying[side], history, WARM_REPLAYS)
+
+    async def replay_in_turn(phase: str, shape: str, times: int, rounds: int) -> None:
+        for index in range(rounds):
+            for side in SIDES if index % 2 == 0 else SIDES[::-1]:
+                gc.collect()
+                markers.mark()  # ends the uncounted gap
+                markers.context = (phase, shape, side, str(times))
+                await replay_many(replaying[side], histories[shape, side], times)
+                markers.mark()
+                markers.context = None
+
+    await warm()
     gc.disable()  # a collection would land in whichever run happens to allocate past its threshold
     switch = ["callgrind_control", "-i", "on", str(os.getpid())]
     await asyncio.to_thread(subprocess.run, switch, capture_output=True)
     markers.mark()  # ends the segment of the switch itself
     for shape in args.shape:
-        phases = [("run", args.times, args.rounds)]
-        if args.pieces and shape in args.pieces:
-            phases.append(("pieces", 1, 1))
-        for phase, times, rounds in phases:
-            for index in range(rounds):
-                order = SIDES if index % 2 == 0 else SIDES[::-1]
-                for side in order:
-                    gc.collect()
-                    markers.mark()  # ends the uncounted gap
-                    markers.context = (phase, shape, side, str(times))
-                    await replay_many(replaying[side], histories[shape, side], times)
-                    markers.mark()
-                    markers.context = None
-        if args.pieces and shape in args.pieces:
+        await replay_in_turn("run", shape, args.times, args.rounds)
+    pieces = [shape for shape in args.shape if shape in (args.pieces or ())]
+    if pieces:
+        install(markers, {**PIECES, **(detailed(DETAIL) if args.detail else {})})
+        await warm()
+        for shape in pieces:
+            await replay_in_turn("pieces", shape, 1, 1)
             calibrate(markers, shape)
     Path(args.measured).write_text(json.dumps(markers.labels))
 
 
+# Replays of each history before counting (see `measured`).
+WARM_REPLAYS = 3
 CALIBRATION = "(calibration)"
 _CALLS_MEASURED = 20
 
@@ -246,11 +258,13 @@ class Costs:
     """Instructions of one dump (all threads): its total, and each function's self and inclusive."""
 
     total: int = 0
+    main: int = 0  # the main thread's part (the workflow code and the SDK's Python run there)
     self: dict[str, int] = field(default_factory=dict)
     inclusive: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: Costs) -> None:
         self.total += other.total
+        self.main += other.main
         for mine, theirs in ((self.self, other.self), (self.inclusive, other.inclusive)):
             for name, count in theirs.items():
                 mine[name] = mine.get(name, 0) + count
@@ -341,9 +355,11 @@ def collect(out: Path) -> tuple[Runs, Pieces, Calls]:
         costs = Costs()
         for path in files:
             with path.open() as text:
-                costs.add(parse_dump((line.rstrip("\n") for line in text), phase == "run"))
+                thread = parse_dump((line.rstrip("\n") for line in text), phase == "run")
+            thread.main = thread.total if path.name.endswith("-01") else 0
+            costs.add(thread)
         if phase == "run":
-            per_run = Costs(costs.total // int(times))
+            per_run = Costs(costs.total // int(times), costs.main // int(times))
             per_run.self = {n: c // int(times) for n, c in costs.self.items()}
             per_run.inclusive = {n: c // int(times) for n, c in costs.inclusive.items()}
             runs.setdefault((shape, side), []).append(per_run)
@@ -383,25 +399,30 @@ def report(runs: Runs, pieces: Pieces, calls: Calls, top: int) -> list[str]:
     shapes = [s for s in SHAPES if any(shape == s for shape, _ in runs)]
     for shape in shapes:
         steps = STEPS[shape]
-        medians = {
-            side: statistics.median(c.total for c in runs[shape, side])
-            for side in SIDES
-            if (shape, side) in runs
-        }
-        lines.append(f"{shape}: instructions per run (all threads), median of rounds; per step")
-        for side, median in medians.items():
-            every = " ".join(_k(c.total) for c in runs[shape, side])
-            lines.append(
-                f"  {shape}.{side:12s} {_k(median):>12s} /run {_k(median / steps):>10s} /step"
-                f"   rounds: {every}"
-            )
-        for base in ("handwritten", "features"):
-            if "durapipe" in medians and base in medians:
-                over = medians["durapipe"] - medians[base]
+        parts = [("total", "all threads")]
+        if any(c.main != c.total for side in SIDES for c in runs.get((shape, side), [])):
+            parts.append(("main", "main thread"))  # when other threads did some of it
+        for part, scope in parts:
+            medians = {
+                side: statistics.median(getattr(c, part) for c in runs[shape, side])
+                for side in SIDES
+                if (shape, side) in runs
+            }
+            lines.append(f"{shape}: instructions per run ({scope}), median of rounds; per step")
+            for side, median in medians.items():
+                every = " ".join(_k(getattr(c, part)) for c in runs[shape, side])
                 lines.append(
-                    f"  {shape}.durapipe_minus_{base} = {over:+,.0f} /run {over / steps:+,.0f} /step"
-                    f" (ratio {medians['durapipe'] / medians[base]:.3f})"
+                    f"  {shape}.{side:12s} {_k(median):>12s} /run {_k(median / steps):>10s} /step"
+                    f"   rounds: {every}"
                 )
+            for base in ("handwritten", "features"):
+                if "durapipe" in medians and base in medians:
+                    over = medians["durapipe"] - medians[base]
+                    name = f"{shape}.durapipe_minus_{base}{'' if part == 'total' else '.main'}"
+                    lines.append(
+                        f"  {name} = {over:+,.0f} /run {over / steps:+,.0f} /step"
+                        f" (ratio {medians['durapipe'] / medians[base]:.3f})"
+                    )
         if "durapipe" in medians and "handwritten" in medians:
             lines.extend(function_diff(shape, runs, top))
         lines.extend(piece_lines(shape, pieces, calls))
@@ -411,12 +432,12 @@ def report(runs: Runs, pieces: Pieces, calls: Calls, top: int) -> list[str]:
 def function_diff(shape: str, runs: Runs, top: int) -> list[str]:
     """The ``top`` functions by durapipe's self instructions minus hand-written's, per run."""
     steps = STEPS[shape]
-    ours, theirs = runs[shape, "durapipe"][0], runs[shape, "handwritten"][0]
+    ours, theirs = runs[shape, "durapipe"][-1], runs[shape, "handwritten"][-1]
     names = set(ours.self) | set(theirs.self)
     diff = {n: ours.self.get(n, 0) - theirs.self.get(n, 0) for n in names}
     ranked = sorted(names, key=lambda n: -abs(diff[n]))[:top]
     lines = [
-        f"  {shape}: durapipe minus hand-written by function (first round), top {top} by |self|",
+        f"  {shape}: durapipe minus hand-written by function (last round), top {top} by |self|",
         f"    {'self/run':>12s} {'self/step':>10s} {'incl/run':>12s} {'incl/step':>10s}  function",
     ]
     for name in ranked:

@@ -119,6 +119,8 @@ def test_the_report_prints_runs_differences_functions_and_pieces(tmp_path: Path)
     text = "\n".join(lines)
     assert "seq50.durapipe_minus_handwritten = +200 /run +4 /step (ratio 1.200)" in text
     assert "seq50.durapipe_minus_features = +50 /run +1 /step (ratio 1.043)" in text
+    # The main thread's part: each dump's thread 01 (all but 1 instruction of each here).
+    assert "seq50.durapipe_minus_handwritten.main = +200 /run +4 /step (ratio 1.200)" in text
     # Each side's work is its own function: durapipe's is +1,200 over nothing.
     assert any("+1,200" in line and "durapipe_work [x.so]" in line for line in lines)
     # A marked call: 10 inside, 10 + 40 - 4 = 46 in all; publish's 900 less its own 10 and the
