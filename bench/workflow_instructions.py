@@ -43,7 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,10 +118,62 @@ class Markers:
 
         return marked
 
+    def wrap_async(self, label: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        """``function`` (a coroutine function) whose coroutines mark every resumption: a piece
+        counted while it runs, as many times as it is resumed (its awaits' waits excluded)."""
+
+        @functools.wraps(function)
+        def marked(*args: Any, **kwargs: Any) -> Any:
+            coroutine = function(*args, **kwargs)
+            if self.context is None or self.context[0] != "pieces":
+                return coroutine
+            return _Resumed(self, label, coroutine)
+
+        return marked
+
+
+class _Resumed(Coroutine[Any, Any, Any]):
+    """A coroutine that marks each step of the coroutine it drives (see `Markers.wrap_async`)."""
+
+    def __init__(self, markers: Markers, label: str, coroutine: Coroutine[Any, Any, Any]) -> None:
+        self.markers, self.label, self.coroutine = markers, label, coroutine
+
+    def send(self, value: Any) -> Any:
+        return self._step(self.coroutine.send, value)
+
+    def throw(self, *error: Any) -> Any:
+        return self._step(lambda _: self.coroutine.throw(*error), None)
+
+    def close(self) -> None:
+        self.coroutine.close()
+
+    def __await__(self) -> Any:
+        return self
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def _step(self, step: Callable[[Any], Any], value: Any) -> Any:
+        markers = self.markers
+        outer = markers.context
+        if outer is None or outer[0] != "pieces":
+            return step(value)
+        markers.mark()
+        markers.context = (*outer, self.label)
+        try:
+            return step(value)
+        finally:
+            markers.mark()
+            markers.context = outer
+
 
 def detailed(modules: Iterable[str]) -> dict[str, str]:
-    """A piece for every plain function and method (neither async nor a generator) that
-    ``modules`` define, outside exceptions and workflow classes (the SDK keeps their methods)."""
+    """A piece for every function and method (a coroutine function counted per resumption; not
+    generators) that ``modules`` define, outside exceptions and workflow classes (the SDK keeps
+    their methods)."""
     pieces = {}
     for module_name in modules:
         module = importlib.import_module(module_name)
@@ -139,11 +191,8 @@ def detailed(modules: Iterable[str]) -> dict[str, str]:
 
 
 def _plain(function: Any) -> bool:
-    return not (
-        inspect.iscoroutinefunction(function)
-        or inspect.isgeneratorfunction(function)
-        or inspect.isasyncgenfunction(function)
-    )
+    # Coroutine functions too (`Markers.wrap_async`); generators would need their own driver.
+    return not (inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function))
 
 
 def _kept_by_others(cls: type) -> bool:
@@ -159,7 +208,8 @@ def install(markers: Markers, pieces: dict[str, str]) -> None:
         for part in path:
             owner = getattr(owner, part)
         original = getattr(owner, name)
-        marked = markers.wrap(label, original)
+        wrap = markers.wrap_async if inspect.iscoroutinefunction(original) else markers.wrap
+        marked = wrap(label, original)
         setattr(owner, name, marked)
         if not path:  # a module's function: also where other modules imported it by name
             for module in list(sys.modules.values()):
