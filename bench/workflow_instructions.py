@@ -1,20 +1,24 @@
 """The workflow side's instructions per run and per step, counted by valgrind, by function.
 
-``python -m bench.workflow_instructions [--histories DIR] [--shape S ...] [--times N] [--top 15]``
+``python -m bench.workflow_instructions [--histories DIR] [--shape S ...] [--old CHECKOUT]
+[--times N] [--top 15]``
 replays recorded histories (`bench.workflow_ab record`'s; recorded into a temporary folder first
 when ``--histories`` is not given) in one process under callgrind: each shape's durapipe history,
 the minimal hand-written one and the hand-written one with durapipe's features
 (`bench.handwritten_features`), each through its own worker setup, ``--rounds`` times in turn. It
 prints, per shape:
 
-- each side's instructions per replayed run and per step (every thread of the process: the
-  workflow code and the SDK's Python on the main thread, sdk-core's Rust on its own), and
+- each side's instructions per replayed run and per step (every thread of the process; a
+  replay runs nearly all of it on the main thread, whose part is printed when it differs), and
   durapipe's difference from each baseline;
 - the C functions where durapipe's run differs most from the minimal hand-written one (``--top``),
   self and inclusive instructions per run and per step (a recursive function's inclusive figure,
   such as the interpreter's eval loop, counts its recursion more than once: read its self figure);
-- with ``--pieces`` (one-step and seq50 by default), named Python pieces of each run (the SDK's
-  upsert of search attributes, the decoding of the start's search attributes, the run input's
+- with ``--old CHECKOUT``, that checkout's package replaying the same durapipe history in the
+  same process (``durapipe_minus_old``): counts of two processes differ by up to ~0.5 %, so a
+  change smaller than that is resolved only this way;
+- with pieces (one-step and seq50 by default; ``--no-pieces``), named Python pieces of each run
+  (the SDK's upsert of search attributes, the decoding of the start's search attributes, the run input's
   decoding, the payload converter, each activation), each counted between two markers
   (``os.getppid``, before which callgrind dumps its counts), inclusive and self (minus the pieces
   inside it), per run. What a marker costs (~5k instructions a call) is calibrated and taken out.
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import functools
 import gc
 import importlib
@@ -51,6 +56,8 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything imports litellm
 
 SIDES = ("durapipe", "handwritten", "features")
+# With --old CHECKOUT: that checkout's package replays durapipe's history too, in the same process.
+OLD = "old"
 SHAPES = ("single", "seq50", "batch1000")
 STEPS = {"single": 1, "seq50": 50, "batch1000": 1000}
 # Python pieces counted with --pieces: label -> "module:Class.function" (sync functions only).
@@ -232,6 +239,11 @@ async def measured(args: argparse.Namespace) -> None:
         for shape in args.shape
         for side in SIDES
     }
+    sides = list(SIDES)
+    if args.old:
+        replaying[OLD] = old_replayer(args.old)
+        histories.update({(shape, OLD): histories[shape, "durapipe"] for shape in args.shape})
+        sides.insert(0, OLD)
 
     async def warm() -> None:
         # Imports, caches and the interpreter's specialization of each code path (a first
@@ -239,9 +251,11 @@ async def measured(args: argparse.Namespace) -> None:
         for (_, side), history in histories.items():
             await replay_many(replaying[side], history, WARM_REPLAYS)
 
-    async def replay_in_turn(phase: str, shape: str, times: int, rounds: int) -> None:
+    async def replay_in_turn(
+        phase: str, shape: str, times: int, rounds: int, sides: list[str]
+    ) -> None:
         for index in range(rounds):
-            for side in SIDES if index % 2 == 0 else SIDES[::-1]:
+            for side in sides if index % 2 == 0 else sides[::-1]:
                 gc.collect()
                 markers.mark()  # ends the uncounted gap
                 markers.context = (phase, shape, side, str(times))
@@ -255,15 +269,34 @@ async def measured(args: argparse.Namespace) -> None:
     await asyncio.to_thread(subprocess.run, switch, capture_output=True)
     markers.mark()  # ends the segment of the switch itself
     for shape in args.shape:
-        await replay_in_turn("run", shape, args.times, args.rounds)
+        await replay_in_turn("run", shape, args.times, args.rounds, sides)
     pieces = [shape for shape in args.shape if shape in (args.pieces or ())]
     if pieces:
         install(markers, {**PIECES, **(detailed(DETAIL) if args.detail else {})})
         await warm()
         for shape in pieces:
-            await replay_in_turn("pieces", shape, 1, 1)
+            await replay_in_turn("pieces", shape, 1, 1, list(SIDES))
             calibrate(markers, shape)
     Path(args.measured).write_text(json.dumps(markers.labels))
+
+
+def old_replayer(checkout: Path) -> Any:
+    """A replayer of ``checkout``'s durapipe package (copied as ``durapipe_old``, see
+    `bench.workflow_ab.old_package`), set up as this one's."""
+    from temporalio.worker import Replayer
+
+    from bench.workflow_ab import old_package
+
+    into = tempfile.mkdtemp(prefix="durapipe-old-")
+    atexit.register(shutil.rmtree, into, ignore_errors=True)
+    name = old_package(checkout, Path(into))
+    worker = importlib.import_module(f"{name}.worker")
+    workflows = importlib.import_module(f"{name}.workflows")
+    return Replayer(
+        workflows=[workflows.PipeWorkflow],
+        data_converter=worker.durapipe_converter(),
+        debug_mode=True,
+    )
 
 
 # Replays of each history before counting (see `measured`).
@@ -440,6 +473,9 @@ def _k(count: float) -> str:
     return f"{count / 1000:,.1f}k"
 
 
+RUN_SIDES = (OLD, *SIDES)
+
+
 def report(runs: Runs, pieces: Pieces, calls: Calls, top: int) -> list[str]:
     """The printed lines (see the module docstring)."""
     lines: list[str] = []
@@ -447,12 +483,12 @@ def report(runs: Runs, pieces: Pieces, calls: Calls, top: int) -> list[str]:
     for shape in shapes:
         steps = STEPS[shape]
         parts = [("total", "all threads")]
-        if any(c.main != c.total for side in SIDES for c in runs.get((shape, side), [])):
+        if any(c.main != c.total for side in RUN_SIDES for c in runs.get((shape, side), [])):
             parts.append(("main", "main thread"))  # when other threads did some of it
         for part, scope in parts:
             medians = {
                 side: statistics.median(getattr(c, part) for c in runs[shape, side])
-                for side in SIDES
+                for side in RUN_SIDES
                 if (shape, side) in runs
             }
             lines.append(f"{shape}: instructions per run ({scope}), median of rounds; per step")
@@ -462,7 +498,7 @@ def report(runs: Runs, pieces: Pieces, calls: Calls, top: int) -> list[str]:
                     f"  {shape}.{side:12s} {_k(median):>12s} /run {_k(median / steps):>10s} /step"
                     f"   rounds: {every}"
                 )
-            for base in ("handwritten", "features"):
+            for base in ("handwritten", "features", OLD):
                 if "durapipe" in medians and base in medians:
                     over = medians["durapipe"] - medians[base]
                     name = f"{shape}.durapipe_minus_{base}{'' if part == 'total' else '.main'}"
@@ -574,6 +610,9 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="every function of durapipe's workflow-side modules is a piece too",
     )
+    parser.add_argument(
+        "--old", type=Path, help="a checkout whose package replays durapipe's history beside"
+    )
     parser.add_argument("--measured", help=argparse.SUPPRESS)  # the run under valgrind
     args = parser.parse_args(argv)  # fmt: skip
     args.shape = args.shape or list(SHAPES)
@@ -608,7 +647,8 @@ def main(argv: list[str] | None = None) -> None:
                 str(args.histories), "--shape", shape, "--times", str(times), "--rounds",
                 str(args.rounds), *(f"--pieces={p}" for p in args.pieces or ()),
                 *(["--no-pieces"] if args.no_pieces else []),
-                *(["--detail"] if args.detail else []), "--measured", str(out / "labels.json"),
+                *(["--detail"] if args.detail else []),
+                *(["--old", str(args.old)] if args.old else []), "--measured", str(out / "labels.json"),
             ]  # fmt: skip
             env = {**os.environ, "PYTHONHASHSEED": "0"}
             done = subprocess.run(command, env=env, capture_output=True, text=True)
