@@ -18,9 +18,10 @@ prints, per shape:
   same process (``durapipe_minus_old``): counts of two processes differ by up to ~0.5 %, so a
   change smaller than that is resolved only this way;
 - with pieces (one-step and seq50 by default; ``--no-pieces``), named Python pieces of each run
-  (the SDK's upsert of search attributes, the decoding of the start's search attributes, the run input's
-  decoding, the payload converter, each activation), each counted between two markers
-  (``os.getppid``, before which callgrind dumps its counts), inclusive and self (minus the pieces
+  (the SDK's upsert of search attributes, the decoding of the start's search attributes, the run
+  input's decoding, the payload converter, each activation; ``--detail`` adds every function of
+  durapipe's workflow-side modules), each counted between two markers (``os.getppid``, before
+  which callgrind dumps its counts), inclusive and self (minus the pieces
   inside it), per run. What a marker costs (~5k instructions a call) is calibrated and taken out.
 
 Instructions are not time (a cache miss costs more than an add), but they repeat within a fraction
