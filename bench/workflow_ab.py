@@ -46,7 +46,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 import durapipe as dp
-from bench import handwritten
+from bench import handwritten, handwritten_features
 from bench.__main__ import load_pipeline
 from bench._common import dev_server, print_profile
 
@@ -65,6 +65,7 @@ async def record(out: Path) -> None:
         async with (
             dp.build_worker(ours, task_queue=queue),
             handwritten.build(theirs, queue + "-hw"),
+            handwritten_features.build(theirs, queue + "-hf"),
         ):
             runs: dict[str, tuple[Callable[..., Awaitable[Any]], Callable[[str], Awaitable[Any]]]]
             runs = {
@@ -88,10 +89,23 @@ async def record(out: Path) -> None:
                                                       task_queue=queue + "-hw"),
                 ),
             }  # fmt: skip
+            featured = {"single": ("bench.features.single", "q"),
+                        "seq50": ("bench.features.sequence", "q", 50),
+                        "batch1000": ("bench.features.batch", questions, 100)}  # fmt: skip
+
+            async def features_run(i: str, shape: str) -> Any:
+                name, *args = featured[shape]
+                handle = await handwritten_features.start(
+                    theirs, name, *args, id=i, task_queue=queue + "-hf"
+                )
+                return await handle.result()
+
             for shape, (durapipe_run, handwritten_run) in runs.items():
                 for side, start, client in (
                     ("durapipe", durapipe_run, ours),
                     ("handwritten", handwritten_run, theirs),
+                    # the hand-written workflows with durapipe's features (summary, totals upsert)
+                    ("features", lambda i, s=shape: features_run(i, s), theirs),
                     # durapipe without searchable totals: no upsert (the client's choice)
                     ("totals_off", lambda i, run=durapipe_run: run(i, False), ours),
                 ):
@@ -118,6 +132,11 @@ def replayers() -> dict[str, Replayer]:
         ),
         "handwritten": Replayer(
             workflows=handwritten.WORKFLOWS,
+            data_converter=pydantic_data_converter,
+            debug_mode=True,
+        ),
+        "features": Replayer(
+            workflows=handwritten_features.WORKFLOWS,
             data_converter=pydantic_data_converter,
             debug_mode=True,
         ),
@@ -179,6 +198,9 @@ async def time_shapes(folder: Path, rounds: int, shapes: tuple[str, ...]) -> Non
             print(f"{shape}.{side:12s} median {medians[side]:10.0f} us/run  rounds: {figures}")
         ratio = medians["durapipe"] / medians["handwritten"]
         print(f"{shape}.workflow_cpu_ratio = {ratio:.3f}", flush=True)
+        if "features" in medians:
+            featured = medians["durapipe"] / medians["features"]
+            print(f"{shape}.workflow_cpu_ratio.vs_features = {featured:.3f}", flush=True)
         if "totals_off" in medians:
             off = medians["totals_off"] / medians["handwritten"]
             print(f"{shape}.workflow_cpu_ratio.totals_off = {off:.3f}", flush=True)
@@ -223,7 +245,7 @@ async def versus(checkout: Path, folder: Path, shape: str, rounds: int, times: i
                 data_converter=old_worker.durapipe_converter(),
                 debug_mode=True,
             ),
-            **replayers(),
+            **{side: replayer for side, replayer in replayers().items() if side != "features"},
         }
         ours = _load(folder / f"{shape}.durapipe.json")
         histories = {"old": ours, "durapipe": ours}

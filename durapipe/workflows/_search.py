@@ -57,17 +57,41 @@ def spent(records: Iterable[StepRecord]) -> Usage:
 PIPE_ONLY_AT_START = 2
 
 
+class _ValueSet(SearchAttributeUpdate[Any]):
+    """An update setting ``key`` to ``value``: what ``key.value_set(value)`` returns, made
+    without the generic alias that method subscripts on every call (whose call then tries, and
+    fails, to set ``__orig_class__`` on a frozen dataclass). The SDK reads only `key` and `value`,
+    so the upsert command is the same; a run's upsert of its four totals made ~40k instructions
+    fewer (bench.workflow_instructions)."""
+
+    __slots__ = ("_key", "_value")
+
+    def __init__(self, key: SearchAttributeKey[Any], value: Any) -> None:
+        self._key = key
+        self._value = value
+
+    @property
+    def key(self) -> SearchAttributeKey[Any]:
+        """The attribute set."""
+        return self._key
+
+    @property
+    def value(self) -> Any:
+        """Its new value."""
+        return self._value
+
+
 def run_totals(
     pipe: str, usage: Usage, records: Iterable[StepRecord], *, with_pipe: bool = True
 ) -> list[SearchAttributeUpdate[Any]]:
     """The search attribute values of a run with this spend and these step records (without
     ``DurapipePipe`` when not ``with_pipe``: it never changes after the start)."""
     return [
-        *([PIPE.value_set(pipe)] if with_pipe else []),
-        COST_USD.value_set(usage.cost_usd),
-        INPUT_TOKENS.value_set(usage.input_tokens),
-        OUTPUT_TOKENS.value_set(usage.output_tokens),
-        STEPS.value_set(finished_steps(records)),
+        *([_ValueSet(PIPE, pipe)] if with_pipe else []),
+        _ValueSet(COST_USD, usage.cost_usd),
+        _ValueSet(INPUT_TOKENS, usage.input_tokens),
+        _ValueSet(OUTPUT_TOKENS, usage.output_tokens),
+        _ValueSet(STEPS, finished_steps(records)),
     ]
 
 

@@ -508,17 +508,20 @@ class _TemporalRuntime:
 
     def step_finished(self, record: StepRecord) -> None:
         self._details(f"{record.status}: {record.kind} step {record.path}")
-        self.publish_totals()
+        # `track` has just read the step's end from the workflow clock, in this activation: the
+        # totals' clock is that instant, without a third read of it per step (~6k instructions).
+        self.publish_totals(now=record.ended_at)
 
-    def publish_totals(self, *, final: bool = False) -> None:
+    def publish_totals(self, *, final: bool = False, now: datetime | None = None) -> None:
         """Upsert the run's totals as search attributes (top-level runs only): at its start
         (runs of version 0 whose client did not set them), when a step finishes `TOTALS_EVERY`
         after the last upsert, and at its end (``final``) if a step's totals (or, from version
-        2, any totals) are not upserted yet. A run without searchable totals upserts none."""
+        2, any totals) are not upserted yet. A run without searchable totals upserts none.
+        ``now``: the workflow time of this activation, if the caller has read it."""
         interpreter = self.interpreter
         if interpreter is None or interpreter.run.path or not self.searchable:
             return
-        now = self.now()
+        now = now or self.now()
         pipe_set = self.run.workflow_version >= PIPE_ONLY_AT_START
         if self._published is None and pipe_set:
             # Version 2: the client set only the pipe. Upsert the totals 2 s in at the earliest,

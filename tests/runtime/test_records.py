@@ -177,3 +177,15 @@ def test_a_step_s_figures_are_set_as_pydantic_would_set_them() -> None:
     _assign(assigned, **figures)
     assert assigned == by_setattr
     assert assigned.model_dump(exclude_unset=True) == by_setattr.model_dump(exclude_unset=True)
+
+
+def test_a_status_is_set_as_pydantic_would_set_it() -> None:
+    # `set_status` writes the field as `_assign` does (same condition: no validated assignment).
+    interp = Interpreter.__new__(Interpreter)
+    interp.records, interp.finished = {}, 0
+    by_setattr = StepRecord(path="s", pipe="p", kind="llm")
+    by_setattr.status = "running"
+    by_status = StepRecord(path="s", pipe="p", kind="llm")
+    interp.set_status(by_status, "running")
+    assert by_status == by_setattr
+    assert by_status.model_dump(exclude_unset=True) == by_setattr.model_dump(exclude_unset=True)
