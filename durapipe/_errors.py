@@ -53,6 +53,7 @@ class ErrorType(StrEnum):
     ENCRYPTION_KEY_ERROR = "durapipe.EncryptionKeyError"
     EXPRESSION_ERROR = "durapipe.ExpressionError"
     INVALID_OUTPUT = "durapipe.InvalidOutput"
+    INVALID_SPEC = "durapipe.InvalidSpec"
     INVALID_TOOL_CALLS = "durapipe.InvalidToolCalls"
     MAX_TURNS_EXCEEDED = "durapipe.MaxTurnsExceeded"
     MISSING_VALUE = "durapipe.MissingValue"

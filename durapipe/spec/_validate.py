@@ -155,6 +155,40 @@ def _nesting_problem(pipeline: Pipeline) -> tuple[str, str] | None:
     return None
 
 
+def call_problem(pipeline: Pipeline, start: str) -> str | None:
+    """Why the pipes ``start`` calls cannot run as ``pipeline`` holds them, in one sentence, or None.
+
+    A spec that arrives in a workflow input need not have been validated (any client of the
+    namespace can start a run): a cycle would start child workflows without end (doubling them at
+    each level of a parallel), and a pipe the spec lacks would fail a workflow task forever. So a
+    run checks what it was sent: a pipe it names that the spec lacks, pipes that call each other in
+    a cycle, calls nested deeper than `MAX_PIPE_DEPTH` (iterative: any depth of input).
+    """
+    if start not in pipeline.pipes:
+        return f"the run's spec holds no pipe '{start}'"
+    done: set[str] = set()
+    trail = [start]
+    stack = [iter(pipes_used(pipeline.pipes[start]))]
+    while stack:
+        child = next(stack[-1], None)
+        if child is None:
+            stack.pop()
+            done.add(trail.pop())
+            continue
+        if child in done:
+            continue
+        if child not in pipeline.pipes:
+            return f"pipe '{trail[-1]}' calls pipe '{child}', which the run's spec does not hold"
+        if child in trail:
+            cycle = " -> ".join([*trail[trail.index(child) :], child])
+            return f"pipe '{child}': pipes call each other in a cycle: {cycle}"
+        if len(trail) >= MAX_PIPE_DEPTH:
+            return f"pipe '{start}': pipes call each other more than {MAX_PIPE_DEPTH} levels deep"
+        trail.append(child)
+        stack.append(iter(pipes_used(pipeline.pipes[child])))
+    return None
+
+
 def _check_cycles(pipeline: Pipeline, report: _Report) -> None:
     def children(name: str) -> list[str]:
         pipe = pipeline.pipes.get(name)

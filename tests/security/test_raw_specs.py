@@ -1,0 +1,71 @@
+"""A spec that arrives in a raw workflow input need not have been validated: pipes that call each
+other in a cycle, or name a pipe the spec lacks, fail the run at once in one sentence, instead of
+starting child workflows without end (a parallel cycle doubles them at each level) or failing a
+workflow task forever."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+
+import durapipe as dp
+from durapipe.adapters import WORKFLOW_NAME, pipe_run
+
+PIPES = """
+pipes:
+  ask:
+    kind: llm
+    inputs: {text: text}
+    prompt: "Say: {{ text }}"
+  flow:
+    kind: sequence
+    inputs: {text: text}
+    steps:
+      - {pipe: ask, result: answer}
+"""
+# What an attacker makes of `flow` in the JSON it sends.
+TAMPERED: dict[str, tuple[dict[str, Any], str]] = {
+    "sequence_cycle": (
+        {"kind": "sequence", "inputs": {"text": "text"}, "steps": [{"pipe": "flow"}]},
+        "pipe 'flow': pipes call each other in a cycle: flow -> flow",
+    ),
+    "parallel_cycle": (
+        {
+            "kind": "parallel",
+            "inputs": {"text": "text"},
+            "branches": {"a": {"pipe": "flow"}, "b": {"pipe": "ask"}},
+        },
+        "pipe 'flow': pipes call each other in a cycle: flow -> flow",
+    ),
+    "missing_pipe": (
+        {"kind": "sequence", "inputs": {"text": "text"}, "steps": [{"pipe": "ghost"}]},
+        "pipe 'flow' calls pipe 'ghost', which the run's spec does not hold",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERED))
+async def test_a_raw_spec_that_calls_itself_or_nothing_fails_at_once(
+    case: str, temporal_address: str, task_queue: str
+) -> None:
+    flow, sentence = TAMPERED[case]
+    data = pipe_run(dp.load_yaml(PIPES), "flow", {"text": "x"}).model_dump(mode="json")
+    data["spec"]["pipes"]["flow"] = flow
+    client = await Client.connect(temporal_address, plugins=[dp.DurapipePlugin()])
+    async with dp.build_worker(client, task_queue=task_queue):
+        handle = await client.start_workflow(
+            WORKFLOW_NAME, data, id=data["run_id"], task_queue=task_queue
+        )
+        with pytest.raises(dp.StepFailed) as failed:
+            await asyncio.wait_for(dp.RunHandle(client, handle.id).result(), 30)
+    assert failed.value.cause_type == "durapipe.InvalidSpec"
+    assert sentence in failed.value.cause
+    started = [
+        e
+        async for e in handle.fetch_history_events()
+        if e.HasField("start_child_workflow_execution_initiated_event_attributes")
+    ]
+    assert started == []  # not one child workflow
