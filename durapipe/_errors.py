@@ -70,6 +70,7 @@ class ErrorType(StrEnum):
     STEP_FAILED = "durapipe.StepFailed"
     TEMPLATE_ERROR = "durapipe.TemplateError"
     TIMEOUT = "durapipe.Timeout"
+    TIMEOUT_NOT_ALLOWED = "durapipe.TimeoutNotAllowed"
     TOOL_ERROR = "durapipe.ToolError"
     TOOL_NOT_FOUND = "durapipe.ToolNotFound"
     UNKNOWN = "durapipe.Unknown"

@@ -69,3 +69,27 @@ async def test_a_raw_spec_that_calls_itself_or_nothing_fails_at_once(
         if e.HasField("start_child_workflow_execution_initiated_event_attributes")
     ]
     assert started == []  # not one child workflow
+
+
+async def test_a_run_cannot_hold_a_worker_slot_past_the_workers_step_timeout_cap(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client sets a step timeout of 31 years and makes the offline model sleep through it: with
+    # as many such runs as the worker has slots, no other run's step would start for as long.
+    monkeypatch.setenv("DURAPIPE_MAX_STEP_TIMEOUT", "10m")
+    data = pipe_run(dp.load_yaml(PIPES), "ask", {"text": "x"}).model_dump(mode="json")
+    data["spec"]["pipes"]["ask"].update(timeout=10**9, settings={"offline_delay": 10**8})
+    client = await Client.connect(temporal_address, plugins=[dp.DurapipePlugin()])
+    async with dp.build_worker(client, task_queue=task_queue, max_concurrent_activities=1):
+        hog = await client.start_workflow(
+            WORKFLOW_NAME, data, id=data["run_id"], task_queue=task_queue
+        )
+        with pytest.raises(dp.StepFailed) as failed:
+            await asyncio.wait_for(dp.RunHandle(client, hog.id).result(), 30)
+        ordinary = await asyncio.wait_for(
+            dp.run(client, dp.load_yaml(PIPES), "ask", {"text": "x"}, task_queue=task_queue), 30
+        )
+    assert failed.value.cause_type == "durapipe.TimeoutNotAllowed"
+    assert failed.value.cause.startswith("pipe 'ask', field 'timeout': ")
+    assert "DURAPIPE_MAX_STEP_TIMEOUT" in failed.value.cause
+    assert ordinary.output == "Offline answer: Say: x"
