@@ -13,6 +13,7 @@ from temporalio.client import Client
 
 import durapipe as dp
 from durapipe.adapters import WORKFLOW_NAME, pipe_run
+from tests.support import acli
 
 PIPES = """
 pipes:
@@ -93,3 +94,30 @@ async def test_a_run_cannot_hold_a_worker_slot_past_the_workers_step_timeout_cap
     assert failed.value.cause.startswith("pipe 'ask', field 'timeout': ")
     assert "DURAPIPE_MAX_STEP_TIMEOUT" in failed.value.cause
     assert ordinary.output == "Offline answer: Say: x"
+
+
+# Names and errors of a run come from whoever started it: a terminal title (OSC), a screen clear
+# (CSI), a bidi override that reverses what follows, and a C1 control (8-bit CSI).
+HOSTILE_NAME = "ask\x1b]0;pwned\x07\x1b[2J\u202eevil\x9b"
+
+
+async def test_cli_lines_never_carry_a_runs_control_characters_to_the_terminal(
+    temporal_address: str, task_queue: str
+) -> None:
+    data = pipe_run(dp.load_yaml(PIPES), "ask", {"text": "x"}).model_dump(mode="json")
+    data["spec"]["pipes"][HOSTILE_NAME] = data["spec"]["pipes"].pop("ask")
+    data["pipe"] = HOSTILE_NAME
+    data["spec"]["pipes"][HOSTILE_NAME]["prompt"] = "{{ text "  # fails, quoting the template
+    client = await Client.connect(temporal_address, plugins=[dp.DurapipePlugin()])
+    async with dp.build_worker(client, task_queue=task_queue):
+        handle = await client.start_workflow(
+            WORKFLOW_NAME, data, id=data["run_id"], task_queue=task_queue
+        )
+        with pytest.raises(dp.StepFailed):
+            await asyncio.wait_for(dp.RunHandle(client, handle.id).result(), 30)
+        shown = await acli(temporal_address, "show", handle.id)
+        result = await acli(temporal_address, "result", handle.id)
+    printed = shown.stdout + shown.stderr + result.stdout + result.stderr
+    assert "TemplateError" in printed and "\\x1b]0;pwned\\x07" in printed
+    assert not [c for c in printed if ord(c) < 32 and c not in "\n\t"]
+    assert "\x9b" not in printed and "\u202e" not in printed
