@@ -22,6 +22,7 @@ from durapipe.spec._flow import (
 from durapipe.spec._kinds import kind_of
 from durapipe.spec._spec import (
     Pipeline,
+    PipeSpec,
     pipes_used,
 )
 
@@ -166,6 +167,9 @@ def call_problem(pipeline: Pipeline, start: str) -> str | None:
     """
     if start not in pipeline.pipes:
         return f"the run's spec holds no pipe '{start}'"
+    wrong_type = _type_problem(start, pipeline.pipes[start])
+    if wrong_type is not None:
+        return wrong_type
     done: set[str] = set()
     trail = [start]
     stack = [iter(pipes_used(pipeline.pipes[start]))]
@@ -184,8 +188,26 @@ def call_problem(pipeline: Pipeline, start: str) -> str | None:
             return f"pipe '{child}': pipes call each other in a cycle: {cycle}"
         if len(trail) >= MAX_PIPE_DEPTH:
             return f"pipe '{start}': pipes call each other more than {MAX_PIPE_DEPTH} levels deep"
+        wrong_type = _type_problem(child, pipeline.pipes[child])
+        if wrong_type is not None:
+            return wrong_type
         trail.append(child)
         stack.append(iter(pipes_used(pipeline.pipes[child])))
+    return None
+
+
+def _type_problem(name: str, pipe: PipeSpec) -> str | None:
+    """Why a type ``pipe`` declares cannot be read (its steps would fail on it, each attempt)."""
+    output = getattr(pipe, "output", None)
+    fields = [*(("input", n, t) for n, t in pipe.inputs.items()), ("field", "output", output)]
+    for label, field, ref in fields:
+        if not isinstance(ref, str):
+            continue
+        try:
+            _types.parse_type(ref)
+        except (ValueError, RecursionError) as err:
+            why = str(err) if isinstance(err, ValueError) else f"'{ref[:40]}...' nests too deeply"
+            return f"pipe '{name}', {label} '{field}': {why}"
     return None
 
 

@@ -121,3 +121,30 @@ async def test_cli_lines_never_carry_a_runs_control_characters_to_the_terminal(
     assert "TemplateError" in printed and "\\x1b]0;pwned\\x07" in printed
     assert not [c for c in printed if ord(c) < 32 and c not in "\n\t"]
     assert "\x9b" not in printed and "\u202e" not in printed
+
+
+def test_an_exact_list_length_past_the_bound_is_refused_naming_pipe_and_field() -> None:
+    text = PIPES.replace('prompt: "Say', 'output: "list[text, 10000000]"\n    prompt: "Say')
+    with pytest.raises(dp.PipelineError) as raised:
+        dp.validate(dp.load_yaml(text))
+    (problem,) = raised.value.problems
+    assert problem.where == "pipe 'ask', field 'output'"
+    assert "at most 10000" in problem.message
+
+
+async def test_a_raw_spec_asking_for_ten_million_items_fails_at_once(
+    temporal_address: str, task_queue: str
+) -> None:
+    # The offline model built all ten million (2 GB, a minute of a worker's CPU and counting).
+    data = pipe_run(dp.load_yaml(PIPES), "ask", {"text": "x"}).model_dump(mode="json")
+    data["spec"]["pipes"]["ask"]["output"] = "list[text, 10000000]"
+    client = await Client.connect(temporal_address, plugins=[dp.DurapipePlugin()])
+    async with dp.build_worker(client, task_queue=task_queue):
+        handle = await client.start_workflow(
+            WORKFLOW_NAME, data, id=data["run_id"], task_queue=task_queue
+        )
+        with pytest.raises(dp.StepFailed) as failed:
+            await asyncio.wait_for(dp.RunHandle(client, handle.id).result(), 30)
+    assert failed.value.cause_type == "durapipe.InvalidSpec"
+    assert failed.value.cause.startswith("pipe 'ask', field 'output': ")
+    assert "at most 10000" in failed.value.cause
