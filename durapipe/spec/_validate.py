@@ -167,7 +167,7 @@ def call_problem(pipeline: Pipeline, start: str) -> str | None:
     """
     if start not in pipeline.pipes:
         return f"the run's spec holds no pipe '{start}'"
-    wrong_type = _type_problem(start, pipeline.pipes[start])
+    wrong_type = _type_problem(start, pipeline.pipes[start], pipeline)
     if wrong_type is not None:
         return wrong_type
     done: set[str] = set()
@@ -188,7 +188,7 @@ def call_problem(pipeline: Pipeline, start: str) -> str | None:
             return f"pipe '{child}': pipes call each other in a cycle: {cycle}"
         if len(trail) >= MAX_PIPE_DEPTH:
             return f"pipe '{start}': pipes call each other more than {MAX_PIPE_DEPTH} levels deep"
-        wrong_type = _type_problem(child, pipeline.pipes[child])
+        wrong_type = _type_problem(child, pipeline.pipes[child], pipeline)
         if wrong_type is not None:
             return wrong_type
         trail.append(child)
@@ -196,18 +196,20 @@ def call_problem(pipeline: Pipeline, start: str) -> str | None:
     return None
 
 
-def _type_problem(name: str, pipe: PipeSpec) -> str | None:
-    """Why a type ``pipe`` declares cannot be read (its steps would fail on it, each attempt)."""
+def _type_problem(name: str, pipe: PipeSpec, pipeline: Pipeline) -> str | None:
+    """Why a type ``pipe`` declares cannot be used: unreadable, unknown, or a structure that refers
+    to itself (its steps would fail on it, each attempt, with a RecursionError)."""
     output = getattr(pipe, "output", None)
     fields = [*(("input", n, t) for n, t in pipe.inputs.items()), ("field", "output", output)]
     for label, field, ref in fields:
         if not isinstance(ref, str):
             continue
         try:
-            _types.parse_type(ref)
-        except (ValueError, RecursionError) as err:
-            why = str(err) if isinstance(err, ValueError) else f"'{ref[:40]}...' nests too deeply"
-            return f"pipe '{name}', {label} '{field}': {why}"
+            problems = _types.type_problems(ref, pipeline.structures)
+        except RecursionError:
+            problems = [f"'{ref[:40]}' nests too deeply (types or structures)"]
+        if problems:
+            return f"pipe '{name}', {label} '{field}': {problems[0]}"
     return None
 
 
