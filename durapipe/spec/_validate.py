@@ -19,7 +19,7 @@ from durapipe.spec._flow import (
     output_shape,
     suggest,
 )
-from durapipe.spec._kinds import kind_of
+from durapipe.spec._kinds import is_controller_kind, kind_of
 from durapipe.spec._spec import (
     Pipeline,
     PipeSpec,
@@ -199,7 +199,8 @@ def call_problem(pipeline: Pipeline, start: str) -> str | None:
 def _type_problem(name: str, pipe: PipeSpec, pipeline: Pipeline) -> str | None:
     """Why a type ``pipe`` declares cannot be used: unreadable, unknown, or a structure that refers
     to itself (its steps would fail on it, each attempt, with a RecursionError)."""
-    output = getattr(pipe, "output", None)
+    # A controller's output names working-memory values; a leaf's is a type.
+    output = None if is_controller_kind(pipe.kind) else getattr(pipe, "output", None)
     fields = [*(("input", n, t) for n, t in pipe.inputs.items()), ("field", "output", output)]
     for label, field, ref in fields:
         if not isinstance(ref, str):
