@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     """Checkpoint store: a SQLite file, a ``redis://`` URL or ``off`` (default: the cache folder)."""
     checkpoint_ttl: str | None = None
     """How long stored results are served (``30d``, ``12h``; default 30 days)."""
+    max_step_timeout: str | None = None
+    """The longest timeout a leaf step may ask of this worker (``1h``, ``30m``; default 1 hour)."""
     limits: str = ""
     """Provider-limit counts, when not where the checkpoints are."""
     blob_dir: str | None = None
@@ -115,7 +117,7 @@ class Settings(BaseSettings):
             raise ValueError("not a size (e.g. 262144, 256KiB, 1MiB)")
         return value
 
-    @field_validator("checkpoint_ttl")
+    @field_validator("checkpoint_ttl", "max_step_timeout")
     @classmethod
     def _is_a_duration(cls, value: str | None) -> str | None:
         if value is not None and value.strip():

@@ -17,6 +17,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, FailureError
 
 from durapipe._errors import ErrorType
+from durapipe._settings import settings
 from durapipe.activities._cost import estimate_cost
 from durapipe.activities._metrics import record_spend, record_usage
 from durapipe.activities._registry import (
@@ -38,7 +39,7 @@ from durapipe.runtime._calls import (
 from durapipe.runtime._spend import AttemptSpend, counting, done, spends
 from durapipe.security._codec import EncryptionError
 from durapipe.security._secrets import redact
-from durapipe.spec import LimitRule, limits_for
+from durapipe.spec import LimitRule, format_duration, limits_for, parse_duration
 from durapipe.spec._deck import ModelDeck
 from durapipe.spec._kinds import kinds
 from durapipe.stores._checkpoints import CheckpointStore, configured_store
@@ -76,6 +77,12 @@ class Activities:
         self.limits = list(limits)
         # "env": the store DURAPIPE_CHECKPOINTS names, opened when the first call needs it.
         self._checkpoints = checkpoints
+        # The longest a call may hold one of this worker's slots: a step's timeout comes from the
+        # run's spec, which any client of the namespace sends (see `refuse_long_timeout`).
+        configured = settings().max_step_timeout
+        self.max_step_timeout = (
+            parse_duration(configured.strip()) if configured and configured.strip() else 3600.0
+        )
 
     @property
     def checkpoints(self) -> CheckpointStore | None:
@@ -106,6 +113,7 @@ class Activities:
 
         async def run(call: CallBase) -> LeafResult:
             info = activity.info()  # read once: heartbeats and metrics need it too
+            refuse_long_timeout(call, info, self.max_step_timeout)
             if self.limits:
                 call = own_limits(call, self.limits)
             # What this attempt pays for, so a failure after a paid answer says so (`paid`),
@@ -139,6 +147,29 @@ class Activities:
         """The worst-case cost of a paid call (llm, agent turn, image), checked against a run's
         budget."""
         return estimate_cost(call)
+
+
+def refuse_long_timeout(call: CallBase, info: activity.Info, cap: float) -> None:
+    """Refuse a call whose timeout is longer than this worker's cap (``DURAPIPE_MAX_STEP_TIMEOUT``).
+
+    Otherwise a run could hold a worker slot as long as it likes (a 30-year timeout, and a model
+    that takes its time or a provider limit it waits for), and as many runs as the worker has
+    slots would stop every other run's steps on it.
+
+    Raises:
+        ApplicationError: non-retryable ``durapipe.TimeoutNotAllowed`` naming the pipe.
+    """
+    asked = info.start_to_close_timeout
+    if asked is None or asked.total_seconds() <= cap:
+        return
+    raise ApplicationError(
+        f"pipe '{call.pipe_name}', field 'timeout': {format_duration(asked.total_seconds())} is "
+        f"longer than this worker lets a step run ({format_duration(cap)}, "
+        "DURAPIPE_MAX_STEP_TIMEOUT); give the pipe a shorter timeout",
+        {ATTEMPT_DETAIL: info.attempt},
+        type=ErrorType.TIMEOUT_NOT_ALLOWED,
+        non_retryable=True,
+    )
 
 
 def own_limits(call: C, rules: Sequence[LimitRule]) -> C:

@@ -90,6 +90,7 @@ async def _images(
             if pipe.count == 1
             else [f"{prompt} ({i} of {pipe.count})" for i in range(1, pipe.count + 1)]
         )
+        refuse_placeholder_size(call.pipe_name, pipe.size)
         pngs = [await asyncio.to_thread(placeholder_png, label, pipe.size) for label in labels]
         return pngs, Usage()
     async with limited(call, model) as lease:
@@ -97,6 +98,28 @@ async def _images(
         pngs, usage = await _generate(model, prompt, pipe.size, settings, pipe.timeout, pipe.count)
         lease.used(usage)
     return pngs, usage
+
+
+# The largest placeholder the offline model draws (48 MiB of pixels). A size comes from the run's
+# spec, which any client sends: the spec's pattern lets it reach 99999x99999, 30 GB to allocate.
+PLACEHOLDER_MAX = (4096, 4096)
+
+
+def refuse_placeholder_size(pipe_name: str, size: str) -> None:
+    """Refuse a placeholder larger than `PLACEHOLDER_MAX`.
+
+    Raises:
+        ApplicationError: non-retryable ``durapipe.BadRequest`` naming the pipe and field.
+    """
+    width, height = (int(part) for part in size.split("x"))
+    most_wide, most_high = PLACEHOLDER_MAX
+    if width > most_wide or height > most_high:
+        raise ApplicationError(
+            f"pipe '{pipe_name}', field 'size': the offline image model draws at most "
+            f"{most_wide}x{most_high}, not {size}",
+            type=ErrorType.BAD_REQUEST,
+            non_retryable=True,
+        )
 
 
 def placeholder_png(prompt: str, size: str = "1024x1024") -> bytes:
@@ -112,8 +135,12 @@ def placeholder_png(prompt: str, size: str = "1024x1024") -> bytes:
         (unit, unit), PLACEHOLDER_LABEL, fill=(170, 40, 40), font=ImageFont.load_default(unit)
     )
     body = ImageFont.load_default(max(8, unit * 3 // 4))
-    lines = textwrap.wrap(prompt, width=max(10, int(width / (unit * 0.45))))
-    for index, line in enumerate(lines[: max(1, (height - 4 * unit) // unit)]):
+    per_line, most_lines = max(10, int(width / (unit * 0.45))), max(1, (height - 4 * unit) // unit)
+    # Only what can fit is wrapped (four times the characters the lines hold: wrapped lines are
+    # at least half full, so the lines drawn are those of the whole prompt): a prompt may be
+    # megabytes, and wrapping it all took seconds.
+    lines = textwrap.wrap(prompt[: 4 * per_line * most_lines], width=per_line)
+    for index, line in enumerate(lines[:most_lines]):
         draw.text((unit, 3 * unit + index * unit), line, fill=(30, 30, 30), font=body)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)

@@ -28,6 +28,7 @@ from durapipe.cli import _progress
 from durapipe.cli._connection import connection_options
 from durapipe.cli._interrupt import interruptible
 from durapipe.cli._methods import MethodsOption, methods_for
+from durapipe.cli._printable import printable, printable_json
 from durapipe.cli._waiting import wait_for
 from durapipe.cli._worker import serve_worker, with_limits_of
 
@@ -96,7 +97,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
         typer.echo(error_json(message, code), err=True)
     else:
-        typer.echo(f"error: {message}", err=True)
+        typer.echo(f"error: {printable(message)}", err=True)
     return typer.Exit(code)
 
 
@@ -511,7 +512,8 @@ RESULT_QUIET_S = 1.0  # how long `result` waits for a run before it says that it
 
 def print_result(result: dp.RunResult, *, as_json: bool) -> None:
     """The output alone on stdout (compact with --json); the totals on stderr."""
-    typer.echo(json.dumps(result.output, ensure_ascii=False, indent=None if as_json else 2))
+    output = json.dumps(result.output, ensure_ascii=False, indent=None if as_json else 2)
+    typer.echo(printable_json(output))
     _print_totals(result.usage)
 
 

@@ -11,6 +11,7 @@ import typer
 
 import durapipe as dp
 from durapipe.cli import _progress
+from durapipe.cli._printable import printable_json
 
 ARTICLE = (
     "The city council voted 7 to 2 on Tuesday to build a new public library downtown. "
@@ -29,7 +30,7 @@ def run_demo(file: Path, *, keep: bool) -> None:
         run_id = f"brief-demo-{uuid.uuid4().hex[:8]}"
         result = asyncio.run(_run(pipeline, server.address, run_id))
         typer.echo("result:")
-        typer.echo(json.dumps(result.output, indent=2, ensure_ascii=False))
+        typer.echo(printable_json(json.dumps(result.output, indent=2, ensure_ascii=False)))
         usage = result.usage
         typer.echo(
             f"tokens: {usage.input_tokens} in / {usage.output_tokens} out, cost: ${usage.cost_usd:.6f}"

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 import durapipe as dp
+from durapipe.cli._printable import printable
 from durapipe.cli._waiting import wait_for, waiting_line
 from durapipe.workflows._search import spent
 
@@ -55,8 +56,8 @@ def render(records: list[dp.StepRecord], run_id: str) -> Group:
         )
         table.add_row(
             mark,
-            Text(name),
-            f"{record.kind} · {record.model}" if record.model else record.kind,
+            Text(printable(name)),
+            Text(printable(f"{record.kind} · {record.model}" if record.model else record.kind)),
             str(record.attempts or ""),
             seconds,
             f"{record.input_tokens}/{record.output_tokens}" if record.input_tokens else "",

@@ -11,6 +11,7 @@ import typer
 
 from durapipe._errors import ConfigError
 from durapipe.adapters.mthds import Method, mthds_inputs, mthds_output, pipe_for
+from durapipe.cli._printable import printable_json
 
 
 def pipe_name(method: Method, ref: str) -> str:
@@ -96,7 +97,9 @@ def print_output(
         with_memory=with_memory,
         memory=memory,
     )
-    typer.echo(json.dumps(shown, ensure_ascii=False, separators=(",", ":"), default=str))
+    typer.echo(
+        printable_json(json.dumps(shown, ensure_ascii=False, separators=(",", ":"), default=str))
+    )
 
 
 def error_json(message: str, code: int) -> str:
@@ -105,16 +108,18 @@ def error_json(message: str, code: int) -> str:
     Exit code 2 is a mistake in what was asked (the bundle, an input); 1 a run that failed.
     """
     mistake = code == 2
-    return json.dumps(
-        {
-            "error": True,
-            "error_type": "ValidationError" if mistake else "PipelineExecutionError",
-            "message": message,
-            "hint": "Fix the bundle or the inputs as the message says"
-            if mistake
-            else "The message names the step that failed and why",
-            "error_domain": "input" if mistake else "runtime",
-            "retryable": False,
-        },
-        ensure_ascii=False,
+    return printable_json(
+        json.dumps(
+            {
+                "error": True,
+                "error_type": "ValidationError" if mistake else "PipelineExecutionError",
+                "message": message,
+                "hint": "Fix the bundle or the inputs as the message says"
+                if mistake
+                else "The message names the step that failed and why",
+                "error_domain": "input" if mistake else "runtime",
+                "retryable": False,
+            },
+            ensure_ascii=False,
+        )
     )

@@ -16,6 +16,7 @@ from durapipe._words import counted
 from durapipe.cli import _progress
 from durapipe.cli._app import app, fail, handles_errors
 from durapipe.cli._connection import connection_options
+from durapipe.cli._printable import printable, printable_json
 
 
 @app.command()
@@ -79,7 +80,8 @@ def show(
     for line in _progress.tree_lines(steps):
         typer.echo(line)
     if waiting_on:
-        typer.echo(f"warning: run '{run_id}' cannot make progress: {waiting_on}", err=True)
+        warning = f"warning: run '{run_id}' cannot make progress: {waiting_on}"
+        typer.echo(printable(warning), err=True)
 
 
 def _show_step(run_id: str, path: str, *, as_json: bool, connection: dp.ConnectOptions) -> None:
@@ -88,16 +90,17 @@ def _show_step(run_id: str, path: str, *, as_json: bool, connection: dp.ConnectO
 
     detail = asyncio.run(detailed())
     if as_json:
-        typer.echo(json.dumps(detail.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        shown = json.dumps(detail.model_dump(mode="json"), indent=2, ensure_ascii=False)
+        typer.echo(printable_json(shown))
         return
-    typer.echo(f"step {detail.path} ({detail.kind}) of run {run_id}")
+    typer.echo(printable(f"step {detail.path} ({detail.kind}) of run {run_id}"))
     typer.echo("--- inputs")
-    typer.echo(json.dumps(detail.inputs, indent=2, ensure_ascii=False))
+    typer.echo(printable_json(json.dumps(detail.inputs, indent=2, ensure_ascii=False)))
     for message in detail.messages:
-        typer.echo(f"--- {message['role']} (rendered)")
-        typer.echo(message["content"])
+        typer.echo(printable(f"--- {message['role']} (rendered)"))
+        typer.echo(printable(message["content"]))
     typer.echo("--- answer")
-    typer.echo(json.dumps(detail.output, indent=2, ensure_ascii=False))
+    typer.echo(printable_json(json.dumps(detail.output, indent=2, ensure_ascii=False)))
 
 
 @app.command()

@@ -12,6 +12,7 @@ import typer
 
 import durapipe as dp
 from durapipe._words import counted, moment
+from durapipe.cli._printable import printable
 from durapipe.cli._waiting import wait_for, waiting_line
 
 _MARKS = {"succeeded": "✓", "failed": "✗", "skipped": "-", "cancelled": "✗"}
@@ -37,7 +38,7 @@ def step_line(record: dp.StepRecord) -> str:
         parts.append("skipped")
     if record.error:
         parts.append(f"{record.error_type}: {record.error}")
-    return "  ".join(parts)
+    return printable("  ".join(parts))
 
 
 def failed_spend_text(record: dp.StepRecord) -> str:
@@ -81,7 +82,7 @@ def tree_lines(records: list[dp.StepRecord]) -> list[str]:
             parts.append(
                 f"{record.error_type}: {record.error}" if record.error_type else record.error
             )
-        lines.append("  ".join(parts))
+        lines.append(printable("  ".join(parts)))
     return lines
 
 
@@ -103,7 +104,7 @@ def run_line(summary: dp.RunSummary) -> str:
     line += totals_text(summary)
     if summary.status == "failed":  # the dead-letter view: where it failed and why
         line += f"  step '{summary.failed_step or '-'}': {summary.error}"
-    return line
+    return printable(line)
 
 
 def summary_json(summary: dp.RunSummary) -> dict[str, Any]:
@@ -134,7 +135,7 @@ def header(summary: dp.RunSummary, *, paused: bool) -> str:
         )
     if summary.status == "failed":
         line += f"\n  failed at step '{summary.failed_step or '-'}': {summary.error}"
-    return line
+    return printable(line)
 
 
 def newly_finished(
@@ -171,7 +172,7 @@ def print_step(record: dp.StepRecord) -> None:
 def print_notice(line: str) -> None:
     """Print why a local run waits outside its steps (litellm's import) to stderr, where its step
     lines go: never into the output on stdout."""
-    typer.echo(f"  … {line}", err=True)
+    typer.echo(printable(f"  … {line}"), err=True)
 
 
 def failed_attempt_lines(record: dp.StepRecord, said: dict[str, int], run_id: str) -> list[str]:
@@ -206,7 +207,7 @@ def failed_attempt_lines(record: dp.StepRecord, said: dict[str, int], run_id: st
                 f"  ↻ {record.path} attempt {failed} failed: {error}; "
                 f"now on attempt {record.attempts}"
             )
-    return lines
+    return [printable(line) for line in lines]
 
 
 async def follow(handle: dp.RunHandle, *, quiet: bool = False) -> dp.RunResult:

@@ -29,6 +29,7 @@ from durapipe.cli._app import (
 )
 from durapipe.cli._connection import connection_options
 from durapipe.cli._methods import MethodsOption, methods_for
+from durapipe.cli._printable import printable, printable_json
 
 T = TypeVar("T")
 RunArgument = Annotated[str, typer.Argument(help="The run id.", show_default=False)]
@@ -263,13 +264,17 @@ def pending(
             else ""
         )
         since = moment(request.waiting_since) if request.waiting_since else "?"
-        typer.echo(f"{request.run_id}  {request.path}  waiting since {since}{deadline}")
-        typer.echo(f"  {request.message}")
-        values = json.dumps(request.values, ensure_ascii=False)
-        typer.echo(f"  values: {values}  (approve continues with '{request.value}')")
-        typer.echo(f"  decide: durapipe approve {request.run_id} {request.path}  (or reject)")
+        typer.echo(printable(f"{request.run_id}  {request.path}  waiting since {since}{deadline}"))
+        typer.echo(printable(f"  {request.message}"))
+        values = printable_json(json.dumps(request.values, ensure_ascii=False))
+        typer.echo(printable(f"  values: {values}  (approve continues with '{request.value}')"))
+        typer.echo(
+            printable(f"  decide: durapipe approve {request.run_id} {request.path}  (or reject)")
+        )
     for run_id, why in found.unanswered.items():
-        typer.echo(f"error: run {run_id} could not say whether it waits: {why}", err=True)
+        typer.echo(
+            printable(f"error: run {run_id} could not say whether it waits: {why}"), err=True
+        )
     if found.unanswered:
         raise typer.Exit(1)
     if not requests and not as_json:

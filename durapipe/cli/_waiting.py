@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 import durapipe as dp
+from durapipe.cli._printable import printable
 
 POLL_INTERVAL_S = 0.25
 STALL_CHECK_S = 1.0  # how often a followed run's queues are checked for workers
@@ -37,13 +38,13 @@ def waiting_line(record: dp.StepRecord, run_id: str) -> str:
     """What a waiting step waits for, and the command that ends the wait."""
     line = f"  ⏸ {record.path} waiting for {record.waiting_for or 'a decision'}"
     if record.kind == "approval":
-        return (
-            f"{line}; decide with `durapipe approve {run_id} {record.path}` "
+        line += (
+            f"; decide with `durapipe approve {run_id} {record.path}` "
             f"or `durapipe reject {run_id} {record.path}`"
         )
-    if (record.waiting_for or "").startswith("resume"):
-        return f"{line}; continue with `durapipe resume {run_id}`"
-    return line
+    elif (record.waiting_for or "").startswith("resume"):
+        line += f"; continue with `durapipe resume {run_id}`"
+    return printable(line)
 
 
 WAITING_MEANWHILE = "waiting for it to come back (Ctrl-C stops the waiting, not the run)"

@@ -45,6 +45,7 @@ from durapipe.spec import (
 from durapipe.spec._kinds import Inline, InlineError
 from durapipe.spec._spec import BatchPipe, ConditionPipe, ParallelPipe
 from durapipe.spec._types import StructureSpec, structures_used
+from durapipe.spec._validate import call_problem
 
 T = TypeVar("T")
 # What a pipe's calls carry besides their inputs (see `Interpreter._call`).
@@ -53,6 +54,7 @@ CallParts = tuple[type[BaseModel], dict[str, StructureSpec] | None, Any]
 FINISHED = frozenset({"succeeded", "failed", "skipped"})
 MISSING_VALUE = ErrorType.MISSING_VALUE
 UNKNOWN_KIND = ErrorType.UNKNOWN_KIND
+INVALID_SPEC = ErrorType.INVALID_SPEC
 
 
 class Interpreter:
@@ -87,6 +89,15 @@ class Interpreter:
         Raises:
             StepFailed: a step failed after its retries; later steps are marked skipped.
         """
+        problem = call_problem(self.run.spec, self.run.pipe)
+        if problem is not None:  # a raw workflow input: validation never saw it
+            kind = getattr(self.run.spec.pipes.get(self.run.pipe), "kind", "unknown")
+            raise StepFailed(
+                path=self.run.path or self.run.pipe,
+                kind=kind,
+                cause_type=INVALID_SPEC,
+                cause=problem,
+            )
         pipe = self.run.spec.pipes[self.run.pipe]
         if isinstance(pipe, SequencePipe):
             output = await self._sequence(pipe)

@@ -238,6 +238,12 @@ async def _body(request: web.Request) -> dict[str, Any]:
             f"The request body is not JSON ({err.msg} at position {err.pos}).",
             params={"reason": "not_json"},
         ) from None
+    except RecursionError:
+        raise ServeError(
+            "request.malformed",
+            "The request body's JSON is nested too deeply to read; send a flatter document.",
+            params={"reason": "too_deep"},
+        ) from None
     if not isinstance(body, dict):
         raise ServeError(
             "request.invalid", "The request body must be a JSON object.", params={"field": ""}

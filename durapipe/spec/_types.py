@@ -138,6 +138,11 @@ def parse_type(ref: str) -> TypeNode:
     return TypeNode(ref)
 
 
+# The longest exact length a list type may ask for: a spec comes from any client, and a model (the
+# offline one builds every item) must not be asked for ten million items.
+MAX_LIST_COUNT = 10_000
+
+
 def _split_count(inner: str) -> tuple[str, int | None]:
     """``Claim, 3`` -> (``Claim``, 3): the item type and the exact length after a top-level comma."""
     depth = 0
@@ -149,6 +154,11 @@ def _split_count(inner: str) -> tuple[str, int | None]:
             if not count.isdigit() or int(count) < 1:
                 raise ValueError(
                     f"'list[{inner}]': the length after the comma must be a whole number >= 1"
+                )
+            if int(count) > MAX_LIST_COUNT:
+                raise ValueError(
+                    f"'list[{inner}]': an exact length may be at most {MAX_LIST_COUNT} "
+                    "(use list[T] for a list of any length)"
                 )
             return inner[:index], int(count)
     return inner, None

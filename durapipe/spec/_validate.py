@@ -19,9 +19,10 @@ from durapipe.spec._flow import (
     output_shape,
     suggest,
 )
-from durapipe.spec._kinds import kind_of
+from durapipe.spec._kinds import is_controller_kind, kind_of
 from durapipe.spec._spec import (
     Pipeline,
+    PipeSpec,
     pipes_used,
 )
 
@@ -152,6 +153,64 @@ def _nesting_problem(pipeline: Pipeline) -> tuple[str, str] | None:
                     f"pipes call each other more than {MAX_PIPE_DEPTH} levels deep from here; "
                     "flatten the pipeline",
                 )
+    return None
+
+
+def call_problem(pipeline: Pipeline, start: str) -> str | None:
+    """Why the pipes ``start`` calls cannot run as ``pipeline`` holds them, in one sentence, or None.
+
+    A spec that arrives in a workflow input need not have been validated (any client of the
+    namespace can start a run): a cycle would start child workflows without end (doubling them at
+    each level of a parallel), and a pipe the spec lacks would fail a workflow task forever. So a
+    run checks what it was sent: a pipe it names that the spec lacks, pipes that call each other in
+    a cycle, calls nested deeper than `MAX_PIPE_DEPTH` (iterative: any depth of input).
+    """
+    if start not in pipeline.pipes:
+        return f"the run's spec holds no pipe '{start}'"
+    wrong_type = _type_problem(start, pipeline.pipes[start], pipeline)
+    if wrong_type is not None:
+        return wrong_type
+    done: set[str] = set()
+    trail = [start]
+    stack = [iter(pipes_used(pipeline.pipes[start]))]
+    while stack:
+        child = next(stack[-1], None)
+        if child is None:
+            stack.pop()
+            done.add(trail.pop())
+            continue
+        if child in done:
+            continue
+        if child not in pipeline.pipes:
+            return f"pipe '{trail[-1]}' calls pipe '{child}', which the run's spec does not hold"
+        if child in trail:
+            cycle = " -> ".join([*trail[trail.index(child) :], child])
+            return f"pipe '{child}': pipes call each other in a cycle: {cycle}"
+        if len(trail) >= MAX_PIPE_DEPTH:
+            return f"pipe '{start}': pipes call each other more than {MAX_PIPE_DEPTH} levels deep"
+        wrong_type = _type_problem(child, pipeline.pipes[child], pipeline)
+        if wrong_type is not None:
+            return wrong_type
+        trail.append(child)
+        stack.append(iter(pipes_used(pipeline.pipes[child])))
+    return None
+
+
+def _type_problem(name: str, pipe: PipeSpec, pipeline: Pipeline) -> str | None:
+    """Why a type ``pipe`` declares cannot be used: unreadable, unknown, or a structure that refers
+    to itself (its steps would fail on it, each attempt, with a RecursionError)."""
+    # A controller's output names working-memory values; a leaf's is a type.
+    output = None if is_controller_kind(pipe.kind) else getattr(pipe, "output", None)
+    fields = [*(("input", n, t) for n, t in pipe.inputs.items()), ("field", "output", output)]
+    for label, field, ref in fields:
+        if not isinstance(ref, str):
+            continue
+        try:
+            problems = _types.type_problems(ref, pipeline.structures)
+        except RecursionError:
+            problems = [f"'{ref[:40]}' nests too deeply (types or structures)"]
+        if problems:
+            return f"pipe '{name}', {label} '{field}': {problems[0]}"
     return None
 
 

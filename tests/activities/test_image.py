@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,23 @@ pipes:
     resolved = dp.resolve(from_yaml, "cover").pipes["cover"]
     assert isinstance(resolved, dp.spec.ImagePipe)
     assert resolved.model == dp.OFFLINE_MODEL and resolved.timeout == 180.0
+
+
+async def test_the_offline_model_refuses_a_size_it_would_need_gigabytes_to_draw() -> None:
+    # The spec lets a size reach 99999x99999 (30 GB of pixels): a run's spec comes from any client,
+    # and a worker that tried would be killed, then the next one on the retry. 12000x12000 is
+    # 432 MB (drawn in seconds before this check), well past what the placeholder needs.
+    huge = dp.pipeline(
+        dp.image("cover", inputs={"topic": str}, prompt="{{ topic }}", size="12000x12000")
+    )
+    with pytest.raises(dp.StepFailed) as failed:
+        await dp.run_local(huge, "cover", {"topic": "a lighthouse"})
+    assert failed.value.cause_type == "durapipe.BadRequest"
+    assert failed.value.cause.startswith("pipe 'cover', field 'size': ")
+    assert "4096x4096" in failed.value.cause
+
+
+def test_a_long_prompt_draws_only_what_fits() -> None:
+    started = time.perf_counter()
+    placeholder_png("word " * 2_000_000, "256x256")  # a 10 MB prompt
+    assert time.perf_counter() - started < 2.0

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from durapipe.cli import app
 from tests.serve.conftest import (
     HERE,
+    TOKEN,
     Served,
     lifecycle_client,
     mthds_client,
@@ -151,6 +152,20 @@ async def test_refusals_are_problem_documents(served: Served) -> None:
     assert unknown.value.problem.code == "request.pipe_not_found"
     assert "nope" in unknown.value.problem.detail
     assert escaping.value.problem.code == "security.method_path_refused"
+
+
+async def test_a_body_nested_past_the_parsers_depth_is_malformed_not_unexpected(
+    served: Served,
+) -> None:
+    nested = b"[" * 100_000 + b"]" * 100_000  # Python's json recurses once per level
+    async with httpx.AsyncClient() as raw:
+        answer = await raw.post(
+            f"{served.url}/v1/start", content=nested, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+    assert answer.status_code == 422
+    assert answer.json()["code"] == "request.malformed"
+    assert "nested" in answer.json()["detail"]
+    assert not any("Traceback" in line for line in served.log)
 
 
 async def test_a_run_outlives_a_killed_server(
