@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from durapipe.serve._problems import PROBLEM_CONTENT_TYPE, ServeError
 
@@ -251,8 +251,13 @@ class GuardedSite(web.BaseSite):
 
 async def close_after_response(request: web.Request, response: web.StreamResponse) -> None:
     """Close each connection after its answer (``on_response_prepare``): every request is a new
-    connection, so the head deadline bounds each one, and an idle connection holds nothing."""
+    connection, so the head deadline bounds each one, and an idle connection holds nothing.
+
+    The hook runs after aiohttp wrote the ``Connection`` header from the request, so the header
+    is set here too: a client told nothing would send its next request on a closed connection.
+    """
     response.force_close()
+    response.headers[hdrs.CONNECTION] = "close"
 
 
 async def read_body(request: web.Request, limits: ClientLimits, max_bytes: int) -> bytes:
