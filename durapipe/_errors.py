@@ -52,6 +52,7 @@ class ErrorType(StrEnum):
     CONTEXT_WINDOW_EXCEEDED = "durapipe.ContextWindowExceeded"
     ENCRYPTION_KEY_ERROR = "durapipe.EncryptionKeyError"
     EXPRESSION_ERROR = "durapipe.ExpressionError"
+    INVALID_INPUT = "durapipe.InvalidInput"
     INVALID_OUTPUT = "durapipe.InvalidOutput"
     INVALID_SPEC = "durapipe.InvalidSpec"
     INVALID_TOOL_CALLS = "durapipe.InvalidToolCalls"

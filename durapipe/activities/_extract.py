@@ -12,6 +12,7 @@ import base64
 import io
 from typing import Any
 
+import pydantic
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType
@@ -21,7 +22,7 @@ from durapipe.adapters._litellm import classify, litellm_module, response_cost
 from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._calls import ExtractCall, LeafResult, Usage
 from durapipe.runtime._spend import paid
-from durapipe.spec import LOCAL_EXTRACTOR, Blob
+from durapipe.spec import LOCAL_EXTRACTOR, Blob, not_a_blob
 from durapipe.spec._deck import ModelDeck
 from durapipe.stores._blobs import BlobNotFound, blob_store
 from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
@@ -53,7 +54,7 @@ async def run_extract(
 
 async def _extract(call: ExtractCall, attempt: int, deck: ModelDeck | None) -> LeafResult:
     pipe = call.pipe
-    ref = Blob.model_validate(next(iter(call.inputs.values())))
+    ref = blob_input(call.path, call.pipe_name, call.inputs)
     data = await read_blob(ref)
     models = [pipe.model or LOCAL_EXTRACTOR, *pipe.fallbacks]
     for index, model in enumerate(models):
@@ -82,6 +83,24 @@ async def _pages(
         texts, usage = await _model_pages(model, data, media_type, settings, pipe.timeout)
         lease.used(usage)
     return texts, usage
+
+
+def blob_input(path: str, pipe_name: str, inputs: dict[str, Any]) -> Blob:
+    """The document of an extract call, as a blob reference.
+
+    Raises:
+        ApplicationError: the value is not a blob reference (``durapipe.InvalidInput``, not
+            retried: no attempt can make it one).
+    """
+    name, value = next(iter(inputs.items()))
+    try:
+        return Blob.model_validate(value)
+    except pydantic.ValidationError as err:
+        raise ApplicationError(
+            f"step '{path}' (pipe '{pipe_name}'), input '{name}': {not_a_blob(value, err)}",
+            type=ErrorType.INVALID_INPUT,
+            non_retryable=True,
+        ) from None
 
 
 async def read_blob(ref: Blob) -> bytes:

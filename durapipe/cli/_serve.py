@@ -73,6 +73,37 @@ def serve(
             "server may fetch (repeatable; default: none, clients send data: URLs).",
         ),
     ] = None,
+    head_timeout: Annotated[
+        float,
+        typer.Option(
+            "--head-timeout",
+            help="Seconds a connection has to send its request line and headers (then 408).",
+        ),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout",
+            help="Seconds a request body may take, plus 1 s per --body-min-rate bytes received "
+            "(then 408).",
+        ),
+    ] = 10.0,
+    body_min_rate: Annotated[
+        int,
+        typer.Option("--body-min-rate", help="The slowest upload, in bytes per second, never cut."),
+    ] = 32 * 1024,
+    max_connections: Annotated[
+        int,
+        typer.Option("--max-connections", help="Open connections at most (then 503)."),
+    ] = 256,
+    max_connections_per_peer: Annotated[
+        int,
+        typer.Option(
+            "--max-connections-per-peer",
+            help="Open connections from one address at most (then 503; 0: no cap; raise it "
+            "behind a reverse proxy).",
+        ),
+    ] = 64,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
     methods: MethodsOption = None,
     *,
@@ -83,8 +114,8 @@ def serve(
     Each run is a durapipe run on Temporal; start workers for it with `durapipe worker FILE`.
     """
     # Imported here: the CLI starts fast, and only this command needs the server.
+    from durapipe.serve import ClientLimits, serve_config
     from durapipe.serve import serve as serve_forever
-    from durapipe.serve import serve_config
 
     config = serve_config(
         _token(token_file),
@@ -96,5 +127,12 @@ def serve(
         execute_wait_s=execute_wait,
         allow_urls=tuple(allow_urls or ()),
         methods=methods or None,
+        limits=ClientLimits(
+            head_timeout_s=head_timeout,
+            body_timeout_s=body_timeout,
+            body_min_rate=body_min_rate,
+            max_connections=max_connections,
+            max_connections_per_peer=max_connections_per_peer,
+        ),
     )
     asyncio.run(serve_forever(config, host=host, port=port))

@@ -44,7 +44,7 @@ from durapipe.spec import (
 )
 from durapipe.spec._kinds import Inline, InlineError
 from durapipe.spec._spec import BatchPipe, ConditionPipe, ParallelPipe
-from durapipe.spec._types import StructureSpec, structures_used
+from durapipe.spec._types import StructureSpec, blob_input_problem, structures_used
 from durapipe.spec._validate import call_problem
 
 T = TypeVar("T")
@@ -357,6 +357,15 @@ class Interpreter:
             parts = kind.call, carried, limits
             self._call_parts[pipe_name] = parts
         message, structures, limits = parts
+        refused = blob_input_problem(pipe.inputs, inputs)
+        if refused is not None:
+            # A malformed blob reference fails its step at once: no attempt could read it.
+            raise StepFailed(
+                path=path,
+                kind=pipe.kind,
+                cause_type=ErrorType.INVALID_INPUT,
+                cause=f"step '{path}' (pipe '{pipe_name}'), {refused[1]}",
+            )
         data = {
             "run_id": self.run.run_id,
             "scope": self.run.scope,

@@ -13,12 +13,14 @@ Example:
 from durapipe.serve._app import PROTOCOL_VERSION, ServeConfig, create_app
 from durapipe.serve._problems import ServeError
 from durapipe.serve._server import serve, serve_config
+from durapipe.serve._slow import ClientLimits
 from durapipe.serve._trust import CLIENT_SETTINGS, Capabilities, trust_problems
 
 __all__ = [
     "CLIENT_SETTINGS",
     "PROTOCOL_VERSION",
     "Capabilities",
+    "ClientLimits",
     "ServeConfig",
     "ServeError",
     "create_app",

@@ -45,6 +45,7 @@ from durapipe.serve._runs import (
     run_status,
     start_run,
 )
+from durapipe.serve._slow import ClientLimits, close_after_response, read_body
 from durapipe.serve._trust import Capabilities, trust_problems
 from durapipe.spec import Pipeline, resolve
 
@@ -82,6 +83,8 @@ class ServeConfig:
             of the server's own disk is never read.
         methods: the folders of installed methods (the server's own) that the package addresses
             of a method a client sends resolve from (None: ``DURAPIPE_MTHDS_METHODS``).
+        limits: how long a request may take to arrive and how many connections may be open
+            (slow clients, see `ClientLimits`).
     """
 
     token: str
@@ -94,6 +97,7 @@ class ServeConfig:
     execute_wait_s: float = DEFAULT_EXECUTE_WAIT_S
     allow_urls: tuple[str, ...] = ()
     methods: tuple[Path, ...] | None = None
+    limits: ClientLimits = field(default_factory=ClientLimits)
 
 
 _CONFIG: Final = web.AppKey("config", ServeConfig)
@@ -109,6 +113,7 @@ def create_app(config: ServeConfig, client: Client) -> web.Application:
     app = web.Application(middlewares=[_problems, _auth], client_max_size=config.max_body_bytes)
     app[_CLIENT] = client
     app[_CONFIG] = config
+    app.on_response_prepare.append(close_after_response)
     app.router.add_get("/v1/version", _version)
     app.router.add_get("/v1/models", _models)
     app.router.add_post("/v1/validate", _validate)
@@ -223,7 +228,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
     Raises:
         ServeError: the body is not a JSON object.
     """
-    raw = await request.read()
+    config = request.app[_CONFIG]
+    raw = await read_body(request, config.limits, config.max_body_bytes)
     try:
         body = json.loads(raw or b"{}")
     except UnicodeDecodeError:

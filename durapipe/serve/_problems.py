@@ -74,6 +74,10 @@ CODES: Final[dict[str, _Code]] = {
         503, "The runtime or a service it depends on is unavailable", "runtime", "yes", "retry"
     ),
     "runtime.unexpected": _Code(500, "An unexpected error occurred", "runtime", "no", "report"),
+    # durapipe's own extension code (the registry has none for a request that arrives too slowly).
+    "durapipe.request.timeout": _Code(
+        408, "The request did not arrive in time", "input", "yes", "retry"
+    ),
 }
 
 

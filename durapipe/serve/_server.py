@@ -17,6 +17,7 @@ from durapipe.adapters import DEFAULT_TASK_QUEUE, load
 from durapipe.client._connection import ConnectOptions
 from durapipe.client._handle import connect
 from durapipe.serve._app import DEFAULT_EXECUTE_WAIT_S, ServeConfig, create_app
+from durapipe.serve._slow import ClientLimits, GuardedSite
 from durapipe.serve._trust import Capabilities
 
 TOKEN_ENV = "DURAPIPE_SERVE_TOKEN"
@@ -44,7 +45,7 @@ async def serve(
     app = create_app(config, client)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = GuardedSite(runner, host, port, config.limits)
     try:
         await site.start()
     except OSError as err:
@@ -84,6 +85,7 @@ def serve_config(
     execute_wait_s: float = DEFAULT_EXECUTE_WAIT_S,
     allow_urls: tuple[str, ...] = (),
     methods: Sequence[Path] | None = None,
+    limits: ClientLimits | None = None,
 ) -> ServeConfig:
     """The configuration of a server in front of workers started on ``file``.
 
@@ -99,9 +101,10 @@ def serve_config(
         allow_urls: the URL prefixes whose Document and Image inputs this server may fetch.
         methods: the folders of installed methods MTHDS package addresses resolve from, for
             ``file`` and for the methods clients send (default ``DURAPIPE_MTHDS_METHODS``).
+        limits: how long a request may take to arrive and how many connections may be open.
 
     Raises:
-        ConfigError: no token, or the file or the deck cannot be read.
+        ConfigError: no token, a limit below its least, or the file or the deck cannot be read.
         PipelineError: the file has mistakes.
     """
     from durapipe.adapters.mthds import load_deck
@@ -115,6 +118,9 @@ def serve_config(
             "(clients send it as 'Authorization: Bearer <token>')"
         )
 
+    limits = limits or ClientLimits()
+    if faults := limits.problems():
+        raise ConfigError(f"durapipe serve: {faults[0]}")
     stores = None if methods is None else tuple(methods)
     pipeline = load(file, methods=stores) if file is not None else None
     deck = load_deck(deck_file)
@@ -128,4 +134,5 @@ def serve_config(
         execute_wait_s=execute_wait_s,
         allow_urls=allow_urls,
         methods=stores,
+        limits=limits,
     )

@@ -39,7 +39,7 @@ from durapipe.spec._spec import (
     pipes_used,
 )
 from durapipe.spec._templates import TemplateError, evaluate, render, variables
-from durapipe.spec._types import Blob, FieldSpec, Page, StructureSpec
+from durapipe.spec._types import Blob, FieldSpec, Page, StructureSpec, not_a_blob
 from durapipe.spec._validate import check, check_inputs, output_type, validate
 
 __all__ = [
@@ -82,6 +82,7 @@ __all__ = [
     "kinds",
     "limits_for",
     "matches",
+    "not_a_blob",
     "output_type",
     "parse_duration",
     "pipes_used",

@@ -23,6 +23,7 @@ from durapipe.spec._kinds import is_controller_kind, kind_of
 from durapipe.spec._spec import (
     Pipeline,
     PipeSpec,
+    SequencePipe,
     pipes_used,
 )
 
@@ -287,11 +288,44 @@ def check_inputs(
             checked[name] = _types.validate(type_ref, pipeline.structures, inputs[name])
         except pydantic.ValidationError as err:
             first = err.errors(include_url=False)[0]
+            why = _types.not_a_blob(given, err) if type_ref in _types.BLOB_TYPES else first["msg"]
             problems.append(
-                Problem(
-                    f"pipe '{pipe_name}', input '{name}'", f"expected {type_ref}: {first['msg']}"
-                )
+                Problem(f"pipe '{pipe_name}', input '{name}'", f"expected {type_ref}: {why}")
             )
+    if not problems:
+        problems = _blobs_downstream(pipeline, pipe_name, pipe_name, checked)
     if problems:
         raise PipelineError(problems)
     return checked
+
+
+def _blobs_downstream(
+    pipeline: Pipeline, run_pipe: str, pipe_name: str, values: dict[str, object], at: str = ""
+) -> list[Problem]:
+    """Run inputs a sequence passes by name to a ``file``/``document``/``image`` input of one of
+    its steps (e.g. through an input typed ``any``) that are not blob references: known before
+    the run starts, so refused before it starts."""
+    pipe = pipeline.pipes.get(pipe_name)
+    if not isinstance(pipe, SequencePipe):
+        return []
+    memory = dict(values)
+    for step in pipe.steps:
+        target = pipeline.pipes.get(step.pipe or "")
+        path = f"{at}{step.step_name}"
+        if target is not None:
+            sources = {name: step.inputs.get(name, name) for name in target.inputs}
+            given = {name: memory[src] for name, src in sources.items() if src in memory}
+            refused = _types.blob_input_problem(dict(target.inputs), given)
+            if refused is not None:
+                name, why = refused
+                return [
+                    Problem(
+                        f"pipe '{run_pipe}', input '{sources[name]}'",
+                        f"step '{path}' (pipe '{step.pipe}') reads it as its {why}",
+                    )
+                ]
+            found = _blobs_downstream(pipeline, run_pipe, step.pipe or "", given, f"{path}/")
+            if found:
+                return found
+        memory.pop(step.result_name, None)  # a later step reads this step's result instead
+    return []

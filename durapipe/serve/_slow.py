@@ -1,0 +1,306 @@
+"""Slow clients: how long a request may take to arrive, and how many connections may be open.
+
+aiohttp reads a request's head (request line and headers) with no deadline, so a client that sends
+one header line every few seconds holds a connection, a file descriptor and a buffer for as long as
+it likes, and a few hundred such clients exhaust the server ("slowloris"). `GuardedSite` listens
+like `aiohttp.web.TCPSite` and wraps each connection's protocol:
+
+- past `ClientLimits.max_connections` open connections, or `max_connections_per_peer` from one
+  address, a new connection gets a ``503`` and is closed;
+- a connection whose request head has not arrived `head_timeout_s` after it opened gets a ``408``
+  and is closed.
+
+Every answer closes its connection (`close_after_response`), so each request is a new connection
+under the same head deadline: an idle keep-alive connection cannot be used to send a slow second
+head. The body's deadline lives with the code that reads it (`read_body`): `body_timeout_s`, plus
+one second per `body_min_rate` bytes received, so a large upload at a normal rate is never cut.
+Each cut is one log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import hdrs, web
+
+from durapipe.serve._problems import PROBLEM_CONTENT_TYPE, ServeError
+
+logger = logging.getLogger("durapipe.serve")
+
+# The end of a request head: a blank line (a bare LF too, so a head aiohttp accepts is never
+# taken for an unfinished one).
+_HEAD_ENDS: Final = (b"\r\n\r\n", b"\n\n", b"\n\r\n")
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    """How much a client may hold of `durapipe serve`.
+
+    Attributes:
+        head_timeout_s: seconds a connection has, from opening, to send its request line and
+            headers; then it gets a ``408`` and is closed.
+        body_timeout_s: seconds a request's body may take to arrive, plus one second per
+            ``body_min_rate`` bytes received (a body slower than that gets a ``408``).
+        body_min_rate: the slowest upload, in bytes per second, that is never cut.
+        max_connections: open connections the server holds at most (a ``503`` past it).
+        max_connections_per_peer: open connections from one address at most (a ``503`` past it;
+            behind a reverse proxy every client is the proxy's address: raise it, or set it to 0,
+            no per-address cap).
+    """
+
+    head_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    body_min_rate: int = 32 * 1024
+    max_connections: int = 256
+    max_connections_per_peer: int = 64
+
+    def problems(self) -> list[str]:
+        """One sentence per limit that cannot work (zero or negative)."""
+        found = []
+        for name, flag in (
+            ("head_timeout_s", "--head-timeout"),
+            ("body_timeout_s", "--body-timeout"),
+            ("body_min_rate", "--body-min-rate"),
+            ("max_connections", "--max-connections"),
+        ):
+            if getattr(self, name) <= 0:
+                found.append(f"{name} ({flag}) must be more than 0, not {getattr(self, name)}")
+        if self.max_connections_per_peer < 0:
+            found.append(
+                "max_connections_per_peer (--max-connections-per-peer) must be 0 (no cap) or more, "
+                f"not {self.max_connections_per_peer}"
+            )
+        return found
+
+
+class _Gate:
+    """The open connections of one server, counted in all and per peer address."""
+
+    def __init__(self, limits: ClientLimits) -> None:
+        self.limits = limits
+        self.open = 0
+        self.by_peer: Counter[str] = Counter()
+        # Refusals are logged at most once a second: a flood of connections is not a flood of lines.
+        self._next_log = 0.0
+        self._unlogged = 0
+
+    def refusal(self, peer: str) -> str | None:
+        """Why a new connection from ``peer`` is refused, or None (then it is counted)."""
+        limits = self.limits
+        if self.open >= limits.max_connections:
+            return f"the server holds its limit of {limits.max_connections} open connections"
+        per_peer = limits.max_connections_per_peer
+        if per_peer and self.by_peer[peer] >= per_peer:
+            return f"{peer} holds its limit of {per_peer} open connections"
+        self.open += 1
+        self.by_peer[peer] += 1
+        return None
+
+    def log_refusal(self, peer: str, refusal: str) -> None:
+        now = asyncio.get_running_loop().time()
+        if now < self._next_log:
+            self._unlogged += 1
+            return
+        more = f" (and {self._unlogged} more refused in the last second)" if self._unlogged else ""
+        logger.warning(
+            "durapipe serve: refused a connection from %s: %s (503)%s", peer, refusal, more
+        )
+        self._next_log, self._unlogged = now + 1.0, 0
+
+    def release(self, peer: str) -> None:
+        self.open -= 1
+        self.by_peer[peer] -= 1
+        if self.by_peer[peer] <= 0:
+            del self.by_peer[peer]
+
+
+def _raw_answer(status: int, reason: str, error: ServeError, extra: str = "") -> bytes:
+    """A whole HTTP answer written straight to a socket aiohttp has not read a request from."""
+    body = json.dumps(error.document()).encode("utf-8")
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {PROBLEM_CONTENT_TYPE}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class _Guarded(asyncio.Protocol):
+    """aiohttp's protocol for one connection, under the connection cap and the head deadline."""
+
+    def __init__(self, protocol: Callable[[], asyncio.Protocol], gate: _Gate) -> None:
+        self._protocol = protocol
+        self._inner: asyncio.Protocol | None = None  # aiohttp's, made once the connection is let in
+        self._gate = gate
+        self._transport: asyncio.Transport | None = None
+        self._peer = ""
+        self._head_done = False
+        self._tail = b""
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peername = transport.get_extra_info("peername")
+        self._peer = str(peername[0]) if peername else "?"
+        refusal = self._gate.refusal(self._peer)
+        if refusal is not None:
+            self._gate.log_refusal(self._peer, refusal)
+            error = ServeError(
+                "runtime.unavailable",
+                f"This runner is busy ({refusal}); send the request again in a moment.",
+            )
+            transport.write(_raw_answer(503, "Service Unavailable", error, "Retry-After: 1\r\n"))
+            transport.close()
+            return
+        limit = self._gate.limits.head_timeout_s
+        self._timer = asyncio.get_running_loop().call_later(limit, self._head_late)
+        self._inner = self._protocol()
+        self._inner.connection_made(transport)
+
+    def _head_late(self) -> None:
+        self._timer = None
+        transport = self._transport
+        if self._head_done or transport is None or transport.is_closing():
+            return
+        limit = self._gate.limits.head_timeout_s
+        logger.warning(
+            "durapipe serve: closed a connection from %s: its request line and headers did not "
+            "arrive within %g s (408)",
+            self._peer,
+            limit,
+        )
+        error = ServeError(
+            "durapipe.request.timeout",
+            f"The request line and headers did not arrive within {limit:g} s of connecting; "
+            "send the whole request head at once.",
+        )
+        transport.write(_raw_answer(408, "Request Timeout", error))
+        transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is None:
+            return
+        if not self._head_done:
+            seen = self._tail + data
+            if any(end in seen for end in _HEAD_ENDS):
+                self._head_done = True
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+            else:
+                self._tail = seen[-3:]
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._inner is not None:
+            inner, self._inner = self._inner, None
+            self._gate.release(self._peer)
+            inner.connection_lost(exc)
+
+
+class GuardedSite(web.BaseSite):
+    """`aiohttp.web.TCPSite` with `ClientLimits` on every connection.
+
+    Example:
+        >>> site = GuardedSite(runner, "127.0.0.1", 8081, ClientLimits())  # doctest: +SKIP
+        >>> await site.start()  # doctest: +SKIP
+    """
+
+    __slots__ = ("_host", "_limits", "_port")
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, limits: ClientLimits) -> None:
+        super().__init__(runner)
+        self._host = host
+        self._port = port
+        self._limits = limits
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        gate = _Gate(self._limits)
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Guarded(server, gate), self._host, self._port
+        )
+
+
+async def close_after_response(request: web.Request, response: web.StreamResponse) -> None:
+    """Close each connection after its answer (``on_response_prepare``): every request is a new
+    connection, so the head deadline bounds each one, and an idle connection holds nothing.
+
+    The hook runs after aiohttp wrote the ``Connection`` header from the request, so the header
+    is set here too: a client told nothing would send its next request on a closed connection.
+    """
+    response.force_close()
+    response.headers[hdrs.CONNECTION] = "close"
+
+
+async def read_body(request: web.Request, limits: ClientLimits, max_bytes: int) -> bytes:
+    """The request's body, read under the body deadline and the size cap.
+
+    The deadline is ``body_timeout_s`` after the head, plus one second per ``body_min_rate`` bytes
+    received so far: a large upload at any rate above ``body_min_rate`` arrives whole.
+
+    Raises:
+        ServeError: the body came slower than that (``408``).
+        web.HTTPRequestEntityTooLarge: the body passes ``max_bytes``.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        deadline = started + limits.body_timeout_s + size / limits.body_min_rate
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            waited = loop.time() - started
+            peer = request.remote or "?"
+            logger.warning(
+                "durapipe serve: cut the request %s %s from %s: %d bytes of its body in %.0f s, "
+                "slower than %d bytes/s (408)",
+                request.method,
+                request.path,
+                peer,
+                size,
+                waited,
+                limits.body_min_rate,
+            )
+            raise ServeError(
+                "durapipe.request.timeout",
+                f"The request body came too slowly ({size} bytes in {waited:.0f} s); this runner "
+                f"waits {limits.body_timeout_s:g} s plus 1 s per {limits.body_min_rate} bytes.",
+                params={"received": size},
+            ) from None
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=size)
+        chunks.append(chunk)

@@ -1,0 +1,195 @@
+"""Slow clients against a real `durapipe serve` process, over real sockets.
+
+A client that sends its request head or body a trickle at a time is cut (408, one log line); past
+the connection cap a new connection gets a 503; a large upload at a normal rate goes through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from typer.testing import CliRunner
+
+from durapipe.cli import app
+from tests.serve.conftest import TOKEN, Served, start_serve
+
+HEAD_TIMEOUT_S = 2.0
+BODY_TIMEOUT_S = 1.0
+MIN_RATE = 64 * 1024
+PER_PEER = 4
+
+
+@pytest.fixture(scope="module")
+async def strict(temporal_address: str, gate_dir: Path) -> AsyncIterator[Served]:
+    """`durapipe serve` with short deadlines and a small per-address cap (no worker needed)."""
+    server = await start_serve(
+        temporal_address,
+        f"slow-{uuid.uuid4().hex[:8]}",
+        gate_dir,
+        "--head-timeout",
+        str(HEAD_TIMEOUT_S),
+        "--body-timeout",
+        str(BODY_TIMEOUT_S),
+        "--body-min-rate",
+        str(MIN_RATE),
+        "--max-connections-per-peer",
+        str(PER_PEER),
+    )
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            await server.stop()
+
+
+async def _connect(served: Served) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    address = urlsplit(served.url)
+    assert address.hostname is not None and address.port is not None
+    return await asyncio.open_connection(address.hostname, address.port)
+
+
+async def _answer(reader: asyncio.StreamReader, within: float) -> tuple[int, dict[str, object]]:
+    """The status and JSON body of the answer, read to the connection's end."""
+    raw = await asyncio.wait_for(reader.read(), timeout=within)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head, "the server closed the connection without an answer"
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body) if body else {}
+
+
+async def _trickle_head(served: Served) -> tuple[int, dict[str, object], float]:
+    """Open a connection and send its head one header line at a time, until the server answers."""
+    reader, writer = await _connect(served)
+    started = time.monotonic()
+    writer.write(b"POST /v1/validate HTTP/1.1\r\nHost: durapipe\r\n")
+
+    async def trickle() -> None:
+        for index in range(60):
+            await asyncio.sleep(0.5)  # the attack itself: one header line every half second
+            writer.write(f"X-Slow-{index}: {index}\r\n".encode())
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+
+    sender = asyncio.create_task(trickle())
+    try:
+        # Unbounded on the server's side, this read would outlast the trickle's 30 s.
+        status, body = await _answer(reader, within=HEAD_TIMEOUT_S + 20)
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await sender
+        writer.close()
+    return status, body, time.monotonic() - started
+
+
+async def test_a_head_sent_a_line_at_a_time_is_cut_with_a_408(strict: Served) -> None:
+    results = await asyncio.gather(*(_trickle_head(strict) for _ in range(3)))
+    for status, body, elapsed in results:
+        assert status == 408
+        assert body["code"] == "durapipe.request.timeout"
+        assert "request line and headers" in str(body["detail"])
+        assert HEAD_TIMEOUT_S - 0.5 <= elapsed < HEAD_TIMEOUT_S + 10
+    cuts = [line for line in strict.log if "did not arrive within" in line]
+    assert len(cuts) >= 3, strict.log
+
+
+async def test_a_body_sent_a_trickle_at_a_time_is_cut_with_a_408(strict: Served) -> None:
+    reader, writer = await _connect(strict)
+    writer.write(
+        b"POST /v1/validate HTTP/1.1\r\nHost: durapipe\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {TOKEN}\r\nContent-Length: 100000\r\n\r\n".encode()
+        + b'{"files": {"a.mthds": "'
+    )
+    await writer.drain()
+
+    async def trickle() -> None:
+        for _ in range(200):
+            await asyncio.sleep(0.2)  # the attack: 10 bytes every 0.2 s, far under the rate
+            writer.write(b"x" * 10)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+
+    sender = asyncio.create_task(trickle())
+    try:
+        status, body = await _answer(reader, within=30)
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await sender
+        writer.close()
+    assert status == 408
+    assert body["code"] == "durapipe.request.timeout"
+    assert "came too slowly" in str(body["detail"])
+    assert any("cut the request POST /v1/validate" in line for line in strict.log), strict.log
+
+
+async def test_a_large_upload_at_a_normal_rate_goes_through(strict: Served) -> None:
+    # 1.5 MB over about 3 s (500 KB/s): longer than the body timeout, faster than the least rate.
+    pad = "x" * 1_500_000
+    body = json.dumps({"pipe_code": "no_such_pipe", "inputs": {}, "pad": pad}).encode()
+    reader, writer = await _connect(strict)
+    writer.write(
+        b"POST /v1/start HTTP/1.1\r\nHost: durapipe\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    )
+    chunk = 50_000
+    started = time.monotonic()
+    for offset in range(0, len(body), chunk):
+        writer.write(body[offset : offset + chunk])
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the client's pace: 500 KB/s
+    status, answer = await _answer(reader, within=30)
+    writer.close()
+    assert time.monotonic() - started > BODY_TIMEOUT_S * 2
+    # The whole body was read and understood: the pipe it names is refused, not the pace.
+    assert status == 422, answer
+    assert answer["code"] in ("request.pipe_not_found", "request.invalid"), answer
+
+
+async def test_connections_past_the_per_address_cap_get_a_503(strict: Served) -> None:
+    held = [await _connect(strict) for _ in range(PER_PEER)]
+    try:
+        reader, writer = await _connect(strict)
+        status, body = await _answer(reader, within=HEAD_TIMEOUT_S)
+        writer.close()
+        assert status == 503
+        assert body["code"] == "runtime.unavailable"
+        assert f"limit of {PER_PEER} open connections" in str(body["detail"])
+        assert any("refused a connection from" in line for line in strict.log), strict.log
+        # The held connections send nothing: each is cut at the head deadline, freeing its place.
+        for held_reader, _ in held:
+            status, _ = await _answer(held_reader, within=HEAD_TIMEOUT_S + 10)
+            assert status == 408
+    finally:
+        for _, held_writer in held:
+            held_writer.close()
+    reader, writer = await _connect(strict)
+    writer.write(b"GET /v1/version HTTP/1.1\r\nHost: durapipe\r\n\r\n")
+    raw = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and json.loads(body)["protocol_version"]
+    # The client is told the connection closes, so it never sends a request on a closed one.
+    assert b"\r\nConnection: close" in head, head
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--head-timeout", "0"), ("--body-min-rate", "-1"), ("--max-connections-per-peer", "-2")],
+)
+def test_a_limit_that_cannot_work_is_one_sentence_naming_its_flag(
+    monkeypatch: pytest.MonkeyPatch, flag: str, value: str
+) -> None:
+    monkeypatch.setenv("DURAPIPE_SERVE_TOKEN", TOKEN)
+    result = CliRunner().invoke(app, ["serve", "--port", "0", flag, value])
+    assert result.exit_code != 0
+    assert flag in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
