@@ -104,7 +104,16 @@ class DurapipePlugin(SimplePlugin):
         # The worker's model deck: connection settings from the pipelines it loaded, never a run's.
         deck = ModelDeck.of(pipeline.models) if pipeline else None
         # Its provider limits too: they hold for every call it runs, whatever a run carries.
-        activities = Activities(functions, checkpoints, deck, pipeline.limits if pipeline else ())
+        # The models it calls are those its files and its operator name (`Activities.models()`).
+        activities = Activities(
+            functions,
+            checkpoints,
+            deck,
+            pipeline.limits if pipeline else (),
+            pipelines=[pipeline] if pipeline else (),
+        )
+        # The models its activities call (decided once: `check_worker` asks before it polls).
+        self.models = activities.models
         # The modules of the tool functions this worker runs: part of its build id.
         self.tool_modules = tuple(sorted({f.__module__ for f in functions.values()}))
         # Whether the worker's steps use the store DURAPIPE_CHECKPOINTS names (checked at start).
@@ -328,6 +337,7 @@ def check_worker(
     if rate is not None and rate <= 0:
         raise ConfigError(f"--rate must be a positive number of activities per second, not {rate}")
     quiet_expected_failures()
+    plugin.models()  # decided now: a bad setting fails here, in one sentence
     check_stores(
         settings(), checkpoints=plugin.checkpoints_from_env
     )  # fail here, in one sentence, not at the first step that needs one
