@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -87,9 +88,15 @@ async def listening(port: int) -> AsyncIterator[Listener]:
 
 @pytest.fixture
 def operator_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A worker environment with an OpenAI key (conftest's) and nothing of Ollama."""
-    for name in ("OLLAMA_API_BASE", "OLLAMA_API_KEY", "DURAPIPE_MODELS", "DURAPIPE_MTHDS_DECK"):
-        monkeypatch.delenv(name, raising=False)
+    """A worker environment with an OpenAI key (conftest's) and no other provider's key or
+    endpoint (none of Ollama's), whatever the host running the tests holds."""
+    for name in list(os.environ):
+        if name.endswith(("_API_KEY", "_API_BASE", "_BASE_URL")) or name in (
+            "DURAPIPE_MODELS",
+            "DURAPIPE_MTHDS_DECK",
+            "DURAPIPE_DEFAULT_MODEL",
+        ):
+            monkeypatch.delenv(name)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-fake-durapipe-tests")
 
 
