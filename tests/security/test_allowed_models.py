@@ -233,3 +233,20 @@ def test_a_bad_models_setting_is_one_sentence_naming_the_variable(
     monkeypatch.setenv("DURAPIPE_MODELS", " , ")
     with pytest.raises(dp.ConfigError, match="DURAPIPE_MODELS"):
         worker_models()
+
+
+@pytest.mark.usefixtures("operator_env")
+def test_a_worker_serving_mthds_methods_calls_its_decks_models(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    deck = tmp_path / "deck.toml"
+    deck.write_text(
+        '[aliases]\nfast = "groq/llama-3.1-8b-instant"\n'
+        '[waterfalls]\nsafe = ["mistral/mistral-small-latest", "@fast"]\n'
+        '[handles]\n"ollama/gemma4:e2b" = "openai/gpt-4o-mini"\n'
+    )
+    monkeypatch.setenv("DURAPIPE_MTHDS_DECK", str(deck))
+    allowed = worker_models()
+    assert allowed.allows("groq/llama-3.1-8b-instant")
+    assert allowed.allows("mistral/mistral-small-latest")
+    assert not allowed.allows("ollama/gemma4:e2b")  # what a bundle pins, mapped elsewhere
