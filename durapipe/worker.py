@@ -82,6 +82,9 @@ class DurapipePlugin(SimplePlugin):
     Args:
         pipeline: the pipeline whose tool functions this worker runs (none for a client-only use);
             its models are the worker's deck and its limits hold for every call the worker runs.
+            The worker calls only the models its operator allowed: those this pipeline names,
+            ``DURAPIPE_MODELS`` (or the providers its environment holds keys or endpoints for),
+            ``durapipe/*`` (see `durapipe.activities._models`); ``models()`` says which.
         tools: tool functions by ``module:name`` reference, in addition to the pipeline's.
         checkpoints: where leaf results are checkpointed; by default the store
             ``DURAPIPE_CHECKPOINTS`` names (see `durapipe.activities.open_store`), None for none.
