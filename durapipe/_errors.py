@@ -58,6 +58,7 @@ class ErrorType(StrEnum):
     INVALID_TOOL_CALLS = "durapipe.InvalidToolCalls"
     MAX_TURNS_EXCEEDED = "durapipe.MaxTurnsExceeded"
     MISSING_VALUE = "durapipe.MissingValue"
+    MODEL_NOT_ALLOWED = "durapipe.ModelNotAllowed"
     NO_OUTCOME = "durapipe.NoOutcome"
     NOT_A_LIST = "durapipe.NotAList"
     NOT_FOUND = "durapipe.NotFound"

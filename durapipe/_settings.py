@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     """The largest payload a worker reads back from a folder store (default ``512MiB``)."""
     default_model: str | None = None
     """The model of llm pipes that name none and whose pipeline names no default."""
+    models: str | None = None
+    """The models a worker calls, as patterns (``openai/*``, ``anthropic/claude-*``; ``*``: any),
+    besides those its pipeline files and decks name; set, it replaces the providers allowed
+    because the worker holds their keys."""
     workflow_sandbox: bool = False
     """Run workflows in Temporal's sandbox (``on``)."""
     task_queue: str | None = None
@@ -108,6 +112,13 @@ class Settings(BaseSettings):
             value = value.strip().lower()
             if value not in GRPC_COMPRESSIONS:
                 raise ValueError("expected gzip or none")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _are_patterns(cls, value: str | None) -> str | None:
+        if value is not None and not value.replace(",", " ").split():
+            raise ValueError("expected model patterns such as openai/*, anthropic/claude-* or *")
         return value
 
     @field_validator("payload_threshold", "payload_max")

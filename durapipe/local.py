@@ -25,6 +25,7 @@ from durapipe.activities import (
     activity_body,
     estimate_cost,
 )
+from durapipe.activities._models import worker_models
 from durapipe.adapters import pipe_run, tool_functions
 from durapipe.adapters._litellm import litellm_imported, litellm_module
 from durapipe.runtime import (
@@ -472,6 +473,9 @@ async def run_local(
         models = ModelLibrary(on_notice)
         models.start()
     store = configured_store()
+    # The run's own pipeline is this process's deck: its models are the ones it calls, checked
+    # by the same bodies as on a worker.
+    deck = ModelDeck.of(pipeline.models)
     own = RunCheckpoints(store) if isinstance(store, SqliteCheckpoints) else None
     runtime = LocalRuntime(
         tools if tools is not None else tool_functions(run.spec),
@@ -479,7 +483,7 @@ async def run_local(
         approve_all=approve_all,
         checkpoints=store,
         run_checkpoints=own,
-        deck=ModelDeck.of(pipeline.models),
+        deck=deck.allowing(worker_models([pipeline, run.spec], deck)),
         on_step=on_step,
         models=models,
     )

@@ -82,6 +82,9 @@ class DurapipePlugin(SimplePlugin):
     Args:
         pipeline: the pipeline whose tool functions this worker runs (none for a client-only use);
             its models are the worker's deck and its limits hold for every call the worker runs.
+            The worker calls only the models its operator allowed: those this pipeline names,
+            ``DURAPIPE_MODELS`` (or the providers its environment holds keys or endpoints for),
+            ``durapipe/*`` (see `durapipe.activities._models`); ``models()`` says which.
         tools: tool functions by ``module:name`` reference, in addition to the pipeline's.
         checkpoints: where leaf results are checkpointed; by default the store
             ``DURAPIPE_CHECKPOINTS`` names (see `durapipe.activities.open_store`), None for none.
@@ -104,7 +107,16 @@ class DurapipePlugin(SimplePlugin):
         # The worker's model deck: connection settings from the pipelines it loaded, never a run's.
         deck = ModelDeck.of(pipeline.models) if pipeline else None
         # Its provider limits too: they hold for every call it runs, whatever a run carries.
-        activities = Activities(functions, checkpoints, deck, pipeline.limits if pipeline else ())
+        # The models it calls are those its files and its operator name (`Activities.models()`).
+        activities = Activities(
+            functions,
+            checkpoints,
+            deck,
+            pipeline.limits if pipeline else (),
+            pipelines=[pipeline] if pipeline else (),
+        )
+        # The models its activities call (decided once: `check_worker` asks before it polls).
+        self.models = activities.models
         # The modules of the tool functions this worker runs: part of its build id.
         self.tool_modules = tuple(sorted({f.__module__ for f in functions.values()}))
         # Whether the worker's steps use the store DURAPIPE_CHECKPOINTS names (checked at start).
@@ -328,6 +340,7 @@ def check_worker(
     if rate is not None and rate <= 0:
         raise ConfigError(f"--rate must be a positive number of activities per second, not {rate}")
     quiet_expected_failures()
+    plugin.models()  # decided now: a bad setting fails here, in one sentence
     check_stores(
         settings(), checkpoints=plugin.checkpoints_from_env
     )  # fail here, in one sentence, not at the first step that needs one

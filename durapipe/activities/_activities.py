@@ -20,6 +20,7 @@ from durapipe._errors import ErrorType
 from durapipe._settings import settings
 from durapipe.activities._cost import estimate_cost
 from durapipe.activities._metrics import record_spend, record_usage
+from durapipe.activities._models import worker_models
 from durapipe.activities._registry import (
     ActivityBody,
     CallContext,
@@ -39,8 +40,8 @@ from durapipe.runtime._calls import (
 from durapipe.runtime._spend import AttemptSpend, counting, done, spends
 from durapipe.security._codec import EncryptionError
 from durapipe.security._secrets import redact
-from durapipe.spec import LimitRule, format_duration, limits_for, parse_duration
-from durapipe.spec._deck import ModelDeck
+from durapipe.spec import LimitRule, Pipeline, format_duration, limits_for, parse_duration
+from durapipe.spec._deck import AllowedModels, ModelDeck
 from durapipe.spec._kinds import kinds
 from durapipe.stores._checkpoints import CheckpointStore, configured_store
 from durapipe.stores._limits import beat_details
@@ -69,10 +70,13 @@ class Activities:
         checkpoints: CheckpointStore | Literal["env"] | None = "env",
         deck: ModelDeck | None = None,
         limits: Sequence[LimitRule] = (),
+        pipelines: Sequence[Pipeline] = (),
     ) -> None:
         self.tools = dict(tools or {})
         # Connection settings per model: only this worker's configuration decides where calls go.
         self.deck = deck or ModelDeck()
+        # The files it loaded: the models they name are ones it calls (see `models()`).
+        self._pipelines = tuple(pipelines)
         # The worker's own provider limits: they hold for every call it runs (see `own_limits`).
         self.limits = list(limits)
         # "env": the store DURAPIPE_CHECKPOINTS names, opened when the first call needs it.
@@ -101,8 +105,23 @@ class Activities:
         ]
         return [*registered, self.estimate_cost]
 
+    def models(self) -> AllowedModels:
+        """The models this worker calls (see `worker_models`), decided once, when first asked:
+        `durapipe.build_worker` asks before the worker polls; a worker built another way, at its
+        first call. A deck given with its own allowance keeps it.
+
+        Raises:
+            ConfigError: a ``DURAPIPE_*`` setting is not valid, or the MTHDS deck cannot be read.
+        """
+        if self.deck.allowed is None:
+            self.deck = self.deck.allowing(worker_models(self._pipelines, self.deck))
+        assert self.deck.allowed is not None  # for mypy: set just above
+        return self.deck.allowed
+
     def context(self, attempt: int) -> CallContext:
         """What this worker gives a registered activity body on attempt ``attempt``."""
+        if self.deck.allowed is None:
+            self.models()  # decided once, before any call: no call goes out unchecked
         return CallContext(attempt, self.checkpoints, self.deck, self.tools)
 
     def _registered(

@@ -11,6 +11,7 @@ from durapipe.activities._llm import (
     response_format,
     usage_of,
 )
+from durapipe.activities._models import check_models
 from durapipe.activities._registry import CallContext, register_activity
 from durapipe.activities._settings import check_settings, provider_settings
 from durapipe.adapters._answers import carries
@@ -18,6 +19,7 @@ from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._agent_messages import AgentReply, ToolRequest
 from durapipe.runtime._calls import AgentTurnCall, LeafResult
 from durapipe.runtime._spend import paid
+from durapipe.spec import OFFLINE_MODEL
 from durapipe.spec._deck import ModelDeck
 from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
 from durapipe.stores._limits import limited
@@ -36,9 +38,11 @@ async def run_agent_turn(
     checkpointed like an llm call, so a worker lost after the model answered does not pay again.
 
     Raises:
-        ApplicationError: a classified provider error, or a setting the pipe may not carry.
+        ApplicationError: a classified provider error, a setting the pipe may not carry, or a
+            model this worker does not call.
     """
     check_settings("agent", call.pipe_name, call.pipe.settings)
+    check_models("agent", call.pipe_name, call.pipe.model or OFFLINE_MODEL, (), deck)
     key = checkpoint_key(call)
     return await checkpointed(
         checkpoints, call, key, attempt, lambda: _turn(call, key, attempt, deck)
@@ -47,7 +51,7 @@ async def run_agent_turn(
 
 async def _turn(call: AgentTurnCall, key: str, attempt: int, deck: ModelDeck | None) -> LeafResult:
     pipe = call.pipe
-    model = pipe.model or "durapipe/offline"
+    model = pipe.model or OFFLINE_MODEL
     fmt, wrap = response_format(pipe.output, call.structures)
     extra: dict[str, Any] = {
         # Names the request in litellm's logging (and the offline model's ledger).

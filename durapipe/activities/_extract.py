@@ -16,6 +16,7 @@ import pydantic
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType
+from durapipe.activities._models import check_models
 from durapipe.activities._registry import CallContext, register_activity
 from durapipe.activities._settings import check_settings, provider_settings
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
@@ -44,9 +45,12 @@ async def run_extract(
 
     Raises:
         ApplicationError: the blob is missing, the format is unsupported, OCR is unavailable
-            (non-retryable), a setting the pipe may not carry, or a classified provider error.
+            (non-retryable), a setting the pipe may not carry, a model this worker does not call,
+            or a classified provider error.
     """
     check_settings("extract", call.pipe_name, call.pipe.settings)
+    pipe = call.pipe
+    check_models("extract", call.pipe_name, pipe.model or LOCAL_EXTRACTOR, pipe.fallbacks, deck)
     return await checkpointed(
         checkpoints, call, checkpoint_key(call), attempt, lambda: _extract(call, attempt, deck)
     )

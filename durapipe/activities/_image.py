@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType
 from durapipe.activities._llm import render_for
+from durapipe.activities._models import check_models
 from durapipe.activities._registry import CallContext, register_activity
 from durapipe.activities._settings import check_settings, provider_settings
 from durapipe.adapters._litellm import classify, litellm_module, response_cost
@@ -45,10 +46,12 @@ async def run_image(
     (the image itself stays in the blob store).
 
     Raises:
-        ApplicationError: a template error or a setting the pipe may not carry (non-retryable),
-            or a classified provider error.
+        ApplicationError: a template error, a setting the pipe may not carry or a model this
+            worker does not call (non-retryable), or a classified provider error.
     """
     check_settings("image", call.pipe_name, call.pipe.settings)
+    pipe = call.pipe
+    check_models("image", call.pipe_name, pipe.model or OFFLINE_MODEL, pipe.fallbacks, deck)
     return await checkpointed(
         checkpoints, call, checkpoint_key(call), attempt, lambda: _image(call, attempt, deck)
     )

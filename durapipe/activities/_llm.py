@@ -12,6 +12,7 @@ from opentelemetry.trace import Status, StatusCode
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType
+from durapipe.activities._models import check_models
 from durapipe.activities._registry import CallContext, register_activity
 from durapipe.activities._settings import check_settings, provider_settings
 from durapipe.activities._spans import provider_span, record_response
@@ -26,7 +27,7 @@ from durapipe.adapters._litellm import (
 from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._calls import LeafResult, LlmCall, Usage
 from durapipe.runtime._spend import paid
-from durapipe.spec import TemplateError, _types, render
+from durapipe.spec import OFFLINE_MODEL, TemplateError, _types, render
 from durapipe.spec._deck import ModelDeck
 from durapipe.stores._answers import IDEMPOTENCY_HEADER
 from durapipe.stores._checkpoints import CheckpointStore, checkpoint_key, checkpointed
@@ -141,9 +142,10 @@ async def run_llm(
 
     Raises:
         ApplicationError: a classified provider error, a template error, a setting the pipe may
-            not carry, or an answer that still did not fit the output type after ``reask`` asks.
+            not carry, a model this worker does not call (``durapipe.ModelNotAllowed``), or an answer that still did not fit the output type after ``reask`` asks.
     """
     check_settings("llm", call.pipe_name, call.pipe.settings)
+    check_models("llm", call.pipe_name, call.pipe.model or OFFLINE_MODEL, call.pipe.fallbacks, deck)
     messages = messages_for(call)
     key = checkpoint_key(call, messages)
     return await checkpointed(
@@ -155,7 +157,7 @@ async def _ask(
     call: LlmCall, messages: list[dict[str, str]], key: str, attempt: int, deck: ModelDeck | None
 ) -> LeafResult:
     pipe = call.pipe
-    chain = [pipe.model or "durapipe/offline", *pipe.fallbacks]
+    chain = [pipe.model or OFFLINE_MODEL, *pipe.fallbacks]
     model = chain[0]
     fmt, wrap = response_format(pipe.output, call.structures)
 

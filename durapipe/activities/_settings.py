@@ -36,7 +36,13 @@ def provider_settings(
     """The keyword arguments of a provider call: the deck's connection, then the pipe's settings.
 
     Raises:
-        ApplicationError: the pipe's settings hold more than generation parameters.
+        ApplicationError: the pipe's settings hold more than generation parameters, or this
+            worker does not call ``model`` (checked again here, at the request: a body that
+            forgot `check_models` still sends nothing).
     """
     check_settings(kind, pipe_name, settings)
+    allowed = deck.allowed if deck is not None else None
+    if allowed is not None and not allowed.allows(model):
+        refused = allowed.refusal(pipe_name, "model", "model", model)
+        raise ApplicationError(refused, type=ErrorType.MODEL_NOT_ALLOWED, non_retryable=True)
     return {**(deck.connection(model) if deck is not None else {}), **settings}

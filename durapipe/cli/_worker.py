@@ -45,7 +45,7 @@ async def serve_worker(
 ) -> None:
     client = await dp.connect(pipeline=pipeline, options=connection, telemetry=telemetry)
     await dp.ops.check_search_attributes(client)
-    check_worker(client, max_concurrent_activities=max_concurrent, rate=rate)
+    plugin = check_worker(client, max_concurrent_activities=max_concurrent, rate=rate)
     if "litellm" not in sys.modules:  # its import takes seconds (tens on a busy host): say so
         typer.echo(
             "worker starting: loading the model library (litellm), a few seconds ...", err=True
@@ -67,6 +67,7 @@ async def serve_worker(
             f"pipes: {', '.join(pipeline.pipes)}",
             err=True,
         )
+        typer.echo(plugin.models().describe(), err=True)
         if telemetry.metrics_address:
             typer.echo(f"metrics: http://{telemetry.metrics_address}/metrics", err=True)
         # A server that goes away is said in one line, not in the SDK core's retry lines.

@@ -22,8 +22,9 @@ of what a pipe may carry.
 
 from __future__ import annotations
 
+import fnmatch
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -166,6 +167,87 @@ def entry_problems(entry: ModelEntry) -> list[tuple[str, str]]:
     return problems
 
 
+# durapipe's own models (the offline model, the embedded extractor): in-process, no request.
+OWN_MODELS = "durapipe/*"
+# The variable an operator sets to allow more models (patterns, comma-separated).
+MODELS_VARIABLE = "DURAPIPE_MODELS"
+# Model strings remembered per allowance: enough for any real deck; past it the memo starts again
+# (model strings come from runs, so a client sending endless new ones must not grow a worker).
+_REMEMBERED = 4096
+# Named models listed in the worker's one line before "and N more".
+_LISTED = 4
+
+
+class AllowedModels:
+    """The model strings a worker calls.
+
+    Args:
+        named: exact model strings (its pipelines' models and deck entries, the default model).
+        patterns: ``fnmatch`` patterns (``openai/*``, ``anthropic/claude-*``, ``*``), each with why
+            it is allowed (``DURAPIPE_MODELS``, ``OPENAI_API_KEY``), for the worker's one line.
+
+    The answer for a model string is kept, so the check of a call is one dictionary lookup.
+
+    Example:
+        >>> allowed = AllowedModels({"openai/gpt-4o-mini"}, {"anthropic/*": "ANTHROPIC_API_KEY"})
+        >>> allowed.allows("anthropic/claude-sonnet-4-5"), allowed.allows("ollama/llama3")
+        (True, False)
+    """
+
+    def __init__(
+        self, named: Iterable[str] = (), patterns: Mapping[str, str] | None = None
+    ) -> None:
+        self.named = frozenset(named)
+        self.patterns = dict(patterns or {})
+        self._answers: dict[str, bool] = {}
+
+    def allows(self, model: str) -> bool:
+        """Whether this worker calls ``model``."""
+        answer = self._answers.get(model)
+        if answer is None:
+            answer = model in self.named or any(
+                fnmatch.fnmatchcase(model, pattern) for pattern in self.patterns
+            )
+            if len(self._answers) >= _REMEMBERED:
+                self._answers.clear()
+            self._answers[model] = answer
+        return answer
+
+    def refusal(self, pipe_name: str, field: str, what: str, model: str) -> str:
+        """One sentence refusing ``model`` in ``field`` of pipe ``pipe_name``.
+
+        ``what`` says what the model is for (``model``, ``fallback model``, ``OCR model``, ...).
+        """
+        provider = model.split("/", 1)[0] if "/" in model else ""
+        unknown = (
+            f" and configured no key or endpoint for provider '{provider}'" if provider else ""
+        )
+        return (
+            f"pipe '{pipe_name}', field '{field}': this worker does not call the {what} "
+            f"'{model}' (its operator named no such model{unknown}); the operator allows it by "
+            "naming it in a pipeline file the worker loads, by giving the worker the provider's "
+            f"key or endpoint, or with {MODELS_VARIABLE}='{provider + '/*' if provider else model}'"
+        )
+
+    def describe(self) -> str:
+        """What this worker calls, in one line (``durapipe worker`` prints it)."""
+        if "*" in self.patterns:
+            return f"models: any ({self.patterns['*']})"
+        parts = [f"{pattern} ({why})" for pattern, why in sorted(self.patterns.items())]
+        named = sorted(m for m in self.named if not self._matched(m))
+        if named:
+            more = len(named) - _LISTED
+            listed = ", ".join(named[:_LISTED]) + (f" and {more} more" if more > 0 else "")
+            parts.append(f"{listed} (named by its pipelines)")
+        return (
+            f"models: {'; '.join(parts)}; others are refused "
+            f"({MODELS_VARIABLE} sets the list, '*' any)"
+        )
+
+    def _matched(self, model: str) -> bool:
+        return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.patterns)
+
+
 class ModelDeck:
     """The connection settings a worker uses per model string, from the pipelines it loaded.
 
@@ -175,8 +257,22 @@ class ModelDeck:
         {'api_base': 'http://gw/v1'}
     """
 
-    def __init__(self, connections: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        connections: Mapping[str, Mapping[str, Any]] | None = None,
+        allowed: AllowedModels | None = None,
+    ) -> None:
         self._connections = {model: dict(c) for model, c in (connections or {}).items()}
+        # Which model strings the worker calls (None: no check, for a library call of a body).
+        self.allowed = allowed
+
+    def allowing(self, allowed: AllowedModels) -> ModelDeck:
+        """This deck's connections, calling only the models ``allowed`` allows."""
+        return ModelDeck(self._connections, allowed)
+
+    def models(self) -> set[str]:
+        """The model strings this deck has connection settings for."""
+        return set(self._connections)
 
     @classmethod
     def of(cls, *decks: Mapping[str, ModelRef]) -> ModelDeck:
@@ -193,4 +289,4 @@ class ModelDeck:
         return dict(self._connections.get(model, {}))
 
     def __bool__(self) -> bool:
-        return bool(self._connections)
+        return bool(self._connections) or self.allowed is not None

@@ -52,6 +52,20 @@ class ModelDeck:
         }
     )
 
+    def models(self) -> set[str]:
+        """Every model string the deck names (its aliases, presets, waterfalls, handles' targets
+        and defaults): what a worker with this deck calls."""
+        named = [
+            *self.default.values(),
+            *self.aliases.values(),
+            *self.handles.values(),  # a handle's key is what a bundle pins, not what is called
+            *(str(preset.get("model", "")) for preset in self.presets.values()),
+        ]
+        for waterfall in self.waterfalls.values():
+            chain = waterfall.get("models", [])
+            named += [str(m) for m in chain] if isinstance(chain, list | tuple) else []
+        return {m for m in named if m and not m.startswith(("@", "$", "~"))}
+
 
 @dataclass(frozen=True)
 class ResolvedModel:
