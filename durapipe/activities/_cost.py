@@ -40,13 +40,18 @@ def estimate_cost(call: LlmCall | AgentTurnCall | ImageCall) -> float:
     return _llm_cost(call)
 
 
+def _token_prices(model: str) -> tuple[dict[str, Any], float, float]:
+    """litellm's data on ``model``, and its input and output prices per token (0.0 unknown)."""
+    info = _model_info(model)
+    input_price = float(info.get("input_cost_per_token") or 0.0)
+    return info, input_price, float(info.get("output_cost_per_token") or 0.0)
+
+
 def _llm_cost(call: LlmCall) -> float:
     litellm = litellm_module()
     pipe = call.pipe
     model = pipe.model or "durapipe/offline"
-    info = _model_info(model)
-    input_price = float(info.get("input_cost_per_token") or 0.0)
-    output_price = float(info.get("output_cost_per_token") or 0.0)
+    info, input_price, output_price = _token_prices(model)
     if not input_price and not output_price:
         return 0.0
     messages = messages_for(call)
@@ -71,9 +76,7 @@ def _turn_cost(call: AgentTurnCall) -> float:
     litellm = litellm_module()
     pipe = call.pipe
     model = pipe.model or "durapipe/offline"
-    info = _model_info(model)
-    input_price = float(info.get("input_cost_per_token") or 0.0)
-    output_price = float(info.get("output_cost_per_token") or 0.0)
+    info, input_price, output_price = _token_prices(model)
     if not input_price and not output_price:
         return 0.0
     input_tokens = int(
