@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -451,4 +452,31 @@ async def _failure_message(client: Client, event: HistoryEvent) -> str:
         message = error.message if isinstance(error, FailureError) else str(error)
     except Exception:  # not decodable here (e.g. another key): show what is recorded
         message = failure.message
-    return message.splitlines()[0] if message else "no message"
+    return _pydantic_condensed(message) or (message.splitlines()[0] if message else "no message")
+
+
+# The report pydantic makes of a failed validation: its first line counts the errors; each then
+# names its field on a line of its own (none for the input as a whole), says why on the next
+# (indented, ending with the input's type), and links its documentation on the one after.
+_PYDANTIC_COUNT = re.compile(r"^(\d+) validation errors? for (\w+)$")
+_PYDANTIC_TYPE = re.compile(r" \[type=.*$")
+
+
+def _pydantic_condensed(message: str) -> str | None:
+    """A workflow task failure that is pydantic's report (a worker before durapipe named the
+    field itself), in one line naming the first field; None if it is not one."""
+    lines = message.splitlines()
+    counted_errors = _PYDANTIC_COUNT.match(lines[0]) if len(lines) > 1 else None
+    if counted_errors is None:
+        return None
+    count, model = int(counted_errors[1]), counted_errors[2]
+    if lines[1].startswith("  "):  # the input as a whole (e.g. not JSON, or nested too deep)
+        where, why = "", lines[1]
+    else:
+        where, why = lines[1], lines[2] if len(lines) > 2 else ""
+    why = _PYDANTIC_TYPE.sub("", why.strip())
+    said = f"field '{where}': {why}" if where else why
+    more = count - 1
+    return f"its input does not decode as a {model}: {said}" + (
+        f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    )

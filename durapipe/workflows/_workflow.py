@@ -26,7 +26,7 @@ from temporalio.exceptions import (
 from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic_core import from_json, to_json
+    from pydantic_core import ValidationError, from_json, to_json
 
     from durapipe._errors import ErrorType, RunCancelled, StepFailed
     from durapipe._words import counted
@@ -122,6 +122,29 @@ class NewerRunError(Exception):
     the run), so the run waits for an upgraded worker."""
 
 
+class RunInputError(Exception):
+    """A run's input does not decode as this worker's `PipeRun` (a field out of its bounds, JSON
+    nested too deep, a client sending its own input); fails the workflow task (not the run), so an
+    upgraded worker may still take the run during a rolling deploy. Its message is one line naming
+    the run and the field (the worker logs it as such, `worker._UndecodableTasks`; clients show
+    it, `client._stalls.failing_task`), not pydantic's report with its documentation links."""
+
+
+def input_problem(err: Exception) -> str:
+    """What is wrong with a run's input, in one line: the first field pydantic refused and why (and
+    how many more), else the error's first line."""
+    if isinstance(err, ValidationError):
+        problems = err.errors(include_url=False)
+        if problems:
+            first = problems[0]
+            where = ".".join(str(part) for part in first["loc"])
+            said = f"field '{where}': {first['msg']}" if where else str(first["msg"])
+            more = len(problems) - 1
+            return said + (f" (and {counted(more, 'more problem')})" if more else "")
+    lines = str(err).splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else 'no message'}"
+
+
 def _pipe_run(raw: RawValue, run_id: str | None = None) -> tuple[PipeRun, _SpecParts]:
     """The run's input decoded as the data converter decodes a `PipeRun` (same bytes, same model),
     and the parts kept for its spec (see `_KEPT_SPECS`); with ``run_id`` in place of the one the
@@ -138,11 +161,16 @@ def _pipe_run(raw: RawValue, run_id: str | None = None) -> tuple[PipeRun, _SpecP
         converter = workflow.payload_converter()
         try:
             run = converter.from_payload(raw.payload, PipeRun)
-        except Exception:
+        except RestrictedWorkflowAccessError:
+            raise  # the sandbox's check on this code (see `SandboxedPipeWorkflow`), not the input
+        except Exception as err:
             # Only on a failed decoding is the version read on its own: a second decoding of every
             # input would cost each run's workflow tens of µs for nothing.
             _refuse_if_newer(*_version_of(converter, raw))
-            raise
+            raise RunInputError(
+                f"the run's input does not decode on this worker (durapipe workflow version "
+                f"{WORKFLOW_VERSION}): {input_problem(err)}"
+            ) from None
         if key is not None:
             kept = _keep(key, run.spec)
         if run_id is not None:
