@@ -258,7 +258,7 @@ class _ExpectedFailures(logging.Filter):
 _EXPECTED_FAILURES = _ExpectedFailures()
 
 
-# The workflow's error for a run whose input does not decode (`workflows._workflow.RunInputError`),
+# The workflow's error for a run whose input does not decode (`workflows._refusals.RunInputError`),
 # by name: a sandboxed workflow raises its own copy of the class.
 _INPUT_ERROR = "RunInputError"
 
