@@ -270,12 +270,19 @@ class _ExpectedFailures(logging.Filter):
 _EXPECTED_FAILURES = _ExpectedFailures()
 
 
+# The workflow's error for a run whose input does not decode (`workflows._refusals.RunInputError`),
+# by name: a sandboxed workflow raises its own copy of the class.
+_INPUT_ERROR = "RunInputError"
+
+
 class _UndecodableTasks(logging.Filter):
-    """One line, not the SDK's traceback, for a workflow task this worker cannot decode for want
-    of an encryption key (an operator's mistake: keys on the clients, none or others here). The
-    key, the run and what to do are the whole story; the codec's stack is not. Temporal retries
-    the task, so the line comes again at each attempt. The SDK core's warning about the same
-    task, which carries that stack in its text, is dropped. Other task failures keep theirs."""
+    """One line, not the SDK's traceback, for a workflow task this worker cannot decode: for want
+    of an encryption key (an operator's mistake: keys on the clients, none or others here), or
+    because the run's input does not fit this worker's `PipeRun` (the line names the run and the
+    field). The run and what is wrong are the whole story; the codec's or pydantic's stack is not.
+    Temporal retries the task, so the line comes again at each attempt. The SDK core's warning
+    about the same task, which carries that stack in its text, is dropped. Other task failures
+    keep theirs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
@@ -285,9 +292,20 @@ class _UndecodableTasks(logging.Filter):
             record.args = None
             record.exc_info = record.exc_text = None
             return True
+        if error is not None and type(error).__name__ == _INPUT_ERROR:
+            details = getattr(record, "temporal_workflow", None)
+            details = details if isinstance(details, dict) else {}
+            record.msg = (
+                f"a workflow task of run '{details.get('workflow_id', '?')}' (run ID "
+                f"{details.get('run_id', '?')}) cannot be decoded here: {error}"
+            )
+            record.args = None
+            record.exc_info = record.exc_text = None
+            return True
         message = record.getMessage()
         return not (
-            "] Failing workflow task " in message and 'r#type: "EncryptionError"' in message
+            "] Failing workflow task " in message
+            and any(f'r#type: "{name}"' in message for name in ("EncryptionError", _INPUT_ERROR))
         )
 
 
@@ -295,11 +313,12 @@ _UNDECODABLE_TASKS = _UndecodableTasks()
 
 
 def quiet_expected_failures() -> None:
-    """Log non-retryable activity failures, and workflow tasks that cannot be decrypted, as one
-    line (workers call it; safe to call again)."""
+    """Log non-retryable activity failures, and workflow tasks that cannot be decrypted or whose
+    run's input does not decode, as one line (workers call it; safe to call again)."""
     for name, quiet in (
         ("temporalio.activity", _EXPECTED_FAILURES),
         ("temporalio.worker._workflow", _UNDECODABLE_TASKS),
+        ("temporalio.worker._workflow_instance", _UNDECODABLE_TASKS),
         ("temporalio.core", _UNDECODABLE_TASKS),
     ):
         logger = logging.getLogger(name)

@@ -14,6 +14,7 @@ import durapipe as dp
 from durapipe._words import counted, moment
 from durapipe.cli._printable import printable
 from durapipe.cli._waiting import wait_for, waiting_line
+from durapipe.client._pending import said_once
 
 _MARKS = {"succeeded": "✓", "failed": "✗", "skipped": "-", "cancelled": "✗"}
 _DONE = frozenset(_MARKS)
@@ -240,7 +241,7 @@ async def follow(handle: dp.RunHandle, *, quiet: bool = False) -> dp.RunResult:
             for record in records:
                 if record.status == "running":
                     say(failed_attempt_lines(record, failed, handle.run_id))
-                wait = f"{record.path}: {record.waiting_for}"
+                wait = said_once(record)
                 if record.waiting_for and wait not in waits and not _retry_wait(record):
                     waits.add(wait)
                     typer.echo(waiting_line(record, handle.run_id), err=True)

@@ -41,6 +41,7 @@ from durapipe.client import _run_control
 from durapipe.client._connection import ConnectOptions
 from durapipe.client._pending import with_pending
 from durapipe.client._stalls import (
+    QueueLoad,
     QueuePollers,
     RunQueues,
     failing_task,
@@ -147,6 +148,7 @@ class RunHandle:
         self.client = client
         self.run_id = run_id
         self._queues = queues
+        self._load = QueueLoad(client)  # a follower's looks at busy queues, kept a second
         self._handle: WorkflowHandle[Any, RunResult] = client.get_workflow_handle(
             run_id, result_type=RunResult
         )
@@ -235,7 +237,9 @@ class RunHandle:
                     run_id=self.run_id,
                 )
             try:
-                return await _steps(self.client, self.run_id, self.run_id, pollers, description)
+                return await _steps(
+                    self.client, self.run_id, self.run_id, pollers, description, self._load
+                )
             except RPCError as err:
                 why = await self.stalled(pollers=pollers) or f"no worker answered: {err.message}"
                 raise RunError(
@@ -323,25 +327,33 @@ async def _steps(
     workflow_id: str,
     pollers: QueuePollers,
     description: WorkflowExecutionDescription | None = None,
+    load: QueueLoad | None = None,
 ) -> list[StepRecord]:
     """The records of workflow ``workflow_id`` and of its running nested workflows; a running step
     carries the server's view of its retries and waits (see `with_pending`).
     ``description``: the workflow's, when the caller has it (else asked with the query, of the
-    command's ``pollers``, which a stall check may have asked already)."""
+    command's ``pollers``, which a stall check may have asked already). ``load``: asked why a
+    step no worker has taken waits (see `with_pending`), None for a run that has ended."""
     handle = client.get_workflow_handle(workflow_id)
     query = handle.query(STEPS_QUERY, result_type=list[StepRecord], rpc_timeout=QUERY_TIMEOUT)
     if description is None:
         answer, described = await asyncio.gather(query, pollers.description(workflow_id))
     else:
         answer, described = await query, description
-    records = await with_pending(client, answer, described.raw_description.pending_activities)
+    records = await with_pending(
+        client,
+        answer,
+        described.raw_description.pending_activities,
+        load=load,
+        task_queue=described.task_queue,
+    )
     merged: list[StepRecord] = []
     for record in records:
         merged.append(record)
         if is_controller_kind(record.kind) and record.status == "running":
             try:
                 nested = await _steps(
-                    client, run_id, child_workflow_id(run_id, record.path), pollers
+                    client, run_id, child_workflow_id(run_id, record.path), pollers, load=load
                 )
             except RPCError:
                 continue  # the child has not started yet

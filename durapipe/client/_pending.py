@@ -12,6 +12,7 @@ step's record.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Sequence
 from datetime import UTC
 
@@ -20,21 +21,33 @@ from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client
 
 from durapipe._words import clock
+from durapipe.client._stalls import SLOT_WAIT_S, QueueLoad
 from durapipe.runtime import StepRecord
 from durapipe.stores._limits import WAITING_DETAIL
 
 # A provider's error message can run to kilobytes (a quoted response body): the line keeps this much.
 MESSAGE_CHARS = 200
+# How `QueueLoad.busy`'s sentences start: a step waiting for a worker of its queue.
+QUEUE_WAITS = ("a free worker slot:", "a worker to take it:")
 
 
 async def with_pending(
-    client: Client, records: Sequence[StepRecord], pending: Sequence[PendingActivityInfo]
+    client: Client,
+    records: Sequence[StepRecord],
+    pending: Sequence[PendingActivityInfo],
+    *,
+    load: QueueLoad | None = None,
+    task_queue: str = "",
 ) -> list[StepRecord]:
     """``records`` with each running step annotated from its pending activity: past its first
     attempt, ``attempts`` (the attempt it is on), ``error_type`` and ``error`` (how the last attempt
     failed) and, while it waits for the next attempt, ``waiting_for``; while its call waits for
-    room in a provider limit, ``waiting_for`` says which."""
+    room in a provider limit, ``waiting_for`` says which; while no worker has taken it for
+    `SLOT_WAIT_S` though workers poll its queue, ``waiting_for`` says what ``load`` (if given)
+    tells of them (a free slot). ``task_queue``: the workflow's, for an activity whose own the
+    server does not show."""
     updates: dict[str, dict[str, object]] = {}
+    now = time.time()
     for info in pending:
         if info.attempt > 1 and info.last_failure.message:
             updates[info.activity_id] = retry_update(info)
@@ -42,6 +55,14 @@ async def with_pending(
             waiting = await _waiting_for(client, info)
             if waiting is not None:
                 updates.setdefault(info.activity_id, {})["waiting_for"] = waiting
+        since = _queued_since(info)
+        if load is not None and since is not None and now - since >= SLOT_WAIT_S:
+            queue = info.activity_options.task_queue.name or task_queue
+            busy = await load.busy(queue) if queue else None
+            if busy is not None:
+                updates.setdefault(info.activity_id, {})["waiting_for"] = (
+                    f"{busy}; scheduled {now - since:.0f} s ago"
+                )
     if not updates:
         return list(records)
     return [
@@ -50,6 +71,26 @@ async def with_pending(
         else record
         for record in records
     ]
+
+
+def _queued_since(info: PendingActivityInfo) -> float | None:
+    """Since when (epoch seconds) the activity of ``info`` waits in its task queue for a worker to
+    take it, or None when a worker has it (or its next attempt's time has not come)."""
+    if info.state != PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
+        return None
+    since = info.scheduled_time.ToSeconds() if info.HasField("scheduled_time") else None
+    if info.attempt > 1 and info.HasField("next_attempt_schedule_time"):
+        since = info.next_attempt_schedule_time.ToSeconds()  # a retry queues after its backoff
+    return since
+
+
+def said_once(record: StepRecord) -> str:
+    """What a follower says once per step of ``record``'s wait: its ``waiting_for``, but of a wait
+    for a worker only the kind (its backlog and age change at every look)."""
+    waiting = record.waiting_for or ""
+    if waiting.startswith(QUEUE_WAITS):
+        waiting = waiting.partition(":")[0]
+    return f"{record.path}: {waiting}"
 
 
 async def _waiting_for(client: Client, info: PendingActivityInfo) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from temporalio.api.enums.v1 import (
 )
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.worker.v1 import WorkerHeartbeat
 from temporalio.api.workflowservice.v1 import (
     DescribeTaskQueueRequest,
     DescribeWorkflowExecutionRequest,
@@ -40,6 +42,7 @@ from temporalio.client import Client, WorkflowExecutionDescription
 from temporalio.exceptions import FailureError
 from temporalio.service import RPCError
 
+from durapipe._words import counted
 from durapipe.client._telemetry import WORKER_HEARTBEAT
 from durapipe.runtime import PipeRun
 from durapipe.spec import is_controller_kind
@@ -60,6 +63,11 @@ POLLER_GONE_S = 70.0
 # while it completes); a third attempt means two in a row did not complete: it fails (or times
 # out) on every worker.
 FAILING_TASK_ATTEMPT = 3
+# A leaf the server scheduled this long ago, on a queue that live workers poll, waits for one of
+# them to take it (one with a free slot takes a task within milliseconds): `QueueLoad` says why.
+SLOT_WAIT_S = 3.0
+# How long `QueueLoad` reuses a queue's answer.
+LOAD_KEPT_S = 1.0
 # Nested workflows a stall check describes at most (breadth first): a check runs every second
 # while a client waits, and a batch of nested pipes may run hundreds at once. A nested pipe's
 # task that fails on every worker (code changed, a newer run) fails in its siblings too, so the
@@ -201,6 +209,13 @@ async def _gone(client: Client, task_queue: str, *, activities: bool) -> str | N
 async def _heartbeats(client: Client, task_queue: str) -> dict[str, float]:
     """When each durapipe worker of ``task_queue`` last sent a worker heartbeat, by identity
     (epoch seconds); empty when the server keeps none (ListWorkers off, or older than 1.29)."""
+    beats = await _worker_beats(client, task_queue)
+    return {identity: beat.heartbeat_time.ToSeconds() for identity, beat in beats.items()}
+
+
+async def _worker_beats(client: Client, task_queue: str) -> dict[str, WorkerHeartbeat]:
+    """The last worker heartbeat of each durapipe worker of ``task_queue``, by identity; empty
+    when the server keeps none (ListWorkers off, or older than 1.29)."""
     try:
         response = await client.workflow_service.list_workers(
             ListWorkersRequest(
@@ -209,14 +224,86 @@ async def _heartbeats(client: Client, task_queue: str) -> dict[str, float]:
         )
     except RPCError:
         return {}
-    beats: dict[str, float] = {}
+    beats: dict[str, WorkerHeartbeat] = {}
     for info in response.workers_info:
         beat = info.worker_heartbeat
         # Only durapipe's workers beat at WORKER_HEARTBEAT; others' interval is not known here.
         if beat.task_queue == task_queue and any(p.name == PLUGIN_NAME for p in beat.plugins):
-            when = beat.heartbeat_time.ToSeconds()
-            beats[beat.worker_identity] = max(when, beats.get(beat.worker_identity, 0.0))
+            kept = beats.get(beat.worker_identity)
+            if kept is None or beat.heartbeat_time.ToSeconds() > kept.heartbeat_time.ToSeconds():
+                beats[beat.worker_identity] = beat
     return beats
+
+
+class QueueLoad:
+    """Why a leaf scheduled on a task queue that workers poll has not started: what the server
+    says of the queue's workers (their activity slots, from their worker heartbeats) and its
+    backlog. One DescribeTaskQueue (with its stats) and one ListWorkers per queue, asked only for
+    a step that has waited `SLOT_WAIT_S`, and reused for `LOAD_KEPT_S` (a follower looks every
+    0.25 s). Reads only: nothing is added to any run's history."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._asked: dict[str, tuple[float, asyncio.Task[str | None]]] = {}
+
+    async def busy(self, task_queue: str) -> str | None:
+        """What a leaf scheduled on ``task_queue`` waits for ("a free worker slot: the 2 workers
+        polling task queue 'q' are all busy (...)"), or None when no live worker polls it (the
+        stall check says so) or the server cannot tell."""
+        now = time.monotonic()
+        kept = self._asked.get(task_queue)
+        if kept is None or (kept[1].done() and now - kept[0] >= LOAD_KEPT_S):
+            task = asyncio.ensure_future(_busy(self._client, task_queue))
+            self._asked[task_queue] = kept = (now, task)
+        try:
+            return await asyncio.shield(kept[1])
+        except RPCError:
+            return (
+                None  # the server cannot tell (e.g. no permission): say nothing rather than guess
+            )
+
+
+async def _busy(client: Client, task_queue: str) -> str | None:
+    """See `QueueLoad.busy`."""
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            report_stats=True,
+        )
+    )
+    now = time.time()
+    beats = await _worker_beats(client, task_queue)
+    live: set[str] = set()
+    for poller in response.pollers:
+        beat = beats.get(poller.identity)
+        seen = beat.heartbeat_time.ToSeconds() if beat else poller.last_access_time.ToSeconds()
+        if now - seen < (HEARTBEAT_GONE_S if beat else POLLER_GONE_S):
+            live.add(poller.identity)
+    if not live:
+        return None
+    stats = response.stats if response.HasField("stats") else None
+    backlog = f"backlog {stats.approximate_backlog_count}" if stats is not None else ""
+    where = f"task queue '{task_queue}'"
+    workers = f"the {counted(len(live), 'worker')} polling {where}"
+    slots = [beats[i].activity_task_slots_info for i in live if i in beats]
+    if len(slots) == len(live) and all(s.current_used_slots for s in slots):
+        used = sum(s.current_used_slots for s in slots)
+        free = sum(s.current_available_slots for s in slots)
+        if free == 0:
+            busy = "is busy" if len(live) == 1 else "are all busy"
+            said = ", ".join(
+                filter(None, (f"{used} of {counted(used, 'activity slot')} in use", backlog))
+            )
+            return f"a free worker slot: {workers} {busy} ({said})"
+    # Slots not known (workers without durapipe's heartbeats), or free by the last heartbeat (up
+    # to 5 s old, or a queue's rate limit holding it): the workers have not taken it, which is all
+    # the server shows.
+    have = "has" if len(live) == 1 else "have"
+    return f"a worker to take it: {workers} {have} not taken it yet" + (
+        f" ({backlog})" if backlog else ""
+    )
 
 
 async def why_stalled(
@@ -451,4 +538,31 @@ async def _failure_message(client: Client, event: HistoryEvent) -> str:
         message = error.message if isinstance(error, FailureError) else str(error)
     except Exception:  # not decodable here (e.g. another key): show what is recorded
         message = failure.message
-    return message.splitlines()[0] if message else "no message"
+    return _pydantic_condensed(message) or (message.splitlines()[0] if message else "no message")
+
+
+# The report pydantic makes of a failed validation: its first line counts the errors; each then
+# names its field on a line of its own (none for the input as a whole), says why on the next
+# (indented, ending with the input's type), and links its documentation on the one after.
+_PYDANTIC_COUNT = re.compile(r"^(\d+) validation errors? for (\w+)$")
+_PYDANTIC_TYPE = re.compile(r" \[type=.*$")
+
+
+def _pydantic_condensed(message: str) -> str | None:
+    """A workflow task failure that is pydantic's report (a worker before durapipe named the
+    field itself), in one line naming the first field; None if it is not one."""
+    lines = message.splitlines()
+    counted_errors = _PYDANTIC_COUNT.match(lines[0]) if len(lines) > 1 else None
+    if counted_errors is None:
+        return None
+    count, model = int(counted_errors[1]), counted_errors[2]
+    if lines[1].startswith("  "):  # the input as a whole (e.g. not JSON, or nested too deep)
+        where, why = "", lines[1]
+    else:
+        where, why = lines[1], lines[2] if len(lines) > 2 else ""
+    why = _PYDANTIC_TYPE.sub("", why.strip())
+    said = f"field '{where}': {why}" if where else why
+    more = count - 1
+    return f"its input does not decode as a {model}: {said}" + (
+        f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    )

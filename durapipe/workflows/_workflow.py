@@ -67,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
     from durapipe.spec import Pipeline
     from durapipe.spec._kinds import kinds_generation
     from durapipe.spec._messages import end_loan, lend_wire_pipe, pipe_on_the_wire
+    from durapipe.workflows._refusals import RunInputError, input_problem, refuse_if_newer
     from durapipe.workflows._search import PIPE_ONLY_AT_START, has_totals, run_totals
 
 STEPS_QUERY = "durapipe.steps"
@@ -117,11 +118,6 @@ IN_FORCE = {
 TOTALS_CHOSEN = 3
 
 
-class NewerRunError(Exception):
-    """A run asks for a workflow version this worker does not have; fails the workflow task (not
-    the run), so the run waits for an upgraded worker."""
-
-
 def _pipe_run(raw: RawValue, run_id: str | None = None) -> tuple[PipeRun, _SpecParts]:
     """The run's input decoded as the data converter decodes a `PipeRun` (same bytes, same model),
     and the parts kept for its spec (see `_KEPT_SPECS`); with ``run_id`` in place of the one the
@@ -138,16 +134,21 @@ def _pipe_run(raw: RawValue, run_id: str | None = None) -> tuple[PipeRun, _SpecP
         converter = workflow.payload_converter()
         try:
             run = converter.from_payload(raw.payload, PipeRun)
-        except Exception:
+        except RestrictedWorkflowAccessError:
+            raise  # the sandbox's check on this code (see `SandboxedPipeWorkflow`), not the input
+        except Exception as err:
             # Only on a failed decoding is the version read on its own: a second decoding of every
             # input would cost each run's workflow tens of µs for nothing.
-            _refuse_if_newer(*_version_of(converter, raw))
-            raise
+            refuse_if_newer(*_version_of(converter, raw))
+            raise RunInputError(
+                f"the run's input does not decode on this worker (durapipe workflow version "
+                f"{WORKFLOW_VERSION}): {input_problem(err)}"
+            ) from None
         if key is not None:
             kept = _keep(key, run.spec)
         if run_id is not None:
             run = run.model_copy(update={"run_id": run_id})
-    _refuse_if_newer(run.workflow_version, run.run_id)
+    refuse_if_newer(run.workflow_version, run.run_id)
     return run, kept[1] if kept is not None and kept[0] is run.spec else _SpecParts()
 
 
@@ -225,18 +226,6 @@ def _version_of(converter: PayloadConverter, raw: RawValue) -> tuple[int, str]:
         version if isinstance(version, int) else 0,
         named if isinstance(named, str) else run_id,
     )
-
-
-def _refuse_if_newer(version: int, run_id: str) -> None:
-    if version > WORKFLOW_VERSION:
-        # Running it the way this code runs older versions would record commands a worker of
-        # its own version cannot replay. Failing the workflow task keeps the run waiting for
-        # such a worker (clients say why: `client._stalls.failing_task`).
-        raise NewerRunError(
-            f"run '{run_id}' was started by a newer durapipe (workflow version "
-            f"{version}; this worker runs versions up to {WORKFLOW_VERSION}): "
-            f"upgrade durapipe on the workers of task queue '{workflow.info().task_queue}'"
-        )
 
 
 class _Control:
