@@ -48,21 +48,27 @@ def _token_prices(model: str) -> tuple[dict[str, Any], float, float]:
 
 
 def _llm_cost(call: LlmCall) -> float:
-    litellm = litellm_module()
     pipe = call.pipe
     model = pipe.model or "durapipe/offline"
     info, input_price, output_price = _token_prices(model)
     if not input_price and not output_price:
         return 0.0
-    messages = messages_for(call)
     fmt, _ = response_format(pipe.output, call.structures)
-    input_tokens = int(litellm.token_counter(model=model, messages=messages))
-    if fmt is not None:
-        input_tokens += int(litellm.token_counter(model=model, text=json.dumps(fmt)))
+    input_tokens = _request_tokens(model, messages_for(call), fmt)
     max_output = _max_output(pipe.settings, info)
     asks = pipe.reask + 1 if fmt is not None else 1
     total_input = sum(input_tokens + ask * (max_output + REASK_TOKENS) for ask in range(asks))
     return total_input * input_price + asks * max_output * output_price
+
+
+def _request_tokens(model: str, messages: Any, fmt: Any, tools: list[Any] | None = None) -> int:
+    """Input tokens of one request: its messages (and tool schemas), plus the JSON schema of a
+    structured output (``fmt``) when it has one."""
+    litellm = litellm_module()
+    tokens = int(litellm.token_counter(model=model, messages=messages, tools=tools or None))
+    if fmt is not None:
+        tokens += int(litellm.token_counter(model=model, text=json.dumps(fmt)))
+    return tokens
 
 
 def _model_info(model: str) -> dict[str, Any]:
@@ -73,18 +79,13 @@ def _model_info(model: str) -> dict[str, Any]:
 
 
 def _turn_cost(call: AgentTurnCall) -> float:
-    litellm = litellm_module()
     pipe = call.pipe
     model = pipe.model or "durapipe/offline"
     info, input_price, output_price = _token_prices(model)
     if not input_price and not output_price:
         return 0.0
-    input_tokens = int(
-        litellm.token_counter(model=model, messages=call.messages, tools=call.tools or None)
-    )
     fmt, _ = response_format(pipe.output, call.structures)
-    if fmt is not None:
-        input_tokens += int(litellm.token_counter(model=model, text=json.dumps(fmt)))
+    input_tokens = _request_tokens(model, call.messages, fmt, tools=call.tools)
     return input_tokens * input_price + _max_output(pipe.settings, info) * output_price
 
 
