@@ -11,6 +11,7 @@ durapipe's own setting, ``DURAPIPE_GRPC_COMPRESSION``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,9 @@ class ConnectOptions:
         except Exception as err:  # the SDK reports a bad file or profile as a RuntimeError
             raise ConfigError(f"cannot load the Temporal client configuration: {err}") from None
         config: dict[str, Any] = dict(loaded)
-        config["target_host"] = self.address or config.get("target_host") or DEFAULT_ADDRESS
+        config["target_host"] = _host_port(
+            self.address or config.get("target_host") or DEFAULT_ADDRESS
+        )
         config["namespace"] = self.namespace or config.get("namespace") or DEFAULT_NAMESPACE
         if self.api_key:
             config["api_key"] = self.api_key
@@ -121,3 +124,26 @@ def _read(path: Path | None, flag: str) -> bytes | None:
         return path.read_bytes()
     except OSError as err:
         raise ConfigError(f"{flag}: cannot read '{path}': {err.strerror}") from None
+
+
+def _host_port(address: str) -> str:
+    """The address as given, once it is the ``host:port`` Temporal takes.
+
+    The SDK takes ``http://host:port`` with only a warning (and a future error), and a host without
+    a port as port 80, where nothing answers: a URL copied from a browser, or a bare host, is one
+    sentence here instead.
+
+    Raises:
+        ConfigError: a scheme before the host, or no port.
+    """
+    scheme, found, rest = address.partition("://")
+    if found:
+        raise ConfigError(
+            f"address '{address}' is not host:port: leave out '{scheme}://' (--address {rest.rstrip('/')})"
+        )
+    if not re.search(r":\d+$", address):
+        raise ConfigError(
+            f"address '{address}' has no port: write host:port (--address {address}:7233, "
+            "the dev server's default port)"
+        )
+    return address

@@ -185,6 +185,29 @@ def test_unreachable_server_is_a_clear_error() -> None:
     assert "tonic" not in unknown.stderr, unknown.stderr
 
 
+def test_an_address_that_is_not_host_port_is_one_sentence(temporal_address: str) -> None:
+    # A URL copied from the UI's address bar used to start the run anyway, under the SDK's raw
+    # "UserWarning: Target host as URL with scheme no longer supported" and with no UI link; a
+    # host without a port said "connection refused" at an address the user never meant.
+    host = temporal_address.rsplit(":", 1)[0]
+    cases = {
+        f"http://{temporal_address}": (
+            f"error: address 'http://{temporal_address}' is not host:port: leave out 'http://' "
+            f"(--address {temporal_address})\n"
+        ),
+        host: (
+            f"error: address '{host}' has no port: write host:port (--address {host}:7233, "
+            "the dev server's default port)\n"
+        ),
+    }
+    for address, expected in cases.items():
+        for args in (["run", "brief", "--file", str(EXAMPLES / "brief.yaml"), "--input",
+                      "article=x"], ["worker", str(EXAMPLES / "brief.yaml")], ["runs"]):  # fmt: skip
+            result = runner.invoke(app, [*args, "--address", address])
+            assert result.exit_code == 2, (args, result.stderr)
+            assert result.stderr == expected, (args, result.stderr)
+
+
 def test_worker_metrics_port_in_use_is_one_sentence(temporal_address: str) -> None:
     # The SDK's ValueError used to escape as a traceback (exit 1).
     with socket.socket() as taken:
