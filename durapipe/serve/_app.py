@@ -44,6 +44,7 @@ from durapipe.serve._runs import (
     run_results,
     run_status,
     start_run,
+    wait_result,
 )
 from durapipe.serve._slow import ClientLimits, close_after_response, read_body
 from durapipe.serve._trust import Capabilities, trust_problems
@@ -399,8 +400,10 @@ async def _execute(request: web.Request) -> web.Response:
     handle, pipe = await _start_run(request)
     client = request.app[_CLIENT]
     try:
-        async with asyncio.timeout(request.app[_CONFIG].execute_wait_s):
-            result = await handle.result()
+        result = await wait_result(handle, request.app[_CONFIG].execute_wait_s)
+    except ServeError as err:
+        logger.warning("durapipe serve: %s", err.detail)  # the operator starts the worker
+        raise
     except TimeoutError:
         # The protocol's execute degrade: the run goes on, durably; the client follows it by id
         # instead of holding a connection open for as long as the run takes.

@@ -7,7 +7,9 @@ input (its first history event). A restarted server answers exactly as the one t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -37,6 +39,10 @@ from durapipe.workflows._search import start_totals
 RUN_ID_PREFIX: Final = "mthds-"
 # The memo key of a run's MTHDS concepts (its output's and its inputs').
 MTHDS_MEMO: Final = "mthds"
+# As `durapipe run` waits: the run's queues are checked every second, and a run that has lacked a
+# worker for 5 s (not a worker starting just after it) ends the wait.
+STALL_CHECK_S: Final = 1.0
+STALL_GRACE_S: Final = 5.0
 
 _STATUS: Final = {
     WorkflowExecutionStatus.RUNNING: "RUNNING",
@@ -100,6 +106,41 @@ async def start_run(
         if not idempotency_key:
             raise
     return RunHandle(client, run.run_id)
+
+
+async def wait_result(handle: RunHandle, wait_s: float) -> RunResult:
+    """The run's result, as ``execute`` waits for it: at most ``wait_s`` seconds, and only while
+    the run can make progress.
+
+    Raises:
+        TimeoutError: the run still goes after ``wait_s`` seconds.
+        ServeError: ``runtime.unavailable``, the run has been unable to make progress for
+            `STALL_GRACE_S` (no worker polls a queue it needs, or its workflow task keeps
+            failing); it stays queued, and the problem names it.
+        RunError: the run ended another way than completing (see `RunHandle.result`).
+    """
+    result = asyncio.ensure_future(handle.result())
+    stuck_since: float | None = None
+    try:
+        async with asyncio.timeout(wait_s):
+            while not (await asyncio.wait({result}, timeout=STALL_CHECK_S))[0]:
+                try:
+                    why = await handle.stalled()
+                except RPCError:
+                    why = None  # the server cannot tell now: keep waiting rather than guess
+                now = time.monotonic()
+                stuck_since = None if why is None else stuck_since or now
+                if stuck_since is not None and now - stuck_since >= STALL_GRACE_S:
+                    raise ServeError(
+                        "runtime.unavailable",
+                        f"Run '{handle.run_id}' was started but cannot make progress: {why}. The "
+                        "run stays queued and goes on once a worker polls the queue: follow it at "
+                        f"/v1/runs/{handle.run_id}/status rather than sending the request again.",
+                        extra={"pipeline_run_id": handle.run_id},
+                    )
+            return result.result()
+    finally:
+        result.cancel()
 
 
 def _iso(moment: datetime | None) -> str | None:

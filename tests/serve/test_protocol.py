@@ -308,3 +308,36 @@ async def test_a_long_execute_answers_with_its_run_id(
     finally:
         await server.stop()
     assert results.main_stuff["text"].startswith("passed: ")
+
+
+async def test_an_execute_no_worker_can_run_says_so_within_seconds(
+    temporal_address: str, gate_dir: Path, temporal_env: object
+) -> None:
+    # It used to hold the connection for --execute-wait (600 s) and say nothing, in the answer
+    # or the server's log: a client saw only its own timeout.
+    nobody = f"nobody-{uuid.uuid4().hex[:8]}"
+    server = await start_serve(temporal_address, nobody, gate_dir, "--execute-wait", "120")
+    try:
+        async with asyncio.timeout(40), httpx.AsyncClient(timeout=60) as raw:
+            answer = await raw.post(
+                f"{server.url}/v1/execute",
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                json={"pipe_code": "loud_summary", "files": METHOD, "inputs": {"text": TEXT}},
+            )
+    finally:
+        await server.stop()
+    assert answer.status_code == 503, answer.text
+    problem = answer.json()
+    run_id = problem["pipeline_run_id"]
+    assert problem["code"] == "runtime.unavailable"
+    assert problem["detail"] == (
+        f"Run '{run_id}' was started but cannot make progress: no worker polls task queue "
+        f"'{nobody}' (namespace 'default'), so nothing runs it; start one with `durapipe worker "
+        f"FILE -t {nobody}`. The run stays queued and goes on once a worker polls the queue: "
+        f"follow it at /v1/runs/{run_id}/status rather than sending the request again."
+    )
+    assert any(problem["detail"] in line for line in server.log), server.log
+    temporal: Client = temporal_env.client  # type: ignore[attr-defined]
+    handle = temporal.get_workflow_handle(run_id)
+    assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+    await handle.terminate("test over")
