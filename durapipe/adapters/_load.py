@@ -47,6 +47,11 @@ def load(
     file = Path(path)
     if file.suffix == MTHDS_SUFFIX or (file / MTHDS_MANIFEST).is_file():
         return _load_mthds(file, import_tools=import_tools, methods=methods)
+    if file.is_dir():
+        raise ConfigError(
+            f"'{path}' is a folder without {MTHDS_MANIFEST}: give a pipeline file (.yaml, .yml, "
+            ".py or .mthds) or an MTHDS package folder"
+        )
     if not file.is_file():
         raise ConfigError(f"pipeline file '{path}' does not exist")
     if import_tools or file.suffix in PYTHON_SUFFIXES:

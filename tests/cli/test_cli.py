@@ -133,6 +133,11 @@ def test_user_mistakes_are_one_sentence_and_exit_2(temporal_address: str) -> Non
             "--local",
         ): "error: pipeline file 'missing.yaml' does not exist",
         ("validate", str(ROOT / "pyproject.toml")): "must end in .yaml, .yml, .py or .mthds",
+        # A folder was said not to exist.
+        ("run", "brief", "--file", str(EXAMPLES), "--local"): (
+            f"error: '{EXAMPLES}' is a folder without METHODS.toml: give a pipeline file "
+            "(.yaml, .yml, .py or .mthds) or an MTHDS package folder"
+        ),
         ("runs", "--limit", "0"): "Invalid value for '--limit'",
         # The @ forgotten: a path given as text to a document input.
         (
