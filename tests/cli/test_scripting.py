@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import typer
 from typer.testing import CliRunner
 
 import durapipe as dp
@@ -37,6 +38,29 @@ def test_every_command_the_readme_documents_exists() -> None:
         for c in app.registered_commands
     }
     assert named and named <= known, sorted(named - known)
+
+
+def test_every_flag_the_readme_gives_a_command_exists() -> None:
+    # `durapipe CMD ... --flag` in the README's text and its sh blocks: the flag is CMD's.
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"^```sh\n(.*?)^```", readme, re.M | re.S)
+    written = re.findall(r"`(durapipe [^`]+)`", readme) + [
+        m.group(1).split(" #")[0]
+        for block in blocks
+        for m in re.finditer(r"(?:^|\| |\$\()(durapipe [^\n]+)", block, re.M)
+    ]
+    root = typer.main.get_command(app)
+    unknown = set()
+    for text in written:
+        words, command = text.split()[1:], root
+        while words and words[0] in getattr(command, "commands", {}):  # typer's groups
+            command = command.commands[words.pop(0)]  # type: ignore[attr-defined]
+        if command is root:
+            continue
+        flags = {f for p in command.params for f in (*p.opts, *p.secondary_opts)}
+        given = re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", " ".join(words))
+        unknown |= {(command.name, f) for f in given if f not in flags | {"--help"}}
+    assert written and not unknown, sorted(unknown)
 
 
 async def test_detach_prints_the_run_id_and_json_runs_print_steps_and_id_on_stderr(
