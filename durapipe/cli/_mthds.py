@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from pathlib import Path
@@ -23,7 +24,9 @@ def pipe_name(method: Method, ref: str) -> str:
     name = pipe_for(method, ref)
     if name is None:
         known = ", ".join(sorted(method.outputs)) or "none"
-        raise ConfigError(f"the bundle has no pipe '{ref}' (pipes: {known})")
+        close = difflib.get_close_matches(ref.rpartition(".")[2], list(method.outputs), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"the bundle has no pipe '{ref}'{hint} (pipes: {known})")
     return name
 
 

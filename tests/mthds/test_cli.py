@@ -109,7 +109,18 @@ def test_input_mistakes_are_one_sentence_and_exit_2(args: list[str], message: st
 def test_an_unknown_pipe_of_a_bundle_is_named() -> None:
     result = runner.invoke(app, ["run", "tell_joke", "--file", str(JOKES), "--local"], input="")
     assert result.exit_code == 2
-    assert "the bundle has no pipe 'tell_joke' (pipes: " in json.loads(result.stderr)["message"]
+    assert (
+        "the bundle has no pipe 'tell_joke' (did you mean 'generate_joke'?) (pipes: "
+        in (json.loads(result.stderr)["message"])
+    )
+    # A typo gets the close name, as a YAML pipe's does.
+    for typo in ("generate_jok", "joke_generation.generate_jok"):
+        typed = runner.invoke(app, ["run", typo, "--file", str(JOKES), "--local"], input="")
+        assert typed.exit_code == 2
+        assert json.loads(typed.stderr)["message"] == (
+            f"the bundle has no pipe '{typo}' (did you mean 'generate_joke'?) (pipes: "
+            "batch_generate_jokes, generate_joke, generate_jokes_from_topics, generate_topics)"
+        )
     # A YAML run in the same process afterwards still prints durapipe's plain sentence.
     yaml = runner.invoke(app, ["run", "nope", "--file", "missing.yaml", "--local"])
     assert yaml.stderr == "error: pipeline file 'missing.yaml' does not exist\n"
