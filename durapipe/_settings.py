@@ -105,6 +105,15 @@ class Settings(BaseSettings):
             raise ValueError("expected on or off")
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("checkpoints", "limits")
+    @classmethod
+    def _is_a_store(cls, value: str) -> str:
+        # Anything else was taken as a SQLite path: 'postgres://db/x' made a folder 'postgres:'.
+        scheme = value.partition("://")[0] if "://" in value else None
+        if scheme is not None and scheme not in _STORE_SCHEMES:
+            raise ValueError("expected a SQLite file, a redis://, rediss:// or unix:// URL, or off")
+        return value
+
     @field_validator("grpc_compression", mode="before")
     @classmethod
     def _is_a_compression(cls, value: object) -> object:
@@ -154,6 +163,8 @@ class Settings(BaseSettings):
 
 _SWITCH = frozenset({"on", "off", "true", "false", "yes", "no", "1", "0"})
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|k|mb|mib|m|gb|gib|g)?\s*$", re.IGNORECASE)
+# The URLs a checkpoint or limits store may be (`durapipe.stores._paths.is_redis`); else a path.
+_STORE_SCHEMES = frozenset({"redis", "rediss", "unix"})
 _UNIT = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 

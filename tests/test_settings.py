@@ -75,6 +75,9 @@ async def test_an_unwritable_store_fails_the_worker_at_start(
         ("DURAPIPE_PAYLOAD_MAX", "lots", "not a size (e.g. 262144, 256KiB, 1MiB)"),
         ("DURAPIPE_PAYLOAD_THRESHOLD", "big", "not a size"),
         ("DURAPIPE_CHECKPOINT_TTL", "soon", "is not a duration"),
+        # A URL of another scheme was taken as a SQLite path: a folder 'postgres:' appeared.
+        ("DURAPIPE_CHECKPOINTS", "postgres://db/x", "expected a SQLite file, a redis://"),
+        ("DURAPIPE_LIMITS", "bogus://x", "expected a SQLite file, a redis://"),
     ],
 )
 async def test_bad_values_are_refused_when_the_client_starts_naming_the_variable(
