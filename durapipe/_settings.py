@@ -114,6 +114,14 @@ class Settings(BaseSettings):
             raise ValueError("expected a SQLite file, a redis://, rediss:// or unix:// URL, or off")
         return value
 
+    @field_validator("blob_dir", "payload_store")
+    @classmethod
+    def _is_a_content_store(cls, value: str | None) -> str | None:
+        # As for the checkpoints: 'gs://bucket' was taken as a folder 'gs:'.
+        if value is not None and "://" in value and not value.startswith("s3://"):
+            raise ValueError("expected a folder or s3://BUCKET[/PREFIX]")
+        return value
+
     @field_validator("grpc_compression", mode="before")
     @classmethod
     def _is_a_compression(cls, value: object) -> object:

@@ -78,6 +78,8 @@ async def test_an_unwritable_store_fails_the_worker_at_start(
         # A URL of another scheme was taken as a SQLite path: a folder 'postgres:' appeared.
         ("DURAPIPE_CHECKPOINTS", "postgres://db/x", "expected a SQLite file, a redis://"),
         ("DURAPIPE_LIMITS", "bogus://x", "expected a SQLite file, a redis://"),
+        ("DURAPIPE_BLOB_DIR", "gs://bucket", "expected a folder or s3://BUCKET[/PREFIX]"),
+        ("DURAPIPE_PAYLOAD_STORE", "gs://bucket", "expected a folder or s3://BUCKET[/PREFIX]"),
     ],
 )
 async def test_bad_values_are_refused_when_the_client_starts_naming_the_variable(
