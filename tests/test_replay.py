@@ -118,6 +118,10 @@ def test_cli_replay_needs_one_source() -> None:
     result = CliRunner().invoke(app, ["replay"])
     assert result.exit_code == 2
     assert "give exactly one of RUN, --query or --file" in result.output
+    # Python's "[Errno 2] No such file or directory: 'missing.json'" said the path twice.
+    missing = CliRunner().invoke(app, ["replay", "--file", "missing.json"])
+    assert missing.exit_code == 2
+    assert missing.stderr == "error: cannot read history 'missing.json': no such file\n"
 
 
 async def test_a_cancelled_run_recorded_before_cancel_holds_replays_under_it(

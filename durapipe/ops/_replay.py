@@ -45,6 +45,8 @@ def load_history(path: Path) -> WorkflowHistory:
     """
     try:
         return WorkflowHistory.from_json(path.stem, path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"cannot read history '{path}': no such file") from None
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot read history '{path}': {err}") from None
 
