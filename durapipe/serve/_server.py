@@ -10,12 +10,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
+from temporalio.client import Client
+from temporalio.service import RPCError
 
 from durapipe._errors import ConfigError
 from durapipe._settings import settings
 from durapipe.adapters import DEFAULT_TASK_QUEUE, load
 from durapipe.client._connection import ConnectOptions
 from durapipe.client._handle import connect
+from durapipe.client._stalls import QueuePollers
 from durapipe.serve._app import DEFAULT_EXECUTE_WAIT_S, ServeConfig, create_app
 from durapipe.serve._slow import ClientLimits, GuardedSite
 from durapipe.serve._trust import Capabilities
@@ -58,10 +61,26 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     (ready or _announce)(url)
+    idle = await _unpolled(client, config.task_queue)
+    if idle is not None:  # runs would otherwise queue in silence: say so before a client comes
+        print(
+            f"note: {idle} now: runs wait until one does "
+            f"(`durapipe worker FILE -t {config.task_queue}`)",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+async def _unpolled(client: Client, task_queue: str) -> str | None:
+    """`QueuePollers.unpolled` of the workers' queue; None when the server cannot tell."""
+    try:
+        return await QueuePollers(client).unpolled(task_queue)
+    except RPCError:
+        return None  # say nothing rather than guess
 
 
 def listen_error(host: str, port: int, err: OSError) -> str:

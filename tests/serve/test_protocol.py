@@ -337,6 +337,11 @@ async def test_an_execute_no_worker_can_run_says_so_within_seconds(
         f"follow it at /v1/runs/{run_id}/status rather than sending the request again."
     )
     assert any(problem["detail"] in line for line in server.log), server.log
+    # The operator heard it at the start already, before any client came.
+    assert (
+        f"note: no worker polls task queue '{nobody}' now: runs wait until one does "
+        f"(`durapipe worker FILE -t {nobody}`)\n"
+    ) in server.log, server.log
     temporal: Client = temporal_env.client  # type: ignore[attr-defined]
     handle = temporal.get_workflow_handle(run_id)
     assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
