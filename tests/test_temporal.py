@@ -115,3 +115,28 @@ async def test_a_failed_nested_step_fails_the_run_naming_that_step(
     assert str(failure) == "step 'inner/flaky' (tool) failed: ConnectionError: call 2 failed"
     statuses = {s.path: s.status for s in (dp.StepRecord.model_validate(r) for r in failure.steps)}
     assert statuses == {"inner": "failed", "inner/flaky": "failed", "shout": "skipped"}
+
+
+async def test_a_tool_the_worker_lacks_names_the_queue_whose_workers_must_load_it(
+    temporal_address: str, task_queue: str
+) -> None:
+    # Workers of other files on one queue (the README's default queue, `durapipe`) take each
+    # other's steps: "start the worker with the pipeline file" did not say which workers.
+    from tests import flaky_tools
+
+    shout = dp.sequence("loud", inputs={"text": str}, steps=[dp.step(dp.tool(flaky_tools.shout))])
+    pipeline = dp.pipeline(shout)
+    client = await dp.connect(temporal_address, pipeline=dp.load(EXAMPLES / "brief.yaml"))
+    async with dp.build_worker(client, task_queue=task_queue):
+        handle = await dp.start(client, pipeline, "loud", {"text": "hi"}, task_queue=task_queue)
+        try:
+            await handle.result()
+        except dp.StepFailed as err:
+            failure = err
+        else:
+            raise AssertionError("the run should have failed")
+    assert str(failure) == (
+        "step 'shout' (tool) failed: durapipe.ToolNotFound: tool 'tests.flaky_tools:shout' "
+        "(pipe 'shout') is not registered on this worker; start every worker of task queue "
+        f"'{task_queue}' with the pipeline file that defines it (any of them may take the step)"
+    )

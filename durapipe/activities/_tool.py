@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pydantic
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType, ToolError
@@ -42,9 +43,16 @@ async def run_tool(
     """
     function = functions.get(call.pipe.function)
     if function is None:
+        # Workers loading other files may share a queue and take each other's steps: name the queue.
+        fix = (
+            f"start every worker of task queue '{activity.info().task_queue}' with the pipeline "
+            "file that defines it (any of them may take the step)"
+            if activity.in_activity()
+            else "start the worker with the pipeline file that defines it"
+        )
         raise ApplicationError(
             f"tool '{call.pipe.function}' (pipe '{call.pipe_name}') is not registered on this worker; "
-            "start the worker with the pipeline file that defines it",
+            + fix,
             type=ErrorType.TOOL_NOT_FOUND,
             non_retryable=True,
         )
