@@ -21,6 +21,7 @@ import copy
 import difflib
 import functools
 import re
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +30,10 @@ import yaml
 
 from durapipe._errors import PipelineError, Problem
 from durapipe.adapters._yaml_guard import LOADER, check_limits, duplicate_keys
+from durapipe.spec._deck import ModelEntry
 from durapipe.spec._kinds import kinds
 from durapipe.spec._spec import Branch, Pipeline, Step
+from durapipe.spec._types import FieldSpec
 
 
 def _kind_models() -> dict[str, type[pydantic.BaseModel]]:
@@ -111,7 +114,7 @@ def shape_yaml(text: str, *, source: str = "<yaml>") -> Shaped:
         return Shaped([], Pipeline.model_validate(data))
     except pydantic.ValidationError as err:
         errors = err.errors(include_url=False)
-    problems = [_problem(error, data, root, source) for error in errors]
+    problems = [p for error in errors if (p := _problem(error, data, root, source)) is not None]
     kept = copy.deepcopy(data)
     left_out: set[str] = set()
     trimmed: set[str] = set()
@@ -241,10 +244,26 @@ def pipe_lines(text: str, source: str = "<yaml>") -> dict[str, int]:
     return lines
 
 
-def _problem(error: Any, data: dict[str, Any], root: yaml.Node | None, source: str) -> Problem:
+def _problem(
+    error: Any, data: dict[str, Any], root: yaml.Node | None, source: str
+) -> Problem | None:
+    """One problem in the user's words, or None for pydantic's report of a union branch the value
+    was not written as (a model alias is a string or a mapping: only its own form's errors)."""
     loc = list(error["loc"])
     line = _line_of(root, loc)
     where_source = f"{source}:{line}" if line else source
+    if len(loc) >= 3 and loc[0] == "models":
+        written_as_mapping = isinstance(_get(data, loc[:2]), dict)
+        if (loc[2] == "ModelEntry") != written_as_mapping:
+            return None
+        where = f"model alias '{loc[1]}'"
+        if not written_as_mapping:
+            return Problem(
+                where,
+                "expected a model string (e.g. openai/gpt-4o-mini) or a mapping with 'model'",
+                where_source,
+            )
+        return Problem(where, _describe(error, loc[3:], data, loc), where_source)
     if len(loc) >= 2 and loc[0] == "pipes":
         pipe = loc[1]
         rest = loc[3:] if len(loc) > 2 and loc[2] in _kind_models() else loc[2:]
@@ -300,11 +319,42 @@ def _known_fields(data: dict[str, Any], loc: list[Any]) -> list[str]:
         if len(loc) >= 6 and loc[3] == "steps":
             return [*(f for f in Step.model_fields if f != "from_"), "from"]
         if len(loc) >= 6 and loc[3] == "branches":
-            model = Branch
-        return list(model.model_fields)
+            return list(Branch.model_fields)
+        return _fields_at(model, loc[3:-1])
+    if len(loc) >= 5 and loc[0] == "structures" and loc[2] == "fields":
+        return _fields_at(FieldSpec, loc[4:-1])
+    if len(loc) >= 4 and loc[0] == "models" and loc[2] == "ModelEntry":
+        return _fields_at(ModelEntry, loc[3:-1])
     if len(loc) == 1:
         return list(Pipeline.model_fields)
     return []
+
+
+def _fields_at(model: type[pydantic.BaseModel], path: list[Any]) -> list[str]:
+    """The fields of the model at ``path`` inside ``model`` (``retry`` -> the retry policy's),
+    through lists and mappings of models; [] where the path reaches no model."""
+    keyed = False  # the next part is a key of a mapping of models
+    for part in path:
+        if isinstance(part, int) or keyed:
+            keyed = False
+            continue
+        field = model.model_fields.get(str(part))
+        nested = _model_in(field.annotation) if field is not None else None
+        if nested is None:
+            return []
+        model = nested
+        keyed = typing.get_origin(field.annotation) is dict  # type: ignore[union-attr]
+    return list(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[pydantic.BaseModel] | None:
+    """The pydantic model an annotation holds (``RetrySpec | None``, ``list[Step]``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if (found := _model_in(arg)) is not None:
+            return found
+    return None
 
 
 def _dotted(parts: list[Any]) -> str:

@@ -97,6 +97,19 @@ EXPECTED = {
         "unknown_field.yaml:2: pipe 'summarize': field 'prompt' is required",
         "unknown_field.yaml:5: pipe 'summarize': unknown field 'promt' (did you mean 'prompt'?)",
     ],
+    # A model alias's misspelt field said 'models.fast.str' and 'ModelEntry' (pydantic's union
+    # branches); nested misspellings had no hint.
+    "model_alias_unknown_field.yaml": [
+        "model_alias_unknown_field.yaml:2: model alias 'fast': field 'model' is required",
+        "model_alias_unknown_field.yaml:2: model alias 'fast': unknown field 'modle' (did you "
+        "mean 'model'?)",
+        "model_alias_unknown_field.yaml:3: model alias 'slow': expected a model string (e.g. "
+        "openai/gpt-4o-mini) or a mapping with 'model'",
+        "model_alias_unknown_field.yaml:7: structure 'Claim', field 'text': unknown field 'tpye' "
+        "(did you mean 'type'?)",
+        "model_alias_unknown_field.yaml:14: pipe 'ask': unknown field 'retry.max_attempt' (did "
+        "you mean 'max_attempts'?)",
+    ],
     "unknown_kind.yaml": [
         "unknown_kind.yaml:2: pipe 'summarize': unknown kind 'lm' (one of llm, tool, extract, image, "
         "sequence, parallel, batch, condition, agent, approval, compose)"
