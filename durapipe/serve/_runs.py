@@ -114,7 +114,8 @@ async def wait_result(handle: RunHandle, wait_s: float) -> RunResult:
 
     Raises:
         TimeoutError: the run still goes after ``wait_s`` seconds.
-        ServeError: ``runtime.unavailable``, the run has been unable to make progress for
+        ServeError: ``run.not_finished`` (its step: wait, then read the run; not: send the
+            request again, which would start a second run), the run has been unable to make progress for
             `STALL_GRACE_S` (no worker polls a queue it needs, or its workflow task keeps
             failing); it stays queued, and the problem names it.
         RunError: the run ended another way than completing (see `RunHandle.result`).
@@ -132,7 +133,7 @@ async def wait_result(handle: RunHandle, wait_s: float) -> RunResult:
                 stuck_since = None if why is None else stuck_since or now
                 if stuck_since is not None and now - stuck_since >= STALL_GRACE_S:
                     raise ServeError(
-                        "runtime.unavailable",
+                        "run.not_finished",
                         f"Run '{handle.run_id}' was started but cannot make progress: {why}. The "
                         "run stays queued and goes on once a worker polls the queue: follow it at "
                         f"/v1/runs/{handle.run_id}/status rather than sending the request again.",

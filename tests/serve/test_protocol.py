@@ -326,10 +326,11 @@ async def test_an_execute_no_worker_can_run_says_so_within_seconds(
             )
     finally:
         await server.stop()
-    assert answer.status_code == 503, answer.text
+    # Not a 503 runtime.unavailable: its step is to send the request again, a second run.
+    assert answer.status_code == 409, answer.text
     problem = answer.json()
     run_id = problem["pipeline_run_id"]
-    assert problem["code"] == "runtime.unavailable"
+    assert problem["code"] == "run.not_finished"
     assert problem["detail"] == (
         f"Run '{run_id}' was started but cannot make progress: no worker polls task queue "
         f"'{nobody}' (namespace 'default'), so nothing runs it; start one with `durapipe worker "
