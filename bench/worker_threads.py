@@ -3,7 +3,7 @@ minimal hand-written one (`bench.handwritten`) and the one with durapipe's featu
 (`bench.handwritten_features`), the same runs, one dev server, the sides alternating.
 
     python -m bench.worker_threads [--shape batch1000|seq50] [--rounds 6] [--address HOST:PORT]
-                                   [--variant NAME=VALUE ...]
+                                   [--variant NAME=VALUE ...] [--hash-seed N]
 
 The three workers are ``make bench``'s (`bench.__main__.workers`, `features_worker`) and so are the
 runs (`Bench.work`): a warm-up round, then ``--rounds`` rounds, each running every side once in the
@@ -30,6 +30,7 @@ context switches, page faults, and its threads; then durapipe minus each baselin
 pair of workers, durapipe's with the variables changed (``DURAPIPE_CHECKPOINTS=off``) and a twin
 of the minimal baseline, and prints durapipe minus the variant (what the change saves) and the
 minimal baseline minus its twin (how much two identical workers differ: the floor to judge by).
+``--hash-seed N`` starts every worker with ``PYTHONHASHSEED=N`` (a random seed each, otherwise).
 """
 
 from __future__ import annotations
@@ -225,9 +226,10 @@ def table(
             )
         for a, b in pairs:
             diffs = differences(windows[a], windows[b], group, leaves)
+            each = f"; by round {' '.join(f'{d:+.0f}' for d in diffs)}" if group == "*" else ""
             lines.append(
                 f"{'':16s} {a} - {b}: {statistics.median(diffs):+.1f} µs CPU/leaf "
-                f"(rounds {min(diffs):+.1f} to {max(diffs):+.1f})"
+                f"(rounds {min(diffs):+.1f} to {max(diffs):+.1f}{each})"
             )
     return lines
 
@@ -260,6 +262,8 @@ async def run(args: argparse.Namespace, work: Path) -> None:
     )
 
     os.environ.update(sitecustomize(work))
+    if args.hash_seed is not None:  # every worker's: str hashes (dict and set layouts) alike
+        os.environ["PYTHONHASHSEED"] = str(args.hash_seed)
     pipeline, file = load_pipeline(work)
     variant = dict(args.variant)
     async with dev_server(args.address) as address:
@@ -342,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="NAME=VALUE",
         help="race a second durapipe worker with this variable set, and a twin baseline",
+    )
+    parser.add_argument(
+        "--hash-seed", type=int, help="PYTHONHASHSEED of every worker [random, as make bench]"
     )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="durapipe-threads-") as folder:
