@@ -462,15 +462,17 @@ def payload_bytes(events: Sequence[HistoryEvent]) -> int:
 
 @contextlib.contextmanager
 def workers(
-    address: str, file: Path, work: Path, queue: str
+    address: str, file: Path, work: Path, queue: str, env: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]]:
-    """durapipe's worker on ``queue`` and the hand-written one on ``queue-hw``, each its own
-    process (so each process's CPU time is its side's own), once both are ready."""
+    """durapipe's worker on ``queue`` (``env`` added to its environment) and the hand-written one
+    on ``queue-hw``, each its own process (so each process's CPU time is its side's own), once
+    both are ready."""
     with (
         process(
             durapipe_cli("worker", str(file), "--address", address, "--task-queue", queue),
             work / "durapipe-worker.log",
-            env={**os.environ, "DURAPIPE_CHECKPOINTS": str(work / "checkpoints.sqlite")},
+            env={**os.environ, "DURAPIPE_CHECKPOINTS": str(work / "checkpoints.sqlite"),
+                 **(env or {})},
         ) as ours,
         process(
             [sys.executable, "-m", "bench.handwritten", "--address", address,
