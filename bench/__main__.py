@@ -63,6 +63,8 @@ RSS_RUNS = 1000
 WALL_TARGET = 1.15
 LOCAL_TARGET_US = 100.0
 PARTS = ("seq50", "batch1000", "concurrent200", "history", "local", "rss")
+# Worker processes per side, taken in turn by the rounds (see `compare`).
+WORKER_COPIES = 3
 # Pairs (rounds) per part: each a single run per side, rather than a few pooled sums, so the
 # median has enough pairs to stand on; whole cycles of the balanced round order (`side_order`:
 # 4 rounds for 4 sides, 6 for 3) with the features baseline raced (about 9 minutes in all on a
@@ -139,10 +141,22 @@ class Work:
     features: Run | None = None
 
 
-async def compare(name: str, work: Work, pids: Sequence[int], pairs: int) -> tuple[Spread, Spread]:
+async def compare(
+    name: str,
+    work: Work,
+    pids: Sequence[int],
+    pairs: int,
+    rotate: Callable[[int], Sequence[int]] | None = None,
+    copies: int = 1,
+) -> tuple[Spread, Spread]:
     """durapipe over hand-written, in wall time and worker CPU: the median of per-pair ratios.
 
-    A first round runs every side once to warm caches and connections, and is discarded; then
+    With ``rotate`` (``copies`` worker processes per side), counted round ``r`` runs on copy ``r
+    % copies`` of every side (``rotate(copy)`` switches the runs to it and returns its workers'
+    pids, in ``pids``' order): a process carries a CPU-time offset for its whole life, as large as
+    the gap measured (`bench.worker_threads`), which alternating rounds on one process per side
+    cannot average. A first round runs every side once on every copy to warm caches and
+    connections, and is discarded; then
     each of ``pairs`` rounds runs every side once, in the balanced order of `side_order` (over a
     whole cycle each side runs right after each other side, and before it, equally often), and
     each round gives one ratio (its durapipe run over its hand-written run), so a machine getting
@@ -171,12 +185,26 @@ async def compare(name: str, work: Work, pids: Sequence[int], pairs: int) -> tup
     walls: list[list[float]] = [[] for _ in sides]
     cpus: list[list[float]] = [[] for _ in sides]
     print_order(name, labels, pairs, first=1)
-    for round_no in range(pairs + 1):
+
+    def switch(copy: int) -> None:
+        if rotate is not None:
+            now = rotate(copy)
+            side_pids[:2] = now[:2]
+            if totals_off:
+                side_pids[2] = now[0]
+            if features:
+                side_pids[-1] = now[2]
+
+    for copy in range(copies):  # the warm-up round, on every copy
+        switch(copy)
+        for side in side_order(0, len(sides)):
+            await measure(sides[side], side_pids[side])
+    for round_no in range(1, pairs + 1):
+        switch(round_no % copies)
         for side in side_order(round_no, len(sides)):
             wall, cpu = await measure(sides[side], side_pids[side])
-            if round_no:
-                walls[side].append(wall)
-                cpus[side].append(cpu)
+            walls[side].append(wall)
+            cpus[side].append(cpu)
     figure(f"{name}.pairs", pairs)
     wall_spread = paired_ratio(f"{name}.wall_ratio", walls[0], walls[1], unit="s wall")
     cpu_spread = paired_ratio(f"{name}.cpu_ratio", cpus[0], cpus[1], unit="s CPU", leaves=leaves)
@@ -234,6 +262,19 @@ class Bench:
         self.features = features
         self.pids = (ours.pid, theirs.pid) + ((features.pid,) if features else ())
         self.results: dict[str, bool] = {}
+        # Every side's worker processes, one tuple per copy (`add_copy`, `use`).
+        self.copies: list[tuple[Side, Side, Side | None]] = [(ours, theirs, features)]
+
+    def add_copy(self, ours: Side, theirs: Side, features: Side | None = None) -> None:
+        """One more worker process per side, on its own task queues (see `compare`)."""
+        self.copies.append((ours, theirs, features))
+
+    def use(self, copy: int) -> tuple[int, ...]:
+        """Send the runs from now on to copy ``copy`` of every side's worker; their pids."""
+        self.ours, self.theirs, self.features = self.copies[copy]
+        features = self.features
+        self.pids = (self.ours.pid, self.theirs.pid) + ((features.pid,) if features else ())
+        return self.pids
 
     async def ours_run(
         self,
@@ -360,7 +401,12 @@ class Bench:
 
     async def part(self, name: str, pairs: int) -> None:
         """Time part ``name`` in ``pairs`` pairs (`compare`) and judge it against the target."""
-        self.judge(name, await compare(name, self.work(name), self.pids, pairs))
+        self.use(0)
+        ratios = await compare(
+            name, self.work(name), self.pids, pairs, self.use, copies=len(self.copies)
+        )
+        self.judge(name, ratios)
+        self.use(0)
 
     async def history(self) -> None:
         """History events and payload bytes per leaf of one run of each shape, both sides.
@@ -601,12 +647,19 @@ async def _peak_with_runs_in_flight(
     return peak_kb / 1024
 
 
-def print_baseline(features: bool) -> None:
+def print_baseline(features: bool, copies: int = 1) -> None:
     """What the hand-written baseline is, so a reader knows what each ratio compares; with
-    ``features``, what the second one adds."""
+    ``features``, what the second one adds; ``copies``: worker processes per side."""
     figure("baseline.workflow_sandbox", "off")
     figure("baseline.data_converter", "pydantic")
     figure("baseline.worker", "own process (durapipe's too)")
+    figure("baseline.worker_processes", copies)
+    note(
+        f"baseline.worker_processes: every side runs {copies} worker processes of its own, on "
+        "task queues of their own, and round r runs on copy r % "
+        f"{copies} of every side: a process keeps a CPU-time offset for its life, as large as the "
+        "gap measured (bench.worker_threads), which only other processes average out"
+    )
     figure("baseline.activity_payload", "pydantic models (messages, timeout; text, usage)")
     if features:
         figure("baseline.features", ", ".join(handwritten_features.FEATURES))
@@ -656,9 +709,17 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", action="append", choices=PARTS, help="run only this part (repeatable)"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=WORKER_COPIES,
+        help=f"worker processes per side, taken in turn by the rounds [{WORKER_COPIES}]",
+    )
     args = parser.parse_args(argv)
     if args.pairs is not None and args.pairs < 1:
         parser.error(f"--pairs must be at least 1, not {args.pairs}")
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, not {args.workers}")
     parts = set(args.only or PARTS) - ({"rss"} if args.skip_rss else set())
     load_average("start")
     pairs = dict(PAIRS)
@@ -672,26 +733,39 @@ async def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("DURAPIPE_CHECKPOINTS", str(work / "checkpoints-local.sqlite"))
         pipeline, file = load_pipeline(work)
         async with dev_server(args.address) as address:
-            queue = f"bench-{uuid.uuid4().hex[:8]}"
             racing = not args.skip_features
-            with (
-                features_worker(address, work, queue, race=racing) as featured,
-                workers(address, file, work, queue) as (ours_worker, theirs_worker),
-            ):
-                features = None
-                if featured is not None:
-                    log = work / "handwritten-features-worker.log"
-                    wait_ready(featured, log, "worker ready")
-                    client = await handwritten.connect(address)
-                    features = Side(client, featured.pid, queue + "-hwf")
-                print_baseline(racing)
+            ours_client = await dp.connect(address, pipeline=pipeline)
+            theirs_client = await handwritten.connect(address)
+            features_client = await handwritten.connect(address) if racing else None
+            with contextlib.ExitStack() as stack:
+                copies = []
+                for copy in range(args.workers):
+                    queue = f"bench-{uuid.uuid4().hex[:8]}"
+                    copy_work = work / f"workers-{copy}"
+                    copy_work.mkdir()
+                    featured = stack.enter_context(
+                        features_worker(address, copy_work, queue, race=racing)
+                    )
+                    ours_worker, theirs_worker = stack.enter_context(
+                        workers(address, file, copy_work, queue)
+                    )
+                    features = None
+                    if featured is not None and features_client is not None:
+                        log = copy_work / "handwritten-features-worker.log"
+                        wait_ready(featured, log, "worker ready")
+                        features = Side(features_client, featured.pid, queue + "-hwf")
+                    copies.append(
+                        (
+                            Side(ours_client, ours_worker.pid, queue),
+                            Side(theirs_client, theirs_worker.pid, queue + "-hw"),
+                            features,
+                        )
+                    )
+                print_baseline(racing, len(copies))
                 print_method()
-                bench = Bench(
-                    pipeline,
-                    Side(await dp.connect(address, pipeline=pipeline), ours_worker.pid, queue),
-                    Side(await handwritten.connect(address), theirs_worker.pid, queue + "-hw"),
-                    features,
-                )
+                bench = Bench(pipeline, *copies[0])
+                for copy in copies[1:]:
+                    bench.add_copy(*copy)
                 for part in ("seq50", "batch1000", "concurrent200"):
                     if part in parts:
                         await bench.part(part, pairs[part])

@@ -382,3 +382,40 @@ def test_a_peer_part_prints_its_figures_without_the_parts_after_it(
     assert "peer.durapipe.seq50.cpu_ratio = 1.069" in out, out
     assert "peer.durapipe.seq50.cpu_ratio.vs_pydantic_ai = " in out
     assert "fanout200" not in out
+
+
+async def test_rounds_take_every_sides_worker_copies_in_turn(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One process per side carries one draw of a CPU-time offset it keeps for its life; with
+    # copies, round r runs on copy r % copies of every side, and the warm-up warms every copy.
+    async def ours() -> None: ...
+    async def theirs() -> None: ...
+    async def off() -> None: ...
+    async def featured() -> None: ...
+
+    names = {ours: "ours", theirs: "theirs", off: "off", featured: "features"}
+    copies = [(10, 20, 30), (11, 21, 31), (12, 22, 32)]
+    switched: list[int] = []
+    calls: list[tuple[int, str, int]] = []
+
+    def rotate(copy: int) -> tuple[int, ...]:
+        switched.append(copy)
+        return copies[copy]
+
+    async def measure(work: Callable[[], Awaitable[object]], pid: int) -> tuple[float, float]:
+        calls.append((switched[-1], names[work], pid))
+        return 1.0, 1.0
+
+    monkeypatch.setattr(bench_main, "measure", measure)
+    await bench_main.compare(
+        "seq50", bench_main.Work(ours, theirs, off, 50, featured), (10, 20, 30), 8, rotate, 3
+    )
+    # The warm-up round on copies 0, 1, 2; then rounds 1..8 on 1, 2, 0, 1, 2, 0, 1, 2.
+    assert switched == [0, 1, 2, 1, 2, 0, 1, 2, 0, 1, 2]
+    assert len(calls) == (3 + 8) * 4
+    column = {"ours": 0, "theirs": 1, "off": 0, "features": 2}
+    assert all(pid == copies[copy][column[name]] for copy, name, pid in calls)
+    counted = {copy for copy, _, _ in calls[3 * 4 :]}
+    assert counted == {0, 1, 2}
+    assert "seq50.pairs = 8" in capsys.readouterr().out
