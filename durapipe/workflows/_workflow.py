@@ -67,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
     from durapipe.spec import Pipeline
     from durapipe.spec._kinds import kinds_generation
     from durapipe.spec._messages import end_loan, lend_wire_pipe, pipe_on_the_wire
+    from durapipe.workflows._caps import steps_allowed
     from durapipe.workflows._refusals import RunInputError, input_problem, refuse_if_newer
     from durapipe.workflows._search import PIPE_ONLY_AT_START, has_totals, run_totals
 
@@ -453,6 +454,9 @@ class _TemporalRuntime:
             raise StepFailed(
                 path=run.path, kind=kind, cause_type=cause_type, cause=message
             ) from None
+
+    async def steps_allowed(self, run: PipeRun, asks: bool) -> tuple[int | None, bool]:
+        return await steps_allowed(run, asks, self.patched)
 
     async def approval(self, request: ApprovalRequest) -> ApprovalDecision:
         path = request.path
