@@ -36,6 +36,13 @@ pipes:
     item: n
     pipe: square
     max_concurrency: 50
+  each_in_chunks:
+    kind: batch
+    inputs: {numbers: 'list[integer]'}
+    over: numbers
+    item: n
+    pipe: square
+    chunk_size: 10
   listed:
     kind: sequence
     inputs: {n: integer}
@@ -98,20 +105,25 @@ async def test_nested_parallels_past_the_cap_are_refused_before_any_step_starts(
 
 
 @pytest.mark.parametrize(
-    ("cap", "items", "passes"),
-    [("100", 100, True), ("100", 101, False), ("150", 101, True)],
-    ids=["exactly-at-the-cap", "one-past-it", "the-setting-raises-it"],
+    ("cap", "pipe", "items", "passes"),
+    [
+        ("100", "each", 100, True),
+        ("100", "each_in_chunks", 100, True),  # ten child runs of ten: none counted twice
+        ("100", "each", 101, False),
+        ("150", "each", 101, True),
+    ],
+    ids=["exactly-at-the-cap", "at-the-cap-in-chunks", "one-past-it", "the-setting-raises-it"],
 )
 async def test_a_batch_over_a_list_past_the_cap_is_refused_at_its_start(
-    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch, cap: str, items: int,
-    passes: bool,
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch, cap: str, pipe: str,
+    items: int, passes: bool,
 ) -> None:  # fmt: skip
     monkeypatch.setenv(CAP, cap)
     pipeline = dp.load_yaml(BATCHES)
     inputs = {"numbers": list(range(items))}
     client = await dp.connect(temporal_address, pipeline=pipeline)
     async with dp.build_worker(client, task_queue=task_queue):
-        handle = await dp.start(client, pipeline, "each", inputs, task_queue=task_queue)
+        handle = await dp.start(client, pipeline, pipe, inputs, task_queue=task_queue)
         try:
             result = await asyncio.wait_for(handle.result(), 60)
         except dp.StepFailed as failed:
@@ -125,7 +137,7 @@ async def test_a_batch_over_a_list_past_the_cap_is_refused_at_its_start(
         else:
             assert passes
             assert result.output == [n * n for n in range(items)]
-    local = dp.run_local(pipeline, "each", inputs)
+    local = dp.run_local(pipeline, pipe, inputs)
     if passes:
         assert (await local).output == [n * n for n in range(items)]
     else:
