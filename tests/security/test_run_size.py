@@ -221,3 +221,35 @@ async def test_the_cli_exits_non_zero_and_show_names_the_refusal(
         assert "Traceback" not in result.stdout + result.stderr
     assert "durapipe.RunTooLarge" in shown.stdout + shown.stderr
     assert sentence in shown.stdout + shown.stderr
+
+
+ASK = """
+pipes:
+  ask:
+    kind: llm
+    inputs: {text: text}
+    prompt: "Say: {{ text }}"
+"""
+
+
+async def test_a_call_cannot_ask_for_answers_nobody_reads(
+    temporal_address: str, task_queue: str
+) -> None:
+    # `n` choices per call: the step reads the first, the provider bills all of them.
+    with pytest.raises(dp.PipelineError, match="'n' asks the provider for 1000000 answers"):
+        dp.validate(
+            dp.load_yaml(ASK.replace("    prompt:", "    settings: {n: 1000000}\n    prompt:"))
+        )
+    data = pipe_run(dp.load_yaml(ASK), "ask", {"text": "x"}).model_dump(mode="json")
+    data["spec"]["pipes"]["ask"]["settings"] = {"n": 10**6}
+    client = await dp.connect(temporal_address, pipeline=dp.load_yaml(ASK))
+    async with dp.build_worker(client, task_queue=task_queue):
+        handle = await client.start_workflow(
+            WORKFLOW_NAME, data, id=data["run_id"], task_queue=task_queue
+        )
+        with pytest.raises(dp.StepFailed) as failed:
+            await asyncio.wait_for(dp.RunHandle(client, handle.id).result(), 30)
+    assert failed.value.cause_type == "durapipe.SettingNotAllowed"
+    assert failed.value.cause.startswith("pipe 'ask', field 'settings.n': 'n' asks the provider")
+    one = dp.load_yaml(ASK.replace("    prompt:", "    settings: {n: 1}\n    prompt:"))
+    assert (await dp.run_local(one, "ask", {"text": "x"})).output == "Offline answer: Say: x"
