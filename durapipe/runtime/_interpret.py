@@ -104,7 +104,8 @@ class Interpreter:
                 cause=problem,
             )
         pipe = self.run.spec.pipes[self.run.pipe]
-        await self._count_steps(pipe.kind)
+        if is_controller(pipe):  # a leaf's run is its one step: it cannot grow
+            await self._count_steps(pipe.kind)
         if isinstance(pipe, SequencePipe):
             output = await self._sequence(pipe)
         elif isinstance(pipe, AgentPipe):
