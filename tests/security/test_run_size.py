@@ -137,6 +137,13 @@ async def test_a_batch_over_a_list_past_the_cap_is_refused_at_its_start(
         else:
             assert passes
             assert result.output == [n * n for n in range(items)]
+        history = await client.get_workflow_handle(handle.run_id).fetch_history()
+    # The cap a run got is in its history (a local activity's answer): a worker set otherwise
+    # replays it as it ran, refused or not, instead of deciding again.
+    monkeypatch.setenv(CAP, "100" if cap != "100" else "1000")
+    [replayed] = await dp.ops.replay([history])
+    assert replayed.compatible, replayed.problem
+    monkeypatch.setenv(CAP, cap)
     local = dp.run_local(pipeline, pipe, inputs)
     if passes:
         assert (await local).output == [n * n for n in range(items)]
