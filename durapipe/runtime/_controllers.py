@@ -15,7 +15,7 @@ from durapipe._errors import ErrorType, StepFailed
 from durapipe.runtime._calls import BatchSlice, PipeRun, StepRecord
 from durapipe.runtime._host import Host
 from durapipe.runtime._memory import join_path
-from durapipe.spec import _templates
+from durapipe.spec import _templates, is_controller
 from durapipe.spec._spec import (
     CONTINUE_OUTCOME,
     FAIL_OUTCOME,
@@ -54,7 +54,9 @@ async def run_parallel(interp: Host, pipe: ParallelPipe) -> Any:
         return await interp.step(paths[name], branch.pipe, inputs)
 
     names = list(pipe.branches)
-    interp.steps.lanes = len(names)  # nested runs lent free steps share them
+    # The nested runs among the branches share the free steps lent to them (leaves borrow none).
+    nested = [b for b in pipe.branches.values() if is_controller(interp.run.spec.pipes[b.pipe])]
+    interp.steps.lanes = max(1, len(nested))
     # Every branch runs to its end, even after one failed: no work is abandoned half-way.
     outputs = await asyncio.gather(*(branch_output(n) for n in names), return_exceptions=True)
     results: dict[str, Any] = {}

@@ -104,3 +104,50 @@ def test_steps_past_what_is_left_are_refused_naming_what_and_the_setting() -> No
     )
     steps.take(60, "each", "batch", "x")  # exactly what is left
     assert Steps(None, RunSize(dp.load_yaml(PIPES))).lend(5) == (None, 0)  # recorded before: none
+
+
+WIDE = """
+pipes:
+  wide:
+    kind: parallel
+    inputs: {n: integer}
+    branches:
+%s
+      listed: listed
+  listed:
+    kind: sequence
+    inputs: {n: integer}
+    steps:
+      - {pipe: count, result: numbers}
+      - {pipe: each, result: squares}
+  each:
+    kind: batch
+    inputs: {numbers: 'list[integer]'}
+    over: numbers
+    item: n
+    pipe: square
+  count:
+    kind: tool
+    function: tests.control_tools:count_to
+    inputs: {n: integer}
+    output: 'list[integer]'
+  square:
+    kind: tool
+    function: tests.control_tools:square
+    inputs: {n: integer}
+    output: integer
+"""
+
+
+async def test_leaf_branches_borrow_nothing_so_the_one_nested_run_gets_every_free_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 10 leaf branches + the branch `listed` + its 2 steps hold 13 of 100: its batch, which learns
+    # its length at run time, may have the other 87, not an eleventh of them.
+    monkeypatch.setenv("DURAPIPE_MAX_RUN_STEPS", "100")
+    leaves = "\n".join(f"      leaf{i}: square" for i in range(10))
+    pipeline = dp.load_yaml(WIDE % leaves)
+    result = await dp.run_local(pipeline, "wide", {"n": 87})
+    assert len(result.output["listed"]) == 87
+    with pytest.raises(dp.StepFailed, match="would start 88 steps, more than the 87 this nested"):
+        await dp.run_local(pipeline, "wide", {"n": 88})
