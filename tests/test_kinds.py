@@ -209,8 +209,7 @@ def test_the_built_in_kinds_take_the_registered_path() -> None:
     """Each built-in leaf is a full `Kind` (checks, call message, activity) whose body is
     registered under its activity name, every built-in kind brings its own checks, and a
     worker's activities are exactly the registered bodies (plus the budget's estimate and the
-    run-size cap), under
-    the names and input types that histories record."""
+    run-size cap), under the names and input types that histories record."""
     from typing import get_type_hints
 
     from durapipe.activities import Activities, activity_body

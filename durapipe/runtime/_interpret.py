@@ -64,7 +64,11 @@ class Interpreter:
     """Runs one pipe of a run (a controller, or a single leaf) and keeps its step records."""
 
     def __init__(
-        self, run: PipeRun, runtime: Runtime, call_parts: dict[str, CallParts] | None = None
+        self,
+        run: PipeRun,
+        runtime: Runtime,
+        call_parts: dict[str, CallParts] | None = None,
+        size: RunSize | None = None,
     ) -> None:
         self.run = run
         self.runtime = runtime
@@ -81,8 +85,9 @@ class Interpreter:
         # sequence's steps) do not work them out again each. ``call_parts`` given: the parts kept
         # for this very spec object by a host that runs many runs of it (Temporal workers).
         self._call_parts = call_parts if call_parts is not None else {}
-        # Set when the run starts (`execute`): the cap needs the spec checked first.
-        self.steps = Steps(None, RunSize(run.spec))
+        # Its limit is set when the run starts (`execute`): the cap needs the spec checked first.
+        # ``size``: the sizes of this very spec's pipes, kept by a host that runs many runs of it.
+        self.steps = Steps(None, size if size is not None else RunSize(run.spec))
 
     def snapshot(self) -> list[StepRecord]:
         """The step records so far, in plan order (nested steps follow their parent step)."""
