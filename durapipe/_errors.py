@@ -11,7 +11,8 @@ DurapipeError
 ├── DecisionRefused          an approval decision was refused (wrong step, not waiting, bad data)
 └── RunError                 a run started and did not succeed
     ├── StepFailed           a step failed after its retries (names the step, kind, model and cause;
-    │                        also a rejected approval or an exceeded budget, by cause type)
+    │                        also a rejected approval, an exceeded budget, or a run larger than
+    │                        its worker's DURAPIPE_MAX_RUN_STEPS, by cause type)
     ├── RunCancelled         the run was cancelled (the step in flight, later steps skipped)
     ├── RunStalled           the run cannot make progress (no worker polls a queue it needs)
     ├── RunNotFound          no run with that id
@@ -68,6 +69,7 @@ class ErrorType(StrEnum):
     PROVIDER_ERROR = "durapipe.ProviderError"
     RATE_LIMITED = "durapipe.RateLimited"
     REJECTED = "durapipe.Rejected"
+    RUN_TOO_LARGE = "durapipe.RunTooLarge"
     SETTING_NOT_ALLOWED = "durapipe.SettingNotAllowed"
     STEP_FAILED = "durapipe.StepFailed"
     TEMPLATE_ERROR = "durapipe.TemplateError"

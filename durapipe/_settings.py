@@ -23,6 +23,12 @@ from durapipe._errors import ConfigError
 from durapipe.spec._base import parse_duration
 
 PREFIX = "DURAPIPE_"
+# The steps one run may start (see `durapipe.runtime.Steps`): far above the largest honest run (a
+# batch of tens of thousands of items, a few steps each), far below a runaway fan-out.
+DEFAULT_MAX_RUN_STEPS = 100_000
+# The least a worker may set: a run of at most this many steps that reaches no batch cannot grow
+# past it, so on Temporal it does not ask its worker for the cap (a local activity per run).
+STEPS_ALWAYS_ALLOWED = 100
 GRPC_COMPRESSIONS = ("gzip", "none")
 
 
@@ -39,6 +45,8 @@ class Settings(BaseSettings):
     """How long stored results are served (``30d``, ``12h``; default 30 days)."""
     max_step_timeout: str | None = None
     """The longest timeout a leaf step may ask of this worker (``1h``, ``30m``; default 1 hour)."""
+    max_run_steps: int = Field(default=DEFAULT_MAX_RUN_STEPS, ge=STEPS_ALWAYS_ALLOWED)
+    """The steps one run may start on this worker, across its nested runs (default 100,000)."""
     limits: str = ""
     """Provider-limit counts, when not where the checkpoints are."""
     blob_dir: str | None = None

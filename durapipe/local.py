@@ -397,6 +397,11 @@ class LocalRuntime:
         self.budget.add(result.usage)
         return result
 
+    async def steps_allowed(self, run: PipeRun, asks: bool) -> tuple[int | None, bool]:
+        # The top-level run's allowance is this process's setting (`run_local`), a nested run's
+        # its parent's share: both set on the run.
+        return run.steps_left, not run.path and run.slice is None
+
     async def approval(self, request: ApprovalRequest) -> ApprovalDecision:
         if self.approve_all:
             return ApprovalDecision(step=request.path, approved=True, reviewer="--approve-all")
@@ -466,6 +471,7 @@ async def run_local(
     settings()
     encryption_from_env()
     run = pipe_run(pipeline, pipe, inputs, run_id=run_id, budget_usd=budget_usd)
+    run = run.model_copy(update={"steps_left": settings().max_run_steps})
     if not approve_all:
         _refuse_approvals(run.spec, pipe)
     models = None

@@ -42,3 +42,8 @@ def counted(n: int) -> int:
     """n, recording the call (a memoised pipe's second run must not record it)."""
     CALLED.append(n)
     return n
+
+
+def count_to(n: int) -> list[int]:
+    """1 to n: a list made while the run goes, for a batch that learns its length at its start."""
+    return list(range(1, n + 1))

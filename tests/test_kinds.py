@@ -208,8 +208,8 @@ async def test_a_worker_without_the_kind_fails_the_run_at_once(
 def test_the_built_in_kinds_take_the_registered_path() -> None:
     """Each built-in leaf is a full `Kind` (checks, call message, activity) whose body is
     registered under its activity name, every built-in kind brings its own checks, and a
-    worker's activities are exactly the registered bodies (plus the budget's estimate), under
-    the names and input types that histories record."""
+    worker's activities are exactly the registered bodies (plus the budget's estimate and the
+    run-size cap), under the names and input types that histories record."""
     from typing import get_type_hints
 
     from durapipe.activities import Activities, activity_body
@@ -235,7 +235,11 @@ def test_the_built_in_kinds_take_the_registered_path() -> None:
     }
     # The budget's estimate takes every call it prices before it runs.
     estimated = LlmCall | AgentTurnCall | ImageCall
-    assert worker == {**messages, "durapipe.estimate_cost": estimated}
+    assert worker == {
+        **messages,
+        "durapipe.estimate_cost": estimated,
+        "durapipe.max_run_steps": None,  # takes no call: it answers the worker's setting
+    }
 
 
 class EchoPipe(PipeBase):

@@ -27,7 +27,12 @@ from durapipe.activities._registry import (
     is_metered,
     registered_activities,
 )
-from durapipe.adapters._plan import ACTIVITY_NAMES, ATTEMPT_DETAIL, ESTIMATE_ACTIVITY
+from durapipe.adapters._plan import (
+    ACTIVITY_NAMES,
+    ATTEMPT_DETAIL,
+    ESTIMATE_ACTIVITY,
+    STEPS_CAP_ACTIVITY,
+)
 from durapipe.runtime._calls import (
     AgentTurnCall,
     CallBase,
@@ -98,12 +103,12 @@ class Activities:
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for a worker's ``activities=``: one per registered leaf body (the
         built-in kinds' and those of kinds registered in this process, see `register_activity`),
-        plus the budget's cost estimate."""
+        plus the budget's cost estimate and the run-size cap."""
         registered = [
             self._registered(name, call, body)
             for name, (call, body) in registered_activities().items()
         ]
-        return [*registered, self.estimate_cost]
+        return [*registered, self.estimate_cost, self.max_run_steps]
 
     def models(self) -> AllowedModels:
         """The models this worker calls (see `worker_models`), decided once, when first asked:
@@ -166,6 +171,12 @@ class Activities:
         """The worst-case cost of a paid call (llm, agent turn, image), checked against a run's
         budget."""
         return estimate_cost(call)
+
+    @activity.defn(name=STEPS_CAP_ACTIVITY)
+    async def max_run_steps(self) -> int:
+        """The steps this worker lets one run start (``DURAPIPE_MAX_RUN_STEPS``), asked as a
+        local activity by a run that may grow that large."""
+        return settings().max_run_steps
 
 
 def refuse_long_timeout(call: CallBase, info: activity.Info, cap: float) -> None:

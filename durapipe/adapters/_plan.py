@@ -24,6 +24,9 @@ WORKFLOW_NAME = "durapipe.pipe"
 ACTIVITY_NAMES = {name: kind.activity for name, kind in kinds().items() if kind.activity}
 # Runs as a local activity next to the workflow: a budget needs a price estimate before a paid call.
 ESTIMATE_ACTIVITY = "durapipe.estimate_cost"
+# Runs as a local activity when a run starts that may grow past the steps any worker allows: its
+# answer, the worker's cap, is recorded in the history, so a replay does not read a setting.
+STEPS_CAP_ACTIVITY = "durapipe.max_run_steps"
 DEFAULT_TASK_QUEUE = "durapipe"
 # Heartbeats let Temporal notice a dead worker long before a long call's timeout runs out: a quarter
 # of the timeout, at most 20 s, and at least 5 s: a worker's event loop can stall for seconds (the

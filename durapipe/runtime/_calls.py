@@ -118,6 +118,9 @@ class PipeRun(_Message):
     # so a worker of version 2 decodes it and refuses it by its version (the upgrade sentence)
     # instead of failing on a field it lacks; runs recorded before it hold none.
     searchable_totals: bool = Field(default=True, exclude_if=lambda on: on is True)
+    # A nested run's allowance of steps (see `durapipe.runtime.Steps`), set by its parent; a
+    # top-level run's is its worker's cap, whatever its input says. None: runs recorded before.
+    steps_left: int | None = Field(default=None, exclude_if=lambda left: left is None)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -345,6 +348,9 @@ class RunResult(_Message):
     output: Any = None
     usage: Usage = Field(default_factory=Usage)
     steps: list[StepRecord] = Field(default_factory=list)
+    # The steps a nested run held against its allowance (see `durapipe.runtime.Steps`), so its
+    # parent counts them; None: a top-level run, or one recorded before.
+    steps_held: int | None = Field(default=None, exclude_if=lambda held: held is None)
 
 
 class StepFailure(_Message):

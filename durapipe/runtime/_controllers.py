@@ -15,7 +15,7 @@ from durapipe._errors import ErrorType, StepFailed
 from durapipe.runtime._calls import BatchSlice, PipeRun, StepRecord
 from durapipe.runtime._host import Host
 from durapipe.runtime._memory import join_path
-from durapipe.spec import _templates
+from durapipe.spec import _templates, is_controller
 from durapipe.spec._spec import (
     CONTINUE_OUTCOME,
     FAIL_OUTCOME,
@@ -54,6 +54,9 @@ async def run_parallel(interp: Host, pipe: ParallelPipe) -> Any:
         return await interp.step(paths[name], branch.pipe, inputs)
 
     names = list(pipe.branches)
+    # The nested runs among the branches share the free steps lent to them (leaves borrow none).
+    nested = [b for b in pipe.branches.values() if is_controller(interp.run.spec.pipes[b.pipe])]
+    interp.steps.lanes = max(1, len(nested))
     # Every branch runs to its end, even after one failed: no work is abandoned half-way.
     outputs = await asyncio.gather(*(branch_output(n) for n in names), return_exceptions=True)
     results: dict[str, Any] = {}
@@ -122,6 +125,14 @@ async def run_batch(interp: Host, pipe: BatchPipe) -> Any:
                 cause_type=ErrorType.NOT_A_LIST,
                 cause=f"'{pipe.over}' is {type(items).__name__}, not a list",
             )
+    # Its items' steps count now, before any starts: a list too long is refused whole.
+    per_item = interp.steps.size.item(pipe)
+    over = f"the {len(items):,} items of '{pipe.over}'"
+    if run.slice is not None:
+        over = f"a chunk of {len(items):,} items"
+    interp.steps.take(
+        len(items) * per_item, here, pipe.kind, f"batch pipe '{run.pipe}' over {over} would start"
+    )
     summary: StepRecord | None = None
     if run.slice is not None or len(items) > min(ITEM_RECORD_LIMIT, pipe.chunk_size):
         kind = run.spec.pipes[pipe.pipe].kind
@@ -213,7 +224,9 @@ class _BatchMapper:
                     failures[index] = err
                     self._count(_ONE_FAILED)
 
-        await asyncio.gather(*(worker() for _ in range(min(self.max_concurrency, len(items)))))
+        workers = min(self.max_concurrency, len(items))
+        interp.steps.lanes = max(1, workers)
+        await asyncio.gather(*(worker() for _ in range(workers)))
         if failures and pipe.on_error == "fail":
             for path in paths:
                 record = interp.records.get(path)
@@ -245,6 +258,8 @@ class _BatchMapper:
         outputs: list[Any] = [None] * len(bounds)
         failures: dict[int, StepFailed] = {}
         pending = iter(enumerate(bounds))
+        steps, per_item = interp.steps, interp.steps.size.item(pipe)
+        steps.lanes = len(shares)
 
         async def slot(share: int | None) -> None:
             for index, (start, end) in pending:  # the shared iterator hands each chunk to one slot
@@ -253,6 +268,8 @@ class _BatchMapper:
                 part = BatchSlice(
                     offset=offset + start, items=items[start:end], max_concurrency=share
                 )
+                held = (end - start) * per_item  # counted when the batch started
+                allowance, loan = steps.lend(held)
                 chunk = PipeRun(
                     run_id=run.run_id,
                     scope=run.scope,
@@ -262,15 +279,18 @@ class _BatchMapper:
                     inputs=inputs,
                     slice=part,
                     workflow_version=run.workflow_version,
+                    steps_left=allowance,
                 )
                 try:
                     result = await interp.runtime.child(chunk)
                 except StepFailed as err:
+                    steps.repay(held, loan, None)
                     if err.spent is not None:  # what the chunk paid for before it failed
                         interp.usage += err.spent
                     self._count(_counts_of(err.steps, f"{self.here}[*]"))
                     failures[index] = err
                     continue
+                steps.repay(held, loan, result.steps_held)
                 interp.usage += result.usage
                 self._count(_counts_of(result.steps, f"{self.here}[*]"))
                 outputs[index] = result.output

@@ -21,6 +21,7 @@ from durapipe.runtime._calls import (
     StepStatus,
     Usage,
 )
+from durapipe.runtime._steps import Steps
 from durapipe.spec._types import StructureSpec
 
 T = TypeVar("T")
@@ -62,6 +63,13 @@ class Runtime(Protocol):
         replaying a run recorded before the change; in-process, always True)."""
         ...
 
+    async def steps_allowed(self, run: PipeRun, asks: bool) -> tuple[int | None, bool]:
+        """The steps ``run`` may start (None: no cap), and whether that is the worker's whole
+        cap (a top-level run's) rather than a share its parent gave. ``asks``: whether the run
+        may need more than `STEPS_ALWAYS_ALLOWED` (a top-level run that asks for no more is
+        given that many, without asking the worker)."""
+        ...
+
 
 class Host(Protocol):
     """The interpreter as its controllers and the agent loop see it: the run, its step records and
@@ -71,6 +79,7 @@ class Host(Protocol):
     runtime: Runtime
     records: dict[str, StepRecord]
     usage: Usage
+    steps: Steps
 
     def snapshot(self) -> list[StepRecord]:
         """The step records so far, in plan order."""

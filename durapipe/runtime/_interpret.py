@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from durapipe._errors import ErrorType, RunCancelled, StepFailed
+from durapipe._settings import STEPS_ALWAYS_ALLOWED
 from durapipe.runtime._agent_loop import AgentLoop
 from durapipe.runtime._approvals import (
     approval_request,
@@ -33,6 +34,7 @@ from durapipe.runtime._calls import (
 from durapipe.runtime._controllers import run_batch, run_condition, run_parallel
 from durapipe.runtime._host import Runtime
 from durapipe.runtime._memory import join_path, lookup
+from durapipe.runtime._steps import Steps
 from durapipe.spec import (
     AgentPipe,
     ApprovalPipe,
@@ -43,6 +45,7 @@ from durapipe.spec import (
     subset,
 )
 from durapipe.spec._kinds import Inline, InlineError
+from durapipe.spec._size import RunSize
 from durapipe.spec._spec import BatchPipe, ConditionPipe, ParallelPipe
 from durapipe.spec._types import StructureSpec, blob_input_problem, structures_used
 from durapipe.spec._validate import call_problem
@@ -61,7 +64,11 @@ class Interpreter:
     """Runs one pipe of a run (a controller, or a single leaf) and keeps its step records."""
 
     def __init__(
-        self, run: PipeRun, runtime: Runtime, call_parts: dict[str, CallParts] | None = None
+        self,
+        run: PipeRun,
+        runtime: Runtime,
+        call_parts: dict[str, CallParts] | None = None,
+        size: RunSize | None = None,
     ) -> None:
         self.run = run
         self.runtime = runtime
@@ -78,6 +85,9 @@ class Interpreter:
         # sequence's steps) do not work them out again each. ``call_parts`` given: the parts kept
         # for this very spec object by a host that runs many runs of it (Temporal workers).
         self._call_parts = call_parts if call_parts is not None else {}
+        # Its limit is set when the run starts (`execute`): the cap needs the spec checked first.
+        # ``size``: the sizes of this very spec's pipes, kept by a host that runs many runs of it.
+        self.steps = Steps(None, size if size is not None else RunSize(run.spec))
 
     def snapshot(self) -> list[StepRecord]:
         """The step records so far, in plan order (nested steps follow their parent step)."""
@@ -99,6 +109,8 @@ class Interpreter:
                 cause=problem,
             )
         pipe = self.run.spec.pipes[self.run.pipe]
+        if is_controller(pipe):  # a leaf's run is its one step: it cannot grow
+            await self._count_steps(pipe.kind)
         if isinstance(pipe, SequencePipe):
             output = await self._sequence(pipe)
         elif isinstance(pipe, AgentPipe):
@@ -117,7 +129,19 @@ class Interpreter:
             path = self.run.path or self.run.pipe
             self.plan(path, self.run.pipe)
             output = await self.step(path, self.run.pipe, self.run.inputs)
-        return RunResult(output=output, usage=self.usage, steps=self.snapshot())
+        steps = self.steps
+        held = steps.held if steps.limit is not None and not steps.whole else None
+        return RunResult(output=output, usage=self.usage, steps=self.snapshot(), steps_held=held)
+
+    async def _count_steps(self, kind: str) -> None:
+        """Take this part's allowance from the runtime and count the steps it starts before any
+        batch's items, or refuse them before any starts (see `durapipe.runtime.Steps`)."""
+        size, name = self.steps.size, self.run.pipe
+        # A run that reaches no batch cannot grow: one that small needs no word from the worker.
+        asks = size.grows(name) or size.run(name) > STEPS_ALWAYS_ALLOWED
+        limit, whole = await self.runtime.steps_allowed(self.run, asks)
+        self.steps.limit, self.steps.whole = limit, whole
+        self.steps.start(name, self.run.path or name, kind)
 
     def plan(self, path: str, pipe_name: str) -> None:
         """Record step ``path`` (pipe ``pipe_name``) as pending, so a run's plan shows it before it runs."""
@@ -315,6 +339,8 @@ class Interpreter:
     async def _child(
         self, path: str, pipe_name: str, inputs: dict[str, Any], record: StepRecord
     ) -> Any:
+        share = self.steps.size.inside(pipe_name)
+        allowance, loan = self.steps.lend(share)
         child = PipeRun(
             run_id=self.run.run_id,
             scope=self.run.scope,
@@ -323,13 +349,16 @@ class Interpreter:
             spec=subset(self.run.spec, pipe_name),
             inputs=inputs,
             workflow_version=self.run.workflow_version,
+            steps_left=allowance,
         )
         try:
             result = await self.runtime.child(child)
         except StepFailed as err:
+            self.steps.repay(share, loan, None)
             if err.spent is not None:  # what its steps paid for before it failed
                 self._spent(record, err.spent, [])
             raise
+        self.steps.repay(share, loan, result.steps_held)
         record.attempts = 1
         record.input_tokens = result.usage.input_tokens
         record.output_tokens = result.usage.output_tokens

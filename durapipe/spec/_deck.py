@@ -123,6 +123,15 @@ def settings_problems(kind: str, settings: Mapping[str, Any]) -> list[tuple[str,
     allowed = GENERATION_SETTINGS.get(kind, frozenset())
     problems = []
     for name in sorted(settings):
+        if name == "n" and settings[name] != 1 and generation_setting(kind, name):
+            # A step reads one answer; the provider bills every one of them (n: 1000000 is a
+            # million answers per call, none of them read and none of them in a budget's estimate).
+            why = (
+                f"'n' asks the provider for {settings[name]!r} answers to each call, of which the "
+                "step reads the first, and each is paid for; leave it out (or set it to 1)"
+            )
+            problems.append((name, why))
+            continue
         if generation_setting(kind, name):
             continue
         if _CREDENTIAL_NAME.search(name):

@@ -67,6 +67,8 @@ with workflow.unsafe.imports_passed_through():
     from durapipe.spec import Pipeline
     from durapipe.spec._kinds import kinds_generation
     from durapipe.spec._messages import end_loan, lend_wire_pipe, pipe_on_the_wire
+    from durapipe.spec._size import RunSize
+    from durapipe.workflows._caps import steps_allowed
     from durapipe.workflows._refusals import RunInputError, input_problem, refuse_if_newer
     from durapipe.workflows._search import PIPE_ONLY_AT_START, has_totals, run_totals
 
@@ -160,14 +162,15 @@ def _keep(key: tuple[int, bytes], spec: Pipeline) -> tuple[Pipeline, _SpecParts]
 
 
 class _SpecParts:
-    """What the runs of one spec object work out from it alone: their pipes' activity options and
-    their calls' parts (see `Interpreter`)."""
+    """What the runs of one spec object work out from it alone: their pipes' activity options,
+    their calls' parts (see `Interpreter`) and their pipes' sizes (`RunSize`)."""
 
-    __slots__ = ("call_parts", "options")
+    __slots__ = ("call_parts", "options", "size")
 
     def __init__(self) -> None:
         self.options = _ActivityOptions()
         self.call_parts: dict[str, CallParts] = {}
+        self.size: RunSize | None = None  # made by the first run (it needs the spec)
 
 
 # Specs decoded by this worker, by their JSON (and the kinds known when decoded), with their parts.
@@ -274,7 +277,11 @@ class PipeWorkflow:
         run, parts = _pipe_run(raw, info.workflow_id if info.parent is None else None)
         self._run = run
         runtime = _TemporalRuntime(self._control, run, parts.options)
-        self._interpreter = runtime.interpreter = Interpreter(run, runtime, parts.call_parts)
+        if parts.size is None:
+            parts.size = RunSize(run.spec)
+        self._interpreter = runtime.interpreter = Interpreter(
+            run, runtime, parts.call_parts, parts.size
+        )
         runtime.publish_totals()
         try:
             result = await self._interpreter.execute()
@@ -453,6 +460,9 @@ class _TemporalRuntime:
             raise StepFailed(
                 path=run.path, kind=kind, cause_type=cause_type, cause=message
             ) from None
+
+    async def steps_allowed(self, run: PipeRun, asks: bool) -> tuple[int | None, bool]:
+        return await steps_allowed(run, asks, self.patched)
 
     async def approval(self, request: ApprovalRequest) -> ApprovalDecision:
         path = request.path

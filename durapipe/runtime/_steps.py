@@ -1,0 +1,106 @@
+"""A worker's cap on the size of one run: the steps it may start, across all its child runs.
+
+A run's size is a worker's resource, not a client's choice: a valid spec can fan out without bound
+(30 nested two-branch parallels are 2^30 leaves; a batch over a list input of a million items), and
+one such run would hold a worker's slots and the cluster for hours. So the worker's cap
+(``DURAPIPE_MAX_RUN_STEPS``) is checked when the count is known, before what it counts starts: the
+spec's steps when the run starts, a batch's items when the batch has read its list.
+
+Each part of a run (a workflow) holds an allowance: the top-level run the worker's cap, a child run
+its share, given by its parent like the budget (`PipeRun.steps_left`). A child's share is the steps
+its parent counted for it, plus a loan of what its parent has free for batches the child may meet
+(the free steps split among the children that may run at once, so that together they cannot take
+more than the run has); when the child ends it tells how many steps it held (`RunResult`), and its
+parent keeps those and takes back the rest of the loan.
+"""
+
+from __future__ import annotations
+
+from durapipe._errors import ErrorType, StepFailed
+from durapipe.spec._size import RunSize
+
+RUN_TOO_LARGE = ErrorType.RUN_TOO_LARGE
+SETTING = "DURAPIPE_MAX_RUN_STEPS"
+
+
+class Steps:
+    """The steps one part of a run may start, and those it holds.
+
+    Args:
+        limit: this part's allowance; None: no cap (a run recorded before the cap existed).
+        size: the sizes of the spec's pipes.
+        whole: whether the allowance is the worker's whole cap (the top-level run), for the
+            refusal's wording.
+    """
+
+    __slots__ = ("held", "lanes", "lent", "limit", "loans", "size", "whole")
+
+    def __init__(self, limit: int | None, size: RunSize, *, whole: bool = False) -> None:
+        self.limit = limit
+        self.size = size
+        self.whole = whole
+        self.held = 0  # counted for steps of this part (and its children's beyond their share)
+        self.lent = 0  # lent to children running now
+        self.loans = 0  # how many children hold a loan now
+        # How many children of this part may run at once: each is lent a share of the free steps.
+        self.lanes = 1
+
+    def start(self, pipe: str, path: str, kind: str) -> None:
+        """Count the steps this part starts before any batch's items (see `RunSize.run`).
+
+        Raises:
+            StepFailed: ``durapipe.RunTooLarge``, when they are more than the allowance.
+        """
+        self.take(self.size.run(pipe), path, kind, f"pipe '{pipe}' would start")
+
+    def take(self, steps: int, path: str, kind: str, what: str) -> None:
+        """Count ``steps`` more, or refuse them (nothing of them has started).
+
+        ``what`` opens the refusal's sentence: what would start them.
+
+        Raises:
+            StepFailed: ``durapipe.RunTooLarge``: they do not fit in what is left.
+        """
+        if self.limit is None:
+            return
+        left = self.limit - self.held - self.lent
+        if steps <= left:
+            self.held += steps
+            return
+        cap = "the steps this worker lets one run start"
+        if self.whole:
+            cap = f"the {self.limit:,} steps this worker lets one run start"
+            room = (
+                f"more than {cap}"
+                if left == self.limit
+                else f"more than the {left:,} left of {cap}"
+            )
+        else:
+            room = f"more than the {left:,} this nested run has left of {cap}"
+        raise StepFailed(
+            path=path,
+            kind=kind,
+            cause_type=RUN_TOO_LARGE,
+            cause=f"{what} {steps:,} {'step' if steps == 1 else 'steps'}, {room} ({SETTING}); "
+            "make the run smaller, or raise the setting on the workers",
+        )
+
+    def lend(self, share: int) -> tuple[int | None, int]:
+        """The allowance of a child run counted here as ``share`` steps, and the loan in it."""
+        if self.limit is None:
+            return None, 0
+        # What is free, split evenly among the lanes no child holds yet.
+        lanes = max(1, self.lanes - self.loans)
+        loan = max(0, self.limit - self.held - self.lent) // lanes
+        self.lent += loan
+        self.loans += 1
+        return share + loan, loan
+
+    def repay(self, share: int, loan: int, held: int | None) -> None:
+        """A child lent ``loan`` has ended holding ``held`` steps (None: not known, it failed):
+        keep what it held beyond its ``share``, and the rest of the loan is free again."""
+        if self.limit is None:
+            return
+        self.lent -= loan
+        self.loans -= 1
+        self.held += loan if held is None else max(0, held - share)
