@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from typer.testing import CliRunner
 
+import durapipe as dp
+from durapipe.adapters import WORKFLOW_NAME
 from durapipe.cli import app
 from durapipe.runtime import LlmCall
 from durapipe.spec import LlmPipe, ModelDeck, ModelEntry
@@ -229,3 +231,18 @@ pipes:
     prompt: "Write a one-line post about {{{{ topic }}}}."
     queue: {queue}
 """
+
+
+async def raw_run_fails(
+    client: Client, data: dict[str, Any], task_queue: str, timeout: float = 30
+) -> tuple[WorkflowHandle[Any, Any], dp.StepFailed]:
+    """Start a run's workflow from a raw input, as any temporalio client can, and the failure it
+    ends with (the test fails if it ends another way, or not within ``timeout`` seconds)."""
+    handle = await client.start_workflow(
+        WORKFLOW_NAME, data, id=data["run_id"], task_queue=task_queue
+    )
+    try:
+        await asyncio.wait_for(dp.RunHandle(client, handle.id).result(), timeout)
+    except dp.StepFailed as failed:
+        return handle, failed
+    raise AssertionError(f"run {handle.id} did not fail")

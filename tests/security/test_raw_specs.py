@@ -13,7 +13,7 @@ from temporalio.client import Client
 
 import durapipe as dp
 from durapipe.adapters import WORKFLOW_NAME, pipe_run
-from tests.support import acli
+from tests.support import acli, raw_run_fails
 
 PIPES = """
 pipes:
@@ -57,13 +57,9 @@ async def test_a_raw_spec_that_calls_itself_or_nothing_fails_at_once(
     data["spec"]["pipes"]["flow"] = flow
     client = await Client.connect(temporal_address, plugins=[dp.DurapipePlugin()])
     async with dp.build_worker(client, task_queue=task_queue):
-        handle = await client.start_workflow(
-            WORKFLOW_NAME, data, id=data["run_id"], task_queue=task_queue
-        )
-        with pytest.raises(dp.StepFailed) as failed:
-            await asyncio.wait_for(dp.RunHandle(client, handle.id).result(), 30)
-    assert failed.value.cause_type == "durapipe.InvalidSpec"
-    assert sentence in failed.value.cause
+        handle, failure = await raw_run_fails(client, data, task_queue)
+    assert failure.cause_type == "durapipe.InvalidSpec"
+    assert sentence in failure.cause
     started = [
         e
         async for e in handle.fetch_history_events()
@@ -82,17 +78,13 @@ async def test_a_run_cannot_hold_a_worker_slot_past_the_workers_step_timeout_cap
     data["spec"]["pipes"]["ask"].update(timeout=10**9, settings={"offline_delay": 10**8})
     client = await Client.connect(temporal_address, plugins=[dp.DurapipePlugin()])
     async with dp.build_worker(client, task_queue=task_queue, max_concurrent_activities=1):
-        hog = await client.start_workflow(
-            WORKFLOW_NAME, data, id=data["run_id"], task_queue=task_queue
-        )
-        with pytest.raises(dp.StepFailed) as failed:
-            await asyncio.wait_for(dp.RunHandle(client, hog.id).result(), 30)
+        _, failure = await raw_run_fails(client, data, task_queue)
         ordinary = await asyncio.wait_for(
             dp.run(client, dp.load_yaml(PIPES), "ask", {"text": "x"}, task_queue=task_queue), 30
         )
-    assert failed.value.cause_type == "durapipe.TimeoutNotAllowed"
-    assert failed.value.cause.startswith("pipe 'ask', field 'timeout': ")
-    assert "DURAPIPE_MAX_STEP_TIMEOUT" in failed.value.cause
+    assert failure.cause_type == "durapipe.TimeoutNotAllowed"
+    assert failure.cause.startswith("pipe 'ask', field 'timeout': ")
+    assert "DURAPIPE_MAX_STEP_TIMEOUT" in failure.cause
     assert ordinary.output == "Offline answer: Say: x"
 
 
@@ -140,14 +132,10 @@ async def test_a_raw_spec_asking_for_ten_million_items_fails_at_once(
     data["spec"]["pipes"]["ask"]["output"] = "list[text, 10000000]"
     client = await Client.connect(temporal_address, plugins=[dp.DurapipePlugin()])
     async with dp.build_worker(client, task_queue=task_queue):
-        handle = await client.start_workflow(
-            WORKFLOW_NAME, data, id=data["run_id"], task_queue=task_queue
-        )
-        with pytest.raises(dp.StepFailed) as failed:
-            await asyncio.wait_for(dp.RunHandle(client, handle.id).result(), 30)
-    assert failed.value.cause_type == "durapipe.InvalidSpec"
-    assert failed.value.cause.startswith("pipe 'ask', field 'output': ")
-    assert "at most 10000" in failed.value.cause
+        _, failure = await raw_run_fails(client, data, task_queue)
+    assert failure.cause_type == "durapipe.InvalidSpec"
+    assert failure.cause.startswith("pipe 'ask', field 'output': ")
+    assert "at most 10000" in failure.cause
 
 
 async def test_a_raw_spec_with_a_structure_that_refers_to_itself_fails_at_once(
@@ -159,10 +147,6 @@ async def test_a_raw_spec_with_a_structure_that_refers_to_itself_fails_at_once(
     data["spec"]["pipes"]["ask"]["output"] = "Node"
     client = await Client.connect(temporal_address, plugins=[dp.DurapipePlugin()])
     async with dp.build_worker(client, task_queue=task_queue):
-        handle = await client.start_workflow(
-            WORKFLOW_NAME, data, id=data["run_id"], task_queue=task_queue
-        )
-        with pytest.raises(dp.StepFailed) as failed:
-            await asyncio.wait_for(dp.RunHandle(client, handle.id).result(), 30)
-    assert failed.value.cause_type == "durapipe.InvalidSpec"
-    assert failed.value.cause.startswith("pipe 'ask', field 'output': structure 'Node' refers")
+        _, failure = await raw_run_fails(client, data, task_queue)
+    assert failure.cause_type == "durapipe.InvalidSpec"
+    assert failure.cause.startswith("pipe 'ask', field 'output': structure 'Node' refers")

@@ -15,8 +15,8 @@ import pytest
 from temporalio.client import WorkflowHandle
 
 import durapipe as dp
-from durapipe.adapters import WORKFLOW_NAME, pipe_run
-from tests.support import acli
+from durapipe.adapters import pipe_run
+from tests.support import acli, raw_run_fails
 
 CAP = "DURAPIPE_MAX_RUN_STEPS"
 SQUARE = """
@@ -197,14 +197,10 @@ async def test_a_forged_input_cannot_raise_the_workers_cap(
     data["steps_left"] = 10**9
     client = await dp.connect(temporal_address, pipeline=dp.load_yaml(BATCHES))
     async with dp.build_worker(client, task_queue=task_queue):
-        handle = await client.start_workflow(
-            WORKFLOW_NAME, data, id=data["run_id"], task_queue=task_queue
-        )
-        with pytest.raises(dp.StepFailed) as failed:
-            await asyncio.wait_for(dp.RunHandle(client, handle.id).result(), 30)
+        handle, failure = await raw_run_fails(client, data, task_queue)
         assert await started(handle) == (0, 0)
-    assert failed.value.cause_type == "durapipe.RunTooLarge"
-    assert "more than the 100 steps this worker lets one run start" in failed.value.cause
+    assert failure.cause_type == "durapipe.RunTooLarge"
+    assert "more than the 100 steps this worker lets one run start" in failure.cause
 
 
 async def test_the_cli_exits_non_zero_and_show_names_the_refusal(
@@ -251,12 +247,8 @@ async def test_a_call_cannot_ask_for_answers_nobody_reads(
     data["spec"]["pipes"]["ask"]["settings"] = {"n": 10**6}
     client = await dp.connect(temporal_address, pipeline=dp.load_yaml(ASK))
     async with dp.build_worker(client, task_queue=task_queue):
-        handle = await client.start_workflow(
-            WORKFLOW_NAME, data, id=data["run_id"], task_queue=task_queue
-        )
-        with pytest.raises(dp.StepFailed) as failed:
-            await asyncio.wait_for(dp.RunHandle(client, handle.id).result(), 30)
-    assert failed.value.cause_type == "durapipe.SettingNotAllowed"
-    assert failed.value.cause.startswith("pipe 'ask', field 'settings.n': 'n' asks the provider")
+        _, failure = await raw_run_fails(client, data, task_queue)
+    assert failure.cause_type == "durapipe.SettingNotAllowed"
+    assert failure.cause.startswith("pipe 'ask', field 'settings.n': 'n' asks the provider")
     one = dp.load_yaml(ASK.replace("    prompt:", "    settings: {n: 1}\n    prompt:"))
     assert (await dp.run_local(one, "ask", {"text": "x"})).output == "Offline answer: Say: x"
