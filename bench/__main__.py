@@ -40,6 +40,7 @@ import durapipe as dp
 from bench import handwritten, handwritten_features
 from bench._common import (
     Spread,
+    batch_pipe,
     cpu_when_quiet,
     dev_server,
     durapipe_cli,
@@ -83,16 +84,7 @@ pipes:
     inputs: {{question: text}}
     prompt: "{{{{ question }}}}"
 """
-BATCH_YAML = f"""
-  batch1000:
-    kind: batch
-    inputs:
-      questions: list[text]
-    over: questions
-    item: question
-    pipe: ask
-    max_concurrency: {BATCH_CONCURRENCY}
-"""
+BATCH_YAML = batch_pipe("batch1000", BATCH_CONCURRENCY)
 
 
 async def timed(work: Callable[[], Awaitable[object]]) -> float:

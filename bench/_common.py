@@ -349,3 +349,18 @@ def paired_ratio(
         f"per pair: {' '.join(f'{ratio:.4f}' for ratio in ratios)}"
     )
     return spread
+
+
+def batch_pipe(name: str, concurrency: int) -> str:
+    """The YAML of the benches' batch pipe ``name``: the ``ask`` step over a list of questions,
+    ``concurrency`` at once (a fragment of a ``pipes:`` mapping)."""
+    return f"""
+  {name}:
+    kind: batch
+    inputs:
+      questions: list[text]
+    over: questions
+    item: question
+    pipe: ask
+    max_concurrency: {concurrency}
+"""

@@ -45,6 +45,7 @@ from temporalio.client import Client
 import durapipe as dp
 from bench import handwritten
 from bench._common import (
+    batch_pipe,
     cpu_when_quiet,
     dev_server,
     durapipe_cli,
@@ -75,15 +76,7 @@ pipes:
     inputs: {{question: text}}
     steps:
 {"".join(f"      - {{pipe: ask, name: s{i}}}{chr(10)}" for i in range(SEQ))}
-  fanout200:
-    kind: batch
-    inputs:
-      questions: list[text]
-    over: questions
-    item: question
-    pipe: ask
-    max_concurrency: {FANOUT}
-  ask:
+{batch_pipe("fanout200", FANOUT).lstrip(chr(10))}  ask:
     kind: llm
     model: openai/{MODEL}
     inputs: {{question: text}}

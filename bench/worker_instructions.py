@@ -397,21 +397,14 @@ def control(pid: int, *args: str) -> None:
 
 
 def pipeline_yaml(concurrency: int) -> str:
-    return f"""
-pipes:
-  batch:
-    kind: batch
-    inputs:
-      questions: list[text]
-    over: questions
-    item: question
-    pipe: ask
-    max_concurrency: {concurrency}
-  ask:
+    from bench._common import batch_pipe
+
+    ask = """  ask:
     kind: llm
-    inputs: {{question: text}}
-    prompt: "{{{{ question }}}}"
+    inputs: {question: text}
+    prompt: "{{ question }}"
 """
+    return "\npipes:" + batch_pipe("batch", concurrency) + ask
 
 
 async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
