@@ -246,3 +246,27 @@ async def raw_run_fails(
     except dp.StepFailed as failed:
         return handle, failed
     raise AssertionError(f"run {handle.id} did not fail")
+
+
+# YAML fragments of a `pipes:` mapping for the run-size tests: `square` (n -> n*n), and `listed`,
+# which makes the list 1..n (`count`) and hands it to a batch pipe `each` of the test's own.
+SQUARE_TOOL = """
+  square:
+    kind: tool
+    function: tests.control_tools:square
+    inputs: {n: integer}
+    output: integer
+"""
+LISTED_BATCH = """
+  listed:
+    kind: sequence
+    inputs: {n: integer}
+    steps:
+      - {pipe: count, result: numbers}
+      - {pipe: each, result: squares}
+  count:
+    kind: tool
+    function: tests.control_tools:count_to
+    inputs: {n: integer}
+    output: 'list[integer]'
+"""

@@ -11,6 +11,7 @@ import durapipe as dp
 from durapipe.runtime._steps import Steps
 from durapipe.spec._size import RunSize
 from durapipe.spec._spec import BatchPipe
+from tests.support import LISTED_BATCH, SQUARE_TOOL
 
 PIPES = """
 pipes:
@@ -106,7 +107,8 @@ def test_steps_past_what_is_left_are_refused_naming_what_and_the_setting() -> No
     assert Steps(None, RunSize(dp.load_yaml(PIPES))).lend(5) == (None, 0)  # recorded before: none
 
 
-WIDE = """
+WIDE = (
+    """
 pipes:
   wide:
     kind: parallel
@@ -114,29 +116,15 @@ pipes:
     branches:
 %s
       listed: listed
-  listed:
-    kind: sequence
-    inputs: {n: integer}
-    steps:
-      - {pipe: count, result: numbers}
-      - {pipe: each, result: squares}
   each:
     kind: batch
     inputs: {numbers: 'list[integer]'}
     over: numbers
     item: n
-    pipe: square
-  count:
-    kind: tool
-    function: tests.control_tools:count_to
-    inputs: {n: integer}
-    output: 'list[integer]'
-  square:
-    kind: tool
-    function: tests.control_tools:square
-    inputs: {n: integer}
-    output: integer
-"""
+    pipe: square"""
+    + LISTED_BATCH
+    + SQUARE_TOOL
+)
 
 
 async def test_leaf_branches_borrow_nothing_so_the_one_nested_run_gets_every_free_step(

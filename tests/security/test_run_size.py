@@ -16,16 +16,10 @@ from temporalio.client import WorkflowHandle
 
 import durapipe as dp
 from durapipe.adapters import pipe_run
-from tests.support import acli, raw_run_fails
+from tests.support import LISTED_BATCH, SQUARE_TOOL, acli, raw_run_fails
 
 CAP = "DURAPIPE_MAX_RUN_STEPS"
-SQUARE = """
-  square:
-    kind: tool
-    function: tests.control_tools:square
-    inputs: {n: integer}
-    output: integer
-"""
+SQUARE = SQUARE_TOOL
 BATCHES = (
     """
 pipes:
@@ -42,19 +36,8 @@ pipes:
     over: numbers
     item: n
     pipe: square
-    chunk_size: 10
-  listed:
-    kind: sequence
-    inputs: {n: integer}
-    steps:
-      - {pipe: count, result: numbers}
-      - {pipe: each, result: squares}
-  count:
-    kind: tool
-    function: tests.control_tools:count_to
-    inputs: {n: integer}
-    output: 'list[integer]'
-"""
+    chunk_size: 10"""
+    + LISTED_BATCH
     + SQUARE
 )
 
