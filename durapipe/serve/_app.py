@@ -47,6 +47,7 @@ from durapipe.serve._runs import (
     wait_result,
 )
 from durapipe.serve._slow import ClientLimits, close_after_response, read_body
+from durapipe.serve._stalls import StalledRuns
 from durapipe.serve._trust import Capabilities, trust_problems
 from durapipe.spec import Pipeline, resolve
 
@@ -61,6 +62,7 @@ _IDEMPOTENCY_KEY: Final = re.compile(r"[!-~]{1,255}")
 POLL_RETRY_AFTER_S: Final = 1
 
 _CLIENT: Final = web.AppKey("client", Client)
+_STALLS: Final = web.AppKey("stalls", StalledRuns)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -113,6 +115,7 @@ def create_app(config: ServeConfig, client: Client) -> web.Application:
     """
     app = web.Application(middlewares=[_problems, _auth], client_max_size=config.max_body_bytes)
     app[_CLIENT] = client
+    app[_STALLS] = StalledRuns(client)
     app[_CONFIG] = config
     app.on_response_prepare.append(close_after_response)
     app.router.add_get("/v1/version", _version)
@@ -430,21 +433,32 @@ async def _execute(request: web.Request) -> web.Response:
 
 
 async def _status(request: web.Request) -> web.Response:
-    return web.json_response(await run_status(request.app[_CLIENT], request.match_info["run_id"]))
+    read = await run_status(
+        request.app[_CLIENT], request.match_info["run_id"], request.app[_STALLS]
+    )
+    return web.json_response(read)
 
 
 async def _progress(request: web.Request) -> web.Response:
-    return web.json_response(await run_progress(request.app[_CLIENT], request.match_info["run_id"]))
+    progress = await run_progress(
+        request.app[_CLIENT], request.match_info["run_id"], request.app[_STALLS]
+    )
+    return web.json_response(progress)
 
 
 async def _results(request: web.Request) -> web.Response:
-    run_id = request.match_info["run_id"]
-    body = await run_results(request.app[_CLIENT], run_id)
+    client = request.app[_CLIENT]
+    read = await run_status(client, request.match_info["run_id"], request.app[_STALLS])
+    body = await run_results(client, read)
     if body is None:
-        # Still going: 202 with a hint of when to ask again (the lifecycle's running answer).
+        # Still going: 202 with a hint of when to ask again (the lifecycle's running answer),
+        # and, for a run that cannot make progress, why (the status read's degradation).
+        running = {
+            key: read[key]
+            for key in ("pipeline_run_id", "status", "degraded", "degradation")
+            if key in read
+        }
         return web.json_response(
-            {"pipeline_run_id": run_id, "status": "RUNNING"},
-            status=202,
-            headers={"Retry-After": str(POLL_RETRY_AFTER_S)},
+            running, status=202, headers={"Retry-After": str(POLL_RETRY_AFTER_S)}
         )
     return web.json_response(body)

@@ -132,24 +132,30 @@ def gate_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("gate")
 
 
+async def start_worker(address: str, task_queue: str, gate: Path) -> Served:
+    """Start `durapipe worker` on the serve tests' tools (a child process) and wait until it is ready."""
+    process, _, lines = await _child(
+        re.compile(r"(worker ready)"),
+        gate,
+        "worker",
+        str(WORKERS_FILE),
+        "--task-queue",
+        task_queue,
+        "--address",
+        address,
+    )
+    return Served("", process, lines)
+
+
 @pytest.fixture(scope="module")
 async def worker(temporal_address: str, gate_dir: Path) -> AsyncIterator[str]:
     """`durapipe worker` on the serve tests' tools, as a child process; yields its task queue."""
     queue = f"serve-{uuid.uuid4().hex[:12]}"
-    process, _, lines = await _child(
-        re.compile(r"(worker ready)"),
-        gate_dir,
-        "worker",
-        str(WORKERS_FILE),
-        "--task-queue",
-        queue,
-        "--address",
-        temporal_address,
-    )
+    process = await start_worker(temporal_address, queue, gate_dir)
     try:
         yield queue
     finally:
-        await Served("", process, lines).stop()
+        await process.stop()
 
 
 @pytest.fixture(scope="module")
