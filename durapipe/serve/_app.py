@@ -46,7 +46,13 @@ from durapipe.serve._runs import (
     start_run,
     wait_result,
 )
-from durapipe.serve._slow import ClientLimits, close_after_response, read_body
+from durapipe.serve._slow import (
+    REQUEST_TIMEOUT,
+    ClientLimits,
+    answer_and_close,
+    close_after_response,
+    read_body,
+)
 from durapipe.serve._stalls import StalledRuns
 from durapipe.serve._trust import Capabilities, trust_problems
 from durapipe.spec import Pipeline, resolve
@@ -135,6 +141,8 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
     try:
         return await handler(request)
     except ServeError as err:
+        if err.code == REQUEST_TIMEOUT:
+            return await answer_and_close(request, err.response())
         return err.response({"Retry-After": "2"} if err.code == "runtime.unavailable" else None)
     except web.HTTPRequestEntityTooLarge as err:
         limit = request.app[_CONFIG].max_body_bytes

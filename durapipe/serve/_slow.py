@@ -36,6 +36,8 @@ logger = logging.getLogger("durapipe.serve")
 # The end of a request head: a blank line (a bare LF too, so a head aiohttp accepts is never
 # taken for an unfinished one).
 _HEAD_ENDS: Final = (b"\r\n\r\n", b"\n\n", b"\n\r\n")
+# The code of a request that did not arrive in time (durapipe's extension of the registry).
+REQUEST_TIMEOUT: Final = "durapipe.request.timeout"
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,7 @@ class _Guarded(asyncio.Protocol):
             limit,
         )
         error = ServeError(
-            "durapipe.request.timeout",
+            REQUEST_TIMEOUT,
             f"The request line and headers did not arrive within {limit:g} s of connecting; "
             "send the whole request head at once.",
         )
@@ -260,6 +262,20 @@ async def close_after_response(request: web.Request, response: web.StreamRespons
     response.headers[hdrs.CONNECTION] = "close"
 
 
+async def answer_and_close(request: web.Request, response: web.Response) -> web.Response:
+    """Send ``response`` whole, then close the connection at once.
+
+    For a client cut for sending its body too slowly: aiohttp would otherwise keep reading (and
+    throwing away) the rest of its body for up to 10 s after the answer ("lingering", so that a
+    client still sending reads the answer rather than a reset), holding the connection's place
+    under the caps for the client that was just cut for holding it.
+    """
+    await response.prepare(request)
+    await response.write_eof()  # the answer is with the transport, which sends it before closing
+    request.protocol.force_close()
+    return response
+
+
 async def read_body(request: web.Request, limits: ClientLimits, max_bytes: int) -> bytes:
     """The request's body, read under the body deadline and the size cap.
 
@@ -293,7 +309,7 @@ async def read_body(request: web.Request, limits: ClientLimits, max_bytes: int) 
                 limits.body_min_rate,
             )
             raise ServeError(
-                "durapipe.request.timeout",
+                REQUEST_TIMEOUT,
                 f"The request body came too slowly ({size} bytes in {waited:.0f} s); this runner "
                 f"waits {limits.body_timeout_s:g} s plus 1 s per {limits.body_min_rate} bytes.",
                 params={"received": size},
