@@ -51,6 +51,7 @@ from durapipe.serve._slow import (
     ClientLimits,
     answer_and_close,
     close_after_response,
+    count_as_execute,
     read_body,
 )
 from durapipe.serve._stalls import StalledRuns
@@ -333,10 +334,9 @@ async def _validate(request: web.Request) -> web.Response:
     )
 
 
-async def _start_run(request: web.Request) -> tuple[RunHandle, str]:
+async def _start_run(request: web.Request, body: dict[str, Any]) -> tuple[RunHandle, str]:
     """Start the run a request asks for; the method and inputs are checked before anything starts."""
     config = request.app[_CONFIG]
-    body = await _body(request)
     method = _method(config, body)
     pipe = choose_pipe(method, body.get("pipe_code"))
     method, output_name = requested_output(body, method, pipe)
@@ -399,7 +399,7 @@ def _refused_inputs(err: PipelineError) -> ServeError:
 
 
 async def _start(request: web.Request) -> web.Response:
-    handle, pipe = await _start_run(request)
+    handle, pipe = await _start_run(request, await _body(request))
     return web.json_response(
         {"pipeline_run_id": handle.run_id, "pipe_code": pipe, "workflow_id": handle.run_id},
         status=202,
@@ -408,7 +408,10 @@ async def _start(request: web.Request) -> web.Response:
 
 
 async def _execute(request: web.Request) -> web.Response:
-    handle, pipe = await _start_run(request)
+    body = await _body(request)
+    # It is about to wait for its run: under the executes' cap, not the connection caps.
+    count_as_execute(request)
+    handle, pipe = await _start_run(request, body)
     client = request.app[_CLIENT]
     try:
         result = await wait_result(handle, request.app[_CONFIG].execute_wait_s)

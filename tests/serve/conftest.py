@@ -116,6 +116,16 @@ async def start_serve(address: str, task_queue: str, gate: Path, *extra: str) ->
     return Served(url, process, lines)
 
 
+async def entered(gate: Path, before: set[Path], count: int = 1, timeout: float = 60) -> list[str]:
+    """The keys of the next ``count`` runs to reach their gates (see `serve_tools.gate`), once they
+    have; ``before``: the gate files that were there before them."""
+    async with asyncio.timeout(timeout):
+        # The files are written by another process (the worker): there is no event to await.
+        while len(set(gate.glob("entered-*")) - before) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    return [path.name.removeprefix("entered-") for path in set(gate.glob("entered-*")) - before]
+
+
 def mthds_client(served: Served, token: str = TOKEN) -> MthdsAPIClient:
     """The protocol's own client (`mthds`), pointed at ``served``."""
     return MthdsAPIClient(api_key=token, base_url=served.url, request_timeout_seconds=60)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -21,6 +20,7 @@ from tests.serve.conftest import (
     HERE,
     TOKEN,
     Served,
+    entered,
     lifecycle_client,
     mthds_client,
     start_serve,
@@ -207,17 +207,8 @@ async def test_a_run_outlives_a_killed_server(
 
 async def _entered(gate_dir: Path, before: set[Path]) -> str:
     """The key of the next run to reach the gate (see `serve_tools.gate`), once it has."""
-    await _until(lambda: bool(set(gate_dir.glob("entered-*")) - before))
-    [entered] = set(gate_dir.glob("entered-*")) - before
-    return entered.name.removeprefix("entered-")
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 60) -> None:
-    """Wait until ``condition`` holds (it is checked every 50 ms), or fail after ``timeout`` s."""
-    async with asyncio.timeout(timeout):
-        # The condition is a file another process writes: there is no event to await.
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    [key] = await entered(gate_dir, before)
+    return key
 
 
 async def test_a_start_sent_again_with_its_idempotency_key_starts_nothing(
