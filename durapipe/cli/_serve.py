@@ -104,6 +104,14 @@ def serve(
             "behind a reverse proxy).",
         ),
     ] = 64,
+    max_executes: Annotated[
+        int,
+        typer.Option(
+            "--max-executes",
+            help="execute requests waiting for their runs at most (then 503, nothing started); "
+            "they count apart from the connection caps.",
+        ),
+    ] = 128,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
     methods: MethodsOption = None,
     *,
@@ -133,6 +141,7 @@ def serve(
             body_min_rate=body_min_rate,
             max_connections=max_connections,
             max_connections_per_peer=max_connections_per_peer,
+            max_executes=max_executes,
         ),
     )
     asyncio.run(serve_forever(config, host=host, port=port))

@@ -11,6 +11,7 @@ durapipe's own setting, ``DURAPIPE_GRPC_COMPRESSION``.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,10 @@ from durapipe._settings import GRPC_COMPRESSIONS, settings
 
 DEFAULT_ADDRESS = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
+# The variables the SDK's envconfig reads the address from (named here in sentences about it).
+ADDRESS_ENV = "TEMPORAL_ADDRESS"
+PROFILE_ENV = "TEMPORAL_PROFILE"
+CONFIG_FILE_ENV = "TEMPORAL_CONFIG_FILE"
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,8 @@ class ConnectOptions:
             raise ConfigError(f"cannot load the Temporal client configuration: {err}") from None
         config: dict[str, Any] = dict(loaded)
         config["target_host"] = _host_port(
-            self.address or config.get("target_host") or DEFAULT_ADDRESS
+            self.address or config.get("target_host") or DEFAULT_ADDRESS,
+            self._address_source(config.get("target_host")),
         )
         config["namespace"] = self.namespace or config.get("namespace") or DEFAULT_NAMESPACE
         if self.api_key:
@@ -91,6 +97,17 @@ class ConnectOptions:
         if compression is not None:
             config["grpc_compression"] = compression
         return config
+
+    def _address_source(self, loaded: str | None) -> _Source:
+        """Where the address came from, so a sentence about it names what to change."""
+        if self.address or not loaded:
+            return _FLAG
+        # The SDK lets the variable override the profile, as the temporal CLI does.
+        if os.environ.get(ADDRESS_ENV, "").strip():
+            return _Source(ADDRESS_ENV + " '{}'", ADDRESS_ENV + "={}")
+        profile = self.profile or os.environ.get(PROFILE_ENV) or "default"
+        file = self.config_file or os.environ.get(CONFIG_FILE_ENV) or "temporal.toml"
+        return _Source(f"the address '{{}}' of profile '{profile}' in {file}", 'address = "{}"')
 
     def _compression(self) -> GrpcCompression | None:
         chosen = self.grpc_compression or settings().grpc_compression
@@ -126,24 +143,39 @@ def _read(path: Path | None, flag: str) -> bytes | None:
         raise ConfigError(f"{flag}: cannot read '{path}': {err.strerror}") from None
 
 
-def _host_port(address: str) -> str:
+@dataclass(frozen=True)
+class _Source:
+    """Where an address came from, for the sentence about it: how it is named (``{}`` the
+    address as given) and how it is written there (``{}`` the address to write)."""
+
+    named: str
+    spelling: str
+
+
+_FLAG = _Source("address '{}'", "--address {}")
+
+
+def _host_port(address: str, source: _Source | None = None) -> str:
     """The address as given, once it is the ``host:port`` Temporal takes.
 
     The SDK takes ``http://host:port`` with only a warning (and a future error), and a host without
     a port as port 80, where nothing answers: a URL copied from a browser, or a bare host, is one
-    sentence here instead.
+    sentence here instead, naming where the address came from (``source``: the flag by default).
 
     Raises:
         ConfigError: a scheme before the host, or no port.
     """
+    source = source or _FLAG
+    named = source.named.replace("{}", address, 1)
     scheme, found, rest = address.partition("://")
     if found:
         raise ConfigError(
-            f"address '{address}' is not host:port: leave out '{scheme}://' (--address {rest.rstrip('/')})"
+            f"{named} is not host:port: leave out '{scheme}://' "
+            f"({source.spelling.replace('{}', rest.rstrip('/'))})"
         )
     if not re.search(r":\d+$", address):
         raise ConfigError(
-            f"address '{address}' has no port: write host:port (--address {address}:7233, "
-            "the dev server's default port)"
+            f"{named} has no port: write host:port "
+            f"({source.spelling.replace('{}', address + ':7233')}, the dev server's default port)"
         )
     return address

@@ -46,7 +46,15 @@ from durapipe.serve._runs import (
     start_run,
     wait_result,
 )
-from durapipe.serve._slow import ClientLimits, close_after_response, read_body
+from durapipe.serve._slow import (
+    REQUEST_TIMEOUT,
+    ClientLimits,
+    answer_and_close,
+    close_after_response,
+    count_as_execute,
+    read_body,
+)
+from durapipe.serve._stalls import StalledRuns
 from durapipe.serve._trust import Capabilities, trust_problems
 from durapipe.spec import Pipeline, resolve
 
@@ -61,6 +69,7 @@ _IDEMPOTENCY_KEY: Final = re.compile(r"[!-~]{1,255}")
 POLL_RETRY_AFTER_S: Final = 1
 
 _CLIENT: Final = web.AppKey("client", Client)
+_STALLS: Final = web.AppKey("stalls", StalledRuns)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -113,6 +122,7 @@ def create_app(config: ServeConfig, client: Client) -> web.Application:
     """
     app = web.Application(middlewares=[_problems, _auth], client_max_size=config.max_body_bytes)
     app[_CLIENT] = client
+    app[_STALLS] = StalledRuns(client)
     app[_CONFIG] = config
     app.on_response_prepare.append(close_after_response)
     app.router.add_get("/v1/version", _version)
@@ -132,6 +142,8 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
     try:
         return await handler(request)
     except ServeError as err:
+        if err.code == REQUEST_TIMEOUT:
+            return await answer_and_close(request, err.response())
         return err.response({"Retry-After": "2"} if err.code == "runtime.unavailable" else None)
     except web.HTTPRequestEntityTooLarge as err:
         limit = request.app[_CONFIG].max_body_bytes
@@ -322,10 +334,9 @@ async def _validate(request: web.Request) -> web.Response:
     )
 
 
-async def _start_run(request: web.Request) -> tuple[RunHandle, str]:
+async def _start_run(request: web.Request, body: dict[str, Any]) -> tuple[RunHandle, str]:
     """Start the run a request asks for; the method and inputs are checked before anything starts."""
     config = request.app[_CONFIG]
-    body = await _body(request)
     method = _method(config, body)
     pipe = choose_pipe(method, body.get("pipe_code"))
     method, output_name = requested_output(body, method, pipe)
@@ -388,7 +399,7 @@ def _refused_inputs(err: PipelineError) -> ServeError:
 
 
 async def _start(request: web.Request) -> web.Response:
-    handle, pipe = await _start_run(request)
+    handle, pipe = await _start_run(request, await _body(request))
     return web.json_response(
         {"pipeline_run_id": handle.run_id, "pipe_code": pipe, "workflow_id": handle.run_id},
         status=202,
@@ -397,7 +408,10 @@ async def _start(request: web.Request) -> web.Response:
 
 
 async def _execute(request: web.Request) -> web.Response:
-    handle, pipe = await _start_run(request)
+    body = await _body(request)
+    # It is about to wait for its run: under the executes' cap, not the connection caps.
+    count_as_execute(request)
+    handle, pipe = await _start_run(request, body)
     client = request.app[_CLIENT]
     try:
         result = await wait_result(handle, request.app[_CONFIG].execute_wait_s)
@@ -430,21 +444,32 @@ async def _execute(request: web.Request) -> web.Response:
 
 
 async def _status(request: web.Request) -> web.Response:
-    return web.json_response(await run_status(request.app[_CLIENT], request.match_info["run_id"]))
+    read = await run_status(
+        request.app[_CLIENT], request.match_info["run_id"], request.app[_STALLS]
+    )
+    return web.json_response(read)
 
 
 async def _progress(request: web.Request) -> web.Response:
-    return web.json_response(await run_progress(request.app[_CLIENT], request.match_info["run_id"]))
+    progress = await run_progress(
+        request.app[_CLIENT], request.match_info["run_id"], request.app[_STALLS]
+    )
+    return web.json_response(progress)
 
 
 async def _results(request: web.Request) -> web.Response:
-    run_id = request.match_info["run_id"]
-    body = await run_results(request.app[_CLIENT], run_id)
+    client = request.app[_CLIENT]
+    read = await run_status(client, request.match_info["run_id"], request.app[_STALLS])
+    body = await run_results(client, read)
     if body is None:
-        # Still going: 202 with a hint of when to ask again (the lifecycle's running answer).
+        # Still going: 202 with a hint of when to ask again (the lifecycle's running answer),
+        # and, for a run that cannot make progress, why (the status read's degradation).
+        running = {
+            key: read[key]
+            for key in ("pipeline_run_id", "status", "degraded", "degradation")
+            if key in read
+        }
         return web.json_response(
-            {"pipeline_run_id": run_id, "status": "RUNNING"},
-            status=202,
-            headers={"Retry-After": str(POLL_RETRY_AFTER_S)},
+            running, status=202, headers={"Retry-After": str(POLL_RETRY_AFTER_S)}
         )
     return web.json_response(body)

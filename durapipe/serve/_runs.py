@@ -8,6 +8,7 @@ input (its first history event). A restarted server answers exactly as the one t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 import uuid
@@ -23,7 +24,7 @@ from durapipe._errors import RunError, StepFailed
 from durapipe._words import counted
 from durapipe.adapters import WORKFLOW_NAME, pipe_run
 from durapipe.client._handle import SPEC_VERSION, RunHandle, run_error
-from durapipe.runtime import PipeRun, RunResult
+from durapipe.runtime import PipeRun, RunResult, StepRecord
 from durapipe.serve._memory import (
     MAIN_STUFF,
     concepts_memo,
@@ -33,6 +34,7 @@ from durapipe.serve._memory import (
 )
 from durapipe.serve._methods import Method
 from durapipe.serve._problems import ServeError, problem_item
+from durapipe.serve._stalls import NO_WORKER, StalledRuns
 from durapipe.workflows._search import start_totals
 
 # Runs this server starts carry this prefix; it reads no other run of the namespace.
@@ -156,8 +158,12 @@ def _not_found(run_id: str) -> ServeError:
     )
 
 
-async def run_status(client: Client, run_id: str) -> dict[str, Any]:
-    """The run's status (`RunRead`): id, pipe, status, start and end times, and its error.
+async def run_status(
+    client: Client, run_id: str, stalls: StalledRuns | None = None
+) -> dict[str, Any]:
+    """The run's status (`RunRead`): id, pipe, status, start and end times, and its error; a
+    running run that cannot make progress is ``degraded``, its ``degradation`` saying why (asked
+    of ``stalls``; None: not asked).
 
     Raises:
         ServeError: no such run of this runner.
@@ -184,16 +190,22 @@ async def run_status(client: Client, run_id: str) -> dict[str, Any]:
     }
     if status not in ("RUNNING", "COMPLETED"):
         read["error"] = (await failure_problem(client, run_id, status)).document()
+    if status == "RUNNING" and stalls is not None:
+        # Still RUNNING, as a poll loop expects; the degradation says why nothing moves.
+        degradation = await stalls.degradation(run_id)
+        read["degraded"] = degradation is not None
+        if degradation is not None:
+            read["degradation"] = degradation
     return read
 
 
-async def run_results(client: Client, run_id: str) -> dict[str, Any] | None:
-    """The finished run's results (`RunResults`), or None while it runs.
+async def run_results(client: Client, read: dict[str, Any]) -> dict[str, Any] | None:
+    """The results (`RunResults`) of the run whose status is ``read``, or None while it runs.
 
     Raises:
-        ServeError: no such run, or the run ended without success (``run.failed``).
+        ServeError: the run ended without success (``run.failed``).
     """
-    read = await run_status(client, run_id)
+    run_id = read["pipeline_run_id"]
     status = read["status"]
     if status == "RUNNING":
         return None
@@ -296,21 +308,26 @@ _STEP_STATUS: Final = {
 }
 
 
-async def run_progress(client: Client, run_id: str) -> dict[str, Any]:
+async def run_progress(
+    client: Client, run_id: str, stalls: StalledRuns | None = None
+) -> dict[str, Any]:
     """The run's progress snapshot (``RunProgress``): one invocation per step record.
 
     The records come from the run itself (its steps query while it runs, its result once it
     ended), so they are as fresh as Temporal's. ``version`` counts every start and end seen, which
-    only grows, so a reader keeps the fresher of two snapshots.
+    only grows, so a reader keeps the fresher of two snapshots. A run that cannot make progress
+    carries the status read's ``degradation``, and its summary says it.
 
     Raises:
         ServeError: no such run of this runner.
     """
-    read = await run_status(client, run_id)
-    try:
-        steps = await RunHandle(client, run_id).steps()
-    except (RunError, RPCError):
-        steps = []  # no worker answers the query yet: nothing has started
+    read = await run_status(client, run_id, stalls)
+    degradation = read.get("degradation")
+    steps: list[StepRecord] = []
+    if degradation is None or degradation["reason"] != NO_WORKER:  # else no worker can answer
+        # A worker that does not answer the query yet: nothing has started.
+        with contextlib.suppress(RunError, RPCError):
+            steps = await RunHandle(client, run_id).steps()
     invocations = [
         {
             "path": step.path,
@@ -325,12 +342,17 @@ async def run_progress(client: Client, run_id: str) -> dict[str, Any]:
         for step in steps
     ]
     ended = sum(1 for step in steps if step.ended_at)
-    return {
+    summary = f"{ended} of {counted(len(steps), 'step')} ended"
+    progress = {
         "pipeline_run_id": run_id,
         "mode": "live",
         "status": _PROGRESS_STATUS.get(read["status"], "running"),
         "version": ended + sum(1 for step in steps if step.started_at),
         "assembled_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "summary": f"{ended} of {counted(len(steps), 'step')} ended",
+        "summary": summary,
         "invocations": invocations,
     }
+    if degradation is not None:
+        progress["degradation"] = degradation
+        progress["summary"] = f"{summary}. {degradation['message']}"
+    return progress

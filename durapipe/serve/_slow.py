@@ -8,13 +8,16 @@ like `aiohttp.web.TCPSite` and wraps each connection's protocol:
 - past `ClientLimits.max_connections` open connections, or `max_connections_per_peer` from one
   address, a new connection gets a ``503`` and is closed;
 - a connection whose request head has not arrived `head_timeout_s` after it opened gets a ``408``
-  and is closed.
+  and is closed;
+- an ``execute`` about to wait for its run (minutes, maybe) leaves the connection caps for a cap
+  of its own, `max_executes` (`count_as_execute`): waiting executes never lock out the cheap
+  reads, and past that cap an execute gets a ``503`` before it starts anything.
 
 Every answer closes its connection (`close_after_response`), so each request is a new connection
 under the same head deadline: an idle keep-alive connection cannot be used to send a slow second
 head. The body's deadline lives with the code that reads it (`read_body`): `body_timeout_s`, plus
-one second per `body_min_rate` bytes received, so a large upload at a normal rate is never cut.
-Each cut is one log line.
+one second per `body_min_rate` bytes received, so a large upload at a normal rate is never cut;
+a body cut closes its connection with its answer (`answer_and_close`). Each cut is one log line.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ logger = logging.getLogger("durapipe.serve")
 # The end of a request head: a blank line (a bare LF too, so a head aiohttp accepts is never
 # taken for an unfinished one).
 _HEAD_ENDS: Final = (b"\r\n\r\n", b"\n\n", b"\n\r\n")
+# The code of a request that did not arrive in time (durapipe's extension of the registry).
+REQUEST_TIMEOUT: Final = "durapipe.request.timeout"
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,9 @@ class ClientLimits:
         max_connections_per_peer: open connections from one address at most (a ``503`` past it;
             behind a reverse proxy every client is the proxy's address: raise it, or set it to 0,
             no per-address cap).
+        max_executes: ``execute`` requests waiting for their runs at most (a ``503`` past it,
+            nothing started). A waiting execute counts here instead of under the connection caps,
+            so executes that wait for long runs never lock out the cheap reads.
     """
 
     head_timeout_s: float = 10.0
@@ -59,6 +67,7 @@ class ClientLimits:
     body_min_rate: int = 32 * 1024
     max_connections: int = 256
     max_connections_per_peer: int = 64
+    max_executes: int = 128
 
     def problems(self) -> list[str]:
         """One sentence per limit that cannot work (zero or negative)."""
@@ -68,6 +77,7 @@ class ClientLimits:
             ("body_timeout_s", "--body-timeout"),
             ("body_min_rate", "--body-min-rate"),
             ("max_connections", "--max-connections"),
+            ("max_executes", "--max-executes"),
         ):
             if getattr(self, name) <= 0:
                 found.append(f"{name} ({flag}) must be more than 0, not {getattr(self, name)}")
@@ -80,12 +90,14 @@ class ClientLimits:
 
 
 class _Gate:
-    """The open connections of one server, counted in all and per peer address."""
+    """The open connections of one server, counted in all and per peer address, but for those
+    whose execute waits for its run, counted apart."""
 
     def __init__(self, limits: ClientLimits) -> None:
         self.limits = limits
         self.open = 0
         self.by_peer: Counter[str] = Counter()
+        self.executes = 0
         # Refusals are logged at most once a second: a flood of connections is not a flood of lines.
         self._next_log = 0.0
         self._unlogged = 0
@@ -102,15 +114,23 @@ class _Gate:
         self.by_peer[peer] += 1
         return None
 
-    def log_refusal(self, peer: str, refusal: str) -> None:
+    def to_executes(self, peer: str) -> str | None:
+        """Why ``peer``'s connection, whose execute is about to wait for its run, is refused, or
+        None: then it counts under the executes' cap and leaves its connection places."""
+        limit = self.limits.max_executes
+        if self.executes >= limit:
+            return f"the server waits for its limit of {limit} executes"
+        self.executes += 1
+        self.release(peer)
+        return None
+
+    def log_refusal(self, peer: str, refusal: str, what: str = "a connection") -> None:
         now = asyncio.get_running_loop().time()
         if now < self._next_log:
             self._unlogged += 1
             return
         more = f" (and {self._unlogged} more refused in the last second)" if self._unlogged else ""
-        logger.warning(
-            "durapipe serve: refused a connection from %s: %s (503)%s", peer, refusal, more
-        )
+        logger.warning("durapipe serve: refused %s from %s: %s (503)%s", what, peer, refusal, more)
         self._next_log, self._unlogged = now + 1.0, 0
 
     def release(self, peer: str) -> None:
@@ -142,6 +162,11 @@ class _Guarded(asyncio.Protocol):
         self._head_done = False
         self._tail = b""
         self._timer: asyncio.TimerHandle | None = None
+        self._executing = False  # counted under the executes' cap, not the connection caps
+
+    @property
+    def limits(self) -> ClientLimits:
+        return self._gate.limits
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -176,7 +201,7 @@ class _Guarded(asyncio.Protocol):
             limit,
         )
         error = ServeError(
-            "durapipe.request.timeout",
+            REQUEST_TIMEOUT,
             f"The request line and headers did not arrive within {limit:g} s of connecting; "
             "send the whole request head at once.",
         )
@@ -208,6 +233,17 @@ class _Guarded(asyncio.Protocol):
         if self._inner is not None:
             self._inner.resume_writing()
 
+    def to_executes(self) -> str | None:
+        """See `_Gate.to_executes`."""
+        if self._executing or self._inner is None:
+            return None
+        refusal = self._gate.to_executes(self._peer)
+        if refusal is None:
+            self._executing = True
+        else:
+            self._gate.log_refusal(self._peer, refusal, "an execute")
+        return refusal
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         if self._timer is not None:
@@ -215,7 +251,10 @@ class _Guarded(asyncio.Protocol):
             self._timer = None
         if self._inner is not None:
             inner, self._inner = self._inner, None
-            self._gate.release(self._peer)
+            if self._executing:
+                self._gate.executes -= 1
+            else:
+                self._gate.release(self._peer)
             inner.connection_lost(exc)
 
 
@@ -260,6 +299,42 @@ async def close_after_response(request: web.Request, response: web.StreamRespons
     response.headers[hdrs.CONNECTION] = "close"
 
 
+def count_as_execute(request: web.Request) -> None:
+    """Count the connection of ``request``, an execute about to start the run it waits for, under
+    the executes' own cap (`ClientLimits.max_executes`) instead of the connection caps: an
+    execute may wait for minutes, and the caps are there for clients that send nothing.
+
+    Raises:
+        ServeError: ``runtime.unavailable``, the executes' cap is reached (nothing is started).
+    """
+    transport = request.transport
+    guarded = transport.get_protocol() if transport is not None else None
+    if not isinstance(guarded, _Guarded):
+        return  # an application served without `GuardedSite` has no caps
+    if guarded.to_executes() is not None:
+        limit = guarded.limits.max_executes
+        raise ServeError(
+            "runtime.unavailable",
+            f"This runner already waits for {limit} runs of execute (its limit, --max-executes); "
+            "nothing was started: send it again in a moment, or start the run (/v1/start) and "
+            "follow it at /v1/runs/{id}/status.",
+        )
+
+
+async def answer_and_close(request: web.Request, response: web.Response) -> web.Response:
+    """Send ``response`` whole, then close the connection at once.
+
+    For a client cut for sending its body too slowly: aiohttp would otherwise keep reading (and
+    throwing away) the rest of its body for up to 10 s after the answer ("lingering", so that a
+    client still sending reads the answer rather than a reset), holding the connection's place
+    under the caps for the client that was just cut for holding it.
+    """
+    await response.prepare(request)
+    await response.write_eof()  # the answer is with the transport, which sends it before closing
+    request.protocol.force_close()
+    return response
+
+
 async def read_body(request: web.Request, limits: ClientLimits, max_bytes: int) -> bytes:
     """The request's body, read under the body deadline and the size cap.
 
@@ -293,7 +368,7 @@ async def read_body(request: web.Request, limits: ClientLimits, max_bytes: int) 
                 limits.body_min_rate,
             )
             raise ServeError(
-                "durapipe.request.timeout",
+                REQUEST_TIMEOUT,
                 f"The request body came too slowly ({size} bytes in {waited:.0f} s); this runner "
                 f"waits {limits.body_timeout_s:g} s plus 1 s per {limits.body_min_rate} bytes.",
                 params={"received": size},

@@ -213,6 +213,33 @@ def test_an_address_that_is_not_host_port_is_one_sentence(temporal_address: str)
             assert result.stderr == expected, (args, result.stderr)
 
 
+def test_an_address_from_the_environment_or_a_profile_is_named_where_it_came_from(
+    temporal_address: str, tmp_path: Path
+) -> None:
+    # A TEMPORAL_ADDRESS with a scheme used to be told to fix --address, a flag the user never gave.
+    url = f"http://{temporal_address}"
+    profile = tmp_path / "temporal.toml"
+    profile.write_text(f'[profile.default]\naddress = "{url}"\n')
+    cases = {
+        (("TEMPORAL_ADDRESS", url),): (
+            f"error: TEMPORAL_ADDRESS '{url}' is not host:port: leave out 'http://' "
+            f"(TEMPORAL_ADDRESS={temporal_address})\n"
+        ),
+        (("TEMPORAL_ADDRESS", "localhost"),): (
+            "error: TEMPORAL_ADDRESS 'localhost' has no port: write host:port "
+            "(TEMPORAL_ADDRESS=localhost:7233, the dev server's default port)\n"
+        ),
+        (("TEMPORAL_CONFIG_FILE", str(profile)),): (
+            f"error: the address '{url}' of profile 'default' in {profile} is not host:port: "
+            f"leave out 'http://' (address = \"{temporal_address}\")\n"
+        ),
+    }
+    for env, expected in cases.items():
+        result = runner.invoke(app, ["runs"], env={"TEMPORAL_ADDRESS": None, **dict(env)})
+        assert result.exit_code == 2, (env, result.stderr)
+        assert result.stderr == expected, (env, result.stderr)
+
+
 def test_worker_metrics_port_in_use_is_one_sentence(temporal_address: str) -> None:
     # The SDK's ValueError used to escape as a traceback (exit 1).
     with socket.socket() as taken:

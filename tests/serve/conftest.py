@@ -116,6 +116,16 @@ async def start_serve(address: str, task_queue: str, gate: Path, *extra: str) ->
     return Served(url, process, lines)
 
 
+async def entered(gate: Path, before: set[Path], count: int = 1, timeout: float = 60) -> list[str]:
+    """The keys of the next ``count`` runs to reach their gates (see `serve_tools.gate`), once they
+    have; ``before``: the gate files that were there before them."""
+    async with asyncio.timeout(timeout):
+        # The files are written by another process (the worker): there is no event to await.
+        while len(set(gate.glob("entered-*")) - before) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    return [path.name.removeprefix("entered-") for path in set(gate.glob("entered-*")) - before]
+
+
 def mthds_client(served: Served, token: str = TOKEN) -> MthdsAPIClient:
     """The protocol's own client (`mthds`), pointed at ``served``."""
     return MthdsAPIClient(api_key=token, base_url=served.url, request_timeout_seconds=60)
@@ -132,24 +142,30 @@ def gate_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("gate")
 
 
+async def start_worker(address: str, task_queue: str, gate: Path) -> Served:
+    """Start `durapipe worker` on the serve tests' tools (a child process) and wait until it is ready."""
+    process, _, lines = await _child(
+        re.compile(r"(worker ready)"),
+        gate,
+        "worker",
+        str(WORKERS_FILE),
+        "--task-queue",
+        task_queue,
+        "--address",
+        address,
+    )
+    return Served("", process, lines)
+
+
 @pytest.fixture(scope="module")
 async def worker(temporal_address: str, gate_dir: Path) -> AsyncIterator[str]:
     """`durapipe worker` on the serve tests' tools, as a child process; yields its task queue."""
     queue = f"serve-{uuid.uuid4().hex[:12]}"
-    process, _, lines = await _child(
-        re.compile(r"(worker ready)"),
-        gate_dir,
-        "worker",
-        str(WORKERS_FILE),
-        "--task-queue",
-        queue,
-        "--address",
-        temporal_address,
-    )
+    process = await start_worker(temporal_address, queue, gate_dir)
     try:
         yield queue
     finally:
-        await Served("", process, lines).stop()
+        await process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from mthds.protocol.models import InvalidValidationReport, ValidationReport
 from mthds.runners.api.exceptions import ApiResponseError, RunStillRunningError
-from pipelex_sdk.errors import RunFailedError
-from pipelex_sdk.runs import RunStatus, WaitForResultOptions
+from pipelex_sdk.errors import RunFailedError, RunTimeoutError
+from pipelex_sdk.runs import RunProgress, RunStatus, WaitForResultOptions
 from temporalio.client import Client, WorkflowExecutionStatus
 from typer.testing import CliRunner
 
@@ -21,9 +20,11 @@ from tests.serve.conftest import (
     HERE,
     TOKEN,
     Served,
+    entered,
     lifecycle_client,
     mthds_client,
     start_serve,
+    start_worker,
 )
 
 METHOD = {"method.yaml": (HERE / "method.yaml").read_text()}
@@ -206,17 +207,8 @@ async def test_a_run_outlives_a_killed_server(
 
 async def _entered(gate_dir: Path, before: set[Path]) -> str:
     """The key of the next run to reach the gate (see `serve_tools.gate`), once it has."""
-    await _until(lambda: bool(set(gate_dir.glob("entered-*")) - before))
-    [entered] = set(gate_dir.glob("entered-*")) - before
-    return entered.name.removeprefix("entered-")
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 60) -> None:
-    """Wait until ``condition`` holds (it is checked every 50 ms), or fail after ``timeout`` s."""
-    async with asyncio.timeout(timeout):
-        # The condition is a file another process writes: there is no event to await.
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    [key] = await entered(gate_dir, before)
+    return key
 
 
 async def test_a_start_sent_again_with_its_idempotency_key_starts_nothing(
@@ -347,3 +339,76 @@ async def test_an_execute_no_worker_can_run_says_so_within_seconds(
     handle = temporal.get_workflow_handle(run_id)
     assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
     await handle.terminate("test over")
+
+
+async def test_a_polled_run_no_worker_runs_says_why_until_one_does(
+    temporal_address: str, gate_dir: Path
+) -> None:
+    # It used to answer RUNNING (and 202) for as long as the run waited, saying nothing of why:
+    # pipelex-sdk's wait_for_result polled in silence until its own timeout.
+    queue = f"later-{uuid.uuid4().hex[:8]}"
+    gated = METHOD["method.yaml"].replace("serve_tools:shout", "serve_tools:gate")
+    server = await start_serve(temporal_address, queue, gate_dir)
+    worker: Served | None = None
+    try:
+        async with mthds_client(server) as client:
+            # A text of its own: each text has its own gate (another test's may stand open).
+            text = f"Polled while queue {queue} had no worker. {TEXT}"
+            started = await client.start(
+                pipe_code="loud_summary", files={"method.yaml": gated}, inputs={"text": text}
+            )
+        run_id = started.pipeline_run_id
+        said = (
+            f"Run '{run_id}' cannot make progress: no worker polls task queue '{queue}' "
+            f"(namespace 'default'), so nothing runs it; start one with `durapipe worker FILE "
+            f"-t {queue}`. It stays queued and goes on once a worker polls the queue."
+        )
+        snapshots: list[RunProgress] = []
+        async with lifecycle_client(server.url) as lifecycle:
+            status = await lifecycle.get_run_status(run_id)
+            with pytest.raises(RunTimeoutError):  # a client's own wait, told why it waits
+                await lifecycle.wait_for_result(
+                    run_id,
+                    WaitForResultOptions(
+                        interval_seconds=0.2, timeout_seconds=2, on_progress=snapshots.append
+                    ),
+                )
+            async with httpx.AsyncClient(timeout=30) as raw:
+                polled = await raw.get(
+                    f"{server.url}/v1/runs/{run_id}/results",
+                    headers={"Authorization": f"Bearer {TOKEN}"},
+                )
+            # The status clients loop on is unchanged: RUNNING, and 202 on the results read.
+            assert status.status == RunStatus.RUNNING
+            assert status.degraded
+            assert status.degradation is not None
+            assert (status.degradation.reason, status.degradation.message) == ("no_worker", said)
+            assert snapshots, "wait_for_result delivered no progress snapshot"
+            assert snapshots[-1].degradation is not None
+            assert snapshots[-1].degradation.message == said
+            assert said in snapshots[-1].summary
+            assert polled.status_code == 202, polled.text
+            assert polled.json()["degradation"]["message"] == said
+
+            before = set(gate_dir.glob("entered-*"))
+            worker = await start_worker(temporal_address, queue, gate_dir)
+            key = await _entered(gate_dir, before)  # the run goes on, and waits at its gate
+            # Within the server's window on Temporal's answers (3 s), the sentence is gone.
+            async with asyncio.timeout(30):
+                # The condition is another server's answer: there is no event to await.
+                while (status := await lifecycle.get_run_status(run_id)).degraded:  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
+            assert status.status == RunStatus.RUNNING
+            assert status.degradation is None
+            progress = await lifecycle.get_run_progress(run_id)
+            assert progress.degradation is None
+            assert ("shout", "running") in [(i.pipe_code, i.status) for i in progress.invocations]
+            (gate_dir / f"open-{key}").touch()
+            results = await lifecycle.wait_for_result(
+                run_id, WaitForResultOptions(interval_seconds=0.2, timeout_seconds=120)
+            )
+    finally:
+        if worker is not None:
+            await worker.stop()
+        await server.stop()
+    assert results.main_stuff["text"].startswith("passed: ")

@@ -15,16 +15,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from durapipe.cli import app
-from tests.serve.conftest import TOKEN, Served, start_serve
+from tests.serve.conftest import HERE, TOKEN, Served, entered, start_serve
 
 HEAD_TIMEOUT_S = 2.0
 BODY_TIMEOUT_S = 1.0
 MIN_RATE = 64 * 1024
 PER_PEER = 4
+# A method whose runs wait at a gate the test opens (see `serve_tools.gate`).
+GATED = (HERE / "method.yaml").read_text().replace("serve_tools:shout", "serve_tools:gate")
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +59,19 @@ async def _connect(served: Served) -> tuple[asyncio.StreamReader, asyncio.Stream
     return await asyncio.open_connection(address.hostname, address.port)
 
 
+async def _read_to_end(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server sent until it closed the connection, a reset included (a server that
+    closes with the client's bytes unread resets it, after what it sent)."""
+    chunks = []
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := await reader.read(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _answer(reader: asyncio.StreamReader, within: float) -> tuple[int, dict[str, object]]:
     """The status and JSON body of the answer, read to the connection's end."""
-    raw = await asyncio.wait_for(reader.read(), timeout=within)
+    raw = await asyncio.wait_for(_read_to_end(reader), timeout=within)
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head, "the server closed the connection without an answer"
     status = int(head.split(b" ", 2)[1])
@@ -119,16 +132,24 @@ async def test_a_body_sent_a_trickle_at_a_time_is_cut_with_a_408(strict: Served)
 
     sender = asyncio.create_task(trickle())
     try:
-        status, body = await _answer(reader, within=30)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
+        answered = time.monotonic()
+        rest = await asyncio.wait_for(_read_to_end(reader), timeout=30)
+        closed = time.monotonic()
     finally:
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionError):
             await sender
         writer.close()
-    assert status == 408
+    assert head.startswith(b"HTTP/1.1 408 "), head
+    body = json.loads(rest)
     assert body["code"] == "durapipe.request.timeout"
     assert "came too slowly" in str(body["detail"])
     assert any("cut the request POST /v1/validate" in line for line in strict.log), strict.log
+    # The connection closes with the answer: it used to stay open 10 s more while aiohttp read
+    # (and threw away) what the slow client still sent, holding its place under the caps.
+    assert closed - answered < 2.0, closed - answered
+    assert not any("Traceback" in line for line in strict.log), strict.log
 
 
 async def test_a_large_upload_at_a_normal_rate_goes_through(strict: Served) -> None:
@@ -181,9 +202,108 @@ async def test_connections_past_the_per_address_cap_get_a_503(strict: Served) ->
     assert b"\r\nConnection: close" in head, head
 
 
+async def _execute(served: Served, text: str) -> httpx.Response:
+    """``POST /v1/execute`` of the gated method, on a connection of its own."""
+    async with httpx.AsyncClient(timeout=120) as client:
+        return await client.post(
+            f"{served.url}/v1/execute",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            json={
+                "pipe_code": "loud_summary",
+                "files": {"method.yaml": GATED},
+                "inputs": {"text": text},
+            },
+        )
+
+
+async def _version(served: Served) -> int:
+    """The status of ``GET /v1/version`` on a new connection."""
+    reader, writer = await _connect(served)
+    writer.write(b"GET /v1/version HTTP/1.1\r\nHost: durapipe\r\n\r\n")
+    try:
+        status, _ = await _answer(reader, within=10)
+    finally:
+        writer.close()
+    return status
+
+
+async def _executes_waiting(
+    served: Served, gate: Path, count: int
+) -> tuple[list[asyncio.Task[httpx.Response]], list[str]]:
+    """``count`` executes from this address whose runs wait at their gates, and the gates' keys."""
+    before = set(gate.glob("entered-*"))
+    tag = uuid.uuid4().hex[:8]
+    waiting = [
+        asyncio.create_task(
+            _execute(served, f"Execute {index} of {tag}: the bridge opens in 2027.")
+        )
+        for index in range(count)
+    ]
+    return waiting, await entered(gate, before, count=count)
+
+
+def _open(gate: Path, keys: list[str]) -> None:
+    for key in keys:
+        (gate / f"open-{key}").touch()
+
+
+async def test_executes_waiting_for_their_runs_leave_room_for_reads(
+    temporal_address: str, worker: str, gate_dir: Path
+) -> None:
+    # Executes waiting for their runs (up to --execute-wait, 600 s) used to hold the places of
+    # their address: with the per-address cap of them waiting, a status read from it got a 503.
+    server = await start_serve(
+        temporal_address, worker, gate_dir, "--max-connections-per-peer", str(PER_PEER)
+    )
+    keys: list[str] = []
+    try:
+        waiting, keys = await _executes_waiting(server, gate_dir, PER_PEER)
+        assert await _version(server) == 200
+        _open(gate_dir, keys)
+        answers = await asyncio.gather(*waiting)
+    finally:
+        _open(gate_dir, keys)  # a run left at its gate would hold the module's worker
+        await server.stop()
+    assert [answer.status_code for answer in answers] == [200] * PER_PEER, answers
+
+
+async def test_executes_past_their_own_cap_get_a_503_and_start_nothing(
+    temporal_address: str, worker: str, gate_dir: Path
+) -> None:
+    server = await start_serve(temporal_address, worker, gate_dir, "--max-executes", "2")
+    keys: list[str] = []
+    try:
+        waiting, keys = await _executes_waiting(server, gate_dir, 2)
+        before = set(gate_dir.glob("entered-*"))
+        refused = await _execute(server, f"One execute too many ({uuid.uuid4().hex[:8]}).")
+        _open(gate_dir, keys)
+        answers = await asyncio.gather(*waiting)
+    finally:
+        _open(gate_dir, keys)
+        await server.stop()
+    assert refused.status_code == 503, refused.text
+    problem = refused.json()
+    assert problem["code"] == "runtime.unavailable"
+    assert problem["detail"] == (
+        "This runner already waits for 2 runs of execute (its limit, --max-executes); nothing "
+        "was started: send it again in a moment, or start the run (/v1/start) and follow it at "
+        "/v1/runs/{id}/status."
+    )
+    assert refused.headers["Retry-After"]
+    assert any("refused an execute from" in line for line in server.log), server.log
+    assert [answer.status_code for answer in answers] == [200, 200], answers
+    # Its run never reached a gate: it was never started.
+    assert set(gate_dir.glob("entered-*")) == before
+
+
 @pytest.mark.parametrize(
     ("flag", "value"),
-    [("--head-timeout", "0"), ("--body-min-rate", "-1"), ("--max-connections-per-peer", "-2")],
+    [
+        ("--head-timeout", "0"),
+        ("--body-min-rate", "-1"),
+        ("--max-connections-per-peer", "-2"),
+        ("--max-executes", "0"),
+    ],
 )
 def test_a_limit_that_cannot_work_is_one_sentence_naming_its_flag(
     monkeypatch: pytest.MonkeyPatch, flag: str, value: str
