@@ -167,10 +167,21 @@ async def cpu_when_quiet(pid: int, *, quiet_s: float = 0.1, at_most_s: float = 3
     while time.monotonic() < deadline:
         await asyncio.sleep(quiet_s)
         now = cpu_seconds(pid)
-        if now == last:
+        # A thread waiting for a CPU on a busy host spends no tick either: quiet is asleep too.
+        if now == last and not runnable(pid):
             return now
         last = now
     return last
+
+
+def runnable(pid: int) -> bool:
+    """Whether a thread of process ``pid`` is running or waiting for a CPU (state ``R``)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            stat = (task / "stat").read_text()
+            if stat[stat.rindex(")") + 2] == "R":
+                return True
+    return False
 
 
 def dev_servers() -> list[int]:

@@ -83,6 +83,24 @@ def test_a_dead_process_is_reported_without_a_traceback(tmp_path: Path) -> None:
     assert ran.stderr.strip().endswith(f"its log {log} ends: (nothing)")
 
 
+def test_a_thread_waiting_for_a_cpu_is_not_quiet() -> None:
+    # On a busy host a spinning process may go a tick-length without a CPU; it is still busy.
+    spinning = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    sleeping = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert _common.runnable(spinning.pid)
+        # The sleeper is runnable while Python starts, then asleep for good.
+        deadline = time.monotonic() + 30
+        while _common.runnable(sleeping.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _common.runnable(sleeping.pid)
+        assert _common.runnable(spinning.pid)
+    finally:
+        for process in (spinning, sleeping):
+            process.kill()
+            process.wait()
+
+
 async def test_cpu_is_read_once_the_process_is_quiet() -> None:
     # A process that keeps computing for a while after being asked (as a worker finishing a
     # run's logging) is charged for it: the reading waits until it stops.
