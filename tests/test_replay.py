@@ -1,4 +1,4 @@
-"""Recorded histories of the example pipeline replay against the current code (CI catches breaks)."""
+"""Recorded histories of the example pipelines replay against the current code (CI catches breaks)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,11 @@ def test_histories_are_recorded() -> None:
         # ... and off: no upsert at all (DURAPIPE_SEARCHABLE_TOTALS=off when recorded)
         "brief-workflow-v3-totals-off.json",
         "brief-workflow-v3-totals-off__fact_check.json",
+        # An agent looping tool calls (tests.histories.record_agents), top-level and nested,
+        # recorded before its turns and tool calls counted against the run's steps.
+        "looper-before-turn-steps.json",
+        "asked-before-turn-steps.json",
+        "asked-before-turn-steps__looper.json",
     }
 
 
