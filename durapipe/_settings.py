@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     """The longest timeout a leaf step may ask of this worker (``1h``, ``30m``; default 1 hour)."""
     max_run_steps: int = Field(default=DEFAULT_MAX_RUN_STEPS, ge=STEPS_ALWAYS_ALLOWED)
     """The steps one run may start on this worker, across its nested runs (default 100,000)."""
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    """The most output tokens one llm call or agent turn may ask of this worker (unset: no cap);
+    a call that asks none is sent with it."""
     limits: str = ""
     """Provider-limit counts, when not where the checkpoints are."""
     blob_dir: str | None = None

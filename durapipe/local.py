@@ -268,7 +268,14 @@ class LocalRuntime:
         # not one more coroutine around it (each layer runs again whenever the call resumes).
         if not self.budget.active:
             return self._retrying(call)
-        return self.budget.spend(call, _estimate, self._retrying)
+        return self.budget.spend(call, self._estimate, self._retrying)
+
+    async def _estimate(self, call: LeafCall) -> float | None:
+        if not estimated(call):
+            return None
+        assert isinstance(call, LlmCall | AgentTurnCall | ImageCall)
+        cap = self.deck.max_output_tokens if self.deck is not None else None
+        return estimate_cost(call, cap)
 
     async def _after_models(self, call: LeafCall, models: ModelLibrary) -> LeafResult:
         # Before the budget's estimate and the attempt's timeout: both need litellm, and its
@@ -489,7 +496,9 @@ async def run_local(
         approve_all=approve_all,
         checkpoints=store,
         run_checkpoints=own,
-        deck=deck.allowing(worker_models([pipeline, run.spec], deck)),
+        deck=deck.allowing(worker_models([pipeline, run.spec], deck)).capping(
+            settings().max_output_tokens
+        ),
         on_step=on_step,
         models=models,
     )
@@ -543,10 +552,3 @@ def _kind_calls_a_model(kind_name: str) -> bool:
 
 def _calls_a_model(call: LeafCall) -> bool:
     return _kind_calls_a_model(call.pipe.kind)
-
-
-async def _estimate(call: LeafCall) -> float | None:
-    if not estimated(call):
-        return None
-    assert isinstance(call, LlmCall | AgentTurnCall | ImageCall)
-    return estimate_cost(call)

@@ -78,8 +78,11 @@ class Activities:
         pipelines: Sequence[Pipeline] = (),
     ) -> None:
         self.tools = dict(tools or {})
-        # Connection settings per model: only this worker's configuration decides where calls go.
+        # Connection settings per model: only this worker's configuration decides where calls go,
+        # and its cap on a request's output tokens what one may cost (a deck's own cap kept).
         self.deck = deck or ModelDeck()
+        if self.deck.max_output_tokens is None:
+            self.deck = self.deck.capping(settings().max_output_tokens)
         # The files it loaded: the models they name are ones it calls (see `models()`).
         self._pipelines = tuple(pipelines)
         # The worker's own provider limits: they hold for every call it runs (see `own_limits`).
@@ -170,7 +173,7 @@ class Activities:
     async def estimate_cost(self, call: LlmCall | AgentTurnCall | ImageCall) -> float:
         """The worst-case cost of a paid call (llm, agent turn, image), checked against a run's
         budget."""
-        return estimate_cost(call)
+        return estimate_cost(call, self.deck.max_output_tokens)
 
     @activity.defn(name=STEPS_CAP_ACTIVITY)
     async def max_run_steps(self) -> int:
