@@ -61,6 +61,16 @@ def test_histories_are_recorded() -> None:
         "looper-before-turn-steps.json",
         "asked-before-turn-steps.json",
         "asked-before-turn-steps__looper.json",
+        # ... nested, 121 steps under DURAPIPE_MAX_RUN_STEPS=100 (three runs of the agent's
+        # workflow, continued as new): more than its run held, once its turns count.
+        "long_asked-before-turn-steps.json",
+        "long_asked-before-turn-steps__long_looper.json",
+        "long_asked-before-turn-steps__long_looper.run2.json",
+        "long_asked-before-turn-steps__long_looper.run3.json",
+        # ... and recorded after: the agent's turns and tool calls counted (the patch's marker).
+        "looper-turn-steps.json",
+        "asked-turn-steps.json",
+        "asked-turn-steps__looper.json",
     }
 
 
