@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     max_output_tokens: int | None = Field(default=None, ge=1)
     """The most output tokens one llm call or agent turn may ask of this worker (unset: no cap);
     a call that asks none is sent with it."""
+    max_run_usd: float | None = Field(default=None, gt=0)
+    """The most one run may spend on this worker, in USD, across its nested runs (unset: no cap;
+    a client's budget, when tighter, holds)."""
     limits: str = ""
     """Provider-limit counts, when not where the checkpoints are."""
     blob_dir: str | None = None

@@ -38,7 +38,7 @@ from durapipe.runtime import (
     Usage,
 )
 from durapipe.runtime._approvals import ApprovalDecision, ApprovalRequest
-from durapipe.runtime._budget import Budget, estimated
+from durapipe.runtime._budget import Budget, effective_budget, estimated
 from durapipe.runtime._calls import AgentTurnCall, FailedAttempt, ImageCall, failed_spend, spent_by
 from durapipe.runtime._interpret import Interpreter
 from durapipe.runtime._spend import counting, done
@@ -477,6 +477,9 @@ async def run_local(
     # variable, not at the first step that happens to read it.
     settings()
     encryption_from_env()
+    # This process's caps, as a worker's: the run's steps, and what it spends (the tighter of the
+    # caller's budget, the pipe's and DURAPIPE_MAX_RUN_USD).
+    budget_usd = effective_budget(budget_usd, settings().max_run_usd)
     run = pipe_run(pipeline, pipe, inputs, run_id=run_id, budget_usd=budget_usd)
     run = run.model_copy(update={"steps_left": settings().max_run_steps})
     if not approve_all:

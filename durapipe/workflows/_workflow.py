@@ -68,7 +68,7 @@ with workflow.unsafe.imports_passed_through():
     from durapipe.spec._kinds import kinds_generation
     from durapipe.spec._messages import end_loan, lend_wire_pipe, pipe_on_the_wire
     from durapipe.spec._size import RunSize
-    from durapipe.workflows._caps import steps_allowed
+    from durapipe.workflows._caps import may_cap_spend, run_budget, steps_allowed
     from durapipe.workflows._refusals import RunInputError, input_problem, refuse_if_newer
     from durapipe.workflows._search import PIPE_ONLY_AT_START, has_totals, run_totals
 
@@ -275,6 +275,10 @@ class PipeWorkflow:
         info = workflow.info()
         # A scheduled run's workflow id gets a timestamp suffix its stored input cannot know.
         run, parts = _pipe_run(raw, info.workflow_id if info.parent is None else None)
+        if may_cap_spend(info):
+            budget = await run_budget(run, workflow.patched)
+            if budget != run.budget_usd:  # the worker's cap is tighter: nested runs get it too
+                run = run.model_copy(update={"budget_usd": budget})
         self._run = run
         runtime = _TemporalRuntime(self._control, run, parts.options)
         if parts.size is None:
