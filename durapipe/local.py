@@ -228,6 +228,8 @@ class LocalRuntime:
     Args:
         tools: tool functions by ``module:name`` reference.
         budget_usd: what this (part of the) run may spend; None for no budget.
+        spend_cap: this process's cap on one run's spend (``DURAPIPE_MAX_RUN_USD``), named by a
+            refusal; None: no cap.
         approve_all: approve every approval step as is; without it an approval step fails, since
             only a run on Temporal can wait for a human.
         checkpoints: where leaf results are checkpointed (None: nowhere).
@@ -244,6 +246,7 @@ class LocalRuntime:
         tools: Mapping[str, Callable[..., Any]],
         *,
         budget_usd: float | None = None,
+        spend_cap: float | None = None,
         approve_all: bool = False,
         checkpoints: CheckpointStore | None = None,
         run_checkpoints: RunCheckpoints | None = None,
@@ -254,7 +257,7 @@ class LocalRuntime:
         self.tools = dict(tools)
         self.models = models
         self.deck = deck
-        self.budget = Budget(budget_usd)
+        self.budget = Budget(budget_usd, spend_cap)
         self.approve_all = approve_all
         self.checkpoints = checkpoints
         self.run_checkpoints = run_checkpoints
@@ -382,6 +385,7 @@ class LocalRuntime:
         nested = LocalRuntime(
             self.tools,
             budget_usd=limit,
+            spend_cap=self.budget.cap,
             approve_all=self.approve_all,
             checkpoints=self.checkpoints,
             run_checkpoints=self.run_checkpoints,
@@ -479,7 +483,8 @@ async def run_local(
     encryption_from_env()
     # This process's caps, as a worker's: the run's steps, and what it spends (the tighter of the
     # caller's budget, the pipe's and DURAPIPE_MAX_RUN_USD).
-    budget_usd = effective_budget(budget_usd, settings().max_run_usd)
+    spend_cap = settings().max_run_usd
+    budget_usd = effective_budget(budget_usd, spend_cap)
     run = pipe_run(pipeline, pipe, inputs, run_id=run_id, budget_usd=budget_usd)
     run = run.model_copy(update={"steps_left": settings().max_run_steps})
     if not approve_all:
@@ -496,6 +501,7 @@ async def run_local(
     runtime = LocalRuntime(
         tools if tools is not None else tool_functions(run.spec),
         budget_usd=run.budget_usd,
+        spend_cap=spend_cap,
         approve_all=approve_all,
         checkpoints=store,
         run_checkpoints=own,

@@ -47,32 +47,43 @@ async def steps_allowed(
     return cap, True
 
 
-def may_cap_spend(info: workflow.Info) -> bool:
+def may_cap_spend(info: workflow.Info, run: PipeRun) -> bool:
     """Whether the run of this workflow may have a cap on its spend from its worker (see
-    `run_budget`): a top-level run, on a worker with ``DURAPIPE_MAX_RUN_USD`` set or replaying.
+    `capped_budget`): a top-level run, on a worker with ``DURAPIPE_MAX_RUN_USD`` set or replaying
+    (or whose input names a cap, a client's word that `capped_budget` drops).
 
-    Checked before `run_budget` is awaited: other runs (nested ones, and every run on a worker
+    Checked before `capped_budget` is awaited: other runs (nested ones, and every run on a worker
     without the setting) pay for no coroutine, no patch and no local activity.
     """
     # A nested run's budget comes from its parent's workflow code, the cap already in it.
     if info.parent is not None:
         return False
+    return run.spend_cap is not None or _asks_history_or_worker()
+
+
+def _asks_history_or_worker() -> bool:
     # Whether to ask is this worker's setting, read once per run where the run starts: a replay
     # asks the history instead (the patch's marker is there only if the worker that started the
     # run had the cap), so a worker set otherwise replays the run as it ran.
     return workflow.unsafe.is_replaying() or settings().max_run_usd is not None
 
 
-async def run_budget(run: PipeRun, patched: Callable[[str], bool]) -> float | None:
-    """What a top-level run may spend (see `may_cap_spend`): the tighter of its budget and its
-    worker's cap (``DURAPIPE_MAX_RUN_USD``) when the run started on a worker with the cap;
-    None: no budget."""
-    if not patched(RUN_USD_PATCH):
-        return run.budget_usd  # started where no cap was set, or recorded before the cap
+async def capped_budget(run: PipeRun, patched: Callable[[str], bool]) -> PipeRun:
+    """A top-level ``run`` (see `may_cap_spend`) with its worker's cap (``DURAPIPE_MAX_RUN_USD``)
+    when it started on a worker with one: its budget the tighter of its own and the cap, and the
+    cap kept for refusals to name (``spend_cap``)."""
+    if run.spend_cap is not None:  # a top-level input's: never read
+        run = run.model_copy(update={"spend_cap": None})
+    if not _asks_history_or_worker() or not patched(RUN_USD_PATCH):
+        return run  # started where no cap was set, or recorded before the cap
     cap: float | None = await workflow.execute_local_activity(
         SPEND_CAP_ACTIVITY,
         result_type=float | None,  # type: ignore[arg-type]
         start_to_close_timeout=timedelta(seconds=30),
         summary="this worker's cap on a run's spend",
     )
-    return effective_budget(run.budget_usd, cap)
+    if cap is None:
+        return run
+    return run.model_copy(
+        update={"budget_usd": effective_budget(run.budget_usd, cap), "spend_cap": cap}
+    )

@@ -100,6 +100,10 @@ async def test_a_run_spends_at_most_the_workers_cap(
         step = "inner/ask3" if paid == 2 else "inner/ask2"
         assert (refused.path, refused.cause_type) == (step, "durapipe.BudgetExceeded")
         assert f" of its ${limit} budget and this step could cost up to $0.100" in refused.cause
+        assert refused.cause.endswith(
+            "no further paid call was made (its worker lets one run spend at most $0.250000: "
+            f"{CAP})"
+        )
     assert "durapipe.max-run-usd" in patches(history)
     # The cap is the one in the run's history: a worker without it replays the run as it ran.
     monkeypatch.delenv(CAP)
@@ -114,11 +118,13 @@ async def test_a_forged_input_cannot_raise_the_workers_cap(
     monkeypatch.setenv(CAP, "0.25")
     data = pipe_run(dp.load_yaml(PIPES), "outer", {"text": "x"}).model_dump(mode="json")
     data["budget_usd"] = 1e9
+    data["spend_cap"] = 1e9  # what a parent tells its nested runs, for refusals: never read
     client = await dp.connect(temporal_address, pipeline=dp.load_yaml(PIPES))
     async with dp.build_worker(client, task_queue=task_queue):
         _, failure = await raw_run_fails(client, data, task_queue, timeout=60)
     assert failure.cause_type == "durapipe.BudgetExceeded"
     assert " of its $0.250000 budget" in failure.cause
+    assert failure.cause.endswith(f"(its worker lets one run spend at most $0.250000: {CAP})")
     assert len(fake.calls) == 2
 
 
