@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     """The longest timeout a leaf step may ask of this worker (``1h``, ``30m``; default 1 hour)."""
     max_run_steps: int = Field(default=DEFAULT_MAX_RUN_STEPS, ge=STEPS_ALWAYS_ALLOWED)
     """The steps one run may start on this worker, across its nested runs (default 100,000)."""
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    """The most output tokens one llm call or agent turn may ask of this worker (unset: no cap);
+    a call that asks none is sent with it."""
+    max_run_usd: float | None = Field(default=None, gt=0)
+    """The most one run may spend on this worker, in USD, across its nested runs (unset: no cap;
+    a client's budget, when tighter, holds)."""
     limits: str = ""
     """Provider-limit counts, when not where the checkpoints are."""
     blob_dir: str | None = None

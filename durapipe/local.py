@@ -38,7 +38,7 @@ from durapipe.runtime import (
     Usage,
 )
 from durapipe.runtime._approvals import ApprovalDecision, ApprovalRequest
-from durapipe.runtime._budget import Budget, estimated
+from durapipe.runtime._budget import Budget, effective_budget, estimated
 from durapipe.runtime._calls import AgentTurnCall, FailedAttempt, ImageCall, failed_spend, spent_by
 from durapipe.runtime._interpret import Interpreter
 from durapipe.runtime._spend import counting, done
@@ -228,6 +228,8 @@ class LocalRuntime:
     Args:
         tools: tool functions by ``module:name`` reference.
         budget_usd: what this (part of the) run may spend; None for no budget.
+        spend_cap: this process's cap on one run's spend (``DURAPIPE_MAX_RUN_USD``), named by a
+            refusal; None: no cap.
         approve_all: approve every approval step as is; without it an approval step fails, since
             only a run on Temporal can wait for a human.
         checkpoints: where leaf results are checkpointed (None: nowhere).
@@ -244,6 +246,7 @@ class LocalRuntime:
         tools: Mapping[str, Callable[..., Any]],
         *,
         budget_usd: float | None = None,
+        spend_cap: float | None = None,
         approve_all: bool = False,
         checkpoints: CheckpointStore | None = None,
         run_checkpoints: RunCheckpoints | None = None,
@@ -254,7 +257,7 @@ class LocalRuntime:
         self.tools = dict(tools)
         self.models = models
         self.deck = deck
-        self.budget = Budget(budget_usd)
+        self.budget = Budget(budget_usd, spend_cap)
         self.approve_all = approve_all
         self.checkpoints = checkpoints
         self.run_checkpoints = run_checkpoints
@@ -268,7 +271,14 @@ class LocalRuntime:
         # not one more coroutine around it (each layer runs again whenever the call resumes).
         if not self.budget.active:
             return self._retrying(call)
-        return self.budget.spend(call, _estimate, self._retrying)
+        return self.budget.spend(call, self._estimate, self._retrying)
+
+    async def _estimate(self, call: LeafCall) -> float | None:
+        if not estimated(call):
+            return None
+        assert isinstance(call, LlmCall | AgentTurnCall | ImageCall)
+        cap = self.deck.max_output_tokens if self.deck is not None else None
+        return estimate_cost(call, cap)
 
     async def _after_models(self, call: LeafCall, models: ModelLibrary) -> LeafResult:
         # Before the budget's estimate and the attempt's timeout: both need litellm, and its
@@ -375,6 +385,7 @@ class LocalRuntime:
         nested = LocalRuntime(
             self.tools,
             budget_usd=limit,
+            spend_cap=self.budget.cap,
             approve_all=self.approve_all,
             checkpoints=self.checkpoints,
             run_checkpoints=self.run_checkpoints,
@@ -470,6 +481,10 @@ async def run_local(
     # variable, not at the first step that happens to read it.
     settings()
     encryption_from_env()
+    # This process's caps, as a worker's: the run's steps, and what it spends (the tighter of the
+    # caller's budget, the pipe's and DURAPIPE_MAX_RUN_USD).
+    spend_cap = settings().max_run_usd
+    budget_usd = effective_budget(budget_usd, spend_cap)
     run = pipe_run(pipeline, pipe, inputs, run_id=run_id, budget_usd=budget_usd)
     run = run.model_copy(update={"steps_left": settings().max_run_steps})
     if not approve_all:
@@ -486,10 +501,13 @@ async def run_local(
     runtime = LocalRuntime(
         tools if tools is not None else tool_functions(run.spec),
         budget_usd=run.budget_usd,
+        spend_cap=spend_cap,
         approve_all=approve_all,
         checkpoints=store,
         run_checkpoints=own,
-        deck=deck.allowing(worker_models([pipeline, run.spec], deck)),
+        deck=deck.allowing(worker_models([pipeline, run.spec], deck)).capping(
+            settings().max_output_tokens
+        ),
         on_step=on_step,
         models=models,
     )
@@ -543,10 +561,3 @@ def _kind_calls_a_model(kind_name: str) -> bool:
 
 def _calls_a_model(call: LeafCall) -> bool:
     return _kind_calls_a_model(call.pipe.kind)
-
-
-async def _estimate(call: LeafCall) -> float | None:
-    if not estimated(call):
-        return None
-    assert isinstance(call, LlmCall | AgentTurnCall | ImageCall)
-    return estimate_cost(call)

@@ -239,6 +239,7 @@ def test_the_built_in_kinds_take_the_registered_path() -> None:
         **messages,
         "durapipe.estimate_cost": estimated,
         "durapipe.max_run_steps": None,  # takes no call: it answers the worker's setting
+        "durapipe.max_run_usd": None,  # likewise
     }
 
 

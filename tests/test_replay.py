@@ -1,4 +1,4 @@
-"""Recorded histories of the example pipeline replay against the current code (CI catches breaks)."""
+"""Recorded histories of the example pipelines replay against the current code (CI catches breaks)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,21 @@ def test_histories_are_recorded() -> None:
         # ... and off: no upsert at all (DURAPIPE_SEARCHABLE_TOTALS=off when recorded)
         "brief-workflow-v3-totals-off.json",
         "brief-workflow-v3-totals-off__fact_check.json",
+        # An agent looping tool calls (tests.histories.record_agents), top-level and nested,
+        # recorded before its turns and tool calls counted against the run's steps.
+        "looper-before-turn-steps.json",
+        "asked-before-turn-steps.json",
+        "asked-before-turn-steps__looper.json",
+        # ... nested, 121 steps under DURAPIPE_MAX_RUN_STEPS=100 (three runs of the agent's
+        # workflow, continued as new): more than its run held, once its turns count.
+        "long_asked-before-turn-steps.json",
+        "long_asked-before-turn-steps__long_looper.json",
+        "long_asked-before-turn-steps__long_looper.run2.json",
+        "long_asked-before-turn-steps__long_looper.run3.json",
+        # ... and recorded after: the agent's turns and tool calls counted (the patch's marker).
+        "looper-turn-steps.json",
+        "asked-turn-steps.json",
+        "asked-turn-steps__looper.json",
     }
 
 

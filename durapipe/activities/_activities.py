@@ -31,6 +31,7 @@ from durapipe.adapters._plan import (
     ACTIVITY_NAMES,
     ATTEMPT_DETAIL,
     ESTIMATE_ACTIVITY,
+    SPEND_CAP_ACTIVITY,
     STEPS_CAP_ACTIVITY,
 )
 from durapipe.runtime._calls import (
@@ -78,8 +79,11 @@ class Activities:
         pipelines: Sequence[Pipeline] = (),
     ) -> None:
         self.tools = dict(tools or {})
-        # Connection settings per model: only this worker's configuration decides where calls go.
+        # Connection settings per model: only this worker's configuration decides where calls go,
+        # and its cap on a request's output tokens what one may cost (a deck's own cap kept).
         self.deck = deck or ModelDeck()
+        if self.deck.max_output_tokens is None:
+            self.deck = self.deck.capping(settings().max_output_tokens)
         # The files it loaded: the models they name are ones it calls (see `models()`).
         self._pipelines = tuple(pipelines)
         # The worker's own provider limits: they hold for every call it runs (see `own_limits`).
@@ -103,12 +107,12 @@ class Activities:
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for a worker's ``activities=``: one per registered leaf body (the
         built-in kinds' and those of kinds registered in this process, see `register_activity`),
-        plus the budget's cost estimate and the run-size cap."""
+        plus the budget's cost estimate and the caps on a run's size and spend."""
         registered = [
             self._registered(name, call, body)
             for name, (call, body) in registered_activities().items()
         ]
-        return [*registered, self.estimate_cost, self.max_run_steps]
+        return [*registered, self.estimate_cost, self.max_run_steps, self.max_run_usd]
 
     def models(self) -> AllowedModels:
         """The models this worker calls (see `worker_models`), decided once, when first asked:
@@ -170,13 +174,19 @@ class Activities:
     async def estimate_cost(self, call: LlmCall | AgentTurnCall | ImageCall) -> float:
         """The worst-case cost of a paid call (llm, agent turn, image), checked against a run's
         budget."""
-        return estimate_cost(call)
+        return estimate_cost(call, self.deck.max_output_tokens)
 
     @activity.defn(name=STEPS_CAP_ACTIVITY)
     async def max_run_steps(self) -> int:
         """The steps this worker lets one run start (``DURAPIPE_MAX_RUN_STEPS``), asked as a
         local activity by a run that may grow that large."""
         return settings().max_run_steps
+
+    @activity.defn(name=SPEND_CAP_ACTIVITY)
+    async def max_run_usd(self) -> float | None:
+        """What this worker lets one run spend (``DURAPIPE_MAX_RUN_USD``; None: no cap), asked as
+        a local activity by a top-level run that starts on a worker with the cap set."""
+        return settings().max_run_usd
 
 
 def refuse_long_timeout(call: CallBase, info: activity.Info, cap: float) -> None:

@@ -13,7 +13,11 @@ from durapipe.activities._llm import (
 )
 from durapipe.activities._models import check_models
 from durapipe.activities._registry import CallContext, register_activity
-from durapipe.activities._settings import check_settings, provider_settings
+from durapipe.activities._settings import (
+    check_output_tokens,
+    check_settings,
+    provider_settings,
+)
 from durapipe.adapters._answers import carries
 from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._agent_messages import AgentReply, ToolRequest
@@ -42,6 +46,7 @@ async def run_agent_turn(
             model this worker does not call.
     """
     check_settings("agent", call.pipe_name, call.pipe.settings)
+    check_output_tokens(call.pipe_name, call.pipe.settings, deck)
     check_models("agent", call.pipe_name, call.pipe.model or OFFLINE_MODEL, (), deck)
     key = checkpoint_key(call)
     return await checkpointed(

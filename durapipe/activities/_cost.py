@@ -5,7 +5,8 @@ worst case = asks * (input tokens * input price) + asks * (max output tokens * o
 - input tokens: litellm's ``token_counter`` over the rendered messages plus the JSON schema of a
   structured output; each re-ask adds the previous answer (max output tokens) and the complaint;
 - max output tokens: the pipe's ``max_tokens`` / ``max_completion_tokens`` setting, else the
-  model's ``max_output_tokens`` in litellm's price data, else 4096;
+  model's ``max_output_tokens`` in litellm's price data, else 4096; at most the worker's cap
+  (``DURAPIPE_MAX_OUTPUT_TOKENS``, which a request asking none is sent with);
 - asks: 1, or ``reask + 1`` for a structured output;
 - a model litellm has no price for estimates (and costs) 0.
 
@@ -31,13 +32,16 @@ DEFAULT_MAX_OUTPUT_TOKENS = 4096
 REASK_TOKENS = 200
 
 
-def estimate_cost(call: LlmCall | AgentTurnCall | ImageCall) -> float:
-    """The most ``call`` can cost in USD (see the module docstring for the formula)."""
+def estimate_cost(
+    call: LlmCall | AgentTurnCall | ImageCall, max_output_tokens: int | None = None
+) -> float:
+    """The most ``call`` can cost in USD (see the module docstring for the formula), on a worker
+    whose cap on a request's output tokens is ``max_output_tokens`` (None: no cap)."""
     if isinstance(call, AgentTurnCall):
-        return _turn_cost(call)
+        return _turn_cost(call, max_output_tokens)
     if isinstance(call, ImageCall):
         return _image_cost(call)
-    return _llm_cost(call)
+    return _llm_cost(call, max_output_tokens)
 
 
 def _token_prices(model: str) -> tuple[dict[str, Any], float, float]:
@@ -47,7 +51,7 @@ def _token_prices(model: str) -> tuple[dict[str, Any], float, float]:
     return info, input_price, float(info.get("output_cost_per_token") or 0.0)
 
 
-def _llm_cost(call: LlmCall) -> float:
+def _llm_cost(call: LlmCall, cap: int | None) -> float:
     pipe = call.pipe
     model = pipe.model or "durapipe/offline"
     info, input_price, output_price = _token_prices(model)
@@ -55,7 +59,7 @@ def _llm_cost(call: LlmCall) -> float:
         return 0.0
     fmt, _ = response_format(pipe.output, call.structures)
     input_tokens = _request_tokens(model, messages_for(call), fmt)
-    max_output = _max_output(pipe.settings, info)
+    max_output = _max_output(pipe.settings, info, cap)
     asks = pipe.reask + 1 if fmt is not None else 1
     total_input = sum(input_tokens + ask * (max_output + REASK_TOKENS) for ask in range(asks))
     return total_input * input_price + asks * max_output * output_price
@@ -78,7 +82,7 @@ def _model_info(model: str) -> dict[str, Any]:
         return {}
 
 
-def _turn_cost(call: AgentTurnCall) -> float:
+def _turn_cost(call: AgentTurnCall, cap: int | None) -> float:
     pipe = call.pipe
     model = pipe.model or "durapipe/offline"
     info, input_price, output_price = _token_prices(model)
@@ -86,7 +90,7 @@ def _turn_cost(call: AgentTurnCall) -> float:
         return 0.0
     fmt, _ = response_format(pipe.output, call.structures)
     input_tokens = _request_tokens(model, call.messages, fmt, tools=call.tools)
-    return input_tokens * input_price + _max_output(pipe.settings, info) * output_price
+    return input_tokens * input_price + _max_output(pipe.settings, info, cap) * output_price
 
 
 def _image_cost(call: ImageCall) -> float:
@@ -108,10 +112,10 @@ def _image_cost(call: ImageCall) -> float:
         return pipe.count * float(_model_info(model).get("output_cost_per_image") or 0.0)
 
 
-def _max_output(settings: dict[str, Any], info: dict[str, Any]) -> int:
-    return int(
-        settings.get("max_tokens")
-        or settings.get("max_completion_tokens")
-        or info.get("max_output_tokens")
-        or DEFAULT_MAX_OUTPUT_TOKENS
-    )
+def _max_output(settings: dict[str, Any], info: dict[str, Any], cap: int | None) -> int:
+    asked = settings.get("max_tokens") or settings.get("max_completion_tokens")
+    most = int(asked or info.get("max_output_tokens") or 0)
+    if cap is not None:
+        # A request asking none is sent with the cap; one asking more is refused by the worker.
+        return min(most, cap) if most else cap
+    return most or DEFAULT_MAX_OUTPUT_TOKENS

@@ -14,7 +14,11 @@ from temporalio.exceptions import ApplicationError
 from durapipe._errors import ErrorType
 from durapipe.activities._models import check_models
 from durapipe.activities._registry import CallContext, register_activity
-from durapipe.activities._settings import check_settings, provider_settings
+from durapipe.activities._settings import (
+    check_output_tokens,
+    check_settings,
+    provider_settings,
+)
 from durapipe.activities._spans import provider_span, record_response
 from durapipe.adapters._answers import carries
 from durapipe.adapters._answers import install as keep_answers
@@ -145,6 +149,7 @@ async def run_llm(
             not carry, a model this worker does not call (``durapipe.ModelNotAllowed``), or an answer that still did not fit the output type after ``reask`` asks.
     """
     check_settings("llm", call.pipe_name, call.pipe.settings)
+    check_output_tokens(call.pipe_name, call.pipe.settings, deck)
     check_models("llm", call.pipe_name, call.pipe.model or OFFLINE_MODEL, call.pipe.fallbacks, deck)
     messages = messages_for(call)
     key = checkpoint_key(call, messages)

@@ -1,5 +1,6 @@
 """What a provider call sends besides the prompt: the pipe's generation settings, refused if they
-reach past them, plus the connection settings of this worker's model deck.
+reach past them or ask more output tokens than the worker's cap, plus the connection settings of
+this worker's model deck.
 
 The spec arrives as workflow input, which any client of the namespace can send without running
 validation, so the activity checks the settings again before anything is sent (see
@@ -16,6 +17,13 @@ from temporalio.exceptions import ApplicationError
 from durapipe._errors import ErrorType
 from durapipe.spec._deck import ModelDeck, refused_settings
 
+# The settings that bound a chat request's output tokens (litellm maps one onto the other where a
+# provider knows only one), and the worker's cap on both.
+OUTPUT_TOKEN_SETTINGS = ("max_tokens", "max_completion_tokens")
+OUTPUT_TOKENS_VARIABLE = "DURAPIPE_MAX_OUTPUT_TOKENS"
+# The kinds whose provider requests are chat completions, billed per output token.
+CHAT_KINDS = frozenset({"llm", "agent"})
+
 
 def check_settings(kind: str, pipe_name: str, settings: Mapping[str, Any]) -> None:
     """Refuse a pipe whose settings go past generation parameters.
@@ -30,10 +38,44 @@ def check_settings(kind: str, pipe_name: str, settings: Mapping[str, Any]) -> No
         raise ApplicationError(refused, type=ErrorType.SETTING_NOT_ALLOWED, non_retryable=True)
 
 
+def check_output_tokens(
+    pipe_name: str, settings: Mapping[str, Any], deck: ModelDeck | None
+) -> None:
+    """Refuse a chat request (llm call, agent turn) asking more output tokens than this worker's
+    cap (``DURAPIPE_MAX_OUTPUT_TOKENS``, on its deck): each is billed, and a budget's estimate
+    follows what the request asks.
+
+    Raises:
+        ApplicationError: non-retryable ``durapipe.SettingNotAllowed`` naming the pipe, the
+            setting, its value, the cap and the variable.
+    """
+    cap = deck.max_output_tokens if deck is not None else None
+    if cap is None or not settings:
+        return
+    for name in OUTPUT_TOKEN_SETTINGS:
+        asked = settings.get(name)
+        if asked is None:
+            continue
+        if isinstance(asked, bool) or not isinstance(asked, int):
+            why = f"{asked!r} is not a whole number of tokens"
+        elif asked > cap:
+            why = f"asks for up to {asked:,} output tokens per request"
+        else:
+            continue
+        raise ApplicationError(
+            f"pipe '{pipe_name}', field 'settings.{name}': {why}, and this worker lets a request "
+            f"ask for at most {cap:,} ({OUTPUT_TOKENS_VARIABLE}); ask for {cap:,} or fewer, or "
+            "raise the setting on the workers",
+            type=ErrorType.SETTING_NOT_ALLOWED,
+            non_retryable=True,
+        )
+
+
 def provider_settings(
     kind: str, pipe_name: str, model: str, settings: Mapping[str, Any], deck: ModelDeck | None
 ) -> dict[str, Any]:
-    """The keyword arguments of a provider call: the deck's connection, then the pipe's settings.
+    """The keyword arguments of a provider call: the deck's connection, then the pipe's settings
+    (a chat request that asks for no output-token limit is sent with the worker's cap, if any).
 
     Raises:
         ApplicationError: the pipe's settings hold more than generation parameters, or this
@@ -41,8 +83,16 @@ def provider_settings(
             forgot `check_models` still sends nothing).
     """
     check_settings(kind, pipe_name, settings)
-    allowed = deck.allowed if deck is not None else None
+    if deck is None:
+        return dict(settings)
+    allowed = deck.allowed
     if allowed is not None and not allowed.allows(model):
         refused = allowed.refusal(pipe_name, "model", "model", model)
         raise ApplicationError(refused, type=ErrorType.MODEL_NOT_ALLOWED, non_retryable=True)
-    return {**(deck.connection(model) if deck is not None else {}), **settings}
+    sent = {**deck.connection(model), **settings}
+    cap = deck.max_output_tokens
+    if cap is not None and kind in CHAT_KINDS:
+        check_output_tokens(pipe_name, settings, deck)  # again, at the request (see above)
+        if all(sent.get(name) is None for name in OUTPUT_TOKEN_SETTINGS):
+            sent["max_tokens"] = cap  # so the bill, and a budget's estimate, are bounded
+    return sent

@@ -27,6 +27,9 @@ ESTIMATE_ACTIVITY = "durapipe.estimate_cost"
 # Runs as a local activity when a run starts that may grow past the steps any worker allows: its
 # answer, the worker's cap, is recorded in the history, so a replay does not read a setting.
 STEPS_CAP_ACTIVITY = "durapipe.max_run_steps"
+# Runs as a local activity when a top-level run starts on a worker that caps what one run spends:
+# its answer, the cap, is in the history, as the steps cap's is.
+SPEND_CAP_ACTIVITY = "durapipe.max_run_usd"
 DEFAULT_TASK_QUEUE = "durapipe"
 # Heartbeats let Temporal notice a dead worker long before a long call's timeout runs out: a quarter
 # of the timeout, at most 20 s, and at least 5 s: a worker's event loop can stall for seconds (the

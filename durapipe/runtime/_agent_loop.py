@@ -24,6 +24,7 @@ from durapipe.runtime._agent_messages import (
 from durapipe.runtime._calls import AgentTurnCall, StepRecord, ToolCall
 from durapipe.runtime._host import Host
 from durapipe.runtime._memory import join_path
+from durapipe.runtime._steps import AGENT_STEPS_PATCH
 from durapipe.spec import AgentPipe, TemplateError, ToolPipe, limits_for, render
 
 
@@ -52,6 +53,7 @@ class AgentLoop:
         self.schemas = [tool_schema(n, t, self.structures) for n, t in self.tools.items()]
         resume = interpreter.run.resume
         self.state = AgentState.model_validate(resume) if resume else self._start()
+        self.counts = False  # whether its turns count against the run's steps (see `run`)
         for record in self.state.steps:
             interpreter.keep(record)
         interpreter.usage = self.state.usage
@@ -79,6 +81,12 @@ class AgentLoop:
         """
         state = self.state
         turns_this_run = 0
+        # Its turns and tool calls count against the run's steps (see `durapipe.runtime.Steps`)
+        # when the run has a cap, since the patch: runs recorded before counted none.
+        steps = self.interp.steps
+        self.counts = steps.limit is not None and self.interp.runtime.patched(AGENT_STEPS_PATCH)
+        if state.steps:  # a fresh run of a long agent: the steps its earlier runs started
+            self._count(len(state.steps), f"agent '{self.name}' has started")
         while True:
             if state.turn >= self.pipe.max_turns:
                 raise self._failure(
@@ -86,6 +94,7 @@ class AgentLoop:
                     f"agent '{self.name}' reached max_turns={self.pipe.max_turns} "
                     "without a final answer",
                 )
+            self._count(1, f"agent '{self.name}', turn {state.turn + 1}, would start")
             state.turn += 1
             turns_this_run += 1
             reply = await self._ask(state.turn)
@@ -123,17 +132,22 @@ class AgentLoop:
         """Run the valid calls concurrently; answer every call, in the model's order."""
         bad: str | None = None
         answers: list[str | None] = []
-        calls: list[tuple[int, ToolCall, StepRecord]] = []
+        valid: list[tuple[int, ToolCall]] = []
         used: dict[str, int] = {}
         for index, request in enumerate(requests):
             try:
-                call = self._tool_call(turn, request, used)
+                valid.append((index, self._tool_call(turn, request, used)))
             except ValueError as err:
                 bad = bad or str(err)
                 answers.append(tool_result({"error": str(err)}))
                 continue
             answers.append(None)
-            calls.append((index, call, self._record(call.path, call.pipe_name, "tool")))
+        if valid:  # counted before any has a record: none of them starts if they do not fit
+            what = f"agent '{self.name}', turn {turn}, asks for tool calls that would start"
+            self._count(len(valid), what)
+        calls: list[tuple[int, ToolCall, StepRecord]] = [
+            (index, call, self._record(call.path, call.pipe_name, "tool")) for index, call in valid
+        ]
         results = await asyncio.gather(
             *(self.interp.track(r, self.interp.leaf(c, r)) for _, c, r in calls),
             return_exceptions=True,
@@ -171,6 +185,20 @@ class AgentLoop:
             summary=f"tool {request.name}",
             limits=limits_for(tool, self.interp.run.spec.limits),
         )
+
+    def _count(self, steps: int, what: str) -> None:
+        """Count ``steps`` more of the run's steps, or refuse them before they start.
+
+        Raises:
+            StepFailed: ``durapipe.RunTooLarge``: the run's allowance has no room for them.
+        """
+        if not self.counts:
+            return
+        try:
+            self.interp.steps.take(steps, self.path, "agent", what)
+        except StepFailed as err:
+            err.model, err.steps = self.pipe.model, self.interp.snapshot()
+            raise
 
     def _count_bad_turn(self, bad: str | None) -> None:
         self.state.bad_turns = self.state.bad_turns + 1 if bad else 0

@@ -12,6 +12,7 @@ from durapipe._errors import ErrorType, StepFailed
 from durapipe.runtime._calls import AgentTurnCall, ImageCall, LeafCall, LeafResult, LlmCall, Usage
 
 BUDGET_EXCEEDED = ErrorType.BUDGET_EXCEEDED
+SPEND_CAP_SETTING = "DURAPIPE_MAX_RUN_USD"
 # Spend and estimates are sums of float prices; equal must not read as "over".
 _SLACK = 1e-9
 
@@ -33,10 +34,13 @@ class Budget:
 
     Args:
         limit: the budget in USD; None means no budget (nothing is checked or estimated).
+        cap: the worker's cap on one run's spend (``DURAPIPE_MAX_RUN_USD``), when the run has
+            one: a refusal names it, since the budget may be the cap's and not the client's.
     """
 
-    def __init__(self, limit: float | None) -> None:
+    def __init__(self, limit: float | None, cap: float | None = None) -> None:
         self.limit = limit
+        self.cap = cap
         self.spent = 0.0
 
     @property
@@ -60,7 +64,7 @@ class Budget:
             cause=(
                 f"budget exceeded: the run has spent ${self.spent:.6f} of its "
                 f"${self.limit:.6f} budget and this step could cost up to ${estimate:.6f}; "
-                "no further paid call was made"
+                f"no further paid call was made{self._capped()}"
             ),
         )
 
@@ -91,9 +95,22 @@ class Budget:
         self.add(result.spent)
         return result
 
+    def _capped(self) -> str:
+        if self.cap is None:
+            return ""
+        return f" (its worker lets one run spend at most ${self.cap:.6f}: {SPEND_CAP_SETTING})"
+
     def add(self, usage: Usage) -> None:
         """Count what a step (or a nested run) spent."""
         self.spent += usage.cost_usd
+
+    def child(self, child_limit: float | None) -> dict[str, float | None]:
+        """The budget fields of a nested run's `PipeRun` (see `for_child`): what it may spend, and
+        the worker's cap for its refusals (when the run has one)."""
+        fields = {"budget_usd": self.for_child(child_limit)}
+        if self.cap is not None:
+            fields["spend_cap"] = self.cap
+        return fields
 
     def for_child(self, child_limit: float | None) -> float | None:
         """The budget a nested run gets: what is left here, or its own budget if tighter."""

@@ -121,6 +121,9 @@ class PipeRun(_Message):
     # A nested run's allowance of steps (see `durapipe.runtime.Steps`), set by its parent; a
     # top-level run's is its worker's cap, whatever its input says. None: runs recorded before.
     steps_left: int | None = Field(default=None, exclude_if=lambda left: left is None)
+    # The worker's cap on the run's spend (DURAPIPE_MAX_RUN_USD), already in ``budget_usd``: kept
+    # so that a refusal names it. Set by the run's workflow, never read from a top-level input.
+    spend_cap: float | None = Field(default=None, exclude_if=lambda cap: cap is None)
 
     @model_validator(mode="wrap")
     @classmethod

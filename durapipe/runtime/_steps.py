@@ -12,6 +12,10 @@ its parent counted for it, plus a loan of what its parent has free for batches t
 (the free steps split among the children that may run at once, so that together they cannot take
 more than the run has); when the child ends it tells how many steps it held (`RunResult`), and its
 parent keeps those and takes back the rest of the loan.
+
+An agent's run counts each of its turns and each tool call it makes as it goes (`AgentLoop`): its
+size is not in the spec (up to ``max_turns`` model requests, and any number of tool calls each),
+so like a batch's items it is counted when known, before the turn or the calls start.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from durapipe.spec._size import RunSize
 
 RUN_TOO_LARGE = ErrorType.RUN_TOO_LARGE
 SETTING = "DURAPIPE_MAX_RUN_STEPS"
+# Since this change an agent's turns and tool calls count against its run's steps; runs recorded
+# before counted the agent as one step, whatever it did (asked only by agents whose run has a cap).
+AGENT_STEPS_PATCH = "durapipe.agent-turn-steps"
 
 
 class Steps:

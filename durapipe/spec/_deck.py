@@ -270,14 +270,22 @@ class ModelDeck:
         self,
         connections: Mapping[str, Mapping[str, Any]] | None = None,
         allowed: AllowedModels | None = None,
+        max_output_tokens: int | None = None,
     ) -> None:
         self._connections = {model: dict(c) for model, c in (connections or {}).items()}
         # Which model strings the worker calls (None: no check, for a library call of a body).
         self.allowed = allowed
+        # The most output tokens a chat request of this worker asks for (None: no cap; see
+        # `durapipe.activities._settings.check_output_tokens`).
+        self.max_output_tokens = max_output_tokens
 
     def allowing(self, allowed: AllowedModels) -> ModelDeck:
-        """This deck's connections, calling only the models ``allowed`` allows."""
-        return ModelDeck(self._connections, allowed)
+        """This deck's connections and cap, calling only the models ``allowed`` allows."""
+        return ModelDeck(self._connections, allowed, self.max_output_tokens)
+
+    def capping(self, max_output_tokens: int | None) -> ModelDeck:
+        """This deck, its chat requests asking at most ``max_output_tokens`` output tokens."""
+        return ModelDeck(self._connections, self.allowed, max_output_tokens)
 
     def models(self) -> set[str]:
         """The model strings this deck has connection settings for."""
@@ -298,4 +306,8 @@ class ModelDeck:
         return dict(self._connections.get(model, {}))
 
     def __bool__(self) -> bool:
-        return bool(self._connections) or self.allowed is not None
+        return (
+            bool(self._connections)
+            or self.allowed is not None
+            or self.max_output_tokens is not None
+        )

@@ -1,14 +1,16 @@
 """How many steps a run of a pipe starts: what a worker's cap on one run's size counts.
 
 A step is what a run's step records list: a leaf call (llm, tool, extract, image, agent), an
-approval, a compose, a nested controller (each a child workflow on Temporal). A pipe's size is
-known from the spec alone, except a batch's items: they count when the batch starts, once its list
-is read (see `durapipe.runtime.Steps`).
+approval, a compose, a nested controller (each a child workflow on Temporal), and an agent's turns
+and tool calls. A pipe's size is known from the spec alone, except a batch's items (they count
+when the batch starts, once its list is read) and an agent's turns and tool calls (each counts
+before it starts; see `durapipe.runtime.Steps`).
 """
 
 from __future__ import annotations
 
 from durapipe.spec._spec import (
+    AgentPipe,
     BatchPipe,
     ConditionPipe,
     ParallelPipe,
@@ -49,7 +51,7 @@ class RunSize:
             size = sum(1 + self.inside(child) for child in pipes_used(pipe))
         elif isinstance(pipe, ConditionPipe):
             size = max((1 + self.inside(child) for child in pipes_used(pipe)), default=0)
-        else:  # a leaf, an agent (its turns are bounded by its max_turns), a batch (see `item`)
+        else:  # a leaf, an agent (its turns count as they start), a batch (see `item`)
             size = 0
         self._inside[name] = size
         return size
@@ -59,12 +61,13 @@ class RunSize:
         return 1 + self.inside(batch.pipe)
 
     def grows(self, name: str) -> bool:
-        """Whether a run of pipe ``name`` reaches a batch, whose items count only once it starts."""
+        """Whether a run of pipe ``name`` reaches a batch or an agent, whose items, turns and tool
+        calls count only once they start."""
         known = self._batches.get(name)
         if known is not None:
             return known
         pipe = self.spec.pipes[name]
-        found = isinstance(pipe, BatchPipe) or any(
+        found = isinstance(pipe, (BatchPipe, AgentPipe)) or any(
             self.grows(child) for child in pipes_used(pipe) if child in self.spec.pipes
         )
         self._batches[name] = found

@@ -1,4 +1,5 @@
-"""Where a run's workflow gets its allowance of steps (see `durapipe.runtime.Steps`)."""
+"""Where a run's workflow gets its allowance of steps (see `durapipe.runtime.Steps`) and its
+worker's cap on what it spends."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from durapipe._settings import STEPS_ALWAYS_ALLOWED
-    from durapipe.adapters._plan import STEPS_CAP_ACTIVITY
+    from durapipe._settings import STEPS_ALWAYS_ALLOWED, settings
+    from durapipe.adapters._plan import SPEND_CAP_ACTIVITY, STEPS_CAP_ACTIVITY
+    from durapipe.runtime._budget import effective_budget
     from durapipe.runtime._calls import PipeRun
 
 # Since this change a run that may start more steps than any worker allows asks its worker's cap
@@ -17,6 +19,10 @@ with workflow.unsafe.imports_passed_through():
 # runs recorded before had no cap. Asked only by such runs (a top-level run that reaches a batch or
 # holds more than STEPS_ALWAYS_ALLOWED steps), so other runs' histories carry no marker.
 RUN_STEPS_PATCH = "durapipe.max-run-steps"
+# Since this change a top-level run that starts on a worker with DURAPIPE_MAX_RUN_USD set asks it
+# for the cap (a local activity, its answer in the history); on other workers it asks nothing, so
+# their runs' histories, and the cost of their steps, are as before.
+RUN_USD_PATCH = "durapipe.max-run-usd"
 
 
 async def steps_allowed(
@@ -39,3 +45,45 @@ async def steps_allowed(
         summary="this worker's cap on a run's steps",
     )
     return cap, True
+
+
+def may_cap_spend(info: workflow.Info, run: PipeRun) -> bool:
+    """Whether the run of this workflow may have a cap on its spend from its worker (see
+    `capped_budget`): a top-level run, on a worker with ``DURAPIPE_MAX_RUN_USD`` set or replaying
+    (or whose input names a cap, a client's word that `capped_budget` drops).
+
+    Checked before `capped_budget` is awaited: other runs (nested ones, and every run on a worker
+    without the setting) pay for no coroutine, no patch and no local activity.
+    """
+    # A nested run's budget comes from its parent's workflow code, the cap already in it.
+    if info.parent is not None:
+        return False
+    return run.spend_cap is not None or _asks_history_or_worker()
+
+
+def _asks_history_or_worker() -> bool:
+    # Whether to ask is this worker's setting, read once per run where the run starts: a replay
+    # asks the history instead (the patch's marker is there only if the worker that started the
+    # run had the cap), so a worker set otherwise replays the run as it ran.
+    return workflow.unsafe.is_replaying() or settings().max_run_usd is not None
+
+
+async def capped_budget(run: PipeRun, patched: Callable[[str], bool]) -> PipeRun:
+    """A top-level ``run`` (see `may_cap_spend`) with its worker's cap (``DURAPIPE_MAX_RUN_USD``)
+    when it started on a worker with one: its budget the tighter of its own and the cap, and the
+    cap kept for refusals to name (``spend_cap``)."""
+    if run.spend_cap is not None:  # a top-level input's: never read
+        run = run.model_copy(update={"spend_cap": None})
+    if not _asks_history_or_worker() or not patched(RUN_USD_PATCH):
+        return run  # started where no cap was set, or recorded before the cap
+    cap: float | None = await workflow.execute_local_activity(
+        SPEND_CAP_ACTIVITY,
+        result_type=float | None,  # type: ignore[arg-type]
+        start_to_close_timeout=timedelta(seconds=30),
+        summary="this worker's cap on a run's spend",
+    )
+    if cap is None:
+        return run
+    return run.model_copy(
+        update={"budget_usd": effective_budget(run.budget_usd, cap), "spend_cap": cap}
+    )

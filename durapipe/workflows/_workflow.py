@@ -68,7 +68,7 @@ with workflow.unsafe.imports_passed_through():
     from durapipe.spec._kinds import kinds_generation
     from durapipe.spec._messages import end_loan, lend_wire_pipe, pipe_on_the_wire
     from durapipe.spec._size import RunSize
-    from durapipe.workflows._caps import steps_allowed
+    from durapipe.workflows._caps import capped_budget, may_cap_spend, steps_allowed
     from durapipe.workflows._refusals import RunInputError, input_problem, refuse_if_newer
     from durapipe.workflows._search import PIPE_ONLY_AT_START, has_totals, run_totals
 
@@ -275,6 +275,7 @@ class PipeWorkflow:
         info = workflow.info()
         # A scheduled run's workflow id gets a timestamp suffix its stored input cannot know.
         run, parts = _pipe_run(raw, info.workflow_id if info.parent is None else None)
+        run = await capped_budget(run, workflow.patched) if may_cap_spend(info, run) else run
         self._run = run
         runtime = _TemporalRuntime(self._control, run, parts.options)
         if parts.size is None:
@@ -384,7 +385,7 @@ class _TemporalRuntime:
     ) -> None:
         self.control = control
         self.run = run
-        self.budget = Budget(run.budget_usd)
+        self.budget = Budget(run.budget_usd, run.spend_cap)
         # Shared by the runs of one spec (see `_KEPT_SPECS`).
         self._options = options or _ActivityOptions()
         self.interpreter: Interpreter | None = None
@@ -417,9 +418,9 @@ class _TemporalRuntime:
         return None
 
     async def child(self, run: PipeRun) -> RunResult:
-        limit = self.budget.for_child(run.spec.pipes[run.pipe].budget_usd)
+        budget = self.budget.child(run.spec.pipes[run.pipe].budget_usd)
         try:
-            result = await self._child(run.model_copy(update={"budget_usd": limit}))
+            result = await self._child(run.model_copy(update=budget))
         except StepFailed as err:
             # What the failed child's steps paid for counts here too (its records say it).
             spent = spent_by(StepRecord.model_validate(s) for s in err.steps)

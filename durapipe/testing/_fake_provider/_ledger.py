@@ -49,6 +49,8 @@ class Call:
         kernel_received_at: When the kernel had received the whole request (``SO_TIMESTAMPNS``
             on the provider's sockets, same clock as ``time.time()``), however busy the
             provider's loop was; ``None`` where the kernel does not stamp (not Linux).
+        max_tokens: The output tokens the request asked for at most (its ``max_tokens``, else
+            its ``max_completion_tokens``); ``None`` when it set neither.
     """
 
     seq: int
@@ -66,6 +68,7 @@ class Call:
     peer_port: int | None = None
     body_sha256: str | None = None
     kernel_received_at: float | None = None
+    max_tokens: int | None = None
 
     @property
     def arrived_at(self) -> float:
@@ -98,6 +101,7 @@ class Call:
             "peer_port": self.peer_port,
             "body_sha256": self.body_sha256,
             "kernel_received_at": self.kernel_received_at,
+            "max_tokens": self.max_tokens,
         }
 
     @classmethod
@@ -119,6 +123,7 @@ class Call:
             peer_port=data.get("peer_port"),
             body_sha256=data.get("body_sha256"),
             kernel_received_at=data.get("kernel_received_at"),
+            max_tokens=data.get("max_tokens"),
         )
 
 
@@ -184,6 +189,7 @@ class _Record:
     peer_port: int | None = None
     body_sha256: str | None = None
     kernel_received_at: float | None = None
+    max_tokens: int | None = None
     answer: _Answer | None = None
 
     def snapshot(self) -> Call:
@@ -203,6 +209,7 @@ class _Record:
             peer_port=self.peer_port,
             body_sha256=self.body_sha256,
             kernel_received_at=self.kernel_received_at,
+            max_tokens=self.max_tokens,
         )
 
 

@@ -291,6 +291,7 @@ class FakeProvider(_ProviderCore):
                 headers=dict(request.headers),
                 peer_port=_peer_port(request),
                 body_sha256=hashlib.sha256(raw).hexdigest() if raw is not None else None,
+                max_tokens=_max_tokens(body),
             )
             stored = self._answers.get(key) if self._honour_idempotency and key else None
             action: Action | _Replay = _Replay(stored) if stored else self._next_action(model)
@@ -656,3 +657,11 @@ class FakeProvider(_ProviderCore):
     async def _handle_reset(self, request: web.Request) -> web.StreamResponse:
         self.reset()
         return _json_response(200, {"ok": True})
+
+
+def _max_tokens(body: Mapping[str, Any]) -> int | None:
+    """The output tokens a request asked for at most, if it said (see `Call.max_tokens`)."""
+    asked = body.get("max_tokens")
+    if asked is None:
+        asked = body.get("max_completion_tokens")
+    return asked if isinstance(asked, int) and not isinstance(asked, bool) else None

@@ -1,0 +1,152 @@
+"""A worker caps what one run may spend (``DURAPIPE_MAX_RUN_USD``, unset by default): the run's
+budget is the tighter of its client's and the worker's, carried to its nested runs as a budget is,
+read by the run's workflow from its history (a local activity), whatever the run's input says. A
+worker without the cap adds nothing to a run's history."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import pytest
+from temporalio.client import WorkflowHistory
+
+import durapipe as dp
+from durapipe.adapters import pipe_run
+from durapipe.testing import FakeProvider, Reply
+from tests.support import raw_run_fails
+
+CAP = "DURAPIPE_MAX_RUN_USD"
+# $0.001 an output token: an answer of 100 tokens costs $0.1 (and a little input), and so does
+# the worst case of a call asking at most 100.
+PRICES = {"gpt-spend": (1e-7, 1e-3)}
+ASK = """
+  ask{n}:
+    kind: llm
+    model: openai/gpt-spend
+    inputs: {{text: text}}
+    prompt: "Say {n}: {{{{ text }}}}"
+    settings: {{max_tokens: 100}}
+    retry: {{max_attempts: 1}}
+"""
+# Three paid steps in a nested sequence: under $0.25 the third does not fit.
+PIPES = """
+pipes:
+  outer:
+    kind: sequence
+    inputs: {text: text}
+    steps:
+      - {pipe: inner, result: said}
+  inner:
+    kind: sequence
+    inputs: {text: text}
+    steps:
+      - {pipe: ask1, result: one}
+      - {pipe: ask2, result: two}
+      - {pipe: ask3, result: three}
+""" + "".join(ASK.format(n=n) for n in (1, 2, 3))
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProvider]:
+    with FakeProvider(prices=PRICES) as fake:
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+        fake.register_prices_with_litellm()
+        fake.set_default(Reply(content="said", completion_tokens=100))
+        yield fake
+
+
+def patches(history: WorkflowHistory) -> list[str]:
+    """The patches a history's markers record."""
+    found = []
+    for event in history.events:
+        details = event.marker_recorded_event_attributes.details
+        if "patch-data" in details:
+            found.append(json.loads(details["patch-data"].payloads[0].data)["id"])
+    return found
+
+
+@pytest.mark.parametrize(
+    ("client_budget", "limit", "paid"),
+    [(None, "0.250000", 2), (100.0, "0.250000", 2), (0.15, "0.150000", 1)],
+    ids=["no-budget", "a-looser-budget", "a-tighter-budget"],
+)
+async def test_a_run_spends_at_most_the_workers_cap(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch,
+    fake: FakeProvider, client_budget: float | None, limit: str, paid: int,
+) -> None:  # fmt: skip
+    monkeypatch.setenv(CAP, "0.25")
+    pipeline = dp.load_yaml(PIPES)
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    async with dp.build_worker(client, task_queue=task_queue):
+        handle = await dp.start(
+            client,
+            pipeline,
+            "outer",
+            {"text": "x"},
+            task_queue=task_queue,
+            budget_usd=client_budget,
+        )
+        with pytest.raises(dp.StepFailed) as failed:
+            await asyncio.wait_for(handle.result(), 60)
+        [history, *_] = await dp.ops.fetch_histories(client, run_id=handle.run_id)
+    assert len(fake.calls) == paid
+    with pytest.raises(dp.StepFailed) as local:
+        await dp.run_local(pipeline, "outer", {"text": "x"}, budget_usd=client_budget)
+    assert len(fake.calls) == 2 * paid
+    for refused in (failed.value, local.value):
+        step = "inner/ask3" if paid == 2 else "inner/ask2"
+        assert (refused.path, refused.cause_type) == (step, "durapipe.BudgetExceeded")
+        assert f" of its ${limit} budget and this step could cost up to $0.100" in refused.cause
+        assert refused.cause.endswith(
+            "no further paid call was made (its worker lets one run spend at most $0.250000: "
+            f"{CAP})"
+        )
+    assert "durapipe.max-run-usd" in patches(history)
+    # The cap is the one in the run's history: a worker without it replays the run as it ran.
+    monkeypatch.delenv(CAP)
+    [replayed] = await dp.ops.replay([history])
+    assert replayed.compatible, replayed.problem
+
+
+async def test_a_forged_input_cannot_raise_the_workers_cap(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch, fake: FakeProvider
+) -> None:
+    # A raw client writes a budget of a billion dollars into the run's input.
+    monkeypatch.setenv(CAP, "0.25")
+    data = pipe_run(dp.load_yaml(PIPES), "outer", {"text": "x"}).model_dump(mode="json")
+    data["budget_usd"] = 1e9
+    data["spend_cap"] = 1e9  # what a parent tells its nested runs, for refusals: never read
+    client = await dp.connect(temporal_address, pipeline=dp.load_yaml(PIPES))
+    async with dp.build_worker(client, task_queue=task_queue):
+        _, failure = await raw_run_fails(client, data, task_queue, timeout=60)
+    assert failure.cause_type == "durapipe.BudgetExceeded"
+    assert " of its $0.250000 budget" in failure.cause
+    assert failure.cause.endswith(f"(its worker lets one run spend at most $0.250000: {CAP})")
+    assert len(fake.calls) == 2
+
+
+async def test_without_the_cap_a_run_asks_nothing_more(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch, fake: FakeProvider
+) -> None:
+    pipeline = dp.load_yaml(PIPES)
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    async with dp.build_worker(client, task_queue=task_queue):
+        handle = await dp.start(client, pipeline, "outer", {"text": "x"}, task_queue=task_queue)
+        result = await asyncio.wait_for(handle.result(), 60)
+        histories = await dp.ops.fetch_histories(client, run_id=handle.run_id)
+    assert result.output == "said"
+    assert len(fake.calls) == 3
+    for history in histories:  # no marker, no local activity: its history is as before
+        assert "durapipe.max-run-usd" not in patches(history)
+        assert all(
+            not e.HasField("marker_recorded_event_attributes")
+            or "patch-data" in e.marker_recorded_event_attributes.details
+            for e in history.events
+        )
+    # A worker with the cap replays it as it ran: without asking for a cap the run never had.
+    monkeypatch.setenv(CAP, "0.05")
+    reports = await dp.ops.replay(histories)
+    assert [(r.compatible, r.problem) for r in reports] == [(True, None)] * len(histories)
