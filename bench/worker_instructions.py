@@ -3,8 +3,8 @@ counted by valgrind (callgrind) on every thread, and the Python bytecodes each f
 measures that load does not move.
 
     python -m bench.worker_instructions [--leaves 200] [--concurrency 100] [--rounds 1]
-                                        [--only callgrind|bytecodes] [--top 15] [--keep DIR]
-                                        [--address HOST:PORT]
+                                        [--only callgrind|bytecodes] [--cache-sim] [--top 15]
+                                        [--keep DIR] [--address HOST:PORT]
     python -m bench.worker_instructions --report DIR [--leaves N] [--rounds N] [--top N]
 
 Both bench workers (``durapipe worker`` on a batch pipeline, `bench.handwritten`) run against one
@@ -12,10 +12,12 @@ dev server (a fresh one unless ``--address``), one after the other, each twice: 
 --tool=callgrind --separate-threads=yes --instr-atstart=no``, then under a bytecode counter (a
 ``sys.settrace`` opcode tracer, `traced`). Each gets one uncounted warm-up batch, then ``--rounds``
 counted batches of ``--leaves`` items, ``--concurrency`` at once (``make bench``'s batch1000
-shape, smaller). Counting is switched on just before a counted batch starts (``callgrind_control
--i on``; SIGUSR1 to the tracer) and off once its worker is quiet after it (no CPU tick for 0.5 s),
-so imports, start-up and the warm-up are not counted, and what a batch leaves running (logging,
-collections) is; then the counts are dumped per thread (``callgrind_control -d``; SIGUSR2).
+shape, smaller). Counting starts just before a counted batch starts (``callgrind_control -z``, the
+worker instrumented since the end of its warm-up, ``-i on``, and primed with an uncounted batch,
+`instrumented`; SIGUSR1 to the tracer) and ends once its
+worker is quiet after it (no CPU tick for 0.5 s), so imports, start-up and the warm-up are not
+counted, and what a batch leaves running (logging, collections) is; then the counts are dumped per
+thread (``callgrind_control -d``; SIGUSR2).
 
 It prints per leaf (counts over the counted leaves), durapipe minus hand-written, the ``--top``
 places of each table by the size of the difference:
@@ -35,6 +37,18 @@ places of each table by the size of the difference:
   the C function it calls);
 - Python bytecodes by thread group (``event loop``, ``python threads``), by package (``durapipe``,
   ``temporalio``, ``litellm``, ``stdlib:asyncio``, ...) and by function (its own bytecodes).
+
+``--cache-sim`` has callgrind simulate this host's caches and branch predictors too (`CACHES`: the
+core's 32 KiB L1 instruction and data caches, its 1 MiB L2 as the last level; valgrind's
+predictors) and prints, per leaf, every simulated event (data reads and writes, misses of each
+cache, conditional and indirect branches and their mispredictions), the misses by kind and an
+estimated cycle count (`MODEL`), then by library and by function where they differ: the host's
+VM has no hardware counters, so this is the only reading of misses there is. A simulation, not the
+machine: one cache for all threads (valgrind runs one at a time), no prefetchers, TLB or kernel,
+and its caches start the counted batch empty (filling 1 MiB is some 16k misses over
+a batch, under 100 a leaf). About twice as slow as counting
+instructions: use ``--concurrency 20``, else a wave of 100 calls under valgrind outlasts durapipe's
+20 s heartbeat timeout and its activities are retried (the note after the run says so).
 
 The kernel's side (system calls, page faults, scheduling) and waits are not counted by either;
 instructions are not time (a cache miss costs more than an add) and a bytecode is not an
@@ -64,7 +78,7 @@ import sys
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -95,13 +109,21 @@ class Costs:
     own: Counter[str] = field(default_factory=Counter)
     entries: Counter[str] = field(default_factory=Counter)
     summary: int = 0
+    # The file's other events (``--cache-sim``: Dr, I1mr, D1mr, ..., Bcm), own costs by function.
+    events: dict[str, Counter[str]] = field(default_factory=dict)
+    caches: list[str] = field(default_factory=list)  # the simulated caches (``desc:`` lines)
 
     @property
     def by_object(self) -> Counter[str]:
-        objects: Counter[str] = Counter()
-        for name, cost in self.own.items():
-            objects[name.split(":", 1)[0]] += cost
-        return objects
+        return by_object(self.own)
+
+
+def by_object(costs: Mapping[str, int]) -> Counter[str]:
+    """Costs by function (``object:name``) summed by object."""
+    objects: Counter[str] = Counter()
+    for name, cost in costs.items():
+        objects[name.split(":", 1)[0]] += cost
+    return objects
 
 
 def short_object(path: str) -> str:
@@ -115,7 +137,8 @@ def short_object(path: str) -> str:
 
 
 def parse(text: str) -> Costs:
-    """The counts in one callgrind output file (the ``Ir`` event, positions as lines).
+    """The counts in one callgrind output file (positions as lines): ``Ir`` in ``own``, any other
+    event the file has (``--cache-sim``) in ``events``, both as self costs.
 
     Names may be compressed (``fn=(12) name`` defines 12, ``fn=(12)`` uses it); a cost line after
     ``calls=`` is the call's inclusive cost, charged to the caller's inclusive cost only, and not
@@ -132,6 +155,7 @@ def parse(text: str) -> Costs:
         return names.get((kind, match.group(1)), "???")
 
     costs = Costs()
+    others: list[Counter[str]] = []  # the events after Ir, in the file's order
     obj = callee_obj = "???"
     function = callee = "???:???"
     after_call = False
@@ -157,6 +181,16 @@ def parse(text: str) -> Costs:
         if line.startswith("summary:"):
             costs.summary = int(line.split()[1])
             continue
+        if line.startswith("events:"):
+            listed = line.split()[1:]
+            if listed[:1] != ["Ir"]:
+                raise ValueError(f"callgrind file without Ir first: {line}")
+            costs.events = {event: Counter() for event in listed[1:]}
+            others = list(costs.events.values())
+            continue
+        if line.startswith("desc: ") and "cache:" in line:
+            costs.caches.append(line.removeprefix("desc: ").strip())
+            continue
         if not (line[0].isdigit() or line[0] in "+-*"):
             continue  # a header line (version, creator, events, totals, ...)
         fields = line.split()
@@ -168,6 +202,9 @@ def parse(text: str) -> Costs:
             callee_obj = obj
         else:
             costs.own[function] += cost
+            for counter, value in zip(others, fields[2:], strict=False):
+                if value != "0":
+                    counter[function] += int(value)
     return costs
 
 
@@ -193,12 +230,17 @@ class Side:
     objects: Counter[str] = field(default_factory=Counter)
     own: Counter[str] = field(default_factory=Counter)
     entries: Counter[str] = field(default_factory=Counter)
+    events: dict[str, Counter[str]] = field(default_factory=dict)  # by function, as `Costs`
+    caches: list[str] = field(default_factory=list)
 
     def add(self, thread: int, costs: Costs) -> None:
         self.threads[thread_group(thread, costs)] += sum(costs.own.values())
         self.objects.update(costs.by_object)
         self.own.update(costs.own)
         self.entries.update(costs.entries)
+        for event, counts in costs.events.items():
+            self.events.setdefault(event, Counter()).update(counts)
+        self.caches = self.caches or costs.caches
 
     @property
     def total(self) -> int:
@@ -261,6 +303,89 @@ def report(folder: Path, leaves: int, top: int) -> list[str]:
         ("entered from Python (inclusive)", ours.entries, theirs.entries),
     ):
         lines += [*table(title, mine, others, leaves, top), ""]
+    return lines
+
+
+# --- simulated caches and branches (--cache-sim) --------------------------------------------------
+
+# The simulated machine (--cache-sim): this host's AMD EPYC (Zen 4) per core, 32 KiB 8-way L1
+# instruction and data caches and a 1 MiB 8-way L2, simulated as valgrind's last level (LL): its
+# 32 MiB L3 is shared with every other process and virtual machine on the host, so what a worker
+# keeps in its own core's L2 is what it can count on.
+CACHES = ("--I1=32768,8,64", "--D1=32768,8,64", "--LL=1048576,8,64")
+# Misses by kind, from valgrind's events (reads and writes; conditional and indirect branches).
+MISSES = {
+    "L1m": ("I1mr", "D1mr", "D1mw"),
+    "LLm": ("ILmr", "DLmr", "DLmw"),
+    "Bm": ("Bcm", "Bim"),
+}
+# The cycle model: an instruction a cycle, 10 more for an L1 miss, 100 more for a last-level
+# miss (it is also an L1 miss), 15 for a mispredicted branch.
+PENALTIES = {"L1m": 10, "LLm": 100, "Bm": 15}
+MODEL = "Ir + 10 L1m + 100 LLm + 15 Bm"
+EVENT_ROWS = ("Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw", "Bc", "Bcm", "Bi",
+              "Bim", "L1m", "LLm", "Bm", "cycles")  # fmt: skip
+
+
+def measures(side: Side) -> dict[str, Counter[str]]:
+    """``side``'s counts by function for every event, the misses summed by kind (``L1m``,
+    ``LLm``, ``Bm``) and the estimated ``cycles`` (`MODEL`)."""
+    found: dict[str, Counter[str]] = {"Ir": side.own, **side.events}
+    cycles = Counter(side.own)
+    for kind, events in MISSES.items():
+        total: Counter[str] = Counter()
+        for event in events:
+            total.update(found.get(event, {}))
+        found[kind] = total
+        for place, count in total.items():
+            cycles[place] += PENALTIES[kind] * count
+    found["cycles"] = cycles
+    return found
+
+
+def cache_report(folder: Path, leaves: int, top: int) -> list[str]:
+    """Per leaf, durapipe beside hand-written: every simulated event, the misses by kind, the
+    estimated cycles, and where (library, function) the misses and estimated cycles differ; empty
+    when the files have no cache simulation."""
+    ours, theirs = read_side(folder, "durapipe"), read_side(folder, "handwritten")
+    if "I1mr" not in ours.events or "I1mr" not in theirs.events:
+        return []
+    mine, others = measures(ours), measures(theirs)
+    lines = [
+        f"simulated caches and branches (valgrind --cache-sim=yes --branch-sim=yes): "
+        f"{'; '.join(ours.caches)}",
+        f"estimated cycles = {MODEL}",
+        "",
+        f"{'per leaf':8s} {'durapipe':>12s} {'handwritten':>12s} {'diff':>11s} {'ratio':>7s}",
+    ]
+    for event in EVENT_ROWS:
+        a = sum(mine.get(event, {}).values()) / leaves
+        b = sum(others.get(event, {}).values()) / leaves
+        ratio = f"{a / b:7.3f}" if b else f"{'-':>7s}"
+        lines.append(f"{event:8s} {a:12.1f} {b:12.1f} {a - b:+11.1f} {ratio}")
+    a = sum(mine["cycles"].values()) / leaves
+    b = sum(others["cycles"].values()) / leaves
+    ir = sum(ours.own.values()) / sum(theirs.own.values())
+    lines += [
+        f"estimated cycles per leaf (k): durapipe {a / 1000:.1f}, handwritten {b / 1000:.1f} "
+        f"({a / b:.3f}x; instructions {ir:.3f}x)",
+        "",
+    ]
+    for kind in ("cycles", "L1m", "LLm", "Bm"):
+        unit = 1000 if kind == "cycles" else 1
+        lines += [
+            *table(f"library, {kind}", by_object(mine[kind]), by_object(others[kind]),
+                   leaves, top, unit=unit),
+            "",
+        ]  # fmt: skip
+    penalty = {
+        side: Counter({p: n - counts["Ir"].get(p, 0) for p, n in counts["cycles"].items()})
+        for side, counts in (("ours", mine), ("theirs", others))
+    }
+    lines += [
+        *table("function (self), miss cycles", penalty["ours"], penalty["theirs"], leaves, top),
+        "",
+    ]
     return lines
 
 
@@ -380,10 +505,14 @@ def python_report(folder: Path, leaves: int, top: int) -> list[str]:
 # --- the run ------------------------------------------------------------------------------------
 
 
-def valgrind(out: Path) -> list[str]:
+def valgrind(out: Path, *, cache_sim: bool = False) -> list[str]:
+    simulated = ["--cache-sim=yes", "--branch-sim=yes", *CACHES] if cache_sim else []
     return [
         "valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
-        "--dump-instr=no", "--collect-jumps=no", f"--callgrind-out-file={out}",
+        # Threads take valgrind's lock in turn: without it the event loop's thread can wait
+        # seconds for it, and durapipe's activities miss their heartbeats.
+        "--fair-sched=yes",
+        "--dump-instr=no", "--collect-jumps=no", *simulated, f"--callgrind-out-file={out}",
     ]  # fmt: skip
 
 
@@ -427,8 +556,9 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
         ours_client = await dp.connect(address, pipeline=pipeline)
         theirs_client = await handwritten.connect(address)
 
-        async def batch(side: str, queue: str) -> str:
-            questions = [f"q{i}" for i in range(args.leaves)]
+        async def batch(side: str, queue: str, *, primer: bool = False) -> str:
+            size = min(args.leaves, 2 * args.concurrency) if primer else args.leaves
+            questions = [f"q{i}" for i in range(size)]
             if side == "durapipe":
                 run = pipe_run(pipeline, "batch", {"questions": questions})
                 handle = await ours_client.start_workflow(
@@ -456,6 +586,17 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
             kinds = Counter(event.WhichOneof("attributes") or "" for event in history.events)
             tasks = kinds["workflow_task_completed_event_attributes"]
             bad = {k: n for k, n in kinds.items() if re.search(r"(timed_out|failed)_event", k)}
+            # An activity retried after a timeout (a heartbeat missed under valgrind's slowness)
+            # shows only as its last attempt's number: its earlier attempts' work is counted.
+            retried = [
+                event.activity_task_started_event_attributes.last_failure.message
+                for event in history.events
+                if event.HasField("activity_task_started_event_attributes")
+                and event.activity_task_started_event_attributes.attempt > 1
+            ]
+            if retried:
+                bad["activities_retried"] = len(retried)
+                bad["first_retry_after"] = retried[0]
             notes.append(
                 f"# {side} under {tool}: {len(history.events)} history events, {tasks} workflow "
                 f"tasks ({tasks / args.leaves:.3f} per leaf)"
@@ -471,13 +612,16 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
                     else [sys.executable, "-m", "bench.handwritten"]
                 )
                 command = counted(tool, side, folder, [*command, "--address", address,
-                                                       "--task-queue", queue])  # fmt: skip
+                                                       "--task-queue", queue],
+                                  cache_sim=args.cache_sim)  # fmt: skip
                 log = folder / f"{side}-{tool}-worker.log"
                 with process(command, log, env=env) as child:
                     wait_ready(child, log, "worker ready")
                     note(f"{side} under {tool}: warm-up batch of {args.leaves}")
                     await batch(side, queue)
                     await cpu_when_quiet(child.pid, quiet_s=0.5, at_most_s=60)
+                    if tool == "callgrind":
+                        await instrumented(child.pid, batch(side, queue, primer=True))
                     for index in range(args.rounds):
                         note(f"{side} under {tool}: measured batch {index + 1} of {args.rounds}")
                         await switch(tool, child.pid, on=True)
@@ -490,23 +634,41 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
     return notes
 
 
-def counted(tool: str, side: str, folder: Path, command: list[str]) -> list[str]:
-    """``command`` (``python -m MODULE ...``) run under ``tool``: callgrind, or the bytecode
-    counter (`traced`)."""
+def counted(
+    tool: str, side: str, folder: Path, command: list[str], *, cache_sim: bool = False
+) -> list[str]:
+    """``command`` (``python -m MODULE ...``) run under ``tool``: callgrind (simulating caches
+    and branches with ``cache_sim``), or the bytecode counter (`traced`)."""
     if tool == "callgrind":
-        return [*valgrind(folder / side), *command]
+        return [*valgrind(folder / side, cache_sim=cache_sim), *command]
     return [sys.executable, "-m", "bench.worker_instructions",
             "--trace-bytecodes", str(folder / f"{side}.opcodes"), "--", *command[2:]]  # fmt: skip
 
 
+async def instrumented(pid: int, primer: Awaitable[object]) -> None:
+    """Switch callgrind's instrumentation on in worker ``pid`` and run ``primer`` (a batch of
+    twice the concurrency), uncounted: switching on makes valgrind translate every function again,
+    seconds of stall in which a counted batch's first calls missed their heartbeats and were
+    retried (and a warm-up run so from the start failed its steps). The primer may fail."""
+    from bench._common import cpu_when_quiet, note
+
+    await asyncio.to_thread(control, pid, "-i", "on")
+    note("instrumented: a primer batch, not counted")
+    try:
+        await primer
+    except Exception as err:  # its steps' retries may run out under the stall: not counted
+        note(f"the primer batch failed ({type(err).__name__}); its work is not counted")
+    await cpu_when_quiet(pid, quiet_s=0.5, at_most_s=60)
+
+
 async def switch(tool: str, pid: int, *, on: bool) -> None:
-    """Start (``on``) or stop counting in worker ``pid``; stopping callgrind dumps its counts."""
+    """Start (``on``) or stop counting in worker ``pid``; stopping dumps its counts. Callgrind
+    instruments from the warm-up on: starting zeroes its counts, stopping dumps them (and zeroes
+    them again)."""
     if tool == "bytecodes":
         os.kill(pid, signal.SIGUSR1 if on else signal.SIGUSR2)
         return
-    await asyncio.to_thread(control, pid, "-i", "on" if on else "off")
-    if not on:
-        await asyncio.to_thread(control, pid, "-d", "measured")
+    await asyncio.to_thread(control, pid, *(("-z",) if on else ("-d", "measured")))
 
 
 async def written(child: subprocess.Popen[bytes], path: Path) -> None:
@@ -533,6 +695,12 @@ def main(argv: Iterable[str] | None = None) -> None:
         choices=TOOLS,
         help="one way of counting (repeatable) [both: callgrind, then bytecodes]",
     )
+    parser.add_argument(
+        "--cache-sim",
+        action="store_true",
+        help="callgrind also simulates this host's caches and branch predictors: misses per leaf "
+        "and estimated cycles (about twice as slow)",
+    )
     parser.add_argument("--top", type=int, default=15, help="rows per table [15]")
     parser.add_argument("--keep", type=Path, help="keep the counts in this folder")
     parser.add_argument("--address", help="an existing Temporal server [default: start one]")
@@ -555,6 +723,7 @@ def main(argv: Iterable[str] | None = None) -> None:
 def tables(folder: Path, leaves: int, top: int) -> list[str]:
     """Every table the counts in ``folder`` give (callgrind's, the bytecodes', or both)."""
     lines = report(folder, leaves, top) if any(dump_files(folder, "durapipe")) else []
+    lines += cache_report(folder, leaves, top) if lines else []
     lines += python_report(folder, leaves, top)
     if not lines:
         raise SystemExit(f"no counts for both sides in {folder}")

@@ -10,7 +10,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-from bench.worker_instructions import parse, python_place, python_report, report, thread_group
+from bench.worker_instructions import (
+    cache_report,
+    parse,
+    python_place,
+    python_report,
+    report,
+    thread_group,
+)
 
 # A callgrind file as valgrind 3.19 writes it with --dump-instr=no: compressed names, a recursion
 # level (f'2), and calls whose cost lines are inclusive (the caller's calls, not its own work).
@@ -180,3 +187,63 @@ def test_the_tracer_counts_bytecodes_between_its_signals_on_every_thread(tmp_pat
     assert where == "loop"
     assert counted % 10 == 0 and counted > 0  # ten calls, the same bytecodes each
     assert mine["on_thread"][0] == "threads"
+
+
+# The same with --cache-sim --branch-sim: 13 events, trailing zeros left out of a cost line.
+SIMULATED = """events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw Bc Bcm Bi Bim
+desc: I1 cache: 32768 B, 64 B, 8-way associative
+desc: D1 cache: 32768 B, 64 B, 8-way associative
+desc: LL cache: 1048576 B, 64 B, 8-way associative
+ob=(1) /usr/lib/libpython3.11.so.1.0
+fl=(1) Python/ceval.c
+fn=(1) _PyEval_EvalFrameDefault
+10 100000 30000 10000 500 700 200 10 20 30 8000 300 1000 100
++1 1000 0 0 5
+cob=(2) /usr/lib/x86_64-linux-gnu/libc.so.6
+cfn=(2) memset
+calls=2 4
+* 50000 0 50000 0 0 800 0 0 800
+ob=(2)
+fn=(2)
+4 50000 0 50000 0 0 800 0 0 800
+"""
+
+
+def test_simulated_events_are_each_functions_own_misses_and_calls_add_none() -> None:
+    costs = parse(SIMULATED)
+    assert costs.own == {"python:_PyEval_EvalFrameDefault": 101000, "libc:memset": 50000}
+    assert costs.events["I1mr"] == {"python:_PyEval_EvalFrameDefault": 505}
+    assert costs.events["D1mw"] == {"python:_PyEval_EvalFrameDefault": 200, "libc:memset": 800}
+    assert costs.events["DLmw"] == {"python:_PyEval_EvalFrameDefault": 30, "libc:memset": 800}
+    assert costs.events["Bim"] == {"python:_PyEval_EvalFrameDefault": 100}
+    assert costs.caches[2] == "LL cache: 1048576 B, 64 B, 8-way associative"
+
+
+def test_the_cache_report_gives_misses_and_estimated_cycles_per_leaf(tmp_path: Path) -> None:
+    (tmp_path / "durapipe.1-01").write_text(SIMULATED)
+    theirs = SIMULATED.split("cob=")[0]  # the interpreter's work alone, no memset
+    (tmp_path / "handwritten.1-01").write_text(theirs)
+    lines = cache_report(tmp_path, leaves=10, top=15)
+    assert "LL cache: 1048576 B" in lines[0]
+
+    def event(name: str) -> list[str]:
+        return next(line.split()[1:] for line in lines if line.startswith(f"{name} "))
+
+    # durapipe: L1 misses 505 + 700 + 200 + 800 = 2205, LL 10 + 20 + 30 + 800 = 860, branches 400
+    assert event("L1m") == ["220.5", "140.5", "+80.0", "1.569"]
+    assert event("LLm") == ["86.0", "6.0", "+80.0", "14.333"]
+    assert event("Bm") == ["40.0", "40.0", "+0.0", "1.000"]
+    # cycles = Ir + 10 L1m + 100 LLm + 15 Bm, over 10 leaves: durapipe (151000 + 22050 + 86000
+    # + 6000), hand-written (101000 + 14050 + 6000 + 6000)
+    assert event("cycles") == ["26505.0", "12705.0", "+13800.0", "2.086"]
+    assert any("durapipe 26.5, handwritten 12.7 (2.086x; instructions 1.495x)" in x for x in lines)
+    # memset's misses are all durapipe's: 80 L1 and 80 LL misses per leaf, 13.8 k cycles
+    assert _row(lines, "libc") == ["13.8", "0.0", "+13.8"]  # the cycles table comes first
+    assert _row(lines, "libc:memset") == ["8.8", "0.0", "+8.8"]  # miss cycles only, k per leaf
+
+
+def test_files_without_a_cache_simulation_give_no_cache_report(tmp_path: Path) -> None:
+    _dump(tmp_path, "durapipe.1-01", "ob=(1) /usr/bin/python3.11\nfn=(1) eval\n1 5\n")
+    _dump(tmp_path, "handwritten.1-01", "ob=(1) /usr/bin/python3.11\nfn=(1) eval\n1 4\n")
+    assert report(tmp_path, leaves=1, top=1)  # the instructions' tables are there
+    assert cache_report(tmp_path, leaves=1, top=1) == []
