@@ -41,6 +41,9 @@ logger = logging.getLogger("durapipe.serve")
 _HEAD_ENDS: Final = (b"\r\n\r\n", b"\n\n", b"\n\r\n")
 # The code of a request that did not arrive in time (durapipe's extension of the registry).
 REQUEST_TIMEOUT: Final = "durapipe.request.timeout"
+# How long a connection cut for a slow body may stay open after its answer (see `_Guarded.linger`),
+# outside the caps: long enough for a client to read its answer, too short to hold anything.
+LINGER_S: Final = 2.0
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,7 @@ class _Guarded(asyncio.Protocol):
         self._tail = b""
         self._timer: asyncio.TimerHandle | None = None
         self._executing = False  # counted under the executes' cap, not the connection caps
+        self._done: asyncio.Protocol | None = None  # aiohttp's, once the connection lingers
 
     @property
     def limits(self) -> ClientLimits:
@@ -244,17 +248,42 @@ class _Guarded(asyncio.Protocol):
             self._gate.log_refusal(self._peer, refusal, "an execute")
         return refusal
 
+    def _leave_caps(self) -> asyncio.Protocol | None:
+        inner, self._inner = self._inner, None
+        if inner is not None:
+            if self._executing:
+                self._gate.executes -= 1
+            else:
+                self._gate.release(self._peer)
+        return inner
+
+    def linger(self) -> None:
+        """End this connection after the answer already written: it leaves the caps at once, what
+        the client still sends is read and thrown away, the answer is followed by an end of
+        stream, and the connection closes when the client closes it, or after `LINGER_S`.
+
+        Closing at once would leave the client's unread bytes in the socket, and closing a socket
+        with unread bytes resets the connection: the reset can throw away the answer before the
+        client reads it.
+        """
+        transport = self._transport
+        if transport is None or self._inner is None:
+            return
+        self._done = self._leave_caps()
+        if transport.can_write_eof():
+            transport.write_eof()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._inner is not None:
-            inner, self._inner = self._inner, None
-            if self._executing:
-                self._gate.executes -= 1
-            else:
-                self._gate.release(self._peer)
+        inner = self._leave_caps() or self._done
+        self._done = None
+        if inner is not None:
             inner.connection_lost(exc)
 
 
@@ -322,16 +351,21 @@ def count_as_execute(request: web.Request) -> None:
 
 
 async def answer_and_close(request: web.Request, response: web.Response) -> web.Response:
-    """Send ``response`` whole, then close the connection at once.
+    """Send ``response`` whole, then end the connection (`_Guarded.linger`).
 
     For a client cut for sending its body too slowly: aiohttp would otherwise keep reading (and
-    throwing away) the rest of its body for up to 10 s after the answer ("lingering", so that a
-    client still sending reads the answer rather than a reset), holding the connection's place
-    under the caps for the client that was just cut for holding it.
+    throwing away) the rest of its body for up to 10 s after the answer, holding the connection's
+    place under the caps for the client that was just cut for holding it. Closing at once instead
+    could reset the connection before the client read its answer.
     """
     await response.prepare(request)
-    await response.write_eof()  # the answer is with the transport, which sends it before closing
-    request.protocol.force_close()
+    await response.write_eof()  # the answer is with the transport, which sends it before the end
+    transport = request.transport
+    guarded = transport.get_protocol() if transport is not None else None
+    if isinstance(guarded, _Guarded):
+        guarded.linger()
+    else:
+        request.protocol.force_close()
     return response
 
 

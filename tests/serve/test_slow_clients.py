@@ -20,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from durapipe.cli import app
+from durapipe.serve._slow import LINGER_S
 from tests.serve.conftest import HERE, TOKEN, Served, entered, start_serve
 
 HEAD_TIMEOUT_S = 2.0
@@ -60,10 +61,10 @@ async def _connect(served: Served) -> tuple[asyncio.StreamReader, asyncio.Stream
 
 
 async def _read_to_end(reader: asyncio.StreamReader) -> bytes:
-    """Everything the server sent until it closed the connection, a reset included (a server that
-    closes with the client's bytes unread resets it, after what it sent)."""
+    """Everything the client read before the connection ended, by a close or a reset (a server
+    that closes with the client's bytes unread resets it; the reset may throw away what it sent)."""
     chunks = []
-    with contextlib.suppress(ConnectionResetError):
+    with contextlib.suppress(ConnectionError):
         while chunk := await reader.read(65536):
             chunks.append(chunk)
     return b"".join(chunks)
@@ -150,6 +151,38 @@ async def test_a_body_sent_a_trickle_at_a_time_is_cut_with_a_408(strict: Served)
     # (and threw away) what the slow client still sent, holding its place under the caps.
     assert closed - answered < 2.0, closed - answered
     assert not any("Traceback" in line for line in strict.log), strict.log
+
+
+async def test_a_client_still_sending_when_cut_reads_its_408(strict: Served) -> None:
+    # A client that goes on sending after its cut and reads only later (as an uploader does): had
+    # the server closed with its bytes unread, the reset would throw the 408 away unread.
+    reader, writer = await _connect(strict)
+    writer.write(
+        b"POST /v1/validate HTTP/1.1\r\nHost: durapipe\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {TOKEN}\r\nContent-Length: 100000\r\n\r\n".encode()
+    )
+    await writer.drain()
+    cut_by = time.monotonic() + BODY_TIMEOUT_S
+
+    async def trickle() -> None:
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            writer.write(b"x" * 10)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+
+    sender = asyncio.create_task(trickle())
+    try:
+        # Read half the lingering time after the cut, still sending all along.
+        await asyncio.sleep(max(0.0, cut_by - time.monotonic()) + LINGER_S / 2)
+        raw = await asyncio.wait_for(_read_to_end(reader), timeout=30)
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await sender
+        writer.close()
+    assert raw.startswith(b"HTTP/1.1 408 "), raw
+    assert json.loads(raw.partition(b"\r\n\r\n")[2])["code"] == "durapipe.request.timeout"
 
 
 async def test_a_large_upload_at_a_normal_rate_goes_through(strict: Served) -> None:
