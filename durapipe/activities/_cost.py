@@ -5,9 +5,11 @@ worst case = asks * (input tokens * input price) + asks * (max output tokens * o
 - input tokens: litellm's ``token_counter`` over the rendered messages plus the JSON schema of a
   structured output; each re-ask adds the previous answer (max output tokens) and the complaint;
 - max output tokens: the larger of the pipe's ``max_tokens`` and ``max_completion_tokens``
-  settings (one below 1 bounds nothing), else the model's ``max_output_tokens`` in litellm's price data, else 4096; at most the worker's cap
-  (``DURAPIPE_MAX_OUTPUT_TOKENS``, which a request asking none is sent with);
+  settings (one below 1 bounds nothing), else the model's ``max_output_tokens`` in litellm's
+  price data, else 4096; at most the worker's cap (``DURAPIPE_MAX_OUTPUT_TOKENS``, which a
+  request asking none is sent with);
 - asks: 1, or ``reask + 1`` for a structured output;
+- an llm step with ``fallbacks``: the dearest model of its waterfall, any of which may answer;
 - a model litellm has no price for estimates (and costs) 0.
 
 An agent's turn is one request by the same rule: its conversation so far (``messages``) and its
@@ -53,8 +55,14 @@ def _token_prices(model: str) -> tuple[dict[str, Any], float, float]:
 
 
 def _llm_cost(call: LlmCall, cap: int | None) -> float:
+    # Any model of a waterfall may be the one that answers (a client can name a first model that
+    # always fails): the worst case is the dearest one's.
+    chain = [call.pipe.model or "durapipe/offline", *call.pipe.fallbacks]
+    return max(_model_cost(call, model, cap) for model in chain)
+
+
+def _model_cost(call: LlmCall, model: str, cap: int | None) -> float:
     pipe = call.pipe
-    model = pipe.model or "durapipe/offline"
     info, input_price, output_price = _token_prices(model)
     if not input_price and not output_price:
         return 0.0

@@ -200,6 +200,14 @@ def test_the_cap_bounds_a_budgets_estimate(fake: FakeProvider) -> None:
     ]:
         pipe = dp.load_yaml(with_settings(ASK, both)).pipes["ask"]
         assert worst < estimate_cost(call.model_copy(update={"pipe": pipe}), 1000) < worst + 0.001
+    # A first model with no price (or one that always fails) before a priced fallback: any model
+    # of the waterfall may answer, so the dearest one's worst case counts.
+    unpriced = ASK.replace("model: openai/gpt-cap", "model: openai/no-price-anywhere")
+    waterfall = with_settings(unpriced, "{max_tokens: 200}").replace(
+        "    prompt:", "    fallbacks: [openai/gpt-cap]\n    prompt:"
+    )
+    pipe = dp.load_yaml(waterfall).pipes["ask"]
+    assert 0.2 < estimate_cost(call.model_copy(update={"pipe": pipe}), 1000) < 0.201
 
 
 async def test_under_a_budget_the_capped_call_runs(
