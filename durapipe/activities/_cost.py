@@ -4,10 +4,12 @@ worst case = asks * (input tokens * input price) + asks * (max output tokens * o
 
 - input tokens: litellm's ``token_counter`` over the rendered messages plus the JSON schema of a
   structured output; each re-ask adds the previous answer (max output tokens) and the complaint;
-- max output tokens: the pipe's ``max_tokens`` / ``max_completion_tokens`` setting, else the
-  model's ``max_output_tokens`` in litellm's price data, else 4096; at most the worker's cap
-  (``DURAPIPE_MAX_OUTPUT_TOKENS``, which a request asking none is sent with);
+- max output tokens: the larger of the pipe's ``max_tokens`` and ``max_completion_tokens``
+  settings (one below 1 bounds nothing), else the model's ``max_output_tokens`` in litellm's
+  price data, else 4096; at most the worker's cap (``DURAPIPE_MAX_OUTPUT_TOKENS``, which a
+  request asking none is sent with);
 - asks: 1, or ``reask + 1`` for a structured output;
+- an llm step with ``fallbacks``: the dearest model of its waterfall, any of which may answer;
 - a model litellm has no price for estimates (and costs) 0.
 
 An agent's turn is one request by the same rule: its conversation so far (``messages``) and its
@@ -23,6 +25,7 @@ import json
 from typing import Any
 
 from durapipe.activities._llm import messages_for, response_format
+from durapipe.activities._settings import OUTPUT_TOKEN_SETTINGS
 from durapipe.adapters._litellm import litellm_module
 from durapipe.runtime._calls import AgentTurnCall, ImageCall, LlmCall
 from durapipe.spec import OFFLINE_MODEL
@@ -52,8 +55,14 @@ def _token_prices(model: str) -> tuple[dict[str, Any], float, float]:
 
 
 def _llm_cost(call: LlmCall, cap: int | None) -> float:
+    # Any model of a waterfall may be the one that answers (a client can name a first model that
+    # always fails): the worst case is the dearest one's.
+    chain = [call.pipe.model or "durapipe/offline", *call.pipe.fallbacks]
+    return max(_model_cost(call, model, cap) for model in chain)
+
+
+def _model_cost(call: LlmCall, model: str, cap: int | None) -> float:
     pipe = call.pipe
-    model = pipe.model or "durapipe/offline"
     info, input_price, output_price = _token_prices(model)
     if not input_price and not output_price:
         return 0.0
@@ -113,9 +122,20 @@ def _image_cost(call: ImageCall) -> float:
 
 
 def _max_output(settings: dict[str, Any], info: dict[str, Any], cap: int | None) -> int:
-    asked = settings.get("max_tokens") or settings.get("max_completion_tokens")
+    # The larger of the two: a provider may honour either (litellm maps one onto the other), and
+    # a value below one is no bound at all to some (see `check_output_tokens`).
+    asked = max((_tokens(settings.get(name)) for name in OUTPUT_TOKEN_SETTINGS), default=0)
     most = int(asked or info.get("max_output_tokens") or 0)
     if cap is not None:
         # A request asking none is sent with the cap; one asking more is refused by the worker.
         return min(most, cap) if most else cap
     return most or DEFAULT_MAX_OUTPUT_TOKENS
+
+
+def _tokens(value: Any) -> int:
+    """A setting's output tokens, or 0 when it sets no bound a provider is sure to keep."""
+    try:
+        tokens = int(value) if value is not None and not isinstance(value, bool) else 0
+    except (TypeError, ValueError):
+        return 0
+    return max(tokens, 0)

@@ -60,6 +60,9 @@ def check_output_tokens(
             why = f"{asked!r} is not a whole number of tokens"
         elif asked > cap:
             why = f"asks for up to {asked:,} output tokens per request"
+        elif asked < 1:
+            # Ollama reads -1 as no limit, and a proto3 provider (Gemini) 0 as unset: its default.
+            why = f"asks for {asked:,} output tokens, which some providers read as no limit"
         else:
             continue
         raise ApplicationError(

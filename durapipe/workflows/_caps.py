@@ -11,7 +11,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from durapipe._settings import STEPS_ALWAYS_ALLOWED, settings
     from durapipe.adapters._plan import SPEND_CAP_ACTIVITY, STEPS_CAP_ACTIVITY
-    from durapipe.runtime._budget import effective_budget
+    from durapipe.runtime._budget import Budget, effective_budget
     from durapipe.runtime._calls import PipeRun
 
 # Since this change a run that may start more steps than any worker allows asks its worker's cap
@@ -23,6 +23,10 @@ RUN_STEPS_PATCH = "durapipe.max-run-steps"
 # for the cap (a local activity, its answer in the history); on other workers it asks nothing, so
 # their runs' histories, and the cost of their steps, are as before.
 RUN_USD_PATCH = "durapipe.max-run-usd"
+# Since this change an agent's fresh run (continue-as-new) counts what its earlier runs spent
+# against the run's budget; runs recorded before began each fresh run with nothing spent, so an
+# agent of many turns spent its budget (and its worker's cap) once per 25 turns.
+RESUMED_SPEND_PATCH = "durapipe.resumed-spend"
 
 
 async def steps_allowed(
@@ -87,3 +91,17 @@ async def capped_budget(run: PipeRun, patched: Callable[[str], bool]) -> PipeRun
     return run.model_copy(
         update={"budget_usd": effective_budget(run.budget_usd, cap), "spend_cap": cap}
     )
+
+
+def run_budget(run: PipeRun, patched: Callable[[str], bool]) -> Budget:
+    """The budget of the run of this workflow: an agent's fresh run (continue-as-new) has spent
+    what its earlier runs did (their usage, in ``resume``), asked only of such a run under a
+    budget."""
+    budget = Budget(run.budget_usd, run.spend_cap)
+    if run.resume is None or not budget.active or not patched(RESUMED_SPEND_PATCH):
+        return budget
+    usage = run.resume.get("usage")
+    spent = usage.get("cost_usd") if isinstance(usage, dict) else None
+    # A top-level input may come from any client: what it says was spent never adds budget.
+    budget.spent = spent if isinstance(spent, int | float) and spent > 0 else 0.0
+    return budget

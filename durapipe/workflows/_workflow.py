@@ -47,7 +47,7 @@ with workflow.unsafe.imports_passed_through():
         check_decision,
         timeout_decision,
     )
-    from durapipe.runtime._budget import Budget, estimated
+    from durapipe.runtime._budget import estimated
     from durapipe.runtime._calls import (
         WORKFLOW_VERSION,
         LeafCall,
@@ -68,7 +68,7 @@ with workflow.unsafe.imports_passed_through():
     from durapipe.spec._kinds import kinds_generation
     from durapipe.spec._messages import end_loan, lend_wire_pipe, pipe_on_the_wire
     from durapipe.spec._size import RunSize
-    from durapipe.workflows._caps import capped_budget, may_cap_spend, steps_allowed
+    from durapipe.workflows._caps import capped_budget, may_cap_spend, run_budget, steps_allowed
     from durapipe.workflows._refusals import RunInputError, input_problem, refuse_if_newer
     from durapipe.workflows._search import PIPE_ONLY_AT_START, has_totals, run_totals
 
@@ -385,7 +385,7 @@ class _TemporalRuntime:
     ) -> None:
         self.control = control
         self.run = run
-        self.budget = Budget(run.budget_usd, run.spend_cap)
+        self.budget = run_budget(run, self.patched)
         # Shared by the runs of one spec (see `_KEPT_SPECS`).
         self._options = options or _ActivityOptions()
         self.interpreter: Interpreter | None = None

@@ -157,6 +157,9 @@ async def test_a_request_within_the_cap_is_sent_bounded(
     [
         (10**7, "asks for up to 10,000,000 output tokens per request"),
         ("10000000", "'10000000' is not a whole number of tokens"),
+        # Ollama reads -1 as no limit, a proto3 provider (Gemini) 0 as unset: its own maximum.
+        (-1, "asks for -1 output tokens, which some providers read as no limit"),
+        (0, "asks for 0 output tokens, which some providers read as no limit"),
     ],
 )
 async def test_a_forged_input_cannot_ask_past_the_cap(
@@ -189,6 +192,22 @@ def test_the_cap_bounds_a_budgets_estimate(fake: FakeProvider) -> None:
     asking = dp.load_yaml(with_settings(ASK, "{max_tokens: 200}")).pipes["ask"]
     asked = call.model_copy(update={"pipe": asking})
     assert 0.2 < estimate_cost(asked, 1000) < 0.201
+    # Both spellings set: a provider may honour either, so the larger one is the worst case; a
+    # value below one bounds nothing (the worker refuses it, after the estimate).
+    for both, worst in [
+        ("{max_tokens: 1, max_completion_tokens: 200}", 0.2),
+        ("{max_tokens: -1}", 1),
+    ]:
+        pipe = dp.load_yaml(with_settings(ASK, both)).pipes["ask"]
+        assert worst < estimate_cost(call.model_copy(update={"pipe": pipe}), 1000) < worst + 0.001
+    # A first model with no price (or one that always fails) before a priced fallback: any model
+    # of the waterfall may answer, so the dearest one's worst case counts.
+    unpriced = ASK.replace("model: openai/gpt-cap", "model: openai/no-price-anywhere")
+    waterfall = with_settings(unpriced, "{max_tokens: 200}").replace(
+        "    prompt:", "    fallbacks: [openai/gpt-cap]\n    prompt:"
+    )
+    pipe = dp.load_yaml(waterfall).pipes["ask"]
+    assert 0.2 < estimate_cost(call.model_copy(update={"pipe": pipe}), 1000) < 0.201
 
 
 async def test_under_a_budget_the_capped_call_runs(

@@ -14,13 +14,15 @@ from temporalio.client import WorkflowHistory
 
 import durapipe as dp
 from durapipe.adapters import pipe_run
-from durapipe.testing import FakeProvider, Reply
+from durapipe.testing import FakeProvider, Reply, ToolCalls
+from durapipe.workflows import _workflow
+from tests.fixtures import agent_tools
 from tests.support import raw_run_fails
 
 CAP = "DURAPIPE_MAX_RUN_USD"
 # $0.001 an output token: an answer of 100 tokens costs $0.1 (and a little input), and so does
 # the worst case of a call asking at most 100.
-PRICES = {"gpt-spend": (1e-7, 1e-3)}
+PRICES = {"gpt-spend": (1e-7, 1e-3), "gpt-agent": (1e-3, 1e-3)}
 ASK = """
   ask{n}:
     kind: llm
@@ -150,3 +152,71 @@ async def test_without_the_cap_a_run_asks_nothing_more(
     monkeypatch.setenv(CAP, "0.05")
     reports = await dp.ops.replay(histories)
     assert [(r.compatible, r.problem) for r in reports] == [(True, None)] * len(histories)
+
+
+async def test_an_agent_that_continues_as_new_keeps_what_it_spent(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch, fake: FakeProvider
+) -> None:
+    # An agent goes on in a fresh run every few turns (here 2): each fresh run began with nothing
+    # spent, so an agent of many turns spent the worker's cap once per run.
+    monkeypatch.setenv(CAP, "0.25")
+    monkeypatch.setattr(_workflow, "AGENT_TURNS_PER_RUN", 2)
+    fake.script("gpt-agent", [ToolCalls([{"name": "lookup", "arguments": {"key": "known"}}])] * 20)
+    agent = dp.agent(
+        "asker",
+        model="openai/gpt-agent",
+        prompt="Find the value.",
+        tools=[agent_tools.lookup],
+        settings={"max_tokens": 10},
+        retry={"max_attempts": 1},
+        max_turns=20,
+    )
+    pipeline = dp.pipeline(agent)
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    async with dp.build_worker(client, task_queue=task_queue):
+        handle = await dp.start(client, pipeline, "asker", {}, task_queue=task_queue)
+        with pytest.raises(dp.StepFailed) as failed:
+            await asyncio.wait_for(handle.result(), 120)
+        histories = await dp.ops.fetch_histories(client, run_id=handle.run_id)
+    # A turn costs $0.001 a token, its prompt the whole conversation so far: a few turns fit, and
+    # the refusal counts what every run of the agent spent, not only the last run's turns.
+    assert failed.value.cause_type == "durapipe.BudgetExceeded"
+    assert len(fake.calls) > 2  # it went on in a fresh run at least once
+    billed = sum(c.prompt_tokens + c.completion_tokens for c in fake.calls) * 1e-3
+    assert f"the run has spent ${billed:.6f} of its $0.250000 budget" in failed.value.cause
+    # Its fresh runs record the patch; each replays as it ran.
+    assert any("durapipe.resumed-spend" in patches(history) for history in histories)
+    reports = await dp.ops.replay(histories)
+    assert [(r.compatible, r.problem) for r in reports] == [(True, None)] * len(histories)
+
+
+async def test_a_forged_resume_cannot_spend_less_than_nothing(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch, fake: FakeProvider
+) -> None:
+    # A raw client starts an agent "resumed" with a spend of -$1,000: read, it would have left the
+    # run $1,000.25 under the worker's $0.25 cap.
+    monkeypatch.setenv(CAP, "0.25")
+    fake.set_default(ToolCalls([{"name": "lookup", "arguments": {"key": "known"}}]))
+    agent = dp.agent(
+        "asker",
+        model="openai/gpt-spend",
+        prompt="Find the value.",
+        tools=[agent_tools.lookup],
+        settings={"max_tokens": 100},
+        retry={"max_attempts": 1},
+        max_turns=20,
+    )
+    pipeline = dp.pipeline(agent)
+    data = pipe_run(pipeline, "asker", {}).model_dump(mode="json")
+    data["resume"] = {
+        "messages": [{"role": "user", "content": "Find the value."}],
+        "usage": {"cost_usd": -1000.0},
+    }
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    async with dp.build_worker(client, task_queue=task_queue):
+        _, failure = await raw_run_fails(client, data, task_queue, timeout=60)
+    # Each turn's worst case is $0.1 (100 output tokens), and it bills its few tokens: the cap
+    # holds within max_turns, counted from nothing spent.
+    assert failure.cause_type == "durapipe.BudgetExceeded", failure.cause
+    assert failure.cause.startswith("budget exceeded: the run has spent $0.1")
+    assert len(fake.calls) < 20
