@@ -6,6 +6,7 @@ Test modules import helpers from here (or `tests.conftest` fixtures), never from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -13,10 +14,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHandle
 from typer.testing import CliRunner
@@ -26,6 +28,7 @@ from durapipe.adapters import WORKFLOW_NAME
 from durapipe.cli import app
 from durapipe.runtime import LlmCall
 from durapipe.spec import LlmPipe, ModelDeck, ModelEntry
+from durapipe.testing import FakeProvider
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -270,3 +273,15 @@ LISTED_BATCH = """
     inputs: {n: integer}
     output: 'list[integer]'
 """
+
+
+@contextlib.contextmanager
+def priced_openai(prices: dict[str, tuple[float, float]]) -> Iterator[FakeProvider]:
+    """A fake provider billing ``prices`` (``{model: (input, output) USD per token}``), as this
+    process's OpenAI endpoint (``OPENAI_BASE_URL`` and a key, restored after) with its prices
+    known to litellm: the paid calls of `openai/<model>` steps, their estimates and their costs."""
+    with pytest.MonkeyPatch.context() as env, FakeProvider(prices=prices) as fake:
+        env.setenv("OPENAI_BASE_URL", fake.base_url)
+        env.setenv("OPENAI_API_KEY", "sk-fake")
+        fake.register_prices_with_litellm()
+        yield fake

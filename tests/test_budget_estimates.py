@@ -13,6 +13,7 @@ from durapipe.adapters._litellm import litellm_module
 from durapipe.runtime import AgentTurnCall, ImageCall
 from durapipe.testing import FakeProvider, ToolCalls
 from tests.fixtures.agent_tools import note
+from tests.support import priced_openai
 
 # $0.01 an output token: a turn of at most 100 output tokens could cost just over $1.
 PRICES = {"gpt-agent": (1e-5, 0.01)}
@@ -21,10 +22,7 @@ IMAGE_MODEL = "openai/gpt-img-test"
 
 @pytest.fixture
 def fake() -> Iterator[FakeProvider]:
-    with pytest.MonkeyPatch.context() as env, FakeProvider(prices=PRICES) as fake:
-        env.setenv("OPENAI_BASE_URL", fake.base_url)
-        env.setenv("OPENAI_API_KEY", "sk-fake")
-        fake.register_prices_with_litellm()
+    with priced_openai(PRICES) as fake:
         litellm_module().register_model(
             {IMAGE_MODEL: {"output_cost_per_image": 0.5, "litellm_provider": "openai",
                            "mode": "image_generation"}}

@@ -20,7 +20,7 @@ from durapipe.ops._dev import free_port
 from durapipe.testing import FakeProvider, Reply, Status, ToolCalls
 from durapipe.workflows._search import COST_USD, INPUT_TOKENS, OUTPUT_TOKENS
 from tests.fixtures.agent_tools import note
-from tests.support import eventually, history_events
+from tests.support import eventually, history_events, priced_openai
 
 # $0.01 an output token: each answer of 100 tokens costs $1 and a little input.
 PRICES = {m: (1e-5, 0.01) for m in ("gpt-nofit", "gpt-bad", "gpt-retry", "gpt-agent")}
@@ -128,10 +128,7 @@ def recorded(steps: list[dp.StepRecord]) -> Spend:
 
 @pytest.fixture
 def fake() -> Iterator[FakeProvider]:
-    with pytest.MonkeyPatch.context() as env, FakeProvider(prices=PRICES) as fake:
-        env.setenv("OPENAI_BASE_URL", fake.base_url)
-        env.setenv("OPENAI_API_KEY", "sk-fake")
-        fake.register_prices_with_litellm()
+    with priced_openai(PRICES) as fake:
         yield fake
 
 

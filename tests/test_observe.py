@@ -23,11 +23,11 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 import durapipe as dp
 from durapipe.cli._live import follow_live
 from durapipe.ops._dev import free_port
-from durapipe.testing.fake_provider import FakeProvider, Reply, Status
+from durapipe.testing.fake_provider import Reply, Status
 from durapipe.workflows import STEPS_QUERY
 from durapipe.workflows._search import COST_USD, INPUT_TOKENS, PIPE, SEARCH_ATTRIBUTES, STEPS
 from tests.conftest import ARTICLE, EXAMPLES
-from tests.support import history_events, run_cli
+from tests.support import history_events, priced_openai, run_cli
 
 FAST_RETRY = {"max_attempts": 3, "initial_interval": 0.1, "max_interval": 0.1}
 MODEL = "gpt-obs"
@@ -76,10 +76,7 @@ async def observed(temporal_address: str) -> AsyncIterator[Observed]:
         update={"models": {alias: f"openai/{MODEL}" for alias in brief_yaml.models}}
     )
     metrics = f"127.0.0.1:{free_port()}"
-    with pytest.MonkeyPatch.context() as env, FakeProvider(prices={MODEL: (1e-6, 2e-6)}) as fake:
-        env.setenv("OPENAI_BASE_URL", fake.base_url)
-        env.setenv("OPENAI_API_KEY", "sk-fake")
-        fake.register_prices_with_litellm()
+    with priced_openai({MODEL: (1e-6, 2e-6)}) as fake:
         client = await dp.connect(
             temporal_address,
             pipeline=shaky,

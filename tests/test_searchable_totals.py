@@ -17,10 +17,10 @@ import pytest
 import durapipe as dp
 from durapipe.client._totals import QUERY_TIMEOUT
 from durapipe.runtime import PipeRun
-from durapipe.testing.fake_provider import FakeProvider, Reply
+from durapipe.testing.fake_provider import Reply
 from durapipe.workflows._search import COST_USD, PIPE
 from tests.conftest import EXAMPLES
-from tests.support import acli, eventually, history_events, run_cli
+from tests.support import acli, eventually, history_events, priced_openai, run_cli
 
 MODEL = "gpt-totals"
 UPSERT = "upsert_workflow_search_attributes_event_attributes"
@@ -47,10 +47,7 @@ async def runs(temporal_address: str) -> AsyncIterator[Runs]:
     pipe = f"totals{uuid.uuid4().hex[:8]}"
     pipeline = paid_pipeline(pipe)
     task_queue = f"totals-{uuid.uuid4().hex[:8]}"
-    with pytest.MonkeyPatch.context() as env, FakeProvider(prices={MODEL: (1e-6, 2e-6)}) as fake:
-        env.setenv("OPENAI_BASE_URL", fake.base_url)
-        env.setenv("OPENAI_API_KEY", "sk-fake")
-        fake.register_prices_with_litellm()
+    with pytest.MonkeyPatch.context() as env, priced_openai({MODEL: (1e-6, 2e-6)}):
         client = await dp.connect(temporal_address, pipeline=pipeline)
         on_id, off_id = f"on-{uuid.uuid4().hex[:8]}", f"off-{uuid.uuid4().hex[:8]}"
         async with dp.build_worker(client, task_queue=task_queue):
@@ -244,11 +241,8 @@ async def test_min_cost_reads_on_past_limit_cheap_runs_and_says_where_it_stopped
     pipe = f"scan{uuid.uuid4().hex[:8]}"
     pipeline = paid_pipeline(pipe)
     task_queue = f"scan-{uuid.uuid4().hex[:8]}"
-    with FakeProvider(prices={MODEL: (1e-6, 2e-6)}) as fake:
-        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
-        monkeypatch.setenv("DURAPIPE_SEARCHABLE_TOTALS", "off")
-        fake.register_prices_with_litellm()
+    monkeypatch.setenv("DURAPIPE_SEARCHABLE_TOTALS", "off")
+    with priced_openai({MODEL: (1e-6, 2e-6)}):
         client = await dp.connect(temporal_address, pipeline=pipeline)
         async with dp.build_worker(client, task_queue=task_queue):
             questions = ["why " * 400, "q", "q", "q"]
@@ -365,10 +359,7 @@ async def test_a_completed_runs_totals_are_read_without_its_stored_sealed_output
     pipe = f"large{uuid.uuid4().hex[:8]}"
     pipeline = paid_pipeline(pipe)
     task_queue = f"large-{uuid.uuid4().hex[:8]}"
-    with FakeProvider(prices={MODEL: (1e-6, 2e-6)}) as fake:
-        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
-        fake.register_prices_with_litellm()
+    with priced_openai({MODEL: (1e-6, 2e-6)}) as fake:
         fake.set_default(Reply(content="word " * 100_000))
         client = await dp.connect(temporal_address, pipeline=pipeline)
         run_id = f"{pipe}-1"

@@ -18,7 +18,7 @@ from durapipe.activities import estimate_cost
 from durapipe.adapters import pipe_run
 from durapipe.runtime import LlmCall
 from durapipe.testing import FakeProvider, Reply
-from tests.support import raw_run_fails
+from tests.support import priced_openai, raw_run_fails
 
 CAP = "DURAPIPE_MAX_OUTPUT_TOKENS"
 # $0.001 an output token: 1,000 output tokens cost $1, the model's maximum in the fake provider's
@@ -56,11 +56,8 @@ prompt = "Say: $text"
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProvider]:
-    with FakeProvider(prices=PRICES) as fake:
-        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
-        fake.register_prices_with_litellm()
+def fake() -> Iterator[FakeProvider]:
+    with priced_openai(PRICES) as fake:
         fake.set_default(Reply(content="said", completion_tokens=10))
         yield fake
 

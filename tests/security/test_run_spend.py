@@ -17,7 +17,7 @@ from durapipe.adapters import pipe_run
 from durapipe.testing import FakeProvider, Reply, ToolCalls
 from durapipe.workflows import _workflow
 from tests.fixtures import agent_tools
-from tests.support import raw_run_fails
+from tests.support import priced_openai, raw_run_fails
 
 CAP = "DURAPIPE_MAX_RUN_USD"
 # $0.001 an output token: an answer of 100 tokens costs $0.1 (and a little input), and so does
@@ -51,11 +51,8 @@ pipes:
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProvider]:
-    with FakeProvider(prices=PRICES) as fake:
-        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
-        fake.register_prices_with_litellm()
+def fake() -> Iterator[FakeProvider]:
+    with priced_openai(PRICES) as fake:
         fake.set_default(Reply(content="said", completion_tokens=100))
         yield fake
 
