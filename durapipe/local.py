@@ -25,6 +25,7 @@ from durapipe.activities import (
     activity_body,
     estimate_cost,
 )
+from durapipe.activities._cost import unpriced_model, unpriced_refusal
 from durapipe.activities._models import worker_models
 from durapipe.adapters import pipe_run, tool_functions
 from durapipe.adapters._litellm import litellm_imported, litellm_module
@@ -277,6 +278,14 @@ class LocalRuntime:
         if not estimated(call):
             return None
         assert isinstance(call, LlmCall | AgentTurnCall | ImageCall)
+        if self.budget.cap is not None and (model := unpriced_model(call)) is not None:
+            raise StepFailed(
+                path=call.path,
+                kind=call.pipe.kind,
+                model=getattr(call.pipe, "model", None),
+                cause_type=ErrorType.MODEL_NOT_ALLOWED,
+                cause=unpriced_refusal(call.pipe_name, model),
+            )
         cap = self.deck.max_output_tokens if self.deck is not None else None
         return estimate_cost(call, cap)
 

@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError, FailureError
 
 from durapipe._errors import ErrorType
 from durapipe._settings import settings
-from durapipe.activities._cost import estimate_cost
+from durapipe.activities._cost import estimate_cost, unpriced_model, unpriced_refusal
 from durapipe.activities._metrics import record_spend, record_usage
 from durapipe.activities._models import worker_models
 from durapipe.activities._registry import (
@@ -173,7 +173,18 @@ class Activities:
     @activity.defn(name=ESTIMATE_ACTIVITY)
     async def estimate_cost(self, call: LlmCall | AgentTurnCall | ImageCall) -> float:
         """The worst-case cost of a paid call (llm, agent turn, image), checked against a run's
-        budget."""
+        budget.
+
+        Raises:
+            ApplicationError: non-retryable ``durapipe.ModelNotAllowed``: this worker caps what a
+                run spends (``DURAPIPE_MAX_RUN_USD``) and a model of the call has no price.
+        """
+        if settings().max_run_usd is not None and (model := unpriced_model(call)) is not None:
+            raise ApplicationError(
+                unpriced_refusal(call.pipe_name, model),
+                type=ErrorType.MODEL_NOT_ALLOWED,
+                non_retryable=True,
+            )
         return estimate_cost(call, self.deck.max_output_tokens)
 
     @activity.defn(name=STEPS_CAP_ACTIVITY)

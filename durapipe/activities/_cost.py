@@ -27,10 +27,13 @@ from typing import Any
 from durapipe.activities._llm import messages_for, response_format
 from durapipe.activities._settings import OUTPUT_TOKEN_SETTINGS
 from durapipe.adapters._litellm import litellm_module
+from durapipe.runtime._budget import SPEND_CAP_SETTING
 from durapipe.runtime._calls import AgentTurnCall, ImageCall, LlmCall
 from durapipe.spec import OFFLINE_MODEL
 
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
+# durapipe's offline models (``durapipe/offline``, ``durapipe/<any>``) answer for free.
+OFFLINE_PREFIX = "durapipe/"
 # The re-ask complaint is a sentence plus the validation error; this bounds it generously.
 REASK_TOKENS = 200
 
@@ -45,6 +48,36 @@ def estimate_cost(
     if isinstance(call, ImageCall):
         return _image_cost(call)
     return _llm_cost(call, max_output_tokens)
+
+
+def unpriced_model(call: LlmCall | AgentTurnCall | ImageCall) -> str | None:
+    """The first model that may answer ``call`` whose price is unknown (litellm has no data on it,
+    or for an image step no price for its size), or None. durapipe's own offline models are free.
+
+    Such a call estimates and costs $0, so a cap on what a run spends cannot bound it.
+    """
+    if isinstance(call, LlmCall):
+        chain = [call.pipe.model or OFFLINE_MODEL, *call.pipe.fallbacks]
+    else:
+        chain = [call.pipe.model or OFFLINE_MODEL]
+    for model in chain:
+        if model.startswith(OFFLINE_PREFIX):
+            continue
+        if isinstance(call, ImageCall):
+            if _image_cost(call) == 0.0:
+                return model
+        elif not _model_info(model):
+            return model
+    return None
+
+
+def unpriced_refusal(pipe_name: str, model: str) -> str:
+    """Why a worker that caps a run's spend refuses a call to ``model``, which has no price."""
+    return (
+        f"pipe '{pipe_name}': model '{model}' has no known price, so this worker, which caps "
+        f"what one run spends ({SPEND_CAP_SETTING}), cannot bound what the call costs; give its "
+        "price in DURAPIPE_MODEL_PRICES, or call a model with a known price"
+    )
 
 
 def _token_prices(model: str) -> tuple[dict[str, Any], float, float]:

@@ -7,12 +7,14 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from durapipe._errors import ErrorType, StepFailed
     from durapipe._settings import STEPS_ALWAYS_ALLOWED, settings
-    from durapipe.adapters._plan import SPEND_CAP_ACTIVITY, STEPS_CAP_ACTIVITY
+    from durapipe.adapters._plan import ESTIMATE_ACTIVITY, SPEND_CAP_ACTIVITY, STEPS_CAP_ACTIVITY
     from durapipe.runtime._budget import Budget, effective_budget
-    from durapipe.runtime._calls import PipeRun
+    from durapipe.runtime._calls import LeafCall, PipeRun
 
 # Since this change a run that may start more steps than any worker allows asks its worker's cap
 # when it starts (a local activity: the answer is in its history, so a replay reads the same cap);
@@ -105,3 +107,35 @@ def run_budget(run: PipeRun, patched: Callable[[str], bool]) -> Budget:
     # A top-level input may come from any client: what it says was spent never adds budget.
     budget.spent = spent if isinstance(spent, int | float) and spent > 0 else 0.0
     return budget
+
+
+async def estimate(call: LeafCall) -> float:
+    """The worst case of a paid call, asked of the worker (a local activity: its answer is in the
+    history).
+
+    Raises:
+        StepFailed: ``durapipe.ModelNotAllowed``, the worker refused to price the call (a model
+            with no price on a worker that caps a run's spend, see
+            `durapipe.activities.Activities.estimate_cost`); nothing was called.
+    """
+    try:
+        worst: float = await workflow.execute_local_activity(
+            ESTIMATE_ACTIVITY,
+            call,
+            result_type=float,
+            start_to_close_timeout=timedelta(seconds=30),
+            summary=f"estimate cost of {call.path}",
+        )
+    except (ActivityError, ApplicationError) as err:
+        # The refusal arrives as the activity's own error here; as an ActivityError's cause too.
+        cause = err.cause if isinstance(err, ActivityError) else err
+        if not isinstance(cause, ApplicationError) or cause.type != ErrorType.MODEL_NOT_ALLOWED:
+            raise
+        raise StepFailed(
+            path=call.path,
+            kind=call.pipe.kind,
+            model=getattr(call.pipe, "model", None),
+            cause_type=ErrorType.MODEL_NOT_ALLOWED,
+            cause=cause.message,
+        ) from None
+    return worst

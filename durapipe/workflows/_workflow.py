@@ -32,7 +32,6 @@ with workflow.unsafe.imports_passed_through():
     from durapipe._words import counted
     from durapipe.adapters._plan import (
         ATTEMPT_DETAIL,
-        ESTIMATE_ACTIVITY,
         WORKFLOW_NAME,
         activity_name,
         activity_options,
@@ -68,7 +67,13 @@ with workflow.unsafe.imports_passed_through():
     from durapipe.spec._kinds import kinds_generation
     from durapipe.spec._messages import end_loan, lend_wire_pipe, pipe_on_the_wire
     from durapipe.spec._size import RunSize
-    from durapipe.workflows._caps import capped_budget, may_cap_spend, run_budget, steps_allowed
+    from durapipe.workflows._caps import (
+        capped_budget,
+        estimate,
+        may_cap_spend,
+        run_budget,
+        steps_allowed,
+    )
     from durapipe.workflows._refusals import RunInputError, input_problem, refuse_if_newer
     from durapipe.workflows._search import PIPE_ONLY_AT_START, has_totals, run_totals
 
@@ -412,9 +417,9 @@ class _TemporalRuntime:
         turn and an image step only in runs since `ESTIMATES_PATCH` (asked only under a budget,
         at such a call)."""
         if isinstance(call, LlmCall):
-            return await _estimate(call)
+            return await estimate(call)
         if estimated(call) and self.patched(ESTIMATES_PATCH):
-            return await _estimate(call)
+            return await estimate(call)
         return None
 
     async def child(self, run: PipeRun) -> RunResult:
@@ -634,17 +639,6 @@ class _ActivityOptions:
             return kept[1], options, wire
         _, name, options, wire = kept
         return name, {**options, "activity_id": call.path, "summary": summary(call)}, wire
-
-
-async def _estimate(call: LeafCall) -> float:
-    estimate: float = await workflow.execute_local_activity(
-        ESTIMATE_ACTIVITY,
-        call,
-        result_type=float,
-        start_to_close_timeout=timedelta(seconds=30),
-        summary=f"estimate cost of {call.path}",
-    )
-    return estimate
 
 
 def _cause(cause: BaseException | None) -> tuple[str, str]:

@@ -217,3 +217,49 @@ async def test_a_forged_resume_cannot_spend_less_than_nothing(
     assert failure.cause_type == "durapipe.BudgetExceeded", failure.cause
     assert failure.cause.startswith("budget exceeded: the run has spent $0.1")
     assert len(fake.calls) < 20
+
+
+UNPRICED = """
+pipes:
+  ask:
+    kind: llm
+    model: {first}
+    fallbacks: [{then}]
+    inputs: {{text: text}}
+    prompt: "Say: {{{{ text }}}}"
+    settings: {{max_tokens: 100}}
+    retry: {{max_attempts: 1}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [("openai/gpt-unpriced", "openai/gpt-spend"), ("openai/gpt-spend", "openai/gpt-unpriced")],
+    ids=["first-model", "fallback"],
+)
+async def test_a_capped_worker_refuses_a_model_with_no_price(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch,
+    fake: FakeProvider, first: str, then: str,
+) -> None:  # fmt: skip
+    # A model litellm has no price for estimates and costs $0: under a cap it would spend freely.
+    monkeypatch.setenv(CAP, "0.25")
+    pipeline = dp.load_yaml(UNPRICED.format(first=first, then=then))
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    async with dp.build_worker(client, task_queue=task_queue):
+        handle = await dp.start(client, pipeline, "ask", {"text": "x"}, task_queue=task_queue)
+        with pytest.raises(dp.StepFailed) as failed:
+            await asyncio.wait_for(handle.result(), 60)
+    with pytest.raises(dp.StepFailed) as local:
+        await dp.run_local(pipeline, "ask", {"text": "x"})
+    assert fake.calls == []
+    for refused in (failed.value, local.value):
+        assert (refused.path, refused.cause_type) == ("ask", "durapipe.ModelNotAllowed")
+        assert refused.cause == (
+            "pipe 'ask': model 'openai/gpt-unpriced' has no known price, so this worker, which "
+            f"caps what one run spends ({CAP}), cannot bound what the call costs; give its price "
+            "in DURAPIPE_MODEL_PRICES, or call a model with a known price"
+        )
+    # Without the cap the same run calls the model (its cost unknown, counted as $0).
+    monkeypatch.delenv(CAP)
+    await dp.run_local(pipeline, "ask", {"text": "x"})
+    assert len(fake.calls) == 1
