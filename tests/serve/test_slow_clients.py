@@ -153,36 +153,59 @@ async def test_a_body_sent_a_trickle_at_a_time_is_cut_with_a_408(strict: Served)
     assert not any("Traceback" in line for line in strict.log), strict.log
 
 
-async def test_a_client_still_sending_when_cut_reads_its_408(strict: Served) -> None:
-    # A client that goes on sending after its cut and reads only later (as an uploader does): had
-    # the server closed with its bytes unread, the reset would throw the 408 away unread.
-    reader, writer = await _connect(strict)
-    writer.write(
-        b"POST /v1/validate HTTP/1.1\r\nHost: durapipe\r\nContent-Type: application/json\r\n"
-        + f"Authorization: Bearer {TOKEN}\r\nContent-Length: 100000\r\n\r\n".encode()
-    )
-    await writer.drain()
+async def test_clients_still_sending_when_cut_read_their_408_and_leave_the_caps(
+    strict: Served,
+) -> None:
+    # Clients that go on sending after their cut and read only later (as uploaders do): had the
+    # server closed with their bytes unread, the reset would throw each 408 away unread. While
+    # they linger they hold no place: as many as the per-address cap, and a read still gets in.
+    cuts = _cuts(strict)
+    connections = [await _connect(strict) for _ in range(PER_PEER)]
+    for _, writer in connections:
+        writer.write(
+            b"POST /v1/validate HTTP/1.1\r\nHost: durapipe\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\nContent-Length: 100000\r\n\r\n".encode()
+        )
+        await writer.drain()
     cut_by = time.monotonic() + BODY_TIMEOUT_S
 
-    async def trickle() -> None:
+    async def trickle(writer: asyncio.StreamWriter) -> None:
         for _ in range(200):
             await asyncio.sleep(0.05)
             writer.write(b"x" * 10)
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
 
-    sender = asyncio.create_task(trickle())
+    senders = [asyncio.create_task(trickle(writer)) for _, writer in connections]
     try:
+        await asyncio.sleep(max(0.0, cut_by - time.monotonic()))
+        # Every one cut (its answer written; not read yet), all of them still sending.
+        deadline = time.monotonic() + 10
+        while _cuts(strict) < cuts + PER_PEER:
+            assert time.monotonic() < deadline, strict.log
+            await asyncio.sleep(0.05)
+        version = await _version(strict)
         # Read half the lingering time after the cut, still sending all along.
-        await asyncio.sleep(max(0.0, cut_by - time.monotonic()) + LINGER_S / 2)
-        raw = await asyncio.wait_for(_read_to_end(reader), timeout=30)
+        await asyncio.sleep(max(0.0, cut_by + LINGER_S / 2 - time.monotonic()))
+        raws = [
+            await asyncio.wait_for(_read_to_end(reader), timeout=30) for reader, _ in connections
+        ]
     finally:
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-            await sender
-        writer.close()
-    assert raw.startswith(b"HTTP/1.1 408 "), raw
-    assert json.loads(raw.partition(b"\r\n\r\n")[2])["code"] == "durapipe.request.timeout"
+        for sender in senders:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await sender
+        for _, writer in connections:
+            writer.close()
+    assert version == 200
+    for raw in raws:
+        assert raw.startswith(b"HTTP/1.1 408 "), raw
+        assert json.loads(raw.partition(b"\r\n\r\n")[2])["code"] == "durapipe.request.timeout"
+
+
+def _cuts(served: Served) -> int:
+    """How many requests the server has cut for a slow body so far (its log lines)."""
+    return sum("cut the request POST /v1/validate" in line for line in served.log)
 
 
 async def test_a_large_upload_at_a_normal_rate_goes_through(strict: Served) -> None:
