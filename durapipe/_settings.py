@@ -30,6 +30,10 @@ DEFAULT_MAX_RUN_STEPS = 100_000
 # past it, so on Temporal it does not ask its worker for the cap (a local activity per run).
 STEPS_ALWAYS_ALLOWED = 100
 GRPC_COMPRESSIONS = ("gzip", "none")
+# The least cap on a request's output tokens a worker may set: litellm sends a smaller
+# ``max_output_tokens`` to OpenAI's Responses API (o1-pro, gpt-5-codex, ``openai/responses/*``) as
+# 16, that API's least, so a smaller cap would not bound those requests.
+LEAST_OUTPUT_TOKEN_CAP = 16
 
 
 class Settings(BaseSettings):
@@ -47,7 +51,7 @@ class Settings(BaseSettings):
     """The longest timeout a leaf step may ask of this worker (``1h``, ``30m``; default 1 hour)."""
     max_run_steps: int = Field(default=DEFAULT_MAX_RUN_STEPS, ge=STEPS_ALWAYS_ALLOWED)
     """The steps one run may start on this worker, across its nested runs (default 100,000)."""
-    max_output_tokens: int | None = Field(default=None, ge=1)
+    max_output_tokens: int | None = Field(default=None, ge=LEAST_OUTPUT_TOKEN_CAP)
     """The most output tokens one llm call or agent turn may ask of this worker (unset: no cap);
     a call that asks none is sent with it."""
     max_run_usd: float | None = Field(default=None, gt=0)
