@@ -47,7 +47,6 @@ from durapipe.serve._runs import (
     wait_result,
 )
 from durapipe.serve._slow import (
-    REQUEST_TIMEOUT,
     ClientLimits,
     answer_and_close,
     close_after_response,
@@ -138,12 +137,23 @@ def create_app(config: ServeConfig, client: Client) -> web.Application:
 
 @web.middleware
 async def _problems(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every refusal as a problem document; an unknown route or method too."""
+    """Every refusal as a problem document; an unknown route or method too.
+
+    An answer given before the request's body has all arrived (a body cut for its pace or its
+    size, a missing token, an unknown route) ends its connection with it (`answer_and_close`):
+    aiohttp would otherwise read and throw away the rest for up to 10 s, the connection holding
+    its place under the caps.
+    """
+    response = await _answer(request, handler)
+    if request.content.is_eof() or response.prepared or not isinstance(response, web.Response):
+        return response
+    return await answer_and_close(request, response)
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ServeError as err:
-        if err.code == REQUEST_TIMEOUT:
-            return await answer_and_close(request, err.response())
         return err.response({"Retry-After": "2"} if err.code == "runtime.unavailable" else None)
     except web.HTTPRequestEntityTooLarge as err:
         limit = request.app[_CONFIG].max_body_bytes

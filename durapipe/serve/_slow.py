@@ -17,7 +17,8 @@ Every answer closes its connection (`close_after_response`), so each request is 
 under the same head deadline: an idle keep-alive connection cannot be used to send a slow second
 head. The body's deadline lives with the code that reads it (`read_body`): `body_timeout_s`, plus
 one second per `body_min_rate` bytes received, so a large upload at a normal rate is never cut;
-a body cut closes its connection with its answer (`answer_and_close`). Each cut is one log line.
+a body cut, and any answer given before the body has all arrived, ends its connection with the
+answer (`answer_and_close`). Each cut is one log line.
 """
 
 from __future__ import annotations
@@ -353,10 +354,11 @@ def count_as_execute(request: web.Request) -> None:
 async def answer_and_close(request: web.Request, response: web.Response) -> web.Response:
     """Send ``response`` whole, then end the connection (`_Guarded.linger`).
 
-    For a client cut for sending its body too slowly: aiohttp would otherwise keep reading (and
-    throwing away) the rest of its body for up to 10 s after the answer, holding the connection's
-    place under the caps for the client that was just cut for holding it. Closing at once instead
-    could reset the connection before the client read its answer.
+    For an answer given before the request's body has all arrived (a client cut for sending its
+    body too slowly, a body past the size limit, a refused token): aiohttp would otherwise keep
+    reading (and throwing away) the rest of its body for up to 10 s after the answer, holding the
+    connection's place under the caps (for a slow client, the one that was just cut for holding
+    it). Closing at once instead could reset the connection before the client read its answer.
     """
     await response.prepare(request)
     await response.write_eof()  # the answer is with the transport, which sends it before the end

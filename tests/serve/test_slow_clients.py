@@ -208,6 +208,92 @@ def _cuts(served: Served) -> int:
     return sum("cut the request POST /v1/validate" in line for line in served.log)
 
 
+# Answers given while the body still arrives: no token, no such route, a body past the limit.
+REFUSED_UPLOADS = {
+    "401": (b"POST /v1/validate", "", 0, "auth.missing_credential"),
+    "404": (b"POST /v1/nowhere", f"Authorization: Bearer {TOKEN}\r\n", 0, "request.not_found"),
+    "413": (
+        b"POST /v1/validate",
+        f"Authorization: Bearer {TOKEN}\r\n",
+        8 * 1024 * 1024 + 64 * 1024,  # past the default 8 MiB limit at once
+        "request.too_large",
+    ),
+}
+
+
+async def _uploading(
+    served: Served, refused: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, asyncio.Task[float | None]]:
+    """A connection uploading a 32 MiB body at 1.6 MB/s (far above the least rate), to be refused
+    (``REFUSED_UPLOADS``) long before it ends; the task sends until the server ends the
+    connection (then it returns when: a send after the server's close is reset) or 20 s."""
+    request_line, auth, burst, _ = REFUSED_UPLOADS[refused]
+    reader, writer = await _connect(served)
+    writer.write(
+        request_line
+        + b" HTTP/1.1\r\nHost: durapipe\r\nContent-Type: application/json\r\n"
+        + f"{auth}Content-Length: {32 * 1024 * 1024}\r\n\r\n".encode()
+    )
+    writer.write(b"x" * burst)
+    await writer.drain()
+
+    async def upload() -> float | None:
+        for _ in range(2000):  # 20 s at most, within the Content-Length
+            await asyncio.sleep(0.01)
+            writer.write(b"x" * 16 * 1024)
+            try:
+                await writer.drain()
+            except ConnectionError:
+                return time.monotonic()
+        return None
+
+    return reader, writer, asyncio.create_task(upload())
+
+
+async def _stop(sender: asyncio.Task[float | None], writer: asyncio.StreamWriter) -> None:
+    sender.cancel()
+    with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+        await sender
+    writer.close()
+
+
+@pytest.mark.parametrize("refused", sorted(REFUSED_UPLOADS))
+async def test_an_answer_before_the_body_ends_closes_soon_and_is_read(
+    strict: Served, refused: str
+) -> None:
+    # aiohttp read and threw away the rest of a refused body for 10 s after the answer, its
+    # connection holding a place under the caps all along; it now lingers as a cut one does.
+    reader, writer, sender = await _uploading(strict, refused)
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
+        answered = time.monotonic()
+        # The uploader reads the rest of its answer only later, still sending all along.
+        await asyncio.sleep(LINGER_S / 2)
+        rest = await asyncio.wait_for(_read_to_end(reader), timeout=30)
+        closed = await asyncio.wait_for(asyncio.shield(sender), timeout=30)
+    finally:
+        await _stop(sender, writer)
+    assert head.startswith(f"HTTP/1.1 {refused} ".encode()), head
+    assert json.loads(rest)["code"] == REFUSED_UPLOADS[refused][3]
+    assert closed is not None, "the server never ended the connection"
+    assert closed - answered < LINGER_S + 1.5, closed - answered
+    assert not any("Traceback" in line for line in strict.log), strict.log
+
+
+async def test_uploads_refused_before_their_body_ends_leave_the_caps(strict: Served) -> None:
+    # As many refused uploads as the per-address cap, all still sending: a read still gets in.
+    uploads = [await _uploading(strict, "401") for _ in range(PER_PEER)]
+    try:
+        for reader, _, _ in uploads:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
+            assert head.startswith(b"HTTP/1.1 401 "), head
+        version = await _version(strict)
+    finally:
+        for _, writer, sender in uploads:
+            await _stop(sender, writer)
+    assert version == 200
+
+
 async def test_a_large_upload_at_a_normal_rate_goes_through(strict: Served) -> None:
     # 1.5 MB over about 3 s (500 KB/s): longer than the body timeout, faster than the least rate.
     pad = "x" * 1_500_000
