@@ -71,6 +71,11 @@ def test_histories_are_recorded() -> None:
         "looper-turn-steps.json",
         "asked-turn-steps.json",
         "asked-turn-steps__looper.json",
+        # A nested agent lent the last 7 of DURAPIPE_MAX_RUN_STEPS=100, refused at turn 4: its
+        # run counted its own step again, recorded before it left that step to its parent.
+        "guarded-agent-step-twice.json",
+        "guarded-agent-step-twice__helper.json",
+        "guarded-agent-step-twice__reserve.json",
     }
 
 

@@ -34,7 +34,7 @@ from durapipe.runtime._calls import (
 from durapipe.runtime._controllers import run_batch, run_condition, run_parallel
 from durapipe.runtime._host import Runtime
 from durapipe.runtime._memory import join_path, lookup
-from durapipe.runtime._steps import Steps
+from durapipe.runtime._steps import NESTED_AGENT_STEP_PATCH, Steps
 from durapipe.spec import (
     AgentPipe,
     ApprovalPipe,
@@ -141,7 +141,15 @@ class Interpreter:
         asks = size.grows(name) or size.run(name) > STEPS_ALWAYS_ALLOWED
         limit, whole = await self.runtime.steps_allowed(self.run, asks)
         self.steps.limit, self.steps.whole = limit, whole
-        self.steps.start(name, self.run.path or name, kind)
+        # A nested agent's one step is its parent's, which counted it (a controller's run counts
+        # only what is inside it either way); runs recorded before counted it here too.
+        own_step = (
+            limit is None
+            or whole
+            or not isinstance(self.run.spec.pipes[name], AgentPipe)
+            or not self.runtime.patched(NESTED_AGENT_STEP_PATCH)
+        )
+        self.steps.start(name, self.run.path or name, kind, own_step=own_step)
 
     def plan(self, path: str, pipe_name: str) -> None:
         """Record step ``path`` (pipe ``pipe_name``) as pending, so a run's plan shows it before it runs."""

@@ -28,6 +28,9 @@ SETTING = "DURAPIPE_MAX_RUN_STEPS"
 # Since this change an agent's turns and tool calls count against its run's steps; runs recorded
 # before counted the agent as one step, whatever it did (asked only by agents whose run has a cap).
 AGENT_STEPS_PATCH = "durapipe.agent-turn-steps"
+# Since this change a nested agent's run leaves its own step to its parent, which counted it; runs
+# recorded before counted it twice, once in each (asked only by nested agents under a cap).
+NESTED_AGENT_STEP_PATCH = "durapipe.nested-agent-step"
 
 
 class Steps:
@@ -52,13 +55,16 @@ class Steps:
         # How many children of this part may run at once: each is lent a share of the free steps.
         self.lanes = 1
 
-    def start(self, pipe: str, path: str, kind: str) -> None:
-        """Count the steps this part starts before any batch's items (see `RunSize.run`).
+    def start(self, pipe: str, path: str, kind: str, *, own_step: bool = True) -> None:
+        """Count the steps this part starts before any batch's items (see `RunSize.run`);
+        without ``own_step``, those inside its pipe only (a nested run's own step is its
+        parent's, counted there).
 
         Raises:
             StepFailed: ``durapipe.RunTooLarge``, when they are more than the allowance.
         """
-        self.take(self.size.run(pipe), path, kind, f"pipe '{pipe}' would start")
+        steps = self.size.run(pipe) if own_step else self.size.inside(pipe)
+        self.take(steps, path, kind, f"pipe '{pipe}' would start")
 
     def take(self, steps: int, path: str, kind: str, what: str) -> None:
         """Count ``steps`` more, or refuse them (nothing of them has started).

@@ -5,9 +5,11 @@ top-level run (``looper-*``) and once nested in a sequence (``asked-*``), on a f
 and saves every workflow's history as JSON beside this script. Pipe names after the first argument
 record those pipes instead: ``long_asked`` is a nested agent of 121 steps (60 rounds), recorded
 with ``DURAPIPE_MAX_RUN_STEPS=100``, which its run's steps held only while the agent counted as
-one step. ``SUFFIX`` (the first argument)
+one step; ``guarded`` is a nested agent lent the last 7 of ``DURAPIPE_MAX_RUN_STEPS=100`` steps,
+which needs all 7 (a run refused is saved too). ``SUFFIX`` (the first argument)
 names the code that recorded them: ``before-turn-steps`` for the runs recorded before an agent's
-turns and tool calls counted against the run's steps, ``turn-steps`` for those recorded after.
+turns and tool calls counted against the run's steps, ``turn-steps`` for those recorded after,
+``agent-step-twice`` for those recorded while a nested agent's run counted its own step again.
 Never re-record an existing one (see `tests.histories.record`).
 """
 
@@ -55,7 +57,40 @@ pipes:
     function: tests.control_tools:square
     inputs: {n: integer}
     output: integer
-"""
+  guarded:
+    kind: sequence
+    inputs: {question: text}
+    steps:
+      - {pipe: reserve, result: reserved}
+      - {pipe: helper, result: answer}
+  reserve:
+    kind: condition
+    inputs: {question: text}
+    expression: question == "reserve"
+    outcomes: {"true": reserved}
+    default: continue
+  reserved:
+    kind: parallel
+    inputs: {question: text}
+    branches: {RESERVED}
+  wide:
+    kind: parallel
+    inputs: {question: text}
+    branches: {WIDE}
+  say:
+    kind: llm
+    inputs: {question: text}
+    prompt: "{{ question }}"
+  helper:
+    kind: agent
+    inputs: {question: text}
+    prompt: "{{ question }}"
+    tools: [square]
+    max_turns: 10
+    settings: {offline_tool_rounds: 3}
+""".replace("RESERVED", ", ".join(f"w{i}: wide" for i in range(15))).replace(
+    "WIDE", ", ".join(f"s{i}: say" for i in range(5))
+)
 
 
 async def record(address: str, suffix: str, pipes: list[str]) -> list[Path]:
@@ -66,9 +101,13 @@ async def record(address: str, suffix: str, pipes: list[str]) -> list[Path]:
     async with dp.build_worker(client, task_queue="record"):
         for pipe in pipes:
             run_id = f"{pipe}-{suffix}"
-            await dp.run(
-                client, pipeline, pipe, {"question": "square"}, run_id=run_id, task_queue="record"
-            )
+            try:
+                await dp.run(
+                    client, pipeline, pipe, {"question": "square"}, run_id=run_id,
+                    task_queue="record",
+                )  # fmt: skip
+            except dp.StepFailed as failed:  # a run its code refused is a history too
+                print(f"{run_id}: {failed}")
             runs: dict[str, int] = {}
             for history in await dp.ops.fetch_histories(client, run_id=run_id):
                 # A long agent goes on in fresh runs of its workflow (continue-as-new): one file

@@ -7,14 +7,17 @@ on Temporal and with ``--local``, whatever the run's input says."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 import durapipe as dp
 from durapipe.adapters import pipe_run
+from tests.histories.record_agents import AGENTS as RECORDED
 from tests.support import SQUARE_TOOL, raw_run_fails
 
 CAP = "DURAPIPE_MAX_RUN_STEPS"
+HISTORIES = Path(__file__).parent.parent / "histories"
 # The offline model calls `square` on each of its first 1,000 turns: a loop no answer ends before
 # max_turns (120: past the cap of 100 steps, so a run that did not count its turns fails there).
 AGENTS = (
@@ -90,12 +93,48 @@ async def test_a_nested_agent_counts_against_the_runs_steps(
         await dp.run_local(pipeline, "asked", {"question": "q"})
     for refused in (failed.value, local.value):
         assert refused.cause_type == "durapipe.RunTooLarge"
-        assert refused.cause.startswith("agent 'looper', turn ")
-        assert "this nested run has left of the steps this worker lets one run start" in (
-            refused.cause
+        assert refused.cause == (
+            "agent 'looper', turn 50, asks for tool calls that would start 1 step, more than the 0 "
+            f"this nested run has left of the steps this worker lets one run start ({CAP}); make "
+            "the run smaller, or raise the setting on the workers"
         )
-        turns, tools = started(refused.steps)
-        assert 1 + turns + tools <= 100
+        # Its step (counted by the sequence, once), then its turns and tool calls: the whole
+        # cap, as for the same agent at the top level. Its run counted its own step again, so
+        # it stopped a step early: at turn 50's model request, after (49, 49).
+        assert started(refused.steps) == (50, 49)
+
+
+# The agent of a sequence whose condition reserves 91 of the run's 100 steps for an outcome it
+# does not take (tests.histories.record_agents): the sequence holds 93, the agent is lent the
+# other 7, and it starts 7 (three turns with a tool call each, and a turn that answers).
+GUARDED = "guarded"
+
+
+async def test_a_nested_agent_can_start_every_step_its_run_left_it(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CAP, "100")
+    pipeline = dp.load_yaml(RECORDED)
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    async with dp.build_worker(client, task_queue=task_queue):
+        result = await dp.run(
+            client, pipeline, GUARDED, {"question": "q"}, run_id=task_queue, task_queue=task_queue
+        )
+        histories = await dp.ops.fetch_histories(client, run_id=task_queue)
+    local = await dp.run_local(pipeline, GUARDED, {"question": "q"})
+    for ran in (result, local):
+        assert started([s for s in ran.steps if s.path.startswith("helper/")]) == (4, 3)
+    # Its history holds the patch's marker; one recorded before it (the agent refused at turn
+    # 4, its own step counted twice) replays as it ran.
+    assert any(
+        b"durapipe.nested-agent-step" in e.SerializeToString()
+        for h in histories
+        for e in h.events
+        if e.HasField("marker_recorded_event_attributes")
+    )
+    recorded = [dp.ops.load_history(p) for p in sorted(HISTORIES.glob("guarded-*.json"))]
+    reports = await dp.ops.replay([*recorded, *histories])
+    assert [(r.compatible, r.problem) for r in reports] == [(True, None)] * len(reports)
 
 
 async def test_a_forged_input_cannot_give_an_agent_more_steps(
