@@ -112,6 +112,14 @@ def serve(
             "they count apart from the connection caps.",
         ),
     ] = 128,
+    max_executes_per_peer: Annotated[
+        int,
+        typer.Option(
+            "--max-executes-per-peer",
+            help="execute requests from one address waiting for their runs at most (then 503, "
+            "nothing started; 0: no cap; raise it behind a reverse proxy).",
+        ),
+    ] = 32,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
     methods: MethodsOption = None,
     *,
@@ -142,6 +150,7 @@ def serve(
             max_connections=max_connections,
             max_connections_per_peer=max_connections_per_peer,
             max_executes=max_executes,
+            max_executes_per_peer=max_executes_per_peer,
         ),
     )
     asyncio.run(serve_forever(config, host=host, port=port))

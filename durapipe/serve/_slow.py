@@ -9,9 +9,10 @@ like `aiohttp.web.TCPSite` and wraps each connection's protocol:
   address, a new connection gets a ``503`` and is closed;
 - a connection whose request head has not arrived `head_timeout_s` after it opened gets a ``408``
   and is closed;
-- an ``execute`` about to wait for its run (minutes, maybe) leaves the connection caps for a cap
-  of its own, `max_executes` (`count_as_execute`): waiting executes never lock out the cheap
-  reads, and past that cap an execute gets a ``503`` before it starts anything.
+- an ``execute`` about to wait for its run (minutes, maybe) leaves the connection caps for caps
+  of its own, `max_executes` in all and `max_executes_per_peer` from one address
+  (`count_as_execute`): waiting executes never lock out the cheap reads, one address cannot take
+  every execute's place, and past either cap an execute gets a ``503`` before it starts anything.
 
 Every answer closes its connection (`close_after_response`), so each request is a new connection
 under the same head deadline: an idle keep-alive connection cannot be used to send a slow second
@@ -64,6 +65,9 @@ class ClientLimits:
         max_executes: ``execute`` requests waiting for their runs at most (a ``503`` past it,
             nothing started). A waiting execute counts here instead of under the connection caps,
             so executes that wait for long runs never lock out the cheap reads.
+        max_executes_per_peer: ``execute`` requests from one address waiting for their runs at
+            most (a ``503`` past it, nothing started; 0: no per-address cap), so that one address
+            cannot take every place of ``max_executes``.
     """
 
     head_timeout_s: float = 10.0
@@ -72,6 +76,7 @@ class ClientLimits:
     max_connections: int = 256
     max_connections_per_peer: int = 64
     max_executes: int = 128
+    max_executes_per_peer: int = 32
 
     def problems(self) -> list[str]:
         """One sentence per limit that cannot work (zero or negative)."""
@@ -85,11 +90,14 @@ class ClientLimits:
         ):
             if getattr(self, name) <= 0:
                 found.append(f"{name} ({flag}) must be more than 0, not {getattr(self, name)}")
-        if self.max_connections_per_peer < 0:
-            found.append(
-                "max_connections_per_peer (--max-connections-per-peer) must be 0 (no cap) or more, "
-                f"not {self.max_connections_per_peer}"
-            )
+        for name, flag in (
+            ("max_connections_per_peer", "--max-connections-per-peer"),
+            ("max_executes_per_peer", "--max-executes-per-peer"),
+        ):
+            if getattr(self, name) < 0:
+                found.append(
+                    f"{name} ({flag}) must be 0 (no cap) or more, not {getattr(self, name)}"
+                )
         return found
 
 
@@ -102,6 +110,7 @@ class _Gate:
         self.open = 0
         self.by_peer: Counter[str] = Counter()
         self.executes = 0
+        self.executes_by_peer: Counter[str] = Counter()
         # Refusals are logged at most once a second: a flood of connections is not a flood of lines.
         self._next_log = 0.0
         self._unlogged = 0
@@ -120,13 +129,23 @@ class _Gate:
 
     def to_executes(self, peer: str) -> str | None:
         """Why ``peer``'s connection, whose execute is about to wait for its run, is refused, or
-        None: then it counts under the executes' cap and leaves its connection places."""
+        None: then it counts under the executes' caps and leaves its connection places."""
         limit = self.limits.max_executes
         if self.executes >= limit:
             return f"the server waits for its limit of {limit} executes"
+        per_peer = self.limits.max_executes_per_peer
+        if per_peer and self.executes_by_peer[peer] >= per_peer:
+            return f"{peer} waits for its limit of {per_peer} executes"
         self.executes += 1
+        self.executes_by_peer[peer] += 1
         self.release(peer)
         return None
+
+    def end_execute(self, peer: str) -> None:
+        self.executes -= 1
+        self.executes_by_peer[peer] -= 1
+        if self.executes_by_peer[peer] <= 0:
+            del self.executes_by_peer[peer]
 
     def log_refusal(self, peer: str, refusal: str, what: str = "a connection") -> None:
         now = asyncio.get_running_loop().time()
@@ -238,6 +257,14 @@ class _Guarded(asyncio.Protocol):
         if self._inner is not None:
             self._inner.resume_writing()
 
+    @property
+    def peer(self) -> str:
+        return self._peer
+
+    def waiting_executes(self) -> int:
+        """The executes the server waits for, from every address."""
+        return self._gate.executes
+
     def to_executes(self) -> str | None:
         """See `_Gate.to_executes`."""
         if self._executing or self._inner is None:
@@ -253,7 +280,7 @@ class _Guarded(asyncio.Protocol):
         inner, self._inner = self._inner, None
         if inner is not None:
             if self._executing:
-                self._gate.executes -= 1
+                self._gate.end_execute(self._peer)
             else:
                 self._gate.release(self._peer)
         return inner
@@ -331,23 +358,31 @@ async def close_after_response(request: web.Request, response: web.StreamRespons
 
 def count_as_execute(request: web.Request) -> None:
     """Count the connection of ``request``, an execute about to start the run it waits for, under
-    the executes' own cap (`ClientLimits.max_executes`) instead of the connection caps: an
-    execute may wait for minutes, and the caps are there for clients that send nothing.
+    the executes' own caps (`ClientLimits.max_executes`, `max_executes_per_peer`) instead of the
+    connection caps: an execute may wait for minutes, and the caps are there for clients that
+    send nothing.
 
     Raises:
-        ServeError: ``runtime.unavailable``, the executes' cap is reached (nothing is started).
+        ServeError: ``runtime.unavailable``, an executes' cap is reached (nothing is started).
     """
     transport = request.transport
     guarded = transport.get_protocol() if transport is not None else None
     if not isinstance(guarded, _Guarded):
         return  # an application served without `GuardedSite` has no caps
     if guarded.to_executes() is not None:
-        limit = guarded.limits.max_executes
+        limits = guarded.limits
+        if guarded.waiting_executes() >= limits.max_executes:
+            held = f"{limits.max_executes} runs of execute (its limit, --max-executes)"
+        else:
+            count = limits.max_executes_per_peer
+            held = (
+                f"{count} run{'' if count == 1 else 's'} of execute from {guarded.peer} (its "
+                "limit per address, --max-executes-per-peer)"
+            )
         raise ServeError(
             "runtime.unavailable",
-            f"This runner already waits for {limit} runs of execute (its limit, --max-executes); "
-            "nothing was started: send it again in a moment, or start the run (/v1/start) and "
-            "follow it at /v1/runs/{id}/status.",
+            f"This runner already waits for {held}; nothing was started: send it again in a "
+            "moment, or start the run (/v1/start) and follow it at /v1/runs/{id}/status.",
         )
 
 

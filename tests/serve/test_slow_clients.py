@@ -344,9 +344,11 @@ async def test_connections_past_the_per_address_cap_get_a_503(strict: Served) ->
     assert b"\r\nConnection: close" in head, head
 
 
-async def _execute(served: Served, text: str) -> httpx.Response:
-    """``POST /v1/execute`` of the gated method, on a connection of its own."""
-    async with httpx.AsyncClient(timeout=120) as client:
+async def _execute(served: Served, text: str, source: str = "127.0.0.1") -> httpx.Response:
+    """``POST /v1/execute`` of the gated method, on a connection of its own from ``source`` (any
+    127.x.y.z address is this host's loopback, and the server sees it as a client of its own)."""
+    transport = httpx.AsyncHTTPTransport(local_address=source)
+    async with httpx.AsyncClient(timeout=120, transport=transport) as client:
         return await client.post(
             f"{served.url}/v1/execute",
             headers={"Authorization": f"Bearer {TOKEN}"},
@@ -370,14 +372,14 @@ async def _version(served: Served) -> int:
 
 
 async def _executes_waiting(
-    served: Served, gate: Path, count: int
+    served: Served, gate: Path, count: int, source: str = "127.0.0.1"
 ) -> tuple[list[asyncio.Task[httpx.Response]], list[str]]:
-    """``count`` executes from this address whose runs wait at their gates, and the gates' keys."""
+    """``count`` executes from ``source`` whose runs wait at their gates, and the gates' keys."""
     before = set(gate.glob("entered-*"))
     tag = uuid.uuid4().hex[:8]
     waiting = [
         asyncio.create_task(
-            _execute(served, f"Execute {index} of {tag}: the bridge opens in 2027.")
+            _execute(served, f"Execute {index} of {tag}: the bridge opens in 2027.", source)
         )
         for index in range(count)
     ]
@@ -438,6 +440,37 @@ async def test_executes_past_their_own_cap_get_a_503_and_start_nothing(
     assert set(gate_dir.glob("entered-*")) == before
 
 
+async def test_one_address_cannot_take_every_executes_place(
+    temporal_address: str, worker: str, gate_dir: Path
+) -> None:
+    # --max-executes is the server's; without a share per address one client could hold all of
+    # its places (each execute waits up to --execute-wait) and every other got a 503.
+    server = await start_serve(
+        temporal_address, worker, gate_dir, "--max-executes", "3", "--max-executes-per-peer", "2"
+    )
+    keys: list[str] = []
+    try:
+        waiting, keys = await _executes_waiting(server, gate_dir, 2)
+        before = set(gate_dir.glob("entered-*"))
+        refused = await _execute(server, f"A third from one address ({uuid.uuid4().hex[:8]}).")
+        assert set(gate_dir.glob("entered-*")) == before  # never started
+        other, other_keys = await _executes_waiting(server, gate_dir, 1, source="127.0.0.2")
+        keys += other_keys
+        _open(gate_dir, keys)
+        answers = await asyncio.gather(*waiting, *other)
+    finally:
+        _open(gate_dir, keys)
+        await server.stop()
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["detail"] == (
+        "This runner already waits for 2 runs of execute from 127.0.0.1 (its limit per address, "
+        "--max-executes-per-peer); nothing was started: send it again in a moment, or start the "
+        "run (/v1/start) and follow it at /v1/runs/{id}/status."
+    )
+    assert any("127.0.0.1 waits for its limit of 2 executes" in line for line in server.log)
+    assert [answer.status_code for answer in answers] == [200, 200, 200], answers
+
+
 @pytest.mark.parametrize(
     ("flag", "value"),
     [
@@ -445,6 +478,7 @@ async def test_executes_past_their_own_cap_get_a_503_and_start_nothing(
         ("--body-min-rate", "-1"),
         ("--max-connections-per-peer", "-2"),
         ("--max-executes", "0"),
+        ("--max-executes-per-peer", "-1"),
     ],
 )
 def test_a_limit_that_cannot_work_is_one_sentence_naming_its_flag(
