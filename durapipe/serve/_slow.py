@@ -19,7 +19,9 @@ under the same head deadline: an idle keep-alive connection cannot be used to se
 head. The body's deadline lives with the code that reads it (`read_body`): `body_timeout_s`, plus
 one second per `body_min_rate` bytes received, so a large upload at a normal rate is never cut;
 a body cut, and any answer given before the body has all arrived, ends its connection with the
-answer (`answer_and_close`). Each cut is one log line.
+answer (`answer_and_close`): it leaves the caps at once and lingers a moment, under caps of its own
+(as many as the connection caps), so that a client cannot hold sockets past the caps by getting
+answers fast. Each cut is one log line.
 """
 
 from __future__ import annotations
@@ -111,6 +113,8 @@ class _Gate:
         self.by_peer: Counter[str] = Counter()
         self.executes = 0
         self.executes_by_peer: Counter[str] = Counter()
+        self.lingering = 0
+        self.lingering_by_peer: Counter[str] = Counter()
         # Refusals are logged at most once a second: a flood of connections is not a flood of lines.
         self._next_log = 0.0
         self._unlogged = 0
@@ -146,6 +150,27 @@ class _Gate:
         self.executes_by_peer[peer] -= 1
         if self.executes_by_peer[peer] <= 0:
             del self.executes_by_peer[peer]
+
+    def to_linger(self, peer: str) -> bool:
+        """Whether ``peer``'s connection, answered and out of the connection caps, may linger
+        (`_Guarded.linger`): as many may as the connection caps let be open, in all and from one
+        address. A refused answer is quick to get (a missing token), so without this cap a client
+        opening connections fast would hold two seconds' worth of them, past every cap."""
+        limits = self.limits
+        if self.lingering >= limits.max_connections:
+            return False
+        per_peer = limits.max_connections_per_peer
+        if per_peer and self.lingering_by_peer[peer] >= per_peer:
+            return False
+        self.lingering += 1
+        self.lingering_by_peer[peer] += 1
+        return True
+
+    def end_linger(self, peer: str) -> None:
+        self.lingering -= 1
+        self.lingering_by_peer[peer] -= 1
+        if self.lingering_by_peer[peer] <= 0:
+            del self.lingering_by_peer[peer]
 
     def log_refusal(self, peer: str, refusal: str, what: str = "a connection") -> None:
         now = asyncio.get_running_loop().time()
@@ -187,6 +212,7 @@ class _Guarded(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._executing = False  # counted under the executes' cap, not the connection caps
         self._done: asyncio.Protocol | None = None  # aiohttp's, once the connection lingers
+        self._lingering = False  # counted under the lingering connections' caps
 
     @property
     def limits(self) -> ClientLimits:
@@ -288,7 +314,8 @@ class _Guarded(asyncio.Protocol):
     def linger(self) -> None:
         """End this connection after the answer already written: it leaves the caps at once, what
         the client still sends is read and thrown away, the answer is followed by an end of
-        stream, and the connection closes when the client closes it, or after `LINGER_S`.
+        stream, and the connection closes when the client closes it, or after `LINGER_S`. Past the
+        lingering connections' caps (`_Gate.to_linger`) it closes at once instead.
 
         Closing at once would leave the client's unread bytes in the socket, and closing a socket
         with unread bytes resets the connection: the reset can throw away the answer before the
@@ -302,6 +329,11 @@ class _Guarded(asyncio.Protocol):
             transport.write_eof()
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
+        if not self._gate.to_linger(self._peer):
+            transport.close()  # the answer is sent first; a client still sending may be reset
+            return
+        self._lingering = True
         self._timer = asyncio.get_running_loop().call_later(LINGER_S, transport.close)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -309,6 +341,9 @@ class _Guarded(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._lingering:
+            self._lingering = False
+            self._gate.end_linger(self._peer)
         inner = self._leave_caps() or self._done
         self._done = None
         if inner is not None:

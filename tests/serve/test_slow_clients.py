@@ -294,6 +294,48 @@ async def test_uploads_refused_before_their_body_ends_leave_the_caps(strict: Ser
     assert version == 200
 
 
+def _sockets(served: Served) -> int:
+    """The sockets the server's process holds open (its listening socket, its connections to
+    Temporal, and its clients')."""
+    found = 0
+    folder = Path(f"/proc/{served.process.pid}/fd")
+    for fd in folder.iterdir():
+        with contextlib.suppress(OSError):  # closed while listed
+            found += fd.readlink().name.startswith("socket:")
+    return found
+
+
+async def test_refused_clients_opening_connections_fast_hold_no_sockets_past_the_caps(
+    strict: Served,
+) -> None:
+    # An answer before the body (a missing token) is quick to get, and its connection leaves the
+    # caps at once to linger 2 s: one client opening connections as fast as it got its 401s, and
+    # closing none, held the server's sockets past every cap (578 at once, 2,962 opened in 3 s,
+    # against --max-connections 8). Lingering connections now have caps of their own.
+    before = _sockets(strict)
+    held = []
+    try:
+        for _ in range(8 * PER_PEER):
+            reader, writer = await _connect(strict)
+            writer.write(
+                b"POST /v1/validate HTTP/1.1\r\nHost: durapipe\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000000\r\n\r\n"
+            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
+            assert head.startswith(b"HTTP/1.1 401 "), head
+            held.append((reader, writer))
+        opened = _sockets(strict) - before
+        bodies = [await asyncio.wait_for(_read_to_end(reader), timeout=30) for reader, _ in held]
+    finally:
+        for _, writer in held:
+            writer.close()
+    # As many linger as the per-address cap (a connection or two of the server's own may open).
+    assert opened <= PER_PEER + 2, opened
+    # Past the cap each closed at once, after its whole answer.
+    for body in bodies:
+        assert json.loads(body)["code"] == "auth.missing_credential", body
+
+
 async def test_a_large_upload_at_a_normal_rate_goes_through(strict: Served) -> None:
     # 1.5 MB over about 3 s (500 KB/s): longer than the body timeout, faster than the least rate.
     pad = "x" * 1_500_000
