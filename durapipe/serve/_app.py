@@ -425,6 +425,16 @@ async def _execute(request: web.Request) -> web.Response:
     client = request.app[_CLIENT]
     try:
         result = await wait_result(handle, request.app[_CONFIG].execute_wait_s)
+    except asyncio.CancelledError:
+        # Its connection closed (`handler_cancellation`): the wait stops, and with it the place it
+        # held under the executes' caps; the run goes on, durably.
+        logger.warning(
+            "durapipe serve: stopped waiting for run %s: its client closed the connection (or "
+            "this server stops); the run goes on, at /v1/runs/%s/status",
+            handle.run_id,
+            handle.run_id,
+        )
+        raise
     except ServeError as err:
         logger.warning("durapipe serve: %s", err.detail)  # the operator starts the worker
         raise

@@ -46,7 +46,9 @@ async def serve(
     """
     client = await connect(options=config.connection, checkpoints=None)
     app = create_app(config, client)
-    runner = web.AppRunner(app, access_log=None)
+    # A handler whose client closed its connection is cancelled: an execute stops waiting for its
+    # run (which goes on), instead of waiting out --execute-wait for nobody, out of the caps.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     site = GuardedSite(runner, host, port, config.limits)
     try:

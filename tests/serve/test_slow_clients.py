@@ -19,9 +19,12 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+import durapipe as dp
 from durapipe.cli import app
+from durapipe.serve._runs import STALL_GRACE_S
 from durapipe.serve._slow import LINGER_S
 from tests.serve.conftest import HERE, TOKEN, Served, entered, start_serve
+from tests.support import eventually
 
 HEAD_TIMEOUT_S = 2.0
 BODY_TIMEOUT_S = 1.0
@@ -511,6 +514,49 @@ async def test_one_address_cannot_take_every_executes_place(
     )
     assert any("127.0.0.1 waits for its limit of 2 executes" in line for line in server.log)
     assert [answer.status_code for answer in answers] == [200, 200, 200], answers
+
+
+async def test_an_execute_whose_client_left_stops_waiting_for_its_run(
+    temporal_address: str, gate_dir: Path
+) -> None:
+    # Its place under the executes' caps came back when its client closed the connection, but
+    # the wait went on, for up to --execute-wait (600 s), polling Temporal each second: a client
+    # that closed each execute once sent held as many waits as it liked, past every cap (with no
+    # worker, the abandoned wait was still there to say so 5 s after its client had left).
+    queue = f"unpolled-{uuid.uuid4().hex[:8]}"
+    server = await start_serve(temporal_address, queue, gate_dir)
+    client = await dp.connect(temporal_address)
+    body = json.dumps(
+        {"pipe_code": "loud_summary", "files": {"method.yaml": GATED}, "inputs": {"text": "Hi."}}
+    ).encode()
+    try:
+        _, writer = await _connect(server)
+        writer.write(
+            b"POST /v1/execute HTTP/1.1\r\nHost: durapipe\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+
+        async def started() -> str | None:
+            query = f"TaskQueue = '{queue}'"
+            return next(iter([w.id async for w in client.list_workflows(query)]), None)
+
+        run_id = await eventually(started, "the execute's run to start")
+        writer.close()
+        left = f"stopped waiting for run {run_id}: its client closed the connection"
+        await eventually(
+            lambda: asyncio.sleep(0, any(left in line for line in server.log)),
+            "the server to stop waiting",
+            timeout=STALL_GRACE_S + 10,
+        )
+        # A wait still going would have found the run stuck and said so by now.
+        await asyncio.sleep(STALL_GRACE_S + 2)
+        await client.get_workflow_handle(run_id).terminate("test over")
+    finally:
+        await server.stop()
+    assert not any("cannot make progress" in line for line in server.log), server.log
+    assert not any("Traceback" in line for line in server.log), server.log
 
 
 @pytest.mark.parametrize(
