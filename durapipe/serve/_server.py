@@ -57,7 +57,7 @@ async def serve(
         await runner.cleanup()
         raise ConfigError(listen_error(host, port, err)) from None
     bound = runner.addresses[0][1] if runner.addresses else port  # the port 0 picked
-    url = f"http://{host}:{bound}"
+    url = f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}"  # IPv6: [::1]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

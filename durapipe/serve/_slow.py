@@ -27,6 +27,7 @@ answers fast. Each cut is one log line.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from collections import Counter
@@ -61,9 +62,9 @@ class ClientLimits:
             ``body_min_rate`` bytes received (a body slower than that gets a ``408``).
         body_min_rate: the slowest upload, in bytes per second, that is never cut.
         max_connections: open connections the server holds at most (a ``503`` past it).
-        max_connections_per_peer: open connections from one address at most (a ``503`` past it;
-            behind a reverse proxy every client is the proxy's address: raise it, or set it to 0,
-            no per-address cap).
+        max_connections_per_peer: open connections from one address at most (an IPv6 one's
+            ``/64``, see `peer_of`; a ``503`` past it; behind a reverse proxy every client is the
+            proxy's address: raise it, or set it to 0, no per-address cap).
         max_executes: ``execute`` requests waiting for their runs at most (a ``503`` past it,
             nothing started). A waiting execute counts here instead of under the connection caps,
             so executes that wait for long runs never lock out the cheap reads.
@@ -188,6 +189,26 @@ class _Gate:
             del self.by_peer[peer]
 
 
+def peer_of(address: str) -> str:
+    """The peer the per-address caps count a connection from ``address`` under: an IPv4 address
+    (an IPv4-mapped IPv6 one as its IPv4 form), or an IPv6 address's ``/64``, the least network a
+    host is given: each of a client's 2**64 addresses would otherwise have a share of its own.
+
+    Example:
+        >>> peer_of("2001:db8::7"), peer_of("2001:db8::8"), peer_of("::ffff:10.0.0.7")
+        ('2001:db8::/64', '2001:db8::/64', '10.0.0.7')
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # a scope (fe80::1%eth0) aside
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 def _raw_answer(status: int, reason: str, error: ServeError, extra: str = "") -> bytes:
     """A whole HTTP answer written straight to a socket aiohttp has not read a request from."""
     body = json.dumps(error.document()).encode("utf-8")
@@ -222,7 +243,7 @@ class _Guarded(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         peername = transport.get_extra_info("peername")
-        self._peer = str(peername[0]) if peername else "?"
+        self._peer = peer_of(str(peername[0])) if peername else "?"
         refusal = self._gate.refusal(self._peer)
         if refusal is not None:
             self._gate.log_refusal(self._peer, refusal)

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 import durapipe as dp
 from durapipe.cli import app
 from durapipe.serve._runs import STALL_GRACE_S
-from durapipe.serve._slow import LINGER_S
+from durapipe.serve._slow import LINGER_S, peer_of
 from tests.serve.conftest import HERE, TOKEN, Served, entered, start_serve
 from tests.support import eventually
 
@@ -387,6 +387,31 @@ async def test_connections_past_the_per_address_cap_get_a_503(strict: Served) ->
     assert head.startswith(b"HTTP/1.1 200") and json.loads(body)["protocol_version"]
     # The client is told the connection closes, so it never sends a request on a closed one.
     assert b"\r\nConnection: close" in head, head
+
+
+async def test_an_ipv6_client_is_counted_by_its_64(temporal_address: str, gate_dir: Path) -> None:
+    # The per-address caps counted each IPv6 address apart: a client holds a /64 (2**64
+    # addresses), so it could take a share per address until the server's caps were full.
+    server = await start_serve(
+        temporal_address, "ipv6", gate_dir, "--host", "::1", "--max-connections-per-peer", "1"
+    )
+    try:
+        # The URL it announces is one a client can use (it was http://::1:PORT/v1).
+        assert server.url.startswith("http://[::1]:"), server.url
+        port = urlsplit(server.url).port
+        held = await asyncio.open_connection("::1", port)
+        reader, writer = await asyncio.open_connection("::1", port)
+        status, body = await _answer(reader, within=HEAD_TIMEOUT_S)
+        writer.close()
+        held[1].close()
+    finally:
+        await server.stop()
+    assert status == 503
+    assert "::/64 holds its limit of 1 open connections" in str(body["detail"]), body
+    assert peer_of("2001:db8:0:1::7") == peer_of("2001:db8:0:1:ffff::8") == "2001:db8:0:1::/64"
+    assert peer_of("2001:db8:0:2::7") == "2001:db8:0:2::/64"
+    assert peer_of("::ffff:10.0.0.7") == peer_of("10.0.0.7") == "10.0.0.7"
+    assert peer_of("fe80::1%eth0") == "fe80::/64"
 
 
 async def _execute(served: Served, text: str, source: str = "127.0.0.1") -> httpx.Response:
