@@ -321,5 +321,22 @@ def _declare(lib: ctypes.PyDLL) -> None:
     }
     for name, (argtypes, restype) in signatures.items():
         function = getattr(lib, name)
-        function.argtypes = argtypes
+        function.argtypes = None if name in _UNCONVERTED else argtypes
         function.restype = restype
+
+
+# The calls of every step's read and write, whose arguments are already what C takes (a
+# c_void_p statement or connection, ints that fit a C int, bytes for a char pointer, the
+# c_void_p destructor): declared without argument types, ctypes passes them as they are instead
+# of running each through its type's converter (a lookup that misses, 4.23 -> 3.72 us in one
+# process, alternating). Their return types stay declared.
+_UNCONVERTED = frozenset(
+    {
+        "sqlite3_bind_text",
+        "sqlite3_step",
+        "sqlite3_reset",
+        "sqlite3_changes",
+        "sqlite3_column_text",
+        "sqlite3_column_bytes",
+    }
+)
