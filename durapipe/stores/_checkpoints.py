@@ -31,7 +31,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -52,7 +51,7 @@ from durapipe.security._codec import EncryptionCodec, encryption_from_env
 from durapipe.spec._base import parse_duration
 from durapipe.stores._answers import keeping_answers
 from durapipe.stores._held_sqlite import held_connection
-from durapipe.stores._keys import canonical_json, json_value
+from durapipe.stores._keys import canonical_json, llm_document
 from durapipe.stores._paths import CHECKPOINTS_ENV, default_path, is_off, is_redis
 from durapipe.stores._schema import CHECKPOINTS, migrate
 
@@ -91,8 +90,9 @@ def checkpoint_key(
     memoize = memoized(call)
     if namespace is None:
         namespace = activity.info().namespace if activity.in_activity() else local_namespace()
-    if type(call) is LlmCall:
-        return _llm_key(call, messages, namespace, memoize)
+    if type(call) is LlmCall:  # most leaves: the same document, spliced (see `llm_document`)
+        text = llm_document(call, messages, namespace, MEMO_SCOPE if memoize else None, KEY_VERSION)
+        return hashlib.sha256(text.encode()).hexdigest()
     content: dict[str, Any] = {
         "v": KEY_VERSION,
         "namespace": namespace,
@@ -119,47 +119,6 @@ def checkpoint_key(
     else:
         content |= {"pipe": pipe.model_dump(mode="json"), "inputs": call.inputs}
     text = canonical_json(content)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _llm_key(
-    call: LlmCall, messages: list[dict[str, str]] | None, namespace: str, memoize: bool
-) -> str:
-    """`checkpoint_key` of an llm call (most leaves): the same document, spliced from its values'
-    JSON in its sorted order instead of a dict encoded whole with its keys sorted (half the time;
-    ``tests/stores/test_checkpoint_keys.py`` checks it against the dict's encoding)."""
-    pipe = call.pipe
-    structures = call.structures
-    # The fields their models type as `str` (validated when the call was decoded) go straight to
-    # json's string encoder; the others through `json_value`.
-    quote = encode_basestring_ascii
-    text = "".join(
-        (
-            '{"kind":',
-            quote(pipe.kind),
-            ',"messages":',
-            json_value(messages),
-            ',"model":',
-            json_value(pipe.model),
-            ',"namespace":',
-            quote(namespace),
-            ',"output":',
-            quote(pipe.output),
-            ',"path":',
-            "null" if memoize else quote(call.path),
-            ',"scope":',
-            '"' + MEMO_SCOPE + '"' if memoize else f"[{quote(call.run_id)},{quote(call.scope)}]",
-            ',"settings":',
-            json_value(pipe.settings),
-            ',"structures":',
-            json_value({n: s.model_dump(mode="json") for n, s in structures.items()})
-            if structures
-            else "{}",
-            ',"v":',
-            str(KEY_VERSION),
-            "}",
-        )
-    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
