@@ -25,6 +25,7 @@ import base64
 import contextlib
 import functools
 import hashlib
+import math
 import os
 import sqlite3
 import threading
@@ -50,7 +51,7 @@ from durapipe.security._codec import EncryptionCodec, encryption_from_env
 from durapipe.spec._base import parse_duration
 from durapipe.stores._answers import keeping_answers
 from durapipe.stores._held_sqlite import held_connection
-from durapipe.stores._keys import canonical_json
+from durapipe.stores._keys import canonical_json, llm_document
 from durapipe.stores._paths import CHECKPOINTS_ENV, default_path, is_off, is_redis
 from durapipe.stores._schema import CHECKPOINTS, migrate
 
@@ -89,6 +90,9 @@ def checkpoint_key(
     memoize = memoized(call)
     if namespace is None:
         namespace = activity.info().namespace if activity.in_activity() else local_namespace()
+    if type(call) is LlmCall:  # most leaves: the same document, spliced (see `llm_document`)
+        text = llm_document(call, messages, namespace, MEMO_SCOPE if memoize else None, KEY_VERSION)
+        return hashlib.sha256(text.encode()).hexdigest()
     content: dict[str, Any] = {
         "v": KEY_VERSION,
         "namespace": namespace,
@@ -159,6 +163,12 @@ class _Codec:
         # The activity then sends the same JSON to Temporal without dumping it again.
         return self.codec.seal_text(result_json(result).decode())
 
+    def dump_utf8(self, result: LeafResult) -> bytes:
+        # `dump` as UTF-8, for the loop's connection, which binds it as text: the JSON's own
+        # bytes when nothing is sealed (no decode here and encode again when bound).
+        data = result_json(result)
+        return data if self.codec.current is None else self.codec.seal_text(data.decode()).encode()
+
     def load(self, text: str | bytes, key: str) -> LeafResult:
         if isinstance(text, bytes):
             text = text.decode()
@@ -224,26 +234,42 @@ class SqliteCheckpoints:
         # Its calls keep the GIL where they can (see `_held_sqlite`): with sqlite3's, each step
         # let a thread waiting for the GIL (litellm's pool) take it and hold the loop up. A WAL
         # checkpoint syncs the file to disk: the loop's commits leave it to a thread.
-        self._loop_db: Any = held_connection(
+        held = held_connection(
             self.path,
             ("PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout = 0", "PRAGMA wal_autocheckpoint=0"),
             wait=SETUP_WAIT_S,
         )
-        if self._loop_db is None:
-            self._loop_db = _connect(self.path, timeout=0, autocommit=True)
-            self._loop_db.execute("PRAGMA wal_autocheckpoint=0")
+        self._loop_db: Any = held
+        # The loop's read and write of one key: the held connection's own, or sqlite3's.
+        self._loop_lookup: Callable[[str, str], str | bytes | None]
+        self._loop_write: Callable[[str, str, bytes], int]
+        if held is not None:
+            self._loop_lookup, self._loop_write = held.lookup, held.write
+        else:
+            plain = _connect(self.path, timeout=0, autocommit=True)
+            plain.execute("PRAGMA wal_autocheckpoint=0")
+            self._loop_db = plain
+            self._loop_lookup = functools.partial(_plain_lookup, plain)
+            self._loop_write = functools.partial(_plain_write, plain)
+        # The statements, with the TTL written in and the time read by SQLite (see `_lookup_sql`).
+        self._lookup = _lookup_sql("checkpoints", "result", self.ttl)
+        self._insert = _insert_sql("checkpoints", "result", self.ttl)
+        self._lookup_answer = _lookup_sql("answers", "answer", self.ttl)
+        self._insert_answer = _insert_sql("answers", "answer", self.ttl)
         self._commits = 0
         self._checkpointer: threading.Thread | None = None
 
     def get(self, key: str) -> LeafResult | None:
         """The result stored under ``key``, if any (and younger than the TTL)."""
         with self._lock:
-            return self._select(self._db, key)
+            row = self._db.execute(self._lookup, (key,)).fetchone()
+        return self._codec.load(row[0], key) if row else None
 
     def put(self, key: str, result: LeafResult) -> bool:
         """Store ``result`` unless ``key`` holds a live result; True if this one won."""
+        text = self._codec.dump(result)
         with self._lock, self._db:
-            return self._insert(self._db, key, result)
+            return bool(self._db.execute(self._insert, (key, text)).rowcount == 1)
 
     def prune(self, older_than: float | None = None) -> int:
         """Delete results (and kept answers) stored more than ``older_than`` seconds ago
@@ -257,11 +283,13 @@ class SqliteCheckpoints:
 
     def get_nowait(self, key: str) -> LeafResult | None:
         """Like `get`, on the calling thread; raises `BlockingIOError` rather than wait."""
-        return self._without_waiting(self._select, key)
+        text = self._without_waiting(self._loop_lookup, self._lookup, key)
+        return None if text is None else self._codec.load(text, key)
 
     def put_nowait(self, key: str, result: LeafResult) -> bool:
         """Like `put`, on the calling thread; raises `BlockingIOError` rather than wait."""
-        won = self._without_waiting(self._insert, key, result)
+        text = self._codec.dump_utf8(result)
+        won = self._without_waiting(self._loop_write, self._insert, key, text) == 1
         self._count_commits(1)
         return won
 
@@ -285,27 +313,31 @@ class SqliteCheckpoints:
 
     def put_many_nowait(self, results: Mapping[str, LeafResult]) -> int:
         """Like `put_many`, on the calling thread; raises `BlockingIOError` rather than wait."""
-        won = self._without_waiting(self._insert_many, results)
+        won = self._without_waiting(self._insert_many, self._loop_db, results)
         self._count_commits(len(results))
         return won
 
     def get_answer(self, key: str) -> bytes | None:
         """The provider answer kept under ``key`` (see `durapipe.adapters._answers`), if any."""
         with self._lock:
-            return self._select_answer(self._db, key)
+            row = self._db.execute(self._lookup_answer, (key,)).fetchone()
+        return self._codec.load_bytes(row[0], key) if row else None
 
     def put_answer(self, key: str, answer: bytes) -> None:
         """Keep a provider answer under ``key``; the first one kept stays."""
+        text = self._codec.dump_bytes(answer)
         with self._lock, self._db:
-            self._insert_answer(self._db, key, answer)
+            self._db.execute(self._insert_answer, (key, text))
 
     def get_answer_nowait(self, key: str) -> bytes | None:
         """Like `get_answer`, on the calling thread; raises `BlockingIOError` rather than wait."""
-        return self._without_waiting(self._select_answer, key)
+        text = self._without_waiting(self._loop_lookup, self._lookup_answer, key)
+        return None if text is None else self._codec.load_bytes(text, key)
 
     def put_answer_nowait(self, key: str, answer: bytes) -> None:
         """Like `put_answer`, on the calling thread; raises `BlockingIOError` rather than wait."""
-        self._without_waiting(self._insert_answer, key, answer)
+        text = self._codec.dump_bytes(answer).encode()
+        self._without_waiting(self._loop_write, self._insert_answer, key, text)
         self._commits += 1
 
     def _wal_checkpoint(self) -> None:
@@ -330,7 +362,7 @@ class SqliteCheckpoints:
                         self._db.execute(f"PRAGMA busy_timeout = {int(waits)}")
 
     def _without_waiting(self, work: Callable[..., T], *args: Any) -> T:
-        """``work(loop connection, *args)`` on the calling thread, or `BlockingIOError`."""
+        """``work(*args)`` (on the loop's connection) on the calling thread, or `BlockingIOError`."""
         # A WAL read never waits for a writer, and an uncontended write takes well under a
         # millisecond without an fsync: cheaper than the hop to a thread. Only a lock held by
         # another thread or process (SQLITE_BUSY at once, with timeout 0) sends the caller there.
@@ -340,36 +372,13 @@ class SqliteCheckpoints:
         try:
             # The loop connection is in autocommit mode: each work is one statement, which is
             # its own transaction (committed, or rolled back on an error).
-            return work(self._loop_db, *args)
+            return work(*args)
         except sqlite3.OperationalError as err:
             if getattr(err, "sqlite_errorcode", None) in _BUSY:
                 raise BlockingIOError(str(err)) from None
             raise
         finally:
             self._loop_lock.release()
-
-    def _select(self, db: sqlite3.Connection, key: str) -> LeafResult | None:
-        row = db.execute(
-            "SELECT result FROM checkpoints WHERE key = ? AND created_at >= ?",
-            (key, time.time() - self.ttl),
-        ).fetchone()
-        return self._codec.load(row[0], key) if row else None
-
-    def _select_answer(self, db: sqlite3.Connection, key: str) -> bytes | None:
-        row = db.execute(
-            "SELECT answer FROM answers WHERE key = ? AND created_at >= ?",
-            (key, time.time() - self.ttl),
-        ).fetchone()
-        return self._codec.load_bytes(row[0], key) if row else None
-
-    def _insert_answer(self, db: sqlite3.Connection, key: str, answer: bytes) -> None:
-        now = time.time()
-        db.execute(
-            "INSERT INTO answers (key, answer, created_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET answer = excluded.answer, "
-            "created_at = excluded.created_at WHERE answers.created_at < ?",
-            (key, self._codec.dump_bytes(answer), now, now - self.ttl),
-        )
 
     def _insert_many(self, db: sqlite3.Connection, results: Mapping[str, LeafResult]) -> int:
         # The loop's connection is in autocommit mode: one explicit transaction for the batch,
@@ -386,26 +395,51 @@ class SqliteCheckpoints:
     def _insert_rows(self, db: sqlite3.Connection, results: Mapping[str, LeafResult]) -> int:
         # One executemany, not a statement per result (bench.local_ab: 13-18 us per step less). Its
         # rowcount sums the rows each insert changed, 1 for a result that won and 0 for a key
-        # holding a live result: how many won, as the sum of `_insert`s counted them.
+        # holding a live result: how many won, as one write per result counted them.
         if not results:
             return 0
-        now = time.time()
-        rows = [(key, self._codec.dump(r), now, now - self.ttl) for key, r in results.items()]
-        return db.executemany(_INSERT, rows).rowcount
-
-    def _insert(self, db: sqlite3.Connection, key: str, result: LeafResult) -> bool:
-        now = time.time()
-        # First writer wins; an expired result counts as no result.
-        cursor = db.execute(_INSERT, (key, self._codec.dump(result), now, now - self.ttl))
-        return cursor.rowcount == 1
+        rows = [(key, self._codec.dump(r)) for key, r in results.items()]
+        return int(db.executemany(self._insert, rows).rowcount)
 
 
-# First writer wins; an expired result counts as no result.
-_INSERT = (
-    "INSERT INTO checkpoints (key, result, created_at) VALUES (?, ?, ?) "
-    "ON CONFLICT (key) DO UPDATE SET result = excluded.result, "
-    "created_at = excluded.created_at WHERE checkpoints.created_at < ?"
-)
+# The time in seconds since the epoch, as SQLite reads it (the clock `time.time` reads, to the
+# millisecond): binding it from Python was two more calls into SQLite per read and write (each
+# a few thousand instructions through ctypes, see `_held_sqlite`) for every step.
+_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+def _real(seconds: float) -> str:
+    """``seconds`` as a SQL literal (a TTL without end as one larger than any float)."""
+    return repr(float(seconds)) if math.isfinite(seconds) else "9e999"
+
+
+def _lookup_sql(table: str, column: str, ttl: float) -> str:
+    """The read of one key's ``column``: served only while younger than ``ttl``."""
+    return f"SELECT {column} FROM {table} WHERE key = ? AND created_at >= {_NOW} - {_real(ttl)}"
+
+
+def _insert_sql(table: str, column: str, ttl: float) -> str:
+    """The conditional write of a key's ``column``: first writer wins, and an expired value
+    counts as none."""
+    return (
+        f"INSERT INTO {table} (key, {column}, created_at) VALUES (?, ?, {_NOW}) "
+        f"ON CONFLICT (key) DO UPDATE SET {column} = excluded.{column}, "
+        f"created_at = excluded.created_at "
+        f"WHERE {table}.created_at < excluded.created_at - {_real(ttl)}"
+    )
+
+
+def _plain_lookup(db: sqlite3.Connection, sql: str, key: str) -> str | None:
+    """`HeldConnection.lookup` on a ``sqlite3`` connection (``DURAPIPE_SQLITE_HELD=off``)."""
+    row = db.execute(sql, (key,)).fetchone()
+    return None if row is None else row[0]
+
+
+def _plain_write(db: sqlite3.Connection, sql: str, key: str, text: bytes) -> int:
+    """`HeldConnection.write` on a ``sqlite3`` connection: the text bound as text."""
+    return db.execute(sql, (key, text.decode())).rowcount
+
+
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 # About SQLite's automatic checkpoint interval (1,000 WAL pages) at a few pages per result.
 WAL_CHECKPOINT_EVERY = 250

@@ -86,6 +86,51 @@ class HeldConnection:
         finally:
             lib.sqlite3_reset(statement)
 
+    def lookup(self, sql: str, key: str) -> bytes | None:
+        """The first column of the first row of ``sql`` (one parameter, ``key``, bound as text)
+        as its bytes, or None without a row: the store's read, in the fewest calls into SQLite
+        (bind, step and reset; a row adds its text's pointer and size). Reset ends the read
+        transaction whether or not a row was read."""
+        statement, parameters, _ = self._prepared(sql)
+        if parameters != 1:
+            raise sqlite3.ProgrammingError(f"lookup takes a statement of 1 parameter: {sql}")
+        lib = self._lib
+        try:
+            data = key.encode()
+            rc = lib.sqlite3_bind_text(statement, 1, data, len(data), _TRANSIENT)
+            if rc != _OK:
+                raise _error(rc, self._message())
+            rc = lib.sqlite3_step(statement)
+            if rc == _ROW:
+                pointer = lib.sqlite3_column_text(statement, 0)
+                return ctypes.string_at(pointer, lib.sqlite3_column_bytes(statement, 0))
+            if rc != _DONE:
+                raise _error(lib.sqlite3_extended_errcode(self._db), self._message())
+            return None
+        finally:
+            lib.sqlite3_reset(statement)
+
+    def write(self, sql: str, key: str, text: bytes) -> int:
+        """Run the changing statement ``sql`` with two text parameters, ``key`` and ``text``
+        (UTF-8 bytes, bound as text, not as a blob); how many rows it changed. The store's write,
+        in the fewest calls into SQLite (two binds, step, the change count, reset)."""
+        statement, parameters, _ = self._prepared(sql)
+        if parameters != 2:
+            raise sqlite3.ProgrammingError(f"write takes a statement of 2 parameters: {sql}")
+        lib = self._lib
+        try:
+            data = key.encode()
+            rc = lib.sqlite3_bind_text(statement, 1, data, len(data), _TRANSIENT)
+            if rc == _OK:
+                rc = lib.sqlite3_bind_text(statement, 2, text, len(text), _TRANSIENT)
+            if rc != _OK:
+                raise _error(rc, self._message())
+            if lib.sqlite3_step(statement) != _DONE:
+                raise _error(lib.sqlite3_extended_errcode(self._db), self._message())
+            return int(lib.sqlite3_changes(self._db))
+        finally:
+            lib.sqlite3_reset(statement)
+
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> _Result:
         """Run one statement per row; ``rowcount`` sums the rows each changed."""
         changed = sum(self.execute(sql, row).rowcount for row in rows)
@@ -276,5 +321,22 @@ def _declare(lib: ctypes.PyDLL) -> None:
     }
     for name, (argtypes, restype) in signatures.items():
         function = getattr(lib, name)
-        function.argtypes = argtypes
+        function.argtypes = None if name in _UNCONVERTED else argtypes
         function.restype = restype
+
+
+# The calls of every step's read and write, whose arguments are already what C takes (a
+# c_void_p statement or connection, ints that fit a C int, bytes for a char pointer, the
+# c_void_p destructor): declared without argument types, ctypes passes them as they are instead
+# of running each through its type's converter (a lookup that misses, 4.23 -> 3.72 us in one
+# process, alternating). Their return types stay declared.
+_UNCONVERTED = frozenset(
+    {
+        "sqlite3_bind_text",
+        "sqlite3_step",
+        "sqlite3_reset",
+        "sqlite3_changes",
+        "sqlite3_column_text",
+        "sqlite3_column_bytes",
+    }
+)

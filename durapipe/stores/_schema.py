@@ -27,7 +27,11 @@ well. A store creates the indexes of its `Layout` that a file lacks whenever it 
 look at ``sqlite_master``). So ``leases_lease`` (an index on ``leases.lease``: a call's `sent`
 and `release` find its rows by lease id, which the ``(bucket, lease)`` primary key cannot serve,
 so each was a scan of every row of the last two hours) joined layout 1 when the limits store
-first opens a file of before it.
+first opens a file of before it. The other way, a store drops the indexes its `Layout` lists as
+``dropped`` when it opens a file holding them: ``checkpoints_age`` and ``answers_age`` (on
+``created_at``, for ``prune`` alone) cost every step's write one more b-tree page in the log,
+and prune scans the table instead. A durapipe of before creates them again when it opens the
+file (a host's workers upgraded one by one); the next worker of this version to start drops them.
 
 Rows of before retention get ``created_at = 0``: they count as expired, so they are not served
 (an answer kept then was stored raw, not in today's encoding) and the next prune deletes them.
@@ -59,6 +63,8 @@ class Layout:
             missing (``IF NOT EXISTS``).
         indexes: the names of the indexes ``create`` makes; a file lacking one gets ``create``
             run again when the store opens it (see the module's docstring).
+        dropped: indexes an earlier durapipe made that this one drops when the store opens a
+            file holding them (see the module's docstring).
     """
 
     store: str
@@ -66,6 +72,7 @@ class Layout:
     columns: Mapping[str, tuple[str, ...]]
     create: Sequence[str]
     indexes: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
 
 
 CHECKPOINTS = Layout(
@@ -80,10 +87,10 @@ CHECKPOINTS = Layout(
         "created_at REAL NOT NULL DEFAULT 0)",
         "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL, "
         "created_at REAL NOT NULL DEFAULT 0)",
-        "CREATE INDEX IF NOT EXISTS checkpoints_age ON checkpoints (created_at)",
-        "CREATE INDEX IF NOT EXISTS answers_age ON answers (created_at)",
     ),
-    indexes=("checkpoints_age", "answers_age"),
+    # Every step's write added its row to this index too: one more b-tree page written to the log
+    # per step (a sixth of a step's store work), for `prune` alone, which scans without it.
+    dropped=("checkpoints_age", "answers_age"),
 )
 
 LIMITS = Layout(
@@ -147,6 +154,8 @@ def _migrate(path: Path, layout: Layout, timeout: float) -> None:
                 _check(db, path, layout, present_only=True)  # before indexing their columns
                 for statement in layout.create:
                     db.execute(statement)
+                for index in layout.dropped:
+                    db.execute(f"DROP INDEX IF EXISTS {index}")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 db.execute("COMMIT")
             except BaseException:
@@ -185,11 +194,11 @@ def _upgrade(db: sqlite3.Connection, version: int) -> None:
 
 
 def _missing(db: sqlite3.Connection, layout: Layout) -> bool:
-    """Whether the file lacks one of the layout's tables or indexes."""
+    """Whether the file lacks one of the layout's tables or indexes, or holds one it drops."""
     if any(not _columns(db, table) for table in layout.columns):
         return True
     indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    return not indexes.issuperset(layout.indexes)
+    return not indexes.issuperset(layout.indexes) or not indexes.isdisjoint(layout.dropped)
 
 
 def _check(

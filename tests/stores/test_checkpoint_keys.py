@@ -283,3 +283,25 @@ def test_a_value_that_contains_itself_fails_whatever_the_recursion_limit() -> No
     )
     assert done.returncode == 0, done.stderr
     assert "Circular reference" in done.stdout
+
+
+def test_an_llm_calls_spliced_key_is_the_dicts_encoding_whatever_its_values() -> None:
+    # An llm call's key is spliced from its values' JSON (the common leaf, at half the cost):
+    # every value each part can hold must give the text the whole dict gave.
+    call, messages = calls()["llm"]
+    odd = {"when": datetime(2026, 11, 27, tzinfo=UTC), "nan": float("nan"), "set": {1}}
+    variants: list[tuple[LeafCall, list[dict[str, str]] | None]] = [
+        (call, messages),
+        (call, []),
+        (call, None),
+        (call.model_copy(update={"scope": "", "path": "é[0]/\u2028"}), messages),
+        (call.model_copy(update={"structures": {}}), messages),
+        (call.model_copy(update={"pipe": call.pipe.model_copy(update={"model": None})}), None),
+        (call.model_copy(update={"pipe": call.pipe.model_copy(update={"settings": odd})}), None),
+        (call.model_copy(update={"pipe": call.pipe.model_copy(update={"settings": {}})}), None),
+        (call.model_copy(update={"pipe": call.pipe.model_copy(update={"memoize": True})}), None),
+    ]
+    for variant, sent in variants:
+        for namespace in ("ns", "prod «α»"):
+            key = checkpoint_key(variant, sent, namespace=namespace)
+            assert key == reference_key(variant, sent, namespace)

@@ -179,6 +179,64 @@ def test_the_migration_keeps_rows_that_already_had_an_age(tmp_path: Path) -> Non
     assert SqliteCheckpoints(path, ttl=3600).get("recent") == _result("kept")
 
 
+# The layout of the release before this one: the tables of today with an index on each one's age,
+# which its store created whenever a file lacked one (and creates again: a host's workers are
+# upgraded one by one, on one file).
+AGE_INDEXED = [
+    "CREATE TABLE checkpoints (key TEXT PRIMARY KEY, result TEXT NOT NULL, "
+    "created_at REAL NOT NULL DEFAULT 0)",
+    "CREATE TABLE answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL, "
+    "created_at REAL NOT NULL DEFAULT 0)",
+    "CREATE INDEX IF NOT EXISTS checkpoints_age ON checkpoints (created_at)",
+    "CREATE INDEX IF NOT EXISTS answers_age ON answers (created_at)",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+]
+
+
+def _indexes(path: Path) -> set[str]:
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+        return {row[0] for row in rows}
+    finally:
+        db.close()
+
+
+def test_the_age_indexes_of_the_release_before_are_dropped_and_come_back_harmlessly(
+    tmp_path: Path,
+) -> None:
+    # A step's write no longer adds its row to an index on its age (one b-tree page less in the
+    # log per step); prune scans instead. A file of the release before loses them when a store
+    # opens it, and a worker of that release, opening the file later, makes them again: both
+    # keep reading and writing it.
+    path = tmp_path / "checkpoints.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    for statement in AGE_INDEXED:
+        db.execute(statement)
+    db.execute(
+        "INSERT INTO checkpoints (key, result, created_at) VALUES (?, ?, ?)",
+        ("before", _result("kept").model_dump_json(), time.time()),
+    )
+    db.close()
+    assert _indexes(path) == {"checkpoints_age", "answers_age"}
+    store = SqliteCheckpoints(path, ttl=3600)
+    assert _indexes(path) == set()
+    assert store.get_nowait("before") == _result("kept") == store.get("before")
+    assert store.put_nowait("now", _result("new")) and store.get("now") == _result("new")
+    db = sqlite3.connect(path, isolation_level=None)  # a worker of before opens the file
+    for statement in AGE_INDEXED[2:4]:
+        db.execute(statement)
+    db.execute("UPDATE checkpoints SET created_at = 0 WHERE key = 'before'")
+    db.close()
+    assert store.put_nowait("later", _result("later")) and store.get("later") == _result("later")
+    assert store.prune() == 1 and store.get("before") is None
+    SqliteCheckpoints(path, ttl=3600)
+    assert _indexes(path) == set()
+    # A new file never has them.
+    SqliteCheckpoints(tmp_path / "new.sqlite")
+    assert _indexes(tmp_path / "new.sqlite") == set()
+
+
 class _LockedAtFirst:
     """A connection whose first statement finds the file locked at once, as SQLite answers some
     conflicts between workers opening a new file together (without waiting its timeout)."""

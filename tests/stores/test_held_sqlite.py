@@ -125,3 +125,66 @@ def test_a_held_connection_binds_every_parameter_each_run_and_counts_changes_as_
     ]  # fmt: skip
     held.close()
     plain.close()
+
+
+def test_a_held_connections_one_key_read_and_write_bind_text_and_end_their_transactions(
+    tmp_path: Path,
+) -> None:
+    # The store's read and write on the loop (`lookup`, `write`): fewer calls into SQLite than
+    # `execute`, the written value still text (a worker of before, or sqlite3, reads a str), and
+    # each statement reset, so a row read leaves no read transaction open behind it.
+    path = tmp_path / "values.sqlite"
+    plain = sqlite3.connect(path, isolation_level=None)
+    plain.execute("PRAGMA journal_mode=WAL")
+    plain.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)")
+    held = _held_sqlite.held_connection(path, ("PRAGMA busy_timeout = 0",), wait=1)
+    assert isinstance(held, HeldConnection)
+    insert, select = (
+        "INSERT INTO t VALUES (?, ?) ON CONFLICT DO NOTHING",
+        "SELECT v FROM t WHERE k = ?",
+    )
+    assert held.write(insert, "a", "é ✓".encode()) == 1
+    assert held.write(insert, "a", b"second") == 0  # the first stays
+    assert held.lookup(select, "a") == "é ✓".encode() and held.lookup(select, "b") is None
+    assert held.write(insert, "e", b"") == 1 and held.lookup(select, "e") == b""
+    assert plain.execute("SELECT v, typeof(v) FROM t WHERE k = 'a'").fetchone() == ("é ✓", "text")
+    # No read transaction left open by the row read: a checkpoint copies and restarts the log.
+    assert plain.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone() == (0, 0, 0)
+    with pytest.raises(sqlite3.ProgrammingError, match="1 parameter"):
+        held.lookup(insert, "x")
+    with pytest.raises(sqlite3.ProgrammingError, match="2 parameters"):
+        held.write(select, "x", b"")
+    plain.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        held.write(insert, "x", b"y")
+    assert caught.value.sqlite_errorcode == sqlite3.SQLITE_BUSY
+    plain.execute("COMMIT")
+    assert held.write(insert, "x", b"y") == 1  # the statement was reset
+    held.close()
+    plain.close()
+
+
+def test_a_result_stored_on_the_loop_is_text_stamped_with_the_time_it_was_written(
+    tmp_path: Path,
+) -> None:
+    # The loop's statements read the time in SQLite instead of binding it: a row's age is still
+    # the clock's, and a result older than the TTL is still neither served nor kept over.
+    path = tmp_path / "checkpoints.sqlite"
+    store = SqliteCheckpoints(path, ttl=60)
+    before = time.time()
+    assert store.put_nowait("k", LeafResult(output="kept", model="m"))
+    store.put_answer_nowait("a", b'{"id": 1}')
+    after = time.time()
+    plain = sqlite3.connect(path, isolation_level=None)
+    kind, age = plain.execute("SELECT typeof(result), created_at FROM checkpoints").fetchone()
+    assert kind == "text" and before - 0.01 <= age <= after + 0.01
+    (answered,) = plain.execute("SELECT created_at FROM answers").fetchone()
+    assert before - 0.01 <= answered <= after + 0.01
+    plain.execute("UPDATE checkpoints SET created_at = created_at - 59")
+    assert store.get_nowait("k") is not None
+    plain.execute("UPDATE checkpoints SET created_at = created_at - 2")
+    assert store.get_nowait("k") is None and store.get("k") is None
+    assert store.put_nowait("k", LeafResult(output="new", model="m"))
+    stored = store.get_nowait("k")
+    assert stored is not None and stored.output == "new"
+    plain.close()
