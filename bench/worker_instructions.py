@@ -6,6 +6,7 @@ measures that load does not move.
                                         [--only callgrind|bytecodes] [--cache-sim] [--top 15]
                                         [--keep DIR] [--address HOST:PORT]
     python -m bench.worker_instructions --report DIR [--leaves N] [--rounds N] [--top N]
+    python -m bench.worker_instructions --only callgrind --concurrency 20 --pad BYTES
 
 Both bench workers (``durapipe worker`` on a batch pipeline, `bench.handwritten`) run against one
 dev server (a fresh one unless ``--address``), one after the other, each twice: under ``valgrind
@@ -38,6 +39,15 @@ places of each table by the size of the difference:
 - Python bytecodes by thread group (``event loop``, ``python threads``), by package (``durapipe``,
   ``temporalio``, ``litellm``, ``stdlib:asyncio``, ...) and by function (its own bytecodes).
 
+``--pad BYTES`` prices a payload byte: durapipe's llm pipe takes one more text input, ``pad``,
+which its prompt reads without rendering any of it, and every item of the batch gets the same
+``BYTES`` letters and digits in it (seeded random bytes in base64: they compress as such text
+does), so each leaf's activity input is ``BYTES`` longer (through the workflow's encoding, the
+core's gzip both ways, the activity's decoding) and nothing else changes: the rendered messages,
+the checkpoint key and the model's work are the same. Compare durapipe's counts of a ``--pad 0``
+run with a ``--pad N`` run's (the hand-written side is unchanged, so the printed difference to it
+includes the padding).
+
 ``--cache-sim`` has callgrind simulate this host's caches and branch predictors too (`CACHES`: the
 core's 32 KiB L1 instruction and data caches, its 1 MiB L2 as the last level; valgrind's
 predictors) and prints, per leaf, every simulated event (data reads and writes, misses of each
@@ -69,7 +79,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
+import random
 import re
 import shutil
 import signal
@@ -525,15 +537,35 @@ def control(pid: int, *args: str) -> None:
         raise SystemExit(f"callgrind_control {' '.join(args)} {pid} failed: {done.stderr.strip()}")
 
 
-def pipeline_yaml(concurrency: int) -> str:
+def pipeline_yaml(concurrency: int, pad: int | None = None) -> str:
+    """The counted batch pipeline; with ``pad`` (`--pad`), its llm pipe also takes a ``pad`` text
+    input, which every item gets from the batch's own (`padding`) and its prompt reads without
+    rendering any of it: each leaf's activity input carries ``pad`` bytes more, and nothing else
+    changes (the rendered messages, the checkpoint key, the model's work)."""
     from bench._common import batch_pipe
 
-    ask = """  ask:
+    if pad is None:
+        ask = """  ask:
     kind: llm
     inputs: {question: text}
     prompt: "{{ question }}"
 """
-    return "\npipes:" + batch_pipe("batch", concurrency) + ask
+        return "\npipes:" + batch_pipe("batch", concurrency) + ask
+    batch = batch_pipe("batch", concurrency).replace(
+        "questions: list[text]\n", "questions: list[text]\n      pad: text\n"
+    )
+    ask = """  ask:
+    kind: llm
+    inputs: {question: text, pad: text}
+    prompt: "{{ question }}{% if not pad %}{% endif %}"
+"""
+    return "\npipes:" + batch + ask
+
+
+def padding(size: int) -> str:
+    """``size`` letters and digits that compress about as well as base64 does (random bytes,
+    seeded: every run sends the same): `--pad`'s input."""
+    return base64.b64encode(random.Random(0).randbytes(size))[:size].decode()
 
 
 async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
@@ -548,10 +580,16 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
     from durapipe.workflows._search import start_totals
 
     pipeline_file = folder / "bench.yaml"
-    pipeline_file.write_text(pipeline_yaml(args.concurrency))
+    pipeline_file.write_text(pipeline_yaml(args.concurrency, args.pad))
     pipeline = dp.load(pipeline_file)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     notes: list[str] = []
+    if args.pad is not None:
+        notes.append(
+            f"# --pad {args.pad}: every durapipe leaf's activity input carries a {args.pad}-byte "
+            "input its prompt does not render (the hand-written side is unchanged): compare "
+            "durapipe's counts with another --pad run's"
+        )
     async with dev_server(args.address) as address:
         ours_client = await dp.connect(address, pipeline=pipeline)
         theirs_client = await handwritten.connect(address)
@@ -560,7 +598,10 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
             size = min(args.leaves, 2 * args.concurrency) if primer else args.leaves
             questions = [f"q{i}" for i in range(size)]
             if side == "durapipe":
-                run = pipe_run(pipeline, "batch", {"questions": questions})
+                inputs: dict[str, object] = {"questions": questions}
+                if args.pad is not None:
+                    inputs["pad"] = padding(args.pad)
+                run = pipe_run(pipeline, "batch", inputs)
                 handle = await ours_client.start_workflow(
                     WORKFLOW_NAME,
                     run,
@@ -701,11 +742,20 @@ def main(argv: Iterable[str] | None = None) -> None:
         help="callgrind also simulates this host's caches and branch predictors: misses per leaf "
         "and estimated cycles (about twice as slow)",
     )
+    parser.add_argument(
+        "--pad",
+        type=int,
+        metavar="BYTES",
+        help="durapipe's leaves carry BYTES more in their activity input (an input its prompt "
+        "reads without rendering); two runs, --pad 0 and --pad N, price a payload byte",
+    )
     parser.add_argument("--top", type=int, default=15, help="rows per table [15]")
     parser.add_argument("--keep", type=Path, help="keep the counts in this folder")
     parser.add_argument("--address", help="an existing Temporal server [default: start one]")
     parser.add_argument("--report", type=Path, help="only print the tables of a kept folder")
     args = parser.parse_args(arguments)
+    if args.pad is not None and args.pad < 0:
+        parser.error(f"--pad must be 0 or more bytes, not {args.pad}")
     args.tools = args.tools or list(TOOLS)
     leaves = args.leaves * args.rounds
     if args.report is not None:

@@ -10,9 +10,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import durapipe as dp
 from bench.worker_instructions import (
     cache_report,
+    padding,
     parse,
+    pipeline_yaml,
     python_place,
     python_report,
     report,
@@ -247,3 +250,22 @@ def test_files_without_a_cache_simulation_give_no_cache_report(tmp_path: Path) -
     _dump(tmp_path, "handwritten.1-01", "ob=(1) /usr/bin/python3.11\nfn=(1) eval\n1 4\n")
     assert report(tmp_path, leaves=1, top=1)  # the instructions' tables are there
     assert cache_report(tmp_path, leaves=1, top=1) == []
+
+
+def test_pad_lengthens_each_leafs_activity_input_and_changes_nothing_it_sends(
+    tmp_path: Path,
+) -> None:
+    # --pad prices a payload byte: the leaf's input carries the padding, the model sees the same.
+    plain_file, padded_file = tmp_path / "plain.yaml", tmp_path / "padded.yaml"
+    plain_file.write_text(pipeline_yaml(7))
+    padded_file.write_text(pipeline_yaml(7, 64))
+    plain, padded = dp.load(plain_file), dp.load(padded_file)
+    assert "pad" not in plain.pipes["ask"].inputs  # without --pad: the pipeline as before
+    assert padded.pipes["batch"].inputs == {"questions": "list[text]", "pad": "text"}
+    pad = padding(64)
+    assert len(pad) == 64 and pad == padding(64) and pad.isascii()
+    prompt = padded.pipes["ask"].prompt
+    assert dp.spec.render(prompt, {"question": "q3", "pad": pad}) == "q3"
+    assert dp.spec.render(prompt, {"question": "q3", "pad": ""}) == "q3"
+    run = dp.adapters.pipe_run(padded, "batch", {"questions": ["q0"], "pad": pad})
+    assert run.inputs["pad"] == pad  # every item reads the batch's own by its name
