@@ -14,7 +14,15 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,11 +192,16 @@ def runnable(pid: int) -> bool:
     return False
 
 
-def dev_servers() -> list[int]:
-    """The dev servers this bench started (its child processes named ``temporal``)."""
+def dev_servers(tasks: Iterable[Path] | None = None) -> list[int]:
+    """The dev servers this bench started (its child processes named ``temporal``), from its
+    threads' ``/proc`` folders (``tasks``: these instead)."""
     found = []
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        for child in (task / "children").read_text().split():
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir() if tasks is None else tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:  # a thread that ended meanwhile (the loop's pool lets idle ones go)
+            continue
+        for child in children:
             with contextlib.suppress(OSError):
                 if Path(f"/proc/{child}/comm").read_text().strip() == "temporal":
                     found.append(int(child))

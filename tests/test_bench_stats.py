@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import sys
 import types
 from collections import Counter
@@ -332,6 +333,19 @@ def test_the_bench_finds_the_dev_server_it_waits_quiet_for(temporal_address: str
     assert servers, "no dev server among this process's children"
     arguments = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in servers]
     assert any(port.encode() in args for args in arguments)
+
+
+def test_a_thread_that_ended_while_the_bench_looked_for_its_dev_servers_is_passed_over(
+    temporal_address: str,
+) -> None:
+    # A thread of the bench's loop pool can end between the listing of its threads and the read
+    # of its children (make bench stopped once on that FileNotFoundError).
+    tasks = [
+        Path(f"/proc/{os.getpid()}/task/999999999"),
+        *Path(f"/proc/{os.getpid()}/task").iterdir(),
+    ]
+    assert dev_servers(tasks) == dev_servers()
+    assert dev_servers(tasks)
 
 
 def test_a_peer_race_that_cannot_finish_stops_in_one_sentence(
