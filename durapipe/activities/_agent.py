@@ -16,6 +16,7 @@ from durapipe.activities._registry import CallContext, register_activity
 from durapipe.activities._settings import (
     check_output_tokens,
     check_settings,
+    check_thinking,
     provider_settings,
 )
 from durapipe.adapters._answers import carries
@@ -42,12 +43,13 @@ async def run_agent_turn(
     checkpointed like an llm call, so a worker lost after the model answered does not pay again.
 
     Raises:
-        ApplicationError: a classified provider error, a setting the pipe may not carry, or a
-            model this worker does not call.
+        ApplicationError: a classified provider error, a setting the pipe may not carry (or a
+            thinking budget its output tokens cannot hold), or a model this worker does not call.
     """
     check_settings("agent", call.pipe_name, call.pipe.settings)
     check_output_tokens(call.pipe_name, call.pipe.settings, deck)
     check_models("agent", call.pipe_name, call.pipe.model or OFFLINE_MODEL, (), deck)
+    check_thinking(call.pipe_name, call.pipe.model or OFFLINE_MODEL, call.pipe.settings, deck)
     key = checkpoint_key(call)
     return await checkpointed(
         checkpoints, call, key, attempt, lambda: _turn(call, key, attempt, deck)

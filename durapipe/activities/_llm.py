@@ -17,6 +17,7 @@ from durapipe.activities._registry import CallContext, register_activity
 from durapipe.activities._settings import (
     check_output_tokens,
     check_settings,
+    check_thinking,
     provider_settings,
 )
 from durapipe.activities._spans import provider_span, record_response
@@ -146,11 +147,18 @@ async def run_llm(
 
     Raises:
         ApplicationError: a classified provider error, a template error, a setting the pipe may
-            not carry, a model this worker does not call (``durapipe.ModelNotAllowed``), or an answer that still did not fit the output type after ``reask`` asks.
+            not carry (or a thinking budget its output tokens cannot hold), a model this worker
+            does not call (``durapipe.ModelNotAllowed``), or an answer that still did not fit
+            the output type after ``reask`` asks.
     """
     check_settings("llm", call.pipe_name, call.pipe.settings)
     check_output_tokens(call.pipe_name, call.pipe.settings, deck)
     check_models("llm", call.pipe_name, call.pipe.model or OFFLINE_MODEL, call.pipe.fallbacks, deck)
+    if "reasoning_effort" in call.pipe.settings:
+        # Every model of a waterfall, here: one refused at its own request would hand the step
+        # on, or show the mistake only on the day the models before it fail.
+        for model in (call.pipe.model or OFFLINE_MODEL, *call.pipe.fallbacks):
+            check_thinking(call.pipe_name, model, call.pipe.settings, deck)
     messages = messages_for(call)
     key = checkpoint_key(call, messages)
     return await checkpointed(

@@ -1,6 +1,6 @@
 """What a provider call sends besides the prompt: the pipe's generation settings, refused if they
-reach past them or ask more output tokens than the worker's cap, plus the connection settings of
-this worker's model deck.
+reach past them, ask more output tokens than the worker's cap, or ask a model to think for more
+tokens than the request may use, plus the connection settings of this worker's model deck.
 
 The spec arrives as workflow input, which any client of the namespace can send without running
 validation, so the activity checks the settings again before anything is sent (see
@@ -15,6 +15,7 @@ from typing import Any
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType
+from durapipe.adapters._litellm import thinking_budget
 from durapipe.spec._deck import ModelDeck, refused_settings
 
 # The settings that bound a chat request's output tokens (litellm maps one onto the other where a
@@ -23,6 +24,9 @@ OUTPUT_TOKEN_SETTINGS = ("max_tokens", "max_completion_tokens")
 OUTPUT_TOKENS_VARIABLE = "DURAPIPE_MAX_OUTPUT_TOKENS"
 # The kinds whose provider requests are chat completions, billed per output token.
 CHAT_KINDS = frozenset({"llm", "agent"})
+# With Anthropic's interleaved thinking (a beta header a deck entry may send) a thinking budget
+# spans all of a turn's thinking blocks and may pass the request's max_tokens.
+_INTERLEAVED_THINKING = "interleaved-thinking"
 
 
 def check_settings(kind: str, pipe_name: str, settings: Mapping[str, Any]) -> None:
@@ -74,6 +78,67 @@ def check_output_tokens(
         )
 
 
+def check_thinking(
+    pipe_name: str, model: str, settings: Mapping[str, Any], deck: ModelDeck | None
+) -> None:
+    """Refuse a chat request whose thinking, as litellm sends it to ``model``, cannot fit the
+    output tokens the request may use (its own ``max_tokens``, else the worker's cap).
+
+    litellm sends ``settings.reasoning_effort`` to an Anthropic model without adaptive thinking
+    as ``thinking.budget_tokens`` (1,024 to 16,384 by effort; `thinking_budget` asks litellm),
+    and Anthropic answers 400 to a budget that is not below the ``max_tokens`` sent: the step
+    then failed with the provider's words (``durapipe.BadRequest``), which named neither the
+    pipe, nor the cap, nor what to do. Nothing is sent instead.
+
+    Raises:
+        ApplicationError: non-retryable ``durapipe.SettingNotAllowed`` naming the pipe, the
+            effort, the model, its budget and the limit.
+    """
+    effort = settings.get("reasoning_effort")
+    if effort is None:
+        return  # most requests: no question to litellm
+    asked = [(settings.get(name), name) for name in OUTPUT_TOKEN_SETTINGS]
+    asked = [(value, name) for value, name in asked if value is not None]
+    if any(isinstance(value, bool) or not isinstance(value, int) for value, _ in asked):
+        return  # not a number of tokens: `check_output_tokens` or the provider says so
+    cap = deck.max_output_tokens if deck is not None else None
+    limit, field = min(asked) if asked else (cap, None)
+    if limit is None or limit < 1:
+        return  # none: litellm sends max_tokens at the budget plus 4,096; below 1: no limit
+    connection = deck.connection(model) if deck is not None else {}
+    if _interleaved(connection):
+        return
+    budget = thinking_budget(model, effort, limit, connection)
+    if budget is None or budget < limit:
+        return
+    lower = "ask for a lower effort (or 'none')"
+    said = (
+        f"pipe '{pipe_name}', field 'settings.reasoning_effort': {effort!r} gives {model} a "
+        f"thinking budget of {budget:,} tokens, which does not fit the {limit:,} output tokens"
+    )
+    if field is None:
+        said += (
+            f" this request may use ({OUTPUT_TOKENS_VARIABLE}); {lower}, or raise the cap on "
+            "the workers"
+        )
+    elif cap is not None and budget >= cap:
+        said += (
+            f" settings.{field} asks for, nor the {cap:,} this worker lets a request ask for "
+            f"({OUTPUT_TOKENS_VARIABLE}); {lower}, or raise the cap on the workers"
+        )
+    else:
+        said += f" settings.{field} asks for; {lower}, or more than {budget:,} output tokens"
+    raise ApplicationError(said, type=ErrorType.SETTING_NOT_ALLOWED, non_retryable=True)
+
+
+def _interleaved(connection: Mapping[str, Any]) -> bool:
+    for headers in (connection.get("extra_headers"), connection.get("headers")):
+        for name, value in (headers or {}).items():
+            if name.lower() == "anthropic-beta" and _INTERLEAVED_THINKING in str(value):
+                return True
+    return False
+
+
 def provider_settings(
     kind: str, pipe_name: str, model: str, settings: Mapping[str, Any], deck: ModelDeck | None
 ) -> dict[str, Any]:
@@ -81,11 +146,14 @@ def provider_settings(
     (a chat request that asks for no output-token limit is sent with the worker's cap, if any).
 
     Raises:
-        ApplicationError: the pipe's settings hold more than generation parameters, or this
-            worker does not call ``model`` (checked again here, at the request: a body that
-            forgot `check_models` still sends nothing).
+        ApplicationError: the pipe's settings hold more than generation parameters, its
+            thinking does not fit its output tokens, or this worker does not call ``model``
+            (checked again here, at the request: a body that forgot `check_models` or
+            `check_thinking` still sends nothing).
     """
     check_settings(kind, pipe_name, settings)
+    if kind in CHAT_KINDS:
+        check_thinking(pipe_name, model, settings, deck)
     if deck is None:
         return dict(settings)
     allowed = deck.allowed

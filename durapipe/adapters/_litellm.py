@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import os
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from types import CodeType, ModuleType
@@ -373,6 +374,47 @@ def response_cost(response: Any) -> float:
         return float(litellm_module().completion_cost(completion_response=response) or 0.0)
     except Exception:  # a model without a known price costs what we cannot know: record 0
         return 0.0
+
+
+def thinking_budget(
+    model: str, effort: object, limit: int, connection: Mapping[str, Any]
+) -> int | None:
+    """The thinking budget litellm sends ``model`` for ``reasoning_effort=effort`` beside an
+    output limit of ``limit``, or None when it sends none (a model with adaptive thinking, or
+    no thinking: OpenAI's reasoning models, Gemini, a model that does not reason).
+
+    A budget is sent by Anthropic's extended thinking on the models without adaptive thinking,
+    wherever they are served (Anthropic's API, Bedrock, Vertex AI, ...). It is read from
+    litellm's own mapping of the request's parameters (``get_optional_params``, what
+    ``completion`` sends), so a litellm that maps an effort to another budget is followed.
+    """
+    provider = connection.get("custom_llm_provider")
+    api_base = connection.get("api_base") or connection.get("base_url")
+    if isinstance(effort, str):  # the answer of a few hundred microseconds, kept
+        return _thinking_budget(model, effort, limit, provider, api_base)
+    return _thinking_budget.__wrapped__(model, effort, limit, provider, api_base)
+
+
+@functools.lru_cache(maxsize=256)
+def _thinking_budget(
+    model: str, effort: object, limit: int, provider: str | None, api_base: str | None
+) -> int | None:
+    litellm = litellm_module()
+    try:
+        name, routed, _, _ = litellm.get_llm_provider(
+            model=model, custom_llm_provider=provider, api_base=api_base
+        )
+        params = litellm.get_optional_params(
+            model=name, custom_llm_provider=routed, max_tokens=limit, reasoning_effort=effort
+        )
+    except Exception:
+        # litellm cannot map them: the request itself fails the same way, and says why.
+        return None
+    thinking = params.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    return budget if isinstance(budget, int) and not isinstance(budget, bool) else None
 
 
 def response_attribute(response: Any, name: str) -> Any:
