@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 import durapipe as dp
 from durapipe.adapters import WORKFLOW_NAME
 from durapipe.cli import app
+from durapipe.client._stalls import QueuePollers
 from durapipe.runtime import LlmCall
 from durapipe.spec import LlmPipe, ModelDeck, ModelEntry
 from durapipe.testing import FakeProvider
@@ -67,6 +68,14 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# How long a worker process may take to say "worker ready". Idle it takes 3-5 s; its imports
+# (temporalio, durapipe, litellm) are CPU-bound, and on the 2-core CI machine with other suites and
+# CPU hogs at load 18-22 they took over 60 s (the former deadline: "worker did not start" with an
+# empty log or only its first line, 3 of 3 probes). A worker that exits is reported at once;
+# this only bounds a hang.
+WORKER_READY_S = 180.0
+
+
 class WorkerProcess:
     """`durapipe worker FILE` as a child process, stopped by its own pid."""
 
@@ -80,6 +89,7 @@ class WorkerProcess:
         **env: str,
     ) -> None:
         self.log = log
+        self.task_queue = task_queue
         self.process = subprocess.Popen(
             durapipe_command(
                 "worker", str(file), "--address", address, "--task-queue", task_queue, *args
@@ -88,14 +98,36 @@ class WorkerProcess:
             stderr=log.open("ab"),
             env=cli_env(**env),
         )
-        deadline = time.monotonic() + 60
+        started = time.monotonic()
         while "worker ready" not in log.read_text(errors="replace"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
+            waited = time.monotonic() - started
+            if self.process.poll() is not None or waited > WORKER_READY_S:
                 # Nobody stops a worker whose constructor raised: it outlived the suite (seen
                 # at load 20-30, eight workers left polling).
+                how = (
+                    f"exited {self.process.returncode}"
+                    if self.process.poll() is not None
+                    else f"not ready in {waited:.0f} s (load average {os.getloadavg()[0]:.1f})"
+                )
                 self.kill()
-                raise AssertionError(f"worker did not start: {log.read_text(errors='replace')}")
+                raise AssertionError(
+                    f"worker did not start ({how}): {log.read_text(errors='replace')}"
+                )
             time.sleep(0.1)
+
+    async def polling(self, client: Client, timeout: float = 60) -> None:
+        """Wait until the server lists this worker polling its task queue for workflow tasks.
+
+        "worker ready" comes once its pollers started, before their first poll reaches the server:
+        until it does, the server says no worker polls the queue (so does the stall check).
+        """
+
+        async def listed() -> bool:
+            return await QueuePollers(client).gone(self.task_queue) is None
+
+        await eventually(
+            listed, f"the server to list a worker polling task queue '{self.task_queue}'", timeout
+        )
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
@@ -154,15 +186,21 @@ async def wait_for_event(
     raise AssertionError(f"{field} never appeared in {run_id}")
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60) -> T:
-    """Poll ``check`` until it returns something, or fail naming ``what``."""
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], what: str | Callable[[], str], timeout: float = 60
+) -> T:
+    """Poll ``check`` until it returns something, or fail naming ``what`` (a callable is asked
+    then: it can say what the check saw last)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = await check()
         if found is not None and found is not False:
             return found
         await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    said = what if isinstance(what, str) else what()
+    raise AssertionError(
+        f"timed out after {timeout:g} s (load average {os.getloadavg()[0]:.1f}) waiting for {said}"
+    )
 
 
 def attempt_of(stuck: str) -> int:

@@ -34,6 +34,9 @@ async def test_an_undecodable_input_is_one_line_per_attempt_naming_the_field(
     log = tmp_path / "worker.log"
     worker = WorkerProcess(RESEARCHER, temporal_address, task_queue, log)
     try:
+        # Until the worker's first poll reaches the server, the stall check says no worker polls
+        # the queue (seen at load ~19: the check below took that sentence for the task's).
+        await worker.polling(client)
         await client.start_workflow(
             WORKFLOW_NAME,
             data,
@@ -42,12 +45,20 @@ async def test_an_undecodable_input_is_one_line_per_attempt_naming_the_field(
             search_attributes=start_totals("researcher"),
         )
         handle = dp.RunHandle(client, run_id)
+        said: list[str | None] = [None]
 
         async def failing() -> str | None:
-            why = await handle.stalled()
-            return why if why and attempt_of(why) >= 3 else None
+            why = said[0] = await handle.stalled()
+            stuck = why is not None and why.startswith("its workflow task")
+            return why if stuck and attempt_of(why) >= 3 else None
 
-        why = await eventually(failing, "the run's failing workflow task", timeout=90)
+        # Temporal retries a failing workflow task with a growing backoff: attempt 3 came 10 s
+        # after the start, 4 at 20 s (idle); each attempt waits for the worker's turn at the CPU.
+        why = await eventually(
+            failing,
+            lambda: f"the run's workflow task on its third attempt (last said: {said[0]})",
+            timeout=90,
+        )
         shown = await acli(temporal_address, "show", run_id)
     finally:
         await client.get_workflow_handle(run_id).terminate("test over")
