@@ -12,7 +12,11 @@ A second baseline, the hand-written code plus durapipe's user-visible features
 ``.handwritten_features``); the headline ratios stay against the minimal one.
 
     python -m bench [--address HOST:PORT] [--quick | --pairs N] [--only PART ...] [--skip-rss]
-                    [--skip-features]
+                    [--skip-features] [--workers N] [--durapipe-env NAME=VALUE ...]
+
+``--durapipe-env`` starts durapipe's workers with a setting changed (``DURAPIPE_CHECKPOINTS=off``
+prices the checkpoint guarantee: this run's ratios against those of a run without it); the run
+prints it (``durapipe.env``), so its figures are never mistaken for the default worker's.
 """
 
 from __future__ import annotations
@@ -707,7 +711,21 @@ async def main(argv: list[str] | None = None) -> int:
         default=WORKER_COPIES,
         help=f"worker processes per side, taken in turn by the rounds [{WORKER_COPIES}]",
     )
+    parser.add_argument(
+        "--durapipe-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="start durapipe's workers with this environment variable set (repeatable), e.g. "
+        "DURAPIPE_CHECKPOINTS=off; printed as durapipe.env",
+    )
     args = parser.parse_args(argv)
+    durapipe_env = {}
+    for setting in args.durapipe_env:
+        name, equals, value = setting.partition("=")
+        if not equals or not name.startswith("DURAPIPE_"):
+            parser.error(f"--durapipe-env takes DURAPIPE_NAME=VALUE, not {setting!r}")
+        durapipe_env[name] = value
     if args.pairs is not None and args.pairs < 1:
         parser.error(f"--pairs must be at least 1, not {args.pairs}")
     if args.workers < 1:
@@ -739,7 +757,7 @@ async def main(argv: list[str] | None = None) -> int:
                         features_worker(address, copy_work, queue, race=racing)
                     )
                     ours_worker, theirs_worker = stack.enter_context(
-                        workers(address, file, copy_work, queue)
+                        workers(address, file, copy_work, queue, durapipe_env)
                     )
                     features = None
                     if featured is not None and features_client is not None:
@@ -754,6 +772,8 @@ async def main(argv: list[str] | None = None) -> int:
                         )
                     )
                 print_baseline(racing, len(copies))
+                for name, value in sorted(durapipe_env.items()):
+                    figure("durapipe.env", f"{name}={value}")
                 print_method()
                 bench = Bench(pipeline, *copies[0])
                 for copy in copies[1:]:

@@ -435,3 +435,28 @@ async def test_rounds_take_every_sides_worker_copies_in_turn(
     counted = {copy for copy, _, _ in calls[3 * 4 :]}
     assert counted == {0, 1, 2}
     assert "seq50.pairs = 8" in capsys.readouterr().out
+
+
+def test_durapipes_workers_start_with_the_setting_the_bench_was_given(
+    temporal_address: str, tmp_path: Path
+) -> None:
+    # `--durapipe-env DURAPIPE_CHECKPOINTS=off` prices a feature by a run of durapipe's workers
+    # without it: the setting must reach durapipe's workers, and only theirs.
+    file = tmp_path / "bench.yaml"
+    file.write_text(bench_main.PIPELINE_YAML)
+    env = {"DURAPIPE_CHECKPOINTS": "off"}
+    with bench_main.workers(temporal_address, file, tmp_path, "q-env", env) as (ours, theirs):
+        ours_env = Path(f"/proc/{ours.pid}/environ").read_bytes().split(b"\0")
+        theirs_env = Path(f"/proc/{theirs.pid}/environ").read_bytes().split(b"\0")
+    assert b"DURAPIPE_CHECKPOINTS=off" in ours_env
+    assert b"DURAPIPE_CHECKPOINTS=off" not in theirs_env
+
+
+def test_a_durapipe_setting_not_named_as_one_stops_the_bench_before_it_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        asyncio.run(bench_main.main(["--durapipe-env", "CHECKPOINTS=off"]))
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "--durapipe-env takes DURAPIPE_NAME=VALUE, not 'CHECKPOINTS=off'" in err
