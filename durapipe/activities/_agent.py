@@ -98,7 +98,9 @@ async def _turn(call: AgentTurnCall, key: str, attempt: int, deck: ModelDeck | N
         usage=spent,
         model=model,
         attempt=attempt,
-        truncated=cut,
+        # Marked like an llm step's: a text final answer kept as it was cut (whole tool calls
+        # and a structured answer that fits are whole).
+        truncated=cut and not requests and fmt is None,
     )
 
 

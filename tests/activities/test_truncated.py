@@ -162,5 +162,5 @@ async def test_an_agent_turn_cut_off_with_whole_tool_calls_or_text_goes_on() -> 
         )
         called = await run_agent_turn(_turn(), 1, None, _deck(fake))
         text = await run_agent_turn(_turn().model_copy(update={"turn": 4}), 1, None, _deck(fake))
-    assert called.output["tool_calls"][0]["name"] == "search"
+    assert called.output["tool_calls"][0]["name"] == "search" and not called.truncated
     assert (text.output["output"], text.truncated) == ("Go by tr", True)
