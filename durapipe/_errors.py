@@ -65,6 +65,7 @@ class ErrorType(StrEnum):
     NOT_FOUND = "durapipe.NotFound"
     OCR_FAILED = "durapipe.OcrFailed"
     OCR_UNAVAILABLE = "durapipe.OcrUnavailable"
+    OUTPUT_TRUNCATED = "durapipe.OutputTruncated"
     PERMISSION_DENIED = "durapipe.PermissionDenied"
     PROVIDER_ERROR = "durapipe.ProviderError"
     RATE_LIMITED = "durapipe.RateLimited"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from durapipe.activities._cutoff import cut_off, truncated
 from durapipe.activities._llm import (
     complete,
     idempotency_headers,
@@ -44,7 +46,9 @@ async def run_agent_turn(
 
     Raises:
         ApplicationError: a classified provider error, a setting the pipe may not carry (or a
-            thinking budget its output tokens cannot hold), or a model this worker does not call.
+            thinking budget its output tokens cannot hold), a model this worker does not call,
+            or a turn cut off at its output limit with nothing the loop can use
+            (``durapipe.OutputTruncated``: no answer, a cut tool call, a cut structured answer).
     """
     check_settings("agent", call.pipe_name, call.pipe.settings)
     check_output_tokens(call.pipe_name, call.pipe.settings, deck)
@@ -83,12 +87,41 @@ async def _turn(call: AgentTurnCall, key: str, attempt: int, deck: ModelDeck | N
     reply = AgentReply(content=message.content, tool_calls=requests)
     if not requests:
         reply.output, reply.problem = _final(reply.content or "", call, wrap, fmt is None)
+    cut = cut_off(response)
+    if cut:
+        what = _unusable(reply)
+        if what is not None:
+            where = f"agent '{call.pipe_name}', turn {call.turn}"
+            raise truncated(where, model, response, pipe.settings, deck, what)
     return LeafResult(
         output=reply.model_dump(mode="json"),
         usage=spent,
         model=model,
         attempt=attempt,
+        # Marked like an llm step's: a text final answer kept as it was cut (whole tool calls
+        # and a structured answer that fits are whole).
+        truncated=cut and not requests and fmt is None,
     )
+
+
+def _unusable(reply: AgentReply) -> str | None:
+    """What a turn cut off at its output limit left that the loop cannot use (None: nothing).
+
+    A cut tool call would be answered with its parse error and the turn asked again, and a cut
+    final answer re-asked: each under the same limit, so cut again, and paid each time.
+    """
+    for request in reply.tool_calls:
+        try:
+            json.loads(request.arguments)
+        except ValueError:
+            return f"with the arguments of its call to tool '{request.name}' cut off"
+    if reply.tool_calls:
+        return None  # whole calls: the loop goes on
+    if not (reply.content or "").strip():
+        return "with no answer"
+    if reply.problem is not None:
+        return f"before its answer was complete ({reply.problem})"
+    return None  # a text answer, kept as it is (like an llm step's)
 
 
 def _final(text: str, call: AgentTurnCall, wrap: str | None, plain: bool) -> tuple[Any, str | None]:

@@ -12,6 +12,7 @@ from opentelemetry.trace import Status, StatusCode
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType
+from durapipe.activities._cutoff import cut_off, truncated
 from durapipe.activities._models import check_models
 from durapipe.activities._registry import CallContext, register_activity
 from durapipe.activities._settings import (
@@ -148,8 +149,9 @@ async def run_llm(
     Raises:
         ApplicationError: a classified provider error, a template error, a setting the pipe may
             not carry (or a thinking budget its output tokens cannot hold), a model this worker
-            does not call (``durapipe.ModelNotAllowed``), or an answer that still did not fit
-            the output type after ``reask`` asks.
+            does not call (``durapipe.ModelNotAllowed``), an answer that still did not fit
+            the output type after ``reask`` asks, or one cut off at its output limit that is
+            empty or does not fit (``durapipe.OutputTruncated``: see `durapipe.activities._cutoff`).
     """
     check_settings("llm", call.pipe_name, call.pipe.settings)
     check_output_tokens(call.pipe_name, call.pipe.settings, deck)
@@ -181,6 +183,7 @@ async def _ask(
 
     usage: Usage | None = None
     problem = ""
+    where = f"pipe '{call.pipe_name}'"
     for _ in range(pipe.reask + 1):
         if call.limits or pipe.fallbacks:
             # A re-ask goes on from the model that answered (its own answer is in the messages).
@@ -197,12 +200,20 @@ async def _ask(
         # The first ask's usage is the whole of it (most calls ask once): no sum to build.
         usage = spent if usage is None else usage + spent
         text = response.choices[0].message.content or ""
+        cut = cut_off(response)
         if fmt is None:
-            return LeafResult(output=text, usage=usage, model=model, attempt=attempt)
+            if cut and not text.strip():
+                raise truncated(where, model, response, pipe.settings, deck, "with no answer")
+            # A text answer cut off is returned as it is (a pipe may set max_tokens to bound
+            # its length on purpose), marked so that its step record says so.
+            return LeafResult(output=text, usage=usage, model=model, attempt=attempt, truncated=cut)
         try:
             value = parse_output(text, pipe.output, call.structures, wrap)
         except ValueError as err:
             problem = str(err)
+            if cut:  # a re-ask under the same limit is cut again: paid for nothing
+                what = f"before its answer was complete ({problem})"
+                raise truncated(where, model, response, pipe.settings, deck, what) from None
             messages = [
                 *messages,
                 {"role": "assistant", "content": text},

@@ -21,6 +21,10 @@ _DONE = frozenset(_MARKS)
 _TREE_MARKS = {**_MARKS, "waiting": "⏸"}
 
 
+# A step whose text answer the model stopped at its output limit (kept as it was cut).
+TRUNCATED_TEXT = "answer cut off at its output limit"
+
+
 def step_line(record: dp.StepRecord) -> str:
     """One line for a finished step: mark, path, kind and model, time, tokens, error."""
     what = f"{record.kind} · {record.model}" if record.model else record.kind
@@ -35,6 +39,8 @@ def step_line(record: dp.StepRecord) -> str:
         parts.append(failed_spend_text(record))
     if record.cache_hit:
         parts.append("from checkpoint")
+    if record.truncated:
+        parts.append(TRUNCATED_TEXT)
     if record.status == "skipped":
         parts.append("skipped")
     if record.error:
@@ -76,6 +82,8 @@ def tree_lines(records: list[dp.StepRecord]) -> list[str]:
             parts.append(failed_spend_text(record))
         if record.cache_hit:
             parts.append("cache hit")
+        if record.truncated:
+            parts.append(TRUNCATED_TEXT)
         if record.waiting_for:
             # A decision, a resume, or a retry's next attempt (which says how the last failed).
             parts.append(f"waiting for {record.waiting_for}")

@@ -220,6 +220,7 @@ class LeafResult(_Message):
 
     ``usage`` is what the attempt that succeeded spent; ``failed_attempts``, what earlier attempts
     of the step spent before they failed (known to a local run's retries: see `spent`).
+    ``truncated``: the model stopped the answer at its output limit (a text answer, kept as it is).
     """
 
     output: Any = None
@@ -229,6 +230,7 @@ class LeafResult(_Message):
     cache_hit: bool = False
     # Left out when empty: a result dumps as before (histories and checkpoints hold those bytes).
     failed_attempts: list[FailedAttempt] = Field(default_factory=list, exclude_if=_empty)
+    truncated: bool = Field(default=False, exclude_if=_empty)
 
     @property
     def spent(self) -> Usage:
@@ -264,6 +266,8 @@ class LeafResult(_Message):
             data["cache_hit"] = self.cache_hit
         if self.failed_attempts:
             data["failed_attempts"] = [a.model_dump(mode="json") for a in self.failed_attempts]
+        if self.truncated:
+            data["truncated"] = True
         return data
 
 
@@ -305,6 +309,10 @@ class StepRecord(_Message):
     Tokens and cost are everything the step spent, failed attempts included: what each attempt
     spent before it failed is also listed in ``failed_attempts`` (a failed step's last attempt
     among them).
+
+    ``truncated``: the model stopped the step's text answer at its output limit; the step's output
+    is that answer as it was cut (a cut-off answer that cannot be used fails the step instead, with
+    ``durapipe.OutputTruncated``).
     """
 
     path: str
@@ -329,6 +337,8 @@ class StepRecord(_Message):
     waiting_for: str | None = None
     # Left out when empty, so records without it read as before (on clients of before it, too).
     failed_attempts: list[FailedAttempt] = Field(default_factory=list, exclude_if=_empty)
+    # Left out when false, like ``failed_attempts``.
+    truncated: bool = Field(default=False, exclude_if=_empty)
 
 
 def spent_by(records: Iterable[StepRecord]) -> Usage:

@@ -299,6 +299,8 @@ class Interpreter:
         )
         if result.failed_attempts:
             record.failed_attempts = list(result.failed_attempts)
+        if result.truncated:
+            _assign(record, truncated=True)
         self.usage += usage
         return result.output
 

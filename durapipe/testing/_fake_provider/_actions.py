@@ -37,6 +37,13 @@ class Reply:
             of ``\\w+|[^\\w\\s]`` matches over the request's message contents.
         completion_tokens: Reported ``usage.completion_tokens``; by default the
             same count over the produced content (or tool-call arguments).
+        finish_reason: The choice's ``finish_reason``; by default ``"tool_calls"``
+            with tool calls, else ``"stop"``. ``"length"`` is an answer cut off
+            at the request's output limit (send ``content=""`` for one that
+            spent the whole limit on reasoning).
+        reasoning_tokens: If set, reported as
+            ``usage.completion_tokens_details.reasoning_tokens`` (the part of the
+            completion tokens a reasoning model spent thinking).
     """
 
     content: str | None = None
@@ -44,6 +51,8 @@ class Reply:
     tool_calls: Sequence[Mapping[str, Any]] | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    finish_reason: str | None = None
+    reasoning_tokens: int | None = None
 
 
 @dataclass(frozen=True)

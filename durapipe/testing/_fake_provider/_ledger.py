@@ -162,7 +162,7 @@ class _Answer:
     created: int
     message: Mapping[str, Any]
     finish_reason: str
-    usage: Mapping[str, int]
+    usage: Mapping[str, Any]
 
 
 @dataclass(frozen=True)

@@ -507,16 +507,19 @@ class FakeProvider(_ProviderCore):
         message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
         if tool_calls:
             message["tool_calls"] = tool_calls
+        usage: dict[str, Any] = {
+            "prompt_tokens": record.prompt_tokens,
+            "completion_tokens": record.completion_tokens,
+            "total_tokens": record.prompt_tokens + record.completion_tokens,
+        }
+        if reply.reasoning_tokens is not None:
+            usage["completion_tokens_details"] = {"reasoning_tokens": reply.reasoning_tokens}
         answer = _Answer(
             completion_id=f"chatcmpl-fake-{record.seq}",
             created=int(record.received_at),
             message=message,
-            finish_reason="tool_calls" if tool_calls else "stop",
-            usage={
-                "prompt_tokens": record.prompt_tokens,
-                "completion_tokens": record.completion_tokens,
-                "total_tokens": record.prompt_tokens + record.completion_tokens,
-            },
+            finish_reason=reply.finish_reason or ("tool_calls" if tool_calls else "stop"),
+            usage=usage,
         )
         return await self._send_answer(request, record, answer, body, outcome)
 
