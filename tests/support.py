@@ -323,3 +323,21 @@ def priced_openai(prices: dict[str, tuple[float, float]]) -> Iterator[FakeProvid
         env.setenv("OPENAI_API_KEY", "sk-fake")
         fake.register_prices_with_litellm()
         yield fake
+
+
+def patch_markers(events: list[HistoryEvent]) -> list[str]:
+    """The patches (`workflow.patched`) whose markers a run's history records, in order."""
+    found = []
+    for event in events:
+        details = event.marker_recorded_event_attributes.details
+        if "patch-data" in details:
+            found.append(json.loads(details["patch-data"].payloads[0].data)["id"])
+    return found
+
+
+def started_as_version(monkeypatch: pytest.MonkeyPatch, version: int) -> None:
+    """Runs started from now on carry workflow version ``version``, as a client of the release that
+    had it sends them (to record a run as the code before a change did)."""
+    from durapipe.adapters import _plan
+
+    monkeypatch.setattr(_plan, "WORKFLOW_VERSION", version)

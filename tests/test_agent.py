@@ -15,7 +15,7 @@ from durapipe.testing import FakeProvider, Reply, ToolCalls
 from durapipe.workflows import _workflow
 from tests.conftest import EXAMPLES
 from tests.fixtures import agent_tools
-from tests.support import eventually, history_events, scheduled_activities
+from tests.support import eventually, history_events, scheduled_activities, started_as_version
 
 QUESTION = {"question": "How much does the bridge cost per kilometre of river?"}
 
@@ -323,8 +323,17 @@ async def test_a_cancel_spent_at_the_continue_as_new_boundary_ends_the_agent_can
                 await handle.result()
             steps = {s.path: s.status for s in await handle.steps()}
             asked = len(fake.calls)
+            # A run of version 3 asks the patch (and records its marker) and ends the same way.
+            with monkeypatch.context() as v3:
+                started_as_version(v3, 3)
+                handle_v3 = await cancel_at_the_boundary(
+                    client, fake, hold, f"{run_id}-v3", task_queue
+                )
+                with pytest.raises(dp.RunCancelled):
+                    await handle_v3.result()
             # Recorded as before the change: the run continues as new and the agent goes on.
             with monkeypatch.context() as old:
+                started_as_version(old, 3)  # the last version before the change
                 patched = _workflow._TemporalRuntime.patched
                 old.setattr(
                     _workflow._TemporalRuntime,
@@ -347,15 +356,21 @@ async def test_a_cancel_spent_at_the_continue_as_new_boundary_ends_the_agent_can
     old_chain = await history_chain(client, f"{run_id}-old")
     assert len(old_chain) == 2  # the old path continued as new and asked the model again
     assert scheduled_activities(old_chain[1])[0][1] == f"turn-{TURNS + 1}"
-    # Both paths replay against the current code: the patch finds no marker in the old history.
+    [events_v3] = await history_chain(client, f"{run_id}-v3")
+    # Every path replays against the current code: the patch finds no marker in the old history,
+    # and a run of version 4 has the change in force (no marker, no patch asked).
     histories = [
         WorkflowHistory(workflow_id, run)
-        for workflow_id, chain in ((run_id, [events]), (f"{run_id}-old", old_chain))
+        for workflow_id, chain in (
+            (run_id, [events]),
+            (f"{run_id}-v3", [events_v3]),
+            (f"{run_id}-old", old_chain),
+        )
         for run in chain
     ]
     reports = await dp.ops.replay(histories)
-    assert [(r.compatible, r.problem) for r in reports] == [(True, None)] * 3
-    assert marked(events) and not marked(old_chain[0])
+    assert [(r.compatible, r.problem) for r in reports] == [(True, None)] * 4
+    assert marked(events_v3) and not marked(events) and not marked(old_chain[0])
 
 
 def marked(events: list[Any]) -> bool:

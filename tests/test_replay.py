@@ -18,7 +18,14 @@ from durapipe.runtime import PipeRun, RunResult
 from durapipe.runtime._calls import WORKFLOW_VERSION
 from durapipe.worker import durapipe_converter
 from durapipe.workflows import PipeWorkflow, SandboxedPipeWorkflow, _workflow
-from tests.support import CONTROL, acli, eventually, history_events
+from tests.support import (
+    CONTROL,
+    acli,
+    eventually,
+    history_events,
+    patch_markers,
+    started_as_version,
+)
 
 HERE = Path(__file__).parent / "histories"
 HISTORIES = sorted(HERE.glob("*.json"))
@@ -76,6 +83,11 @@ def test_histories_are_recorded() -> None:
         "guarded-agent-step-twice.json",
         "guarded-agent-step-twice__helper.json",
         "guarded-agent-step-twice__reserve.json",
+        # PipeRun.workflow_version 4 (DURAPIPE_MAX_RUN_STEPS=100 when recorded): the agent's
+        # changes in force without their markers, only the cap's local activity recorded.
+        "looper-workflow-v4.json",
+        "asked-workflow-v4.json",
+        "asked-workflow-v4__looper.json",
     }
 
 
@@ -157,6 +169,7 @@ async def test_a_cancelled_run_recorded_before_cancel_holds_replays_under_it(
     run_id = f"old-cancel-{uuid.uuid4().hex[:8]}"
     with monkeypatch.context() as old:
         old.setattr(workflow, "cancellation_reason", lambda: None)
+        started_as_version(old, 3)  # the last version before the change
         async with dp.build_worker(client, task_queue=task_queue):
             handle = await dp.start(
                 client, pipeline, "slow_inner", {"topic": "tides"}, run_id=run_id,
@@ -185,27 +198,31 @@ async def test_a_cancelled_run_recorded_before_cancel_holds_replays_under_it(
     events = histories[0].events
     assert not any(e.HasField("marker_recorded_event_attributes") for e in events)
 
-    # Since the change: the cancelled run records its marker (and replays); a run that is not
-    # cancelled records none.
-    async with dp.build_worker(client, task_queue=task_queue):
-        cancelled = await dp.start(
-            client, pipeline, "slow_inner", {"topic": "tides"}, run_id=f"{run_id}-new",
-            task_queue=task_queue,
-        )  # fmt: skip
-        await client.get_workflow_handle(cancelled.run_id).cancel()
-        with pytest.raises(dp.RunCancelled):
-            await cancelled.result()
-        plain = await dp.run(
-            client, pipeline, "slow_inner", {"topic": "tides"}, run_id=f"{run_id}-plain",
-            task_queue=task_queue,
-        )  # fmt: skip
-        assert plain.output["shout"]
-    for ran, marked in ((f"{run_id}-new", True), (f"{run_id}-plain", False)):
-        histories = await dp.ops.fetch_histories(client, run_id=ran)
+    # Since the change: a cancelled run of version 3 records its marker, one of version 4 (where
+    # the change is in force) none; each replays; a run that is not cancelled records none.
+    ran: dict[str, bool] = {}
+    for version in (3, WORKFLOW_VERSION):
+        with monkeypatch.context() as started:
+            started_as_version(started, version)
+            async with dp.build_worker(client, task_queue=task_queue):
+                cancelled = await dp.start(
+                    client, pipeline, "slow_inner", {"topic": "tides"},
+                    run_id=f"{run_id}-v{version}", task_queue=task_queue,
+                )  # fmt: skip
+                await client.get_workflow_handle(cancelled.run_id).cancel()
+                with pytest.raises(dp.RunCancelled):
+                    await cancelled.result()
+                plain = await dp.run(
+                    client, pipeline, "slow_inner", {"topic": "tides"},
+                    run_id=f"{run_id}-v{version}-plain", task_queue=task_queue,
+                )  # fmt: skip
+                assert plain.output["shout"]
+        ran |= {f"{run_id}-v{version}": version == 3, f"{run_id}-v{version}-plain": False}
+    for run, marked in ran.items():
+        histories = await dp.ops.fetch_histories(client, run_id=run)
         [report] = await dp.ops.replay(histories)
         assert (report.compatible, report.problem) == (True, None)
-        markers = [e for e in histories[0].events if e.HasField("marker_recorded_event_attributes")]
-        assert bool(markers) == marked, ran
+        assert bool(patch_markers(histories[0].events)) == marked, run
 
 
 async def test_cli_replay_of_a_reused_run_id_tells_its_runs_apart(

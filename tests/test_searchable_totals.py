@@ -17,6 +17,7 @@ import pytest
 import durapipe as dp
 from durapipe.client._totals import QUERY_TIMEOUT
 from durapipe.runtime import PipeRun
+from durapipe.runtime._calls import WORKFLOW_VERSION
 from durapipe.testing.fake_provider import Reply
 from durapipe.workflows._search import COST_USD, PIPE
 from tests.conftest import EXAMPLES
@@ -72,7 +73,7 @@ async def test_a_run_without_searchable_totals_upserts_nothing(runs: Runs) -> No
     [started] = await runs.client.data_converter.decode(
         off[0].workflow_execution_started_event_attributes.input.payloads, [PipeRun]
     )
-    assert (started.workflow_version, started.searchable_totals) == (3, False)
+    assert (started.workflow_version, started.searchable_totals) == (WORKFLOW_VERSION, False)
     attrs = (await runs.client.get_workflow_handle(runs.off_id).describe()).typed_search_attributes
     assert attrs.get(PIPE) == runs.pipe and attrs.get(COST_USD) is None
 

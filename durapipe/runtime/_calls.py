@@ -71,7 +71,7 @@ class BatchSlice(_Message):
     max_concurrency: int | None = None
 
 
-WORKFLOW_VERSION = 3
+WORKFLOW_VERSION = 4
 """The workflow behaviour a run started by this code asks for (`PipeRun.workflow_version`)."""
 
 
@@ -96,7 +96,8 @@ class PipeRun(_Message):
             run two history events: the marker and Temporal's ``TemporalChangeVersion`` upsert).
             2 is 1 with fewer search attributes at the start: the client sets only the pipe, and
             the run's first upsert (2 s in, or at its end) sets its totals. 3 is 2 with
-            ``searchable_totals``.
+            ``searchable_totals``. 4 is 3 with every later change in force without a marker
+            but ``durapipe.max-run-usd`` (whose marker says the starting worker had a cap).
         searchable_totals: whether the run upserts its totals as search attributes (version 3 and
             later; older runs always do). Off, a run's workflow upserts nothing, so its history
             holds the events of the same work written by hand; `durapipe runs` and `show` read

@@ -60,7 +60,6 @@ with workflow.unsafe.imports_passed_through():
         spent_by,
         spent_in,
     )
-    from durapipe.runtime._controllers import CONCURRENT_CHUNKS_PATCH
     from durapipe.runtime._interpret import CallParts, Interpreter
     from durapipe.runtime._spend import spends
     from durapipe.spec import Pipeline
@@ -73,6 +72,16 @@ with workflow.unsafe.imports_passed_through():
         may_cap_spend,
         run_budget,
         steps_allowed,
+    )
+    from durapipe.workflows._patches import (
+        CANCEL_ENDS_AGENT_PATCH,
+        CANCEL_HOLDS_PATCH,
+        ESTIMATES_PATCH,
+        FAILED_SPEND_PATCH,
+        IN_FORCE,
+        TOTALS_CHOSEN,
+        TOTALS_EVERY_PATCH,
+        TOTALS_FROM_START_PATCH,
     )
     from durapipe.workflows._refusals import RunInputError, input_problem, refuse_if_newer
     from durapipe.workflows._search import PIPE_ONLY_AT_START, has_totals, run_totals
@@ -94,35 +103,6 @@ AGENT_TURNS_PER_RUN = 25
 # after the last upsert, and always when the run ends: an upsert is one history event (and a billed
 # action on Temporal Cloud), which per step would be the largest cost durapipe adds to a leaf.
 TOTALS_EVERY = timedelta(seconds=2)
-# Runs recorded before TOTALS_EVERY upserted after every step; replaying them must do the same.
-TOTALS_EVERY_PATCH = "durapipe.totals-every-2s"
-# Runs since this change take their first totals from the client that started them
-# (`start_totals`) and upsert none at the start; they upsert every TOTALS_EVERY as before.
-TOTALS_FROM_START_PATCH = "durapipe.totals-from-start"
-# A call that finishes before its cancellation reaches it (a provider answering as the user cancels)
-# hands the workflow its result, and the SDK spends the cancellation on it: runs recorded before
-# this change went on to their next steps. Since it, no step starts once the run is cancelled.
-CANCEL_HOLDS_PATCH = "durapipe.cancel-holds"
-# An agent's call that finishes before its cancellation reaches it may be the last of its turns
-# before continue-as-new, where no step starts: the fresh run carried no cancellation and the agent
-# went on. Since this change the run ends as cancelled instead of continuing as new.
-CANCEL_ENDS_AGENT_PATCH = "durapipe.cancel-ends-agent"
-# What a step paid for before it failed (a failed leaf's attempts, a failed child run's steps)
-# counts in the run's totals and budget since this change; before it, only what succeeded counted.
-# Asked only when a failure carries spend, so other runs' histories carry no marker.
-FAILED_SPEND_PATCH = "durapipe.failed-spend"
-# Under a budget, an agent's turns and image steps are estimated before they run since this change,
-# as llm steps always were (a local activity each); before it they were counted after.
-ESTIMATES_PATCH = "durapipe.estimate-turns-and-images"
-# The changes a run's `PipeRun.workflow_version` puts in force without asking `workflow.patched`
-# (a marker and a TemporalChangeVersion upsert per run). A change made later must still go through
-# `workflow.patched` for these versions (or come with a new version).
-IN_FORCE = {
-    version: frozenset({TOTALS_EVERY_PATCH, CONCURRENT_CHUNKS_PATCH, TOTALS_FROM_START_PATCH})
-    for version in range(1, WORKFLOW_VERSION + 1)
-}
-# From this version a run's input says whether it upserts its totals (`PipeRun.searchable_totals`).
-TOTALS_CHOSEN = 3
 
 
 def _pipe_run(raw: RawValue, run_id: str | None = None) -> tuple[PipeRun, _SpecParts]:

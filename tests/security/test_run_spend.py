@@ -6,18 +6,17 @@ worker without the cap adds nothing to a run's history."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 
 import pytest
-from temporalio.client import WorkflowHistory
 
 import durapipe as dp
 from durapipe.adapters import pipe_run
+from durapipe.runtime._calls import WORKFLOW_VERSION
 from durapipe.testing import FakeProvider, Reply, ToolCalls
 from durapipe.workflows import _workflow
 from tests.fixtures import agent_tools
-from tests.support import priced_openai, raw_run_fails
+from tests.support import patch_markers, priced_openai, raw_run_fails, started_as_version
 
 CAP = "DURAPIPE_MAX_RUN_USD"
 # $0.001 an output token: an answer of 100 tokens costs $0.1 (and a little input), and so does
@@ -57,16 +56,6 @@ def fake() -> Iterator[FakeProvider]:
         yield fake
 
 
-def patches(history: WorkflowHistory) -> list[str]:
-    """The patches a history's markers record."""
-    found = []
-    for event in history.events:
-        details = event.marker_recorded_event_attributes.details
-        if "patch-data" in details:
-            found.append(json.loads(details["patch-data"].payloads[0].data)["id"])
-    return found
-
-
 @pytest.mark.parametrize(
     ("client_budget", "limit", "paid"),
     [(None, "0.250000", 2), (100.0, "0.250000", 2), (0.15, "0.150000", 1)],
@@ -103,7 +92,7 @@ async def test_a_run_spends_at_most_the_workers_cap(
             "no further paid call was made (its worker lets one run spend at most $0.250000: "
             f"{CAP})"
         )
-    assert "durapipe.max-run-usd" in patches(history)
+    assert "durapipe.max-run-usd" in patch_markers(history.events)
     # The cap is the one in the run's history: a worker without it replays the run as it ran.
     monkeypatch.delenv(CAP)
     [replayed] = await dp.ops.replay([history])
@@ -139,7 +128,7 @@ async def test_without_the_cap_a_run_asks_nothing_more(
     assert result.output == "said"
     assert len(fake.calls) == 3
     for history in histories:  # no marker, no local activity: its history is as before
-        assert "durapipe.max-run-usd" not in patches(history)
+        assert "durapipe.max-run-usd" not in patch_markers(history.events)
         assert all(
             not e.HasField("marker_recorded_event_attributes")
             or "patch-data" in e.marker_recorded_event_attributes.details
@@ -151,11 +140,18 @@ async def test_without_the_cap_a_run_asks_nothing_more(
     assert [(r.compatible, r.problem) for r in reports] == [(True, None)] * len(histories)
 
 
+@pytest.mark.parametrize("version", [3, WORKFLOW_VERSION], ids=["version-3", "current"])
 async def test_an_agent_that_continues_as_new_keeps_what_it_spent(
-    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch, fake: FakeProvider
+    temporal_address: str,
+    task_queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+    fake: FakeProvider,
+    version: int,
 ) -> None:
     # An agent goes on in a fresh run every few turns (here 2): each fresh run began with nothing
-    # spent, so an agent of many turns spent the worker's cap once per run.
+    # spent, so an agent of many turns spent the worker's cap once per run. A run of version 3
+    # asks the patch (its fresh runs record the marker); since version 4 the change is in force.
+    started_as_version(monkeypatch, version)
     monkeypatch.setenv(CAP, "0.25")
     monkeypatch.setattr(_workflow, "AGENT_TURNS_PER_RUN", 2)
     fake.script("gpt-agent", [ToolCalls([{"name": "lookup", "arguments": {"key": "known"}}])] * 20)
@@ -181,8 +177,9 @@ async def test_an_agent_that_continues_as_new_keeps_what_it_spent(
     assert len(fake.calls) > 2  # it went on in a fresh run at least once
     billed = sum(c.prompt_tokens + c.completion_tokens for c in fake.calls) * 1e-3
     assert f"the run has spent ${billed:.6f} of its $0.250000 budget" in failed.value.cause
-    # Its fresh runs record the patch; each replays as it ran.
-    assert any("durapipe.resumed-spend" in patches(history) for history in histories)
+    # A run of version 3's fresh runs record the patch; each replays as it ran.
+    marked = any("durapipe.resumed-spend" in patch_markers(h.events) for h in histories)
+    assert marked == (version == 3)
     reports = await dp.ops.replay(histories)
     assert [(r.compatible, r.problem) for r in reports] == [(True, None)] * len(histories)
 

@@ -13,6 +13,7 @@ import pydantic
 import durapipe as dp
 from durapipe.adapters._plan import WORKFLOW_NAME, pipe_run
 from durapipe.client._stalls import _pydantic_condensed
+from durapipe.runtime._calls import WORKFLOW_VERSION
 from durapipe.workflows._search import start_totals
 from tests.conftest import EXAMPLES
 from tests.support import WorkerProcess, acli, attempt_of, eventually
@@ -65,7 +66,7 @@ async def test_an_undecodable_input_is_one_line_per_attempt_naming_the_field(
         worker.stop()
     assert why.endswith(
         "the first attempt failed (Temporal records no later one's outcome): the run's input "
-        f"does not decode on this worker (durapipe workflow version 3): {FIELD}"
+        f"does not decode on this worker (durapipe workflow version {WORKFLOW_VERSION}): {FIELD}"
     ), why
     assert shown.returncode == 1
     assert FIELD in shown.stderr, shown.stderr
