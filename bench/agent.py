@@ -33,7 +33,12 @@ Figures, one ``name = value`` per line (``.handwritten``: the baseline's):
   over model and tool calls), ``.payload_bytes_per_model_call`` and ``.payload_bytes_per_tool_call``
   (an activity's input and result): from every counted run's history.
 
-``python -m bench.agent [--quick] [--pairs N] [--turns K] [--runs R] [--fanout N] [--workers W]``
+``--checkpoints-off`` runs durapipe's workers with ``DURAPIPE_CHECKPOINTS=off`` and ``--totals-off``
+starts its runs without searchable totals: each prices one of durapipe's features against the same
+baseline (``agent.durapipe_checkpoints``, ``agent.durapipe_searchable_totals`` say which ran).
+
+``python -m bench.agent [--quick] [--pairs N] [--turns K] [--runs R] [--fanout N] [--workers W]
+[--checkpoints-off] [--totals-off] [--only agent_seq|agent_fan]``
 """
 
 from __future__ import annotations
@@ -241,6 +246,10 @@ class AgentBench:
         # What the hand-written workflow is told to ask for: ``turns`` but in the bench's own test.
         self.handwritten_turns = handwritten_turns
         self.copies: list[dict[str, Worker]] = []
+        # What durapipe's side leaves out (``--checkpoints-off``, ``--totals-off``): each prices
+        # one of its features against the same baseline.
+        self.checkpoints_off = False
+        self.searchable_totals = True
         self.asked = 0
 
     def question(self) -> str:
@@ -259,6 +268,7 @@ class AgentBench:
                 {"question": question},
                 run_id=run_id,
                 task_queue=worker.queue,
+                searchable_totals=self.searchable_totals,
             )
             return run_id, handle, question
         started = await worker.client.start_workflow(
@@ -388,7 +398,9 @@ def start_workers(
                     "PYTHONPATH": os.pathsep.join(
                         filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
                     ),
-                    "DURAPIPE_CHECKPOINTS": str(work / f"checkpoints-{copy}.sqlite"),
+                    "DURAPIPE_CHECKPOINTS": "off"
+                    if bench.checkpoints_off
+                    else str(work / f"checkpoints-{copy}.sqlite"),
                 }
                 side_queue = queue if side == "durapipe" else queue + "-hw"
                 args = (
@@ -416,6 +428,7 @@ async def race(args: argparse.Namespace) -> None:
         pipeline = dp.load(file)
         check_schema(pipeline)
         bench = AgentBench(pipeline, args.turns, args.handwritten_turns or args.turns)
+        bench.checkpoints_off, bench.searchable_totals = args.checkpoints_off, not args.totals_off
         async with dev_server(args.address) as address:
             clients = {
                 "durapipe": await dp.connect(address, pipeline=pipeline),
@@ -425,6 +438,8 @@ async def race(args: argparse.Namespace) -> None:
                 figure("agent.turns", args.turns)
                 figure("agent.calls_per_run", f"{args.turns + 1} model, {args.turns} tool")
                 figure("agent.worker_processes", args.workers)
+                figure("agent.durapipe_checkpoints", "off" if args.checkpoints_off else "on")
+                figure("agent.durapipe_searchable_totals", "off" if args.totals_off else "on")
                 note(
                     "each ratio is the median of per-round ratios (a round runs each side once, "
                     "in a balanced order, on worker copy r % copies; a warm-up round on every copy "
@@ -466,6 +481,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only", action="append", choices=SHAPES, help="run only this shape (repeatable)"
+    )
+    parser.add_argument(
+        "--checkpoints-off",
+        action="store_true",
+        help="durapipe's workers run with DURAPIPE_CHECKPOINTS=off (what its checkpoints cost)",
+    )
+    parser.add_argument(
+        "--totals-off",
+        action="store_true",
+        help="durapipe's runs start without searchable totals (what their upserts cost)",
     )
     # The bench's own test: the hand-written side asks for this many tool rounds instead of K, and
     # the bench must refuse its runs.
