@@ -1,6 +1,7 @@
 # One command each: `make test` (what CI runs), `make demo` (the quick start), `make lint`,
 # `make bench` (durapipe against hand-written temporalio), `make bench-peer` (and pydantic-ai),
 # `make bench-profile` (where each worker's Python CPU goes, py-spy over the same runs),
+# `make bench-agent` (durapipe's agent loop against the same loop hand-written in temporalio),
 # `make bench-activity` (in-process A/B timing of the activity path), `make bench-features` (what
 # each per-leaf feature costs a hand-written worker, one at a time), `make bench-local` (of
 # `--local` runs), `make bench-workflow` (of the
@@ -21,7 +22,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 LATEST_VENV := .venv-latest
 
-.PHONY: install install-runtime ocr redis-server test-tools test test-latest lint typecheck format demo bench bench-peer bench-profile bench-activity bench-features bench-local bench-workflow bench-batch bench-mthds throttle chaos clean lock deploy-tools deploy-check
+.PHONY: install install-runtime ocr redis-server test-tools test test-latest lint typecheck format demo bench bench-peer bench-agent bench-profile bench-activity bench-features bench-local bench-workflow bench-batch bench-mthds throttle chaos clean lock deploy-tools deploy-check
 
 $(RUNTIME_STAMP): pyproject.toml $(RUNTIME_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -123,6 +124,11 @@ $(PEER_STAMP): pyproject.toml $(RUNTIME_LOCK)
 
 bench-peer: $(PEER_STAMP)
 	LITELLM_LOCAL_MODEL_COST_MAP=True $(PEER_VENV)/bin/python -m bench.peer
+
+# durapipe's agent loop (a model calling one tool K times, then answering) against the same loop
+# hand-written in temporalio; every run's calls checked in its history and its side's ledgers.
+bench-agent: $(STAMP)
+	LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/python -m bench.agent
 
 bench-activity: $(STAMP)
 	$(BIN)/python -m bench.activity_ab
