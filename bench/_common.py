@@ -18,6 +18,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Coroutine,
     Iterable,
     Iterator,
     Mapping,
@@ -25,6 +26,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -48,6 +50,20 @@ def load_average(when: str) -> None:
     """Print the host's load averages (1, 5, 15 minutes) as ``load_average.<when>``: the machine
     is shared, so a reader needs to know how busy it was while the figures were taken."""
     figure(f"load_average.{when}", " ".join(f"{load:.2f}" for load in os.getloadavg()))
+
+
+def race_between_loads(name: str, race: Coroutine[Any, Any, object], stops: type[Exception]) -> int:
+    """Run ``race`` between the host's load averages (`load_average`); a ``stops`` error ends it
+    in one sentence on stderr, ``<name> stopped: ...``, and exit status 1 (0 otherwise)."""
+    load_average("start")
+    try:
+        asyncio.run(race)
+    except stops as err:
+        load_average("end")
+        print(f"{name} stopped: {err}", file=sys.stderr)
+        return 1
+    load_average("end")
+    return 0
 
 
 async def print_profile(work: Callable[[], Awaitable[object]], top: int) -> None:

@@ -65,11 +65,11 @@ from bench._common import (
     dev_server,
     durapipe_cli,
     figure,
-    load_average,
     note,
     paired_ratio,
     print_order,
     process,
+    race_between_loads,
     side_order,
     wait_ready,
 )
@@ -509,15 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.turns < 0:
         parser.error(f"--turns must be at least 0, not {args.turns}")
     args.only = args.only or list(SHAPES)
-    load_average("start")
-    try:
-        asyncio.run(race(args))
-    except BenchError as err:
-        load_average("end")
-        print(f"bench-agent stopped: {err}", file=sys.stderr)
-        return 1
-    load_average("end")
-    return 0
+    return race_between_loads("bench-agent", race(args), BenchError)
 
 
 if __name__ == "__main__":

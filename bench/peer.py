@@ -50,11 +50,11 @@ from bench._common import (
     dev_server,
     durapipe_cli,
     figure,
-    load_average,
     note,
     paired_ratio,
     print_order,
     process,
+    race_between_loads,
     servers_quiet,
     side_order,
     wait_ready,
@@ -339,15 +339,7 @@ def main() -> int:
         return 2
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, not {args.repeats}")
-    load_average("start")
-    try:
-        asyncio.run(race(args.repeats))
-    except RaceStopped as stopped:
-        load_average("end")
-        print(f"bench-peer stopped: {stopped}", file=sys.stderr)
-        return 1
-    load_average("end")
-    return 0
+    return race_between_loads("bench-peer", race(args.repeats), RaceStopped)
 
 
 if __name__ == "__main__":
