@@ -43,6 +43,9 @@ async def test_a_step_waiting_for_a_busy_workers_slot_says_so(
     ids: list[str] = []
     follower: subprocess.Popen[str] | None = None
     try:
+        # "worker ready" comes before its pollers reach the server: until they do, the stall
+        # check says no worker polls the queue (a helper's loaded run raised RunStalled here).
+        await worker.polling(client)
         holder = await dp.start(client, pipeline, "ask", {"question": "a"}, task_queue=task_queue)
         ids.append(holder.run_id)
 
