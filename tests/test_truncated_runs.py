@@ -196,3 +196,39 @@ def test_the_cli_says_in_one_sentence_that_an_answer_was_cut_off(
     assert "100 out tokens  answer cut off at its output limit" in on_temporal.stderr
     call1 = next(line for line in shown.stdout.splitlines() if " call1 (" in line)
     assert "answer cut off at its output limit" in call1, shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("items", "chunk_size"), [(60, 100), (7, 3)], ids=["one-row-for-many-items", "chunks"]
+)
+async def test_a_batchs_one_row_says_an_items_text_answer_was_cut(
+    temporal_address: str, task_queue: str, fake: FakeProvider, items: int, chunk_size: int
+) -> None:
+    # A batch of more than 50 items, or one run in chunks, keeps one record for all its items (its
+    # `[*]` row, counts per status): an item's cut text answer has no record of its own to say so.
+    fake.set_default(CUT_TEXT)
+    spec = dp.load_yaml(f"""
+pipes:
+  each:
+    kind: batch
+    inputs: {{numbers: 'list[integer]'}}
+    over: numbers
+    item: n
+    pipe: prose
+    chunk_size: {chunk_size}
+  prose:
+    kind: llm
+    model: openai/gpt-think
+    inputs: {{n: integer}}
+    prompt: "Say {{{{ n }}}}."
+    settings: {{max_tokens: 100}}
+""")  # fmt: skip
+    inputs = {"numbers": list(range(items))}
+    client = await dp.connect(temporal_address, pipeline=spec)
+    async with dp.build_worker(client, task_queue=task_queue):
+        result = await dp.run(client, spec, "each", inputs, task_queue=task_queue)
+    local = await dp.run_local(spec, "each", inputs)
+    for run in (result, local):
+        assert run.output == [CUT_TEXT.content] * items
+        [row] = run.steps
+        assert (row.path, row.counts, row.truncated) == ("each[*]", {"succeeded": items}, True)

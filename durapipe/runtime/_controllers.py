@@ -197,6 +197,14 @@ class _BatchMapper:
             self.summary.output_tokens = spent.output_tokens
             self.summary.cost_usd = spent.cost_usd
 
+    def _chunk(self, steps: list[Any]) -> None:
+        """Count a chunk run's items (its records ``steps``) in this batch's row, which says
+        whether an item's text answer was cut off at its output limit, as the chunk's row does."""
+        row = _row_of(steps, f"{self.here}[*]")
+        self._count(row.counts if row is not None else {})
+        if row is not None and row.truncated and self.summary is not None:
+            self.summary.truncated = True
+
     async def items(self, items: list[Any], offset: int) -> tuple[list[Any], list[Any]]:
         """Run the pipe once per item, ``max_concurrency`` at a time."""
         interp, pipe = self.interp, self.pipe
@@ -287,12 +295,12 @@ class _BatchMapper:
                     steps.repay(held, loan, None)
                     if err.spent is not None:  # what the chunk paid for before it failed
                         interp.usage += err.spent
-                    self._count(_counts_of(err.steps, f"{self.here}[*]"))
+                    self._chunk(err.steps)
                     failures[index] = err
                     continue
                 steps.repay(held, loan, result.steps_held)
                 interp.usage += result.usage
-                self._count(_counts_of(result.steps, f"{self.here}[*]"))
+                self._chunk(result.steps)
                 outputs[index] = result.output
 
         await asyncio.gather(*(slot(share) for share in shares))
@@ -326,9 +334,9 @@ def split(length: int, chunk_size: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
-def _counts_of(steps: list[Any], path: str) -> dict[str, int]:
+def _row_of(steps: list[Any], path: str) -> StepRecord | None:
     for step in steps:
         record = StepRecord.model_validate(step)
         if record.path == path:
-            return record.counts
-    return {}
+            return record
+    return None

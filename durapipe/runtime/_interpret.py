@@ -301,6 +301,11 @@ class Interpreter:
             record.failed_attempts = list(result.failed_attempts)
         if result.truncated:
             _assign(record, truncated=True)
+            if self.records.get(record.path) is not record and record.path.endswith("]"):
+                # An item of a batch that keeps one row for all its items: the row says it.
+                row = self.records.get(record.path[: record.path.rindex("[")] + "[*]")
+                if row is not None:
+                    _assign(row, truncated=True)
         self.usage += usage
         return result.output
 
