@@ -183,7 +183,6 @@ async def _ask(
 
     usage: Usage | None = None
     problem = ""
-    where = f"pipe '{call.pipe_name}'"
     for _ in range(pipe.reask + 1):
         if call.limits or pipe.fallbacks:
             # A re-ask goes on from the model that answered (its own answer is in the messages).
@@ -203,6 +202,7 @@ async def _ask(
         cut = cut_off(response)
         if fmt is None:
             if cut and not text.strip():
+                where = f"pipe '{call.pipe_name}'"
                 raise truncated(where, model, response, pipe.settings, deck, "with no answer")
             # A text answer cut off is returned as it is (a pipe may set max_tokens to bound
             # its length on purpose), marked so that its step record says so.
@@ -213,6 +213,7 @@ async def _ask(
             problem = str(err)
             if cut:  # a re-ask under the same limit is cut again: paid for nothing
                 what = f"before its answer was complete ({problem})"
+                where = f"pipe '{call.pipe_name}'"
                 raise truncated(where, model, response, pipe.settings, deck, what) from None
             messages = [
                 *messages,
