@@ -335,6 +335,16 @@ def patch_markers(events: list[HistoryEvent]) -> list[str]:
     return found
 
 
+def local_activities(events: list[HistoryEvent]) -> list[str]:
+    """The types of the local activities whose markers a run's history records, in order."""
+    found = []
+    for event in events:
+        marker = event.marker_recorded_event_attributes
+        if marker.marker_name == "core_local_activity":
+            found.append(json.loads(marker.details["data"].payloads[0].data)["activity_type"])
+    return found
+
+
 def started_as_version(monkeypatch: pytest.MonkeyPatch, version: int) -> None:
     """Runs started from now on carry workflow version ``version``, as a client of the release that
     had it sends them (to record a run as the code before a change did)."""

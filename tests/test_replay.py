@@ -88,6 +88,16 @@ def test_histories_are_recorded() -> None:
         "looper-workflow-v4.json",
         "asked-workflow-v4.json",
         "asked-workflow-v4__looper.json",
+        # PipeRun.workflow_version 5 (DURAPIPE_MAX_RUN_STEPS=200 when recorded): a run asks the
+        # cap only when it needs it. The top-level agent of 7 steps never asks; the sequence asks
+        # before it lends its nested agent a share; the agent of 121 steps (three runs, continued
+        # as new) asks in its second run at its 101st step, and its third asks as it starts.
+        "looper-workflow-v5.json",
+        "asked-workflow-v5.json",
+        "asked-workflow-v5__looper.json",
+        "long_looper-workflow-v5.json",
+        "long_looper-workflow-v5.run2.json",
+        "long_looper-workflow-v5.run3.json",
     }
 
 

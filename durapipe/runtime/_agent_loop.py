@@ -86,7 +86,7 @@ class AgentLoop:
         steps = self.interp.steps
         self.counts = steps.limit is not None and self.interp.runtime.patched(AGENT_STEPS_PATCH)
         if state.steps:  # a fresh run of a long agent: the steps its earlier runs started
-            self._count(len(state.steps), f"agent '{self.name}' has started")
+            await self._count(len(state.steps), f"agent '{self.name}' has started")
         while True:
             if state.turn >= self.pipe.max_turns:
                 raise self._failure(
@@ -94,7 +94,7 @@ class AgentLoop:
                     f"agent '{self.name}' reached max_turns={self.pipe.max_turns} "
                     "without a final answer",
                 )
-            self._count(1, f"agent '{self.name}', turn {state.turn + 1}, would start")
+            await self._count(1, f"agent '{self.name}', turn {state.turn + 1}, would start")
             state.turn += 1
             turns_this_run += 1
             reply = await self._ask(state.turn)
@@ -144,7 +144,7 @@ class AgentLoop:
             answers.append(None)
         if valid:  # counted before any has a record: none of them starts if they do not fit
             what = f"agent '{self.name}', turn {turn}, asks for tool calls that would start"
-            self._count(len(valid), what)
+            await self._count(len(valid), what)
         calls: list[tuple[int, ToolCall, StepRecord]] = [
             (index, call, self._record(call.path, call.pipe_name, "tool")) for index, call in valid
         ]
@@ -186,7 +186,7 @@ class AgentLoop:
             limits=limits_for(tool, self.interp.run.spec.limits),
         )
 
-    def _count(self, steps: int, what: str) -> None:
+    async def _count(self, steps: int, what: str) -> None:
         """Count ``steps`` more of the run's steps, or refuse them before they start.
 
         Raises:
@@ -195,7 +195,7 @@ class AgentLoop:
         if not self.counts:
             return
         try:
-            self.interp.steps.take(steps, self.path, "agent", what)
+            await self.interp.steps.count(steps, self.path, "agent", what)
         except StepFailed as err:
             err.model, err.steps = self.pipe.model, self.interp.snapshot()
             raise

@@ -71,7 +71,7 @@ class BatchSlice(_Message):
     max_concurrency: int | None = None
 
 
-WORKFLOW_VERSION = 4
+WORKFLOW_VERSION = 5
 """The workflow behaviour a run started by this code asks for (`PipeRun.workflow_version`)."""
 
 

@@ -130,7 +130,7 @@ async def run_batch(interp: Host, pipe: BatchPipe) -> Any:
     over = f"the {len(items):,} items of '{pipe.over}'"
     if run.slice is not None:
         over = f"a chunk of {len(items):,} items"
-    interp.steps.take(
+    await interp.steps.count(
         len(items) * per_item, here, pipe.kind, f"batch pipe '{run.pipe}' over {over} would start"
     )
     summary: StepRecord | None = None
@@ -277,6 +277,7 @@ class _BatchMapper:
                     offset=offset + start, items=items[start:end], max_concurrency=share
                 )
                 held = (end - start) * per_item  # counted when the batch started
+                await steps.room(grows=True)
                 allowance, loan = steps.lend(held)
                 chunk = PipeRun(
                     run_id=run.run_id,

@@ -34,7 +34,7 @@ from durapipe.runtime._calls import (
 from durapipe.runtime._controllers import run_batch, run_condition, run_parallel
 from durapipe.runtime._host import Runtime
 from durapipe.runtime._memory import join_path, lookup
-from durapipe.runtime._steps import NESTED_AGENT_STEP_PATCH, Steps
+from durapipe.runtime._steps import ASKS_WHEN_NEEDED, NESTED_AGENT_STEP_PATCH, Steps
 from durapipe.spec import (
     AgentPipe,
     ApprovalPipe,
@@ -139,8 +139,12 @@ class Interpreter:
         size, name = self.steps.size, self.run.pipe
         # A run that reaches no batch cannot grow: one that small needs no word from the worker.
         asks = size.grows(name) or size.run(name) > STEPS_ALWAYS_ALLOWED
-        limit, whole = await self.runtime.steps_allowed(self.run, asks)
-        self.steps.limit, self.steps.whole = limit, whole
+        if asks and self._top_level and self.run.workflow_version >= ASKS_WHEN_NEEDED:
+            self.steps.provisional(STEPS_ALWAYS_ALLOWED, self._worker_cap)
+        else:
+            limit, whole = await self.runtime.steps_allowed(self.run, asks)
+            self.steps.limit, self.steps.whole = limit, whole
+        limit, whole = self.steps.limit, self.steps.whole
         # A nested agent's one step is its parent's, which counted it (a controller's run counts
         # only what is inside it either way); runs recorded before counted it here too.
         own_step = (
@@ -149,7 +153,15 @@ class Interpreter:
             or not isinstance(self.run.spec.pipes[name], AgentPipe)
             or not self.runtime.patched(NESTED_AGENT_STEP_PATCH)
         )
-        self.steps.start(name, self.run.path or name, kind, own_step=own_step)
+        await self.steps.start(name, self.run.path or name, kind, own_step=own_step)
+
+    @property
+    def _top_level(self) -> bool:
+        return not self.run.path and self.run.slice is None
+
+    async def _worker_cap(self) -> int | None:
+        limit, _ = await self.runtime.steps_allowed(self.run, True)
+        return limit
 
     def plan(self, path: str, pipe_name: str) -> None:
         """Record step ``path`` (pipe ``pipe_name``) as pending, so a run's plan shows it before it runs."""
@@ -355,6 +367,7 @@ class Interpreter:
         self, path: str, pipe_name: str, inputs: dict[str, Any], record: StepRecord
     ) -> Any:
         share = self.steps.size.inside(pipe_name)
+        await self.steps.room(grows=self.steps.size.grows(pipe_name))
         allowance, loan = self.steps.lend(share)
         child = PipeRun(
             run_id=self.run.run_id,

@@ -16,9 +16,18 @@ parent keeps those and takes back the rest of the loan.
 An agent's run counts each of its turns and each tool call it makes as it goes (`AgentLoop`): its
 size is not in the spec (up to ``max_turns`` model requests, and any number of tool calls each),
 so like a batch's items it is counted when known, before the turn or the calls start.
+
+A top-level run that may grow past `STEPS_ALWAYS_ALLOWED` (it reaches a batch or an agent) starts
+with that many, the least any worker allows, and asks its worker for the cap only when it would
+count more, or lend a share to a child run that may grow (`Steps.room`): most such runs (an
+agent of a few turns, a batch of a few items) never ask. Runs started before `ASKS_WHEN_NEEDED`
+ask when they start.
 """
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
 
 from durapipe._errors import ErrorType, StepFailed
 from durapipe.spec._size import RunSize
@@ -31,6 +40,10 @@ AGENT_STEPS_PATCH = "durapipe.agent-turn-steps"
 # Since this change a nested agent's run leaves its own step to its parent, which counted it; runs
 # recorded before counted it twice, once in each (asked only by nested agents under a cap).
 NESTED_AGENT_STEP_PATCH = "durapipe.nested-agent-step"
+# From this `PipeRun.workflow_version` a top-level run asks its worker for the cap when it needs it
+# (`Steps.room`); before, every run that might need it asked when it started (a local activity,
+# its marker one more event in the history of every agent run and every run with a batch).
+ASKS_WHEN_NEEDED = 5
 
 
 class Steps:
@@ -43,7 +56,7 @@ class Steps:
             refusal's wording.
     """
 
-    __slots__ = ("held", "lanes", "lent", "limit", "loans", "size", "whole")
+    __slots__ = ("asking", "held", "lanes", "lent", "limit", "loans", "size", "whole")
 
     def __init__(self, limit: int | None, size: RunSize, *, whole: bool = False) -> None:
         self.limit = limit
@@ -54,8 +67,31 @@ class Steps:
         self.loans = 0  # how many children hold a loan now
         # How many children of this part may run at once: each is lent a share of the free steps.
         self.lanes = 1
+        # A provisional allowance (`provisional`): how to ask the worker for its cap, then the
+        # question in flight (parts of the run that need it meanwhile wait for the same answer).
+        self.asking: Callable[[], Awaitable[int | None]] | asyncio.Future[int | None] | None = None
 
-    def start(self, pipe: str, path: str, kind: str, *, own_step: bool = True) -> None:
+    def provisional(self, least: int, ask: Callable[[], Awaitable[int | None]]) -> None:
+        """Allow ``least`` steps (the least any worker allows, the whole cap as far as the run
+        knows) until more are needed: then `room` asks ``ask`` for the worker's cap, once."""
+        self.limit, self.whole, self.asking = least, True, ask
+
+    async def room(self, steps: int = 0, *, grows: bool = False) -> None:
+        """Make the allowance final, if it is provisional and ``steps`` more would not fit in it,
+        or a child run that ``grows`` is to be lent a share: the worker's cap, asked once. Call
+        it right before `take` or `lend`, with no ``await`` between."""
+        if self.asking is None:
+            return
+        if not grows and self.limit is not None and steps <= self.limit - self.held - self.lent:
+            return
+        if not isinstance(self.asking, asyncio.Future):
+            self.asking = asyncio.ensure_future(self.asking())
+        asking = self.asking
+        limit = await asking
+        if self.asking is asking:  # the first part back from the question settles the allowance
+            self.limit, self.asking = limit, None
+
+    async def start(self, pipe: str, path: str, kind: str, *, own_step: bool = True) -> None:
         """Count the steps this part starts before any batch's items (see `RunSize.run`);
         without ``own_step``, those inside its pipe only (a nested run's own step is its
         parent's, counted there).
@@ -64,7 +100,12 @@ class Steps:
             StepFailed: ``durapipe.RunTooLarge``, when they are more than the allowance.
         """
         steps = self.size.run(pipe) if own_step else self.size.inside(pipe)
-        self.take(steps, path, kind, f"pipe '{pipe}' would start")
+        await self.count(steps, path, kind, f"pipe '{pipe}' would start")
+
+    async def count(self, steps: int, path: str, kind: str, what: str) -> None:
+        """`take`, once the allowance has room for ``steps`` or is final (see `room`)."""
+        await self.room(steps)
+        self.take(steps, path, kind, what)
 
     def take(self, steps: int, path: str, kind: str, what: str) -> None:
         """Count ``steps`` more, or refuse them (nothing of them has started).

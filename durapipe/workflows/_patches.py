@@ -52,6 +52,8 @@ _IN_FORCE_SINCE_4 = _IN_FORCE_SINCE_1 | {
     FAILED_SPEND_PATCH,
     ESTIMATES_PATCH,
 }
+# Version 5 changed no patch: its runs ask the worker's step cap only when they need it (see
+# `durapipe.runtime._steps.ASKS_WHEN_NEEDED`, read from the version itself).
 IN_FORCE = {
     version: _IN_FORCE_SINCE_4 if version >= 4 else _IN_FORCE_SINCE_1
     for version in range(1, WORKFLOW_VERSION + 1)

@@ -9,7 +9,9 @@ one step; ``guarded`` is a nested agent lent the last 7 of ``DURAPIPE_MAX_RUN_ST
 which needs all 7 (a run refused is saved too). ``SUFFIX`` (the first argument)
 names the code that recorded them: ``before-turn-steps`` for the runs recorded before an agent's
 turns and tool calls counted against the run's steps, ``turn-steps`` for those recorded after,
-``agent-step-twice`` for those recorded while a nested agent's run counted its own step again.
+``agent-step-twice`` for those recorded while a nested agent's run counted its own step again,
+``workflow-v4`` and ``workflow-v5`` for runs of those workflow versions (``workflow-v5 looper asked
+long_looper`` with ``DURAPIPE_MAX_RUN_STEPS=200``).
 Never re-record an existing one (see `tests.histories.record`).
 """
 

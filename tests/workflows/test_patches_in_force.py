@@ -63,7 +63,9 @@ async def test_a_new_agent_run_records_no_patch_marker_and_a_version_3_run_still
     assert upserts_of_change_versions(old_events) == 2
     assert patch_markers(new_events) == []
     assert upserts_of_change_versions(new_events) == 0
-    assert len(old_events) - len(new_events) == 4
+    # Since version 5 an agent of a few turns does not ask the worker's cap either (see
+    # test_step_cap_when_needed): one local activity's marker fewer.
+    assert len(old_events) - len(new_events) == 4 + (WORKFLOW_VERSION >= 5)
     assert new.output == old.output
     assert [(s.path, s.status) for s in new.steps] == [(s.path, s.status) for s in old.steps]
     assert len(new.steps) == 2 * TOOL_TURNS + 1  # every turn and tool call, counted
