@@ -232,3 +232,39 @@ pipes:
         assert run.output == [CUT_TEXT.content] * items
         [row] = run.steps
         assert (row.path, row.counts, row.truncated) == ("each[*]", {"succeeded": items}, True)
+
+
+@pytest.mark.parametrize("on", ["temporal", "local"])
+async def test_a_memoised_pipes_cut_answer_is_not_served_to_other_runs(
+    temporal_address: str, task_queue: str, fake: FakeProvider, on: str
+) -> None:
+    # Memoised answers are keyed by what a call sends, not by the worker's output cap: a cut one
+    # served from the memo would reach runs whose limit was raised, as if whole.
+    spec = dp.load_yaml("""
+pipes:
+  prose:
+    kind: llm
+    model: openai/gpt-think
+    memoize: true
+    inputs: {topic: text}
+    prompt: "Write about {{ topic }}."
+""")  # fmt: skip
+    inputs = {"topic": f"memo-{on}-{uuid.uuid4().hex}"}
+    whole = "Alpha, Beta, Gamma."
+    fake.script("gpt-think", [CUT_TEXT, Reply(content=whole)])
+    client = await dp.connect(temporal_address, pipeline=spec)
+    async with dp.build_worker(client, task_queue=task_queue):
+
+        async def run() -> dp.RunResult:
+            if on == "local":
+                return await dp.run_local(spec, "prose", inputs)
+            return await dp.run(client, spec, "prose", inputs, task_queue=task_queue)
+
+        cut, again, memoised = await run(), await run(), await run()
+    assert (cut.output, cut.steps[0].truncated) == (CUT_TEXT.content, True)
+    # The next run asked the model again, and its whole answer is the one shared.
+    assert (again.output, again.steps[0].truncated, again.steps[0].cache_hit) == (
+        whole, False, False,
+    )  # fmt: skip
+    assert (memoised.output, memoised.steps[0].cache_hit) == (whole, True)
+    assert len(fake.calls) == 2

@@ -3,6 +3,7 @@ provider: ``durapipe.OutputTruncated`` at once when it cannot be used, the answe
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from durapipe.runtime import AgentTurnCall, LlmCall
 from durapipe.runtime._spend import counting, done
 from durapipe.spec import AgentPipe, LlmPipe
 from durapipe.spec._deck import ModelDeck
+from durapipe.stores._checkpoints import SqliteCheckpoints
 from durapipe.testing import FakeProvider, Reply
 from durapipe.testing.fake_provider import ToolCalls
 
@@ -209,3 +211,24 @@ async def test_a_fenced_structured_answer_cut_inside_its_value_still_fails(text:
         fake.set_default(Reply(content=text, finish_reason="length"))
         err = await _refused(_call("list[text]", reask=2, max_tokens=64), _deck(fake))
     assert err.type == ErrorType.OUTPUT_TRUNCATED and len(fake.calls) == 1
+
+
+async def test_a_memoised_cut_answer_is_kept_for_its_own_run_only(tmp_path: Path) -> None:
+    store = SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
+    pipe = LlmPipe(model=MODEL, prompt="List names.", memoize=True, settings={"max_tokens": 4})
+
+    def call(run_id: str) -> LlmCall:
+        return LlmCall(run_id=run_id, path="names", pipe_name="names", pipe=pipe)
+
+    async with FakeProvider() as fake:
+        fake.set_default(Reply(content="Alpha, Be", finish_reason="length"))
+        first = await run_llm(call("r1"), 1, store, _deck(fake))
+        retried = await run_llm(call("r1"), 2, store, _deck(fake))
+        fake.set_default(Reply(content="Alpha, Beta."))
+        other = await run_llm(call("r2"), 1, store, _deck(fake))
+    assert (first.output, first.truncated, first.cache_hit) == ("Alpha, Be", True, False)
+    # A retry of its own step is not paid again, and keeps what the run paid for.
+    assert (retried.output, retried.truncated, retried.cache_hit) == ("Alpha, Be", True, True)
+    assert retried.usage == first.usage
+    assert (other.output, other.truncated, other.cache_hit) == ("Alpha, Beta.", False, False)
+    assert len(fake.calls) == 2
