@@ -198,14 +198,21 @@ def test_the_cli_says_in_one_sentence_that_an_answer_was_cut_off(
     assert "answer cut off at its output limit" in call1, shown.stdout
 
 
+@pytest.mark.parametrize("item", ["prose", "per_item"], ids=["leaf", "sequence"])
 @pytest.mark.parametrize(
     ("items", "chunk_size"), [(60, 100), (7, 3)], ids=["one-row-for-many-items", "chunks"]
 )
 async def test_a_batchs_one_row_says_an_items_text_answer_was_cut(
-    temporal_address: str, task_queue: str, fake: FakeProvider, items: int, chunk_size: int
+    temporal_address: str,
+    task_queue: str,
+    fake: FakeProvider,
+    items: int,
+    chunk_size: int,
+    item: str,
 ) -> None:
     # A batch of more than 50 items, or one run in chunks, keeps one record for all its items (its
-    # `[*]` row, counts per status): an item's cut text answer has no record of its own to say so.
+    # `[*]` row, counts per status): an item's cut text answer has no record of its own to say so,
+    # nor do the records of an item that is a run of its own (a sequence per item).
     fake.set_default(CUT_TEXT)
     spec = dp.load_yaml(f"""
 pipes:
@@ -214,8 +221,13 @@ pipes:
     inputs: {{numbers: 'list[integer]'}}
     over: numbers
     item: n
-    pipe: prose
+    pipe: {item}
     chunk_size: {chunk_size}
+  per_item:
+    kind: sequence
+    inputs: {{n: integer}}
+    steps:
+      - {{pipe: prose, result: said}}
   prose:
     kind: llm
     model: openai/gpt-think
