@@ -38,6 +38,7 @@ from durapipe.serve._methods import (
 )
 from durapipe.serve._problems import ServeError, problem_item
 from durapipe.serve._runs import (
+    TRUNCATED_STEPS,
     failure_problem,
     results_body,
     run_progress,
@@ -453,14 +454,15 @@ async def _execute(request: web.Request) -> web.Response:
         raise await failure_problem(client, handle.run_id, "FAILED") from None
     body = await results_body(client, handle.run_id, result)
     memory = body["working_memory"]
-    return web.json_response(
-        {
-            "pipeline_run_id": handle.run_id,
-            "pipe_output": {"working_memory": memory, "pipeline_run_id": handle.run_id},
-            "main_stuff_name": body["main_stuff_name"],
-            "pipe_code": pipe,
-        }
-    )
+    answer = {
+        "pipeline_run_id": handle.run_id,
+        "pipe_output": {"working_memory": memory, "pipeline_run_id": handle.run_id},
+        "main_stuff_name": body["main_stuff_name"],
+        "pipe_code": pipe,
+    }
+    if TRUNCATED_STEPS in body:
+        answer[TRUNCATED_STEPS] = body[TRUNCATED_STEPS]
+    return web.json_response(answer)
 
 
 async def _status(request: web.Request) -> web.Response:
