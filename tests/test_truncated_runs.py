@@ -246,6 +246,49 @@ pipes:
         assert (row.path, row.counts, row.truncated) == ("each[*]", {"succeeded": items}, True)
 
 
+async def test_a_batchs_one_row_says_it_for_an_item_that_failed_after_its_answer_was_cut(
+    temporal_address: str, task_queue: str, fake: FakeProvider
+) -> None:
+    # Each item's run keeps its cut text, then fails: its records come back with its failure.
+    fake.set_default(CUT_TEXT)
+    spec = dp.load_yaml("""
+pipes:
+  each:
+    kind: batch
+    inputs: {numbers: 'list[integer]'}
+    over: numbers
+    item: n
+    pipe: per_item
+    on_error: collect
+  per_item:
+    kind: sequence
+    inputs: {n: integer}
+    steps:
+      - {pipe: prose, result: said}
+      - {pipe: refuse, inputs: {n: n, bad: n}, result: refused}
+  prose:
+    kind: llm
+    model: openai/gpt-think
+    inputs: {n: integer}
+    prompt: "Say {{ n }}."
+    settings: {max_tokens: 100}
+  refuse:
+    kind: tool
+    function: tests.control_tools:fail_on
+    inputs: {n: integer, bad: integer}
+    output: integer
+    retry: {max_attempts: 1}
+""")  # fmt: skip
+    inputs = {"numbers": list(range(60))}
+    client = await dp.connect(temporal_address, pipeline=spec)
+    async with dp.build_worker(client, task_queue=task_queue):
+        result = await dp.run(client, spec, "each", inputs, task_queue=task_queue)
+    local = await dp.run_local(spec, "each", inputs)
+    for run in (result, local):
+        [row] = run.steps
+        assert (row.counts, row.truncated) == ({"failed": 60}, True)
+
+
 @pytest.mark.parametrize("on", ["temporal", "local"])
 async def test_a_memoised_pipes_cut_answer_is_not_served_to_other_runs(
     temporal_address: str, task_queue: str, fake: FakeProvider, on: str
