@@ -198,14 +198,21 @@ def test_the_cli_says_in_one_sentence_that_an_answer_was_cut_off(
     assert "answer cut off at its output limit" in call1, shown.stdout
 
 
+@pytest.mark.parametrize("item", ["prose", "per_item"], ids=["leaf", "sequence"])
 @pytest.mark.parametrize(
     ("items", "chunk_size"), [(60, 100), (7, 3)], ids=["one-row-for-many-items", "chunks"]
 )
 async def test_a_batchs_one_row_says_an_items_text_answer_was_cut(
-    temporal_address: str, task_queue: str, fake: FakeProvider, items: int, chunk_size: int
+    temporal_address: str,
+    task_queue: str,
+    fake: FakeProvider,
+    items: int,
+    chunk_size: int,
+    item: str,
 ) -> None:
     # A batch of more than 50 items, or one run in chunks, keeps one record for all its items (its
-    # `[*]` row, counts per status): an item's cut text answer has no record of its own to say so.
+    # `[*]` row, counts per status): an item's cut text answer has no record of its own to say so,
+    # nor do the records of an item that is a run of its own (a sequence per item).
     fake.set_default(CUT_TEXT)
     spec = dp.load_yaml(f"""
 pipes:
@@ -214,8 +221,13 @@ pipes:
     inputs: {{numbers: 'list[integer]'}}
     over: numbers
     item: n
-    pipe: prose
+    pipe: {item}
     chunk_size: {chunk_size}
+  per_item:
+    kind: sequence
+    inputs: {{n: integer}}
+    steps:
+      - {{pipe: prose, result: said}}
   prose:
     kind: llm
     model: openai/gpt-think
@@ -232,3 +244,82 @@ pipes:
         assert run.output == [CUT_TEXT.content] * items
         [row] = run.steps
         assert (row.path, row.counts, row.truncated) == ("each[*]", {"succeeded": items}, True)
+
+
+async def test_a_batchs_one_row_says_it_for_an_item_that_failed_after_its_answer_was_cut(
+    temporal_address: str, task_queue: str, fake: FakeProvider
+) -> None:
+    # Each item's run keeps its cut text, then fails: its records come back with its failure.
+    fake.set_default(CUT_TEXT)
+    spec = dp.load_yaml("""
+pipes:
+  each:
+    kind: batch
+    inputs: {numbers: 'list[integer]'}
+    over: numbers
+    item: n
+    pipe: per_item
+    on_error: collect
+  per_item:
+    kind: sequence
+    inputs: {n: integer}
+    steps:
+      - {pipe: prose, result: said}
+      - {pipe: refuse, inputs: {n: n, bad: n}, result: refused}
+  prose:
+    kind: llm
+    model: openai/gpt-think
+    inputs: {n: integer}
+    prompt: "Say {{ n }}."
+    settings: {max_tokens: 100}
+  refuse:
+    kind: tool
+    function: tests.control_tools:fail_on
+    inputs: {n: integer, bad: integer}
+    output: integer
+    retry: {max_attempts: 1}
+""")  # fmt: skip
+    inputs = {"numbers": list(range(60))}
+    client = await dp.connect(temporal_address, pipeline=spec)
+    async with dp.build_worker(client, task_queue=task_queue):
+        result = await dp.run(client, spec, "each", inputs, task_queue=task_queue)
+    local = await dp.run_local(spec, "each", inputs)
+    for run in (result, local):
+        [row] = run.steps
+        assert (row.counts, row.truncated) == ({"failed": 60}, True)
+
+
+@pytest.mark.parametrize("on", ["temporal", "local"])
+async def test_a_memoised_pipes_cut_answer_is_not_served_to_other_runs(
+    temporal_address: str, task_queue: str, fake: FakeProvider, on: str
+) -> None:
+    # Memoised answers are keyed by what a call sends, not by the worker's output cap: a cut one
+    # served from the memo would reach runs whose limit was raised, as if whole.
+    spec = dp.load_yaml("""
+pipes:
+  prose:
+    kind: llm
+    model: openai/gpt-think
+    memoize: true
+    inputs: {topic: text}
+    prompt: "Write about {{ topic }}."
+""")  # fmt: skip
+    inputs = {"topic": f"memo-{on}-{uuid.uuid4().hex}"}
+    whole = "Alpha, Beta, Gamma."
+    fake.script("gpt-think", [CUT_TEXT, Reply(content=whole)])
+    client = await dp.connect(temporal_address, pipeline=spec)
+    async with dp.build_worker(client, task_queue=task_queue):
+
+        async def run() -> dp.RunResult:
+            if on == "local":
+                return await dp.run_local(spec, "prose", inputs)
+            return await dp.run(client, spec, "prose", inputs, task_queue=task_queue)
+
+        cut, again, memoised = await run(), await run(), await run()
+    assert (cut.output, cut.steps[0].truncated) == (CUT_TEXT.content, True)
+    # The next run asked the model again, and its whole answer is the one shared.
+    assert (again.output, again.steps[0].truncated, again.steps[0].cache_hit) == (
+        whole, False, False,
+    )  # fmt: skip
+    assert (memoised.output, memoised.steps[0].cache_hit) == (whole, True)
+    assert len(fake.calls) == 2

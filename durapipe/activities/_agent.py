@@ -80,16 +80,19 @@ async def _turn(call: AgentTurnCall, key: str, attempt: int, deck: ModelDeck | N
         lease.used(spent)
     paid(spent, model)  # billed, whatever happens to the answer: a failure carries it
     message = response.choices[0].message
+    calls = message.tool_calls or []
     requests = [
         ToolRequest(id=c.id, name=c.function.name or "", arguments=c.function.arguments or "{}")
-        for c in (message.tool_calls or [])
+        for c in calls
     ]
     reply = AgentReply(content=message.content, tool_calls=requests)
     if not requests:
         reply.output, reply.problem = _final(reply.content or "", call, wrap, fmt is None)
     cut = cut_off(response)
     if cut:
-        what = _unusable(reply)
+        # The arguments as they came: a call cut before its arguments began has "" (read as "{}"
+        # from a whole answer, a tool that takes none), which is no call to make up arguments for.
+        what = _unusable(reply, [c.function.arguments or "" for c in calls])
         if what is not None:
             where = f"agent '{call.pipe_name}', turn {call.turn}"
             raise truncated(where, model, response, pipe.settings, deck, what)
@@ -104,16 +107,21 @@ async def _turn(call: AgentTurnCall, key: str, attempt: int, deck: ModelDeck | N
     )
 
 
-def _unusable(reply: AgentReply) -> str | None:
+def _unusable(reply: AgentReply, arguments: list[str]) -> str | None:
     """What a turn cut off at its output limit left that the loop cannot use (None: nothing).
 
-    A cut tool call would be answered with its parse error and the turn asked again, and a cut
-    final answer re-asked: each under the same limit, so cut again, and paid each time.
+    ``arguments``: each tool call's arguments as the model sent them. A cut tool call would be
+    answered with its parse error and the turn asked again (or, its arguments empty, run on
+    arguments nobody sent), and a cut final answer re-asked: each under the same limit, so cut
+    again, and paid each time. A call's arguments are whole when they parse as a JSON object: an
+    object cut anywhere inside misses its closing brace.
     """
-    for request in reply.tool_calls:
+    for request, sent in zip(reply.tool_calls, arguments, strict=True):
         try:
-            json.loads(request.arguments)
+            whole = isinstance(json.loads(sent), dict)
         except ValueError:
+            whole = False
+        if not whole:
             return f"with the arguments of its call to tool '{request.name}' cut off"
     if reply.tool_calls:
         return None  # whole calls: the loop goes on

@@ -324,9 +324,15 @@ def usage_of(response: Any) -> Usage:
     )
 
 
+# Some models wrap JSON in ```json fences even when asked not to. The closing fence may be cut
+# (an answer stopped at its output limit inside it, "\n``"): what it held is then read as it is.
+# That is no guess: a structured answer's root is always an object (`response_format`), and an
+# object cut anywhere inside does not parse, so one that parses and fits is whole.
+_FENCED = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*`{0,3}\s*$", re.DOTALL)
+
+
 def _strip_fences(text: str) -> str:
-    # Some models wrap JSON in ```json fences even when asked not to.
-    match = re.match(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", text, re.DOTALL)
+    match = _FENCED.match(text) if text.lstrip().startswith("```") else None
     return match.group(1) if match else text
 
 

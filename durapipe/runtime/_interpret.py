@@ -313,13 +313,17 @@ class Interpreter:
             record.failed_attempts = list(result.failed_attempts)
         if result.truncated:
             _assign(record, truncated=True)
-            if self.records.get(record.path) is not record and record.path.endswith("]"):
-                # An item of a batch that keeps one row for all its items: the row says it.
-                row = self.records.get(record.path[: record.path.rindex("[")] + "[*]")
-                if row is not None:
-                    _assign(row, truncated=True)
+            self._truncated_item(record)
         self.usage += usage
         return result.output
+
+    def _truncated_item(self, record: StepRecord) -> None:
+        """Mark the row of the batch whose item ``record`` is, when the batch keeps one row for all
+        its items (the item has no record of its own to say its text answer was cut off)."""
+        if self.records.get(record.path) is not record and record.path.endswith("]"):
+            row = self.records.get(record.path[: record.path.rindex("[")] + "[*]")
+            if row is not None:
+                _assign(row, truncated=True)
 
     def _spent(self, record: StepRecord, usage: Usage, failed: list[FailedAttempt]) -> None:
         """Put what a failed step paid for on its record and in the run's spend."""
@@ -385,8 +389,12 @@ class Interpreter:
             self.steps.repay(share, loan, None)
             if err.spent is not None:  # what its steps paid for before it failed
                 self._spent(record, err.spent, [])
+            if any(StepRecord.model_validate(s).truncated for s in err.steps):
+                self._truncated_item(record)
             raise
         self.steps.repay(share, loan, result.steps_held)
+        if any(step.truncated for step in result.steps):  # a step of a batch item's own run
+            self._truncated_item(record)
         record.attempts = 1
         record.input_tokens = result.usage.input_tokens
         record.output_tokens = result.usage.output_tokens

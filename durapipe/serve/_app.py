@@ -38,6 +38,7 @@ from durapipe.serve._methods import (
 )
 from durapipe.serve._problems import ServeError, problem_item
 from durapipe.serve._runs import (
+    TRUNCATED_STEPS,
     failure_problem,
     results_body,
     run_progress,
@@ -68,6 +69,10 @@ _IDEMPOTENCY_KEY: Final = re.compile(r"[!-~]{1,255}")
 POLL_RETRY_AFTER_S: Final = 1
 
 _CLIENT: Final = web.AppKey("client", Client)
+# Starts whose client left while they ran (see `_shielded`), until they end.
+_STARTS: Final = web.AppKey("starts", set[asyncio.Task[RunHandle]])
+# How long a server that stops waits for those (each is one start call to Temporal).
+STARTS_GRACE_S: Final = 10.0
 _STALLS: Final = web.AppKey("stalls", StalledRuns)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -123,7 +128,9 @@ def create_app(config: ServeConfig, client: Client) -> web.Application:
     app[_CLIENT] = client
     app[_STALLS] = StalledRuns(client)
     app[_CONFIG] = config
+    app[_STARTS] = set()
     app.on_response_prepare.append(close_after_response)
+    app.on_shutdown.append(_finish_starts)
     app.router.add_get("/v1/version", _version)
     app.router.add_get("/v1/models", _models)
     app.router.add_post("/v1/validate", _validate)
@@ -367,16 +374,17 @@ async def _start_run(request: web.Request, body: dict[str, Any]) -> tuple[RunHan
             "The Idempotency-Key header must be 1 to 255 visible ASCII characters.",
             params={"field": "Idempotency-Key"},
         )
+    start = start_run(
+        request.app[_CLIENT],
+        method,
+        pipe,
+        inputs,
+        task_queue=config.task_queue,
+        idempotency_key=key,
+        output_name=output_name,
+    )
     try:
-        handle = await start_run(
-            request.app[_CLIENT],
-            method,
-            pipe,
-            inputs,
-            task_queue=config.task_queue,
-            idempotency_key=key,
-            output_name=output_name,
-        )
+        handle = await _shielded(request.app, asyncio.ensure_future(start))
     except PipelineError as err:
         raise _refused_inputs(err) from None
     except RPCError as err:
@@ -385,6 +393,55 @@ async def _start_run(request: web.Request, body: dict[str, Any]) -> tuple[RunHan
             f"Temporal cannot be reached ({err.message}); nothing was started, send the request again.",
         ) from None
     return handle, pipe
+
+
+async def _shielded(app: web.Application, start: asyncio.Task[RunHandle]) -> RunHandle:
+    """The handle of the run ``start`` starts, which ends even if its client leaves meanwhile.
+
+    A handler whose client closed its connection is cancelled (`handler_cancellation`). Cancelled
+    inside Temporal's start call, a start might or might not have started its run, and a client
+    sending it again without an ``Idempotency-Key`` could start a second one. So a start that has
+    begun is carried to its end, and says in the log which run it started; a stopping server
+    waits for it (`_finish_starts`).
+    """
+    try:
+        return await asyncio.shield(start)
+    except asyncio.CancelledError:
+        if not start.done():
+            logger.warning(
+                "durapipe serve: a start's client closed the connection while its run was "
+                "starting; the start goes on"
+            )
+            app[_STARTS].add(start)
+            start.add_done_callback(_left_behind(app))
+        raise
+
+
+def _left_behind(app: web.Application) -> Callable[[asyncio.Task[RunHandle]], None]:
+    def ended(start: asyncio.Task[RunHandle]) -> None:
+        app[_STARTS].discard(start)
+        if start.cancelled():
+            return
+        err = start.exception()
+        if err is None:
+            run_id = start.result().run_id
+            logger.warning(
+                "durapipe serve: started run %s for a client that left before the answer; it "
+                "goes on, at /v1/runs/%s/status",
+                run_id,
+                run_id,
+            )
+        else:
+            logger.warning("durapipe serve: a start whose client left failed: %s", err)
+
+    return ended
+
+
+async def _finish_starts(app: web.Application) -> None:
+    """Let the starts whose clients left end before the server stops (see `_shielded`)."""
+    starts = app[_STARTS]
+    if starts:
+        await asyncio.wait(set(starts), timeout=STARTS_GRACE_S)
 
 
 def _refused_inputs(err: PipelineError) -> ServeError:
@@ -453,14 +510,15 @@ async def _execute(request: web.Request) -> web.Response:
         raise await failure_problem(client, handle.run_id, "FAILED") from None
     body = await results_body(client, handle.run_id, result)
     memory = body["working_memory"]
-    return web.json_response(
-        {
-            "pipeline_run_id": handle.run_id,
-            "pipe_output": {"working_memory": memory, "pipeline_run_id": handle.run_id},
-            "main_stuff_name": body["main_stuff_name"],
-            "pipe_code": pipe,
-        }
-    )
+    answer = {
+        "pipeline_run_id": handle.run_id,
+        "pipe_output": {"working_memory": memory, "pipeline_run_id": handle.run_id},
+        "main_stuff_name": body["main_stuff_name"],
+        "pipe_code": pipe,
+    }
+    if TRUNCATED_STEPS in body:
+        answer[TRUNCATED_STEPS] = body[TRUNCATED_STEPS]
+    return web.json_response(answer)
 
 
 async def _status(request: web.Request) -> web.Response:

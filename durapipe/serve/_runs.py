@@ -41,6 +41,8 @@ from durapipe.workflows._search import start_totals
 RUN_ID_PREFIX: Final = "mthds-"
 # The memo key of a run's MTHDS concepts (its output's and its inputs').
 MTHDS_MEMO: Final = "mthds"
+# A results (and execute) body's list of the steps whose text answer was cut off at its limit.
+TRUNCATED_STEPS: Final = "truncated_steps"
 # As `durapipe run` waits: the run's queues are checked every second, and a run that has lacked a
 # worker for 5 s (not a worker starting just after it) ends the wait.
 STALL_CHECK_S: Final = 1.0
@@ -221,7 +223,7 @@ async def results_body(client: Client, run_id: str, result: RunResult) -> dict[s
     concepts = (await (await handle.describe()).memo()).get(MTHDS_MEMO) or {}
     run = await started_input(client, run_id)
     memory = working_memory(result.output, run.inputs, concepts)
-    return {
+    body: dict[str, Any] = {
         "pipeline_run_id": run_id,
         "main_stuff": main_stuff(memory),
         "main_stuff_name": memory["aliases"].get(MAIN_STUFF, MAIN_STUFF),
@@ -238,6 +240,13 @@ async def results_body(client: Client, run_id: str, result: RunResult) -> dict[s
             if step.model and step.status == "succeeded"
         ],
     }
+    # An extension member, sent only when a step's text answer was cut off at its output limit
+    # and kept as it was cut (`StepRecord.truncated`): a client that does not know it reads the
+    # body as before.
+    truncated = [step.path for step in result.steps if step.truncated]
+    if truncated:
+        body[TRUNCATED_STEPS] = truncated
+    return body
 
 
 async def started_input(client: Client, run_id: str) -> PipeRun:
@@ -338,6 +347,8 @@ async def run_progress(
             "started_at": _iso(step.started_at),
             "ended_at": _iso(step.ended_at),
             "attempts": step.attempts,
+            # An extension member, as in a results body: only on a step whose text was cut.
+            **({"truncated": True} if step.truncated else {}),
         }
         for step in steps
     ]

@@ -44,7 +44,6 @@ from durapipe.runtime._calls import (
     LeafResult,
     LlmCall,
     ToolCall,
-    Usage,
     result_json,
 )
 from durapipe.security._codec import EncryptionCodec, encryption_from_env
@@ -52,6 +51,7 @@ from durapipe.spec._base import parse_duration
 from durapipe.stores._answers import keeping_answers
 from durapipe.stores._held_sqlite import held_connection
 from durapipe.stores._keys import canonical_json, llm_document
+from durapipe.stores._memo import memoized_result
 from durapipe.stores._paths import CHECKPOINTS_ENV, default_path, is_off, is_redis
 from durapipe.stores._schema import CHECKPOINTS, migrate
 
@@ -624,9 +624,12 @@ async def checkpointed(
 ) -> LeafResult:
     """The stored result of ``key`` (marked ``cache_hit``), else ``compute()``'s, then stored.
 
-    A hit of a memoised pipe costs this run nothing, so its usage is zero; a hit of a retried
-    attempt keeps the usage of the call it replays, which this run did pay for.
+    A hit of a retried attempt keeps the usage of the call it replays, which this run did pay
+    for. A memoised pipe's call goes through `durapipe.stores._memo.memoized_result` (a hit costs
+    this run nothing; a cut-off answer is not shared).
     """
+    if store is not None and memoized(call):
+        return await memoized_result(store, call, key, attempt, compute)
     if store is not None:
         # A store that may block (a network call, a lock held elsewhere) is read and written on
         # a thread, unless it has `get_nowait` and `put_nowait` twins (SQLite's, a local run's)
@@ -643,10 +646,7 @@ async def checkpointed(
         if blocked:
             stored = await asyncio.to_thread(store.get, key)
         if stored is not None:
-            update: dict[str, Any] = {"cache_hit": True, "attempt": attempt}
-            if memoized(call):
-                update["usage"] = Usage()
-            return stored.model_copy(update=update)
+            return stored.model_copy(update={"cache_hit": True, "attempt": attempt})
     with keeping_answers(store):
         result = await compute()
     if store is not None:

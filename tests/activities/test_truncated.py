@@ -3,6 +3,7 @@ provider: ``durapipe.OutputTruncated`` at once when it cannot be used, the answe
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from durapipe.runtime import AgentTurnCall, LlmCall
 from durapipe.runtime._spend import counting, done
 from durapipe.spec import AgentPipe, LlmPipe
 from durapipe.spec._deck import ModelDeck
+from durapipe.stores._checkpoints import SqliteCheckpoints
 from durapipe.testing import FakeProvider, Reply
 from durapipe.testing.fake_provider import ToolCalls
 
@@ -164,3 +166,69 @@ async def test_an_agent_turn_cut_off_with_whole_tool_calls_or_text_goes_on() -> 
         text = await run_agent_turn(_turn().model_copy(update={"turn": 4}), 1, None, _deck(fake))
     assert called.output["tool_calls"][0]["name"] == "search" and not called.truncated
     assert (text.output["output"], text.truncated) == ("Go by tr", True)
+
+
+async def test_a_tool_call_cut_before_its_arguments_is_not_run_on_made_up_ones() -> None:
+    # A call cut where its arguments would begin comes back with "": read as "{}" (a whole call
+    # to a tool that takes no arguments), the loop would run the tool on arguments never sent.
+    cut = Reply(tool_calls=[{"name": "search", "arguments": ""}], finish_reason="length")
+    whole = Reply(tool_calls=[{"name": "search", "arguments": ""}])
+    async with FakeProvider() as fake:
+        fake.set_default(cut)
+        err = await _refused(_turn(), _deck(fake), run_agent_turn)
+        fake.set_default(whole)
+        kept = await run_agent_turn(_turn(), 1, None, _deck(fake))
+    assert err.type == ErrorType.OUTPUT_TRUNCATED
+    assert "with the arguments of its call to tool 'search' cut off" in err.message
+    # Not cut: a tool that takes no arguments, as before.
+    assert kept.output["tool_calls"][0]["arguments"] == "{}"
+
+
+FENCED = '```json\n{"items": ["alpha", "beta"]}\n'
+
+
+@pytest.mark.parametrize("fence", ["``", "`", "", "```"], ids=["2", "1", "none", "whole"])
+async def test_a_structured_answer_cut_inside_its_closing_fence_is_whole(fence: str) -> None:
+    # The JSON value is complete; only the fence after it was cut.
+    async with FakeProvider() as fake:
+        fake.set_default(Reply(content=FENCED + fence, finish_reason="length"))
+        result = await run_llm(_call("list[text]", max_tokens=64), 1, None, _deck(fake))
+    assert result.output == ["alpha", "beta"] and not result.truncated
+    assert len(fake.calls) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '```json\n{"items": ["alpha", "be',
+        '```json\n{"items": ["alpha", "beta"]',
+        '```json\n{"items": ["alpha", "beta``',
+        '```\n{"items": ["alpha", "beta"], "more": ``',
+    ],
+)
+async def test_a_fenced_structured_answer_cut_inside_its_value_still_fails(text: str) -> None:
+    async with FakeProvider() as fake:
+        fake.set_default(Reply(content=text, finish_reason="length"))
+        err = await _refused(_call("list[text]", reask=2, max_tokens=64), _deck(fake))
+    assert err.type == ErrorType.OUTPUT_TRUNCATED and len(fake.calls) == 1
+
+
+async def test_a_memoised_cut_answer_is_kept_for_its_own_run_only(tmp_path: Path) -> None:
+    store = SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
+    pipe = LlmPipe(model=MODEL, prompt="List names.", memoize=True, settings={"max_tokens": 4})
+
+    def call(run_id: str) -> LlmCall:
+        return LlmCall(run_id=run_id, path="names", pipe_name="names", pipe=pipe)
+
+    async with FakeProvider() as fake:
+        fake.set_default(Reply(content="Alpha, Be", finish_reason="length"))
+        first = await run_llm(call("r1"), 1, store, _deck(fake))
+        retried = await run_llm(call("r1"), 2, store, _deck(fake))
+        fake.set_default(Reply(content="Alpha, Beta."))
+        other = await run_llm(call("r2"), 1, store, _deck(fake))
+    assert (first.output, first.truncated, first.cache_hit) == ("Alpha, Be", True, False)
+    # A retry of its own step is not paid again, and keeps what the run paid for.
+    assert (retried.output, retried.truncated, retried.cache_hit) == ("Alpha, Be", True, True)
+    assert retried.usage == first.usage
+    assert (other.output, other.truncated, other.cache_hit) == ("Alpha, Beta.", False, False)
+    assert len(fake.calls) == 2
