@@ -17,6 +17,7 @@ from pydantic import (
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from durapipe.activities._agent import run_agent_turn
 from durapipe.activities._llm import messages_for
 from durapipe.runtime import (
     AgentTurnCall,
@@ -27,7 +28,7 @@ from durapipe.runtime import (
     ToolCall,
     Usage,
 )
-from durapipe.runtime._agent_messages import tool_schema
+from durapipe.runtime._agent_messages import AgentReply, tool_schema
 from durapipe.spec import AgentPipe, ImagePipe, LlmPipe, ToolPipe
 from durapipe.spec._base import RetrySpec
 from durapipe.spec._messages import WORKFLOW_ONLY, end_loan, lend_wire_pipe, pipe_on_the_wire
@@ -421,3 +422,19 @@ def test_each_estimated_call_reads_back_as_its_own_kind_where_several_may_arrive
         assert type(back) is type(call)
         assert converter.to_payloads([back]) == [payload]
 
+
+async def test_an_agents_turn_answers_without_its_replys_empty_fields() -> None:
+    # A tool-calling turn's result said ``"content":null,...,"output":null,"problem":null``:
+    # 45 of its 260 bytes. The loop reads the reply back the same.
+    agent, tool = agent_and_tool()
+    call = AgentTurnCall(
+        run_id="agent-1", path="turn-1", pipe_name="agent", pipe=agent, turn=1,
+        messages=[{"role": "user", "content": "q"}], tools=[tool_schema("lookup", tool, {})],
+    )  # fmt: skip
+    data, back = returned(await run_agent_turn(call))
+    assert json.loads(data)["output"] == {
+        "tool_calls": [{"id": "call_1_1", "name": "lookup", "arguments": '{"query": "query 1: q"}'}]
+    }
+    reply = AgentReply.model_validate(back.output)
+    assert (reply.content, reply.output, reply.problem) == (None, None, None)
+    assert reply.tool_calls[0].name == "lookup"
