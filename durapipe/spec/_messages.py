@@ -131,8 +131,9 @@ class CallBase(BaseModel):
     path: str
     pipe_name: str
     inputs: dict[str, Any] = Field(default_factory=dict, exclude_if=_empty)
-    # E.g. an agent's tool call, which reads better as the tool's name than as a path.
-    summary: str | None = Field(default=None, exclude_if=_empty)
+    # E.g. an agent's tool call, which reads better as the tool's name than as a path. Only the
+    # workflow reads it (the UI label it schedules the activity with), so it never travels.
+    summary: str | None = Field(default=None, exclude=True)
     limits: list[LimitRule] = Field(default_factory=list, exclude_if=_empty)
     pipe: PipeBase
 
