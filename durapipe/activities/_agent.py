@@ -97,7 +97,9 @@ async def _turn(call: AgentTurnCall, key: str, attempt: int, deck: ModelDeck | N
             where = f"agent '{call.pipe_name}', turn {call.turn}"
             raise truncated(where, model, response, pipe.settings, deck, what)
     return LeafResult(
-        output=reply.model_dump(mode="json"),
+        # Without defaults (no ``content``, ``output`` or ``problem`` beside tool calls): the
+        # loop reads them back as such. 45 of a tool-calling turn's 260-byte result.
+        output=reply.model_dump(mode="json", exclude_defaults=True),
         usage=spent,
         model=model,
         attempt=attempt,

@@ -51,6 +51,16 @@ class AgentLoop:
         types = [pipe.output] + [t for tool in self.tools.values() for t in tool.inputs.values()]
         self.structures = interpreter.structures_for(types)
         self.schemas = [tool_schema(n, t, self.structures) for n, t in self.tools.items()]
+        # What every turn's and tool call's message carries beside its own values: a pure
+        # function of the run's spec, made once instead of per call.
+        self.limits = limits_for(pipe, spec.limits)
+        self.tool_parts = {
+            n: (
+                interpreter.structures_for([*t.inputs.values(), t.output]),
+                limits_for(t, spec.limits),
+            )
+            for n, t in self.tools.items()
+        }
         resume = interpreter.run.resume
         self.state = AgentState.model_validate(resume) if resume else self._start()
         self.counts = False  # whether its turns count against the run's steps (see `run`)
@@ -123,7 +133,7 @@ class AgentLoop:
             turn=turn,
             messages=list(self.state.messages),
             tools=self.schemas,
-            limits=limits_for(self.pipe, self.interp.run.spec.limits),
+            limits=self.limits,
         )
         output = await self.interp.track(record, self.interp.leaf(call, record))
         return AgentReply.model_validate(output)
@@ -174,16 +184,17 @@ class AgentLoop:
         arguments = tool_arguments(tool, self.structures, request.arguments)
         used[request.name] = used.get(request.name, 0) + 1
         suffix = f"-{used[request.name]}" if used[request.name] > 1 else ""
+        structures, limits = self.tool_parts[request.name]
         return ToolCall(
             run_id=self.interp.run.run_id,
             scope=self.interp.run.scope,
             path=join_path(self.interp.run.path, f"turn-{turn}/{request.name}{suffix}"),
             pipe_name=request.name,
             pipe=tool,
-            structures=self.interp.structures_for([*tool.inputs.values(), tool.output]),
+            structures=structures,
             inputs=arguments,
             summary=f"tool {request.name}",
-            limits=limits_for(tool, self.interp.run.spec.limits),
+            limits=limits,
         )
 
     async def _count(self, steps: int, what: str) -> None:

@@ -431,7 +431,10 @@ def _field_spec(info: pydantic.fields.FieldInfo, structures: Structures) -> Fiel
 
 
 def _freeze(structures: Structures) -> str:
-    # A stable text key lets the caches below work across equal-but-distinct dicts.
+    # A stable text key lets the caches below work across equal-but-distinct dicts. Most calls
+    # name no structure (an agent's tool arguments and output, twice a tool call): no dump then.
+    if not structures:
+        return "{}"
     return json.dumps({k: v.model_dump(mode="json") for k, v in sorted(structures.items())})
 
 

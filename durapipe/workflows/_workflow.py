@@ -64,7 +64,7 @@ with workflow.unsafe.imports_passed_through():
     from durapipe.runtime._spend import spends
     from durapipe.spec import Pipeline
     from durapipe.spec._kinds import kinds_generation
-    from durapipe.spec._messages import end_loan, lend_wire_pipe, pipe_on_the_wire
+    from durapipe.spec._messages import end_loan, lend_wire_pipe
     from durapipe.spec._size import RunSize
     from durapipe.workflows._caps import (
         capped_budget,
@@ -566,15 +566,12 @@ class _TemporalRuntime:
     async def _activity(self, call: LeafCall) -> LeafResult:
         name, options, wire = self._options.of(call)
         try:
-            if wire is None:
+            # The SDK serializes the call while it schedules it, inside start_activity.
+            loan = lend_wire_pipe(call.pipe, wire)
+            try:
                 handle = workflow.start_activity(name, call, result_type=LeafResult, **options)
-            else:
-                # The SDK serializes the call while it schedules it, inside start_activity.
-                loan = lend_wire_pipe(call.pipe, wire)
-                try:
-                    handle = workflow.start_activity(name, call, result_type=LeafResult, **options)
-                finally:
-                    end_loan(loan)
+            finally:
+                end_loan(loan)
             result: LeafResult = await handle
         except ActivityError as err:
             if is_cancelled_exception(err):
@@ -600,20 +597,21 @@ class _ActivityOptions:
 
     Only the activity id and the summary differ between two calls of one pipe; the timeouts and
     the retry policy (objects the SDK only reads) are a pure function of the pipe, which a run's
-    spec never changes. A batch item spent ~8 µs rebuilding them. So is an llm pipe's wire form
-    (`pipe_on_the_wire`), which each call's JSON carries.
+    spec never changes. A batch item spent ~8 µs rebuilding them. So is the pipe's wire form
+    (`CallBase.wire_pipe`), which each call's JSON carries: an agent's every turn and each of
+    its tools' calls carry the same pipe.
     """
 
     def __init__(self) -> None:
-        self._by_pipe: dict[str, tuple[object, str, dict[str, Any], dict[str, Any] | None]] = {}
+        self._by_pipe: dict[str, tuple[object, str, dict[str, Any], dict[str, Any]]] = {}
 
-    def of(self, call: LeafCall) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    def of(self, call: LeafCall) -> tuple[str, dict[str, Any], dict[str, Any]]:
         """The activity name and ``start_activity`` keyword arguments of ``call``, and its
-        pipe's wire form when it is an llm call (None otherwise)."""
+        pipe's wire form."""
         kept = self._by_pipe.get(call.pipe_name)
         if kept is None or kept[0] is not call.pipe:
             options = activity_options(call)
-            wire = pipe_on_the_wire(call.pipe) if isinstance(call, LlmCall) else None
+            wire = call.wire_pipe()
             kept = (call.pipe, activity_name(call), options, wire)
             self._by_pipe[call.pipe_name] = kept
             return kept[1], options, wire

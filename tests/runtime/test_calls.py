@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from pydantic import (
@@ -17,19 +17,31 @@ from pydantic import (
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from durapipe.activities._agent import run_agent_turn
 from durapipe.activities._llm import messages_for
-from durapipe.runtime import LeafResult, LlmCall, Usage
-from durapipe.spec import LlmPipe
+from durapipe.runtime import (
+    AgentTurnCall,
+    CallBase,
+    ImageCall,
+    LeafResult,
+    LlmCall,
+    ToolCall,
+    Usage,
+)
+from durapipe.runtime._agent_messages import AgentReply, tool_schema
+from durapipe.spec import AgentPipe, ImagePipe, LlmPipe, ToolPipe
 from durapipe.spec._base import RetrySpec
 from durapipe.spec._messages import WORKFLOW_ONLY, end_loan, lend_wire_pipe, pipe_on_the_wire
 from durapipe.stores._checkpoints import checkpoint_key
 
+C = TypeVar("C", bound=CallBase)
 
-def travelled(call: LlmCall) -> tuple[bytes, LlmCall]:
+
+def travelled(call: C) -> tuple[bytes, C]:
     """``call`` as a payload, and as the activity reads it back."""
     converter = pydantic_data_converter.payload_converter
     [payload] = converter.to_payloads([call])
-    [back] = converter.from_payloads([payload], [LlmCall])
+    [back] = converter.from_payloads([payload], [type(call)])
     return payload.data, back
 
 
@@ -96,9 +108,7 @@ def test_values_a_pipe_sets_travel_even_when_they_look_like_defaults_elsewhere()
         timeout="7s",
         settings={"temperature": 0},
     )
-    call = LlmCall(
-        run_id="r1", path="say", pipe_name="say", pipe=pipe, inputs={"word": ""}, summary="s"
-    )
+    call = LlmCall(run_id="r1", path="say", pipe_name="say", pipe=pipe, inputs={"word": ""})
     _, back = travelled(call)
     assert back == call
     assert back.pipe.reask == 0 and back.pipe.memoize and back.inputs == {"word": ""}
@@ -294,3 +304,137 @@ def test_a_loan_serves_only_its_own_pipe_and_only_while_it_lasts() -> None:
     assert for_pipe["pipe"] == stale  # the loan is what travels (so the two tests above mean it)
     assert for_twin["pipe"] == after["pipe"] == pipe_on_the_wire(pipe)
     assert kept["retry"] == {"max_attempts": 5}  # python-mode dumps never take the wire form
+
+
+def agent_and_tool() -> tuple[AgentPipe, ToolPipe]:
+    """The pipes of `make bench-agent` as a run's resolved spec holds them (timeouts and
+    retries filled in)."""
+    agent = AgentPipe(
+        model="durapipe/offline",
+        inputs={"question": "text"},
+        prompt="{{ question }}",
+        tools=["lookup"],
+        max_turns=7,
+        settings={"offline_tool_rounds": 5},
+        timeout=120,
+        retry=RetrySpec(max_attempts=5),
+    )
+    tool = ToolPipe(
+        function="bench.agent_tools:lookup",
+        description="Look up the record filed under a query.",
+        inputs={"query": "text"},
+        output="text",
+        timeout=60,
+        retry=RetrySpec(max_interval=30),
+    )
+    return agent, tool
+
+
+def test_an_agents_turn_and_tool_call_travel_with_only_what_their_activities_read() -> None:
+    agent, tool = agent_and_tool()
+    offered = [tool_schema("lookup", tool, {})]
+    turn = AgentTurnCall(
+        run_id="agent-1", scope="s" * 32, path="turn-1", pipe_name="agent", pipe=agent, turn=1,
+        messages=[{"role": "user", "content": "what is filed under item 1"}], tools=offered,
+    )  # fmt: skip
+    call = ToolCall(
+        run_id="agent-1", scope="s" * 32, path="turn-1/lookup", pipe_name="lookup", pipe=tool,
+        inputs={"query": "item 1"}, summary="tool lookup",
+    )  # fmt: skip
+    turn_data, turn_back = travelled(turn)
+    call_data, call_back = travelled(call)
+    # The loop reads the agent's prompt, tools and caps in the workflow; the workflow retries.
+    assert json.loads(turn_data)["pipe"] == {
+        "kind": "agent",
+        "timeout": 120.0,
+        "model": "durapipe/offline",
+        "prompt": "{{ question }}",
+        "settings": {"offline_tool_rounds": 5},
+    }
+    assert json.loads(call_data)["pipe"] == {
+        "kind": "tool",
+        "timeout": 60.0,
+        "function": "bench.agent_tools:lookup",
+        "output": "text",
+    }
+    assert set(json.loads(turn_data)) == {
+        "run_id", "scope", "path", "pipe_name", "pipe", "turn", "messages", "tools"
+    }  # fmt: skip
+    # The summary is the UI label the workflow schedules the call with: it never travels.
+    assert set(json.loads(call_data)) == {"run_id", "scope", "path", "pipe_name", "inputs", "pipe"}
+    assert (len(turn_data), len(call_data)) == (543, 227)  # 875 and 511 before
+    # What each activity reads is all there.
+    assert turn_back.pipe == AgentPipe(
+        model="durapipe/offline",
+        prompt="{{ question }}",
+        settings={"offline_tool_rounds": 5},
+        timeout=120,
+    )
+    assert turn_back.model_copy(update={"pipe": agent}) == turn
+    assert call_back.model_copy(update={"pipe": tool, "summary": "tool lookup"}) == call
+    assert (call_back.pipe.function, call_back.pipe.output, call_back.pipe.memoize) == (
+        tool.function,
+        tool.output,
+        tool.memoize,
+    )
+
+
+def test_a_tool_call_recorded_with_its_whole_pipe_reads_back_the_same() -> None:
+    # What an older release's workflow worker sends, mid rolling upgrade.
+    _, tool = agent_and_tool()
+    call = ToolCall(
+        run_id="agent-1", path="turn-1/lookup", pipe_name="lookup", pipe=tool,
+        inputs={"query": "item 1"}, summary="tool lookup",
+    )  # fmt: skip
+    recorded = json.dumps(
+        {
+            "run_id": "agent-1", "scope": "", "path": "turn-1/lookup", "pipe_name": "lookup",
+            "inputs": {"query": "item 1"}, "summary": "tool lookup", "limits": [],
+            "pipe": tool.model_dump(mode="json"), "structures": {},
+        }
+    ).encode()  # fmt: skip
+    converter = pydantic_data_converter.payload_converter
+    [payload] = converter.to_payloads([call])
+    payload.data = recorded
+    [back] = converter.from_payloads([payload], [ToolCall])
+    assert back == call
+
+
+def test_each_estimated_call_reads_back_as_its_own_kind_where_several_may_arrive() -> None:
+    # The budget's estimate takes an llm, agent turn or image call (one activity): an image call
+    # that travelled without its pipe's kind read as an llm call, priced at nothing.
+    agent, _ = agent_and_tool()
+    calls: list[LlmCall | AgentTurnCall | ImageCall] = [
+        LlmCall(run_id="r", path="ask", pipe_name="ask", pipe=LlmPipe(prompt="{{ t }}")),
+        AgentTurnCall(
+            run_id="r", path="turn-1", pipe_name="agent", pipe=agent, turn=1,
+            messages=[{"role": "user", "content": "q"}],
+        ),
+        ImageCall(
+            run_id="r", path="cover", pipe_name="cover", inputs={"t": "x"},
+            pipe=ImagePipe(model="openai/gpt-img", prompt="{{ t }}"),
+        ),
+    ]  # fmt: skip
+    converter = pydantic_data_converter.payload_converter
+    for call in calls:
+        [payload] = converter.to_payloads([call])
+        [back] = converter.from_payloads([payload], [LlmCall | AgentTurnCall | ImageCall])
+        assert type(back) is type(call)
+        assert converter.to_payloads([back]) == [payload]
+
+
+async def test_an_agents_turn_answers_without_its_replys_empty_fields() -> None:
+    # A tool-calling turn's result said ``"content":null,...,"output":null,"problem":null``:
+    # 45 of its 260 bytes. The loop reads the reply back the same.
+    agent, tool = agent_and_tool()
+    call = AgentTurnCall(
+        run_id="agent-1", path="turn-1", pipe_name="agent", pipe=agent, turn=1,
+        messages=[{"role": "user", "content": "q"}], tools=[tool_schema("lookup", tool, {})],
+    )  # fmt: skip
+    data, back = returned(await run_agent_turn(call))
+    assert json.loads(data)["output"] == {
+        "tool_calls": [{"id": "call_1_1", "name": "lookup", "arguments": '{"query": "query 1: q"}'}]
+    }
+    reply = AgentReply.model_validate(back.output)
+    assert (reply.content, reply.output, reply.problem) == (None, None, None)
+    assert reply.tool_calls[0].name == "lookup"

@@ -17,7 +17,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import pydantic_core
 import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
 
 from durapipe.runtime import (
     AgentTurnCall,
@@ -29,6 +31,7 @@ from durapipe.runtime import (
     ToolCall,
 )
 from durapipe.spec import AgentPipe, ExtractPipe, ImagePipe, LlmPipe, PipeBase, ToolPipe
+from durapipe.spec._base import RetrySpec
 from durapipe.spec._types import Blob, StructureSpec
 from durapipe.stores._checkpoints import checkpoint_key
 
@@ -305,3 +308,70 @@ def test_an_llm_calls_spliced_key_is_the_dicts_encoding_whatever_its_values() ->
         for namespace in ("ns", "prod «α»"):
             key = checkpoint_key(variant, sent, namespace=namespace)
             assert key == reference_key(variant, sent, namespace)
+
+
+def decoded(call: LeafCall, data: bytes) -> LeafCall:
+    """``data``, a JSON call, as the activity of ``call``'s kind reads it."""
+    converter = pydantic_data_converter.payload_converter
+    [payload] = converter.to_payloads([call])
+    payload.data = data
+    [back] = converter.from_payloads([payload], [type(call)])
+    return back  # type: ignore[no-any-return]
+
+
+def on_the_wire(call: LeafCall) -> bytes:
+    """``call``'s JSON as a workflow worker of this release sends it."""
+    [payload] = pydantic_data_converter.payload_converter.to_payloads([call])
+    return payload.data
+
+
+def written_whole(call: LeafCall) -> bytes:
+    """``call``'s JSON as releases before its pipe left out defaults wrote it: every field, the
+    pipe's too (what a rolling upgrade may hand an activity worker from an older workflow one)."""
+    fields = {name: getattr(call, name) for name in type(call).model_fields}
+    return pydantic_core.to_json(fields | {"pipe": call.pipe.model_dump(mode="json")})
+
+
+@pytest.mark.parametrize("name", list(PINNED))
+def test_a_call_keeps_its_key_whichever_release_wrote_its_input(name: str) -> None:
+    # An activity input from an older workflow worker (the pipe in full) and one from this
+    # release (without defaults, without what the activity does not read) are the same call.
+    # The key this release gives the input it sends is the key the release before it gave the
+    # input it sent: the pinned one, or where an input value reads back from JSON as another
+    # type (a datetime or a blob object, which only a local run passes) the reference code's over
+    # what it read back.
+    call, messages = calls()[name]
+    old, new = decoded(call, written_whole(call)), decoded(call, on_the_wire(call))
+    assert len(on_the_wire(call)) < len(written_whole(call))
+    assert old.model_copy(update={"inputs": call.inputs}) == call
+    before = PINNED[name] if old == call else reference_key(old, messages, "ns")
+    assert checkpoint_key(new, messages, namespace="ns") == before
+    assert checkpoint_key(old, messages, namespace="ns") == before
+
+
+def set_everywhere(pipe: PipeBase) -> PipeBase:
+    """``pipe`` with every field a workflow (or an agent's loop) reads set off its default."""
+    update: dict[str, Any] = {
+        "description": "what it does",
+        "inputs": {"q": "text"},
+        "timeout": 33.0,
+        "retry": RetrySpec(max_attempts=4),
+        "queue": "own",
+        "budget_usd": 2.0,
+    }
+    if isinstance(pipe, AgentPipe):
+        update |= {"instructions": "Be brief.", "max_turns": 4, "max_bad_turns": 2, "reask": 1}
+    return pipe.model_copy(update=update)
+
+
+@pytest.mark.parametrize("name", list(PINNED))
+def test_what_a_call_leaves_off_the_wire_is_never_part_of_its_key(name: str) -> None:
+    # Extract and image keys hash the whole pipe, so those calls may leave out only defaults.
+    call, messages = calls()[name]
+    call = call.model_copy(update={"pipe": set_everywhere(call.pipe)})
+    old, new = decoded(call, written_whole(call)), decoded(call, on_the_wire(call))
+    assert old.pipe == call.pipe
+    assert checkpoint_key(new, messages, namespace="ns") == checkpoint_key(
+        old, messages, namespace="ns"
+    )
+    assert new.pipe.timeout == 33.0  # every activity reads its timeout
