@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 from durapipe._errors import ErrorType
 from durapipe.activities import run_agent_turn, run_llm
 from durapipe.runtime import AgentTurnCall, LlmCall
+from durapipe.runtime._agent_messages import AgentReply
 from durapipe.runtime._spend import counting, done
 from durapipe.spec import AgentPipe, LlmPipe
 from durapipe.spec._deck import ModelDeck
@@ -181,7 +182,8 @@ async def test_a_tool_call_cut_before_its_arguments_is_not_run_on_made_up_ones()
     assert err.type == ErrorType.OUTPUT_TRUNCATED
     assert "with the arguments of its call to tool 'search' cut off" in err.message
     # Not cut: a tool that takes no arguments, as before.
-    assert kept.output["tool_calls"][0]["arguments"] == "{}"
+    [request] = AgentReply.model_validate(kept.output).tool_calls
+    assert request.arguments == "{}"
 
 
 FENCED = '```json\n{"items": ["alpha", "beta"]}\n'
