@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from durapipe._errors import Problem
 from durapipe.adapters.mthds._bundle import Bundle, ConceptBlueprint, PipeBlueprint
 from durapipe.adapters.mthds._installed import address_key, is_address
 
@@ -60,6 +61,7 @@ class Library:
             library it names
             (a declared dependency or an installed method: `_installed`).
         unresolved: package address -> why it names no package here (one sentence).
+        notes: what the manifest says that durapipe reads but that does nothing (one note each).
     """
 
     alias: str = ""
@@ -72,6 +74,7 @@ class Library:
     version: str = ""
     by_address: dict[str, Library] = field(default_factory=dict)
     unresolved: dict[str, str] = field(default_factory=dict)
+    notes: list[Problem] = field(default_factory=list)
 
     def dependencies(self) -> list[Library]:
         """Every package this one uses, each once: declared ones and those named by address."""
@@ -201,7 +204,16 @@ def resolve_pipe(library: Library, bundle: Bundle, ref: str) -> PipeTarget | str
         return PipeTarget(library, bundle, ref)
     found = library.pipe(bundle.domain, ref)
     if found is None:
-        return f"no pipe '{ref}' in this bundle or domain '{bundle.domain}'"
+        elsewhere = sorted({b.domain for b in library.bundles if ref in b.pipes})
+        # Pipelex resolves a bare code in its own domain only, as the spec does (its pipe
+        # library: "a ref names its own domain, or it names nothing"): name where it is.
+        hint = (
+            f"; domain '{elsewhere[0]}' of this package has one: write '{elsewhere[0]}.{ref}' "
+            "(a bare code names a pipe of its own domain only, in Pipelex too)"
+            if elsewhere
+            else ""
+        )
+        return f"no pipe '{ref}' in this bundle or domain '{bundle.domain}'{hint}"
     return PipeTarget(library, found[0], ref)
 
 
