@@ -144,6 +144,10 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
         "list[text, 2]",
     ),
     ("batch_lists", "all_ideas", {"themes": ["tea", "rain", "maps"]}, "list[text, 6]"),
+    # Pipelex's native YesNo (`{"yes_no": bool}`), made by one pipe and read by the next.
+    ("yes_no", "triage", {"message": "The server is down."}, "text"),
+    ("yes_no", "is_urgent", {"message": "The server is down."}, "YesNo"),
+    ("yes_no", "explain_verdict", {"verdict": {"yes_no": True}, "message": "Hi"}, "text"),
 ]
 
 

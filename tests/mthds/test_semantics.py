@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import durapipe as dp
-from durapipe.adapters.mthds import load_mthds
+from durapipe.adapters.mthds import load_mthds, mthds_inputs
 from durapipe.adapters.mthds._shorthand import expand
 from durapipe.adapters.mthds._translate import template_expression
 from tests.mthds.conftest import BUNDLES
@@ -203,3 +203,40 @@ async def test_an_inline_batch_maps_over_a_list_field_of_an_earlier_result() -> 
     items = [s.path for s in result.steps if s.path.startswith("stop_lines[")]
     assert len(result.output) == len(items) > 0
     assert all("[stop] {'town'" in line for line in result.output)
+
+
+async def test_a_yes_no_is_a_boolean_and_a_prompt_reads_it_as_yes_or_no() -> None:
+    # Pipelex's YesNoContent: one strict boolean `yes_no`, rendered "yes" or "no".
+    pipeline = load_mthds(BUNDLES / "yes_no.mthds")
+    assert pipeline.structures["YesNo"].fields["yes_no"].type == "boolean"
+    verdict = await _run("yes_no", "is_urgent", {"message": "The server is down."})
+    assert set(verdict) == {"yes_no"} and isinstance(verdict["yes_no"], bool)
+    for answer, word in ((True, "yes"), (False, "no")):
+        text = await _run(
+            "yes_no", "explain_verdict", {"verdict": {"yes_no": answer}, "message": "Hi"}
+        )
+        assert text.startswith(f"Offline answer: Verdict: {word}."), text
+
+
+def test_a_bundle_may_declare_its_own_yes_no_concept() -> None:
+    text = """domain = "d"
+[concept.YesNo]
+description = "A verdict with a reason"
+[concept.YesNo.structure]
+reason = { type = "text", description = "Why", required = true }
+[pipe.p]
+type = "PipeLLM"
+description = "d"
+inputs = { x = "Text" }
+output = "YesNo"
+prompt = "Judge $x"
+"""
+    pipeline = load_mthds(text)
+    assert pipeline.pipes["p"].output == "d_YesNo"
+    assert set(pipeline.structures["d_YesNo"].fields) == {"reason"}
+
+
+def test_a_yes_no_input_may_be_a_bare_boolean() -> None:
+    pipeline = load_mthds(BUNDLES / "yes_no.mthds")
+    inputs = mthds_inputs({"verdict": False, "message": "Hi"}, pipeline, "explain_verdict")
+    assert inputs == {"verdict": {"yes_no": False}, "message": "Hi"}

@@ -80,6 +80,8 @@ def _content(name: str, value: Any, type_ref: str, access: FileAccess) -> Any:
         return value["text"]
     if type_ref == "number" and isinstance(value, dict) and "number" in value:
         return value["number"]
+    if type_ref == "YesNo" and isinstance(value, bool):
+        return {"yes_no": value}  # a bare true/false, as Pipelex reads a YesNo input
     if type_ref in ("document", "image", "file"):
         return file_input(name, value, access)
     return value

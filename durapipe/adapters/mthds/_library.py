@@ -39,6 +39,10 @@ LEGACY_NATIVES = {
     "Markdown": "Text",
     "Date": "Text",
 }
+# Native concepts Pipelex adds to the spec's, with no MTHDS equivalent: each has a fixed meaning in
+# durapipe's one model (`_natives`). A bundle may still declare its own
+# concept with the code, which then wins, as Pipelex's own natives are only reached unqualified.
+PIPELEX_NATIVES = frozenset({"YesNo"})
 RESERVED_DOMAINS = frozenset({"native", "mthds", "pipelex"})
 _MULTIPLICITY = re.compile(r"^(?P<ref>[^\[\]]+?)(?:\[(?P<count>\d*)\])?$")
 
@@ -223,6 +227,8 @@ def resolve_concept(library: Library, bundle: Bundle, ref: str) -> ConceptTarget
         return ConceptTarget(ref)
     if ref in LEGACY_NATIVES and ref not in bundle.concepts:
         return ConceptTarget(LEGACY_NATIVES[ref])
+    if ref in PIPELEX_NATIVES and library.concept(bundle.domain, ref) is None:
+        return ConceptTarget(ref)
     if "->" in ref:
         named = _dependency(library, ref)
         if isinstance(named, str):
@@ -237,7 +243,8 @@ def resolve_concept(library: Library, bundle: Bundle, ref: str) -> ConceptTarget
         if domain == "native":
             if code in LEGACY_NATIVES:
                 return ConceptTarget(LEGACY_NATIVES[code])
-            return ConceptTarget(code) if code in NATIVE_CONCEPTS else f"no native concept '{code}'"
+            known = code in NATIVE_CONCEPTS or code in PIPELEX_NATIVES
+            return ConceptTarget(code) if known else f"no native concept '{code}'"
         found = library.concept(domain, code)
         if found is None:
             return f"no concept '{code}' in domain '{domain}' of this package"
@@ -249,11 +256,6 @@ def resolve_concept(library: Library, bundle: Bundle, ref: str) -> ConceptTarget
         return (
             "'Composite' is a Pipelex concept, not an MTHDS native one: for a PipeParallel's "
             "combined output declare a concept with one field per branch result, or use Anything"
-        )
-    if found is None and ref == "YesNo":
-        return (
-            "'YesNo' is a Pipelex concept, not an MTHDS native one: declare it (e.g. [concept.YesNo] "
-            "with a boolean field 'answer') or use Text"
         )
     if found is None:
         return (
