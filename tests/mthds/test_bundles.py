@@ -144,6 +144,9 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
         "list[text, 2]",
     ),
     ("batch_lists", "all_ideas", {"themes": ["tea", "rain", "maps"]}, "list[text, 6]"),
+    # Pipelex's native Composite: a parallel's branch results by name, read by the next step.
+    ("composite", "compare_views", {"text": "Tides follow the moon."}, "text"),
+    ("composite", "both_views", {"text": "Tides follow the moon."}, "dict"),
     # Pipelex's native YesNo (`{"yes_no": bool}`), made by one pipe and read by the next.
     ("yes_no", "triage", {"message": "The server is down."}, "text"),
     ("yes_no", "is_urgent", {"message": "The server is down."}, "YesNo"),

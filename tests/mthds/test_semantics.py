@@ -240,3 +240,11 @@ def test_a_yes_no_input_may_be_a_bare_boolean() -> None:
     pipeline = load_mthds(BUNDLES / "yes_no.mthds")
     inputs = mthds_inputs({"verdict": False, "message": "Hi"}, pipeline, "explain_verdict")
     assert inputs == {"verdict": {"yes_no": False}, "message": "Hi"}
+
+
+async def test_a_composite_holds_each_branch_result_by_name() -> None:
+    # Pipelex's CompositeContent: `{name: content, ...}`, one field per branch `result`.
+    views = await _run("composite", "both_views", {"text": "Tides follow the moon."})
+    assert set(views) == {"short", "long"} and all(isinstance(v, str) for v in views.values())
+    text = await _run("composite", "compare", {"views": {"short": "S1", "long": "L1"}})
+    assert "Short: S1" in text and "Long: L1" in text, text

@@ -42,7 +42,7 @@ LEGACY_NATIVES = {
 # Native concepts Pipelex adds to the spec's, with no MTHDS equivalent: each has a fixed meaning in
 # durapipe's one model (`_natives`). A bundle may still declare its own
 # concept with the code, which then wins, as Pipelex's own natives are only reached unqualified.
-PIPELEX_NATIVES = frozenset({"YesNo"})
+PIPELEX_NATIVES = frozenset({"YesNo", "Composite"})
 RESERVED_DOMAINS = frozenset({"native", "mthds", "pipelex"})
 _MULTIPLICITY = re.compile(r"^(?P<ref>[^\[\]]+?)(?:\[(?P<count>\d*)\])?$")
 
@@ -252,11 +252,6 @@ def resolve_concept(library: Library, bundle: Bundle, ref: str) -> ConceptTarget
     if ref in bundle.concepts:
         return ConceptTarget(ref, library, bundle)
     found = library.concept(bundle.domain, ref)
-    if found is None and ref == "Composite":
-        return (
-            "'Composite' is a Pipelex concept, not an MTHDS native one: for a PipeParallel's "
-            "combined output declare a concept with one field per branch result, or use Anything"
-        )
     if found is None:
         return (
             f"unknown concept '{ref}': declare it in [concept], or use a native concept "

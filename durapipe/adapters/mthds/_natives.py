@@ -1,8 +1,8 @@
 """MTHDS native concepts in durapipe's one model: the type each is, and the structures some bring.
 
 The spec's natives map to durapipe types (Text -> text, Number -> number, Document -> document);
-SearchResult, and YesNo (a native Pipelex adds: `_library.PIPELEX_NATIVES`), are structures that a
-pipeline gets when one of its pipes names the concept.
+SearchResult and YesNo are structures that a pipeline gets when one of its pipes names the concept.
+YesNo and Composite are natives Pipelex adds to the spec's (`_library.PIPELEX_NATIVES`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ NATIVE_TYPES = {
     "Page": "Page",
     "SearchResult": "SearchResult",
     "YesNo": "YesNo",
+    # Pipelex's CompositeContent: the branch results of a PipeParallel by name, no declared
+    # structure (pipelex/core/stuffs/composite_content.py): what a parallel makes in durapipe.
+    "Composite": "any",
 }
 SEARCH_RESULT = StructureSpec(
     description="A web search result with answer and sources.",
