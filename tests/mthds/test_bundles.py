@@ -144,6 +144,14 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
         "list[text, 2]",
     ),
     ("batch_lists", "all_ideas", {"themes": ["tea", "rain", "maps"]}, "list[text, 6]"),
+    # Pipelex's presence markers: '?' inputs left out (the pipe reads null), or given.
+    ("optional_inputs", "brief", {"text": "Tides.", "author": "Kim"}, "text"),
+    (
+        "optional_inputs",
+        "brief",
+        {"text": "Tides.", "author": "Kim", "focus": {"audience": "kids"}, "hint": "short"},
+        "text",
+    ),
     # Pipelex's native Composite: a parallel's branch results by name, read by the next step.
     ("composite", "compare_views", {"text": "Tides follow the moon."}, "text"),
     ("composite", "both_views", {"text": "Tides follow the moon."}, "dict"),

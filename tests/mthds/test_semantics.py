@@ -248,3 +248,22 @@ async def test_a_composite_holds_each_branch_result_by_name() -> None:
     assert set(views) == {"short", "long"} and all(isinstance(v, str) for v in views.values())
     text = await _run("composite", "compare", {"views": {"short": "S1", "long": "L1"}})
     assert "Short: S1" in text and "Long: L1" in text, text
+
+
+async def test_an_optional_input_may_be_left_out_and_reads_null() -> None:
+    # Pipelex's `Concept?`: the caller may omit it; `Concept!` is required, as a plain input.
+    pipeline = load_mthds(BUNDLES / "optional_inputs.mthds")
+    inputs = pipeline.pipes["write_brief"].inputs
+    assert inputs == {
+        "text": "text",
+        "focus": "optional[Focus]",
+        "hint": "optional[text]",
+        "author": "text",
+    }
+    left_out = await _run("optional_inputs", "brief", {"text": "Tides.", "author": "Kim"})
+    assert left_out.startswith("Offline answer: For anyone, Kim briefs: Tides."), left_out
+    given = {"text": "Tides.", "author": "Kim", "focus": {"audience": "kids"}}
+    narrowed = await _run("optional_inputs", "brief", given)
+    assert narrowed.startswith("Offline answer: For a kids audience, Kim briefs"), narrowed
+    with pytest.raises(dp.PipelineError, match="input 'author': missing input value"):
+        await _run("optional_inputs", "brief", {"text": "Tides."})

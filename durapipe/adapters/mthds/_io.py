@@ -16,6 +16,7 @@ from durapipe.adapters.mthds._files import CLI_ACCESS, FileAccess, file_input
 from durapipe.adapters.mthds._library import split_multiplicity
 from durapipe.adapters.mthds._memory import memory_of
 from durapipe.spec import Pipeline
+from durapipe.spec._types import optional_of
 
 
 def mthds_inputs(
@@ -69,6 +70,8 @@ def _content(name: str, value: Any, type_ref: str, access: FileAccess) -> Any:
         }
     ):
         value = value["content"]
+    if (inner := optional_of(type_ref)) is not None:
+        return None if value is None else _content(name, value, inner, access)
     if type_ref.startswith("list["):
         if isinstance(value, dict) and isinstance(value.get("items"), list):
             value = value["items"]

@@ -135,17 +135,15 @@ class ConceptTarget:
 
 
 def split_multiplicity(ref: str) -> tuple[str, int | None, bool]:
-    """``("Topic", 3, True)`` from ``Topic[3]``, ``("Topic", None, True)`` from ``Topic[]``.
+    """``("Topic", 3, True)`` from ``Topic[3]``, ``("Topic", None, True)`` from ``Topic[]``
+    (a presence marker after it, ``?`` or ``!``, is left out: see `is_optional`).
 
     Raises:
         ValueError: the brackets are malformed or the count is not at least 1.
     """
-    if ref.strip().endswith(("?", "!")):
-        raise ValueError(
-            f"'{ref}': presence markers ('?', '!') are a Pipelex extension, not MTHDS; every "
-            "durapipe input is required: remove the marker"
-        )
-    match = _MULTIPLICITY.match(ref.strip())
+    # Pipelex's presence markers (`Concept?` optional, `Concept!` forced) say whether a value must
+    # be there, not what it is: `is_optional` reads them.
+    match = _MULTIPLICITY.match(ref.strip().removesuffix("?").removesuffix("!"))
     if match is None:
         raise ValueError(
             f"'{ref}' is not a concept reference (use Concept, Concept[] or Concept[N])"
@@ -158,6 +156,13 @@ def split_multiplicity(ref: str) -> tuple[str, int | None, bool]:
     if int(count) < 1:
         raise ValueError(f"'{ref}': a fixed list needs at least 1 item")
     return match.group("ref"), int(count), True
+
+
+def is_optional(ref: str) -> bool:
+    """Whether input reference ``ref`` carries Pipelex's optional marker (``Concept?``,
+    ``Concept[]?``): a run may leave the input out, and the pipe then reads null. ``!`` (forced)
+    is a plain, required input, as in Pipelex."""
+    return ref.strip().endswith("?")
 
 
 def _dependency(library: Library, ref: str) -> tuple[str, Library, str, str] | str:

@@ -36,6 +36,7 @@ from durapipe.adapters.mthds._library import (
     ConceptTarget,
     Library,
     PipeTarget,
+    is_optional,
     resolve_concept,
     resolve_pipe,
     split_multiplicity,
@@ -150,6 +151,8 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
             inputs.setdefault(input_name.split(".")[0], "any")
         else:
             inputs[input_name] = type_of(state, target.library, bundle, ref)
+            if is_optional(ref):
+                inputs[input_name] = f"optional[{inputs[input_name]}]"
     output = type_of(state, target.library, bundle, blueprint.output)
     common: dict[str, Any] = {"description": blueprint.description, "inputs": inputs}
     if isinstance(blueprint, PipeLLM):
