@@ -47,7 +47,7 @@ from durapipe.spec import (
 from durapipe.spec._kinds import Inline, InlineError
 from durapipe.spec._size import RunSize
 from durapipe.spec._spec import BatchPipe, ConditionPipe, ParallelPipe
-from durapipe.spec._types import StructureSpec, blob_input_problem, structures_used
+from durapipe.spec._types import StructureSpec, blob_input_problem, optional_of, structures_used
 from durapipe.spec._validate import call_problem
 
 T = TypeVar("T")
@@ -226,8 +226,11 @@ class Interpreter:
         """The inputs of pipe ``pipe_name`` read from ``memory`` (by name, or as ``mapping`` says)."""
         target = self.run.spec.pipes[pipe_name]
         return {
-            name: self.read(path, target.kind, memory, mapping.get(name, name))
-            for name in target.inputs
+            name: None
+            if optional_of(type_ref) is not None
+            and mapping.get(name, name).split(".")[0] not in memory
+            else self.read(path, target.kind, memory, mapping.get(name, name))
+            for name, type_ref in target.inputs.items()
         }
 
     async def step(self, path: str, pipe_name: str, inputs: dict[str, Any]) -> Any:

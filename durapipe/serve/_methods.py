@@ -270,6 +270,7 @@ NATIVE_CONCEPTS = frozenset(
         "Anything",
         "Markdown",
         "YesNo",
+        "Composite",
         "Date",
     }
 )

@@ -158,6 +158,8 @@ def check_reads(
     for input_name, input_type in target.inputs.items():
         path = mapping.get(input_name, input_name)
         source = path_shape(pipeline, memory, path)
+        if source is None and _types.optional_of(input_type) is not None:
+            continue  # nothing provides an optional input: the pipe reads null
         if source is None:
             available = ", ".join(memory) or "nothing"
             report(

@@ -6,6 +6,7 @@ A type is a string, the same in Python and YAML:
 - ``file``, ``document``, ``image``: binary content, carried as a `Blob` reference (never the bytes)
 - ``Page``: one page of extracted text (``{"page": 1, "text": "..."}``), what ``extract`` returns
 - ``list[T]`` for a list of ``T``; ``list[T, N]`` for a list of exactly ``N``
+- ``optional[T]`` for an input a run may leave out (the pipe then reads null); ``T | None`` in Python
 - the name of a declared structure, e.g. ``Claim`` (see `StructureSpec`)
 
 Python users may pass Python types instead (``str``, ``int``, ``list[Claim]``, a pydantic model,
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCALARS = {"text": str, "integer": int, "number": float, "boolean": bool, "any": Any}
 _LIST = re.compile(r"^list\[(.+)\]$")
+_OPTIONAL = re.compile(r"^optional\[(.+)\]$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -190,14 +192,23 @@ class TypeNode:
         )
 
 
+def optional_of(ref: str) -> str | None:
+    """The type inside ``optional[T]`` (an input a run may leave out: it is then null), else None."""
+    match = _OPTIONAL.match(ref.strip())
+    return match.group(1).strip() if match else None
+
+
 @functools.lru_cache(maxsize=1024)  # every leaf call parses its pipe's types again
 def parse_type(ref: str) -> TypeNode:
-    """Parse a type string.
+    """Parse a type string (``optional[T]`` parses as ``T``: being optional is a property of an
+    input, not of the shape of its value; `optional_of` reads it).
 
     Raises:
         ValueError: the string is not a type (the message says why).
     """
     ref = ref.strip()
+    if (inner := optional_of(ref)) is not None:
+        return parse_type(inner)
     match = _LIST.match(ref)
     if match:
         item, count = _split_count(match.group(1))
@@ -312,6 +323,8 @@ def structures_used(ref: str, structures: Structures) -> set[str]:
 
 def is_assignable(source: str, target: str) -> bool:
     """Whether a value of type ``source`` may flow where ``target`` is declared."""
+    # An optional input takes its type's values; an optional value is checked when it arrives.
+    source, target = optional_of(source) or source, optional_of(target) or target
     if source == target or "any" in (source, target):
         return True
     src, dst = parse_type(source), parse_type(target)
@@ -370,6 +383,12 @@ def type_ref(python_type: Any, structures: Structures) -> str:
     origin = typing.get_origin(python_type)
     if origin is typing.Annotated:
         return _annotated_list(python_type, structures)
+    args = typing.get_args(python_type)
+    if origin in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return (
+            f"optional[{type_ref(inner, structures)}]"  # `T | None`: an input a run may leave out
+        )
     if origin is list:
         (item,) = typing.get_args(python_type) or (Any,)
         return f"list[{type_ref(item, structures)}]"
@@ -454,6 +473,8 @@ def _annotation(ref: str, frozen: str) -> Any:
     models: dict[str, type[BaseModel]] = {}
 
     def build(type_ref_: str) -> Any:
+        if (inner := optional_of(type_ref_)) is not None:
+            return typing.Optional[build(inner)]  # noqa: UP045 (built at run time)
         node = parse_type(type_ref_)
         if node.item is not None:
             items: Any = list[build(str(node.item))]  # type: ignore[misc]

@@ -267,6 +267,9 @@ def check_inputs(
             )
         )
     for name, type_ref in pipe.inputs.items():
+        if name not in inputs and _types.optional_of(type_ref) is not None:
+            checked[name] = None  # an optional input left out: the pipe reads null
+            continue
         if name not in inputs:
             problems.append(
                 Problem(f"pipe '{pipe_name}', input '{name}'", f"missing input value ({type_ref})")

@@ -144,6 +144,21 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
         "list[text, 2]",
     ),
     ("batch_lists", "all_ideas", {"themes": ["tea", "rain", "maps"]}, "list[text, 6]"),
+    # Pipelex's presence markers: '?' inputs left out (the pipe reads null), or given.
+    ("optional_inputs", "brief", {"text": "Tides.", "author": "Kim"}, "text"),
+    (
+        "optional_inputs",
+        "brief",
+        {"text": "Tides.", "author": "Kim", "focus": {"audience": "kids"}, "hint": "short"},
+        "text",
+    ),
+    # Pipelex's native Composite: a parallel's branch results by name, read by the next step.
+    ("composite", "compare_views", {"text": "Tides follow the moon."}, "text"),
+    ("composite", "both_views", {"text": "Tides follow the moon."}, "dict"),
+    # Pipelex's native YesNo (`{"yes_no": bool}`), made by one pipe and read by the next.
+    ("yes_no", "triage", {"message": "The server is down."}, "text"),
+    ("yes_no", "is_urgent", {"message": "The server is down."}, "YesNo"),
+    ("yes_no", "explain_verdict", {"verdict": {"yes_no": True}, "message": "Hi"}, "text"),
 ]
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import durapipe as dp
-from durapipe.adapters.mthds import load_mthds
+from durapipe.adapters.mthds import load_mthds, mthds_inputs
 from durapipe.adapters.mthds._shorthand import expand
 from durapipe.adapters.mthds._translate import template_expression
 from tests.mthds.conftest import BUNDLES
@@ -203,3 +203,67 @@ async def test_an_inline_batch_maps_over_a_list_field_of_an_earlier_result() -> 
     items = [s.path for s in result.steps if s.path.startswith("stop_lines[")]
     assert len(result.output) == len(items) > 0
     assert all("[stop] {'town'" in line for line in result.output)
+
+
+async def test_a_yes_no_is_a_boolean_and_a_prompt_reads_it_as_yes_or_no() -> None:
+    # Pipelex's YesNoContent: one strict boolean `yes_no`, rendered "yes" or "no".
+    pipeline = load_mthds(BUNDLES / "yes_no.mthds")
+    assert pipeline.structures["YesNo"].fields["yes_no"].type == "boolean"
+    verdict = await _run("yes_no", "is_urgent", {"message": "The server is down."})
+    assert set(verdict) == {"yes_no"} and isinstance(verdict["yes_no"], bool)
+    for answer, word in ((True, "yes"), (False, "no")):
+        text = await _run(
+            "yes_no", "explain_verdict", {"verdict": {"yes_no": answer}, "message": "Hi"}
+        )
+        assert text.startswith(f"Offline answer: Verdict: {word}."), text
+
+
+def test_a_bundle_may_declare_its_own_yes_no_concept() -> None:
+    text = """domain = "d"
+[concept.YesNo]
+description = "A verdict with a reason"
+[concept.YesNo.structure]
+reason = { type = "text", description = "Why", required = true }
+[pipe.p]
+type = "PipeLLM"
+description = "d"
+inputs = { x = "Text" }
+output = "YesNo"
+prompt = "Judge $x"
+"""
+    pipeline = load_mthds(text)
+    assert pipeline.pipes["p"].output == "d_YesNo"
+    assert set(pipeline.structures["d_YesNo"].fields) == {"reason"}
+
+
+def test_a_yes_no_input_may_be_a_bare_boolean() -> None:
+    pipeline = load_mthds(BUNDLES / "yes_no.mthds")
+    inputs = mthds_inputs({"verdict": False, "message": "Hi"}, pipeline, "explain_verdict")
+    assert inputs == {"verdict": {"yes_no": False}, "message": "Hi"}
+
+
+async def test_a_composite_holds_each_branch_result_by_name() -> None:
+    # Pipelex's CompositeContent: `{name: content, ...}`, one field per branch `result`.
+    views = await _run("composite", "both_views", {"text": "Tides follow the moon."})
+    assert set(views) == {"short", "long"} and all(isinstance(v, str) for v in views.values())
+    text = await _run("composite", "compare", {"views": {"short": "S1", "long": "L1"}})
+    assert "Short: S1" in text and "Long: L1" in text, text
+
+
+async def test_an_optional_input_may_be_left_out_and_reads_null() -> None:
+    # Pipelex's `Concept?`: the caller may omit it; `Concept!` is required, as a plain input.
+    pipeline = load_mthds(BUNDLES / "optional_inputs.mthds")
+    inputs = pipeline.pipes["write_brief"].inputs
+    assert inputs == {
+        "text": "text",
+        "focus": "optional[Focus]",
+        "hint": "optional[text]",
+        "author": "text",
+    }
+    left_out = await _run("optional_inputs", "brief", {"text": "Tides.", "author": "Kim"})
+    assert left_out.startswith("Offline answer: For anyone, Kim briefs: Tides."), left_out
+    given = {"text": "Tides.", "author": "Kim", "focus": {"audience": "kids"}}
+    narrowed = await _run("optional_inputs", "brief", given)
+    assert narrowed.startswith("Offline answer: For a kids audience, Kim briefs"), narrowed
+    with pytest.raises(dp.PipelineError, match="input 'author': missing input value"):
+        await _run("optional_inputs", "brief", {"text": "Tides."})

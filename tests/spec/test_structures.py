@@ -177,3 +177,32 @@ def test_invoice_yaml_and_python_spellings_produce_the_same_spec() -> None:
     from_yaml = dp.load(EXAMPLES / "invoice.yaml")
     assert from_yaml.model_dump() == dp.load(EXAMPLES / "invoice.py").model_dump()
     assert from_yaml.structures["LineItem"].fields["quantity"].default == 1
+
+
+async def test_an_optional_input_is_the_same_in_yaml_and_python_and_may_be_left_out() -> None:
+    assert _types.type_ref(str | None, {}) == "optional[text]"
+    assert _types.validate("optional[list[text]]", {}, None) is None
+    assert _types.is_assignable("text", "optional[text]")
+    assert _types.is_assignable("optional[text]", "text")
+    pipeline = dp.load_yaml(
+        """
+default_model: durapipe/offline
+pipes:
+  greet:
+    kind: llm
+    inputs: {name: text, title: 'optional[text]'}
+    prompt: "Greet {% if title %}{{ title }} {% endif %}{{ name }}."
+  welcome:
+    kind: sequence
+    inputs: {name: text}
+    steps:
+      - {pipe: greet, result: greeting}
+"""
+    )
+    assert dp.spec.check_inputs(pipeline, "greet", {"name": "Ada"}) == {
+        "name": "Ada",
+        "title": None,
+    }
+    # Nothing in the sequence holds `title`: the step reads null rather than failing.
+    run = await dp.run_local(pipeline, "welcome", {"name": "Ada"})
+    assert run.output.startswith("Offline answer: Greet Ada."), run.output

@@ -372,7 +372,11 @@ def _parse_concepts(bundle: Bundle, table: Any, report: Report) -> None:
 # Pipe types Pipelex runs beyond the spec's ten, seen in its public bundles, and what to write
 # instead in MTHDS.
 _PIPELEX_TYPES = {
-    "PipeJudge": "ask the question with a PipeLLM whose output is a structure with the answer's fields",
+    "PipeJudge": (
+        "durapipe does not run it yet: ask the question with a PipeLLM whose output is YesNo, or "
+        "a structure with the verdict's fields (a choice: a text field with 'choices'; a rating: "
+        "an integer field)"
+    ),
     "PipeDocGen": "write the document's text with a PipeLLM or a PipeCompose template",
 }
 

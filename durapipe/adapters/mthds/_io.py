@@ -16,6 +16,7 @@ from durapipe.adapters.mthds._files import CLI_ACCESS, FileAccess, file_input
 from durapipe.adapters.mthds._library import split_multiplicity
 from durapipe.adapters.mthds._memory import memory_of
 from durapipe.spec import Pipeline
+from durapipe.spec._types import optional_of
 
 
 def mthds_inputs(
@@ -69,6 +70,8 @@ def _content(name: str, value: Any, type_ref: str, access: FileAccess) -> Any:
         }
     ):
         value = value["content"]
+    if (inner := optional_of(type_ref)) is not None:
+        return None if value is None else _content(name, value, inner, access)
     if type_ref.startswith("list["):
         if isinstance(value, dict) and isinstance(value.get("items"), list):
             value = value["items"]
@@ -80,6 +83,8 @@ def _content(name: str, value: Any, type_ref: str, access: FileAccess) -> Any:
         return value["text"]
     if type_ref == "number" and isinstance(value, dict) and "number" in value:
         return value["number"]
+    if type_ref == "YesNo" and isinstance(value, bool):
+        return {"yes_no": value}  # a bare true/false, as Pipelex reads a YesNo input
     if type_ref in ("document", "image", "file"):
         return file_input(name, value, access)
     return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from durapipe._errors import Problem
 from durapipe.adapters.mthds._bundle import Bundle, ConceptBlueprint, PipeBlueprint
 from durapipe.adapters.mthds._installed import address_key, is_address
 
@@ -38,6 +39,10 @@ LEGACY_NATIVES = {
     "Markdown": "Text",
     "Date": "Text",
 }
+# Native concepts Pipelex adds to the spec's, with no MTHDS equivalent: each has a fixed meaning in
+# durapipe's one model (`_natives`). A bundle may still declare its own
+# concept with the code, which then wins, as Pipelex's own natives are only reached unqualified.
+PIPELEX_NATIVES = frozenset({"YesNo", "Composite"})
 RESERVED_DOMAINS = frozenset({"native", "mthds", "pipelex"})
 _MULTIPLICITY = re.compile(r"^(?P<ref>[^\[\]]+?)(?:\[(?P<count>\d*)\])?$")
 
@@ -60,6 +65,7 @@ class Library:
             library it names
             (a declared dependency or an installed method: `_installed`).
         unresolved: package address -> why it names no package here (one sentence).
+        notes: what the manifest says that durapipe reads but that does nothing (one note each).
     """
 
     alias: str = ""
@@ -72,6 +78,7 @@ class Library:
     version: str = ""
     by_address: dict[str, Library] = field(default_factory=dict)
     unresolved: dict[str, str] = field(default_factory=dict)
+    notes: list[Problem] = field(default_factory=list)
 
     def dependencies(self) -> list[Library]:
         """Every package this one uses, each once: declared ones and those named by address."""
@@ -128,17 +135,15 @@ class ConceptTarget:
 
 
 def split_multiplicity(ref: str) -> tuple[str, int | None, bool]:
-    """``("Topic", 3, True)`` from ``Topic[3]``, ``("Topic", None, True)`` from ``Topic[]``.
+    """``("Topic", 3, True)`` from ``Topic[3]``, ``("Topic", None, True)`` from ``Topic[]``
+    (a presence marker after it, ``?`` or ``!``, is left out: see `is_optional`).
 
     Raises:
         ValueError: the brackets are malformed or the count is not at least 1.
     """
-    if ref.strip().endswith(("?", "!")):
-        raise ValueError(
-            f"'{ref}': presence markers ('?', '!') are a Pipelex extension, not MTHDS; every "
-            "durapipe input is required: remove the marker"
-        )
-    match = _MULTIPLICITY.match(ref.strip())
+    # Pipelex's presence markers (`Concept?` optional, `Concept!` forced) say whether a value must
+    # be there, not what it is: `is_optional` reads them.
+    match = _MULTIPLICITY.match(ref.strip().removesuffix("?").removesuffix("!"))
     if match is None:
         raise ValueError(
             f"'{ref}' is not a concept reference (use Concept, Concept[] or Concept[N])"
@@ -151,6 +156,13 @@ def split_multiplicity(ref: str) -> tuple[str, int | None, bool]:
     if int(count) < 1:
         raise ValueError(f"'{ref}': a fixed list needs at least 1 item")
     return match.group("ref"), int(count), True
+
+
+def is_optional(ref: str) -> bool:
+    """Whether input reference ``ref`` carries Pipelex's optional marker (``Concept?``,
+    ``Concept[]?``): a run may leave the input out, and the pipe then reads null. ``!`` (forced)
+    is a plain, required input, as in Pipelex."""
+    return ref.strip().endswith("?")
 
 
 def _dependency(library: Library, ref: str) -> tuple[str, Library, str, str] | str:
@@ -201,7 +213,16 @@ def resolve_pipe(library: Library, bundle: Bundle, ref: str) -> PipeTarget | str
         return PipeTarget(library, bundle, ref)
     found = library.pipe(bundle.domain, ref)
     if found is None:
-        return f"no pipe '{ref}' in this bundle or domain '{bundle.domain}'"
+        elsewhere = sorted({b.domain for b in library.bundles if ref in b.pipes})
+        # Pipelex resolves a bare code in its own domain only, as the spec does (its pipe
+        # library: "a ref names its own domain, or it names nothing"): name where it is.
+        hint = (
+            f"; domain '{elsewhere[0]}' of this package has one: write '{elsewhere[0]}.{ref}' "
+            "(a bare code names a pipe of its own domain only, in Pipelex too)"
+            if elsewhere
+            else ""
+        )
+        return f"no pipe '{ref}' in this bundle or domain '{bundle.domain}'{hint}"
     return PipeTarget(library, found[0], ref)
 
 
@@ -211,6 +232,8 @@ def resolve_concept(library: Library, bundle: Bundle, ref: str) -> ConceptTarget
         return ConceptTarget(ref)
     if ref in LEGACY_NATIVES and ref not in bundle.concepts:
         return ConceptTarget(LEGACY_NATIVES[ref])
+    if ref in PIPELEX_NATIVES and library.concept(bundle.domain, ref) is None:
+        return ConceptTarget(ref)
     if "->" in ref:
         named = _dependency(library, ref)
         if isinstance(named, str):
@@ -225,7 +248,8 @@ def resolve_concept(library: Library, bundle: Bundle, ref: str) -> ConceptTarget
         if domain == "native":
             if code in LEGACY_NATIVES:
                 return ConceptTarget(LEGACY_NATIVES[code])
-            return ConceptTarget(code) if code in NATIVE_CONCEPTS else f"no native concept '{code}'"
+            known = code in NATIVE_CONCEPTS or code in PIPELEX_NATIVES
+            return ConceptTarget(code) if known else f"no native concept '{code}'"
         found = library.concept(domain, code)
         if found is None:
             return f"no concept '{code}' in domain '{domain}' of this package"
@@ -233,16 +257,6 @@ def resolve_concept(library: Library, bundle: Bundle, ref: str) -> ConceptTarget
     if ref in bundle.concepts:
         return ConceptTarget(ref, library, bundle)
     found = library.concept(bundle.domain, ref)
-    if found is None and ref == "Composite":
-        return (
-            "'Composite' is a Pipelex concept, not an MTHDS native one: for a PipeParallel's "
-            "combined output declare a concept with one field per branch result, or use Anything"
-        )
-    if found is None and ref == "YesNo":
-        return (
-            "'YesNo' is a Pipelex concept, not an MTHDS native one: declare it (e.g. [concept.YesNo] "
-            "with a boolean field 'answer') or use Text"
-        )
     if found is None:
         return (
             f"unknown concept '{ref}': declare it in [concept], or use a native concept "

@@ -1,4 +1,4 @@
-"""Fields a bundle sets that durapipe reads but that change nothing yet: one note for each use."""
+"""What a bundle or manifest sets that durapipe reads but that changes nothing: one note each use."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ NO_EFFECT_SETTINGS = (
 
 def notes(library: Library) -> list[Problem]:
     """A note for each field the bundles set that has no effect in durapipe yet (never silent)."""
-    found: list[Problem] = []
+    found: list[Problem] = [*library.notes]
+    for dep in library.dependencies():
+        found += notes(dep)
     for bundle in library.bundles:
         for code, pipe in bundle.pipes.items():
             fields = [f for f in NO_EFFECT.get(pipe.type, ()) if getattr(pipe, f, None) is not None]

@@ -174,10 +174,14 @@ def load_package(
     problems += _by_address(library, stores, lock or {}, stack | own)
     for domain, code in sorted(library.exports):
         if library.pipe(domain, code) is None:
-            problems.append(
+            # Pipelex loads and runs such a package (its visibility check only looks exports up);
+            # only `pipelex pkg publish` refuses it. An export nothing defines lets nothing in.
+            library.notes.append(
                 Problem(
                     f"METHODS.toml, [exports.{domain}]",
-                    f"exports '{code}', which no bundle of domain '{domain}' defines",
+                    f"exports '{code}', which no bundle of domain '{domain}' defines: nothing "
+                    "outside the package can call it (Pipelex runs such a package too, and "
+                    "refuses it only when publishing)",
                     source,
                 )
             )

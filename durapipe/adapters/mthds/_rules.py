@@ -437,7 +437,8 @@ def _check_prompts(
         for name in sorted(declared - used):
             report(
                 f"{where}, input '{name}'",
-                f"declared input is not used in the {fields} (the spec rejects unused inputs); "
+                f"declared input is not used in the {fields} (the spec rejects unused inputs, and "
+                "Pipelex refuses them too); "
                 f"use it (e.g. @{name}) or remove it",
                 f"{key}.inputs.{name}",
             )

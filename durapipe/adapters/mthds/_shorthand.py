@@ -121,6 +121,7 @@ def native_fields(template: str, types: dict[str, str]) -> str:
         items = known.get(loop.group("items"), "")
         if items.startswith("list[") and loop.group("item") not in known:
             known[loop.group("item")] = items[5:-1].split(",")[0].strip()
+    template = _yes_no_words(template, [name for name, kind in known.items() if kind == "YesNo"])
     rewrites = [
         (
             re.compile(r"(?<![\w.])" + re.escape(name) + field.pattern),
@@ -137,6 +138,21 @@ def native_fields(template: str, types: dict[str, str]) -> str:
         for pattern, replacement in rewrites:
             parts[index] = pattern.sub(replacement, parts[index])
     return "".join(parts)
+
+
+def _yes_no_words(template: str, names: list[str]) -> str:
+    """A YesNo written whole (``{{ verdict }}``, so ``$verdict`` and ``@verdict``) reads "yes" or
+    "no", as Pipelex renders it (its YesNoContent), not as the ``{"yes_no": ...}`` it carries."""
+    for name in names:
+        whole = re.compile(r"\{\{\s*" + re.escape(name) + r"\s*(?P<filters>\|[^{}]*?)?\s*\}\}")
+        words = "('yes' if " + name + ".yes_no else 'no')"
+
+        def write(match: re.Match[str], words: str = words) -> str:
+            filters = match.group("filters")
+            return "{{ " + words + (" " + filters if filters else "") + " }}"
+
+        template = whole.sub(write, template)
+    return template
 
 
 def variables(template: str) -> set[str]:

@@ -36,11 +36,13 @@ from durapipe.adapters.mthds._library import (
     ConceptTarget,
     Library,
     PipeTarget,
+    is_optional,
     resolve_concept,
     resolve_pipe,
     split_multiplicity,
 )
 from durapipe.adapters.mthds._lists import reads_flat_list, returns_list
+from durapipe.adapters.mthds._natives import NATIVE_STRUCTURES, NATIVE_TYPES, structures_of
 from durapipe.spec import (
     BatchPipe,
     Branch,
@@ -58,31 +60,6 @@ from durapipe.spec import (
 from durapipe.spec._deck import CONNECTION_SETTINGS, ModelEntry, ModelRef
 from durapipe.spec._spec import AnyPipe, ComposePipe
 
-_NATIVE_TYPES = {
-    "Text": "text",
-    "Html": "text",
-    "ImgGenPrompt": "text",
-    "Number": "number",
-    "JSON": "any",
-    "Dynamic": "any",
-    "Anything": "any",
-    "TextAndImages": "any",
-    "Image": "image",
-    "Document": "document",
-    "Page": "Page",
-    "SearchResult": "SearchResult",
-}
-SEARCH_RESULT = StructureSpec(
-    description="A web search result with answer and sources.",
-    fields={
-        "answer": {"type": "text", "description": "The answer found on the web."},
-        "sources": {"type": "list[SearchSource]", "description": "The pages the answer cites."},
-    },
-)
-SEARCH_SOURCE = StructureSpec(
-    description="A page a search answer cites.",
-    fields={"title": {"type": "text"}, "url": {"type": "text"}},
-)
 _FIELD_TYPES = {"text": "text", "integer": "integer", "number": "number", "boolean": "boolean"}
 _ASPECT_SIZES = {
     "square": "1024x1024",
@@ -174,6 +151,8 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
             inputs.setdefault(input_name.split(".")[0], "any")
         else:
             inputs[input_name] = type_of(state, target.library, bundle, ref)
+            if is_optional(ref):
+                inputs[input_name] = f"optional[{inputs[input_name]}]"
     output = type_of(state, target.library, bundle, blueprint.output)
     common: dict[str, Any] = {"description": blueprint.description, "inputs": inputs}
     if isinstance(blueprint, PipeLLM):
@@ -232,8 +211,8 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
         return ExtractPipe(**common, model=resolved.model, fallbacks=list(resolved.fallbacks))
     if isinstance(blueprint, PipeSearch):
         resolved = _model(state, blueprint.model, "search")
-        state.structures.setdefault("SearchResult", SEARCH_RESULT)
-        state.structures.setdefault("SearchSource", SEARCH_SOURCE)
+        for structure_name, structure in structures_of("SearchResult").items():
+            state.structures.setdefault(structure_name, structure)
         return LlmPipe(
             **common,
             model=resolved.model,
@@ -597,10 +576,9 @@ def _concept_type(
     if isinstance(target, str) or ref in seen:
         return "any"
     if target.native:
-        if target.code == "SearchResult":
-            state.structures.setdefault("SearchResult", SEARCH_RESULT)
-            state.structures.setdefault("SearchSource", SEARCH_SOURCE)
-        return _NATIVE_TYPES[target.code]
+        for name, structure in structures_of(target.code).items():
+            state.structures.setdefault(name, structure)
+        return NATIVE_TYPES[target.code]
     return _declared_type(state, target, seen | {ref})
 
 
@@ -615,7 +593,7 @@ def _declared_type(state: Translation, target: ConceptTarget, seen: set[str]) ->
     if key in state.structure_names:
         return state.structure_names[key]
     name = target.code
-    if name in state.structures or name in ("SearchResult", "SearchSource"):
+    if name in state.structures or name in NATIVE_STRUCTURES:
         name = f"{target.bundle.domain.replace('.', '_')}_{target.code}"
     state.structure_names[key] = name
     fields: dict[str, Any] = {}
