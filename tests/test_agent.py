@@ -10,6 +10,7 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 
 import durapipe as dp
+from durapipe.runtime._agent_messages import tool_schema
 from durapipe.spec import ModelEntry
 from durapipe.testing import FakeProvider, Reply, ToolCalls
 from durapipe.workflows import _workflow
@@ -380,3 +381,40 @@ def marked(events: list[Any]) -> bool:
         e.HasField("marker_recorded_event_attributes") and patch in e.SerializeToString()
         for e in events
     )
+
+
+async def test_a_tools_optional_input_is_not_required_of_the_model_and_reads_null() -> None:
+    # `optional[T]` (Python `T | None`, MTHDS `T?`): the model may leave it out, and the tool then
+    # reads null, as a pipe does when a run leaves such an input out; a given value is checked.
+    async with FakeProvider() as fake:
+        agent = dp.agent(
+            "greeter", model="openai/fake-agent", prompt="Greet people.", tools=[agent_tools.greet]
+        )
+        pipeline = dp.pipeline(
+            agent, models={"agent": ModelEntry(model="openai/fake-agent", api_base=fake.base_url)}
+        )
+        tool = pipeline.pipes["greet"]
+        assert tool.inputs == {"name": "optional[text]"}
+        schema = tool_schema("greet", tool, {})  # type: ignore[arg-type]
+        assert schema["function"]["parameters"]["required"] == []
+        assert {"type": "string"} in schema["function"]["parameters"]["properties"]["name"]["anyOf"]
+        fake.script(
+            "fake-agent",
+            [
+                ToolCalls(
+                    [
+                        {"name": "greet", "arguments": {}},
+                        {"name": "greet", "arguments": {"name": None}},
+                        {"name": "greet", "arguments": {"name": "Ada"}},
+                        {"name": "greet", "arguments": {"name": 3}},
+                    ]
+                ),
+                Reply(content="Done."),
+            ],
+        )
+        result = await dp.run_local(pipeline, "greeter", {})
+        calls = fake.calls
+    assert result.output == "Done."
+    tool_messages = [m["content"] for m in calls[1].messages if m["role"] == "tool"]
+    assert tool_messages[:3] == ["hello stranger", "hello stranger", "hello Ada"]
+    assert "argument 'name' must be optional[text]" in tool_messages[3]

@@ -97,7 +97,8 @@ def tool_schema(name: str, pipe: ToolPipe, structures: Structures) -> dict[str, 
     parameters: dict[str, Any] = {
         "type": "object",
         "properties": properties,
-        "required": list(pipe.inputs),
+        # An optional input (`optional[T]`) the model may leave out: the tool then reads null.
+        "required": [k for k, ref in pipe.inputs.items() if _types.optional_of(ref) is None],
         "additionalProperties": False,
     }
     if definitions:
@@ -122,10 +123,13 @@ def tool_arguments(pipe: ToolPipe, structures: Structures, raw: str) -> dict[str
     if not isinstance(data, dict):
         raise ValueError("the arguments must be a JSON object")
     problems = [f"unknown argument '{k}'" for k in sorted(set(data) - set(pipe.inputs))]
-    problems += [f"missing argument '{k}'" for k in pipe.inputs if k not in data]
     checked: dict[str, Any] = {}
     for key, type_ref in pipe.inputs.items():
-        if key in data:
+        if data.get(key) is None and _types.optional_of(type_ref) is not None:
+            checked[key] = None  # left out (or null): the tool reads null, as a pipe does
+        elif key not in data:
+            problems.append(f"missing argument '{key}'")
+        else:
             try:
                 checked[key] = _types.validate(type_ref, structures, data[key])
             except pydantic.ValidationError as err:
