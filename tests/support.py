@@ -298,6 +298,16 @@ SQUARE_TOOL = """
     inputs: {n: integer}
     output: integer
 """
+# A batch squaring a list of numbers (with `SQUARE_TOOL`), 50 at a time.
+EACH_SQUARE = """
+  each:
+    kind: batch
+    inputs: {numbers: 'list[integer]'}
+    over: numbers
+    item: n
+    pipe: square
+    max_concurrency: 50
+"""
 LISTED_BATCH = """
   listed:
     kind: sequence

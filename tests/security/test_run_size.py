@@ -16,21 +16,14 @@ from temporalio.client import WorkflowHandle
 
 import durapipe as dp
 from durapipe.adapters import pipe_run
-from tests.support import LISTED_BATCH, SQUARE_TOOL, acli, raw_run_fails
+from tests.support import EACH_SQUARE, LISTED_BATCH, SQUARE_TOOL, acli, raw_run_fails
 
 CAP = "DURAPIPE_MAX_RUN_STEPS"
 SQUARE = SQUARE_TOOL
 BATCHES = (
-    """
-pipes:
-  each:
-    kind: batch
-    inputs: {numbers: 'list[integer]'}
-    over: numbers
-    item: n
-    pipe: square
-    max_concurrency: 50
-  each_in_chunks:
+    "pipes:"
+    + EACH_SQUARE
+    + """  each_in_chunks:
     kind: batch
     inputs: {numbers: 'list[integer]'}
     over: numbers

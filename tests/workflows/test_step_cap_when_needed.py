@@ -16,6 +16,7 @@ from durapipe.adapters._plan import STEPS_CAP_ACTIVITY
 from durapipe.runtime._calls import WORKFLOW_VERSION
 from tests.fixtures import agent_tools
 from tests.support import (
+    EACH_SQUARE,
     LISTED_BATCH,
     SQUARE_TOOL,
     history_events,
@@ -25,16 +26,9 @@ from tests.support import (
 
 CAP = "DURAPIPE_MAX_RUN_STEPS"
 PIPES = (
-    """
-pipes:
-  each:
-    kind: batch
-    inputs: {numbers: 'list[integer]'}
-    over: numbers
-    item: n
-    pipe: square
-    max_concurrency: 50
-  both:
+    "pipes:"
+    + EACH_SQUARE
+    + """  both:
     kind: parallel
     inputs: {numbers: 'list[integer]'}
     branches: {a: each, b: each}
