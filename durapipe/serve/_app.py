@@ -52,6 +52,7 @@ from durapipe.serve._slow import (
     answer_and_close,
     close_after_response,
     count_as_execute,
+    keep_place,
     read_body,
 )
 from durapipe.serve._stalls import StalledRuns
@@ -383,8 +384,11 @@ async def _start_run(request: web.Request, body: dict[str, Any]) -> tuple[RunHan
         idempotency_key=key,
         output_name=output_name,
     )
+    ended = keep_place(request)
+    task = asyncio.ensure_future(start)
+    task.add_done_callback(lambda _: ended())
     try:
-        handle = await _shielded(request.app, asyncio.ensure_future(start))
+        handle = await _shielded(request.app, task)
     except PipelineError as err:
         raise _refused_inputs(err) from None
     except RPCError as err:

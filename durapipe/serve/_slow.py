@@ -234,6 +234,10 @@ class _Guarded(asyncio.Protocol):
         self._executing = False  # counted under the executes' cap, not the connection caps
         self._done: asyncio.Protocol | None = None  # aiohttp's, once the connection lingers
         self._lingering = False  # counted under the lingering connections' caps
+        # A start of a run is in flight (`keep_place`): a client that leaves meanwhile leaves its
+        # place in the caps to the start until it ends (``_kept``), so leaving frees no place.
+        self._starting = False
+        self._kept = False
 
     @property
     def limits(self) -> ClientLimits:
@@ -326,11 +330,30 @@ class _Guarded(asyncio.Protocol):
     def _leave_caps(self) -> asyncio.Protocol | None:
         inner, self._inner = self._inner, None
         if inner is not None:
-            if self._executing:
-                self._gate.end_execute(self._peer)
+            if self._starting:
+                self._kept = True
             else:
-                self._gate.release(self._peer)
+                self._release()
         return inner
+
+    def _release(self) -> None:
+        if self._executing:
+            self._gate.end_execute(self._peer)
+        else:
+            self._gate.release(self._peer)
+
+    def keep_place(self) -> Callable[[], None]:
+        """Keep this connection's place in the caps while a start of a run is in flight, even if
+        its client leaves (the start goes on); the function returned says the start ended."""
+        self._starting = True
+
+        def ended() -> None:
+            self._starting = False
+            if self._kept:
+                self._kept = False
+                self._release()
+
+        return ended
 
     def linger(self) -> None:
         """End this connection after the answer already written: it leaves the caps at once, what
@@ -440,6 +463,22 @@ def count_as_execute(request: web.Request) -> None:
             f"This runner already waits for {held}; nothing was started: send it again in a "
             "moment, or start the run (/v1/start) and follow it at /v1/runs/{id}/status.",
         )
+
+
+def keep_place(request: web.Request) -> Callable[[], None]:
+    """Keep the place of ``request``'s connection in the caps until the function returned is
+    called (a start of a run has ended), even if the client leaves before: a client that sends
+    starts and leaves at once would otherwise hold any number of them in flight past its caps.
+    """
+    transport = request.transport
+    guarded = transport.get_protocol() if transport is not None else None
+    if not isinstance(guarded, _Guarded):
+        return _nothing  # an application served without `GuardedSite` has no caps
+    return guarded.keep_place()
+
+
+def _nothing() -> None:
+    return None
 
 
 async def answer_and_close(request: web.Request, response: web.Response) -> web.Response:

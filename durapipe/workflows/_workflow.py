@@ -62,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from durapipe.runtime._interpret import CallParts, Interpreter
     from durapipe.runtime._spend import spends
+    from durapipe.runtime._steps import ASKS_WHEN_NEEDED
     from durapipe.spec import Pipeline
     from durapipe.spec._kinds import kinds_generation
     from durapipe.spec._messages import end_loan, lend_wire_pipe
@@ -448,7 +449,15 @@ class _TemporalRuntime:
             ) from None
 
     async def steps_allowed(self, run: PipeRun, asks: bool) -> tuple[int | None, bool]:
-        return await steps_allowed(run, asks, self.patched)
+        try:
+            return await steps_allowed(run, asks, self.patched)
+        except (asyncio.CancelledError, ActivityError) as err:
+            # Since version 5 a run may ask mid-run, while a step (a batch about to count its
+            # items, a run about to lend a share) is in flight: that step is cancelled with it.
+            # Runs of version 4 and older asked at their start, and ended as they did then.
+            if run.workflow_version < ASKS_WHEN_NEEDED or not is_cancelled_exception(err):
+                raise
+            raise RunCancelled("the run was cancelled", path=run.path) from None
 
     async def approval(self, request: ApprovalRequest) -> ApprovalDecision:
         path = request.path

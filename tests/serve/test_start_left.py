@@ -17,6 +17,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 import durapipe as dp
 from durapipe.serve import ServeConfig, create_app
+from durapipe.serve._slow import ClientLimits, GuardedSite
 from tests.serve.conftest import TOKEN
 from tests.support import eventually
 
@@ -90,13 +91,17 @@ class HeldProxy:
 
 
 @contextlib.asynccontextmanager
-async def serving(client: Client, task_queue: str) -> AsyncIterator[int]:
-    """`durapipe serve`'s app on a free port of this process (as `durapipe serve` runs it); its
-    port."""
-    config = ServeConfig(token=TOKEN, task_queue=task_queue)
+async def serving(
+    client: Client, task_queue: str, limits: ClientLimits | None = None
+) -> AsyncIterator[int]:
+    """`durapipe serve`'s app on a free port of this process (as `durapipe serve` runs it, under
+    ``limits`` if given); its port."""
+    config = ServeConfig(token=TOKEN, task_queue=task_queue, limits=limits or ClientLimits())
     runner = web.AppRunner(create_app(config, client), handler_cancellation=True)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site: web.BaseSite = web.TCPSite(runner, "127.0.0.1", 0)
+    if limits is not None:
+        site = GuardedSite(runner, "127.0.0.1", 0, limits)
     await site.start()
     try:
         yield runner.addresses[0][1]
@@ -104,18 +109,22 @@ async def serving(client: Client, task_queue: str) -> AsyncIterator[int]:
         await runner.cleanup()
 
 
-async def test_a_start_whose_client_leaves_while_its_run_starts_still_starts_it(
-    temporal_address: str, task_queue: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.WARNING, logger="durapipe.serve")
+def _start_request() -> bytes:
     body = json.dumps(
         {"pipe_code": "hello", "files": {"method.yaml": METHOD}, "inputs": {"topic": "x"}}
     ).encode()
-    request = (
+    return (
         b"POST /v1/start HTTP/1.1\r\nHost: durapipe\r\nContent-Type: application/json\r\n"
         + f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
+
+
+async def test_a_start_whose_client_leaves_while_its_run_starts_still_starts_it(
+    temporal_address: str, task_queue: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="durapipe.serve")
+    request = _start_request()
     proxy = HeldProxy(temporal_address)
     async with proxy as address:
         client = await dp.connect(address, checkpoints=None)
@@ -149,3 +158,55 @@ async def test_a_start_whose_client_leaves_while_its_run_starts_still_starts_it(
     await direct.get_workflow_handle(run_id).terminate("test over")
     runs = [w.id async for w in direct.list_workflows(f"TaskQueue = '{task_queue}'")]
     assert runs == [run_id]  # one start, one run
+
+
+async def test_starts_whose_clients_left_keep_their_places_under_the_caps(
+    temporal_address: str, task_queue: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A client that sends a start and leaves at once, again and again, while Temporal is slow to
+    # answer: each start goes on, so each keeps its connection's place until it ends, or one
+    # address would hold any number of starts in flight past its cap of connections.
+    caplog.set_level(logging.WARNING, logger="durapipe.serve")
+    proxy = HeldProxy(temporal_address)
+    async with proxy as address:
+        client = await dp.connect(address, checkpoints=None)
+        async with serving(client, task_queue, ClientLimits(max_connections_per_peer=2)) as port:
+            proxy.holding = True
+            for left in (1, 2):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(_start_request())
+                await writer.drain()
+                await eventually(
+                    lambda left=left: asyncio.sleep(0, proxy.held_bytes > left * START_CALL_BYTES),
+                    "the start call to reach Temporal",
+                )
+                writer.close()
+                await eventually(
+                    lambda left=left: asyncio.sleep(
+                        0, caplog.text.count("while its run was starting") == left
+                    ),
+                    lambda: f"the server to see its client leave: {caplog.text!r}",
+                    timeout=10,
+                )
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(_start_request())
+            raw = await asyncio.wait_for(reader.read(), timeout=10)
+            writer.close()
+            assert raw.startswith(b"HTTP/1.1 503"), raw
+            assert b"holds its limit of 2 open connections" in raw, raw
+            proxy.release()
+            await eventually(
+                lambda: asyncio.sleep(0, caplog.text.count("for a client that left") == 2),
+                lambda: f"the starts to end: {caplog.text!r}",
+            )
+            # Their places are free again once they ended.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /v1/version HTTP/1.1\r\nHost: durapipe\r\n\r\n")
+            raw = await asyncio.wait_for(reader.read(), timeout=10)
+            writer.close()
+            assert raw.startswith(b"HTTP/1.1 200"), raw
+    direct = await dp.connect(temporal_address)
+    runs = [w.id async for w in direct.list_workflows(f"TaskQueue = '{task_queue}'")]
+    assert len(runs) == 2  # the two starts, nothing of the refused one
+    for run_id in runs:
+        await direct.get_workflow_handle(run_id).terminate("test over")

@@ -6,12 +6,15 @@ asked when it started, and still does when replayed."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
+from temporalio import activity
 
 import durapipe as dp
 from durapipe._settings import STEPS_ALWAYS_ALLOWED
+from durapipe.activities import _activities
 from durapipe.adapters._plan import STEPS_CAP_ACTIVITY
 from durapipe.runtime._calls import WORKFLOW_VERSION
 from tests.fixtures import agent_tools
@@ -149,4 +152,39 @@ async def test_parts_of_a_run_that_need_the_cap_at_once_ask_once(
         assert isinstance(result, dp.RunResult), result
         assert result.output == {"a": [1, 4, 9], "b": [1, 4, 9]}
         assert local_activities(await history_events(client, run_id)) == [STEPS_CAP_ACTIVITY]
+        await _replays(client, run_id)
+
+
+async def test_a_run_cancelled_while_it_asks_for_the_cap_cancels_the_step_that_asked(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `listed` asks mid-run, before it lends its batch step a share: cancelled while the worker's
+    # answer is held, that step is cancelled (not left running in a cancelled run).
+    asking, cancelled = asyncio.Event(), asyncio.Event()
+
+    @activity.defn(name=STEPS_CAP_ACTIVITY)
+    async def held(self: object) -> int:
+        asking.set()
+        try:
+            await asyncio.sleep(60)  # bounded: a failing test leaves no activity behind
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 200
+
+    monkeypatch.setattr(_activities.Activities, "max_run_steps", held)
+    pipeline = dp.load_yaml(PIPES)
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    async with dp.build_worker(client, task_queue=task_queue):
+        run_id = f"listed-{uuid.uuid4().hex[:8]}"
+        handle = await dp.start(
+            client, pipeline, "listed", {"n": 110}, run_id=run_id, task_queue=task_queue
+        )
+        await asyncio.wait_for(asking.wait(), timeout=30)
+        await client.get_workflow_handle(run_id).cancel()
+        await asyncio.wait_for(cancelled.wait(), timeout=30)  # the run cancelled the question
+        with pytest.raises(dp.RunCancelled):
+            await handle.result()
+        steps = {s.path: s.status for s in await handle.steps()}
+        assert steps == {"count": "succeeded", "each": "cancelled"}
         await _replays(client, run_id)
