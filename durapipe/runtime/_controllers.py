@@ -268,6 +268,9 @@ class _BatchMapper:
         pending = iter(enumerate(bounds))
         steps, per_item = interp.steps, interp.steps.size.item(pipe)
         steps.lanes = len(shares)
+        # A chunk's items were counted when the batch started: only items that may grow (a batch
+        # or an agent inside) need a share of the worker's cap beyond them.
+        items_grow = steps.size.grows(pipe.pipe)
 
         async def slot(share: int | None) -> None:
             for index, (start, end) in pending:  # the shared iterator hands each chunk to one slot
@@ -277,7 +280,7 @@ class _BatchMapper:
                     offset=offset + start, items=items[start:end], max_concurrency=share
                 )
                 held = (end - start) * per_item  # counted when the batch started
-                await steps.room(grows=True)
+                await steps.room(grows=items_grow)
                 allowance, loan = steps.lend(held)
                 chunk = PipeRun(
                     run_id=run.run_id,

@@ -31,7 +31,14 @@ CAP = "DURAPIPE_MAX_RUN_STEPS"
 PIPES = (
     "pipes:"
     + EACH_SQUARE
-    + """  both:
+    + """  each_in_chunks:
+    kind: batch
+    inputs: {numbers: 'list[integer]'}
+    over: numbers
+    item: n
+    pipe: square
+    chunk_size: 10
+  both:
     kind: parallel
     inputs: {numbers: 'list[integer]'}
     branches: {a: each, b: each}
@@ -89,25 +96,27 @@ async def test_an_agent_of_a_few_turns_asks_no_cap_and_a_version_4_run_still_doe
 
 
 @pytest.mark.parametrize(
-    ("cap", "items", "asks", "passes"),
+    ("cap", "pipe", "items", "asks", "passes"),
     [
-        ("100", 40, False, True),  # within what every worker allows: nothing to ask
-        ("100", STEPS_ALWAYS_ALLOWED, False, True),
-        ("120", 110, True, True),  # past it: asked then, and the cap has room
-        ("100", 101, True, False),  # asked, and refused in the cap's words
+        ("100", "each", 40, False, True),  # within what every worker allows: nothing to ask
+        ("100", "each", STEPS_ALWAYS_ALLOWED, False, True),
+        ("120", "each", 110, True, True),  # past it: asked then, and the cap has room
+        ("100", "each", 101, True, False),  # asked, and refused in the cap's words
+        # Chunks of 10: child runs lent their items, which cannot grow: nothing to ask.
+        ("100", "each_in_chunks", 40, False, True),
     ],
-    ids=["a-few-items", "exactly-the-least-cap", "past-it", "past-the-cap"],
+    ids=["a-few-items", "exactly-the-least-cap", "past-it", "past-the-cap", "in-chunks"],
 )
 async def test_a_batch_asks_for_the_cap_only_when_its_items_need_it(
     temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch, cap: str,
-    items: int, asks: bool, passes: bool,
+    pipe: str, items: int, asks: bool, passes: bool,
 ) -> None:  # fmt: skip
     monkeypatch.setenv(CAP, cap)
     pipeline = dp.load_yaml(PIPES)
     client = await dp.connect(temporal_address, pipeline=pipeline)
     async with dp.build_worker(client, task_queue=task_queue):
         run_id, result = await _run(
-            client, pipeline, "each", {"numbers": list(range(items))}, task_queue
+            client, pipeline, pipe, {"numbers": list(range(items))}, task_queue
         )
         if passes:
             assert isinstance(result, dp.RunResult), result
