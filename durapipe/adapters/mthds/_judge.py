@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 
 from durapipe.adapters.mthds._bundle import JudgeLevel, JudgeQuestion, PipeJudge
+from durapipe.adapters.mthds._natives import NATIVE_STRUCTURES
 from durapipe.spec import StructureSpec
 
 # Each kind's verdict native (the durapipe type it is) and how a message names the kind.
@@ -203,35 +204,24 @@ def judge(
 
 
 def _verdict_type(question: JudgeQuestion, name: str, structures: dict[str, StructureSpec]) -> str:
-    """The verdict a question answers with: YesNo, or a Choice or Rating narrowed to its options
-    or levels (a structure ``name`` added to ``structures``)."""
+    """The verdict a question answers with: YesNo, or the Choice or Rating native narrowed to its
+    options' keys or its levels' indexes (a structure ``name`` added to ``structures``)."""
     kind = kind_of(question)
-    if question.options is not None:
-        keys = list(question.options)
-        structures[name] = StructureSpec(
-            description="One option picked out of a declared set.",
-            fields={
-                "choice": {
-                    "type": "text",
-                    "description": "The key of the selected option.",
-                    "choices": keys,
-                }
-            },
-            refines="Choice",
-        )
-    elif question.levels is not None:
-        structures[name] = StructureSpec(
-            description="A position on an ordered scale of described levels.",
-            fields={
-                "level": {
-                    "type": "integer",
-                    "description": "The index of the selected level, 0 being the first level.",
-                    "choices": list(range(len(question.levels))),
-                }
-            },
-            refines="Rating",
-        )
-    return name if kind != "yes_no" else "YesNo"
+    if kind == "yes_no":
+        return "YesNo"
+    native = NATIVE_STRUCTURES[VERDICTS[kind]]
+    ((field_name, verdict),) = native.fields.items()
+    allowed: list[str | int | float] = (
+        list(question.options or {})
+        if kind == "choice"
+        else list(range(len(question.levels or [])))
+    )
+    structures[name] = StructureSpec(
+        description=native.description,
+        fields={field_name: verdict.model_copy(update={"choices": allowed})},
+        refines=VERDICTS[kind],
+    )
+    return name
 
 
 def _asking(question: JudgeQuestion, name: str | None) -> str:
