@@ -16,6 +16,7 @@ them and the verdict flows wherever its concept is read.
 from __future__ import annotations
 
 import json
+import keyword
 import re
 from dataclasses import dataclass, field
 
@@ -26,7 +27,6 @@ from durapipe.spec import StructureSpec
 # Each kind's verdict native (the durapipe type it is) and how a message names the kind.
 VERDICTS = {"yes_no": "YesNo", "choice": "Choice", "rating": "Rating"}
 _KIND_WORDS = {"yes_no": "a yes/no question", "choice": "a choice", "rating": "a rating"}
-_FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # Text the model reads as it is: written as a Jinja2 string where a template would read it.
 _TEMPLATE_MARKS = re.compile(r"[{}$@%#]")
 SYSTEM = (
@@ -89,9 +89,13 @@ def problems(pipe: PipeJudge) -> list[tuple[str, str]]:
                 )
     for name, question in asked(pipe).items():
         prefix = f"questions.{name}." if name else ""
-        if name and not _FIELD_NAME.match(name):
+        if name and (not name.isidentifier() or keyword.iskeyword(name) or name[0] == "_"):
             found.append(
-                (f"questions.{name}", "a question's name is its output field: use snake_case")
+                (
+                    f"questions.{name}",
+                    "a question's name is its output field: a Python identifier, not a keyword, "
+                    "not starting with '_' (as Pipelex)",
+                )
             )
         if not question.question.strip():
             found.append((f"{prefix}question", "must not be empty"))
