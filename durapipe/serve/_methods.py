@@ -270,6 +270,8 @@ NATIVE_CONCEPTS = frozenset(
         "Anything",
         "Markdown",
         "YesNo",
+        "Choice",
+        "Rating",
         "Composite",
         "Date",
     }

@@ -66,7 +66,7 @@ def assignable(pipeline: Pipeline, source: Shape, target: str) -> bool:
         return required <= set(source)
     if _types.type_problems(source, pipeline.structures):
         return True  # a bad type is reported where it is declared, once
-    return _types.is_assignable(source, target)
+    return _types.is_assignable(source, target, pipeline.structures)
 
 
 def output_shape(pipeline: Pipeline, name: str, _seen: frozenset[str] = frozenset()) -> Shape:

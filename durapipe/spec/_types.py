@@ -157,12 +157,27 @@ class FieldSpec(BaseModel):
 
 
 class StructureSpec(BaseModel):
-    """A named structure: the shape of a structured output or input."""
+    """A named structure: the shape of a structured output or input.
+
+    Attributes:
+        refines: the structure this one narrows: the same fields, some of their values limited
+            further (a judgment's options, MTHDS ``PipeJudge``). Its values may flow where that
+            structure is declared.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     description: str = ""
     fields: dict[str, FieldSpec]
+    refines: str | None = None
+
+    @pydantic.model_serializer(mode="wrap")
+    def _leave_out_no_refines(self, handler: pydantic.SerializerFunctionWrapHandler) -> Any:
+        # Most structures refine none: their dump (a run's input) stays as it was.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("refines") is None:
+            data.pop("refines", None)
+        return data
 
     @pydantic.field_validator("fields", mode="before")
     @classmethod
@@ -316,13 +331,18 @@ def structures_used(ref: str, structures: Structures) -> set[str]:
             seen.add(node.name)
             for field in structures[node.name].fields.values():
                 visit(field.type)
+            if structures[node.name].refines:
+                visit(str(structures[node.name].refines))
 
     visit(ref)
     return seen
 
 
-def is_assignable(source: str, target: str) -> bool:
-    """Whether a value of type ``source`` may flow where ``target`` is declared."""
+def is_assignable(source: str, target: str, structures: Structures | None = None) -> bool:
+    """Whether a value of type ``source`` may flow where ``target`` is declared.
+
+    A structure that refines another (``structures`` says which) flows where that one is declared.
+    """
     # An optional input takes its type's values; an optional value is checked when it arrives.
     source, target = optional_of(source) or source, optional_of(target) or target
     if source == target or "any" in (source, target):
@@ -332,9 +352,21 @@ def is_assignable(source: str, target: str) -> bool:
         # A length is checked when the value arrives; statically only the lengths both know clash.
         if None not in (src.count, dst.count) and src.count != dst.count:
             return False
-        return is_assignable(str(src.item), str(dst.item))
+        return is_assignable(str(src.item), str(dst.item), structures)
     # An integer is a number, an image is a document is a file; everything else matches by name.
-    return (src.name == "integer" and dst.name == "number") or dst.name in _WIDER.get(src.name, ())
+    if (src.name == "integer" and dst.name == "number") or dst.name in _WIDER.get(src.name, ()):
+        return True
+    return dst.name in _refined(src.name, structures or {})
+
+
+def _refined(name: str, structures: Structures) -> list[str]:
+    """The structures ``name`` refines, nearest first (a loop is cut where it closes)."""
+    found: list[str] = []
+    structure = structures.get(name)
+    while structure is not None and structure.refines and structure.refines not in found:
+        found.append(structure.refines)
+        structure = structures.get(structure.refines)
+    return found
 
 
 def annotation(ref: str, structures: Structures) -> Any:

@@ -63,6 +63,11 @@ def check(pipeline: Pipeline, *, source: str = "") -> list[Problem]:
         for field_name, field in structure.fields.items():
             for message in _field_problems(field, pipeline.structures):
                 report(f"structure '{name}', field '{field_name}'", message)
+        if structure.refines is not None and structure.refines not in pipeline.structures:
+            report(
+                f"structure '{name}', field 'refines'",
+                f"'{structure.refines}' is not a structure of the pipeline",
+            )
     for alias, entry in pipeline.models.items():
         model = target(entry)
         if isinstance(entry, ModelEntry):

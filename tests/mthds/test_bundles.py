@@ -159,6 +159,14 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ("yes_no", "triage", {"message": "The server is down."}, "text"),
     ("yes_no", "is_urgent", {"message": "The server is down."}, "YesNo"),
     ("yes_no", "explain_verdict", {"verdict": {"yes_no": True}, "message": "Hi"}, "text"),
+    # Pipelex's PipeJudge: each kind of question, one at a time or several at once, and a choice
+    # routed by the next pipe.
+    ("judge", "is_urgent", {"ticket": "The site is down."}, "YesNo"),
+    ("judge", "pick_desk", {"ticket": "I was charged twice."}, "Choice"),
+    ("judge", "rate_severity", {"ticket": "Login fails.", "product": "the app"}, "Rating"),
+    ("judge", "triage", {"ticket": "Login fails."}, "Triage"),
+    ("judge", "route_ticket", {"ticket": "I was charged twice."}, "text"),
+    ("judge", "explain_triage", {"ticket": "Login fails."}, "text"),
 ]
 
 

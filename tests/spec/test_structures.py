@@ -8,6 +8,7 @@ from pydantic import BaseModel, conlist
 
 import durapipe as dp
 from durapipe.spec import _types
+from durapipe.spec import check as _check
 
 STRUCTURES = dp.load_yaml(
     """
@@ -206,3 +207,40 @@ pipes:
     # Nothing in the sequence holds `title`: the step reads null rather than failing.
     run = await dp.run_local(pipeline, "welcome", {"name": "Ada"})
     assert run.output.startswith("Offline answer: Greet Ada."), run.output
+
+
+def test_a_refined_structure_flows_where_its_parent_is_declared_and_no_other() -> None:
+    structures = {
+        "Choice": _types.StructureSpec(fields={"choice": "text"}),
+        "Pick": _types.StructureSpec(fields={"choice": "text"}, refines="Choice"),
+        "Other": _types.StructureSpec(fields={"choice": "text"}),
+    }
+    pipes = {
+        "pick": {"kind": "llm", "prompt": "x", "output": "Pick"},
+        "other": {"kind": "llm", "prompt": "x", "output": "Other"},
+        "read": {"kind": "llm", "inputs": {"c": "Choice"}, "prompt": "{{ c.choice }}"},
+    }
+    for first, fits in (("pick", True), ("other", False)):
+        sequence = {
+            "kind": "sequence",
+            "steps": [{"pipe": first, "result": "c"}, {"pipe": "read", "result": "r"}],
+            "output": "r",
+        }
+        spec = dp.Pipeline.model_validate(
+            {"structures": structures, "pipes": {**pipes, "flow": sequence}}
+        )
+        problems = _check(spec)
+        assert (not problems) == fits, problems
+    unknown = dp.Pipeline.model_validate(
+        {
+            "structures": {"Pick": _types.StructureSpec(fields={"c": "text"}, refines="Nope")},
+            "pipes": {},
+        }
+    )
+    assert any("'Nope' is not a structure" in p.message for p in _check(unknown))
+
+
+def test_a_structure_that_refines_none_dumps_as_before() -> None:
+    assert "refines" not in STRUCTURES["Item"].model_dump()
+    narrowed = _types.StructureSpec(fields={"c": "text"}, refines="Item")
+    assert narrowed.model_dump(mode="json")["refines"] == "Item"

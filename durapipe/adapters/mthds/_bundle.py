@@ -187,6 +187,44 @@ class PipeBatch(PipeBlueprint):
     input_item_name: str
 
 
+class JudgeCriteria(_Blueprint):
+    """What a yes and a no mean, for a yes/no question of a PipeJudge."""
+
+    yes: str
+    no: str
+
+
+class JudgeLevel(_Blueprint):
+    """A rating level written as a table: a label, a description, or both."""
+
+    label: str | None = None
+    description: str | None = None
+
+
+class JudgeQuestion(_Blueprint):
+    """One of the several ``questions`` of a PipeJudge, keyed by the output field it fills."""
+
+    question: str
+    options: dict[str, str] | None = None
+    levels: list[str | JudgeLevel] | None = None
+    criteria: JudgeCriteria | None = None
+    threshold: float | None = None
+
+
+class PipeJudge(PipeBlueprint):
+    """Pipelex's PipeJudge (not the spec's): closed questions asked about the evidence ``prompt``
+    presents, yes/no, a choice among ``options`` or a rating on ``levels`` (see `_judge`)."""
+
+    prompt: str
+    question: str | None = None
+    questions: dict[str, JudgeQuestion] | None = None
+    model: ModelRef | None = None
+    options: dict[str, str] | None = None
+    levels: list[str | JudgeLevel] | None = None
+    criteria: JudgeCriteria | None = None
+    threshold: float | None = None
+
+
 PIPE_TYPES: dict[str, type[PipeBlueprint]] = {
     "PipeLLM": PipeLLM,
     "PipeFunc": PipeFunc,
@@ -198,6 +236,7 @@ PIPE_TYPES: dict[str, type[PipeBlueprint]] = {
     "PipeParallel": PipeParallel,
     "PipeCondition": PipeCondition,
     "PipeBatch": PipeBatch,
+    "PipeJudge": PipeJudge,  # Pipelex's, beyond the spec's ten
 }
 CONTROLLER_TYPES = frozenset({"PipeSequence", "PipeParallel", "PipeCondition", "PipeBatch"})
 
@@ -372,11 +411,6 @@ def _parse_concepts(bundle: Bundle, table: Any, report: Report) -> None:
 # Pipe types Pipelex runs beyond the spec's ten, seen in its public bundles, and what to write
 # instead in MTHDS.
 _PIPELEX_TYPES = {
-    "PipeJudge": (
-        "durapipe does not run it yet: ask the question with a PipeLLM whose output is YesNo, or "
-        "a structure with the verdict's fields (a choice: a text field with 'choices'; a rating: "
-        "an integer field)"
-    ),
     "PipeDocGen": "write the document's text with a PipeLLM or a PipeCompose template",
 }
 

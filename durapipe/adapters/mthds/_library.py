@@ -42,7 +42,7 @@ LEGACY_NATIVES = {
 # Native concepts Pipelex adds to the spec's, with no MTHDS equivalent: each has a fixed meaning in
 # durapipe's one model (`_natives`). A bundle may still declare its own
 # concept with the code, which then wins, as Pipelex's own natives are only reached unqualified.
-PIPELEX_NATIVES = frozenset({"YesNo", "Composite"})
+PIPELEX_NATIVES = frozenset({"YesNo", "Choice", "Rating", "Composite"})
 RESERVED_DOMAINS = frozenset({"native", "mthds", "pipelex"})
 _MULTIPLICITY = re.compile(r"^(?P<ref>[^\[\]]+?)(?:\[(?P<count>\d*)\])?$")
 

@@ -1,8 +1,9 @@
 """MTHDS native concepts in durapipe's one model: the type each is, and the structures some bring.
 
 The spec's natives map to durapipe types (Text -> text, Number -> number, Document -> document);
-SearchResult and YesNo are structures that a pipeline gets when one of its pipes names the concept.
-YesNo and Composite are natives Pipelex adds to the spec's (`_library.PIPELEX_NATIVES`).
+SearchResult, YesNo, Choice and Rating are structures that a pipeline gets when one of its pipes
+names the concept. YesNo, Choice, Rating and Composite are natives Pipelex adds to the spec's
+(`_library.PIPELEX_NATIVES`); Choice and Rating are the verdicts of its PipeJudge (`_judge`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ NATIVE_TYPES = {
     "Page": "Page",
     "SearchResult": "SearchResult",
     "YesNo": "YesNo",
+    "Choice": "Choice",
+    "Rating": "Rating",
     # Pipelex's CompositeContent: the branch results of a PipeParallel by name, no declared
     # structure (pipelex/core/stuffs/composite_content.py): what a parallel makes in durapipe.
     "Composite": "any",
@@ -49,13 +52,37 @@ YES_NO = StructureSpec(
         }
     },
 )
+# Pipelex's ChoiceContent and RatingContent (pipelex/core/stuffs/choice_content.py,
+# rating_content.py): the verdict a judgment reports. Their confidence and distribution fields are
+# filled only by a judging backend that measures them, and a model answering in text measures none
+# (Pipelex leaves them out then too): durapipe has the verdict alone.
+CHOICE = StructureSpec(
+    description="One option picked out of a declared set.",
+    fields={"choice": {"type": "text", "description": "The key of the selected option."}},
+)
+RATING = StructureSpec(
+    description="A position on an ordered scale of described levels.",
+    fields={
+        "level": {
+            "type": "integer",
+            "description": "The index of the selected level, 0 being the first level declared.",
+        }
+    },
+)
 # The structures native concepts bring, added to a pipeline when a pipe names their concept.
 NATIVE_STRUCTURES = {
     "SearchResult": SEARCH_RESULT,
     "SearchSource": SEARCH_SOURCE,
     "YesNo": YES_NO,
+    "Choice": CHOICE,
+    "Rating": RATING,
 }
-_NEEDS = {"SearchResult": ("SearchResult", "SearchSource"), "YesNo": ("YesNo",)}
+_NEEDS = {
+    "SearchResult": ("SearchResult", "SearchSource"),
+    "YesNo": ("YesNo",),
+    "Choice": ("Choice",),
+    "Rating": ("Rating",),
+}
 
 
 def structures_of(code: str) -> dict[str, StructureSpec]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from durapipe._errors import Problem
+from durapipe.adapters.mthds import _judge
+from durapipe.adapters.mthds._bundle import Bundle, PipeJudge
 from durapipe.adapters.mthds._library import Library
 
 # Fields read from a bundle that change nothing in durapipe yet: each use is a note (see `notes`).
@@ -38,4 +40,23 @@ def notes(library: Library) -> list[Problem]:
                         bundle.where(f"pipe.{code}.{name.split('.')[0]}"),
                     )
                 )
+            if isinstance(pipe, PipeJudge):
+                found += _thresholds(bundle, code, pipe)
     return found
+
+
+def _thresholds(bundle: Bundle, code: str, pipe: PipeJudge) -> list[Problem]:
+    """A note for each yes/no question's ``threshold``: it compares a probability of yes, which a
+    model answering in text does not report; its own yes or no stands, as in Pipelex then."""
+    return [
+        Problem(
+            f"bundle '{bundle.domain}', pipe '{code}', field '{where}threshold'",
+            "read, but has no effect in durapipe: the model answers yes or no and reports no "
+            "probability to compare with it, so its own verdict stands (as in Pipelex when the "
+            "judging model reports none)",
+            bundle.where(f"pipe.{code}.{where}threshold".rstrip(".")),
+        )
+        for name, question in _judge.asked(pipe).items()
+        if question.threshold is not None
+        for where in [f"questions.{name}." if name else ""]
+    ]

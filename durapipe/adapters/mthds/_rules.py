@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 
 from durapipe._errors import Problem
-from durapipe.adapters.mthds import _shorthand
+from durapipe.adapters.mthds import _judge, _shorthand
 from durapipe.adapters.mthds._bundle import (
     Bundle,
     FieldBlueprint,
@@ -19,6 +19,7 @@ from durapipe.adapters.mthds._bundle import (
     PipeCondition,
     PipeExtract,
     PipeImgGen,
+    PipeJudge,
     PipeLLM,
     PipeParallel,
     PipeSearch,
@@ -225,6 +226,22 @@ def _check_pipe(
         _check_prompts(
             pipe.inputs, [("prompt", pipe.prompt)], where, key, report, unused_rule=False
         )
+    if isinstance(pipe, PipeJudge):
+        questions = _judge.asked(pipe) if pipe.questions is not None else {}
+        _check_prompts(
+            pipe.inputs,
+            [
+                ("prompt", pipe.prompt),
+                ("question", pipe.question),
+                *((f"questions.{n}.question", q.question) for n, q in questions.items()),
+            ],
+            where,
+            key,
+            report,
+            unused_rule=True,
+        )
+        for field_name, message in _judge.problems(pipe):
+            report(f"{where}, field '{field_name}'", message, f"{key}.{field_name}")
     if isinstance(pipe, PipeExtract):
         if len(pipe.inputs) != 1:
             report(

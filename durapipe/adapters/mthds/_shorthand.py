@@ -121,7 +121,7 @@ def native_fields(template: str, types: dict[str, str]) -> str:
         items = known.get(loop.group("items"), "")
         if items.startswith("list[") and loop.group("item") not in known:
             known[loop.group("item")] = items[5:-1].split(",")[0].strip()
-    template = _yes_no_words(template, [name for name, kind in known.items() if kind == "YesNo"])
+    template = _verdict_words(template, known)
     rewrites = [
         (
             re.compile(r"(?<![\w.])" + re.escape(name) + field.pattern),
@@ -140,12 +140,23 @@ def native_fields(template: str, types: dict[str, str]) -> str:
     return "".join(parts)
 
 
-def _yes_no_words(template: str, names: list[str]) -> str:
-    """A YesNo written whole (``{{ verdict }}``, so ``$verdict`` and ``@verdict``) reads "yes" or
-    "no", as Pipelex renders it (its YesNoContent), not as the ``{"yes_no": ...}`` it carries."""
-    for name in names:
+# How Pipelex renders a verdict native written whole (its YesNoContent, ChoiceContent and
+# RatingContent's plain text): not as the structure durapipe carries.
+_VERDICT_WORDS = {
+    "YesNo": "('yes' if {name}.yes_no else 'no')",
+    "Choice": "{name}.choice",
+    "Rating": "{name}.level",
+}
+
+
+def _verdict_words(template: str, types: dict[str, str]) -> str:
+    """A YesNo, Choice or Rating written whole (``{{ verdict }}``, so ``$verdict`` and
+    ``@verdict``) reads "yes" or "no", the option's key, the level's index."""
+    for name, kind in types.items():
+        if kind not in _VERDICT_WORDS:
+            continue
         whole = re.compile(r"\{\{\s*" + re.escape(name) + r"\s*(?P<filters>\|[^{}]*?)?\s*\}\}")
-        words = "('yes' if " + name + ".yes_no else 'no')"
+        words = _VERDICT_WORDS[kind].format(name=name)
 
         def write(match: re.Match[str], words: str = words) -> str:
             filters = match.group("filters")

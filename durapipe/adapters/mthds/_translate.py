@@ -2,7 +2,7 @@
 
 Each operator becomes the durapipe pipe with the same meaning (PipeLLM -> llm, PipeFunc -> tool,
 PipeImgGen -> image, PipeExtract -> extract, PipeSearch -> llm with a SearchResult structure,
-PipeCompose -> compose), each controller the durapipe controller (sequence, parallel, condition,
+PipeCompose -> compose, Pipelex's PipeJudge -> llm with a verdict structure), each controller the durapipe controller (sequence, parallel, condition,
 batch). Concepts become types: refinements of Text are ``text``, structured concepts structures,
 multiplicity ``list[T]`` / ``list[T, N]``.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from durapipe._errors import Problem
-from durapipe.adapters.mthds import _shorthand
+from durapipe.adapters.mthds import _judge, _shorthand
 from durapipe.adapters.mthds._bundle import (
     Bundle,
     FieldBlueprint,
@@ -25,6 +25,7 @@ from durapipe.adapters.mthds._bundle import (
     PipeExtract,
     PipeFunc,
     PipeImgGen,
+    PipeJudge,
     PipeLLM,
     PipeParallel,
     PipeSearch,
@@ -156,19 +157,12 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
     output = type_of(state, target.library, bundle, blueprint.output)
     common: dict[str, Any] = {"description": blueprint.description, "inputs": inputs}
     if isinstance(blueprint, PipeLLM):
-        resolved = _model(state, blueprint.model, "llm")
         system = (
             blueprint.system_prompt if blueprint.system_prompt is not None else bundle.system_prompt
         )
-        return LlmPipe(
-            **common,
-            model=resolved.model,
-            fallbacks=list(resolved.fallbacks),
-            system=_template(system, inputs) if system else None,
-            prompt=_template(blueprint.prompt or "", inputs),
-            output=output,
-            settings=resolved.settings,
-        )
+        system = _template(system, inputs) if system else None
+        prompt = _template(blueprint.prompt or "", inputs)
+        return _llm(state, common, blueprint.model, system, prompt, output)
     if isinstance(blueprint, PipeFunc):
         function = blueprint.function_name
         if not _DOTTED_FUNCTION.match(function):
@@ -210,18 +204,20 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
         resolved = _model(state, blueprint.model, "extract")
         return ExtractPipe(**common, model=resolved.model, fallbacks=list(resolved.fallbacks))
     if isinstance(blueprint, PipeSearch):
-        resolved = _model(state, blueprint.model, "search")
         for structure_name, structure in structures_of("SearchResult").items():
             state.structures.setdefault(structure_name, structure)
-        return LlmPipe(
-            **common,
-            model=resolved.model,
-            fallbacks=list(resolved.fallbacks),
-            system=_search_system(blueprint),
-            prompt=_template(blueprint.prompt, inputs),
-            output=output,
-            settings=resolved.settings,
-        )
+        prompt = _template(blueprint.prompt, inputs)
+        system = _search_system(blueprint)
+        return _llm(state, common, blueprint.model, system, prompt, output, kind="search")
+    if isinstance(blueprint, PipeJudge):
+        judged = _judge.judge(blueprint, name, output, state.structures)
+        if isinstance(judged, str):
+            state.report(bundle, f"{where}, field 'output'", judged, f"{key}.output")
+        if not isinstance(judged, _judge.Judged):
+            return None
+        state.structures.update(judged.structures)
+        prompt = _template(judged.prompt, inputs)
+        return _llm(state, common, blueprint.model, _judge.SYSTEM, prompt, judged.output)
     if isinstance(blueprint, PipeCompose):
         return _compose(state, target, common, output)
     if isinstance(blueprint, PipeSequence):
@@ -252,6 +248,28 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
             flatten=returns_list(state.pipes, target, blueprint.branch_pipe_code, child),
         )
     return None
+
+
+def _llm(
+    state: Translation,
+    common: dict[str, Any],
+    ref: str | dict[str, Any] | None,
+    system: str | None,
+    prompt: str,
+    output: str,
+    kind: str = "llm",
+) -> LlmPipe:
+    """The llm pipe a PipeLLM, PipeSearch or PipeJudge becomes, with the model ``ref`` names."""
+    resolved = _model(state, ref, kind)
+    return LlmPipe(
+        **common,
+        model=resolved.model,
+        fallbacks=list(resolved.fallbacks),
+        system=system,
+        prompt=prompt,
+        output=output,
+        settings=resolved.settings,
+    )
 
 
 def _search_system(pipe: PipeSearch) -> str:
