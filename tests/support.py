@@ -298,7 +298,7 @@ SQUARE_TOOL = """
     inputs: {n: integer}
     output: integer
 """
-# A batch squaring a list of numbers (with `SQUARE_TOOL`), 50 at a time.
+# Batches squaring a list of numbers (with `SQUARE_TOOL`): 50 at a time, and in chunks of 10.
 EACH_SQUARE = """
   each:
     kind: batch
@@ -307,6 +307,13 @@ EACH_SQUARE = """
     item: n
     pipe: square
     max_concurrency: 50
+  each_in_chunks:
+    kind: batch
+    inputs: {numbers: 'list[integer]'}
+    over: numbers
+    item: n
+    pipe: square
+    chunk_size: 10
 """
 LISTED_BATCH = """
   listed:

@@ -20,19 +20,7 @@ from tests.support import EACH_SQUARE, LISTED_BATCH, SQUARE_TOOL, acli, raw_run_
 
 CAP = "DURAPIPE_MAX_RUN_STEPS"
 SQUARE = SQUARE_TOOL
-BATCHES = (
-    "pipes:"
-    + EACH_SQUARE
-    + """  each_in_chunks:
-    kind: batch
-    inputs: {numbers: 'list[integer]'}
-    over: numbers
-    item: n
-    pipe: square
-    chunk_size: 10"""
-    + LISTED_BATCH
-    + SQUARE
-)
+BATCHES = "pipes:" + EACH_SQUARE + LISTED_BATCH + SQUARE
 
 
 def fan(levels: int) -> dp.Pipeline:

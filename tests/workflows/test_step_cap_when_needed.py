@@ -31,14 +31,7 @@ CAP = "DURAPIPE_MAX_RUN_STEPS"
 PIPES = (
     "pipes:"
     + EACH_SQUARE
-    + """  each_in_chunks:
-    kind: batch
-    inputs: {numbers: 'list[integer]'}
-    over: numbers
-    item: n
-    pipe: square
-    chunk_size: 10
-  both:
+    + """  both:
     kind: parallel
     inputs: {numbers: 'list[integer]'}
     branches: {a: each, b: each}
