@@ -216,13 +216,13 @@ async def test_a_fenced_structured_answer_cut_inside_its_value_still_fails(text:
     assert err.type == ErrorType.OUTPUT_TRUNCATED and len(fake.calls) == 1
 
 
-async def test_a_memoised_cut_answer_is_kept_for_its_own_run_only(tmp_path: Path) -> None:
-    store = SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
+def _memoised(run_id: str) -> LlmCall:
     pipe = LlmPipe(model=MODEL, prompt="List names.", memoize=True, settings={"max_tokens": 4})
+    return LlmCall(run_id=run_id, path="names", pipe_name="names", pipe=pipe)
 
-    def call(run_id: str) -> LlmCall:
-        return LlmCall(run_id=run_id, path="names", pipe_name="names", pipe=pipe)
 
+async def test_a_memoised_cut_answer_is_kept_for_its_own_run_only(tmp_path: Path) -> None:
+    store, call = SqliteCheckpoints(tmp_path / "checkpoints.sqlite"), _memoised
     async with FakeProvider() as fake:
         fake.set_default(Reply(content="Alpha, Be", finish_reason="length"))
         first = await run_llm(call("r1"), 1, store, _deck(fake))
@@ -240,12 +240,7 @@ async def test_a_memoised_cut_answer_is_kept_for_its_own_run_only(tmp_path: Path
 async def test_a_cut_answer_an_earlier_durapipe_shared_does_not_keep_the_memo_empty(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
-    pipe = LlmPipe(model=MODEL, prompt="List names.", memoize=True, settings={"max_tokens": 4})
-
-    def call(run_id: str) -> LlmCall:
-        return LlmCall(run_id=run_id, path="names", pipe_name="names", pipe=pipe)
-
+    store, call = SqliteCheckpoints(tmp_path / "checkpoints.sqlite"), _memoised
     async with FakeProvider() as fake:
         fake.set_default(Reply(content="Alpha, Be", finish_reason="length"))
         with monkeypatch.context() as old:  # a durapipe that shared the provider's cut answer

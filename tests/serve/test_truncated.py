@@ -84,16 +84,10 @@ async def test_a_cut_text_answer_is_marked_in_execute_results_and_progress(
     assert "truncated" not in whole_progress["invocations"][0]
 
 
-FAILING_METHOD = """
-version: 1
-pipes:
-  prose:
-    kind: llm
-    model: openai/gpt-think
-    inputs: {topic: text}
-    prompt: "Write about {{ topic }}."
-    settings: {max_tokens: 100}
-  verdict:
+# The method's prose, then a step that the provider refuses.
+FAILING_METHOD = (
+    METHOD
+    + """  verdict:
     kind: llm
     model: openai/gpt-think
     inputs: {prose: text}
@@ -106,6 +100,7 @@ pipes:
       - {pipe: verdict, result: verdict}
     output: verdict
 """
+)
 FAILING = {
     "pipe_code": "judged",
     "files": {"method.yaml": FAILING_METHOD},
