@@ -199,6 +199,9 @@ class RunCancelled(RunError):
     Attributes:
         path: the step that was in flight (empty when none was).
         steps: the step records when the run stopped, when known.
+        spent: what the step in flight paid for before its cancellation reached it (a
+            ``durapipe.runtime.Usage``; None: nothing, or not known), as `StepFailed.spent`.
+        failed_attempts: its spend per attempt (``FailedAttempt``s), for its record.
     """
 
     def __init__(
@@ -206,6 +209,8 @@ class RunCancelled(RunError):
     ) -> None:
         self.path = path
         self.steps = steps or []
+        self.spent: Any = None
+        self.failed_attempts: list[Any] = []
         super().__init__(message, run_id=run_id)
 
 

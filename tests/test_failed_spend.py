@@ -4,6 +4,7 @@ the budget and the worker's metrics, on Temporal and with ``--local``, as the pr
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -12,18 +13,19 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 
 import durapipe as dp
 from durapipe.ops import _replay
 from durapipe.ops._dev import free_port
-from durapipe.testing import FakeProvider, Reply, Status, ToolCalls
+from durapipe.testing import FakeProvider, Hang, Reply, Status, ToolCalls
 from durapipe.workflows._search import COST_USD, INPUT_TOKENS, OUTPUT_TOKENS
 from tests.fixtures.agent_tools import note
 from tests.support import eventually, history_events, patch_markers, priced_openai
 
 # $0.01 an output token: each answer of 100 tokens costs $1 and a little input.
-PRICES = {m: (1e-5, 0.01) for m in ("gpt-nofit", "gpt-bad", "gpt-retry", "gpt-agent")}
+MODELS = ("gpt-nofit", "gpt-bad", "gpt-retry", "gpt-agent", "gpt-cancel")
+PRICES = {m: (1e-5, 0.01) for m in MODELS}
 FAST_RETRY = {"max_attempts": 3, "initial_interval": 0.05, "backoff": 1.0}
 
 
@@ -331,3 +333,53 @@ async def test_a_batch_in_chunks_counts_what_its_failed_chunk_paid_for(
     with pytest.raises(dp.StepFailed) as local:
         await dp.run_local(flow, "chunked", topics)
     assert same(recorded(local.value.steps), billed(fake, "gpt-nofit", since))
+
+
+async def test_what_a_cancelled_step_paid_for_is_counted_on_temporal(
+    temporal_address: str, task_queue: str, fake: FakeProvider
+) -> None:
+    # The first answer misses the type (paid); the re-ask is in flight when the run is cancelled.
+    fake.script("gpt-cancel", [not_json(), Hang(120)])
+    judge = dp.llm(
+        "judge",
+        model="openai/gpt-cancel",
+        inputs={"topic": str},
+        prompt="Judge {{ topic }}.",
+        output=Verdict,
+        settings={"max_tokens": 100},
+    )
+    flow = dp.pipeline(judge)
+    metrics = f"127.0.0.1:{free_port()}"
+    client = await dp.connect(
+        temporal_address, pipeline=flow, telemetry=dp.Telemetry(metrics_address=metrics)
+    )
+    run_id = f"cancelled-{uuid.uuid4().hex[:8]}"
+    async with dp.build_worker(client, task_queue=task_queue):
+        handle = await dp.start(client, flow, "judge", {"topic": "x"}, run_id=run_id,
+                                task_queue=task_queue)  # fmt: skip
+        await fake.wait_until_async(lambda calls: len(calls) == 2, timeout=60)
+        cancelled_at = time.monotonic()
+        await handle.cancel()
+        with pytest.raises(dp.RunCancelled):
+            await handle.result()
+        closed_after = time.monotonic() - cancelled_at
+        steps = await handle.steps()
+        totals = await totals_of(client, run_id)
+        metered = scrape(f"http://{metrics}/metrics", "gpt-cancel")
+        histories = [await client.get_workflow_handle(run_id).fetch_history()]
+        await fake.wait_until_async(lambda calls: calls[1].outcome == "client_closed", timeout=30)
+    provider = billed(fake, "gpt-cancel")
+    print(f"cancelled: closed {closed_after:.3f} s after the cancel; provider {provider.calls} "
+          f"paid calls ${provider.cost:.6f}; records ${recorded(steps).cost:.6f}, totals "
+          f"${totals.cost:.6f}, metrics ${metered:.6f}")  # fmt: skip
+    assert provider.calls == 1  # the re-ask was never answered
+    [step] = steps
+    assert step.status == "cancelled"
+    assert same(recorded(steps), provider), (recorded(steps), provider)
+    assert same(totals, provider), (totals, provider)
+    assert abs(metered - provider.cost) < 2e-6
+    # The run ends as cancelled; the patch that counts it marks only a run like this one.
+    description = await client.get_workflow_handle(run_id).describe()
+    assert description.status == WorkflowExecutionStatus.CANCELED
+    assert "durapipe.cancelled-spend" in patch_markers(await history_events(client, run_id))
+    assert all(r.compatible for r in await _replay.replay(histories))

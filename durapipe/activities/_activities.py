@@ -151,9 +151,13 @@ class Activities:
             try:
                 work = _heartbeating(body(call, self.context(info.attempt)), info, spend)
                 result = spend.settled(await work)
-            except BaseException:
+            except BaseException as err:
                 if metered and spends(spend.fresh):
                     record_spend(spend.fresh, metrics_kind, spend.model, info)
+                if isinstance(err, asyncio.CancelledError):
+                    paid = cancelled_after_paying(call, info, spend)
+                    if paid is not None:
+                        raise paid from None
                 raise
             finally:
                 done(token)
@@ -219,6 +223,29 @@ def refuse_long_timeout(call: CallBase, info: activity.Info, cap: float) -> None
         "DURAPIPE_MAX_STEP_TIMEOUT); give the pipe a shorter timeout",
         {ATTEMPT_DETAIL: info.attempt},
         type=ErrorType.TIMEOUT_NOT_ALLOWED,
+        non_retryable=True,
+    )
+
+
+def cancelled_after_paying(
+    call: CallBase, info: activity.Info, spend: AttemptSpend
+) -> ApplicationError | None:
+    """The failure that says what a cancelled call paid for (its attempts, this one included),
+    or None when it paid for nothing or was not cancelled by its run.
+
+    Temporal's SDK reports an activity that ends as cancelled with a `CancelledError` of its
+    own, without details, so the workflow would never learn of an answer received before the
+    cancellation reached the call (a re-ask's, a fallback model's): it fails instead, with type
+    ``durapipe.Cancelled``, non-retryable, which the workflow reads as the cancellation it is.
+    """
+    failures = spend.failures()
+    details = activity.cancellation_details()
+    if not failures or details is None or not details.cancel_requested:
+        return None
+    return ApplicationError(
+        f"pipe '{call.pipe_name}' was cancelled after its provider answered",
+        {ATTEMPT_DETAIL: info.attempt, **spend_detail(failures)},
+        type=ErrorType.CANCELLED,
         non_retryable=True,
     )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from durapipe._errors import ErrorType, StepFailed
+from durapipe._errors import ErrorType, RunCancelled, StepFailed
 from durapipe.runtime._calls import AgentTurnCall, ImageCall, LeafCall, LeafResult, LlmCall, Usage
 
 BUDGET_EXCEEDED = ErrorType.BUDGET_EXCEEDED
@@ -88,7 +88,7 @@ class Budget:
                 self.check(call, worst)
         try:
             result = await run(call)
-        except StepFailed as err:
+        except (StepFailed, RunCancelled) as err:
             if err.spent is not None:  # paid for before it failed: spent all the same
                 self.add(err.spent)
             raise

@@ -298,7 +298,7 @@ class Interpreter:
         attempts included: the provider billed them)."""
         try:
             result = await self.runtime.leaf(call)
-        except StepFailed as err:
+        except (StepFailed, RunCancelled) as err:
             if err.spent is not None:
                 self._spent(record, err.spent, err.failed_attempts)
             raise

@@ -240,13 +240,17 @@ async def results_body(client: Client, run_id: str, result: RunResult) -> dict[s
             if step.model and step.status == "succeeded"
         ],
     }
-    # An extension member, sent only when a step's text answer was cut off at its output limit
-    # and kept as it was cut (`StepRecord.truncated`): a client that does not know it reads the
-    # body as before.
-    truncated = [step.path for step in result.steps if step.truncated]
+    mark_truncated(body, result.steps)
+    return body
+
+
+def mark_truncated(body: dict[str, Any], steps: list[StepRecord]) -> None:
+    """Add `TRUNCATED_STEPS` to ``body`` when a step's text answer was cut off at its output limit
+    and kept as it was cut (`StepRecord.truncated`): an extension member, sent only then, so a
+    client that does not know it reads the body as before."""
+    truncated = [step.path for step in steps if step.truncated]
     if truncated:
         body[TRUNCATED_STEPS] = truncated
-    return body
 
 
 async def started_input(client: Client, run_id: str) -> PipeRun:
@@ -263,6 +267,7 @@ async def failure_problem(client: Client, run_id: str, status: str) -> ServeErro
     """The ``run.failed`` problem of a run that ended without success, its cause nested."""
     cause = f"it ended as {status}"
     run_error_doc: dict[str, Any] | None = None
+    records: list[StepRecord] = []
     try:
         await client.get_workflow_handle(run_id).result(follow_runs=False)
     except WorkflowFailureError as err:
@@ -280,11 +285,15 @@ async def failure_problem(client: Client, run_id: str, status: str) -> ServeErro
         }
         if step:
             run_error_doc["location"] = {"pipe": step}
+        if isinstance(failure, StepFailed):
+            records = [StepRecord.model_validate(s) for s in failure.steps]
     except (RunError, RPCError):
         pass
     extra: dict[str, Any] = {"pipeline_run_id": run_id}
     if run_error_doc:
         extra["run_error"] = run_error_doc
+    # As on a succeeded run's results: the steps whose answers were cut before the run failed.
+    mark_truncated(extra, records)
     return ServeError(
         "run.failed",
         f"The run '{run_id}' ended as {status}: {cause}.",

@@ -254,6 +254,7 @@ class SqliteCheckpoints:
         # The statements, with the TTL written in and the time read by SQLite (see `_lookup_sql`).
         self._lookup = _lookup_sql("checkpoints", "result", self.ttl)
         self._insert = _insert_sql("checkpoints", "result", self.ttl)
+        self._replace = self._insert.split(" WHERE ")[0]  # the same write, unconditional
         self._lookup_answer = _lookup_sql("answers", "answer", self.ttl)
         self._insert_answer = _insert_sql("answers", "answer", self.ttl)
         self._commits = 0
@@ -270,6 +271,21 @@ class SqliteCheckpoints:
         text = self._codec.dump(result)
         with self._lock, self._db:
             return bool(self._db.execute(self._insert, (key, text)).rowcount == 1)
+
+    def put_over_cut(self, key: str, result: LeafResult) -> bool:
+        """Store ``result`` unless ``key`` holds a live result that is whole; True if this one went
+        in. A memoised step's whole answer replaces a cut one an earlier durapipe shared (see
+        `durapipe.stores._memo`); two writers still leave exactly one: the read and the write are
+        one transaction, which holds the file's write lock from its start (sealed or not, a
+        stored result says it was cut only once opened)."""
+        text = self._codec.dump(result)
+        with self._lock, self._db:  # committed at its end, rolled back on an error
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute(self._lookup, (key,)).fetchone()
+            won = row is None or self._codec.load(row[0], key).truncated
+            if won:
+                self._db.execute(self._replace, (key, text))
+        return won
 
     def prune(self, older_than: float | None = None) -> int:
         """Delete results (and kept answers) stored more than ``older_than`` seconds ago
@@ -504,6 +520,22 @@ class RedisCheckpoints:
         """Store ``result`` unless ``key`` is taken; True if this one won."""
         stored = self._codec.dump(result)
         return bool(self._redis.set(self.prefix + key, stored, nx=True, ex=max(1, int(self.ttl))))
+
+    def put_over_cut(self, key: str, result: LeafResult) -> bool:
+        """`SqliteCheckpoints.put_over_cut`, the key watched from the read to the write (redis's
+        `transaction`): a writer that lost the race reads again, and finds a whole answer."""
+        stored, name = self._codec.dump(result), self.prefix + key
+        won = [False]
+
+        def write(pipe: Any) -> None:  # again from the start after a lost race
+            raw = pipe.get(name)  # watched: answered at once
+            won[0] = raw is None or self._codec.load(raw, key).truncated
+            if won[0]:
+                pipe.multi()
+                pipe.set(name, stored, ex=max(1, int(self.ttl)))
+
+        self._redis.transaction(write, name)
+        return won[0]
 
     def get_answer(self, key: str) -> bytes | None:
         """The provider answer kept under ``key`` (see `durapipe.adapters._answers`), if any."""

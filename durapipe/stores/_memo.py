@@ -6,7 +6,10 @@ were whole. It is kept for its own run, under the memo key, the run's scope and 
 a retry of the step (or a re-drive of the run) still never pays twice; and so is the provider's
 cut answer kept as it arrived (`durapipe.stores._answers`), which another run sending the same
 request would otherwise be given. A cut entry an earlier durapipe left under the memo key is
-passed over.
+passed over, and the next whole answer replaces it (`put_over_cut` of the built-in stores): first
+writer wins otherwise, and the key would hold the cut entry for its whole TTL. So is a cut provider
+answer it left under the shared answer key passed over: served to the next run, it would be cut
+again, and the memo would never fill.
 """
 
 from __future__ import annotations
@@ -50,7 +53,13 @@ async def memoized_result(
     answers = _RunAnswers(store, own) if isinstance(store, AnswerStore) else store
     with keeping_answers(answers):
         result = await compute()
-    await asyncio.to_thread(store.put, own if result.truncated else key, result)
+    if result.truncated:
+        await asyncio.to_thread(store.put, own, result)
+    else:
+        # A cut entry an earlier durapipe shared under the memo key gives way to a whole answer
+        # (the built-in stores, atomically); a store of the user's keeps its first writer.
+        put = getattr(store, "put_over_cut", store.put)
+        await asyncio.to_thread(put, key, result)
     return result
 
 
@@ -76,19 +85,45 @@ class _RunAnswers:
         return "answer:" + hashlib.sha256(f"{self.own}\0{key}".encode()).hexdigest()
 
     def get_answer(self, key: str) -> bytes | None:
-        return self.store.get_answer(key) or self.store.get_answer(self._own(key))
+        return _pick(self.store.get_answer, key, self._own(key))
 
     def put_answer(self, key: str, answer: bytes) -> None:
-        self.store.put_answer(self._own(key) if _cut(answer) else key, answer)
+        _keep(self.store.get_answer, self.store.put_answer, key, self._own(key), answer)
 
     def get_answer_nowait(self, key: str) -> bytes | None:
-        nowait = _nowait(self.store, "get_answer_nowait")
-        answer: bytes | None = nowait(key) or nowait(self._own(key))
-        return answer
+        return _pick(_nowait(self.store, "get_answer_nowait"), key, self._own(key))
 
     def put_answer_nowait(self, key: str, answer: bytes) -> None:
-        nowait = _nowait(self.store, "put_answer_nowait")
-        nowait(self._own(key) if _cut(answer) else key, answer)
+        get = _nowait(self.store, "get_answer_nowait")
+        _keep(get, _nowait(self.store, "put_answer_nowait"), key, self._own(key), answer)
+
+
+def _pick(get: Callable[[str], bytes | None], shared: str, own: str) -> bytes | None:
+    """The answer kept under ``shared`` unless it is cut (an earlier durapipe shared cut answers
+    too), else the run's own one under ``own``."""
+    answer = get(shared)
+    if answer is not None and not _cut(answer):
+        return answer
+    return get(own)
+
+
+def _keep(
+    get: Callable[[str], bytes | None],
+    put: Callable[[str, bytes], None],
+    shared: str,
+    own: str,
+    answer: bytes,
+) -> None:
+    """Keep a cut ``answer`` under the run's ``own`` key, a whole one under ``shared``; and under
+    ``own`` too when ``shared`` holds a cut answer an earlier durapipe kept (first writer wins
+    there, and `_pick` passes over it: a retry of this step still finds the answer it paid for)."""
+    if _cut(answer):
+        put(own, answer)
+        return
+    put(shared, answer)
+    kept = get(shared)
+    if kept is not None and _cut(kept):
+        put(own, answer)
 
 
 def _nowait(store: AnswerStore, method: str) -> Any:

@@ -30,6 +30,12 @@ CANCEL_ENDS_AGENT_PATCH = "durapipe.cancel-ends-agent"
 # counts in the run's totals and budget since this change; before it, only what succeeded counted.
 # Asked only when a failure carries spend, so other runs' histories carry no marker.
 FAILED_SPEND_PATCH = "durapipe.failed-spend"
+# A call cancelled after it paid for an answer (its re-ask in flight) fails with type
+# durapipe.Cancelled and its spend since this change (Temporal's SDK drops the details of an
+# activity that ends as cancelled); the run then ends as cancelled with the spend counted. A
+# workflow of before it failed the run with that failure, and replays so. Asked only when such a
+# failure arrives, so other runs' histories carry no marker.
+CANCELLED_SPEND_PATCH = "durapipe.cancelled-spend"
 # Under a budget, an agent's turns and image steps are estimated before they run since this change,
 # as llm steps always were (a local activity each); before it they were counted after.
 ESTIMATES_PATCH = "durapipe.estimate-turns-and-images"

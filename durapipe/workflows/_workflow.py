@@ -77,6 +77,7 @@ with workflow.unsafe.imports_passed_through():
     from durapipe.workflows._patches import (
         CANCEL_ENDS_AGENT_PATCH,
         CANCEL_HOLDS_PATCH,
+        CANCELLED_SPEND_PATCH,
         ESTIMATES_PATCH,
         FAILED_SPEND_PATCH,
         IN_FORCE,
@@ -585,6 +586,17 @@ class _TemporalRuntime:
         except ActivityError as err:
             if is_cancelled_exception(err):
                 raise RunCancelled("the run was cancelled", path=call.path) from None
+            if (
+                _cause(err.cause)[0] == ErrorType.CANCELLED
+                and workflow.cancellation_reason() is not None
+                and self.patched(CANCELLED_SPEND_PATCH)
+            ):
+                # Cancelled after it paid for an answer: the activity failed, to say what it paid
+                # for (a cancelled activity's own details do not reach the workflow).
+                cancelled = RunCancelled("the run was cancelled", path=call.path)
+                cancelled.failed_attempts = spent_in(_details(err))
+                cancelled.spent = failed_spend(cancelled.failed_attempts)
+                raise cancelled from None
             cause_type, cause = _cause(err.cause)
             failed = StepFailed(
                 path=call.path,

@@ -16,6 +16,7 @@ from durapipe.runtime._agent_messages import AgentReply
 from durapipe.runtime._spend import counting, done
 from durapipe.spec import AgentPipe, LlmPipe
 from durapipe.spec._deck import ModelDeck
+from durapipe.stores import _memo as memo_module
 from durapipe.stores._checkpoints import SqliteCheckpoints
 from durapipe.testing import FakeProvider, Reply
 from durapipe.testing.fake_provider import ToolCalls
@@ -215,13 +216,13 @@ async def test_a_fenced_structured_answer_cut_inside_its_value_still_fails(text:
     assert err.type == ErrorType.OUTPUT_TRUNCATED and len(fake.calls) == 1
 
 
-async def test_a_memoised_cut_answer_is_kept_for_its_own_run_only(tmp_path: Path) -> None:
-    store = SqliteCheckpoints(tmp_path / "checkpoints.sqlite")
+def _memoised(run_id: str) -> LlmCall:
     pipe = LlmPipe(model=MODEL, prompt="List names.", memoize=True, settings={"max_tokens": 4})
+    return LlmCall(run_id=run_id, path="names", pipe_name="names", pipe=pipe)
 
-    def call(run_id: str) -> LlmCall:
-        return LlmCall(run_id=run_id, path="names", pipe_name="names", pipe=pipe)
 
+async def test_a_memoised_cut_answer_is_kept_for_its_own_run_only(tmp_path: Path) -> None:
+    store, call = SqliteCheckpoints(tmp_path / "checkpoints.sqlite"), _memoised
     async with FakeProvider() as fake:
         fake.set_default(Reply(content="Alpha, Be", finish_reason="length"))
         first = await run_llm(call("r1"), 1, store, _deck(fake))
@@ -233,4 +234,22 @@ async def test_a_memoised_cut_answer_is_kept_for_its_own_run_only(tmp_path: Path
     assert (retried.output, retried.truncated, retried.cache_hit) == ("Alpha, Be", True, True)
     assert retried.usage == first.usage
     assert (other.output, other.truncated, other.cache_hit) == ("Alpha, Beta.", False, False)
+    assert len(fake.calls) == 2
+
+
+async def test_a_cut_answer_an_earlier_durapipe_shared_does_not_keep_the_memo_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, call = SqliteCheckpoints(tmp_path / "checkpoints.sqlite"), _memoised
+    async with FakeProvider() as fake:
+        fake.set_default(Reply(content="Alpha, Be", finish_reason="length"))
+        with monkeypatch.context() as old:  # a durapipe that shared the provider's cut answer
+            old.setattr(memo_module, "_cut", lambda answer: False)
+            await run_llm(call("r1"), 1, store, _deck(fake))
+        fake.set_default(Reply(content="Alpha, Beta."))
+        asked = await run_llm(call("r2"), 1, store, _deck(fake))
+        served = await run_llm(call("r3"), 1, store, _deck(fake))
+    # The cut answer is not replayed to the next run: it asks, and its whole answer is shared.
+    assert (asked.output, asked.truncated, asked.cache_hit) == ("Alpha, Beta.", False, False)
+    assert (served.output, served.cache_hit) == ("Alpha, Beta.", True)
     assert len(fake.calls) == 2

@@ -14,7 +14,7 @@ from mthds.runners.api.client import MthdsAPIClient
 import durapipe as dp
 from durapipe.serve import ServeConfig, create_app
 from durapipe.serve._trust import Capabilities
-from durapipe.testing import FakeProvider, Reply
+from durapipe.testing import FakeProvider, Reply, Status
 from tests.serve.conftest import TOKEN
 from tests.support import priced_openai
 
@@ -82,3 +82,52 @@ async def test_a_cut_text_answer_is_marked_in_execute_results_and_progress(
     # A whole answer: the bodies keep the shape they had.
     assert "truncated_steps" not in whole and "truncated_steps" not in whole_results
     assert "truncated" not in whole_progress["invocations"][0]
+
+
+# The method's prose, then a step that the provider refuses.
+FAILING_METHOD = (
+    METHOD
+    + """  verdict:
+    kind: llm
+    model: openai/gpt-think
+    inputs: {prose: text}
+    prompt: "Judge {{ prose }}."
+  judged:
+    kind: sequence
+    inputs: {topic: text}
+    steps:
+      - {pipe: prose, result: prose}
+      - {pipe: verdict, result: verdict}
+    output: verdict
+"""
+)
+FAILING = {
+    "pipe_code": "judged",
+    "files": {"method.yaml": FAILING_METHOD},
+    "inputs": {"topic": "x"},
+}
+
+
+async def test_a_failed_runs_problem_names_the_steps_cut_before_it_failed(
+    temporal_address: str, task_queue: str, fake: FakeProvider
+) -> None:
+    # The first step's answer is cut and kept, the second step is refused (401, not retried).
+    fake.script("gpt-think", [CUT, Status(401), Reply(content="Alpha."), Status(401)])
+    async with (
+        serving(temporal_address, task_queue) as url,
+        httpx.AsyncClient(base_url=url, headers=HEADERS, timeout=60) as http,
+    ):
+        executed = await http.post("/v1/execute", json=FAILING)
+        run_id = executed.json()["pipeline_run_id"]
+        results = await http.get(f"/v1/runs/{run_id}/results")
+        status = (await http.get(f"/v1/runs/{run_id}/status")).json()
+        whole = (await http.post("/v1/execute", json=FAILING)).json()
+        whole_results = (await http.get(f"/v1/runs/{whole['pipeline_run_id']}/results")).json()
+    assert executed.status_code == 409 and results.status_code == 409
+    assert executed.json()["code"] == "run.failed"
+    assert executed.json()["truncated_steps"] == ["prose"]
+    assert results.json()["truncated_steps"] == ["prose"]
+    assert status["error"]["truncated_steps"] == ["prose"]
+    # A failed run with no cut answer: the problem keeps the shape it had.
+    assert whole["code"] == "run.failed"
+    assert "truncated_steps" not in whole and "truncated_steps" not in whole_results
