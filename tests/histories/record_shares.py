@@ -1,9 +1,10 @@
 """Record the histories of a run's shares of its free steps the replay test keeps:
 ``DURAPIPE_MAX_RUN_STEPS=100 python -m tests.histories.record_shares SUFFIX``.
 
-Runs ``wide``, a parallel of a batch over 30 numbers beside three fixed branches of two steps
-each (the run counts 10 steps when it starts), on a fresh dev server, and saves the history of the
-run and of its four branches' runs as JSON beside this script, named ``wide-SUFFIX``. Recorded
+Runs ``wide`` (`tests.support.WIDE_BESIDE_FIXED`), a parallel of a batch over 30 numbers beside
+three fixed branches of two steps each (the run counts 10 steps when it starts), on a fresh dev
+server, and saves the history of the run and of its four branches' runs as JSON beside this
+script, named ``wide-SUFFIX``. Recorded
 with ``DURAPIPE_MAX_RUN_STEPS=100``: ``even-split`` by the code before patch
 ``durapipe.exact-static-shares``, where the batch was lent 23 of the 90 free steps and refused its
 30 items; ``exact-shares`` by the code after, where it is lent all 90. Never re-record an existing
@@ -23,35 +24,14 @@ import durapipe as dp
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-PIPES = """
-pipes:
-  wide:
-    kind: parallel
-    inputs: {numbers: 'list[integer]', n: integer}
-    branches: {big: each, one: twice, two: twice, three: twice}
-  each:
-    kind: batch
-    inputs: {numbers: 'list[integer]'}
-    over: numbers
-    item: n
-    pipe: square
-  twice:
-    kind: sequence
-    inputs: {n: integer}
-    steps:
-      - {pipe: square, result: first}
-      - {pipe: square, result: second}
-  square:
-    kind: tool
-    function: tests.control_tools:square
-    inputs: {n: integer}
-    output: integer
-"""
 
 
 async def record(address: str, suffix: str) -> list[Path]:
     sys.path.insert(0, str(ROOT))
-    pipeline = dp.load_yaml(PIPES)
+    from tests.histories.record import save_histories
+    from tests.support import EACH_SQUARE, SQUARE_TOOL, WIDE_BESIDE_FIXED
+
+    pipeline = dp.load_yaml("pipes:" + EACH_SQUARE + SQUARE_TOOL + WIDE_BESIDE_FIXED)
     client = await dp.connect(address, pipeline=pipeline)
     run_id = f"wide-{suffix}"
     async with dp.build_worker(client, task_queue="record"):
@@ -60,12 +40,7 @@ async def record(address: str, suffix: str) -> list[Path]:
             await dp.run(client, pipeline, "wide", inputs, run_id=run_id, task_queue="record")
         except dp.StepFailed as failed:  # a run its code refused is a history too
             print(f"{run_id}: {failed}")
-    saved = []
-    for history in await dp.ops.fetch_histories(client, run_id=run_id):
-        path = HERE / f"{history.workflow_id.replace('/', '__')}.json"
-        path.write_text(history.to_json(), encoding="utf-8")
-        saved.append(path)
-    return saved
+    return await save_histories(client, run_id)
 
 
 def main() -> None:

@@ -6,34 +6,25 @@ steps among all the nested branches, and replay as they ran."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 import durapipe as dp
 from durapipe.runtime._steps import EXACT_SHARES_PATCH
 from durapipe.workflows import _workflow
-from tests.support import EACH_SQUARE, SQUARE_TOOL, history_events, patch_markers
+from tests.support import (
+    EACH_SQUARE,
+    SQUARE_TOOL,
+    WIDE_BESIDE_FIXED,
+    history_events,
+    patch_markers,
+    replays_clean,
+    run_or_failure,
+)
 
 CAP = "DURAPIPE_MAX_RUN_STEPS"
 # One branch a batch over `numbers` (1 step, and then one per number), three fixed branches of
 # 3 steps each (the branch, its two squares): the run counts 10 steps when it starts.
-PIPES = (
-    "pipes:"
-    + EACH_SQUARE
-    + SQUARE_TOOL
-    + """  wide:
-    kind: parallel
-    inputs: {numbers: 'list[integer]', n: integer}
-    branches: {big: each, one: twice, two: twice, three: twice}
-  twice:
-    kind: sequence
-    inputs: {n: integer}
-    steps:
-      - {pipe: square, result: first}
-      - {pipe: square, result: second}
-"""
-)
+PIPES = "pipes:" + EACH_SQUARE + SQUARE_TOOL + WIDE_BESIDE_FIXED
 NUMBERS = list(range(150))
 REFUSED = "batch pipe 'each' over the 150 items of 'numbers' would start 150 steps, more than the"
 
@@ -41,22 +32,11 @@ REFUSED = "batch pipe 'each' over the 150 items of 'numbers' would start 150 ste
 async def _wide(
     client: dp.Client, pipeline: dp.Pipeline, queue: str
 ) -> tuple[str, dp.RunResult | dp.StepFailed]:
-    run_id = f"wide-{uuid.uuid4().hex[:8]}"
-    try:
-        result: dp.RunResult | dp.StepFailed = await dp.run(
-            client, pipeline, "wide", {"numbers": NUMBERS, "n": 3}, run_id=run_id,
-            task_queue=queue,
-        )  # fmt: skip
-    except dp.StepFailed as failed:
-        result = failed
-    return run_id, result
+    return await run_or_failure(client, pipeline, "wide", {"numbers": NUMBERS, "n": 3}, queue)
 
 
 async def _replays(client: dp.Client, run_id: str) -> None:
-    reports = await dp.ops.replay(await dp.ops.fetch_histories(client, run_id=run_id))
-    assert len(reports) == 5, run_id  # the run and its four branches' runs
-    for report in reports:
-        assert (report.compatible, report.problem) == (True, None), run_id
+    await replays_clean(client, run_id, histories=5)  # the run and its four branches' runs
 
 
 async def test_a_large_batch_beside_small_fixed_branches_gets_the_steps_they_leave(

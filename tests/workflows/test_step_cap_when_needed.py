@@ -7,9 +7,11 @@ asked when it started, and still does when replayed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 import yaml
@@ -32,6 +34,8 @@ from tests.support import (
     eventually,
     history_events,
     local_activities,
+    replays_clean,
+    run_or_failure,
     started_as_version,
 )
 
@@ -49,24 +53,8 @@ PIPES = (
 )
 
 
-async def _run(
-    client: dp.Client, pipeline: dp.Pipeline, pipe: str, inputs: dict[str, object], queue: str
-) -> tuple[str, dp.RunResult | dp.StepFailed]:
-    run_id = f"{pipe}-{uuid.uuid4().hex[:8]}"
-    try:
-        result: dp.RunResult | dp.StepFailed = await dp.run(
-            client, pipeline, pipe, inputs, run_id=run_id, task_queue=queue
-        )
-    except dp.StepFailed as failed:
-        result = failed
-    return run_id, result
-
-
 async def _replays(client: dp.Client, run_id: str) -> None:
-    reports = await dp.ops.replay(await dp.ops.fetch_histories(client, run_id=run_id))
-    assert reports, run_id  # the run and its child runs, each as it ran
-    for report in reports:
-        assert (report.compatible, report.problem) == (True, None), run_id
+    await replays_clean(client, run_id)  # the run and its child runs, each as it ran
 
 
 async def test_an_agent_of_a_few_turns_asks_no_cap_and_a_version_4_run_still_does(
@@ -86,7 +74,7 @@ async def test_an_agent_of_a_few_turns_asks_no_cap_and_a_version_4_run_still_doe
         for version in (4, WORKFLOW_VERSION):
             with monkeypatch.context() as started:
                 started_as_version(started, version)
-                run_id, result = await _run(
+                run_id, result = await run_or_failure(
                     client, pipeline, "finder", {"key": "known"}, task_queue
                 )
             assert isinstance(result, dp.RunResult), result
@@ -116,7 +104,7 @@ async def test_a_batch_asks_for_the_cap_only_when_its_items_need_it(
     pipeline = dp.load_yaml(PIPES)
     client = await dp.connect(temporal_address, pipeline=pipeline)
     async with dp.build_worker(client, task_queue=task_queue):
-        run_id, result = await _run(
+        run_id, result = await run_or_failure(
             client, pipeline, pipe, {"numbers": list(range(items))}, task_queue
         )
         if passes:
@@ -143,7 +131,7 @@ async def test_a_run_asks_before_it_lends_a_child_that_may_grow(
     pipeline = dp.load_yaml(PIPES)
     client = await dp.connect(temporal_address, pipeline=pipeline)
     async with dp.build_worker(client, task_queue=task_queue):
-        run_id, result = await _run(client, pipeline, "listed", {"n": 110}, task_queue)
+        run_id, result = await run_or_failure(client, pipeline, "listed", {"n": 110}, task_queue)
         assert isinstance(result, dp.RunResult), result
         assert len(result.output) == 110
         assert local_activities(await history_events(client, run_id)) == [STEPS_CAP_ACTIVITY]
@@ -158,25 +146,30 @@ async def test_parts_of_a_run_that_need_the_cap_at_once_ask_once(
     pipeline = dp.load_yaml(PIPES)
     client = await dp.connect(temporal_address, pipeline=pipeline)
     async with dp.build_worker(client, task_queue=task_queue):
-        run_id, result = await _run(client, pipeline, "both", {"numbers": [1, 2, 3]}, task_queue)
+        run_id, result = await run_or_failure(
+            client, pipeline, "both", {"numbers": [1, 2, 3]}, task_queue
+        )
         assert isinstance(result, dp.RunResult), result
         assert result.output == {"a": [1, 4, 9], "b": [1, 4, 9]}
         assert local_activities(await history_events(client, run_id)) == [STEPS_CAP_ACTIVITY]
         await _replays(client, run_id)
 
 
-async def test_a_run_cancelled_while_it_asks_for_the_cap_cancels_the_step_that_asked(
-    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # `listed` asks mid-run, before it lends its batch step a share: cancelled while the worker's
-    # answer is held, that step is cancelled (not left running in a cancelled run).
-    asking, cancelled = asyncio.Event(), asyncio.Event()
+@contextlib.asynccontextmanager
+async def _listed_asking(
+    address: str, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[dp.Client, dp.RunHandle, asyncio.Event, asyncio.Event]]:
+    """A run of `listed` over 110 numbers on a worker of this process, which holds its answer to
+    the step cap question the run asks mid-run (200): the client, the run, an event that releases
+    the answer, and one set if the question is cancelled."""
+    asking, release, cancelled = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     @activity.defn(name=STEPS_CAP_ACTIVITY)
     async def held(self: object) -> int:
         asking.set()
         try:
-            await asyncio.sleep(60)  # bounded: a failing test leaves no activity behind
+            # Bounded within its start-to-close timeout: a failing test leaves nothing behind.
+            await asyncio.wait_for(release.wait(), timeout=25)
         except asyncio.CancelledError:
             cancelled.set()
             raise
@@ -184,13 +177,24 @@ async def test_a_run_cancelled_while_it_asks_for_the_cap_cancels_the_step_that_a
 
     monkeypatch.setattr(_activities.Activities, "max_run_steps", held)
     pipeline = dp.load_yaml(PIPES)
-    client = await dp.connect(temporal_address, pipeline=pipeline)
-    async with dp.build_worker(client, task_queue=task_queue):
+    client = await dp.connect(address, pipeline=pipeline)
+    async with dp.build_worker(client, task_queue=queue):
         run_id = f"listed-{uuid.uuid4().hex[:8]}"
         handle = await dp.start(
-            client, pipeline, "listed", {"n": 110}, run_id=run_id, task_queue=task_queue
+            client, pipeline, "listed", {"n": 110}, run_id=run_id, task_queue=queue
         )
         await asyncio.wait_for(asking.wait(), timeout=30)
+        yield client, handle, release, cancelled
+
+
+async def test_a_run_cancelled_while_it_asks_for_the_cap_cancels_the_step_that_asked(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `listed` asks mid-run, before it lends its batch step a share: cancelled while the worker's
+    # answer is held, that step is cancelled (not left running in a cancelled run).
+    async with _listed_asking(temporal_address, task_queue, monkeypatch) as listed:
+        client, handle, _, cancelled = listed
+        run_id = handle.run_id
         await client.get_workflow_handle(run_id).cancel()
         await asyncio.wait_for(cancelled.wait(), timeout=30)  # the run cancelled the question
         with pytest.raises(dp.RunCancelled):
@@ -267,7 +271,7 @@ async def test_a_redrive_of_a_run_that_asked_mid_run_asks_again_and_pays_for_no_
         fake.script("gpt-s2", [Status(401)])  # e.g. a revoked key, fixed by the operator later
         client = await dp.connect(temporal_address, pipeline=pipeline)
         async with dp.build_worker(client, task_queue=task_queue):
-            run_id, failed = await _run(
+            run_id, failed = await run_or_failure(
                 client, pipeline, "redriven", {"topic": "otters", "n": 110}, task_queue
             )
             assert isinstance(failed, dp.StepFailed) and failed.path == "s2", failed
@@ -318,23 +322,9 @@ async def test_a_run_paused_while_it_asks_for_the_cap_starts_nothing_until_resum
     # `listed` asks mid-run, before it lends its batch step a share; paused while the worker's
     # answer is held, the answer arrives while the run is paused: the batch's child run (and so
     # any of its items) must not start before the run is resumed.
-    asking, release = asyncio.Event(), asyncio.Event()
-
-    @activity.defn(name=STEPS_CAP_ACTIVITY)
-    async def held(self: object) -> int:
-        asking.set()
-        await asyncio.wait_for(release.wait(), timeout=25)  # within its start-to-close timeout
-        return 200
-
-    monkeypatch.setattr(_activities.Activities, "max_run_steps", held)
-    pipeline = dp.load_yaml(PIPES)
-    client = await dp.connect(temporal_address, pipeline=pipeline)
-    async with dp.build_worker(client, task_queue=task_queue):
-        run_id = f"listed-{uuid.uuid4().hex[:8]}"
-        handle = await dp.start(
-            client, pipeline, "listed", {"n": 110}, run_id=run_id, task_queue=task_queue
-        )
-        await asyncio.wait_for(asking.wait(), timeout=30)
+    async with _listed_asking(temporal_address, task_queue, monkeypatch) as listed:
+        client, handle, release, _ = listed
+        run_id = handle.run_id
         # A signal: no query is answered while the question holds the workflow task open.
         await handle.pause()
 
