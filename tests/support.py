@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -315,6 +316,20 @@ EACH_SQUARE = """
     pipe: square
     chunk_size: 10
 """
+# A parallel of the batch `each` (with `EACH_SQUARE`, `SQUARE_TOOL`) beside three fixed branches
+# of two squares each: a run of `wide` counts 10 steps when it starts, then one per number.
+WIDE_BESIDE_FIXED = """
+  wide:
+    kind: parallel
+    inputs: {numbers: 'list[integer]', n: integer}
+    branches: {big: each, one: twice, two: twice, three: twice}
+  twice:
+    kind: sequence
+    inputs: {n: integer}
+    steps:
+      - {pipe: square, result: first}
+      - {pipe: square, result: second}
+"""
 LISTED_BATCH = """
   listed:
     kind: sequence
@@ -368,3 +383,27 @@ def started_as_version(monkeypatch: pytest.MonkeyPatch, version: int) -> None:
     from durapipe.adapters import _plan
 
     monkeypatch.setattr(_plan, "WORKFLOW_VERSION", version)
+
+
+async def run_or_failure(
+    client: Client, pipeline: dp.Pipeline, pipe: str, inputs: dict[str, Any], queue: str
+) -> tuple[str, dp.RunResult | dp.StepFailed]:
+    """Run ``pipe`` on ``queue`` under a fresh run id: the id, and the result or the failure."""
+    run_id = f"{pipe}-{uuid.uuid4().hex[:8]}"
+    try:
+        result: dp.RunResult | dp.StepFailed = await dp.run(
+            client, pipeline, pipe, inputs, run_id=run_id, task_queue=queue
+        )
+    except dp.StepFailed as failed:
+        result = failed
+    return run_id, result
+
+
+async def replays_clean(client: Client, run_id: str, histories: int | None = None) -> None:
+    """Replay run ``run_id`` and its child runs (``histories`` of them in all, if given) against
+    this code, as `durapipe replay` does: each must replay as it ran."""
+    reports = await dp.ops.replay(await dp.ops.fetch_histories(client, run_id=run_id))
+    assert reports, run_id
+    assert histories is None or len(reports) == histories, (run_id, len(reports))
+    for report in reports:
+        assert (report.compatible, report.problem) == (True, None), run_id

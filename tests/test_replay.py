@@ -98,6 +98,20 @@ def test_histories_are_recorded() -> None:
         "long_looper-workflow-v5.json",
         "long_looper-workflow-v5.run2.json",
         "long_looper-workflow-v5.run3.json",
+        # A parallel of a batch over 30 numbers beside three fixed two-step branches
+        # (tests.histories.record_shares, DURAPIPE_MAX_RUN_STEPS=100): recorded before patch
+        # durapipe.exact-static-shares, the free steps split among all four and the batch
+        # refused (lent 23 of 90); and after, the batch lent all 90 (the patch's marker).
+        "wide-even-split.json",
+        "wide-even-split__big.json",
+        "wide-even-split__one.json",
+        "wide-even-split__two.json",
+        "wide-even-split__three.json",
+        "wide-exact-shares.json",
+        "wide-exact-shares__big.json",
+        "wide-exact-shares__one.json",
+        "wide-exact-shares__two.json",
+        "wide-exact-shares__three.json",
     }
 
 

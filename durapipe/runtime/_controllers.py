@@ -15,6 +15,7 @@ from durapipe._errors import ErrorType, StepFailed
 from durapipe.runtime._calls import BatchSlice, PipeRun, StepRecord
 from durapipe.runtime._host import Host
 from durapipe.runtime._memory import join_path
+from durapipe.runtime._steps import EXACT_SHARES_PATCH
 from durapipe.spec import _templates, is_controller
 from durapipe.spec._spec import (
     CONTINUE_OUTCOME,
@@ -54,9 +55,7 @@ async def run_parallel(interp: Host, pipe: ParallelPipe) -> Any:
         return await interp.step(paths[name], branch.pipe, inputs)
 
     names = list(pipe.branches)
-    # The nested runs among the branches share the free steps lent to them (leaves borrow none).
-    nested = [b for b in pipe.branches.values() if is_controller(interp.run.spec.pipes[b.pipe])]
-    interp.steps.lanes = max(1, len(nested))
+    _lanes(interp, [b.pipe for b in pipe.branches.values()])
     # Every branch runs to its end, even after one failed: no work is abandoned half-way.
     outputs = await asyncio.gather(*(branch_output(n) for n in names), return_exceptions=True)
     results: dict[str, Any] = {}
@@ -72,6 +71,23 @@ async def run_parallel(interp: Host, pipe: ParallelPipe) -> Any:
         else:
             results[name] = output
     return results if pipe.on_error == "fail" else {"results": results, "errors": errors}
+
+
+def _lanes(interp: Host, branches: list[str]) -> None:
+    """Set how many of a parallel's ``branches`` (their pipes) share its free steps: the nested
+    runs among them (leaves borrow none), or since `EXACT_SHARES_PATCH` those that may grow (a
+    run that cannot grow holds just the steps counted for it; see `durapipe.runtime.Steps`)."""
+    steps = interp.steps
+    nested = [b for b in branches if is_controller(interp.run.spec.pipes[b])]
+    growing = sum(steps.size.grows(b) for b in nested)
+    steps.lanes = max(1, len(nested))
+    # Asked only where it changes a share: some nested runs fixed, some growing, under a cap.
+    if (
+        0 < growing < len(nested)
+        and steps.limit is not None
+        and interp.runtime.patched(EXACT_SHARES_PATCH)
+    ):
+        steps.lanes, steps.exact = growing, True
 
 
 async def run_condition(interp: Host, pipe: ConditionPipe) -> Any:

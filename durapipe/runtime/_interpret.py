@@ -373,9 +373,9 @@ class Interpreter:
     async def _child(
         self, path: str, pipe_name: str, inputs: dict[str, Any], record: StepRecord
     ) -> Any:
-        share = self.steps.size.inside(pipe_name)
-        await self.steps.room(grows=self.steps.size.grows(pipe_name))
-        allowance, loan = self.steps.lend(share)
+        share, grows = self.steps.size.inside(pipe_name), self.steps.size.grows(pipe_name)
+        await self.steps.room(grows=grows)
+        allowance, loan = self.steps.lend(share, grows=grows)
         child = PipeRun(
             run_id=self.run.run_id,
             scope=self.run.scope,

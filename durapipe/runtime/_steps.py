@@ -11,7 +11,11 @@ its share, given by its parent like the budget (`PipeRun.steps_left`). A child's
 its parent counted for it, plus a loan of what its parent has free for batches the child may meet
 (the free steps split among the children that may run at once, so that together they cannot take
 more than the run has); when the child ends it tells how many steps it held (`RunResult`), and its
-parent keeps those and takes back the rest of the loan.
+parent keeps those and takes back the rest of the loan. A child whose run cannot grow (it reaches
+no batch or agent: its steps are all counted already) needs no loan: among the branches of a
+parallel (since `EXACT_SHARES_PATCH`) it is lent none, and the free steps are split among the
+branches that may grow only, so one large batch beside a few small fixed branches gets what they
+leave, not a quarter of it.
 
 An agent's run counts each of its turns and each tool call it makes as it goes (`AgentLoop`): its
 size is not in the spec (up to ``max_turns`` model requests, and any number of tool calls each),
@@ -40,6 +44,10 @@ AGENT_STEPS_PATCH = "durapipe.agent-turn-steps"
 # Since this change a nested agent's run leaves its own step to its parent, which counted it; runs
 # recorded before counted it twice, once in each (asked only by nested agents under a cap).
 NESTED_AGENT_STEP_PATCH = "durapipe.nested-agent-step"
+# Since this change a parallel whose nested runs are some fixed (they cannot grow) and some not lends
+# the fixed ones no share of its free steps, and splits them among the others only; runs recorded
+# before split them evenly among all (asked only by such a parallel under a cap).
+EXACT_SHARES_PATCH = "durapipe.exact-static-shares"
 # From this `PipeRun.workflow_version` a top-level run asks its worker for the cap when it needs it
 # (`Steps.room`); before, every run that might need it asked when it started (a local activity,
 # its marker one more event in the history of every agent run and every run with a batch).
@@ -56,7 +64,7 @@ class Steps:
             refusal's wording.
     """
 
-    __slots__ = ("asking", "held", "lanes", "lent", "limit", "loans", "size", "whole")
+    __slots__ = ("asking", "exact", "held", "lanes", "lent", "limit", "loans", "size", "whole")
 
     def __init__(self, limit: int | None, size: RunSize, *, whole: bool = False) -> None:
         self.limit = limit
@@ -67,6 +75,8 @@ class Steps:
         self.loans = 0  # how many children hold a loan now
         # How many children of this part may run at once: each is lent a share of the free steps.
         self.lanes = 1
+        # Whether a child that cannot grow is lent no loan (and is not one of the ``lanes``).
+        self.exact = False
         # A provisional allowance (`provisional`): how to ask the worker for its cap, then the
         # question in flight (parts of the run that need it meanwhile wait for the same answer).
         self.asking: Callable[[], Awaitable[int | None]] | asyncio.Future[int | None] | None = None
@@ -139,10 +149,13 @@ class Steps:
             "make the run smaller, or raise the setting on the workers",
         )
 
-    def lend(self, share: int) -> tuple[int | None, int]:
-        """The allowance of a child run counted here as ``share`` steps, and the loan in it."""
+    def lend(self, share: int, *, grows: bool = True) -> tuple[int | None, int | None]:
+        """The allowance of a child run counted here as ``share`` steps, and the loan in it
+        (None: no loan, for a child that cannot grow (``grows``) when `exact`)."""
         if self.limit is None:
             return None, 0
+        if self.exact and not grows:
+            return share, None
         # What is free, split evenly among the lanes no child holds yet.
         lanes = max(1, self.lanes - self.loans)
         loan = max(0, self.limit - self.held - self.lent) // lanes
@@ -150,10 +163,10 @@ class Steps:
         self.loans += 1
         return share + loan, loan
 
-    def repay(self, share: int, loan: int, held: int | None) -> None:
+    def repay(self, share: int, loan: int | None, held: int | None) -> None:
         """A child lent ``loan`` has ended holding ``held`` steps (None: not known, it failed):
         keep what it held beyond its ``share``, and the rest of the loan is free again."""
-        if self.limit is None:
+        if self.limit is None or loan is None:  # lent no loan: it could hold only its share
             return
         self.lent -= loan
         self.loans -= 1

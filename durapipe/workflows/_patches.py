@@ -39,6 +39,10 @@ CANCELLED_SPEND_PATCH = "durapipe.cancelled-spend"
 # Under a budget, an agent's turns and image steps are estimated before they run since this change,
 # as llm steps always were (a local activity each); before it they were counted after.
 ESTIMATES_PATCH = "durapipe.estimate-turns-and-images"
+# A run of version 5 may ask its worker's step cap mid-run, right before it lends a share to a child
+# run or starts a batch's items: paused while it asked, it started them anyway once answered. Since
+# this change it holds them until resumed (asked only by a run paused when the answer arrives).
+PAUSED_ASK_PATCH = "durapipe.paused-ask-holds"
 # The changes a run's `PipeRun.workflow_version` puts in force without asking `workflow.patched`
 # (a marker and a TemporalChangeVersion upsert per run). A change made later must still go through
 # `workflow.patched` for these versions (or come with a new version).

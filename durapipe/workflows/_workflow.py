@@ -81,6 +81,7 @@ with workflow.unsafe.imports_passed_through():
         ESTIMATES_PATCH,
         FAILED_SPEND_PATCH,
         IN_FORCE,
+        PAUSED_ASK_PATCH,
         TOTALS_CHOSEN,
         TOTALS_EVERY_PATCH,
         TOTALS_FROM_START_PATCH,
@@ -451,7 +452,14 @@ class _TemporalRuntime:
 
     async def steps_allowed(self, run: PipeRun, asks: bool) -> tuple[int | None, bool]:
         try:
-            return await steps_allowed(run, asks, self.patched)
+            allowed = await steps_allowed(run, asks, self.patched)
+            # Paused while a run asked mid-run (only since version 5): hold what the answer would
+            # start (a child run, its items) until resumed. Runs recorded before went on.
+            top = not run.path and run.slice is None
+            mid_run = asks and top and run.workflow_version >= ASKS_WHEN_NEEDED
+            if self.control.paused and mid_run and self.patched(PAUSED_ASK_PATCH):
+                await workflow.wait_condition(lambda: not self.control.paused)
+            return allowed
         except (asyncio.CancelledError, ActivityError) as err:
             # Since version 5 a run may ask mid-run, while a step (a batch about to count its
             # items, a run about to lend a share) is in flight: that step is cancelled with it.

@@ -32,6 +32,12 @@ async def record(address: str, run_id: str) -> list[Path]:
         await dp.run(
             client, pipeline, "brief", {"article": ARTICLE}, run_id=run_id, task_queue="record"
         )
+    return await save_histories(client, run_id)
+
+
+async def save_histories(client: dp.Client, run_id: str) -> list[Path]:
+    """Save the histories of run ``run_id`` and its child runs beside this script, each named
+    after its workflow id."""
     saved = []
     for history in await dp.ops.fetch_histories(client, run_id=run_id):
         path = HERE / f"{history.workflow_id.replace('/', '__')}.json"

@@ -90,6 +90,22 @@ def test_free_steps_are_lent_evenly_to_the_children_that_may_run_at_once() -> No
     assert steps.lend(2) == (2 + 10, 10)  # the 20 free, split between the two free lanes
 
 
+def test_exact_shares_lend_a_fixed_child_nothing_and_split_the_free_among_growing_ones() -> None:
+    # `both`: branch a runs `pick` (fixed, 3 steps inside), b the batch `each` (it may grow).
+    steps = Steps(100, RunSize(dp.load_yaml(PIPES)))
+    steps.take(5, "both", "parallel", "x")
+    steps.lanes, steps.exact = 1, True
+    assert steps.lend(3, grows=False) == (3, None)  # its own steps, counted here: no loan
+    assert steps.lend(0) == (95, 95)  # all 95 free to the one branch that may grow
+    steps.repay(3, None, 3)
+    steps.repay(3, None, None)  # a fixed child that failed held no more than its share
+    assert (steps.held, steps.lent, steps.loans) == (5, 95, 1)
+    before = Steps(100, RunSize(dp.load_yaml(PIPES)))
+    before.take(5, "both", "parallel", "x")
+    before.lanes = 2  # not exact (a run recorded before): the fixed child takes half the free
+    assert [before.lend(3, grows=False), before.lend(0)] == [(3 + 47, 47), (48, 48)]
+
+
 def test_steps_past_what_is_left_are_refused_naming_what_and_the_setting() -> None:
     steps = Steps(100, RunSize(dp.load_yaml(PIPES)), whole=True)
     steps.take(40, "each", "batch", "x")
