@@ -594,18 +594,15 @@ class _TemporalRuntime:
         except ActivityError as err:
             if is_cancelled_exception(err):
                 raise RunCancelled("the run was cancelled", path=call.path) from None
-            if (
-                _cause(err.cause)[0] == ErrorType.CANCELLED
-                and workflow.cancellation_reason() is not None
-                and self.patched(CANCELLED_SPEND_PATCH)
-            ):
+            cause_type, cause = _cause(err.cause)
+            attempts = spent_in(_details(err))
+            asked = workflow.cancellation_reason() is not None
+            if cause_type == ErrorType.CANCELLED and asked and self.patched(CANCELLED_SPEND_PATCH):
                 # Cancelled after it paid for an answer: the activity failed, to say what it paid
                 # for (a cancelled activity's own details do not reach the workflow).
-                cancelled = RunCancelled("the run was cancelled", path=call.path)
-                cancelled.failed_attempts = spent_in(_details(err))
-                cancelled.spent = failed_spend(cancelled.failed_attempts)
-                raise cancelled from None
-            cause_type, cause = _cause(err.cause)
+                stopped = RunCancelled("the run was cancelled", path=call.path)
+                stopped.failed_attempts, stopped.spent = attempts, failed_spend(attempts)
+                raise stopped from None
             failed = StepFailed(
                 path=call.path,
                 kind=call.pipe.kind,
@@ -614,7 +611,6 @@ class _TemporalRuntime:
                 cause=cause,
                 attempts=_attempts(err, call),
             )
-            attempts = spent_in(_details(err))
             if attempts and self.patched(FAILED_SPEND_PATCH):
                 failed.failed_attempts, failed.spent = attempts, failed_spend(attempts)
             raise failed from None
