@@ -1,10 +1,17 @@
-"""Mistakes a new user makes with the stores' settings, as the `durapipe` command meets them:
-one sentence naming the variable, exit 2, no traceback, nothing run."""
+"""Mistakes a new user makes, as the `durapipe` command meets them: one sentence naming what to
+fix (a variable, an address), exit 2, no traceback, nothing run."""
 
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from durapipe.cli import app
 from tests.support import run_cli
 
 TOOL_PIPELINE = """\
@@ -76,3 +83,43 @@ def test_a_blob_folder_that_cannot_be_made_is_one_sentence(
         )
     described = run_cli("describe", f"blob-{tmp_path.name}", "--address", temporal_address)
     assert described.returncode == 1 and "no run" in described.stderr  # nothing was started
+
+
+@pytest.fixture
+def http_port() -> Iterator[int]:
+    """A port where an HTTP server answers (as the Temporal Web UI's does), not Temporal's gRPC."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def answer() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.recv(1024)
+                connection.sendall(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def test_an_address_where_another_service_answers_is_one_sentence(http_port: int) -> None:
+    # The UI's port (8233) given for the frontend's (7233) said the SDK's nested Rust error:
+    # "Failed client connect: `get_system_info` call error after connection: Status { code:
+    # Unknown, message: "transport error", source: Some(tonic::transport::Error(...)) }".
+    result = CliRunner().invoke(app, ["show", "some-run", "--address", f"127.0.0.1:{http_port}"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: cannot reach Temporal at 127.0.0.1:{http_port} (namespace default): something "
+        "took the connection but does not answer as a Temporal frontend (gRPC) does: another "
+        "service (the Web UI listens on the frontend's port + 1000), or a server that expects "
+        "TLS; start a dev server with `durapipe dev`, or check TEMPORAL_ADDRESS and the TLS "
+        "settings\n"
+    )
