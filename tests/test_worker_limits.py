@@ -73,3 +73,13 @@ def test_worker_limits_file_without_limits_is_one_sentence(tmp_path: Path) -> No
     assert done.returncode != 0
     assert "--limits" in done.stderr and "no limits in it" in done.stderr
     assert "Traceback" not in done.stderr
+    # A missing file or a folder was named a "pipeline file" (or an MTHDS package folder).
+    for given, why in ((tmp_path / "nope.yaml", "no such file"), (tmp_path, "it is a folder")):
+        refused = run_cli(
+            "worker", "examples/brief.yaml", "--limits", str(given), "--address", "127.0.0.1:1"
+        )
+        assert refused.returncode == 2
+        assert refused.stderr == (
+            f"error: --limits {given}: {why}; give a YAML file whose `limits:` the worker "
+            "holds for every call\n"
+        )

@@ -11,6 +11,7 @@ import contextlib
 import email.utils
 import functools
 import os
+import re
 import socket
 import ssl
 import threading
@@ -180,8 +181,12 @@ _BY_CLASS = {
 _REFINES_BAD_REQUEST = ("ContextWindowExceededError", "ContentPolicyViolationError")
 
 
-_NO_CREDENTIALS = ("Missing credentials", "api_key client option must be set")
-"""How litellm and the openai SDK say no API key was found (raised before any request is sent)."""
+_NO_CREDENTIALS = re.compile(
+    r"Missing credentials|api_key client option must be set|Missing \w+ API key", re.IGNORECASE
+)
+"""How litellm and the openai SDK say no API key was found (raised before any request is sent):
+``Missing Gemini API key``, ``Missing Anthropic API Key`` (litellm calls Gemini's a 500
+connection error)."""
 
 
 def classify(err: BaseException, *, model: str) -> ApplicationError:
@@ -230,7 +235,7 @@ def error_type_of(err: BaseException) -> tuple[str, bool]:
     names = [cls.__name__ for cls in type(err).__mro__]
     text = str(err)
     # A key missing on this worker is raised before any request: no retry brings it.
-    if any(marker in text for marker in _NO_CREDENTIALS):
+    if _NO_CREDENTIALS.search(text):
         return ErrorType.AUTHENTICATION_ERROR, False
     # A certificate this worker does not trust is its configuration (or an attack): no retry helps.
     if untrusted_certificate(err) is not None:
@@ -356,6 +361,9 @@ def retry_after(err: BaseException) -> float | None:
 
 def _short(err: BaseException) -> str:
     text = redact(str(err).replace("litellm.", "").strip())
+    # Some litellm errors carry the traceback they were raised from in their message (Gemini's
+    # missing key): litellm's internals, not the user's to read in a step's one-sentence error.
+    text = text.split("\nTraceback (most recent call last)", 1)[0].strip()
     # litellm names its class twice ("ServiceUnavailableError: ServiceUnavailableError: ..."): once.
     name = type(err).__name__
     text = text.replace(f"{name}: {name}: ", f"{name}: ", 1)

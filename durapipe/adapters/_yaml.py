@@ -115,6 +115,8 @@ def shape_yaml(text: str, *, source: str = "<yaml>") -> Shaped:
     except pydantic.ValidationError as err:
         errors = err.errors(include_url=False)
     problems = [p for error in errors if (p := _problem(error, data, root, source)) is not None]
+    # In file order: pydantic reports a pipe's fields in the order its model declares them.
+    problems.sort(key=_line)
     kept = copy.deepcopy(data)
     left_out: set[str] = set()
     trimmed: set[str] = set()
@@ -131,6 +133,12 @@ def shape_yaml(text: str, *, source: str = "<yaml>") -> Shaped:
 
 
 _SECTIONS = {"pipes": "pipe", "structures": "structure", "models": "model alias"}
+
+
+def _line(problem: Problem) -> int:
+    """The line a problem's ``source`` ends with (``file.yaml:12``); 0 when it names none."""
+    tail = problem.source.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
 
 
 def _drop(

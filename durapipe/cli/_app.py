@@ -194,6 +194,8 @@ def parse_inputs(
         if value.startswith("@"):
             # The run reads the file: text for text inputs, a blob reference for document/image/file.
             path = Path(value[1:])
+            if path.is_dir():
+                raise fail(f"--input {name}: cannot read '{path}': it is a folder, not a file")
             if not path.is_file():
                 raise fail(f"--input {name}: cannot read '{path}': no such file")
             inputs[name] = path

@@ -24,6 +24,12 @@ def with_limits_of(pipeline: dp.Pipeline, path: Path) -> dp.Pipeline:
         PipelineError: the file does not load.
         ConfigError: it has no limits.
     """
+    for wrong, why in ((path.is_dir(), "it is a folder"), (not path.exists(), "no such file")):
+        if wrong:
+            raise dp.ConfigError(
+                f"--limits {path}: {why}; give a YAML file whose `limits:` the worker holds "
+                "for every call"
+            )
     extra = dp.load(path).limits
     if not extra:
         raise dp.ConfigError(f"--limits {path}: no limits in it (write them under `limits:`)")

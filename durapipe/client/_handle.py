@@ -112,11 +112,20 @@ async def connect(
 
 
 def _unreachable_reason(error: str, target: str) -> str:
-    """The reason the SDK gives for a failed connect, in words for the two common cases (its text
+    """The reason the SDK gives for a failed connect, in words for the common cases (its text
     is a nested Rust error: ``tonic::transport::Error(Transport, ConnectError(...))``); any
     other reason as the SDK wrote it."""
     if "ConnectionRefused" in error:
         return "connection refused (nothing listens there)"
+    if "call error after connection" in error:
+        # Connected, then no gRPC answer: an HTTP server (the UI's port given for the
+        # frontend's), a TLS server asked in plain text, or a listener that never answers.
+        answer = "gives no answer" if "Timeout expired" in error else "does not answer"
+        return (
+            f"something took the connection but {answer} as a Temporal frontend (gRPC) does: "
+            "another service (the Web UI listens on the frontend's port + 1000), or a server "
+            "that expects TLS"
+        )
     lookup = re.search(r'"dns error", .*?error: "([^"]+)"', error)
     if lookup:
         host = target.rsplit(":", 1)[0]

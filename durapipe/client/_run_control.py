@@ -129,11 +129,9 @@ async def cancel(client: Client, run_id: str) -> None:
             included).
     """
     handle = client.get_workflow_handle(run_id)
+    # Temporal accepts a cancellation of a closed workflow and does nothing with it.
+    await _still_running(client, run_id)
     try:
-        # Temporal accepts a cancellation of a closed workflow and does nothing with it.
-        status = (await handle.describe()).status
-        if status is not None and status != WorkflowExecutionStatus.RUNNING:
-            raise _ended(run_id, status)
         await handle.cancel()
         # A run that ended between that describe and the request took nothing from it. Cancelled
         # now, or still running (cancelling takes a workflow task): the request reached it.
@@ -256,6 +254,8 @@ async def _decide(client: Client, run_id: str, decision: ApprovalDecision) -> No
     parent, _, _ = decision.step.rpartition("/")
     workflow_id = child_workflow_id(run_id, parent) if parent else run_id
     handle = client.get_workflow_handle(workflow_id)
+    # A run that ended takes no decision: said as `cancel` says it, not as a worker missing.
+    await _still_running(client, run_id)
     # Only a worker can take an update: without one the call waits in silence, for ever.
     why = await _cannot_decide(client, run_id)
     if why is not None:
@@ -276,7 +276,19 @@ async def _decide(client: Client, run_id: str, decision: ApprovalDecision) -> No
                 f"decision refused: run '{run_id}' has no running step '{parent}' that could "
                 f"hold step '{decision.step}'"
             ) from None
+        if err.status == RPCStatusCode.NOT_FOUND:
+            await _still_running(client, run_id)  # it ended while the decision was on its way
         raise _not_running(run_id, err) from None
+
+
+async def _still_running(client: Client, run_id: str) -> None:
+    """Raise `RunNotFound` unless run ``run_id`` is running (naming how it ended, if it did)."""
+    try:
+        status = (await client.get_workflow_handle(run_id).describe()).status
+    except RPCError as err:
+        raise _not_running(run_id, err) from None
+    if status is not None and status != _RUNNING:
+        raise _ended(run_id, status)
 
 
 async def _cannot_decide(client: Client, run_id: str) -> str | None:

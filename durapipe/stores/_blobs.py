@@ -34,7 +34,7 @@ from durapipe.stores._content import (
     open_content_store,
     read,
 )
-from durapipe.stores._paths import cache_dir
+from durapipe.stores._paths import cache_dir, unwritable
 
 BLOB_DIR_ENV = "DURAPIPE_BLOB_DIR"
 _MAGIC = (
@@ -187,6 +187,7 @@ def prepare_inputs(
 
     Raises:
         PipelineError: a file cannot be read, or an ``image`` input is not an image.
+        ConfigError: the blob folder ``DURAPIPE_BLOB_DIR`` names cannot be written.
     """
     declared = pipeline.pipes[pipe].inputs if pipe in pipeline.pipes else {}
     prepared = dict(inputs)
@@ -226,7 +227,13 @@ def _file_value(
         except UnicodeDecodeError:
             problems.append(Problem(where, f"'{label}' is not UTF-8 text, and {type_ref} is text"))
             return value
-    ref = upload(data, name=value.name if isinstance(value, Path) else "", store=store)
+    try:
+        ref = upload(data, name=value.name if isinstance(value, Path) else "", store=store)
+    except OSError as err:
+        if store is not None or _installed is not None:
+            raise  # a store given in code is its owner's to explain
+        # Before the run starts, so nothing is started (a worker checks this folder at start).
+        raise unwritable("DURAPIPE_BLOB_DIR", blob_location(), err) from None
     if type_ref == "image" and not ref.media_type.startswith("image/"):
         problems.append(Problem(where, f"'{label}' is {ref.media_type}, not an image"))
     return ref.model_dump(mode="json")

@@ -52,7 +52,7 @@ from durapipe.stores._answers import keeping_answers
 from durapipe.stores._held_sqlite import held_connection
 from durapipe.stores._keys import canonical_json, llm_document
 from durapipe.stores._memo import memoized_result
-from durapipe.stores._paths import CHECKPOINTS_ENV, default_path, is_off, is_redis
+from durapipe.stores._paths import CHECKPOINTS_ENV, default_path, is_off, is_redis, unwritable
 from durapipe.stores._schema import CHECKPOINTS, migrate
 
 T = TypeVar("T")
@@ -218,10 +218,13 @@ class SqliteCheckpoints:
         ttl: float | None = None,
     ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with contextlib.suppress(FileExistsError):
-            # Created 0600 before SQLite opens it: its -wal and -shm files take the same mode.
-            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with contextlib.suppress(FileExistsError):
+                # Created 0600 before SQLite opens it: its -wal and -shm files take the same mode.
+                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except OSError as err:  # `--local` and `checkpoints prune` open it with no start-up check
+            raise unwritable(CHECKPOINTS.variable, self.path.parent, err) from None
         self._codec = _Codec(codec)
         self.ttl = configured_ttl() if ttl is None else ttl
         self._lock = threading.Lock()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from durapipe._errors import ConfigError
+
 CHECKPOINTS_ENV = "DURAPIPE_CHECKPOINTS"
 LIMITS_ENV = "DURAPIPE_LIMITS"
 
@@ -35,3 +37,11 @@ def is_off(where: str) -> bool:
 def is_redis(where: str) -> bool:
     """Whether a setting names a Redis server."""
     return where.startswith(("redis://", "rediss://", "unix://"))
+
+
+def unwritable(variable: str, where: object, err: OSError) -> ConfigError:
+    """The sentence for a store's folder this process cannot make or write, naming its setting."""
+    return ConfigError(
+        f"{variable}: cannot write to {where} ({err.strerror or err}); "
+        f"set {variable} to a writable folder"
+    )

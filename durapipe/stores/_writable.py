@@ -11,7 +11,7 @@ from durapipe.stores import _blobs
 from durapipe.stores._checkpoints import store_for
 from durapipe.stores._content import ContentStore, LocalContentStore, open_content_store
 from durapipe.stores._limits import configured_limits
-from durapipe.stores._paths import default_path, is_off, is_redis
+from durapipe.stores._paths import default_path, is_off, is_redis, unwritable
 from durapipe.stores._payloads import DEFAULT_STORE
 
 
@@ -30,10 +30,11 @@ def check_stores(settings: Settings, *, checkpoints: bool = True) -> None:
         try:
             store.check()
         except OSError as err:
-            place = "write to" if isinstance(store, LocalContentStore) else "write to or reach"
+            if isinstance(store, LocalContentStore):
+                raise unwritable(variable, store.where, err) from None
             raise ConfigError(
-                f"{variable}: cannot {place} {store.where} ({err.strerror or err}); "
-                f"set {variable} to a writable " + ("folder" if place == "write to" else "store")
+                f"{variable}: cannot write to or reach {store.where} ({err.strerror or err}); "
+                f"set {variable} to a writable store"
             ) from None
     if checkpoints and not is_off(settings.checkpoints) and not is_redis(settings.checkpoints):
         # Opened now (and kept for the worker's steps): a file of an earlier durapipe is migrated

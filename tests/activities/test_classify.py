@@ -173,3 +173,21 @@ async def test_a_key_missing_on_the_worker_fails_at_once_as_an_authentication_er
     assert (raised.value.type, raised.value.non_retryable) == ("durapipe.AuthenticationError", True)
     assert "OPENAI_API_KEY" in raised.value.message
     assert fake.calls == []  # nothing was sent: only the worker's environment can fix it
+
+
+async def test_a_gemini_key_missing_on_the_worker_fails_at_once_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # litellm says so as a 500 APIConnectionError, its traceback in the message: the step was
+    # retried as a durapipe.ProviderError (5 attempts, 20 s with --local) and printed the traceback.
+    for variable in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    spec = LlmPipe(
+        model="gemini/gemini-2.5-flash", prompt="Say {{ topic }}.", inputs={"topic": "text"}
+    )
+    call = LlmCall(run_id="classify", path="say", pipe_name="say", pipe=spec, inputs={"topic": "x"})
+    with pytest.raises(ApplicationError) as raised:
+        await run_llm(call)
+    assert (raised.value.type, raised.value.non_retryable) == ("durapipe.AuthenticationError", True)
+    assert "GEMINI_API_KEY" in raised.value.message
+    assert "Traceback" not in raised.value.message and "\n" not in raised.value.message

@@ -139,6 +139,10 @@ def test_user_mistakes_are_one_sentence_and_exit_2(temporal_address: str) -> Non
             "(.yaml, .yml, .py or .mthds) or an MTHDS package folder"
         ),
         ("runs", "--limit", "0"): "Invalid value for '--limit'",
+        # A folder given as a file input was said to be "no such file".
+        ("run", "brief", "--file", brief, "--local", "--input", f"article=@{EXAMPLES}"): (
+            f"error: --input article: cannot read '{EXAMPLES}': it is a folder, not a file"
+        ),
         # The @ forgotten: a path given as text to a document input.
         (
             "run",

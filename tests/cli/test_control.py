@@ -383,23 +383,29 @@ async def test_cancel_of_a_step_that_finishes_anyway_starts_no_later_step(
     assert scheduled == ["gate"]
 
 
-async def test_cancel_of_a_run_that_already_ended_says_so(
+async def test_cancel_approve_and_reject_of_a_run_that_already_ended_say_so(
     temporal_address: str, task_queue: str
 ) -> None:
     # Temporal accepts a cancellation request for a closed workflow and does nothing with it, so
-    # `cancel` printed "cancellation requested" with exit 0 for a run long finished.
+    # `cancel` printed "cancellation requested" with exit 0 for a run long finished; `approve`
+    # and `reject` said Temporal's "workflow execution already completed".
     client = await dp.connect(temporal_address)
     run_id = f"ended-{uuid.uuid4().hex[:8]}"
     await dp.start(
         client, dp.load(CONTROL), "draft", {"topic": "x"}, run_id=run_id, task_queue=task_queue
     )
     await client.get_workflow_handle(run_id).terminate(reason="test")
-    cancelled = await acli(temporal_address, "cancel", run_id)
-    assert cancelled.returncode == 1
-    assert cancelled.stderr.strip() == (
-        f"error: no running run '{run_id}': it has already ended (terminated)"
-    )
-    assert "requested" not in cancelled.stdout
+    for command in (
+        ["cancel", run_id],
+        ["approve", run_id, "review"],
+        ["reject", run_id, "review"],
+    ):
+        answered = await acli(temporal_address, *command)
+        assert answered.returncode == 1, (command, answered.stderr)
+        assert answered.stderr.strip() == (
+            f"error: no running run '{run_id}': it has already ended (terminated)"
+        ), command
+        assert answered.stdout == ""
 
 
 async def test_approve_a_run_no_worker_runs_says_why_at_once(

@@ -99,6 +99,13 @@ EXPECTED = {
     ],
     # A model alias's misspelt field said 'models.fast.str' and 'ModelEntry' (pydantic's union
     # branches); nested misspellings had no hint.
+    # Listed by line, not in the order of pydantic's fields (the timeout came first).
+    "shape_file_order.yaml": [
+        "shape_file_order.yaml:2: pipe 'summarize': field 'prompt' is required",
+        "shape_file_order.yaml:5: pipe 'summarize': unknown field 'promt' (did you mean 'prompt'?)",
+        "shape_file_order.yaml:6: pipe 'summarize': field 'timeout': 'soon' is not a duration "
+        "(use seconds, or e.g. '30s', '2m', '1h')",
+    ],
     "model_alias_unknown_field.yaml": [
         "model_alias_unknown_field.yaml:2: model alias 'fast': field 'model' is required",
         "model_alias_unknown_field.yaml:2: model alias 'fast': unknown field 'modle' (did you "

@@ -1,0 +1,125 @@
+"""Mistakes a new user makes, as the `durapipe` command meets them: one sentence naming what to
+fix (a variable, an address), exit 2, no traceback, nothing run."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from durapipe.cli import app
+from tests.support import run_cli
+
+TOOL_PIPELINE = """\
+pipes:
+  shout:
+    kind: tool
+    function: shout_tools:shout
+    inputs: {text: text}
+    output: text
+  read:
+    kind: extract
+    inputs: {document: document}
+    output: text
+"""
+
+
+def _pipeline(tmp_path: Path) -> Path:
+    (tmp_path / "shout_tools.py").write_text(
+        "def shout(text: str) -> str:\n    return text.upper()\n"
+    )
+    file = tmp_path / "shout.yaml"
+    file.write_text(TOOL_PIPELINE)
+    return file
+
+
+def _not_a_folder(tmp_path: Path) -> Path:
+    """A place no store can be made in, even by root: its parent is a file."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    return blocker / "store"
+
+
+def test_a_checkpoint_folder_that_cannot_be_made_is_one_sentence(tmp_path: Path) -> None:
+    # `--local` and `checkpoints prune` opened the store with a bare mkdir: a 60-line traceback
+    # ending in FileNotFoundError (a worker said it in one sentence, from its start-up check).
+    where = _not_a_folder(tmp_path) / "checkpoints.sqlite"
+    env = {"DURAPIPE_CHECKPOINTS": str(where)}
+    local = run_cli(
+        "run", "shout", "--file", str(_pipeline(tmp_path)), "--input", "text=hi", "--local",
+        env=env,
+    )  # fmt: skip
+    pruned = run_cli("checkpoints", "prune", env=env)
+    for result in (local, pruned):
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == (
+            f"error: DURAPIPE_CHECKPOINTS: cannot write to {where.parent} (Not a directory); "
+            "set DURAPIPE_CHECKPOINTS to a writable folder\n"
+        )
+        assert result.stdout == ""
+
+
+def test_a_blob_folder_that_cannot_be_made_is_one_sentence(
+    tmp_path: Path, temporal_address: str
+) -> None:
+    # A document input is stored before the run starts: the store's mkdir raised through the CLI.
+    where = _not_a_folder(tmp_path)
+    document = tmp_path / "note.txt"
+    document.write_text("a note")
+    pipeline = str(_pipeline(tmp_path))
+    args = ["run", "read", "--file", pipeline, "--input", f"document=@{document}"]
+    env = {"DURAPIPE_BLOB_DIR": str(where)}
+    local = run_cli(*args, "--local", env=env)
+    remote = run_cli(*args, "--address", temporal_address, "--id", f"blob-{tmp_path.name}", env=env)
+    for result in (local, remote):
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == (
+            f"error: DURAPIPE_BLOB_DIR: cannot write to {where} (Not a directory); "
+            "set DURAPIPE_BLOB_DIR to a writable folder\n"
+        )
+    described = run_cli("describe", f"blob-{tmp_path.name}", "--address", temporal_address)
+    assert described.returncode == 1 and "no run" in described.stderr  # nothing was started
+
+
+@pytest.fixture
+def http_port() -> Iterator[int]:
+    """A port where an HTTP server answers (as the Temporal Web UI's does), not Temporal's gRPC."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def answer() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.recv(1024)
+                connection.sendall(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def test_an_address_where_another_service_answers_is_one_sentence(http_port: int) -> None:
+    # The UI's port (8233) given for the frontend's (7233) said the SDK's nested Rust error:
+    # "Failed client connect: `get_system_info` call error after connection: Status { code:
+    # Unknown, message: "transport error", source: Some(tonic::transport::Error(...)) }".
+    result = CliRunner().invoke(app, ["show", "some-run", "--address", f"127.0.0.1:{http_port}"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: cannot reach Temporal at 127.0.0.1:{http_port} (namespace default): something "
+        "took the connection but does not answer as a Temporal frontend (gRPC) does: another "
+        "service (the Web UI listens on the frontend's port + 1000), or a server that expects "
+        "TLS; start a dev server with `durapipe dev`, or check TEMPORAL_ADDRESS and the TLS "
+        "settings\n"
+    )
