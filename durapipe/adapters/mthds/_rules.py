@@ -35,6 +35,7 @@ from durapipe.adapters.mthds._library import (
     resolve_pipe,
     split_multiplicity,
 )
+from durapipe.adapters.mthds._reads import list_reads
 from durapipe.spec import _templates
 
 _DOMAIN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
@@ -275,6 +276,8 @@ def _check_pipe(
             elif step.batch_over is not None and step.batch_over == step.batch_as:
                 report(swhere, "'batch_over' and 'batch_as' must differ", skey)
             _check_pipe_ref(library, bundle, step.pipe, swhere, skey, report)
+        for rwhere, message, rkey in list_reads(library, bundle, code, pipe):
+            report(rwhere, message, rkey)
     if isinstance(pipe, PipeParallel):
         if not pipe.add_each_output and pipe.combined_output is None:
             report(
