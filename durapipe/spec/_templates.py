@@ -68,11 +68,14 @@ def variables(source: str) -> set[str]:
     Raises:
         TemplateError: the template does not parse.
     """
+    return set(jinja2.meta.find_undeclared_variables(_parse(source)))
+
+
+def _parse(source: str) -> jinja2.nodes.Template:
     try:
-        ast = _environment().parse(source)
+        return _environment().parse(source)
     except jinja2.TemplateSyntaxError as err:
         raise TemplateError(f"template syntax error on line {err.lineno}: {err.message}") from None
-    return set(jinja2.meta.find_undeclared_variables(ast))
 
 
 def paths(source: str) -> set[str]:
@@ -82,12 +85,8 @@ def paths(source: str) -> set[str]:
     Raises:
         TemplateError: the template does not parse.
     """
-    try:
-        ast = _environment().parse(source)
-    except jinja2.TemplateSyntaxError as err:
-        raise TemplateError(f"template syntax error on line {err.lineno}: {err.message}") from None
     found: set[str] = set()
-    _collect_paths(ast, found)
+    _collect_paths(_parse(source), found)
     return found
 
 
