@@ -31,6 +31,7 @@ __all__ = [
     "TemplateError",
     "evaluate",
     "expression_variables",
+    "paths",
     "render",
     "unsafe_constructs",
     "variables",
@@ -67,11 +68,39 @@ def variables(source: str) -> set[str]:
     Raises:
         TemplateError: the template does not parse.
     """
+    return set(jinja2.meta.find_undeclared_variables(_parse(source)))
+
+
+def _parse(source: str) -> jinja2.nodes.Template:
     try:
-        ast = _environment().parse(source)
+        return _environment().parse(source)
     except jinja2.TemplateSyntaxError as err:
         raise TemplateError(f"template syntax error on line {err.lineno}: {err.message}") from None
-    return set(jinja2.meta.find_undeclared_variables(ast))
+
+
+def paths(source: str) -> set[str]:
+    """The dotted paths a template reads from its context, each as far as it goes: ``{{ doc.cover
+    }}`` reads ``doc.cover`` (not ``doc``), ``{{ photo | e }}`` reads ``photo``.
+
+    Raises:
+        TemplateError: the template does not parse.
+    """
+    found: set[str] = set()
+    _collect_paths(_parse(source), found)
+    return found
+
+
+def _collect_paths(node: jinja2.nodes.Node, found: set[str]) -> None:
+    attributes: list[str] = []
+    while isinstance(node, jinja2.nodes.Getattr):
+        attributes.append(node.attr)
+        node = node.node
+    if isinstance(node, jinja2.nodes.Name):
+        if node.ctx == "load":
+            found.add(".".join([node.name, *reversed(attributes)]))
+        return
+    for child in node.iter_child_nodes():
+        _collect_paths(child, found)
 
 
 def unsafe_constructs(source: str) -> list[str]:

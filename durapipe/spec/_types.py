@@ -369,6 +369,59 @@ def _refined(name: str, structures: Structures) -> list[str]:
     return found
 
 
+def refinement_problems(name: str, structures: Structures) -> list[str]:
+    """Why structure ``name`` cannot flow where the structure it refines is declared (empty when
+    it can), one sentence each naming both structures and the field.
+
+    A value of a refining structure is read as its parent's wherever the parent is declared (see
+    `is_assignable`), so it carries the parent's fields and no other (a structure's values hold
+    exactly its fields), each field holding values the parent's field holds: a type assignable to
+    the parent field's type (a structure refining the parent field's one included), choices among
+    the parent field's, and a value wherever the parent field needs one (not ``optional`` where the
+    parent field is not).
+    """
+    structure = structures[name]
+    parent_name = structure.refines
+    if parent_name is None or parent_name not in structures or parent_name == name:
+        return []
+    parent = structures[parent_name]
+    found: list[str] = []
+    for field_name, parent_field in parent.fields.items():
+        field = structure.fields.get(field_name)
+        if field is None:
+            found.append(
+                f"'{name}' refines '{parent_name}' but has no field '{field_name}': a refining "
+                "structure carries every field of the one it refines"
+            )
+            continue
+        if not is_assignable(field.type, parent_field.type, structures):
+            found.append(
+                f"'{name}' refines '{parent_name}', but its field '{field_name}' holds "
+                f"{field.type}, which does not fit '{parent_name}'.{field_name} "
+                f"({parent_field.type})"
+            )
+        elif parent_field.choices and not set(field.choices or ()) <= set(parent_field.choices):
+            allowed = ", ".join(repr(c) for c in parent_field.choices)
+            found.append(
+                f"'{name}' refines '{parent_name}', but its field '{field_name}' allows values "
+                f"'{parent_name}'.{field_name} does not (allowed there: {allowed}): narrow its "
+                "choices to those"
+            )
+        elif field.optional and not parent_field.optional:
+            found.append(
+                f"'{name}' refines '{parent_name}', but its field '{field_name}' is optional "
+                f"where '{parent_name}'.{field_name} always holds a value"
+            )
+    for field_name in structure.fields:
+        if field_name not in parent.fields:
+            found.append(
+                f"'{name}' refines '{parent_name}' but adds field '{field_name}', which "
+                f"'{parent_name}' does not have, so its values would not fit where "
+                f"'{parent_name}' is declared: declare '{name}' without 'refines', or drop the field"
+            )
+    return found
+
+
 def annotation(ref: str, structures: Structures) -> Any:
     """The Python annotation that validates values of type ``ref`` (pydantic models for structures)."""
     return _annotation(ref, _freeze(structures))
@@ -449,7 +502,28 @@ def _add_structure(model: type[BaseModel], structures: Structures) -> None:
     structures[name] = StructureSpec(description=model.__doc__ or "", fields=fields)
     for field_name, info in model.model_fields.items():
         fields[field_name] = _field_spec(info, structures)
-    structures[name] = StructureSpec(description=(model.__doc__ or "").strip(), fields=fields)
+    parent = _refined_model(model)
+    if parent is not None:
+        _add_structure(parent, structures)
+    structures[name] = StructureSpec(
+        description=(model.__doc__ or "").strip(),
+        fields=fields,
+        refines=parent.__name__ if parent is not None else None,
+    )
+
+
+def _refined_model(model: type[BaseModel]) -> type[BaseModel] | None:
+    """The model ``model`` refines: its one pydantic base when it declares no field of its own
+    (``class Verdict(YesNo)``, fields narrowed or not), as an MTHDS concept refines another; a
+    subclass adding fields extends its base rather than refining it, and refines nothing."""
+    bases = [
+        base
+        for base in model.__bases__
+        if issubclass(base, BaseModel) and base is not BaseModel and base not in BUILTINS.values()
+    ]
+    if len(bases) != 1 or set(model.model_fields) != set(bases[0].model_fields):
+        return None
+    return bases[0]
 
 
 def _field_spec(info: pydantic.fields.FieldInfo, structures: Structures) -> FieldSpec:

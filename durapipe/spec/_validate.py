@@ -68,6 +68,8 @@ def check(pipeline: Pipeline, *, source: str = "") -> list[Problem]:
                 f"structure '{name}', field 'refines'",
                 f"'{structure.refines}' is not a structure of the pipeline",
             )
+        for message in _types.refinement_problems(name, pipeline.structures):
+            report(f"structure '{name}', field 'refines'", message)
     for alias, entry in pipeline.models.items():
         model = target(entry)
         if isinstance(entry, ModelEntry):

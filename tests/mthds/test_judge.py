@@ -8,7 +8,7 @@ import pydantic
 import pytest
 
 import durapipe as dp
-from durapipe.adapters.mthds import load_method, load_mthds
+from durapipe.adapters.mthds import load_method, load_mthds, validate_mthds
 from durapipe.spec import LlmPipe, Pipeline
 from durapipe.spec._types import validate
 from tests.mthds.conftest import BUNDLES
@@ -96,3 +96,42 @@ def test_a_threshold_is_a_note_not_dropped_in_silence() -> None:
     assert len(thresholds) == 1, notes
     assert "pipe 'is_urgent', field 'threshold'" in thresholds[0]
     assert "reports no probability" in thresholds[0]
+
+
+_PHOTO_JUDGE = """domain = "deliveries"
+
+[concept.ParcelPhoto]
+description = "A photo of a parcel"
+refines     = "Image"
+
+[pipe.check]
+type        = "PipeJudge"
+description = "Check a parcel"
+inputs      = {{ photo = "{photo}", note = "Text" }}
+output      = "YesNo"
+prompt      = "{prompt}"
+question    = "{question}"
+"""
+
+
+@pytest.mark.parametrize(
+    ("photo", "prompt", "question", "refused"),
+    [
+        ("Image", "@photo $note", "Is the parcel damaged?", None),
+        ("Image", "$note", "Is the parcel in @photo damaged?", "'photo'"),
+        ("Image[]", "$note", "Is a parcel in {{ photo }} damaged?", "'photo'"),
+        ("ParcelPhoto", "$note", "Is $photo damaged?", "'photo'"),
+        ("Document", "$note", "Is {{ photo | upper }} signed?", "'photo'"),
+        ("Text", "$note", "Is $photo damaged?", None),
+    ],
+)
+def test_only_the_prompt_presents_images_and_documents(
+    photo: str, prompt: str, question: str, refused: str | None
+) -> None:
+    text = _PHOTO_JUDGE.format(photo=photo, prompt=prompt, question=question)
+    problems = validate_mthds(text, source="photo.mthds")
+    if refused is None:
+        assert problems == []
+        return
+    assert [p.where for p in problems] == ["bundle 'deliveries', pipe 'check', field 'question'"]
+    assert problems[0].message.startswith(f"reads {refused}, an image or a document")

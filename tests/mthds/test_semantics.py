@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import durapipe as dp
-from durapipe.adapters.mthds import load_mthds, mthds_inputs
+from durapipe.adapters.mthds import load_method, load_mthds, mthds_inputs
 from durapipe.adapters.mthds._shorthand import expand
 from durapipe.adapters.mthds._translate import template_expression
 from tests.mthds.conftest import BUNDLES
@@ -267,3 +267,16 @@ async def test_an_optional_input_may_be_left_out_and_reads_null() -> None:
     assert narrowed.startswith("Offline answer: For a kids audience, Kim briefs"), narrowed
     with pytest.raises(dp.PipelineError, match="input 'author': missing input value"):
         await _run("optional_inputs", "brief", {"text": "Tides."})
+
+
+def test_a_search_takes_max_results_on_the_pipe_as_the_json_schema_allows() -> None:
+    method = load_method(BUNDLES / "search.mthds")
+    pipes = method.pipeline.pipes
+    assert "Cite at most 3 sources." in (getattr(pipes["search_topic"], "system", None) or "")
+    assert "Cite at most 5 sources." in (
+        getattr(pipes["search_recent_from_sources"], "system", None) or ""
+    )
+    assert any(
+        "pipe 'search_topic', field 'include_images'" in n.where and "no effect" in n.message
+        for n in method.notes
+    )

@@ -25,6 +25,10 @@ EXPECTED = {
         "brackets inside {...} must be quoted, 'list[integer]', or its mapping written one "
         "entry a line)"
     ],
+    "refines_field_type.yaml": [
+        "refines_field_type.yaml: structure 'Firm', field 'refines': 'Firm' refines 'Verdict', "
+        "but its field 'ok' holds text, which does not fit 'Verdict'.ok (boolean)"
+    ],
     "missing_input.yaml": [
         "missing_input.yaml:2: pipe 'main', step 'translate', input 'language': "
         "nothing provides 'language' at step 1 (available: article)"

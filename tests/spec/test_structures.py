@@ -244,3 +244,92 @@ def test_a_structure_that_refines_none_dumps_as_before() -> None:
     assert "refines" not in STRUCTURES["Item"].model_dump()
     narrowed = _types.StructureSpec(fields={"c": "text"}, refines="Item")
     assert narrowed.model_dump(mode="json")["refines"] == "Item"
+
+
+_NOTE = {"type": "text", "choices": ["fine"]}
+
+
+@pytest.mark.parametrize(
+    ("child", "fault"),
+    [
+        ({"note": _NOTE}, "has no field 'ok'"),
+        ({"ok": "text", "note": _NOTE}, "refines 'Verdict', but its field 'ok' holds text"),
+        ({"ok": "boolean", "note": "integer"}, "its field 'note' holds integer"),
+        (
+            {"ok": "boolean", "note": {"type": "text", "choices": ["fine", "late"]}},
+            "allows values 'Verdict'.note does not",
+        ),
+        ({"ok": {"type": "boolean", "optional": True}, "note": _NOTE}, "'ok' is optional"),
+        ({"ok": "boolean", "note": _NOTE, "extra": "text"}, "adds field 'extra'"),
+    ],
+)
+def test_a_refining_structure_must_carry_its_parents_fields(
+    child: dict[str, object], fault: str
+) -> None:
+    structures = {
+        "Verdict": {
+            "fields": {"ok": "boolean", "note": {"type": "text", "choices": ["fine", "bad"]}}
+        },
+        "Strict": {"fields": child, "refines": "Verdict"},
+    }
+    problems = _check(dp.Pipeline.model_validate({"structures": structures, "pipes": {}}))
+    assert [p.where for p in problems] == ["structure 'Strict', field 'refines'"], problems
+    assert fault in problems[0].message and "'Strict'" in problems[0].message
+
+
+def test_a_refining_structure_may_narrow_its_parents_fields() -> None:
+    structures = {
+        "Grade": {"fields": {"level": "integer"}},
+        "Pass": {"fields": {"level": {"type": "integer", "choices": [0, 1]}}, "refines": "Grade"},
+        "Report": {"fields": {"grade": "Grade", "score": "number", "why": "optional[text]"}},
+        "Short": {
+            "fields": {"grade": "Pass", "score": "integer", "why": "text"},
+            "refines": "Report",
+        },
+    }
+    assert _check(dp.Pipeline.model_validate({"structures": structures, "pipes": {}})) == []
+
+
+class Answer(BaseModel):
+    """A yes or no."""
+
+    yes: bool
+    why: str = ""
+
+
+class Firm(Answer):
+    """A yes or no that says why."""
+
+    why: str
+
+
+class Detailed(Answer):
+    """A yes or no with a score: an extension, not a refinement."""
+
+    score: int
+
+
+def test_a_pydantic_subclass_declaring_no_field_of_its_own_refines_its_base() -> None:
+    structures: _types.Structures = {}
+    assert _types.type_ref(Firm, structures) == "Firm"
+    assert structures["Firm"].refines == "Answer"
+    assert structures["Answer"].refines is None and set(structures["Answer"].fields) == {
+        "yes",
+        "why",
+    }
+    assert _types.is_assignable("Firm", "Answer", structures)
+    assert not _types.is_assignable("Answer", "Firm", structures)
+    _types.type_ref(Detailed, structures)
+    assert structures["Detailed"].refines is None
+    assert not _types.is_assignable("Detailed", "Answer", structures)
+
+
+def test_a_python_pipe_reading_the_base_takes_the_subclass() -> None:
+    firm = dp.llm("firm", prompt="Is it? {{ q }}", inputs={"q": str}, output=Firm)
+    read = dp.llm("read", prompt="{{ a.yes }}", inputs={"a": Answer})
+    flow = dp.sequence(
+        "flow", steps=[dp.step(firm, result="a"), dp.step(read, result="r")], inputs={"q": str}
+    )
+    pipeline = dp.pipeline(flow)
+    assert pipeline.structures["Firm"].refines == "Answer"
+    assert _check(pipeline) == []

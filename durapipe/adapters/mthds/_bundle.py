@@ -143,6 +143,11 @@ class PipeSearch(PipeBlueprint):
     to_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
     include_domains: list[str] | None = None
     exclude_domains: list[str] | None = None
+    # Not in the format spec's table (there they are inline model settings), but in its JSON
+    # schema's PipeSearchBlueprint since mthds-ai/mthds a65272f: read here too, as a tool
+    # checking bundles against the schema accepts them.
+    max_results: int | None = Field(default=None, ge=1)
+    include_images: bool | None = None
 
 
 class PipeCompose(PipeBlueprint):

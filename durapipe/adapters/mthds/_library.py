@@ -263,3 +263,22 @@ def resolve_concept(library: Library, bundle: Bundle, ref: str) -> ConceptTarget
             f"({', '.join(sorted(NATIVE_CONCEPTS))})"
         )
     return ConceptTarget(ref, library, found[0])
+
+
+def refines(library: Library, bundle: Bundle, ref: str, ancestor: str) -> bool:
+    """Whether concept ``ref`` is ``ancestor`` (a native code) or refines it, transitively."""
+    seen: set[str] = set()
+    current_library, current_bundle, current = library, bundle, ref
+    while current not in seen:
+        seen.add(current)
+        target = resolve_concept(current_library, current_bundle, current)
+        if isinstance(target, str):
+            return False
+        if target.native:
+            return target.code == ancestor
+        assert target.bundle is not None and target.library is not None
+        refined = target.bundle.concepts[target.code].refines
+        if refined is None:
+            return False
+        current_library, current_bundle, current = target.library, target.bundle, refined
+    return False

@@ -12,6 +12,7 @@ NO_EFFECT = {
     "PipeLLM": ("structuring_method", "model_to_structure"),
     "PipeExtract": ("max_page_images", "page_image_captions", "page_views", "page_views_dpi"),
     "PipeImgGen": ("is_raw", "seed", "background", "output_format"),
+    "PipeSearch": ("include_images",),
 }
 NO_EFFECT_SETTINGS = (
     "prompting_target",

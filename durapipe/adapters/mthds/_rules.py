@@ -25,14 +25,17 @@ from durapipe.adapters.mthds._bundle import (
     PipeSearch,
     PipeSequence,
 )
+from durapipe.adapters.mthds._judge_files import question_files
 from durapipe.adapters.mthds._library import (
     NATIVE_CONCEPTS,
     RESERVED_DOMAINS,
     Library,
+    refines,
     resolve_concept,
     resolve_pipe,
     split_multiplicity,
 )
+from durapipe.adapters.mthds._reads import list_reads
 from durapipe.spec import _templates
 
 _DOMAIN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
@@ -240,7 +243,7 @@ def _check_pipe(
             report,
             unused_rule=True,
         )
-        for field_name, message in _judge.problems(pipe):
+        for field_name, message in _judge.problems(pipe) + question_files(library, bundle, pipe):
             report(f"{where}, field '{field_name}'", message, f"{key}.{field_name}")
     if isinstance(pipe, PipeExtract):
         if len(pipe.inputs) != 1:
@@ -255,7 +258,7 @@ def _check_pipe(
                 f'a PipeExtract\'s output must be "Page[]", not "{pipe.output}"',
                 f"{key}.output",
             )
-    if isinstance(pipe, PipeSearch) and not _refines(library, bundle, pipe.output, "SearchResult"):
+    if isinstance(pipe, PipeSearch) and not refines(library, bundle, pipe.output, "SearchResult"):
         report(
             f"{where}, field 'output'",
             "a PipeSearch's output must be SearchResult or a concept that refines it",
@@ -273,6 +276,8 @@ def _check_pipe(
             elif step.batch_over is not None and step.batch_over == step.batch_as:
                 report(swhere, "'batch_over' and 'batch_as' must differ", skey)
             _check_pipe_ref(library, bundle, step.pipe, swhere, skey, report)
+        for rwhere, message, rkey in list_reads(library, bundle, code, pipe):
+            report(rwhere, message, rkey)
     if isinstance(pipe, PipeParallel):
         if not pipe.add_each_output and pipe.combined_output is None:
             report(
@@ -487,25 +492,6 @@ def _is_list(ref: str) -> bool:
         return split_multiplicity(ref)[2]
     except ValueError:
         return False
-
-
-def _refines(library: Library, bundle: Bundle, ref: str, ancestor: str) -> bool:
-    """Whether concept ``ref`` is ``ancestor`` (a native code) or refines it, transitively."""
-    seen: set[str] = set()
-    current_bundle, current = bundle, ref
-    while current not in seen:
-        seen.add(current)
-        target = resolve_concept(library, current_bundle, current)
-        if isinstance(target, str):
-            return False
-        if target.native:
-            return target.code == ancestor
-        assert target.bundle is not None
-        concept = target.bundle.concepts[target.code]
-        if concept.refines is None:
-            return False
-        current_bundle, current = target.bundle, concept.refines
-    return False
 
 
 def _collisions(library: Library) -> list[Problem]:

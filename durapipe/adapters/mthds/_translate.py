@@ -284,8 +284,10 @@ def _search_system(pipe: PipeSearch) -> str:
     if pipe.exclude_domains:
         filters.append(f"never from {', '.join(pipe.exclude_domains)}")
     limits = f" Use only sources {'; '.join(filters)}." if filters else ""
-    if isinstance(pipe.model, dict) and isinstance(pipe.model.get("max_results"), int):
-        limits += f" Cite at most {pipe.model['max_results']} sources."
+    inline = pipe.model.get("max_results") if isinstance(pipe.model, dict) else None
+    most = pipe.max_results if pipe.max_results is not None else inline
+    if isinstance(most, int):
+        limits += f" Cite at most {most} sources."
     return (
         "Search the web for the query and answer it, citing each source page (title, url)." + limits
     )
