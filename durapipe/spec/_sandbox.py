@@ -11,10 +11,11 @@ must not stall or exhaust a worker. On top of Jinja's immutable sandbox:
 - output is produced piece by piece (``generate``) and stops past `MAX_OUTPUT` characters;
 - what a render builds is counted too, since bounding each operation's growth does not bound what
   operations make together (``[doc] * 10**5`` holds one document, ``|join`` of it 10**5 of them):
-  text written anywhere (a macro's or a ``set`` block's too) and every value a call, filter or
-  operator makes spends from `MAX_BUILT` characters, and the operations that flatten their operands
-  into text (``~``, ``+``, ``%``, joining, formatting, string filters) are measured before they
-  build (at most `MAX_OUTPUT` characters each); a format width may not come from an argument;
+  text written into a macro, a ``call``, ``filter`` or ``set`` block and every value a call,
+  filter or operator makes spend from `MAX_BUILT` characters, and the operations that flatten
+  their operands into text (``~``, ``+``, ``%``, joining, formatting, string filters) are measured
+  before they build (at most `MAX_OUTPUT` characters each); a format width may not come from an
+  argument;
 - an optional wall-clock budget (activities only: workflows must stay deterministic).
 
 Each refusal is a `TemplateError` with one sentence.
@@ -42,7 +43,7 @@ MAX_VALUE = 1_000_000  # characters or items one operation may add to what it wa
 MAX_OUTPUT = 32 * 1024 * 1024  # characters one render may produce (prompts may hold documents)
 MAX_OPERATIONS = 200_000  # loop steps, calls, lookups and operators per render
 MAX_POWER_BITS = 4096  # the largest integer `**` may build
-MAX_BUILT = 2 * MAX_OUTPUT  # characters (or items) one render may build, its output included
+MAX_BUILT = 2 * MAX_OUTPUT  # characters (or items) one render's operations and blocks may build
 _COUNTED = "durapipe_counted"  # the filter every for-loop's iterable goes through
 _WRITTEN = "durapipe_written"  # the filter every piece of written text goes through
 _JOINED = "durapipe_joined"  # what `a ~ b` becomes: measured before it joins
@@ -317,8 +318,14 @@ class BoundedEnvironment(jinja2.sandbox.ImmutableSandboxedEnvironment):
         # (which range's cap does not see) spend the operation budget too.
         for loop in source.find_all(jinja2.nodes.For):
             loop.iter = _through(_COUNTED, loop.iter)
-        # Text written into a macro's or a block's buffer is joined there, unseen by `generate`.
-        for output in source.find_all(jinja2.nodes.Output):
+        # Text written into a macro's or a block's buffer is joined there, unseen by `generate`
+        # (which bounds the rest).
+        buffered = {
+            id(output): output
+            for block in source.find_all(_BUFFERED)
+            for output in block.find_all(jinja2.nodes.Output)
+        }
+        for output in buffered.values():
             output.nodes = [_through(_WRITTEN, _constant(node)) for node in output.nodes]
         for concat in list(source.find_all(jinja2.nodes.Concat)):
             # `str_join((joined,))`: the one string `joined` already is.
@@ -348,6 +355,13 @@ def _joined(context: jinja2.runtime.Context, values: list[Any]) -> str:
     return "".join(map(str, values))
 
 
+# The nodes whose body Jinja writes into a buffer of its own, then joins into one value.
+_BUFFERED = (
+    jinja2.nodes.Macro,
+    jinja2.nodes.CallBlock,
+    jinja2.nodes.FilterBlock,
+    jinja2.nodes.AssignBlock,
+)
 # What Jinja passes to filters that ask for it: not the filter's own arguments.
 _PASSED = (jinja2.runtime.Context, jinja2.Environment, jinja2.nodes.EvalContext)
 
