@@ -9,6 +9,13 @@ must not stall or exhaust a worker. On top of Jinja's immutable sandbox:
   indenting and replacing functions refuse to grow a value by more than `MAX_VALUE` before they
   build it;
 - output is produced piece by piece (``generate``) and stops past `MAX_OUTPUT` characters;
+- what a render builds is counted too, since bounding each operation's growth does not bound what
+  operations make together (``[doc] * 10**5`` holds one document, ``|join`` of it 10**5 of them):
+  text written into a macro, a ``call``, ``filter`` or ``set`` block and every value a call,
+  filter or operator makes spend from `MAX_BUILT` characters, and the operations that flatten
+  their operands into text (``~``, ``+``, ``%``, joining, formatting, string filters) are measured
+  before they build (at most `MAX_OUTPUT` characters each); a format width may not come from an
+  argument;
 - an optional wall-clock budget (activities only: workflows must stay deterministic).
 
 Each refusal is a `TemplateError` with one sentence.
@@ -21,6 +28,7 @@ import functools
 import math
 import operator
 import re
+import string
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -35,7 +43,20 @@ MAX_VALUE = 1_000_000  # characters or items one operation may add to what it wa
 MAX_OUTPUT = 32 * 1024 * 1024  # characters one render may produce (prompts may hold documents)
 MAX_OPERATIONS = 200_000  # loop steps, calls, lookups and operators per render
 MAX_POWER_BITS = 4096  # the largest integer `**` may build
+MAX_BUILT = 2 * MAX_OUTPUT  # characters (or items) one render's operations and blocks may build
 _COUNTED = "durapipe_counted"  # the filter every for-loop's iterable goes through
+_WRITTEN = "durapipe_written"  # the filter every piece of written text goes through
+_JOINED = "durapipe_joined"  # what `a ~ b` becomes: measured before it joins
+# Filters that return their input's items or a number, never text made of them: a container they
+# make is counted after (its items), not measured before.
+_NOT_FLATTENING = frozenset(
+    {
+        *("abs", "attr", "batch", "count", "d", "default", "dictsort", "first", "float"),
+        *("groupby", "int", "items", "last", "length", "list", "map", "max", "min", "reject"),
+        *("rejectattr", "reverse", "round", "select", "selectattr", "slice", "sort", "sum"),
+        *("unique", "wordcount", _COUNTED),
+    }
+)
 
 
 class TemplateError(ValueError):
@@ -47,6 +68,7 @@ class _Budget:
 
     def __init__(self, operations: int, seconds: float | None) -> None:
         self.operations = operations
+        self.built = MAX_BUILT
         self.deadline = None if seconds is None else time.monotonic() + seconds
 
     def spend(self, units: int = 1) -> None:
@@ -57,9 +79,22 @@ class _Budget:
                 "it may not do that much work"
             )
         # Reading the clock every operation would double the cost of a render; every 256 is enough.
-        late = self.deadline is not None and self.operations % 256 == 0
-        if late and time.monotonic() > self.deadline:  # type: ignore[operator]
+        if self.operations % 256 == 0:
+            self.in_time()
+
+    def in_time(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
             raise TemplateError("template went past its render time budget")
+
+    def build(self, size: int, what: str) -> None:
+        if size > MAX_OUTPUT:
+            raise TemplateError(f"{what} would build {size} characters, more than {MAX_OUTPUT}")
+        self.built -= size
+        if self.built < 0:
+            raise TemplateError(
+                f"template would build more than {MAX_BUILT} characters in all; "
+                "it may not make that much text"
+            )
 
 
 _budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
@@ -71,6 +106,49 @@ def _spend(units: int = 1) -> None:
     budget = _budget.get()
     if budget is not None:
         budget.spend(units)
+
+
+def _build(size: int, what: str) -> None:
+    budget = _budget.get()
+    if budget is not None:
+        budget.build(size, what)
+
+
+def _text_size(values: Iterable[Any]) -> int:
+    """At most how many characters the text of ``values`` holds (joined, formatted, as JSON),
+    counted until it passes `MAX_OUTPUT`: a list may hold one large value many times over."""
+    total = 0
+    stack = list(values)
+    budget = _budget.get()
+    walked = 0
+    while stack and total <= MAX_OUTPUT:
+        item = stack.pop()
+        walked += 1
+        if budget is not None and walked % 65536 == 0:
+            budget.in_time()  # a list of a million items takes a while
+        if isinstance(item, str | bytes):
+            total += len(item)
+        elif isinstance(item, dict):
+            total += 2 + 4 * len(item)
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list | tuple | set | frozenset):
+            total += 2 + 2 * len(item)
+            stack += item
+        elif isinstance(item, int):
+            total += 2 + item.bit_length() // 3
+        else:
+            total += 24
+    return total
+
+
+def _items(value: Any) -> int:
+    """How many items a container made holds (a value returned as it was is not built again)."""
+    return len(value) if isinstance(value, list | tuple | dict | set | frozenset) else 0
+
+
+def _listed(value: Any) -> Any:
+    """``value``, an iterator made a list, so that what it holds can be measured."""
+    return list(value) if isinstance(value, Iterator) and not isinstance(value, str) else value
 
 
 def _too_big(size: float, what: str) -> None:
@@ -110,9 +188,28 @@ def _check_power(base: Any, exponent: Any) -> None:
 _WIDTH = re.compile(r"[%:][^%:{}]*?(\d{7,}|\*)")  # a %-format or format-spec width of 7+ digits
 
 
+_WIDTHS = re.compile(r"[%:][^%:{}]*?(\d+)")  # every number a format's specs hold
+
+
 def _check_format(spec: Any) -> None:
     if isinstance(spec, str) and _WIDTH.search(spec):
         raise TemplateError(f"a format width larger than {MAX_VALUE} (or '*') is not allowed")
+
+
+def _check_nested_width(spec: str) -> None:
+    """Refuse ``'{:{}}'.format(x, 10**9)``: a width read from an argument is not seen before."""
+    try:
+        fields = list(string.Formatter().parse(spec))
+    except ValueError:
+        return  # str.format refuses it itself
+    if any(field_spec and "{" in field_spec for _, _, field_spec, _ in fields):
+        raise TemplateError("a format width may not come from an argument ('{:{}}')")
+
+
+def _format_size(spec: str, args: Iterable[Any]) -> int:
+    """At most how many characters formatting ``args`` into ``spec`` makes (widths included)."""
+    widths = sum(int(width) for width in _WIDTHS.findall(spec))
+    return len(spec) + widths + _text_size(args)
 
 
 def _growth(name: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
@@ -154,13 +251,19 @@ class BoundedEnvironment(jinja2.sandbox.ImmutableSandboxedEnvironment):
         _spend()
         if op == "*":
             _check_repeat(left, right)
-            return left * right
+            value = left * right
+            _build(_size(value), "'*'")
+            return value
         if op == "**":
             _check_power(left, right)
             return left**right
         if op == "%":
             _check_format(left)
+            if isinstance(left, str):
+                _build(_format_size(left, [right]), "'%'")
             return left % right
+        if isinstance(left, str | list | tuple):
+            _build(_size(left) + _size(right), "'+'")
         return operator.add(left, right)
 
     def call(
@@ -176,10 +279,19 @@ class BoundedEnvironment(jinja2.sandbox.ImmutableSandboxedEnvironment):
         # Jinja wraps str.format in a function of its own: the string is the wrapped method's self.
         method = getattr(__obj, "__wrapped__", __obj)
         target = getattr(method, "__self__", None)
+        args = tuple(_listed(arg) for arg in args)
         if name in ("format", "format_map") and isinstance(target, str):
             _check_format(target)
+            _check_nested_width(target)
+            _build(_format_size(target, [*args, *kwargs.values()]), f"'{name}'")
+        elif isinstance(target, str):
+            # A string's methods make text of the string and their arguments (`sep.join(xs)`).
+            _build(_text_size([target, *args, *kwargs.values()]), f"'{name}'")
         _too_big(_growth(name, target, args, kwargs), f"'{name}'")
-        return super().call(__context, __obj, *args, **kwargs)
+        value = super().call(__context, __obj, *args, **kwargs)
+        if not isinstance(target, str):
+            _build(_items(value), f"'{name}'")
+        return value
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """An attribute lookup, counted."""
@@ -187,33 +299,93 @@ class BoundedEnvironment(jinja2.sandbox.ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
-        """An item lookup, counted."""
+        """An item lookup, counted (a slice is a copy: built)."""
         _spend()
-        return super().getitem(obj, argument)
+        value = super().getitem(obj, argument)
+        if isinstance(argument, slice):
+            _build(_size(value), "a slice")
+        return value
 
-    def _parse(self, source: str, name: str | None, filename: str | None) -> jinja2.nodes.Template:
+    def _generate(
+        self,
+        source: jinja2.nodes.Template,
+        name: str | None,
+        filename: str | None,
+        defer_init: bool = False,
+    ) -> str:
+        # Every compile goes here, templates' and condition expressions' (which `_parse` misses).
         # Every loop's iterable goes through the counting filter, so nested loops over inputs
         # (which range's cap does not see) spend the operation budget too.
-        tree = super()._parse(source, name, filename)
-        for loop in tree.find_all(jinja2.nodes.For):
-            loop.iter = jinja2.nodes.Filter(loop.iter, _COUNTED, [], [], None, None)
-        return tree
+        for loop in source.find_all(jinja2.nodes.For):
+            loop.iter = _through(_COUNTED, loop.iter)
+        # Text written into a macro's or a block's buffer is joined there, unseen by `generate`
+        # (which bounds the rest).
+        buffered = {
+            id(output): output
+            for block in source.find_all(_BUFFERED)
+            for output in block.find_all(jinja2.nodes.Output)
+        }
+        for output in buffered.values():
+            output.nodes = [_through(_WRITTEN, _constant(node)) for node in output.nodes]
+        for concat in list(source.find_all(jinja2.nodes.Concat)):
+            # `str_join((joined,))`: the one string `joined` already is.
+            concat.nodes = [_through(_JOINED, jinja2.nodes.List(concat.nodes))]
+        return super()._generate(source, name, filename, defer_init)
 
 
+def _constant(node: jinja2.nodes.Node) -> jinja2.nodes.Node:
+    if isinstance(node, jinja2.nodes.TemplateData):
+        return jinja2.nodes.Const(node.data)
+    return node
+
+
+def _through(filter_name: str, node: jinja2.nodes.Node) -> jinja2.nodes.Filter:
+    return jinja2.nodes.Filter(node, filter_name, [], [], None, None)
+
+
+@jinja2.pass_context  # never folded at compile time, where no budget is spent
+def _written(context: jinja2.runtime.Context, value: Any) -> Any:
+    _build(len(value) if isinstance(value, str) else _text_size([value]), "writing")
+    return value
+
+
+@jinja2.pass_context
+def _joined(context: jinja2.runtime.Context, values: list[Any]) -> str:
+    _build(_text_size(values), "'~'")
+    return "".join(map(str, values))
+
+
+# The nodes whose body Jinja writes into a buffer of its own, then joins into one value.
+_BUFFERED = (
+    jinja2.nodes.Macro,
+    jinja2.nodes.CallBlock,
+    jinja2.nodes.FilterBlock,
+    jinja2.nodes.AssignBlock,
+)
 # What Jinja passes to filters that ask for it: not the filter's own arguments.
 _PASSED = (jinja2.runtime.Context, jinja2.Environment, jinja2.nodes.EvalContext)
 
 
 def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    flattens = name not in _NOT_FLATTENING
+
     @functools.wraps(function)
     def bounded(*args: Any, **kwargs: Any) -> Any:
         _spend()
+        args = tuple(_listed(arg) for arg in args)
         values = [a for a in args if not isinstance(a, _PASSED)]
         if values:
             _too_big(_growth(name, values[0], tuple(values[1:]), kwargs), f"'{name}'")
             if name == "format":
                 _check_format(values[0])
-        return function(*args, **kwargs)
+            if flattens and name == "format" and isinstance(values[0], str):
+                _build(_format_size(values[0], [*values[1:], *kwargs.values()]), f"'{name}'")
+            elif flattens:
+                _build(_text_size([*values, *kwargs.values()]), f"'{name}'")
+        value = function(*args, **kwargs)
+        if not flattens:
+            _build(_items(value), f"'{name}'")
+        return value
 
     return bounded
 
@@ -229,6 +401,8 @@ def environment() -> BoundedEnvironment:
     env.globals["range"] = _range
     env.filters = {name: _bounded_filter(name, f) for name, f in env.filters.items()}
     env.filters[_COUNTED] = _counted
+    env.filters[_WRITTEN] = _written
+    env.filters[_JOINED] = _joined
     return env
 
 

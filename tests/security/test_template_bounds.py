@@ -25,6 +25,19 @@ HOSTILE = {
     "{{ xs|join('x' * 100000) }}": "'join' would add",
     "{{ 10 ** 100000 }}": "'**' would build",
     "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}": "recursed too deeply",
+    # Each operation within its own growth bound, the values they make together past any: a
+    # width read from an argument, one document held many times over then flattened, text
+    # joined inside a block (which the output's bound never sees). Each built gigabytes before.
+    "{{ '{:{}}'.format(1, 999999999) }}": "width may not come from an argument",
+    "{{ ([text] * 1000)|join }}": "'join' would build",
+    "{{ ''.join([text] * 1000) }}": "'join' would build",
+    "{{ ([text] * 1000)|string }}": "'string' would build",
+    "{{ ([text] * 1000)|tojson }}": "'tojson' would build",
+    "{{ ('%s' * 1000) % ([text] * 1000) }}": "'%' would build",
+    "{{ " + " ~ ".join(["text"] * 40) + " }}": "'~' would build",
+    "{% set a = text %}" + "{% set a = a + a %}" * 6 + "{{ a }}": "'+' would build",
+    "{% set s %}{% for x in xs %}{{ text }}{% endfor %}{% endset %}{{ s|length }}": "in all",
+    "{% macro m() %}{% for x in xs %}{{ text }}{% endfor %}{% endmacro %}{{ m()|length }}": "in all",
 }
 INPUTS = {"xs": list(range(10_000)), "text": "line\n" * 200_000}
 
@@ -50,6 +63,14 @@ def test_ordinary_templates_still_render() -> None:
     doc = "a long document\n" * 300_000  # 4.8 MB: a prompt may quote a whole document
     out = render(template, {"n": 1, "xs": [1, 2], "doc": doc})
     assert out == f"     1| 3.14|1, 2|ababab|1024|012|{len(doc)}"
+
+
+def test_a_condition_expression_joins_within_the_same_bound() -> None:
+    # Expressions compile apart from templates (and render inside workflows): `~` is bounded there.
+    many = " ~ ".join(["text"] * 40)
+    with pytest.raises(dp.spec.TemplateError, match="'~' would build"):
+        dp.spec.evaluate(f"({many})|length", {"text": "x" * 1_000_000})
+    assert dp.spec.evaluate("(a ~ '-' ~ b)|length", {"a": "xy", "b": "z"}) == 4
 
 
 CONDITION = """

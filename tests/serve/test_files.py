@@ -12,6 +12,8 @@ import pytest
 from aiohttp import web
 from mthds.runners.api.exceptions import ApiResponseError
 
+from durapipe._errors import ConfigError
+from durapipe.adapters.mthds._files import FileAccess, file_input
 from tests.serve.conftest import HERE, Served, mthds_client, start_serve
 
 READER = {"reader.mthds": (HERE / "methods" / "reader.mthds").read_text()}
@@ -115,6 +117,33 @@ async def test_a_file_the_server_may_not_read_is_refused(
     problem = refused.value.problem
     assert problem.code == "input.invalid"
     assert "input 'document'" in problem.detail and says in problem.detail
+
+
+@pytest.mark.parametrize(
+    ("prefix", "url"),
+    [
+        # A prefix written without its closing slash reads as text: any host or port that
+        # continues it, or a user part naming a host after it, passed.
+        ("http://127.0.0.1:9", "http://127.0.0.1:99/ok/letter.txt"),
+        ("http://127.0.0.1:9", "http://127.0.0.1:9@127.0.0.2:9/ok/letter.txt"),
+        ("http://files.example.com", "http://files.example.com.evil.example/letter.txt"),
+        # Dot segments a server resolves to a path outside the prefix (nginx does).
+        ("http://127.0.0.1:9/ok/", "http://127.0.0.1:9/ok/../other/letter.txt"),
+        ("http://127.0.0.1:9/ok/", "http://127.0.0.1:9/ok/%2e%2e/other/letter.txt"),
+        ("http://127.0.0.1:9/ok/", "https://127.0.0.1:9/ok/letter.txt"),
+    ],
+)
+def test_a_url_outside_the_operators_prefix_by_its_parts_is_refused(prefix: str, url: str) -> None:
+    access = FileAccess(local_paths=False, url_prefixes=(prefix,))
+    with pytest.raises(ConfigError, match="outside the prefixes its operator allows"):
+        file_input("document", {"url": url}, access)
+
+
+def test_a_url_under_the_operators_prefix_is_allowed() -> None:
+    access = FileAccess(local_paths=False, url_prefixes=("https://files.example.com/ok/",))
+    assert access.allows("https://files.example.com/ok/letter.txt")
+    assert access.allows("https://FILES.example.com:443/ok/a/b.pdf?version=2")
+    assert not access.allows("https://files.example.com/other/letter.txt")
 
 
 YAML_READER = {

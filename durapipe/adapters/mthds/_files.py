@@ -45,10 +45,36 @@ class FileAccess:
     max_bytes: int = DEFAULT_MAX_BYTES
 
     def allows(self, url: str) -> bool:
-        """Whether ``url`` may be fetched."""
+        """Whether ``url`` may be fetched: under one of the prefixes, read as URLs, not as text
+        (``https://files.example.com`` allows no ``https://files.example.com.evil.net/``, no
+        ``https://files.example.com@10.0.0.1/``, no other port, and no ``/ok/../other/``, which a
+        server may resolve outside the prefix)."""
         if self.url_prefixes is None:
             return True
-        return any(url.startswith(prefix) for prefix in self.url_prefixes)
+        return any(_under(url, prefix) for prefix in self.url_prefixes)
+
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+def _under(url: str, prefix: str) -> bool:
+    """Whether ``url`` has ``prefix``'s scheme, host and port, no user, no dot segment, and a
+    path that starts with ``prefix``'s."""
+    try:
+        target, base = urllib.parse.urlsplit(url), urllib.parse.urlsplit(prefix)
+        origins = [
+            (parts.scheme.lower(), parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme))
+            for parts in (target, base)
+        ]
+    except ValueError:
+        return False  # e.g. a port that is not a number
+    segments = urllib.parse.unquote(target.path).replace("\\", "/").split("/")
+    return (
+        origins[0] == origins[1]
+        and target.username is None
+        and not {".", ".."} & set(segments)
+        and target.path.startswith(base.path)
+    )
 
 
 CLI_ACCESS: Final = FileAccess()
