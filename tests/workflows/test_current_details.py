@@ -10,22 +10,14 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 
 import durapipe as dp
 from durapipe.workflows._details import METADATA_QUERY
-from tests.support import eventually
+from tests.support import eventually, held_pipeline
 
 
 async def test_a_waiting_run_names_its_running_step_and_progress(
     temporal_address: str, task_queue: str
 ) -> None:
-    ask = dp.llm("ask", inputs={"question": str}, prompt="{{ question }}")
-    review = dp.approval("review", inputs={"answer": str}, message="ok?", timeout="10m")
     pipe = f"held{uuid.uuid4().hex[:8]}"
-    pipeline = dp.pipeline(
-        dp.sequence(
-            pipe,
-            inputs={"question": str},
-            steps=[dp.step(ask, result="answer"), dp.step(review)],
-        )
-    )
+    pipeline = held_pipeline(pipe)
     client = await dp.connect(temporal_address, pipeline=pipeline)
     async with dp.build_worker(client, task_queue=task_queue):
         handle = await dp.start(client, pipeline, pipe, {"question": "q"}, task_queue=task_queue)
