@@ -120,6 +120,16 @@ def _load(path: Path) -> WorkflowHistory:
     return WorkflowHistory.from_json(path.stem, data)
 
 
+def workflow_interceptors(package: str = "durapipe") -> list[Any]:
+    """The workflow interceptors ``package``'s plugin adds to its workers (a checkout from before
+    it added any: none), so a replay counts what a worker runs."""
+    try:
+        details = importlib.import_module(f"{package}.workflows._details")
+    except ModuleNotFoundError:
+        return []
+    return [details.DetailsInterceptor()]
+
+
 def replayers() -> dict[str, Replayer]:
     """A replayer per side, set up as that side's worker is (converter, workflows, unsandboxed)."""
     from durapipe.worker import durapipe_converter
@@ -128,7 +138,10 @@ def replayers() -> dict[str, Replayer]:
     # debug_mode runs each activation inline (no thread hop), so a profile sees the workflow code.
     return {
         "durapipe": Replayer(
-            workflows=[PipeWorkflow], data_converter=durapipe_converter(), debug_mode=True
+            workflows=[PipeWorkflow],
+            data_converter=durapipe_converter(),
+            interceptors=workflow_interceptors(),
+            debug_mode=True,
         ),
         "handwritten": Replayer(
             workflows=handwritten.WORKFLOWS,
@@ -243,6 +256,7 @@ async def versus(checkout: Path, folder: Path, shape: str, rounds: int, times: i
             "old": Replayer(
                 workflows=[old_workflows.PipeWorkflow],
                 data_converter=old_worker.durapipe_converter(),
+                interceptors=workflow_interceptors(name),
                 debug_mode=True,
             ),
             **{side: replayer for side, replayer in replayers().items() if side != "features"},

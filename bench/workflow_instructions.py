@@ -286,7 +286,7 @@ def old_replayer(checkout: Path) -> Any:
     `bench.workflow_ab.old_package`), set up as this one's."""
     from temporalio.worker import Replayer
 
-    from bench.workflow_ab import old_package
+    from bench.workflow_ab import old_package, workflow_interceptors
 
     into = tempfile.mkdtemp(prefix="durapipe-old-")
     atexit.register(shutil.rmtree, into, ignore_errors=True)
@@ -296,6 +296,7 @@ def old_replayer(checkout: Path) -> Any:
     return Replayer(
         workflows=[workflows.PipeWorkflow],
         data_converter=worker.durapipe_converter(),
+        interceptors=workflow_interceptors(name),
         debug_mode=True,
     )
 

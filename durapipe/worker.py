@@ -53,6 +53,7 @@ from durapipe.stores import CheckpointStore
 from durapipe.stores._payloads import reads_store_context, with_external_storage
 from durapipe.stores._writable import check_stores
 from durapipe.workflows import PipeWorkflow, SandboxedPipeWorkflow
+from durapipe.workflows._details import DetailsInterceptor
 
 # Modules the workflow sandbox shares with the worker instead of re-importing per run.
 PASSTHROUGH_MODULES = {
@@ -127,6 +128,8 @@ class DurapipePlugin(SimplePlugin):
             activities=activities.all(),
             workflows=[SandboxedPipeWorkflow if sandbox_on() else PipeWorkflow],
             workflow_runner=sandbox_runner(),
+            # The runs' current details, written when the Temporal UI reads them.
+            interceptors=[DetailsInterceptor()],
         )
 
 

@@ -8,6 +8,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,13 +47,13 @@ def finished_steps_counted_exactly(monkeypatch: pytest.MonkeyPatch) -> Iterator[
     wrong: list[str] = []
     details = _workflow._TemporalRuntime._details
 
-    def checked(runtime: _workflow._TemporalRuntime, line: str) -> None:
+    def checked(runtime: _workflow._TemporalRuntime, *event: Any) -> None:
         interpreter = runtime.interpreter
         if interpreter is not None:
             scanned = sum(1 for r in interpreter.records.values() if r.status in FINISHED)
             if scanned != interpreter.finished:
-                wrong.append(f"{line}: counted {interpreter.finished}, scanned {scanned}")
-        details(runtime, line)
+                wrong.append(f"{event}: counted {interpreter.finished}, scanned {scanned}")
+        details(runtime, *event)
 
     monkeypatch.setattr(_workflow._TemporalRuntime, "_details", checked)
     yield

@@ -245,6 +245,19 @@ def paid_pipeline(tmp_path: Path, base_url: str, model: str, steps: int, **extra
     return path
 
 
+def held_pipeline(pipe: str) -> dp.Pipeline:
+    """A sequence ``pipe`` whose approval holds the run open after its first step (an llm step)."""
+    ask = dp.llm("ask", inputs={"question": str}, prompt="{{ question }}")
+    review = dp.approval("review", inputs={"answer": str}, message="ok?", timeout="10m")
+    return dp.pipeline(
+        dp.sequence(
+            pipe,
+            inputs={"question": str},
+            steps=[dp.step(ask, result="answer"), dp.step(review)],
+        )
+    )
+
+
 def call_to(run_id: str = "r1") -> LlmCall:
     """One llm call to the model `deck_for` sends to a fake provider."""
     pipe = LlmPipe(model="openai/gpt-keep", prompt="Name a colour.")

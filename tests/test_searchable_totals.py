@@ -21,7 +21,14 @@ from durapipe.runtime._calls import WORKFLOW_VERSION
 from durapipe.testing.fake_provider import Reply
 from durapipe.workflows._search import COST_USD, PIPE
 from tests.conftest import EXAMPLES
-from tests.support import acli, eventually, history_events, priced_openai, run_cli
+from tests.support import (
+    acli,
+    eventually,
+    held_pipeline,
+    history_events,
+    priced_openai,
+    run_cli,
+)
 
 MODEL = "gpt-totals"
 UPSERT = "upsert_workflow_search_attributes_event_attributes"
@@ -136,16 +143,8 @@ async def test_a_running_run_without_searchable_totals_answers_its_totals_by_que
     temporal_address: str, task_queue: str
 ) -> None:
     # An approval holds the run open after its first step: its totals come from its query.
-    ask = dp.llm("ask", inputs={"question": str}, prompt="{{ question }}")
-    review = dp.approval("review", inputs={"answer": str}, message="ok?", timeout="10m")
     pipe = f"held{uuid.uuid4().hex[:8]}"
-    pipeline = dp.pipeline(
-        dp.sequence(
-            pipe,
-            inputs={"question": str},
-            steps=[dp.step(ask, result="answer"), dp.step(review)],
-        )
-    )
+    pipeline = held_pipeline(pipe)
     client = await dp.connect(temporal_address, pipeline=pipeline)
     async with dp.build_worker(client, task_queue=task_queue):
         handle = await dp.start(

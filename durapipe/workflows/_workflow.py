@@ -29,7 +29,6 @@ with workflow.unsafe.imports_passed_through():
     from pydantic_core import from_json, to_json
 
     from durapipe._errors import ErrorType, RunCancelled, StepFailed
-    from durapipe._words import counted
     from durapipe.adapters._plan import (
         ATTEMPT_DETAIL,
         WORKFLOW_NAME,
@@ -74,6 +73,7 @@ with workflow.unsafe.imports_passed_through():
         run_budget,
         steps_allowed,
     )
+    from durapipe.workflows._details import StepEvent, details_line
     from durapipe.workflows._patches import (
         CANCEL_ENDS_AGENT_PATCH,
         CANCEL_HOLDS_PATCH,
@@ -252,6 +252,7 @@ class PipeWorkflow:
         self._interpreter: Interpreter | None = None
         self._control = _Control()
         self._run: PipeRun | None = None
+        self._runtime: _TemporalRuntime | None = None
 
     @workflow.run
     async def run(self, raw: RawValue) -> RunResult:
@@ -265,7 +266,7 @@ class PipeWorkflow:
         run, parts = _pipe_run(raw, info.workflow_id if info.parent is None else None)
         run = await capped_budget(run, workflow.patched) if may_cap_spend(info, run) else run
         self._run = run
-        runtime = _TemporalRuntime(self._control, run, parts.options)
+        runtime = self._runtime = _TemporalRuntime(self._control, run, parts.options)
         if parts.size is None:
             parts.size = RunSize(run.spec)
         self._interpreter = runtime.interpreter = Interpreter(
@@ -293,6 +294,14 @@ class PipeWorkflow:
             raise CancelledError(str(err)) from None
         runtime.publish_totals(final=True)
         return result
+
+    def current_details(self) -> str | None:
+        """The run's current details in the Temporal UI, None before its first step (the
+        plugin's `DetailsInterceptor` answers them: see `durapipe.workflows._details`)."""
+        runtime = self._runtime
+        if runtime is None or runtime.step_event is None:
+            return None
+        return details_line(runtime.run.pipe, runtime.step_event)
 
     @workflow.query(name=STEPS_QUERY)
     def steps(self) -> list[StepRecord]:
@@ -386,6 +395,8 @@ class _TemporalRuntime:
         # `now` of the activation at workflow time `_now_ns` (see `now`).
         self._now_ns: int | None = None
         self._now = datetime.min
+        # The latest step event, which the run's current details name (None before its first).
+        self.step_event: StepEvent | None = None
 
     async def leaf(self, call: LeafCall) -> LeafResult:
         try:
@@ -498,7 +509,7 @@ class _TemporalRuntime:
         # Asked only once a cancellation arrived, so other runs' histories carry no marker.
         if workflow.cancellation_reason() is not None and self.patched(CANCEL_HOLDS_PATCH):
             raise RunCancelled("the run was cancelled", path=record.path)
-        self._details(f"running {record.kind} step {record.path}")
+        self._details(None, record)
         if not self.control.paused:
             return
         record.waiting_for = "resume: the run is paused"
@@ -510,7 +521,7 @@ class _TemporalRuntime:
             record.waiting_for = None
 
     def step_finished(self, record: StepRecord) -> None:
-        self._details(f"{record.status}: {record.kind} step {record.path}")
+        self._details(record.status, record)
         # `track` has just read the step's end from the workflow clock, in this activation: the
         # totals' clock is that instant, without a third read of it per step (~6k instructions).
         self.publish_totals(now=record.ended_at)
@@ -563,15 +574,14 @@ class _TemporalRuntime:
             return False
         return True
 
-    def _details(self, line: str) -> None:
-        """The run's current details in the Temporal UI: the latest step event and progress."""
-        if self.interpreter is None:
-            return
+    def _details(self, status: str | None, record: StepRecord) -> None:
+        """Keep the step event the run's current details name (see `durapipe.workflows._details`):
+        ``status`` None when the step is starting."""
         interpreter = self.interpreter
-        workflow.set_current_details(
-            f"pipe {interpreter.run.pipe}: {line} "
-            f"({interpreter.finished} of {counted(len(interpreter.records), 'step')} done)"
-        )
+        if interpreter is not None:
+            self.step_event = (
+                status, record.kind, record.path, interpreter.finished, len(interpreter.records)
+            )  # fmt: skip
 
     def continue_as_new_suggested(self, turns: int) -> bool:
         return turns >= AGENT_TURNS_PER_RUN or workflow.info().is_continue_as_new_suggested()
