@@ -19,8 +19,6 @@ from temporalio.exceptions import (
     ApplicationError,
     CancelledError,
     ChildWorkflowError,
-    RetryState,
-    TimeoutError,
     is_cancelled_exception,
 )
 from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
@@ -30,7 +28,6 @@ with workflow.unsafe.imports_passed_through():
 
     from durapipe._errors import ErrorType, RunCancelled, StepFailed
     from durapipe.adapters._plan import (
-        ATTEMPT_DETAIL,
         WORKFLOW_NAME,
         activity_name,
         activity_options,
@@ -74,6 +71,7 @@ with workflow.unsafe.imports_passed_through():
         steps_allowed,
     )
     from durapipe.workflows._details import StepEvent, details_line
+    from durapipe.workflows._failures import failed_attempt, failure_cause, failure_details
     from durapipe.workflows._patches import (
         CANCEL_ENDS_AGENT_PATCH,
         CANCEL_HOLDS_PATCH,
@@ -456,7 +454,7 @@ class _TemporalRuntime:
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == STEP_FAILED and cause.details:
                 raise StepFailure.model_validate(cause.details[0]).error() from None
-            cause_type, message = _cause(cause)
+            cause_type, message = failure_cause(cause)
             raise StepFailed(
                 path=run.path, kind=kind, cause_type=cause_type, cause=message
             ) from None
@@ -604,8 +602,8 @@ class _TemporalRuntime:
         except ActivityError as err:
             if is_cancelled_exception(err):
                 raise RunCancelled("the run was cancelled", path=call.path) from None
-            cause_type, cause = _cause(err.cause)
-            attempts = spent_in(_details(err))
+            cause_type, cause = failure_cause(err.cause)
+            attempts = spent_in(failure_details(err))
             asked = workflow.cancellation_reason() is not None
             if cause_type == ErrorType.CANCELLED and asked and self.patched(CANCELLED_SPEND_PATCH):
                 # Cancelled after it paid for an answer: the activity failed, to say what it paid
@@ -619,7 +617,7 @@ class _TemporalRuntime:
                 model=getattr(call.pipe, "model", None),
                 cause_type=cause_type,
                 cause=cause,
-                attempts=_attempts(err, call),
+                attempts=failed_attempt(err, call),
             )
             if attempts and self.patched(FAILED_SPEND_PATCH):
                 failed.failed_attempts, failed.spent = attempts, failed_spend(attempts)
@@ -652,45 +650,6 @@ class _ActivityOptions:
             return kept[1], options, wire
         _, name, options, wire = kept
         return name, {**options, "activity_id": call.path, "summary": summary(call)}, wire
-
-
-def _cause(cause: BaseException | None) -> tuple[str, str]:
-    """A stable type name and message for why an activity or child failed."""
-    if isinstance(cause, ApplicationError):
-        return cause.type or "ApplicationError", cause.message
-    if isinstance(cause, TimeoutError):
-        kind = cause.type.name.lower().replace("_", "-") if cause.type else "activity"
-        return ErrorType.TIMEOUT, f"{kind} timeout exceeded"
-    if isinstance(cause, CancelledError):
-        return ErrorType.CANCELLED, "the step was cancelled"
-    if cause is None:
-        return ErrorType.UNKNOWN, "no cause reported"
-    return type(cause).__name__, str(cause)
-
-
-def _details(err: ActivityError) -> list[object]:
-    """The details the activity wrote on its failure, or on its last heartbeat (a timeout)."""
-    cause = err.cause
-    if isinstance(cause, ApplicationError):
-        return list(cause.details)
-    if isinstance(cause, TimeoutError):
-        return list(cause.last_heartbeat_details)
-    return []
-
-
-def _attempts(err: ActivityError, call: LeafCall) -> int:
-    """The attempt a failed activity stopped on, as its history records it.
-
-    The activity stamps its attempt on its failure and its heartbeats; a timeout carries the last
-    heartbeat. Without either, the retry state tells whether every allowed attempt was used.
-    """
-    details = _details(err)
-    for detail in reversed(details):
-        if isinstance(detail, dict) and isinstance(detail.get(ATTEMPT_DETAIL), int):
-            return int(detail[ATTEMPT_DETAIL])
-    if err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED and call.pipe.retry:
-        return call.pipe.retry.max_attempts
-    return 1
 
 
 # A refused access fails the run at once, naming it, instead of retrying the workflow task forever.
