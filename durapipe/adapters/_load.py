@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,6 +47,7 @@ def load(
         PipelineError: the pipeline has mistakes (all of them are listed).
     """
     file = Path(path)
+    _check_readable(file)
     if file.suffix == MTHDS_SUFFIX or (file / MTHDS_MANIFEST).is_file():
         return _load_mthds(file, import_tools=import_tools, methods=methods)
     if file.is_dir():
@@ -91,6 +94,43 @@ def load(
     if problems:
         raise PipelineError([_located(p, lines) for p in problems])
     return pipeline
+
+
+# What a path that is neither a file nor a folder is, in a sentence (`stat`'s tests, in order).
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _check_readable(file: Path) -> None:
+    """Refuse, in one sentence, a path that exists but cannot be read as a pipeline file: a
+    named pipe, a socket or a device (reading a FIFO would wait for a writer), or a file or
+    folder this process may not read. A path that does not exist is left to the callers.
+
+    Raises:
+        ConfigError: what the path is, or why it cannot be read.
+    """
+    try:
+        mode = file.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as err:  # a folder on the way that may not be entered
+        raise ConfigError(f"pipeline file '{file}' cannot be read: {err.strerror}") from None
+    what = next((name for test, name in _NOT_REGULAR if test(mode)), None)
+    if what is not None:
+        raise ConfigError(
+            f"pipeline file '{file}' is {what}, not a file: give a pipeline file (.yaml, .yml, "
+            ".py or .mthds) or an MTHDS package folder"
+        )
+    wanted = os.R_OK | os.X_OK if stat.S_ISDIR(mode) else os.R_OK
+    if not os.access(file, wanted):
+        raise ConfigError(
+            f"pipeline file '{file}' cannot be read: permission denied (its mode is "
+            f"{stat.filemode(mode)}); give the user running durapipe read access to it"
+        )
 
 
 def _meaning_problems(shaped: Shaped, source: str, lines: dict[str, int]) -> list[Problem]:

@@ -82,6 +82,7 @@ FileArgument = Annotated[
     typer.Argument(
         help="Pipeline file (.yaml, .py or .mthds, or an MTHDS package folder).",
         show_default=False,
+        readable=False,  # durapipe says why it cannot read it, in its own sentence
     ),
 ]
 
@@ -235,6 +236,7 @@ def run(
             "-f",
             help="Pipeline file (.yaml, .py or .mthds, or an MTHDS package folder).",
             show_default=False,
+            readable=False,
         ),
     ],
     input_json: Annotated[
@@ -576,6 +578,7 @@ def worker(
             "--secrets-file",
             envvar="DURAPIPE_SECRETS_FILE",
             help="KEY=VALUE file of provider credentials, loaded into this worker's environment.",
+            readable=False,
         ),
     ] = None,
     limits_file: Annotated[
@@ -584,6 +587,7 @@ def worker(
             "--limits",
             help="A YAML file whose limits: hold for every call this worker runs, beside FILE's "
             "own (an MTHDS bundle has none); a limit of the same name is this file's.",
+            readable=False,
         ),
     ] = None,
     methods: MethodsOption = None,
@@ -649,9 +653,9 @@ def demo(
         bool,
         typer.Option("--keep", help="Leave the server and UI running afterwards."),
     ] = False,
-    file: Annotated[Path, typer.Option("--file", help="Pipeline file of the demo.")] = Path(
-        "examples/brief.yaml"
-    ),
+    file: Annotated[
+        Path, typer.Option("--file", help="Pipeline file of the demo.", readable=False)
+    ] = Path("examples/brief.yaml"),
 ) -> None:
     """Start a dev server and a worker, run the example pipeline, print the result and stop."""
     from durapipe.cli._demo import run_demo

@@ -295,7 +295,10 @@ def schedule_create(
     schedule_id: ScheduleArgument,
     pipe: Annotated[str, typer.Argument(help="The pipe to run.", show_default=False)],
     file: Annotated[
-        Path, typer.Option("--file", "-f", help="Pipeline file (.yaml or .py).", show_default=False)
+        Path,
+        typer.Option(
+            "--file", "-f", help="Pipeline file (.yaml or .py).", show_default=False, readable=False
+        ),
     ],
     cron: Annotated[str | None, typer.Option("--cron", help="A cron expression.")] = None,
     every: Annotated[

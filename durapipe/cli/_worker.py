@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -24,7 +25,11 @@ def with_limits_of(pipeline: dp.Pipeline, path: Path) -> dp.Pipeline:
         PipelineError: the file does not load.
         ConfigError: it has no limits.
     """
-    for wrong, why in ((path.is_dir(), "it is a folder"), (not path.exists(), "no such file")):
+    for wrong, why in (
+        (path.is_dir(), "it is a folder"),
+        (not path.exists(), "no such file"),
+        (not os.access(path, os.R_OK), "it cannot be read (permission denied)"),
+    ):
         if wrong:
             raise dp.ConfigError(
                 f"--limits {path}: {why}; give a YAML file whose `limits:` the worker holds "

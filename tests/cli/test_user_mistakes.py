@@ -3,7 +3,11 @@ fix (a variable, an address), exit 2, no traceback, nothing run."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from durapipe.cli import app
-from tests.support import run_cli
+from tests.support import cli_env, durapipe_command, run_cli
 
 TOOL_PIPELINE = """\
 pipes:
@@ -122,4 +126,48 @@ def test_an_address_where_another_service_answers_is_one_sentence(http_port: int
         "service (the Web UI listens on the frontend's port + 1000), or a server that expects "
         "TLS; start a dev server with `durapipe dev`, or check TEMPORAL_ADDRESS and the TLS "
         "settings\n"
+    )
+
+
+def _as_another_user(command: list[str]) -> list[str]:
+    """``command`` run as a user without root's right to read any file (as itself if not root)."""
+    if os.geteuid() != 0:
+        return command
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+
+
+def test_an_unreadable_pipeline_file_is_durapipes_sentence() -> None:
+    # Typer checked readability first: its usage box ("Invalid value for 'file': path ... is not
+    # readable"), while every other problem of the file is durapipe's `error:` sentence.
+    folder = Path(tempfile.mkdtemp())  # pytest's tmp_path is in a folder only its user enters
+    folder.chmod(0o755)
+    file = folder / "brief.yaml"
+    file.write_text(TOOL_PIPELINE)
+    file.chmod(0)
+    for args in (["validate", str(file)], ["run", "shout", "--file", str(file), "--local"]):
+        result = subprocess.run(
+            _as_another_user(durapipe_command(*args)),
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=120,
+        )
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == (
+            f"error: pipeline file '{file}' cannot be read: permission denied (its mode is "
+            "----------); give the user running durapipe read access to it\n"
+        )
+    shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".mthds"])
+def test_a_named_pipe_given_as_a_pipeline_file_says_what_it_is(tmp_path: Path, suffix: str) -> None:
+    # A FIFO was "does not exist" (.yaml), or a read that waited for a writer forever (.mthds).
+    fifo = tmp_path / f"pipes{suffix}"
+    os.mkfifo(fifo)
+    result = CliRunner().invoke(app, ["validate", str(fifo)])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: pipeline file '{fifo}' is a named pipe (FIFO), not a file: give a pipeline file "
+        "(.yaml, .yml, .py or .mthds) or an MTHDS package folder\n"
     )
