@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -26,6 +26,7 @@ import durapipe as dp
 from durapipe._words import counted
 from durapipe.cli import _progress
 from durapipe.cli._connection import connection_options
+from durapipe.cli._inputs import input_types, parse_inputs
 from durapipe.cli._interrupt import interruptible
 from durapipe.cli._methods import MethodsOption, methods_for
 from durapipe.cli._printable import printable, printable_json
@@ -168,60 +169,6 @@ def validate(file: FileArgument, methods: MethodsOption = None) -> None:
         typer.echo(
             f"  {name} ({pipe.kind}) ({inputs})  {pipe.description.splitlines()[0] if pipe.description else ''}".rstrip()
         )
-
-
-def parse_inputs(
-    input_json: str | None, items: list[str], types: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """Run inputs from ``--input-json`` and ``--input name=value``.
-
-    ``name=@file`` gives a file: its text for a text input, uploaded to the blob store for a
-    ``document``, ``image`` or ``file`` input. A value for an input whose declared type (in
-    ``types``) is a list or a structure is JSON: ``xs=[1, 2]``.
-    """
-    inputs: dict[str, Any] = {}
-    if input_json is not None:
-        try:
-            data = json.loads(input_json)
-        except json.JSONDecodeError as err:
-            raise fail(f"--input-json is not valid JSON: {err.msg} at position {err.pos}") from None
-        if not isinstance(data, dict):
-            raise fail("--input-json must be a JSON object of input names to values")
-        inputs.update(data)
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise fail(f"--input '{item}' must look like name=value or name=@file")
-        if value.startswith("@"):
-            # The run reads the file: text for text inputs, a blob reference for document/image/file.
-            path = Path(value[1:])
-            if path.is_dir():
-                raise fail(f"--input {name}: cannot read '{path}': it is a folder, not a file")
-            if not path.is_file():
-                raise fail(f"--input {name}: cannot read '{path}': no such file")
-            inputs[name] = path
-            continue
-        type_ref = (types or {}).get(name, "text")
-        if type_ref in _NOT_JSON:
-            inputs[name] = value  # pydantic reads numbers and booleans from their text
-            continue
-        try:
-            inputs[name] = json.loads(value)
-        except json.JSONDecodeError as err:
-            raise fail(
-                f"--input {name}: a {type_ref} input takes JSON: {err.msg} at position {err.pos}"
-            ) from None
-    return inputs
-
-
-# Input types whose `--input` value is taken as text; any other (a list, a structure) is JSON.
-_NOT_JSON = frozenset({"text", "integer", "number", "boolean", "any", "file", "document", "image"})
-
-
-def input_types(pipeline: dp.Pipeline, pipe: str) -> dict[str, str]:
-    """The declared input types of pipe ``pipe`` (none for an unknown pipe: validation names it)."""
-    target = pipeline.pipes.get(pipe)
-    return dict(target.inputs) if target is not None else {}
 
 
 @app.command()

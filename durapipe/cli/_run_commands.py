@@ -22,12 +22,11 @@ from durapipe.cli._app import (
     app,
     fail,
     handles_errors,
-    input_types,
-    parse_inputs,
     print_result,
     stopped_following,
 )
 from durapipe.cli._connection import connection_options
+from durapipe.cli._inputs import input_types, parse_inputs
 from durapipe.cli._methods import MethodsOption, methods_for
 from durapipe.cli._printable import printable, printable_json
 

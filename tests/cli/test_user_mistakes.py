@@ -171,3 +171,32 @@ def test_a_named_pipe_given_as_a_pipeline_file_says_what_it_is(tmp_path: Path, s
         f"error: pipeline file '{fifo}' is a named pipe (FIFO), not a file: give a pipeline file "
         "(.yaml, .yml, .py or .mthds) or an MTHDS package folder\n"
     )
+
+
+def test_an_input_given_twice_is_refused_naming_it(tmp_path: Path) -> None:
+    # `--input text=a --input text=b` ran with "b", the first value dropped in silence.
+    file = str(_pipeline(tmp_path))
+    twice = CliRunner().invoke(
+        app, ["run", "shout", "--file", file, "--local", "--input", "text=a", "--input", "text=b"]
+    )
+    both = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "shout",
+            "--file",
+            file,
+            "--local",
+            "--input-json",
+            '{"text": "a"}',
+            "-i",
+            "text=b",
+        ],
+    )
+    for result, why in ((twice, "it is given twice"), (both, "--input-json gives it too")):
+        assert result.exit_code == 2
+        assert result.stderr == (
+            f"error: --input text: {why}; give each input once (a list input takes one JSON "
+            "value: --input 'text=[...]')\n"
+        )
+        assert result.stdout == ""
