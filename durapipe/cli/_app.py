@@ -125,6 +125,8 @@ def handles_errors(command: F) -> F:
             raise fail(str(err)) from None  # a mistake in what was asked: nothing was started
         except dp.RunError as err:
             raise fail(str(err), code=1) from None
+        except dp.ops.ScheduleNotFound as err:  # as a run id that names no run (RunNotFound)
+            raise fail(str(err), code=1) from None
         except dp.DurapipeError as err:
             raise fail(str(err)) from None
         except RPCError as err:

@@ -42,7 +42,10 @@ def blob_get(
         raise fail(
             f"'{ref[:80]}' is not a blob reference: give sha256:<64 hex digits> or the reference as JSON"
         ) from None
-    data = dp.stores.blob_store().get(blob)
+    try:
+        data = dp.stores.blob_store().get(blob)
+    except dp.stores.BlobNotFound as err:
+        raise fail(str(err), code=1) from None  # as a run id that names no run: exit 1
     if str(file) == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.flush()

@@ -6,6 +6,7 @@ from durapipe.ops._codec_server import codec_app
 from durapipe.ops._dev import DevServer, dev_ui_url
 from durapipe.ops._replay import ReplayReport, fetch_histories, load_history, replay
 from durapipe.ops._schedules import (
+    ScheduleNotFound,
     ScheduleSummary,
     create_schedule,
     delete_schedule,
@@ -19,6 +20,7 @@ from durapipe.worker import freeze_startup_objects, warm_up
 __all__ = [
     "DevServer",
     "ReplayReport",
+    "ScheduleNotFound",
     "ScheduleSummary",
     "check_search_attributes",
     "codec_app",

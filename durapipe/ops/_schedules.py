@@ -45,6 +45,10 @@ OVERLAP_POLICIES: dict[str, ScheduleOverlapPolicy] = {
 }
 
 
+class ScheduleNotFound(DurapipeError):
+    """No schedule with that id (the CLI exits 1, as for a run id that names no run)."""
+
+
 @dataclass(frozen=True)
 class ScheduleSummary:
     """One schedule of durapipe runs, as `list_schedules` reports it.
@@ -211,7 +215,9 @@ async def _call(client: Client, schedule_id: str, method: str, **kwargs: Any) ->
         await getattr(handle, method)(**kwargs)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
-            raise DurapipeError(f"no schedule '{schedule_id}'") from None
+            raise ScheduleNotFound(
+                f"no schedule '{schedule_id}'; `durapipe schedule list` lists them"
+            ) from None
         raise ConfigError(f"schedule '{schedule_id}': {err.message}") from None
 
 

@@ -60,7 +60,7 @@ async def test_an_interval_schedule_starts_runs_until_deleted(
         await asyncio.sleep(3.0)  # three intervals: a live schedule would start three runs
         assert await scheduled_runs(client, schedule_id) == after_delete
         gone = await acli(temporal_address, "schedule", "delete", schedule_id)
-        assert gone.returncode == 2 and f"no schedule '{schedule_id}'" in gone.stderr
+        assert gone.returncode == 1 and f"no schedule '{schedule_id}'" in gone.stderr
         query = f"TemporalScheduledById = '{schedule_id}' AND ExecutionStatus = 'Completed'"
         done = await anext(aiter(client.list_workflows(query)))
         result = await client.get_workflow_handle(done.id, result_type=dp.RunResult).result()

@@ -173,6 +173,35 @@ def test_a_named_pipe_given_as_a_pipeline_file_says_what_it_is(tmp_path: Path, s
     )
 
 
+def test_a_run_schedule_or_blob_that_does_not_exist_exits_1_alike(
+    tmp_path: Path, temporal_address: str
+) -> None:
+    # A missing run exited 1 and a missing schedule 2 (and a missing blob 2): one kind of mistake,
+    # two codes. README: 1 when what a command names cannot be acted on, 2 for a wrong request.
+    address = ["--address", temporal_address]
+    commands = (
+        ["show", "no-such-run"],
+        ["cancel", "no-such-run"],
+        ["schedule", "pause", "no-such-schedule"],
+        ["schedule", "trigger", "no-such-schedule"],
+        ["schedule", "delete", "no-such-schedule"],
+    )
+    for args in commands:
+        result = CliRunner().invoke(app, [*args, *address])
+        assert result.exit_code == 1, (args, result.stderr)
+        assert result.stderr.startswith("error: no ") and result.stderr.count("\n") == 1, args
+    schedule = CliRunner().invoke(app, ["schedule", "delete", "no-such-schedule", *address])
+    assert schedule.stderr == (
+        "error: no schedule 'no-such-schedule'; `durapipe schedule list` lists them\n"
+    )
+    blob = run_cli(
+        "blob", "get", "sha256:" + "0" * 64, str(tmp_path / "out"),
+        env={"DURAPIPE_BLOB_DIR": str(tmp_path / "blobs")},
+    )  # fmt: skip
+    assert blob.returncode == 1, blob.stderr
+    assert blob.stderr.startswith("error: blob sha256:000") and blob.stderr.count("\n") == 1
+
+
 def test_an_input_given_twice_is_refused_naming_it(tmp_path: Path) -> None:
     # `--input text=a --input text=b` ran with "b", the first value dropped in silence.
     file = str(_pipeline(tmp_path))
