@@ -25,7 +25,7 @@ from temporalio.service import RPCError
 import durapipe as dp
 from durapipe._words import counted
 from durapipe.cli import _progress
-from durapipe.cli._connection import connection_options
+from durapipe.cli._connection import connect, connection_options
 from durapipe.cli._inputs import input_types, parse_inputs
 from durapipe.cli._interrupt import interruptible
 from durapipe.cli._methods import MethodsOption, methods_for
@@ -368,7 +368,7 @@ async def _run_on_temporal(
     # With OTEL_TRACES_EXPORTER set, the start is the root span of the run's one trace.
     telemetry = dp.Telemetry.from_env()
     try:
-        client = await dp.connect(options=connection, telemetry=telemetry)
+        client = await connect(connection, telemetry=telemetry)
         handle = await dp.start(
             client,
             pipeline,
@@ -442,7 +442,7 @@ def result(
 
 
 async def _result(run_id: str, connection: dp.ConnectOptions) -> dp.RunResult:
-    client = await dp.connect(options=connection)
+    client = await connect(connection)
     since = time.monotonic()
     said = False
 

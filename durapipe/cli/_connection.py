@@ -7,12 +7,14 @@ shell set up for ``temporal`` works for ``durapipe`` unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
 import typer
+from temporalio.client import Client
 
 import durapipe as dp
 
@@ -64,3 +66,32 @@ def connection_options(command: F) -> F:
     cast(Any, wrapper).__signature__ = shown
     wrapper.__annotations__ = {p.name: p.annotation for p in shown.parameters.values()}
     return cast(F, wrapper)
+
+
+# How long a connect may go unanswered before the command says what it waits for. A server that
+# is there answers within milliseconds; a listener that took the connection and never answers
+# (a hung server, a firewall that holds the connection) keeps the SDK waiting ~30 s before it
+# gives up, and that wait must not be silent.
+CONNECT_NOTE_S = 3.0
+
+
+async def connect(connection: dp.ConnectOptions, **kwargs: Any) -> Client:
+    """`durapipe.connect` with ``connection``, saying on stderr once, after `CONNECT_NOTE_S`,
+    that the server has not answered yet (the failure, if it comes, is still one sentence).
+
+    Raises:
+        ConfigError: as `durapipe.connect`.
+    """
+    connecting = asyncio.ensure_future(dp.connect(options=connection, **kwargs))
+    done, _ = await asyncio.wait({connecting}, timeout=CONNECT_NOTE_S)
+    if not done:
+        try:
+            target = connection.client_config()["target_host"]
+        except dp.ConfigError:  # connect reports it in its own sentence
+            target = "the server"
+        typer.echo(
+            f"waiting for Temporal at {target} to answer ({CONNECT_NOTE_S:g} s so far; the "
+            "connect gives up after about 30 s) ...",
+            err=True,
+        )
+    return await connecting

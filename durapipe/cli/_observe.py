@@ -15,7 +15,7 @@ import durapipe as dp
 from durapipe._words import counted
 from durapipe.cli import _progress
 from durapipe.cli._app import app, fail, handles_errors
-from durapipe.cli._connection import connection_options
+from durapipe.cli._connection import connect, connection_options
 from durapipe.cli._printable import printable, printable_json
 
 
@@ -45,7 +45,7 @@ def show(
     async def described() -> tuple[
         dp.RunSummary, list[dp.StepRecord], str | None, str | None, bool
     ]:
-        client = await dp.connect(options=connection)
+        client = await connect(connection)
         # The totals' query and the stall checks need the same queues' pollers: asked once.
         pollers = dp.client.QueuePollers(client)
         summary = await dp.client.describe_run(client, run_id, pollers=pollers)
@@ -86,7 +86,7 @@ def show(
 
 def _show_step(run_id: str, path: str, *, as_json: bool, connection: dp.ConnectOptions) -> None:
     async def detailed() -> dp.client.StepDetail:
-        return await dp.client.step_detail(await dp.connect(options=connection), run_id, path)
+        return await dp.client.step_detail(await connect(connection), run_id, path)
 
     detail = asyncio.run(detailed())
     if as_json:
@@ -116,7 +116,7 @@ def describe(
     totals is asked for them by query (a worker must answer within 2 s)."""
 
     async def described() -> dp.RunSummary:
-        return await dp.client.describe_run(await dp.connect(options=connection), run_id)
+        return await dp.client.describe_run(await connect(connection), run_id)
 
     summary = asyncio.run(described())
     if as_json:
@@ -150,7 +150,7 @@ def replay(
         if files:
             histories = [dp.ops.load_history(path) for path in files]
         else:
-            client = await dp.connect(options=connection)
+            client = await connect(connection)
             histories = await dp.ops.fetch_histories(client, run_id=run_id, query=query)
         return await dp.ops.replay(histories)
 
@@ -180,7 +180,7 @@ def setup_search_attributes(*, connection: dp.ConnectOptions) -> None:
     """Register durapipe's search attributes (pipe, tokens, cost, steps) on a namespace."""
 
     async def added() -> list[str]:
-        return await dp.ops.setup_search_attributes(await dp.connect(options=connection))
+        return await dp.ops.setup_search_attributes(await connect(connection))
 
     names = asyncio.run(added())
     typer.echo(f"registered: {', '.join(names)}" if names else "already registered")

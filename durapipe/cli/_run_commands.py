@@ -25,7 +25,7 @@ from durapipe.cli._app import (
     print_result,
     stopped_following,
 )
-from durapipe.cli._connection import connection_options
+from durapipe.cli._connection import connect, connection_options
 from durapipe.cli._inputs import input_types, parse_inputs
 from durapipe.cli._methods import MethodsOption, methods_for
 from durapipe.cli._printable import printable, printable_json
@@ -43,7 +43,7 @@ ReviewerOption = Annotated[
 
 def _with_client(connection: dp.ConnectOptions, action: Callable[[Client], Awaitable[T]]) -> T:
     async def go() -> T:
-        return await action(await dp.connect(options=connection))
+        return await action(await connect(connection))
 
     return asyncio.run(go())
 
@@ -140,7 +140,7 @@ def retry(
     started: list[str] = []
 
     async def redriven() -> dp.RunResult:
-        client = await dp.connect(options=connection)
+        client = await connect(connection)
         handle = await dp.client.redrive(client, run_id)
         started.append(run_id)
         where = f" on task queue '{handle.task_queue}'" if handle.task_queue else ""

@@ -12,7 +12,7 @@ import durapipe as dp
 from durapipe._words import counted
 from durapipe.cli import _progress
 from durapipe.cli._app import app, handles_errors
-from durapipe.cli._connection import connection_options
+from durapipe.cli._connection import connect, connection_options
 
 
 @app.command()
@@ -37,7 +37,7 @@ def runs(
     """List runs, newest first, with their pipe, status, tokens and cost."""
 
     async def listed() -> dp.client.RunListing:
-        client = await dp.connect(options=connection)
+        client = await connect(connection)
         return await dp.client.find_runs(
             client, pipe=pipe, status=status, min_cost=min_cost, limit=limit
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 import durapipe as dp
+from durapipe.cli._connection import connect
 from durapipe.cli._waiting import OutageFilter, ServerWatch
 from durapipe.worker import check_worker
 
@@ -54,7 +55,7 @@ async def serve_worker(
     rate: float | None,
     telemetry: dp.Telemetry,
 ) -> None:
-    client = await dp.connect(pipeline=pipeline, options=connection, telemetry=telemetry)
+    client = await connect(connection, pipeline=pipeline, telemetry=telemetry)
     await dp.ops.check_search_attributes(client)
     plugin = check_worker(client, max_concurrent_activities=max_concurrent, rate=rate)
     if "litellm" not in sys.modules:  # its import takes seconds (tens on a busy host): say so

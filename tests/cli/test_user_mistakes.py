@@ -202,6 +202,46 @@ def test_a_run_schedule_or_blob_that_does_not_exist_exits_1_alike(
     assert blob.stderr.startswith("error: blob sha256:000") and blob.stderr.count("\n") == 1
 
 
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port where something takes the connection and never answers (a hung server)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def hold() -> None:
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for connection in held:
+        connection.close()
+    server.close()
+
+
+def test_a_server_that_never_answers_is_said_while_the_connect_waits(silent_port: int) -> None:
+    # The SDK's connect waits ~30 s for an answer; the command said nothing until it gave up.
+    command = durapipe_command("show", "some-run", "--address", f"127.0.0.1:{silent_port}")
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=cli_env()) as process:
+        try:
+            assert process.stderr is not None
+            first = process.stderr.readline()  # the note comes 3 s into the ~30 s wait
+        finally:
+            process.kill()
+    assert first == (
+        f"waiting for Temporal at 127.0.0.1:{silent_port} to answer (3 s so far; the connect "
+        "gives up after about 30 s) ...\n"
+    )
+
+
 def test_an_input_given_twice_is_refused_naming_it(tmp_path: Path) -> None:
     # `--input text=a --input text=b` ran with "b", the first value dropped in silence.
     file = str(_pipeline(tmp_path))
