@@ -207,11 +207,31 @@ def classify(err: BaseException, *, model: str) -> ApplicationError:
     delay = retry_after(err) if retryable else None
     untrusted = untrusted_certificate(err)
     return ApplicationError(
-        f"{model}: {untrusted or _short(err)}",
+        f"{model}: {untrusted or _no_key(err, model) or _short(err)}",
         type=error_type,
         non_retryable=not retryable,
         next_retry_delay=timedelta(seconds=delay) if delay is not None else None,
     )
+
+
+def _no_key(err: BaseException, model: str) -> str | None:
+    """A key missing where the step runs, in durapipe's words (litellm's is a 500's label:
+    ``InternalServerError: OpenAIException - Missing credentials. Please pass an `api_key`...``),
+    naming the variable the provider reads; None for any other error."""
+    text = str(err)
+    if not _NO_CREDENTIALS.search(text):
+        return None
+    provider = model.split("/", 1)[0] if "/" in model else "openai"
+    named = _KEY_VARIABLE.search(text)  # the provider's own variable, when its message names one
+    variable = named.group(0) if named else f"{provider.upper().replace('-', '_')}_API_KEY"
+    return (
+        f"no API key for provider '{provider}' where this step runs: set {variable} in the "
+        "worker's environment (or its --secrets-file; with --local, this process's); nothing "
+        "was sent"
+    )
+
+
+_KEY_VARIABLE = re.compile(r"\b[A-Z][A-Z0-9_]*_(?:API_KEY|TOKEN)\b")
 
 
 def _encryption_error(err: BaseException) -> EncryptionError | None:

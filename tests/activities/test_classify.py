@@ -171,7 +171,13 @@ async def test_a_key_missing_on_the_worker_fails_at_once_as_an_authentication_er
     with pytest.raises(ApplicationError) as raised:
         await run_llm(llm_call(fake))
     assert (raised.value.type, raised.value.non_retryable) == ("durapipe.AuthenticationError", True)
-    assert "OPENAI_API_KEY" in raised.value.message
+    # durapipe's sentence, not litellm's label ("InternalServerError: OpenAIException - Missing
+    # credentials. Please pass an `api_key`, ...").
+    assert raised.value.message == (
+        f"openai/{MODEL}: no API key for provider 'openai' where this step runs: set "
+        "OPENAI_API_KEY in the worker's environment (or its --secrets-file; with --local, this "
+        "process's); nothing was sent"
+    )
     assert fake.calls == []  # nothing was sent: only the worker's environment can fix it
 
 
@@ -189,5 +195,5 @@ async def test_a_gemini_key_missing_on_the_worker_fails_at_once_without_a_traceb
     with pytest.raises(ApplicationError) as raised:
         await run_llm(call)
     assert (raised.value.type, raised.value.non_retryable) == ("durapipe.AuthenticationError", True)
-    assert "GEMINI_API_KEY" in raised.value.message
+    assert "set GEMINI_API_KEY in the worker's environment" in raised.value.message
     assert "Traceback" not in raised.value.message and "\n" not in raised.value.message
