@@ -43,6 +43,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from durapipe._errors import ConfigError
 from durapipe._settings import settings
 from durapipe.activities import Activities
+from durapipe.activities._models import unkeyed_providers as unkeyed_providers
 from durapipe.adapters import DEFAULT_TASK_QUEUE, tool_functions
 from durapipe.adapters._answers import warm as warm_answer_client
 from durapipe.adapters._litellm import litellm_module, litellm_tasks, warm_provider_clients

@@ -24,10 +24,12 @@ from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType
 from durapipe._settings import _environ_data, settings
-from durapipe.adapters._providers import configured_providers
+from durapipe.adapters._providers import OWN_PROVIDERS, configured_providers
 from durapipe.spec import LOCAL_EXTRACTOR, OFFLINE_MODEL, Pipeline
 from durapipe.spec._allowed import named_models, parse_patterns
-from durapipe.spec._deck import MODELS_VARIABLE, OWN_MODELS, AllowedModels, ModelDeck
+from durapipe.spec._deck import MODELS_VARIABLE, OWN_MODELS, AllowedModels, ModelDeck, ModelEntry
+from durapipe.spec._resolve import resolve
+from durapipe.spec._routing import provider_of, request_models
 
 # What a model is for, per kind, in a refusal: "the OCR model 'mistral/...'".
 _WHAT = {"llm": "model", "agent": "agent's model", "extract": "OCR model", "image": "image model"}
@@ -104,3 +106,39 @@ def check_models(
         if not allowed.allows(fallback):
             refused = allowed.refusal(pipe_name, "fallbacks", "fallback model", fallback)
             raise ApplicationError(refused, type=ErrorType.MODEL_NOT_ALLOWED, non_retryable=True)
+
+
+def unkeyed_providers(
+    pipeline: Pipeline, queues: Iterable[str]
+) -> dict[str, tuple[list[str], list[str]]]:
+    """Each provider that pipes of ``pipeline`` which may run on ``queues`` call while this
+    process's environment lacks its key: ``{provider: (variables, pipes)}``.
+
+    A pipe's leaf runs on a served queue when its route (its ``queue:`` or a routing rule) names
+    one, or, unrouted, when a served queue is one no route names (a run's own queue): a worker of
+    a routed pool is not told about the keys of other pools. Models of a deck entry that sets
+    an endpoint (``api_base``: a gateway, the fake provider) are left out, since what such an
+    endpoint asks for is not litellm's to say, and so are durapipe's own.
+    """
+    from durapipe.adapters._litellm import missing_keys  # imports litellm: a worker's start only
+
+    served = set(queues)
+    routed = {rule.queue for rule in pipeline.routing}
+    routed |= {p.queue for p in pipeline.pipes.values() if p.queue is not None}
+    runs_here = bool(served - routed)
+    endpoints = {
+        e.model for e in pipeline.models.values() if isinstance(e, ModelEntry) and e.connection()
+    }
+    found: dict[str, tuple[list[str], list[str]]] = {}
+    for name in pipeline.pipes:
+        pipe = resolve(pipeline, name, fallback_model=settings().default_model).pipes[name]
+        if not (pipe.queue in served if pipe.queue is not None else runs_here):
+            continue
+        for model in request_models(pipe):
+            if model is None or model in endpoints or provider_of(model) in OWN_PROVIDERS:
+                continue
+            provider, missing = missing_keys(model)
+            if missing:
+                pipes = found.setdefault(provider, (missing, []))[1]
+                pipes += [name] if name not in pipes else []
+    return found

@@ -67,6 +67,18 @@ def _import_litellm() -> ModuleType:
     return litellm
 
 
+def missing_keys(model: str) -> tuple[str, list[str]]:
+    """The provider of ``model`` and the variables litellm looks for that this process's
+    environment lacks (``("openai", ["OPENAI_API_KEY"])``; none: the provider has what it needs)."""
+    litellm = litellm_module()
+    try:
+        provider = litellm.get_llm_provider(model)[1]
+        found = litellm.validate_environment(model=model)
+    except Exception:  # a model litellm cannot place: the step says so itself when it runs
+        return "", []
+    return provider, list(found.get("missing_keys") or [])
+
+
 async def warm_provider_clients() -> None:
     """Run litellm's first-call setup for OpenAI-compatible providers now, offline.
 

@@ -16,7 +16,7 @@ import typer
 import durapipe as dp
 from durapipe.cli._connection import connect
 from durapipe.cli._waiting import OutageFilter, ServerWatch
-from durapipe.worker import check_worker
+from durapipe.worker import check_worker, unkeyed_providers
 
 
 def with_limits_of(pipeline: dp.Pipeline, path: Path) -> dp.Pipeline:
@@ -63,6 +63,8 @@ async def serve_worker(
             "worker starting: loading the model library (litellm), a few seconds ...", err=True
         )
     await dp.ops.warm_up()
+    for line in key_warnings(pipeline, queues):  # litellm, imported by now, knows the variables
+        typer.echo(line, err=True)
     workers = dp.build_workers(client, queues, max_concurrent_activities=max_concurrent, rate=rate)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -93,3 +95,19 @@ async def serve_worker(
             outage.close()
         typer.echo("worker stopping: finishing in-flight work", err=True)
     telemetry.shutdown()
+
+
+def key_warnings(pipeline: dp.Pipeline, queues: list[str]) -> list[str]:
+    """One line per provider the worker's pipes call without its key in the environment (the
+    secrets file is loaded by then): a warning, not an error, since another worker may hold it."""
+    lines = []
+    for provider, (variables, pipes) in unkeyed_providers(pipeline, queues).items():
+        named = ", ".join(f"'{pipe}'" for pipe in pipes)
+        lines.append(
+            f"warning: provider '{provider}' has no key in this worker's environment (litellm "
+            f"looks for {', '.join(variables)}): "
+            f"{f'pipe {named} fails' if len(pipes) == 1 else f'pipes {named} fail'} here with "
+            "durapipe.AuthenticationError until it is set (in the "
+            "environment or --secrets-file), unless a worker that has it takes them"
+        )
+    return lines

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from durapipe.cli import app
-from tests.support import cli_env, durapipe_command, run_cli
+from tests.support import WorkerProcess, cli_env, durapipe_command, run_cli
 
 TOOL_PIPELINE = """\
 pipes:
@@ -240,6 +240,59 @@ def test_a_server_that_never_answers_is_said_while_the_connect_waits(silent_port
         f"waiting for Temporal at 127.0.0.1:{silent_port} to answer (3 s so far; the connect "
         "gives up after about 30 s) ...\n"
     )
+
+
+KEYED_PIPELINE = """\
+routing:
+  - provider: anthropic
+    queue: llm-anthropic
+models:
+  gateway: {model: openai/gpt-gateway, api_base: "http://127.0.0.1:9/v1"}
+pipes:
+  ask: {kind: llm, model: openai/gpt-4o, inputs: {t: text}, prompt: "{{ t }}"}
+  again: {kind: llm, model: openai/gpt-4o-mini, inputs: {t: text}, prompt: "{{ t }}"}
+  claude: {kind: llm, model: anthropic/claude-haiku-4-5, inputs: {t: text}, prompt: "{{ t }}"}
+  through_gateway: {kind: llm, model: gateway, inputs: {t: text}, prompt: "{{ t }}"}
+  offline: {kind: llm, inputs: {t: text}, prompt: "{{ t }}"}
+"""
+
+
+def _warnings(log: Path) -> list[str]:
+    return [line for line in log.read_text().splitlines() if line.startswith("warning:")]
+
+
+def test_a_worker_warns_at_start_of_each_provider_key_its_pipes_lack(
+    tmp_path: Path, temporal_address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker without OPENAI_API_KEY started in silence; its first openai step failed later.
+    for variable in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    file = tmp_path / "keys.yaml"
+    file.write_text(KEYED_PIPELINE)
+    queue = f"keys-{tmp_path.name}"
+    plain = tmp_path / "plain.log"
+    WorkerProcess(file, temporal_address, queue, plain).stop()
+    # Not the anthropic pipe (routed to a queue this worker does not serve), the gateway's model
+    # (its endpoint is the operator's: what it asks for is not litellm's to say), the offline one.
+    assert _warnings(plain) == [
+        "warning: provider 'openai' has no key in this worker's environment (litellm looks for "
+        "OPENAI_API_KEY): pipes 'ask', 'again' fail here with durapipe.AuthenticationError until "
+        "it is set (in the environment or --secrets-file), unless a worker that has it takes them"
+    ]
+    # The key in its secrets file counts; serving the anthropic pool, that key is missing.
+    secrets = tmp_path / "openai.env"
+    secrets.write_text("OPENAI_API_KEY=sk-from-the-secrets-file\n")
+    pooled = tmp_path / "pooled.log"
+    WorkerProcess(
+        file, temporal_address, queue, pooled,
+        "--queue", queue, "--queue", "llm-anthropic", "--secrets-file", str(secrets),
+    ).stop()  # fmt: skip
+    assert _warnings(pooled) == [
+        "warning: provider 'anthropic' has no key in this worker's environment (litellm looks "
+        "for ANTHROPIC_API_KEY): pipe 'claude' fails here with durapipe.AuthenticationError "
+        "until it is set (in the environment or --secrets-file), unless a worker that has it "
+        "takes them"
+    ]
 
 
 def test_an_input_given_twice_is_refused_naming_it(tmp_path: Path) -> None:
