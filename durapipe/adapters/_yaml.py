@@ -29,7 +29,7 @@ import pydantic
 import yaml
 
 from durapipe._errors import PipelineError, Problem
-from durapipe.adapters._yaml_guard import LOADER, check_limits, duplicate_keys
+from durapipe.adapters._yaml_guard import LOADER, check_limits, duplicate_keys, unquoted_names
 from durapipe.spec._deck import ModelEntry
 from durapipe.spec._kinds import kinds
 from durapipe.spec._spec import Branch, Pipeline, Step
@@ -210,7 +210,7 @@ def _compose(text: str, source: str) -> yaml.Node | None:
         root = yaml.compose(text, Loader=LOADER)
     except yaml.YAMLError as err:
         raise _yaml_problem(err, source, text) from None
-    problems = duplicate_keys(root, source)
+    problems = duplicate_keys(root, source) + unquoted_names(root, source)
     if problems:
         raise PipelineError(problems)
     return root

@@ -105,3 +105,55 @@ def duplicate_keys(root: yaml.Node | None, source: str) -> list[Problem]:
         elif isinstance(node, yaml.SequenceNode):
             pending.extend(node.value)
     return sorted(problems, key=lambda p: int(p.source.rpartition(":")[2]))
+
+
+# What YAML 1.1 reads an unquoted word as when it is not a string: `no`, `off`, `on`, `yes`, `y`,
+# `n`, `true`, `false` (a boolean), `null`, `~` (nothing), `1`, `2.0` (a number).
+_READ_AS = {
+    "tag:yaml.org,2002:bool": "a boolean",
+    "tag:yaml.org,2002:null": "null (no value)",
+    "tag:yaml.org,2002:int": "a number",
+    "tag:yaml.org,2002:float": "a number",
+}
+# The mappings whose keys are names: a section's, and each entry's named parts in it.
+_NAMED = {"pipes": ("pipe", "inputs", "input"), "structures": ("structure", "fields", "field")}
+
+
+def unquoted_names(root: yaml.Node | None, source: str) -> list[Problem]:
+    """One problem per name YAML reads as something else: a pipe named ``no`` or ``on`` became the
+    boolean false or true, and pydantic said only "pipe '0': field '[key]': Input should be a
+    valid string". Names are the keys of ``pipes``, ``structures`` and ``models``, and of each
+    pipe's ``inputs`` and structure's ``fields`` (a condition's ``outcomes`` keys are values)."""
+    if not isinstance(root, yaml.MappingNode):
+        return []
+    named: list[tuple[str, yaml.MappingNode]] = []
+    for section, entries in root.value:
+        if not isinstance(entries, yaml.MappingNode):
+            continue
+        if section.value == "models":
+            named.append(("model alias", entries))
+        if section.value not in _NAMED:
+            continue
+        what, part, part_what = _NAMED[section.value]
+        named.append((what, entries))
+        for _, entry in entries.value:
+            if isinstance(entry, yaml.MappingNode):
+                named += [
+                    (part_what, v)
+                    for k, v in entry.value
+                    if k.value == part and isinstance(v, yaml.MappingNode)
+                ]
+    problems = []
+    for what, mapping in named:
+        for key, _ in mapping.value:
+            read_as = _READ_AS.get(key.tag) if isinstance(key, yaml.ScalarNode) else None
+            if read_as is not None and not key.style:  # a quoted key is a string already
+                problems.append(
+                    Problem(
+                        "YAML",
+                        f"the {what} name {key.value} is read by YAML as {read_as}, not a "
+                        f"name: quote it ('{key.value}':)",
+                        f"{source}:{key.start_mark.line + 1}",
+                    )
+                )
+    return sorted(problems, key=lambda p: int(p.source.rpartition(":")[2]))

@@ -29,6 +29,14 @@ EXPECTED = {
         "refines_field_type.yaml: structure 'Firm', field 'refines': 'Firm' refines 'Verdict', "
         "but its field 'ok' holds text, which does not fit 'Verdict'.ok (boolean)"
     ],
+    "yaml_word_names.yaml": [
+        "yaml_word_names.yaml:6: YAML: the field name on is read by YAML as a boolean, not a "
+        "name: quote it ('on':)",
+        "yaml_word_names.yaml:8: YAML: the pipe name no is read by YAML as a boolean, not a "
+        "name: quote it ('no':)",
+        "yaml_word_names.yaml:14: YAML: the input name null is read by YAML as null (no value), "
+        "not a name: quote it ('null':)",
+    ],
     "missing_input.yaml": [
         "missing_input.yaml:2: pipe 'main', step 'translate', input 'language': "
         "nothing provides 'language' at step 1 (available: article)"
