@@ -7,6 +7,7 @@ what was asked (a pipeline file, an input, a setting), 1 for a run that did not 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import json
@@ -443,21 +444,30 @@ def result(
 
 async def _result(run_id: str, connection: dp.ConnectOptions) -> dp.RunResult:
     client = await connect(connection)
+    handle = dp.RunHandle(client, run_id)
     since = time.monotonic()
-    said = False
+    looked = 0.0
+    waits: set[str] = set()
 
-    async def say_once_it_waits() -> None:
+    async def say_what_it_waits_for() -> None:
         # A run that has not ended within a second gets one line, so a wait is not mistaken
-        # for a hang.
-        nonlocal said
-        if not said and time.monotonic() - since >= RESULT_QUIET_S:
-            said = True
+        # for a hang; then, looked at each second, each step that waits for a human (or a
+        # resume) says so with the command that ends the wait, as `run` does.
+        nonlocal looked
+        now = time.monotonic()
+        if now - since < RESULT_QUIET_S or now - looked < RESULT_QUIET_S:
+            return
+        if not looked:
             typer.echo(
                 f"waiting for run {run_id} to end (Ctrl-C stops the waiting, not the run)",
                 err=True,
             )
+        looked = now
+        with contextlib.suppress(Exception):  # a query can race the run's end; the end says it all
+            for line in _progress.new_wait_lines(await handle.steps(), waits, run_id):
+                typer.echo(line, err=True)
 
-    return await wait_for(dp.RunHandle(client, run_id), say_once_it_waits)
+    return await wait_for(handle, say_what_it_waits_for)
 
 
 RESULT_QUIET_S = 1.0  # how long `result` waits for a run before it says that it waits

@@ -249,10 +249,7 @@ async def follow(handle: dp.RunHandle, *, quiet: bool = False) -> dp.RunResult:
             for record in records:
                 if record.status == "running":
                     say(failed_attempt_lines(record, failed, handle.run_id))
-                wait = said_once(record)
-                if record.waiting_for and wait not in waits and not _retry_wait(record):
-                    waits.add(wait)
-                    typer.echo(waiting_line(record, handle.run_id), err=True)
+            say(new_wait_lines(records, waits, handle.run_id))
 
     try:
         result = await wait_for(handle, show_new)
@@ -261,6 +258,18 @@ async def follow(handle: dp.RunHandle, *, quiet: bool = False) -> dp.RunResult:
         raise
     say_finished(result.steps, final=True)
     return result
+
+
+def new_wait_lines(records: list[dp.StepRecord], waits: set[str], run_id: str) -> list[str]:
+    """What each step that waits (for a human, a resume) waits for, once per wait: ``waits``
+    keeps those said. A step waiting for its next attempt is said by `failed_attempt_lines`."""
+    lines = []
+    for record in records:
+        wait = said_once(record)
+        if record.waiting_for and wait not in waits and not _retry_wait(record):
+            waits.add(wait)
+            lines.append(waiting_line(record, run_id))
+    return lines
 
 
 def _retry_wait(record: dp.StepRecord) -> bool:

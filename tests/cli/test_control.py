@@ -582,3 +582,33 @@ async def test_cancel_of_a_run_that_ends_before_the_request_reaches_it_says_so(
         cancelled.stderr == f"error: no running run '{run_id}': it has already ended (terminated)\n"
     )
     assert cancelled.stdout == ""
+
+
+async def test_result_of_a_run_waiting_for_a_human_says_what_it_waits_for(
+    temporal_address: str, task_queue: str, control_worker: WorkerProcess
+) -> None:
+    # `result` of a run held at an approval said only "waiting for run X to end", for ever:
+    # `run` says what the step waits for and how to decide it; `result` did not.
+    client = await dp.connect(temporal_address)
+    run_id = f"held-{uuid.uuid4().hex[:8]}"
+    handle = await dp.start(
+        client, dp.load(CONTROL), "review_post", {"topic": "rivers"},
+        run_id=run_id, task_queue=task_queue,
+    )  # fmt: skip
+    await eventually(lambda: waiting_request(client, run_id), "the run to wait")
+    command = durapipe_command("result", run_id, "--address", temporal_address)
+    with subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env()
+    ) as process:
+        assert process.stderr is not None
+        read = process.stderr.readline
+        try:
+            lines = await asyncio.wait_for(asyncio.to_thread(lambda: [read(), read()]), 120)
+        finally:
+            process.kill()
+    assert lines == [
+        f"waiting for run {run_id} to end (Ctrl-C stops the waiting, not the run)\n",
+        f"  ⏸ review waiting for approval: Publish this post about rivers?; decide with "
+        f"`durapipe approve {run_id} review` or `durapipe reject {run_id} review`\n",
+    ]
+    await handle.cancel()
