@@ -180,15 +180,15 @@ def validate(file: FileArgument, methods: MethodsOption = None) -> None:
 def run(
     pipe: Annotated[str, typer.Argument(help="Name of the pipe to run.", show_default=False)],
     file: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--file",
             "-f",
-            help="Pipeline file (.yaml, .py or .mthds, or an MTHDS package folder).",
+            help="Pipeline file (.yaml, .py or .mthds, or an MTHDS package folder) \\[required].",
             show_default=False,
             readable=False,
         ),
-    ],
+    ] = None,
     input_json: Annotated[
         str | None, typer.Option("--input-json", help="Inputs as a JSON object.")
     ] = None,
@@ -260,6 +260,7 @@ def run(
     from durapipe.adapters.mthds import is_mthds_path, load_method, memory_pipeline
     from durapipe.cli import _mthds
 
+    file = required_file(file, "run", pipe)
     method = None
     memory_main: str | None = None
     memory_concepts: dict[str, str] = {}
@@ -406,6 +407,23 @@ async def _run_on_temporal(
     else:
         emit(result)
     typer.echo(f"run id: {handle.run_id}", err=True)
+
+
+def required_file(file: Path | None, command: str, pipe: str) -> Path:
+    """``--file``, which ``command`` needs: missing, one sentence saying how to give it (Typer's
+    usage box said only "Missing option"; a pipeline file given in the pipe's place is said)."""
+    if file is not None:
+        return file
+    if Path(pipe).suffix in (".yaml", ".yml", ".py", ".mthds") or Path(pipe).exists():
+        raise fail(
+            f"--file is missing: '{pipe}' looks like a pipeline file, and `{command}` takes the "
+            f"pipe's name first: `durapipe {command} PIPE --file {pipe}` (`durapipe validate "
+            f"{pipe}` lists its pipes)"
+        )
+    raise fail(
+        f"--file is missing: give the pipeline file that defines pipe '{pipe}' "
+        f"(`durapipe {command} {pipe} --file FILE`)"
+    )
 
 
 def stopped_following(run_id: str) -> typer.Exit:

@@ -322,3 +322,20 @@ def test_an_input_given_twice_is_refused_naming_it(tmp_path: Path) -> None:
             "value: --input 'text=[...]')\n"
         )
         assert result.stdout == ""
+
+
+def test_run_without_its_file_says_how_to_give_it(tmp_path: Path) -> None:
+    # `durapipe run brief.yaml` (the file where the pipe's name goes) was Typer's usage box:
+    # "Missing option '--file' / '-f'."
+    given_file = CliRunner().invoke(app, ["run", "brief.yaml", "--input", "article=hi"])
+    given_pipe = CliRunner().invoke(app, ["run", "brief", "--local"])
+    assert (given_file.exit_code, given_pipe.exit_code) == (2, 2)
+    assert given_file.stderr == (
+        "error: --file is missing: 'brief.yaml' looks like a pipeline file, and `run` takes the "
+        "pipe's name first: `durapipe run PIPE --file brief.yaml` (`durapipe validate "
+        "brief.yaml` lists its pipes)\n"
+    )
+    assert given_pipe.stderr == (
+        "error: --file is missing: give the pipeline file that defines pipe 'brief' "
+        "(`durapipe run brief --file FILE`)\n"
+    )
