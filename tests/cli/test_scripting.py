@@ -181,7 +181,7 @@ def test_blob_get_writes_a_blobs_bytes_and_refuses_a_bad_reference(
     as_json = runner.invoke(app, ["blob", "get", ref.model_dump_json(), "-"])
     assert as_json.stdout_bytes == b"%PDF-1.4 test"
     missing = runner.invoke(app, ["blob", "get", "sha256:" + "0" * 64, str(target)])
-    assert missing.exit_code == 2 and missing.stderr.startswith("error: blob sha256:000")
+    assert missing.exit_code == 1 and missing.stderr.startswith("error: blob sha256:000")
     bad = runner.invoke(app, ["blob", "get", "nope", str(target)])
     assert bad.exit_code == 2
     assert bad.stderr == (
