@@ -25,7 +25,7 @@ from temporalio.client import (
     WorkflowFailureError,
 )
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from durapipe._errors import ConfigError, RunError, RunNotFound, StepFailed
 from durapipe.adapters import WORKFLOW_NAME
@@ -315,6 +315,9 @@ async def _listed(
             except StopAsyncIteration:
                 cut = False
     except RPCError as err:
+        if err.status == RPCStatusCode.INVALID_ARGUMENT:
+            # "invalid search attribute: DurapipePipe": said as a worker and `run` say it.
+            await check_search_attributes(client)
         raise ConfigError(f"cannot list runs ({query}): {err.message}") from None
     return summaries[:limit], read, cut
 

@@ -59,13 +59,19 @@ async def test_worker_fails_fast_until_setup_registers_the_attributes(
         "--namespace",
         namespace,
     )
-    assert worker.returncode == 2
-    assert worker.stderr.strip() == (
-        f"error: namespace '{namespace}' lacks durapipe's search attributes (DurapipePipe, "
-        "DurapipeCostUsd, DurapipeInputTokens, DurapipeOutputTokens, DurapipeSteps); "
-        "register them once with `durapipe setup-search-attributes "
-        f"--address {temporal_address} --namespace {namespace}`"
+    # `runs` said the server's "cannot list runs (WorkflowType = ... AND DurapipePipe IS NOT
+    # NULL): invalid query: invalid search attribute: DurapipePipe" instead.
+    runs = await asyncio.to_thread(
+        run_cli, "runs", "--address", temporal_address, "--namespace", namespace
     )
+    for refused in (worker, runs):
+        assert refused.returncode == 2
+        assert refused.stderr.strip() == (
+            f"error: namespace '{namespace}' lacks durapipe's search attributes (DurapipePipe, "
+            "DurapipeCostUsd, DurapipeInputTokens, DurapipeOutputTokens, DurapipeSteps); "
+            "register them once with `durapipe setup-search-attributes "
+            f"--address {temporal_address} --namespace {namespace}`"
+        )
     setup = await asyncio.to_thread(
         run_cli, "setup-search-attributes", "--address", temporal_address, "--namespace", namespace
     )
