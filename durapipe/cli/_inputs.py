@@ -71,8 +71,11 @@ def _value(name: str, value: str, type_ref: str) -> Any:
     try:
         return json.loads(value)
     except json.JSONDecodeError as err:
+        # `xs=a,b` for a list: the shape to write, not only where the JSON broke.
+        shape = "[...]" if type_ref.startswith("list[") else "{...}"
         raise dp.ConfigError(
-            f"--input {name}: a {type_ref} input takes JSON: {err.msg} at position {err.pos}"
+            f"--input {name}: a {type_ref} input takes JSON (--input '{name}={shape}'): "
+            f"{err.msg} at position {err.pos}"
         ) from None
 
 

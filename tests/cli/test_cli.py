@@ -354,7 +354,18 @@ def test_input_of_a_list_or_structure_type_is_read_as_json(tmp_path: Path) -> No
     )  # fmt: skip
     assert bad.exit_code == 2
     assert bad.stderr.strip() == (
-        "error: --input xs: a list[integer] input takes JSON: Expecting value at position 3"
+        "error: --input xs: a list[integer] input takes JSON (--input 'xs=[...]'): Expecting "
+        "value at position 3"
+    )
+    # A list written as a shell user would (`xs=1,2`) is told the shape to write.
+    commas = runner.invoke(
+        app, ["run", "show", "--file", str(file), "--local", "--input", "xs=1,2", "--input",
+              'at={"x": 3, "y": 4}', "--input", "label=x"],
+    )  # fmt: skip
+    assert commas.exit_code == 2
+    assert commas.stderr.strip() == (
+        "error: --input xs: a list[integer] input takes JSON (--input 'xs=[...]'): Extra data "
+        "at position 1"
     )
 
 
