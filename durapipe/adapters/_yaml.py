@@ -103,7 +103,7 @@ def shape_yaml(text: str, *, source: str = "<yaml>") -> Shaped:
         # Built from the one composed tree: the file is parsed once (with libyaml when present).
         data = yaml.SafeLoader("").construct_document(root) if root is not None else None
     except yaml.YAMLError as err:
-        raise _yaml_problem(err, source) from None
+        raise _yaml_problem(err, source, text) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -228,12 +228,18 @@ def _yaml_problem(err: yaml.YAMLError, source: str, text: str = "") -> PipelineE
         message = f"{err.problem or err}"
         lines = text.splitlines()
         if mark and mark.line < len(lines):
-            bracketed = _FLOW_BRACKET_TYPE.search(lines[mark.line])
+            line = lines[mark.line]
+            bracketed = _FLOW_BRACKET_TYPE.search(line)
             if bracketed:
                 message += (
                     f" (a type with brackets inside {{...}} must be quoted, "
                     f"'{bracketed.group(1)}', or its mapping written one entry a line)"
                 )
+            elif line[mark.column : mark.column + 1] == "\t":
+                message += " (a tab: YAML indents with spaces only)"
+            elif "{{" in line and "unhashable" in message:
+                # `prompt: {{ topic }}`: YAML reads a value that starts with { as a mapping.
+                message += ' (a template that starts with {{ must be quoted: "{{ ... }}")'
         return PipelineError([Problem("YAML", message, where)])
     return PipelineError([Problem("YAML", str(err), source)])
 

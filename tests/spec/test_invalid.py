@@ -29,6 +29,14 @@ EXPECTED = {
         "refines_field_type.yaml: structure 'Firm', field 'refines': 'Firm' refines 'Verdict', "
         "but its field 'ok' holds text, which does not fit 'Verdict'.ok (boolean)"
     ],
+    "unquoted_template.yaml": [
+        "unquoted_template.yaml:6:14: YAML: found unhashable key (a template that starts with "
+        '{{ must be quoted: "{{ ... }}")'
+    ],
+    "tab_indent.yaml": [
+        "tab_indent.yaml:4:1: YAML: found character that cannot start any token (a tab: YAML "
+        "indents with spaces only)"
+    ],
     "yaml_word_names.yaml": [
         "yaml_word_names.yaml:6: YAML: the field name on is read by YAML as a boolean, not a "
         "name: quote it ('on':)",
