@@ -52,7 +52,7 @@ def test_validate_names_each_unknown_provider_and_keeps_routed_and_own_models(
         "custom_llm_provider (see the README's Models section)"
     )
     assert done.stderr.splitlines()[1:] == [
-        f"  - {file}: model alias 'typo': model 'opnai/gpt-4o-mini' names provider 'opnai', "
+        f"  - {file}:7: model alias 'typo': model 'opnai/gpt-4o-mini' names provider 'opnai', "
         + tail.format(" (did you mean 'openai'?)"),
         f"  - {file}:10: pipe 'ask', field 'model': model 'nosuchprovider/foo' names provider "
         "'nosuchprovider', " + tail.format(""),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import re
 import stat
 import sys
 from collections.abc import Callable, Sequence
@@ -17,7 +16,7 @@ import pydantic
 
 from durapipe._errors import ConfigError, PipelineError, Problem
 from durapipe.adapters._providers import provider_problems
-from durapipe.adapters._yaml import Shaped, pipe_lines, shape_yaml
+from durapipe.adapters._yaml import Shaped, part_lines, shape_yaml
 from durapipe.adapters._yaml_guard import MAX_FILE_BYTES
 from durapipe.spec._spec import Pipeline, ToolPipe
 from durapipe.spec._validate import check
@@ -75,7 +74,7 @@ def load(
             )
         text = file.read_text(encoding="utf-8", errors="replace")
         shaped = shape_yaml(text, source=str(path))
-        lines = pipe_lines(text, str(path))
+        lines = part_lines(text, str(path))
         if shaped.problems:
             raise PipelineError(shaped.problems + _meaning_problems(shaped, str(path), lines))
         assert shaped.pipeline is not None  # no shape problem: it validated
@@ -163,10 +162,11 @@ def _load_mthds(
 
 
 def _located(problem: Problem, lines: dict[str, int]) -> Problem:
-    """The problem pointing at the line of the pipe it names, when known."""
-    match = re.match(r"pipe '([^']+)'", problem.where)
-    if match and match.group(1) in lines:
-        return Problem(problem.where, problem.message, f"{problem.source}:{lines[match.group(1)]}")
+    """The problem pointing at the line of the part it names (the innermost known), when known."""
+    parts = [w for w in lines if problem.where == w or problem.where.startswith(f"{w},")]
+    if parts:
+        line = lines[max(parts, key=len)]
+        return Problem(problem.where, problem.message, f"{problem.source}:{line}")
     return problem
 
 

@@ -244,17 +244,39 @@ def _yaml_problem(err: yaml.YAMLError, source: str, text: str = "") -> PipelineE
     return PipelineError([Problem("YAML", str(err), source)])
 
 
-def pipe_lines(text: str, source: str = "<yaml>") -> dict[str, int]:
-    """The 1-based line where each pipe is defined, to point semantic problems at the file."""
+def part_lines(text: str, source: str = "<yaml>") -> dict[str, int]:
+    """The 1-based line of each part a meaning problem names, to point it at the file: a pipe
+    (``pipe 'x'``), a structure and its fields (``structure 'X', field 'refines'``), a model alias.
+    """
     try:
         root = _compose(text, source)
     except PipelineError:
         return {}
     lines: dict[str, int] = {}
-    if isinstance(root, yaml.MappingNode):
-        for key, value in root.value:
-            if key.value == "pipes" and isinstance(value, yaml.MappingNode):
-                lines = {k.value: k.start_mark.line + 1 for k, _ in value.value}
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    labels = {"pipes": "pipe", "structures": "structure", "models": "model alias"}
+    for key, value in root.value:
+        label = labels.get(key.value)
+        if label is None or not isinstance(value, yaml.MappingNode):
+            continue
+        for name, part in value.value:
+            where = f"{label} '{name.value}'"
+            lines[where] = name.start_mark.line + 1
+            if label == "structure":
+                lines.update(_structure_lines(where, part))
+    return lines
+
+
+def _structure_lines(where: str, structure: yaml.Node) -> dict[str, int]:
+    """The line of a structure's ``refines`` and of each of its fields."""
+    lines: dict[str, int] = {}
+    for key, value in structure.value if isinstance(structure, yaml.MappingNode) else []:
+        if key.value == "refines":
+            lines[f"{where}, field 'refines'"] = key.start_mark.line + 1
+        elif key.value == "fields" and isinstance(value, yaml.MappingNode):
+            for field, _ in value.value:
+                lines[f"{where}, field '{field.value}'"] = field.start_mark.line + 1
     return lines
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import pydantic
 
 from durapipe.spec import _templates, _types
+from durapipe.spec._flow import walk_path
 from durapipe.spec._spec import ComposePipe
 
 
@@ -71,13 +72,15 @@ def _attribute(value: Any, name: str) -> Any:
 def check_compose(
     name: str, pipe: ComposePipe, structures: _types.Structures, report: Callable[[str, str], None]
 ) -> None:
-    """Template variables and ``from`` roots must be declared inputs; the output a known type."""
+    """Template variables and ``from`` roots must be declared inputs, each ``from`` path a field
+    its input's type has; the output a known type."""
     where = f"pipe '{name}'"
     sources: list[tuple[str, str]] = []
-    roots: list[tuple[str, str]] = []
+    reads: list[tuple[str, dict[str, Any]]] = []
     if pipe.template is not None:
         sources.append(("template", pipe.template))
-    _collect(pipe.build or {}, "build", sources, roots)
+    _collect(pipe.build or {}, "build", sources, reads)
+    roots = [(field, str(read["from"]).split(".")[0]) for field, read in reads]
     for field, source in sources:
         try:
             used = _templates.variables(source)
@@ -91,21 +94,53 @@ def check_compose(
                 f"{where}, field '{field}'",
                 f"'{root}' is not a declared input (declared: {', '.join(pipe.inputs) or 'none'})",
             )
+    for field, read in reads:
+        problem = _read_problem(read, pipe.inputs, structures)
+        if problem is not None:
+            report(f"{where}, field '{field}'", problem)
     for message in _types.type_problems(pipe.output, structures):
         report(f"{where}, field 'output'", message)
+
+
+def _read_problem(
+    read: dict[str, Any], inputs: dict[str, str], structures: _types.Structures
+) -> str | None:
+    """Why a ``from`` read (and its ``list_to_dict_keyed_by``) names nothing its input's type
+    holds: found when the pipeline loads, not when the step runs. None when it may."""
+    path = str(read["from"])
+    root = path.split(".")[0]
+    if root not in inputs or _types.type_problems(inputs[root], structures):
+        return None  # an undeclared input or a bad type: reported once, where it is
+    shape, fault = walk_path(structures, inputs, path)
+    if shape is None:
+        return f"'{path}' reads nothing: {fault}"
+    key = read.get("list_to_dict_keyed_by")
+    if key is None or shape == "any":
+        return None
+    assert isinstance(shape, str)  # an input's type, or a field's: never a controller's mapping
+    try:
+        item = _types.parse_type(shape).item
+    except ValueError:
+        return None  # a structure field's bad type: reported where the field is declared
+    if item is None:
+        return f"list_to_dict_keyed_by '{key}' keys a list, and '{path}' is {shape}"
+    _, fault = walk_path(structures, {"each item": str(item)}, f"each item.{key}")
+    if fault:
+        return f"list_to_dict_keyed_by '{key}': in '{path}', {fault}"
+    return None
 
 
 def _collect(
     fields: dict[str, Any],
     prefix: str,
     sources: list[tuple[str, str]],
-    roots: list[tuple[str, str]],
+    reads: list[tuple[str, dict[str, Any]]],
 ) -> None:
     for name, spec in fields.items():
         field = f"{prefix}.{name}"
         if isinstance(spec, dict) and "from" in spec:
-            roots.append((field, str(spec["from"]).split(".")[0]))
+            reads.append((field, spec))
         elif isinstance(spec, dict) and "template" in spec:
             sources.append((field, str(spec["template"])))
         elif isinstance(spec, dict):
-            _collect(spec, field, sources, roots)
+            _collect(spec, field, sources, reads)

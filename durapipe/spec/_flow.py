@@ -28,24 +28,61 @@ Report = Callable[[str, str], None]
 
 def path_shape(pipeline: Pipeline, memory: Memory, path: str) -> Shape | None:
     """The shape at a dotted working-memory path, ``any`` when unknown, None when it is missing."""
+    return walk_path(pipeline.structures, memory, path)[0]
+
+
+def walk_path(
+    structures: _types.Structures, memory: Mapping[str, Shape], path: str
+) -> tuple[Shape | None, str]:
+    """The shape at a dotted path (as `path_shape`) and, when it names nothing, why.
+
+    Example:
+        >>> walk_path({}, {"analysis": "text"}, "analysis.score")
+        (None, "'analysis' is text, which has no field 'score'")
+    """
     root, *fields = path.split(".")
     if root not in memory:
-        return None
+        return None, f"nothing is named '{root}'"
     current = memory[root]
+    walked = root
     for field in fields:
-        if isinstance(current, dict):
-            if field not in current:
-                return None
-            current = current[field]
-            continue
-        structure = pipeline.structures.get(current)
-        if structure is None:
-            # Only a structure or an unknown value has fields: a text or a list has none.
-            return "any" if current == "any" else None
-        if field not in structure.fields:
-            return None
-        current = structure.fields[field].type
-    return current
+        known = current if isinstance(current, dict) else fields_of(current, structures)
+        if known is None:
+            return "any", ""  # a value of unknown shape: any field may be there
+        if field not in known:
+            why = f"'{walked}' is {describe(current)}, which has no field '{field}'"
+            if isinstance(current, str) and _is_list(current):
+                why += " (a list has no fields: read it whole, or map a pipe over it)"
+            return None, why + suggest(field, known)
+        current = known[field]
+        walked += f".{field}"
+    return current, ""
+
+
+def fields_of(ref: str, structures: _types.Structures) -> Mapping[str, str] | None:
+    """The fields a value of type ``ref`` has, by name and type: a structure's, a built-in's
+    (``Page``, a blob reference); none for text, numbers and lists; None when unknown (``any``)."""
+    ref = _types.optional_of(ref) or ref
+    if ref == "any":
+        return None
+    if ref in structures:
+        return {name: field.type for name, field in structures[ref].fields.items()}
+    if ref in _types.BUILTINS:
+        return {
+            name: _BUILTIN_FIELD_TYPES.get(info.annotation, "any")
+            for name, info in _types.BUILTINS[ref].model_fields.items()
+        }
+    return {}
+
+
+_BUILTIN_FIELD_TYPES: dict[object, str] = {str: "text", int: "integer"}
+
+
+def _is_list(ref: str) -> bool:
+    try:
+        return _types.parse_type(ref).item is not None
+    except ValueError:
+        return False
 
 
 def describe(shape: Shape) -> str:

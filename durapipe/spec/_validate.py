@@ -66,7 +66,8 @@ def check(pipeline: Pipeline, *, source: str = "") -> list[Problem]:
         if structure.refines is not None and structure.refines not in pipeline.structures:
             report(
                 f"structure '{name}', field 'refines'",
-                f"'{structure.refines}' is not a structure of the pipeline",
+                f"'{structure.refines}' is not a structure of the pipeline"
+                + suggest(structure.refines, pipeline.structures),
             )
         for message in _types.refinement_problems(name, pipeline.structures):
             report(f"structure '{name}', field 'refines'", message)

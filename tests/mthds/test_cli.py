@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from durapipe.cli import app
-from tests.mthds.conftest import BUNDLES, PACKAGES
+from tests.mthds.conftest import BUNDLES, INVALID, PACKAGES
 from tests.support import WorkerProcess, run_cli
 
 JOKES = BUNDLES / "jokes.mthds"
@@ -124,6 +124,20 @@ def test_an_unknown_pipe_of_a_bundle_is_named() -> None:
     # A YAML run in the same process afterwards still prints durapipe's plain sentence.
     yaml = runner.invoke(app, ["run", "nope", "--file", "missing.yaml", "--local"])
     assert yaml.stderr == "error: pipeline file 'missing.yaml' does not exist\n"
+
+
+def test_validate_and_worker_refuse_a_compose_path_into_a_value_without_that_field() -> None:
+    bundle = INVALID / "compose_from_no_field.mthds"
+    sentence = (
+        f"{bundle}:15: bundle 'd', pipe 'sheet', construct field 'score': "
+        "'analysis.overall_match_score' reads nothing: 'analysis' is text, which has no field "
+        "'overall_match_score'"
+    )
+    # The worker refuses the bundle before it connects: no server is named or needed.
+    for args in (["validate", str(bundle)], ["worker", str(bundle), "--address", "127.0.0.1:9"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert sentence in result.stderr and "Traceback" not in result.output, result.stderr
 
 
 @pytest.fixture

@@ -162,6 +162,35 @@ right = "not a number"
         await dp.run_local(pipeline, "make_pair", {"n": 2})
 
 
+async def test_a_construct_reads_native_concept_fields_as_pipelex_does() -> None:
+    # Pipelex resolves a `from` path on its content objects: a Text's `.text`, a list's `.items`,
+    # a Page's `.text_and_images.text`. durapipe carries the value itself, and reads them so.
+    pipeline = load_mthds(
+        """domain = "notes"
+[concept.Digest]
+description = "d"
+[concept.Digest.structure]
+note = { type = "text", description = "d", required = true }
+first = { type = "text", description = "d", required = true }
+count = { type = "number", description = "d", required = true }
+
+[pipe.digest]
+type = "PipeCompose"
+description = "d"
+inputs = { note = "Text", page = "Page", n = "Number" }
+output = "Digest"
+[pipe.digest.construct]
+note  = { from = "note.text" }
+first = { from = "page.text_and_images.text" }
+count = { from = "n.number" }
+""",
+        source="notes.mthds",
+    )
+    page = {"page": 1, "text": "Page one."}
+    output = (await dp.run_local(pipeline, "digest", {"note": "Hi", "page": page, "n": 3})).output
+    assert output == {"note": "Hi", "first": "Page one.", "count": 3}
+
+
 async def test_an_expression_template_with_blocks_routes_on_its_rendered_text() -> None:
     request = {"document_type": "legal", "content": "NDA"}
     legal = await _run(

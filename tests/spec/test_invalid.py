@@ -26,7 +26,7 @@ EXPECTED = {
         "entry a line)"
     ],
     "refines_field_type.yaml": [
-        "refines_field_type.yaml: structure 'Firm', field 'refines': 'Firm' refines 'Verdict', "
+        "refines_field_type.yaml:7: structure 'Firm', field 'refines': 'Firm' refines 'Verdict', "
         "but its field 'ok' holds text, which does not fit 'Verdict'.ok (boolean)"
     ],
     "unquoted_template.yaml": [
@@ -44,6 +44,13 @@ EXPECTED = {
         "name: quote it ('no':)",
         "yaml_word_names.yaml:14: YAML: the input name null is read by YAML as null (no value), "
         "not a name: quote it ('null':)",
+    ],
+    # A structure's meaning problems point at the field they name, as a pipe's point at the pipe.
+    "refines_unknown.yaml": [
+        "refines_unknown.yaml:8: structure 'Firm', field 'grade': choice 'two' is not of the "
+        "field's type integer",
+        "refines_unknown.yaml:9: structure 'Firm', field 'refines': 'Verdct' is not a structure "
+        "of the pipeline (did you mean 'Verdict'?)",
     ],
     "missing_input.yaml": [
         "missing_input.yaml:2: pipe 'main', step 'translate', input 'language': "

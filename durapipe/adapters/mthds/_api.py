@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -217,14 +218,20 @@ def _unimportable(ref: str) -> str | None:
     return None if callable(target) else f"'{ref}' is not a function"
 
 
+_CONSTRUCT_FIELD = re.compile(r"^, field 'build\.([^']+)'$")
+
+
 def _located(problem: Problem, library: Library) -> Problem:
     """A durapipe check's problem, pointed at the MTHDS bundle and line of the pipe it names."""
     for bundle in library.bundles:
         for code in bundle.pipes:
             if problem.where.startswith(f"pipe '{code}'"):
+                where, key = problem.where, f"pipe.{code}"
+                construct = _CONSTRUCT_FIELD.match(where[len(f"pipe '{code}'") :])
+                if construct:  # a compose's `build` is the bundle's `construct` table
+                    where = f"pipe '{code}', construct field '{construct.group(1)}'"
+                    key += f".construct.{construct.group(1)}"
                 return Problem(
-                    f"bundle '{bundle.domain}', {problem.where}",
-                    problem.message,
-                    bundle.where(f"pipe.{code}"),
+                    f"bundle '{bundle.domain}', {where}", problem.message, bundle.where(key)
                 )
     return problem

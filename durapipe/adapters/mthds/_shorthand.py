@@ -9,6 +9,7 @@ text, so the expanded prompt renders in the same sandbox as every other durapipe
 from __future__ import annotations
 
 import re
+from typing import Any
 
 # A shorthand is not preceded by a word character (an e-mail address ``a@b.com`` stays as is), and
 # its name starts with a letter or '_' (``$100`` and ``@2.0`` stay as is, as the spec requires).
@@ -122,15 +123,7 @@ def native_fields(template: str, types: dict[str, str]) -> str:
         if items.startswith("list[") and loop.group("item") not in known:
             known[loop.group("item")] = items[5:-1].split(",")[0].strip()
     template = _verdict_words(template, known)
-    rewrites = [
-        (
-            re.compile(r"(?<![\w.])" + re.escape(name) + field.pattern),
-            name + ".text" * (kind == "Page"),
-        )
-        for name, kind in known.items()
-        if (field := _LIST_ITEMS if kind.startswith("list[") else _NATIVE_FIELDS.get(kind))
-        is not None
-    ]
+    rewrites = _native_rewrites(known)
     if not rewrites:
         return template
     parts = _JINJA.split(template)
@@ -138,6 +131,49 @@ def native_fields(template: str, types: dict[str, str]) -> str:
         for pattern, replacement in rewrites:
             parts[index] = pattern.sub(replacement, parts[index])
     return "".join(parts)
+
+
+def construct(fields: dict[str, Any], inputs: dict[str, str]) -> dict[str, Any]:
+    """A PipeCompose's ``construct`` table as a compose pipe's ``build``: each template and each
+    ``from`` path read as durapipe carries the values (``inputs``: the durapipe type of each)."""
+    built: dict[str, Any] = {}
+    for name, value in fields.items():
+        if isinstance(value, dict) and "template" in value:
+            template = native_fields(expand(str(value["template"])), inputs)
+            built[name] = {**value, "template": template}
+        elif isinstance(value, dict) and "from" in value:
+            built[name] = {**value, "from": native_path(str(value["from"]), inputs)}
+        elif isinstance(value, dict):
+            built[name] = construct(value, inputs)
+        else:
+            built[name] = value
+    return built
+
+
+def native_path(path: str, types: dict[str, str]) -> str:
+    """A construct's ``from`` path with the native-concept fields read as `native_fields` reads
+    them in a template (Pipelex resolves such a path on its content objects: ``summary.text``).
+
+    Example:
+        >>> native_path("pages.items", {"pages": "list[Page]"})
+        'pages'
+    """
+    for pattern, replacement in _native_rewrites(types):
+        path = pattern.sub(replacement, path)
+    return path
+
+
+def _native_rewrites(types: dict[str, str]) -> list[tuple[re.Pattern[str], str]]:
+    """For each input with native fields, the pattern of its name and field, and what replaces it."""
+    return [
+        (
+            re.compile(r"(?<![\w.])" + re.escape(name) + field.pattern),
+            name + ".text" * (kind == "Page"),
+        )
+        for name, kind in types.items()
+        if (field := _LIST_ITEMS if kind.startswith("list[") else _NATIVE_FIELDS.get(kind))
+        is not None
+    ]
 
 
 # How Pipelex renders a verdict native written whole (its YesNoContent, ChoiceContent and

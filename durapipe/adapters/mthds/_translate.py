@@ -544,7 +544,7 @@ def _compose(
     if blueprint.construct_ is None:
         return None
     return ComposePipe(
-        **common, build=_construct(blueprint.construct_, common["inputs"]), output=output
+        **common, build=_shorthand.construct(blueprint.construct_, common["inputs"]), output=output
     )
 
 
@@ -563,18 +563,6 @@ def _jinja_literal(value: Any) -> str | None:
             return None
         return "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"
     return None
-
-
-def _construct(fields: dict[str, Any], inputs: dict[str, str]) -> dict[str, Any]:
-    built: dict[str, Any] = {}
-    for name, value in fields.items():
-        if isinstance(value, dict) and "template" in value:
-            built[name] = {**value, "template": _template(str(value["template"]), inputs)}
-        elif isinstance(value, dict) and "from" not in value:
-            built[name] = _construct(value, inputs)
-        else:
-            built[name] = value
-    return built
 
 
 def type_of(state: Translation, library: Library, bundle: Bundle, ref: str) -> str:
