@@ -43,6 +43,12 @@ ESTIMATES_PATCH = "durapipe.estimate-turns-and-images"
 # run or starts a batch's items: paused while it asked, it started them anyway once answered. Since
 # this change it holds them until resumed (asked only by a run paused when the answer arrives).
 PAUSED_ASK_PATCH = "durapipe.paused-ask-holds"
+# A run paused when it starts a child run (a batch's next chunk, once the chunk before it ended)
+# signalled the pause to the child once it had started: the child's first steps could start before
+# the signal reached it. Since this change the child's input says it starts paused (`PipeRun.paused`)
+# and no signal follows (a resume sent while it was starting does). Asked only by a run that starts
+# a child while paused, so other runs' histories carry no marker.
+START_PAUSED_PATCH = "durapipe.start-paused"
 # The changes a run's `PipeRun.workflow_version` puts in force without asking `workflow.patched`
 # (a marker and a TemporalChangeVersion upsert per run). A change made later must still go through
 # `workflow.patched` for these versions (or come with a new version).
