@@ -112,7 +112,17 @@ def test_histories_are_recorded() -> None:
         "wide-exact-shares__one.json",
         "wide-exact-shares__two.json",
         "wide-exact-shares__three.json",
+        # An llm call cancelled after it paid for an answer, its re-ask in flight
+        # (tests.histories.record_cancelled): it failed with type durapipe.Cancelled and its
+        # spend, and the run ended as cancelled (patch durapipe.cancelled-spend's marker).
+        "judge-cancelled-spend.json",
     }
+
+
+def test_the_cancelled_spend_history_holds_its_patch_marker() -> None:
+    # Else the history would not check the patched path it was recorded for.
+    history = dp.ops.load_history(HERE / "judge-cancelled-spend.json")
+    assert patch_markers(list(history.events)) == ["durapipe.cancelled-spend"]
 
 
 async def test_recorded_histories_replay_clean_against_the_current_code() -> None:
