@@ -388,6 +388,11 @@ class Interpreter:
         )
         try:
             result = await self.runtime.child(child)
+        except RunCancelled as err:
+            if err.spent is not None:  # cancelled after its steps paid for something
+                self._spent(record, err.spent, [])
+                self._merge(path, [StepRecord.model_validate(s) for s in err.steps])
+            raise
         except StepFailed as err:
             self.steps.repay(share, loan, None)
             if err.spent is not None:  # what its steps paid for before it failed

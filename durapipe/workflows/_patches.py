@@ -36,6 +36,12 @@ FAILED_SPEND_PATCH = "durapipe.failed-spend"
 # workflow of before it failed the run with that failure, and replays so. Asked only when such a
 # failure arrives, so other runs' histories carry no marker.
 CANCELLED_SPEND_PATCH = "durapipe.cancelled-spend"
+# A nested run cancelled after its steps paid for something ended as cancelled, which carries no
+# details: its parent's totals missed what it spent. Since this change it fails with type
+# durapipe.Cancelled and its step records, and its parent reads that as the cancellation it is,
+# counting the spend. Asked only by such a run (nested, cancelled, having spent), so other runs'
+# histories carry no marker; its parent asks nothing (only such a child fails so).
+CANCELLED_RUN_SPEND_PATCH = "durapipe.cancelled-run-spend"
 # Under a budget, an agent's turns and image steps are estimated before they run since this change,
 # as llm steps always were (a local activity each); before it they were counted after.
 ESTIMATES_PATCH = "durapipe.estimate-turns-and-images"

@@ -71,10 +71,17 @@ with workflow.unsafe.imports_passed_through():
         steps_allowed,
     )
     from durapipe.workflows._details import StepEvent, details_line
-    from durapipe.workflows._failures import failed_attempt, failure_cause, failure_details
+    from durapipe.workflows._failures import (
+        cancelled_child,
+        cancelled_run,
+        failed_attempt,
+        failure_cause,
+        failure_details,
+    )
     from durapipe.workflows._patches import (
         CANCEL_ENDS_AGENT_PATCH,
         CANCEL_HOLDS_PATCH,
+        CANCELLED_RUN_SPEND_PATCH,
         CANCELLED_SPEND_PATCH,
         ESTIMATES_PATCH,
         FAILED_SPEND_PATCH,
@@ -293,6 +300,14 @@ class PipeWorkflow:
             ) from None
         except RunCancelled as err:
             runtime.publish_totals(final=True)
+            interpreter = self._interpreter
+            if (
+                info.parent is not None
+                and spends(interpreter.usage)
+                and runtime.patched(CANCELLED_RUN_SPEND_PATCH)
+            ):  # what it spent reaches its parent in a failure's details only
+                kind = run.spec.pipes[run.pipe].kind
+                raise cancelled_run(err, kind, interpreter.snapshot()) from None
             raise CancelledError(str(err)) from None
         runtime.publish_totals(final=True)
         return result
@@ -460,6 +475,9 @@ class _TemporalRuntime:
             if is_cancelled_exception(err):
                 raise RunCancelled("the run was cancelled", path=run.path) from None
             cause = err.cause
+            stopped = cancelled_child(cause, run.path)
+            if stopped is not None:  # cancelled after its steps paid for something
+                raise stopped from None
             if isinstance(cause, ApplicationError) and cause.type == STEP_FAILED and cause.details:
                 raise StepFailure.model_validate(cause.details[0]).error() from None
             cause_type, message = failure_cause(cause)

@@ -6,7 +6,10 @@ for, and whose re-ask hangs) on a fresh dev server and a fake OpenAI-compatible 
 $0.01 an output token, cancels it once the re-ask is in flight, and saves the history of the run
 (and of its child runs, for a nested pipe) as JSON beside this script, named ``PIPE-SUFFIX``.
 ``cancelled-spend`` was recorded by the code after patch ``durapipe.cancelled-spend`` (the call
-fails with type ``durapipe.Cancelled`` and its spend, and the run ends as cancelled). Never
+fails with type ``durapipe.Cancelled`` and its spend, and the run ends as cancelled);
+``cancelled-run-spend outer`` (the same call in a nested run, ``asked``) after patch
+``durapipe.cancelled-run-spend`` (the nested run fails with type ``durapipe.Cancelled`` and its
+step records, and its parent counts what they spent and ends as cancelled). Never
 re-record an existing one (see `tests.histories.record`).
 """
 
@@ -42,6 +45,12 @@ pipes:
     inputs: {{topic: text}}
     steps:
       - {{pipe: judge, result: verdict}}
+    output: verdict
+  outer:
+    kind: sequence
+    inputs: {{topic: text}}
+    steps:
+      - {{pipe: asked, result: verdict}}
     output: verdict
 """
 
