@@ -112,6 +112,12 @@ def test_histories_are_recorded() -> None:
         "wide-exact-shares__one.json",
         "wide-exact-shares__two.json",
         "wide-exact-shares__three.json",
+        # Two batches over lists their parallel holds, 150 and 20 numbers (record_shares two,
+        # DURAPIPE_MAX_RUN_STEPS=200): each lent what its items need (patch
+        # durapipe.known-list-shares' marker); the wide-* runs above find none and split as they ran.
+        "two-known-list-shares.json",
+        "two-known-list-shares__a.json",
+        "two-known-list-shares__b.json",
         # An llm call cancelled after it paid for an answer, its re-ask in flight
         # (tests.histories.record_cancelled): it failed with type durapipe.Cancelled and its
         # spend, and the run ended as cancelled (patch durapipe.cancelled-spend's marker).

@@ -375,7 +375,7 @@ class Interpreter:
     ) -> Any:
         share, grows = self.steps.size.inside(pipe_name), self.steps.size.grows(pipe_name)
         await self.steps.room(grows=grows)
-        allowance, loan = self.steps.lend(share, grows=grows)
+        allowance, loan = self.steps.lend(share, grows=grows, path=path)
         child = PipeRun(
             run_id=self.run.run_id,
             scope=self.run.scope,
