@@ -335,12 +335,11 @@ async def test_a_batch_in_chunks_counts_what_its_failed_chunk_paid_for(
     assert same(recorded(local.value.steps), billed(fake, "gpt-nofit", since))
 
 
-async def test_what_a_cancelled_step_paid_for_is_counted_on_temporal(
-    temporal_address: str, task_queue: str, fake: FakeProvider
-) -> None:
-    # The first answer misses the type (paid); the re-ask is in flight when the run is cancelled.
+def cancelled_judge(fake: FakeProvider) -> dp.Pipe:
+    """An llm step whose first answer misses its type (paid) and whose re-ask hangs, to be
+    cancelled while it is in flight."""
     fake.script("gpt-cancel", [not_json(), Hang(120)])
-    judge = dp.llm(
+    return dp.llm(
         "judge",
         model="openai/gpt-cancel",
         inputs={"topic": str},
@@ -348,6 +347,13 @@ async def test_what_a_cancelled_step_paid_for_is_counted_on_temporal(
         output=Verdict,
         settings={"max_tokens": 100},
     )
+
+
+async def test_what_a_cancelled_step_paid_for_is_counted_on_temporal(
+    temporal_address: str, task_queue: str, fake: FakeProvider
+) -> None:
+    # The first answer misses the type (paid); the re-ask is in flight when the run is cancelled.
+    judge = cancelled_judge(fake)
     flow = dp.pipeline(judge)
     metrics = f"127.0.0.1:{free_port()}"
     client = await dp.connect(
@@ -392,15 +398,7 @@ async def test_what_a_cancelled_nested_run_paid_for_counts_in_its_parent(
     # ending as cancelled carries no details, so the parent's totals missed it ($0); since patch
     # durapipe.cancelled-run-spend the nested run fails with type durapipe.Cancelled and its
     # records, which the parent reads as the cancellation it is.
-    fake.script("gpt-cancel", [not_json(), Hang(120)])
-    judge = dp.llm(
-        "judge",
-        model="openai/gpt-cancel",
-        inputs={"topic": str},
-        prompt="Judge {{ topic }}.",
-        output=Verdict,
-        settings={"max_tokens": 100},
-    )
+    judge = cancelled_judge(fake)
     asked = dp.sequence(
         "asked", inputs={"topic": str}, steps=[dp.step(judge, result="v")], output="v"
     )
