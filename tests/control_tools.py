@@ -47,3 +47,14 @@ def counted(n: int) -> int:
 def count_to(n: int) -> list[int]:
     """1 to n: a list made while the run goes, for a batch that learns its length at its start."""
     return list(range(1, n + 1))
+
+
+GATE: list[asyncio.Event] = []  # a test's gate: `gated` calls wait for it to be set
+GATED: list[int] = []
+
+
+async def gated(n: int) -> int:
+    """n, once the test's gate (``GATE[0]``) opens; each call noted as it starts (``GATED``)."""
+    GATED.append(n)
+    await GATE[0].wait()
+    return n

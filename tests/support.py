@@ -343,6 +343,21 @@ WIDE_BESIDE_FIXED = """
       - {pipe: square, result: first}
       - {pipe: square, result: second}
 """
+# Two batches over lists the parallel holds: 150 and 20 items, 172 steps in all.
+TWO_LISTS = (
+    "pipes:"
+    + EACH_SQUARE
+    + SQUARE_TOOL
+    + """
+  two:
+    kind: parallel
+    inputs: {big: 'list[integer]', small: 'list[integer]'}
+    branches:
+      a: {pipe: each, inputs: {numbers: big}}
+      b: {pipe: each, inputs: {numbers: small}}
+"""
+)
+TWO_INPUTS = {"big": list(range(150)), "small": list(range(20))}
 LISTED_BATCH = """
   listed:
     kind: sequence

@@ -335,12 +335,11 @@ async def test_a_batch_in_chunks_counts_what_its_failed_chunk_paid_for(
     assert same(recorded(local.value.steps), billed(fake, "gpt-nofit", since))
 
 
-async def test_what_a_cancelled_step_paid_for_is_counted_on_temporal(
-    temporal_address: str, task_queue: str, fake: FakeProvider
-) -> None:
-    # The first answer misses the type (paid); the re-ask is in flight when the run is cancelled.
+def cancelled_judge(fake: FakeProvider) -> dp.Pipe:
+    """An llm step whose first answer misses its type (paid) and whose re-ask hangs, to be
+    cancelled while it is in flight."""
     fake.script("gpt-cancel", [not_json(), Hang(120)])
-    judge = dp.llm(
+    return dp.llm(
         "judge",
         model="openai/gpt-cancel",
         inputs={"topic": str},
@@ -348,6 +347,13 @@ async def test_what_a_cancelled_step_paid_for_is_counted_on_temporal(
         output=Verdict,
         settings={"max_tokens": 100},
     )
+
+
+async def test_what_a_cancelled_step_paid_for_is_counted_on_temporal(
+    temporal_address: str, task_queue: str, fake: FakeProvider
+) -> None:
+    # The first answer misses the type (paid); the re-ask is in flight when the run is cancelled.
+    judge = cancelled_judge(fake)
     flow = dp.pipeline(judge)
     metrics = f"127.0.0.1:{free_port()}"
     client = await dp.connect(
@@ -383,3 +389,45 @@ async def test_what_a_cancelled_step_paid_for_is_counted_on_temporal(
     assert description.status == WorkflowExecutionStatus.CANCELED
     assert "durapipe.cancelled-spend" in patch_markers(await history_events(client, run_id))
     assert all(r.compatible for r in await _replay.replay(histories))
+
+
+async def test_what_a_cancelled_nested_run_paid_for_counts_in_its_parent(
+    temporal_address: str, task_queue: str, fake: FakeProvider
+) -> None:
+    # The same call in a nested run: its run is cancelled with its parent, having paid. A run
+    # ending as cancelled carries no details, so the parent's totals missed it ($0); since patch
+    # durapipe.cancelled-run-spend the nested run fails with type durapipe.Cancelled and its
+    # records, which the parent reads as the cancellation it is.
+    judge = cancelled_judge(fake)
+    asked = dp.sequence(
+        "asked", inputs={"topic": str}, steps=[dp.step(judge, result="v")], output="v"
+    )
+    outer = dp.sequence(
+        "outer", inputs={"topic": str}, steps=[dp.step(asked, result="v")], output="v"
+    )
+    flow = dp.pipeline(outer)
+    client = await dp.connect(temporal_address, pipeline=flow)
+    async with dp.build_worker(client, task_queue=task_queue):
+        handle = await dp.start(client, flow, "outer", {"topic": "x"}, task_queue=task_queue)
+        await fake.wait_until_async(lambda calls: len(calls) == 2, timeout=60)
+        await handle.cancel()
+        with pytest.raises(dp.RunCancelled):
+            await handle.result()
+        steps = await handle.steps()
+        totals = await totals_of(client, handle.run_id)
+    provider = billed(fake, "gpt-cancel")
+    assert provider.calls == 1
+    assert same(totals, provider), (totals, provider)  # $0 before the change
+    rows = {s.path: (s.status, s.cost_usd) for s in steps}
+    assert rows == {
+        "asked": ("cancelled", provider.cost),
+        "asked/judge": ("cancelled", provider.cost),
+    }
+    assert same(recorded(steps), provider), (recorded(steps), provider)
+    description = await client.get_workflow_handle(handle.run_id).describe()
+    assert description.status == WorkflowExecutionStatus.CANCELED
+    child = await history_events(client, f"{handle.run_id}/asked")
+    assert patch_markers(child) == ["durapipe.cancelled-spend", "durapipe.cancelled-run-spend"]
+    assert patch_markers(await history_events(client, handle.run_id)) == []
+    histories = await dp.ops.fetch_histories(client, run_id=handle.run_id)
+    assert [r.compatible for r in await _replay.replay(histories)] == [True, True]

@@ -112,7 +112,33 @@ def test_histories_are_recorded() -> None:
         "wide-exact-shares__one.json",
         "wide-exact-shares__two.json",
         "wide-exact-shares__three.json",
+        # Two batches over lists their parallel holds, 150 and 20 numbers (record_shares two,
+        # DURAPIPE_MAX_RUN_STEPS=200): each lent what its items need (patch
+        # durapipe.known-list-shares' marker); the wide-* runs above find none and split as they ran.
+        "two-known-list-shares.json",
+        "two-known-list-shares__a.json",
+        "two-known-list-shares__b.json",
+        # An llm call cancelled after it paid for an answer, its re-ask in flight
+        # (tests.histories.record_cancelled): it failed with type durapipe.Cancelled and its
+        # spend, and the run ended as cancelled (patch durapipe.cancelled-spend's marker).
+        "judge-cancelled-spend.json",
+        # ... the same call in a nested run: the nested run failed with type durapipe.Cancelled
+        # and its records, its parent counted their spend and ended as cancelled (patch
+        # durapipe.cancelled-run-spend's marker, in the nested run's history).
+        "outer-cancelled-run-spend.json",
+        "outer-cancelled-run-spend__asked.json",
     }
+
+
+def test_the_cancelled_spend_histories_hold_their_patch_markers() -> None:
+    # Else the history would not check the patched path it was recorded for.
+    history = dp.ops.load_history(HERE / "judge-cancelled-spend.json")
+    assert patch_markers(list(history.events)) == ["durapipe.cancelled-spend"]
+    nested = dp.ops.load_history(HERE / "outer-cancelled-run-spend__asked.json")
+    assert patch_markers(list(nested.events)) == [
+        "durapipe.cancelled-spend",
+        "durapipe.cancelled-run-spend",
+    ]
 
 
 async def test_recorded_histories_replay_clean_against_the_current_code() -> None:

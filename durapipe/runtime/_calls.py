@@ -125,6 +125,10 @@ class PipeRun(_Message):
     # The worker's cap on the run's spend (DURAPIPE_MAX_RUN_USD), already in ``budget_usd``: kept
     # so that a refusal names it. Set by the run's workflow, never read from a top-level input.
     spend_cap: float | None = Field(default=None, exclude_if=lambda cap: cap is None)
+    # A nested run its parent started while paused (a batch's next chunk, since patch
+    # ``durapipe.start-paused``): it starts paused, so none of its steps starts before the parent's
+    # resume reaches it. Never read from a top-level input. Written only when set.
+    paused: bool = Field(default=False, exclude_if=lambda paused: paused is False)
 
     @model_validator(mode="wrap")
     @classmethod

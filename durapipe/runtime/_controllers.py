@@ -14,8 +14,8 @@ from typing import Any
 from durapipe._errors import ErrorType, StepFailed
 from durapipe.runtime._calls import BatchSlice, PipeRun, StepRecord
 from durapipe.runtime._host import Host
-from durapipe.runtime._memory import join_path
-from durapipe.runtime._steps import EXACT_SHARES_PATCH
+from durapipe.runtime._memory import join_path, lookup
+from durapipe.runtime._steps import EXACT_SHARES_PATCH, KNOWN_LISTS_PATCH
 from durapipe.spec import _templates, is_controller
 from durapipe.spec._spec import (
     CONTINUE_OUTCOME,
@@ -56,6 +56,7 @@ async def run_parallel(interp: Host, pipe: ParallelPipe) -> Any:
 
     names = list(pipe.branches)
     _lanes(interp, [b.pipe for b in pipe.branches.values()])
+    _known_needs(interp, pipe, paths, memory)
     # Every branch runs to its end, even after one failed: no work is abandoned half-way.
     outputs = await asyncio.gather(*(branch_output(n) for n in names), return_exceptions=True)
     results: dict[str, Any] = {}
@@ -88,6 +89,30 @@ def _lanes(interp: Host, branches: list[str]) -> None:
         and interp.runtime.patched(EXACT_SHARES_PATCH)
     ):
         steps.lanes, steps.exact = growing, True
+
+
+def _known_needs(
+    interp: Host, pipe: ParallelPipe, paths: dict[str, str], memory: dict[str, Any]
+) -> None:
+    """Since `KNOWN_LISTS_PATCH`, note what each branch that is a batch over a list the parallel
+    already holds (its items cannot grow) needs: it is lent just that (see `Steps.lend`)."""
+    steps = interp.steps
+    if steps.limit is None:
+        return
+    needs: dict[str, int] = {}
+    for name, branch in pipe.branches.items():
+        target = interp.run.spec.pipes[branch.pipe]
+        if not isinstance(target, BatchPipe) or steps.size.grows(target.pipe):
+            continue
+        root, dot, rest = target.over.partition(".")
+        try:  # the batch's list, where its step will read it from
+            items = lookup(memory, branch.inputs.get(root, root) + dot + rest)
+        except KeyError:
+            continue  # the step fails when it reads it, naming it
+        if isinstance(items, list):
+            needs[paths[name]] = len(items) * steps.size.item(target)
+    if needs and interp.runtime.patched(KNOWN_LISTS_PATCH):
+        steps.known = needs
 
 
 async def run_condition(interp: Host, pipe: ConditionPipe) -> Any:

@@ -375,7 +375,7 @@ class Interpreter:
     ) -> Any:
         share, grows = self.steps.size.inside(pipe_name), self.steps.size.grows(pipe_name)
         await self.steps.room(grows=grows)
-        allowance, loan = self.steps.lend(share, grows=grows)
+        allowance, loan = self.steps.lend(share, grows=grows, path=path)
         child = PipeRun(
             run_id=self.run.run_id,
             scope=self.run.scope,
@@ -388,6 +388,11 @@ class Interpreter:
         )
         try:
             result = await self.runtime.child(child)
+        except RunCancelled as err:
+            if err.spent is not None:  # cancelled after its steps paid for something
+                self._spent(record, err.spent, [])
+                self._merge(path, [StepRecord.model_validate(s) for s in err.steps])
+            raise
         except StepFailed as err:
             self.steps.repay(share, loan, None)
             if err.spent is not None:  # what its steps paid for before it failed

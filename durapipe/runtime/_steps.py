@@ -48,6 +48,11 @@ NESTED_AGENT_STEP_PATCH = "durapipe.nested-agent-step"
 # the fixed ones no share of its free steps, and splits them among the others only; runs recorded
 # before split them evenly among all (asked only by such a parallel under a cap).
 EXACT_SHARES_PATCH = "durapipe.exact-static-shares"
+# Since this change a parallel lends a branch that is a batch over a list it already holds (its
+# items cannot grow) exactly the steps its items need, set aside before the other branches split
+# what is left; runs recorded before split the free steps evenly among all the branches that may
+# grow, whatever each needed (asked only by such a parallel under a cap).
+KNOWN_LISTS_PATCH = "durapipe.known-list-shares"
 # From this `PipeRun.workflow_version` a top-level run asks its worker for the cap when it needs it
 # (`Steps.room`); before, every run that might need it asked when it started (a local activity,
 # its marker one more event in the history of every agent run and every run with a batch).
@@ -64,7 +69,9 @@ class Steps:
             refusal's wording.
     """
 
-    __slots__ = ("asking", "exact", "held", "lanes", "lent", "limit", "loans", "size", "whole")
+    __slots__ = (
+        "asking", "exact", "held", "known", "lanes", "lent", "limit", "loans", "size", "whole"
+    )  # fmt: skip
 
     def __init__(self, limit: int | None, size: RunSize, *, whole: bool = False) -> None:
         self.limit = limit
@@ -77,6 +84,9 @@ class Steps:
         self.lanes = 1
         # Whether a child that cannot grow is lent no loan (and is not one of the ``lanes``).
         self.exact = False
+        # What each child run not lent yet needs exactly (by its path): a batch over a list its
+        # parent already holds (since `KNOWN_LISTS_PATCH`). Set aside from what the others split.
+        self.known: dict[str, int] = {}
         # A provisional allowance (`provisional`): how to ask the worker for its cap, then the
         # question in flight (parts of the run that need it meanwhile wait for the same answer).
         self.asking: Callable[[], Awaitable[int | None]] | asyncio.Future[int | None] | None = None
@@ -149,16 +159,26 @@ class Steps:
             "make the run smaller, or raise the setting on the workers",
         )
 
-    def lend(self, share: int, *, grows: bool = True) -> tuple[int | None, int | None]:
+    def lend(
+        self, share: int, *, grows: bool = True, path: str = ""
+    ) -> tuple[int | None, int | None]:
         """The allowance of a child run counted here as ``share`` steps, and the loan in it
-        (None: no loan, for a child that cannot grow (``grows``) when `exact`)."""
+        (None: no loan, for a child that cannot grow (``grows``) when `exact`); a child at
+        ``path`` whose need is `known` is lent just that, when it is free."""
         if self.limit is None:
             return None, 0
         if self.exact and not grows:
             return share, None
-        # What is free, split evenly among the lanes no child holds yet.
-        lanes = max(1, self.lanes - self.loans)
-        loan = max(0, self.limit - self.held - self.lent) // lanes
+        free = self.limit - self.held - self.lent
+        need = self.known.pop(path, None) if self.known else None
+        set_aside = sum(self.known.values())
+        if need is not None and need <= free - set_aside:
+            loan = need
+        else:
+            # What is free, split evenly among the lanes no child holds yet, less what the
+            # children of known needs still to come are set aside.
+            lanes = max(1, self.lanes - self.loans - len(self.known))
+            loan = max(0, free - set_aside) // lanes
         self.lent += loan
         self.loans += 1
         return share + loan, loan

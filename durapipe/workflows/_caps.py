@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -29,6 +30,18 @@ RUN_USD_PATCH = "durapipe.max-run-usd"
 # against the run's budget; runs recorded before began each fresh run with nothing spent, so an
 # agent of many turns spent its budget (and its worker's cap) once per 25 turns.
 RESUMED_SPEND_PATCH = "durapipe.resumed-spend"
+# A local activity runs inside its workflow task: while the worker's answer is held (a worker whose
+# slots are all busy, a stalled event loop), the task stays open, and the run answers no query and
+# takes no signal until the SDK completes it to go on waiting, every 8 s (80% of the task's 10 s
+# timeout): `durapipe pause` and `show` found the run stalled. Answers take milliseconds, so an
+# attempt held longer than this is given up, and the next is asked after a timer (above
+# `local_retry_threshold`): the task completes between attempts, and the run answers meanwhile.
+# Only a held question records more (the timer); a replay reads the answer from its marker.
+QUESTION_TIMEOUT = timedelta(seconds=2)
+QUESTION_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500), maximum_interval=QUESTION_TIMEOUT
+)
+QUESTION_RETRY_HERE = timedelta(milliseconds=100)
 
 
 async def steps_allowed(
@@ -47,7 +60,9 @@ async def steps_allowed(
     cap: int = await workflow.execute_local_activity(
         STEPS_CAP_ACTIVITY,
         result_type=int,
-        start_to_close_timeout=timedelta(seconds=30),
+        start_to_close_timeout=QUESTION_TIMEOUT,
+        retry_policy=QUESTION_RETRY,
+        local_retry_threshold=QUESTION_RETRY_HERE,
         summary="this worker's cap on a run's steps",
     )
     return cap, True
@@ -85,7 +100,9 @@ async def capped_budget(run: PipeRun, patched: Callable[[str], bool]) -> PipeRun
     cap: float | None = await workflow.execute_local_activity(
         SPEND_CAP_ACTIVITY,
         result_type=float | None,  # type: ignore[arg-type]
-        start_to_close_timeout=timedelta(seconds=30),
+        start_to_close_timeout=QUESTION_TIMEOUT,
+        retry_policy=QUESTION_RETRY,
+        local_retry_threshold=QUESTION_RETRY_HERE,
         summary="this worker's cap on a run's spend",
     )
     if cap is None:

@@ -12,9 +12,9 @@ from temporalio.exceptions import (
     TimeoutError,
 )
 
-from durapipe._errors import ErrorType
+from durapipe._errors import ErrorType, RunCancelled
 from durapipe.adapters._plan import ATTEMPT_DETAIL
-from durapipe.runtime._calls import LeafCall
+from durapipe.runtime._calls import LeafCall, StepFailure, StepRecord, spent_by
 
 
 def failure_cause(cause: BaseException | None) -> tuple[str, str]:
@@ -54,3 +54,29 @@ def failed_attempt(err: ActivityError, call: LeafCall) -> int:
     if err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED and call.pipe.retry:
         return call.pipe.retry.max_attempts
     return 1
+
+
+def cancelled_run(err: RunCancelled, kind: str, steps: list[StepRecord]) -> ApplicationError:
+    """How a nested run cancelled after its steps paid for something ends, so its parent can count
+    it: a workflow that ends as cancelled carries no details, so it fails with type
+    ``durapipe.Cancelled`` and its step records (``kind``: its pipe's), as a cancelled call that
+    paid does (see `durapipe.workflows._patches.CANCELLED_RUN_SPEND_PATCH`)."""
+    details = StepFailure(
+        path=err.path, kind=kind, cause_type=ErrorType.CANCELLED, cause=str(err), steps=steps
+    )
+    return ApplicationError(
+        str(err), details.model_dump(mode="json"), type=ErrorType.CANCELLED, non_retryable=True
+    )
+
+
+def cancelled_child(cause: BaseException | None, path: str) -> RunCancelled | None:
+    """The cancellation a child run's failure is (`cancelled_run`), with what its steps paid for
+    and its records; None when it is another failure."""
+    if not isinstance(cause, ApplicationError) or cause.type != ErrorType.CANCELLED:
+        return None
+    if not cause.details:
+        return None
+    steps = StepFailure.model_validate(cause.details[0]).steps
+    stopped = RunCancelled("the run was cancelled", path=path, steps=steps)
+    stopped.spent = spent_by(steps)
+    return stopped

@@ -36,6 +36,12 @@ FAILED_SPEND_PATCH = "durapipe.failed-spend"
 # workflow of before it failed the run with that failure, and replays so. Asked only when such a
 # failure arrives, so other runs' histories carry no marker.
 CANCELLED_SPEND_PATCH = "durapipe.cancelled-spend"
+# A nested run cancelled after its steps paid for something ended as cancelled, which carries no
+# details: its parent's totals missed what it spent. Since this change it fails with type
+# durapipe.Cancelled and its step records, and its parent reads that as the cancellation it is,
+# counting the spend. Asked only by such a run (nested, cancelled, having spent), so other runs'
+# histories carry no marker; its parent asks nothing (only such a child fails so).
+CANCELLED_RUN_SPEND_PATCH = "durapipe.cancelled-run-spend"
 # Under a budget, an agent's turns and image steps are estimated before they run since this change,
 # as llm steps always were (a local activity each); before it they were counted after.
 ESTIMATES_PATCH = "durapipe.estimate-turns-and-images"
@@ -43,6 +49,12 @@ ESTIMATES_PATCH = "durapipe.estimate-turns-and-images"
 # run or starts a batch's items: paused while it asked, it started them anyway once answered. Since
 # this change it holds them until resumed (asked only by a run paused when the answer arrives).
 PAUSED_ASK_PATCH = "durapipe.paused-ask-holds"
+# A run paused when it starts a child run (a batch's next chunk, once the chunk before it ended)
+# signalled the pause to the child once it had started: the child's first steps could start before
+# the signal reached it. Since this change the child's input says it starts paused (`PipeRun.paused`)
+# and no signal follows (a resume sent while it was starting does). Asked only by a run that starts
+# a child while paused, so other runs' histories carry no marker.
+START_PAUSED_PATCH = "durapipe.start-paused"
 # The changes a run's `PipeRun.workflow_version` puts in force without asking `workflow.patched`
 # (a marker and a TemporalChangeVersion upsert per run). A change made later must still go through
 # `workflow.patched` for these versions (or come with a new version).

@@ -71,15 +71,23 @@ with workflow.unsafe.imports_passed_through():
         steps_allowed,
     )
     from durapipe.workflows._details import StepEvent, details_line
-    from durapipe.workflows._failures import failed_attempt, failure_cause, failure_details
+    from durapipe.workflows._failures import (
+        cancelled_child,
+        cancelled_run,
+        failed_attempt,
+        failure_cause,
+        failure_details,
+    )
     from durapipe.workflows._patches import (
         CANCEL_ENDS_AGENT_PATCH,
         CANCEL_HOLDS_PATCH,
+        CANCELLED_RUN_SPEND_PATCH,
         CANCELLED_SPEND_PATCH,
         ESTIMATES_PATCH,
         FAILED_SPEND_PATCH,
         IN_FORCE,
         PAUSED_ASK_PATCH,
+        START_PAUSED_PATCH,
         TOTALS_CHOSEN,
         TOTALS_EVERY_PATCH,
         TOTALS_FROM_START_PATCH,
@@ -222,6 +230,7 @@ class _Control:
 
     def __init__(self) -> None:
         self.paused = False
+        self.signalled = False  # a pause or resume arrived (it overrides a start paused)
         self.waiting: dict[str, ApprovalRequest] = {}
         self.decisions: dict[str, ApprovalDecision] = {}
         self.children: dict[str, workflow.ChildWorkflowHandle[Any, RunResult]] = {}
@@ -264,6 +273,8 @@ class PipeWorkflow:
         run, parts = _pipe_run(raw, info.workflow_id if info.parent is None else None)
         run = await capped_budget(run, workflow.patched) if may_cap_spend(info, run) else run
         self._run = run
+        if run.paused and info.parent is not None and not self._control.signalled:
+            self._control.paused = True  # started paused by its parent (`START_PAUSED_PATCH`)
         runtime = self._runtime = _TemporalRuntime(self._control, run, parts.options)
         if parts.size is None:
             parts.size = RunSize(run.spec)
@@ -289,6 +300,14 @@ class PipeWorkflow:
             ) from None
         except RunCancelled as err:
             runtime.publish_totals(final=True)
+            interpreter = self._interpreter
+            if (
+                info.parent is not None
+                and spends(interpreter.usage)
+                and runtime.patched(CANCELLED_RUN_SPEND_PATCH)
+            ):  # what it spent reaches its parent in a failure's details only
+                kind = run.spec.pipes[run.pipe].kind
+                raise cancelled_run(err, kind, interpreter.snapshot()) from None
             raise CancelledError(str(err)) from None
         runtime.publish_totals(final=True)
         return result
@@ -319,13 +338,13 @@ class PipeWorkflow:
     @workflow.signal(name=PAUSE_SIGNAL)
     async def pause(self) -> None:
         """Hold the run: steps in flight finish, no new step starts until resumed."""
-        self._control.paused = True
+        self._control.paused = self._control.signalled = True
         await self._control.forward(PAUSE_SIGNAL)
 
     @workflow.signal(name=RESUME_SIGNAL)
     async def resume(self) -> None:
         """Let a paused run start steps again."""
-        self._control.paused = False
+        self._control.paused, self._control.signalled = False, True
         await self._control.forward(RESUME_SIGNAL)
 
     @workflow.update(name=DECIDE_UPDATE)
@@ -430,6 +449,10 @@ class _TemporalRuntime:
 
     async def _child(self, run: PipeRun) -> RunResult:
         kind = run.spec.pipes[run.pipe].kind
+        # Asked only by a run paused as it starts a child, so other runs' histories carry no marker.
+        paused = self.control.paused and self.patched(START_PAUSED_PATCH)
+        if paused:
+            run = run.model_copy(update={"paused": True})
         try:
             handle = await workflow.start_child_workflow(
                 WORKFLOW_NAME,
@@ -440,8 +463,8 @@ class _TemporalRuntime:
             )
             self.control.children[handle.id] = handle
             try:
-                if self.control.paused:  # paused while the child was starting
-                    await handle.signal(PAUSE_SIGNAL)
+                if self.control.paused != paused:  # paused or resumed while it was starting
+                    await handle.signal(PAUSE_SIGNAL if self.control.paused else RESUME_SIGNAL)
                 result: RunResult = await handle
                 return result
             finally:
@@ -452,6 +475,9 @@ class _TemporalRuntime:
             if is_cancelled_exception(err):
                 raise RunCancelled("the run was cancelled", path=run.path) from None
             cause = err.cause
+            stopped = cancelled_child(cause, run.path)
+            if stopped is not None:  # cancelled after its steps paid for something
+                raise stopped from None
             if isinstance(cause, ApplicationError) and cause.type == STEP_FAILED and cause.details:
                 raise StepFailure.model_validate(cause.details[0]).error() from None
             cause_type, message = failure_cause(cause)

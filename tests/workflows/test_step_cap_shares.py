@@ -9,11 +9,13 @@ from __future__ import annotations
 import pytest
 
 import durapipe as dp
-from durapipe.runtime._steps import EXACT_SHARES_PATCH
+from durapipe.runtime._steps import EXACT_SHARES_PATCH, KNOWN_LISTS_PATCH
 from durapipe.workflows import _workflow
 from tests.support import (
     EACH_SQUARE,
     SQUARE_TOOL,
+    TWO_INPUTS,
+    TWO_LISTS,
     WIDE_BESIDE_FIXED,
     history_events,
     patch_markers,
@@ -54,7 +56,9 @@ async def test_a_large_batch_beside_small_fixed_branches_gets_the_steps_they_lea
     assert result.output == {
         "big": [n * n for n in NUMBERS], "one": 9, "two": 9, "three": 9
     }  # fmt: skip
-    assert patch_markers(await history_events(client, run_id)) == [EXACT_SHARES_PATCH]
+    # The batch's list is known when it is lent: it is lent what it needs (patch known-list-shares).
+    markers = [EXACT_SHARES_PATCH, KNOWN_LISTS_PATCH]
+    assert patch_markers(await history_events(client, run_id)) == markers
     await _replays(client, run_id)
 
     # Run in-process, the same run fits the same cap.
@@ -89,7 +93,8 @@ async def test_a_run_recorded_before_the_change_split_evenly_and_replays_as_it_r
     before = _workflow._TemporalRuntime.patched
 
     def patched(self: _workflow._TemporalRuntime, change: str) -> bool:
-        return False if change == EXACT_SHARES_PATCH else before(self, change)
+        # Neither change (known-list-shares came later, and would lend the batch its 150).
+        return False if change in (EXACT_SHARES_PATCH, KNOWN_LISTS_PATCH) else before(self, change)
 
     monkeypatch.setenv(CAP, "200")
     pipeline = dp.load_yaml(PIPES)
@@ -103,3 +108,45 @@ async def test_a_run_recorded_before_the_change_split_evenly_and_replays_as_it_r
     assert f"{REFUSED} 123 this nested run has left" in result.cause
     assert patch_markers(await history_events(client, run_id)) == []
     await _replays(client, run_id)  # this code, asked the patch, finds no marker: as it ran
+
+
+async def _two(
+    address: str, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dp.Client, str, dp.RunResult | dp.StepFailed]:
+    monkeypatch.setenv(CAP, "200")
+    pipeline = dp.load_yaml(TWO_LISTS)
+    client = await dp.connect(address, pipeline=pipeline)
+    async with dp.build_worker(client, task_queue=queue):
+        run_id, result = await run_or_failure(client, pipeline, "two", TWO_INPUTS, queue)
+    return client, run_id, result
+
+
+async def test_batches_over_lists_the_parallel_holds_are_lent_what_they_need(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Cap 200, the run needs 172. Split evenly, each batch was lent 99 of the 198 free steps and
+    # the one over 150 items was refused; each is now lent what its items need (150, 20).
+    client, run_id, result = await _two(temporal_address, task_queue, monkeypatch)
+    assert isinstance(result, dp.RunResult), result
+    assert result.output == {"a": [n * n for n in range(150)], "b": [n * n for n in range(20)]}
+    assert patch_markers(await history_events(client, run_id)) == [KNOWN_LISTS_PATCH]
+    await replays_clean(client, run_id, histories=3)
+    local = await dp.run_local(dp.load_yaml(TWO_LISTS), "two", TWO_INPUTS)
+    assert local.output == result.output
+
+
+async def test_batches_recorded_before_known_lists_split_evenly_and_replay_as_they_ran(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = _workflow._TemporalRuntime.patched
+
+    def patched(self: _workflow._TemporalRuntime, change: str) -> bool:
+        return False if change == KNOWN_LISTS_PATCH else before(self, change)
+
+    with monkeypatch.context() as old:
+        old.setattr(_workflow._TemporalRuntime, "patched", patched)
+        client, run_id, result = await _two(temporal_address, task_queue, monkeypatch)
+    assert isinstance(result, dp.StepFailed), result
+    assert "150 steps, more than the 99 this nested run has left" in result.cause
+    assert patch_markers(await history_events(client, run_id)) == []
+    await replays_clean(client, run_id, histories=3)

@@ -215,7 +215,8 @@ def _asked_caps(events: list[HistoryEvent]) -> list[tuple[list[str], int]]:
         marker = event.marker_recorded_event_attributes
         if marker.marker_name == "core_local_activity":
             data = json.loads(marker.details["data"].payloads[0].data)
-            if data["activity_type"] == STEPS_CAP_ACTIVITY:
+            # An attempt given up (held past its timeout) is recorded failed, with no answer.
+            if data["activity_type"] == STEPS_CAP_ACTIVITY and not marker.HasField("failure"):
                 answer = json.loads(marker.details["result"].payloads[0].data)
                 asked.append((list(scheduled), answer))
     return asked
@@ -344,7 +345,7 @@ async def test_a_run_paused_while_it_asks_for_the_cap_starts_nothing_until_resum
         release.set()
 
         async def answered() -> bool:
-            return bool(local_activities(await history_events(client, run_id)))
+            return bool(_asked_caps(await history_events(client, run_id)))
 
         await eventually(answered, "the cap's answer recorded")
         held_since = time.monotonic()
@@ -379,4 +380,36 @@ async def test_a_run_paused_while_it_asks_for_the_cap_starts_nothing_until_resum
         if e.HasField("activity_task_scheduled_event_attributes")
     )
     assert first_item >= resumed
+    await _replays(client, run_id)
+
+
+async def test_a_run_answers_whether_it_is_paused_while_its_cap_question_is_held(
+    temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The question is a local activity, run inside the run's workflow task: held, it kept the task
+    # open, so the paused query got no answer (RunStalled after 5 s) and a pause reached the run
+    # only when the SDK completed the task to go on waiting (8 s). Now a held attempt is given up
+    # after 2 s and the next is asked after a timer, the task completing between them.
+    async with _listed_asking(temporal_address, task_queue, monkeypatch) as listed:
+        client, handle, release, _ = listed
+        run_id = handle.run_id
+        try:
+            asked_at = time.monotonic()
+            # RunStalled here before the change, or an answer only when the task completed (8 s).
+            assert await asyncio.wait_for(handle.paused(), timeout=4) is False
+            await handle.pause()
+            await asyncio.wait_for(eventually(handle.paused, "the run to say it is paused"), 6)
+            paused_after = time.monotonic() - asked_at
+            print(f"held question: paused query answered, pause applied {paused_after:.2f} s in")
+            steps = {s.path: s.status for s in await handle.steps()}
+            assert steps == {"count": "succeeded", "each": "running"}, steps
+        finally:
+            release.set()  # a failing test leaves no question held
+        await handle.resume()
+        result = await handle.result()
+    assert result.output == [n * n for n in range(1, 111)]
+    # Attempts given up are recorded as failed (no answer); the one answer is the worker's cap.
+    events = await history_events(client, run_id)
+    assert [answer for _, answer in _asked_caps(events)] == [200]
+    assert local_activities(events).count(STEPS_CAP_ACTIVITY) > 1
     await _replays(client, run_id)
