@@ -1,0 +1,41 @@
+"""Output types that a few lines of spec make enormous: structures that share a structure (each
+with two fields of the next one), lists of lists of exact lengths. Any client can send them, and
+a worker checks the types when a run starts (in its workflow) and the offline model builds a value
+of them; neither may take time or memory that grows with the size the type describes."""
+
+from __future__ import annotations
+
+from durapipe.spec._types import StructureSpec, type_problems
+
+
+def shared_structures(levels: int) -> dict[str, StructureSpec]:
+    """``S0`` .. ``S<levels>``, each with two fields of the next: 2^levels paths, ``levels`` + 1
+    structures."""
+    structures = {
+        f"S{i}": StructureSpec(fields={"a": f"S{i + 1}", "b": f"list[S{i + 1}]"})
+        for i in range(levels)
+    }
+    structures[f"S{levels}"] = StructureSpec(fields={"x": "text"})
+    return structures
+
+
+class CountedLookups(dict[str, StructureSpec]):
+    """Structures that count how often a check reads one (the work of a walk, load-independent)."""
+
+    lookups = 0
+
+    def __getitem__(self, name: str) -> StructureSpec:
+        self.lookups += 1
+        return super().__getitem__(name)
+
+
+def test_structures_that_share_a_structure_are_walked_once() -> None:
+    structures = CountedLookups(shared_structures(20))
+    assert type_problems("S0", structures) == []
+    # One read per structure: walked on every path, 2^21 - 1 (the same for 40 levels: 2^41).
+    assert structures.lookups == 21
+    # A loop behind the shared structures is still found.
+    looped = shared_structures(20)
+    looped["S20"] = StructureSpec(fields={"x": "text", "back": "S19"})
+    (problem,) = type_problems("S0", looped)
+    assert "structure 'S19' refers to itself (S19.a -> S20.back -> S19)" in problem
