@@ -5,6 +5,9 @@ of them; neither may take time or memory that grows with the size the type descr
 
 from __future__ import annotations
 
+import json
+
+import durapipe as dp
 from durapipe.spec._types import StructureSpec, type_problems
 
 
@@ -39,3 +42,30 @@ def test_structures_that_share_a_structure_are_walked_once() -> None:
     looped["S20"] = StructureSpec(fields={"x": "text", "back": "S19"})
     (problem,) = type_problems("S0", looped)
     assert "structure 'S19' refers to itself (S19.a -> S20.back -> S19)" in problem
+
+
+def pipes(output: str, structures: dict[str, StructureSpec] | None = None) -> dp.Pipeline:
+    """One llm pipe on the offline model whose output is ``output``."""
+    declared = {name: spec.model_dump() for name, spec in (structures or {}).items()}
+    ask = {"kind": "llm", "inputs": {"text": "text"}, "prompt": "{{ text }}", "output": output}
+    return dp.load_yaml(json.dumps({"structures": declared, "pipes": {"ask": ask}}))
+
+
+async def test_the_offline_model_refuses_a_value_it_would_build_without_end(
+    temporal_address: str, task_queue: str
+) -> None:
+    # A million strings, and 2^40 objects: each refused before it is built, in one attempt.
+    matrix = pipes("list[list[text, 1000], 1000]")
+    shared = pipes("S0", shared_structures(40))
+    client = await dp.connect(temporal_address)
+    async with dp.build_worker(client, task_queue=task_queue):
+        for pipeline in (matrix, shared):
+            try:
+                await dp.run(client, pipeline, "ask", {"text": "x"}, task_queue=task_queue)
+            except dp.StepFailed as failed:
+                assert failed.cause_type == "durapipe.BadRequest"
+                assert "holds more than 100,000 values" in failed.cause
+                (record,) = failed.steps
+                assert record.attempts == 1
+            else:
+                raise AssertionError("the run succeeded")
