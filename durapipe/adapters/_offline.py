@@ -73,6 +73,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import httpx
 import litellm
+from litellm.exceptions import BadRequestError
 from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler, HTTPHandler
 from litellm.llms.custom_llm import CustomLLM
 from litellm.types.utils import GenericStreamingChunk
@@ -319,9 +320,7 @@ def _answer(
     except ValueError as err:
         # A schema the offline model cannot answer (recursion without end, a value too large)
         # is the request's fault: no second attempt answers it (400, as a provider would).
-        raise litellm.BadRequestError(
-            str(err), model=OFFLINE_MODEL, llm_provider=PROVIDER
-        ) from None
+        raise BadRequestError(str(err), model=OFFLINE_MODEL, llm_provider=PROVIDER) from None
     if calls:
         usage = _usage(messages, " ".join(c["function"]["arguments"] for c in calls))
         model_response.choices = [
