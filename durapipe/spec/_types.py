@@ -213,6 +213,10 @@ def optional_of(ref: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
+# The longest type a spec may write: `list[list[Claim, 3]]` is 20 characters.
+MAX_TYPE_LENGTH = 1000
+
+
 @functools.lru_cache(maxsize=1024)  # every leaf call parses its pipe's types again
 def parse_type(ref: str) -> TypeNode:
     """Parse a type string (``optional[T]`` parses as ``T``: being optional is a property of an
@@ -221,6 +225,13 @@ def parse_type(ref: str) -> TypeNode:
     Raises:
         ValueError: the string is not a type (the message says why).
     """
+    if len(ref) > MAX_TYPE_LENGTH:
+        # Each level of a nested type reads the text below it again: a spec's type of a few
+        # hundred `list[` around a megabyte of spaces took minutes, in the workflow of a run.
+        raise ValueError(
+            f"'{ref[:40]}...' is {len(ref):,} characters long; a type may be at most "
+            f"{MAX_TYPE_LENGTH:,}"
+        )
     ref = ref.strip()
     if (inner := optional_of(ref)) is not None:
         return parse_type(inner)

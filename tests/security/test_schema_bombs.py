@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from temporalio.client import Client
+
 import durapipe as dp
-from durapipe.spec._types import StructureSpec, type_problems
+from durapipe.adapters import pipe_run
+from durapipe.spec._types import StructureSpec, parse_type, type_problems
+from tests.support import raw_run_fails
 
 
 def shared_structures(levels: int) -> dict[str, StructureSpec]:
@@ -69,3 +74,27 @@ async def test_the_offline_model_refuses_a_value_it_would_build_without_end(
                 assert record.attempts == 1
             else:
                 raise AssertionError("the run succeeded")
+
+
+def padded(levels: int) -> str:
+    """A type of ``levels`` nested lists around a megabyte of spaces."""
+    return "list[" * levels + " " * 1_000_000 + "text" + "]" * levels
+
+
+def test_a_type_longer_than_any_written_is_refused_before_it_is_read() -> None:
+    # Each level read the text below it again: 20 levels took 5 s here, 100 levels 21 s.
+    with pytest.raises(ValueError, match="1,000,124 characters long; a type may be at most 1,000"):
+        parse_type(padded(20))
+
+
+async def test_a_raw_spec_with_a_padded_type_fails_at_once(
+    temporal_address: str, task_queue: str
+) -> None:
+    data = pipe_run(pipes("text"), "ask", {"text": "x"}).model_dump(mode="json")
+    data["spec"]["pipes"]["ask"]["inputs"]["text"] = padded(300)
+    client = await Client.connect(temporal_address, plugins=[dp.DurapipePlugin()])
+    async with dp.build_worker(client, task_queue=task_queue):
+        _, failure = await raw_run_fails(client, data, task_queue)
+    assert failure.cause_type == "durapipe.InvalidSpec"
+    assert failure.cause.startswith("pipe 'ask', input 'text': 'list[list[")
+    assert "a type may be at most 1,000" in failure.cause
