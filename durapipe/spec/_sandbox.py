@@ -310,16 +310,6 @@ class BoundedEnvironment(jinja2.sandbox.ImmutableSandboxedEnvironment):
         check_nesting(tree, name, filename)
         return tree
 
-    def _generate(
-        self,
-        source: jinja2.nodes.Template,
-        name: str | None,
-        filename: str | None,
-        defer_init: bool = False,
-    ) -> str:
-        with _nested(name, filename):
-            return super()._generate(source, name, filename, defer_init)
-
     def _compile(self, source: str, filename: str) -> Any:
         with _nested(None, filename):
             return super()._compile(source, filename)
@@ -408,7 +398,8 @@ class BoundedEnvironment(jinja2.sandbox.ImmutableSandboxedEnvironment):
         for concat in list(source.find_all(jinja2.nodes.Concat)):
             # `str_join((joined,))`: the one string `joined` already is.
             concat.nodes = [_through(_JOINED, jinja2.nodes.List(concat.nodes))]
-        return super()._generate(source, name, filename, defer_init)
+        with _nested(name, filename):
+            return super()._generate(source, name, filename, defer_init)
 
 
 def _constant(node: jinja2.nodes.Node) -> jinja2.nodes.Node:
