@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from temporalio.client import Client
 
 import durapipe as dp
 from durapipe.adapters import pipe_run
 from durapipe.spec._types import StructureSpec, parse_type, type_problems
-from tests.support import raw_run_fails
+from tests.support import raw_run_failure
 
 
 def shared_structures(levels: int) -> dict[str, StructureSpec]:
@@ -92,9 +91,7 @@ async def test_a_raw_spec_with_a_padded_type_fails_at_once(
 ) -> None:
     data = pipe_run(pipes("text"), "ask", {"text": "x"}).model_dump(mode="json")
     data["spec"]["pipes"]["ask"]["inputs"]["text"] = padded(300)
-    client = await Client.connect(temporal_address, plugins=[dp.DurapipePlugin()])
-    async with dp.build_worker(client, task_queue=task_queue):
-        _, failure = await raw_run_fails(client, data, task_queue)
+    failure = await raw_run_failure(temporal_address, data, task_queue)
     assert failure.cause_type == "durapipe.InvalidSpec"
     assert failure.cause.startswith("pipe 'ask', input 'text': 'list[list[")
     assert "a type may be at most 1,000" in failure.cause

@@ -7,12 +7,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from temporalio.client import Client
 
 import durapipe as dp
 from durapipe.adapters import pipe_run
 from durapipe.spec._templates import TemplateError, evaluate, render, variables
-from tests.support import raw_run_fails
+from tests.support import raw_run_failure
 
 HOSTILE = {
     # 1.4 MB, 400,000 tokens: 27 s to compile here.
@@ -58,8 +57,6 @@ async def test_a_raw_condition_nested_past_reading_fails_its_step(
     # Its RecursionError failed the workflow task, again on every retry: a run that never ends.
     data = pipe_run(dp.load_yaml(CONDITION), "route", {"x": 2}).model_dump(mode="json")
     data["spec"]["pipes"]["route"]["expression"] = HOSTILE["400 conditionals"]
-    client = await Client.connect(temporal_address, plugins=[dp.DurapipePlugin()])
-    async with dp.build_worker(client, task_queue=task_queue):
-        _, failure = await raw_run_fails(client, data, task_queue)
+    failure = await raw_run_failure(temporal_address, data, task_queue)
     assert failure.cause_type == "durapipe.ExpressionError"
     assert "nests too deeply" in failure.cause
