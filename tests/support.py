@@ -303,6 +303,15 @@ async def raw_run_fails(
     raise AssertionError(f"run {handle.id} did not fail")
 
 
+async def raw_run_failure(address: str, data: dict[str, Any], task_queue: str) -> dp.StepFailed:
+    """The failure a run started from a raw input ends with, on a worker of its own (see
+    `raw_run_fails`)."""
+    client = await Client.connect(address, plugins=[dp.DurapipePlugin()])
+    async with dp.build_worker(client, task_queue=task_queue):
+        _, failure = await raw_run_fails(client, data, task_queue)
+    return failure
+
+
 # YAML fragments of a `pipes:` mapping for the run-size tests: `square` (n -> n*n), and `listed`,
 # which makes the list 1..n (`count`) and hands it to a batch pipe `each` of the test's own.
 SQUARE_TOOL = """

@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType
 from durapipe.adapters._litellm import thinking_budget
-from durapipe.spec._deck import ModelDeck, refused_settings
+from durapipe.spec._deck import OFFLINE_PREFIX, OWN_MODELS, ModelDeck, refused_settings
 
 # The settings that bound a chat request's output tokens (litellm maps one onto the other where a
 # provider knows only one), and the worker's cap on both.
@@ -27,6 +27,9 @@ CHAT_KINDS = frozenset({"llm", "agent"})
 # With Anthropic's interleaved thinking (a beta header a deck entry may send) a thinking budget
 # spans all of a turn's thinking blocks and may pass the request's max_tokens.
 _INTERLEAVED_THINKING = "interleaved-thinking"
+# The litellm provider of durapipe's own models (``durapipe/offline``): the only reader of a pipe's
+# ``offline_*`` settings.
+_OWN_PROVIDER = OWN_MODELS.removesuffix("/*")
 
 
 def check_settings(kind: str, pipe_name: str, settings: Mapping[str, Any]) -> None:
@@ -155,15 +158,31 @@ def provider_settings(
     if kind in CHAT_KINDS:
         check_thinking(pipe_name, model, settings, deck)
     if deck is None:
-        return dict(settings)
+        return _read_by(model, {}, settings)
     allowed = deck.allowed
     if allowed is not None and not allowed.allows(model):
         refused = allowed.refusal(pipe_name, "model", "model", model)
         raise ApplicationError(refused, type=ErrorType.MODEL_NOT_ALLOWED, non_retryable=True)
-    sent = {**deck.connection(model), **settings}
+    connection = deck.connection(model)
+    sent = {**connection, **_read_by(model, connection, settings)}
     cap = deck.max_output_tokens
     if cap is not None and kind in CHAT_KINDS:
         check_output_tokens(pipe_name, settings, deck)  # again, at the request (see above)
         if all(sent.get(name) is None for name in OUTPUT_TOKEN_SETTINGS):
             sent["max_tokens"] = cap  # so the bill, and a budget's estimate, are bounded
     return sent
+
+
+def _read_by(
+    model: str, connection: Mapping[str, Any], settings: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The pipe's settings ``model`` reads: ``offline_*`` options go only to durapipe's own models.
+
+    They pass the generation-settings check for any pipe (a pipe's model is an alias a worker's
+    deck may point anywhere), so sent to a real provider they would put any keys and values a
+    client chose into its request's body (litellm passes unknown keyword arguments through).
+    """
+    own = model.split("/", 1)[0] == _OWN_PROVIDER
+    if own and connection.get("custom_llm_provider") in (None, _OWN_PROVIDER):
+        return dict(settings)
+    return {name: value for name, value in settings.items() if not name.startswith(OFFLINE_PREFIX)}

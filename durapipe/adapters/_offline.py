@@ -73,6 +73,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import httpx
 import litellm
+from litellm.exceptions import BadRequestError
 from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler, HTTPHandler
 from litellm.llms.custom_llm import CustomLLM
 from litellm.types.utils import GenericStreamingChunk
@@ -313,7 +314,13 @@ def _answer(
     optional_params: Mapping[str, Any],
     model_response: litellm.ModelResponse,
 ) -> litellm.ModelResponse:
-    calls = _tool_calls(messages, optional_params)
+    try:
+        calls = _tool_calls(messages, optional_params)
+        text, usage = ("", {}) if calls else _reply(messages, optional_params)
+    except ValueError as err:
+        # A schema the offline model cannot answer (recursion without end, a value too large)
+        # is the request's fault: no second attempt answers it (400, as a provider would).
+        raise BadRequestError(str(err), model=OFFLINE_MODEL, llm_provider=PROVIDER) from None
     if calls:
         usage = _usage(messages, " ".join(c["function"]["arguments"] for c in calls))
         model_response.choices = [
@@ -324,7 +331,6 @@ def _answer(
             )
         ]
     else:
-        text, usage = _reply(messages, optional_params)
         _set_content(model_response, text)
     model_response.usage = litellm.Usage(**usage)
     model_response.model = OFFLINE_MODEL

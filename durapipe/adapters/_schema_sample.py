@@ -17,6 +17,11 @@ from typing import Any, Final
 _WORD_RE: Final = re.compile(r"[^\W_][\w'-]*")
 _MAX_REFS: Final = 64  # $ref expansions on one path; more means recursion without an exit
 _DEFAULT_ITEMS: Final = 3
+# Values one sample may build. A spec comes from any client, and a schema of a few lines can ask
+# for more than any memory holds (list[list[list[text, 1000], 1000], 1000]: a billion strings;
+# 40 structures, each with two fields of the next: 2^40 objects) while the sampler holds its
+# worker's event loop. A real answer's size is bounded by its output tokens; this one by this.
+MAX_VALUES: Final = 100_000
 _STOPWORDS: Final = frozenset(
     (
         *("a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in"),
@@ -81,9 +86,21 @@ class Sampler:
         self._rng = rng
         self._words = list(words) or ["offline"]
         self._counters: dict[str, int] = {}
+        self._values = 0
 
     def sample(self, schema: Any, label: str = "value", path: tuple[str, ...] = ()) -> Any:
-        """A value for ``schema``; ``label`` names it in generated text."""
+        """A value for ``schema``; ``label`` names it in generated text.
+
+        Raises:
+            ValueError: the schema's recursion never ends, or its value would hold more than
+                `MAX_VALUES` values.
+        """
+        self._values += 1
+        if self._values > MAX_VALUES:
+            raise ValueError(
+                f"a value of this schema holds more than {MAX_VALUES:,} values (lists and "
+                "structures nested in each other multiply), more than the offline model builds"
+            )
         if not isinstance(schema, Mapping):
             # `true` (or a missing schema) allows anything; `false` allows nothing, so no
             # choice is better than another there.

@@ -217,8 +217,10 @@ def _load_mthds(tree: dict[str, bytes], deck: Any, methods: Sequence[Path] | Non
 
 def _check_dependencies(root: Path, package: Path, manifest: str) -> None:
     """Refuse a local dependency whose path leaves the tree: it would read the runner's own disk."""
+    from durapipe.adapters.mthds._bundle import read_toml
+
     try:
-        data = tomllib.loads((package / MANIFEST).read_text(encoding="utf-8"))
+        data = read_toml((package / MANIFEST).read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError):
         return  # the loader reports the broken manifest with its line
     dependencies = data.get("dependencies")

@@ -189,11 +189,13 @@ def bundle_function_problems(
     ``PipeFunc`` names to check it exists, and a client must not make this server import a module.
     A file that does not parse is left to the loader, which reports it with its line.
     """
+    from durapipe.adapters.mthds._bundle import read_toml  # the MTHDS adapter loads on use
+
     problems: list[tuple[str, str, str]] = []
     registered = ", ".join(sorted(capabilities.functions)) or "none"
     for path, data in bundles.items():
         try:
-            document = tomllib.loads(data.decode("utf-8"))
+            document = read_toml(data.decode("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError):
             continue
         pipes = document.get("pipe")
@@ -218,10 +220,12 @@ def bundle_function_problems(
 
 def unregistered(bundles: dict[str, bytes], capabilities: Capabilities) -> set[str]:
     """The dotted names of the unregistered functions ``PipeFunc`` pipes of raw bundles name."""
+    from durapipe.adapters.mthds._bundle import read_toml
+
     names: set[str] = set()
     for data in bundles.values():
         try:
-            pipes = tomllib.loads(data.decode("utf-8")).get("pipe")
+            pipes = read_toml(data.decode("utf-8")).get("pipe")
         except (tomllib.TOMLDecodeError, UnicodeDecodeError):
             continue
         for pipe in pipes.values() if isinstance(pipes, dict) else ():

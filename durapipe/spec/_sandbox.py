@@ -23,6 +23,7 @@ Each refusal is a `TemplateError` with one sentence.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import math
@@ -34,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import jinja2
+import jinja2.lexer
 import jinja2.nodes
 import jinja2.runtime
 import jinja2.sandbox
@@ -43,6 +45,14 @@ MAX_VALUE = 1_000_000  # characters or items one operation may add to what it wa
 MAX_OUTPUT = 32 * 1024 * 1024  # characters one render may produce (prompts may hold documents)
 MAX_OPERATIONS = 200_000  # loop steps, calls, lookups and operators per render
 MAX_POWER_BITS = 4096  # the largest integer `**` may build
+# Tokens (names, operators, values, tags; literal text is one however long) a template or
+# expression may hold. Parsing and compiling one cost ~70 us a token, before any render bound
+# applies (a condition compiles inside its workflow): a 1.4 MB list literal took 27 s.
+MAX_TOKENS = 10_000
+# Nodes within each other in a parsed template (a bracket, an operator, a filter, a block): Jinja
+# walks its trees recursively, several Python frames a level, so a few hundred levels overflow
+# the recursion a workflow thread has. Written templates nest a handful.
+MAX_NESTING = 64
 MAX_BUILT = 2 * MAX_OUTPUT  # characters (or items) one render's operations and blocks may build
 _COUNTED = "durapipe_counted"  # the filter every for-loop's iterable goes through
 _WRITTEN = "durapipe_written"  # the filter every piece of written text goes through
@@ -241,10 +251,68 @@ def _growth(name: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any
     return 0
 
 
+def check_nesting(
+    tree: jinja2.nodes.Node, name: str | None = None, filename: str | None = None
+) -> None:
+    """Refuse a parsed template or expression nested past `MAX_NESTING` (walked without recursion).
+
+    Raises:
+        jinja2.TemplateSyntaxError: it nests too deeply.
+    """
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise jinja2.TemplateSyntaxError(TOO_DEEP, node.lineno or 1, name, filename)
+        stack.extend((child, depth + 1) for child in node.iter_child_nodes())
+
+
+TOO_DEEP = "it nests too deeply (brackets, operators, filters or blocks within each other)"
+
+
+@contextlib.contextmanager
+def _nested(name: str | None, filename: str | None) -> Iterator[None]:
+    """A syntax error for a template nested past what Python reads: a hundred brackets (or a few
+    hundred filters or operators) within each other overflow the parser's, the code generator's
+    or Python's compiler's recursion, which is no error of the worker's."""
+    try:
+        yield
+    except (RecursionError, SyntaxError):  # SyntaxError: Python's "too many nested parentheses"
+        raise jinja2.TemplateSyntaxError(TOO_DEEP, 1, name, filename) from None
+
+
 class BoundedEnvironment(jinja2.sandbox.ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox with operation, size and output bounds (see the module)."""
 
     intercepted_binops = frozenset({"*", "**", "%", "+"})
+
+    def _tokenize(
+        self, source: str, name: str | None, filename: str | None = None, state: str | None = None
+    ) -> jinja2.lexer.TokenStream:
+        """``source``'s tokens, refused past `MAX_TOKENS` before any is parsed (every parse of a
+        template or an expression starts here)."""
+        tokens = self.lexer.tokeniter(source, name, filename, state)
+        read = (kind for _, kind, _ in tokens if kind != "whitespace")
+        for count, _ in enumerate(read, start=1):
+            if count > MAX_TOKENS:
+                raise jinja2.TemplateSyntaxError(
+                    f"it holds more than {MAX_TOKENS:,} tokens (names, operators, values, tags), "
+                    "more than a template or expression is read with",
+                    1,
+                    name,
+                    filename,
+                )
+        return super()._tokenize(source, name, filename, state)
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> jinja2.nodes.Template:
+        with _nested(name, filename):
+            tree = super()._parse(source, name, filename)
+        check_nesting(tree, name, filename)
+        return tree
+
+    def _compile(self, source: str, filename: str) -> Any:
+        with _nested(None, filename):
+            return super()._compile(source, filename)
 
     def call_binop(self, context: jinja2.runtime.Context, op: str, left: Any, right: Any) -> Any:
         """``left op right``, refused when it would build something too large."""
@@ -330,7 +398,8 @@ class BoundedEnvironment(jinja2.sandbox.ImmutableSandboxedEnvironment):
         for concat in list(source.find_all(jinja2.nodes.Concat)):
             # `str_join((joined,))`: the one string `joined` already is.
             concat.nodes = [_through(_JOINED, jinja2.nodes.List(concat.nodes))]
-        return super()._generate(source, name, filename, defer_init)
+        with _nested(name, filename):
+            return super()._generate(source, name, filename, defer_init)
 
 
 def _constant(node: jinja2.nodes.Node) -> jinja2.nodes.Node:

@@ -20,10 +20,12 @@ import jinja2.parser
 
 from durapipe.spec._sandbox import (
     MAX_OUTPUT,
+    TOO_DEEP,
     BoundedEnvironment,
     TemplateError,
     bounded_call,
     bounded_render,
+    check_nesting,
     environment,
 )
 
@@ -243,6 +245,9 @@ def _parse_expression(source: str) -> jinja2.nodes.Template:
             raise jinja2.TemplateSyntaxError(
                 f"unexpected {jinja2.lexer.describe_token(token)}", token.lineno
             )
+        check_nesting(expr)
+    except RecursionError:
+        raise TemplateError(f"expression syntax error: {TOO_DEEP}") from None
     except jinja2.TemplateSyntaxError as err:
         raise TemplateError(f"expression syntax error: {err.message}") from None
     template = jinja2.nodes.Template([jinja2.nodes.Output([expr])], lineno=1)
@@ -262,7 +267,10 @@ def expression_variables(source: str) -> set[str]:
 @functools.lru_cache(maxsize=1024)
 def _compile_expression(source: str) -> Any:
     _parse_expression(source)  # a clear TemplateError for a syntax error
-    return _environment().compile_expression(source, undefined_to_none=False)
+    try:
+        return _environment().compile_expression(source, undefined_to_none=False)
+    except jinja2.TemplateSyntaxError as err:  # nested past what Python compiles
+        raise TemplateError(f"expression syntax error: {err.message}") from None
 
 
 def evaluate(source: str, values: dict[str, Any]) -> Any:

@@ -213,6 +213,10 @@ def optional_of(ref: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
+# The longest type a spec may write: `list[list[Claim, 3]]` is 20 characters.
+MAX_TYPE_LENGTH = 1000
+
+
 @functools.lru_cache(maxsize=1024)  # every leaf call parses its pipe's types again
 def parse_type(ref: str) -> TypeNode:
     """Parse a type string (``optional[T]`` parses as ``T``: being optional is a property of an
@@ -221,6 +225,13 @@ def parse_type(ref: str) -> TypeNode:
     Raises:
         ValueError: the string is not a type (the message says why).
     """
+    if len(ref) > MAX_TYPE_LENGTH:
+        # Each level of a nested type reads the text below it again: a spec's type of a few
+        # hundred `list[` around a megabyte of spaces took minutes, in the workflow of a run.
+        raise ValueError(
+            f"'{ref[:40]}...' is {len(ref):,} characters long; a type may be at most "
+            f"{MAX_TYPE_LENGTH:,}"
+        )
     ref = ref.strip()
     if (inner := optional_of(ref)) is not None:
         return parse_type(inner)
@@ -293,7 +304,13 @@ def type_problems(ref: str, structures: Structures, *, loops: bool = True) -> li
 
 def _loop(name: str, structures: Structures) -> list[str] | None:
     """The first path of fields from structure ``name`` back to a structure on the path, e.g.
-    ``["Node.children", "Node"]``; None when no structure ``name`` reaches refers to itself."""
+    ``["Node.children", "Node"]``; None when no structure ``name`` reaches refers to itself.
+
+    Each structure is walked once: one reached again by another path (``A.x`` and ``A.y`` both
+    ``B``) was found to reach no loop the first time. Walked on every path, a spec that any client
+    can send (40 structures, each with two fields of the next) took 2^40 steps in the workflow.
+    """
+    done: set[str] = set()
 
     def visit(current: str, path: list[str], on_path: list[str]) -> list[str] | None:
         for field_name, field in structures[current].fields.items():
@@ -308,9 +325,12 @@ def _loop(name: str, structures: Structures) -> list[str] | None:
             step = [*path, f"{current}.{field_name}"]
             if node.name in on_path:
                 return [*step[on_path.index(node.name) :], node.name]
+            if node.name in done:
+                continue
             found = visit(node.name, step, [*on_path, node.name])
             if found is not None:
                 return found
+        done.add(current)
         return None
 
     return visit(name, [], [name])

@@ -13,7 +13,7 @@ from temporalio.client import Client
 
 import durapipe as dp
 from durapipe.adapters import WORKFLOW_NAME, pipe_run
-from tests.support import acli, raw_run_fails
+from tests.support import acli, raw_run_fails, raw_run_failure
 
 PIPES = """
 pipes:
@@ -130,9 +130,7 @@ async def test_a_raw_spec_asking_for_ten_million_items_fails_at_once(
     # The offline model built all ten million (2 GB, a minute of a worker's CPU and counting).
     data = pipe_run(dp.load_yaml(PIPES), "ask", {"text": "x"}).model_dump(mode="json")
     data["spec"]["pipes"]["ask"]["output"] = "list[text, 10000000]"
-    client = await Client.connect(temporal_address, plugins=[dp.DurapipePlugin()])
-    async with dp.build_worker(client, task_queue=task_queue):
-        _, failure = await raw_run_fails(client, data, task_queue)
+    failure = await raw_run_failure(temporal_address, data, task_queue)
     assert failure.cause_type == "durapipe.InvalidSpec"
     assert failure.cause.startswith("pipe 'ask', field 'output': ")
     assert "at most 10000" in failure.cause
@@ -145,8 +143,6 @@ async def test_a_raw_spec_with_a_structure_that_refers_to_itself_fails_at_once(
     data = pipe_run(dp.load_yaml(PIPES), "ask", {"text": "x"}).model_dump(mode="json")
     data["spec"]["structures"] = {"Node": {"fields": {"child": {"type": "Node"}}}}
     data["spec"]["pipes"]["ask"]["output"] = "Node"
-    client = await Client.connect(temporal_address, plugins=[dp.DurapipePlugin()])
-    async with dp.build_worker(client, task_queue=task_queue):
-        _, failure = await raw_run_fails(client, data, task_queue)
+    failure = await raw_run_failure(temporal_address, data, task_queue)
     assert failure.cause_type == "durapipe.InvalidSpec"
     assert failure.cause.startswith("pipe 'ask', field 'output': structure 'Node' refers")

@@ -285,6 +285,27 @@ _HEADER_KEYS = {"domain", "description", "system_prompt", "main_pipe", "concept"
 _TOML_LINE = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
+def read_toml(text: str) -> dict[str, Any]:
+    """``tomllib.loads``, failing only with `tomllib.TOMLDecodeError` on any text.
+
+    tomllib also raises RecursionError for values nested past Python's recursion limit
+    (``x = [[[[...]]]]``, a few kilobytes) and ValueError for an integer longer than Python
+    converts (4,300 digits): a bundle's mistake, which reached `durapipe serve` as its own bug
+    (a 500 answer and a traceback in its log) and `durapipe validate` as a traceback.
+
+    Raises:
+        tomllib.TOMLDecodeError: the text is not TOML this process reads.
+    """
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        raise
+    except RecursionError:
+        raise tomllib.TOMLDecodeError("values are nested too deeply") from None
+    except ValueError:
+        raise tomllib.TOMLDecodeError("an integer has more digits than can be read") from None
+
+
 def parse_bundle(text: str, source: str) -> tuple[Bundle, list[Problem]]:
     """Parse bundle TOML into a `Bundle`, with every shape problem found.
 
@@ -293,7 +314,7 @@ def parse_bundle(text: str, source: str) -> tuple[Bundle, list[Problem]]:
     """
     bundle = Bundle(source=source)
     try:
-        data = tomllib.loads(text)
+        data = read_toml(text)
     except tomllib.TOMLDecodeError as err:
         match = _TOML_LINE.search(str(err))
         where = f"{source}:{match.group(1)}" if match else source
