@@ -7,13 +7,16 @@ measures that load does not move.
                                         [--keep DIR] [--address HOST:PORT]
     python -m bench.worker_instructions --report DIR [--leaves N] [--rounds N] [--top N]
     python -m bench.worker_instructions --only callgrind --concurrency 20 --pad BYTES
+    python -m bench.worker_instructions --shape concurrent [--leaves 200] [--concurrency 100] ...
 
 Both bench workers (``durapipe worker`` on a batch pipeline, `bench.handwritten`) run against one
 dev server (a fresh one unless ``--address``), one after the other, each twice: under ``valgrind
 --tool=callgrind --separate-threads=yes --instr-atstart=no``, then under a bytecode counter (a
 ``sys.settrace`` opcode tracer, `traced`). Each gets one uncounted warm-up batch, then ``--rounds``
 counted batches of ``--leaves`` items, ``--concurrency`` at once (``make bench``'s batch1000
-shape, smaller). Counting starts just before a counted batch starts (``callgrind_control -z``, the
+shape, smaller); with ``--shape concurrent``, ``--leaves`` one-step runs instead, started one
+after another and then awaited at once (``concurrent200``'s shape: a run per leaf, so the tables
+are per run; the primer is ``2 x --concurrency`` such runs). Counting starts just before a counted batch starts (``callgrind_control -z``, the
 worker instrumented since the end of its warm-up, ``-i on``, and primed with an uncounted batch,
 `instrumented`; SIGUSR1 to the tracer) and ends once its
 worker is quiet after it (no CPU tick for 0.5 s), so imports, start-up and the warm-up are not
@@ -594,9 +597,11 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
         ours_client = await dp.connect(address, pipeline=pipeline)
         theirs_client = await handwritten.connect(address)
 
-        async def batch(side: str, queue: str, *, primer: bool = False) -> str:
+        async def batch(side: str, queue: str, *, primer: bool = False) -> list[str]:
             size = min(args.leaves, 2 * args.concurrency) if primer else args.leaves
             questions = [f"q{i}" for i in range(size)]
+            if args.shape == "concurrent":
+                return await one_step_runs(side, queue, questions)
             if side == "durapipe":
                 inputs: dict[str, object] = {"questions": questions}
                 if args.pad is not None:
@@ -619,19 +624,54 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
                     task_timeout=TASK_TIMEOUT,
                 )
             await handle.result()
-            return handle.id
+            return [handle.id]
 
-        async def check(side: str, tool: str, workflow_id: str) -> None:
+        async def one_step_runs(side: str, queue: str, questions: list[str]) -> list[str]:
+            """``concurrent200``'s shape: a one-step run per question (durapipe's ``ask`` pipe,
+            the minimal baseline's ``bench.single``), started one after another, awaited at once."""
+            handles = []
+            for text in questions:
+                if side == "durapipe":
+                    run = pipe_run(pipeline, "ask", {"question": text})
+                    handles.append(
+                        await ours_client.start_workflow(
+                            WORKFLOW_NAME,
+                            run,
+                            id=run.run_id,
+                            task_queue=queue,
+                            task_timeout=TASK_TIMEOUT,
+                            static_summary="pipe ask",  # as `durapipe.start` starts a run
+                            search_attributes=start_totals("ask", run.workflow_version),
+                        )
+                    )
+                else:
+                    handles.append(
+                        await theirs_client.start_workflow(
+                            "bench.single",
+                            text,
+                            id=f"hw-{uuid.uuid4().hex}",
+                            task_queue=queue,
+                            task_timeout=TASK_TIMEOUT,
+                        )
+                    )
+            await asyncio.gather(*(handle.result() for handle in handles))
+            return [handle.id for handle in handles]
+
+        async def check(side: str, tool: str, workflow_ids: list[str]) -> None:
             client = ours_client if side == "durapipe" else theirs_client
-            history = await client.get_workflow_handle(workflow_id).fetch_history()
-            kinds = Counter(event.WhichOneof("attributes") or "" for event in history.events)
+            events = [
+                event
+                for workflow_id in workflow_ids
+                for event in (await client.get_workflow_handle(workflow_id).fetch_history()).events
+            ]
+            kinds = Counter(event.WhichOneof("attributes") or "" for event in events)
             tasks = kinds["workflow_task_completed_event_attributes"]
             bad = {k: n for k, n in kinds.items() if re.search(r"(timed_out|failed)_event", k)}
             # An activity retried after a timeout (a heartbeat missed under valgrind's slowness)
             # shows only as its last attempt's number: its earlier attempts' work is counted.
             retried = [
                 event.activity_task_started_event_attributes.last_failure.message
-                for event in history.events
+                for event in events
                 if event.HasField("activity_task_started_event_attributes")
                 and event.activity_task_started_event_attributes.attempt > 1
             ]
@@ -639,7 +679,7 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
                 bad["activities_retried"] = len(retried)
                 bad["first_retry_after"] = retried[0]
             notes.append(
-                f"# {side} under {tool}: {len(history.events)} history events, {tasks} workflow "
+                f"# {side} under {tool}: {len(events)} history events, {tasks} workflow "
                 f"tasks ({tasks / args.leaves:.3f} per leaf)"
                 + (f"; not clean, its counts include a retry's work: {bad}" if bad else "")
             )
@@ -666,12 +706,12 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
                     for index in range(args.rounds):
                         note(f"{side} under {tool}: measured batch {index + 1} of {args.rounds}")
                         await switch(tool, child.pid, on=True)
-                        workflow_id = await batch(side, queue)
+                        workflow_ids = await batch(side, queue)
                         await cpu_when_quiet(child.pid, quiet_s=0.5, at_most_s=60)
                         await switch(tool, child.pid, on=False)
                         if tool == "bytecodes":
                             await written(child, folder / f"{side}.opcodes.{index + 1}.json")
-                        await check(side, tool, workflow_id)
+                        await check(side, tool, workflow_ids)
     return notes
 
 
@@ -730,6 +770,13 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=100, help="items at once [100]")
     parser.add_argument("--rounds", type=int, default=1, help="measured batches per side [1]")
     parser.add_argument(
+        "--shape",
+        choices=("batch", "concurrent"),
+        default="batch",
+        help="batch: one batch run of --leaves items, --concurrency at once (batch1000's shape); "
+        "concurrent: --leaves one-step runs started at once (concurrent200's shape) [batch]",
+    )
+    parser.add_argument(
         "--only",
         dest="tools",
         action="append",
@@ -756,6 +803,8 @@ def main(argv: Iterable[str] | None = None) -> None:
     args = parser.parse_args(arguments)
     if args.pad is not None and args.pad < 0:
         parser.error(f"--pad must be 0 or more bytes, not {args.pad}")
+    if args.pad is not None and args.shape == "concurrent":
+        parser.error("--pad prices a batch leaf's byte: use it with --shape batch")
     args.tools = args.tools or list(TOOLS)
     leaves = args.leaves * args.rounds
     if args.report is not None:
