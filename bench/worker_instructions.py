@@ -7,7 +7,7 @@ measures that load does not move.
                                         [--keep DIR] [--address HOST:PORT]
     python -m bench.worker_instructions --report DIR [--leaves N] [--rounds N] [--top N]
     python -m bench.worker_instructions --only callgrind --concurrency 20 --pad BYTES
-    python -m bench.worker_instructions --shape concurrent [--leaves 200] [--concurrency 100] ...
+    python -m bench.worker_instructions --shape concurrent [--baseline minimal|features] ...
 
 Both bench workers (``durapipe worker`` on a batch pipeline, `bench.handwritten`) run against one
 dev server (a fresh one unless ``--address``), one after the other, each twice: under ``valgrind
@@ -16,7 +16,10 @@ dev server (a fresh one unless ``--address``), one after the other, each twice: 
 counted batches of ``--leaves`` items, ``--concurrency`` at once (``make bench``'s batch1000
 shape, smaller); with ``--shape concurrent``, ``--leaves`` one-step runs instead, started one
 after another and then awaited at once (``concurrent200``'s shape: a run per leaf, so the tables
-are per run; the primer is ``2 x --concurrency`` such runs). Counting starts just before a counted batch starts (``callgrind_control -z``, the
+are per run; the primer is ``2 x --concurrency`` such runs). ``--baseline features`` counts
+`bench.handwritten_features` (the minimal worker plus durapipe's features: UI summaries,
+heartbeats, the pipe at the start, totals upserted) in the ``handwritten`` columns instead of the
+minimal `bench.handwritten`. Counting starts just before a counted batch starts (``callgrind_control -z``, the
 worker instrumented since the end of its warm-up, ``-i on``, and primed with an uncounted batch,
 `instrumented`; SIGUSR1 to the tracer) and ends once its
 worker is quiet after it (no CPU tick for 0.5 s), so imports, start-up and the warm-up are not
@@ -97,10 +100,13 @@ from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything imports litellm
 
 SIDES = ("durapipe", "handwritten")
+# --baseline: the hand-written worker counted as the ``handwritten`` side.
+BASELINES = {"minimal": "bench.handwritten", "features": "bench.handwritten_features"}
 TOOLS = ("callgrind", "bytecodes")
 THREAD_GROUPS = {"loop": "event loop", "threads": "python threads"}
 # Workflow task timeout of the measured runs: a task of a 100-wide batch under valgrind takes
@@ -417,7 +423,6 @@ def traced(out: Path, argv: list[str]) -> None:
     import signal
     import threading
     from types import FrameType
-    from typing import Any
 
     counts: Counter[Any] = Counter()
     on = False
@@ -576,8 +581,10 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
     note per counted run: its history's events and workflow tasks (how the leaves' completions
     were batched into workflow tasks depends on timing, and each task costs both sides work), and
     any timed-out or failed event (a retry's work is in the counts)."""
+    from temporalio.client import WorkflowHandle
+
     import durapipe as dp
-    from bench import handwritten
+    from bench import handwritten, handwritten_features
     from bench._common import cpu_when_quiet, dev_server, durapipe_cli, note, process, wait_ready
     from durapipe.adapters import WORKFLOW_NAME, pipe_run
     from durapipe.workflows._search import start_totals
@@ -587,6 +594,12 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
     pipeline = dp.load(pipeline_file)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     notes: list[str] = []
+    baseline_module = BASELINES[args.baseline]
+    if args.baseline == "features":
+        notes.append(
+            f"# baseline: {baseline_module} (the minimal one plus durapipe's features); the "
+            "tables' handwritten columns are its counts"
+        )
     if args.pad is not None:
         notes.append(
             f"# --pad {args.pad}: every durapipe leaf's activity input carries a {args.pad}-byte "
@@ -616,20 +629,34 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
                     search_attributes=start_totals("batch", run.workflow_version),
                 )
             else:
-                handle = await theirs_client.start_workflow(
-                    "bench.batch",
-                    args=[questions, args.concurrency],
-                    id=f"hw-{uuid.uuid4().hex}",
-                    task_queue=queue,
-                    task_timeout=TASK_TIMEOUT,
-                )
+                handle = await theirs_start("batch", questions, args.concurrency, queue=queue)
             await handle.result()
             return [handle.id]
 
+        async def theirs_start(shape: str, *inputs: object, queue: str) -> WorkflowHandle[Any, Any]:
+            """A baseline run of ``shape`` (``single`` or ``batch``): the minimal one's, or with
+            ``--baseline features`` the one with durapipe's features (its pipe at the start)."""
+            if args.baseline == "features":
+                return await handwritten_features.start(
+                    theirs_client,
+                    f"bench.features.{shape}",
+                    *inputs,
+                    id=f"hwf-{uuid.uuid4().hex}",
+                    task_queue=queue,
+                    task_timeout=TASK_TIMEOUT,
+                )
+            return await theirs_client.start_workflow(
+                f"bench.{shape}",
+                args=list(inputs),
+                id=f"hw-{uuid.uuid4().hex}",
+                task_queue=queue,
+                task_timeout=TASK_TIMEOUT,
+            )
+
         async def one_step_runs(side: str, queue: str, questions: list[str]) -> list[str]:
             """``concurrent200``'s shape: a one-step run per question (durapipe's ``ask`` pipe,
-            the minimal baseline's ``bench.single``), started one after another, awaited at once."""
-            handles = []
+            the baseline's single-call workflow), started one after another, awaited at once."""
+            handles: list[WorkflowHandle[Any, Any]] = []
             for text in questions:
                 if side == "durapipe":
                     run = pipe_run(pipeline, "ask", {"question": text})
@@ -645,15 +672,7 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
                         )
                     )
                 else:
-                    handles.append(
-                        await theirs_client.start_workflow(
-                            "bench.single",
-                            text,
-                            id=f"hw-{uuid.uuid4().hex}",
-                            task_queue=queue,
-                            task_timeout=TASK_TIMEOUT,
-                        )
-                    )
+                    handles.append(await theirs_start("single", text, queue=queue))
             await asyncio.gather(*(handle.result() for handle in handles))
             return [handle.id for handle in handles]
 
@@ -690,7 +709,7 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
                 command = (
                     durapipe_cli("worker", str(pipeline_file))
                     if side == "durapipe"
-                    else [sys.executable, "-m", "bench.handwritten"]
+                    else [sys.executable, "-m", baseline_module]
                 )
                 command = counted(tool, side, folder, [*command, "--address", address,
                                                        "--task-queue", queue],
@@ -775,6 +794,14 @@ def main(argv: Iterable[str] | None = None) -> None:
         default="batch",
         help="batch: one batch run of --leaves items, --concurrency at once (batch1000's shape); "
         "concurrent: --leaves one-step runs started at once (concurrent200's shape) [batch]",
+    )
+    parser.add_argument(
+        "--baseline",
+        choices=tuple(BASELINES),
+        default="minimal",
+        help="the hand-written worker counted beside durapipe's: minimal (bench.handwritten) or "
+        "features (bench.handwritten_features: summaries, heartbeats, the pipe at the start, "
+        "totals upserted) [minimal]",
     )
     parser.add_argument(
         "--only",
