@@ -216,14 +216,21 @@ PIPES = {"bench.features.sequence": "seq50", "bench.features.single": "ask",
 
 
 async def start(
-    client: Client, workflow_name: str, *args: object, id: str, task_queue: str
+    client: Client,
+    workflow_name: str,
+    *args: object,
+    id: str,
+    task_queue: str,
+    task_timeout: timedelta | None = None,
 ) -> WorkflowHandle[Any, Any]:
-    """Start a run listed under its pipe (a keyword search attribute, as durapipe's client sets)."""
+    """Start a run listed under its pipe (a keyword search attribute, as durapipe's client sets);
+    ``task_timeout``: its workflow task timeout (None: Temporal's default)."""
     return await client.start_workflow(
         workflow_name,
         args=list(args),
         id=id,
         task_queue=task_queue,
+        task_timeout=task_timeout,
         search_attributes=TypedSearchAttributes([SearchAttributePair(PIPE, PIPES[workflow_name])]),
     )
 

@@ -7,13 +7,19 @@ measures that load does not move.
                                         [--keep DIR] [--address HOST:PORT]
     python -m bench.worker_instructions --report DIR [--leaves N] [--rounds N] [--top N]
     python -m bench.worker_instructions --only callgrind --concurrency 20 --pad BYTES
+    python -m bench.worker_instructions --shape concurrent [--baseline minimal|features] ...
 
 Both bench workers (``durapipe worker`` on a batch pipeline, `bench.handwritten`) run against one
 dev server (a fresh one unless ``--address``), one after the other, each twice: under ``valgrind
 --tool=callgrind --separate-threads=yes --instr-atstart=no``, then under a bytecode counter (a
 ``sys.settrace`` opcode tracer, `traced`). Each gets one uncounted warm-up batch, then ``--rounds``
 counted batches of ``--leaves`` items, ``--concurrency`` at once (``make bench``'s batch1000
-shape, smaller). Counting starts just before a counted batch starts (``callgrind_control -z``, the
+shape, smaller); with ``--shape concurrent``, ``--leaves`` one-step runs instead, started one
+after another and then awaited at once (``concurrent200``'s shape: a run per leaf, so the tables
+are per run; the primer is ``2 x --concurrency`` such runs). ``--baseline features`` counts
+`bench.handwritten_features` (the minimal worker plus durapipe's features: UI summaries,
+heartbeats, the pipe at the start, totals upserted) in the ``handwritten`` columns instead of the
+minimal `bench.handwritten`. Counting starts just before a counted batch starts (``callgrind_control -z``, the
 worker instrumented since the end of its warm-up, ``-i on``, and primed with an uncounted batch,
 `instrumented`; SIGUSR1 to the tracer) and ends once its
 worker is quiet after it (no CPU tick for 0.5 s), so imports, start-up and the warm-up are not
@@ -94,10 +100,13 @@ from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything imports litellm
 
 SIDES = ("durapipe", "handwritten")
+# --baseline: the hand-written worker counted as the ``handwritten`` side.
+BASELINES = {"minimal": "bench.handwritten", "features": "bench.handwritten_features"}
 TOOLS = ("callgrind", "bytecodes")
 THREAD_GROUPS = {"loop": "event loop", "threads": "python threads"}
 # Workflow task timeout of the measured runs: a task of a 100-wide batch under valgrind takes
@@ -414,7 +423,6 @@ def traced(out: Path, argv: list[str]) -> None:
     import signal
     import threading
     from types import FrameType
-    from typing import Any
 
     counts: Counter[Any] = Counter()
     on = False
@@ -573,8 +581,10 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
     note per counted run: its history's events and workflow tasks (how the leaves' completions
     were batched into workflow tasks depends on timing, and each task costs both sides work), and
     any timed-out or failed event (a retry's work is in the counts)."""
+    from temporalio.client import WorkflowHandle
+
     import durapipe as dp
-    from bench import handwritten
+    from bench import handwritten, handwritten_features
     from bench._common import cpu_when_quiet, dev_server, durapipe_cli, note, process, wait_ready
     from durapipe.adapters import WORKFLOW_NAME, pipe_run
     from durapipe.workflows._search import start_totals
@@ -584,6 +594,12 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
     pipeline = dp.load(pipeline_file)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     notes: list[str] = []
+    baseline_module = BASELINES[args.baseline]
+    if args.baseline == "features":
+        notes.append(
+            f"# baseline: {baseline_module} (the minimal one plus durapipe's features); the "
+            "tables' handwritten columns are its counts"
+        )
     if args.pad is not None:
         notes.append(
             f"# --pad {args.pad}: every durapipe leaf's activity input carries a {args.pad}-byte "
@@ -594,9 +610,11 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
         ours_client = await dp.connect(address, pipeline=pipeline)
         theirs_client = await handwritten.connect(address)
 
-        async def batch(side: str, queue: str, *, primer: bool = False) -> str:
+        async def batch(side: str, queue: str, *, primer: bool = False) -> list[str]:
             size = min(args.leaves, 2 * args.concurrency) if primer else args.leaves
             questions = [f"q{i}" for i in range(size)]
+            if args.shape == "concurrent":
+                return await one_step_runs(side, queue, questions)
             if side == "durapipe":
                 inputs: dict[str, object] = {"questions": questions}
                 if args.pad is not None:
@@ -611,27 +629,68 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
                     search_attributes=start_totals("batch", run.workflow_version),
                 )
             else:
-                handle = await theirs_client.start_workflow(
-                    "bench.batch",
-                    args=[questions, args.concurrency],
-                    id=f"hw-{uuid.uuid4().hex}",
+                handle = await theirs_start("batch", questions, args.concurrency, queue=queue)
+            await handle.result()
+            return [handle.id]
+
+        async def theirs_start(shape: str, *inputs: object, queue: str) -> WorkflowHandle[Any, Any]:
+            """A baseline run of ``shape`` (``single`` or ``batch``): the minimal one's, or with
+            ``--baseline features`` the one with durapipe's features (its pipe at the start)."""
+            if args.baseline == "features":
+                return await handwritten_features.start(
+                    theirs_client,
+                    f"bench.features.{shape}",
+                    *inputs,
+                    id=f"hwf-{uuid.uuid4().hex}",
                     task_queue=queue,
                     task_timeout=TASK_TIMEOUT,
                 )
-            await handle.result()
-            return handle.id
+            return await theirs_client.start_workflow(
+                f"bench.{shape}",
+                args=list(inputs),
+                id=f"hw-{uuid.uuid4().hex}",
+                task_queue=queue,
+                task_timeout=TASK_TIMEOUT,
+            )
 
-        async def check(side: str, tool: str, workflow_id: str) -> None:
+        async def one_step_runs(side: str, queue: str, questions: list[str]) -> list[str]:
+            """``concurrent200``'s shape: a one-step run per question (durapipe's ``ask`` pipe,
+            the baseline's single-call workflow), started one after another, awaited at once."""
+            handles: list[WorkflowHandle[Any, Any]] = []
+            for text in questions:
+                if side == "durapipe":
+                    run = pipe_run(pipeline, "ask", {"question": text})
+                    handles.append(
+                        await ours_client.start_workflow(
+                            WORKFLOW_NAME,
+                            run,
+                            id=run.run_id,
+                            task_queue=queue,
+                            task_timeout=TASK_TIMEOUT,
+                            static_summary="pipe ask",  # as `durapipe.start` starts a run
+                            search_attributes=start_totals("ask", run.workflow_version),
+                        )
+                    )
+                else:
+                    handles.append(await theirs_start("single", text, queue=queue))
+            await asyncio.gather(*(handle.result() for handle in handles))
+            return [handle.id for handle in handles]
+
+        async def check(side: str, tool: str, workflow_ids: list[str]) -> None:
             client = ours_client if side == "durapipe" else theirs_client
-            history = await client.get_workflow_handle(workflow_id).fetch_history()
-            kinds = Counter(event.WhichOneof("attributes") or "" for event in history.events)
+            events = [
+                event
+                for workflow_id in workflow_ids
+                for event in (await client.get_workflow_handle(workflow_id).fetch_history()).events
+            ]
+            kinds = Counter(event.WhichOneof("attributes") or "" for event in events)
             tasks = kinds["workflow_task_completed_event_attributes"]
             bad = {k: n for k, n in kinds.items() if re.search(r"(timed_out|failed)_event", k)}
             # An activity retried after a timeout (a heartbeat missed under valgrind's slowness)
             # shows only as its last attempt's number: its earlier attempts' work is counted.
             retried = [
                 event.activity_task_started_event_attributes.last_failure.message
-                for event in history.events
+                for event in events
                 if event.HasField("activity_task_started_event_attributes")
                 and event.activity_task_started_event_attributes.attempt > 1
             ]
@@ -639,7 +698,7 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
                 bad["activities_retried"] = len(retried)
                 bad["first_retry_after"] = retried[0]
             notes.append(
-                f"# {side} under {tool}: {len(history.events)} history events, {tasks} workflow "
+                f"# {side} under {tool}: {len(events)} history events, {tasks} workflow "
                 f"tasks ({tasks / args.leaves:.3f} per leaf)"
                 + (f"; not clean, its counts include a retry's work: {bad}" if bad else "")
             )
@@ -650,7 +709,7 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
                 command = (
                     durapipe_cli("worker", str(pipeline_file))
                     if side == "durapipe"
-                    else [sys.executable, "-m", "bench.handwritten"]
+                    else [sys.executable, "-m", baseline_module]
                 )
                 command = counted(tool, side, folder, [*command, "--address", address,
                                                        "--task-queue", queue],
@@ -666,12 +725,12 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
                     for index in range(args.rounds):
                         note(f"{side} under {tool}: measured batch {index + 1} of {args.rounds}")
                         await switch(tool, child.pid, on=True)
-                        workflow_id = await batch(side, queue)
+                        workflow_ids = await batch(side, queue)
                         await cpu_when_quiet(child.pid, quiet_s=0.5, at_most_s=60)
                         await switch(tool, child.pid, on=False)
                         if tool == "bytecodes":
                             await written(child, folder / f"{side}.opcodes.{index + 1}.json")
-                        await check(side, tool, workflow_id)
+                        await check(side, tool, workflow_ids)
     return notes
 
 
@@ -730,6 +789,21 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=100, help="items at once [100]")
     parser.add_argument("--rounds", type=int, default=1, help="measured batches per side [1]")
     parser.add_argument(
+        "--shape",
+        choices=("batch", "concurrent"),
+        default="batch",
+        help="batch: one batch run of --leaves items, --concurrency at once (batch1000's shape); "
+        "concurrent: --leaves one-step runs started at once (concurrent200's shape) [batch]",
+    )
+    parser.add_argument(
+        "--baseline",
+        choices=tuple(BASELINES),
+        default="minimal",
+        help="the hand-written worker counted beside durapipe's: minimal (bench.handwritten) or "
+        "features (bench.handwritten_features: summaries, heartbeats, the pipe at the start, "
+        "totals upserted) [minimal]",
+    )
+    parser.add_argument(
         "--only",
         dest="tools",
         action="append",
@@ -756,6 +830,8 @@ def main(argv: Iterable[str] | None = None) -> None:
     args = parser.parse_args(arguments)
     if args.pad is not None and args.pad < 0:
         parser.error(f"--pad must be 0 or more bytes, not {args.pad}")
+    if args.pad is not None and args.shape == "concurrent":
+        parser.error("--pad prices a batch leaf's byte: use it with --shape batch")
     args.tools = args.tools or list(TOOLS)
     leaves = args.leaves * args.rounds
     if args.report is not None:

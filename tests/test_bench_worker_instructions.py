@@ -10,9 +10,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import durapipe as dp
 from bench.worker_instructions import (
     cache_report,
+    main,
     padding,
     parse,
     pipeline_yaml,
@@ -269,3 +272,12 @@ def test_pad_lengthens_each_leafs_activity_input_and_changes_nothing_it_sends(
     assert dp.spec.render(prompt, {"question": "q3", "pad": ""}) == "q3"
     run = dp.adapters.pipe_run(padded, "batch", {"questions": ["q0"], "pad": pad})
     assert run.inputs["pad"] == pad  # every item reads the batch's own by its name
+
+
+def test_pad_is_refused_for_the_concurrent_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    # --pad lengthens a batch item's input; the concurrent shape's runs carry none of it, so its
+    # counts would silently be unpadded ones.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--shape", "concurrent", "--pad", "64", "--only", "bytecodes"])
+    assert exit_info.value.code == 2
+    assert "--pad prices a batch leaf's byte: use it with --shape batch" in capsys.readouterr().err
