@@ -39,6 +39,7 @@ from durapipe.serve._methods import (
 from durapipe.serve._problems import ServeError, problem_item
 from durapipe.serve._runs import (
     TRUNCATED_STEPS,
+    Idempotency,
     failure_problem,
     results_body,
     run_progress,
@@ -355,8 +356,17 @@ async def _validate(request: web.Request) -> web.Response:
 async def _start_run(request: web.Request, body: dict[str, Any]) -> tuple[RunHandle, str]:
     """Start the run a request asks for; the method and inputs are checked before anything starts."""
     config = request.app[_CONFIG]
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise ServeError(
+            "request.invalid",
+            "The Idempotency-Key header must be 1 to 255 visible ASCII characters.",
+            params={"field": "Idempotency-Key"},
+        )
     method = _method(config, body)
     pipe = choose_pipe(method, body.get("pipe_code"))
+    # Of the body as it arrived, before anything reads it.
+    idempotency = None if key is None else Idempotency.of(key, body, pipe)
     method, output_name = requested_output(body, method, pipe)
     _trusted(config, method, pipe)
     # A file input may be fetched (an allowed URL) and is stored: off the event loop.
@@ -368,20 +378,13 @@ async def _start_run(request: web.Request, body: dict[str, Any]) -> tuple[RunHan
         allow_urls=config.allow_urls,
         max_bytes=config.max_body_bytes,
     )
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
-        raise ServeError(
-            "request.invalid",
-            "The Idempotency-Key header must be 1 to 255 visible ASCII characters.",
-            params={"field": "Idempotency-Key"},
-        )
     start = start_run(
         request.app[_CLIENT],
         method,
         pipe,
         inputs,
         task_queue=config.task_queue,
-        idempotency_key=key,
+        idempotency=idempotency,
         output_name=output_name,
     )
     ended = keep_place(request)
