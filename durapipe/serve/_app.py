@@ -26,6 +26,7 @@ from durapipe._errors import PipelineError, RunError
 from durapipe.adapters import DEFAULT_TASK_QUEUE
 from durapipe.client._connection import ConnectOptions
 from durapipe.client._handle import RunHandle
+from durapipe.serve._ended import EndedRuns
 from durapipe.serve._memory import requested_output, run_inputs
 from durapipe.serve._methods import (
     Method,
@@ -76,6 +77,7 @@ _STARTS: Final = web.AppKey("starts", set[asyncio.Task[RunHandle]])
 # How long a server that stops waits for those (each is one start call to Temporal).
 STARTS_GRACE_S: Final = 10.0
 _STALLS: Final = web.AppKey("stalls", StalledRuns)
+_ENDED: Final = web.AppKey("ended", EndedRuns)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -129,6 +131,7 @@ def create_app(config: ServeConfig, client: Client) -> web.Application:
     app = web.Application(middlewares=[_problems, _auth], client_max_size=config.max_body_bytes)
     app[_CLIENT] = client
     app[_STALLS] = StalledRuns(client)
+    app[_ENDED] = EndedRuns()
     app[_CONFIG] = config
     app[_STARTS] = set()
     app.on_response_prepare.append(close_after_response)
@@ -547,23 +550,24 @@ async def _execute(request: web.Request) -> web.Response:
 
 
 async def _status(request: web.Request) -> web.Response:
-    read = await run_status(
-        request.app[_CLIENT], request.match_info["run_id"], request.app[_STALLS]
-    )
+    app = request.app
+    read = await run_status(app[_CLIENT], request.match_info["run_id"], app[_STALLS], app[_ENDED])
     return web.json_response(read)
 
 
 async def _progress(request: web.Request) -> web.Response:
+    app = request.app
     progress = await run_progress(
-        request.app[_CLIENT], request.match_info["run_id"], request.app[_STALLS]
+        app[_CLIENT], request.match_info["run_id"], app[_STALLS], app[_ENDED]
     )
     return web.json_response(progress)
 
 
 async def _results(request: web.Request) -> web.Response:
-    client = request.app[_CLIENT]
-    read = await run_status(client, request.match_info["run_id"], request.app[_STALLS])
-    body = await run_results(client, read)
+    app = request.app
+    client = app[_CLIENT]
+    read = await run_status(client, request.match_info["run_id"], app[_STALLS], app[_ENDED])
+    body = await run_results(client, read, app[_ENDED])
     if body is None:
         # Still going: 202 with a hint of when to ask again (the lifecycle's running answer),
         # and, for a run that cannot make progress, why (the status read's degradation).

@@ -14,7 +14,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -29,6 +29,7 @@ from durapipe._words import counted
 from durapipe.adapters import WORKFLOW_NAME, pipe_run
 from durapipe.client._handle import SPEC_VERSION, RunHandle, run_error
 from durapipe.runtime import PipeRun, RunResult, StepRecord
+from durapipe.serve._ended import EndedRuns
 from durapipe.serve._memory import (
     MAIN_STUFF,
     concepts_memo,
@@ -259,11 +260,15 @@ def _not_found(run_id: str) -> ServeError:
 
 
 async def run_status(
-    client: Client, run_id: str, stalls: StalledRuns | None = None
+    client: Client,
+    run_id: str,
+    stalls: StalledRuns | None = None,
+    ended: EndedRuns | None = None,
 ) -> dict[str, Any]:
     """The run's status (`RunRead`): id, pipe, status, start and end times, and its error; a
     running run that cannot make progress is ``degraded``, its ``degradation`` saying why (asked
-    of ``stalls``; None: not asked).
+    of ``stalls``; None: not asked). An ended run's error is read once per execution when
+    ``ended`` keeps it.
 
     Raises:
         ServeError: no such run of this runner.
@@ -288,19 +293,25 @@ async def run_status(
         "workflow_id": description.id,
         "workflow_run_id": description.run_id,
     }
+    if stalls is not None:
+        # The freshest description of the run: the stall check and the steps read it too.
+        stalls.know(description)
     if status not in ("RUNNING", "COMPLETED"):
-        read["error"] = (await failure_problem(client, run_id, status)).document()
+        read["error"] = (await _failure(client, read, ended)).document()
     if status == "RUNNING" and stalls is not None:
         # Still RUNNING, as a poll loop expects; the degradation says why nothing moves.
-        degradation = await stalls.degradation(run_id)
+        degradation = await stalls.degradation(run_id, description.run_id)
         read["degraded"] = degradation is not None
         if degradation is not None:
             read["degradation"] = degradation
     return read
 
 
-async def run_results(client: Client, read: dict[str, Any]) -> dict[str, Any] | None:
-    """The results (`RunResults`) of the run whose status is ``read``, or None while it runs.
+async def run_results(
+    client: Client, read: dict[str, Any], ended: EndedRuns | None = None
+) -> dict[str, Any] | None:
+    """The results (`RunResults`) of the run whose status is ``read``, or None while it runs;
+    read once per execution when ``ended`` keeps them.
 
     Raises:
         ServeError: the run ended without success (``run.failed``).
@@ -310,9 +321,25 @@ async def run_results(client: Client, read: dict[str, Any]) -> dict[str, Any] | 
     if status == "RUNNING":
         return None
     if status != "COMPLETED":
-        raise await failure_problem(client, run_id, status)
-    result = await RunHandle(client, run_id).result()
-    return await results_body(client, run_id, result)
+        raise await _failure(client, read, ended)
+
+    async def completed() -> dict[str, Any]:
+        return await results_body(client, run_id, await RunHandle(client, run_id).result())
+
+    if ended is None:
+        return await completed()
+    return await ended.read("results", read["workflow_run_id"], completed)
+
+
+async def _failure(client: Client, read: dict[str, Any], ended: EndedRuns | None) -> ServeError:
+    """`failure_problem` of the ended run whose status is ``read``, once per execution."""
+
+    def ask() -> Awaitable[ServeError]:
+        return failure_problem(client, read["pipeline_run_id"], read["status"])
+
+    if ended is None:
+        return await ask()
+    return await ended.read("failure", read["workflow_run_id"], ask)
 
 
 async def results_body(client: Client, run_id: str, result: RunResult) -> dict[str, Any]:
@@ -409,6 +436,18 @@ def _unavailable(err: RPCError) -> ServeError:
     )
 
 
+async def _steps(
+    client: Client, read: dict[str, Any], stalls: StalledRuns | None, ended: EndedRuns | None
+) -> list[StepRecord]:
+    """The step records of the run whose status is ``read``: a running run's from its query, with
+    the stall check's answers (``stalls``: the status read's description, the queues' pollers);
+    an ended run's from its result, once per execution when ``ended`` keeps them."""
+    handle = RunHandle(client, read["pipeline_run_id"])
+    if read["status"] == "RUNNING" or ended is None:
+        return await handle.steps(pollers=None if stalls is None else stalls.pollers())
+    return await ended.read("steps", read["workflow_run_id"], handle.steps)
+
+
 _PROGRESS_STATUS: Final = {
     "RUNNING": "running",
     "COMPLETED": "succeeded",
@@ -425,7 +464,10 @@ _STEP_STATUS: Final = {
 
 
 async def run_progress(
-    client: Client, run_id: str, stalls: StalledRuns | None = None
+    client: Client,
+    run_id: str,
+    stalls: StalledRuns | None = None,
+    ended: EndedRuns | None = None,
 ) -> dict[str, Any]:
     """The run's progress snapshot (``RunProgress``): one invocation per step record.
 
@@ -437,13 +479,13 @@ async def run_progress(
     Raises:
         ServeError: no such run of this runner.
     """
-    read = await run_status(client, run_id, stalls)
+    read = await run_status(client, run_id, stalls, ended)
     degradation = read.get("degradation")
     steps: list[StepRecord] = []
     if degradation is None or degradation["reason"] != NO_WORKER:  # else no worker can answer
         # A worker that does not answer the query yet: nothing has started.
         with contextlib.suppress(RunError, RPCError):
-            steps = await RunHandle(client, run_id).steps()
+            steps = await _steps(client, read, stalls, ended)
     invocations = [
         {
             "path": step.path,
@@ -459,13 +501,13 @@ async def run_progress(
         }
         for step in steps
     ]
-    ended = sum(1 for step in steps if step.ended_at)
-    summary = f"{ended} of {counted(len(steps), 'step')} ended"
+    finished = sum(1 for step in steps if step.ended_at)
+    summary = f"{finished} of {counted(len(steps), 'step')} ended"
     progress = {
         "pipeline_run_id": run_id,
         "mode": "live",
         "status": _PROGRESS_STATUS.get(read["status"], "running"),
-        "version": ended + sum(1 for step in steps if step.started_at),
+        "version": finished + sum(1 for step in steps if step.started_at),
         "assembled_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "summary": summary,
         "invocations": invocations,

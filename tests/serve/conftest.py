@@ -27,6 +27,16 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 WORKERS_FILE = HERE / "workers.mthds"
 TOKEN = "serve-test-token-0f3c"
+# A one-step method a client sends (the offline model: any worker runs it).
+HELLO_METHOD = """
+version: 1
+pipes:
+  hello:
+    kind: llm
+    model: durapipe/offline
+    inputs: {topic: text}
+    prompt: "Say hello about {{ topic }}."
+"""
 _READY = re.compile(r"MTHDS protocol on (http://\S+)/v1")
 
 

@@ -14,18 +14,10 @@ from temporalio.client import WorkflowExecutionStatus
 
 import durapipe as dp
 from durapipe.serve._slow import ClientLimits
+from tests.serve.conftest import HELLO_METHOD as METHOD
 from tests.serve.conftest import TOKEN, serving
 from tests.support import eventually
 
-METHOD = """
-version: 1
-pipes:
-  hello:
-    kind: llm
-    model: durapipe/offline
-    inputs: {topic: text}
-    prompt: "Say hello about {{ topic }}."
-"""
 # What a start call to Temporal sends at the least (the run's spec rides in it); a keep-alive
 # ping of the connection is 17 bytes.
 START_CALL_BYTES = 500

@@ -16,17 +16,9 @@ import pytest
 
 import durapipe as dp
 import durapipe.serve._app as serve_app
+from tests.serve.conftest import HELLO_METHOD as METHOD
 from tests.serve.conftest import TOKEN, serving
 
-METHOD = """
-version: 1
-pipes:
-  hello:
-    kind: llm
-    model: durapipe/offline
-    inputs: {topic: text}
-    prompt: "Say hello about {{ topic }}."
-"""
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
