@@ -118,8 +118,14 @@ class QueuePollers:
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._asked: dict[tuple[str, bool], asyncio.Task[str | None]] = {}
-        self._described: dict[str, asyncio.Task[WorkflowExecutionDescription]] = {}
+        self._asked: dict[tuple[str, bool], asyncio.Future[str | None]] = {}
+        self._described: dict[str, asyncio.Future[WorkflowExecutionDescription]] = {}
+
+    def know(self, description: WorkflowExecutionDescription) -> None:
+        """Take ``description``, just asked elsewhere, as its workflow's: not asked again."""
+        known = asyncio.get_running_loop().create_future()
+        known.set_result(description)
+        self._described[description.id] = known
 
     async def description(self, workflow_id: str) -> WorkflowExecutionDescription:
         """Workflow ``workflow_id`` (its latest execution) as the server describes it, asked once
@@ -163,7 +169,9 @@ class QueuePollers:
         return await asyncio.shield(asked)
 
 
-def _forget_failed(asked: dict[Any, asyncio.Task[Any]], key: Any, done: asyncio.Task[Any]) -> None:
+def _forget_failed(
+    asked: dict[Any, asyncio.Future[Any]], key: Any, done: asyncio.Future[Any]
+) -> None:
     # A question that failed (a server briefly unavailable) is no answer: the readers waiting on
     # it get its error, and the next reader of this command asks again.
     if (done.cancelled() or done.exception() is not None) and asked.get(key) is done:

@@ -53,6 +53,9 @@ CODES: Final[dict[str, _Code]] = {
         422, "The selected pipe is not in the method", "input", "no", "change_input"
     ),
     "request.pipe_unspecified": _Code(422, "No pipe is selected", "input", "no", "change_input"),
+    "request.idempotency_conflict": _Code(
+        409, "The idempotency key was used for a different request", "input", "no", "change_input"
+    ),
     "request.blobs_missing": _Code(
         422, "The runner does not hold some files sent by hash", "input", "no", "change_input"
     ),

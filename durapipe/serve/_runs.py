@@ -10,8 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
+import json
 import time
 import uuid
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -25,6 +29,7 @@ from durapipe._words import counted
 from durapipe.adapters import WORKFLOW_NAME, pipe_run
 from durapipe.client._handle import SPEC_VERSION, RunHandle, run_error
 from durapipe.runtime import PipeRun, RunResult, StepRecord
+from durapipe.serve._ended import EndedRuns
 from durapipe.serve._memory import (
     MAIN_STUFF,
     concepts_memo,
@@ -41,6 +46,10 @@ from durapipe.workflows._search import start_totals
 RUN_ID_PREFIX: Final = "mthds-"
 # The memo key of a run's MTHDS concepts (its output's and its inputs').
 MTHDS_MEMO: Final = "mthds"
+# The memo key of the digest of the request an Idempotency-Key started the run for (`Idempotency`).
+REQUEST_MEMO: Final = "request"
+# The middle of the id of a run an Idempotency-Key started: `mthds-keyed-<the key's hash>`.
+KEYED: Final = "keyed"
 # A results (and execute) body's list of the steps whose text answer was cut off at its limit.
 TRUNCATED_STEPS: Final = "truncated_steps"
 # As `durapipe run` waits: the run's queues are checked every second, and a run that has lacked a
@@ -66,29 +75,35 @@ async def start_run(
     inputs: dict[str, Any],
     *,
     task_queue: str,
-    idempotency_key: str | None = None,
+    idempotency: Idempotency | None = None,
     output_name: str | None = None,
 ) -> RunHandle:
     """Start a durapipe run of ``pipe`` (a Temporal workflow), its MTHDS concepts in its memo.
 
     The memo is what `durapipe.start` writes (pipe, spec version) plus the concepts, so `durapipe
     show`, `durapipe runs` and the Temporal UI see an ordinary durapipe run. With an
-    ``idempotency_key`` the run id derives from the key and Temporal refuses a second workflow
-    with that id, running or closed: a start sent again (after an answer was lost) gets the run
-    the first one started instead of starting another. ``output_name`` (the protocol's) is kept in
-    the memo too: the slot of the working memory that holds the output.
+    ``idempotency`` key the run id derives from the key alone and Temporal refuses a second
+    workflow with that id, running or closed: a start sent again (after an answer was lost) gets
+    the run the first one started instead of starting another, and a start under the same key
+    with another request (another body or pipe) is refused (see `Idempotency`).
+    ``output_name`` (the protocol's) is kept in the memo too: the slot of the working memory that
+    holds the output.
 
     Raises:
         PipelineError: the inputs do not fit the pipe.
+        ServeError: ``request.idempotency_conflict``, the key was used for another request.
     """
-    suffix = (
-        hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:24]
-        if idempotency_key
-        else uuid.uuid4().hex[:12]
-    )
+    if idempotency is not None:
+        # A run this key started before keyed ids left out the pipe: it is still that key's run.
+        earlier = await _memo_of(client, idempotency.run_id_before(pipe))
+        if earlier is not None:
+            return idempotency.same_request(client, idempotency.run_id_before(pipe), earlier)
+    run_id = idempotency.run_id if idempotency else f"{RUN_ID_PREFIX}{pipe}-{uuid.uuid4().hex[:12]}"
     pipeline = whole_memory(method, pipe)
-    run = pipe_run(pipeline, pipe, inputs, run_id=f"{RUN_ID_PREFIX}{pipe}-{suffix}")
+    run = pipe_run(pipeline, pipe, inputs, run_id=run_id)
     memo: dict[str, Any] = {"pipe": pipe, "spec_version": SPEC_VERSION}
+    if idempotency is not None:
+        memo[REQUEST_MEMO] = idempotency.request
     concepts = concepts_memo(method, pipe)
     if output_name:
         concepts["output_name"] = output_name
@@ -107,9 +122,93 @@ async def start_run(
             search_attributes=start_totals(pipe, run.workflow_version),
         )
     except WorkflowAlreadyStartedError:
-        if not idempotency_key:
+        if idempotency is None:
             raise
+        return idempotency.same_request(client, run_id, await _memo_of(client, run_id))
     return RunHandle(client, run.run_id)
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A start's ``Idempotency-Key`` and the request it was sent with.
+
+    The key names one request (the IETF draft "The Idempotency-Key HTTP Header Field", as Stripe
+    reads it): the run id derives from the key, and the run's memo keeps ``request``, a digest of
+    the request (its body as canonical JSON, so neither whitespace nor the order of members
+    counts, and the pipe it runs). A start sent again with the same key and request gets the same
+    run; with another request, a ``request.idempotency_conflict`` problem and nothing started.
+    The digest is keyed by the idempotency key (HMAC-SHA-256): the memo, readable by whoever reads
+    the namespace, cannot confirm a guess of a request's inputs without the key.
+
+    Example:
+        >>> Idempotency.of("order-42", {"pipe_code": "summary", "inputs": {}}, "summary").run_id
+        'mthds-keyed-3bf8b157c4238eefe5ae4a66'
+    """
+
+    key: str
+    request: str
+
+    @classmethod
+    def of(cls, key: str, body: Mapping[str, Any], pipe: str) -> Idempotency:
+        """The idempotency of a start under ``key`` of ``pipe``, whose request body is ``body``."""
+        canonical = json.dumps(
+            {"body": body, "pipe": pipe},
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+        )
+        digest = hmac.new(key.encode("utf-8"), canonical.encode("utf-8"), hashlib.sha256)
+        return cls(key, digest.hexdigest()[:32])
+
+    @property
+    def _suffix(self) -> str:
+        return hashlib.sha256(self.key.encode("utf-8")).hexdigest()[:24]
+
+    @property
+    def run_id(self) -> str:
+        """The id of the one run this key may start: the key's alone, whatever the pipe."""
+        return f"{RUN_ID_PREFIX}{KEYED}-{self._suffix}"
+
+    def run_id_before(self, pipe: str) -> str:
+        """The id this key gave a run of ``pipe`` before keyed ids left the pipe out."""
+        return f"{RUN_ID_PREFIX}{pipe}-{self._suffix}"
+
+    def same_request(
+        self, client: Client, run_id: str, memo: Mapping[str, Any] | None
+    ) -> RunHandle:
+        """The handle of ``run_id``, which this key started, if it started it for this request.
+
+        A run started before the digest was kept (its memo holds none) is taken as this request's.
+
+        Raises:
+            ServeError: ``request.idempotency_conflict``: the key's run was started for another
+                request, or is gone (deleted past the namespace's retention while this start ran).
+        """
+        if memo is not None and memo.get(REQUEST_MEMO, self.request) == self.request:
+            return RunHandle(client, run_id)
+        used = (
+            f"another request (run '{run_id}', pipe '{memo.get('pipe')}')"
+            if memo is not None
+            else f"run '{run_id}', since deleted (past the namespace's retention)"
+        )
+        raise ServeError(
+            "request.idempotency_conflict",
+            f"The Idempotency-Key was already used for {used}; nothing was started: send this "
+            "request with a new Idempotency-Key (or the first request unchanged, to get its run).",
+            extra={"pipeline_run_id": run_id},
+        )
+
+
+async def _memo_of(client: Client, run_id: str) -> Mapping[str, Any] | None:
+    """The memo of run ``run_id``, or None when there is no such run."""
+    try:
+        description = await client.get_workflow_handle(run_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return await description.memo()
 
 
 async def wait_result(handle: RunHandle, wait_s: float) -> RunResult:
@@ -161,11 +260,15 @@ def _not_found(run_id: str) -> ServeError:
 
 
 async def run_status(
-    client: Client, run_id: str, stalls: StalledRuns | None = None
+    client: Client,
+    run_id: str,
+    stalls: StalledRuns | None = None,
+    ended: EndedRuns | None = None,
 ) -> dict[str, Any]:
     """The run's status (`RunRead`): id, pipe, status, start and end times, and its error; a
     running run that cannot make progress is ``degraded``, its ``degradation`` saying why (asked
-    of ``stalls``; None: not asked).
+    of ``stalls``; None: not asked). An ended run's error is read once per execution when
+    ``ended`` keeps it.
 
     Raises:
         ServeError: no such run of this runner.
@@ -190,19 +293,25 @@ async def run_status(
         "workflow_id": description.id,
         "workflow_run_id": description.run_id,
     }
+    if stalls is not None:
+        # The freshest description of the run: the stall check and the steps read it too.
+        stalls.know(description)
     if status not in ("RUNNING", "COMPLETED"):
-        read["error"] = (await failure_problem(client, run_id, status)).document()
+        read["error"] = (await _failure(client, read, ended)).document()
     if status == "RUNNING" and stalls is not None:
         # Still RUNNING, as a poll loop expects; the degradation says why nothing moves.
-        degradation = await stalls.degradation(run_id)
+        degradation = await stalls.degradation(run_id, description.run_id)
         read["degraded"] = degradation is not None
         if degradation is not None:
             read["degradation"] = degradation
     return read
 
 
-async def run_results(client: Client, read: dict[str, Any]) -> dict[str, Any] | None:
-    """The results (`RunResults`) of the run whose status is ``read``, or None while it runs.
+async def run_results(
+    client: Client, read: dict[str, Any], ended: EndedRuns | None = None
+) -> dict[str, Any] | None:
+    """The results (`RunResults`) of the run whose status is ``read``, or None while it runs;
+    read once per execution when ``ended`` keeps them.
 
     Raises:
         ServeError: the run ended without success (``run.failed``).
@@ -212,9 +321,25 @@ async def run_results(client: Client, read: dict[str, Any]) -> dict[str, Any] | 
     if status == "RUNNING":
         return None
     if status != "COMPLETED":
-        raise await failure_problem(client, run_id, status)
-    result = await RunHandle(client, run_id).result()
-    return await results_body(client, run_id, result)
+        raise await _failure(client, read, ended)
+
+    async def completed() -> dict[str, Any]:
+        return await results_body(client, run_id, await RunHandle(client, run_id).result())
+
+    if ended is None:
+        return await completed()
+    return await ended.read("results", read["workflow_run_id"], completed)
+
+
+async def _failure(client: Client, read: dict[str, Any], ended: EndedRuns | None) -> ServeError:
+    """`failure_problem` of the ended run whose status is ``read``, once per execution."""
+
+    def ask() -> Awaitable[ServeError]:
+        return failure_problem(client, read["pipeline_run_id"], read["status"])
+
+    if ended is None:
+        return await ask()
+    return await ended.read("failure", read["workflow_run_id"], ask)
 
 
 async def results_body(client: Client, run_id: str, result: RunResult) -> dict[str, Any]:
@@ -311,6 +436,18 @@ def _unavailable(err: RPCError) -> ServeError:
     )
 
 
+async def _steps(
+    client: Client, read: dict[str, Any], stalls: StalledRuns | None, ended: EndedRuns | None
+) -> list[StepRecord]:
+    """The step records of the run whose status is ``read``: a running run's from its query, with
+    the stall check's answers (``stalls``: the status read's description, the queues' pollers);
+    an ended run's from its result, once per execution when ``ended`` keeps them."""
+    handle = RunHandle(client, read["pipeline_run_id"])
+    if read["status"] == "RUNNING" or ended is None:
+        return await handle.steps(pollers=None if stalls is None else stalls.pollers())
+    return await ended.read("steps", read["workflow_run_id"], handle.steps)
+
+
 _PROGRESS_STATUS: Final = {
     "RUNNING": "running",
     "COMPLETED": "succeeded",
@@ -327,7 +464,10 @@ _STEP_STATUS: Final = {
 
 
 async def run_progress(
-    client: Client, run_id: str, stalls: StalledRuns | None = None
+    client: Client,
+    run_id: str,
+    stalls: StalledRuns | None = None,
+    ended: EndedRuns | None = None,
 ) -> dict[str, Any]:
     """The run's progress snapshot (``RunProgress``): one invocation per step record.
 
@@ -339,13 +479,13 @@ async def run_progress(
     Raises:
         ServeError: no such run of this runner.
     """
-    read = await run_status(client, run_id, stalls)
+    read = await run_status(client, run_id, stalls, ended)
     degradation = read.get("degradation")
     steps: list[StepRecord] = []
     if degradation is None or degradation["reason"] != NO_WORKER:  # else no worker can answer
         # A worker that does not answer the query yet: nothing has started.
         with contextlib.suppress(RunError, RPCError):
-            steps = await RunHandle(client, run_id).steps()
+            steps = await _steps(client, read, stalls, ended)
     invocations = [
         {
             "path": step.path,
@@ -361,13 +501,13 @@ async def run_progress(
         }
         for step in steps
     ]
-    ended = sum(1 for step in steps if step.ended_at)
-    summary = f"{ended} of {counted(len(steps), 'step')} ended"
+    finished = sum(1 for step in steps if step.ended_at)
+    summary = f"{finished} of {counted(len(steps), 'step')} ended"
     progress = {
         "pipeline_run_id": run_id,
         "mode": "live",
         "status": _PROGRESS_STATUS.get(read["status"], "running"),
-        "version": ended + sum(1 for step in steps if step.started_at),
+        "version": finished + sum(1 for step in steps if step.started_at),
         "assembled_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "summary": summary,
         "invocations": invocations,

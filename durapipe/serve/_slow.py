@@ -36,6 +36,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from durapipe.serve._problems import PROBLEM_CONTENT_TYPE, ServeError
 
@@ -219,6 +222,44 @@ def _raw_answer(status: int, reason: str, error: ServeError, extra: str = "") ->
     return head.encode("ascii") + body
 
 
+class _Handler(RequestHandler):
+    """aiohttp's handler of a connection, whose answer to a request it cannot parse (a bad header,
+    a bad chunk) is a ``request.malformed`` problem and one log line naming the address, as every
+    refusal: aiohttp's own is text, logged at ERROR with a traceback. Anything else is answered
+    and logged as aiohttp does."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError) or status >= 500 or request.writer.output_size:
+            return super().handle_error(request, status, exc, message)
+        lines = (message or exc.message or "").strip().splitlines()
+        fault = lines[0].rstrip(":") if lines else "unreadable"
+        # Bytes that are not HTTP at all (a scanner, TLS) are everyday noise, as aiohttp has it.
+        log = logger.debug if isinstance(exc, BadHttpMethod) else logger.warning
+        peer = peer_of(request.remote) if request.remote else "?"
+        log(
+            "durapipe serve: refused a request from %s that is not HTTP (%d): %s",
+            peer,
+            status,
+            fault,
+        )
+        response = ServeError(
+            "request.malformed",
+            f"The request is not HTTP this runner can read: {fault}.",
+            status=status,
+            params={"reason": "not_http"},
+        ).response()
+        response.force_close()
+        return response
+
+
 class _Guarded(asyncio.Protocol):
     """aiohttp's protocol for one connection, under the connection cap and the head deadline."""
 
@@ -261,6 +302,10 @@ class _Guarded(asyncio.Protocol):
         limit = self._gate.limits.head_timeout_s
         self._timer = asyncio.get_running_loop().call_later(limit, self._head_late)
         self._inner = self._protocol()
+        if type(self._inner) is RequestHandler:
+            # The same object, answering a request it cannot parse as a problem (see `_Handler`):
+            # aiohttp's server makes its own class, and takes no other.
+            self._inner.__class__ = _Handler
         self._inner.connection_made(transport)
 
     def _head_late(self) -> None:

@@ -14,15 +14,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from mthds.runners.api.client import MthdsAPIClient
 from pipelex_sdk.client import PipelexAPIClient
+from temporalio.client import Client
 
+from durapipe.serve import ServeConfig, create_app
+from durapipe.serve._slow import ClientLimits, GuardedSite
 from tests.serve.serve_tools import GATE_ENV
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 WORKERS_FILE = HERE / "workers.mthds"
 TOKEN = "serve-test-token-0f3c"
+# A one-step method a client sends (the offline model: any worker runs it).
+HELLO_METHOD = """
+version: 1
+pipes:
+  hello:
+    kind: llm
+    model: durapipe/offline
+    inputs: {topic: text}
+    prompt: "Say hello about {{ topic }}."
+"""
 _READY = re.compile(r"MTHDS protocol on (http://\S+)/v1")
 
 
@@ -177,3 +191,22 @@ async def served(temporal_address: str, worker: str, gate_dir: Path) -> AsyncIte
     finally:
         with contextlib.suppress(ProcessLookupError):
             await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    client: Client, task_queue: str, limits: ClientLimits | None = None
+) -> AsyncIterator[int]:
+    """`durapipe serve`'s app on a free port of this process (as `durapipe serve` runs it, under
+    ``limits`` if given); its port."""
+    config = ServeConfig(token=TOKEN, task_queue=task_queue, limits=limits or ClientLimits())
+    runner = web.AppRunner(create_app(config, client), handler_cancellation=True)
+    await runner.setup()
+    site: web.BaseSite = web.TCPSite(runner, "127.0.0.1", 0)
+    if limits is not None:
+        site = GuardedSite(runner, "127.0.0.1", 0, limits)
+    await site.start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()

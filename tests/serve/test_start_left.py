@@ -4,32 +4,20 @@ the start is carried to its end (one log line names the run), never left half do
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
 from types import TracebackType
 
 import pytest
-from aiohttp import web
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus
 
 import durapipe as dp
-from durapipe.serve import ServeConfig, create_app
-from durapipe.serve._slow import ClientLimits, GuardedSite
-from tests.serve.conftest import TOKEN
+from durapipe.serve._slow import ClientLimits
+from tests.serve.conftest import HELLO_METHOD as METHOD
+from tests.serve.conftest import TOKEN, serving
 from tests.support import eventually
 
-METHOD = """
-version: 1
-pipes:
-  hello:
-    kind: llm
-    model: durapipe/offline
-    inputs: {topic: text}
-    prompt: "Say hello about {{ topic }}."
-"""
 # What a start call to Temporal sends at the least (the run's spec rides in it); a keep-alive
 # ping of the connection is 17 bytes.
 START_CALL_BYTES = 500
@@ -88,25 +76,6 @@ class HeldProxy:
             writer.write(data)
             await writer.drain()
         writer.close()
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    client: Client, task_queue: str, limits: ClientLimits | None = None
-) -> AsyncIterator[int]:
-    """`durapipe serve`'s app on a free port of this process (as `durapipe serve` runs it, under
-    ``limits`` if given); its port."""
-    config = ServeConfig(token=TOKEN, task_queue=task_queue, limits=limits or ClientLimits())
-    runner = web.AppRunner(create_app(config, client), handler_cancellation=True)
-    await runner.setup()
-    site: web.BaseSite = web.TCPSite(runner, "127.0.0.1", 0)
-    if limits is not None:
-        site = GuardedSite(runner, "127.0.0.1", 0, limits)
-    await site.start()
-    try:
-        yield runner.addresses[0][1]
-    finally:
-        await runner.cleanup()
 
 
 def _start_request() -> bytes:
