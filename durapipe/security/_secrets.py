@@ -20,6 +20,10 @@ _ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\
 # Environment names whose values are credentials: their values are masked in provider errors.
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
 _MIN_SECRET_LENGTH = 6  # shorter values would mask ordinary words
+# A URL's user part (``https://user:password@host``): an endpoint such as ``OPENAI_API_BASE`` may
+# carry its credentials there, under a name no credential pattern matches, and a provider's or
+# litellm's message may quote the URL it called.
+_URL_USERINFO = re.compile(r"(?<=://)[^/\s@?#]+@")
 
 
 def parse_secrets(text: str, *, source: str) -> dict[str, str]:
@@ -71,11 +75,12 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
 
 
 def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """``text`` with every credential of the environment replaced by ``[redacted]``.
+    """``text`` with every credential of the environment, and every URL's user part, replaced by
+    ``[redacted]``.
 
     Providers sometimes echo the key they were sent in an error message; that message becomes a
     failure in history and a line in the worker's log unless it is masked first.
     """
     for value in secret_values(environ):
         text = text.replace(value, "[redacted]")
-    return text
+    return _URL_USERINFO.sub("[redacted]@", text)

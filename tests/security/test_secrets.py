@@ -17,6 +17,7 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.testing import WorkflowEnvironment
 
 import durapipe as dp
+from durapipe.security import redact
 from durapipe.testing import FakeProvider, Reply, Status
 from tests.security.history import history_text
 from tests.support import WorkerProcess, cli_env, durapipe_command
@@ -175,3 +176,30 @@ def test_connect_options_never_print_an_api_key() -> None:
     shown = [repr(options), str(options), f"{options}", f"{options!r}"]
     assert "ns.tmprl.cloud:7233" in shown[0]  # not vacuous: the options are shown
     assert all(FAKE_KEY not in text for text in shown)
+
+
+@pytest.mark.parametrize(
+    ("message", "masked"),
+    [
+        (
+            "Connection error to https://svc:hunter2-pass@gateway.example/v1/chat",
+            "Connection error to https://[redacted]@gateway.example/v1/chat",
+        ),
+        (
+            "GET http://tok_abcdef@10.0.0.1:8080/x failed",
+            "GET http://[redacted]@10.0.0.1:8080/x failed",
+        ),
+        # Not a user part: an @ after the host, in a path or query, and an e-mail address.
+        ("https://host.example/users/@me?to=a@b.c", "https://host.example/users/@me?to=a@b.c"),
+        ("write to ops@example.com", "write to ops@example.com"),
+    ],
+)
+def test_a_urls_user_part_is_redacted_whatever_variable_it_came_from(
+    message: str, masked: str
+) -> None:
+    # An endpoint's credentials ride in OPENAI_API_BASE=https://user:password@host, a name no
+    # credential pattern matches, and litellm's connection errors quote the URL they called.
+    assert (
+        redact(message, environ={"OPENAI_API_BASE": "https://svc:hunter2-pass@gateway.example"})
+        == masked
+    )
