@@ -409,20 +409,21 @@ async def _run_on_temporal(
     typer.echo(f"run id: {handle.run_id}", err=True)
 
 
-def required_file(file: Path | None, command: str, pipe: str) -> Path:
+def required_file(file: Path | None, command: str, pipe: str, before: str = "") -> Path:
     """``--file``, which ``command`` needs: missing, one sentence saying how to give it (Typer's
-    usage box said only "Missing option"; a pipeline file given in the pipe's place is said)."""
+    usage box said only "Missing option"; a pipeline file given in the pipe's place is said).
+    ``before`` is what the command takes before the pipe (a schedule's id and a space)."""
     if file is not None:
         return file
     if Path(pipe).suffix in (".yaml", ".yml", ".py", ".mthds") or Path(pipe).exists():
         raise fail(
             f"--file is missing: '{pipe}' looks like a pipeline file, and `{command}` takes the "
-            f"pipe's name first: `durapipe {command} PIPE --file {pipe}` (`durapipe validate "
+            f"pipe's name first: `durapipe {command} {before}PIPE --file {pipe}` (`durapipe validate "
             f"{pipe}` lists its pipes)"
         )
     raise fail(
         f"--file is missing: give the pipeline file that defines pipe '{pipe}' "
-        f"(`durapipe {command} {pipe} --file FILE`)"
+        f"(`durapipe {command} {before}{pipe} --file FILE`)"
     )
 
 

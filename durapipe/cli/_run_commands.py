@@ -23,6 +23,7 @@ from durapipe.cli._app import (
     fail,
     handles_errors,
     print_result,
+    required_file,
     stopped_following,
 )
 from durapipe.cli._connection import connect, connection_options
@@ -294,11 +295,15 @@ def schedule_create(
     schedule_id: ScheduleArgument,
     pipe: Annotated[str, typer.Argument(help="The pipe to run.", show_default=False)],
     file: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            "--file", "-f", help="Pipeline file (.yaml or .py).", show_default=False, readable=False
+            "--file",
+            "-f",
+            help="Pipeline file (.yaml or .py) \\[required].",
+            show_default=False,
+            readable=False,
         ),
-    ],
+    ] = None,
     cron: Annotated[str | None, typer.Option("--cron", help="A cron expression.")] = None,
     every: Annotated[
         str | None,
@@ -327,6 +332,7 @@ def schedule_create(
     connection: dp.ConnectOptions,
 ) -> None:
     """Create a schedule that runs PIPE on a cron expression or an interval."""
+    file = required_file(file, "schedule create", pipe, before=f"{schedule_id} ")
     pipeline = dp.load(file, methods=methods_for(file, methods))
     values = parse_inputs(input_json, inputs or [], input_types(pipeline, pipe))
 

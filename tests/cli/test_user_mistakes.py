@@ -339,3 +339,21 @@ def test_run_without_its_file_says_how_to_give_it(tmp_path: Path) -> None:
         "error: --file is missing: give the pipeline file that defines pipe 'brief' "
         "(`durapipe run brief --file FILE`)\n"
     )
+
+
+def test_schedule_create_without_its_file_says_how_to_give_it() -> None:
+    # It was Typer's usage box ("Missing option '--file' / '-f'."), as `run`'s was.
+    given_file = CliRunner().invoke(app, ["schedule", "create", "nightly", "brief.yaml"])
+    given_pipe = CliRunner().invoke(
+        app, ["schedule", "create", "nightly", "brief", "--every", "1h"]
+    )
+    assert (given_file.exit_code, given_pipe.exit_code) == (2, 2)
+    assert given_file.stderr == (
+        "error: --file is missing: 'brief.yaml' looks like a pipeline file, and `schedule create` "
+        "takes the pipe's name first: `durapipe schedule create nightly PIPE --file brief.yaml` "
+        "(`durapipe validate brief.yaml` lists its pipes)\n"
+    )
+    assert given_pipe.stderr == (
+        "error: --file is missing: give the pipeline file that defines pipe 'brief' "
+        "(`durapipe schedule create nightly brief --file FILE`)\n"
+    )
