@@ -69,10 +69,15 @@ async def _image(call: ImageCall, attempt: int, deck: ModelDeck | None) -> LeafR
             if index == len(models) - 1:
                 raise
             # the next model of the waterfall gets the same request, within this attempt
+    # The provider answers in the format the pipe asks for (``output_format``), PNG by default.
+    kind = image_format(pipe.settings)
     refs = [
         (
             await asyncio.to_thread(
-                blob_store().put, png, media_type="image/png", name=f"{call.pipe_name}.png"
+                blob_store().put,
+                png,
+                media_type=f"image/{kind}",
+                name=f"{call.pipe_name}.{kind}",
             )
         ).model_dump(mode="json")
         for png in pngs
@@ -94,7 +99,10 @@ async def _images(
             else [f"{prompt} ({i} of {pipe.count})" for i in range(1, pipe.count + 1)]
         )
         refuse_placeholder_size(call.pipe_name, pipe.size)
-        pngs = [await asyncio.to_thread(placeholder_png, label, pipe.size) for label in labels]
+        kind = image_format(pipe.settings)
+        pngs = [
+            await asyncio.to_thread(placeholder_png, label, pipe.size, kind) for label in labels
+        ]
         return pngs, Usage()
     async with limited(call, model) as lease:
         settings = provider_settings("image", call.pipe_name, model, pipe.settings, deck)
@@ -125,8 +133,21 @@ def refuse_placeholder_size(pipe_name: str, size: str) -> None:
         )
 
 
-def placeholder_png(prompt: str, size: str = "1024x1024") -> bytes:
-    """A PNG of ``size`` that says it is a placeholder and shows the prompt; deterministic."""
+# The image formats an image pipe's ``output_format`` setting names (OpenAI's and the MTHDS spec's).
+IMAGE_FORMATS = ("png", "jpeg", "webp")
+
+
+def image_format(settings: dict[str, Any]) -> str:
+    """The format the images of a pipe with ``settings`` come in: its ``output_format``, else PNG."""
+    asked = settings.get("output_format")
+    return asked if asked in IMAGE_FORMATS else "png"
+
+
+def placeholder_png(prompt: str, size: str = "1024x1024", kind: str = "png") -> bytes:
+    """An image of ``size`` that says it is a placeholder and shows the prompt; deterministic.
+
+    ``kind`` is its format (``png``, ``jpeg`` or ``webp``), as a pipe's ``output_format`` asks.
+    """
     from PIL import Image, ImageDraw, ImageFont
 
     width, height = (int(part) for part in size.split("x"))
@@ -146,7 +167,7 @@ def placeholder_png(prompt: str, size: str = "1024x1024") -> bytes:
     for index, line in enumerate(lines[:most_lines]):
         draw.text((unit, 3 * unit + index * unit), line, fill=(30, 30, 30), font=body)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False)
+    image.save(buffer, format=kind.upper(), **({"optimize": False} if kind == "png" else {}))
     return buffer.getvalue()
 
 

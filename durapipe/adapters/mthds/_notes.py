@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from durapipe._errors import Problem
 from durapipe.adapters.mthds import _judge
-from durapipe.adapters.mthds._bundle import Bundle, PipeJudge
-from durapipe.adapters.mthds._library import Library
+from durapipe.adapters.mthds._bundle import Bundle, PipeJudge, PipeLLM
+from durapipe.adapters.mthds._library import Library, resolve_concept, split_multiplicity
+from durapipe.adapters.mthds._natives import NATIVE_STRUCTURES, NATIVE_TYPES
 
 # Fields read from a bundle that change nothing in durapipe yet: each use is a note (see `notes`).
 NO_EFFECT = {
-    "PipeLLM": ("structuring_method", "model_to_structure"),
     "PipeExtract": ("max_page_images", "page_image_captions", "page_views", "page_views_dpi"),
-    "PipeImgGen": ("is_raw", "seed", "background", "output_format"),
+    "PipeImgGen": ("is_raw", "seed"),
     "PipeSearch": ("include_images",),
 }
+# A PipeLLM's fields that apply to a structured output only (as in Pipelex): on a text output,
+# each use is a note.
+STRUCTURING = ("structuring_method", "model_to_structure")
 NO_EFFECT_SETTINGS = (
     "prompting_target",
     "image_detail",
@@ -41,6 +44,17 @@ def notes(library: Library) -> list[Problem]:
                         bundle.where(f"pipe.{code}.{name.split('.')[0]}"),
                     )
                 )
+            if isinstance(pipe, PipeLLM) and not _makes_structure(library, bundle, pipe.output):
+                found += [
+                    Problem(
+                        f"bundle '{bundle.domain}', pipe '{code}', field '{name}'",
+                        f"read, but has no effect: the output '{pipe.output}' has no structure "
+                        "to make (Pipelex applies it to structured outputs only)",
+                        bundle.where(f"pipe.{code}.{name}"),
+                    )
+                    for name in STRUCTURING
+                    if getattr(pipe, name) is not None
+                ]
             if isinstance(pipe, PipeJudge):
                 found += _thresholds(bundle, code, pipe)
     return found
@@ -61,3 +75,24 @@ def _thresholds(bundle: Bundle, code: str, pipe: PipeJudge) -> list[Problem]:
         if question.threshold is not None
         for where in [f"questions.{name}." if name else ""]
     ]
+
+
+def _makes_structure(library: Library, bundle: Bundle, output: str) -> bool:
+    """Whether concept reference ``output`` has a structure (its own, a base's or a native's)."""
+    try:
+        code = split_multiplicity(output)[0]
+    except ValueError:
+        return True  # refused elsewhere: no second sentence here
+    seen: set[str] = set()
+    while code not in seen:
+        seen.add(code)
+        target = resolve_concept(library, bundle, code)
+        if isinstance(target, str):
+            return True  # refused elsewhere
+        if target.bundle is None or target.library is None:
+            return NATIVE_TYPES.get(target.code, "text") in NATIVE_STRUCTURES
+        concept = target.bundle.concepts[target.code]
+        if isinstance(concept.structure, dict) or concept.refines is None:
+            return isinstance(concept.structure, dict)
+        library, bundle, code = target.library, target.bundle, concept.refines
+    return True

@@ -14,7 +14,8 @@ from durapipe.adapters.mthds._api import Method, pipe_for
 from durapipe.adapters.mthds._bundle import Bundle, PipeBlueprint
 from durapipe.adapters.mthds._deck import ModelDeck
 from durapipe.adapters.mthds._library import resolve_concept, split_multiplicity
-from durapipe.adapters.mthds._translate import Translation, type_of
+from durapipe.adapters.mthds._state import Translation
+from durapipe.adapters.mthds._translate import type_of
 from durapipe.spec import ImagePipe, LlmPipe, Pipeline
 
 # What a caller may ask for: one output (False, or a count of one), a list whose length the model

@@ -9,9 +9,7 @@ multiplicity ``list[T]`` / ``list[T, N]``.
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from durapipe._errors import Problem
@@ -32,7 +30,7 @@ from durapipe.adapters.mthds._bundle import (
     PipeSequence,
     SubPipe,
 )
-from durapipe.adapters.mthds._deck import ModelDeck, ResolvedModel, resolve_model
+from durapipe.adapters.mthds._deck import ModelDeck
 from durapipe.adapters.mthds._library import (
     ConceptTarget,
     Library,
@@ -43,7 +41,9 @@ from durapipe.adapters.mthds._library import (
     split_multiplicity,
 )
 from durapipe.adapters.mthds._lists import reads_flat_list, returns_list
+from durapipe.adapters.mthds._llm import llm, pipe_llm
 from durapipe.adapters.mthds._natives import NATIVE_STRUCTURES, NATIVE_TYPES, structures_of
+from durapipe.adapters.mthds._state import Translation, model
 from durapipe.spec import (
     BatchPipe,
     Branch,
@@ -58,7 +58,6 @@ from durapipe.spec import (
     StructureSpec,
     ToolPipe,
 )
-from durapipe.spec._deck import CONNECTION_SETTINGS, ModelEntry, ModelRef
 from durapipe.spec._spec import AnyPipe, ComposePipe
 
 _FIELD_TYPES = {"text": "text", "integer": "integer", "number": "number", "boolean": "boolean"}
@@ -74,28 +73,6 @@ _ASPECT_SIZES = {
     "portrait_9_21": "864x2016",
 }
 _DOTTED_FUNCTION = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+$")
-
-
-@dataclass
-class Translation:
-    """The pipeline built so far, the problems met, and where each MTHDS pipe went."""
-
-    library: Library
-    deck: ModelDeck
-    pipes: dict[str, AnyPipe] = field(default_factory=dict)
-    structures: dict[str, StructureSpec] = field(default_factory=dict)
-    models: dict[str, ModelRef] = field(default_factory=dict)
-    names: dict[tuple[int, str, str], str] = field(default_factory=dict)
-    structure_names: dict[tuple[int, str, str], str] = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
-    notes: list[Problem] = field(default_factory=list)
-    main_pipe: str | None = None
-
-    def report(self, bundle: Bundle, where: str, message: str, key: str) -> None:
-        """Record one problem of ``bundle``."""
-        self.problems.append(
-            Problem(f"bundle '{bundle.domain}', {where}", message, bundle.where(key))
-        )
 
 
 def translate(library: Library, deck: ModelDeck) -> tuple[Pipeline, list[Problem], str | None]:
@@ -162,7 +139,7 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
         )
         system = _template(system, inputs) if system else None
         prompt = _template(blueprint.prompt or "", inputs)
-        return _llm(state, common, blueprint.model, system, prompt, output)
+        return pipe_llm(state, name, blueprint, common, system, prompt, output)
     if isinstance(blueprint, PipeFunc):
         function = blueprint.function_name
         if not _DOTTED_FUNCTION.match(function):
@@ -185,7 +162,7 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
                 f"{key}.output",
             )
             return None
-        resolved = _model(state, blueprint.model, "image")
+        resolved = model(state, blueprint.model, "image")
         prompt = _template(blueprint.prompt, inputs)
         if blueprint.negative_prompt:
             prompt += f"\nAvoid: {blueprint.negative_prompt}"
@@ -196,19 +173,21 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
             output=output,
             prompt=prompt,
             size=_ASPECT_SIZES[blueprint.aspect_ratio or "square"],
-            settings=resolved.settings,
+            # background and output_format are image generation parameters (litellm sends them
+            # to OpenAI's gpt-image models); the pipe's own value wins over its model's.
+            settings={**resolved.settings, **_image_options(blueprint)},
         )
     if isinstance(blueprint, PipeExtract):
         if len(inputs) != 1:
             return None
-        resolved = _model(state, blueprint.model, "extract")
+        resolved = model(state, blueprint.model, "extract")
         return ExtractPipe(**common, model=resolved.model, fallbacks=list(resolved.fallbacks))
     if isinstance(blueprint, PipeSearch):
         for structure_name, structure in structures_of("SearchResult").items():
             state.structures.setdefault(structure_name, structure)
         prompt = _template(blueprint.prompt, inputs)
         system = _search_system(blueprint)
-        return _llm(state, common, blueprint.model, system, prompt, output, kind="search")
+        return llm(state, common, blueprint.model, system, prompt, output, kind="search")
     if isinstance(blueprint, PipeJudge):
         judged = _judge.judge(blueprint, name, output, state.structures)
         if isinstance(judged, str):
@@ -217,7 +196,7 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
             return None
         state.structures.update(judged.structures)
         prompt = _template(judged.prompt, inputs)
-        return _llm(state, common, blueprint.model, _judge.SYSTEM, prompt, judged.output)
+        return llm(state, common, blueprint.model, _judge.SYSTEM, prompt, judged.output)
     if isinstance(blueprint, PipeCompose):
         return _compose(state, target, common, output)
     if isinstance(blueprint, PipeSequence):
@@ -250,26 +229,10 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
     return None
 
 
-def _llm(
-    state: Translation,
-    common: dict[str, Any],
-    ref: str | dict[str, Any] | None,
-    system: str | None,
-    prompt: str,
-    output: str,
-    kind: str = "llm",
-) -> LlmPipe:
-    """The llm pipe a PipeLLM, PipeSearch or PipeJudge becomes, with the model ``ref`` names."""
-    resolved = _model(state, ref, kind)
-    return LlmPipe(
-        **common,
-        model=resolved.model,
-        fallbacks=list(resolved.fallbacks),
-        system=system,
-        prompt=prompt,
-        output=output,
-        settings=resolved.settings,
-    )
+def _image_options(pipe: PipeImgGen) -> dict[str, str]:
+    """The PipeImgGen fields that are image generation settings, where the pipe sets them."""
+    options = {"background": pipe.background, "output_format": pipe.output_format}
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def _search_system(pipe: PipeSearch) -> str:
@@ -291,21 +254,6 @@ def _search_system(pipe: PipeSearch) -> str:
     return (
         "Search the web for the query and answer it, citing each source page (title, url)." + limits
     )
-
-
-def _model(state: Translation, ref: str | dict[str, Any] | None, kind: str) -> ResolvedModel:
-    """The model a reference means; where a preset or waterfall names an endpoint, that goes to
-    the pipeline's model deck (the worker's, once it loads the bundle), never into a pipe's
-    settings, which carry generation parameters only (the trust boundary)."""
-    resolved = resolve_model(ref, kind, state.deck)
-    connection = {k: v for k, v in resolved.settings.items() if k in CONNECTION_SETTINGS}
-    if not connection:
-        return resolved
-    for model in (resolved.model, *resolved.fallbacks):
-        if not model.startswith("durapipe/"):  # the embedded models need no endpoint
-            state.models[f"deck:{model}"] = ModelEntry(model=model, **connection)
-    settings = {k: v for k, v in resolved.settings.items() if k not in CONNECTION_SETTINGS}
-    return dataclasses.replace(resolved, settings=settings)
 
 
 def _ref(state: Translation, target: PipeTarget, ref: str) -> str | None:

@@ -6,7 +6,7 @@ import json
 import os
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from durapipe.testing._fake_provider._actions import Action, Drop, Status
@@ -49,6 +49,8 @@ class Call:
         kernel_received_at: When the kernel had received the whole request (``SO_TIMESTAMPNS``
             on the provider's sockets, same clock as ``time.time()``), however busy the
             provider's loop was; ``None`` where the kernel does not stamp (not Linux).
+        options: An image or OCR request's body besides its ``model`` (``size``, ``n``,
+            ``background``, ...); empty for chat requests, whose body is ``messages``.
         max_tokens: The output tokens the request asked for at most (its ``max_tokens``, else
             its ``max_completion_tokens``); ``None`` when it set neither.
     """
@@ -69,6 +71,7 @@ class Call:
     body_sha256: str | None = None
     kernel_received_at: float | None = None
     max_tokens: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def arrived_at(self) -> float:
@@ -102,6 +105,7 @@ class Call:
             "body_sha256": self.body_sha256,
             "kernel_received_at": self.kernel_received_at,
             "max_tokens": self.max_tokens,
+            "options": self.options,
         }
 
     @classmethod
@@ -124,6 +128,7 @@ class Call:
             body_sha256=data.get("body_sha256"),
             kernel_received_at=data.get("kernel_received_at"),
             max_tokens=data.get("max_tokens"),
+            options=dict(data.get("options", {})),
         )
 
 
@@ -190,6 +195,7 @@ class _Record:
     body_sha256: str | None = None
     kernel_received_at: float | None = None
     max_tokens: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
     answer: _Answer | None = None
 
     def snapshot(self) -> Call:
@@ -210,6 +216,7 @@ class _Record:
             body_sha256=self.body_sha256,
             kernel_received_at=self.kernel_received_at,
             max_tokens=self.max_tokens,
+            options=self.options,
         )
 
 

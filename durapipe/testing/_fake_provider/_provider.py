@@ -388,6 +388,7 @@ class FakeProvider(_ProviderCore):
         record, action = self._begin(
             str(body.get("model", "")), received_at, body, request, None, kernel_received_at
         )
+        record.options = {k: v for k, v in body.items() if k != "model"}
         try:
             if isinstance(action, Status):
                 return await self._respond(request, record, action, body)

@@ -1,0 +1,92 @@
+"""Fields of MTHDS operators that reach the provider: a PipeLLM's ``model_to_structure`` and
+``structuring_method``, a PipeImgGen's ``background`` and ``output_format``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import durapipe as dp
+from durapipe.adapters.mthds import load_method, load_mthds
+from durapipe.testing.fake_provider import FakeProvider, Status
+from tests.mthds.conftest import BUNDLES
+
+STRUCTURING = BUNDLES / "structuring.mthds"
+
+
+def _deck(tmp_path: Path, fake: FakeProvider) -> Path:
+    deck = tmp_path / "deck.toml"
+    deck.write_text(
+        f"""
+[presets.draft]
+model = "openai/gpt-draft"
+api_base = "{fake.base_url}"
+
+[presets.structure]
+model = "openai/gpt-structure"
+api_base = "{fake.base_url}"
+
+[waterfalls.stickers]
+models = ["openai/img-down", "durapipe/offline"]
+api_base = "{fake.base_url}"
+""",
+        encoding="utf-8",
+    )
+    return deck
+
+
+async def test_preliminary_text_drafts_with_the_model_then_structures_with_model_to_structure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with FakeProvider() as fake:
+        monkeypatch.setenv("DURAPIPE_MTHDS_DECK", str(_deck(tmp_path, fake)))
+        pipeline = load_mthds(STRUCTURING)
+        result = await dp.run_local(pipeline, "make_foo", {"topic": "cats"})
+        (draft,) = fake.calls_for("gpt-draft")
+        (structure,) = fake.calls_for("gpt-structure")
+    assert [s.path for s in result.steps] == ["draft_text", "structure"]
+    assert "Talk about cats" in str(draft.messages)
+    # The second call structures the first one's answer (the fake answers "reply to: <prompt>").
+    (asked,) = [m["content"] for m in structure.messages if m["role"] == "user"]
+    assert asked.startswith("Extract the information") and "reply to: Talk about cats" in asked
+    assert draft.seq < structure.seq
+    assert set(result.output) == {"name"}
+
+
+async def test_model_to_structure_makes_a_direct_structure_and_text_keeps_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with FakeProvider() as fake:
+        monkeypatch.setenv("DURAPIPE_MTHDS_DECK", str(_deck(tmp_path, fake)))
+        pipeline = load_mthds(STRUCTURING)
+        await dp.run_local(pipeline, "direct_foo", {"topic": "cats"})
+        (structure,) = fake.calls_for("gpt-structure")
+        assert fake.calls_for("gpt-draft") == []
+    assert "Talk about cats" in str(structure.messages)
+
+
+def test_structuring_fields_on_a_text_output_are_noted_and_on_a_structure_are_not() -> None:
+    notes = load_method(STRUCTURING).notes
+    said = [f"{n.where}: {n.message}" for n in notes]
+    assert any("pipe 'note', field 'structuring_method'" in s and "no structure" in s for s in said)
+    assert not any("make_foo" in s or "direct_foo" in s for s in said), said
+    assert not any("field 'background'" in s or "field 'output_format'" in s for s in said)
+
+
+async def test_background_and_output_format_reach_the_image_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blob_dir: Path
+) -> None:
+    async with FakeProvider() as fake:
+        fake.set_default(Status(503))
+        monkeypatch.setenv("DURAPIPE_MTHDS_DECK", str(_deck(tmp_path, fake)))
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+        pipeline = load_mthds(STRUCTURING)
+        result = await dp.run_local(pipeline, "draw", {"topic": "a fox"})
+        (asked,) = fake.calls_for("img-down")
+    assert asked.options["background"] == "transparent"
+    assert asked.options["output_format"] == "webp"
+    # The waterfall's offline model draws in the format asked for, and the blob says so.
+    assert result.output["media_type"] == "image/webp"
+    data = dp.stores.blob_store().get(dp.spec.Blob.model_validate(result.output))
+    assert data[:4] == b"RIFF" and data[8:12] == b"WEBP"
