@@ -21,7 +21,7 @@ from durapipe.activities._llm import render_for
 from durapipe.activities._models import check_models
 from durapipe.activities._registry import CallContext, register_activity
 from durapipe.activities._settings import check_settings, provider_settings
-from durapipe.adapters._litellm import classify, litellm_module, response_cost
+from durapipe.adapters._litellm import classify, image_takes, litellm_module, response_cost
 from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._calls import ImageCall, LeafResult, Usage
 from durapipe.runtime._spend import paid
@@ -106,6 +106,11 @@ async def _images(
         return pngs, Usage()
     async with limited(call, model) as lease:
         settings = provider_settings("image", call.pipe_name, model, pipe.settings, deck)
+        settings = {
+            name: value
+            for name, value in settings.items()
+            if name not in SOME_MODELS_TAKE or image_takes(model, name, settings)
+        }
         pngs, usage = await _generate(model, prompt, pipe.size, settings, pipe.timeout, pipe.count)
         lease.used(usage)
     return pngs, usage
@@ -133,6 +138,10 @@ def refuse_placeholder_size(pipe_name: str, size: str) -> None:
         )
 
 
+# Image settings only some models take (MTHDS's seed and is_raw): a request to a model whose
+# litellm image config does not list them goes without them (OpenAI's images API has neither, and
+# answers 400 to a parameter it does not know).
+SOME_MODELS_TAKE = frozenset({"seed", "raw"})
 # The image formats an image pipe's ``output_format`` setting names (OpenAI's and the MTHDS spec's).
 IMAGE_FORMATS = ("png", "jpeg", "webp")
 

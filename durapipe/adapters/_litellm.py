@@ -457,6 +457,33 @@ def _thinking_budget(
     return budget if isinstance(budget, int) and not isinstance(budget, bool) else None
 
 
+def image_takes(model: str, name: str, connection: Mapping[str, Any]) -> bool:
+    """Whether litellm sends image parameter ``name`` to ``model`` (read from its image config
+    for the model's provider: Black Forest Labs takes ``seed`` and ``raw``, OpenAI's image
+    models neither); none where litellm has no image config for the provider."""
+    provider = connection.get("custom_llm_provider")
+    api_base = connection.get("api_base") or connection.get("base_url")
+    return name in _image_params(model, provider, api_base)
+
+
+@functools.lru_cache(maxsize=256)
+def _image_params(model: str, provider: str | None, api_base: str | None) -> frozenset[str]:
+    litellm = litellm_module()
+    try:
+        name, routed, _, _ = litellm.get_llm_provider(
+            model=model, custom_llm_provider=provider, api_base=api_base
+        )
+        config = litellm.utils.ProviderConfigManager.get_provider_image_generation_config(
+            model=name, provider=litellm.LlmProviders(routed)
+        )
+    except Exception:
+        # litellm cannot route it: the request itself fails the same way, and says why.
+        return frozenset()
+    if config is None:
+        return frozenset()
+    return frozenset(config.get_supported_openai_params(model=name))
+
+
 def response_attribute(response: Any, name: str) -> Any:
     """``getattr(response, name, None)``, without pydantic's Python ``__getattr__`` where it can.
 

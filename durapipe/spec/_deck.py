@@ -57,7 +57,16 @@ GENERATION_SETTINGS: dict[str, frozenset[str]] = {
     "llm": _CHAT,
     "agent": _CHAT,
     "image": frozenset(
-        {"quality", "style", "background", "output_format", "output_compression", "user"}
+        {
+            "quality",
+            "style",
+            "background",
+            "output_format",
+            "output_compression",
+            "user",
+            "seed",
+            "raw",
+        }
     ),
     "extract": frozenset({"pages", "include_image_base64", "image_limit", "image_min_size"}),
 }

@@ -1,5 +1,6 @@
 """Fields of MTHDS operators that reach the provider: a PipeLLM's ``model_to_structure`` and
-``structuring_method``, a PipeImgGen's ``background`` and ``output_format``."""
+``structuring_method``, a PipeImgGen's ``background``, ``output_format``, ``seed`` and
+``is_raw``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import durapipe as dp
+from durapipe.adapters._litellm import image_takes
 from durapipe.adapters.mthds import load_method, load_mthds
 from durapipe.testing.fake_provider import FakeProvider, Status
 from tests.mthds.conftest import BUNDLES
@@ -66,12 +68,30 @@ async def test_model_to_structure_makes_a_direct_structure_and_text_keeps_the_mo
     assert "Talk about cats" in str(structure.messages)
 
 
+def test_seed_and_raw_go_to_the_image_models_litellm_sends_them_to() -> None:
+    assert pipeline_settings("draw") == {
+        "background": "transparent",
+        "output_format": "webp",
+        "seed": 42,
+        "raw": True,
+    }
+    assert image_takes("black_forest_labs/flux-pro-1.1-ultra", "seed", {})
+    assert image_takes("black_forest_labs/flux-pro-1.1-ultra", "raw", {})
+    assert not image_takes("openai/gpt-image-1", "seed", {})
+
+
+def pipeline_settings(pipe: str) -> dict[str, object]:
+    found = load_mthds(STRUCTURING).pipes[pipe]
+    assert isinstance(found, dp.spec.ImagePipe)
+    return found.settings
+
+
 def test_structuring_fields_on_a_text_output_are_noted_and_on_a_structure_are_not() -> None:
     notes = load_method(STRUCTURING).notes
     said = [f"{n.where}: {n.message}" for n in notes]
     assert any("pipe 'note', field 'structuring_method'" in s and "no structure" in s for s in said)
     assert not any("make_foo" in s or "direct_foo" in s for s in said), said
-    assert not any("field 'background'" in s or "field 'output_format'" in s for s in said)
+    assert not any(f"field '{f}'" in s for s in said for f in ("background", "seed", "is_raw"))
 
 
 async def test_background_and_output_format_reach_the_image_model(
@@ -86,6 +106,10 @@ async def test_background_and_output_format_reach_the_image_model(
         (asked,) = fake.calls_for("img-down")
     assert asked.options["background"] == "transparent"
     assert asked.options["output_format"] == "webp"
+    # OpenAI's image models take no seed and no raw mode (litellm's OpenAI image config lists
+    # neither; its images API answers 400 to a parameter it does not know): the request goes
+    # without them.
+    assert "seed" not in asked.options and "raw" not in asked.options
     # The waterfall's offline model draws in the format asked for, and the blob says so.
     assert result.output["media_type"] == "image/webp"
     data = dp.stores.blob_store().get(dp.spec.Blob.model_validate(result.output))

@@ -11,7 +11,6 @@ from durapipe.adapters.mthds._natives import NATIVE_STRUCTURES, NATIVE_TYPES
 # Fields read from a bundle that change nothing in durapipe yet: each use is a note (see `notes`).
 NO_EFFECT = {
     "PipeExtract": ("max_page_images", "page_image_captions", "page_views", "page_views_dpi"),
-    "PipeImgGen": ("is_raw", "seed"),
     "PipeSearch": ("include_images",),
 }
 # A PipeLLM's fields that apply to a structured output only (as in Pipelex): on a text output,

@@ -173,8 +173,8 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
             output=output,
             prompt=prompt,
             size=_ASPECT_SIZES[blueprint.aspect_ratio or "square"],
-            # background and output_format are image generation parameters (litellm sends them
-            # to OpenAI's gpt-image models); the pipe's own value wins over its model's.
+            # background, output_format, seed and is_raw are image generation parameters; the
+            # pipe's own value wins over its model's.
             settings={**resolved.settings, **_image_options(blueprint)},
         )
     if isinstance(blueprint, PipeExtract):
@@ -229,9 +229,15 @@ def _pipe(state: Translation, target: PipeTarget, name: str) -> AnyPipe | None:
     return None
 
 
-def _image_options(pipe: PipeImgGen) -> dict[str, str]:
-    """The PipeImgGen fields that are image generation settings, where the pipe sets them."""
-    options = {"background": pipe.background, "output_format": pipe.output_format}
+def _image_options(pipe: PipeImgGen) -> dict[str, Any]:
+    """The PipeImgGen fields that are image generation settings, where the pipe sets them
+    (``seed = "auto"`` lets the model pick one: nothing to send)."""
+    options = {
+        "background": pipe.background,
+        "output_format": pipe.output_format,
+        "seed": None if pipe.seed == "auto" else pipe.seed,
+        "raw": pipe.is_raw,
+    }
     return {name: value for name, value in options.items() if value is not None}
 
 
