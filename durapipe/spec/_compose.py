@@ -94,12 +94,23 @@ def check_compose(
                 f"{where}, field '{field}'",
                 f"'{root}' is not a declared input (declared: {', '.join(pipe.inputs) or 'none'})",
             )
+    check_compose_paths(name, pipe, structures, report)
+    for message in _types.type_problems(pipe.output, structures):
+        report(f"{where}, field 'output'", message)
+
+
+def check_compose_paths(
+    name: str, pipe: ComposePipe, structures: _types.Structures, report: Callable[[str, str], None]
+) -> None:
+    """Each ``from`` path (and its ``list_to_dict_keyed_by``) must name a field its input's type
+    has: the part of `check_compose` an MTHDS bundle's rules do not cover, so it is listed with
+    their problems too."""
+    reads: list[tuple[str, dict[str, Any]]] = []
+    _collect(pipe.build or {}, "build", [], reads)
     for field, read in reads:
         problem = _read_problem(read, pipe.inputs, structures)
         if problem is not None:
-            report(f"{where}, field '{field}'", problem)
-    for message in _types.type_problems(pipe.output, structures):
-        report(f"{where}, field 'output'", message)
+            report(f"pipe '{name}', field '{field}'", problem)
 
 
 def _read_problem(

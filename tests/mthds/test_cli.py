@@ -130,8 +130,8 @@ def test_validate_and_worker_refuse_a_compose_path_into_a_value_without_that_fie
     bundle = INVALID / "compose_from_no_field.mthds"
     sentence = (
         f"{bundle}:15: bundle 'd', pipe 'sheet', construct field 'score': "
-        "'analysis.overall_match_score' reads nothing: 'analysis' is text, which has no field "
-        "'overall_match_score'"
+        "'analysis.overall_match_score' reads nothing: 'analysis' is MatchAnalysis, a concept with "
+        "no structure (a text), which has no field 'overall_match_score'"
     )
     # The worker refuses the bundle before it connects: no server is named or needed.
     for args in (["validate", str(bundle)], ["worker", str(bundle), "--address", "127.0.0.1:9"]):

@@ -27,6 +27,29 @@ def test_there_are_at_least_30_invalid_bundles() -> None:
     assert len(FILES) >= 30
 
 
+def test_a_bundle_failing_the_rules_lists_its_compose_paths_that_read_nothing_too() -> None:
+    # The rules refuse the unused input; the compose path is durapipe's own check, which a
+    # refused bundle did not reach: the second problem came only once the first was fixed.
+    text = (INVALID / "compose_from_no_field.mthds").read_text(encoding="utf-8")
+    text += """
+[pipe.other]
+type = "PipeLLM"
+description = "d"
+inputs = { a = "Text", unused = "Text" }
+output = "Text"
+prompt = "$a"
+"""
+    problems = [str(p) for p in validate_mthds(text, source="both.mthds")]
+    assert any("input 'unused': declared input is not used" in p for p in problems), problems
+    assert any(
+        p.startswith(
+            "both.mthds:15: bundle 'd', pipe 'sheet', construct field 'score': "
+            "'analysis.overall_match_score' reads nothing: 'analysis' is MatchAnalysis"
+        )
+        for p in problems
+    ), problems
+
+
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 def test_invalid_bundle_is_refused_with_the_reason(path: Path) -> None:
     where, message, line = _expectation(path)

@@ -12,11 +12,14 @@ from pathlib import Path
 from durapipe._errors import PipelineError, Problem
 from durapipe.adapters.mthds._deck import ModelDeck, load_deck
 from durapipe.adapters.mthds._library import Library, resolve_pipe
+from durapipe.adapters.mthds._natives import NATIVE_TYPES
 from durapipe.adapters.mthds._notes import notes
 from durapipe.adapters.mthds._package import MANIFEST, load_path, load_text
 from durapipe.adapters.mthds._rules import check_library
 from durapipe.adapters.mthds._translate import translate
 from durapipe.spec import Pipeline, ToolPipe, check
+from durapipe.spec._compose import check_compose_paths
+from durapipe.spec._spec import ComposePipe
 
 SUFFIX = ".mthds"
 
@@ -79,10 +82,10 @@ def load_method(
         raise MthdsError(problems)
     problems = check_library(library)
     if problems:
-        raise MthdsError(problems)
+        raise MthdsError(problems + _compose_path_problems(library, deck))
     pipeline, problems, main = translate(library, deck or load_deck())
     if problems:
-        raise MthdsError(problems)
+        raise MthdsError(problems + _paths_reading_nothing(pipeline, library))
     label = source or (str(path_or_text) if isinstance(path_or_text, Path) else "<mthds>")
     problems = [_located(p, library) for p in check(pipeline, source=label)]
     if import_functions:
@@ -221,6 +224,31 @@ def _unimportable(ref: str) -> str | None:
 _CONSTRUCT_FIELD = re.compile(r"^, field 'build\.([^']+)'$")
 
 
+def _compose_path_problems(library: Library, deck: ModelDeck | None) -> list[Problem]:
+    """The compose paths that read nothing in a bundle the spec's rules refuse, listed beside
+    the rules' problems (every problem at once): they come from durapipe's checks of the
+    translated pipeline, which such a bundle does not otherwise reach."""
+    try:
+        pipeline = translate(library, deck or load_deck())[0]
+    except Exception:
+        # The rules' problems stand alone: a bundle they refuse may be past translating.
+        return []
+    return _paths_reading_nothing(pipeline, library)
+
+
+def _paths_reading_nothing(pipeline: Pipeline, library: Library) -> list[Problem]:
+    found: list[Problem] = []
+    for name, pipe in pipeline.pipes.items():
+        if isinstance(pipe, ComposePipe):
+            check_compose_paths(
+                name,
+                pipe,
+                pipeline.structures,
+                lambda where, message: found.append(_located(Problem(where, message), library)),
+            )
+    return found
+
+
 def _located(problem: Problem, library: Library) -> Problem:
     """A durapipe check's problem, pointed at the MTHDS bundle and line of the pipe it names."""
     for bundle in library.bundles:
@@ -231,7 +259,25 @@ def _located(problem: Problem, library: Library) -> Problem:
                 if construct:  # a compose's `build` is the bundle's `construct` table
                     where = f"pipe '{code}', construct field '{construct.group(1)}'"
                     key += f".construct.{construct.group(1)}"
-                return Problem(
-                    f"bundle '{bundle.domain}', {where}", problem.message, bundle.where(key)
-                )
+                message = _concept_named(problem.message, bundle.pipes[code].inputs)
+                return Problem(f"bundle '{bundle.domain}', {where}", message, bundle.where(key))
     return problem
+
+
+# How a compose path check says an input is text: `'analysis' is text, which has no field ...`.
+_READS_TEXT = re.compile(r"reads nothing: '(?P<input>[^'.]+)' is text, ")
+
+
+def _concept_named(message: str, inputs: dict[str, str]) -> str:
+    """``message`` naming the concept of an input it calls text, when the bundle declares the input
+    as a concept of its own with no structure (a text to durapipe, a ``MatchAnalysis`` to the
+    reader of the bundle)."""
+    found = _READS_TEXT.search(message)
+    concept = inputs.get(found.group("input"), "Text").rstrip("?!") if found else "Text"
+    if found is None or concept.rpartition(".")[2] in NATIVE_TYPES:
+        return message
+    said = (
+        f"reads nothing: '{found.group('input')}' is {concept}, a concept with no structure "
+        "(a text), "
+    )
+    return message[: found.start()] + said + message[found.end() :]
