@@ -305,7 +305,23 @@ def test_a_search_takes_max_results_on_the_pipe_as_the_json_schema_allows() -> N
     assert "Cite at most 5 sources." in (
         getattr(pipes["search_recent_from_sources"], "system", None) or ""
     )
-    assert any(
-        "pipe 'search_topic', field 'include_images'" in n.where and "no effect" in n.message
-        for n in method.notes
+    # include_images = false is what a search does anyway (its SearchResult holds no images).
+    assert not any("include_images" in n.where for n in method.notes), method.notes
+
+
+def test_a_search_asks_for_inline_citations_unless_told_not_to_and_notes_images() -> None:
+    text = (BUNDLES / "search.mthds").read_text(encoding="utf-8")
+    text = text.replace(
+        '{ model = "linkup-deep", include_images = false, max_results = 5 }',
+        '{ model = "linkup-deep", include_images = true, include_inline_citations = false }',
     )
+    method = load_method(text, source="search.mthds")
+    pipes = method.pipeline.pipes
+    marks = "mark each statement with the number of the source"
+    # The spec's default is inline citations; include_inline_citations = false turns them off.
+    assert marks in (getattr(pipes["search_topic"], "system", None) or "")
+    news = getattr(pipes["search_recent_from_sources"], "system", None) or ""
+    assert marks not in news and "without inline citation marks" in news
+    said = [(n.where, n.message) for n in method.notes]
+    assert any("field 'model.include_images'" in where for where, _ in said), said
+    assert not any("include_inline_citations" in where for where, _ in said), said

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from durapipe._errors import Problem
 from durapipe.adapters.mthds import _judge
-from durapipe.adapters.mthds._bundle import Bundle, PipeJudge, PipeLLM
+from durapipe.adapters.mthds._bundle import Bundle, PipeJudge, PipeLLM, PipeSearch
 from durapipe.adapters.mthds._library import Library, resolve_concept, split_multiplicity
 from durapipe.adapters.mthds._natives import NATIVE_STRUCTURES, NATIVE_TYPES
 
@@ -35,6 +35,8 @@ def notes(library: Library) -> list[Problem]:
             model = getattr(pipe, "model", None)
             if isinstance(model, dict):
                 fields += [f"model.{k}" for k in NO_EFFECT_SETTINGS if k in model]
+            if isinstance(pipe, PipeSearch):
+                fields = [f for f in fields if not _search_honours(f, pipe)]
             for name in fields:
                 found.append(
                     Problem(
@@ -95,3 +97,15 @@ def _makes_structure(library: Library, bundle: Bundle, output: str) -> bool:
             return isinstance(concept.structure, dict)
         library, bundle, code = target.library, target.bundle, concept.refines
     return True
+
+
+def _search_honours(name: str, pipe: PipeSearch) -> bool:
+    """Whether a search does what its field ``name`` asks: inline citations (or none) go into its
+    instructions, and ``include_images = false`` (the spec's default) is what it does anyway: its
+    `SearchResult` holds no images."""
+    if name == "model.include_inline_citations":
+        return True
+    if name in ("include_images", "model.include_images"):
+        model = pipe.model if isinstance(pipe.model, dict) else {}
+        return (pipe.include_images if name == "include_images" else model.get(name[6:])) is False
+    return False

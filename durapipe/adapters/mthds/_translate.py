@@ -257,6 +257,14 @@ def _search_system(pipe: PipeSearch) -> str:
     most = pipe.max_results if pipe.max_results is not None else inline
     if isinstance(most, int):
         limits += f" Cite at most {most} sources."
+    settings = pipe.model if isinstance(pipe.model, dict) else {}
+    if settings.get("include_inline_citations") is False:
+        limits += " Write the answer without inline citation marks: the sources cite it."
+    else:  # inline citations are the spec's default
+        limits += (
+            " In the answer, mark each statement with the number of the source it comes from "
+            "([1], [2], ... in the order of the sources)."
+        )
     return (
         "Search the web for the query and answer it, citing each source page (title, url)." + limits
     )
