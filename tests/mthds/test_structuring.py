@@ -56,6 +56,14 @@ async def test_preliminary_text_drafts_with_the_model_then_structures_with_model
     assert set(result.output) == {"name"}
 
 
+async def test_a_step_asking_a_drafted_pipe_for_two_gets_two_structures_of_one_draft() -> None:
+    pipeline = load_mthds(STRUCTURING)
+    structure = pipeline.pipes["make_foo-x2__structure"]
+    assert isinstance(structure, dp.spec.LlmPipe) and structure.output == "list[Foo, 2]"
+    result = await dp.run_local(pipeline, "two_foos", {"topic": "cats"})
+    assert len(result.output) == 2 and all(set(foo) == {"name"} for foo in result.output)
+
+
 async def test_model_to_structure_makes_a_direct_structure_and_text_keeps_the_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -92,3 +92,22 @@ def structured(state: Translation, output: str) -> bool:
     as an object, where ``model_to_structure`` and ``structuring_method`` apply."""
     item = output[5:-1].split(",")[0].strip() if output.startswith("list[") else output
     return item in state.structures
+
+
+def drafted(state: Translation, name: str) -> LlmPipe | None:
+    """The llm pipe structuring the draft of pipe ``name``, when ``name`` is a PipeLLM with
+    ``structuring_method = "preliminary_text"`` (a sequence of draft and structure)."""
+    structure = state.pipes.get(f"{name}__structure")
+    if isinstance(state.pipes.get(name), SequencePipe) and isinstance(structure, LlmPipe):
+        return structure
+    return None
+
+
+def redraft(state: Translation, name: str, variant: str, output: str) -> None:
+    """Pipe ``variant``: pipe ``name`` (drafted) whose structuring call makes ``output`` (a step's
+    ``nb_output`` or ``multiple_output``): the same draft, then a copy of the structure pipe."""
+    pipe, structure = state.pipes[name], drafted(state, name)
+    assert isinstance(pipe, SequencePipe) and structure is not None
+    state.pipes.setdefault(f"{variant}__structure", structure.model_copy(update={"output": output}))
+    steps = [pipe.steps[0], pipe.steps[1].model_copy(update={"pipe": f"{variant}__structure"})]
+    state.pipes.setdefault(variant, pipe.model_copy(update={"steps": steps}))

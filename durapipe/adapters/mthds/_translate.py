@@ -41,7 +41,7 @@ from durapipe.adapters.mthds._library import (
     split_multiplicity,
 )
 from durapipe.adapters.mthds._lists import reads_flat_list, returns_list
-from durapipe.adapters.mthds._llm import llm, pipe_llm
+from durapipe.adapters.mthds._llm import drafted, llm, pipe_llm, redraft
 from durapipe.adapters.mthds._natives import NATIVE_STRUCTURES, NATIVE_TYPES, structures_of
 from durapipe.adapters.mthds._state import Translation, model
 from durapipe.spec import (
@@ -286,7 +286,8 @@ def _variant(state: Translation, name: str, sub: SubPipe, target: PipeTarget) ->
         output = "image" if sub.nb_output == 1 else f"list[image, {sub.nb_output}]"
         state.pipes.setdefault(variant, pipe.model_copy(update={"output": output}))
         return variant
-    if not isinstance(pipe, LlmPipe):
+    structure = drafted(state, name)  # a preliminary_text PipeLLM: its structuring call
+    if not isinstance(structure or pipe, LlmPipe):
         state.report(
             target.bundle,
             f"pipe '{target.code}', step '{sub.pipe}'",
@@ -295,10 +296,15 @@ def _variant(state: Translation, name: str, sub: SubPipe, target: PipeTarget) ->
             f"pipe.{target.code}",
         )
         return name
-    item = pipe.output[5:-1].split(",")[0] if pipe.output.startswith("list[") else pipe.output
+    made = structure or pipe
+    assert isinstance(made, LlmPipe)
+    item = made.output[5:-1].split(",")[0] if made.output.startswith("list[") else made.output
     output = f"list[{item}, {sub.nb_output}]" if sub.nb_output else f"list[{item}]"
     variant = f"{name}-x{sub.nb_output}" if sub.nb_output else f"{name}-list"
-    state.pipes.setdefault(variant, pipe.model_copy(update={"output": output}))
+    if structure is not None:
+        redraft(state, name, variant, output)
+    else:
+        state.pipes.setdefault(variant, made.model_copy(update={"output": output}))
     return variant
 
 
