@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,36 +19,40 @@ from tests.mthds.conftest import BUNDLES
 STRUCTURING = BUNDLES / "structuring.mthds"
 
 
-def _deck(tmp_path: Path, fake: FakeProvider) -> Path:
-    deck = tmp_path / "deck.toml"
-    deck.write_text(
-        f"""
+@pytest.fixture
+async def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeProvider]:
+    """The fake provider behind a deck naming its models (the draft, the structure, an image
+    waterfall falling back to the offline model)."""
+    async with FakeProvider() as provider:
+        deck = tmp_path / "deck.toml"
+        deck.write_text(
+            f"""
 [presets.draft]
 model = "openai/gpt-draft"
-api_base = "{fake.base_url}"
+api_base = "{provider.base_url}"
 
 [presets.structure]
 model = "openai/gpt-structure"
-api_base = "{fake.base_url}"
+api_base = "{provider.base_url}"
 
 [waterfalls.stickers]
 models = ["openai/img-down", "durapipe/offline"]
-api_base = "{fake.base_url}"
+api_base = "{provider.base_url}"
 """,
-        encoding="utf-8",
-    )
-    return deck
+            encoding="utf-8",
+        )
+        monkeypatch.setenv("DURAPIPE_MTHDS_DECK", str(deck))
+        # litellm's image client refuses to send without a key: a fake one (the worker's).
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+        yield provider
 
 
 async def test_preliminary_text_drafts_with_the_model_then_structures_with_model_to_structure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake: FakeProvider,
 ) -> None:
-    async with FakeProvider() as fake:
-        monkeypatch.setenv("DURAPIPE_MTHDS_DECK", str(_deck(tmp_path, fake)))
-        pipeline = load_mthds(STRUCTURING)
-        result = await dp.run_local(pipeline, "make_foo", {"topic": "cats"})
-        (draft,) = fake.calls_for("gpt-draft")
-        (structure,) = fake.calls_for("gpt-structure")
+    result = await dp.run_local(load_mthds(STRUCTURING), "make_foo", {"topic": "cats"})
+    (draft,) = fake.calls_for("gpt-draft")
+    (structure,) = fake.calls_for("gpt-structure")
     assert [s.path for s in result.steps] == ["draft_text", "structure"]
     assert "Talk about cats" in str(draft.messages)
     # The second call structures the first one's answer (the fake answers "reply to: <prompt>").
@@ -56,23 +62,32 @@ async def test_preliminary_text_drafts_with_the_model_then_structures_with_model
     assert set(result.output) == {"name"}
 
 
-async def test_a_step_asking_a_drafted_pipe_for_two_gets_two_structures_of_one_draft() -> None:
+async def test_a_step_asking_a_drafted_pipe_for_two_gets_two_structures_of_one_draft(
+    temporal_address: str,
+) -> None:
     pipeline = load_mthds(STRUCTURING)
     structure = pipeline.pipes["make_foo-x2__structure"]
     assert isinstance(structure, dp.spec.LlmPipe) and structure.output == "list[Foo, 2]"
-    result = await dp.run_local(pipeline, "two_foos", {"topic": "cats"})
-    assert len(result.output) == 2 and all(set(foo) == {"name"} for foo in result.output)
+    local = await dp.run_local(pipeline, "two_foos", {"topic": "cats"})
+    assert len(local.output) == 2 and all(set(foo) == {"name"} for foo in local.output)
+    # On Temporal: the draft and its structuring are two activities of a child workflow.
+    client = await dp.connect(temporal_address, pipeline=pipeline)
+    task_queue = f"mthds-drafts-{uuid.uuid4().hex[:8]}"
+    async with dp.build_worker(client, task_queue=task_queue):
+        durable = await dp.run(
+            client, pipeline, "two_foos", {"topic": "cats"}, task_queue=task_queue
+        )
+    assert durable.output == local.output
+    assert [(s.path, s.pipe) for s in durable.steps if s.kind == "llm"] == [
+        ("foos/draft_text", "make_foo__draft_text"),
+        ("foos/structure", "make_foo-x2__structure"),
+    ]
 
 
-async def test_model_to_structure_makes_a_direct_structure_and_text_keeps_the_model(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with FakeProvider() as fake:
-        monkeypatch.setenv("DURAPIPE_MTHDS_DECK", str(_deck(tmp_path, fake)))
-        pipeline = load_mthds(STRUCTURING)
-        await dp.run_local(pipeline, "direct_foo", {"topic": "cats"})
-        (structure,) = fake.calls_for("gpt-structure")
-        assert fake.calls_for("gpt-draft") == []
+async def test_model_to_structure_makes_a_direct_structure(fake: FakeProvider) -> None:
+    await dp.run_local(load_mthds(STRUCTURING), "direct_foo", {"topic": "cats"})
+    (structure,) = fake.calls_for("gpt-structure")
+    assert fake.calls_for("gpt-draft") == []
     assert "Talk about cats" in str(structure.messages)
 
 
@@ -103,15 +118,11 @@ def test_structuring_fields_on_a_text_output_are_noted_and_on_a_structure_are_no
 
 
 async def test_background_and_output_format_reach_the_image_model(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blob_dir: Path
+    fake: FakeProvider, blob_dir: Path
 ) -> None:
-    async with FakeProvider() as fake:
-        fake.set_default(Status(503))
-        monkeypatch.setenv("DURAPIPE_MTHDS_DECK", str(_deck(tmp_path, fake)))
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
-        pipeline = load_mthds(STRUCTURING)
-        result = await dp.run_local(pipeline, "draw", {"topic": "a fox"})
-        (asked,) = fake.calls_for("img-down")
+    fake.set_default(Status(503))
+    result = await dp.run_local(load_mthds(STRUCTURING), "draw", {"topic": "a fox"})
+    (asked,) = fake.calls_for("img-down")
     assert asked.options["background"] == "transparent"
     assert asked.options["output_format"] == "webp"
     # OpenAI's image models take no seed and no raw mode (litellm's OpenAI image config lists
