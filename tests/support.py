@@ -15,17 +15,20 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from temporalio import activity
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHandle
 from typer.testing import CliRunner
 
 import durapipe as dp
+from durapipe.activities import _activities
 from durapipe.adapters import WORKFLOW_NAME
+from durapipe.adapters._plan import STEPS_CAP_ACTIVITY
 from durapipe.cli import app
 from durapipe.client._stalls import QueuePollers
 from durapipe.runtime import LlmCall
@@ -380,6 +383,42 @@ LISTED_BATCH = """
     inputs: {n: integer}
     output: 'list[integer]'
 """
+
+
+# `listed` (with `EACH_SQUARE`, `SQUARE_TOOL`): counts to n, then squares the numbers in a batch.
+LISTED_PIPES = "pipes:" + EACH_SQUARE + LISTED_BATCH + SQUARE_TOOL
+
+
+@contextlib.asynccontextmanager
+async def listed_asking(
+    address: str, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[dp.Client, dp.RunHandle, asyncio.Event, asyncio.Event]]:
+    """A run of `listed` over 110 numbers on a worker of this process, which holds its answer to
+    the step cap question the run asks mid-run (200): the client, the run, an event that releases
+    the answer, and one set if the question is cancelled."""
+    asking, release, cancelled = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    @activity.defn(name=STEPS_CAP_ACTIVITY)
+    async def held(self: object) -> int:
+        asking.set()
+        try:
+            # Bounded within its start-to-close timeout: a failing test leaves nothing behind.
+            await asyncio.wait_for(release.wait(), timeout=25)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 200
+
+    monkeypatch.setattr(_activities.Activities, "max_run_steps", held)
+    pipeline = dp.load_yaml(LISTED_PIPES)
+    client = await dp.connect(address, pipeline=pipeline)
+    async with dp.build_worker(client, task_queue=queue):
+        run_id = f"listed-{uuid.uuid4().hex[:8]}"
+        handle = await dp.start(
+            client, pipeline, "listed", {"n": 110}, run_id=run_id, task_queue=queue
+        )
+        await asyncio.wait_for(asking.wait(), timeout=30)
+        yield client, handle, release, cancelled
 
 
 @contextlib.contextmanager

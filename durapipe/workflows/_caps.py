@@ -38,8 +38,15 @@ RESUMED_SPEND_PATCH = "durapipe.resumed-spend"
 # `local_retry_threshold`): the task completes between attempts, and the run answers meanwhile.
 # Only a held question records more (the timer); a replay reads the answer from its marker.
 QUESTION_TIMEOUT = timedelta(seconds=2)
+# The wait between attempts doubles from 0.5 s up to a minute: an attempt given up costs the run's
+# history about 6 events (its marker, the timer's two, a workflow task's three), every 4 s while
+# the wait stopped at 2 s (5,400 an hour), about once a minute at the cap (some 350 an hour).
+# A replay follows the attempts and timers its history recorded: a history recorded with the old
+# waits replays unchanged (tests/workflows/test_held_question.py), so the change needs no patch.
 QUESTION_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=500), maximum_interval=QUESTION_TIMEOUT
+    initial_interval=timedelta(milliseconds=500),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
 )
 QUESTION_RETRY_HERE = timedelta(milliseconds=100)
 

@@ -7,21 +7,16 @@ asked when it started, and still does when replayed."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 import yaml
-from temporalio import activity
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
 
 import durapipe as dp
 from durapipe._settings import STEPS_ALWAYS_ALLOWED
-from durapipe.activities import _activities
 from durapipe.adapters._plan import STEPS_CAP_ACTIVITY
 from durapipe.runtime._calls import WORKFLOW_VERSION
 from durapipe.testing import FakeProvider, Status
@@ -33,6 +28,7 @@ from tests.support import (
     SQUARE_TOOL,
     eventually,
     history_events,
+    listed_asking,
     local_activities,
     replays_clean,
     run_or_failure,
@@ -155,44 +151,12 @@ async def test_parts_of_a_run_that_need_the_cap_at_once_ask_once(
         await _replays(client, run_id)
 
 
-@contextlib.asynccontextmanager
-async def _listed_asking(
-    address: str, queue: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[dp.Client, dp.RunHandle, asyncio.Event, asyncio.Event]]:
-    """A run of `listed` over 110 numbers on a worker of this process, which holds its answer to
-    the step cap question the run asks mid-run (200): the client, the run, an event that releases
-    the answer, and one set if the question is cancelled."""
-    asking, release, cancelled = asyncio.Event(), asyncio.Event(), asyncio.Event()
-
-    @activity.defn(name=STEPS_CAP_ACTIVITY)
-    async def held(self: object) -> int:
-        asking.set()
-        try:
-            # Bounded within its start-to-close timeout: a failing test leaves nothing behind.
-            await asyncio.wait_for(release.wait(), timeout=25)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return 200
-
-    monkeypatch.setattr(_activities.Activities, "max_run_steps", held)
-    pipeline = dp.load_yaml(PIPES)
-    client = await dp.connect(address, pipeline=pipeline)
-    async with dp.build_worker(client, task_queue=queue):
-        run_id = f"listed-{uuid.uuid4().hex[:8]}"
-        handle = await dp.start(
-            client, pipeline, "listed", {"n": 110}, run_id=run_id, task_queue=queue
-        )
-        await asyncio.wait_for(asking.wait(), timeout=30)
-        yield client, handle, release, cancelled
-
-
 async def test_a_run_cancelled_while_it_asks_for_the_cap_cancels_the_step_that_asked(
     temporal_address: str, task_queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # `listed` asks mid-run, before it lends its batch step a share: cancelled while the worker's
     # answer is held, that step is cancelled (not left running in a cancelled run).
-    async with _listed_asking(temporal_address, task_queue, monkeypatch) as listed:
+    async with listed_asking(temporal_address, task_queue, monkeypatch) as listed:
         client, handle, _, cancelled = listed
         run_id = handle.run_id
         await client.get_workflow_handle(run_id).cancel()
@@ -323,7 +287,7 @@ async def test_a_run_paused_while_it_asks_for_the_cap_starts_nothing_until_resum
     # `listed` asks mid-run, before it lends its batch step a share; paused while the worker's
     # answer is held, the answer arrives while the run is paused: the batch's child run (and so
     # any of its items) must not start before the run is resumed.
-    async with _listed_asking(temporal_address, task_queue, monkeypatch) as listed:
+    async with listed_asking(temporal_address, task_queue, monkeypatch) as listed:
         client, handle, release, _ = listed
         run_id = handle.run_id
         # A signal: no query is answered while the question holds the workflow task open.
@@ -390,7 +354,7 @@ async def test_a_run_answers_whether_it_is_paused_while_its_cap_question_is_held
     # open, so the paused query got no answer (RunStalled after 5 s) and a pause reached the run
     # only when the SDK completed the task to go on waiting (8 s). Now a held attempt is given up
     # after 2 s and the next is asked after a timer, the task completing between them.
-    async with _listed_asking(temporal_address, task_queue, monkeypatch) as listed:
+    async with listed_asking(temporal_address, task_queue, monkeypatch) as listed:
         client, handle, release, _ = listed
         run_id = handle.run_id
         try:
