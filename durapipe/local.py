@@ -42,7 +42,7 @@ from durapipe.runtime._approvals import ApprovalDecision, ApprovalRequest
 from durapipe.runtime._budget import Budget, effective_budget, estimated
 from durapipe.runtime._calls import AgentTurnCall, FailedAttempt, ImageCall, failed_spend, spent_by
 from durapipe.runtime._interpret import Interpreter
-from durapipe.runtime._spend import counting, done
+from durapipe.runtime._spend import STEP_TIMED_OUT, counting, done
 from durapipe.security._codec import encryption_from_env
 from durapipe.spec import Pipeline, RetrySpec, kind_of
 from durapipe.spec._deck import ModelDeck
@@ -560,7 +560,7 @@ async def _flush(own: RunCheckpoints) -> None:
 def _expire(task: asyncio.Task[Any], fired: list[bool]) -> None:
     # The attempt's timer: as asyncio.timeout's, it cancels the task and marks why.
     fired.append(True)
-    task.cancel()
+    task.cancel(STEP_TIMED_OUT)
 
 
 def _kind_calls_a_model(kind_name: str) -> bool:

@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import durapipe as dp
 from durapipe.testing import FakeProvider, Hang, Reply
 from durapipe.workflows._search import COST_USD
@@ -106,4 +108,39 @@ async def test_a_retry_counts_what_a_killed_attempt_paid_for_without_a_checkpoin
     assert [a.attempt for a in step.failed_attempts] == [1]
     assert abs(result.usage.cost_usd - cost) < 1e-9, (result.usage, cost)  # $1.000030 before
     assert step.cost_usd is not None and abs(step.cost_usd - cost) < 1e-9
+    assert totals is not None and abs(totals - cost) < 1e-9
+
+
+async def test_an_answer_on_its_way_when_the_run_is_cancelled_is_waited_for_and_counted(
+    temporal_address: str, task_queue: str, tmp_path: Path
+) -> None:
+    # The first answer misses the type (paid); the re-ask's answer takes 4 s. The cancel, sent
+    # as the re-ask leaves, reaches the call at its first heartbeat (1.7 s in: a third of its 5 s
+    # heartbeat timeout), while the provider still generates the answer it bills. The call used
+    # to close its connection then (the fake records `client_closed`, nothing counted); now it
+    # waits for the answer (at most 5 s) and counts it.
+    with priced_openai(PRICES) as fake:
+        fake.script("gpt-lost", [not_json(), Hang(4)])
+        flow = dp.load(judge_file(tmp_path, fake.base_url, timeout="8s"))
+        client = await dp.connect(temporal_address, pipeline=flow)
+        run_id = f"wire-{uuid.uuid4().hex[:8]}"
+        async with dp.build_worker(client, task_queue=task_queue):
+            handle = await dp.start(
+                client, flow, "judge", {"topic": "x"}, run_id=run_id, task_queue=task_queue
+            )
+            await fake.wait_until_async(lambda calls: len(calls) == 2, timeout=60)
+            await handle.cancel()
+            with pytest.raises(dp.RunCancelled):
+                await handle.result()
+            steps = await handle.steps()
+        calls, cost = billed(fake, "gpt-lost")
+        outcomes = [c.outcome for c in fake.calls]
+    described = await client.get_workflow_handle(run_id).describe()
+    totals = described.typed_search_attributes.get(COST_USD)
+    print(f"answer on the wire at the cancel: provider {outcomes}, {calls} paid calls "
+          f"${cost:.6f}; totals ${totals:.6f}")  # fmt: skip
+    assert outcomes == ["ok", "hang"], outcomes  # ["ok", "client_closed"] before
+    [step] = steps
+    assert step.status == "cancelled"
+    assert step.cost_usd is not None and abs(step.cost_usd - cost) < 1e-9, (step, cost)
     assert totals is not None and abs(totals - cost) < 1e-9

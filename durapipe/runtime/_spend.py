@@ -95,6 +95,11 @@ def spends(usage: Usage) -> bool:
     return bool(usage.cost_usd or usage.input_tokens or usage.output_tokens)
 
 
+# The message of the cancellation a local run's step timer sends its attempt (Temporal's
+# worker says why it cancels an activity in its cancellation details): a call cancelled by it
+# does not wait for an answer on its way, as one its run's cancel (or Ctrl-C) stops does.
+STEP_TIMED_OUT = "durapipe: the step's timeout"
+
 _NOTHING = Usage()
 _ATTEMPT: ContextVar[AttemptSpend | None] = ContextVar("durapipe_attempt_spend", default=None)
 
