@@ -114,14 +114,16 @@ async def test_a_retry_counts_what_a_killed_attempt_paid_for_without_a_checkpoin
 async def test_an_answer_on_its_way_when_the_run_is_cancelled_is_waited_for_and_counted(
     temporal_address: str, task_queue: str, tmp_path: Path
 ) -> None:
-    # The first answer misses the type (paid); the re-ask's answer takes 4 s. The cancel, sent
-    # as the re-ask leaves, reaches the call at its first heartbeat (1.7 s in: a third of its 5 s
-    # heartbeat timeout), while the provider still generates the answer it bills. The call used
-    # to close its connection then (the fake records `client_closed`, nothing counted); now it
-    # waits for the answer (at most 5 s) and counts it.
+    # The first answer misses the type (paid); the re-ask's answer takes 6.5 s. The cancel, sent
+    # as the re-ask leaves, reaches the call at its first heartbeat, 5 s after the call started
+    # (a third of the 15 s heartbeat timeout of a 60 s step; the workflow task that asks for it
+    # has those 5 s), while the provider still generates the answer it bills: the answer comes
+    # 1.5 s plus the first answer's time later. The call used to close its connection at the
+    # cancel (the fake records `client_closed`, nothing counted); now it waits for the answer
+    # (at most 5 s) and counts it.
     with priced_openai(PRICES) as fake:
-        fake.script("gpt-lost", [not_json(), Hang(4)])
-        flow = dp.load(judge_file(tmp_path, fake.base_url, timeout="8s"))
+        fake.script("gpt-lost", [not_json(), Hang(6.5)])
+        flow = dp.load(judge_file(tmp_path, fake.base_url, timeout="60s"))
         client = await dp.connect(temporal_address, pipeline=flow)
         run_id = f"wire-{uuid.uuid4().hex[:8]}"
         async with dp.build_worker(client, task_queue=task_queue):
