@@ -4,8 +4,11 @@ by Ctrl-C. Against the fake provider's ledger, on the real dev server."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import signal
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,14 @@ import pytest
 import durapipe as dp
 from durapipe.testing import FakeProvider, Hang, Reply
 from durapipe.workflows._search import COST_USD
-from tests.support import WorkerProcess, eventually, priced_openai
+from tests.support import (
+    WorkerProcess,
+    cli_env,
+    durapipe_command,
+    eventually,
+    interruptible_popen,
+    priced_openai,
+)
 
 # $0.01 an output token: an answer of 100 tokens costs $1 and a little input.
 PRICES = {"gpt-lost": (1e-5, 0.01)}
@@ -146,3 +156,33 @@ async def test_an_answer_on_its_way_when_the_run_is_cancelled_is_waited_for_and_
     assert step.status == "cancelled"
     assert step.cost_usd is not None and abs(step.cost_usd - cost) < 1e-9, (step, cost)
     assert totals is not None and abs(totals - cost) < 1e-9
+
+
+async def test_ctrl_c_of_a_local_run_says_what_its_calls_spent(tmp_path: Path) -> None:
+    # The first answer misses the type (paid); Ctrl-C lands while the re-ask hangs. The run's
+    # records never ended, so it exited 130 saying nothing of the $1 its provider billed.
+    with priced_openai(PRICES) as fake:
+        fake.script("gpt-lost", [not_json(), Hang(120)])
+        file = judge_file(tmp_path, fake.base_url)
+        child = interruptible_popen(
+            durapipe_command("run", "judge", "--file", str(file), "--local", "--input", "topic=x"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=cli_env(DURAPIPE_MODEL_PRICES=PRICES_ENV),
+        )  # fmt: skip
+        try:
+            await fake.wait_until_async(lambda calls: len(calls) == 2, timeout=120)
+            child.send_signal(signal.SIGINT)
+            out, err = await asyncio.to_thread(child.communicate, timeout=60)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        calls, cost = billed(fake, "gpt-lost")
+    print(err)
+    assert (child.returncode, out, calls) == (130, "", 1), err
+    assert "Traceback" not in err
+    assert "✗ judge (llm · openai/gpt-lost)" in err  # its record, cancelled, with its spend
+    assert err.splitlines()[-1] == (
+        "stopped by Ctrl-C; what its calls had spent (those in flight included): "
+        f"tokens: {fake.calls[0].prompt_tokens} in / 100 out, cost: ${cost:.6f}"
+    )
