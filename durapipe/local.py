@@ -42,7 +42,7 @@ from durapipe.runtime._approvals import ApprovalDecision, ApprovalRequest
 from durapipe.runtime._budget import Budget, effective_budget, estimated
 from durapipe.runtime._calls import AgentTurnCall, FailedAttempt, ImageCall, failed_spend, spent_by
 from durapipe.runtime._interpret import Interpreter
-from durapipe.runtime._spend import counting, done
+from durapipe.runtime._spend import STEP_TIMED_OUT, counting, done
 from durapipe.security._codec import encryption_from_env
 from durapipe.spec import Pipeline, RetrySpec, kind_of
 from durapipe.spec._deck import ModelDeck
@@ -237,7 +237,8 @@ class LocalRuntime:
         run_checkpoints: where the results of steps that are not memoised go instead (see
             `RunCheckpoints`); None: to ``checkpoints``.
         deck: the connection settings per model (the run's own pipeline is this process's deck).
-        on_step: called with each step's record as the step succeeds or fails (nested runs too).
+        on_step: called with each step's record as the step succeeds or fails (nested runs too),
+            and with the record of a leaf step cancelled in flight after it paid (see `_cancelled`).
         models: litellm's import, awaited before the first step that calls a model (None: that
             step imports it).
     """
@@ -318,6 +319,9 @@ class LocalRuntime:
             except Exception as err:
                 error_type, message = type(err).__name__, str(err)
                 stop, delay = error_type in retry.non_retryable, None
+            except asyncio.CancelledError:
+                self._cancelled(call, attempt, spend.failures())  # Ctrl-C: say what it paid for
+                raise
             finally:
                 done(token)
             failed = spend.failures()
@@ -337,8 +341,35 @@ class LocalRuntime:
                 delay = min(
                     retry.initial_interval * retry.backoff ** (attempt - 1), retry.max_interval
                 )
-            await asyncio.sleep(delay)
+            try:
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                self._cancelled(call, attempt, failed)
+                raise
             attempt += 1
+
+    def _cancelled(self, call: LeafCall, attempts: int, failed: list[FailedAttempt]) -> None:
+        """Tell ``on_step`` what a step cancelled in flight (Ctrl-C) paid for, if anything: its
+        record, cancelled, with its attempts' spend. A cancelled task carries nothing out, so
+        nothing else can say it (the interpreter's records see only a step that ends)."""
+        if self.on_step is None or not failed:
+            return
+        spent = failed_spend(failed)
+        record = StepRecord(
+            path=call.path,
+            pipe=call.pipe_name,
+            kind=call.pipe.kind,
+            status="cancelled",
+            attempts=attempts,
+            model=getattr(call.pipe, "model", None),
+            input_tokens=spent.input_tokens,
+            output_tokens=spent.output_tokens,
+            cost_usd=spent.cost_usd,
+            failed_attempts=failed,
+            error_type=ErrorType.CANCELLED,
+            error="the run was cancelled after its provider answered",
+        )
+        self.on_step(record)
 
     async def _within_timeout(self, call: LeafCall, attempt: int) -> LeafResult:
         """One attempt, cut off as Temporal's start-to-close timeout would (`TimeoutError`).
@@ -474,7 +505,8 @@ async def run_local(
         budget_usd: the most the run may spend (the pipe's ``budget_usd`` too, the tighter wins).
         approve_all: approve every approval step as is (a local run cannot wait for a human).
         on_step: called with each step's record as the step succeeds or fails, so a caller can
-            show progress while the run goes.
+            show progress while the run goes; cancelled (Ctrl-C, or the caller's task), a leaf step
+            in flight that had paid for answers is reported too, ``cancelled`` with its spend.
         on_notice: called with one sentence when the run waits for something that is not a
             step (litellm's import, which a run with model steps starts on a thread at once).
 
@@ -560,7 +592,7 @@ async def _flush(own: RunCheckpoints) -> None:
 def _expire(task: asyncio.Task[Any], fired: list[bool]) -> None:
     # The attempt's timer: as asyncio.timeout's, it cancels the task and marks why.
     fired.append(True)
-    task.cancel()
+    task.cancel(STEP_TIMED_OUT)
 
 
 def _kind_calls_a_model(kind_name: str) -> bool:

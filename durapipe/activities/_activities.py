@@ -149,7 +149,11 @@ class Activities:
             prior = spent_in(info.heartbeat_details) if info.attempt > 1 else None
             spend, token = counting(info.attempt, prior)
             try:
-                work = _heartbeating(body(call, self.context(info.attempt)), info, spend)
+                context = self.context(info.attempt)
+                # Without a checkpoint store nothing keeps an answer for a retry to count: the
+                # attempt says what it paid for as each answer arrives (see `_heartbeating`).
+                tell = context.checkpoints is None
+                work = _heartbeating(body(call, context), info, spend, tell_paid=tell)
                 result = spend.settled(await work)
             except BaseException as err:
                 if metered and spends(spend.fresh):
@@ -267,13 +271,22 @@ def own_limits(call: C, rules: Sequence[LimitRule]) -> C:
 
 
 async def _heartbeating(
-    work: Awaitable[T], info: activity.Info | None = None, spend: AttemptSpend | None = None
+    work: Awaitable[T],
+    info: activity.Info | None = None,
+    spend: AttemptSpend | None = None,
+    *,
+    tell_paid: bool = False,
 ) -> T:
     """Await ``work`` while heartbeating, so a lost worker or a cancel is noticed promptly.
 
     Heartbeats carry the attempt number (see `ATTEMPT_DETAIL`), and so does a failure: it is
     re-raised as the same application error plus the stamp, and what the attempt paid for before
     it failed (``spend``, see `SPENT_DETAIL`). ``info``: the activity's (read here when not given).
+
+    ``tell_paid``: each answer billed to the attempt is heartbeated as it arrives, so a retry
+    after this worker dies learns of it from the heartbeat details Temporal hands it (the first
+    heartbeat of an attempt leaves at once; a later one waits out the SDK's throttle, 80% of the
+    heartbeat timeout, and a worker killed meanwhile takes it along).
     """
     info = info or activity.info()
     stamp: dict[str, Any] = {ATTEMPT_DETAIL: info.attempt}
@@ -282,6 +295,8 @@ async def _heartbeating(
         stamp.update(spend_detail(spend.prior))
     timeout = info.heartbeat_timeout
     beats = _Beats(_beat_interval(timeout), stamp) if timeout else None
+    if tell_paid and beats is not None and spend is not None:
+        spend.on_fresh = functools.partial(_tell_paid, stamp)
     # What the call waits for (room in a provider limit) rides on the same beats.
     said = beat_details.set(stamp) if beats is not None else None
     # One coroutine awaits the work and words its failure: each further layer of the await chain
@@ -339,6 +354,13 @@ def _stamped(stamp: dict[str, Any], spend: AttemptSpend | None) -> dict[str, Any
         # The next attempt (if the policy allows one) learns of it from its heartbeat details.
         activity.heartbeat(stamped)
     return stamped
+
+
+def _tell_paid(stamp: dict[str, Any], spend: AttemptSpend) -> None:
+    """Heartbeat what ``spend``'s attempt has paid for so far, as if it had failed now (it may
+    never say otherwise: see `_heartbeating`); its later beats (``stamp``) carry it too."""
+    stamp.update(spend_detail(spend.failures()))
+    activity.heartbeat(stamp)
 
 
 class _Beats:

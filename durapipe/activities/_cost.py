@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from durapipe.activities._llm import messages_for, response_format
+from durapipe.activities._llm import OFFLINE_PREFIX, messages_for, response_format
 from durapipe.activities._settings import OUTPUT_TOKEN_SETTINGS
 from durapipe.adapters._litellm import litellm_module
 from durapipe.runtime._budget import SPEND_CAP_SETTING
@@ -32,8 +32,6 @@ from durapipe.runtime._calls import AgentTurnCall, ImageCall, LlmCall
 from durapipe.spec import OFFLINE_MODEL
 
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
-# durapipe's offline models (``durapipe/offline``, ``durapipe/<any>``) answer for free.
-OFFLINE_PREFIX = "durapipe/"
 # The re-ask complaint is a sentence plus the validation error; this bounds it generously.
 REASK_TOKENS = 200
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -9,6 +11,7 @@ from typing import Any
 
 import pydantic
 from opentelemetry.trace import Status, StatusCode
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from durapipe._errors import ErrorType
@@ -32,7 +35,7 @@ from durapipe.adapters._litellm import (
 )
 from durapipe.adapters._plan import ACTIVITY_NAMES
 from durapipe.runtime._calls import LeafResult, LlmCall, Usage
-from durapipe.runtime._spend import paid
+from durapipe.runtime._spend import STEP_TIMED_OUT, paid
 from durapipe.spec import OFFLINE_MODEL, TemplateError, _types, render
 from durapipe.spec._deck import ModelDeck
 from durapipe.stores._answers import IDEMPOTENCY_HEADER
@@ -44,6 +47,8 @@ from durapipe.stores._limits import limited
 # milliseconds, and this wall-clock budget catches whatever slow single operation slips past it.
 RENDER_SECONDS = 1.0
 ATTEMPT_HEADER = "X-Durapipe-Attempt"
+# durapipe's offline models (``durapipe/offline``, ``durapipe/<any>``) answer for free.
+OFFLINE_PREFIX = "durapipe/"
 
 
 def messages_for(call: LlmCall) -> list[dict[str, str]]:
@@ -300,9 +305,12 @@ async def complete(
     with provider_span(model, settings) as span:
         try:
             # num_retries=0: Temporal owns retries, so a failed call is one attempt in the history.
-            response = await litellm.acompletion(
+            asked = litellm.acompletion(
                 model=model, messages=messages, num_retries=0, timeout=timeout, **extra, **settings
             )
+            # durapipe's offline models bill nothing: no answer of theirs is waited for.
+            offline = model.startswith(OFFLINE_PREFIX)
+            response = await (asked if offline else answered_despite_cancel(asked, model))
         except Exception as err:
             failure = classify(err, model=model)
             span.set_attribute("error.type", failure.type or type(err).__name__)
@@ -312,6 +320,47 @@ async def complete(
             raise failure from None
         record_response(span, response)
         return response
+
+
+# How long a cancelled call waits for the answer its provider is already generating (and bills):
+# the run ends as cancelled that much later at most. A longer answer is lost (see the README).
+CANCELLED_ANSWER_WAIT_S = 5.0
+
+
+async def answered_despite_cancel(asked: Awaitable[Any], model: str) -> Any:
+    """The response to ``asked``; cancelled while it is on its way, the answer is waited for
+    (`CANCELLED_ANSWER_WAIT_S` at most) and counted as paid before the cancellation goes on.
+
+    The provider bills an answer it generates whether or not the caller stays to read it, so a
+    call cancelled while its provider answers (a run's cancel reaching it at a heartbeat, Ctrl-C
+    of a local run) would pay for an answer nobody counted. A second cancellation while it waits
+    ends the wait.
+    """
+    task = asyncio.ensure_future(asked)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError as err:
+        if _stopped_by_a_timeout(err):  # its attempt is over: no wait past its own timeout
+            task.cancel()
+            raise
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait((task,), timeout=CANCELLED_ANSWER_WAIT_S)
+        if task.done() and not task.cancelled() and task.exception() is None:
+            paid(usage_of(task.result()), model)  # a cancelled call fails saying what it paid
+        else:
+            task.cancel()  # its connection is closed: what the provider generated is not known
+            with contextlib.suppress(BaseException):
+                await task
+        raise
+
+
+def _stopped_by_a_timeout(err: asyncio.CancelledError) -> bool:
+    """Whether ``err`` is the call's own timeout, not its run's cancel (or Ctrl-C of a local run):
+    on a worker, Temporal says why it cancels an activity; a local run's step timer says so."""
+    if activity.in_activity():
+        details = activity.cancellation_details()
+        return details is None or not details.cancel_requested
+    return STEP_TIMED_OUT in err.args
 
 
 def usage_of(response: Any) -> Usage:

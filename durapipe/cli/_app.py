@@ -310,20 +310,39 @@ def run(
             "--[no-]searchable-totals only applies on Temporal; a --local run has no search attributes"
         )
     if local:
-        result = asyncio.run(
-            interruptible(
-                dp.run_local(
-                    pipeline,
-                    pipe,
-                    values,
-                    run_id=run_id,
-                    budget_usd=budget_usd,
-                    approve_all=approve_all,
-                    on_step=_progress.print_step,
-                    on_notice=_progress.print_notice,
+        # The steps that ended, and those Ctrl-C stopped after they paid: what the run spent.
+        ended: dict[str, dp.StepRecord] = {}
+
+        def on_step(record: dp.StepRecord) -> None:
+            ended[record.path] = record
+            _progress.print_step(record)
+
+        try:
+            result = asyncio.run(
+                interruptible(
+                    dp.run_local(
+                        pipeline,
+                        pipe,
+                        values,
+                        run_id=run_id,
+                        budget_usd=budget_usd,
+                        approve_all=approve_all,
+                        on_step=on_step,
+                        on_notice=_progress.print_notice,
+                    )
                 )
             )
-        )
+        except KeyboardInterrupt:
+            from durapipe.runtime._calls import spent_by  # the run imported it already
+
+            spent = spent_by(ended.values())
+            typer.echo(
+                f"stopped by Ctrl-C; what its calls had spent (those in flight included): "
+                f"tokens: {spent.input_tokens} in / {spent.output_tokens} out, "
+                f"cost: ${spent.cost_usd:.6f}",
+                err=True,
+            )
+            raise typer.Exit(130) from None
         emit(result)
         return
     started: dict[str, str] = {}

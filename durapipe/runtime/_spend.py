@@ -20,6 +20,7 @@ counted again; one it did not count (its worker died before it could say) is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 
 from durapipe.runtime._calls import FailedAttempt, LeafResult, Usage, failed_spend
@@ -35,7 +36,7 @@ class AttemptSpend:
         model: the model of the last answer.
     """
 
-    __slots__ = ("_replays", "attempt", "fresh", "model", "prior", "replayed")
+    __slots__ = ("_replays", "attempt", "fresh", "model", "on_fresh", "prior", "replayed")
 
     def __init__(self, attempt: int, prior: list[FailedAttempt] | None = None) -> None:
         self.attempt = attempt
@@ -47,15 +48,20 @@ class AttemptSpend:
         # What the attempts before this one paid for before they failed, as far as known.
         self.prior = prior or []
         self._replays = 0
+        # Called after each answer billed to this attempt, to say so at once where the attempt's
+        # end may never come (a worker killed later: see `durapipe.activities._activities`).
+        self.on_fresh: Callable[[AttemptSpend], None] | None = None
 
     def add(self, usage: Usage, model: str | None) -> None:
         """Count one answer of ``model``."""
+        self.model = model
         if self._replays:
             self._replays -= 1
             self.replayed = usage if self.replayed is _NOTHING else self.replayed + usage
-        else:
-            self.fresh = usage if self.fresh is _NOTHING else self.fresh + usage
-        self.model = model
+            return
+        self.fresh = usage if self.fresh is _NOTHING else self.fresh + usage
+        if self.on_fresh is not None:
+            self.on_fresh(self)
 
     def replay(self) -> None:
         """The next answer `add` counts was served from the answer store."""
@@ -88,6 +94,11 @@ def spends(usage: Usage) -> bool:
     """Whether ``usage`` is anything (tokens or money)."""
     return bool(usage.cost_usd or usage.input_tokens or usage.output_tokens)
 
+
+# The message of the cancellation a local run's step timer sends its attempt (Temporal's
+# worker says why it cancels an activity in its cancellation details): a call cancelled by it
+# does not wait for an answer on its way, as one its run's cancel (or Ctrl-C) stops does.
+STEP_TIMED_OUT = "durapipe: the step's timeout"
 
 _NOTHING = Usage()
 _ATTEMPT: ContextVar[AttemptSpend | None] = ContextVar("durapipe_attempt_spend", default=None)

@@ -424,7 +424,9 @@ def test_ctrl_c_of_a_local_json_run_exits_130_without_a_warning(tmp_path: Path) 
         if child.poll() is None:
             child.kill()
             child.wait()
-    assert (child.returncode, out, err) == (130, "", "")
+    # No warning: the one line says what the run's calls spent (nothing was answered).
+    said = "stopped by Ctrl-C; what its calls had spent (those in flight included): tokens: 0 in / 0 out, cost: $0.000000\n"  # fmt: skip
+    assert (child.returncode, out, err) == (130, "", said)
 
 
 def test_approve_data_that_is_bare_text_says_how_to_write_it() -> None:
