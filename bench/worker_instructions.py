@@ -636,24 +636,32 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
                 inputs: dict[str, object] = {"questions": questions}
                 if args.pad is not None:
                     inputs["pad"] = padding(args.pad)
-                run = pipe_run(pipeline, "batch", inputs)
-                handle = await ours_client.start_workflow(
-                    WORKFLOW_NAME,
-                    run,
-                    id=run.run_id,
-                    task_queue=queue,
-                    task_timeout=TASK_TIMEOUT,
-                    search_attributes=start_totals("batch", run.workflow_version),
-                )
+                handle = await ours_start("batch", inputs, queue, summary=False)
             else:
                 handle = await theirs_start("batch", questions, args.concurrency, queue=queue)
             await handle.result()
             return [handle.id]
 
+        async def ours_start(
+            pipe: str, inputs: dict[str, object], queue: str, *, summary: bool = True
+        ) -> WorkflowHandle[Any, Any]:
+            """A durapipe run of ``pipe``, started as `durapipe.start` starts one (the pipe as its
+            start search attribute; its UI summary unless not ``summary``)."""
+            run = pipe_run(pipeline, pipe, inputs)
+            return await ours_client.start_workflow(
+                WORKFLOW_NAME,
+                run,
+                id=run.run_id,
+                task_queue=queue,
+                task_timeout=TASK_TIMEOUT,
+                static_summary=f"pipe {pipe}" if summary else None,
+                search_attributes=start_totals(pipe, run.workflow_version),
+            )
+
         async def theirs_start(shape: str, *inputs: object, queue: str) -> WorkflowHandle[Any, Any]:
             """A baseline run of ``shape`` (``single``, ``sequence`` or ``batch``): the minimal
-            one's, or with
-            ``--baseline features`` the one with durapipe's features (its pipe at the start)."""
+            one's, or with ``--baseline features`` the one with durapipe's features (its pipe at
+            the start)."""
             if args.baseline == "features":
                 return await handwritten_features.start(
                     theirs_client,
@@ -676,16 +684,7 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
             ``seq`` pipe, or ``seq_primer`` for the primer; the baseline's sequence workflow)."""
             if side == "durapipe":
                 pipe = "seq" if steps == args.leaves else "seq_primer"
-                run = pipe_run(pipeline, pipe, {"question": "q"})
-                handle = await ours_client.start_workflow(
-                    WORKFLOW_NAME,
-                    run,
-                    id=run.run_id,
-                    task_queue=queue,
-                    task_timeout=TASK_TIMEOUT,
-                    static_summary=f"pipe {pipe}",  # as `durapipe.start` starts a run
-                    search_attributes=start_totals(pipe, run.workflow_version),
-                )
+                handle = await ours_start(pipe, {"question": "q"}, queue)
             else:
                 handle = await theirs_start("sequence", "q", steps, queue=queue)
             await handle.result()
@@ -697,18 +696,7 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
             handles: list[WorkflowHandle[Any, Any]] = []
             for text in questions:
                 if side == "durapipe":
-                    run = pipe_run(pipeline, "ask", {"question": text})
-                    handles.append(
-                        await ours_client.start_workflow(
-                            WORKFLOW_NAME,
-                            run,
-                            id=run.run_id,
-                            task_queue=queue,
-                            task_timeout=TASK_TIMEOUT,
-                            static_summary="pipe ask",  # as `durapipe.start` starts a run
-                            search_attributes=start_totals("ask", run.workflow_version),
-                        )
-                    )
+                    handles.append(await ours_start("ask", {"question": text}, queue))
                 else:
                     handles.append(await theirs_start("single", text, queue=queue))
             await asyncio.gather(*(handle.result() for handle in handles))
