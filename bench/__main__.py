@@ -54,6 +54,7 @@ from bench._common import (
     paired_ratio,
     print_order,
     process,
+    sequence_pipe,
     servers_quiet,
     side_order,
     wait_ready,
@@ -77,12 +78,7 @@ WORKER_COPIES = 3
 PAIRS = {"seq50": 12, "batch1000": 6, "concurrent200": 8}
 
 PIPELINE_YAML = f"""
-pipes:
-  seq50:
-    kind: sequence
-    inputs: {{question: text}}
-    steps:
-{"".join(f"      - {{pipe: ask, name: s{i}}}{chr(10)}" for i in range(STEPS))}
+pipes:{sequence_pipe("seq50", STEPS)}
   ask:
     kind: llm
     inputs: {{question: text}}

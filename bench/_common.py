@@ -404,3 +404,15 @@ def batch_pipe(name: str, concurrency: int) -> str:
     pipe: ask
     max_concurrency: {concurrency}
 """
+
+
+def sequence_pipe(name: str, steps: int) -> str:
+    """The YAML of the benches' sequence pipe ``name``: ``steps`` ``ask`` steps one after another,
+    each asking the run's question (a fragment of a ``pipes:`` mapping)."""
+    listed = "".join(f"      - {{pipe: ask, name: s{i}}}\n" for i in range(steps))
+    return f"""
+  {name}:
+    kind: sequence
+    inputs: {{question: text}}
+    steps:
+{listed}"""

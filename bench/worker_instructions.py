@@ -7,7 +7,8 @@ measures that load does not move.
                                         [--keep DIR] [--address HOST:PORT]
     python -m bench.worker_instructions --report DIR [--leaves N] [--rounds N] [--top N]
     python -m bench.worker_instructions --only callgrind --concurrency 20 --pad BYTES
-    python -m bench.worker_instructions --shape concurrent [--baseline minimal|features] ...
+    python -m bench.worker_instructions --shape concurrent|seq [--baseline minimal|features] ...
+    python -m bench.worker_instructions --worker-heartbeat SECONDS|off ...
 
 Both bench workers (``durapipe worker`` on a batch pipeline, `bench.handwritten`) run against one
 dev server (a fresh one unless ``--address``), one after the other, each twice: under ``valgrind
@@ -16,7 +17,9 @@ dev server (a fresh one unless ``--address``), one after the other, each twice: 
 counted batches of ``--leaves`` items, ``--concurrency`` at once (``make bench``'s batch1000
 shape, smaller); with ``--shape concurrent``, ``--leaves`` one-step runs instead, started one
 after another and then awaited at once (``concurrent200``'s shape: a run per leaf, so the tables
-are per run; the primer is ``2 x --concurrency`` such runs). ``--baseline features`` counts
+are per run; the primer is ``2 x --concurrency`` such runs); with ``--shape seq``, one run of
+``--leaves`` llm steps in sequence (``seq50``'s shape: the tables are per step; the primer is a
+run of 10 steps). ``--baseline features`` counts
 `bench.handwritten_features` (the minimal worker plus durapipe's features: UI summaries,
 heartbeats, the pipe at the start, totals upserted) in the ``handwritten`` columns instead of the
 minimal `bench.handwritten`. Counting starts just before a counted batch starts (``callgrind_control -z``, the
@@ -24,7 +27,9 @@ worker instrumented since the end of its warm-up, ``-i on``, and primed with an 
 `instrumented`; SIGUSR1 to the tracer) and ends once its
 worker is quiet after it (no CPU tick for 0.5 s), so imports, start-up and the warm-up are not
 counted, and what a batch leaves running (logging, collections) is; then the counts are dumped per
-thread (``callgrind_control -d``; SIGUSR2).
+thread (``callgrind_control -d``; SIGUSR2). durapipe's worker sends its worker heartbeat every
+``--worker-heartbeat`` seconds (60 unless told: temporalio's default, the baselines'; durapipe's
+own 5 s beats would fall on a batch that lasts minutes under valgrind as a real run's never do).
 
 It prints per leaf (counts over the counted leaves), durapipe minus hand-written, the ``--top``
 places of each table by the size of the difference:
@@ -112,6 +117,8 @@ THREAD_GROUPS = {"loop": "event loop", "threads": "python threads"}
 # Workflow task timeout of the measured runs: a task of a 100-wide batch under valgrind takes
 # seconds, over temporalio's 10 s default on a busy host (the server caps it at 120 s).
 TASK_TIMEOUT = timedelta(seconds=120)
+# Steps of `--shape seq`'s uncounted primer run (one step at a time: a short run primes it).
+SEQ_PRIMER = 10
 PYTHON_OBJECTS = re.compile(r"^(lib)?python3")
 RECURSION = re.compile(r"'\d+$")  # callgrind's recursion level suffix (f'2)
 # Name lines and the table each compresses into (cob, cfn, cfi share ob's, fn's, fl's).
@@ -545,12 +552,13 @@ def control(pid: int, *args: str) -> None:
         raise SystemExit(f"callgrind_control {' '.join(args)} {pid} failed: {done.stderr.strip()}")
 
 
-def pipeline_yaml(concurrency: int, pad: int | None = None) -> str:
-    """The counted batch pipeline; with ``pad`` (`--pad`), its llm pipe also takes a ``pad`` text
-    input, which every item gets from the batch's own (`padding`) and its prompt reads without
-    rendering any of it: each leaf's activity input carries ``pad`` bytes more, and nothing else
-    changes (the rendered messages, the checkpoint key, the model's work)."""
-    from bench._common import batch_pipe
+def pipeline_yaml(concurrency: int, pad: int | None = None, steps: int = SEQ_PRIMER) -> str:
+    """The counted pipelines: the batch, and `--shape seq`'s sequence of ``steps`` steps (``seq``,
+    and its shorter primer, ``seq_primer``); with ``pad`` (`--pad`), the batch's llm pipe also
+    takes a ``pad`` text input, which every item gets from the batch's own (`padding`) and its
+    prompt reads without rendering any of it: each leaf's activity input carries ``pad`` bytes
+    more, and nothing else changes (the rendered messages, the checkpoint key, the model's work)."""
+    from bench._common import batch_pipe, sequence_pipe
 
     if pad is None:
         ask = """  ask:
@@ -558,7 +566,8 @@ def pipeline_yaml(concurrency: int, pad: int | None = None) -> str:
     inputs: {question: text}
     prompt: "{{ question }}"
 """
-        return "\npipes:" + batch_pipe("batch", concurrency) + ask
+        sequences = sequence_pipe("seq", steps) + sequence_pipe("seq_primer", SEQ_PRIMER)
+        return "\npipes:" + batch_pipe("batch", concurrency) + sequences + ask
     batch = batch_pipe("batch", concurrency).replace(
         "questions: list[text]\n", "questions: list[text]\n      pad: text\n"
     )
@@ -585,15 +594,20 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
 
     import durapipe as dp
     from bench import handwritten, handwritten_features
-    from bench._common import cpu_when_quiet, dev_server, durapipe_cli, note, process, wait_ready
+    from bench._common import cpu_when_quiet, dev_server, note, process, wait_ready
     from durapipe.adapters import WORKFLOW_NAME, pipe_run
     from durapipe.workflows._search import start_totals
 
     pipeline_file = folder / "bench.yaml"
-    pipeline_file.write_text(pipeline_yaml(args.concurrency, args.pad))
+    pipeline_file.write_text(pipeline_yaml(args.concurrency, args.pad, args.leaves))
     pipeline = dp.load(pipeline_file)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     notes: list[str] = []
+    if args.worker_heartbeat != "5":
+        notes.append(
+            f"# durapipe's worker heartbeat: every {args.worker_heartbeat} s (--worker-heartbeat; "
+            "durapipe's own is 5 s, the baselines' temporalio's 60 s)"
+        )
     baseline_module = BASELINES[args.baseline]
     if args.baseline == "features":
         notes.append(
@@ -615,27 +629,39 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
             questions = [f"q{i}" for i in range(size)]
             if args.shape == "concurrent":
                 return await one_step_runs(side, queue, questions)
+            if args.shape == "seq":
+                return [await sequence_run(side, queue, min(args.leaves, SEQ_PRIMER) if primer
+                                           else args.leaves)]  # fmt: skip
             if side == "durapipe":
                 inputs: dict[str, object] = {"questions": questions}
                 if args.pad is not None:
                     inputs["pad"] = padding(args.pad)
-                run = pipe_run(pipeline, "batch", inputs)
-                handle = await ours_client.start_workflow(
-                    WORKFLOW_NAME,
-                    run,
-                    id=run.run_id,
-                    task_queue=queue,
-                    task_timeout=TASK_TIMEOUT,
-                    search_attributes=start_totals("batch", run.workflow_version),
-                )
+                handle = await ours_start("batch", inputs, queue, summary=False)
             else:
                 handle = await theirs_start("batch", questions, args.concurrency, queue=queue)
             await handle.result()
             return [handle.id]
 
+        async def ours_start(
+            pipe: str, inputs: dict[str, object], queue: str, *, summary: bool = True
+        ) -> WorkflowHandle[Any, Any]:
+            """A durapipe run of ``pipe``, started as `durapipe.start` starts one (the pipe as its
+            start search attribute; its UI summary unless not ``summary``)."""
+            run = pipe_run(pipeline, pipe, inputs)
+            return await ours_client.start_workflow(
+                WORKFLOW_NAME,
+                run,
+                id=run.run_id,
+                task_queue=queue,
+                task_timeout=TASK_TIMEOUT,
+                static_summary=f"pipe {pipe}" if summary else None,
+                search_attributes=start_totals(pipe, run.workflow_version),
+            )
+
         async def theirs_start(shape: str, *inputs: object, queue: str) -> WorkflowHandle[Any, Any]:
-            """A baseline run of ``shape`` (``single`` or ``batch``): the minimal one's, or with
-            ``--baseline features`` the one with durapipe's features (its pipe at the start)."""
+            """A baseline run of ``shape`` (``single``, ``sequence`` or ``batch``): the minimal
+            one's, or with ``--baseline features`` the one with durapipe's features (its pipe at
+            the start)."""
             if args.baseline == "features":
                 return await handwritten_features.start(
                     theirs_client,
@@ -653,24 +679,24 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
                 task_timeout=TASK_TIMEOUT,
             )
 
+        async def sequence_run(side: str, queue: str, steps: int) -> str:
+            """``seq50``'s shape: one run of ``steps`` llm steps one after another (durapipe's
+            ``seq`` pipe, or ``seq_primer`` for the primer; the baseline's sequence workflow)."""
+            if side == "durapipe":
+                pipe = "seq" if steps == args.leaves else "seq_primer"
+                handle = await ours_start(pipe, {"question": "q"}, queue)
+            else:
+                handle = await theirs_start("sequence", "q", steps, queue=queue)
+            await handle.result()
+            return handle.id
+
         async def one_step_runs(side: str, queue: str, questions: list[str]) -> list[str]:
             """``concurrent200``'s shape: a one-step run per question (durapipe's ``ask`` pipe,
             the baseline's single-call workflow), started one after another, awaited at once."""
             handles: list[WorkflowHandle[Any, Any]] = []
             for text in questions:
                 if side == "durapipe":
-                    run = pipe_run(pipeline, "ask", {"question": text})
-                    handles.append(
-                        await ours_client.start_workflow(
-                            WORKFLOW_NAME,
-                            run,
-                            id=run.run_id,
-                            task_queue=queue,
-                            task_timeout=TASK_TIMEOUT,
-                            static_summary="pipe ask",  # as `durapipe.start` starts a run
-                            search_attributes=start_totals("ask", run.workflow_version),
-                        )
-                    )
+                    handles.append(await ours_start("ask", {"question": text}, queue))
                 else:
                     handles.append(await theirs_start("single", text, queue=queue))
             await asyncio.gather(*(handle.result() for handle in handles))
@@ -707,7 +733,7 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
             for side in SIDES:
                 queue = f"ir-{side}-{uuid.uuid4().hex[:8]}"
                 command = (
-                    durapipe_cli("worker", str(pipeline_file))
+                    durapipe_worker(args.worker_heartbeat, str(pipeline_file))
                     if side == "durapipe"
                     else [sys.executable, "-m", baseline_module]
                 )
@@ -732,6 +758,16 @@ async def measure(args: argparse.Namespace, folder: Path) -> list[str]:
                             await written(child, folder / f"{side}.opcodes.{index + 1}.json")
                         await check(side, tool, workflow_ids)
     return notes
+
+
+def durapipe_worker(heartbeat: str, pipeline_file: str) -> list[str]:
+    """``durapipe worker FILE`` whose worker heartbeat is every ``heartbeat`` seconds
+    (`bench.durapipe_worker`; ``5`` is durapipe's own, the plain command)."""
+    from bench._common import durapipe_cli
+
+    if heartbeat == "5":
+        return durapipe_cli("worker", pipeline_file)
+    return [sys.executable, "-m", "bench.durapipe_worker", heartbeat, "worker", pipeline_file]
 
 
 def counted(
@@ -790,10 +826,19 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=1, help="measured batches per side [1]")
     parser.add_argument(
         "--shape",
-        choices=("batch", "concurrent"),
+        choices=("batch", "concurrent", "seq"),
         default="batch",
         help="batch: one batch run of --leaves items, --concurrency at once (batch1000's shape); "
-        "concurrent: --leaves one-step runs started at once (concurrent200's shape) [batch]",
+        "concurrent: --leaves one-step runs started at once (concurrent200's shape); seq: one run "
+        "of --leaves steps in sequence (seq50's shape) [batch]",
+    )
+    parser.add_argument(
+        "--worker-heartbeat",
+        metavar="SECONDS|off",
+        default="60",
+        help="durapipe's worker heartbeat in the counted worker: under valgrind a batch lasts "
+        "minutes, and durapipe's own 5 s beats fall on it as a real run's never do; 60 is "
+        "temporalio's default, which the baselines keep [60]",
     )
     parser.add_argument(
         "--baseline",
@@ -830,7 +875,9 @@ def main(argv: Iterable[str] | None = None) -> None:
     args = parser.parse_args(arguments)
     if args.pad is not None and args.pad < 0:
         parser.error(f"--pad must be 0 or more bytes, not {args.pad}")
-    if args.pad is not None and args.shape == "concurrent":
+    if args.worker_heartbeat != "off" and not re.fullmatch(r"\d+(\.\d+)?", args.worker_heartbeat):
+        parser.error(f"--worker-heartbeat takes seconds or off, not {args.worker_heartbeat}")
+    if args.pad is not None and args.shape != "batch":
         parser.error("--pad prices a batch leaf's byte: use it with --shape batch")
     args.tools = args.tools or list(TOOLS)
     leaves = args.leaves * args.rounds

@@ -8,13 +8,16 @@ import os
 import subprocess
 import sys
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 import durapipe as dp
 from bench.worker_instructions import (
+    SEQ_PRIMER,
     cache_report,
+    durapipe_worker,
     main,
     padding,
     parse,
@@ -281,3 +284,58 @@ def test_pad_is_refused_for_the_concurrent_shape(capsys: pytest.CaptureFixture[s
         main(["--shape", "concurrent", "--pad", "64", "--only", "bytecodes"])
     assert exit_info.value.code == 2
     assert "--pad prices a batch leaf's byte: use it with --shape batch" in capsys.readouterr().err
+
+
+def test_the_seq_shape_runs_its_steps_in_one_sequence_as_seq50_does(tmp_path: Path) -> None:
+    # --shape seq counts one run of --leaves steps (seq50's shape) after a shorter primer run;
+    # both ask the run's question at every step, as make bench's seq50 does.
+    from bench.__main__ import PIPELINE_YAML
+
+    counted_file, bench_file = tmp_path / "counted.yaml", tmp_path / "bench.yaml"
+    counted_file.write_text(pipeline_yaml(7, None, 12))
+    bench_file.write_text(PIPELINE_YAML)
+    counted, bench = dp.load(counted_file), dp.load(bench_file)
+    assert [step.pipe for step in counted.pipes["seq"].steps] == ["ask"] * 12
+    assert len(counted.pipes["seq_primer"].steps) == SEQ_PRIMER
+    assert counted.pipes["seq"].inputs == bench.pipes["seq50"].inputs == {"question": "text"}
+    assert counted.pipes["ask"] == bench.pipes["ask"]
+    assert len(bench.pipes["seq50"].steps) == 50
+
+
+def test_the_counted_durapipe_worker_beats_as_often_as_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Under valgrind durapipe's 5 s worker heartbeats would fall on a counted run as a real run's
+    # never do: the counted worker's runtime beats every --worker-heartbeat seconds, or never.
+    import durapipe_entry
+    from bench import durapipe_worker as module
+    from durapipe.client import _telemetry
+
+    assert durapipe_worker("5", "p.yaml")[2:] == ["durapipe", "worker", "p.yaml"]
+    command = durapipe_worker("60", "p.yaml")
+    assert command[2:] == ["bench.durapipe_worker", "60", "worker", "p.yaml"]
+    seen: list[object] = []
+    monkeypatch.setattr(_telemetry, "WORKER_HEARTBEAT", _telemetry.WORKER_HEARTBEAT)
+    monkeypatch.setattr(
+        durapipe_entry, "main", lambda: seen.append((sys.argv, _telemetry.WORKER_HEARTBEAT))
+    )
+    for interval, beat in (("60", timedelta(seconds=60)), ("off", None)):
+        monkeypatch.setattr(sys, "argv", ["bench.durapipe_worker", interval, "worker", "p.yaml"])
+        module.main()
+        assert seen.pop() == (["durapipe", "worker", "p.yaml"], beat)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--shape", "seq", "--pad", "64"], "--pad prices a batch leaf's byte"),
+        (["--worker-heartbeat", "soon"], "--worker-heartbeat takes seconds or off, not soon"),
+    ],
+)
+def test_options_the_seq_shape_and_the_heartbeat_cannot_take_are_refused(
+    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*arguments, "--only", "bytecodes"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -273,3 +273,19 @@ async def test_an_inline_kind_runs_in_the_interpreter_and_fails_with_its_own_typ
     assert failed.value.cause == "pipe 'say': input 'text' is empty (echo)"
     with pytest.raises(ValueError, match="an inline kind runs in the workflow"):
         Kind("echo", EchoPipe, inline=echo, activity="tests.echo")
+
+
+def test_a_run_totals_steps_count_no_record_of_a_kind_registered_as_a_controller() -> None:
+    # The totals' step count reads the controller kinds as a set kept per registry generation:
+    # a kind registered (or forgotten) after a count is read as it is now.
+    from durapipe.workflows._search import finished_steps
+
+    record = dp.StepRecord(path="outer", pipe="outer", kind="mute", status="succeeded")
+    leaf = dp.StepRecord(path="inner", pipe="inner", kind="llm", status="failed")
+    assert finished_steps([record, leaf]) == 2  # not a controller while no kind says so
+    register_kind(Kind("mute", MutePipe, controller=True))
+    try:
+        assert finished_steps([record, leaf]) == 1
+    finally:
+        unregister_kind("mute")
+    assert finished_steps([record, leaf]) == 2

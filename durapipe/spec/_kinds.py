@@ -170,6 +170,22 @@ def is_controller_kind(name: str) -> bool:
     return kind is not None and kind.controller
 
 
+# The controller kinds' names under the registry generation they were read under.
+_CONTROLLERS: tuple[int, frozenset[str]] = (-1, frozenset())
+
+
+def controller_kinds() -> frozenset[str]:
+    """The names of the kinds whose pipes run as a workflow of their own: `is_controller_kind`
+    for a scan of many step records (a run's totals count its finished leaf steps every time they
+    are upserted), as a set read again only when the registry changed."""
+    global _CONTROLLERS
+    generation, names = _CONTROLLERS
+    if generation != _GENERATION[0]:
+        names = frozenset(name for name, kind in _KINDS.items() if kind.controller)
+        _CONTROLLERS = (_GENERATION[0], names)
+    return names
+
+
 class UnknownPipe(PipeBase):
     """A pipe of a kind this process does not know, kept as read where a run's recorded spec is
     read (`lenient_kinds`), so the interpreter can fail its step with one sentence."""
