@@ -10,7 +10,7 @@ import typer
 
 import durapipe as dp
 from durapipe.cli._app import TaskQueueOption, app, fail, handles_errors
-from durapipe.cli._connection import connection_options
+from durapipe.cli._connection import connect, connection_options
 from durapipe.cli._methods import MethodsOption
 
 TOKEN_ENV = "DURAPIPE_SERVE_TOKEN"
@@ -153,4 +153,10 @@ def serve(
             max_executes_per_peer=max_executes_per_peer,
         ),
     )
-    asyncio.run(serve_forever(config, host=host, port=port))
+
+    async def connected_serve() -> None:
+        # Connected here: a connect left unanswered is said after 3 s, as by every command.
+        client = await connect(config.connection, checkpoints=None)
+        await serve_forever(config, host=host, port=port, client=client)
+
+    asyncio.run(connected_serve())

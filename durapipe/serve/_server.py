@@ -32,6 +32,7 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 8081,
     ready: Callable[[str], None] | None = None,
+    client: Client | None = None,
 ) -> None:
     """Serve the MTHDS protocol on ``host:port`` until SIGINT or SIGTERM.
 
@@ -40,11 +41,14 @@ async def serve(
         host: the interface to listen on.
         port: the port; 0 picks a free one (the address is passed to ``ready``).
         ready: called with the base URL once the server listens (default: print it to stderr).
+        client: the Temporal client runs start through (default: one connected with
+            ``config.connection``, without a checkpoint store).
 
     Raises:
         ConfigError: Temporal cannot be reached, or ``host:port`` cannot be listened on.
     """
-    client = await connect(options=config.connection, checkpoints=None)
+    if client is None:
+        client = await connect(options=config.connection, checkpoints=None)
     app = create_app(config, client)
     # A handler whose client closed its connection is cancelled: an execute stops waiting for its
     # run (which goes on), instead of waiting out --execute-wait for nobody, out of the caps.

@@ -227,10 +227,15 @@ def silent_port() -> Iterator[int]:
     server.close()
 
 
-def test_a_server_that_never_answers_is_said_while_the_connect_waits(silent_port: int) -> None:
-    # The SDK's connect waits ~30 s for an answer; the command said nothing until it gave up.
-    command = durapipe_command("show", "some-run", "--address", f"127.0.0.1:{silent_port}")
-    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=cli_env()) as process:
+@pytest.mark.parametrize("words", [["show", "some-run"], ["serve", "--port", "0"]])
+def test_a_server_that_never_answers_is_said_while_the_connect_waits(
+    silent_port: int, words: list[str]
+) -> None:
+    # The SDK's connect waits ~30 s for an answer; the command said nothing until it gave up
+    # (serve too, which connected inside the server's own code).
+    command = durapipe_command(*words, "--address", f"127.0.0.1:{silent_port}")
+    env = cli_env(DURAPIPE_SERVE_TOKEN="s3cret")
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env) as process:
         try:
             assert process.stderr is not None
             first = process.stderr.readline()  # the note comes 3 s into the ~30 s wait
