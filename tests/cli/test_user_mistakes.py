@@ -362,3 +362,16 @@ def test_schedule_create_without_its_file_says_how_to_give_it() -> None:
         "error: --file is missing: give the pipeline file that defines pipe 'brief' "
         "(`durapipe schedule create nightly brief --file FILE`)\n"
     )
+
+def test_an_id_for_a_local_run_is_refused(tmp_path: Path) -> None:
+    # The id named nothing in-process (no history to show or wait for): it was taken silently.
+    result = CliRunner().invoke(
+        app, ["run", "shout", "--file", str(_pipeline(tmp_path)), "--local", "--id", "mine"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: --id only applies on Temporal; a --local run keeps no history to find as 'mine' "
+        "(run it without --local to name it, or without --id)\n"
+    )
+    assert result.stdout == ""
+
