@@ -11,7 +11,7 @@ import typer
 import durapipe as dp
 from durapipe.cli._app import TaskQueueOption, app, fail, handles_errors
 from durapipe.cli._connection import connect, connection_options
-from durapipe.cli._methods import MethodsOption
+from durapipe.cli._methods import MethodsOption, check_methods_folder
 
 TOKEN_ENV = "DURAPIPE_SERVE_TOKEN"
 
@@ -36,6 +36,7 @@ def serve(
             help="The file the workers load (.yaml, .py or .mthds): its tool functions and models "
             "are what clients may use, and its pipes can be run by name.",
             show_default=False,
+            readable=False,  # durapipe says why it cannot read it, in its own sentence
         ),
     ] = None,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
@@ -43,7 +44,9 @@ def serve(
     token_file: Annotated[
         Path | None,
         typer.Option(
-            "--token-file", help=f"File holding the bearer token (else the {TOKEN_ENV} variable)."
+            "--token-file",
+            help=f"File holding the bearer token (else the {TOKEN_ENV} variable).",
+            readable=False,
         ),
     ] = None,
     models: Annotated[
@@ -56,6 +59,7 @@ def serve(
             "--deck",
             envvar="DURAPIPE_MTHDS_DECK",
             help="The MTHDS model deck (TOML) bundles' model references resolve through.",
+            readable=False,
         ),
     ] = None,
     execute_wait: Annotated[
@@ -133,6 +137,8 @@ def serve(
     from durapipe.serve import ClientLimits, serve_config
     from durapipe.serve import serve as serve_forever
 
+    for folder in methods or ():  # they serve every method a client sends, with no file here
+        check_methods_folder(folder)
     config = serve_config(
         _token(token_file),
         file=file,
