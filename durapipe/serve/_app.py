@@ -40,6 +40,7 @@ from durapipe.serve._methods import (
 from durapipe.serve._problems import ServeError, problem_item
 from durapipe.serve._runs import (
     TRUNCATED_STEPS,
+    UNAVAILABLE_RETRY_AFTER_S,
     Idempotency,
     failure_problem,
     results_body,
@@ -47,6 +48,7 @@ from durapipe.serve._runs import (
     run_results,
     run_status,
     start_run,
+    temporal_lost,
     wait_result,
 )
 from durapipe.serve._slow import (
@@ -166,7 +168,17 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ServeError as err:
-        return err.response({"Retry-After": "2"} if err.code == "runtime.unavailable" else None)
+        unavailable = err.code == "runtime.unavailable"
+        return err.response(
+            {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)} if unavailable else None
+        )
+    except RPCError as err:
+        # Temporal down or unreachable part way through (a status read's own describe is answered
+        # where it is made): not this runner's bug, and asking again later may work. One line.
+        where = f"{request.method} {request.path}"
+        logger.warning("durapipe serve: %s: Temporal did not answer: %s", where, err.message)
+        lost = temporal_lost(err, where)
+        return lost.response({"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
     except web.HTTPRequestEntityTooLarge as err:
         limit = request.app[_CONFIG].max_body_bytes
         return ServeError(
