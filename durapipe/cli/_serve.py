@@ -124,6 +124,14 @@ def serve(
             "nothing started; 0: no cap; raise it behind a reverse proxy).",
         ),
     ] = 32,
+    max_loads: Annotated[
+        int,
+        typer.Option(
+            "--max-loads",
+            help="Methods clients send that load at once at most (then 503, nothing read or "
+            "started; 0: no cap): each load holds Python's GIL while it runs.",
+        ),
+    ] = 2,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
     methods: MethodsOption = None,
     *,
@@ -158,6 +166,7 @@ def serve(
             max_executes=max_executes,
             max_executes_per_peer=max_executes_per_peer,
         ),
+        max_loads=max_loads,
     )
 
     async def connected_serve() -> None:

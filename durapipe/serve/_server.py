@@ -20,6 +20,7 @@ from durapipe.client._connection import ConnectOptions
 from durapipe.client._handle import connect
 from durapipe.client._stalls import QueuePollers
 from durapipe.serve._app import DEFAULT_EXECUTE_WAIT_S, ServeConfig, create_app
+from durapipe.serve._loads import DEFAULT_MAX_LOADS
 from durapipe.serve._slow import ClientLimits, GuardedSite
 from durapipe.serve._trust import Capabilities
 
@@ -111,6 +112,7 @@ def serve_config(
     allow_urls: tuple[str, ...] = (),
     methods: Sequence[Path] | None = None,
     limits: ClientLimits | None = None,
+    max_loads: int = DEFAULT_MAX_LOADS,
 ) -> ServeConfig:
     """The configuration of a server in front of workers started on ``file``.
 
@@ -127,6 +129,7 @@ def serve_config(
         methods: the folders of installed methods MTHDS package addresses resolve from, for
             ``file`` and for the methods clients send (default ``DURAPIPE_MTHDS_METHODS``).
         limits: how long a request may take to arrive and how many connections may be open.
+        max_loads: how many methods clients send may load at once (0: no cap).
 
     Raises:
         ConfigError: no token, a limit below its least, or the file or the deck cannot be read.
@@ -146,6 +149,10 @@ def serve_config(
     limits = limits or ClientLimits()
     if faults := limits.problems():
         raise ConfigError(f"durapipe serve: {faults[0]}")
+    if max_loads < 0:
+        raise ConfigError(
+            f"durapipe serve: --max-loads must be 0 (no cap) or more, not {max_loads}"
+        )
     stores = None if methods is None else tuple(methods)
     pipeline = load(file, methods=stores) if file is not None else None
     deck = load_deck(deck_file)
@@ -160,4 +167,5 @@ def serve_config(
         allow_urls=allow_urls,
         methods=stores,
         limits=limits,
+        max_loads=max_loads,
     )

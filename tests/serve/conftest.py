@@ -195,11 +195,13 @@ async def served(temporal_address: str, worker: str, gate_dir: Path) -> AsyncIte
 
 @contextlib.asynccontextmanager
 async def serving(
-    client: Client, task_queue: str, limits: ClientLimits | None = None
+    client: Client, task_queue: str, limits: ClientLimits | None = None, max_loads: int = 2
 ) -> AsyncIterator[int]:
     """`durapipe serve`'s app on a free port of this process (as `durapipe serve` runs it, under
-    ``limits`` if given); its port."""
-    config = ServeConfig(token=TOKEN, task_queue=task_queue, limits=limits or ClientLimits())
+    ``limits`` if given, ``max_loads`` methods loading at once); its port."""
+    config = ServeConfig(
+        token=TOKEN, task_queue=task_queue, limits=limits or ClientLimits(), max_loads=max_loads
+    )
     runner = web.AppRunner(create_app(config, client), handler_cancellation=True)
     await runner.setup()
     site: web.BaseSite = web.TCPSite(runner, "127.0.0.1", 0)
