@@ -6,45 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
 import durapipe as dp
-import durapipe.serve._app as serve_app
-from tests.serve.conftest import HELLO_METHOD, TOKEN, serving
+from tests.serve.conftest import HELLO_METHOD, TOKEN, HeldLoader, serving
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 BODY = {"files": {"method.yaml": HELLO_METHOD}}
 
 
-class Gate:
-    """`load_method` held until ``opened``; ``entered`` counts the loads that began."""
-
-    def __init__(self, load: Any) -> None:
-        self.load = load
-        self.entered = threading.Semaphore(0)
-        self.opened = threading.Event()
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.entered.release()
-        self.opened.wait(30)
-        return self.load(*args, **kwargs)
-
-
-@pytest.fixture
-def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
-    held = Gate(serve_app.load_method)
-    monkeypatch.setattr(serve_app, "load_method", held)
-    yield held
-    held.opened.set()
-
-
 async def test_loads_past_the_cap_are_a_503_and_a_place_comes_back(
-    temporal_address: str, task_queue: str, gate: Gate, caplog: pytest.LogCaptureFixture
+    temporal_address: str, task_queue: str, held: HeldLoader, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="durapipe.serve")
     client = await dp.connect(temporal_address, checkpoints=None)
@@ -54,14 +28,14 @@ async def test_loads_past_the_cap_are_a_503_and_a_place_comes_back(
             base_url=f"http://127.0.0.1:{port}/v1", headers=HEADERS, timeout=60
         ) as http,
     ):
-        held = [asyncio.create_task(http.post("/validate", json=BODY)) for _ in range(2)]
-        for _ in held:
-            assert await asyncio.to_thread(gate.entered.acquire, True, 20), "a load to begin"
+        loading = [asyncio.create_task(http.post("/validate", json=BODY)) for _ in range(2)]
+        for _ in loading:
+            assert await asyncio.to_thread(held.began.acquire, True, 20), "a load to begin"
         refused = await http.post("/validate", json=BODY)
         started = await http.post("/start", json={**BODY, "pipe_code": "hello"})
         version = await http.get("/version")
-        gate.opened.set()
-        answers = await asyncio.gather(*held)
+        held.opened.set()
+        answers = await asyncio.gather(*loading)
         again = await http.post("/validate", json=BODY)
     assert version.status_code == 200  # the cheap reads go on meanwhile
     for answer in (refused, started):
