@@ -26,7 +26,7 @@ from pathlib import Path
 
 from durapipe._errors import Problem
 from durapipe.spec._deck import ModelEntry, target
-from durapipe.spec._flow import suggest
+from durapipe.spec._names import suggest
 from durapipe.spec._spec import Pipeline
 
 # durapipe's own models: the offline LLM/image model and the embedded extractor.
@@ -169,7 +169,7 @@ def provider_problems(pipeline: Pipeline, source: str = "") -> list[Problem]:
         provider = model.split("/", 1)[0]
         if provider in known:
             return
-        hint = suggest(provider, dict.fromkeys(known))
+        hint = suggest(provider, known)
         problems.append(
             Problem(
                 where,

@@ -305,6 +305,13 @@ def run(
         raise fail("--approve-all only applies with --local; on Temporal use `durapipe approve`")
     if detach and local:
         raise fail("--detach only applies on Temporal; a --local run lives in this process")
+    if run_id is not None and local:
+        # Refused rather than honoured: in-process the id names nothing a user can find again
+        # (no history, no `show` or `result` of it).
+        raise fail(
+            f"--id only applies on Temporal; a --local run keeps no history to find as '{run_id}' "
+            "(run it without --local to name it, or without --id)"
+        )
     if searchable_totals is not None and local:
         raise fail(
             "--[no-]searchable-totals only applies on Temporal; a --local run has no search attributes"
@@ -324,7 +331,6 @@ def run(
                         pipeline,
                         pipe,
                         values,
-                        run_id=run_id,
                         budget_usd=budget_usd,
                         approve_all=approve_all,
                         on_step=on_step,

@@ -25,13 +25,14 @@ _PANEL = "Connection (also TEMPORAL_* environment variables and temporal.toml pr
 def _option(name: str, annotation: Any, flag: str, help_text: str, default: Any = None) -> Any:
     # "--namespace|-n": the temporal CLI's short flag too.
     flags = flag.split("|")
+    # readable=False (Typer reads it for the Path flags only): a file durapipe cannot read is
+    # its own one sentence (`ConnectOptions`), not Typer's usage box.
+    option = typer.Option(*flags, help=help_text, rich_help_panel=_PANEL, readable=False)
     return inspect.Parameter(
         name,
         inspect.Parameter.KEYWORD_ONLY,
         default=default,
-        annotation=Annotated[
-            annotation, typer.Option(*flags, help=help_text, rich_help_panel=_PANEL)
-        ],
+        annotation=Annotated[annotation, option],
     )
 
 

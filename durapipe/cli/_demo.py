@@ -11,6 +11,7 @@ import typer
 
 import durapipe as dp
 from durapipe.cli import _progress
+from durapipe.cli._connection import connect
 from durapipe.cli._printable import printable_json
 
 ARTICLE = (
@@ -55,7 +56,7 @@ def run_demo(file: Path, *, keep: bool) -> None:
 
 
 async def _run(pipeline: dp.Pipeline, address: str, run_id: str) -> dp.RunResult:
-    client = await dp.connect(address, pipeline=pipeline)
+    client = await connect(dp.ConnectOptions(address=address), pipeline=pipeline)
     task_queue = f"durapipe-demo-{uuid.uuid4().hex[:8]}"
     typer.echo(
         "starting a worker (it loads the model library, litellm: a few seconds, more on a busy "

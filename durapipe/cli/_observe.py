@@ -137,7 +137,8 @@ def replay(
         typer.Option("--query", help="Replay every workflow this visibility query finds."),
     ] = None,
     files: Annotated[
-        list[Path] | None, typer.Option("--file", help="Replay a history saved as JSON.")
+        list[Path] | None,
+        typer.Option("--file", help="Replay a history saved as JSON.", readable=False),
     ] = None,
     *,
     connection: dp.ConnectOptions,

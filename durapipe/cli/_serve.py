@@ -10,8 +10,8 @@ import typer
 
 import durapipe as dp
 from durapipe.cli._app import TaskQueueOption, app, fail, handles_errors
-from durapipe.cli._connection import connection_options
-from durapipe.cli._methods import MethodsOption
+from durapipe.cli._connection import connect, connection_options
+from durapipe.cli._methods import MethodsOption, check_methods_folder
 
 TOKEN_ENV = "DURAPIPE_SERVE_TOKEN"
 
@@ -36,6 +36,7 @@ def serve(
             help="The file the workers load (.yaml, .py or .mthds): its tool functions and models "
             "are what clients may use, and its pipes can be run by name.",
             show_default=False,
+            readable=False,  # durapipe says why it cannot read it, in its own sentence
         ),
     ] = None,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
@@ -43,7 +44,9 @@ def serve(
     token_file: Annotated[
         Path | None,
         typer.Option(
-            "--token-file", help=f"File holding the bearer token (else the {TOKEN_ENV} variable)."
+            "--token-file",
+            help=f"File holding the bearer token (else the {TOKEN_ENV} variable).",
+            readable=False,
         ),
     ] = None,
     models: Annotated[
@@ -56,6 +59,7 @@ def serve(
             "--deck",
             envvar="DURAPIPE_MTHDS_DECK",
             help="The MTHDS model deck (TOML) bundles' model references resolve through.",
+            readable=False,
         ),
     ] = None,
     execute_wait: Annotated[
@@ -120,6 +124,14 @@ def serve(
             "nothing started; 0: no cap; raise it behind a reverse proxy).",
         ),
     ] = 32,
+    max_loads: Annotated[
+        int,
+        typer.Option(
+            "--max-loads",
+            help="Methods clients send that load at once at most (then 503, nothing read or "
+            "started; 0: no cap): each load holds Python's GIL while it runs.",
+        ),
+    ] = 2,
     task_queue: TaskQueueOption = dp.DEFAULT_TASK_QUEUE,
     methods: MethodsOption = None,
     *,
@@ -133,6 +145,8 @@ def serve(
     from durapipe.serve import ClientLimits, serve_config
     from durapipe.serve import serve as serve_forever
 
+    for folder in methods or ():  # they serve every method a client sends, with no file here
+        check_methods_folder(folder)
     config = serve_config(
         _token(token_file),
         file=file,
@@ -152,5 +166,12 @@ def serve(
             max_executes=max_executes,
             max_executes_per_peer=max_executes_per_peer,
         ),
+        max_loads=max_loads,
     )
-    asyncio.run(serve_forever(config, host=host, port=port))
+
+    async def connected_serve() -> None:
+        # Connected here: a connect left unanswered is said after 3 s, as by every command.
+        client = await connect(config.connection, checkpoints=None)
+        await serve_forever(config, host=host, port=port, client=client)
+
+    asyncio.run(connected_serve())

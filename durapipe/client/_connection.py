@@ -124,12 +124,12 @@ class ConnectOptions:
         if not any(files.values()) and not self.tls_server_name:
             return True if self.tls else None
         if bool(self.tls_cert) != bool(self.tls_key):
-            raise ConfigError("mTLS needs both --tls-cert and --tls-key (or neither)")
+            raise ConfigError("mTLS needs both --tls-cert-path and --tls-key-path (or neither)")
         base = loaded if isinstance(loaded, TLSConfig) else TLSConfig()
         return TLSConfig(
-            server_root_ca_cert=_read(self.tls_ca, "--tls-ca") or base.server_root_ca_cert,
-            client_cert=_read(self.tls_cert, "--tls-cert") or base.client_cert,
-            client_private_key=_read(self.tls_key, "--tls-key") or base.client_private_key,
+            server_root_ca_cert=_read(self.tls_ca, "--tls-ca-path") or base.server_root_ca_cert,
+            client_cert=_read(self.tls_cert, "--tls-cert-path") or base.client_cert,
+            client_private_key=_read(self.tls_key, "--tls-key-path") or base.client_private_key,
             domain=self.tls_server_name or base.domain,
         )
 

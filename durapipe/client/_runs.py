@@ -431,6 +431,9 @@ async def retry(client: Client, run_id: str) -> RunHandle:
         raise RunError(f"run '{run_id}' is {state}, not failed; nothing to retry", run_id=run_id)
     started = history.events[0].workflow_execution_started_event_attributes
     [run] = await client.data_converter.decode(started.input.payloads, [PipeRun])
+    # The failed execution's memo is the run's too: what its starter kept there (serve: the
+    # MTHDS concepts and output name its results are read with, an Idempotency-Key's digest).
+    kept = await description.memo()
     await client.start_workflow(
         WORKFLOW_NAME,
         run,
@@ -438,7 +441,12 @@ async def retry(client: Client, run_id: str) -> RunHandle:
         task_queue=started.task_queue.name,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
         static_summary=f"pipe {run.pipe} (retry)",
-        memo={"pipe": run.pipe, "spec_version": SPEC_VERSION, "retry_of": description.run_id},
+        memo={
+            **kept,
+            "pipe": run.pipe,
+            "spec_version": SPEC_VERSION,
+            "retry_of": description.run_id,
+        },
         search_attributes=start_totals(run.pipe, run.workflow_version),
     )
     return RunHandle(client, run_id, queues=RunQueues.of(run, started.task_queue.name))

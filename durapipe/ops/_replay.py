@@ -47,7 +47,9 @@ def load_history(path: Path) -> WorkflowHistory:
         return WorkflowHistory.from_json(path.stem, path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"cannot read history '{path}': no such file") from None
-    except (OSError, ValueError) as err:
+    except OSError as err:  # its reason, not Python's "[Errno 13] ...: 'path'" again
+        raise ConfigError(f"cannot read history '{path}': {err.strerror}") from None
+    except ValueError as err:
         raise ConfigError(f"cannot read history '{path}': {err}") from None
 
 

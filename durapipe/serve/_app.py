@@ -27,6 +27,7 @@ from durapipe.adapters import DEFAULT_TASK_QUEUE
 from durapipe.client._connection import ConnectOptions
 from durapipe.client._handle import RunHandle
 from durapipe.serve._ended import EndedRuns
+from durapipe.serve._loads import DEFAULT_MAX_LOADS, MethodLoads
 from durapipe.serve._memory import requested_output, run_inputs
 from durapipe.serve._methods import (
     Method,
@@ -40,6 +41,7 @@ from durapipe.serve._methods import (
 from durapipe.serve._problems import ServeError, problem_item
 from durapipe.serve._runs import (
     TRUNCATED_STEPS,
+    UNAVAILABLE_RETRY_AFTER_S,
     Idempotency,
     failure_problem,
     results_body,
@@ -47,6 +49,7 @@ from durapipe.serve._runs import (
     run_results,
     run_status,
     start_run,
+    temporal_lost,
     wait_result,
 )
 from durapipe.serve._slow import (
@@ -78,6 +81,7 @@ _STARTS: Final = web.AppKey("starts", set[asyncio.Task[RunHandle]])
 STARTS_GRACE_S: Final = 10.0
 _STALLS: Final = web.AppKey("stalls", StalledRuns)
 _ENDED: Final = web.AppKey("ended", EndedRuns)
+_LOADS: Final = web.AppKey("loads", MethodLoads)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -103,6 +107,7 @@ class ServeConfig:
             of a method a client sends resolve from (None: ``DURAPIPE_MTHDS_METHODS``).
         limits: how long a request may take to arrive and how many connections may be open
             (slow clients, see `ClientLimits`).
+        max_loads: how many methods may load at once (`MethodLoads`; 0: no cap).
     """
 
     token: str
@@ -116,6 +121,7 @@ class ServeConfig:
     allow_urls: tuple[str, ...] = ()
     methods: tuple[Path, ...] | None = None
     limits: ClientLimits = field(default_factory=ClientLimits)
+    max_loads: int = DEFAULT_MAX_LOADS
 
 
 _CONFIG: Final = web.AppKey("config", ServeConfig)
@@ -132,6 +138,7 @@ def create_app(config: ServeConfig, client: Client) -> web.Application:
     app[_CLIENT] = client
     app[_STALLS] = StalledRuns(client)
     app[_ENDED] = EndedRuns()
+    app[_LOADS] = MethodLoads(config.max_loads)
     app[_CONFIG] = config
     app[_STARTS] = set()
     app.on_response_prepare.append(close_after_response)
@@ -166,7 +173,17 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ServeError as err:
-        return err.response({"Retry-After": "2"} if err.code == "runtime.unavailable" else None)
+        unavailable = err.code == "runtime.unavailable"
+        return err.response(
+            {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)} if unavailable else None
+        )
+    except RPCError as err:
+        # Temporal down or unreachable part way through (a status read's own describe is answered
+        # where it is made): not this runner's bug, and asking again later may work. One line.
+        where = _named(request)
+        logger.warning("durapipe serve: %s: Temporal did not answer: %s", where, err.message)
+        lost = temporal_lost(err, where)
+        return lost.response({"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
     except web.HTTPRequestEntityTooLarge as err:
         limit = request.app[_CONFIG].max_body_bytes
         return ServeError(
@@ -335,11 +352,19 @@ def _trusted(config: ServeConfig, method: Method, pipe: str) -> None:
 
 async def _validate(request: web.Request) -> web.Response:
     config = request.app[_CONFIG]
+    request.app[_LOADS].refuse_if_full(_named(request))
     body = await _body(request)
     # Loading and checking a method is CPU work in proportion to its size (a 236 KB method, 2,000
-    # pipes: 0.8 s): off the event loop, so every other client is answered meanwhile. A client
-    # that leaves meanwhile cancels only the wait; the check ends in its thread, unread.
-    return web.json_response(await asyncio.to_thread(_verdict, config, body))
+    # pipes: 0.8 s): off the event loop, so every other client is answered meanwhile, and a few
+    # at once (`MethodLoads`). A client that leaves meanwhile cancels only the wait; the check
+    # ends in its thread, unread.
+    loads = request.app[_LOADS]
+    return web.json_response(await loads.run(_named(request), _verdict, config, body))
+
+
+def _named(request: web.Request) -> str:
+    """``POST /v1/validate``: the request as a log line names it."""
+    return f"{request.method} {request.path}"
 
 
 def _verdict(config: ServeConfig, body: dict[str, Any]) -> dict[str, Any]:
@@ -388,8 +413,10 @@ async def _start_run(request: web.Request, body: dict[str, Any]) -> tuple[RunHan
             "The Idempotency-Key header must be 1 to 255 visible ASCII characters.",
             params={"field": "Idempotency-Key"},
         )
-    # The method's load and checks are CPU work in proportion to its size: off the event loop.
-    method, pipe, output_name, idempotency = await asyncio.to_thread(_prepared, config, body, key)
+    # The method's load and checks are CPU work in proportion to its size: off the event loop,
+    # a few at once.
+    prepared = await request.app[_LOADS].run(_named(request), _prepared, config, body, key)
+    method, pipe, output_name, idempotency = prepared
     # A file input may be fetched (an allowed URL) and is stored: off the event loop.
     inputs = await asyncio.to_thread(
         run_inputs,
@@ -494,6 +521,7 @@ def _refused_inputs(err: PipelineError) -> ServeError:
 
 
 async def _start(request: web.Request) -> web.Response:
+    request.app[_LOADS].refuse_if_full(_named(request))  # before its method is even read
     handle, pipe = await _start_run(request, await _body(request))
     return web.json_response(
         {"pipeline_run_id": handle.run_id, "pipe_code": pipe, "workflow_id": handle.run_id},
@@ -503,6 +531,7 @@ async def _start(request: web.Request) -> web.Response:
 
 
 async def _execute(request: web.Request) -> web.Response:
+    request.app[_LOADS].refuse_if_full(_named(request))  # before its method is even read
     body = await _body(request)
     # It is about to wait for its run: under the executes' cap, not the connection caps.
     count_as_execute(request)

@@ -44,6 +44,8 @@ from durapipe.workflows._search import start_totals
 
 # Runs this server starts carry this prefix; it reads no other run of the namespace.
 RUN_ID_PREFIX: Final = "mthds-"
+# How long a client should wait before asking again when Temporal did not answer (Retry-After).
+UNAVAILABLE_RETRY_AFTER_S: Final = 2
 # The memo key of a run's MTHDS concepts (its output's and its inputs').
 MTHDS_MEMO: Final = "mthds"
 # The memo key of the digest of the request an Idempotency-Key started the run for (`Idempotency`).
@@ -324,7 +326,10 @@ async def run_results(
         raise await _failure(client, read, ended)
 
     async def completed() -> dict[str, Any]:
-        return await results_body(client, run_id, await RunHandle(client, run_id).result())
+        # Read at once (a completed run's result is there): `RunHandle.result` would ride out an
+        # unreachable Temporal for minutes, this poll's client waiting; an RPCError is a 503.
+        handle = client.get_workflow_handle(run_id, result_type=RunResult)
+        return await results_body(client, run_id, await handle.result())
 
     if ended is None:
         return await completed()
@@ -432,7 +437,18 @@ def _unavailable(err: RPCError) -> ServeError:
     return ServeError(
         "runtime.unavailable",
         f"Temporal cannot be reached right now ({err.message}); the run goes on, ask again shortly.",
-        extra={"retry_after": 2},
+        extra={"retry_after": UNAVAILABLE_RETRY_AFTER_S},
+    )
+
+
+def temporal_lost(err: RPCError, request: str) -> ServeError:
+    """The ``runtime.unavailable`` problem of a request (``"GET /v1/runs/x/results"``) that met
+    Temporal down or unreachable part way through (a result or a history read, a lookup)."""
+    return ServeError(
+        "runtime.unavailable",
+        f"Temporal did not answer {request} ({err.status.name}: {err.message}); a run already "
+        "started goes on: ask again shortly (with the same Idempotency-Key for a start).",
+        extra={"retry_after": UNAVAILABLE_RETRY_AFTER_S},
     )
 
 

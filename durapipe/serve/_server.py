@@ -20,6 +20,7 @@ from durapipe.client._connection import ConnectOptions
 from durapipe.client._handle import connect
 from durapipe.client._stalls import QueuePollers
 from durapipe.serve._app import DEFAULT_EXECUTE_WAIT_S, ServeConfig, create_app
+from durapipe.serve._loads import DEFAULT_MAX_LOADS
 from durapipe.serve._slow import ClientLimits, GuardedSite
 from durapipe.serve._trust import Capabilities
 
@@ -32,6 +33,7 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 8081,
     ready: Callable[[str], None] | None = None,
+    client: Client | None = None,
 ) -> None:
     """Serve the MTHDS protocol on ``host:port`` until SIGINT or SIGTERM.
 
@@ -40,11 +42,14 @@ async def serve(
         host: the interface to listen on.
         port: the port; 0 picks a free one (the address is passed to ``ready``).
         ready: called with the base URL once the server listens (default: print it to stderr).
+        client: the Temporal client runs start through (default: one connected with
+            ``config.connection``, without a checkpoint store).
 
     Raises:
         ConfigError: Temporal cannot be reached, or ``host:port`` cannot be listened on.
     """
-    client = await connect(options=config.connection, checkpoints=None)
+    if client is None:
+        client = await connect(options=config.connection, checkpoints=None)
     app = create_app(config, client)
     # A handler whose client closed its connection is cancelled: an execute stops waiting for its
     # run (which goes on), instead of waiting out --execute-wait for nobody, out of the caps.
@@ -107,6 +112,7 @@ def serve_config(
     allow_urls: tuple[str, ...] = (),
     methods: Sequence[Path] | None = None,
     limits: ClientLimits | None = None,
+    max_loads: int = DEFAULT_MAX_LOADS,
 ) -> ServeConfig:
     """The configuration of a server in front of workers started on ``file``.
 
@@ -123,6 +129,7 @@ def serve_config(
         methods: the folders of installed methods MTHDS package addresses resolve from, for
             ``file`` and for the methods clients send (default ``DURAPIPE_MTHDS_METHODS``).
         limits: how long a request may take to arrive and how many connections may be open.
+        max_loads: how many methods clients send may load at once (0: no cap).
 
     Raises:
         ConfigError: no token, a limit below its least, or the file or the deck cannot be read.
@@ -142,6 +149,10 @@ def serve_config(
     limits = limits or ClientLimits()
     if faults := limits.problems():
         raise ConfigError(f"durapipe serve: {faults[0]}")
+    if max_loads < 0:
+        raise ConfigError(
+            f"durapipe serve: --max-loads must be 0 (no cap) or more, not {max_loads}"
+        )
     stores = None if methods is None else tuple(methods)
     pipeline = load(file, methods=stores) if file is not None else None
     deck = load_deck(deck_file)
@@ -156,4 +167,5 @@ def serve_config(
         allow_urls=allow_urls,
         methods=stores,
         limits=limits,
+        max_loads=max_loads,
     )

@@ -15,8 +15,8 @@ from durapipe.spec._flow import (
     describe,
     output_shape,
     path_shape,
-    suggest,
 )
+from durapipe.spec._names import suggest
 from durapipe.spec._spec import (
     CONTINUE_OUTCOME,
     FAIL_OUTCOME,

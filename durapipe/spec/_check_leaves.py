@@ -10,7 +10,8 @@ from collections.abc import Mapping
 
 from durapipe.spec import _templates, _types
 from durapipe.spec._deck import settings_problems
-from durapipe.spec._flow import Report, suggest
+from durapipe.spec._flow import Report
+from durapipe.spec._names import suggest
 from durapipe.spec._spec import (
     AgentPipe,
     ApprovalPipe,

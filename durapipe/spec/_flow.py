@@ -7,10 +7,10 @@ pipe's output, a sequence's mapping output), so ``summaries.short`` has a type a
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 
 from durapipe.spec import _types
+from durapipe.spec._names import suggest
 from durapipe.spec._spec import (
     CONTINUE_OUTCOME,
     FAIL_OUTCOME,
@@ -210,9 +210,3 @@ def check_reads(
                 f"{where}, input '{input_name}'",
                 f"'{path}' is {describe(source)} but pipe '{target_name}' expects {input_type}",
             )
-
-
-def suggest(name: str, known: Mapping[str, object]) -> str:
-    """`` (did you mean 'x'?)`` when a known name is close to ``name``."""
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""

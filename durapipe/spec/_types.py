@@ -30,6 +30,8 @@ import annotated_types
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from durapipe.spec._names import suggest
+
 SCALARS = {"text": str, "integer": int, "number": float, "boolean": bool, "any": Any}
 _LIST = re.compile(r"^list\[(.+)\]$")
 _OPTIONAL = re.compile(r"^optional\[(.+)\]$")
@@ -297,8 +299,11 @@ def type_problems(ref: str, structures: Structures, *, loops: bool = True) -> li
             "durapipe's structures are not recursive: type the nested field `any` or give each "
             "level its own structure"
         ]
+    close = suggest(node.name, [*structures, *SCALARS, *BUILTINS])
+    # A close name is the likely fix (a typo of a declared structure); else how to make one.
     return [
-        f"unknown type '{node.name}' (declare it under structures, or use text, integer, number, boolean, any)"
+        f"unknown type '{node.name}'"
+        + (close or " (declare it under structures, or use text, integer, number, boolean, any)")
     ]
 
 

@@ -15,11 +15,9 @@ from durapipe._errors import PipelineError, Problem
 from durapipe.spec import _types
 from durapipe.spec._check_leaves import check_model
 from durapipe.spec._deck import ModelEntry, entry_problems, target
-from durapipe.spec._flow import (
-    output_shape,
-    suggest,
-)
+from durapipe.spec._flow import output_shape
 from durapipe.spec._kinds import is_controller_kind, kind_of
+from durapipe.spec._names import suggest
 from durapipe.spec._spec import (
     Pipeline,
     PipeSpec,

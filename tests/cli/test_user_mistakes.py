@@ -227,10 +227,15 @@ def silent_port() -> Iterator[int]:
     server.close()
 
 
-def test_a_server_that_never_answers_is_said_while_the_connect_waits(silent_port: int) -> None:
-    # The SDK's connect waits ~30 s for an answer; the command said nothing until it gave up.
-    command = durapipe_command("show", "some-run", "--address", f"127.0.0.1:{silent_port}")
-    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=cli_env()) as process:
+@pytest.mark.parametrize("words", [["show", "some-run"], ["serve", "--port", "0"]])
+def test_a_server_that_never_answers_is_said_while_the_connect_waits(
+    silent_port: int, words: list[str]
+) -> None:
+    # The SDK's connect waits ~30 s for an answer; the command said nothing until it gave up
+    # (serve too, which connected inside the server's own code).
+    command = durapipe_command(*words, "--address", f"127.0.0.1:{silent_port}")
+    env = cli_env(DURAPIPE_SERVE_TOKEN="s3cret")
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env) as process:
         try:
             assert process.stderr is not None
             first = process.stderr.readline()  # the note comes 3 s into the ~30 s wait
@@ -357,3 +362,68 @@ def test_schedule_create_without_its_file_says_how_to_give_it() -> None:
         "error: --file is missing: give the pipeline file that defines pipe 'brief' "
         "(`durapipe schedule create nightly brief --file FILE`)\n"
     )
+
+
+def test_an_id_for_a_local_run_is_refused(tmp_path: Path) -> None:
+    # The id named nothing in-process (no history to show or wait for): it was taken silently.
+    result = CliRunner().invoke(
+        app, ["run", "shout", "--file", str(_pipeline(tmp_path)), "--local", "--id", "mine"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: --id only applies on Temporal; a --local run keeps no history to find as 'mine' "
+        "(run it without --local to name it, or without --id)\n"
+    )
+    assert result.stdout == ""
+
+
+def test_every_file_option_says_in_one_sentence_why_it_cannot_read_it() -> None:
+    # Typer checked these first, in its usage box: "Invalid value for '--tls-cert-path': path
+    # ... is not readable", "Invalid value for '--methods': dir ... does not exist".
+    folder = Path(tempfile.mkdtemp())  # pytest's tmp_path is in a folder only its user enters
+    folder.chmod(0o755)
+    locked = folder / "locked.pem"
+    locked.write_text("x")
+    locked.chmod(0)
+    missing = folder / "missing"
+    bundle = folder / "jokes.mthds"
+    shutil.copy(Path(__file__).parents[1] / "mthds" / "bundles" / "jokes.mthds", bundle)
+    pipeline = folder / "p.yaml"
+    pipeline.write_text("pipes:\n  a: {kind: llm, prompt: hi}\n")
+    tls = ["show", "x", "--address", "127.0.0.1:9"]
+    cases = {
+        (*tls, "--tls-cert-path", locked, "--tls-key-path", locked): (
+            f"--tls-cert-path: cannot read '{locked}': Permission denied"
+        ),
+        (
+            *tls,
+            "--tls-ca-path",
+            locked,
+        ): f"--tls-ca-path: cannot read '{locked}': Permission denied",
+        ("replay", "--file", locked): f"cannot read history '{locked}': Permission denied",
+        (
+            "serve",
+            "--token-file",
+            locked,
+        ): f"--token-file: cannot read '{locked}': Permission denied",
+        ("serve", "--deck", locked): f"model deck '{locked}' cannot be read: Permission denied",
+        ("serve", locked): (
+            f"pipeline file '{locked}' cannot be read: permission denied (its mode is "
+            "----------); give the user running durapipe read access to it"
+        ),
+        ("serve", "--methods", missing): (
+            f"--methods '{missing}': no such folder; give a folder of installed methods"
+        ),
+        ("validate", bundle, "--methods", pipeline): (
+            f"--methods '{pipeline}' is a file; give a folder of installed methods"
+        ),
+        ("worker", pipeline, "--secrets-file", locked): (
+            f"secrets file '{locked}': cannot read it: Permission denied"
+        ),
+    }
+    env = cli_env(DURAPIPE_SERVE_TOKEN="s3cret")
+    for args, sentence in cases.items():
+        command = _as_another_user(durapipe_command(*map(str, args)))
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        assert (result.returncode, result.stderr) == (2, f"error: {sentence}\n"), args
+    shutil.rmtree(folder)

@@ -196,7 +196,10 @@ def test_the_methods_option_names_the_store_on_the_command_line(
     assert yaml.exit_code == 2
     assert "--methods applies to MTHDS bundles (.mthds) and packages only" in yaml.output
     nowhere = CliRunner().invoke(app, ["validate", str(path), "--methods", str(tmp_path / "no")])
-    assert nowhere.exit_code == 2 and "Invalid value for '--methods'" in nowhere.output
+    assert nowhere.exit_code == 2
+    assert nowhere.stderr == (
+        f"error: --methods '{tmp_path / 'no'}': no such folder; give a folder of installed methods\n"
+    )
 
 
 def _version(folder: Path, version: str) -> Path:

@@ -103,5 +103,5 @@ def test_connect_options_layer_flags_over_environment(
     tls = dp.ConnectOptions(tls_ca=pki.ca, tls_server_name="localhost").client_config()["tls"]
     assert tls.server_root_ca_cert == pki.ca.read_bytes() and tls.domain == "localhost"
     assert dp.ConnectOptions(tls=False).client_config()["tls"] is False
-    with pytest.raises(dp.ConfigError, match="mTLS needs both --tls-cert and --tls-key"):
+    with pytest.raises(dp.ConfigError, match="mTLS needs both --tls-cert-path and --tls-key-path"):
         dp.ConnectOptions(tls_cert=pki.client_cert).client_config()

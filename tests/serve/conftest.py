@@ -8,10 +8,12 @@ import os
 import re
 import signal
 import sys
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -19,6 +21,7 @@ from mthds.runners.api.client import MthdsAPIClient
 from pipelex_sdk.client import PipelexAPIClient
 from temporalio.client import Client
 
+import durapipe.serve._app as serve_app
 from durapipe.serve import ServeConfig, create_app
 from durapipe.serve._slow import ClientLimits, GuardedSite
 from tests.serve.serve_tools import GATE_ENV
@@ -195,11 +198,13 @@ async def served(temporal_address: str, worker: str, gate_dir: Path) -> AsyncIte
 
 @contextlib.asynccontextmanager
 async def serving(
-    client: Client, task_queue: str, limits: ClientLimits | None = None
+    client: Client, task_queue: str, limits: ClientLimits | None = None, max_loads: int = 2
 ) -> AsyncIterator[int]:
     """`durapipe serve`'s app on a free port of this process (as `durapipe serve` runs it, under
-    ``limits`` if given); its port."""
-    config = ServeConfig(token=TOKEN, task_queue=task_queue, limits=limits or ClientLimits())
+    ``limits`` if given, ``max_loads`` methods loading at once); its port."""
+    config = ServeConfig(
+        token=TOKEN, task_queue=task_queue, limits=limits or ClientLimits(), max_loads=max_loads
+    )
     runner = web.AppRunner(create_app(config, client), handler_cancellation=True)
     await runner.setup()
     site: web.BaseSite = web.TCPSite(runner, "127.0.0.1", 0)
@@ -210,3 +215,34 @@ async def serving(
         yield runner.addresses[0][1]
     finally:
         await runner.cleanup()
+
+
+class HeldLoader:
+    """`load_method` held at a gate: ``entered`` once a load began, which waits for ``opened``
+    (at most 20 s, then says it was not opened) before loading."""
+
+    def __init__(self, load: Any) -> None:
+        self.load = load
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+        self.not_opened = False
+        self.ended = threading.Event()
+        self.began = threading.Semaphore(0)  # one release per load that began
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.entered.set()
+        self.began.release()
+        # Held on the event loop, nothing could open it: the wait times out and says so.
+        self.not_opened = not self.opened.wait(20)
+        try:
+            return self.load(*args, **kwargs)
+        finally:
+            self.ended.set()
+
+
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldLoader]:
+    loader = HeldLoader(serve_app.load_method)
+    monkeypatch.setattr(serve_app, "load_method", loader)
+    yield loader
+    loader.opened.set()

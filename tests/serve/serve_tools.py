@@ -37,3 +37,12 @@ async def gate(text: str) -> str:
     while not (folder / f"open-{key}").exists():  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     return f"passed: {text}"
+
+
+def mended(text: str) -> str:
+    """Fail (a `ToolError`, not retried) until the test writes ``mend-KEY`` in the gate folder:
+    a run that fails, then succeeds when `durapipe retry` runs it again."""
+    key = hashlib.sha256(text.encode()).hexdigest()[:12]
+    if not (Path(os.environ[GATE_ENV]) / f"mend-{key}").exists():
+        raise ToolError(f"not mended yet: {text[:20]}")
+    return f"mended: {text}"

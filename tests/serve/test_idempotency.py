@@ -14,6 +14,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+import durapipe as dp
 from tests.serve.conftest import HERE, TOKEN, Served
 
 METHOD = {"method.yaml": (HERE / "method.yaml").read_text()}
@@ -83,3 +84,25 @@ async def test_a_malformed_key_is_refused_before_anything_is_read(served: Served
     answer = await _start(served, key, b'{"pipe_code": "loud_summary", "files": {"x.py": "1"}}')
     assert answer.status_code == 422, answer.text
     assert answer.json()["params"] == {"field": "Idempotency-Key"}
+
+
+async def test_a_run_a_key_started_before_keyed_ids_is_still_its_run(
+    served: Served, worker: str, temporal_address: str
+) -> None:
+    # Before keyed ids left the pipe out, a key's run was `mthds-<pipe>-<the key's hash>`, and
+    # its memo kept no digest of the request: a resend of that pipe under the key gets that run.
+    key = f"order-{uuid.uuid4()}"
+    suffix = hashlib.sha256(key.encode()).hexdigest()[:24]
+    earlier = f"mthds-loud_summary-{suffix}"
+    temporal = await dp.connect(temporal_address, checkpoints=None)
+    pipeline = dp.load(HERE / "method.yaml")
+    await dp.start(
+        temporal, pipeline, "loud_summary", {"text": TEXT}, run_id=earlier, task_queue=worker
+    )
+    execution = (await temporal.get_workflow_handle(earlier).describe()).run_id
+
+    resent = await _start(served, key, json.dumps(_body("loud_summary", TEXT)).encode())
+    assert resent.status_code == 202, resent.text
+    assert resent.json()["pipeline_run_id"] == earlier
+    assert (await temporal.get_workflow_handle(earlier).describe()).run_id == execution
+    assert await _absent(temporal, f"mthds-keyed-{suffix}")  # nothing else was started

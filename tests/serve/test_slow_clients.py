@@ -466,9 +466,11 @@ async def test_executes_waiting_for_their_runs_leave_room_for_reads(
 ) -> None:
     # Executes waiting for their runs (up to --execute-wait, 600 s) used to hold the places of
     # their address: with the per-address cap of them waiting, a status read from it got a 503.
+    # --max-loads 0: its executes arrive at once, and past the loads' cap some would be refused.
     server = await start_serve(
-        temporal_address, worker, gate_dir, "--max-connections-per-peer", str(PER_PEER)
-    )
+        temporal_address, worker, gate_dir, "--max-connections-per-peer", str(PER_PEER),
+        "--max-loads", "0",
+    )  # fmt: skip
     keys: list[str] = []
     try:
         waiting, keys = await _executes_waiting(server, gate_dir, PER_PEER)

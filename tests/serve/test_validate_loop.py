@@ -7,48 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
-from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
 import durapipe as dp
-import durapipe.serve._app as serve_app
 from tests.serve.conftest import HELLO_METHOD as METHOD
-from tests.serve.conftest import TOKEN, serving
+from tests.serve.conftest import TOKEN, HeldLoader, serving
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
-
-
-class HeldLoader:
-    """`load_method` held at a gate: ``entered`` once a load began, which waits for ``opened``
-    (at most 20 s, then says it was not opened) before loading."""
-
-    def __init__(self, load: Any) -> None:
-        self.load = load
-        self.entered = threading.Event()
-        self.opened = threading.Event()
-        self.not_opened = False
-        self.ended = threading.Event()
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.entered.set()
-        # Held on the event loop, nothing could open it: the wait times out and says so.
-        self.not_opened = not self.opened.wait(20)
-        try:
-            return self.load(*args, **kwargs)
-        finally:
-            self.ended.set()
-
-
-@pytest.fixture
-def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldLoader]:
-    loader = HeldLoader(serve_app.load_method)
-    monkeypatch.setattr(serve_app, "load_method", loader)
-    yield loader
-    loader.opened.set()
 
 
 @pytest.mark.parametrize("route", ["validate", "start"])

@@ -156,6 +156,11 @@ EXPECTED = {
         "unknown_type.yaml:2: pipe 'extract', field 'output': unknown type 'Claimz' "
         "(declare it under structures, or use text, integer, number, boolean, any)"
     ],
+    # A structure's name mistyped gets its "did you mean", as a mistyped pipe's does.
+    "unknown_structure.yaml": [
+        "unknown_structure.yaml:6: pipe 'extract', field 'output': unknown type 'Claimz' "
+        "(did you mean 'Claim'?)"
+    ],
     "batch_bad_on_error.yaml": [
         "batch_bad_on_error.yaml:9: pipe 'shout_all': field 'on_error': Input should be 'fail' or 'collect'",
     ],

@@ -90,7 +90,9 @@ def load_deck(path: str | Path | None = None) -> ModelDeck:
         return ModelDeck()
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as err:
+    except OSError as err:  # its reason, not Python's "[Errno 2] ...: 'path'" again
+        raise ConfigError(f"model deck '{path}' cannot be read: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"model deck '{path}' cannot be read: {err}") from None
     base = ModelDeck()
     try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from durapipe._errors import Problem
 from durapipe.adapters.mthds._bundle import Bundle, ConceptBlueprint, PipeBlueprint
 from durapipe.adapters.mthds._installed import address_key, is_address
+from durapipe.spec._names import suggest
 
 NATIVE_CONCEPTS = frozenset(
     {
@@ -258,8 +259,9 @@ def resolve_concept(library: Library, bundle: Bundle, ref: str) -> ConceptTarget
         return ConceptTarget(ref, library, bundle)
     found = library.concept(bundle.domain, ref)
     if found is None:
+        close = suggest(ref, [*bundle.concepts, *NATIVE_CONCEPTS])
         return (
-            f"unknown concept '{ref}': declare it in [concept], or use a native concept "
+            f"unknown concept '{ref}'{close}: declare it in [concept], or use a native concept "
             f"({', '.join(sorted(NATIVE_CONCEPTS))})"
         )
     return ConceptTarget(ref, library, found[0])
