@@ -289,15 +289,18 @@ async def _heartbeating(
     try:
         return await work
     except ApplicationError as err:
+        # A tool's own failure (`ToolError`, Temporal's `ApplicationError`) may quote a credential
+        # of this worker as a plain exception may; then its cause, which quotes it too, stays out.
+        message = redact(err.message)
         raise ApplicationError(
-            err.message,
+            message,
             *err.details,
             _stamped(stamp, spend),
             type=err.type,
             non_retryable=err.non_retryable,
             next_retry_delay=err.next_retry_delay,
             category=err.category,
-        ) from err
+        ) from (err if message == err.message else None)
     except FailureError:
         raise  # Temporal's own (cancellation and the like): keep them as they are
     except EncryptionError as err:
