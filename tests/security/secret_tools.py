@@ -28,3 +28,8 @@ def rejected(customer: str) -> str:
 def broke(customer: str) -> str:
     """Fail with a plain exception quoting the worker's CRM key (not retried: one attempt)."""
     raise PermissionError(f"CRM key {os.environ['CRM_API_KEY']} has no access")
+
+
+def loud(customer: str) -> str:
+    """Fail with a message of 3,000,000 characters, more than Temporal records in a failure."""
+    raise ValueError("x" * 3_000_000)
