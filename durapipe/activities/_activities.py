@@ -304,15 +304,18 @@ async def _heartbeating(
     try:
         return await work
     except ApplicationError as err:
+        # A tool's own failure (`ToolError`, Temporal's `ApplicationError`) may quote a credential
+        # of this worker as a plain exception may; then its cause, which quotes it too, stays out.
+        message = _said(err.message)
         raise ApplicationError(
-            err.message,
+            message,
             *err.details,
             _stamped(stamp, spend),
             type=err.type,
             non_retryable=err.non_retryable,
             next_retry_delay=err.next_retry_delay,
             category=err.category,
-        ) from err
+        ) from (err if message == err.message else None)
     except FailureError:
         raise  # Temporal's own (cancellation and the like): keep them as they are
     except EncryptionError as err:
@@ -327,7 +330,7 @@ async def _heartbeating(
     except Exception as err:
         # What the SDK would report for a plain exception: its class name as the type. A message
         # quoting a credential of this worker loses its cause too: the cause would quote it again.
-        message = redact(str(err))
+        message = _said(str(err))
         failure = ApplicationError(message, _stamped(stamp, spend), type=type(err).__name__)
         raise failure from (err if message == str(err) else None)
     finally:
@@ -335,6 +338,22 @@ async def _heartbeating(
             beats.timer.cancel()
         if said is not None:
             beat_details.reset(said)
+
+
+# The longest failure message a step's activity reports. A failure is not a payload (no payload
+# store takes it): a tool raising with a 3 MB message could not be recorded by Temporal (its 2 MB
+# limit), and the step failed 30 s later as `durapipe.Timeout: heartbeat timeout exceeded`.
+MAX_FAILURE_MESSAGE = 10_000
+
+
+def _said(message: str) -> str:
+    """A failure's message as history may keep it: credentials masked, at most
+    `MAX_FAILURE_MESSAGE` characters (the rest cut, saying how much)."""
+    message = redact(message)
+    if len(message) <= MAX_FAILURE_MESSAGE:
+        return message
+    cut = len(message) - MAX_FAILURE_MESSAGE
+    return f"{message[:MAX_FAILURE_MESSAGE]}... ({cut:,} more characters cut)"
 
 
 def _stamped(stamp: dict[str, Any], spend: AttemptSpend | None) -> dict[str, Any]:

@@ -66,7 +66,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from durapipe._settings import settings
-from durapipe.adapters._schema_sample import Sampler, rng_for, sample_from_schema, words_of
+from durapipe.adapters._schema_sample import (
+    MAX_VALUES,
+    LargeSample,
+    Sampler,
+    rng_for,
+    sample_from_schema,
+    words_of,
+)
 
 # litellm fetches its price list from the internet at import time unless told to use the local copy.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -114,6 +121,10 @@ _PRICING: Final[dict[str, Any]] = {
 _TOKEN_RE: Final = re.compile(r"\w+|[^\w\s]")
 _PLAIN_WORDS: Final = 12
 _LEDGER_TEXT: Final = 200
+# Values an answer is built with on the event loop (a few ms); a larger one is built in a thread.
+# Built on the loop, the 100,000 values an answer may hold stopped the worker's other runs for
+# 1.3-1.6 s here (their activities, heartbeats and workflow tasks).
+_ON_LOOP_VALUES: Final = 2_000
 
 
 # --------------------------------------------------------------------------------------------------
@@ -174,11 +185,15 @@ class OfflineModel(CustomLLM):
         timeout: float | httpx.Timeout | None = None,
         client: AsyncHTTPHandler | None = None,
     ) -> litellm.ModelResponse:
-        """Answer asynchronously (``litellm.acompletion``); a scripted delay is cancellable."""
+        """Answer asynchronously (``litellm.acompletion``); a scripted delay is cancellable, and a
+        large answer is built in a thread (see `_ON_LOOP_VALUES`)."""
         delay = _arrive(model, messages, optional_params, litellm_params)
         if delay > 0:
             await asyncio.sleep(delay)
-        return _answer(messages, optional_params, model_response)
+        try:
+            return _answer(messages, optional_params, model_response, _ON_LOOP_VALUES)
+        except LargeSample:
+            return await asyncio.to_thread(_answer, messages, optional_params, model_response)
 
     def streaming(
         self,
@@ -226,11 +241,16 @@ class OfflineModel(CustomLLM):
         timeout: float | httpx.Timeout | None = None,
         client: AsyncHTTPHandler | None = None,
     ) -> AsyncIterator[GenericStreamingChunk]:
-        """Stream the answer (``stream=True``) as a single final chunk."""
+        """Stream the answer (``stream=True``) as a single final chunk (a large one built in a
+        thread, see `_ON_LOOP_VALUES`)."""
         delay = _arrive(model, messages, optional_params, litellm_params)
         if delay > 0:
             await asyncio.sleep(delay)
-        yield _chunk(messages, optional_params)
+        try:
+            chunk = _chunk(messages, optional_params, _ON_LOOP_VALUES)
+        except LargeSample:
+            chunk = await asyncio.to_thread(_chunk, messages, optional_params)
+        yield chunk
 
 
 def register_offline_model() -> None:
@@ -313,10 +333,13 @@ def _answer(
     messages: Sequence[Any],
     optional_params: Mapping[str, Any],
     model_response: litellm.ModelResponse,
+    limit: int = MAX_VALUES,
 ) -> litellm.ModelResponse:
+    """The answer, built with at most ``limit`` values (past it: `LargeSample`, below
+    `MAX_VALUES`; a `BadRequestError` past that)."""
     try:
-        calls = _tool_calls(messages, optional_params)
-        text, usage = ("", {}) if calls else _reply(messages, optional_params)
+        calls = _tool_calls(messages, optional_params, limit)
+        text, usage = ("", {}) if calls else _reply(messages, optional_params, limit)
     except ValueError as err:
         # A schema the offline model cannot answer (recursion without end, a value too large)
         # is the request's fault: no second attempt answers it (400, as a provider would).
@@ -338,7 +361,7 @@ def _answer(
 
 
 def _tool_calls(
-    messages: Sequence[Any], optional_params: Mapping[str, Any]
+    messages: Sequence[Any], optional_params: Mapping[str, Any], limit: int = MAX_VALUES
 ) -> list[dict[str, Any]]:
     """The scripted tool calls for this turn (see the module docstring); empty to answer."""
     tools = [t for t in optional_params.get("tools") or [] if isinstance(t, Mapping)]
@@ -352,7 +375,7 @@ def _tool_calls(
     for n, tool in enumerate(chosen, start=1):
         function = tool.get("function") or {}
         schema = function.get("parameters") or {"type": "object"}
-        arguments = Sampler(schema, rng_for(f"{seed}/{n}"), words).sample(schema)
+        arguments = Sampler(schema, rng_for(f"{seed}/{n}"), words, limit).sample(schema)
         calls.append(
             {
                 "id": f"call_{done + 1}_{n}",
@@ -369,9 +392,11 @@ def _has_tool_calls(message: Any) -> bool:
     return bool(getattr(message, "tool_calls", None))
 
 
-def _chunk(messages: Sequence[Any], optional_params: Mapping[str, Any]) -> GenericStreamingChunk:
+def _chunk(
+    messages: Sequence[Any], optional_params: Mapping[str, Any], limit: int = MAX_VALUES
+) -> GenericStreamingChunk:
     """The whole answer as the one and final chunk of a stream."""
-    text, usage = _reply(messages, optional_params)
+    text, usage = _reply(messages, optional_params, limit)
     return {
         "text": text,
         "tool_use": None,
@@ -387,10 +412,10 @@ def _chunk(messages: Sequence[Any], optional_params: Mapping[str, Any]) -> Gener
 
 
 def _reply(
-    messages: Sequence[Any], optional_params: Mapping[str, Any]
+    messages: Sequence[Any], optional_params: Mapping[str, Any], limit: int = MAX_VALUES
 ) -> tuple[str, dict[str, int]]:
     """The answer text and its token usage."""
-    text = _reply_text(messages, optional_params.get("response_format"))
+    text = _reply_text(messages, optional_params.get("response_format"), limit)
     return text, _usage(messages, text)
 
 
@@ -404,13 +429,14 @@ def _usage(messages: Sequence[Any], answer: str) -> dict[str, int]:
     }
 
 
-def _reply_text(messages: Sequence[Any], response_format: Any) -> str:
+def _reply_text(messages: Sequence[Any], response_format: Any, limit: int = MAX_VALUES) -> str:
     """The answer text for a conversation and a ``response_format``."""
     last_user = _last_user(messages)
     kind = _format_kind(response_format)
     if kind == "json_schema":
         schema = response_format["json_schema"].get("schema") or {}
-        sampler = Sampler(schema, rng_for(_seed(messages, response_format)), words_of(last_user))
+        seed = rng_for(_seed(messages, response_format))
+        sampler = Sampler(schema, seed, words_of(last_user), limit)
         return json.dumps(sampler.sample(schema))
     if kind == "json_object":
         words = last_user.split()[:_PLAIN_WORDS]
@@ -474,4 +500,6 @@ def _content_text(message: Any) -> str:
 
 
 def _count_tokens(text: str) -> int:
-    return len(_TOKEN_RE.findall(text))
+    # One match at a time, not `findall`: a regex call holds the GIL to its end, which for the
+    # 1.5 MB of a large answer (counted in a thread) stopped the event loop for 0.2 s.
+    return sum(1 for _ in _TOKEN_RE.finditer(text))

@@ -22,6 +22,13 @@ _DEFAULT_ITEMS: Final = 3
 # 40 structures, each with two fields of the next: 2^40 objects) while the sampler holds its
 # worker's event loop. A real answer's size is bounded by its output tokens; this one by this.
 MAX_VALUES: Final = 100_000
+
+
+class LargeSample(Exception):
+    """A sample went past the smaller limit its caller gave (see `Sampler`): the caller builds it
+    elsewhere, off its event loop."""
+
+
 _STOPWORDS: Final = frozenset(
     (
         *("a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in"),
@@ -81,8 +88,15 @@ class Sampler:
     nullable values become null, so every recursive schema that has a finite instance gets one.
     """
 
-    def __init__(self, root: Mapping[str, Any], rng: random.Random, words: Sequence[str]) -> None:
+    def __init__(
+        self,
+        root: Mapping[str, Any],
+        rng: random.Random,
+        words: Sequence[str],
+        limit: int = MAX_VALUES,
+    ) -> None:
         self._root = root
+        self._limit = min(limit, MAX_VALUES)
         self._rng = rng
         self._words = list(words) or ["offline"]
         self._counters: dict[str, int] = {}
@@ -94,9 +108,12 @@ class Sampler:
         Raises:
             ValueError: the schema's recursion never ends, or its value would hold more than
                 `MAX_VALUES` values.
+            LargeSample: its value would hold more than the ``limit`` given, below `MAX_VALUES`.
         """
         self._values += 1
-        if self._values > MAX_VALUES:
+        if self._values > self._limit:
+            if self._limit < MAX_VALUES:
+                raise LargeSample
             raise ValueError(
                 f"a value of this schema holds more than {MAX_VALUES:,} values (lists and "
                 "structures nested in each other multiply), more than the offline model builds"

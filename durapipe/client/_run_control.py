@@ -42,7 +42,12 @@ from durapipe.client._stalls import (
     why_stalled,
 )
 from durapipe.client._totals import status_name
-from durapipe.runtime._approvals import DECIDE_UPDATE, ApprovalDecision, ApprovalRequest
+from durapipe.runtime._approvals import (
+    DECIDE_UPDATE,
+    ApprovalDecision,
+    ApprovalRequest,
+    decision_text_problem,
+)
 from durapipe.workflows import PAUSE_SIGNAL, PAUSED_QUERY, RESUME_SIGNAL, WAITING_QUERY
 
 # A run whose workers are gone cannot answer a query; `pending` skips it rather than hang.
@@ -254,6 +259,9 @@ async def _decide(client: Client, run_id: str, decision: ApprovalDecision) -> No
     parent, _, _ = decision.step.rpartition("/")
     workflow_id = child_workflow_id(run_id, parent) if parent else run_id
     handle = client.get_workflow_handle(workflow_id)
+    too_long = decision_text_problem(decision)  # the worker refuses it too; say so before sending
+    if too_long is not None:
+        raise DecisionRefused(f"decision refused: {too_long}; nothing was sent")
     # A run that ended takes no decision: said as `cancel` says it, not as a worker missing.
     await _still_running(client, run_id)
     # Only a worker can take an update: without one the call waits in silence, for ever.

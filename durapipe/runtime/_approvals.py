@@ -16,6 +16,10 @@ from durapipe.spec import ApprovalPipe, Pipeline, TemplateError, _types, render
 
 DECIDE_UPDATE = "durapipe.decide"
 REJECTED = ErrorType.REJECTED
+# The longest reason or reviewer a decision may carry. A rejection's reason becomes the run's
+# failure message, which is not a payload (no payload store takes it): a reason of 3 MB failed every
+# workflow task of its run on Temporal's size limit (PAYLOADS_TOO_LARGE), and the run hung.
+MAX_DECISION_TEXT = 2_000
 
 
 class ApprovalRequest(BaseModel):
@@ -105,8 +109,12 @@ def check_decision(
     """The decision with edited data validated against the step's type.
 
     Raises:
-        ValueError: the data does not fit the step's type (the message says how).
+        ValueError: the data does not fit the step's type, or the reason or reviewer is longer
+            than `MAX_DECISION_TEXT` (the message says how).
     """
+    problem = decision_text_problem(decision)
+    if problem is not None:
+        raise ValueError(problem)
     if not (decision.approved and decision.edited):
         return decision
     try:
@@ -119,6 +127,18 @@ def check_decision(
             f"{where}: {first['msg']}"
         ) from None
     return decision.model_copy(update={"data": data})
+
+
+def decision_text_problem(decision: ApprovalDecision) -> str | None:
+    """Why the decision's reason or reviewer is too long, in one sentence, or None."""
+    for field in ("reason", "reviewer"):
+        text = getattr(decision, field)
+        if len(text) > MAX_DECISION_TEXT:
+            return (
+                f"the {field} for step '{decision.step}' is {len(text):,} characters long; a "
+                f"decision's {field} may be at most {MAX_DECISION_TEXT:,}"
+            )
+    return None
 
 
 def timeout_decision(request: ApprovalRequest) -> ApprovalDecision:

@@ -47,7 +47,13 @@ from durapipe.spec import (
 from durapipe.spec._kinds import Inline, InlineError
 from durapipe.spec._size import RunSize
 from durapipe.spec._spec import BatchPipe, ConditionPipe, ParallelPipe
-from durapipe.spec._types import StructureSpec, blob_input_problem, optional_of, structures_used
+from durapipe.spec._types import (
+    NESTING_WORDS,
+    StructureSpec,
+    blob_input_problem,
+    optional_of,
+    structures_used,
+)
 from durapipe.spec._validate import call_problem
 
 T = TypeVar("T")
@@ -58,6 +64,10 @@ FINISHED = frozenset({"succeeded", "failed", "skipped"})
 MISSING_VALUE = ErrorType.MISSING_VALUE
 UNKNOWN_KIND = ErrorType.UNKNOWN_KIND
 INVALID_SPEC = ErrorType.INVALID_SPEC
+# A run's spec nesting structures and lists past `MAX_NESTING` fails when it starts since this
+# change; before it, the run went on (its steps failing on a RecursionError from ~45 levels).
+# Asked only by such a run, so other runs' histories carry no marker.
+NESTING_PATCH = "durapipe.nesting-bound"
 
 
 class Interpreter:
@@ -100,6 +110,8 @@ class Interpreter:
             StepFailed: a step failed after its retries; later steps are marked skipped.
         """
         problem = call_problem(self.run.spec, self.run.pipe)
+        if problem and NESTING_WORDS in problem and not self.runtime.patched(NESTING_PATCH):
+            problem = call_problem(self.run.spec, self.run.pipe, nesting=False)
         if problem is not None:  # a raw workflow input: validation never saw it
             kind = getattr(self.run.spec.pipes.get(self.run.pipe), "kind", "unknown")
             raise StepFailed(

@@ -23,6 +23,7 @@ import json
 import re
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -275,11 +276,14 @@ def _split_count(inner: str) -> tuple[str, int | None]:
     return inner, None
 
 
-def type_problems(ref: str, structures: Structures, *, loops: bool = True) -> list[str]:
+def type_problems(
+    ref: str, structures: Structures, *, loops: bool = True, nesting: bool = True
+) -> list[str]:
     """Every reason ``ref`` is not a usable type given these structures (empty when fine).
 
-    ``loops=False`` leaves out structures that refer to themselves: a structure's own fields are
-    checked so, and the loop is reported once, where a pipe uses it."""
+    ``loops=False`` leaves out structures that refer to themselves and nesting past `MAX_NESTING`:
+    a structure's own fields are checked so, and each is reported once, where a pipe uses it.
+    ``nesting=False`` leaves out only the nesting (a run recorded before its bound replays so)."""
     try:
         node = parse_type(ref)
     except ValueError as err:
@@ -289,6 +293,14 @@ def type_problems(ref: str, structures: Structures, *, loops: bool = True) -> li
     if node.name in SCALARS or node.name in BUILTINS:
         return []
     if node.name in structures:
+        depth = nesting_depth(ref, structures) if loops and nesting else 0
+        if depth > MAX_NESTING:
+            # pydantic builds a structure's model and schema by recursion: at ~45 levels a
+            # step failed each attempt with a RecursionError, and 3,000 raised one in `validate`.
+            return [
+                f"structure '{node.name}' nests {depth:,} levels deep {NESTING_WORDS}, more "
+                f"than the {MAX_NESTING} durapipe reads; flatten it"
+            ]
         loop = _loop(node.name, structures) if loops else None
         if loop is None:
             return []
@@ -342,25 +354,74 @@ def _loop(name: str, structures: Structures) -> list[str] | None:
 
 
 def structures_used(ref: str, structures: Structures) -> set[str]:
-    """Names of the structures ``ref`` needs, following nested fields."""
+    """Names of the structures ``ref`` needs, following nested fields (iterative: any depth)."""
     seen: set[str] = set()
-
-    def visit(type_ref: str) -> None:
-        try:
-            node = parse_type(type_ref)
-        except ValueError:
-            return
-        while node.item is not None:
-            node = node.item
-        if node.name in structures and node.name not in seen:
-            seen.add(node.name)
-            for field in structures[node.name].fields.values():
-                visit(field.type)
-            if structures[node.name].refines:
-                visit(str(structures[node.name].refines))
-
-    visit(ref)
+    pending = [ref]
+    while pending:
+        name = _structure_of(pending.pop(), structures)[1]
+        if name is None or name in seen:
+            continue
+        seen.add(name)
+        pending.extend(field.type for field in structures[name].fields.values())
+        if structures[name].refines:
+            pending.append(str(structures[name].refines))
     return seen
+
+
+# The deepest a value's structures and lists may nest within each other (see `nesting_depth`).
+MAX_NESTING = 32
+# What a problem of nesting past it says (a run's workflow tells it from the others by these words).
+NESTING_WORDS = "(structures and lists within each other)"
+
+
+def _structure_of(type_ref: str, structures: Structures) -> tuple[int, str | None]:
+    """The lists around ``type_ref``'s items and the structure they hold (None: no structure)."""
+    try:
+        node = parse_type(type_ref)
+    except ValueError:
+        return 0, None  # reported as that type's own problem
+    lists = 0
+    while node.item is not None:
+        node, lists = node.item, lists + 1
+    return lists, node.name if node.name in structures else None
+
+
+def nesting_depth(ref: str, structures: Structures) -> int:
+    """How many structures and lists a value of ``ref`` nests within each other, at the most
+    (``list[Claim]`` with text fields: 2); a loop of structures counts once, where it closes.
+
+    Iterative, each structure walked once: a client's chain of 3,000 structures is as cheap as
+    3,000 fields, where a recursive walk raised a RecursionError.
+    """
+    lists, top = _structure_of(ref, structures)
+    if top is None:
+        return lists
+    depth: dict[str, int] = {}
+    # Each entry: a structure on the path, its fields still to read, its deepest field so far,
+    # and the lists around the field whose structure is being walked above it.
+    path: list[tuple[str, Iterator[FieldSpec], list[int]]] = [
+        (top, iter(structures[top].fields.values()), [0, 0])
+    ]
+    on_path = {top}
+    while path:
+        name, fields, (deepest, _) = path[-1]
+        for field in fields:
+            field_lists, inner = _structure_of(field.type, structures)
+            if inner is None or inner in depth or inner in on_path:
+                deepest = max(deepest, field_lists + depth.get(inner or "", 0))
+                continue
+            path[-1][2][:] = [deepest, field_lists]
+            path.append((inner, iter(structures[inner].fields.values()), [0, 0]))
+            on_path.add(inner)
+            break
+        else:
+            depth[name] = deepest + 1
+            path.pop()
+            on_path.discard(name)
+            if path:
+                parent = path[-1][2]
+                parent[0] = max(parent[0], parent[1] + depth[name])
+    return lists + depth[top]
 
 
 def is_assignable(source: str, target: str, structures: Structures | None = None) -> bool:

@@ -163,7 +163,7 @@ def _nesting_problem(pipeline: Pipeline) -> tuple[str, str] | None:
     return None
 
 
-def call_problem(pipeline: Pipeline, start: str) -> str | None:
+def call_problem(pipeline: Pipeline, start: str, *, nesting: bool = True) -> str | None:
     """Why the pipes ``start`` calls cannot run as ``pipeline`` holds them, in one sentence, or None.
 
     A spec that arrives in a workflow input need not have been validated (any client of the
@@ -171,10 +171,11 @@ def call_problem(pipeline: Pipeline, start: str) -> str | None:
     each level of a parallel), and a pipe the spec lacks would fail a workflow task forever. So a
     run checks what it was sent: a pipe it names that the spec lacks, pipes that call each other in
     a cycle, calls nested deeper than `MAX_PIPE_DEPTH` (iterative: any depth of input).
+    ``nesting=False`` leaves out types nested past `durapipe.spec._types.MAX_NESTING`.
     """
     if start not in pipeline.pipes:
         return f"the run's spec holds no pipe '{start}'"
-    wrong_type = _type_problem(start, pipeline.pipes[start], pipeline)
+    wrong_type = _type_problem(start, pipeline.pipes[start], pipeline, nesting)
     if wrong_type is not None:
         return wrong_type
     done: set[str] = set()
@@ -195,7 +196,7 @@ def call_problem(pipeline: Pipeline, start: str) -> str | None:
             return f"pipe '{child}': pipes call each other in a cycle: {cycle}"
         if len(trail) >= MAX_PIPE_DEPTH:
             return f"pipe '{start}': pipes call each other more than {MAX_PIPE_DEPTH} levels deep"
-        wrong_type = _type_problem(child, pipeline.pipes[child], pipeline)
+        wrong_type = _type_problem(child, pipeline.pipes[child], pipeline, nesting)
         if wrong_type is not None:
             return wrong_type
         trail.append(child)
@@ -203,7 +204,9 @@ def call_problem(pipeline: Pipeline, start: str) -> str | None:
     return None
 
 
-def _type_problem(name: str, pipe: PipeSpec, pipeline: Pipeline) -> str | None:
+def _type_problem(
+    name: str, pipe: PipeSpec, pipeline: Pipeline, nesting: bool = True
+) -> str | None:
     """Why a type ``pipe`` declares cannot be used: unreadable, unknown, or a structure that refers
     to itself (its steps would fail on it, each attempt, with a RecursionError)."""
     # A controller's output names working-memory values; a leaf's is a type.
@@ -213,7 +216,7 @@ def _type_problem(name: str, pipe: PipeSpec, pipeline: Pipeline) -> str | None:
         if not isinstance(ref, str):
             continue
         try:
-            problems = _types.type_problems(ref, pipeline.structures)
+            problems = _types.type_problems(ref, pipeline.structures, nesting=nesting)
         except RecursionError:
             problems = [f"'{ref[:40]}' nests too deeply (types or structures)"]
         if problems:
