@@ -44,16 +44,11 @@ from durapipe.spec import (
     limits_for,
     subset,
 )
+from durapipe.spec._blob_refs import blob_input_problem
 from durapipe.spec._kinds import Inline, InlineError
 from durapipe.spec._size import RunSize
 from durapipe.spec._spec import BatchPipe, ConditionPipe, ParallelPipe
-from durapipe.spec._types import (
-    NESTING_WORDS,
-    StructureSpec,
-    blob_input_problem,
-    optional_of,
-    structures_used,
-)
+from durapipe.spec._types import NESTING_WORDS, StructureSpec, optional_of, structures_used
 from durapipe.spec._validate import call_problem
 
 T = TypeVar("T")

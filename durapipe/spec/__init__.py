@@ -5,6 +5,7 @@ This layer knows nothing of Temporal.
 
 from durapipe.spec import _builtin_kinds  # noqa: F401  (registers the built-in kinds)
 from durapipe.spec._base import PipeBase, RetrySpec, format_duration, parse_duration
+from durapipe.spec._blob_refs import not_a_blob
 from durapipe.spec._deck import ModelDeck, ModelEntry
 from durapipe.spec._kinds import (
     InlineError,
@@ -39,7 +40,7 @@ from durapipe.spec._spec import (
     pipes_used,
 )
 from durapipe.spec._templates import TemplateError, evaluate, render, variables
-from durapipe.spec._types import Blob, FieldSpec, Page, StructureSpec, not_a_blob
+from durapipe.spec._types import Blob, FieldSpec, Page, StructureSpec
 from durapipe.spec._validate import check, check_inputs, output_type, validate
 
 __all__ = [

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pydantic
 
 from durapipe._errors import PipelineError, Problem
-from durapipe.spec import _types
+from durapipe.spec import _blob_refs, _types
 from durapipe.spec._check_leaves import check_model
 from durapipe.spec._deck import ModelEntry, entry_problems, target
 from durapipe.spec._flow import output_shape
@@ -300,7 +300,9 @@ def check_inputs(
             checked[name] = _types.validate(type_ref, pipeline.structures, inputs[name])
         except pydantic.ValidationError as err:
             first = err.errors(include_url=False)[0]
-            why = _types.not_a_blob(given, err) if type_ref in _types.BLOB_TYPES else first["msg"]
+            why = (
+                _blob_refs.not_a_blob(given, err) if type_ref in _types.BLOB_TYPES else first["msg"]
+            )
             problems.append(
                 Problem(f"pipe '{pipe_name}', input '{name}'", f"expected {type_ref}: {why}")
             )
@@ -327,7 +329,7 @@ def _blobs_downstream(
         if target is not None:
             sources = {name: step.inputs.get(name, name) for name in target.inputs}
             given = {name: memory[src] for name, src in sources.items() if src in memory}
-            refused = _types.blob_input_problem(dict(target.inputs), given)
+            refused = _blob_refs.blob_input_problem(dict(target.inputs), given)
             if refused is not None:
                 name, why = refused
                 return [
