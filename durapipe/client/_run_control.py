@@ -262,6 +262,13 @@ async def _decide(client: Client, run_id: str, decision: ApprovalDecision) -> No
     too_long = decision_text_problem(decision)  # the worker refuses it too; say so before sending
     if too_long is not None:
         raise DecisionRefused(f"decision refused: {too_long}; nothing was sent")
+    try:  # encoded once here (no codec, nothing stored) so that data no converter can send says so
+        client.data_converter.payload_converter.to_payloads([decision])
+    except Exception as err:  # e.g. pydantic's "Maximum serialization depth exceeded"
+        raise DecisionRefused(
+            f"decision refused: the data for step '{decision.step}' cannot be sent: {err}; "
+            "nothing was sent"
+        ) from None
     # A run that ended takes no decision: said as `cancel` says it, not as a worker missing.
     await _still_running(client, run_id)
     # Only a worker can take an update: without one the call waits in silence, for ever.

@@ -53,3 +53,26 @@ async def test_a_huge_reason_is_refused_and_the_run_still_takes_a_decision(
         await handle.reject("held", reason="not now")
         with pytest.raises(dp.StepFailed, match="rejected by the reviewer: not now"):
             await asyncio.wait_for(handle.result(), 60)
+
+
+def nested(depth: int) -> object:
+    value: object = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_data_nested_too_deep_to_send_is_refused_in_one_sentence(
+    temporal_address: str, task_queue: str
+) -> None:
+    client = await dp.connect(temporal_address)
+    async with dp.build_worker(client, task_queue=task_queue):
+        handle = await waiting_run(client, task_queue)
+        with pytest.raises(dp.DecisionRefused) as refused:
+            await handle.approve("held", data=nested(3_000))
+        assert str(refused.value).startswith(
+            "decision refused: the data for step 'held' cannot be sent: "
+        ), refused.value
+        assert str(refused.value).endswith("; nothing was sent")
+        await handle.approve("held", data="fine")
+        assert (await asyncio.wait_for(handle.result(), 60)).output == "fine"
