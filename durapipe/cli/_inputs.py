@@ -31,7 +31,7 @@ def parse_inputs(
     from_json: set[str] = set()
     if input_json is not None:
         try:
-            data = json.loads(input_json)
+            data = loads(input_json)
         except json.JSONDecodeError as err:
             raise dp.ConfigError(
                 f"--input-json is not valid JSON: {err.msg} at position {err.pos}"
@@ -54,6 +54,19 @@ def parse_inputs(
     return inputs
 
 
+def loads(text: str) -> Any:
+    """``json.loads``, with JSON nested past Python's recursion limit (a few thousand ``[``)
+    refused as any other invalid JSON, not a RecursionError traceback.
+
+    Raises:
+        json.JSONDecodeError: ``text`` is not JSON, or nests too deeply to read.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("it nests too deeply to read", text, 0) from None
+
+
 def _value(name: str, value: str, type_ref: str) -> Any:
     """The value of ``--input name=value`` for an input of type ``type_ref``."""
     if value.startswith("@"):
@@ -69,7 +82,7 @@ def _value(name: str, value: str, type_ref: str) -> Any:
     if type_ref in _NOT_JSON:
         return value  # pydantic reads numbers and booleans from their text
     try:
-        return json.loads(value)
+        return loads(value)
     except json.JSONDecodeError as err:
         # `xs=a,b` for a list: the shape to write, not only where the JSON broke.
         shape = "[...]" if type_ref.startswith("list[") else "{...}"

@@ -12,6 +12,7 @@ import typer
 
 from durapipe._errors import ConfigError
 from durapipe.adapters.mthds import Method, mthds_inputs, mthds_output, pipe_for
+from durapipe.cli._inputs import loads
 from durapipe.cli._printable import printable_json
 
 
@@ -65,7 +66,7 @@ def read_inputs(
     if text is None or not text.strip():
         return None
     try:
-        data = json.loads(text)
+        data = loads(text)
     except json.JSONDecodeError as err:
         raise ConfigError(f"{origin} is not valid JSON: {err.msg} at position {err.pos}") from None
     return mthds_inputs(data, method.pipeline, pipe)

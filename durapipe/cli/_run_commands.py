@@ -27,7 +27,7 @@ from durapipe.cli._app import (
     stopped_following,
 )
 from durapipe.cli._connection import connect, connection_options
-from durapipe.cli._inputs import input_types, parse_inputs
+from durapipe.cli._inputs import input_types, loads, parse_inputs
 from durapipe.cli._methods import MethodsOption, methods_for
 from durapipe.cli._printable import printable, printable_json
 
@@ -197,7 +197,7 @@ def approve(
     extra: dict[str, Any] = {}
     if data is not None:
         try:
-            extra["data"] = json.loads(data)
+            extra["data"] = loads(data)
         except json.JSONDecodeError as err:
             # Bare text is the likely mistake: the value a reviewer means is a JSON string.
             hint = (

@@ -427,3 +427,21 @@ def test_every_file_option_says_in_one_sentence_why_it_cannot_read_it() -> None:
         result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
         assert (result.returncode, result.stderr) == (2, f"error: {sentence}\n"), args
     shutil.rmtree(folder)
+
+
+def test_json_nested_past_the_recursion_limit_is_one_sentence(tmp_path: Path) -> None:
+    # json.loads raised a RecursionError traceback for a few thousand brackets.
+    deep = "[" * 5_000 + "]" * 5_000
+    file = str(_pipeline(tmp_path))
+    given = CliRunner().invoke(
+        app, ["run", "shout", "--file", file, "--local", "--input-json", deep]
+    )
+    decided = CliRunner().invoke(app, ["approve", "some-run", "held", "--data", deep])
+    assert (given.exit_code, given.stderr) == (
+        2,
+        "error: --input-json is not valid JSON: it nests too deeply to read at position 0\n",
+    )
+    assert (decided.exit_code, decided.stderr) == (
+        2,
+        "error: --data is not valid JSON: it nests too deeply to read at position 0\n",
+    )
