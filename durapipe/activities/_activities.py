@@ -45,7 +45,7 @@ from durapipe.runtime._calls import (
 )
 from durapipe.runtime._spend import AttemptSpend, counting, done, spends
 from durapipe.security._codec import EncryptionError
-from durapipe.security._secrets import redact
+from durapipe.security._secrets import redact, redact_value
 from durapipe.spec import LimitRule, Pipeline, format_duration, limits_for, parse_duration
 from durapipe.spec._deck import AllowedModels, ModelDeck
 from durapipe.spec._kinds import kinds
@@ -306,16 +306,17 @@ async def _heartbeating(
     except ApplicationError as err:
         # A tool's own failure (`ToolError`, Temporal's `ApplicationError`) may quote a credential
         # of this worker as a plain exception may; then its cause, which quotes it too, stays out.
-        message = _said(err.message)
+        # Its details (recorded as its message is) are masked too.
+        message, details = _said(err.message), [redact_value(d) for d in err.details]
         raise ApplicationError(
             message,
-            *err.details,
+            *details,
             _stamped(stamp, spend),
             type=err.type,
             non_retryable=err.non_retryable,
             next_retry_delay=err.next_retry_delay,
             category=err.category,
-        ) from (err if message == err.message else None)
+        ) from (err if message == err.message and details == list(err.details) else None)
     except FailureError:
         raise  # Temporal's own (cancellation and the like): keep them as they are
     except EncryptionError as err:

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from durapipe._errors import ConfigError
 
@@ -84,3 +85,18 @@ def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
     for value in secret_values(environ):
         text = text.replace(value, "[redacted]")
     return _URL_USERINFO.sub("[redacted]@", text)
+
+
+def redact_value(value: Any) -> Any:
+    """``value`` with `redact` applied to every string within it (through lists, tuples and
+    dicts, keys included); other values as they are.
+
+    A failure's details (an ``ApplicationError``'s) are recorded in history as its message is.
+    """
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list | tuple):
+        return type(value)(redact_value(item) for item in value)
+    if isinstance(value, dict):
+        return {redact_value(k): redact_value(v) for k, v in value.items()}
+    return value

@@ -33,3 +33,11 @@ def broke(customer: str) -> str:
 def loud(customer: str) -> str:
     """Fail with a message of 3,000,000 characters, more than Temporal records in a failure."""
     raise ValueError("x" * 3_000_000)
+
+
+def detailed(customer: str) -> str:
+    """Fail with an `ApplicationError` whose message is clean and whose details quote the key."""
+    key = os.environ["CRM_API_KEY"]
+    raise ApplicationError(
+        "the CRM refused the key", {"sent": key, "tried": [f"key={key}"]}, non_retryable=True
+    )
