@@ -29,7 +29,9 @@ def unfrozen(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_objects_alive_at_start_are_frozen_later_ones_collected(unfrozen: None) -> None:
     early = _Node()
     frozen = freeze_startup_objects()
-    assert frozen == gc.get_freeze_count() > 0
+    # At least what it froze: a worker another test left running in this process (a thread) may
+    # freeze too once the fixture emptied `_FROZEN` (fresh-clone CI saw 624,247 against 624,224).
+    assert 0 < frozen <= gc.get_freeze_count()
     assert not any(o is early for o in gc.get_objects())  # out of the collector's sight
     late = _Node()
     gone = weakref.ref(late)
