@@ -207,6 +207,20 @@ async def eventually(
     )
 
 
+async def until_waiting(handle: dp.RunHandle, timeout: float = 60) -> dp.RunHandle:
+    """``handle`` once one of its steps waits for a decision. A `RunStalled` meanwhile is the
+    server not yet listing a worker that just started polling (a loaded host): asked again."""
+
+    async def waits() -> bool:
+        try:
+            return any(s.status == "waiting" for s in await handle.steps())
+        except dp.RunStalled:
+            return False
+
+    await eventually(waits, f"a step of run '{handle.run_id}' to wait for a decision", timeout)
+    return handle
+
+
 def attempt_of(stuck: str) -> int:
     """The workflow task attempt a stall sentence names ("... is on attempt 3 on the ...")."""
     match = re.search(r" is on attempt (\d+) on ", stuck)

@@ -12,6 +12,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 
 import durapipe as dp
 from durapipe.runtime._approvals import DECIDE_UPDATE, ApprovalDecision
+from tests.support import until_waiting
 
 PIPELINE = """
 pipes:
@@ -29,11 +30,7 @@ async def waiting_run(client: Client, task_queue: str) -> dp.RunHandle:
     handle = await dp.start(
         client, dp.load_yaml(PIPELINE), "held", {"draft": "x"}, task_queue=task_queue
     )
-    for _ in range(300):
-        if any(s.status == "waiting" for s in await handle.steps()):
-            return handle
-        await asyncio.sleep(0.1)
-    raise AssertionError("the run never waited")
+    return await until_waiting(handle)
 
 
 async def test_a_huge_reason_is_refused_and_the_run_still_takes_a_decision(

@@ -9,6 +9,7 @@ import asyncio
 from temporalio.worker import Worker
 
 import durapipe as dp
+from tests.support import until_waiting
 
 PIPELINE = """
 pipes:
@@ -39,12 +40,7 @@ async def test_a_decision_after_a_worker_restart_and_with_no_cache_is_taken(
     client = await dp.connect(temporal_address, pipeline=pipeline)
     async with dp.build_worker(client, task_queue=task_queue):
         handle = await dp.start(client, pipeline, "flow", {"topic": "tea"}, task_queue=task_queue)
-        for _ in range(600):
-            if any(s.status == "waiting" for s in await handle.steps()):
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("the run never waited")
+        await until_waiting(handle)
     # A new worker that keeps no run cached: every workflow task replays the whole history.
     async with Worker(client, task_queue=task_queue, max_cached_workflows=0):
         await asyncio.wait_for(handle.approve("held"), 60)
